@@ -1,0 +1,49 @@
+# jobq: `make demo` runs the seed's system, `make test` runs every test. Both install what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo stop clean-data test test-fast check fmt bench soak
+
+$(STAMP): pyproject.toml
+	@bash scripts/install-python.sh $(VENV)
+	@touch $@
+
+install: $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: install system-deps
+	@bash scripts/demo.sh
+
+stop:
+	@bash scripts/stop.sh
+
+clean-data: stop
+	rm -rf data/queue.db data/queue.db-wal data/queue.db-shm data/files
+	mkdir -p data/files
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit and contract tests on SQLite only: seconds, for the edit-run loop.
+test-fast: install
+	$(PY) -m pytest tests/unit tests/contract -k "not postgres" $(PYTEST_ARGS)
+
+check: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install system-deps
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+soak: install system-deps
+	JOBQ_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)

@@ -1,0 +1,49 @@
+"""jobq: a crash-safe persistent job queue on SQLite (embedded) or PostgreSQL (scale-out).
+
+At-least-once delivery with leases, heartbeats and fencing tokens: a worker whose lease was lost
+can never complete, fail or extend a job that was handed to another.
+"""
+
+from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerInfo
+from jobq.config import Settings, load_settings
+from jobq.errors import (
+    ConfigError,
+    InvalidPayload,
+    InvalidTransition,
+    JobCancelled,
+    JobNotFound,
+    JobqError,
+    LeaseLost,
+    PayloadTooLarge,
+    StorageError,
+)
+from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
+from jobq.queue import Queue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TRANSITIONS",
+    "Action",
+    "ActionResult",
+    "ConfigError",
+    "Event",
+    "EventKind",
+    "InvalidPayload",
+    "InvalidTransition",
+    "Job",
+    "JobCancelled",
+    "JobFilter",
+    "JobNotFound",
+    "JobStatus",
+    "JobqError",
+    "LeaseLost",
+    "Page",
+    "PayloadTooLarge",
+    "Queue",
+    "QueueStats",
+    "Settings",
+    "StorageError",
+    "WorkerInfo",
+    "load_settings",
+]

@@ -1,0 +1,263 @@
+"""The storage seam: one small interface of meaningful operations that every backend implements.
+
+Every state change is conditional: it is guarded by the statuses allowed in
+``jobq.job.TRANSITIONS`` and, for worker writes, by the lease token; each reports whether it
+happened. The contract suite in ``tests/contract`` runs unchanged against every backend.
+
+Times are UNIX seconds passed in by the caller (``now``), so that the contract suite can drive a
+fake clock and every backend uses the same one. On PostgreSQL across hosts this means hosts must
+keep their clocks in sync (NTP); a lease of 30 s tolerates far more skew than NTP leaves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from jobq.job import Event, Job, JobStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to insert. ``payload_json`` is already serialised and size-checked by the facade."""
+
+    payload_json: str
+    queue: str
+    task: str
+    priority: int
+    run_at: float
+    max_attempts: int
+    timeout: float | None = None
+    idempotency_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """What a worker holds: the job id and the token it was handed at claim time."""
+
+    job_id: int
+    token: str
+    worker_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    lease: Lease
+    result_json: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt. ``retry_at`` None means give up (FAILED); else back to PENDING then."""
+
+    lease: Lease
+    error: str
+    retry_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """Per lease: ``alive`` False means the lease is lost; ``cancel_requested`` asks to stop."""
+
+    job_id: int
+    alive: bool
+    cancel_requested: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The outcome of an operator action on one job."""
+
+    job_id: int
+    ok: bool
+    status: JobStatus | None
+    """The status after the action (or the one that made it illegal; None: no such job)."""
+    message: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RescueResult:
+    job_id: int
+    outcome: str
+    """``"rescued"`` (back to PENDING), ``"expired"`` (FAILED) or ``"cancelled"``."""
+    previous_owner: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing, a count or a bulk action applies to. Empty means all."""
+
+    statuses: tuple[JobStatus, ...] = ()
+    queues: tuple[str, ...] = ()
+    search: str | None = None
+    """Case-insensitive substring of the payload text."""
+    ids: tuple[int, ...] = ()
+    tasks: tuple[str, ...] = ()
+
+
+SORT_FIELDS = ("id", "created_at", "updated_at", "started_at", "finished_at", "priority", "attempts", "status", "run_at")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """A slice of a listing: keyset-friendly sort, limit and offset."""
+
+    sort: str = "id"
+    descending: bool = True
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One row of ``workers``: a worker process, unique per process start."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    started_at: float
+    last_seen_at: float
+    stopped_at: float | None = None
+    current_jobs: tuple[int, ...] = ()
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    wake_address: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What ops shows at a glance."""
+
+    counts: dict[str, int]
+    by_queue: dict[str, dict[str, int]]
+    oldest_pending_at: float | None
+    completed_last_minute: int
+    failed_last_minute: int
+    expired_leases: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bucket:
+    """One time bucket of the history, for the ops charts."""
+
+    start: float
+    enqueued: int
+    claimed: int
+    completed: int
+    failed: int
+    depth: int
+    """PENDING jobs at the end of the bucket (derived backwards from the current count)."""
+    wait_p50: float | None
+    wait_p95: float | None
+    run_p50: float | None
+    run_p95: float | None
+
+
+class Backend(Protocol):
+    """A job store. Every method is one short transaction; none holds a reader open."""
+
+    url: str
+
+    # -- producers -------------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """Insert jobs in one transaction; a known idempotency key returns the existing id."""
+        ...
+
+    # -- workers ---------------------------------------------------------------------------
+    def claim(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float
+    ) -> list[Job]:
+        """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases."""
+        ...
+
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, now: float) -> list[HeartbeatResult]:
+        """Extend each still-valid lease; refused ones are recorded as stale writes."""
+        ...
+
+    def complete(self, items: Sequence[Completion], now: float) -> list[bool]:
+        """PROCESSING -> COMPLETED for each valid lease (group commit); False: refused, recorded."""
+        ...
+
+    def fail(self, items: Sequence[Failure], now: float) -> list[bool]:
+        """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease; False: refused."""
+        ...
+
+    def release(self, leases: Sequence[Lease], now: float, reason: str) -> list[bool]:
+        """PROCESSING -> PENDING at once, attempt not counted (graceful shutdown)."""
+        ...
+
+    def ack_cancel(self, leases: Sequence[Lease], now: float) -> list[bool]:
+        """PROCESSING (cancel requested) -> CANCELLED, by the worker that stopped the job."""
+        ...
+
+    def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
+        """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED)."""
+        ...
+
+    def next_due_at(self, queues: Sequence[str]) -> float | None:
+        """The earliest run_at among PENDING jobs of ``queues`` (for sleeping until then)."""
+        ...
+
+    # -- operators -------------------------------------------------------------------------
+    def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+        """FAILED / CANCELLED / COMPLETED -> PENDING for the jobs in ``where``."""
+        ...
+
+    def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+        """PENDING / FAILED -> CANCELLED; PROCESSING -> cancel requested."""
+        ...
+
+    def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
+        """Delete finished jobs (and their events) of ``statuses`` finished before the cutoff."""
+        ...
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, job_id: int) -> Job | None: ...
+
+    def events(self, job_id: int) -> list[Event]: ...
+
+    def list_jobs(self, where: JobFilter, page: Page) -> list[Job]: ...
+
+    def count_jobs(self, where: JobFilter) -> int: ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status, every status present (0 when none)."""
+        ...
+
+    def stats(self, now: float) -> QueueStats: ...
+
+    def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]: ...
+
+    def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]: ...
+
+    # -- worker registry -------------------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None: ...
+
+    def worker_seen(
+        self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
+    ) -> None: ...
+
+    def worker_stopped(self, worker_id: str, now: float) -> None: ...
+
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
+
+    # -- wake-up ---------------------------------------------------------------------------
+    def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
+        """A way for an idle worker to sleep until new work may be there."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Listener(Protocol):
+    address: str | None
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True when woken by a notification (work may be there)."""
+        ...
+
+    def close(self) -> None: ...
+

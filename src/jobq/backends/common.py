@@ -1,0 +1,118 @@
+"""Backend-neutral helpers shared by the SQLite and PostgreSQL backends (no SQL here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from jobq.backends.base import Bucket
+
+#: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
+JOB_COLUMNS = (
+    "id",
+    "queue",
+    "task",
+    "payload",
+    "status",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "timeout",
+    "last_error",
+    "lease_owner",
+    "lease_token",
+    "lease_expires_at",
+    "idempotency_key",
+    "result",
+    "cancel_requested",
+    "run",
+)
+
+HISTORY_SAMPLE_LIMIT = 20_000
+"""Most recent finished jobs used for wait/run percentiles: bounded work per ops refresh."""
+
+
+def loads(text: str | None) -> Any:
+    """Decode a stored JSON column; a value that is not JSON (hand-edited) is shown as text."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (None when empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def build_buckets(
+    since: float,
+    bucket_seconds: float,
+    now: float,
+    kind_counts: Iterable[tuple[int, str, int]],
+    durations: Iterable[tuple[float, float | None, float | None, float | None]],
+    pending_now: int,
+) -> list[Bucket]:
+    """Assemble chart buckets from aggregated rows.
+
+    ``kind_counts``: (bucket index, event kind, count). ``durations``: (finished_at, created_at or
+    run_at, started_at, finished_at) of recently finished jobs. The depth of each bucket is
+    derived backwards from the current PENDING count: depth before = depth after - enqueued +
+    claimed (resubmits count as enqueues; rescues and retries as enqueues too).
+    """
+    n = max(1, math.ceil((now - since) / bucket_seconds))
+    counts: list[dict[str, int]] = [{} for _ in range(n)]
+    for index, kind, count in kind_counts:
+        if 0 <= index < n:
+            counts[index][kind] = counts[index].get(kind, 0) + count
+    waits: list[list[float]] = [[] for _ in range(n)]
+    runs: list[list[float]] = [[] for _ in range(n)]
+    for finished, ready, started, finished2 in durations:
+        index = int((finished - since) // bucket_seconds)
+        if 0 <= index < n:
+            if started is not None and ready is not None:
+                waits[index].append(max(0.0, started - ready))
+            if started is not None and finished2 is not None:
+                runs[index].append(max(0.0, finished2 - started))
+    depth = pending_now
+    buckets: list[Bucket] = []
+    for i in range(n - 1, -1, -1):
+        c = counts[i]
+        into = c.get("enqueued", 0) + c.get("resubmitted", 0) + c.get("retry_scheduled", 0)
+        into += c.get("rescued", 0) + c.get("released", 0)
+        w, r = sorted(waits[i]), sorted(runs[i])
+        buckets.append(
+            Bucket(
+                start=since + i * bucket_seconds,
+                enqueued=c.get("enqueued", 0),
+                claimed=c.get("claimed", 0),
+                completed=c.get("completed", 0),
+                failed=c.get("failed", 0) + c.get("expired", 0),
+                depth=max(0, depth),
+                wait_p50=percentile(w, 0.5),
+                wait_p95=percentile(w, 0.95),
+                run_p50=percentile(r, 0.5),
+                run_p95=percentile(r, 0.95),
+            )
+        )
+        depth = depth - into + c.get("claimed", 0) + c.get("cancelled", 0)
+    buckets.reverse()
+    return buckets
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally anywhere (escape character ``\\``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

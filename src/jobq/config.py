@@ -1,0 +1,176 @@
+"""Settings: one typed dataclass with named defaults, loaded in layers.
+
+Layers, lowest first: the defaults below, a TOML file (``jobq.toml`` in the working directory or
+``JOBQ_CONFIG``), environment variables ``JOBQ_*``, then explicit overrides (CLI flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jobq.errors import ConfigError
+
+DATABASE_URL_DEFAULT = "sqlite:///data/queue.db"
+QUEUE_DEFAULT = "default"
+LEASE_SECONDS_DEFAULT = 30.0
+#: Heartbeat well inside the lease (pgqueuer#430 re-picked live jobs whose heartbeat exceeded it).
+HEARTBEAT_FRACTION_OF_LEASE = 1 / 3
+MAX_ATTEMPTS_DEFAULT = 3
+BACKOFF_BASE_SECONDS_DEFAULT = 1.0
+BACKOFF_CAP_SECONDS_DEFAULT = 300.0
+PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
+POLL_INTERVAL_SECONDS_DEFAULT = 1.0
+SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
+CONCURRENCY_DEFAULT = 1
+RESCUE_INTERVAL_SECONDS_DEFAULT = 5.0
+BUSY_TIMEOUT_MS_DEFAULT = 10_000
+DATA_DIR_DEFAULT = "data"
+PRODUCER_INTERVAL_SECONDS_DEFAULT = 5.0
+CONSUMER_DELAY_DEFAULT = "7-15"
+PRUNE_AFTER_SECONDS_DEFAULT: float | None = None
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Parse ``"30"``, ``"1.5s"``, ``"250ms"``, ``"10m"``, ``"7d"`` into seconds.
+
+    >>> parse_duration("7d")
+    604800.0
+    """
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ConfigError(f"duration must not be negative: {text}")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 30, 1.5s, 250ms, 10m, 2h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """Parse a ``"7-15"`` seconds range (``"0-0.05"``, or one number ``"3"``)."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) == 1:
+            low = high = float(parts[0])
+        elif len(parts) == 2:
+            low, high = float(parts[0]), float(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"not a range of seconds: {text!r} (use e.g. 7-15 or 0-0.05)") from None
+    if low < 0 or high < low:
+        raise ConfigError(f"bad range of seconds: {text!r} (need 0 <= low <= high)")
+    return low, high
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a jobq process can be told. Env names are ``JOBQ_`` + the upper-case field."""
+
+    database_url: str = DATABASE_URL_DEFAULT
+    queue: str = QUEUE_DEFAULT
+    lease_seconds: float = LEASE_SECONDS_DEFAULT
+    max_attempts: int = MAX_ATTEMPTS_DEFAULT
+    backoff_base_seconds: float = BACKOFF_BASE_SECONDS_DEFAULT
+    backoff_cap_seconds: float = BACKOFF_CAP_SECONDS_DEFAULT
+    payload_limit_bytes: int = PAYLOAD_LIMIT_BYTES_DEFAULT
+    poll_interval_seconds: float = POLL_INTERVAL_SECONDS_DEFAULT
+    shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS_DEFAULT
+    concurrency: int = CONCURRENCY_DEFAULT
+    rescue_interval_seconds: float = RESCUE_INTERVAL_SECONDS_DEFAULT
+    prune_after_seconds: float | None = PRUNE_AFTER_SECONDS_DEFAULT
+    data_dir: str = DATA_DIR_DEFAULT
+    producer_interval_seconds: float = PRODUCER_INTERVAL_SECONDS_DEFAULT
+    consumer_delay: str = CONSUMER_DELAY_DEFAULT
+    operator: str | None = None
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds * HEARTBEAT_FRACTION_OF_LEASE
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied; ``None`` values are ignored (an unset CLI flag)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return _coerce(dataclasses.replace(self, **given))
+
+
+# Fields with extra env spellings: the seed/issue names that users will type.
+_ENV_ALIASES = {
+    "producer_interval_seconds": ("JOBQ_PRODUCER_INTERVAL",),
+    "lease_seconds": ("JOBQ_LEASE",),
+    "shutdown_grace_seconds": ("JOBQ_SHUTDOWN_GRACE",),
+    "poll_interval_seconds": ("JOBQ_POLL_INTERVAL",),
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (shown in CLI help)."""
+    aliases = _ENV_ALIASES.get(field)
+    return aliases[0] if aliases else "JOBQ_" + field.upper()
+
+
+def _coerce(settings: Settings) -> Settings:
+    """Convert strings (from env or TOML) to each field's type, with one-line errors."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if value is None or not isinstance(value, str):
+            out[f.name] = value
+            continue
+        kind = str(f.type)
+        try:
+            if "float" in kind:
+                out[f.name] = parse_duration(value)
+            elif "int" in kind:
+                out[f.name] = int(value)
+            else:
+                out[f.name] = value
+        except ValueError:
+            raise ConfigError(f"{f.name}: not a number: {value!r}") from None
+    result = Settings(**out)
+    if result.lease_seconds <= 0:
+        raise ConfigError("lease_seconds must be positive")
+    if result.max_attempts < 1:
+        raise ConfigError("max_attempts must be at least 1")
+    if result.concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+    parse_range(result.consumer_delay)
+    return result
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build Settings from defaults < TOML file < environment < ``overrides``."""
+    env = os.environ if env is None else env
+    layered: dict[str, Any] = {}
+    path = Path(config_file or env.get("JOBQ_CONFIG") or "jobq.toml")
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = data.get("jobq", data)
+        known = {f.name for f in dataclasses.fields(Settings)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown settings: {', '.join(unknown)}")
+        layered.update(data)
+    for f in dataclasses.fields(Settings):
+        for name in ("JOBQ_" + f.name.upper(), *_ENV_ALIASES.get(f.name, ())):
+            if env.get(name):
+                layered[f.name] = env[name]
+    layered.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings().replace(**layered)

@@ -1,0 +1,371 @@
+"""The public facade: everything producers, workers, operators and the apps do with a queue.
+
+>>> q = Queue("sqlite:///data/queue.db")          # doctest: +SKIP
+>>> job_id = q.enqueue({"path": "data/files/a.txt"}, key="a.txt")
+>>> job = q.claim("worker-1")
+>>> q.complete(job)                                 # raises LeaseLost if the lease was lost
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from jobq.backends import open_backend
+from jobq.backends.base import (
+    ActionResult,
+    Backend,
+    Bucket,
+    Completion,
+    Failure,
+    HeartbeatResult,
+    JobFilter,
+    Lease,
+    NewJob,
+    Page,
+    QueueStats,
+    RescueResult,
+    WorkerInfo,
+)
+from jobq.config import Settings, load_settings
+from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
+from jobq.job import Event, Job, JobStatus
+from jobq.retry import backoff_seconds
+
+NAME_MAX_CHARS = 200
+"""Longest queue name, task name or idempotency key accepted."""
+
+
+def encode_json(value: Any, what: str = "payload") -> str:
+    """Serialise to compact JSON, or raise InvalidPayload with a one-line reason."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or len(value) > NAME_MAX_CHARS or any(ord(ch) < 32 for ch in value):
+        raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
+    return value
+
+
+def default_actor(settings: Settings) -> str:
+    """The operator recorded on actions: settings, then ``JOBQ_OPERATOR``, then the login name."""
+    if settings.operator:
+        return settings.operator
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def lease_of(job: Job) -> Lease:
+    """The lease a claimed job carries (what fences its heartbeat, complete and fail)."""
+    if job.lease_token is None or job.lease_owner is None:
+        raise LeaseLost(job.id, "use", "this Job was not handed out by claim()")
+    return Lease(job.id, job.lease_token, job.lease_owner)
+
+
+class Queue:
+    """A handle on one job store. Thread-safe; open one per process (never share across fork)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], float] = time.time,
+        backend: Backend | None = None,
+    ) -> None:
+        """Open the queue at ``url`` (default: settings, i.e. ``JOBQ_DATABASE_URL`` or data/queue.db).
+
+        Raises ConfigError for a bad URL and StorageError when the database cannot be used.
+        """
+        settings = settings or load_settings()
+        if url:
+            settings = settings.replace(database_url=url)
+        self.settings = settings
+        self.clock = clock
+        self.backend: Backend = backend or open_backend(settings.database_url)
+
+    @property
+    def url(self) -> str:
+        return self.settings.database_url
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- producers -------------------------------------------------------------------------
+    def _new_job(
+        self,
+        payload: Any,
+        *,
+        queue: str | None,
+        task: str,
+        priority: int,
+        delay: float | None,
+        run_at: float | None,
+        key: str | None,
+        max_attempts: int | None,
+        timeout: float | None,
+        now: float,
+    ) -> NewJob:
+        text = encode_json(payload)
+        size = len(text.encode())
+        if size > self.settings.payload_limit_bytes:
+            raise PayloadTooLarge(size, self.settings.payload_limit_bytes)
+        if key is not None:
+            _check_name(key, "idempotency key")
+        attempts = self.settings.max_attempts if max_attempts is None else max_attempts
+        if not isinstance(attempts, int) or attempts < 1:
+            raise InvalidPayload("max_attempts must be an integer >= 1")
+        if not isinstance(priority, int):
+            raise InvalidPayload("priority must be an integer (lower runs first)")
+        if timeout is not None and timeout <= 0:
+            raise InvalidPayload("timeout must be positive (seconds)")
+        when = run_at if run_at is not None else now + max(0.0, delay or 0.0)
+        return NewJob(
+            payload_json=text,
+            queue=_check_name(queue or self.settings.queue, "queue name"),
+            task=_check_name(task, "task name"),
+            priority=priority,
+            run_at=when,
+            max_attempts=attempts,
+            timeout=timeout,
+            idempotency_key=key,
+        )
+
+    def enqueue(
+        self,
+        payload: Any,
+        *,
+        queue: str | None = None,
+        task: str = "",
+        priority: int = 0,
+        delay: float | None = None,
+        run_at: float | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Submit one job and return its id.
+
+        Args:
+            payload: any JSON-serialisable value (at most ``payload_limit_bytes`` encoded).
+            queue: queue name (default from settings, ``"default"``).
+            task: which handler runs it (workers route on it; "" means the worker's default).
+            priority: lower runs first (default 0).
+            delay / run_at: run no sooner than ``now + delay`` seconds, or at UNIX time ``run_at``.
+            key: idempotency key: submitting the same key again returns the existing job's id.
+            max_attempts: attempts before FAILED (default from settings).
+            timeout: seconds a run may take before it counts as failed.
+
+        Raises InvalidPayload / PayloadTooLarge, StorageError.
+        """
+        now = self.clock()
+        job = self._new_job(
+            payload, queue=queue, task=task, priority=priority, delay=delay, run_at=run_at, key=key,
+            max_attempts=max_attempts, timeout=timeout, now=now,
+        )
+        return self.backend.enqueue([job], now)[0]
+
+    def enqueue_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        queue: str | None = None,
+        task: str = "",
+        priority: int = 0,
+        delay: float | None = None,
+        keys: Sequence[str | None] | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> list[int]:
+        """Submit many jobs in one transaction (all or none); ids in order."""
+        now = self.clock()
+        items = list(payloads)
+        if keys is not None and len(keys) != len(items):
+            raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
+        jobs = [
+            self._new_job(
+                p, queue=queue, task=task, priority=priority, delay=delay, run_at=None,
+                key=keys[i] if keys else None, max_attempts=max_attempts, timeout=timeout, now=now,
+            )
+            for i, p in enumerate(items)
+        ]
+        return self.backend.enqueue(jobs, now) if jobs else []
+
+    # -- workers ---------------------------------------------------------------------------
+    def claim(self, worker_id: str, *, lease: float | None = None, queue: str | Sequence[str] | None = None) -> Job | None:
+        """Take the next due job (lowest priority number, then run_at, then id) or None."""
+        jobs = self.claim_many(worker_id, 1, lease=lease, queue=queue)
+        return jobs[0] if jobs else None
+
+    def claim_many(
+        self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
+    ) -> list[Job]:
+        """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
+        queues = [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
+        return self.backend.claim(worker_id, queues, limit, lease or self.settings.lease_seconds, self.clock())
+
+    def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
+        """Extend the job's lease. Returns True when an operator asked to cancel it.
+
+        Raises LeaseLost when the job is no longer this lease's (the refusal is recorded).
+        """
+        result = self.heartbeat_many([job], lease=lease)[0]
+        if not result.alive:
+            raise LeaseLost(job.id, "heartbeat")
+        return result.cancel_requested
+
+    def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
+        if not jobs:
+            return []
+        return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock())
+
+    def complete(self, job: Job, result: Any = None) -> None:
+        """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale."""
+        if not self.complete_many([(job, result)])[0]:
+            raise LeaseLost(job.id, "complete")
+
+    def complete_many(self, items: Sequence[tuple[Job, Any]]) -> list[bool]:
+        """Group-commit completions: one transaction, each still fenced by its own token."""
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result")) for j, r in items
+        ]
+        return self.backend.complete(completions, self.clock()) if completions else []
+
+    def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
+        """Record a failed attempt: back to PENDING after backoff while attempts are left (and
+        ``retry``), else FAILED. Returns the new status. Raises LeaseLost when stale."""
+        status, ok = self.fail_many([(job, error, retry)])[0]
+        if not ok:
+            raise LeaseLost(job.id, "fail")
+        return status
+
+    def fail_many(self, items: Sequence[tuple[Job, str, bool]]) -> list[tuple[JobStatus, bool]]:
+        now = self.clock()
+        failures: list[Failure] = []
+        for job, error, retry in items:
+            again = retry and job.attempts < job.max_attempts
+            retry_at = now + self.backoff(job.attempts) if again else None
+            failures.append(Failure(lease_of(job), str(error)[:20_000], retry_at))
+        done = self.backend.fail(failures, now) if failures else []
+        return [
+            (JobStatus.PENDING if f.retry_at is not None else JobStatus.FAILED, ok)
+            for f, ok in zip(failures, done, strict=True)
+        ]
+
+    def release(self, job: Job, reason: str = "worker shutting down") -> bool:
+        """Give the job back at once (PENDING, attempt not counted). False when already lost."""
+        return self.backend.release([lease_of(job)], self.clock(), reason)[0]
+
+    def ack_cancel(self, job: Job) -> bool:
+        """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
+        return self.backend.ack_cancel([lease_of(job)], self.clock())[0]
+
+    def backoff(self, attempt: int) -> float:
+        return backoff_seconds(attempt, base=self.settings.backoff_base_seconds, cap=self.settings.backoff_cap_seconds)
+
+    def rescue_expired(self, actor: str = "rescuer") -> list[RescueResult]:
+        """Return jobs whose lease expired to PENDING (or FAILED when out of attempts)."""
+        return self.backend.rescue_expired(self.clock(), self.backoff, actor)
+
+    # -- operators -------------------------------------------------------------------------
+    def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
+        result = results[0]
+        if result.status is None:
+            raise JobNotFound(job_id)
+        if not result.ok:
+            raise InvalidTransition(job_id, action, result.status.value)
+        return result
+
+    def resubmit(self, job_id: int, *, actor: str | None = None) -> ActionResult:
+        """FAILED / CANCELLED / COMPLETED -> PENDING (attempts reset, next run).
+
+        Raises JobNotFound or InvalidTransition (nothing changed)."""
+        return self._one(self.resubmit_many(ids=[job_id], actor=actor), job_id, "resubmit")
+
+    def cancel(self, job_id: int, *, actor: str | None = None) -> ActionResult:
+        """PENDING / FAILED -> CANCELLED; PROCESSING -> cancellation requested (the worker
+        stops the handler at its next heartbeat and the job ends CANCELLED)."""
+        return self._one(self.cancel_many(ids=[job_id], actor=actor), job_id, "cancel")
+
+    def resubmit_many(
+        self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
+    ) -> list[ActionResult]:
+        """Resubmit by ids or by filter; one result per job (illegal ones change nothing)."""
+        if ids is not None and not ids:
+            return []
+        return self.backend.resubmit(_target(ids, where), actor or default_actor(self.settings), self.clock())
+
+    def cancel_many(
+        self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
+    ) -> list[ActionResult]:
+        """Cancel by ids or by filter; one result per job (illegal ones change nothing)."""
+        if ids is not None and not ids:
+            return []
+        return self.backend.cancel(_target(ids, where), actor or default_actor(self.settings), self.clock())
+
+    def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
+        """Delete jobs of ``statuses`` that finished more than ``older_than`` seconds ago."""
+        wanted = [JobStatus(s) for s in statuses]
+        return self.backend.purge(wanted, self.clock() - older_than)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, job_id: int) -> Job:
+        """The job, or JobNotFound."""
+        job = self.backend.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def events(self, job_id: int) -> list[Event]:
+        """The job's history, oldest first."""
+        return self.backend.events(job_id)
+
+    def recent_events(self, limit: int = 100, kinds: Sequence[str] = ()) -> list[Event]:
+        return self.backend.recent_events(limit, kinds)
+
+    def list(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
+        return self.backend.list_jobs(where or JobFilter(), page or Page())
+
+    def count(self, where: JobFilter | None = None) -> int:
+        return self.backend.count_jobs(where or JobFilter())
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status (every status present)."""
+        return self.backend.counts()
+
+    def stats(self) -> QueueStats:
+        return self.backend.stats(self.clock())
+
+    def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
+        now = self.clock()
+        return self.backend.history(now - window, bucket, now)
+
+    def workers(self, limit: int = 200) -> list[WorkerInfo]:
+        return self.backend.list_workers(limit)
+
+
+def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:
+    if ids is not None and where is not None:
+        return JobFilter(
+            statuses=where.statuses, queues=where.queues, search=where.search, tasks=where.tasks, ids=tuple(ids)
+        )
+    if ids is not None:
+        return JobFilter(ids=tuple(ids))
+    if where is None:
+        raise InvalidPayload("name the jobs: ids or a filter")
+    return where
