@@ -576,6 +576,9 @@ class SqliteBackend:
         def body(c: apsw.Connection) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
+                if not status:
+                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
+                    continue
                 if JobStatus(status) not in transition.sources:
                     out.append(ActionResult(job_id, False, JobStatus(status), str(InvalidTransition(job_id, "resubmit", status))))
                     continue
@@ -593,6 +596,9 @@ class SqliteBackend:
         def body(c: apsw.Connection) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
+                if not status:
+                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
+                    continue
                 st = JobStatus(status)
                 if st in TRANSITIONS[Action.CANCEL].sources:
                     c.execute(Q_CANCEL, (now, job_id, status))

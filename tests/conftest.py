@@ -1,0 +1,85 @@
+"""Shared fixtures. ``backend_url`` runs a test once per backend (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import jobq
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+try:  # the PostgreSQL server fixtures (tests/pg.py) start a throwaway server once per session
+    from pg import postgres_server, postgres_url  # noqa: F401
+except ImportError:
+
+    @pytest.fixture
+    def postgres_url() -> str:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL fixtures (tests/pg.py) are missing")
+        pytest.skip("PostgreSQL fixtures not available")
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL for each test, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/queue.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/queue.db"
+
+
+class FakeClock:
+    """A clock the test moves by hand, so lease expiry needs no sleeping."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def queue(backend_url: str, clock: FakeClock) -> Iterator[jobq.Queue]:
+    """A Queue on a fresh database of each backend, driven by the fake clock."""
+    settings = jobq.Settings(database_url=backend_url)
+    q = jobq.Queue(settings=settings, clock=clock)
+    yield q
+    q.close()
+
+
+@pytest.fixture
+def open_queue(backend_url: str, clock: FakeClock) -> Iterator[object]:
+    """Open more handles on the same database (as other processes would)."""
+    opened: list[jobq.Queue] = []
+
+    def _open() -> jobq.Queue:
+        q = jobq.Queue(settings=jobq.Settings(database_url=backend_url), clock=clock)
+        opened.append(q)
+        return q
+
+    yield _open
+    for q in opened:
+        q.close()
