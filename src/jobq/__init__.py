@@ -19,6 +19,7 @@ from jobq.errors import (
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 from jobq.queue import Queue
+from jobq.worker import JobContext, PermanentError, Worker, task
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidTransition",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFilter",
     "JobNotFound",
     "JobStatus",
@@ -40,10 +42,13 @@ __all__ = [
     "LeaseLost",
     "Page",
     "PayloadTooLarge",
+    "PermanentError",
     "Queue",
     "QueueStats",
     "Settings",
     "StorageError",
+    "Worker",
     "WorkerInfo",
     "load_settings",
+    "task",
 ]

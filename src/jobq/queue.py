@@ -175,8 +175,16 @@ class Queue:
         """
         now = self.clock()
         job = self._new_job(
-            payload, queue=queue, task=task, priority=priority, delay=delay, run_at=run_at, key=key,
-            max_attempts=max_attempts, timeout=timeout, now=now,
+            payload,
+            queue=queue,
+            task=task,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            now=now,
         )
         return self.backend.enqueue([job], now)[0]
 
@@ -199,15 +207,25 @@ class Queue:
             raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
         jobs = [
             self._new_job(
-                p, queue=queue, task=task, priority=priority, delay=delay, run_at=None,
-                key=keys[i] if keys else None, max_attempts=max_attempts, timeout=timeout, now=now,
+                p,
+                queue=queue,
+                task=task,
+                priority=priority,
+                delay=delay,
+                run_at=None,
+                key=keys[i] if keys else None,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                now=now,
             )
             for i, p in enumerate(items)
         ]
         return self.backend.enqueue(jobs, now) if jobs else []
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(self, worker_id: str, *, lease: float | None = None, queue: str | Sequence[str] | None = None) -> Job | None:
+    def claim(
+        self, worker_id: str, *, lease: float | None = None, queue: str | Sequence[str] | None = None
+    ) -> Job | None:
         """Take the next due job (lowest priority number, then run_at, then id) or None."""
         jobs = self.claim_many(worker_id, 1, lease=lease, queue=queue)
         return jobs[0] if jobs else None
@@ -241,9 +259,7 @@ class Queue:
 
     def complete_many(self, items: Sequence[tuple[Job, Any]]) -> list[bool]:
         """Group-commit completions: one transaction, each still fenced by its own token."""
-        completions = [
-            Completion(lease_of(j), None if r is None else encode_json(r, "result")) for j, r in items
-        ]
+        completions = [Completion(lease_of(j), None if r is None else encode_json(r, "result")) for j, r in items]
         return self.backend.complete(completions, self.clock()) if completions else []
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
@@ -338,7 +354,8 @@ class Queue:
     def recent_events(self, limit: int = 100, kinds: Sequence[str] = ()) -> list[Event]:
         return self.backend.recent_events(limit, kinds)
 
-    def list(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
+    def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
+        """Jobs matching ``where``, sorted and sliced by ``page`` (also available as ``list``)."""
         return self.backend.list_jobs(where or JobFilter(), page or Page())
 
     def count(self, where: JobFilter | None = None) -> int:
@@ -357,6 +374,8 @@ class Queue:
 
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self.backend.list_workers(limit)
+
+    list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 
 
 def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:

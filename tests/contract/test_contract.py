@@ -450,8 +450,13 @@ def test_purge_old_finished_jobs(queue: jobq.Queue, clock) -> None:
 # -- workers and wake-up ------------------------------------------------------------------------
 def test_worker_registry(queue: jobq.Queue, clock) -> None:
     info = WorkerInfo(
-        id="host:1:abc", name="consumer1", host="host", pid=1, queues=("default",),
-        started_at=clock.now, last_seen_at=clock.now,
+        id="host:1:abc",
+        name="consumer1",
+        host="host",
+        pid=1,
+        queues=("default",),
+        started_at=clock.now,
+        last_seen_at=clock.now,
     )
     queue.backend.register_worker(info)
     clock.advance(5)
@@ -470,8 +475,14 @@ def test_listener_wakes_on_enqueue(queue: jobq.Queue, open_queue: Callable[[], j
     try:
         queue.backend.register_worker(
             WorkerInfo(
-                id="w-listen", name="w", host="h", pid=1, queues=("default",), started_at=now,
-                last_seen_at=now, wake_address=listener.address,
+                id="w-listen",
+                name="w",
+                host="h",
+                pid=1,
+                queues=("default",),
+                started_at=now,
+                last_seen_at=now,
+                wake_address=listener.address,
             )
         )
         producer = jobq.Queue(settings=queue.settings)  # real clock: the registry is "live"

@@ -96,7 +96,17 @@ class JobFilter:
     tasks: tuple[str, ...] = ()
 
 
-SORT_FIELDS = ("id", "created_at", "updated_at", "started_at", "finished_at", "priority", "attempts", "status", "run_at")
+SORT_FIELDS = (
+    "id",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "priority",
+    "attempts",
+    "status",
+    "run_at",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,9 +177,7 @@ class Backend(Protocol):
         ...
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float
-    ) -> list[Job]:
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
         """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases."""
         ...
 
@@ -236,9 +244,7 @@ class Backend(Protocol):
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None: ...
 
-    def worker_seen(
-        self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
-    ) -> None: ...
+    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None: ...
 
     def worker_stopped(self, worker_id: str, now: float) -> None: ...
 
@@ -260,4 +266,3 @@ class Listener(Protocol):
         ...
 
     def close(self) -> None: ...
-

@@ -61,6 +61,8 @@ from jobq.errors import ConfigError, InvalidTransition, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
 T = TypeVar("T")
+#: apsw types every row as a union of all SQL types; rows are checked by the contract suite instead.
+Conn = Any
 
 SQLITE_MIN_VERSION = (3, 51, 3)
 SYNCHRONOUS_DEFAULT = "FULL"
@@ -170,7 +172,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 # -- named queries ----------------------------------------------------------------------------
-Q_INSERT_JOB = f"""
+Q_INSERT_JOB = """
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
                   idempotency_key, created_at, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -234,6 +236,15 @@ UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = ?1, finished_a
 WHERE id = ?2 AND status = ?3"""
 Q_REQUEST_CANCEL = """
 UPDATE jobs SET cancel_requested = 1, updated_at = ?1 WHERE id = ?2 AND status = 'PROCESSING'"""
+Q_FINISHED_BY_KIND = (
+    "SELECT kind, count(*) FROM job_events WHERE at >= ? AND kind IN ('completed', 'failed', 'expired') GROUP BY kind"
+)
+Q_EXPIRED_COUNT = (
+    "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+)
+Q_HISTORY_KINDS = (
+    "SELECT CAST((at - ?1) / ?2 AS INTEGER) AS b, kind, count(*) FROM job_events WHERE at >= ?1 GROUP BY b, kind"
+)
 Q_LIVE_WAKE_ADDRESSES = """
 SELECT wake_address FROM workers
 WHERE stopped_at IS NULL AND wake_address IS NOT NULL AND last_seen_at > ?"""
@@ -368,7 +379,7 @@ class SqliteBackend:
         return conn
 
     def _migrate(self, conn: apsw.Connection) -> None:
-        def run(c: apsw.Connection) -> None:
+        def run(c: Conn) -> None:
             c.execute("CREATE TABLE IF NOT EXISTS jobq_schema (version INTEGER NOT NULL, applied_at REAL NOT NULL)")
             current = c.execute("SELECT coalesce(max(version), 0) FROM jobq_schema").fetchall()[0][0]
             if current > len(MIGRATIONS):
@@ -383,7 +394,7 @@ class SqliteBackend:
 
         self._run(run, write=True, conn=conn)
 
-    def _run(self, body: Callable[[apsw.Connection], T], *, write: bool, conn: apsw.Connection | None = None) -> T:
+    def _run(self, body: Callable[[Conn], T], *, write: bool, conn: apsw.Connection | None = None) -> T:
         """Run ``body`` in one transaction (IMMEDIATE for writes), retrying on SQLITE_BUSY."""
         deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
         delay = 0.001
@@ -410,10 +421,10 @@ class SqliteBackend:
                 except apsw.Error as exc:
                     raise _storage_error(exc, self.path) from None
 
-    def _read(self, body: Callable[[apsw.Connection], T]) -> T:
+    def _read(self, body: Callable[[Conn], T]) -> T:
         return self._run(body, write=False)
 
-    def _write(self, body: Callable[[apsw.Connection], T]) -> T:
+    def _write(self, body: Callable[[Conn], T]) -> T:
         return self._run(body, write=True)
 
     def close(self) -> None:
@@ -425,13 +436,23 @@ class SqliteBackend:
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
-        def body(c: apsw.Connection) -> list[int]:
+        def body(c: Conn) -> list[int]:
             ids: list[int] = []
             for j in jobs:
                 rows = c.execute(
                     Q_INSERT_JOB,
-                    (j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout,
-                     j.idempotency_key, now, now),
+                    (
+                        j.queue,
+                        j.task,
+                        j.payload_json,
+                        j.priority,
+                        j.run_at,
+                        j.max_attempts,
+                        j.timeout,
+                        j.idempotency_key,
+                        now,
+                        now,
+                    ),
                 ).fetchall()
                 if rows:
                     ids.append(rows[0][0])
@@ -446,10 +467,8 @@ class SqliteBackend:
         return ids
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float
-    ) -> list[Job]:
-        def body(c: apsw.Connection) -> list[Job]:
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
+        def body(c: Conn) -> list[Job]:
             rows = c.execute(Q_CLAIM, (worker_id, now + lease_seconds, now, json.dumps(list(queues)), limit)).fetchall()
             jobs = sorted((_job(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
             c.executemany(
@@ -460,12 +479,12 @@ class SqliteBackend:
 
         return self._write(body)
 
-    def _refused(self, c: apsw.Connection, lease: Lease, op: str, now: float) -> None:
+    def _refused(self, c: Conn, lease: Lease, op: str, now: float) -> None:
         detail = json.dumps({"operation": op, "token": lease.token})
         c.execute(Q_EVENT, (lease.job_id, now, EventKind.STALE_WRITE_REFUSED.value, lease.worker_id, None, detail))
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, now: float) -> list[HeartbeatResult]:
-        def body(c: apsw.Connection) -> list[HeartbeatResult]:
+        def body(c: Conn) -> list[HeartbeatResult]:
             out = []
             for lease in leases:
                 rows = c.execute(Q_HEARTBEAT, (now + lease_seconds, now, lease.job_id, lease.token)).fetchall()
@@ -479,13 +498,15 @@ class SqliteBackend:
         return self._write(body)
 
     def complete(self, items: Sequence[Completion], now: float) -> list[bool]:
-        def body(c: apsw.Connection) -> list[bool]:
+        def body(c: Conn) -> list[bool]:
             out = []
             for item in items:
                 lease = item.lease
                 rows = c.execute(Q_COMPLETE, (now, item.result_json, lease.job_id, lease.token)).fetchall()
                 if rows:
-                    c.execute(Q_EVENT, (lease.job_id, now, EventKind.COMPLETED.value, lease.worker_id, rows[0][0], None))
+                    c.execute(
+                        Q_EVENT, (lease.job_id, now, EventKind.COMPLETED.value, lease.worker_id, rows[0][0], None)
+                    )
                 else:
                     self._refused(c, lease, "complete", now)
                 out.append(bool(rows))
@@ -494,7 +515,7 @@ class SqliteBackend:
         return self._write(body)
 
     def fail(self, items: Sequence[Failure], now: float) -> list[bool]:
-        def body(c: apsw.Connection) -> list[bool]:
+        def body(c: Conn) -> list[bool]:
             out = []
             for item in items:
                 lease = item.lease
@@ -523,7 +544,7 @@ class SqliteBackend:
     def _simple_worker_write(
         self, query: str, kind: EventKind, leases: Sequence[Lease], now: float, detail: dict[str, Any]
     ) -> list[bool]:
-        def body(c: apsw.Connection) -> list[bool]:
+        def body(c: Conn) -> list[bool]:
             out = []
             for lease in leases:
                 rows = c.execute(query, (now, lease.job_id, lease.token)).fetchall()
@@ -537,9 +558,11 @@ class SqliteBackend:
         return self._write(body)
 
     def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
-        def body(c: apsw.Connection) -> list[RescueResult]:
+        def body(c: Conn) -> list[RescueResult]:
             out = []
-            for job_id, owner, token, attempts, max_attempts, cancel_requested in c.execute(Q_EXPIRED, (now,)).fetchall():
+            for job_id, owner, token, attempts, max_attempts, cancel_requested in c.execute(
+                Q_EXPIRED, (now,)
+            ).fetchall():
                 if cancel_requested:
                     status, outcome, kind, run_at = "CANCELLED", "cancelled", EventKind.CANCELLED, now
                     error = None
@@ -560,7 +583,7 @@ class SqliteBackend:
         return self._write(body)
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:
-        def body(c: apsw.Connection) -> float | None:
+        def body(c: Conn) -> float | None:
             rows = c.execute(
                 "SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND queue IN (SELECT value FROM json_each(?))",
                 (json.dumps(list(queues)),),
@@ -573,14 +596,18 @@ class SqliteBackend:
     def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
         transition = TRANSITIONS[Action.RESUBMIT]
 
-        def body(c: apsw.Connection) -> list[ActionResult]:
+        def body(c: Conn) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
                 if not status:
                     out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
                     continue
                 if JobStatus(status) not in transition.sources:
-                    out.append(ActionResult(job_id, False, JobStatus(status), str(InvalidTransition(job_id, "resubmit", status))))
+                    out.append(
+                        ActionResult(
+                            job_id, False, JobStatus(status), str(InvalidTransition(job_id, "resubmit", status))
+                        )
+                    )
                     continue
                 c.execute(Q_RESUBMIT, (now, job_id, status))
                 c.execute(Q_EVENT, (job_id, now, EventKind.RESUBMITTED.value, actor, 0, json.dumps({"from": status})))
@@ -593,7 +620,7 @@ class SqliteBackend:
         return results
 
     def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
-        def body(c: apsw.Connection) -> list[ActionResult]:
+        def body(c: Conn) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
                 if not status:
@@ -602,7 +629,9 @@ class SqliteBackend:
                 st = JobStatus(status)
                 if st in TRANSITIONS[Action.CANCEL].sources:
                     c.execute(Q_CANCEL, (now, job_id, status))
-                    c.execute(Q_EVENT, (job_id, now, EventKind.CANCELLED.value, actor, None, json.dumps({"from": status})))
+                    c.execute(
+                        Q_EVENT, (job_id, now, EventKind.CANCELLED.value, actor, None, json.dumps({"from": status}))
+                    )
                     out.append(ActionResult(job_id, True, JobStatus.CANCELLED, "cancelled"))
                 elif st in TRANSITIONS[Action.REQUEST_CANCEL].sources:
                     c.execute(Q_REQUEST_CANCEL, (now, job_id))
@@ -614,7 +643,7 @@ class SqliteBackend:
 
         return self._write(body)
 
-    def _targets(self, c: apsw.Connection, where: JobFilter) -> list[tuple[int, str]]:
+    def _targets(self, c: Conn, where: JobFilter) -> list[tuple[int, str]]:
         clause, params = _where(where)
         found = c.execute(f"SELECT id, status FROM jobs{clause} ORDER BY id", params).fetchall()
         if where.ids:  # name the ids that do not exist, so a caller can say "not found"
@@ -626,12 +655,12 @@ class SqliteBackend:
     def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
         marks = ", ".join("?" * len(statuses))
 
-        def body(c: apsw.Connection) -> int:
+        def body(c: Conn) -> int:
             args = [s.value for s in statuses] + [finished_before]
             selection = f"SELECT id FROM jobs WHERE status IN ({marks}) AND finished_at < ?"
             c.execute(f"DELETE FROM job_events WHERE job_id IN ({selection})", args)
             c.execute(f"DELETE FROM jobs WHERE id IN ({selection})", args)
-            return c.changes()
+            return int(c.changes())
 
         return self._write(body) if statuses else 0
 
@@ -680,21 +709,23 @@ class SqliteBackend:
         return out
 
     def stats(self, now: float) -> QueueStats:
-        def body(c: apsw.Connection) -> QueueStats:
+        def body(c: Conn) -> QueueStats:
             by_queue: dict[str, dict[str, int]] = {}
             counts = {s.value: 0 for s in JobStatus}
             for queue, status, n in c.execute("SELECT queue, status, count(*) FROM jobs GROUP BY queue, status"):
                 by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = n
                 counts[status] = counts.get(status, 0) + n
-            oldest = c.execute("SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= ?", (now,)).fetchall()[0][0]
+            oldest = c.execute(
+                "SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= ?", (now,)
+            ).fetchall()[0][0]
             done = dict(
                 c.execute(
-                    "SELECT kind, count(*) FROM job_events WHERE at >= ? AND kind IN ('completed', 'failed', 'expired') GROUP BY kind",
+                    Q_FINISHED_BY_KIND,
                     (now - 60,),
                 ).fetchall()
             )
             expired = c.execute(
-                "SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < ?)",
+                Q_EXPIRED_COUNT,
                 (now,),
             ).fetchall()[0][0]
             return QueueStats(
@@ -709,9 +740,9 @@ class SqliteBackend:
         return self._read(body)
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
-        def body(c: apsw.Connection) -> list[Bucket]:
+        def body(c: Conn) -> list[Bucket]:
             kind_counts = c.execute(
-                "SELECT CAST((at - ?1) / ?2 AS INTEGER) AS b, kind, count(*) FROM job_events WHERE at >= ?1 GROUP BY b, kind",
+                Q_HISTORY_KINDS,
                 (since, bucket_seconds),
             ).fetchall()
             durations = c.execute(
@@ -730,9 +761,20 @@ class SqliteBackend:
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO workers (id, name, host, pid, queues, started_at, last_seen_at, "
                 "stopped_at, current_jobs, jobs_done, jobs_failed, wake_address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (info.id, info.name, info.host, info.pid, json.dumps(list(info.queues)), info.started_at,
-                 info.last_seen_at, info.stopped_at, json.dumps(list(info.current_jobs)), info.jobs_done,
-                 info.jobs_failed, info.wake_address),
+                (
+                    info.id,
+                    info.name,
+                    info.host,
+                    info.pid,
+                    json.dumps(list(info.queues)),
+                    info.started_at,
+                    info.last_seen_at,
+                    info.stopped_at,
+                    json.dumps(list(info.current_jobs)),
+                    info.jobs_done,
+                    info.jobs_failed,
+                    info.wake_address,
+                ),
             )
         )
         self._notifier.invalidate()
@@ -777,9 +819,8 @@ class SqliteBackend:
         return "; ".join(str(r[0]) for r in rows)
 
     def wal_checkpoint(self) -> None:
-        with self._lock:
-            with contextlib.suppress(apsw.Error):
-                self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._lock, contextlib.suppress(apsw.Error):
+            self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -820,4 +861,3 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
     return StorageError(f"{path}: {exc}")
-

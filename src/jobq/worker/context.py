@@ -1,0 +1,71 @@
+"""What a handler receives: the job, and the means to cooperate with leases and cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from jobq.errors import JobCancelled, JobqError, LeaseLost
+from jobq.job import Job
+from jobq.queue import Queue
+
+
+class PermanentError(JobqError):
+    """Raise from a handler to fail the job at once, without retries (bad input, unsafe path)."""
+
+
+class JobContext:
+    """Handed to every handler call.
+
+    Handlers run in threads, which cannot be killed: a long handler should call ``check()`` (or
+    use ``sleep()``) now and then, so that an operator's cancel, a timeout or a lost lease stops it.
+    Before an external side effect that must happen once, call ``ensure_lease()``.
+    """
+
+    def __init__(self, job: Job, queue: Queue, worker_id: str) -> None:
+        self.job = job
+        self.queue = queue
+        self.worker_id = worker_id
+        self.cancelled = threading.Event()
+        """Set when the handler should stop: cancel requested, timed out, or lease lost."""
+        self.cancel_requested = False
+        self.timed_out = False
+        self.lease_lost = False
+        self.settled = False
+        """True once the worker has already recorded this job's outcome (timeout, lease lost)."""
+        self.started = time.monotonic()
+
+    @property
+    def payload(self) -> Any:
+        return self.job.payload
+
+    def check(self) -> None:
+        """Raise LeaseLost or JobCancelled if the job must stop now; else return."""
+        if self.lease_lost:
+            raise LeaseLost(self.job.id, "run", "the job was rescued or handed to another worker")
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.job.id}: cancelled by an operator")
+        if self.timed_out:
+            raise JobCancelled(f"job {self.job.id}: timed out after {self.job.timeout} s")
+
+    def ensure_lease(self) -> None:
+        """Heartbeat now, synchronously: raises LeaseLost when this worker no longer holds the job.
+
+        Call it right before an effect that must not happen twice, under a lock that makes
+        check + effect atomic with respect to other workers (see ``jobq.files``).
+        """
+        try:
+            if self.queue.heartbeat(self.job):
+                self.cancel_requested = True
+                self.cancelled.set()
+        except LeaseLost:
+            self.lease_lost = True
+            self.cancelled.set()
+            raise
+        self.check()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""
+        self.cancelled.wait(max(0.0, seconds))
+        self.check()
