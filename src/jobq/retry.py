@@ -21,4 +21,5 @@ def backoff_seconds(
     and no retry comes sooner than half the nominal delay.
     """
     nominal = min(cap, base * 2 ** max(0, attempt - 1))
-    return nominal * (0.5 + 0.5 * (rng or random).random())
+    draw = rng.random() if rng is not None else random.random()
+    return nominal * (0.5 + 0.5 * draw)
