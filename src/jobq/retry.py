@@ -20,6 +20,6 @@ def backoff_seconds(
     ("equal jitter"): retries of jobs that failed together spread out instead of stampeding,
     and no retry comes sooner than half the nominal delay.
     """
-    nominal = min(cap, base * 2 ** max(0, attempt - 1))
+    nominal = min(cap, base * 2.0 ** max(0, attempt - 1))
     draw = rng.random() if rng is not None else random.random()
     return nominal * (0.5 + 0.5 * draw)
