@@ -1,0 +1,136 @@
+"""The seed's consumer: claim a file job, wait a random 7-15 s, stamp the file once, complete the job.
+
+The handler is ``stamp``; the worker runtime (``jobq.worker.Worker``) claims, heartbeats, records
+the outcome and drains on SIGTERM. What makes the effect exactly-once is ``jobq.files.stamp_file``:
+lease checked under the file lock right before writing, and the write skipped when this run's stamp
+is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TextIO
+
+from jobq.config import Settings, env_name, load_settings, parse_range
+from jobq.errors import ConfigError, JobqError, StorageError
+from jobq.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
+from jobq.job import Job
+from jobq.producer import FILE_TASK
+from jobq.queue import Queue
+from jobq.worker import PermanentError, Worker
+
+
+class StampContext(Protocol):
+    """What the stamp handler uses of ``jobq.worker.JobContext``."""
+
+    job: Job
+    cancelled: threading.Event
+
+    def check(self) -> None: ...
+
+    def ensure_lease(self) -> None: ...
+
+
+def make_stamp_handler(
+    settings: Settings, *, out: TextIO | None = None, rng: random.Random | None = None
+) -> Callable[[StampContext], dict[str, Any]]:
+    """The ``stamp`` handler for ``settings`` (data root, database, delay range).
+
+    It validates the payload's path (an unsafe path or a missing file fails the job at once with
+    ``PermanentError``: retrying cannot help), waits a random delay from ``settings.consumer_delay``
+    (waking at once on cancel or lost lease), stamps the file, and logs
+    ``Consumer: Processed data/files/...``. Returns ``{"stamped": bool}`` (False: an earlier,
+    interrupted attempt had already written this run's stamp).
+    """
+    low, high = parse_range(settings.consumer_delay)
+    draw = rng or random.Random()
+
+    def stamp(ctx: StampContext) -> dict[str, Any]:
+        out_ = out or sys.stdout
+        payload = ctx.job.payload
+        path = payload.get("path") if isinstance(payload, dict) else None
+        if not isinstance(path, str):
+            raise PermanentError('payload must be {"path": "<file under the data directory>"}')
+        try:
+            # Checked before the wait so that a bad job fails at once, and again when stamping.
+            resolve_job_path(settings.data_dir, path, database_url=settings.database_url)
+            ctx.cancelled.wait(draw.uniform(low, high))
+            ctx.check()
+            written = stamp_file(
+                ctx, path, ctx.job.id, ctx.job.run, data_root=settings.data_dir, database_url=settings.database_url
+            )
+        except (UnsafePath, FileMissing) as exc:
+            raise PermanentError(str(exc)) from None
+        print(f"Consumer: Processed {path}", file=out_, flush=True)
+        return {"stamped": written}
+
+    return stamp
+
+
+def run_consumer(settings: Settings, *, name: str | None = None, out: TextIO | None = None) -> None:
+    """Run a worker with the ``stamp`` handler until SIGTERM (drains) or a second signal (forces).
+
+    The worker's name (shown in ops) is ``name``, else supervisord's program name
+    (``SUPERVISOR_PROCESS_NAME``), else ``consumer-<pid>``.
+    """
+    name = name or os.environ.get("SUPERVISOR_PROCESS_NAME") or f"consumer-{os.getpid()}"
+    with Queue(settings=settings) as queue:
+        worker = Worker(
+            queue,
+            handlers={FILE_TASK: make_stamp_handler(settings, out=out)},
+            queues=[settings.queue],
+            concurrency=settings.concurrency,
+            name=name,
+        )
+        worker.run()
+
+
+def build_parser(prog: str = "jobq consumer") -> argparse.ArgumentParser:
+    """The consumer's command-line flags (each defaults to its environment variable)."""
+    p = argparse.ArgumentParser(prog=prog, description="Process file jobs: wait, stamp the file, complete.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the consumer's flags to ``p`` (for ``jobq consumer``)."""
+    p.add_argument("--delay", help=f"random wait range in seconds, e.g. 7-15 (env {env_name('consumer_delay')})")
+    p.add_argument("--data-dir", help=f"data root (env {env_name('data_dir')})")
+    p.add_argument("--db", help=f"database URL (env {env_name('database_url')})")
+    p.add_argument("--queue", help=f"queue name (env {env_name('queue')})")
+    p.add_argument("--concurrency", help=f"jobs at once (env {env_name('concurrency')})")
+    p.add_argument("--name", help="worker name shown in ops (default: supervisord's program name)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from defaults < jobq.toml < env < the parsed flags."""
+    return load_settings(
+        {
+            "consumer_delay": args.delay,
+            "data_dir": args.data_dir,
+            "database_url": args.db,
+            "queue": args.queue,
+            "concurrency": args.concurrency,
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``jobq consumer`` / ``python src/consumer/consumer.py``: work until SIGTERM or Ctrl+C."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_consumer(settings_from_args(args), name=args.name)
+    except (ConfigError, StorageError) as exc:
+        print(f"jobq consumer: error: {exc}", file=sys.stderr)
+        return 2
+    except JobqError as exc:
+        print(f"jobq consumer: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

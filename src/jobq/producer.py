@@ -1,0 +1,207 @@
+"""The seed's producer: every few seconds, write a new random file under the data root and submit it.
+
+A producer killed between writing a file and submitting it leaves an orphan file at worst, never a
+half-submitted job: the file is complete before it has a job-able name (``new_job_file``) and the
+job is one insert keyed by the file (``submit_file``). On start, a producer submits the orphans of
+its host (recent, never-stamped files with no job); the idempotency key makes this safe when
+several producers do it at once or the job exists after all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobq.backends.base import JobFilter
+from jobq.config import Settings, env_name, load_settings
+from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
+from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, stamps_in
+from jobq.queue import Queue
+
+FILE_TASK = "stamp"
+"""The task name of file jobs (the consumer's handler)."""
+ORPHAN_WINDOW_SECONDS_DEFAULT = 3600.0
+"""On start, files of this host younger than this and never stamped are submitted if they have no job."""
+_PRODUCED_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-(?P<host>[A-Za-z0-9._]+)-\d+-[0-9a-f]{16}\.txt$")
+
+
+def file_key(data_root: str | os.PathLike[str], real: Path) -> str:
+    """The idempotency key of a file job: ``file:`` + the path under the data root.
+
+    The path, not just the name, so that two files of the same name in different folders are two
+    jobs; producer files have unique names, so for them this is ``file:files/<name>``.
+    """
+    return "file:" + os.path.relpath(real, os.path.realpath(os.path.abspath(data_root)))
+
+
+def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str]) -> int:
+    """Validate one existing file and submit its job exactly as the producer does; return the job id.
+
+    The payload is ``{"path": "data/files/<name>"}`` (relative to the working directory when the
+    data root lies under it), task ``stamp``, on ``settings.queue``, keyed by the file: submitting
+    the same file again returns the existing job's id.
+
+    Raises UnsafePath / FileMissing (``jobq.files``) with a one-line message, StorageError.
+    """
+    real = resolve_job_path(settings.data_dir, path, database_url=settings.database_url)
+    return queue.enqueue(
+        {"path": job_path_text(settings.data_dir, real)},
+        queue=settings.queue,
+        task=FILE_TASK,
+        key=file_key(settings.data_dir, real),
+    )
+
+
+def find_orphans(
+    settings: Settings, *, now: float | None = None, window: float = ORPHAN_WINDOW_SECONDS_DEFAULT
+) -> list[Path]:
+    """Files this host's producers wrote that may never have been submitted (recent, never stamped)."""
+    files = Path(settings.data_dir) / FILES_SUBDIR
+    if not files.is_dir():
+        return []
+    now = time.time() if now is None else now
+    host = host_tag()
+    found: list[Path] = []
+    for entry in os.scandir(files):
+        m = _PRODUCED_NAME.match(entry.name)
+        if not m or m.group("host") != host or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < now - window:
+                continue
+            if stamps_in(Path(entry.path).read_bytes()):
+                continue
+        except OSError:
+            continue
+        found.append(Path(entry.path))
+    return sorted(found)
+
+
+def submit_orphans(queue: Queue, settings: Settings, out: TextIO) -> int:
+    """Submit the orphan files of this host that have no job yet; return how many were submitted."""
+    submitted = 0
+    for path in find_orphans(settings):
+        text = job_path_text(settings.data_dir, path.resolve())
+        # The key makes a duplicate impossible anyway; the lookup only avoids a misleading log line.
+        if queue.count(JobFilter(search=text, tasks=(FILE_TASK,))):
+            continue
+        print(f"Producer: Submitting {text} (unsubmitted file from an earlier run)", file=out, flush=True)
+        try:
+            submit_file(queue, settings, path)
+            submitted += 1
+        except InvalidPayload as exc:
+            print(f"Producer: skipping {text}: {exc}", file=out, flush=True)
+    return submitted
+
+
+def run_producer(
+    settings: Settings,
+    stop_event: threading.Event | None = None,
+    *,
+    queue: Queue | None = None,
+    out: TextIO | None = None,
+    max_files: int | None = None,
+) -> int:
+    """Write and submit a file every ``settings.producer_interval_seconds`` until stopped.
+
+    Args:
+        stop_event: set it to stop. When None, SIGTERM / SIGINT stop the loop (main thread only).
+        queue: the queue to submit to (default: opened from ``settings`` and closed at the end).
+        out: where the ``Producer: Submitting data/files/...`` lines go (default stdout, flushed).
+        max_files: stop after this many files (tests).
+
+    Returns the number of files submitted. A database outage is logged and the unsubmitted files
+    are retried at the next tick; nothing is lost.
+    """
+    out = out or sys.stdout
+    stop = stop_event or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if stop_event is None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    own = queue is None
+    q = queue or Queue(settings=settings)
+    unsubmitted: list[Path] = []
+    made = submitted = 0
+    try:
+        try:
+            submitted += submit_orphans(q, settings, out)
+        except StorageError as exc:
+            print(f"Producer: could not look for unsubmitted files: {exc}", file=out, flush=True)
+        while not stop.is_set() and (max_files is None or made < max_files):
+            try:
+                unsubmitted.append(new_job_file(settings.data_dir))
+                made += 1
+            except OSError as exc:
+                print(f"Producer: cannot write a file under {settings.data_dir}: {exc}", file=out, flush=True)
+            while unsubmitted:
+                path = unsubmitted[0]
+                text = job_path_text(settings.data_dir, path.resolve())
+                print(f"Producer: Submitting {text}", file=out, flush=True)
+                try:
+                    submit_file(q, settings, path)
+                except StorageError as exc:
+                    print(f"Producer: database unavailable, will retry: {exc}", file=out, flush=True)
+                    break
+                except InvalidPayload as exc:  # removed or replaced meanwhile: nothing to submit
+                    print(f"Producer: skipping {text}: {exc}", file=out, flush=True)
+                unsubmitted.pop(0)
+                submitted += 1
+            if max_files is not None and made >= max_files and not unsubmitted:
+                break
+            stop.wait(settings.producer_interval_seconds)
+    finally:
+        if own:
+            q.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return submitted
+
+
+def build_parser(prog: str = "jobq producer") -> argparse.ArgumentParser:
+    """The producer's command-line flags (each defaults to its environment variable)."""
+    p = argparse.ArgumentParser(prog=prog, description="Write a random file every few seconds and submit it.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the producer's flags to ``p`` (for ``jobq producer``)."""
+    p.add_argument("--interval", help=f"seconds between files (env {env_name('producer_interval_seconds')}, default 5)")
+    p.add_argument("--data-dir", help=f"data root; files go to <data-dir>/files (env {env_name('data_dir')})")
+    p.add_argument("--db", help=f"database URL (env {env_name('database_url')})")
+    p.add_argument("--queue", help=f"queue name (env {env_name('queue')})")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from defaults < jobq.toml < env < the parsed flags."""
+    return load_settings(
+        {
+            "producer_interval_seconds": args.interval,
+            "data_dir": args.data_dir,
+            "database_url": args.db,
+            "queue": args.queue,
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``jobq producer`` / ``python src/producer/producer.py``: run until SIGTERM or Ctrl+C."""
+    args = build_parser().parse_args(argv)
+    try:
+        run_producer(settings_from_args(args))
+    except (ConfigError, StorageError) as exc:
+        print(f"jobq producer: error: {exc}", file=sys.stderr)
+        return 2
+    except JobqError as exc:
+        print(f"jobq producer: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
