@@ -220,6 +220,9 @@ Q_EXPIRED = f"""
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
 WHERE status IN {_FROM_RESCUE} AND (lease_expires_at IS NULL OR lease_expires_at < ?)
 LIMIT 1000"""
+Q_ANY_EXPIRED = f"""
+SELECT 1 FROM jobs WHERE status IN {_FROM_RESCUE} AND (lease_expires_at IS NULL OR lease_expires_at < ?)
+LIMIT 1"""
 Q_RESCUE = """
 UPDATE jobs SET status = ?1, rev = rev + 1, updated_at = ?2, run_at = ?3, last_error = ?4,
     finished_at = CASE WHEN ?1 = 'PENDING' THEN NULL ELSE ?2 END,
@@ -558,6 +561,11 @@ class SqliteBackend:
         return self._write(body)
 
     def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
+        # Look before taking the write lock: every live worker runs this every few seconds, and
+        # an idle queue should see no writes from it (the seed's sqlite3 shell has no busy timeout).
+        if not self._read(lambda c: c.execute(Q_ANY_EXPIRED, (now,)).fetchall()):
+            return []
+
         def body(c: Conn) -> list[RescueResult]:
             out = []
             for job_id, owner, token, attempts, max_attempts, cancel_requested in c.execute(

@@ -1,0 +1,199 @@
+"""Several real processes on one database: throughput correctness, kills and graceful shutdown."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import Procs, effects, wait_for
+
+import jobq
+from jobq import JobStatus
+from jobq.worker import JobContext, Worker
+
+pytestmark = pytest.mark.slow
+
+
+def _status(url: str, job_id: int) -> JobStatus:
+    with jobq.Queue(url) as q:
+        return q.get(job_id).status
+
+
+@pytest.mark.parametrize("batch", [1, 20])
+def test_four_workers_two_producers_2000_jobs(backend_url: str, procs: Procs, tmp_path: Path, batch: int) -> None:
+    """Every job COMPLETED, its side effect counted exactly once, no lock error reaching anyone."""
+    workers = [procs.start("worker", "--db", backend_url, "--batch", str(batch)) for _ in range(4)]
+    producers = [procs.start("produce", "--db", backend_url, "--count", "1000", "--prefix", f"p{i}") for i in range(2)]
+    for p in producers:
+        assert p.wait(300) == 0, procs.logs()[-3000:]
+    with jobq.Queue(backend_url) as q:
+        wait_for(lambda: q.counts()["COMPLETED"] == 2000, 300, "2000 completed jobs")
+        counts = q.counts()
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        assert w.wait(30) == 0
+    assert counts == {"PENDING": 0, "PROCESSING": 0, "COMPLETED": 2000, "FAILED": 0, "CANCELLED": 0}
+    done = effects(tmp_path)
+    duplicates = [i for i, n in collections.Counter(done).items() if n > 1]
+    assert len(done) == 2000 and duplicates == []
+    logs = procs.logs().lower()
+    assert "database is locked" not in logs and "traceback" not in logs
+    print(f"\n2000 jobs, 4 workers (batch {batch}), 2 producers: 0 duplicates, 0 lock errors")
+
+
+def test_sigkill_mid_job_is_rescued_and_completed(backend_url: str, procs: Procs, tmp_path: Path) -> None:
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({"seconds": 3600}, task="block", max_attempts=3)
+    victim = procs.start("worker", "--db", backend_url, "--lease", "2")
+    wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{victim.pid}")), 60, "the job to start")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    assert _status(backend_url, job_id) == JobStatus.PROCESSING  # until its lease runs out
+
+    # The rescuer: a worker whose handler for "block" just counts.
+    rescuer = procs.start("worker", "--db", backend_url, "--lease", "2")
+    with jobq.Queue(backend_url) as q:
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{rescuer.pid}")), 60, "the rescued job to restart")
+        kinds = [e.kind for e in q.events(job_id)]
+        assert "rescued" in kinds
+        assert q.get(job_id).lease_owner != f"dead-{victim.pid}"
+        rescuer.terminate()
+        assert rescuer.wait(30) == 0
+
+
+def test_sigterm_lets_the_running_job_finish(backend_url: str, procs: Procs, tmp_path: Path) -> None:
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({"seconds": 1.0}, task="slow")
+    worker = procs.start("worker", "--db", backend_url, "--grace", "30")
+    wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-*")), 60, "the job to start")
+    worker.terminate()
+    assert worker.wait(60) == 0
+    assert _status(backend_url, job_id) == JobStatus.COMPLETED
+    assert effects(tmp_path) == [job_id]
+
+
+def test_sigterm_releases_what_cannot_finish(backend_url: str, procs: Procs, tmp_path: Path) -> None:
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({}, task="block")
+        worker = procs.start("worker", "--db", backend_url, "--grace", "0.5", "--lease", "60")
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-*")), 60, "the job to start")
+        worker.terminate()
+        assert worker.wait(30) == 0
+        job = q.get(job_id)
+        # Released at once, not left to wait for its 60 s lease; the attempt is not counted.
+        assert (job.status, job.attempts, job.lease_token) == (JobStatus.PENDING, 0, None)
+        assert [e.kind for e in q.events(job_id)][-1] == "released"
+        workers = q.workers()
+        assert workers[0].stopped_at is not None
+
+
+def test_second_signal_exits_at_once(sqlite_url: str, procs: Procs, tmp_path: Path) -> None:
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({}, task="block")
+        worker = procs.start("worker", "--db", sqlite_url, "--grace", "600")
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-*")), 60, "the job to start")
+        worker.terminate()
+        wait_for(lambda: "draining" in procs.logs(), 30, "the worker to start draining")
+        worker.terminate()
+        assert worker.wait(30) == 0
+        assert q.get(job_id).status == JobStatus.PENDING
+
+
+def test_cancel_running_job_stops_handler(sqlite_url: str) -> None:
+    settings = jobq.Settings(database_url=sqlite_url, lease_seconds=0.6)
+    started = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        started.set()
+        ctx.sleep(60)
+
+    with jobq.Queue(settings=settings) as q:
+        job_id = q.enqueue({})
+        worker = Worker(q, handler)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            assert started.wait(30)
+            assert q.cancel(job_id, actor="op").status == JobStatus.PROCESSING
+            wait_for(lambda: q.get(job_id).status == JobStatus.CANCELLED, 30, "the job to be cancelled")
+        finally:
+            worker.stop()
+            thread.join(30)
+        assert [e.kind for e in q.events(job_id)][-2:] == ["cancel_requested", "cancelled"]
+
+
+def test_timeout_fails_the_attempt(sqlite_url: str) -> None:
+    settings = jobq.Settings(database_url=sqlite_url, backoff_base_seconds=0.01)
+
+    def handler(ctx: JobContext) -> None:
+        ctx.sleep(60)
+
+    with jobq.Queue(settings=settings) as q:
+        job_id = q.enqueue({}, timeout=0.3, max_attempts=1)
+        worker = Worker(q, handler, exit_when_idle=True)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        thread.join(60)
+        job = q.get(job_id)
+        assert job.status == JobStatus.FAILED and "timed out" in (job.last_error or "")
+
+
+def test_handler_errors_keep_their_traceback_and_unknown_tasks_fail(sqlite_url: str) -> None:
+    def boom(ctx: JobContext) -> None:
+        raise ValueError("bad value in payload")
+
+    with jobq.Queue(settings=jobq.Settings(database_url=sqlite_url, backoff_base_seconds=0.001)) as q:
+        failing = q.enqueue({}, task="boom", max_attempts=2)
+        unknown = q.enqueue({}, task="nobody", max_attempts=5)
+        Worker(q, {"boom": boom}, exit_when_idle=True).run()
+        wait_for(lambda: q.get(failing).status == JobStatus.PENDING or q.get(failing).attempts == 2, 10, "retry")
+        Worker(q, {"boom": boom}, exit_when_idle=True).run()
+        first = q.get(failing)
+        assert "Traceback" in (first.last_error or "") and "bad value in payload" in (first.last_error or "")
+        lost = q.get(unknown)
+        assert lost.status == JobStatus.FAILED and lost.attempts == 1
+        assert "no handler for task 'nobody'" in (lost.last_error or "")
+
+
+def test_seed_raw_sqlite3_update_is_honoured(sqlite_url: str, tmp_path: Path) -> None:
+    """The seed's demo step 6, with the Debian sqlite3 shell, against a live database."""
+    db = sqlite_url.removeprefix("sqlite:///")
+    done: list[int] = []
+    with jobq.Queue(sqlite_url) as q:
+        ids = q.enqueue_many([{"path": f"data/files/{i}.txt"} for i in range(3)], delay=3600)
+        worker = Worker(q, lambda ctx: done.append(ctx.job.id))
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            # Let the worker's start-up writes pass: the sqlite3 shell has no busy timeout, so a
+            # write that lands on one fails with "database is locked" as the seed's user would see.
+            wait_for(lambda: q.workers() and q.workers()[0].current_jobs == (), 30, "the worker to register")
+            wait_for(lambda: "rescuer" in {t.name.removeprefix("jobq-") for t in threading.enumerate()}, 30, "loops")
+            subprocess.run(
+                ["sqlite3", db, "UPDATE jobs SET status='FAILED' WHERE status='PENDING' LIMIT 1;"],
+                check=True,
+                capture_output=True,
+            )
+            failed = q.list(jobq.JobFilter(statuses=(JobStatus.FAILED,)))
+            assert [j.id for j in failed] == [ids[0]]
+            assert failed[0].finished_at is not None and failed[0].last_error
+            assert [e.kind for e in q.events(ids[0])][-1] == "external_update"
+            assert q.resubmit(ids[0], actor="demo").status == JobStatus.PENDING
+            wait_for(lambda: q.get(ids[0]).status == JobStatus.COMPLETED, 30, "the resubmitted job to complete")
+            assert done == [ids[0]]
+            read = subprocess.run(
+                ["sqlite3", db, "SELECT status FROM jobs ORDER BY id;"], check=True, capture_output=True, text=True
+            )
+            assert read.stdout.split() == ["COMPLETED", "PENDING", "PENDING"]
+        finally:
+            worker.stop()
+            thread.join(30)
+        check = subprocess.run(["sqlite3", db, "PRAGMA integrity_check;"], capture_output=True, text=True)
+        assert check.stdout.strip() == "ok"
+    assert os.path.exists(db)
