@@ -155,3 +155,13 @@ class Event:
     actor: str | None
     attempt: int | None
     detail: dict[str, Any]
+
+
+def mermaid_state_diagram() -> str:
+    """The transition table drawn as a mermaid state diagram (``docs/state_machine.md``)."""
+    lines = ["stateDiagram-v2", "    [*] --> PENDING: enqueue"]
+    for t in TRANSITIONS.values():
+        for source in sorted(t.sources):
+            lines.append(f"    {source.value} --> {t.target.value}: {t.action.value}")
+    lines += ["    COMPLETED --> [*]: purge", "    CANCELLED --> [*]: purge", "    FAILED --> [*]: purge"]
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Unit tests: the transition table, its drawing, backoff, and config layering (no I/O but tmp files)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from jobq.config import (
+    LEASE_SECONDS_DEFAULT,
+    Settings,
+    env_name,
+    load_settings,
+    parse_duration,
+    parse_range,
+)
+from jobq.errors import ConfigError
+from jobq.job import TRANSITIONS, Action, JobStatus, allowed, mermaid_state_diagram
+from jobq.retry import backoff_seconds
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_action_has_one_transition() -> None:
+    assert set(TRANSITIONS) == set(Action)
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "ok"),
+    [
+        (Action.CLAIM, JobStatus.PENDING, True),
+        (Action.CLAIM, JobStatus.FAILED, False),
+        (Action.COMPLETE, JobStatus.PROCESSING, True),
+        (Action.COMPLETE, JobStatus.PENDING, False),
+        (Action.RESUBMIT, JobStatus.FAILED, True),
+        (Action.RESUBMIT, JobStatus.CANCELLED, True),
+        (Action.RESUBMIT, JobStatus.COMPLETED, True),
+        (Action.RESUBMIT, JobStatus.PENDING, False),
+        (Action.RESUBMIT, JobStatus.PROCESSING, False),
+        (Action.CANCEL, JobStatus.PENDING, True),
+        (Action.CANCEL, JobStatus.FAILED, True),
+        (Action.CANCEL, JobStatus.COMPLETED, False),
+        (Action.REQUEST_CANCEL, JobStatus.PROCESSING, True),
+    ],
+)
+def test_allowed(action: Action, status: JobStatus, ok: bool) -> None:
+    assert allowed(action, status) is ok
+
+
+def test_terminal_states_only_leave_by_operator_action() -> None:
+    for t in TRANSITIONS.values():
+        if t.sources & {JobStatus.COMPLETED, JobStatus.CANCELLED}:
+            assert t.who == "operator", t
+
+
+def test_docs_draw_the_same_table() -> None:
+    doc = (REPO / "docs" / "state_machine.md").read_text()
+    assert mermaid_state_diagram() in doc
+    for t in TRANSITIONS.values():
+        assert f"| `{t.action.value}` |" in doc
+
+
+def test_backoff_grows_with_jitter_and_cap() -> None:
+    rng = random.Random(7)
+    delays = [backoff_seconds(a, base=1, cap=60, rng=rng) for a in range(1, 10)]
+    for attempt, delay in enumerate(delays, start=1):
+        nominal = min(60, 2 ** (attempt - 1))
+        assert nominal / 2 <= delay <= nominal
+    assert max(delays) <= 60
+    spread = {round(backoff_seconds(3, rng=rng), 6) for _ in range(20)}
+    assert len(spread) > 1  # jittered
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30", 30), ("1.5s", 1.5), ("250ms", 0.25), ("10m", 600), ("2h", 7200), ("7d", 604800), (3, 3.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "soon", "-1", "5 parsecs", "1e3"])
+def test_parse_duration_rejects(bad: str) -> None:
+    with pytest.raises(ConfigError, match="duration"):
+        parse_duration(bad)
+
+
+def test_parse_range() -> None:
+    assert parse_range("7-15") == (7, 15)
+    assert parse_range("0-0.05") == (0, 0.05)
+    assert parse_range("3") == (3, 3)
+    for bad in ("15-7", "a-b", "1-2-3", "-1"):
+        with pytest.raises(ConfigError):
+            parse_range(bad)
+
+
+def test_config_layers_file_env_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "jobq.toml"
+    config.write_text('[jobq]\nlease_seconds = 12\nqueue = "from-file"\nmax_attempts = 4\n')
+    env = {"JOBQ_LEASE": "20", "JOBQ_MAX_ATTEMPTS": "6", "JOBQ_DATABASE_URL": "sqlite:///x.db"}
+    s = load_settings({"max_attempts": 9, "queue": None}, env=env, config_file=config)
+    assert s.lease_seconds == 20  # env beats file
+    assert s.queue == "from-file"  # file beats default; a None flag changes nothing
+    assert s.max_attempts == 9  # flag beats env
+    assert s.database_url == "sqlite:///x.db"
+    assert s.heartbeat_seconds == pytest.approx(20 / 3)
+
+
+def test_config_defaults_and_errors(tmp_path: Path) -> None:
+    s = load_settings(env={}, config_file=tmp_path / "missing.toml")
+    assert s == Settings() and s.lease_seconds == LEASE_SECONDS_DEFAULT
+    assert env_name("producer_interval_seconds") == "JOBQ_PRODUCER_INTERVAL"
+    assert env_name("data_dir") == "JOBQ_DATA_DIR"
+    with pytest.raises(ConfigError, match="max_attempts"):
+        load_settings(env={"JOBQ_MAX_ATTEMPTS": "many"}, config_file=tmp_path / "none")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lease_seconds = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(env={}, config_file=bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown settings: colour"):
+        load_settings(env={}, config_file=unknown)
