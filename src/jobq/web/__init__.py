@@ -1,0 +1,62 @@
+"""jobq's web apps: the manager (resubmit, cancel, enqueue) and the ops console (watch).
+
+Both are Streamlit pages (``manager.py``, ``ops.py``) over the public API and the shared,
+Streamlit-free helpers in ``views.py``. This module imports no Streamlit, so the CLI can call
+:func:`launch` cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from jobq.errors import ConfigError
+
+APPS: dict[str, str] = {"manager": "manager.py", "ops": "ops.py"}
+"""App name -> its Streamlit script in this package."""
+DEFAULT_PORTS: dict[str, int] = {"manager": 8501, "ops": 8502}
+"""The seed's ports: the manager on 8501, ops on 8502."""
+HOST_DEFAULT = "127.0.0.1"
+
+
+def app_path(app: str) -> Path:
+    """The Streamlit script of ``app`` (``"manager"`` or ``"ops"``). Raises ConfigError otherwise."""
+    try:
+        return Path(__file__).resolve().parent / APPS[app]
+    except KeyError:
+        raise ConfigError(f"unknown app {app!r}: choose one of {', '.join(APPS)}") from None
+
+
+def streamlit_command(app: str, port: int | None = None, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line that serves ``app``: headless, bound to 127.0.0.1, no usage statistics.
+
+    ``extra_args`` are appended (later flags win, e.g. ``--server.address 0.0.0.0`` to expose it).
+    """
+    chosen = DEFAULT_PORTS.get(app, 8501) if port is None else port
+    if not 0 < chosen < 65536:
+        raise ConfigError(f"port must be between 1 and 65535, not {chosen}")
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app_path(app)),
+        "--server.headless", "true",
+        "--server.address", HOST_DEFAULT,
+        "--server.port", str(chosen),
+        "--browser.gatherUsageStats", "false",
+        *extra_args,
+    ]  # fmt: skip
+
+
+def launch(app: str, port: int | None = None, extra_args: Sequence[str] = ()) -> NoReturn:
+    """Replace this process with ``streamlit run`` serving ``app`` (what ``jobq manager`` / ``jobq ops`` do).
+
+    Example: ``launch("ops", 8502)``. Raises ConfigError for an unknown app or a bad port.
+    """
+    command = streamlit_command(app, port, extra_args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
+
+
+__all__ = ["APPS", "DEFAULT_PORTS", "app_path", "launch", "streamlit_command"]

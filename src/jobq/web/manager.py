@@ -1,0 +1,474 @@
+"""The manager: find jobs, resubmit or cancel them (one, a selection, or all matching), enqueue by path.
+
+Run with ``streamlit run src/manager/manager.py`` (the seed's path) or ``jobq manager``. A thin page
+over ``jobq.Queue`` and ``jobq.web.views``; every action records the operator as ``actor``.
+Actions run in button callbacks, before the page is drawn, so the table always shows their effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
+from jobq.web import views
+from jobq.web._page import open_queue, storage_error
+
+ROW_WIDTHS = [0.35, 0.7, 1.35, 3.4, 0.75, 1.55, 1.55, 1.55, 2.6, 1.15, 1.05, 0.6]
+ROW_HEADERS = ["", "id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """A bulk action waiting for the operator's confirmation."""
+
+    verb: str
+    """``"Resubmit"`` or ``"Cancel"``."""
+    count: int
+    ids: tuple[int, ...] = ()
+    where: JobFilter | None = None
+
+
+# -- state helpers ------------------------------------------------------------------------------
+def _flash(level: str, message: str) -> None:
+    st.session_state.setdefault("flash", []).append((level, message))
+
+
+def _selected() -> set[int]:
+    selected: set[int] = st.session_state.setdefault("selected", set())
+    return selected
+
+
+def _operator() -> str:
+    return views.resolve_operator(st.session_state.get("operator"))
+
+
+def _unlocked() -> bool:
+    expected = views.expected_password(secrets=_secrets())
+    return expected is None or views.password_ok(st.session_state.get("password"), expected)
+
+
+def _secrets() -> dict[str, Any] | None:
+    try:
+        return dict(st.secrets)
+    except Exception:  # noqa: BLE001 - no secrets.toml (or a malformed one) simply means no secret password
+        return None
+
+
+# -- actions (button callbacks) -------------------------------------------------------------------
+def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where: JobFilter | None = None) -> None:
+    """Resubmit or cancel; report the outcome as a flash message (never a traceback)."""
+    if not _unlocked():
+        _flash("error", "Actions are locked: enter the manager password in the sidebar.")
+        return
+    actor = _operator()
+    try:
+        if verb == "Resubmit":
+            results: list[ActionResult] = q.resubmit_many(ids=ids, where=where, actor=actor)
+        else:
+            results = q.cancel_many(ids=ids, where=where, actor=actor)
+    except JobqError as exc:
+        _flash("error", f"{verb} failed: {exc}")
+        return
+    outcome = views.summarize(results, verb)
+    _flash(outcome.level, outcome.message)
+    done = {r.job_id for r in results if r.ok}
+    _selected().difference_update(done)
+    for job_id in done:
+        st.session_state.pop(f"sel_{job_id}", None)
+
+
+def _ask(pending: Pending) -> None:
+    st.session_state["confirm"] = pending
+
+
+def _confirm(q: Queue) -> None:
+    pending: Pending | None = st.session_state.pop("confirm", None)
+    if pending is not None:
+        _run_action(q, pending.verb, ids=list(pending.ids) if pending.ids else None, where=pending.where)
+
+
+def _dismiss() -> None:
+    st.session_state.pop("confirm", None)
+
+
+def _toggle(job_id: int) -> None:
+    if st.session_state.get(f"sel_{job_id}"):
+        _selected().add(job_id)
+    else:
+        _selected().discard(job_id)
+
+
+def _select_page(ids: Sequence[int]) -> None:
+    _selected().update(ids)
+    for job_id in ids:
+        st.session_state[f"sel_{job_id}"] = True
+
+
+def _clear_selection() -> None:
+    for job_id in _selected():
+        st.session_state[f"sel_{job_id}"] = False
+    _selected().clear()
+
+
+def _show_detail(job_id: int | None) -> None:
+    st.session_state["detail"] = job_id
+
+
+def _open_typed_job() -> None:
+    value = st.session_state.get("open_id")
+    if value:
+        st.session_state["detail"] = int(value)
+
+
+def _enqueue(q: Queue, settings: Settings) -> None:
+    if not _unlocked():
+        _flash("error", "Actions are locked: enter the manager password in the sidebar.")
+        return
+    text = st.session_state.get("enqueue_path", "")
+    try:
+        path = views.validate_path(text, settings.data_dir, settings.database_url)
+    except ValueError as exc:
+        _flash("error", f"Not enqueued: {exc}")
+        return
+    queue = (st.session_state.get("enqueue_queue") or "").strip() or settings.queue
+    task = (st.session_state.get("enqueue_task") or "").strip()
+    try:
+        job_id = q.enqueue({"path": path}, queue=queue, task=task)
+    except JobqError as exc:
+        _flash("error", f"Not enqueued: {exc}")
+        return
+    _flash("success", f"Enqueued job {job_id} for {path} on queue {queue!r} (by {_operator()}).")
+    st.session_state["enqueue_path"] = ""
+
+
+# -- page sections ----------------------------------------------------------------------------------
+def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter, Page]:
+    sb = st.sidebar
+    sb.markdown("### 👤 Operator")
+    sb.text_input(
+        "Your name (recorded on every action)",
+        value=views.resolve_operator(None),
+        key="operator",
+        max_chars=100,
+    )
+    expected = views.expected_password(secrets=_secrets())
+    if expected is not None:
+        sb.text_input("Manager password", type="password", key="password")
+        if _unlocked():
+            sb.success("Actions unlocked", icon="🔓")
+        else:
+            sb.warning("Read-only until the password is entered", icon="🔒")
+
+    sb.markdown("### 🔎 Filter")
+    statuses = sb.multiselect(
+        "Status",
+        [s.value for s in JobStatus],
+        default=[s.value for s in views.DEFAULT_STATUSES],
+        key="statuses",
+        help="By default the jobs an operator acts on: pending, processing and failed.",
+    )
+    chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues")
+    search = sb.text_input("Search payload", key="search", placeholder="e.g. report.txt")
+    sort_label = sb.selectbox("Sort by", list(views.SORTS), key="sort")
+    descending = sb.toggle("Descending", value=True, key="descending")
+    size = sb.selectbox(
+        "Rows per page", views.PAGE_SIZES, index=views.PAGE_SIZES.index(views.PAGE_SIZE_DEFAULT), key="page_size"
+    )
+
+    sb.markdown("### 🔍 Open a job")
+    sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
+    sb.caption(f"Database: `{q.url}`")
+    where = views.build_filter(statuses, chosen_queues, search)
+    return where, Page(sort=views.SORTS[sort_label], descending=descending, limit=int(size))
+
+
+def _flashes() -> None:
+    icons = {"success": "✅", "warning": "⚠️", "error": "🚫"}
+    for level, message in st.session_state.pop("flash", []):
+        getattr(st, level)(message, icon=icons.get(level))
+        st.toast(message, icon=icons.get(level))
+
+
+def _detail(q: Queue, job_id: int, locked: bool) -> None:
+    try:
+        job = q.get(job_id)
+        events = q.events(job_id)
+    except JobNotFound:
+        st.warning(f"Job {job_id} not found.", icon="🔍")
+        st.button("Close", key="detail_close_missing", on_click=_show_detail, args=(None,))
+        return
+    with st.container(border=True, key="job_detail"):
+        head, actions = st.columns([3, 2], vertical_alignment="center")
+        head.markdown(f"### Job {job.id} &nbsp; {views.status_badge(job.status)}")
+        a1, a2, a3 = actions.columns(3)
+        if views.can_resubmit(job.status):
+            a1.button(
+                "Resubmit",
+                key="detail_resubmit",
+                icon=":material/replay:",
+                disabled=locked,
+                on_click=_run_action,
+                args=(q, "Resubmit"),
+                kwargs={"ids": [job.id]},
+                width="stretch",
+            )
+        if views.can_cancel(job.status):
+            a2.button(
+                "Cancel",
+                key="detail_cancel",
+                icon=":material/block:",
+                disabled=locked,
+                on_click=_run_action,
+                args=(q, "Cancel"),
+                kwargs={"ids": [job.id]},
+                width="stretch",
+            )
+        a3.button(
+            "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
+        )
+        facts = st.columns(6)
+        facts[0].metric("Queue", job.queue)
+        facts[1].metric("Task", job.task or "(default)")
+        facts[2].metric("Attempts", f"{job.attempts} / {job.max_attempts}")
+        facts[3].metric("Run", job.run, help="1 for the first run; each resubmit starts the next one.")
+        facts[4].metric("Priority", job.priority)
+        facts[5].metric("Events", len(events))
+        times = {
+            "created": views.fmt_time(job.created_at),
+            "runs at": views.fmt_time(job.run_at),
+            "started": views.fmt_time(job.started_at) or views.DASH,
+            "finished": views.fmt_time(job.finished_at) or views.DASH,
+            "updated": views.fmt_time(job.updated_at),
+        }
+        st.markdown(" · ".join(f"**{k}** {v}" for k, v in times.items()))
+        if job.status == JobStatus.PROCESSING:
+            lease = f"held by `{job.lease_owner}` until {views.fmt_time(job.lease_expires_at)}"
+            st.markdown(f"**Lease** {lease}" + (" · **cancellation requested**" if job.cancel_requested else ""))
+        left, right = st.columns([2, 3])
+        with left:
+            st.markdown("**Payload**")
+            st.json(job.payload, expanded=True)
+            if job.result is not None:
+                st.markdown("**Result**")
+                st.json(job.result, expanded=False)
+        with right:
+            st.markdown("**History** (every attempt, lease and operator action)")
+            st.dataframe(views.events_frame(events), hide_index=True, width="stretch")
+        if job.last_error:
+            with st.expander("Last error", expanded=job.status == JobStatus.FAILED):
+                st.code(job.last_error, language="text")
+        for event, error in views.event_errors(events):
+            if error == job.last_error:
+                continue
+            title = f"{event.kind} · attempt {event.attempt} · {views.fmt_time(event.at)} · {event.actor or ''}"
+            with st.expander(title):
+                st.code(error, language="text")
+
+
+def _confirmation(q: Queue) -> None:
+    pending: Pending | None = st.session_state.get("confirm")
+    if pending is None:
+        return
+    what = (
+        f"the {pending.count:,} selected job{'s' if pending.count != 1 else ''}"
+        if pending.ids
+        else f"all {pending.count:,} jobs matching {views.describe_filter(pending.where or JobFilter())}"
+    )
+    with st.container(border=True, key="confirm_box"):
+        st.warning(
+            f"**{pending.verb} {what}?** Jobs for which this is not allowed are left unchanged and listed.",
+            icon="⚠️",
+        )
+        yes, no, _ = st.columns([1.4, 1, 4])
+        yes.button(
+            f"Yes, {pending.verb.lower()} {pending.count:,}",
+            key="confirm_yes",
+            type="primary",
+            on_click=_confirm,
+            args=(q,),
+            width="stretch",
+        )
+        no.button("No, go back", key="confirm_no", on_click=_dismiss, width="stretch")
+
+
+def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locked: bool) -> None:
+    chosen = sorted(_selected())
+    cols = st.columns([1.2, 1.2, 1.2, 1.0, 0.3, 1.6, 1.6], vertical_alignment="center")
+    cols[0].button(
+        "Select page",
+        key="select_page",
+        icon=":material/select_all:",
+        on_click=_select_page,
+        args=(page_ids,),
+        disabled=not page_ids,
+        width="stretch",
+    )
+    cols[1].button(
+        f"Resubmit selected ({len(chosen)})",
+        key="bulk_resubmit",
+        disabled=locked or not chosen,
+        on_click=_ask,
+        args=(Pending("Resubmit", len(chosen), ids=tuple(chosen)),),
+        width="stretch",
+    )
+    cols[2].button(
+        f"Cancel selected ({len(chosen)})",
+        key="bulk_cancel",
+        disabled=locked or not chosen,
+        on_click=_ask,
+        args=(Pending("Cancel", len(chosen), ids=tuple(chosen)),),
+        width="stretch",
+    )
+    cols[3].button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection, width="stretch")
+    cols[5].button(
+        f"Resubmit all {total:,} matching…",
+        key="all_resubmit",
+        disabled=locked or not total,
+        on_click=_ask,
+        args=(Pending("Resubmit", total, where=where),),
+        width="stretch",
+    )
+    cols[6].button(
+        f"Cancel all {total:,} matching…",
+        key="all_cancel",
+        disabled=locked or not total,
+        on_click=_ask,
+        args=(Pending("Cancel", total, where=where),),
+        width="stretch",
+    )
+
+
+def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
+    header = st.columns(ROW_WIDTHS, vertical_alignment="center")
+    for col, title in zip(header, ROW_HEADERS, strict=False):
+        col.markdown(f"**{title}**" if title else "")
+    selected = _selected()
+    for job in jobs:
+        key = f"sel_{job.id}"
+        if key not in st.session_state:
+            st.session_state[key] = job.id in selected
+        with st.container(key=f"row_{job.id}"):
+            c = st.columns(ROW_WIDTHS, vertical_alignment="center")
+            c[0].checkbox(
+                f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
+            )
+            c[1].markdown(f"`{job.id}`")
+            c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
+            path = views.payload_path(job.payload)
+            c[3].markdown(f"**{path}**" if path else f"`{views.payload_text(job.payload, 80)}`")
+            c[4].markdown(f"{job.attempts}/{job.max_attempts}")
+            c[5].markdown(views.fmt_time(job.created_at))
+            c[6].markdown(views.fmt_time(job.started_at) or views.DASH)
+            c[7].markdown(views.fmt_time(job.finished_at) or views.DASH)
+            c[8].markdown(f":red[{views.first_line(job.last_error, 60)}]" if job.last_error else "")
+            if views.can_resubmit(job.status):
+                c[9].button(
+                    "Resubmit",
+                    key=f"resubmit_{job.id}",
+                    disabled=locked,
+                    on_click=_run_action,
+                    args=(q, "Resubmit"),
+                    kwargs={"ids": [job.id]},
+                    width="stretch",
+                )
+            if views.can_cancel(job.status):
+                c[10].button(
+                    "Cancel",
+                    key=f"cancel_{job.id}",
+                    disabled=locked,
+                    on_click=_run_action,
+                    args=(q, "Cancel"),
+                    kwargs={"ids": [job.id]},
+                    width="stretch",
+                )
+            c[11].button(
+                "",
+                key=f"details_{job.id}",
+                icon=":material/open_in_new:",
+                help=f"Details of job {job.id}",
+                on_click=_show_detail,
+                args=(job.id,),
+            )
+
+
+def _pager(where: JobFilter, page: Page, total: int) -> int:
+    pages = views.page_count(total, page.limit)
+    signature = f"{where}|{page.sort}|{page.descending}|{page.limit}|{pages}"
+    key = f"page_{abs(hash(signature))}"  # a new filter starts again at page 1
+    if hasattr(st, "pagination"):
+        number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1
+    else:  # older Streamlit: a plain number box
+        number = st.number_input("Page", min_value=1, max_value=pages, value=1, key=key) if pages > 1 else 1
+    return int(number)
+
+
+def _enqueue_form(q: Queue, settings: Settings, locked: bool) -> None:
+    with st.expander("📥 Enqueue a job by path", expanded=False):
+        cols = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+        cols[0].text_input("File path", key="enqueue_path", placeholder=f"{settings.data_dir}/files/report.txt")
+        cols[1].text_input("Queue", value=settings.queue, key="enqueue_queue")
+        cols[2].text_input("Task", value="stamp", key="enqueue_task")
+        cols[3].button(
+            "Enqueue",
+            key="enqueue_submit",
+            type="primary",
+            disabled=locked,
+            on_click=_enqueue,
+            args=(q, settings),
+            width="stretch",
+        )
+        st.caption("The path is checked as the consumer would: an existing file under the data folder.")
+
+
+def _counts_line(counts: dict[str, int]) -> None:
+    badges = [f"{views.status_badge(s)} **{counts.get(s.value, 0):,}**" for s in JobStatus]
+    st.markdown(" &nbsp; ".join(badges))
+
+
+def main() -> None:
+    """Draw the manager page."""
+    st.set_page_config(page_title="jobq · manager", page_icon="🗂️", layout="wide")
+    settings, q = open_queue()
+    locked = not _unlocked()
+    try:
+        stats = q.stats()
+        where, page = _sidebar(q, settings, sorted(stats.by_queue))
+        st.title("🗂️ jobq manager")
+        st.caption(
+            f"Resubmit, cancel and enqueue jobs · acting as **{_operator()}**" + (" · 🔒 read-only" if locked else "")
+        )
+        _counts_line(stats.counts)
+        _flashes()
+        _confirmation(q)
+        detail = st.session_state.get("detail")
+        if detail is not None:
+            _detail(q, int(detail), locked)
+        _enqueue_form(q, settings, locked)
+
+        total = q.count(where)
+        st.subheader(f"Jobs · {views.describe_filter(where)}")
+        number = _pager(where, page, total)
+        number = min(number, views.page_count(total, page.limit))
+        page = dataclasses.replace(page, offset=(number - 1) * page.limit)
+        jobs = q.list(where, page)
+        first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
+        st.caption(
+            f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
+            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected"
+        )
+        _bulk_bar(q, where, total, [j.id for j in jobs], locked)
+        if jobs:
+            _job_rows(q, jobs, locked)
+        else:
+            st.info("No job matches this filter. Widen the status filter in the sidebar to see more.", icon="📭")
+    except JobqError as exc:
+        storage_error(exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The ops console: counts, throughput, charts over time, workers, alerts and the latest jobs. Read-only.
+
+Run with ``streamlit run src/ops/ops.py`` (the seed's path) or ``jobq ops``. The live part is one
+``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
+so the sidebar and the user's scroll position stay put. Charts read ``Queue.history`` (the stored
+events), so they survive restarts of every process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
+from jobq.backends.base import Bucket
+from jobq.web import views
+from jobq.web._page import open_queue, storage_error
+
+REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
+WINDOW_CHOICES = {
+    "15 minutes": (900.0, 30.0),
+    "1 hour": (3600.0, 60.0),
+    "6 hours": (21600.0, 300.0),
+    "24 hours": (86400.0, 900.0),
+}
+LATEST_JOBS_LIMIT = 50
+RECENT_EVENTS_LIMIT = 30
+CHART_HEIGHT = 220
+
+
+def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str) -> alt.Chart:
+    data = frame.reset_index().melt("time", value_vars=list(columns), var_name="series", value_name="value")
+    chart: alt.Chart = (
+        alt.Chart(data)
+        .mark_line(interpolate="monotone", point=False, strokeWidth=2)
+        .encode(
+            x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M")),
+            y=alt.Y("value:Q", title=unit),
+            color=alt.Color(
+                "series:N",
+                scale=alt.Scale(domain=list(columns), range=list(colors)),
+                legend=alt.Legend(orient="top", title=None),
+            ),
+            tooltip=[alt.Tooltip("time:T", format="%H:%M"), "series:N", alt.Tooltip("value:Q", format=".3~f")],
+        )
+        .properties(height=CHART_HEIGHT)
+    )
+    return chart
+
+
+def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.Chart:
+    chart: alt.Chart = (
+        alt.Chart(frame.reset_index())
+        .mark_area(interpolate="step-after", line={"color": color}, color=color, opacity=0.35)
+        .encode(
+            x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M")),
+            y=alt.Y(f"{column}:Q", title=unit),
+            tooltip=[alt.Tooltip("time:T", format="%H:%M"), f"{column}:Q"],
+        )
+        .properties(height=CHART_HEIGHT)
+    )
+    return chart
+
+
+def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: Settings, now: float) -> None:
+    stats = q.stats()
+    counts = stats.counts
+    completed_series = [b.completed for b in buckets[-30:]]
+    failed_series = [b.failed for b in buckets[-30:]]
+    cols = st.columns(5)
+    for col, status in zip(cols, JobStatus, strict=True):
+        series = (
+            completed_series if status == JobStatus.COMPLETED else failed_series if status == JobStatus.FAILED else None
+        )
+        col.metric(
+            f"{views.STATUS_ICONS[status]} {status.value.title()}",
+            f"{counts.get(status.value, 0):,}",
+            border=True,
+            chart_data=series,
+            chart_type="bar",
+        )
+
+    workers = q.workers()
+    heartbeat = settings.heartbeat_seconds
+    alive = sum(1 for w in workers if views.worker_state(w, now, heartbeat) == "alive")
+    age = views.oldest_pending_age(stats, now)
+    rate = views.failure_rate(buckets)
+    cols = st.columns(5)
+    cols[0].metric(
+        "Queue depth",
+        f"{counts.get('PENDING', 0):,}",
+        border=True,
+        chart_data=[b.depth for b in buckets[-30:]],
+        chart_type="area",
+        help="Pending jobs (due or delayed).",
+    )
+    cols[1].metric(
+        "Oldest pending",
+        views.fmt_age(age) if age is not None else "none",
+        border=True,
+        help="How long the oldest due pending job has waited.",
+    )
+    cols[2].metric(
+        "Throughput",
+        f"{stats.completed_last_minute:,}/min",
+        border=True,
+        delta=f"{views.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
+        delta_color="off",
+        help="Jobs completed in the last minute (and the average over the chart window).",
+    )
+    cols[3].metric(
+        "Failure rate",
+        f"{rate:.1%}" if rate is not None else views.DASH,
+        border=True,
+        delta=f"{stats.failed_last_minute} failed last minute",
+        delta_color="off",
+        help="Failed / (completed + failed) over the chart window.",
+    )
+    names = {w.name for w in workers if views.worker_state(w, now, heartbeat) != "stopped"}
+    cols[4].metric(
+        "Workers alive",
+        f"{alive} / {len(names)}",
+        border=True,
+        help=f"Alive: heartbeat within {views.SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
+    )
+
+    alerts = views.compute_alerts(
+        stats,
+        workers,
+        now,
+        pending_alert_seconds=st.session_state.get("pending_alert_min", 5) * 60.0,
+        heartbeat_seconds=heartbeat,
+    )
+    if alerts:
+        for alert in alerts:
+            getattr(st, alert.level)(alert.message, icon="🚨" if alert.level == "error" else "⚠️")
+    else:
+        st.success("All clear: no expired leases, nothing waiting too long, no silent worker.", icon="✅")
+    st.session_state["_workers"] = workers
+
+
+def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
+    per = "minute" if bucket_seconds == 60 else f"{bucket_seconds:g} s"
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.markdown(f"**Completed and failed per {per}**")
+        st.altair_chart(_line_chart(frame, ["completed", "failed"], ["#21a366", "#e0464e"], "jobs"), width="stretch")
+    with right, st.container(border=True):
+        st.markdown("**Queue depth** (pending jobs)")
+        st.altair_chart(_area_chart(frame, "depth", "#4c78e0", "jobs"), width="stretch")
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.markdown("**Wait time** (ready → started), seconds")
+        st.altair_chart(_line_chart(frame, ["wait p50", "wait p95"], ["#8fb4ff", "#2a56c6"], "s"), width="stretch")
+    with right, st.container(border=True):
+        st.markdown("**Run time** (started → finished), seconds")
+        st.altair_chart(_line_chart(frame, ["run p50", "run p95"], ["#ffc06b", "#d9730d"], "s"), width="stretch")
+
+
+def _tables(q: Queue, settings: Settings, now: float) -> None:
+    workers = st.session_state.get("_workers", [])
+    st.subheader("👷 Workers")
+    if workers:
+        st.dataframe(
+            views.workers_frame(workers, now, settings.heartbeat_seconds),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "restarts": st.column_config.NumberColumn(
+                    help="Process starts of this supervisord program beyond the first"
+                ),
+                "id": st.column_config.TextColumn(width="small"),
+            },
+        )
+    else:
+        st.info("No worker has registered yet. Start consumers (e.g. `supervisord -c supervisord.conf`).", icon="💤")
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("📋 Latest jobs")
+        show = st.segmented_control(
+            "Status",
+            ["All", *[s.value for s in JobStatus]],
+            default="All",
+            key="jobs_status",
+            label_visibility="collapsed",
+        )
+        where = JobFilter(statuses=(JobStatus(show),)) if show and show != "All" else JobFilter()
+        jobs = q.list(where, Page(sort="updated_at", descending=True, limit=LATEST_JOBS_LIMIT))
+        frame = views.jobs_frame(jobs)[
+            ["id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
+        ]
+        st.dataframe(
+            frame,
+            hide_index=True,
+            width="stretch",
+            height=420,
+            column_config={
+                "id": st.column_config.NumberColumn(format="%d", width="small"),
+                "path / payload": st.column_config.TextColumn(width="medium"),
+            },
+        )
+    with right:
+        st.subheader("📰 Activity")
+        events = q.recent_events(RECENT_EVENTS_LIMIT)
+        rows = [
+            {"at": views.fmt_time(e.at)[11:], "job": e.job_id, "event": str(e.kind), "by": e.actor or ""}
+            for e in events
+        ]
+        st.dataframe(
+            pd.DataFrame(rows, columns=["at", "job", "event", "by"]), hide_index=True, width="stretch", height=420
+        )
+
+    stats_by_queue = q.stats().by_queue
+    if len(stats_by_queue) > 1:
+        st.subheader("🗃️ By queue")
+        st.dataframe(pd.DataFrame(stats_by_queue).T.rename_axis("queue"), width="stretch")
+
+
+def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:
+    """Everything that refreshes: one fragment, redrawn in place."""
+    now = time.time()
+    try:
+        buckets = q.history(window=window, bucket=bucket_seconds)
+        st.caption(f"Updated {time.strftime('%H:%M:%S')} · database `{q.url}` · read-only")
+        _metrics(q, buckets, bucket_seconds, settings, now)
+        _charts(views.history_frame(buckets), bucket_seconds)
+        _tables(q, settings, now)
+    except JobqError as exc:
+        storage_error(exc)
+
+
+def main() -> None:
+    """Draw the ops page."""
+    st.set_page_config(page_title="jobq · ops", page_icon="📈", layout="wide")
+    settings, q = open_queue()
+    sb = st.sidebar
+    sb.markdown("### ⚙️ Display")
+    refresh_label = sb.selectbox("Refresh every", list(REFRESH_CHOICES), index=1, key="refresh")
+    window_label = sb.selectbox("Chart window", list(WINDOW_CHOICES), index=1, key="window")
+    sb.number_input("Alert when a job waits longer than (minutes)", min_value=1, value=5, key="pending_alert_min")
+    sb.caption("Read-only: act on jobs in the manager app.")
+    st.title("📈 jobq ops")
+    window, bucket = WINDOW_CHOICES[window_label]
+    every = REFRESH_CHOICES[refresh_label] or None
+    st.fragment(run_every=every)(live)(q, settings, window, bucket)
+
+
+if __name__ == "__main__":
+    main()

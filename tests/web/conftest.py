@@ -1,0 +1,92 @@
+"""Fixtures for the web apps: a temporary database seeded with jobs in every status."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobq import JobStatus, Queue, WorkerInfo
+
+REPO = Path(__file__).resolve().parents[2]
+MANAGER = REPO / "src" / "manager" / "manager.py"
+OPS = REPO / "src" / "ops" / "ops.py"
+
+
+@dataclasses.dataclass
+class Seeded:
+    url: str
+    ids: dict[JobStatus, list[int]]
+
+    def status(self, job_id: int) -> JobStatus:
+        with Queue(self.url) as q:
+            return q.get(job_id).status
+
+
+def _error_text() -> str:
+    try:
+        raise ValueError("stamp refused: disk quota exceeded")
+    except ValueError:
+        return traceback.format_exc()
+
+
+def seed(url: str, pending: int = 2) -> dict[JobStatus, list[int]]:
+    """One job COMPLETED, FAILED (with a traceback), PROCESSING and CANCELLED each, ``pending`` PENDING.
+
+    Also registers workers: consumer1 twice (a supervisord restart) and consumer2.
+    """
+    ids: dict[JobStatus, list[int]] = {s: [] for s in JobStatus}
+    now = time.time()
+    with Queue(url) as q:
+        q.enqueue({"path": "data/files/done.txt"}, task="stamp")
+        job = q.claim("seed-worker")
+        assert job is not None
+        q.complete(job)
+        ids[JobStatus.COMPLETED].append(job.id)
+
+        q.enqueue({"path": "data/files/broken.txt"}, task="stamp", max_attempts=1)
+        job = q.claim("seed-worker")
+        assert job is not None
+        q.fail(job, _error_text(), retry=False)
+        ids[JobStatus.FAILED].append(job.id)
+
+        q.enqueue({"path": "data/files/running.txt"}, task="stamp")
+        job = q.claim("seed-worker", lease=600)
+        assert job is not None
+        ids[JobStatus.PROCESSING].append(job.id)
+
+        cancelled = q.enqueue({"path": "data/files/dropped.txt"}, task="stamp")
+        q.cancel(cancelled, actor="seed")
+        ids[JobStatus.CANCELLED].append(cancelled)
+
+        ids[JobStatus.PENDING] = q.enqueue_many(
+            [{"path": f"data/files/waiting-{i}.txt"} for i in range(pending)], task="stamp"
+        )
+        for wid, name, pid, started, seen in (
+            ("consumer1-old", "consumer1", 1001, now - 600, now - 300),
+            ("consumer1-new", "consumer1", 1002, now - 120, now - 2),
+            ("consumer2-a", "consumer2", 1003, now - 600, now - 1),
+        ):
+            q.backend.register_worker(
+                WorkerInfo(id=wid, name=name, host="testhost", pid=pid, queues=("default",),
+                           started_at=started, last_seen_at=seen, jobs_done=3)
+            )  # fmt: skip
+    return ids
+
+
+@pytest.fixture
+def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seeded]:
+    """A seeded temporary database; JOBQ_DATABASE_URL points at it and JOBQ_OPERATOR is 'alice'."""
+    url = f"sqlite:///{tmp_path}/queue.db"
+    ids = seed(url)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.setenv("JOBQ_OPERATOR", "alice")
+    monkeypatch.delenv("JOBQ_MANAGER_PASSWORD", raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray jobq.toml from the working directory
+    yield Seeded(url, ids)
+    os.environ.pop("JOBQ_MANAGER_PASSWORD", None)

@@ -1,0 +1,278 @@
+"""The manager and ops apps, headless (streamlit.testing.v1.AppTest) on a seeded temporary database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MANAGER, OPS, Seeded, seed
+from streamlit.testing.v1 import AppTest
+
+from jobq import JobFilter, JobStatus, Queue
+
+TIMEOUT = 60
+
+
+def run(path: Path) -> AppTest:
+    at = AppTest.from_file(str(path), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def row_ids(at: AppTest) -> set[int]:
+    return {int(b.key.split("_")[1]) for b in at.button if b.key and b.key.startswith("details_")}
+
+
+def texts(elements: object) -> str:
+    return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+
+
+# -- manager ---------------------------------------------------------------------------------------
+def test_manager_default_view_shows_actionable_jobs_with_their_buttons(seeded: Seeded) -> None:
+    at = run(MANAGER)
+    ids = seeded.ids
+    shown = row_ids(at)
+    assert shown == {*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]}
+    failed = ids[JobStatus.FAILED][0]
+    pending = ids[JobStatus.PENDING][0]
+    keys = {b.key for b in at.button}
+    # The seed's step 6: a FAILED job shows "Resubmit" and "Cancel"; a PENDING one only "Cancel".
+    assert {f"resubmit_{failed}", f"cancel_{failed}", f"cancel_{pending}"} <= keys
+    assert f"resubmit_{pending}" not in keys
+    assert "data/files/broken.txt" in texts(at.markdown)
+
+
+def test_resubmit_failed_job_records_the_operator(seeded: Seeded) -> None:
+    failed = seeded.ids[JobStatus.FAILED][0]
+    at = run(MANAGER)
+    at.button(key=f"resubmit_{failed}").click().run()
+    assert not at.exception
+    assert seeded.status(failed) == JobStatus.PENDING
+    with Queue(seeded.url) as q:
+        last = q.events(failed)[-1]
+    assert (last.kind, last.actor) == ("resubmitted", "alice")
+    assert "Resubmitted 1 job" in texts(at.success)
+    assert any("Resubmitted 1 job" in t.value for t in at.toast)
+
+
+def test_cancel_pending_job_makes_it_disappear(seeded: Seeded) -> None:
+    pending = seeded.ids[JobStatus.PENDING][0]
+    at = run(MANAGER)
+    at.button(key=f"cancel_{pending}").click().run()
+    assert seeded.status(pending) == JobStatus.CANCELLED
+    assert pending not in row_ids(at)
+
+
+def test_cancel_processing_job_requests_cancellation(seeded: Seeded) -> None:
+    running = seeded.ids[JobStatus.PROCESSING][0]
+    at = run(MANAGER)
+    at.button(key=f"cancel_{running}").click().run()
+    with Queue(seeded.url) as q:
+        job = q.get(running)
+    assert job.status == JobStatus.PROCESSING and job.cancel_requested
+    assert "cancellation requested" in texts(at.success)
+
+
+def test_stale_button_gives_a_readable_error_and_changes_nothing(seeded: Seeded) -> None:
+    pending = seeded.ids[JobStatus.PENDING][0]
+    at = run(MANAGER)
+    with Queue(seeded.url) as q:  # someone else cancels it while the page is open
+        q.cancel(pending, actor="bob")
+        events_before = len(q.events(pending))
+    at.button(key=f"cancel_{pending}").click().run()
+    assert not at.exception
+    assert f"job {pending}: cannot cancel a job that is CANCELLED" in texts(at.error)
+    with Queue(seeded.url) as q:
+        assert len(q.events(pending)) == events_before
+
+
+def test_bulk_cancel_of_a_selection_asks_first(seeded: Seeded) -> None:
+    first, second = seeded.ids[JobStatus.PENDING]
+    at = run(MANAGER)
+    at.checkbox(key=f"sel_{first}").check().run()
+    at.checkbox(key=f"sel_{second}").check().run()
+    at.button(key="bulk_cancel").click().run()
+    assert "Cancel the 2 selected jobs?" in texts(at.warning)
+    assert seeded.status(first) == JobStatus.PENDING  # nothing happens before the confirmation
+    at.button(key="confirm_yes").click().run()
+    assert seeded.status(first) == seeded.status(second) == JobStatus.CANCELLED
+    assert "Cancelled 2 jobs" in texts(at.success)
+
+
+def test_resubmit_all_matching_the_filter(seeded: Seeded, tmp_path: Path) -> None:
+    with Queue(seeded.url) as q:  # two more failed jobs
+        for name in ("x", "y"):
+            q.enqueue({"path": f"data/files/{name}.txt"}, max_attempts=1)
+        for _ in range(2):
+            job = q.claim("w")
+            assert job is not None
+            q.fail(job, "boom", retry=False)
+        failed = [j.id for j in q.list(JobFilter(statuses=(JobStatus.FAILED,)))]
+    assert len(failed) == 3
+    at = run(MANAGER)
+    at.multiselect(key="statuses").set_value(["FAILED"]).run()
+    assert row_ids(at) == set(failed)
+    at.button(key="all_resubmit").click().run()
+    assert "all 3 jobs matching status FAILED" in texts(at.warning)
+    at.button(key="confirm_no").click().run()
+    assert all(seeded.status(i) == JobStatus.FAILED for i in failed)
+    at.button(key="all_resubmit").click().run()
+    at.button(key="confirm_yes").click().run()
+    assert all(seeded.status(i) == JobStatus.PENDING for i in failed)
+    assert "Resubmitted 3 jobs" in texts(at.success)
+
+
+def test_filters_search_and_paging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/queue.db"
+    ids = seed(url, pending=30)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    at = run(MANAGER)
+    at.selectbox(key="page_size").set_value(10).run()
+    first_page = row_ids(at)
+    assert len(first_page) == 10
+    assert "of 32 matching jobs" in texts(at.caption)  # 30 pending + processing + failed
+    assert hasattr(at, "pagination") and len(at.pagination) == 1
+    at.pagination[0].set_value(4).run()
+    assert row_ids(at) == set(sorted([*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]])[:2])
+    at.text_input(key="search").input("waiting-17").run()
+    assert row_ids(at) == {ids[JobStatus.PENDING][17]}
+    at.text_input(key="search").input("").run()
+    at.multiselect(key="statuses").set_value(["COMPLETED", "CANCELLED"]).run()
+    assert row_ids(at) == {*ids[JobStatus.COMPLETED], *ids[JobStatus.CANCELLED]}
+
+
+def test_job_detail_shows_payload_events_and_traceback(seeded: Seeded) -> None:
+    failed = seeded.ids[JobStatus.FAILED][0]
+    at = run(MANAGER)
+    at.button(key=f"details_{failed}").click().run()
+    assert f"Job {failed}" in texts(at.markdown)
+    assert any(j.value == '{"path": "data/files/broken.txt"}' or "broken.txt" in str(j.value) for j in at.json)
+    code = texts(at.code)
+    assert "Traceback (most recent call last)" in code and "disk quota exceeded" in code
+    events = at.dataframe[0].value
+    assert list(events["event"]) == ["enqueued", "claimed", "failed"]
+    at.button(key="detail_resubmit").click().run()
+    assert seeded.status(failed) == JobStatus.PENDING
+    at.button(key="detail_close").click().run()
+    assert f"Job {failed}" not in texts(at.markdown)
+
+
+def test_enqueue_by_path_validates_it(seeded: Seeded, tmp_path: Path) -> None:
+    files = tmp_path / "data" / "files"
+    files.mkdir(parents=True)
+    (files / "manual.txt").write_text("hello\n")
+    (tmp_path / "secret.txt").write_text("no\n")
+    at = run(MANAGER)
+    with Queue(seeded.url) as q:
+        before = q.count()
+    at.text_input(key="enqueue_path").input("../secret.txt").run()
+    at.button(key="enqueue_submit").click().run()
+    assert "Not enqueued" in texts(at.error)
+    at.text_input(key="enqueue_path").input("data/files/manual.txt").run()
+    at.button(key="enqueue_submit").click().run()
+    assert "Enqueued job" in texts(at.success)
+    with Queue(seeded.url) as q:
+        assert q.count() == before + 1
+        newest = q.list(page=None)[0]
+    assert newest.payload == {"path": "data/files/manual.txt"} and newest.task == "stamp"
+
+
+def test_password_gates_actions(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "s3cret")
+    failed = seeded.ids[JobStatus.FAILED][0]
+    at = run(MANAGER)
+    assert at.button(key=f"resubmit_{failed}").disabled
+    at.text_input(key="password").input("wrong").run()
+    assert at.button(key=f"resubmit_{failed}").disabled
+    at.text_input(key="password").input("s3cret").run()
+    assert not at.button(key=f"resubmit_{failed}").disabled
+    at.button(key=f"resubmit_{failed}").click().run()
+    assert seeded.status(failed) == JobStatus.PENDING
+
+
+def test_operator_name_from_the_sidebar(seeded: Seeded) -> None:
+    pending = seeded.ids[JobStatus.PENDING][0]
+    at = run(MANAGER)
+    assert at.text_input(key="operator").value == "alice"
+    at.text_input(key="operator").input("carol").run()
+    at.button(key=f"cancel_{pending}").click().run()
+    with Queue(seeded.url) as q:
+        assert q.events(pending)[-1].actor == "carol"
+
+
+@pytest.mark.parametrize("app", [MANAGER, OPS])
+def test_unusable_database_is_a_readable_error(app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not a database at all" * 200)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", f"sqlite:///{bad}")
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(app), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "Cannot open the job queue" in texts(at.error)
+    assert "not a SQLite database" in texts(at.error)
+
+
+# -- ops -------------------------------------------------------------------------------------------
+def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
+    at = run(OPS)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["⏳ Pending"] == "2"
+    assert metrics["❌ Failed"] == "1"
+    assert metrics["✅ Completed"] == "1"
+    assert metrics["Queue depth"] == "2"
+    assert metrics["Workers alive"] == "2 / 2"
+    assert len(at.get("vega_lite_chart")) == 4
+    frames = [d.value for d in at.dataframe]
+    workers = next(f for f in frames if "restarts" in f.columns)
+    assert dict(zip(workers["id"], workers["restarts"], strict=True))["consumer1-new"] == 1
+    jobs = next(f for f in frames if "path / payload" in f.columns)
+    assert set(jobs["status"]) == {s.value for s in JobStatus}
+    assert "All clear" in texts(at.success)
+    assert not at.button  # read-only: no actions at all
+
+
+def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/queue.db"
+    seed(url)
+    with Queue(url) as q:
+        q.enqueue({"path": "data/files/stuck.txt"})
+        # claimed with a lease that has already run out: the worker "died"
+        q.claim_many("ghost", 5, lease=0.001)
+        from jobq import WorkerInfo
+
+        q.backend.register_worker(
+            WorkerInfo(id="c3", name="consumer3", host="h", pid=7, queues=("default",),
+                       started_at=time.time() - 900, last_seen_at=time.time() - 600)
+        )  # fmt: skip
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    time.sleep(0.01)  # let the 1 ms lease run out (not a wait for an outcome)
+    at = run(OPS)
+    assert "PROCESSING with an expired lease" in texts(at.error)
+    assert "Silent worker: consumer3" in texts(at.warning)
+
+
+@pytest.mark.slow
+def test_both_apps_render_with_100k_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/queue.db"
+    with Queue(url) as q:
+        for start in range(0, 100_000, 10_000):
+            q.enqueue_many([{"path": f"data/files/f{i}.txt"} for i in range(start, start + 10_000)], task="stamp")
+        for job in q.claim_many("bench", 2_000):
+            q.complete(job)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    at = run(MANAGER)
+    manager_seconds = time.perf_counter() - started
+    assert "of 98,000 matching jobs" in texts(at.caption)
+    at.text_input(key="search").input("f99999.").run()
+    assert len(row_ids(at)) == 1
+    started = time.perf_counter()
+    at = run(OPS)
+    ops_seconds = time.perf_counter() - started
+    assert {m.label: m.value for m in at.metric}["⏳ Pending"] == "98,000"
+    print(f"\n100k jobs: manager first render {manager_seconds:.2f} s, ops first render {ops_seconds:.2f} s")
