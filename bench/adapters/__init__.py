@@ -1,0 +1,1 @@
+"""One module per system under test, each a subclass of ``base.Adapter``."""

@@ -1,0 +1,66 @@
+"""Where jobq's claim+complete time goes: cProfile of the hot loop in one process."""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import time
+
+from bench.core import make_payload
+
+
+def _loop(url: str, jobs: int, batched: bool) -> float:
+    from jobq import Queue
+
+    with Queue(url) as q:
+        q.enqueue_many([make_payload(n) for n in range(jobs)])
+        t0 = time.perf_counter()
+        if batched:
+            while got := q.claim_many("profiler", 100):
+                q.complete_many([(j, None) for j in got])
+        else:
+            while (job := q.claim("profiler")) is not None:
+                q.complete(job)
+        return jobs / (time.perf_counter() - t0)
+
+
+def profile_jobq(workdir: str, jobs: int, top: int = 14) -> str:
+    """A Markdown section: jobs/s with and without the profiler, and the top functions by own time."""
+    out = []
+    for label, sync, batched in (
+        ("per-job API, FULL", "FULL", False),
+        ("per-job API, NORMAL", "NORMAL", False),
+        ("claim_many(100) + complete_many, FULL", "FULL", True),
+    ):
+        path = os.path.join(workdir, f"profile-{sync}-{int(batched)}.db")
+        url = f"sqlite:///{path}" + ("" if sync == "FULL" else f"?synchronous={sync}")
+        plain = _loop(url, jobs, batched)
+        path2 = path.replace(".db", "-p.db")
+        url2 = f"sqlite:///{path2}" + ("" if sync == "FULL" else f"?synchronous={sync}")
+        prof = cProfile.Profile()
+        prof.enable()
+        _loop(url2, jobs, batched)
+        prof.disable()
+        buf = io.StringIO()
+        stats = pstats.Stats(prof, stream=buf)
+        total = stats.total_tt  # type: ignore[attr-defined]
+        rows = []
+        for (file, line, func), (_cc, nc, tt, ct, _callers) in sorted(
+            stats.stats.items(),
+            key=lambda kv: kv[1][2],
+            reverse=True,  # type: ignore[attr-defined]
+        )[:top]:
+            where = f"{os.path.basename(file)}:{line}({func})" if file != "~" else func
+            rows.append(f"| `{where}` | {nc:,} | {tt:.3f} | {100 * tt / total:.0f}% | {ct:.3f} |")
+        out += [
+            f"**{label}**: {plain:,.0f} jobs/s unprofiled, one process, {jobs:,} jobs "
+            f"(profiled total {total:.2f} s, claim loop + enqueue setup).",
+            "",
+            "| function | calls | own s | own % | cumulative s |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+        ]
+    return "\n".join(out)

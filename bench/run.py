@@ -1,0 +1,245 @@
+"""``python -m bench [--quick] [--only KEY,...]``: measure every system, print and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+from bench import report
+from bench.core import FULL, QUICK, WORKER_COUNTS, Bench, Measure, RowResult, System, load_factory
+
+RAW = "bench.adapters.raw_sqlite:RawSqlite"
+JOBQ = "bench.adapters.jobq_adapter:Jobq"
+ONLY_CLAIMS = {"skip": ["enqueue", "latency"]}
+
+
+def systems() -> list[System]:
+    """Every row of the table, in order. ``skip`` names metric groups a row does not repeat."""
+    rows = [
+        System("raw-normal", "raw SQLite, synchronous=NORMAL (no library)", RAW, {"synchronous": "NORMAL"}),
+        System("raw-full", "raw SQLite, synchronous=FULL (no library)", RAW, {"synchronous": "FULL"}),
+        System(
+            "raw-normal-b100",
+            "raw SQLite NORMAL, 100 claims per txn",
+            RAW,
+            {"synchronous": "NORMAL", "batch": 100, **ONLY_CLAIMS},
+        ),
+        System(
+            "raw-full-b100",
+            "raw SQLite FULL, 100 claims per txn",
+            RAW,
+            {"synchronous": "FULL", "batch": 100, **ONLY_CLAIMS},
+        ),
+        System("jobq-full", "jobq SQLite, default (FULL), per-job API", JOBQ, {"synchronous": "FULL"}),
+        System("jobq-normal", "jobq SQLite, NORMAL, per-job API", JOBQ, {"synchronous": "NORMAL"}),
+        System(
+            "jobq-full-batched",
+            "jobq SQLite, FULL, claim_many(100) + complete_many",
+            JOBQ,
+            {"synchronous": "FULL", "mode": "batched", **ONLY_CLAIMS},
+        ),
+        System(
+            "jobq-normal-batched",
+            "jobq SQLite, NORMAL, claim_many(100) + complete_many",
+            JOBQ,
+            {"synchronous": "NORMAL", "mode": "batched", **ONLY_CLAIMS},
+        ),
+        System(
+            "jobq-worker",
+            "jobq SQLite, default (FULL), jobq.worker.Worker",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"synchronous": "FULL", "skip": ["enqueue"]},
+        ),
+        System(
+            "huey-full",
+            "huey SqliteHuey, default (FULL; deletes at dequeue: at-most-once)",
+            "bench.adapters.huey_adapter:HueyAdapter",
+            {"synchronous": "FULL"},
+        ),
+        System(
+            "huey-normal",
+            "huey SqliteHuey, NORMAL (deletes at dequeue: at-most-once)",
+            "bench.adapters.huey_adapter:HueyAdapter",
+            {"synchronous": "NORMAL"},
+        ),
+        System(
+            "persistqueue",
+            "persist-queue SQLiteAckQueue, NORMAL",
+            "bench.adapters.persistqueue_adapter:PersistQueue",
+            {"synchronous": "NORMAL"},
+        ),
+        System("litequeue", "litequeue (NORMAL)", "bench.adapters.litequeue_adapter:LiteQueueAdapter"),
+        System(
+            "raw-pg",
+            "raw PostgreSQL, SKIP LOCKED (no library)",
+            "bench.adapters.raw_postgres:RawPostgres",
+            group="postgres",
+        ),
+        System("jobq-pg", "jobq PostgreSQL, per-job API", JOBQ, {"backend": "postgres"}, group="postgres"),
+        System(
+            "jobq-pg-batched",
+            "jobq PostgreSQL, claim_many(100) + complete_many",
+            JOBQ,
+            {"backend": "postgres", "mode": "batched", **ONLY_CLAIMS},
+            group="postgres",
+        ),
+        System(
+            "pgqueuer",
+            "pgqueuer (PostgreSQL)",
+            "bench.adapters.pgqueuer_adapter:PgQueuerAdapter",
+            {"skip": ["latency"]},
+            group="postgres",
+        ),
+        System(
+            "procrastinate",
+            "procrastinate (PostgreSQL)",
+            "bench.adapters.procrastinate_adapter:Procrastinate",
+            {"skip": ["latency"]},
+            group="postgres",
+        ),
+    ]
+    return rows
+
+
+class Envs:
+    """Hands out a fresh store per measurement: a new SQLite file or a new PostgreSQL database."""
+
+    def __init__(self, workdir: str, pg: Any) -> None:
+        self.workdir = workdir
+        self.pg = pg
+        self.counter = 0
+
+    def __call__(self, system: System) -> dict[str, Any]:
+        self.counter += 1
+        run = f"{system.key.replace('-', '_')}_{self.counter}"
+        env: dict[str, Any] = {"workdir": self.workdir, "run": run, "dsn_base": self.pg.dsn_base if self.pg else None}
+        if system.group == "postgres" and self.pg is not None:
+            self.pg.fresh_database(run)
+        else:  # drop the previous runs' files: a full run would otherwise fill the disk
+            for name in os.listdir(self.workdir):
+                if name.endswith((".db", ".db-wal", ".db-shm")) or name.startswith("pq_"):
+                    path = os.path.join(self.workdir, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        return env
+
+
+def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -> RowResult:
+    row = RowResult(system)
+    cls = load_factory(system.factory)
+    reason = cls.unavailable(system.options, env_probe)
+    if reason:
+        row.note = reason
+        return row
+    row.safe = bool(cls.safe)
+    row.durability = getattr(cls(system.options, env_probe), "durability", None)
+    skip = set(system.options.get("skip", ()))
+    steps: list[tuple[str, Any]] = []
+    if "enqueue" not in skip:
+        steps += [("enqueue_one", bench.enqueue_one), ("enqueue_batch", bench.enqueue_batch)]
+    steps += [(f"claim_{n}", lambda s, n=n: bench.claim_complete(s, n)) for n in WORKER_COUNTS]
+    for name, step in steps:
+        t0 = time.perf_counter()
+        try:
+            row.metrics[name] = step(system)
+        except Exception as exc:  # noqa: BLE001 - one failing peer is a row note, not a crash
+            row.metrics[name] = Measure(note=f"error: {type(exc).__name__}: {exc}"[:300])
+            log(traceback.format_exc())
+        log(f"  {name}: {report.cell(row.metrics[name])} ({time.perf_counter() - t0:.1f} s)")
+    if "latency" not in skip:
+        try:
+            row.metrics["latency"], row.metrics["idle_cpu"] = bench.latency_and_idle(system)
+        except Exception as exc:  # noqa: BLE001
+            note = f"error: {type(exc).__name__}: {exc}"[:300]
+            row.metrics["latency"], row.metrics["idle_cpu"] = Measure(note=note), Measure(note=note)
+            log(traceback.format_exc())
+        lat, cpu = report.latency_cell(row.metrics["latency"]), report.cpu_cell(row.metrics["idle_cpu"])
+        log(f"  latency: {lat}, idle CPU {cpu}")
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (a minute or two)")
+    parser.add_argument("--only", default="", help="comma-separated row keys (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="print the row keys and exit")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument("--no-apps", action="store_true", help="skip the apps' render time")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
+    parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
+    args = parser.parse_args(argv)
+    rows = systems()
+    if args.list:
+        for s in rows:
+            print(f"{s.key:22} {s.label}")
+        return 0
+    if args.only:
+        wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+        unknown = wanted - {s.key for s in rows}
+        if unknown:
+            print(f"bench: unknown row key(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+            return 2
+        rows = [s for s in rows if s.key in wanted]
+    sizes = QUICK if args.quick else FULL
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.perf_counter()
+    results: list[RowResult] = []
+    extras: dict[str, Any] = {}
+    pg = None
+    workdir = tempfile.mkdtemp(prefix="jobq-bench-")
+    try:
+        if not args.no_postgres and any(s.group == "postgres" for s in rows):
+            from bench.pg import start_postgres
+
+            try:
+                pg = start_postgres()
+                log(f"PostgreSQL {pg.version} started on {pg.dsn_base}")
+            except Exception as exc:  # noqa: BLE001 - the PostgreSQL rows then say why
+                extras["postgres_error"] = f"{type(exc).__name__}: {exc}"
+                log(f"PostgreSQL not available: {exc}")
+        envs = Envs(workdir, pg)
+        bench = Bench(sizes, envs, log)
+        for system in rows:
+            log(f"{system.key}: {system.label}")
+            if system.group == "postgres" and pg is None:
+                results.append(RowResult(system, note=extras.get("postgres_error", "skipped (--no-postgres)")))
+                continue
+            probe = {"workdir": workdir, "run": "probe", "dsn_base": pg.dsn_base if pg else None}
+            results.append(measure(bench, system, probe, log))
+        if pg is not None:
+            extras["postgres_version"] = pg.version
+        if not args.no_apps:
+            from bench.apps import measure_apps
+
+            log("apps: render time with 100,000 jobs")
+            extras["apps"] = measure_apps(workdir, 10_000 if args.quick else 100_000, log)
+        if not args.no_profile:
+            from bench.profiling import profile_jobq
+
+            log("profile: jobq claim+complete loop")
+            extras["profile"] = profile_jobq(workdir, 1_000 if args.quick else 5_000)
+    finally:
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    extras["elapsed_s"] = time.perf_counter() - t0
+    extras["mode"] = "quick (1 repeat, small sizes)" if args.quick else "full (median of 3)"
+    extras["sizes"] = sizes
+    extras["date"] = started
+    print(report.table(results))
+    print()
+    print(report.ratios_text(results))
+    if args.out:
+        md, png = report.write(results, extras, args.out)
+        log(f"wrote {md} and {png} in {extras['elapsed_s']:.0f} s")
+    return 0
