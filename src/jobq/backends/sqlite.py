@@ -119,7 +119,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX jobs_claim ON jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
         "CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status = 'PROCESSING'",
         "CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
-        "CREATE INDEX jobs_status ON jobs (status, id)",
+        # No plain index on status: it cost ~20% of claim+complete time, and the partial indexes
+        # above already cover PENDING and PROCESSING; listing rarer statuses scans by id.
         "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
         """CREATE TABLE job_events (
             id INTEGER PRIMARY KEY,
@@ -180,13 +181,24 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id"""
 Q_JOB_BY_KEY = "SELECT id FROM jobs WHERE idempotency_key = ?"
 Q_EVENT = "INSERT INTO job_events (job_id, at, kind, actor, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
-Q_CLAIM = f"""
+
+
+def q_claim(n_queues: int) -> str:
+    """The claim: one UPDATE over the first due PENDING rows, in the partial index's order.
+
+    ``queue IN (?)`` with one queue is an equality, so SQLite walks ``jobs_claim`` in order and
+    stops after LIMIT rows (json_each or a sort here scanned every pending row: 3x slower).
+    """
+    marks = ", ".join("?" * n_queues)
+    return f"""
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
-    lease_owner = ?1, lease_token = lower(hex(randomblob(8))), lease_expires_at = ?2,
-    started_at = ?3, updated_at = ?3, cancel_requested = 0
-WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue IN (SELECT value FROM json_each(?4))
-             AND run_at <= ?3 ORDER BY priority, run_at, id LIMIT ?5)
+    lease_owner = ?, lease_token = lower(hex(randomblob(8))), lease_expires_at = ?,
+    started_at = ?, updated_at = ?, cancel_requested = 0
+WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue IN ({marks}) AND run_at <= ?
+             ORDER BY priority, run_at, id LIMIT ?)
 RETURNING {_COLS}"""
+
+
 Q_HEARTBEAT = """
 UPDATE jobs SET lease_expires_at = ?, updated_at = ?
 WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?
@@ -472,7 +484,8 @@ class SqliteBackend:
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
         def body(c: Conn) -> list[Job]:
-            rows = c.execute(Q_CLAIM, (worker_id, now + lease_seconds, now, json.dumps(list(queues)), limit)).fetchall()
+            args = (worker_id, now + lease_seconds, now, now, *queues, now, limit)
+            rows = c.execute(q_claim(len(queues)), args).fetchall()
             jobs = sorted((_job(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
             c.executemany(
                 Q_EVENT,
@@ -592,9 +605,9 @@ class SqliteBackend:
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:
         def body(c: Conn) -> float | None:
+            marks = ", ".join("?" * len(queues))
             rows = c.execute(
-                "SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND queue IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(queues)),),
+                f"SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND queue IN ({marks})", tuple(queues)
             ).fetchall()
             return rows[0][0] if rows else None
 
