@@ -70,6 +70,8 @@ BUSY_TIMEOUT_MS_DEFAULT = 10_000
 #: Give up on a write that stayed locked this long, with a clear error instead of a hang.
 LOCKED_GIVE_UP_SECONDS = 120.0
 SCHEMA_VERSION = 1
+#: The WAL is truncated back to this size after a checkpoint resets it.
+WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 
 _COLS = ", ".join(JOB_COLUMNS)
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -385,7 +387,9 @@ class SqliteBackend:
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # Checkpoints: keep the default auto-checkpoint; readers are short so it can run.
+            # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
+            # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         self._conn = conn
