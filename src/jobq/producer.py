@@ -109,7 +109,7 @@ def run_producer(
     queue: Queue | None = None,
     out: TextIO | None = None,
     max_files: int | None = None,
-) -> int:
+) -> None:
     """Write and submit a file every ``settings.producer_interval_seconds`` until stopped.
 
     Args:
@@ -118,8 +118,8 @@ def run_producer(
         out: where the ``Producer: Submitting data/files/...`` lines go (default stdout, flushed).
         max_files: stop after this many files (tests).
 
-    Returns the number of files submitted. A database outage is logged and the unsubmitted files
-    are retried at the next tick; nothing is lost.
+    A database outage is logged and the unsubmitted files are retried at the next tick; nothing
+    is lost.
     """
     out = out or sys.stdout
     stop = stop_event or threading.Event()
@@ -130,10 +130,10 @@ def run_producer(
     own = queue is None
     q = queue or Queue(settings=settings)
     unsubmitted: list[Path] = []
-    made = submitted = 0
+    made = 0
     try:
         try:
-            submitted += submit_orphans(q, settings, out)
+            submit_orphans(q, settings, out)
         except StorageError as exc:
             print(f"Producer: could not look for unsubmitted files: {exc}", file=out, flush=True)
         while not stop.is_set() and (max_files is None or made < max_files):
@@ -154,7 +154,6 @@ def run_producer(
                 except InvalidPayload as exc:  # removed or replaced meanwhile: nothing to submit
                     print(f"Producer: skipping {text}: {exc}", file=out, flush=True)
                 unsubmitted.pop(0)
-                submitted += 1
             if max_files is not None and made >= max_files and not unsubmitted:
                 break
             stop.wait(settings.producer_interval_seconds)
@@ -163,7 +162,6 @@ def run_producer(
             q.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return submitted
 
 
 def build_parser(prog: str = "jobq producer") -> argparse.ArgumentParser:
