@@ -1,0 +1,214 @@
+"""A throwaway PostgreSQL server for the tests, and a fresh database per test.
+
+``postgres_server`` (session): the server named by ``JOBQ_TEST_POSTGRES_URL`` if set, else a
+private one started with the Debian binaries (``initdb`` in a temp dir owned by ``postgres``,
+a free port on 127.0.0.1), stopped by ``pg_ctl`` in the finalizer, also when tests fail.
+``postgres_url`` (function): ``CREATE DATABASE t_<random>`` on that server, dropped afterwards.
+
+Without PostgreSQL the PostgreSQL tests are skipped, except under ``CI=true`` where they fail:
+CI must prove both backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+
+ENV_URL = "JOBQ_TEST_POSTGRES_URL"
+START_ATTEMPTS = 3
+PG_CTL_TIMEOUT_SECONDS = 60
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+def with_database(url: str, dbname: str) -> str:
+    """``url`` with its database name replaced (query options kept)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class PgServer:
+    """A running server: ``url`` names its maintenance database ``postgres``."""
+
+    url: str
+    data_dir: str | None = None
+    """Set when this session started the server (so it may restart it); None for an external one."""
+    pg_bin: str = ""
+    log_path: str = ""
+    options: str = ""
+
+    @property
+    def managed(self) -> bool:
+        return self.data_dir is not None
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.data_dir is not None, "cannot control an external server"
+        cmd = [os.path.join(self.pg_bin, "pg_ctl"), "-D", self.data_dir, "-w", "-t", str(PG_CTL_TIMEOUT_SECONDS), *args]
+        return subprocess.run(
+            _as_postgres(cmd), capture_output=True, text=True, timeout=PG_CTL_TIMEOUT_SECONDS + 30, check=False
+        )
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every client connection is cut, the data survives."""
+        done = self._pg_ctl("-l", self.log_path, "-o", self.options, "-m", "fast", "restart")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    def stop(self) -> None:
+        if self.data_dir is not None:
+            self._pg_ctl("-m", "fast", "stop")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root: drop to the postgres user when we are root.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_bin() -> str | None:
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: [int(x) for x in p.split("/")[4].split(".") if x.isdigit()],
+    )
+    for path in reversed(candidates):
+        if os.path.exists(os.path.join(path, "pg_ctl")):
+            return path
+    found = shutil.which("pg_ctl")
+    return os.path.dirname(found) if found else None
+
+
+def _start_server() -> PgServer:
+    pg_bin = _pg_bin()
+    if pg_bin is None:
+        _unavailable("no PostgreSQL binaries (apt-get install -y postgresql)")
+    base = tempfile.mkdtemp(prefix="jobq-pg-", dir="/tmp")  # not under /root: postgres must reach it
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data = os.path.join(base, "data")
+    init = subprocess.run(
+        _as_postgres(
+            [
+                os.path.join(pg_bin, "initdb"),
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if init.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        _unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+    last_error = ""
+    for _ in range(START_ATTEMPTS):  # a free port can be taken between probing and binding
+        port = _free_port()
+        # fsync off: a throwaway test server needs no durability across power loss, and a clean
+        # `pg_ctl restart -m fast` still writes everything out.
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        server = PgServer(
+            url=f"postgresql://postgres@127.0.0.1:{port}/postgres",
+            data_dir=data,
+            pg_bin=pg_bin,
+            log_path=os.path.join(base, "server.log"),
+            options=options,
+        )
+        started = server._pg_ctl("-l", server.log_path, "-o", options, "start")
+        if started.returncode == 0:
+            return server
+        last_error = server.log_tail(5) or started.stderr
+        server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+    _unavailable(f"pg_ctl start failed: {last_error.strip()[-300:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL server (external via JOBQ_TEST_POSTGRES_URL, or a private one)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed (pip install 'jobq[postgres]')")
+    external = os.environ.get(ENV_URL)
+    if external:
+        yield PgServer(url=external)
+        return
+    server = _start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert server.data_dir is not None
+        shutil.rmtree(os.path.dirname(server.data_dir), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(server: PgServer) -> Iterator[str]:
+    """Create an empty database on ``server`` and drop it afterwards; yields its URL."""
+    import psycopg
+
+    name = f"t_{secrets.token_hex(6)}"
+    deadline = time.monotonic() + 30
+    while True:  # right after a restart the server may still refuse connections for a moment
+        try:
+            with psycopg.connect(server.url, autocommit=True, connect_timeout=10) as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield with_database(server.url, name)
+    finally:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(server.url, autocommit=True) as admin:
+            # FORCE: a test that failed may have left connections open (PostgreSQL 13+).
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PgServer) -> Iterator[str]:
+    """A URL naming a fresh, empty database of its own for this test."""
+    with fresh_database(postgres_server) as url:
+        yield url
