@@ -20,7 +20,7 @@ def open_queue() -> tuple[Settings, Queue]:
         settings = load_settings()
         return settings, _open_queue(settings.database_url)
     except JobqError as exc:
-        st.error(f"**Cannot open the job queue.** {exc}", icon="🚨")
+        st.error(f"**Cannot open the job queue.** {exc}", icon=":material/error:")
         st.caption("Set JOBQ_DATABASE_URL (default sqlite:///data/queue.db) and reload the page.")
         st.stop()
         raise  # unreachable: st.stop() raises; keeps type checkers sure we never return None
@@ -28,4 +28,4 @@ def open_queue() -> tuple[Settings, Queue]:
 
 def storage_error(exc: JobqError) -> None:
     """A read or action failed (database locked, corrupt, gone): one readable message."""
-    st.error(f"**The job queue could not be read.** {exc}", icon="🚨")
+    st.error(f"**The job queue could not be read.** {exc}", icon=":material/error:")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +19,8 @@ from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus
 from jobq.web import views
 from jobq.web._page import open_queue, storage_error
 
-ROW_WIDTHS = [0.35, 0.7, 1.35, 3.4, 0.75, 1.55, 1.55, 1.55, 2.6, 1.15, 1.05, 0.6]
-ROW_HEADERS = ["", "id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
+ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
+ROW_HEADERS = ["", "id", "status", "path / payload", "tries", "created", "started", "finished", "last error"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ def _enqueue(q: Queue, settings: Settings) -> None:
 # -- page sections ----------------------------------------------------------------------------------
 def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter, Page]:
     sb = st.sidebar
-    sb.markdown("### 👤 Operator")
+    sb.markdown("### :material/person: Operator")
     sb.text_input(
         "Your name (recorded on every action)",
         value=views.resolve_operator(None),
@@ -160,11 +161,11 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     if expected is not None:
         sb.text_input("Manager password", type="password", key="password")
         if _unlocked():
-            sb.success("Actions unlocked", icon="🔓")
+            sb.success("Actions unlocked", icon=":material/lock_open:")
         else:
-            sb.warning("Read-only until the password is entered", icon="🔒")
+            sb.warning("Read-only until the password is entered", icon=":material/lock:")
 
-    sb.markdown("### 🔎 Filter")
+    sb.markdown("### :material/filter_list: Filter")
     statuses = sb.multiselect(
         "Status",
         [s.value for s in JobStatus],
@@ -180,7 +181,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         "Rows per page", views.PAGE_SIZES, index=views.PAGE_SIZES.index(views.PAGE_SIZE_DEFAULT), key="page_size"
     )
 
-    sb.markdown("### 🔍 Open a job")
+    sb.markdown("### :material/search: Open a job")
     sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
     sb.caption(f"Database: `{q.url}`")
     where = views.build_filter(statuses, chosen_queues, search)
@@ -188,7 +189,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
 
 
 def _flashes() -> None:
-    icons = {"success": "✅", "warning": "⚠️", "error": "🚫"}
+    icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "error": ":material/error:"}
     for level, message in st.session_state.pop("flash", []):
         getattr(st, level)(message, icon=icons.get(level))
         st.toast(message, icon=icons.get(level))
@@ -199,7 +200,7 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
         job = q.get(job_id)
         events = q.events(job_id)
     except JobNotFound:
-        st.warning(f"Job {job_id} not found.", icon="🔍")
+        st.warning(f"Job {job_id} not found.", icon=":material/search_off:")
         st.button("Close", key="detail_close_missing", on_click=_show_detail, args=(None,))
         return
     with st.container(border=True, key="job_detail"):
@@ -231,13 +232,15 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
         a3.button(
             "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
         )
-        facts = st.columns(6)
-        facts[0].metric("Queue", job.queue)
-        facts[1].metric("Task", job.task or "(default)")
-        facts[2].metric("Attempts", f"{job.attempts} / {job.max_attempts}")
-        facts[3].metric("Run", job.run, help="1 for the first run; each resubmit starts the next one.")
-        facts[4].metric("Priority", job.priority)
-        facts[5].metric("Events", len(events))
+        facts = {
+            "queue": f"`{job.queue}`",
+            "task": f"`{job.task or '(default)'}`",
+            "attempts": f"{job.attempts} / {job.max_attempts}",
+            "run": str(job.run),
+            "priority": str(job.priority),
+            "events": str(len(events)),
+        }
+        st.markdown(" · ".join(f"**{k}** {v}" for k, v in facts.items()))
         times = {
             "created": views.fmt_time(job.created_at),
             "runs at": views.fmt_time(job.run_at),
@@ -282,7 +285,7 @@ def _confirmation(q: Queue) -> None:
     with st.container(border=True, key="confirm_box"):
         st.warning(
             f"**{pending.verb} {what}?** Jobs for which this is not allowed are left unchanged and listed.",
-            icon="⚠️",
+            icon=":material/warning:",
         )
         yes, no, _ = st.columns([1.4, 1, 4])
         yes.button(
@@ -344,6 +347,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locke
 
 
 def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
+    now = time.time()
     header = st.columns(ROW_WIDTHS, vertical_alignment="center")
     for col, title in zip(header, ROW_HEADERS, strict=False):
         col.markdown(f"**{title}**" if title else "")
@@ -357,15 +361,15 @@ def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
             c[0].checkbox(
                 f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
             )
-            c[1].markdown(f"`{job.id}`")
+            c[1].markdown(f":gray[#{job.id}]")
             c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
             path = views.payload_path(job.payload)
             c[3].markdown(f"**{path}**" if path else f"`{views.payload_text(job.payload, 80)}`")
             c[4].markdown(f"{job.attempts}/{job.max_attempts}")
-            c[5].markdown(views.fmt_time(job.created_at))
-            c[6].markdown(views.fmt_time(job.started_at) or views.DASH)
-            c[7].markdown(views.fmt_time(job.finished_at) or views.DASH)
-            c[8].markdown(f":red[{views.first_line(job.last_error, 60)}]" if job.last_error else "")
+            for col, ts in ((c[5], job.created_at), (c[6], job.started_at), (c[7], job.finished_at)):
+                col.markdown(views.fmt_short_time(ts, now))
+            if job.last_error:
+                c[8].markdown(f":red[{views.first_line(job.last_error, 34)}]")
             if views.can_resubmit(job.status):
                 c[9].button(
                     "Resubmit",
@@ -408,7 +412,7 @@ def _pager(where: JobFilter, page: Page, total: int) -> int:
 
 
 def _enqueue_form(q: Queue, settings: Settings, locked: bool) -> None:
-    with st.expander("📥 Enqueue a job by path", expanded=False):
+    with st.expander(":material/add_circle: Enqueue a job by path", expanded=False):
         cols = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
         cols[0].text_input("File path", key="enqueue_path", placeholder=f"{settings.data_dir}/files/report.txt")
         cols[1].text_input("Queue", value=settings.queue, key="enqueue_queue")
@@ -432,15 +436,16 @@ def _counts_line(counts: dict[str, int]) -> None:
 
 def main() -> None:
     """Draw the manager page."""
-    st.set_page_config(page_title="jobq · manager", page_icon="🗂️", layout="wide")
+    st.set_page_config(page_title="jobq · manager", page_icon=":material/inventory_2:", layout="wide")
     settings, q = open_queue()
     locked = not _unlocked()
     try:
         stats = q.stats()
         where, page = _sidebar(q, settings, sorted(stats.by_queue))
-        st.title("🗂️ jobq manager")
+        st.title(":material/inventory_2: jobq manager")
         st.caption(
-            f"Resubmit, cancel and enqueue jobs · acting as **{_operator()}**" + (" · 🔒 read-only" if locked else "")
+            f"Resubmit, cancel and enqueue jobs · acting as **{_operator()}**"
+            + (" · :material/lock: read-only" if locked else "")
         )
         _counts_line(stats.counts)
         _flashes()
@@ -465,7 +470,10 @@ def main() -> None:
         if jobs:
             _job_rows(q, jobs, locked)
         else:
-            st.info("No job matches this filter. Widen the status filter in the sidebar to see more.", icon="📭")
+            st.info(
+                "No job matches this filter. Widen the status filter in the sidebar to see more.",
+                icon=":material/inbox:",
+            )
     except JobqError as exc:
         storage_error(exc)
 

@@ -30,6 +30,7 @@ WINDOW_CHOICES = {
 LATEST_JOBS_LIMIT = 50
 RECENT_EVENTS_LIMIT = 30
 CHART_HEIGHT = 220
+METRIC_HEIGHT = 150
 
 
 def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str) -> alt.Chart:
@@ -77,11 +78,13 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
             completed_series if status == JobStatus.COMPLETED else failed_series if status == JobStatus.FAILED else None
         )
         col.metric(
-            f"{views.STATUS_ICONS[status]} {status.value.title()}",
+            status.value.title(),
             f"{counts.get(status.value, 0):,}",
             border=True,
+            height=METRIC_HEIGHT,
             chart_data=series,
             chart_type="bar",
+            icon=views.STATUS_ICONS[status],
         )
 
     workers = q.workers()
@@ -94,30 +97,34 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         "Queue depth",
         f"{counts.get('PENDING', 0):,}",
         border=True,
-        chart_data=[b.depth for b in buckets[-30:]],
-        chart_type="area",
+        height=METRIC_HEIGHT,
         help="Pending jobs (due or delayed).",
     )
     cols[1].metric(
         "Oldest pending",
         views.fmt_age(age) if age is not None else "none",
         border=True,
+        height=METRIC_HEIGHT,
         help="How long the oldest due pending job has waited.",
     )
     cols[2].metric(
         "Throughput",
         f"{stats.completed_last_minute:,}/min",
         border=True,
+        height=METRIC_HEIGHT,
         delta=f"{views.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
         delta_color="off",
+        delta_arrow="off",
         help="Jobs completed in the last minute (and the average over the chart window).",
     )
     cols[3].metric(
         "Failure rate",
         f"{rate:.1%}" if rate is not None else views.DASH,
         border=True,
+        height=METRIC_HEIGHT,
         delta=f"{stats.failed_last_minute} failed last minute",
         delta_color="off",
+        delta_arrow="off",
         help="Failed / (completed + failed) over the chart window.",
     )
     names = {w.name for w in workers if views.worker_state(w, now, heartbeat) != "stopped"}
@@ -125,6 +132,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         "Workers alive",
         f"{alive} / {len(names)}",
         border=True,
+        height=METRIC_HEIGHT,
         help=f"Alive: heartbeat within {views.SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
     )
 
@@ -137,9 +145,13 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     )
     if alerts:
         for alert in alerts:
-            getattr(st, alert.level)(alert.message, icon="🚨" if alert.level == "error" else "⚠️")
+            getattr(st, alert.level)(
+                alert.message, icon=":material/crisis_alert:" if alert.level == "error" else ":material/warning:"
+            )
     else:
-        st.success("All clear: no expired leases, nothing waiting too long, no silent worker.", icon="✅")
+        st.success(
+            "All clear: no expired leases, nothing waiting too long, no silent worker.", icon=":material/check_circle:"
+        )
     st.session_state["_workers"] = workers
 
 
@@ -163,10 +175,10 @@ def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
 
 def _tables(q: Queue, settings: Settings, now: float) -> None:
     workers = st.session_state.get("_workers", [])
-    st.subheader("👷 Workers")
+    st.subheader(":material/engineering: Workers")
     if workers:
         st.dataframe(
-            views.workers_frame(workers, now, settings.heartbeat_seconds),
+            views.workers_frame(workers, now, settings.heartbeat_seconds).style.map(views.style_cell, subset=["state"]),
             hide_index=True,
             width="stretch",
             column_config={
@@ -177,11 +189,14 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             },
         )
     else:
-        st.info("No worker has registered yet. Start consumers (e.g. `supervisord -c supervisord.conf`).", icon="💤")
+        st.info(
+            "No worker has registered yet. Start consumers (e.g. `supervisord -c supervisord.conf`).",
+            icon=":material/bedtime:",
+        )
 
     left, right = st.columns([3, 2])
     with left:
-        st.subheader("📋 Latest jobs")
+        st.subheader(":material/list_alt: Latest jobs")
         show = st.segmented_control(
             "Status",
             ["All", *[s.value for s in JobStatus]],
@@ -195,7 +210,7 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             ["id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
         ]
         st.dataframe(
-            frame,
+            frame.style.map(views.style_cell, subset=["status"]),
             hide_index=True,
             width="stretch",
             height=420,
@@ -205,10 +220,10 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             },
         )
     with right:
-        st.subheader("📰 Activity")
+        st.subheader(":material/history: Activity")
         events = q.recent_events(RECENT_EVENTS_LIMIT)
         rows = [
-            {"at": views.fmt_time(e.at)[11:], "job": e.job_id, "event": str(e.kind), "by": e.actor or ""}
+            {"at": views.fmt_short_time(e.at, now), "job": e.job_id, "event": str(e.kind), "by": e.actor or ""}
             for e in events
         ]
         st.dataframe(
@@ -217,7 +232,7 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
 
     stats_by_queue = q.stats().by_queue
     if len(stats_by_queue) > 1:
-        st.subheader("🗃️ By queue")
+        st.subheader(":material/stacks: By queue")
         st.dataframe(pd.DataFrame(stats_by_queue).T.rename_axis("queue"), width="stretch")
 
 
@@ -236,15 +251,15 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
 
 def main() -> None:
     """Draw the ops page."""
-    st.set_page_config(page_title="jobq · ops", page_icon="📈", layout="wide")
+    st.set_page_config(page_title="jobq · ops", page_icon=":material/monitoring:", layout="wide")
     settings, q = open_queue()
     sb = st.sidebar
-    sb.markdown("### ⚙️ Display")
+    sb.markdown("### :material/tune: Display")
     refresh_label = sb.selectbox("Refresh every", list(REFRESH_CHOICES), index=1, key="refresh")
     window_label = sb.selectbox("Chart window", list(WINDOW_CHOICES), index=1, key="window")
     sb.number_input("Alert when a job waits longer than (minutes)", min_value=1, value=5, key="pending_alert_min")
     sb.caption("Read-only: act on jobs in the manager app.")
-    st.title("📈 jobq ops")
+    st.title(":material/monitoring: jobq ops")
     window, bucket = WINDOW_CHOICES[window_label]
     every = REFRESH_CHOICES[refresh_label] or None
     st.fragment(run_every=every)(live)(q, settings, window, bucket)

@@ -71,12 +71,25 @@ STATUS_COLORS: dict[JobStatus, str] = {
     JobStatus.FAILED: "red",
     JobStatus.CANCELLED: "gray",
 }
+#: Material Symbols (bundled with Streamlit, so they render in every browser, unlike emoji).
 STATUS_ICONS: dict[JobStatus, str] = {
-    JobStatus.PENDING: "⏳",
-    JobStatus.PROCESSING: "⚙️",
-    JobStatus.COMPLETED: "✅",
-    JobStatus.FAILED: "❌",
-    JobStatus.CANCELLED: "🚫",
+    JobStatus.PENDING: ":material/schedule:",
+    JobStatus.PROCESSING: ":material/autorenew:",
+    JobStatus.COMPLETED: ":material/check_circle:",
+    JobStatus.FAILED: ":material/error:",
+    JobStatus.CANCELLED: ":material/block:",
+}
+#: Text colours for status cells in dataframes (Streamlit's palette, readable on white).
+STATUS_CSS: dict[str, str] = {
+    "PENDING": "color: #1c6fd1",
+    "PROCESSING": "color: #c96a00",
+    "COMPLETED": "color: #16883e",
+    "FAILED": "color: #d0262f; font-weight: 600",
+    "CANCELLED": "color: #6b7280",
+    "alive": "color: #16883e",
+    "silent": "color: #d0262f; font-weight: 600",
+    "stopped": "color: #6b7280",
+    "restarted": "color: #6b7280",
 }
 
 
@@ -86,6 +99,15 @@ def fmt_time(ts: float | None) -> str:
     if ts is None:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_short_time(ts: float | None, now: float | None = None) -> str:
+    """``HH:MM:SS`` for today, ``Mon 28 14:05`` otherwise, ``DASH`` for None (for narrow columns)."""
+    if ts is None:
+        return DASH
+    today = time.localtime(now if now is not None else time.time())[:3]
+    local = time.localtime(ts)
+    return time.strftime("%H:%M:%S" if local[:3] == today else "%b %d %H:%M", local)
 
 
 def fmt_age(seconds: float | None) -> str:
@@ -149,7 +171,7 @@ def first_line(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:
 
 
 def status_badge(status: JobStatus | str) -> str:
-    """Streamlit markdown for a coloured status badge, e.g. ``:red-badge[❌ FAILED]``."""
+    """Streamlit markdown for a coloured status badge, e.g. ``:red-badge[:material/error: FAILED]``."""
     st = JobStatus(status)
     return f":{STATUS_COLORS[st]}-badge[{STATUS_ICONS[st]} {st.value}]"
 
@@ -420,9 +442,6 @@ def worker_state(worker: WorkerInfo, now: float, heartbeat_seconds: float = HEAR
     return "silent"
 
 
-WORKER_STATE_ICONS = {"alive": "🟢 alive", "silent": "🔴 silent", "stopped": "⚪ stopped"}
-
-
 def workers_frame(
     workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT
 ) -> pd.DataFrame:
@@ -432,10 +451,11 @@ def workers_frame(
     process starts: ``restarts`` is how many starts that name has beyond the first one.
     """
     starts = Counter(w.name for w in workers)
+    latest = {id(w) for w in _latest_per_name(workers)}
     rows = [
         {
             "name": w.name,
-            "state": WORKER_STATE_ICONS[worker_state(w, now, heartbeat_seconds)],
+            "state": _shown_state(w, now, heartbeat_seconds, id(w) in latest),
             "host": w.host,
             "pid": w.pid,
             "started": fmt_time(w.started_at),
@@ -464,6 +484,18 @@ def workers_frame(
         "id",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _shown_state(worker: WorkerInfo, now: float, heartbeat_seconds: float, is_latest: bool) -> str:
+    state = worker_state(worker, now, heartbeat_seconds)
+    # An older process of a program that started again was restarted (e.g. killed, then brought
+    # back by supervisord): it is history, not a silent worker.
+    return "restarted" if state == "silent" and not is_latest else state
+
+
+def style_cell(value: Any) -> str:
+    """CSS for a status or worker-state cell (for ``DataFrame.style.map``), "" for anything else."""
+    return STATUS_CSS.get(str(value), "")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

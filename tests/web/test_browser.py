@@ -1,0 +1,170 @@
+"""Both apps served by ``streamlit run`` and driven in Debian's Chromium through Playwright.
+
+Set JOBQ_SAVE_SCREENSHOTS=1 to also write docs/screenshots/manager.png and ops.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MANAGER, OPS, REPO, seed_demo
+
+from jobq import JobStatus, Queue
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+START_TIMEOUT_SECONDS = 90.0
+UI_TIMEOUT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``check()`` is true, backing off; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, dict[JobStatus, list[int]], int, int]]:
+    """Both apps on free ports against a seeded temporary database; stopped by PID afterwards."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} missing: run scripts/install-system-deps.sh (apt-get install -y chromium)")
+    url = f"sqlite:///{tmp_path}/queue.db"
+    ids = seed_demo(url)
+    (tmp_path / ".streamlit").mkdir()
+    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
+    env.pop("JOBQ_MANAGER_PASSWORD", None)
+    ports = []
+    for app in (MANAGER, OPS):
+        port = free_port()
+        log = open(tmp_path / f"{app.stem}.log", "wb")  # noqa: SIM115 - closed in the finalizer
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+        def stop(proc: subprocess.Popen[bytes] = proc, log: object = log) -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+            log.close()  # type: ignore[attr-defined]
+
+        request.addfinalizer(stop)
+        ports.append((port, proc, tmp_path / f"{app.stem}.log"))
+    for port, proc, log_path in ports:
+
+        def up(port: int = port, proc: subprocess.Popen[bytes] = proc) -> bool:
+            return proc.poll() is not None or healthy(port)
+
+        poll(up, f"streamlit on port {port}", START_TIMEOUT_SECONDS)
+        assert proc.poll() is None, log_path.read_text()
+    yield url, ids, ports[0][0], ports[1][0]
+
+
+def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int]], int, int], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ids, manager_port, ops_port = served
+    failed = max(ids[JobStatus.FAILED])  # the newest ones: on the first page (newest first)
+    pending = max(ids[JobStatus.PENDING])
+    shots = REPO / "docs" / "screenshots" if os.environ.get("JOBQ_SAVE_SCREENSHOTS") == "1" else tmp_path
+
+    def status(job_id: int) -> JobStatus:
+        with Queue(url) as q:
+            return q.get(job_id).status
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2000})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{manager_port}/")
+            expect(page.get_by_text("jobq manager")).to_be_visible()
+
+            # The seed's step 6: a FAILED job shows Resubmit and Cancel; Resubmit -> PENDING.
+            expect(page.locator(f".st-key-cancel_{failed} button")).to_be_visible()
+            page.locator(f".st-key-resubmit_{failed} button").click()
+            poll(lambda: status(failed) == JobStatus.PENDING, f"job {failed} to be resubmitted")
+            expect(page.get_by_text("Resubmitted 1 job").first).to_be_visible()
+
+            # Cancel on a PENDING job -> CANCELLED, and it disappears from the default view.
+            page.locator(f".st-key-cancel_{pending} button").click()
+            poll(lambda: status(pending) == JobStatus.CANCELLED, f"job {pending} to be cancelled")
+            expect(page.locator(f".st-key-row_{pending}")).to_have_count(0)
+            with Queue(url) as q:
+                assert q.events(pending)[-1].actor == "browser-test"
+
+            # A job's detail, for the screenshot: payload, history and the traceback.
+            other_failed = sorted(ids[JobStatus.FAILED])[-2]
+            page.locator(f".st-key-details_{other_failed} button").first.click()
+            expect(page.locator(".st-key-job_detail")).to_be_visible()
+            # For a clean screenshot: scroll back to the top, let the toasts fade and the table settle.
+            page.locator('[data-testid="stMain"]').evaluate("el => el.scrollTo(0, 0)")
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(4500)
+            page.screenshot(path=str(shots / "manager.png"), full_page=True)
+
+            page.set_viewport_size({"width": 1600, "height": 2350})
+            page.goto(f"http://127.0.0.1:{ops_port}/")
+            expect(page.get_by_text("jobq ops")).to_be_visible()
+            metric = page.locator('[data-testid="stMetric"]').filter(has_text="Pending")
+            with Queue(url) as q:
+                pending_now = q.counts()["PENDING"]
+            expect(metric.first).to_contain_text(f"{pending_now:,}")
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Failed").first).to_be_visible()
+            charts = page.locator('[data-testid="stVegaLiteChart"]')
+            expect(charts).to_have_count(4)
+            expect(charts.first.locator("canvas, svg").first).to_be_visible()
+            page.wait_for_timeout(1500)  # charts animate in: only for a clean screenshot
+            page.screenshot(path=str(shots / "ops.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (shots / "manager.png").stat().st_size > 10_000
+    assert (shots / "ops.png").stat().st_size > 10_000
