@@ -1,0 +1,181 @@
+"""What only the PostgreSQL backend has to prove (the shared behaviour is in tests/contract).
+
+Schema creation racing between processes, hand-made SQL status changes, readable connection
+errors, retry after a lost connection, the LISTEN connection coming back, fork safety.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from pg import PgServer, with_database
+
+import jobq
+from jobq import JobStatus
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pq(postgres_url: str) -> Iterator[jobq.Queue]:
+    q = jobq.Queue(postgres_url)
+    yield q
+    q.close()
+
+
+def _sql(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement as an outside tool (psql) would, and return its rows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def _terminate_jobq_connections(url: str) -> int:
+    """Cut every jobq connection to this database, as a server restart or failover would."""
+    rows = _sql(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'jobq' AND pid <> pg_backend_pid()",
+    )
+    return len(rows)
+
+
+def test_concurrent_first_open_creates_the_schema_once(postgres_url: str) -> None:
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            jobq.Queue(postgres_url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert _sql(postgres_url, "SELECT version FROM jobq_schema") == [(1,)]
+
+
+def test_newer_schema_is_refused(postgres_url: str) -> None:
+    jobq.Queue(postgres_url).close()
+    _sql(postgres_url, "INSERT INTO jobq_schema (version, applied_at) VALUES (99, 0)")
+    with pytest.raises(jobq.StorageError, match="schema version 99 is newer"):
+        jobq.Queue(postgres_url)
+
+
+def test_hand_made_status_change_is_recorded_and_fences_the_worker(pq: jobq.Queue, postgres_url: str) -> None:
+    job_id = pq.enqueue("x")
+    job = pq.claim("w")
+    assert job is not None
+    _sql(postgres_url, "UPDATE jobs SET status = 'FAILED' WHERE id = %s", (job_id,))
+    after = pq.get(job_id)
+    assert after.status == JobStatus.FAILED and after.lease_token is None
+    assert after.last_error == "set to FAILED outside jobq" and after.finished_at is not None
+    event = pq.events(job_id)[-1]
+    assert (event.kind, event.actor, event.detail) == ("external_update", "sql", {"from": "PROCESSING", "to": "FAILED"})
+    with pytest.raises(jobq.LeaseLost):
+        pq.complete(job)
+    # jobq's own writes bump rev, so they are never mistaken for hand-made ones.
+    pq.resubmit(job_id)
+    assert [str(e.kind) for e in pq.events(job_id)].count("external_update") == 1
+
+
+def test_cannot_connect_is_one_readable_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connection refused
+        with pytest.raises(jobq.StorageError) as info:
+            jobq.Queue(f"postgresql://postgres:secret@127.0.0.1:{port}/nowhere")
+    message = str(info.value)
+    assert message.startswith(f"cannot connect to PostgreSQL at 127.0.0.1:{port}/nowhere: ")
+    assert "refused" in message.lower() and "\n" not in message and "secret" not in message
+
+
+def test_missing_database_is_named(postgres_server: PgServer) -> None:
+    with pytest.raises(jobq.StorageError, match='database "t_missing_db" does not exist'):
+        jobq.Queue(with_database(postgres_server.url, "t_missing_db"))
+
+
+def test_bad_url_is_a_config_error() -> None:
+    with pytest.raises(jobq.ConfigError, match="bad PostgreSQL URL"):
+        jobq.Queue("postgresql://localhost/db?no_such_option=1")
+
+
+def test_lost_connections_are_replaced(pq: jobq.Queue, postgres_url: str) -> None:
+    job_id = pq.enqueue("x")
+    job = pq.claim("w")
+    assert job is not None
+    assert _terminate_jobq_connections(postgres_url) >= 1
+    # Reads and fenced writes carry on over fresh connections.
+    assert pq.get(job_id).status == JobStatus.PROCESSING
+    assert _terminate_jobq_connections(postgres_url) >= 1
+    pq.complete(job)
+    assert pq.get(job_id).status == JobStatus.COMPLETED
+
+
+def test_listener_reconnects_after_losing_its_connection(pq: jobq.Queue, postgres_url: str) -> None:
+    listener = pq.backend.listener("w", ["default"])
+    try:
+        assert listener.wait(0) is False
+        assert _terminate_jobq_connections(postgres_url) >= 1
+        assert listener.wait(5) is True  # lost: it reconnects and tells the worker to poll
+        pq.enqueue("after the reconnect")
+        deadline = time.monotonic() + 10
+        while not listener.wait(0.5):
+            assert time.monotonic() < deadline, "no wake-up after the reconnect"
+    finally:
+        listener.close()
+
+
+def test_listener_ignores_other_queues(pq: jobq.Queue) -> None:
+    listener = pq.backend.listener("w", ["mine"])
+    try:
+        pq.enqueue("not for me", queue="theirs")
+        assert listener.wait(0.3) is False
+        started = time.monotonic()
+        pq.enqueue("for me", queue="mine")
+        assert listener.wait(10) is True
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+
+
+def test_nul_characters_are_kept_visible(pq: jobq.Queue) -> None:
+    job_id = pq.enqueue({"text": "a\x00b"})
+    assert pq.get(job_id).payload == {"text": "a\x00b"}  # JSON escapes NUL
+    job = pq.claim("w\x00orker")
+    assert job is not None
+    assert pq.fail(job, "bad\x00byte", retry=False) == JobStatus.FAILED
+    assert pq.get(job_id).last_error == "bad\\0byte"
+
+
+def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
+    first = pq.enqueue("parent")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: use the inherited Queue, then leave without cleanup of the parent's
+        code = 1
+        try:
+            child_id = pq.enqueue("child")
+            os.write(write, str(child_id).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child_id = int(os.read(read, 64) or b"0")
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's pool still works: the child never touched the parent's sockets.
+    assert pq.get(first).payload == "parent" and pq.get(child_id).payload == "child"
