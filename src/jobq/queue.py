@@ -81,9 +81,11 @@ class Queue:
         settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
         backend: Backend | None = None,
+        create: bool = True,
     ) -> None:
         """Open the queue at ``url`` (default: settings, i.e. ``JOBQ_DATABASE_URL`` or data/queue.db).
 
+        ``create=False`` refuses to create a missing SQLite database (for read-only viewers).
         Raises ConfigError for a bad URL and StorageError when the database cannot be used.
         """
         settings = settings or load_settings()
@@ -91,7 +93,7 @@ class Queue:
             settings = settings.replace(database_url=url)
         self.settings = settings
         self.clock = clock
-        self.backend: Backend = backend or open_backend(settings.database_url)
+        self.backend: Backend = backend or open_backend(settings.database_url, create=create)
 
     @property
     def url(self) -> str:

@@ -498,3 +498,9 @@ def test_listener_wakes_on_enqueue(queue: jobq.Queue, open_queue: Callable[[], j
             producer.close()
     finally:
         listener.close()
+
+
+def test_create_false_refuses_a_missing_sqlite_file(tmp_path) -> None:
+    with pytest.raises(jobq.StorageError, match="no database at"):
+        jobq.Queue(f"sqlite:///{tmp_path}/absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()

@@ -6,13 +6,17 @@ from jobq.backends.base import Backend
 from jobq.errors import ConfigError
 
 
-def open_backend(url: str) -> Backend:
-    """Open (creating and migrating the schema if needed) the job store named by ``url``."""
+def open_backend(url: str, *, create: bool = True) -> Backend:
+    """Open (creating and migrating the schema if needed) the job store named by ``url``.
+
+    With ``create=False`` a SQLite file that does not exist yet is an error (read-only viewers
+    such as the ops app should say so rather than show an empty queue).
+    """
     scheme = url.split("://", 1)[0].lower() if "://" in url else "sqlite"
     if scheme == "sqlite":
         from jobq.backends.sqlite import SqliteBackend
 
-        return SqliteBackend(url)
+        return SqliteBackend(url, create=create)
     if scheme in ("postgresql", "postgres"):
         try:
             from jobq.backends.postgres import PostgresBackend

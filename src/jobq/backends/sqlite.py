@@ -348,10 +348,12 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 class SqliteBackend:
     """The embedded default backend. See the module docstring for its limits."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         path, options = parse_sqlite_url(url)
         self.path = os.path.abspath(path)
+        if not create and not os.path.exists(self.path):
+            raise StorageError(f"no database at {self.path} (start a producer or worker to create it)")
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise ConfigError(f"unknown SQLite URL option(s): {', '.join(sorted(unknown))}")
