@@ -215,6 +215,16 @@ def test_unusable_database_is_a_readable_error(app: Path, tmp_path: Path, monkey
     assert "not a SQLite database" in texts(at.error)
 
 
+def test_ops_reports_a_missing_database_instead_of_creating_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "nowhere" / "queue.db"
+    monkeypatch.setenv("JOBQ_DATABASE_URL", f"sqlite:///{missing}")
+    monkeypatch.chdir(tmp_path)
+    at = AppTest.from_file(str(OPS), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "no database at" in texts(at.error)
+    assert not missing.exists()
+
+
 # -- ops -------------------------------------------------------------------------------------------
 def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     at = run(OPS)

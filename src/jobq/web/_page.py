@@ -8,17 +8,20 @@ from jobq import JobqError, Queue, Settings, load_settings
 
 
 @st.cache_resource(show_spinner=False)
-def _open_queue(url: str) -> Queue:
+def _open_queue(url: str, create: bool) -> Queue:
     # One Queue per process and URL: it is thread-safe and every read is one short transaction,
     # so Streamlit's session threads can share it without holding a reader open.
-    return Queue(url)
+    return Queue(url, create=create)
 
 
-def open_queue() -> tuple[Settings, Queue]:
-    """Settings (``JOBQ_*`` env, jobq.toml) and the shared Queue; on failure show st.error and stop."""
+def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
+    """Settings (``JOBQ_*`` env, jobq.toml) and the shared Queue; on failure show st.error and stop.
+
+    ``create=False`` (ops, read-only) reports a missing database instead of creating an empty one.
+    """
     try:
         settings = load_settings()
-        return settings, _open_queue(settings.database_url)
+        return settings, _open_queue(settings.database_url, create)
     except JobqError as exc:
         st.error(f"**Cannot open the job queue.** {exc}", icon=":material/error:")
         st.caption("Set JOBQ_DATABASE_URL (default sqlite:///data/queue.db) and reload the page.")

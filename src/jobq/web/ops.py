@@ -252,7 +252,7 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
 def main() -> None:
     """Draw the ops page."""
     st.set_page_config(page_title="jobq · ops", page_icon=":material/monitoring:", layout="wide")
-    settings, q = open_queue()
+    settings, q = open_queue(create=False)
     sb = st.sidebar
     sb.markdown("### :material/tune: Display")
     refresh_label = sb.selectbox("Refresh every", list(REFRESH_CHOICES), index=1, key="refresh")
