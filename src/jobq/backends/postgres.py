@@ -477,7 +477,6 @@ class PostgresBackend:
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._pid = -1
-        self._closed = False
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
         # open time, in one line, like SQLite does; the pool itself opens on first use.
         self._migrate()
@@ -522,8 +521,6 @@ class PostgresBackend:
 
     def _get_pool(self) -> ConnectionPool[Connection]:
         with self._lock:
-            if self._closed:
-                raise StorageError(f"PostgreSQL at {describe_url(self.url)}: this queue was closed")
             if self._pool is not None and self._pid == os.getpid():
                 return self._pool
             if self._pool is not None:  # inherited across fork(): leave it to the parent
@@ -598,8 +595,8 @@ class PostgresBackend:
 
     def close(self) -> None:
         with self._lock:
+            # Like SQLite's, a closed backend reopens on its next use (a new pool).
             pool, self._pool = self._pool, None
-            self._closed = True
             if pool is not None and self._pid == os.getpid():
                 pool.close(timeout=5.0)
 
