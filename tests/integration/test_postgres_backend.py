@@ -179,3 +179,11 @@ def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent's pool still works: the child never touched the parent's sockets.
     assert pq.get(first).payload == "parent" and pq.get(child_id).payload == "child"
+
+
+def test_viewer_does_not_create_the_schema(postgres_url: str) -> None:
+    with pytest.raises(jobq.StorageError, match="no jobq queue in the PostgreSQL database"):
+        jobq.Queue(postgres_url, create=False)
+    assert _sql(postgres_url, "SELECT to_regclass('jobs'), to_regclass('jobq_schema')") == [(None, None)]
+    jobq.Queue(postgres_url).close()
+    jobq.Queue(postgres_url, create=False).close()

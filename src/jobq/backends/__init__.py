@@ -24,5 +24,5 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
             raise ConfigError(
                 f"PostgreSQL support is not installed ({exc.name}): pip install 'jobq[postgres]'"
             ) from None
-        return PostgresBackend(url)
+        return PostgresBackend(url, create=create)
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///path/to/queue.db or postgresql://...")

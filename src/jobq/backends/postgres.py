@@ -471,8 +471,15 @@ _ABANDONED_POOLS: list[object] = []
 class PostgresBackend:
     """The scale-out backend. See the module docstring for its design and limits."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Connect to ``url`` and create or migrate the schema.
+
+        With ``create=False`` a database without jobq's tables is an error instead (read-only
+        viewers such as the ops app say so rather than show an empty queue).
+        Raises ConfigError for a malformed URL, StorageError when the server cannot be used.
+        """
         self.url = url
+        self._create = create
         self._kwargs = _connect_kwargs(url)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
@@ -503,6 +510,12 @@ class PostgresBackend:
                 conn.execute(Q_SCHEMA_TABLE)
                 row = conn.execute("SELECT coalesce(max(version), 0) FROM jobq_schema").fetchone()
                 current = int(row[0]) if row else 0
+                if current == 0 and not self._create:
+                    # Rolled back with the transaction: a viewer leaves no trace in the database.
+                    raise StorageError(
+                        f"no jobq queue in the PostgreSQL database {describe_url(self.url)} "
+                        "(start a producer or worker to create it)"
+                    )
                 if current > len(MIGRATIONS):
                     raise StorageError(
                         f"PostgreSQL at {describe_url(self.url)}: schema version {current} is newer than this jobq "
