@@ -53,7 +53,7 @@ def systems() -> list[System]:
         ),
         System(
             "jobq-worker",
-            "jobq SQLite, default (FULL), jobq.worker.Worker",
+            "jobq SQLite, default (FULL), jobq.worker.Worker(batch=100)",
             "bench.adapters.jobq_worker:JobqWorker",
             {"synchronous": "FULL", "skip": ["enqueue"]},
         ),
@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     extras["sizes"] = sizes
     extras["date"] = started
     print(report.table(results))
+    print("\n".join(report.footnotes(results)))
     print()
     print(report.ratios_text(results))
     if args.out:
