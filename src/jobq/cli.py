@@ -188,16 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     # enqueue
     p = command("enqueue", cmd_enqueue, "submit a job and print its id")
     p.add_argument(
-        "path", nargs="?", help="a file under the data directory: the seed's file job (stamped by consumers)"
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="a file under the data directory: the seed's file job (stamped by consumers)",
     )
     p.add_argument("--json", dest="payload", metavar="JSON", help="the payload as JSON; '-' reads it from stdin")
-    p.add_argument("--queue", "-q", help=_env_help("queue name", "queue", "default"))
-    p.add_argument("--task", "-t", default="", help="task name: which handler runs it (default: the default handler)")
-    p.add_argument("--priority", "-p", type=int, default=0, help="lower runs first (default 0)")
-    p.add_argument("--delay", type=duration_arg, help="run no sooner than this from now: 30s, 10m, 2h")
-    p.add_argument("--key", help="idempotency key: the same key again returns the existing job")
-    p.add_argument("--max-attempts", type=positive_int_arg, help=_env_help("attempts before FAILED", "max_attempts", 3))
-    p.add_argument("--timeout", type=duration_arg, help="longest a run may take: 30s, 5m")
+    p.add_argument("--queue", "-q", metavar="NAME", help=_env_help("queue name", "queue", "default"))
+    p.add_argument(
+        "--task",
+        "-t",
+        metavar="NAME",
+        default="",
+        help="task name: which handler runs it (default: the default handler)",
+    )
+    p.add_argument("--priority", "-p", metavar="N", type=int, default=0, help="lower runs first (default 0)")
+    p.add_argument(
+        "--delay", metavar="DURATION", type=duration_arg, help="run no sooner than this from now: 30s, 10m, 2h"
+    )
+    p.add_argument("--key", metavar="KEY", help="idempotency key: the same key again returns the existing job")
+    p.add_argument(
+        "--max-attempts",
+        metavar="N",
+        type=positive_int_arg,
+        help=_env_help("attempts before FAILED", "max_attempts", 3),
+    )
+    p.add_argument("--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m")
 
     # worker
     p = command("worker", cmd_worker, "run handlers for the jobs of one or more queues")
@@ -219,31 +235,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import MODULE so that its @jobq.worker.task handlers register; repeatable",
     )
-    _worker_options(p)
+    _worker_options(p, many_queues=True)
     p.add_argument("--exit-when-idle", action="store_true", help="exit once no job is due and none runs")
 
     # producer / consumer (the seed's processes)
     p = command("producer", cmd_producer, "the seed's producer: write a new file every interval and enqueue it")
     p.add_argument(
-        "--interval", type=duration_arg, help=_env_help("seconds between files", "producer_interval_seconds", "5s")
+        "--interval",
+        metavar="DURATION",
+        type=duration_arg,
+        help=_env_help("seconds between files", "producer_interval_seconds", "5s"),
     )
-    p.add_argument("--data-dir", help=_env_help("where job files live", "data_dir", "data"))
-    p.add_argument("--queue", "-q", help=_env_help("queue name", "queue", "default"))
+    p.add_argument("--data-dir", metavar="DIR", help=_env_help("where job files live", "data_dir", "data"))
+    p.add_argument("--queue", "-q", metavar="NAME", help=_env_help("queue name", "queue", "default"))
     p = command("consumer", cmd_consumer, "the seed's consumer: stamp each job's file after a random delay")
     p.add_argument(
         "--delay",
+        metavar="RANGE",
         dest="consumer_delay",
         type=range_arg,
         help=_env_help("seconds each job takes, a range", "consumer_delay", "7-15"),
     )
-    p.add_argument("--data-dir", help=_env_help("where job files live", "data_dir", "data"))
-    _worker_options(p)
+    p.add_argument("--data-dir", metavar="DIR", help=_env_help("where job files live", "data_dir", "data"))
+    _worker_options(p, many_queues=False)
 
     # the web apps
     for app, port in (("manager", 8501), ("ops", 8502)):
         what = "resubmit, cancel and enqueue jobs" if app == "manager" else "watch the queue"
         p = command(app, cmd_web, f"serve the {app} web app ({what}) on 127.0.0.1")
-        p.add_argument("--port", type=port_arg, default=port, help=f"port (default {port})")
+        p.add_argument("--port", metavar="PORT", type=port_arg, default=port, help=f"port (default {port})")
         p.add_argument("extra", nargs="*", metavar="STREAMLIT_ARG", help="more streamlit options, after --")
         p.set_defaults(app=app)
 
@@ -252,25 +272,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status",
         "-s",
+        metavar="STATUS",
         dest="statuses",
         action="append",
         type=status_arg,
         default=[],
         help="only these statuses (repeatable or comma-separated, any case)",
     )
-    p.add_argument("--queue", "-q", dest="queues", action="append", default=[], help="only this queue (repeatable)")
-    p.add_argument("--task", "-t", dest="tasks", action="append", default=[], help="only this task (repeatable)")
-    p.add_argument("--search", help="case-insensitive text the payload contains")
-    p.add_argument("--sort", choices=SORT_FIELDS, default="id", help="sort field (default id)")
+    p.add_argument(
+        "--queue", "-q", metavar="NAME", dest="queues", action="append", default=[], help="only this queue (repeatable)"
+    )
+    p.add_argument(
+        "--task", "-t", metavar="NAME", dest="tasks", action="append", default=[], help="only this task (repeatable)"
+    )
+    p.add_argument("--search", metavar="TEXT", help="case-insensitive text the payload contains")
+    p.add_argument(
+        "--sort",
+        choices=SORT_FIELDS,
+        default="id",
+        metavar="FIELD",
+        help=f"sort by: {', '.join(SORT_FIELDS)} (default id)",
+    )
     p.add_argument("--asc", action="store_true", help="ascending (default: descending)")
     p.add_argument(
         "--limit",
         "-n",
+        metavar="N",
         type=positive_int_arg,
         default=LIST_LIMIT_DEFAULT,
         help=f"at most N jobs (default {LIST_LIMIT_DEFAULT})",
     )
-    p.add_argument("--offset", type=non_negative_int_arg, default=0, help="skip the first N jobs")
+    p.add_argument("--offset", metavar="N", type=non_negative_int_arg, default=0, help="skip the first N jobs")
     _json_options(p, lines=True)
 
     # show
@@ -300,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status",
         "-s",
+        metavar="STATUS",
         dest="statuses",
         action="append",
         type=status_arg,
@@ -311,21 +344,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_options(p: argparse.ArgumentParser) -> None:
+def _worker_options(p: argparse.ArgumentParser, *, many_queues: bool) -> None:
+    if many_queues:
+        p.add_argument(
+            "--queue",
+            "-q",
+            metavar="NAME",
+            dest="queues",
+            action="append",
+            default=[],
+            help=_env_help("queue to work on (repeatable)", "queue", "default"),
+        )
+    else:
+        p.add_argument("--queue", "-q", metavar="NAME", help=_env_help("queue to work on", "queue", "default"))
     p.add_argument(
-        "--queue",
-        "-q",
-        dest="queues",
-        action="append",
-        default=[],
-        help=_env_help("queue to work on (repeatable)", "queue", "default"),
+        "--concurrency", "-c", metavar="N", type=positive_int_arg, help=_env_help("handler threads", "concurrency", 1)
     )
-    p.add_argument("--concurrency", "-c", type=positive_int_arg, help=_env_help("handler threads", "concurrency", 1))
-    p.add_argument("--lease", type=duration_arg, help=_env_help("lease per claim", "lease_seconds", "30s"))
     p.add_argument(
-        "--grace", type=duration_arg, help=_env_help("drain time after SIGTERM", "shutdown_grace_seconds", "20s")
+        "--lease", metavar="DURATION", type=duration_arg, help=_env_help("lease per claim", "lease_seconds", "30s")
     )
-    p.add_argument("--name", help="worker name shown in ops (default: supervisord program name or worker-PID)")
+    p.add_argument(
+        "--grace",
+        metavar="DURATION",
+        type=duration_arg,
+        help=_env_help("drain time after SIGTERM", "shutdown_grace_seconds", "20s"),
+    )
+    p.add_argument(
+        "--name", metavar="NAME", help="worker name shown in ops (default: supervisord program name or worker-PID)"
+    )
 
 
 def _json_options(p: argparse.ArgumentParser, *, lines: bool = False) -> None:
@@ -340,28 +386,33 @@ def _json_options(p: argparse.ArgumentParser, *, lines: bool = False) -> None:
 
 
 def _actor_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actor", help=_env_help("who is acting, recorded in the events", "operator", "login name"))
+    p.add_argument(
+        "--actor", metavar="NAME", help=_env_help("who is acting, recorded in the events", "operator", "login name")
+    )
 
 
 # -- settings ---------------------------------------------------------------------------------------
+#: Flags (argparse dest) that set a Settings field of the same meaning. Their help names the env var.
+FLAG_SETTINGS: dict[str, str] = {
+    "db": "database_url",
+    "lease": "lease_seconds",
+    "grace": "shutdown_grace_seconds",
+    "concurrency": "concurrency",
+    "interval": "producer_interval_seconds",
+    "data_dir": "data_dir",
+    "consumer_delay": "consumer_delay",
+    "actor": "operator",
+}
+
+
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the flags set (unset flags are left out, so env and file still apply)."""
-    flags = {
-        "database_url": "db",
-        "lease_seconds": "lease",
-        "shutdown_grace_seconds": "grace",
-        "concurrency": "concurrency",
-        "producer_interval_seconds": "interval",
-        "data_dir": "data_dir",
-        "consumer_delay": "consumer_delay",
-        "operator": "actor",
-    }
-    out = {field: getattr(args, attr) for field, attr in flags.items() if getattr(args, attr, None) is not None}
+    out = {field: getattr(args, dest) for dest, field in FLAG_SETTINGS.items() if getattr(args, dest, None) is not None}
     queue = getattr(args, "queue", None)
     queues = getattr(args, "queues", None)
     if isinstance(queue, str):
         out["queue"] = queue
-    elif queues and args.command in ("worker", "consumer"):
+    elif queues and args.command == "worker":
         out["queue"] = queues[0]
     return out
 
@@ -372,7 +423,9 @@ def make_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
 
 
 def _open(args: argparse.Namespace) -> jobq.Queue:
-    return jobq.Queue(settings=make_settings(args))
+    """The queue for commands that read or act on existing jobs: a database that does not exist
+    is an error (a typo in --db must not silently create an empty queue and list nothing)."""
+    return jobq.Queue(settings=make_settings(args), create=False)
 
 
 # -- formatting (pure) ------------------------------------------------------------------------------
