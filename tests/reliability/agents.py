@@ -1,0 +1,333 @@
+"""The processes the reliability tests start, killed or crashed on purpose.
+
+Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
+
+- ``crashworker``: the seed's consumer (``jobq.consumer.make_stamp_handler``) that exits hard with
+  ``os._exit(CRASH_EXIT)`` at the crash point named in a job's payload (``"crash"``), on the job's
+  first attempt only. The points are injected by wrapping, from this module, what the consumer calls
+  (``jobq.files`` itself is not modified): see ``CRASH_POINTS``.
+- ``producer``: enqueues ``<prefix>-<i>`` with the key ``<prefix>-<i>``, appending ``key id`` to an
+  acknowledgement file after each enqueue returned; a restarted producer resumes at the first key it
+  never acknowledged (the one a kill may have committed without an acknowledgement).
+- ``worker``: completes every job (a tiny handler), for background load.
+- ``contender``: enqueue, claim, complete in a loop; writes its latencies and errors as JSON.
+- ``operator``: random cancel / resubmit calls on job ids, results as JSON.
+- ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
+  SQLite VFS that keeps, beside each file, the image a disk would hold if power failed now (writes
+  reach it only at fsync) and "loses power" at the N-th write or sync: it applies a random subset
+  of the un-synced writes to that image and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+import apsw
+
+import jobq
+import jobq.consumer
+from jobq.consumer import make_stamp_handler
+from jobq.worker import JobContext, Worker
+
+CRASH_EXIT = 77
+POWER_EXIT = 99
+CRASH_POINTS = ("after_claim", "torn_write", "after_write", "after_fsync", "before_complete", "after_complete")
+"""Where a ``crashworker`` exits: handler started (claim committed); half the stamp line written;
+stamp written, not yet fsynced; stamp fsynced (``stamp_file`` returned); outcome computed, completion
+not yet committed; completion committed."""
+
+
+def settings(args: argparse.Namespace) -> jobq.Settings:
+    return jobq.Settings(
+        database_url=args.db,
+        lease_seconds=args.lease,
+        rescue_interval_seconds=args.rescue_interval,
+        poll_interval_seconds=0.1,
+        backoff_base_seconds=0.05,
+        backoff_cap_seconds=0.2,
+        shutdown_grace_seconds=5,
+        data_dir=args.data_dir or "data",
+        consumer_delay=args.delay,
+    )
+
+
+def append_line(path: str, text: str) -> None:
+    """One ``write(2)`` with O_APPEND: the line is in the kernel before the next statement runs."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+# -- crash-point sweep ---------------------------------------------------------------------------
+def crashworker(args: argparse.Namespace) -> None:
+    s = settings(args)
+    q = jobq.Queue(settings=s)
+    state: dict[str, Any] = {"point": None, "job": None, "in_stamp": False}
+    real_write, real_fsync = os.write, os.fsync
+    real_stamp = jobq.consumer.stamp_file
+
+    def crash(point: str) -> None:
+        if state["point"] == point:
+            append_line(args.crash_log, f"{state['job']} {point} {time.time():.6f} {os.getpid()}\n")
+            os._exit(CRASH_EXIT)
+
+    def write(fd: int, data: Any) -> int:
+        if state["in_stamp"] and state["point"] == "torn_write":
+            real_write(fd, bytes(data)[: max(1, len(data) // 2)])  # a torn write: half the line reached the file
+            crash("torn_write")
+        return real_write(fd, data)
+
+    def fsync(fd: int) -> None:
+        if state["in_stamp"]:
+            crash("after_write")
+        real_fsync(fd)
+
+    def stamp(*a: Any, **k: Any) -> bool:
+        state["in_stamp"] = True
+        try:
+            written = bool(real_stamp(*a, **k))
+        finally:
+            state["in_stamp"] = False
+        crash("after_fsync")
+        return written
+
+    # Only the stamp path runs os.write / os.fsync in this process (SQLite does its own I/O in C).
+    os.write, os.fsync = write, fsync  # type: ignore[assignment]
+    jobq.consumer.stamp_file = stamp  # type: ignore[assignment]
+    inner = make_stamp_handler(s, out=sys.stdout)
+
+    def handler(ctx: JobContext) -> Any:
+        first = ctx.job.attempts == 1 and ctx.job.run == 1
+        state["point"] = ctx.job.payload.get("crash") if first else None
+        state["job"] = ctx.job.id
+        crash("after_claim")
+        return inner(ctx)
+
+    real_complete = q.complete_many
+
+    def complete_many(items: Any) -> list[bool]:
+        crash("before_complete")
+        done = real_complete(items)
+        crash("after_complete")
+        return done
+
+    q.complete_many = complete_many  # type: ignore[method-assign]
+    Worker(q, {"stamp": handler}, concurrency=1, batch=1).run()
+
+
+# -- producers and workers -------------------------------------------------------------------------
+def producer(args: argparse.Namespace) -> None:
+    q = jobq.Queue(settings=settings(args))
+    ack = Path(args.ack)
+    done = len(ack.read_text().splitlines()) if ack.exists() else 0
+    for i in range(done, args.count):
+        key = f"{args.prefix}-{i}"
+        job_id = q.enqueue({"key": key, "pad": "x" * args.pad}, key=key)
+        append_line(args.ack, f"{key} {job_id}\n")
+
+
+def worker(args: argparse.Namespace) -> None:
+    q = jobq.Queue(settings=settings(args))
+    Worker(q, lambda ctx: None, concurrency=2, batch=8).run()
+
+
+def contender(args: argparse.Namespace) -> None:
+    q = jobq.Queue(settings=settings(args))
+    me = f"contender-{os.getpid()}"
+    Path(args.out, f"ready-{os.getpid()}").write_text("")
+    go = Path(args.out, "go")
+    while not go.exists():
+        time.sleep(0.01)
+    lat: dict[str, list[float]] = {"enqueue": [], "claim": [], "complete": []}
+    errors: list[str] = []
+    claimed: list[int] = []
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        try:
+            t0 = time.perf_counter()
+            q.enqueue({"from": me})
+            t1 = time.perf_counter()
+            job = q.claim(me)
+            t2 = time.perf_counter()
+            lat["enqueue"].append(t1 - t0)
+            lat["claim"].append(t2 - t1)
+            if job is not None:
+                claimed.append(job.id)
+                q.complete(job)
+                lat["complete"].append(time.perf_counter() - t2)
+        except Exception as exc:  # noqa: BLE001 - every error reaching a caller is what we count
+            errors.append(f"{type(exc).__name__}: {exc}")
+    Path(args.out, f"contender-{os.getpid()}.json").write_text(
+        json.dumps({"latency": lat, "errors": errors, "claimed": claimed})
+    )
+
+
+def operator(args: argparse.Namespace) -> None:
+    q = jobq.Queue(settings=settings(args))
+    rng = random.Random()
+    tally: dict[str, int] = {}
+    errors: list[str] = []
+    end = time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        job_id = rng.randint(1, args.count)
+        action = rng.choice(["cancel", "resubmit"])
+        try:
+            getattr(q, action)(job_id, actor=f"op-{os.getpid()}")
+            outcome = "ok"
+        except jobq.InvalidTransition:
+            outcome = "refused"
+        except Exception as exc:  # noqa: BLE001 - anything else is a failure the test reports
+            outcome = "error"
+            errors.append(f"{type(exc).__name__}: {exc}")
+        tally[f"{action}_{outcome}"] = tally.get(f"{action}_{outcome}", 0) + 1
+        time.sleep(rng.uniform(0, 0.02))  # pacing between clicks, not a wait for an outcome
+    Path(args.out, f"operator-{os.getpid()}.json").write_text(json.dumps({"tally": tally, "errors": errors}))
+
+
+def raceworker(args: argparse.Namespace) -> None:
+    s = settings(args)
+    q = jobq.Queue(settings=s)
+    Worker(q, {"stamp": make_stamp_handler(s, out=sys.stdout)}, concurrency=2, batch=2).run()
+
+
+# -- power loss ------------------------------------------------------------------------------------
+class CrashVFS(apsw.VFS):  # type: ignore[misc]
+    """SQLite's crash-test model as a VFS: writes reach the durable image only at xSync.
+
+    Every tracked file (the database and its WAL) has a shadow ``<file>.durable``: the bytes a disk
+    that lost power right now would hold. xWrite/xTruncate go to the real file (so this process
+    reads its own writes) and to a pending list; xSync applies the pending list to the shadow. At
+    the ``crash_at``-th write or sync, a random subset of the pending writes is applied (disks
+    reorder and drop un-synced writes) and the process exits: the power is off.
+    """
+
+    def __init__(self, crash_at: int, seed: int) -> None:
+        self.ops = 0
+        self.crash_at = crash_at
+        self.rng = random.Random(seed)
+        self.files: list[CrashFile] = []
+        super().__init__("crashvfs", base="unix", makedefault=True)
+
+    def xOpen(self, name: Any, flags: list[int]) -> CrashFile:  # noqa: N802 - apsw's method name
+        f = CrashFile(self, name, flags)
+        self.files.append(f)
+        return f
+
+    def tick(self) -> None:
+        self.ops += 1
+        if self.ops >= self.crash_at:
+            for f in self.files:
+                f.power_off(self.rng)
+            os._exit(POWER_EXIT)
+
+
+class CrashFile(apsw.VFSFile):  # type: ignore[misc]
+    def __init__(self, vfs: CrashVFS, name: Any, flags: list[int]) -> None:
+        self.vfs = vfs
+        path = name.filename() if isinstance(name, apsw.URIFilename) else name
+        tracked = flags[0] & (
+            apsw.mapping_open_flags["SQLITE_OPEN_MAIN_DB"] | apsw.mapping_open_flags["SQLITE_OPEN_WAL"]
+        )
+        self.shadow = f"{path}.durable" if path and tracked else None
+        self.pending: list[tuple[str, int, bytes]] = []
+        super().__init__("unix", name, flags)
+
+    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+        if self.shadow:
+            self.pending.append(("w", offset, bytes(data)))
+            self.vfs.tick()
+        super().xWrite(data, offset)
+
+    def xTruncate(self, size: int) -> None:  # noqa: N802
+        if self.shadow:
+            self.pending.append(("t", size, b""))
+        super().xTruncate(size)
+
+    def xSync(self, flags: int) -> None:  # noqa: N802
+        if self.shadow:
+            self.vfs.tick()
+            self._apply(self.pending)
+            self.pending = []
+        super().xSync(flags)
+
+    def power_off(self, rng: random.Random) -> None:
+        if self.shadow:
+            self._apply([p for p in self.pending if rng.random() < 0.5])
+
+    def _apply(self, ops: list[tuple[str, int, bytes]]) -> None:
+        assert self.shadow
+        fd = os.open(self.shadow, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for kind, where, data in ops:
+                if kind == "w":
+                    os.pwrite(fd, data, where)
+                else:
+                    os.ftruncate(fd, where)
+        finally:
+            os.close(fd)
+
+
+def powerwriter(args: argparse.Namespace) -> None:
+    vfs = CrashVFS(args.crash_at, args.seed)  # keep the reference: a collected VFS unregisters itself
+    q = jobq.Queue(settings=settings(args))
+    assert vfs.files, "the queue opened its database through CrashVFS"
+    for i in range(args.count):
+        key = f"k-{i}"
+        job_id = q.enqueue({"key": key}, key=key)
+        append_line(args.ack, f"{key} {job_id}\n")
+        if i % 3 == 2:
+            job = q.claim("powerwriter")
+            if job is not None:
+                q.complete(job)
+        if i % 40 == 39:
+            q.backend.wal_checkpoint()  # type: ignore[attr-defined]
+    os._exit(0)
+
+
+ROLES = {
+    "crashworker": crashworker,
+    "producer": producer,
+    "worker": worker,
+    "contender": contender,
+    "operator": operator,
+    "raceworker": raceworker,
+    "powerwriter": powerwriter,
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=sorted(ROLES))
+    p.add_argument("--db", required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--lease", type=float, default=1.5)
+    p.add_argument("--rescue-interval", type=float, default=0.2)
+    p.add_argument("--delay", default="0-0")
+    p.add_argument("--crash-log", default="crashes.log")
+    p.add_argument("--ack", default="acks.log")
+    p.add_argument("--prefix", default="p")
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--pad", type=int, default=0)
+    p.add_argument("--out", default=".")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--crash-at", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    ROLES[args.role](args)
+
+
+if __name__ == "__main__":
+    main()

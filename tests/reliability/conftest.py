@@ -1,0 +1,5 @@
+"""Fixtures of the reliability suite (defined in ``harness.py``, which the tests import by name)."""
+
+from harness import agents, record
+
+__all__ = ["agents", "record"]
