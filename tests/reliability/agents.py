@@ -220,7 +220,7 @@ class CrashVFS(apsw.VFS):  # type: ignore[misc]
         self.files: list[CrashFile] = []
         super().__init__("crashvfs", base="unix", makedefault=True)
 
-    def xOpen(self, name: Any, flags: list[int]) -> CrashFile:  # noqa: N802 - apsw's method name
+    def xOpen(self, name: Any, flags: list[int]) -> CrashFile:
         f = CrashFile(self, name, flags)
         self.files.append(f)
         return f
@@ -244,18 +244,18 @@ class CrashFile(apsw.VFSFile):  # type: ignore[misc]
         self.pending: list[tuple[str, int, bytes]] = []
         super().__init__("unix", name, flags)
 
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+    def xWrite(self, data: bytes, offset: int) -> None:
         if self.shadow:
             self.pending.append(("w", offset, bytes(data)))
             self.vfs.tick()
         super().xWrite(data, offset)
 
-    def xTruncate(self, size: int) -> None:  # noqa: N802
+    def xTruncate(self, size: int) -> None:
         if self.shadow:
             self.pending.append(("t", size, b""))
         super().xTruncate(size)
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         if self.shadow:
             self.vfs.tick()
             self._apply(self.pending)

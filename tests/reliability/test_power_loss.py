@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
+from agents import POWER_EXIT
 from harness import Agents, Recorder, scale, wait_for
 
 import jobq
-from agents import POWER_EXIT
 
 pytestmark = pytest.mark.slow
 
