@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from conftest import Procs, effects
 from pg import PgServer, fresh_database
 
 import jobq
@@ -189,3 +190,28 @@ def test_workers_survive_postgres_restarts(
     # The restarts really hit the workers (their connections were cut), and they kept going.
     assert sum(1 for e in entries if "started" in e) == WORKERS
     assert sum(1 for e in entries if "stopped" in e) == WORKERS
+
+
+def test_real_workers_survive_a_postgres_restart(pg_db: tuple[PgServer, str], procs: Procs, tmp_path: Path) -> None:
+    """The same with ``jobq.worker.Worker`` processes (heartbeats, group commit, rescuer)."""
+    server, url = pg_db
+    jobs = 400
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"seconds": 0.03}] * jobs, task="slow", keys=[f"real-{i}" for i in range(jobs)])
+    workers = [procs.start("worker", "--db", url, "--lease", "5", "--batch", "5") for _ in range(4)]
+    _wait_for(lambda: _completed(url) >= jobs // 4, DEADLINE_SECONDS, "a quarter of the jobs completed")
+    assert _completed(url) < jobs, "the workers finished before the restart: make the jobs slower"
+    server.restart()
+    assert all(w.poll() is None for w in workers), "a worker died on the restart"
+    _wait_for(lambda: _completed(url) == jobs, DEADLINE_SECONDS, "every job completed")
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        assert w.wait(30) == 0, procs.logs()[-3000:]
+    done = collections.Counter(effects(tmp_path))
+    with jobq.Queue(url) as q:
+        for job_id in ids:
+            kinds = [str(e.kind) for e in q.events(job_id)]
+            assert kinds.count("completed") == 1, (job_id, kinds)
+            assert 1 <= done[job_id] <= 1 + kinds.count("rescued"), (job_id, done[job_id], kinds)
+    assert "traceback" not in procs.logs().lower()
