@@ -7,15 +7,47 @@ import io
 import os
 import pstats
 import time
+from typing import Any
 
 from bench.core import make_payload
 
 
-def _loop(url: str, jobs: int, batched: bool) -> float:
+class _TimedConnection:
+    """Wraps the backend's apsw connection to time each kind of statement (which cProfile lumps
+    together as ``Connection.execute``): BEGIN, the claim UPDATE, the event INSERT, COMMIT..."""
+
+    def __init__(self, conn: Any, times: dict[str, list[float]]) -> None:
+        self._conn = conn
+        self._times = times
+
+    def _timed(self, method: str, sql: str, *args: Any) -> Any:
+        key = " ".join(sql.split()[:6])[:48]
+        t0 = time.perf_counter()
+        try:
+            return getattr(self._conn, method)(sql, *args)
+        finally:
+            entry = self._times.setdefault(f"{method}: {key}", [0.0, 0])
+            entry[0] += time.perf_counter() - t0
+            entry[1] += 1
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self._timed("execute", sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> Any:
+        return self._timed("executemany", sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _loop(url: str, jobs: int, batched: bool, times: dict[str, list[float]] | None = None) -> float:
     from jobq import Queue
 
     with Queue(url) as q:
         q.enqueue_many([make_payload(n) for n in range(jobs)])
+        if times is not None:  # instrument the (private) connection of the SQLite backend
+            backend: Any = q.backend
+            backend._conn = _TimedConnection(backend._connect(), times)
         t0 = time.perf_counter()
         if batched:
             while got := q.claim_many("profiler", 100):
@@ -37,6 +69,11 @@ def profile_jobq(workdir: str, jobs: int, top: int = 14) -> str:
         path = os.path.join(workdir, f"profile-{sync}-{int(batched)}.db")
         url = f"sqlite:///{path}" + ("" if sync == "FULL" else f"?synchronous={sync}")
         plain = _loop(url, jobs, batched)
+        times: dict[str, list[float]] = {}
+        try:
+            timed = _loop(url.replace(".db", "-t.db"), jobs, batched, times)
+        except Exception as exc:  # noqa: BLE001 - the breakdown is a bonus; the profile still runs
+            times, timed = {"(statement timing failed: " + str(exc)[:80] + ")": [0.0, 0]}, 0.0
         path2 = path.replace(".db", "-p.db")
         url2 = f"sqlite:///{path2}" + ("" if sync == "FULL" else f"?synchronous={sync}")
         prof = cProfile.Profile()
@@ -57,6 +94,16 @@ def profile_jobq(workdir: str, jobs: int, top: int = 14) -> str:
         out += [
             f"**{label}**: {plain:,.0f} jobs/s unprofiled, one process, {jobs:,} jobs "
             f"(profiled total {total:.2f} s, claim loop + enqueue setup).",
+            "",
+            f"Per statement (wall time inside SQLite, instrumented run at {timed:,.0f} jobs/s; "
+            f"per job = total / {jobs:,}):",
+            "",
+            "| statement | calls | total s | per job µs |",
+            "|---|---:|---:|---:|",
+            *[
+                f"| `{k}` | {int(n):,} | {t:.3f} | {1e6 * t / jobs:.0f} |"
+                for k, (t, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:8]
+            ],
             "",
             "| function | calls | own s | own % | cumulative s |",
             "|---|---:|---:|---:|---:|",

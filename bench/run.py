@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_apps:
             from bench.apps import measure_apps
 
-            log("apps: render time with 100,000 jobs")
+            log("apps: render time")
             extras["apps"] = measure_apps(workdir, 10_000 if args.quick else 100_000, log)
         if not args.no_profile:
             from bench.profiling import profile_jobq

@@ -19,7 +19,7 @@ ENTRYPOINT = "noop"
 class PgqConsumer(Consumer):
     def __init__(self, dsn: str) -> None:
         import psycopg
-        from pgqueuer import PsycopgDriver, QueueManager, Queries
+        from pgqueuer import PsycopgDriver, Queries, QueueManager
 
         # Connect and build the manager before the clock starts, on the loop that will run it.
         self.loop = asyncio.new_event_loop()

@@ -1,0 +1,60 @@
+"""Keeps the benchmark harness from rotting: its quick path on jobq with a handful of jobs.
+
+No timing assertion: only that every measurement produced a value and the safety counters and
+the report hold together.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import report  # noqa: E402
+from bench.core import Bench, RowResult, Sizes  # noqa: E402
+from bench.run import systems  # noqa: E402
+
+TINY = Sizes(
+    repeats=1,
+    enqueue_one=20,
+    enqueue_one_seconds=5.0,
+    batches=1,
+    batch_size=20,
+    prefill=30,
+    claim_seconds=20.0,
+    latency_jobs=5,
+    latency_rate=200.0,
+    idle_seconds=0.2,
+)
+
+
+@pytest.mark.slow
+def test_quick_path_on_jobq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the spawned workers import bench
+    system = next(s for s in systems() if s.key == "jobq-full")
+    counter = iter(range(1000))
+
+    def env_for(_system: object) -> dict[str, object]:
+        return {"workdir": str(tmp_path), "run": f"run{next(counter)}", "dsn_base": None}
+
+    bench = Bench(TINY, env_for, lambda _text: None)
+    row = RowResult(system)
+    row.metrics["enqueue_one"] = bench.enqueue_one(system)
+    row.metrics["enqueue_batch"] = bench.enqueue_batch(system)
+    row.metrics["claim_1"] = bench.claim_complete(system, 1)
+    row.metrics["latency"], row.metrics["idle_cpu"] = bench.latency_and_idle(system)
+
+    assert row.metrics["enqueue_one"].jobs == 20
+    assert row.metrics["enqueue_batch"].jobs == 20
+    claim = row.metrics["claim_1"]
+    assert claim.note == "" and claim.jobs == 30 and claim.duplicates == 0 and claim.lock_errors == 0
+    latency = row.metrics["latency"]
+    assert latency.note == "" and latency.jobs == 5 and latency.median is not None
+    assert row.metrics["idle_cpu"].median is not None
+    text = report.table([row])
+    assert "jobq SQLite, default (FULL)" in text and "n/a" not in text
