@@ -1,0 +1,347 @@
+"""Unit tests of the ``jobq`` command line: argument handling and formatting, no database."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from jobq import cli
+from jobq.backends.base import ActionResult, WorkerInfo
+from jobq.config import DATABASE_URL_DEFAULT, env_name
+from jobq.errors import ConfigError, InvalidPayload
+from jobq.job import Job, JobStatus
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(list(argv))
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Parse ``argv`` expecting a usage error; return its single stderr line."""
+    with pytest.raises(SystemExit) as exc:
+        parse(*argv)
+    assert exc.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jobq: error: ")
+    return lines[0]
+
+
+NO_FILE = "/nonexistent/jobq.toml"
+
+
+# -- --db and settings layering ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--db", "sqlite:///x.db", "list"),
+        ("list", "--db", "sqlite:///x.db"),
+        ("--db=sqlite:///x.db", "stats"),
+    ],
+)
+def test_db_is_accepted_before_or_after_the_command(argv: tuple[str, ...]) -> None:
+    assert parse(*argv).db == "sqlite:///x.db"
+
+
+def test_db_after_the_command_wins_over_before() -> None:
+    assert parse("--db", "sqlite:///a.db", "list", "--db", "sqlite:///b.db").db == "sqlite:///b.db"
+
+
+def test_db_unset_leaves_env_and_default_in_charge() -> None:
+    args = parse("list", "--config", NO_FILE)
+    assert args.db is None
+    assert cli.make_settings(args, env={}).database_url == DATABASE_URL_DEFAULT
+    env = {"JOBQ_DATABASE_URL": "sqlite:///from-env.db"}
+    assert cli.make_settings(args, env=env).database_url == "sqlite:///from-env.db"
+    flagged = parse("list", "--config", NO_FILE, "--db", "sqlite:///flag.db")
+    assert cli.make_settings(flagged, env=env).database_url == "sqlite:///flag.db"
+
+
+def test_worker_flags_become_settings_and_unset_ones_do_not() -> None:
+    args = parse("worker", "-H", "m:f", "--lease", "1m", "--grace", "5s", "-c", "4", "-q", "a", "-q", "b")
+    assert cli.settings_overrides(args) == {
+        "lease_seconds": 60.0,
+        "shutdown_grace_seconds": 5.0,
+        "concurrency": 4,
+        "queue": "a",
+    }
+    assert args.queues == ["a", "b"]
+    bare = parse("worker", "-H", "m:f")
+    assert cli.settings_overrides(bare) == {}
+    env = {"JOBQ_LEASE": "90", "JOBQ_CONCURRENCY": "3"}
+    settings = cli.load_settings(cli.settings_overrides(bare), env=env, config_file=NO_FILE)
+    assert (settings.lease_seconds, settings.concurrency) == (90.0, 3)
+
+
+def test_enqueue_delay_is_the_jobs_not_the_consumers() -> None:
+    args = parse("enqueue", "--json", "{}", "--delay", "10s", "--max-attempts", "5", "--timeout", "2m", "-q", "mail")
+    assert (args.delay, args.max_attempts, args.timeout) == (10.0, 5, 120.0)
+    assert cli.settings_overrides(args) == {"queue": "mail"}
+
+
+def test_consumer_and_producer_flags() -> None:
+    consumer = parse("consumer", "--delay", "0-0.05", "--data-dir", "d", "--name", "c1")
+    assert cli.settings_overrides(consumer) == {"consumer_delay": "0-0.05", "data_dir": "d"}
+    producer = parse("producer", "--interval", "250ms")
+    assert cli.settings_overrides(producer) == {"producer_interval_seconds": 0.25}
+
+
+def test_actor_sets_the_operator() -> None:
+    assert cli.settings_overrides(parse("cancel", "3", "--actor", "ann")) == {"operator": "ann"}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_option_with_an_env_default_names_its_variable() -> None:
+    checked = 0
+    for name, sub in _subparsers().items():
+        for action in sub._actions:
+            field = cli.FLAG_SETTINGS.get(action.dest)
+            if action.dest == "queue":  # a single --queue sets the settings' queue
+                field = "queue"
+            if action.dest == "queues" and name == "worker":
+                field = "queue"
+            if field is None:
+                continue
+            checked += 1
+            assert f"env {env_name(field)}" in (action.help or ""), f"jobq {name} {action.option_strings}"
+    assert checked >= 25  # --db and --config on every command, plus the settings flags
+
+
+def test_every_command_listed_in_the_brief_exists() -> None:
+    expected = {"enqueue", "worker", "producer", "consumer", "manager", "ops", "list", "show", "retry", "cancel"}
+    expected |= {"stats", "workers", "purge", "rescue", "version"}
+    assert expected <= set(_subparsers())
+
+
+# -- argument types ---------------------------------------------------------------------------------
+def test_bad_duration_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
+    line = usage_error(capsys, "purge", "--older-than", "7x")
+    assert "not a duration: '7x'" in line
+    assert "jobq purge --help" in line
+
+
+def test_purge_requires_older_than(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--older-than" in usage_error(capsys, "purge")
+
+
+def test_statuses_any_case_repeatable_and_comma_separated() -> None:
+    args = parse("list", "-s", "failed,Cancelled", "--status", "PENDING")
+    assert [s for group in args.statuses for s in group] == [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING]
+
+
+def test_unknown_status_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unknown status 'DONE'" in usage_error(capsys, "list", "--status", "DONE")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("show", "abc"), "not a job id"),
+        (("show", "0"), "not a job id"),
+        (("list", "--limit", "0"), "must be at least 1"),
+        (("list", "--sort", "payload"), "invalid choice"),
+        (("consumer", "--delay", "15-7"), "bad range"),
+        (("manager", "--port", "70000"), "between 1 and 65535"),
+        (("worker", "--handler", "nocolon"), "must look like"),
+        (("list", "--json", "--jsonl"), "not allowed with"),
+        ((), "required"),
+        (("frobnicate",), "invalid choice"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str) -> None:
+    assert fragment in usage_error(capsys, *argv)
+
+
+def test_job_ids_accept_a_hash_prefix() -> None:
+    assert parse("retry", "#3", "4").job_ids == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pkg.mod:func", ("", "pkg.mod:func")),
+        ("resize=pkg.mod:func", ("resize", "pkg.mod:func")),
+        ("=pkg.mod:obj.method", ("", "pkg.mod:obj.method")),
+    ],
+)
+def test_handler_forms(text: str, expected: tuple[str, str]) -> None:
+    assert cli.handler_arg(text) == expected
+
+
+def test_web_apps_take_a_port_and_pass_extra_streamlit_args() -> None:
+    args = parse("ops", "--port", "9000", "--", "--server.address", "0.0.0.0")
+    assert (args.app, args.port, args.extra) == ("ops", 9000, ["--server.address", "0.0.0.0"])
+    assert (parse("manager").port, parse("ops").port) == (8501, 8502)
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse("--version")
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("jobq ")
+
+
+# -- errors from main() without a database ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["retry"], "give the ids"),
+        (["retry", "1", "--all-failed"], "not both"),
+        (["enqueue"], "either a PATH or --json"),
+        (["enqueue", "x.txt", "--json", "{}"], "either a PATH or --json"),
+    ],
+)
+def test_main_reports_one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
+    assert cli.main(argv) == cli.EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("jobq: error: ")
+    assert fragment in captured.err
+
+
+def test_main_exits_130_quietly_on_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_version", interrupted)
+    assert cli.main(["version"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == ""
+
+
+def test_parse_payload() -> None:
+    assert cli.parse_payload('{"a": [1, 2]}') == {"a": [1, 2]}
+    with pytest.raises(InvalidPayload, match=r"malformed JSON payload: .*line 1, column 2"):
+        cli.parse_payload("{bad")
+    with pytest.raises(InvalidPayload):
+        cli.parse_payload("")
+
+
+def test_collect_handlers_registry_then_explicit() -> None:
+    def registered(ctx: Any) -> None: ...
+
+    def explicit(ctx: Any) -> None: ...
+
+    loaded: list[str] = []
+
+    def load(spec: str) -> Callable[[Any], None]:
+        loaded.append(spec)
+        return explicit
+
+    handlers = cli.collect_handlers([("a", "m:f"), ("", "m:g")], [], {"a": registered, "b": registered}, load)
+    assert handlers == {"a": explicit, "b": registered, "": explicit}
+    assert loaded == ["m:f", "m:g"]
+    with pytest.raises(ConfigError, match="no handlers"):
+        cli.collect_handlers([], [], {}, load)
+
+
+def test_report_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    results = [
+        ActionResult(1, True, JobStatus.PENDING, "resubmitted"),
+        ActionResult(2, False, JobStatus.PENDING, "job 2: cannot resubmit a job that is PENDING"),
+        ActionResult(3, False, None, "job 3 not found"),
+    ]
+    assert cli.report_actions(results) == cli.EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == "job 1: resubmitted (PENDING)\n"
+    assert captured.err.splitlines() == [
+        "jobq: error: job 2: cannot resubmit a job that is PENDING",
+        "jobq: error: job 3 not found",
+    ]
+    assert cli.report_actions(results[:1]) == cli.EXIT_OK
+
+
+# -- formatting -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [(0.2, "now"), (12, "12s ago"), (185, "3m ago"), (7300, "2h ago"), (3 * 86400, "3d ago"), (-10, "in 10s")],
+)
+def test_ago(delta: float, text: str) -> None:
+    assert cli.ago(1000.0 - delta, 1000.0) == text
+    assert cli.ago(None, 1000.0) == "-"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (45, "45s"), (200, "3m 20s"), (3601, "1h"), (7500, "2h 5m"), (7 * 86400, "7d"), (90061, "1d 1h")],
+)
+def test_seconds_text(seconds: float, text: str) -> None:
+    assert cli.seconds_text(seconds) == text
+
+
+def test_local_iso_has_an_offset() -> None:
+    text = cli.local_iso(0.0)
+    assert text[:4] in ("1969", "1970")
+    assert text[-6] in "+-"
+
+
+def test_clean_flattens_control_characters_and_truncates() -> None:
+    assert cli.clean("a\nb\tc\x1b[31m") == "a b c [31m"
+    assert cli.clean("x" * 50, 10) == "xxxxxxx..."
+    assert cli.clean("short", 10) == "short"
+
+
+def test_error_summary_takes_the_last_line_of_a_traceback() -> None:
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\n'
+    assert cli.error_summary(tb) == "ValueError: boom"
+    assert cli.error_summary("plain") == "plain"
+
+
+def test_format_table_aligns_columns() -> None:
+    table = cli.format_table(("ID", "NAME"), [(1, "alpha"), (100, "b")])
+    assert table.splitlines() == ["ID   NAME", "1    alpha", "100  b"]
+
+
+def _job(**changes: Any) -> Job:
+    base: dict[str, Any] = dict(
+        id=7, queue="default", task="", payload={"path": "data/files/a.txt"}, status=JobStatus.FAILED,
+        priority=0, run_at=100.0, attempts=3, max_attempts=3, created_at=100.0, updated_at=160.0,
+        last_error="Traceback (most recent call last):\nOSError: disk\n", lease_token="secret",
+    )  # fmt: skip
+    base.update(changes)
+    return Job(**base)
+
+
+def test_jobs_table_and_job_dict() -> None:
+    text = cli.jobs_table([_job()], now=400.0)
+    header, row = text.splitlines()
+    assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "ATTEMPTS", "CREATED", "PAYLOAD", "LAST", "ERROR"]
+    assert row.split()[:6] == ["7", "FAILED", "default", "-", "3/3", "5m"]
+    assert row.endswith("OSError: disk")
+    data = cli.job_dict(_job())
+    assert data["status"] == "FAILED"
+    assert "lease_token" not in data
+
+
+def test_job_text_shows_fields_and_events() -> None:
+    from jobq.job import Event
+
+    events = [Event(1, 7, 100.0, "enqueued", None, 0, {}), Event(2, 7, 160.0, "failed", "w1", 3, {"error": "x"})]
+    text = cli.job_text(_job(), events, now=400.0)
+    fields = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in text.splitlines()[:14] if "  " in line}
+    assert fields["status"] == "FAILED"
+    assert fields["last error"] == "OSError: disk"
+    assert fields["payload"] == '{"path":"data/files/a.txt"}'
+    assert "events (2):" in text
+    assert text.splitlines()[-1].split()[1:4] == ["failed", "w1", "3"]
+
+
+def test_worker_state() -> None:
+    w = WorkerInfo(id="w", name="n", host="h", pid=1, queues=("default",), started_at=0.0, last_seen_at=100.0)
+    assert cli.worker_state(w, 100.0 + 29, heartbeat_seconds=10.0) == "alive"
+    assert cli.worker_state(w, 100.0 + 31, heartbeat_seconds=10.0) == "lost"
+    stopped = dataclasses.replace(w, stopped_at=120.0)
+    assert cli.worker_state(stopped, 121.0, heartbeat_seconds=10.0) == "stopped"
+    assert cli.worker_dict(w, 105.0, 10.0)["alive"] is True
