@@ -39,6 +39,7 @@ import jobq.consumer
 from jobq.consumer import make_stamp_handler
 from jobq.worker import JobContext, Worker
 
+_os_write = os.write  # the crashworker patches os.write; its own log lines must not go through the patch
 CRASH_EXIT = 77
 POWER_EXIT = 99
 CRASH_POINTS = ("after_claim", "torn_write", "after_write", "after_fsync", "before_complete", "after_complete")
@@ -65,7 +66,7 @@ def append_line(path: str, text: str) -> None:
     """One ``write(2)`` with O_APPEND: the line is in the kernel before the next statement runs."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, text.encode())
+        _os_write(fd, text.encode())
     finally:
         os.close(fd)
 
