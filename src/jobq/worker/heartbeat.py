@@ -40,9 +40,10 @@ class Heartbeater(Looper):
             return
         self._last = time.monotonic()
         w = self.worker
-        running = [ctx for ctx in w.active() if not ctx.settled]
         try:
-            results = w.queue.heartbeat_many([ctx.job for ctx in running])
+            with w.write_lock:
+                running = [ctx for ctx in w.active() if not ctx.settled]
+                results = w.queue.heartbeat_many([ctx.job for ctx in running])
             w.queue.backend.worker_seen(w.id, time.time(), [c.job.id for c in running], w.jobs_done, w.jobs_failed)
         except JobqError as exc:
             w.healthy = time.monotonic() - self._last_ok < w.settings.lease_seconds / 2
@@ -63,6 +64,13 @@ class Heartbeater(Looper):
     def _check_timeouts(self) -> None:
         w = self.worker
         now = time.monotonic()
+        if not any(c.job.timeout is not None for c in w.active()):
+            return
+        with w.write_lock:
+            self._fail_timed_out(now)
+
+    def _fail_timed_out(self, now: float) -> None:
+        w = self.worker
         for ctx in w.active():
             limit = ctx.job.timeout
             if limit is None or ctx.settled or now - ctx.started <= limit:

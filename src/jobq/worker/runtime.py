@@ -107,6 +107,9 @@ class Worker:
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self.healthy = True
+        #: Held while outcomes are written and while heartbeats are sent, so a heartbeat never
+        #: races a completion of the same job (it would be refused and look like a lost lease).
+        self.write_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._listener: Listener | None = None
 
@@ -183,6 +186,7 @@ class Worker:
             for _ in self._threads:
                 self._work.put(None)
             try:
+                self.queue.backend.worker_seen(self.id, time.time(), [], self.jobs_done, self.jobs_failed)
                 self.queue.backend.worker_stopped(self.id, time.time())
             except JobqError as exc:
                 log.warning("could not mark the worker stopped: %s", exc)
@@ -286,6 +290,10 @@ class Worker:
             batch, self._outcomes = self._outcomes, []
         if not batch:
             return
+        with self.write_lock:
+            self._write_outcomes(batch)
+
+    def _write_outcomes(self, batch: list[_Outcome]) -> None:
         pending = [o for o in batch if not o.ctx.settled and not o.ctx.lease_lost]
         try:
             completes = [o for o in pending if o.kind == "complete"]
