@@ -1,0 +1,444 @@
+"""The real ``jobq`` command, run in subprocesses against a temporary SQLite database per test.
+
+Set-up that the CLI cannot do in one step (a job that failed, a lease that expired, a job that
+finished ten days ago) goes through the public Python API on the same database file.
+Long-running commands (worker, producer, consumer) are stopped with SIGTERM by PID in a
+finalizer, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobq
+from jobq.files import stamps_in
+from jobq.job import JobStatus
+
+JOBQ = Path(sys.executable).with_name("jobq")
+if not JOBQ.exists():  # an installed console script elsewhere on PATH
+    JOBQ = Path(shutil.which("jobq") or "jobq")
+
+RUN_TIMEOUT_SECONDS = 60
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll with a growing interval until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.3)
+
+
+class Cli:
+    """Runs ``jobq`` in ``root`` with ``JOBQ_DATABASE_URL`` pointing at the test's own database."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"sqlite:///{root}/queue.db"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+        self.env.update(JOBQ_DATABASE_URL=self.url, PYTHONUNBUFFERED="1", JOBQ_LOG_LEVEL="WARNING")
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def run(self, *args: str, stdin: str | bytes | None = None) -> subprocess.CompletedProcess[str]:
+        data = stdin.decode() if isinstance(stdin, bytes) else stdin
+        return subprocess.run(
+            [str(JOBQ), *args],
+            cwd=self.root,
+            env=self.env,
+            input=data,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        """Run a command that must succeed quietly on stderr; return its stdout."""
+        done = self.run(*args, stdin=stdin)
+        assert done.returncode == 0, f"jobq {' '.join(args)} -> {done.returncode}: {done.stderr}"
+        assert done.stderr == "", done.stderr
+        return done.stdout
+
+    def fails(self, *args: str, code: int = 1, stdin: str | None = None) -> str:
+        """Run a command that must fail with ``code`` and ONE ``jobq: error:`` line; return it."""
+        done = self.run(*args, stdin=stdin)
+        assert done.returncode == code, f"jobq {' '.join(args)} -> {done.returncode}: {done.stderr}"
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("jobq: error: "), lines[0]
+        return lines[0]
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+    def start(self, *args: str, log: str = "proc.log") -> subprocess.Popen[bytes]:
+        """Start a long-running command; its output goes to ``root/log`` (no pipe to fill up)."""
+        with open(self.root / log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(JOBQ), *args], cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        proc.send_signal(sig)
+        return proc.wait(timeout=timeout)
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def queue(self, **kwargs: Any) -> jobq.Queue:
+        return jobq.Queue(self.url, settings=jobq.Settings(database_url=self.url), **kwargs)
+
+    def status(self, job_id: int) -> str:
+        with self.queue() as q:
+            return q.get(job_id).status.value
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(tmp_path)
+    yield runner
+    runner.cleanup()
+
+
+def enqueue(cli: Cli, payload: object, *args: str) -> int:
+    return int(cli.ok("enqueue", "--json", json.dumps(payload), *args).strip())
+
+
+# -- enqueue ----------------------------------------------------------------------------------------
+def test_enqueue_prints_the_id_and_list_json_shows_every_option(cli: Cli) -> None:
+    first = enqueue(cli, {"a": 1})
+    second = enqueue(
+        cli, {"b": "ü"}, "--queue", "mail", "--task", "send", "--priority", "-3", "--delay", "1h",
+        "--key", "k-1", "--max-attempts", "7", "--timeout", "90s",
+    )  # fmt: skip
+    assert (first, second) == (1, 2)
+    jobs = {j["id"]: j for j in cli.json("list")}
+    assert jobs[1]["payload"] == {"a": 1}
+    assert (jobs[1]["queue"], jobs[1]["task"], jobs[1]["status"]) == ("default", "", "PENDING")
+    b = jobs[2]
+    assert b["payload"] == {"b": "ü"}
+    assert (b["queue"], b["task"], b["priority"], b["max_attempts"], b["timeout"]) == ("mail", "send", -3, 7, 90.0)
+    assert b["idempotency_key"] == "k-1"
+    assert 3500 < b["run_at"] - b["created_at"] <= 3600
+    assert "lease_token" not in b
+
+
+def test_enqueue_same_key_returns_the_existing_job(cli: Cli) -> None:
+    assert enqueue(cli, {"n": 1}, "--key", "once") == enqueue(cli, {"n": 2}, "--key", "once")
+    assert len(cli.json("list")) == 1
+
+
+def test_enqueue_reads_the_payload_from_stdin(cli: Cli) -> None:
+    job_id = int(cli.ok("enqueue", "--json", "-", stdin='{"from": "stdin", "n": [1, 2]}\n'))
+    assert cli.json("show", str(job_id))["job"]["payload"] == {"from": "stdin", "n": [1, 2]}
+
+
+def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> None:
+    other = f"sqlite:///{cli.root}/other.db"
+    enqueue(cli, {"where": "env"})
+    cli.ok("--db", other, "enqueue", "--json", '{"where": "before"}')
+    cli.ok("enqueue", "--db", other, "--json", '{"where": "after"}')
+    assert [j["payload"]["where"] for j in cli.json("list", "--db", other, "--asc")] == ["before", "after"]
+    assert [j["payload"]["where"] for j in cli.json("list")] == ["env"]
+
+
+# -- bad input: one line, no traceback --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"),
+    [
+        (("--db", "mysql://x", "list"), 1, "unsupported database URL 'mysql://x'"),
+        (("show", "999"), 1, "job 999 not found"),
+        (("enqueue", "--json", "{bad"), 1, "malformed JSON payload"),
+        (("retry", "1"), 1, "job 1: cannot resubmit a job that is PENDING"),
+        (("cancel", "999"), 1, "job 999 not found"),
+        (("purge", "--older-than", "7x"), 2, "not a duration: '7x'"),
+        (("enqueue", "--json", "{}", "--delay", "soon"), 2, "not a duration: 'soon'"),
+        (("--db", "sqlite:///missing.db", "list"), 1, "no database at"),
+        (("--db", "sqlite:///a-directory", "enqueue", "--json", "{}"), 1, "a-directory"),
+        (("list", "--status", "DONE"), 2, "unknown status 'DONE'"),
+        (("enqueue", "--json", "{}", "--max-attempts", "0"), 2, "must be at least 1"),
+        (("nonsense",), 2, "invalid choice: 'nonsense'"),
+        (("worker", "--handler", "no_such_module:run"), 1, "cannot import handler module 'no_such_module'"),
+        (("worker",), 1, "no handlers"),
+    ],
+)
+def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], code: int, fragment: str) -> None:
+    (cli.root / "a-directory").mkdir()
+    enqueue(cli, {"pending": True})
+    assert fragment in cli.fails(*argv, code=code)
+
+
+def test_payload_too_large_is_one_line(cli: Cli) -> None:
+    big = json.dumps({"blob": "x" * 70_000})
+    line = cli.fails("enqueue", "--json", "-", stdin=big)
+    assert "over the limit of 65536 bytes" in line
+    assert cli.json("list") == []
+
+
+def test_bad_setting_in_the_environment_is_one_line(cli: Cli) -> None:
+    cli.env["JOBQ_LEASE"] = "forever"
+    assert "not a duration: 'forever'" in cli.fails("worker", "--handler", "m:f")
+
+
+def test_ctrl_c_exits_130_quietly(cli: Cli) -> None:
+    proc = subprocess.Popen(
+        [str(JOBQ), "enqueue", "--json", "-"],
+        cwd=cli.root,
+        env=cli.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli.started.append(proc)
+
+    def blocked_reading_stdin() -> bool:
+        # Signal only once it waits in read(0, ...): a SIGINT during interpreter start-up would
+        # interrupt an import instead of the command.
+        try:
+            syscall = Path(f"/proc/{proc.pid}/syscall").read_text()
+            wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+        except OSError:
+            pytest.skip("cannot see what the process waits for (/proc)")
+        on_x86 = platform.machine() in ("x86_64", "AMD64")
+        return syscall.startswith("0 0x0 ") if on_x86 else "pipe" in wchan
+
+    wait_for(blocked_reading_stdin, 30, "jobq enqueue to wait on stdin")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert (out, err) == (b"", b"")
+
+
+# -- list and show ----------------------------------------------------------------------------------
+def test_list_filters_sorts_and_pages(cli: Cli) -> None:
+    for i in range(5):
+        enqueue(cli, {"n": i, "tag": "even" if i % 2 == 0 else "odd"}, "--queue", "a" if i < 3 else "b")
+    cli.ok("cancel", "2")
+    ids = lambda *args: [j["id"] for j in cli.json("list", *args)]  # noqa: E731
+    assert ids() == [5, 4, 3, 2, 1]
+    assert ids("--asc") == [1, 2, 3, 4, 5]
+    assert ids("--queue", "b") == [5, 4]
+    assert ids("--status", "cancelled") == [2]
+    assert ids("--status", "PENDING", "--queue", "a") == [3, 1]
+    assert ids("--search", "EVEN") == [5, 3, 1]
+    assert ids("--limit", "2", "--offset", "1") == [4, 3]
+    lines = cli.ok("list", "--jsonl", "--limit", "2").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [5, 4]
+
+
+def test_list_table_for_people(cli: Cli) -> None:
+    enqueue(cli, {"text": "line one\nline two " + "y" * 100}, "--task", "t")
+    out = cli.ok("list").splitlines()
+    assert out[0].split() == ["ID", "STATUS", "QUEUE", "TASK", "ATTEMPTS", "CREATED", "PAYLOAD", "LAST", "ERROR"]
+    row = out[1]
+    assert row.split()[:5] == ["1", "PENDING", "default", "t", "0/3"]
+    assert row.rstrip().endswith("...")  # the payload is cut
+    assert out[-1] == "1-1 of 1 jobs"
+    assert cli.ok("list", "--status", "FAILED").strip() == "no jobs"
+
+
+def test_show_prints_the_job_and_its_events(cli: Cli) -> None:
+    job_id = enqueue(cli, {"x": 1})
+    cli.ok("cancel", str(job_id), "--actor", "ann")
+    text = cli.ok("show", str(job_id))
+    assert "CANCELLED" in text
+    assert "events (2):" in text
+    last = text.splitlines()[-1].split()
+    assert last[1:3] == ["cancelled", "ann"]
+    data = cli.json("show", str(job_id))
+    assert data["job"]["status"] == "CANCELLED"
+    assert [e["kind"] for e in data["events"]] == ["enqueued", "cancelled"]
+    assert data["events"][1]["actor"] == "ann"
+
+
+# -- operator actions -------------------------------------------------------------------------------
+def test_cancel_and_retry_report_each_id(cli: Cli) -> None:
+    a, b = enqueue(cli, {"a": 1}), enqueue(cli, {"b": 2})
+    done = cli.run("cancel", str(a), "999", str(b))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [f"job {a}: cancelled (CANCELLED)", f"job {b}: cancelled (CANCELLED)"]
+    assert done.stderr.splitlines() == ["jobq: error: job 999 not found"]
+    out = cli.ok("retry", str(a), f"#{b}")
+    assert out.splitlines() == [f"job {a}: resubmitted (PENDING)", f"job {b}: resubmitted (PENDING)"]
+    assert cli.status(a) == cli.status(b) == "PENDING"
+    assert "cannot resubmit a job that is PENDING" in cli.fails("retry", str(a))
+
+
+def test_cancel_of_a_running_job_requests_it(cli: Cli) -> None:
+    job_id = enqueue(cli, {})
+    with cli.queue() as q:
+        assert q.claim("w1") is not None
+    assert (
+        cli.ok("cancel", str(job_id)).strip()
+        == f"job {job_id}: cancellation requested; the worker stops it (PROCESSING)"
+    )
+    assert cli.json("show", str(job_id))["job"]["cancel_requested"] is True
+
+
+def test_retry_all_failed(cli: Cli) -> None:
+    ids = [enqueue(cli, {"n": i}, "--max-attempts", "1") for i in range(3)]
+    with cli.queue() as q:
+        for _ in range(2):
+            job = q.claim("w1")
+            assert job is not None
+            assert q.fail(job, "boom") == JobStatus.FAILED
+    out = cli.ok("retry", "--all-failed", "--actor", "bob")
+    assert out.splitlines() == [f"job {ids[0]}: resubmitted (PENDING)", f"job {ids[1]}: resubmitted (PENDING)"]
+    assert cli.ok("retry", "--all-failed").strip() == "no FAILED jobs"
+    assert cli.json("show", str(ids[0]))["events"][-1]["actor"] == "bob"
+
+
+def test_purge_deletes_old_finished_jobs_only(cli: Cli) -> None:
+    ten_days_ago = time.time() - 10 * 86400
+    with cli.queue(clock=lambda: ten_days_ago) as q:  # enqueued and finished ten days ago
+        old = q.enqueue({"old": 1})
+        job = q.claim("w1")
+        assert job is not None and job.id == old
+        q.complete(job)
+    recent = enqueue(cli, {"recent": 1})
+    with cli.queue() as q:
+        job = q.claim("w1")
+        assert job is not None and job.id == recent
+        q.complete(job)
+    assert cli.ok("purge", "--older-than", "7d").startswith("purged 1 job (COMPLETED")
+    assert [j["id"] for j in cli.json("list")] == [recent]
+    assert cli.ok("purge", "--older-than", "7d", "--status", "failed,cancelled").startswith("purged 0 jobs")
+
+
+def test_rescue_moves_expired_leases(cli: Cli) -> None:
+    a_minute_ago = time.time() - 60
+    with cli.queue(clock=lambda: a_minute_ago) as q:  # claimed a minute ago with a 5 s lease
+        job_id = q.enqueue({})
+        assert q.claim("dead-worker", lease=5) is not None
+    assert cli.json("stats")["expired_leases"] == 1
+    assert cli.ok("rescue").strip() == f"job {job_id}: rescued, was held by dead-worker"
+    assert cli.status(job_id) == "PENDING"
+    assert cli.ok("rescue").strip() == "no expired leases"
+
+
+def test_stats(cli: Cli) -> None:
+    enqueue(cli, {}, "--queue", "a")
+    enqueue(cli, {}, "--queue", "b")
+    cli.ok("cancel", "2")
+    stats = cli.json("stats")
+    assert stats["counts"]["PENDING"] == 1 and stats["counts"]["CANCELLED"] == 1
+    assert stats["by_queue"]["a"]["PENDING"] == 1 and stats["by_queue"]["b"]["CANCELLED"] == 1
+    assert 0 <= stats["oldest_pending_age_seconds"] < 60
+    assert (stats["completed_last_minute"], stats["failed_last_minute"], stats["expired_leases"]) == (0, 0, 0)
+    text = cli.ok("stats")
+    assert "oldest pending:" in text and "expired leases:" in text
+
+
+# -- worker -----------------------------------------------------------------------------------------
+HANDLERS = textwrap.dedent(
+    """
+    import jobq.worker
+
+    @jobq.worker.task("double")
+    def double(ctx):
+        return ctx.payload["n"] * 2
+
+    def echo(ctx):
+        return {"echo": ctx.payload}
+
+    def boom(ctx):
+        raise ValueError("boom")
+    """
+)
+
+
+def test_worker_runs_registered_and_dotted_handlers(cli: Cli) -> None:
+    (cli.root / "mytasks.py").write_text(HANDLERS)
+    d = enqueue(cli, {"n": 21}, "--task", "double")
+    e = enqueue(cli, {"hello": 1})
+    f = enqueue(cli, {}, "--task", "explode", "--max-attempts", "1")
+    done = cli.run(
+        "worker", "--import", "mytasks", "-H", "mytasks:echo", "-H", "explode=mytasks:boom", "--exit-when-idle"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"job {f} failed (FAILED): ValueError: boom" in done.stderr  # the worker logs (JOBQ_LOG_LEVEL)
+    jobs = {j["id"]: j for j in cli.json("list")}
+    assert (jobs[d]["status"], jobs[d]["result"]) == ("COMPLETED", 42)
+    assert (jobs[e]["status"], jobs[e]["result"]) == ("COMPLETED", {"echo": {"hello": 1}})
+    assert jobs[f]["status"] == "FAILED"
+    assert "ValueError: boom" in jobs[f]["last_error"]
+    assert "ValueError: boom" in cli.ok("list", "--status", "failed")
+
+
+def test_worker_registers_and_stops_on_sigterm(cli: Cli) -> None:
+    (cli.root / "mytasks.py").write_text(HANDLERS)
+    proc = cli.start("worker", "-H", "mytasks:echo", "--name", "w-test", "--queue", "q1", "--grace", "5s")
+
+    def live() -> list[dict[str, Any]]:
+        return [w for w in cli.json("workers") if w["name"] == "w-test"]
+
+    (worker,) = wait_for(live, 30, "the worker to register")
+    assert worker["alive"] and worker["queues"] == ["q1"] and worker["pid"] == proc.pid
+    job_id = enqueue(cli, {"k": "v"}, "--queue", "q1")
+    wait_for(lambda: cli.status(job_id) == "COMPLETED", 30, "the worker to complete the job")
+    assert "w-test" in cli.ok("workers")
+    assert cli.stop(proc) == 0
+    assert live() == []
+    (stopped,) = [w for w in cli.json("workers", "--all") if w["name"] == "w-test"]
+    assert stopped["state"] == "stopped" and stopped["jobs_done"] == 1
+
+
+# -- the seed's file jobs, producer and consumer ----------------------------------------------------
+def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
+    files = cli.root / "data" / "files"
+    files.mkdir(parents=True)
+    (files / "a.txt").write_text("hello\n")
+    job_id = int(cli.ok("enqueue", "data/files/a.txt"))
+    job = cli.json("show", str(job_id))["job"]
+    assert (job["task"], job["payload"]) == ("stamp", {"path": "data/files/a.txt"})
+    assert int(cli.ok("enqueue", "data/files/a.txt")) == job_id  # keyed by the file
+    line = cli.fails("enqueue", "/etc/passwd")
+    assert "passwd" in line
+
+
+def test_producer_and_consumer_commands(cli: Cli) -> None:
+    producer = cli.start("producer", "--interval", "0.1s", "--data-dir", "data", log="producer.log")
+    wait_for(lambda: len(cli.json("list")) >= 2, 30, "the producer to submit two files")
+    assert cli.stop(producer) == 0
+    submitted = cli.json("list")
+    assert all(j["task"] == "stamp" for j in submitted)
+    consumer = cli.start("consumer", "--delay", "0-0.01", "--data-dir", "data", "--name", "c-test", log="consumer.log")
+    wait_for(lambda: all(j["status"] == "COMPLETED" for j in cli.json("list")), 30, "the consumer to stamp every file")
+    assert any(w["name"] == "c-test" for w in cli.json("workers"))
+    assert cli.stop(consumer) == 0
+    for job in submitted:
+        assert stamps_in((cli.root / job["payload"]["path"]).read_bytes()) == [(job["id"], 1)]
+
+
+def test_web_commands_check_their_port(cli: Cli) -> None:
+    assert "between 1 and 65535" in cli.fails("manager", "--port", "0", code=2)
+
+
+def test_version(cli: Cli) -> None:
+    out = cli.ok("version")
+    assert out.startswith(f"jobq {jobq.__version__} ") and "SQLite" in out
