@@ -296,9 +296,10 @@ class Queue:
     def backoff(self, attempt: int) -> float:
         return backoff_seconds(attempt, base=self.settings.backoff_base_seconds, cap=self.settings.backoff_cap_seconds)
 
-    def rescue_expired(self, actor: str = "rescuer") -> list[RescueResult]:
-        """Return jobs whose lease expired to PENDING (or FAILED when out of attempts)."""
-        return self.backend.rescue_expired(self.clock(), self.backoff, actor)
+    def rescue_expired(self, actor: str = "rescuer", gone_owners: Sequence[str] = ()) -> list[RescueResult]:
+        """Return jobs whose lease expired (or whose owner is in ``gone_owners``, workers known to
+        have exited) to PENDING, or FAILED when out of attempts, or CANCELLED if cancel was asked."""
+        return self.backend.rescue_expired(self.clock(), self.backoff, actor, gone_owners)
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:

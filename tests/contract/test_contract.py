@@ -504,3 +504,17 @@ def test_create_false_refuses_a_missing_sqlite_file(tmp_path) -> None:
     with pytest.raises(jobq.StorageError, match="no database at"):
         jobq.Queue(f"sqlite:///{tmp_path}/absent.db", create=False)
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_jobs_of_a_gone_worker_are_rescued_before_their_lease_expires(queue: jobq.Queue, clock) -> None:
+    gone_job = queue.enqueue("held by a dead worker")
+    live_job = queue.enqueue("held by a live worker")
+    dead = queue.claim("dead-worker", lease=300)
+    live = queue.claim("live-worker", lease=300)
+    assert dead is not None and live is not None and dead.id == gone_job and live.id == live_job
+    results = queue.rescue_expired(actor="w", gone_owners=["dead-worker"])
+    assert [(r.job_id, r.outcome) for r in results] == [(gone_job, "rescued")]
+    assert "exited" in (queue.get(gone_job).last_error or "")
+    assert queue.get(live_job).status == R
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(dead)

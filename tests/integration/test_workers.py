@@ -197,3 +197,22 @@ def test_seed_raw_sqlite3_update_is_honoured(sqlite_url: str, tmp_path: Path) ->
         check = subprocess.run(["sqlite3", db, "PRAGMA integrity_check;"], capture_output=True, text=True)
         assert check.stdout.strip() == "ok"
     assert os.path.exists(db)
+
+
+def test_jobs_of_a_killed_local_worker_are_rescued_without_waiting_for_the_lease(
+    sqlite_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """The seed's step 8: kill -9 a consumer; its job goes back at once, not after 5 minutes."""
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({}, task="block")
+        victim = procs.start("worker", "--db", sqlite_url, "--lease", "300")
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{victim.pid}")), 60, "the job to start")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        survivor = procs.start("worker", "--db", sqlite_url, "--lease", "300")
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{survivor.pid}")), 60, "another worker to take it")
+        assert q.get(job_id).lease_owner != q.events(job_id)[1].actor
+        assert [e.kind for e in q.events(job_id)][:3] == ["enqueued", "claimed", "rescued"]
+        assert "exited" in (q.get(job_id).last_error or "")  # not "lease expired": 300 s had not passed
+        dead = [w for w in q.workers() if w.pid == victim.pid]
+        assert dead and dead[0].stopped_at is not None

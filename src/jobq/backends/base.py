@@ -170,6 +170,9 @@ class Backend(Protocol):
     """A job store. Every method is one short transaction; none holds a reader open."""
 
     url: str
+    single_host: bool
+    """True when every process using this store runs on this machine (SQLite): a worker whose
+    pid is gone here has exited, so its jobs can be rescued before their leases expire."""
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
@@ -201,8 +204,14 @@ class Backend(Protocol):
         """PROCESSING (cancel requested) -> CANCELLED, by the worker that stopped the job."""
         ...
 
-    def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
-        """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED)."""
+    def rescue_expired(
+        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+    ) -> list[RescueResult]:
+        """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED).
+
+        Jobs leased to ``gone_owners`` (workers known to have exited) are moved at once, without
+        waiting for their lease to run out; each move is conditional on the token read.
+        """
         ...
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:

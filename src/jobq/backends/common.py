@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from jobq.backends.base import Bucket
+from jobq.job import EventKind
 
 #: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
 JOB_COLUMNS = (
@@ -116,3 +118,32 @@ def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` literally anywhere (escape character ``\\``)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RescuePlan:
+    """Where a job whose lease is gone goes next, decided the same way by every backend."""
+
+    status: str
+    outcome: str
+    kind: EventKind
+    run_at: float
+    error: str | None
+
+
+def plan_rescue(
+    owner: str | None,
+    attempts: int,
+    max_attempts: int,
+    cancel_requested: bool,
+    now: float,
+    backoff: Callable[[int], float],
+    owner_gone: bool,
+) -> RescuePlan:
+    """CANCELLED if an operator asked; FAILED when attempts are spent; else PENDING after backoff."""
+    why = f"worker {owner} exited" if owner_gone else f"lease expired: worker {owner} stopped heartbeating"
+    if cancel_requested:
+        return RescuePlan("CANCELLED", "cancelled", EventKind.CANCELLED, now, None)
+    if attempts >= max_attempts:
+        return RescuePlan("FAILED", "expired", EventKind.EXPIRED, now, f"{why} (attempt {attempts} of {max_attempts})")
+    return RescuePlan("PENDING", "rescued", EventKind.RESCUED, now + backoff(attempts), why)

@@ -62,7 +62,7 @@ from jobq.backends.base import (
     RescueResult,
     WorkerInfo,
 )
-from jobq.backends.common import HISTORY_SAMPLE_LIMIT, JOB_COLUMNS, build_buckets, like_pattern, loads
+from jobq.backends.common import HISTORY_SAMPLE_LIMIT, JOB_COLUMNS, build_buckets, like_pattern, loads, plan_rescue
 from jobq.errors import ConfigError, InvalidTransition, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
@@ -252,7 +252,8 @@ RETURNING attempts, queue"""
 # if the lease really expired the next rescue pass takes it.
 Q_EXPIRED = f"""
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
-WHERE status IN {_FROM_RESCUE} AND (lease_expires_at IS NULL OR lease_expires_at < %s)
+WHERE status IN {_FROM_RESCUE}
+    AND (lease_expires_at IS NULL OR lease_expires_at < %s OR lease_owner = ANY(%s))
 ORDER BY id
 LIMIT 1000
 FOR UPDATE SKIP LOCKED"""
@@ -470,6 +471,8 @@ _ABANDONED_POOLS: list[object] = []
 
 class PostgresBackend:
     """The scale-out backend. See the module docstring for its design and limits."""
+
+    single_host = False  # workers may run on many machines: only leases tell who is gone
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """Connect to ``url`` and create or migrate the schema.
@@ -776,30 +779,31 @@ class PostgresBackend:
 
         return self._write(body)
 
-    def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
+    def rescue_expired(
+        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+    ) -> list[RescueResult]:
+        gone = set(gone_owners)
+
         def body(c: Cursor) -> list[RescueResult]:
             out = []
-            c.execute(Q_EXPIRED, (now,))
+            c.execute(Q_EXPIRED, (now, list(gone_owners)))
             for job_id, owner, token, attempts, max_attempts, cancel_requested in c.fetchall():
-                error: str | None
-                if cancel_requested:
-                    status, outcome, kind, run_at = "CANCELLED", "cancelled", EventKind.CANCELLED, now
-                    error = None
-                elif attempts >= max_attempts:
-                    status, outcome, kind, run_at = "FAILED", "expired", EventKind.EXPIRED, now
-                    error = f"lease expired: worker {owner} stopped heartbeating (attempt {attempts} of {max_attempts})"
-                else:
-                    status, outcome, kind = "PENDING", "rescued", EventKind.RESCUED
-                    run_at = now + backoff(attempts)
-                    error = f"lease expired: worker {owner} stopped heartbeating"
+                plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
                 c.execute(
                     Q_RESCUE,
-                    {"status": status, "now": now, "run_at": run_at, "error": error, "id": job_id, "token": token},
+                    {
+                        "status": plan.status,
+                        "now": now,
+                        "run_at": plan.run_at,
+                        "error": plan.error,
+                        "id": job_id,
+                        "token": token,
+                    },
                 )
                 if c.rowcount:
-                    detail = json.dumps({"previous_owner": owner, "run_at": run_at})
-                    c.execute(Q_EVENT, (job_id, now, kind.value, _text(actor), attempts, detail))
-                    out.append(RescueResult(job_id, outcome, owner))
+                    detail = json.dumps({"previous_owner": owner, "run_at": plan.run_at})
+                    c.execute(Q_EVENT, (job_id, now, plan.kind.value, _text(actor), attempts, detail))
+                    out.append(RescueResult(job_id, plan.outcome, owner))
             return out
 
         return self._write(body)

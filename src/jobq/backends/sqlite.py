@@ -55,6 +55,7 @@ from jobq.backends.common import (
     build_buckets,
     like_pattern,
     loads,
+    plan_rescue,
 )
 from jobq.backends.sqlite_wake import SqliteListener, WakeNotifier
 from jobq.errors import ConfigError, InvalidTransition, StorageError
@@ -230,13 +231,10 @@ UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = ?1, finished_a
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ?2 AND lease_token = ?3 AND status = 'PROCESSING' AND cancel_requested = 1
 RETURNING attempts"""
-Q_EXPIRED = f"""
+Q_RESCUABLE = f"""
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
-WHERE status IN {_FROM_RESCUE} AND (lease_expires_at IS NULL OR lease_expires_at < ?)
-LIMIT 1000"""
-Q_ANY_EXPIRED = f"""
-SELECT 1 FROM jobs WHERE status IN {_FROM_RESCUE} AND (lease_expires_at IS NULL OR lease_expires_at < ?)
-LIMIT 1"""
+WHERE status IN {_FROM_RESCUE}"""
+Q_LEASE_GONE = "lease_expires_at IS NULL OR lease_expires_at < ?"
 Q_RESCUE = """
 UPDATE jobs SET status = ?1, rev = rev + 1, updated_at = ?2, run_at = ?3, last_error = ?4,
     finished_at = CASE WHEN ?1 = 'PENDING' THEN NULL ELSE ?2 END,
@@ -347,6 +345,8 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 
 class SqliteBackend:
     """The embedded default backend. See the module docstring for its limits."""
+
+    single_host = True  # WAL needs shared memory: every process using the file is on this machine
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
@@ -579,32 +579,28 @@ class SqliteBackend:
 
         return self._write(body)
 
-    def rescue_expired(self, now: float, backoff: Callable[[int], float], actor: str) -> list[RescueResult]:
+    def rescue_expired(
+        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+    ) -> list[RescueResult]:
+        marks = ", ".join("?" * len(gone_owners))
+        due = f"({Q_LEASE_GONE}{f' OR lease_owner IN ({marks})' if gone_owners else ''})"
+        args = (now, *gone_owners)
         # Look before taking the write lock: every live worker runs this every few seconds, and
         # an idle queue should see no writes from it (the seed's sqlite3 shell has no busy timeout).
-        if not self._read(lambda c: c.execute(Q_ANY_EXPIRED, (now,)).fetchall()):
+        if not self._read(lambda c: c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1", args).fetchall()):
             return []
+        gone = set(gone_owners)
 
         def body(c: Conn) -> list[RescueResult]:
             out = []
-            for job_id, owner, token, attempts, max_attempts, cancel_requested in c.execute(
-                Q_EXPIRED, (now,)
-            ).fetchall():
-                if cancel_requested:
-                    status, outcome, kind, run_at = "CANCELLED", "cancelled", EventKind.CANCELLED, now
-                    error = None
-                elif attempts >= max_attempts:
-                    status, outcome, kind, run_at = "FAILED", "expired", EventKind.EXPIRED, now
-                    error = f"lease expired: worker {owner} stopped heartbeating (attempt {attempts} of {max_attempts})"
-                else:
-                    status, outcome, kind = "PENDING", "rescued", EventKind.RESCUED
-                    run_at = now + backoff(attempts)
-                    error = f"lease expired: worker {owner} stopped heartbeating"
-                c.execute(Q_RESCUE, (status, now, run_at, error, job_id, token))
+            rows = c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1000", args).fetchall()
+            for job_id, owner, token, attempts, max_attempts, cancel_requested in rows:
+                plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
+                c.execute(Q_RESCUE, (plan.status, now, plan.run_at, plan.error, job_id, token))
                 if c.changes():
-                    detail = json.dumps({"previous_owner": owner, "run_at": run_at})
-                    c.execute(Q_EVENT, (job_id, now, kind.value, actor, attempts, detail))
-                    out.append(RescueResult(job_id, outcome, owner))
+                    detail = json.dumps({"previous_owner": owner, "run_at": plan.run_at})
+                    c.execute(Q_EVENT, (job_id, now, plan.kind.value, actor, attempts, detail))
+                    out.append(RescueResult(job_id, plan.outcome, owner))
             return out
 
         return self._write(body)
