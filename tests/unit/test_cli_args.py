@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -345,3 +346,36 @@ def test_worker_state() -> None:
     stopped = dataclasses.replace(w, stopped_at=120.0)
     assert cli.worker_state(stopped, 121.0, heartbeat_seconds=10.0) == "stopped"
     assert cli.worker_dict(w, 105.0, 10.0)["alive"] is True
+
+
+def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobq.web
+
+    calls: list[tuple[str, int, list[str]]] = []
+    monkeypatch.setattr(jobq.web, "launch", lambda app, port, extra: calls.append((app, port, extra)))
+    monkeypatch.delenv("JOBQ_DATABASE_URL", raising=False)
+    monkeypatch.delenv("JOBQ_CONFIG", raising=False)
+    argv = ["manager", "--config", NO_FILE, "--db", "sqlite:///m.db", "--port", "9100", "--", "--theme.base", "dark"]
+    assert cli.main(argv) == cli.EXIT_OK
+    assert calls == [("manager", 9100, ["--theme.base", "dark"])]
+    # Streamlit runs the app in a child process: the URL travels through its environment.
+    assert os.environ["JOBQ_DATABASE_URL"] == "sqlite:///m.db"
+    assert os.environ["JOBQ_CONFIG"] == NO_FILE
+
+
+def test_producer_and_consumer_get_name_only_when_they_accept_it() -> None:
+    settings = cli.load_settings({}, env={}, config_file=NO_FILE)
+    seen: list[tuple[Any, ...]] = []
+
+    def with_name(s: Any, *, name: str | None = None) -> None:
+        seen.append((s, name))
+
+    def without_name(s: Any) -> int:
+        seen.append((s,))
+        return 3
+
+    assert cli._call_with_name(with_name, settings, "c1") == cli.EXIT_OK
+    assert cli._call_with_name(without_name, settings, None) == 3
+    assert seen == [(settings, "c1"), (settings,)]
+    with pytest.raises(ConfigError, match="--name is not supported"):
+        cli._call_with_name(without_name, settings, "c1")
