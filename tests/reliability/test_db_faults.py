@@ -1,0 +1,162 @@
+"""Item 10: database faults. Disk full, read-only filesystem, corrupt or truncated file, missing directory.
+
+Each gets a clear one-line error from the real ``jobq`` command (non-zero exit, one stderr line
+starting ``jobq: error:``, no traceback), and no stored job is lost once the fault is removed.
+Disk full and read-only use a small tmpfs (root only: skipped when ``mount`` is not permitted);
+root ignores file permissions, so a read-only *mount* is the honest read-only database here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness import Recorder
+
+import jobq
+
+JOBQ = Path(sys.executable).parent / "jobq"
+Mount = Callable[[str], Path]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    return subprocess.run([str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Assert the command failed with one readable line (naming one of ``words``); return it."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("jobq: error: "), proc.stderr
+    assert not words or any(w in lines[0].lower() for w in words), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Mount]:
+    """Mount small tmpfs filesystems (``size`` like ``2m``); unmounted in the finalizer."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"fs-{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["mount", "-o", "remount,rw", str(where)], capture_output=True)
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def stored(url: str) -> tuple[dict[str, int], str]:
+    with jobq.Queue(url) as q:
+        jobs = {j.idempotency_key or "": j.id for j in q.list(page=jobq.Page(limit=1_000_000))}
+        return jobs, q.backend.integrity_check()  # type: ignore[attr-defined]
+
+
+def test_disk_full(tmpfs: Mount, tmp_path: Path, record: Recorder) -> None:
+    fs = tmpfs("2m")
+    url = f"sqlite:///{fs}/q.db"
+    acked: dict[str, int] = {}
+    with jobq.Queue(url) as q:
+        for i in range(20):
+            acked[f"k{i}"] = q.enqueue({"n": i}, key=f"k{i}")
+        filler = fs / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass  # the disk is full now
+        refused = None
+        for i in range(20, 2000):  # the WAL may have room left for a few commits
+            try:
+                acked[f"k{i}"] = q.enqueue({"n": i, "pad": "x" * 2000}, key=f"k{i}")
+            except jobq.StorageError as exc:
+                refused = str(exc)
+                break
+    assert refused and "full" in refused, refused
+    line = one_line_error(cli("--db", url, "enqueue", "--json", '{"pad": "' + "x" * 30000 + '"}', cwd=tmp_path), "full")
+
+    filler.unlink()  # the fault is removed
+    jobs, integrity = stored(url)
+    missing = sum(1 for k, v in acked.items() if jobs.get(k) != v)
+    done = cli("--db", url, "enqueue", "--json", '{"after": "full"}', cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record("disk full (2 MB tmpfs)", backend="sqlite", jobs=len(acked), faults=1, lost=missing, duplicated=0,
+           integrity=integrity, error=line)  # fmt: skip
+    assert missing == 0 and integrity == "ok"
+
+
+def test_read_only_filesystem(tmpfs: Mount, tmp_path: Path, record: Recorder) -> None:
+    fs = tmpfs("8m")
+    url = f"sqlite:///{fs}/q.db"
+    with jobq.Queue(url) as q:
+        acked = {f"k{i}": q.enqueue({"n": i}, key=f"k{i}") for i in range(10)}
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    line = one_line_error(
+        cli("--db", url, "enqueue", "--json", "{}", cwd=tmp_path), "read-only", "readonly", "permission"
+    )
+    listing = cli("--db", url, "list", cwd=tmp_path)
+    if listing.returncode != 0:  # reading a WAL database on a read-only mount may fail: then say so, once
+        one_line_error(listing, "read-only", "readonly", "open")
+    subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+    jobs, integrity = stored(url)
+    missing = sum(1 for k, v in acked.items() if jobs.get(k) != v)
+    record("read-only filesystem", backend="sqlite", jobs=len(acked), faults=1, lost=missing, duplicated=0,
+           integrity=integrity, error=line, list_while_read_only=listing.returncode == 0)  # fmt: skip
+    assert missing == 0 and integrity == "ok"
+
+
+def make_db(path: Path, n: int) -> None:
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        q.enqueue_many([{"n": i, "pad": "y" * 500} for i in range(n)])
+    assert not Path(f"{path}-wal").exists(), "the last close checkpointed the WAL into the file"
+
+
+def test_corrupt_header(tmp_path: Path, record: Recorder) -> None:
+    db = tmp_path / "q.db"
+    make_db(db, 200)
+    with open(db, "r+b") as f:
+        f.write(b"this is not sqlite at all")
+    line = one_line_error(cli("--db", f"sqlite:///{db}", "list", cwd=tmp_path), "not a sqlite database", "corrupt")
+    one_line_error(cli("--db", f"sqlite:///{db}", "enqueue", "--json", "{}", cwd=tmp_path))
+    record("corrupt database header", backend="sqlite", jobs=200, faults=1, lost=0, duplicated=0,
+           integrity=None, error=line)  # fmt: skip
+
+
+def test_truncated_file(tmp_path: Path, record: Recorder) -> None:
+    db = tmp_path / "q.db"
+    make_db(db, 2000)
+    size = db.stat().st_size
+    os.truncate(db, size // 2)
+    line = one_line_error(
+        cli("--db", f"sqlite:///{db}", "list", "--limit", "5000", cwd=tmp_path), "corrupt", "malformed"
+    )
+    record("truncated database file", backend="sqlite", jobs=2000, faults=1, lost=0, duplicated=0,
+           integrity=None, error=line)  # fmt: skip
+
+
+def test_missing_or_unusable_directory(tmp_path: Path, record: Recorder) -> None:
+    missing = tmp_path / f"nowhere-{uuid.uuid4().hex}" / "q.db"
+    line = one_line_error(cli("--db", f"sqlite:///{missing}", "list", cwd=tmp_path), "no database", "not found")
+    assert not missing.parent.exists(), "a read-only command must not create the directory"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line2 = one_line_error(
+        cli("--db", f"sqlite:///{blocker}/sub/q.db", "enqueue", "--json", "{}", cwd=tmp_path), "directory", "open"
+    )
+    record("missing database directory", backend="sqlite", jobs=0, faults=2, lost=0, duplicated=0,
+           integrity=None, error=line, error_unusable=line2)  # fmt: skip
