@@ -45,16 +45,18 @@ class Sizes:
     latency_jobs: int
     latency_rate: float
     idle_seconds: float
+    #: The latency run's 1,000 samples already give a stable median; one run keeps `make bench` short.
+    latency_repeats: int = 1
 
 
 FULL = Sizes(
     repeats=3,
-    enqueue_one=5_000,
-    enqueue_one_seconds=6.0,
-    batches=20,
+    enqueue_one=3_000,
+    enqueue_one_seconds=4.0,
+    batches=10,
     batch_size=1_000,
     prefill=20_000,
-    claim_seconds=6.0,
+    claim_seconds=3.0,
     latency_jobs=1_000,
     latency_rate=200.0,
     idle_seconds=5.0,
@@ -359,7 +361,7 @@ class Bench:
     def latency_and_idle(self, system: System) -> tuple[Measure, Measure]:
         """One waiting worker: its idle CPU first, then enqueue-to-claim latency at a fixed rate."""
         lat, idle = Measure(), Measure()
-        for _ in range(self.sizes.repeats):
+        for _ in range(self.sizes.latency_repeats):
             adapter, env = self._fresh(system)
             pool = Pool.start(system, env, 1, drain=False, seconds=3600)
             try:

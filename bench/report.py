@@ -146,7 +146,7 @@ def ratio_rows(results: Sequence[RowResult]) -> list[list[str]]:
         for metric in metrics:
             mine = r.metrics[metric].median if metric in r.metrics else None
             raw = value(results, raw_key, metric)
-            if "batched" in key and metric.startswith("claim") and r.system.group == "sqlite":
+            if ("batched" in key or key == "jobq-worker") and metric.startswith("claim") and r.system.group == "sqlite":
                 raw = value(results, raw_key + "-b100", metric)
             peer = best_safe_peer(results, r.system.group, metric)
             cells.append(f"{fmt_ratio(ratio(mine, raw))} / {fmt_ratio(ratio(mine, peer[1] if peer else None))}")

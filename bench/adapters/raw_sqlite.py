@@ -32,6 +32,7 @@ CLAIM = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease
 WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= ?2
              ORDER BY priority, run_at, id LIMIT ?3)
 RETURNING id, payload"""
+PENDING = "SELECT 1 FROM jobs WHERE status = 'PENDING' AND queue = 'default' LIMIT 1"
 COMPLETE = (
     "UPDATE jobs SET status = 'COMPLETED', updated_at = ?1 WHERE id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3"
 )
@@ -80,6 +81,15 @@ class RawConsumer(Consumer):
             now = time.time()
             write(self.conn, COMPLETE, [(now, r[0], self.owner) for r in rows], many=True)
         return [record_of(json.loads(r[1]), claimed_at) for r in rows]
+
+    def wait(self, timeout: float) -> None:
+        # Poll with a read (no write lock) every ms: a BEGIN IMMEDIATE per poll would make the
+        # producer's insert wait in SQLite's busy handler, whose sleeps grow to 100 ms.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.conn.execute(PENDING).fetchall():
+                return
+            time.sleep(self.poll_seconds)
 
     def close(self) -> None:
         self.conn.close()
