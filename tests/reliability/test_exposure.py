@@ -1,0 +1,131 @@
+"""Item 12: exposure. The web apps listen on 127.0.0.1 only by default; a manager with a password
+set refuses every action until the password is given, also a forged click on a disabled button
+(Streamlit discards changes to disabled widgets server-side; the manager's callbacks check the
+password again as a second line)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import REPO, Recorder, wait_for
+from streamlit.testing.v1 import AppTest
+
+import jobq
+from jobq.web import streamlit_command
+
+MANAGER = REPO / "src" / "manager" / "manager.py"
+
+
+def test_every_way_to_start_the_apps_binds_loopback() -> None:
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    for app in ("manager", "ops"):
+        command = streamlit_command(app)
+        assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    programs = re.findall(r"(?m)^command=.*streamlit run.*$", (REPO / "supervisord.conf").read_text())
+    assert len(programs) == 2 and all("--server.address 127.0.0.1" in p for p in programs), programs
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the LISTEN sockets on ``port`` (from /proc/net/tcp and tcp6)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[int]:
+    """The seed's own command, ``streamlit run src/manager/manager.py``, from the repo (its config applies)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "JOBQ_DATABASE_URL": f"sqlite:///{tmp_path}/q.db", "JOBQ_DATA_DIR": str(tmp_path)}
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed in the finalizer
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(MANAGER), "--server.port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_seeds_streamlit_command_listens_on_loopback_only(served: int, record: Recorder) -> None:
+    wait_for(lambda: healthy(served), 90, "the manager to answer on 127.0.0.1")
+    addresses = listening_addresses(served)
+    loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1
+    record("exposure: streamlit run binds", backend="n/a", jobs=0, faults=0, lost=0, duplicated=0,
+           listening=sorted(addresses))  # fmt: skip
+    assert addresses and addresses <= loopback, addresses
+
+
+def test_manager_with_a_password_refuses_actions_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: Recorder
+) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+    with jobq.Queue(url) as q:
+        pending = q.enqueue({"path": "data/files/a.txt"}, task="stamp")
+        failed = q.enqueue({"path": "data/files/b.txt"}, task="stamp", max_attempts=1)
+        job = q.claim("w")
+        assert job is not None and job.id == pending
+        q.release(job)
+        job = q.claim("w")
+        assert job is not None
+        q.fail(job, "boom", retry=False) if job.id == failed else None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "s3cret")
+    with jobq.Queue(url) as q:
+        before = {i: q.get(i).status for i in (pending, failed)}
+
+    at = AppTest.from_file(str(MANAGER), default_timeout=60)
+    at.run()
+    assert not at.exception
+    tried = 0
+    for key in (f"resubmit_{failed}", f"cancel_{failed}", f"cancel_{pending}"):
+        buttons = [b for b in at.button if b.key == key]
+        if buttons:  # a disabled button can still be "clicked" by a forged request: the server must refuse
+            assert buttons[0].disabled, f"{key}: shown enabled before the password was given"
+            buttons[0].proto.disabled = False  # what a hand-made websocket message amounts to
+            buttons[0].click().run()
+            tried += 1
+    with jobq.Queue(url) as q:
+        after = {i: q.get(i).status for i in (pending, failed)}
+        actions = [e for i in (pending, failed) for e in q.events(i) if e.kind in ("resubmitted", "cancelled")]
+    record("exposure: manager password", backend="sqlite", jobs=2, faults=tried, lost=0, duplicated=0,
+           refused=len(actions) == 0)  # fmt: skip
+    assert tried >= 2
+    assert after == before and not actions, "no action went through without the password"
+    assert not at.exception
