@@ -45,5 +45,7 @@ fmt: install
 bench: install system-deps
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
+# The long reliability runs (minutes); rewrites the results table of docs/reliability.md, also when a test fails.
 soak: install system-deps
-	JOBQ_SOAK=1 $(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+	JOBQ_SOAK=1 $(PY) -m pytest tests/reliability -s -o timeout=1800 $(PYTEST_ARGS); status=$$?; \
+	$(PY) tests/reliability/report.py; exit $$status
