@@ -393,6 +393,8 @@ def test_worker_runs_registered_and_dotted_handlers(cli: Cli) -> None:
 def test_worker_registers_and_stops_on_sigterm(cli: Cli) -> None:
     (cli.root / "mytasks.py").write_text(HANDLERS)
     proc = cli.start("worker", "-H", "mytasks:echo", "--name", "w-test", "--queue", "q1", "--grace", "5s")
+    # `workers` refuses a database that does not exist yet: wait for the worker to create it.
+    wait_for(lambda: (cli.root / "queue.db").exists(), 30, "the worker to create the database")
 
     def live() -> list[dict[str, Any]]:
         return [w for w in cli.json("workers") if w["name"] == "w-test"]
@@ -423,6 +425,7 @@ def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
 
 def test_producer_and_consumer_commands(cli: Cli) -> None:
     producer = cli.start("producer", "--interval", "0.1s", "--data-dir", "data", log="producer.log")
+    wait_for(lambda: (cli.root / "queue.db").exists(), 30, "the producer to create the database")
     wait_for(lambda: len(cli.json("list")) >= 2, 30, "the producer to submit two files")
     assert cli.stop(producer) == 0
     submitted = cli.json("list")
