@@ -8,8 +8,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from jobq.backends.base import Bucket
-from jobq.job import EventKind
+from jobq.backends.base import Bucket, WorkerInfo
+from jobq.job import Event, EventKind, Job, JobStatus
 
 #: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
 JOB_COLUMNS = (
@@ -147,3 +147,61 @@ def plan_rescue(
     if attempts >= max_attempts:
         return RescuePlan("FAILED", "expired", EventKind.EXPIRED, now, f"{why} (attempt {attempts} of {max_attempts})")
     return RescuePlan("PENDING", "rescued", EventKind.RESCUED, now + backoff(attempts), why)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """A Job from a row selected with ``JOB_COLUMNS``, in that order."""
+    return Job(
+        id=row[0],
+        queue=row[1],
+        task=row[2],
+        payload=loads(row[3]),
+        status=JobStatus(row[4]),
+        priority=row[5],
+        run_at=row[6],
+        attempts=row[7],
+        max_attempts=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        started_at=row[11],
+        finished_at=row[12],
+        timeout=row[13],
+        last_error=row[14],
+        lease_owner=row[15],
+        lease_token=row[16],
+        lease_expires_at=row[17],
+        idempotency_key=row[18],
+        result=loads(row[19]),
+        cancel_requested=bool(row[20]),
+        run=row[21],
+    )
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    return WorkerInfo(
+        id=row[0],
+        name=row[1],
+        host=row[2],
+        pid=row[3],
+        queues=tuple(json.loads(row[4])),
+        started_at=row[5],
+        last_seen_at=row[6],
+        stopped_at=row[7],
+        current_jobs=tuple(json.loads(row[8] or "[]")),
+        jobs_done=row[9],
+        jobs_failed=row[10],
+        wake_address=row[11],
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    detail = loads(row[6]) if row[6] else {}
+    return Event(
+        id=row[0],
+        job_id=row[1],
+        at=row[2],
+        kind=row[3],
+        actor=row[4],
+        attempt=row[5],
+        detail=detail if isinstance(detail, dict) else {"text": detail},
+    )

@@ -62,7 +62,16 @@ from jobq.backends.base import (
     RescueResult,
     WorkerInfo,
 )
-from jobq.backends.common import HISTORY_SAMPLE_LIMIT, JOB_COLUMNS, build_buckets, like_pattern, loads, plan_rescue
+from jobq.backends.common import (
+    HISTORY_SAMPLE_LIMIT,
+    JOB_COLUMNS,
+    build_buckets,
+    event_from_row,
+    job_from_row,
+    like_pattern,
+    plan_rescue,
+    worker_from_row,
+)
 from jobq.errors import ConfigError, InvalidTransition, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
@@ -322,63 +331,6 @@ FROM workers ORDER BY started_at DESC LIMIT %s"""
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL: make it visible instead of failing the write."""
     return value.replace("\x00", "\\0") if value is not None and "\x00" in value else value
-
-
-def _job(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        queue=row[1],
-        task=row[2],
-        payload=loads(row[3]),
-        status=JobStatus(row[4]),
-        priority=row[5],
-        run_at=row[6],
-        attempts=row[7],
-        max_attempts=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-        started_at=row[11],
-        finished_at=row[12],
-        timeout=row[13],
-        last_error=row[14],
-        lease_owner=row[15],
-        lease_token=row[16],
-        lease_expires_at=row[17],
-        idempotency_key=row[18],
-        result=loads(row[19]),
-        cancel_requested=bool(row[20]),
-        run=row[21],
-    )
-
-
-def _worker(row: Sequence[Any]) -> WorkerInfo:
-    return WorkerInfo(
-        id=row[0],
-        name=row[1],
-        host=row[2],
-        pid=row[3],
-        queues=tuple(json.loads(row[4])),
-        started_at=row[5],
-        last_seen_at=row[6],
-        stopped_at=row[7],
-        current_jobs=tuple(json.loads(row[8] or "[]")),
-        jobs_done=row[9],
-        jobs_failed=row[10],
-        wake_address=row[11],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    detail = loads(row[6]) if row[6] else {}
-    return Event(
-        id=row[0],
-        job_id=row[1],
-        at=row[2],
-        kind=row[3],
-        actor=row[4],
-        attempt=row[5],
-        detail=detail if isinstance(detail, dict) else {"text": detail},
-    )
 
 
 def _where(where: JobFilter) -> tuple[str, list[Any]]:
@@ -665,7 +617,7 @@ class PostgresBackend:
 
         def body(c: Cursor) -> list[Job]:
             c.execute(Q_CLAIM, params)
-            jobs = sorted((_job(r) for r in c.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
+            jobs = sorted((job_from_row(r) for r in c.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
             if jobs:
                 c.executemany(
                     Q_EVENT, [(j.id, now, EventKind.CLAIMED.value, _text(worker_id), j.attempts, None) for j in jobs]
@@ -898,18 +850,18 @@ class PostgresBackend:
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:
         row = self._read(lambda c: c.execute(f"SELECT {_COLS} FROM jobs WHERE id = %s", (job_id,)).fetchone())
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def events(self, job_id: int) -> list[Event]:
         rows = self._read(lambda c: c.execute(Q_EVENTS, (job_id,)).fetchall())
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]:
         clause = " WHERE kind = ANY(%s)" if kinds else ""
         params: list[Any] = [list(kinds)] if kinds else []
         sql = f"SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events{clause} ORDER BY id DESC LIMIT %s"
         rows = self._read(lambda c: c.execute(sql, (*params, limit)).fetchall())
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def list_jobs(self, where: JobFilter, page: Page) -> list[Job]:
         if page.sort not in SORT_FIELDS:
@@ -921,7 +873,7 @@ class PostgresBackend:
         order = f"{column} {direction}" + ("" if page.sort == "id" else f", id {direction}")
         sql = f"SELECT {_COLS} FROM jobs{clause} ORDER BY {order} LIMIT %s OFFSET %s"
         rows = self._read(lambda c: c.execute(sql, (*params, page.limit, page.offset)).fetchall())
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count_jobs(self, where: JobFilter) -> int:
         clause, params = _where(where)
@@ -999,7 +951,7 @@ class PostgresBackend:
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         rows = self._read(lambda c: c.execute(Q_LIST_WORKERS, (limit,)).fetchall())
-        return [_worker(r) for r in rows]
+        return [worker_from_row(r) for r in rows]
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> PostgresListener:

@@ -53,9 +53,11 @@ from jobq.backends.common import (
     HISTORY_SAMPLE_LIMIT,
     JOB_COLUMNS,
     build_buckets,
+    event_from_row,
+    job_from_row,
     like_pattern,
-    loads,
     plan_rescue,
+    worker_from_row,
 )
 from jobq.backends.sqlite_wake import SqliteListener, WakeNotifier
 from jobq.errors import ConfigError, InvalidTransition, StorageError
@@ -265,50 +267,6 @@ SELECT wake_address FROM workers
 WHERE stopped_at IS NULL AND wake_address IS NOT NULL AND last_seen_at > ?"""
 
 
-def _job(row: Sequence[Any]) -> Job:
-    return Job(
-        id=row[0],
-        queue=row[1],
-        task=row[2],
-        payload=loads(row[3]),
-        status=JobStatus(row[4]),
-        priority=row[5],
-        run_at=row[6],
-        attempts=row[7],
-        max_attempts=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-        started_at=row[11],
-        finished_at=row[12],
-        timeout=row[13],
-        last_error=row[14],
-        lease_owner=row[15],
-        lease_token=row[16],
-        lease_expires_at=row[17],
-        idempotency_key=row[18],
-        result=loads(row[19]),
-        cancel_requested=bool(row[20]),
-        run=row[21],
-    )
-
-
-def _worker(row: Sequence[Any]) -> WorkerInfo:
-    return WorkerInfo(
-        id=row[0],
-        name=row[1],
-        host=row[2],
-        pid=row[3],
-        queues=tuple(json.loads(row[4])),
-        started_at=row[5],
-        last_seen_at=row[6],
-        stopped_at=row[7],
-        current_jobs=tuple(json.loads(row[8] or "[]")),
-        jobs_done=row[9],
-        jobs_failed=row[10],
-        wake_address=row[11],
-    )
-
-
 def _where(where: JobFilter) -> tuple[str, list[Any]]:
     """The WHERE clause (and its parameters) of a job filter."""
     clauses: list[str] = []
@@ -492,7 +450,7 @@ class SqliteBackend:
         def body(c: Conn) -> list[Job]:
             args = (worker_id, now + lease_seconds, now, now, *queues, now, limit)
             rows = c.execute(q_claim(len(queues)), args).fetchall()
-            jobs = sorted((_job(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
+            jobs = sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
             c.executemany(
                 Q_EVENT,
                 [(j.id, now, EventKind.CLAIMED.value, worker_id, j.attempts, None) for j in jobs],
@@ -690,7 +648,7 @@ class SqliteBackend:
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:
         rows = self._read(lambda c: c.execute(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchall())
-        return _job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     def events(self, job_id: int) -> list[Event]:
         rows = self._read(
@@ -699,7 +657,7 @@ class SqliteBackend:
                 (job_id,),
             ).fetchall()
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]:
         clause = f" WHERE kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
@@ -709,7 +667,7 @@ class SqliteBackend:
                 (*kinds, limit),
             ).fetchall()
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def list_jobs(self, where: JobFilter, page: Page) -> list[Job]:
         if page.sort not in SORT_FIELDS:
@@ -719,7 +677,7 @@ class SqliteBackend:
         order = f"{page.sort} {direction}" + ("" if page.sort == "id" else f", id {direction}")
         sql = f"SELECT {_COLS} FROM jobs{clause} ORDER BY {order} LIMIT ? OFFSET ?"
         rows = self._read(lambda c: c.execute(sql, (*params, page.limit, page.offset)).fetchall())
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def count_jobs(self, where: JobFilter) -> int:
         clause, params = _where(where)
@@ -826,7 +784,7 @@ class SqliteBackend:
                 (limit,),
             ).fetchall()
         )
-        return [_worker(r) for r in rows]
+        return [worker_from_row(r) for r in rows]
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> SqliteListener:
@@ -844,19 +802,6 @@ class SqliteBackend:
     def wal_checkpoint(self) -> None:
         with self._lock, contextlib.suppress(apsw.Error):
             self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _event(row: Sequence[Any]) -> Event:
-    detail = loads(row[6]) if row[6] else {}
-    return Event(
-        id=row[0],
-        job_id=row[1],
-        at=row[2],
-        kind=row[3],
-        actor=row[4],
-        attempt=row[5],
-        detail=detail if isinstance(detail, dict) else {"text": detail},
-    )
 
 
 def _check_sqlite_version() -> None:
