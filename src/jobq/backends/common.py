@@ -8,8 +8,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from jobq.backends.base import Bucket, WorkerInfo
-from jobq.job import Event, EventKind, Job, JobStatus
+from jobq.backends.base import ActionResult, Bucket, WorkerInfo
+from jobq.errors import InvalidTransition
+from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
 #: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
 JOB_COLUMNS = (
@@ -205,3 +206,27 @@ def event_from_row(row: Sequence[Any]) -> Event:
         attempt=row[5],
         detail=detail if isinstance(detail, dict) else {"text": detail},
     )
+
+
+_OPERATOR_ACTIONS = {
+    "resubmit": (Action.RESUBMIT,),
+    "cancel": (Action.CANCEL, Action.REQUEST_CANCEL),
+}
+_DONE_MESSAGES = {
+    Action.RESUBMIT: "resubmitted",
+    Action.CANCEL: "cancelled",
+    Action.REQUEST_CANCEL: "cancellation requested; the worker stops it",
+}
+
+
+def plan_operator_action(verb: str, job_id: int, status: str) -> tuple[Action | None, ActionResult]:
+    """Which transition an operator's ``verb`` ("resubmit" or "cancel") applies to a job now in
+    ``status`` ("" when no such job), and the result to report. None: nothing may be written."""
+    if not status:
+        return None, ActionResult(job_id, False, None, f"job {job_id} not found")
+    current = JobStatus(status)
+    for action in _OPERATOR_ACTIONS[verb]:
+        transition = TRANSITIONS[action]
+        if current in transition.sources:
+            return action, ActionResult(job_id, True, transition.target, _DONE_MESSAGES[action])
+    return None, ActionResult(job_id, False, current, str(InvalidTransition(job_id, verb, status)))

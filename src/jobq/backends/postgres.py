@@ -69,10 +69,11 @@ from jobq.backends.common import (
     event_from_row,
     job_from_row,
     like_pattern,
+    plan_operator_action,
     plan_rescue,
     worker_from_row,
 )
-from jobq.errors import ConfigError, InvalidTransition, StorageError
+from jobq.errors import ConfigError, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
 T = TypeVar("T")
@@ -769,29 +770,18 @@ class PostgresBackend:
 
     # -- operators -------------------------------------------------------------------------
     def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
-        transition = TRANSITIONS[Action.RESUBMIT]
-
         def body(c: Cursor) -> list[ActionResult]:
             out = []
             queues: set[str] = set()
             for job_id, status in self._targets(c, where):
-                if not status:
-                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
-                    continue
-                if JobStatus(status) not in transition.sources:
-                    out.append(
-                        ActionResult(
-                            job_id, False, JobStatus(status), str(InvalidTransition(job_id, "resubmit", status))
-                        )
-                    )
-                    continue
-                row = c.execute(Q_RESUBMIT, {"now": now, "id": job_id, "status": status}).fetchone()
-                if row is not None:
-                    queues.add(row[0])
-                c.execute(
-                    Q_EVENT, (job_id, now, EventKind.RESUBMITTED.value, _text(actor), 0, json.dumps({"from": status}))
-                )
-                out.append(ActionResult(job_id, True, JobStatus.PENDING, "resubmitted"))
+                action, result = plan_operator_action("resubmit", job_id, status)
+                if action is Action.RESUBMIT:
+                    row = c.execute(Q_RESUBMIT, {"now": now, "id": job_id, "status": status}).fetchone()
+                    if row is not None:
+                        queues.add(row[0])
+                    detail = json.dumps({"from": status})
+                    c.execute(Q_EVENT, (job_id, now, EventKind.RESUBMITTED.value, _text(actor), 0, detail))
+                out.append(result)
             for queue in sorted(queues):
                 c.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
             return out
@@ -802,23 +792,15 @@ class PostgresBackend:
         def body(c: Cursor) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
-                if not status:
-                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
-                    continue
-                st = JobStatus(status)
-                if st in TRANSITIONS[Action.CANCEL].sources:
+                action, result = plan_operator_action("cancel", job_id, status)
+                if action is Action.CANCEL:
                     c.execute(Q_CANCEL, {"now": now, "id": job_id, "status": status})
-                    c.execute(
-                        Q_EVENT,
-                        (job_id, now, EventKind.CANCELLED.value, _text(actor), None, json.dumps({"from": status})),
-                    )
-                    out.append(ActionResult(job_id, True, JobStatus.CANCELLED, "cancelled"))
-                elif st in TRANSITIONS[Action.REQUEST_CANCEL].sources:
+                    detail = json.dumps({"from": status})
+                    c.execute(Q_EVENT, (job_id, now, EventKind.CANCELLED.value, _text(actor), None, detail))
+                elif action is Action.REQUEST_CANCEL:
                     c.execute(Q_REQUEST_CANCEL, {"now": now, "id": job_id})
                     c.execute(Q_EVENT, (job_id, now, EventKind.CANCEL_REQUESTED.value, _text(actor), None, None))
-                    out.append(ActionResult(job_id, True, st, "cancellation requested; the worker stops it"))
-                else:
-                    out.append(ActionResult(job_id, False, st, str(InvalidTransition(job_id, "cancel", status))))
+                out.append(result)
             return out
 
         return self._write(body)

@@ -56,11 +56,12 @@ from jobq.backends.common import (
     event_from_row,
     job_from_row,
     like_pattern,
+    plan_operator_action,
     plan_rescue,
     worker_from_row,
 )
 from jobq.backends.sqlite_wake import SqliteListener, WakeNotifier
-from jobq.errors import ConfigError, InvalidTransition, StorageError
+from jobq.errors import ConfigError, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 
 T = TypeVar("T")
@@ -575,24 +576,15 @@ class SqliteBackend:
 
     # -- operators -------------------------------------------------------------------------
     def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
-        transition = TRANSITIONS[Action.RESUBMIT]
-
         def body(c: Conn) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
-                if not status:
-                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
-                    continue
-                if JobStatus(status) not in transition.sources:
-                    out.append(
-                        ActionResult(
-                            job_id, False, JobStatus(status), str(InvalidTransition(job_id, "resubmit", status))
-                        )
-                    )
-                    continue
-                c.execute(Q_RESUBMIT, (now, job_id, status))
-                c.execute(Q_EVENT, (job_id, now, EventKind.RESUBMITTED.value, actor, 0, json.dumps({"from": status})))
-                out.append(ActionResult(job_id, True, JobStatus.PENDING, "resubmitted"))
+                action, result = plan_operator_action("resubmit", job_id, status)
+                if action is Action.RESUBMIT:
+                    c.execute(Q_RESUBMIT, (now, job_id, status))
+                    detail = json.dumps({"from": status})
+                    c.execute(Q_EVENT, (job_id, now, EventKind.RESUBMITTED.value, actor, 0, detail))
+                out.append(result)
             return out
 
         results = self._write(body)
@@ -604,22 +596,15 @@ class SqliteBackend:
         def body(c: Conn) -> list[ActionResult]:
             out = []
             for job_id, status in self._targets(c, where):
-                if not status:
-                    out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
-                    continue
-                st = JobStatus(status)
-                if st in TRANSITIONS[Action.CANCEL].sources:
+                action, result = plan_operator_action("cancel", job_id, status)
+                if action is Action.CANCEL:
                     c.execute(Q_CANCEL, (now, job_id, status))
-                    c.execute(
-                        Q_EVENT, (job_id, now, EventKind.CANCELLED.value, actor, None, json.dumps({"from": status}))
-                    )
-                    out.append(ActionResult(job_id, True, JobStatus.CANCELLED, "cancelled"))
-                elif st in TRANSITIONS[Action.REQUEST_CANCEL].sources:
+                    detail = json.dumps({"from": status})
+                    c.execute(Q_EVENT, (job_id, now, EventKind.CANCELLED.value, actor, None, detail))
+                elif action is Action.REQUEST_CANCEL:
                     c.execute(Q_REQUEST_CANCEL, (now, job_id))
                     c.execute(Q_EVENT, (job_id, now, EventKind.CANCEL_REQUESTED.value, actor, None, None))
-                    out.append(ActionResult(job_id, True, st, "cancellation requested; the worker stops it"))
-                else:
-                    out.append(ActionResult(job_id, False, st, str(InvalidTransition(job_id, "cancel", status))))
+                out.append(result)
             return out
 
         return self._write(body)
