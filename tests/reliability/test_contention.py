@@ -21,7 +21,7 @@ PROCESSES = 16
 def test_sixteen_processes_contend_without_lock_errors(
     backend_url: str, tmp_path: Path, agents: Agents, record: Recorder
 ) -> None:
-    seconds = scale(3, 60)
+    seconds = scale(3, 30)
     jobq.Queue(backend_url).close()  # the schema exists before the race to it starts
     procs = [
         agents.start("contender", "--db", backend_url, "--out", str(tmp_path), "--seconds", str(seconds))

@@ -77,7 +77,7 @@ def replay(events: list[Event]) -> tuple[JobStatus | None, list[str]]:
 def test_cancel_and_resubmit_racing_with_completion(
     backend_url: str, tmp_path: Path, agents: Agents, record: Recorder
 ) -> None:
-    n_jobs, seconds = scale(30, 200), scale(5, 60)
+    n_jobs, seconds = scale(30, 200), scale(5, 30)
     data = tmp_path / "data"
     q = jobq.Queue(settings=jobq.Settings(database_url=backend_url, data_dir=str(data)))
     try:
