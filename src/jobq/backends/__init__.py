@@ -21,6 +21,8 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
         try:
             from jobq.backends.postgres import PostgresBackend
         except ImportError as exc:
+            if not (exc.name or "").startswith("psycopg"):
+                raise  # a bug of ours, not a missing extra: do not hide it
             raise ConfigError(
                 f"PostgreSQL support is not installed ({exc.name}): pip install 'jobq[postgres]'"
             ) from None
