@@ -69,6 +69,7 @@ jobq demo is running:
   files                         data/files/*.txt (one stamp line per processed job)
   database                      $JOBQ_DATABASE_URL
 
+  the seed's commands (supervisorctl, streamlit, sqlite3) as written: first  source .venv/bin/activate
   status     supervisorctl -c supervisord.conf status       (or .venv/bin/supervisorctl ...)
   crash one  kill -9 \$(supervisorctl -c supervisord.conf pid consumer1)
   stop       make stop                                       (or supervisorctl -c supervisord.conf shutdown)

@@ -84,6 +84,7 @@ class Supervised:
             (root / name).mkdir(parents=True, exist_ok=True)
         (root / ".venv").symlink_to(REPO / ".venv")
         (root / "src").symlink_to(REPO / "src")
+        (root / "scripts").symlink_to(REPO / "scripts")
         self.conf = root / "supervisord.conf"
         self.conf.write_text(make_config(env, producers, consumers))
         self.pidfile = root / "run" / "supervisord.pid"
