@@ -20,6 +20,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
 ]
 INSERT = "INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES (%s, %s, %s, %s)"
+PENDING = "SELECT 1 FROM jobs WHERE status = 'PENDING' AND queue = 'default' LIMIT 1"
 CLAIM = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease_owner = %s, updated_at = %s
 WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= %s
              ORDER BY priority, run_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
@@ -48,6 +49,14 @@ class RawPgConsumer(Consumer):
             return []
         self.conn.execute(COMPLETE, (time.time(), rows[0][0], self.owner))
         return [record_of(rows[0][1], claimed_at)]
+
+    def wait(self, timeout: float) -> None:
+        # Poll with a plain read every ms (cheaper for the server than an UPDATE per poll).
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.conn.execute(PENDING).fetchall():
+                return
+            time.sleep(self.poll_seconds)
 
     def close(self) -> None:
         self.conn.close()
