@@ -42,10 +42,11 @@ class InvalidPayload(JobqError):
 
 
 class PayloadTooLarge(InvalidPayload):
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(f"payload is {size} bytes, over the limit of {limit} bytes")
+        more = " or more" if at_least else ""
+        super().__init__(f"payload is {size} bytes{more}, over the limit of {limit} bytes")
 
 
 class ConfigError(JobqError):

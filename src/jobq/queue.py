@@ -43,15 +43,57 @@ NAME_MAX_CHARS = 200
 def encode_json(value: Any, what: str = "payload") -> str:
     """Serialise to compact JSON, or raise InvalidPayload with a one-line reason."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
+    if not _is_unicode(text):
+        raise InvalidPayload(f"{what} holds text that is not valid Unicode (e.g. undecodable bytes)")
+    return text
+
+
+def _is_unicode(text: str) -> bool:
+    # Lone surrogates (what Python makes of undecodable bytes in argv or file names) cannot be
+    # stored as UTF-8; catch them here rather than as an encoding error deep in a driver.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or len(value) > NAME_MAX_CHARS or any(ord(ch) < 32 for ch in value):
+    if (
+        not isinstance(value, str)
+        or len(value) > NAME_MAX_CHARS
+        or any(ord(ch) < 32 for ch in value)
+        or not _is_unicode(value)
+    ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
     return value
+
+
+def size_at_least(value: Any, limit: int) -> int:
+    """A cheap lower bound of ``value``'s JSON size, walking no further than ``limit`` bytes.
+
+    Lets a huge payload be refused before it is serialised (which would copy it once as JSON
+    and once more as UTF-8): every string costs at least its length, every item a byte.
+    """
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 + len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            total += 2 + len(item)
+            stack.extend(item)
+        else:
+            total += 1
+    return total
 
 
 def default_actor(settings: Settings) -> str:
@@ -123,10 +165,14 @@ class Queue:
         timeout: float | None,
         now: float,
     ) -> NewJob:
+        limit = self.settings.payload_limit_bytes
+        estimate = size_at_least(payload, limit)
+        if estimate > limit:
+            raise PayloadTooLarge(estimate, limit, at_least=True)
         text = encode_json(payload)
         size = len(text.encode())
-        if size > self.settings.payload_limit_bytes:
-            raise PayloadTooLarge(size, self.settings.payload_limit_bytes)
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
         if key is not None:
             _check_name(key, "idempotency key")
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
