@@ -9,6 +9,7 @@ root ignores file permissions, so a read-only *mount* is the honest read-only da
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -30,13 +31,14 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
-    """Assert the command failed with one readable line (naming one of ``words``); return it."""
+    """Assert the command failed with one readable line (naming one of ``words``); return it, with the
+    temporary directory shown as ``<tmp>``."""
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("jobq: error: "), proc.stderr
     assert not words or any(w in lines[0].lower() for w in words), lines[0]
-    return lines[0]
+    return re.sub(r"/tmp/\S*?/(?=[^/\s]+\.db\b|nowhere-|a-file)", "<tmp>/", lines[0])
 
 
 @pytest.fixture

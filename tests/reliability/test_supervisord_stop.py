@@ -7,6 +7,7 @@ supervisord on a copy of the repo's supervisord.conf, in its own directory.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,12 @@ def start_supervised(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Supe
     started: list[Supervised] = []
 
     def start(env: dict[str, str]) -> Supervised:
-        sv = Supervised(tmp_path / f"site-{len(started)}", {**FAST_ENV, **env}, producers=0, consumers=1)
+        root = tmp_path / f"site-{len(started)}"
+        # supervisord.conf runs programs through scripts/python; link it unless Supervised does.
+        if (REPO / "scripts").is_dir() and '"scripts"' not in inspect.getsource(Supervised.__init__):
+            root.mkdir()
+            (root / "scripts").symlink_to(REPO / "scripts")
+        sv = Supervised(root, {**FAST_ENV, **env}, producers=0, consumers=1)
         started.append(sv)
         wait_for(sv.all_running, 60, "the consumer RUNNING")
         return sv
