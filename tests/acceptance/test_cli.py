@@ -17,11 +17,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for
 
 import jobq
 from jobq.files import stamps_in
@@ -32,20 +33,6 @@ if not JOBQ.exists():  # an installed console script elsewhere on PATH
     JOBQ = Path(shutil.which("jobq") or "jobq")
 
 RUN_TIMEOUT_SECONDS = 60
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll with a growing interval until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
 
 
 class Cli:

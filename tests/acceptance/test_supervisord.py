@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for
 from supervisor.xmlrpc import SupervisorTransport
 
 import jobq
@@ -42,20 +43,6 @@ FAST_ENV = {
     "JOBQ_POLL_INTERVAL": "0.2",
     "JOBQ_SHUTDOWN_GRACE": "3",
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll with a growing interval until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
 
 
 def make_config(env: dict[str, str], producers: int, consumers: int) -> str:

@@ -1,62 +1,12 @@
-"""Process helpers for integration tests: start, poll, and always stop what we started."""
+"""The ``procs`` fixture: processes started by a test are stopped when it ends, also on failure."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PROCS = Path(__file__).resolve().parent / "procs.py"
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
-    """Poll ``predicate`` with a growing interval until it is truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-
-
-class Procs:
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        index = len(self.started)
-        log = open(self.out / f"proc-{index}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "JOBQ_TEST_OUT": str(self.out), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, str(PROCS), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-        for proc in self.started:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.out.glob("proc-*.log")))
+from processes import Procs
 
 
 @pytest.fixture
@@ -64,10 +14,3 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
     p = Procs(tmp_path)
     yield p
     p.stop_all()
-
-
-def effects(out: Path) -> list[int]:
-    ids: list[int] = []
-    for f in out.glob("*.effects"):
-        ids.extend(int(line) for line in f.read_text().split())
-    return ids

@@ -14,14 +14,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
-from conftest import Procs, effects
 from pg import PgServer, fresh_database
+from polling import wait_for
+from processes import Procs, effects
 
 import jobq
 from jobq import JobFilter, JobStatus
@@ -120,16 +120,6 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str]], subprocess.Popen[byt
         f.close()
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-
-
 def _completed(url: str) -> int:
     try:
         with jobq.Queue(url) as q:
@@ -165,13 +155,13 @@ def test_workers_survive_postgres_restarts(
 
     # Restart twice while the workers are busy: once early, once around the middle.
     for threshold in (JOBS // 5, JOBS // 2):
-        _wait_for(lambda t=threshold: _completed(url) >= t, DEADLINE_SECONDS, f"{threshold} completed jobs")
+        wait_for(lambda t=threshold: _completed(url) >= t, DEADLINE_SECONDS, f"{threshold} completed jobs")
         before = _completed(url)
         assert before < JOBS, "the workers finished before the restart: make the jobs slower"
         server.restart()
         assert all(p.poll() is None for p in procs), "a worker died on the restart"
 
-    _wait_for(lambda: _completed(url) == JOBS, DEADLINE_SECONDS, "every job completed")
+    wait_for(lambda: _completed(url) == JOBS, DEADLINE_SECONDS, "every job completed")
     stop.touch()
     for proc in procs:
         code = proc.wait(60)
@@ -199,11 +189,11 @@ def test_real_workers_survive_a_postgres_restart(pg_db: tuple[PgServer, str], pr
     with jobq.Queue(url) as q:
         ids = q.enqueue_many([{"seconds": 0.03}] * jobs, task="slow", keys=[f"real-{i}" for i in range(jobs)])
     workers = [procs.start("worker", "--db", url, "--lease", "5", "--batch", "5") for _ in range(4)]
-    _wait_for(lambda: _completed(url) >= jobs // 4, DEADLINE_SECONDS, "a quarter of the jobs completed")
+    wait_for(lambda: _completed(url) >= jobs // 4, DEADLINE_SECONDS, "a quarter of the jobs completed")
     assert _completed(url) < jobs, "the workers finished before the restart: make the jobs slower"
     server.restart()
     assert all(w.poll() is None for w in workers), "a worker died on the restart"
-    _wait_for(lambda: _completed(url) == jobs, DEADLINE_SECONDS, "every job completed")
+    wait_for(lambda: _completed(url) == jobs, DEADLINE_SECONDS, "every job completed")
     for w in workers:
         w.terminate()
     for w in workers:

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import Procs, effects, wait_for
+from polling import wait_for
+from processes import Procs, effects
 
 import jobq
 from jobq import JobStatus

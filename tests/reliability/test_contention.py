@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import Agents, Recorder, backend_name, percentile, scale, wait_for
+from harness import Agents, Recorder, backend_name, percentile, scale
+from polling import wait_for
 
 import jobq
 

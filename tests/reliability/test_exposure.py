@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Recorder, wait_for
+from harness import REPO, Recorder
+from polling import wait_for
 from streamlit.testing.v1 import AppTest
 
 import jobq

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import Agents, Recorder, backend_name, scale, wait_for
+from harness import Agents, Recorder, backend_name, scale
+from polling import wait_for
 
 import jobq
 from jobq.files import new_job_file, stamps_in

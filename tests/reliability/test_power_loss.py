@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 from agents import POWER_EXIT
-from harness import Agents, Recorder, scale, wait_for
+from harness import Agents, Recorder, scale
+from polling import wait_for
 
 import jobq
 

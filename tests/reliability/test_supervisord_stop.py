@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Recorder, wait_for
+from harness import REPO, Recorder
+from polling import wait_for
 
 import jobq
 from jobq.files import new_job_file, stamps_in

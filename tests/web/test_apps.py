@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MANAGER, OPS, Seeded, seed
+from seeding import MANAGER, OPS, Seeded, seed
 from streamlit.testing.v1 import AppTest
 
 from jobq import JobFilter, JobStatus, Queue

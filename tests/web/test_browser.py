@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MANAGER, OPS, REPO, seed_demo
+from seeding import MANAGER, OPS, REPO, seed_demo
 
 from jobq import JobStatus, Queue
 

@@ -1,0 +1,48 @@
+"""Process helpers for integration tests: start workers/producers, count effects, stop what we started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+PROCS = Path(__file__).resolve().parent / "procs.py"
+
+
+class Procs:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        index = len(self.started)
+        log = open(self.out / f"proc-{index}.log", "wb")  # noqa: SIM115 - closed with the process
+        env = {**os.environ, "JOBQ_TEST_OUT": str(self.out), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, str(PROCS), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.started:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.out.glob("proc-*.log")))
+
+
+def effects(out: Path) -> list[int]:
+    ids: list[int] = []
+    for f in out.glob("*.effects"):
+        ids.extend(int(line) for line in f.read_text().split())
+    return ids

@@ -1,0 +1,123 @@
+"""Seeding databases for the web-app tests: jobs in every status, and a realistic demo history."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+
+from jobq import JobFilter, JobStatus, Queue, WorkerInfo
+
+REPO = Path(__file__).resolve().parents[2]
+MANAGER = REPO / "src" / "manager" / "manager.py"
+OPS = REPO / "src" / "ops" / "ops.py"
+
+
+@dataclasses.dataclass
+class Seeded:
+    url: str
+    ids: dict[JobStatus, list[int]]
+
+    def status(self, job_id: int) -> JobStatus:
+        with Queue(self.url) as q:
+            return q.get(job_id).status
+
+
+def _error_text() -> str:
+    try:
+        raise ValueError("stamp refused: disk quota exceeded")
+    except ValueError:
+        return traceback.format_exc()
+
+
+def seed(url: str, pending: int = 2) -> dict[JobStatus, list[int]]:
+    """One job COMPLETED, FAILED (with a traceback), PROCESSING and CANCELLED each, ``pending`` PENDING.
+
+    Also registers workers: consumer1 twice (a supervisord restart) and consumer2.
+    """
+    ids: dict[JobStatus, list[int]] = {s: [] for s in JobStatus}
+    now = time.time()
+    with Queue(url) as q:
+        q.enqueue({"path": "data/files/done.txt"}, task="stamp")
+        job = q.claim("seed-worker")
+        assert job is not None
+        q.complete(job)
+        ids[JobStatus.COMPLETED].append(job.id)
+
+        q.enqueue({"path": "data/files/broken.txt"}, task="stamp", max_attempts=1)
+        job = q.claim("seed-worker")
+        assert job is not None
+        q.fail(job, _error_text(), retry=False)
+        ids[JobStatus.FAILED].append(job.id)
+
+        q.enqueue({"path": "data/files/running.txt"}, task="stamp")
+        job = q.claim("seed-worker", lease=600)
+        assert job is not None
+        ids[JobStatus.PROCESSING].append(job.id)
+
+        cancelled = q.enqueue({"path": "data/files/dropped.txt"}, task="stamp")
+        q.cancel(cancelled, actor="seed")
+        ids[JobStatus.CANCELLED].append(cancelled)
+
+        ids[JobStatus.PENDING] = q.enqueue_many(
+            [{"path": f"data/files/waiting-{i}.txt"} for i in range(pending)], task="stamp"
+        )
+        for wid, name, pid, started, seen in (
+            ("consumer1-old", "consumer1", 1001, now - 600, now - 300),
+            ("consumer1-new", "consumer1", 1002, now - 120, now - 2),
+            ("consumer2-a", "consumer2", 1003, now - 600, now - 1),
+        ):
+            q.backend.register_worker(
+                WorkerInfo(id=wid, name=name, host="testhost", pid=pid, queues=("default",),
+                           started_at=started, last_seen_at=seen, jobs_done=3)
+            )  # fmt: skip
+    return ids
+
+
+class _Clock:
+    """A clock the demo seeding moves by hand, so history lands in the past minutes."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def seed_demo(url: str, minutes: int = 45) -> dict[JobStatus, list[int]]:
+    """A lively database for the browser test and the screenshots: ``minutes`` of history ending
+    now (a few jobs a minute, 7-15 s runs, some failures), then jobs in every status and workers."""
+    import random
+
+    rng = random.Random(7)
+    end = time.time()
+    clock = _Clock(end - minutes * 60)
+    words = ["invoice", "report", "photo", "backup", "ledger", "memo", "scan", "draft", "log", "notes"]
+    ids: dict[JobStatus, list[int]] = {s: [] for s in JobStatus}
+    with Queue(url, clock=clock) as q:
+        for minute in range(minutes):
+            base = end - (minutes - minute) * 60
+            for _ in range(rng.randint(2, 7) + (minute // 8)):
+                clock.now = base + rng.uniform(0, 40)
+                name = f"{rng.choice(words)}-{rng.randrange(16**6):06x}"
+                q.enqueue({"path": f"data/files/{name}.txt"}, task="stamp", max_attempts=2)
+                clock.now += rng.uniform(0.5, 2 + minute % 5)
+                job = q.claim(rng.choice(["consumer1", "consumer2"]))
+                if job is None:
+                    continue
+                clock.now += rng.uniform(7, 15)
+                if rng.random() < 0.08:
+                    q.fail(job, _error_text(), retry=False)
+                else:
+                    q.complete(job)
+        clock.now = end - 30
+        seeded = seed(url)
+        for status, found in seeded.items():
+            ids[status].extend(found)
+        ids[JobStatus.FAILED] = sorted({j.id for j in q.list(JobFilter(statuses=(JobStatus.FAILED,)))})
+        ids[JobStatus.PENDING] += q.enqueue_many(
+            [{"path": f"data/files/{rng.choice(words)}-{rng.randrange(16**6):06x}.txt"} for _ in range(9)],
+            task="stamp",
+        )
+    return ids
