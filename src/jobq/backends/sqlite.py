@@ -810,7 +810,16 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         (apsw.IOError, "disk I/O error"),
         (apsw.PermissionsError, "permission denied"),
     ]
+    if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError) and _on_read_only_mount(path):
+        return StorageError(f"{path}: the filesystem holding the database is mounted read-only")
     for kind, text in reasons:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
     return StorageError(f"{path}: {exc}")
+
+
+def _on_read_only_mount(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
