@@ -216,10 +216,15 @@ Q_EVENT = "INSERT INTO job_events (job_id, at, kind, actor, attempt, detail) VAL
 Q_NOTIFY = "SELECT pg_notify(%s, %s)"
 # SKIP LOCKED: rows another claimer is taking are passed over, never waited for; under READ
 # COMMITTED each locked row is re-checked, so a row claimed meanwhile is skipped, not taken twice.
+# One queue (the common case) is an equality, so the planner walks the pending partial index in
+# claim order and stops at LIMIT; ``= ANY(array)`` made it sort every pending row on each claim
+# (about 6x slower with 20,000 waiting jobs).
+_CLAIM_ONE_QUEUE = "queue = %(queue)s"
+_CLAIM_MANY_QUEUES = "queue = ANY(%(queues)s)"
 Q_CLAIM = f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE status = 'PENDING' AND queue = ANY(%(queues)s) AND run_at <= %(now)s
+    WHERE status = 'PENDING' AND {{queues}} AND run_at <= %(now)s
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -610,6 +615,7 @@ class PostgresBackend:
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
         params = {
             "queues": list(queues),
+            "queue": queues[0] if queues else "",
             "now": now,
             "limit": limit,
             "worker": _text(worker_id),
@@ -617,7 +623,7 @@ class PostgresBackend:
         }
 
         def body(c: Cursor) -> list[Job]:
-            c.execute(Q_CLAIM, params)
+            c.execute(Q_CLAIM.format(queues=_CLAIM_ONE_QUEUE if len(queues) == 1 else _CLAIM_MANY_QUEUES), params)
             jobs = sorted((job_from_row(r) for r in c.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
             if jobs:
                 c.executemany(
