@@ -42,7 +42,11 @@ fmt: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install system-deps
+$(VENV)/.bench-stamp: pyproject.toml $(STAMP)
+	@bash scripts/install-python.sh $(VENV) bench
+	@touch $@
+
+bench: install system-deps $(VENV)/.bench-stamp
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 # The long reliability runs (minutes); rewrites the results table of docs/reliability.md, also when a test fails.
