@@ -425,6 +425,37 @@ def test_producer_and_consumer_commands(cli: Cli) -> None:
         assert stamps_in((cli.root / job["payload"]["path"]).read_bytes()) == [(job["id"], 1)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["manager", "ops"])
+def test_web_commands_serve_the_app_on_loopback(cli: Cli, app: str) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli.ok("enqueue", "--json", "{}")  # ops refuses a database that does not exist yet
+    proc = cli.start(app, "--port", str(port), log=f"{app}.log")
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for(healthy, 60, f"jobq {app} to answer on port {port}")
+    # Listening sockets on that port, from the kernel's table: loopback only (127.0.0.1 = 0100007F).
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in (line.split() for line in Path(table).read_text().splitlines()[1:]):
+            address, hex_port = row[1].split(":")
+            if row[3] == "0A" and int(hex_port, 16) == port:
+                listening.add(address)
+    assert listening == {"0100007F"}
+    assert cli.stop(proc) in (0, -signal.SIGTERM)
+
+
 def test_web_commands_check_their_port(cli: Cli) -> None:
     assert "between 1 and 65535" in cli.fails("manager", "--port", "0", code=2)
 
