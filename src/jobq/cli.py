@@ -77,24 +77,22 @@ def status_arg(text: str) -> list[JobStatus]:
     return out
 
 
-def positive_int_arg(text: str) -> int:
+def _int_arg(text: str, minimum: int, complaint: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(complaint.format(value=value))
     return value
+
+
+def positive_int_arg(text: str) -> int:
+    return _int_arg(text, 1, "must be at least 1, not {value}")
 
 
 def non_negative_int_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+    return _int_arg(text, 0, "must not be negative: {value}")
 
 
 def job_id_arg(text: str) -> int:
