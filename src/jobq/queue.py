@@ -34,6 +34,7 @@ from jobq.backends.base import (
 from jobq.config import Settings, load_settings
 from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
+from jobq.redact import redact_url
 from jobq.retry import backoff_seconds
 
 NAME_MAX_CHARS = 200
@@ -139,7 +140,13 @@ class Queue:
 
     @property
     def url(self) -> str:
+        """The database URL, password included: never show or log it (see ``display_url``)."""
         return self.settings.database_url
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with its password masked: what apps, the CLI and logs show."""
+        return redact_url(self.settings.database_url)
 
     def __enter__(self) -> Queue:
         return self

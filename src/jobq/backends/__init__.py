@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jobq.backends.base import Backend
 from jobq.errors import ConfigError
+from jobq.redact import looks_like_keyword_string
 
 
 def open_backend(url: str, *, create: bool = True) -> Backend:
@@ -12,6 +13,12 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
     With ``create=False`` a SQLite file that does not exist yet is an error (read-only viewers
     such as the ops app should say so rather than show an empty queue).
     """
+    if looks_like_keyword_string(url):
+        # Taken as a path, it would silently create a SQLite file named after the password.
+        raise ConfigError(
+            "a keyword connection string (key=value ...) is not supported: "
+            "use a URL, postgresql://user:password@host:port/dbname"
+        )
     scheme = url.split("://", 1)[0].lower() if "://" in url else "sqlite"
     if scheme == "sqlite":
         from jobq.backends.sqlite import SqliteBackend
@@ -27,4 +34,7 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
                 f"PostgreSQL support is not installed ({exc.name}): pip install 'jobq[postgres]'"
             ) from None
         return PostgresBackend(url, create=create)
-    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///path/to/queue.db or postgresql://...")
+    # Name the scheme only: the rest of an unknown URL may hold a user name and a password.
+    raise ConfigError(
+        f"unsupported database URL scheme {scheme[:40]!r}: use sqlite:///path/to/queue.db or postgresql://..."
+    )

@@ -75,6 +75,7 @@ from jobq.backends.common import (
 )
 from jobq.errors import ConfigError, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
+from jobq.redact import redact_text
 
 T = TypeVar("T")
 Cursor = psycopg.Cursor[tuple[Any, ...]]
@@ -391,9 +392,10 @@ def _reason(exc: BaseException) -> str:
 def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> StorageError:
     """Turn a psycopg error into a StorageError of one readable line naming the server."""
     where = describe_url(url)
+    reason = redact_text(_reason(exc), url)  # libpq may quote parts of the URL it could not use
     if connecting:
-        return StorageError(f"cannot connect to PostgreSQL at {where}: {_reason(exc)}")
-    return StorageError(f"PostgreSQL at {where}: {_reason(exc)}")
+        return StorageError(f"cannot connect to PostgreSQL at {where}: {reason}")
+    return StorageError(f"PostgreSQL at {where}: {reason}")
 
 
 def _connect_kwargs(url: str) -> dict[str, Any]:
@@ -401,7 +403,8 @@ def _connect_kwargs(url: str) -> dict[str, Any]:
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"bad PostgreSQL URL: {_reason(exc)}") from None
+        # libpq's message quotes the token it could not parse, which may be the password.
+        raise ConfigError(f"bad PostgreSQL URL: {redact_text(_reason(exc), url)}") from None
     kwargs: dict[str, Any] = {}
     if "connect_timeout" not in info:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
