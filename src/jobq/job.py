@@ -142,6 +142,11 @@ class Job:
     cancel_requested: bool = False
     run: int = 1
     """1 for the first run; each operator resubmit starts the next run."""
+    defect: str | None = None
+    """Why this stored row cannot be run as it is (None: it can). Rows written by hand, by another
+    program or by an older version may hold a payload that is not JSON, nests too deeply, or
+    columns of the wrong type. Such a job is still listed and shown (``payload`` is then the raw
+    text); a worker fails it with this reason instead of running it, and goes on with the next."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,35 +30,19 @@ from jobq.backends.base import (
     RescueResult,
     WorkerInfo,
 )
+from jobq.backends.common import clip
 from jobq.config import Settings, load_settings
 from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
+from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import backoff_seconds
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
-
-
-def encode_json(value: Any, what: str = "payload") -> str:
-    """Serialise to compact JSON, or raise InvalidPayload with a one-line reason."""
-    try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
-    if not _is_unicode(text):
-        raise InvalidPayload(f"{what} holds text that is not valid Unicode (e.g. undecodable bytes)")
-    return text
-
-
-def _is_unicode(text: str) -> bool:
-    # Lone surrogates (what Python makes of undecodable bytes in argv or file names) cannot be
-    # stored as UTF-8; catch them here rather than as an encoding error deep in a driver.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+ERROR_MAX_CHARS = 20_000
+"""Most of an error message kept in ``last_error`` (head and tail; each event keeps less, see
+``jobq.backends.common.EVENT_ERROR_MAX_CHARS``)."""
 
 
 def _check_name(value: str, what: str) -> str:
@@ -67,34 +50,10 @@ def _check_name(value: str, what: str) -> str:
         not isinstance(value, str)
         or len(value) > NAME_MAX_CHARS
         or any(ord(ch) < 32 for ch in value)
-        or not _is_unicode(value)
+        or not is_unicode(value)
     ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
     return value
-
-
-def size_at_least(value: Any, limit: int) -> int:
-    """A cheap lower bound of ``value``'s JSON size, walking no further than ``limit`` bytes.
-
-    Lets a huge payload be refused before it is serialised (which would copy it once as JSON
-    and once more as UTF-8): every string costs at least its length, every item a byte.
-    """
-    total = 0
-    stack = [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, str | bytes):
-            total += len(item) + 2
-        elif isinstance(item, dict):
-            total += 2 + len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            total += 2 + len(item)
-            stack.extend(item)
-        else:
-            total += 1
-    return total
 
 
 def default_actor(settings: Settings) -> str:
@@ -173,7 +132,7 @@ class Queue:
         now: float,
     ) -> NewJob:
         limit = self.settings.payload_limit_bytes
-        estimate = size_at_least(payload, limit)
+        estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
         if estimate > limit:
             raise PayloadTooLarge(estimate, limit, at_least=True)
         text = encode_json(payload)
@@ -290,7 +249,7 @@ class Queue:
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
         queues = [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
-        return self.backend.claim(worker_id, queues, limit, lease or self.settings.lease_seconds, self.clock())
+        return self.backend.claim(worker_id, queues, limit, lease or self.settings.lease_seconds, self.clock)
 
     def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
         """Extend the job's lease. Returns True when an operator asked to cancel it.
@@ -305,17 +264,29 @@ class Queue:
     def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
         if not jobs:
             return []
-        return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock())
+        return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock)
 
     def complete(self, job: Job, result: Any = None) -> None:
         """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale."""
         if not self.complete_many([(job, result)])[0]:
             raise LeaseLost(job.id, "complete")
 
-    def complete_many(self, items: Sequence[tuple[Job, Any]]) -> list[bool]:
-        """Group-commit completions: one transaction, each still fenced by its own token."""
-        completions = [Completion(lease_of(j), None if r is None else encode_json(r, "result")) for j, r in items]
-        return self.backend.complete(completions, self.clock()) if completions else []
+    def complete_many(
+        self, items: Sequence[tuple[Job, Any]], *, notes: Sequence[str | None] | None = None, repeat: bool = False
+    ) -> list[bool]:
+        """Group-commit completions: one transaction, each still fenced by its own token.
+
+        ``notes``, one per item, are recorded in the completion events. ``repeat``: these
+        completions were sent before and failed with an error, so they may have committed; one
+        that had is reported True and not recorded as refused (without ``repeat``, completing
+        twice with one lease is refused like any stale write).
+        """
+        notes = notes or [None] * len(items)
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            for (j, r), note in zip(items, notes, strict=True)
+        ]
+        return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
         """Record a failed attempt: back to PENDING after backoff while attempts are left (and
@@ -325,34 +296,46 @@ class Queue:
             raise LeaseLost(job.id, "fail")
         return status
 
-    def fail_many(self, items: Sequence[tuple[Job, str, bool]]) -> list[tuple[JobStatus, bool]]:
+    def fail_many(
+        self, items: Sequence[tuple[Job, str, bool]], *, repeat: bool = False
+    ) -> list[tuple[JobStatus, bool]]:
+        """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in ``complete_many``)."""
         now = self.clock()
         failures: list[Failure] = []
         for job, error, retry in items:
             again = retry and job.attempts < job.max_attempts
             retry_at = now + self.backoff(job.attempts) if again else None
-            failures.append(Failure(lease_of(job), str(error)[:20_000], retry_at))
-        done = self.backend.fail(failures, now) if failures else []
+            failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
+        done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []
         return [
             (JobStatus.PENDING if f.retry_at is not None else JobStatus.FAILED, ok)
             for f, ok in zip(failures, done, strict=True)
         ]
 
-    def release(self, job: Job, reason: str = "worker shutting down") -> bool:
+    def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:
         """Give the job back at once (PENDING, attempt not counted). False when already lost."""
-        return self.backend.release([lease_of(job)], self.clock(), reason)[0]
+        return self.backend.release([lease_of(job)], self.clock, reason, repeat=repeat)[0]
 
-    def ack_cancel(self, job: Job) -> bool:
+    def ack_cancel(self, job: Job, *, repeat: bool = False) -> bool:
         """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
-        return self.backend.ack_cancel([lease_of(job)], self.clock())[0]
+        return self.backend.ack_cancel([lease_of(job)], self.clock, repeat=repeat)[0]
 
     def backoff(self, attempt: int) -> float:
         return backoff_seconds(attempt, base=self.settings.backoff_base_seconds, cap=self.settings.backoff_cap_seconds)
 
-    def rescue_expired(self, actor: str = "rescuer", gone_owners: Sequence[str] = ()) -> list[RescueResult]:
+    def rescue_expired(
+        self,
+        actor: str = "rescuer",
+        gone_owners: Sequence[str] = (),
+        *,
+        cutoff: Callable[[float], float] | None = None,
+    ) -> list[RescueResult]:
         """Return jobs whose lease expired (or whose owner is in ``gone_owners``, workers known to
-        have exited) to PENDING, or FAILED when out of attempts, or CANCELLED if cancel was asked."""
-        return self.backend.rescue_expired(self.clock(), self.backoff, actor, gone_owners)
+        have exited) to PENDING, or FAILED when out of attempts, or CANCELLED if cancel was asked.
+
+        ``cutoff`` maps the time read under the lock to the expiry before which a lease counts as
+        lost (the worker's rescuer uses it to discount a stall every writer saw)."""
+        return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff)
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:

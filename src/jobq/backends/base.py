@@ -17,6 +17,11 @@ from typing import Protocol
 
 from jobq.job import Event, Job, JobStatus
 
+Clock = Callable[[], float]
+"""UNIX seconds now. Worker writes take a clock rather than a time and read it once the
+transaction holds its lock: a write that waited for the lock (a stalled database, a writer frozen
+mid-transaction) must not stamp a lease that was already expired when it committed."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewJob:
@@ -45,6 +50,8 @@ class Lease:
 class Completion:
     lease: Lease
     result_json: str | None = None
+    note: str | None = None
+    """Recorded in the completion's event (e.g. a cancel that came after the handler finished)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,37 +187,54 @@ class Backend(Protocol):
         ...
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
-        """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases."""
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases.
+
+        If the commit's outcome is unknown (the connection dropped after COMMIT was sent), the
+        backend reads back what it handed out rather than leave claimed jobs unrun for a lease."""
         ...
 
-    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, now: float) -> list[HeartbeatResult]:
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         """Extend each still-valid lease; refused ones are recorded as stale writes."""
         ...
 
-    def complete(self, items: Sequence[Completion], now: float) -> list[bool]:
-        """PROCESSING -> COMPLETED for each valid lease (group commit); False: refused, recorded."""
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        """PROCESSING -> COMPLETED for each valid lease (group commit); False: refused, recorded.
+
+        ``repeat``: this write was made before and its outcome is unknown (an error while it
+        committed). One that had committed is then recognised (the job is in the target status
+        with the same token) and reported True without writing or recording anything; without
+        ``repeat`` a second write with the same lease is refused like any stale one. The same
+        holds for ``fail``, ``release`` and ``ack_cancel``."""
         ...
 
-    def fail(self, items: Sequence[Failure], now: float) -> list[bool]:
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease; False: refused."""
         ...
 
-    def release(self, leases: Sequence[Lease], now: float, reason: str) -> list[bool]:
+    def release(self, leases: Sequence[Lease], clock: Clock, reason: str, *, repeat: bool = False) -> list[bool]:
         """PROCESSING -> PENDING at once, attempt not counted (graceful shutdown)."""
         ...
 
-    def ack_cancel(self, leases: Sequence[Lease], now: float) -> list[bool]:
+    def ack_cancel(self, leases: Sequence[Lease], clock: Clock, *, repeat: bool = False) -> list[bool]:
         """PROCESSING (cancel requested) -> CANCELLED, by the worker that stopped the job."""
         ...
 
     def rescue_expired(
-        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str] = (),
+        cutoff: Callable[[float], float] | None = None,
     ) -> list[RescueResult]:
         """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED).
 
         Jobs leased to ``gone_owners`` (workers known to have exited) are moved at once, without
         waiting for their lease to run out; each move is conditional on the token read.
+        ``cutoff`` maps the time read under the lock to the expiry before which a lease counts
+        as lost (default: that time); the rescuer moves it back after a stall (see
+        ``jobq.worker.stall``).
         """
         ...
 

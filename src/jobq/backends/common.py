@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from jobq.backends.base import ActionResult, Bucket, WorkerInfo
 from jobq.errors import InvalidTransition
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
+from jobq.payloads import decode_json, loads
 
 #: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
 JOB_COLUMNS = (
@@ -38,18 +38,12 @@ JOB_COLUMNS = (
     "run",
 )
 
+EVENT_ERROR_MAX_CHARS = 4_000
+"""Most of an error kept in one event's detail (its head and its tail, where a traceback names
+the cause); the job's ``last_error`` keeps up to ``jobq.queue.ERROR_MAX_CHARS`` of the latest."""
+
 HISTORY_SAMPLE_LIMIT = 20_000
 """Most recent finished jobs used for wait/run percentiles: bounded work per ops refresh."""
-
-
-def loads(text: str | None) -> Any:
-    """Decode a stored JSON column; a value that is not JSON (hand-edited) is shown as text."""
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        return text
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -115,6 +109,32 @@ def build_buckets(
     return buckets
 
 
+def clip(text: str, limit: int = EVENT_ERROR_MAX_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters: its head and tail, the cut said in between."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... {len(text) - limit} characters cut ...]\n"
+    keep = max(0, limit - len(marker))
+    return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2) :]
+
+
+#: The status each worker write leaves a job in. A write repeated after its commit's reply was
+#: lost finds the job there, still carrying the write's lease token (worker writes keep the token
+#: of the lease that made them): it already happened, and is neither redone nor refused.
+APPLIED_STATUS = {
+    "complete": TRANSITIONS[Action.COMPLETE].target,
+    "retry": TRANSITIONS[Action.RETRY].target,
+    "fail": TRANSITIONS[Action.FAIL].target,
+    "released": TRANSITIONS[Action.RELEASE].target,
+    "cancelled": TRANSITIONS[Action.ACK_CANCEL].target,
+}
+
+
+def already_applied(operation: str, token: str, row: Sequence[Any] | None) -> bool:
+    """True when ``row`` (status, lease_token) shows that ``operation`` with ``token`` committed."""
+    return row is not None and row[1] == token and row[0] == APPLIED_STATUS[operation].value
+
+
 def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` literally anywhere (escape character ``\\``)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -150,60 +170,118 @@ def plan_rescue(
     return RescuePlan("PENDING", "rescued", EventKind.RESCUED, now + backoff(attempts), why)
 
 
+class _Fields:
+    """Reads one stored row's columns as their types, noting every column that is not.
+
+    A row written by hand (``sqlite3``/``psql``), by another program or by an older version may
+    hold text where a number belongs: reading it must not raise (the claim, ``jobq list`` and the
+    apps all read rows), so each bad column gets a neutral value and a line in ``defects``.
+    """
+
+    def __init__(self) -> None:
+        self.defects: list[str] = []
+
+    def integer(self, value: object, name: str, default: int = 0) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        self.defects.append(f"{name} is {_brief(value)}, not an integer")
+        return default
+
+    def number(self, value: object, name: str) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        self.defects.append(f"{name} is {_brief(value)}, not a number")
+        return 0.0
+
+    def optional_number(self, value: object, name: str) -> float | None:
+        return None if value is None else self.number(value, name)
+
+    def text(self, value: object) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bytes):
+            return value.decode(errors="replace")
+        return str(value)
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def job_from_row(row: Sequence[Any]) -> Job:
-    """A Job from a row selected with ``JOB_COLUMNS``, in that order."""
+    """A Job from a row selected with ``JOB_COLUMNS``, in that order. Never raises for bad data:
+    what cannot be read is named in ``Job.defect`` (the worker fails such a job, see there)."""
+    f = _Fields()
+    payload, payload_problem = decode_json(row[3])
+    if payload_problem:
+        f.defects.append(f"payload {payload_problem}")
+    try:
+        status = JobStatus(row[4])
+    except ValueError:  # the schema's CHECK forbids it, but a copied or old database may not have one
+        f.defects.append(f"status is {_brief(row[4])}")
+        status = JobStatus.FAILED
     return Job(
-        id=row[0],
-        queue=row[1],
-        task=row[2],
-        payload=loads(row[3]),
-        status=JobStatus(row[4]),
-        priority=row[5],
-        run_at=row[6],
-        attempts=row[7],
-        max_attempts=row[8],
-        created_at=row[9],
-        updated_at=row[10],
-        started_at=row[11],
-        finished_at=row[12],
-        timeout=row[13],
-        last_error=row[14],
-        lease_owner=row[15],
-        lease_token=row[16],
-        lease_expires_at=row[17],
-        idempotency_key=row[18],
+        id=f.integer(row[0], "id"),
+        queue=f.text(row[1]) or "",
+        task=f.text(row[2]) or "",
+        payload=payload,
+        status=status,
+        priority=f.integer(row[5], "priority"),
+        run_at=f.number(row[6], "run_at"),
+        attempts=f.integer(row[7], "attempts"),
+        max_attempts=f.integer(row[8], "max_attempts", 1),
+        created_at=f.number(row[9], "created_at"),
+        updated_at=f.number(row[10], "updated_at"),
+        started_at=f.optional_number(row[11], "started_at"),
+        finished_at=f.optional_number(row[12], "finished_at"),
+        timeout=f.optional_number(row[13], "timeout"),
+        last_error=f.text(row[14]),
+        lease_owner=f.text(row[15]),
+        # The column keeps the token of the last lease after a worker write (see APPLIED_STATUS);
+        # a Job shows only a lease that is held now.
+        lease_token=f.text(row[16]) if status is JobStatus.PROCESSING else None,
+        lease_expires_at=f.optional_number(row[17], "lease_expires_at"),
+        idempotency_key=f.text(row[18]),
         result=loads(row[19]),
         cancel_requested=bool(row[20]),
-        run=row[21],
+        run=f.integer(row[21], "run", 1),
+        defect="; ".join(f.defects) or None,
     )
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    f = _Fields()
+    queues = loads(row[4])
+    current = loads(row[8] or "[]")
     return WorkerInfo(
-        id=row[0],
-        name=row[1],
-        host=row[2],
-        pid=row[3],
-        queues=tuple(json.loads(row[4])),
-        started_at=row[5],
-        last_seen_at=row[6],
-        stopped_at=row[7],
-        current_jobs=tuple(json.loads(row[8] or "[]")),
-        jobs_done=row[9],
-        jobs_failed=row[10],
-        wake_address=row[11],
+        id=f.text(row[0]) or "",
+        name=f.text(row[1]) or "",
+        host=f.text(row[2]) or "",
+        pid=f.integer(row[3], "pid"),
+        queues=tuple(str(q) for q in queues) if isinstance(queues, list) else (str(queues),),
+        started_at=f.number(row[5], "started_at"),
+        last_seen_at=f.number(row[6], "last_seen_at"),
+        stopped_at=f.optional_number(row[7], "stopped_at"),
+        current_jobs=tuple(j for j in current if isinstance(j, int)) if isinstance(current, list) else (),
+        jobs_done=f.integer(row[9], "jobs_done"),
+        jobs_failed=f.integer(row[10], "jobs_failed"),
+        wake_address=f.text(row[11]),
     )
 
 
 def event_from_row(row: Sequence[Any]) -> Event:
+    f = _Fields()
     detail = loads(row[6]) if row[6] else {}
     return Event(
-        id=row[0],
-        job_id=row[1],
-        at=row[2],
-        kind=row[3],
-        actor=row[4],
-        attempt=row[5],
+        id=f.integer(row[0], "id"),
+        job_id=f.integer(row[1], "job_id"),
+        at=f.number(row[2], "at"),
+        kind=f.text(row[3]) or "",
+        actor=f.text(row[4]),
+        attempt=None if row[5] is None else f.integer(row[5], "attempt"),
         detail=detail if isinstance(detail, dict) else {"text": detail},
     )
 

@@ -5,8 +5,8 @@ inside, and its limits, stated openly:
 
 - Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
-  wait on each other and never get the same job. Lease tokens come from ``gen_random_uuid()``,
-  so PostgreSQL 13 or newer is required.
+  wait on each other and never get the same job. A lease token is a random nonce of the claim
+  plus the job id, so a claim whose COMMIT reply was lost reads back what it handed out.
 - Times are the caller's float UNIX seconds in ``double precision`` columns, exactly as on SQLite.
   Leases therefore compare clocks of different hosts: keep them in sync with NTP (a 30 s lease
   tolerates far more skew than NTP leaves).
@@ -22,10 +22,12 @@ inside, and its limits, stated openly:
   woken for a job it cannot see yet. A missed notification is covered by polling.
 - Connection loss (server restart, failover): the pool drops broken connections and reconnects.
   An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
-  retried once on a fresh connection. One that failed while committing has an unknown outcome:
-  it raises ``StorageError`` and the caller decides. Worker writes are safe to repeat (a second
-  ``complete`` either applies or is refused as stale); an ``enqueue`` without an idempotency key
-  is not (it may insert the job twice): give jobs a key when that matters.
+  retried once on a fresh connection. One that failed while committing has an unknown outcome,
+  and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
+  lease: one that had committed is recognised by its kept token, neither redone nor recorded as
+  refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
+  ``StorageError`` and the caller decides: an ``enqueue`` without an idempotency key is not safe
+  to repeat (it may insert the job twice), so give jobs a key when that matters.
 - Text columns cannot hold NUL characters on PostgreSQL: NULs in error messages, actors and
   worker names are replaced by ``\\0``. Payloads and results are JSON, where NUL is escaped anyway.
 - Payloads are stored as text (not ``jsonb``), so a search matches the same text on both backends.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +54,7 @@ from jobq.backends.base import (
     SORT_FIELDS,
     ActionResult,
     Bucket,
+    Clock,
     Completion,
     Failure,
     HeartbeatResult,
@@ -63,9 +67,12 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.common import (
+    APPLIED_STATUS,
     HISTORY_SAMPLE_LIMIT,
     JOB_COLUMNS,
+    already_applied,
     build_buckets,
+    clip,
     event_from_row,
     job_from_row,
     like_pattern,
@@ -83,13 +90,15 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 SCHEMA_VERSION = 1
 POSTGRES_MIN_VERSION_NUM = 130000
-"""``gen_random_uuid()`` (lease tokens) and ``DROP DATABASE ... WITH (FORCE)`` need 13."""
+"""The oldest server tested (and ``DROP DATABASE ... WITH (FORCE)``, used by the tests, needs 13)."""
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 POOL_TIMEOUT_SECONDS = 15.0
 """How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 CONNECT_TIMEOUT_SECONDS = 10
 DEADLOCK_RETRIES = 5
+TOKEN_NONCE_BYTES = 12
+"""Random bytes of a claim's nonce, the first part of each lease token it hands out."""
 LISTEN_CHANNEL = "jobq_wakeup"
 LISTENER_RECONNECT_PAUSE_SECONDS = 1.0
 #: Key of the advisory lock that serialises schema migrations (per database).
@@ -231,37 +240,42 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
-    lease_owner = %(worker)s, lease_token = replace(gen_random_uuid()::text, '-', ''),
+    lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
     lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
 FROM picked WHERE jobs.id = picked.id
 RETURNING {_JOBS_COLS}"""
+# A claim whose COMMIT reply was lost: what did it hand out? Tokens start with the claim's nonce.
+Q_CLAIMED_BY_NONCE = f"""
+SELECT {_COLS} FROM jobs
+WHERE status = 'PROCESSING' AND lease_owner = %(worker)s AND starts_with(lease_token, %(nonce)s)"""
+Q_LEASE_STATE = "SELECT status, lease_token FROM jobs WHERE id = %s"
 Q_HEARTBEAT = """
 UPDATE jobs SET lease_expires_at = %s, updated_at = %s
 WHERE id = %s AND status = 'PROCESSING' AND lease_token = %s
 RETURNING cancel_requested"""
 Q_COMPLETE = f"""
 UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = %(now)s, updated_at = %(now)s,
-    result = %(result)s, lease_token = NULL, lease_expires_at = NULL
+    result = %(result)s, last_error = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {_FROM_COMPLETE}
 RETURNING attempts"""
 Q_RETRY = f"""
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(retry_at)s,
-    last_error = %(error)s, lease_token = NULL, lease_expires_at = NULL
+    last_error = %(error)s, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {_FROM_FAIL}
 RETURNING attempts"""
 Q_FAIL = f"""
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
-    last_error = %(error)s, lease_token = NULL, lease_expires_at = NULL
+    last_error = %(error)s, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {_FROM_FAIL}
 RETURNING attempts"""
 Q_RELEASE = """
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s,
-    attempts = greatest(0, attempts - 1), lease_token = NULL, lease_expires_at = NULL
+    attempts = greatest(0, attempts - 1), lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING'
 RETURNING attempts, queue"""
 Q_ACK_CANCEL = """
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING' AND cancel_requested
 RETURNING attempts, queue"""
 # SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
@@ -516,12 +530,16 @@ class PostgresBackend:
             self._pid = os.getpid()
             return pool
 
-    def _run(self, body: Callable[[Cursor], T], *, write: bool = True) -> T:
+    def _run(
+        self, body: Callable[[Cursor], T], *, write: bool = True, on_unknown: Callable[[Cursor], T] | None = None
+    ) -> T:
         """Run ``body`` in one transaction on a pooled connection.
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
         run again; a lost connection is retried once on a fresh one, but only if COMMIT had not
-        been sent (otherwise the outcome is unknown and StorageError tells the caller).
+        been sent. If it had, the outcome is unknown: ``on_unknown`` then finds out what happened
+        in a new transaction (a worker write is simply repeated, being idempotent for its lease; a
+        claim reads back what it handed out); without it, StorageError tells the caller.
         """
         lost_connection_retried = False
         deadlocks = 0
@@ -542,6 +560,9 @@ class PostgresBackend:
             except PoolTimeout:
                 raise self._cannot_connect() from None
             except psycopg.OperationalError as exc:
+                if write and attempt.committing and on_unknown is not None:
+                    pool.check()  # drop the dead connections, then ask a fresh one what happened
+                    return self._run(on_unknown, write=True)
                 if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise StorageError(
@@ -615,35 +636,55 @@ class PostgresBackend:
         return self._write(body)
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
-        params = {
-            "queues": list(queues),
-            "queue": queues[0] if queues else "",
-            "now": now,
-            "limit": limit,
-            "worker": _text(worker_id),
-            "expires": now + lease_seconds,
-        }
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        # Each token is this claim's nonce + the job id: unique per lease, and a claim whose
+        # COMMIT reply was lost can read back what it handed out (instead of leaving the jobs
+        # PROCESSING, unrun, for a whole lease).
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        worker = _text(worker_id)
 
         def body(c: Cursor) -> list[Job]:
+            now = clock()  # inside the transaction: the lease runs from when it is granted
+            params = {
+                "queues": list(queues),
+                "queue": queues[0] if queues else "",
+                "now": now,
+                "limit": limit,
+                "worker": worker,
+                "expires": now + lease_seconds,
+                "nonce": nonce,
+            }
             c.execute(Q_CLAIM.format(queues=_CLAIM_ONE_QUEUE if len(queues) == 1 else _CLAIM_MANY_QUEUES), params)
             jobs = sorted((job_from_row(r) for r in c.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
             if jobs:
-                c.executemany(
-                    Q_EVENT, [(j.id, now, EventKind.CLAIMED.value, _text(worker_id), j.attempts, None) for j in jobs]
-                )
+                c.executemany(Q_EVENT, [(j.id, now, EventKind.CLAIMED.value, worker, j.attempts, None) for j in jobs])
             return jobs
 
-        return self._write(body)
+        def read_back(c: Cursor) -> list[Job]:
+            c.execute(Q_CLAIMED_BY_NONCE, {"worker": worker, "nonce": nonce})
+            return sorted((job_from_row(r) for r in c.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
 
-    def _refused(self, c: Cursor, lease: Lease, op: str, now: float) -> None:
+        return self._run(body, on_unknown=read_back)
+
+    def _refused(
+        self, c: Cursor, lease: Lease, op: str, now: float, *, repeat: bool = False, applied_as: str | None = None
+    ) -> bool:
+        """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that
+        had been applied (as ``applied_as``, default ``op``: see ``common.APPLIED_STATUS``) is
+        not refused: True, nothing recorded."""
+        if repeat and (applied_as or op) in APPLIED_STATUS:
+            row = c.execute(Q_LEASE_STATE, (lease.job_id,)).fetchone()
+            if already_applied(applied_as or op, lease.token, row):
+                return True
         detail = json.dumps({"operation": op, "token": lease.token})
         c.execute(
             Q_EVENT, (lease.job_id, now, EventKind.STALE_WRITE_REFUSED.value, _text(lease.worker_id), None, detail)
         )
+        return False
 
-    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, now: float) -> list[HeartbeatResult]:
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         def body(c: Cursor) -> list[HeartbeatResult]:
+            now = clock()
             out: list[HeartbeatResult | None] = [None] * len(leases)
             for i in _by_job_id(leases):
                 lease = leases[i]
@@ -656,12 +697,13 @@ class PostgresBackend:
                     out[i] = HeartbeatResult(lease.job_id, False)
             return [r for r in out if r is not None]
 
-        return self._write(body)
+        return self._run(body, on_unknown=body)  # extending a lease again is harmless
 
-    def complete(self, items: Sequence[Completion], now: float) -> list[bool]:
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
         leases = [item.lease for item in items]
 
-        def body(c: Cursor) -> list[bool]:
+        def body(c: Cursor, repeat: bool = repeat) -> list[bool]:
+            now = clock()
             out = [False] * len(items)
             for i in _by_job_id(leases):
                 item, lease = items[i], leases[i]
@@ -670,32 +712,34 @@ class PostgresBackend:
                 )
                 row = c.fetchone()
                 if row is not None:
+                    detail = json.dumps({"note": _text(item.note)}) if item.note else None
                     c.execute(
-                        Q_EVENT, (lease.job_id, now, EventKind.COMPLETED.value, _text(lease.worker_id), row[0], None)
+                        Q_EVENT, (lease.job_id, now, EventKind.COMPLETED.value, _text(lease.worker_id), row[0], detail)
                     )
                     out[i] = True
                 else:
-                    self._refused(c, lease, "complete", now)
+                    out[i] = self._refused(c, lease, "complete", now, repeat=repeat)
             return out
 
-        return self._write(body)
+        return self._run(body, on_unknown=lambda c: body(c, True))
 
-    def fail(self, items: Sequence[Failure], now: float) -> list[bool]:
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         leases = [item.lease for item in items]
 
-        def body(c: Cursor) -> list[bool]:
+        def body(c: Cursor, repeat: bool = repeat) -> list[bool]:
+            now = clock()
             out = [False] * len(items)
             for i in _by_job_id(leases):
                 item, lease = items[i], leases[i]
                 error = _text(item.error)
                 args = {"now": now, "retry_at": item.retry_at, "error": error, "id": lease.job_id, "token": lease.token}
-                detail: dict[str, Any]
+                detail: dict[str, Any] = {"error": clip(error or "")}
                 if item.retry_at is not None:
                     c.execute(Q_RETRY, args)
-                    kind, detail = EventKind.RETRY_SCHEDULED, {"error": error, "retry_at": item.retry_at}
+                    op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
                 else:
                     c.execute(Q_FAIL, args)
-                    kind, detail = EventKind.FAILED, {"error": error}
+                    op, kind = "fail", EventKind.FAILED
                 row = c.fetchone()
                 if row is not None:
                     c.execute(
@@ -703,23 +747,34 @@ class PostgresBackend:
                     )
                     out[i] = True
                 else:
-                    self._refused(c, lease, "fail", now)
+                    out[i] = self._refused(c, lease, "fail", now, repeat=repeat, applied_as=op)
             return out
 
-        return self._write(body)
+        return self._run(body, on_unknown=lambda c: body(c, True))
 
-    def release(self, leases: Sequence[Lease], now: float, reason: str) -> list[bool]:
+    def release(self, leases: Sequence[Lease], clock: Clock, reason: str, *, repeat: bool = False) -> list[bool]:
         return self._simple_worker_write(
-            Q_RELEASE, EventKind.RELEASED, leases, now, {"reason": _text(reason)}, notify=True
+            Q_RELEASE, EventKind.RELEASED, leases, clock, {"reason": _text(reason)}, notify=True, repeat=repeat
         )
 
-    def ack_cancel(self, leases: Sequence[Lease], now: float) -> list[bool]:
-        return self._simple_worker_write(Q_ACK_CANCEL, EventKind.CANCELLED, leases, now, {"by": "worker"}, notify=False)
+    def ack_cancel(self, leases: Sequence[Lease], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        return self._simple_worker_write(
+            Q_ACK_CANCEL, EventKind.CANCELLED, leases, clock, {"by": "worker"}, notify=False, repeat=repeat
+        )
 
     def _simple_worker_write(
-        self, query: str, kind: EventKind, leases: Sequence[Lease], now: float, detail: dict[str, Any], *, notify: bool
+        self,
+        query: str,
+        kind: EventKind,
+        leases: Sequence[Lease],
+        clock: Clock,
+        detail: dict[str, Any],
+        *,
+        notify: bool,
+        repeat: bool,
     ) -> list[bool]:
-        def body(c: Cursor) -> list[bool]:
+        def body(c: Cursor, repeat: bool = repeat) -> list[bool]:
+            now = clock()
             out = [False] * len(leases)
             queues: set[str] = set()
             for i in _by_job_id(leases):
@@ -733,22 +788,28 @@ class PostgresBackend:
                     queues.add(row[1])
                     out[i] = True
                 else:
-                    self._refused(c, lease, kind.value, now)
+                    out[i] = self._refused(c, lease, kind.value, now, repeat=repeat)
             if notify:  # a released job is due at once: let an idle worker take it
                 for queue in sorted(queues):
                     c.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
             return out
 
-        return self._write(body)
+        return self._run(body, on_unknown=lambda c: body(c, True))
 
     def rescue_expired(
-        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str] = (),
+        cutoff: Callable[[float], float] | None = None,
     ) -> list[RescueResult]:
         gone = set(gone_owners)
 
         def body(c: Cursor) -> list[RescueResult]:
+            now = clock()
             out = []
-            c.execute(Q_EXPIRED, (now, list(gone_owners)))
+            c.execute(Q_EXPIRED, (cutoff(now) if cutoff else now, list(gone_owners)))
             for job_id, owner, token, attempts, max_attempts, cancel_requested in c.fetchall():
                 plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
                 c.execute(

@@ -38,6 +38,7 @@ from jobq.backends.base import (
     SORT_FIELDS,
     ActionResult,
     Bucket,
+    Clock,
     Completion,
     Failure,
     HeartbeatResult,
@@ -50,9 +51,12 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.common import (
+    APPLIED_STATUS,
     HISTORY_SAMPLE_LIMIT,
     JOB_COLUMNS,
+    already_applied,
     build_buckets,
+    clip,
     event_from_row,
     job_from_row,
     like_pattern,
@@ -178,6 +182,10 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
+# Worker writes (complete, retry, fail, release, ack_cancel) keep the token of the lease that made
+# them: a write repeated after its commit's reply was lost is then recognised as already applied
+# (``common.already_applied``); every fence still requires status PROCESSING, so a kept token
+# grants nothing. Operator actions and rescues clear it.
 # -- named queries ----------------------------------------------------------------------------
 Q_INSERT_JOB = """
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
@@ -187,6 +195,7 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id"""
 Q_JOB_BY_KEY = "SELECT id FROM jobs WHERE idempotency_key = ?"
 Q_EVENT = "INSERT INTO job_events (job_id, at, kind, actor, attempt, detail) VALUES (?, ?, ?, ?, ?, ?)"
+Q_LEASE_STATE = "SELECT status, lease_token FROM jobs WHERE id = ?"
 
 
 def q_claim(n_queues: int) -> str:
@@ -211,27 +220,27 @@ WHERE id = ? AND status = 'PROCESSING' AND lease_token = ?
 RETURNING cancel_requested"""
 Q_COMPLETE = f"""
 UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = ?1, updated_at = ?1,
-    result = ?2, lease_token = NULL, lease_expires_at = NULL
+    result = ?2, last_error = NULL, lease_expires_at = NULL
 WHERE id = ?3 AND lease_token = ?4 AND status IN {_FROM_COMPLETE}
 RETURNING id, ?4, attempts"""
 Q_RETRY = f"""
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = ?1, run_at = ?2, last_error = ?3,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_expires_at = NULL
 WHERE id = ?4 AND lease_token = ?5 AND status IN {_FROM_FAIL}
 RETURNING attempts"""
 Q_FAIL = f"""
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = ?1, finished_at = ?1, last_error = ?3,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_expires_at = NULL
 WHERE id = ?4 AND lease_token = ?5 AND status IN {_FROM_FAIL}
 RETURNING attempts"""
 Q_RELEASE = """
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = ?1, run_at = ?1,
-    attempts = max(0, attempts - 1), lease_token = NULL, lease_expires_at = NULL
+    attempts = max(0, attempts - 1), lease_expires_at = NULL
 WHERE id = ?2 AND lease_token = ?3 AND status = 'PROCESSING'
 RETURNING attempts"""
 Q_ACK_CANCEL = """
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = ?1, finished_at = ?1,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_expires_at = NULL
 WHERE id = ?2 AND lease_token = ?3 AND status = 'PROCESSING' AND cancel_requested = 1
 RETURNING attempts"""
 Q_RESCUABLE = f"""
@@ -455,8 +464,9 @@ class SqliteBackend:
         return ids
 
     # -- workers ---------------------------------------------------------------------------
-    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float) -> list[Job]:
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         def body(c: Conn) -> list[Job]:
+            now = clock()  # under the write lock: the lease runs from when it is granted
             args = (worker_id, now + lease_seconds, now, now, *queues, now, limit)
             rows = c.execute(q_claim(len(queues)), args).fetchall()
             jobs = sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
@@ -468,12 +478,23 @@ class SqliteBackend:
 
         return self._write(body)
 
-    def _refused(self, c: Conn, lease: Lease, op: str, now: float) -> None:
+    def _refused(
+        self, c: Conn, lease: Lease, op: str, now: float, *, repeat: bool = False, applied_as: str | None = None
+    ) -> bool:
+        """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that
+        had been applied (as ``applied_as``, default ``op``: see ``common.APPLIED_STATUS``) is
+        not refused: True, nothing recorded."""
+        if repeat and (applied_as or op) in APPLIED_STATUS:
+            rows = c.execute(Q_LEASE_STATE, (lease.job_id,)).fetchall()
+            if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
+                return True
         detail = json.dumps({"operation": op, "token": lease.token})
         c.execute(Q_EVENT, (lease.job_id, now, EventKind.STALE_WRITE_REFUSED.value, lease.worker_id, None, detail))
+        return False
 
-    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, now: float) -> list[HeartbeatResult]:
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         def body(c: Conn) -> list[HeartbeatResult]:
+            now = clock()
             out = []
             for lease in leases:
                 rows = c.execute(Q_HEARTBEAT, (now + lease_seconds, now, lease.job_id, lease.token)).fetchall()
@@ -486,83 +507,100 @@ class SqliteBackend:
 
         return self._write(body)
 
-    def complete(self, items: Sequence[Completion], now: float) -> list[bool]:
-        args = [(now, i.result_json, i.lease.job_id, i.lease.token) for i in items]
-
-        def body(c: Conn) -> list[bool]:
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        def body(c: Conn, repeat: bool = repeat) -> list[bool]:
+            now = clock()
+            args = [(now, i.result_json, i.lease.job_id, i.lease.token) for i in items]
             # One prepared statement stepped for the whole group commit; RETURNING names the
             # (job, token) pairs whose lease still held, the others are refused and recorded.
             attempts = {(job_id, token): n for job_id, token, n in c.executemany(Q_COMPLETE, args)}
-            done = [(i.lease.job_id, i.lease.token) in attempts for i in items]
+            done = []
             events = []
-            for item, ok in zip(items, done, strict=True):
+            for item in items:
                 lease = item.lease
-                if ok:
-                    n = attempts[lease.job_id, lease.token]
-                    events.append((lease.job_id, now, EventKind.COMPLETED.value, lease.worker_id, n, None))
+                n = attempts.get((lease.job_id, lease.token))
+                if n is not None:
+                    detail = json.dumps({"note": item.note}) if item.note else None
+                    events.append((lease.job_id, now, EventKind.COMPLETED.value, lease.worker_id, n, detail))
+                    done.append(True)
                 else:
-                    self._refused(c, lease, "complete", now)
+                    done.append(self._refused(c, lease, "complete", now, repeat=repeat))
             c.executemany(Q_EVENT, events)
             return done
 
         return self._write(body)
 
-    def fail(self, items: Sequence[Failure], now: float) -> list[bool]:
-        def body(c: Conn) -> list[bool]:
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        def body(c: Conn, repeat: bool = repeat) -> list[bool]:
+            now = clock()
             out = []
             for item in items:
                 lease = item.lease
                 args = (now, item.retry_at, item.error, lease.job_id, lease.token)
+                detail: dict[str, Any] = {"error": clip(item.error)}
                 if item.retry_at is not None:
                     rows = c.execute(Q_RETRY, args).fetchall()
-                    kind, detail = EventKind.RETRY_SCHEDULED, {"error": item.error, "retry_at": item.retry_at}
+                    op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
                 else:
                     rows = c.execute(Q_FAIL, args).fetchall()
-                    kind, detail = EventKind.FAILED, {"error": item.error}
+                    op, kind = "fail", EventKind.FAILED
                 if rows:
                     c.execute(Q_EVENT, (lease.job_id, now, kind.value, lease.worker_id, rows[0][0], json.dumps(detail)))
+                    out.append(True)
                 else:
-                    self._refused(c, lease, "fail", now)
-                out.append(bool(rows))
+                    out.append(self._refused(c, lease, "fail", now, repeat=repeat, applied_as=op))
             return out
 
         return self._write(body)
 
-    def release(self, leases: Sequence[Lease], now: float, reason: str) -> list[bool]:
-        return self._simple_worker_write(Q_RELEASE, EventKind.RELEASED, leases, now, {"reason": reason})
+    def release(self, leases: Sequence[Lease], clock: Clock, reason: str, *, repeat: bool = False) -> list[bool]:
+        return self._simple_worker_write(Q_RELEASE, EventKind.RELEASED, leases, clock, {"reason": reason}, repeat)
 
-    def ack_cancel(self, leases: Sequence[Lease], now: float) -> list[bool]:
-        return self._simple_worker_write(Q_ACK_CANCEL, EventKind.CANCELLED, leases, now, {"by": "worker"})
+    def ack_cancel(self, leases: Sequence[Lease], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        return self._simple_worker_write(Q_ACK_CANCEL, EventKind.CANCELLED, leases, clock, {"by": "worker"}, repeat)
 
     def _simple_worker_write(
-        self, query: str, kind: EventKind, leases: Sequence[Lease], now: float, detail: dict[str, Any]
+        self,
+        query: str,
+        kind: EventKind,
+        leases: Sequence[Lease],
+        clock: Clock,
+        detail: dict[str, Any],
+        repeat: bool,
     ) -> list[bool]:
-        def body(c: Conn) -> list[bool]:
+        def body(c: Conn, repeat: bool = repeat) -> list[bool]:
+            now = clock()
             out = []
             for lease in leases:
                 rows = c.execute(query, (now, lease.job_id, lease.token)).fetchall()
                 if rows:
                     c.execute(Q_EVENT, (lease.job_id, now, kind.value, lease.worker_id, rows[0][0], json.dumps(detail)))
+                    out.append(True)
                 else:
-                    self._refused(c, lease, kind.value, now)
-                out.append(bool(rows))
+                    out.append(self._refused(c, lease, kind.value, now, repeat=repeat))
             return out
 
         return self._write(body)
 
     def rescue_expired(
-        self, now: float, backoff: Callable[[int], float], actor: str, gone_owners: Sequence[str] = ()
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str] = (),
+        cutoff: Callable[[float], float] | None = None,
     ) -> list[RescueResult]:
         marks = ", ".join("?" * len(gone_owners))
         due = f"({Q_LEASE_GONE}{f' OR lease_owner IN ({marks})' if gone_owners else ''})"
-        args = (now, *gone_owners)
         # Look before taking the write lock: every live worker runs this every few seconds, and
         # an idle queue should see no writes from it (the seed's sqlite3 shell has no busy timeout).
-        if not self._read(lambda c: c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1", args).fetchall()):
+        if not self._read(lambda c: c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1", (clock(), *gone_owners)).fetchall()):
             return []
         gone = set(gone_owners)
 
         def body(c: Conn) -> list[RescueResult]:
+            now = clock()
+            args = ((cutoff or _same)(now), *gone_owners)
             out = []
             rows = c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1000", args).fetchall()
             for job_id, owner, token, attempts, max_attempts, cancel_requested in rows:
@@ -799,6 +837,10 @@ class SqliteBackend:
     def wal_checkpoint(self) -> None:
         with self._lock, contextlib.suppress(apsw.Error):
             self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _same(now: float) -> float:
+    return now
 
 
 def _check_sqlite_version() -> None:

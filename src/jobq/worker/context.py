@@ -37,6 +37,11 @@ class JobContext:
         self.started = time.monotonic()
 
     @property
+    def key(self) -> tuple[int, str | None]:
+        """Which run this is: the job and the lease it was claimed with."""
+        return (self.job.id, self.job.lease_token)
+
+    @property
     def payload(self) -> Any:
         return self.job.payload
 

@@ -42,7 +42,9 @@ class Heartbeater(Looper):
         w = self.worker
         try:
             with w.write_lock:
-                running = [ctx for ctx in w.active() if not ctx.settled]
+                # A lease already known lost is not beaten again: each beat would only be refused
+                # and recorded once more.
+                running = [ctx for ctx in w.active() if not ctx.settled and not ctx.lease_lost]
                 results = w.queue.heartbeat_many([ctx.job for ctx in running])
             w.queue.backend.worker_seen(w.id, time.time(), [c.job.id for c in running], w.jobs_done, w.jobs_failed)
         except JobqError as exc:

@@ -16,6 +16,7 @@ transaction per job, as it should be.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import queue as stdqueue
@@ -31,9 +32,10 @@ from types import FrameType
 from typing import Any
 
 from jobq.backends.base import Listener, WorkerInfo
-from jobq.errors import JobCancelled, JobqError, LeaseLost, StorageError
+from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
-from jobq.queue import Queue, encode_json
+from jobq.payloads import encode_json
+from jobq.queue import Queue
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.registry import Handler
@@ -45,15 +47,49 @@ log = logging.getLogger("jobq.worker")
 BUSY_POLL_SECONDS = 0.05
 #: Longest sleep between checks of the stop flag (a signal does not interrupt select()).
 MAX_SLEEP_SECONDS = 1.0
+#: After an error in the worker loop, wait this long, doubling up to the cap while it repeats.
+LOOP_ERROR_BACKOFF_SECONDS = 0.5
+LOOP_ERROR_BACKOFF_CAP_SECONDS = 30.0
+
+
+class Outcome(enum.Enum):
+    """What a run of a handler comes to, and so which write records it."""
+
+    COMPLETE = "complete"
+    """The handler returned: COMPLETED (also when a cancel came after it had finished)."""
+    FAIL = "fail"
+    """It raised (or cannot run): retried after backoff while attempts are left, else FAILED."""
+    CANCEL = "cancel"
+    """It stopped because an operator asked: CANCELLED."""
+    NONE = "none"
+    """Nothing to write: the lease was lost, or the outcome was already recorded (timeout)."""
 
 
 @dataclass(slots=True)
 class _Outcome:
     ctx: JobContext
-    kind: str  # "complete" | "fail" | "cancel" | "none"
+    kind: Outcome
     result: Any = None
     error: str = ""
     retry: bool = True
+    note: str | None = None
+    sent: bool = False
+    """Its write was sent before and failed: it may have committed, so it is repeated as such."""
+
+
+#: Which outcomes are still unwritten when the write of a kind fails (kinds are written in this order).
+_KINDS_FROM = {
+    Outcome.COMPLETE: (Outcome.COMPLETE, Outcome.FAIL, Outcome.CANCEL),
+    Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL),
+    Outcome.CANCEL: (Outcome.CANCEL,),
+}
+#: Longest error text put on one log line (the whole traceback is in the job's history).
+LOG_LINE_MAX_CHARS = 500
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:LOG_LINE_MAX_CHARS]
 
 
 def new_worker_id() -> str:
@@ -98,7 +134,10 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.jobs_done = 0
         self.jobs_failed = 0
-        self._active: dict[int, JobContext] = {}
+        # Keyed by (job id, lease token): after a lost lease this worker may claim the same job
+        # again while the old handler thread still runs; forgetting the old run must not drop
+        # the new lease (it would stop being heartbeated and expire in a healthy worker).
+        self._active: dict[tuple[int, str | None], JobContext] = {}
         self._active_lock = threading.Lock()
         self._work: stdqueue.Queue[JobContext | None] = stdqueue.Queue()
         self._outcomes: list[_Outcome] = []
@@ -121,7 +160,8 @@ class Worker:
     def forget(self, ctx: JobContext) -> None:
         """Stop tracking a job whose outcome was already settled (lease lost, timed out)."""
         with self._active_lock:
-            self._active.pop(ctx.job.id, None)
+            if self._active.get(ctx.key) is ctx:
+                del self._active[ctx.key]
 
     # -- control -----------------------------------------------------------------------------
     def stop(self, *, force: bool = False) -> None:
@@ -197,35 +237,50 @@ class Worker:
 
     # -- the main loop -------------------------------------------------------------------------
     def _main_loop(self) -> None:
-        assert self._listener is not None
+        failures = 0
         while not self._stopping.is_set():
-            self._flush()
-            active = len(self.active())
-            free = self.capacity - active
-            # Refill when at least half the slots are free (or all are): fewer, larger claims.
-            if self.healthy and free > 0 and (active == 0 or free * 2 >= self.capacity):
-                try:
-                    jobs = self.queue.claim_many(self.id, free, queue=self.queues)
-                except StorageError as exc:
-                    log.error("claim failed: %s", exc)
-                    jobs = []
-                    self._stopping.wait(MAX_SLEEP_SECONDS)
-                if jobs:
-                    self._dispatch(jobs)
-                    continue
-            if active:
-                self._outcome_ready.wait(BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS)
-                self._outcome_ready.clear()
-                continue
-            if self.exit_when_idle and not self._pending_outcomes():
-                return
-            self._listener.wait(self._idle_sleep())
+            try:
+                if not self._step():
+                    return
+                failures = 0
+            except Exception as exc:
+                # A StorageError (database away) or anything else (a bug of ours, a driver's
+                # surprise): log it, back off, go on. The same error every time must not become
+                # a crash loop under supervisord while the queue grows (see jobq.payloads).
+                failures += 1
+                pause = min(LOOP_ERROR_BACKOFF_CAP_SECONDS, LOOP_ERROR_BACKOFF_SECONDS * 2 ** min(failures - 1, 10))
+                log.error("worker loop: %s (again in %.1f s)", _one_line(exc), pause)
+                if not isinstance(exc, JobqError):
+                    log.debug("worker loop error", exc_info=True)
+                self._stopping.wait(pause)
+
+    def _step(self) -> bool:
+        """One pass: record finished outcomes, claim into free slots, else wait. False: idle and
+        ``exit_when_idle``, so stop."""
+        assert self._listener is not None
+        self._flush()
+        active = len(self.active())
+        free = self.capacity - active
+        # Refill when at least half the slots are free (or all are): fewer, larger claims.
+        if self.healthy and free > 0 and (active == 0 or free * 2 >= self.capacity):
+            jobs = self.queue.claim_many(self.id, free, queue=self.queues)
+            if jobs:
+                self._dispatch(jobs)
+                return True
+        if active:
+            self._outcome_ready.wait(BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS)
+            self._outcome_ready.clear()
+            return True
+        if self.exit_when_idle and not self._pending_outcomes():
+            return False
+        self._listener.wait(self._idle_sleep())
+        return True
 
     def _idle_sleep(self) -> float:
         sleep = min(self.settings.poll_interval_seconds, MAX_SLEEP_SECONDS)
         try:
             due = self.queue.backend.next_due_at(self.queues)
-        except StorageError:
+        except Exception:  # noqa: BLE001 - only a hint for how long to sleep
             return sleep
         if due is not None:
             sleep = min(sleep, max(0.0, due - self.queue.clock()))
@@ -235,7 +290,7 @@ class Worker:
         for job in jobs:
             ctx = JobContext(job, self.queue, self.id)
             with self._active_lock:
-                self._active[job.id] = ctx
+                self._active[ctx.key] = ctx
             self._work.put(ctx)
 
     def _pending_outcomes(self) -> bool:
@@ -252,31 +307,36 @@ class Worker:
 
     def _execute(self, ctx: JobContext) -> _Outcome:
         if self._forced.is_set() or ctx.lease_lost:
-            return _Outcome(ctx, "none")
+            return _Outcome(ctx, Outcome.NONE)
+        if ctx.job.defect:
+            # A row that cannot be read as a job fails that job, never the worker.
+            return _Outcome(ctx, Outcome.FAIL, error=f"cannot run this job: {ctx.job.defect}", retry=False)
         handler = self.handlers.get(ctx.job.task) or self.handlers.get("")
         if handler is None:
             known = ", ".join(sorted(repr(k) for k in self.handlers)) or "none"
-            return _Outcome(ctx, "fail", error=f"no handler for task {ctx.job.task!r} (known: {known})", retry=False)
+            error = f"no handler for task {ctx.job.task!r} (known: {known})"
+            return _Outcome(ctx, Outcome.FAIL, error=error, retry=False)
         try:
             result = handler(ctx)
         except LeaseLost as exc:
             log.warning("%s", exc)
-            return _Outcome(ctx, "none")
+            return _Outcome(ctx, Outcome.NONE)
         except JobCancelled as exc:
             if ctx.cancel_requested:
-                return _Outcome(ctx, "cancel")
-            return _Outcome(ctx, "fail", error=str(exc))
+                return _Outcome(ctx, Outcome.CANCEL)
+            return _Outcome(ctx, Outcome.FAIL, error=str(exc))
         except PermanentError as exc:
-            return _Outcome(ctx, "fail", error=str(exc), retry=False)
+            return _Outcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
         except Exception:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
-            return _Outcome(ctx, "fail", error=traceback.format_exc())
-        if ctx.cancel_requested:
-            return _Outcome(ctx, "cancel")
+            return _Outcome(ctx, Outcome.FAIL, error=traceback.format_exc())
         try:
             encode_json(result, "result")
         except JobqError as exc:
-            return _Outcome(ctx, "fail", error=str(exc), retry=False)
-        return _Outcome(ctx, "complete", result=result)
+            return _Outcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
+        # The handler finished: its effect happened, so the job is COMPLETED even if a cancel
+        # arrived meanwhile (recording CANCELLED would drop the result of work that was done).
+        note = "a cancel was requested after the handler had finished" if ctx.cancel_requested else None
+        return _Outcome(ctx, Outcome.COMPLETE, result=result, note=note)
 
     def _record(self, outcome: _Outcome) -> None:
         with self._outcomes_lock:
@@ -294,41 +354,63 @@ class Worker:
             self._write_outcomes(batch)
 
     def _write_outcomes(self, batch: list[_Outcome]) -> None:
-        pending = [o for o in batch if not o.ctx.settled and not o.ctx.lease_lost]
-        try:
-            completes = [o for o in pending if o.kind == "complete"]
-            fails = [o for o in pending if o.kind == "fail"]
-            if completes:
-                done = self.queue.complete_many([(o.ctx.job, o.result) for o in completes])
-                for o, ok in zip(completes, done, strict=True):
-                    if ok:
-                        self.jobs_done += 1
-                    else:
-                        log.warning("job %s: lease lost, completion refused", o.ctx.job.id)
-            if fails:
-                failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in fails])
-                for o, (status, ok) in zip(fails, failed, strict=True):
-                    self.jobs_failed += 1
-                    level = logging.WARNING if ok else logging.ERROR
-                    log.log(
-                        level,
-                        "job %s failed (%s): %s",
-                        o.ctx.job.id,
-                        status if ok else "refused",
-                        o.error.strip().splitlines()[-1] if o.error.strip() else "",
-                    )
-            for o in pending:
-                if o.kind == "cancel":
-                    self.queue.ack_cancel(o.ctx.job)
-        except StorageError as exc:
-            # Keep them: every write is fenced, so recording them later is safe (solid_queue#748).
-            log.error("could not record %d outcomes, will retry: %s", len(batch), exc)
-            with self._outcomes_lock:
-                self._outcomes[:0] = batch
-            self._stopping.wait(MAX_SLEEP_SECONDS)
-            return
+        """One write per kind of outcome. A group whose write fails is kept for the next flush:
+        every worker write is fenced by its lease and recognised when repeated after a commit
+        whose reply was lost, so writing it again is safe (solid_queue#748)."""
+        todo = []
         for o in batch:
-            self.forget(o.ctx)
+            if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:
+                self.forget(o.ctx)
+            else:
+                todo.append(o)
+        for kind, write in (
+            (Outcome.COMPLETE, self._write_completions),
+            (Outcome.FAIL, self._write_failures),
+            (Outcome.CANCEL, self._write_cancels),
+        ):
+            group = [o for o in todo if o.kind is kind]
+            if not group:
+                continue
+            try:
+                write(group)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, keep the outcomes and retry
+                for o in group:
+                    o.sent = True
+                left = [o for o in todo if o.kind in _KINDS_FROM[kind]]
+                log.error("could not record %d outcome(s), will retry: %s", len(left), _one_line(exc))
+                with self._outcomes_lock:
+                    self._outcomes[:0] = left
+                self._stopping.wait(MAX_SLEEP_SECONDS)
+                return
+            for o in group:
+                self.forget(o.ctx)
+
+    def _write_completions(self, group: list[_Outcome]) -> None:
+        done = self.queue.complete_many(
+            [(o.ctx.job, o.result) for o in group], notes=[o.note for o in group], repeat=any(o.sent for o in group)
+        )
+        for o, ok in zip(group, done, strict=True):
+            if ok:
+                self.jobs_done += 1
+            else:
+                log.warning("job %s: lease lost, completion refused", o.ctx.job.id)
+
+    def _write_failures(self, group: list[_Outcome]) -> None:
+        failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in group], repeat=any(o.sent for o in group))
+        for o, (status, ok) in zip(group, failed, strict=True):
+            self.jobs_failed += 1
+            last = o.error.strip().splitlines()[-1] if o.error.strip() else ""
+            log.log(
+                logging.WARNING if ok else logging.ERROR,
+                "job %s failed (%s): %s",
+                o.ctx.job.id,
+                status if ok else "refused",
+                last[:LOG_LINE_MAX_CHARS],
+            )
+
+    def _write_cancels(self, group: list[_Outcome]) -> None:
+        for o in group:
+            self.queue.ack_cancel(o.ctx.job, repeat=o.sent)
 
     # -- shutdown ------------------------------------------------------------------------------
     def _drain(self) -> None:

@@ -1,0 +1,121 @@
+"""JSON in and out of the store, safely: payloads, results and event details.
+
+jobq never pickles. What it writes is checked before it is serialised (size and nesting, walked
+without recursion); what it reads is decoded without ever raising, because a row can be written
+by hand, by another program or by an older version: one bad row must fail its own job, never the
+worker, the CLI or the apps that read it (a 2 KB payload nested ~990 levels deep used to raise
+``RecursionError`` in the claim path and crash-loop every consumer).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jobq.errors import InvalidPayload
+
+JSON_DEPTH_LIMIT = 64
+"""Deepest nesting of lists and objects accepted in a payload or a result."""
+JSON_DECODE_DEPTH_LIMIT = 256
+"""Deepest nesting decoded from a stored row; deeper text is kept as text (far below where
+Python's recursive decoder would raise RecursionError, also on a worker thread's stack)."""
+
+
+def walk(value: Any, limit: int, what: str = "payload") -> int:
+    """A cheap lower bound of ``value``'s JSON size, walking no further than ``limit`` bytes.
+
+    Lets a huge payload be refused before it is serialised (which would copy it once as JSON
+    and once more as UTF-8): every string costs at least its length, every item a byte. Raises
+    InvalidPayload when lists and objects nest deeper than ``JSON_DEPTH_LIMIT`` (checked with an
+    explicit stack: a deep value must not exhaust Python's recursion here either).
+    """
+    total = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack and total <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item) + 2
+        elif isinstance(item, dict | list | tuple):
+            if depth >= JSON_DEPTH_LIMIT:
+                raise InvalidPayload(f"{what} nests lists/objects deeper than {JSON_DEPTH_LIMIT} levels")
+            total += 2 + len(item)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        else:
+            total += 1
+    return total
+
+
+def encode_json(value: Any, what: str = "payload") -> str:
+    """Serialise to compact JSON, or raise InvalidPayload with a one-line reason."""
+    walk(value, 1 << 62, what)  # the depth check; the size is the caller's business
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
+    if not is_unicode(text):
+        raise InvalidPayload(f"{what} holds text that is not valid Unicode (e.g. undecodable bytes)")
+    return text
+
+
+def is_unicode(text: str) -> bool:
+    """False for lone surrogates (what Python makes of undecodable bytes in argv or file names):
+    they cannot be stored as UTF-8; catch them here rather than deep in a driver."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in JSON ``text`` (brackets inside strings do not count)."""
+    if text.count("[") + text.count("{") <= JSON_DECODE_DEPTH_LIMIT:
+        return 0  # cannot be too deep: skip the scan (the common case, and the claim's hot path)
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode_json(stored: object) -> tuple[Any, str | None]:
+    """Decode a stored JSON column: ``(value, None)``, or ``(shown, reason)`` when it cannot be.
+
+    Never raises. ``shown`` is then the stored text (or its repr), so listings still show it.
+    """
+    if stored is None:
+        return None, None
+    if isinstance(stored, bytes):
+        try:
+            stored = stored.decode()
+        except UnicodeDecodeError:
+            return repr(stored[:200]), "stored as bytes that are not UTF-8 text"
+    if not isinstance(stored, str):
+        return stored, f"stored as {type(stored).__name__}, not JSON text"
+    if nesting_depth(stored) > JSON_DECODE_DEPTH_LIMIT:
+        return stored, f"JSON nested deeper than {JSON_DECODE_DEPTH_LIMIT} levels"
+    try:
+        return json.loads(stored), None
+    except RecursionError:
+        return stored, "JSON nested too deeply to decode"
+    except ValueError as exc:  # JSONDecodeError, and raw NUL or control characters
+        return stored, f"not valid JSON ({str(exc).splitlines()[0][:120]})"
+
+
+def loads(stored: object) -> Any:
+    """Decode a stored JSON column for display; a value that is not JSON is shown as text."""
+    return decode_json(stored)[0]
