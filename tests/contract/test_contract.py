@@ -518,3 +518,108 @@ def test_jobs_of_a_gone_worker_are_rescued_before_their_lease_expires(queue: job
     assert queue.get(live_job).status == R
     with pytest.raises(jobq.LeaseLost):
         queue.complete(dead)
+
+
+# -- hardening: repeated writes, late clocks, stalls, bad rows -----------------------------------
+def test_a_repeated_write_that_had_committed_is_recognised_not_refused(queue: jobq.Queue) -> None:
+    """After a commit whose reply was lost, the worker repeats its write with ``repeat=True``."""
+    done_id, failed_id, retried_id = queue.enqueue_many(["c", "f", "r"])
+    jobs = {j.id: j for j in queue.claim_many("w", 3)}
+    queue.complete(jobs[done_id], {"ok": 1})
+    queue.fail(jobs[failed_id], "bad", retry=False)
+    queue.fail(jobs[retried_id], "flaky")
+    assert queue.complete_many([(jobs[done_id], {"ok": 1})], repeat=True) == [True]
+    assert queue.fail_many([(jobs[failed_id], "bad", False), (jobs[retried_id], "flaky", True)], repeat=True) == [
+        (F, True),
+        (P, True),
+    ]
+    for job_id in (done_id, failed_id, retried_id):
+        assert "stale_write_refused" not in kinds(queue, job_id)
+    assert kinds(queue, done_id).count("completed") == 1
+    # Without repeat a second write with the same lease is refused, as any stale one.
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(jobs[done_id])
+
+
+def test_a_repeat_does_not_accept_a_write_that_another_lease_superseded(queue: jobq.Queue, clock) -> None:
+    job_id = queue.enqueue("x")
+    a = queue.claim("A", lease=5)
+    assert a is not None
+    clock.advance(6)
+    queue.rescue_expired()
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    b = queue.claim("B", lease=60)
+    assert b is not None and b.id == job_id
+    queue.complete(b)
+    assert queue.complete_many([(a, None)], repeat=True) == [False]
+    assert kinds(queue, job_id)[-1] == "stale_write_refused"
+
+
+def test_completion_clears_the_error_of_an_earlier_attempt(queue: jobq.Queue, clock) -> None:
+    job_id = queue.enqueue("x", max_attempts=3)
+    first = queue.claim("w")
+    assert first is not None
+    queue.fail(first, "boom")
+    assert queue.get(job_id).last_error == "boom"
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    second = queue.claim("w")
+    assert second is not None
+    queue.complete(second)
+    done = queue.get(job_id)
+    assert (done.status, done.last_error) == (C, None)
+    assert queue.events(job_id)[2].detail["error"] == "boom"  # the history keeps it
+
+
+def test_completion_note_is_recorded(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.complete_many([(job, 1)], notes=["a cancel came too late"]) == [True]
+    assert queue.events(job_id)[-1].detail == {"note": "a cancel came too late"}
+
+
+def test_worker_writes_read_the_clock_when_they_happen(queue: jobq.Queue, clock) -> None:
+    """The time is read inside the transaction (after any wait for a lock), not before."""
+    queue.enqueue("x")
+    calls = []
+
+    def later() -> float:
+        calls.append(clock.now)
+        return clock.now
+
+    queue.clock = later
+    job = queue.claim("w", lease=10)
+    assert job is not None and calls  # the backend asked for the time itself
+    assert job.lease_expires_at == pytest.approx(clock.now + 10)
+
+
+def test_rescue_cutoff_spares_leases_that_expired_after_it(queue: jobq.Queue, clock) -> None:
+    early, late = queue.enqueue_many(["early", "late"])
+    a = queue.claim("A", lease=5)
+    clock.advance(3)
+    b = queue.claim("B", lease=5)
+    assert a is not None and b is not None and (a.id, b.id) == (early, late)
+    clock.advance(10)  # both leases expired: A's at +5, B's at +8
+    start = clock.now
+    rescued = queue.rescue_expired(cutoff=lambda now: start - 13 + 6)  # a stall began at +6
+    assert [r.job_id for r in rescued] == [early]
+    assert queue.get(late).status == R
+    assert queue.rescue_expired() and queue.get(late).status == P
+
+
+def test_enqueue_refuses_too_deep_a_payload(queue: jobq.Queue) -> None:
+    from jobq.payloads import JSON_DEPTH_LIMIT
+
+    deep: object = "leaf"
+    for _ in range(990):
+        deep = [deep]
+    with pytest.raises(jobq.InvalidPayload, match="deeper than"):
+        queue.enqueue(deep)
+    ok: object = 1
+    for _ in range(JSON_DEPTH_LIMIT):
+        ok = {"k": ok}
+    job_id = queue.enqueue(ok)
+    assert queue.get(job_id).payload == ok and queue.get(job_id).defect is None
+    with pytest.raises(jobq.InvalidPayload):
+        queue.enqueue({"k": ok})
+    assert queue.count() == 1

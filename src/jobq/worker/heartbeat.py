@@ -33,20 +33,26 @@ class Heartbeater(Looper):
         super().__init__(min(self.every, TIMEOUT_CHECK_SECONDS), jitter=0.0)
         self._last = 0.0
         self._last_ok = time.monotonic()
+        self._last_tick = time.monotonic()
 
     def tick(self) -> None:
+        w = self.worker
+        # Ticks come every `interval`: a much later one means this process was frozen, and
+        # if it froze holding the database's lock, every other writer stalled with it.
+        late = time.monotonic() - self._last_tick - self.interval
+        self._last_tick = time.monotonic()
+        w.stalls.loop_late(late)
         self._check_timeouts()
         if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
-        w = self.worker
         try:
-            with w.write_lock:
+            with w.stalls.write(), w.write_lock:
                 # A lease already known lost is not beaten again: each beat would only be refused
                 # and recorded once more.
                 running = [ctx for ctx in w.active() if not ctx.settled and not ctx.lease_lost]
                 results = w.queue.heartbeat_many([ctx.job for ctx in running])
-            w.queue.backend.worker_seen(w.id, time.time(), [c.job.id for c in running], w.jobs_done, w.jobs_failed)
+                w.queue.backend.worker_seen(w.id, time.time(), [c.job.id for c in running], w.jobs_done, w.jobs_failed)
         except JobqError as exc:
             w.healthy = time.monotonic() - self._last_ok < w.settings.lease_seconds / 2
             log.error("heartbeat failed: %s%s", exc, "" if w.healthy else " (not claiming until it works)")

@@ -10,6 +10,7 @@ import time
 from jobq.job import JobStatus
 from jobq.queue import Queue
 from jobq.worker.looper import Looper
+from jobq.worker.stall import StallWatch
 
 log = logging.getLogger("jobq.worker")
 
@@ -38,14 +39,17 @@ class Rescuer(Looper):
     On a single-host store (SQLite) it also notices registered workers of this host whose process
     is gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
     their registry rows are marked stopped. Liveness, not time: a slow live worker is never touched.
+    A lease that expired only because no one could write (a stall this process saw, see
+    ``jobq.worker.stall``) is not taken as a dead worker either.
     """
 
     name = "rescuer"
 
-    def __init__(self, queue: Queue, worker_id: str, interval: float) -> None:
+    def __init__(self, queue: Queue, worker_id: str, interval: float, stalls: StallWatch | None = None) -> None:
         super().__init__(interval, jitter=0.3)
         self.queue = queue
         self.worker_id = worker_id
+        self.stalls = stalls
 
     def gone_workers(self) -> list[str]:
         if not getattr(self.queue.backend, "single_host", False):
@@ -59,7 +63,8 @@ class Rescuer(Looper):
 
     def tick(self) -> None:
         gone = self.gone_workers()
-        for r in self.queue.rescue_expired(actor=self.worker_id, gone_owners=gone):
+        cutoff = self.stalls.rescue_cutoff() if self.stalls else None
+        for r in self.queue.rescue_expired(actor=self.worker_id, gone_owners=gone, cutoff=cutoff):
             log.warning("job %s: worker %s is gone or its lease expired -> %s", r.job_id, r.previous_owner, r.outcome)
         for worker_id in gone:
             log.warning("worker %s exited without stopping; marked stopped", worker_id)

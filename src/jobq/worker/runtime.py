@@ -40,6 +40,7 @@ from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.registry import Handler
 from jobq.worker.rescuer import Pruner, Rescuer
+from jobq.worker.stall import StallWatch
 
 log = logging.getLogger("jobq.worker")
 
@@ -150,6 +151,10 @@ class Worker:
         #: races a completion of the same job (it would be refused and look like a lost lease).
         self.write_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        heartbeat = self.settings.heartbeat_seconds
+        self.stalls = StallWatch(
+            queue.clock, threshold=heartbeat / 2, margin=heartbeat, grace=self.settings.lease_seconds
+        )
         self._listener: Listener | None = None
 
     # -- what the loops see ------------------------------------------------------------------
@@ -206,7 +211,7 @@ class Worker:
         log.info("worker %s (%s) started on queues %s", self.id, self.name, ",".join(self.queues))
         loops = [
             Heartbeater(self),
-            Rescuer(self.queue, self.id, self.settings.rescue_interval_seconds),
+            Rescuer(self.queue, self.id, self.settings.rescue_interval_seconds, self.stalls),
         ]
         if self.settings.prune_after_seconds:
             loops.append(Pruner(self.queue, self.settings.prune_after_seconds))

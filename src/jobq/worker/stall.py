@@ -1,0 +1,112 @@
+"""Stalls this process saw: when an expired lease is no evidence that its worker died.
+
+Rescue is liveness-based: a lease expires because its worker stopped heartbeating. But a lease can
+also expire because *nobody* could write: on SQLite a process frozen (SIGSTOP, a debugger, a VM
+pause) while it holds the write lock stops every writer; on PostgreSQL a restart or failover
+refuses every write. When the stall ends, the first rescuer to get in would find the live workers'
+leases expired (their heartbeats were waiting too) and take their jobs, which then run twice.
+
+Every worker process writes at least every ``heartbeat_seconds`` (its heartbeat and registry
+row), so it notices such a stall itself, as a write that waited longer than ``threshold`` (or
+failed), or as its own loop running late (the process itself was frozen). A lease that expired
+after the stall began (less a heartbeat's margin) is then not counted as lost until the stall has
+been over for ``grace`` seconds: long enough for every live worker's waiting heartbeat to land.
+A worker that really died during the stall is rescued that much later; one whose process is known
+to be gone (same process table, pid gone) is rescued at once as always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+
+class StallWatch:
+    """Remembers the latest stall (start and end, in the queue's clock) this process observed.
+
+    Args:
+        clock: the queue's clock (UNIX seconds; leases are stamped with it).
+        threshold: a write that took longer than this, or a loop this late, counts as a stall.
+        margin: leases that expired up to this long before a stall began are excused too (the
+            stall may have begun before this process noticed it: up to one heartbeat earlier).
+        grace: how long after a stall ends expired leases are still excused.
+    """
+
+    def __init__(self, clock: Callable[[], float], *, threshold: float, margin: float, grace: float) -> None:
+        self.clock = clock
+        self.threshold = threshold
+        self.margin = margin
+        self.grace = grace
+        self._lock = threading.RLock()
+        self._start: float | None = None
+        self._end: float | None = None
+        self._failing_since: float | None = None
+        self._in_flight: dict[object, float] = {}
+
+    def note(self, start: float, end: float) -> None:
+        """Record that writes were impossible from ``start`` to ``end``."""
+        with self._lock:
+            if self._start is not None and self._end is not None and start <= self._end + self.grace:
+                start = min(start, self._start)  # overlapping or back to back: one longer stall
+            self._start, self._end = start, max(end, self._end or end)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """Time a write this process makes every heartbeat. While it waits, it already counts:
+        the rescuer may get the lock before this write does, and must know it was waiting."""
+        started, began = self.clock(), time.monotonic()
+        key = object()
+        with self._lock:
+            self._in_flight[key] = started
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                if self._failing_since is None:  # unreachable until a write succeeds again
+                    self._failing_since = started
+            raise
+        else:
+            seconds = time.monotonic() - began
+            with self._lock:
+                failing_since, self._failing_since = self._failing_since, None
+                if failing_since is not None:
+                    self.note(failing_since, started + seconds)
+                elif seconds > self.threshold:
+                    self.note(started, started + seconds)
+        finally:
+            with self._lock:
+                del self._in_flight[key]
+
+    def loop_late(self, seconds: float) -> None:
+        """A loop ran ``seconds`` later than it should have (this process was frozen or starved)."""
+        if seconds > self.threshold:
+            now = self.clock()
+            self.note(now - seconds, now)
+
+    def excused_since(self, now: float) -> float | None:
+        """Leases that expired at or after this time are not evidence of a dead worker (None:
+        every expired lease is)."""
+        with self._lock:
+            since = [t for t in self._in_flight.values() if now - t > self.threshold]
+            if self._failing_since is not None:
+                since.append(self._failing_since)
+            if self._start is not None and self._end is not None and (since or now <= self._end + self.grace):
+                since.append(self._start)
+            return min(since) - self.margin if since else None
+
+    def rescue_cutoff(self) -> Callable[[float], float]:
+        """A ``cutoff`` for ``Queue.rescue_expired``: given the time read under the lock, the
+        expiry before which a lease counts as lost. The rescue's own wait for the lock, if it was
+        a stall, counts as one too."""
+        asked = time.monotonic()
+
+        def cutoff(now: float) -> float:
+            waited = time.monotonic() - asked
+            if waited > self.threshold:
+                self.note(now - waited, now)
+            since = self.excused_since(now)
+            return now if since is None else min(now, since)
+
+        return cutoff
