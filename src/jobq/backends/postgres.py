@@ -249,6 +249,10 @@ Q_CLAIMED_BY_NONCE = f"""
 SELECT {_COLS} FROM jobs
 WHERE status = 'PROCESSING' AND lease_owner = %(worker)s AND starts_with(lease_token, %(nonce)s)"""
 Q_LEASE_STATE = "SELECT status, lease_token FROM jobs WHERE id = %s"
+# Heartbeats lock their rows first and read the clock after: an UPDATE that waits for a row lock
+# (an operator's or a rescuer's FOR UPDATE) evaluates its SET before the wait, so the lease would
+# run from before it. One more round trip, once per heartbeat interval.
+Q_LOCK_JOBS = "SELECT id FROM jobs WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 Q_HEARTBEAT = """
 UPDATE jobs SET lease_expires_at = %s, updated_at = %s
 WHERE id = %s AND status = 'PROCESSING' AND lease_token = %s
@@ -684,6 +688,7 @@ class PostgresBackend:
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         def body(c: Cursor) -> list[HeartbeatResult]:
+            c.execute(Q_LOCK_JOBS, (sorted({lease.job_id for lease in leases}),))
             now = clock()
             out: list[HeartbeatResult | None] = [None] * len(leases)
             for i in _by_job_id(leases):

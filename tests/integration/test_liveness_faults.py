@@ -1,0 +1,223 @@
+"""Live work is never taken from a healthy worker: faults that used to cost attempts and re-run
+side effects (found with kills, SIGSTOP, locks held for seconds, lost COMMIT replies)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+from polling import wait_for
+from processes import Procs, effects
+
+import jobq
+from jobq.worker import JobContext, Worker
+
+P, R, C = jobq.JobStatus.PENDING, jobq.JobStatus.PROCESSING, jobq.JobStatus.COMPLETED
+
+
+def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+@pytest.fixture
+def fast_settings(backend_url: str) -> jobq.Settings:
+    return jobq.Settings(
+        database_url=backend_url,
+        lease_seconds=1.0,
+        rescue_interval_seconds=0.1,
+        poll_interval_seconds=0.05,
+        backoff_base_seconds=0.05,
+        backoff_cap_seconds=0.1,
+        max_attempts=2,
+    )
+
+
+@pytest.fixture
+def run_worker() -> Iterator[object]:
+    """Start a Worker on a thread; it is stopped (forced) when the test ends, also on failure."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(worker: Worker) -> Worker:
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        started.append((worker, t))
+        return worker
+
+    yield start
+    for worker, t in started:
+        worker.stop(force=True)
+        t.join(30)
+
+
+def test_a_job_claimed_again_by_the_same_worker_keeps_being_heartbeated(
+    fast_settings: jobq.Settings, run_worker
+) -> None:
+    """The old run of a job ends after the same worker claimed the job again: forgetting the old
+    run must not forget the new lease (it expired in a healthy worker, the job ended FAILED)."""
+    first_may_end, second_may_end = threading.Event(), threading.Event()
+    second_started = threading.Event()
+
+    def handler(ctx: JobContext) -> str:
+        if ctx.job.attempts == 1:
+            first_may_end.wait(60)  # ignores the cancel its lost lease sets: threads cannot be killed
+            return "first"
+        second_started.set()
+        second_may_end.wait(60)
+        return "second"
+
+    with jobq.Queue(settings=fast_settings) as q:
+        job_id = q.enqueue({})
+        worker = run_worker(Worker(q, handler, concurrency=2))
+        wait_for(lambda: q.get(job_id).status == R, 30, "the first claim")
+        # Take the lease away, as a rescuer does that believes the worker gone (e.g. after a freeze).
+        assert [r.job_id for r in q.rescue_expired(gone_owners=[worker.id])] == [job_id]
+        assert second_started.wait(30), "the same worker claims the job again"
+        second = q.get(job_id)
+        assert second.attempts == 2
+        first_may_end.set()  # the old run ends now; its lease was lost, its result is dropped
+        # The new lease must go on being extended, well past several lease lengths.
+        wait_for(
+            lambda: (q.get(job_id).lease_expires_at or 0) > (second.lease_expires_at or 0) + 3 * 1.0,
+            30,
+            "the second lease to be heartbeated for three lease lengths",
+        )
+        second_may_end.set()
+        done = wait_for(lambda: (j := q.get(job_id)).status == C and j, 30, "completion")
+        assert done.result == "second" and done.attempts == 2
+        assert "expired" not in _kinds(q, job_id)
+
+
+def test_a_cancel_that_comes_after_the_handler_finished_completes_the_job(
+    fast_settings: jobq.Settings, run_worker
+) -> None:
+    entered, may_return = threading.Event(), threading.Event()
+    seen: list[JobContext] = []
+
+    def handler(ctx: JobContext) -> dict[str, int]:
+        seen.append(ctx)
+        entered.set()
+        may_return.wait(60)
+        return {"done": 1}  # finished its work; never looked at the cancel
+
+    with jobq.Queue(settings=fast_settings) as q:
+        job_id = q.enqueue({})
+        run_worker(Worker(q, handler))
+        assert entered.wait(30)
+        q.cancel(job_id, actor="ann")
+        wait_for(lambda: seen[0].cancel_requested, 30, "the worker to see the cancel")
+        may_return.set()
+        done = wait_for(lambda: (j := q.get(job_id)).status == C and j, 30, "completion")
+        assert done.result == {"done": 1}
+        last = q.events(job_id)[-1]
+        assert last.kind == "completed" and "cancel" in last.detail["note"]
+
+
+def test_a_lease_known_lost_is_not_heartbeated_again(fast_settings: jobq.Settings, run_worker) -> None:
+    may_end = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        may_end.wait(60)  # ignores the lost lease
+
+    with jobq.Queue(settings=fast_settings.replace(max_attempts=1)) as q:
+        job_id = q.enqueue({})
+        worker = run_worker(Worker(q, handler))
+        wait_for(lambda: q.get(job_id).status == R, 30, "the claim")
+        q.rescue_expired(gone_owners=[worker.id])  # out of attempts: FAILED
+        wait_for(lambda: "stale_write_refused" in _kinds(q, job_id), 30, "the first refused heartbeat")
+        seen = {w.id: w.last_seen_at for w in q.workers()}[worker.id]
+        # Several more heartbeats of this worker (its registry row moves each time)...
+        wait_for(
+            lambda: {w.id: w.last_seen_at for w in q.workers()}[worker.id] > seen + 3 * fast_settings.heartbeat_seconds,
+            30,
+            "three more heartbeats",
+        )
+        # ...but the lost lease was refused (and recorded) once, not once per beat.
+        assert _kinds(q, job_id).count("stale_write_refused") == 1
+        may_end.set()
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_claim_that_waited_for_the_lock_grants_a_full_lease(backend_url: str, tmp_path: Path) -> None:
+    """Leases run from when they are granted, not from when the claim began to wait."""
+    with jobq.Queue(backend_url) as q:
+        q.enqueue({})
+        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder.execute("BEGIN IMMEDIATE")  # a writer that holds the lock for seconds
+        box: list[jobq.Job | None] = []
+        t = threading.Thread(target=lambda: box.append(q.claim("w", lease=1.0)))
+        t.start()
+        time.sleep(1.5)  # the fault: the lock is held longer than the lease
+        holder.execute("COMMIT")
+        t.join(30)
+        granted_at = time.time()
+        job = box[0]
+        assert job is not None and job.lease_expires_at is not None
+        assert job.lease_expires_at > granted_at - 0.5, "the lease was already (nearly) expired when handed out"
+        holder.close()
+
+
+def test_a_heartbeat_that_waited_for_a_lock_extends_from_when_it_was_written(
+    backend_url: str, tmp_path: Path
+) -> None:
+    with jobq.Queue(backend_url) as q:
+        q.enqueue({})
+        job = q.claim("w", lease=1.0)
+        assert job is not None
+        release = _hold_job_lock(backend_url, tmp_path, job.id)
+        t = threading.Thread(target=q.heartbeat, args=(job,), kwargs={"lease": 1.0})
+        t.start()
+        time.sleep(1.5)  # the fault: the job's row (SQLite: the database) stays locked past the lease
+        release()
+        t.join(30)
+        written_at = time.time()
+        assert (q.get(job.id).lease_expires_at or 0) > written_at - 0.5
+
+
+def _hold_job_lock(url: str, tmp_path: Path, job_id: int):
+    """Lock what a heartbeat of ``job_id`` must write; returns the function that releases it."""
+    if url.startswith("sqlite"):
+        conn = apsw.Connection(str(tmp_path / "queue.db"))
+        conn.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            conn.execute("COMMIT")
+            conn.close()
+
+        return release
+    import psycopg
+
+    pg = psycopg.connect(url)
+    pg.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+
+    def release_pg() -> None:
+        pg.commit()
+        pg.close()
+
+    return release_pg
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """A writer frozen mid-transaction stalls every writer on SQLite: heartbeats wait, leases run
+    out. When it lets go, no rescuer may take the jobs of the workers that were waiting too."""
+    with jobq.Queue(backend_url) as q:
+        ids = [q.enqueue({"seconds": 5.0}, task="slow") for _ in range(3)]
+        for _ in range(3):
+            procs.start("worker", "--db", backend_url, "--lease", "1.5", "--rescue-interval", "0.1")
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, 60, "all three jobs to start")
+        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(3.0)  # the fault: the lock is held for twice the lease
+        holder.execute("COMMIT")
+        holder.close()
+        wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
+        for job_id in ids:
+            assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
+            assert "rescued" not in _kinds(q, job_id)
+        assert sorted(effects(tmp_path)) == sorted(ids)
