@@ -192,6 +192,7 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         jobs_done=row[9],
         jobs_failed=row[10],
         wake_address=row[11],
+        process_table=row[12],
     )
 
 
