@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import time
 
 from jobq.job import JobStatus
@@ -74,9 +73,13 @@ class Rescuer(Looper):
     UPDATE on the status and token it read, so concurrent rescuers never double-move a job and
     never overwrite a completion that landed meanwhile (river#1302).
 
-    On a single-host store (SQLite) it also notices registered workers of this host whose process
-    is gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
-    their registry rows are marked stopped. Liveness, not time: a slow live worker is never touched.
+    On a single-host store (SQLite) it also notices registered workers of its own process table
+    (``process_table_id()``: same boot of the same kernel, same PID namespace) whose process is
+    gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
+    their registry rows are marked stopped. Liveness, not time: a slow live worker is never
+    touched. A worker of another process table (another container sharing the host name and the
+    database file, or a row of unknown identity written by an older jobq) is never pid-checked:
+    its pid means nothing here, so only its lease decides.
     """
 
     name = "rescuer"
@@ -87,13 +90,18 @@ class Rescuer(Looper):
         self.worker_id = worker_id
 
     def gone_workers(self) -> list[str]:
+        """Ids of unstopped workers of this process table whose pid is no longer alive."""
         if not getattr(self.queue.backend, "single_host", False):
             return []
-        host = socket.gethostname()
+        mine = process_table_id()
+        if mine is None:
+            return []
+        # The host name plays no part: equal names may be different process tables (containers),
+        # and an equal process table is the same one whatever the names say.
         return [
             w.id
             for w in self.queue.workers()
-            if w.stopped_at is None and w.host == host and w.id != self.worker_id and not pid_alive(w.pid)
+            if w.stopped_at is None and w.process_table == mine and w.id != self.worker_id and not pid_alive(w.pid)
         ]
 
     def tick(self) -> None:
