@@ -6,15 +6,22 @@ backoff need no sleeping. A behaviour change extends this suite.
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import jobq
 from jobq import EventKind, JobFilter, JobStatus, Page
 from jobq.backends.base import WorkerInfo
+from jobq.worker.rescuer import Rescuer, process_table_id
 
 P, R, C, F, X = (
     JobStatus.PENDING,
@@ -623,3 +630,122 @@ def test_enqueue_refuses_too_deep_a_payload(queue: jobq.Queue) -> None:
     with pytest.raises(jobq.InvalidPayload):
         queue.enqueue({"k": ok})
     assert queue.count() == 1
+
+
+# -- liveness by pid: only within our own process table ----------------------------------------
+DEAD_PID = 2**22 + 1
+"""Above Linux's PID_MAX_LIMIT (2**22): no process has it, so ``kill(pid, 0)`` always says gone."""
+
+
+def _worker(worker_id: str, host: str, pid: int, process_table: str | None, now: float) -> WorkerInfo:
+    return WorkerInfo(
+        id=worker_id,
+        name=worker_id,
+        host=host,
+        pid=pid,
+        queues=("default",),
+        started_at=now,
+        last_seen_at=now,
+        process_table=process_table,
+    )
+
+
+def test_a_dead_pid_means_gone_only_in_our_own_process_table(queue: jobq.Queue, clock) -> None:
+    """Every row has this host's name and (but one) a pid no process has. Only rows of our process
+    table (same boot, same PID namespace) are pid-checked: another container's row (other PID
+    namespace), another boot's, or one of unknown identity waits for its lease. The host name
+    plays no part. PostgreSQL (many hosts) never checks pids at all."""
+    ours = process_table_id()
+    if ours is None:
+        pytest.skip("no /proc here: no process-table identity, so pids are never checked")
+    boot_id, namespace = ours.split("/")
+    host = socket.gethostname()
+    rows = {
+        "ours-dead": (host, DEAD_PID, ours),
+        "ours-renamed-dead": ("another-uts-name", DEAD_PID, ours),
+        "ours-alive": (host, os.getpid(), ours),
+        "other-namespace-dead": (host, DEAD_PID, f"{boot_id}/pid:[1]"),
+        "other-boot-dead": (host, DEAD_PID, f"00000000-0000-0000-0000-000000000000/{namespace}"),
+        "unknown-dead": (host, DEAD_PID, None),
+    }
+    held = {}
+    for worker_id, (name, pid, table) in rows.items():
+        queue.backend.register_worker(_worker(worker_id, name, pid, table, clock.now))
+        queue.enqueue(worker_id)
+        job = queue.claim(worker_id, lease=300)
+        assert job is not None
+        held[worker_id] = job.id
+    assert {w.id: w.process_table for w in queue.workers()} == {k: v[2] for k, v in rows.items()}
+
+    rescuer = Rescuer(queue, "the-rescuer", 1.0)
+    gone = ["ours-dead", "ours-renamed-dead"] if queue.backend.single_host else []
+    assert sorted(rescuer.gone_workers()) == gone
+    rescuer.tick()
+    assert sorted(w.id for w in queue.workers() if w.stopped_at is not None) == gone
+    assert {k: queue.get(i).status for k, i in held.items()} == {k: P if k in gone else R for k in held}
+
+
+def _raw(url: str, sql: str) -> list[Any]:
+    """Run SQL as another program would, not through jobq (here: what an older jobq wrote)."""
+    if url.startswith("sqlite:///"):
+        import apsw
+
+        conn = apsw.Connection(url.removeprefix("sqlite:///"))
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        cur = pg.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
+    backend_url: str, clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite = backend_url.startswith("sqlite:///")
+    module = importlib.import_module("jobq.backends.sqlite" if sqlite else "jobq.backends.postgres")
+    current = module.MIGRATIONS
+    assert len(current) == module.SCHEMA_VERSION
+    settings = jobq.Settings(database_url=backend_url)
+    monkeypatch.setattr(module, "MIGRATIONS", current[:1])  # the jobq that wrote schema 1
+    with jobq.Queue(settings=settings, clock=clock) as old:
+        job_id = old.enqueue("held by a worker of the old jobq")
+        assert old.claim("old-worker", lease=300) is not None
+    # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
+    _raw(
+        backend_url,
+        "INSERT INTO workers (id, name, host, pid, queues, started_at, last_seen_at) "
+        f"VALUES ('old-worker', 'consumer1', '{socket.gethostname()}', {DEAD_PID}, '[\"default\"]', "
+        f"{clock.now}, {clock.now})",
+    )
+    monkeypatch.setattr(module, "MIGRATIONS", current)
+
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        assert _raw(backend_url, "SELECT max(version) FROM jobq_schema") == [(module.SCHEMA_VERSION,)]
+        (old_worker,) = q.workers()
+        assert (old_worker.id, old_worker.pid, old_worker.process_table) == ("old-worker", DEAD_PID, None)
+        rescuer = Rescuer(q, "new-worker", 1.0)
+        assert rescuer.gone_workers() == []  # unknown identity: its pid is never checked
+        rescuer.tick()
+        assert q.get(job_id).status == R and q.workers()[0].stopped_at is None
+        clock.advance(301)  # only the lease decides
+        rescuer.tick()
+        assert q.get(job_id).status == P and "lease expired" in (q.get(job_id).last_error or "")
+        q.backend.register_worker(_worker("new-worker", "h", os.getpid(), "table", clock.now))
+        assert {w.id: w.process_table for w in q.workers()} == {"old-worker": None, "new-worker": "table"}
+    if sqlite and shutil.which("sqlite3"):
+        # The seed's demo uses Debian's sqlite3 shell (3.40): it must still read the migrated file.
+        shell = subprocess.run(
+            [
+                "sqlite3",
+                backend_url.removeprefix("sqlite:///"),
+                "PRAGMA integrity_check; SELECT id, coalesce(process_table, '-') FROM workers ORDER BY id;",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shell.stdout.split() == ["ok", "new-worker|table", "old-worker|-"]

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 PROCS = Path(__file__).resolve().parent / "procs.py"
@@ -16,11 +17,14 @@ class Procs:
         self.out = out
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start ``procs.py ARGS``; ``wrap`` is a command prefix (e.g. ``unshare ...``) that must
+        end with the prefix's process when it is terminated: only its pid is stopped."""
         index = len(self.started)
         log = open(self.out / f"proc-{index}.log", "wb")  # noqa: SIM115 - closed with the process
         env = {**os.environ, "JOBQ_TEST_OUT": str(self.out), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, str(PROCS), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        cmd = [*wrap, sys.executable, str(PROCS), *args]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.started.append(proc)
         return proc

@@ -44,7 +44,15 @@ def block(ctx: JobContext) -> None:
     ctx.sleep(3600)
 
 
-HANDLERS = {"count": count, "slow": slow, "block": block}
+def gated(ctx: JobContext) -> None:
+    """Runs until the test creates ``release-<job id>`` in the output folder: as long as it needs."""
+    _marker(ctx)
+    while not (OUT / f"release-{ctx.job.id}").exists():
+        ctx.sleep(0.05)
+    _effect(ctx)
+
+
+HANDLERS = {"count": count, "slow": slow, "block": block, "gated": gated}
 
 
 def main() -> None:

@@ -160,9 +160,7 @@ def test_a_claim_that_waited_for_the_lock_grants_a_full_lease(backend_url: str, 
         holder.close()
 
 
-def test_a_heartbeat_that_waited_for_a_lock_extends_from_when_it_was_written(
-    backend_url: str, tmp_path: Path
-) -> None:
+def test_a_heartbeat_that_waited_for_a_lock_extends_from_when_it_was_written(backend_url: str, tmp_path: Path) -> None:
     with jobq.Queue(backend_url) as q:
         q.enqueue({})
         job = q.claim("w", lease=1.0)

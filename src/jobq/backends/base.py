@@ -142,6 +142,9 @@ class WorkerInfo:
     jobs_done: int = 0
     jobs_failed: int = 0
     wake_address: str | None = None
+    process_table: str | None = None
+    """Which process table ``pid`` belongs to (``jobq.worker.rescuer.process_table_id``); None
+    when unknown (rows of jobq before schema 2, platforms without ``/proc``). ``host`` is for display."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

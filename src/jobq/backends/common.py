@@ -269,6 +269,7 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         jobs_done=f.integer(row[9], "jobs_done"),
         jobs_failed=f.integer(row[10], "jobs_failed"),
         wake_address=f.text(row[11]),
+        process_table=f.text(row[12]) if len(row) > 12 else None,
     )
 
 

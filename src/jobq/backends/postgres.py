@@ -88,7 +88,7 @@ T = TypeVar("T")
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 Connection = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POSTGRES_MIN_VERSION_NUM = 130000
 """The oldest server tested (and ``DROP DATABASE ... WITH (FORCE)``, used by the tests, needs 13)."""
 POOL_MIN_SIZE = 1
@@ -208,6 +208,11 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TRIGGER jobs_external_status BEFORE UPDATE OF status ON jobs
             FOR EACH ROW WHEN (NEW.rev = OLD.rev AND NEW.status IS DISTINCT FROM OLD.status)
             EXECUTE FUNCTION jobq_external_status()""",
+    ],
+    [
+        # Which process table the worker's pid belongs to (boot id + PID namespace; see
+        # jobq.worker.rescuer.process_table_id). Kept on both backends so rows mean the same.
+        "ALTER TABLE workers ADD COLUMN process_table text",
     ],
 ]
 
@@ -336,20 +341,20 @@ WHERE finished_at >= %s AND status IN ('COMPLETED', 'FAILED')
 ORDER BY finished_at DESC LIMIT %s"""
 Q_REGISTER_WORKER = """
 INSERT INTO workers (id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-                     jobs_done, jobs_failed, wake_address)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     jobs_done, jobs_failed, wake_address, process_table)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
     started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at, stopped_at = EXCLUDED.stopped_at,
     current_jobs = EXCLUDED.current_jobs, jobs_done = EXCLUDED.jobs_done, jobs_failed = EXCLUDED.jobs_failed,
-    wake_address = EXCLUDED.wake_address"""
+    wake_address = EXCLUDED.wake_address, process_table = EXCLUDED.process_table"""
 Q_WORKER_SEEN = (
     "UPDATE workers SET last_seen_at = %s, current_jobs = %s, jobs_done = %s, jobs_failed = %s WHERE id = %s"
 )
 Q_WORKER_STOPPED = "UPDATE workers SET stopped_at = %s, last_seen_at = %s, current_jobs = '[]' WHERE id = %s"
 Q_LIST_WORKERS = """
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-       jobs_done, jobs_failed, wake_address
+       jobs_done, jobs_failed, wake_address, process_table
 FROM workers ORDER BY started_at DESC LIMIT %s"""
 
 
@@ -996,6 +1001,7 @@ class PostgresBackend:
             info.jobs_done,
             info.jobs_failed,
             info.wake_address,
+            _text(info.process_table),
         )
         self._write(lambda c: c.execute(Q_REGISTER_WORKER, params))
 

@@ -77,7 +77,7 @@ SYNCHRONOUS_DEFAULT = "FULL"
 BUSY_TIMEOUT_MS_DEFAULT = 10_000
 #: Give up on a write that stayed locked this long, with a clear error instead of a hang.
 LOCKED_GIVE_UP_SECONDS = 120.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The WAL is truncated back to this size after a checkpoint resets it.
 WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 
@@ -179,6 +179,11 @@ MIGRATIONS: list[list[str]] = [
                 VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
                         json_object('from', OLD.status, 'to', NEW.status));
             END""",
+    ],
+    [
+        # Liveness by pid is only meaningful inside one process table: the kernel's boot id and the
+        # PID namespace of the worker (see jobq.worker.rescuer.process_table_id). NULL: unknown.
+        "ALTER TABLE workers ADD COLUMN process_table TEXT",
     ],
 ]
 
@@ -776,7 +781,8 @@ class SqliteBackend:
         self._write(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO workers (id, name, host, pid, queues, started_at, last_seen_at, "
-                "stopped_at, current_jobs, jobs_done, jobs_failed, wake_address) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "stopped_at, current_jobs, jobs_done, jobs_failed, wake_address, process_table) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     info.id,
                     info.name,
@@ -790,6 +796,7 @@ class SqliteBackend:
                     info.jobs_done,
                     info.jobs_failed,
                     info.wake_address,
+                    info.process_table,
                 ),
             )
         )
@@ -815,7 +822,7 @@ class SqliteBackend:
         rows = self._read(
             lambda c: c.execute(
                 "SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs, "
-                "jobs_done, jobs_failed, wake_address FROM workers ORDER BY started_at DESC LIMIT ?",
+                "jobs_done, jobs_failed, wake_address, process_table FROM workers ORDER BY started_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         )

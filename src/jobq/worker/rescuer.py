@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import socket
 import time
 
 from jobq.job import JobStatus
@@ -15,6 +15,44 @@ from jobq.worker.stall import StallWatch
 log = logging.getLogger("jobq.worker")
 
 PRUNE_INTERVAL_SECONDS = 600.0
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+PID_NAMESPACE_PATH = "/proc/self/ns/pid"
+
+
+@functools.cache
+def process_table_id() -> str | None:
+    """Which process table this process's pid belongs to: ``<boot id>/pid:[<PID namespace inode>]``.
+
+    A pid names a process only within one PID namespace of one running kernel. The host name
+    does not say that: two containers of one pod, or ``docker --network host``, share the host
+    name (and a data volume holding the SQLite file) but each has its own PID namespace, so a
+    worker that checked the other's pid with ``kill(pid, 0)`` took a live worker for dead and ran
+    its job again. This is the same confusion of identities as procrastinate#1518 (a restarted
+    worker reusing an id) and oban#862 (reused node names): a name that looks unique is not.
+    The boot id is new at every boot (and differs between machines); the namespace inode is
+    unique among live namespaces, and when one is reused the namespace that had it, with every
+    process in it, is gone, so a pid check there can only find a dead worker dead or an unrelated
+    process alive (then the lease decides). The rescuer checks pids only for workers whose
+    identity equals its own.
+
+    Returns None where either is unreadable (no ``/proc``, e.g. macOS): the pid check then never
+    applies, and only leases decide. Cached: both are fixed for the life of the process (a child
+    forked after ``unshare(CLONE_NEWPID)`` would differ, hence the cache is cleared in every child).
+
+    >>> process_table_id()  # doctest: +SKIP
+    'bb8f8c89-7713-4ef5-8f5d-92c39ad02495/pid:[4026531836]'
+    """
+    try:
+        with open(BOOT_ID_PATH) as f:
+            boot_id = f.read().strip()
+        namespace = os.stat(PID_NAMESPACE_PATH).st_ino
+    except OSError:
+        return None
+    return f"{boot_id}/pid:[{namespace}]" if boot_id else None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=process_table_id.cache_clear)
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,9 +74,13 @@ class Rescuer(Looper):
     UPDATE on the status and token it read, so concurrent rescuers never double-move a job and
     never overwrite a completion that landed meanwhile (river#1302).
 
-    On a single-host store (SQLite) it also notices registered workers of this host whose process
-    is gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
-    their registry rows are marked stopped. Liveness, not time: a slow live worker is never touched.
+    On a single-host store (SQLite) it also notices registered workers of its own process table
+    (``process_table_id()``: same boot of the same kernel, same PID namespace) whose process is
+    gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
+    their registry rows are marked stopped. Liveness, not time: a slow live worker is never
+    touched. A worker of another process table (another container sharing the host name and the
+    database file, or a row of unknown identity written by an older jobq) is never pid-checked:
+    its pid means nothing here, so only its lease decides.
     A lease that expired only because no one could write (a stall this process saw, see
     ``jobq.worker.stall``) is not taken as a dead worker either.
     """
@@ -52,13 +94,18 @@ class Rescuer(Looper):
         self.stalls = stalls
 
     def gone_workers(self) -> list[str]:
+        """Ids of unstopped workers of this process table whose pid is no longer alive."""
         if not getattr(self.queue.backend, "single_host", False):
             return []
-        host = socket.gethostname()
+        mine = process_table_id()
+        if mine is None:
+            return []
+        # The host name plays no part: equal names may be different process tables (containers),
+        # and an equal process table is the same one whatever the names say.
         return [
             w.id
             for w in self.queue.workers()
-            if w.stopped_at is None and w.host == host and w.id != self.worker_id and not pid_alive(w.pid)
+            if w.stopped_at is None and w.process_table == mine and w.id != self.worker_id and not pid_alive(w.pid)
         ]
 
     def tick(self) -> None:

@@ -39,7 +39,7 @@ from jobq.queue import Queue
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.registry import Handler
-from jobq.worker.rescuer import Pruner, Rescuer
+from jobq.worker.rescuer import Pruner, Rescuer, process_table_id
 from jobq.worker.stall import StallWatch
 
 log = logging.getLogger("jobq.worker")
@@ -206,6 +206,7 @@ class Worker:
                 started_at=now,
                 last_seen_at=now,
                 wake_address=self._listener.address,
+                process_table=process_table_id(),
             )
         )
         log.info("worker %s (%s) started on queues %s", self.id, self.name, ",".join(self.queues))
