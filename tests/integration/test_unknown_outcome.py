@@ -1,0 +1,98 @@
+"""Commits whose reply is lost (PostgreSQL): the transaction was applied, the client cannot know.
+
+A proxy between jobq and the server forwards the COMMIT and cuts the connection before the reply
+comes back. jobq must find out what happened instead of guessing: a claim that did commit is run
+(not left PROCESSING for a whole lease), a completion that did commit is reported done (not
+refused and recorded as a stale write against the worker that made it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from faultproxy import FaultProxy, proxied
+from polling import wait_for
+
+import jobq
+from jobq.worker import Worker
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pq(postgres_url: str) -> Iterator[tuple[jobq.Queue, FaultProxy]]:
+    with proxied(postgres_url) as (url, proxy):
+        q = jobq.Queue(settings=jobq.Settings(database_url=url, backoff_base_seconds=0.01, backoff_cap_seconds=0.01))
+        yield q, proxy
+        q.close()
+
+
+def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+def test_a_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")
+    job = q.claim("w1")
+    assert proxy.lost_replies == 1
+    assert job is not None and job.id == job_id
+    stored = q.get(job_id)
+    assert (stored.status, stored.lease_token, stored.attempts) == (jobq.JobStatus.PROCESSING, job.lease_token, 1)
+    q.complete(job)
+    assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_a_completion_whose_commit_reply_was_lost_is_not_refused(pq) -> None:
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    job = q.claim("w1")
+    assert job is not None
+    proxy.lose_next_commit_reply(after=b"'COMPLETED'")
+    q.complete(job, {"ok": True})  # raised StorageError (outcome unknown) before
+    assert proxy.lost_replies == 1
+    assert q.get(job_id).status == jobq.JobStatus.COMPLETED
+    assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_a_failure_whose_commit_reply_was_lost_is_not_refused(pq) -> None:
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1}, max_attempts=2)
+    job = q.claim("w1")
+    assert job is not None
+    proxy.lose_next_commit_reply(after=b"last_error")
+    assert q.fail(job, "flaky") == jobq.JobStatus.PENDING
+    assert proxy.lost_replies == 1
+    assert _kinds(q, job_id) == ["enqueued", "claimed", "retry_scheduled"]
+
+
+def test_a_heartbeat_whose_commit_reply_was_lost_keeps_the_lease(pq) -> None:
+    q, proxy = pq
+    q.enqueue({"n": 1})
+    job = q.claim("w1", lease=30)
+    assert job is not None
+    proxy.lose_next_commit_reply(after=b"lease_expires_at =")
+    assert q.heartbeat(job, lease=60) is False
+    assert proxy.lost_replies == 1
+    q.complete(job)
+
+
+def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> None:
+    q, proxy = pq
+    ids = q.enqueue_many([{"n": n} for n in range(3)])
+    proxy.lose_next_commit_reply(after=b"'COMPLETED'")
+    worker = Worker(q, lambda ctx: ctx.payload["n"], exit_when_idle=True)
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 60, "every job to complete")
+    finally:
+        worker.stop(force=True)
+        t.join(30)
+    assert proxy.lost_replies == 1
+    assert worker.jobs_done == 3
+    for job_id in ids:
+        assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
