@@ -553,6 +553,8 @@ def job_text(job: Job, events: Sequence[Event], now: float) -> str:
         fields.append(("lease", f"held by {job.lease_owner}, expires {when(job.lease_expires_at)}"))
     if job.last_error:
         fields.append(("last error", clean(error_summary(job.last_error), 2000)))
+    if job.defect:
+        fields.append(("cannot run", clean(job.defect, 2000)))
     fields.append(("payload", clean(compact_json(job.payload), 2000)))
     if job.result is not None:
         fields.append(("result", clean(compact_json(job.result), 2000)))

@@ -1,0 +1,129 @@
+"""No row in the database can stop a worker, the CLI or a listing.
+
+Rows written by hand (``sqlite3``/``psql``), by another program or by an older version can hold
+payloads that are not JSON, nest ~990 levels deep (2 KB, and ``json.loads`` raises
+``RecursionError``), or columns of the wrong type. Each such job fails on its own (FAILED, a
+readable ``last_error``, an event) and the worker goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+from polling import wait_for
+
+import jobq
+from jobq.worker import Worker
+
+JOBQ = Path(sys.executable).parent / "jobq"
+DEEP = "[" * 990 + "]" * 990
+
+
+def _insert(url: str, tmp_path: Path, payload: str, **columns: object) -> int:
+    """Insert a jobs row by hand, as an operator's SQL shell would."""
+    now = time.time()
+    row = {"queue": "default", "task": "", "payload": payload, "run_at": now, "created_at": now, "updated_at": now}
+    row.update(columns)
+    names = ", ".join(row)
+    if url.startswith("sqlite"):
+        conn = apsw.Connection(str(tmp_path / "queue.db"))
+        conn.set_busy_timeout(10_000)
+        marks = ", ".join("?" * len(row))
+        job_id = conn.execute(
+            f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING id", tuple(row.values())
+        ).fetchall()
+        conn.close()
+        return int(job_id[0][0])
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        marks = ", ".join(["%s"] * len(row))
+        found = pg.execute(f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING id", tuple(row.values())).fetchone()
+        assert found is not None
+        return int(found[0])
+
+
+def _bad_rows(url: str, tmp_path: Path) -> dict[str, int]:
+    rows = {
+        "deep": _insert(url, tmp_path, DEEP),
+        "not json": _insert(url, tmp_path, "{not json"),
+        "control character": _insert(url, tmp_path, '"a\x01b"'),
+    }
+    if url.startswith("sqlite"):  # PostgreSQL's typed columns and text refuse these at INSERT
+        rows["nul"] = _insert(url, tmp_path, '"a\x00b"')
+        rows["text priority"] = _insert(url, tmp_path, "{}", priority="high")
+        rows["blob payload"] = _insert(url, tmp_path, b"\xff\xfe{")
+    return rows
+
+
+def test_bad_rows_fail_their_own_job_and_the_worker_goes_on(backend_url: str, tmp_path: Path) -> None:
+    settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q:
+        bad = _bad_rows(backend_url, tmp_path)
+        good = q.enqueue({"n": 1})
+        done: list[int] = []
+        worker = Worker(q, lambda ctx: done.append(ctx.job.id), exit_when_idle=True)
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        t.join(60)
+        assert not t.is_alive(), "the worker finished its work and returned"
+        assert done == [good]  # no handler ever saw a bad row
+        assert q.get(good).status == jobq.JobStatus.COMPLETED
+        for what, job_id in bad.items():
+            job = q.get(job_id)
+            assert job.status == jobq.JobStatus.FAILED, what
+            assert job.last_error and job.last_error.startswith("cannot run this job:"), (what, job.last_error)
+            assert "\n" not in job.last_error
+            assert [e.kind for e in q.events(job_id)][-1] == "failed"
+            assert job.defect
+        # Every listing still reads them.
+        assert {j.id for j in q.list_jobs()} >= set(bad.values())
+
+
+def test_bad_rows_show_in_the_cli_without_a_traceback(backend_url: str, tmp_path: Path) -> None:
+    with jobq.Queue(backend_url):
+        bad = _bad_rows(backend_url, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    commands = [["list", "--db", backend_url], ["stats", "--db", backend_url]]
+    commands += [["show", str(job_id), "--db", backend_url] for job_id in bad.values()]
+    commands += [["list", "--json", "--db", backend_url]]
+    for args in commands:
+        proc = subprocess.run([str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout, args
+        if args[0] == "show":
+            assert "cannot run  payload" in proc.stdout, proc.stdout
+
+
+def test_a_claim_that_raises_does_not_end_the_worker(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception out of the claim or outcome path is logged and retried with backoff."""
+    settings = jobq.Settings(database_url=sqlite_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q:
+        job_id = q.enqueue({})
+        real = q.claim_many
+        failures = iter([RuntimeError("a bug of ours"), RecursionError("a deep row")])
+
+        def flaky(*args: object, **kwargs: object) -> list[jobq.Job]:
+            exc = next(failures, None)
+            if exc is not None:
+                raise exc
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(q, "claim_many", flaky)
+        monkeypatch.setattr("jobq.worker.runtime.LOOP_ERROR_BACKOFF_SECONDS", 0.01)
+        worker = Worker(q, lambda ctx: "ok")
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: q.get(job_id).status == jobq.JobStatus.COMPLETED, 30, "the job to complete")
+        finally:
+            worker.stop()
+            t.join(30)
+        assert not t.is_alive()
