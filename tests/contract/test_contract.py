@@ -749,3 +749,19 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             check=True,
         )
         assert shell.stdout.split() == ["ok", "new-worker|table", "old-worker|-"]
+
+
+def test_errors_are_capped_in_the_job_and_in_each_event(queue: jobq.Queue) -> None:
+    from jobq.backends.common import EVENT_ERROR_MAX_CHARS
+    from jobq.queue import ERROR_MAX_CHARS
+
+    job_id = queue.enqueue("x", max_attempts=2)
+    job = queue.claim("w")
+    assert job is not None
+    error = "Traceback (most recent call last):\n" + "x" * 100_000 + "\nValueError: the cause"
+    queue.fail(job, error)
+    stored = queue.get(job_id).last_error or ""
+    assert len(stored) <= ERROR_MAX_CHARS and stored.endswith("ValueError: the cause")
+    detail = queue.events(job_id)[-1].detail["error"]
+    assert len(detail) <= EVENT_ERROR_MAX_CHARS and detail.endswith("ValueError: the cause")
+    assert "characters cut" in detail
