@@ -118,9 +118,9 @@ def crashworker(args: argparse.Namespace) -> None:
 
     real_complete = q.complete_many
 
-    def complete_many(items: Any) -> list[bool]:
+    def complete_many(items: Any, **options: Any) -> list[bool]:
         crash("before_complete")
-        done = real_complete(items)
+        done = real_complete(items, **options)
         crash("after_complete")
         return done
 
