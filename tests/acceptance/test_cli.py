@@ -158,7 +158,7 @@ def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> 
 @pytest.mark.parametrize(
     ("argv", "code", "fragment"),
     [
-        (("--db", "mysql://x", "list"), 1, "unsupported database URL 'mysql://x'"),
+        (("--db", "mysql://x", "list"), 1, "unsupported database URL scheme 'mysql'"),
         (("show", "999"), 1, "job 999 not found"),
         (("enqueue", "--json", "{bad"), 1, "malformed JSON payload"),
         (("retry", "1"), 1, "job 1: cannot resubmit a job that is PENDING"),
