@@ -35,6 +35,16 @@ PRODUCER_INTERVAL_SECONDS_DEFAULT = 5.0
 CONSUMER_DELAY_DEFAULT = "7-15"
 PRUNE_AFTER_SECONDS_DEFAULT: float | None = None
 
+#: Job ids, LIMIT and OFFSET are 64-bit signed integers on both backends.
+INT64_MAX = 2**63 - 1
+#: PostgreSQL ``integer`` columns (priority, attempts) are 32-bit, SQLite's are 64-bit: jobq holds
+#: both backends to the narrower range, so a value accepted on one is accepted on the other.
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+#: Most handler threads per worker process: each costs a stack, and more than this is a typo
+#: (scale out with more worker processes instead).
+CONCURRENCY_MAX = 1024
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
@@ -139,10 +149,10 @@ def _coerce(settings: Settings) -> Settings:
     result = Settings(**out)
     if result.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be positive")
-    if result.max_attempts < 1:
-        raise ConfigError("max_attempts must be at least 1")
-    if result.concurrency < 1:
-        raise ConfigError("concurrency must be at least 1")
+    if not 1 <= result.max_attempts <= INT32_MAX:
+        raise ConfigError(f"max_attempts must be between 1 and {INT32_MAX}")
+    if not 1 <= result.concurrency <= CONCURRENCY_MAX:
+        raise ConfigError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
     parse_range(result.consumer_delay)
     return result
 

@@ -336,6 +336,9 @@ class SqliteBackend:
             return self._conn
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
+        if not -(2**31) <= self.busy_timeout_ms < 2**31:
+            # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
+            raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
