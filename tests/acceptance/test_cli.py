@@ -227,6 +227,7 @@ def test_out_of_range_integers_in_settings_and_urls_are_one_line(cli: Cli) -> No
     [
         ("src/consumer/consumer.py", ("--concurrency", BIG), "concurrency must be between 1 and 1024"),
         ("src/consumer/consumer.py", ("--concurrency", "0"), "concurrency must be between 1 and 1024"),
+        ("src/producer/producer.py", ("--interval", BIG), "producer_interval_seconds: duration must be between"),
     ],
 )
 def test_seed_scripts_refuse_out_of_range_integers_in_one_line(
@@ -239,7 +240,8 @@ def test_seed_scripts_refuse_out_of_range_integers_in_one_line(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert done.stderr.splitlines() == [f"jobq consumer: error: {fragment}"]
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"jobq {Path(script).stem}: error: {fragment}")
     assert list(cli.root.iterdir()) == []
 
 

@@ -228,6 +228,46 @@ def test_settings_out_of_range_are_config_errors(env: dict[str, str], fragment: 
         cli.load_settings({}, env=env, config_file=NO_FILE)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("enqueue", "--json", "{}", "--delay", "9" * 400),  # parsed as a float: infinity
+        ("enqueue", "--json", "{}", "--timeout", "99999999999999999999w"),
+        ("producer", "--interval", "101000000000"),
+        ("worker", "-H", "m:f", "--lease", "99999999999w"),
+        ("consumer", "--grace", "99999999999w"),
+        ("consumer", "--delay", "0-1e400"),
+        ("purge", "--older-than", "1e400"),
+    ],
+)
+def test_durations_beyond_100_years_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    line = usage_error(capsys, *argv)
+    assert "duration must be between 0 and 100 years" in line or "not a duration" in line
+    assert len(line) < 300
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"JOBQ_PRODUCER_INTERVAL": "99999999999999999999"}, "producer_interval_seconds: duration must be between"),
+        ({"JOBQ_LEASE": "9" * 400}, "lease_seconds: duration must be between"),
+        ({"JOBQ_CONSUMER_DELAY": "1-99999999999999999999"}, "duration must be between"),
+    ],
+)
+def test_durations_beyond_100_years_in_settings_are_config_errors(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        cli.load_settings({}, env=env, config_file=NO_FILE)
+
+
+def test_durations_from_toml_numbers_are_checked_too(tmp_path: Any) -> None:
+    toml = tmp_path / "jobq.toml"
+    toml.write_text("poll_interval_seconds = 1e300\n")
+    with pytest.raises(ConfigError, match="poll_interval_seconds: duration must be between"):
+        cli.load_settings({}, env={}, config_file=toml)
+    toml.write_text("poll_interval_seconds = 0.5\n")
+    assert cli.load_settings({}, env={}, config_file=toml).poll_interval_seconds == 0.5
+
+
 def test_job_ids_accept_a_hash_prefix() -> None:
     assert parse("retry", "#3", "4").job_ids == [3, 4]
 
