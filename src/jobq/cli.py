@@ -15,6 +15,7 @@ imported inside their commands, so ``jobq list`` stays fast and works without th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
@@ -22,6 +23,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -41,6 +43,7 @@ from jobq.config import (
 from jobq.errors import ConfigError, InvalidPayload, JobqError
 from jobq.job import Event, Job, JobStatus
 from jobq.queue import default_actor
+from jobq.redact import redact_logs, redact_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -753,11 +756,13 @@ def _import_path() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _logging() -> None:
+def _logging(settings: jobq.Settings) -> None:
+    """Log to stderr; the database password is masked in every line (supervisord keeps these logs)."""
     import logging
 
     level = os.environ.get("JOBQ_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs(settings.database_url, os.environ.get(env_name("database_url")))
 
 
 def collect_handlers(
@@ -787,7 +792,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from jobq.worker import REGISTRY, load_handler
 
     handlers = collect_handlers(args.handlers, args.imports, REGISTRY, load_handler)
-    _logging()
+    _logging(settings)
     with jobq.Queue(settings=settings) as q:
         worker = worker_mod(
             q,
@@ -815,14 +820,14 @@ def _call_with_name(func: Callable[..., Any], settings: jobq.Settings, name: str
 def cmd_producer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
     run = _optional("jobq.producer", "run_producer", "producer")
-    _logging()
+    _logging(settings)
     return _call_with_name(run, settings, None)
 
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
     run = _optional("jobq.consumer", "run_consumer", "consumer")
-    _logging()
+    _logging(settings)
     return _call_with_name(run, settings, args.name)
 
 
@@ -975,7 +980,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except JobqError as exc:
-        _err(clean(str(exc), None))
+        _err(redact_text(clean(str(exc), None), *database_urls(args)))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -985,6 +990,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception:  # noqa: BLE001 - a bug: keep its traceback for the report, minus the password
+        sys.stderr.write(redact_text(traceback.format_exc(), *database_urls(args)))
+        return EXIT_ERROR
+
+
+def database_urls(args: argparse.Namespace) -> list[str]:
+    """Every database URL this invocation may have used, for masking their passwords in errors:
+    the ``--db`` flag, ``JOBQ_DATABASE_URL`` and the one the settings resolve to (config file)."""
+    urls = [u for u in (getattr(args, "db", None), os.environ.get(env_name("database_url"))) if u]
+    # The error being reported may be the settings' own; the flag and the environment are covered.
+    with contextlib.suppress(JobqError):
+        urls.append(make_settings(args).database_url)
+    return urls
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobq.errors import ConfigError
+from jobq.redact import redact_url
 
 DATABASE_URL_DEFAULT = "sqlite:///data/queue.db"
 QUEUE_DEFAULT = "default"
@@ -113,6 +114,14 @@ class Settings:
     producer_interval_seconds: float = PRODUCER_INTERVAL_SECONDS_DEFAULT
     consumer_delay: str = CONSUMER_DELAY_DEFAULT
     operator: str | None = None
+
+    def __repr__(self) -> str:
+        """The dataclass repr with the database password masked: settings end up in logs."""
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.database_url) if f.name == 'database_url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({shown})"
 
     @property
     def heartbeat_seconds(self) -> float:

@@ -245,6 +245,56 @@ def test_seed_scripts_refuse_out_of_range_integers_in_one_line(
     assert list(cli.root.iterdir()) == []
 
 
+# -- the database password is never printed --------------------------------------------------------
+SECRET = "Sup3rSECRETpw"
+SECRET_URLS = [
+    f"postgresql://ann:{SECRET}@127.0.0.1:1/jobq",  # nothing listens on port 1: refused at once
+    f"postgresql://ann:p@ss:{SECRET}@127.0.0.1:1/jobq",  # an unescaped "@": libpq reads a host of "ss"
+    f"postgresql://ann@127.0.0.1:1/jobq?password={SECRET}",
+    f"sqlite://ann:{SECRET}@host/queue.db",  # a SQLite URL with a network location is refused
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stats",),
+        ("list", "--status", "failed"),
+        ("enqueue", "--json", "{}"),
+        ("worker", "--import", "mytasks", "--exit-when-idle"),
+        ("producer", "--interval", "1s"),
+        ("consumer", "--delay", "0-0"),
+    ],
+)
+def test_the_database_password_is_never_printed(cli: Cli, url: str, argv: tuple[str, ...]) -> None:
+    (cli.root / "mytasks.py").write_text(HANDLERS)
+    for how in ("flag", "env"):
+        args = [*argv, "--db", url] if how == "flag" else list(argv)
+        if how == "env":
+            cli.env["JOBQ_DATABASE_URL"] = url
+        done = cli.run(*args)
+        assert done.returncode != 0, done.stdout
+        assert SECRET not in done.stdout + done.stderr, f"{how}: {done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jobq: error: "), done.stderr
+
+
+@pytest.mark.parametrize("script", ["src/producer/producer.py", "src/consumer/consumer.py"])
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_the_seed_scripts_never_print_the_database_password(cli: Cli, script: str, url: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(repo / script), "--db", url],
+        cwd=cli.root, env=cli.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert SECRET not in done.stdout + done.stderr, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"jobq {Path(script).stem}: error: ")
+
+
 def test_payload_too_large_is_one_line(cli: Cli) -> None:
     big = json.dumps({"blob": "x" * 70_000})
     line = cli.fails("enqueue", "--json", "-", stdin=big)
