@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from jobq.backends.base import JobFilter
 from jobq.config import Settings, env_name, load_settings
 from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
-from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, stamps_in
+from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
 from jobq.queue import Queue
 from jobq.redact import redact_text
 
@@ -78,8 +78,9 @@ def find_orphans(
         try:
             if entry.stat(follow_symlinks=False).st_mtime < now - window:
                 continue
-            if stamps_in(Path(entry.path).read_bytes()):
-                continue
+            with open(entry.path, "rb") as f:  # scanned in pieces: a file may be gigabytes
+                if next(scan_stamps(f.read), None) is not None:
+                    continue
         except OSError:
             continue
         found.append(Path(entry.path))
