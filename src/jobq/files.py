@@ -456,7 +456,7 @@ def new_job_file(data_root: str | os.PathLike[str], *, now: float | None = None)
     so no half-written file is ever visible under a job-able name.
     """
     files = Path(data_root) / FILES_SUBDIR
-    files.mkdir(parents=True, exist_ok=True)
+    _make_private_dirs(files)
     when = dt.datetime.fromtimestamp(time.time() if now is None else now, tz=dt.UTC)
     rng = secrets.SystemRandom()
     body = "".join(" ".join(_word(rng) for _ in range(8)) + "\n" for _ in range(3))
@@ -482,6 +482,21 @@ def new_job_file(data_root: str | os.PathLike[str], *, now: float | None = None)
         _fsync_dir(files)
         return final
     raise OSError(errno.EEXIST, f"could not find a free file name in {files}")
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents 0700 (the umask may narrow that further).
+
+    ``Path.mkdir(parents=True)`` would give the parents 0777 minus the umask: 0755 under the usual
+    022, a data root others can list.
+    """
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another producer was quicker
+            path.mkdir(mode=0o700)
 
 
 def _fsync_dir(directory: Path) -> None:
