@@ -62,6 +62,10 @@ _DIGITS_KEPT = 21
 """Runs of more digits are shortened to this many (see ``_squeeze``): 21 digits exceed any
 64-bit job id, and are more than any fixed-width field of a stamp (4)."""
 _LONG_DIGITS = re.compile(rb"\d{%d,}" % (_DIGITS_KEPT + 1))
+_ID_LIMIT = 10**20
+_ID_OVERFLOW = 10**21 - 1
+"""How an id or run of ``_ID_LIMIT`` or more (never a job's: ids are 64-bit) is reported, whatever
+its digits: a shortened run (``_squeeze``) no longer knows them."""
 _SQUEEZED_STAMP_MAX_BYTES = len(b"0000-00-00T00:00:00." + b"+00:00 job=" + b" run=") + 3 * _DIGITS_KEPT
 """The longest a stamp line can be once its digit runs are shortened: a longer line is no stamp."""
 
@@ -252,7 +256,7 @@ def stamps_in(data: bytes) -> list[tuple[int, int]]:
     """Every (job, run) stamped in a file's content, in order (duplicates kept).
 
     A line is a stamp when all of it matches ``STAMP_RE`` (lines end at ``\\n``, ``\\r`` or both).
-    An id or run of more than 20 significant digits (never a job's) is reported as 10**21 - 1.
+    An id or run of 10**20 or more (never a job's) is reported as 10**21 - 1.
     """
     return list(scan_stamps(io.BytesIO(data).read))
 
@@ -293,13 +297,17 @@ def scan_stamps(read: Callable[[int], bytes]) -> Iterator[tuple[int, int]]:
         data = _LONG_DIGITS.sub(_squeeze, carry + chunk)
         cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
         whole, carry = data[:cut], data[cut:]
-        for m in _STAMP_IN_LINES.finditer(whole):
-            yield int(m.group(1)), int(m.group(2) or 1)
+        yield from _stamps_of_lines(whole)
         if len(carry) > _SQUEEZED_STAMP_MAX_BYTES:
             carry, skipping = b"", True
     if carry and not skipping:
-        for m in _STAMP_IN_LINES.finditer(carry):
-            yield int(m.group(1)), int(m.group(2) or 1)
+        yield from _stamps_of_lines(carry)
+
+
+def _stamps_of_lines(data: bytes) -> Iterator[tuple[int, int]]:
+    for m in _STAMP_IN_LINES.finditer(data):
+        job, run = int(m.group(1)), int(m.group(2) or 1)
+        yield (job if job < _ID_LIMIT else _ID_OVERFLOW), (run if run < _ID_LIMIT else _ID_OVERFLOW)
 
 
 def _has_stamp(fd: int, job_id: int, run: int) -> bool:

@@ -413,12 +413,18 @@ def test_a_huge_sparse_file_is_stamped_once_in_bounded_memory(tmp_path: Path) ->
 
 
 def _stamps_by_lines(data: bytes) -> list[tuple[int, int]]:
-    """The stamp check as it was: every line of the whole content against STAMP_RE."""
+    """The stamp check as it was: every line of the whole content against STAMP_RE (numbers of 21
+    digits and more, never a job's, are now all reported as 10**21 - 1)."""
+
+    def capped(digits: bytes) -> int:
+        value = int(digits)
+        return value if value < 10**20 else 10**21 - 1
+
     found = []
     for line in data.splitlines():
         m = files.STAMP_RE.match(line)
         if m:
-            found.append((int(m.group(1)), int(m.group(2) or 1)))
+            found.append((capped(m.group(1)), capped(m.group(2) or b"1")))
     return found
 
 
@@ -460,9 +466,12 @@ def test_long_lines_and_digit_runs_in_bounded_memory() -> None:
     junk = b"\x00" * (3 * files.STAMP_SCAN_CHUNK_BYTES + 5)  # one line of several chunks, skipped
     padded = b"2026-11-30T09:28:32." + b"5" * 10_000 + b"Z job=" + b"0" * 10_000 + b"42 run=" + b"0" * 9_000 + b"3"
     huge_id = b"2026-11-30T09:28:32Z job=" + b"1" * 5_000  # not a job id: beyond 64 bits
-    data = b"\n".join([junk, padded, huge_id, junk + b"2026-11-30T09:28:32Z job=1", b"2026-11-30T09:28:32Z job=9"])
+    edge = b"2026-11-30T09:28:32Z job=" + str(10**20 - 1).encode() + b" run=0" + str(10**20).encode()
+    lines = [junk, padded, huge_id, junk + b"2026-11-30T09:28:32Z job=1", edge, b"2026-11-30T09:28:32Z job=9"]
+    data = b"\n".join(lines)
     # Leading zeros and long fractions keep their meaning (the old check raised ValueError past
-    # Python's 4,300-digit int() limit); an id of more than 20 digits is reported as 10**21 - 1.
-    assert stamps_in(data) == [(42, 3), (10**21 - 1, 1), (9, 1)]
+    # Python's 4,300-digit int() limit); a number of 10**20 or more is reported as 10**21 - 1.
+    expected = [(42, 3), (10**21 - 1, 1), (10**20 - 1, 10**21 - 1), (9, 1)]
+    assert stamps_in(data) == expected
     stream = io.BytesIO(data)
-    assert list(files.scan_stamps(lambda n: stream.read(min(n, 4093)))) == [(42, 3), (10**21 - 1, 1), (9, 1)]
+    assert list(files.scan_stamps(lambda n: stream.read(min(n, 4093)))) == expected
