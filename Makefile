@@ -24,7 +24,7 @@ stop:
 
 clean-data: stop
 	rm -rf data/queue.db data/queue.db-wal data/queue.db-shm data/files
-	mkdir -p data/files
+	umask 077 && mkdir -p data/files
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,9 @@ conf=supervisord.conf
 bin=.venv/bin
 pidfile=run/supervisord.pid
 
+# Private files and directories (0600/0700) for everything below: the database holds every payload,
+# and supervisord opens log/supervisord.log before its own umask=077 applies.
+umask 077
 mkdir -p data/files log run
 # Some shells (containers, cron) leave USER unset; supervisord and the apps' audit trail use it.
 export USER="${USER:-$(id -un)}"

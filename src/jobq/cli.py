@@ -15,6 +15,7 @@ imported inside their commands, so ``jobq list`` stays fast and works without th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
@@ -22,15 +23,27 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import jobq
 from jobq.backends.base import SORT_FIELDS, ActionResult, JobFilter, Page, QueueStats, WorkerInfo
-from jobq.config import DATABASE_URL_DEFAULT, env_name, load_settings, parse_duration, parse_range
+from jobq.config import (
+    CONCURRENCY_MAX,
+    DATABASE_URL_DEFAULT,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    env_name,
+    load_settings,
+    parse_duration,
+    parse_range,
+)
 from jobq.errors import ConfigError, InvalidPayload, JobqError
 from jobq.job import Event, Job, JobStatus
 from jobq.queue import default_actor
+from jobq.redact import redact_logs, redact_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -77,41 +90,85 @@ def status_arg(text: str) -> list[JobStatus]:
     return out
 
 
-def _int_arg(text: str, minimum: int, complaint: str) -> int:
+def _shown_number(text: str, *, quote: bool = True) -> str:
+    """The argument as an error message may quote it: a 5,000-digit number is cut."""
+    shown = text.strip() if len(text.strip()) <= 40 else text.strip()[:37] + "..."
+    return repr(shown) if quote else shown
+
+
+def _int_arg(text: str, minimum: int, maximum: int) -> int:
+    """Parse an integer in ``[minimum, maximum]``, or raise ArgumentTypeError (one usage line).
+
+    The bounds are what the databases can store (``config.INT64_MAX`` for ids, offsets and limits,
+    ``config.INT32_MAX`` for PostgreSQL ``integer`` columns): a value outside them would otherwise
+    reach the driver and end in a traceback (apsw: "int too big to convert").
+    """
+    shown = _shown_number(text, quote=False)
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if text.strip().lstrip("+-").isdigit():  # more than 4,300 digits: Python's int() limit
+            bound = f"at least {minimum}" if text.strip().startswith("-") else f"at most {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {shown}") from None
+        raise argparse.ArgumentTypeError(f"not an integer: {_shown_number(text)}") from None
     if value < minimum:
-        raise argparse.ArgumentTypeError(complaint.format(value=value))
+        if minimum == 0:
+            raise argparse.ArgumentTypeError(f"must not be negative: {shown}")
+        if minimum == 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {shown}")
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {shown}")
+    if value > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, not {shown}")
     return value
 
 
 def positive_int_arg(text: str) -> int:
-    return _int_arg(text, 1, "must be at least 1, not {value}")
+    """argparse type: 1 to 2**63-1 (a LIMIT both backends accept)."""
+    return _int_arg(text, 1, INT64_MAX)
 
 
 def non_negative_int_arg(text: str) -> int:
-    return _int_arg(text, 0, "must not be negative: {value}")
+    """argparse type: 0 to 2**63-1 (an OFFSET both backends accept)."""
+    return _int_arg(text, 0, INT64_MAX)
+
+
+def priority_arg(text: str) -> int:
+    """argparse type: a priority PostgreSQL's 32-bit ``integer`` column holds (SQLite's holds more)."""
+    return _int_arg(text, INT32_MIN, INT32_MAX)
+
+
+def attempts_arg(text: str) -> int:
+    """argparse type: ``--max-attempts``, 1 to 2**31-1 (a PostgreSQL ``integer``)."""
+    return _int_arg(text, 1, INT32_MAX)
+
+
+def concurrency_arg(text: str) -> int:
+    """argparse type: handler threads, 1 to ``CONCURRENCY_MAX``."""
+    return _int_arg(text, 1, CONCURRENCY_MAX)
 
 
 def job_id_arg(text: str) -> int:
+    """argparse type: a job id (``42`` or ``#42``), 1 to 2**63-1 (ids are 64-bit on both backends)."""
+    digits = text.strip().lstrip("#")
     try:
-        value = int(text.strip().lstrip("#"))
+        value = int(digits)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a job id: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a job id: {_shown_number(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"not a job id: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a job id: {_shown_number(text)}")
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"not a job id: {_shown_number(text)} (ids are at most {INT64_MAX})")
     return value
 
 
 def port_arg(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a port number: {_shown_number(text)}") from None
     if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, not {value}")
+        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, not {_shown_number(text, quote=False)}")
     return value
 
 
@@ -200,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="task name: which handler runs it (default: the default handler)",
     )
-    p.add_argument("--priority", "-p", metavar="N", type=int, default=0, help="lower runs first (default 0)")
+    p.add_argument("--priority", "-p", metavar="N", type=priority_arg, default=0, help="lower runs first (default 0)")
     p.add_argument(
         "--delay", metavar="DURATION", type=duration_arg, help="run no sooner than this from now: 30s, 10m, 2h"
     )
@@ -208,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-attempts",
         metavar="N",
-        type=positive_int_arg,
+        type=attempts_arg,
         help=_env_help("attempts before FAILED", "max_attempts", 3),
     )
     p.add_argument("--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m")
@@ -356,7 +413,7 @@ def _worker_options(p: argparse.ArgumentParser, *, many_queues: bool) -> None:
     else:
         p.add_argument("--queue", "-q", metavar="NAME", help=_env_help("queue to work on", "queue", "default"))
     p.add_argument(
-        "--concurrency", "-c", metavar="N", type=positive_int_arg, help=_env_help("handler threads", "concurrency", 1)
+        "--concurrency", "-c", metavar="N", type=concurrency_arg, help=_env_help("handler threads", "concurrency", 1)
     )
     p.add_argument(
         "--lease", metavar="DURATION", type=duration_arg, help=_env_help("lease per claim", "lease_seconds", "30s")
@@ -701,11 +758,13 @@ def _import_path() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _logging() -> None:
+def _logging(settings: jobq.Settings) -> None:
+    """Log to stderr; the database password is masked in every line (supervisord keeps these logs)."""
     import logging
 
     level = os.environ.get("JOBQ_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs(settings.database_url, os.environ.get(env_name("database_url")))
 
 
 def collect_handlers(
@@ -735,7 +794,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from jobq.worker import REGISTRY, load_handler
 
     handlers = collect_handlers(args.handlers, args.imports, REGISTRY, load_handler)
-    _logging()
+    _logging(settings)
     with jobq.Queue(settings=settings) as q:
         worker = worker_mod(
             q,
@@ -763,14 +822,14 @@ def _call_with_name(func: Callable[..., Any], settings: jobq.Settings, name: str
 def cmd_producer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
     run = _optional("jobq.producer", "run_producer", "producer")
-    _logging()
+    _logging(settings)
     return _call_with_name(run, settings, None)
 
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
     run = _optional("jobq.consumer", "run_consumer", "consumer")
-    _logging()
+    _logging(settings)
     return _call_with_name(run, settings, args.name)
 
 
@@ -923,7 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except JobqError as exc:
-        _err(clean(str(exc), None))
+        _err(redact_text(clean(str(exc), None), *database_urls(args)))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -933,6 +992,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception:  # noqa: BLE001 - a bug: keep its traceback for the report, minus the password
+        sys.stderr.write(redact_text(traceback.format_exc(), *database_urls(args)))
+        return EXIT_ERROR
+
+
+def database_urls(args: argparse.Namespace) -> list[str]:
+    """Every database URL this invocation may have used, for masking their passwords in errors:
+    the ``--db`` flag, ``JOBQ_DATABASE_URL`` and the one the settings resolve to (config file)."""
+    urls = [u for u in (getattr(args, "db", None), os.environ.get(env_name("database_url"))) if u]
+    # The error being reported may be the settings' own; the flag and the environment are covered.
+    with contextlib.suppress(JobqError):
+        urls.append(make_settings(args).database_url)
+    return urls
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobq.errors import ConfigError
+from jobq.redact import redact_url
 
 DATABASE_URL_DEFAULT = "sqlite:///data/queue.db"
 QUEUE_DEFAULT = "default"
@@ -35,6 +36,19 @@ PRODUCER_INTERVAL_SECONDS_DEFAULT = 5.0
 CONSUMER_DELAY_DEFAULT = "7-15"
 PRUNE_AFTER_SECONDS_DEFAULT: float | None = None
 
+#: Job ids, LIMIT and OFFSET are 64-bit signed integers on both backends.
+INT64_MAX = 2**63 - 1
+#: PostgreSQL ``integer`` columns (priority, attempts) are 32-bit, SQLite's are 64-bit: jobq holds
+#: both backends to the narrower range, so a value accepted on one is accepted on the other.
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+#: Most handler threads per worker process: each costs a stack, and more than this is a typo
+#: (scale out with more worker processes instead).
+CONCURRENCY_MAX = 1024
+#: Longest duration accepted anywhere (100 years). Longer ones are typos, and past ~292 years a
+#: thread's wait() raises OverflowError; an unbounded "9"*400 would even parse as infinity.
+DURATION_MAX_SECONDS = 100 * 365.25 * 86400
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
@@ -48,11 +62,19 @@ def parse_duration(text: str | float | int) -> float:
     if isinstance(text, int | float):
         if text < 0:
             raise ConfigError(f"duration must not be negative: {text}")
-        return float(text)
+        return _check_duration(float(text))
     match = _DURATION.match(text)
     if not match:
-        raise ConfigError(f"not a duration: {text!r} (use e.g. 30, 1.5s, 250ms, 10m, 2h, 7d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ConfigError(f"not a duration: {shown!r} (use e.g. 30, 1.5s, 250ms, 10m, 2h, 7d)")
+    return _check_duration(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _check_duration(seconds: float) -> float:
+    """``seconds`` if it lies in [0, ``DURATION_MAX_SECONDS``], else ConfigError."""
+    if not 0 <= seconds <= DURATION_MAX_SECONDS:  # also refuses NaN and infinity
+        raise ConfigError(f"duration must be between 0 and 100 years ({DURATION_MAX_SECONDS:.0f} s)")
+    return seconds
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -69,7 +91,7 @@ def parse_range(text: str) -> tuple[float, float]:
         raise ConfigError(f"not a range of seconds: {text!r} (use e.g. 7-15 or 0-0.05)") from None
     if low < 0 or high < low:
         raise ConfigError(f"bad range of seconds: {text!r} (need 0 <= low <= high)")
-    return low, high
+    return low, _check_duration(high)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +114,14 @@ class Settings:
     producer_interval_seconds: float = PRODUCER_INTERVAL_SECONDS_DEFAULT
     consumer_delay: str = CONSUMER_DELAY_DEFAULT
     operator: str | None = None
+
+    def __repr__(self) -> str:
+        """The dataclass repr with the database password masked: settings end up in logs."""
+        shown = ", ".join(
+            f"{f.name}={redact_url(self.database_url) if f.name == 'database_url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({shown})"
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -123,10 +153,16 @@ def _coerce(settings: Settings) -> Settings:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
+        kind = str(f.type)
+        if "float" in kind and isinstance(value, int | float) and not isinstance(value, bool):
+            try:  # numbers from TOML or code: the same range check as text
+                out[f.name] = parse_duration(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{f.name}: {exc}") from None
+            continue
         if value is None or not isinstance(value, str):
             out[f.name] = value
             continue
-        kind = str(f.type)
         try:
             if "float" in kind:
                 out[f.name] = parse_duration(value)
@@ -136,13 +172,15 @@ def _coerce(settings: Settings) -> Settings:
                 out[f.name] = value
         except ValueError:
             raise ConfigError(f"{f.name}: not a number: {value!r}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{f.name}: {exc}") from None
     result = Settings(**out)
     if result.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be positive")
-    if result.max_attempts < 1:
-        raise ConfigError("max_attempts must be at least 1")
-    if result.concurrency < 1:
-        raise ConfigError("concurrency must be at least 1")
+    if not 1 <= result.max_attempts <= INT32_MAX:
+        raise ConfigError(f"max_attempts must be between 1 and {INT32_MAX}")
+    if not 1 <= result.concurrency <= CONCURRENCY_MAX:
+        raise ConfigError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
     parse_range(result.consumer_delay)
     return result
 

@@ -23,6 +23,7 @@ from jobq.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
 from jobq.job import Job
 from jobq.producer import FILE_TASK
 from jobq.queue import Queue
+from jobq.redact import redact_logs, redact_text
 from jobq.worker import PermanentError, Worker
 
 
@@ -125,12 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``jobq consumer`` / ``python src/consumer/consumer.py``: work until SIGTERM or Ctrl+C."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    urls = [args.db, os.environ.get(env_name("database_url"))]
     try:
-        run_consumer(settings_from_args(args), name=args.name)
+        settings = settings_from_args(args)
+        urls.append(settings.database_url)
+        redact_logs(*urls)  # supervisord keeps these logs: never the database password in them
+        run_consumer(settings, name=args.name)
     except (ConfigError, StorageError) as exc:
-        print(f"jobq consumer: error: {exc}", file=sys.stderr)
+        print(f"jobq consumer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
         return 2
     except JobqError as exc:
-        print(f"jobq consumer: error: {exc}", file=sys.stderr)
+        print(f"jobq consumer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
         return 1
     return 0

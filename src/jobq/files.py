@@ -10,7 +10,8 @@ line per run of the job. Two things must hold whatever is killed or frozen when:
   symlink swapped in after the check is caught, not followed.
 * **Exactly one stamp per (job, run).** Under an exclusive ``flock`` the stamper first proves it
   still holds the job's lease (a worker frozen past its lease is refused), then scans the file for
-  its own stamp and appends it only when absent, then ``fsync``s before unlocking. An attempt that
+  its own stamp and appends it only when absent, then ``fsync``s before unlocking. The scan reads
+  the file in 1 MiB pieces (``scan_stamps``): a file of gigabytes costs time, not memory. An attempt that
   was killed after writing but before the job was marked COMPLETED finds its stamp on the next
   attempt and does not write it again.
 """
@@ -21,6 +22,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import io
 import os
 import re
 import secrets
@@ -28,7 +30,7 @@ import socket
 import stat
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -47,10 +49,25 @@ DATABASE_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sq
 """Names a job may never stamp: the queue's database (and any SQLite database) lives in the data root."""
 _SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
-STAMP_RE = re.compile(
-    rb"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}) job=(\d+)(?: run=(\d+))?\r?\n?$"
-)
+_STAMP_BODY = rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}) job=(\d+)(?: run=(\d+))?"
+STAMP_RE = re.compile(rb"^" + _STAMP_BODY + rb"\r?\n?$")
 """One stamp line: ``<ISO-8601 UTC> job=<id>`` plus `` run=<n>`` for runs after the first."""
+# The same, found inside a buffer of whole lines: a line is what lies between \r or \n (as
+# bytes.splitlines() cuts), and the stamp must be all of it.
+_STAMP_IN_LINES = re.compile(rb"(?<![^\r\n])" + _STAMP_BODY + rb"(?=[\r\n]|\Z)")
+STAMP_SCAN_CHUNK_BYTES = 1 << 20
+"""How much of a job file the stamp check reads at a time: its memory stays bounded by this (plus
+one stamp-sized line), not by the file, which a user may have made gigabytes long."""
+_DIGITS_KEPT = 21
+"""Runs of more digits are shortened to this many (see ``_squeeze``): 21 digits exceed any
+64-bit job id, and are more than any fixed-width field of a stamp (4)."""
+_LONG_DIGITS = re.compile(rb"\d{%d,}" % (_DIGITS_KEPT + 1))
+_ID_LIMIT = 10**20
+_ID_OVERFLOW = 10**21 - 1
+"""How an id or run of ``_ID_LIMIT`` or more (never a job's: ids are 64-bit) is reported, whatever
+its digits: a shortened run (``_squeeze``) no longer knows them."""
+_SQUEEZED_STAMP_MAX_BYTES = len(b"0000-00-00T00:00:00." + b"+00:00 job=" + b" run=") + 3 * _DIGITS_KEPT
+"""The longest a stamp line can be once its digit runs are shortened: a longer line is no stamp."""
 
 
 class UnsafePath(InvalidPayload):
@@ -236,13 +253,74 @@ def stamp_line(job_id: int, run: int = 1, *, now: float | None = None) -> str:
 
 
 def stamps_in(data: bytes) -> list[tuple[int, int]]:
-    """Every (job, run) stamped in a file's content, in order (duplicates kept)."""
-    found: list[tuple[int, int]] = []
-    for line in data.splitlines():
-        m = STAMP_RE.match(line)
-        if m:
-            found.append((int(m.group(1)), int(m.group(2) or 1)))
-    return found
+    """Every (job, run) stamped in a file's content, in order (duplicates kept).
+
+    A line is a stamp when all of it matches ``STAMP_RE`` (lines end at ``\\n``, ``\\r`` or both).
+    An id or run of 10**20 or more (never a job's) is reported as 10**21 - 1.
+    """
+    return list(scan_stamps(io.BytesIO(data).read))
+
+
+def _squeeze(m: re.Match[bytes]) -> bytes:
+    # A digit run longer than _DIGITS_KEPT becomes exactly _DIGITS_KEPT digits of the same value
+    # (leading zeros dropped first) or, when its value is that large, all nines: a stamp matches
+    # where it did (\d{4} and \d{2} fail on either, \d+ takes either) with the same job and run.
+    # Applied again to a shortened run with more digits appended, it gives what the whole run gives.
+    significant = m.group().lstrip(b"0")
+    if len(significant) < _DIGITS_KEPT:
+        return significant.rjust(_DIGITS_KEPT, b"0")
+    return b"9" * _DIGITS_KEPT
+
+
+def _line_end(data: bytes) -> int:
+    """Index just past the first line break in ``data``, or -1."""
+    ends = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
+    return min(ends) + 1 if ends else -1
+
+
+def scan_stamps(read: Callable[[int], bytes]) -> Iterator[tuple[int, int]]:
+    """Every (job, run) stamped in a stream, in order, read in ``STAMP_SCAN_CHUNK_BYTES`` pieces.
+
+    ``read(n)`` returns up to ``n`` bytes, ``b""`` at the end (``file.read``). Same lines as
+    ``stamps_in`` finds, in bounded memory: digit runs are shortened (``_squeeze``), and a line
+    that grows past the longest possible stamp is skipped to its end without being kept (a
+    sparse file of gigabytes of NULs is one such line).
+    """
+    carry = b""  # the start of a line not ended yet, shortened
+    skipping = False  # inside a line already too long to be a stamp
+    while chunk := read(STAMP_SCAN_CHUNK_BYTES):
+        if skipping:
+            end = _line_end(chunk)
+            if end < 0:
+                continue
+            chunk, skipping = chunk[end:], False
+        data = _LONG_DIGITS.sub(_squeeze, carry + chunk)
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        whole, carry = data[:cut], data[cut:]
+        yield from _stamps_of_lines(whole)
+        if len(carry) > _SQUEEZED_STAMP_MAX_BYTES:
+            carry, skipping = b"", True
+    if carry and not skipping:
+        yield from _stamps_of_lines(carry)
+
+
+def _stamps_of_lines(data: bytes) -> Iterator[tuple[int, int]]:
+    for m in _STAMP_IN_LINES.finditer(data):
+        job, run = int(m.group(1)), int(m.group(2) or 1)
+        yield (job if job < _ID_LIMIT else _ID_OVERFLOW), (run if run < _ID_LIMIT else _ID_OVERFLOW)
+
+
+def _has_stamp(fd: int, job_id: int, run: int) -> bool:
+    """Whether the file holds the stamp of (``job_id``, ``run``), read with ``pread`` from the start."""
+    offset = 0
+
+    def read(n: int) -> bytes:
+        nonlocal offset
+        data = os.pread(fd, n, offset)
+        offset += len(data)
+        return data
+
+    return any(found == (job_id, run) for found in scan_stamps(read))
 
 
 def _open_under_root(root_real: str, real: str, display: str) -> int:
@@ -310,14 +388,6 @@ def _lock(fd: int, timeout: float, display: str) -> None:
             time.sleep(LOCK_POLL_SECONDS)
 
 
-def _read_all(fd: int) -> bytes:
-    os.lseek(fd, 0, os.SEEK_SET)
-    chunks: list[bytes] = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def stamp_file(
     guard: LeaseGuard | Callable[[], None],
     path: str | os.PathLike[str],
@@ -353,11 +423,12 @@ def stamp_file(
         # Under the lock, check the lease and the file together: a zombie (frozen past its lease)
         # is refused here, and a live worker sees any stamp written by an earlier attempt.
         ensure()
-        content = _read_all(fd)
-        if (job_id, run) in stamps_in(content):
+        # Scanned in pieces, never read whole: the file is the user's and may be gigabytes.
+        if _has_stamp(fd, job_id, run):
             return False
         line = stamp_line(job_id, run, now=now).encode()
-        if content and not content.endswith(b"\n"):
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line  # a partial last line (a crash mid-write elsewhere) stays its own line
         os.lseek(fd, 0, os.SEEK_END)
         view = memoryview(line)
@@ -393,7 +464,7 @@ def new_job_file(data_root: str | os.PathLike[str], *, now: float | None = None)
     so no half-written file is ever visible under a job-able name.
     """
     files = Path(data_root) / FILES_SUBDIR
-    files.mkdir(parents=True, exist_ok=True)
+    _make_private_dirs(files)
     when = dt.datetime.fromtimestamp(time.time() if now is None else now, tz=dt.UTC)
     rng = secrets.SystemRandom()
     body = "".join(" ".join(_word(rng) for _ in range(8)) + "\n" for _ in range(3))
@@ -419,6 +490,21 @@ def new_job_file(data_root: str | os.PathLike[str], *, now: float | None = None)
         _fsync_dir(files)
         return final
     raise OSError(errno.EEXIST, f"could not find a free file name in {files}")
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents 0700 (the umask may narrow that further).
+
+    ``Path.mkdir(parents=True)`` would give the parents 0777 minus the umask: 0755 under the usual
+    022, a data root others can list.
+    """
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another producer was quicker
+            path.mkdir(mode=0o700)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -23,8 +23,9 @@ from typing import Any, TextIO
 from jobq.backends.base import JobFilter
 from jobq.config import Settings, env_name, load_settings
 from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
-from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, stamps_in
+from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
 from jobq.queue import Queue
+from jobq.redact import redact_text
 
 FILE_TASK = "stamp"
 """The task name of file jobs (the consumer's handler)."""
@@ -77,8 +78,9 @@ def find_orphans(
         try:
             if entry.stat(follow_symlinks=False).st_mtime < now - window:
                 continue
-            if stamps_in(Path(entry.path).read_bytes()):
-                continue
+            with open(entry.path, "rb") as f:  # scanned in pieces: a file may be gigabytes
+                if next(scan_stamps(f.read), None) is not None:
+                    continue
         except OSError:
             continue
         found.append(Path(entry.path))
@@ -128,6 +130,10 @@ def run_producer(
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     own = queue is None
+
+    def shown(exc: Exception) -> str:  # a driver's message may quote the URL: never its password
+        return redact_text(str(exc), settings.database_url)
+
     q = queue or Queue(settings=settings)
     unsubmitted: list[Path] = []
     made = 0
@@ -135,7 +141,7 @@ def run_producer(
         try:
             submit_orphans(q, settings, out)
         except StorageError as exc:
-            print(f"Producer: could not look for unsubmitted files: {exc}", file=out, flush=True)
+            print(f"Producer: could not look for unsubmitted files: {shown(exc)}", file=out, flush=True)
         while not stop.is_set() and (max_files is None or made < max_files):
             try:
                 unsubmitted.append(new_job_file(settings.data_dir))
@@ -149,7 +155,7 @@ def run_producer(
                 try:
                     submit_file(q, settings, path)
                 except StorageError as exc:
-                    print(f"Producer: database unavailable, will retry: {exc}", file=out, flush=True)
+                    print(f"Producer: database unavailable, will retry: {shown(exc)}", file=out, flush=True)
                     break
                 except InvalidPayload as exc:  # removed or replaced meanwhile: nothing to submit
                     print(f"Producer: skipping {text}: {exc}", file=out, flush=True)
@@ -194,12 +200,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     """``jobq producer`` / ``python src/producer/producer.py``: run until SIGTERM or Ctrl+C."""
     args = build_parser().parse_args(argv)
+    urls = [args.db, os.environ.get(env_name("database_url"))]
     try:
-        run_producer(settings_from_args(args))
+        settings = settings_from_args(args)
+        urls.append(settings.database_url)
+        run_producer(settings)
     except (ConfigError, StorageError) as exc:
-        print(f"jobq producer: error: {exc}", file=sys.stderr)
+        print(f"jobq producer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
         return 2
     except JobqError as exc:
-        print(f"jobq producer: error: {exc}", file=sys.stderr)
+        print(f"jobq producer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,7 @@ password" has to hold everywhere at once, not only where someone remembered it.
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 
@@ -70,12 +71,19 @@ def secrets_of(url: str) -> list[str]:
         for m in re.finditer(r"\b(?:" + "|".join(_SECRET_KEYS) + r")\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.I):
             found.append(m.group(1).strip("'"))
     elif "://" in url:
-        netloc = url.split("://", 1)[1].split("/", 1)[0]
-        if "@" in netloc:
-            userinfo = netloc.rsplit("@", 1)[0]
+        rest = url.split("://", 1)[1]
+        # The userinfo as a URL parser reads it (up to the last "@" of the authority), and as it
+        # reads when the password holds an unescaped "/" (up to the last "@" of everything).
+        for authority in {rest.split("/", 1)[0], rest.split("?", 1)[0]}:
+            if "@" not in authority:
+                continue
+            userinfo = authority.rsplit("@", 1)[0]
             if ":" in userinfo:
                 raw = userinfo.split(":", 1)[1]
                 found += [raw, urllib.parse.unquote(raw)]
+                # libpq splits an unescaped "p@ss:word" elsewhere than urllib does and may quote
+                # a piece of it as a host or port: mask the pieces too.
+                found += re.split(r"[@:/]", raw)
         query = url.split("?", 1)[1] if "?" in url else ""
         for part in query.split("&"):
             key, _, value = part.partition("=")
@@ -84,8 +92,53 @@ def secrets_of(url: str) -> list[str]:
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
-def redact_text(text: str, url: str) -> str:
-    """``text`` (e.g. a driver's error message) with every secret of ``url`` masked."""
-    for secret in secrets_of(url):
+def redact_text(text: str, *urls: str | None) -> str:
+    """``text`` (e.g. a driver's error message) with every secret of each of ``urls`` masked.
+
+    >>> redact_text("login failed for s3cret", "postgresql://ann:s3cret@db/jobq", None)
+    'login failed for ***'
+    """
+    secrets = sorted({s for url in urls if url for s in secrets_of(url)}, key=len, reverse=True)
+    for secret in secrets:
         text = text.replace(secret, MASK)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks the secrets of database URLs in every record it passes.
+
+    The message (after %-formatting), the formatted traceback and the stack are masked, so a
+    driver error that quotes the URL cannot reach a log file. Put it on a handler to cover every
+    logger behind it, or on a logger to cover the records logged there (``jobq.worker`` does).
+    """
+
+    def __init__(self, *urls: str | None) -> None:
+        super().__init__()
+        self.urls = tuple(u for u in urls if u)
+        self._active = any(secrets_of(u) for u in self.urls)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._active:
+            return True
+        message = record.getMessage()
+        masked = redact_text(message, *self.urls)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text, *self.urls)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info, *self.urls)
+        return True
+
+
+def redact_logs(*urls: str | None) -> RedactingFilter:
+    """Mask the secrets of ``urls`` in everything the root logger's handlers write; returns the filter.
+
+    Call it after ``logging.basicConfig`` (the CLI and the seed's consumer do).
+    """
+    redacting = RedactingFilter(*urls)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+    return redacting

@@ -180,6 +180,121 @@ def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], code: int,
     assert fragment in cli.fails(*argv, code=code)
 
 
+BIG = "99999999999999999999"  # 10**20 - 1: more than any 64-bit integer
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("show", BIG), "not a job id"),
+        (("retry", BIG), "not a job id"),
+        (("cancel", "1", f"#{BIG}"), "not a job id"),
+        (("list", "--offset", BIG), "must be at most 9223372036854775807"),
+        (("list", "--limit", str(2**63)), "must be at most 9223372036854775807"),
+        (("enqueue", "--json", "{}", "--priority", str(2**31)), "must be at most 2147483647"),
+        (("enqueue", "--json", "{}", "--priority", f"-{BIG}"), "must be at least -2147483648"),
+        (("enqueue", "--json", "{}", "--max-attempts", BIG), "must be at most 2147483647"),
+        (("worker", "-H", "m:f", "--concurrency", BIG), "must be at most 1024"),
+        (("consumer", "--concurrency", BIG), "must be at most 1024"),
+        (("ops", "--port", BIG), "between 1 and 65535"),
+    ],
+)
+def test_out_of_range_integers_are_one_usage_line_and_write_nothing(
+    cli: Cli, argv: tuple[str, ...], fragment: str
+) -> None:
+    done = cli.run(*argv)
+    assert done.stdout == ""
+    assert fragment in cli.fails(*argv, code=2)
+    assert list(cli.root.iterdir()) == [], "no database or file created"
+    enqueue(cli, {"before": True})
+    before = cli.json("list")
+    cli.fails(*argv, code=2)
+    assert cli.json("list") == before
+
+
+def test_out_of_range_integers_in_settings_and_urls_are_one_line(cli: Cli) -> None:
+    env = dict(cli.env)
+    cli.env["JOBQ_MAX_ATTEMPTS"] = BIG
+    assert "max_attempts must be between 1 and 2147483647" in cli.fails("enqueue", "--json", "{}")
+    cli.env = env
+    url = f"sqlite:///{cli.root}/other.db?busy_timeout={BIG}"
+    assert "busy_timeout must be at most 2147483647" in cli.fails("--db", url, "enqueue", "--json", "{}")
+    assert list(cli.root.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "fragment"),
+    [
+        ("src/consumer/consumer.py", ("--concurrency", BIG), "concurrency must be between 1 and 1024"),
+        ("src/consumer/consumer.py", ("--concurrency", "0"), "concurrency must be between 1 and 1024"),
+        ("src/producer/producer.py", ("--interval", BIG), "producer_interval_seconds: duration must be between"),
+    ],
+)
+def test_seed_scripts_refuse_out_of_range_integers_in_one_line(
+    cli: Cli, script: str, argv: tuple[str, ...], fragment: str
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(repo / script), *argv],
+        cwd=cli.root, env=cli.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"jobq {Path(script).stem}: error: {fragment}")
+    assert list(cli.root.iterdir()) == []
+
+
+# -- the database password is never printed --------------------------------------------------------
+SECRET = "Sup3rSECRETpw"
+SECRET_URLS = [
+    f"postgresql://ann:{SECRET}@127.0.0.1:1/jobq",  # nothing listens on port 1: refused at once
+    f"postgresql://ann:p@ss:{SECRET}@127.0.0.1:1/jobq",  # an unescaped "@": libpq reads a host of "ss"
+    f"postgresql://ann@127.0.0.1:1/jobq?password={SECRET}",
+    f"sqlite://ann:{SECRET}@host/queue.db",  # a SQLite URL with a network location is refused
+]
+
+
+@pytest.mark.parametrize("url", SECRET_URLS)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stats",),
+        ("list", "--status", "failed"),
+        ("enqueue", "--json", "{}"),
+        ("worker", "--import", "mytasks", "--exit-when-idle"),
+        ("producer", "--interval", "1s"),
+        ("consumer", "--delay", "0-0"),
+    ],
+)
+def test_the_database_password_is_never_printed(cli: Cli, url: str, argv: tuple[str, ...]) -> None:
+    (cli.root / "mytasks.py").write_text(HANDLERS)
+    for how in ("flag", "env"):
+        args = [*argv, "--db", url] if how == "flag" else list(argv)
+        if how == "env":
+            cli.env["JOBQ_DATABASE_URL"] = url
+        done = cli.run(*args)
+        assert done.returncode != 0, done.stdout
+        assert SECRET not in done.stdout + done.stderr, f"{how}: {done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jobq: error: "), done.stderr
+
+
+@pytest.mark.parametrize("script", ["src/producer/producer.py", "src/consumer/consumer.py"])
+@pytest.mark.parametrize("url", SECRET_URLS)
+def test_the_seed_scripts_never_print_the_database_password(cli: Cli, script: str, url: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(repo / script), "--db", url],
+        cwd=cli.root, env=cli.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert SECRET not in done.stdout + done.stderr, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"jobq {Path(script).stem}: error: ")
+
+
 def test_payload_too_large_is_one_line(cli: Cli) -> None:
     big = json.dumps({"blob": "x" * 70_000})
     line = cli.fails("enqueue", "--json", "-", stdin=big)

@@ -8,6 +8,7 @@ repo), with fast timings passed through supervisord's environment, and stops it 
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
 import os
 import random
@@ -65,9 +66,14 @@ def make_config(env: dict[str, str], producers: int, consumers: int) -> str:
 class Supervised:
     """A supervisord running a copy of the config in ``root``, driven through its XML-RPC API."""
 
-    def __init__(self, root: Path, env: dict[str, str], producers: int, consumers: int) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str], producers: int, consumers: int, *, daemon: bool = False
+    ) -> None:
+        """``daemon``: let supervisord daemonize as ``supervisord -c`` does (its umask applies only
+        then); the test then knows it by its pidfile. Else it stays our child (``-n``)."""
         self.root = root
-        for name in ("data/files", "log", "run"):
+        self.daemon = daemon
+        for name in ("log", "run") if daemon else ("data/files", "log", "run"):
             (root / name).mkdir(parents=True, exist_ok=True)
         (root / ".venv").symlink_to(REPO / ".venv")
         (root / "src").symlink_to(REPO / "src")
@@ -79,12 +85,19 @@ class Supervised:
         self.producers = [f"producer{i}" for i in range(1, producers + 1)]
         # Only what the test sets reaches the programs: no JOBQ_* leaking in from the caller.
         base = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
-        args = [str(REPO / ".venv/bin/supervisord"), "-n", "-c", str(self.conf)]
+        args = [str(REPO / ".venv/bin/supervisord"), "-c", str(self.conf)] + ([] if daemon else ["-n"])
         if os.geteuid() != 0:
             args += ["-u", str(os.geteuid())]
         self.log = open(root / "log" / "supervisord.out", "wb")  # noqa: SIM115 - closed in stop()
         # -n (no daemon): supervisord stays our child, so we can wait for it (no zombie, no guessing).
-        self.proc = subprocess.Popen(args, cwd=root, env=base, stdout=self.log, stderr=subprocess.STDOUT)
+        # A daemon's first process exits once it has forked; the umask is the usual one, explicitly.
+        self.proc = subprocess.Popen(
+            args, cwd=root, env=base, stdout=self.log, stderr=subprocess.STDOUT, umask=0o022 if daemon else -1
+        )
+        if daemon:
+            assert self.proc.wait(30) == 0, "supervisord did not daemonize"
+            wait_for(self.pidfile.exists, 30, "the daemon's pidfile")
+            self.daemon_pid = int(self.pidfile.read_text())
 
     def call(self, method: str, *args: Any) -> Any:
         """One supervisord XML-RPC call (``supervisor.<method>``) on a fresh connection, closed after.
@@ -117,7 +130,10 @@ class Supervised:
                     os.kill(pid, signal.SIGCONT)
             self.call("shutdown")
         except (OSError, xmlrpc.client.Error, http.client.HTTPException):
-            if self.proc.poll() is None:
+            if self.daemon:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.daemon_pid, signal.SIGTERM)  # by the pid it wrote, never by name
+            elif self.proc.poll() is None:
                 self.proc.terminate()  # SIGTERM is supervisord's own clean shutdown
         try:
             self.proc.wait(90)
@@ -126,7 +142,8 @@ class Supervised:
             self.proc.wait(60)
         finally:
             self.log.close()
-        wait_for(lambda: not self.pidfile.exists(), 10, "the pidfile to go")
+        # A daemon is not our child: its pidfile going (after its programs stopped) is the sign.
+        wait_for(lambda: not self.pidfile.exists(), 60 if self.daemon else 10, "the pidfile to go")
 
     def supervisord_log(self) -> str:
         return (self.root / "log" / "supervisord.log").read_text(errors="replace")
@@ -136,8 +153,8 @@ class Supervised:
 def supervised(tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
     started: list[Supervised] = []
 
-    def start(env: dict[str, str], *, producers: int, consumers: int) -> Supervised:
-        sv = Supervised(tmp_path / "site", env, producers, consumers)
+    def start(env: dict[str, str], *, producers: int, consumers: int, daemon: bool = False) -> Supervised:
+        sv = Supervised(tmp_path / "site", env, producers, consumers, daemon=daemon)
         started.append(sv)
         wait_for(sv.all_running, 60, "every program RUNNING")
         return sv
@@ -263,3 +280,30 @@ def test_a_frozen_consumer_cannot_stamp_or_complete_after_its_lease(supervised: 
         print(f"\nfrozen consumer: refused {[e.detail.get('operation') for e in refused()]}; one stamp")
     finally:
         q.close()
+
+
+def test_supervisord_keeps_logs_and_the_database_private(supervised: Callable[..., Supervised]) -> None:
+    """Started as ``supervisord -c supervisord.conf`` under the usual umask 022, the demo writes its
+    logs, pidfile, database (-wal, -shm) and job files for its user only: the config's umask=077
+    and jobq's own 0600/0700. supervisord opens log/supervisord.log before that umask applies:
+    scripts/demo.sh sets umask 077 itself for it. log/ and run/ come with the clone (0755)."""
+    sv = supervised(FAST_ENV, producers=1, consumers=1, daemon=True)
+    q = open_queue(sv.root)
+    try:
+        wait_for(lambda: q.counts()["COMPLETED"] >= 1, 60, "a job to be stamped and completed")
+    finally:
+        q.close()
+    data = sv.root / "data"
+    private = {
+        sv.root / "run" / "supervisord.pid": 0o600,
+        data: 0o700,  # created by the first program that opened the queue
+        data / "files": 0o700,
+        data / "queue.db": 0o600,
+        data / "queue.db-wal": 0o600,
+        data / "queue.db-shm": 0o600,
+        **{p: 0o600 for p in (sv.root / "log").glob("*.log") if p.name != "supervisord.log"},
+        **{p: 0o600 for p in (data / "files").iterdir()},
+    }
+    assert {"producer1.log", "consumer1.log"} <= {p.name for p in (sv.root / "log").iterdir()}
+    modes = {str(p.relative_to(sv.root)): oct(p.stat().st_mode & 0o777) for p in private}
+    assert modes == {str(p.relative_to(sv.root)): oct(m) for p, m in private.items()}

@@ -165,6 +165,109 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: tup
     assert fragment in usage_error(capsys, *argv)
 
 
+BIG = "99999999999999999999"  # 10**20 - 1: beyond any 64-bit integer
+TOO_LONG = "9" * 5000  # beyond Python's int() limit of 4,300 digits
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("show", BIG), "ids are at most 9223372036854775807"),
+        (("show", str(2**63)), "ids are at most 9223372036854775807"),
+        (("retry", "1", BIG), "not a job id"),
+        (("cancel", f"#{BIG}"), "not a job id"),
+        (("show", TOO_LONG), "not a job id"),
+        (("list", "--offset", BIG), "must be at most 9223372036854775807"),
+        (("list", "--offset", str(2**63)), "must be at most 9223372036854775807"),
+        (("list", "--limit", str(2**63)), "must be at most 9223372036854775807"),
+        (("list", "-n", TOO_LONG), "must be at most 9223372036854775807"),
+        (("list", "-n", "-" + TOO_LONG), "must be at least 1"),
+        (("enqueue", "--json", "{}", "--priority", str(2**31)), "must be at most 2147483647"),
+        (("enqueue", "--json", "{}", "-p", str(-(2**31) - 1)), "must be at least -2147483648"),
+        (("enqueue", "--json", "{}", "--priority", BIG), "must be at most 2147483647"),
+        (("enqueue", "--json", "{}", "--priority", "high"), "not an integer: 'high'"),
+        (("enqueue", "--json", "{}", "--max-attempts", str(2**31)), "must be at most 2147483647"),
+        (("worker", "-H", "m:f", "--concurrency", BIG), "must be at most 1024"),
+        (("consumer", "-c", "1025"), "must be at most 1024"),
+        (("manager", "--port", BIG), "between 1 and 65535"),
+    ],
+)
+def test_integers_out_of_the_databases_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], fragment: str
+) -> None:
+    line = usage_error(capsys, *argv)
+    assert fragment in line
+    assert len(line) < 300  # a 5,000-digit argument is not echoed whole
+
+
+@pytest.mark.parametrize(
+    ("argv", "dest", "value"),
+    [
+        (("show", str(2**63 - 1)), "job_id", 2**63 - 1),
+        (("list", "--offset", str(2**63 - 1)), "offset", 2**63 - 1),
+        (("list", "--limit", str(2**63 - 1)), "limit", 2**63 - 1),
+        (("enqueue", "--json", "{}", "--priority", str(2**31 - 1)), "priority", 2**31 - 1),
+        (("enqueue", "--json", "{}", "--priority", str(-(2**31))), "priority", -(2**31)),
+        (("enqueue", "--json", "{}", "--max-attempts", str(2**31 - 1)), "max_attempts", 2**31 - 1),
+        (("worker", "-H", "m:f", "-c", "1024"), "concurrency", 1024),
+    ],
+)
+def test_integers_at_the_edge_of_the_range_are_accepted(argv: tuple[str, ...], dest: str, value: int) -> None:
+    assert getattr(parse(*argv), dest) == value
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"JOBQ_MAX_ATTEMPTS": str(2**31)}, "max_attempts must be between 1 and 2147483647"),
+        ({"JOBQ_CONCURRENCY": "99999999999999999999"}, "concurrency must be between 1 and 1024"),
+    ],
+)
+def test_settings_out_of_range_are_config_errors(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        cli.load_settings({}, env=env, config_file=NO_FILE)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("enqueue", "--json", "{}", "--delay", "9" * 400),  # parsed as a float: infinity
+        ("enqueue", "--json", "{}", "--timeout", "99999999999999999999w"),
+        ("producer", "--interval", "101000000000"),
+        ("worker", "-H", "m:f", "--lease", "99999999999w"),
+        ("consumer", "--grace", "99999999999w"),
+        ("consumer", "--delay", "0-1e400"),
+        ("purge", "--older-than", "1e400"),
+    ],
+)
+def test_durations_beyond_100_years_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    line = usage_error(capsys, *argv)
+    assert "duration must be between 0 and 100 years" in line or "not a duration" in line
+    assert len(line) < 300
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"JOBQ_PRODUCER_INTERVAL": "99999999999999999999"}, "producer_interval_seconds: duration must be between"),
+        ({"JOBQ_LEASE": "9" * 400}, "lease_seconds: duration must be between"),
+        ({"JOBQ_CONSUMER_DELAY": "1-99999999999999999999"}, "duration must be between"),
+    ],
+)
+def test_durations_beyond_100_years_in_settings_are_config_errors(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        cli.load_settings({}, env=env, config_file=NO_FILE)
+
+
+def test_durations_from_toml_numbers_are_checked_too(tmp_path: Any) -> None:
+    toml = tmp_path / "jobq.toml"
+    toml.write_text("poll_interval_seconds = 1e300\n")
+    with pytest.raises(ConfigError, match="poll_interval_seconds: duration must be between"):
+        cli.load_settings({}, env={}, config_file=toml)
+    toml.write_text("poll_interval_seconds = 0.5\n")
+    assert cli.load_settings({}, env={}, config_file=toml).poll_interval_seconds == 0.5
+
+
 def test_job_ids_accept_a_hash_prefix() -> None:
     assert parse("retry", "#3", "4").job_ids == [3, 4]
 

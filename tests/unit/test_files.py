@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -369,3 +372,106 @@ def test_new_job_files_are_unique_complete_and_leave_no_temp(site: Path) -> None
         assert stamps_in(p.read_bytes()) == []
         assert os.stat(p).st_nlink == 1
     assert not [p for p in (site / "data" / "files").iterdir() if p.name.startswith(".")]
+
+
+# -- the stamp check reads the file in bounded memory -----------------------------------------
+
+SPARSE_FILE_BYTES = 3 * 1024**3  # 3 GiB of NULs (the reported case): one "line" with no end
+ADDRESS_SPACE_LIMIT_BYTES = 512 * 1024**2  # the check runs in this, far below the file's size
+
+_STAMP_TWICE = """
+import resource, sys
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # reading the file whole is a MemoryError
+from jobq.files import stamp_file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+first = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])
+second = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])
+grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(first, second, grown_kib)
+"""
+
+
+def test_a_huge_sparse_file_is_stamped_once_in_bounded_memory(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "files").mkdir(parents=True)
+    target = root / "files" / "huge.txt"
+    with open(target, "wb") as f:
+        os.truncate(f.fileno(), SPARSE_FILE_BYTES)  # no blocks on disk: a hole of NULs
+    done = subprocess.run(
+        [sys.executable, "-c", _STAMP_TWICE, str(target), str(root), str(ADDRESS_SPACE_LIMIT_BYTES)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second, grown_kib = done.stdout.split()
+    assert (first, second) == ("True", "False"), "stamped once; the second check found it after 3 GiB"
+    assert int(grown_kib) < 64 * 1024, f"peak memory grew by {grown_kib} KiB"
+    with open(target, "rb") as f:
+        f.seek(SPARSE_FILE_BYTES)
+        tail = f.read()
+    assert tail.startswith(b"\n") and stamps_in(tail) == [(7, 1)]  # after the partial "line" of NULs
+
+
+def _stamps_by_lines(data: bytes) -> list[tuple[int, int]]:
+    """The stamp check as it was: every line of the whole content against STAMP_RE (numbers of 21
+    digits and more, never a job's, are now all reported as 10**21 - 1)."""
+
+    def capped(digits: bytes) -> int:
+        value = int(digits)
+        return value if value < 10**20 else 10**21 - 1
+
+    found = []
+    for line in data.splitlines():
+        m = files.STAMP_RE.match(line)
+        if m:
+            found.append((capped(m.group(1)), capped(m.group(2) or b"1")))
+    return found
+
+
+def _digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=low, max_size=high)
+
+
+_stamp_lines = st.builds(
+    lambda date, frac, tz, zeros, job, run: (
+        f"{date}{frac}{tz} job={'0' * zeros}{job}" + ("" if run is None else f" run={'0' * zeros}{run}")
+    ),
+    st.sampled_from(["2026-11-30T09:28:32", "1970-01-01T00:00:00", "2026-1-30T09:28:32", "x026-11-30T09:28:32"]),
+    st.one_of(st.just(""), _digits(0, 30).map(lambda d: "." + d)),
+    st.sampled_from(["Z", "+01:00", "-11:30", "+1:00", ""]),
+    st.integers(0, 40),
+    st.integers(0, 2**63 - 1),
+    st.none() | st.integers(0, 2**31),
+)
+_noise = st.text("0123456789-:TZ.+ jobrun=\x00", max_size=60)
+_separators = st.sampled_from(["\n", "\r", "\r\n", "\n\n", ""])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    parts=st.lists(st.tuples(st.one_of(_stamp_lines, _noise), _separators), max_size=12),
+    piece=st.integers(1, 64),
+)
+def test_the_chunked_scan_finds_exactly_what_the_line_by_line_check_found(
+    parts: list[tuple[str, str]], piece: int
+) -> None:
+    data = "".join(text + sep for text, sep in parts).encode()
+    stream = io.BytesIO(data)
+    # Pieces as small as one byte: every line, digit run and \r\n split across reads somewhere.
+    assert list(files.scan_stamps(lambda n: stream.read(min(n, piece)))) == _stamps_by_lines(data)
+    assert stamps_in(data) == _stamps_by_lines(data)
+
+
+def test_long_lines_and_digit_runs_in_bounded_memory() -> None:
+    junk = b"\x00" * (3 * files.STAMP_SCAN_CHUNK_BYTES + 5)  # one line of several chunks, skipped
+    padded = b"2026-11-30T09:28:32." + b"5" * 10_000 + b"Z job=" + b"0" * 10_000 + b"42 run=" + b"0" * 9_000 + b"3"
+    huge_id = b"2026-11-30T09:28:32Z job=" + b"1" * 5_000  # not a job id: beyond 64 bits
+    edge = b"2026-11-30T09:28:32Z job=" + str(10**20 - 1).encode() + b" run=0" + str(10**20).encode()
+    lines = [junk, padded, huge_id, junk + b"2026-11-30T09:28:32Z job=1", edge, b"2026-11-30T09:28:32Z job=9"]
+    data = b"\n".join(lines)
+    # Leading zeros and long fractions keep their meaning (the old check raised ValueError past
+    # Python's 4,300-digit int() limit); a number of 10**20 or more is reported as 10**21 - 1.
+    expected = [(42, 3), (10**21 - 1, 1), (10**20 - 1, 10**21 - 1), (9, 1)]
+    assert stamps_in(data) == expected
+    stream = io.BytesIO(data)
+    assert list(files.scan_stamps(lambda n: stream.read(min(n, 4093)))) == expected

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 import jobq
 from jobq.backends import open_backend
-from jobq.redact import redact_text, redact_url
+from jobq.backends.sqlite import SqliteBackend
+from jobq.errors import StorageError
+from jobq.redact import RedactingFilter, redact_text, redact_url
+from jobq.worker import Worker
 
 SECRET = "hunter2-s3cret"
 
@@ -56,3 +64,78 @@ def test_refused_urls_name_neither_user_nor_password(url: str, tmp_path, monkeyp
 def test_queue_display_url(tmp_path) -> None:
     with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
         assert q.display_url == q.url
+
+
+def test_pieces_of_an_unescaped_password_are_masked_too() -> None:
+    # libpq splits "ann:p@ss:<secret>@host" at the first "@" and quotes "ss:<secret>@host" as a host.
+    url = f"postgresql://ann:p@ss:{SECRET}@127.0.0.1:1/jobq"
+    assert redact_text(f"cannot connect to PostgreSQL at ss:{SECRET}@127.0.0.1:1/jobq", url) == (
+        "cannot connect to PostgreSQL at ss:***@127.0.0.1:1/jobq"
+    )
+    assert SECRET not in redact_text(f"bad URL 'sqlite://ann:{SECRET}@h/q.db'", f"sqlite://ann:{SECRET}@h/q.db")
+
+
+def test_redact_text_takes_several_urls_and_skips_none() -> None:
+    urls = (None, f"postgresql://a:{SECRET}@db/x", "postgresql://b:other-pw@db/y", "")
+    assert redact_text(f"{SECRET} other-pw", *urls) == "*** ***"
+
+
+def test_settings_repr_masks_the_password() -> None:
+    settings = jobq.Settings(database_url=f"postgresql://ann:{SECRET}@db/jobq")
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+    assert "postgresql://ann:***@db/jobq" in repr(settings)
+
+
+def test_redacting_filter_masks_message_arguments_and_traceback() -> None:
+    url = f"postgresql://ann:{SECRET}@db/jobq"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(url))
+    logger = logging.getLogger("test-redact")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("cannot open %s (%d%%)", url, 100)
+        try:
+            raise RuntimeError(f"driver said {url}")
+        except RuntimeError:
+            logger.exception("tick failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert SECRET not in text
+    assert "cannot open postgresql://ann:***@db/jobq (100%)" in text
+    assert "RuntimeError: driver said postgresql://ann:***@db/jobq" in text
+
+
+def test_the_worker_masks_the_password_in_its_logs_and_stored_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"postgresql://ann:{SECRET}@db.invalid/jobq"
+    backend = SqliteBackend(f"sqlite:///{tmp_path}/q.db")
+    queue = jobq.Queue(settings=jobq.Settings(database_url=url, poll_interval_seconds=0.01), backend=backend)
+    job_id = queue.enqueue({}, max_attempts=1)
+    real_claim = queue.claim_many
+    calls = []
+
+    def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # after the job ran: fails once, as a careless driver message would
+            raise StorageError(f"cannot connect to {url}")
+        return real_claim(*args, **kwargs)
+
+    def handler(ctx: Any) -> None:
+        raise RuntimeError(f"handler could not reach {url}")
+
+    monkeypatch.setattr(queue, "claim_many", flaky_claim)
+    caplog.set_level(logging.INFO)
+    try:
+        Worker(queue, handler, exit_when_idle=True).run()
+        job = queue.get(job_id)
+    finally:
+        queue.close()
+    assert job.status == jobq.JobStatus.FAILED
+    assert job.last_error and "handler could not reach postgresql://ann:***@" in job.last_error
+    assert SECRET not in job.last_error
+    assert "claim failed: cannot connect to postgresql://ann:***@" in caplog.text
+    assert SECRET not in caplog.text

@@ -350,11 +350,29 @@ class SqliteBackend:
             return self._conn
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
+        if not -(2**31) <= self.busy_timeout_ms < 2**31:
+            # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
+            raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
+        # The database holds every payload: what jobq creates is private, directories 0700 and
+        # the file 0600 (a umask may narrow both further). SQLite gives -wal and -shm the mode of
+        # the database file; left to itself it would create all three 0644.
         directory = os.path.dirname(self.path)
+        missing: list[str] = []
+        parent = directory
+        while parent and not os.path.exists(parent):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
         try:
-            os.makedirs(directory, exist_ok=True)
+            for path in reversed(missing):
+                with contextlib.suppress(FileExistsError):  # another process was quicker
+                    os.mkdir(path, 0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the database directory {directory}: {exc.strerror}") from None
+        if not os.path.exists(self.path):
+            # An empty file is a valid empty database. Any failure here is left to apsw below,
+            # which names it (permissions, read-only mount).
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         try:
             conn = apsw.Connection(self.path)
             conn.set_busy_timeout(self.busy_timeout_ms)

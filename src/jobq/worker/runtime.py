@@ -36,6 +36,7 @@ from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
 from jobq.payloads import encode_json
 from jobq.queue import Queue
+from jobq.redact import RedactingFilter, redact_text
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.registry import Handler
@@ -219,6 +220,10 @@ class Worker:
         self._threads = [
             threading.Thread(target=self._runner, name=f"jobq-run-{i}", daemon=True) for i in range(self.concurrency)
         ]
+        # Every worker log line masks the database password, however the application set up
+        # logging: a driver error may quote the URL, and supervisord keeps these logs in files.
+        redacting = RedactingFilter(self.queue.url)
+        log.addFilter(redacting)
         for t in self._threads:
             t.start()
         for loop in loops:
@@ -240,6 +245,7 @@ class Worker:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             log.info("worker %s stopped: %d done, %d failed", self.id, self.jobs_done, self.jobs_failed)
+            log.removeFilter(redacting)
 
     # -- the main loop -------------------------------------------------------------------------
     def _main_loop(self) -> None:
@@ -312,6 +318,14 @@ class Worker:
             self._record(self._execute(ctx))
 
     def _execute(self, ctx: JobContext) -> _Outcome:
+        outcome = self._run_handler(ctx)
+        if outcome.error:
+            # The error is stored with the job and shown by `jobq show` and the apps: a handler
+            # that touched the database may quote its URL.
+            outcome.error = redact_text(outcome.error, self.queue.url)
+        return outcome
+
+    def _run_handler(self, ctx: JobContext) -> _Outcome:
         if self._forced.is_set() or ctx.lease_lost:
             return _Outcome(ctx, Outcome.NONE)
         if ctx.job.defect:
