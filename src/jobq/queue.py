@@ -31,7 +31,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.common import clip
-from jobq.config import Settings, load_settings
+from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
 from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
 from jobq.payloads import encode_json, is_unicode, walk
@@ -144,8 +144,12 @@ class Queue:
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or attempts < 1:
             raise InvalidPayload("max_attempts must be an integer >= 1")
+        if attempts > INT32_MAX:
+            raise InvalidPayload(f"max_attempts must be at most {INT32_MAX}")
         if not isinstance(priority, int):
             raise InvalidPayload("priority must be an integer (lower runs first)")
+        if not INT32_MIN <= priority <= INT32_MAX:
+            raise InvalidPayload(f"priority must be between {INT32_MIN} and {INT32_MAX}")
         if timeout is not None and timeout <= 0:
             raise InvalidPayload("timeout must be positive (seconds)")
         when = run_at if run_at is not None else now + max(0.0, delay or 0.0)
@@ -381,6 +385,8 @@ class Queue:
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job:
         """The job, or JobNotFound."""
+        if not isinstance(job_id, int) or not 0 < job_id <= INT64_MAX:
+            raise JobNotFound(job_id)
         job = self.backend.get(job_id)
         if job is None:
             raise JobNotFound(job_id)

@@ -46,8 +46,6 @@ def redact_url(url: str) -> str:
     if "://" not in url:
         return url  # a bare SQLite path holds no secret
     scheme = url.split("://", 1)[0]
-    if scheme.lower() == "sqlite":
-        return url
     try:
         parts = urllib.parse.urlsplit(url)
         netloc = parts.netloc
@@ -59,7 +57,9 @@ def redact_url(url: str) -> str:
             f"{k}={MASK}" if k.lower() in _SECRET_KEYS else f"{k}={v}"
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         )
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # Built by hand: urlunsplit drops the empty host of sqlite:///path URLs.
+        tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+        return f"{parts.scheme}://{netloc}{parts.path}{tail}"
     except ValueError:
         return f"{scheme}://{MASK}"
 

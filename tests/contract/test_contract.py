@@ -765,3 +765,13 @@ def test_errors_are_capped_in_the_job_and_in_each_event(queue: jobq.Queue) -> No
     detail = queue.events(job_id)[-1].detail["error"]
     assert len(detail) <= EVENT_ERROR_MAX_CHARS and detail.endswith("ValueError: the cause")
     assert "characters cut" in detail
+
+
+def test_out_of_range_numbers_are_refused_in_one_line(queue: jobq.Queue) -> None:
+    with pytest.raises(jobq.JobNotFound):
+        queue.get(10**20)
+    with pytest.raises(jobq.InvalidPayload, match="priority"):
+        queue.enqueue("x", priority=2**31)
+    with pytest.raises(jobq.InvalidPayload, match="max_attempts"):
+        queue.enqueue("x", max_attempts=2**40)
+    assert queue.count() == 0

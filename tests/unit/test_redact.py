@@ -137,5 +137,15 @@ def test_the_worker_masks_the_password_in_its_logs_and_stored_errors(
     assert job.status == jobq.JobStatus.FAILED
     assert job.last_error and "handler could not reach postgresql://ann:***@" in job.last_error
     assert SECRET not in job.last_error
-    assert "claim failed: cannot connect to postgresql://ann:***@" in caplog.text
+    assert "worker loop: cannot connect to postgresql://ann:***@" in caplog.text
     assert SECRET not in caplog.text
+
+
+def test_sqlite_url_errors_and_postgres_hosts_are_masked() -> None:
+    with pytest.raises(jobq.ConfigError) as info:
+        open_backend(f"sqlite://ann:{SECRET}@host/x.db")
+    assert SECRET not in str(info.value)
+    from jobq.backends.postgres import describe_url
+
+    # An unescaped "@" in the password: libpq takes part of it for the host.
+    assert SECRET not in describe_url(f"postgresql://ann:pa@{SECRET}@127.0.0.1:1/db")

@@ -397,7 +397,8 @@ def describe_url(url: str) -> str:
     host = str(info.get("host") or info.get("hostaddr") or "localhost")
     port = str(info.get("port") or "5432")
     dbname = str(info.get("dbname") or info.get("user") or "postgres")
-    return f"{host}:{port}/{dbname}"
+    # A password with an unescaped "@" makes libpq read part of it as the host: mask it there too.
+    return redact_text(f"{host}:{port}/{dbname}", url)
 
 
 def _reason(exc: BaseException) -> str:

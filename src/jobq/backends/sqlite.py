@@ -67,6 +67,7 @@ from jobq.backends.common import (
 from jobq.backends.sqlite_wake import SqliteListener, WakeNotifier
 from jobq.errors import ConfigError, StorageError
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
+from jobq.redact import redact_url
 
 T = TypeVar("T")
 #: apsw types every row as a union of all SQL types; rows are checked by the contract suite instead.
@@ -306,13 +307,15 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     if url.startswith("sqlite://"):
         parsed = urllib.parse.urlsplit(url)
         if parsed.netloc:
-            raise ConfigError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db")
+            raise ConfigError(
+                f"bad SQLite URL {redact_url(url)!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
         path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
         options = dict(urllib.parse.parse_qsl(parsed.query))
     else:
         path, options = url, {}
     if not path:
-        raise ConfigError(f"bad SQLite URL {url!r}: no file path")
+        raise ConfigError(f"bad SQLite URL {redact_url(url)!r}: no file path")
     return path, options
 
 
