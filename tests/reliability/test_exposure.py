@@ -24,16 +24,33 @@ import jobq
 from jobq.web import streamlit_command
 
 MANAGER = REPO / "src" / "manager" / "manager.py"
+OPS = REPO / "src" / "ops" / "ops.py"
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+SAFE_FLAGS = [
+    "--server.address 127.0.0.1",
+    *(f"--server.allowedHosts {name}" for name in LOOPBACK_NAMES),
+    "--client.showErrorDetails none",
+]
 
 
-def test_every_way_to_start_the_apps_binds_loopback() -> None:
-    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["address"] == "127.0.0.1"
-    for app in ("manager", "ops"):
-        command = streamlit_command(app)
-        assert command[command.index("--server.address") + 1] == "127.0.0.1"
+def test_every_way_to_start_the_apps_binds_loopback_answers_loopback_names_and_hides_tracebacks() -> None:
+    # The repo's config, and the same file next to each app script (Streamlit reads a config file
+    # next to the script after the working directory's, so it applies from any directory).
+    for path in (
+        REPO / ".streamlit" / "config.toml",
+        MANAGER.parent / ".streamlit" / "config.toml",
+        OPS.parent / ".streamlit" / "config.toml",
+        jobq.web.app_path("manager").parent / ".streamlit" / "config.toml",
+    ):
+        config = tomllib.loads(path.read_text())
+        assert config["server"]["address"] == "127.0.0.1", path
+        assert config["server"]["allowedHosts"] == LOOPBACK_NAMES, path
+        assert config["client"]["showErrorDetails"] == "none", path
+    for app in ("manager", "ops"):  # jobq manager / jobq ops
+        command = " ".join(streamlit_command(app))
+        assert all(flag in command for flag in SAFE_FLAGS), command
     programs = re.findall(r"(?m)^command=.*streamlit run.*$", (REPO / "supervisord.conf").read_text())
-    assert len(programs) == 2 and all("--server.address 127.0.0.1" in p for p in programs), programs
+    assert len(programs) == 2 and all(flag in p for p in programs for flag in SAFE_FLAGS), programs
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -50,17 +67,23 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[int]:
-    """The seed's own command, ``streamlit run src/manager/manager.py``, from the repo (its config applies)."""
+@pytest.fixture(params=[("manager", "repo"), ("manager", "elsewhere"), ("ops", "elsewhere")], ids="-".join)
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[int]:
+    """The seed's own command, ``streamlit run src/<app>/<app>.py``, from the repo (its config
+    applies) or from another directory (no ``.streamlit/`` there)."""
+    app, where = request.param
+    script = MANAGER if app == "manager" else OPS
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     env = {**os.environ, "JOBQ_DATABASE_URL": f"sqlite:///{tmp_path}/q.db", "JOBQ_DATA_DIR": str(tmp_path)}
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed in the finalizer
+    # headless: never wait at Streamlit's first-run e-mail prompt (it does not change the address)
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.headless", "true"]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(MANAGER), "--server.port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        command, cwd=REPO if where == "repo" else tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         yield port
@@ -84,7 +107,7 @@ def healthy(port: int) -> bool:
 
 @pytest.mark.slow
 def test_the_seeds_streamlit_command_listens_on_loopback_only(served: int, record: Recorder) -> None:
-    wait_for(lambda: healthy(served), 90, "the manager to answer on 127.0.0.1")
+    wait_for(lambda: healthy(served), 90, "the app to answer on 127.0.0.1")
     addresses = listening_addresses(served)
     loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1
     record("exposure: streamlit run binds", backend="n/a", jobs=0, faults=0, lost=0, duplicated=0,

@@ -107,6 +107,9 @@ def test_launch_command_is_safe_by_default() -> None:
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "9000"
     assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
+    assert flags["--client.showErrorDetails"] == "none"
+    hosts = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--server.allowedHosts"]
+    assert hosts == ["localhost", "127.0.0.1", "::1"]
     assert streamlit_command("manager")[streamlit_command("manager").index("--server.port") + 1] == "8501"
     with pytest.raises(ConfigError):
         streamlit_command("nope")
