@@ -8,6 +8,20 @@ from pathlib import Path
 
 import pytest
 from seeding import Seeded, seed
+from streamlit.testing.v1.util import patch_config_options
+
+from jobq.web import views
+
+
+@pytest.fixture(autouse=True)
+def served_on_loopback() -> Iterator[None]:
+    """AppTest serves nothing, so Streamlit's ``server.address`` is unset (every interface) and the
+    apps would refuse to serve; say 127.0.0.1, as the repo's config and `jobq manager` do. Also
+    forget wrong passwords of earlier tests (the login guard counts per process)."""
+    views.LOGIN_GUARD.reset()
+    with patch_config_options({"server.address": "127.0.0.1"}):
+        yield
+    views.LOGIN_GUARD.reset()
 
 
 @pytest.fixture
@@ -18,6 +32,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seeded]:
     monkeypatch.setenv("JOBQ_DATABASE_URL", url)
     monkeypatch.setenv("JOBQ_OPERATOR", "alice")
     monkeypatch.delenv("JOBQ_MANAGER_PASSWORD", raising=False)
+    monkeypatch.delenv("JOBQ_OPS_PASSWORD", raising=False)
     monkeypatch.chdir(tmp_path)  # no stray jobq.toml from the working directory
     yield Seeded(url, ids)
     os.environ.pop("JOBQ_MANAGER_PASSWORD", None)

@@ -121,3 +121,50 @@ def seed_demo(url: str, minutes: int = 45) -> dict[JobStatus, list[int]]:
             task="stamp",
         )
     return ids
+
+
+# -- hostile text: what an enqueuer, a worker or an operator could put in front of the apps' users ----
+OTHER_HOST = "other.host"
+BIDI_NAME = "invoice\u202etxt.exe"
+"""Shown as ``invoiceexe.txt`` by a browser that honours the right-to-left override."""
+BIDI_NAME_SHOWN = "invoicetxt.exe"
+
+
+def hostile(tag: str) -> str:
+    """Text with a Markdown link and image to another host, KaTeX, an autolink and a bidi override."""
+    return (
+        f"{tag} {BIDI_NAME} [click](http://{OTHER_HOST}/{tag}) ![x](http://{OTHER_HOST}/{tag}.png) "
+        f"$\\huge {tag}$ www.{OTHER_HOST} <img src=http://{OTHER_HOST}/h.png>"
+    )
+
+
+def _hostile_error(tag: str) -> str:
+    text = hostile(tag)
+    return f"Traceback (most recent call last):\n  {text}\n$$\n\\huge {tag.upper()}\n$$\nValueError: {text}"
+
+
+def seed_hostile(url: str) -> dict[str, int]:
+    """Jobs whose path, payload, queue, task, errors, worker and operator names are all hostile text.
+
+    Returns their ids: ``path`` (PENDING), ``payload`` (PENDING, no path), ``failed`` (FAILED twice:
+    a worker with a hostile name, resubmitted in between by a hostile operator). Also registers a
+    silent worker with a hostile name (an ops alert names it).
+    """
+    now = time.time()
+    with Queue(url) as q:
+        failed = q.enqueue({"path": f"data/files/{hostile('fp')}"}, queue=hostile("q"), task=hostile("t"))
+        worker = hostile("w")
+        job = q.claim(worker, queue=hostile("q"))
+        assert job is not None and job.id == failed
+        q.fail(job, _hostile_error("e1"), retry=False)
+        q.resubmit(failed, actor=hostile("op"))
+        job = q.claim(worker, queue=hostile("q"))
+        assert job is not None and job.id == failed
+        q.fail(job, _hostile_error("e2"), retry=False)
+        path = q.enqueue({"path": f"data/files/{hostile('p')}"}, task=hostile("t2"))
+        payload = q.enqueue({"note": hostile("n"), "name": BIDI_NAME}, queue=hostile("q2"))
+        q.backend.register_worker(
+            WorkerInfo(id=hostile("id"), name=hostile("silent"), host=hostile("h"), pid=66,
+                       queues=(hostile("q"),), started_at=now - 900, last_seen_at=now - 600)
+        )  # fmt: skip
+    return {"path": path, "payload": payload, "failed": failed}

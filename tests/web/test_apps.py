@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.parse
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+import streamlit as st
 from seeding import MANAGER, OPS, Seeded, seed
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.util import patch_config_options
 
-from jobq import JobFilter, JobStatus, Queue
+from jobq import JobFilter, JobStatus, Queue, redact
+from jobq.web import views
 
 TIMEOUT = 60
 
@@ -26,7 +32,9 @@ def row_ids(at: AppTest) -> set[int]:
 
 
 def texts(elements: object) -> str:
-    return "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+    """The elements' text; Markdown bodies read as shown (the apps escape punctuation in untrusted text)."""
+    text = "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text).replace(views.WORD_JOINER, "")
 
 
 # -- manager ---------------------------------------------------------------------------------------
@@ -41,7 +49,7 @@ def test_manager_default_view_shows_actionable_jobs_with_their_buttons(seeded: S
     # The seed's step 6: a FAILED job shows "Resubmit" and "Cancel"; a PENDING one only "Cancel".
     assert {f"resubmit_{failed}", f"cancel_{failed}", f"cancel_{pending}"} <= keys
     assert f"resubmit_{pending}" not in keys
-    assert "data/files/broken.txt" in texts(at.markdown)
+    assert "data/files/broken.txt" in texts(at.text)
 
 
 def test_resubmit_failed_job_records_the_operator(seeded: Seeded) -> None:
@@ -149,7 +157,7 @@ def test_job_detail_shows_payload_events_and_traceback(seeded: Seeded) -> None:
     at = run(MANAGER)
     at.button(key=f"details_{failed}").click().run()
     assert f"Job {failed}" in texts(at.markdown)
-    assert any(j.value == '{"path": "data/files/broken.txt"}' or "broken.txt" in str(j.value) for j in at.json)
+    assert '"path": "data/files/broken.txt"' in texts(at.code)
     code = texts(at.code)
     assert "Traceback (most recent call last)" in code and "disk quota exceeded" in code
     events = at.dataframe[0].value
@@ -180,17 +188,109 @@ def test_enqueue_by_path_validates_it(seeded: Seeded, tmp_path: Path) -> None:
     assert newest.payload == {"path": "data/files/manual.txt"} and newest.task == "stamp"
 
 
-def test_password_gates_actions(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+def page_text(at: AppTest) -> str:
+    """Everything the page holds for the browser (every element's and block's message), as text."""
+    return "\n".join(str(getattr(node, "proto", "")) for node in at._tree)
+
+
+def test_password_hides_the_queue_until_it_is_entered(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "s3cret")
     failed = seeded.ids[JobStatus.FAILED][0]
     at = run(MANAGER)
-    assert at.button(key=f"resubmit_{failed}").disabled
-    at.text_input(key="password").input("wrong").run()
-    assert at.button(key=f"resubmit_{failed}").disabled
-    at.text_input(key="password").input("s3cret").run()
-    assert not at.button(key=f"resubmit_{failed}").disabled
+    shown = page_text(at)
+    # Nothing of the queue: no job, no count, no database, no action; only the login form.
+    for absent in ("broken.txt", "waiting-0", "queue.db", "PENDING", "Resubmit", "Enqueue"):
+        assert absent not in shown, absent
+    assert row_ids(at) == set() and [b.label for b in at.button] == ["Unlock"]
+    at.text_input(key="login_password").input("wrong")
+    at.button[0].click().run()
+    assert "Wrong password" in texts(at.error) and row_ids(at) == set()
+    assert "broken.txt" not in page_text(at)
+    at.text_input(key="login_password").input("s3cret")
+    at.button[0].click().run()
+    assert failed in row_ids(at)
+    assert "login_password" not in {t.key for t in at.text_input}  # the form is gone once unlocked
     at.button(key=f"resubmit_{failed}").click().run()
     assert seeded.status(failed) == JobStatus.PENDING
+    at.button(key="lock").click().run()
+    assert row_ids(at) == set() and "broken.txt" not in page_text(at)
+
+
+def test_a_wrong_password_is_delayed_more_each_time_and_logged_without_the_guess(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "s3cret")
+    at = run(MANAGER)
+    took = []
+    for guess in ("guess-one", "guess-two"):
+        at.text_input(key="login_password").input(guess)
+        started = time.monotonic()
+        at.button[0].click().run()
+        took.append(time.monotonic() - started)
+    first, second = views.LOGIN_GUARD.delay(1), views.LOGIN_GUARD.delay(2)
+    assert (first, second) == (views.LOGIN_DELAY_SECONDS_FIRST, 2 * views.LOGIN_DELAY_SECONDS_FIRST)
+    assert took[0] >= first and took[1] >= second, took
+    logged = [r.getMessage() for r in caplog.records if r.name == "jobq.web.login"]
+    assert len(logged) == 2, logged
+    assert all("manager: wrong password from session " in m for m in logged), logged
+    assert "2 wrong in a row" in logged[1]
+    assert not any("guess" in m or "s3cret" in m for m in logged), logged
+    # The guess is not kept in the session either.
+    assert at.text_input(key="login_password").value == ""
+
+
+def test_ops_has_its_own_password_or_the_managers(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "manager-pw")
+    at = run(OPS)
+    assert not at.metric and not at.dataframe and "queue.db" not in page_text(at)
+    at.text_input(key="login_password").input("manager-pw")
+    at.button[0].click().run()
+    assert {m.label: m.value for m in at.metric}["Pending"] == "2"
+
+    monkeypatch.setenv("JOBQ_OPS_PASSWORD", "ops-pw")
+    at = run(OPS)
+    assert not at.metric
+    at.text_input(key="login_password").input("manager-pw")
+    at.button[0].click().run()
+    assert not at.metric and "Wrong password" in texts(at.error)
+    at.text_input(key="login_password").input("ops-pw")
+    at.button[0].click().run()
+    assert {m.label: m.value for m in at.metric}["Pending"] == "2"
+
+
+@pytest.mark.parametrize("app", [MANAGER, OPS])
+@pytest.mark.parametrize(("address", "password", "serves"), [
+    (None, None, False),  # unset: Streamlit listens on every interface
+    (None, "pw", False),  # ... a password does not make an implicit exposure deliberate
+    ("0.0.0.0", None, False),
+    ("0.0.0.0", "pw", True),  # explicit address and a password: a deliberate exposure
+    ("::1", None, True),
+    ("unix:///run/jobq.sock", None, True),
+])  # fmt: skip
+def test_apps_refuse_to_serve_beyond_loopback_without_a_password(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, app: Path, address: str | None, password: str | None, serves: bool
+) -> None:
+    if password:
+        monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", password)
+    with patch_config_options({"server.address": address}):
+        at = run(app)
+    text = page_text(at)
+    assert ("refuses to serve" in texts(at.error)) is not serves
+    if not serves:
+        assert "queue.db" not in text and "broken.txt" not in text and not at.metric and not at.button
+        assert "JOBQ_MANAGER_PASSWORD" in texts(at.error) and "--server.address 127.0.0.1" in texts(at.error)
+    elif password:
+        assert [b.label for b in at.button] == ["Unlock"]
+
+
+def test_a_foreign_host_header_gets_nothing(seeded: Seeded) -> None:
+    """Where Streamlit's server.allowedHosts is not configured, the page itself refuses a foreign Host."""
+    at = AppTest.from_file(str(MANAGER), default_timeout=TIMEOUT)
+    with patch.object(type(st.context), "headers", property(lambda self: {"Host": "evil.example:8501"})):
+        at.run()
+    assert not at.exception
+    assert "host name the app does not answer to" in texts(at.error)
+    assert row_ids(at) == set() and "broken.txt" not in page_text(at)
 
 
 def test_operator_name_from_the_sidebar(seeded: Seeded) -> None:
@@ -201,6 +301,28 @@ def test_operator_name_from_the_sidebar(seeded: Seeded) -> None:
     at.button(key=f"cancel_{pending}").click().run()
     with Queue(seeded.url) as q:
         assert q.events(pending)[-1].actor == "carol"
+
+
+def test_operator_name_is_stored_without_control_or_bidi_characters_and_cut(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending, other = seeded.ids[JobStatus.PENDING]
+    failed = seeded.ids[JobStatus.FAILED][0]
+    at = run(MANAGER)
+    at.text_input(key="operator").input("mal\u202elory\x1b[31m\n\u200b\u2066 ops").run()
+    at.button(key=f"cancel_{pending}").click().run()
+    at.button(key=f"resubmit_{failed}").click().run()
+    with Queue(seeded.url) as q:
+        actors = {q.events(pending)[-1].actor, q.events(failed)[-1].actor}
+    assert actors == {"mallory[31m ops"}, actors
+    assert f"acting as **{views.md_literal('mallory[31m ops')}**" in at.caption[0].value
+
+    # A name longer than the text box allows (from JOBQ_OPERATOR) is cut.
+    monkeypatch.setenv("JOBQ_OPERATOR", "\u202e" + "y" * 500)
+    at = run(MANAGER)
+    at.button(key=f"cancel_{other}").click().run()
+    with Queue(seeded.url) as q:
+        assert q.events(other)[-1].actor == "y" * views.OPERATOR_NAME_CHARS
 
 
 @pytest.mark.parametrize("app", [MANAGER, OPS])
@@ -286,3 +408,42 @@ def test_both_apps_render_with_100k_jobs(tmp_path: Path, monkeypatch: pytest.Mon
     ops_seconds = time.perf_counter() - started
     assert {m.label: m.value for m in at.metric}["Pending"] == "98,000"
     print(f"\n100k jobs: manager first render {manager_seconds:.2f} s, ops first render {ops_seconds:.2f} s")
+
+
+# -- the database URL's password ------------------------------------------------------------------
+def _with_secrets(url: str) -> str:
+    """``url`` with a password (kept if it has one: the test server trusts loopback) and a secret option."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc and ":" not in parts.netloc.rsplit("@", 1)[0]:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{user}:SECRET-pw@{host}")
+    query = "&".join(q for q in (parts.query, "sslpassword=SECRET-ssl") if q)
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("app", [MANAGER, OPS])
+def test_the_database_password_never_reaches_the_page(
+    app: Path, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _with_secrets(postgres_url)
+    seed(url)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    at = run(app)
+    assert row_ids(at) if app == MANAGER else at.metric  # the page is drawn, with its data
+    page = page_text(at)
+    secrets = redact.secrets_of(url)
+    assert "SECRET-ssl" in secrets and not [s for s in secrets if s in page]
+    assert views.database_line(url) in texts(at.caption)  # the database is named, masked
+
+
+@pytest.mark.parametrize("app", [MANAGER, OPS])
+def test_an_unreachable_database_is_named_without_its_password(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBQ_DATABASE_URL", "postgresql://jobq:SECRET-pw@127.0.0.1:1/jobq?sslpassword=SECRET-ssl")
+    monkeypatch.chdir(tmp_path)
+    at = run(app)
+    assert "Cannot open the job queue" in texts(at.error)
+    assert "SECRET" not in page_text(at)

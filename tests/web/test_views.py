@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import sys
 from pathlib import Path
 
@@ -107,8 +110,97 @@ def test_launch_command_is_safe_by_default() -> None:
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "9000"
     assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
+    assert flags["--client.showErrorDetails"] == "none"
+    hosts = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--server.allowedHosts"]
+    assert hosts == ["localhost", "127.0.0.1", "::1"]
     assert streamlit_command("manager")[streamlit_command("manager").index("--server.port") + 1] == "8501"
     with pytest.raises(ConfigError):
         streamlit_command("nope")
     with pytest.raises(ConfigError):
         streamlit_command("ops", 70000)
+
+
+# -- hardening: secrets, untrusted text, passwords, where the apps serve --------------------------------
+SECRET_URL = "postgresql://jobq:SECRET-pw@db.internal:5432/jobq?sslpassword=SSL-SECRET"
+
+
+def test_database_line_and_ops_caption_never_show_a_password() -> None:
+    for shown in (views.database_line(SECRET_URL), views.ops_caption(SECRET_URL)):
+        assert "SECRET" not in shown and "jobq:***@db.internal:5432/jobq" in shown
+    assert views.ops_caption("sqlite:///data/queue.db") == "database sqlite:///data/queue.db · read-only"
+
+
+def test_plain_removes_bidi_format_and_control_characters_and_cuts() -> None:
+    assert views.plain("invoice\u202etxt.exe") == "invoicetxt.exe"
+    assert views.plain("a\u200bb\u2066c\u2069\ufeffd\x00e\x1b[0m") == "abcde[0m"
+    assert views.plain("one\r\ntwo\u2028three\tfour") == "one two three four"
+    assert views.plain("one\r\ntwo\tx", multiline=True) == "one\ntwo\tx"
+    cut = views.plain("x" * 1000)
+    assert len(cut) == views.SHOWN_LINE_CHARS and cut.endswith(views.ELLIPSIS)
+    assert views.plain("\u202e" * 10_000 + "tail", limit=10) == ""  # padding cannot push work past the limit
+
+
+def test_md_literal_leaves_nothing_markdown_can_act_on() -> None:
+    hostile = "[a](http://other.host/x) ![i](http://other.host/i.png) $$\\huge X$$ :red[y] www.other.host <b>"
+    escaped = views.md_literal(hostile)
+    # every ASCII punctuation character is escaped, so no link, image, math, directive or autolink
+    assert re.fullmatch(r"(?:\\[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~])*", escaped), escaped
+    assert re.sub(r"\\(.)", r"\1", escaped).replace(views.WORD_JOINER, "") == hostile
+    # GFM autolinks need a space or punctuation before http/www and a letter after @: a word joiner is neither
+    joined = views.md_literal("see http://a.b www.c.d e@f.g")
+    assert joined == "see \u2060http\\:\\/\\/a\\.b \u2060www\\.c\\.d e\\@\u2060f\\.g"
+    assert "\u202e" not in views.md_literal("a\u202eb")
+
+
+def test_shown_json_writes_invisible_characters_as_escapes() -> None:
+    text = views.shown_json({"path": "invoice\u202etxt.exe", "n": "a\u2028b\U000e0001"})
+    assert "\u202e" not in text and "\\u202e" in text and "\\u2028" in text and "\\udb40\\udc01" in text
+    assert json.loads(text) == {"path": "invoice\u202etxt.exe", "n": "a\u2028b\U000e0001"}
+    assert views.payload_summary({"path": "a\u202eb"}) == "ab"
+    assert views.first_line("x\nValueError: \u202eboom\x07") == "ValueError: boom"
+
+
+def test_operator_names_are_cleaned_and_cut() -> None:
+    assert views.clean_operator(" mal\u202elory\x1b\n  ops ") == "mallory ops"
+    assert views.clean_operator("z" * 500) == "z" * views.OPERATOR_NAME_CHARS
+    assert views.resolve_operator("\u202e\u200b", {"JOBQ_OPERATOR": "al\x00ice"}) == "alice"
+
+
+def test_ops_password_falls_back_to_the_managers() -> None:
+    assert views.expected_password({"JOBQ_MANAGER_PASSWORD": "m"}, None, app="ops") == "m"
+    assert views.expected_password({"JOBQ_MANAGER_PASSWORD": "m", "JOBQ_OPS_PASSWORD": "o"}, None, app="ops") == "o"
+    assert views.expected_password({"JOBQ_OPS_PASSWORD": "o"}, None, app="manager") is None
+    assert views.expected_password({}, {"ops_password": "so", "manager_password": "sm"}, app="ops") == "so"
+
+
+def test_login_guard_doubles_the_delay_caps_it_and_logs_who_not_what(caplog: pytest.LogCaptureFixture) -> None:
+    slept: list[float] = []
+    guard = views.LoginGuard(first_seconds=1.0, max_seconds=5.0, sleep=slept.append)
+    caplog.set_level(logging.WARNING, logger="jobq.web.login")
+    for guess in ("hunter1", "hunter2", "hunter3", "hunter4"):
+        assert not guard.check(guess, "right", app="manager", who="session abc (client 10.0.0.9)")
+    assert slept == [1.0, 2.0, 4.0, 5.0]
+    assert guard.check("right", "right", app="manager", who="session abc") and slept == [1.0, 2.0, 4.0, 5.0]
+    assert not guard.check("", "right", app="ops", who="session def") and slept[-1] == 1.0  # reset by the right one
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 5 and "session abc (client 10.0.0.9)" in messages[0]
+    assert not any("hunter" in m or "right" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(("address", "password", "serves"), [
+    ("127.0.0.1", None, True), ("127.0.0.2", None, True), ("localhost", None, True), ("::1", None, True),
+    ("[::1]", None, True), ("unix:///tmp/s.sock", None, True), (None, None, False), ("", "pw", False),
+    ("0.0.0.0", None, False), ("0.0.0.0", "pw", True), ("192.0.2.7", None, False), ("::", "pw", True),
+])  # fmt: skip
+def test_serving_refusal(address: str | None, password: str | None, serves: bool) -> None:
+    assert (views.serving_refusal(address, password, "manager") is None) is serves
+
+
+def test_host_allowed_follows_streamlits_allowed_hosts() -> None:
+    for host in ("localhost:8501", "127.0.0.1:8501", "[::1]:8501", "LOCALHOST", "localhost.", None):
+        assert views.host_allowed(host, []), host
+    for host in ("evil.example:8501", "127.0.0.1.evil.example", "localhost@evil", "", "localhost:99999"):
+        assert not views.host_allowed(host, []), host
+    assert views.host_allowed("ops.example.com:443", ["*.example.com"])
+    assert not views.host_allowed("localhost", ["jobq.internal"])
+    assert views.host_allowed("anything", ["*"])

@@ -20,6 +20,11 @@ APPS: dict[str, str] = {"manager": "manager.py", "ops": "ops.py"}
 DEFAULT_PORTS: dict[str, int] = {"manager": 8501, "ops": 8502}
 """The seed's ports: the manager on 8501, ops on 8502."""
 HOST_DEFAULT = "127.0.0.1"
+ALLOWED_HOSTS_DEFAULT: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+"""Host names the apps answer to (``server.allowedHosts``): a page under any other name, e.g. a
+DNS-rebinding attacker's name resolved to 127.0.0.1, gets no session. Same as ``views.LOOPBACK_HOSTS``."""
+SHOW_ERROR_DETAILS = "none"
+"""``client.showErrorDetails``: no traceback (server paths) in the browser."""
 
 
 def app_path(app: str) -> Path:
@@ -31,9 +36,12 @@ def app_path(app: str) -> Path:
 
 
 def streamlit_command(app: str, port: int | None = None, extra_args: Sequence[str] = ()) -> list[str]:
-    """The command line that serves ``app``: headless, bound to 127.0.0.1, no usage statistics.
+    """The command line that serves ``app``: headless, bound to 127.0.0.1, answering only to the
+    loopback host names, no tracebacks in the browser, no usage statistics.
 
-    ``extra_args`` are appended (later flags win, e.g. ``--server.address 0.0.0.0`` to expose it).
+    ``extra_args`` are appended: a later flag wins (``--server.address 0.0.0.0`` together with a
+    password, ``JOBQ_MANAGER_PASSWORD``, to expose it: without one the app refuses to serve), and
+    ``--server.allowedHosts NAME`` adds a name the app answers to.
     """
     chosen = DEFAULT_PORTS.get(app, 8501) if port is None else port
     if not 0 < chosen < 65536:
@@ -43,6 +51,8 @@ def streamlit_command(app: str, port: int | None = None, extra_args: Sequence[st
         "--server.headless", "true",
         "--server.address", HOST_DEFAULT,
         "--server.port", str(chosen),
+        *(arg for host in ALLOWED_HOSTS_DEFAULT for arg in ("--server.allowedHosts", host)),
+        "--client.showErrorDetails", SHOW_ERROR_DETAILS,
         "--browser.gatherUsageStats", "false",
         *extra_args,
     ]  # fmt: skip
@@ -59,4 +69,4 @@ def launch(app: str, port: int | None = None, extra_args: Sequence[str] = ()) ->
     os.execv(command[0], command)
 
 
-__all__ = ["APPS", "DEFAULT_PORTS", "app_path", "launch", "streamlit_command"]
+__all__ = ["ALLOWED_HOSTS_DEFAULT", "APPS", "DEFAULT_PORTS", "app_path", "launch", "streamlit_command"]

@@ -1,10 +1,126 @@
-"""Streamlit glue both apps share: open the queue once per process, show storage errors readably."""
+"""Streamlit glue both apps share: the gate every page passes first, the queue opened once per
+process, and storage errors shown readably.
+
+The gate (:func:`gate`) runs before anything reads the queue. It refuses to serve when Streamlit
+listens beyond loopback without a password (the seed's ``streamlit run`` from another directory
+does not read the repo's config), refuses a page reached under a host name the app does not answer
+to (DNS rebinding; Streamlit's ``server.allowedHosts`` already refuses such a session where the
+config applies), and with a password shows nothing but the login form until it is entered.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import sys
+from typing import Any
+
 import streamlit as st
+from streamlit import config as st_config
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from jobq import JobqError, Queue, Settings, load_settings
+from jobq.redact import redact_text
+from jobq.web import views
+
+SHOW_ERROR_DETAILS = "none"
+"""``client.showErrorDetails``: an uncaught error shows a generic message, never a traceback
+(server paths, code) in the browser; the details go to the server's log."""
+
+_log = logging.getLogger("jobq.web")
+if not _log.handlers:  # Streamlit configures only its own loggers: give ours a line format
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _log.addHandler(_handler)
+    _log.setLevel(logging.INFO)
+
+
+def secrets() -> dict[str, Any] | None:
+    """``st.secrets`` as a dict, or None without a (readable) ``.streamlit/secrets.toml``."""
+    try:
+        return dict(st.secrets)
+    except Exception:  # noqa: BLE001 - no secrets.toml (or a malformed one) simply means no secret password
+        return None
+
+
+def _fingerprint(password: str) -> str:
+    # What the session remembers once unlocked: changing the password locks every open session.
+    return hashlib.sha256(b"jobq-web-login\0" + password.encode()).hexdigest()
+
+
+def unlocked(app: str) -> bool:
+    """Whether this session may see and act: no password is set, or it was entered here."""
+    expected = views.expected_password(secrets=secrets(), app=app)
+    if expected is None:
+        return True
+    remembered = st.session_state.get(f"unlocked_{app}")
+    return isinstance(remembered, str) and hmac.compare_digest(remembered, _fingerprint(expected))
+
+
+def lock(app: str) -> None:
+    """Forget this session's login (the sidebar's Lock button)."""
+    st.session_state.pop(f"unlocked_{app}", None)
+
+
+def _who() -> str:
+    ctx = get_script_run_ctx()
+    session = ctx.session_id[:8] if ctx is not None else "unknown"
+    address = st.context.ip_address
+    return f"session {session} (client {address if isinstance(address, str) else 'unknown'})"
+
+
+def _try_login(app: str) -> None:
+    given = st.session_state.get("login_password") or ""
+    st.session_state["login_password"] = ""  # the guess is not kept in the session
+    expected = views.expected_password(secrets=secrets(), app=app)
+    if expected is None:
+        return
+    if views.LOGIN_GUARD.check(given, expected, app=app, who=_who()):
+        st.session_state[f"unlocked_{app}"] = _fingerprint(expected)
+        st.session_state.pop("login_failed", None)
+    else:
+        st.session_state["login_failed"] = True
+
+
+def gate(app: str, title: str) -> None:
+    """Run first on every page: return only when this session may see the queue, else st.stop().
+
+    ``app`` is ``"manager"`` or ``"ops"`` (its password: ``views.expected_password``).
+    """
+    # Also set here, not only in the config files and command lines: a page started some other
+    # way (another working directory, no flags) must not send tracebacks to the browser either.
+    st.set_option("client.showErrorDetails", SHOW_ERROR_DETAILS)
+    password = views.expected_password(secrets=secrets(), app=app)
+    refusal = views.serving_refusal(st_config.get_option("server.address"), password, app)
+    if refusal is not None:
+        st.title(title)
+        st.error(views.md_literal(refusal, views.SHOWN_MESSAGE_CHARS))
+        st.stop()
+    if not views.host_allowed(st.context.headers.get("Host"), st_config.get_option("server.allowedHosts")):
+        st.title(title)
+        st.error(
+            "This page was reached under a host name the app does not answer to. Open it as "
+            "http://localhost:PORT/ (or add the name to server.allowedHosts)."
+        )
+        st.stop()
+    if password is None or unlocked(app):
+        return
+    st.title(title)
+    where = "JOBQ_OPS_PASSWORD, else JOBQ_MANAGER_PASSWORD" if app == "ops" else "JOBQ_MANAGER_PASSWORD"
+    st.caption(f"Locked: enter the {app} password (set by {where}) to see the queue.")
+    with st.form("login"):
+        st.text_input(f"{app.title()} password", type="password", key="login_password")
+        st.form_submit_button("Unlock", type="primary", on_click=_try_login, args=(app,))
+    if st.session_state.get("login_failed"):
+        st.error("Wrong password.")
+    st.stop()
+
+
+def lock_button(app: str) -> None:
+    """In the sidebar, when a password gates ``app``: a button that locks this session again."""
+    if views.expected_password(secrets=secrets(), app=app) is not None:
+        st.sidebar.button("Lock", key="lock", on_click=lock, args=(app,), help="Ask for the password again.")
 
 
 @st.cache_resource(show_spinner=False)
@@ -19,16 +135,20 @@ def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
 
     ``create=False`` (ops, read-only) reports a missing database instead of creating an empty one.
     """
+    url = ""
     try:
         settings = load_settings()
-        return settings, _open_queue(settings.database_url, create)
+        url = settings.database_url
+        return settings, _open_queue(url, create)
     except JobqError as exc:
-        st.error(f"**Cannot open the job queue.** {exc}", icon=":material/error:")
+        message = redact_text(str(exc), url) if url else str(exc)
+        st.error("**Cannot open the job queue.** " + views.md_literal(message, views.SHOWN_MESSAGE_CHARS))
         st.caption("Set JOBQ_DATABASE_URL (default sqlite:///data/queue.db) and reload the page.")
         st.stop()
         raise  # unreachable: st.stop() raises; keeps type checkers sure we never return None
 
 
-def storage_error(exc: JobqError) -> None:
+def storage_error(exc: JobqError, q: Queue) -> None:
     """A read or action failed (database locked, corrupt, gone): one readable message."""
-    st.error(f"**The job queue could not be read.** {exc}", icon=":material/error:")
+    message = redact_text(str(exc), q.url)
+    st.error("**The job queue could not be read.** " + views.md_literal(message, views.SHOWN_MESSAGE_CHARS))

@@ -3,6 +3,9 @@
 Run with ``streamlit run src/manager/manager.py`` (the seed's path) or ``jobq manager``. A thin page
 over ``jobq.Queue`` and ``jobq.web.views``; every action records the operator as ``actor``.
 Actions run in button callbacks, before the page is drawn, so the table always shows their effect.
+With ``JOBQ_MANAGER_PASSWORD`` set nothing of the queue is shown before the password is entered
+(``_page.gate``). Text that jobs, workers or operators bring (paths, payloads, errors, names) is
+shown as plain text (``views.plain``) or escaped Markdown (``views.md_literal``), never as Markdown.
 """
 
 from __future__ import annotations
@@ -11,12 +14,11 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import streamlit as st
 
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
-from jobq.web import views
+from jobq.web import _page, views
 from jobq.web._page import open_queue, storage_error
 
 ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
@@ -49,22 +51,14 @@ def _operator() -> str:
 
 
 def _unlocked() -> bool:
-    expected = views.expected_password(secrets=_secrets())
-    return expected is None or views.password_ok(st.session_state.get("password"), expected)
-
-
-def _secrets() -> dict[str, Any] | None:
-    try:
-        return dict(st.secrets)
-    except Exception:  # noqa: BLE001 - no secrets.toml (or a malformed one) simply means no secret password
-        return None
+    return _page.unlocked("manager")
 
 
 # -- actions (button callbacks) -------------------------------------------------------------------
 def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where: JobFilter | None = None) -> None:
     """Resubmit or cancel; report the outcome as a flash message (never a traceback)."""
     if not _unlocked():
-        _flash("error", "Actions are locked: enter the manager password in the sidebar.")
+        _flash("error", "Actions are locked: enter the manager password.")
         return
     actor = _operator()
     try:
@@ -128,7 +122,7 @@ def _open_typed_job() -> None:
 
 def _enqueue(q: Queue, settings: Settings) -> None:
     if not _unlocked():
-        _flash("error", "Actions are locked: enter the manager password in the sidebar.")
+        _flash("error", "Actions are locked: enter the manager password.")
         return
     text = st.session_state.get("enqueue_path", "")
     try:
@@ -155,15 +149,9 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         "Your name (recorded on every action)",
         value=views.resolve_operator(None),
         key="operator",
-        max_chars=100,
+        max_chars=views.OPERATOR_NAME_CHARS,
     )
-    expected = views.expected_password(secrets=_secrets())
-    if expected is not None:
-        sb.text_input("Manager password", type="password", key="password")
-        if _unlocked():
-            sb.success("Actions unlocked", icon=":material/lock_open:")
-        else:
-            sb.warning("Read-only until the password is entered", icon=":material/lock:")
+    _page.lock_button("manager")
 
     sb.markdown("### :material/filter_list: Filter")
     statuses = sb.multiselect(
@@ -173,7 +161,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         key="statuses",
         help="By default the jobs an operator acts on: pending, processing and failed.",
     )
-    chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues")
+    chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues", format_func=views.plain)
     search = sb.text_input("Search payload", key="search", placeholder="e.g. report.txt")
     sort_label = sb.selectbox("Sort by", list(views.SORTS), key="sort")
     descending = sb.toggle("Descending", value=True, key="descending")
@@ -183,7 +171,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
 
     sb.markdown("### :material/search: Open a job")
     sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
-    sb.caption(f"Database: `{q.url}`")
+    sb.caption(views.md_literal(views.database_line(q.display_url)))
     where = views.build_filter(statuses, chosen_queues, search)
     return where, Page(sort=views.SORTS[sort_label], descending=descending, limit=int(size))
 
@@ -191,11 +179,12 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
 def _flashes() -> None:
     icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "error": ":material/error:"}
     for level, message in st.session_state.pop("flash", []):
-        getattr(st, level)(message, icon=icons.get(level))
-        st.toast(message, icon=icons.get(level))
+        shown = views.md_literal(message, views.SHOWN_MESSAGE_CHARS)
+        getattr(st, level)(shown, icon=icons.get(level))
+        st.toast(shown, icon=icons.get(level))
 
 
-def _detail(q: Queue, job_id: int, locked: bool) -> None:
+def _detail(q: Queue, job_id: int) -> None:
     try:
         job = q.get(job_id)
         events = q.events(job_id)
@@ -212,7 +201,6 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
                 "Resubmit",
                 key="detail_resubmit",
                 icon=":material/replay:",
-                disabled=locked,
                 on_click=_run_action,
                 args=(q, "Resubmit"),
                 kwargs={"ids": [job.id]},
@@ -223,7 +211,6 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
                 "Cancel",
                 key="detail_cancel",
                 icon=":material/block:",
-                disabled=locked,
                 on_click=_run_action,
                 args=(q, "Cancel"),
                 kwargs={"ids": [job.id]},
@@ -233,8 +220,8 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
             "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
         )
         facts = {
-            "queue": f"`{job.queue}`",
-            "task": f"`{job.task or '(default)'}`",
+            "queue": views.md_literal(job.queue),
+            "task": views.md_literal(job.task) if job.task else "(default)",
             "attempts": f"{job.attempts} / {job.max_attempts}",
             "run": str(job.run),
             "priority": str(job.priority),
@@ -250,27 +237,29 @@ def _detail(q: Queue, job_id: int, locked: bool) -> None:
         }
         st.markdown(" · ".join(f"**{k}** {v}" for k, v in times.items()))
         if job.status == JobStatus.PROCESSING:
-            lease = f"held by `{job.lease_owner}` until {views.fmt_time(job.lease_expires_at)}"
+            owner = views.md_literal(job.lease_owner or "")
+            lease = f"held by {owner} until {views.fmt_time(job.lease_expires_at)}"
             st.markdown(f"**Lease** {lease}" + (" · **cancellation requested**" if job.cancel_requested else ""))
         left, right = st.columns([2, 3])
         with left:
             st.markdown("**Payload**")
-            st.json(job.payload, expanded=True)
+            st.code(views.shown_json(job.payload), language="json", wrap_lines=True)
             if job.result is not None:
                 st.markdown("**Result**")
-                st.json(job.result, expanded=False)
+                st.code(views.shown_json(job.result), language="json", wrap_lines=True)
         with right:
             st.markdown("**History** (every attempt, lease and operator action)")
             st.dataframe(views.events_frame(events), hide_index=True, width="stretch")
         if job.last_error:
             with st.expander("Last error", expanded=job.status == JobStatus.FAILED):
-                st.code(job.last_error, language="text")
+                st.code(views.plain(job.last_error, views.SHOWN_BLOCK_CHARS, multiline=True), language="text")
         for event, error in views.event_errors(events):
             if error == job.last_error:
                 continue
-            title = f"{event.kind} · attempt {event.attempt} · {views.fmt_time(event.at)} · {event.actor or ''}"
+            actor = views.md_literal(event.actor or "")
+            title = f"{event.kind} · attempt {event.attempt} · {views.fmt_time(event.at)} · {actor}"
             with st.expander(title):
-                st.code(error, language="text")
+                st.code(views.plain(error, views.SHOWN_BLOCK_CHARS, multiline=True), language="text")
 
 
 def _confirmation(q: Queue) -> None:
@@ -284,7 +273,8 @@ def _confirmation(q: Queue) -> None:
     )
     with st.container(border=True, key="confirm_box"):
         st.warning(
-            f"**{pending.verb} {what}?** Jobs for which this is not allowed are left unchanged and listed.",
+            f"**{views.md_literal(f'{pending.verb} {what}?', views.SHOWN_MESSAGE_CHARS)}** "
+            "Jobs for which this is not allowed are left unchanged and listed.",
             icon=":material/warning:",
         )
         yes, no, _ = st.columns([1.4, 1, 4])
@@ -299,7 +289,7 @@ def _confirmation(q: Queue) -> None:
         no.button("No, go back", key="confirm_no", on_click=_dismiss, width="stretch")
 
 
-def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locked: bool) -> None:
+def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
     chosen = sorted(_selected())
     cols = st.columns([1.2, 1.2, 1.2, 1.0, 0.3, 1.6, 1.6], vertical_alignment="center")
     cols[0].button(
@@ -314,7 +304,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locke
     cols[1].button(
         f"Resubmit selected ({len(chosen)})",
         key="bulk_resubmit",
-        disabled=locked or not chosen,
+        disabled=not chosen,
         on_click=_ask,
         args=(Pending("Resubmit", len(chosen), ids=tuple(chosen)),),
         width="stretch",
@@ -322,7 +312,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locke
     cols[2].button(
         f"Cancel selected ({len(chosen)})",
         key="bulk_cancel",
-        disabled=locked or not chosen,
+        disabled=not chosen,
         on_click=_ask,
         args=(Pending("Cancel", len(chosen), ids=tuple(chosen)),),
         width="stretch",
@@ -331,7 +321,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locke
     cols[5].button(
         f"Resubmit all {total:,} matching…",
         key="all_resubmit",
-        disabled=locked or not total,
+        disabled=not total,
         on_click=_ask,
         args=(Pending("Resubmit", total, where=where),),
         width="stretch",
@@ -339,14 +329,14 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int], locke
     cols[6].button(
         f"Cancel all {total:,} matching…",
         key="all_cancel",
-        disabled=locked or not total,
+        disabled=not total,
         on_click=_ask,
         args=(Pending("Cancel", total, where=where),),
         width="stretch",
     )
 
 
-def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
+def _job_rows(q: Queue, jobs: list[Job]) -> None:
     now = time.time()
     header = st.columns(ROW_WIDTHS, vertical_alignment="center")
     for col, title in zip(header, ROW_HEADERS, strict=False):
@@ -363,18 +353,16 @@ def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
             )
             c[1].markdown(f":gray[#{job.id}]")
             c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
-            path = views.payload_path(job.payload)
-            c[3].markdown(f"**{path}**" if path else f"`{views.payload_text(job.payload, 80)}`")
+            c[3].text(views.payload_summary(job.payload, 80))
             c[4].markdown(f"{job.attempts}/{job.max_attempts}")
             for col, ts in ((c[5], job.created_at), (c[6], job.started_at), (c[7], job.finished_at)):
                 col.markdown(views.fmt_short_time(ts, now))
             if job.last_error:
-                c[8].markdown(f":red[{views.first_line(job.last_error, 34)}]")
+                c[8].markdown(f":red[{views.md_literal(views.first_line(job.last_error, 34))}]")
             if views.can_resubmit(job.status):
                 c[9].button(
                     "Resubmit",
                     key=f"resubmit_{job.id}",
-                    disabled=locked,
                     on_click=_run_action,
                     args=(q, "Resubmit"),
                     kwargs={"ids": [job.id]},
@@ -384,7 +372,6 @@ def _job_rows(q: Queue, jobs: list[Job], locked: bool) -> None:
                 c[10].button(
                     "Cancel",
                     key=f"cancel_{job.id}",
-                    disabled=locked,
                     on_click=_run_action,
                     args=(q, "Cancel"),
                     kwargs={"ids": [job.id]},
@@ -411,7 +398,7 @@ def _pager(where: JobFilter, page: Page, total: int) -> int:
     return int(number)
 
 
-def _enqueue_form(q: Queue, settings: Settings, locked: bool) -> None:
+def _enqueue_form(q: Queue, settings: Settings) -> None:
     with st.expander(":material/add_circle: Enqueue a job by path", expanded=False):
         cols = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
         cols[0].text_input("File path", key="enqueue_path", placeholder=f"{settings.data_dir}/files/report.txt")
@@ -421,7 +408,6 @@ def _enqueue_form(q: Queue, settings: Settings, locked: bool) -> None:
             "Enqueue",
             key="enqueue_submit",
             type="primary",
-            disabled=locked,
             on_click=_enqueue,
             args=(q, settings),
             width="stretch",
@@ -436,27 +422,26 @@ def _counts_line(counts: dict[str, int]) -> None:
 
 def main() -> None:
     """Draw the manager page."""
-    st.set_page_config(page_title="jobq · manager", page_icon=":material/inventory_2:", layout="wide")
+    # The page icon is an emoji: a ":material/..." page icon makes the browser fetch it from
+    # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
+    st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
+    _page.gate("manager", "jobq manager")
     settings, q = open_queue()
-    locked = not _unlocked()
     try:
         stats = q.stats()
         where, page = _sidebar(q, settings, sorted(stats.by_queue))
         st.title(":material/inventory_2: jobq manager")
-        st.caption(
-            f"Resubmit, cancel and enqueue jobs · acting as **{_operator()}**"
-            + (" · :material/lock: read-only" if locked else "")
-        )
+        st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{views.md_literal(_operator())}**")
         _counts_line(stats.counts)
         _flashes()
         _confirmation(q)
         detail = st.session_state.get("detail")
         if detail is not None:
-            _detail(q, int(detail), locked)
-        _enqueue_form(q, settings, locked)
+            _detail(q, int(detail))
+        _enqueue_form(q, settings)
 
         total = q.count(where)
-        st.subheader(f"Jobs · {views.describe_filter(where)}")
+        st.subheader(f"Jobs · {views.md_literal(views.describe_filter(where))}")
         number = _pager(where, page, total)
         number = min(number, views.page_count(total, page.limit))
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
@@ -466,16 +451,16 @@ def main() -> None:
             f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
             f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected"
         )
-        _bulk_bar(q, where, total, [j.id for j in jobs], locked)
+        _bulk_bar(q, where, total, [j.id for j in jobs])
         if jobs:
-            _job_rows(q, jobs, locked)
+            _job_rows(q, jobs)
         else:
             st.info(
                 "No job matches this filter. Widen the status filter in the sidebar to see more.",
                 icon=":material/inbox:",
             )
     except JobqError as exc:
-        storage_error(exc)
+        storage_error(exc, q)
 
 
 if __name__ == "__main__":

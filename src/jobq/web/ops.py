@@ -3,7 +3,8 @@
 Run with ``streamlit run src/ops/ops.py`` (the seed's path) or ``jobq ops``. The live part is one
 ``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
 so the sidebar and the user's scroll position stay put. Charts read ``Queue.history`` (the stored
-events), so they survive restarts of every process.
+events), so they survive restarts of every process. With ``JOBQ_OPS_PASSWORD`` (or, unset, the
+manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown before the password is entered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import streamlit as st
 
 from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
-from jobq.web import views
+from jobq.web import _page, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -146,7 +147,8 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     if alerts:
         for alert in alerts:
             getattr(st, alert.level)(
-                alert.message, icon=":material/crisis_alert:" if alert.level == "error" else ":material/warning:"
+                views.md_literal(alert.message, views.SHOWN_MESSAGE_CHARS),
+                icon=":material/crisis_alert:" if alert.level == "error" else ":material/warning:",
             )
     else:
         st.success(
@@ -223,7 +225,12 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
         st.subheader(":material/history: Activity")
         events = q.recent_events(RECENT_EVENTS_LIMIT)
         rows = [
-            {"at": views.fmt_short_time(e.at, now), "job": e.job_id, "event": str(e.kind), "by": e.actor or ""}
+            {
+                "at": views.fmt_short_time(e.at, now),
+                "job": e.job_id,
+                "event": str(e.kind),
+                "by": views.plain(e.actor or ""),
+            }
             for e in events
         ]
         st.dataframe(
@@ -233,7 +240,9 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
     stats_by_queue = q.stats().by_queue
     if len(stats_by_queue) > 1:
         st.subheader(":material/stacks: By queue")
-        st.dataframe(pd.DataFrame(stats_by_queue).T.rename_axis("queue"), width="stretch")
+        by_queue = pd.DataFrame(stats_by_queue).T.rename_axis("queue")
+        by_queue.index = by_queue.index.map(views.plain)
+        st.dataframe(by_queue, width="stretch")
 
 
 def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:
@@ -241,17 +250,19 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
     now = time.time()
     try:
         buckets = q.history(window=window, bucket=bucket_seconds)
-        st.caption(f"Updated {time.strftime('%H:%M:%S')} · database `{q.url}` · read-only")
+        st.caption(views.md_literal(f"Updated {time.strftime('%H:%M:%S')} · {views.ops_caption(q.display_url)}"))
         _metrics(q, buckets, bucket_seconds, settings, now)
         _charts(views.history_frame(buckets), bucket_seconds)
         _tables(q, settings, now)
     except JobqError as exc:
-        storage_error(exc)
+        storage_error(exc, q)
 
 
 def main() -> None:
     """Draw the ops page."""
-    st.set_page_config(page_title="jobq · ops", page_icon=":material/monitoring:", layout="wide")
+    # An emoji page icon: a ":material/..." one is fetched from fonts.gstatic.com on every load.
+    st.set_page_config(page_title="jobq · ops", page_icon="📈", layout="wide")
+    _page.gate("ops", "jobq ops")
     settings, q = open_queue(create=False)
     sb = st.sidebar
     sb.markdown("### :material/tune: Display")
@@ -259,6 +270,7 @@ def main() -> None:
     window_label = sb.selectbox("Chart window", list(WINDOW_CHOICES), index=1, key="window")
     sb.number_input("Alert when a job waits longer than (minutes)", min_value=1, value=5, key="pending_alert_min")
     sb.caption("Read-only: act on jobs in the manager app.")
+    _page.lock_button("ops")
     st.title(":material/monitoring: jobq ops")
     window, bucket = WINDOW_CHOICES[window_label]
     every = REFRESH_CHOICES[refresh_label] or None

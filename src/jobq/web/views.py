@@ -12,10 +12,16 @@ import dataclasses
 import datetime
 import getpass
 import hmac
+import ipaddress
 import json
+import logging
 import math
 import os
+import re
+import threading
 import time
+import unicodedata
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +42,8 @@ from jobq import (
     WorkerInfo,
 )
 from jobq.backends.base import Bucket
+from jobq.redact import redact_url
+from jobq.web import ALLOWED_HOSTS_DEFAULT
 
 #: What an operator acts on: the manager's default status filter. A cancelled (or completed) job
 #: leaves this view, as in the seed's demo step 6 ("Cancel on PENDING -> disappears").
@@ -93,6 +101,96 @@ STATUS_CSS: dict[str, str] = {
 }
 
 
+# -- untrusted text ---------------------------------------------------------------------------
+# Paths, payloads, errors, queue/task names, worker and operator names come from whoever enqueued
+# a job, ran a worker or typed a name. Streamlit renders most text as Markdown (links, images that
+# fetch from any host, KaTeX, colour directives), and Unicode bidi controls reorder what is shown
+# (``invoice\u202etxt.exe`` reads as ``invoiceexe.txt``). Every such value goes through `plain`
+# (then a non-Markdown element: st.text, st.code, a dataframe cell) or `md_literal` (where the
+# surrounding element is Markdown: alerts, captions, labels).
+
+SHOWN_LINE_CHARS = 200
+"""Longest one-line untrusted value shown (a path, a queue/task/worker name, an error's last line)."""
+SHOWN_MESSAGE_CHARS = 1_000
+"""Longest message shown in an alert or toast (it may quote untrusted values)."""
+SHOWN_BLOCK_CHARS = 20_000
+"""Longest multi-line untrusted value shown in a code block (a traceback, a payload's JSON)."""
+OPERATOR_NAME_CHARS = 64
+"""Longest operator name stored as the actor of an action (longer names are cut)."""
+ELLIPSIS = "\u2026"
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})  # control, format (bidi, zero-width), surrogate
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def _visible(ch: str) -> bool:
+    return ch not in _LINE_BREAKS and unicodedata.category(ch) not in _HIDDEN_CATEGORIES
+
+
+def plain(value: object, limit: int = SHOWN_LINE_CHARS, *, multiline: bool = False) -> str:
+    r"""Untrusted text made safe to show as plain text: no control/format characters, cut to ``limit``.
+
+    Removes Unicode format characters (category Cf: bidi overrides and isolates, zero-width
+    characters), control characters and lone surrogates. Line breaks (and tabs) are kept when
+    ``multiline``, else they become spaces. Text longer than ``limit`` ends with an ellipsis.
+
+    >>> plain("invoice\u202etxt.exe")
+    'invoicetxt.exe'
+    >>> plain("a\nb" + "c" * 10, limit=5)
+    'a bc…'
+    """
+    text = value if isinstance(value, str) else str(value)
+    # Cut generously first, so a huge value costs little; the final cut comes after cleaning.
+    text = text[: limit * 4 + 16].replace("\r\n", "\n")
+    out: list[str] = []
+    for ch in text:
+        if ch in _LINE_BREAKS:
+            out.append("\n" if multiline else " ")
+        elif ch == "\t":
+            out.append("\t" if multiline else " ")
+        elif _visible(ch):
+            out.append(ch)
+    return _cut("".join(out), limit)
+
+
+WORD_JOINER = "\u2060"
+_AUTOLINK_START = re.compile(r"(?i)(?=https?:|www\.)")
+
+
+def md_literal(value: object, limit: int = SHOWN_LINE_CHARS) -> str:
+    r"""Untrusted text for a Markdown element: :func:`plain` on one line, nothing Markdown acts on.
+
+    Every ASCII punctuation character is backslash-escaped, so nothing in it starts a link, an
+    image, emphasis, code, a colour directive or LaTeX. GFM's autolinks (``http://...``,
+    ``www....``, ``name@host.tld``) are found in the text after escapes are undone, so an
+    invisible word joiner (U+2060) goes before ``http``/``www`` and after ``@``: an autolink
+    must start after a space or punctuation, and its domain with a letter or digit.
+
+    >>> md_literal("![x](http://h/i.png) $$\\huge$$")
+    '\\!\\[x\\]\\(\u2060http\\:\\/\\/h\\/i\\.png\\) \\$\\$\\\\huge\\$\\$'
+    """
+    text = _AUTOLINK_START.sub(WORD_JOINER, plain(value, limit)).replace("@", "@" + WORD_JOINER)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def shown_json(value: Any, limit: int = SHOWN_BLOCK_CHARS, *, indent: int | None = 2) -> str:
+    """``value`` as JSON for a code block: invisible characters written as ``\\uXXXX``, cut to ``limit``.
+
+    Unlike :func:`plain` nothing is dropped: a bidi override in a payload shows as ``\\u202e``,
+    so the operator sees that it is there. ``indent=None`` gives one compact line.
+    """
+    separators = (",", ":") if indent is None else (",", ": ")
+    text = json.dumps(value, ensure_ascii=False, indent=indent, separators=separators, default=str)
+    # json.dumps already escaped the control characters inside strings: a raw newline here is
+    # indentation. What it keeps raw are format characters and the Unicode line separators.
+    text = "".join(ch if ch == "\n" or _visible(ch) else json.dumps(ch)[1:-1] for ch in text[: limit * 2 + 16])
+    return _cut(text, limit)
+
+
 # -- formatting -------------------------------------------------------------------------------
 def fmt_time(ts: float | None) -> str:
     """A UNIX time as local ``YYYY-MM-DD HH:MM:SS`` ("" for None)."""
@@ -148,26 +246,23 @@ def payload_path(payload: Any) -> str | None:
     return None
 
 
-def payload_text(payload: Any, limit: int | None = None) -> str:
-    """The payload as compact JSON text, shortened to ``limit`` characters with an ellipsis."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    if limit is not None and len(text) > limit:
-        return text[: limit - 1] + "…"
-    return text
+def payload_text(payload: Any, limit: int = SHOWN_BLOCK_CHARS) -> str:
+    """The payload as compact one-line JSON (see :func:`shown_json`), shortened to ``limit`` characters."""
+    return shown_json(payload, limit, indent=None)
 
 
 def payload_summary(payload: Any, limit: int = PAYLOAD_PREVIEW_CHARS) -> str:
-    """What the jobs table shows: the path for seed jobs, the (shortened) JSON otherwise."""
-    return payload_path(payload) or payload_text(payload, limit)
+    """What the jobs table shows, safe as plain text: the path for seed jobs, the shortened JSON otherwise."""
+    path = payload_path(payload)
+    return plain(path, limit) if path is not None else payload_text(payload, limit)
 
 
 def first_line(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:
-    """The last meaningful line of an error (a traceback's last line is the exception), shortened."""
+    """The last meaningful line of an error (a traceback's last line is the exception), as :func:`plain` text."""
     if not text:
         return ""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return plain(lines[-1] if lines else "", limit)
 
 
 def status_badge(status: JobStatus | str) -> str:
@@ -194,8 +289,8 @@ def job_row(job: Job) -> dict[str, Any]:
         "id": job.id,
         "status": job.status.value,
         "path / payload": payload_summary(job.payload),
-        "queue": job.queue,
-        "task": job.task,
+        "queue": plain(job.queue),
+        "task": plain(job.task),
         "attempts": f"{job.attempts}/{job.max_attempts}",
         "run": job.run,
         "created": fmt_time(job.created_at),
@@ -227,14 +322,14 @@ def build_filter(
 
 
 def describe_filter(where: JobFilter) -> str:
-    """The filter in words, for confirmations: ``status PENDING or FAILED, queue default``."""
+    """The filter in words (plain text), for confirmations: ``status PENDING or FAILED, queue default``."""
     parts = []
     if where.statuses:
         parts.append("status " + " or ".join(s.value for s in where.statuses))
     if where.queues:
-        parts.append("queue " + " or ".join(where.queues))
+        parts.append("queue " + " or ".join(plain(q) for q in where.queues))
     if where.search:
-        parts.append(f"payload containing {where.search!r}")
+        parts.append(f"payload containing {plain(where.search)!r}")
     return ", ".join(parts) or "all jobs"
 
 
@@ -250,6 +345,7 @@ class Outcome:
     level: str
     """``"success"``, ``"warning"`` (partly done) or ``"error"`` (nothing done)."""
     message: str
+    """Plain text: show it with :func:`md_literal`."""
     done: int
     refused: int
 
@@ -282,7 +378,7 @@ def _jobs(n: int) -> str:
 def _refusal(result: ActionResult) -> str:
     if result.status is None:
         return f"job {result.job_id} not found"
-    return result.message or f"job {result.job_id} is {result.status.value}"
+    return plain(result.message) if result.message else f"job {result.job_id} is {result.status.value}"
 
 
 def events_frame(events: Iterable[Event]) -> pd.DataFrame:
@@ -291,12 +387,12 @@ def events_frame(events: Iterable[Event]) -> pd.DataFrame:
     for e in events:
         detail = dict(e.detail)
         error = detail.pop("error", None)
-        summary = first_line(str(error), 200) if error else ", ".join(f"{k}={v}" for k, v in detail.items())
+        summary = first_line(str(error), 200) if error else plain(", ".join(f"{k}={v}" for k, v in detail.items()))
         rows.append(
             {
                 "at": fmt_time(e.at),
                 "event": str(e.kind),
-                "actor": e.actor or "",
+                "actor": plain(e.actor or ""),
                 "attempt": "" if e.attempt is None else str(e.attempt),
                 "detail": summary,
             }
@@ -323,30 +419,193 @@ def login_name() -> str:
         return f"uid{os.getuid()}"
 
 
+def clean_operator(name: str | None) -> str:
+    """An operator name as stored in the actor column: :func:`plain`, spaces collapsed, at most
+    ``OPERATOR_NAME_CHARS`` characters ("" when nothing visible is left)."""
+    return " ".join(plain(name or "", OPERATOR_NAME_CHARS * 4).split())[:OPERATOR_NAME_CHARS]
+
+
 def resolve_operator(typed: str | None, env: Mapping[str, str] | None = None) -> str:
-    """The operator recorded as ``actor``: what was typed, else ``JOBQ_OPERATOR``, else the login."""
+    """The operator recorded as ``actor``: what was typed, else ``JOBQ_OPERATOR``, else the login.
+
+    Cleaned by :func:`clean_operator`: an actor is shown in both apps and in ``jobq show``.
+    """
     env = os.environ if env is None else env
     for candidate in (typed, env.get("JOBQ_OPERATOR")):
-        if candidate and candidate.strip():
-            return candidate.strip()[:100]
-    return login_name()
+        cleaned = clean_operator(candidate)
+        if cleaned:
+            return cleaned
+    return clean_operator(login_name()) or f"uid{os.getuid()}"
 
 
-def expected_password(env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None) -> str | None:
-    """The manager's password: ``JOBQ_MANAGER_PASSWORD`` or the secret ``manager_password``; None: no gate."""
+#: The environment variable (and ``.streamlit/secrets.toml`` key, lower-cased) holding each app's
+#: password. Ops falls back to the manager's password when it has none of its own.
+PASSWORD_ENV: dict[str, str] = {"manager": "JOBQ_MANAGER_PASSWORD", "ops": "JOBQ_OPS_PASSWORD"}
+
+
+def expected_password(
+    env: Mapping[str, str] | None = None, secrets: Mapping[str, Any] | None = None, app: str = "manager"
+) -> str | None:
+    """The password that gates ``app`` (viewing and acting); None: no gate.
+
+    The manager: ``JOBQ_MANAGER_PASSWORD``, else the secret ``manager_password``. Ops: first
+    ``JOBQ_OPS_PASSWORD`` / ``ops_password``, then the manager's.
+    """
     env = os.environ if env is None else env
-    if env.get("JOBQ_MANAGER_PASSWORD"):
-        return env["JOBQ_MANAGER_PASSWORD"]
-    if secrets is not None:
-        value = secrets.get("manager_password") or secrets.get("JOBQ_MANAGER_PASSWORD")
-        if value:
-            return str(value)
+    apps = ["ops", "manager"] if app == "ops" else ["manager"]
+    for name in apps:
+        variable = PASSWORD_ENV[name]
+        if env.get(variable):
+            return env[variable]
+        if secrets is not None:
+            value = secrets.get(f"{name}_password") or secrets.get(variable)
+            if value:
+                return str(value)
     return None
 
 
 def password_ok(given: str | None, expected: str) -> bool:
     """Compare in constant time (no timing hints about the password)."""
     return hmac.compare_digest((given or "").encode(), expected.encode())
+
+
+LOGIN_DELAY_SECONDS_FIRST = 1.0
+"""Delay before answering the first wrong password; it doubles with each wrong one in a row."""
+LOGIN_DELAY_SECONDS_MAX = 30.0
+"""The longest delay before answering a wrong password."""
+
+login_log = logging.getLogger("jobq.web.login")
+
+
+class LoginGuard:
+    """Slows down password guessing for one app process.
+
+    Every wrong password is answered only after a delay that doubles with each wrong guess in a
+    row (1, 2, 4, ... up to 30 s). The count is the process's, not the browser session's (a new
+    tab does not start again at 1 s), and guesses are checked one at a time, so parallel sessions
+    do not multiply the rate either. The price: while someone guesses, a real user waits behind
+    them. A right password resets the count. Each wrong guess is logged with who made it (the
+    session and client address), never with the text guessed.
+    """
+
+    def __init__(
+        self,
+        first_seconds: float = LOGIN_DELAY_SECONDS_FIRST,
+        max_seconds: float = LOGIN_DELAY_SECONDS_MAX,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.first_seconds = first_seconds
+        self.max_seconds = max_seconds
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.wrong_in_a_row = 0
+
+    def delay(self, wrong_in_a_row: int) -> float:
+        """Seconds to wait before answering the ``wrong_in_a_row``-th wrong guess (1-based)."""
+        if wrong_in_a_row < 1:
+            return 0.0
+        return float(min(self.first_seconds * 2 ** min(wrong_in_a_row - 1, 32), self.max_seconds))
+
+    def check(self, given: str | None, expected: str, *, app: str, who: str) -> bool:
+        """Whether ``given`` is the password; a wrong one is logged and answered after the delay."""
+        with self._lock:
+            if password_ok(given, expected):
+                self.wrong_in_a_row = 0
+                return True
+            self.wrong_in_a_row += 1
+            seconds = self.delay(self.wrong_in_a_row)
+            login_log.warning(
+                "%s: wrong password from %s (%d wrong in a row); answering after %.0f s",
+                app,
+                plain(who),
+                self.wrong_in_a_row,
+                seconds,
+            )
+            self._sleep(seconds)
+            return False
+
+    def reset(self) -> None:
+        """Forget the wrong guesses (for tests)."""
+        with self._lock:
+            self.wrong_in_a_row = 0
+
+
+LOGIN_GUARD = LoginGuard()
+"""The process's guard (each app runs in its own Streamlit process)."""
+
+
+# -- where the apps may serve --------------------------------------------------------------------
+LOOPBACK_HOSTS: tuple[str, ...] = ALLOWED_HOSTS_DEFAULT
+"""The names the apps answer to by default (Streamlit's ``server.allowedHosts``): a page served
+under any other name (DNS rebinding: evil.example resolved to 127.0.0.1) gets no session."""
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a server address (Streamlit's ``server.address``) is reachable from this host only."""
+    if not address:
+        return False  # unset: Streamlit listens on every interface
+    if address.startswith("unix://") or address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serving_refusal(address: str | None, password: str | None, app: str) -> str | None:
+    """Why ``app`` must not show anything when Streamlit listens on ``address``; None: serve.
+
+    Loopback (or a unix socket) serves. Any other address (unset: every interface) serves only
+    when it was given explicitly and a password gates the app.
+    """
+    if is_loopback(address):
+        return None
+    if address and password:
+        return None
+    variables = " or ".join(PASSWORD_ENV[name] for name in (["ops", "manager"] if app == "ops" else ["manager"]))
+    if not address:
+        return (
+            f"The jobq {app} refuses to serve: server.address is not set, so Streamlit listens on every "
+            f"network interface. Start it with --server.address 127.0.0.1 (as jobq {app} and "
+            f"supervisord.conf do), or expose it deliberately: an explicit --server.address and a "
+            f"password ({variables})."
+        )
+    return (
+        f"The jobq {app} refuses to serve: it listens on {address} without a password. Set "
+        f"{variables}, or serve it on loopback (--server.address 127.0.0.1)."
+    )
+
+
+def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:
+    """Whether an HTTP ``Host`` header names an allowed host, as Streamlit's ``server.allowedHosts``
+    judges it (port ignored, ``*.example.com`` wildcards, ``*`` for any). No header (no HTTP
+    request at all, as in AppTest) passes; an empty ``allowed`` means :data:`LOOPBACK_HOSTS`.
+    """
+    if host is None:
+        return True
+    try:
+        parsed = urllib.parse.urlsplit(f"//{host}")
+        name = parsed.hostname
+        _ = parsed.port  # a malformed port raises ValueError
+    except ValueError:
+        return False
+    if not name or parsed.username is not None or parsed.path or parsed.query or parsed.fragment:
+        return False
+    name = name.lower().rstrip(".")
+    for pattern in (p.strip().lower().rstrip(".") for p in (allowed or LOOPBACK_HOSTS)):
+        if pattern == "*" or name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:])):
+            return True
+    return False
+
+
+def database_line(url: str) -> str:
+    """How the apps name their database (plain text): the URL with its password masked."""
+    return f"database {redact_url(url)}"
+
+
+def ops_caption(url: str) -> str:
+    """The tail of the ops console's caption (plain text), never with a password in it."""
+    return f"{database_line(url)} · read-only"
 
 
 def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> str:
@@ -454,9 +713,9 @@ def workers_frame(
     latest = {id(w) for w in _latest_per_name(workers)}
     rows = [
         {
-            "name": w.name,
+            "name": plain(w.name),
             "state": _shown_state(w, now, heartbeat_seconds, id(w) in latest),
-            "host": w.host,
+            "host": plain(w.host),
             "pid": w.pid,
             "started": fmt_time(w.started_at),
             "last heartbeat": fmt_age(now - w.last_seen_at) + " ago",
@@ -464,8 +723,8 @@ def workers_frame(
             "jobs done": w.jobs_done,
             "jobs failed": w.jobs_failed,
             "restarts": starts[w.name] - 1,
-            "queues": ", ".join(w.queues),
-            "id": w.id,
+            "queues": plain(", ".join(w.queues)),
+            "id": plain(w.id),
         }
         for w in sorted(workers, key=lambda w: w.started_at, reverse=True)
     ]
@@ -503,6 +762,7 @@ class Alert:
     level: str
     """``"error"`` or ``"warning"``."""
     message: str
+    """Plain text (names in it went through :func:`plain`): show it with :func:`md_literal`."""
 
 
 def compute_alerts(
@@ -534,7 +794,9 @@ def compute_alerts(
         )
     silent = [w for w in _latest_per_name(workers) if worker_state(w, now, heartbeat_seconds) == "silent"]
     if silent:
-        names = ", ".join(f"{w.name} (pid {w.pid}, last seen {fmt_age(now - w.last_seen_at)} ago)" for w in silent[:5])
+        names = ", ".join(
+            f"{plain(w.name)} (pid {w.pid}, last seen {fmt_age(now - w.last_seen_at)} ago)" for w in silent[:5]
+        )
         alerts.append(Alert("warning", f"Silent worker{'s' if len(silent) > 1 else ''}: {names}."))
     return alerts
 
