@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sqlite3
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -217,16 +216,22 @@ def test_captions_name_the_database_as_the_redacting_function_does(apps: Apps, c
 def test_an_error_shows_no_traceback_in_the_browser(
     tmp_path: Path, request: pytest.FixtureRequest, chromium: Any
 ) -> None:
-    """A hand-edited row (``sqlite3 ... UPDATE jobs SET created_at='soon'``) makes the manager fail:
-    the browser gets a generic message, no traceback, no server path (those go to the log)."""
+    """An unexpected error in the app (a bug: injected at start-up through ``sitecustomize``, as
+    hand-edited rows no longer raise anywhere) reaches the browser as a generic message only: no
+    traceback, no server path (those go to the log)."""
     from playwright.sync_api import expect
 
     url = f"sqlite:///{tmp_path}/queue.db"
-    ids = seed(url)
-    with sqlite3.connect(tmp_path / "queue.db") as db:
-        db.execute("UPDATE jobs SET created_at = 'soon' WHERE id = ?", (ids[JobStatus.PENDING][0],))
-    db.close()
-    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    seed(url)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import jobq.payloads\n"
+        "def _broken(stored):\n"
+        "    raise TypeError('a bug, injected by the test')\n"
+        "jobq.payloads.decode_json = _broken\n"
+    )
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(hooks)}
     for variable in ("JOBQ_MANAGER_PASSWORD", "JOBQ_OPS_PASSWORD"):
         env.pop(variable, None)
     port = free_port()
