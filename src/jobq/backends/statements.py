@@ -50,7 +50,9 @@ def load_statements(directory: Path, fragments: Mapping[str, str]) -> dict[str, 
         marks = list(_NAME.finditer(text))
         for i, mark in enumerate(marks):
             end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-            body = text[mark.end() : end].strip().rstrip(";")
+            # Comments stay in the files, for readers; the server gets the statement alone.
+            lines = [line for line in text[mark.end() : end].splitlines() if not line.lstrip().startswith("--")]
+            body = "\n".join(lines).strip().rstrip(";")
             name = mark.group(1)
             if name in statements:
                 raise RuntimeError(f"{path}: statement {name!r} is defined twice")
