@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 import jobq
+from jobq.testing import FakeClock
+
+# The contract suite lives in the package (jobq.testing.contract) so other backends can run it:
+# have pytest rewrite its asserts like a test module's, for readable failures.
+pytest.register_assert_rewrite("jobq.testing.contract")
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -41,19 +46,6 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/queue.db"
-
-
-class FakeClock:
-    """A clock the test moves by hand, so lease expiry needs no sleeping."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -56,7 +56,8 @@ class FaultProxy:
                     trigger = self._trigger
                     if trigger is not None and trigger in data:
                         state["seen"] = True
-                    if state["seen"] and b"COMMIT" in data and trigger is not None:
+                    # The COMMIT message itself (its text ends with NUL), not the word in some SQL.
+                    if state["seen"] and b"COMMIT\x00" in data and trigger is not None:
                         self._trigger = None
                         state["drop"] = True  # before sending: the reply must find it set
                 server.sendall(data)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from polling import wait_for
 
-from jobq.backends.sqlite_wake import (
+from jobq.backends.sqlite.wake import (
     WAKE_BURST,
     WAKE_COALESCE_SECONDS,
     SqliteListener,

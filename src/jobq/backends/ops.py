@@ -1,0 +1,528 @@
+"""Every storage operation, written once for every backend and every way of running it.
+
+An operation is a generator: it yields commands (run this named statement with these parameters,
+notify these queues) and receives each statement's rows; what it returns is the operation's
+result. It holds the rules (fencing by lease token, the guards of the transition table, which
+events are recorded, how a repeated write is recognised) and no I/O. A backend drives it inside
+one transaction of its own (``SqlStore``), retrying the whole operation as its locking needs;
+the same generator can be driven on a caller's connection or by an ``async`` runner, without a
+second copy of any rule. This is psycopg's design (``psycopg/generators.py``: the protocol
+written once as generators, driven by a blocking and by an asyncio ``wait``), applied one level
+up; procrastinate's alternative (one async core, sync wrappers) makes every sync call pay for an
+event loop, and its hand-written twins show how copies drift.
+
+SQL texts live with each dialect (``<backend>/sql/<table>.sql``); the dialect also says how a list
+parameter is written (``jobq.backends.statements.Dialect``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, TypeVar
+
+from jobq.backends.base import (
+    ActionResult,
+    Bucket,
+    Clock,
+    Completion,
+    Failure,
+    HeartbeatResult,
+    JobFilter,
+    Lease,
+    NewJob,
+    Page,
+    QueueStats,
+    RescueResult,
+    WorkerInfo,
+)
+from jobq.backends.common import (
+    APPLIED_STATUS,
+    HISTORY_SAMPLE_LIMIT,
+    already_applied,
+    build_buckets,
+    clip,
+    event_from_row,
+    job_from_row,
+    plan_operator_action,
+    plan_rescue,
+    worker_from_row,
+)
+from jobq.backends.statements import Dialect, Params
+from jobq.errors import StorageError
+from jobq.job import Action, Event, EventKind, Job, JobStatus
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Exec:
+    """Run one statement; the operation receives its rows (empty when it returns none)."""
+
+    sql: str
+    params: Params = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExecMany:
+    """Run one statement once per parameter set; the operation receives every returned row."""
+
+    sql: str
+    params: Sequence[Params]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notify:
+    """Wake idle workers of these queues once the transaction commits."""
+
+    queues: frozenset[str]
+
+
+Command = Exec | ExecMany | Notify
+Op = Generator[Command, Rows, T]
+
+
+def drive(op: Op[T], run: Callable[[Command], Rows]) -> T:
+    """Run ``op`` to its end, ``run`` executing each command it yields (the blocking runner)."""
+    try:
+        command = next(op)
+        while True:
+            command = op.send(run(command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def adrive(op: Op[T], run: Callable[[Command], Awaitable[Rows]]) -> T:
+    """Run ``op`` to its end from asyncio, ``run`` awaiting each command (the same rules, no copy)."""
+    try:
+        command = next(op)
+        while True:
+            command = op.send(await run(command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def _event(d: Dialect, job_id: int, at: float, kind: EventKind, actor: str | None, attempt: int | None,
+           detail: dict[str, Any] | None) -> Params:  # fmt: skip
+    return {
+        "job_id": job_id,
+        "at": at,
+        "kind": kind.value,
+        "actor": d.text(actor),
+        "attempt": attempt,
+        "detail": None if detail is None else d.text(json.dumps(detail)),
+    }
+
+
+def _by_job_id(leases: Sequence[Lease]) -> list[int]:
+    """Indexes of ``leases`` in job id order: every transaction touches rows in id order, so two
+    of them never wait on each other in a cycle (no deadlock on PostgreSQL)."""
+    return sorted(range(len(leases)), key=lambda i: leases[i].job_id)
+
+
+def _sorted_jobs(rows: Rows) -> list[Job]:
+    return sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
+
+
+# -- schema -------------------------------------------------------------------------------------
+def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, create: bool = True) -> Op[int]:
+    """Apply the migrations not applied yet, in order, each recorded in ``jobq_schema``; returns
+    the version found. Only append to a backend's migrations: never edit a released one.
+
+    ``create=False``: a database without jobq's schema is an error (a read-only viewer says so
+    rather than show an empty queue), raised before anything is written."""
+    yield Exec(d.sql["schema_table"])
+    current = int((yield Exec(d.sql["schema_version"]))[0][0])
+    if current == 0 and not create:
+        raise StorageError(f"no jobq queue in {where} (start a producer or worker to create it)")
+    if current > len(migrations):
+        raise StorageError(
+            f"{where}: schema version {current} is newer than this jobq knows ({len(migrations)}); upgrade jobq"
+        )
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            yield Exec(statement)
+        yield Exec(d.sql["record_version"], {"version": version, "at": time.time()})
+    return current
+
+
+# -- producers -----------------------------------------------------------------------------------
+def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
+    rows = [
+        {
+            "queue": j.queue,
+            "task": j.task,
+            "payload": j.payload_json,
+            "priority": j.priority,
+            "run_at": j.run_at,
+            "max_attempts": j.max_attempts,
+            "timeout": j.timeout,
+            "key": j.idempotency_key,
+            "now": now,
+        }
+        for j in jobs
+    ]
+    if all(j.idempotency_key is None for j in jobs):
+        # No key, no conflict: one prepared statement stepped for the whole batch (1.6x faster).
+        ids = [row[0] for row in (yield ExecMany(d.sql["insert_job"], rows))]
+        inserted = ids
+    else:
+        ids, inserted = [], []
+        for job, row in zip(jobs, rows, strict=True):
+            found = yield Exec(d.sql["insert_job"], row)
+            if found:
+                inserted.append(found[0][0])
+                ids.append(found[0][0])
+            else:  # the key is known: hand back the job it names
+                ids.append((yield Exec(d.sql["job_id_by_key"], {"key": job.idempotency_key}))[0][0])
+    if inserted:
+        yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
+    due = frozenset(j.queue for j in jobs if j.run_at <= now)
+    if due:
+        yield Notify(due)
+    return ids
+
+
+# -- workers ------------------------------------------------------------------------------------
+def claim(
+    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
+) -> Op[list[Job]]:
+    """Each lease token is the claim's ``nonce`` plus the job id: unique per lease, and a claim
+    whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``)."""
+    now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
+    params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+    params["limit"] = limit
+    jobs = _sorted_jobs((yield Exec(d.stmt("claim", queues=d.any_of("queue", "q", queues, params)), params)))
+    if jobs:
+        events = [_event(d, j.id, now, EventKind.CLAIMED, worker_id, j.attempts, None) for j in jobs]
+        yield ExecMany(d.sql["insert_event"], events)
+    return jobs
+
+
+def claimed_by_nonce(d: Dialect, worker_id: str, nonce: str) -> Op[list[Job]]:
+    return _sorted_jobs((yield Exec(d.sql["claimed_by_nonce"], {"worker": d.text(worker_id), "nonce": nonce})))
+
+
+def _refused(
+    d: Dialect, lease: Lease, op: str, now: float, *, repeat: bool = False, applied_as: str | None = None
+) -> Op[bool]:
+    """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that had
+    been applied (as ``applied_as``, default ``op``: see ``common.APPLIED_STATUS``) is not
+    refused: True, nothing recorded."""
+    if repeat and (applied_as or op) in APPLIED_STATUS:
+        rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
+        if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
+            return True
+    detail = {"operation": op, "token": lease.token}
+    yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id,
+                                             None, detail))  # fmt: skip
+    return False
+
+
+def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> Op[list[HeartbeatResult]]:
+    if "lock_jobs" in d.sql:
+        # An UPDATE that waits for a row lock evaluates its SET before the wait: lock first, then
+        # read the clock, so the lease runs from when it is written.
+        params: Params = {}
+        ids = sorted({lease.job_id for lease in leases})
+        yield Exec(d.stmt("lock_jobs", ids=d.any_of("id", "ids", ids, params)), params)
+    now = clock()
+    out: list[HeartbeatResult | None] = [None] * len(leases)
+    for i in _by_job_id(leases):
+        lease = leases[i]
+        args = {"expires": now + lease_seconds, "now": now, "id": lease.job_id, "token": lease.token}
+        rows = yield Exec(d.sql["heartbeat"], args)
+        if rows:
+            out[i] = HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+        else:
+            yield from _refused(d, lease, "heartbeat", now)
+            out[i] = HeartbeatResult(lease.job_id, False)
+    return [r for r in out if r is not None]
+
+
+def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    now = clock()
+    order = _by_job_id([i.lease for i in items])
+    args = [
+        {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
+        for i in order
+    ]
+    # One prepared statement stepped for the whole group commit; RETURNING names the (job, token)
+    # pairs whose lease still held, the others are refused and recorded.
+    attempts = {(job_id, token): n for job_id, token, n in (yield ExecMany(d.sql["complete"], args))}
+    done = [False] * len(items)
+    events = []
+    for i in order:
+        item, lease = items[i], items[i].lease
+        n = attempts.get((lease.job_id, lease.token))
+        if n is not None:
+            detail = {"note": item.note} if item.note else None
+            events.append(_event(d, lease.job_id, now, EventKind.COMPLETED, lease.worker_id, n, detail))
+            done[i] = True
+        else:
+            done[i] = yield from _refused(d, lease, "complete", now, repeat=repeat)
+    if events:
+        yield ExecMany(d.sql["insert_event"], events)
+    return done
+
+
+def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    now = clock()
+    out = [False] * len(items)
+    for i in _by_job_id([item.lease for item in items]):
+        item, lease = items[i], items[i].lease
+        error = d.text(item.error) or ""
+        args = {"now": now, "retry_at": item.retry_at, "error": error, "id": lease.job_id, "token": lease.token}
+        detail: dict[str, Any] = {"error": clip(error)}
+        if item.retry_at is not None:
+            op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
+        else:
+            op, kind = "fail", EventKind.FAILED
+        rows = yield Exec(d.sql[op], args)
+        if rows:
+            yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
+            out[i] = True
+        else:
+            out[i] = yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=op)
+    return out
+
+
+def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repeat: bool) -> Op[list[bool]]:
+    # Released jobs are due at once: wake an idle worker to take them.
+    return _simple_worker_write(d, "release", EventKind.RELEASED, leases, clock, {"reason": reason}, repeat, True)
+
+
+def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    return _simple_worker_write(d, "ack_cancel", EventKind.CANCELLED, leases, clock, {"by": "worker"}, repeat, False)
+
+
+def _simple_worker_write(
+    d: Dialect,
+    statement: str,
+    kind: EventKind,
+    leases: Sequence[Lease],
+    clock: Clock,
+    detail: dict[str, Any],
+    repeat: bool,
+    notify: bool,
+) -> Op[list[bool]]:
+    now = clock()
+    out = [False] * len(leases)
+    queues: set[str] = set()
+    for i in _by_job_id(leases):
+        lease = leases[i]
+        rows = yield Exec(d.sql[statement], {"now": now, "id": lease.job_id, "token": lease.token})
+        if rows:
+            yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
+            queues.add(rows[0][1])
+            out[i] = True
+        else:
+            out[i] = yield from _refused(d, lease, kind.value, now, repeat=repeat)
+    if notify and queues:
+        yield Notify(frozenset(queues))
+    return out
+
+
+def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[str]) -> Exec:
+    params: Params = {"cutoff": cutoff}
+    gone = d.any_of("lease_owner", "gone", gone_owners, params) if gone_owners else "FALSE"
+    return Exec(d.stmt(statement, gone=gone), params)
+
+
+def rescue_probe(d: Dialect, now: float, gone_owners: Sequence[str]) -> Op[bool]:
+    """Is anything to rescue? A read, so that an idle queue sees no writes from the rescuers that
+    every live worker runs every few seconds (the ``sqlite3`` shell has no busy timeout)."""
+    return bool((yield _expired(d, "rescue_probe", now, gone_owners)))
+
+
+def rescue(
+    d: Dialect,
+    clock: Clock,
+    backoff: Callable[[int], float],
+    actor: str,
+    gone_owners: Sequence[str],
+    cutoff: Callable[[float], float] | None,
+) -> Op[list[RescueResult]]:
+    now = clock()
+    gone = set(gone_owners)
+    out = []
+    for job_id, owner, token, attempts, max_attempts, cancel_requested in (
+        yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
+    ):
+        plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
+        args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
+        if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read
+            detail = {"previous_owner": owner, "run_at": plan.run_at}
+            yield Exec(d.sql["insert_event"], _event(d, job_id, now, plan.kind, actor, attempts, detail))
+            out.append(RescueResult(job_id, plan.outcome, owner))
+    return out
+
+
+def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
+    params: Params = {}
+    rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", queues, params)), params)
+    return rows[0][0] if rows else None
+
+
+# -- operators ----------------------------------------------------------------------------------
+def _targets(d: Dialect, where: JobFilter) -> Op[list[tuple[int, str]]]:
+    """The jobs an operator action applies to (locked in id order where the dialect locks rows).
+
+    Ids named in ``where.ids`` that match nothing come last with status "" (not found)."""
+    params: Params = {}
+    found = [(row[0], row[1]) for row in (yield Exec(d.stmt("targets", where=d.where(where, params)), params))]
+    if where.ids:  # name the ids that do not exist, so a caller can say "not found"
+        known = {job_id for job_id, _ in found}
+        found += [(i, "") for i in where.ids if i not in known]
+    return found
+
+
+def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+    out = []
+    queues: set[str] = set()
+    for job_id, status in (yield from _targets(d, where)):
+        action, result = plan_operator_action("resubmit", job_id, status)
+        if action is Action.RESUBMIT:
+            rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
+            queues.update(row[0] for row in rows)
+            detail = {"from": status}
+            yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))
+        out.append(result)
+    if queues:
+        yield Notify(frozenset(queues))
+    return out
+
+
+def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+    out = []
+    for job_id, status in (yield from _targets(d, where)):
+        action, result = plan_operator_action("cancel", job_id, status)
+        if action is Action.CANCEL:
+            yield Exec(d.sql["cancel"], {"now": now, "id": job_id, "status": status})
+            event = _event(d, job_id, now, EventKind.CANCELLED, actor, None, {"from": status})
+            yield Exec(d.sql["insert_event"], event)
+        elif action is Action.REQUEST_CANCEL:
+            yield Exec(d.sql["request_cancel"], {"now": now, "id": job_id})
+            event = _event(d, job_id, now, EventKind.CANCEL_REQUESTED, actor, None, None)
+            yield Exec(d.sql["insert_event"], event)
+        out.append(result)
+    return out
+
+
+def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float) -> Op[int]:
+    """Delete finished jobs of ``statuses`` and their events; the last statement returns one row
+    per deleted job."""
+    params: Params = {"before": finished_before}
+    fragment = d.any_of("status", "s", [s.value for s in statuses], params)
+    rows: Rows = []
+    for name in ("purge_events", "purge_jobs"):
+        if name in d.sql:
+            rows = yield Exec(d.stmt(name, statuses=fragment), params)
+    return len(rows)
+
+
+# -- reads --------------------------------------------------------------------------------------
+def get(d: Dialect, job_id: int) -> Op[Job | None]:
+    rows = yield Exec(d.sql["get_job"], {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
+
+def events(d: Dialect, job_id: int) -> Op[list[Event]]:
+    return [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]
+
+
+def recent_events(d: Dialect, limit: int, kinds: Sequence[str]) -> Op[list[Event]]:
+    params: Params = {"limit": limit}
+    where = (" WHERE " + d.any_of("kind", "k", list(kinds), params)) if kinds else ""
+    return [event_from_row(r) for r in (yield Exec(d.stmt("recent_events", where=where), params))]
+
+
+def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
+    params: Params = {"limit": page.limit, "offset": page.offset}
+    order = d.page_order(page.sort, page.descending)
+    rows = yield Exec(d.stmt("list_jobs", where=d.where(where, params), order=order), params)
+    return [job_from_row(r) for r in rows]
+
+
+def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
+    params: Params = {}
+    return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
+
+
+def counts(d: Dialect) -> Op[dict[str, int]]:
+    out = {s.value: 0 for s in JobStatus}
+    out.update({status: int(n) for status, n in (yield Exec(d.sql["counts"]))})
+    return out
+
+
+def stats(d: Dialect, now: float) -> Op[QueueStats]:
+    by_queue: dict[str, dict[str, int]] = {}
+    totals = {s.value: 0 for s in JobStatus}
+    for queue, status, n in (yield Exec(d.sql["counts_by_queue"])):
+        by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
+        totals[status] = totals.get(status, 0) + int(n)
+    oldest = (yield Exec(d.sql["oldest_due"], {"now": now}))[0][0]
+    done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
+    expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
+    return QueueStats(
+        counts=totals,
+        by_queue=by_queue,
+        oldest_pending_at=oldest,
+        completed_last_minute=done.get("completed", 0),
+        failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
+        expired_leases=int(expired),
+    )
+
+
+def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:
+    kinds = yield Exec(d.sql["history_kinds"], {"since": since, "bucket": bucket_seconds})
+    durations = yield Exec(d.sql["history_durations"], {"since": since, "limit": HISTORY_SAMPLE_LIMIT})
+    pending = int((yield Exec(d.sql["pending_count"]))[0][0])
+    kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
+    return build_buckets(since, bucket_seconds, now, kind_counts, durations, pending)
+
+
+# -- worker registry ----------------------------------------------------------------------------
+def register_worker(d: Dialect, info: WorkerInfo) -> Op[None]:
+    yield Exec(
+        d.sql["register_worker"],
+        {
+            "id": d.text(info.id),
+            "name": d.text(info.name),
+            "host": d.text(info.host),
+            "pid": info.pid,
+            "queues": json.dumps(list(info.queues)),
+            "started_at": info.started_at,
+            "last_seen_at": info.last_seen_at,
+            "stopped_at": info.stopped_at,
+            "current_jobs": json.dumps(list(info.current_jobs)),
+            "jobs_done": info.jobs_done,
+            "jobs_failed": info.jobs_failed,
+            "wake_address": info.wake_address,
+            "process_table": d.text(info.process_table),
+        },
+    )
+
+
+def worker_seen(
+    d: Dialect, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
+) -> Op[None]:
+    params = {"now": now, "current": json.dumps(list(current_jobs)), "done": done, "failed": failed}
+    yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})
+
+
+def worker_stopped(d: Dialect, worker_id: str, now: float) -> Op[None]:
+    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id)})
+
+
+def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:
+    return [worker_from_row(r) for r in (yield Exec(d.sql["list_workers"], {"limit": limit}))]
+
+
+def live_wake_addresses(d: Dialect, seen_after: float) -> Op[list[str]]:
+    return [str(r[0]) for r in (yield Exec(d.sql["live_wake_addresses"], {"seen_after": seen_after}))]

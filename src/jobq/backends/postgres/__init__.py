@@ -1,0 +1,369 @@
+"""PostgreSQL backend, through psycopg 3 and a small connection pool: the same queue across machines.
+
+Same semantics as the SQLite backend (the contract suite runs unchanged on both); how it differs
+inside, and its limits, stated openly:
+
+- Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
+  (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
+  wait on each other and never get the same job. A lease token is a random nonce of the claim
+  plus the job id, so a claim whose COMMIT reply was lost reads back what it handed out.
+- Times are the caller's float UNIX seconds in ``double precision`` columns, exactly as on SQLite.
+  Leases therefore compare clocks of different hosts: keep them in sync with NTP (a 30 s lease
+  tolerates far more skew than NTP leaves).
+- Every worker write is fenced by the lease token and every operator action locks its target rows
+  (``FOR UPDATE``, in id order) and is guarded by the status it read. Rows are always locked in id
+  order, so two transactions cannot deadlock on each other; a deadlock reported anyway (e.g. by a
+  hand-written transaction) is retried.
+- The schema is created and migrated on first open, under ``pg_advisory_xact_lock``, so several
+  processes starting at once on an empty database do not race. A trigger records status changes
+  made by hand in SQL (the ``rev`` column did not move) as ``external_update`` events.
+- Wake-up: the enqueue/resubmit transaction sends ``NOTIFY jobq_wakeup`` (payload: the queue);
+  each idle worker LISTENs on a dedicated connection. Delivery is at commit, so a worker is never
+  woken for a job it cannot see yet. A missed notification is covered by polling.
+- Connection loss (server restart, failover): the pool drops broken connections and reconnects.
+  An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
+  retried once on a fresh connection. One that failed while committing has an unknown outcome,
+  and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
+  lease: one that had committed is recognised by its kept token, neither redone nor recorded as
+  refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
+  ``StorageError`` and the caller decides: an ``enqueue`` without an idempotency key is not safe
+  to repeat (it may insert the job twice), so give jobs a key when that matters.
+- Text columns cannot hold NUL characters on PostgreSQL: NULs in error messages, actors and
+  worker names are replaced by ``\\0``. Payloads and results are JSON, where NUL is escaped anyway.
+- Payloads are stored as text (not ``jsonb``), so a search matches the same text on both backends.
+- Connections are never carried across ``fork()``: a forked child opens its own pool.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from jobq.backends import ops
+from jobq.backends.postgres.listener import LISTEN_CHANNEL, PostgresListener
+from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
+from jobq.backends.store import MakeOp, SqlStore
+from jobq.errors import ConfigError, StorageError
+from jobq.redact import redact_text
+
+__all__ = ["SCHEMA_VERSION", "PostgresBackend", "describe_url", "storage_error"]
+
+T = TypeVar("T")
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+POSTGRES_MIN_VERSION_NUM = 130000
+"""The oldest server tested (and ``DROP DATABASE ... WITH (FORCE)``, used by the tests, needs 13)."""
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 4
+POOL_TIMEOUT_SECONDS = 15.0
+"""How long an operation waits for a connection (e.g. while the server restarts) before failing."""
+CONNECT_TIMEOUT_SECONDS = 10
+DEADLOCK_RETRIES = 5
+#: Key of the advisory lock that serialises schema migrations (per database).
+#: Key of the advisory lock that serialises schema migrations (per database).
+MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
+
+Q_NOTIFY = "SELECT pg_notify(%s, %s)"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read."""
+
+    locks_rows = True
+
+    def __init__(self) -> None:
+        self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+
+    def param(self, name: str) -> str:
+        return f"%({name})s"
+
+    def any_of(self, column: str, name: str, values: Sequence[Any], params: Params) -> str:
+        if not values:
+            return "FALSE"
+        if len(values) == 1:
+            # An equality lets the planner walk an index in order and stop at LIMIT; "= ANY(array)"
+            # made the claim sort every pending row (about 6x slower with 20,000 waiting jobs).
+            params[name] = values[0]
+            return f"{column} = %({name})s"
+        params[name] = list(values)
+        return f"{column} = ANY(%({name})s)"
+
+    def text(self, value: str | None) -> str | None:
+        """PostgreSQL text cannot hold NUL: make it visible instead of failing the write."""
+        return value.replace("\x00", "\\0") if value is not None and "\x00" in value else value
+
+    def like(self, column: str, name: str) -> str:
+        # ILIKE: case-insensitive like SQLite's LIKE (which folds ASCII only; ILIKE folds all letters).
+        return f"{column} ILIKE %({name})s ESCAPE '\\'"
+
+    def order(self, sort: str, descending: bool) -> str:
+        # Sort like SQLite: NULLs are the smallest values, text compares by code point.
+        direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
+        column = 'status COLLATE "C"' if sort == "status" else sort
+        return f"{column} {direction}" + ("" if sort == "id" else f", id {direction}")
+
+
+DIALECT = PostgresDialect()
+
+
+def describe_url(url: str) -> str:
+    """``host:port/dbname`` of a PostgreSQL URL, for messages (never the password)."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL"
+    host = str(info.get("host") or info.get("hostaddr") or "localhost")
+    port = str(info.get("port") or "5432")
+    dbname = str(info.get("dbname") or info.get("user") or "postgres")
+    # A password with an unescaped "@" makes libpq read part of it as the host: mask it there too.
+    return redact_text(f"{host}:{port}/{dbname}", url)
+
+
+def _reason(exc: BaseException) -> str:
+    """One readable line from a psycopg error (libpq's messages span several lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if "failed: " in text:  # 'connection failed: connection to server at "h", port p failed: REASON'
+        text = text.rsplit("failed: ", 1)[1]
+    for prefix in ("FATAL:", "ERROR:"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return " ".join(text.split())
+
+
+def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> StorageError:
+    """Turn a psycopg error into a StorageError of one readable line naming the server."""
+    where = describe_url(url)
+    reason = redact_text(_reason(exc), url)  # libpq may quote parts of the URL it could not use
+    if connecting:
+        return StorageError(f"cannot connect to PostgreSQL at {where}: {reason}")
+    return StorageError(f"PostgreSQL at {where}: {reason}")
+
+
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    """Defaults for every connection, unless the URL says otherwise."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        # libpq's message quotes the token it could not parse, which may be the password.
+        raise ConfigError(f"bad PostgreSQL URL: {redact_text(_reason(exc), url)}") from None
+    kwargs: dict[str, Any] = {}
+    if "connect_timeout" not in info:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    if "application_name" not in info:
+        kwargs["application_name"] = "jobq"
+    # TCP keepalives: a LISTEN connection to a host that vanished would otherwise wait forever.
+    if "keepalives" not in info:
+        kwargs.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
+    return kwargs
+
+
+class _Attempt:
+    """Tracks whether COMMIT was sent, to know if a failed transaction may be retried."""
+
+    __slots__ = ("committing",)
+
+    def __init__(self) -> None:
+        self.committing = False
+
+
+# Pools inherited across fork() belong to the parent: never close or reuse them in a child, and
+# keep a reference so that garbage collection does not touch their sockets either.
+_ABANDONED_POOLS: list[object] = []
+
+
+class PostgresBackend(SqlStore):
+    """The scale-out backend. See the module docstring for its design and limits."""
+
+    single_host = False  # workers may run on many machines: only leases tell who is gone
+    dialect = DIALECT
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Connect to ``url`` and create or migrate the schema.
+
+        With ``create=False`` a database without jobq's tables is an error instead (read-only
+        viewers such as the ops app say so rather than show an empty queue).
+        Raises ConfigError for a malformed URL, StorageError when the server cannot be used.
+        """
+        self.url = url
+        self._create = create
+        self._kwargs = _connect_kwargs(url)
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Connection] | None = None
+        self._pid = -1
+        # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
+        # open time, in one line, like SQLite does; the pool itself opens on first use.
+        self._migrate()
+
+    # -- connections and transactions ------------------------------------------------------
+    def _connect(self) -> Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=True, **self._kwargs)
+        except psycopg.Error as exc:
+            raise storage_error(exc, self.url, connecting=True) from None
+
+    def _migrate(self) -> None:
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                # Transaction-scoped: released at commit, also if this process dies meanwhile.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+                version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+                if version_num < POSTGRES_MIN_VERSION_NUM:
+                    raise StorageError(
+                        f"PostgreSQL at {describe_url(self.url)} is version {version_num // 10000}: "
+                        "jobq needs 13 or newer"
+                    )
+                with conn.cursor() as cur:
+                    where = f"the PostgreSQL database {describe_url(self.url)}"
+                    _drive_on(cur, lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create))
+        except psycopg.Error as exc:
+            raise storage_error(exc, self.url) from None
+        finally:
+            conn.close()
+
+    def _get_pool(self) -> ConnectionPool[Connection]:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                return self._pool
+            if self._pool is not None:  # inherited across fork(): leave it to the parent
+                _ABANDONED_POOLS.append(self._pool)
+            pool: ConnectionPool[Connection] = ConnectionPool(
+                self.url,
+                kwargs={"autocommit": True, **self._kwargs},
+                min_size=POOL_MIN_SIZE,
+                max_size=POOL_MAX_SIZE,
+                timeout=POOL_TIMEOUT_SECONDS,
+                name="jobq",
+                open=False,
+            )
+            pool.open(wait=False)
+            self._pool = pool
+            self._pid = os.getpid()
+            return pool
+
+    def _run(
+        self, body: Callable[[Cursor], T], *, write: bool = True, on_unknown: Callable[[Cursor], T] | None = None
+    ) -> T:
+        """Run ``body`` in one transaction on a pooled connection.
+
+        Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
+        run again; a lost connection is retried once on a fresh one, but only if COMMIT had not
+        been sent. If it had, the outcome is unknown: ``on_unknown`` then finds out what happened
+        in a new transaction (a worker write is simply repeated, being idempotent for its lease; a
+        claim reads back what it handed out); without it, StorageError tells the caller.
+        """
+        lost_connection_retried = False
+        deadlocks = 0
+        while True:
+            pool = self._get_pool()
+            attempt = _Attempt()
+            try:
+                with pool.connection() as conn:
+                    with conn.transaction(), conn.cursor() as cur:
+                        result = body(cur)
+                        attempt.committing = True
+                    return result
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                deadlocks += 1
+                if deadlocks > DEADLOCK_RETRIES:
+                    raise storage_error(exc, self.url) from None
+                time.sleep(0.01 * deadlocks * (0.5 + random.random()))
+            except PoolTimeout:
+                raise self._cannot_connect() from None
+            except psycopg.OperationalError as exc:
+                if write and attempt.committing and on_unknown is not None:
+                    pool.check()  # drop the dead connections, then ask a fresh one what happened
+                    return self._run(on_unknown, write=True)
+                if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
+                    if write and attempt.committing:
+                        raise StorageError(
+                            f"PostgreSQL at {describe_url(self.url)}: connection lost while committing, "
+                            f"the outcome is unknown ({_reason(exc)})"
+                        ) from None
+                    raise storage_error(exc, self.url) from None
+                lost_connection_retried = True
+                pool.check()  # drop the other dead connections too (a restart cuts them all)
+            except psycopg.Error as exc:
+                raise storage_error(exc, self.url) from None
+
+    def _cannot_connect(self) -> StorageError:
+        """The pool gave up waiting: connect directly once to say why, in one line."""
+        try:
+            psycopg.connect(self.url, autocommit=True, **self._kwargs).close()
+        except psycopg.Error as exc:
+            return storage_error(exc, self.url, connecting=True)
+        return StorageError(
+            f"PostgreSQL at {describe_url(self.url)}: no free connection within {POOL_TIMEOUT_SECONDS:.0f} s"
+        )
+
+    def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
+        settle = on_unknown
+        return self._run(
+            lambda cur: _drive_on(cur, make),
+            write=write,
+            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle)),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            # Like SQLite's, a closed backend reopens on its next use (a new pool).
+            pool, self._pool = self._pool, None
+            if pool is not None and self._pid == os.getpid():
+                pool.close(timeout=5.0)
+
+    # -- wake-up ---------------------------------------------------------------------------
+    def listener(self, worker_id: str, queues: Sequence[str]) -> PostgresListener:
+        return PostgresListener(self.url, self._kwargs, queues)
+
+
+def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
+    """Every row the statement returned, over all parameter sets (psycopg pipelines them)."""
+    if not command.params:
+        return []
+    cur.executemany(command.sql, command.params, returning=True)
+    rows: ops.Rows = []
+    while True:
+        if cur.description is not None:
+            rows.extend(cur.fetchall())
+        if not cur.nextset():
+            return rows
+
+
+def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
+    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+
+    def run(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Exec):
+            # No parameters, no placeholder parsing (DDL may hold a literal %).
+            cur.execute(command.sql, command.params or None)
+            return cur.fetchall() if cur.description is not None else []
+        if isinstance(command, ops.ExecMany):
+            return _execute_many(cur, command)
+        for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
+            cur.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
+        return []
+
+    return ops.drive(make(), run)
+
+
+def _is_server_error(exc: psycopg.OperationalError) -> bool:
+    """True for an error the server reported on a working connection (retrying would not help).
+
+    A lost connection has no SQLSTATE, or one of class 08 (connection exception) or 57P (the
+    server is shutting down or restarting).
+    """
+    state = exc.sqlstate
+    return state is not None and not state.startswith(("08", "57P"))

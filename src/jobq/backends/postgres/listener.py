@@ -1,0 +1,92 @@
+"""Wake-up on PostgreSQL: an idle worker LISTENs on a dedicated connection.
+
+Enqueue, resubmit and release send ``NOTIFY jobq_wakeup`` (payload: the queue) in their
+transaction; PostgreSQL delivers it at commit, so a worker is never woken for a job it cannot see
+yet. A missed notification (a connection lost meanwhile) is covered by the worker's polling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+LISTEN_CHANNEL = "jobq_wakeup"
+LISTENER_RECONNECT_PAUSE_SECONDS = 1.0
+
+
+class PostgresListener:
+    """An idle worker's wake-up line: ``LISTEN jobq_wakeup`` on a dedicated connection.
+
+    ``wait`` returns True when a notification for one of its queues arrived, and also when the
+    connection was lost (it reconnects; the worker should poll, a notification may have been
+    missed meanwhile).
+    """
+
+    def __init__(self, url: str, kwargs: dict[str, Any], queues: Sequence[str]) -> None:
+        self.address: str | None = None  # PostgreSQL routes notifications itself
+        self._url = url
+        self._kwargs = kwargs
+        self._queues = frozenset(queues)
+        self._conn: Connection | None = None
+        self._connect()
+
+    def _connect(self) -> bool:
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, **self._kwargs)
+        except psycopg.Error:
+            return False
+        try:
+            conn.execute(f"LISTEN {LISTEN_CHANNEL}")
+        except psycopg.Error:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True when work may be there (woken, or reconnected)."""
+        if self._conn is None or self._conn.closed:
+            if not self._connect():  # the server is still away: don't spin, let the worker poll
+                time.sleep(min(max(0.0, timeout), LISTENER_RECONNECT_PAUSE_SECONDS))
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                remaining = max(0.0, deadline - time.monotonic())
+                received, woken = self._receive(remaining, stop_after=1)
+                if woken:
+                    self._receive(0.0)  # many enqueues, one wake-up: swallow what already arrived
+                    return True
+                if not received or remaining <= 0:
+                    return False
+        except psycopg.Error:
+            self._drop()
+            self._connect()
+            return True
+
+    def _receive(self, timeout: float, stop_after: int | None = None) -> tuple[bool, bool]:
+        """(anything received, anything for our queues). The generator holds the connection's
+        lock until it is closed, so close it before touching the connection again."""
+        assert self._conn is not None
+        received = woken = False
+        gen = self._conn.notifies(timeout=timeout, stop_after=stop_after)
+        try:
+            for notify in gen:
+                received = True
+                woken = woken or not notify.payload or notify.payload in self._queues
+        finally:
+            gen.close()
+        return received, woken
+
+    def close(self) -> None:
+        self._drop()

@@ -1,0 +1,173 @@
+-- Every statement that touches the jobs table (PostgreSQL). Named parameters are %(name)s;
+-- {braces} are filled from the transition table at load time, or per call for lists.
+--
+-- Worker writes (complete, retry, fail, release, ack_cancel) keep the token of the lease that made
+-- them: a write repeated after its commit's reply was lost is then recognised as already applied
+-- (common.already_applied). Every fence still requires status PROCESSING, so a kept token grants
+-- nothing; operator actions and rescues clear it. Rows are always locked in id order, so two
+-- transactions cannot deadlock on each other.
+
+-- name: insert_job
+INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
+                  idempotency_key, created_at, updated_at)
+VALUES (%(queue)s, %(task)s, %(payload)s, %(priority)s, %(run_at)s, %(max_attempts)s, %(timeout)s,
+        %(key)s, %(now)s, %(now)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: job_id_by_key
+SELECT id FROM jobs WHERE idempotency_key = %(key)s
+
+-- name: claim
+-- SKIP LOCKED: rows another claimer is taking are passed over, never waited for; under READ
+-- COMMITTED each locked row is re-checked, so a row claimed meanwhile is skipped, not taken twice.
+-- One queue (the common case) is an equality, so the planner walks the pending partial index in
+-- claim order and stops at LIMIT; "= ANY(array)" made it sort every pending row on each claim
+-- (about 6x slower with 20,000 waiting jobs).
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status = 'PENDING' AND {queues} AND run_at <= %(now)s
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
+    lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
+    lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
+FROM picked WHERE jobs.id = picked.id
+RETURNING {jobs_job_columns}
+
+-- name: claimed_by_nonce
+-- A claim whose COMMIT reply was lost: what did it hand out? Tokens start with the claim's nonce.
+SELECT {job_columns} FROM jobs
+WHERE status = 'PROCESSING' AND lease_owner = %(worker)s AND starts_with(lease_token, %(nonce)s)
+
+-- name: lease_state
+SELECT status, lease_token FROM jobs WHERE id = %(id)s
+
+-- name: lock_jobs
+-- Heartbeats lock their rows first and read the clock after: an UPDATE that waits for a row lock
+-- (an operator's or a rescuer's FOR UPDATE) evaluates its SET before the wait, so the lease would
+-- run from before it. One more round trip, once per heartbeat interval.
+SELECT id FROM jobs WHERE {ids} ORDER BY id FOR UPDATE
+
+-- name: heartbeat
+UPDATE jobs SET lease_expires_at = %(expires)s, updated_at = %(now)s
+WHERE id = %(id)s AND status = 'PROCESSING' AND lease_token = %(token)s
+RETURNING cancel_requested
+
+-- name: complete
+UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = %(now)s, updated_at = %(now)s,
+    result = %(result)s, last_error = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_complete}
+RETURNING id, lease_token, attempts
+
+-- name: retry
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(retry_at)s,
+    last_error = %(error)s, lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
+RETURNING attempts
+
+-- name: fail
+UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
+    last_error = %(error)s, lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
+RETURNING attempts
+
+-- name: release
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s,
+    attempts = greatest(0, attempts - 1), lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING'
+RETURNING attempts, queue
+
+-- name: ack_cancel
+UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
+    lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING' AND cancel_requested
+RETURNING attempts, queue
+
+-- name: rescue_probe
+SELECT id FROM jobs
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
+LIMIT 1
+
+-- name: expired
+-- SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
+-- if the lease really expired the next rescue pass takes it.
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
+ORDER BY id
+LIMIT 1000
+FOR UPDATE SKIP LOCKED
+
+-- name: rescue
+-- Conditional on the token the rescuer read: a completion that landed meanwhile is never
+-- overwritten (river#1302).
+UPDATE jobs SET status = %(status)s, rev = rev + 1, updated_at = %(now)s, run_at = %(run_at)s,
+    last_error = %(error)s,
+    finished_at = CASE WHEN %(status)s = 'PENDING' THEN NULL ELSE %(now)s END,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND status = 'PROCESSING' AND lease_token IS NOT DISTINCT FROM %(token)s
+RETURNING id
+
+-- name: next_due_at
+SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
+
+-- name: targets
+-- Locked in id order until the operator's action commits.
+SELECT id, status FROM jobs{where} ORDER BY id FOR UPDATE
+
+-- name: resubmit
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s, attempts = 0,
+    run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = false,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND status = %(status)s
+RETURNING queue
+
+-- name: cancel
+UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND status = %(status)s
+RETURNING id
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = true, updated_at = %(now)s WHERE id = %(id)s AND status = 'PROCESSING'
+RETURNING id
+
+-- name: purge_jobs
+-- One statement, one snapshot: a job resubmitted meanwhile is neither deleted nor left without events.
+WITH gone AS (
+    DELETE FROM jobs WHERE {statuses} AND finished_at < %(before)s RETURNING id
+), gone_events AS (
+    DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone
+
+-- name: get_job
+SELECT {job_columns} FROM jobs WHERE id = %(id)s
+
+-- name: list_jobs
+SELECT {job_columns} FROM jobs{where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_jobs
+SELECT count(*) FROM jobs{where}
+
+-- name: counts
+SELECT status, count(*) FROM jobs GROUP BY status
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) FROM jobs GROUP BY queue, status
+
+-- name: oldest_due
+SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= %(now)s
+
+-- name: expired_count
+SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
+
+-- name: pending_count
+SELECT count(*) FROM jobs WHERE status = 'PENDING'
+
+-- name: history_durations
+SELECT finished_at, run_at, started_at, finished_at FROM jobs
+WHERE finished_at >= %(since)s AND status IN ('COMPLETED', 'FAILED')
+ORDER BY finished_at DESC LIMIT %(limit)s

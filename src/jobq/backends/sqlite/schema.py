@@ -1,0 +1,103 @@
+"""The SQLite schema: migrations, applied in order and recorded in ``jobq_schema``.
+
+The schema sticks to what the Debian ``sqlite3`` 3.40 shell can read and update (the demo edits
+the database with it); a trigger records status changes made by hand as events.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+_NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+
+# -- schema ---------------------------------------------------------------------------------
+# Each migration is a list of statements applied in one transaction; the version reached is
+# recorded in jobq_schema. Only append: never edit a released migration.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused after purge
+            queue TEXT NOT NULL DEFAULT 'default',
+            task TEXT NOT NULL DEFAULT '',
+            payload TEXT NOT NULL,                 -- JSON, never pickle
+            status TEXT NOT NULL DEFAULT 'PENDING'
+                CHECK (status IN ('PENDING','PROCESSING','COMPLETED','FAILED','CANCELLED')),
+            priority INTEGER NOT NULL DEFAULT 0,   -- lower runs first, like nice
+            run_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL DEFAULT 3,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            timeout REAL,
+            last_error TEXT,
+            lease_owner TEXT,
+            lease_token TEXT,
+            lease_expires_at REAL,
+            idempotency_key TEXT,
+            result TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            run INTEGER NOT NULL DEFAULT 1,
+            rev INTEGER NOT NULL DEFAULT 0         -- bumped by every jobq status write
+        )""",
+        # Claim order, pending rows only: the claim never scans finished jobs.
+        "CREATE INDEX jobs_claim ON jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
+        "CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status = 'PROCESSING'",
+        "CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+        # No plain index on status: it cost ~20% of claim+complete time, and the partial indexes
+        # above already cover PENDING and PROCESSING; listing rarer statuses scans by id.
+        "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+        """CREATE TABLE job_events (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT,
+            attempt INTEGER,
+            detail TEXT
+        )""",
+        "CREATE INDEX job_events_job ON job_events (job_id, id)",
+        "CREATE INDEX job_events_at ON job_events (at)",
+        """CREATE TABLE workers (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            queues TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            last_seen_at REAL NOT NULL,
+            stopped_at REAL,
+            current_jobs TEXT NOT NULL DEFAULT '[]',
+            jobs_done INTEGER NOT NULL DEFAULT 0,
+            jobs_failed INTEGER NOT NULL DEFAULT 0,
+            wake_address TEXT
+        )""",
+        # A status changed by hand (e.g. the seed's `sqlite3 ... UPDATE jobs SET status='FAILED'`)
+        # leaves rev unchanged: record it as an event, stamp the times, and drop any lease so a
+        # worker still holding one is refused.
+        f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs
+            WHEN NEW.rev IS OLD.rev AND NEW.status IS NOT OLD.status
+            BEGIN
+                UPDATE jobs SET
+                    rev = rev + 1,
+                    updated_at = {_NOW_SQL},
+                    finished_at = CASE WHEN NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                        THEN coalesce(NEW.finished_at, {_NOW_SQL}) ELSE NULL END,
+                    last_error = CASE WHEN NEW.status = 'FAILED'
+                        THEN coalesce(NEW.last_error, 'set to FAILED outside jobq')
+                        ELSE NEW.last_error END,
+                    lease_token = CASE WHEN NEW.status = 'PROCESSING' THEN NEW.lease_token END,
+                    lease_expires_at = CASE WHEN NEW.status = 'PROCESSING'
+                        THEN NEW.lease_expires_at END
+                WHERE id = NEW.id;
+                INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+                VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
+                        json_object('from', OLD.status, 'to', NEW.status));
+            END""",
+    ],
+    [
+        # Liveness by pid is only meaningful inside one process table: the kernel's boot id and the
+        # PID namespace of the worker (see jobq.worker.rescuer.process_table_id). NULL: unknown.
+        "ALTER TABLE workers ADD COLUMN process_table TEXT",
+    ],
+]

@@ -1,0 +1,147 @@
+-- Every statement that touches the jobs table (SQLite). Named parameters are :name; {braces} are
+-- filled from the transition table at load time, or per call for lists (see statements.py).
+--
+-- Worker writes (complete, retry, fail, release, ack_cancel) keep the token of the lease that made
+-- them: a write repeated after its commit's reply was lost is then recognised as already applied
+-- (common.already_applied). Every fence still requires status PROCESSING, so a kept token grants
+-- nothing; operator actions and rescues clear it.
+
+-- name: insert_job
+INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
+                  idempotency_key, created_at, updated_at)
+VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout, :key, :now, :now)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
+
+-- name: job_id_by_key
+SELECT id FROM jobs WHERE idempotency_key = :key
+
+-- name: claim
+-- One UPDATE over the first due PENDING rows, in the partial index's order. One queue is an
+-- equality, so SQLite walks jobs_claim in order and stops after LIMIT rows (json_each or a sort
+-- here scanned every pending row: 3x slower). BEGIN IMMEDIATE serialises claims: no locking hint.
+UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
+    lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
+    started_at = :now, updated_at = :now, cancel_requested = 0
+WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now
+             ORDER BY priority, run_at, id LIMIT :limit)
+RETURNING {job_columns}
+
+-- name: claimed_by_nonce
+SELECT {job_columns} FROM jobs
+WHERE status = 'PROCESSING' AND lease_owner = :worker AND substr(lease_token, 1, length(:nonce)) = :nonce
+
+-- name: lease_state
+SELECT status, lease_token FROM jobs WHERE id = :id
+
+-- name: heartbeat
+UPDATE jobs SET lease_expires_at = :expires, updated_at = :now
+WHERE id = :id AND status = 'PROCESSING' AND lease_token = :token
+RETURNING cancel_requested
+
+-- name: complete
+UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = :now, updated_at = :now,
+    result = :result, last_error = NULL, lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND status IN {from_complete}
+RETURNING id, lease_token, attempts
+
+-- name: retry
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
+    last_error = :error, lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND status IN {from_fail}
+RETURNING attempts
+
+-- name: fail
+UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = :now, finished_at = :now,
+    last_error = :error, lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND status IN {from_fail}
+RETURNING attempts
+
+-- name: release
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now,
+    attempts = max(0, attempts - 1), lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND status = 'PROCESSING'
+RETURNING attempts, queue
+
+-- name: ack_cancel
+UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
+    lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested = 1
+RETURNING attempts, queue
+
+-- name: rescue_probe
+SELECT id FROM jobs
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+LIMIT 1
+
+-- name: expired
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+LIMIT 1000
+
+-- name: rescue
+-- Conditional on the token the rescuer read: a completion that landed meanwhile is never
+-- overwritten (river#1302).
+UPDATE jobs SET status = :status, rev = rev + 1, updated_at = :now, run_at = :run_at, last_error = :error,
+    finished_at = CASE WHEN :status = 'PENDING' THEN NULL ELSE :now END,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = :id AND status = 'PROCESSING' AND lease_token IS :token
+RETURNING id
+
+-- name: next_due_at
+SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
+
+-- name: targets
+SELECT id, status FROM jobs{where} ORDER BY id
+
+-- name: resubmit
+UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
+    run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE id = :id AND status = :status
+RETURNING queue
+
+-- name: cancel
+UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
+    lease_token = NULL, lease_expires_at = NULL
+WHERE id = :id AND status = :status
+RETURNING id
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id AND status = 'PROCESSING'
+RETURNING id
+
+-- name: purge_events
+DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND finished_at < :before)
+
+-- name: purge_jobs
+DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
+
+-- name: get_job
+SELECT {job_columns} FROM jobs WHERE id = :id
+
+-- name: list_jobs
+SELECT {job_columns} FROM jobs{where} ORDER BY {order} LIMIT :limit OFFSET :offset
+
+-- name: count_jobs
+SELECT count(*) FROM jobs{where}
+
+-- name: counts
+SELECT status, count(*) FROM jobs GROUP BY status
+
+-- name: counts_by_queue
+SELECT queue, status, count(*) FROM jobs GROUP BY queue, status
+
+-- name: oldest_due
+SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= :now
+
+-- name: expired_count
+SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+
+-- name: pending_count
+SELECT count(*) FROM jobs WHERE status = 'PENDING'
+
+-- name: history_durations
+SELECT finished_at, run_at, started_at, finished_at FROM jobs
+WHERE finished_at >= :since AND status IN ('COMPLETED', 'FAILED')
+ORDER BY finished_at DESC LIMIT :limit

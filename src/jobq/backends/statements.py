@@ -1,0 +1,115 @@
+"""Named SQL statements, one file per table and dialect, and the few fragments built at run time.
+
+Each backend keeps its SQL in ``<backend>/sql/<table>.sql``; a statement starts with a line
+``-- name: <name>`` (River's ``dbsqlc/river_job.sql`` and oban-py's ``queries/`` show the idea: a
+reader sees every statement that touches a table in one place). Placeholders in braces are filled
+once at load time from the transition table and the column list (so the guards of every
+conditional UPDATE come from ``jobq.job.TRANSITIONS``), or per call for lists whose length varies
+(``{queues}``, ``{where}``, ...). Parameters are named: ``:name`` on SQLite, ``%(name)s`` on
+PostgreSQL, each dialect rendering its own through :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobq.backends.base import SORT_FIELDS, JobFilter
+from jobq.backends.common import JOB_COLUMNS, like_pattern
+from jobq.errors import ConfigError
+from jobq.job import TRANSITIONS, Action, JobStatus
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+Params = dict[str, Any]
+
+
+def _in(statuses: Iterable[JobStatus]) -> str:
+    return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+#: Fragments filled in at load time: the statuses each write is allowed from, from the table.
+STATIC_FRAGMENTS = {
+    "job_columns": ", ".join(JOB_COLUMNS),
+    "jobs_job_columns": ", ".join(f"jobs.{c}" for c in JOB_COLUMNS),
+    "from_complete": _in(TRANSITIONS[Action.COMPLETE].sources),
+    "from_fail": _in(TRANSITIONS[Action.FAIL].sources | TRANSITIONS[Action.RETRY].sources),
+    "from_rescue": _in(TRANSITIONS[Action.RESCUE].sources),
+    "terminal": _in({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+}
+
+
+def load_statements(directory: Path, fragments: Mapping[str, str]) -> dict[str, str]:
+    """Every ``-- name:`` statement of the ``*.sql`` files in ``directory``, static fragments filled."""
+    statements: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        text = path.read_text()
+        marks = list(_NAME.finditer(text))
+        for i, mark in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            # Comments stay in the files, for readers; the server gets the statement alone.
+            lines = [line for line in text[mark.end() : end].splitlines() if not line.lstrip().startswith("--")]
+            body = "\n".join(lines).strip().rstrip(";")
+            name = mark.group(1)
+            if name in statements:
+                raise RuntimeError(f"{path}: statement {name!r} is defined twice")
+            statements[name] = _PLACEHOLDER.sub(lambda m: fragments.get(m.group(1), m.group(0)), body)
+    return statements
+
+
+class Dialect:
+    """What differs between SQL dialects, beyond the statement texts themselves."""
+
+    #: Statements by name, loaded by the subclass from its ``sql/`` directory.
+    sql: dict[str, str]
+    #: Whether operator actions and rescues lock their rows (``FOR UPDATE``) as they read them.
+    locks_rows: bool = False
+
+    def param(self, name: str) -> str:
+        """How a named parameter is written in SQL text."""
+        raise NotImplementedError
+
+    def any_of(self, column: str, name: str, values: Sequence[Any], params: Params) -> str:
+        """``column`` is one of ``values`` (adds the parameters it names to ``params``)."""
+        raise NotImplementedError
+
+    def text(self, value: str | None) -> str | None:
+        """A value for a text column (PostgreSQL cannot store NUL)."""
+        return value
+
+    def like(self, column: str, name: str) -> str:
+        """Case-insensitive ``LIKE`` with ``\\`` as the escape character."""
+        return f"{column} LIKE {self.param(name)} ESCAPE '\\'"
+
+    def order(self, sort: str, descending: bool) -> str:
+        direction = "DESC" if descending else "ASC"
+        return f"{sort} {direction}" + ("" if sort == "id" else f", id {direction}")
+
+    def stmt(self, name: str, **fragments: str) -> str:
+        """The statement ``name`` with its per-call fragments filled in."""
+        text = self.sql[name]
+        return _PLACEHOLDER.sub(lambda m: fragments.get(m.group(1), m.group(0)), text) if fragments else text
+
+    def where(self, where: JobFilter, params: Params) -> str:
+        """The ``WHERE`` clause of a job filter ("" for all jobs)."""
+        clauses = []
+        for column, values in (
+            ("status", [s.value for s in where.statuses]),
+            ("queue", list(where.queues)),
+            ("id", list(where.ids)),
+            ("task", list(where.tasks)),
+        ):
+            if values:
+                clauses.append(self.any_of(column, f"f_{column}", values, params))
+        if where.search:
+            params["f_search"] = like_pattern(self.text(where.search) or "")
+            clauses.append(self.like("payload", "f_search"))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+    def page_order(self, sort: str, descending: bool) -> str:
+        if sort not in SORT_FIELDS:
+            raise ConfigError(f"cannot sort by {sort!r}; choose one of {', '.join(SORT_FIELDS)}")
+        return self.order(sort, descending)

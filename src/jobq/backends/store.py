@@ -1,0 +1,176 @@
+"""The Backend protocol implemented once, over the operations in ``ops`` and a dialect's SQL.
+
+A concrete backend (``sqlite``, ``postgres``) adds only what is really its own: how it connects,
+how it runs one operation in one transaction (locking, busy and deadlock retries, connection loss,
+commits whose outcome is unknown) and how idle workers are woken.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from jobq.backends import ops
+from jobq.backends.base import (
+    ActionResult,
+    Bucket,
+    Clock,
+    Completion,
+    Failure,
+    HeartbeatResult,
+    JobFilter,
+    Lease,
+    Listener,
+    NewJob,
+    Page,
+    QueueStats,
+    RescueResult,
+    WorkerInfo,
+)
+from jobq.backends.statements import Dialect
+from jobq.job import Event, Job, JobStatus
+
+T = TypeVar("T")
+#: Builds a fresh operation: a transaction that is retried runs the operation again from its start.
+MakeOp = Callable[[], ops.Op[T]]
+
+TOKEN_NONCE_BYTES = 12
+"""Random bytes of a claim's nonce, the first part of each lease token it hands out."""
+
+
+class SqlStore:
+    """Every Backend operation, each one transaction, on top of ``_transaction``."""
+
+    url: str
+    single_host: bool
+    dialect: Dialect
+
+    # -- what a backend provides ---------------------------------------------------------
+    def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
+        """Run the operation ``make()`` in one transaction and return its result.
+
+        ``on_unknown``: if the connection is lost after COMMIT was sent (the outcome unknown),
+        run this one instead, in a new transaction, to find out (see ``ops``)."""
+        raise NotImplementedError
+
+    def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, make: MakeOp[T]) -> T:
+        return self._transaction(make, write=False)
+
+    def _write(self, make: MakeOp[T], *, on_unknown: MakeOp[T] | None = None) -> T:
+        return self._transaction(make, write=True, on_unknown=on_unknown)
+
+    # -- producers -------------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
+        return self._write(lambda: ops.enqueue(self.dialect, jobs, now)) if jobs else []
+
+    # -- workers ---------------------------------------------------------------------------
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        d = self.dialect
+        return self._write(
+            lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
+            on_unknown=lambda: ops.claimed_by_nonce(d, worker_id, nonce),
+        )
+
+    def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
+        if not leases:
+            return []
+
+        def make() -> ops.Op[list[HeartbeatResult]]:
+            return ops.heartbeat(self.dialect, leases, lease_seconds, clock)
+
+        return self._write(make, on_unknown=make)  # extending a lease again is harmless
+
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        return self._write(
+            lambda: ops.complete(self.dialect, items, clock, repeat),
+            on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
+        )
+
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        return self._write(
+            lambda: ops.fail(self.dialect, items, clock, repeat),
+            on_unknown=lambda: ops.fail(self.dialect, items, clock, True),
+        )
+
+    def release(self, leases: Sequence[Lease], clock: Clock, reason: str, *, repeat: bool = False) -> list[bool]:
+        return self._write(
+            lambda: ops.release(self.dialect, leases, clock, reason, repeat),
+            on_unknown=lambda: ops.release(self.dialect, leases, clock, reason, True),
+        )
+
+    def ack_cancel(self, leases: Sequence[Lease], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        return self._write(
+            lambda: ops.ack_cancel(self.dialect, leases, clock, repeat),
+            on_unknown=lambda: ops.ack_cancel(self.dialect, leases, clock, True),
+        )
+
+    def rescue_expired(
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str] = (),
+        cutoff: Callable[[float], float] | None = None,
+    ) -> list[RescueResult]:
+        if not self._read(lambda: ops.rescue_probe(self.dialect, clock(), gone_owners)):
+            return []
+        return self._write(lambda: ops.rescue(self.dialect, clock, backoff, actor, gone_owners, cutoff))
+
+    def next_due_at(self, queues: Sequence[str]) -> float | None:
+        return self._read(lambda: ops.next_due_at(self.dialect, queues))
+
+    # -- operators -------------------------------------------------------------------------
+    def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+        return self._write(lambda: ops.resubmit(self.dialect, where, actor, now))
+
+    def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+        return self._write(lambda: ops.cancel(self.dialect, where, actor, now))
+
+    def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
+        return self._write(lambda: ops.purge(self.dialect, statuses, finished_before)) if statuses else 0
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, job_id: int) -> Job | None:
+        return self._read(lambda: ops.get(self.dialect, job_id))
+
+    def events(self, job_id: int) -> list[Event]:
+        return self._read(lambda: ops.events(self.dialect, job_id))
+
+    def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]:
+        return self._read(lambda: ops.recent_events(self.dialect, limit, kinds))
+
+    def list_jobs(self, where: JobFilter, page: Page) -> list[Job]:
+        return self._read(lambda: ops.list_jobs(self.dialect, where, page))
+
+    def count_jobs(self, where: JobFilter) -> int:
+        return self._read(lambda: ops.count_jobs(self.dialect, where))
+
+    def counts(self) -> dict[str, int]:
+        return self._read(lambda: ops.counts(self.dialect))
+
+    def stats(self, now: float) -> QueueStats:
+        return self._read(lambda: ops.stats(self.dialect, now))
+
+    def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
+        return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))
+
+    # -- worker registry -------------------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None:
+        self._write(lambda: ops.register_worker(self.dialect, info))
+
+    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None:
+        self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
+
+    def worker_stopped(self, worker_id: str, now: float) -> None:
+        self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now))
+
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+        return self._read(lambda: ops.list_workers(self.dialect, limit))

@@ -1,0 +1,86 @@
+"""The storage operations' rules without a database: an operation is a generator of commands.
+
+A fake runner answers each statement by name, as a scripted database would; the same operation
+runs unchanged under the blocking runner (``drive``) and the asyncio one (``adrive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from jobq.backends import ops
+from jobq.backends.base import Completion, Lease
+from jobq.backends.sqlite import DIALECT
+
+NAMES = {text: name for name, text in DIALECT.sql.items()}
+
+
+def scripted(answers: dict[str, Callable[[Any], ops.Rows]]) -> tuple[Callable[[ops.Command], ops.Rows], list[str]]:
+    seen: list[str] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Notify):
+            seen.append("notify")
+            return []
+        name = NAMES.get(command.sql, command.sql)
+        seen.append(name)
+        return answers.get(name, lambda params: [])(command.params)
+
+    return run, seen
+
+
+def _completion(token: str = "t-1") -> Completion:
+    return Completion(Lease(1, token, "w"), '{"ok":1}')
+
+
+def test_a_fenced_completion_records_its_event() -> None:
+    run, seen = scripted({"complete": lambda params: [(1, "t-1", 1)]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, False), run) == [True]
+    assert seen == ["complete", "insert_event"]
+
+
+def test_a_refused_completion_is_recorded_and_not_looked_up_unless_repeated() -> None:
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-1")]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, False), run) == [False]
+    assert seen == ["complete", "insert_event"]  # the stale_write_refused event, no lookup
+
+
+def test_a_repeat_recognises_its_own_committed_completion() -> None:
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-1")]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, True), run) == [True]
+    assert seen == ["complete", "lease_state"]  # recognised: nothing recorded
+
+
+def test_a_repeat_does_not_take_another_lease_for_its_own() -> None:
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-2")]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, True), run) == [False]
+    assert seen == ["complete", "lease_state", "insert_event"]
+
+
+def test_the_same_operation_runs_under_asyncio() -> None:
+    answers: dict[str, Callable[[Any], ops.Rows]] = {"counts": lambda params: [("PENDING", 3), ("FAILED", 1)]}
+    run, _ = scripted(answers)
+
+    async def arun(command: ops.Command) -> ops.Rows:
+        await asyncio.sleep(0)
+        return run(command)
+
+    blocking = ops.drive(ops.counts(DIALECT), run)
+    awaited = asyncio.run(ops.adrive(ops.counts(DIALECT), arun))
+    assert blocking == awaited and awaited["PENDING"] == 3 and awaited["COMPLETED"] == 0
+
+
+def test_claim_reads_the_clock_once_inside_the_operation() -> None:
+    calls: list[float] = []
+
+    def clock() -> float:
+        calls.append(1.0)
+        return 50.0
+
+    run, seen = scripted({})
+    op = ops.claim(DIALECT, "w", ["default"], 5, 30.0, clock, "nonce")
+    assert calls == []  # building the operation reads nothing: the runner holds the lock first
+    assert ops.drive(op, run) == [] and calls == [1.0]
+    assert len(seen) == 1 and "lease_token = :nonce" in seen[0]  # the claim, rendered for one queue
