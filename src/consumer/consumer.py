@@ -10,7 +10,7 @@ from pathlib import Path
 # Run from a clone without installing: make <repo>/src importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobq.consumer import main
+from jobq.demo.consumer import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import jobq
-from jobq.consumer import make_stamp_handler
-from jobq.files import FileMissing, UnsafePath, new_job_file, stamps_in
-from jobq.producer import FILE_TASK, run_producer, submit_file
+from jobq.demo.consumer import make_stamp_handler
+from jobq.demo.files import FileMissing, UnsafePath, new_job_file, stamps_in
+from jobq.demo.producer import FILE_TASK, run_producer, submit_file
 from jobq.worker import PermanentError, Worker
 
 

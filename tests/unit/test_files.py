@@ -1,4 +1,4 @@
-"""Path safety and idempotent, fenced stamping of the seed's file jobs (``jobq.files``)."""
+"""Path safety and idempotent, fenced stamping of the seed's file jobs (``jobq.demo.files``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jobq
-from jobq import files
-from jobq.files import (
+from jobq.demo import files
+from jobq.demo.files import (
     FileMissing,
     StampBusy,
     UnsafePath,
@@ -383,7 +383,7 @@ _STAMP_TWICE = """
 import resource, sys
 limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # reading the file whole is a MemoryError
-from jobq.files import stamp_file
+from jobq.demo.files import stamp_file
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 first = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])
 second = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])

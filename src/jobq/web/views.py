@@ -611,12 +611,12 @@ def ops_caption(url: str) -> str:
 def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> str:
     """Check a manual job's path as the consumer would; return the payload's path or raise ValueError.
 
-    Uses ``jobq.files.resolve_job_path`` (the consumer's own containment rules: inside the data
+    Uses ``jobq.demo.files.resolve_job_path`` (the consumer's own containment rules: inside the data
     folder, a regular file, no symlink out, not the queue's database). Falls back to a simpler
     local check when that module is not there.
     """
     try:
-        from jobq import files
+        from jobq.demo import files
     except ImportError:
         return _validate_path_locally(text, data_dir)
     raw = (text or "").strip()

@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 from jobq.backends.base import JobFilter
 from jobq.config import Settings, env_name, load_settings
+from jobq.demo.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
 from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
-from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
 from jobq.queue import Queue
 from jobq.redact import redact_text
 

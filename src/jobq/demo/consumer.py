@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
 
 from jobq.config import Settings, env_name, load_settings, parse_range
+from jobq.demo.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
+from jobq.demo.producer import FILE_TASK
 from jobq.errors import ConfigError, JobqError, StorageError
-from jobq.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
 from jobq.job import Job
-from jobq.producer import FILE_TASK
 from jobq.queue import Queue
 from jobq.redact import redact_logs, redact_text
 from jobq.worker import PermanentError, Worker
