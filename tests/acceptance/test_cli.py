@@ -25,7 +25,7 @@ import pytest
 from polling import wait_for
 
 import jobq
-from jobq.demo.files import stamps_in
+from jobq.demo.stamps import stamps_in
 from jobq.job import JobStatus
 
 JOBQ = Path(sys.executable).with_name("jobq")

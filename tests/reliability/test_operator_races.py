@@ -20,8 +20,8 @@ from harness import Agents, Recorder, backend_name, scale
 from polling import wait_for
 
 import jobq
-from jobq.demo.files import new_job_file, stamps_in
-from jobq.demo.producer import FILE_TASK
+from jobq.demo.files import FILE_TASK, new_job_file
+from jobq.demo.stamps import stamps_in
 from jobq.job import Event, EventKind, JobStatus
 
 pytestmark = pytest.mark.slow

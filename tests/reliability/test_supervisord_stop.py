@@ -17,8 +17,9 @@ from harness import REPO, Recorder
 from polling import wait_for
 
 import jobq
-from jobq.demo.files import new_job_file, stamps_in
+from jobq.demo.files import new_job_file
 from jobq.demo.producer import submit_file
+from jobq.demo.stamps import stamps_in
 
 sys.path.insert(0, str(REPO / "tests" / "acceptance"))
 from test_supervisord import FAST_ENV, Supervised, open_queue

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
 
 from jobq.config import Settings, env_name, load_settings, parse_range
-from jobq.demo.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
-from jobq.demo.producer import FILE_TASK
+from jobq.demo.files import FILE_TASK, stamp_file
+from jobq.demo.paths import FileMissing, UnsafePath, resolve_job_path
 from jobq.errors import ConfigError, JobqError, StorageError
 from jobq.job import Job
 from jobq.queue import Queue

@@ -22,13 +22,13 @@ from typing import Any, TextIO
 
 from jobq.backends.base import JobFilter
 from jobq.config import Settings, env_name, load_settings
-from jobq.demo.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
+from jobq.demo.files import FILE_TASK, FILES_SUBDIR, host_tag, new_job_file
+from jobq.demo.paths import job_path_text, resolve_job_path
+from jobq.demo.stamps import scan_stamps
 from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
 from jobq.queue import Queue
 from jobq.redact import redact_text
 
-FILE_TASK = "stamp"
-"""The task name of file jobs (the consumer's handler)."""
 ORPHAN_WINDOW_SECONDS_DEFAULT = 3600.0
 """On start, files of this host younger than this and never stamped are submitted if they have no job."""
 _PRODUCED_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-(?P<host>[A-Za-z0-9._]+)-\d+-[0-9a-f]{16}\.txt$")
@@ -50,7 +50,7 @@ def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str]) 
     data root lies under it), task ``stamp``, on ``settings.queue``, keyed by the file: submitting
     the same file again returns the existing job's id.
 
-    Raises UnsafePath / FileMissing (``jobq.files``) with a one-line message, StorageError.
+    Raises UnsafePath / FileMissing (``jobq.demo.paths``) with a one-line message, StorageError.
     """
     real = resolve_job_path(settings.data_dir, path, database_url=settings.database_url)
     return queue.enqueue(

@@ -611,22 +611,22 @@ def ops_caption(url: str) -> str:
 def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> str:
     """Check a manual job's path as the consumer would; return the payload's path or raise ValueError.
 
-    Uses ``jobq.demo.files.resolve_job_path`` (the consumer's own containment rules: inside the data
+    Uses ``jobq.demo.paths.resolve_job_path`` (the consumer's own containment rules: inside the data
     folder, a regular file, no symlink out, not the queue's database). Falls back to a simpler
     local check when that module is not there.
     """
     try:
-        from jobq.demo import files
+        from jobq.demo import paths
     except ImportError:
         return _validate_path_locally(text, data_dir)
     raw = (text or "").strip()
     if not raw:
         raise ValueError("enter a path, e.g. data/files/report.txt")
     try:
-        real = files.resolve_job_path(data_dir, raw, database_url=database_url)
+        real = paths.resolve_job_path(data_dir, raw, database_url=database_url)
     except JobqError as exc:
         raise ValueError(str(exc)) from None
-    return files.job_path_text(data_dir, real)
+    return paths.job_path_text(data_dir, real)
 
 
 def _validate_path_locally(text: str, data_dir: str | os.PathLike[str]) -> str:
