@@ -1,29 +1,26 @@
-"""The seed's consumer: claim a file job, wait a random 7-15 s, stamp the file once, complete the job.
+"""The demo's consumer: claim a file job, wait a random 7-15 s, stamp the file once, complete the job.
 
-The handler is ``stamp``; the worker runtime (``jobq.worker.Worker``) claims, heartbeats, records
-the outcome and drains on SIGTERM. What makes the effect exactly-once is ``jobq.files.stamp_file``:
-lease checked under the file lock right before writing, and the write skipped when this run's stamp
-is already there.
+Run by ``jobq consumer`` (and ``python src/consumer/consumer.py``, which calls it). The handler is
+``stamp``; the worker runtime (``jobq.worker.Worker``) claims, heartbeats, records the outcome and
+drains on SIGTERM. What makes the effect exactly-once is ``jobq.demo.files.stamp_file``: lease
+checked under the file lock right before writing, and the write skipped when this run's stamp is
+already there.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import random
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
-from jobq.config import Settings, env_name, load_settings, parse_range
+from jobq.config import Settings, parse_range
 from jobq.demo.files import FILE_TASK, stamp_file
 from jobq.demo.paths import FileMissing, UnsafePath, resolve_job_path
-from jobq.errors import ConfigError, JobqError, StorageError
 from jobq.job import Job
 from jobq.queue import Queue
-from jobq.redact import redact_logs, redact_text
 from jobq.worker import PermanentError, Worker
 
 
@@ -90,52 +87,3 @@ def run_consumer(settings: Settings, *, name: str | None = None, out: TextIO | N
             name=name,
         )
         worker.run()
-
-
-def build_parser(prog: str = "jobq consumer") -> argparse.ArgumentParser:
-    """The consumer's command-line flags (each defaults to its environment variable)."""
-    p = argparse.ArgumentParser(prog=prog, description="Process file jobs: wait, stamp the file, complete.")
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the consumer's flags to ``p`` (for ``jobq consumer``)."""
-    p.add_argument("--delay", help=f"random wait range in seconds, e.g. 7-15 (env {env_name('consumer_delay')})")
-    p.add_argument("--data-dir", help=f"data root (env {env_name('data_dir')})")
-    p.add_argument("--db", help=f"database URL (env {env_name('database_url')})")
-    p.add_argument("--queue", help=f"queue name (env {env_name('queue')})")
-    p.add_argument("--concurrency", help=f"jobs at once (env {env_name('concurrency')})")
-    p.add_argument("--name", help="worker name shown in ops (default: supervisord's program name)")
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from defaults < jobq.toml < env < the parsed flags."""
-    return load_settings(
-        {
-            "consumer_delay": args.delay,
-            "data_dir": args.data_dir,
-            "database_url": args.db,
-            "queue": args.queue,
-            "concurrency": args.concurrency,
-        }
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``jobq consumer`` / ``python src/consumer/consumer.py``: work until SIGTERM or Ctrl+C."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    urls = [args.db, os.environ.get(env_name("database_url"))]
-    try:
-        settings = settings_from_args(args)
-        urls.append(settings.database_url)
-        redact_logs(*urls)  # supervisord keeps these logs: never the database password in them
-        run_consumer(settings, name=args.name)
-    except (ConfigError, StorageError) as exc:
-        print(f"jobq consumer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
-        return 2
-    except JobqError as exc:
-        print(f"jobq consumer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
-        return 1
-    return 0
