@@ -158,7 +158,7 @@ MIGRATIONS: list[list[str]] = [
             jobs_failed INTEGER NOT NULL DEFAULT 0,
             wake_address TEXT
         )""",
-        # A status changed by hand (e.g. the seed's `sqlite3 ... UPDATE jobs SET status='FAILED'`)
+        # A status changed by hand (e.g. `sqlite3 queue.db "UPDATE jobs SET status='FAILED' ..."`)
         # leaves rev unchanged: record it as an event, stamp the times, and drop any lease so a
         # worker still holding one is refused.
         f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs
@@ -619,7 +619,8 @@ class SqliteBackend:
         marks = ", ".join("?" * len(gone_owners))
         due = f"({Q_LEASE_GONE}{f' OR lease_owner IN ({marks})' if gone_owners else ''})"
         # Look before taking the write lock: every live worker runs this every few seconds, and
-        # an idle queue should see no writes from it (the seed's sqlite3 shell has no busy timeout).
+        # an idle queue should see no writes from it (a `sqlite3` shell has no busy timeout: an
+        # operator's UPDATE would fail on the lock at once).
         if not self._read(lambda c: c.execute(f"{Q_RESCUABLE} AND {due} LIMIT 1", (clock(), *gone_owners)).fetchall()):
             return []
         gone = set(gone_owners)
