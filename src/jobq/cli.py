@@ -729,7 +729,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise InvalidPayload("give either a PATH or --json PAYLOAD (see 'jobq enqueue --help')")
     settings = make_settings(args)
     if args.path is not None:
-        submit_file = _optional("jobq.producer", "submit_file", "enqueue PATH")
+        submit_file = _optional("jobq.demo.producer", "submit_file", "enqueue PATH")
         with jobq.Queue(settings=settings) as q:
             job_id = submit_file(q, settings, args.path)
         _out(str(job_id))
@@ -821,14 +821,14 @@ def _call_with_name(func: Callable[..., Any], settings: jobq.Settings, name: str
 
 def cmd_producer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
-    run = _optional("jobq.producer", "run_producer", "producer")
+    run = _optional("jobq.demo.producer", "run_producer", "producer")
     _logging(settings)
     return _call_with_name(run, settings, None)
 
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     settings = make_settings(args)
-    run = _optional("jobq.consumer", "run_consumer", "consumer")
+    run = _optional("jobq.demo.consumer", "run_consumer", "consumer")
     _logging(settings)
     return _call_with_name(run, settings, args.name)
 

@@ -133,7 +133,7 @@ class Settings:
         return _coerce(dataclasses.replace(self, **given))
 
 
-# Fields with extra env spellings: the seed/issue names that users will type.
+# Fields with extra env spellings: the short names users type (JOBQ_LEASE rather than JOBQ_LEASE_SECONDS).
 _ENV_ALIASES = {
     "producer_interval_seconds": ("JOBQ_PRODUCER_INTERVAL",),
     "lease_seconds": ("JOBQ_LEASE",),

@@ -136,7 +136,7 @@ class RedactingFilter(logging.Filter):
 def redact_logs(*urls: str | None) -> RedactingFilter:
     """Mask the secrets of ``urls`` in everything the root logger's handlers write; returns the filter.
 
-    Call it after ``logging.basicConfig`` (the CLI and the seed's consumer do).
+    Call it after ``logging.basicConfig`` (the CLI does, for ``jobq worker``, ``producer`` and ``consumer``).
     """
     redacting = RedactingFilter(*urls)
     for handler in logging.getLogger().handlers:

@@ -27,8 +27,9 @@ from polling import wait_for
 from supervisor.xmlrpc import SupervisorTransport
 
 import jobq
-from jobq.files import new_job_file, stamps_in
-from jobq.producer import submit_file
+from jobq.demo.files import new_job_file
+from jobq.demo.producer import submit_file
+from jobq.demo.stamps import stamps_in
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "supervisord.conf"

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 import jobq
-from jobq.consumer import make_stamp_handler
-from jobq.files import FileMissing, UnsafePath, new_job_file, stamps_in
-from jobq.producer import FILE_TASK, run_producer, submit_file
+from jobq.demo.consumer import make_stamp_handler
+from jobq.demo.files import FILE_TASK, new_job_file
+from jobq.demo.paths import FileMissing, UnsafePath
+from jobq.demo.producer import run_producer, submit_file
+from jobq.demo.stamps import stamps_in
 from jobq.worker import PermanentError, Worker
 
 

@@ -17,7 +17,7 @@ _CREATE = """
 import json, os, sys
 os.umask(int(sys.argv[2], 8))
 import jobq
-from jobq.files import new_job_file
+from jobq.demo.files import new_job_file
 root = sys.argv[1]
 with jobq.Queue(f"sqlite:///{root}/data/deep/queue.db") as q:
     q.enqueue({"n": 1})

@@ -2,10 +2,10 @@
 
 Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 
-- ``crashworker``: the seed's consumer (``jobq.consumer.make_stamp_handler``) that exits hard with
+- ``crashworker``: the seed's consumer (``jobq.demo.consumer.make_stamp_handler``) that exits hard with
   ``os._exit(CRASH_EXIT)`` at the crash point named in a job's payload (``"crash"``), on the job's
   first attempt only. The points are injected by wrapping, from this module, what the consumer calls
-  (``jobq.files`` itself is not modified): see ``CRASH_POINTS``.
+  (``jobq.demo.files`` itself is not modified): see ``CRASH_POINTS``.
 - ``producer``: enqueues ``<prefix>-<i>`` with the key ``<prefix>-<i>``, appending ``key id`` to an
   acknowledgement file after each enqueue returned; a restarted producer resumes at the first key it
   never acknowledged (the one a kill may have committed without an acknowledgement).
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import apsw
 
 import jobq
-import jobq.consumer
-from jobq.consumer import make_stamp_handler
+import jobq.demo.consumer
+from jobq.demo.consumer import make_stamp_handler
 from jobq.worker import JobContext, Worker
 
 _os_write = os.write  # the crashworker patches os.write; its own log lines must not go through the patch
@@ -77,7 +77,7 @@ def crashworker(args: argparse.Namespace) -> None:
     q = jobq.Queue(settings=s)
     state: dict[str, Any] = {"point": None, "job": None, "in_stamp": False}
     real_write, real_fsync = os.write, os.fsync
-    real_stamp = jobq.consumer.stamp_file
+    real_stamp = jobq.demo.consumer.stamp_file
 
     def crash(point: str) -> None:
         if state["point"] == point:
@@ -106,7 +106,7 @@ def crashworker(args: argparse.Namespace) -> None:
 
     # Only the stamp path runs os.write / os.fsync in this process (SQLite does its own I/O in C).
     os.write, os.fsync = write, fsync  # type: ignore[assignment]
-    jobq.consumer.stamp_file = stamp  # type: ignore[assignment]
+    jobq.demo.consumer.stamp_file = stamp  # type: ignore[assignment]
     inner = make_stamp_handler(s, out=sys.stdout)
 
     def handler(ctx: JobContext) -> Any:

@@ -1,4 +1,4 @@
-"""Item 11: bad input. Hypothesis and a fixed list against ``Queue.enqueue``, ``jobq.files`` and the CLI.
+"""Item 11: bad input. Hypothesis and a fixed list against ``Queue.enqueue``, ``jobq.demo`` and the CLI.
 
 Every input is either stored exactly as given (what JSON keeps of it) or refused with
 ``InvalidPayload`` and a one-line message; nothing else may escape, nothing outside the data root
@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jobq
-from jobq.files import FileMissing, UnsafePath, resolve_job_path, stamp_file
+from jobq.demo.files import stamp_file
+from jobq.demo.paths import FileMissing, UnsafePath, resolve_job_path
 
 JOBQ = Path(sys.executable).parent / "jobq"
 NO_SURROGATES = st.characters(exclude_categories=("Cs",))
@@ -208,8 +209,8 @@ def test_fuzz_any_path_text_is_refused_or_stays_inside(site: Path, path: str) ->
 
 
 def test_wrong_json_types_for_a_file_job_fail_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobq.consumer import make_stamp_handler
-    from jobq.producer import FILE_TASK
+    from jobq.demo.consumer import make_stamp_handler
+    from jobq.demo.files import FILE_TASK
     from jobq.worker import Worker
 
     monkeypatch.chdir(tmp_path)

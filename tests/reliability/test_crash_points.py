@@ -19,8 +19,8 @@ from agents import CRASH_EXIT, CRASH_POINTS
 from harness import Agents, Recorder, backend_name, percentile, scale
 
 import jobq
-from jobq.files import STAMP_RE, new_job_file, stamps_in
-from jobq.producer import FILE_TASK
+from jobq.demo.files import FILE_TASK, new_job_file
+from jobq.demo.stamps import STAMP_RE, stamps_in
 
 pytestmark = pytest.mark.slow
 WORKERS = 3

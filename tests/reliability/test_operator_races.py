@@ -20,9 +20,9 @@ from harness import Agents, Recorder, backend_name, scale
 from polling import wait_for
 
 import jobq
-from jobq.files import new_job_file, stamps_in
+from jobq.demo.files import FILE_TASK, new_job_file
+from jobq.demo.stamps import stamps_in
 from jobq.job import Event, EventKind, JobStatus
-from jobq.producer import FILE_TASK
 
 pytestmark = pytest.mark.slow
 P, R, C, F, X = JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED

@@ -17,8 +17,9 @@ from harness import REPO, Recorder
 from polling import wait_for
 
 import jobq
-from jobq.files import new_job_file, stamps_in
-from jobq.producer import submit_file
+from jobq.demo.files import new_job_file
+from jobq.demo.producer import submit_file
+from jobq.demo.stamps import stamps_in
 
 sys.path.insert(0, str(REPO / "tests" / "acceptance"))
 from test_supervisord import FAST_ENV, Supervised, open_queue
@@ -97,7 +98,7 @@ def test_stop_with_too_short_a_grace_releases_the_job(
 
 def test_a_crash_looping_program_ends_fatal(start_supervised: Callable[..., Supervised], record: Recorder) -> None:
     sv = start_supervised({})
-    # A consumer whose settings are broken exits at once (exit 2, one line); supervisord retries it
+    # A consumer whose flags are broken exits at once (exit 2, one line); supervisord retries it
     # ``startretries`` times, then gives up: FATAL, visible in `supervisorctl status`.
     program = (
         "\n[program:crashloop]\n"
@@ -111,7 +112,7 @@ def test_a_crash_looping_program_ends_fatal(start_supervised: Callable[..., Supe
     wait_for(lambda: sv.state().get("crashloop", {}).get("statename") == "FATAL", 60, "crashloop to end FATAL")
     log = (sv.root / "log" / "crashloop.log").read_text()
     record("crash-looping program ends FATAL", backend="sqlite", jobs=0, faults=3, lost=0, duplicated=0,
-           state="FATAL", starts=log.count("jobq consumer: error:"))  # fmt: skip
-    assert log.count("jobq consumer: error:") == 3, log  # the first start and two retries
+           state="FATAL", starts=log.count("jobq: error: consumer: argument --delay:"))  # fmt: skip
+    assert log.count("jobq: error: consumer: argument --delay:") == 3, log  # the first start and two retries
     assert "Traceback" not in log
     assert sv.state()["consumer1"]["statename"] == "RUNNING", "the others keep running"

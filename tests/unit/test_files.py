@@ -1,4 +1,4 @@
-"""Path safety and idempotent, fenced stamping of the seed's file jobs (``jobq.files``)."""
+"""Path safety and idempotent, fenced stamping of the demo's file jobs (``jobq.demo.paths``, ``stamps``, ``files``)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jobq
-from jobq import files
-from jobq.files import (
-    FileMissing,
-    StampBusy,
-    UnsafePath,
-    job_path_text,
-    new_job_file,
-    resolve_job_path,
-    stamp_file,
-    stamp_line,
-    stamps_in,
-)
+from jobq.demo import files, stamps
+from jobq.demo.files import StampBusy, new_job_file, stamp_file
+from jobq.demo.paths import FileMissing, UnsafePath, job_path_text, resolve_job_path
+from jobq.demo.stamps import stamp_line, stamps_in
 
 DB_URL = "sqlite:///data/queue.db"
 
@@ -383,7 +375,7 @@ _STAMP_TWICE = """
 import resource, sys
 limit = int(sys.argv[3])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # reading the file whole is a MemoryError
-from jobq.files import stamp_file
+from jobq.demo.files import stamp_file
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 first = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])
 second = stamp_file(lambda: None, sys.argv[1], 7, 1, data_root=sys.argv[2])
@@ -422,7 +414,7 @@ def _stamps_by_lines(data: bytes) -> list[tuple[int, int]]:
 
     found = []
     for line in data.splitlines():
-        m = files.STAMP_RE.match(line)
+        m = stamps.STAMP_RE.match(line)
         if m:
             found.append((capped(m.group(1)), capped(m.group(2) or b"1")))
     return found
@@ -458,12 +450,12 @@ def test_the_chunked_scan_finds_exactly_what_the_line_by_line_check_found(
     data = "".join(text + sep for text, sep in parts).encode()
     stream = io.BytesIO(data)
     # Pieces as small as one byte: every line, digit run and \r\n split across reads somewhere.
-    assert list(files.scan_stamps(lambda n: stream.read(min(n, piece)))) == _stamps_by_lines(data)
+    assert list(stamps.scan_stamps(lambda n: stream.read(min(n, piece)))) == _stamps_by_lines(data)
     assert stamps_in(data) == _stamps_by_lines(data)
 
 
 def test_long_lines_and_digit_runs_in_bounded_memory() -> None:
-    junk = b"\x00" * (3 * files.STAMP_SCAN_CHUNK_BYTES + 5)  # one line of several chunks, skipped
+    junk = b"\x00" * (3 * stamps.STAMP_SCAN_CHUNK_BYTES + 5)  # one line of several chunks, skipped
     padded = b"2026-11-30T09:28:32." + b"5" * 10_000 + b"Z job=" + b"0" * 10_000 + b"42 run=" + b"0" * 9_000 + b"3"
     huge_id = b"2026-11-30T09:28:32Z job=" + b"1" * 5_000  # not a job id: beyond 64 bits
     edge = b"2026-11-30T09:28:32Z job=" + str(10**20 - 1).encode() + b" run=0" + str(10**20).encode()
@@ -474,4 +466,4 @@ def test_long_lines_and_digit_runs_in_bounded_memory() -> None:
     expected = [(42, 3), (10**21 - 1, 1), (10**20 - 1, 10**21 - 1), (9, 1)]
     assert stamps_in(data) == expected
     stream = io.BytesIO(data)
-    assert list(files.scan_stamps(lambda n: stream.read(min(n, 4093)))) == expected
+    assert list(stamps.scan_stamps(lambda n: stream.read(min(n, 4093)))) == expected

@@ -336,7 +336,8 @@ def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[st
 
 def rescue_probe(d: Dialect, now: float, gone_owners: Sequence[str]) -> Op[bool]:
     """Is anything to rescue? A read, so that an idle queue sees no writes from the rescuers that
-    every live worker runs every few seconds (the ``sqlite3`` shell has no busy timeout)."""
+    every live worker runs every few seconds (a ``sqlite3`` shell has no busy timeout: an operator's
+    UPDATE would fail on the lock at once)."""
     return bool((yield _expired(d, "rescue_probe", now, gone_owners)))
 
 

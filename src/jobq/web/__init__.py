@@ -18,7 +18,7 @@ from jobq.errors import ConfigError
 APPS: dict[str, str] = {"manager": "manager.py", "ops": "ops.py"}
 """App name -> its Streamlit script in this package."""
 DEFAULT_PORTS: dict[str, int] = {"manager": 8501, "ops": 8502}
-"""The seed's ports: the manager on 8501, ops on 8502."""
+"""Default ports: the manager on 8501 (Streamlit's own default), ops on 8502."""
 HOST_DEFAULT = "127.0.0.1"
 ALLOWED_HOSTS_DEFAULT: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """Host names the apps answer to (``server.allowedHosts``): a page under any other name, e.g. a

@@ -2,10 +2,11 @@
 process, and storage errors shown readably.
 
 The gate (:func:`gate`) runs before anything reads the queue. It refuses to serve when Streamlit
-listens beyond loopback without a password (the seed's ``streamlit run`` from another directory
-does not read the repo's config), refuses a page reached under a host name the app does not answer
-to (DNS rebinding; Streamlit's ``server.allowedHosts`` already refuses such a session where the
-config applies), and with a password shows nothing but the login form until it is entered.
+listens beyond loopback without a password (``streamlit run src/manager/manager.py`` started
+outside the repo root does not read its ``.streamlit/config.toml``), refuses a page reached under
+a host name the app does not answer to (DNS rebinding; Streamlit's ``server.allowedHosts``
+already refuses such a session where the config applies), and with a password shows nothing but
+the login form until it is entered.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The manager: find jobs, resubmit or cancel them (one, a selection, or all matching), enqueue by path.
 
-Run with ``streamlit run src/manager/manager.py`` (the seed's path) or ``jobq manager``. A thin page
+Run with ``jobq manager``, or ``streamlit run src/manager/manager.py`` from a clone. A thin page
 over ``jobq.Queue`` and ``jobq.web.views``; every action records the operator as ``actor``.
 Actions run in button callbacks, before the page is drawn, so the table always shows their effect.
 With ``JOBQ_MANAGER_PASSWORD`` set nothing of the queue is shown before the password is entered

@@ -1,6 +1,6 @@
 """The ops console: counts, throughput, charts over time, workers, alerts and the latest jobs. Read-only.
 
-Run with ``streamlit run src/ops/ops.py`` (the seed's path) or ``jobq ops``. The live part is one
+Run with ``jobq ops``, or ``streamlit run src/ops/ops.py`` from a clone. The live part is one
 ``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
 so the sidebar and the user's scroll position stay put. Charts read ``Queue.history`` (the stored
 events), so they survive restarts of every process. With ``JOBQ_OPS_PASSWORD`` (or, unset, the

@@ -46,7 +46,7 @@ from jobq.redact import redact_url
 from jobq.web import ALLOWED_HOSTS_DEFAULT
 
 #: What an operator acts on: the manager's default status filter. A cancelled (or completed) job
-#: leaves this view, as in the seed's demo step 6 ("Cancel on PENDING -> disappears").
+#: leaves this view: cancelling a PENDING job makes it disappear from the list.
 DEFAULT_STATUSES: tuple[JobStatus, ...] = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
 PAGE_SIZES = (10, 25, 50, 100)
 PAGE_SIZE_DEFAULT = 25
@@ -238,7 +238,7 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def payload_path(payload: Any) -> str | None:
-    """The file path of a seed ``{"path": ...}`` job, else None."""
+    """The file path of a file job (payload ``{"path": ...}``, as the demo submits), else None."""
     if isinstance(payload, Mapping):
         path = payload.get("path")
         if isinstance(path, str):
@@ -252,7 +252,7 @@ def payload_text(payload: Any, limit: int = SHOWN_BLOCK_CHARS) -> str:
 
 
 def payload_summary(payload: Any, limit: int = PAYLOAD_PREVIEW_CHARS) -> str:
-    """What the jobs table shows, safe as plain text: the path for seed jobs, the shortened JSON otherwise."""
+    """What the jobs table shows, safe as plain text: the path for file jobs, the shortened JSON otherwise."""
     path = payload_path(payload)
     return plain(path, limit) if path is not None else payload_text(payload, limit)
 
@@ -611,22 +611,22 @@ def ops_caption(url: str) -> str:
 def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> str:
     """Check a manual job's path as the consumer would; return the payload's path or raise ValueError.
 
-    Uses ``jobq.files.resolve_job_path`` (the consumer's own containment rules: inside the data
+    Uses ``jobq.demo.paths.resolve_job_path`` (the consumer's own containment rules: inside the data
     folder, a regular file, no symlink out, not the queue's database). Falls back to a simpler
     local check when that module is not there.
     """
     try:
-        from jobq import files
+        from jobq.demo import paths
     except ImportError:
         return _validate_path_locally(text, data_dir)
     raw = (text or "").strip()
     if not raw:
         raise ValueError("enter a path, e.g. data/files/report.txt")
     try:
-        real = files.resolve_job_path(data_dir, raw, database_url=database_url)
+        real = paths.resolve_job_path(data_dir, raw, database_url=database_url)
     except JobqError as exc:
         raise ValueError(str(exc)) from None
-    return files.job_path_text(data_dir, real)
+    return paths.job_path_text(data_dir, real)
 
 
 def _validate_path_locally(text: str, data_dir: str | os.PathLike[str]) -> str:

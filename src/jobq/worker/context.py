@@ -58,7 +58,7 @@ class JobContext:
         """Heartbeat now, synchronously: raises LeaseLost when this worker no longer holds the job.
 
         Call it right before an effect that must not happen twice, under a lock that makes
-        check + effect atomic with respect to other workers (see ``jobq.files``).
+        check + effect atomic with respect to other workers (see ``jobq.demo.files``).
         """
         try:
             if self.queue.heartbeat(self.job):

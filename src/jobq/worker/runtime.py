@@ -1,10 +1,10 @@
 """The worker: claim -> run the handler -> record the outcome, with heartbeats, rescue and
 graceful shutdown.
 
-Concurrency is threads, not processes: the seed's jobs and most queue work wait on I/O, threads
-share one database handle and one heartbeat, and a thread pool starts instantly. CPU-bound
-handlers scale by running more worker processes (supervisord ``numprocs``), which the queue
-supports as it is. Threads cannot be killed, so cancellation and timeouts are cooperative
+Concurrency is threads, not processes: most jobs (file writes, network calls) and the queue's
+own work wait on I/O, threads share one database handle and one heartbeat, and a thread pool
+starts instantly. CPU-bound handlers scale by running more worker processes (supervisord
+``numprocs``), which the queue supports as it is. Threads cannot be killed, so cancellation and timeouts are cooperative
 (``JobContext.check``); fencing makes a handler that ignores them harmless: its late
 completion is refused.
 

@@ -72,7 +72,7 @@ MIGRATIONS: list[list[str]] = [
             jobs_failed INTEGER NOT NULL DEFAULT 0,
             wake_address TEXT
         )""",
-        # A status changed by hand (e.g. the seed's `sqlite3 ... UPDATE jobs SET status='FAILED'`)
+        # A status changed by hand (e.g. `sqlite3 queue.db "UPDATE jobs SET status='FAILED' ..."`)
         # leaves rev unchanged: record it as an event, stamp the times, and drop any lease so a
         # worker still holding one is refused.
         f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs

@@ -1,4 +1,7 @@
-"""The seed's producer: every few seconds, write a new random file under the data root and submit it.
+"""The demo's producer: every few seconds, write a new random file under the data root and submit it.
+
+Run by ``jobq producer`` (and ``python src/producer/producer.py``, which calls it); ``jobq enqueue
+PATH`` submits one existing file with ``submit_file``.
 
 A producer killed between writing a file and submitting it leaves an orphan file at worst, never a
 half-submitted job: the file is complete before it has a job-able name (``new_job_file``) and the
@@ -9,26 +12,24 @@ several producers do it at once or the job exists after all.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from jobq.backends.base import JobFilter
-from jobq.config import Settings, env_name, load_settings
-from jobq.errors import ConfigError, InvalidPayload, JobqError, StorageError
-from jobq.files import FILES_SUBDIR, host_tag, job_path_text, new_job_file, resolve_job_path, scan_stamps
+from jobq.config import Settings
+from jobq.demo.files import FILE_TASK, FILES_SUBDIR, host_tag, new_job_file
+from jobq.demo.paths import job_path_text, resolve_job_path
+from jobq.demo.stamps import scan_stamps
+from jobq.errors import InvalidPayload, StorageError
 from jobq.queue import Queue
 from jobq.redact import redact_text
 
-FILE_TASK = "stamp"
-"""The task name of file jobs (the consumer's handler)."""
 ORPHAN_WINDOW_SECONDS_DEFAULT = 3600.0
 """On start, files of this host younger than this and never stamped are submitted if they have no job."""
 _PRODUCED_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-(?P<host>[A-Za-z0-9._]+)-\d+-[0-9a-f]{16}\.txt$")
@@ -50,7 +51,7 @@ def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str]) 
     data root lies under it), task ``stamp``, on ``settings.queue``, keyed by the file: submitting
     the same file again returns the existing job's id.
 
-    Raises UnsafePath / FileMissing (``jobq.files``) with a one-line message, StorageError.
+    Raises UnsafePath / FileMissing (``jobq.demo.paths``) with a one-line message, StorageError.
     """
     real = resolve_job_path(settings.data_dir, path, database_url=settings.database_url)
     return queue.enqueue(
@@ -168,47 +169,3 @@ def run_producer(
             q.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def build_parser(prog: str = "jobq producer") -> argparse.ArgumentParser:
-    """The producer's command-line flags (each defaults to its environment variable)."""
-    p = argparse.ArgumentParser(prog=prog, description="Write a random file every few seconds and submit it.")
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the producer's flags to ``p`` (for ``jobq producer``)."""
-    p.add_argument("--interval", help=f"seconds between files (env {env_name('producer_interval_seconds')}, default 5)")
-    p.add_argument("--data-dir", help=f"data root; files go to <data-dir>/files (env {env_name('data_dir')})")
-    p.add_argument("--db", help=f"database URL (env {env_name('database_url')})")
-    p.add_argument("--queue", help=f"queue name (env {env_name('queue')})")
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from defaults < jobq.toml < env < the parsed flags."""
-    return load_settings(
-        {
-            "producer_interval_seconds": args.interval,
-            "data_dir": args.data_dir,
-            "database_url": args.db,
-            "queue": args.queue,
-        }
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``jobq producer`` / ``python src/producer/producer.py``: run until SIGTERM or Ctrl+C."""
-    args = build_parser().parse_args(argv)
-    urls = [args.db, os.environ.get(env_name("database_url"))]
-    try:
-        settings = settings_from_args(args)
-        urls.append(settings.database_url)
-        run_producer(settings)
-    except (ConfigError, StorageError) as exc:
-        print(f"jobq producer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
-        return 2
-    except JobqError as exc:
-        print(f"jobq producer: error: {redact_text(str(exc), *urls)}", file=sys.stderr)
-        return 1
-    return 0
