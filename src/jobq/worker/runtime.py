@@ -199,8 +199,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
                 previous = signal.signal(s, self._on_signal)
-                if previous is not None:  # None: installed outside Python; it cannot be put back
-                    undo.callback(signal.signal, s, previous)
+                # None: a handler installed outside Python, which cannot be put back; the default
+                # is closer to it than ours (which would swallow the signal once the worker ended).
+                undo.callback(signal.signal, s, signal.SIG_DFL if previous is None else previous)
         self._listener = self.queue.listener(self.id, self.queues)
         undo.callback(self._listener.close)
         now = time.time()
