@@ -21,15 +21,14 @@ BATCH = 100
 
 class JobqConsumer(Consumer):
     def __init__(self, url: str, batched: bool, index: int) -> None:
-        from jobq import Queue
-        from jobq.backends.base import WorkerInfo
+        from jobq import Queue, WorkerInfo
 
         self.q = Queue(url)
         self.batched = batched
         self.worker_id = f"bench-{os.getpid()}-{index}-{uuid.uuid4().hex[:8]}"
-        self.listener = self.q.backend.listener(self.worker_id, ["default"])
+        self.listener = self.q.listener(self.worker_id, ["default"])
         now = time.time()
-        self.q.backend.register_worker(
+        self.q.register_worker(
             WorkerInfo(
                 id=self.worker_id,
                 name="bench",
@@ -61,7 +60,7 @@ class JobqConsumer(Consumer):
 
     def close(self) -> None:
         self.listener.close()
-        self.q.backend.worker_stopped(self.worker_id, time.time())
+        self.q.worker_stopped(self.worker_id)
         self.q.close()
 
 

@@ -24,6 +24,7 @@ from jobq.backends.base import (
     HeartbeatResult,
     JobFilter,
     Lease,
+    Listener,
     NewJob,
     Page,
     QueueStats,
@@ -252,8 +253,11 @@ class Queue:
         self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
-        queues = [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
-        return self.backend.claim(worker_id, queues, limit, lease or self.settings.lease_seconds, self.clock)
+        lease_seconds = lease or self.settings.lease_seconds
+        return self.backend.claim(worker_id, self._queues(queue), limit, lease_seconds, self.clock)
+
+    def _queues(self, queue: str | Sequence[str] | None) -> list[str]:
+        return [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
 
     def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
         """Extend the job's lease. Returns True when an operator asked to cancel it.
@@ -341,6 +345,38 @@ class Queue:
         lost (the worker's rescuer uses it to discount a stall every writer saw)."""
         return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff)
 
+    def next_due_at(self, queue: str | Sequence[str] | None = None) -> float | None:
+        """The earliest ``run_at`` among PENDING jobs of ``queue`` (default: the settings'
+        queue), or None: how long an idle worker may sleep."""
+        return self.backend.next_due_at(self._queues(queue))
+
+    def listener(self, worker_id: str, queue: str | Sequence[str] | None = None) -> Listener:
+        """Open a wake-up channel: ``wait(timeout)`` returns early when work may have arrived
+        on ``queue``. Its ``address`` goes into the worker's registry row; ``close()`` it."""
+        return self.backend.listener(worker_id, self._queues(queue))
+
+    # -- worker registry ---------------------------------------------------------------------
+    # Registry times are wall-clock seconds (time.time()), not the facade's clock: the rows are
+    # for people, and `jobq workers` and the apps compare them with the wall clock.
+    @property
+    def single_host(self) -> bool:
+        """True when every process using this store runs on this machine (SQLite), so a worker
+        whose pid is gone here has exited. A backend that does not say counts as multi-host:
+        the pid check then never applies, which is always safe."""
+        return bool(getattr(self.backend, "single_host", False))
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add (or replace) a worker's registry row, shown by ``jobq workers`` and the apps."""
+        self.backend.register_worker(info)
+
+    def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> None:
+        """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far."""
+        self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
+
+    def worker_stopped(self, worker_id: str) -> None:
+        """Mark a worker's row stopped now (it exited, or was found gone)."""
+        self.backend.worker_stopped(worker_id, time.time())
+
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
         result = results[0]
@@ -418,6 +454,7 @@ class Queue:
         return self.backend.history(now - window, bucket, now)
 
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
+        """Registered workers, newest start first (stopped ones included)."""
         return self.backend.list_workers(limit)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it

@@ -59,7 +59,7 @@ def retrying(fn):
             time.sleep(0.2)
 
 q = retrying(lambda: jobq.Queue(url))
-listener = q.backend.listener(wid, ["default"])
+listener = q.listener(wid, ["default"])
 note(started=os.getpid())
 last_rescue = 0.0
 while not os.path.exists(stop_path):

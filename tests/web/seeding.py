@@ -68,7 +68,7 @@ def seed(url: str, pending: int = 2) -> dict[JobStatus, list[int]]:
             ("consumer1-new", "consumer1", 1002, now - 120, now - 2),
             ("consumer2-a", "consumer2", 1003, now - 600, now - 1),
         ):
-            q.backend.register_worker(
+            q.register_worker(
                 WorkerInfo(id=wid, name=name, host="testhost", pid=pid, queues=("default",),
                            started_at=started, last_seen_at=seen, jobs_done=3)
             )  # fmt: skip
@@ -163,7 +163,7 @@ def seed_hostile(url: str) -> dict[str, int]:
         q.fail(job, _hostile_error("e2"), retry=False)
         path = q.enqueue({"path": f"data/files/{hostile('p')}"}, task=hostile("t2"))
         payload = q.enqueue({"note": hostile("n"), "name": BIDI_NAME}, queue=hostile("q2"))
-        q.backend.register_worker(
+        q.register_worker(
             WorkerInfo(id=hostile("id"), name=hostile("silent"), host=hostile("h"), pid=66,
                        queues=(hostile("q"),), started_at=now - 900, last_seen_at=now - 600)
         )  # fmt: skip

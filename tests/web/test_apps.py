@@ -375,7 +375,7 @@ def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypat
         q.claim_many("ghost", 5, lease=0.001)
         from jobq import WorkerInfo
 
-        q.backend.register_worker(
+        q.register_worker(
             WorkerInfo(id="c3", name="consumer3", host="h", pid=7, queues=("default",),
                        started_at=time.time() - 900, last_seen_at=time.time() - 600)
         )  # fmt: skip

@@ -32,8 +32,11 @@ class JobContext:
         self.cancel_requested = False
         self.timed_out = False
         self.lease_lost = False
+        self.decided = False
+        """True once an outcome was recorded for this run (``Runs.record``): the first one wins."""
         self.settled = False
-        """True once the worker has already recorded this job's outcome (timeout, lease lost)."""
+        """True once that outcome was written, or the run released: nothing more is written or
+        heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
 
     @property

@@ -1,16 +1,19 @@
-"""Keeps the leases of running jobs alive, and notices cancels, timeouts and lost leases."""
+"""Keeps the leases of running jobs alive, and notices cancels, timeouts and lost leases.
+
+The heartbeater writes only heartbeats and the worker's registry row. A run past its timeout is
+handed to the worker's one outcome path (``Runs.time_out``), like every other outcome.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from jobq.errors import JobqError
+from jobq.queue import Queue
 from jobq.worker.looper import Looper
-
-if TYPE_CHECKING:
-    from jobq.worker.runtime import Worker
+from jobq.worker.runs import Runs, WorkerStatus
+from jobq.worker.stall import StallWatch
 
 log = logging.getLogger("jobq.worker")
 
@@ -19,46 +22,66 @@ TIMEOUT_CHECK_SECONDS = 0.5
 
 
 class Heartbeater(Looper):
-    """One heartbeat transaction for all running jobs every ``lease/3``.
+    """One heartbeat transaction for all running jobs every ``heartbeat_seconds`` (lease/3).
 
     Heartbeats that keep failing (database unreachable) make the worker stop claiming: it
     cannot promise to keep leases it cannot renew.
+
+    Args:
+        queue: the facade (settings, heartbeats, the registry row).
+        worker_id: whose registry row to keep fresh.
+        runs: the runs to heartbeat and check for timeouts, and the lock shared with the
+            outcome writer.
+        stalls: told how long each heartbeat write took and how late each tick came.
+        status: where health is reported; its counters go into the registry row.
     """
 
     name = "heartbeat"
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.every = worker.settings.heartbeat_seconds
+    def __init__(self, queue: Queue, worker_id: str, runs: Runs, stalls: StallWatch, status: WorkerStatus) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.runs = runs
+        self.stalls = stalls
+        self.status = status
+        self.every = queue.settings.heartbeat_seconds
+        self.lease_seconds = queue.settings.lease_seconds
         super().__init__(min(self.every, TIMEOUT_CHECK_SECONDS), jitter=0.0)
         self._last = 0.0
         self._last_ok = time.monotonic()
         self._last_tick = time.monotonic()
 
     def tick(self) -> None:
-        w = self.worker
         # Ticks come every `interval`: a much later one means this process was frozen, and
         # if it froze holding the database's lock, every other writer stalled with it.
         late = time.monotonic() - self._last_tick - self.interval
         self._last_tick = time.monotonic()
-        w.stalls.loop_late(late)
+        self.stalls.loop_late(late)
         self._check_timeouts()
         if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
+        self.beat()
+
+    def beat(self) -> None:
+        """Heartbeat every running job and the registry row, in one go; act on the answers."""
         try:
-            with w.stalls.write(), w.write_lock:
+            with self.stalls.write(), self.runs.write_lock:
                 # A lease already known lost is not beaten again: each beat would only be refused
-                # and recorded once more.
-                running = [ctx for ctx in w.active() if not ctx.settled and not ctx.lease_lost]
-                results = w.queue.heartbeat_many([ctx.job for ctx in running])
-                w.queue.backend.worker_seen(w.id, time.time(), [c.job.id for c in running], w.jobs_done, w.jobs_failed)
+                # and recorded once more. A run whose outcome is recorded but not yet written is
+                # beaten: its lease must hold until that write lands.
+                running = [ctx for ctx in self.runs.active() if not ctx.settled and not ctx.lease_lost]
+                results = self.queue.heartbeat_many([ctx.job for ctx in running])
+                self.queue.worker_seen(
+                    self.worker_id, [c.job.id for c in running], self.status.jobs_done, self.status.jobs_failed
+                )
         except JobqError as exc:
-            w.healthy = time.monotonic() - self._last_ok < w.settings.lease_seconds / 2
-            log.error("heartbeat failed: %s%s", exc, "" if w.healthy else " (not claiming until it works)")
+            healthy = time.monotonic() - self._last_ok < self.lease_seconds / 2
+            self.status.healthy = healthy
+            log.error("heartbeat failed: %s%s", exc, "" if healthy else " (not claiming until it works)")
             return
         self._last_ok = time.monotonic()
-        w.healthy = True
+        self.status.healthy = True
         for ctx, result in zip(running, results, strict=True):
             if not result.alive:
                 log.warning("job %s: lease lost (rescued or taken over); stopping it", ctx.job.id)
@@ -70,26 +93,9 @@ class Heartbeater(Looper):
                 ctx.cancelled.set()
 
     def _check_timeouts(self) -> None:
-        w = self.worker
         now = time.monotonic()
-        if not any(c.job.timeout is not None for c in w.active()):
-            return
-        with w.write_lock:
-            self._fail_timed_out(now)
-
-    def _fail_timed_out(self, now: float) -> None:
-        w = self.worker
-        for ctx in w.active():
+        for ctx in self.runs.active():
             limit = ctx.job.timeout
-            if limit is None or ctx.settled or now - ctx.started <= limit:
+            if limit is None or ctx.decided or ctx.settled or now - ctx.started <= limit:
                 continue
-            # Fail it now (fenced), so its slot's late result is refused; the handler is told.
-            ctx.timed_out = True
-            ctx.settled = True
-            ctx.cancelled.set()
-            try:
-                w.queue.fail(ctx.job, f"timed out after {limit:g} s")
-                w.jobs_failed += 1
-            except JobqError as exc:
-                log.warning("job %s: timeout not recorded: %s", ctx.job.id, exc)
-            log.warning("job %s: timed out after %g s", ctx.job.id, limit)
+            self.runs.time_out(ctx)

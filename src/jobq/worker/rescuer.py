@@ -1,11 +1,16 @@
-"""Maintenance loops every worker runs: the rescuer (expired leases) and the optional pruner."""
+"""Maintenance loops every worker runs: the rescuer (expired leases) and the optional pruner.
+
+Both need only the queue facade (and the rescuer this worker's id and its ``StallWatch``). Every
+worker runs a rescuer: rescue needs only *some* live worker, and each rescue is conditional, so
+many rescuers are safe. Limit: the early rescue of gone workers (pid checks) works only on a
+single-host store (SQLite) and where ``/proc`` tells process tables apart; elsewhere leases decide.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
-import time
 
 from jobq.job import JobStatus
 from jobq.queue import Queue
@@ -95,7 +100,7 @@ class Rescuer(Looper):
 
     def gone_workers(self) -> list[str]:
         """Ids of unstopped workers of this process table whose pid is no longer alive."""
-        if not getattr(self.queue.backend, "single_host", False):
+        if not self.queue.single_host:
             return []
         mine = process_table_id()
         if mine is None:
@@ -115,7 +120,7 @@ class Rescuer(Looper):
             log.warning("job %s: worker %s is gone or its lease expired -> %s", r.job_id, r.previous_owner, r.outcome)
         for worker_id in gone:
             log.warning("worker %s exited without stopping; marked stopped", worker_id)
-            self.queue.backend.worker_stopped(worker_id, time.time())
+            self.queue.worker_stopped(worker_id)
 
 
 class Pruner(Looper):

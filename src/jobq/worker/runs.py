@@ -1,0 +1,264 @@
+"""The runs a worker holds, and the one path by which their outcomes reach the database.
+
+Every outcome, whoever decides it, goes through ``Runs.record``: a runner thread when its
+handler returns (complete, fail, cancel) and the heartbeater when a run passes its timeout
+(fail). The first outcome recorded for a run wins; a later one only ends the run. Then
+``OutcomeWriter.flush`` (called by the worker's main loop only) writes what was recorded.
+
+Outcomes are group-committed: everything recorded since the last flush is written in one
+transaction per kind before the worker claims more. With short jobs and a claim batch, one
+fsync covers many jobs; with one long job at a time it is one transaction per job, as it should be.
+
+Limits: a run that timed out keeps its slot (and its runner thread) until its handler returns:
+threads cannot be killed, and a slot freed early would let the worker claim more jobs than it
+has threads to run them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+from typing import Any
+
+from jobq.queue import Queue
+from jobq.worker.context import JobContext
+
+log = logging.getLogger("jobq.worker")
+
+#: After a failed outcome write, wait this long (or until the worker stops) before the next try.
+WRITE_RETRY_SECONDS = 1.0
+#: Longest error text put on one log line (the whole traceback is in the job's history).
+LOG_LINE_MAX_CHARS = 500
+
+
+class Outcome(enum.Enum):
+    """What a run of a handler comes to, and so which write records it."""
+
+    COMPLETE = "complete"
+    """The handler returned: COMPLETED (also when a cancel came after it had finished)."""
+    FAIL = "fail"
+    """It raised, cannot run, or passed its timeout: retried after backoff while attempts are
+    left, else FAILED."""
+    CANCEL = "cancel"
+    """It stopped because an operator asked: CANCELLED."""
+    NONE = "none"
+    """Nothing to write: the lease was lost, or the run already had its outcome (timeout)."""
+
+
+@dataclasses.dataclass(slots=True)
+class RunOutcome:
+    """One outcome of one run, on its way to the database."""
+
+    ctx: JobContext
+    kind: Outcome
+    result: Any = None
+    error: str = ""
+    retry: bool = True
+    note: str | None = None
+    ends_run: bool = True
+    """The handler returned: once written, the run gives its slot back. False for a timeout,
+    decided while the handler still runs."""
+    sent: bool = False
+    """Its write was sent before and failed: it may have committed, so it is repeated as such."""
+
+
+#: Which outcomes are still unwritten when the write of a kind fails (kinds are written in this order).
+_KINDS_FROM = {
+    Outcome.COMPLETE: (Outcome.COMPLETE, Outcome.FAIL, Outcome.CANCEL),
+    Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL),
+    Outcome.CANCEL: (Outcome.CANCEL,),
+}
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line of at most ``LOG_LINE_MAX_CHARS``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:LOG_LINE_MAX_CHARS]
+
+
+@dataclasses.dataclass
+class WorkerStatus:
+    """What the worker's registry row reports, and whether it may claim.
+
+    The heartbeater sets ``healthy``; the outcome writer counts. Each field has one writer thread.
+    """
+
+    healthy: bool = True
+    """False while heartbeats keep failing: a worker that cannot renew leases must not claim."""
+    jobs_done: int = 0
+    jobs_failed: int = 0
+
+
+class Runs:
+    """The runs this worker holds, keyed by (job id, lease token), and their recorded outcomes."""
+
+    def __init__(self) -> None:
+        # Keyed by (job id, lease token): after a lost lease this worker may claim the same job
+        # again while the old handler thread still runs; forgetting the old run must not drop
+        # the new lease (it would stop being heartbeated and expire in a healthy worker).
+        self._active: dict[tuple[int, str | None], JobContext] = {}
+        self._active_lock = threading.Lock()
+        self._outcomes: list[RunOutcome] = []
+        self._outcomes_lock = threading.Lock()
+        self.ready = threading.Event()
+        """Set when an outcome was recorded (or the worker is stopping): the main loop wakes."""
+        self.write_lock = threading.Lock()
+        """Held while outcomes are written and while heartbeats are sent, so a heartbeat never
+        races a completion of the same job (it would be refused and look like a lost lease)."""
+
+    def add(self, ctx: JobContext) -> None:
+        with self._active_lock:
+            self._active[ctx.key] = ctx
+
+    def active(self) -> list[JobContext]:
+        """The runs holding a slot: claimed and not yet ended (their handler may still run)."""
+        with self._active_lock:
+            return list(self._active.values())
+
+    def forget(self, ctx: JobContext) -> None:
+        """Give the run's slot back (its handler returned, or it was released)."""
+        with self._active_lock:
+            if self._active.get(ctx.key) is ctx:
+                del self._active[ctx.key]
+
+    def record(self, outcome: RunOutcome) -> bool:
+        """Hand an outcome to the writer: the one door for every outcome of every run.
+
+        Returns False when the run already had one (then this one is written as NONE: it only
+        ends the run). Deciding here, under one lock, settles the race of a handler that
+        returns just as its timeout passes: whichever is recorded first is the outcome.
+        """
+        ctx = outcome.ctx
+        with self._outcomes_lock:
+            first = outcome.kind is not Outcome.NONE and not ctx.decided and not ctx.settled
+            if first:
+                ctx.decided = True
+            elif outcome.kind is not Outcome.NONE:
+                outcome = dataclasses.replace(outcome, kind=Outcome.NONE)
+            self._outcomes.append(outcome)
+        self.ready.set()
+        return first
+
+    def time_out(self, ctx: JobContext) -> bool:
+        """Record a FAIL for a run past its timeout, and tell its handler to stop.
+
+        The failure is written at once (fenced), so the handler's late result is refused if it
+        ever comes; the handler keeps its slot until it returns. False if the run already had
+        an outcome.
+        """
+        limit = ctx.job.timeout
+        if limit is None:
+            return False
+        outcome = RunOutcome(ctx, Outcome.FAIL, error=f"timed out after {limit:g} s", ends_run=False)
+        if not self.record(outcome):
+            return False
+        ctx.timed_out = True
+        ctx.cancelled.set()
+        log.warning("job %s: timed out after %g s", ctx.job.id, limit)
+        return True
+
+    def take(self) -> list[RunOutcome]:
+        """Every outcome recorded so far, oldest first (they are no longer pending)."""
+        with self._outcomes_lock:
+            batch, self._outcomes = self._outcomes, []
+        return batch
+
+    def put_back(self, outcomes: list[RunOutcome]) -> None:
+        """Outcomes whose write failed: first in line for the next flush."""
+        with self._outcomes_lock:
+            self._outcomes[:0] = outcomes
+
+    def pending(self) -> bool:
+        """True while some recorded outcome is not written yet."""
+        with self._outcomes_lock:
+            return bool(self._outcomes)
+
+
+class OutcomeWriter:
+    """Writes recorded outcomes: one transaction per kind, each write fenced by its lease.
+
+    Args:
+        queue: the facade every write goes through.
+        runs: where outcomes are recorded, and the lock shared with the heartbeater.
+        status: counts what was written.
+        stopping: set when the worker stops; a retry waits on it, so stopping is not delayed.
+    """
+
+    def __init__(self, queue: Queue, runs: Runs, status: WorkerStatus, stopping: threading.Event) -> None:
+        self.queue = queue
+        self.runs = runs
+        self.status = status
+        self.stopping = stopping
+
+    def flush(self) -> None:
+        """Write every outcome recorded so far."""
+        batch = self.runs.take()
+        if not batch:
+            return
+        with self.runs.write_lock:
+            self._write(batch)
+
+    def _write(self, batch: list[RunOutcome]) -> None:
+        """One write per kind of outcome. A group whose write fails is kept for the next flush:
+        every worker write is fenced by its lease and recognised when repeated after a commit
+        whose reply was lost, so writing it again is safe (solid_queue#748)."""
+        todo = []
+        for o in batch:
+            if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:
+                self._done(o)
+            else:
+                todo.append(o)
+        for kind, write in (
+            (Outcome.COMPLETE, self._write_completions),
+            (Outcome.FAIL, self._write_failures),
+            (Outcome.CANCEL, self._write_cancels),
+        ):
+            group = [o for o in todo if o.kind is kind]
+            if not group:
+                continue
+            try:
+                write(group)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, keep the outcomes and retry
+                for o in group:
+                    o.sent = True
+                left = [o for o in todo if o.kind in _KINDS_FROM[kind]]
+                log.error("could not record %d outcome(s), will retry: %s", len(left), one_line(exc))
+                self.runs.put_back(left)
+                self.stopping.wait(WRITE_RETRY_SECONDS)
+                return
+            for o in group:
+                o.ctx.settled = True
+                self._done(o)
+
+    def _done(self, o: RunOutcome) -> None:
+        if o.ends_run:
+            self.runs.forget(o.ctx)
+
+    def _write_completions(self, group: list[RunOutcome]) -> None:
+        done = self.queue.complete_many(
+            [(o.ctx.job, o.result) for o in group], notes=[o.note for o in group], repeat=any(o.sent for o in group)
+        )
+        for o, ok in zip(group, done, strict=True):
+            if ok:
+                self.status.jobs_done += 1
+            else:
+                log.warning("job %s: lease lost, completion refused", o.ctx.job.id)
+
+    def _write_failures(self, group: list[RunOutcome]) -> None:
+        failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in group], repeat=any(o.sent for o in group))
+        for o, (status, ok) in zip(group, failed, strict=True):
+            self.status.jobs_failed += 1
+            last = o.error.strip().splitlines()[-1] if o.error.strip() else ""
+            log.log(
+                logging.WARNING if ok else logging.ERROR,
+                "job %s failed (%s): %s",
+                o.ctx.job.id,
+                status if ok else "refused",
+                last[:LOG_LINE_MAX_CHARS],
+            )
+
+    def _write_cancels(self, group: list[RunOutcome]) -> None:
+        for o in group:
+            self.queue.ack_cancel(o.ctx.job, repeat=o.sent)
