@@ -17,11 +17,10 @@ parameter is written (``jobq.backends.statements.Dialect``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from jobq.backends.base import (
     ActionResult,
@@ -58,24 +57,23 @@ T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Exec:
+# Commands are NamedTuples: one is made for every statement of every operation, and a tuple is
+# the cheapest object Python builds (a frozen dataclass cost ~1 us more each, on the hot path).
+class Exec(NamedTuple):
     """Run one statement; the operation receives its rows (empty when it returns none)."""
 
     sql: str
-    params: Params = dataclasses.field(default_factory=dict)
+    params: Params = {}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExecMany:
+class ExecMany(NamedTuple):
     """Run one statement once per parameter set; the operation receives every returned row."""
 
     sql: str
     params: Sequence[Params]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(NamedTuple):
     """Wake idle workers of these queues once the transaction commits."""
 
     queues: frozenset[str]

@@ -25,6 +25,8 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 Params = dict[str, Any]
+RENDERED_CACHE_SIZE = 1024
+"""Statements rendered with per-call fragments that are kept (queue lists, filters)."""
 
 
 def _in(statuses: Iterable[JobStatus]) -> str:
@@ -65,6 +67,7 @@ class Dialect:
 
     #: Statements by name, loaded by the subclass from its ``sql/`` directory.
     sql: dict[str, str]
+    _rendered: dict[tuple[object, ...], str]
     #: Whether operator actions and rescues lock their rows (``FOR UPDATE``) as they read them.
     locks_rows: bool = False
 
@@ -89,9 +92,18 @@ class Dialect:
         return f"{sort} {direction}" + ("" if sort == "id" else f", id {direction}")
 
     def stmt(self, name: str, **fragments: str) -> str:
-        """The statement ``name`` with its per-call fragments filled in."""
-        text = self.sql[name]
-        return _PLACEHOLDER.sub(lambda m: fragments.get(m.group(1), m.group(0)), text) if fragments else text
+        """The statement ``name`` with its per-call fragments filled in (rendered once per shape:
+        the claim renders on every call, and the same text lets the driver reuse its prepared
+        statement)."""
+        if not fragments:
+            return self.sql[name]
+        key = (name, *sorted(fragments.items()))
+        text = self._rendered.get(key)
+        if text is None:
+            text = _PLACEHOLDER.sub(lambda m: fragments.get(m.group(1), m.group(0)), self.sql[name])
+            if len(self._rendered) < RENDERED_CACHE_SIZE:  # filters and sorts vary: bounded
+                self._rendered[key] = text
+        return text
 
     def where(self, where: JobFilter, params: Params) -> str:
         """The ``WHERE`` clause of a job filter ("" for all jobs)."""

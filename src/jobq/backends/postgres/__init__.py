@@ -85,6 +85,7 @@ class PostgresDialect(Dialect):
 
     def __init__(self) -> None:
         self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+        self._rendered = {}
 
     def param(self, name: str) -> str:
         return f"%({name})s"

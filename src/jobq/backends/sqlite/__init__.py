@@ -62,6 +62,7 @@ class SqliteDialect(Dialect):
 
     def __init__(self) -> None:
         self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+        self._rendered = {}
 
     def param(self, name: str) -> str:
         return f":{name}"
@@ -255,6 +256,8 @@ def _runner(c: apsw.Connection, notify: set[str] | None = None) -> Callable[[ops
         if isinstance(command, ops.Exec):
             return c.execute(command.sql, command.params).fetchall()
         if isinstance(command, ops.ExecMany):
+            if len(command.params) == 1:  # the common single job: execute() is cheaper to set up
+                return c.execute(command.sql, command.params[0]).fetchall()
             return list(c.executemany(command.sql, command.params)) if command.params else []
         if notify is not None:
             notify.update(command.queues)
