@@ -110,13 +110,11 @@ def operator_actions(status: JobStatus | str) -> dict[str, Action]:
     >>> sorted(operator_actions("FAILED"))
     ['cancel', 'resubmit']
     """
-    current = JobStatus(status)
     legal: dict[str, Action] = {}
     for verb, actions in OPERATOR_VERBS.items():
-        for action in actions:
-            if current in TRANSITIONS[action].sources:
-                legal[verb] = action
-                break
+        action = next((a for a in actions if allowed(a, status)), None)
+        if action is not None:
+            legal[verb] = action
     return legal
 
 

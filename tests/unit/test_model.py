@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 import random
 from pathlib import Path
 
 import pytest
 
+from jobq import job as job_module
 from jobq.backends.common import plan_operator_action
 from jobq.config import (
     LEASE_SECONDS_DEFAULT,
@@ -64,6 +66,11 @@ def test_operator_actions(status: JobStatus, legal: dict[str, Action]) -> None:
     assert operator_actions(status.value) == legal
     for action in legal.values():
         assert allowed(action, status) and TRANSITIONS[action].who == "operator"
+
+
+def test_the_examples_in_the_model_docstrings_hold() -> None:
+    result = doctest.testmod(job_module)
+    assert result.attempted >= 2 and result.failed == 0
 
 
 def test_backends_plan_operator_actions_as_the_model_does() -> None:
