@@ -1,7 +1,8 @@
 """How jobq shows what it stores to people: one vocabulary for the ``jobq`` CLI and the web apps.
 
 Pure functions of their arguments (no I/O, no terminal, no Streamlit): whether a worker is alive,
-a duration, a time relative to now, and the line of an error that says what went wrong. Each
+how long the oldest pending job has waited, a duration, a time relative to now, and the line of
+an error that says what went wrong. Each
 medium then makes the text safe in its own way before showing it: ``jobq.cli.output.clean`` for
 a terminal, ``jobq.web.safety.plain`` / ``md_literal`` for the apps. Which operator action is
 legal for a job is the model's (``jobq.job.operator_actions``), not a presentation rule.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 
-from jobq.backends.base import WorkerInfo
+from jobq.backends.base import QueueStats, WorkerInfo
 from jobq.config import HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
 
 #: A worker counts as silent once its last heartbeat is older than this many heartbeat periods.
@@ -49,6 +50,13 @@ def worker_state(worker: WorkerInfo, now: float, heartbeat_seconds: float = HEAR
     if now - worker.last_seen_at <= SILENT_AFTER_HEARTBEATS * heartbeat_seconds:
         return WorkerState.ALIVE
     return WorkerState.SILENT
+
+
+def oldest_pending_age(stats: QueueStats, now: float) -> float | None:
+    """Seconds the oldest due PENDING job has waited at ``now``, or None when nothing waits."""
+    if stats.oldest_pending_at is None:
+        return None
+    return max(0.0, now - stats.oldest_pending_at)
 
 
 def duration_text(seconds: float | None) -> str:

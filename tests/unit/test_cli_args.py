@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jobq import cli
-from jobq.backends.base import ActionResult, WorkerInfo
+from jobq.backends.base import ActionResult, QueueStats, WorkerInfo
 from jobq.cli import jobs, monitor, output, processes
 from jobq.cli import parser as cli_parser
 from jobq.cli.args import handler_arg
@@ -436,6 +436,19 @@ def test_job_text_shows_fields_and_events() -> None:
     assert fields["payload"] == '{"path":"data/files/a.txt"}'
     assert "events (2):" in text
     assert text.splitlines()[-1].split()[1:4] == ["failed", "w1", "3"]
+
+
+def test_stats_text_and_dict() -> None:
+    stats = QueueStats({"PENDING": 2, "COMPLETED": 1}, {"default": {"PENDING": 2, "COMPLETED": 1}}, 800.0, 4, 1, 0)
+    lines = output.stats_text(stats, now=1000.0).splitlines()
+    assert lines[1].split() == ["PENDING", "2"] and lines[6].split() == ["total", "3"]
+    assert lines[9].split() == ["default", "2", "0", "1", "0", "0"]
+    assert lines[11].startswith("oldest pending:      3m 20s (due ")
+    assert lines[12:] == ["completed last min:  4", "failed last min:     1", "expired leases:      0"]
+    assert output.stats_dict(stats, 1000.0)["oldest_pending_age_seconds"] == 200.0
+    empty = QueueStats({}, {}, None, 0, 0, 0)
+    assert "oldest pending:      -" in output.stats_text(empty, 1000.0).splitlines()
+    assert output.stats_dict(empty, 1000.0)["oldest_pending_age_seconds"] is None
 
 
 def test_worker_dict_and_table_say_alive_silent_or_stopped() -> None:

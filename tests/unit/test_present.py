@@ -8,9 +8,9 @@ import doctest
 import pytest
 
 from jobq import present
-from jobq.backends.base import WorkerInfo
+from jobq.backends.base import QueueStats, WorkerInfo
 from jobq.config import Settings
-from jobq.present import WorkerState, ago, duration_text, error_summary, worker_state
+from jobq.present import WorkerState, ago, duration_text, error_summary, oldest_pending_age, worker_state
 
 
 @pytest.mark.parametrize(
@@ -64,6 +64,12 @@ def test_worker_state() -> None:
     assert Settings().heartbeat_seconds == present.HEARTBEAT_SECONDS_DEFAULT
     assert worker_state(w, 100.0 + 3 * Settings().heartbeat_seconds) == WorkerState.ALIVE
     assert worker_state(w, 100.0 + 3 * Settings().heartbeat_seconds + 1) == WorkerState.SILENT
+
+
+def test_oldest_pending_age() -> None:
+    assert oldest_pending_age(QueueStats({}, {}, 900.0, 0, 0, 0), 1000.0) == 100.0
+    assert oldest_pending_age(QueueStats({}, {}, 900.0, 0, 0, 0), 800.0) == 0.0  # our clock behind
+    assert oldest_pending_age(QueueStats({}, {}, None, 0, 0, 0), 1000.0) is None
 
 
 def test_the_examples_in_the_docstrings_hold() -> None:

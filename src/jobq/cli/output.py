@@ -17,7 +17,7 @@ from typing import Any
 
 from jobq.backends.base import QueueStats, WorkerInfo
 from jobq.job import Event, Job, JobStatus
-from jobq.present import WorkerState, ago, duration_text, error_summary, worker_state
+from jobq.present import WorkerState, ago, duration_text, error_summary, oldest_pending_age, worker_state
 
 #: Table cells longer than this are cut (payloads and errors can be kilobytes).
 CELL_MAX_CHARS = 40
@@ -147,12 +147,11 @@ def job_text(job: Job, events: Sequence[Event], now: float) -> str:
 
 def stats_dict(stats: QueueStats, now: float) -> dict[str, Any]:
     """``jobq stats --json``: the stats, plus how long the oldest pending job has waited."""
-    oldest = stats.oldest_pending_at
     return {
         "counts": stats.counts,
         "by_queue": stats.by_queue,
-        "oldest_pending_at": oldest,
-        "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
+        "oldest_pending_at": stats.oldest_pending_at,
+        "oldest_pending_age_seconds": oldest_pending_age(stats, now),
         "completed_last_minute": stats.completed_last_minute,
         "failed_last_minute": stats.failed_last_minute,
         "expired_leases": stats.expired_leases,
@@ -168,8 +167,8 @@ def stats_text(stats: QueueStats, now: float) -> str:
     rows = [(q, *[c.get(s, 0) for s in statuses]) for q, c in sorted(stats.by_queue.items())]
     lines.append(format_table(("QUEUE", *statuses), rows) if rows else "no queues yet")
     lines.append("")
-    oldest = stats.oldest_pending_at
-    waiting = "-" if oldest is None else f"{duration_text(max(0.0, now - oldest))} (due {local_iso(oldest)})"
+    age = oldest_pending_age(stats, now)
+    waiting = "-" if age is None else f"{duration_text(age)} (due {local_iso(stats.oldest_pending_at)})"
     lines.append(f"oldest pending:      {waiting}")
     lines.append(f"completed last min:  {stats.completed_last_minute}")
     lines.append(f"failed last min:     {stats.failed_last_minute}")
