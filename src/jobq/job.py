@@ -28,12 +28,6 @@ class JobStatus(enum.StrEnum):
     """Stopped by an operator before or while it ran. Resubmittable."""
 
 
-ALL_STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-#: What an operator acts on: the manager's default view.
-ACTIONABLE_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
-
-
 class Action(enum.StrEnum):
     """Everything that may change a job's status (or request a change)."""
 
@@ -95,6 +89,33 @@ TRANSITIONS: Mapping[Action, Transition] = {
 def allowed(action: Action, status: JobStatus | str) -> bool:
     """True when ``action`` may be applied to a job in ``status``."""
     return JobStatus(status) in TRANSITIONS[action].sources
+
+
+#: What an operator may ask for, and the transitions that carry it out, tried in this order:
+#: "cancel" cancels a waiting or failed job, and asks a running one to stop.
+OPERATOR_VERBS: Mapping[str, tuple[Action, ...]] = {
+    "resubmit": (Action.RESUBMIT,),
+    "cancel": (Action.CANCEL, Action.REQUEST_CANCEL),
+}
+
+
+def operator_actions(status: JobStatus | str) -> dict[str, Action]:
+    """What an operator may do to a job in ``status``: each legal verb of ``OPERATOR_VERBS`` with
+    the transition it applies there (read from ``TRANSITIONS``). A verb that is missing is refused.
+
+    The one answer for the apps' buttons, the CLI and the backends' operator actions.
+
+    >>> operator_actions("PROCESSING")
+    {'cancel': <Action.REQUEST_CANCEL: 'request_cancel'>}
+    >>> sorted(operator_actions("FAILED"))
+    ['cancel', 'resubmit']
+    """
+    legal: dict[str, Action] = {}
+    for verb, actions in OPERATOR_VERBS.items():
+        action = next((a for a in actions if allowed(a, status)), None)
+        if action is not None:
+            legal[verb] = action
+    return legal
 
 
 class EventKind(enum.StrEnum):

@@ -578,3 +578,30 @@ def test_web_commands_check_their_port(cli: Cli) -> None:
 def test_version(cli: Cli) -> None:
     out = cli.ok("version")
     assert out.startswith(f"jobq {jobq.__version__} ") and "SQLite" in out
+
+
+def test_python_m_jobq_cli_is_the_jobq_command(cli: Cli) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobq.cli", "version"],
+        cwd=cli.root,
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, cli.ok("version"), "")
+
+
+def test_workers_say_alive_silent_or_stopped_as_the_ops_app_does(cli: Cli) -> None:
+    now = time.time()
+    cli.ok("enqueue", "--json", "{}")  # creates the database
+    with cli.queue() as q:
+        q.backend.register_worker(
+            jobq.WorkerInfo(id="h-66-x", name="w-gone", host="h", pid=66, queues=("default",),
+                            started_at=now - 900, last_seen_at=now - 600)
+        )  # fmt: skip
+    assert cli.ok("workers") == "no live workers (--all shows stopped and silent ones)\n"
+    (worker,) = cli.json("workers", "--all")
+    assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "silent", False)
+    assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "silent"]

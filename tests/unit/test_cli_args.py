@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from jobq import cli
-from jobq.backends.base import ActionResult, WorkerInfo
-from jobq.config import DATABASE_URL_DEFAULT, env_name
+from jobq.backends.base import ActionResult, QueueStats, WorkerInfo
+from jobq.cli import jobs, monitor, output, processes
+from jobq.cli import parser as cli_parser
+from jobq.cli.args import handler_arg
+from jobq.config import DATABASE_URL_DEFAULT, env_name, load_settings
 from jobq.errors import ConfigError, InvalidPayload
-from jobq.job import Job, JobStatus
+from jobq.job import Action, Job, JobStatus, operator_actions
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -25,7 +30,7 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """Parse ``argv`` expecting a usage error; return its single stderr line."""
     with pytest.raises(SystemExit) as exc:
         parse(*argv)
-    assert exc.value.code == cli.EXIT_USAGE
+    assert exc.value.code == cli_parser.EXIT_USAGE
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -56,16 +61,16 @@ def test_db_after_the_command_wins_over_before() -> None:
 def test_db_unset_leaves_env_and_default_in_charge() -> None:
     args = parse("list", "--config", NO_FILE)
     assert args.db is None
-    assert cli.make_settings(args, env={}).database_url == DATABASE_URL_DEFAULT
+    assert cli_parser.make_settings(args, env={}).database_url == DATABASE_URL_DEFAULT
     env = {"JOBQ_DATABASE_URL": "sqlite:///from-env.db"}
-    assert cli.make_settings(args, env=env).database_url == "sqlite:///from-env.db"
+    assert cli_parser.make_settings(args, env=env).database_url == "sqlite:///from-env.db"
     flagged = parse("list", "--config", NO_FILE, "--db", "sqlite:///flag.db")
-    assert cli.make_settings(flagged, env=env).database_url == "sqlite:///flag.db"
+    assert cli_parser.make_settings(flagged, env=env).database_url == "sqlite:///flag.db"
 
 
 def test_worker_flags_become_settings_and_unset_ones_do_not() -> None:
     args = parse("worker", "-H", "m:f", "--lease", "1m", "--grace", "5s", "-c", "4", "-q", "a", "-q", "b")
-    assert cli.settings_overrides(args) == {
+    assert cli_parser.settings_overrides(args) == {
         "lease_seconds": 60.0,
         "shutdown_grace_seconds": 5.0,
         "concurrency": 4,
@@ -73,27 +78,27 @@ def test_worker_flags_become_settings_and_unset_ones_do_not() -> None:
     }
     assert args.queues == ["a", "b"]
     bare = parse("worker", "-H", "m:f")
-    assert cli.settings_overrides(bare) == {}
+    assert cli_parser.settings_overrides(bare) == {}
     env = {"JOBQ_LEASE": "90", "JOBQ_CONCURRENCY": "3"}
-    settings = cli.load_settings(cli.settings_overrides(bare), env=env, config_file=NO_FILE)
+    settings = load_settings(cli_parser.settings_overrides(bare), env=env, config_file=NO_FILE)
     assert (settings.lease_seconds, settings.concurrency) == (90.0, 3)
 
 
 def test_enqueue_delay_is_the_jobs_not_the_consumers() -> None:
     args = parse("enqueue", "--json", "{}", "--delay", "10s", "--max-attempts", "5", "--timeout", "2m", "-q", "mail")
     assert (args.delay, args.max_attempts, args.timeout) == (10.0, 5, 120.0)
-    assert cli.settings_overrides(args) == {"queue": "mail"}
+    assert cli_parser.settings_overrides(args) == {"queue": "mail"}
 
 
 def test_consumer_and_producer_flags() -> None:
     consumer = parse("consumer", "--delay", "0-0.05", "--data-dir", "d", "--name", "c1")
-    assert cli.settings_overrides(consumer) == {"consumer_delay": "0-0.05", "data_dir": "d"}
+    assert cli_parser.settings_overrides(consumer) == {"consumer_delay": "0-0.05", "data_dir": "d"}
     producer = parse("producer", "--interval", "250ms")
-    assert cli.settings_overrides(producer) == {"producer_interval_seconds": 0.25}
+    assert cli_parser.settings_overrides(producer) == {"producer_interval_seconds": 0.25}
 
 
 def test_actor_sets_the_operator() -> None:
-    assert cli.settings_overrides(parse("cancel", "3", "--actor", "ann")) == {"operator": "ann"}
+    assert cli_parser.settings_overrides(parse("cancel", "3", "--actor", "ann")) == {"operator": "ann"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -108,7 +113,7 @@ def test_every_option_with_an_env_default_names_its_variable() -> None:
     checked = 0
     for name, sub in _subparsers().items():
         for action in sub._actions:
-            field = cli.FLAG_SETTINGS.get(action.dest)
+            field = cli_parser.FLAG_SETTINGS.get(action.dest)
             if action.dest == "queue":  # a single --queue sets the settings' queue
                 field = "queue"
             if action.dest == "queues" and name == "worker":
@@ -118,6 +123,20 @@ def test_every_option_with_an_env_default_names_its_variable() -> None:
             checked += 1
             assert f"env {env_name(field)}" in (action.help or ""), f"jobq {name} {action.option_strings}"
     assert checked >= 25  # --db and --config on every command, plus the settings flags
+
+
+def test_retry_and_cancel_help_names_the_statuses_the_model_allows() -> None:
+    def named(text: str) -> set[JobStatus]:
+        return {s for s in JobStatus if s.value in re.findall(r"[A-Z]+", text)}
+
+    def legal(verb: str, action: Action) -> set[JobStatus]:
+        return {s for s in JobStatus if operator_actions(s).get(verb) == action}
+
+    retry, cancel = (_subparsers()[name].description or "" for name in ("retry", "cancel"))
+    assert named(retry.split(" (")[0]) == legal("resubmit", Action.RESUBMIT), retry
+    cancels, asks_to_stop = cancel.split("; ")
+    assert named(cancels) == legal("cancel", Action.CANCEL), cancel
+    assert named(asks_to_stop) == legal("cancel", Action.REQUEST_CANCEL), cancel
 
 
 def test_every_command_listed_in_the_brief_exists() -> None:
@@ -225,7 +244,7 @@ def test_integers_at_the_edge_of_the_range_are_accepted(argv: tuple[str, ...], d
 )
 def test_settings_out_of_range_are_config_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        cli.load_settings({}, env=env, config_file=NO_FILE)
+        load_settings({}, env=env, config_file=NO_FILE)
 
 
 @pytest.mark.parametrize(
@@ -256,16 +275,16 @@ def test_durations_beyond_100_years_are_usage_errors(capsys: pytest.CaptureFixtu
 )
 def test_durations_beyond_100_years_in_settings_are_config_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        cli.load_settings({}, env=env, config_file=NO_FILE)
+        load_settings({}, env=env, config_file=NO_FILE)
 
 
 def test_durations_from_toml_numbers_are_checked_too(tmp_path: Any) -> None:
     toml = tmp_path / "jobq.toml"
     toml.write_text("poll_interval_seconds = 1e300\n")
     with pytest.raises(ConfigError, match="poll_interval_seconds: duration must be between"):
-        cli.load_settings({}, env={}, config_file=toml)
+        load_settings({}, env={}, config_file=toml)
     toml.write_text("poll_interval_seconds = 0.5\n")
-    assert cli.load_settings({}, env={}, config_file=toml).poll_interval_seconds == 0.5
+    assert load_settings({}, env={}, config_file=toml).poll_interval_seconds == 0.5
 
 
 def test_job_ids_accept_a_hash_prefix() -> None:
@@ -281,7 +300,7 @@ def test_job_ids_accept_a_hash_prefix() -> None:
     ],
 )
 def test_handler_forms(text: str, expected: tuple[str, str]) -> None:
-    assert cli.handler_arg(text) == expected
+    assert handler_arg(text) == expected
 
 
 def test_web_apps_take_a_port_and_pass_extra_streamlit_args() -> None:
@@ -308,7 +327,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_main_reports_one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
-    assert cli.main(argv) == cli.EXIT_ERROR
+    assert cli.main(argv) == cli_parser.EXIT_ERROR
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
@@ -320,17 +339,17 @@ def test_main_exits_130_quietly_on_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsy
     def interrupted(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_version", interrupted)
-    assert cli.main(["version"]) == cli.EXIT_INTERRUPTED
+    monkeypatch.setattr(monitor, "cmd_version", interrupted)
+    assert cli.main(["version"]) == cli_parser.EXIT_INTERRUPTED
     assert capsys.readouterr().err == ""
 
 
 def test_parse_payload() -> None:
-    assert cli.parse_payload('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert jobs.parse_payload('{"a": [1, 2]}') == {"a": [1, 2]}
     with pytest.raises(InvalidPayload, match=r"malformed JSON payload: .*line 1, column 2"):
-        cli.parse_payload("{bad")
+        jobs.parse_payload("{bad")
     with pytest.raises(InvalidPayload):
-        cli.parse_payload("")
+        jobs.parse_payload("")
 
 
 def test_collect_handlers_registry_then_explicit() -> None:
@@ -344,11 +363,11 @@ def test_collect_handlers_registry_then_explicit() -> None:
         loaded.append(spec)
         return explicit
 
-    handlers = cli.collect_handlers([("a", "m:f"), ("", "m:g")], [], {"a": registered, "b": registered}, load)
+    handlers = processes.collect_handlers([("a", "m:f"), ("", "m:g")], [], {"a": registered, "b": registered}, load)
     assert handlers == {"a": explicit, "b": registered, "": explicit}
     assert loaded == ["m:f", "m:g"]
     with pytest.raises(ConfigError, match="no handlers"):
-        cli.collect_handlers([], [], {}, load)
+        processes.collect_handlers([], [], {}, load)
 
 
 def test_report_actions(capsys: pytest.CaptureFixture[str]) -> None:
@@ -357,54 +376,31 @@ def test_report_actions(capsys: pytest.CaptureFixture[str]) -> None:
         ActionResult(2, False, JobStatus.PENDING, "job 2: cannot resubmit a job that is PENDING"),
         ActionResult(3, False, None, "job 3 not found"),
     ]
-    assert cli.report_actions(results) == cli.EXIT_ERROR
+    assert jobs.report_actions(results) == cli_parser.EXIT_ERROR
     captured = capsys.readouterr()
     assert captured.out == "job 1: resubmitted (PENDING)\n"
     assert captured.err.splitlines() == [
         "jobq: error: job 2: cannot resubmit a job that is PENDING",
         "jobq: error: job 3 not found",
     ]
-    assert cli.report_actions(results[:1]) == cli.EXIT_OK
+    assert jobs.report_actions(results[:1]) == cli_parser.EXIT_OK
 
 
 # -- formatting -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("delta", "text"),
-    [(0.2, "now"), (12, "12s ago"), (185, "3m ago"), (7300, "2h ago"), (3 * 86400, "3d ago"), (-10, "in 10s")],
-)
-def test_ago(delta: float, text: str) -> None:
-    assert cli.ago(1000.0 - delta, 1000.0) == text
-    assert cli.ago(None, 1000.0) == "-"
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (200, "3m 20s"), (3601, "1h"), (7500, "2h 5m"), (7 * 86400, "7d"), (90061, "1d 1h")],
-)
-def test_seconds_text(seconds: float, text: str) -> None:
-    assert cli.seconds_text(seconds) == text
-
-
 def test_local_iso_has_an_offset() -> None:
-    text = cli.local_iso(0.0)
+    text = output.local_iso(0.0)
     assert text[:4] in ("1969", "1970")
     assert text[-6] in "+-"
 
 
 def test_clean_flattens_control_characters_and_truncates() -> None:
-    assert cli.clean("a\nb\tc\x1b[31m") == "a b c [31m"
-    assert cli.clean("x" * 50, 10) == "xxxxxxx..."
-    assert cli.clean("short", 10) == "short"
-
-
-def test_error_summary_takes_the_last_line_of_a_traceback() -> None:
-    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\n'
-    assert cli.error_summary(tb) == "ValueError: boom"
-    assert cli.error_summary("plain") == "plain"
+    assert output.clean("a\nb\tc\x1b[31m") == "a b c [31m"
+    assert output.clean("x" * 50, 10) == "xxxxxxx..."
+    assert output.clean("short", 10) == "short"
 
 
 def test_format_table_aligns_columns() -> None:
-    table = cli.format_table(("ID", "NAME"), [(1, "alpha"), (100, "b")])
+    table = output.format_table(("ID", "NAME"), [(1, "alpha"), (100, "b")])
     assert table.splitlines() == ["ID   NAME", "1    alpha", "100  b"]
 
 
@@ -419,12 +415,12 @@ def _job(**changes: Any) -> Job:
 
 
 def test_jobs_table_and_job_dict() -> None:
-    text = cli.jobs_table([_job()], now=400.0)
+    text = output.jobs_table([_job()], now=400.0)
     header, row = text.splitlines()
     assert header.split() == ["ID", "STATUS", "QUEUE", "TASK", "ATTEMPTS", "CREATED", "PAYLOAD", "LAST", "ERROR"]
     assert row.split()[:6] == ["7", "FAILED", "default", "-", "3/3", "5m"]
     assert row.endswith("OSError: disk")
-    data = cli.job_dict(_job())
+    data = output.job_dict(_job())
     assert data["status"] == "FAILED"
     assert "lease_token" not in data
 
@@ -433,7 +429,7 @@ def test_job_text_shows_fields_and_events() -> None:
     from jobq.job import Event
 
     events = [Event(1, 7, 100.0, "enqueued", None, 0, {}), Event(2, 7, 160.0, "failed", "w1", 3, {"error": "x"})]
-    text = cli.job_text(_job(), events, now=400.0)
+    text = output.job_text(_job(), events, now=400.0)
     fields = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in text.splitlines()[:14] if "  " in line}
     assert fields["status"] == "FAILED"
     assert fields["last error"] == "OSError: disk"
@@ -442,13 +438,28 @@ def test_job_text_shows_fields_and_events() -> None:
     assert text.splitlines()[-1].split()[1:4] == ["failed", "w1", "3"]
 
 
-def test_worker_state() -> None:
+def test_stats_text_and_dict() -> None:
+    stats = QueueStats({"PENDING": 2, "COMPLETED": 1}, {"default": {"PENDING": 2, "COMPLETED": 1}}, 800.0, 4, 1, 0)
+    lines = output.stats_text(stats, now=1000.0).splitlines()
+    assert lines[1].split() == ["PENDING", "2"] and lines[6].split() == ["total", "3"]
+    assert lines[9].split() == ["default", "2", "0", "1", "0", "0"]
+    assert lines[11].startswith("oldest pending:      3m 20s (due ")
+    assert lines[12:] == ["completed last min:  4", "failed last min:     1", "expired leases:      0"]
+    assert output.stats_dict(stats, 1000.0)["oldest_pending_age_seconds"] == 200.0
+    empty = QueueStats({}, {}, None, 0, 0, 0)
+    assert "oldest pending:      -" in output.stats_text(empty, 1000.0).splitlines()
+    assert output.stats_dict(empty, 1000.0)["oldest_pending_age_seconds"] is None
+
+
+def test_worker_dict_and_table_say_alive_silent_or_stopped() -> None:
     w = WorkerInfo(id="w", name="n", host="h", pid=1, queues=("default",), started_at=0.0, last_seen_at=100.0)
-    assert cli.worker_state(w, 100.0 + 29, heartbeat_seconds=10.0) == "alive"
-    assert cli.worker_state(w, 100.0 + 31, heartbeat_seconds=10.0) == "lost"
+    assert output.worker_dict(w, 105.0, 10.0)["alive"] is True
+    silent = output.worker_dict(w, 131.0, 10.0)
+    assert (silent["state"], silent["alive"]) == ("silent", False)
+    assert '"state": "silent"' in json.dumps(silent)
     stopped = dataclasses.replace(w, stopped_at=120.0)
-    assert cli.worker_state(stopped, 121.0, heartbeat_seconds=10.0) == "stopped"
-    assert cli.worker_dict(w, 105.0, 10.0)["alive"] is True
+    assert output.worker_dict(stopped, 121.0, 10.0)["state"] == "stopped"
+    assert output.workers_table([w], 131.0, 10.0).splitlines()[1].split()[:2] == ["n", "silent"]
 
 
 def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -459,7 +470,7 @@ def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytes
     monkeypatch.delenv("JOBQ_DATABASE_URL", raising=False)
     monkeypatch.delenv("JOBQ_CONFIG", raising=False)
     argv = ["manager", "--config", NO_FILE, "--db", "sqlite:///m.db", "--port", "9100", "--", "--theme.base", "dark"]
-    assert cli.main(argv) == cli.EXIT_OK
+    assert cli.main(argv) == cli_parser.EXIT_OK
     assert calls == [("manager", 9100, ["--theme.base", "dark"])]
     # Streamlit runs the app in a child process: the URL travels through its environment.
     assert os.environ["JOBQ_DATABASE_URL"] == "sqlite:///m.db"
@@ -467,7 +478,7 @@ def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytes
 
 
 def test_producer_and_consumer_get_name_only_when_they_accept_it() -> None:
-    settings = cli.load_settings({}, env={}, config_file=NO_FILE)
+    settings = load_settings({}, env={}, config_file=NO_FILE)
     seen: list[tuple[Any, ...]] = []
 
     def with_name(s: Any, *, name: str | None = None) -> None:
@@ -477,8 +488,8 @@ def test_producer_and_consumer_get_name_only_when_they_accept_it() -> None:
         seen.append((s,))
         return 3
 
-    assert cli._call_with_name(with_name, settings, "c1") == cli.EXIT_OK
-    assert cli._call_with_name(without_name, settings, None) == 3
+    assert processes._call_with_name(with_name, settings, "c1") == cli_parser.EXIT_OK
+    assert processes._call_with_name(without_name, settings, None) == 3
     assert seen == [(settings, "c1"), (settings,)]
     with pytest.raises(ConfigError, match="--name is not supported"):
-        cli._call_with_name(without_name, settings, "c1")
+        processes._call_with_name(without_name, settings, "c1")

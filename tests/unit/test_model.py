@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 import random
 from pathlib import Path
 
 import pytest
 
+from jobq import job as job_module
+from jobq.backends.common import plan_operator_action
 from jobq.config import (
     LEASE_SECONDS_DEFAULT,
     Settings,
@@ -16,7 +19,7 @@ from jobq.config import (
     parse_range,
 )
 from jobq.errors import ConfigError
-from jobq.job import TRANSITIONS, Action, JobStatus, allowed, mermaid_state_diagram
+from jobq.job import TRANSITIONS, Action, JobStatus, allowed, mermaid_state_diagram, operator_actions
 from jobq.retry import backoff_seconds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +49,36 @@ def test_every_action_has_one_transition() -> None:
 )
 def test_allowed(action: Action, status: JobStatus, ok: bool) -> None:
     assert allowed(action, status) is ok
+
+
+@pytest.mark.parametrize(
+    ("status", "legal"),
+    [
+        (JobStatus.PENDING, {"cancel": Action.CANCEL}),
+        (JobStatus.PROCESSING, {"cancel": Action.REQUEST_CANCEL}),
+        (JobStatus.COMPLETED, {"resubmit": Action.RESUBMIT}),
+        (JobStatus.FAILED, {"resubmit": Action.RESUBMIT, "cancel": Action.CANCEL}),
+        (JobStatus.CANCELLED, {"resubmit": Action.RESUBMIT}),
+    ],
+)
+def test_operator_actions(status: JobStatus, legal: dict[str, Action]) -> None:
+    assert operator_actions(status) == legal
+    assert operator_actions(status.value) == legal
+    for action in legal.values():
+        assert allowed(action, status) and TRANSITIONS[action].who == "operator"
+
+
+def test_the_examples_in_the_model_docstrings_hold() -> None:
+    result = doctest.testmod(job_module)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+def test_backends_plan_operator_actions_as_the_model_does() -> None:
+    for status in JobStatus:
+        for verb in ("resubmit", "cancel"):
+            action, result = plan_operator_action(verb, 1, status.value)
+            assert action == operator_actions(status).get(verb), (verb, status)
+            assert result.ok is (action is not None)
 
 
 def test_terminal_states_only_leave_by_operator_action() -> None:

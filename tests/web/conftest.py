@@ -10,7 +10,7 @@ import pytest
 from seeding import Seeded, seed
 from streamlit.testing.v1.util import patch_config_options
 
-from jobq.web import views
+from jobq.web import access
 
 
 @pytest.fixture(autouse=True)
@@ -18,10 +18,10 @@ def served_on_loopback() -> Iterator[None]:
     """AppTest serves nothing, so Streamlit's ``server.address`` is unset (every interface) and the
     apps would refuse to serve; say 127.0.0.1, as the repo's config and `jobq manager` do. Also
     forget wrong passwords of earlier tests (the login guard counts per process)."""
-    views.LOGIN_GUARD.reset()
+    access.LOGIN_GUARD.reset()
     with patch_config_options({"server.address": "127.0.0.1"}):
         yield
-    views.LOGIN_GUARD.reset()
+    access.LOGIN_GUARD.reset()
 
 
 @pytest.fixture

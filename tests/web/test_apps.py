@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
 from jobq import JobFilter, JobStatus, Queue, redact
-from jobq.web import views
+from jobq.web import access, manager_model, safety, views
 
 TIMEOUT = 60
 
@@ -34,7 +34,7 @@ def row_ids(at: AppTest) -> set[int]:
 def texts(elements: object) -> str:
     """The elements' text; Markdown bodies read as shown (the apps escape punctuation in untrusted text)."""
     text = "\n".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text).replace(views.WORD_JOINER, "")
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text).replace(safety.WORD_JOINER, "")
 
 
 # -- manager ---------------------------------------------------------------------------------------
@@ -227,8 +227,8 @@ def test_a_wrong_password_is_delayed_more_each_time_and_logged_without_the_guess
         started = time.monotonic()
         at.button[0].click().run()
         took.append(time.monotonic() - started)
-    first, second = views.LOGIN_GUARD.delay(1), views.LOGIN_GUARD.delay(2)
-    assert (first, second) == (views.LOGIN_DELAY_SECONDS_FIRST, 2 * views.LOGIN_DELAY_SECONDS_FIRST)
+    first, second = access.LOGIN_GUARD.delay(1), access.LOGIN_GUARD.delay(2)
+    assert (first, second) == (access.LOGIN_DELAY_SECONDS_FIRST, 2 * access.LOGIN_DELAY_SECONDS_FIRST)
     assert took[0] >= first and took[1] >= second, took
     logged = [r.getMessage() for r in caplog.records if r.name == "jobq.web.login"]
     assert len(logged) == 2, logged
@@ -315,14 +315,14 @@ def test_operator_name_is_stored_without_control_or_bidi_characters_and_cut(
     with Queue(seeded.url) as q:
         actors = {q.events(pending)[-1].actor, q.events(failed)[-1].actor}
     assert actors == {"mallory[31m ops"}, actors
-    assert f"acting as **{views.md_literal('mallory[31m ops')}**" in at.caption[0].value
+    assert f"acting as **{safety.md_literal('mallory[31m ops')}**" in at.caption[0].value
 
     # A name longer than the text box allows (from JOBQ_OPERATOR) is cut.
     monkeypatch.setenv("JOBQ_OPERATOR", "\u202e" + "y" * 500)
     at = run(MANAGER)
     at.button(key=f"cancel_{other}").click().run()
     with Queue(seeded.url) as q:
-        assert q.events(other)[-1].actor == "y" * views.OPERATOR_NAME_CHARS
+        assert q.events(other)[-1].actor == "y" * manager_model.OPERATOR_NAME_CHARS
 
 
 @pytest.mark.parametrize("app", [MANAGER, OPS])

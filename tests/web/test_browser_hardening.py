@@ -20,7 +20,7 @@ from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chro
 from seeding import BIDI_NAME, BIDI_NAME_SHOWN, MANAGER, OTHER_HOST, seed, seed_hostile
 
 from jobq import JobStatus
-from jobq.web import streamlit_command, views
+from jobq.web import ops_model, safety, streamlit_command, views
 
 pytestmark = pytest.mark.slow
 
@@ -160,7 +160,7 @@ def check_page(page: Any, *, expect_name: bool) -> None:
     foreign = page.evaluate(FOREIGN_ELEMENTS_JS)
     assert foreign == [], foreign
     assert page.locator(".katex, .katex-display, math").count() == 0
-    text = page.locator("body").inner_text().replace(views.WORD_JOINER, "")
+    text = page.locator("body").inner_text().replace(safety.WORD_JOINER, "")
     assert BIDI_NAME not in text and "\u202e" not in page.content()
     if expect_name:
         assert BIDI_NAME_SHOWN in text
@@ -197,7 +197,7 @@ def _origin(url: str) -> str:
 
 
 def test_captions_name_the_database_as_the_redacting_function_does(apps: Apps, chromium: Any) -> None:
-    """The captions show ``views.database_line`` / ``views.ops_caption`` (which mask a password;
+    """The captions show ``views.database_line`` / ``ops_model.ops_caption`` (which mask a password;
     tests/web/test_views.py checks that with a postgresql:// URL)."""
     from playwright.sync_api import expect
 
@@ -208,7 +208,7 @@ def test_captions_name_the_database_as_the_redacting_function_does(apps: Apps, c
         expect(sidebar.filter(has_text="database")).to_have_text(views.database_line(apps.url))
         page.goto(f"http://127.0.0.1:{apps.ops}/")
         caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').filter(has_text="database")
-        expect(caption.first).to_contain_text(f" · {views.ops_caption(apps.url)}")
+        expect(caption.first).to_contain_text(f" · {ops_model.ops_caption(apps.url)}")
     finally:
         page.close()
 

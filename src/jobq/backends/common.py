@@ -9,7 +9,7 @@ from typing import Any
 
 from jobq.backends.base import ActionResult, Bucket, WorkerInfo
 from jobq.errors import InvalidTransition
-from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
+from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus, operator_actions
 from jobq.payloads import decode_json, loads
 
 #: Columns of ``jobs`` in the order every backend selects them, so one converter serves both.
@@ -287,10 +287,6 @@ def event_from_row(row: Sequence[Any]) -> Event:
     )
 
 
-_OPERATOR_ACTIONS = {
-    "resubmit": (Action.RESUBMIT,),
-    "cancel": (Action.CANCEL, Action.REQUEST_CANCEL),
-}
 _DONE_MESSAGES = {
     Action.RESUBMIT: "resubmitted",
     Action.CANCEL: "cancelled",
@@ -304,8 +300,7 @@ def plan_operator_action(verb: str, job_id: int, status: str) -> tuple[Action | 
     if not status:
         return None, ActionResult(job_id, False, None, f"job {job_id} not found")
     current = JobStatus(status)
-    for action in _OPERATOR_ACTIONS[verb]:
-        transition = TRANSITIONS[action]
-        if current in transition.sources:
-            return action, ActionResult(job_id, True, transition.target, _DONE_MESSAGES[action])
+    action = operator_actions(current).get(verb)  # the one source: jobq.job.TRANSITIONS
+    if action is not None:
+        return action, ActionResult(job_id, True, TRANSITIONS[action].target, _DONE_MESSAGES[action])
     return None, ActionResult(job_id, False, current, str(InvalidTransition(job_id, verb, status)))

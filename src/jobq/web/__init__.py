@@ -1,7 +1,10 @@
 """jobq's web apps: the manager (resubmit, cancel, enqueue) and the ops console (watch).
 
-Both are Streamlit pages (``manager.py``, ``ops.py``) over the public API and the shared,
-Streamlit-free helpers in ``views.py``. This module imports no Streamlit, so the CLI can call
+Both are Streamlit pages (``manager.py``, ``ops.py``) over the public API and Streamlit-free
+models: ``views.py`` (what both apps show: statuses, times, payloads, job rows), ``manager_model.py``
+and ``ops_model.py`` (each app's own), ``safety.py`` (untrusted text made safe to show) and
+``access.py`` (passwords, login guard, where an app may serve). ``_page.py`` is the Streamlit
+glue both pages share. This module imports no Streamlit, so the CLI can call
 :func:`launch` cheaply.
 """
 
@@ -22,7 +25,7 @@ DEFAULT_PORTS: dict[str, int] = {"manager": 8501, "ops": 8502}
 HOST_DEFAULT = "127.0.0.1"
 ALLOWED_HOSTS_DEFAULT: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """Host names the apps answer to (``server.allowedHosts``): a page under any other name, e.g. a
-DNS-rebinding attacker's name resolved to 127.0.0.1, gets no session. Same as ``views.LOOPBACK_HOSTS``."""
+DNS-rebinding attacker's name resolved to 127.0.0.1, gets no session (``access.host_allowed``)."""
 SHOW_ERROR_DETAILS = "none"
 """``client.showErrorDetails``: no traceback (server paths) in the browser."""
 

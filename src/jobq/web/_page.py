@@ -23,11 +23,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 
 from jobq import JobqError, Queue, Settings, load_settings
 from jobq.redact import redact_text
-from jobq.web import views
-
-SHOW_ERROR_DETAILS = "none"
-"""``client.showErrorDetails``: an uncaught error shows a generic message, never a traceback
-(server paths, code) in the browser; the details go to the server's log."""
+from jobq.web import SHOW_ERROR_DETAILS, access, safety
 
 _log = logging.getLogger("jobq.web")
 if not _log.handlers:  # Streamlit configures only its own loggers: give ours a line format
@@ -52,7 +48,7 @@ def _fingerprint(password: str) -> str:
 
 def unlocked(app: str) -> bool:
     """Whether this session may see and act: no password is set, or it was entered here."""
-    expected = views.expected_password(secrets=secrets(), app=app)
+    expected = access.expected_password(secrets=secrets(), app=app)
     if expected is None:
         return True
     remembered = st.session_state.get(f"unlocked_{app}")
@@ -74,10 +70,10 @@ def _who() -> str:
 def _try_login(app: str) -> None:
     given = st.session_state.get("login_password") or ""
     st.session_state["login_password"] = ""  # the guess is not kept in the session
-    expected = views.expected_password(secrets=secrets(), app=app)
+    expected = access.expected_password(secrets=secrets(), app=app)
     if expected is None:
         return
-    if views.LOGIN_GUARD.check(given, expected, app=app, who=_who()):
+    if access.LOGIN_GUARD.check(given, expected, app=app, who=_who()):
         st.session_state[f"unlocked_{app}"] = _fingerprint(expected)
         st.session_state.pop("login_failed", None)
     else:
@@ -87,18 +83,19 @@ def _try_login(app: str) -> None:
 def gate(app: str, title: str) -> None:
     """Run first on every page: return only when this session may see the queue, else st.stop().
 
-    ``app`` is ``"manager"`` or ``"ops"`` (its password: ``views.expected_password``).
+    ``app`` is ``"manager"`` or ``"ops"`` (its password: ``access.expected_password``).
     """
     # Also set here, not only in the config files and command lines: a page started some other
-    # way (another working directory, no flags) must not send tracebacks to the browser either.
+    # way (another working directory, no flags) must not send tracebacks to the browser either;
+    # an uncaught error shows a generic message, the details go to the server's log.
     st.set_option("client.showErrorDetails", SHOW_ERROR_DETAILS)
-    password = views.expected_password(secrets=secrets(), app=app)
-    refusal = views.serving_refusal(st_config.get_option("server.address"), password, app)
+    password = access.expected_password(secrets=secrets(), app=app)
+    refusal = access.serving_refusal(st_config.get_option("server.address"), password, app)
     if refusal is not None:
         st.title(title)
-        st.error(views.md_literal(refusal, views.SHOWN_MESSAGE_CHARS))
+        st.error(safety.md_literal(refusal, safety.SHOWN_MESSAGE_CHARS))
         st.stop()
-    if not views.host_allowed(st.context.headers.get("Host"), st_config.get_option("server.allowedHosts")):
+    if not access.host_allowed(st.context.headers.get("Host"), st_config.get_option("server.allowedHosts")):
         st.title(title)
         st.error(
             "This page was reached under a host name the app does not answer to. Open it as "
@@ -108,7 +105,7 @@ def gate(app: str, title: str) -> None:
     if password is None or unlocked(app):
         return
     st.title(title)
-    where = "JOBQ_OPS_PASSWORD, else JOBQ_MANAGER_PASSWORD" if app == "ops" else "JOBQ_MANAGER_PASSWORD"
+    where = ", else ".join(access.password_variables(app))
     st.caption(f"Locked: enter the {app} password (set by {where}) to see the queue.")
     with st.form("login"):
         st.text_input(f"{app.title()} password", type="password", key="login_password")
@@ -120,7 +117,7 @@ def gate(app: str, title: str) -> None:
 
 def lock_button(app: str) -> None:
     """In the sidebar, when a password gates ``app``: a button that locks this session again."""
-    if views.expected_password(secrets=secrets(), app=app) is not None:
+    if access.expected_password(secrets=secrets(), app=app) is not None:
         st.sidebar.button("Lock", key="lock", on_click=lock, args=(app,), help="Ask for the password again.")
 
 
@@ -143,7 +140,7 @@ def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
         return settings, _open_queue(url, create)
     except JobqError as exc:
         message = redact_text(str(exc), url) if url else str(exc)
-        st.error("**Cannot open the job queue.** " + views.md_literal(message, views.SHOWN_MESSAGE_CHARS))
+        st.error("**Cannot open the job queue.** " + safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))
         st.caption("Set JOBQ_DATABASE_URL (default sqlite:///data/queue.db) and reload the page.")
         st.stop()
         raise  # unreachable: st.stop() raises; keeps type checkers sure we never return None
@@ -152,4 +149,4 @@ def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
 def storage_error(exc: JobqError, q: Queue) -> None:
     """A read or action failed (database locked, corrupt, gone): one readable message."""
     message = redact_text(str(exc), q.url)
-    st.error("**The job queue could not be read.** " + views.md_literal(message, views.SHOWN_MESSAGE_CHARS))
+    st.error("**The job queue could not be read.** " + safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))

@@ -1,11 +1,12 @@
 """The manager: find jobs, resubmit or cancel them (one, a selection, or all matching), enqueue by path.
 
 Run with ``jobq manager``, or ``streamlit run src/manager/manager.py`` from a clone. A thin page
-over ``jobq.Queue`` and ``jobq.web.views``; every action records the operator as ``actor``.
+over ``jobq.Queue`` and ``jobq.web.manager_model``; every action records the operator as ``actor``.
 Actions run in button callbacks, before the page is drawn, so the table always shows their effect.
 With ``JOBQ_MANAGER_PASSWORD`` set nothing of the queue is shown before the password is entered
 (``_page.gate``). Text that jobs, workers or operators bring (paths, payloads, errors, names) is
-shown as plain text (``views.plain``) or escaped Markdown (``views.md_literal``), never as Markdown.
+shown as plain text (``safety.plain``) or escaped Markdown (``safety.md_literal``), never as Markdown.
+Buttons are offered only where ``jobq.job.operator_actions`` allows the action.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Sequence
 import streamlit as st
 
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
-from jobq.web import _page, views
+from jobq.job import operator_actions
+from jobq.present import error_summary
+from jobq.web import _page, manager_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
 ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
@@ -47,7 +50,7 @@ def _selected() -> set[int]:
 
 
 def _operator() -> str:
-    return views.resolve_operator(st.session_state.get("operator"))
+    return manager_model.resolve_operator(st.session_state.get("operator"))
 
 
 def _unlocked() -> bool:
@@ -69,7 +72,7 @@ def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where:
     except JobqError as exc:
         _flash("error", f"{verb} failed: {exc}")
         return
-    outcome = views.summarize(results, verb)
+    outcome = manager_model.summarize(results, verb)
     _flash(outcome.level, outcome.message)
     done = {r.job_id for r in results if r.ok}
     _selected().difference_update(done)
@@ -126,7 +129,7 @@ def _enqueue(q: Queue, settings: Settings) -> None:
         return
     text = st.session_state.get("enqueue_path", "")
     try:
-        path = views.validate_path(text, settings.data_dir, settings.database_url)
+        path = manager_model.validate_path(text, settings.data_dir, settings.database_url)
     except ValueError as exc:
         _flash("error", f"Not enqueued: {exc}")
         return
@@ -147,9 +150,9 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     sb.markdown("### :material/person: Operator")
     sb.text_input(
         "Your name (recorded on every action)",
-        value=views.resolve_operator(None),
+        value=manager_model.resolve_operator(None),
         key="operator",
-        max_chars=views.OPERATOR_NAME_CHARS,
+        max_chars=manager_model.OPERATOR_NAME_CHARS,
     )
     _page.lock_button("manager")
 
@@ -157,29 +160,32 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     statuses = sb.multiselect(
         "Status",
         [s.value for s in JobStatus],
-        default=[s.value for s in views.DEFAULT_STATUSES],
+        default=[s.value for s in manager_model.DEFAULT_STATUSES],
         key="statuses",
         help="By default the jobs an operator acts on: pending, processing and failed.",
     )
-    chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues", format_func=views.plain)
+    chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues", format_func=safety.plain)
     search = sb.text_input("Search payload", key="search", placeholder="e.g. report.txt")
-    sort_label = sb.selectbox("Sort by", list(views.SORTS), key="sort")
+    sort_label = sb.selectbox("Sort by", list(manager_model.SORTS), key="sort")
     descending = sb.toggle("Descending", value=True, key="descending")
     size = sb.selectbox(
-        "Rows per page", views.PAGE_SIZES, index=views.PAGE_SIZES.index(views.PAGE_SIZE_DEFAULT), key="page_size"
+        "Rows per page",
+        manager_model.PAGE_SIZES,
+        index=manager_model.PAGE_SIZES.index(manager_model.PAGE_SIZE_DEFAULT),
+        key="page_size",
     )
 
     sb.markdown("### :material/search: Open a job")
     sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
-    sb.caption(views.md_literal(views.database_line(q.display_url)))
-    where = views.build_filter(statuses, chosen_queues, search)
-    return where, Page(sort=views.SORTS[sort_label], descending=descending, limit=int(size))
+    sb.caption(safety.md_literal(views.database_line(q.display_url)))
+    where = manager_model.build_filter(statuses, chosen_queues, search)
+    return where, Page(sort=manager_model.SORTS[sort_label], descending=descending, limit=int(size))
 
 
 def _flashes() -> None:
     icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "error": ":material/error:"}
     for level, message in st.session_state.pop("flash", []):
-        shown = views.md_literal(message, views.SHOWN_MESSAGE_CHARS)
+        shown = safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS)
         getattr(st, level)(shown, icon=icons.get(level))
         st.toast(shown, icon=icons.get(level))
 
@@ -196,7 +202,8 @@ def _detail(q: Queue, job_id: int) -> None:
         head, actions = st.columns([3, 2], vertical_alignment="center")
         head.markdown(f"### Job {job.id} &nbsp; {views.status_badge(job.status)}")
         a1, a2, a3 = actions.columns(3)
-        if views.can_resubmit(job.status):
+        legal = operator_actions(job.status)
+        if "resubmit" in legal:
             a1.button(
                 "Resubmit",
                 key="detail_resubmit",
@@ -206,7 +213,7 @@ def _detail(q: Queue, job_id: int) -> None:
                 kwargs={"ids": [job.id]},
                 width="stretch",
             )
-        if views.can_cancel(job.status):
+        if "cancel" in legal:
             a2.button(
                 "Cancel",
                 key="detail_cancel",
@@ -220,8 +227,8 @@ def _detail(q: Queue, job_id: int) -> None:
             "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
         )
         facts = {
-            "queue": views.md_literal(job.queue),
-            "task": views.md_literal(job.task) if job.task else "(default)",
+            "queue": safety.md_literal(job.queue),
+            "task": safety.md_literal(job.task) if job.task else "(default)",
             "attempts": f"{job.attempts} / {job.max_attempts}",
             "run": str(job.run),
             "priority": str(job.priority),
@@ -237,29 +244,29 @@ def _detail(q: Queue, job_id: int) -> None:
         }
         st.markdown(" · ".join(f"**{k}** {v}" for k, v in times.items()))
         if job.status == JobStatus.PROCESSING:
-            owner = views.md_literal(job.lease_owner or "")
+            owner = safety.md_literal(job.lease_owner or "")
             lease = f"held by {owner} until {views.fmt_time(job.lease_expires_at)}"
             st.markdown(f"**Lease** {lease}" + (" · **cancellation requested**" if job.cancel_requested else ""))
         left, right = st.columns([2, 3])
         with left:
             st.markdown("**Payload**")
-            st.code(views.shown_json(job.payload), language="json", wrap_lines=True)
+            st.code(safety.shown_json(job.payload), language="json", wrap_lines=True)
             if job.result is not None:
                 st.markdown("**Result**")
-                st.code(views.shown_json(job.result), language="json", wrap_lines=True)
+                st.code(safety.shown_json(job.result), language="json", wrap_lines=True)
         with right:
             st.markdown("**History** (every attempt, lease and operator action)")
-            st.dataframe(views.events_frame(events), hide_index=True, width="stretch")
+            st.dataframe(manager_model.events_frame(events), hide_index=True, width="stretch")
         if job.last_error:
             with st.expander("Last error", expanded=job.status == JobStatus.FAILED):
-                st.code(views.plain(job.last_error, views.SHOWN_BLOCK_CHARS, multiline=True), language="text")
-        for event, error in views.event_errors(events):
+                st.code(safety.plain(job.last_error, safety.SHOWN_BLOCK_CHARS, multiline=True), language="text")
+        for event, error in manager_model.event_errors(events):
             if error == job.last_error:
                 continue
-            actor = views.md_literal(event.actor or "")
+            actor = safety.md_literal(event.actor or "")
             title = f"{event.kind} · attempt {event.attempt} · {views.fmt_time(event.at)} · {actor}"
             with st.expander(title):
-                st.code(views.plain(error, views.SHOWN_BLOCK_CHARS, multiline=True), language="text")
+                st.code(safety.plain(error, safety.SHOWN_BLOCK_CHARS, multiline=True), language="text")
 
 
 def _confirmation(q: Queue) -> None:
@@ -269,11 +276,11 @@ def _confirmation(q: Queue) -> None:
     what = (
         f"the {pending.count:,} selected job{'s' if pending.count != 1 else ''}"
         if pending.ids
-        else f"all {pending.count:,} jobs matching {views.describe_filter(pending.where or JobFilter())}"
+        else f"all {pending.count:,} jobs matching {manager_model.describe_filter(pending.where or JobFilter())}"
     )
     with st.container(border=True, key="confirm_box"):
         st.warning(
-            f"**{views.md_literal(f'{pending.verb} {what}?', views.SHOWN_MESSAGE_CHARS)}** "
+            f"**{safety.md_literal(f'{pending.verb} {what}?', safety.SHOWN_MESSAGE_CHARS)}** "
             "Jobs for which this is not allowed are left unchanged and listed.",
             icon=":material/warning:",
         )
@@ -358,8 +365,9 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
             for col, ts in ((c[5], job.created_at), (c[6], job.started_at), (c[7], job.finished_at)):
                 col.markdown(views.fmt_short_time(ts, now))
             if job.last_error:
-                c[8].markdown(f":red[{views.md_literal(views.first_line(job.last_error, 34))}]")
-            if views.can_resubmit(job.status):
+                c[8].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
+            legal = operator_actions(job.status)
+            if "resubmit" in legal:
                 c[9].button(
                     "Resubmit",
                     key=f"resubmit_{job.id}",
@@ -368,7 +376,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     kwargs={"ids": [job.id]},
                     width="stretch",
                 )
-            if views.can_cancel(job.status):
+            if "cancel" in legal:
                 c[10].button(
                     "Cancel",
                     key=f"cancel_{job.id}",
@@ -388,13 +396,10 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
 
 
 def _pager(where: JobFilter, page: Page, total: int) -> int:
-    pages = views.page_count(total, page.limit)
+    pages = manager_model.page_count(total, page.limit)
     signature = f"{where}|{page.sort}|{page.descending}|{page.limit}|{pages}"
     key = f"page_{abs(hash(signature))}"  # a new filter starts again at page 1
-    if hasattr(st, "pagination"):
-        number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1
-    else:  # older Streamlit: a plain number box
-        number = st.number_input("Page", min_value=1, max_value=pages, value=1, key=key) if pages > 1 else 1
+    number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1  # streamlit>=1.67 has it
     return int(number)
 
 
@@ -431,7 +436,7 @@ def main() -> None:
         stats = q.stats()
         where, page = _sidebar(q, settings, sorted(stats.by_queue))
         st.title(":material/inventory_2: jobq manager")
-        st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{views.md_literal(_operator())}**")
+        st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
         _counts_line(stats.counts)
         _flashes()
         _confirmation(q)
@@ -441,9 +446,9 @@ def main() -> None:
         _enqueue_form(q, settings)
 
         total = q.count(where)
-        st.subheader(f"Jobs · {views.md_literal(views.describe_filter(where))}")
+        st.subheader(f"Jobs · {safety.md_literal(manager_model.describe_filter(where))}")
         number = _pager(where, page, total)
-        number = min(number, views.page_count(total, page.limit))
+        number = min(number, manager_model.page_count(total, page.limit))
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
         jobs = q.list(where, page)
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)

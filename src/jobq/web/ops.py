@@ -18,7 +18,8 @@ import streamlit as st
 
 from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
-from jobq.web import _page, views
+from jobq.present import SILENT_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
+from jobq.web import _page, ops_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -90,9 +91,9 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
 
     workers = q.workers()
     heartbeat = settings.heartbeat_seconds
-    alive = sum(1 for w in workers if views.worker_state(w, now, heartbeat) == "alive")
-    age = views.oldest_pending_age(stats, now)
-    rate = views.failure_rate(buckets)
+    alive = sum(1 for w in workers if worker_state(w, now, heartbeat) == WorkerState.ALIVE)
+    age = oldest_pending_age(stats, now)
+    rate = ops_model.failure_rate(buckets)
     cols = st.columns(5)
     cols[0].metric(
         "Queue depth",
@@ -103,7 +104,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     )
     cols[1].metric(
         "Oldest pending",
-        views.fmt_age(age) if age is not None else "none",
+        duration_text(age) if age is not None else "none",
         border=True,
         height=METRIC_HEIGHT,
         help="How long the oldest due pending job has waited.",
@@ -113,7 +114,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         f"{stats.completed_last_minute:,}/min",
         border=True,
         height=METRIC_HEIGHT,
-        delta=f"{views.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
+        delta=f"{ops_model.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
         delta_color="off",
         delta_arrow="off",
         help="Jobs completed in the last minute (and the average over the chart window).",
@@ -128,16 +129,16 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         delta_arrow="off",
         help="Failed / (completed + failed) over the chart window.",
     )
-    names = {w.name for w in workers if views.worker_state(w, now, heartbeat) != "stopped"}
+    names = {w.name for w in workers if worker_state(w, now, heartbeat) != WorkerState.STOPPED}
     cols[4].metric(
         "Workers alive",
         f"{alive} / {len(names)}",
         border=True,
         height=METRIC_HEIGHT,
-        help=f"Alive: heartbeat within {views.SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
+        help=f"Alive: heartbeat within {SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
     )
 
-    alerts = views.compute_alerts(
+    alerts = ops_model.compute_alerts(
         stats,
         workers,
         now,
@@ -147,7 +148,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     if alerts:
         for alert in alerts:
             getattr(st, alert.level)(
-                views.md_literal(alert.message, views.SHOWN_MESSAGE_CHARS),
+                safety.md_literal(alert.message, safety.SHOWN_MESSAGE_CHARS),
                 icon=":material/crisis_alert:" if alert.level == "error" else ":material/warning:",
             )
     else:
@@ -180,7 +181,9 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
     st.subheader(":material/engineering: Workers")
     if workers:
         st.dataframe(
-            views.workers_frame(workers, now, settings.heartbeat_seconds).style.map(views.style_cell, subset=["state"]),
+            ops_model.workers_frame(workers, now, settings.heartbeat_seconds).style.map(
+                views.style_cell, subset=["state"]
+            ),
             hide_index=True,
             width="stretch",
             column_config={
@@ -229,7 +232,7 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
                 "at": views.fmt_short_time(e.at, now),
                 "job": e.job_id,
                 "event": str(e.kind),
-                "by": views.plain(e.actor or ""),
+                "by": safety.plain(e.actor or ""),
             }
             for e in events
         ]
@@ -241,7 +244,7 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
     if len(stats_by_queue) > 1:
         st.subheader(":material/stacks: By queue")
         by_queue = pd.DataFrame(stats_by_queue).T.rename_axis("queue")
-        by_queue.index = by_queue.index.map(views.plain)
+        by_queue.index = by_queue.index.map(safety.plain)
         st.dataframe(by_queue, width="stretch")
 
 
@@ -250,9 +253,9 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
     now = time.time()
     try:
         buckets = q.history(window=window, bucket=bucket_seconds)
-        st.caption(views.md_literal(f"Updated {time.strftime('%H:%M:%S')} · {views.ops_caption(q.display_url)}"))
+        st.caption(safety.md_literal(f"Updated {time.strftime('%H:%M:%S')} · {ops_model.ops_caption(q.display_url)}"))
         _metrics(q, buckets, bucket_seconds, settings, now)
-        _charts(views.history_frame(buckets), bucket_seconds)
+        _charts(ops_model.history_frame(buckets), bucket_seconds)
         _tables(q, settings, now)
     except JobqError as exc:
         storage_error(exc, q)

@@ -1,0 +1,274 @@
+"""Commands on jobs: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``purge``.
+
+Each command's options come right before its handler. Commands that read or act on existing jobs
+open the queue with ``create=False``: a mistyped ``--db`` is an error, not a new empty queue.
+Whether an operator action is legal is decided by the store (``jobq.job.operator_actions``);
+a refusal is reported per job on stderr and makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jobq
+from jobq.backends.base import SORT_FIELDS, ActionResult, JobFilter, Page
+from jobq.cli.args import (
+    attempts_arg,
+    duration_arg,
+    job_id_arg,
+    non_negative_int_arg,
+    positive_int_arg,
+    priority_arg,
+    status_arg,
+)
+from jobq.cli.output import compact_json, err, event_dict, job_dict, job_text, jobs_table, out
+from jobq.cli.parser import (
+    EXIT_ERROR,
+    EXIT_OK,
+    AddCommand,
+    actor_option,
+    env_help,
+    json_options,
+    make_settings,
+    open_queue,
+)
+from jobq.errors import ConfigError, InvalidPayload
+from jobq.job import JobStatus
+from jobq.present import duration_text
+
+LIST_LIMIT_DEFAULT = 50
+
+
+# -- enqueue ----------------------------------------------------------------------------------------
+def add_enqueue(command: AddCommand) -> None:
+    p = command("enqueue", cmd_enqueue, "submit a job and print its id")
+    p.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="a file under the data directory: the demo's file job (stamped by consumers)",
+    )
+    p.add_argument("--json", dest="payload", metavar="JSON", help="the payload as JSON; '-' reads it from stdin")
+    p.add_argument("--queue", "-q", metavar="NAME", help=env_help("queue name", "queue", "default"))
+    p.add_argument(
+        "--task",
+        "-t",
+        metavar="NAME",
+        default="",
+        help="task name: which handler runs it (default: the default handler)",
+    )
+    p.add_argument("--priority", "-p", metavar="N", type=priority_arg, default=0, help="lower runs first (default 0)")
+    p.add_argument(
+        "--delay", metavar="DURATION", type=duration_arg, help="run no sooner than this from now: 30s, 10m, 2h"
+    )
+    p.add_argument("--key", metavar="KEY", help="idempotency key: the same key again returns the existing job")
+    p.add_argument(
+        "--max-attempts",
+        metavar="N",
+        type=attempts_arg,
+        help=env_help("attempts before FAILED", "max_attempts", 3),
+    )
+    p.add_argument("--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m")
+
+
+def parse_payload(text: str) -> Any:
+    """The ``--json`` payload, or InvalidPayload with the position of the mistake."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"malformed JSON payload: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    if (args.path is None) == (args.payload is None):
+        raise InvalidPayload("give either a PATH or --json PAYLOAD (see 'jobq enqueue --help')")
+    settings = make_settings(args)
+    if args.path is not None:
+        from jobq.demo.producer import submit_file
+
+        with jobq.Queue(settings=settings) as q:
+            job_id = submit_file(q, settings, args.path)
+        out(str(job_id))
+        return EXIT_OK
+    text = sys.stdin.read() if args.payload == "-" else args.payload
+    payload = parse_payload(text)
+    with jobq.Queue(settings=settings) as q:
+        job_id = q.enqueue(
+            payload,
+            queue=args.queue,
+            task=args.task,
+            priority=args.priority,
+            delay=args.delay,
+            key=args.key,
+            max_attempts=args.max_attempts,
+            timeout=args.timeout,
+        )
+    out(str(job_id))
+    return EXIT_OK
+
+
+# -- list -------------------------------------------------------------------------------------------
+def add_list(command: AddCommand) -> None:
+    p = command("list", cmd_list, "list jobs, newest first")
+    p.add_argument(
+        "--status",
+        "-s",
+        metavar="STATUS",
+        dest="statuses",
+        action="append",
+        type=status_arg,
+        default=[],
+        help="only these statuses (repeatable or comma-separated, any case)",
+    )
+    p.add_argument(
+        "--queue", "-q", metavar="NAME", dest="queues", action="append", default=[], help="only this queue (repeatable)"
+    )
+    p.add_argument(
+        "--task", "-t", metavar="NAME", dest="tasks", action="append", default=[], help="only this task (repeatable)"
+    )
+    p.add_argument("--search", metavar="TEXT", help="case-insensitive text the payload contains")
+    p.add_argument(
+        "--sort",
+        choices=SORT_FIELDS,
+        default="id",
+        metavar="FIELD",
+        help=f"sort by: {', '.join(SORT_FIELDS)} (default id)",
+    )
+    p.add_argument("--asc", action="store_true", help="ascending (default: descending)")
+    p.add_argument(
+        "--limit",
+        "-n",
+        metavar="N",
+        type=positive_int_arg,
+        default=LIST_LIMIT_DEFAULT,
+        help=f"at most N jobs (default {LIST_LIMIT_DEFAULT})",
+    )
+    p.add_argument("--offset", metavar="N", type=non_negative_int_arg, default=0, help="skip the first N jobs")
+    json_options(p, lines=True)
+
+
+def _statuses(args: argparse.Namespace) -> tuple[JobStatus, ...]:
+    """The ``--status`` options of ``list`` and ``purge``, flattened, each once, in order."""
+    return tuple(dict.fromkeys(s for group in args.statuses for s in group))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    where = JobFilter(
+        statuses=_statuses(args),
+        queues=tuple(args.queues),
+        tasks=tuple(args.tasks),
+        search=args.search or None,
+    )
+    page = Page(sort=args.sort, descending=not args.asc, limit=args.limit, offset=args.offset)
+    with open_queue(args) as q:
+        jobs = q.list(where, page)
+        if args.output == "json":
+            out(json.dumps([job_dict(j) for j in jobs], ensure_ascii=False, indent=2))
+        elif args.output == "jsonl":
+            for j in jobs:
+                out(compact_json(job_dict(j)))
+        else:
+            total = q.count(where)
+            if jobs:
+                out(jobs_table(jobs, time.time()))
+                out(f"{args.offset + 1}-{args.offset + len(jobs)} of {total} jobs")
+            else:
+                out(f"no jobs (of {total} matching)" if total else "no jobs")
+    return EXIT_OK
+
+
+# -- show -------------------------------------------------------------------------------------------
+def add_show(command: AddCommand) -> None:
+    p = command("show", cmd_show, "show a job and its event history")
+    p.add_argument("job_id", type=job_id_arg, metavar="ID")
+    json_options(p)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_queue(args) as q:
+        job = q.get(args.job_id)
+        events = q.events(args.job_id)
+    if args.output == "json":
+        out(json.dumps({"job": job_dict(job), "events": [event_dict(e) for e in events]}, ensure_ascii=False, indent=2))
+    else:
+        out(job_text(job, events, time.time()))
+    return EXIT_OK
+
+
+# -- retry / cancel ---------------------------------------------------------------------------------
+def report_actions(results: Sequence[ActionResult]) -> int:
+    """One line per job: done ones on stdout, refused or unknown ones as errors on stderr.
+    Returns the exit code: 1 when any was refused or not found."""
+    code = EXIT_OK
+    for r in results:
+        if r.ok:
+            out(f"job {r.job_id}: {r.message or 'done'}" + (f" ({r.status.value})" if r.status else ""))
+        else:
+            err(r.message or (f"job {r.job_id} not found" if r.status is None else f"job {r.job_id}: refused"))
+            code = EXIT_ERROR
+    return code
+
+
+def add_retry(command: AddCommand) -> None:
+    # The help of retry and cancel names the statuses jobq.job.operator_actions allows (a unit test checks).
+    p = command("retry", cmd_retry, "resubmit FAILED, CANCELLED or COMPLETED jobs (back to PENDING)")
+    p.add_argument("job_ids", type=job_id_arg, nargs="*", metavar="ID")
+    p.add_argument("--all-failed", action="store_true", help="resubmit every FAILED job")
+    actor_option(p)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if args.all_failed and args.job_ids:
+        raise ConfigError("give job ids or --all-failed, not both")
+    if not args.all_failed and not args.job_ids:
+        raise ConfigError("give the ids of the jobs to resubmit, or --all-failed")
+    with open_queue(args) as q:
+        if args.all_failed:
+            results = q.resubmit_many(where=JobFilter(statuses=(JobStatus.FAILED,)))
+            if not results:
+                out("no FAILED jobs")
+        else:
+            results = q.resubmit_many(ids=list(dict.fromkeys(args.job_ids)))
+    return report_actions(results)
+
+
+def add_cancel(command: AddCommand) -> None:
+    p = command("cancel", cmd_cancel, "cancel PENDING or FAILED jobs; a PROCESSING job is asked to stop")
+    p.add_argument("job_ids", type=job_id_arg, nargs="+", metavar="ID")
+    actor_option(p)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with open_queue(args) as q:
+        results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
+    return report_actions(results)
+
+
+# -- purge ------------------------------------------------------------------------------------------
+def add_purge(command: AddCommand) -> None:
+    p = command("purge", cmd_purge, "delete finished jobs (and their events) older than a duration")
+    p.add_argument("--older-than", type=duration_arg, required=True, metavar="DURATION", help="e.g. 7d, 12h")
+    p.add_argument(
+        "--status",
+        "-s",
+        metavar="STATUS",
+        dest="statuses",
+        action="append",
+        type=status_arg,
+        default=[],
+        help="statuses to purge (repeatable or comma-separated; default COMPLETED)",
+    )
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    statuses = _statuses(args) or (JobStatus.COMPLETED,)
+    with open_queue(args) as q:
+        count = q.purge(older_than=args.older_than, statuses=statuses)
+    out(f"purged {count} job{'' if count == 1 else 's'} ({', '.join(s.value for s in statuses)}, "
+        f"finished more than {duration_text(args.older_than)} ago)")  # fmt: skip
+    return EXIT_OK

@@ -1,0 +1,183 @@
+"""The manager's model, computed without Streamlit: its filters and pages, what an action did
+(in words), a job's history as a table, who the operator is, and a manual job's path.
+
+Which action is legal for a job is the model's: ``jobq.job.operator_actions`` (the manager shows
+a button only where it is legal, and the store refuses anything else all the same).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from jobq import ActionResult, Event, JobFilter, JobqError, JobStatus
+from jobq.demo import paths
+from jobq.present import error_summary
+from jobq.web.safety import plain
+from jobq.web.views import count_jobs, fmt_time
+
+#: What an operator acts on: the manager's default status filter. A cancelled (or completed) job
+#: leaves this view, as docs/demo.md step 6 shows ("Cancel on PENDING -> disappears").
+DEFAULT_STATUSES: tuple[JobStatus, ...] = (JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED)
+PAGE_SIZES = (10, 25, 50, 100)
+PAGE_SIZE_DEFAULT = 25
+SORTS: dict[str, str] = {
+    "Newest first": "id",
+    "Created": "created_at",
+    "Last update": "updated_at",
+    "Started": "started_at",
+    "Finished": "finished_at",
+    "Attempts": "attempts",
+    "Priority": "priority",
+    "Status": "status",
+}
+OPERATOR_NAME_CHARS = 64
+"""Longest operator name stored as the actor of an action (longer names are cut)."""
+
+
+def build_filter(
+    statuses: Iterable[JobStatus | str] = (), queues: Iterable[str] = (), search: str | None = None
+) -> JobFilter:
+    """A JobFilter from the sidebar's choices (blank search means no search)."""
+    text = (search or "").strip()
+    return JobFilter(
+        statuses=tuple(JobStatus(s) for s in statuses),
+        queues=tuple(q for q in queues if q),
+        search=text or None,
+    )
+
+
+def describe_filter(where: JobFilter) -> str:
+    """The filter in words (plain text), for confirmations: ``status PENDING or FAILED, queue default``."""
+    parts = []
+    if where.statuses:
+        parts.append("status " + " or ".join(s.value for s in where.statuses))
+    if where.queues:
+        parts.append("queue " + " or ".join(plain(q) for q in where.queues))
+    if where.search:
+        parts.append(f"payload containing {plain(where.search)!r}")
+    return ", ".join(parts) or "all jobs"
+
+
+def page_count(total: int, size: int) -> int:
+    """Number of pages (at least 1) for ``total`` rows at ``size`` per page."""
+    return max(1, math.ceil(total / max(1, size)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """A readable summary of an operator action, for st.success / st.warning / st.error."""
+
+    level: str
+    """``"success"``, ``"warning"`` (partly done) or ``"error"`` (nothing done)."""
+    message: str
+    """Plain text: show it with ``safety.md_literal``."""
+    done: int
+    refused: int
+
+
+def summarize(results: Sequence[ActionResult], verb: str, max_listed: int = 3) -> Outcome:
+    """Summarise ActionResults: ``"Resubmitted 3 jobs. 1 refused: job 7: cannot resubmit ..."``."""
+    ok = [r for r in results if r.ok]
+    bad = [r for r in results if not r.ok]
+    if not results:
+        return Outcome("warning", f"No job matched: nothing to {verb.lower()}.", 0, 0)
+    past = {"Resubmit": "Resubmitted", "Cancel": "Cancelled"}.get(verb, verb + "ed")
+    parts = []
+    if ok:
+        requested = sum(1 for r in ok if r.status == JobStatus.PROCESSING)
+        parts.append(
+            f"{past} {count_jobs(len(ok))}"
+            + (f" ({requested} running: cancellation requested)" if requested else "")
+            + "."
+        )
+    if bad:
+        reasons = "; ".join(_refusal(r) for r in bad[:max_listed])
+        more = f"; and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
+        parts.append(f"{len(bad)} refused, nothing changed for {'it' if len(bad) == 1 else 'them'}: {reasons}{more}.")
+    level = "success" if not bad else ("warning" if ok else "error")
+    return Outcome(level, " ".join(parts), len(ok), len(bad))
+
+
+def _refusal(result: ActionResult) -> str:
+    if result.status is None:
+        return f"job {result.job_id} not found"
+    return plain(result.message) if result.message else f"job {result.job_id} is {result.status.value}"
+
+
+def events_frame(events: Iterable[Event]) -> pd.DataFrame:
+    """A job's history as a table: when, what, who, attempt, and a one-line detail."""
+    rows = []
+    for e in events:
+        detail = dict(e.detail)
+        error = detail.pop("error", None)
+        summary = plain(error_summary(str(error))) if error else plain(", ".join(f"{k}={v}" for k, v in detail.items()))
+        rows.append(
+            {
+                "at": fmt_time(e.at),
+                "event": str(e.kind),
+                "actor": plain(e.actor or ""),
+                "attempt": "" if e.attempt is None else str(e.attempt),
+                "detail": summary,
+            }
+        )
+    return pd.DataFrame(rows, columns=["at", "event", "actor", "attempt", "detail"])
+
+
+def event_errors(events: Iterable[Event]) -> list[tuple[Event, str]]:
+    """The events that carry an error text (full tracebacks), oldest first."""
+    out = []
+    for e in events:
+        error = e.detail.get("error")
+        if error:
+            out.append((e, str(error)))
+    return out
+
+
+# -- the operator, a manual job ------------------------------------------------------------------
+def login_name() -> str:
+    """The login name of the user running the app (``uidN`` when it has none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def clean_operator(name: str | None) -> str:
+    """An operator name as stored in the actor column: ``safety.plain``, spaces collapsed, at most
+    ``OPERATOR_NAME_CHARS`` characters ("" when nothing visible is left)."""
+    return " ".join(plain(name or "", OPERATOR_NAME_CHARS * 4).split())[:OPERATOR_NAME_CHARS]
+
+
+def resolve_operator(typed: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The operator recorded as ``actor``: what was typed, else ``JOBQ_OPERATOR``, else the login.
+
+    Cleaned by :func:`clean_operator`: an actor is shown in both apps and in ``jobq show``.
+    """
+    env = os.environ if env is None else env
+    for candidate in (typed, env.get("JOBQ_OPERATOR")):
+        cleaned = clean_operator(candidate)
+        if cleaned:
+            return cleaned
+    return clean_operator(login_name()) or f"uid{os.getuid()}"
+
+
+def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> str:
+    """Check a manual job's path as the consumer would; return the payload's path or raise ValueError.
+
+    Uses ``jobq.demo.paths.resolve_job_path`` (the consumer's own containment rules: inside the data
+    folder, a regular file, no symlink out, not the queue's database).
+    """
+    raw = (text or "").strip()
+    if not raw:
+        raise ValueError("enter a path, e.g. data/files/report.txt")
+    try:
+        real = paths.resolve_job_path(data_dir, raw, database_url=database_url)
+    except JobqError as exc:
+        raise ValueError(str(exc)) from None
+    return paths.job_path_text(data_dir, real)

@@ -1,0 +1,66 @@
+"""The manager's model (jobq.web.manager_model): filters, action summaries, operator, manual paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobq import ActionResult, JobFilter, JobStatus
+from jobq.job import operator_actions
+from jobq.web import manager_model
+
+
+def test_legal_buttons_follow_the_transition_table() -> None:
+    assert [s for s in JobStatus if "resubmit" in operator_actions(s)] == [
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    ]
+    assert [s for s in JobStatus if "cancel" in operator_actions(s)] == [
+        JobStatus.PENDING,
+        JobStatus.PROCESSING,
+        JobStatus.FAILED,
+    ]
+
+
+def test_filter_and_its_description() -> None:
+    where = manager_model.build_filter(["FAILED"], ["default"], "  a.txt ")
+    assert where == JobFilter(statuses=(JobStatus.FAILED,), queues=("default",), search="a.txt")
+    assert manager_model.describe_filter(where) == "status FAILED, queue default, payload containing 'a.txt'"
+    assert manager_model.describe_filter(manager_model.build_filter()) == "all jobs"
+    assert manager_model.page_count(0, 25) == 1 and manager_model.page_count(101, 25) == 5
+
+
+def test_summaries_of_action_results() -> None:
+    ok = ActionResult(1, True, JobStatus.PENDING, "resubmitted")
+    bad = ActionResult(2, False, JobStatus.PENDING, "job 2: cannot resubmit a job that is PENDING")
+    missing = ActionResult(3, False, None, "")
+    assert manager_model.summarize([ok], "Resubmit") == manager_model.Outcome("success", "Resubmitted 1 job.", 1, 0)
+    mixed = manager_model.summarize([ok, bad, missing], "Resubmit")
+    assert mixed.level == "warning" and "2 refused" in mixed.message and "job 3 not found" in mixed.message
+    assert manager_model.summarize([bad], "Resubmit").level == "error"
+    assert manager_model.summarize([], "Cancel").level == "warning"
+
+
+def test_operator() -> None:
+    assert manager_model.resolve_operator("  carol ", {"JOBQ_OPERATOR": "alice"}) == "carol"
+    assert manager_model.resolve_operator("", {"JOBQ_OPERATOR": "alice"}) == "alice"
+    assert manager_model.resolve_operator(None, {}) == manager_model.login_name()
+
+
+def test_manual_path_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "files").mkdir(parents=True)
+    (tmp_path / "data" / "files" / "a.txt").write_text("a\n")
+    (tmp_path / "outside.txt").write_text("no\n")
+    assert manager_model.validate_path("data/files/a.txt", "data") == "data/files/a.txt"
+    for bad in ("", "../outside.txt", "data/files/missing.txt", str(tmp_path / "outside.txt")):
+        with pytest.raises(ValueError):
+            manager_model.validate_path(bad, "data")
+
+
+def test_operator_names_are_cleaned_and_cut() -> None:
+    assert manager_model.clean_operator(" mal\u202elory\x1b\n  ops ") == "mallory ops"
+    assert manager_model.clean_operator("z" * 500) == "z" * manager_model.OPERATOR_NAME_CHARS
+    assert manager_model.resolve_operator("\u202e\u200b", {"JOBQ_OPERATOR": "al\x00ice"}) == "alice"
