@@ -1,0 +1,239 @@
+"""The backend contract: enqueue, claim, heartbeat, completion and fencing, failures and retries."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import jobq
+from jobq import EventKind, JobFilter, JobStatus
+from jobq.testing import FakeClock
+
+P, R, C, F, X = (
+    JobStatus.PENDING,
+    JobStatus.PROCESSING,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
+
+
+def kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+# -- enqueue ------------------------------------------------------------------------------------
+def test_enqueue_and_get_round_trip(queue: jobq.Queue, clock: FakeClock) -> None:
+    payload = {"path": "data/files/ä.txt", "n": [1, 2.5, None, True]}
+    job_id = queue.enqueue(payload, queue="files", task="stamp", priority=3, max_attempts=5, timeout=9.0)
+    job = queue.get(job_id)
+    assert (job.id, job.queue, job.task, job.payload) == (job_id, "files", "stamp", payload)
+    assert (job.status, job.priority, job.attempts, job.max_attempts, job.run) == (P, 3, 0, 5, 1)
+    assert job.timeout == 9.0
+    assert job.created_at == job.run_at == clock.now
+    assert job.lease_token is None and job.started_at is None and job.finished_at is None
+    assert kinds(queue, job_id) == ["enqueued"]
+
+
+def test_ids_increase(queue: jobq.Queue) -> None:
+    ids = [queue.enqueue({"i": i}) for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_idempotency_key_returns_existing_job(queue: jobq.Queue) -> None:
+    first = queue.enqueue({"a": 1}, key="k1")
+    again = queue.enqueue({"a": 2}, key="k1")
+    assert first == again
+    assert queue.get(first).payload == {"a": 1}
+    assert queue.count() == 1
+    many = queue.enqueue_many([{"x": 1}, {"x": 2}, {"x": 3}], keys=["k1", "k2", "k2"])
+    assert many[0] == first and many[1] == many[2] != first
+    assert queue.count() == 2
+
+
+def test_enqueue_many_in_order(queue: jobq.Queue) -> None:
+    ids = queue.enqueue_many([{"i": i} for i in range(50)], queue="bulk")
+    assert len(ids) == 50 and ids == sorted(ids)
+    assert [queue.get(i).payload["i"] for i in ids[:3]] == [0, 1, 2]
+    assert queue.count(JobFilter(queues=("bulk",))) == 50
+
+
+def test_payload_limits_and_types(queue: jobq.Queue) -> None:
+    with pytest.raises(jobq.PayloadTooLarge):
+        queue.enqueue("x" * (queue.settings.payload_limit_bytes + 1))
+    with pytest.raises(jobq.InvalidPayload):
+        queue.enqueue({"when": object()})
+    with pytest.raises(jobq.InvalidPayload):
+        queue.enqueue({"nan": float("nan")})
+    assert queue.count() == 0
+
+
+# -- claim --------------------------------------------------------------------------------------
+def test_claim_order_priority_run_at_id(queue: jobq.Queue, clock: FakeClock) -> None:
+    low = queue.enqueue("low", priority=5)
+    high_later = queue.enqueue("high-later", priority=1, run_at=clock.now - 1)
+    high_earlier = queue.enqueue("high-earlier", priority=1, run_at=clock.now - 5)
+    normal = queue.enqueue("normal")
+    order = [queue.claim("w").payload for _ in range(4)]  # type: ignore[union-attr]
+    assert order == ["normal", "high-earlier", "high-later", "low"]
+    assert queue.claim("w") is None
+    assert {low, high_later, high_earlier, normal} == {j.id for j in queue.list(JobFilter(statuses=(R,)))}
+
+
+def test_delayed_job_waits_until_due(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("later", delay=60)
+    assert queue.claim("w") is None
+    assert queue.backend.next_due_at(["default"]) == pytest.approx(clock.now + 60)
+    clock.advance(61)
+    job = queue.claim("w")
+    assert job is not None and job.id == job_id
+
+
+def test_claim_hands_out_a_lease(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue({"a": 1})
+    job = queue.claim("w1", lease=30)
+    assert job is not None and job.id == job_id
+    assert (job.status, job.attempts, job.lease_owner) == (R, 1, "w1")
+    assert job.lease_expires_at == pytest.approx(clock.now + 30)
+    assert job.started_at == clock.now and job.lease_token
+    assert kinds(queue, job_id) == ["enqueued", "claimed"]
+    assert queue.events(job_id)[1].actor == "w1"
+
+
+def test_claim_many_distinct_tokens(queue: jobq.Queue) -> None:
+    queue.enqueue_many([{"i": i} for i in range(10)])
+    jobs = queue.claim_many("w", 4)
+    assert len(jobs) == 4
+    assert len({j.lease_token for j in jobs}) == 4
+    assert [j.payload["i"] for j in jobs] == [0, 1, 2, 3]
+    assert len(queue.claim_many("w", 100)) == 6
+
+
+def test_queues_are_separate(queue: jobq.Queue) -> None:
+    queue.enqueue("a", queue="a")
+    b = queue.enqueue("b", queue="b")
+    job = queue.claim("w", queue="b")
+    assert job is not None and job.id == b
+    assert queue.claim("w", queue="b") is None
+    assert queue.claim("w", queue="c") is None
+    assert len(queue.claim_many("w", 5, queue=["a", "b"])) == 1
+
+
+def test_no_job_claimed_twice_by_concurrent_handles(queue: jobq.Queue, open_queue: Callable[[], jobq.Queue]) -> None:
+    queue.enqueue_many([{"i": i} for i in range(200)])
+    handles = [open_queue() for _ in range(4)]
+    got: list[list[int]] = [[] for _ in handles]
+
+    def drain(index: int) -> None:
+        while True:
+            jobs = handles[index].claim_many(f"w{index}", 3)
+            if not jobs:
+                return
+            got[index].extend(j.id for j in jobs)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(handles))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    claimed = [i for ids in got for i in ids]
+    assert len(claimed) == 200 and len(set(claimed)) == 200
+
+
+# -- heartbeat, complete, fencing ---------------------------------------------------------------
+def test_heartbeat_extends_lease(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.enqueue("x")
+    job = queue.claim("w", lease=10)
+    assert job is not None
+    clock.advance(8)
+    assert queue.heartbeat(job, lease=10) is False
+    assert queue.get(job.id).lease_expires_at == pytest.approx(clock.now + 10)
+
+
+def test_complete_records_result(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    clock.advance(2)
+    queue.complete(job, {"bytes": 12})
+    done = queue.get(job_id)
+    assert (done.status, done.result, done.finished_at) == (C, {"bytes": 12}, clock.now)
+    assert done.lease_token is None
+    assert kinds(queue, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_fencing_stale_worker_is_refused(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A claims, its lease runs out, B claims and completes; A's late writes change nothing."""
+    job_id = queue.enqueue("x", max_attempts=3)
+    a = queue.claim("A", lease=5)
+    assert a is not None
+    clock.advance(6)
+    rescued = queue.rescue_expired()
+    assert [(r.job_id, r.outcome, r.previous_owner) for r in rescued] == [(job_id, "rescued", "A")]
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    b = queue.claim("B", lease=5)
+    assert b is not None and b.id == job_id and b.lease_token != a.lease_token
+    for late in (lambda: queue.complete(a), lambda: queue.heartbeat(a), lambda: queue.fail(a, "boom")):
+        with pytest.raises(jobq.LeaseLost):
+            late()
+    current = queue.get(job_id)
+    assert (current.status, current.lease_owner, current.lease_token) == (R, "B", b.lease_token)
+    queue.complete(b)
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(a)
+    assert queue.get(job_id).status == C
+    refused = [e for e in queue.events(job_id) if e.kind == EventKind.STALE_WRITE_REFUSED]
+    assert {e.detail["operation"] for e in refused} == {"complete", "heartbeat", "fail"}
+    assert all(e.actor == "A" for e in refused)
+
+
+def test_complete_twice_is_refused(queue: jobq.Queue) -> None:
+    queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job)
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(job)
+
+
+def test_complete_many_group_commit_fenced_per_job(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.enqueue_many(["a", "b", "c"])
+    jobs = queue.claim_many("w", 3, lease=5)
+    clock.advance(6)
+    queue.rescue_expired()
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    fresh = queue.claim("other", lease=60)
+    assert fresh is not None
+    stale = next(j for j in jobs if j.id == fresh.id)
+    assert queue.complete_many([(stale, None), (fresh, 1)]) == [False, True]
+    assert queue.get(fresh.id).status == C
+
+
+# -- failures and retries -----------------------------------------------------------------------
+def test_fail_retries_with_backoff_then_fails(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x", max_attempts=2)
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.fail(job, "first error") == P
+    after = queue.get(job_id)
+    base = queue.settings.backoff_base_seconds
+    assert after.status == P and after.last_error == "first error"
+    assert clock.now + base * 0.5 <= after.run_at <= clock.now + base
+    assert queue.claim("w") is None or base * 0.5 == 0
+    clock.advance(base + 0.01)
+    job = queue.claim("w")
+    assert job is not None and job.attempts == 2
+    assert queue.fail(job, "second error") == F
+    final = queue.get(job_id)
+    assert (final.status, final.last_error, final.finished_at) == (F, "second error", clock.now)
+    assert kinds(queue, job_id) == ["enqueued", "claimed", "retry_scheduled", "claimed", "failed"]
+
+
+def test_fail_without_retry(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("x", max_attempts=5)
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.fail(job, "bad path", retry=False) == F
+    assert queue.get(job_id).status == F

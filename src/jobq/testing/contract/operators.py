@@ -1,0 +1,224 @@
+"""The backend contract: rescue, operator actions, reads."""
+
+from __future__ import annotations
+
+import pytest
+
+import jobq
+from jobq import JobFilter, JobStatus, Page
+from jobq.testing import FakeClock
+
+P, R, C, F, X = (
+    JobStatus.PENDING,
+    JobStatus.PROCESSING,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
+
+
+def kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+# -- rescue -------------------------------------------------------------------------------------
+def test_rescue_outcomes(queue: jobq.Queue, clock: FakeClock) -> None:
+    again = queue.enqueue("again", max_attempts=2)
+    spent = queue.enqueue("spent", max_attempts=1)
+    stopped = queue.enqueue("stopped", max_attempts=3)
+    alive = queue.enqueue("alive", max_attempts=1)
+    jobs = {j.id: j for j in queue.claim_many("dead", 3, lease=5)}
+    keeper = queue.claim("live", lease=5)
+    assert keeper is not None and keeper.id == alive and set(jobs) == {again, spent, stopped}
+    queue.cancel(stopped, actor="op")
+    outcomes: dict[int, str] = {}
+    for _ in range(10):  # a job that keeps heartbeating is never rescued, however long it runs
+        clock.advance(4)
+        queue.heartbeat(keeper, lease=5)
+        outcomes.update({r.job_id: r.outcome for r in queue.rescue_expired()})
+    assert outcomes == {again: "rescued", spent: "expired", stopped: "cancelled"}
+    statuses = {i: queue.get(i).status for i in (again, spent, stopped, alive)}
+    assert statuses == {again: P, spent: F, stopped: X, alive: R}
+    assert "lease expired" in (queue.get(spent).last_error or "")
+    assert kinds(queue, again)[-1] == "rescued" and kinds(queue, spent)[-1] == "expired"
+
+
+def test_rescue_is_conditional_on_the_lease_it_read(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.enqueue("x")
+    job = queue.claim("w", lease=5)
+    assert job is not None
+    clock.advance(1)
+    queue.complete(job)
+    clock.advance(10)
+    assert queue.rescue_expired() == []
+    assert queue.get(job.id).status == C
+
+
+def test_release_returns_job_without_counting_attempt(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.release(job) is True
+    released = queue.get(job_id)
+    assert (released.status, released.attempts, released.run_at) == (P, 0, clock.now)
+    assert queue.release(job) is False
+    assert kinds(queue, job_id)[-2:] == ["released", "stale_write_refused"]
+
+
+# -- operator actions ---------------------------------------------------------------------------
+def test_cancel_pending_and_failed(queue: jobq.Queue) -> None:
+    pending = queue.enqueue("p")
+    result = queue.cancel(pending, actor="alice")
+    assert (result.ok, result.status) == (True, X)
+    assert queue.get(pending).status == X
+    event = queue.events(pending)[-1]
+    assert (event.kind, event.actor) == ("cancelled", "alice")
+    failed = queue.enqueue("f")
+    job = queue.claim("w")
+    assert job is not None
+    queue.fail(job, "nope", retry=False)
+    assert queue.cancel(failed).status == X
+
+
+def test_cancel_running_is_cooperative(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("r")
+    job = queue.claim("w")
+    assert job is not None
+    result = queue.cancel(job_id, actor="bob")
+    assert result.ok and result.status == R and "requested" in result.message
+    assert queue.get(job_id).cancel_requested is True
+    assert queue.heartbeat(job) is True
+    assert queue.ack_cancel(job) is True
+    assert queue.get(job_id).status == X
+    assert kinds(queue, job_id)[-2:] == ["cancel_requested", "cancelled"]
+
+
+def test_illegal_actions_change_nothing(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("x")
+    with pytest.raises(jobq.InvalidTransition, match="cannot resubmit a job that is PENDING"):
+        queue.resubmit(job_id)
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job)
+    with pytest.raises(jobq.InvalidTransition):
+        queue.cancel(job_id)
+    with pytest.raises(jobq.JobNotFound):
+        queue.cancel(987654)
+    with pytest.raises(jobq.JobNotFound):
+        queue.resubmit(987654)
+    assert queue.get(job_id).status == C
+    assert kinds(queue, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_resubmit_starts_a_new_run(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x", max_attempts=1)
+    job = queue.claim("w")
+    assert job is not None
+    queue.fail(job, "boom")
+    clock.advance(5)
+    result = queue.resubmit(job_id, actor="carol")
+    assert (result.ok, result.status) == (True, P)
+    again = queue.get(job_id)
+    assert (again.status, again.attempts, again.run, again.run_at) == (P, 0, 2, clock.now)
+    assert again.finished_at is None
+    assert queue.events(job_id)[-1].actor == "carol"
+    job2 = queue.claim("w")
+    assert job2 is not None and job2.run == 2
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(job)
+    queue.complete(job2)
+    assert queue.resubmit(job_id).status == P  # COMPLETED -> PENDING too
+
+
+def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
+    a = queue.enqueue_many(["a1", "a2", "a3"], queue="a")
+    b = queue.enqueue("b1", queue="b")
+    results = queue.cancel_many(where=JobFilter(statuses=(P,), queues=("a",)), actor="ops")
+    assert sorted(r.job_id for r in results if r.ok) == sorted(a)
+    assert queue.get(b).status == P
+    mixed = queue.resubmit_many(ids=[a[0], b, 424242], actor="ops")
+    by_id = {r.job_id: r for r in mixed}
+    assert by_id[a[0]].ok and by_id[a[0]].status == P
+    assert not by_id[b].ok and by_id[b].status == P and "cannot resubmit" in by_id[b].message
+    assert not by_id[424242].ok and by_id[424242].status is None
+    assert queue.cancel_many(ids=[]) == []
+    assert queue.get(b).status == P
+
+
+# -- reads --------------------------------------------------------------------------------------
+def test_list_filter_search_sort_page(queue: jobq.Queue, clock: FakeClock) -> None:
+    for i in range(30):
+        queue.enqueue({"path": f"data/files/f{i:02d}.txt"}, queue="even" if i % 2 == 0 else "odd")
+        clock.advance(1)
+    evens = queue.list(JobFilter(queues=("even",)), Page(limit=100))
+    assert len(evens) == 15 and all(j.queue == "even" for j in evens)
+    assert [j.id for j in evens] == sorted((j.id for j in evens), reverse=True)
+    found = queue.list(JobFilter(search="F07"))
+    assert [j.payload["path"] for j in found] == ["data/files/f07.txt"]
+    assert queue.list(JobFilter(search="100%_")) == []
+    page1 = queue.list(JobFilter(), Page(sort="created_at", descending=False, limit=10, offset=0))
+    page2 = queue.list(JobFilter(), Page(sort="created_at", descending=False, limit=10, offset=10))
+    assert [j.payload["path"] for j in page1][:2] == ["data/files/f00.txt", "data/files/f01.txt"]
+    assert page1[-1].created_at < page2[0].created_at
+    assert queue.count(JobFilter(search="f1")) == 10
+    with pytest.raises(jobq.ConfigError):
+        queue.list(JobFilter(), Page(sort="payload; DROP TABLE jobs"))
+
+
+def test_counts_and_stats(queue: jobq.Queue, clock: FakeClock) -> None:
+    assert queue.counts() == {s.value: 0 for s in JobStatus}
+    queue.enqueue_many(["a", "b", "c", "d"])
+    clock.advance(10)
+    done = queue.claim("w")
+    assert done is not None
+    queue.complete(done)
+    running = queue.claim("w", lease=5)
+    assert running is not None
+    counts = queue.counts()
+    assert counts == {"PENDING": 2, "PROCESSING": 1, "COMPLETED": 1, "FAILED": 0, "CANCELLED": 0}
+    clock.advance(6)
+    stats = queue.stats()
+    assert stats.counts == counts
+    assert stats.by_queue["default"]["PENDING"] == 2
+    assert stats.oldest_pending_at == pytest.approx(clock.now - 16)
+    assert stats.completed_last_minute == 1
+    assert stats.expired_leases == 1
+
+
+def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
+    start = clock.now
+    queue.enqueue_many(["a", "b", "c"])
+    clock.advance(30)
+    job = queue.claim("w")
+    assert job is not None
+    clock.advance(5)
+    queue.complete(job)
+    clock.advance(90)
+    buckets = queue.history(window=180, bucket=60)
+    assert len(buckets) == 3
+    assert sum(b.enqueued for b in buckets) == 3
+    assert sum(b.completed for b in buckets) == 1
+    finished = start + 35
+    first = next(b for b in buckets if b.start <= finished < b.start + 60)
+    assert first.completed == 1 and first.claimed == 1 and first.run_p50 == pytest.approx(5)
+    assert first.wait_p50 == pytest.approx(30)
+    assert buckets[-1].depth == 2
+
+
+def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
+    old = queue.enqueue("old")
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job)
+    clock.advance(8 * 86400)
+    fresh = queue.enqueue("fresh")
+    job2 = queue.claim("w")
+    assert job2 is not None
+    queue.complete(job2)
+    waiting = queue.enqueue("waiting")
+    assert queue.purge(older_than=7 * 86400, statuses=[JobStatus.COMPLETED]) == 1
+    with pytest.raises(jobq.JobNotFound):
+        queue.get(old)
+    assert queue.events(old) == []
+    assert queue.get(fresh).status == C and queue.get(waiting).status == P
+    assert queue.enqueue("next") > waiting  # ids are never reused

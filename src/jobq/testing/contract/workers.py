@@ -1,0 +1,280 @@
+"""The backend contract: the worker registry and wake-up; hardening (repeated writes, write-time
+clocks, stalls, bad rows); liveness by pid."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+import jobq
+from jobq import JobStatus
+from jobq.backends.base import WorkerInfo
+from jobq.testing import FakeClock
+from jobq.worker.rescuer import Rescuer, process_table_id
+
+P, R, C, F, X = (
+    JobStatus.PENDING,
+    JobStatus.PROCESSING,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
+
+
+def kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+# -- workers and wake-up ------------------------------------------------------------------------
+def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
+    info = WorkerInfo(
+        id="host:1:abc",
+        name="consumer1",
+        host="host",
+        pid=1,
+        queues=("default",),
+        started_at=clock.now,
+        last_seen_at=clock.now,
+    )
+    queue.backend.register_worker(info)
+    clock.advance(5)
+    queue.backend.worker_seen(info.id, clock.now, [7, 8], 3, 1)
+    (seen,) = queue.workers()
+    assert (seen.name, seen.current_jobs, seen.jobs_done, seen.jobs_failed) == ("consumer1", (7, 8), 3, 1)
+    assert seen.last_seen_at == clock.now and seen.stopped_at is None
+    queue.backend.worker_stopped(info.id, clock.now)
+    (stopped,) = queue.workers()
+    assert stopped.stopped_at == clock.now and stopped.current_jobs == ()
+
+
+def test_listener_wakes_on_enqueue(queue: jobq.Queue, open_queue: Callable[[], jobq.Queue]) -> None:
+    now = time.time()
+    listener = queue.backend.listener("w-listen", ["default"])
+    try:
+        queue.backend.register_worker(
+            WorkerInfo(
+                id="w-listen",
+                name="w",
+                host="h",
+                pid=1,
+                queues=("default",),
+                started_at=now,
+                last_seen_at=now,
+                wake_address=listener.address,
+            )
+        )
+        producer = jobq.Queue(settings=queue.settings)  # real clock: the registry is "live"
+        try:
+            listener.wait(0)  # drain anything pending
+            producer.enqueue("wake up")
+            deadline = time.monotonic() + 10
+            woke = False
+            while not woke and time.monotonic() < deadline:
+                woke = listener.wait(0.5)
+            assert woke
+        finally:
+            producer.close()
+    finally:
+        listener.close()
+
+
+def test_jobs_of_a_gone_worker_are_rescued_before_their_lease_expires(queue: jobq.Queue, clock: FakeClock) -> None:
+    gone_job = queue.enqueue("held by a dead worker")
+    live_job = queue.enqueue("held by a live worker")
+    dead = queue.claim("dead-worker", lease=300)
+    live = queue.claim("live-worker", lease=300)
+    assert dead is not None and live is not None and dead.id == gone_job and live.id == live_job
+    results = queue.rescue_expired(actor="w", gone_owners=["dead-worker"])
+    assert [(r.job_id, r.outcome) for r in results] == [(gone_job, "rescued")]
+    assert "exited" in (queue.get(gone_job).last_error or "")
+    assert queue.get(live_job).status == R
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(dead)
+
+
+# -- hardening: repeated writes, late clocks, stalls, bad rows -----------------------------------
+def test_a_repeated_write_that_had_committed_is_recognised_not_refused(queue: jobq.Queue) -> None:
+    """After a commit whose reply was lost, the worker repeats its write with ``repeat=True``."""
+    done_id, failed_id, retried_id = queue.enqueue_many(["c", "f", "r"])
+    jobs = {j.id: j for j in queue.claim_many("w", 3)}
+    queue.complete(jobs[done_id], {"ok": 1})
+    queue.fail(jobs[failed_id], "bad", retry=False)
+    queue.fail(jobs[retried_id], "flaky")
+    assert queue.complete_many([(jobs[done_id], {"ok": 1})], repeat=True) == [True]
+    assert queue.fail_many([(jobs[failed_id], "bad", False), (jobs[retried_id], "flaky", True)], repeat=True) == [
+        (F, True),
+        (P, True),
+    ]
+    for job_id in (done_id, failed_id, retried_id):
+        assert "stale_write_refused" not in kinds(queue, job_id)
+    assert kinds(queue, done_id).count("completed") == 1
+    # Without repeat a second write with the same lease is refused, as any stale one.
+    with pytest.raises(jobq.LeaseLost):
+        queue.complete(jobs[done_id])
+
+
+def test_a_repeat_does_not_accept_a_write_that_another_lease_superseded(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x")
+    a = queue.claim("A", lease=5)
+    assert a is not None
+    clock.advance(6)
+    queue.rescue_expired()
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    b = queue.claim("B", lease=60)
+    assert b is not None and b.id == job_id
+    queue.complete(b)
+    assert queue.complete_many([(a, None)], repeat=True) == [False]
+    assert kinds(queue, job_id)[-1] == "stale_write_refused"
+
+
+def test_completion_clears_the_error_of_an_earlier_attempt(queue: jobq.Queue, clock: FakeClock) -> None:
+    job_id = queue.enqueue("x", max_attempts=3)
+    first = queue.claim("w")
+    assert first is not None
+    queue.fail(first, "boom")
+    assert queue.get(job_id).last_error == "boom"
+    clock.advance(queue.settings.backoff_cap_seconds + 1)
+    second = queue.claim("w")
+    assert second is not None
+    queue.complete(second)
+    done = queue.get(job_id)
+    assert (done.status, done.last_error) == (C, None)
+    assert queue.events(job_id)[2].detail["error"] == "boom"  # the history keeps it
+
+
+def test_completion_note_is_recorded(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    assert queue.complete_many([(job, 1)], notes=["a cancel came too late"]) == [True]
+    assert queue.events(job_id)[-1].detail == {"note": "a cancel came too late"}
+
+
+def test_worker_writes_read_the_clock_when_they_happen(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The time is read inside the transaction (after any wait for a lock), not before."""
+    queue.enqueue("x")
+    calls = []
+
+    def later() -> float:
+        calls.append(clock.now)
+        return clock.now
+
+    queue.clock = later
+    job = queue.claim("w", lease=10)
+    assert job is not None and calls  # the backend asked for the time itself
+    assert job.lease_expires_at == pytest.approx(clock.now + 10)
+
+
+def test_rescue_cutoff_spares_leases_that_expired_after_it(queue: jobq.Queue, clock: FakeClock) -> None:
+    early, late = queue.enqueue_many(["early", "late"])
+    a = queue.claim("A", lease=5)
+    clock.advance(3)
+    b = queue.claim("B", lease=5)
+    assert a is not None and b is not None and (a.id, b.id) == (early, late)
+    clock.advance(10)  # both leases expired: A's at +5, B's at +8
+    start = clock.now
+    rescued = queue.rescue_expired(cutoff=lambda now: start - 13 + 6)  # a stall began at +6
+    assert [r.job_id for r in rescued] == [early]
+    assert queue.get(late).status == R
+    assert queue.rescue_expired() and queue.get(late).status == P
+
+
+def test_enqueue_refuses_too_deep_a_payload(queue: jobq.Queue) -> None:
+    from jobq.payloads import JSON_DEPTH_LIMIT
+
+    deep: object = "leaf"
+    for _ in range(990):
+        deep = [deep]
+    with pytest.raises(jobq.InvalidPayload, match="deeper than"):
+        queue.enqueue(deep)
+    ok: object = 1
+    for _ in range(JSON_DEPTH_LIMIT):
+        ok = {"k": ok}
+    job_id = queue.enqueue(ok)
+    assert queue.get(job_id).payload == ok and queue.get(job_id).defect is None
+    with pytest.raises(jobq.InvalidPayload):
+        queue.enqueue({"k": ok})
+    assert queue.count() == 1
+
+
+# -- liveness by pid: only within our own process table ----------------------------------------
+DEAD_PID = 2**22 + 1
+"""Above Linux's PID_MAX_LIMIT (2**22): no process has it, so ``kill(pid, 0)`` always says gone."""
+
+
+def _worker(worker_id: str, host: str, pid: int, process_table: str | None, now: float) -> WorkerInfo:
+    return WorkerInfo(
+        id=worker_id,
+        name=worker_id,
+        host=host,
+        pid=pid,
+        queues=("default",),
+        started_at=now,
+        last_seen_at=now,
+        process_table=process_table,
+    )
+
+
+def test_a_dead_pid_means_gone_only_in_our_own_process_table(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Every row has this host's name and (but one) a pid no process has. Only rows of our process
+    table (same boot, same PID namespace) are pid-checked: another container's row (other PID
+    namespace), another boot's, or one of unknown identity waits for its lease. The host name
+    plays no part. PostgreSQL (many hosts) never checks pids at all."""
+    ours = process_table_id()
+    if ours is None:
+        pytest.skip("no /proc here: no process-table identity, so pids are never checked")
+    boot_id, namespace = ours.split("/")
+    host = socket.gethostname()
+    rows = {
+        "ours-dead": (host, DEAD_PID, ours),
+        "ours-renamed-dead": ("another-uts-name", DEAD_PID, ours),
+        "ours-alive": (host, os.getpid(), ours),
+        "other-namespace-dead": (host, DEAD_PID, f"{boot_id}/pid:[1]"),
+        "other-boot-dead": (host, DEAD_PID, f"00000000-0000-0000-0000-000000000000/{namespace}"),
+        "unknown-dead": (host, DEAD_PID, None),
+    }
+    held = {}
+    for worker_id, (name, pid, table) in rows.items():
+        queue.backend.register_worker(_worker(worker_id, name, pid, table, clock.now))
+        queue.enqueue(worker_id)
+        job = queue.claim(worker_id, lease=300)
+        assert job is not None
+        held[worker_id] = job.id
+    assert {w.id: w.process_table for w in queue.workers()} == {k: v[2] for k, v in rows.items()}
+
+    rescuer = Rescuer(queue, "the-rescuer", 1.0)
+    gone = ["ours-dead", "ours-renamed-dead"] if queue.backend.single_host else []
+    assert sorted(rescuer.gone_workers()) == gone
+    rescuer.tick()
+    assert sorted(w.id for w in queue.workers() if w.stopped_at is not None) == gone
+    assert {k: queue.get(i).status for k, i in held.items()} == {k: P if k in gone else R for k in held}
+
+
+def test_errors_are_capped_in_the_job_and_in_each_event(queue: jobq.Queue) -> None:
+    from jobq.backends.common import EVENT_ERROR_MAX_CHARS
+    from jobq.queue import ERROR_MAX_CHARS
+
+    job_id = queue.enqueue("x", max_attempts=2)
+    job = queue.claim("w")
+    assert job is not None
+    error = "Traceback (most recent call last):\n" + "x" * 100_000 + "\nValueError: the cause"
+    queue.fail(job, error)
+    stored = queue.get(job_id).last_error or ""
+    assert len(stored) <= ERROR_MAX_CHARS and stored.endswith("ValueError: the cause")
+    detail = queue.events(job_id)[-1].detail["error"]
+    assert len(detail) <= EVENT_ERROR_MAX_CHARS and detail.endswith("ValueError: the cause")
+    assert "characters cut" in detail
+
+
+def test_out_of_range_numbers_are_refused_in_one_line(queue: jobq.Queue) -> None:
+    with pytest.raises(jobq.JobNotFound):
+        queue.get(10**20)
+    with pytest.raises(jobq.InvalidPayload, match="priority"):
+        queue.enqueue("x", priority=2**31)
+    with pytest.raises(jobq.InvalidPayload, match="max_attempts"):
+        queue.enqueue("x", max_attempts=2**40)
+    assert queue.count() == 0
