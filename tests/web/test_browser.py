@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, START_TIMEOUT_SECONDS, UI_TIMEOUT_MS, free_port, healthy, poll
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, poll, serve
 from seeding import MANAGER, OPS, REPO, seed_demo
 
 from jobq import JobStatus, Queue
@@ -37,34 +36,12 @@ def served(
     ports = []
     for app in (MANAGER, OPS):
         port = free_port()
-        log = open(tmp_path / f"{app.stem}.log", "wb")  # noqa: SIM115 - closed in the finalizer
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-        def stop(proc: subprocess.Popen[bytes] = proc, log: object = log) -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
-            log.close()  # type: ignore[attr-defined]
-
-        request.addfinalizer(stop)
-        ports.append((port, proc, tmp_path / f"{app.stem}.log"))
-    for port, proc, log_path in ports:
-
-        def up(port: int = port, proc: subprocess.Popen[bytes] = proc) -> bool:
-            return proc.poll() is not None or healthy(port)
-
-        poll(up, f"streamlit on port {port}", START_TIMEOUT_SECONDS)
-        assert proc.poll() is None, log_path.read_text()
-    yield url, ids, ports[0][0], ports[1][0]
+        command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+                   "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
+                   "false", "--server.fileWatcherType", "none"]  # fmt: skip
+        serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / f"{app.stem}.log")
+        ports.append(port)
+    yield url, ids, ports[0], ports[1]
 
 
 def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int]], int, int], tmp_path: Path) -> None:
