@@ -14,7 +14,8 @@ import pytest
 
 import jobq
 from jobq.testing.contract import *  # noqa: F403 - every contract test, collected here
-from jobq.testing.contract.workers import DEAD_PID, P, R, _worker
+from jobq.testing.contract.common import P, R
+from jobq.testing.contract.workers import DEAD_PID, _worker
 from jobq.worker.rescuer import Rescuer
 
 

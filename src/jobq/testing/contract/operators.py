@@ -7,18 +7,7 @@ import pytest
 import jobq
 from jobq import JobFilter, JobStatus, Page
 from jobq.testing import FakeClock
-
-P, R, C, F, X = (
-    JobStatus.PENDING,
-    JobStatus.PROCESSING,
-    JobStatus.COMPLETED,
-    JobStatus.FAILED,
-    JobStatus.CANCELLED,
-)
-
-
-def kinds(q: jobq.Queue, job_id: int) -> list[str]:
-    return [str(e.kind) for e in q.events(job_id)]
+from jobq.testing.contract.common import C, F, P, R, X, kinds
 
 
 # -- rescue -------------------------------------------------------------------------------------

@@ -11,22 +11,10 @@ from collections.abc import Callable
 import pytest
 
 import jobq
-from jobq import JobStatus
 from jobq.backends.base import WorkerInfo
 from jobq.testing import FakeClock
+from jobq.testing.contract.common import C, F, P, R, kinds
 from jobq.worker.rescuer import Rescuer, process_table_id
-
-P, R, C, F, X = (
-    JobStatus.PENDING,
-    JobStatus.PROCESSING,
-    JobStatus.COMPLETED,
-    JobStatus.FAILED,
-    JobStatus.CANCELLED,
-)
-
-
-def kinds(q: jobq.Queue, job_id: int) -> list[str]:
-    return [str(e.kind) for e in q.events(job_id)]
 
 
 # -- workers and wake-up ------------------------------------------------------------------------
