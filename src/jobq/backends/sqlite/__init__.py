@@ -23,8 +23,10 @@ Design and limits, stated openly:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -248,6 +250,15 @@ class SqliteBackend(SqlStore):
             self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+_PARAMETER = re.compile(r":(\w+)")
+
+
+@functools.lru_cache(maxsize=256)
+def _parameter_names(sql: str) -> tuple[str, ...]:
+    """The distinct ``:name`` parameters of ``sql``, in order of first appearance."""
+    return tuple(dict.fromkeys(_PARAMETER.findall(sql)))
+
+
 def _runner(c: apsw.Connection, notify: set[str] | None = None) -> Callable[[ops.Command], ops.Rows]:
     """Runs an operation's commands on ``c``; queues to wake are gathered in ``notify`` (sent
     after the commit, by the caller: a woken worker must see the new jobs)."""
@@ -258,7 +269,12 @@ def _runner(c: apsw.Connection, notify: set[str] | None = None) -> Callable[[ops
         if isinstance(command, ops.ExecMany):
             if len(command.params) == 1:  # the common single job: execute() is cheaper to set up
                 return c.execute(command.sql, command.params[0]).fetchall()
-            return list(c.executemany(command.sql, command.params)) if command.params else []
+            if not command.params:
+                return []
+            # Bound by position (SQLite numbers named parameters in order of first appearance):
+            # binding each row of a batch by name cost a quarter of a batched claim+complete.
+            names = _parameter_names(command.sql)
+            return list(c.executemany(command.sql, [tuple(p[n] for n in names) for p in command.params]))
         if notify is not None:
             notify.update(command.queues)
         return []
