@@ -112,9 +112,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- list -------------------------------------------------------------------------------------------
-def add_list(command: AddCommand) -> None:
-    p = command("list", cmd_list, "list jobs, newest first")
+def _add_status_option(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument(
         "--status",
         "-s",
@@ -123,8 +121,14 @@ def add_list(command: AddCommand) -> None:
         action="append",
         type=status_arg,
         default=[],
-        help="only these statuses (repeatable or comma-separated, any case)",
+        help=help_text,
     )
+
+
+# -- list -------------------------------------------------------------------------------------------
+def add_list(command: AddCommand) -> None:
+    p = command("list", cmd_list, "list jobs, newest first")
+    _add_status_option(p, "only these statuses (repeatable or comma-separated, any case)")
     p.add_argument(
         "--queue", "-q", metavar="NAME", dest="queues", action="append", default=[], help="only this queue (repeatable)"
     )
@@ -253,16 +257,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def add_purge(command: AddCommand) -> None:
     p = command("purge", cmd_purge, "delete finished jobs (and their events) older than a duration")
     p.add_argument("--older-than", type=duration_arg, required=True, metavar="DURATION", help="e.g. 7d, 12h")
-    p.add_argument(
-        "--status",
-        "-s",
-        metavar="STATUS",
-        dest="statuses",
-        action="append",
-        type=status_arg,
-        default=[],
-        help="statuses to purge (repeatable or comma-separated; default COMPLETED)",
-    )
+    _add_status_option(p, "statuses to purge (repeatable or comma-separated; default COMPLETED)")
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
