@@ -35,6 +35,11 @@ def test_four_workers_two_producers_2000_jobs(backend_url: str, procs: Procs, tm
     with jobq.Queue(backend_url) as q:
         wait_for(lambda: q.counts()["COMPLETED"] == 2000, 300, "2000 completed jobs")
         counts = q.counts()
+        # Three workers can finish every job before the fourth has even started (seen on a busy
+        # machine), and a SIGTERM before its handlers exist kills it outright. Draining is the
+        # promise here: stop them once all four run (the registry row is written after set-up
+        # installed the handlers).
+        wait_for(lambda: len({w.id for w in q.workers()}) >= 4, 120, "all four workers to start")
     for w in workers:
         w.terminate()
     for w in workers:
