@@ -197,8 +197,9 @@ def claim(
     params["limit"] = limit
     jobs = _sorted_jobs((yield Exec(d.stmt("claim", queues=d.any_of("queue", "q", queues, params)), params)))
     if jobs:
-        events = [_event(d, j.id, now, EventKind.CLAIMED, worker_id, j.attempts, None) for j in jobs]
-        yield ExecMany(d.sql["insert_event"], events)
+        # One event per job, built from a shared base: this runs for every job of every batch.
+        base = _event(d, 0, now, EventKind.CLAIMED, worker_id, None, None)
+        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": j.id, "attempt": j.attempts} for j in jobs])
     return jobs
 
 
@@ -255,12 +256,15 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     attempts = {(job_id, token): n for job_id, token, n in (yield ExecMany(d.sql["complete"], args))}
     done = [False] * len(items)
     events = []
+    base = _event(d, 0, now, EventKind.COMPLETED, None, None, None)
     for i in order:
         item, lease = items[i], items[i].lease
         n = attempts.get((lease.job_id, lease.token))
         if n is not None:
-            detail = {"note": item.note} if item.note else None
-            events.append(_event(d, lease.job_id, now, EventKind.COMPLETED, lease.worker_id, n, detail))
+            event = {**base, "job_id": lease.job_id, "actor": d.text(lease.worker_id), "attempt": n}
+            if item.note:
+                event["detail"] = d.text(json.dumps({"note": item.note}))
+            events.append(event)
             done[i] = True
         else:
             done[i] = yield from _refused(d, lease, "complete", now, repeat=repeat)
