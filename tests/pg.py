@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -181,6 +181,18 @@ def postgres_server() -> Iterator[PgServer]:
         server.stop()
         assert server.data_dir is not None
         shutil.rmtree(os.path.dirname(server.data_dir), ignore_errors=True)
+
+
+def raw_connect(url: str, **kwargs: Any) -> Any:
+    """A plain psycopg connection to ``url``'s database, as an outside tool (psql) would open it,
+    with ``search_path`` set to the queue's schema so that tests may name jobq's tables unqualified
+    (jobq's own options, such as ``schema=``, are taken out of the URL first)."""
+    import psycopg
+
+    from jobq.backends.postgres.url import split_url
+
+    options = split_url(url)
+    return psycopg.connect(options.libpq_url, options=f"-c search_path={options.schema}", **kwargs)
 
 
 @contextlib.contextmanager

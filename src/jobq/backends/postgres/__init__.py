@@ -14,11 +14,19 @@ inside, and its limits, stated openly:
   (``FOR UPDATE``, in id order) and is guarded by the status it read. Rows are always locked in id
   order, so two transactions cannot deadlock on each other; a deadlock reported anyway (e.g. by a
   hand-written transaction) is retried.
+- Every object lives in a PostgreSQL schema of its own, named by the URL (``?schema=NAME``,
+  default ``jobq``; never ``public``): two schemas in one database are two independent queues,
+  with their own NOTIFY channel. Statements name tables qualified by the schema, which works
+  behind a transaction pooler (no session state). Other options jobq reads from the URL:
+  ``pooler=transaction`` and ``listen_url=...`` (see ``url.py``).
 - The schema is created and migrated on first open, under ``pg_advisory_xact_lock``, so several
-  processes starting at once on an empty database do not race. A trigger records status changes
-  made by hand in SQL (the ``rev`` column did not move) as ``external_update`` events.
-- Wake-up: the enqueue/resubmit transaction sends ``NOTIFY jobq_wakeup`` (payload: the queue);
-  each idle worker LISTENs on a dedicated connection. Delivery is at commit, so a worker is never
+  processes starting at once on an empty database do not race. A database whose jobq tables are
+  in ``public`` (a jobq from before schemas) has them moved into the schema then, data and all.
+  A trigger records status changes made by hand in SQL (the ``rev`` column did not move) as
+  ``external_update`` events.
+- Wake-up: the enqueue/resubmit transaction sends ``NOTIFY jobq_wakeup_<schema>`` (payload: the
+  queue); each idle worker LISTENs on a dedicated connection (to ``listen_url`` when given; behind
+  a transaction pooler without it, idle workers poll instead). Delivery is at commit, so a worker is never
   woken for a job it cannot see yet. A missed notification is covered by polling.
 - Connection loss (server restart, failover): the pool drops broken connections and reconnects.
   An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
@@ -50,8 +58,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import ops
-from jobq.backends.postgres.listener import LISTEN_CHANNEL, PostgresListener
-from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from jobq.backends.base import Listener
+from jobq.backends.postgres.listener import PollingListener, PostgresListener
+from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
+from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
 from jobq.errors import ConfigError, StorageError
@@ -71,20 +81,25 @@ POOL_TIMEOUT_SECONDS = 15.0
 """How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 CONNECT_TIMEOUT_SECONDS = 10
 DEADLOCK_RETRIES = 5
-#: Key of the advisory lock that serialises schema migrations (per database).
-#: Key of the advisory lock that serialises schema migrations (per database).
+#: Key of the advisory lock that serialises schema migrations (per database, all schemas).
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 
 Q_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
+_STATEMENTS = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+
+
 class PostgresDialect(Dialect):
-    """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read."""
+    """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read;
+    tables qualified by the queue's schema."""
 
     locks_rows = True
 
-    def __init__(self) -> None:
-        self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+    def __init__(self, schema: str = SCHEMA_DEFAULT) -> None:
+        self.schema = schema
+        self.channel = PgOptions(libpq_url="", schema=schema).channel
+        self.sql = {name: qualify(text, schema) for name, text in _STATEMENTS.items()}
         self._rendered = {}
 
     def param(self, name: str) -> str:
@@ -116,14 +131,28 @@ class PostgresDialect(Dialect):
         return f"{column} {direction}" + ("" if sort == "id" else f", id {direction}")
 
 
-DIALECT = PostgresDialect()
+_DIALECTS: dict[str, PostgresDialect] = {}
+_DIALECTS_LOCK = threading.Lock()
+
+
+def dialect_for(schema: str) -> PostgresDialect:
+    """The dialect of the queue in ``schema`` (one per schema and process: statements render once)."""
+    with _DIALECTS_LOCK:
+        dialect = _DIALECTS.get(schema)
+        if dialect is None:
+            dialect = _DIALECTS[schema] = PostgresDialect(schema)
+        return dialect
+
+
+DIALECT = dialect_for(SCHEMA_DEFAULT)
+"""The default schema's dialect."""
 
 
 def describe_url(url: str) -> str:
     """``host:port/dbname`` of a PostgreSQL URL, for messages (never the password)."""
     try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+        info = conninfo_to_dict(split_url(url).libpq_url)
+    except (psycopg.ProgrammingError, ConfigError):
         return "PostgreSQL"
     host = str(info.get("host") or info.get("hostaddr") or "localhost")
     port = str(info.get("port") or "5432")
@@ -153,14 +182,16 @@ def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> 
     return StorageError(f"PostgreSQL at {where}: {reason}")
 
 
-def _connect_kwargs(url: str) -> dict[str, Any]:
-    """Defaults for every connection, unless the URL says otherwise."""
+def _connect_kwargs(url: str, prepare_threshold: int | None = 5) -> dict[str, Any]:
+    """Defaults for every connection, unless the URL (a libpq one: no jobq options) says otherwise."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         # libpq's message quotes the token it could not parse, which may be the password.
         raise ConfigError(f"bad PostgreSQL URL: {redact_text(_reason(exc), url)}") from None
-    kwargs: dict[str, Any] = {}
+    # None behind a transaction pooler: a statement prepared on one server connection is unknown
+    # to the next transaction's (PgBouncer before 1.21, or without max_prepared_statements).
+    kwargs: dict[str, Any] = {"prepare_threshold": prepare_threshold}
     if "connect_timeout" not in info:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if "application_name" not in info:
@@ -189,18 +220,22 @@ class PostgresBackend(SqlStore):
     """The scale-out backend. See the module docstring for its design and limits."""
 
     single_host = False  # workers may run on many machines: only leases tell who is gone
-    dialect = DIALECT
+    dialect: PostgresDialect
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """Connect to ``url`` and create or migrate the schema.
 
         With ``create=False`` a database without jobq's tables is an error instead (read-only
         viewers such as the ops app say so rather than show an empty queue).
-        Raises ConfigError for a malformed URL, StorageError when the server cannot be used.
+        Raises ConfigError for a malformed URL (or jobq option), StorageError when the server
+        cannot be used.
         """
-        self.url = url
+        self.url = url  # as given: shown (redacted) in messages
+        self.options = split_url(url)
+        self._conninfo = self.options.libpq_url  # what libpq gets: without jobq's own options
+        self.dialect = dialect_for(self.options.schema)
         self._create = create
-        self._kwargs = _connect_kwargs(url)
+        self._kwargs = _connect_kwargs(self._conninfo, self.options.prepare_threshold)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._pid = -1
@@ -211,7 +246,7 @@ class PostgresBackend(SqlStore):
     # -- connections and transactions ------------------------------------------------------
     def _connect(self) -> Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True, **self._kwargs)
+            return psycopg.connect(self._conninfo, autocommit=True, **self._kwargs)
         except psycopg.Error as exc:
             raise storage_error(exc, self.url, connecting=True) from None
 
@@ -227,9 +262,19 @@ class PostgresBackend(SqlStore):
                         f"PostgreSQL at {describe_url(self.url)} is version {version_num // 10000}: "
                         "jobq needs 13 or newer"
                     )
+                schema = self.options.schema
                 with conn.cursor() as cur:
-                    where = f"the PostgreSQL database {describe_url(self.url)}"
-                    _drive_on(cur, lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create))
+                    where = f"the PostgreSQL database {describe_url(self.url)} (schema {schema})"
+                    if not place_schema(cur, schema, create=self._create):
+                        raise StorageError(f"no jobq queue in {where} (start a producer or worker to create it)")
+                    # Migrations create their objects in the queue's schema: they name them
+                    # unqualified, and search_path is the schema alone for this transaction.
+                    cur.execute("SELECT set_config('search_path', %s, true)", (schema,))
+                    _drive_on(
+                        cur,
+                        lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create),
+                        self.dialect.channel,
+                    )
         except psycopg.Error as exc:
             raise storage_error(exc, self.url) from None
         finally:
@@ -242,7 +287,7 @@ class PostgresBackend(SqlStore):
             if self._pool is not None:  # inherited across fork(): leave it to the parent
                 _ABANDONED_POOLS.append(self._pool)
             pool: ConnectionPool[Connection] = ConnectionPool(
-                self.url,
+                self._conninfo,
                 kwargs={"autocommit": True, **self._kwargs},
                 min_size=POOL_MIN_SIZE,
                 max_size=POOL_MAX_SIZE,
@@ -303,7 +348,7 @@ class PostgresBackend(SqlStore):
     def _cannot_connect(self) -> StorageError:
         """The pool gave up waiting: connect directly once to say why, in one line."""
         try:
-            psycopg.connect(self.url, autocommit=True, **self._kwargs).close()
+            psycopg.connect(self._conninfo, autocommit=True, **self._kwargs).close()
         except psycopg.Error as exc:
             return storage_error(exc, self.url, connecting=True)
         return StorageError(
@@ -312,10 +357,11 @@ class PostgresBackend(SqlStore):
 
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
         settle = on_unknown
+        channel = self.dialect.channel
         return self._run(
-            lambda cur: _drive_on(cur, make),
+            lambda cur: _drive_on(cur, make, channel),
             write=write,
-            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle)),
+            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle, channel)),
         )
 
     def close(self) -> None:
@@ -326,8 +372,17 @@ class PostgresBackend(SqlStore):
                 pool.close(timeout=5.0)
 
     # -- wake-up ---------------------------------------------------------------------------
-    def listener(self, worker_id: str, queues: Sequence[str]) -> PostgresListener:
-        return PostgresListener(self.url, self._kwargs, queues)
+    def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
+        """LISTEN on ``listen_url`` when given, else on the main URL; behind a transaction pooler
+        without ``listen_url``, poll (LISTEN needs a session of its own, which a transaction
+        pooler does not keep: the notifications would go to another client's server connection)."""
+        channel = self.dialect.channel
+        if self.options.listen_url is not None:
+            url = self.options.listen_url
+            return PostgresListener(url, _connect_kwargs(url), queues, channel)
+        if self.options.behind_transaction_pooler:
+            return PollingListener()
+        return PostgresListener(self._conninfo, self._kwargs, queues, channel)
 
 
 def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
@@ -346,8 +401,9 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
-    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
+    """Run the operation ``make()`` on ``cur``, inside the caller's transaction; its wake-ups go
+    to ``channel`` (the queue's schema's)."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -357,7 +413,7 @@ def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
         if isinstance(command, ops.ExecMany):
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
-            cur.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
+            cur.execute(Q_NOTIFY, (channel, queue))
         return []
 
     return ops.drive(make(), run)
