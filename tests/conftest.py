@@ -23,6 +23,7 @@ if str(TESTS) not in sys.path:
 
 try:  # the PostgreSQL server fixtures (tests/pg.py) start a throwaway server once per session
     from pg import postgres_server, postgres_url  # noqa: F401
+    from pgbouncer import pgbouncer_server  # noqa: F401 - and PgBouncer in front of it, when asked for
 except ImportError:
 
     @pytest.fixture
