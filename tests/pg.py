@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import pytest
@@ -107,7 +107,9 @@ def _pg_bin() -> str | None:
     return os.path.dirname(found) if found else None
 
 
-def _start_server() -> PgServer:
+def _start_server(listen: Sequence[str] = (), hba: Sequence[str] = ()) -> PgServer:
+    """Start a private server on 127.0.0.1 (and the addresses ``listen``), accepting without a
+    password what the default pg_hba.conf accepts plus the ``hba`` lines."""
     pg_bin = _pg_bin()
     if pg_bin is None:
         _unavailable("no PostgreSQL binaries (apt-get install -y postgresql)")
@@ -138,13 +140,17 @@ def _start_server() -> PgServer:
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         _unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+    if hba:
+        with open(os.path.join(data, "pg_hba.conf"), "a") as f:
+            f.write("".join(f"{line}\n" for line in hba))
     last_error = ""
     for _ in range(START_ATTEMPTS):  # a free port can be taken between probing and binding
         port = _free_port()
         # fsync off: a throwaway test server needs no durability across power loss, and a clean
         # `pg_ctl restart -m fast` still writes everything out.
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} -c fsync=off "
+            f"-c listen_addresses={','.join(['127.0.0.1', *listen])} -p {port} "
+            f"-c unix_socket_directories={base} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         server = PgServer(
