@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -133,8 +134,24 @@ def test_a_database_of_the_public_layout_is_moved_in_place_with_nothing_lost(
 
     from jobq.backends.postgres import SCHEMA_VERSION
 
-    # Opened by several processes at once: one moves the tables under the lock, the others find them.
-    with jobq.Queue(postgres_url, clock=clock) as q, jobq.Queue(postgres_url, clock=clock):
+    # Opened by several at once: one moves the tables under the migration lock, the others find them.
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            jobq.Queue(postgres_url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with jobq.Queue(postgres_url, clock=clock) as q:
         assert _tables_by_schema(postgres_url) == {"jobq": JOBQ_TABLES}
         assert _snapshot(q) == before
         with raw_connect(postgres_url, autocommit=True) as conn:
