@@ -6,8 +6,10 @@ LIMIT 1)`` for one job, ``WHERE id IN (SELECT ... LIMIT n)`` for a batch. A comp
 transaction (one per job, or one per claimed batch with ``batch`` > 1). ``temp_store = MEMORY``:
 the ``IN (SELECT ...)`` list is an ephemeral table, which SQLite otherwise backs by a temporary
 file whose page cache is set up and torn down per statement (measured: 138 us against 36 us per
-one-job claim). Waits for the write lock are SQLite's own (``busy_timeout``; this SQLite is built
-with ``SQLITE_ENABLE_SETLK_TIMEOUT``). An idle worker polls every millisecond.
+one-job claim). Waits for the write lock are SQLite's own ``busy_timeout`` handler (sleeps of 1, 2,
+5, 10 ... ms, checked with strace): with the claim this cheap, four processes still reach ~85% of
+one process's rate (a waiter's sleep is covered by the others). An idle worker polls every
+millisecond.
 """
 
 from __future__ import annotations
