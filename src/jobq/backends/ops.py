@@ -195,7 +195,9 @@ def claim(
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
     params["limit"] = limit
-    jobs = _sorted_jobs((yield Exec(d.stmt("claim", queues=d.any_of("queue", "q", queues, params)), params)))
+    # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
+    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
+    jobs = _sorted_jobs((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
     if jobs:
         # One event per job, built from a shared base: this runs for every job of every batch.
         base = _event(d, 0, now, EventKind.CLAIMED, worker_id, None, None)

@@ -164,6 +164,10 @@ class SqliteBackend(SqlStore):
             # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
             # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            # Ephemeral tables (an IN list, a sort) in memory: backed by a temporary file, each
+            # statement set up and tore down its page cache (measured on the bare claim statement
+            # at synchronous=OFF: 100 jobs 590 us against 230 us, one job 138 us against 36 us).
+            conn.execute("PRAGMA temp_store = MEMORY")
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         self._conn = conn

@@ -27,6 +27,16 @@ WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_a
              ORDER BY priority, run_at, id LIMIT :limit)
 RETURNING {job_columns}
 
+-- name: claim_one
+-- The same claim for one job (the per-job API): a scalar subquery instead of an IN list, which
+-- SQLite builds as an ephemeral table per statement (measured: 20 us against 36 us per claim).
+UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
+    lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
+    started_at = :now, updated_at = :now, cancel_requested = 0
+WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now
+            ORDER BY priority, run_at, id LIMIT 1)
+RETURNING {job_columns}
+
 -- name: claimed_by_nonce
 SELECT {job_columns} FROM jobs
 WHERE status = 'PROCESSING' AND lease_owner = :worker AND substr(lease_token, 1, length(:nonce)) = :nonce
