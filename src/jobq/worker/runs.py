@@ -207,6 +207,9 @@ class OutcomeWriter:
         todo = []
         for o in batch:
             if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:
+                if o.kind is Outcome.NONE and o.ctx.completed_in_transaction and not o.ctx.settled:
+                    o.ctx.settled = True
+                    self.status.jobs_done += 1  # completed in the handler's transaction
                 self._done(o)
             else:
                 todo.append(o)
