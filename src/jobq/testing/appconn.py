@@ -117,8 +117,12 @@ def app_connections(url: str) -> list[AppConnection]:
     if url.startswith(("postgresql://", "postgres://")):
         made: list[AppConnection] = [PsycopgApp(url)]
     else:
+        from jobq.backends.sqlite.caller import shares_apsws_sqlite
+
         path = url.removeprefix("sqlite:///")
-        made = [ApswApp(path), Sqlite3App(path)]
+        # A stdlib connection beside jobq's apsw one is accepted only when both run one SQLite
+        # library (see jobq.backends.sqlite.caller): two copies in one process corrupt the file.
+        made = [ApswApp(path), *([Sqlite3App(path)] if shares_apsws_sqlite() else [])]
     for app in made:
         app.execute(APP_TABLE_SQL)
         if not isinstance(app, ApswApp):

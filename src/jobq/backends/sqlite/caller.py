@@ -10,7 +10,9 @@ What differs between the two drivers, and what is checked first:
 - **apsw** has no implicit transactions: the caller must have said ``BEGIN`` (or be inside
   ``with conn:``); a connection in autocommit mode would commit each statement on its own, so
   it is refused. Its row tracer is set aside while jobq's statements run (their rows are tuples).
-- **sqlite3** (stdlib) in its default (legacy) mode begins a transaction implicitly before the
+- **sqlite3** (stdlib) is refused unless it runs the very SQLite library apsw runs (apsw built
+  against the system's shared library, same version): see "two copies of SQLite" below. Then, in
+  its default (legacy) mode, it begins a transaction implicitly before the
   first INSERT/UPDATE: a connection with no transaction open is fine then, the transaction jobq's
   first write opens is the caller's to commit. With ``isolation_level=None`` (or Python 3.12's
   ``autocommit=True``) and no transaction open, it is refused like apsw's. Its ``executemany``
@@ -19,9 +21,18 @@ What differs between the two drivers, and what is checked first:
 - **The same file**: the connection's main database must be this queue's file (compared by
   device and inode, so a symlink or another spelling of the path is the same file).
 
-Limits, stated openly: the stdlib module links the system's SQLite (3.40 on Debian 12), which has
-the WAL-reset bug that jobq's own connections avoid (see the backend's module docstring); prefer
-apsw for the application's connection where several processes write. While the caller's
+Two copies of SQLite in one process corrupt the database (sqlite.org/howtocorrupt.html, "multiple
+copies of SQLite linked into the same application"). apsw bundles its own SQLite (3.5x); the
+stdlib module links the system's (3.40 on Debian 12). SQLite's locks are POSIX advisory locks,
+which never conflict within one process, and each copy keeps its own table of them: measured
+here, a stdlib connection took the write lock (BEGIN IMMEDIATE, then an INSERT) while jobq's apsw
+connection in the same process held it, and a worker whose handlers wrote through a stdlib
+connection reported "the database file is corrupt" within seconds. A process using
+``jobq.Queue`` always holds apsw connections to the file, so a stdlib connection there is refused
+with one line saying so (``ConfigError``). SQLAlchemy and Django reach SQLite only through the
+stdlib module: on SQLite, their transactions cannot take jobq's writes (docs/transactions.md).
+
+Limits, stated openly: while the caller's
 transaction holds SQLite's write lock (from its first write until it ends), no other connection
 can write: workers wait, and a jobq call in the same process that does not pass ``conn`` waits for
 that very transaction (up to the busy timeout, then ``StorageError``). Keep such transactions
@@ -49,6 +60,20 @@ WRONG_KIND = (
 )
 
 
+TWO_COPIES = (
+    "conn is a sqlite3.Connection, which runs a second copy of SQLite ({theirs}) in this process beside "
+    "jobq's apsw ({ours}): the two do not lock each other out and corrupt the file "
+    "(sqlite.org/howtocorrupt.html); open the application's connection with apsw (docs/transactions.md)"
+)
+
+
+def shares_apsws_sqlite() -> bool:
+    """True when the stdlib ``sqlite3`` module and apsw run one and the same SQLite library (apsw
+    built against the system's shared library, not its bundled amalgamation): only then do their
+    connections in one process lock each other out."""
+    return not apsw.using_amalgamation and sqlite3.sqlite_version == apsw.sqlite_lib_version()
+
+
 def kind_of(conn: object) -> str:
     """``module.Class`` of ``conn``, for messages."""
     return f"{type(conn).__module__}.{type(conn).__qualname__}"
@@ -69,6 +94,8 @@ def caller_runner(conn: object, path: str, notify: set[str]) -> Iterator[Runner]
         with _apsw_runner(conn, path, notify) as run:
             yield run
     elif isinstance(conn, sqlite3.Connection):
+        if not shares_apsws_sqlite():
+            raise ConfigError(TWO_COPIES.format(theirs=sqlite3.sqlite_version, ours=apsw.sqlite_lib_version()))
         with _sqlite3_runner(conn, path, notify) as run:
             yield run
     else:
