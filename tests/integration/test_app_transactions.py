@@ -231,9 +231,8 @@ def test_the_stdlib_driver_where_it_shares_apsws_sqlite(sqlite_url: str, monkeyp
 @pytest.mark.postgres
 def test_postgres_refuses_failed_autocommit_async_and_foreign_connections(postgres_url: str, tmp_path: Path) -> None:
     import psycopg
-    from psycopg.rows import dict_row
-
     from pg import with_database
+    from psycopg.rows import dict_row
 
     with jobq.Queue(postgres_url) as q:
         failed = psycopg.connect(postgres_url)
@@ -251,7 +250,7 @@ def test_postgres_refuses_failed_autocommit_async_and_foreign_connections(postgr
             job_id = q.enqueue("x", conn=autocommit)
         assert q.get(job_id).status == jobq.JobStatus.PENDING
 
-        with pytest.raises(jobq.ConfigError, match="conn must be a psycopg.Connection"):
+        with pytest.raises(jobq.ConfigError, match=r"conn must be a psycopg\.Connection"):
             q.enqueue("x", conn=sqlite3.connect(":memory:"))
         other_db = psycopg.connect(with_database(postgres_url, "postgres"))
         with pytest.raises(jobq.ConfigError, match="not "):
