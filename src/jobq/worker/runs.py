@@ -44,7 +44,8 @@ class Outcome(enum.Enum):
     CANCEL = "cancel"
     """It stopped because an operator asked: CANCELLED."""
     NONE = "none"
-    """Nothing to write: the lease was lost, or the run already had its outcome (timeout)."""
+    """Nothing to write: the lease was lost, the run already had its outcome (timeout), or the
+    handler completed the job in its own transaction (``JobContext.complete(conn=...)``)."""
 
 
 @dataclasses.dataclass(slots=True)
