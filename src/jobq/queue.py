@@ -191,10 +191,10 @@ class Queue:
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
             conn: the application's open connection to the same store (a ``psycopg.Connection``
-                on PostgreSQL; an ``apsw.Connection`` or ``sqlite3.Connection`` on the same
-                SQLite file): the job is written in its current transaction, which jobq never
-                commits or rolls back. It exists, and workers are woken, only if the caller
-                commits (see docs/transactions.md).
+                on PostgreSQL; an ``apsw.Connection`` on the same SQLite file, not the stdlib
+                ``sqlite3``: see docs/transactions.md): the job is written in its current
+                transaction, which jobq never commits or rolls back. It exists, and workers are
+                woken, only if the caller commits.
 
         Raises InvalidPayload / PayloadTooLarge, StorageError; ConfigError for a ``conn`` of the
         wrong kind or on another database.

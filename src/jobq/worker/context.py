@@ -87,8 +87,8 @@ class JobContext:
         value is not stored: ``result`` is). If the handler raises instead, the attempt fails as
         usual (refused, and recorded, if the completion had committed after all).
 
-        ``conn``: a ``psycopg.Connection`` (PostgreSQL), or an ``apsw.Connection`` /
-        ``sqlite3.Connection`` on the queue's SQLite file; see docs/transactions.md.
+        ``conn``: a ``psycopg.Connection`` (PostgreSQL), or an ``apsw.Connection`` on the
+        queue's SQLite file; see docs/transactions.md.
         """
         if self.lease_lost:
             raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
