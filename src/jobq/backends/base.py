@@ -193,8 +193,9 @@ class Backend(Protocol):
         """``enqueue`` inside the application's open transaction on ``conn`` (its own connection
         to this store: psycopg on PostgreSQL; apsw on the same SQLite file, stdlib sqlite3 only
         where it runs apsw's own SQLite library). Nothing is committed or rolled back here: the
-        jobs exist, and workers are woken, only if the caller commits. ConfigError: a connection of the wrong kind, on another database, or
-        with no transaction to join; StorageError: closed, or its transaction failed."""
+        jobs exist, and workers are woken, only if the caller commits. ConfigError: a connection
+        of the wrong kind, on another database, or with no transaction to join; StorageError:
+        closed, or its transaction failed."""
         ...
 
     # -- workers ---------------------------------------------------------------------------
