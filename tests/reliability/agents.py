@@ -347,7 +347,20 @@ def txworker(args: argparse.Namespace) -> None:
     Worker(q, handler, concurrency=1, batch=1).run()
 
 
+def rescuer(args: argparse.Namespace) -> None:
+    """Only rescues, every ``--rescue-interval``: the live workers of a real deployment, in a sweep
+    where every worker dies at the first job it takes (a dying worker never lives to rescue)."""
+    from jobq.worker.rescuer import Rescuer
+
+    q = jobq.Queue(settings=settings(args))
+    loop = Rescuer(q, f"rescuer-{os.getpid()}", args.rescue_interval)
+    while True:
+        loop.tick()
+        time.sleep(args.rescue_interval)
+
+
 ROLES = {
+    "rescuer": rescuer,
     "txworker": txworker,
     "crashworker": crashworker,
     "producer": producer,

@@ -4,7 +4,9 @@
 transaction (``ctx.complete(conn=...)``). Crash-point sweep: it SIGKILLs itself on a job's first
 attempt at the point the payload names (``TX_POINTS``: before the insert, after it, after the
 completion was written and before COMMIT, after COMMIT); the test plays supervisord, restarting
-dead workers until every job is COMPLETED. Zombie: a worker is SIGSTOPped in the middle of a job
+dead workers until every job is COMPLETED, and runs one process that only rescues (every worker
+dies at the first job it takes, before its own rescuer has run: that process stands for the live
+workers of a deployment). Zombie: a worker is SIGSTOPped in the middle of a job
 (PostgreSQL: after its insert, its transaction open; SQLite: before it begins, since a process
 frozen holding SQLite's write lock would stop every writer) until its lease has expired and
 another worker has completed the job, then SIGCONTed: its completion is refused (``LeaseLost``)
@@ -51,6 +53,9 @@ def test_tx_crash_point_sweep_completes_every_job_with_exactly_one_row(
             q.enqueue({"crash": point, "i": i}, queue="default"): point for point in TX_POINTS for i in range(per_point)
         }
         args = ("--db", backend_url, "--crash-log", str(crash_log), "--lease", "1.5", "--out", str(tmp_path))
+        # Every worker dies at the first job it takes, before its rescuer runs: this process
+        # stands for the live workers of a real deployment, so "kill to reclaim" means something.
+        agents.start("rescuer", *args)
         slots = [agents.start("txworker", *args) for _ in range(WORKERS)]
         restarts = 0
         deadline = time.monotonic() + 60 + 3 * len(point_of)
