@@ -11,6 +11,7 @@ import pytest
 
 import jobq
 from jobq.testing import FakeClock
+from jobq.testing.appconn import AppConnection, app_connections
 
 # The contract suite lives in the package (jobq.testing.contract) so other backends can run it:
 # have pytest rewrite its asserts like a test module's, for readable failures.
@@ -76,3 +77,18 @@ def open_queue(backend_url: str, clock: FakeClock) -> Iterator[object]:
     yield _open
     for q in opened:
         q.close()
+
+
+@pytest.fixture
+def app_connect(backend_url: str) -> Iterator[object]:
+    """Open application connections (every kind jobq accepts) on the test's database."""
+    opened: list[AppConnection] = []
+
+    def _connect() -> list[AppConnection]:
+        made = app_connections(backend_url)
+        opened.extend(made)
+        return made
+
+    yield _connect
+    for app in opened:
+        app.close()

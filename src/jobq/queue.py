@@ -177,6 +177,7 @@ class Queue:
         key: str | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        conn: Any = None,
     ) -> int:
         """Submit one job and return its id.
 
@@ -189,8 +190,18 @@ class Queue:
             key: idempotency key: submitting the same key again returns the existing job's id.
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
+            conn: the application's open connection to the same store (a ``psycopg.Connection``
+                on PostgreSQL; an ``apsw.Connection`` on the same SQLite file, not the stdlib
+                ``sqlite3``: see docs/transactions.md): the job is written in its current
+                transaction, which jobq never commits or rolls back. It exists, and workers are
+                woken, only if the caller commits.
 
-        Raises InvalidPayload / PayloadTooLarge, StorageError.
+        Raises InvalidPayload / PayloadTooLarge, StorageError; ConfigError for a ``conn`` of the
+        wrong kind or on another database.
+
+        >>> with psycopg.connect(url) as conn:                       # doctest: +SKIP
+        ...     conn.execute("INSERT INTO users (email) VALUES (%s)", ["ann@example.com"])
+        ...     q.enqueue({"to": "ann@example.com"}, queue="mail", conn=conn)
         """
         now = self.clock()
         job = self._new_job(
@@ -205,6 +216,8 @@ class Queue:
             timeout=timeout,
             now=now,
         )
+        if conn is not None:
+            return self.backend.enqueue_in(conn, [job], now)[0]
         return self.backend.enqueue([job], now)[0]
 
     def enqueue_many(
@@ -218,8 +231,10 @@ class Queue:
         keys: Sequence[str | None] | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        conn: Any = None,
     ) -> list[int]:
-        """Submit many jobs in one transaction (all or none); ids in order."""
+        """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
+        application's transaction, as for ``enqueue``."""
         now = self.clock()
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
@@ -239,7 +254,9 @@ class Queue:
             )
             for i, p in enumerate(items)
         ]
-        return self.backend.enqueue(jobs, now) if jobs else []
+        if not jobs:
+            return []
+        return self.backend.enqueue_in(conn, jobs, now) if conn is not None else self.backend.enqueue(jobs, now)
 
     # -- workers ---------------------------------------------------------------------------
     def claim(
@@ -274,10 +291,19 @@ class Queue:
             return []
         return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock)
 
-    def complete(self, job: Job, result: Any = None) -> None:
-        """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale."""
-        if not self.complete_many([(job, result)])[0]:
-            raise LeaseLost(job.id, "complete")
+    def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
+        """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale.
+
+        ``conn``: in the application's open transaction on that connection (see ``enqueue``),
+        fenced by the lease like every worker write: LeaseLost is raised before the caller
+        commits, so its own writes roll back with the refused completion."""
+        if conn is None:
+            if not self.complete_many([(job, result)])[0]:
+                raise LeaseLost(job.id, "complete")
+            return
+        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+        if not self.backend.complete_in(conn, [completion], self.clock)[0]:
+            raise LeaseLost(job.id, "complete", "roll your transaction back")
 
     def complete_many(
         self, items: Sequence[tuple[Job, Any]], *, notes: Sequence[str | None] | None = None, repeat: bool = False

@@ -84,3 +84,24 @@ def test_claim_reads_the_clock_once_inside_the_operation() -> None:
     assert calls == []  # building the operation reads nothing: the runner holds the lock first
     assert ops.drive(op, run) == [] and calls == [1.0]
     assert len(seen) == 1 and "lease_token = :nonce" in seen[0]  # the claim, rendered for one queue
+
+
+def _lease(token: str = "t-1") -> Lease:
+    return Lease(1, token, "w")
+
+
+def test_a_heartbeat_refused_after_its_own_leases_completion_is_not_recorded() -> None:
+    """A heartbeat that waited for an application's commit (``ctx.complete(conn=...)``) finds the
+    job completed with its own token: the lease is over, nothing stale happened."""
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-1")]})
+    results = ops.drive(ops.heartbeat(DIALECT, [_lease()], 30.0, lambda: 100.0), run)
+    assert [r.alive for r in results] == [False]
+    assert seen == ["heartbeat", "lease_state"]
+
+
+def test_a_heartbeat_refused_for_another_lease_is_recorded() -> None:
+    for state in [("COMPLETED", "t-2")], [("PROCESSING", "t-2")], [("PENDING", None)], []:
+        run, seen = scripted({"lease_state": lambda params, state=state: state})
+        results = ops.drive(ops.heartbeat(DIALECT, [_lease()], 30.0, lambda: 100.0), run)
+        assert [r.alive for r in results] == [False]
+        assert seen == ["heartbeat", "lease_state", "insert_event"], state

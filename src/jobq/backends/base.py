@@ -189,6 +189,15 @@ class Backend(Protocol):
         """Insert jobs in one transaction; a known idempotency key returns the existing id."""
         ...
 
+    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """``enqueue`` inside the application's open transaction on ``conn`` (its own connection
+        to this store: psycopg on PostgreSQL; apsw on the same SQLite file, stdlib sqlite3 only
+        where it runs apsw's own SQLite library). Nothing is committed or rolled back here: the
+        jobs exist, and workers are woken, only if the caller commits. ConfigError: a connection
+        of the wrong kind, on another database, or with no transaction to join; StorageError:
+        closed, or its transaction failed."""
+        ...
+
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases.
@@ -209,6 +218,12 @@ class Backend(Protocol):
         with the same token) and reported True without writing or recording anything; without
         ``repeat`` a second write with the same lease is refused like any stale one. The same
         holds for ``fail``, ``release`` and ``ack_cancel``."""
+        ...
+
+    def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
+        """``complete`` inside the application's open transaction on ``conn`` (see ``enqueue_in``),
+        fenced by each lease like every worker write: False means refused (the lease was lost),
+        and the refusal is recorded in that same transaction."""
         ...
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:

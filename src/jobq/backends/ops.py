@@ -241,7 +241,10 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
         if rows:
             out[i] = HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
         else:
-            yield from _refused(d, lease, "heartbeat", now)
+            # A lease whose own completion landed (a handler completing in its application's
+            # transaction, ``JobContext.complete(conn=...)``, commits while a heartbeat waits for
+            # its lock) is over, not stale: nothing to record. Costs a read on refusals only.
+            yield from _refused(d, lease, "heartbeat", now, repeat=True, applied_as="complete")
             out[i] = HeartbeatResult(lease.job_id, False)
     return [r for r in out if r is not None]
 

@@ -54,6 +54,13 @@ class SqlStore:
         run this one instead, in a new transaction, to find out (see ``ops``)."""
         raise NotImplementedError
 
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        """Run the operation ``make()`` on the application's open connection ``conn``, inside its
+        current transaction: never begun, committed or rolled back here, and never retried (the
+        transaction is the caller's). Raises ConfigError for a connection of the wrong kind or on
+        another database, StorageError for a closed one or a failed transaction."""
+        raise NotImplementedError
+
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
         raise NotImplementedError
 
@@ -69,6 +76,9 @@ class SqlStore:
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
         return self._write(lambda: ops.enqueue(self.dialect, jobs, now)) if jobs else []
+
+    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+        return self._in_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
 
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
@@ -93,6 +103,9 @@ class SqlStore:
             lambda: ops.complete(self.dialect, items, clock, repeat),
             on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
         )
+
+    def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
+        return self._in_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(

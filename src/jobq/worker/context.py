@@ -38,6 +38,9 @@ class JobContext:
         """True once that outcome was written, or the run released: nothing more is written or
         heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
+        self.completed_in_transaction = False
+        """True once ``complete(conn=...)`` wrote the completion into the application's
+        transaction: the worker neither heartbeats this run any more nor writes its outcome."""
 
     @property
     def key(self) -> tuple[int, str | None]:
@@ -72,6 +75,36 @@ class JobContext:
             self.cancelled.set()
             raise
         self.check()
+
+    def complete(self, result: Any = None, *, conn: Any) -> None:
+        """Mark the job COMPLETED inside the application's open transaction on ``conn``, with the
+        handler's own writes: both commit together, or neither does (exactly-once database effects).
+
+        Fenced by the lease like every worker write: if this worker lost the job (rescued, taken
+        over, cancelled), LeaseLost is raised *before* the caller commits; let it propagate (or
+        roll back), and the handler's writes go with it. After it returns, commit before the
+        handler returns; the worker then records nothing more for this run (the handler's return
+        value is not stored: ``result`` is). If the handler raises instead, the attempt fails as
+        usual (refused, and recorded, if the completion had committed after all).
+
+        ``conn``: a ``psycopg.Connection`` (PostgreSQL), or an ``apsw.Connection`` on the
+        queue's SQLite file; see docs/transactions.md.
+        """
+        if self.lease_lost:
+            raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
+        # Heartbeats stop first: one sent after this completion commits would be refused, and one
+        # waiting for the application's lock meanwhile is recognised as this lease's own (ops.heartbeat).
+        self.completed_in_transaction = True
+        try:
+            self.queue.complete(self.job, result, conn=conn)
+        except LeaseLost:
+            self.completed_in_transaction = False
+            self.lease_lost = True
+            self.cancelled.set()
+            raise
+        except BaseException:
+            self.completed_in_transaction = False
+            raise
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""

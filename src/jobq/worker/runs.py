@@ -44,7 +44,8 @@ class Outcome(enum.Enum):
     CANCEL = "cancel"
     """It stopped because an operator asked: CANCELLED."""
     NONE = "none"
-    """Nothing to write: the lease was lost, or the run already had its outcome (timeout)."""
+    """Nothing to write: the lease was lost, the run already had its outcome (timeout), or the
+    handler completed the job in its own transaction (``JobContext.complete(conn=...)``)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -207,6 +208,9 @@ class OutcomeWriter:
         todo = []
         for o in batch:
             if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:
+                if o.kind is Outcome.NONE and o.ctx.completed_in_transaction and not o.ctx.settled:
+                    o.ctx.settled = True
+                    self.status.jobs_done += 1  # completed in the handler's transaction
                 self._done(o)
             else:
                 todo.append(o)

@@ -349,6 +349,10 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
         except Exception:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
             return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc())
+        if ctx.completed_in_transaction:
+            # ctx.complete(conn=...) wrote the completion in the handler's own transaction: there
+            # is nothing left to write (another write with this lease would only be refused).
+            return RunOutcome(ctx, Outcome.NONE)
         try:
             encode_json(result, "result")
         except JobqError as exc:

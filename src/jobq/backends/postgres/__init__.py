@@ -55,10 +55,12 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import ops
 from jobq.backends.base import Listener
+from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import PollingListener, PostgresListener
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
@@ -239,6 +241,9 @@ class PostgresBackend(SqlStore):
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._pid = -1
+        self._caller = CallerCheck(
+            describe_url(url), lambda: self._run(lambda cur: identity(cur.connection), write=False)
+        )
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
         # open time, in one line, like SQLite does; the pool itself opens on first use.
         self._migrate()
@@ -363,6 +368,17 @@ class PostgresBackend(SqlStore):
             write=write,
             on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle, channel)),
         )
+
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        # The application's connection, in its transaction: see caller.py for what is checked.
+        # No retry and no settling of unknown outcomes: the transaction (and its COMMIT) is the
+        # caller's. NOTIFY inside it is delivered at that COMMIT, never on a rollback.
+        checked = self._caller.check(conn)
+        try:
+            with checked.cursor(row_factory=tuple_row) as cur:
+                return _drive_on(cur, make, self.dialect.channel)
+        except psycopg.Error as exc:
+            raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
     def close(self) -> None:
         with self._lock:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import apsw
 
 from jobq.backends import ops
+from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import SqliteListener, WakeNotifier
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -225,6 +226,20 @@ class SqliteBackend(SqlStore):
         result: T = self._locked(body, write=write)
         if notify:  # after the commit: a woken worker must see the new jobs
             self._notifier.notify(time.time())
+        return result
+
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        # The application's connection, in its transaction (see caller.py for what is checked).
+        # The wake-up is sent before the caller commits: its transaction holds SQLite's one write
+        # lock from the insert on, so a woken worker's claim (BEGIN IMMEDIATE) waits for the commit
+        # and then sees the jobs; after a rollback it finds nothing and sleeps again. The addresses
+        # are read on the caller's connection: jobq's own would wait behind that same lock.
+        notify: set[str] = set()
+        with caller_runner(conn, self.path, notify) as run:
+            result = ops.drive(make(), run)
+            if notify:
+                since = time.time() - WAKE_ADDRESS_MAX_AGE_SECONDS
+                self._notifier.notify(time.time(), lambda now: ops.drive(ops.live_wake_addresses(DIALECT, since), run))
         return result
 
     def close(self) -> None:
