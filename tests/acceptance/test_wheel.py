@@ -133,7 +133,7 @@ def _make_venv(root: Path, requirements: Sequence[str], constraints: Path) -> Ve
 
 
 def _tool_requirement(name: str) -> str:
-    """``name`` at the version the development environment has (pytest, mypy)."""
+    """``name`` at the version the development environment has (uv.lock's)."""
     from importlib.metadata import version
 
     return f"{name}=={version(name)}"
@@ -326,9 +326,7 @@ def test_the_contract_suite_passes_on_the_installed_wheel(venv: Venv, postgres_s
     (suite / "conftest.py").write_text(CONTRACT_CONFTEST)
     shutil.copy(TESTS / "pg.py", suite / "pg.py")
     (suite / "test_contract.py").write_text("from jobq.testing.contract import *  # noqa: F403\n")
-    out = venv.run(
-        "python", "-m", "pytest", "-v", "-p", "no:randomly", cwd=suite, JOBQ_TEST_POSTGRES_URL=postgres_server.url
-    )
+    out = venv.run("python", "-m", "pytest", "-v", cwd=suite, JOBQ_TEST_POSTGRES_URL=postgres_server.url)
     passed = re.findall(r"(?m)^test_contract\.py::\S+\[(sqlite|postgres)\] PASSED", out)
     assert passed.count("sqlite") >= 40 and passed.count("sqlite") == passed.count("postgres"), out[-3000:]
     assert " failed" not in out and " error" not in out
