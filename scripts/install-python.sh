@@ -11,6 +11,7 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install -q uv >/dev/null 2>&1 || true
 fi
 if command -v uv >/dev/null 2>&1; then
+  [ -x "$venv/bin/python" ] || uv venv -q "$venv"  # the Python on PATH, as before the lock file
   # --inexact: keep what is installed beyond these groups (e.g. bench's peers after `make bench`).
   UV_PROJECT_ENVIRONMENT="$venv" uv sync -q --locked --inexact --all-extras "${groups[@]/#/--group=}"
 else
