@@ -324,6 +324,12 @@ class Queue:
         """Give the job back at once (PENDING, attempt not counted). False when already lost."""
         return self.backend.release([lease_of(job)], self.clock, reason, repeat=repeat)[0]
 
+    def release_many(
+        self, jobs: Sequence[Job], reason: str = "worker shutting down", *, repeat: bool = False
+    ) -> list[bool]:
+        """Give jobs back in one transaction (see ``release``); one bool per job, in order."""
+        return self.backend.release([lease_of(j) for j in jobs], self.clock, reason, repeat=repeat) if jobs else []
+
     def ack_cancel(self, job: Job, *, repeat: bool = False) -> bool:
         """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
         return self.backend.ack_cancel([lease_of(job)], self.clock, repeat=repeat)[0]

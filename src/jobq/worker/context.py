@@ -38,6 +38,13 @@ class JobContext:
         """True once that outcome was written, or the run released: nothing more is written or
         heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
+        """When the handler began (until then: when the job was handed to the runner threads)."""
+        self.begun = False
+        """A runner thread took the run and calls (or called) its handler."""
+        self.ended = False
+        """Its handler returned (or was never called): the thread is free again."""
+        self.withdrawn = False
+        """Claimed ahead and given back before any thread began it (see ``jobq.worker.prefetch``)."""
 
     @property
     def key(self) -> tuple[int, str | None]:

@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import logging
 import threading
+import time
 from typing import Any
 
 from jobq.queue import Queue
@@ -116,6 +117,41 @@ class Runs:
         """The runs holding a slot: claimed and not yet ended (their handler may still run)."""
         with self._active_lock:
             return list(self._active.values())
+
+    def begin(self, ctx: JobContext) -> bool:
+        """A runner thread takes the run: False when it was withdrawn (given back) before."""
+        with self._active_lock:
+            if ctx.withdrawn or ctx.begun:  # given back, or a second entry of a restored run
+                return False
+            ctx.begun = True
+            # A timeout counts from here: a job claimed ahead did not run while it waited.
+            ctx.started = time.monotonic()
+            return True
+
+    def withdraw(self, waited: float = 0.0) -> list[JobContext]:
+        """Take back the runs no thread has begun, if the oldest of them has waited at least
+        ``waited`` seconds (else none): their jobs are to be given back. They keep their slot
+        (and their heartbeat) until the give-back is written or ``restore`` puts them back."""
+        now = time.monotonic()
+        with self._active_lock:
+            waiting = [c for c in self._active.values() if not (c.begun or c.withdrawn or c.settled or c.decided)]
+            if not waiting or now - min(c.started for c in waiting) < waited:
+                return []
+            for ctx in waiting:
+                ctx.withdrawn = True
+            return waiting
+
+    def restore(self, withdrawn: list[JobContext]) -> None:
+        """Withdrawn runs whose give-back failed: they may run after all."""
+        with self._active_lock:
+            for ctx in withdrawn:
+                ctx.withdrawn = False
+
+    def longest_running(self) -> float:
+        """Seconds the longest-running begun handler has run (0 when none runs)."""
+        now = time.monotonic()
+        with self._active_lock:
+            return max((now - c.started for c in self._active.values() if c.begun and not c.ended), default=0.0)
 
     def forget(self, ctx: JobContext) -> None:
         """Give the run's slot back (its handler returned, or it was released)."""
