@@ -75,4 +75,5 @@ class Prefetch:
             return 0
         if per_job >= self.wait_seconds:
             return 0
-        return min(self.limit, int(self.wait_seconds * self.threads / max(per_job, 1e-6)))
+        # The epsilon keeps 5 ms / 1 ms from flooring to 4 on binary fractions.
+        return min(self.limit, int(self.wait_seconds * self.threads / max(per_job, 1e-9) + 1e-9))

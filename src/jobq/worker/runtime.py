@@ -348,8 +348,9 @@ class Worker:
             ctx = self._work.get()
             if ctx is None:
                 return
-            if not self.runs.begin(ctx):
-                continue  # given back before it began
+            # Once stopping, a job no thread has begun is given back rather than run (``_drain``).
+            if self._stopping.is_set() or not self.runs.begin(ctx):
+                continue
             began = time.monotonic()
             outcome = self._execute(ctx)
             ctx.ended = True
