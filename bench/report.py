@@ -362,6 +362,12 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         targets_text(targets(results, extras)),
         "",
     ]
+    scale = extras.get("scale")
+    if scale:
+        from bench.scale import describe
+        from bench.scale import table as scale_table
+
+        parts += ["### Scale", "", describe(extras["mode"]), "", scale_table(scale), ""]
     apps = extras.get("apps")
     if apps:
         parts += [

@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated row keys (default: all); see --list")
     parser.add_argument("--list", action="store_true", help="print the row keys and exit")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale section (10M stored jobs; 1M --quick)")
     parser.add_argument("--no-apps", action="store_true", help="skip the apps' render time")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     pg = None
     workdir = tempfile.mkdtemp(prefix="jobq-bench-")
     try:
-        if not args.no_postgres and any(s.group == "postgres" for s in rows):
+        if not args.no_postgres and (not args.no_scale or any(s.group == "postgres" for s in rows)):
             from bench.pg import start_postgres
 
             try:
@@ -218,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(bench, system, probe, log))
         if pg is not None:
             extras["postgres_version"] = pg.version
+        if not args.no_scale:
+            from bench.scale import run_scale
+
+            log("scale: claim+complete and reads with many stored jobs")
+            extras["scale"] = run_scale(workdir, pg, args.quick, log)
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -453,7 +453,15 @@ class Queue:
         return self.backend.counts()
 
     def stats(self) -> QueueStats:
+        """Counts per status and queue, and what ops shows at a glance. Finished jobs are counted
+        among the newest ``STATS_FINISHED_WINDOW`` (see ``QueueStats.finished_window``), so this
+        stays fast at any size; ``counts()`` counts every row."""
         return self.backend.stats(self.clock())
+
+    def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """The most recently updated jobs (of ``status``), newest first, in bounded time at any
+        table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
+        return self.backend.latest_jobs(status, limit)
 
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         now = self.clock()

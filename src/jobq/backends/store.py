@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from jobq.backends import ops
 from jobq.backends.base import (
+    STATS_FINISHED_WINDOW,
     ActionResult,
     Bucket,
     Clock,
@@ -156,8 +157,11 @@ class SqlStore:
     def counts(self) -> dict[str, int]:
         return self._read(lambda: ops.counts(self.dialect))
 
-    def stats(self, now: float) -> QueueStats:
-        return self._read(lambda: ops.stats(self.dialect, now))
+    def stats(self, now: float, *, finished_window: int = STATS_FINISHED_WINDOW) -> QueueStats:
+        return self._read(lambda: ops.stats(self.dialect, now, finished_window))
+
+    def latest_jobs(self, status: JobStatus | None, limit: int) -> list[Job]:
+        return self._read(lambda: ops.latest_jobs(self.dialect, status, limit))
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))
