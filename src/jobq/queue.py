@@ -296,6 +296,29 @@ class Queue:
         ]
         return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
 
+    def complete_many_and_claim(
+        self,
+        items: Sequence[tuple[Job, Any]],
+        worker_id: str,
+        limit: int,
+        *,
+        notes: Sequence[str | None] | None = None,
+        repeat: bool = False,
+        lease: float | None = None,
+        queue: str | Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete_many(items)`` and ``claim_many(worker_id, limit)`` in one transaction: one
+        commit instead of two. Returns what each would have returned."""
+        notes = notes or [None] * len(items)
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            for (j, r), note in zip(items, notes, strict=True)
+        ]
+        lease_seconds = lease or self.settings.lease_seconds
+        return self.backend.complete_and_claim(
+            completions, self.clock, worker_id, self._queues(queue), limit, lease_seconds, repeat=repeat
+        )
+
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
         """Record a failed attempt: back to PENDING after backoff while attempts are left (and
         ``retry``), else FAILED. Returns the new status. Raises LeaseLost when stale."""

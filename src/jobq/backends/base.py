@@ -223,6 +223,21 @@ class Backend(Protocol):
         holds for ``fail``, ``release`` and ``ack_cancel``."""
         ...
 
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete(items)`` then ``claim(..., limit)`` in one transaction (one commit, not
+        two); each part behaves as its own operation, ``repeat`` applying to the completions."""
+        ...
+
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease; False: refused."""
         ...

@@ -278,6 +278,37 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     return done
 
 
+def complete_and_claim(
+    d: Dialect,
+    items: Sequence[Completion],
+    clock: Clock,
+    repeat: bool,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    nonce: str,
+) -> Op[tuple[list[bool], list[Job]]]:
+    """Completions, then the next claim, in one transaction: a worker that runs one job at a time
+    commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
+    operations unchanged (fencing, events, lease tokens)."""
+    done = yield from complete(d, items, clock, repeat)
+    jobs: list[Job] = []
+    if limit > 0:
+        jobs = yield from claim(d, worker_id, queues, limit, lease_seconds, clock, nonce)
+    return done, jobs
+
+
+def completed_and_claimed(
+    d: Dialect, items: Sequence[Completion], clock: Clock, worker_id: str, nonce: str
+) -> Op[tuple[list[bool], list[Job]]]:
+    """After a ``complete_and_claim`` whose outcome is unknown: the completions repeated (a
+    committed one is recognised) and the jobs its nonce leased, if it committed."""
+    done = yield from complete(d, items, clock, True)
+    jobs = yield from claimed_by_nonce(d, worker_id, nonce)
+    return done, jobs
+
+
 def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
     out = [False] * len(items)

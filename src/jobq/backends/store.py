@@ -95,6 +95,24 @@ class SqlStore:
             on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
         )
 
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        d = self.dialect
+        return self._write(
+            lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
+            on_unknown=lambda: ops.completed_and_claimed(d, items, clock, worker_id, nonce),
+        )
+
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(
             lambda: ops.fail(self.dialect, items, clock, repeat),

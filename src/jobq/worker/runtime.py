@@ -138,7 +138,7 @@ class Worker:
         self.stalls = StallWatch(
             queue.clock, threshold=heartbeat / 2, margin=heartbeat, grace=self.settings.lease_seconds
         )
-        self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping)
+        self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
 
     # -- what others read ----------------------------------------------------------------------
@@ -282,18 +282,19 @@ class Worker:
         """One pass: record finished outcomes, claim into free slots, else wait. False: idle and
         ``exit_when_idle``, so stop."""
         assert self._listener is not None
-        self._writer.flush()
+        # Completions first; the claim into the slots they free rides in their transaction.
+        claimed = self._writer.flush(claim=self._claim_size)
         self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
-        active = len(self.active())
-        capacity = self.capacity + self.prefetch.ahead(self.runs.longest_running())
-        free = capacity - active
-        # Refill when at least half the slots are free (or all are): fewer, larger claims.
-        if self.healthy and free > 0 and (active == 0 or free * 2 >= capacity):
-            jobs = self.queue.claim_many(self.id, free, queue=self.queues)
-            self.prefetch.claimed(free, len(jobs))
+        if claimed is None and (free := self._claim_size(0)):
+            claimed = (free, self.queue.claim_many(self.id, free, queue=self.queues))
+        if claimed is not None:
+            asked, jobs = claimed
+            self.prefetch.claimed(asked, len(jobs))
             if jobs:
                 self._dispatch(jobs)
                 return True
+        active = len(self.active())
+        free = self.capacity - active
         if active:
             pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
             if active > self.concurrency:  # jobs wait for a thread: check on them as often as promised
@@ -305,6 +306,16 @@ class Worker:
             return False
         self._listener.wait(self._idle_sleep())
         return True
+
+    def _claim_size(self, ending: int) -> int:
+        """How many jobs to claim once ``ending`` runs end (0: none now). Refill when at least
+        half the slots are free (or all are): fewer, larger claims."""
+        if not self.healthy:
+            return 0
+        active = len(self.active()) - ending
+        capacity = self.capacity + self.prefetch.ahead(self.runs.longest_running())
+        free = capacity - active
+        return free if free > 0 and (active == 0 or free * 2 >= capacity) else 0
 
     def _idle_sleep(self) -> float:
         sleep = min(self.settings.poll_interval_seconds, MAX_SLEEP_SECONDS)
