@@ -204,13 +204,13 @@ def measure(stores: list[tuple[ScaleResult, str]], sizes: ScaleSizes) -> None:
             q.close()
 
 
-def run_scale(workdir: str, pg: Any, quick: bool, log: Callable[[str], None]) -> list[ScaleResult]:
-    """Both sizes on SQLite and (when ``pg`` runs) PostgreSQL."""
+def run_scale(
+    workdir: str, pg: Any, quick: bool, log: Callable[[str], None], sizes: ScaleSizes | None = None
+) -> list[ScaleResult]:
+    """Both sizes on SQLite and (when ``pg`` runs) PostgreSQL (``JOBQ_SCALE_BACKENDS`` picks)."""
     import os
 
-    import psycopg
-
-    sizes = SCALE_QUICK if quick else SCALE_FULL
+    sizes = sizes or (SCALE_QUICK if quick else SCALE_FULL)
     out: list[ScaleResult] = []
     backends = ["sqlite"] + (["postgres"] if pg is not None else [])
     backends = [b for b in backends if b in os.environ.get("JOBQ_SCALE_BACKENDS", "sqlite,postgres")]
@@ -231,6 +231,8 @@ def run_scale(workdir: str, pg: Any, quick: bool, log: Callable[[str], None]) ->
                     pg.fresh_database(name)
                     url = f"{pg.dsn_base}/{name}"
                     result.fill_seconds = fill_postgres(url, total, pending)
+                    import psycopg
+
                     with psycopg.connect(url, autocommit=True) as conn:  # for the connections jobq opens next
                         conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = off".encode())
                 log(f"  {backend}: {total:,} jobs stored (filled in {result.fill_seconds:.0f} s)")
