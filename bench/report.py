@@ -225,6 +225,16 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     pg4 = max((x for x in (v("jobq-pg", "claim_4"), v("jobq-pg-batched", "claim_4")) if x), default=None)
     check("PostgreSQL x4 >= 2x pgqueuer", ratio(pg4, v("pgqueuer", "claim_4")), 2.0)
     check("PostgreSQL x4 >= 10x procrastinate", ratio(pg4, v("procrastinate", "claim_4")), 10.0)
+    for backend, default, batched in (
+        ("SQLite", "jobq-worker-default", "jobq-worker"),
+        ("PostgreSQL", "jobq-pg-worker-default", "jobq-pg-worker"),
+    ):
+        for n in WORKER_COUNTS:
+            check(
+                f"{backend} default worker x{n} >= 0.5x Worker(batch=100)",
+                ratio(v(default, f"claim_{n}"), v(batched, f"claim_{n}")),
+                0.5,
+            )
     dup = sum(
         m.duplicates + m.lock_errors for r in results if r.system.key.startswith("jobq") for m in r.metrics.values()
     )
@@ -362,6 +372,12 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         targets_text(targets(results, extras)),
         "",
     ]
+    scale = extras.get("scale")
+    if scale:
+        from bench.scale import describe
+        from bench.scale import table as scale_table
+
+        parts += ["### Scale", "", describe(extras["mode"]), "", scale_table(scale), ""]
     apps = extras.get("apps")
     if apps:
         parts += [

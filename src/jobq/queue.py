@@ -322,6 +322,29 @@ class Queue:
         ]
         return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
 
+    def complete_many_and_claim(
+        self,
+        items: Sequence[tuple[Job, Any]],
+        worker_id: str,
+        limit: int,
+        *,
+        notes: Sequence[str | None] | None = None,
+        repeat: bool = False,
+        lease: float | None = None,
+        queue: str | Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete_many(items)`` and ``claim_many(worker_id, limit)`` in one transaction: one
+        commit instead of two. Returns what each would have returned."""
+        notes = notes or [None] * len(items)
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            for (j, r), note in zip(items, notes, strict=True)
+        ]
+        lease_seconds = lease or self.settings.lease_seconds
+        return self.backend.complete_and_claim(
+            completions, self.clock, worker_id, self._queues(queue), limit, lease_seconds, repeat=repeat
+        )
+
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
         """Record a failed attempt: back to PENDING after backoff while attempts are left (and
         ``retry``), else FAILED. Returns the new status. Raises LeaseLost when stale."""
@@ -349,6 +372,12 @@ class Queue:
     def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:
         """Give the job back at once (PENDING, attempt not counted). False when already lost."""
         return self.backend.release([lease_of(job)], self.clock, reason, repeat=repeat)[0]
+
+    def release_many(
+        self, jobs: Sequence[Job], reason: str = "worker shutting down", *, repeat: bool = False
+    ) -> list[bool]:
+        """Give jobs back in one transaction (see ``release``); one bool per job, in order."""
+        return self.backend.release([lease_of(j) for j in jobs], self.clock, reason, repeat=repeat) if jobs else []
 
     def ack_cancel(self, job: Job, *, repeat: bool = False) -> bool:
         """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
@@ -473,7 +502,15 @@ class Queue:
         return self.backend.counts()
 
     def stats(self) -> QueueStats:
+        """Counts per status and queue, and what ops shows at a glance. Finished jobs are counted
+        among the newest ``STATS_FINISHED_WINDOW`` (see ``QueueStats.finished_window``), so this
+        stays fast at any size; ``counts()`` counts every row."""
         return self.backend.stats(self.clock())
+
+    def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """The most recently updated jobs (of ``status``), newest first, in bounded time at any
+        table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
+        return self.backend.latest_jobs(status, limit)
 
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         now = self.clock()

@@ -125,7 +125,18 @@ def crashworker(args: argparse.Namespace) -> None:
         crash("after_complete")
         return done
 
+    real_complete_and_claim = q.complete_many_and_claim
+
+    def complete_many_and_claim(items: Any, *args: Any, **options: Any) -> tuple[list[bool], list[Any]]:
+        # The worker's usual path: the next claim rides in the completion's transaction, so a crash
+        # after it also leaves a freshly claimed job behind for the rescuer.
+        crash("before_complete")
+        out = real_complete_and_claim(items, *args, **options)
+        crash("after_complete")
+        return out
+
     q.complete_many = complete_many  # type: ignore[method-assign]
+    q.complete_many_and_claim = complete_many_and_claim  # type: ignore[method-assign]
     Worker(q, {"stamp": handler}, concurrency=1, batch=1).run()
 
 

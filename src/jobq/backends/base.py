@@ -17,6 +17,14 @@ from typing import Protocol
 
 from jobq.job import Event, Job, JobStatus
 
+#: ``stats`` counts finished jobs (COMPLETED, FAILED, CANCELLED) among at most this many of the
+#: newest: an exact count of 10 million finished rows takes seconds on either backend, and a
+#: counter row updated by every completion would serialise PostgreSQL's workers (and cost every
+#: SQLite commit pages). PENDING and PROCESSING are always counted exactly (small partial indexes).
+STATS_FINISHED_WINDOW = 20_000
+#: ``latest_jobs`` with a finished status looks among at most this many of the newest finished jobs.
+LATEST_FINISHED_WINDOW = 10_000
+
 Clock = Callable[[], float]
 """UNIX seconds now. Worker writes take a clock rather than a time and read it once the
 transaction holds its lock: a write that waited for the lock (a stalled database, a writer frozen
@@ -157,6 +165,10 @@ class QueueStats:
     completed_last_minute: int
     failed_last_minute: int
     expired_leases: int
+    finished_window: int | None = None
+    """None: every count is a total. Else the store holds more finished jobs than this, and the
+    COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
+    and PROCESSING are still totals): see ``common.STATS_FINISHED_WINDOW``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -226,6 +238,21 @@ class Backend(Protocol):
         and the refusal is recorded in that same transaction."""
         ...
 
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete(items)`` then ``claim(..., limit)`` in one transaction (one commit, not
+        two); each part behaves as its own operation, ``repeat`` applying to the completions."""
+        ...
+
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease; False: refused."""
         ...
@@ -286,7 +313,16 @@ class Backend(Protocol):
         """Jobs per status, every status present (0 when none)."""
         ...
 
-    def stats(self, now: float) -> QueueStats: ...
+    def stats(self, now: float, *, finished_window: int = STATS_FINISHED_WINDOW) -> QueueStats:
+        """Counts per queue and status (finished ones among the newest ``finished_window``)."""
+        ...
+
+    def latest_jobs(self, status: JobStatus | None, limit: int) -> list[Job]:
+        """The most recently updated jobs (of ``status``), newest first, in bounded time at any
+        table size: PROCESSING jobs, the newest PENDING ones by id, and the newest finished
+        ones by ``finished_at`` (for a finished status, among the newest
+        ``LATEST_FINISHED_WINDOW`` finished jobs): what the ops page shows."""
+        ...
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]: ...
 

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from jobq.backends.base import (
+    LATEST_FINISHED_WINDOW,
+    STATS_FINISHED_WINDOW,
     ActionResult,
     Bucket,
     Clock,
@@ -52,6 +54,9 @@ from jobq.backends.common import (
 from jobq.backends.statements import Dialect, Params
 from jobq.errors import StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
+
+#: The statuses a job ends in (it has a ``finished_at``).
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -278,6 +283,37 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     return done
 
 
+def complete_and_claim(
+    d: Dialect,
+    items: Sequence[Completion],
+    clock: Clock,
+    repeat: bool,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    nonce: str,
+) -> Op[tuple[list[bool], list[Job]]]:
+    """Completions, then the next claim, in one transaction: a worker that runs one job at a time
+    commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
+    operations unchanged (fencing, events, lease tokens)."""
+    done = yield from complete(d, items, clock, repeat)
+    jobs: list[Job] = []
+    if limit > 0:
+        jobs = yield from claim(d, worker_id, queues, limit, lease_seconds, clock, nonce)
+    return done, jobs
+
+
+def completed_and_claimed(
+    d: Dialect, items: Sequence[Completion], clock: Clock, worker_id: str, nonce: str
+) -> Op[tuple[list[bool], list[Job]]]:
+    """After a ``complete_and_claim`` whose outcome is unknown: the completions repeated (a
+    committed one is recognised) and the jobs its nonce leased, if it committed."""
+    done = yield from complete(d, items, clock, True)
+    jobs = yield from claimed_by_nonce(d, worker_id, nonce)
+    return done, jobs
+
+
 def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
     out = [False] * len(items)
@@ -468,12 +504,17 @@ def counts(d: Dialect) -> Op[dict[str, int]]:
     return out
 
 
-def stats(d: Dialect, now: float) -> Op[QueueStats]:
+def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) -> Op[QueueStats]:
     by_queue: dict[str, dict[str, int]] = {}
     totals = {s.value: 0 for s in JobStatus}
-    for queue, status, n in (yield Exec(d.sql["counts_by_queue"])):
+    live = yield Exec(d.sql["counts_by_queue_live"])
+    finished = yield Exec(d.sql["counts_by_queue_finished"], {"window": finished_window})
+    for queue, status, n in [*live, *finished]:
         by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
         totals[status] = totals.get(status, 0) + int(n)
+    capped = sum(int(n) for _, _, n in finished) >= finished_window and bool(
+        (yield Exec(d.sql["finished_beyond"], {"window": finished_window}))
+    )
     oldest = (yield Exec(d.sql["oldest_due"], {"now": now}))[0][0]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
@@ -484,7 +525,25 @@ def stats(d: Dialect, now: float) -> Op[QueueStats]:
         completed_last_minute=done.get("completed", 0),
         failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
         expired_leases=int(expired),
+        finished_window=finished_window if capped else None,
     )
+
+
+def latest_jobs(d: Dialect, status: JobStatus | None, limit: int) -> Op[list[Job]]:
+    params: Params = {"limit": limit, "window": limit}
+    branches = []
+    if status in (None, JobStatus.PROCESSING):
+        branches.append(d.sql["latest_processing"])
+    if status in (None, JobStatus.PENDING):
+        branches.append(d.sql["latest_pending"])
+    if status is None:
+        # Unfiltered, only the newest ``limit`` finished jobs can rank among the first ``limit``.
+        branches.append(d.stmt("latest_finished", status=""))
+    elif status.value in TERMINAL_STATUSES:
+        params["window"] = max(limit, LATEST_FINISHED_WINDOW)
+        branches.append(d.stmt("latest_finished", status=" WHERE " + d.any_of("status", "s", [status.value], params)))
+    rows = yield Exec(d.stmt("latest_jobs", candidates=" UNION ALL ".join(branches)), params)
+    return [job_from_row(r) for r in rows]
 
 
 def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from jobq.backends import ops
 from jobq.backends.base import (
+    STATS_FINISHED_WINDOW,
     ActionResult,
     Bucket,
     Clock,
@@ -107,6 +108,24 @@ class SqlStore:
     def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
         return self._in_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))
 
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        d = self.dialect
+        return self._write(
+            lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
+            on_unknown=lambda: ops.completed_and_claimed(d, items, clock, worker_id, nonce),
+        )
+
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(
             lambda: ops.fail(self.dialect, items, clock, repeat),
@@ -169,8 +188,11 @@ class SqlStore:
     def counts(self) -> dict[str, int]:
         return self._read(lambda: ops.counts(self.dialect))
 
-    def stats(self, now: float) -> QueueStats:
-        return self._read(lambda: ops.stats(self.dialect, now))
+    def stats(self, now: float, *, finished_window: int = STATS_FINISHED_WINDOW) -> QueueStats:
+        return self._read(lambda: ops.stats(self.dialect, now, finished_window))
+
+    def latest_jobs(self, status: JobStatus | None, limit: int) -> list[Job]:
+        return self._read(lambda: ops.latest_jobs(self.dialect, status, limit))
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))

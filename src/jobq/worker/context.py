@@ -41,6 +41,13 @@ class JobContext:
         self.completed_in_transaction = False
         """True once ``complete(conn=...)`` wrote the completion into the application's
         transaction: the worker neither heartbeats this run any more nor writes its outcome."""
+        """When the handler began (until then: when the job was handed to the runner threads)."""
+        self.begun = False
+        """A runner thread took the run and calls (or called) its handler."""
+        self.ended = False
+        """Its handler returned (or was never called): the thread is free again."""
+        self.withdrawn = False
+        """Claimed ahead and given back before any thread began it (see ``jobq.worker.prefetch``)."""
 
     @property
     def key(self) -> tuple[int, str | None]:

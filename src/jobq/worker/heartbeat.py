@@ -103,6 +103,6 @@ class Heartbeater(Looper):
         now = time.monotonic()
         for ctx in self.runs.active():
             limit = ctx.job.timeout
-            if limit is None or ctx.decided or ctx.settled or now - ctx.started <= limit:
+            if limit is None or not ctx.begun or ctx.decided or ctx.settled or now - ctx.started <= limit:
                 continue
             self.runs.time_out(ctx)
