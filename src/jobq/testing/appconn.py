@@ -98,7 +98,11 @@ class PsycopgApp(AppConnection):
     def __init__(self, url: str) -> None:
         import psycopg
 
-        self.conn = psycopg.connect(url)
+        from jobq.backends.postgres.url import split_url
+
+        # The application's own connection: libpq's URL without jobq's options (schema, pooler,
+        # listen_url), and no prepared statements, which a transaction pooler cannot keep.
+        self.conn = psycopg.connect(split_url(url).libpq_url, prepare_threshold=None)
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         cur = self.conn.execute(sql.replace("?", "%s"), params)
