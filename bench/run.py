@@ -91,6 +91,13 @@ def systems() -> list[System]:
             group="postgres",
         ),
         System(
+            "jobq-pg-worker",
+            "jobq PostgreSQL, jobq.worker.Worker(batch=100)",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"backend": "postgres", "skip": ["enqueue"]},
+            group="postgres",
+        ),
+        System(
             "pgqueuer",
             "pgqueuer (PostgreSQL)",
             "bench.adapters.pgqueuer_adapter:PgQueuerAdapter",

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -78,13 +80,29 @@ MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 Q_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
+LOCK_WAIT_COUNTED_SECONDS = 0.25
+"""A one-statement heartbeat adds to the lease the time it waited for its row lock, when longer
+than this (shorter waits cost less than a lease that no longer equals the caller's clock)."""
+
+_LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::double precision"
+_STATEMENT = re.compile(r"\{sql:(\w+)\}")
+
+
 class PostgresDialect(Dialect):
     """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read."""
 
     locks_rows = True
 
     def __init__(self) -> None:
-        self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+        fragments = {
+            **STATIC_FRAGMENTS,
+            "wake_channel": LISTEN_CHANNEL,
+            "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
+        }
+        sql = load_statements(Path(__file__).parent / "sql", fragments)
+        # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
+        # of every fence and guard.
+        self.sql = {name: _STATEMENT.sub(lambda m: sql[m.group(1)], text) for name, text in sql.items()}
         self._rendered = {}
 
     def param(self, name: str) -> str:
@@ -255,16 +273,15 @@ class PostgresBackend(SqlStore):
             self._pid = os.getpid()
             return pool
 
-    def _run(
-        self, body: Callable[[Cursor], T], *, write: bool = True, on_unknown: Callable[[Cursor], T] | None = None
-    ) -> T:
-        """Run ``body`` in one transaction on a pooled connection.
+    def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
+        """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
-        run again; a lost connection is retried once on a fresh one, but only if COMMIT had not
-        been sent. If it had, the outcome is unknown: ``on_unknown`` then finds out what happened
-        in a new transaction (a worker write is simply repeated, being idempotent for its lease; a
-        claim reads back what it handed out); without it, StorageError tells the caller.
+        run again; a lost connection is retried once on a fresh one, but only if nothing that
+        commits had been sent (COMMIT, or a statement sent alone). If it had, the outcome is
+        unknown: ``on_unknown`` then finds out what happened in a new transaction (a worker write
+        is simply repeated, being idempotent for its lease; a claim reads back what it handed out);
+        without it, StorageError tells the caller.
         """
         lost_connection_retried = False
         deadlocks = 0
@@ -273,10 +290,7 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    with conn.transaction(), conn.cursor() as cur:
-                        result = body(cur)
-                        attempt.committing = True
-                    return result
+                    return _drive(conn, make, attempt)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -311,12 +325,7 @@ class PostgresBackend(SqlStore):
         )
 
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
-        settle = on_unknown
-        return self._run(
-            lambda cur: _drive_on(cur, make),
-            write=write,
-            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle)),
-        )
+        return self._run(make, write=write, on_unknown=on_unknown)
 
     def close(self) -> None:
         with self._lock:
@@ -346,8 +355,8 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
-    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+def _runner(cur: Cursor) -> Callable[[ops.Command], ops.Rows]:
+    """Executes one command of an operation on ``cur``."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -360,7 +369,57 @@ def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
             cur.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
         return []
 
-    return ops.drive(make(), run)
+    return run
+
+
+def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
+    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+    return ops.drive(make(), _runner(cur))
+
+
+def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt) -> T:
+    """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
+
+    An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
+    transaction: one round trip, where BEGIN, the statement and COMMIT cost three. Any other runs
+    inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
+    then on, a lost connection leaves the outcome unknown."""
+    op = make()
+    try:
+        command = next(op)
+    except StopIteration as stop:
+        empty: T = stop.value
+        return empty
+    if isinstance(command, ops.Exec) and command.alone:
+        if _input_waiting(conn):
+            # The server spoke on an idle connection: most likely it closed it (a restart, an
+            # idle timeout, pg_terminate_backend) and its last words wait in the socket. Find out
+            # with a no-op, before the statement is sent: an error here is safe to retry.
+            conn.execute("SELECT 1")
+        attempt.committing = True
+        with conn.cursor() as cur:
+            rows = _runner(cur)(command)
+        try:
+            op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        raise RuntimeError("an operation yielded a command after one it sent alone")
+    with conn.transaction(), conn.cursor() as cur:
+        run = _runner(cur)
+        try:
+            while True:
+                command = op.send(run(command))
+        except StopIteration as stop:
+            result = stop.value
+        attempt.committing = True
+    return result
+
+
+def _input_waiting(conn: Connection) -> bool:
+    """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:
