@@ -96,3 +96,39 @@ def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> 
     assert worker.jobs_done == 3
     for job_id in ids:
         assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
+    """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed for."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+        q.enqueue({"n": 1})
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 1  # it was applied, exactly once
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(pq, postgres_url: str) -> None:
+    """A pooled connection the server ended (restart, idle timeout) is found out before a statement
+    is sent alone on it: the call runs on a fresh connection instead of reporting an unknown outcome."""
+    import psycopg
+
+    q, _ = pq
+    q.enqueue({"n": 0})  # the pool holds an idle connection now
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'jobq'"
+        ).fetchall()
+        assert ended and all(row[0] for row in ended)
+        wait_for(
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'jobq'"
+                ).fetchall()
+            ),
+            30,
+            "the terminated connections to go",
+        )
+    job_id = q.enqueue({"n": 1})
+    assert q.get(job_id) is not None and q.counts()["PENDING"] == 2
