@@ -108,27 +108,33 @@ def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None
     assert q.counts()["PENDING"] == 1  # it was applied, exactly once
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(pq, postgres_url: str) -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(postgres_url: str) -> None:
     """A pooled connection the server ended (restart, idle timeout) is found out before a statement
-    is sent alone on it: the call runs on a fresh connection instead of reporting an unknown outcome."""
+    is sent alone on it: the call runs on a fresh connection instead of reporting an unknown outcome.
+    (No proxy here: the server's last words must be in the client's socket once its process is gone.)"""
+    with jobq.Queue(postgres_url) as q:
+        _enqueue_after_the_server_ended_the_connection(q, postgres_url)
+
+
+def _enqueue_after_the_server_ended_the_connection(q: jobq.Queue, postgres_url: str) -> None:
     import psycopg
 
-    q, _ = pq
-    q.enqueue({"n": 0})  # the pool holds an idle connection now
+    q.enqueue({"n": 0})  # the pool holds idle connections now
+    pool = q.backend._get_pool()  # type: ignore[attr-defined]
+    mine = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'jobq'"
     with psycopg.connect(postgres_url, autocommit=True) as admin:
-        ended = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'jobq'"
-        ).fetchall()
-        assert ended and all(row[0] for row in ended)
+        # End every connection of the pool, once it has made all it will make.
         wait_for(
-            lambda: (
-                not admin.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'jobq'"
-                ).fetchall()
-            ),
+            lambda: len(admin.execute(mine).fetchall()) == pool.get_stats()["pool_size"],
             30,
-            "the terminated connections to go",
+            "the pool to settle",
+        )
+        pids = [row[0] for row in admin.execute(mine).fetchall()]
+        assert pids and all(admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] for pid in pids)
+        wait_for(
+            lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchall(),
+            30,
+            "the ended server processes to exit",
         )
     job_id = q.enqueue({"n": 1})
     assert q.get(job_id) is not None and q.counts()["PENDING"] == 2
