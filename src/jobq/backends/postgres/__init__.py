@@ -3,6 +3,11 @@
 Same semantics as the SQLite backend (the contract suite runs unchanged on both); how it differs
 inside, and its limits, stated openly:
 
+- One round trip per call: enqueue (jobs without keys, any number), claim, and the one-job forms
+  of heartbeat, complete and fail are each one statement sent alone in autocommit, its events
+  (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
+  BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
+  repeats, operator actions and reads run in BEGIN ... COMMIT.
 - Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
   wait on each other and never get the same job. A lease token is a random nonce of the claim
@@ -22,7 +27,10 @@ inside, and its limits, stated openly:
   woken for a job it cannot see yet. A missed notification is covered by polling.
 - Connection loss (server restart, failover): the pool drops broken connections and reconnects.
   An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
-  retried once on a fresh connection. One that failed while committing has an unknown outcome,
+  retried once on a fresh connection. A statement sent alone commits as it runs, so once sent it
+  counts as committing; before sending one, a connection the server already ended while it was
+  idle (its last words wait in the socket: a poll, no round trip) is found out and replaced. One
+  that failed while committing has an unknown outcome,
   and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
   lease: one that had committed is recognised by its kept token, neither redone nor recorded as
   refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
