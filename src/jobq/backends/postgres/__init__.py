@@ -353,11 +353,11 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
         return []
     if len(command.params) == 1:  # one job (the per-job API): a pipeline costs more than it saves
         cur.execute(command.sql, command.params[0])
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if cur.rownumber is not None else []
     cur.executemany(command.sql, command.params, returning=True)
     rows: ops.Rows = []
     while True:
-        if cur.description is not None:
+        if cur.rownumber is not None:
             rows.extend(cur.fetchall())
         if not cur.nextset():
             return rows
@@ -368,9 +368,10 @@ def _runner(cur: Cursor) -> Callable[[ops.Command], ops.Rows]:
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
-            # No parameters, no placeholder parsing (DDL may hold a literal %).
+            # No parameters, no placeholder parsing (DDL may hold a literal %). rownumber, not
+            # description, tells whether rows came back: description builds a Column per column.
             cur.execute(command.sql, command.params or None)
-            return cur.fetchall() if cur.description is not None else []
+            return cur.fetchall() if cur.rownumber is not None else []
         if isinstance(command, ops.ExecMany):
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
