@@ -65,10 +65,15 @@ Rows = list[tuple[Any, ...]]
 # Commands are NamedTuples: one is made for every statement of every operation, and a tuple is
 # the cheapest object Python builds (a frozen dataclass cost ~1 us more each, on the hot path).
 class Exec(NamedTuple):
-    """Run one statement; the operation receives its rows (empty when it returns none)."""
+    """Run one statement; the operation receives its rows (empty when it returns none).
+
+    ``alone``: the operation's only command (it yields nothing after it), so a backend may run it
+    as a transaction of its own (PostgreSQL: one autocommit statement, one round trip instead of
+    BEGIN, statement, COMMIT). On a caller's connection it simply runs in the caller's transaction."""
 
     sql: str
     params: Params = {}
+    alone: bool = False
 
 
 class ExecMany(NamedTuple):
@@ -156,6 +161,8 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
 
 # -- producers -----------------------------------------------------------------------------------
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
+    if "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
+        return (yield from _enqueue_alone(d, jobs, now))
     rows = [
         {
             "queue": j.queue,
@@ -191,6 +198,20 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     return ids
 
 
+def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
+    """Jobs without keys, their events and the wake-up in one statement (dialects that have it)."""
+    rows = [[j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout] for j in jobs]
+    due = sorted({j.queue for j in jobs if j.run_at <= now})
+    params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
+    # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.
+    return sorted(row[0] for row in (yield Exec(d.sql["enqueue_with_events"], params, alone=True)))
+
+
+def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
+    """The detail of a ``stale_write_refused`` event (also built by ``_refused``)."""
+    return d.text(json.dumps({"operation": op, "token": lease.token}))
+
+
 # -- workers ------------------------------------------------------------------------------------
 def claim(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
@@ -200,6 +221,9 @@ def claim(
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
     params["limit"] = limit
+    if "claim_with_events" in d.sql:  # the claim and its events in one statement
+        statement = d.stmt("claim_with_events", queues=d.any_of("queue", "q", queues, params))
+        return _sorted_jobs((yield Exec(statement, params, alone=True)))
     # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
     name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
     jobs = _sorted_jobs((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
@@ -224,13 +248,18 @@ def _refused(
         rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
         if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
             return True
-    detail = {"operation": op, "token": lease.token}
-    yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id,
-                                             None, detail))  # fmt: skip
+    event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
+    yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})
     return False
 
 
 def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> Op[list[HeartbeatResult]]:
+    if len(leases) == 1 and "heartbeat_one" in d.sql:
+        # One statement: it locks the row, adds any lock wait to the lease, records a refusal.
+        lease, now = leases[0], clock()
+        args = {**_one_write(d, lease, now, "heartbeat"), "expires": now + lease_seconds}
+        rows = yield Exec(d.sql["heartbeat_one"], args, alone=True)
+        return [HeartbeatResult(lease.job_id, True, bool(rows[0][0])) if rows else HeartbeatResult(lease.job_id, False)]
     if "lock_jobs" in d.sql:
         # An UPDATE that waits for a row lock evaluates its SET before the wait: lock first, then
         # read the clock, so the lease runs from when it is written.
@@ -254,8 +283,26 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
     return [r for r in out if r is not None]
 
 
+def _one_write(d: Dialect, lease: Lease, now: float, op: str) -> Params:
+    """Parameters every one-statement worker write takes: its fence, actor and refusal detail."""
+    return {
+        "now": now,
+        "id": lease.job_id,
+        "token": lease.token,
+        "actor": d.text(lease.worker_id),
+        "refused": _refusal_detail(d, op, lease),
+    }
+
+
 def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
+    if len(items) == 1 and not repeat and "complete_one" in d.sql:
+        # The write, its event or the refusal's, in one statement (a repeat needs to read first).
+        item = items[0]
+        params = _one_write(d, item.lease, now, "complete")
+        params["result"] = item.result_json
+        params["detail"] = d.text(json.dumps({"note": item.note})) if item.note else None
+        return [bool((yield Exec(d.sql["complete_one"], params, alone=True)))]
     order = _by_job_id([i.lease for i in items])
     args = [
         {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
@@ -316,6 +363,17 @@ def completed_and_claimed(
 
 def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
+    if len(items) == 1 and not repeat and "fail_one" in d.sql:
+        item = items[0]
+        error = d.text(item.error) or ""
+        info: dict[str, Any] = {"error": clip(error)}
+        if item.retry_at is not None:
+            statement, info = "retry_one", {**info, "retry_at": item.retry_at}
+        else:
+            statement = "fail_one"
+        params = _one_write(d, item.lease, now, "fail")
+        params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)))
+        return [bool((yield Exec(d.sql[statement], params, alone=True)))]
     out = [False] * len(items)
     for i in _by_job_id([item.lease for item in items]):
         item, lease = items[i], items[i].lease

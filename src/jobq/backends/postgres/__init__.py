@@ -3,6 +3,11 @@
 Same semantics as the SQLite backend (the contract suite runs unchanged on both); how it differs
 inside, and its limits, stated openly:
 
+- One round trip per call: enqueue (jobs without keys, any number), claim, and the one-job forms
+  of heartbeat, complete and fail are each one statement sent alone in autocommit, its events
+  (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
+  BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
+  repeats, operator actions and reads run in BEGIN ... COMMIT.
 - Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
   wait on each other and never get the same job. A lease token is a random nonce of the claim
@@ -30,7 +35,10 @@ inside, and its limits, stated openly:
   woken for a job it cannot see yet. A missed notification is covered by polling.
 - Connection loss (server restart, failover): the pool drops broken connections and reconnects.
   An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
-  retried once on a fresh connection. One that failed while committing has an unknown outcome,
+  retried once on a fresh connection. A statement sent alone commits as it runs, so once sent it
+  counts as committing; before sending one, a connection the server already ended while it was
+  idle (its last words wait in the socket: a poll, no round trip) is found out and replaced. One
+  that failed while committing has an unknown outcome,
   and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
   lease: one that had committed is recognised by its kept token, neither redone nor recorded as
   refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
@@ -46,6 +54,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -89,7 +99,12 @@ MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 Q_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
-_STATEMENTS = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+LOCK_WAIT_COUNTED_SECONDS = 0.25
+"""A one-statement heartbeat adds to the lease the time it waited for its row lock, when longer
+than this (shorter waits cost less than a lease that no longer equals the caller's clock)."""
+
+_LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::double precision"
+_STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
 class PostgresDialect(Dialect):
@@ -101,7 +116,18 @@ class PostgresDialect(Dialect):
     def __init__(self, schema: str = SCHEMA_DEFAULT) -> None:
         self.schema = schema
         self.channel = PgOptions(libpq_url="", schema=schema).channel
-        self.sql = {name: qualify(text, schema) for name, text in _STATEMENTS.items()}
+        fragments = {
+            **STATIC_FRAGMENTS,
+            "wake_channel": self.channel,
+            "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
+        }
+        sql = load_statements(Path(__file__).parent / "sql", fragments)
+        # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
+        # of every fence and guard.
+        # Then every table name is qualified by the queue's schema (see schema.qualify).
+        self.sql = {
+            name: qualify(_STATEMENT.sub(lambda m: sql[m.group(1)], text), schema) for name, text in sql.items()
+        }
         self._rendered = {}
 
     def param(self, name: str) -> str:
@@ -305,16 +331,15 @@ class PostgresBackend(SqlStore):
             self._pid = os.getpid()
             return pool
 
-    def _run(
-        self, body: Callable[[Cursor], T], *, write: bool = True, on_unknown: Callable[[Cursor], T] | None = None
-    ) -> T:
-        """Run ``body`` in one transaction on a pooled connection.
+    def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
+        """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
-        run again; a lost connection is retried once on a fresh one, but only if COMMIT had not
-        been sent. If it had, the outcome is unknown: ``on_unknown`` then finds out what happened
-        in a new transaction (a worker write is simply repeated, being idempotent for its lease; a
-        claim reads back what it handed out); without it, StorageError tells the caller.
+        run again; a lost connection is retried once on a fresh one, but only if nothing that
+        commits had been sent (COMMIT, or a statement sent alone). If it had, the outcome is
+        unknown: ``on_unknown`` then finds out what happened in a new transaction (a worker write
+        is simply repeated, being idempotent for its lease; a claim reads back what it handed out);
+        without it, StorageError tells the caller.
         """
         lost_connection_retried = False
         deadlocks = 0
@@ -323,10 +348,7 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    with conn.transaction(), conn.cursor() as cur:
-                        result = body(cur)
-                        attempt.committing = True
-                    return result
+                    return _drive(conn, make, attempt, self.dialect.channel)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -361,13 +383,7 @@ class PostgresBackend(SqlStore):
         )
 
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
-        settle = on_unknown
-        channel = self.dialect.channel
-        return self._run(
-            lambda cur: _drive_on(cur, make, channel),
-            write=write,
-            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle, channel)),
-        )
+        return self._run(make, write=write, on_unknown=on_unknown)
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
         # The application's connection, in its transaction: see caller.py for what is checked.
@@ -407,32 +423,83 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
         return []
     if len(command.params) == 1:  # one job (the per-job API): a pipeline costs more than it saves
         cur.execute(command.sql, command.params[0])
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if cur.rownumber is not None else []
     cur.executemany(command.sql, command.params, returning=True)
     rows: ops.Rows = []
     while True:
-        if cur.description is not None:
+        if cur.rownumber is not None:
             rows.extend(cur.fetchall())
         if not cur.nextset():
             return rows
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
-    """Run the operation ``make()`` on ``cur``, inside the caller's transaction; its wake-ups go
-    to ``channel`` (the queue's schema's)."""
+def _runner(cur: Cursor, channel: str) -> Callable[[ops.Command], ops.Rows]:
+    """Executes one command of an operation on ``cur``; wake-ups go to ``channel`` (the queue's
+    schema's)."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
-            # No parameters, no placeholder parsing (DDL may hold a literal %).
+            # No parameters, no placeholder parsing (DDL may hold a literal %). rownumber, not
+            # description, tells whether rows came back: description builds a Column per column.
             cur.execute(command.sql, command.params or None)
-            return cur.fetchall() if cur.description is not None else []
+            return cur.fetchall() if cur.rownumber is not None else []
         if isinstance(command, ops.ExecMany):
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
             cur.execute(Q_NOTIFY, (channel, queue))
         return []
 
-    return ops.drive(make(), run)
+    return run
+
+
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
+    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+    return ops.drive(make(), _runner(cur, channel))
+
+
+def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str) -> T:
+    """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
+
+    An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
+    transaction: one round trip, where BEGIN, the statement and COMMIT cost three. Any other runs
+    inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
+    then on, a lost connection leaves the outcome unknown."""
+    op = make()
+    try:
+        command = next(op)
+    except StopIteration as stop:
+        empty: T = stop.value
+        return empty
+    if isinstance(command, ops.Exec) and command.alone:
+        if _input_waiting(conn):
+            # The server spoke on an idle connection: most likely it closed it (a restart, an
+            # idle timeout, pg_terminate_backend) and its last words wait in the socket. Find out
+            # with a no-op, before the statement is sent: an error here is safe to retry.
+            conn.execute("SELECT 1")
+        attempt.committing = True
+        with conn.cursor() as cur:
+            rows = _runner(cur, channel)(command)
+        try:
+            op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        raise RuntimeError("an operation yielded a command after one it sent alone")
+    with conn.transaction(), conn.cursor() as cur:
+        run = _runner(cur, channel)
+        try:
+            while True:
+                command = op.send(run(command))
+        except StopIteration as stop:
+            result = stop.value
+        attempt.committing = True
+    return result
+
+
+def _input_waiting(conn: Connection) -> bool:
+    """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:
