@@ -105,3 +105,26 @@ def test_a_heartbeat_refused_for_another_lease_is_recorded() -> None:
         results = ops.drive(ops.heartbeat(DIALECT, [_lease()], 30.0, lambda: 100.0), run)
         assert [r.alive for r in results] == [False]
         assert seen == ["heartbeat", "lease_state", "insert_event"], state
+
+
+def test_a_combined_operation_sends_nothing_alone() -> None:
+    # PostgreSQL runs a command marked `alone` as its own transaction (autocommit): inside
+    # complete_and_claim the completion's one-statement form must join the claim's transaction.
+    from jobq.backends.postgres import dialect_for
+
+    pg = dialect_for("jobq")
+    assert "complete_one" in pg.sql  # the one-statement form this test is about exists
+    sent: list[ops.Command] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        sent.append(command)
+        return []
+
+    op = ops.complete_and_claim(pg, [_completion()], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
+    assert ops.drive(op, run) == ([False], [])
+    assert len(sent) >= 2
+    assert not any(isinstance(c, ops.Exec) and c.alone for c in sent)
+    # ...while the completion on its own is one statement sent alone.
+    sent.clear()
+    ops.drive(ops.complete(pg, [_completion()], lambda: 100.0, False), run)
+    assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]

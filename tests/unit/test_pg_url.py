@@ -75,7 +75,7 @@ def test_a_listen_url_never_shows_its_password() -> None:
 
 def test_every_statement_names_tables_by_their_schema() -> None:
     dialect = PostgresDialect("mail")
-    unqualified = re.compile(r"(?<![\w.\"'])(" + "|".join(TABLES) + r")(?![\w\"'])(?!\.\w)")
+    unqualified = re.compile(r"(?<![\w.\"'])(?<!%\()(" + "|".join(TABLES) + r")(?![\w\"'])(?!\.\w)")
     for name, text in dialect.sql.items():
         assert not unqualified.search(text), f"{name}: {text}"
     assert "UPDATE mail.jobs SET" in dialect.sql["claim"]
@@ -89,6 +89,10 @@ def test_every_statement_names_tables_by_their_schema() -> None:
         ("DELETE FROM job_events WHERE x = 'jobs'", "DELETE FROM s.job_events WHERE x = 'jobs'"),
         ("SELECT max(version) FROM jobq_schema", "SELECT max(version) FROM s.jobq_schema"),
         ("SELECT 1 FROM other.jobs", "SELECT 1 FROM other.jobs"),
+        (
+            "INSERT INTO jobs SELECT * FROM json_array_elements(%(jobs)s::json)",
+            "INSERT INTO s.jobs SELECT * FROM json_array_elements(%(jobs)s::json)",
+        ),
     ],
 )
 def test_qualify(before: str, after: str) -> None:

@@ -330,6 +330,20 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     return done
 
 
+def _within(op: Op[T]) -> Op[T]:
+    """``op`` as one part of a larger operation: none of its commands may run ``alone`` (its own
+    transaction), since more commands follow in the same transaction."""
+    try:
+        command = next(op)
+        while True:
+            if isinstance(command, Exec) and command.alone:
+                command = command._replace(alone=False)
+            command = op.send((yield command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
 def complete_and_claim(
     d: Dialect,
     items: Sequence[Completion],
@@ -344,10 +358,10 @@ def complete_and_claim(
     """Completions, then the next claim, in one transaction: a worker that runs one job at a time
     commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
     operations unchanged (fencing, events, lease tokens)."""
-    done = yield from complete(d, items, clock, repeat)
+    done = yield from _within(complete(d, items, clock, repeat))
     jobs: list[Job] = []
     if limit > 0:
-        jobs = yield from claim(d, worker_id, queues, limit, lease_seconds, clock, nonce)
+        jobs = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
     return done, jobs
 
 

@@ -267,14 +267,22 @@ class PostgresBackend(SqlStore):
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._pid = -1
-        self._caller = CallerCheck(
-            describe_url(url), lambda: self._run(lambda cur: identity(cur.connection), write=False)
-        )
+        self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
         # open time, in one line, like SQLite does; the pool itself opens on first use.
         self._migrate()
 
     # -- connections and transactions ------------------------------------------------------
+    def _identity(self) -> tuple[Any, ...]:
+        """Which database on which server jobq's own connections reach (see caller.py)."""
+        try:
+            with self._get_pool().connection() as conn:
+                return identity(conn)
+        except PoolTimeout:
+            raise self._cannot_connect() from None
+        except psycopg.Error as exc:
+            raise storage_error(exc, self.url) from None
+
     def _connect(self) -> Connection:
         try:
             return psycopg.connect(self._conninfo, autocommit=True, **self._kwargs)

@@ -143,8 +143,9 @@ MIGRATIONS: list[list[str]] = [
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 # A table name where a statement names a table: not a column qualifier (``jobs.id``), not part of
-# a longer name (``jobs_done``), not already qualified (``jobq.jobs``), not inside quotes.
-_TABLE_REF = re.compile(r"(?<![\w.\"'])(" + "|".join(TABLES) + r")(?![\w.\"'])")
+# a longer name (``jobs_done``), not already qualified (``jobq.jobs``), not inside quotes, not a
+# parameter's name (``%(jobs)s``).
+_TABLE_REF = re.compile(r"(?<![\w.\"'])(?<!%\()(" + "|".join(TABLES) + r")(?![\w.\"'])")
 
 
 def qualify(statement: str, schema: str) -> str:

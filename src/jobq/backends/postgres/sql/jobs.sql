@@ -246,8 +246,11 @@ SELECT {job_columns} FROM claimed
 -- sending, and a lease must run from when it is written. {lock_wait} is that wait in seconds, 0
 -- under LOCK_WAIT_COUNTED_SECONDS, so that a lease equals the caller's clock exactly in the usual
 -- case (the contract suite drives a fake clock).
+-- A lease whose own completion committed while this waited for the lock (a handler completing in
+-- its application's transaction) is over, not stale: no refusal is recorded. FOR UPDATE returns
+-- the row as that commit left it, where a plain read would see the statement's older snapshot.
 WITH locked AS MATERIALIZED (
-    SELECT id FROM jobs WHERE id = %(id)s FOR UPDATE
+    SELECT id, status, lease_token FROM jobs WHERE id = %(id)s FOR UPDATE
 ), beat AS (
     UPDATE jobs SET
         lease_expires_at = %(expires)s + {lock_wait}, updated_at = %(now)s + {lock_wait}
@@ -259,6 +262,7 @@ WITH locked AS MATERIALIZED (
     SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
            %(refused)s::text
     WHERE NOT EXISTS (SELECT FROM beat)
+      AND NOT EXISTS (SELECT FROM locked WHERE status = 'COMPLETED' AND lease_token = %(token)s)
 )
 SELECT cancel_requested FROM beat
 
