@@ -29,6 +29,7 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.common import clip
@@ -373,9 +374,14 @@ class Queue:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far."""
         self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
 
-    def worker_stopped(self, worker_id: str) -> None:
-        """Mark a worker's row stopped now (it exited, or was found gone)."""
-        self.backend.worker_stopped(worker_id, time.time())
+    def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
+        """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,
+        ``crashed`` by a rescuer that found its pid gone."""
+        self.backend.worker_stopped(worker_id, time.time(), reason)
+
+    def mark_lost_workers(self, seen_before: float) -> list[str]:
+        """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
+        return self.backend.mark_lost_workers(seen_before, time.time())
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:

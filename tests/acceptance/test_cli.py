@@ -593,7 +593,7 @@ def test_python_m_jobq_cli_is_the_jobq_command(cli: Cli) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, cli.ok("version"), "")
 
 
-def test_workers_say_alive_silent_or_stopped_as_the_ops_app_does(cli: Cli) -> None:
+def test_workers_say_alive_lost_or_stopped_as_the_ops_app_does(cli: Cli) -> None:
     now = time.time()
     cli.ok("enqueue", "--json", "{}")  # creates the database
     with cli.queue() as q:
@@ -601,7 +601,7 @@ def test_workers_say_alive_silent_or_stopped_as_the_ops_app_does(cli: Cli) -> No
             jobq.WorkerInfo(id="h-66-x", name="w-gone", host="h", pid=66, queues=("default",),
                             started_at=now - 900, last_seen_at=now - 600)
         )  # fmt: skip
-    assert cli.ok("workers") == "no live workers (--all shows stopped and silent ones)\n"
+    assert cli.ok("workers") == "no live workers (--all shows stopped, crashed and lost ones)\n"
     (worker,) = cli.json("workers", "--all")
-    assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "silent", False)
-    assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "silent"]
+    assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "lost", False)
+    assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "lost"]

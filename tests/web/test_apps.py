@@ -354,7 +354,7 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert metrics["Pending"] == "2"
     assert metrics["Failed"] == "1"
     assert metrics["Completed"] == "1"
-    assert metrics["Queue depth"] == "2"
+    assert metrics["Due now"] == "2"
     assert metrics["Workers alive"] == "2 / 2"
     assert len(at.get("vega_lite_chart")) == 4
     frames = [d.value for d in at.dataframe]
@@ -366,7 +366,7 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert not at.button  # read-only: no actions at all
 
 
-def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ops_alerts_on_expired_lease_and_lost_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path}/queue.db"
     seed(url)
     with Queue(url) as q:
@@ -384,7 +384,7 @@ def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypat
     time.sleep(0.01)  # let the 1 ms lease run out (not a wait for an outcome)
     at = run(OPS)
     assert "PROCESSING with an expired lease" in texts(at.error)
-    assert "Silent worker: consumer3" in texts(at.warning)
+    assert "Lost worker (no heartbeat): consumer3" in texts(at.warning)
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.common import (
@@ -469,16 +470,18 @@ def stats(d: Dialect, now: float) -> Op[QueueStats]:
     for queue, status, n in (yield Exec(d.sql["counts_by_queue"])):
         by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
         totals[status] = totals.get(status, 0) + int(n)
-    oldest = (yield Exec(d.sql["oldest_due"], {"now": now}))[0][0]
+    due = [(str(q), int(n), float(at)) for q, n, at in (yield Exec(d.sql["due_by_queue"], {"now": now}))]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
     return QueueStats(
         counts=totals,
         by_queue=by_queue,
-        oldest_pending_at=oldest,
+        oldest_pending_at=min((at for _, _, at in due), default=None),
         completed_last_minute=done.get("completed", 0),
         failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
         expired_leases=int(expired),
+        due_by_queue={q: n for q, n, _ in due},
+        oldest_due_by_queue={q: at for q, _, at in due},
     )
 
 
@@ -519,8 +522,13 @@ def worker_seen(
     yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})
 
 
-def worker_stopped(d: Dialect, worker_id: str, now: float) -> Op[None]:
-    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id)})
+def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) -> Op[None]:
+    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id), "reason": WorkerEnd(reason).value})
+
+
+def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str]]:
+    rows = yield Exec(d.sql["mark_lost_workers"], {"now": now, "before": seen_before})
+    return [str(r[0]) for r in rows]
 
 
 def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:

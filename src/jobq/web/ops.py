@@ -10,6 +10,7 @@ manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown before the password is ent
 from __future__ import annotations
 
 import time
+import xmlrpc.client
 from collections.abc import Sequence
 
 import altair as alt
@@ -18,8 +19,8 @@ import streamlit as st
 
 from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
-from jobq.present import SILENT_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
-from jobq.web import _page, ops_model, safety, views
+from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
+from jobq.web import _page, ops_model, safety, supervisor, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -96,11 +97,15 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     rate = ops_model.failure_rate(buckets)
     cols = st.columns(5)
     cols[0].metric(
-        "Queue depth",
-        f"{counts.get('PENDING', 0):,}",
+        "Due now",
+        f"{stats.due:,}",
         border=True,
         height=METRIC_HEIGHT,
-        help="Pending jobs (due or delayed).",
+        delta=f"{stats.scheduled:,} scheduled",
+        delta_color="off",
+        delta_arrow="off",
+        help="Pending jobs whose time has come (the backlog); scheduled ones (delayed, or waiting to retry) "
+        "are not due yet.",
     )
     cols[1].metric(
         "Oldest pending",
@@ -129,21 +134,27 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         delta_arrow="off",
         help="Failed / (completed + failed) over the chart window.",
     )
-    names = {w.name for w in workers if worker_state(w, now, heartbeat) != WorkerState.STOPPED}
+    # Programs expected to run: those whose newest process did not stop cleanly.
+    names = {
+        w.name for w in ops_model.latest_per_name(workers) if worker_state(w, now, heartbeat) != WorkerState.STOPPED
+    }
     cols[4].metric(
         "Workers alive",
         f"{alive} / {len(names)}",
         border=True,
         height=METRIC_HEIGHT,
-        help=f"Alive: heartbeat within {SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
+        help=f"Alive: heartbeat within {LOST_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
     )
 
+    programs, supervisor_error = _supervisor_programs()
     alerts = ops_model.compute_alerts(
         stats,
         workers,
         now,
         pending_alert_seconds=st.session_state.get("pending_alert_min", 5) * 60.0,
         heartbeat_seconds=heartbeat,
+        programs=programs,
+        supervisor_error=supervisor_error,
     )
     if alerts:
         for alert in alerts:
@@ -153,9 +164,22 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
             )
     else:
         st.success(
-            "All clear: no expired leases, nothing waiting too long, no silent worker.", icon=":material/check_circle:"
+            "All clear: workers alive for every queue with due jobs, no expired leases, no crash, "
+            "nothing waiting too long.",
+            icon=":material/check_circle:",
         )
     st.session_state["_workers"] = workers
+
+
+def _supervisor_programs() -> tuple[list[supervisor.ProgramState], str | None]:
+    """supervisord's programs where a socket is configured (``jobq.web.supervisor``), and why not."""
+    where = supervisor.configured_socket()
+    if where is None:
+        return [], None
+    try:
+        return supervisor.read_programs(where), None
+    except (OSError, xmlrpc.client.Error) as exc:
+        return [], f"{where.path}: {exc}"
 
 
 def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:

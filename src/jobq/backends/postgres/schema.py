@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import STATIC_FRAGMENTS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
 _TERMINAL = STATIC_FRAGMENTS["terminal"]
 
@@ -103,5 +103,10 @@ MIGRATIONS: list[list[str]] = [
         # Which process table the worker's pid belongs to (boot id + PID namespace; see
         # jobq.worker.rescuer.process_table_id). Kept on both backends so rows mean the same.
         "ALTER TABLE workers ADD COLUMN process_table text",
+    ],
+    [
+        # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
+        # runs, and for rows a jobq before schema 3 stopped.
+        "ALTER TABLE workers ADD COLUMN end_reason text",
     ],
 ]

@@ -6,7 +6,7 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -99,5 +99,10 @@ MIGRATIONS: list[list[str]] = [
         # Liveness by pid is only meaningful inside one process table: the kernel's boot id and the
         # PID namespace of the worker (see jobq.worker.rescuer.process_table_id). NULL: unknown.
         "ALTER TABLE workers ADD COLUMN process_table TEXT",
+    ],
+    [
+        # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
+        # runs, and for rows a jobq before schema 3 stopped.
+        "ALTER TABLE workers ADD COLUMN end_reason TEXT",
     ],
 ]

@@ -174,6 +174,22 @@ def test_counts_and_stats(queue: jobq.Queue, clock: FakeClock) -> None:
     assert stats.expired_leases == 1
 
 
+def test_stats_tell_due_jobs_from_scheduled_ones_per_queue(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.enqueue_many(["a", "b"])
+    queue.enqueue("later", delay=7200)  # scheduled: not a backlog
+    queue.enqueue("mail-1", queue="mail")
+    clock.advance(5)
+    queue.enqueue("mail-2", queue="mail")
+    stats = queue.stats()
+    assert stats.counts["PENDING"] == 5
+    assert (stats.due, stats.scheduled) == (4, 1)
+    assert stats.due_by_queue == {"default": 2, "mail": 2}
+    assert stats.oldest_due_by_queue == {"default": pytest.approx(clock.now - 5), "mail": pytest.approx(clock.now - 5)}
+    assert stats.oldest_pending_at == pytest.approx(clock.now - 5)
+    clock.advance(7200)
+    assert queue.stats().due_by_queue == {"default": 3, "mail": 2}
+
+
 def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     start = clock.now
     queue.enqueue_many(["a", "b", "c"])

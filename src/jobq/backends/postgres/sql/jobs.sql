@@ -158,8 +158,10 @@ SELECT status, count(*) FROM jobs GROUP BY status
 -- name: counts_by_queue
 SELECT queue, status, count(*) FROM jobs GROUP BY queue, status
 
--- name: oldest_due
-SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= %(now)s
+-- name: due_by_queue
+-- Due PENDING jobs per queue and the oldest one's run_at (a range over the jobs_claim index);
+-- PENDING jobs not yet due are scheduled (delayed, or waiting for a retry), not a backlog.
+SELECT queue, count(*), min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= %(now)s GROUP BY queue
 
 -- name: expired_count
 SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
