@@ -118,7 +118,9 @@ class _UnixTransport(xmlrpc.client.Transport):
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         # get_host_info turns "user:password@localhost" into the Basic auth header.
         _, self._extra_headers, _ = self.get_host_info(host)
-        return _UnixConnection(self._path, self._timeout)
+        connection = _UnixConnection(self._path, self._timeout)
+        self._connection = host, connection  # so that close() (ServerProxy's __exit__) closes it
+        return connection
 
 
 def read_programs(where: SupervisorSocket, timeout: float = SUPERVISOR_TIMEOUT_SECONDS_DEFAULT) -> list[ProgramState]:
