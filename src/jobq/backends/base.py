@@ -179,11 +179,18 @@ class QueueStats:
     scheduled (delayed, or waiting for a retry)."""
     oldest_due_by_queue: dict[str, float] = dataclasses.field(default_factory=dict)
     """The ``run_at`` of the oldest due PENDING job per queue that has any."""
+    retrying_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Scheduled PENDING jobs that already had an attempt (waiting to retry), per queue that has any."""
 
     @property
     def due(self) -> int:
         """Due PENDING jobs in all queues."""
         return sum(self.due_by_queue.values())
+
+    @property
+    def retrying(self) -> int:
+        """PENDING jobs waiting to retry (a failed attempt, the next one not yet due)."""
+        return sum(self.retrying_by_queue.values())
 
     @property
     def scheduled(self) -> int:
@@ -201,11 +208,13 @@ class Bucket:
     completed: int
     failed: int
     depth: int
-    """PENDING jobs at the end of the bucket (derived backwards from the current count)."""
+    """PENDING jobs (due and scheduled) at the end of the bucket (derived backwards from the current count)."""
     wait_p50: float | None
     wait_p95: float | None
     run_p50: float | None
     run_p95: float | None
+    retried: int = 0
+    """Attempts that failed and were scheduled to retry (``failed`` counts only final failures)."""
 
 
 class Backend(Protocol):

@@ -102,6 +102,7 @@ def build_buckets(
                 wait_p95=percentile(w, 0.95),
                 run_p50=percentile(r, 0.5),
                 run_p95=percentile(r, 0.95),
+                retried=c.get("retry_scheduled", 0),
             )
         )
         depth = depth - into + c.get("claimed", 0) + c.get("cancelled", 0)

@@ -470,18 +470,22 @@ def stats(d: Dialect, now: float) -> Op[QueueStats]:
     for queue, status, n in (yield Exec(d.sql["counts_by_queue"])):
         by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
         totals[status] = totals.get(status, 0) + int(n)
-    due = [(str(q), int(n), float(at)) for q, n, at in (yield Exec(d.sql["due_by_queue"], {"now": now}))]
+    pending = [
+        (str(q), int(n or 0), None if at is None else float(at), int(r or 0))
+        for q, n, at, r in (yield Exec(d.sql["pending_by_queue"], {"now": now}))
+    ]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
     return QueueStats(
         counts=totals,
         by_queue=by_queue,
-        oldest_pending_at=min((at for _, _, at in due), default=None),
+        oldest_pending_at=min((at for _, _, at, _ in pending if at is not None), default=None),
         completed_last_minute=done.get("completed", 0),
         failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
         expired_leases=int(expired),
-        due_by_queue={q: n for q, n, _ in due},
-        oldest_due_by_queue={q: at for q, _, at in due},
+        due_by_queue={q: n for q, n, _, _ in pending if n},
+        oldest_due_by_queue={q: at for q, _, at, _ in pending if at is not None},
+        retrying_by_queue={q: r for q, _, _, r in pending if r},
     )
 
 

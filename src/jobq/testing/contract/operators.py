@@ -186,8 +186,14 @@ def test_stats_tell_due_jobs_from_scheduled_ones_per_queue(queue: jobq.Queue, cl
     assert stats.due_by_queue == {"default": 2, "mail": 2}
     assert stats.oldest_due_by_queue == {"default": pytest.approx(clock.now - 5), "mail": pytest.approx(clock.now - 5)}
     assert stats.oldest_pending_at == pytest.approx(clock.now - 5)
+    job = queue.claim("w", queue="mail")
+    assert job is not None
+    queue.fail(job, "boom")  # retries later: scheduled, and waiting to retry
+    stats = queue.stats()
+    assert (stats.due, stats.scheduled, stats.retrying, stats.retrying_by_queue) == (3, 2, 1, {"mail": 1})
     clock.advance(7200)
-    assert queue.stats().due_by_queue == {"default": 3, "mail": 2}
+    stats = queue.stats()
+    assert stats.due_by_queue == {"default": 3, "mail": 2} and stats.retrying == 0
 
 
 def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
@@ -208,6 +214,12 @@ def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     assert first.completed == 1 and first.claimed == 1 and first.run_p50 == pytest.approx(5)
     assert first.wait_p50 == pytest.approx(30)
     assert buckets[-1].depth == 2
+    second = queue.claim("w")
+    assert second is not None
+    queue.fail(second, "boom")  # an attempt failed; the job retries: not a final failure
+    clock.advance(1)
+    buckets = queue.history(window=180, bucket=60)
+    assert (sum(b.retried for b in buckets), sum(b.failed for b in buckets)) == (1, 0)
 
 
 def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:

@@ -158,10 +158,12 @@ SELECT status, count(*) FROM jobs GROUP BY status
 -- name: counts_by_queue
 SELECT queue, status, count(*) FROM jobs GROUP BY queue, status
 
--- name: due_by_queue
--- Due PENDING jobs per queue and the oldest one's run_at (a range over the jobs_claim index);
--- PENDING jobs not yet due are scheduled (delayed, or waiting for a retry), not a backlog.
-SELECT queue, count(*), min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= %(now)s GROUP BY queue
+-- name: pending_by_queue
+-- PENDING jobs per queue, due (run_at reached) or scheduled (delayed, or waiting for a retry when
+-- an attempt was made), with the oldest due one's run_at: what ops tells apart from a backlog.
+SELECT queue, count(*) FILTER (WHERE run_at <= %(now)s), min(run_at) FILTER (WHERE run_at <= %(now)s),
+       count(*) FILTER (WHERE run_at > %(now)s AND attempts > 0)
+FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: expired_count
 SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
