@@ -362,6 +362,8 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert dict(zip(workers["id"], workers["restarts"], strict=True))["consumer1-new"] == 1
     jobs = next(f for f in frames if "path / payload" in f.columns)
     assert set(jobs["status"]) == {s.value for s in JobStatus}
+    health = next(f for f in frames if "live workers" in f.columns).set_index("queue")
+    assert health.loc["default", "due"] == 2 and health.loc["default", "live workers"] == 2
     assert "All clear" in texts(at.success)
     assert not at.button  # read-only: no actions at all
 

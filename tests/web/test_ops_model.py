@@ -110,3 +110,43 @@ def test_supervisord_programs_in_trouble_are_named() -> None:
     )
     (unreachable,) = ops_model.compute_alerts(stats(), [live], NOW, supervisor_error="run/supervisor.sock: refused")
     assert unreachable.level == "warning" and "run/supervisor.sock: refused" in unreachable.message
+
+
+def test_queue_health_separates_due_from_scheduled_and_counts_live_workers() -> None:
+    stats_ = QueueStats(
+        {},
+        {"default": {"PENDING": 3003, "PROCESSING": 2, "FAILED": 1}, "mail": {"PENDING": 84}},
+        NOW - 120,
+        0,
+        0,
+        0,
+        {"default": 3, "mail": 84},
+        {"default": NOW - 120, "mail": NOW - 30},
+        {"default": 5},
+    )
+    workers = [
+        worker("a", "consumer1", NOW - 60, NOW - 1, queues=("default",)),
+        worker("b", "consumer2", NOW - 60, NOW - 1, queues=("default", "pdf")),
+        worker("c", "consumer3", NOW - 600, NOW - 300, stopped=NOW - 300, queues=("mail",)),
+    ]
+    frame = ops_model.queue_health_frame(stats_, workers, NOW).set_index("queue")
+    assert frame.loc["default"].to_dict() == {
+        "due": 3,
+        "scheduled": 3000,  # 3,000 delayed jobs are not a backlog
+        "waiting to retry": 5,
+        "running": 2,
+        "failed": 1,
+        "oldest due waited": "2m",
+        "live workers": 2,
+    }
+    assert frame.loc["mail", "live workers"] == 0 and frame.loc["mail", "due"] == 84
+    assert frame.loc["pdf", "due"] == 0 and frame.loc["pdf", "oldest due waited"] == "-"  # served, empty
+
+
+def test_the_attempt_failure_rate_counts_retried_attempts() -> None:
+    from jobq.backends.base import Bucket
+
+    buckets = [Bucket(0.0, 0, 0, 80, 2, 0, None, None, None, None, retried=16)]
+    assert ops_model.failure_rate(buckets) == 2 / 82
+    assert ops_model.attempt_failure_rate(buckets) == 18 / 98
+    assert ops_model.attempt_failure_rate([]) is None

@@ -19,6 +19,7 @@ import streamlit as st
 
 from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
+from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
 from jobq.web import _page, ops_model, safety, supervisor, views
 from jobq.web._page import open_queue, storage_error
@@ -36,11 +37,14 @@ CHART_HEIGHT = 220
 METRIC_HEIGHT = 150
 
 
-def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str) -> alt.Chart:
+def _line_chart(
+    frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str
+) -> alt.Chart | alt.LayerChart:
     data = frame.reset_index().melt("time", value_vars=list(columns), var_name="series", value_name="value")
     chart: alt.Chart = (
         alt.Chart(data)
-        .mark_line(interpolate="monotone", point=False, strokeWidth=2)
+        # Points too: a series with a value in one bucket only (one slow job) is a point, not nothing.
+        .mark_line(interpolate="monotone", point=alt.OverlayMarkDef(size=18), strokeWidth=2)
         .encode(
             x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M")),
             y=alt.Y("value:Q", title=unit),
@@ -53,10 +57,20 @@ def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[st
         )
         .properties(height=CHART_HEIGHT)
     )
-    return chart
+    return _mark_partial(chart, frame)
 
 
-def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.Chart:
+def _mark_partial(chart: alt.Chart, frame: pd.DataFrame) -> alt.Chart | alt.LayerChart:
+    """The newest bucket is still filling: a dashed line at its start says so, so that its low
+    counts read as "so far", not as a collapse."""
+    if frame.empty:
+        return chart
+    start = pd.DataFrame({"time": [frame.index[-1]], "note": ["current bucket, still filling"]})
+    rule = alt.Chart(start).mark_rule(strokeDash=[4, 4], color="#6b7280").encode(x="time:T", tooltip=["note:N"])
+    return alt.LayerChart(layer=[chart, rule])
+
+
+def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.Chart | alt.LayerChart:
     chart: alt.Chart = (
         alt.Chart(frame.reset_index())
         .mark_area(interpolate="step-after", line={"color": color}, color=color, opacity=0.35)
@@ -67,7 +81,7 @@ def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.
         )
         .properties(height=CHART_HEIGHT)
     )
-    return chart
+    return _mark_partial(chart, frame)
 
 
 def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: Settings, now: float) -> None:
@@ -95,6 +109,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     alive = sum(1 for w in workers if worker_state(w, now, heartbeat) == WorkerState.ALIVE)
     age = oldest_pending_age(stats, now)
     rate = ops_model.failure_rate(buckets)
+    attempts = ops_model.attempt_failure_rate(buckets)
     cols = st.columns(5)
     cols[0].metric(
         "Due now",
@@ -129,10 +144,11 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         f"{rate:.1%}" if rate is not None else views.DASH,
         border=True,
         height=METRIC_HEIGHT,
-        delta=f"{stats.failed_last_minute} failed last minute",
+        delta=f"{attempts:.1%} of attempts failed" if attempts is not None else "no attempt finished",
         delta_color="off",
         delta_arrow="off",
-        help="Failed / (completed + failed) over the chart window.",
+        help="Jobs that failed for good / (completed + failed) over the chart window; below it, the share of "
+        "all attempts that failed, retried ones included.",
     )
     # Programs expected to run: those whose newest process did not stop cleanly.
     names = {
@@ -169,6 +185,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
             icon=":material/check_circle:",
         )
     st.session_state["_workers"] = workers
+    st.session_state["_stats"] = stats
 
 
 def _supervisor_programs() -> tuple[list[supervisor.ProgramState], str | None]:
@@ -189,8 +206,12 @@ def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
         st.markdown(f"**Completed and failed per {per}**")
         st.altair_chart(_line_chart(frame, ["completed", "failed"], ["#21a366", "#e0464e"], "jobs"), width="stretch")
     with right, st.container(border=True):
-        st.markdown("**Queue depth** (pending jobs)")
+        st.markdown("**Pending jobs** (due and scheduled, at the end of each bucket)")
         st.altair_chart(_area_chart(frame, "depth", "#4c78e0", "jobs"), width="stretch")
+    st.caption(
+        f"Wait and run times: of the newest {HISTORY_SAMPLE_LIMIT:,} jobs at most that finished in the window "
+        "(completed or failed), placed in the bucket they finished in. The dashed line marks the bucket still filling."
+    )
     left, right = st.columns(2)
     with left, st.container(border=True):
         st.markdown("**Wait time** (ready → started), seconds")
@@ -264,12 +285,18 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             pd.DataFrame(rows, columns=["at", "job", "event", "by"]), hide_index=True, width="stretch", height=420
         )
 
-    stats_by_queue = q.stats().by_queue
-    if len(stats_by_queue) > 1:
-        st.subheader(":material/stacks: By queue")
-        by_queue = pd.DataFrame(stats_by_queue).T.rename_axis("queue")
-        by_queue.index = by_queue.index.map(safety.plain)
-        st.dataframe(by_queue, width="stretch")
+    st.subheader(":material/stacks: Queues")
+    stats = st.session_state.get("_stats") or q.stats()
+    st.dataframe(
+        ops_model.queue_health_frame(stats, workers, now, settings.heartbeat_seconds),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "due": st.column_config.NumberColumn(help="Pending jobs whose time has come"),
+            "scheduled": st.column_config.NumberColumn(help="Pending jobs not yet due: delayed, or waiting to retry"),
+            "live workers": st.column_config.NumberColumn(help="Alive workers that take jobs of this queue"),
+        },
+    )
 
 
 def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:

@@ -43,6 +43,51 @@ def failure_rate(buckets: Sequence[Bucket]) -> float | None:
     return failed / (done + failed) if done + failed else None
 
 
+def attempt_failure_rate(buckets: Sequence[Bucket]) -> float | None:
+    """Failed attempts / attempts over the buckets, retried ones included (an attempt that failed
+    and will retry is a failure too), or None when no attempt finished."""
+    done = sum(b.completed for b in buckets)
+    failed = sum(b.failed + b.retried for b in buckets)
+    return failed / (done + failed) if done + failed else None
+
+
+def queue_health_frame(
+    stats: QueueStats, workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT
+) -> pd.DataFrame:
+    """One row per queue: due, scheduled (of which waiting to retry), running, failed, how long
+    its oldest due job has waited, and how many live workers serve it. Sorted by queue name."""
+    live = [w for w in workers if worker_state(w, now, heartbeat_seconds) == WorkerState.ALIVE]
+    names = sorted(set(stats.by_queue) | set(stats.due_by_queue) | {q for w in live for q in w.queues})
+    rows = []
+    for queue in names:
+        counts = stats.by_queue.get(queue, {})
+        due = stats.due_by_queue.get(queue, 0)
+        oldest = stats.oldest_due_by_queue.get(queue)
+        rows.append(
+            {
+                "queue": plain(queue),
+                "due": due,
+                "scheduled": max(0, counts.get("PENDING", 0) - due),
+                "waiting to retry": stats.retrying_by_queue.get(queue, 0),
+                "running": counts.get("PROCESSING", 0),
+                "failed": counts.get("FAILED", 0),
+                "oldest due waited": duration_text(max(0.0, now - oldest)) if oldest is not None else "-",
+                "live workers": sum(1 for w in live if queue in w.queues),
+            }
+        )
+    columns = [
+        "queue",
+        "due",
+        "scheduled",
+        "waiting to retry",
+        "running",
+        "failed",
+        "oldest due waited",
+        "live workers",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def throughput_per_minute(buckets: Sequence[Bucket], bucket_seconds: float) -> float:
     """Average completed jobs per minute over the buckets."""
     if not buckets:
