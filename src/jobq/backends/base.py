@@ -102,6 +102,14 @@ class JobFilter:
     """Case-insensitive substring of the payload text."""
     ids: tuple[int, ...] = ()
     tasks: tuple[str, ...] = ()
+    error: str | None = None
+    """Case-insensitive substring of the last error (jobs without one never match)."""
+    created_after: float | None = None
+    """Created at or after this UNIX time (each time bound is inclusive; None: unbounded)."""
+    created_before: float | None = None
+    finished_after: float | None = None
+    """Finished (COMPLETED, FAILED or CANCELLED) at or after this time; unfinished jobs never match."""
+    finished_before: float | None = None
 
 
 SORT_FIELDS = (

@@ -119,6 +119,41 @@ def test_resubmit_starts_a_new_run(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.resubmit(job_id).status == P  # COMPLETED -> PENDING too
 
 
+def test_filters_by_error_text_and_time_ranges_select_exactly_what_they_say(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    """ "Retry what failed in the last hour in queue Y with 'timeout' in its error": the same filter
+    counts, lists and acts on the same jobs."""
+    start = clock.now
+
+    def failed(queue_name: str, error: str) -> int:
+        job_id = queue.enqueue(error, queue=queue_name, max_attempts=1)
+        job = queue.claim("w", queue=queue_name)
+        assert job is not None and job.id == job_id
+        queue.fail(job, f"Traceback ...\nOSError: {error}")
+        return job_id
+
+    old = failed("y", "read TIMEOUT old")  # finished two hours ago
+    clock.advance(7200)
+    recent = failed("y", "read timeout")
+    other_error = failed("y", "disk full")
+    other_queue = failed("z", "read timeout")
+    hour_ago = clock.now - 3600
+    where = JobFilter(statuses=(F,), queues=("y",), error="TIMEOUT", finished_after=hour_ago)
+    assert [j.id for j in queue.list(where)] == [recent]
+    assert queue.count(where) == 1
+    assert queue.count(JobFilter(error="timeout")) == 3  # case-insensitive; jobs without errors never match
+    assert queue.count(JobFilter(error="%")) == 0  # LIKE wildcards are literal
+    assert queue.count(JobFilter(created_before=start)) == 1
+    assert queue.count(JobFilter(created_after=start + 1, created_before=clock.now)) == 3
+    assert queue.count(JobFilter(finished_before=hour_ago)) == 1
+    pending = queue.enqueue("never finished")
+    assert pending not in [j.id for j in queue.list(JobFilter(finished_before=clock.now + 1))]
+    results = queue.resubmit_many(where=where, actor="ops")
+    assert [(r.job_id, r.ok) for r in results] == [(recent, True)]
+    assert {queue.get(i).status for i in (old, other_error, other_queue)} == {F}
+
+
 def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
     a = queue.enqueue_many(["a1", "a2", "a3"], queue="a")
     b = queue.enqueue("b1", queue="b")
