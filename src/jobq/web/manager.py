@@ -24,8 +24,20 @@ from jobq.present import error_summary
 from jobq.web import _page, manager_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
-ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
-ROW_HEADERS = ["", "id", "status", "path / payload", "tries", "created", "started", "finished", "last error"]
+ROW_WIDTHS = [0.3, 0.8, 1.45, 0.8, 0.8, 2.4, 0.6, 0.95, 0.95, 0.95, 2.0, 1.2, 1.05, 0.5]
+ROW_HEADERS = [
+    "",
+    "id",
+    "status",
+    "queue",
+    "task",
+    "path / payload",
+    "tries",
+    "created",
+    "started",
+    "finished",
+    "last error",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -165,7 +177,13 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         help="By default the jobs an operator acts on: pending, processing and failed.",
     )
     chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues", format_func=safety.plain)
+    tasks = sb.text_input("Task", key="tasks", placeholder="All tasks", help="Exact task names, comma-separated.")
     search = sb.text_input("Search payload", key="search", placeholder="e.g. report.txt")
+    error = sb.text_input("Last error contains", key="error", placeholder="e.g. timeout")
+    time_range = sb.selectbox("Time", list(manager_model.TIME_RANGES), key="time_range")
+    time_field = sb.segmented_control(
+        "Time of", manager_model.TIME_FIELDS, default="finished", key="time_field", disabled=time_range == "Any time"
+    )
     sort_label = sb.selectbox("Sort by", list(manager_model.SORTS), key="sort")
     descending = sb.toggle("Descending", value=True, key="descending")
     size = sb.selectbox(
@@ -178,7 +196,18 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     sb.markdown("### :material/search: Open a job")
     sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
     sb.caption(safety.md_literal(views.database_line(q.display_url)))
-    where = manager_model.build_filter(statuses, chosen_queues, search)
+    where = manager_model.build_filter(
+        statuses,
+        chosen_queues,
+        search,
+        tasks=[t.strip() for t in (tasks or "").split(",")],
+        error=error,
+        time_range=time_range,
+        time_field=time_field or "finished",
+    )
+    # The choices, not the filter: a time range's bound moves with the clock, the page must not.
+    choices = (tuple(statuses), tuple(chosen_queues), tasks, search, error, time_range, time_field)
+    st.session_state["_filter_choices"] = repr(choices)
     return where, Page(sort=manager_model.SORTS[sort_label], descending=descending, limit=int(size))
 
 
@@ -256,7 +285,8 @@ def _detail(q: Queue, job_id: int) -> None:
                 st.code(safety.shown_json(job.result), language="json", wrap_lines=True)
         with right:
             st.markdown("**History** (every attempt, lease and operator action)")
-            st.dataframe(manager_model.events_frame(events), hide_index=True, width="stretch")
+            names = {w.id: w.name for w in q.workers()}
+            st.dataframe(manager_model.events_frame(events, names), hide_index=True, width="stretch")
         if job.last_error:
             with st.expander("Last error", expanded=job.status == JobStatus.FAILED):
                 st.code(safety.plain(job.last_error, safety.SHOWN_BLOCK_CHARS, multiline=True), language="text")
@@ -360,15 +390,17 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
             )
             c[1].markdown(f":gray[#{job.id}]")
             c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
-            c[3].text(views.payload_summary(job.payload, 80))
-            c[4].markdown(f"{job.attempts}/{job.max_attempts}")
-            for col, ts in ((c[5], job.created_at), (c[6], job.started_at), (c[7], job.finished_at)):
+            c[3].text(safety.plain(job.queue, 24))
+            c[4].text(safety.plain(job.task, 24) if job.task else views.DASH)
+            c[5].text(views.payload_summary(job.payload, 80))
+            c[6].markdown(f"{job.attempts}/{job.max_attempts}")
+            for col, ts in ((c[7], job.created_at), (c[8], job.started_at), (c[9], job.finished_at)):
                 col.markdown(views.fmt_short_time(ts, now))
             if job.last_error:
-                c[8].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
+                c[10].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
             legal = operator_actions(job.status)
             if "resubmit" in legal:
-                c[9].button(
+                c[11].button(
                     "Resubmit",
                     key=f"resubmit_{job.id}",
                     on_click=_run_action,
@@ -377,7 +409,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     width="stretch",
                 )
             if "cancel" in legal:
-                c[10].button(
+                c[12].button(
                     "Cancel",
                     key=f"cancel_{job.id}",
                     on_click=_run_action,
@@ -385,7 +417,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     kwargs={"ids": [job.id]},
                     width="stretch",
                 )
-            c[11].button(
+            c[13].button(
                 "",
                 key=f"details_{job.id}",
                 icon=":material/open_in_new:",
@@ -397,7 +429,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
 
 def _pager(where: JobFilter, page: Page, total: int) -> int:
     pages = manager_model.page_count(total, page.limit)
-    signature = f"{where}|{page.sort}|{page.descending}|{page.limit}|{pages}"
+    signature = f"{st.session_state.get('_filter_choices', where)}|{page.sort}|{page.descending}|{page.limit}|{pages}"
     key = f"page_{abs(hash(signature))}"  # a new filter starts again at page 1
     number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1  # streamlit>=1.67 has it
     return int(number)
@@ -431,7 +463,8 @@ def main() -> None:
     # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
     st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
     _page.gate("manager", "jobq manager")
-    settings, q = open_queue()
+    # Never create a database: a mistyped JOBQ_DATABASE_URL must be an error, not an empty queue.
+    settings, q = open_queue(create=False)
     try:
         stats = q.stats()
         where, page = _sidebar(q, settings, sorted(stats.by_queue))
