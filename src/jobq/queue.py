@@ -448,6 +448,10 @@ class Queue:
     def count(self, where: JobFilter | None = None) -> int:
         return self.backend.count_jobs(where or JobFilter())
 
+    def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
+        """How many jobs match ``where`` and the ``page`` of them, from one read (they always agree)."""
+        return self.backend.list_page(where or JobFilter(), page or Page())
+
     def counts(self) -> dict[str, int]:
         """Jobs per status (every status present)."""
         return self.backend.counts()

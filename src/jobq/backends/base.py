@@ -316,6 +316,10 @@ class Backend(Protocol):
 
     def count_jobs(self, where: JobFilter) -> int: ...
 
+    def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
+        """How many jobs match and the page of them, read in one transaction (so they agree)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present (0 when none)."""
         ...

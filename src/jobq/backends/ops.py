@@ -458,6 +458,13 @@ def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
     return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
 
 
+def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Job]]]:
+    # One read transaction: the count and the rows describe the same moment ("1-4 of 3" cannot happen).
+    total = yield from count_jobs(d, where)
+    jobs = (yield from list_jobs(d, where, page)) if total > page.offset else []
+    return total, jobs
+
+
 def counts(d: Dialect) -> Op[dict[str, int]]:
     out = {s.value: 0 for s in JobStatus}
     out.update({status: int(n) for status, n in (yield Exec(d.sql["counts"]))})

@@ -154,6 +154,9 @@ class SqlStore:
     def count_jobs(self, where: JobFilter) -> int:
         return self._read(lambda: ops.count_jobs(self.dialect, where))
 
+    def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
+        return self._read(lambda: ops.list_page(self.dialect, where, page))
+
     def counts(self) -> dict[str, int]:
         return self._read(lambda: ops.counts(self.dialect))
 

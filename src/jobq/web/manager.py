@@ -427,10 +427,15 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
             )
 
 
+def _pager_key(where: JobFilter, page: Page) -> str:
+    """The pager's widget key: a new filter, sort or page size starts again at page 1."""
+    signature = f"{st.session_state.get('_filter_choices', where)}|{page.sort}|{page.descending}|{page.limit}"
+    return f"page_{abs(hash(signature))}"
+
+
 def _pager(where: JobFilter, page: Page, total: int) -> int:
     pages = manager_model.page_count(total, page.limit)
-    signature = f"{st.session_state.get('_filter_choices', where)}|{page.sort}|{page.descending}|{page.limit}|{pages}"
-    key = f"page_{abs(hash(signature))}"  # a new filter starts again at page 1
+    key = _pager_key(where, page)
     number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1  # streamlit>=1.67 has it
     return int(number)
 
@@ -478,12 +483,14 @@ def main() -> None:
             _detail(q, int(detail))
         _enqueue_form(q, settings)
 
-        total = q.count(where)
         st.subheader(f"Jobs · {safety.md_literal(manager_model.describe_filter(where))}")
-        number = _pager(where, page, total)
-        number = min(number, manager_model.page_count(total, page.limit))
+        number = int(st.session_state.get(_pager_key(where, page), 1) or 1)
+        total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
+        if not jobs and total:  # the page is past the end now (jobs left the filter): show the last one
+            number = manager_model.page_count(total, page.limit)
+            total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
-        jobs = q.list(where, page)
+        _pager(where, page, total)
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
         st.caption(
             f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "

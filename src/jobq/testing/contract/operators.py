@@ -154,6 +154,14 @@ def test_filters_by_error_text_and_time_ranges_select_exactly_what_they_say(
     assert {queue.get(i).status for i in (old, other_error, other_queue)} == {F}
 
 
+def test_list_page_reads_the_count_and_the_rows_together(queue: jobq.Queue) -> None:
+    ids = queue.enqueue_many([f"j{i}" for i in range(5)])
+    total, jobs = queue.list_page(JobFilter(statuses=(P,)), Page(limit=2, offset=2))
+    assert (total, [j.id for j in jobs]) == (5, sorted(ids, reverse=True)[2:4])
+    assert queue.list_page(JobFilter(statuses=(P,)), Page(limit=2, offset=6)) == (5, [])
+    assert queue.list_page(JobFilter(statuses=(F,))) == (0, [])
+
+
 def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
     a = queue.enqueue_many(["a1", "a2", "a3"], queue="a")
     b = queue.enqueue("b1", queue="b")
