@@ -40,6 +40,11 @@ ROW_HEADERS = [
 ]
 
 
+REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
+REFRESH_DEFAULT = "10 s"
+"""How often the job list redraws on its own (the filters, selection and page stay)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pending:
     """A bulk action waiting for the operator's confirmation."""
@@ -191,6 +196,10 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         manager_model.PAGE_SIZES,
         index=manager_model.PAGE_SIZES.index(manager_model.PAGE_SIZE_DEFAULT),
         key="page_size",
+    )
+
+    sb.selectbox(
+        "Refresh every", list(REFRESH_CHOICES), index=list(REFRESH_CHOICES).index(REFRESH_DEFAULT), key="refresh"
     )
 
     sb.markdown("### :material/search: Open a job")
@@ -433,11 +442,10 @@ def _pager_key(where: JobFilter, page: Page) -> str:
     return f"page_{abs(hash(signature))}"
 
 
-def _pager(where: JobFilter, page: Page, total: int) -> int:
+def _pager(where: JobFilter, page: Page, total: int) -> None:
     pages = manager_model.page_count(total, page.limit)
-    key = _pager_key(where, page)
-    number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1  # streamlit>=1.67 has it
-    return int(number)
+    if pages > 1:
+        st.pagination(pages, key=_pager_key(where, page), max_visible_pages=9)  # streamlit>=1.67 has it
 
 
 def _enqueue_form(q: Queue, settings: Settings) -> None:
@@ -462,27 +470,16 @@ def _counts_line(counts: dict[str, int]) -> None:
     st.markdown(" &nbsp; ".join(badges))
 
 
-def main() -> None:
-    """Draw the manager page."""
-    # The page icon is an emoji: a ":material/..." page icon makes the browser fetch it from
-    # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
-    st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
-    _page.gate("manager", "jobq manager")
-    # Never create a database: a mistyped JOBQ_DATABASE_URL must be an error, not an empty queue.
-    settings, q = open_queue(create=False)
+def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
+    """Counts, messages, the open job and the job list: one fragment that redraws on its own every
+    few seconds, keeping the operator's filters, selection, page and open job (all in session state)."""
     try:
-        stats = q.stats()
-        where, page = _sidebar(q, settings, sorted(stats.by_queue))
-        st.title(":material/inventory_2: jobq manager")
-        st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
-        _counts_line(stats.counts)
+        _counts_line(q.counts())
         _flashes()
         _confirmation(q)
         detail = st.session_state.get("detail")
         if detail is not None:
             _detail(q, int(detail))
-        _enqueue_form(q, settings)
-
         st.subheader(f"Jobs · {safety.md_literal(manager_model.describe_filter(where))}")
         number = int(st.session_state.get(_pager_key(where, page), 1) or 1)
         total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
@@ -494,7 +491,8 @@ def main() -> None:
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
         st.caption(
             f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
-            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected"
+            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected · "
+            f"times in {views.zone_name()} · updated {time.strftime('%H:%M:%S')}"
         )
         _bulk_bar(q, where, total, [j.id for j in jobs])
         if jobs:
@@ -506,6 +504,27 @@ def main() -> None:
             )
     except JobqError as exc:
         storage_error(exc, q)
+
+
+def main() -> None:
+    """Draw the manager page."""
+    # The page icon is an emoji: a ":material/..." page icon makes the browser fetch it from
+    # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
+    st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
+    _page.gate("manager", "jobq manager")
+    # Never create a database: a mistyped JOBQ_DATABASE_URL must be an error, not an empty queue.
+    settings, q = open_queue(create=False)
+    try:
+        stats = q.stats()
+    except JobqError as exc:
+        storage_error(exc, q)
+        return
+    where, page = _sidebar(q, settings, sorted(stats.by_queue))
+    st.title(":material/inventory_2: jobq manager")
+    st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
+    _enqueue_form(q, settings)
+    every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
+    st.fragment(run_every=every)(_jobs)(q, where, page)
 
 
 if __name__ == "__main__":

@@ -304,7 +304,9 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
     now = time.time()
     try:
         buckets = q.history(window=window, bucket=bucket_seconds)
-        st.caption(safety.md_literal(f"Updated {time.strftime('%H:%M:%S')} · {ops_model.ops_caption(q.display_url)}"))
+        st.caption(
+            safety.md_literal(f"Updated {time.strftime('%H:%M:%S %Z')} · {ops_model.ops_caption(q.display_url)}")
+        )
         _metrics(q, buckets, bucket_seconds, settings, now)
         _charts(ops_model.history_frame(buckets), bucket_seconds)
         _tables(q, settings, now)

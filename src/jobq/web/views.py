@@ -71,10 +71,16 @@ def style_cell(value: Any) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    """A UNIX time as local ``YYYY-MM-DD HH:MM:SS`` ("" for None)."""
+    """A UNIX time as local ``YYYY-MM-DD HH:MM:SS ZONE`` ("" for None): the zone says which clock,
+    since the server's zone need not be the reader's."""
     if ts is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+def zone_name(ts: float | None = None) -> str:
+    """The server's time zone abbreviation at ``ts`` (now by default), e.g. ``UTC``, ``CET``."""
+    return time.strftime("%Z", time.localtime(ts))
 
 
 def fmt_short_time(ts: float | None, now: float | None = None) -> str:
