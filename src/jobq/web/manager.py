@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import streamlit as st
 
@@ -24,7 +25,10 @@ from jobq.present import error_summary
 from jobq.web import _page, manager_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
-ROW_WIDTHS = [0.3, 0.8, 1.45, 0.8, 0.8, 2.4, 0.6, 0.95, 0.95, 0.95, 2.0, 1.2, 1.05, 0.5]
+# Sized so that at 1366 px (sidebar open) no header, time, id, badge or button is cut or broken
+# (tests/web/test_browser_manager.py measures it); the started time is in the job's detail.
+ROW_WIDTHS = [0.3, 0.8, 1.5, 0.9, 0.9, 2.0, 0.6, 1.05, 1.05, 1.7, 1.45, 1.25, 0.5]
+ROW_GAP: Final = "xxsmall"
 ROW_HEADERS = [
     "",
     "id",
@@ -34,7 +38,6 @@ ROW_HEADERS = [
     "path / payload",
     "tries",
     "created",
-    "started",
     "finished",
     "last error",
 ]
@@ -337,7 +340,7 @@ def _confirmation(q: Queue) -> None:
 
 def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
     chosen = sorted(_selected())
-    cols = st.columns([1.2, 1.2, 1.2, 1.0, 0.3, 1.6, 1.6], vertical_alignment="center")
+    cols = st.columns([1.35, 1.6, 1.5, 0.75, 0.05, 1.85, 1.75], vertical_alignment="center", gap=ROW_GAP)
     cols[0].button(
         "Select page",
         key="select_page",
@@ -384,7 +387,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> No
 
 def _job_rows(q: Queue, jobs: list[Job]) -> None:
     now = time.time()
-    header = st.columns(ROW_WIDTHS, vertical_alignment="center")
+    header = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
     for col, title in zip(header, ROW_HEADERS, strict=False):
         col.markdown(f"**{title}**" if title else "")
     selected = _selected()
@@ -393,7 +396,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
         if key not in st.session_state:
             st.session_state[key] = job.id in selected
         with st.container(key=f"row_{job.id}"):
-            c = st.columns(ROW_WIDTHS, vertical_alignment="center")
+            c = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
             c[0].checkbox(
                 f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
             )
@@ -403,13 +406,13 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
             c[4].text(safety.plain(job.task, 24) if job.task else views.DASH)
             c[5].text(views.payload_summary(job.payload, 80))
             c[6].markdown(f"{job.attempts}/{job.max_attempts}")
-            for col, ts in ((c[7], job.created_at), (c[8], job.started_at), (c[9], job.finished_at)):
+            for col, ts in ((c[7], job.created_at), (c[8], job.finished_at)):
                 col.markdown(views.fmt_short_time(ts, now))
             if job.last_error:
-                c[10].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
+                c[9].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
             legal = operator_actions(job.status)
             if "resubmit" in legal:
-                c[11].button(
+                c[10].button(
                     "Resubmit",
                     key=f"resubmit_{job.id}",
                     on_click=_run_action,
@@ -418,7 +421,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     width="stretch",
                 )
             if "cancel" in legal:
-                c[12].button(
+                c[11].button(
                     "Cancel",
                     key=f"cancel_{job.id}",
                     on_click=_run_action,
@@ -426,7 +429,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     kwargs={"ids": [job.id]},
                     width="stretch",
                 )
-            c[13].button(
+            c[12].button(
                 "",
                 key=f"details_{job.id}",
                 icon=":material/open_in_new:",
