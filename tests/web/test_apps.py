@@ -166,6 +166,20 @@ def test_resubmit_what_failed_in_the_last_hour_in_one_queue_with_one_error(seede
     assert "Resubmitted 1 job" in texts(at.success)
 
 
+def test_a_link_opens_the_filter_and_the_job_it_names_and_follows_changes(seeded: Seeded) -> None:
+    failed = seeded.ids[JobStatus.FAILED]
+    at = AppTest.from_file(str(MANAGER), default_timeout=TIMEOUT)
+    at.query_params["status"] = "failed"
+    at.query_params["job"] = str(failed[0])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert row_ids(at) == set(failed)
+    assert at.multiselect(key="statuses").value == ["FAILED"]
+    assert any(b.key == "detail_close" for b in at.button)  # the job named in the link is open
+    at.text_input(key="error").input("boom").run()
+    assert at.query_params["error"] == "boom" and at.query_params["status"] == "FAILED"
+
+
 def test_filters_search_and_paging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path}/queue.db"
     ids = seed(url, pending=30)

@@ -94,3 +94,35 @@ def test_operator_names_are_cleaned_and_cut() -> None:
     assert manager_model.clean_operator(" mal\u202elory\x1b\n  ops ") == "mallory ops"
     assert manager_model.clean_operator("z" * 500) == "z" * manager_model.OPERATOR_NAME_CHARS
     assert manager_model.resolve_operator("\u202e\u200b", {"JOBQ_OPERATOR": "al\x00ice"}) == "alice"
+
+
+def test_a_link_carries_the_filter_and_the_open_job_and_reads_back() -> None:
+    state = {
+        "statuses": ["FAILED"],
+        "queues": ["y"],
+        "tasks": "mail",
+        "search": "",
+        "error": "timeout",
+        "time_range": "Last hour",
+        "time_field": "finished",
+        "detail": 42,
+    }
+    params = manager_model.link_params(state)
+    assert params == {
+        "status": "FAILED",
+        "queue": "y",
+        "task": "mail",
+        "error": "timeout",
+        "time": "Last hour",
+        "time_of": "finished",
+        "job": "42",
+    }
+    back = manager_model.state_from_link(params, ["default", "y"])
+    assert back == {k: v for k, v in state.items() if k != "search"}
+    default = {"statuses": [s.value for s in manager_model.DEFAULT_STATUSES], "time_range": "Any time"}
+    assert manager_model.link_params(default) == {}
+    # Nonsense in a link is left out, never an error.
+    assert manager_model.state_from_link({"status": "failed,bogus", "queue": "nope", "time": "x", "job": "7a"}, []) == {
+        "statuses": ["FAILED"],
+        "queues": [],
+    }

@@ -177,10 +177,12 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     _page.lock_button("manager")
 
     sb.markdown("### :material/filter_list: Filter")
+    # Defaults through session state, not default=: a deep link may have set them already.
+    st.session_state.setdefault("statuses", [s.value for s in manager_model.DEFAULT_STATUSES])
+    st.session_state.setdefault("time_field", "finished")
     statuses = sb.multiselect(
         "Status",
         [s.value for s in JobStatus],
-        default=[s.value for s in manager_model.DEFAULT_STATUSES],
         key="statuses",
         help="By default the jobs an operator acts on: pending, processing and failed.",
     )
@@ -190,7 +192,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     error = sb.text_input("Last error contains", key="error", placeholder="e.g. timeout")
     time_range = sb.selectbox("Time", list(manager_model.TIME_RANGES), key="time_range")
     time_field = sb.segmented_control(
-        "Time of", manager_model.TIME_FIELDS, default="finished", key="time_field", disabled=time_range == "Any time"
+        "Time of", manager_model.TIME_FIELDS, key="time_field", disabled=time_range == "Any time"
     )
     sort_label = sb.selectbox("Sort by", list(manager_model.SORTS), key="sort")
     descending = sb.toggle("Descending", value=True, key="descending")
@@ -473,9 +475,17 @@ def _counts_line(counts: dict[str, int]) -> None:
     st.markdown(" &nbsp; ".join(badges))
 
 
+def _sync_link() -> None:
+    """Keep the URL's query parameters on the filter and open job shown, so the link can be shared."""
+    params = manager_model.link_params(st.session_state.to_dict())
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
 def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
     """Counts, messages, the open job and the job list: one fragment that redraws on its own every
     few seconds, keeping the operator's filters, selection, page and open job (all in session state)."""
+    _sync_link()
     try:
         _counts_line(q.counts())
         _flashes()
@@ -522,6 +532,9 @@ def main() -> None:
     except JobqError as exc:
         storage_error(exc, q)
         return
+    if "_link_read" not in st.session_state:  # a shared link: its filter and open job, once per session
+        st.session_state["_link_read"] = True
+        st.session_state.update(manager_model.state_from_link(st.query_params.to_dict(), sorted(stats.by_queue)))
     where, page = _sidebar(q, settings, sorted(stats.by_queue))
     st.title(":material/inventory_2: jobq manager")
     st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")

@@ -244,3 +244,53 @@ def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database
     except JobqError as exc:
         raise ValueError(str(exc)) from None
     return paths.job_path_text(data_dir, real)
+
+
+# -- deep links: the filter and the open job in the URL --------------------------------------------
+#: Query parameter -> the sidebar widget (session state key) it sets.
+LINK_TEXT_KEYS = {"task": "tasks", "search": "search", "error": "error"}
+
+
+def link_params(state: Mapping[str, object]) -> dict[str, str]:
+    """The query parameters that reproduce the manager's filter and open job (defaults left out),
+    so that a copied URL opens the same view."""
+    params: dict[str, str] = {}
+    statuses = list(state.get("statuses") or [])  # type: ignore[call-overload]
+    if statuses != [s.value for s in DEFAULT_STATUSES]:
+        params["status"] = ",".join(str(s) for s in statuses) or "none"
+    queues = list(state.get("queues") or [])  # type: ignore[call-overload]
+    if queues:
+        params["queue"] = ",".join(str(q) for q in queues)
+    for param, key in LINK_TEXT_KEYS.items():
+        text = str(state.get(key) or "").strip()
+        if text:
+            params[param] = text
+    time_range = str(state.get("time_range") or "Any time")
+    if time_range != "Any time":
+        params["time"] = time_range
+        params["time_of"] = str(state.get("time_field") or "finished")
+    if state.get("detail") is not None:
+        params["job"] = str(state.get("detail"))
+    return params
+
+
+def state_from_link(params: Mapping[str, str], queues: Sequence[str]) -> dict[str, object]:
+    """The session state a link's query parameters ask for; unknown values are left out (a link
+    never breaks the page)."""
+    state: dict[str, object] = {}
+    if "status" in params:
+        known = {s.value for s in JobStatus}
+        state["statuses"] = [s for s in params["status"].upper().split(",") if s in known]
+    if "queue" in params:
+        state["queues"] = [q for q in params["queue"].split(",") if q in queues]
+    for param, key in LINK_TEXT_KEYS.items():
+        if param in params:
+            state[key] = params[param][:200]
+    if params.get("time") in TIME_RANGES:
+        state["time_range"] = params["time"]
+        if params.get("time_of") in TIME_FIELDS:
+            state["time_field"] = params["time_of"]
+    job = params.get("job", "")
+    if job.isdigit():
+        state["detail"] = int(job)
+    return state
