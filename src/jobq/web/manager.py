@@ -403,7 +403,8 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                 f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
             )
             c[1].markdown(f":gray[#{job.id}]")
-            c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
+            # A Material Symbol, not an emoji: it renders without a colour font.
+            c[2].markdown(views.status_badge(job.status) + (" :material/pan_tool:" if job.cancel_requested else ""))
             c[3].text(safety.plain(job.queue, 24))
             c[4].text(safety.plain(job.task, 24) if job.task else views.DASH)
             c[5].text(views.payload_summary(job.payload, 80))
