@@ -4,7 +4,7 @@ At-least-once delivery with leases, heartbeats and fencing tokens: a worker whos
 can never complete, fail or extend a job that was handed to another.
 """
 
-from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerInfo
+from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
@@ -48,6 +48,7 @@ __all__ = [
     "Settings",
     "StorageError",
     "Worker",
+    "WorkerEnd",
     "WorkerInfo",
     "load_settings",
     "task",

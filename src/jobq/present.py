@@ -13,11 +13,11 @@ from __future__ import annotations
 import enum
 import math
 
-from jobq.backends.base import QueueStats, WorkerInfo
+from jobq.backends.base import QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
 
-#: A worker counts as silent once its last heartbeat is older than this many heartbeat periods.
-SILENT_AFTER_HEARTBEATS = 3
+#: A running worker counts as lost once its last heartbeat is older than this many heartbeat periods.
+LOST_AFTER_HEARTBEATS = 3
 #: The heartbeat period of the default settings (a third of the lease), in seconds.
 HEARTBEAT_SECONDS_DEFAULT = LEASE_SECONDS_DEFAULT * HEARTBEAT_FRACTION_OF_LEASE
 #: Shown for a missing time or duration.
@@ -27,29 +27,41 @@ _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
 
 class WorkerState(enum.StrEnum):
-    """What a registered worker process is doing, as judged from its row in ``workers``."""
+    """What a registered worker process is doing, as judged from its row in ``workers``: the one
+    word the CLI (``jobq workers``) and both apps use for it."""
 
     ALIVE = "alive"
-    """It heartbeated within ``SILENT_AFTER_HEARTBEATS`` heartbeat periods."""
-    SILENT = "silent"
-    """Not stopped, but no heartbeat for longer than that: killed, frozen or cut off from the
-    database. Its jobs go back to PENDING when their leases expire."""
+    """It heartbeated within ``LOST_AFTER_HEARTBEATS`` heartbeat periods."""
+    LOST = "lost"
+    """No heartbeat for longer than that (killed on another host, frozen, cut off from the
+    database), whether or not a rescuer has recorded it yet. Its jobs go back to PENDING when
+    their leases expire; a heartbeat makes it alive again."""
+    CRASHED = "crashed"
+    """It exited without stopping (``kill -9``, a crash): a rescuer found its pid gone."""
     STOPPED = "stopped"
     """It shut down cleanly (said goodbye)."""
 
 
+_ENDED = {
+    WorkerEnd.STOPPED: WorkerState.STOPPED,
+    WorkerEnd.CRASHED: WorkerState.CRASHED,
+    WorkerEnd.LOST: WorkerState.LOST,
+}
+
+
 def worker_state(worker: WorkerInfo, now: float, heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT) -> WorkerState:
-    """Whether ``worker`` is alive, silent or stopped at ``now`` (UNIX seconds).
+    """Whether ``worker`` is alive, lost, crashed or stopped at ``now`` (UNIX seconds).
 
     >>> w = WorkerInfo("w1", "consumer1", "host", 42, ("default",), started_at=0.0, last_seen_at=100.0)
     >>> worker_state(w, 125.0, heartbeat_seconds=10.0), worker_state(w, 131.0, heartbeat_seconds=10.0)
-    (<WorkerState.ALIVE: 'alive'>, <WorkerState.SILENT: 'silent'>)
+    (<WorkerState.ALIVE: 'alive'>, <WorkerState.LOST: 'lost'>)
     """
     if worker.stopped_at is not None:
-        return WorkerState.STOPPED
-    if now - worker.last_seen_at <= SILENT_AFTER_HEARTBEATS * heartbeat_seconds:
+        # Rows stopped by a jobq from before end reasons (SQLite schema 4, PostgreSQL 5) carry no reason: they were stopped.
+        return _ENDED.get(worker.end_reason or WorkerEnd.STOPPED, WorkerState.STOPPED)
+    if now - worker.last_seen_at <= LOST_AFTER_HEARTBEATS * heartbeat_seconds:
         return WorkerState.ALIVE
-    return WorkerState.SILENT
+    return WorkerState.LOST
 
 
 def oldest_pending_age(stats: QueueStats, now: float) -> float | None:

@@ -29,6 +29,7 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.common import clip
@@ -428,9 +429,14 @@ class Queue:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far."""
         self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
 
-    def worker_stopped(self, worker_id: str) -> None:
-        """Mark a worker's row stopped now (it exited, or was found gone)."""
-        self.backend.worker_stopped(worker_id, time.time())
+    def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
+        """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,
+        ``crashed`` by a rescuer that found its pid gone."""
+        self.backend.worker_stopped(worker_id, time.time(), reason)
+
+    def mark_lost_workers(self, seen_before: float) -> list[str]:
+        """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
+        return self.backend.mark_lost_workers(seen_before, time.time())
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
@@ -496,6 +502,10 @@ class Queue:
 
     def count(self, where: JobFilter | None = None) -> int:
         return self.backend.count_jobs(where or JobFilter())
+
+    def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
+        """How many jobs match ``where`` and the ``page`` of them, from one read (they always agree)."""
+        return self.backend.list_page(where or JobFilter(), page or Page())
 
     def counts(self) -> dict[str, int]:
         """Jobs per status (every status present)."""

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +415,34 @@ def test_retry_all_failed(cli: Cli) -> None:
     assert cli.json("show", str(ids[0]))["events"][-1]["actor"] == "bob"
 
 
+def test_retry_list_and_cancel_take_the_same_filters(cli: Cli) -> None:
+    """ "Retry what failed in the last hour in queue y with 'timeout' in its error", in one command."""
+    two_hours_ago = time.time() - 7200
+
+    def failed(queue: str, error: str, clock: Callable[[], float] = time.time) -> int:
+        with cli.queue(clock=clock) as q:
+            job_id = q.enqueue({"e": error}, queue=queue, max_attempts=1)
+            job = q.claim("w1", queue=queue)
+            assert job is not None and job.id == job_id
+            q.fail(job, f"OSError: {error}")
+        return job_id
+
+    old = failed("y", "read timeout", lambda: two_hours_ago)
+    recent = failed("y", "read Timeout")
+    failed("y", "disk full")
+    failed("z", "read timeout")
+    where = ("--queue", "y", "--error", "TIMEOUT", "--finished-within", "1h")
+    assert [j["id"] for j in cli.json("list", "--status", "failed", *where)] == [recent]
+    assert cli.ok("retry", *where).splitlines() == [f"job {recent}: resubmitted (PENDING)"]
+    assert cli.status(old) == "FAILED"
+    assert cli.ok("retry", *where).strip() == "no matching jobs"  # FAILED by default: it is PENDING now
+    assert cli.ok("cancel", "--queue", "y", "--status", "pending").splitlines() == [
+        f"job {recent}: cancelled (CANCELLED)"
+    ]
+    assert "not both" in cli.fails("cancel", str(old), "--queue", "y")
+    assert "give the ids of the jobs to cancel" in cli.fails("cancel")
+
+
 def test_purge_deletes_old_finished_jobs_only(cli: Cli) -> None:
     ten_days_ago = time.time() - 10 * 86400
     with cli.queue(clock=lambda: ten_days_ago) as q:  # enqueued and finished ten days ago
@@ -593,7 +621,7 @@ def test_python_m_jobq_cli_is_the_jobq_command(cli: Cli) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, cli.ok("version"), "")
 
 
-def test_workers_say_alive_silent_or_stopped_as_the_ops_app_does(cli: Cli) -> None:
+def test_workers_say_alive_lost_or_stopped_as_the_ops_app_does(cli: Cli) -> None:
     now = time.time()
     cli.ok("enqueue", "--json", "{}")  # creates the database
     with cli.queue() as q:
@@ -601,7 +629,7 @@ def test_workers_say_alive_silent_or_stopped_as_the_ops_app_does(cli: Cli) -> No
             jobq.WorkerInfo(id="h-66-x", name="w-gone", host="h", pid=66, queues=("default",),
                             started_at=now - 900, last_seen_at=now - 600)
         )  # fmt: skip
-    assert cli.ok("workers") == "no live workers (--all shows stopped and silent ones)\n"
+    assert cli.ok("workers") == "no live workers (--all shows stopped, crashed and lost ones)\n"
     (worker,) = cli.json("workers", "--all")
-    assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "silent", False)
-    assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "silent"]
+    assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "lost", False)
+    assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "lost"]

@@ -221,4 +221,8 @@ def test_jobs_of_a_killed_local_worker_are_rescued_without_waiting_for_the_lease
         assert [e.kind for e in q.events(job_id)][:3] == ["enqueued", "claimed", "rescued"]
         assert "exited" in (q.get(job_id).last_error or "")  # not "lease expired": 300 s had not passed
         dead = [w for w in q.workers() if w.pid == victim.pid]
-        assert dead and dead[0].stopped_at is not None
+        assert dead and dead[0].stopped_at is not None and dead[0].end_reason == jobq.WorkerEnd.CRASHED
+        survivor.terminate()  # a clean stop says so: "stopped", never "crashed"
+        survivor.wait(30)
+        (clean,) = [w for w in q.workers() if w.pid == survivor.pid]
+        assert clean.end_reason == jobq.WorkerEnd.STOPPED

@@ -451,15 +451,15 @@ def test_stats_text_and_dict() -> None:
     assert output.stats_dict(empty, 1000.0)["oldest_pending_age_seconds"] is None
 
 
-def test_worker_dict_and_table_say_alive_silent_or_stopped() -> None:
+def test_worker_dict_and_table_say_alive_lost_or_stopped() -> None:
     w = WorkerInfo(id="w", name="n", host="h", pid=1, queues=("default",), started_at=0.0, last_seen_at=100.0)
     assert output.worker_dict(w, 105.0, 10.0)["alive"] is True
-    silent = output.worker_dict(w, 131.0, 10.0)
-    assert (silent["state"], silent["alive"]) == ("silent", False)
-    assert '"state": "silent"' in json.dumps(silent)
+    lost = output.worker_dict(w, 131.0, 10.0)
+    assert (lost["state"], lost["alive"]) == ("lost", False)
+    assert '"state": "lost"' in json.dumps(lost)
     stopped = dataclasses.replace(w, stopped_at=120.0)
     assert output.worker_dict(stopped, 121.0, 10.0)["state"] == "stopped"
-    assert output.workers_table([w], 131.0, 10.0).splitlines()[1].split()[:2] == ["n", "silent"]
+    assert output.workers_table([w], 131.0, 10.0).splitlines()[1].split()[:2] == ["n", "lost"]
 
 
 def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import doctest
 import pytest
 
 from jobq import present
-from jobq.backends.base import QueueStats, WorkerInfo
+from jobq.backends.base import QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import Settings
 from jobq.present import WorkerState, ago, duration_text, error_summary, oldest_pending_age, worker_state
 
@@ -57,13 +57,18 @@ def test_error_summary_takes_the_last_line_of_a_traceback() -> None:
 def test_worker_state() -> None:
     w = WorkerInfo(id="w", name="n", host="h", pid=1, queues=("default",), started_at=0.0, last_seen_at=100.0)
     assert worker_state(w, 100.0 + 29, heartbeat_seconds=10.0) == "alive"
-    assert worker_state(w, 100.0 + 31, heartbeat_seconds=10.0) == "silent"
+    assert worker_state(w, 100.0 + 31, heartbeat_seconds=10.0) == "lost"
     stopped = dataclasses.replace(w, stopped_at=120.0)
-    assert worker_state(stopped, 121.0, heartbeat_seconds=10.0) == "stopped"
+    assert (
+        worker_state(stopped, 121.0, heartbeat_seconds=10.0) == "stopped"
+    )  # no reason: a row from before end reasons were recorded
+    for reason in WorkerEnd:
+        ended = dataclasses.replace(w, stopped_at=120.0, end_reason=reason)
+        assert worker_state(ended, 121.0, heartbeat_seconds=10.0) == reason.value  # one word for the end and the state
     # the default heartbeat is the default settings' (a third of a 30 s lease)
     assert Settings().heartbeat_seconds == present.HEARTBEAT_SECONDS_DEFAULT
     assert worker_state(w, 100.0 + 3 * Settings().heartbeat_seconds) == WorkerState.ALIVE
-    assert worker_state(w, 100.0 + 3 * Settings().heartbeat_seconds + 1) == WorkerState.SILENT
+    assert worker_state(w, 100.0 + 3 * Settings().heartbeat_seconds + 1) == WorkerState.LOST
 
 
 def test_oldest_pending_age() -> None:

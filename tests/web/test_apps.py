@@ -6,6 +6,7 @@ import re
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -130,6 +131,53 @@ def test_resubmit_all_matching_the_filter(seeded: Seeded, tmp_path: Path) -> Non
     at.button(key="confirm_yes").click().run()
     assert all(seeded.status(i) == JobStatus.PENDING for i in failed)
     assert "Resubmitted 3 jobs" in texts(at.success)
+
+
+def test_resubmit_what_failed_in_the_last_hour_in_one_queue_with_one_error(seeded: Seeded) -> None:
+    """The operator's daily task in a few clicks: the filter shown is exactly what is resubmitted."""
+    two_hours_ago = time.time() - 7200
+
+    def failed(queue: str, error: str, clock: Any = time.time) -> int:
+        with Queue(seeded.url, clock=clock) as q:
+            job_id = q.enqueue({"path": f"data/files/{queue}-{error}.txt"}, queue=queue, task="mail", max_attempts=1)
+            job = q.claim("w", queue=queue)
+            assert job is not None and job.id == job_id
+            q.fail(job, f"OSError: {error}", retry=False)
+        return job_id
+
+    old = failed("y", "smtp timeout", lambda: two_hours_ago)
+    recent = failed("y", "smtp Timeout")
+    other = failed("y", "mailbox full")
+    elsewhere = failed("z", "smtp timeout")
+    at = run(MANAGER)
+    at.multiselect(key="statuses").set_value(["FAILED"]).run()
+    at.multiselect(key="queues").set_value(["y"]).run()
+    at.text_input(key="error").input("timeout").run()
+    at.selectbox(key="time_range").set_value("Last hour").run()
+    assert row_ids(at) == {recent}
+    assert "of 1 matching jobs" in texts(at.caption)
+    at.button(key="all_resubmit").click().run()
+    assert "all 1 jobs matching status FAILED, queue y, last error containing 'timeout', finished since" in texts(
+        at.warning
+    )
+    at.button(key="confirm_yes").click().run()
+    assert seeded.status(recent) == JobStatus.PENDING
+    assert {seeded.status(i) for i in (old, other, elsewhere)} == {JobStatus.FAILED}
+    assert "Resubmitted 1 job" in texts(at.success)
+
+
+def test_a_link_opens_the_filter_and_the_job_it_names_and_follows_changes(seeded: Seeded) -> None:
+    failed = seeded.ids[JobStatus.FAILED]
+    at = AppTest.from_file(str(MANAGER), default_timeout=TIMEOUT)
+    at.query_params["status"] = "failed"
+    at.query_params["job"] = str(failed[0])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert row_ids(at) == set(failed)
+    assert at.multiselect(key="statuses").value == ["FAILED"]
+    assert any(b.key == "detail_close" for b in at.button)  # the job named in the link is open
+    at.text_input(key="error").input("boom").run()
+    assert at.query_params["error"] == "boom" and at.query_params["status"] == "FAILED"
 
 
 def test_filters_search_and_paging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -337,11 +385,14 @@ def test_unusable_database_is_a_readable_error(app: Path, tmp_path: Path, monkey
     assert "not a SQLite database" in texts(at.error)
 
 
-def test_ops_reports_a_missing_database_instead_of_creating_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("app", [MANAGER, OPS])
+def test_apps_report_a_missing_database_instead_of_creating_it(
+    app: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "nowhere" / "queue.db"
     monkeypatch.setenv("JOBQ_DATABASE_URL", f"sqlite:///{missing}")
     monkeypatch.chdir(tmp_path)
-    at = AppTest.from_file(str(OPS), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(app), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert "no database at" in texts(at.error)
     assert not missing.exists()
@@ -354,7 +405,7 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert metrics["Pending"] == "2"
     assert metrics["Failed"] == "1"
     assert metrics["Completed"] == "1"
-    assert metrics["Queue depth"] == "2"
+    assert metrics["Due now"] == "2"
     assert metrics["Workers alive"] == "2 / 2"
     assert len(at.get("vega_lite_chart")) == 4
     frames = [d.value for d in at.dataframe]
@@ -362,11 +413,13 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert dict(zip(workers["id"], workers["restarts"], strict=True))["consumer1-new"] == 1
     jobs = next(f for f in frames if "path / payload" in f.columns)
     assert set(jobs["status"]) == {s.value for s in JobStatus}
+    health = next(f for f in frames if "live workers" in f.columns).set_index("queue")
+    assert health.loc["default", "due"] == 2 and health.loc["default", "live workers"] == 2
     assert "All clear" in texts(at.success)
     assert not at.button  # read-only: no actions at all
 
 
-def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ops_alerts_on_expired_lease_and_lost_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path}/queue.db"
     seed(url)
     with Queue(url) as q:
@@ -384,7 +437,7 @@ def test_ops_alerts_on_expired_lease_and_silent_worker(tmp_path: Path, monkeypat
     time.sleep(0.01)  # let the 1 ms lease run out (not a wait for an outcome)
     at = run(OPS)
     assert "PROCESSING with an expired lease" in texts(at.error)
-    assert "Silent worker: consumer3" in texts(at.warning)
+    assert "Lost worker (no heartbeat): consumer3" in texts(at.warning)
 
 
 @pytest.mark.slow

@@ -150,7 +150,7 @@ def test_hostile_text_is_shown_as_plain_text(apps: Apps, chromium: Any) -> None:
         check_page(page, expect_name=True)
 
         page.goto(f"http://127.0.0.1:{apps.ops}/")
-        expect(page.get_by_text("Silent worker").first).to_be_visible()
+        expect(page.get_by_text("Lost worker").first).to_be_visible()
         check_page(page, expect_name=True)
     finally:
         page.close()

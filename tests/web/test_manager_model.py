@@ -8,7 +8,7 @@ import pytest
 
 from jobq import ActionResult, JobFilter, JobStatus
 from jobq.job import operator_actions
-from jobq.web import manager_model
+from jobq.web import manager_model, views
 
 
 def test_legal_buttons_follow_the_transition_table() -> None:
@@ -30,6 +30,36 @@ def test_filter_and_its_description() -> None:
     assert manager_model.describe_filter(where) == "status FAILED, queue default, payload containing 'a.txt'"
     assert manager_model.describe_filter(manager_model.build_filter()) == "all jobs"
     assert manager_model.page_count(0, 25) == 1 and manager_model.page_count(101, 25) == 5
+
+
+def test_filter_by_task_error_and_time_is_absolute_and_described() -> None:
+    now = 1_800_000_000.0
+    where = manager_model.build_filter(
+        ["FAILED"], ["y"], tasks=["resize", " ", ""], error=" Timeout ", time_range="Last hour", now=now
+    )
+    assert where == JobFilter(
+        statuses=(JobStatus.FAILED,), queues=("y",), tasks=("resize",), error="Timeout", finished_after=now - 3600
+    )
+    described = manager_model.describe_filter(where)
+    assert described.startswith("status FAILED, queue y, task resize, last error containing 'Timeout', finished since ")
+    assert views.fmt_time(now - 3600) in described
+    created = manager_model.build_filter(time_range="Last 15 minutes", time_field="created", now=now)
+    assert (created.created_after, created.finished_after) == (now - 900, None)
+    assert manager_model.build_filter(time_range="Any time", now=now) == JobFilter()
+
+
+def test_history_names_workers_and_shows_dates() -> None:
+    from jobq import Event
+
+    at = 1_800_000_000.0
+    events = [
+        Event(1, 7, at, "claimed", "vm-42-ab12", 1, {}),
+        Event(2, 7, at + 1, "retry_scheduled", "vm-42-ab12", 1, {"retry_at": at + 60}),
+        Event(3, 7, at + 2, "resubmitted", "alice", 1, {}),
+    ]
+    frame = manager_model.events_frame(events, {"vm-42-ab12": "consumer1"})
+    assert list(frame["actor"]) == ["consumer1 (vm-42-ab12)", "consumer1 (vm-42-ab12)", "alice"]
+    assert frame["detail"][1] == f"retry_at={views.fmt_time(at + 60)}"
 
 
 def test_summaries_of_action_results() -> None:
@@ -64,3 +94,35 @@ def test_operator_names_are_cleaned_and_cut() -> None:
     assert manager_model.clean_operator(" mal\u202elory\x1b\n  ops ") == "mallory ops"
     assert manager_model.clean_operator("z" * 500) == "z" * manager_model.OPERATOR_NAME_CHARS
     assert manager_model.resolve_operator("\u202e\u200b", {"JOBQ_OPERATOR": "al\x00ice"}) == "alice"
+
+
+def test_a_link_carries_the_filter_and_the_open_job_and_reads_back() -> None:
+    state = {
+        "statuses": ["FAILED"],
+        "queues": ["y"],
+        "tasks": "mail",
+        "search": "",
+        "error": "timeout",
+        "time_range": "Last hour",
+        "time_field": "finished",
+        "detail": 42,
+    }
+    params = manager_model.link_params(state)
+    assert params == {
+        "status": "FAILED",
+        "queue": "y",
+        "task": "mail",
+        "error": "timeout",
+        "time": "Last hour",
+        "time_of": "finished",
+        "job": "42",
+    }
+    back = manager_model.state_from_link(params, ["default", "y"])
+    assert back == {k: v for k, v in state.items() if k != "search"}
+    default = {"statuses": [s.value for s in manager_model.DEFAULT_STATUSES], "time_range": "Any time"}
+    assert manager_model.link_params(default) == {}
+    # Nonsense in a link is left out, never an error.
+    assert manager_model.state_from_link({"status": "failed,bogus", "queue": "nope", "time": "x", "job": "7a"}, []) == {
+        "statuses": ["FAILED"],
+        "queues": [],
+    }

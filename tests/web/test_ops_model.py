@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from jobq import QueueStats, WorkerInfo
+import dataclasses
+
+from jobq import QueueStats, WorkerEnd, WorkerInfo
 from jobq.web import ops_model
+from jobq.web.supervisor import ProgramState
 
 NOW = 1_800_000_000.0
 
 
-def worker(wid: str, name: str, started: float, seen: float, stopped: float | None = None) -> WorkerInfo:
-    return WorkerInfo(wid, name, "h", 1, ("default",), started, seen, stopped)
+def worker(
+    wid: str,
+    name: str,
+    started: float,
+    seen: float,
+    stopped: float | None = None,
+    queues: tuple[str, ...] = ("default",),
+    end: WorkerEnd | None = None,
+) -> WorkerInfo:
+    return WorkerInfo(wid, name, "h", 1, queues, started, seen, stopped, end_reason=end)
 
 
-def stats(expired: int = 0, oldest: float | None = None) -> QueueStats:
-    return QueueStats({}, {}, oldest, 0, 0, expired)
+def stats(expired: int = 0, oldest: float | None = None, due: dict[str, int] | None = None) -> QueueStats:
+    due = due if due is not None else ({"default": 1} if oldest is not None else {})
+    oldest_by_queue = {q: oldest for q in due} if oldest is not None else {}
+    return QueueStats({}, {}, oldest, 0, 0, expired, due, oldest_by_queue)
 
 
 def test_workers_restarts_and_states() -> None:
@@ -26,7 +39,7 @@ def test_workers_restarts_and_states() -> None:
     frame = ops_model.workers_frame(rows, NOW, heartbeat_seconds=10)
     by_id = frame.set_index("id")
     assert by_id.loc["a", "state"] == "restarted" and by_id.loc["b", "state"] == "alive"
-    assert by_id.loc["c", "state"] == "silent" and by_id.loc["d", "state"] == "stopped"
+    assert by_id.loc["c", "state"] == "lost" and by_id.loc["d", "state"] == "stopped"
     assert by_id.loc["a", "restarts"] == by_id.loc["b", "restarts"] == 1
     alerts = ops_model.compute_alerts(stats(expired=2, oldest=NOW - 900), rows, NOW, heartbeat_seconds=10)
     assert [a.level for a in alerts] == ["error", "warning", "warning"]
@@ -41,6 +54,99 @@ def test_ages_in_the_workers_table_and_alerts_read_as_the_cli_prints_them() -> N
     assert by_id.loc["e", "last heartbeat"] == "now"  # a clock slightly ahead of ours
     alerts = ops_model.compute_alerts(stats(oldest=NOW - 900), rows, NOW, heartbeat_seconds=10)
     assert [a.message for a in alerts] == [
-        "The oldest pending job has waited 15m (threshold 5m): are enough consumers running?",
-        "Silent worker: consumer2 (pid 1, last seen 1m ago).",
+        "In queue default, the oldest due job has waited 15m (threshold 5m): are enough workers serving it?",
+        "Lost worker (no heartbeat): consumer2 (pid 1, last seen 1m ago).",
     ]
+
+
+def test_a_crash_is_an_alert_for_a_while_even_after_a_restart() -> None:
+    crashed = worker("a", "consumer1", NOW - 600, NOW - 300, stopped=NOW - 120, end=WorkerEnd.CRASHED)
+    restarted = worker("b", "consumer1", NOW - 100, NOW - 2)
+    frame = ops_model.workers_frame([crashed, restarted], NOW, heartbeat_seconds=10).set_index("id")
+    assert frame.loc["a", "state"] == "crashed"  # not "stopped", not "restarted": it did crash
+    (alert,) = ops_model.compute_alerts(stats(), [crashed, restarted], NOW, heartbeat_seconds=10)
+    assert alert.level == "error" and alert.message.startswith("Worker crashed (exited without stopping): consumer1")
+    later = NOW + ops_model.CRASH_ALERT_SECONDS_DEFAULT
+    moved = dataclasses.replace(restarted, last_seen_at=later)
+    assert ops_model.compute_alerts(stats(), [crashed, moved], later, heartbeat_seconds=10) == []
+    stopped = dataclasses.replace(crashed, end_reason=WorkerEnd.STOPPED)
+    assert ops_model.compute_alerts(stats(), [stopped, restarted], NOW, heartbeat_seconds=10) == []
+
+
+def test_no_live_worker_is_an_alert_and_names_the_queues_with_due_jobs() -> None:
+    gone = worker("a", "consumer1", NOW - 600, NOW - 300, stopped=NOW - 300, end=WorkerEnd.STOPPED)
+    (alert,) = ops_model.compute_alerts(stats(due={"default": 84}), [gone], NOW)
+    assert alert == ops_model.Alert(
+        "error", "No worker is alive, and 84 jobs due in queue default: nothing will run them."
+    )
+    (idle,) = ops_model.compute_alerts(stats(), [], NOW)
+    assert idle.level == "warning" and idle.message.startswith("No worker is alive")
+    live = worker("b", "consumer2", NOW - 60, NOW - 1, queues=("default",))
+    (unserved,) = ops_model.compute_alerts(stats(due={"default": 3, "mail": 84, "pdf": 0}), [gone, live], NOW)
+    assert unserved == ops_model.Alert("error", "No live worker serves 84 jobs due in queue mail.")
+    assert ops_model.compute_alerts(stats(due={"default": 3}), [gone, live], NOW) == []
+
+
+def test_the_backlog_warning_names_each_queue_that_waits_too_long() -> None:
+    live = worker("b", "consumer2", NOW - 60, NOW - 1, queues=("default", "mail"))
+    waiting = QueueStats(
+        {}, {}, NOW - 900, 0, 0, 0, {"default": 1, "mail": 2}, {"default": NOW - 10, "mail": NOW - 900}
+    )
+    (alert,) = ops_model.compute_alerts(waiting, [live], NOW)
+    assert alert.level == "warning" and alert.message.startswith("In queue mail, the oldest due job has waited 15m")
+
+
+def test_supervisord_programs_in_trouble_are_named() -> None:
+    live = worker("b", "consumer2", NOW - 60, NOW - 1)
+    programs = [
+        ProgramState("consumer2", "RUNNING"),
+        ProgramState("consumer1", "FATAL", "Exited too quickly (process log may have details)"),
+        ProgramState("producer1", "BACKOFF"),
+    ]
+    (alert,) = ops_model.compute_alerts(stats(), [live], NOW, programs=programs)
+    assert alert == ops_model.Alert(
+        "error",
+        "supervisord: consumer1 FATAL (Exited too quickly (process log may have details)), producer1 BACKOFF.",
+    )
+    (unreachable,) = ops_model.compute_alerts(stats(), [live], NOW, supervisor_error="run/supervisor.sock: refused")
+    assert unreachable.level == "warning" and "run/supervisor.sock: refused" in unreachable.message
+
+
+def test_queue_health_separates_due_from_scheduled_and_counts_live_workers() -> None:
+    stats_ = QueueStats(
+        {},
+        {"default": {"PENDING": 3003, "PROCESSING": 2, "FAILED": 1}, "mail": {"PENDING": 84}},
+        NOW - 120,
+        0,
+        0,
+        0,
+        {"default": 3, "mail": 84},
+        {"default": NOW - 120, "mail": NOW - 30},
+        {"default": 5},
+    )
+    workers = [
+        worker("a", "consumer1", NOW - 60, NOW - 1, queues=("default",)),
+        worker("b", "consumer2", NOW - 60, NOW - 1, queues=("default", "pdf")),
+        worker("c", "consumer3", NOW - 600, NOW - 300, stopped=NOW - 300, queues=("mail",)),
+    ]
+    frame = ops_model.queue_health_frame(stats_, workers, NOW).set_index("queue")
+    assert frame.loc["default"].to_dict() == {
+        "due": 3,
+        "scheduled": 3000,  # 3,000 delayed jobs are not a backlog
+        "waiting to retry": 5,
+        "running": 2,
+        "failed": 1,
+        "oldest due waited": "2m",
+        "live workers": 2,
+    }
+    assert frame.loc["mail", "live workers"] == 0 and frame.loc["mail", "due"] == 84
+    assert frame.loc["pdf", "due"] == 0 and frame.loc["pdf", "oldest due waited"] == "-"  # served, empty
+
+
+def test_the_attempt_failure_rate_counts_retried_attempts() -> None:
+    from jobq.backends.base import Bucket
+
+    buckets = [Bucket(0.0, 0, 0, 80, 2, 0, None, None, None, None, retried=16)]
+    assert ops_model.failure_rate(buckets) == 2 / 82
+    assert ops_model.attempt_failure_rate(buckets) == 18 / 98
+    assert ops_model.attempt_failure_rate([]) is None

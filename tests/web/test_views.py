@@ -36,7 +36,7 @@ def test_hostile_text_in_a_job_row_is_plain() -> None:
 
 def test_status_and_worker_state_cells_are_styled() -> None:
     assert views.status_badge("FAILED") == ":red-badge[:material/error: FAILED]"
-    assert "d0262f" in views.style_cell("silent") and "d0262f" in views.style_cell(JobStatus.FAILED)
+    assert "d0262f" in views.style_cell("lost") and "d0262f" in views.style_cell(JobStatus.FAILED)
     assert views.style_cell("restarted") and views.style_cell("stopped") and views.style_cell("alive")
     assert views.style_cell("anything else") == ""
 

@@ -12,6 +12,7 @@ keep their clocks in sync (NTP); a lease of 30 s tolerates far more skew than NT
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -109,6 +110,14 @@ class JobFilter:
     """Case-insensitive substring of the payload text."""
     ids: tuple[int, ...] = ()
     tasks: tuple[str, ...] = ()
+    error: str | None = None
+    """Case-insensitive substring of the last error (jobs without one never match)."""
+    created_after: float | None = None
+    """Created at or after this UNIX time (each time bound is inclusive; None: unbounded)."""
+    created_before: float | None = None
+    finished_after: float | None = None
+    """Finished (COMPLETED, FAILED or CANCELLED) at or after this time; unfinished jobs never match."""
+    finished_before: float | None = None
 
 
 SORT_FIELDS = (
@@ -134,6 +143,19 @@ class Page:
     offset: int = 0
 
 
+class WorkerEnd(enum.StrEnum):
+    """How a worker process ended, as recorded in its registry row (``workers.end_reason``)."""
+
+    STOPPED = "stopped"
+    """It shut down cleanly and said so itself."""
+    CRASHED = "crashed"
+    """A rescuer of the same process table found its pid gone without a goodbye (``kill -9``,
+    a crash, an out-of-memory kill)."""
+    LOST = "lost"
+    """A rescuer heard nothing from it for ``LOST_AFTER_LEASES`` leases (killed on another host,
+    frozen, cut off). A judgement, not a fact: a worker that heartbeats again is alive again."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """One row of ``workers``: a worker process, unique per process start."""
@@ -153,6 +175,9 @@ class WorkerInfo:
     process_table: str | None = None
     """Which process table ``pid`` belongs to (``jobq.worker.rescuer.process_table_id``); None
     when unknown (rows of jobq before schema 2, platforms without ``/proc``). ``host`` is for display."""
+    end_reason: WorkerEnd | None = None
+    """How it ended once ``stopped_at`` is set; None while it runs, and for rows stopped by a jobq
+    from before end reasons were recorded (shown as stopped)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +194,28 @@ class QueueStats:
     """None: every count is a total. Else the store holds more finished jobs than this, and the
     COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
     and PROCESSING are still totals): see ``common.STATS_FINISHED_WINDOW``."""
+    due_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Due PENDING jobs (``run_at`` reached) per queue that has any; the rest of PENDING is
+    scheduled (delayed, or waiting for a retry)."""
+    oldest_due_by_queue: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The ``run_at`` of the oldest due PENDING job per queue that has any."""
+    retrying_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Scheduled PENDING jobs that already had an attempt (waiting to retry), per queue that has any."""
+
+    @property
+    def due(self) -> int:
+        """Due PENDING jobs in all queues."""
+        return sum(self.due_by_queue.values())
+
+    @property
+    def retrying(self) -> int:
+        """PENDING jobs waiting to retry (a failed attempt, the next one not yet due)."""
+        return sum(self.retrying_by_queue.values())
+
+    @property
+    def scheduled(self) -> int:
+        """PENDING jobs not yet due: delayed, or waiting to retry."""
+        return max(0, self.counts.get("PENDING", 0) - self.due)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,11 +228,13 @@ class Bucket:
     completed: int
     failed: int
     depth: int
-    """PENDING jobs at the end of the bucket (derived backwards from the current count)."""
+    """PENDING jobs (due and scheduled) at the end of the bucket (derived backwards from the current count)."""
     wait_p50: float | None
     wait_p95: float | None
     run_p50: float | None
     run_p95: float | None
+    retried: int = 0
+    """Attempts that failed and were scheduled to retry (``failed`` counts only final failures)."""
 
 
 class Backend(Protocol):
@@ -309,6 +358,10 @@ class Backend(Protocol):
 
     def count_jobs(self, where: JobFilter) -> int: ...
 
+    def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
+        """How many jobs match and the page of them, read in one transaction (so they agree)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Jobs per status, every status present (0 when none)."""
         ...
@@ -333,7 +386,16 @@ class Backend(Protocol):
 
     def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None: ...
 
-    def worker_stopped(self, worker_id: str, now: float) -> None: ...
+    def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
+        """Mark the worker ended at ``now`` for ``reason``. A clean stop (the worker's own word)
+        always wins; a rescuer's verdict (crashed, lost) only lands on a row not yet ended, and
+        keeps the last heartbeat as it was."""
+        ...
+
+    def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
+        """Mark every unended worker last seen before ``seen_before`` as ended ``lost`` at ``now``;
+        return their ids. A lost worker that heartbeats again (``worker_seen``) is unended."""
+        ...
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
 

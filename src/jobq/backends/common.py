@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from jobq.backends.base import ActionResult, Bucket, WorkerInfo
+from jobq.backends.base import ActionResult, Bucket, WorkerEnd, WorkerInfo
 from jobq.errors import InvalidTransition
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus, operator_actions
 from jobq.payloads import decode_json, loads
@@ -102,6 +102,7 @@ def build_buckets(
                 wait_p95=percentile(w, 0.95),
                 run_p50=percentile(r, 0.5),
                 run_p95=percentile(r, 0.95),
+                retried=c.get("retry_scheduled", 0),
             )
         )
         depth = depth - into + c.get("claimed", 0) + c.get("cancelled", 0)
@@ -311,7 +312,18 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         jobs_failed=f.integer(row[10], "jobs_failed"),
         wake_address=f.text(row[11]),
         process_table=f.text(row[12]) if len(row) > 12 else None,
+        end_reason=_end_reason(f.text(row[13])) if len(row) > 13 else None,
     )
+
+
+def _end_reason(text: str | None) -> WorkerEnd | None:
+    # A word this jobq does not know (a newer one wrote it) reads as a plain stop, never an error.
+    if text is None:
+        return None
+    try:
+        return WorkerEnd(text)
+    except ValueError:
+        return WorkerEnd.STOPPED
 
 
 def event_from_row(row: Sequence[Any]) -> Event:

@@ -37,6 +37,7 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.common import (
@@ -570,6 +571,13 @@ def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
     return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
 
 
+def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Job]]]:
+    # One read transaction: the count and the rows describe the same moment ("1-4 of 3" cannot happen).
+    total = yield from count_jobs(d, where)
+    jobs = (yield from list_jobs(d, where, page)) if total > page.offset else []
+    return total, jobs
+
+
 def counts(d: Dialect) -> Op[dict[str, int]]:
     out = {s.value: 0 for s in JobStatus}
     out.update({status: int(n) for status, n in (yield Exec(d.sql["counts"]))})
@@ -587,17 +595,23 @@ def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) 
     capped = sum(int(n) for _, _, n in finished) >= finished_window and bool(
         (yield Exec(d.sql["finished_beyond"], {"window": finished_window}))
     )
-    oldest = (yield Exec(d.sql["oldest_due"], {"now": now}))[0][0]
+    pending = [
+        (str(q), int(n or 0), None if at is None else float(at), int(r or 0))
+        for q, n, at, r in (yield Exec(d.sql["pending_by_queue"], {"now": now}))
+    ]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
     return QueueStats(
         counts=totals,
         by_queue=by_queue,
-        oldest_pending_at=oldest,
+        oldest_pending_at=min((at for _, _, at, _ in pending if at is not None), default=None),
         completed_last_minute=done.get("completed", 0),
         failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
         expired_leases=int(expired),
         finished_window=finished_window if capped else None,
+        due_by_queue={q: n for q, n, _, _ in pending if n},
+        oldest_due_by_queue={q: at for q, _, at, _ in pending if at is not None},
+        retrying_by_queue={q: r for q, _, _, r in pending if r},
     )
 
 
@@ -655,8 +669,13 @@ def worker_seen(
     yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})
 
 
-def worker_stopped(d: Dialect, worker_id: str, now: float) -> Op[None]:
-    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id)})
+def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) -> Op[None]:
+    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id), "reason": WorkerEnd(reason).value})
+
+
+def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str]]:
+    rows = yield Exec(d.sql["mark_lost_workers"], {"now": now, "before": seen_before})
+    return [str(r[0]) for r in rows]
 
 
 def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:

@@ -119,6 +119,18 @@ class Dialect:
         if where.search:
             params["f_search"] = like_pattern(self.text(where.search) or "")
             clauses.append(self.like("payload", "f_search"))
+        if where.error:
+            params["f_error"] = like_pattern(self.text(where.error) or "")
+            clauses.append(self.like("last_error", "f_error"))
+        for column, op, name, value in (
+            ("created_at", ">=", "f_created_after", where.created_after),
+            ("created_at", "<=", "f_created_before", where.created_before),
+            ("finished_at", ">=", "f_finished_after", where.finished_after),
+            ("finished_at", "<=", "f_finished_before", where.finished_before),
+        ):
+            if value is not None:
+                params[name] = float(value)
+                clauses.append(f"{column} {op} {self.param(name)}")
         return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
     def page_order(self, sort: str, descending: bool) -> str:

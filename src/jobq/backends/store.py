@@ -27,6 +27,7 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.statements import Dialect
@@ -185,6 +186,9 @@ class SqlStore:
     def count_jobs(self, where: JobFilter) -> int:
         return self._read(lambda: ops.count_jobs(self.dialect, where))
 
+    def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
+        return self._read(lambda: ops.list_page(self.dialect, where, page))
+
     def counts(self) -> dict[str, int]:
         return self._read(lambda: ops.counts(self.dialect))
 
@@ -204,8 +208,11 @@ class SqlStore:
     def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None:
         self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
 
-    def worker_stopped(self, worker_id: str, now: float) -> None:
-        self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now))
+    def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
+        self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
+
+    def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
+        return self._write(lambda: ops.mark_lost_workers(self.dialect, seen_before, now))
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))

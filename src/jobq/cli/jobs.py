@@ -125,10 +125,9 @@ def _add_status_option(p: argparse.ArgumentParser, help_text: str) -> None:
     )
 
 
-# -- list -------------------------------------------------------------------------------------------
-def add_list(command: AddCommand) -> None:
-    p = command("list", cmd_list, "list jobs, newest first")
-    _add_status_option(p, "only these statuses (repeatable or comma-separated, any case)")
+def _add_filter_options(p: argparse.ArgumentParser, status_help: str) -> None:
+    """The job filter ``list``, ``retry`` and ``cancel`` share (the manager's filters, too)."""
+    _add_status_option(p, status_help)
     p.add_argument(
         "--queue", "-q", metavar="NAME", dest="queues", action="append", default=[], help="only this queue (repeatable)"
     )
@@ -136,6 +135,39 @@ def add_list(command: AddCommand) -> None:
         "--task", "-t", metavar="NAME", dest="tasks", action="append", default=[], help="only this task (repeatable)"
     )
     p.add_argument("--search", metavar="TEXT", help="case-insensitive text the payload contains")
+    p.add_argument("--error", metavar="TEXT", help="case-insensitive text the last error contains")
+    p.add_argument(
+        "--created-within", metavar="DURATION", type=duration_arg, help="created in the last DURATION: 1h, 30m, 7d"
+    )
+    p.add_argument(
+        "--finished-within", metavar="DURATION", type=duration_arg, help="finished in the last DURATION: 1h, 30m, 7d"
+    )
+
+
+def _filter(args: argparse.Namespace, now: float, default_statuses: tuple[JobStatus, ...] = ()) -> JobFilter:
+    return JobFilter(
+        statuses=_statuses(args) or default_statuses,
+        queues=tuple(args.queues),
+        tasks=tuple(args.tasks),
+        search=args.search or None,
+        error=args.error or None,
+        created_after=now - args.created_within if args.created_within is not None else None,
+        finished_after=now - args.finished_within if args.finished_within is not None else None,
+    )
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    """Whether any filter option was given (retry and cancel then act on the matching jobs)."""
+    return bool(
+        args.statuses or args.queues or args.tasks or args.search or args.error
+        or args.created_within is not None or args.finished_within is not None
+    )  # fmt: skip
+
+
+# -- list -------------------------------------------------------------------------------------------
+def add_list(command: AddCommand) -> None:
+    p = command("list", cmd_list, "list jobs, newest first")
+    _add_filter_options(p, "only these statuses (repeatable or comma-separated, any case)")
     p.add_argument(
         "--sort",
         choices=SORT_FIELDS,
@@ -162,12 +194,7 @@ def _statuses(args: argparse.Namespace) -> tuple[JobStatus, ...]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    where = JobFilter(
-        statuses=_statuses(args),
-        queues=tuple(args.queues),
-        tasks=tuple(args.tasks),
-        search=args.search or None,
-    )
+    where = _filter(args, time.time())
     page = Page(sort=args.sort, descending=not args.asc, limit=args.limit, offset=args.offset)
     with open_queue(args) as q:
         jobs = q.list(where, page)
@@ -223,19 +250,21 @@ def add_retry(command: AddCommand) -> None:
     p = command("retry", cmd_retry, "resubmit FAILED, CANCELLED or COMPLETED jobs (back to PENDING)")
     p.add_argument("job_ids", type=job_id_arg, nargs="*", metavar="ID")
     p.add_argument("--all-failed", action="store_true", help="resubmit every FAILED job")
+    _add_filter_options(p, "with filters: these statuses (default FAILED)")
     actor_option(p)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    if args.all_failed and args.job_ids:
-        raise ConfigError("give job ids or --all-failed, not both")
-    if not args.all_failed and not args.job_ids:
-        raise ConfigError("give the ids of the jobs to resubmit, or --all-failed")
+    filtered = args.all_failed or _filtered(args)
+    if filtered and args.job_ids:
+        raise ConfigError("give job ids or filters (--all-failed, --queue, --error, ...), not both")
+    if not filtered and not args.job_ids:
+        raise ConfigError("give the ids of the jobs to resubmit, --all-failed, or filters (--queue, --error, ...)")
     with open_queue(args) as q:
-        if args.all_failed:
-            results = q.resubmit_many(where=JobFilter(statuses=(JobStatus.FAILED,)))
+        if filtered:
+            results = q.resubmit_many(where=_filter(args, time.time(), (JobStatus.FAILED,)))
             if not results:
-                out("no FAILED jobs")
+                out("no FAILED jobs" if args.all_failed and not _filtered(args) else "no matching jobs")
         else:
             results = q.resubmit_many(ids=list(dict.fromkeys(args.job_ids)))
     return report_actions(results)
@@ -243,13 +272,24 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def add_cancel(command: AddCommand) -> None:
     p = command("cancel", cmd_cancel, "cancel PENDING or FAILED jobs; a PROCESSING job is asked to stop")
-    p.add_argument("job_ids", type=job_id_arg, nargs="+", metavar="ID")
+    p.add_argument("job_ids", type=job_id_arg, nargs="*", metavar="ID")
+    _add_filter_options(p, "with filters: these statuses (default PENDING)")
     actor_option(p)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    filtered = _filtered(args)
+    if filtered and args.job_ids:
+        raise ConfigError("give job ids or filters (--queue, --error, ...), not both")
+    if not filtered and not args.job_ids:
+        raise ConfigError("give the ids of the jobs to cancel, or filters (--queue, --status, ...)")
     with open_queue(args) as q:
-        results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
+        if filtered:
+            results = q.cancel_many(where=_filter(args, time.time(), (JobStatus.PENDING,)))
+            if not results:
+                out("no matching jobs")
+        else:
+            results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
     return report_actions(results)
 
 

@@ -1,7 +1,7 @@
 """How the queue and its workers are doing: ``stats``, ``workers``, ``rescue``, ``version``.
 
 ``rescue`` is the one repair an operator may run by hand; every worker runs the same pass on its
-own every few seconds. A worker is alive, silent or stopped as ``jobq.present.worker_state``
+own every few seconds. A worker is alive, lost, crashed or stopped as ``jobq.present.worker_state``
 says, the same words the ops app shows.
 """
 
@@ -36,7 +36,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # -- workers ----------------------------------------------------------------------------------------
 def add_workers(command: AddCommand) -> None:
     p = command("workers", cmd_workers, "registered worker processes and whether they are alive")
-    p.add_argument("--all", action="store_true", help="include stopped and silent workers (default: alive only)")
+    p.add_argument("--all", action="store_true", help="include stopped, crashed and lost workers (default: alive only)")
     json_options(p)
 
 
@@ -52,7 +52,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     elif workers:
         out(workers_table(workers, now, heartbeat))
     else:
-        out("no workers registered" if args.all else "no live workers (--all shows stopped and silent ones)")
+        out("no workers registered" if args.all else "no live workers (--all shows stopped, crashed and lost ones)")
     return EXIT_OK
 
 

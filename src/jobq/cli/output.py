@@ -180,7 +180,7 @@ def stats_text(stats: QueueStats, now: float) -> str:
 
 
 def worker_dict(worker: WorkerInfo, now: float, heartbeat_seconds: float) -> dict[str, Any]:
-    """A worker for JSON output, with its ``state`` (alive, silent, stopped) and ``alive``."""
+    """A worker for JSON output, with its ``state`` (alive, lost, crashed, stopped) and ``alive``."""
     data = dataclasses.asdict(worker)
     state = worker_state(worker, now, heartbeat_seconds)
     data.update(state=state.value, alive=state == WorkerState.ALIVE)

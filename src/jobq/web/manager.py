@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import streamlit as st
 
@@ -24,8 +25,27 @@ from jobq.present import error_summary
 from jobq.web import _page, manager_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
-ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
-ROW_HEADERS = ["", "id", "status", "path / payload", "tries", "created", "started", "finished", "last error"]
+# Sized so that at 1366 px (sidebar open) no header, time, id, badge or button is cut or broken
+# (tests/web/test_browser_manager.py measures it); the started time is in the job's detail.
+ROW_WIDTHS = [0.3, 0.8, 1.5, 0.9, 0.9, 2.0, 0.6, 1.05, 1.05, 1.7, 1.45, 1.25, 0.5]
+ROW_GAP: Final = "xxsmall"
+ROW_HEADERS = [
+    "",
+    "id",
+    "status",
+    "queue",
+    "task",
+    "path / payload",
+    "tries",
+    "created",
+    "finished",
+    "last error",
+]
+
+
+REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
+REFRESH_DEFAULT = "10 s"
+"""How often the job list redraws on its own (the filters, selection and page stay)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,15 +177,23 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     _page.lock_button("manager")
 
     sb.markdown("### :material/filter_list: Filter")
+    # Defaults through session state, not default=: a deep link may have set them already.
+    st.session_state.setdefault("statuses", [s.value for s in manager_model.DEFAULT_STATUSES])
+    st.session_state.setdefault("time_field", "finished")
     statuses = sb.multiselect(
         "Status",
         [s.value for s in JobStatus],
-        default=[s.value for s in manager_model.DEFAULT_STATUSES],
         key="statuses",
         help="By default the jobs an operator acts on: pending, processing and failed.",
     )
     chosen_queues = sb.multiselect("Queue", queues, key="queues", placeholder="All queues", format_func=safety.plain)
+    tasks = sb.text_input("Task", key="tasks", placeholder="All tasks", help="Exact task names, comma-separated.")
     search = sb.text_input("Search payload", key="search", placeholder="e.g. report.txt")
+    error = sb.text_input("Last error contains", key="error", placeholder="e.g. timeout")
+    time_range = sb.selectbox("Time", list(manager_model.TIME_RANGES), key="time_range")
+    time_field = sb.segmented_control(
+        "Time of", manager_model.TIME_FIELDS, key="time_field", disabled=time_range == "Any time"
+    )
     sort_label = sb.selectbox("Sort by", list(manager_model.SORTS), key="sort")
     descending = sb.toggle("Descending", value=True, key="descending")
     size = sb.selectbox(
@@ -175,10 +203,25 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         key="page_size",
     )
 
+    sb.selectbox(
+        "Refresh every", list(REFRESH_CHOICES), index=list(REFRESH_CHOICES).index(REFRESH_DEFAULT), key="refresh"
+    )
+
     sb.markdown("### :material/search: Open a job")
     sb.number_input("Job id", min_value=0, step=1, value=None, key="open_id", on_change=_open_typed_job)
     sb.caption(safety.md_literal(views.database_line(q.display_url)))
-    where = manager_model.build_filter(statuses, chosen_queues, search)
+    where = manager_model.build_filter(
+        statuses,
+        chosen_queues,
+        search,
+        tasks=[t.strip() for t in (tasks or "").split(",")],
+        error=error,
+        time_range=time_range,
+        time_field=time_field or "finished",
+    )
+    # The choices, not the filter: a time range's bound moves with the clock, the page must not.
+    choices = (tuple(statuses), tuple(chosen_queues), tasks, search, error, time_range, time_field)
+    st.session_state["_filter_choices"] = repr(choices)
     return where, Page(sort=manager_model.SORTS[sort_label], descending=descending, limit=int(size))
 
 
@@ -256,7 +299,8 @@ def _detail(q: Queue, job_id: int) -> None:
                 st.code(safety.shown_json(job.result), language="json", wrap_lines=True)
         with right:
             st.markdown("**History** (every attempt, lease and operator action)")
-            st.dataframe(manager_model.events_frame(events), hide_index=True, width="stretch")
+            names = {w.id: w.name for w in q.workers()}
+            st.dataframe(manager_model.events_frame(events, names), hide_index=True, width="stretch")
         if job.last_error:
             with st.expander("Last error", expanded=job.status == JobStatus.FAILED):
                 st.code(safety.plain(job.last_error, safety.SHOWN_BLOCK_CHARS, multiline=True), language="text")
@@ -298,7 +342,7 @@ def _confirmation(q: Queue) -> None:
 
 def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
     chosen = sorted(_selected())
-    cols = st.columns([1.2, 1.2, 1.2, 1.0, 0.3, 1.6, 1.6], vertical_alignment="center")
+    cols = st.columns([1.35, 1.6, 1.5, 0.75, 0.05, 1.85, 1.75], vertical_alignment="center", gap=ROW_GAP)
     cols[0].button(
         "Select page",
         key="select_page",
@@ -345,7 +389,7 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> No
 
 def _job_rows(q: Queue, jobs: list[Job]) -> None:
     now = time.time()
-    header = st.columns(ROW_WIDTHS, vertical_alignment="center")
+    header = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
     for col, title in zip(header, ROW_HEADERS, strict=False):
         col.markdown(f"**{title}**" if title else "")
     selected = _selected()
@@ -354,21 +398,24 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
         if key not in st.session_state:
             st.session_state[key] = job.id in selected
         with st.container(key=f"row_{job.id}"):
-            c = st.columns(ROW_WIDTHS, vertical_alignment="center")
+            c = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
             c[0].checkbox(
                 f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
             )
             c[1].markdown(f":gray[#{job.id}]")
-            c[2].markdown(views.status_badge(job.status) + (" ✋" if job.cancel_requested else ""))
-            c[3].text(views.payload_summary(job.payload, 80))
-            c[4].markdown(f"{job.attempts}/{job.max_attempts}")
-            for col, ts in ((c[5], job.created_at), (c[6], job.started_at), (c[7], job.finished_at)):
+            # A Material Symbol, not an emoji: it renders without a colour font.
+            c[2].markdown(views.status_badge(job.status) + (" :material/pan_tool:" if job.cancel_requested else ""))
+            c[3].text(safety.plain(job.queue, 24))
+            c[4].text(safety.plain(job.task, 24) if job.task else views.DASH)
+            c[5].text(views.payload_summary(job.payload, 80))
+            c[6].markdown(f"{job.attempts}/{job.max_attempts}")
+            for col, ts in ((c[7], job.created_at), (c[8], job.finished_at)):
                 col.markdown(views.fmt_short_time(ts, now))
             if job.last_error:
-                c[8].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
+                c[9].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
             legal = operator_actions(job.status)
             if "resubmit" in legal:
-                c[9].button(
+                c[10].button(
                     "Resubmit",
                     key=f"resubmit_{job.id}",
                     on_click=_run_action,
@@ -377,7 +424,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     width="stretch",
                 )
             if "cancel" in legal:
-                c[10].button(
+                c[11].button(
                     "Cancel",
                     key=f"cancel_{job.id}",
                     on_click=_run_action,
@@ -385,7 +432,7 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
                     kwargs={"ids": [job.id]},
                     width="stretch",
                 )
-            c[11].button(
+            c[12].button(
                 "",
                 key=f"details_{job.id}",
                 icon=":material/open_in_new:",
@@ -395,12 +442,16 @@ def _job_rows(q: Queue, jobs: list[Job]) -> None:
             )
 
 
-def _pager(where: JobFilter, page: Page, total: int) -> int:
+def _pager_key(where: JobFilter, page: Page) -> str:
+    """The pager's widget key: a new filter, sort or page size starts again at page 1."""
+    signature = f"{st.session_state.get('_filter_choices', where)}|{page.sort}|{page.descending}|{page.limit}"
+    return f"page_{abs(hash(signature))}"
+
+
+def _pager(where: JobFilter, page: Page, total: int) -> None:
     pages = manager_model.page_count(total, page.limit)
-    signature = f"{where}|{page.sort}|{page.descending}|{page.limit}|{pages}"
-    key = f"page_{abs(hash(signature))}"  # a new filter starts again at page 1
-    number = st.pagination(pages, key=key, max_visible_pages=9) if pages > 1 else 1  # streamlit>=1.67 has it
-    return int(number)
+    if pages > 1:
+        st.pagination(pages, key=_pager_key(where, page), max_visible_pages=9)  # streamlit>=1.67 has it
 
 
 def _enqueue_form(q: Queue, settings: Settings) -> None:
@@ -425,36 +476,37 @@ def _counts_line(counts: dict[str, int]) -> None:
     st.markdown(" &nbsp; ".join(badges))
 
 
-def main() -> None:
-    """Draw the manager page."""
-    # The page icon is an emoji: a ":material/..." page icon makes the browser fetch it from
-    # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
-    st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
-    _page.gate("manager", "jobq manager")
-    settings, q = open_queue()
+def _sync_link() -> None:
+    """Keep the URL's query parameters on the filter and open job shown, so the link can be shared."""
+    params = manager_model.link_params(st.session_state.to_dict())
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
+def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
+    """Counts, messages, the open job and the job list: one fragment that redraws on its own every
+    few seconds, keeping the operator's filters, selection, page and open job (all in session state)."""
+    _sync_link()
     try:
-        stats = q.stats()
-        where, page = _sidebar(q, settings, sorted(stats.by_queue))
-        st.title(":material/inventory_2: jobq manager")
-        st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
-        _counts_line(stats.counts)
+        _counts_line(q.counts())
         _flashes()
         _confirmation(q)
         detail = st.session_state.get("detail")
         if detail is not None:
             _detail(q, int(detail))
-        _enqueue_form(q, settings)
-
-        total = q.count(where)
         st.subheader(f"Jobs · {safety.md_literal(manager_model.describe_filter(where))}")
-        number = _pager(where, page, total)
-        number = min(number, manager_model.page_count(total, page.limit))
+        number = int(st.session_state.get(_pager_key(where, page), 1) or 1)
+        total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
+        if not jobs and total:  # the page is past the end now (jobs left the filter): show the last one
+            number = manager_model.page_count(total, page.limit)
+            total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
-        jobs = q.list(where, page)
+        _pager(where, page, total)
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
         st.caption(
             f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
-            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected"
+            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected · "
+            f"times in {views.zone_name()} · updated {time.strftime('%H:%M:%S')}"
         )
         _bulk_bar(q, where, total, [j.id for j in jobs])
         if jobs:
@@ -466,6 +518,30 @@ def main() -> None:
             )
     except JobqError as exc:
         storage_error(exc, q)
+
+
+def main() -> None:
+    """Draw the manager page."""
+    # The page icon is an emoji: a ":material/..." page icon makes the browser fetch it from
+    # fonts.gstatic.com on every load (the icons inside the page use the font Streamlit serves).
+    st.set_page_config(page_title="jobq · manager", page_icon="📦", layout="wide")
+    _page.gate("manager", "jobq manager")
+    # Never create a database: a mistyped JOBQ_DATABASE_URL must be an error, not an empty queue.
+    settings, q = open_queue(create=False)
+    try:
+        stats = q.stats()
+    except JobqError as exc:
+        storage_error(exc, q)
+        return
+    if "_link_read" not in st.session_state:  # a shared link: its filter and open job, once per session
+        st.session_state["_link_read"] = True
+        st.session_state.update(manager_model.state_from_link(st.query_params.to_dict(), sorted(stats.by_queue)))
+    where, page = _sidebar(q, settings, sorted(stats.by_queue))
+    st.title(":material/inventory_2: jobq manager")
+    st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
+    _enqueue_form(q, settings)
+    every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
+    st.fragment(run_every=every)(_jobs)(q, where, page)
 
 
 if __name__ == "__main__":

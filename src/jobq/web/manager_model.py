@@ -11,6 +11,7 @@ import dataclasses
 import getpass
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -40,15 +41,46 @@ OPERATOR_NAME_CHARS = 64
 """Longest operator name stored as the actor of an action (longer names are cut)."""
 
 
+TIME_RANGES: dict[str, float | None] = {
+    "Any time": None,
+    "Last 15 minutes": 900.0,
+    "Last hour": 3600.0,
+    "Last 24 hours": 86400.0,
+    "Last 7 days": 7 * 86400.0,
+}
+"""The time filter's choices: how far back from now (None: no bound)."""
+TIME_FIELDS = ("finished", "created")
+"""Which time the time filter bounds."""
+
+
 def build_filter(
-    statuses: Iterable[JobStatus | str] = (), queues: Iterable[str] = (), search: str | None = None
+    statuses: Iterable[JobStatus | str] = (),
+    queues: Iterable[str] = (),
+    search: str | None = None,
+    *,
+    tasks: Iterable[str] = (),
+    error: str | None = None,
+    time_range: str = "Any time",
+    time_field: str = "finished",
+    now: float | None = None,
 ) -> JobFilter:
-    """A JobFilter from the sidebar's choices (blank search means no search)."""
+    """A JobFilter from the sidebar's choices (blank texts mean no condition).
+
+    A time range becomes an absolute bound computed at ``now``: the confirmation of "Resubmit
+    all matching" then applies exactly the filter the operator saw, not one that moved since.
+    """
     text = (search or "").strip()
+    error_text = (error or "").strip()
+    seconds = TIME_RANGES.get(time_range)
+    since = None if seconds is None else (time.time() if now is None else now) - seconds
     return JobFilter(
         statuses=tuple(JobStatus(s) for s in statuses),
         queues=tuple(q for q in queues if q),
         search=text or None,
+        tasks=tuple(t.strip() for t in tasks if t.strip()),
+        error=error_text or None,
+        created_after=since if time_field == "created" else None,
+        finished_after=since if time_field == "finished" else None,
     )
 
 
@@ -59,8 +91,20 @@ def describe_filter(where: JobFilter) -> str:
         parts.append("status " + " or ".join(s.value for s in where.statuses))
     if where.queues:
         parts.append("queue " + " or ".join(plain(q) for q in where.queues))
+    if where.tasks:
+        parts.append("task " + " or ".join(plain(t) for t in where.tasks))
     if where.search:
         parts.append(f"payload containing {plain(where.search)!r}")
+    if where.error:
+        parts.append(f"last error containing {plain(where.error)!r}")
+    for label, bound in (
+        ("created since", where.created_after),
+        ("created until", where.created_before),
+        ("finished since", where.finished_after),
+        ("finished until", where.finished_before),
+    ):
+        if bound is not None:
+            parts.append(f"{label} {fmt_time(bound)}")
     return ", ".join(parts) or "all jobs"
 
 
@@ -110,23 +154,42 @@ def _refusal(result: ActionResult) -> str:
     return plain(result.message) if result.message else f"job {result.job_id} is {result.status.value}"
 
 
-def events_frame(events: Iterable[Event]) -> pd.DataFrame:
-    """A job's history as a table: when, what, who, attempt, and a one-line detail."""
+def events_frame(events: Iterable[Event], worker_names: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A job's history as a table: when, what, who, attempt, and a one-line detail.
+
+    ``worker_names`` (worker id -> name, from ``Queue.workers()``) shows a worker as
+    ``consumer1 (host-123-ab12)`` rather than by its id alone; times in the detail
+    (``retry_at``, ...) read as dates, not UNIX seconds.
+    """
+    names = worker_names or {}
     rows = []
     for e in events:
         detail = dict(e.detail)
         error = detail.pop("error", None)
-        summary = plain(error_summary(str(error))) if error else plain(", ".join(f"{k}={v}" for k, v in detail.items()))
+        summary = (
+            plain(error_summary(str(error)))
+            if error
+            else plain(", ".join(f"{k}={_detail_value(k, v)}" for k, v in detail.items()))
+        )
+        actor = e.actor or ""
+        name = names.get(actor)
         rows.append(
             {
                 "at": fmt_time(e.at),
                 "event": str(e.kind),
-                "actor": plain(e.actor or ""),
+                "actor": plain(f"{name} ({actor})" if name and name != actor else actor),
                 "attempt": "" if e.attempt is None else str(e.attempt),
                 "detail": summary,
             }
         )
     return pd.DataFrame(rows, columns=["at", "event", "actor", "attempt", "detail"])
+
+
+def _detail_value(key: str, value: object) -> object:
+    # Event details keep UNIX seconds (machine-readable); people read dates.
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool):
+        return fmt_time(float(value))
+    return value
 
 
 def event_errors(events: Iterable[Event]) -> list[tuple[Event, str]]:
@@ -181,3 +244,53 @@ def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database
     except JobqError as exc:
         raise ValueError(str(exc)) from None
     return paths.job_path_text(data_dir, real)
+
+
+# -- deep links: the filter and the open job in the URL --------------------------------------------
+#: Query parameter -> the sidebar widget (session state key) it sets.
+LINK_TEXT_KEYS = {"task": "tasks", "search": "search", "error": "error"}
+
+
+def link_params(state: Mapping[str, object]) -> dict[str, str]:
+    """The query parameters that reproduce the manager's filter and open job (defaults left out),
+    so that a copied URL opens the same view."""
+    params: dict[str, str] = {}
+    statuses = list(state.get("statuses") or [])  # type: ignore[call-overload]
+    if statuses != [s.value for s in DEFAULT_STATUSES]:
+        params["status"] = ",".join(str(s) for s in statuses) or "none"
+    queues = list(state.get("queues") or [])  # type: ignore[call-overload]
+    if queues:
+        params["queue"] = ",".join(str(q) for q in queues)
+    for param, key in LINK_TEXT_KEYS.items():
+        text = str(state.get(key) or "").strip()
+        if text:
+            params[param] = text
+    time_range = str(state.get("time_range") or "Any time")
+    if time_range != "Any time":
+        params["time"] = time_range
+        params["time_of"] = str(state.get("time_field") or "finished")
+    if state.get("detail") is not None:
+        params["job"] = str(state.get("detail"))
+    return params
+
+
+def state_from_link(params: Mapping[str, str], queues: Sequence[str]) -> dict[str, object]:
+    """The session state a link's query parameters ask for; unknown values are left out (a link
+    never breaks the page)."""
+    state: dict[str, object] = {}
+    if "status" in params:
+        known = {s.value for s in JobStatus}
+        state["statuses"] = [s for s in params["status"].upper().split(",") if s in known]
+    if "queue" in params:
+        state["queues"] = [q for q in params["queue"].split(",") if q in queues]
+    for param, key in LINK_TEXT_KEYS.items():
+        if param in params:
+            state[key] = params[param][:200]
+    if params.get("time") in TIME_RANGES:
+        state["time_range"] = params["time"]
+        if params.get("time_of") in TIME_FIELDS:
+            state["time_field"] = params["time_of"]
+    job = params.get("job", "")
+    if job.isdigit():
+        state["detail"] = int(job)
+    return state

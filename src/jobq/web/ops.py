@@ -10,6 +10,7 @@ manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown before the password is ent
 from __future__ import annotations
 
 import time
+import xmlrpc.client
 from collections.abc import Sequence
 
 import altair as alt
@@ -18,8 +19,9 @@ import streamlit as st
 
 from jobq import JobqError, JobStatus, Queue, Settings
 from jobq.backends.base import Bucket
-from jobq.present import SILENT_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
-from jobq.web import _page, ops_model, safety, views
+from jobq.backends.common import HISTORY_SAMPLE_LIMIT
+from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
+from jobq.web import _page, ops_model, safety, supervisor, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -35,11 +37,14 @@ CHART_HEIGHT = 220
 METRIC_HEIGHT = 150
 
 
-def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str) -> alt.Chart:
+def _line_chart(
+    frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[str], unit: str
+) -> alt.Chart | alt.LayerChart:
     data = frame.reset_index().melt("time", value_vars=list(columns), var_name="series", value_name="value")
     chart: alt.Chart = (
         alt.Chart(data)
-        .mark_line(interpolate="monotone", point=False, strokeWidth=2)
+        # Points too: a series with a value in one bucket only (one slow job) is a point, not nothing.
+        .mark_line(interpolate="monotone", point=alt.OverlayMarkDef(size=18), strokeWidth=2)
         .encode(
             x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M")),
             y=alt.Y("value:Q", title=unit),
@@ -52,10 +57,20 @@ def _line_chart(frame: pd.DataFrame, columns: Sequence[str], colors: Sequence[st
         )
         .properties(height=CHART_HEIGHT)
     )
-    return chart
+    return _mark_partial(chart, frame)
 
 
-def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.Chart:
+def _mark_partial(chart: alt.Chart, frame: pd.DataFrame) -> alt.Chart | alt.LayerChart:
+    """The newest bucket is still filling: a dashed line at its start says so, so that its low
+    counts read as "so far", not as a collapse."""
+    if frame.empty:
+        return chart
+    start = pd.DataFrame({"time": [frame.index[-1]], "note": ["current bucket, still filling"]})
+    rule = alt.Chart(start).mark_rule(strokeDash=[4, 4], color="#6b7280").encode(x="time:T", tooltip=["note:N"])
+    return alt.LayerChart(layer=[chart, rule])
+
+
+def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.Chart | alt.LayerChart:
     chart: alt.Chart = (
         alt.Chart(frame.reset_index())
         .mark_area(interpolate="step-after", line={"color": color}, color=color, opacity=0.35)
@@ -66,7 +81,7 @@ def _area_chart(frame: pd.DataFrame, column: str, color: str, unit: str) -> alt.
         )
         .properties(height=CHART_HEIGHT)
     )
-    return chart
+    return _mark_partial(chart, frame)
 
 
 def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: Settings, now: float) -> None:
@@ -98,13 +113,18 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
     alive = sum(1 for w in workers if worker_state(w, now, heartbeat) == WorkerState.ALIVE)
     age = oldest_pending_age(stats, now)
     rate = ops_model.failure_rate(buckets)
+    attempts = ops_model.attempt_failure_rate(buckets)
     cols = st.columns(5)
     cols[0].metric(
-        "Queue depth",
-        f"{counts.get('PENDING', 0):,}",
+        "Due now",
+        f"{stats.due:,}",
         border=True,
         height=METRIC_HEIGHT,
-        help="Pending jobs (due or delayed).",
+        delta=f"{stats.scheduled:,} scheduled",
+        delta_color="off",
+        delta_arrow="off",
+        help="Pending jobs whose time has come (the backlog); scheduled ones (delayed, or waiting to retry) "
+        "are not due yet.",
     )
     cols[1].metric(
         "Oldest pending",
@@ -128,26 +148,33 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         f"{rate:.1%}" if rate is not None else views.DASH,
         border=True,
         height=METRIC_HEIGHT,
-        delta=f"{stats.failed_last_minute} failed last minute",
+        delta=f"{attempts:.1%} of attempts failed" if attempts is not None else "no attempt finished",
         delta_color="off",
         delta_arrow="off",
-        help="Failed / (completed + failed) over the chart window.",
+        help="Jobs that failed for good / (completed + failed) over the chart window; below it, the share of "
+        "all attempts that failed, retried ones included.",
     )
-    names = {w.name for w in workers if worker_state(w, now, heartbeat) != WorkerState.STOPPED}
+    # Programs expected to run: those whose newest process did not stop cleanly.
+    names = {
+        w.name for w in ops_model.latest_per_name(workers) if worker_state(w, now, heartbeat) != WorkerState.STOPPED
+    }
     cols[4].metric(
         "Workers alive",
         f"{alive} / {len(names)}",
         border=True,
         height=METRIC_HEIGHT,
-        help=f"Alive: heartbeat within {SILENT_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
+        help=f"Alive: heartbeat within {LOST_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
     )
 
+    programs, supervisor_error = _supervisor_programs()
     alerts = ops_model.compute_alerts(
         stats,
         workers,
         now,
         pending_alert_seconds=st.session_state.get("pending_alert_min", 5) * 60.0,
         heartbeat_seconds=heartbeat,
+        programs=programs,
+        supervisor_error=supervisor_error,
     )
     if alerts:
         for alert in alerts:
@@ -157,9 +184,23 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
             )
     else:
         st.success(
-            "All clear: no expired leases, nothing waiting too long, no silent worker.", icon=":material/check_circle:"
+            "All clear: workers alive for every queue with due jobs, no expired leases, no crash, "
+            "nothing waiting too long.",
+            icon=":material/check_circle:",
         )
     st.session_state["_workers"] = workers
+    st.session_state["_stats"] = stats
+
+
+def _supervisor_programs() -> tuple[list[supervisor.ProgramState], str | None]:
+    """supervisord's programs where a socket is configured (``jobq.web.supervisor``), and why not."""
+    where = supervisor.configured_socket()
+    if where is None:
+        return [], None
+    try:
+        return supervisor.read_programs(where), None
+    except (OSError, xmlrpc.client.Error) as exc:
+        return [], f"{where.path}: {exc}"
 
 
 def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
@@ -169,8 +210,12 @@ def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
         st.markdown(f"**Completed and failed per {per}**")
         st.altair_chart(_line_chart(frame, ["completed", "failed"], ["#21a366", "#e0464e"], "jobs"), width="stretch")
     with right, st.container(border=True):
-        st.markdown("**Queue depth** (pending jobs)")
+        st.markdown("**Pending jobs** (due and scheduled, at the end of each bucket)")
         st.altair_chart(_area_chart(frame, "depth", "#4c78e0", "jobs"), width="stretch")
+    st.caption(
+        f"Wait and run times: of the newest {HISTORY_SAMPLE_LIMIT:,} jobs at most that finished in the window "
+        "(completed or failed), placed in the bucket they finished in. The dashed line marks the bucket still filling."
+    )
     left, right = st.columns(2)
     with left, st.container(border=True):
         st.markdown("**Wait time** (ready → started), seconds")
@@ -244,12 +289,18 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             pd.DataFrame(rows, columns=["at", "job", "event", "by"]), hide_index=True, width="stretch", height=420
         )
 
-    stats_by_queue = q.stats().by_queue
-    if len(stats_by_queue) > 1:
-        st.subheader(":material/stacks: By queue")
-        by_queue = pd.DataFrame(stats_by_queue).T.rename_axis("queue")
-        by_queue.index = by_queue.index.map(safety.plain)
-        st.dataframe(by_queue, width="stretch")
+    st.subheader(":material/stacks: Queues")
+    stats = st.session_state.get("_stats") or q.stats()
+    st.dataframe(
+        ops_model.queue_health_frame(stats, workers, now, settings.heartbeat_seconds),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "due": st.column_config.NumberColumn(help="Pending jobs whose time has come"),
+            "scheduled": st.column_config.NumberColumn(help="Pending jobs not yet due: delayed, or waiting to retry"),
+            "live workers": st.column_config.NumberColumn(help="Alive workers that take jobs of this queue"),
+        },
+    )
 
 
 def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:
@@ -257,7 +308,9 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
     now = time.time()
     try:
         buckets = q.history(window=window, bucket=bucket_seconds)
-        st.caption(safety.md_literal(f"Updated {time.strftime('%H:%M:%S')} · {ops_model.ops_caption(q.display_url)}"))
+        st.caption(
+            safety.md_literal(f"Updated {time.strftime('%H:%M:%S %Z')} · {ops_model.ops_caption(q.display_url)}")
+        )
         _metrics(q, buckets, bucket_seconds, settings, now)
         _charts(ops_model.history_frame(buckets), bucket_seconds)
         _tables(q, settings, now)

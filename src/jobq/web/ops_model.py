@@ -1,9 +1,10 @@
 """The ops console's model, computed without Streamlit: rates and ages from stats and history,
 the workers table, and the alerts that need an operator.
 
-A worker is alive, silent or stopped as ``jobq.present.worker_state`` says (the words
-``jobq workers`` prints too); an older process of a program that started again shows as
-restarted, not silent.
+A worker is alive, lost, crashed or stopped as ``jobq.present.worker_state`` says (the words
+``jobq workers`` prints too); an older lost process of a program that started again shows as
+restarted. A crash stays an alert for ``CRASH_ALERT_SECONDS_DEFAULT`` even after supervisord
+restarted the program: the operator should know it happened.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
 from jobq import QueueStats, WorkerInfo
 from jobq.backends.base import Bucket
-from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, oldest_pending_age, worker_state
+from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, worker_state
 from jobq.web.safety import plain
+from jobq.web.supervisor import ProgramState, troubled
 from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_time
 
 PENDING_ALERT_SECONDS_DEFAULT = 300.0
-"""Alert when the oldest due pending job has waited longer than this."""
+"""Alert when the oldest due pending job of a queue has waited longer than this."""
+CRASH_ALERT_SECONDS_DEFAULT = 900.0
+"""A crashed (or lost) worker stays an alert this long after it ended."""
+NAMES_SHOWN = 5
+"""Most names an alert lists (then "and N more")."""
 
 
 def ops_caption(url: str) -> str:
@@ -35,6 +41,51 @@ def failure_rate(buckets: Sequence[Bucket]) -> float | None:
     done = sum(b.completed for b in buckets)
     failed = sum(b.failed for b in buckets)
     return failed / (done + failed) if done + failed else None
+
+
+def attempt_failure_rate(buckets: Sequence[Bucket]) -> float | None:
+    """Failed attempts / attempts over the buckets, retried ones included (an attempt that failed
+    and will retry is a failure too), or None when no attempt finished."""
+    done = sum(b.completed for b in buckets)
+    failed = sum(b.failed + b.retried for b in buckets)
+    return failed / (done + failed) if done + failed else None
+
+
+def queue_health_frame(
+    stats: QueueStats, workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT
+) -> pd.DataFrame:
+    """One row per queue: due, scheduled (of which waiting to retry), running, failed, how long
+    its oldest due job has waited, and how many live workers serve it. Sorted by queue name."""
+    live = [w for w in workers if worker_state(w, now, heartbeat_seconds) == WorkerState.ALIVE]
+    names = sorted(set(stats.by_queue) | set(stats.due_by_queue) | {q for w in live for q in w.queues})
+    rows = []
+    for queue in names:
+        counts = stats.by_queue.get(queue, {})
+        due = stats.due_by_queue.get(queue, 0)
+        oldest = stats.oldest_due_by_queue.get(queue)
+        rows.append(
+            {
+                "queue": plain(queue),
+                "due": due,
+                "scheduled": max(0, counts.get("PENDING", 0) - due),
+                "waiting to retry": stats.retrying_by_queue.get(queue, 0),
+                "running": counts.get("PROCESSING", 0),
+                "failed": counts.get("FAILED", 0),
+                "oldest due waited": duration_text(max(0.0, now - oldest)) if oldest is not None else "-",
+                "live workers": sum(1 for w in live if queue in w.queues),
+            }
+        )
+    columns = [
+        "queue",
+        "due",
+        "scheduled",
+        "waiting to retry",
+        "running",
+        "failed",
+        "oldest due waited",
+        "live workers",
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def throughput_per_minute(buckets: Sequence[Bucket], bucket_seconds: float) -> float:
@@ -75,7 +126,7 @@ def workers_frame(
     process starts: ``restarts`` is how many starts that name has beyond the first one.
     """
     starts = Counter(w.name for w in workers)
-    latest = {id(w) for w in _latest_per_name(workers)}
+    latest = {id(w) for w in latest_per_name(workers)}
     rows = [
         {
             "name": plain(w.name),
@@ -112,9 +163,9 @@ def workers_frame(
 
 def _shown_state(worker: WorkerInfo, now: float, heartbeat_seconds: float, is_latest: bool) -> str:
     state = worker_state(worker, now, heartbeat_seconds)
-    # An older process of a program that started again was restarted (e.g. killed, then brought
-    # back by supervisord): it is history, not a silent worker.
-    return RESTARTED if state == WorkerState.SILENT and not is_latest else state.value
+    # An older lost process of a program that started again was restarted (e.g. frozen, then
+    # brought back by supervisord): it is history. A crash keeps its word: it did crash.
+    return RESTARTED if state == WorkerState.LOST and not is_latest else state.value
 
 
 def _last_seen(worker: WorkerInfo, now: float) -> str:
@@ -140,36 +191,95 @@ def compute_alerts(
     *,
     pending_alert_seconds: float = PENDING_ALERT_SECONDS_DEFAULT,
     heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT,
+    crash_alert_seconds: float = CRASH_ALERT_SECONDS_DEFAULT,
+    programs: Sequence[ProgramState] = (),
+    supervisor_error: str | None = None,
 ) -> list[Alert]:
-    """What needs an operator: expired leases, jobs waiting too long, silent workers."""
-    alerts: list[Alert] = []
+    """What needs an operator, errors first: expired leases, no live worker (at all, or for a
+    queue with due jobs), crashed workers, programs supervisord gave up on; then queues whose
+    oldest due job waited too long, lost workers, an unreachable supervisord."""
+    states = {id(w): worker_state(w, now, heartbeat_seconds) for w in workers}
+    live = [w for w in workers if states[id(w)] == WorkerState.ALIVE]
+    errors: list[Alert] = []
+    warnings: list[Alert] = []
     if stats.expired_leases:
-        alerts.append(
+        errors.append(
             Alert(
                 "error",
                 f"{count_jobs(stats.expired_leases)} PROCESSING with an expired lease: their worker died or froze; "
                 "the rescuer will return them to PENDING.",
             )
         )
-    age = oldest_pending_age(stats, now)
-    if age is not None and age > pending_alert_seconds:
-        alerts.append(
+    due = {q: n for q, n in sorted(stats.due_by_queue.items()) if n > 0}
+    if not live:
+        if due:
+            errors.append(Alert("error", f"No worker is alive, and {_due_text(due)}: nothing will run them."))
+        else:
+            warnings.append(Alert("warning", "No worker is alive: new jobs will wait until one starts."))
+    else:
+        served = {q for w in live for q in w.queues}
+        unserved = {q: n for q, n in due.items() if q not in served}
+        if unserved:
+            errors.append(Alert("error", f"No live worker serves {_due_text(unserved)}."))
+    crashed = [
+        w
+        for w in workers
+        if states[id(w)] == WorkerState.CRASHED and now - (w.stopped_at or now) <= crash_alert_seconds
+    ]
+    if crashed:
+        crashed.sort(key=lambda w: w.stopped_at or 0.0, reverse=True)
+        names = _names(f"{plain(w.name)} (pid {w.pid}, {ago(w.stopped_at, now)})" for w in crashed)
+        errors.append(
             Alert(
-                "warning",
-                f"The oldest pending job has waited {duration_text(age)} "
-                f"(threshold {duration_text(pending_alert_seconds)}): "
-                "are enough consumers running?",
+                "error",
+                f"Worker{'s' if len(crashed) > 1 else ''} crashed (exited without stopping): {names}. "
+                "Its jobs were returned to PENDING; see the program's log for why.",
             )
         )
-    silent = [w for w in _latest_per_name(workers) if worker_state(w, now, heartbeat_seconds) == WorkerState.SILENT]
-    if silent:
-        names = ", ".join(f"{plain(w.name)} (pid {w.pid}, last seen {_last_seen(w, now)})" for w in silent[:5])
-        alerts.append(Alert("warning", f"Silent worker{'s' if len(silent) > 1 else ''}: {names}."))
-    return alerts
+    bad_programs = troubled(programs)
+    if bad_programs:
+        names = _names(
+            f"{plain(p.name)} {p.state}" + (f" ({plain(p.description)})" if p.description else "") for p in bad_programs
+        )
+        errors.append(Alert("error", f"supervisord: {names}."))
+    oldest = stats.oldest_due_by_queue or ({"": stats.oldest_pending_at} if stats.oldest_pending_at is not None else {})
+    for queue, at in sorted(oldest.items()):
+        age = max(0.0, now - at)
+        if age > pending_alert_seconds:
+            where = f"In queue {plain(queue)}, the" if queue else "The"
+            warnings.append(
+                Alert(
+                    "warning",
+                    f"{where} oldest due job has waited {duration_text(age)} "
+                    f"(threshold {duration_text(pending_alert_seconds)}): are enough workers serving it?",
+                )
+            )
+    lost = [
+        w
+        for w in latest_per_name(workers)
+        if states[id(w)] == WorkerState.LOST and (w.stopped_at is None or now - w.stopped_at <= crash_alert_seconds)
+    ]
+    if lost:
+        names = _names(f"{plain(w.name)} (pid {w.pid}, last seen {_last_seen(w, now)})" for w in lost)
+        warnings.append(Alert("warning", f"Lost worker{'s' if len(lost) > 1 else ''} (no heartbeat): {names}."))
+    if supervisor_error:
+        warnings.append(Alert("warning", f"supervisord did not answer: {plain(supervisor_error)}"))
+    return errors + warnings
 
 
-def _latest_per_name(workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
-    """The newest process of each program name (older ones were restarted, not silent)."""
+def _due_text(due: dict[str, int]) -> str:
+    parts = [f"{count_jobs(n)} due in queue {plain(q)}" for q, n in due.items()]
+    return _names(parts)
+
+
+def _names(items: Iterable[str]) -> str:
+    shown = list(items)
+    rest = len(shown) - NAMES_SHOWN
+    return ", ".join(shown[:NAMES_SHOWN]) + (f" and {rest} more" if rest > 0 else "")
+
+
+def latest_per_name(workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
+    """The newest process of each program name (older lost ones were restarted)."""
     latest: dict[str, WorkerInfo] = {}
     for w in workers:
         if w.name not in latest or w.started_at > latest[w.name].started_at:

@@ -43,7 +43,7 @@ STATUS_ICONS: dict[JobStatus, str] = {
     JobStatus.CANCELLED: ":material/block:",
 }
 RESTARTED = "restarted"
-"""Ops shows an older process of a program that started again as restarted, not silent: it is history."""
+"""Ops shows an older lost process of a program that started again as restarted: it is history."""
 #: Text colours for status cells in dataframes (Streamlit's palette, readable on white).
 STATUS_CSS: dict[str, str] = {
     "PENDING": "color: #1c6fd1",
@@ -52,7 +52,8 @@ STATUS_CSS: dict[str, str] = {
     "FAILED": "color: #d0262f; font-weight: 600",
     "CANCELLED": "color: #6b7280",
     WorkerState.ALIVE: "color: #16883e",
-    WorkerState.SILENT: "color: #d0262f; font-weight: 600",
+    WorkerState.LOST: "color: #d0262f; font-weight: 600",
+    WorkerState.CRASHED: "color: #d0262f; font-weight: 600",
     WorkerState.STOPPED: "color: #6b7280",
     RESTARTED: "color: #6b7280",
 }
@@ -70,10 +71,16 @@ def style_cell(value: Any) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    """A UNIX time as local ``YYYY-MM-DD HH:MM:SS`` ("" for None)."""
+    """A UNIX time as local ``YYYY-MM-DD HH:MM:SS ZONE`` ("" for None): the zone says which clock,
+    since the server's zone need not be the reader's."""
     if ts is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+
+
+def zone_name(ts: float | None = None) -> str:
+    """The server's time zone abbreviation at ``ts`` (now by default), e.g. ``UTC``, ``CET``."""
+    return time.strftime("%Z", time.localtime(ts))
 
 
 def fmt_short_time(ts: float | None, now: float | None = None) -> str:

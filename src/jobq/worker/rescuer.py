@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 
+from jobq.backends.base import WorkerEnd
 from jobq.job import JobStatus
 from jobq.queue import Queue
 from jobq.worker.looper import Looper
@@ -20,6 +22,11 @@ from jobq.worker.stall import StallWatch
 log = logging.getLogger("jobq.worker")
 
 PRUNE_INTERVAL_SECONDS = 600.0
+LOST_AFTER_LEASES = 2.0
+"""A worker not heard from for this many leases (of the rescuer's settings) is recorded ``lost``:
+every job it held was rescued a lease ago. Two rather than one, so a worker whose own lease is a
+little longer is not judged lost while it is only between heartbeats (and if it is, its next
+heartbeat makes it alive again)."""
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 
@@ -82,12 +89,16 @@ class Rescuer(Looper):
     On a single-host store (SQLite) it also notices registered workers of its own process table
     (``process_table_id()``: same boot of the same kernel, same PID namespace) whose process is
     gone (``kill -9``, a crash): their jobs are rescued at once instead of after the lease, and
-    their registry rows are marked stopped. Liveness, not time: a slow live worker is never
+    their registry rows are marked ``crashed``. Liveness, not time: a slow live worker is never
     touched. A worker of another process table (another container sharing the host name and the
     database file, or a row of unknown identity written by an older jobq) is never pid-checked:
     its pid means nothing here, so only its lease decides.
     A lease that expired only because no one could write (a stall this process saw, see
     ``jobq.worker.stall``) is not taken as a dead worker either.
+
+    Any store: a worker not heard from for ``LOST_AFTER_LEASES`` leases (measured from before a
+    stall this process saw) is marked ``lost``, so a worker killed on another host does not stay
+    "running" in the registry forever.
     """
 
     name = "rescuer"
@@ -119,8 +130,15 @@ class Rescuer(Looper):
         for r in self.queue.rescue_expired(actor=self.worker_id, gone_owners=gone, cutoff=cutoff):
             log.warning("job %s: worker %s is gone or its lease expired -> %s", r.job_id, r.previous_owner, r.outcome)
         for worker_id in gone:
-            log.warning("worker %s exited without stopping; marked stopped", worker_id)
-            self.queue.worker_stopped(worker_id)
+            log.warning("worker %s exited without stopping; marked crashed", worker_id)
+            self.queue.worker_stopped(worker_id, WorkerEnd.CRASHED)
+        # The registry keeps wall-clock times (Queue.worker_seen), so this does too.
+        now = time.time()
+        heard_since = self.stalls.rescue_cutoff()(now) if self.stalls else now
+        for worker_id in self.queue.mark_lost_workers(
+            heard_since - LOST_AFTER_LEASES * self.queue.settings.lease_seconds
+        ):
+            log.warning("worker %s not heard from for %g leases; marked lost", worker_id, LOST_AFTER_LEASES)
 
 
 class Pruner(Looper):

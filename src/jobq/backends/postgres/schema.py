@@ -22,7 +22,7 @@ from jobq.backends.statements import STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema")
 #: jobq's functions (the trigger's), moved with the tables.
@@ -137,6 +137,11 @@ MIGRATIONS: list[list[str]] = [
         # seconds at 10M jobs). Completions already write an entry here; wider entries add no write.
         "DROP INDEX jobs_finished",
         "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
+    [
+        # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
+        # runs, and for rows a jobq before schema 5 stopped.
+        "ALTER TABLE workers ADD COLUMN end_reason text",
     ],
 ]
 

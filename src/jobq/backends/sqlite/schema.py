@@ -6,7 +6,7 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -106,5 +106,10 @@ MIGRATIONS: list[list[str]] = [
         # seconds at 10M jobs). Completions already write an entry here; wider entries add no write.
         "DROP INDEX jobs_finished",
         "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
+    [
+        # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
+        # runs, and for rows a jobq before schema 4 stopped.
+        "ALTER TABLE workers ADD COLUMN end_reason TEXT",
     ],
 ]

@@ -119,6 +119,49 @@ def test_resubmit_starts_a_new_run(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.resubmit(job_id).status == P  # COMPLETED -> PENDING too
 
 
+def test_filters_by_error_text_and_time_ranges_select_exactly_what_they_say(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    """ "Retry what failed in the last hour in queue Y with 'timeout' in its error": the same filter
+    counts, lists and acts on the same jobs."""
+    start = clock.now
+
+    def failed(queue_name: str, error: str) -> int:
+        job_id = queue.enqueue(error, queue=queue_name, max_attempts=1)
+        job = queue.claim("w", queue=queue_name)
+        assert job is not None and job.id == job_id
+        queue.fail(job, f"Traceback ...\nOSError: {error}")
+        return job_id
+
+    old = failed("y", "read TIMEOUT old")  # finished two hours ago
+    clock.advance(7200)
+    recent = failed("y", "read timeout")
+    other_error = failed("y", "disk full")
+    other_queue = failed("z", "read timeout")
+    hour_ago = clock.now - 3600
+    where = JobFilter(statuses=(F,), queues=("y",), error="TIMEOUT", finished_after=hour_ago)
+    assert [j.id for j in queue.list(where)] == [recent]
+    assert queue.count(where) == 1
+    assert queue.count(JobFilter(error="timeout")) == 3  # case-insensitive; jobs without errors never match
+    assert queue.count(JobFilter(error="%")) == 0  # LIKE wildcards are literal
+    assert queue.count(JobFilter(created_before=start)) == 1
+    assert queue.count(JobFilter(created_after=start + 1, created_before=clock.now)) == 3
+    assert queue.count(JobFilter(finished_before=hour_ago)) == 1
+    pending = queue.enqueue("never finished")
+    assert pending not in [j.id for j in queue.list(JobFilter(finished_before=clock.now + 1))]
+    results = queue.resubmit_many(where=where, actor="ops")
+    assert [(r.job_id, r.ok) for r in results] == [(recent, True)]
+    assert {queue.get(i).status for i in (old, other_error, other_queue)} == {F}
+
+
+def test_list_page_reads_the_count_and_the_rows_together(queue: jobq.Queue) -> None:
+    ids = queue.enqueue_many([f"j{i}" for i in range(5)])
+    total, jobs = queue.list_page(JobFilter(statuses=(P,)), Page(limit=2, offset=2))
+    assert (total, [j.id for j in jobs]) == (5, sorted(ids, reverse=True)[2:4])
+    assert queue.list_page(JobFilter(statuses=(P,)), Page(limit=2, offset=6)) == (5, [])
+    assert queue.list_page(JobFilter(statuses=(F,))) == (0, [])
+
+
 def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
     a = queue.enqueue_many(["a1", "a2", "a3"], queue="a")
     b = queue.enqueue("b1", queue="b")
@@ -226,6 +269,28 @@ def test_latest_jobs_newest_updates_first(queue: jobq.Queue, clock: FakeClock) -
     assert queue.latest(X) == []
 
 
+def test_stats_tell_due_jobs_from_scheduled_ones_per_queue(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.enqueue_many(["a", "b"])
+    queue.enqueue("later", delay=7200)  # scheduled: not a backlog
+    queue.enqueue("mail-1", queue="mail")
+    clock.advance(5)
+    queue.enqueue("mail-2", queue="mail")
+    stats = queue.stats()
+    assert stats.counts["PENDING"] == 5
+    assert (stats.due, stats.scheduled) == (4, 1)
+    assert stats.due_by_queue == {"default": 2, "mail": 2}
+    assert stats.oldest_due_by_queue == {"default": pytest.approx(clock.now - 5), "mail": pytest.approx(clock.now - 5)}
+    assert stats.oldest_pending_at == pytest.approx(clock.now - 5)
+    job = queue.claim("w", queue="mail")
+    assert job is not None
+    queue.fail(job, "boom")  # retries later: scheduled, and waiting to retry
+    stats = queue.stats()
+    assert (stats.due, stats.scheduled, stats.retrying, stats.retrying_by_queue) == (3, 2, 1, {"mail": 1})
+    clock.advance(7200)
+    stats = queue.stats()
+    assert stats.due_by_queue == {"default": 3, "mail": 2} and stats.retrying == 0
+
+
 def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     start = clock.now
     queue.enqueue_many(["a", "b", "c"])
@@ -244,6 +309,12 @@ def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     assert first.completed == 1 and first.claimed == 1 and first.run_p50 == pytest.approx(5)
     assert first.wait_p50 == pytest.approx(30)
     assert buckets[-1].depth == 2
+    second = queue.claim("w")
+    assert second is not None
+    queue.fail(second, "boom")  # an attempt failed; the job retries: not a final failure
+    clock.advance(1)
+    buckets = queue.history(window=180, bucket=60)
+    assert (sum(b.retried for b in buckets), sum(b.failed for b in buckets)) == (1, 0)
 
 
 def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:

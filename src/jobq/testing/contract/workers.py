@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 
 import jobq
-from jobq.backends.base import WorkerInfo
+from jobq.backends.base import WorkerEnd, WorkerInfo
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import C, F, P, R, kinds
-from jobq.worker.rescuer import Rescuer, process_table_id
+from jobq.worker.rescuer import LOST_AFTER_LEASES, Rescuer, process_table_id
 
 
 # -- workers and wake-up ------------------------------------------------------------------------
@@ -37,6 +37,53 @@ def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
     queue.backend.worker_stopped(info.id, clock.now)
     (stopped,) = queue.workers()
     assert stopped.stopped_at == clock.now and stopped.current_jobs == ()
+
+
+def test_a_worker_end_says_how_it_ended(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A clean stop is the worker's own word and always wins; a rescuer's verdict (crashed, lost)
+    lands only on a row not yet ended and keeps the last heartbeat; a lost worker that heartbeats
+    again is running again."""
+
+    def row(worker_id: str) -> WorkerInfo:
+        return next(w for w in queue.workers() if w.id == worker_id)
+
+    for worker_id in ("clean", "crashed", "lost", "back"):
+        queue.backend.register_worker(_worker(worker_id, worker_id, 1, None, clock.now))
+    seen = clock.now
+    clock.advance(100)
+    queue.backend.worker_stopped("clean", clock.now)
+    queue.backend.worker_stopped("clean", clock.now + 1, WorkerEnd.CRASHED)  # too late: it said goodbye
+    queue.backend.worker_stopped("crashed", clock.now, WorkerEnd.CRASHED)
+    assert (row("clean").end_reason, row("clean").stopped_at, row("clean").last_seen_at) == (
+        "stopped",
+        clock.now,
+        clock.now,
+    )
+    assert (row("crashed").end_reason, row("crashed").stopped_at, row("crashed").last_seen_at) == (
+        "crashed",
+        clock.now,
+        seen,
+    )
+    assert sorted(queue.backend.mark_lost_workers(seen + 1, clock.now)) == ["back", "lost"]
+    assert queue.backend.mark_lost_workers(seen + 1, clock.now) == []  # once
+    assert (row("lost").end_reason, row("lost").stopped_at, row("lost").last_seen_at) == ("lost", clock.now, seen)
+    assert row("crashed").end_reason == "crashed"  # an ended worker is never judged again
+    clock.advance(1)
+    queue.backend.worker_seen("back", clock.now, [3], 1, 0)
+    back = row("back")
+    assert (back.end_reason, back.stopped_at, back.current_jobs) == (None, None, (3,))
+    queue.backend.worker_seen("crashed", clock.now, [], 0, 0)  # a late write of a crashed one
+    assert row("crashed").end_reason == "crashed"
+
+
+def test_the_rescuer_records_a_worker_not_heard_from_for_two_leases_as_lost(queue: jobq.Queue) -> None:
+    # The registry keeps wall-clock times (Queue.worker_seen), so these rows do too.
+    now = time.time()
+    lease = queue.settings.lease_seconds
+    queue.backend.register_worker(_worker("quiet", "quiet", 1, None, now - LOST_AFTER_LEASES * lease - 60))
+    queue.backend.register_worker(_worker("slow", "slow", 1, None, now - LOST_AFTER_LEASES * lease + 60))
+    Rescuer(queue, "the-rescuer", 1.0).tick()
+    assert {w.id: w.end_reason for w in queue.workers()} == {"quiet": WorkerEnd.LOST, "slow": None}
 
 
 def test_listener_wakes_on_enqueue(queue: jobq.Queue, open_queue: Callable[[], jobq.Queue]) -> None:
@@ -239,6 +286,7 @@ def test_a_dead_pid_means_gone_only_in_our_own_process_table(queue: jobq.Queue, 
     assert sorted(rescuer.gone_workers()) == gone
     rescuer.tick()
     assert sorted(w.id for w in queue.workers() if w.stopped_at is not None) == gone
+    assert {w.end_reason for w in queue.workers() if w.stopped_at is not None} <= {WorkerEnd.CRASHED}
     assert {k: queue.get(i).status for k, i in held.items()} == {k: P if k in gone else R for k in held}
 
 

@@ -191,8 +191,12 @@ SELECT id FROM (SELECT id FROM jobs WHERE status = 'PENDING' ORDER BY id DESC LI
 SELECT id FROM (SELECT id, status FROM jobs WHERE finished_at IS NOT NULL
                 ORDER BY finished_at DESC LIMIT %(window)s) AS f{status}
 
--- name: oldest_due
-SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= %(now)s
+-- name: pending_by_queue
+-- PENDING jobs per queue, due (run_at reached) or scheduled (delayed, or waiting for a retry when
+-- an attempt was made), with the oldest due one's run_at: what ops tells apart from a backlog.
+SELECT queue, count(*) FILTER (WHERE run_at <= %(now)s), min(run_at) FILTER (WHERE run_at <= %(now)s),
+       count(*) FILTER (WHERE run_at > %(now)s AND attempts > 0)
+FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: expired_count
 SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)

@@ -12,14 +12,26 @@ ON CONFLICT (id) DO UPDATE SET
     wake_address = EXCLUDED.wake_address, process_table = EXCLUDED.process_table
 
 -- name: worker_seen
+-- A worker judged lost that heartbeats again was only slow or cut off: it is alive again.
 UPDATE workers SET last_seen_at = %(now)s, current_jobs = %(current)s, jobs_done = %(done)s,
-    jobs_failed = %(failed)s
+    jobs_failed = %(failed)s,
+    stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
+    end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
 WHERE id = %(id)s
 
 -- name: worker_stopped
-UPDATE workers SET stopped_at = %(now)s, last_seen_at = %(now)s, current_jobs = '[]' WHERE id = %(id)s
+-- The worker's own clean stop always wins; a rescuer's verdict lands only on a row not yet ended,
+-- and keeps the last heartbeat it had (when the worker was last heard of).
+UPDATE workers SET stopped_at = %(now)s, end_reason = %(reason)s, current_jobs = '[]',
+    last_seen_at = CASE WHEN %(reason)s = 'stopped' THEN %(now)s ELSE last_seen_at END
+WHERE id = %(id)s AND (%(reason)s = 'stopped' OR stopped_at IS NULL)
+
+-- name: mark_lost_workers
+UPDATE workers SET stopped_at = %(now)s, end_reason = 'lost', current_jobs = '[]'
+WHERE stopped_at IS NULL AND last_seen_at < %(before)s
+RETURNING id
 
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-       jobs_done, jobs_failed, wake_address, process_table
+       jobs_done, jobs_failed, wake_address, process_table, end_reason
 FROM workers ORDER BY started_at DESC LIMIT %(limit)s

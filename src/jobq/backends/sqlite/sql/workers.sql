@@ -7,15 +7,27 @@ VALUES (:id, :name, :host, :pid, :queues, :started_at, :last_seen_at, :stopped_a
         :current_jobs, :jobs_done, :jobs_failed, :wake_address, :process_table)
 
 -- name: worker_seen
-UPDATE workers SET last_seen_at = :now, current_jobs = :current, jobs_done = :done, jobs_failed = :failed
+-- A worker judged lost that heartbeats again was only slow or cut off: it is alive again.
+UPDATE workers SET last_seen_at = :now, current_jobs = :current, jobs_done = :done, jobs_failed = :failed,
+    stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
+    end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
 WHERE id = :id
 
 -- name: worker_stopped
-UPDATE workers SET stopped_at = :now, last_seen_at = :now, current_jobs = '[]' WHERE id = :id
+-- The worker's own clean stop always wins; a rescuer's verdict lands only on a row not yet ended,
+-- and keeps the last heartbeat it had (when the worker was last heard of).
+UPDATE workers SET stopped_at = :now, end_reason = :reason, current_jobs = '[]',
+    last_seen_at = CASE WHEN :reason = 'stopped' THEN :now ELSE last_seen_at END
+WHERE id = :id AND (:reason = 'stopped' OR stopped_at IS NULL)
+
+-- name: mark_lost_workers
+UPDATE workers SET stopped_at = :now, end_reason = 'lost', current_jobs = '[]'
+WHERE stopped_at IS NULL AND last_seen_at < :before
+RETURNING id
 
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-       jobs_done, jobs_failed, wake_address, process_table
+       jobs_done, jobs_failed, wake_address, process_table, end_reason
 FROM workers ORDER BY started_at DESC LIMIT :limit
 
 -- name: live_wake_addresses

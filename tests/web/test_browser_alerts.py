@@ -1,0 +1,113 @@
+"""The ops console's alerts in Chromium, with real worker processes: no worker at all, no worker
+for a queue with due jobs, and a worker killed with ``kill -9`` (found by a live worker's
+rescuer and recorded as crashed, not as a clean stop)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, poll, serve
+from seeding import OPS, REPO
+
+from jobq import Queue, WorkerEnd
+
+pytestmark = pytest.mark.slow
+
+
+def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    need_chromium()
+    url = f"sqlite:///{tmp_path}/queue.db"
+    with Queue(url) as q:
+        for i in range(4):
+            q.enqueue({"n": i}, queue="mail")  # no worker below serves "mail"
+    (tmp_path / ".streamlit").mkdir()
+    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    for name in ("JOBQ_OPS_PASSWORD", "JOBQ_MANAGER_PASSWORD", "JOBQ_SUPERVISOR_CONF", "SUPERVISOR_SERVER_URL"):
+        env.pop(name, None)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(OPS), "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
+               "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / "ops.log")
+
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def stop_workers() -> None:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in workers.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    request.addfinalizer(stop_workers)
+
+    def start_worker(name: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - the child holds it
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobq.cli",
+                "worker",
+                "--db",
+                url,
+                "--queue",
+                "default",
+                "--name",
+                name,
+                "--handler",
+                "builtins:print",  # never runs: nothing is enqueued in "default"
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        workers[name] = proc
+        return proc
+
+    def registered(name: str) -> bool:
+        with Queue(url) as q:
+            return any(w.name == name and w.stopped_at is None for w in q.workers())
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 1800})
+            page.goto(f"http://127.0.0.1:{port}/")
+            alerts = page.locator('[data-testid="stAlert"]')
+            expect(alerts.filter(has_text="No worker is alive, and 4 jobs due in queue mail")).to_have_count(1)
+            expect(page.get_by_text("All clear")).to_have_count(0)
+
+            alpha = start_worker("alpha")
+            start_worker("beta")
+            poll(lambda: registered("alpha") and registered("beta"), "both workers to register", 60)
+            # Workers live, but none for "mail": still an error, naming the queue.
+            expect(alerts.filter(has_text="No live worker serves 4 jobs due in queue mail")).to_have_count(1)
+            expect(alerts.filter(has_text="No worker is alive")).to_have_count(0)
+
+            alpha.send_signal(signal.SIGKILL)
+            alpha.wait(10)
+
+            def crashed() -> bool:
+                with Queue(url) as q:
+                    return any(w.name == "alpha" and w.end_reason == WorkerEnd.CRASHED for w in q.workers())
+
+            poll(crashed, "beta's rescuer to record alpha as crashed", 60)
+            expect(alerts.filter(has_text="Worker crashed (exited without stopping): alpha")).to_have_count(1)
+        finally:
+            browser.close()

@@ -1,0 +1,119 @@
+"""The manager in Chromium: the job list refreshes on its own and keeps the operator's filter; a
+time-filtered "Resubmit all matching" acts on exactly the jobs shown; at 1366 px no header, badge or
+button is cut (each element's scrollWidth fits its clientWidth)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, poll, serve
+from seeding import MANAGER, REPO, seed
+
+from jobq import JobStatus, Queue
+
+pytestmark = pytest.mark.slow
+
+#: Elements whose text must never be cut: column headers, status badges, buttons.
+CUT_ELEMENTS_JS = """() => {
+  // A header, badge or button label is cut when its box is narrower than its text (ellipsis,
+  // overflow) or broken over two lines ("tri es", "#109 827"): taller than one line.
+  const cut = [];
+  let checked = 0;
+  const nodes = document.querySelectorAll(
+    '[data-testid="stMarkdownContainer"] strong, [data-testid="stMarkdownContainer"] span[class*="badge"], '
+    + '[data-testid="stMarkdownContainer"] code, button p');
+  for (const el of nodes) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0) continue;
+    checked += 1;
+    const line = parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.6;
+    const block = el.parentElement;
+    const oneWord = !el.innerText.trim().includes(" ");
+    const isLabel = el.tagName !== 'STRONG' || el.innerText.length < 24;  // a sentence may wrap
+    const broken = isLabel && box.height > line * 1.5 && (oneWord || el.tagName !== 'STRONG');
+    if (broken || (block && block.scrollWidth > block.clientWidth + 1)) {
+      cut.push(el.innerText.slice(0, 40));
+    }
+  }
+  return {checked, cut};
+}"""
+
+
+def _failed(url: str, queue: str, error: str, clock: Callable[[], float] = time.time) -> int:
+    with Queue(url, clock=clock) as q:
+        job_id = q.enqueue({"path": f"data/files/{queue}-{error}.txt"}, queue=queue, max_attempts=1)
+        job = q.claim("w", queue=queue)
+        assert job is not None and job.id == job_id
+        q.fail(job, f"OSError: {error}", retry=False)
+    return job_id
+
+
+def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    need_chromium()
+    url = f"sqlite:///{tmp_path}/queue.db"
+    seed(url)
+    old = _failed(url, "y", "smtp timeout", lambda: time.time() - 7200)
+    recent = _failed(url, "y", "smtp timeout")
+    other = _failed(url, "y", "mailbox full")
+    (tmp_path / ".streamlit").mkdir()
+    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
+    env.pop("JOBQ_MANAGER_PASSWORD", None)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(MANAGER), "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
+               "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / "manager.log")
+
+    def status(job_id: int) -> JobStatus:
+        with Queue(url) as q:
+            return q.get(job_id).status
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 1400})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.get_by_text("jobq manager")).to_be_visible()
+            expect(page.locator(f".st-key-row_{recent}")).to_be_visible()  # the list has rendered
+            found = page.evaluate(CUT_ELEMENTS_JS)
+            assert found["checked"] > 10 and found["cut"] == [], found  # 1366 px: nothing cut mid-word
+
+            error_box = page.get_by_label("Last error contains")
+            error_box.fill("timeout")
+            error_box.press("Enter")
+            expect(page.locator(f".st-key-row_{recent}")).to_be_visible()
+            expect(page.locator(f".st-key-row_{other}")).to_have_count(0)
+            expect(page.locator(f".st-key-row_{old}")).to_be_visible()
+
+            # A new matching job appears by itself; the filter stays as typed.
+            newer = _failed(url, "y", "imap timeout")
+            expect(page.locator(f".st-key-row_{newer}")).to_be_visible()
+            expect(error_box).to_have_value("timeout")
+            expect(page.locator(f".st-key-row_{other}")).to_have_count(0)
+
+            # The last hour only: the two-hour-old failure leaves the list and is not resubmitted.
+            page.get_by_label("Time", exact=True).click()
+            page.get_by_role("option", name="Last hour").click()
+            expect(page.locator(f".st-key-row_{old}")).to_have_count(0)
+            page.locator(".st-key-all_resubmit button").click()
+            expect(page.locator(".st-key-confirm_box")).to_contain_text("last error containing 'timeout'")
+            page.locator(".st-key-confirm_yes button").click()
+            poll(lambda: status(recent) == status(newer) == JobStatus.PENDING, "the matching jobs to be resubmitted")
+            assert status(old) == status(other) == JobStatus.FAILED
+            found = page.evaluate(CUT_ELEMENTS_JS)
+            assert found["checked"] > 10 and found["cut"] == [], found
+        finally:
+            browser.close()
