@@ -57,7 +57,8 @@ def worker_state(worker: WorkerInfo, now: float, heartbeat_seconds: float = HEAR
     (<WorkerState.ALIVE: 'alive'>, <WorkerState.LOST: 'lost'>)
     """
     if worker.stopped_at is not None:
-        # Rows stopped by a jobq from before end reasons (SQLite schema 4, PostgreSQL 5) carry no reason: they were stopped.
+        # Rows stopped by a jobq from before end reasons (SQLite schema 4, PostgreSQL 5) carry
+        # no reason: they were stopped.
         return _ENDED.get(worker.end_reason or WorkerEnd.STOPPED, WorkerState.STOPPED)
     if now - worker.last_seen_at <= LOST_AFTER_HEARTBEATS * heartbeat_seconds:
         return WorkerState.ALIVE

@@ -26,7 +26,16 @@ def worker(
 def stats(expired: int = 0, oldest: float | None = None, due: dict[str, int] | None = None) -> QueueStats:
     due = due if due is not None else ({"default": 1} if oldest is not None else {})
     oldest_by_queue = {q: oldest for q in due} if oldest is not None else {}
-    return QueueStats({}, {}, oldest, 0, 0, expired, due, oldest_by_queue)
+    return QueueStats(
+        counts={},
+        by_queue={},
+        oldest_pending_at=oldest,
+        completed_last_minute=0,
+        failed_last_minute=0,
+        expired_leases=expired,
+        due_by_queue=due,
+        oldest_due_by_queue=oldest_by_queue,
+    )
 
 
 def test_workers_restarts_and_states() -> None:

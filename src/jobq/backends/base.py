@@ -190,10 +190,6 @@ class QueueStats:
     completed_last_minute: int
     failed_last_minute: int
     expired_leases: int
-    finished_window: int | None = None
-    """None: every count is a total. Else the store holds more finished jobs than this, and the
-    COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
-    and PROCESSING are still totals): see ``common.STATS_FINISHED_WINDOW``."""
     due_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
     """Due PENDING jobs (``run_at`` reached) per queue that has any; the rest of PENDING is
     scheduled (delayed, or waiting for a retry)."""
@@ -201,6 +197,10 @@ class QueueStats:
     """The ``run_at`` of the oldest due PENDING job per queue that has any."""
     retrying_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
     """Scheduled PENDING jobs that already had an attempt (waiting to retry), per queue that has any."""
+    finished_window: int | None = None
+    """None: every count is a total. Else the store holds more finished jobs than this, and the
+    COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
+    and PROCESSING are still totals): see ``common.STATS_FINISHED_WINDOW``."""
 
     @property
     def due(self) -> int:
