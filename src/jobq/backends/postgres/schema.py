@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import STATIC_FRAGMENTS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
 _TERMINAL = STATIC_FRAGMENTS["terminal"]
 
@@ -103,5 +103,13 @@ MIGRATIONS: list[list[str]] = [
         # Which process table the worker's pid belongs to (boot id + PID namespace; see
         # jobq.worker.rescuer.process_table_id). Kept on both backends so rows mean the same.
         "ALTER TABLE workers ADD COLUMN process_table text",
+    ],
+    [
+        # Observability (jobq.observability): progress and the enqueue's trace context (see the
+        # SQLite schema). Nullable without a default: PostgreSQL adds them without a table rewrite.
+        "ALTER TABLE jobs ADD COLUMN progress double precision",
+        "ALTER TABLE jobs ADD COLUMN progress_message text",
+        "ALTER TABLE jobs ADD COLUMN progress_at double precision",
+        "ALTER TABLE jobs ADD COLUMN trace_context text",
     ],
 ]

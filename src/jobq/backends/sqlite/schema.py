@@ -6,7 +6,7 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -99,5 +99,15 @@ MIGRATIONS: list[list[str]] = [
         # Liveness by pid is only meaningful inside one process table: the kernel's boot id and the
         # PID namespace of the worker (see jobq.worker.rescuer.process_table_id). NULL: unknown.
         "ALTER TABLE workers ADD COLUMN process_table TEXT",
+    ],
+    [
+        # Observability (jobq.observability): a handler's progress, fenced by the lease token
+        # like a heartbeat, and the OpenTelemetry context of the enqueue that made the job (W3C
+        # traceparent text; NULL unless tracing was on). Columns of the row, not a side table:
+        # `jobq show` and the apps read them with the job, and a purge removes them with it.
+        "ALTER TABLE jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobs ADD COLUMN progress_message TEXT",
+        "ALTER TABLE jobs ADD COLUMN progress_at REAL",
+        "ALTER TABLE jobs ADD COLUMN trace_context TEXT",
     ],
 ]

@@ -17,5 +17,6 @@ the same store, as other processes would)::
 """
 
 from jobq.testing.contract.jobs import *  # noqa: F403
+from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
 from jobq.testing.contract.workers import *  # noqa: F403

@@ -1,0 +1,93 @@
+"""OpenTelemetry traces: a span per enqueue, stored with the job, and a child span per attempt.
+
+The ``otel`` extra (``opentelemetry-api``) is imported once, here. Without it ``AVAILABLE`` is
+False and the facade and the worker skip every tracing step behind that one flag. With it but
+without an SDK configured by the application, spans are not recording: nothing is stored.
+
+The context is stored as W3C ``traceparent`` text in the job row (``jobs.trace_context``, a
+nullable column; jobq has no payload envelope, and the payload is the application's own JSON, so
+hiding a field in it would change what handlers and the apps see). Only the traceparent is kept:
+``tracestate`` and baggage are not carried to the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+try:  # once, at import: no per-call cost when the extra is absent
+    from opentelemetry import trace as _trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised by the tests that run without the extra
+    AVAILABLE = False
+
+TRACER_NAME = "jobq"
+_PROPAGATOR: Any = TraceContextTextMapPropagator() if AVAILABLE else None
+
+
+def _tracer() -> Any:
+    import jobq
+
+    return _trace.get_tracer(TRACER_NAME, jobq.__version__)
+
+
+@contextlib.contextmanager
+def enqueue_span(queue: str, task: str, count: int) -> Iterator[tuple[Any, list[str | None]]]:
+    """A PRODUCER span around an enqueue; yields it and the traceparent each job will store
+    (empty when the span is not recording: no SDK configured, or sampled out)."""
+    with _tracer().start_as_current_span(
+        f"jobq enqueue {queue}",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "jobq", "messaging.destination.name": queue, "jobq.task": task,
+                    "messaging.batch.message_count": count},
+    ) as span:  # fmt: skip
+        if not span.is_recording():
+            yield span, []
+            return
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
+        yield span, [carrier.get("traceparent")] * count
+
+
+def set_job_ids(span: Any, ids: Sequence[int]) -> None:
+    if span.is_recording():
+        span.set_attribute("jobq.job_ids", list(ids))
+
+
+@contextlib.contextmanager
+def run_span(traceparent: str | None, job_id: int, queue: str, task: str, attempt: int, worker: str) -> Iterator[Any]:
+    """A CONSUMER span for one attempt, the child of its enqueue's span when one was stored."""
+    parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
+    with _tracer().start_as_current_span(
+        f"jobq run {task or queue}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "jobq", "messaging.destination.name": queue, "jobq.job_id": job_id,
+                    "jobq.task": task, "jobq.attempt": attempt, "jobq.worker": worker},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        yield span
+
+
+def record_outcome(span: Any, outcome: str, error: str = "") -> None:
+    """The attempt's outcome (``completed``, ``failed``, ``cancelled``, ``none``) and its error."""
+    if not span.is_recording():
+        return
+    span.set_attribute("jobq.outcome", outcome)
+    if error:
+        last = error.strip().splitlines()[-1] if error.strip() else error
+        span.add_event("exception", {"exception.message": last, "exception.stacktrace": error})
+        span.set_status(Status(StatusCode.ERROR, last[:200]))
+
+
+def recording() -> bool:
+    """Whether an SDK is configured (the API's default provider is a proxy, or a no-op one, until
+    the application sets one): only then is it worth reading the contexts stored with jobs."""
+    if not AVAILABLE:
+        return False
+    return not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
