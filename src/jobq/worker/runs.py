@@ -22,6 +22,7 @@ import logging
 import threading
 from typing import Any
 
+from jobq.observability.logs import fields_of
 from jobq.queue import Queue
 from jobq.worker.context import JobContext
 
@@ -70,6 +71,12 @@ _KINDS_FROM = {
     Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL),
     Outcome.CANCEL: (Outcome.CANCEL,),
 }
+
+
+def _fields(ctx: JobContext) -> dict[str, Any]:
+    """The run's fields for a line logged outside its thread (structured logs)."""
+    job = ctx.job
+    return fields_of(job.id, job.queue, job.task, job.attempts, ctx.worker_id)
 
 
 def one_line(exc: BaseException) -> str:
@@ -156,7 +163,7 @@ class Runs:
             return False
         ctx.timed_out = True
         ctx.cancelled.set()
-        log.warning("job %s: timed out after %g s", ctx.job.id, limit)
+        log.warning("job %s: timed out after %g s", ctx.job.id, limit, extra=_fields(ctx))
         return True
 
     def take(self) -> list[RunOutcome]:
@@ -244,7 +251,7 @@ class OutcomeWriter:
             if ok:
                 self.status.jobs_done += 1
             else:
-                log.warning("job %s: lease lost, completion refused", o.ctx.job.id)
+                log.warning("job %s: lease lost, completion refused", o.ctx.job.id, extra=_fields(o.ctx))
 
     def _write_failures(self, group: list[RunOutcome]) -> None:
         failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in group], repeat=any(o.sent for o in group))
@@ -257,6 +264,7 @@ class OutcomeWriter:
                 o.ctx.job.id,
                 status if ok else "refused",
                 last[:LOG_LINE_MAX_CHARS],
+                extra=_fields(o.ctx),
             )
 
     def _write_cancels(self, group: list[RunOutcome]) -> None:

@@ -41,7 +41,7 @@ def test_progress_of_reads_many_jobs_at_once(queue: jobq.Queue, clock: FakeClock
     jobs = queue.claim_many("w1", 3)
     queue.progress(jobs[0], 0.1, "x" * 10_000)
     queue.progress(jobs[2], None, "no fraction")
-    got = queue.progress_of(ids + [987654])
+    got = queue.progress_of([*ids, 987654])
     assert sorted(got) == [ids[0], ids[2]]
     assert len(got[ids[0]].message or "") <= jobq.queue.PROGRESS_MESSAGE_MAX_CHARS
     assert (got[ids[2]].fraction, got[ids[2]].message) == (None, "no fraction")
