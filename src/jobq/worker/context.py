@@ -44,7 +44,9 @@ class JobContext:
         self.started = time.monotonic()
         self.trace_context: str | None = None
         """The traceparent stored at enqueue, read at dispatch while tracing is on."""
-        self._progress_at = float("-inf")
+        # The first report is stored only once the run has lasted an interval: a short job that
+        # reports costs no write at all (the jobs worth watching are the long ones).
+        self._progress_at = self.started
         self._progress_lock = threading.Lock()
 
     @property
@@ -84,9 +86,10 @@ class JobContext:
     def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False) -> bool:
         """Report how far the run has come: ``fraction`` in [0, 1] and/or a short ``message``.
 
-        Shown by ``jobq show`` and the apps. Writes at most every ``PROGRESS_INTERVAL_SECONDS``
-        (a report in between is dropped, unless ``force``); each write is fenced by the lease
-        like a heartbeat and also tells of a cancel. Returns True when the report was stored.
+        Shown by ``jobq show`` and the apps. Writes at most every ``PROGRESS_INTERVAL_SECONDS``,
+        the first one after the run has lasted that long (a report in between is dropped,
+        unless ``force``); each write is fenced by the lease like a heartbeat and also tells of
+        a cancel. Returns True when the report was stored.
         Raises LeaseLost / JobCancelled like ``check()``.
 
         >>> for i, item in enumerate(items):          # doctest: +SKIP
