@@ -58,6 +58,12 @@ def systems() -> list[System]:
             {"synchronous": "FULL", "skip": ["enqueue"]},
         ),
         System(
+            "jobq-worker-observed",
+            "jobq-worker + JSON logs, progress calls, a metrics scrape every second",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"synchronous": "FULL", "skip": ["enqueue"], "observe": True},
+        ),
+        System(
             "huey-full",
             "huey SqliteHuey, default (FULL; deletes at dequeue: at-most-once)",
             "bench.adapters.huey_adapter:HueyAdapter",

@@ -4,6 +4,8 @@ runs handlers on its threads, group-commits the outcomes, sleeps on the backend'
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 from bench.adapters.base import Consumer
 from bench.adapters.jobq_adapter import Jobq
 from bench.core import Record, record_of
+
+log = logging.getLogger("bench.observed")
 
 
 class WorkerConsumer(Consumer):
@@ -21,6 +25,7 @@ class WorkerConsumer(Consumer):
         self.q.counts()  # connect before the clock starts
         self.options = options
         self.records: list[Record] = []
+        self._observer: Observer | None = Observer(url) if options.get("observe") else None
 
     def _worker(self, exit_when_idle: bool) -> Any:
         from jobq.worker import Worker
@@ -30,9 +35,14 @@ class WorkerConsumer(Consumer):
         def noop(ctx: Any) -> None:
             records.append(record_of(ctx.job.payload, time.time()))
 
+        def observed(ctx: Any) -> None:
+            log.info("running")  # one JSON line per job, with the run's fields
+            ctx.progress(1.0, "done")  # throttled: a job this short writes nothing
+            records.append(record_of(ctx.job.payload, time.time()))
+
         return Worker(
             self.q,
-            noop,
+            observed if self._observer else noop,
             concurrency=int(self.options.get("concurrency", 1)),
             batch=int(self.options.get("batch", 100)),
             name="bench",
@@ -65,7 +75,49 @@ class WorkerConsumer(Consumer):
         raise NotImplementedError
 
     def close(self) -> None:
+        if self._observer:
+            self._observer.close()
         self.q.close()
+
+
+class Observer:
+    """What ``observe`` turns on around a worker: JSON logs (to /dev/null), and a Prometheus
+    collector scraped every ``SCRAPE_SECONDS`` (Prometheus' default is 15 s: this is 15x that load).
+    Traces are left out: they need an SDK the bench does not install (see docs/observability.md)."""
+
+    SCRAPE_SECONDS = 1.0
+
+    def __init__(self, url: str) -> None:
+        from jobq import Queue
+        from jobq.observability import logs
+        from jobq.observability.metrics import JobqCollector
+
+        self._sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+        handler = logging.StreamHandler(self._sink)
+        handler.setFormatter(logs.JsonFormatter())
+        handler.addFilter(logs.RunFieldsFilter())
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        self._handler = handler
+        self._reader = Queue(url)
+        self._collector = JobqCollector(self._reader)
+        self._stop = threading.Event()
+        self.scrapes = 0
+        self._thread = threading.Thread(target=self._scrape, name="bench-scrape", daemon=True)
+        self._thread.start()
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(self.SCRAPE_SECONDS):
+            list(self._collector.collect())
+            self.scrapes += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        logging.getLogger().removeHandler(self._handler)
+        self._sink.close()
+        self._reader.close()
 
 
 class JobqWorker(Jobq):

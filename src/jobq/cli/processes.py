@@ -178,7 +178,7 @@ def _metrics_server(settings: jobq.Settings, port: int | None) -> Iterator[None]
 
     with jobq.Queue(settings=settings, create=False) as reader:
         try:
-            server = serve(reader, port, settings.metrics_host)
+            exporter = serve(reader, port, settings.metrics_host)
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc}"
@@ -189,8 +189,7 @@ def _metrics_server(settings: jobq.Settings, port: int | None) -> Iterator[None]
         try:
             yield
         finally:
-            server.shutdown()
-            server.server_close()
+            exporter.close()
 
 
 def add_metrics(command: AddCommand) -> None:

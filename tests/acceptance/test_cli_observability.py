@@ -157,3 +157,42 @@ def test_worker_serves_metrics_and_json_logs_with_the_runs_fields(cli: Cli) -> N
     (mine,) = [r for r in records if r["logger"] == "mytasks" and r.get("job_id") == running]
     assert (mine["task"], mine["attempt"], mine["worker"]) == ("slow", 1, failed["worker"])
     assert any(r["logger"] == "jobq.metrics" for r in records)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability"
+
+
+def test_dashboard_and_alert_rules_use_only_metrics_the_exporter_serves(tmp_path: Path) -> None:
+    import re
+    import shutil
+    import subprocess
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import jobq
+    from jobq.observability.metrics import JobqCollector
+
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobqCollector(q))
+        generate_latest(registry)  # the counters start here
+        q.enqueue("x")
+        q.complete(q.claim("w") or pytest.fail("nothing to claim"))  # a sample in every histogram
+        served = set()
+        for family in parser.text_string_to_metric_families(generate_latest(registry).decode()):
+            served.add(family.name)
+            served.update(s.name for s in family.samples)
+    dashboard = json.loads((DOCS / "grafana-jobq.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = (DOCS / "prometheus-alerts.yml").read_text()
+    used = set(re.findall(r"\bjobq_[a-z_]+", " ".join(exprs) + rules))
+    assert used and used <= served, used - served
+    promtool = shutil.which("promtool")
+    if promtool:  # Debian's `prometheus` package; the rules must load as Prometheus reads them
+        done = subprocess.run(
+            [promtool, "check", "rules", str(DOCS / "prometheus-alerts.yml")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
