@@ -196,3 +196,23 @@ def test_dashboard_and_alert_rules_use_only_metrics_the_exporter_serves(tmp_path
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_python_examples_of_the_docs_run_as_written(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("opentelemetry.sdk")
+    text = (DOCS.parent / "observability.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for i, block in enumerate(blocks):
+        done = subprocess.run(
+            [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, f"example {i}:\n{block}\n{done.stderr}"
+        if "progress_of" in block:
+            assert "fraction=1.0" in done.stdout and "4 of 4 rows" in done.stdout
+        if "ConsoleSpanExporter" in block:
+            assert '"name": "jobq run double"' in done.stdout and '"name": "jobq enqueue default"' in done.stdout
