@@ -59,7 +59,7 @@ def systems() -> list[System]:
         ),
         System(
             "jobq-worker-observed",
-            "jobq-worker + JSON logs, progress calls, a metrics scrape every second",
+            "jobq-worker + JSON logs, progress calls, jobq metrics scraped every second",
             "bench.adapters.jobq_worker:JobqWorker",
             {"synchronous": "FULL", "skip": ["enqueue"], "observe": True},
         ),

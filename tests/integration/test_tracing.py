@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import jobq
+from jobq.observability import tracing
 from jobq.testing import drain
 
 trace = pytest.importorskip("opentelemetry.trace")
@@ -32,6 +33,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+        tracing._configured = False  # jobq remembers a configured provider: forget this one
         provider.shutdown()
 
 
@@ -94,9 +96,27 @@ def test_enqueue_many_is_one_span_and_a_job_without_a_context_runs_in_a_root_spa
 
 
 def test_without_a_configured_sdk_nothing_is_stored(sqlite_url: str) -> None:
-    from jobq.observability import tracing
-
     assert not tracing.recording()
     with jobq.Queue(settings=_settings(sqlite_url)) as q:
         job_id = q.enqueue("x")
         assert q.trace_contexts([job_id]) == {}
+
+
+def test_a_short_job_that_reports_progress_writes_nothing(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress is throttled per run, the first report after an interval: the worker's
+    statements per short job do not change when its handler reports progress."""
+    from jobq.backends import ops
+
+    calls: list[int] = []
+    real = ops.progress
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops, "progress", counted)
+    with jobq.Queue(settings=_settings(sqlite_url)) as q:
+        q.enqueue_many(list(range(50)))
+        worker = drain(q, lambda ctx: ctx.progress(0.5, "half"))
+        assert worker.jobs_done == 50
+    assert calls == []

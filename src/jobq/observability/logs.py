@@ -22,12 +22,23 @@ from typing import Any
 RUN_FIELDS = ("job_id", "queue", "task", "attempt", "worker")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-_RUN: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("jobq_run", default=None)
+# The run whose fields records get: a dict of them, or (job, worker id) as the worker sets it on
+# every run (a tuple costs nothing to make; the fields are built only when a line is logged).
+_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("jobq_run", default=None)
 
 
 def fields_of(job_id: int, queue: str, task: str, attempt: int, worker: str) -> dict[str, Any]:
     """A run's fields, for ``run_fields`` or a log call's ``extra``."""
     return {"job_id": job_id, "queue": queue, "task": task, "attempt": attempt, "worker": worker}
+
+
+def enter_run(job: Any, worker: str) -> contextvars.Token[Any]:
+    """The worker's hot path: records logged until ``leave_run`` carry ``job``'s fields."""
+    return _RUN.set((job, worker))
+
+
+def leave_run(token: contextvars.Token[Any]) -> None:
+    _RUN.reset(token)
 
 
 @contextlib.contextmanager
@@ -44,8 +55,13 @@ class RunFieldsFilter(logging.Filter):
     """Copies the current run's fields onto each record (never over ones given as ``extra``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = _RUN.get()
-        if fields:
+        run = _RUN.get()
+        if run is not None:
+            if isinstance(run, tuple):
+                job, worker = run
+                fields = fields_of(job.id, job.queue, job.task, job.attempts, worker)
+            else:
+                fields = run
             for key, value in fields.items():
                 if not hasattr(record, key):
                     setattr(record, key, value)

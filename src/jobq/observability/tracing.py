@@ -85,9 +85,15 @@ def record_outcome(span: Any, outcome: str, error: str = "") -> None:
         span.set_status(Status(StatusCode.ERROR, last[:200]))
 
 
+_configured = False
+
+
 def recording() -> bool:
     """Whether an SDK is configured (the API's default provider is a proxy, or a no-op one, until
-    the application sets one): only then is it worth reading the contexts stored with jobs."""
-    if not AVAILABLE:
-        return False
-    return not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+    the application sets one): only then is it worth tracing and reading the stored contexts.
+    A provider, once set, stays (the API sets it once): a yes is remembered."""
+    global _configured
+    if _configured or not AVAILABLE:
+        return _configured
+    _configured = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider | _trace.NoOpTracerProvider)
+    return _configured

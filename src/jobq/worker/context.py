@@ -42,6 +42,8 @@ class JobContext:
         """True once that outcome was written, or the run released: nothing more is written or
         heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
+        self.traced = False
+        """Run in a span (an OpenTelemetry SDK was configured when the job was dispatched)."""
         self.trace_context: str | None = None
         """The traceparent stored at enqueue, read at dispatch while tracing is on."""
         # The first report is stored only once the run has lasted an interval: a short job that

@@ -306,7 +306,7 @@ class Worker:
 
     def _dispatch(self, jobs: list[Job]) -> None:
         contexts = [JobContext(job, self.queue, self.id) for job in jobs]
-        if tracing.AVAILABLE and tracing.recording():
+        if tracing.AVAILABLE and tracing.recording():  # once per claimed batch
             # One read per claimed batch, only while an OpenTelemetry SDK is configured.
             try:
                 stored = self.queue.trace_contexts([job.id for job in jobs])
@@ -314,6 +314,7 @@ class Worker:
                 log.warning("could not read trace contexts: %s", one_line(exc))
                 stored = {}
             for ctx in contexts:
+                ctx.traced = True
                 ctx.trace_context = stored.get(ctx.job.id)
         for ctx in contexts:
             self.runs.add(ctx)
@@ -325,13 +326,12 @@ class Worker:
             ctx = self._work.get()
             if ctx is None:
                 return
-            job = ctx.job
             # Every line logged during the run (by jobq or the handler) carries the run's fields.
-            with logs.run_fields(logs.fields_of(job.id, job.queue, job.task, job.attempts, self.id)):
-                if tracing.AVAILABLE and tracing.recording():
-                    self.runs.record(self._traced(ctx))
-                else:
-                    self.runs.record(self._execute(ctx))
+            token = logs.enter_run(ctx.job, self.id)
+            try:
+                self.runs.record(self._traced(ctx) if ctx.traced else self._execute(ctx))
+            finally:
+                logs.leave_run(token)
 
     def _traced(self, ctx: JobContext) -> RunOutcome:
         """The run in a span, the child of its enqueue's span when one was stored."""
