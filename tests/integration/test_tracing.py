@@ -120,3 +120,31 @@ def test_a_short_job_that_reports_progress_writes_nothing(sqlite_url: str, monke
         worker = drain(q, lambda ctx: ctx.progress(0.5, "half"))
         assert worker.jobs_done == 50
     assert calls == []
+
+
+def test_without_the_extras_jobq_imports_and_runs(sqlite_url: str) -> None:
+    """No opentelemetry, no prometheus_client: the core works and stores no trace context."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["opentelemetry"] = None  # as if not installed: every import of it fails
+sys.modules["prometheus_client"] = None
+import jobq
+from jobq.observability import tracing
+from jobq.testing import drain
+assert tracing.AVAILABLE is False and tracing.recording() is False
+q = jobq.Queue({sqlite_url!r})
+job_id = q.enqueue("x")
+assert drain(q, lambda ctx: ctx.progress(0.5)).jobs_done == 1
+assert q.trace_contexts([job_id]) == {{}}
+try:
+    from jobq.observability.metrics import serve
+    serve(q, 1)
+except jobq.ConfigError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "metrics need prometheus_client: pip install 'jobq[metrics]'" in done.stdout
