@@ -211,7 +211,7 @@ class Queue:
             timeout=timeout,
             now=now,
         )
-        if tracing.AVAILABLE and tracing.recording():
+        if tracing.recording():
             return self._traced_enqueue([job], now)[0]
         return self.backend.enqueue([job], now)[0]
 
@@ -256,7 +256,7 @@ class Queue:
         ]
         if not jobs:
             return []
-        if tracing.AVAILABLE and tracing.recording():
+        if tracing.recording():
             return self._traced_enqueue(jobs, now)
         return self.backend.enqueue(jobs, now)
 

@@ -134,7 +134,7 @@ sys.modules["prometheus_client"] = None
 import jobq
 from jobq.observability import tracing
 from jobq.testing import drain
-assert tracing.AVAILABLE is False and tracing.recording() is False
+assert tracing.recording() is False
 q = jobq.Queue({sqlite_url!r})
 job_id = q.enqueue("x")
 assert drain(q, lambda ctx: ctx.progress(0.5)).jobs_done == 1
@@ -148,3 +148,15 @@ except jobq.ConfigError as exc:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "metrics need prometheus_client: pip install 'jobq[metrics]'" in done.stdout
+
+
+def test_jobq_never_imports_opentelemetry_itself() -> None:
+    """Installed or not, the API is imported only by an application that traces (it costs every
+    process start 0.1-0.2 s): jobq looks for it in sys.modules."""
+    import subprocess
+    import sys
+
+    script = "import sys, jobq, jobq.worker, jobq.cli; print(sorted(m for m in sys.modules if 'opentelemetry' in m))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -306,7 +306,7 @@ class Worker:
 
     def _dispatch(self, jobs: list[Job]) -> None:
         contexts = [JobContext(job, self.queue, self.id) for job in jobs]
-        if tracing.AVAILABLE and tracing.recording():  # once per claimed batch
+        if tracing.recording():  # once per claimed batch
             # One read per claimed batch, only while an OpenTelemetry SDK is configured.
             try:
                 stored = self.queue.trace_contexts([job.id for job in jobs])
