@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo stop clean-data test test-fast check fmt bench soak
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	@bash scripts/install-python.sh $(VENV)
 	@touch $@
 
@@ -42,7 +42,7 @@ fmt: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-$(VENV)/.bench-stamp: pyproject.toml $(STAMP)
+$(VENV)/.bench-stamp: pyproject.toml uv.lock $(STAMP)
 	@bash scripts/install-python.sh $(VENV) bench
 	@touch $@
 

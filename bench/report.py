@@ -221,10 +221,39 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     check(f"SQLite latency p50 <= 2 ms ({lat_key})", lat.median if lat else None, 2.0, "ms", higher=False)
     check(f"SQLite latency p99 <= 20 ms ({lat_key})", lat.extra_median if lat else None, 20.0, "ms", higher=False)
     check(f"idle waiting worker < 2% CPU ({lat_key})", v(lat_key, "idle_cpu"), 2.0, "%", higher=False)
-    check("PostgreSQL latency p50 <= 10 ms (jobq-pg)", v("jobq-pg", "latency"), 10.0, "ms", higher=False)
-    pg4 = max((x for x in (v("jobq-pg", "claim_4"), v("jobq-pg-batched", "claim_4")) if x), default=None)
-    check("PostgreSQL x4 >= 2x pgqueuer", ratio(pg4, v("pgqueuer", "claim_4")), 2.0)
+    check("PostgreSQL latency p50 <= 5 ms (jobq-pg)", v("jobq-pg", "latency"), 5.0, "ms", higher=False)
+    check("PostgreSQL idle waiting worker < 2% CPU (jobq-pg)", v("jobq-pg", "idle_cpu"), 2.0, "%", higher=False)
+    for n in (1, 4):
+        check(
+            f"PostgreSQL per-job API, x{n} >= 0.8x raw SKIP LOCKED",
+            ratio(v("jobq-pg", f"claim_{n}"), v("raw-pg", f"claim_{n}")),
+            0.8,
+        )
+    check(
+        "PostgreSQL enqueue 1/call >= 0.8x raw",
+        ratio(v("jobq-pg", "enqueue_one"), v("raw-pg", "enqueue_one")),
+        0.8,
+    )
+    check(
+        "PostgreSQL batch enqueue >= 0.5x raw batch",
+        ratio(v("jobq-pg", "enqueue_batch"), v("raw-pg", "enqueue_batch")),
+        0.5,
+    )
+    pg_worker4 = v("jobq-pg-worker", "claim_4")
+    check("PostgreSQL Worker x4 >= 2x pgqueuer", ratio(pg_worker4, v("pgqueuer", "claim_4")), 2.0)
+    check("PostgreSQL Worker x4 >= 1.5x raw single-job x4", ratio(pg_worker4, v("raw-pg", "claim_4")), 1.5)
+    pg4 = max((x for x in (v("jobq-pg", "claim_4"), v("jobq-pg-batched", "claim_4"), pg_worker4) if x), default=None)
     check("PostgreSQL x4 >= 10x procrastinate", ratio(pg4, v("procrastinate", "claim_4")), 10.0)
+    for backend, default, batched in (
+        ("SQLite", "jobq-worker-default", "jobq-worker"),
+        ("PostgreSQL", "jobq-pg-worker-default", "jobq-pg-worker"),
+    ):
+        for n in WORKER_COUNTS:
+            check(
+                f"{backend} default worker x{n} >= 0.5x Worker(batch=100)",
+                ratio(v(default, f"claim_{n}"), v(batched, f"claim_{n}")),
+                0.5,
+            )
     dup = sum(
         m.duplicates + m.lock_errors for r in results if r.system.key.startswith("jobq") for m in r.metrics.values()
     )
@@ -362,6 +391,12 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         targets_text(targets(results, extras)),
         "",
     ]
+    scale = extras.get("scale")
+    if scale:
+        from bench.scale import describe
+        from bench.scale import table as scale_table
+
+        parts += ["### Scale", "", describe(extras["mode"]), "", scale_table(scale), ""]
     apps = extras.get("apps")
     if apps:
         parts += [

@@ -58,6 +58,12 @@ def systems() -> list[System]:
             {"synchronous": "FULL", "skip": ["enqueue"]},
         ),
         System(
+            "jobq-worker-default",
+            "jobq SQLite, default (FULL), jobq.worker.Worker() with default settings",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"synchronous": "FULL", "batch": None, "skip": ["enqueue"]},
+        ),
+        System(
             "jobq-worker-observed",
             "jobq-worker + JSON logs, progress calls, jobq metrics scraped every second",
             "bench.adapters.jobq_worker:JobqWorker",
@@ -94,6 +100,20 @@ def systems() -> list[System]:
             "jobq PostgreSQL, claim_many(100) + complete_many",
             JOBQ,
             {"backend": "postgres", "mode": "batched", **ONLY_CLAIMS},
+            group="postgres",
+        ),
+        System(
+            "jobq-pg-worker",
+            "jobq PostgreSQL, jobq.worker.Worker(batch=100)",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"backend": "postgres", "skip": ["enqueue"]},
+            group="postgres",
+        ),
+        System(
+            "jobq-pg-worker-default",
+            "jobq PostgreSQL, jobq.worker.Worker() with default settings",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"backend": "postgres", "batch": None, "skip": ["enqueue"]},
             group="postgres",
         ),
         System(
@@ -173,9 +193,12 @@ def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (a minute or two)")
-    parser.add_argument("--only", default="", help="comma-separated row keys (default: all); see --list")
+    parser.add_argument(
+        "--only", default="", help="comma-separated row keys (default: all), 'scale' for the scale section; see --list"
+    )
     parser.add_argument("--list", action="store_true", help="print the row keys and exit")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale section (10M stored jobs; 1M --quick)")
     parser.add_argument("--no-apps", action="store_true", help="skip the apps' render time")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
@@ -185,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in rows:
             print(f"{s.key:22} {s.label}")
         return 0
+    # The scale section runs in a full run, or when --only names "scale" (it fills 10M jobs).
+    scale = not args.no_scale
     if args.only:
         wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+        scale = scale and "scale" in wanted
+        wanted.discard("scale")
         unknown = wanted - {s.key for s in rows}
         if unknown:
             print(f"bench: unknown row key(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
@@ -204,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     pg = None
     workdir = tempfile.mkdtemp(prefix="jobq-bench-")
     try:
-        if not args.no_postgres and any(s.group == "postgres" for s in rows):
+        if not args.no_postgres and (scale or any(s.group == "postgres" for s in rows)):
             from bench.pg import start_postgres
 
             try:
@@ -224,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(bench, system, probe, log))
         if pg is not None:
             extras["postgres_version"] = pg.version
+        if scale:
+            from bench.scale import run_scale
+
+            log("scale: claim+complete and reads with many stored jobs")
+            extras["scale"] = run_scale(workdir, pg, args.quick, log)
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Create the virtualenv and install jobq with every extra. Prefers uv (seconds), falls back to pip.
+# Create the virtualenv: jobq (editable) with every extra (postgres, web) and the development
+# dependency groups (dev, demo; a second argument adds one more, e.g. "bench").
+# With uv (installed here if missing): exactly the versions pinned in uv.lock, the ones CI tested;
+# `--locked` refuses a uv.lock that no longer matches pyproject.toml (run `uv lock` after changing
+# dependencies). Without uv: pip resolves the ranges in pyproject.toml (newest allowed versions).
 set -euo pipefail
 venv=${1:-.venv}
-# Extras beyond the defaults, e.g. "bench" (the peer queues the benchmark compares with).
-extras="postgres,web,demo,dev${2:+,$2}"
+groups=(dev demo ${2:+"$2"})
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install -q uv >/dev/null 2>&1 || true
 fi
 if command -v uv >/dev/null 2>&1; then
-  [ -x "$venv/bin/python" ] || uv venv -q "$venv"
-  VIRTUAL_ENV="$PWD/$venv" uv pip install -q -e ".[$extras]"
+  [ -x "$venv/bin/python" ] || uv venv -q "$venv"  # the Python on PATH, as before the lock file
+  # --inexact: keep what is installed beyond these groups (e.g. bench's peers after `make bench`).
+  UV_PROJECT_ENVIRONMENT="$venv" uv sync -q --locked --inexact --all-extras "${groups[@]/#/--group=}"
 else
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -e ".[$extras]"
+  "$venv/bin/pip" install -q "pip>=25.1"  # dependency groups (--group) need pip 25.1
+  "$venv/bin/pip" install -q -e ".[postgres,web]" "${groups[@]/#/--group=}"
 fi

@@ -11,6 +11,7 @@ import pytest
 
 import jobq
 from jobq.testing import FakeClock
+from jobq.testing.appconn import AppConnection, app_connections
 
 # The contract suite lives in the package (jobq.testing.contract) so other backends can run it:
 # have pytest rewrite its asserts like a test module's, for readable failures.
@@ -23,6 +24,7 @@ if str(TESTS) not in sys.path:
 
 try:  # the PostgreSQL server fixtures (tests/pg.py) start a throwaway server once per session
     from pg import postgres_server, postgres_url  # noqa: F401
+    from pgbouncer import pgbouncer_server  # noqa: F401 - and PgBouncer in front of it, when asked for
 except ImportError:
 
     @pytest.fixture
@@ -75,3 +77,18 @@ def open_queue(backend_url: str, clock: FakeClock) -> Iterator[object]:
     yield _open
     for q in opened:
         q.close()
+
+
+@pytest.fixture
+def app_connect(backend_url: str) -> Iterator[object]:
+    """Open application connections (every kind jobq accepts) on the test's database."""
+    opened: list[AppConnection] = []
+
+    def _connect() -> list[AppConnection]:
+        made = app_connections(backend_url)
+        opened.extend(made)
+        return made
+
+    yield _connect
+    for app in opened:
+        app.close()

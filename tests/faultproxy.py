@@ -1,8 +1,12 @@
-"""A TCP proxy in front of PostgreSQL that can lose the reply to a COMMIT.
+"""A TCP proxy in front of PostgreSQL that can lose the reply to a commit.
 
 The commit reaches the server and is applied; the client's connection is then cut before the
 server's answer gets back, exactly what a network fault or a server crash right after commit
 does. The client cannot know whether its transaction happened: the "unknown outcome" case.
+
+A commit is a ``COMMIT`` or a statement sent alone in autocommit (jobq's one-statement calls): the
+proxy recognises its reply by the ``ReadyForQuery`` message that reports the session idle again
+(status ``I``), so it needs no knowledge of which form the client used.
 """
 
 from __future__ import annotations
@@ -22,13 +26,19 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._trigger: bytes | None = None
         self.lost_replies = 0
+        #: ReadyForQuery messages the server sent, but each connection's first (the end of its
+        #: start-up, which a pool may do in the background at any time): one per round trip (each
+        #: request the client waits on ends in Sync or a simple Query, answered by one). Counted on
+        #: connections made with ``sslmode=disable``, whose server stream is messages from its
+        #: first byte.
+        self.round_trips = 0
         self._sockets: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def lose_next_commit_reply(self, after: bytes) -> None:
-        """Cut the next connection whose transaction sent ``after`` right after its COMMIT is sent
-        to the server (so it is applied), before the server's reply reaches the client."""
+        """Cut the next connection that sends ``after`` when the reply reporting its transaction's
+        commit comes back (the commit is applied), before that reply reaches the client."""
         with self._lock:
             self._trigger = after
 
@@ -45,7 +55,7 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._sockets += [client, server]
-            state = {"seen": False, "drop": False}
+            state = {"seen": False, "started": False}
             threading.Thread(target=self._to_server, args=(client, server, state), daemon=True).start()
             threading.Thread(target=self._to_client, args=(server, client, state), daemon=True).start()
 
@@ -53,25 +63,51 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 with self._lock:
-                    trigger = self._trigger
-                    if trigger is not None and trigger in data:
-                        state["seen"] = True
-                    # The COMMIT message itself (its text ends with NUL), not the word in some SQL.
-                    if state["seen"] and b"COMMIT\x00" in data and trigger is not None:
-                        self._trigger = None
-                        state["drop"] = True  # before sending: the reply must find it set
+                    if self._trigger is not None and self._trigger in data:
+                        self._trigger = None  # one connection, once
+                        state["seen"] = True  # before sending: the reply must find it set
                 server.sendall(data)
         _close(client, server)
 
     def _to_client(self, server: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
+        pending = b""
+        counted = b""
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
-                if state["drop"]:
-                    with self._lock:
-                        self.lost_replies += 1
-                    break  # the COMMIT was applied; its reply never arrives
-                client.sendall(data)
+                counted = self._count_round_trips(counted + data, state)
+                if not state["seen"]:
+                    client.sendall(data)
+                    continue
+                # From the trigger on, the stream is read message by message (it starts at a
+                # message boundary: the client sent the trigger after reading its last reply).
+                pending += data
+                while (found := _ready_for_query(pending)) is not None:
+                    end, status = found
+                    if status == b"I":  # the transaction committed; its reply never arrives
+                        with self._lock:
+                            self.lost_replies += 1
+                        _close(client, server)
+                        return
+                    client.sendall(pending[:end])  # a reply inside the transaction
+                    pending = pending[end:]
         _close(client, server)
+
+    def _count_round_trips(self, buffer: bytes, state: dict[str, bool]) -> bytes:
+        """Count the complete ReadyForQuery messages of ``buffer``; returns the incomplete rest."""
+        while (found := _ready_for_query(buffer)) is not None:
+            if state["started"]:
+                with self._lock:
+                    self.round_trips += 1
+            state["started"] = True
+            buffer = buffer[found[0] :]
+        # Keep only the unfinished message: skip complete messages that are not ReadyForQuery.
+        offset = 0
+        while offset + 5 <= len(buffer):
+            end = offset + 1 + int.from_bytes(buffer[offset + 1 : offset + 5], "big")
+            if end > len(buffer):
+                break
+            offset = end
+        return buffer[offset:]
 
     def close(self) -> None:
         self._closed = True
@@ -79,6 +115,21 @@ class FaultProxy:
         with self._lock:
             for s in self._sockets:
                 _close(s)
+
+
+def _ready_for_query(buffer: bytes) -> tuple[int, bytes] | None:
+    """Where the first complete ``ReadyForQuery`` message of ``buffer`` ends, and its status byte
+    (``I`` idle, ``T`` in a transaction, ``E`` in a failed one); None if none is complete yet.
+    Server messages are a type byte, then a 4-byte length that counts itself and the body."""
+    offset = 0
+    while offset + 5 <= len(buffer):
+        end = offset + 1 + int.from_bytes(buffer[offset + 1 : offset + 5], "big")
+        if end > len(buffer):
+            return None
+        if buffer[offset : offset + 1] == b"Z":
+            return end, buffer[offset + 5 : offset + 6]
+        offset = end
+    return None
 
 
 def _close(*socks: socket.socket) -> None:

@@ -22,8 +22,8 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import pytest
 
@@ -107,7 +107,9 @@ def _pg_bin() -> str | None:
     return os.path.dirname(found) if found else None
 
 
-def _start_server() -> PgServer:
+def _start_server(listen: Sequence[str] = (), hba: Sequence[str] = ()) -> PgServer:
+    """Start a private server on 127.0.0.1 (and the addresses ``listen``), accepting without a
+    password what the default pg_hba.conf accepts plus the ``hba`` lines."""
     pg_bin = _pg_bin()
     if pg_bin is None:
         _unavailable("no PostgreSQL binaries (apt-get install -y postgresql)")
@@ -138,13 +140,17 @@ def _start_server() -> PgServer:
     if init.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         _unavailable(f"initdb failed: {init.stderr.strip()[-300:]}")
+    if hba:
+        with open(os.path.join(data, "pg_hba.conf"), "a") as f:
+            f.write("".join(f"{line}\n" for line in hba))
     last_error = ""
     for _ in range(START_ATTEMPTS):  # a free port can be taken between probing and binding
         port = _free_port()
         # fsync off: a throwaway test server needs no durability across power loss, and a clean
         # `pg_ctl restart -m fast` still writes everything out.
         options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} -c fsync=off "
+            f"-c listen_addresses={','.join(['127.0.0.1', *listen])} -p {port} "
+            f"-c unix_socket_directories={base} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         server = PgServer(
@@ -181,6 +187,18 @@ def postgres_server() -> Iterator[PgServer]:
         server.stop()
         assert server.data_dir is not None
         shutil.rmtree(os.path.dirname(server.data_dir), ignore_errors=True)
+
+
+def raw_connect(url: str, **kwargs: Any) -> Any:
+    """A plain psycopg connection to ``url``'s database, as an outside tool (psql) would open it,
+    with ``search_path`` set to the queue's schema so that tests may name jobq's tables unqualified
+    (jobq's own options, such as ``schema=``, are taken out of the URL first)."""
+    import psycopg
+
+    from jobq.backends.postgres.url import split_url
+
+    options = split_url(url)
+    return psycopg.connect(options.libpq_url, options=f"-c search_path={options.schema}", **kwargs)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """jobq's own worker loop (``jobq.worker.Worker``) with a no-op handler: claims in batches,
 runs handlers on its threads, group-commits the outcomes, sleeps on the backend's listener.
-``batch`` (default 100) and ``concurrency`` (default 1) are the Worker's own arguments."""
+``batch`` (default 100; None: the Worker's default, one per free thread plus jobs claimed ahead
+while jobs are short) and ``concurrency`` (default 1) are the Worker's own arguments."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class WorkerConsumer(Consumer):
             self.q,
             observed if self._observer else noop,
             concurrency=int(self.options.get("concurrency", 1)),
-            batch=int(self.options.get("batch", 100)),
+            batch=None if self.options.get("batch", 100) is None else int(self.options.get("batch", 100)),
             name="bench",
             exit_when_idle=exit_when_idle,
         )

@@ -1,5 +1,13 @@
-"""The raw PostgreSQL limit: the same minimal SQL with ``FOR UPDATE SKIP LOCKED``, through psycopg,
-no library; fsync and synchronous_commit at their safe defaults. An idle worker polls every ms."""
+"""The raw PostgreSQL limit: the simplest correct transactions, through psycopg, no library.
+
+Each call is one statement in autocommit, so one round trip and one commit: an enqueue is one
+``INSERT``; a claim is one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING``; a completion one ``UPDATE`` guarded by the owner and status. A batch enqueue is one
+``INSERT ... SELECT`` from a JSON array parsed by the server (1,000 rows: ~2.5x psycopg's pipelined
+``executemany`` and ~3.5x ``unnest`` of arrays bound from Python, measured here). The payload is
+text, as in jobq (no ``jsonb`` parsing on either side). Statements are prepared by psycopg after
+their fifth run. fsync and synchronous_commit stay at their safe defaults. An idle worker polls
+with a read every ms."""
 
 from __future__ import annotations
 
@@ -13,13 +21,15 @@ from bench.core import Record, record_of
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS jobs (
-        id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL DEFAULT 'default', payload JSONB NOT NULL,
+        id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL DEFAULT 'default', payload TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'PENDING', priority INTEGER NOT NULL DEFAULT 0,
         run_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT,
         created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
 ]
 INSERT = "INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES (%s, %s, %s, %s)"
+INSERT_MANY = """INSERT INTO jobs (payload, run_at, created_at, updated_at)
+SELECT p, %s, %s, %s FROM json_array_elements_text(%s::json) AS p"""
 PENDING = "SELECT 1 FROM jobs WHERE status = 'PENDING' AND queue = 'default' LIMIT 1"
 CLAIM = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease_owner = %s, updated_at = %s
 WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= %s
@@ -48,7 +58,7 @@ class RawPgConsumer(Consumer):
         if not rows:
             return []
         self.conn.execute(COMPLETE, (time.time(), rows[0][0], self.owner))
-        return [record_of(rows[0][1], claimed_at)]
+        return [record_of(json.loads(rows[0][1]), claimed_at)]
 
     def wait(self, timeout: float) -> None:
         # Poll with a plain read every ms (cheaper for the server than an UPDATE per poll).
@@ -87,8 +97,7 @@ class RawPostgres(Adapter):
 
     def enqueue_batch(self, payloads: list[dict[str, Any]]) -> None:
         now = time.time()
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            cur.executemany(INSERT, [(json.dumps(p), now, now, now) for p in payloads])
+        self._conn.execute(INSERT_MANY, (now, now, now, json.dumps([json.dumps(p) for p in payloads])))
 
     def consumer(self, index: int) -> Consumer:
         return RawPgConsumer(self.dsn, index)

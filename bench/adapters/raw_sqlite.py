@@ -1,9 +1,15 @@
-"""The raw-SQLite limit: the same minimal SQL transactions jobq runs, through apsw, no library.
+"""The raw-SQLite limit: the simplest correct claim and completion transactions, through apsw.
 
-A jobs table with a partial index on the pending rows in claim order; a claim is one
-``BEGIN IMMEDIATE`` transaction running ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING``,
-and a completion is a second transaction (one per job, or one per claimed batch with
-``batch`` > 1). An idle worker polls every millisecond.
+A jobs table with a partial index on the pending rows in claim order. A claim is one
+``BEGIN IMMEDIATE`` transaction running one ``UPDATE ... RETURNING``: ``WHERE id = (SELECT ...
+LIMIT 1)`` for one job, ``WHERE id IN (SELECT ... LIMIT n)`` for a batch. A completion is a second
+transaction (one per job, or one per claimed batch with ``batch`` > 1). ``temp_store = MEMORY``:
+the ``IN (SELECT ...)`` list is an ephemeral table, which SQLite otherwise backs by a temporary
+file whose page cache is set up and torn down per statement (measured: 138 us against 36 us per
+one-job claim). Waits for the write lock are SQLite's own ``busy_timeout`` handler (sleeps of 1, 2,
+5, 10 ... ms, checked with strace): with the claim this cheap, four processes still reach ~85% of
+one process's rate (a waiter's sleep is covered by the others). An idle worker polls every
+millisecond.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ CLAIM = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease
 WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= ?2
              ORDER BY priority, run_at, id LIMIT ?3)
 RETURNING id, payload"""
+#: One job: a scalar subquery (no list to build), the cheapest claim SQLite runs.
+CLAIM_ONE = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease_owner = ?1, updated_at = ?2
+WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= ?2
+            ORDER BY priority, run_at, id LIMIT 1)
+RETURNING id, payload"""
 PENDING = "SELECT 1 FROM jobs WHERE status = 'PENDING' AND queue = 'default' LIMIT 1"
 COMPLETE = (
     "UPDATE jobs SET status = 'COMPLETED', updated_at = ?1 WHERE id = ?2 AND status = 'PROCESSING' AND lease_owner = ?3"
@@ -43,6 +54,7 @@ def connect(path: str, synchronous: str) -> apsw.Connection:
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
 
@@ -71,7 +83,10 @@ class RawConsumer(Consumer):
 
     def take(self) -> list[Record]:
         now = time.time()
-        rows = write(self.conn, CLAIM, (self.owner, now, self.batch))
+        if self.batch == 1:
+            rows = write(self.conn, CLAIM_ONE, (self.owner, now))
+        else:
+            rows = write(self.conn, CLAIM, (self.owner, now, self.batch))
         claimed_at = time.time()
         if not rows:
             return []

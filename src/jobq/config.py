@@ -29,6 +29,9 @@ PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
 POLL_INTERVAL_SECONDS_DEFAULT = 1.0
 SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
 CONCURRENCY_DEFAULT = 1
+#: The default worker claims jobs ahead of its free threads only while they would wait at most
+#: this long at the recent run times (see ``jobq.worker.prefetch``); 0 turns that off.
+PREFETCH_WAIT_SECONDS_DEFAULT = 0.005
 RESCUE_INTERVAL_SECONDS_DEFAULT = 5.0
 DATA_DIR_DEFAULT = "data"
 PRODUCER_INTERVAL_SECONDS_DEFAULT = 5.0
@@ -113,6 +116,7 @@ class Settings:
     poll_interval_seconds: float = POLL_INTERVAL_SECONDS_DEFAULT
     shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS_DEFAULT
     concurrency: int = CONCURRENCY_DEFAULT
+    prefetch_wait_seconds: float = PREFETCH_WAIT_SECONDS_DEFAULT
     rescue_interval_seconds: float = RESCUE_INTERVAL_SECONDS_DEFAULT
     prune_after_seconds: float | None = PRUNE_AFTER_SECONDS_DEFAULT
     data_dir: str = DATA_DIR_DEFAULT

@@ -183,6 +183,7 @@ class Queue:
         key: str | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        conn: Any = None,
     ) -> int:
         """Submit one job and return its id.
 
@@ -195,8 +196,18 @@ class Queue:
             key: idempotency key: submitting the same key again returns the existing job's id.
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
+            conn: the application's open connection to the same store (a ``psycopg.Connection``
+                on PostgreSQL; an ``apsw.Connection`` on the same SQLite file, not the stdlib
+                ``sqlite3``: see docs/transactions.md): the job is written in its current
+                transaction, which jobq never commits or rolls back. It exists, and workers are
+                woken, only if the caller commits.
 
-        Raises InvalidPayload / PayloadTooLarge, StorageError.
+        Raises InvalidPayload / PayloadTooLarge, StorageError; ConfigError for a ``conn`` of the
+        wrong kind or on another database.
+
+        >>> with psycopg.connect(url) as conn:                       # doctest: +SKIP
+        ...     conn.execute("INSERT INTO users (email) VALUES (%s)", ["ann@example.com"])
+        ...     q.enqueue({"to": "ann@example.com"}, queue="mail", conn=conn)
         """
         now = self.clock()
         job = self._new_job(
@@ -211,6 +222,8 @@ class Queue:
             timeout=timeout,
             now=now,
         )
+        if conn is not None:
+            return self.backend.enqueue_in(conn, [job], now)[0]
         if tracing.recording():
             return self._traced_enqueue([job], now)[0]
         return self.backend.enqueue([job], now)[0]
@@ -233,8 +246,10 @@ class Queue:
         keys: Sequence[str | None] | None = None,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        conn: Any = None,
     ) -> list[int]:
-        """Submit many jobs in one transaction (all or none); ids in order."""
+        """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
+        application's transaction, as for ``enqueue``."""
         now = self.clock()
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
@@ -256,6 +271,8 @@ class Queue:
         ]
         if not jobs:
             return []
+        if conn is not None:
+            return self.backend.enqueue_in(conn, jobs, now)  # the application's transaction: untraced
         if tracing.recording():
             return self._traced_enqueue(jobs, now)
         return self.backend.enqueue(jobs, now)
@@ -293,10 +310,19 @@ class Queue:
             return []
         return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock)
 
-    def complete(self, job: Job, result: Any = None) -> None:
-        """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale."""
-        if not self.complete_many([(job, result)])[0]:
-            raise LeaseLost(job.id, "complete")
+    def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
+        """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale.
+
+        ``conn``: in the application's open transaction on that connection (see ``enqueue``),
+        fenced by the lease like every worker write: LeaseLost is raised before the caller
+        commits, so its own writes roll back with the refused completion."""
+        if conn is None:
+            if not self.complete_many([(job, result)])[0]:
+                raise LeaseLost(job.id, "complete")
+            return
+        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+        if not self.backend.complete_in(conn, [completion], self.clock)[0]:
+            raise LeaseLost(job.id, "complete", "roll your transaction back")
 
     def complete_many(
         self, items: Sequence[tuple[Job, Any]], *, notes: Sequence[str | None] | None = None, repeat: bool = False
@@ -314,6 +340,29 @@ class Queue:
             for (j, r), note in zip(items, notes, strict=True)
         ]
         return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
+
+    def complete_many_and_claim(
+        self,
+        items: Sequence[tuple[Job, Any]],
+        worker_id: str,
+        limit: int,
+        *,
+        notes: Sequence[str | None] | None = None,
+        repeat: bool = False,
+        lease: float | None = None,
+        queue: str | Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete_many(items)`` and ``claim_many(worker_id, limit)`` in one transaction: one
+        commit instead of two. Returns what each would have returned."""
+        notes = notes or [None] * len(items)
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            for (j, r), note in zip(items, notes, strict=True)
+        ]
+        lease_seconds = lease or self.settings.lease_seconds
+        return self.backend.complete_and_claim(
+            completions, self.clock, worker_id, self._queues(queue), limit, lease_seconds, repeat=repeat
+        )
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
         """Record a failed attempt: back to PENDING after backoff while attempts are left (and
@@ -342,6 +391,12 @@ class Queue:
     def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:
         """Give the job back at once (PENDING, attempt not counted). False when already lost."""
         return self.backend.release([lease_of(job)], self.clock, reason, repeat=repeat)[0]
+
+    def release_many(
+        self, jobs: Sequence[Job], reason: str = "worker shutting down", *, repeat: bool = False
+    ) -> list[bool]:
+        """Give jobs back in one transaction (see ``release``); one bool per job, in order."""
+        return self.backend.release([lease_of(j) for j in jobs], self.clock, reason, repeat=repeat) if jobs else []
 
     def ack_cancel(self, job: Job, *, repeat: bool = False) -> bool:
         """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
@@ -466,7 +521,15 @@ class Queue:
         return self.backend.counts()
 
     def stats(self) -> QueueStats:
+        """Counts per status and queue, and what ops shows at a glance. Finished jobs are counted
+        among the newest ``STATS_FINISHED_WINDOW`` (see ``QueueStats.finished_window``), so this
+        stays fast at any size; ``counts()`` counts every row."""
         return self.backend.stats(self.clock())
+
+    def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """The most recently updated jobs (of ``status``), newest first, in bounded time at any
+        table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
+        return self.backend.latest_jobs(status, limit)
 
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         now = self.clock()

@@ -18,6 +18,8 @@ MASK = "***"
 # key=value pairs of a libpq keyword connection string ("host=db password=s3cret dbname=jobq").
 _KEYWORD_PAIR = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
 _SECRET_KEYS = ("password", "passfile", "sslpassword", "sslkey")
+# Query options that hold a URL of their own (jobq's ``listen_url``): shown redacted in turn.
+_URL_KEYS = ("listen_url",)
 
 
 def looks_like_keyword_string(text: str) -> bool:
@@ -54,7 +56,11 @@ def redact_url(url: str) -> str:
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:{MASK}@{hostinfo}" if ":" in userinfo else f"{user}@{hostinfo}"
         query = "&".join(
-            f"{k}={MASK}" if k.lower() in _SECRET_KEYS else f"{k}={v}"
+            f"{k}={MASK}"
+            if k.lower() in _SECRET_KEYS
+            else f"{k}={redact_url(v)}"
+            if k.lower() in _URL_KEYS
+            else f"{k}={v}"
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         )
         # Built by hand: urlunsplit drops the empty host of sqlite:///path URLs.
@@ -89,6 +95,8 @@ def secrets_of(url: str) -> list[str]:
             key, _, value = part.partition("=")
             if key.lower() in _SECRET_KEYS and value:
                 found += [value, urllib.parse.unquote(value)]
+            if key.lower() in _URL_KEYS and value:
+                found += secrets_of(urllib.parse.unquote(value))
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 

@@ -35,9 +35,9 @@ def _raw(url: str, sql: str) -> list[Any]:
             return conn.execute(sql).fetchall()
         finally:
             conn.close()
-    import psycopg
+    from pg import raw_connect
 
-    with psycopg.connect(url, autocommit=True) as pg:
+    with raw_connect(url, autocommit=True) as pg:
         cur = pg.execute(sql)
         return cur.fetchall() if cur.description else []
 

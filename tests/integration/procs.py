@@ -7,9 +7,12 @@ Run as ``python tests/integration/procs.py worker|produce ...``. Side effects ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
@@ -52,12 +55,50 @@ def gated(ctx: JobContext) -> None:
     _effect(ctx)
 
 
-HANDLERS = {"count": count, "slow": slow, "block": block, "gated": gated}
+def stubborn(ctx: JobContext) -> dict[str, object]:
+    """Ignores its lease (never calls ``ctx.check``): its first attempt runs until the test creates
+    ``release-<job id>``, later attempts finish at once. Returns where and which attempt ran."""
+    _marker(ctx)
+    if ctx.job.attempts == 1:
+        while not (OUT / f"release-{ctx.job.id}").exists():
+            time.sleep(0.05)
+    _effect(ctx)
+    return {"host": socket.gethostname(), "attempt": ctx.job.attempts}
+
+
+HANDLERS = {"count": count, "slow": slow, "block": block, "gated": gated, "stubborn": stubborn}
+
+
+def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:
+    """The low-level API, as a program of its own: claim one job, write ``held-<id>``, heartbeat
+    it every lease/3 until ``go-<id>`` exists (a heartbeat refused or failing is let be), then
+    heartbeat and complete it once more, writing what each did to ``outcome-<id>``."""
+    job = None
+    while job is None:
+        job = q.claim(worker_id, lease=lease)
+        if job is None:
+            time.sleep(0.05)
+    (OUT / f"held-{job.id}").write_text(worker_id)
+    beat = 0.0
+    while not (OUT / f"go-{job.id}").exists():
+        if time.monotonic() - beat >= lease / 3:
+            beat = time.monotonic()
+            with contextlib.suppress(jobq.JobqError):  # LeaseLost, or StorageError while partitioned
+                q.heartbeat(job)
+        time.sleep(0.05)
+    outcomes = []
+    for name, write in (("heartbeat", lambda: q.heartbeat(job)), ("complete", lambda: q.complete(job, "late"))):
+        try:
+            write()
+            outcomes.append(f"{name}:ok")
+        except jobq.LeaseLost:
+            outcomes.append(f"{name}:LeaseLost")
+    (OUT / f"outcome-{job.id}").write_text(" ".join(outcomes))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["worker", "produce"])
+    parser.add_argument("role", choices=["worker", "produce", "hold"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--lease", type=float, default=30)
     parser.add_argument("--grace", type=float, default=10)
@@ -79,6 +120,9 @@ def main() -> None:
         backoff_cap_seconds=1.0,
     )
     q = jobq.Queue(settings=settings)
+    if args.role == "hold":
+        hold(q, f"holder-{socket.gethostname()}-{os.getpid()}", args.lease)
+        return
     if args.role == "produce":
         import json
 

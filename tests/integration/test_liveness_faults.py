@@ -186,9 +186,9 @@ def _hold_job_lock(url: str, tmp_path: Path, job_id: int):
             conn.close()
 
         return release
-    import psycopg
+    from pg import raw_connect
 
-    pg = psycopg.connect(url)
+    pg = raw_connect(url)
     pg.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
 
     def release_pg() -> None:

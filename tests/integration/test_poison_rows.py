@@ -41,9 +41,9 @@ def _insert(url: str, tmp_path: Path, payload: str, **columns: object) -> int:
         ).fetchall()
         conn.close()
         return int(job_id[0][0])
-    import psycopg
+    from pg import raw_connect
 
-    with psycopg.connect(url, autocommit=True) as pg:
+    with raw_connect(url, autocommit=True) as pg:
         marks = ", ".join(["%s"] * len(row))
         found = pg.execute(f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING id", tuple(row.values())).fetchone()
         assert found is not None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pg import PgServer, with_database
+from pg import PgServer, raw_connect, with_database
 
 import jobq
 from jobq import JobStatus
@@ -32,7 +32,7 @@ def pq(postgres_url: str) -> Iterator[jobq.Queue]:
 
 def _sql(url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """Run one statement as an outside tool (psql) would, and return its rows."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with raw_connect(url, autocommit=True) as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
 

@@ -96,3 +96,45 @@ def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> 
     assert worker.jobs_done == 3
     for job_id in ids:
         assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
+
+
+def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
+    """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed for."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+        q.enqueue({"n": 1})
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 1  # it was applied, exactly once
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(postgres_url: str) -> None:
+    """A pooled connection the server ended (restart, idle timeout) is found out before a statement
+    is sent alone on it: the call runs on a fresh connection instead of reporting an unknown outcome.
+    (No proxy here: the server's last words must be in the client's socket once its process is gone.)"""
+    with jobq.Queue(postgres_url) as q:
+        _enqueue_after_the_server_ended_the_connection(q, postgres_url)
+
+
+def _enqueue_after_the_server_ended_the_connection(q: jobq.Queue, postgres_url: str) -> None:
+    import psycopg
+
+    q.enqueue({"n": 0})  # the pool holds idle connections now
+    pool = q.backend._get_pool()  # type: ignore[attr-defined]
+    mine = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'jobq'"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        # End every connection of the pool, once it has made all it will make.
+        wait_for(
+            lambda: len(admin.execute(mine).fetchall()) == pool.get_stats()["pool_size"],
+            30,
+            "the pool to settle",
+        )
+        pids = [row[0] for row in admin.execute(mine).fetchall()]
+        assert pids and all(admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] for pid in pids)
+        wait_for(
+            lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchall(),
+            30,
+            "the ended server processes to exit",
+        )
+    job_id = q.enqueue({"n": 1})
+    assert q.get(job_id) is not None and q.counts()["PENDING"] == 2

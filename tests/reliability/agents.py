@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -124,7 +125,18 @@ def crashworker(args: argparse.Namespace) -> None:
         crash("after_complete")
         return done
 
+    real_complete_and_claim = q.complete_many_and_claim
+
+    def complete_many_and_claim(items: Any, *args: Any, **options: Any) -> tuple[list[bool], list[Any]]:
+        # The worker's usual path: the next claim rides in the completion's transaction, so a crash
+        # after it also leaves a freshly claimed job behind for the rescuer.
+        crash("before_complete")
+        out = real_complete_and_claim(items, *args, **options)
+        crash("after_complete")
+        return out
+
     q.complete_many = complete_many  # type: ignore[method-assign]
+    q.complete_many_and_claim = complete_many_and_claim  # type: ignore[method-assign]
     Worker(q, {"stamp": handler}, concurrency=1, batch=1).run()
 
 
@@ -297,7 +309,70 @@ def powerwriter(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
+# -- completion in the handler's transaction -------------------------------------------------------
+TX_POINTS = ("before_insert", "after_insert", "after_complete", "after_commit")
+"""Where a ``txworker`` SIGKILLs itself: in its transaction before its row is inserted; after the
+insert; after ``ctx.complete(conn=...)`` wrote the completion, before COMMIT; after COMMIT."""
+
+
+def txworker(args: argparse.Namespace) -> None:
+    """A handler that inserts one application row per job and completes the job in the same
+    transaction (``ctx.complete(conn=...)``). On a job's first attempt it SIGKILLs itself at the
+    payload's ``"crash"`` point, or stops at its ``"pause"`` point (``before_begin`` or
+    ``after_insert``): it writes ``<job id> <pid>`` to ``--out``/paused, then waits (ignoring its
+    lease, as a frozen process would) until the file ``--out``/go exists."""
+    from jobq.testing.appconn import app_connections
+
+    q = jobq.Queue(settings=settings(args))
+    app = app_connections(args.db)[0]  # apsw on SQLite (the same SQLite as jobq's), psycopg on PostgreSQL
+    out = Path(args.out)
+
+    def handler(ctx: JobContext) -> None:
+        first = ctx.job.attempts == 1 and ctx.job.run == 1
+        point = ctx.payload.get("crash") if first else None
+        pause = ctx.payload.get("pause") if first else None
+
+        def at(here: str) -> None:
+            if point == here:
+                append_line(args.crash_log, f"{ctx.job.id} {here} {time.time():.6f} {os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+            if pause == here:
+                (out / "paused").write_text(f"{ctx.job.id} {os.getpid()}")
+                while not (out / "go").exists():
+                    time.sleep(0.01)
+
+        at("before_begin")
+        app.begin()
+        try:
+            at("before_insert")
+            app.execute("INSERT INTO app_rows (job_id, note) VALUES (?, ?)", (ctx.job.id, str(os.getpid())))
+            at("after_insert")
+            ctx.complete({"pid": os.getpid()}, conn=app.conn)
+            at("after_complete")
+            app.commit()
+        except BaseException:
+            app.rollback()
+            raise
+        at("after_commit")
+
+    Worker(q, handler, concurrency=1, batch=1).run()
+
+
+def rescuer(args: argparse.Namespace) -> None:
+    """Only rescues, every ``--rescue-interval``: the live workers of a real deployment, in a sweep
+    where every worker dies at the first job it takes (a dying worker never lives to rescue)."""
+    from jobq.worker.rescuer import Rescuer
+
+    q = jobq.Queue(settings=settings(args))
+    loop = Rescuer(q, f"rescuer-{os.getpid()}", args.rescue_interval)
+    while True:
+        loop.tick()
+        time.sleep(args.rescue_interval)
+
+
 ROLES = {
+    "rescuer": rescuer,
+    "txworker": txworker,
     "crashworker": crashworker,
     "producer": producer,
     "worker": worker,

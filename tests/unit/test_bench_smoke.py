@@ -58,3 +58,20 @@ def test_quick_path_on_jobq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert row.metrics["idle_cpu"].median is not None
     text = report.table([row])
     assert "jobq SQLite, default (FULL)" in text and "n/a" not in text
+
+
+@pytest.mark.slow
+def test_scale_section_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale section end to end on tiny SQLite stores: filled, measured, every read timed."""
+    from bench.scale import ScaleSizes, run_scale, table
+
+    monkeypatch.setenv("JOBQ_SCALE_BACKENDS", "sqlite")
+    tiny = ScaleSizes(small=300, big=3_000, pending=100, jobs=50, seconds=20.0)
+    results = run_scale(str(tmp_path), None, True, lambda _: None, sizes=tiny)
+    assert [(r.backend, r.stored, r.note) for r in results] == [("sqlite", 300, ""), ("sqlite", 3_000, "")]
+    for r in results:
+        assert r.jobs_per_second and r.claim_p99_ms is not None
+        assert set(r.reads_ms) >= {"stats", "ops: latest jobs", "ops: history 1 h"}
+    text = table(results)
+    assert "| sqlite | 3,000 |" in text and "throughput is" in text
+    assert list(tmp_path.glob("scale_*")) == []  # the stores are removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import random
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobq import job as job_module
+from jobq.backends import common
 from jobq.backends.common import plan_operator_action
 from jobq.config import (
     LEASE_SECONDS_DEFAULT,
@@ -155,3 +157,46 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
     unknown.write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown settings: colour"):
         load_settings(env={}, config_file=unknown)
+
+
+# -- job_from_row: the fast path for well-typed rows and the checking path agree -------------
+def _good_row(status: str = "PROCESSING") -> tuple[object, ...]:
+    return (
+        12, "default", "task", '{"n": 1}', status, 0, 100.5, 1, 3, 100.0, 101.0,
+        101.0, None, 30.0, None, "worker-1", "nonce-12", 400.0, "key", '{"ok": true}', 0, 2,
+    )  # fmt: skip
+
+
+def test_job_from_row_fast_path_matches_the_checked_path() -> None:
+
+    for status in ("PENDING", "PROCESSING", "COMPLETED"):
+        row = _good_row(status)
+        assert common._well_typed(row)
+        fast = common.job_from_row(row)
+        # An int time is valid but not a float: it takes the checking path, column by column.
+        checked = common.job_from_row((*row[:6], 100, *row[7:]))
+        assert common._well_typed((*row[:6], 100, *row[7:])) is False
+        assert dataclasses.replace(checked, run_at=100.5) == fast
+        assert fast.defect is None and fast.payload == {"n": 1} and fast.result == {"ok": True}
+        assert fast.lease_token == ("nonce-12" if status == "PROCESSING" else None)
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "defect"),
+    [
+        (5, "high", "priority"),
+        (6, float("inf"), "run_at"),
+        (9, float("nan"), "created_at"),
+        (11, "soon", "started_at"),
+        (7, True, "attempts"),
+        (4, "DONE", "status"),
+        (3, "{not json", "payload"),
+    ],
+)
+def test_job_from_row_names_each_bad_column(index: int, value: object, defect: str) -> None:
+
+    row = list(_good_row())
+    row[index] = value
+    assert not common._well_typed(row) or index in (3, 4)  # payload and status are checked apart
+    job = common.job_from_row(row)
+    assert job.defect is not None and defect in job.defect

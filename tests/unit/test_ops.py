@@ -84,3 +84,47 @@ def test_claim_reads_the_clock_once_inside_the_operation() -> None:
     assert calls == []  # building the operation reads nothing: the runner holds the lock first
     assert ops.drive(op, run) == [] and calls == [1.0]
     assert len(seen) == 1 and "lease_token = :nonce" in seen[0]  # the claim, rendered for one queue
+
+
+def _lease(token: str = "t-1") -> Lease:
+    return Lease(1, token, "w")
+
+
+def test_a_heartbeat_refused_after_its_own_leases_completion_is_not_recorded() -> None:
+    """A heartbeat that waited for an application's commit (``ctx.complete(conn=...)``) finds the
+    job completed with its own token: the lease is over, nothing stale happened."""
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-1")]})
+    results = ops.drive(ops.heartbeat(DIALECT, [_lease()], 30.0, lambda: 100.0), run)
+    assert [r.alive for r in results] == [False]
+    assert seen == ["heartbeat", "lease_state"]
+
+
+def test_a_heartbeat_refused_for_another_lease_is_recorded() -> None:
+    for state in [("COMPLETED", "t-2")], [("PROCESSING", "t-2")], [("PENDING", None)], []:
+        run, seen = scripted({"lease_state": lambda params, state=state: state})
+        results = ops.drive(ops.heartbeat(DIALECT, [_lease()], 30.0, lambda: 100.0), run)
+        assert [r.alive for r in results] == [False]
+        assert seen == ["heartbeat", "lease_state", "insert_event"], state
+
+
+def test_a_combined_operation_sends_nothing_alone() -> None:
+    # PostgreSQL runs a command marked `alone` as its own transaction (autocommit): inside
+    # complete_and_claim the completion's one-statement form must join the claim's transaction.
+    from jobq.backends.postgres import dialect_for
+
+    pg = dialect_for("jobq")
+    assert "complete_one" in pg.sql  # the one-statement form this test is about exists
+    sent: list[ops.Command] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        sent.append(command)
+        return []
+
+    op = ops.complete_and_claim(pg, [_completion()], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
+    assert ops.drive(op, run) == ([False], [])
+    assert len(sent) >= 2
+    assert not any(isinstance(c, ops.Exec) and c.alone for c in sent)
+    # ...while the completion on its own is one statement sent alone.
+    sent.clear()
+    ops.drive(ops.complete(pg, [_completion()], lambda: 100.0, False), run)
+    assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]

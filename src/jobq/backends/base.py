@@ -17,6 +17,14 @@ from typing import Protocol
 
 from jobq.job import Event, Job, JobStatus
 
+#: ``stats`` counts finished jobs (COMPLETED, FAILED, CANCELLED) among at most this many of the
+#: newest: an exact count of 10 million finished rows takes seconds on either backend, and a
+#: counter row updated by every completion would serialise PostgreSQL's workers (and cost every
+#: SQLite commit pages). PENDING and PROCESSING are always counted exactly (small partial indexes).
+STATS_FINISHED_WINDOW = 20_000
+#: ``latest_jobs`` with a finished status looks among at most this many of the newest finished jobs.
+LATEST_FINISHED_WINDOW = 10_000
+
 Clock = Callable[[], float]
 """UNIX seconds now. Worker writes take a clock rather than a time and read it once the
 transaction holds its lock: a write that waited for the lock (a stalled database, a writer frozen
@@ -157,6 +165,10 @@ class QueueStats:
     completed_last_minute: int
     failed_last_minute: int
     expired_leases: int
+    finished_window: int | None = None
+    """None: every count is a total. Else the store holds more finished jobs than this, and the
+    COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
+    and PROCESSING are still totals): see ``common.STATS_FINISHED_WINDOW``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -229,6 +241,15 @@ class Backend(Protocol):
         given only while tracing is on, so an enqueue without it does no extra work."""
         ...
 
+    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+        """``enqueue`` inside the application's open transaction on ``conn`` (its own connection
+        to this store: psycopg on PostgreSQL; apsw on the same SQLite file, stdlib sqlite3 only
+        where it runs apsw's own SQLite library). Nothing is committed or rolled back here: the
+        jobs exist, and workers are woken, only if the caller commits. ConfigError: a connection
+        of the wrong kind, on another database, or with no transaction to join; StorageError:
+        closed, or its transaction failed."""
+        ...
+
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         """Hand out up to ``limit`` due PENDING jobs (priority, run_at, id order) with fresh leases.
@@ -249,6 +270,27 @@ class Backend(Protocol):
         with the same token) and reported True without writing or recording anything; without
         ``repeat`` a second write with the same lease is refused like any stale one. The same
         holds for ``fail``, ``release`` and ``ack_cancel``."""
+        ...
+
+    def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
+        """``complete`` inside the application's open transaction on ``conn`` (see ``enqueue_in``),
+        fenced by each lease like every worker write: False means refused (the lease was lost),
+        and the refusal is recorded in that same transaction."""
+        ...
+
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        """``complete(items)`` then ``claim(..., limit)`` in one transaction (one commit, not
+        two); each part behaves as its own operation, ``repeat`` applying to the completions."""
         ...
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
@@ -311,7 +353,16 @@ class Backend(Protocol):
         """Jobs per status, every status present (0 when none)."""
         ...
 
-    def stats(self, now: float) -> QueueStats: ...
+    def stats(self, now: float, *, finished_window: int = STATS_FINISHED_WINDOW) -> QueueStats:
+        """Counts per queue and status (finished ones among the newest ``finished_window``)."""
+        ...
+
+    def latest_jobs(self, status: JobStatus | None, limit: int) -> list[Job]:
+        """The most recently updated jobs (of ``status``), newest first, in bounded time at any
+        table size: PROCESSING jobs, the newest PENDING ones by id, and the newest finished
+        ones by ``finished_at`` (for a finished status, among the newest
+        ``LATEST_FINISHED_WINDOW`` finished jobs): what the ops page shows."""
+        ...
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]: ...
 

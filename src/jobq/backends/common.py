@@ -211,11 +211,52 @@ def _brief(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_STATUS_BY_VALUE = {s.value: s for s in JobStatus}
+
+
+def _well_typed(row: Sequence[Any]) -> bool:
+    """Every column of ``row`` has its declared type: ints are int (not bool), times are finite
+    floats (``x - x == 0.0`` is false for inf and nan), texts are str; optional ones may be None."""
+    return (
+        type(row[0]) is int
+        and type(row[1]) is str
+        and type(row[2]) is str
+        and type(row[5]) is int
+        and type(row[6]) is float
+        and row[6] - row[6] == 0.0
+        and type(row[7]) is int
+        and type(row[8]) is int
+        and type(row[9]) is float
+        and row[9] - row[9] == 0.0
+        and type(row[10]) is float
+        and row[10] - row[10] == 0.0
+        and (row[11] is None or (type(row[11]) is float and row[11] - row[11] == 0.0))
+        and (row[12] is None or (type(row[12]) is float and row[12] - row[12] == 0.0))
+        and (row[13] is None or (type(row[13]) is float and row[13] - row[13] == 0.0))
+        and (row[14] is None or type(row[14]) is str)
+        and (row[15] is None or type(row[15]) is str)
+        and (row[16] is None or type(row[16]) is str)
+        and (row[17] is None or (type(row[17]) is float and row[17] - row[17] == 0.0))
+        and (row[18] is None or type(row[18]) is str)
+        and type(row[21]) is int
+    )
+
+
 def job_from_row(row: Sequence[Any]) -> Job:
     """A Job from a row selected with ``JOB_COLUMNS``, in that order. Never raises for bad data:
     what cannot be read is named in ``Job.defect`` (the worker fails such a job, see there)."""
-    f = _Fields()
     payload, payload_problem = decode_json(row[3])
+    status = _STATUS_BY_VALUE.get(row[4]) if type(row[4]) is str else None
+    if payload_problem is None and status is not None and _well_typed(row):
+        # Every row jobq wrote: the same Job as below, without a call per column (a third of a
+        # batched claim's CPU went to checking the columns one call at a time).
+        return Job(
+            row[0], row[1], row[2], payload, status, row[5], row[6], row[7], row[8], row[9], row[10],
+            row[11], row[12], row[13], row[14], row[15],
+            row[16] if status is JobStatus.PROCESSING else None,
+            row[17], row[18], loads(row[19]), bool(row[20]), row[21],
+        )  # fmt: skip
+    f = _Fields()
     if payload_problem:
         f.defects.append(f"payload {payload_problem}")
     try:

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from jobq.backends.base import (
+    LATEST_FINISHED_WINDOW,
+    STATS_FINISHED_WINDOW,
     ActionResult,
     Bucket,
     Clock,
@@ -56,6 +58,9 @@ from jobq.backends.statements import Dialect, Params
 from jobq.errors import StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
 
+#: The statuses a job ends in (it has a ``finished_at``).
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
+
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
 
@@ -63,10 +68,15 @@ Rows = list[tuple[Any, ...]]
 # Commands are NamedTuples: one is made for every statement of every operation, and a tuple is
 # the cheapest object Python builds (a frozen dataclass cost ~1 us more each, on the hot path).
 class Exec(NamedTuple):
-    """Run one statement; the operation receives its rows (empty when it returns none)."""
+    """Run one statement; the operation receives its rows (empty when it returns none).
+
+    ``alone``: the operation's only command (it yields nothing after it), so a backend may run it
+    as a transaction of its own (PostgreSQL: one autocommit statement, one round trip instead of
+    BEGIN, statement, COMMIT). On a caller's connection it simply runs in the caller's transaction."""
 
     sql: str
     params: Params = {}
+    alone: bool = False
 
 
 class ExecMany(NamedTuple):
@@ -154,6 +164,8 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
 
 # -- producers -----------------------------------------------------------------------------------
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
+    if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
+        return (yield from _enqueue_alone(d, jobs, now))
     rows = [
         {
             "queue": j.queue,
@@ -196,6 +208,20 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     return ids
 
 
+def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
+    """Jobs without keys, their events and the wake-up in one statement (dialects that have it)."""
+    rows = [[j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout] for j in jobs]
+    due = sorted({j.queue for j in jobs if j.run_at <= now})
+    params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
+    # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.
+    return sorted(row[0] for row in (yield Exec(d.sql["enqueue_with_events"], params, alone=True)))
+
+
+def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
+    """The detail of a ``stale_write_refused`` event (also built by ``_refused``)."""
+    return d.text(json.dumps({"operation": op, "token": lease.token}))
+
+
 # -- workers ------------------------------------------------------------------------------------
 def claim(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
@@ -205,7 +231,12 @@ def claim(
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
     params["limit"] = limit
-    jobs = _sorted_jobs((yield Exec(d.stmt("claim", queues=d.any_of("queue", "q", queues, params)), params)))
+    if "claim_with_events" in d.sql:  # the claim and its events in one statement
+        statement = d.stmt("claim_with_events", queues=d.any_of("queue", "q", queues, params))
+        return _sorted_jobs((yield Exec(statement, params, alone=True)))
+    # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
+    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
+    jobs = _sorted_jobs((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
     if jobs:
         # One event per job, built from a shared base: this runs for every job of every batch.
         base = _event(d, 0, now, EventKind.CLAIMED, worker_id, None, None)
@@ -227,13 +258,18 @@ def _refused(
         rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
         if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
             return True
-    detail = {"operation": op, "token": lease.token}
-    yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id,
-                                             None, detail))  # fmt: skip
+    event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
+    yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})
     return False
 
 
 def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> Op[list[HeartbeatResult]]:
+    if len(leases) == 1 and "heartbeat_one" in d.sql:
+        # One statement: it locks the row, adds any lock wait to the lease, records a refusal.
+        lease, now = leases[0], clock()
+        args = {**_one_write(d, lease, now, "heartbeat"), "expires": now + lease_seconds}
+        rows = yield Exec(d.sql["heartbeat_one"], args, alone=True)
+        return [HeartbeatResult(lease.job_id, True, bool(rows[0][0])) if rows else HeartbeatResult(lease.job_id, False)]
     if "lock_jobs" in d.sql:
         # An UPDATE that waits for a row lock evaluates its SET before the wait: lock first, then
         # read the clock, so the lease runs from when it is written.
@@ -249,13 +285,34 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
         if rows:
             out[i] = HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
         else:
-            yield from _refused(d, lease, "heartbeat", now)
+            # A lease whose own completion landed (a handler completing in its application's
+            # transaction, ``JobContext.complete(conn=...)``, commits while a heartbeat waits for
+            # its lock) is over, not stale: nothing to record. Costs a read on refusals only.
+            yield from _refused(d, lease, "heartbeat", now, repeat=True, applied_as="complete")
             out[i] = HeartbeatResult(lease.job_id, False)
     return [r for r in out if r is not None]
 
 
+def _one_write(d: Dialect, lease: Lease, now: float, op: str) -> Params:
+    """Parameters every one-statement worker write takes: its fence, actor and refusal detail."""
+    return {
+        "now": now,
+        "id": lease.job_id,
+        "token": lease.token,
+        "actor": d.text(lease.worker_id),
+        "refused": _refusal_detail(d, op, lease),
+    }
+
+
 def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
+    if len(items) == 1 and not repeat and "complete_one" in d.sql:
+        # The write, its event or the refusal's, in one statement (a repeat needs to read first).
+        item = items[0]
+        params = _one_write(d, item.lease, now, "complete")
+        params["result"] = item.result_json
+        params["detail"] = d.text(json.dumps({"note": item.note})) if item.note else None
+        return [bool((yield Exec(d.sql["complete_one"], params, alone=True)))]
     order = _by_job_id([i.lease for i in items])
     args = [
         {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
@@ -283,8 +340,64 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     return done
 
 
+def _within(op: Op[T]) -> Op[T]:
+    """``op`` as one part of a larger operation: none of its commands may run ``alone`` (its own
+    transaction), since more commands follow in the same transaction."""
+    try:
+        command = next(op)
+        while True:
+            if isinstance(command, Exec) and command.alone:
+                command = command._replace(alone=False)
+            command = op.send((yield command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def complete_and_claim(
+    d: Dialect,
+    items: Sequence[Completion],
+    clock: Clock,
+    repeat: bool,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    nonce: str,
+) -> Op[tuple[list[bool], list[Job]]]:
+    """Completions, then the next claim, in one transaction: a worker that runs one job at a time
+    commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
+    operations unchanged (fencing, events, lease tokens)."""
+    done = yield from _within(complete(d, items, clock, repeat))
+    jobs: list[Job] = []
+    if limit > 0:
+        jobs = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
+    return done, jobs
+
+
+def completed_and_claimed(
+    d: Dialect, items: Sequence[Completion], clock: Clock, worker_id: str, nonce: str
+) -> Op[tuple[list[bool], list[Job]]]:
+    """After a ``complete_and_claim`` whose outcome is unknown: the completions repeated (a
+    committed one is recognised) and the jobs its nonce leased, if it committed."""
+    done = yield from complete(d, items, clock, True)
+    jobs = yield from claimed_by_nonce(d, worker_id, nonce)
+    return done, jobs
+
+
 def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
+    if len(items) == 1 and not repeat and "fail_one" in d.sql:
+        item = items[0]
+        error = d.text(item.error) or ""
+        info: dict[str, Any] = {"error": clip(error)}
+        if item.retry_at is not None:
+            statement, info = "retry_one", {**info, "retry_at": item.retry_at}
+        else:
+            statement = "fail_one"
+        params = _one_write(d, item.lease, now, "fail")
+        params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)))
+        return [bool((yield Exec(d.sql[statement], params, alone=True)))]
     out = [False] * len(items)
     for i in _by_job_id([item.lease for item in items]):
         item, lease = items[i], items[i].lease
@@ -473,12 +586,17 @@ def counts(d: Dialect) -> Op[dict[str, int]]:
     return out
 
 
-def stats(d: Dialect, now: float) -> Op[QueueStats]:
+def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) -> Op[QueueStats]:
     by_queue: dict[str, dict[str, int]] = {}
     totals = {s.value: 0 for s in JobStatus}
-    for queue, status, n in (yield Exec(d.sql["counts_by_queue"])):
+    live = yield Exec(d.sql["counts_by_queue_live"])
+    finished = yield Exec(d.sql["counts_by_queue_finished"], {"window": finished_window})
+    for queue, status, n in [*live, *finished]:
         by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
         totals[status] = totals.get(status, 0) + int(n)
+    capped = sum(int(n) for _, _, n in finished) >= finished_window and bool(
+        (yield Exec(d.sql["finished_beyond"], {"window": finished_window}))
+    )
     oldest = (yield Exec(d.sql["oldest_due"], {"now": now}))[0][0]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
@@ -489,7 +607,25 @@ def stats(d: Dialect, now: float) -> Op[QueueStats]:
         completed_last_minute=done.get("completed", 0),
         failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
         expired_leases=int(expired),
+        finished_window=finished_window if capped else None,
     )
+
+
+def latest_jobs(d: Dialect, status: JobStatus | None, limit: int) -> Op[list[Job]]:
+    params: Params = {"limit": limit, "window": limit}
+    branches = []
+    if status in (None, JobStatus.PROCESSING):
+        branches.append(d.sql["latest_processing"])
+    if status in (None, JobStatus.PENDING):
+        branches.append(d.sql["latest_pending"])
+    if status is None:
+        # Unfiltered, only the newest ``limit`` finished jobs can rank among the first ``limit``.
+        branches.append(d.stmt("latest_finished", status=""))
+    elif status.value in TERMINAL_STATUSES:
+        params["window"] = max(limit, LATEST_FINISHED_WINDOW)
+        branches.append(d.stmt("latest_finished", status=" WHERE " + d.any_of("status", "s", [status.value], params)))
+    rows = yield Exec(d.stmt("latest_jobs", candidates=" UNION ALL ".join(branches)), params)
+    return [job_from_row(r) for r in rows]
 
 
 def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from jobq.backends import ops
 from jobq.backends.base import (
+    STATS_FINISHED_WINDOW,
     ActionResult,
     Bucket,
     Clock,
@@ -57,6 +58,13 @@ class SqlStore:
         run this one instead, in a new transaction, to find out (see ``ops``)."""
         raise NotImplementedError
 
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        """Run the operation ``make()`` on the application's open connection ``conn``, inside its
+        current transaction: never begun, committed or rolled back here, and never retried (the
+        transaction is the caller's). Raises ConfigError for a connection of the wrong kind or on
+        another database, StorageError for a closed one or a failed transaction."""
+        raise NotImplementedError
+
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
         raise NotImplementedError
 
@@ -72,6 +80,9 @@ class SqlStore:
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
         return self._write(lambda: ops.enqueue(self.dialect, jobs, now, traces)) if jobs else []
+
+    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+        return self._in_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
 
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
@@ -95,6 +106,27 @@ class SqlStore:
         return self._write(
             lambda: ops.complete(self.dialect, items, clock, repeat),
             on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
+        )
+
+    def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
+        return self._in_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))
+
+    def complete_and_claim(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        *,
+        repeat: bool = False,
+    ) -> tuple[list[bool], list[Job]]:
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        d = self.dialect
+        return self._write(
+            lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
+            on_unknown=lambda: ops.completed_and_claimed(d, items, clock, worker_id, nonce),
         )
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
@@ -159,8 +191,11 @@ class SqlStore:
     def counts(self) -> dict[str, int]:
         return self._read(lambda: ops.counts(self.dialect))
 
-    def stats(self, now: float) -> QueueStats:
-        return self._read(lambda: ops.stats(self.dialect, now))
+    def stats(self, now: float, *, finished_window: int = STATS_FINISHED_WINDOW) -> QueueStats:
+        return self._read(lambda: ops.stats(self.dialect, now, finished_window))
+
+    def latest_jobs(self, status: JobStatus | None, limit: int) -> list[Job]:
+        return self._read(lambda: ops.latest_jobs(self.dialect, status, limit))
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))

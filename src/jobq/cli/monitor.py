@@ -78,11 +78,8 @@ def add_version(command: AddCommand) -> None:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    try:
-        import apsw
+    import apsw  # a core dependency; imported here so that other commands do not load it for PostgreSQL
 
-        sqlite = f", SQLite {apsw.sqlite_lib_version()} (apsw {apsw.apsw_version()})"
-    except ImportError:
-        sqlite = ""
-    out(f"jobq {jobq.__version__} (Python {sys.version.split()[0]}{sqlite})")
+    sqlite = f"SQLite {apsw.sqlite_lib_version()} (apsw {apsw.apsw_version()})"
+    out(f"jobq {jobq.__version__} (Python {sys.version.split()[0]}, {sqlite})")
     return EXIT_OK

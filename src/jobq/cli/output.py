@@ -165,6 +165,7 @@ def stats_dict(stats: QueueStats, now: float) -> dict[str, Any]:
         "completed_last_minute": stats.completed_last_minute,
         "failed_last_minute": stats.failed_last_minute,
         "expired_leases": stats.expired_leases,
+        "finished_window": stats.finished_window,
     }
 
 
@@ -183,6 +184,8 @@ def stats_text(stats: QueueStats, now: float) -> str:
     lines.append(f"completed last min:  {stats.completed_last_minute}")
     lines.append(f"failed last min:     {stats.failed_last_minute}")
     lines.append(f"expired leases:      {stats.expired_leases}")
+    if stats.finished_window is not None:
+        lines.append(f"(finished jobs counted among the newest {stats.finished_window:,})")
     return "\n".join(lines)
 
 

@@ -42,6 +42,16 @@ class JobContext:
         """True once that outcome was written, or the run released: nothing more is written or
         heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
+        self.completed_in_transaction = False
+        """True once ``complete(conn=...)`` wrote the completion into the application's
+        transaction: the worker neither heartbeats this run any more nor writes its outcome."""
+        """When the handler began (until then: when the job was handed to the runner threads)."""
+        self.begun = False
+        """A runner thread took the run and calls (or called) its handler."""
+        self.ended = False
+        """Its handler returned (or was never called): the thread is free again."""
+        self.withdrawn = False
+        """Claimed ahead and given back before any thread began it (see ``jobq.worker.prefetch``)."""
         self.traced = False
         """Run in a span (an OpenTelemetry SDK was configured when the job was dispatched)."""
         self.trace_context: str | None = None
@@ -84,6 +94,36 @@ class JobContext:
             self.cancelled.set()
             raise
         self.check()
+
+    def complete(self, result: Any = None, *, conn: Any) -> None:
+        """Mark the job COMPLETED inside the application's open transaction on ``conn``, with the
+        handler's own writes: both commit together, or neither does (exactly-once database effects).
+
+        Fenced by the lease like every worker write: if this worker lost the job (rescued, taken
+        over, cancelled), LeaseLost is raised *before* the caller commits; let it propagate (or
+        roll back), and the handler's writes go with it. After it returns, commit before the
+        handler returns; the worker then records nothing more for this run (the handler's return
+        value is not stored: ``result`` is). If the handler raises instead, the attempt fails as
+        usual (refused, and recorded, if the completion had committed after all).
+
+        ``conn``: a ``psycopg.Connection`` (PostgreSQL), or an ``apsw.Connection`` on the
+        queue's SQLite file; see docs/transactions.md.
+        """
+        if self.lease_lost:
+            raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
+        # Heartbeats stop first: one sent after this completion commits would be refused, and one
+        # waiting for the application's lock meanwhile is recognised as this lease's own (ops.heartbeat).
+        self.completed_in_transaction = True
+        try:
+            self.queue.complete(self.job, result, conn=conn)
+        except LeaseLost:
+            self.completed_in_transaction = False
+            self.lease_lost = True
+            self.cancelled.set()
+            raise
+        except BaseException:
+            self.completed_in_transaction = False
+            raise
 
     def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False) -> bool:
         """Report how far the run has come: ``fraction`` in [0, 1] and/or a short ``message``.

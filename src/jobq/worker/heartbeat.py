@@ -70,7 +70,12 @@ class Heartbeater(Looper):
                 # A lease already known lost is not beaten again: each beat would only be refused
                 # and recorded once more. A run whose outcome is recorded but not yet written is
                 # beaten: its lease must hold until that write lands.
-                running = [ctx for ctx in self.runs.active() if not ctx.settled and not ctx.lease_lost]
+                # A run completed in its application's transaction needs no lease any more.
+                running = [
+                    ctx
+                    for ctx in self.runs.active()
+                    if not ctx.settled and not ctx.lease_lost and not ctx.completed_in_transaction
+                ]
                 results = self.queue.heartbeat_many([ctx.job for ctx in running])
                 self.queue.worker_seen(
                     self.worker_id, [c.job.id for c in running], self.status.jobs_done, self.status.jobs_failed
@@ -83,6 +88,8 @@ class Heartbeater(Looper):
         self._last_ok = time.monotonic()
         self.status.healthy = True
         for ctx, result in zip(running, results, strict=True):
+            if ctx.completed_in_transaction:
+                continue  # completed meanwhile (its beat waited for the application's commit)
             if not result.alive:
                 log.warning("job %s: lease lost (rescued or taken over); stopping it", ctx.job.id)
                 ctx.lease_lost = True
@@ -96,6 +103,6 @@ class Heartbeater(Looper):
         now = time.monotonic()
         for ctx in self.runs.active():
             limit = ctx.job.timeout
-            if limit is None or ctx.decided or ctx.settled or now - ctx.started <= limit:
+            if limit is None or not ctx.begun or ctx.decided or ctx.settled or now - ctx.started <= limit:
                 continue
             self.runs.time_out(ctx)

@@ -7,7 +7,8 @@ handler returns (complete, fail, cancel) and the heartbeater when a run passes i
 
 Outcomes are group-committed: everything recorded since the last flush is written in one
 transaction per kind before the worker claims more. With short jobs and a claim batch, one
-fsync covers many jobs; with one long job at a time it is one transaction per job, as it should be.
+fsync covers many jobs; with one job at a time it is one transaction per job, which also claims the
+next job (``flush(claim=...)``: completing and claiming share the commit).
 
 Limits: a run that timed out keeps its slot (and its runner thread) until its handler returns:
 threads cannot be killed, and a slot freed early would let the worker claim more jobs than it
@@ -20,13 +21,21 @@ import dataclasses
 import enum
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from jobq.job import Job
 from jobq.observability.logs import fields_of
 from jobq.queue import Queue
 from jobq.worker.context import JobContext
 
 log = logging.getLogger("jobq.worker")
+
+ClaimPlan = Callable[[int], int]
+"""Given how many runs the completions being written will end, how many jobs to claim (0: none)."""
+Claimed = tuple[int, list[Job]]
+"""A claim made with the completions: how many jobs it asked for, and the jobs it got."""
 
 #: After a failed outcome write, wait this long (or until the worker stops) before the next try.
 WRITE_RETRY_SECONDS = 1.0
@@ -45,7 +54,8 @@ class Outcome(enum.Enum):
     CANCEL = "cancel"
     """It stopped because an operator asked: CANCELLED."""
     NONE = "none"
-    """Nothing to write: the lease was lost, or the run already had its outcome (timeout)."""
+    """Nothing to write: the lease was lost, the run already had its outcome (timeout), or the
+    handler completed the job in its own transaction (``JobContext.complete(conn=...)``)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -124,6 +134,41 @@ class Runs:
         with self._active_lock:
             return list(self._active.values())
 
+    def begin(self, ctx: JobContext) -> bool:
+        """A runner thread takes the run: False when it was withdrawn (given back) before."""
+        with self._active_lock:
+            if ctx.withdrawn or ctx.begun:  # given back, or a second entry of a restored run
+                return False
+            ctx.begun = True
+            # A timeout counts from here: a job claimed ahead did not run while it waited.
+            ctx.started = time.monotonic()
+            return True
+
+    def withdraw(self, waited: float = 0.0) -> list[JobContext]:
+        """Take back the runs no thread has begun, if the oldest of them has waited at least
+        ``waited`` seconds (else none): their jobs are to be given back. They keep their slot
+        (and their heartbeat) until the give-back is written or ``restore`` puts them back."""
+        now = time.monotonic()
+        with self._active_lock:
+            waiting = [c for c in self._active.values() if not (c.begun or c.withdrawn or c.settled or c.decided)]
+            if not waiting or now - min(c.started for c in waiting) < waited:
+                return []
+            for ctx in waiting:
+                ctx.withdrawn = True
+            return waiting
+
+    def restore(self, withdrawn: list[JobContext]) -> None:
+        """Withdrawn runs whose give-back failed: they may run after all."""
+        with self._active_lock:
+            for ctx in withdrawn:
+                ctx.withdrawn = False
+
+    def longest_running(self) -> float:
+        """Seconds the longest-running begun handler has run (0 when none runs)."""
+        now = time.monotonic()
+        with self._active_lock:
+            return max((now - c.started for c in self._active.values() if c.begun and not c.ended), default=0.0)
+
     def forget(self, ctx: JobContext) -> None:
         """Give the run's slot back (its handler returned, or it was released)."""
         with self._active_lock:
@@ -191,29 +236,48 @@ class OutcomeWriter:
         runs: where outcomes are recorded, and the lock shared with the heartbeater.
         status: counts what was written.
         stopping: set when the worker stops; a retry waits on it, so stopping is not delayed.
+        worker_id, queues: whose claims ride along with completions (``flush(claim=...)``).
     """
 
-    def __init__(self, queue: Queue, runs: Runs, status: WorkerStatus, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        runs: Runs,
+        status: WorkerStatus,
+        stopping: threading.Event,
+        worker_id: str = "",
+        queues: Sequence[str] = (),
+    ) -> None:
         self.queue = queue
+        self.worker_id = worker_id
+        self.queues = list(queues)
         self.runs = runs
         self.status = status
         self.stopping = stopping
 
-    def flush(self) -> None:
-        """Write every outcome recorded so far."""
+    def flush(self, claim: ClaimPlan | None = None) -> Claimed | None:
+        """Write every outcome recorded so far.
+
+        ``claim``: how many jobs to claim once the runs being completed end; that claim rides in
+        the completions' transaction (``Queue.complete_many_and_claim``: one commit, not two).
+        Returns (asked, jobs) when it did, None when no claim was made here."""
         batch = self.runs.take()
         if not batch:
-            return
+            return None
         with self.runs.write_lock:
-            self._write(batch)
+            return self._write(batch, claim)
 
-    def _write(self, batch: list[RunOutcome]) -> None:
+    def _write(self, batch: list[RunOutcome], claim: ClaimPlan | None = None) -> Claimed | None:
         """One write per kind of outcome. A group whose write fails is kept for the next flush:
         every worker write is fenced by its lease and recognised when repeated after a commit
         whose reply was lost, so writing it again is safe (solid_queue#748)."""
+        claimed: Claimed | None = None
         todo = []
         for o in batch:
             if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:
+                if o.kind is Outcome.NONE and o.ctx.completed_in_transaction and not o.ctx.settled:
+                    o.ctx.settled = True
+                    self.status.jobs_done += 1  # completed in the handler's transaction
                 self._done(o)
             else:
                 todo.append(o)
@@ -226,7 +290,14 @@ class OutcomeWriter:
             if not group:
                 continue
             try:
-                write(group)
+                if kind is Outcome.COMPLETE and claim is not None:
+                    ask = claim(sum(1 for o in group if o.ends_run))
+                    if ask > 0:
+                        claimed = (ask, self._write_completions(group, claim=ask))
+                    else:
+                        write(group)
+                else:
+                    write(group)
             except Exception as exc:  # noqa: BLE001 - whatever it was, keep the outcomes and retry
                 for o in group:
                     o.sent = True
@@ -234,24 +305,32 @@ class OutcomeWriter:
                 log.error("could not record %d outcome(s), will retry: %s", len(left), one_line(exc))
                 self.runs.put_back(left)
                 self.stopping.wait(WRITE_RETRY_SECONDS)
-                return
+                return claimed
             for o in group:
                 o.ctx.settled = True
                 self._done(o)
+        return claimed
 
     def _done(self, o: RunOutcome) -> None:
         if o.ends_run:
             self.runs.forget(o.ctx)
 
-    def _write_completions(self, group: list[RunOutcome]) -> None:
-        done = self.queue.complete_many(
-            [(o.ctx.job, o.result) for o in group], notes=[o.note for o in group], repeat=any(o.sent for o in group)
-        )
+    def _write_completions(self, group: list[RunOutcome], claim: int = 0) -> list[Job]:
+        items = [(o.ctx.job, o.result) for o in group]
+        notes, repeat = [o.note for o in group], any(o.sent for o in group)
+        jobs: list[Job] = []
+        if claim > 0:
+            done, jobs = self.queue.complete_many_and_claim(
+                items, self.worker_id, claim, notes=notes, repeat=repeat, queue=self.queues
+            )
+        else:
+            done = self.queue.complete_many(items, notes=notes, repeat=repeat)
         for o, ok in zip(group, done, strict=True):
             if ok:
                 self.status.jobs_done += 1
             else:
                 log.warning("job %s: lease lost, completion refused", o.ctx.job.id, extra=_fields(o.ctx))
+        return jobs
 
     def _write_failures(self, group: list[RunOutcome]) -> None:
         failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in group], repeat=any(o.sent for o in group))

@@ -51,6 +51,7 @@ from jobq.redact import RedactingFilter, redact_text
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.looper import Looper
+from jobq.worker.prefetch import GIVE_BACK_AFTER_SECONDS, Prefetch
 from jobq.worker.registry import Handler
 from jobq.worker.rescuer import Pruner, Rescuer, process_table_id
 from jobq.worker.runs import Outcome, OutcomeWriter, RunOutcome, Runs, WorkerStatus, one_line
@@ -84,8 +85,11 @@ class Worker:
         handlers: task name -> handler, or one handler for every task.
         queues: queue names to claim from (default: the settings' queue).
         concurrency: handler threads.
-        batch: jobs claimed per transaction (default: ``concurrency``). Larger values prefetch:
-            faster for short jobs, but a long job's batch-mates wait behind it.
+        batch: jobs claimed per transaction, fixed. Larger values prefetch: faster for short jobs,
+            but a long job's batch-mates wait behind it. Default: one per free thread, plus jobs
+            claimed ahead while recent jobs were short and many are due (``jobq.worker.prefetch``).
+        prefetch_wait: the longest planned wait of a job claimed ahead, in seconds (default: the
+            settings' ``prefetch_wait_seconds``; 0 claims one job per free thread). Ignored with ``batch``.
         name: shown in ops (default: supervisord's program name, else ``worker-<pid>``).
         exit_when_idle: return from ``run()`` once nothing is due and nothing runs (tests,
             benchmarks, cron-style draining).
@@ -107,6 +111,7 @@ class Worker:
         batch: int | None = None,
         name: str | None = None,
         exit_when_idle: bool = False,
+        prefetch_wait: float | None = None,
     ) -> None:
         self.queue = queue
         self.settings = queue.settings
@@ -114,6 +119,8 @@ class Worker:
         self.queues = list(queues or [self.settings.queue])
         self.concurrency = max(1, concurrency or self.settings.concurrency)
         self.capacity = max(self.concurrency, batch or self.concurrency)
+        wait = self.settings.prefetch_wait_seconds if prefetch_wait is None else prefetch_wait
+        self.prefetch = Prefetch(0.0 if batch is not None else wait, self.concurrency)
         self.id = new_worker_id()
         self.name = name or os.environ.get("SUPERVISOR_PROCESS_NAME") or f"worker-{os.getpid()}"
         self.exit_when_idle = exit_when_idle
@@ -132,7 +139,7 @@ class Worker:
         self.stalls = StallWatch(
             queue.clock, threshold=heartbeat / 2, margin=heartbeat, grace=self.settings.lease_seconds
         )
-        self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping)
+        self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
 
     # -- what others read ----------------------------------------------------------------------
@@ -276,23 +283,40 @@ class Worker:
         """One pass: record finished outcomes, claim into free slots, else wait. False: idle and
         ``exit_when_idle``, so stop."""
         assert self._listener is not None
-        self._writer.flush()
-        active = len(self.active())
-        free = self.capacity - active
-        # Refill when at least half the slots are free (or all are): fewer, larger claims.
-        if self.healthy and free > 0 and (active == 0 or free * 2 >= self.capacity):
-            jobs = self.queue.claim_many(self.id, free, queue=self.queues)
+        # Completions first; the claim into the slots they free rides in their transaction.
+        claimed = self._writer.flush(claim=self._claim_size)
+        self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
+        if claimed is None and (free := self._claim_size(0)):
+            claimed = (free, self.queue.claim_many(self.id, free, queue=self.queues))
+        if claimed is not None:
+            asked, jobs = claimed
+            self.prefetch.claimed(asked, len(jobs))
             if jobs:
                 self._dispatch(jobs)
                 return True
+        active = len(self.active())
+        free = self.capacity - active
         if active:
-            self.runs.ready.wait(BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS)
+            pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
+            if active > self.concurrency:  # jobs wait for a thread: check on them as often as promised
+                pause = min(pause, GIVE_BACK_AFTER_SECONDS / 2)
+            self.runs.ready.wait(pause)
             self.runs.ready.clear()
             return True
         if self.exit_when_idle and not self.runs.pending():
             return False
         self._listener.wait(self._idle_sleep())
         return True
+
+    def _claim_size(self, ending: int) -> int:
+        """How many jobs to claim once ``ending`` runs end (0: none now). Refill when at least
+        half the slots are free (or all are): fewer, larger claims."""
+        if not self.healthy:
+            return 0
+        active = len(self.active()) - ending
+        capacity = self.capacity + self.prefetch.ahead(self.runs.longest_running())
+        free = capacity - active
+        return free if free > 0 and (active == 0 or free * 2 >= capacity) else 0
 
     def _idle_sleep(self) -> float:
         sleep = min(self.settings.poll_interval_seconds, MAX_SLEEP_SECONDS)
@@ -321,17 +345,44 @@ class Worker:
             self._work.put(ctx)
 
     # -- runner threads ------------------------------------------------------------------------
+    def _give_back(self, waited: float, reason: str) -> None:
+        """Release the jobs claimed ahead that no thread has begun, if the oldest waited at least
+        ``waited`` seconds: another worker may be idle. A failed release leaves them to run here."""
+        withdrawn = self.runs.withdraw(waited)
+        if not withdrawn:
+            return
+        with self.runs.write_lock:
+            try:
+                self.queue.release_many([ctx.job for ctx in withdrawn], reason=reason)
+            except JobqError as exc:
+                log.warning("could not give back %d job(s) claimed ahead: %s", len(withdrawn), one_line(exc))
+                self.runs.restore(withdrawn)
+                for ctx in withdrawn:  # a runner may have skipped it meanwhile; a second entry is ignored
+                    self._work.put(ctx)
+                return
+            for ctx in withdrawn:
+                ctx.settled = True
+                self.runs.forget(ctx)
+        log.debug("gave back %d job(s) claimed ahead (%s)", len(withdrawn), reason)
+
     def _runner(self) -> None:
         while True:
             ctx = self._work.get()
             if ctx is None:
                 return
+            # Once stopping, a job no thread has begun is given back rather than run (``_drain``).
+            if self._stopping.is_set() or not self.runs.begin(ctx):
+                continue
+            began = time.monotonic()
             # Every line logged during the run (by jobq or the handler) carries the run's fields.
             token = logs.enter_run(ctx.job, self.id)
             try:
-                self.runs.record(self._traced(ctx) if ctx.traced else self._execute(ctx))
+                outcome = self._traced(ctx) if ctx.traced else self._execute(ctx)
             finally:
                 logs.leave_run(token)
+            ctx.ended = True
+            self.prefetch.observe(time.monotonic() - began)
+            self.runs.record(outcome)
 
     def _traced(self, ctx: JobContext) -> RunOutcome:
         """The run in a span, the child of its enqueue's span when one was stored."""
@@ -374,6 +425,10 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
         except Exception:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
             return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc())
+        if ctx.completed_in_transaction:
+            # ctx.complete(conn=...) wrote the completion in the handler's own transaction: there
+            # is nothing left to write (another write with this lease would only be refused).
+            return RunOutcome(ctx, Outcome.NONE)
         try:
             encode_json(result, "result")
         except JobqError as exc:
@@ -385,6 +440,8 @@ class Worker:
 
     # -- shutdown ------------------------------------------------------------------------------
     def _drain(self) -> None:
+        # Jobs claimed ahead are not started once stopping: given back at once, for other workers.
+        self._give_back(0.0, "worker shut down before the job started")
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
         while self.active() and not self._forced.is_set() and time.monotonic() < deadline:
             self._writer.flush()

@@ -3,6 +3,11 @@
 Same semantics as the SQLite backend (the contract suite runs unchanged on both); how it differs
 inside, and its limits, stated openly:
 
+- One round trip per call: enqueue (jobs without keys, any number), claim, and the one-job forms
+  of heartbeat, complete and fail are each one statement sent alone in autocommit, its events
+  (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
+  BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
+  repeats, operator actions and reads run in BEGIN ... COMMIT.
 - Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
   wait on each other and never get the same job. A lease token is a random nonce of the claim
@@ -14,15 +19,26 @@ inside, and its limits, stated openly:
   (``FOR UPDATE``, in id order) and is guarded by the status it read. Rows are always locked in id
   order, so two transactions cannot deadlock on each other; a deadlock reported anyway (e.g. by a
   hand-written transaction) is retried.
+- Every object lives in a PostgreSQL schema of its own, named by the URL (``?schema=NAME``,
+  default ``jobq``; never ``public``): two schemas in one database are two independent queues,
+  with their own NOTIFY channel. Statements name tables qualified by the schema, which works
+  behind a transaction pooler (no session state). Other options jobq reads from the URL:
+  ``pooler=transaction`` and ``listen_url=...`` (see ``url.py``).
 - The schema is created and migrated on first open, under ``pg_advisory_xact_lock``, so several
-  processes starting at once on an empty database do not race. A trigger records status changes
-  made by hand in SQL (the ``rev`` column did not move) as ``external_update`` events.
-- Wake-up: the enqueue/resubmit transaction sends ``NOTIFY jobq_wakeup`` (payload: the queue);
-  each idle worker LISTENs on a dedicated connection. Delivery is at commit, so a worker is never
+  processes starting at once on an empty database do not race. A database whose jobq tables are
+  in ``public`` (a jobq from before schemas) has them moved into the schema then, data and all.
+  A trigger records status changes made by hand in SQL (the ``rev`` column did not move) as
+  ``external_update`` events.
+- Wake-up: the enqueue/resubmit transaction sends ``NOTIFY jobq_wakeup_<schema>`` (payload: the
+  queue); each idle worker LISTENs on a dedicated connection (to ``listen_url`` when given; behind
+  a transaction pooler without it, idle workers poll instead). Delivery is at commit, so a worker is never
   woken for a job it cannot see yet. A missed notification is covered by polling.
 - Connection loss (server restart, failover): the pool drops broken connections and reconnects.
   An operation that failed *before* its COMMIT was sent rolled back on the server, so it is
-  retried once on a fresh connection. One that failed while committing has an unknown outcome,
+  retried once on a fresh connection. A statement sent alone commits as it runs, so once sent it
+  counts as committing; before sending one, a connection the server already ended while it was
+  idle (its last words wait in the socket: a poll, no round trip) is found out and replaced. One
+  that failed while committing has an unknown outcome,
   and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
   lease: one that had committed is recognised by its kept token, neither redone nor recorded as
   refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
@@ -38,6 +54,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,11 +65,15 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import ops
-from jobq.backends.postgres.listener import LISTEN_CHANNEL, PostgresListener
-from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from jobq.backends.base import Listener
+from jobq.backends.postgres.caller import CallerCheck, identity
+from jobq.backends.postgres.listener import PollingListener, PostgresListener
+from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
+from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
 from jobq.errors import ConfigError, StorageError
@@ -71,20 +93,41 @@ POOL_TIMEOUT_SECONDS = 15.0
 """How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 CONNECT_TIMEOUT_SECONDS = 10
 DEADLOCK_RETRIES = 5
-#: Key of the advisory lock that serialises schema migrations (per database).
-#: Key of the advisory lock that serialises schema migrations (per database).
+#: Key of the advisory lock that serialises schema migrations (per database, all schemas).
 MIGRATION_LOCK_KEY = 0x6A6F6271  # "jobq"
 
 Q_NOTIFY = "SELECT pg_notify(%s, %s)"
 
 
+LOCK_WAIT_COUNTED_SECONDS = 0.25
+"""A one-statement heartbeat adds to the lease the time it waited for its row lock, when longer
+than this (shorter waits cost less than a lease that no longer equals the caller's clock)."""
+
+_LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::double precision"
+_STATEMENT = re.compile(r"\{sql:(\w+)\}")
+
+
 class PostgresDialect(Dialect):
-    """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read."""
+    """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read;
+    tables qualified by the queue's schema."""
 
     locks_rows = True
 
-    def __init__(self) -> None:
-        self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+    def __init__(self, schema: str = SCHEMA_DEFAULT) -> None:
+        self.schema = schema
+        self.channel = PgOptions(libpq_url="", schema=schema).channel
+        fragments = {
+            **STATIC_FRAGMENTS,
+            "wake_channel": self.channel,
+            "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
+        }
+        sql = load_statements(Path(__file__).parent / "sql", fragments)
+        # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
+        # of every fence and guard.
+        # Then every table name is qualified by the queue's schema (see schema.qualify).
+        self.sql = {
+            name: qualify(_STATEMENT.sub(lambda m: sql[m.group(1)], text), schema) for name, text in sql.items()
+        }
         self._rendered = {}
 
     def param(self, name: str) -> str:
@@ -116,14 +159,28 @@ class PostgresDialect(Dialect):
         return f"{column} {direction}" + ("" if sort == "id" else f", id {direction}")
 
 
-DIALECT = PostgresDialect()
+_DIALECTS: dict[str, PostgresDialect] = {}
+_DIALECTS_LOCK = threading.Lock()
+
+
+def dialect_for(schema: str) -> PostgresDialect:
+    """The dialect of the queue in ``schema`` (one per schema and process: statements render once)."""
+    with _DIALECTS_LOCK:
+        dialect = _DIALECTS.get(schema)
+        if dialect is None:
+            dialect = _DIALECTS[schema] = PostgresDialect(schema)
+        return dialect
+
+
+DIALECT = dialect_for(SCHEMA_DEFAULT)
+"""The default schema's dialect."""
 
 
 def describe_url(url: str) -> str:
     """``host:port/dbname`` of a PostgreSQL URL, for messages (never the password)."""
     try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+        info = conninfo_to_dict(split_url(url).libpq_url)
+    except (psycopg.ProgrammingError, ConfigError):
         return "PostgreSQL"
     host = str(info.get("host") or info.get("hostaddr") or "localhost")
     port = str(info.get("port") or "5432")
@@ -153,14 +210,16 @@ def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> 
     return StorageError(f"PostgreSQL at {where}: {reason}")
 
 
-def _connect_kwargs(url: str) -> dict[str, Any]:
-    """Defaults for every connection, unless the URL says otherwise."""
+def _connect_kwargs(url: str, prepare_threshold: int | None = 5) -> dict[str, Any]:
+    """Defaults for every connection, unless the URL (a libpq one: no jobq options) says otherwise."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         # libpq's message quotes the token it could not parse, which may be the password.
         raise ConfigError(f"bad PostgreSQL URL: {redact_text(_reason(exc), url)}") from None
-    kwargs: dict[str, Any] = {}
+    # None behind a transaction pooler: a statement prepared on one server connection is unknown
+    # to the next transaction's (PgBouncer before 1.21, or without max_prepared_statements).
+    kwargs: dict[str, Any] = {"prepare_threshold": prepare_threshold}
     if "connect_timeout" not in info:
         kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     if "application_name" not in info:
@@ -189,29 +248,44 @@ class PostgresBackend(SqlStore):
     """The scale-out backend. See the module docstring for its design and limits."""
 
     single_host = False  # workers may run on many machines: only leases tell who is gone
-    dialect = DIALECT
+    dialect: PostgresDialect
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         """Connect to ``url`` and create or migrate the schema.
 
         With ``create=False`` a database without jobq's tables is an error instead (read-only
         viewers such as the ops app say so rather than show an empty queue).
-        Raises ConfigError for a malformed URL, StorageError when the server cannot be used.
+        Raises ConfigError for a malformed URL (or jobq option), StorageError when the server
+        cannot be used.
         """
-        self.url = url
+        self.url = url  # as given: shown (redacted) in messages
+        self.options = split_url(url)
+        self._conninfo = self.options.libpq_url  # what libpq gets: without jobq's own options
+        self.dialect = dialect_for(self.options.schema)
         self._create = create
-        self._kwargs = _connect_kwargs(url)
+        self._kwargs = _connect_kwargs(self._conninfo, self.options.prepare_threshold)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Connection] | None = None
         self._pid = -1
+        self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
         # open time, in one line, like SQLite does; the pool itself opens on first use.
         self._migrate()
 
     # -- connections and transactions ------------------------------------------------------
+    def _identity(self) -> tuple[Any, ...]:
+        """Which database on which server jobq's own connections reach (see caller.py)."""
+        try:
+            with self._get_pool().connection() as conn:
+                return identity(conn)
+        except PoolTimeout:
+            raise self._cannot_connect() from None
+        except psycopg.Error as exc:
+            raise storage_error(exc, self.url) from None
+
     def _connect(self) -> Connection:
         try:
-            return psycopg.connect(self.url, autocommit=True, **self._kwargs)
+            return psycopg.connect(self._conninfo, autocommit=True, **self._kwargs)
         except psycopg.Error as exc:
             raise storage_error(exc, self.url, connecting=True) from None
 
@@ -227,9 +301,19 @@ class PostgresBackend(SqlStore):
                         f"PostgreSQL at {describe_url(self.url)} is version {version_num // 10000}: "
                         "jobq needs 13 or newer"
                     )
+                schema = self.options.schema
                 with conn.cursor() as cur:
-                    where = f"the PostgreSQL database {describe_url(self.url)}"
-                    _drive_on(cur, lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create))
+                    where = f"the PostgreSQL database {describe_url(self.url)} (schema {schema})"
+                    if not place_schema(cur, schema, create=self._create):
+                        raise StorageError(f"no jobq queue in {where} (start a producer or worker to create it)")
+                    # Migrations create their objects in the queue's schema: they name them
+                    # unqualified, and search_path is the schema alone for this transaction.
+                    cur.execute("SELECT set_config('search_path', %s, true)", (schema,))
+                    _drive_on(
+                        cur,
+                        lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create),
+                        self.dialect.channel,
+                    )
         except psycopg.Error as exc:
             raise storage_error(exc, self.url) from None
         finally:
@@ -242,7 +326,7 @@ class PostgresBackend(SqlStore):
             if self._pool is not None:  # inherited across fork(): leave it to the parent
                 _ABANDONED_POOLS.append(self._pool)
             pool: ConnectionPool[Connection] = ConnectionPool(
-                self.url,
+                self._conninfo,
                 kwargs={"autocommit": True, **self._kwargs},
                 min_size=POOL_MIN_SIZE,
                 max_size=POOL_MAX_SIZE,
@@ -255,16 +339,15 @@ class PostgresBackend(SqlStore):
             self._pid = os.getpid()
             return pool
 
-    def _run(
-        self, body: Callable[[Cursor], T], *, write: bool = True, on_unknown: Callable[[Cursor], T] | None = None
-    ) -> T:
-        """Run ``body`` in one transaction on a pooled connection.
+    def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
+        """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
-        run again; a lost connection is retried once on a fresh one, but only if COMMIT had not
-        been sent. If it had, the outcome is unknown: ``on_unknown`` then finds out what happened
-        in a new transaction (a worker write is simply repeated, being idempotent for its lease; a
-        claim reads back what it handed out); without it, StorageError tells the caller.
+        run again; a lost connection is retried once on a fresh one, but only if nothing that
+        commits had been sent (COMMIT, or a statement sent alone). If it had, the outcome is
+        unknown: ``on_unknown`` then finds out what happened in a new transaction (a worker write
+        is simply repeated, being idempotent for its lease; a claim reads back what it handed out);
+        without it, StorageError tells the caller.
         """
         lost_connection_retried = False
         deadlocks = 0
@@ -273,10 +356,7 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    with conn.transaction(), conn.cursor() as cur:
-                        result = body(cur)
-                        attempt.committing = True
-                    return result
+                    return _drive(conn, make, attempt, self.dialect.channel)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -303,7 +383,7 @@ class PostgresBackend(SqlStore):
     def _cannot_connect(self) -> StorageError:
         """The pool gave up waiting: connect directly once to say why, in one line."""
         try:
-            psycopg.connect(self.url, autocommit=True, **self._kwargs).close()
+            psycopg.connect(self._conninfo, autocommit=True, **self._kwargs).close()
         except psycopg.Error as exc:
             return storage_error(exc, self.url, connecting=True)
         return StorageError(
@@ -311,12 +391,18 @@ class PostgresBackend(SqlStore):
         )
 
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
-        settle = on_unknown
-        return self._run(
-            lambda cur: _drive_on(cur, make),
-            write=write,
-            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle)),
-        )
+        return self._run(make, write=write, on_unknown=on_unknown)
+
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        # The application's connection, in its transaction: see caller.py for what is checked.
+        # No retry and no settling of unknown outcomes: the transaction (and its COMMIT) is the
+        # caller's. NOTIFY inside it is delivered at that COMMIT, never on a rollback.
+        checked = self._caller.check(conn)
+        try:
+            with checked.cursor(row_factory=tuple_row) as cur:
+                return _drive_on(cur, make, self.dialect.channel)
+        except psycopg.Error as exc:
+            raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
     def close(self) -> None:
         with self._lock:
@@ -326,8 +412,17 @@ class PostgresBackend(SqlStore):
                 pool.close(timeout=5.0)
 
     # -- wake-up ---------------------------------------------------------------------------
-    def listener(self, worker_id: str, queues: Sequence[str]) -> PostgresListener:
-        return PostgresListener(self.url, self._kwargs, queues)
+    def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
+        """LISTEN on ``listen_url`` when given, else on the main URL; behind a transaction pooler
+        without ``listen_url``, poll (LISTEN needs a session of its own, which a transaction
+        pooler does not keep: the notifications would go to another client's server connection)."""
+        channel = self.dialect.channel
+        if self.options.listen_url is not None:
+            url = self.options.listen_url
+            return PostgresListener(url, _connect_kwargs(url), queues, channel)
+        if self.options.behind_transaction_pooler:
+            return PollingListener()
+        return PostgresListener(self._conninfo, self._kwargs, queues, channel)
 
 
 def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
@@ -336,31 +431,83 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
         return []
     if len(command.params) == 1:  # one job (the per-job API): a pipeline costs more than it saves
         cur.execute(command.sql, command.params[0])
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if cur.rownumber is not None else []
     cur.executemany(command.sql, command.params, returning=True)
     rows: ops.Rows = []
     while True:
-        if cur.description is not None:
+        if cur.rownumber is not None:
             rows.extend(cur.fetchall())
         if not cur.nextset():
             return rows
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T]) -> T:
-    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+def _runner(cur: Cursor, channel: str) -> Callable[[ops.Command], ops.Rows]:
+    """Executes one command of an operation on ``cur``; wake-ups go to ``channel`` (the queue's
+    schema's)."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
-            # No parameters, no placeholder parsing (DDL may hold a literal %).
+            # No parameters, no placeholder parsing (DDL may hold a literal %). rownumber, not
+            # description, tells whether rows came back: description builds a Column per column.
             cur.execute(command.sql, command.params or None)
-            return cur.fetchall() if cur.description is not None else []
+            return cur.fetchall() if cur.rownumber is not None else []
         if isinstance(command, ops.ExecMany):
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
-            cur.execute(Q_NOTIFY, (LISTEN_CHANNEL, queue))
+            cur.execute(Q_NOTIFY, (channel, queue))
         return []
 
-    return ops.drive(make(), run)
+    return run
+
+
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
+    """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
+    return ops.drive(make(), _runner(cur, channel))
+
+
+def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str) -> T:
+    """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
+
+    An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
+    transaction: one round trip, where BEGIN, the statement and COMMIT cost three. Any other runs
+    inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
+    then on, a lost connection leaves the outcome unknown."""
+    op = make()
+    try:
+        command = next(op)
+    except StopIteration as stop:
+        empty: T = stop.value
+        return empty
+    if isinstance(command, ops.Exec) and command.alone:
+        if _input_waiting(conn):
+            # The server spoke on an idle connection: most likely it closed it (a restart, an
+            # idle timeout, pg_terminate_backend) and its last words wait in the socket. Find out
+            # with a no-op, before the statement is sent: an error here is safe to retry.
+            conn.execute("SELECT 1")
+        attempt.committing = True
+        with conn.cursor() as cur:
+            rows = _runner(cur, channel)(command)
+        try:
+            op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        raise RuntimeError("an operation yielded a command after one it sent alone")
+    with conn.transaction(), conn.cursor() as cur:
+        run = _runner(cur, channel)
+        try:
+            while True:
+                command = op.send(run(command))
+        except StopIteration as stop:
+            result = stop.value
+        attempt.committing = True
+    return result
+
+
+def _input_waiting(conn: Connection) -> bool:
+    """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:

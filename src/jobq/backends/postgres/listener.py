@@ -1,8 +1,10 @@
 """Wake-up on PostgreSQL: an idle worker LISTENs on a dedicated connection.
 
-Enqueue, resubmit and release send ``NOTIFY jobq_wakeup`` (payload: the queue) in their
+Enqueue, resubmit and release send ``NOTIFY jobq_wakeup_<schema>`` (payload: the queue) in their
 transaction; PostgreSQL delivers it at commit, so a worker is never woken for a job it cannot see
 yet. A missed notification (a connection lost meanwhile) is covered by the worker's polling.
+Notifications are per database, so the channel names the schema: queues in two schemas of one
+database never wake each other's workers.
 """
 
 from __future__ import annotations
@@ -12,24 +14,40 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
-LISTEN_CHANNEL = "jobq_wakeup"
 LISTENER_RECONNECT_PAUSE_SECONDS = 1.0
 
 
+class PollingListener:
+    """No wake-up line: ``wait`` sleeps, and the worker polls. Behind a transaction pooler with no
+    ``listen_url``, LISTEN would be sent on a server connection other clients' transactions use
+    next, and its notifications would never reach this worker."""
+
+    address: str | None = None
+
+    def wait(self, timeout: float) -> bool:
+        time.sleep(max(0.0, timeout))
+        return False
+
+    def close(self) -> None:
+        pass
+
+
 class PostgresListener:
-    """An idle worker's wake-up line: ``LISTEN jobq_wakeup`` on a dedicated connection.
+    """An idle worker's wake-up line: ``LISTEN <channel>`` on a dedicated connection.
 
     ``wait`` returns True when a notification for one of its queues arrived, and also when the
     connection was lost (it reconnects; the worker should poll, a notification may have been
     missed meanwhile).
     """
 
-    def __init__(self, url: str, kwargs: dict[str, Any], queues: Sequence[str]) -> None:
+    def __init__(self, url: str, kwargs: dict[str, Any], queues: Sequence[str], channel: str) -> None:
         self.address: str | None = None  # PostgreSQL routes notifications itself
         self._url = url
+        self._channel = channel
         self._kwargs = kwargs
         self._queues = frozenset(queues)
         self._conn: Connection | None = None
@@ -41,7 +59,7 @@ class PostgresListener:
         except psycopg.Error:
             return False
         try:
-            conn.execute(f"LISTEN {LISTEN_CHANNEL}")
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         except psycopg.Error:
             conn.close()
             return False

@@ -1,11 +1,32 @@
 """The PostgreSQL schema: migrations, applied in order under an advisory lock and recorded in
-``jobq_schema``; a trigger records status changes made by hand in SQL as events."""
+``jobq_schema``; a trigger records status changes made by hand in SQL as events.
+
+Every object lives in the queue's own PostgreSQL schema (``?schema=NAME`` in the URL, default
+``jobq``). Migrations run with ``search_path`` set to that schema alone (for their transaction
+only), so they are written with unqualified names and create everything there; the statements of
+``sql/*.sql`` are qualified with the schema when loaded (``qualify``). A database that a jobq
+before schemas used (its tables in ``public``) is moved into the schema on first open
+(``place_schema``), under the same advisory lock, with its data.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
 from jobq.backends.statements import STATIC_FRAGMENTS
 
-SCHEMA_VERSION = 3
+log = logging.getLogger("jobq.postgres")
+
+SCHEMA_VERSION = 5
+#: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
+TABLES = ("jobs", "job_events", "workers", "jobq_schema")
+#: jobq's functions (the trigger's), moved with the tables.
+FUNCTIONS = ("jobq_external_status()",)
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
 _TERMINAL = STATIC_FRAGMENTS["terminal"]
 
@@ -105,6 +126,19 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE workers ADD COLUMN process_table text",
     ],
     [
+        # The trigger function names job_events unqualified, and a function resolves names by the
+        # search_path of the session that fires it, which no longer includes jobq's tables (they
+        # are in their own schema): pin it to the schema this migration runs in.
+        "ALTER FUNCTION jobq_external_status() SET search_path FROM CURRENT",
+    ],
+    [
+        # The finished-jobs index carries status and queue: stats and the ops page count and pick
+        # the newest finished jobs from the index alone (reading the row of each made stats take
+        # seconds at 10M jobs). Completions already write an entry here; wider entries add no write.
+        "DROP INDEX jobs_finished",
+        "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
+    [
         # Observability (jobq.observability): progress and the enqueue's trace context (see the
         # SQLite schema). Nullable without a default: PostgreSQL adds them without a table rewrite.
         "ALTER TABLE jobs ADD COLUMN progress double precision",
@@ -113,3 +147,67 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN trace_context text",
     ],
 ]
+
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+# A table name where a statement names a table: not a column qualifier (``jobs.id``), not part of
+# a longer name (``jobs_done``), not already qualified (``jobq.jobs``), not inside quotes, not a
+# parameter's name (``%(jobs)s``).
+_TABLE_REF = re.compile(r"(?<![\w.\"'])(?<!%\()(" + "|".join(TABLES) + r")(?![\w.\"'])")
+
+
+def qualify(statement: str, schema: str) -> str:
+    """``statement`` with jobq's table names qualified by ``schema``.
+
+    Qualified names, not a per-connection ``search_path``: behind a transaction pooler (PgBouncer
+    ``pool_mode = transaction``) a ``SET`` lands on whichever server connection ran it and stays
+    there for other clients, and PgBouncer refuses the ``options`` start-up parameter that would
+    set it per connection. A qualified name also cannot be shadowed by a same-named table earlier
+    in a user's search_path.
+
+    >>> qualify("UPDATE jobs SET x = 1 FROM picked WHERE jobs.id = picked.id", "mail")
+    'UPDATE mail.jobs SET x = 1 FROM picked WHERE jobs.id = picked.id'
+    """
+    return _TABLE_REF.sub(lambda m: f"{schema}.{m.group(1)}", statement)
+
+
+def _one(cur: Cursor, query: str | sql.Composed, params: tuple[Any, ...] = ()) -> Any:
+    row = cur.execute(query, params).fetchone()
+    return None if row is None else row[0]
+
+
+def place_schema(cur: Cursor, schema: str, *, create: bool) -> bool:
+    """Make sure ``schema`` holds the queue, in the caller's transaction (under the migration lock).
+
+    - The schema has jobq's tables: nothing to do.
+    - ``public`` has them (a jobq from before schemas): move every table (with its indexes,
+      sequences and trigger) and the trigger function into ``schema``; rows are not copied, so
+      nothing can be lost or duplicated, and it takes a moment whatever the size.
+    - Neither: create the schema when ``create``, else return False (no queue here).
+    """
+    if _one(cur, "SELECT to_regclass(%s)", (f"{schema}.jobq_schema",)) is not None:
+        return True
+    legacy = _one(cur, "SELECT to_regclass('public.jobq_schema')") is not None and bool(
+        _one(cur, "SELECT coalesce(max(version), 0) > 0 FROM public.jobq_schema")
+    )
+    exists = _one(cur, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)) > 0
+    if not legacy and not create:
+        return False
+    target = sql.Identifier(schema)
+    if not exists:
+        # Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the database.
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(target))
+    if not legacy:
+        return True
+    moved = []
+    for table in TABLES:
+        if _one(cur, "SELECT to_regclass(%s)", (f"public.{table}",)) is not None:
+            cur.execute(sql.SQL("ALTER TABLE public.{} SET SCHEMA {}").format(sql.Identifier(table), target))
+            moved.append(table)
+    for function in FUNCTIONS:
+        if _one(cur, "SELECT to_regprocedure(%s)", (f"public.{function}",)) is not None:
+            name = function.removesuffix("()")
+            cur.execute(sql.SQL("ALTER FUNCTION public.{}() SET SCHEMA {}").format(sql.Identifier(name), target))
+            moved.append(function)
+    log.warning("moved jobq's %s from schema public to schema %s", ", ".join(moved), schema)
+    return True

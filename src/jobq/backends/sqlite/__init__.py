@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import apsw
 
 from jobq.backends import ops
+from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import SqliteListener, WakeNotifier
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -164,6 +165,10 @@ class SqliteBackend(SqlStore):
             # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
             # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            # Ephemeral tables (an IN list, a sort) in memory: backed by a temporary file, each
+            # statement set up and tore down its page cache (measured on the bare claim statement
+            # at synchronous=OFF: 100 jobs 590 us against 230 us, one job 138 us against 36 us).
+            conn.execute("PRAGMA temp_store = MEMORY")
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         self._conn = conn
@@ -221,6 +226,20 @@ class SqliteBackend(SqlStore):
         result: T = self._locked(body, write=write)
         if notify:  # after the commit: a woken worker must see the new jobs
             self._notifier.notify(time.time())
+        return result
+
+    def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        # The application's connection, in its transaction (see caller.py for what is checked).
+        # The wake-up is sent before the caller commits: its transaction holds SQLite's one write
+        # lock from the insert on, so a woken worker's claim (BEGIN IMMEDIATE) waits for the commit
+        # and then sees the jobs; after a rollback it finds nothing and sleeps again. The addresses
+        # are read on the caller's connection: jobq's own would wait behind that same lock.
+        notify: set[str] = set()
+        with caller_runner(conn, self.path, notify) as run:
+            result = ops.drive(make(), run)
+            if notify:
+                since = time.time() - WAKE_ADDRESS_MAX_AGE_SECONDS
+                self._notifier.notify(time.time(), lambda now: ops.drive(ops.live_wake_addresses(DIALECT, since), run))
         return result
 
     def close(self) -> None:

@@ -128,12 +128,16 @@ class WakeNotifier:
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
 
-    def notify(self, now: float) -> None:
+    def notify(self, now: float, load: Callable[[float], list[str]] | None = None) -> None:
+        """Wake every live waiting worker. ``load`` reads the addresses instead of the default
+        loader when the cache is stale (an application's transaction reads them on its own
+        connection: jobq's would wait for the write lock that transaction holds)."""
         if time.monotonic() - self._loaded_at > ADDRESS_CACHE_SECONDS:
             try:
                 # Anyone who can write the database can write a workers row: send only to
                 # addresses of jobq's own form, never to a path or another program's socket.
-                self._cache = list(dict.fromkeys(a for a in self._load(now) if is_jobq_address(a)))
+                found = (load or self._load)(now)
+                self._cache = list(dict.fromkeys(a for a in found if is_jobq_address(a)))
             except Exception:  # noqa: BLE001 - a wake-up is best effort; polling covers a miss
                 return
             self._loaded_at = time.monotonic()

@@ -7,7 +7,8 @@ backoff need no sleeping. A behaviour change extends this suite.
 To run it against a backend of your own, import its tests into a test module and provide three
 pytest fixtures: ``clock`` (a :class:`jobq.testing.FakeClock`), ``queue`` (a ``jobq.Queue`` on a
 fresh, empty store, driven by that clock: FakeClock) and ``open_queue`` (a function opening more handles on
-the same store, as other processes would)::
+the same store, as other processes would); the tests of ``conn=`` (``transactions.py``) also
+need ``app_connect`` (application connections of every kind the backend accepts, see there)::
 
     # tests/test_my_backend.py
     from jobq.testing.contract import *  # noqa: F403
@@ -19,4 +20,5 @@ the same store, as other processes would)::
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
+from jobq.testing.contract.transactions import *  # noqa: F403
 from jobq.testing.contract.workers import *  # noqa: F403

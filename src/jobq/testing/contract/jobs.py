@@ -200,6 +200,42 @@ def test_complete_many_group_commit_fenced_per_job(queue: jobq.Queue, clock: Fak
     assert queue.get(fresh.id).status == C
 
 
+def test_complete_and_claim_in_one_call(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A worker's completions and its next claim share one transaction; each part behaves as
+    ``complete_many`` and ``claim_many`` do: fenced per job, the next jobs in claim order with
+    fresh leases."""
+    first, second, third, fourth = queue.enqueue_many(["a", "b", "c", "d"])
+    stale, valid = queue.claim_many("w", 2)
+    assert (stale.id, valid.id) == (first, second)
+    queue.complete(stale)  # its lease is spent: completing with it again is a stale write
+    clock.advance(1)
+    done, claimed = queue.complete_many_and_claim([(stale, None), (valid, {"n": 1})], "w", 1, lease=30)
+    assert done == [False, True]
+    assert [j.id for j in claimed] == [third]
+    assert claimed[0].status == R and claimed[0].lease_owner == "w" and claimed[0].lease_token
+    assert claimed[0].lease_expires_at == pytest.approx(clock.now + 30)
+    assert queue.get(second).status == C and queue.get(second).result == {"n": 1}
+    assert queue.get(fourth).status == P
+    assert "stale_write_refused" in kinds(queue, first)
+    # Nothing to complete, or nothing to claim: each part on its own.
+    assert queue.complete_many_and_claim([], "w", 1) == ([], [queue.get(fourth)])
+    last = queue.get(fourth)
+    assert queue.complete_many_and_claim([(last, None)], "w", 5) == ([True], [])
+    assert queue.counts() == {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 3, "FAILED": 0, "CANCELLED": 0}
+
+
+def test_complete_and_claim_repeated_after_an_unknown_outcome(queue: jobq.Queue) -> None:
+    """Repeated with ``repeat=True`` (its first try raised while committing), a completion that
+    had committed is recognised, and the claim part claims anew."""
+    a, b = queue.enqueue_many(["a", "b"])
+    job = queue.claim("w")
+    assert job is not None and job.id == a
+    done, claimed = queue.complete_many_and_claim([(job, None)], "w", 1)
+    assert done == [True] and [j.id for j in claimed] == [b]
+    assert queue.complete_many_and_claim([(job, None)], "w", 1, repeat=True) == ([True], [])
+    assert "stale_write_refused" not in kinds(queue, a)
+
+
 # -- failures and retries -----------------------------------------------------------------------
 def test_fail_retries_with_backoff_then_fails(queue: jobq.Queue, clock: FakeClock) -> None:
     job_id = queue.enqueue("x", max_attempts=2)

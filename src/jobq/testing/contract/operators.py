@@ -174,6 +174,58 @@ def test_counts_and_stats(queue: jobq.Queue, clock: FakeClock) -> None:
     assert stats.expired_leases == 1
 
 
+def test_stats_count_finished_jobs_in_a_window(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Finished jobs are counted among the newest ``finished_window``; PENDING and PROCESSING
+    always in full. Within the window the counts are totals and say so."""
+    queue.enqueue_many(["a", "b", "c", "d", "e", "f", "g"])
+    for _ in range(4):
+        clock.advance(1)
+        job = queue.claim("w")
+        assert job is not None
+        queue.complete(job)
+    clock.advance(1)
+    failing = queue.claim("w")
+    assert failing is not None
+    queue.fail(failing, "boom", retry=False)
+    assert queue.claim("w") is not None
+    exact = queue.backend.stats(clock.now)
+    assert exact.finished_window is None
+    assert exact.counts == queue.counts() == {"PENDING": 1, "PROCESSING": 1, "COMPLETED": 4, "FAILED": 1,
+                                              "CANCELLED": 0}  # fmt: skip
+    assert queue.backend.stats(clock.now, finished_window=5).finished_window is None  # exactly all of them
+    windowed = queue.backend.stats(clock.now, finished_window=3)
+    assert windowed.finished_window == 3
+    # The newest three finished: the failure and the last two completions.
+    assert windowed.counts == {"PENDING": 1, "PROCESSING": 1, "COMPLETED": 2, "FAILED": 1, "CANCELLED": 0}
+    assert windowed.by_queue["default"] == windowed.counts
+
+
+def test_latest_jobs_newest_updates_first(queue: jobq.Queue, clock: FakeClock) -> None:
+    old_done, old_failed, running, waiting_old = queue.enqueue_many(["a", "b", "c", "d"])
+    clock.advance(1)
+    for expected in (old_done, old_failed):
+        job = queue.claim("w")
+        assert job is not None and job.id == expected
+        clock.advance(1)
+        if expected == old_done:
+            queue.complete(job)
+        else:
+            queue.fail(job, "boom", retry=False)
+    clock.advance(1)
+    job = queue.claim("w")
+    assert job is not None and job.id == running
+    clock.advance(1)
+    waiting_new = queue.enqueue("e")
+    latest = [j.id for j in queue.latest(limit=10)]
+    assert latest == [waiting_new, running, old_failed, old_done, waiting_old]
+    assert [j.id for j in queue.latest(limit=2)] == [waiting_new, running]
+    assert [j.id for j in queue.latest(F)] == [old_failed]
+    assert [j.id for j in queue.latest(C)] == [old_done]
+    assert [j.id for j in queue.latest(P)] == [waiting_new, waiting_old]
+    assert [j.id for j in queue.latest(R)] == [running]
+    assert queue.latest(X) == []
+
+
 def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     start = clock.now
     queue.enqueue_many(["a", "b", "c"])

@@ -27,6 +27,16 @@ WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_a
              ORDER BY priority, run_at, id LIMIT :limit)
 RETURNING {job_columns}
 
+-- name: claim_one
+-- The same claim for one job (the per-job API): a scalar subquery instead of an IN list, which
+-- SQLite builds as an ephemeral table per statement (measured: 20 us against 36 us per claim).
+UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
+    lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
+    started_at = :now, updated_at = :now, cancel_requested = 0
+WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now
+            ORDER BY priority, run_at, id LIMIT 1)
+RETURNING {job_columns}
+
 -- name: claimed_by_nonce
 SELECT {job_columns} FROM jobs
 WHERE status = 'PROCESSING' AND lease_owner = :worker AND substr(lease_token, 1, length(:nonce)) = :nonce
@@ -129,8 +139,41 @@ SELECT count(*) FROM jobs{where}
 -- name: counts
 SELECT status, count(*) FROM jobs GROUP BY status
 
--- name: counts_by_queue
-SELECT queue, status, count(*) FROM jobs GROUP BY queue, status
+-- name: counts_by_queue_live
+-- PENDING and PROCESSING exactly, each from its partial index (one query naming both statuses
+-- could use neither: it read every row, seconds at 10 million jobs).
+SELECT queue, 'PENDING', count(*) FROM jobs WHERE status = 'PENDING' GROUP BY queue
+UNION ALL
+SELECT queue, 'PROCESSING', count(*) FROM jobs WHERE status = 'PROCESSING' GROUP BY queue
+
+-- name: counts_by_queue_finished
+-- Finished jobs among the newest `window` by finished_at (jobs_finished, read backwards): bounded
+-- time at any table size (see base.STATS_FINISHED_WINDOW).
+SELECT queue, status, count(*) FROM (
+    SELECT queue, status FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT :window
+) AS newest WHERE status IN {terminal} GROUP BY queue, status
+
+-- name: finished_beyond
+-- Are there more finished jobs than the window? (Index entries only, no rows read.)
+SELECT 1 FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1 OFFSET :window
+
+-- name: latest_jobs
+-- The ops page's latest jobs in bounded time: ordered by updated_at among a few candidates only
+-- (the latest_* branches below that the status filter needs). An index on updated_at
+-- would do it exactly, but every worker write changes updated_at: one more index update per write.
+SELECT {job_columns} FROM jobs WHERE id IN ({candidates})
+ORDER BY updated_at DESC, id DESC LIMIT :limit
+
+-- name: latest_processing
+SELECT id FROM jobs WHERE status = 'PROCESSING'
+
+-- name: latest_pending
+SELECT id FROM (SELECT id FROM jobs WHERE status = 'PENDING' ORDER BY id DESC LIMIT :limit) AS p
+
+-- name: latest_finished
+-- The newest `window` finished jobs, read from jobs_finished alone (it carries the status).
+SELECT id FROM (SELECT id, status FROM jobs WHERE finished_at IS NOT NULL
+                ORDER BY finished_at DESC LIMIT :window) AS f{status}
 
 -- name: oldest_due
 SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND run_at <= :now

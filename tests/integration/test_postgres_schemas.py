@@ -1,0 +1,195 @@
+"""PostgreSQL: the queue in a schema of its own (``?schema=NAME``, default ``jobq``), a database of
+the layout before schemas (tables in ``public``) moved in place, and two schemas in one database
+being two independent queues: jobs, events, workers and notifications do not cross."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from pg import raw_connect
+
+import jobq
+from jobq import JobStatus
+from jobq.testing import FakeClock
+from jobq.testing.contract.workers import _worker
+
+pytestmark = pytest.mark.postgres
+psycopg = pytest.importorskip("psycopg")
+
+JOBQ_TABLES = {"jobs", "job_events", "workers", "jobq_schema"}
+
+
+def _with(url: str, option: str) -> str:
+    return url + ("&" if "?" in url else "?") + option
+
+
+def _tables_by_schema(url: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    with raw_connect(url, autocommit=True) as conn:
+        for schema, table in conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ):
+            found.setdefault(schema, set()).add(table)
+    return found
+
+
+def _snapshot(q: jobq.Queue) -> tuple[object, ...]:
+    """Everything a queue holds, as comparable values."""
+    jobs = q.list_jobs(page=jobq.Page(limit=1000))
+    return (
+        sorted((j.id, j.status, j.payload, j.attempts, j.lease_token, j.result, j.last_error) for j in jobs),
+        {j.id: [(e.kind, e.actor, e.attempt, e.detail) for e in q.events(j.id)] for j in jobs},
+        sorted((w.id, w.host, w.pid, w.stopped_at, w.process_table) for w in q.workers()),
+        q.counts(),
+    )
+
+
+def test_the_queue_lives_in_its_schema_never_in_public(postgres_url: str) -> None:
+    with jobq.Queue(postgres_url) as q:
+        q.enqueue("x")
+    with jobq.Queue(_with(postgres_url, "schema=mail")) as q:
+        q.enqueue("y")
+    tables = _tables_by_schema(postgres_url)
+    assert tables == {"jobq": JOBQ_TABLES, "mail": JOBQ_TABLES}
+    with raw_connect(postgres_url, autocommit=True) as conn:
+        # The trigger function moved with its schema and resolves job_events there, whatever the
+        # search_path of the session that fires it.
+        rows = conn.execute(
+            "SELECT n.nspname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE p.proname = 'jobq_external_status' ORDER BY 1"
+        ).fetchall()
+    assert rows == [("jobq", ["search_path=jobq"]), ("mail", ["search_path=mail"])]
+
+
+def test_a_hand_made_change_is_recorded_whatever_the_session_search_path(postgres_url: str) -> None:
+    with jobq.Queue(postgres_url) as q:
+        job_id = q.enqueue("x")
+        with psycopg.connect(postgres_url, autocommit=True) as psql:  # search_path: "$user", public
+            psql.execute("UPDATE jobq.jobs SET status = 'FAILED' WHERE id = %s", (job_id,))
+        assert q.get(job_id).status == JobStatus.FAILED
+        assert [e.kind for e in q.events(job_id)][-1] == "external_update"
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["schema=public", "schema=Mail", "schema=pg_mail", "schema=1mail", "schema=a-b", "schema=" + "x" * 49, "schema="],
+)
+def test_a_bad_schema_name_is_one_clear_line(postgres_url: str, option: str) -> None:
+    with pytest.raises(jobq.ConfigError, match="bad schema name") as caught:
+        jobq.Queue(_with(postgres_url, option))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_viewer_finds_no_queue_in_a_missing_schema_and_creates_nothing(postgres_url: str) -> None:
+    with pytest.raises(jobq.StorageError, match=r"no jobq queue in .*\(schema absent\)"):
+        jobq.Queue(_with(postgres_url, "schema=absent"), create=False)
+    assert "absent" not in _tables_by_schema(postgres_url)
+
+
+@contextlib.contextmanager
+def _public_layout() -> Iterator[None]:
+    """Inside: jobq as it was before schemas. This code's first two migrations (the ones released
+    before schemas) applied in ``public``, and this code's own statements aimed at ``public``."""
+    import jobq.backends.postgres as pg_backend
+
+    real_split = pg_backend.split_url
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(pg_backend, "MIGRATIONS", pg_backend.MIGRATIONS[:2])
+        # "public" is refused by the URL check; here it stands for the old, unqualified layout.
+        m.setattr(pg_backend, "split_url", lambda url: dataclasses.replace(real_split(url), schema="public"))
+        yield
+
+
+def _fill(q: jobq.Queue, clock: FakeClock) -> dict[str, int]:
+    ids = {name: q.enqueue({"name": name}, key=f"k-{name}") for name in ("done", "failed", "held", "waiting", "gone")}
+    q.enqueue_many([{"n": n} for n in range(20)], queue="bulk")
+    q.register_worker(_worker("old-worker", socket.gethostname(), os.getpid(), "table", clock.now))
+    for _ in range(3):
+        job = q.claim("old-worker", lease=300, queue="default")
+        assert job is not None
+        if job.id == ids["done"]:
+            q.complete(job, result={"ok": True})
+        elif job.id == ids["failed"]:
+            q.fail(job, "boom", retry=False)
+    q.cancel(ids["gone"])
+    return ids
+
+
+def test_a_database_of_the_public_layout_is_moved_in_place_with_nothing_lost(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    with _public_layout(), jobq.Queue(postgres_url, clock=clock) as old:
+        ids = _fill(old, clock)
+        before = _snapshot(old)
+        held = old.get(ids["held"])
+    assert _tables_by_schema(postgres_url) == {"public": JOBQ_TABLES}
+    assert held.status == JobStatus.PROCESSING and before[3]["PENDING"] == 21
+
+    from jobq.backends.postgres import SCHEMA_VERSION
+
+    # Opened by several at once: one moves the tables under the migration lock, the others find them.
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            jobq.Queue(postgres_url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with jobq.Queue(postgres_url, clock=clock) as q:
+        assert _tables_by_schema(postgres_url) == {"jobq": JOBQ_TABLES}
+        assert _snapshot(q) == before
+        with raw_connect(postgres_url, autocommit=True) as conn:
+            versions = conn.execute("SELECT version FROM jobq_schema ORDER BY version").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        # The moved queue works on: the old lease still fences, keys and the id sequence carry on.
+        q.complete(held, result="late but valid")
+        assert q.get(ids["held"]).status == JobStatus.COMPLETED
+        assert q.enqueue({"name": "again"}, key="k-waiting") == ids["waiting"]
+        assert q.enqueue("new") > max(ids.values())
+        assert q.claim("new-worker", queue="bulk") is not None
+
+
+def test_two_schemas_in_one_database_are_two_independent_queues(postgres_url: str, clock: FakeClock) -> None:
+    url_a, url_b = _with(postgres_url, "schema=queue_a"), _with(postgres_url, "schema=queue_b")
+    with jobq.Queue(url_a, clock=clock) as a, jobq.Queue(url_b, clock=clock) as b:
+        # A raw session listening on both channels sees which queue each wake-up belongs to.
+        with raw_connect(postgres_url, autocommit=True) as watcher:
+            watcher.execute('LISTEN "jobq_wakeup_queue_a"')
+            watcher.execute('LISTEN "jobq_wakeup_queue_b"')
+            job_a = a.enqueue("for a", key="same-key")
+            job_b = b.enqueue("for b", key="same-key")
+            heard = [(n.channel, n.payload) for n in watcher.notifies(timeout=30, stop_after=2)]
+        assert heard == [("jobq_wakeup_queue_a", "default"), ("jobq_wakeup_queue_b", "default")]
+        assert a.get(job_a).payload == "for a" and b.get(job_b).payload == "for b"  # keys are per queue
+
+        a.register_worker(_worker("worker-a", "h", 1, None, clock.now))
+        claimed = b.claim("worker-b", lease=5)
+        assert claimed is not None and claimed.payload == "for b"
+        assert b.claim("worker-b") is None  # a's job is not b's
+        assert [w.id for w in a.workers()] == ["worker-a"] and b.workers() == []
+        clock.advance(60)
+        assert a.rescue_expired() == []  # b's expired lease is not a's to rescue
+        assert [r.job_id for r in b.rescue_expired()] == [claimed.id]
+        assert a.counts()["PENDING"] == 1 and a.counts()["PROCESSING"] == 0
+        assert [e.kind for e in a.events(job_a)] == ["enqueued"]
+        listener = a.listener("w", "default")
+        try:
+            assert listener._channel == "jobq_wakeup_queue_a"  # type: ignore[attr-defined]
+        finally:
+            listener.close()

@@ -1,0 +1,132 @@
+"""What the SQLite hot path writes, counted (issue 13): a regression fails `make test`, not only `make bench`.
+
+At ``synchronous=FULL`` every commit syncs the WAL, and what a commit costs grows with the pages
+it writes; timings on a shared machine are noise, page counts are not. Each test counts the WAL
+frames (one per page written) that N claimed+completed jobs add, through jobq's per-job API and
+through the minimal transactions of the benchmark's raw rows (``bench/adapters/raw_sqlite.py``:
+one ``UPDATE ... RETURNING`` per claim, one ``UPDATE`` per completion) on a table of the same
+shape (a partial index on the pending rows in claim order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+import jobq
+
+JOBS = 60
+WAL_HEADER_BYTES = 32
+FRAME_HEADER_BYTES = 24
+#: jobq's per-job claim+complete writes, per job: the claim (jobs row, jobs_claim, jobs_lease, one
+#: event row and its two indexes) and the completion (jobs row, jobs_lease, jobs_finished, one
+#: event row and its two indexes): 12 pages, measured 12.5 with the odd page split. Issue 13's
+#: target is 2x the minimal transactions (~6); see test_per_job_wal_pages_meet_the_issue_13_target.
+JOBQ_FRAMES_PER_JOB_MAX = 13.0
+MINIMAL_SCHEMA = [
+    """CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, queue TEXT NOT NULL DEFAULT 'default', payload TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'PENDING', priority INTEGER NOT NULL DEFAULT 0, run_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+    "CREATE INDEX jobs_claim ON jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
+]
+MINIMAL_CLAIM = """UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, lease_owner = ?1, updated_at = ?2
+WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND queue = 'default' AND run_at <= ?2
+            ORDER BY priority, run_at, id LIMIT 1)
+RETURNING id, payload"""
+MINIMAL_COMPLETE = "UPDATE jobs SET status = 'COMPLETED', updated_at = ?1 WHERE id = ?2 AND lease_owner = ?3"
+
+
+def payload(n: int) -> dict[str, object]:
+    return {"n": n, "path": f"data/files/job-{n:07d}.txt", "pad": "x" * 60}
+
+
+def wal_frames(db: Path) -> int:
+    """Frames in the WAL since it was last truncated (checkpoints are off while counting)."""
+    try:
+        size = os.path.getsize(f"{db}-wal")
+    except FileNotFoundError:
+        return 0
+    return max(0, size - WAL_HEADER_BYTES) // (4096 + FRAME_HEADER_BYTES)
+
+
+def start_counting(conn: apsw.Connection) -> None:
+    """Empty the WAL and stop automatic checkpoints, so the WAL's size counts every page written."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0] == 0  # not blocked
+
+
+def jobq_frames_per_job(tmp_path: Path) -> float:
+    db = tmp_path / "jobq.db"
+    with jobq.Queue(f"sqlite:///{db}") as q:
+        q.enqueue_many([payload(n) for n in range(JOBS)])
+        start_counting(q.backend._connect())  # type: ignore[attr-defined]
+        done = 0
+        while (job := q.claim("counter")) is not None:
+            q.complete(job)  # raises LeaseLost when refused
+            done += 1
+        frames = wal_frames(db)
+        assert done == JOBS and q.counts()["COMPLETED"] == JOBS
+        return frames / JOBS
+
+
+def minimal_frames_per_job(tmp_path: Path) -> float:
+    db = tmp_path / "minimal.db"
+    conn = apsw.Connection(str(db))
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        for sql in MINIMAL_SCHEMA:
+            conn.execute(sql)
+        now = time.time()
+        with conn:
+            conn.executemany(
+                "INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES (?1, ?2, ?2, ?2)",
+                [(json.dumps(payload(n)), now) for n in range(JOBS)],
+            )
+        start_counting(conn)
+        done = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(MINIMAL_CLAIM, ("counter", time.time())).fetchall()
+            conn.execute("COMMIT")
+            if not rows:
+                break
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(MINIMAL_COMPLETE, (time.time(), rows[0][0], "counter"))
+            conn.execute("COMMIT")
+            done += 1
+        assert done == JOBS
+        return wal_frames(db) / JOBS
+    finally:
+        conn.close()
+
+
+def test_per_job_claim_and_complete_write_a_bounded_number_of_wal_pages(tmp_path: Path) -> None:
+    minimal = minimal_frames_per_job(tmp_path)
+    ours = jobq_frames_per_job(tmp_path)
+    # The minimal pair writes the row twice and the claim index once: 3 pages a job.
+    assert 2.5 <= minimal <= 3.5, minimal
+    assert ours <= JOBQ_FRAMES_PER_JOB_MAX, f"jobq wrote {ours:.1f} WAL pages per job (minimal: {minimal:.1f})"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13: per-job history rows (claimed, completed) and their two indexes cost 6 of jobq's 12 pages",
+)
+def test_per_job_wal_pages_meet_the_issue_13_target(tmp_path: Path) -> None:
+    assert jobq_frames_per_job(tmp_path) <= 2 * minimal_frames_per_job(tmp_path)
+
+
+def test_ephemeral_tables_stay_in_memory(tmp_path: Path) -> None:
+    """A batched claim's ``IN (SELECT ...)`` list is an ephemeral table: with the default
+    ``temp_store`` SQLite backs it by a temporary file and sets up its page cache per statement
+    (measured: a 100-job claim 590 us against 230 us)."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA temp_store").fetchall() == [(2,)]  # 2: MEMORY
