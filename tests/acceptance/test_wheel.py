@@ -47,6 +47,8 @@ ALLOWED_REQUIREMENTS = {
     None: {"apsw"},
     "postgres": {"psycopg", "psycopg-pool"},
     "web": {"streamlit", "pandas", "altair"},
+    "metrics": {"prometheus-client"},
+    "otel": {"opentelemetry-api"},
 }
 
 
@@ -231,7 +233,7 @@ def test_the_core_pulls_only_apsw_and_each_extra_only_its_own(dist: Dist) -> Non
     for name, extra in re.findall(r"(?m)^Requires-Dist: ([A-Za-z0-9_.-]+)[^;\n]*(?:; extra == \"(\w+)\")?", metadata):
         found.setdefault(extra or None, set()).add(name.lower())
     assert found == ALLOWED_REQUIREMENTS
-    assert set(re.findall(r"(?m)^Provides-Extra: (\S+)", metadata)) == {"postgres", "web"}
+    assert set(re.findall(r"(?m)^Provides-Extra: (\S+)", metadata)) == {"postgres", "web", "metrics", "otel"}
 
 
 def test_the_version_lives_in_one_place_and_everyone_agrees(dist: Dist, locked: Venv) -> None:
