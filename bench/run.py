@@ -64,6 +64,12 @@ def systems() -> list[System]:
             {"synchronous": "FULL", "batch": None, "skip": ["enqueue"]},
         ),
         System(
+            "jobq-worker-observed",
+            "jobq-worker + JSON logs, progress calls, jobq metrics scraped every second",
+            "bench.adapters.jobq_worker:JobqWorker",
+            {"synchronous": "FULL", "skip": ["enqueue"], "observe": True},
+        ),
+        System(
             "huey-full",
             "huey SqliteHuey, default (FULL; deletes at dequeue: at-most-once)",
             "bench.adapters.huey_adapter:HueyAdapter",

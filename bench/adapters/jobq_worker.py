@@ -5,8 +5,14 @@ while jobs are short) and ``concurrency`` (default 1) are the Worker's own argum
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from bench.adapters.base import Consumer
@@ -15,13 +21,14 @@ from bench.core import Record, record_of
 
 
 class WorkerConsumer(Consumer):
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, options: dict[str, Any], index: int = 0) -> None:
         from jobq import Queue
 
         self.q = Queue(url)
         self.q.counts()  # connect before the clock starts
         self.options = options
         self.records: list[Record] = []
+        self._observer: Observer | None = Observer(url, index == 0) if options.get("observe") else None
 
     def _worker(self, exit_when_idle: bool) -> Any:
         from jobq.worker import Worker
@@ -31,9 +38,13 @@ class WorkerConsumer(Consumer):
         def noop(ctx: Any) -> None:
             records.append(record_of(ctx.job.payload, time.time()))
 
+        def observed(ctx: Any) -> None:
+            ctx.progress(1.0, "done")  # throttled: a job this short writes nothing
+            records.append(record_of(ctx.job.payload, time.time()))
+
         return Worker(
             self.q,
-            noop,
+            observed if self._observer else noop,
             concurrency=int(self.options.get("concurrency", 1)),
             batch=None if self.options.get("batch", 100) is None else int(self.options.get("batch", 100)),
             name="bench",
@@ -66,7 +77,65 @@ class WorkerConsumer(Consumer):
         raise NotImplementedError
 
     def close(self) -> None:
+        if self._observer:
+            self._observer.close()
         self.q.close()
+
+
+class Observer:
+    """What ``observe`` turns on, as it runs in production: every worker process logs JSON (to
+    /dev/null) and its handler reports progress; the first one also starts ``jobq metrics`` in a
+    process of its own and scrapes it every ``SCRAPE_SECONDS`` (Prometheus' default is 15 s: this
+    is 15 times that load). Traces are left out: they need an SDK the bench does not install."""
+
+    SCRAPE_SECONDS = 1.0
+
+    def __init__(self, url: str, exporter: bool) -> None:
+        from jobq.observability import logs
+
+        self._sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+        handler = logging.StreamHandler(self._sink)
+        handler.setFormatter(logs.JsonFormatter())
+        handler.addFilter(logs.RunFieldsFilter())
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        self._handler = handler
+        self._stop = threading.Event()
+        self._exporter: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self.scrapes = 0
+        if exporter:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self._port = int(s.getsockname()[1])
+            command = "import sys; from jobq.cli import main; sys.exit(main())"
+            self._exporter = subprocess.Popen(
+                [sys.executable, "-c", command, "metrics", "--db", url, "--port", str(self._port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._thread = threading.Thread(target=self._scrape, name="bench-scrape", daemon=True)
+            self._thread.start()
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(self.SCRAPE_SECONDS):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self._port}/metrics", timeout=10) as r:
+                    r.read()
+                self.scrapes += 1
+            except OSError:
+                pass  # not listening yet
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        if self._exporter:
+            self._exporter.terminate()
+            self._exporter.wait(timeout=30)
+        logging.getLogger().removeHandler(self._handler)
+        self._sink.close()
 
 
 class JobqWorker(Jobq):
@@ -79,4 +148,4 @@ class JobqWorker(Jobq):
         return super().unavailable(options, env)
 
     def consumer(self, index: int) -> Consumer:
-        return WorkerConsumer(self.url, self.options)
+        return WorkerConsumer(self.url, self.options, index)

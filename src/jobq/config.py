@@ -37,6 +37,12 @@ DATA_DIR_DEFAULT = "data"
 PRODUCER_INTERVAL_SECONDS_DEFAULT = 5.0
 CONSUMER_DELAY_DEFAULT = "7-15"
 PRUNE_AFTER_SECONDS_DEFAULT: float | None = None
+LOG_FORMAT_DEFAULT = "text"
+#: ``text``: one readable line per record; ``json``: one JSON object per line (jobq.observability.logs).
+LOG_FORMATS = ("text", "json")
+METRICS_HOST_DEFAULT = "127.0.0.1"
+"""Where ``jobq metrics`` and ``jobq worker --metrics-port`` listen: loopback unless told."""
+METRICS_PORT_DEFAULT = 9464
 
 #: Job ids, LIMIT and OFFSET are 64-bit signed integers on both backends.
 INT64_MAX = 2**63 - 1
@@ -117,6 +123,11 @@ class Settings:
     producer_interval_seconds: float = PRODUCER_INTERVAL_SECONDS_DEFAULT
     consumer_delay: str = CONSUMER_DELAY_DEFAULT
     operator: str | None = None
+    log_format: str = LOG_FORMAT_DEFAULT
+    metrics_host: str = METRICS_HOST_DEFAULT
+    metrics_port: int | None = None
+    """A worker serves Prometheus metrics on this port when set (``jobq metrics`` defaults to
+    ``METRICS_PORT_DEFAULT``)."""
 
     def __repr__(self) -> str:
         """The dataclass repr with the database password masked: settings end up in logs."""
@@ -185,6 +196,10 @@ def _coerce(settings: Settings) -> Settings:
     if not 1 <= result.concurrency <= CONCURRENCY_MAX:
         raise ConfigError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
     parse_range(result.consumer_delay)
+    if result.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {result.log_format!r}")
+    if result.metrics_port is not None and not 0 < result.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port must be between 1 and 65535, not {result.metrics_port}")
     return result
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 
-from jobq.backends.base import QueueStats, WorkerEnd, WorkerInfo
+from jobq.backends.base import Progress, QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
 
 #: A running worker counts as lost once its last heartbeat is older than this many heartbeat periods.
@@ -130,3 +130,17 @@ def error_summary(text: str | None) -> str:
         return ""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def progress_text(progress: Progress | None, now: float) -> str:
+    """A run's last reported progress for people: ``"40% - 4 of 10 files (3s ago)"``, or ``"-"``.
+
+    >>> progress_text(Progress(1, 0.4, "4 of 10 files", 97.0), 100.0)
+    '40% - 4 of 10 files (3s ago)'
+    """
+    if progress is None:
+        return "-"
+    parts = [f"{progress.fraction * 100:.0f}%"] if progress.fraction is not None else []
+    if progress.message:
+        parts.append(" ".join(progress.message.split()))
+    return f"{' - '.join(parts) or 'reported'} ({duration_text(now - progress.at)} ago)"

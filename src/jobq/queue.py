@@ -25,8 +25,11 @@ from jobq.backends.base import (
     JobFilter,
     Lease,
     Listener,
+    MetricEvent,
     NewJob,
     Page,
+    Progress,
+    QueueGauges,
     QueueStats,
     RescueResult,
     WorkerEnd,
@@ -36,6 +39,7 @@ from jobq.backends.common import clip
 from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
 from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
+from jobq.observability import tracing
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import backoff_seconds
@@ -45,6 +49,8 @@ NAME_MAX_CHARS = 200
 ERROR_MAX_CHARS = 20_000
 """Most of an error message kept in ``last_error`` (head and tail; each event keeps less, see
 ``jobq.backends.common.EVENT_ERROR_MAX_CHARS``)."""
+PROGRESS_MESSAGE_MAX_CHARS = 500
+"""Longest progress message kept (head and tail)."""
 
 
 def _check_name(value: str, what: str) -> str:
@@ -219,7 +225,16 @@ class Queue:
         )
         if conn is not None:
             return self.backend.enqueue_in(conn, [job], now)[0]
+        if tracing.recording():
+            return self._traced_enqueue([job], now)[0]
         return self.backend.enqueue([job], now)[0]
+
+    def _traced_enqueue(self, jobs: list[NewJob], now: float) -> list[int]:
+        """The enqueue in a span whose context each job stores (``jobq.observability.tracing``)."""
+        with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
+            ids = self.backend.enqueue(jobs, now, traces) if traces else self.backend.enqueue(jobs, now)
+            tracing.set_job_ids(span, ids)
+            return ids
 
     def enqueue_many(
         self,
@@ -257,7 +272,11 @@ class Queue:
         ]
         if not jobs:
             return []
-        return self.backend.enqueue_in(conn, jobs, now) if conn is not None else self.backend.enqueue(jobs, now)
+        if conn is not None:
+            return self.backend.enqueue_in(conn, jobs, now)  # the application's transaction: untraced
+        if tracing.recording():
+            return self._traced_enqueue(jobs, now)
+        return self.backend.enqueue(jobs, now)
 
     # -- workers ---------------------------------------------------------------------------
     def claim(
@@ -529,6 +548,46 @@ class Queue:
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first (stopped ones included)."""
         return self.backend.list_workers(limit)
+
+    # -- observability ---------------------------------------------------------------------
+    def progress(self, job: Job, fraction: float | None = None, message: str | None = None) -> bool:
+        """Store how far the job's run has come (fenced by its lease, like a heartbeat).
+
+        ``fraction`` is clamped to [0, 1]; ``message`` is cut to ``PROGRESS_MESSAGE_MAX_CHARS``.
+        Returns True when an operator asked to cancel the job. Raises LeaseLost when the job is
+        no longer this lease's (the refusal is recorded). Handlers call ``ctx.progress``, which
+        throttles.
+        """
+        if fraction is not None:
+            if not isinstance(fraction, int | float) or fraction != fraction:  # NaN
+                raise InvalidPayload("progress fraction must be a number between 0 and 1")
+            fraction = min(1.0, max(0.0, float(fraction)))
+        if message is not None:
+            message = clip(str(message), PROGRESS_MESSAGE_MAX_CHARS)
+        result = self.backend.progress(lease_of(job), fraction, message, self.clock)
+        if not result.alive:
+            raise LeaseLost(job.id, "progress")
+        return result.cancel_requested
+
+    def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
+        """The last progress each of ``job_ids`` reported (jobs that reported none are absent)."""
+        return self.backend.progress_of(list(job_ids))
+
+    def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
+        """The trace context stored with each of ``job_ids`` at enqueue, where one was."""
+        return self.backend.trace_contexts(list(job_ids))
+
+    def queue_gauges(self) -> dict[str, QueueGauges]:
+        """Due and scheduled PENDING jobs, the oldest due, and PROCESSING jobs, per queue (cheap:
+        partial indexes only; what ``jobq metrics`` reads on every scrape)."""
+        return self.backend.queue_gauges(self.clock())
+
+    def last_event_id(self) -> int:
+        return self.backend.last_event_id()
+
+    def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
+        """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
+        return self.backend.events_after(after_id, limit)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

@@ -2,7 +2,7 @@
 
 The session builds a wheel and an sdist with ``python -m build`` (which builds the wheel from the
 unpacked sdist, so the sdist is proven complete too), then installs the wheel with its
-``postgres`` and ``web`` extras into two virtualenvs in a temporary directory:
+``postgres``, ``web``, ``metrics`` and ``otel`` extras into two virtualenvs in a temporary directory:
 
 - ``locked``: every version as ``uv.lock`` pins it (what the development environment tested);
 - ``oldest``: jobq's direct dependencies at the lower bounds its metadata declares (read from the
@@ -41,12 +41,14 @@ TESTS = REPO / "tests"
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_SECONDS = 300
-EXTRAS = "postgres,web"
+EXTRAS = "postgres,web,metrics,otel"
 #: What jobq's core may depend on, and what each extra may pull in (by project name).
 ALLOWED_REQUIREMENTS = {
     None: {"apsw"},
     "postgres": {"psycopg", "psycopg-pool"},
     "web": {"streamlit", "pandas", "altair"},
+    "metrics": {"prometheus-client"},
+    "otel": {"opentelemetry-api"},
 }
 
 
@@ -231,7 +233,7 @@ def test_the_core_pulls_only_apsw_and_each_extra_only_its_own(dist: Dist) -> Non
     for name, extra in re.findall(r"(?m)^Requires-Dist: ([A-Za-z0-9_.-]+)[^;\n]*(?:; extra == \"(\w+)\")?", metadata):
         found.setdefault(extra or None, set()).add(name.lower())
     assert found == ALLOWED_REQUIREMENTS
-    assert set(re.findall(r"(?m)^Provides-Extra: (\S+)", metadata)) == {"postgres", "web"}
+    assert set(re.findall(r"(?m)^Provides-Extra: (\S+)", metadata)) == {"postgres", "web", "metrics", "otel"}
 
 
 def test_the_version_lives_in_one_place_and_everyone_agrees(dist: Dist, locked: Venv) -> None:
@@ -473,6 +475,15 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
         assert _listening(port) == {"0100007F"}
         assert served.stop(proc) in (0, -signal.SIGTERM)
         covered.add(app)
+
+    # The Prometheus exporter (extra `metrics`): loopback only, and it answers.
+    port = _free_port()
+    proc = served.start("jobq", "metrics", "--port", str(port), log="metrics.log", **demo)
+    wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics")[0] == 200, 60, "jobq metrics to answer")
+    assert "jobq_jobs_pending" in _get(f"http://127.0.0.1:{port}/metrics")[1]
+    assert _listening(port) == {"0100007F"}
+    assert served.stop(proc) == 0
+    covered.add("metrics")
 
     assert covered == set(venv.python_out(_COMMANDS).split())  # a new command needs its smoke test here
 

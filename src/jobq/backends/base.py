@@ -237,6 +237,43 @@ class Bucket:
     """Attempts that failed and were scheduled to retry (``failed`` counts only final failures)."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """What a handler last reported of its run (``JobContext.progress``)."""
+
+    job_id: int
+    fraction: float | None
+    message: str | None
+    at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueGauges:
+    """The live part of one queue, read from the PENDING and PROCESSING partial indexes only."""
+
+    pending_due: int = 0
+    pending_scheduled: int = 0
+    """PENDING with ``run_at`` in the future (retries waiting for their backoff, delayed jobs)."""
+    oldest_due_at: float | None = None
+    processing: int = 0
+    processing_expired: int = 0
+    """PROCESSING whose lease has run out (the rescuer will move them)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricEvent:
+    """One event for the metrics exporter, with its job's queue and times (None: job purged)."""
+
+    id: int
+    kind: str
+    at: float
+    attempt: int | None
+    queue: str | None
+    run_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+
 class Backend(Protocol):
     """A job store. Every method is one short transaction; none holds a reader open."""
 
@@ -246,8 +283,11 @@ class Backend(Protocol):
     pid is gone here has exited, so its jobs can be rescued before their leases expire."""
 
     # -- producers -------------------------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
-        """Insert jobs in one transaction; a known idempotency key returns the existing id."""
+    def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
+        """Insert jobs in one transaction; a known idempotency key returns the existing id.
+
+        ``traces``: per job, the trace context to store with it (``jobq.observability.tracing``);
+        given only while tracing is on, so an enqueue without it does no extra work."""
         ...
 
     def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
@@ -380,6 +420,33 @@ class Backend(Protocol):
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]: ...
 
     def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]: ...
+
+    # -- observability ---------------------------------------------------------------------
+    def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:
+        """Store a run's progress if ``lease`` still holds the job (fenced like a heartbeat;
+        a refusal is recorded as a stale write)."""
+        ...
+
+    def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
+        """The last progress reported for each of ``job_ids`` that reported any."""
+        ...
+
+    def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
+        """The stored trace context of each of ``job_ids`` that has one."""
+        ...
+
+    def queue_gauges(self, now: float) -> dict[str, QueueGauges]:
+        """PENDING (due / scheduled, oldest due) and PROCESSING per queue; queues with neither
+        are absent. Reads only the partial indexes: its cost follows the backlog, not history."""
+        ...
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 when none): where a metrics cursor starts."""
+        ...
+
+    def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
+        """Up to ``limit`` events with ids above ``after_id``, in id order, with their job's queue."""
+        ...
 
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None: ...

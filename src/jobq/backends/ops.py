@@ -33,8 +33,11 @@ from jobq.backends.base import (
     HeartbeatResult,
     JobFilter,
     Lease,
+    MetricEvent,
     NewJob,
     Page,
+    Progress,
+    QueueGauges,
     QueueStats,
     RescueResult,
     WorkerEnd,
@@ -161,8 +164,8 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
 
 
 # -- producers -----------------------------------------------------------------------------------
-def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
-    if "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
+def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
+    if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
         return (yield from _enqueue_alone(d, jobs, now))
     rows = [
         {
@@ -193,6 +196,13 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
                 ids.append((yield Exec(d.sql["job_id_by_key"], {"key": job.idempotency_key}))[0][0])
     if inserted:
         yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
+    if traces:
+        # Only while tracing is on (the facade passes no traces otherwise); a job that already
+        # existed (a known idempotency key) keeps the context of the enqueue that made it.
+        new = set(inserted)
+        contexts = [{"id": i, "context": t} for i, t in zip(ids, traces, strict=True) if t and i in new]
+        if contexts:
+            yield ExecMany(d.sql["set_trace_context"], contexts)
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
     if due:
         yield Notify(due)
@@ -638,6 +648,53 @@ def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[l
     pending = int((yield Exec(d.sql["pending_count"]))[0][0])
     kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
     return build_buckets(since, bucket_seconds, now, kind_counts, durations, pending)
+
+
+# -- observability ------------------------------------------------------------------------------
+def progress(
+    d: Dialect, lease: Lease, fraction: float | None, message: str | None, clock: Clock
+) -> Op[HeartbeatResult]:
+    now = clock()
+    args = {"fraction": fraction, "message": d.text(message), "now": now, "id": lease.job_id, "token": lease.token}
+    rows = yield Exec(d.sql["progress"], args)
+    if rows:
+        return HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+    yield from _refused(d, lease, "progress", now)
+    return HeartbeatResult(lease.job_id, False)
+
+
+def progress_of(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, Progress]]:
+    params: Params = {}
+    rows = yield Exec(d.stmt("progress_of_jobs", ids=d.any_of("id", "ids", sorted(set(job_ids)), params)), params)
+    return {int(r[0]): Progress(int(r[0]), r[1], r[2], r[3]) for r in rows}
+
+
+def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
+    params: Params = {}
+    rows = yield Exec(d.stmt("trace_contexts", ids=d.any_of("id", "ids", sorted(set(job_ids)), params)), params)
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
+    pending = {
+        q: (int(n), int(due or 0), oldest) for q, n, due, oldest in (yield Exec(d.sql["metric_pending"], {"now": now}))
+    }
+    running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
+    out = {}
+    for queue in sorted(pending.keys() | running.keys()):
+        n, due, oldest = pending.get(queue, (0, 0, None))
+        r, expired = running.get(queue, (0, 0))
+        out[queue] = QueueGauges(due, n - due, oldest, r, expired)
+    return out
+
+
+def last_event_id(d: Dialect) -> Op[int]:
+    return int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+
+
+def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
+    rows = yield Exec(d.sql["metric_events"], {"after": after_id, "limit": limit})
+    return [MetricEvent(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
 # -- worker registry ----------------------------------------------------------------------------

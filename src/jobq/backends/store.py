@@ -23,8 +23,11 @@ from jobq.backends.base import (
     JobFilter,
     Lease,
     Listener,
+    MetricEvent,
     NewJob,
     Page,
+    Progress,
+    QueueGauges,
     QueueStats,
     RescueResult,
     WorkerEnd,
@@ -76,8 +79,8 @@ class SqlStore:
         return self._transaction(make, write=True, on_unknown=on_unknown)
 
     # -- producers -------------------------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob], now: float) -> list[int]:
-        return self._write(lambda: ops.enqueue(self.dialect, jobs, now)) if jobs else []
+    def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
+        return self._write(lambda: ops.enqueue(self.dialect, jobs, now, traces)) if jobs else []
 
     def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
         return self._in_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
@@ -200,6 +203,28 @@ class SqlStore:
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))
+
+    # -- observability ---------------------------------------------------------------------
+    def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:
+        def make() -> ops.Op[HeartbeatResult]:
+            return ops.progress(self.dialect, lease, fraction, message, clock)
+
+        return self._write(make, on_unknown=make)  # writing the same progress again is harmless
+
+    def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
+        return self._read(lambda: ops.progress_of(self.dialect, job_ids)) if job_ids else {}
+
+    def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
+        return self._read(lambda: ops.trace_contexts(self.dialect, job_ids)) if job_ids else {}
+
+    def queue_gauges(self, now: float) -> dict[str, QueueGauges]:
+        return self._read(lambda: ops.queue_gauges(self.dialect, now))
+
+    def last_event_id(self) -> int:
+        return self._read(lambda: ops.last_event_id(self.dialect))
+
+    def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
+        return self._read(lambda: ops.events_after(self.dialect, after_id, limit))
 
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:

@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_cancel(command)
     monitor.add_stats(command)
     monitor.add_workers(command)
+    processes.add_metrics(command)
     jobs.add_purge(command)
     monitor.add_rescue(command)
     monitor.add_version(command)

@@ -9,6 +9,7 @@ a refusal is reported per job on stderr and makes the exit code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -224,10 +225,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_queue(args) as q:
         job = q.get(args.job_id)
         events = q.events(args.job_id)
+        progress = q.progress_of([job.id]).get(job.id)
     if args.output == "json":
-        out(json.dumps({"job": job_dict(job), "events": [event_dict(e) for e in events]}, ensure_ascii=False, indent=2))
+        data = {
+            "job": job_dict(job),
+            "progress": None if progress is None else dataclasses.asdict(progress),
+            "events": [event_dict(e) for e in events],
+        }
+        out(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        out(job_text(job, events, time.time()))
+        out(job_text(job, events, time.time(), progress))
     return EXIT_OK
 
 

@@ -15,9 +15,17 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jobq.backends.base import QueueStats, WorkerInfo
+from jobq.backends.base import Progress, QueueStats, WorkerInfo
 from jobq.job import Event, Job, JobStatus
-from jobq.present import WorkerState, ago, duration_text, error_summary, oldest_pending_age, worker_state
+from jobq.present import (
+    WorkerState,
+    ago,
+    duration_text,
+    error_summary,
+    oldest_pending_age,
+    progress_text,
+    worker_state,
+)
 
 #: Table cells longer than this are cut (payloads and errors can be kilobytes).
 CELL_MAX_CHARS = 40
@@ -95,8 +103,8 @@ def jobs_table(jobs: Sequence[Job], now: float) -> str:
     return format_table(("ID", "STATUS", "QUEUE", "TASK", "ATTEMPTS", "CREATED", "PAYLOAD", "LAST ERROR"), rows)
 
 
-def job_text(job: Job, events: Sequence[Event], now: float) -> str:
-    """``jobq show``: the job's fields, its payload and result, then its history."""
+def job_text(job: Job, events: Sequence[Event], now: float, progress: Progress | None = None) -> str:
+    """``jobq show``: the job's fields, its progress, payload and result, then its history."""
 
     def when(ts: float | None) -> str:
         return "-" if ts is None else f"{local_iso(ts)} ({ago(ts, now)})"
@@ -120,6 +128,8 @@ def job_text(job: Job, events: Sequence[Event], now: float) -> str:
         fields.append(("key", clean(job.idempotency_key, None)))
     if job.lease_owner is not None and job.status == JobStatus.PROCESSING:
         fields.append(("lease", f"held by {job.lease_owner}, expires {when(job.lease_expires_at)}"))
+    if progress is not None:
+        fields.append(("progress", clean(progress_text(progress, now), 600)))
     if job.last_error:
         fields.append(("last error", clean(error_summary(job.last_error), 2000)))
     if job.defect:

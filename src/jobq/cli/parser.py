@@ -119,6 +119,9 @@ FLAG_SETTINGS: dict[str, str] = {
     "data_dir": "data_dir",
     "consumer_delay": "consumer_delay",
     "actor": "operator",
+    "log_format": "log_format",
+    "metrics_port": "metrics_port",
+    "metrics_host": "metrics_host",
 }
 
 

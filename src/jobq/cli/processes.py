@@ -9,25 +9,55 @@ with the database password masked in every line (supervisord keeps these logs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jobq
 from jobq.cli.args import concurrency_arg, duration_arg, handler_arg, port_arg, range_arg
 from jobq.cli.parser import EXIT_OK, AddCommand, env_help, make_settings
-from jobq.config import env_name
+from jobq.config import LOG_FORMAT_DEFAULT, LOG_FORMATS, METRICS_HOST_DEFAULT, METRICS_PORT_DEFAULT, env_name
 from jobq.errors import ConfigError
 from jobq.redact import redact_logs
 from jobq.web import DEFAULT_PORTS
 
 
+def log_options(p: argparse.ArgumentParser) -> None:
+    """``--log-format``: of every command that runs until stopped and logs."""
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help=env_help("log lines as text, or one JSON object each", "log_format", LOG_FORMAT_DEFAULT),
+    )
+
+
+def metrics_options(p: argparse.ArgumentParser, *, flag: str) -> None:
+    """Where Prometheus metrics are served (``jobq metrics --port``, ``jobq worker --metrics-port``)."""
+    p.add_argument(
+        flag,
+        dest="metrics_port",
+        metavar="PORT",
+        type=port_arg,
+        help=env_help("serve Prometheus metrics on this port", "metrics_port",
+                      METRICS_PORT_DEFAULT if flag == "--port" else "off"),
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help=env_help("address the metrics listen on", "metrics_host", METRICS_HOST_DEFAULT),
+    )
+
+
 def worker_options(p: argparse.ArgumentParser, *, many_queues: bool) -> None:
     """Options of every process that runs handlers (``worker``, ``consumer``)."""
+    log_options(p)
     if many_queues:
         p.add_argument(
             "--queue",
@@ -59,8 +89,10 @@ def worker_options(p: argparse.ArgumentParser, *, many_queues: bool) -> None:
 
 def _logging(settings: jobq.Settings) -> None:
     """Log to stderr; the database password is masked in every line (supervisord keeps these logs)."""
+    from jobq.observability.logs import configure
+
     level = os.environ.get("JOBQ_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(settings.log_format, level)  # text, or one JSON object per line (JOBQ_LOG_FORMAT)
     redact_logs(settings.database_url, os.environ.get(env_name("database_url")))
 
 
@@ -86,6 +118,7 @@ def add_worker(command: AddCommand) -> None:
         help="import MODULE so that its @jobq.worker.task handlers register; repeatable",
     )
     worker_options(p, many_queues=True)
+    metrics_options(p, flag="--metrics-port")
     p.add_argument("--exit-when-idle", action="store_true", help="exit once no job is due and none runs")
 
 
@@ -121,7 +154,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _import_path()
     handlers = collect_handlers(args.handlers, args.imports, REGISTRY, load_handler)
     _logging(settings)
-    with jobq.Queue(settings=settings) as q:
+    with jobq.Queue(settings=settings) as q, _metrics_server(settings, settings.metrics_port):
         worker = Worker(
             q,
             handlers,
@@ -131,6 +164,48 @@ def cmd_worker(args: argparse.Namespace) -> int:
             exit_when_idle=args.exit_when_idle,
         )
         worker.run()
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: jobq.Settings, port: int | None) -> Iterator[None]:
+    """Serve Prometheus metrics on ``port`` (none when None) from a handle of its own, until the
+    block ends. A port that cannot be bound is a one-line ConfigError."""
+    if port is None:
+        yield
+        return
+    from jobq.observability.metrics import serve
+
+    with jobq.Queue(settings=settings, create=False) as reader:
+        try:
+            exporter = serve(reader, port, settings.metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc}"
+            ) from None
+        logging.getLogger("jobq.metrics").info(
+            "serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, port
+        )
+        try:
+            yield
+        finally:
+            exporter.close()
+
+
+def add_metrics(command: AddCommand) -> None:
+    p = command("metrics", cmd_metrics, "serve Prometheus metrics of the queue (127.0.0.1 by default)")
+    metrics_options(p, flag="--port")
+    log_options(p)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    settings = make_settings(args)
+    _logging(settings)
+    stop = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: stop.set())
+    with _metrics_server(settings, settings.metrics_port or METRICS_PORT_DEFAULT):
+        stop.wait()
     return EXIT_OK
 
 
@@ -156,6 +231,7 @@ def add_producer(command: AddCommand) -> None:
     )
     p.add_argument("--data-dir", metavar="DIR", help=env_help("where job files live", "data_dir", "data"))
     p.add_argument("--queue", "-q", metavar="NAME", help=env_help("queue name", "queue", "default"))
+    log_options(p)
 
 
 def cmd_producer(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import streamlit as st
 
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
 from jobq.job import operator_actions
-from jobq.present import error_summary
+from jobq.present import error_summary, progress_text
 from jobq.web import _page, manager_model, safety, views
 from jobq.web._page import open_queue, storage_error
 
@@ -290,6 +290,14 @@ def _detail(q: Queue, job_id: int) -> None:
             owner = safety.md_literal(job.lease_owner or "")
             lease = f"held by {owner} until {views.fmt_time(job.lease_expires_at)}"
             st.markdown(f"**Lease** {lease}" + (" · **cancellation requested**" if job.cancel_requested else ""))
+        progress = q.progress_of([job.id]).get(job.id)
+        if progress is not None:
+            # What the handler last reported (ctx.progress); kept after the run ends, as it stood.
+            text = "**Progress** " + safety.md_literal(progress_text(progress, time.time()))
+            if progress.fraction is not None:
+                st.progress(progress.fraction, text=text)
+            else:
+                st.markdown(text)
         left, right = st.columns([2, 3])
         with left:
             st.markdown("**Payload**")

@@ -17,7 +17,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from jobq import JobqError, JobStatus, Queue, Settings
+from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
 from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
@@ -32,6 +32,8 @@ WINDOW_CHOICES = {
     "24 hours": (86400.0, 900.0),
 }
 LATEST_JOBS_LIMIT = 50
+RUNNING_JOBS_LIMIT = 50
+"""Running jobs listed with their progress (the longest-running first)."""
 RECENT_EVENTS_LIMIT = 30
 CHART_HEIGHT = 220
 METRIC_HEIGHT = 150
@@ -246,6 +248,23 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
         st.info(
             "No worker has registered yet. Start consumers (e.g. `supervisord -c supervisord.conf`).",
             icon=":material/bedtime:",
+        )
+
+    running = q.list(
+        JobFilter(statuses=(JobStatus.PROCESSING,)), Page(sort="started_at", descending=False, limit=RUNNING_JOBS_LIMIT)
+    )
+    if running:
+        st.subheader(":material/autorenew: Running jobs")
+        progress = q.progress_of([j.id for j in running])
+        st.dataframe(
+            views.running_frame(running, progress, now),
+            hide_index=True,
+            width="stretch",
+            key="running_jobs",
+            column_config={
+                "id": st.column_config.NumberColumn(format="%d", width="small"),
+                "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+            },
         )
 
     left, right = st.columns([3, 2])

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from jobq import Job, JobStatus
-from jobq.present import WorkerState, error_summary
+from jobq.backends.base import Progress
+from jobq.present import WorkerState, ago, error_summary
 from jobq.redact import redact_url
 from jobq.web.safety import SHOWN_BLOCK_CHARS, plain, shown_json
 
@@ -136,6 +137,30 @@ JOB_COLUMNS = list(job_row(Job(0, "", "", None, JobStatus.PENDING, 0, 0.0, 0, 1,
 def jobs_frame(jobs: Iterable[Job]) -> pd.DataFrame:
     """The jobs as a frame with the columns of :func:`job_row` (empty frame keeps the columns)."""
     return pd.DataFrame([job_row(j) for j in jobs], columns=JOB_COLUMNS)
+
+
+RUNNING_COLUMNS = ["id", "queue", "task", "worker", "started", "progress", "message", "reported"]
+
+
+def running_frame(jobs: Iterable[Job], progress: Mapping[int, Progress], now: float) -> pd.DataFrame:
+    """The ops running-jobs table: each PROCESSING job with its last reported progress
+    (``progress`` is a fraction 0-1 or None; ``message`` plain text)."""
+    rows = []
+    for job in jobs:
+        p = progress.get(job.id)
+        rows.append(
+            {
+                "id": job.id,
+                "queue": plain(job.queue),
+                "task": plain(job.task),
+                "worker": plain(job.lease_owner or ""),
+                "started": fmt_short_time(job.started_at, now),
+                "progress": p.fraction if p else None,
+                "message": plain(p.message or "", ERROR_PREVIEW_CHARS) if p else "",
+                "reported": ago(p.at, now) if p else DASH,
+            }
+        )
+    return pd.DataFrame(rows, columns=RUNNING_COLUMNS)
 
 
 def count_jobs(n: int) -> str:

@@ -10,6 +10,10 @@ from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
 from jobq.queue import Queue
 
+PROGRESS_INTERVAL_SECONDS = 0.5
+"""At most two progress writes a second per run: a handler may report from a tight loop, and
+each write is a transaction (on SQLite, a turn of the one write lock)."""
+
 
 class PermanentError(JobqError):
     """Raise from a handler to fail the job at once, without retries (bad input, unsafe path)."""
@@ -48,6 +52,14 @@ class JobContext:
         """Its handler returned (or was never called): the thread is free again."""
         self.withdrawn = False
         """Claimed ahead and given back before any thread began it (see ``jobq.worker.prefetch``)."""
+        self.traced = False
+        """Run in a span (an OpenTelemetry SDK was configured when the job was dispatched)."""
+        self.trace_context: str | None = None
+        """The traceparent stored at enqueue, read at dispatch while tracing is on."""
+        # The first report is stored only once the run has lasted an interval: a short job that
+        # reports costs no write at all (the jobs worth watching are the long ones).
+        self._progress_at = self.started
+        self._progress_lock = threading.Lock()
 
     @property
     def key(self) -> tuple[int, str | None]:
@@ -112,6 +124,38 @@ class JobContext:
         except BaseException:
             self.completed_in_transaction = False
             raise
+
+    def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False) -> bool:
+        """Report how far the run has come: ``fraction`` in [0, 1] and/or a short ``message``.
+
+        Shown by ``jobq show`` and the apps. Writes at most every ``PROGRESS_INTERVAL_SECONDS``,
+        the first one after the run has lasted that long (a report in between is dropped,
+        unless ``force``); each write is fenced by the lease like a heartbeat and also tells of
+        a cancel. Returns True when the report was stored.
+        Raises LeaseLost / JobCancelled like ``check()``.
+
+        >>> for i, item in enumerate(items):          # doctest: +SKIP
+        ...     handle(item)
+        ...     ctx.progress(i / len(items), f"{i} of {len(items)}")
+        """
+        self.check()
+        now = time.monotonic()
+        with self._progress_lock:
+            if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
+                return False
+            self._progress_at = now
+        if self.decided or self.settled:
+            return False  # its outcome is on the way: the lease is about to end
+        try:
+            if self.queue.progress(self.job, fraction, message):
+                self.cancel_requested = True
+                self.cancelled.set()
+        except LeaseLost:
+            self.lease_lost = True
+            self.cancelled.set()
+            raise
+        self.check()
+        return True
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobq.job import Job
+from jobq.observability.logs import fields_of
 from jobq.queue import Queue
 from jobq.worker.context import JobContext
 
@@ -80,6 +81,12 @@ _KINDS_FROM = {
     Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL),
     Outcome.CANCEL: (Outcome.CANCEL,),
 }
+
+
+def _fields(ctx: JobContext) -> dict[str, Any]:
+    """The run's fields for a line logged outside its thread (structured logs)."""
+    job = ctx.job
+    return fields_of(job.id, job.queue, job.task, job.attempts, ctx.worker_id)
 
 
 def one_line(exc: BaseException) -> str:
@@ -201,7 +208,7 @@ class Runs:
             return False
         ctx.timed_out = True
         ctx.cancelled.set()
-        log.warning("job %s: timed out after %g s", ctx.job.id, limit)
+        log.warning("job %s: timed out after %g s", ctx.job.id, limit, extra=_fields(ctx))
         return True
 
     def take(self) -> list[RunOutcome]:
@@ -322,7 +329,7 @@ class OutcomeWriter:
             if ok:
                 self.status.jobs_done += 1
             else:
-                log.warning("job %s: lease lost, completion refused", o.ctx.job.id)
+                log.warning("job %s: lease lost, completion refused", o.ctx.job.id, extra=_fields(o.ctx))
         return jobs
 
     def _write_failures(self, group: list[RunOutcome]) -> None:
@@ -336,6 +343,7 @@ class OutcomeWriter:
                 o.ctx.job.id,
                 status if ok else "refused",
                 last[:LOG_LINE_MAX_CHARS],
+                extra=_fields(o.ctx),
             )
 
     def _write_cancels(self, group: list[RunOutcome]) -> None:

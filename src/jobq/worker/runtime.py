@@ -44,6 +44,7 @@ from types import FrameType
 from jobq.backends.base import Listener, WorkerInfo
 from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
+from jobq.observability import logs, tracing
 from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
@@ -328,8 +329,18 @@ class Worker:
         return sleep
 
     def _dispatch(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            ctx = JobContext(job, self.queue, self.id)
+        contexts = [JobContext(job, self.queue, self.id) for job in jobs]
+        if tracing.recording():  # once per claimed batch
+            # One read per claimed batch, only while an OpenTelemetry SDK is configured.
+            try:
+                stored = self.queue.trace_contexts([job.id for job in jobs])
+            except JobqError as exc:  # a trace is not worth a job: run it unparented
+                log.warning("could not read trace contexts: %s", one_line(exc))
+                stored = {}
+            for ctx in contexts:
+                ctx.traced = True
+                ctx.trace_context = stored.get(ctx.job.id)
+        for ctx in contexts:
             self.runs.add(ctx)
             self._work.put(ctx)
 
@@ -363,10 +374,24 @@ class Worker:
             if self._stopping.is_set() or not self.runs.begin(ctx):
                 continue
             began = time.monotonic()
-            outcome = self._execute(ctx)
+            # Every line logged during the run (by jobq or the handler) carries the run's fields.
+            token = logs.enter_run(ctx.job, self.id)
+            try:
+                outcome = self._traced(ctx) if ctx.traced else self._execute(ctx)
+            finally:
+                logs.leave_run(token)
             ctx.ended = True
             self.prefetch.observe(time.monotonic() - began)
             self.runs.record(outcome)
+
+    def _traced(self, ctx: JobContext) -> RunOutcome:
+        """The run in a span, the child of its enqueue's span when one was stored."""
+        job = ctx.job
+        with tracing.run_span(ctx.trace_context, job.id, job.queue, job.task, job.attempts, self.id) as span:
+            outcome = self._execute(ctx)
+            kind = {Outcome.COMPLETE: "completed", Outcome.FAIL: "failed", Outcome.CANCEL: "cancelled"}
+            tracing.record_outcome(span, kind.get(outcome.kind, "none"), outcome.error)
+            return outcome
 
     def _execute(self, ctx: JobContext) -> RunOutcome:
         outcome = self._run_handler(ctx)

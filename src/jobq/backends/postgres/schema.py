@@ -22,7 +22,7 @@ from jobq.backends.statements import STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema")
 #: jobq's functions (the trigger's), moved with the tables.
@@ -142,6 +142,14 @@ MIGRATIONS: list[list[str]] = [
         # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
         # runs, and for rows a jobq before schema 5 stopped.
         "ALTER TABLE workers ADD COLUMN end_reason text",
+    ],
+    [
+        # Observability (jobq.observability): progress and the enqueue's trace context (see the
+        # SQLite schema). Nullable without a default: PostgreSQL adds them without a table rewrite.
+        "ALTER TABLE jobs ADD COLUMN progress double precision",
+        "ALTER TABLE jobs ADD COLUMN progress_message text",
+        "ALTER TABLE jobs ADD COLUMN progress_at double precision",
+        "ALTER TABLE jobs ADD COLUMN trace_context text",
     ],
 ]
 

@@ -6,7 +6,7 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -111,5 +111,15 @@ MIGRATIONS: list[list[str]] = [
         # How a worker ended (jobq.backends.base.WorkerEnd: stopped, crashed, lost); NULL while it
         # runs, and for rows a jobq before schema 4 stopped.
         "ALTER TABLE workers ADD COLUMN end_reason TEXT",
+    ],
+    [
+        # Observability (jobq.observability): a handler's progress, fenced by the lease token
+        # like a heartbeat, and the OpenTelemetry context of the enqueue that made the job (W3C
+        # traceparent text; NULL unless tracing was on). Columns of the row, not a side table:
+        # `jobq show` and the apps read them with the job, and a purge removes them with it.
+        "ALTER TABLE jobs ADD COLUMN progress REAL",
+        "ALTER TABLE jobs ADD COLUMN progress_message TEXT",
+        "ALTER TABLE jobs ADD COLUMN progress_at REAL",
+        "ALTER TABLE jobs ADD COLUMN trace_context TEXT",
     ],
 ]

@@ -1,0 +1,103 @@
+"""Observability without I/O: progress throttling, JSON log lines, settings, histogram buckets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+import jobq
+from jobq.backends.base import Progress
+from jobq.job import Job, JobStatus
+from jobq.observability import logs
+from jobq.observability.metrics import _Histogram
+from jobq.present import progress_text
+from jobq.worker import context
+
+
+class StubQueue:
+    """Records progress writes (a unit test: no store)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float | None, str | None]] = []
+        self.cancel = False
+
+    def progress(self, job: Job, fraction: float | None, message: str | None) -> bool:
+        self.writes.append((fraction, message))
+        return self.cancel
+
+
+def test_progress_is_throttled_and_a_short_run_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(context.time, "monotonic", lambda: now[0])
+    q = StubQueue()
+    job = Job(1, "default", "", None, JobStatus.PROCESSING, 0, 0.0, 1, 3, 0.0, 0.0, lease_token="t")
+    ctx = context.JobContext(job, q, "w")  # type: ignore[arg-type]
+    assert ctx.progress(0.1, "early") is False  # the run has not lasted an interval yet
+    now[0] += context.PROGRESS_INTERVAL_SECONDS
+    assert ctx.progress(0.2) is True
+    assert ctx.progress(0.3) is False  # within the interval: dropped
+    assert ctx.progress(0.4, force=True) is True
+    now[0] += context.PROGRESS_INTERVAL_SECONDS
+    q.cancel = True
+    with pytest.raises(jobq.JobCancelled):
+        ctx.progress(0.5)  # the write said an operator cancelled: the handler stops
+    assert q.writes == [(0.2, None), (0.4, None), (0.5, None)]
+    assert ctx.cancel_requested
+
+
+def _record(**extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("jobq.worker", logging.WARNING, __file__, 1, "job %s failed\nsecond line", (7,), None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_lines_carry_the_run_fields_set_around_a_run() -> None:
+    formatter, run_filter = logs.JsonFormatter(), logs.RunFieldsFilter()
+    plain = _record()
+    run_filter.filter(plain)
+    line = json.loads(formatter.format(plain))
+    assert line["message"] == "job 7 failed\nsecond line" and line["level"] == "WARNING"
+    assert line["time"].endswith("+00:00") and "job_id" not in line
+    with logs.run_fields(logs.fields_of(7, "mail", "send", 2, "w-1")):
+        inside = _record()
+        given = _record(job_id=8)  # a field given as extra wins
+        run_filter.filter(inside)
+        run_filter.filter(given)
+    text = formatter.format(inside)
+    assert "\n" not in text
+    assert {k: json.loads(text)[k] for k in logs.RUN_FIELDS} == {
+        "job_id": 7, "queue": "mail", "task": "send", "attempt": 2, "worker": "w-1",
+    }  # fmt: skip
+    assert json.loads(formatter.format(given))["job_id"] == 8
+    after = _record()
+    run_filter.filter(after)
+    assert "job_id" not in json.loads(formatter.format(after))
+
+
+def test_log_format_and_metrics_port_settings_are_checked_in_one_line() -> None:
+    env = {"JOBQ_LOG_FORMAT": "json", "JOBQ_METRICS_PORT": "9500"}
+    settings = jobq.load_settings(env=env, config_file="/nonexistent")
+    assert (settings.log_format, settings.metrics_port, settings.metrics_host) == ("json", 9500, "127.0.0.1")
+    assert jobq.load_settings({"log_format": "text"}, env=env, config_file="/nonexistent").log_format == "text"
+    with pytest.raises(jobq.ConfigError, match="log_format must be one of text, json"):
+        jobq.load_settings(env={"JOBQ_LOG_FORMAT": "xml"}, config_file="/nonexistent")
+    with pytest.raises(jobq.ConfigError, match="metrics_port must be between 1 and 65535"):
+        jobq.load_settings(env={"JOBQ_METRICS_PORT": "70000"}, config_file="/nonexistent")
+
+
+def test_histogram_buckets_are_cumulative() -> None:
+    h = _Histogram((1.0, 5.0))
+    for v in (0.5, 1.0, 3.0, 10.0, -2.0):
+        h.observe(v)
+    assert h.buckets() == [("1.0", 3.0), ("5.0", 4.0), ("+Inf", 5.0)]
+    assert h.total == 14.5
+
+
+def test_progress_text() -> None:
+    assert progress_text(None, 0.0) == "-"
+    assert progress_text(Progress(1, None, "  step\\n two ", 90.0), 100.0) == "step\\n two (10s ago)"
+    assert progress_text(Progress(1, None, None, 100.0), 100.0) == "reported (0s ago)"
