@@ -270,8 +270,8 @@ def test_jobq_is_imported_from_the_virtualenv_not_the_checkout(venv: Venv) -> No
 
 # -- the contract suite, on both backends -----------------------------------------------------------
 CONTRACT_CONFTEST = '''
-"""What a user of jobq.testing.contract provides: clock, queue and open_queue (and here a
-backend_url per backend; pg.py, copied from jobq's tests, gives a fresh PostgreSQL database)."""
+"""What a user of jobq.testing.contract provides: clock, queue, open_queue and app_connect (and
+here a backend_url per backend; pg.py, copied from jobq's tests, gives a fresh PostgreSQL database)."""
 import pytest
 
 pytest.register_assert_rewrite("jobq.testing.contract")
@@ -310,6 +310,23 @@ def open_queue(backend_url, clock):
     yield _open
     for q in opened:
         q.close()
+
+
+@pytest.fixture
+def app_connect(backend_url):
+    """The conn= tests' application connections (jobq.testing.appconn ships in the wheel)."""
+    from jobq.testing.appconn import app_connections
+
+    opened = []
+
+    def _connect():
+        made = app_connections(backend_url)
+        opened.extend(made)
+        return made
+
+    yield _connect
+    for app in opened:
+        app.close()
 '''
 
 CONTRACT_INI = """[pytest]
