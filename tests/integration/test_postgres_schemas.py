@@ -93,18 +93,44 @@ def test_a_viewer_finds_no_queue_in_a_missing_schema_and_creates_nothing(postgre
     assert "absent" not in _tables_by_schema(postgres_url)
 
 
+#: Released before schemas: the migrations a database of the public layout has.
+RELEASED_BEFORE_SCHEMAS = 2
+#: The undoing of each later migration, so that a store this code filled in ``public`` becomes
+#: exactly the old layout (a migration added later must add its undoing here).
+UNDO_LATER_MIGRATIONS = [
+    ["ALTER FUNCTION public.jobq_external_status() RESET search_path"],
+    [
+        "DROP INDEX public.jobs_finished",
+        "CREATE INDEX jobs_finished ON public.jobs (finished_at) WHERE finished_at IS NOT NULL",
+    ],
+    ["ALTER TABLE public.workers DROP COLUMN end_reason"],
+    [
+        "ALTER TABLE public.jobs DROP COLUMN progress, DROP COLUMN progress_message, "
+        "DROP COLUMN progress_at, DROP COLUMN trace_context"
+    ],
+]
+
+
 @contextlib.contextmanager
-def _public_layout() -> Iterator[None]:
-    """Inside: jobq as it was before schemas. This code's first two migrations (the ones released
-    before schemas) applied in ``public``, and this code's own statements aimed at ``public``."""
+def _public_layout(url: str) -> Iterator[None]:
+    """Inside: this code's statements aimed at ``public``, on every migration; on leaving, the
+    migrations released after the move to schemas are undone, so ``public`` holds jobq exactly as
+    it was before schemas (its first two migrations), with the rows written inside."""
     import jobq.backends.postgres as pg_backend
 
+    assert len(pg_backend.MIGRATIONS) == RELEASED_BEFORE_SCHEMAS + len(UNDO_LATER_MIGRATIONS), (
+        "a new PostgreSQL migration: add its undoing to UNDO_LATER_MIGRATIONS"
+    )
     real_split = pg_backend.split_url
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(pg_backend, "MIGRATIONS", pg_backend.MIGRATIONS[:2])
         # "public" is refused by the URL check; here it stands for the old, unqualified layout.
         m.setattr(pg_backend, "split_url", lambda url: dataclasses.replace(real_split(url), schema="public"))
         yield
+    with raw_connect(url, autocommit=True) as conn, conn.transaction():
+        for undo in reversed(UNDO_LATER_MIGRATIONS):
+            for statement in undo:
+                conn.execute(statement)
+        conn.execute("DELETE FROM public.jobq_schema WHERE version > %s", (RELEASED_BEFORE_SCHEMAS,))
 
 
 def _fill(q: jobq.Queue, clock: FakeClock) -> dict[str, int]:
@@ -125,7 +151,7 @@ def _fill(q: jobq.Queue, clock: FakeClock) -> dict[str, int]:
 def test_a_database_of_the_public_layout_is_moved_in_place_with_nothing_lost(
     postgres_url: str, clock: FakeClock
 ) -> None:
-    with _public_layout(), jobq.Queue(postgres_url, clock=clock) as old:
+    with _public_layout(postgres_url), jobq.Queue(postgres_url, clock=clock) as old:
         ids = _fill(old, clock)
         before = _snapshot(old)
         held = old.get(ids["held"])
