@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jobq.errors import JobCancelled, JobqError, LeaseLost
@@ -85,15 +86,7 @@ class JobContext:
         Call it right before an effect that must not happen twice, under a lock that makes
         check + effect atomic with respect to other workers (see ``jobq.demo.files``).
         """
-        try:
-            if self.queue.heartbeat(self.job):
-                self.cancel_requested = True
-                self.cancelled.set()
-        except LeaseLost:
-            self.lease_lost = True
-            self.cancelled.set()
-            raise
-        self.check()
+        self._fenced(lambda: self.queue.heartbeat(self.job))
 
     def complete(self, result: Any = None, *, conn: Any) -> None:
         """Mark the job COMPLETED inside the application's open transaction on ``conn``, with the
@@ -146,8 +139,14 @@ class JobContext:
             self._progress_at = now
         if self.decided or self.settled:
             return False  # its outcome is on the way: the lease is about to end
+        self._fenced(lambda: self.queue.progress(self.job, fraction, message))
+        return True
+
+    def _fenced(self, write: Callable[[], bool]) -> None:
+        """A lease-fenced write that also tells of a cancel (True): heartbeat, progress. Raises
+        LeaseLost (remembered) when the lease is gone, JobCancelled/LeaseLost like ``check()``."""
         try:
-            if self.queue.progress(self.job, fraction, message):
+            if write():
                 self.cancel_requested = True
                 self.cancelled.set()
         except LeaseLost:
@@ -155,7 +154,6 @@ class JobContext:
             self.cancelled.set()
             raise
         self.check()
-        return True
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""

@@ -119,19 +119,7 @@ def _apsw_runner(conn: apsw.Connection, path: str, notify: set[str]) -> Iterator
     tracer = conn.row_trace
     conn.row_trace = None  # jobq's statements return plain tuples, whatever the application reads
     try:
-
-        def run(command: ops.Command) -> ops.Rows:
-            if isinstance(command, ops.Exec):
-                return conn.execute(command.sql, command.params).fetchall()
-            if isinstance(command, ops.ExecMany):
-                rows: ops.Rows = []
-                for params in command.params:
-                    rows.extend(conn.execute(command.sql, params).fetchall())
-                return rows
-            notify.update(command.queues)
-            return []
-
-        yield run
+        yield _runner(lambda sql, params: conn.execute(sql, params).fetchall(), notify)
     except apsw.Error as exc:
         raise StorageError(f"{path}: {exc} (in your transaction: roll it back)") from None
     finally:
@@ -155,19 +143,7 @@ def _sqlite3_runner(conn: sqlite3.Connection, path: str, notify: set[str]) -> It
         )
     cur.row_factory = None  # plain tuples, whatever the application's row_factory
     try:
-
-        def run(command: ops.Command) -> ops.Rows:
-            if isinstance(command, ops.Exec):
-                return cur.execute(command.sql, command.params).fetchall()
-            if isinstance(command, ops.ExecMany):
-                rows: ops.Rows = []
-                for params in command.params:
-                    rows.extend(cur.execute(command.sql, params).fetchall())
-                return rows
-            notify.update(command.queues)
-            return []
-
-        yield run
+        yield _runner(lambda sql, params: cur.execute(sql, params).fetchall(), notify)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: {exc} (in your transaction: roll it back)") from None
     finally:
@@ -182,3 +158,21 @@ def _autocommits(conn: sqlite3.Connection) -> bool:
     if autocommit is False:
         return False  # always inside a transaction (never reached: in_transaction is True then)
     return conn.isolation_level is None
+
+
+def _runner(execute: Callable[[str, Any], ops.Rows], notify: set[str]) -> Runner:
+    """Runs an operation's commands through ``execute`` (one statement, its rows); the queues to
+    wake are collected in ``notify``, for after the caller's commit."""
+
+    def run(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Exec):
+            return execute(command.sql, command.params)
+        if isinstance(command, ops.ExecMany):
+            rows: ops.Rows = []
+            for params in command.params:
+                rows.extend(execute(command.sql, params))
+            return rows
+        notify.update(command.queues)
+        return []
+
+    return run
