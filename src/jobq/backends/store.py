@@ -65,6 +65,9 @@ class SqlStore:
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
         raise NotImplementedError
 
+    def finish_waiter(self, job_id: int) -> Listener:
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 

@@ -61,7 +61,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from jobq.backends import ops
 from jobq.backends.base import Listener
 from jobq.backends.postgres.caller import CallerCheck, identity
-from jobq.backends.postgres.listener import PollingListener, PostgresListener
+from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -101,6 +101,7 @@ class PostgresDialect(Dialect):
     def __init__(self, schema: str = SCHEMA_DEFAULT) -> None:
         self.schema = schema
         self.channel = PgOptions(libpq_url="", schema=schema).channel
+        self.done_channel = PgOptions(libpq_url="", schema=schema).done_channel
         self.sql = {name: qualify(text, schema) for name, text in _STATEMENTS.items()}
         self._rendered = {}
 
@@ -363,10 +364,11 @@ class PostgresBackend(SqlStore):
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
         settle = on_unknown
         channel = self.dialect.channel
+        done = self.dialect.done_channel
         return self._run(
-            lambda cur: _drive_on(cur, make, channel),
+            lambda cur: _drive_on(cur, make, channel, done),
             write=write,
-            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle, channel)),
+            on_unknown=None if settle is None else (lambda cur: _drive_on(cur, settle, channel, done)),
         )
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
@@ -376,7 +378,7 @@ class PostgresBackend(SqlStore):
         checked = self._caller.check(conn)
         try:
             with checked.cursor(row_factory=tuple_row) as cur:
-                return _drive_on(cur, make, self.dialect.channel)
+                return _drive_on(cur, make, self.dialect.channel, self.dialect.done_channel)
         except psycopg.Error as exc:
             raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
@@ -400,6 +402,17 @@ class PostgresBackend(SqlStore):
             return PollingListener()
         return PostgresListener(self._conninfo, self._kwargs, queues, channel)
 
+    def finish_waiter(self, job_id: int) -> Listener:
+        """Wakes when job ``job_id`` finishes: LISTEN on the done channel (``listen_url`` when
+        given); behind a transaction pooler without it, the caller polls."""
+        channel = self.dialect.done_channel
+        if self.options.listen_url is not None:
+            url = self.options.listen_url
+            return FinishListener(url, _connect_kwargs(url), channel, job_id)
+        if self.options.behind_transaction_pooler:
+            return PollingListener()
+        return FinishListener(self._conninfo, self._kwargs, channel, job_id)
+
 
 def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
     """Every row the statement returned, over all parameter sets (psycopg pipelines them)."""
@@ -417,9 +430,13 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
+#: Longest NOTIFY payload we send (PostgreSQL's limit is 8000 bytes): more finished ids are split.
+NOTIFY_PAYLOAD_MAX_CHARS = 7900
+
+
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_channel: str = "") -> T:
     """Run the operation ``make()`` on ``cur``, inside the caller's transaction; its wake-ups go
-    to ``channel`` (the queue's schema's)."""
+    to ``channel`` (the queue's schema's), the ids of the jobs it finished to ``done_channel``."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -430,9 +447,30 @@ def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
             cur.execute(Q_NOTIFY, (channel, queue))
+        if command.finished and done_channel:
+            # One NOTIFY per transaction, whatever the batch: PostgreSQL cannot tell whether anyone
+            # listens, so every finishing transaction pays this one statement (see docs/benchmarks.md).
+            for payload in _id_payloads(sorted(command.finished)):
+                cur.execute(Q_NOTIFY, (done_channel, payload))
         return []
 
     return ops.drive(make(), run)
+
+
+def _id_payloads(ids: Sequence[int]) -> list[str]:
+    """Comma-separated ids, split so that each payload fits a NOTIFY."""
+    out: list[str] = []
+    part: list[str] = []
+    size = 0
+    for text in map(str, ids):
+        if part and size + len(text) + 1 > NOTIFY_PAYLOAD_MAX_CHARS:
+            out.append(",".join(part))
+            part, size = [], 0
+        part.append(text)
+        size += len(text) + 1
+    if part:
+        out.append(",".join(part))
+    return out
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:
