@@ -382,6 +382,36 @@ class PostgresBackend(SqlStore):
         except psycopg.Error as exc:
             raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
+    async def _in_async_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        """``_in_caller_transaction`` on a ``psycopg.AsyncConnection``: the same generator, driven
+        by ``ops.adrive`` (the same rules, no second copy), never committed here."""
+        checked = await self._caller.acheck(conn)
+        channel, done = self.dialect.channel, self.dialect.done_channel
+
+        try:
+            async with checked.cursor(row_factory=tuple_row) as cur:
+
+                async def run(command: ops.Command) -> ops.Rows:
+                    if isinstance(command, ops.Exec):
+                        await cur.execute(command.sql, command.params or None)
+                        return await cur.fetchall() if cur.description is not None else []
+                    if isinstance(command, ops.ExecMany):
+                        rows: ops.Rows = []
+                        for params in command.params:  # the caller's few jobs: no pipeline
+                            await cur.execute(command.sql, params)
+                            if cur.description is not None:
+                                rows.extend(await cur.fetchall())
+                        return rows
+                    for queue in sorted(command.queues):
+                        await cur.execute(Q_NOTIFY, (channel, queue))
+                    for payload in _id_payloads(sorted(command.finished)):
+                        await cur.execute(Q_NOTIFY, (done, payload))
+                    return []
+
+                return await ops.adrive(make(), run)
+        except psycopg.Error as exc:
+            raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
+
     def close(self) -> None:
         with self._lock:
             # Like SQLite's, a closed backend reopens on its next use (a new pool).

@@ -155,6 +155,11 @@ class FinishListener:
             self.close()
             return True
 
+    def fileno(self) -> int:
+        """The socket that becomes readable on a wake-up (-1: none, poll), for asyncio's
+        ``add_reader`` (``jobq.AsyncQueue.wait``); ``wait(0)`` then takes the wake-up."""
+        return self._conn.fileno() if self._conn is not None and not self._conn.closed else -1
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

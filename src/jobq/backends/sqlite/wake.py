@@ -220,6 +220,11 @@ class FinishWaiter:
                     self._sock.recv(64)
         return bool(ready)
 
+    def fileno(self) -> int:
+        """The socket that becomes readable on a wake-up (-1: none, poll), for asyncio's
+        ``add_reader`` (``jobq.AsyncQueue.wait``); ``wait(0)`` then takes the wake-up."""
+        return self._sock.fileno() if self._sock is not None else -1
+
     def close(self) -> None:
         if self._flag is not None:
             with contextlib.suppress(OSError):
