@@ -169,6 +169,7 @@ def test_shutdown_after_the_grace_period_cancels_and_releases(backend_url: str) 
     seen: list[str] = []
 
     async def forever(ctx: JobContext) -> None:
+        seen.append("began")
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -179,8 +180,9 @@ def test_shutdown_after_the_grace_period_cancels_and_releases(backend_url: str) 
         job_id = q.enqueue({}, task="forever")
         worker = Worker(q, {"forever": forever})
         with running(worker):
-            wait_for(lambda: q.get(job_id).status == JobStatus.PROCESSING, 30, "the job to start")
-        assert seen == ["cancelled"]
+            # Begun, not only claimed: a job no coroutine has begun is given back without running.
+            wait_for(lambda: seen == ["began"], 30, "the handler to begin")
+        assert seen == ["began", "cancelled"]
         job = q.get(job_id)
         assert job.status == JobStatus.PENDING and job.lease_token is None
 
@@ -210,3 +212,35 @@ def test_a_sync_handler_returning_a_coroutine_fails_clearly(sqlite_url: str) -> 
         Worker(q, {"wrapped": lambda ctx: real(ctx)}, exit_when_idle=True).run()
         job = q.get(job_id)
         assert job.status == JobStatus.FAILED and "declare it `async def`" in (job.last_error or "")
+
+
+def test_a_run_stopped_while_it_waits_for_a_slot_is_settled_without_running(sqlite_url: str) -> None:
+    """AsyncRunner: a task cancelled before its run began goes to ``not_run`` (the worker records
+    CANCEL or nothing there), never silently dropped (its slot would be held for ever)."""
+    from jobq.worker.aio import AsyncRunner
+
+    release = threading.Event()
+    ran: list[int] = []
+    not_run: list[int] = []
+
+    async def run_one(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    with _queue(sqlite_url) as q:
+        q.enqueue_many([1, 2])
+        first, second = (JobContext(job, q, "w1") for job in q.claim_many("w1", 2))
+        runner = AsyncRunner(1, run_one, lambda ctx: not_run.append(ctx.job.id))
+        runner.start()
+        try:
+            runner.submit(first)
+            runner.submit(second)
+            wait_for(lambda: ran == [first.job.id], 30, "the first run to hold the one slot")
+            second.cancelled.set()  # as the heartbeater does on an operator's cancel
+            wait_for(lambda: not_run == [second.job.id], 30, "the waiting run to be settled")
+            release.set()
+        finally:
+            release.set()
+            runner.stop()
+        assert ran == [first.job.id]

@@ -58,11 +58,13 @@ class AsyncRunner:
     """One event loop on its own thread, running at most ``concurrency`` handler coroutines.
 
     ``submit`` is called from the main loop's thread; ``run_one`` runs on the event loop and
-    must record the run's outcome (or decide not to run it)."""
+    must record the run's outcome (or decide not to run it); ``not_run`` settles a run whose task
+    was cancelled before ``run_one`` began it (stopped while it waited for a slot)."""
 
-    def __init__(self, concurrency: int, run_one: RunOne) -> None:
+    def __init__(self, concurrency: int, run_one: RunOne, not_run: Callable[[JobContext], None]) -> None:
         self.concurrency = concurrency
         self._run_one = run_one
+        self._not_run = not_run
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
@@ -122,13 +124,17 @@ class AsyncRunner:
 
     async def _guarded(self, ctx: JobContext) -> None:
         assert self._slots is not None
+        entered = False
         try:
             async with self._slots:
+                entered = True
                 await self._run_one(ctx)
         except asyncio.CancelledError:
-            # Cancelled while waiting for a slot (stop flag set before it began): run_one was not
-            # entered, or it recorded its outcome already; the run's slot is settled by the worker.
-            pass
+            # Stopped before it began (cancel, lost lease, shutdown while it waited for a slot):
+            # run_one never ran, so the run must still be settled. Once entered, run_one records
+            # the outcome itself (its handler's CancelledError included).
+            if not entered:
+                self._not_run(ctx)
         except Exception:  # a bug of ours must not kill the loop
             log.exception("job %s: async run failed", ctx.job.id)
 

@@ -133,7 +133,9 @@ class Worker:
         )
         sync_slots = max(self.concurrency, batch or self.concurrency) if has_sync else 0
         self.capacity = sync_slots + self.async_concurrency
-        self._aio = AsyncRunner(self.async_concurrency, self._run_async) if self._async_tasks else None
+        self._aio = (
+            AsyncRunner(self.async_concurrency, self._run_async, self._async_not_run) if self._async_tasks else None
+        )
         wait = self.settings.prefetch_wait_seconds if prefetch_wait is None else prefetch_wait
         self.prefetch = Prefetch(0.0 if batch is not None else wait, self.concurrency)
         self.id = new_worker_id()
@@ -409,6 +411,14 @@ class Worker:
         self.prefetch.observe(time.monotonic() - began)
         self.runs.record(outcome)
 
+    def _async_not_run(self, ctx: JobContext) -> None:
+        """A coroutine stopped before it began: an operator's cancel is its outcome (as a sync
+        handler's first ``check()`` would make it); a lost lease or shutdown leaves nothing to write."""
+        if not self.runs.begin(ctx):
+            return  # withdrawn: the give-back settles it
+        ctx.ended = True
+        self.runs.record(RunOutcome(ctx, Outcome.CANCEL if ctx.cancel_requested else Outcome.NONE))
+
     async def _run_coroutine(self, ctx: JobContext) -> RunOutcome:
         early = self._refuse(ctx)
         if early is not None:
@@ -422,6 +432,10 @@ class Worker:
             # leaves nothing to write (the job is someone else's, or released by the drain).
             if ctx.cancel_requested and not ctx.timed_out:
                 return RunOutcome(ctx, Outcome.CANCEL)
+            if ctx.lease_lost:
+                # As a sync handler's LeaseLost is logged: the cancel may have overtaken the
+                # LeaseLost the handler itself raised (ctx.complete(conn=...) refused).
+                log.warning("job %s: lease lost (rescued or taken over); its coroutine was cancelled", ctx.job.id)
             return RunOutcome(ctx, Outcome.NONE)
         except Exception as exc:  # noqa: BLE001 - mapped exactly as for sync handlers
             return self._raised(ctx, exc)
