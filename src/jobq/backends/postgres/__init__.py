@@ -479,7 +479,7 @@ def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_channel: str = ""
             cur.execute(Q_NOTIFY, (channel, queue))
         if command.finished and done_channel:
             # One NOTIFY per transaction, whatever the batch: PostgreSQL cannot tell whether anyone
-            # listens, so every finishing transaction pays this one statement (see docs/benchmarks.md).
+            # listens, so every finishing transaction pays this one statement (docs/architecture.md).
             for payload in _id_payloads(sorted(command.finished)):
                 cur.execute(Q_NOTIFY, (done_channel, payload))
         return []
