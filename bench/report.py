@@ -265,6 +265,15 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
             (dup == 0) if any_jobq else None,
         )
     )
+    for store, r in (extras.get("asyncio") or {}).items():
+        check(
+            f"1,000 jobs awaiting a 1 s sleep, one worker, in <= 2.5 s ({store})",
+            r["sleep_1000_s"],
+            2.5,
+            "s",
+            higher=False,
+        )
+        check(f"`wait` returns <= 5 ms after the commit, p50 ({store})", r["wait_p50_ms"], 5.0, "ms", higher=False)
     apps = extras.get("apps") or {}
     for name in ("manager", "ops"):
         got = apps.get(name)
@@ -408,6 +417,11 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
             ),
             "",
         ]
+    aio = extras.get("asyncio")
+    if aio:
+        from bench.asyncio_rows import text as asyncio_text
+
+        parts += ["### asyncio", "", asyncio_text(aio), ""]
     prof = extras.get("profile")
     if prof:
         parts += ["### Profile of jobq's claim+complete loop (cProfile, one process)", "", prof, ""]

@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rows")
     parser.add_argument("--no-scale", action="store_true", help="skip the scale section (10M stored jobs; 1M --quick)")
     parser.add_argument("--no-apps", action="store_true", help="skip the apps' render time")
+    parser.add_argument("--no-asyncio", action="store_true", help="skip the asyncio figures (async handlers, wait)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
     args = parser.parse_args(argv)
@@ -256,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
 
             log("scale: claim+complete and reads with many stored jobs")
             extras["scale"] = run_scale(workdir, pg, args.quick, log)
+        if not args.no_asyncio:
+            from bench.asyncio_rows import measure_asyncio
+
+            log("asyncio: async handlers, Queue.wait")
+            extras["asyncio"] = measure_asyncio(workdir, pg, args.quick, log)
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -4,6 +4,7 @@ At-least-once delivery with leases, heartbeats and fencing tokens: a worker whos
 can never complete, fail or extend a job that was handed to another.
 """
 
+from jobq.async_queue import AsyncQueue
 from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import Settings, load_settings
 from jobq.errors import (
@@ -27,6 +28,7 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "ActionResult",
+    "AsyncQueue",
     "ConfigError",
     "Event",
     "EventKind",

@@ -29,6 +29,9 @@ PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
 POLL_INTERVAL_SECONDS_DEFAULT = 1.0
 SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
 CONCURRENCY_DEFAULT = 1
+#: Coroutines of ``async def`` handlers one worker runs at once on its event loop. A waiting
+#: coroutine costs a few KiB, not a thread: 100 keeps I/O-bound jobs busy without flooding peers.
+ASYNC_CONCURRENCY_DEFAULT = 100
 #: The default worker claims jobs ahead of its free threads only while they would wait at most
 #: this long at the recent run times (see ``jobq.worker.prefetch``); 0 turns that off.
 PREFETCH_WAIT_SECONDS_DEFAULT = 0.005
@@ -53,6 +56,8 @@ INT32_MAX = 2**31 - 1
 #: Most handler threads per worker process: each costs a stack, and more than this is a typo
 #: (scale out with more worker processes instead).
 CONCURRENCY_MAX = 1024
+#: Most coroutines per worker process: far more than any peer service copes with is a typo.
+ASYNC_CONCURRENCY_MAX = 100_000
 #: Longest duration accepted anywhere (100 years). Longer ones are typos, and past ~292 years a
 #: thread's wait() raises OverflowError; an unbounded "9"*400 would even parse as infinity.
 DURATION_MAX_SECONDS = 100 * 365.25 * 86400
@@ -116,6 +121,7 @@ class Settings:
     poll_interval_seconds: float = POLL_INTERVAL_SECONDS_DEFAULT
     shutdown_grace_seconds: float = SHUTDOWN_GRACE_SECONDS_DEFAULT
     concurrency: int = CONCURRENCY_DEFAULT
+    async_concurrency: int = ASYNC_CONCURRENCY_DEFAULT
     prefetch_wait_seconds: float = PREFETCH_WAIT_SECONDS_DEFAULT
     rescue_interval_seconds: float = RESCUE_INTERVAL_SECONDS_DEFAULT
     prune_after_seconds: float | None = PRUNE_AFTER_SECONDS_DEFAULT
@@ -195,6 +201,8 @@ def _coerce(settings: Settings) -> Settings:
         raise ConfigError(f"max_attempts must be between 1 and {INT32_MAX}")
     if not 1 <= result.concurrency <= CONCURRENCY_MAX:
         raise ConfigError(f"concurrency must be between 1 and {CONCURRENCY_MAX}")
+    if not 1 <= result.async_concurrency <= ASYNC_CONCURRENCY_MAX:
+        raise ConfigError(f"async_concurrency must be between 1 and {ASYNC_CONCURRENCY_MAX}")
     parse_range(result.consumer_delay)
     if result.log_format not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {result.log_format!r}")

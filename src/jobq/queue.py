@@ -36,6 +36,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.common import clip
+from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
 from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
@@ -43,6 +44,9 @@ from jobq.observability import tracing
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import backoff_seconds
+
+#: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
+WAIT_POLL_SECONDS = 1.0
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
@@ -507,6 +511,45 @@ class Queue:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        """Block until job ``job_id`` is COMPLETED, FAILED or CANCELLED, and return it (its
+        ``result``, ``status``, ``last_error``).
+
+        Woken by the backend's wake-up channel as the finishing transaction commits (PostgreSQL:
+        LISTEN on the schema's done channel; SQLite: a datagram to this waiter), not by polling;
+        it also reads the job every ``WAIT_POLL_SECONDS`` in case a wake-up was missed (a job
+        failed by the rescuer, or finished in an application's transaction on SQLite).
+
+        Raises JobNotFound (also if the job is purged meanwhile); TimeoutError after ``timeout``
+        seconds (None: wait for ever).
+
+        >>> job = queue.wait(queue.enqueue({"n": 1}), timeout=30)  # doctest: +SKIP
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
+        job = self.get(job_id)
+        if job.status.value in FINISHED:
+            return job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self.backend.finish_waiter(job_id)
+        try:
+            while True:
+                # Listening before this read: a finish committed after it wakes the waiter.
+                job = self.get(job_id)
+                if job.status.value in FINISHED:
+                    return job
+                pause = WAIT_POLL_SECONDS
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(
+                            f"job {job_id} did not finish within {timeout:g} s (it is {job.status.value})"
+                        )
+                    pause = min(pause, left)
+                waiter.wait(pause)
+        finally:
+            waiter.close()
 
     def events(self, job_id: int) -> list[Event]:
         """The job's history, oldest first."""

@@ -21,6 +21,7 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,22 @@ def crashworker(args: argparse.Namespace) -> None:
 
     q.complete_many = complete_many  # type: ignore[method-assign]
     q.complete_many_and_claim = complete_many_and_claim  # type: ignore[method-assign]
-    Worker(q, {"stamp": handler}, concurrency=1, batch=1).run()
+    Worker(q, {"stamp": as_async(handler) if args.use_async else handler}, **worker_options(args)).run()
+
+
+def as_async(handler: Callable[[JobContext], Any]) -> Callable[[JobContext], Awaitable[Any]]:
+    """``handler`` as an ``async def`` handler (``--async``): run on the worker's event loop, its
+    blocking file or database work in a thread, as an asyncio application would write it."""
+
+    async def run(ctx: JobContext) -> Any:
+        return await asyncio.to_thread(handler, ctx)
+
+    return run
+
+
+def worker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """One job at a time, on a thread or (``--async``) on the event loop: the crash state is per process."""
+    return {"concurrency": 1, "batch": 1, "async_concurrency": 1}
 
 
 # -- producers and workers -------------------------------------------------------------------------
@@ -355,7 +372,7 @@ def txworker(args: argparse.Namespace) -> None:
             raise
         at("after_commit")
 
-    Worker(q, handler, concurrency=1, batch=1).run()
+    Worker(q, as_async(handler) if args.use_async else handler, **worker_options(args)).run()
 
 
 def rescuer(args: argparse.Namespace) -> None:
@@ -400,6 +417,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--crash-at", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--async", dest="use_async", action="store_true", help="run the handler as async def")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ROLES[args.role](args)

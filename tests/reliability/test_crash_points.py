@@ -28,8 +28,9 @@ WORKERS = 3
 TORN = re.compile(rb"^\d{4}-\d")
 
 
+@pytest.mark.parametrize("handler", ["sync", "async"])
 def test_crash_point_sweep_loses_nothing_and_stamps_once(
-    backend_url: str, tmp_path: Path, agents: Agents, record: Recorder
+    backend_url: str, tmp_path: Path, agents: Agents, record: Recorder, handler: str
 ) -> None:
     per_point = scale(3, 40)
     data = tmp_path / "data"
@@ -46,6 +47,7 @@ def test_crash_point_sweep_loses_nothing_and_stamps_once(
                 file_of[job_id] = path
 
         args = ("--db", backend_url, "--data-dir", str(data), "--crash-log", str(crash_log), "--lease", "1.5")
+        args += ("--async",) if handler == "async" else ()
         slots = [agents.start("crashworker", *args) for _ in range(WORKERS)]
         restarts = 0
         deadline = time.monotonic() + 60 + 3 * len(point_of)
@@ -97,7 +99,10 @@ def test_crash_point_sweep_loses_nothing_and_stamps_once(
     finally:
         q.close()
 
-    print(f"\ncrash-point sweep on {backend_name(backend_url)}: {len(point_of)} jobs, {restarts} restarts")
+    print(
+        f"\ncrash-point sweep on {backend_name(backend_url)} ({handler} handler): "
+        f"{len(point_of)} jobs, {restarts} restarts"
+    )
     print(f"{'point':<16}{'jobs':>6}{'crashes':>9}{'lost':>6}{'dup':>5}{'redeliv':>9}{'found':>7}{'torn':>6}  reclaim")
     for point in CRASH_POINTS:
         row = table[point]
@@ -108,7 +113,7 @@ def test_crash_point_sweep_loses_nothing_and_stamps_once(
             f"{row['redelivered']:>9}{row['stamp_found_on_retry']:>7}{row['torn_lines']:>6}  {shown}"
         )
         record(
-            f"crash point: {point}",
+            f"crash point: {point}" + (" (async handler)" if handler == "async" else ""),
             backend=backend_name(backend_url),
             jobs=row["jobs"],
             faults=row["crashed"],

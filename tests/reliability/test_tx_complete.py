@@ -140,8 +140,9 @@ def _notes(backend_url: str, job_id: int) -> list[tuple[str]]:
         app.close()
 
 
+@pytest.mark.parametrize("handler", ["sync", "async"])
 def test_a_zombie_cannot_complete_in_its_transaction_after_losing_the_lease(
-    backend_url: str, tmp_path: Path, agents: Agents, record: Recorder
+    backend_url: str, tmp_path: Path, agents: Agents, record: Recorder, handler: str
 ) -> None:
     postgres = backend_name(backend_url) == "postgres"
     pause = "after_insert" if postgres else "before_begin"
@@ -151,6 +152,7 @@ def test_a_zombie_cannot_complete_in_its_transaction_after_losing_the_lease(
     try:
         app_connections(backend_url)[0].close()
         args = ("--db", backend_url, "--lease", "1.5", "--out", str(tmp_path))
+        args += ("--async",) if handler == "async" else ()
         for n in range(rounds):
             (tmp_path / "paused").unlink(missing_ok=True)
             (tmp_path / "go").unlink(missing_ok=True)
@@ -184,7 +186,8 @@ def test_a_zombie_cannot_complete_in_its_transaction_after_losing_the_lease(
     finally:
         q.close()
     record(
-        "completion in the handler's transaction: zombie (SIGSTOP past the lease, SIGCONT)",
+        "completion in the handler's transaction: zombie (SIGSTOP past the lease, SIGCONT)"
+        + (" (async handler)" if handler == "async" else ""),
         backend=backend_name(backend_url),
         jobs=rounds,
         faults=rounds,

@@ -38,7 +38,28 @@ def _completion(token: str = "t-1") -> Completion:
 def test_a_fenced_completion_records_its_event() -> None:
     run, seen = scripted({"complete": lambda params: [(1, "t-1", 1)]})
     assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, False), run) == [True]
-    assert seen == ["complete", "insert_event"]
+    # ... and tells whoever waits for the job (Queue.wait) once it commits.
+    assert seen == ["complete", "insert_event", "notify"]
+
+
+def test_finishing_writes_name_the_jobs_they_finished_and_only_those() -> None:
+    notified: list[ops.Notify] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Notify):
+            notified.append(command)
+            return []
+        name = NAMES.get(command.sql, command.sql)
+        return [(1, 1)] if name in ("retry", "fail") else []
+
+    from jobq.backends.base import Failure
+
+    retried = Failure(Lease(1, "t-1", "w"), "boom", retry_at=200.0)
+    assert ops.drive(ops.fail(DIALECT, [retried], lambda: 100.0, False), run) == [True]
+    assert notified == [], "a retry is not the end of the job"
+    failed = Failure(Lease(1, "t-1", "w"), "boom", retry_at=None)
+    assert ops.drive(ops.fail(DIALECT, [failed], lambda: 100.0, False), run) == [True]
+    assert notified == [ops.Notify(frozenset(), frozenset({1}))]
 
 
 def test_a_refused_completion_is_recorded_and_not_looked_up_unless_repeated() -> None:

@@ -471,6 +471,11 @@ class Backend(Protocol):
         """A way for an idle worker to sleep until new work may be there."""
         ...
 
+    def finish_waiter(self, job_id: int) -> Listener:
+        """A way to sleep until job ``job_id`` may have finished (``Queue.wait``): woken after a
+        commit that completed, failed for good or cancelled it. Best effort: callers poll too."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -88,9 +88,11 @@ class ExecMany(NamedTuple):
 
 
 class Notify(NamedTuple):
-    """Wake idle workers of these queues once the transaction commits."""
+    """Once the transaction commits, wake idle workers of these queues, and whoever waits for
+    one of the ``finished`` jobs (``Queue.wait``)."""
 
     queues: frozenset[str]
+    finished: frozenset[int] = frozenset()
 
 
 Command = Exec | ExecMany | Notify
@@ -338,6 +340,7 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
             done[i] = yield from _refused(d, lease, "complete", now, repeat=repeat)
     if events:
         yield ExecMany(d.sql["insert_event"], events)
+        yield Notify(frozenset(), frozenset(e["job_id"] for e in events))
     return done
 
 
@@ -400,6 +403,7 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)))
         return [bool((yield Exec(d.sql[statement], params, alone=True)))]
     out = [False] * len(items)
+    finished: set[int] = set()
     for i in _by_job_id([item.lease for item in items]):
         item, lease = items[i], items[i].lease
         error = d.text(item.error) or ""
@@ -413,8 +417,12 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         if rows:
             yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
             out[i] = True
+            if item.retry_at is None:
+                finished.add(lease.job_id)
         else:
             out[i] = yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=op)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
     return out
 
 
@@ -424,7 +432,9 @@ def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repe
 
 
 def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:
-    return _simple_worker_write(d, "ack_cancel", EventKind.CANCELLED, leases, clock, {"by": "worker"}, repeat, False)
+    return _simple_worker_write(
+        d, "ack_cancel", EventKind.CANCELLED, leases, clock, {"by": "worker"}, repeat, False, True
+    )
 
 
 def _simple_worker_write(
@@ -436,10 +446,12 @@ def _simple_worker_write(
     detail: dict[str, Any],
     repeat: bool,
     notify: bool,
+    finishes: bool = False,
 ) -> Op[list[bool]]:
     now = clock()
     out = [False] * len(leases)
     queues: set[str] = set()
+    finished: set[int] = set()
     for i in _by_job_id(leases):
         lease = leases[i]
         rows = yield Exec(d.sql[statement], {"now": now, "id": lease.job_id, "token": lease.token})
@@ -447,10 +459,12 @@ def _simple_worker_write(
             yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
             queues.add(rows[0][1])
             out[i] = True
+            if finishes:
+                finished.add(lease.job_id)
         else:
             out[i] = yield from _refused(d, lease, kind.value, now, repeat=repeat)
-    if notify and queues:
-        yield Notify(frozenset(queues))
+    if (notify and queues) or finished:
+        yield Notify(frozenset(queues) if notify else frozenset(), frozenset(finished))
     return out
 
 
@@ -527,17 +541,21 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
 
 def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
     out = []
+    finished: set[int] = set()
     for job_id, status in (yield from _targets(d, where)):
         action, result = plan_operator_action("cancel", job_id, status)
         if action is Action.CANCEL:
             yield Exec(d.sql["cancel"], {"now": now, "id": job_id, "status": status})
             event = _event(d, job_id, now, EventKind.CANCELLED, actor, None, {"from": status})
             yield Exec(d.sql["insert_event"], event)
+            finished.add(job_id)
         elif action is Action.REQUEST_CANCEL:
             yield Exec(d.sql["request_cancel"], {"now": now, "id": job_id})
             event = _event(d, job_id, now, EventKind.CANCEL_REQUESTED, actor, None, None)
             yield Exec(d.sql["insert_event"], event)
         out.append(result)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
     return out
 
 

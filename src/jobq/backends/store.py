@@ -34,6 +34,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.statements import Dialect
+from jobq.errors import ConfigError
 from jobq.job import Event, Job, JobStatus
 
 T = TypeVar("T")
@@ -66,7 +67,14 @@ class SqlStore:
         another database, StorageError for a closed one or a failed transaction."""
         raise NotImplementedError
 
+    async def _in_async_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        """``_in_caller_transaction`` on an asyncio connection (``jobq.AsyncQueue``'s ``conn=``)."""
+        raise ConfigError(f"conn=: {type(self).__name__} takes no asyncio connection; pass a blocking one")
+
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
+        raise NotImplementedError
+
+    def finish_waiter(self, job_id: int) -> Listener:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -108,6 +116,12 @@ class SqlStore:
             lambda: ops.complete(self.dialect, items, clock, repeat),
             on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
         )
+
+    async def aenqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+        return await self._in_async_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
+
+    async def acomplete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
+        return await self._in_async_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))
 
     def complete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
         return self._in_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))

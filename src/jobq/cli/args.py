@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from jobq.config import CONCURRENCY_MAX, INT32_MAX, INT32_MIN, INT64_MAX, parse_duration, parse_range
+from jobq.config import (
+    ASYNC_CONCURRENCY_MAX,
+    CONCURRENCY_MAX,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    parse_duration,
+    parse_range,
+)
 from jobq.errors import ConfigError
 from jobq.job import JobStatus
 
@@ -99,6 +107,11 @@ def attempts_arg(text: str) -> int:
 def concurrency_arg(text: str) -> int:
     """argparse type: handler threads, 1 to ``CONCURRENCY_MAX``."""
     return _int_arg(text, 1, CONCURRENCY_MAX)
+
+
+def async_concurrency_arg(text: str) -> int:
+    """argparse type: coroutines of async handlers, 1 to ``ASYNC_CONCURRENCY_MAX``."""
+    return _int_arg(text, 1, ASYNC_CONCURRENCY_MAX)
 
 
 def job_id_arg(text: str) -> int:

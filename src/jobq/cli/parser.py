@@ -115,6 +115,7 @@ FLAG_SETTINGS: dict[str, str] = {
     "lease": "lease_seconds",
     "grace": "shutdown_grace_seconds",
     "concurrency": "concurrency",
+    "async_concurrency": "async_concurrency",
     "interval": "producer_interval_seconds",
     "data_dir": "data_dir",
     "consumer_delay": "consumer_delay",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jobq
-from jobq.cli.args import concurrency_arg, duration_arg, handler_arg, port_arg, range_arg
+from jobq.cli.args import async_concurrency_arg, concurrency_arg, duration_arg, handler_arg, port_arg, range_arg
 from jobq.cli.parser import EXIT_OK, AddCommand, env_help, make_settings
 from jobq.config import LOG_FORMAT_DEFAULT, LOG_FORMATS, METRICS_HOST_DEFAULT, METRICS_PORT_DEFAULT, env_name
 from jobq.errors import ConfigError
@@ -72,6 +72,12 @@ def worker_options(p: argparse.ArgumentParser, *, many_queues: bool) -> None:
         p.add_argument("--queue", "-q", metavar="NAME", help=env_help("queue to work on", "queue", "default"))
     p.add_argument(
         "--concurrency", "-c", metavar="N", type=concurrency_arg, help=env_help("handler threads", "concurrency", 1)
+    )
+    p.add_argument(
+        "--async-concurrency",
+        metavar="N",
+        type=async_concurrency_arg,
+        help=env_help("coroutines of async def handlers run at once", "async_concurrency", 100),
     )
     p.add_argument(
         "--lease", metavar="DURATION", type=duration_arg, help=env_help("lease per claim", "lease_seconds", "30s")
@@ -160,6 +166,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             handlers,
             queues=args.queues or None,
             concurrency=settings.concurrency,
+            async_concurrency=settings.async_concurrency,
             name=args.name,
             exit_when_idle=args.exit_when_idle,
         )

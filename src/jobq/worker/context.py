@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -20,11 +21,38 @@ class PermanentError(JobqError):
     """Raise from a handler to fail the job at once, without retries (bad input, unsafe path)."""
 
 
+class StopSignal(threading.Event):
+    """The run's stop flag: a ``threading.Event`` that also calls one hook when set.
+
+    Sync handlers wait on it; for an ``async def`` handler the worker's event loop registers a hook
+    that cancels the handler's task (``jobq.worker.aio``), so every place that stops a run (the
+    heartbeater, a timeout, shutdown) stops a coroutine too, without knowing what kind it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hook: Callable[[], None] | None = None
+
+    def on_set(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when set (at once if already set). The hook must be idempotent: a set
+        racing this registration may call it twice."""
+        self._hook = hook
+        if self.is_set():
+            hook()
+
+    def set(self) -> None:
+        super().set()
+        hook = self._hook
+        if hook is not None:
+            hook()
+
+
 class JobContext:
     """Handed to every handler call.
 
-    Handlers run in threads, which cannot be killed: a long handler should call ``check()`` (or
-    use ``sleep()``) now and then, so that an operator's cancel, a timeout or a lost lease stops it.
+    Sync handlers run in threads, which cannot be killed: a long handler should call ``check()``
+    (or use ``sleep()``) now and then, so that an operator's cancel, a timeout or a lost lease stops
+    it. An ``async def`` handler is stopped for real: the same events raise ``asyncio.CancelledError``
+    at its next ``await`` (use ``await ctx.asleep()``, never ``ctx.sleep()``, in a coroutine).
     Before an external side effect that must happen once, call ``ensure_lease()``.
     """
 
@@ -32,7 +60,8 @@ class JobContext:
         self.job = job
         self.queue = queue
         self.worker_id = worker_id
-        self.cancelled = threading.Event()
+        self._stop = StopSignal()
+        self.cancelled: threading.Event = self._stop
         """Set when the handler should stop: cancel requested, timed out, or lease lost."""
         self.cancel_requested = False
         self.timed_out = False
@@ -61,6 +90,11 @@ class JobContext:
         # reports costs no write at all (the jobs worth watching are the long ones).
         self._progress_at = self.started
         self._progress_lock = threading.Lock()
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once the run must stop (see ``StopSignal.on_set``): the event loop
+        cancels an ``async def`` handler's task this way."""
+        self._stop.on_set(hook)
 
     @property
     def key(self) -> tuple[int, str | None]:
@@ -158,4 +192,11 @@ class JobContext:
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""
         self.cancelled.wait(max(0.0, seconds))
+        self.check()
+
+    async def asleep(self, seconds: float) -> None:
+        """``sleep`` for ``async def`` handlers: the loop runs other jobs meanwhile. A stop while
+        sleeping arrives as ``asyncio.CancelledError``; one before raises as ``check`` does."""
+        self.check()
+        await asyncio.sleep(max(0.0, seconds))
         self.check()

@@ -28,6 +28,7 @@ when ``run()`` is called on the main thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -48,6 +49,7 @@ from jobq.observability import logs, tracing
 from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
+from jobq.worker.aio import AsyncRunner, is_async_handler
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.looper import Looper
@@ -84,7 +86,10 @@ class Worker:
         queue: the Queue to work on (settings come from it: lease, grace, intervals).
         handlers: task name -> handler, or one handler for every task.
         queues: queue names to claim from (default: the settings' queue).
-        concurrency: handler threads.
+        concurrency: handler threads (for sync handlers).
+        async_concurrency: coroutines of ``async def`` handlers run at once on the worker's event
+            loop (default: the settings' ``async_concurrency``). The loop starts only if some
+            handler is ``async def``; the claims fill both kinds of slot.
         batch: jobs claimed per transaction, fixed. Larger values prefetch: faster for short jobs,
             but a long job's batch-mates wait behind it. Default: one per free thread, plus jobs
             claimed ahead while recent jobs were short and many are due (``jobq.worker.prefetch``).
@@ -112,13 +117,26 @@ class Worker:
         name: str | None = None,
         exit_when_idle: bool = False,
         prefetch_wait: float | None = None,
+        async_concurrency: int | None = None,
     ) -> None:
         self.queue = queue
         self.settings = queue.settings
         self.handlers: dict[str, Handler] = dict(handlers) if isinstance(handlers, Mapping) else {"": handlers}
         self.queues = list(queues or [self.settings.queue])
         self.concurrency = max(1, concurrency or self.settings.concurrency)
-        self.capacity = max(self.concurrency, batch or self.concurrency)
+        # Which handlers run on the event loop is known up front: a job's task decides where it
+        # runs, and the claims count both kinds of slot (simple: free threads + free coroutines;
+        # a sync job beyond the free threads waits and is given back like one claimed ahead).
+        self._async_tasks = {name for name, h in self.handlers.items() if is_async_handler(h)}
+        has_sync = len(self._async_tasks) < len(self.handlers) or not self.handlers
+        self.async_concurrency = (
+            max(1, async_concurrency or self.settings.async_concurrency) if self._async_tasks else 0
+        )
+        sync_slots = max(self.concurrency, batch or self.concurrency) if has_sync else 0
+        self.capacity = sync_slots + self.async_concurrency
+        self._aio = (
+            AsyncRunner(self.async_concurrency, self._run_async, self._async_not_run) if self._async_tasks else None
+        )
         wait = self.settings.prefetch_wait_seconds if prefetch_wait is None else prefetch_wait
         self.prefetch = Prefetch(0.0 if batch is not None else wait, self.concurrency)
         self.id = new_worker_id()
@@ -229,6 +247,9 @@ class Worker:
         undo.callback(self._mark_stopped)
         log.info("worker %s (%s) started on queues %s", self.id, self.name, ",".join(self.queues))
         undo.callback(self._stop_runners)
+        if self._aio is not None:
+            undo.callback(self._aio.stop)
+            self._aio.start()
         for i in range(self.concurrency):
             thread = threading.Thread(target=self._runner, name=f"jobq-run-{i}", daemon=True)
             thread.start()
@@ -298,7 +319,9 @@ class Worker:
         free = self.capacity - active
         if active:
             pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
-            if active > self.concurrency:  # jobs wait for a thread: check on them as often as promised
+            if (
+                active > self.concurrency + self.async_concurrency
+            ):  # jobs wait for a thread: check on them as often as promised
                 pause = min(pause, GIVE_BACK_AFTER_SECONDS / 2)
             self.runs.ready.wait(pause)
             self.runs.ready.clear()
@@ -342,6 +365,14 @@ class Worker:
                 ctx.trace_context = stored.get(ctx.job.id)
         for ctx in contexts:
             self.runs.add(ctx)
+            self._submit(ctx)
+
+    def _submit(self, ctx: JobContext) -> None:
+        """To the event loop if the job's handler is ``async def``, else to the runner threads."""
+        task = ctx.job.task if ctx.job.task in self.handlers else ""
+        if self._aio is not None and task in self._async_tasks and not ctx.job.defect:
+            self._aio.submit(ctx)
+        else:
             self._work.put(ctx)
 
     # -- runner threads ------------------------------------------------------------------------
@@ -358,7 +389,7 @@ class Worker:
                 log.warning("could not give back %d job(s) claimed ahead: %s", len(withdrawn), one_line(exc))
                 self.runs.restore(withdrawn)
                 for ctx in withdrawn:  # a runner may have skipped it meanwhile; a second entry is ignored
-                    self._work.put(ctx)
+                    self._submit(ctx)
                 return
             for ctx in withdrawn:
                 ctx.settled = True
@@ -393,6 +424,54 @@ class Worker:
             tracing.record_outcome(span, kind.get(outcome.kind, "none"), outcome.error)
             return outcome
 
+    async def _run_async(self, ctx: JobContext) -> None:
+        """The event loop's runner: one ``async def`` handler run to its recorded outcome."""
+        if self._stopping.is_set() or not self.runs.begin(ctx):
+            return
+        began = time.monotonic()
+        # The run's log fields: a context variable, and each asyncio task runs in a copy of the
+        # context, so concurrent coroutines keep their own.
+        token = logs.enter_run(ctx.job, self.id)
+        try:
+            outcome = await self._run_coroutine(ctx)
+        finally:
+            logs.leave_run(token)
+        if outcome.error:
+            outcome.error = redact_text(outcome.error, self.queue.url)
+        ctx.ended = True
+        self.prefetch.observe(time.monotonic() - began)
+        self.runs.record(outcome)
+
+    def _async_not_run(self, ctx: JobContext) -> None:
+        """A coroutine stopped before it began: an operator's cancel is its outcome (as a sync
+        handler's first ``check()`` would make it); a lost lease or shutdown leaves nothing to write."""
+        if not self.runs.begin(ctx):
+            return  # withdrawn: the give-back settles it
+        ctx.ended = True
+        self.runs.record(RunOutcome(ctx, Outcome.CANCEL if ctx.cancel_requested else Outcome.NONE))
+
+    async def _run_coroutine(self, ctx: JobContext) -> RunOutcome:
+        early = self._refuse(ctx)
+        if early is not None:
+            return early
+        handler = self.handlers.get(ctx.job.task) or self.handlers[""]
+        try:
+            result = await handler(ctx)
+        except asyncio.CancelledError:
+            # The stop flag cancelled the task (jobq.worker.aio): an operator's cancel is the
+            # job's outcome; a timeout was recorded when it passed; a lost lease or a shutdown
+            # leaves nothing to write (the job is someone else's, or released by the drain).
+            if ctx.cancel_requested and not ctx.timed_out:
+                return RunOutcome(ctx, Outcome.CANCEL)
+            if ctx.lease_lost:
+                # As a sync handler's LeaseLost is logged: the cancel may have overtaken the
+                # LeaseLost the handler itself raised (ctx.complete(conn=...) refused).
+                log.warning("job %s: lease lost (rescued or taken over); its coroutine was cancelled", ctx.job.id)
+            return RunOutcome(ctx, Outcome.NONE)
+        except Exception as exc:  # noqa: BLE001 - mapped exactly as for sync handlers
+            return self._raised(ctx, exc)
+        return self._returned(ctx, result)
+
     def _execute(self, ctx: JobContext) -> RunOutcome:
         outcome = self._run_handler(ctx)
         if outcome.error:
@@ -402,6 +481,24 @@ class Worker:
         return outcome
 
     def _run_handler(self, ctx: JobContext) -> RunOutcome:
+        early = self._refuse(ctx)
+        if early is not None:
+            return early
+        handler = self.handlers.get(ctx.job.task) or self.handlers[""]
+        try:
+            result = handler(ctx)
+        except Exception as exc:  # noqa: BLE001 - any handler error is the job's failure
+            return self._raised(ctx, exc)
+        if asyncio.iscoroutine(result):
+            # An async handler this worker could not tell apart (a lambda returning a coroutine):
+            # fail it clearly rather than store "not JSON-serialisable: coroutine".
+            result.close()
+            error = "the handler returned a coroutine: declare it `async def` so the worker awaits it"
+            return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
+        return self._returned(ctx, result)
+
+    def _refuse(self, ctx: JobContext) -> RunOutcome | None:
+        """The outcome of a run whose handler must not be called; None: call it."""
         if self._forced.is_set() or ctx.lease_lost:
             return RunOutcome(ctx, Outcome.NONE)
         if ctx.job.defect:
@@ -412,19 +509,24 @@ class Worker:
             known = ", ".join(sorted(repr(k) for k in self.handlers)) or "none"
             error = f"no handler for task {ctx.job.task!r} (known: {known})"
             return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
-        try:
-            result = handler(ctx)
-        except LeaseLost as exc:
+        return None
+
+    def _raised(self, ctx: JobContext, exc: Exception) -> RunOutcome:
+        """The outcome of a handler that raised ``exc`` (sync or async alike)."""
+        if isinstance(exc, LeaseLost):
             log.warning("%s", exc)
             return RunOutcome(ctx, Outcome.NONE)
-        except JobCancelled as exc:
+        if isinstance(exc, JobCancelled):
             if ctx.cancel_requested:
                 return RunOutcome(ctx, Outcome.CANCEL)
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc))
-        except PermanentError as exc:
+        if isinstance(exc, PermanentError):
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
-        except Exception:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
-            return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc())
+        # Any other handler error is the job's failure, with its traceback.
+        return RunOutcome(ctx, Outcome.FAIL, error="".join(traceback.format_exception(exc)))
+
+    def _returned(self, ctx: JobContext, result: object) -> RunOutcome:
+        """The outcome of a handler that returned ``result`` (sync or async alike)."""
         if ctx.completed_in_transaction:
             # ctx.complete(conn=...) wrote the completion in the handler's own transaction: there
             # is nothing left to write (another write with this lease would only be refused).

@@ -71,7 +71,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from jobq.backends import ops
 from jobq.backends.base import Listener
 from jobq.backends.postgres.caller import CallerCheck, identity
-from jobq.backends.postgres.listener import PollingListener, PostgresListener
+from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -116,9 +116,11 @@ class PostgresDialect(Dialect):
     def __init__(self, schema: str = SCHEMA_DEFAULT) -> None:
         self.schema = schema
         self.channel = PgOptions(libpq_url="", schema=schema).channel
+        self.done_channel = PgOptions(libpq_url="", schema=schema).done_channel
         fragments = {
             **STATIC_FRAGMENTS,
             "wake_channel": self.channel,
+            "done_channel": self.done_channel,
             "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
@@ -356,7 +358,7 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    return _drive(conn, make, attempt, self.dialect.channel)
+                    return _drive(conn, make, attempt, self.dialect.channel, self.dialect.done_channel)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -400,7 +402,37 @@ class PostgresBackend(SqlStore):
         checked = self._caller.check(conn)
         try:
             with checked.cursor(row_factory=tuple_row) as cur:
-                return _drive_on(cur, make, self.dialect.channel)
+                return _drive_on(cur, make, self.dialect.channel, self.dialect.done_channel)
+        except psycopg.Error as exc:
+            raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
+
+    async def _in_async_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
+        """``_in_caller_transaction`` on a ``psycopg.AsyncConnection``: the same generator, driven
+        by ``ops.adrive`` (the same rules, no second copy), never committed here."""
+        checked = await self._caller.acheck(conn)
+        channel, done = self.dialect.channel, self.dialect.done_channel
+
+        try:
+            async with checked.cursor(row_factory=tuple_row) as cur:
+
+                async def run(command: ops.Command) -> ops.Rows:
+                    if isinstance(command, ops.Exec):
+                        await cur.execute(command.sql, command.params or None)
+                        return await cur.fetchall() if cur.description is not None else []
+                    if isinstance(command, ops.ExecMany):
+                        rows: ops.Rows = []
+                        for params in command.params:  # the caller's few jobs: no pipeline
+                            await cur.execute(command.sql, params)
+                            if cur.description is not None:
+                                rows.extend(await cur.fetchall())
+                        return rows
+                    for queue in sorted(command.queues):
+                        await cur.execute(Q_NOTIFY, (channel, queue))
+                    for payload in _id_payloads(sorted(command.finished)):
+                        await cur.execute(Q_NOTIFY, (done, payload))
+                    return []
+
+                return await ops.adrive(make(), run)
         except psycopg.Error as exc:
             raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
@@ -424,6 +456,17 @@ class PostgresBackend(SqlStore):
             return PollingListener()
         return PostgresListener(self._conninfo, self._kwargs, queues, channel)
 
+    def finish_waiter(self, job_id: int) -> Listener:
+        """Wakes when job ``job_id`` finishes: LISTEN on the done channel (``listen_url`` when
+        given); behind a transaction pooler without it, the caller polls."""
+        channel = self.dialect.done_channel
+        if self.options.listen_url is not None:
+            url = self.options.listen_url
+            return FinishListener(url, _connect_kwargs(url), channel, job_id)
+        if self.options.behind_transaction_pooler:
+            return PollingListener()
+        return FinishListener(self._conninfo, self._kwargs, channel, job_id)
+
 
 def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
     """Every row the statement returned, over all parameter sets (psycopg pipelines them)."""
@@ -441,9 +484,13 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
-def _runner(cur: Cursor, channel: str) -> Callable[[ops.Command], ops.Rows]:
+#: Longest NOTIFY payload we send (PostgreSQL's limit is 8000 bytes): more finished ids are split.
+NOTIFY_PAYLOAD_MAX_CHARS = 7900
+
+
+def _runner(cur: Cursor, channel: str, done_channel: str = "") -> Callable[[ops.Command], ops.Rows]:
     """Executes one command of an operation on ``cur``; wake-ups go to ``channel`` (the queue's
-    schema's)."""
+    schema's), the ids of the jobs it finished to ``done_channel``."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -455,17 +502,22 @@ def _runner(cur: Cursor, channel: str) -> Callable[[ops.Command], ops.Rows]:
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
             cur.execute(Q_NOTIFY, (channel, queue))
+        if command.finished and done_channel:
+            # One NOTIFY per transaction, whatever the batch: PostgreSQL cannot tell whether anyone
+            # listens, so every finishing transaction pays this one statement (docs/architecture.md).
+            for payload in _id_payloads(sorted(command.finished)):
+                cur.execute(Q_NOTIFY, (done_channel, payload))
         return []
 
     return run
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T], channel: str) -> T:
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_channel: str = "") -> T:
     """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
-    return ops.drive(make(), _runner(cur, channel))
+    return ops.drive(make(), _runner(cur, channel, done_channel))
 
 
-def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str) -> T:
+def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, done_channel: str) -> T:
     """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
 
     An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
@@ -486,7 +538,7 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str) -
             conn.execute("SELECT 1")
         attempt.committing = True
         with conn.cursor() as cur:
-            rows = _runner(cur, channel)(command)
+            rows = _runner(cur, channel, done_channel)(command)
         try:
             op.send(rows)
         except StopIteration as stop:
@@ -494,7 +546,7 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str) -
             return result
         raise RuntimeError("an operation yielded a command after one it sent alone")
     with conn.transaction(), conn.cursor() as cur:
-        run = _runner(cur, channel)
+        run = _runner(cur, channel, done_channel)
         try:
             while True:
                 command = op.send(run(command))
@@ -508,6 +560,22 @@ def _input_waiting(conn: Connection) -> bool:
     """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     return bool(readable)
+
+
+def _id_payloads(ids: Sequence[int]) -> list[str]:
+    """Comma-separated ids, split so that each payload fits a NOTIFY."""
+    out: list[str] = []
+    part: list[str] = []
+    size = 0
+    for text in map(str, ids):
+        if part and size + len(text) + 1 > NOTIFY_PAYLOAD_MAX_CHARS:
+            out.append(",".join(part))
+            part, size = [], 0
+        part.append(text)
+        size += len(text) + 1
+    if part:
+        out.append(",".join(part))
+    return out
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:

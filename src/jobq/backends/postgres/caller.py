@@ -17,6 +17,7 @@ and that it reaches this queue's database (the same database name on the same ru
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -58,14 +59,45 @@ class CallerCheck:
         self._our_identity: Identity | None = None
         # Connections already found to reach our database: one round trip per connection, not per call.
         self._known: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._known_async: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
 
     def check(self, conn: object) -> psycopg.Connection[Any]:
         if isinstance(conn, psycopg.AsyncConnection):
-            raise ConfigError(f"conn is a psycopg.AsyncConnection: pass a psycopg.Connection to {self.where}")
+            raise ConfigError(
+                f"conn is a psycopg.AsyncConnection: pass a psycopg.Connection to {self.where} "
+                "(or use jobq.AsyncQueue, which takes an AsyncConnection)"
+            )
         if not isinstance(conn, psycopg.Connection):
             raise ConfigError(
                 WRONG_KIND.format(where=self.where, kind=f"{type(conn).__module__}.{type(conn).__name__}")
             )
+        self._check_state(conn)
+        if conn not in self._known:
+            self._same_database(conn)
+            self._known.add(conn)
+        return conn
+
+    async def acheck(self, conn: object) -> psycopg.AsyncConnection[Any]:
+        """``check`` for ``jobq.AsyncQueue``: the same rules for a ``psycopg.AsyncConnection``."""
+        if not isinstance(conn, psycopg.AsyncConnection):
+            kind = f"{type(conn).__module__}.{type(conn).__name__}"
+            raise ConfigError(f"conn must be a psycopg.AsyncConnection to {self.where} (AsyncQueue), not {kind}")
+        self._check_state(conn)
+        if conn not in self._known_async:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(Q_IDENTITY)
+                row = await cur.fetchone()
+            theirs = tuple(row) if row else ()
+            if self._our_identity is None or theirs != self._our_identity:
+                self._our_identity = await asyncio.to_thread(self._ours)
+            if theirs != self._our_identity:
+                raise ConfigError(
+                    f"conn reaches database {theirs[0] if theirs else '?'} of another server or name, not {self.where}"
+                )
+            self._known_async.add(conn)
+        return conn
+
+    def _check_state(self, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
         if conn.closed:
             raise StorageError("conn is closed")
         status = conn.info.transaction_status
@@ -80,10 +112,6 @@ class CallerCheck:
                 "conn is in autocommit mode with no transaction open: use `with conn.transaction():`, "
                 "jobq joins your transaction and never commits it"
             )
-        if conn not in self._known:
-            self._same_database(conn)
-            self._known.add(conn)
-        return conn
 
     def _same_database(self, conn: psycopg.Connection[Any]) -> None:
         theirs = identity(conn)

@@ -108,3 +108,59 @@ class PostgresListener:
 
     def close(self) -> None:
         self._drop()
+
+
+class FinishListener:
+    """``Queue.wait``'s line: ``LISTEN <done channel>`` on a dedicated connection, woken when a
+    notification names job ``job_id`` (payloads are comma-separated ids of finished jobs)."""
+
+    address: str | None = None  # a Listener; nothing to register
+
+    def __init__(self, url: str, kwargs: dict[str, Any], channel: str, job_id: int) -> None:
+        self._id = str(job_id)
+        self._conn: Connection | None = None
+        try:
+            conn = psycopg.connect(url, autocommit=True, **kwargs)
+        except psycopg.Error:
+            return  # the caller polls
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error:
+            conn.close()
+            return
+        self._conn = conn
+
+    def wait(self, timeout: float) -> bool:
+        """True when the job was named (or the line broke: the caller reads the job again)."""
+        if self._conn is None or self._conn.closed:
+            time.sleep(max(0.0, timeout))
+            return False
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                remaining = max(0.0, deadline - time.monotonic())
+                gen = self._conn.notifies(timeout=remaining, stop_after=1)
+                named = received = False
+                try:
+                    for notify in gen:
+                        received = True
+                        named = named or self._id in notify.payload.split(",")
+                finally:
+                    gen.close()
+                if named:
+                    return True
+                if not received or remaining <= 0:
+                    return False
+        except psycopg.Error:
+            self.close()
+            return True
+
+    def fileno(self) -> int:
+        """The socket that becomes readable on a wake-up (-1: none, poll), for asyncio's
+        ``add_reader`` (``jobq.AsyncQueue.wait``); ``wait(0)`` then takes the wake-up."""
+        return self._conn.fileno() if self._conn is not None and not self._conn.closed else -1
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

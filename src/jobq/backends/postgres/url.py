@@ -60,6 +60,12 @@ class PgOptions:
         each other's workers."""
         return f"jobq_wakeup_{self.schema}"
 
+    @property
+    def done_channel(self) -> str:
+        """The NOTIFY channel of finished jobs (payload: their ids), for ``Queue.wait``. Apart from
+        ``channel``: idle workers are not woken by every completion."""
+        return f"jobq_done_{self.schema}"
+
 
 def check_schema_name(name: str) -> str:
     """``name`` if it may name jobq's schema; ConfigError (one line) otherwise."""

@@ -40,7 +40,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
-from jobq.backends.sqlite.wake import SqliteListener, WakeNotifier
+from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
 from jobq.errors import ConfigError, StorageError
@@ -124,6 +124,7 @@ class SqliteBackend(SqlStore):
         self._conn: apsw.Connection | None = None
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
+        self._finish_notifier = FinishNotifier(self.path)
         self._connect()
 
     # -- connection and transactions ---------------------------------------------------------
@@ -218,14 +219,18 @@ class SqliteBackend(SqlStore):
         # A COMMIT either returns or raises here (a local file): no outcome is unknown, and a
         # failed one is reported as StorageError (the worker repeats its writes as `repeat`).
         notify: set[str] = set()
+        finished: set[int] = set()
 
         def body(c: apsw.Connection) -> T:
             notify.clear()  # a retried transaction starts over
-            return ops.drive(make(), _runner(c, notify))
+            finished.clear()
+            return ops.drive(make(), _runner(c, notify, finished))
 
         result: T = self._locked(body, write=write)
         if notify:  # after the commit: a woken worker must see the new jobs
             self._notifier.notify(time.time())
+        if finished:
+            self._finish_notifier.notify(finished)
         return result
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
@@ -248,10 +253,17 @@ class SqliteBackend(SqlStore):
                 self._conn.close()
             self._conn = None
         self._notifier.close()
+        self._finish_notifier.close()
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> SqliteListener:
         return SqliteListener(self.path, worker_id)
+
+    def finish_waiter(self, job_id: int) -> FinishWaiter:
+        """Wakes when job ``job_id`` finishes (COMPLETED, FAILED, CANCELLED) in any process on this
+        machine. Not woken (the caller's poll covers these): a job finished in an application's
+        transaction (``conn=``) or failed by the rescuer."""
+        return FinishWaiter(self.path, job_id)
 
     def register_worker(self, info: Any) -> None:
         super().register_worker(info)
@@ -283,7 +295,9 @@ def _parameter_getter(sql: str) -> Callable[[Params], tuple[Any, ...]]:
     return operator.itemgetter(*names)
 
 
-def _runner(c: apsw.Connection, notify: set[str] | None = None) -> Callable[[ops.Command], ops.Rows]:
+def _runner(
+    c: apsw.Connection, notify: set[str] | None = None, finished: set[int] | None = None
+) -> Callable[[ops.Command], ops.Rows]:
     """Runs an operation's commands on ``c``; queues to wake are gathered in ``notify`` (sent
     after the commit, by the caller: a woken worker must see the new jobs)."""
 
@@ -300,6 +314,8 @@ def _runner(c: apsw.Connection, notify: set[str] | None = None) -> Callable[[ops
             return list(c.executemany(command.sql, map(_parameter_getter(command.sql), command.params)))
         if notify is not None:
             notify.update(command.queues)
+        if finished is not None:
+            finished.update(command.finished)
         return []
 
     return run

@@ -21,4 +21,5 @@ from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
 from jobq.testing.contract.transactions import *  # noqa: F403
+from jobq.testing.contract.waiting import *  # noqa: F403
 from jobq.testing.contract.workers import *  # noqa: F403

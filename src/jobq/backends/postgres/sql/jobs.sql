@@ -271,6 +271,7 @@ WITH locked AS MATERIALIZED (
 SELECT cancel_requested FROM beat
 
 -- name: complete_one
+-- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.
 WITH done AS ({sql:complete}), completed AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT id, %(now)s, 'completed', %(actor)s::text, attempts, %(detail)s::text FROM done
@@ -279,8 +280,10 @@ WITH done AS ({sql:complete}), completed AS (
     SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
            %(refused)s::text
     WHERE NOT EXISTS (SELECT FROM done)
+), finished AS (
+    SELECT count(pg_notify('{done_channel}', id::text)) AS n FROM done
 )
-SELECT attempts FROM done
+SELECT attempts FROM done, finished
 
 -- name: retry_one
 WITH done AS ({sql:retry}), recorded AS (
@@ -295,6 +298,7 @@ WITH done AS ({sql:retry}), recorded AS (
 SELECT attempts FROM done
 
 -- name: fail_one
+-- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.
 WITH done AS ({sql:fail}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT %(id)s::bigint, %(now)s, 'failed', %(actor)s::text, attempts, %(detail)s::text FROM done
@@ -303,5 +307,7 @@ WITH done AS ({sql:fail}), recorded AS (
     SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
            %(refused)s::text
     WHERE NOT EXISTS (SELECT FROM done)
+), finished AS (
+    SELECT count(pg_notify('{done_channel}', id::text)) AS n FROM done
 )
-SELECT attempts FROM done
+SELECT attempts FROM done, finished

@@ -1,0 +1,98 @@
+"""The backend contract: ``Queue.wait``, woken by the backend's wake-up channel when a job finishes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import jobq
+from jobq.job import Job
+from jobq.testing.contract.common import C, F, X
+
+#: How long a test lets a woken waiter take to return. The poll is turned off meanwhile (an hour),
+#: so only a wake-up can make it return this early.
+WOKEN_WITHIN_SECONDS = 30.0
+
+
+def test_wait_returns_a_finished_job_and_refuses_unknown_ones(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue({"n": 1})
+    job = queue.claim("w1")
+    assert job is not None
+    queue.complete(job, {"ok": True})
+    done = queue.wait(job_id, timeout=0)
+    assert (done.status, done.result) == (C, {"ok": True})
+    with pytest.raises(jobq.JobNotFound):
+        queue.wait(job_id + 1000, timeout=1)
+
+
+def test_wait_times_out_with_a_clear_error(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue({})
+    with pytest.raises(TimeoutError, match=rf"job {job_id} did not finish within 0.2 s \(it is PENDING\)"):
+        queue.wait(job_id, timeout=0.2)
+
+
+def _waiting(q: jobq.Queue, job_id: int) -> tuple[threading.Thread, list[Job | BaseException]]:
+    got: list[Job | BaseException] = []
+
+    def run() -> None:
+        try:
+            got.append(q.wait(job_id, timeout=WOKEN_WITHIN_SECONDS))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            got.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, got
+
+
+@pytest.mark.parametrize("finish", ["complete", "fail", "cancel"])
+def test_wait_is_woken_when_the_job_finishes(
+    queue: jobq.Queue, open_queue: Callable[[], jobq.Queue], monkeypatch: pytest.MonkeyPatch, finish: str
+) -> None:
+    monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)
+    job_id = queue.enqueue({}, max_attempts=2)
+    other = open_queue()  # another handle, as another process would finish it
+    job = other.claim("w1") if finish != "cancel" else None
+    waiter = jobq.Queue(settings=queue.settings, clock=queue.clock)
+    try:
+        thread, got = _waiting(waiter, job_id)
+        # The waiter must be listening before the job finishes: wait until it blocks in its wait.
+        deadline = time.monotonic() + WOKEN_WITHIN_SECONDS
+        while not _blocked(thread) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if finish == "fail":
+            assert job is not None
+            # A failure with attempts left is not the end: the waiter goes on waiting.
+            assert other.fail(job, "first try") == jobq.JobStatus.PENDING
+            queue.clock.advance(3600)  # type: ignore[attr-defined]
+            job = other.claim("w1")
+            assert job is not None
+            assert other.fail(job, "second try") == F
+        elif finish == "complete":
+            assert job is not None
+            other.complete(job, 42)
+        else:
+            other.cancel(job_id)
+        thread.join(WOKEN_WITHIN_SECONDS)
+        assert not thread.is_alive(), "the waiter was not woken"
+        [result] = got
+        assert isinstance(result, Job), result
+        assert result.status == {"complete": C, "fail": F, "cancel": X}[finish]
+        if finish == "complete":
+            assert result.result == 42
+    finally:
+        waiter.close()
+
+
+def _blocked(thread: threading.Thread) -> bool:
+    """True once ``thread`` sleeps in a waiter's ``wait`` (after its first read of the job)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "wait" and frame.f_globals.get("__name__", "").startswith("jobq.backends"):
+            return True
+        frame = frame.f_back
+    return False

@@ -1,0 +1,246 @@
+"""``async def`` handlers: run on the worker's event loop, stopped for real (CancelledError), with
+their outcomes recorded as for sync handlers. On both backends, with a real worker in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from polling import wait_for
+
+import jobq
+from jobq import JobStatus
+from jobq.worker import JobContext, Worker
+
+#: Short leases: the heartbeater (lease/3) notices cancels and lost leases within ~0.5 s.
+LEASE_SECONDS = 1.5
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    thread = threading.Thread(target=worker.run, name="worker-main")
+    thread.start()
+    try:
+        assert worker.started.wait(30)
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def _queue(url: str, **settings: Any) -> jobq.Queue:
+    given = {"lease_seconds": LEASE_SECONDS, "backoff_base_seconds": 0.01, **settings}
+    return jobq.Queue(settings=jobq.Settings(database_url=url, **given))
+
+
+def test_async_and_sync_handlers_run_side_by_side(backend_url: str) -> None:
+    threads: dict[str, str] = {}
+
+    async def double(ctx: JobContext) -> dict[str, int]:
+        threads["async"] = threading.current_thread().name
+        await ctx.asleep(0.01)
+        return {"doubled": ctx.payload["n"] * 2, "attempt": ctx.job.attempts}
+
+    def shout(ctx: JobContext) -> str:
+        threads["sync"] = threading.current_thread().name
+        return str(ctx.payload["word"]).upper()
+
+    async def broken(ctx: JobContext) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bad input for an async handler")
+
+    with _queue(backend_url) as q:
+        a = q.enqueue({"n": 21}, task="double")
+        s = q.enqueue({"word": "hi"}, task="shout")
+        b = q.enqueue({}, task="broken", max_attempts=1)
+        worker = Worker(q, {"double": double, "shout": shout, "broken": broken}, exit_when_idle=True)
+        worker.run()
+        assert q.get(a).status == JobStatus.COMPLETED and q.get(a).result == {"doubled": 42, "attempt": 1}
+        assert q.get(s).result == "HI"
+        failed = q.get(b)
+        assert failed.status == JobStatus.FAILED
+        assert "ValueError: bad input for an async handler" in (failed.last_error or "")
+    assert threads["async"] == "jobq-async" and threads["sync"].startswith("jobq-run-")
+    assert worker.capacity == worker.concurrency + worker.async_concurrency
+
+
+def test_many_coroutines_wait_at_once_on_one_worker(backend_url: str) -> None:
+    """200 jobs that each await a sleep all wait together: the worker claims for its coroutines,
+    not for its one thread (counted, not timed)."""
+    gate = asyncio.Event()
+    waiting = 0
+    most = 0
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    async def wait_at_gate(ctx: JobContext) -> int:
+        nonlocal waiting, most
+        loop[:] = [asyncio.get_running_loop()]
+        waiting += 1
+        most = max(most, waiting)
+        await gate.wait()
+        waiting -= 1
+        return int(ctx.payload)
+
+    with _queue(backend_url) as q:
+        q.enqueue_many(range(200), task="gate")
+        worker = Worker(q, {"gate": wait_at_gate}, async_concurrency=100)
+        with running(worker):
+            wait_for(lambda: most >= 100, 60, "100 coroutines waiting at once")
+            assert most == 100, "never more than async_concurrency at once"
+            loop[0].call_soon_threadsafe(gate.set)
+            wait_for(lambda: q.counts()["COMPLETED"] == 200, 60, "all 200 jobs to complete")
+
+
+def test_an_operator_cancel_raises_cancelled_error_in_the_coroutine(backend_url: str) -> None:
+    seen: list[str] = []
+
+    async def forever(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    with _queue(backend_url) as q:
+        job_id = q.enqueue({}, task="forever")
+        with running(Worker(q, {"forever": forever})):
+            wait_for(lambda: q.get(job_id).status == JobStatus.PROCESSING, 30, "the job to start")
+            q.cancel(job_id)
+            asked = time.monotonic()
+            wait_for(lambda: q.get(job_id).status == JobStatus.CANCELLED, 30, "the cancel to land")
+            # Not a speed goal: the promised bound (one heartbeat interval + 1 s), with room for
+            # a loaded machine; a cooperative-only cancel would never arrive at all.
+            assert time.monotonic() - asked < 30
+        assert seen == ["cancelled"]
+
+
+def test_a_timeout_cancels_the_coroutine_and_fails_the_run(backend_url: str) -> None:
+    seen: list[str] = []
+
+    async def slow(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    with _queue(backend_url) as q:
+        job_id = q.enqueue({}, task="slow", timeout=0.3, max_attempts=1)
+        worker = Worker(q, {"slow": slow})
+        with running(worker):
+            wait_for(lambda: q.get(job_id).status == JobStatus.FAILED, 30, "the timeout to fail the job")
+            wait_for(lambda: not worker.active(), 30, "the coroutine to end and give its slot back")
+        assert seen == ["cancelled"]
+        assert q.get(job_id).last_error == "timed out after 0.3 s"
+        kinds = [str(e.kind) for e in q.events(job_id)]
+        assert kinds.count("failed") == 1 and "stale_write_refused" not in kinds
+
+
+def test_a_lost_lease_cancels_the_coroutine(backend_url: str) -> None:
+    seen: list[str] = []
+
+    async def forever(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    with _queue(backend_url) as q:
+        job_id = q.enqueue({}, task="forever")
+        worker = Worker(q, {"forever": forever})
+        with running(worker):
+            wait_for(lambda: q.get(job_id).status == JobStatus.PROCESSING, 30, "the job to start")
+            [ctx] = worker.active()
+            # Another worker takes the job over (as after a rescue): the next heartbeat is refused.
+            q.release(ctx.job, reason="test: taken away")
+            wait_for(lambda: seen == ["cancelled"], 30, "the coroutine to be cancelled")
+            wait_for(lambda: not worker.active() or worker.active()[0].key != ctx.key, 30, "the run to end")
+
+
+def test_shutdown_after_the_grace_period_cancels_and_releases(backend_url: str) -> None:
+    seen: list[str] = []
+
+    async def forever(ctx: JobContext) -> None:
+        seen.append("began")
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    with _queue(backend_url, shutdown_grace_seconds=0.2) as q:
+        job_id = q.enqueue({}, task="forever")
+        worker = Worker(q, {"forever": forever})
+        with running(worker):
+            # Begun, not only claimed: a job no coroutine has begun is given back without running.
+            wait_for(lambda: seen == ["began"], 30, "the handler to begin")
+        assert seen == ["began", "cancelled"]
+        job = q.get(job_id)
+        assert job.status == JobStatus.PENDING and job.lease_token is None
+
+
+def test_a_coroutine_that_blocks_the_loop_is_logged_with_its_job(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def blocks(ctx: JobContext) -> str:
+        time.sleep(1.5)  # the mistake: blocks every coroutine of the loop
+        return "done"
+
+    caplog.set_level(logging.WARNING, logger="jobq.worker")
+    with _queue(sqlite_url, lease_seconds=30) as q:
+        job_id = q.enqueue({}, task="blocks")
+        Worker(q, {"blocks": blocks}, exit_when_idle=True).run()
+        assert q.get(job_id).status == JobStatus.COMPLETED
+    blocked = [r.getMessage() for r in caplog.records if "blocks the event loop" in r.getMessage()]
+    assert blocked and blocked[0].startswith(f"job {job_id} (task 'blocks')"), caplog.text
+
+
+def test_a_sync_handler_returning_a_coroutine_fails_clearly(sqlite_url: str) -> None:
+    async def real(ctx: JobContext) -> int:
+        return 1
+
+    with _queue(sqlite_url) as q:
+        job_id = q.enqueue({}, task="wrapped", max_attempts=1)
+        Worker(q, {"wrapped": lambda ctx: real(ctx)}, exit_when_idle=True).run()
+        job = q.get(job_id)
+        assert job.status == JobStatus.FAILED and "declare it `async def`" in (job.last_error or "")
+
+
+def test_a_run_stopped_while_it_waits_for_a_slot_is_settled_without_running(sqlite_url: str) -> None:
+    """AsyncRunner: a task cancelled before its run began goes to ``not_run`` (the worker records
+    CANCEL or nothing there), never silently dropped (its slot would be held for ever)."""
+    from jobq.worker.aio import AsyncRunner
+
+    release = threading.Event()
+    ran: list[int] = []
+    not_run: list[int] = []
+
+    async def run_one(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    with _queue(sqlite_url) as q:
+        q.enqueue_many([1, 2])
+        first, second = (JobContext(job, q, "w1") for job in q.claim_many("w1", 2))
+        runner = AsyncRunner(1, run_one, lambda ctx: not_run.append(ctx.job.id))
+        runner.start()
+        try:
+            runner.submit(first)
+            runner.submit(second)
+            wait_for(lambda: ran == [first.job.id], 30, "the first run to hold the one slot")
+            second.cancelled.set()  # as the heartbeater does on an operator's cancel
+            wait_for(lambda: not_run == [second.job.id], 30, "the waiting run to be settled")
+            release.set()
+        finally:
+            release.set()
+            runner.stop()
+        assert ran == [first.job.id]
