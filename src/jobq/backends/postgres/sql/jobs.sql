@@ -281,7 +281,7 @@ WITH done AS ({sql:complete}), completed AS (
            %(refused)s::text
     WHERE NOT EXISTS (SELECT FROM done)
 ), finished AS (
-    SELECT count(pg_notify('{done_channel}', id::text)) AS n FROM done
+    SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
 )
 SELECT attempts FROM done, finished
 
@@ -308,6 +308,6 @@ WITH done AS ({sql:fail}), recorded AS (
            %(refused)s::text
     WHERE NOT EXISTS (SELECT FROM done)
 ), finished AS (
-    SELECT count(pg_notify('{done_channel}', id::text)) AS n FROM done
+    SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
 )
 SELECT attempts FROM done, finished
