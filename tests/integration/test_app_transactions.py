@@ -76,7 +76,11 @@ def test_handlers_complete_in_their_own_transaction_and_the_worker_writes_nothin
                 _stop(worker, thread)
             for job_id in ids:
                 assert q.get(job_id).result == {"row": job_id}, app
-                assert [str(e.kind) for e in q.events(job_id)] == ["enqueued", "claimed", "completed"], app
+                kinds = [str(e.kind) for e in q.events(job_id)]
+                # A job claimed ahead and given back unrun (jobq.worker.prefetch) shows as an extra
+                # claimed/released pair before its run; nothing else may come between.
+                assert kinds[0] == "enqueued" and kinds[-2:] == ["claimed", "completed"], (app, kinds)
+                assert set(kinds[1:-2]) <= {"claimed", "released"} and kinds.count("completed") == 1, (app, kinds)
                 assert app.rows(job_id) == 1
             assert worker.jobs_failed == 0
     finally:
