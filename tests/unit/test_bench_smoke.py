@@ -7,6 +7,7 @@ the report hold together.
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ TINY = Sizes(
 @pytest.mark.slow
 def test_quick_path_on_jobq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the spawned workers import bench
+    # multiprocessing's spawn re-runs the parent's __main__ in each worker; an earlier test in
+    # this process may have left a Streamlit script there (AppTest runs the apps as __main__).
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     system = next(s for s in systems() if s.key == "jobq-full")
     counter = iter(range(1000))
 
