@@ -8,6 +8,7 @@ from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, Worker
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
+    DuplicateJob,
     InvalidPayload,
     InvalidTransition,
     JobCancelled,
@@ -28,6 +29,7 @@ __all__ = [
     "Action",
     "ActionResult",
     "ConfigError",
+    "DuplicateJob",
     "Event",
     "EventKind",
     "InvalidPayload",

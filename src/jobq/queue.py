@@ -33,7 +33,7 @@ from jobq.backends.base import (
 )
 from jobq.backends.common import clip
 from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
-from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
+from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
 from jobq.job import Event, Job, JobStatus
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
@@ -55,6 +55,29 @@ def _check_name(value: str, what: str) -> str:
     ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
     return value
+
+
+KEY_SCOPES = ("all", "active")
+"""``key_scope`` values: held until purged, or while the job is PENDING or PROCESSING."""
+ON_CONFLICT_CHOICES = ("return", "raise")
+"""``on_conflict`` values: hand back the holder's id, or raise DuplicateJob."""
+
+
+def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tuple[str, float | None]:
+    """The stored scope of a key and when it expires (``ttl`` scopes only); one-line errors."""
+    if scope not in KEY_SCOPES:
+        raise InvalidPayload(f"key_scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
+    if ttl is None:
+        if key is None and scope != "all":
+            raise InvalidPayload("key_scope needs a key")
+        return scope, None
+    if key is None:
+        raise InvalidPayload("key_ttl needs a key")
+    if scope != "all":
+        raise InvalidPayload("key_ttl and key_scope='active' cannot be combined; choose one")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
+        raise InvalidPayload("key_ttl must be a positive number of seconds")
+    return "ttl", now + ttl
 
 
 def default_actor(settings: Settings) -> str:
@@ -131,6 +154,9 @@ class Queue:
         max_attempts: int | None,
         timeout: float | None,
         now: float,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
     ) -> NewJob:
         limit = self.settings.payload_limit_bytes
         estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
@@ -142,6 +168,9 @@ class Queue:
             raise PayloadTooLarge(size, limit)
         if key is not None:
             _check_name(key, "idempotency key")
+        scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
+        if on_conflict not in ON_CONFLICT_CHOICES:
+            raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or attempts < 1:
             raise InvalidPayload("max_attempts must be an integer >= 1")
@@ -163,6 +192,9 @@ class Queue:
             max_attempts=attempts,
             timeout=timeout,
             idempotency_key=key,
+            key_scope=scope,
+            key_expires_at=key_expires_at,
+            on_conflict=on_conflict,
         )
 
     def enqueue(
@@ -175,6 +207,9 @@ class Queue:
         delay: float | None = None,
         run_at: float | None = None,
         key: str | None = None,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
         conn: Any = None,
@@ -187,7 +222,14 @@ class Queue:
             task: which handler runs it (workers route on it; "" means the worker's default).
             priority: lower runs first (default 0).
             delay / run_at: run no sooner than ``now + delay`` seconds, or at UNIX time ``run_at``.
-            key: idempotency key: submitting the same key again returns the existing job's id.
+            key: idempotency key: submitting a key that a job holds returns that job's id
+                (or raises, see ``on_conflict``) and stores nothing.
+            key_scope: how long a job holds its key: ``"all"`` (default: until the job is
+                purged) or ``"active"`` (while it is PENDING or PROCESSING: once it finishes,
+                the same key makes a new job). See docs/uniqueness.md.
+            key_ttl: hold the key this many seconds after enqueue instead (whatever the job's
+                status; with ``key_scope="all"`` only).
+            on_conflict: ``"return"`` (default) the holder's id, or ``"raise"`` DuplicateJob.
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
             conn: the application's open connection to the same store (a ``psycopg.Connection``
@@ -196,8 +238,8 @@ class Queue:
                 transaction, which jobq never commits or rolls back. It exists, and workers are
                 woken, only if the caller commits.
 
-        Raises InvalidPayload / PayloadTooLarge, StorageError; ConfigError for a ``conn`` of the
-        wrong kind or on another database.
+        Raises InvalidPayload / PayloadTooLarge, DuplicateJob, StorageError; ConfigError for a
+        ``conn`` of the wrong kind or on another database.
 
         >>> with psycopg.connect(url) as conn:                       # doctest: +SKIP
         ...     conn.execute("INSERT INTO users (email) VALUES (%s)", ["ann@example.com"])
@@ -215,6 +257,9 @@ class Queue:
             max_attempts=max_attempts,
             timeout=timeout,
             now=now,
+            key_scope=key_scope,
+            key_ttl=key_ttl,
+            on_conflict=on_conflict,
         )
         if conn is not None:
             return self.backend.enqueue_in(conn, [job], now)[0]
@@ -229,12 +274,16 @@ class Queue:
         priority: int = 0,
         delay: float | None = None,
         keys: Sequence[str | None] | None = None,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
         conn: Any = None,
     ) -> list[int]:
         """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
-        application's transaction, as for ``enqueue``."""
+        application's transaction; ``key_scope``, ``key_ttl``, ``on_conflict``: for every key,
+        as for ``enqueue`` (``"raise"`` stores none of the jobs)."""
         now = self.clock()
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
@@ -251,6 +300,9 @@ class Queue:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 now=now,
+                key_scope=key_scope if keys and keys[i] is not None else "all",
+                key_ttl=key_ttl if keys and keys[i] is not None else None,
+                on_conflict=on_conflict,
             )
             for i, p in enumerate(items)
         ]
@@ -437,6 +489,8 @@ class Queue:
         result = results[0]
         if result.status is None:
             raise JobNotFound(job_id)
+        if result.held_by is not None:
+            raise DuplicateJob(str(self.get(job_id).idempotency_key), result.held_by)
         if not result.ok:
             raise InvalidTransition(job_id, action, result.status.value)
         return result
@@ -444,7 +498,8 @@ class Queue:
     def resubmit(self, job_id: int, *, actor: str | None = None) -> ActionResult:
         """FAILED / CANCELLED / COMPLETED -> PENDING (attempts reset, next run).
 
-        Raises JobNotFound or InvalidTransition (nothing changed)."""
+        Raises JobNotFound, InvalidTransition, or DuplicateJob when a newer job holds this
+        one's 'active' key (nothing changed)."""
         return self._one(self.resubmit_many(ids=[job_id], actor=actor), job_id, "resubmit")
 
     def cancel(self, job_id: int, *, actor: str | None = None) -> ActionResult:

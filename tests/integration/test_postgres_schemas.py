@@ -104,6 +104,14 @@ def _public_layout() -> Iterator[None]:
         m.setattr(pg_backend, "MIGRATIONS", pg_backend.MIGRATIONS[:2])
         # "public" is refused by the URL check; here it stands for the old, unqualified layout.
         m.setattr(pg_backend, "split_url", lambda url: dataclasses.replace(real_split(url), schema="public"))
+        # The insert of those days: without the key scope columns of a later migration.
+        old_insert = (
+            "INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, idempotency_key,"
+            " created_at, updated_at) VALUES (%(queue)s, %(task)s, %(payload)s, %(priority)s, %(run_at)s,"
+            " %(max_attempts)s, %(timeout)s, %(key)s, %(now)s, %(now)s)"
+            " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+        )
+        m.setitem(pg_backend._STATEMENTS, "insert_job", old_insert)
         yield
 
 

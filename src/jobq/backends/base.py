@@ -43,6 +43,12 @@ class NewJob:
     max_attempts: int
     timeout: float | None = None
     idempotency_key: str | None = None
+    key_scope: str = "all"
+    """How long the key is held: ``"all"`` (until purged), ``"active"`` (while PENDING or
+    PROCESSING) or ``"ttl"`` (until ``key_expires_at``)."""
+    key_expires_at: float | None = None
+    on_conflict: str = "return"
+    """A held key: ``"return"`` the holder's id, or ``"raise"`` :class:`jobq.DuplicateJob`."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +95,8 @@ class ActionResult:
     status: JobStatus | None
     """The status after the action (or the one that made it illegal; None: no such job)."""
     message: str = ""
+    held_by: int | None = None
+    """A resubmit refused because another job holds this job's 'active' key: that job's id."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

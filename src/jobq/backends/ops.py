@@ -52,7 +52,7 @@ from jobq.backends.common import (
     worker_from_row,
 )
 from jobq.backends.statements import Dialect, Params
-from jobq.errors import StorageError
+from jobq.errors import DuplicateJob, StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
 
 #: The statuses a job ends in (it has a ``finished_at``).
@@ -155,6 +155,11 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
 
 
 # -- producers -----------------------------------------------------------------------------------
+#: How many times one enqueue looks for a key's holder that keeps finishing between the insert
+#: that conflicted and the look-up (each round needs another producer to take the key meanwhile).
+KEY_ROUNDS_MAX = 20
+
+
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     rows = [
         {
@@ -166,6 +171,8 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
             "max_attempts": j.max_attempts,
             "timeout": j.timeout,
             "key": j.idempotency_key,
+            "key_scope": j.key_scope,
+            "key_expires_at": j.key_expires_at,
             "now": now,
         }
         for j in jobs
@@ -177,18 +184,37 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     else:
         ids, inserted = [], []
         for job, row in zip(jobs, rows, strict=True):
-            found = yield Exec(d.sql["insert_job"], row)
-            if found:
-                inserted.append(found[0][0])
-                ids.append(found[0][0])
-            else:  # the key is known: hand back the job it names
-                ids.append((yield Exec(d.sql["job_id_by_key"], {"key": job.idempotency_key}))[0][0])
+            job_id, new = yield from _insert_keyed(d, job, row, now)
+            ids.append(job_id)
+            if new:
+                inserted.append(job_id)
     if inserted:
         yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
     if due:
         yield Notify(due)
     return ids
+
+
+def _insert_keyed(d: Dialect, job: NewJob, row: Params, now: float) -> Op[tuple[int, bool]]:
+    """Insert a job with a key, or name the job holding the key: ``(id, inserted)``.
+
+    The unique index decides (never a read before the write), so concurrent producers cannot both
+    take a key. A conflict is with a row that held the key when the insert ran; by the look-up it
+    may have let go (an 'active' job finished, a 'ttl' key expired, a purge): then try again."""
+    key = job.idempotency_key
+    for _ in range(KEY_ROUNDS_MAX):
+        found = yield Exec(d.sql["insert_job"], row)
+        if found:
+            return found[0][0], True
+        if (yield Exec(d.sql["release_expired_key"], {"key": key, "now": now})):
+            continue  # an expired 'ttl' holder let go in this transaction: the key is free
+        holder = yield Exec(d.sql["job_id_by_key"], {"key": key})
+        if holder:
+            if job.on_conflict == "raise":
+                raise DuplicateJob(str(key), holder[0][0])
+            return holder[0][0], False
+    raise StorageError(f"key {key!r}: its holder kept changing over {KEY_ROUNDS_MAX} attempts; try again")
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -433,6 +459,12 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
             rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
+            if not rows:  # the rows are locked (or the store is): only a held key refuses it
+                key = (yield Exec(d.sql["job_key"], {"id": job_id}))[0][0]
+                holder = (yield Exec(d.sql["job_id_by_key"], {"key": key}))[0][0]
+                message = f"job {job_id}: key {key!r} is held by job {holder}; not resubmitted"
+                out.append(ActionResult(job_id, False, JobStatus(status), message, held_by=holder))
+                continue
             queues.update(row[0] for row in rows)
             detail = {"from": status}
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))

@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobq.backends.statements import STATIC_FRAGMENTS
+from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema")
 #: jobq's functions (the trigger's), moved with the tables.
@@ -137,6 +137,17 @@ MIGRATIONS: list[list[str]] = [
         # seconds at 10M jobs). Completions already write an entry here; wider entries add no write.
         "DROP INDEX jobs_finished",
         "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
+    [
+        # Key scopes: see the SQLite migration of the same name (jobq.backends.sqlite.schema). A
+        # constant default is only catalog data here: no table rewrite. The new unique index is
+        # built before the old one is dropped, so the key is never unguarded mid-migration.
+        "ALTER TABLE jobs ADD COLUMN key_scope text NOT NULL DEFAULT 'all'"
+        " CHECK (key_scope IN ('all', 'active', 'ttl', 'released'))",
+        "ALTER TABLE jobs ADD COLUMN key_expires_at double precision",
+        f"CREATE UNIQUE INDEX jobs_key_held ON jobs (idempotency_key) WHERE {KEY_HELD_SQL}",
+        "DROP INDEX jobs_key",
+        "ALTER INDEX jobs_key_held RENAME TO jobs_key",
     ],
 ]
 

@@ -6,7 +6,9 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+from jobq.backends.statements import KEY_HELD_SQL
+
+SCHEMA_VERSION = 4
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -106,5 +108,17 @@ MIGRATIONS: list[list[str]] = [
         # seconds at 10M jobs). Completions already write an entry here; wider entries add no write.
         "DROP INDEX jobs_finished",
         "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
+    [
+        # Key scopes (Queue.enqueue's key_scope / key_ttl): the unique index holds a key only while
+        # its scope says so. 'active' leaves the index when the row's status does, however it
+        # changes (a worker, an operator, a hand edit), so nothing has to remember to release it;
+        # 'ttl' holds until enqueue finds it expired and marks it 'released' (in the transaction
+        # that takes the key anew); 'all' holds until the row is purged, as before.
+        "ALTER TABLE jobs ADD COLUMN key_scope TEXT NOT NULL DEFAULT 'all'"
+        " CHECK (key_scope IN ('all', 'active', 'ttl', 'released'))",
+        "ALTER TABLE jobs ADD COLUMN key_expires_at REAL",
+        "DROP INDEX jobs_key",
+        f"CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key) WHERE {KEY_HELD_SQL}",
     ],
 ]
