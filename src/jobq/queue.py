@@ -37,7 +37,7 @@ from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotF
 from jobq.job import Event, Job, JobStatus
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
-from jobq.retry import backoff_seconds
+from jobq.retry import POLICIES, backoff_seconds
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
@@ -171,6 +171,10 @@ class Queue:
         scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
+        policy = POLICIES.get(task)  # the task's defaults, when it is registered in this process
+        if policy is not None:
+            max_attempts = policy.max_attempts if max_attempts is None else max_attempts
+            timeout = policy.timeout if timeout is None else timeout
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or attempts < 1:
             raise InvalidPayload("max_attempts must be an integer >= 1")
@@ -406,14 +410,20 @@ class Queue:
         return status
 
     def fail_many(
-        self, items: Sequence[tuple[Job, str, bool]], *, repeat: bool = False
+        self,
+        items: Sequence[tuple[Job, str, bool]],
+        *,
+        repeat: bool = False,
+        delays: Sequence[float | None] | None = None,
     ) -> list[tuple[JobStatus, bool]]:
-        """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in ``complete_many``)."""
+        """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in
+        ``complete_many``). ``delays``: seconds before each retry (None: the queue's backoff)."""
         now = self.clock()
         failures: list[Failure] = []
-        for job, error, retry in items:
+        for i, (job, error, retry) in enumerate(items):
             again = retry and job.attempts < job.max_attempts
-            retry_at = now + self.backoff(job.attempts) if again else None
+            delay = delays[i] if delays is not None else None
+            retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
             failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
         done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []
         return [

@@ -47,6 +47,7 @@ from jobq.job import Job
 from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
+from jobq.retry import POLICIES
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.looper import Looper
@@ -398,8 +399,19 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc))
         except PermanentError as exc:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
-        except Exception:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
-            return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc())
+        except Exception as exc:  # noqa: BLE001 - any handler error is the job's failure, with its traceback
+            policy = POLICIES.get(ctx.job.task)
+            if policy is None:
+                return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc())
+            if not policy.retries(exc):
+                error = f"{traceback.format_exc()}not retried: {type(exc).__name__} is not in the task's retry_on"
+                return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
+            try:
+                delay = policy.delay(ctx.job.attempts)
+            except Exception as bad:  # noqa: BLE001 - a broken backoff function must not stop the worker
+                log.error("task %r: its backoff function raised (%s); using the queue's backoff", ctx.job.task, bad)
+                delay = None
+            return RunOutcome(ctx, Outcome.FAIL, error=traceback.format_exc(), retry_delay=delay)
         if ctx.completed_in_transaction:
             # ctx.complete(conn=...) wrote the completion in the handler's own transaction: there
             # is nothing left to write (another write with this lease would only be refused).
