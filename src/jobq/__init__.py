@@ -4,7 +4,7 @@ At-least-once delivery with leases, heartbeats and fencing tokens: a worker whos
 can never complete, fail or extend a job that was handed to another.
 """
 
-from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerInfo
+from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, ScheduleInfo, WorkerInfo
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
@@ -16,10 +16,12 @@ from jobq.errors import (
     JobqError,
     LeaseLost,
     PayloadTooLarge,
+    ScheduleNotFound,
     StorageError,
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 from jobq.queue import Queue
+from jobq.schedules import Schedule, periodic
 from jobq.worker import JobContext, PermanentError, Worker, task
 
 __version__ = "0.1.0"
@@ -47,10 +49,14 @@ __all__ = [
     "PermanentError",
     "Queue",
     "QueueStats",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "Settings",
     "StorageError",
     "Worker",
     "WorkerInfo",
     "load_settings",
+    "periodic",
     "task",
 ]

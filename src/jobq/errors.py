@@ -46,6 +46,12 @@ class DuplicateJob(JobqError):
         super().__init__(f"key {key!r} is held by job {job_id}")
 
 
+class ScheduleNotFound(JobqError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}")
+
+
 class InvalidPayload(JobqError):
     """The payload is not JSON-serialisable (jobq never pickles) or has the wrong shape."""
 

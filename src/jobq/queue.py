@@ -29,15 +29,25 @@ from jobq.backends.base import (
     Page,
     QueueStats,
     RescueResult,
+    ScheduleInfo,
     WorkerInfo,
 )
 from jobq.backends.common import clip
 from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
-from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
+from jobq.errors import (
+    DuplicateJob,
+    InvalidPayload,
+    InvalidTransition,
+    JobNotFound,
+    LeaseLost,
+    PayloadTooLarge,
+    ScheduleNotFound,
+)
 from jobq.job import Event, Job, JobStatus
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import POLICIES, backoff_seconds
+from jobq.schedules import Schedule, schedule_of
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
@@ -584,6 +594,111 @@ class Queue:
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first (stopped ones included)."""
         return self.backend.list_workers(limit)
+
+    # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
+    def add_schedule(
+        self,
+        name: str,
+        *,
+        task: str,
+        cron: str | None = None,
+        every: float | str | None = None,
+        zone: str = "UTC",
+        queue: str | None = None,
+        payload: Any = None,
+        priority: int = 0,
+        catchup: str = "latest",
+        overlap: bool = True,
+    ) -> ScheduleInfo:
+        """Create or replace the schedule ``name`` at run time (as ``jobq schedules add`` does).
+
+        Its first slot is the first after now; replacing keeps its pause and next run unless
+        its timing (cron, every, zone) changed. Raises ConfigError for a bad expression or zone,
+        InvalidPayload for a payload that is not JSON."""
+        spec = Schedule(
+            name=name,
+            task=_check_name(task, "task name"),
+            cron=cron,
+            every=every,  # type: ignore[arg-type]  # a duration text is parsed by Schedule
+            zone=zone,
+            queue=_check_name(queue or self.settings.queue, "queue name"),
+            payload=payload,
+            priority=priority,
+            catchup=catchup,
+            overlap=overlap,
+        )
+        return self.save_schedule(spec, origin="api")
+
+    def save_schedule(self, spec: Schedule, *, origin: str = "code") -> ScheduleInfo:
+        """Store a schedule (a worker stores those declared with ``@jobq.periodic`` as it starts)."""
+        now = self.clock()
+        info = ScheduleInfo(
+            name=spec.name,
+            task=spec.task,
+            queue=spec.queue,
+            payload_json=None if spec.payload is None else encode_json(spec.payload),
+            cron=spec.cron,
+            every=spec.every,
+            zone=spec.zone,
+            priority=spec.priority,
+            catchup=spec.catchup,
+            overlap=spec.overlap,
+            origin=origin,
+            next_run_at=spec.next_slot(now),
+        )
+        self.backend.save_schedule(info, now)
+        return next(s for s in self.schedules() if s.name == spec.name)
+
+    def schedules(self, *, due: bool = False) -> list[ScheduleInfo]:
+        """Every stored schedule by name, or (``due``) the unpaused ones due now."""
+        return self.backend.list_schedules(self.clock() if due else None)
+
+    def fire_schedule(self, info: ScheduleInfo, slots: Sequence[float], next_run_at: float) -> list[int] | None:
+        """Enqueue the jobs of ``slots`` and move ``info`` on to ``next_run_at``, in one
+        transaction, if it is still at ``info.next_run_at`` (else None: another process did)."""
+        spec = schedule_of(info)
+        now = self.clock()
+        jobs = []
+        for slot in slots:
+            key, scope = spec.job_key(slot)
+            jobs.append(
+                self._new_job(
+                    spec.job_payload(slot),
+                    queue=spec.queue,
+                    task=spec.task,
+                    priority=spec.priority,
+                    delay=None,
+                    run_at=None,
+                    key=key,
+                    max_attempts=None,
+                    timeout=None,
+                    now=now,
+                    key_scope=scope,
+                )
+            )
+        last = max(slots) if slots else None
+        return self.backend.fire_schedule(info.name, info.next_run_at, next_run_at, last, jobs, now)
+
+    def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
+        """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""
+        if not self.backend.pause_schedule(name, True, actor or default_actor(self.settings), self.clock(), None):
+            raise ScheduleNotFound(name)
+
+    def resume_schedule(self, name: str, *, actor: str | None = None) -> None:
+        """Enqueue ``name``'s slots again, from the first slot after now (the slots passed while
+        it was paused never run). Raises ScheduleNotFound."""
+        found = [s for s in self.schedules() if s.name == name]
+        if not found:
+            raise ScheduleNotFound(name)
+        now = self.clock()
+        next_run_at = schedule_of(found[0]).next_slot(now)
+        if not self.backend.pause_schedule(name, False, actor or default_actor(self.settings), now, next_run_at):
+            raise ScheduleNotFound(name)
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule (a worker that still declares it in code stores it again). Raises ScheduleNotFound."""
+        if not self.backend.delete_schedule(name):
+            raise ScheduleNotFound(name)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

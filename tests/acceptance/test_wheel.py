@@ -44,7 +44,7 @@ RUN_TIMEOUT_SECONDS = 300
 EXTRAS = "postgres,web"
 #: What jobq's core may depend on, and what each extra may pull in (by project name).
 ALLOWED_REQUIREMENTS = {
-    None: {"apsw"},
+    None: {"apsw", "cronsim"},
     "postgres": {"psycopg", "psycopg-pool"},
     "web": {"streamlit", "pandas", "altair"},
 }

@@ -55,6 +55,7 @@ from jobq.worker.prefetch import GIVE_BACK_AFTER_SECONDS, Prefetch
 from jobq.worker.registry import Handler
 from jobq.worker.rescuer import Pruner, Rescuer, process_table_id
 from jobq.worker.runs import Outcome, OutcomeWriter, RunOutcome, Runs, WorkerStatus, one_line
+from jobq.worker.scheduler import Scheduler
 from jobq.worker.stall import StallWatch
 
 __all__ = ["Outcome", "Worker", "new_worker_id"]
@@ -236,6 +237,7 @@ class Worker:
         self.loops = [
             Heartbeater(self.queue, self.id, self.runs, self.stalls, self.status),
             Rescuer(self.queue, self.id, self.settings.rescue_interval_seconds, self.stalls),
+            Scheduler(self.queue),
         ]
         if self.settings.prune_after_seconds:
             self.loops.append(Pruner(self.queue, self.settings.prune_after_seconds))
