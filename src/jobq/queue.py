@@ -33,7 +33,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.common import clip
-from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
+from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings, parse_duration
 from jobq.errors import (
     DuplicateJob,
     InvalidPayload,
@@ -619,7 +619,7 @@ class Queue:
             name=name,
             task=_check_name(task, "task name"),
             cron=cron,
-            every=every,  # type: ignore[arg-type]  # a duration text is parsed by Schedule
+            every=parse_duration(every) if isinstance(every, str) else every,
             zone=zone,
             queue=_check_name(queue or self.settings.queue, "queue name"),
             payload=payload,

@@ -51,7 +51,8 @@ def _zone(name: str) -> ZoneInfo:
 class Schedule:
     """A periodic job: which task runs, when, and what happens after downtime.
 
-    ``cron`` or ``every`` (seconds, or a duration such as ``"30s"``, ``"5m"``), not both.
+    ``cron`` or ``every`` (seconds; ``periodic`` and ``Queue.add_schedule`` also take a duration
+    such as ``"30s"``, ``"5m"``), not both.
     ``overlap=False``: a slot whose previous job still waits or runs makes no job (the slot is
     skipped): the jobs share one key held while active.
     """
@@ -78,10 +79,9 @@ class Schedule:
             except CronSimError as exc:
                 raise ConfigError(f"schedule {self.name!r}: bad cron expression {self.cron!r}: {exc}") from None
         else:
-            seconds = parse_duration(self.every) if isinstance(self.every, str) else self.every
-            if not isinstance(seconds, int | float) or not 1 <= seconds < math.inf:
+            if not isinstance(self.every, int | float) or not 1 <= self.every < math.inf:
                 raise ConfigError(f"schedule {self.name!r}: every= must be at least 1 second")
-            object.__setattr__(self, "every", float(seconds))
+            object.__setattr__(self, "every", float(self.every))
         _zone(self.zone)
         if self.catchup not in CATCHUP_CHOICES:
             raise ConfigError(f"schedule {self.name!r}: catchup must be one of {', '.join(CATCHUP_CHOICES)}")
@@ -205,7 +205,7 @@ def periodic(
             name=name or task_name,
             task=task_name,
             cron=cron,
-            every=every,  # type: ignore[arg-type]  # a duration text is parsed by Schedule
+            every=parse_duration(every) if isinstance(every, str) else every,
             zone=zone,
             queue=queue,
             payload=payload,

@@ -19,9 +19,8 @@ DAY = 86400.0
 def _slot_jobs(queue: jobq.Queue) -> collections.Counter[str]:
     """How many jobs each slot made, by the slot's key."""
     jobs = queue.list_jobs(None, jobq.Page(limit=100_000))
-    return collections.Counter(
-        j.idempotency_key for j in jobs if (j.idempotency_key or "").startswith(SCHEDULE_KEY_PREFIX)
-    )
+    keys = [j.idempotency_key or "" for j in jobs]
+    return collections.Counter(k for k in keys if k.startswith(SCHEDULE_KEY_PREFIX))
 
 
 def test_schedules_are_stored_listed_and_fired_once_per_slot(
@@ -125,7 +124,7 @@ def test_a_simulated_day_over_several_stores_makes_one_job_per_slot(
     # every slot, so each slot of the day must make exactly one job.
     declared = {
         "five": Schedule("five", "t", cron="*/5 * * * *", zone="America/New_York", catchup="all"),
-        "ninety": Schedule("ninety", "t", every="90s", catchup="all"),
+        "ninety": Schedule("ninety", "t", every=90, catchup="all"),
     }
     schedulers = [Scheduler(q, declared=declared) for q in (queue, open_queue(), open_queue())]
     rng = random.Random(15)
