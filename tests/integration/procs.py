@@ -96,6 +96,12 @@ def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:
     (OUT / f"outcome-{job.id}").write_text(" ".join(outcomes))
 
 
+def tick(ctx: JobContext) -> None:
+    """A periodic job: its slot goes to ``<pid>.slots``."""
+    with open(OUT / f"{os.getpid()}.slots", "a") as f:
+        f.write(f"{ctx.payload['slot']}\n")
+
+
 def keyed(q: jobq.Queue, keys: int, rounds: int, scope: str, ttl: float | None, start_at: float) -> None:
     """Enqueue keys ``k0..k<keys-1>`` ``rounds`` times from the wall time ``start_at`` on (so every
     producer starts together); each (key, id) it was handed goes to ``keyed-<pid>.txt``."""
@@ -124,6 +130,7 @@ def main() -> None:
     parser.add_argument("--ttl", type=float, default=None)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--every", type=float, default=None, help="worker: also run schedule 'tick' every N s")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     settings = jobq.Settings(
@@ -149,7 +156,11 @@ def main() -> None:
         for i in range(args.count):
             q.enqueue({**payload, "n": i}, task=payload.get("task", ""), key=f"{args.prefix}-{i}")
         return
+    if args.every is not None:
+        jobq.periodic(every=args.every, name="tick", catchup="all")(tick)
     handlers = {name: fn for name, fn in HANDLERS.items()}
+    if args.every is not None:
+        handlers["tick"] = tick
     handlers[""] = count
     Worker(q, handlers, concurrency=args.concurrency, batch=args.batch).run()
 
