@@ -21,7 +21,7 @@ import streamlit as st
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
 from jobq.job import operator_actions
 from jobq.present import error_summary
-from jobq.web import _page, manager_model, safety, views
+from jobq.web import _page, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
 ROW_WIDTHS = [0.3, 0.8, 1.45, 3.0, 0.6, 0.95, 0.95, 0.95, 2.4, 1.2, 1.05, 0.5]
@@ -444,6 +444,7 @@ def main() -> None:
         if detail is not None:
             _detail(q, int(detail))
         _enqueue_form(q, settings)
+        schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash)
 
         total = q.count(where)
         st.subheader(f"Jobs · {safety.md_literal(manager_model.describe_filter(where))}")

@@ -19,7 +19,7 @@ import streamlit as st
 from jobq import JobqError, JobStatus, Queue, Settings
 from jobq.backends.base import Bucket
 from jobq.present import SILENT_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
-from jobq.web import _page, ops_model, safety, views
+from jobq.web import _page, ops_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -202,6 +202,8 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             "No worker has registered yet. Start consumers (e.g. `supervisord -c supervisord.conf`).",
             icon=":material/bedtime:",
         )
+
+    schedules_panel.panel(q, now)
 
     left, right = st.columns([3, 2])
     with left:
