@@ -35,7 +35,8 @@ CATCHUP_ALL_MAX = 1000
 SLOT_GRACE_SECONDS_DEFAULT = 60.0
 """``catchup="none"``: a slot this late still runs (it is due, not missed)."""
 SLOTS_SCANNED_MAX = 1_000_000
-"""Most slots looked at in one catch-up (a 1-second schedule down for 11 days)."""
+"""Most slots looked at in one catch-up (a 1-second schedule down for 11 days); beyond it the
+missed slots are skipped whatever the catch-up policy, and the schedule goes on from now."""
 SCHEDULE_KEY_PREFIX = "jobq-schedule:"
 """Jobs of schedules carry keys with this prefix (see ``Schedule.job_key``)."""
 
@@ -131,8 +132,8 @@ class Schedule:
             if len(due) > CATCHUP_ALL_MAX:
                 del due[0]
             scanned += 1
-            if scanned >= SLOTS_SCANNED_MAX:
-                slot = self.next_slot(now)
+            if scanned >= SLOTS_SCANNED_MAX:  # too long down to walk every slot: none is run
+                due, slot = [], self.next_slot(now)
                 break
             slot = next(slots)
         if self.catchup == "latest":

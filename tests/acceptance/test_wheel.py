@@ -450,6 +450,8 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
     jobq("purge", "--older-than", "0s")
     assert [job["id"] for job in json.loads(jobq("list", "--json"))] == [later]
     assert jobq("version").startswith("jobq ")
+    jobq("schedules", "add", "hourly", "--task", "shout", "--every", "1h")
+    assert "hourly" in jobq("schedules")
 
     # The demo's producer and consumer (data files under the work directory).
     demo = {"JOBQ_DATABASE_URL": f"sqlite:///{venv.work}/demo.db"}

@@ -69,3 +69,12 @@ def test_interval_slots_are_multiples_of_the_interval() -> None:
 def test_bad_schedules_are_refused_in_one_line(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(jobq.ConfigError, match=message):
         Schedule("s", "t", **kwargs)  # type: ignore[arg-type]
+
+
+def test_catchup_policies_pick_the_due_slots() -> None:
+    # Down from slot 600 until 3,700: slots 600 ... 3,600 passed, the latest 100 s ago.
+    for catchup, expected in [("latest", [3600.0]), ("all", [600.0 * n for n in range(1, 7)]), ("none", [])]:
+        spec = Schedule("s", "t", every=600, catchup=catchup)
+        assert spec.due(600, 3700) == (expected, 4200.0)
+    # "none" still runs a slot that is only a little late: it is due, not missed.
+    assert Schedule("s", "t", every=600, catchup="none").due(600, 630) == ([600.0], 1200.0)
