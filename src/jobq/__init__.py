@@ -5,10 +5,11 @@ can never complete, fail or extend a job that was handed to another.
 """
 
 from jobq.async_queue import AsyncQueue
-from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, WorkerEnd, WorkerInfo
+from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, ScheduleInfo, WorkerEnd, WorkerInfo
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
+    DuplicateJob,
     InvalidPayload,
     InvalidTransition,
     JobCancelled,
@@ -16,10 +17,12 @@ from jobq.errors import (
     JobqError,
     LeaseLost,
     PayloadTooLarge,
+    ScheduleNotFound,
     StorageError,
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 from jobq.queue import Queue
+from jobq.schedules import Schedule, periodic
 from jobq.worker import JobContext, PermanentError, Worker, task
 
 __version__ = "0.1.0"
@@ -30,6 +33,7 @@ __all__ = [
     "ActionResult",
     "AsyncQueue",
     "ConfigError",
+    "DuplicateJob",
     "Event",
     "EventKind",
     "InvalidPayload",
@@ -47,11 +51,15 @@ __all__ = [
     "PermanentError",
     "Queue",
     "QueueStats",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "Settings",
     "StorageError",
     "Worker",
     "WorkerEnd",
     "WorkerInfo",
     "load_settings",
+    "periodic",
     "task",
 ]

@@ -37,6 +37,21 @@ class JobNotFound(JobqError):
         super().__init__(f"job {job_id} not found")
 
 
+class DuplicateJob(JobqError):
+    """``enqueue(..., key=K, on_conflict="raise")`` found K held by another job; nothing was stored."""
+
+    def __init__(self, key: str, job_id: int) -> None:
+        self.key = key
+        self.job_id = job_id
+        super().__init__(f"key {key!r} is held by job {job_id}")
+
+
+class ScheduleNotFound(JobqError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}")
+
+
 class InvalidPayload(JobqError):
     """The payload is not JSON-serialisable (jobq never pickles) or has the wrong shape."""
 

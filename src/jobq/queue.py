@@ -32,18 +32,28 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
 )
 from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
-from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings
-from jobq.errors import InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, PayloadTooLarge
+from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings, parse_duration
+from jobq.errors import (
+    DuplicateJob,
+    InvalidPayload,
+    InvalidTransition,
+    JobNotFound,
+    LeaseLost,
+    PayloadTooLarge,
+    ScheduleNotFound,
+)
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
-from jobq.retry import backoff_seconds
+from jobq.retry import POLICIES, backoff_seconds
+from jobq.schedules import Schedule, schedule_of
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
 WAIT_POLL_SECONDS = 1.0
@@ -66,6 +76,29 @@ def _check_name(value: str, what: str) -> str:
     ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
     return value
+
+
+KEY_SCOPES = ("all", "active")
+"""``key_scope`` values: held until purged, or while the job is PENDING or PROCESSING."""
+ON_CONFLICT_CHOICES = ("return", "raise")
+"""``on_conflict`` values: hand back the holder's id, or raise DuplicateJob."""
+
+
+def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tuple[str, float | None]:
+    """The stored scope of a key and when it expires (``ttl`` scopes only); one-line errors."""
+    if scope not in KEY_SCOPES:
+        raise InvalidPayload(f"key_scope must be one of {', '.join(KEY_SCOPES)}, not {scope!r}")
+    if ttl is None:
+        if key is None and scope != "all":
+            raise InvalidPayload("key_scope needs a key")
+        return scope, None
+    if key is None:
+        raise InvalidPayload("key_ttl needs a key")
+    if scope != "all":
+        raise InvalidPayload("key_ttl and key_scope='active' cannot be combined; choose one")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
+        raise InvalidPayload("key_ttl must be a positive number of seconds")
+    return "ttl", now + ttl
 
 
 def default_actor(settings: Settings) -> str:
@@ -142,6 +175,9 @@ class Queue:
         max_attempts: int | None,
         timeout: float | None,
         now: float,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
     ) -> NewJob:
         limit = self.settings.payload_limit_bytes
         estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
@@ -153,6 +189,13 @@ class Queue:
             raise PayloadTooLarge(size, limit)
         if key is not None:
             _check_name(key, "idempotency key")
+        scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
+        if on_conflict not in ON_CONFLICT_CHOICES:
+            raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
+        policy = POLICIES.get(task)  # the task's defaults, when it is registered in this process
+        if policy is not None:
+            max_attempts = policy.max_attempts if max_attempts is None else max_attempts
+            timeout = policy.timeout if timeout is None else timeout
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or attempts < 1:
             raise InvalidPayload("max_attempts must be an integer >= 1")
@@ -174,6 +217,9 @@ class Queue:
             max_attempts=attempts,
             timeout=timeout,
             idempotency_key=key,
+            key_scope=scope,
+            key_expires_at=key_expires_at,
+            on_conflict=on_conflict,
         )
 
     def enqueue(
@@ -186,6 +232,9 @@ class Queue:
         delay: float | None = None,
         run_at: float | None = None,
         key: str | None = None,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
         conn: Any = None,
@@ -198,7 +247,14 @@ class Queue:
             task: which handler runs it (workers route on it; "" means the worker's default).
             priority: lower runs first (default 0).
             delay / run_at: run no sooner than ``now + delay`` seconds, or at UNIX time ``run_at``.
-            key: idempotency key: submitting the same key again returns the existing job's id.
+            key: idempotency key: submitting a key that a job holds returns that job's id
+                (or raises, see ``on_conflict``) and stores nothing.
+            key_scope: how long a job holds its key: ``"all"`` (default: until the job is
+                purged) or ``"active"`` (while it is PENDING or PROCESSING: once it finishes,
+                the same key makes a new job). See docs/uniqueness.md.
+            key_ttl: hold the key this many seconds after enqueue instead (whatever the job's
+                status; with ``key_scope="all"`` only).
+            on_conflict: ``"return"`` (default) the holder's id, or ``"raise"`` DuplicateJob.
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
             conn: the application's open connection to the same store (a ``psycopg.Connection``
@@ -207,8 +263,8 @@ class Queue:
                 transaction, which jobq never commits or rolls back. It exists, and workers are
                 woken, only if the caller commits.
 
-        Raises InvalidPayload / PayloadTooLarge, StorageError; ConfigError for a ``conn`` of the
-        wrong kind or on another database.
+        Raises InvalidPayload / PayloadTooLarge, DuplicateJob, StorageError; ConfigError for a
+        ``conn`` of the wrong kind or on another database.
 
         >>> with psycopg.connect(url) as conn:                       # doctest: +SKIP
         ...     conn.execute("INSERT INTO users (email) VALUES (%s)", ["ann@example.com"])
@@ -226,6 +282,9 @@ class Queue:
             max_attempts=max_attempts,
             timeout=timeout,
             now=now,
+            key_scope=key_scope,
+            key_ttl=key_ttl,
+            on_conflict=on_conflict,
         )
         if conn is not None:
             return self.backend.enqueue_in(conn, [job], now)[0]
@@ -249,12 +308,16 @@ class Queue:
         priority: int = 0,
         delay: float | None = None,
         keys: Sequence[str | None] | None = None,
+        key_scope: str = "all",
+        key_ttl: float | None = None,
+        on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
         conn: Any = None,
     ) -> list[int]:
         """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
-        application's transaction, as for ``enqueue``."""
+        application's transaction; ``key_scope``, ``key_ttl``, ``on_conflict``: for every key,
+        as for ``enqueue`` (``"raise"`` stores none of the jobs)."""
         now = self.clock()
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
@@ -271,6 +334,9 @@ class Queue:
                 max_attempts=max_attempts,
                 timeout=timeout,
                 now=now,
+                key_scope=key_scope if keys and keys[i] is not None else "all",
+                key_ttl=key_ttl if keys and keys[i] is not None else None,
+                on_conflict=on_conflict,
             )
             for i, p in enumerate(items)
         ]
@@ -378,14 +444,20 @@ class Queue:
         return status
 
     def fail_many(
-        self, items: Sequence[tuple[Job, str, bool]], *, repeat: bool = False
+        self,
+        items: Sequence[tuple[Job, str, bool]],
+        *,
+        repeat: bool = False,
+        delays: Sequence[float | None] | None = None,
     ) -> list[tuple[JobStatus, bool]]:
-        """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in ``complete_many``)."""
+        """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in
+        ``complete_many``). ``delays``: seconds before each retry (None: the queue's backoff)."""
         now = self.clock()
         failures: list[Failure] = []
-        for job, error, retry in items:
+        for i, (job, error, retry) in enumerate(items):
             again = retry and job.attempts < job.max_attempts
-            retry_at = now + self.backoff(job.attempts) if again else None
+            delay = delays[i] if delays is not None else None
+            retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
             failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
         done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []
         return [
@@ -466,6 +538,8 @@ class Queue:
         result = results[0]
         if result.status is None:
             raise JobNotFound(job_id)
+        if result.held_by is not None:
+            raise DuplicateJob(str(self.get(job_id).idempotency_key), result.held_by)
         if not result.ok:
             raise InvalidTransition(job_id, action, result.status.value)
         return result
@@ -473,7 +547,8 @@ class Queue:
     def resubmit(self, job_id: int, *, actor: str | None = None) -> ActionResult:
         """FAILED / CANCELLED / COMPLETED -> PENDING (attempts reset, next run).
 
-        Raises JobNotFound or InvalidTransition (nothing changed)."""
+        Raises JobNotFound, InvalidTransition, or DuplicateJob when a newer job holds this
+        one's 'active' key (nothing changed)."""
         return self._one(self.resubmit_many(ids=[job_id], actor=actor), job_id, "resubmit")
 
     def cancel(self, job_id: int, *, actor: str | None = None) -> ActionResult:
@@ -631,6 +706,111 @@ class Queue:
     def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
         """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
         return self.backend.events_after(after_id, limit)
+
+    # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
+    def add_schedule(
+        self,
+        name: str,
+        *,
+        task: str,
+        cron: str | None = None,
+        every: float | str | None = None,
+        zone: str = "UTC",
+        queue: str | None = None,
+        payload: Any = None,
+        priority: int = 0,
+        catchup: str = "latest",
+        overlap: bool = True,
+    ) -> ScheduleInfo:
+        """Create or replace the schedule ``name`` at run time (as ``jobq schedules add`` does).
+
+        Its first slot is the first after now; replacing keeps its pause and next run unless
+        its timing (cron, every, zone) changed. Raises ConfigError for a bad expression or zone,
+        InvalidPayload for a payload that is not JSON."""
+        spec = Schedule(
+            name=name,
+            task=_check_name(task, "task name"),
+            cron=cron,
+            every=parse_duration(every) if isinstance(every, str) else every,
+            zone=zone,
+            queue=_check_name(queue or self.settings.queue, "queue name"),
+            payload=payload,
+            priority=priority,
+            catchup=catchup,
+            overlap=overlap,
+        )
+        return self.save_schedule(spec, origin="api")
+
+    def save_schedule(self, spec: Schedule, *, origin: str = "code") -> ScheduleInfo:
+        """Store a schedule (a worker stores those declared with ``@jobq.periodic`` as it starts)."""
+        now = self.clock()
+        info = ScheduleInfo(
+            name=spec.name,
+            task=spec.task,
+            queue=spec.queue,
+            payload_json=None if spec.payload is None else encode_json(spec.payload),
+            cron=spec.cron,
+            every=spec.every,
+            zone=spec.zone,
+            priority=spec.priority,
+            catchup=spec.catchup,
+            overlap=spec.overlap,
+            origin=origin,
+            next_run_at=spec.next_slot(now),
+        )
+        self.backend.save_schedule(info, now)
+        return next(s for s in self.schedules() if s.name == spec.name)
+
+    def schedules(self, *, due: bool = False) -> list[ScheduleInfo]:
+        """Every stored schedule by name, or (``due``) the unpaused ones due now."""
+        return self.backend.list_schedules(self.clock() if due else None)
+
+    def fire_schedule(self, info: ScheduleInfo, slots: Sequence[float], next_run_at: float) -> list[int] | None:
+        """Enqueue the jobs of ``slots`` and move ``info`` on to ``next_run_at``, in one
+        transaction, if it is still at ``info.next_run_at`` (else None: another process did)."""
+        spec = schedule_of(info)
+        now = self.clock()
+        jobs = []
+        for slot in slots:
+            key, scope = spec.job_key(slot)
+            jobs.append(
+                self._new_job(
+                    spec.job_payload(slot),
+                    queue=spec.queue,
+                    task=spec.task,
+                    priority=spec.priority,
+                    delay=None,
+                    run_at=None,
+                    key=key,
+                    max_attempts=None,
+                    timeout=None,
+                    now=now,
+                    key_scope=scope,
+                )
+            )
+        last = max(slots) if slots else None
+        return self.backend.fire_schedule(info.name, info.next_run_at, next_run_at, last, jobs, now)
+
+    def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
+        """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""
+        if not self.backend.pause_schedule(name, True, actor or default_actor(self.settings), self.clock(), None):
+            raise ScheduleNotFound(name)
+
+    def resume_schedule(self, name: str, *, actor: str | None = None) -> None:
+        """Enqueue ``name``'s slots again, from the first slot after now (the slots passed while
+        it was paused never run). Raises ScheduleNotFound."""
+        found = [s for s in self.schedules() if s.name == name]
+        if not found:
+            raise ScheduleNotFound(name)
+        now = self.clock()
+        next_run_at = schedule_of(found[0]).next_slot(now)
+        if not self.backend.pause_schedule(name, False, actor or default_actor(self.settings), now, next_run_at):
+            raise ScheduleNotFound(name)
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule (a worker that still declares it in code stores it again). Raises ScheduleNotFound."""
+        if not self.backend.delete_schedule(name):
+            raise ScheduleNotFound(name)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

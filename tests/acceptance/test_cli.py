@@ -633,3 +633,37 @@ def test_workers_say_alive_lost_or_stopped_as_the_ops_app_does(cli: Cli) -> None
     (worker,) = cli.json("workers", "--all")
     assert (worker["name"], worker["state"], worker["alive"]) == ("w-gone", "lost", False)
     assert cli.ok("workers", "--all").splitlines()[1].split()[:2] == ["w-gone", "lost"]
+
+
+def test_schedules_add_list_pause_resume_remove(cli: Cli) -> None:
+    assert "schedule nightly: next run" in cli.ok(
+        "schedules", "add", "nightly", "--task", "report", "--cron", "0 3 * * *", "--zone", "Europe/Paris"
+    )
+    cli.ok("schedules", "add", "poll", "--task", "poll", "--every", "30s", "--no-overlap", "--payload", '{"a": 1}')
+    assert cli.ok("schedules", "pause", "nightly", "--actor", "ann") == "schedule nightly: paused\n"
+    table = cli.ok("schedules")
+    assert table.splitlines()[0].split() == [
+        "NAME",
+        "EXPRESSION",
+        "ZONE",
+        "TASK",
+        "NEXT",
+        "RUN",
+        "LAST",
+        "RUN",
+        "PAUSED",
+    ]
+    assert "yes (by ann)" in table and "every 30s" in table
+    listed = {s["name"]: s for s in cli.json("schedules")}
+    assert (listed["poll"]["payload"], listed["poll"]["overlap"], listed["nightly"]["paused"]) == (
+        {"a": 1},
+        False,
+        True,
+    )
+    cli.ok("schedules", "resume", "nightly")
+    assert cli.json("schedules")[0]["paused"] is False
+    cli.ok("schedules", "remove", "poll")
+    assert [s["name"] for s in cli.json("schedules")] == ["nightly"]
+    assert cli.fails("schedules", "pause", "nope") == "jobq: error: no schedule named 'nope'"
+    assert "bad cron expression" in cli.fails("schedules", "add", "x", "--task", "t", "--cron", "61 * * * *")
+    assert "unknown time zone" in cli.fails("schedules", "add", "x", "--task", "t", "--every", "5", "--zone", "Nowhere")

@@ -44,7 +44,7 @@ RUN_TIMEOUT_SECONDS = 300
 EXTRAS = "postgres,web,metrics,otel"
 #: What jobq's core may depend on, and what each extra may pull in (by project name).
 ALLOWED_REQUIREMENTS = {
-    None: {"apsw"},
+    None: {"apsw", "cronsim"},
     "postgres": {"psycopg", "psycopg-pool"},
     "web": {"streamlit", "pandas", "altair"},
     "metrics": {"prometheus-client"},
@@ -469,6 +469,8 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
     jobq("purge", "--older-than", "0s")
     assert [job["id"] for job in json.loads(jobq("list", "--json"))] == [later]
     assert jobq("version").startswith("jobq ")
+    jobq("schedules", "add", "hourly", "--task", "shout", "--every", "1h")
+    assert "hourly" in jobq("schedules")
 
     # The demo's producer and consumer (data files under the work directory).
     demo = {"JOBQ_DATABASE_URL": f"sqlite:///{venv.work}/demo.db"}

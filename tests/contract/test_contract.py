@@ -52,8 +52,15 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
     settings = jobq.Settings(database_url=backend_url)
     monkeypatch.setattr(module, "MIGRATIONS", current[:1])  # the jobq that wrote schema 1
     with jobq.Queue(settings=settings, clock=clock) as old:
-        job_id = old.enqueue("held by a worker of the old jobq")
-        assert old.claim("old-worker", lease=300) is not None
+        # Inserted as the old jobq did (today's insert names columns schema 1 lacks), with a key.
+        _raw(
+            backend_url,
+            "INSERT INTO jobs (payload, run_at, created_at, updated_at, idempotency_key) "
+            f"VALUES ('\"held by a worker of the old jobq\"', {clock.now}, {clock.now}, {clock.now}, 'old-key')",
+        )
+        job = old.claim("old-worker", lease=300)
+        assert job is not None
+        job_id = job.id
     # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
     _raw(
         backend_url,
@@ -65,6 +72,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
 
     with jobq.Queue(settings=settings, clock=clock) as q:
         assert _raw(backend_url, "SELECT max(version) FROM jobq_schema") == [(module.SCHEMA_VERSION,)]
+        assert q.enqueue("again", key="old-key") == job_id  # an old key is held as before ('all')
         (old_worker,) = q.workers()
         assert (old_worker.id, old_worker.pid, old_worker.process_table) == ("old-worker", DEAD_PID, None)
         rescuer = Rescuer(q, "new-worker", 1.0)
@@ -89,3 +97,17 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             check=True,
         )
         assert shell.stdout.split() == ["ok", "new-worker|table", "old-worker|-"]
+
+
+def test_hand_edits_of_status_keep_an_active_key_unique(backend_url: str, clock) -> None:
+    with jobq.Queue(settings=jobq.Settings(database_url=backend_url), clock=clock) as q:
+        old = q.enqueue("a", key="k", key_scope="active")
+        _raw(backend_url, f"UPDATE jobs SET status = 'COMPLETED' WHERE id = {old}")  # releases the key
+        new = q.enqueue("b", key="k", key_scope="active")
+        assert new != old
+        # Back to PENDING by hand while the newer job holds the key: the unique index refuses it.
+        with pytest.raises(Exception, match=r"(?i)unique"):
+            _raw(backend_url, f"UPDATE jobs SET status = 'PENDING' WHERE id = {old}")
+        assert q.get(old).status == jobq.JobStatus.COMPLETED
+        _raw(backend_url, f"UPDATE jobs SET status = 'CANCELLED' WHERE id = {new}")
+        assert q.enqueue("c", key="k", key_scope="active") not in (old, new)

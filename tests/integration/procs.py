@@ -96,9 +96,27 @@ def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:
     (OUT / f"outcome-{job.id}").write_text(" ".join(outcomes))
 
 
+def tick(ctx: JobContext) -> None:
+    """A periodic job: its slot goes to ``<pid>.slots``."""
+    with open(OUT / f"{os.getpid()}.slots", "a") as f:
+        f.write(f"{ctx.payload['slot']}\n")
+
+
+def keyed(q: jobq.Queue, keys: int, rounds: int, scope: str, ttl: float | None, start_at: float) -> None:
+    """Enqueue keys ``k0..k<keys-1>`` ``rounds`` times from the wall time ``start_at`` on (so every
+    producer starts together); each (key, id) it was handed goes to ``keyed-<pid>.txt``."""
+    while time.time() < start_at:
+        time.sleep(0.005)
+    got = []
+    for _ in range(rounds):
+        for k in range(keys):
+            got.append(f"k{k} {q.enqueue(os.getpid(), key=f'k{k}', key_scope=scope, key_ttl=ttl)}")
+    (OUT / f"keyed-{os.getpid()}.txt").write_text("\n".join(got) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["worker", "produce", "hold"])
+    parser.add_argument("role", choices=["worker", "produce", "hold", "keyed"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--lease", type=float, default=30)
     parser.add_argument("--grace", type=float, default=10)
@@ -108,6 +126,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--prefix", default="p")
     parser.add_argument("--payload", default="{}")
+    parser.add_argument("--scope", default="all")
+    parser.add_argument("--ttl", type=float, default=None)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--every", type=float, default=None, help="worker: also run schedule 'tick' every N s")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     settings = jobq.Settings(
@@ -123,6 +146,9 @@ def main() -> None:
     if args.role == "hold":
         hold(q, f"holder-{socket.gethostname()}-{os.getpid()}", args.lease)
         return
+    if args.role == "keyed":
+        keyed(q, args.count, args.rounds, args.scope, args.ttl, args.start_at)
+        return
     if args.role == "produce":
         import json
 
@@ -130,7 +156,11 @@ def main() -> None:
         for i in range(args.count):
             q.enqueue({**payload, "n": i}, task=payload.get("task", ""), key=f"{args.prefix}-{i}")
         return
+    if args.every is not None:
+        jobq.periodic(every=args.every, name="tick", catchup="all")(tick)
     handlers = {name: fn for name, fn in HANDLERS.items()}
+    if args.every is not None:
+        handlers["tick"] = tick
     handlers[""] = count
     Worker(q, handlers, concurrency=args.concurrency, batch=args.batch).run()
 

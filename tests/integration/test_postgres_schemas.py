@@ -22,7 +22,7 @@ from jobq.testing.contract.workers import _worker
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 
-JOBQ_TABLES = {"jobs", "job_events", "workers", "jobq_schema"}
+JOBQ_TABLES = {"jobs", "job_events", "workers", "jobq_schema", "schedules"}
 
 
 def _with(url: str, option: str) -> str:
@@ -108,6 +108,12 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN progress, DROP COLUMN progress_message, "
         "DROP COLUMN progress_at, DROP COLUMN trace_context"
     ],
+    [
+        "DROP INDEX public.jobs_key",
+        "CREATE UNIQUE INDEX jobs_key ON public.jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+        "ALTER TABLE public.jobs DROP COLUMN key_scope, DROP COLUMN key_expires_at",
+    ],
+    ["DROP TABLE public.schedules"],
 ]
 
 
@@ -155,7 +161,7 @@ def test_a_database_of_the_public_layout_is_moved_in_place_with_nothing_lost(
         ids = _fill(old, clock)
         before = _snapshot(old)
         held = old.get(ids["held"])
-    assert _tables_by_schema(postgres_url) == {"public": JOBQ_TABLES}
+    assert _tables_by_schema(postgres_url) == {"public": JOBQ_TABLES - {"schedules"}}  # schema 2
     assert held.status == JobStatus.PROCESSING and before[3]["PENDING"] == 21
 
     from jobq.backends.postgres import SCHEMA_VERSION

@@ -44,6 +44,12 @@ class NewJob:
     max_attempts: int
     timeout: float | None = None
     idempotency_key: str | None = None
+    key_scope: str = "all"
+    """How long the key is held: ``"all"`` (until purged), ``"active"`` (while PENDING or
+    PROCESSING) or ``"ttl"`` (until ``key_expires_at``)."""
+    key_expires_at: float | None = None
+    on_conflict: str = "return"
+    """A held key: ``"return"`` the holder's id, or ``"raise"`` :class:`jobq.DuplicateJob`."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,6 +96,8 @@ class ActionResult:
     status: JobStatus | None
     """The status after the action (or the one that made it illegal; None: no such job)."""
     message: str = ""
+    held_by: int | None = None
+    """A resubmit refused because another job holds this job's 'active' key: that job's id."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -178,6 +186,32 @@ class WorkerInfo:
     end_reason: WorkerEnd | None = None
     """How it ended once ``stopped_at`` is set; None while it runs, and for rows stopped by a jobq
     from before end reasons were recorded (shown as stopped)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A stored schedule (``jobq.schedules.Schedule`` plus its state); times are UNIX seconds."""
+
+    name: str
+    task: str
+    queue: str
+    payload_json: str | None
+    cron: str | None
+    every: float | None
+    zone: str
+    priority: int
+    catchup: str
+    overlap: bool
+    origin: str
+    """``"code"`` (declared with ``@jobq.periodic``, stored by workers) or ``"api"``."""
+    next_run_at: float
+    last_run_at: float | None = None
+    """The latest slot that was enqueued (or skipped by ``overlap=False``)."""
+    last_job_id: int | None = None
+    paused: bool = False
+    paused_by: str | None = None
+    """Who last paused or resumed it, and when (``paused_at``)."""
+    paused_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -465,6 +499,35 @@ class Backend(Protocol):
         ...
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
+
+    # -- schedules -------------------------------------------------------------------------
+    def save_schedule(self, info: ScheduleInfo, now: float) -> None:
+        """Insert or update a schedule by name; its state (next run, paused) is kept unless its
+        timing changed, which takes ``info.next_run_at``."""
+        ...
+
+    def list_schedules(self, due_by: float | None = None) -> list[ScheduleInfo]:
+        """Every schedule by name, or (``due_by``) the unpaused ones due by then."""
+        ...
+
+    def fire_schedule(
+        self,
+        name: str,
+        expected: float,
+        next_run_at: float,
+        last_slot: float | None,
+        jobs: Sequence[NewJob],
+        now: float,
+    ) -> list[int] | None:
+        """Move ``name`` from slot ``expected`` to ``next_run_at`` and enqueue ``jobs``, in one
+        transaction; None (nothing written) when it is no longer at ``expected`` or is paused."""
+        ...
+
+    def pause_schedule(self, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> bool:
+        """Pause or resume (recording who and when; a resume sets ``next_run_at``). False: no such schedule."""
+        ...
+
+    def delete_schedule(self, name: str) -> bool: ...
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:

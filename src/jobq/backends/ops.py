@@ -17,6 +17,7 @@ parameter is written (``jobq.backends.statements.Dialect``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -40,6 +41,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
 )
@@ -56,7 +58,7 @@ from jobq.backends.common import (
     worker_from_row,
 )
 from jobq.backends.statements import Dialect, Params
-from jobq.errors import StorageError
+from jobq.errors import DuplicateJob, StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
 
 #: The statuses a job ends in (it has a ``finished_at``).
@@ -166,6 +168,11 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
 
 
 # -- producers -----------------------------------------------------------------------------------
+#: How many times one enqueue looks for a key's holder that keeps finishing between the insert
+#: that conflicted and the look-up (each round needs another producer to take the key meanwhile).
+KEY_ROUNDS_MAX = 20
+
+
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
     if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
         return (yield from _enqueue_alone(d, jobs, now))
@@ -179,6 +186,8 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             "max_attempts": j.max_attempts,
             "timeout": j.timeout,
             "key": j.idempotency_key,
+            "key_scope": j.key_scope,
+            "key_expires_at": j.key_expires_at,
             "now": now,
         }
         for j in jobs
@@ -190,19 +199,17 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     else:
         ids, inserted = [], []
         for job, row in zip(jobs, rows, strict=True):
-            found = yield Exec(d.sql["insert_job"], row)
-            if found:
-                inserted.append(found[0][0])
-                ids.append(found[0][0])
-            else:  # the key is known: hand back the job it names
-                ids.append((yield Exec(d.sql["job_id_by_key"], {"key": job.idempotency_key}))[0][0])
+            job_id, new = yield from _insert_keyed(d, job, row, now)
+            ids.append(job_id)
+            if new:
+                inserted.append(job_id)
     if inserted:
         yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
     if traces:
         # Only while tracing is on (the facade passes no traces otherwise); a job that already
         # existed (a known idempotency key) keeps the context of the enqueue that made it.
-        new = set(inserted)
-        contexts = [{"id": i, "context": t} for i, t in zip(ids, traces, strict=True) if t and i in new]
+        made = set(inserted)
+        contexts = [{"id": i, "context": t} for i, t in zip(ids, traces, strict=True) if t and i in made]
         if contexts:
             yield ExecMany(d.sql["set_trace_context"], contexts)
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
@@ -223,6 +230,27 @@ def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[in
 def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
     """The detail of a ``stale_write_refused`` event (also built by ``_refused``)."""
     return d.text(json.dumps({"operation": op, "token": lease.token}))
+
+
+def _insert_keyed(d: Dialect, job: NewJob, row: Params, now: float) -> Op[tuple[int, bool]]:
+    """Insert a job with a key, or name the job holding the key: ``(id, inserted)``.
+
+    The unique index decides (never a read before the write), so concurrent producers cannot both
+    take a key. A conflict is with a row that held the key when the insert ran; by the look-up it
+    may have let go (an 'active' job finished, a 'ttl' key expired, a purge): then try again."""
+    key = job.idempotency_key
+    for _ in range(KEY_ROUNDS_MAX):
+        found = yield Exec(d.sql["insert_job"], row)
+        if found:
+            return found[0][0], True
+        if (yield Exec(d.sql["release_expired_key"], {"key": key, "now": now})):
+            continue  # an expired 'ttl' holder let go in this transaction: the key is free
+        holder = yield Exec(d.sql["job_id_by_key"], {"key": key})
+        if holder:
+            if job.on_conflict == "raise":
+                raise DuplicateJob(str(key), holder[0][0])
+            return holder[0][0], False
+    raise StorageError(f"key {key!r}: its holder kept changing over {KEY_ROUNDS_MAX} attempts; try again")
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -530,6 +558,12 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
             rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
+            if not rows:  # the rows are locked (or the store is): only a held key refuses it
+                key = (yield Exec(d.sql["job_key"], {"id": job_id}))[0][0]
+                holder = (yield Exec(d.sql["job_id_by_key"], {"key": key}))[0][0]
+                message = f"job {job_id}: key {key!r} is held by job {holder}; not resubmitted"
+                out.append(ActionResult(job_id, False, JobStatus(status), message, held_by=holder))
+                continue
             queues.update(row[0] for row in rows)
             detail = {"from": status}
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))
@@ -759,3 +793,55 @@ def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:
 
 def live_wake_addresses(d: Dialect, seen_after: float) -> Op[list[str]]:
     return [str(r[0]) for r in (yield Exec(d.sql["live_wake_addresses"], {"seen_after": seen_after}))]
+
+
+# -- schedules ----------------------------------------------------------------------------------
+_SCHEDULE_FIELDS = [f.name for f in dataclasses.fields(ScheduleInfo)]
+
+
+def _schedule_from_row(row: Sequence[Any]) -> ScheduleInfo:
+    info = ScheduleInfo(*row)
+    # SQLite has no boolean type: 0/1 come back as integers.
+    return dataclasses.replace(info, overlap=bool(info.overlap), paused=bool(info.paused))
+
+
+def save_schedule(d: Dialect, info: ScheduleInfo, now: float) -> Op[None]:
+    yield Exec(d.sql["save_schedule"], {**dataclasses.asdict(info), "now": now})
+
+
+def list_schedules(d: Dialect, due_by: float | None) -> Op[list[ScheduleInfo]]:
+    if due_by is None:
+        rows = yield Exec(d.sql["list_schedules"])
+    else:
+        rows = yield Exec(d.sql["due_schedules"], {"now": due_by})
+    return [_schedule_from_row(r) for r in rows]
+
+
+def fire_schedule(
+    d: Dialect,
+    name: str,
+    expected: float,
+    next_run_at: float,
+    last_slot: float | None,
+    jobs: Sequence[NewJob],
+    now: float,
+) -> Op[list[int] | None]:
+    """The slot is taken by moving the schedule's row off it, guarded by the slot this process
+    read: of the processes that read the same row, one moves it (the others see zero rows: the
+    row lock re-checks the guard on PostgreSQL; SQLite runs one writer at a time)."""
+    params = {"name": name, "expected": expected, "next": next_run_at, "last": last_slot, "now": now}
+    if not (yield Exec(d.sql["advance_schedule"], params)):
+        return None
+    ids = (yield from enqueue(d, jobs, now)) if jobs else []
+    if ids:
+        yield Exec(d.sql["schedule_last_job"], {"name": name, "job": ids[-1]})
+    return ids
+
+
+def pause_schedule(d: Dialect, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> Op[bool]:
+    params = {"name": name, "paused": paused, "actor": actor, "now": now, "next": next_run_at}
+    return bool((yield Exec(d.sql["pause_schedule"], params)))
+
+
+def delete_schedule(d: Dialect, name: str) -> Op[bool]:
+    return bool((yield Exec(d.sql["delete_schedule"], {"name": name})))

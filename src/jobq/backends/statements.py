@@ -33,6 +33,15 @@ def _in(statuses: Iterable[JobStatus]) -> str:
     return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
 
 
+#: When a job's idempotency key is held: the predicate of the unique index ``jobs_key`` (built by
+#: a migration from this text: never change it, append a migration instead). Statements that must
+#: use that index (the upsert's conflict target, the look-up of the holder) repeat it word for
+#: word, since SQLite uses a partial index only for a query that contains its WHERE as a term.
+KEY_HELD_SQL = (
+    "idempotency_key IS NOT NULL AND (key_scope IN ('all', 'ttl')"
+    " OR (key_scope = 'active' AND status IN ('PENDING', 'PROCESSING')))"
+)
+
 #: Fragments filled in at load time: the statuses each write is allowed from, from the table.
 STATIC_FRAGMENTS = {
     "job_columns": ", ".join(JOB_COLUMNS),
@@ -41,6 +50,7 @@ STATIC_FRAGMENTS = {
     "from_fail": _in(TRANSITIONS[Action.FAIL].sources | TRANSITIONS[Action.RETRY].sources),
     "from_rescue": _in(TRANSITIONS[Action.RESCUE].sources),
     "terminal": _in({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    "key_held": KEY_HELD_SQL,
 }
 
 

@@ -30,6 +30,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
 )
@@ -255,3 +256,28 @@ class SqlStore:
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))
+
+    # -- schedules -------------------------------------------------------------------------
+    def save_schedule(self, info: ScheduleInfo, now: float) -> None:
+        self._write(lambda: ops.save_schedule(self.dialect, info, now))
+
+    def list_schedules(self, due_by: float | None = None) -> list[ScheduleInfo]:
+        return self._read(lambda: ops.list_schedules(self.dialect, due_by))
+
+    def fire_schedule(
+        self,
+        name: str,
+        expected: float,
+        next_run_at: float,
+        last_slot: float | None,
+        jobs: Sequence[NewJob],
+        now: float,
+    ) -> list[int] | None:
+        d = self.dialect
+        return self._write(lambda: ops.fire_schedule(d, name, expected, next_run_at, last_slot, jobs, now))
+
+    def pause_schedule(self, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> bool:
+        return self._write(lambda: ops.pause_schedule(self.dialect, name, paused, actor, now, next_run_at))
+
+    def delete_schedule(self, name: str) -> bool:
+        return self._write(lambda: ops.delete_schedule(self.dialect, name))

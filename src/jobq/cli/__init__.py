@@ -15,6 +15,7 @@ Where things are:
 - ``output.py``: the text and JSON that ``list``, ``show``, ``stats`` and ``workers`` print
 - ``jobs.py``: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``purge``
 - ``monitor.py``: ``stats``, ``workers``, ``rescue``, ``version``
+- ``schedules.py``: ``schedules`` (list, add, pause, resume, remove periodic jobs)
 - ``processes.py``: ``worker``, ``producer``, ``consumer``, ``manager``, ``ops`` (they run until stopped)
 
 Each command's options are added right before its handler, by an ``add_<command>`` function.
@@ -31,7 +32,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from jobq.cli import jobs, monitor, processes
+from jobq.cli import jobs, monitor, processes, schedules
 from jobq.cli.output import clean, err
 from jobq.cli.parser import (
     EXIT_BROKEN_PIPE,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_stats(command)
     monitor.add_workers(command)
     processes.add_metrics(command)
+    schedules.add_schedules(command)
     jobs.add_purge(command)
     monitor.add_rescue(command)
     monitor.add_version(command)

@@ -21,7 +21,7 @@ from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
 from jobq.backends.base import Bucket
 from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
-from jobq.web import _page, ops_model, safety, supervisor, views
+from jobq.web import _page, ops_model, safety, schedules_panel, supervisor, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -266,6 +266,7 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
                 "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
             },
         )
+    schedules_panel.panel(q, now)
 
     left, right = st.columns([3, 2])
     with left:

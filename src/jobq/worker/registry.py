@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jobq.errors import ConfigError
+from jobq.retry import POLICIES, Backoff, TaskPolicy
 
 if TYPE_CHECKING:
     from jobq.worker.context import JobContext
@@ -17,15 +18,34 @@ Handler = Callable[["JobContext"], Any]
 REGISTRY: dict[str, Handler] = {}
 
 
-def task(name: str | None = None) -> Callable[[Handler], Handler]:
-    """Register a handler under ``name`` (default: the function's name).
+def task(
+    name: str | None = None,
+    *,
+    max_attempts: int | None = None,
+    backoff: Backoff | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
+    timeout: float | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register a handler under ``name`` (default: the function's name), with its retry policy.
 
-    >>> @task("resize")
+    Args:
+        max_attempts, timeout: the task's defaults, stored on each job enqueued for it in a
+            process where it is registered (``enqueue(max_attempts=..., timeout=...)`` wins).
+        backoff: seconds before a retry, or a function of the failed attempt (1-based) giving
+            them (default: the queue's exponential backoff).
+        retry_on: the exceptions that are retried; any other fails the job at once.
+
+    Raises ConfigError for a bad value.
+
+    >>> @task("resize", max_attempts=5, backoff=10, retry_on=(TimeoutError,), timeout=60)
     ... def resize(ctx): ...
     """
+    policy = TaskPolicy(max_attempts=max_attempts, backoff=backoff, retry_on=retry_on, timeout=timeout)
 
     def register(func: Handler) -> Handler:
-        REGISTRY[name if name is not None else func.__name__] = func
+        task_name = name if name is not None else func.__name__
+        REGISTRY[task_name] = func
+        POLICIES[task_name] = policy
         return func
 
     return register

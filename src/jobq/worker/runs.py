@@ -67,6 +67,8 @@ class RunOutcome:
     result: Any = None
     error: str = ""
     retry: bool = True
+    retry_delay: float | None = None
+    """Seconds before the retry, from the task's policy (None: the queue's backoff)."""
     note: str | None = None
     ends_run: bool = True
     """The handler returned: once written, the run gives its slot back. False for a timeout,
@@ -333,7 +335,11 @@ class OutcomeWriter:
         return jobs
 
     def _write_failures(self, group: list[RunOutcome]) -> None:
-        failed = self.queue.fail_many([(o.ctx.job, o.error, o.retry) for o in group], repeat=any(o.sent for o in group))
+        failed = self.queue.fail_many(
+            [(o.ctx.job, o.error, o.retry) for o in group],
+            repeat=any(o.sent for o in group),
+            delays=[o.retry_delay for o in group],
+        )
         for o, (status, ok) in zip(group, failed, strict=True):
             self.status.jobs_failed += 1
             last = o.error.strip().splitlines()[-1] if o.error.strip() else ""

@@ -49,6 +49,7 @@ from jobq.observability import logs, tracing
 from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
+from jobq.retry import POLICIES
 from jobq.worker.aio import AsyncRunner, is_async_handler
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
@@ -57,6 +58,7 @@ from jobq.worker.prefetch import GIVE_BACK_AFTER_SECONDS, Prefetch
 from jobq.worker.registry import Handler
 from jobq.worker.rescuer import Pruner, Rescuer, process_table_id
 from jobq.worker.runs import Outcome, OutcomeWriter, RunOutcome, Runs, WorkerStatus, one_line
+from jobq.worker.scheduler import Scheduler
 from jobq.worker.stall import StallWatch
 
 __all__ = ["Outcome", "Worker", "new_worker_id"]
@@ -257,6 +259,7 @@ class Worker:
         self.loops = [
             Heartbeater(self.queue, self.id, self.runs, self.stalls, self.status),
             Rescuer(self.queue, self.id, self.settings.rescue_interval_seconds, self.stalls),
+            Scheduler(self.queue),
         ]
         if self.settings.prune_after_seconds:
             self.loops.append(Pruner(self.queue, self.settings.prune_after_seconds))
@@ -522,8 +525,21 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc))
         if isinstance(exc, PermanentError):
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
-        # Any other handler error is the job's failure, with its traceback.
-        return RunOutcome(ctx, Outcome.FAIL, error="".join(traceback.format_exception(exc)))
+        # Any other handler error is the job's failure, with its traceback; the task's retry
+        # policy (``@jobq.task(retry_on=, backoff=)``) decides whether and when it runs again.
+        trace = "".join(traceback.format_exception(exc))
+        policy = POLICIES.get(ctx.job.task)
+        if policy is None:
+            return RunOutcome(ctx, Outcome.FAIL, error=trace)
+        if not policy.retries(exc):
+            error = f"{trace}not retried: {type(exc).__name__} is not in the task's retry_on"
+            return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
+        try:
+            delay = policy.delay(ctx.job.attempts)
+        except Exception as bad:  # noqa: BLE001 - a broken backoff function must not stop the worker
+            log.error("task %r: its backoff function raised (%s); using the queue's backoff", ctx.job.task, bad)
+            delay = None
+        return RunOutcome(ctx, Outcome.FAIL, error=trace, retry_delay=delay)
 
     def _returned(self, ctx: JobContext, result: object) -> RunOutcome:
         """The outcome of a handler that returned ``result`` (sync or async alike)."""

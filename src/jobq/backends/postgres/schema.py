@@ -18,13 +18,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from jobq.backends.statements import STATIC_FRAGMENTS
+from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
-TABLES = ("jobs", "job_events", "workers", "jobq_schema")
+TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules")
 #: jobq's functions (the trigger's), moved with the tables.
 FUNCTIONS = ("jobq_external_status()",)
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
@@ -150,6 +150,42 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN progress_message text",
         "ALTER TABLE jobs ADD COLUMN progress_at double precision",
         "ALTER TABLE jobs ADD COLUMN trace_context text",
+    ],
+    [
+        # Key scopes: see the SQLite migration of the same name (jobq.backends.sqlite.schema). A
+        # constant default is only catalog data here: no table rewrite. The new unique index is
+        # built before the old one is dropped, so the key is never unguarded mid-migration.
+        "ALTER TABLE jobs ADD COLUMN key_scope text NOT NULL DEFAULT 'all'"
+        " CHECK (key_scope IN ('all', 'active', 'ttl', 'released'))",
+        "ALTER TABLE jobs ADD COLUMN key_expires_at double precision",
+        f"CREATE UNIQUE INDEX jobs_key_held ON jobs (idempotency_key) WHERE {KEY_HELD_SQL}",
+        "DROP INDEX jobs_key",
+        "ALTER INDEX jobs_key_held RENAME TO jobs_key",
+    ],
+    [
+        # Periodic jobs: see the SQLite migration of the same name (jobq.backends.sqlite.schema).
+        """CREATE TABLE schedules (
+            name text PRIMARY KEY,
+            task text NOT NULL,
+            queue text NOT NULL,
+            payload_json text,
+            cron text,
+            every double precision,
+            zone text NOT NULL,
+            priority integer NOT NULL DEFAULT 0,
+            catchup text NOT NULL CHECK (catchup IN ('latest', 'all', 'none')),
+            overlap boolean NOT NULL,
+            origin text NOT NULL,
+            next_run_at double precision NOT NULL,
+            last_run_at double precision,
+            last_job_id bigint,
+            paused boolean NOT NULL DEFAULT false,
+            paused_by text,
+            paused_at double precision,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL
+        )""",
+        "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused",
     ],
 ]
 

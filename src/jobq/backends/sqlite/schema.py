@@ -6,7 +6,9 @@ the database with it); a trigger records status changes made by hand as events.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+from jobq.backends.statements import KEY_HELD_SQL
+
+SCHEMA_VERSION = 7
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -121,5 +123,43 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN progress_message TEXT",
         "ALTER TABLE jobs ADD COLUMN progress_at REAL",
         "ALTER TABLE jobs ADD COLUMN trace_context TEXT",
+    ],
+    [
+        # Key scopes (Queue.enqueue's key_scope / key_ttl): the unique index holds a key only while
+        # its scope says so. 'active' leaves the index when the row's status does, however it
+        # changes (a worker, an operator, a hand edit), so nothing has to remember to release it;
+        # 'ttl' holds until enqueue finds it expired and marks it 'released' (in the transaction
+        # that takes the key anew); 'all' holds until the row is purged, as before.
+        "ALTER TABLE jobs ADD COLUMN key_scope TEXT NOT NULL DEFAULT 'all'"
+        " CHECK (key_scope IN ('all', 'active', 'ttl', 'released'))",
+        "ALTER TABLE jobs ADD COLUMN key_expires_at REAL",
+        "DROP INDEX jobs_key",
+        f"CREATE UNIQUE INDEX jobs_key ON jobs (idempotency_key) WHERE {KEY_HELD_SQL}",
+    ],
+    [
+        # Periodic jobs (jobq.schedules): one row per schedule; next_run_at is the first slot not
+        # yet handled, moved on by the transaction that enqueues a slot's job.
+        """CREATE TABLE schedules (
+            name TEXT PRIMARY KEY,
+            task TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            payload_json TEXT,                     -- JSON; NULL: the slot's own {"schedule", "slot"}
+            cron TEXT,
+            every REAL,
+            zone TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            catchup TEXT NOT NULL CHECK (catchup IN ('latest', 'all', 'none')),
+            overlap INTEGER NOT NULL,
+            origin TEXT NOT NULL,                  -- 'code' (@jobq.periodic) or 'api'
+            next_run_at REAL NOT NULL,
+            last_run_at REAL,
+            last_job_id INTEGER,
+            paused INTEGER NOT NULL DEFAULT 0,
+            paused_by TEXT,
+            paused_at REAL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0",
     ],
 ]

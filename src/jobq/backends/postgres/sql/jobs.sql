@@ -8,15 +8,26 @@
 -- transactions cannot deadlock on each other.
 
 -- name: insert_job
+-- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
+-- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, created_at, updated_at)
+                  idempotency_key, key_scope, key_expires_at, created_at, updated_at)
 VALUES (%(queue)s, %(task)s, %(payload)s, %(priority)s, %(run_at)s, %(max_attempts)s, %(timeout)s,
-        %(key)s, %(now)s, %(now)s)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        %(key)s, %(key_scope)s, %(key_expires_at)s, %(now)s, %(now)s)
+ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
 -- name: job_id_by_key
-SELECT id FROM jobs WHERE idempotency_key = %(key)s
+-- The job holding a key (at most one: the unique index).
+SELECT id FROM jobs WHERE idempotency_key = %(key)s AND {key_held}
+
+-- name: release_expired_key
+-- A 'ttl' key whose time has passed is released by the enqueue that wants it, in its own
+-- transaction: the row lock (PostgreSQL) or the write lock (SQLite) lets one producer release it
+-- and take it anew; the others then conflict with the new holder.
+UPDATE jobs SET key_scope = 'released'
+WHERE idempotency_key = %(key)s AND {key_held} AND key_scope = 'ttl' AND key_expires_at <= %(now)s
+RETURNING id
 
 -- name: claim
 -- SKIP LOCKED: rows another claimer is taking are passed over, never waited for; under READ
@@ -122,7 +133,15 @@ UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at 
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = false,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND status = %(status)s
+    -- An 'active' key taken by a newer job since this one finished stays with that job: the
+    -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).
+    AND NOT (key_scope = 'active' AND EXISTS (
+        SELECT 1 FROM jobs AS holder
+        WHERE holder.idempotency_key = jobs.idempotency_key AND holder.id <> jobs.id AND {key_held}))
 RETURNING queue
+
+-- name: job_key
+SELECT idempotency_key FROM jobs WHERE id = %(id)s
 
 -- name: cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,

@@ -7,14 +7,26 @@
 -- nothing; operator actions and rescues clear it.
 
 -- name: insert_job
+-- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
+-- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, created_at, updated_at)
-VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout, :key, :now, :now)
-ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                  idempotency_key, key_scope, key_expires_at, created_at, updated_at)
+VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
+        :key, :key_scope, :key_expires_at, :now, :now)
+ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
 -- name: job_id_by_key
-SELECT id FROM jobs WHERE idempotency_key = :key
+-- The job holding a key (at most one: the unique index).
+SELECT id FROM jobs WHERE idempotency_key = :key AND {key_held}
+
+-- name: release_expired_key
+-- A 'ttl' key whose time has passed is released by the enqueue that wants it, in its own
+-- transaction: the row lock (PostgreSQL) or the write lock (SQLite) lets one producer release it
+-- and take it anew; the others then conflict with the new holder.
+UPDATE jobs SET key_scope = 'released'
+WHERE idempotency_key = :key AND {key_held} AND key_scope = 'ttl' AND key_expires_at <= :now
+RETURNING id
 
 -- name: claim
 -- One UPDATE over the first due PENDING rows, in the partial index's order. One queue is an
@@ -109,7 +121,15 @@ UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE id = :id AND status = :status
+    -- An 'active' key taken by a newer job since this one finished stays with that job: the
+    -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).
+    AND NOT (key_scope = 'active' AND EXISTS (
+        SELECT 1 FROM jobs AS holder
+        WHERE holder.idempotency_key = jobs.idempotency_key AND holder.id <> jobs.id AND {key_held}))
 RETURNING queue
+
+-- name: job_key
+SELECT idempotency_key FROM jobs WHERE id = :id
 
 -- name: cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,

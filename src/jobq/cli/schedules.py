@@ -1,0 +1,98 @@
+"""``jobq schedules``: list, add, pause, resume and remove periodic jobs (``jobq.schedules``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import jobq
+from jobq.backends.base import ScheduleInfo
+from jobq.cli.output import format_table, local_iso, out
+from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, make_settings, open_queue
+from jobq.errors import ConfigError
+from jobq.present import ago
+from jobq.schedules import CATCHUP_CHOICES
+
+
+def add_schedules(command: AddCommand) -> None:
+    p = command("schedules", cmd_schedules, "periodic jobs: list them, or add, pause, resume, remove one")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "add", "pause", "resume", "remove"])
+    p.add_argument("name", nargs="?", help="the schedule (pause, resume, remove, add)")
+    p.add_argument("--task", help="add: the task its jobs run")
+    p.add_argument("--cron", help="add: a cron expression, e.g. '*/5 * * * *'")
+    p.add_argument("--every", help="add: an interval instead, e.g. 30s, 5m, 1h")
+    p.add_argument("--zone", default="UTC", help="add: IANA time zone of the cron expression (default UTC)")
+    p.add_argument("--queue", dest="job_queue", help="add: the queue of its jobs (default: the settings' queue)")
+    p.add_argument("--payload", metavar="JSON", help="add: the payload of its jobs (default: the schedule and slot)")
+    p.add_argument("--catchup", choices=CATCHUP_CHOICES, default="latest", help="add: after downtime (default latest)")
+    p.add_argument("--no-overlap", action="store_true", help="add: skip a slot while the previous job is active")
+    actor_option(p)
+    json_options(p)
+
+
+def schedule_dict(s: ScheduleInfo) -> dict[str, object]:
+    data = dataclasses.asdict(s)
+    data["payload"] = None if s.payload_json is None else json.loads(s.payload_json)
+    del data["payload_json"]
+    data["expression"] = s.cron if s.cron is not None else f"every {s.every:g}s"
+    return data
+
+
+def schedules_table(schedules: list[ScheduleInfo], now: float) -> str:
+    rows = [
+        (
+            s.name,
+            s.cron if s.cron is not None else f"every {s.every:g}s",
+            s.zone,
+            s.task,
+            "-" if s.paused else local_iso(s.next_run_at),
+            "-" if s.last_run_at is None else f"{local_iso(s.last_run_at)} ({ago(s.last_run_at, now)})",
+            f"yes (by {s.paused_by})" if s.paused else "no",
+        )
+        for s in schedules
+    ]
+    return format_table(("NAME", "EXPRESSION", "ZONE", "TASK", "NEXT RUN", "LAST RUN", "PAUSED"), rows)
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.name:
+        raise ConfigError(f"schedules {args.action}: give the schedule's name")
+    # add creates the queue's database like enqueue does; the others need one that exists.
+    with jobq.Queue(settings=make_settings(args)) if args.action == "add" else open_queue(args) as q:
+        if args.action == "add":
+            if not args.task:
+                raise ConfigError("schedules add: give --task")
+            try:
+                payload = None if args.payload is None else json.loads(args.payload)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--payload is not JSON: {exc}") from None
+            info = q.add_schedule(
+                args.name,
+                task=args.task,
+                cron=args.cron,
+                every=args.every,
+                zone=args.zone,
+                queue=args.job_queue,
+                payload=payload,
+                catchup=args.catchup,
+                overlap=not args.no_overlap,
+            )
+            out(f"schedule {info.name}: next run {local_iso(info.next_run_at)}")
+        elif args.action == "pause":
+            q.pause_schedule(args.name)
+            out(f"schedule {args.name}: paused")
+        elif args.action == "resume":
+            q.resume_schedule(args.name)
+            out(f"schedule {args.name}: resumed")
+        elif args.action == "remove":
+            q.remove_schedule(args.name)
+            out(f"schedule {args.name}: removed")
+        else:
+            schedules = q.schedules()
+            if args.output == "json":
+                out(json.dumps([schedule_dict(s) for s in schedules], indent=2))
+            else:
+                out(schedules_table(schedules, time.time()) if schedules else "no schedules")
+    return EXIT_OK

@@ -1,0 +1,80 @@
+"""The schedules panel both apps show (``jobq.schedules``): a table in ops, and in the manager the
+same table with pause and resume (recorded with the operator's name and the time).
+
+A panel of its own so that the pages only call it: it is drawn only when a schedule exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import streamlit as st
+
+from jobq import JobqError, Queue, ScheduleInfo
+from jobq.web import safety, views
+
+COLUMNS = ["name", "expression", "zone", "task", "next run", "last run", "paused"]
+
+
+def schedules_frame(schedules: Sequence[ScheduleInfo], now: float) -> pd.DataFrame:
+    """One row per schedule, every text made safe to show."""
+    rows = [
+        {
+            "name": safety.plain(s.name),
+            "expression": safety.plain(s.cron if s.cron is not None else f"every {s.every:g}s"),
+            "zone": safety.plain(s.zone),
+            "task": safety.plain(s.task),
+            "next run": "-" if s.paused else views.fmt_short_time(s.next_run_at, now),
+            "last run": views.fmt_short_time(s.last_run_at, now) if s.last_run_at is not None else "-",
+            "paused": f"yes, by {safety.plain(s.paused_by or '?')} {views.fmt_short_time(s.paused_at, now)}"
+            if s.paused
+            else "no",
+        }
+        for s in schedules
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _act(q: Queue, name: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
+    if not allowed:
+        flash("error", "Actions are locked: enter the manager password.")
+        return
+    try:
+        if pause:
+            q.pause_schedule(name, actor=actor)
+        else:
+            q.resume_schedule(name, actor=actor)
+    except JobqError as exc:
+        flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
+        return
+    flash("success", f"Schedule {name} {'paused' if pause else 'resumed'}.")
+
+
+def panel(
+    q: Queue,
+    now: float,
+    *,
+    actor: str | None = None,
+    allowed: bool = False,
+    flash: Callable[[str, str], None] | None = None,
+) -> None:
+    """Draw the schedules (nothing when there are none); with ``flash``, pause/resume buttons."""
+    schedules = q.schedules()
+    if not schedules:
+        return
+    st.subheader(":material/schedule: Schedules")
+    st.dataframe(schedules_frame(schedules, now), hide_index=True, width="stretch")
+    if flash is None or actor is None:
+        return
+    names = [s.name for s in schedules]
+    left, middle, right = st.columns([3, 1, 1])
+    name = left.selectbox("Schedule", names, key="schedule_name", format_func=safety.plain)
+    if name is None:
+        return
+    middle.button(
+        "Pause", key="schedule_pause", on_click=_act, args=(q, name, True, actor, allowed, flash), width="stretch"
+    )
+    right.button(
+        "Resume", key="schedule_resume", on_click=_act, args=(q, name, False, actor, allowed, flash), width="stretch"
+    )
