@@ -160,3 +160,18 @@ def test_jobq_never_imports_opentelemetry_itself() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_async_handlers_attempt_is_a_child_span_too(backend_url: str, spans: InMemorySpanExporter) -> None:
+    async def handler(ctx: jobq.worker.JobContext) -> str:
+        return "ok"
+
+    with jobq.Queue(settings=_settings(backend_url)) as q:
+        job_id = q.enqueue("fine", task="t-async")
+        worker = drain(q, handler)
+        assert worker.jobs_done == 1 and q.get(job_id).result == "ok"
+    finished = spans.get_finished_spans()
+    (enqueue,) = [s for s in finished if s.kind is SpanKind.PRODUCER]
+    (run,) = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert run.attributes["jobq.job_id"] == job_id and run.attributes["jobq.outcome"] == "completed"
+    assert run.parent is not None and run.parent.span_id == enqueue.context.span_id

@@ -81,6 +81,10 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+#: How a run's outcome is named on its trace span.
+_OUTCOME_NAMES = {Outcome.COMPLETE: "completed", Outcome.FAIL: "failed", Outcome.CANCEL: "cancelled"}
+
+
 class Worker:
     """Runs handlers for the jobs of ``queues``.
 
@@ -423,8 +427,7 @@ class Worker:
         job = ctx.job
         with tracing.run_span(ctx.trace_context, job.id, job.queue, job.task, job.attempts, self.id) as span:
             outcome = self._execute(ctx)
-            kind = {Outcome.COMPLETE: "completed", Outcome.FAIL: "failed", Outcome.CANCEL: "cancelled"}
-            tracing.record_outcome(span, kind.get(outcome.kind, "none"), outcome.error)
+            tracing.record_outcome(span, _OUTCOME_NAMES.get(outcome.kind, "none"), outcome.error)
             return outcome
 
     async def _run_async(self, ctx: JobContext) -> None:
@@ -436,7 +439,13 @@ class Worker:
         # context, so concurrent coroutines keep their own.
         token = logs.enter_run(ctx.job, self.id)
         try:
-            outcome = await self._run_coroutine(ctx)
+            if ctx.traced:  # the attempt's span, as _traced makes it for a sync run
+                job = ctx.job
+                with tracing.run_span(ctx.trace_context, job.id, job.queue, job.task, job.attempts, self.id) as span:
+                    outcome = await self._run_coroutine(ctx)
+                    tracing.record_outcome(span, _OUTCOME_NAMES.get(outcome.kind, "none"), outcome.error)
+            else:
+                outcome = await self._run_coroutine(ctx)
         finally:
             logs.leave_run(token)
         if outcome.error:
