@@ -159,7 +159,7 @@ class SqliteBackend(SqlStore):
         try:
             conn = apsw.Connection(self.path)
             conn.set_busy_timeout(self.busy_timeout_ms)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+            mode = _journal_mode_wal(conn)
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -355,3 +355,21 @@ def _on_read_only_mount(path: str) -> bool:
         return bool(os.statvfs(os.path.dirname(path) or ".").f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _journal_mode_wal(conn: apsw.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while another process holds the lock it needs.
+
+    Switching a new file to WAL takes an exclusive lock, and SQLite can answer SQLITE_BUSY at once
+    without calling the busy handler: several processes opening a fresh database together (8
+    producers in tests/integration/test_unique_keys.py) saw "database is locked" at open."""
+    deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0])
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)

@@ -1,0 +1,51 @@
+"""Many processes opening one new SQLite database at the same moment: each one switches it to WAL
+and migrates it; none may fail with "database is locked" (SQLite can answer the journal-mode
+switch with SQLITE_BUSY at once, without calling the busy handler)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from polling import wait_for
+
+OPENERS = 12
+ROUNDS = 5
+
+OPEN = """
+import os, sys, time
+start = float(sys.argv[2])
+while time.time() < start:
+    pass  # spin to the common start: the opens must overlap
+import jobq
+with jobq.Queue(sys.argv[1]) as q:
+    for n in range(40):  # writers already at work while later openers arrive
+        q.enqueue({"n": n})
+"""
+
+
+def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    for round_ in range(ROUNDS):
+        url = f"sqlite:///{tmp_path}/round{round_}/queue.db"
+        start = time.time() + 1.5  # after every interpreter has started
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN, url, repr(start + i * 0.02)],  # staggered: opens meet writes
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(OPENERS)
+        ]
+        try:
+            wait_for(lambda procs=procs: all(p.poll() is not None for p in procs), 120, "the openers to exit")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        failures = [p.stdout.read().decode()[-300:] for p in procs if p.returncode != 0 and p.stdout]
+        assert failures == [], failures
+        for p in procs:
+            if p.stdout:
+                p.stdout.close()
