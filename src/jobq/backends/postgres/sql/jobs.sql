@@ -263,6 +263,17 @@ WITH claimed AS ({sql:claim}), events AS (
 )
 SELECT {job_columns} FROM claimed
 
+-- name: refused_event
+-- Pieces of the one-statement worker writes below, embedded with {sql:NAME}: a refused write's
+-- `stale_write_refused` event (the statement adds its WHERE), and the wake-up of whoever waits
+-- for the job to finish (Queue.wait), from its `done` CTE.
+INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
+       %(refused)s::text
+
+-- name: notify_finished
+SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
+
 -- name: heartbeat_one
 -- The row is locked first (the CTE) and the lease then extended by the time the statement waited
 -- for that lock (an operator's or a rescuer's FOR UPDATE): the client read its clock before
@@ -281,9 +292,7 @@ WITH locked AS MATERIALIZED (
     WHERE jobs.id = locked.id AND jobs.status = 'PROCESSING' AND jobs.lease_token = %(token)s
     RETURNING jobs.cancel_requested
 ), refused AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
-           %(refused)s::text
+    {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM beat)
       AND NOT EXISTS (SELECT FROM locked WHERE status = 'COMPLETED' AND lease_token = %(token)s)
 )
@@ -295,12 +304,10 @@ WITH done AS ({sql:complete}), completed AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT id, %(now)s, 'completed', %(actor)s::text, attempts, %(detail)s::text FROM done
 ), refused AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
-           %(refused)s::text
+    {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
 ), finished AS (
-    SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
+    {sql:notify_finished}
 )
 SELECT attempts FROM done, finished
 
@@ -309,9 +316,7 @@ WITH done AS ({sql:retry}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT %(id)s::bigint, %(now)s, 'retry_scheduled', %(actor)s::text, attempts, %(detail)s::text FROM done
 ), refused AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
-           %(refused)s::text
+    {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
 )
 SELECT attempts FROM done
@@ -322,11 +327,9 @@ WITH done AS ({sql:fail}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT %(id)s::bigint, %(now)s, 'failed', %(actor)s::text, attempts, %(detail)s::text FROM done
 ), refused AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor)s::text, NULL,
-           %(refused)s::text
+    {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
 ), finished AS (
-    SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
+    {sql:notify_finished}
 )
 SELECT attempts FROM done, finished
