@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -98,15 +98,22 @@ def test_many_coroutines_wait_at_once_on_one_worker(backend_url: str) -> None:
             wait_for(lambda: q.counts()["COMPLETED"] == 200, 60, "all 200 jobs to complete")
 
 
-def test_an_operator_cancel_raises_cancelled_error_in_the_coroutine(backend_url: str) -> None:
-    seen: list[str] = []
+def _sleeps_until_cancelled(seen: list[str]) -> Callable[[JobContext], Awaitable[None]]:
+    """A handler that awaits for an hour and notes in ``seen`` the CancelledError that stops it."""
 
-    async def forever(ctx: JobContext) -> None:
+    async def handler(ctx: JobContext) -> None:
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
+
+    return handler
+
+
+def test_an_operator_cancel_raises_cancelled_error_in_the_coroutine(backend_url: str) -> None:
+    seen: list[str] = []
+    forever = _sleeps_until_cancelled(seen)
 
     with _queue(backend_url) as q:
         job_id = q.enqueue({}, task="forever")
@@ -123,13 +130,7 @@ def test_an_operator_cancel_raises_cancelled_error_in_the_coroutine(backend_url:
 
 def test_a_timeout_cancels_the_coroutine_and_fails_the_run(backend_url: str) -> None:
     seen: list[str] = []
-
-    async def slow(ctx: JobContext) -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
+    slow = _sleeps_until_cancelled(seen)
 
     with _queue(backend_url) as q:
         job_id = q.enqueue({}, task="slow", timeout=0.3, max_attempts=1)
@@ -145,13 +146,7 @@ def test_a_timeout_cancels_the_coroutine_and_fails_the_run(backend_url: str) -> 
 
 def test_a_lost_lease_cancels_the_coroutine(backend_url: str) -> None:
     seen: list[str] = []
-
-    async def forever(ctx: JobContext) -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
+    forever = _sleeps_until_cancelled(seen)
 
     with _queue(backend_url) as q:
         job_id = q.enqueue({}, task="forever")
