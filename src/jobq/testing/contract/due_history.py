@@ -33,10 +33,7 @@ def test_due_history_counts_due_jobs_over_time_and_waits_per_queue(queue: jobq.Q
     # exactly the end no longer counts) and now (`later`), which equals stats' due count.
     assert history.due == [2, 0, 1] == [*history.due[:2], queue.stats().due]
     assert history.starts == pytest.approx([start - 30, start + 30, start + 90])
-    assert history.waits == {
-        "default": QueueWait(1, pytest.approx(20), pytest.approx(20)),
-        "mail": QueueWait(1, pytest.approx(70), pytest.approx(70)),
-    }
+    assert history.waits == {"default": QueueWait(1, 20.0, 20.0), "mail": QueueWait(1, 70.0, 70.0)}
     assert queue.get(later).status == jobq.JobStatus.PENDING
 
 
@@ -63,7 +60,7 @@ def test_due_history_reads_a_bounded_sample_and_says_from_when_it_is_exact(queue
     # from exactly then) and now.
     assert history.due == [None, 0, 1, 1]
     # Only jobs claimed since start + 22: the third one, after 32 s.
-    assert history.waits == {"default": QueueWait(1, pytest.approx(32), pytest.approx(32))}
+    assert history.waits == {"default": QueueWait(1, 32.0, 32.0)}  # whole seconds: exact in floats
     full = queue.due_history(window=120, bucket=30)
     assert full.sample_limit is None and full.waits["default"].claimed == 3
     assert full.due == [3, 0, 1, 1]  # at start + 8 all three were still waiting
