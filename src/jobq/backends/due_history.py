@@ -66,14 +66,14 @@ def build_due_history(
         # unclaimed (cancelled while pending), at finished_at.
         claimed = started is not None and started >= due_from
         until = started if claimed else finished
+        if claimed and started is not None and started >= covers:
+            waits.setdefault(queue, []).append(started - due_from)  # 0 too: claimed as it came due
         if until is None or until <= due_from:
             continue
         lo, hi = first(due_from), first(until)
         if lo < hi:
             delta[lo] += 1
             delta[hi] -= 1
-        if claimed and started is not None and started >= covers:
-            waits.setdefault(queue, []).append(started - due_from)
     due: list[int | None] = []
     depth = 0
     for i in range(n):
