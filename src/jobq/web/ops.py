@@ -255,7 +255,7 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
     if workers:
         st.dataframe(
             ops_model.workers_frame(workers, now, settings.heartbeat_seconds).style.map(
-                views.style_cell, subset=["state"]
+                views.style_cell, theme=_page.theme_type(), subset=["state"]
             ),
             hide_index=True,
             width="stretch",
@@ -306,7 +306,7 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
             ["id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
         ]
         st.dataframe(
-            _linked(frame, "id", manager).style.map(views.style_cell, subset=["status"]),
+            _linked(frame, "id", manager).style.map(views.style_cell, theme=_page.theme_type(), subset=["status"]),
             hide_index=True,
             width="stretch",
             height=420,
