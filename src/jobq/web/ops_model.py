@@ -156,8 +156,9 @@ def due_frame(history: DueHistory) -> pd.DataFrame:
 def due_coverage_text(history: DueHistory) -> str:
     """What the due chart and the queues' wait columns cover, in words."""
     base = (
-        "Due jobs and waits come from the job rows: each job's latest wait (from due to claimed); "
-        "the earlier waits of a retried job are not kept."
+        "Due jobs: pending jobs whose time has come, at the end of each bucket (scheduled ones are not due yet). "
+        "They and the queues' waits come from the job rows: each job's latest wait, from due to claimed "
+        "(a retried job's earlier waits are not kept)."
     )
     limit = history.sample_limit
     if limit is None:
