@@ -4,8 +4,9 @@ Run with ``jobq ops``, or ``streamlit run src/ops/ops.py`` from a clone. The liv
 ``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
 so the sidebar and the user's scroll position stay put. Charts read ``Queue.history`` (the stored
 events) and ``Queue.due_history`` (due jobs over time and each queue's waits, from the job rows),
-so they survive restarts of every process. Job ids link to the manager (``JOBQ_MANAGER_URL``). With ``JOBQ_OPS_PASSWORD`` (or, unset, the
-manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown before the password is entered.
+so they survive restarts of every process. Job ids link to the manager (``JOBQ_MANAGER_URL``).
+With ``JOBQ_OPS_PASSWORD`` (or, unset, the manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown
+before the password is entered.
 """
 
 from __future__ import annotations
