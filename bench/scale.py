@@ -168,6 +168,7 @@ def _reads(q: Any) -> dict[str, Callable[[], Any]]:
     return {
         "stats": q.stats,
         "ops: history 1 h": lambda: q.history(window=3600.0, bucket=60.0),
+        "ops: due history 1 h": lambda: q.due_history(window=3600.0, bucket=60.0),
         "ops: latest jobs": lambda: q.latest(None, 50),
         "ops: latest failed": lambda: q.latest(JobStatus.FAILED, 50),
         "ops: recent events": lambda: q.recent_events(50),

@@ -18,6 +18,7 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    DueHistory,
     Failure,
     HeartbeatResult,
     JobFilter,
@@ -218,6 +219,9 @@ class SqlStore:
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))
+
+    def due_history(self, since: float, bucket_seconds: float, now: float, limit: int) -> DueHistory:
+        return self._read(lambda: ops.due_history(self.dialect, since, bucket_seconds, now, limit))
 
     # -- observability ---------------------------------------------------------------------
     def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:
