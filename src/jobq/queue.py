@@ -592,9 +592,10 @@ class Queue:
         ``result``, ``status``, ``last_error``).
 
         Woken by the backend's wake-up channel as the finishing transaction commits (PostgreSQL:
-        LISTEN on the schema's done channel; SQLite: a datagram to this waiter), not by polling;
-        it also reads the job every ``WAIT_POLL_SECONDS`` in case a wake-up was missed (a job
-        failed by the rescuer, or finished in an application's transaction on SQLite).
+        LISTEN on the schema's done channel; SQLite: a datagram to this waiter), whichever path
+        finished it (a worker, the rescuer, an operator, an application's transaction), not by
+        polling; it also reads the job every ``WAIT_POLL_SECONDS`` in case a wake-up was missed
+        (a status set by hand in SQL, a LISTEN connection lost meanwhile).
 
         Raises JobNotFound (also if the job is purged meanwhile); TimeoutError after ``timeout``
         seconds (None: wait for ever).
@@ -608,10 +609,16 @@ class Queue:
             return job
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self.backend.finish_waiter(job_id)
+        woken = False
         try:
             while True:
-                # Listening before this read: a finish committed after it wakes the waiter.
-                job = self.get(job_id)
+                # Listening before this read: a finish committed after it wakes the waiter. After
+                # a wake-up, read once the current writer is done (SQLite wakes from inside an
+                # application's transaction, before its COMMIT).
+                found = self.backend.get_after_writers(job_id) if woken else self.backend.get(job_id)
+                if found is None:
+                    raise JobNotFound(job_id)
+                job = found
                 if job.status.value in FINISHED:
                     return job
                 pause = WAIT_POLL_SECONDS
@@ -622,7 +629,7 @@ class Queue:
                             f"job {job_id} did not finish within {timeout:g} s (it is {job.status.value})"
                         )
                     pause = min(pause, left)
-                waiter.wait(pause)
+                woken = waiter.wait(pause)
         finally:
             waiter.close()
 

@@ -520,6 +520,7 @@ def rescue(
     now = clock()
     gone = set(gone_owners)
     out = []
+    finished: set[int] = set()
     for job_id, owner, token, attempts, max_attempts, cancel_requested in (
         yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
     ):
@@ -529,6 +530,10 @@ def rescue(
             detail = {"previous_owner": owner, "run_at": plan.run_at}
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, plan.kind, actor, attempts, detail))
             out.append(RescueResult(job_id, plan.outcome, owner))
+            if plan.status in TERMINAL_STATUSES:
+                finished.add(job_id)
+    if finished:  # failed or cancelled here: wake whoever waits for them (Queue.wait)
+        yield Notify(frozenset(), frozenset(finished))
     return out
 
 

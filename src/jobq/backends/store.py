@@ -192,6 +192,9 @@ class SqlStore:
     def get(self, job_id: int) -> Job | None:
         return self._read(lambda: ops.get(self.dialect, job_id))
 
+    def get_after_writers(self, job_id: int) -> Job | None:
+        return self.get(job_id)
+
     def events(self, job_id: int) -> list[Event]:
         return self._read(lambda: ops.events(self.dialect, job_id))
 

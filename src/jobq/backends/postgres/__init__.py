@@ -443,6 +443,12 @@ class PostgresBackend(SqlStore):
             if pool is not None and self._pid == os.getpid():
                 pool.close(timeout=5.0)
 
+    def async_store(self) -> Any:
+        """This queue's operations as coroutines on an asyncio pool (``jobq.AsyncQueue``)."""
+        from jobq.backends.postgres.aio import AsyncPostgresStore  # here: aio imports this module
+
+        return AsyncPostgresStore(self)
+
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
         """LISTEN on ``listen_url`` when given, else on the main URL; behind a transaction pooler
