@@ -16,6 +16,9 @@ from jobq.testing.contract.common import C, F, X
 #: How long a test lets a woken waiter take to return. The poll is turned off meanwhile (an hour),
 #: so only a wake-up can make it return this early.
 WOKEN_WITHIN_SECONDS = 30.0
+#: The waiter's own timeout: well beyond the above, so that its last read at its deadline (which
+#: would find the job finished) cannot pass for a wake-up.
+WAITER_TIMEOUT_SECONDS = 10 * WOKEN_WITHIN_SECONDS
 
 
 def test_wait_returns_a_finished_job_and_refuses_unknown_ones(queue: jobq.Queue) -> None:
@@ -40,7 +43,7 @@ def _waiting(q: jobq.Queue, job_id: int) -> tuple[threading.Thread, list[Job | B
 
     def run() -> None:
         try:
-            got.append(q.wait(job_id, timeout=WOKEN_WITHIN_SECONDS))
+            got.append(q.wait(job_id, timeout=WAITER_TIMEOUT_SECONDS))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             got.append(exc)
 
