@@ -298,10 +298,7 @@ class AsyncQueue:
         """``Queue.complete``; ``conn``: a ``psycopg.AsyncConnection`` in an open transaction, or
         what ``Queue.complete`` takes."""
         if _is_async_connection(conn):
-            completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
-            done = await self.sync.backend.acomplete_in(conn, [completion], self.sync.clock)  # type: ignore[attr-defined]
-            if not done[0]:
-                raise LeaseLost(job.id, "complete", "roll your transaction back")
+            await complete_in(self.sync, job, result, conn)
             return
         if self.store is None or conn is not None:
             await self._call(self.sync.complete, job, result, conn=conn)
@@ -396,6 +393,16 @@ class AsyncQueue:
                     self._hub.unsubscribe(job_id, future)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
+
+
+async def complete_in(queue: Queue, job: Job, result: Any, conn: Any) -> None:
+    """Complete ``job`` in the open transaction of ``conn``, a ``psycopg.AsyncConnection``, on the
+    loop (``AsyncQueue.complete(conn=)``, ``JobContext.acomplete(conn=)``). Raises LeaseLost before
+    the caller commits when the lease is gone."""
+    completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+    done = await queue.backend.acomplete_in(conn, [completion], queue.clock)  # type: ignore[attr-defined]
+    if not done[0]:
+        raise LeaseLost(job.id, "complete", "roll your transaction back")
 
 
 async def _readable(waiter: Listener, pause: float) -> bool:
