@@ -53,7 +53,8 @@ class JobContext:
     (or use ``sleep()``) now and then, so that an operator's cancel, a timeout or a lost lease stops
     it. An ``async def`` handler is stopped for real: the same events raise ``asyncio.CancelledError``
     at its next ``await`` (use ``await ctx.asleep()``, never ``ctx.sleep()``, in a coroutine).
-    Before an external side effect that must happen once, call ``ensure_lease()``.
+    Before an external side effect that must happen once, call ``ensure_lease()`` (in a
+    coroutine: ``await ctx.aensure_lease()``; likewise ``await ctx.acomplete(conn=...)``).
     """
 
     def __init__(self, job: Job, queue: Queue, worker_id: str) -> None:
