@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -376,21 +377,35 @@ class AsyncQueue:
             waiter.close()
 
     async def _wait_native(self, job_id: int, pause_or_timeout: Any) -> Job:
-        while True:
-            # Subscribed (the LISTEN in place) before the read: a finish committed after it wakes us.
-            future = await self._hub.subscribe(job_id) if self._hub is not None else None
-            try:
-                job = await self.get(job_id)
-                if job.status.value in TERMINAL_STATUSES:
-                    return job
-                pause = pause_or_timeout(job)
-                if future is None:
-                    await asyncio.sleep(pause)
-                else:
-                    await asyncio.wait([future], timeout=pause)
-            finally:
-                if self._hub is not None:
-                    self._hub.unsubscribe(job_id, future)
+        registration: int | None = None
+        registered_at = float("-inf")
+        try:
+            while True:
+                # Subscribed (the LISTEN in place) and registered (job_waiters) before the read,
+                # which waits for a finish holding the row: a finish after it wakes us (Queue.wait).
+                future = await self._hub.subscribe(job_id) if self._hub is not None else None
+                try:
+                    if future is not None and time.time() - registered_at > queue_module.WAITER_ROW_SECONDS / 2:
+                        old, registered_at = registration, time.time()
+                        expires = registered_at + queue_module.WAITER_ROW_SECONDS
+                        registration = await self._store("register_waiter", job_id, registered_at, expires)
+                        await self._store("unregister_waiter", old)
+                    job: Job | None = await self._store("get_after_writers", job_id)
+                    if job is None:
+                        raise JobNotFound(job_id)
+                    if job.status.value in TERMINAL_STATUSES:
+                        return job
+                    pause = pause_or_timeout(job)
+                    if future is None:
+                        await asyncio.sleep(pause)
+                    else:
+                        await asyncio.wait([future], timeout=pause)
+                finally:
+                    if self._hub is not None:
+                        self._hub.unsubscribe(job_id, future)
+        finally:
+            with contextlib.suppress(Exception):  # an expiry clears it if this fails
+                await self._store("unregister_waiter", registration)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

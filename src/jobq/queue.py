@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import time
@@ -57,6 +58,9 @@ from jobq.schedules import Schedule, schedule_of
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
 WAIT_POLL_SECONDS = 1.0
+WAITER_ROW_SECONDS = 600.0
+"""How long a waiter's registration lasts (PostgreSQL's ``job_waiters``); a longer wait renews it
+halfway, and one a crashed waiter left expires."""
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
@@ -609,9 +613,21 @@ class Queue:
             return job
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self.backend.finish_waiter(job_id)
-        woken = False
+        registration: int | None = None
+        registered_at = float("-inf")
+        # The first read too waits for a writer: a finish may have checked for waiters just before
+        # this one registered (PostgreSQL), or be in an application's open transaction (SQLite).
+        woken = True
         try:
             while True:
+                if getattr(waiter, "listening", True) and time.time() - registered_at > WAITER_ROW_SECONDS / 2:
+                    # Registered (and listening) before the read: a finish after it wakes us.
+                    old, registered_at = registration, time.time()
+                    registration = self.backend.register_waiter(
+                        job_id, registered_at, registered_at + WAITER_ROW_SECONDS
+                    )
+                    self.backend.unregister_waiter(old)
+                    woken = True
                 # Listening before this read: a finish committed after it wakes the waiter. After
                 # a wake-up, read once the current writer is done (SQLite wakes from inside an
                 # application's transaction, before its COMMIT).
@@ -632,6 +648,8 @@ class Queue:
                 woken = waiter.wait(pause)
         finally:
             waiter.close()
+            with contextlib.suppress(Exception):  # an expiry clears it if this fails
+                self.backend.unregister_waiter(registration)
 
     def events(self, job_id: int) -> list[Event]:
         """The job's history, oldest first."""

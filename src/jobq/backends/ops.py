@@ -616,6 +616,23 @@ def get(d: Dialect, job_id: int) -> Op[Job | None]:
     return job_from_row(rows[0]) if rows else None
 
 
+def get_locked(d: Dialect, job_id: int) -> Op[Job | None]:
+    """``get``, waiting for a transaction that holds the job's row (dialects that lock rows)."""
+    rows = yield Exec(d.sql.get("get_job_locked", d.sql["get_job"]), {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
+
+def register_waiter(d: Dialect, job_id: int, now: float, expires: float) -> Op[int]:
+    """Record that someone waits for ``job_id`` (until ``expires``): finishing statements notify
+    only jobs with such a row (dialects with ``register_waiter``). Returns the row's id."""
+    rows = yield Exec(d.sql["register_waiter"], {"id": job_id, "now": now, "expires": expires}, alone=True)
+    return int(rows[0][0])
+
+
+def unregister_waiter(d: Dialect, waiter: int) -> Op[None]:
+    yield Exec(d.sql["unregister_waiter"], {"waiter": waiter}, alone=True)
+
+
 def events(d: Dialect, job_id: int) -> Op[list[Event]]:
     return [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]
 

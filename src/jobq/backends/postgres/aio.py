@@ -43,7 +43,6 @@ from jobq.backends.postgres import (
     PostgresDialect,
     _Attempt,
     _connect_kwargs,
-    _id_payloads,
     _is_server_error,
     _reason,
     describe_url,
@@ -63,7 +62,7 @@ LISTEN_RETRY_SECONDS = 1.0
 """After the finish listener could not connect, waiters poll this long before it tries again."""
 
 
-def arunner(cur: AsyncCursor, channel: str, done_channel: str = "") -> Callable[[ops.Command], Awaitable[ops.Rows]]:
+def arunner(cur: AsyncCursor, channel: str, done_sql: str = "") -> Callable[[ops.Command], Awaitable[ops.Rows]]:
     """``postgres._runner`` for an asyncio cursor: runs one command of an operation on ``cur``."""
 
     async def run(command: ops.Command) -> ops.Rows:
@@ -85,9 +84,8 @@ def arunner(cur: AsyncCursor, channel: str, done_channel: str = "") -> Callable[
                     return rows
         for queue in sorted(command.queues):  # delivered at commit
             await cur.execute(Q_NOTIFY, (channel, queue))
-        if command.finished and done_channel:
-            for payload in _id_payloads(sorted(command.finished)):
-                await cur.execute(Q_NOTIFY, (done_channel, payload))
+        if command.finished and done_sql:  # only for jobs someone waits for (postgres._runner)
+            await cur.execute(done_sql, {"ids": sorted(command.finished)})
         return []
 
     return run
@@ -100,7 +98,7 @@ def _input_waiting(conn: AsyncConnection) -> bool:
 
 
 async def adrive_transaction(
-    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_channel: str
+    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str
 ) -> T:
     """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
     own transaction (one round trip), anything else runs in BEGIN ... COMMIT."""
@@ -115,7 +113,7 @@ async def adrive_transaction(
             await conn.execute("SELECT 1")
         attempt.committing = True
         async with conn.cursor() as cur:
-            rows = await arunner(cur, channel, done_channel)(command)
+            rows = await arunner(cur, channel, done_sql)(command)
         try:
             op.send(rows)
         except StopIteration as stop:
@@ -123,7 +121,7 @@ async def adrive_transaction(
             return result
         raise RuntimeError("an operation yielded a command after one it sent alone")
     async with conn.transaction(), conn.cursor() as cur:
-        run = arunner(cur, channel, done_channel)
+        run = arunner(cur, channel, done_sql)
         try:
             while True:
                 command = op.send(await run(command))
@@ -200,7 +198,7 @@ class AsyncPostgresStore(SqlStore):
             try:
                 async with pool.connection() as conn:
                     d = self.dialect
-                    return await adrive_transaction(conn, make, attempt, d.channel, d.done_channel)
+                    return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"])
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
