@@ -1,12 +1,12 @@
 """What the finish NOTIFY costs on PostgreSQL at x4: interleaved A/B runs of claim+complete.
 
-Every transaction that finishes jobs sends ``NOTIFY jobq_done_<schema>`` (for ``Queue.wait``),
-which takes PostgreSQL's global notify-queue lock at commit. Arm ``notify`` is jobq as shipped;
-arm ``silent`` is the same code with the finish NOTIFY taken out (the one-statement forms' piece
-and the batched forms' statement). Each run: 4 processes, each claiming and completing its share
+A NOTIFY takes PostgreSQL's global notify-queue lock at commit and writes the notification queue,
+whether anyone listens or not. Arms: ``always`` sends a finish NOTIFY for every finished job (jobq
+before ``job_waiters``), ``waited`` is jobq as shipped (only for jobs someone waits for: none
+here), ``silent`` sends none. Each run: 4 processes, each claiming and completing its share
 of ``--jobs`` jobs one at a time, through the per-job API (``claim`` + ``complete``: one statement
 each) or the worker's path (``complete_many_and_claim``: one transaction per job). Arms alternate
-(A B A B ...), each on a fresh database, so machine noise falls on both alike.
+(each goes first in turn), each on a fresh database, so machine noise falls on both alike.
 
 Run: ``python -m bench.notify_cost [--jobs 4000] [--rounds 4]``; prints jobs/s per run and medians.
 """
@@ -24,20 +24,29 @@ from typing import Any
 PROCESSES = 4
 
 
-def _silence(q: Any) -> None:
-    """Arm ``silent``: no finish NOTIFY (the wake-up NOTIFY of enqueues stays)."""
+def _arm(q: Any, arm: str) -> None:
+    """``waited``: jobq as shipped (a NOTIFY only for jobs in ``job_waiters``); ``always``: a
+    NOTIFY for every finished job (jobq before the waiters table); ``silent``: none at all."""
     d = q.backend.dialect
-    call = f"pg_notify('{d.done_channel}', %(id)s::bigint::text)"
-    d.sql = {name: text.replace(call, "NULL") for name, text in d.sql.items()}
-    d.done_channel = ""  # the batched forms' runner sends nothing to an empty channel
+    call = f"{d.schema}.jobq_notify_waited('{d.done_channel}', %(id)s::bigint)"
+    batched = f"{d.schema}.jobq_notify_waited('{d.done_channel}', job_id)"
+    if arm == "always":
+        d.sql = {
+            name: text.replace(call, f"pg_notify('{d.done_channel}', %(id)s::bigint::text)").replace(
+                batched, f"pg_notify('{d.done_channel}', job_id::text)"
+            )
+            for name, text in d.sql.items()
+        }
+    elif arm == "silent":
+        d.sql = {name: text.replace(call, "NULL") for name, text in d.sql.items()}
+        d.sql["notify_waited"] = ""  # the batched forms' runner then sends nothing
 
 
-def _consume(url: str, path: str, silent: bool, share: int, go: Any, out: Any) -> None:
+def _consume(url: str, path: str, arm: str, share: int, go: Any, out: Any) -> None:
     import jobq
 
     q = jobq.Queue(url)
-    if silent:
-        _silence(q)
+    _arm(q, arm)
     me = f"w-{multiprocessing.current_process().pid}"
     go.wait()
     started = time.perf_counter()
@@ -86,7 +95,7 @@ def server_cpu_seconds(port: int) -> float:
     )
 
 
-def run_once(server: Any, name: str, path: str, silent: bool, jobs: int) -> tuple[float, float, float]:
+def run_once(server: Any, name: str, path: str, arm: str, jobs: int) -> tuple[float, float, float]:
     import jobq
 
     server.fresh_database(name)
@@ -96,7 +105,7 @@ def run_once(server: Any, name: str, path: str, silent: bool, jobs: int) -> tupl
     ctx = multiprocessing.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_consume, args=(url, path, silent, jobs // PROCESSES, go, out), daemon=True)
+        ctx.Process(target=_consume, args=(url, path, arm, jobs // PROCESSES, go, out), daemon=True)
         for _ in range(PROCESSES)
     ]
     for p in procs:
@@ -119,14 +128,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=4000)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--paths", default="api,worker")
     args = p.parse_args()
     server = start_postgres()
     try:
-        for path in ("api", "worker"):
-            rates: dict[str, list[tuple[float, float, float]]] = {"notify": [], "silent": []}
+        arms = ("always", "waited", "silent")
+        for path in args.paths.split(","):
+            rates: dict[str, list[tuple[float, float, float]]] = {arm: [] for arm in arms}
             for r in range(args.rounds):
-                for arm in ("notify", "silent") if r % 2 == 0 else ("silent", "notify"):
-                    got = run_once(server, f"n_{path}_{arm}_{r}", path, arm == "silent", args.jobs)
+                for arm in arms[r % 3 :] + arms[: r % 3]:  # each arm goes first in turn
+                    got = run_once(server, f"n_{path}_{arm}_{r}", path, arm, args.jobs)
                     rates[arm].append(got)
                     print(
                         f"{path:6} {arm:6} round {r}: {got[0]:8.0f} jobs/s, server CPU {got[1]:6.0f} us/job, "
@@ -134,9 +145,11 @@ def main() -> None:
                         flush=True,
                     )
             for i, what in enumerate(("jobs/s", "server CPU us/job", "client CPU us/job")):
-                a = statistics.median(x[i] for x in rates["notify"])
-                b = statistics.median(x[i] for x in rates["silent"])
-                print(f"{path:6} median {what}: notify {a:.0f}, silent {b:.0f}: notify = {a / b:.3f}x of silent")
+                medians = {arm: statistics.median(x[i] for x in rates[arm]) for arm in arms}
+                print(
+                    f"{path:6} median {what}: "
+                    + ", ".join(f"{arm} {m:.0f} ({m / medians['silent']:.3f}x of silent)" for arm, m in medians.items())
+                )
     finally:
         server.stop()
 
