@@ -1,19 +1,20 @@
 """``AsyncQueue``: the ``Queue`` API for asyncio code (FastAPI, aiohttp), without blocking the loop.
 
-One copy of every rule. The rules live in the ``ops`` generators and the ``Queue`` facade's
-checks; ``AsyncQueue`` adds no rule of its own:
+One copy of every rule. The rules live in the ``ops`` generators (run by ``SqlStore``'s methods)
+and the ``Queue`` facade's checks (``Queue._new_job``, ``lease_of``, ``_target``); ``AsyncQueue``
+adds no rule of its own:
 
-- ``conn=`` with a ``psycopg.AsyncConnection`` (PostgreSQL) runs natively: the same ``ops``
-  generator (``ops.enqueue``, ``ops.complete``) driven by ``ops.adrive`` on the caller's
-  connection, in its transaction, after the same checks as the blocking ``conn=``
-  (``backends/postgres/caller.py``); so a request handler enqueues in its own transaction
-  and its workers are woken at its COMMIT.
-- ``wait`` waits on the loop itself: the backend's finish waiter (SQLite: a datagram socket;
-  PostgreSQL: a LISTEN connection) is watched with ``loop.add_reader``, so a thousand waiting
-  requests hold no thread.
-- every other call runs the blocking ``Queue`` method in a thread (``asyncio.to_thread``): SQLite's
-  driver is blocking anyway, and on PostgreSQL these calls are short single transactions on the
-  pool. A native ``AsyncConnectionPool`` store for them is not written yet (see CHANGELOG).
+- **PostgreSQL, natively.** Every call runs ``SqlStore``'s method on an ``AsyncPostgresStore``
+  (``backends/postgres/aio.py``): the same ``ops`` generator, driven by ``ops.adrive`` on a
+  ``psycopg.AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool``, with the blocking
+  backend's retries; no thread. ``wait`` listens on one asyncio ``LISTEN`` connection per
+  ``AsyncQueue`` (``AsyncFinishHub``), whatever the number of waiters.
+- ``conn=`` with a ``psycopg.AsyncConnection`` runs the same generator on the caller's
+  connection, in its transaction (``backends/postgres/caller.py``): a request handler enqueues in
+  its own transaction and its workers are woken at its COMMIT.
+- **SQLite** (apsw is a blocking driver): each call runs the blocking ``Queue`` method in a thread
+  (``asyncio.to_thread``), so the loop never waits on a lock or the disk; ``wait`` watches its
+  finish waiter's socket with ``loop.add_reader``, so a thousand waiting requests hold no thread.
 
 Why not the other way round (one async core, sync wrappers, as procrastinate does): every
 blocking call, the worker's hot path included, would pay for an event loop; see
@@ -25,17 +26,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobq import queue as queue_module
-from jobq.backends.base import ActionResult, Completion, HeartbeatResult, JobFilter, Listener, Page, QueueStats
+from jobq.backends.base import (
+    ActionResult,
+    Completion,
+    Failure,
+    HeartbeatResult,
+    JobFilter,
+    Listener,
+    NewJob,
+    Page,
+    QueueStats,
+)
+from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES
-from jobq.config import Settings
-from jobq.errors import InvalidPayload, LeaseLost
+from jobq.config import INT64_MAX, Settings
+from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost
 from jobq.job import Event, Job, JobStatus
+from jobq.observability import tracing
 from jobq.payloads import encode_json
-from jobq.queue import Queue, lease_of
+from jobq.queue import ERROR_MAX_CHARS, Queue, _target, default_actor, lease_of
 
 
 def _is_async_connection(conn: object) -> bool:
@@ -43,9 +57,23 @@ def _is_async_connection(conn: object) -> bool:
     return conn is not None and asyncio.iscoroutinefunction(getattr(conn, "commit", None))
 
 
+_ENQUEUE_OPTIONS = {
+    "queue": None,
+    "task": "",
+    "priority": 0,
+    "delay": None,
+    "run_at": None,
+    "key_scope": "all",
+    "key_ttl": None,
+    "on_conflict": "return",
+    "max_attempts": None,
+    "timeout": None,
+}
+
+
 class AsyncQueue:
     """The ``Queue`` API as coroutines. Takes what ``Queue`` takes (``url``, ``settings``,
-    ``clock``, ``create``); use ``async with`` or ``await aclose()``.
+    ``clock``, ``create``); use ``async with`` or ``await aclose()``. Open one per event loop.
 
     >>> async with jobq.AsyncQueue("postgresql://localhost/app") as q:   # doctest: +SKIP
     ...     job = await q.wait(await q.enqueue({"n": 1}), timeout=30)
@@ -54,6 +82,11 @@ class AsyncQueue:
     def __init__(self, url: str | None = None, **kwargs: Any) -> None:
         self.sync = Queue(url, **kwargs)
         """The blocking facade underneath (settings, clock, backend, checks)."""
+        make_store = getattr(self.sync.backend, "async_store", None)
+        self.store: Any = make_store() if callable(make_store) else None
+        """The native asyncio store (PostgreSQL's ``AsyncPostgresStore``), or None (SQLite:
+        calls run the blocking ``Queue`` in a thread)."""
+        self._hub: Any = self.store.finish_hub() if self.store is not None else None
 
     @property
     def settings(self) -> Settings:
@@ -63,8 +96,19 @@ class AsyncQueue:
     def url(self) -> str:
         return self.sync.url
 
+    @property
+    def native(self) -> bool:
+        """True when calls run on the loop itself (PostgreSQL), False when in a thread (SQLite)."""
+        return self.store is not None
+
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(functools.partial(func, *args, **kwargs))
+
+    async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``SqlStore.<method>`` on the native store, awaited (a method that needed no
+        transaction, e.g. for an empty batch, returns its value as it is)."""
+        value = getattr(self.store, method)(*args, **kwargs)
+        return await value if asyncio.iscoroutine(value) else value
 
     async def __aenter__(self) -> AsyncQueue:
         return self
@@ -73,124 +117,231 @@ class AsyncQueue:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._hub is not None:
+            await self._hub.aclose()
+        if self.store is not None:
+            await self.store.aclose()
         await self._call(self.sync.close)
 
     # -- producers ---------------------------------------------------------------------------
-    async def enqueue(self, payload: Any, *, conn: Any = None, **options: Any) -> int:
+    async def enqueue(self, payload: Any, *, conn: Any = None, key: str | None = None, **options: Any) -> int:
         """``Queue.enqueue``. ``conn``: a ``psycopg.AsyncConnection`` in an open transaction
         (PostgreSQL; the job commits with it) or what ``Queue.enqueue`` takes."""
-        if _is_async_connection(conn):
-            return (await self._enqueue_in(conn, [payload], options, single=True))[0]
-        return int(await self._call(self.sync.enqueue, payload, conn=conn, **options))
+        if self.store is None and not _is_async_connection(conn):
+            return int(await self._call(self.sync.enqueue, payload, conn=conn, key=key, **options))
+        return (await self._enqueue([payload], [key], options, conn))[0]
 
-    async def enqueue_many(self, payloads: Iterable[Any], *, conn: Any = None, **options: Any) -> list[int]:
+    async def enqueue_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        conn: Any = None,
+        keys: Sequence[str | None] | None = None,
+        **options: Any,
+    ) -> list[int]:
         """``Queue.enqueue_many``; ``conn`` as for ``enqueue``."""
-        if _is_async_connection(conn):
-            return await self._enqueue_in(conn, list(payloads), options, single=False)
-        return list(await self._call(self.sync.enqueue_many, payloads, conn=conn, **options))
+        if self.store is None and not _is_async_connection(conn):
+            return list(await self._call(self.sync.enqueue_many, payloads, conn=conn, keys=keys, **options))
+        items = list(payloads)
+        if "run_at" in options:
+            raise TypeError("enqueue_many() got an unexpected keyword argument 'run_at'")
+        if keys is not None and len(keys) != len(items):
+            raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
+        return await self._enqueue(
+            items, list(keys) if keys is not None else [None] * len(items), options, conn, many=True
+        )
 
-    async def _enqueue_in(self, conn: Any, payloads: list[Any], options: dict[str, Any], *, single: bool) -> list[int]:
+    async def _enqueue(
+        self, payloads: list[Any], keys: list[str | None], options: dict[str, Any], conn: Any, *, many: bool = False
+    ) -> list[int]:
+        unknown = options.keys() - _ENQUEUE_OPTIONS.keys()
+        if unknown:
+            raise TypeError(f"enqueue() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        given = {**_ENQUEUE_OPTIONS, **options}
         q = self.sync
         now = q.clock()
-        keys = options.pop("keys", None) if not single else [options.pop("key", None)]
-        common = {
-            "queue": options.pop("queue", None),
-            "task": options.pop("task", ""),
-            "priority": options.pop("priority", 0),
-            "delay": options.pop("delay", None),
-            "run_at": options.pop("run_at", None),
-            "max_attempts": options.pop("max_attempts", None),
-            "timeout": options.pop("timeout", None),
-        }
-        if options:
-            raise TypeError(f"enqueue() got unexpected keyword arguments: {', '.join(sorted(options))}")
-        if keys is not None and len(keys) != len(payloads):
-            raise InvalidPayload(f"{len(keys)} keys for {len(payloads)} payloads")
-        jobs = [
-            q._new_job(p, key=keys[i] if keys else None, now=now, **common)  # the facade's checks, unchanged
-            for i, p in enumerate(payloads)
-        ]
+        jobs: list[NewJob] = []
+        for payload, key in zip(payloads, keys, strict=True):
+            args = dict(given)
+            if many and key is None:  # Queue.enqueue_many's rule: a key's options apply to keyed jobs
+                args.update(key_scope="all", key_ttl=None)
+            jobs.append(q._new_job(payload, **args, key=key, now=now))  # the facade's checks, unchanged
         if not jobs:
             return []
-        return await q.backend.aenqueue_in(conn, jobs, now)  # type: ignore[attr-defined,no-any-return]
+        if conn is not None:
+            if not _is_async_connection(conn):  # a blocking connection: its own thread
+                return list(await self._call(q.backend.enqueue_in, conn, jobs, now))
+            return list(await q.backend.aenqueue_in(conn, jobs, now))  # type: ignore[attr-defined]
+        if tracing.recording():
+            with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
+                ids = (
+                    await self._store("enqueue", jobs, now, traces)
+                    if traces
+                    else await self._store("enqueue", jobs, now)
+                )
+                tracing.set_job_ids(span, ids)
+                return list(ids)
+        return list(await self._store("enqueue", jobs, now))
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:
-        job: Job = await self._call(self.sync.get, job_id)
-        return job
+        if self.store is None:
+            job: Job = await self._call(self.sync.get, job_id)
+            return job
+        if not isinstance(job_id, int) or not 0 < job_id <= INT64_MAX:
+            raise JobNotFound(job_id)
+        found: Job | None = await self._store("get", job_id)
+        if found is None:
+            raise JobNotFound(job_id)
+        return found
 
     async def events(self, job_id: int) -> list[Event]:
-        return list(await self._call(self.sync.events, job_id))
+        if self.store is None:
+            return list(await self._call(self.sync.events, job_id))
+        return list(await self._store("events", job_id))
 
     async def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
-        return list(await self._call(self.sync.list_jobs, where, page))
+        if self.store is None:
+            return list(await self._call(self.sync.list_jobs, where, page))
+        return list(await self._store("list_jobs", where or JobFilter(), page or Page()))
 
     async def count(self, where: JobFilter | None = None) -> int:
-        return int(await self._call(self.sync.count, where))
+        if self.store is None:
+            return int(await self._call(self.sync.count, where))
+        return int(await self._store("count_jobs", where or JobFilter()))
 
     async def counts(self) -> dict[str, int]:
-        return dict(await self._call(self.sync.counts))
+        if self.store is None:
+            return dict(await self._call(self.sync.counts))
+        return dict(await self._store("counts"))
 
     async def stats(self) -> QueueStats:
-        stats: QueueStats = await self._call(self.sync.stats)
-        return stats
+        if self.store is None:
+            stats: QueueStats = await self._call(self.sync.stats)
+            return stats
+        native: QueueStats = await self._store("stats", self.sync.clock())
+        return native
 
     # -- operators ---------------------------------------------------------------------------
-    async def resubmit(self, job_id: int, *, actor: str | None = None) -> ActionResult:
-        result: ActionResult = await self._call(self.sync.resubmit, job_id, actor=actor)
+    async def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
+        """``Queue._one`` without blocking: the action's single result, or its one-line error."""
+        result = results[0]
+        if result.status is None:
+            raise JobNotFound(job_id)
+        if result.held_by is not None:
+            raise DuplicateJob(str((await self.get(job_id)).idempotency_key), result.held_by)
+        if not result.ok:
+            raise InvalidTransition(job_id, action, result.status.value)
         return result
+
+    async def resubmit(self, job_id: int, *, actor: str | None = None) -> ActionResult:
+        return await self._one(await self.resubmit_many(ids=[job_id], actor=actor), job_id, "resubmit")
 
     async def cancel(self, job_id: int, *, actor: str | None = None) -> ActionResult:
-        result: ActionResult = await self._call(self.sync.cancel, job_id, actor=actor)
-        return result
+        return await self._one(await self.cancel_many(ids=[job_id], actor=actor), job_id, "cancel")
 
-    async def resubmit_many(self, **kwargs: Any) -> list[ActionResult]:
-        return list(await self._call(self.sync.resubmit_many, **kwargs))
+    async def resubmit_many(
+        self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
+    ) -> list[ActionResult]:
+        if self.store is None:
+            return list(await self._call(self.sync.resubmit_many, ids=ids, where=where, actor=actor))
+        if ids is not None and not ids:
+            return []
+        who = actor or default_actor(self.settings)
+        return list(await self._store("resubmit", _target(ids, where), who, self.sync.clock()))
 
-    async def cancel_many(self, **kwargs: Any) -> list[ActionResult]:
-        return list(await self._call(self.sync.cancel_many, **kwargs))
+    async def cancel_many(
+        self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
+    ) -> list[ActionResult]:
+        if self.store is None:
+            return list(await self._call(self.sync.cancel_many, ids=ids, where=where, actor=actor))
+        if ids is not None and not ids:
+            return []
+        who = actor or default_actor(self.settings)
+        return list(await self._store("cancel", _target(ids, where), who, self.sync.clock()))
 
     async def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
-        return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
+        if self.store is None:
+            return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
+        wanted = [JobStatus(s) for s in statuses]
+        return int(await self._store("purge", wanted, self.sync.clock() - older_than))
 
     # -- workers -----------------------------------------------------------------------------
     async def claim(self, worker_id: str, **kwargs: Any) -> Job | None:
-        job: Job | None = await self._call(self.sync.claim, worker_id, **kwargs)
-        return job
+        jobs = await self.claim_many(worker_id, 1, **kwargs)
+        return jobs[0] if jobs else None
 
-    async def claim_many(self, worker_id: str, limit: int, **kwargs: Any) -> list[Job]:
-        return list(await self._call(self.sync.claim_many, worker_id, limit, **kwargs))
+    async def claim_many(
+        self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
+    ) -> list[Job]:
+        q = self.sync
+        if self.store is None:
+            return list(await self._call(q.claim_many, worker_id, limit, lease=lease, queue=queue))
+        lease_seconds = lease or q.settings.lease_seconds
+        return list(await self._store("claim", worker_id, q._queues(queue), limit, lease_seconds, q.clock))
 
     async def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
-        return bool(await self._call(self.sync.heartbeat, job, lease=lease))
+        result = (await self.heartbeat_many([job], lease=lease))[0]
+        if not result.alive:
+            raise LeaseLost(job.id, "heartbeat")
+        return result.cancel_requested
 
     async def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
-        return list(await self._call(self.sync.heartbeat_many, jobs, lease=lease))
+        q = self.sync
+        if self.store is None:
+            return list(await self._call(q.heartbeat_many, jobs, lease=lease))
+        if not jobs:
+            return []
+        leases = [lease_of(j) for j in jobs]
+        return list(await self._store("heartbeat", leases, lease or q.settings.lease_seconds, q.clock))
 
     async def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
         """``Queue.complete``; ``conn``: a ``psycopg.AsyncConnection`` in an open transaction, or
         what ``Queue.complete`` takes."""
-        if not _is_async_connection(conn):
+        if _is_async_connection(conn):
+            await complete_in(self.sync, job, result, conn)
+            return
+        if self.store is None or conn is not None:
             await self._call(self.sync.complete, job, result, conn=conn)
             return
-        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
-        done = await self.sync.backend.acomplete_in(conn, [completion], self.sync.clock)  # type: ignore[attr-defined]
-        if not done[0]:
-            raise LeaseLost(job.id, "complete", "roll your transaction back")
+        if not (await self.complete_many([(job, result)]))[0]:
+            raise LeaseLost(job.id, "complete")
 
-    async def complete_many(self, items: Sequence[tuple[Job, Any]], **kwargs: Any) -> list[bool]:
-        return list(await self._call(self.sync.complete_many, items, **kwargs))
+    async def complete_many(
+        self, items: Sequence[tuple[Job, Any]], *, notes: Sequence[str | None] | None = None, repeat: bool = False
+    ) -> list[bool]:
+        q = self.sync
+        if self.store is None:
+            return list(await self._call(q.complete_many, items, notes=notes, repeat=repeat))
+        notes = notes or [None] * len(items)
+        completions = [
+            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            for (j, r), note in zip(items, notes, strict=True)
+        ]
+        return list(await self._store("complete", completions, q.clock, repeat=repeat)) if completions else []
 
     async def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
-        status: JobStatus = await self._call(self.sync.fail, job, error, retry=retry)
-        return status
+        q = self.sync
+        if self.store is None:
+            status: JobStatus = await self._call(q.fail, job, error, retry=retry)
+            return status
+        again = retry and job.attempts < job.max_attempts  # Queue.fail_many's rule
+        retry_at = q.clock() + q.backoff(job.attempts) if again else None
+        failure = Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at)
+        if not (await self._store("fail", [failure], q.clock))[0]:
+            raise LeaseLost(job.id, "fail")
+        return JobStatus.PENDING if retry_at is not None else JobStatus.FAILED
 
-    async def release(self, job: Job, reason: str = "released", **kwargs: Any) -> bool:
-        return bool(await self._call(self.sync.release, job, reason, **kwargs))
+    async def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:
+        q = self.sync
+        if self.store is None:
+            return bool(await self._call(q.release, job, reason, repeat=repeat))
+        return bool((await self._store("release", [lease_of(job)], q.clock, reason, repeat=repeat))[0])
 
     # -- waiting -----------------------------------------------------------------------------
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
-        """``Queue.wait`` without a thread: the finish waiter's socket is watched by the loop."""
+        """``Queue.wait`` without a thread: woken by the finish line the loop watches
+        (PostgreSQL: the ``AsyncQueue``'s LISTEN connection; SQLite: the waiter's socket)."""
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must not be negative")
         job = await self.get(job_id)
@@ -198,34 +349,84 @@ class AsyncQueue:
             return job
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        waiter: Listener = await self._call(self.sync.backend.finish_waiter, job_id)
+
+        def pause_or_timeout(job: Job) -> float:
+            pause = queue_module.WAIT_POLL_SECONDS
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout:g} s (it is {job.status.value})")
+                pause = min(pause, left)
+            return pause
+
+        if self.store is not None:
+            return await self._wait_native(job_id, pause_or_timeout)
+        backend = self.sync.backend
+        waiter: Listener = await self._call(backend.finish_waiter, job_id)
+        woken = False
         try:
             while True:
-                job = await self.get(job_id)
-                if job.status.value in TERMINAL_STATUSES:
-                    return job
-                pause = queue_module.WAIT_POLL_SECONDS
-                if deadline is not None:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        raise TimeoutError(
-                            f"job {job_id} did not finish within {timeout:g} s (it is {job.status.value})"
-                        )
-                    pause = min(pause, left)
-                await _readable(waiter, pause)
+                # As Queue.wait: listening before the read; after a wake-up, read once the writer is done.
+                found: Job | None = await self._call(backend.get_after_writers if woken else backend.get, job_id)
+                if found is None:
+                    raise JobNotFound(job_id)
+                if found.status.value in TERMINAL_STATUSES:
+                    return found
+                woken = await _readable(waiter, pause_or_timeout(found))
         finally:
             waiter.close()
+
+    async def _wait_native(self, job_id: int, pause_or_timeout: Any) -> Job:
+        registration: int | None = None
+        registered_at = float("-inf")
+        try:
+            while True:
+                # Subscribed (the LISTEN in place) and registered (job_waiters) before the read,
+                # which waits for a finish holding the row: a finish after it wakes us (Queue.wait).
+                future = await self._hub.subscribe(job_id) if self._hub is not None else None
+                try:
+                    if future is not None and time.time() - registered_at > queue_module.WAITER_ROW_SECONDS / 2:
+                        old, registered_at = registration, time.time()
+                        expires = registered_at + queue_module.WAITER_ROW_SECONDS
+                        registration = await self._store("register_waiter", job_id, registered_at, expires)
+                        await self._store("unregister_waiter", old)
+                    job: Job | None = await self._store("get_after_writers", job_id)
+                    if job is None:
+                        raise JobNotFound(job_id)
+                    if job.status.value in TERMINAL_STATUSES:
+                        return job
+                    pause = pause_or_timeout(job)
+                    if future is None:
+                        await asyncio.sleep(pause)
+                    else:
+                        await asyncio.wait([future], timeout=pause)
+                finally:
+                    if self._hub is not None:
+                        self._hub.unsubscribe(job_id, future)
+        finally:
+            with contextlib.suppress(Exception):  # an expiry clears it if this fails
+                await self._store("unregister_waiter", registration)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 
 
-async def _readable(waiter: Listener, pause: float) -> None:
-    """Wait until ``waiter`` has a wake-up (then take it) or ``pause`` seconds passed."""
+async def complete_in(queue: Queue, job: Job, result: Any, conn: Any) -> None:
+    """Complete ``job`` in the open transaction of ``conn``, a ``psycopg.AsyncConnection``, on the
+    loop (``AsyncQueue.complete(conn=)``, ``JobContext.acomplete(conn=)``). Raises LeaseLost before
+    the caller commits when the lease is gone."""
+    completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+    done = await queue.backend.acomplete_in(conn, [completion], queue.clock)  # type: ignore[attr-defined]
+    if not done[0]:
+        raise LeaseLost(job.id, "complete", "roll your transaction back")
+
+
+async def _readable(waiter: Listener, pause: float) -> bool:
+    """Wait until ``waiter`` has a wake-up (then take it: True) or ``pause`` seconds passed."""
     fileno = getattr(waiter, "fileno", None)
     fd = fileno() if callable(fileno) else -1
     if fd < 0:
         await asyncio.sleep(pause)
-        return
+        return False
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 
@@ -241,3 +442,5 @@ async def _readable(waiter: Listener, pause: float) -> None:
         loop.remove_reader(fd)
     if ready.done():
         waiter.wait(0)  # take the wake-up (non-blocking: it is there)
+        return True
+    return False

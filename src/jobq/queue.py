@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import time
@@ -59,6 +60,9 @@ from jobq.schedules import Schedule, schedule_of
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
 WAIT_POLL_SECONDS = 1.0
+WAITER_ROW_SECONDS = 600.0
+"""How long a waiter's registration lasts (PostgreSQL's ``job_waiters``); a longer wait renews it
+halfway, and one a crashed waiter left expires."""
 
 NAME_MAX_CHARS = 200
 """Longest queue name, task name or idempotency key accepted."""
@@ -594,9 +598,10 @@ class Queue:
         ``result``, ``status``, ``last_error``).
 
         Woken by the backend's wake-up channel as the finishing transaction commits (PostgreSQL:
-        LISTEN on the schema's done channel; SQLite: a datagram to this waiter), not by polling;
-        it also reads the job every ``WAIT_POLL_SECONDS`` in case a wake-up was missed (a job
-        failed by the rescuer, or finished in an application's transaction on SQLite).
+        LISTEN on the schema's done channel; SQLite: a datagram to this waiter), whichever path
+        finished it (a worker, the rescuer, an operator, an application's transaction), not by
+        polling; it also reads the job every ``WAIT_POLL_SECONDS`` in case a wake-up was missed
+        (a status set by hand in SQL, a LISTEN connection lost meanwhile).
 
         Raises JobNotFound (also if the job is purged meanwhile); TimeoutError after ``timeout``
         seconds (None: wait for ever).
@@ -610,10 +615,28 @@ class Queue:
             return job
         deadline = None if timeout is None else time.monotonic() + timeout
         waiter = self.backend.finish_waiter(job_id)
+        registration: int | None = None
+        registered_at = float("-inf")
+        # The first read too waits for a writer: a finish may have checked for waiters just before
+        # this one registered (PostgreSQL), or be in an application's open transaction (SQLite).
+        woken = True
         try:
             while True:
-                # Listening before this read: a finish committed after it wakes the waiter.
-                job = self.get(job_id)
+                if getattr(waiter, "listening", True) and time.time() - registered_at > WAITER_ROW_SECONDS / 2:
+                    # Registered (and listening) before the read: a finish after it wakes us.
+                    old, registered_at = registration, time.time()
+                    registration = self.backend.register_waiter(
+                        job_id, registered_at, registered_at + WAITER_ROW_SECONDS
+                    )
+                    self.backend.unregister_waiter(old)
+                    woken = True
+                # Listening before this read: a finish committed after it wakes the waiter. After
+                # a wake-up, read once the current writer is done (SQLite wakes from inside an
+                # application's transaction, before its COMMIT).
+                found = self.backend.get_after_writers(job_id) if woken else self.backend.get(job_id)
+                if found is None:
+                    raise JobNotFound(job_id)
+                job = found
                 if job.status.value in FINISHED:
                     return job
                 pause = WAIT_POLL_SECONDS
@@ -624,9 +647,11 @@ class Queue:
                             f"job {job_id} did not finish within {timeout:g} s (it is {job.status.value})"
                         )
                     pause = min(pause, left)
-                waiter.wait(pause)
+                woken = waiter.wait(pause)
         finally:
             waiter.close()
+            with contextlib.suppress(Exception):  # an expiry clears it if this fails
+                self.backend.unregister_waiter(registration)
 
     def events(self, job_id: int) -> list[Event]:
         """The job's history, oldest first."""

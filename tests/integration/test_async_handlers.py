@@ -239,3 +239,92 @@ def test_a_run_stopped_while_it_waits_for_a_slot_is_settled_without_running(sqli
             release.set()
             runner.stop()
         assert ran == [first.job.id]
+
+
+@contextmanager
+def _lock_held_while(path_or_url: str, job_id: int, hold: threading.Event, seconds: float) -> Iterator[None]:
+    """Another session holds what the job's writes need (SQLite: the write lock; PostgreSQL: the
+    job's row) for ``seconds`` once ``hold`` is set: a blocking write waits that long."""
+    done = threading.Event()
+
+    def holder() -> None:
+        assert hold.wait(30)
+        if path_or_url.startswith("sqlite:///"):
+            import apsw
+
+            conn = apsw.Connection(path_or_url.removeprefix("sqlite:///"))
+            conn.execute("BEGIN IMMEDIATE")
+            done.set()
+            time.sleep(seconds)  # holding the lock is the point, not waiting for an outcome
+            conn.execute("COMMIT")
+            conn.close()
+            return
+        import psycopg
+
+        from jobq.backends.postgres.url import split_url
+
+        options = split_url(path_or_url)
+        with psycopg.connect(options.libpq_url) as conn:
+            conn.execute(f"SELECT id FROM {options.schema}.jobs WHERE id = %s FOR UPDATE", (job_id,))
+            done.set()
+            time.sleep(seconds)  # as above
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        hold.set()
+        thread.join(30)
+        assert done.is_set()
+
+
+@pytest.mark.parametrize("form", ["awaited", "blocking"])
+def test_ensure_lease_and_complete_in_a_transaction_keep_the_loop_free(
+    backend_url: str, caplog: pytest.LogCaptureFixture, form: str
+) -> None:
+    """``await ctx.aensure_lease()`` and ``await ctx.acomplete(conn=)`` wait for a lock without
+    blocking the loop (no watchdog warning); the blocking forms, the control, are reported."""
+    hold = threading.Event()
+    held_seconds = 4 * 0.5  # four times the watchdog's LOOP_BLOCKED_SECONDS
+
+    async def fenced(ctx: JobContext) -> None:
+        hold.set()
+        await asyncio.sleep(0.2)  # the other session takes its lock
+        if form == "awaited":
+            await ctx.aensure_lease()
+        else:
+            ctx.ensure_lease()  # the mistake the awaitable form avoids
+        if backend_url.startswith("sqlite:///"):
+            return  # on SQLite, an application's transaction holds the write lock itself
+        import psycopg
+
+        from jobq.backends.postgres.url import split_url
+
+        libpq = split_url(backend_url).libpq_url
+        if form == "awaited":
+            async with await psycopg.AsyncConnection.connect(libpq) as conn, conn.transaction():
+                await conn.execute("CREATE TABLE IF NOT EXISTS app_done (job_id bigint)")
+                await conn.execute("INSERT INTO app_done VALUES (%s)", (ctx.job.id,))
+                await ctx.acomplete({"in": "transaction"}, conn=conn)
+        else:
+            with psycopg.connect(libpq) as conn, conn.transaction():
+                conn.execute("CREATE TABLE IF NOT EXISTS app_done (job_id bigint)")
+                conn.execute("INSERT INTO app_done VALUES (%s)", (ctx.job.id,))
+                ctx.complete({"in": "transaction"}, conn=conn)
+
+    caplog.set_level(logging.WARNING, logger="jobq.worker")
+    with _queue(backend_url, lease_seconds=30) as q:
+        job_id = q.enqueue({}, task="fenced")
+        # The heartbeat waits for the lock (then the completion runs on the native AsyncConnection).
+        with _lock_held_while(backend_url, job_id, hold, held_seconds):
+            Worker(q, {"fenced": fenced}, exit_when_idle=True).run()
+        job = q.get(job_id)
+        assert job.status == JobStatus.COMPLETED, job.last_error
+        if not backend_url.startswith("sqlite:///"):
+            assert job.result == {"in": "transaction"}
+    blocked = [r.getMessage() for r in caplog.records if "blocks the event loop" in r.getMessage()]
+    if form == "awaited":
+        assert blocked == [], caplog.text
+    else:
+        assert blocked and blocked[0].startswith(f"job {job_id} (task 'fenced')"), caplog.text

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+from typing import Any
 
 import pytest
 
 import jobq
+import jobq.backends.postgres.url
+import jobq.queue
 from jobq import JobStatus
 
 
@@ -70,5 +74,90 @@ def test_enqueue_and_complete_in_an_async_connection_transaction(postgres_url: s
                     await q.enqueue({}, conn=conn)
             with psycopg.connect(libpq) as blocking, pytest.raises(jobq.ConfigError, match="AsyncConnection"):
                 await q.sync.backend.aenqueue_in(blocking, [], 0.0)
+
+    asyncio.run(main())
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A loop's default executor that refuses work: ``asyncio.to_thread`` and
+    ``run_in_executor(None, ...)`` then fail, so a call that passes used no worker thread."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        raise AssertionError(f"a worker thread was asked to run {fn!r}")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("options", ["", "schema=billing", "pooler=transaction&prepare_threshold=none"])
+def test_async_queue_is_native_on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch, options: str) -> None:
+    """Every call but open/close runs on the loop, on the pool's AsyncConnections: no thread;
+    ``wait`` is woken by the asyncio LISTEN (the poll turned off), except behind a transaction
+    pooler without ``listen_url``, where it must poll (no LISTEN through a pooler)."""
+    import psycopg
+
+    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}{options}" if options else postgres_url
+    pooled = "pooler=transaction" in options
+    if not pooled:
+        monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        q = jobq.AsyncQueue(url)
+        assert q.native
+        job_id = await q.enqueue({"n": 1}, key="k")
+        assert await q.enqueue({"n": 1}, key="k") == job_id
+        waiting = asyncio.ensure_future(q.wait(job_id, timeout=60))
+        job = await q.claim("w1", lease=30)
+        assert job is not None and job.id == job_id
+        assert await q.heartbeat(job) is False
+        await asyncio.sleep(0.05)  # the waiter subscribes and reads PROCESSING meanwhile
+        assert not waiting.done()
+        await q.complete(job, {"ok": True})
+        done = await asyncio.wait_for(waiting, 30)
+        assert (done.status, done.result) == (JobStatus.COMPLETED, {"ok": True})
+        second = await q.enqueue({}, max_attempts=1)
+        job = await q.claim("w1")
+        assert job is not None
+        assert await q.fail(job, "boom") == JobStatus.FAILED
+        assert (await q.get(second)).last_error == "boom"
+        assert (await q.counts())["FAILED"] == 1 and (await q.stats()).counts["COMPLETED"] == 1
+        assert [r.ok for r in await q.cancel_many(ids=[second])] == [True]  # FAILED -> CANCELLED
+        assert (await q.get(second)).status == JobStatus.CANCELLED
+        pool = q.store.pool
+        assert pool is not None
+        async with pool.connection() as conn:
+            assert isinstance(conn, psycopg.AsyncConnection)
+            if pooled:
+                assert conn.prepare_threshold is None
+        with pytest.raises(AssertionError, match="worker thread"):
+            await q.aclose()  # closing the blocking backend underneath takes a thread: proof the check bites
+        asyncio.get_running_loop().set_default_executor(concurrent.futures.ThreadPoolExecutor(1))
+        await q.aclose()
+
+    asyncio.run(main())
+    if "schema=billing" in options:  # the calls went to the URL's schema
+        with psycopg.connect(jobq.backends.postgres.url.split_url(url).libpq_url) as conn:
+            assert conn.execute("SELECT count(*) FROM billing.jobs").fetchone() == (2,)
+
+
+@pytest.mark.postgres
+def test_one_async_queue_serves_many_waiters_on_one_listen_connection(postgres_url: str) -> None:
+    import psycopg
+
+    async def main() -> None:
+        async with jobq.AsyncQueue(postgres_url) as q:
+            ids = await q.enqueue_many(range(20))
+            waits = [asyncio.ensure_future(q.wait(i, timeout=60)) for i in ids * 2]  # two per job
+            await asyncio.sleep(0.1)
+            with psycopg.connect(jobq.backends.postgres.url.split_url(postgres_url).libpq_url) as conn:
+                listening = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                ).fetchone()
+            assert listening == (1,)
+            for _ in ids:
+                job = await q.claim("w1")
+                assert job is not None
+                await q.complete(job, job.payload)
+            done = await asyncio.gather(*waits)
+            assert [j.result for j in done] == list(range(20)) * 2
 
     asyncio.run(main())

@@ -22,7 +22,7 @@ from jobq.testing.contract.workers import _worker
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 
-JOBQ_TABLES = {"jobs", "job_events", "workers", "jobq_schema", "schedules"}
+JOBQ_TABLES = {"jobs", "job_events", "workers", "jobq_schema", "schedules", "job_waiters"}
 
 
 def _with(url: str, option: str) -> str:
@@ -114,6 +114,7 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN key_scope, DROP COLUMN key_expires_at",
     ],
     ["DROP TABLE public.schedules"],
+    ["DROP FUNCTION public.jobq_notify_waited(text, bigint)", "DROP TABLE public.job_waiters"],
 ]
 
 
@@ -161,7 +162,7 @@ def test_a_database_of_the_public_layout_is_moved_in_place_with_nothing_lost(
         ids = _fill(old, clock)
         before = _snapshot(old)
         held = old.get(ids["held"])
-    assert _tables_by_schema(postgres_url) == {"public": JOBQ_TABLES - {"schedules"}}  # schema 2
+    assert _tables_by_schema(postgres_url) == {"public": JOBQ_TABLES - {"schedules", "job_waiters"}}  # schema 2
     assert held.status == JobStatus.PROCESSING and before[3]["PENDING"] == 21
 
     from jobq.backends.postgres import SCHEMA_VERSION

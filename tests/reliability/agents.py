@@ -10,6 +10,8 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
   acknowledgement file after each enqueue returned; a restarted producer resumes at the first key it
   never acknowledged (the one a kill may have committed without an acknowledgement).
 - ``worker``: completes every job (a tiny handler), for background load.
+- ``chaosworker``: completes every job after an effect it logs, with a sync or (``--async``) an
+  ``async def`` handler: the kill -9 chaos test's worker.
 - ``contender``: enqueue, claim, complete in a loop; writes its latencies and errors as JSON.
 - ``operator``: random cancel / resubmit calls on job ids, results as JSON.
 - ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
@@ -171,6 +173,28 @@ def producer(args: argparse.Namespace) -> None:
 def worker(args: argparse.Namespace) -> None:
     q = jobq.Queue(settings=settings(args))
     Worker(q, lambda ctx: None, concurrency=2, batch=8).run()
+
+
+def chaosworker(args: argparse.Namespace) -> None:
+    """Runs every job with an effect: appends ``<job id> <pid>`` to ``--out``/effects (O_APPEND,
+    one write) after an await, then returns the pid. ``--async``: an ``async def`` handler on the
+    worker's event loop, several jobs at once; else a sync handler on threads."""
+    q = jobq.Queue(settings=settings(args))
+    effects = os.open(Path(args.out, "effects"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def effect(ctx: JobContext) -> int:
+        _os_write(effects, f"{ctx.job.id} {os.getpid()}\n".encode())
+        return os.getpid()
+
+    async def run_async(ctx: JobContext) -> int:
+        await asyncio.sleep(random.uniform(0.1, 0.3))  # several coroutines in flight when killed
+        return effect(ctx)
+
+    def run_sync(ctx: JobContext) -> int:
+        ctx.sleep(random.uniform(0.1, 0.3))
+        return effect(ctx)
+
+    Worker(q, run_async if args.use_async else run_sync, concurrency=4, async_concurrency=8).run()
 
 
 def contender(args: argparse.Namespace) -> None:
@@ -393,6 +417,7 @@ ROLES = {
     "crashworker": crashworker,
     "producer": producer,
     "worker": worker,
+    "chaosworker": chaosworker,
     "contender": contender,
     "operator": operator,
     "raceworker": raceworker,

@@ -466,6 +466,20 @@ class Backend(Protocol):
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None: ...
 
+    def get_after_writers(self, job_id: int) -> Job | None:
+        """``get``, read once the transaction now writing the job (if any) has ended:
+        ``Queue.wait``'s read (SQLite wakes from inside an application's transaction, before its
+        COMMIT; on PostgreSQL a finish may have checked for waiters before one registered)."""
+        ...
+
+    def register_waiter(self, job_id: int, now: float, expires: float) -> int | None:
+        """Say that someone waits for ``job_id`` until ``expires`` (UNIX seconds), before reading
+        it: a backend whose finishing transactions wake only registered waiters (PostgreSQL)
+        returns the registration to pass to ``unregister_waiter``; others return None."""
+        ...
+
+    def unregister_waiter(self, waiter: int | None) -> None: ...
+
     def events(self, job_id: int) -> list[Event]: ...
 
     def list_jobs(self, where: JobFilter, page: Page) -> list[Job]: ...

@@ -522,6 +522,7 @@ def rescue(
     now = clock()
     gone = set(gone_owners)
     out = []
+    finished: set[int] = set()
     for job_id, owner, token, attempts, max_attempts, cancel_requested in (
         yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
     ):
@@ -531,6 +532,10 @@ def rescue(
             detail = {"previous_owner": owner, "run_at": plan.run_at}
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, plan.kind, actor, attempts, detail))
             out.append(RescueResult(job_id, plan.outcome, owner))
+            if plan.status in TERMINAL_STATUSES:
+                finished.add(job_id)
+    if finished:  # failed or cancelled here: wake whoever waits for them (Queue.wait)
+        yield Notify(frozenset(), frozenset(finished))
     return out
 
 
@@ -611,6 +616,23 @@ def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float) -> 
 def get(d: Dialect, job_id: int) -> Op[Job | None]:
     rows = yield Exec(d.sql["get_job"], {"id": job_id})
     return job_from_row(rows[0]) if rows else None
+
+
+def get_locked(d: Dialect, job_id: int) -> Op[Job | None]:
+    """``get``, waiting for a transaction that holds the job's row (dialects that lock rows)."""
+    rows = yield Exec(d.sql.get("get_job_locked", d.sql["get_job"]), {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
+
+def register_waiter(d: Dialect, job_id: int, now: float, expires: float) -> Op[int]:
+    """Record that someone waits for ``job_id`` (until ``expires``): finishing statements notify
+    only jobs with such a row (dialects with ``register_waiter``). Returns the row's id."""
+    rows = yield Exec(d.sql["register_waiter"], {"id": job_id, "now": now, "expires": expires}, alone=True)
+    return int(rows[0][0])
+
+
+def unregister_waiter(d: Dialect, waiter: int) -> Op[None]:
+    yield Exec(d.sql["unregister_waiter"], {"waiter": waiter}, alone=True)
 
 
 def events(d: Dialect, job_id: int) -> Op[list[Event]]:

@@ -193,6 +193,20 @@ class SqlStore:
     def get(self, job_id: int) -> Job | None:
         return self._read(lambda: ops.get(self.dialect, job_id))
 
+    def get_after_writers(self, job_id: int) -> Job | None:
+        return self._read(lambda: ops.get_locked(self.dialect, job_id))
+
+    def register_waiter(self, job_id: int, now: float, expires: float) -> int | None:
+        if "register_waiter" not in self.dialect.sql:
+            return None  # this dialect wakes waiters without being told who waits
+        return self._write(lambda: ops.register_waiter(self.dialect, job_id, now, expires))
+
+    def unregister_waiter(self, waiter: int | None) -> None:
+        if waiter is None:
+            return None
+        # Returned, not just run: an asyncio store's _write gives back a coroutine to await.
+        return self._write(lambda: ops.unregister_waiter(self.dialect, waiter))
+
     def events(self, job_id: int) -> list[Event]:
         return self._read(lambda: ops.events(self.dialect, job_id))
 

@@ -53,7 +53,8 @@ class JobContext:
     (or use ``sleep()``) now and then, so that an operator's cancel, a timeout or a lost lease stops
     it. An ``async def`` handler is stopped for real: the same events raise ``asyncio.CancelledError``
     at its next ``await`` (use ``await ctx.asleep()``, never ``ctx.sleep()``, in a coroutine).
-    Before an external side effect that must happen once, call ``ensure_lease()``.
+    Before an external side effect that must happen once, call ``ensure_lease()`` (in a
+    coroutine: ``await ctx.aensure_lease()``; likewise ``await ctx.acomplete(conn=...)``).
     """
 
     def __init__(self, job: Job, queue: Queue, worker_id: str) -> None:
@@ -121,6 +122,42 @@ class JobContext:
         check + effect atomic with respect to other workers (see ``jobq.demo.files``).
         """
         self._fenced(lambda: self.queue.heartbeat(self.job))
+
+    async def aensure_lease(self) -> None:
+        """``ensure_lease`` for ``async def`` handlers, without blocking the loop: the fenced
+        heartbeat runs in a thread (the worker's store is a blocking one, and on SQLite it may
+        wait for the write lock), while the loop runs the other coroutines."""
+        await asyncio.to_thread(self.ensure_lease)
+
+    async def acomplete(self, result: Any = None, *, conn: Any) -> None:
+        """``complete`` for ``async def`` handlers, without blocking the loop.
+
+        ``conn``: a ``psycopg.AsyncConnection`` in an open transaction (PostgreSQL: the completion
+        runs on it natively, on the loop, like ``jobq.AsyncQueue.complete(conn=)``), or what
+        ``complete`` takes (a blocking connection: used from a thread meanwhile).
+        """
+        if not asyncio.iscoroutinefunction(getattr(conn, "commit", None)):
+            await asyncio.to_thread(self.complete, result, conn=conn)
+            return
+        from jobq.async_queue import complete_in  # here: async_queue imports the facade
+
+        await self._completing(lambda: complete_in(self.queue, self.job, result, conn))
+
+    async def _completing(self, write: Callable[[], Any]) -> None:
+        """Runs the awaitable completion ``write()`` with ``complete``'s bookkeeping."""
+        if self.lease_lost:
+            raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
+        self.completed_in_transaction = True
+        try:
+            await write()
+        except LeaseLost:
+            self.completed_in_transaction = False
+            self.lease_lost = True
+            self.cancelled.set()
+            raise
+        except BaseException:
+            self.completed_in_transaction = False
+            raise
 
     def complete(self, result: Any = None, *, conn: Any) -> None:
         """Mark the job COMPLETED inside the application's open transaction on ``conn``, with the

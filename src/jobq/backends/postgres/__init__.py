@@ -121,6 +121,7 @@ class PostgresDialect(Dialect):
             **STATIC_FRAGMENTS,
             "wake_channel": self.channel,
             "done_channel": self.done_channel,
+            "notify_waited": f"{schema}.jobq_notify_waited",
             "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
@@ -358,7 +359,7 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    return _drive(conn, make, attempt, self.dialect.channel, self.dialect.done_channel)
+                    return _drive(conn, make, attempt, self.dialect.channel, self.dialect.sql["notify_waited"])
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -402,7 +403,7 @@ class PostgresBackend(SqlStore):
         checked = self._caller.check(conn)
         try:
             with checked.cursor(row_factory=tuple_row) as cur:
-                return _drive_on(cur, make, self.dialect.channel, self.dialect.done_channel)
+                return _drive_on(cur, make, self.dialect.channel, self.dialect.sql["notify_waited"])
         except psycopg.Error as exc:
             raise StorageError(f"{storage_error(exc, self.url)} (in your transaction: roll it back)") from None
 
@@ -410,7 +411,7 @@ class PostgresBackend(SqlStore):
         """``_in_caller_transaction`` on a ``psycopg.AsyncConnection``: the same generator, driven
         by ``ops.adrive`` (the same rules, no second copy), never committed here."""
         checked = await self._caller.acheck(conn)
-        channel, done = self.dialect.channel, self.dialect.done_channel
+        channel, done = self.dialect.channel, self.dialect.sql["notify_waited"]
 
         try:
             async with checked.cursor(row_factory=tuple_row) as cur:
@@ -428,8 +429,8 @@ class PostgresBackend(SqlStore):
                         return rows
                     for queue in sorted(command.queues):
                         await cur.execute(Q_NOTIFY, (channel, queue))
-                    for payload in _id_payloads(sorted(command.finished)):
-                        await cur.execute(Q_NOTIFY, (done, payload))
+                    if command.finished:
+                        await cur.execute(done, {"ids": sorted(command.finished)})
                     return []
 
                 return await ops.adrive(make(), run)
@@ -442,6 +443,12 @@ class PostgresBackend(SqlStore):
             pool, self._pool = self._pool, None
             if pool is not None and self._pid == os.getpid():
                 pool.close(timeout=5.0)
+
+    def async_store(self) -> Any:
+        """This queue's operations as coroutines on an asyncio pool (``jobq.AsyncQueue``)."""
+        from jobq.backends.postgres.aio import AsyncPostgresStore  # here: aio imports this module
+
+        return AsyncPostgresStore(self)
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:
@@ -484,13 +491,9 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
-#: Longest NOTIFY payload we send (PostgreSQL's limit is 8000 bytes): more finished ids are split.
-NOTIFY_PAYLOAD_MAX_CHARS = 7900
-
-
-def _runner(cur: Cursor, channel: str, done_channel: str = "") -> Callable[[ops.Command], ops.Rows]:
+def _runner(cur: Cursor, channel: str, done_sql: str = "") -> Callable[[ops.Command], ops.Rows]:
     """Executes one command of an operation on ``cur``; wake-ups go to ``channel`` (the queue's
-    schema's), the ids of the jobs it finished to ``done_channel``."""
+    schema's); ``done_sql`` (the dialect's ``notify_waited``) tells the waiters of the jobs it finished."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -502,22 +505,23 @@ def _runner(cur: Cursor, channel: str, done_channel: str = "") -> Callable[[ops.
             return _execute_many(cur, command)
         for queue in sorted(command.queues):  # delivered at commit: the woken worker sees the jobs
             cur.execute(Q_NOTIFY, (channel, queue))
-        if command.finished and done_channel:
-            # One NOTIFY per transaction, whatever the batch: PostgreSQL cannot tell whether anyone
-            # listens, so every finishing transaction pays this one statement (docs/architecture.md).
-            for payload in _id_payloads(sorted(command.finished)):
-                cur.execute(Q_NOTIFY, (done_channel, payload))
+        if command.finished and done_sql:
+            # A NOTIFY only for the jobs someone waits for (job_waiters): each one takes the global
+            # notify-queue lock at commit. The statement runs after the finishing writes, with a
+            # snapshot of its own: it sees every waiter registered before those writes locked
+            # their rows (docs/architecture.md, "Waiting for a result").
+            cur.execute(done_sql, {"ids": sorted(command.finished)})
         return []
 
     return run
 
 
-def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_channel: str = "") -> T:
+def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_sql: str = "") -> T:
     """Run the operation ``make()`` on ``cur``, inside the caller's transaction."""
-    return ops.drive(make(), _runner(cur, channel, done_channel))
+    return ops.drive(make(), _runner(cur, channel, done_sql))
 
 
-def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, done_channel: str) -> T:
+def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str) -> T:
     """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
 
     An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
@@ -538,7 +542,7 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, d
             conn.execute("SELECT 1")
         attempt.committing = True
         with conn.cursor() as cur:
-            rows = _runner(cur, channel, done_channel)(command)
+            rows = _runner(cur, channel, done_sql)(command)
         try:
             op.send(rows)
         except StopIteration as stop:
@@ -546,7 +550,7 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, d
             return result
         raise RuntimeError("an operation yielded a command after one it sent alone")
     with conn.transaction(), conn.cursor() as cur:
-        run = _runner(cur, channel, done_channel)
+        run = _runner(cur, channel, done_sql)
         try:
             while True:
                 command = op.send(run(command))
@@ -560,22 +564,6 @@ def _input_waiting(conn: Connection) -> bool:
     """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     return bool(readable)
-
-
-def _id_payloads(ids: Sequence[int]) -> list[str]:
-    """Comma-separated ids, split so that each payload fits a NOTIFY."""
-    out: list[str] = []
-    part: list[str] = []
-    size = 0
-    for text in map(str, ids):
-        if part and size + len(text) + 1 > NOTIFY_PAYLOAD_MAX_CHARS:
-            out.append(",".join(part))
-            part, size = [], 0
-        part.append(text)
-        size += len(text) + 1
-    if part:
-        out.append(",".join(part))
-    return out
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:

@@ -27,6 +27,7 @@ class PollingListener:
     next, and its notifications would never reach this worker."""
 
     address: str | None = None
+    listening = False  # a waiter polls: nobody to register (Backend.register_waiter)
 
     def wait(self, timeout: float) -> bool:
         time.sleep(max(0.0, timeout))
@@ -154,6 +155,11 @@ class FinishListener:
         except psycopg.Error:
             self.close()
             return True
+
+    @property
+    def listening(self) -> bool:
+        """Whether its LISTEN is in place (else the caller polls, and needs no registration)."""
+        return self._conn is not None and not self._conn.closed
 
     def fileno(self) -> int:
         """The socket that becomes readable on a wake-up (-1: none, poll), for asyncio's

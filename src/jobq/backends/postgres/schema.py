@@ -22,9 +22,9 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
-TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules")
+TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules", "job_waiters")
 #: jobq's functions (the trigger's), moved with the tables.
 FUNCTIONS = ("jobq_external_status()",)
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
@@ -186,6 +186,32 @@ MIGRATIONS: list[list[str]] = [
             updated_at double precision NOT NULL
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused",
+    ],
+    [
+        # Who waits for which job (Queue.wait): a finishing statement sends its NOTIFY only for
+        # jobs with a row here, since every NOTIFY takes PostgreSQL's global notify-queue lock at
+        # commit and writes the queue, listened to or not (measured: bench/notify_cost.py). A row
+        # is inserted and committed before its waiter reads the job, and removed when it stops
+        # waiting; one a crashed waiter left costs only NOTIFYs for its job until it expires.
+        """CREATE TABLE job_waiters (
+            id bigserial PRIMARY KEY,
+            job_id bigint NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
+        "CREATE INDEX job_waiters_job ON job_waiters (job_id)",
+        # VOLATILE: each query in it takes a fresh snapshot (READ COMMITTED), so called after the
+        # statement's UPDATE locked the job's row it sees a waiter that registered meanwhile,
+        # where the statement's own snapshot (taken before it waited for the lock) would not.
+        """CREATE FUNCTION jobq_notify_waited(channel text, job bigint) RETURNS integer
+        LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+        BEGIN
+            IF EXISTS (SELECT FROM job_waiters WHERE job_id = job) THEN
+                PERFORM pg_notify(channel, job::text);
+                RETURN 1;
+            END IF;
+            RETURN 0;
+        END
+        $$""",
     ],
 ]
 

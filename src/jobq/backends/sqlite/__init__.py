@@ -44,6 +44,7 @@ from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListen
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
 from jobq.errors import ConfigError, StorageError
+from jobq.job import Job
 from jobq.redact import redact_url
 
 __all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT_BYTES", "SqliteBackend", "parse_sqlite_url"]
@@ -239,12 +240,18 @@ class SqliteBackend(SqlStore):
         # lock from the insert on, so a woken worker's claim (BEGIN IMMEDIATE) waits for the commit
         # and then sees the jobs; after a rollback it finds nothing and sleeps again. The addresses
         # are read on the caller's connection: jobq's own would wait behind that same lock.
+        # Waiters of the jobs it finished are told now too: a waiter that then finds its job not
+        # finished yet reads it again under the write lock (``get_after_writers``), that is, once
+        # this transaction has ended.
         notify: set[str] = set()
-        with caller_runner(conn, self.path, notify) as run:
+        finished: set[int] = set()
+        with caller_runner(conn, self.path, notify, finished) as run:
             result = ops.drive(make(), run)
             if notify:
                 since = time.time() - WAKE_ADDRESS_MAX_AGE_SECONDS
                 self._notifier.notify(time.time(), lambda now: ops.drive(ops.live_wake_addresses(DIALECT, since), run))
+        if finished:
+            self._finish_notifier.notify(finished)
         return result
 
     def close(self) -> None:
@@ -261,9 +268,15 @@ class SqliteBackend(SqlStore):
 
     def finish_waiter(self, job_id: int) -> FinishWaiter:
         """Wakes when job ``job_id`` finishes (COMPLETED, FAILED, CANCELLED) in any process on this
-        machine. Not woken (the caller's poll covers these): a job finished in an application's
-        transaction (``conn=``) or failed by the rescuer."""
+        machine, by any path (a worker, the rescuer, an operator, an application's transaction).
+        Not woken: a status set by hand in SQL (the waiter's poll sees it)."""
         return FinishWaiter(self.path, job_id)
+
+    def get_after_writers(self, job_id: int) -> Job | None:
+        # BEGIN IMMEDIATE waits (busy timeout) for the transaction holding the write lock: one that
+        # finished this job from an application's transaction sent the wake-up before its COMMIT.
+        # It writes nothing (no WAL frame), and runs only after a wake-up that found no finish.
+        return self._transaction(lambda: ops.get(self.dialect, job_id), write=True)
 
     def register_worker(self, info: Any) -> None:
         super().register_worker(info)

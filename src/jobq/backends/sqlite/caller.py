@@ -87,23 +87,26 @@ def _same_file(a: str, b: str) -> bool:
 
 
 @contextlib.contextmanager
-def caller_runner(conn: object, path: str, notify: set[str]) -> Iterator[Runner]:
+def caller_runner(conn: object, path: str, notify: set[str], finished: set[int] | None = None) -> Iterator[Runner]:
     """A runner for ``ops.drive`` on ``conn`` after checking it (kind, file, transaction); queues
-    to wake are gathered in ``notify``. Driver errors become one-line StorageErrors."""
+    to wake are gathered in ``notify``, the jobs it finished in ``finished``. Driver errors become
+    one-line StorageErrors."""
+    if finished is None:
+        finished = set()
     if isinstance(conn, apsw.Connection):
-        with _apsw_runner(conn, path, notify) as run:
+        with _apsw_runner(conn, path, notify, finished) as run:
             yield run
     elif isinstance(conn, sqlite3.Connection):
         if not shares_apsws_sqlite():
             raise ConfigError(TWO_COPIES.format(theirs=sqlite3.sqlite_version, ours=apsw.sqlite_lib_version()))
-        with _sqlite3_runner(conn, path, notify) as run:
+        with _sqlite3_runner(conn, path, notify, finished) as run:
             yield run
     else:
         raise ConfigError(WRONG_KIND.format(path=path, kind=kind_of(conn)))
 
 
 @contextlib.contextmanager
-def _apsw_runner(conn: apsw.Connection, path: str, notify: set[str]) -> Iterator[Runner]:
+def _apsw_runner(conn: apsw.Connection, path: str, notify: set[str], finished: set[int]) -> Iterator[Runner]:
     try:
         filename = conn.filename
         autocommit = conn.get_autocommit()
@@ -119,7 +122,7 @@ def _apsw_runner(conn: apsw.Connection, path: str, notify: set[str]) -> Iterator
     tracer = conn.row_trace
     conn.row_trace = None  # jobq's statements return plain tuples, whatever the application reads
     try:
-        yield _runner(lambda sql, params: conn.execute(sql, params).fetchall(), notify)
+        yield _runner(lambda sql, params: conn.execute(sql, params).fetchall(), notify, finished)
     except apsw.Error as exc:
         raise StorageError(f"{path}: {exc} (in your transaction: roll it back)") from None
     finally:
@@ -127,7 +130,7 @@ def _apsw_runner(conn: apsw.Connection, path: str, notify: set[str]) -> Iterator
 
 
 @contextlib.contextmanager
-def _sqlite3_runner(conn: sqlite3.Connection, path: str, notify: set[str]) -> Iterator[Runner]:
+def _sqlite3_runner(conn: sqlite3.Connection, path: str, notify: set[str], finished: set[int]) -> Iterator[Runner]:
     try:
         cur = conn.cursor()
         main = [row[2] for row in cur.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
@@ -143,7 +146,7 @@ def _sqlite3_runner(conn: sqlite3.Connection, path: str, notify: set[str]) -> It
         )
     cur.row_factory = None  # plain tuples, whatever the application's row_factory
     try:
-        yield _runner(lambda sql, params: cur.execute(sql, params).fetchall(), notify)
+        yield _runner(lambda sql, params: cur.execute(sql, params).fetchall(), notify, finished)
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: {exc} (in your transaction: roll it back)") from None
     finally:
@@ -160,9 +163,9 @@ def _autocommits(conn: sqlite3.Connection) -> bool:
     return conn.isolation_level is None
 
 
-def _runner(execute: Callable[[str, Any], ops.Rows], notify: set[str]) -> Runner:
+def _runner(execute: Callable[[str, Any], ops.Rows], notify: set[str], finished: set[int]) -> Runner:
     """Runs an operation's commands through ``execute`` (one statement, its rows); the queues to
-    wake are collected in ``notify``, for after the caller's commit."""
+    wake are collected in ``notify``, the jobs it finished in ``finished``."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
@@ -173,6 +176,7 @@ def _runner(execute: Callable[[str, Any], ops.Rows], notify: set[str]) -> Runner
                 rows.extend(execute(command.sql, params))
             return rows
         notify.update(command.queues)
+        finished.update(command.finished)
         return []
 
     return run

@@ -160,19 +160,19 @@ class WakeNotifier:
 
 
 # -- waiting for a job to finish (``Queue.wait``) ------------------------------------------------
-# A waiter binds an abstract address derived from the database and the job id, so the process that
-# finishes the job can reach it without any registry: one datagram per finished job, after the
-# commit. A send to an address nobody bound costs a refused syscall (~3 us measured here), too much
-# for every job of a batched completion (~15 us each), so senders first look whether anyone waits
-# at all: each waiter keeps a file in ``<database>-waiters/`` while it waits (one directory read per
-# finishing transaction, nothing per job). A waiter that crashed leaves its file behind: senders
-# then only pay the refused sends, until the file is removed.
+# Each waiter binds an abstract address of its own (random: two waiters on one job each get theirs)
+# and announces it with a file in ``<database>-waiters/`` named ``<job id>-<its token>`` while it
+# waits. The process that finishes jobs reads that directory once per finishing transaction (only
+# when someone waits at all: an empty directory is one scandir, nothing per job) and sends one
+# datagram to each waiter of a job it finished, after the commit. A waiter that crashed leaves its
+# file behind: senders then pay a refused send (~3 us) for its job only, until the file is removed.
 FINISH_WAITERS_SUFFIX = "-waiters"
+_WAITER_TOKEN_BYTES = 10
+_WAITER_ENTRY = re.compile(rf"([0-9]+)-([0-9a-f]{{{2 * _WAITER_TOKEN_BYTES}}})")
 
 
-def _finish_address(db_path: str, job_id: int) -> str:
-    digest = hashlib.sha1(f"{os.path.realpath(db_path)}|done|{job_id}".encode()).hexdigest()
-    return f"@jobq-done-{digest[:_ADDRESS_DIGEST_CHARS]}"
+def _finish_address(token: str) -> str:
+    return f"@jobq-done-{token}"
 
 
 def _waiters_dir(db_path: str) -> str:
@@ -181,17 +181,18 @@ def _waiters_dir(db_path: str) -> str:
 
 class FinishWaiter:
     """Waits for a datagram saying job ``job_id`` finished. ``wait(timeout)`` returns True when
-    one came (or when it could not listen: the caller then polls at its own pace)."""
+    one came (False when it could not listen: the caller then polls at its own pace)."""
 
     address: str | None = None  # a Listener; nothing to register
 
     def __init__(self, db_path: str, job_id: int) -> None:
+        token = os.urandom(_WAITER_TOKEN_BYTES).hex()
         self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._flag: str | None = None
         try:
-            self._sock.bind(_sockaddr(_finish_address(db_path, job_id)))
+            self._sock.bind(_sockaddr(_finish_address(token)))
         except OSError:
-            # Another waiter on the same job holds the address (or not Linux): poll instead.
+            # Not Linux (no abstract sockets): poll instead.
             self._sock.close()
             self._sock = None
             return
@@ -199,7 +200,7 @@ class FinishWaiter:
         folder = _waiters_dir(db_path)
         try:
             os.makedirs(folder, exist_ok=True)
-            self._flag = os.path.join(folder, f"{os.getpid()}-{job_id}-{os.urandom(4).hex()}")
+            self._flag = os.path.join(folder, f"{job_id}-{token}")
             with open(self._flag, "x"):
                 pass
         except OSError:
@@ -236,7 +237,7 @@ class FinishWaiter:
 
 
 class FinishNotifier:
-    """The finishing side: after a commit, tells the waiters of the jobs it finished, if any."""
+    """The finishing side: tells the waiters of the jobs it finished, if any."""
 
     def __init__(self, db_path: str) -> None:
         self._path = db_path
@@ -245,24 +246,34 @@ class FinishNotifier:
         self._pid = -1
         self._lock = threading.Lock()
 
-    def anyone_waits(self) -> bool:
+    def _waiters(self) -> list[tuple[int, str]]:
+        """(job id, token) of every waiter announced (none when the folder is missing)."""
         try:
             with os.scandir(self._folder) as entries:
-                return any(True for _ in entries)
+                found = [_WAITER_ENTRY.fullmatch(entry.name) for entry in entries]
         except OSError:
-            return False
+            return []
+        return [(int(m.group(1)), m.group(2)) for m in found if m is not None]
+
+    def anyone_waits(self) -> bool:
+        return bool(self._waiters())
 
     def notify(self, job_ids: Iterable[int]) -> None:
-        if not self.anyone_waits():
+        waiters = self._waiters()
+        if not waiters:
+            return
+        wanted = set(job_ids)
+        tokens = [token for job_id, token in waiters if job_id in wanted]
+        if not tokens:
             return
         with self._lock:
             if self._sock is None or self._pid != os.getpid():
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sock.setblocking(False)
                 self._pid = os.getpid()
-            for job_id in job_ids:
-                with contextlib.suppress(OSError):  # nobody waits for this one: refused
-                    self._sock.sendto(b"!", _sockaddr(_finish_address(self._path, job_id)))
+            for token in tokens:
+                with contextlib.suppress(OSError):  # a waiter gone meanwhile: refused
+                    self._sock.sendto(b"!", _sockaddr(_finish_address(token)))
 
     def close(self) -> None:
         with self._lock:

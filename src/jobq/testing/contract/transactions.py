@@ -16,6 +16,7 @@ from jobq import EventKind
 from jobq.testing import FakeClock
 from jobq.testing.appconn import AppConnection
 from jobq.testing.contract.common import C, P, R, kinds
+from jobq.testing.contract.waiting import _wait_until_blocked, _waiting, _woken
 
 AppConnect = Callable[[], list[AppConnection]]
 
@@ -174,3 +175,32 @@ def test_a_connection_of_the_wrong_kind_or_closed_is_refused_in_one_line(
             queue.enqueue("y", conn=app.conn)
         _one_line(closed)
     assert queue.count() == 1 and queue.get(job_id).status == R
+
+
+def test_a_job_completed_in_the_callers_transaction_wakes_its_waiter_at_commit(
+    queue: jobq.Queue, app_connect: AppConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)  # only a wake-up returns in time
+    for app in app_connect():
+        job_id = queue.enqueue("x", queue=app.kind)
+        job = queue.claim("w", queue=app.kind)
+        assert job is not None
+        # First a completion that rolls back: the waiter may be woken, finds the job running
+        # and goes on waiting.
+        waiter = jobq.Queue(settings=queue.settings, clock=queue.clock)
+        try:
+            thread, got = _waiting(waiter, job_id)
+            _wait_until_blocked(thread)
+            app.begin()
+            queue.complete(job, "no", conn=app.conn)
+            app.rollback()
+            _wait_until_blocked(thread)
+            assert thread.is_alive() and not got, got
+            app.begin()
+            app.execute("INSERT INTO app_rows (job_id, note) VALUES (?, ?)", (job_id, "done"))
+            queue.complete(job, {"rows": 1}, conn=app.conn)
+            app.commit()
+            done = _woken(thread, got)
+            assert (done.status, done.result) == (C, {"rows": 1}), app
+        finally:
+            waiter.close()

@@ -16,6 +16,9 @@ from jobq.testing.contract.common import C, F, X
 #: How long a test lets a woken waiter take to return. The poll is turned off meanwhile (an hour),
 #: so only a wake-up can make it return this early.
 WOKEN_WITHIN_SECONDS = 30.0
+#: The waiter's own timeout: well beyond the above, so that its last read at its deadline (which
+#: would find the job finished) cannot pass for a wake-up.
+WAITER_TIMEOUT_SECONDS = 10 * WOKEN_WITHIN_SECONDS
 
 
 def test_wait_returns_a_finished_job_and_refuses_unknown_ones(queue: jobq.Queue) -> None:
@@ -40,7 +43,7 @@ def _waiting(q: jobq.Queue, job_id: int) -> tuple[threading.Thread, list[Job | B
 
     def run() -> None:
         try:
-            got.append(q.wait(job_id, timeout=WOKEN_WITHIN_SECONDS))
+            got.append(q.wait(job_id, timeout=WAITER_TIMEOUT_SECONDS))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             got.append(exc)
 
@@ -96,3 +99,53 @@ def _blocked(thread: threading.Thread) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def _wait_until_blocked(*threads: threading.Thread) -> None:
+    deadline = time.monotonic() + WOKEN_WITHIN_SECONDS
+    while not all(_blocked(t) for t in threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _woken(thread: threading.Thread, got: list[Job | BaseException]) -> Job:
+    thread.join(WOKEN_WITHIN_SECONDS)
+    assert not thread.is_alive(), "the waiter was not woken"
+    [result] = got
+    assert isinstance(result, Job), result
+    return result
+
+
+def test_two_waiters_on_one_job_are_both_woken(queue: jobq.Queue, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)  # only a wake-up returns in time
+    job_id = queue.enqueue({})
+    job = queue.claim("w1")
+    assert job is not None
+    waiters = [jobq.Queue(settings=queue.settings, clock=queue.clock) for _ in range(2)]
+    try:
+        waiting = [_waiting(w, job_id) for w in waiters]
+        _wait_until_blocked(*(thread for thread, _ in waiting))
+        queue.complete(job, "both")
+        assert [_woken(thread, got).result for thread, got in waiting] == ["both", "both"]
+    finally:
+        for w in waiters:
+            w.close()
+
+
+@pytest.mark.parametrize("cancel_requested", [False, True])
+def test_wait_is_woken_when_the_rescuer_finishes_the_job(
+    queue: jobq.Queue, monkeypatch: pytest.MonkeyPatch, cancel_requested: bool
+) -> None:
+    monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)
+    job_id = queue.enqueue({}, max_attempts=1)
+    assert queue.claim("w1", lease=10) is not None
+    if cancel_requested:
+        queue.cancel(job_id)  # PROCESSING: only requested, the rescuer ends it CANCELLED
+    waiter = jobq.Queue(settings=queue.settings, clock=queue.clock)
+    try:
+        thread, got = _waiting(waiter, job_id)
+        _wait_until_blocked(thread)
+        queue.clock.advance(60)  # type: ignore[attr-defined]
+        assert [r.job_id for r in queue.rescue_expired()] == [job_id]
+        assert _woken(thread, got).status == (X if cancel_requested else F)
+    finally:
+        waiter.close()

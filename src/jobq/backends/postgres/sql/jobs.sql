@@ -272,7 +272,8 @@ SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor
        %(refused)s::text
 
 -- name: notify_finished
-SELECT count(pg_notify('{done_channel}', %(id)s::bigint::text)) AS n FROM done
+-- Only when someone waits for the job (job_waiters; see the migration that made it).
+SELECT count({notify_waited}('{done_channel}', %(id)s::bigint)) AS n FROM done
 
 -- name: heartbeat_one
 -- The row is locked first (the CTE) and the lease then extended by the time the statement waited

@@ -1,0 +1,332 @@
+"""PostgreSQL from asyncio, natively: ``jobq.AsyncQueue``'s store and its finish listener.
+
+- ``AsyncPostgresStore`` is ``SqlStore`` (every operation written once, in ``store.py`` over the
+  ``ops`` generators) with a ``_transaction`` that returns a coroutine: each store method then
+  hands back an awaitable that runs the very same operation through ``ops.adrive`` on a
+  ``psycopg.AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool``. No thread, no second
+  copy of any rule: the one-statement forms, the retries after a deadlock or a lost connection and
+  the settling of an unknown outcome are ``PostgresBackend._run``'s, step by step.
+- ``AsyncFinishHub`` is ``AsyncQueue.wait``'s line: one ``LISTEN`` on the schema's done channel
+  per ``AsyncQueue`` (not one per waiter), read by a task on the loop, which resolves the futures
+  of the waiters of the ids each notification names.
+
+The URL's options apply as for the blocking backend: the schema (the dialect's qualified tables
+and channels), ``pooler=transaction`` (no prepared statements unless ``prepare_threshold`` says
+so; no LISTEN through the pooler: waiters poll, or listen on ``listen_url`` when it is given).
+
+Limits: the pool belongs to the event loop it was opened in (psycopg's rule). Used from another
+loop once the first one is closed (``asyncio.run`` per call), the store opens a fresh pool; used
+from two live loops at once, it raises ConfigError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import select
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from jobq.backends import ops
+from jobq.backends.postgres import (
+    DEADLOCK_RETRIES,
+    POOL_MIN_SIZE,
+    POOL_TIMEOUT_SECONDS,
+    Q_NOTIFY,
+    PostgresBackend,
+    PostgresDialect,
+    _Attempt,
+    _connect_kwargs,
+    _is_server_error,
+    _reason,
+    describe_url,
+    storage_error,
+)
+from jobq.backends.store import MakeOp, SqlStore
+from jobq.errors import ConfigError, StorageError
+
+T = TypeVar("T")
+AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
+AsyncCursor = psycopg.AsyncCursor[tuple[Any, ...]]
+
+ASYNC_POOL_MAX_SIZE = 8
+"""Connections of an ``AsyncQueue``'s pool: each call holds one for one transaction (mostly one
+round trip), so a few serve many concurrent requests; more wait for one (``POOL_TIMEOUT_SECONDS``)."""
+LISTEN_RETRY_SECONDS = 1.0
+"""After the finish listener could not connect, waiters poll this long before it tries again."""
+
+
+def arunner(cur: AsyncCursor, channel: str, done_sql: str = "") -> Callable[[ops.Command], Awaitable[ops.Rows]]:
+    """``postgres._runner`` for an asyncio cursor: runs one command of an operation on ``cur``."""
+
+    async def run(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Exec):
+            await cur.execute(command.sql, command.params or None)
+            return await cur.fetchall() if cur.rownumber is not None else []
+        if isinstance(command, ops.ExecMany):
+            if not command.params:
+                return []
+            if len(command.params) == 1:
+                await cur.execute(command.sql, command.params[0])
+                return await cur.fetchall() if cur.rownumber is not None else []
+            await cur.executemany(command.sql, command.params, returning=True)
+            rows: ops.Rows = []
+            while True:
+                if cur.rownumber is not None:
+                    rows.extend(await cur.fetchall())
+                if not cur.nextset():
+                    return rows
+        for queue in sorted(command.queues):  # delivered at commit
+            await cur.execute(Q_NOTIFY, (channel, queue))
+        if command.finished and done_sql:  # only for jobs someone waits for (postgres._runner)
+            await cur.execute(done_sql, {"ids": sorted(command.finished)})
+        return []
+
+    return run
+
+
+def _input_waiting(conn: AsyncConnection) -> bool:
+    """Whether the server sent anything on this idle connection (a poll, not a round trip)."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
+
+
+async def adrive_transaction(
+    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str
+) -> T:
+    """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
+    own transaction (one round trip), anything else runs in BEGIN ... COMMIT."""
+    op = make()
+    try:
+        command = next(op)
+    except StopIteration as stop:
+        empty: T = stop.value
+        return empty
+    if isinstance(command, ops.Exec) and command.alone:
+        if _input_waiting(conn):  # the server ended this idle connection: find out before sending
+            await conn.execute("SELECT 1")
+        attempt.committing = True
+        async with conn.cursor() as cur:
+            rows = await arunner(cur, channel, done_sql)(command)
+        try:
+            op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        raise RuntimeError("an operation yielded a command after one it sent alone")
+    async with conn.transaction(), conn.cursor() as cur:
+        run = arunner(cur, channel, done_sql)
+        try:
+            while True:
+                command = op.send(await run(command))
+        except StopIteration as stop:
+            result = stop.value
+        attempt.committing = True
+    return result
+
+
+class AsyncPostgresStore(SqlStore):
+    """Every ``SqlStore`` method as a coroutine on an ``AsyncConnectionPool`` (module docstring).
+
+    Each method returns what ``SqlStore``'s returns, awaitable: ``await store.claim(...)``; a
+    method that needs no transaction (an empty batch) returns its plain value, so callers pass
+    results through ``resolve``."""
+
+    single_host = False
+    dialect: PostgresDialect
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.url = backend.url
+        self.dialect = backend.dialect
+        self._backend = backend
+        self._conninfo = backend.options.libpq_url
+        self._kwargs = _connect_kwargs(self._conninfo, backend.options.prepare_threshold)
+        self._pool: AsyncConnectionPool[AsyncConnection] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = -1
+
+    def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
+        # A coroutine in place of the result: SqlStore's methods return it for their caller to await.
+        return self._arun(make, write=write, on_unknown=on_unknown)  # type: ignore[return-value]
+
+    async def _get_pool(self) -> AsyncConnectionPool[AsyncConnection]:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._loop is loop and self._pid == os.getpid():
+            return self._pool
+        # A pool whose loop is gone (asyncio.run per call) is dropped: its connections close as
+        # they are collected. One whose loop still runs cannot be shared (psycopg's rule).
+        if (
+            self._pool is not None
+            and self._pid == os.getpid()
+            and self._loop is not None
+            and not self._loop.is_closed()
+        ):
+            raise ConfigError(
+                "this AsyncQueue's connections belong to another running event loop: open one AsyncQueue per loop"
+            )
+        pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True, **self._kwargs},
+            min_size=POOL_MIN_SIZE,
+            max_size=ASYNC_POOL_MAX_SIZE,
+            timeout=POOL_TIMEOUT_SECONDS,
+            name="jobq-async",
+            open=False,
+        )
+        await pool.open(wait=False)
+        self._pool, self._loop, self._pid = pool, loop, os.getpid()
+        return pool
+
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConnection] | None:
+        """The pool in use (None before the first call): for tests and diagnostics."""
+        return self._pool
+
+    async def _arun(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
+        """``PostgresBackend._run`` awaited: the same retries, the same settling of an unknown outcome."""
+        lost_connection_retried = False
+        deadlocks = 0
+        while True:
+            pool = await self._get_pool()
+            attempt = _Attempt()
+            try:
+                async with pool.connection() as conn:
+                    d = self.dialect
+                    return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"])
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                deadlocks += 1
+                if deadlocks > DEADLOCK_RETRIES:
+                    raise storage_error(exc, self.url) from None
+                await asyncio.sleep(0.01 * deadlocks * (0.5 + random.random()))
+            except PoolTimeout:
+                raise await asyncio.to_thread(self._backend._cannot_connect) from None
+            except psycopg.OperationalError as exc:
+                if write and attempt.committing and on_unknown is not None:
+                    await pool.check()
+                    return await self._arun(on_unknown, write=True)
+                if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
+                    if write and attempt.committing:
+                        raise StorageError(
+                            f"PostgreSQL at {describe_url(self.url)}: connection lost while committing, "
+                            f"the outcome is unknown ({_reason(exc)})"
+                        ) from None
+                    raise storage_error(exc, self.url) from None
+                lost_connection_retried = True
+                await pool.check()
+            except psycopg.Error as exc:
+                raise storage_error(exc, self.url) from None
+
+    def finish_hub(self) -> AsyncFinishHub | None:
+        """``AsyncQueue.wait``'s line: LISTEN on ``listen_url`` when given, else on the main URL;
+        behind a transaction pooler without it, None (waiters poll), as ``finish_waiter``."""
+        channel = self.dialect.done_channel
+        options = self._backend.options
+        if options.listen_url is not None:
+            return AsyncFinishHub(options.listen_url, _connect_kwargs(options.listen_url), channel)
+        if options.behind_transaction_pooler:
+            return None
+        return AsyncFinishHub(self._conninfo, self._kwargs, channel)
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._loop is asyncio.get_running_loop() and self._pid == os.getpid():
+            await pool.close(timeout=5.0)
+
+    def close(self) -> None:  # the Protocol's; AsyncQueue calls aclose
+        self._pool = None
+
+
+async def resolve(value: Any) -> Any:
+    """The result of an ``AsyncPostgresStore`` method: awaited when it is a coroutine."""
+    return await value if asyncio.iscoroutine(value) else value
+
+
+class AsyncFinishHub:
+    """One ``LISTEN <done channel>`` connection for all of an ``AsyncQueue``'s waiters.
+
+    ``subscribe(job_id)`` returns once the LISTEN is in place: a finish committed after it returns
+    resolves the future it gives (None: no line, poll). A lost connection resolves every future
+    (the waiters read their jobs again; the next ``subscribe`` reconnects)."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any], channel: str) -> None:
+        self._url = url
+        self._kwargs = kwargs
+        self._channel = channel
+        self._conn: AsyncConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._retry_at = 0.0
+
+    async def subscribe(self, job_id: int) -> asyncio.Future[None] | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new loop (asyncio.run per call): start over on it
+            self._conn, self._task, self._lock, self._loop, self._waiters = None, None, asyncio.Lock(), loop, {}
+        assert self._lock is not None
+        async with self._lock:
+            if self._conn is None and loop.time() >= self._retry_at:
+                await self._connect(loop)
+        if self._conn is None:
+            return None
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiters.setdefault(job_id, set()).add(future)
+        return future
+
+    def unsubscribe(self, job_id: int, future: asyncio.Future[None] | None) -> None:
+        if future is None:
+            return
+        waiting = self._waiters.get(job_id)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiters[job_id]
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            conn: AsyncConnection = await psycopg.AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+        except psycopg.Error:
+            self._retry_at = loop.time() + LISTEN_RETRY_SECONDS
+            return
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        except psycopg.Error:
+            await conn.close()
+            self._retry_at = loop.time() + LISTEN_RETRY_SECONDS
+            return
+        self._conn = conn
+        self._task = loop.create_task(self._pump(conn))
+
+    async def _pump(self, conn: AsyncConnection) -> None:
+        try:
+            async for notify in conn.notifies():
+                for part in notify.payload.split(","):
+                    if part.isdigit():
+                        for future in self._waiters.pop(int(part), ()):
+                            if not future.done():
+                                future.set_result(None)
+        except psycopg.Error:
+            pass
+        finally:
+            if self._conn is conn:
+                self._conn = None
+            for futures in self._waiters.values():  # the line broke: everyone reads again
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
+            self._waiters.clear()
+
+    async def aclose(self) -> None:
+        task, conn = self._task, self._conn
+        self._task = self._conn = None
+        if task is not None and self._loop is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if conn is not None and self._loop is asyncio.get_running_loop():
+            await conn.close()
