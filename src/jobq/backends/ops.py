@@ -176,7 +176,10 @@ KEY_ROUNDS_MAX = 20
 
 
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
-    if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
+    if len(jobs) == 1 and jobs[0].idempotency_key is None and not traces and "enqueue_with_events" not in d.sql:
+        return (yield from _enqueue_one(d, jobs[0], now))
+    keyed = any(j.idempotency_key is not None for j in jobs)
+    if not traces and not keyed and "enqueue_with_events" in d.sql:
         return (yield from _enqueue_alone(d, jobs, now))
     if not traces and len(jobs) == 1 and "enqueue_keyed" in d.sql:
         return [(yield from _enqueue_keyed_alone(d, jobs[0], now))]
@@ -196,7 +199,7 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
         }
         for j in jobs
     ]
-    if all(j.idempotency_key is None for j in jobs):
+    if not keyed:
         # No key, no conflict: one prepared statement stepped for the whole batch (1.6x faster).
         ids = [row[0] for row in (yield ExecMany(d.sql["insert_job"], rows))]
         inserted = ids
@@ -208,7 +211,8 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             if new:
                 inserted.append(job_id)
     if inserted:
-        yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
+        base = _event(d, 0, now, EventKind.ENQUEUED, None, 0, None)  # one per job: copied, not rebuilt
+        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": i} for i in inserted])
     if traces:
         # Only while tracing is on (the facade passes no traces otherwise); a job that already
         # existed (a known idempotency key) keeps the context of the enqueue that made it.
@@ -220,6 +224,33 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     if due:
         yield Notify(due)
     return ids
+
+
+def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
+    """One job without a key (``enqueue``'s usual call): the general path's statements, without
+    its batch bookkeeping (it runs once per job: a third of the per-call CPU went there)."""
+    row = {
+        "queue": job.queue,
+        "task": job.task,
+        "payload": job.payload_json,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "key": None,
+        "key_scope": job.key_scope,
+        "key_expires_at": job.key_expires_at,
+        "now": now,
+    }
+    job_id: int = (yield Exec(d.sql["insert_job"], row))[0][0]
+    yield Exec(d.sql["insert_event"], {**_ENQUEUED_EVENT, "job_id": job_id, "at": now})
+    if job.run_at <= now:
+        yield Notify(frozenset((job.queue,)))
+    return [job_id]
+
+
+#: The parameters of an ``enqueued`` event but its job and time (every dialect: nothing to convert).
+_ENQUEUED_EVENT: Params = {"kind": EventKind.ENQUEUED.value, "actor": None, "attempt": 0, "detail": None}
 
 
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
