@@ -27,7 +27,8 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
     Lets a huge payload be refused before it is serialised (which would copy it once as JSON
     and once more as UTF-8): every string costs at least its length, every item a byte. Raises
     InvalidPayload when lists and objects nest deeper than ``JSON_DEPTH_LIMIT`` (checked with an
-    explicit stack: a deep value must not exhaust Python's recursion here either).
+    explicit stack: a deep value must not exhaust Python's recursion here either). A result
+    within ``limit`` means the whole value was walked, its depth checked.
     """
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -40,20 +41,38 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
                 raise InvalidPayload(f"{what} nests lists/objects deeper than {JSON_DEPTH_LIMIT} levels")
             total += 2 + len(item)
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            # Plain strings and numbers are counted here, not pushed: a payload is mostly those,
+            # and this walk runs for every enqueued job (a stack entry each cost ~1/3 of it).
+            for child in children:
+                kind = type(child)
+                if kind is str:
+                    total += len(child) + 2
+                elif kind is int or kind is float or kind is bool or child is None:
+                    total += 1
+                else:
+                    stack.append((child, depth + 1))
         else:
             total += 1
     return total
 
 
+#: One encoder for every value: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(value: Any, what: str = "payload") -> str:
     """Serialise to compact JSON, or raise InvalidPayload with a one-line reason."""
     walk(value, 1 << 62, what)  # the depth check; the size is the caller's business
+    return encode_walked(value, what)
+
+
+def encode_walked(value: Any, what: str = "payload") -> str:
+    """``encode_json`` for a value whose depth ``walk`` has already checked (in full)."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from None
-    if not is_unicode(text):
+    if not text.isascii() and not is_unicode(text):  # isascii: a flag read, no scan
         raise InvalidPayload(f"{what} holds text that is not valid Unicode (e.g. undecodable bytes)")
     return text
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -53,7 +54,7 @@ from jobq.errors import (
 )
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
-from jobq.payloads import encode_json, is_unicode, walk
+from jobq.payloads import encode_json, encode_walked, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import POLICIES, backoff_seconds
 from jobq.schedules import Schedule, schedule_of
@@ -73,14 +74,27 @@ PROGRESS_MESSAGE_MAX_CHARS = 500
 """Longest progress message kept (head and tail)."""
 
 
-def _check_name(value: str, what: str) -> str:
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
+#: Names already checked (queue and task names repeat on every enqueue): a set lookup instead of
+#: the checks. Bounded: a producer may make up names.
+_CHECKED_NAMES: set[str] = set()
+CHECKED_NAMES_MAX = 1024
+
+
+def _check_name(value: str, what: str, *, remember: bool = True) -> str:
+    """``value`` if it is a valid name, else InvalidPayload. ``remember``: a name that repeats
+    (queues, tasks; not idempotency keys, each of which is new)."""
+    if type(value) is str and value in _CHECKED_NAMES:
+        return value
     if (
         not isinstance(value, str)
         or len(value) > NAME_MAX_CHARS
-        or any(ord(ch) < 32 for ch in value)
+        or _CONTROL_CHARACTER.search(value) is not None
         or not is_unicode(value)
     ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
+    if remember and type(value) is str and len(_CHECKED_NAMES) < CHECKED_NAMES_MAX:
+        _CHECKED_NAMES.add(value)
     return value
 
 
@@ -189,12 +203,12 @@ class Queue:
         estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
         if estimate > limit:
             raise PayloadTooLarge(estimate, limit, at_least=True)
-        text = encode_json(payload)
-        size = len(text.encode())
+        text = encode_walked(payload)  # walked in full above: its depth is checked
+        size = len(text) if text.isascii() else len(text.encode())
         if size > limit:
             raise PayloadTooLarge(size, limit)
         if key is not None:
-            _check_name(key, "idempotency key")
+            _check_name(key, "idempotency key", remember=False)
         scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")

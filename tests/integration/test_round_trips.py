@@ -1,5 +1,6 @@
-"""Round trips per call on PostgreSQL: every per-job API call (enqueue, claim, heartbeat, complete,
-fail) is one statement sent alone, one round trip; a batch enqueue is one statement too.
+"""Round trips per call on PostgreSQL: every per-job API call (enqueue, with or without a key, claim,
+heartbeat, complete, fail) is one statement sent alone, one round trip; a batch enqueue is one
+statement too.
 
 Counted by a proxy between jobq and the server (``faultproxy.FaultProxy.round_trips``: the
 server's ReadyForQuery messages), so a change that adds a BEGIN/COMMIT or a second statement to
@@ -8,23 +9,34 @@ the hot path fails here, not only in the benchmark.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, proxied
+from pg import raw_connect
+from polling import wait_for
 
 import jobq
+from jobq.testing import FakeClock
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def counted(postgres_url: str) -> Iterator[tuple[jobq.Queue, FaultProxy]]:
+def clock() -> FakeClock:
+    import time
+
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def counted(postgres_url: str, clock: FakeClock) -> Iterator[tuple[jobq.Queue, FaultProxy]]:
     # sslmode=disable: the proxy reads the server's stream as messages from its first byte.
     sep = "&" if "?" in postgres_url else "?"
     with proxied(f"{postgres_url}{sep}sslmode=disable") as (url, proxy):
-        q = jobq.Queue(settings=jobq.Settings(database_url=url))
+        q = jobq.Queue(settings=jobq.Settings(database_url=url), clock=clock)
         q.counts()  # the pool's connection is made before anything is counted
         yield q, proxy
         q.close()
@@ -90,3 +102,71 @@ def test_a_batch_enqueue_is_one_round_trip(counted) -> None:
     assert ids == sorted(ids) and len(set(ids)) == 1000
     assert [q.get(i).payload["n"] for i in (ids[0], ids[500], ids[-1])] == [0, 500, 999]
     assert _kinds(q, ids[-1]) == ["enqueued"]
+
+
+def test_an_enqueue_with_a_key_is_one_round_trip_in_every_case(counted, clock: FakeClock) -> None:
+    q, proxy = counted
+    n, first = trips(proxy, lambda: q.enqueue({"n": 1}, key="k"))
+    assert n == 1
+    n, again = trips(proxy, lambda: q.enqueue({"n": 2}, key="k"))  # the holder's id, nothing stored
+    assert (n, again) == (1, first)
+    before = proxy.round_trips
+    with pytest.raises(jobq.DuplicateJob) as raised:
+        q.enqueue({"n": 3}, key="k", on_conflict="raise")
+    assert (proxy.round_trips - before, raised.value.job_id) == (1, first)
+    assert q.counts()[jobq.JobStatus.PENDING] == 1
+    assert _kinds(q, first) == ["enqueued"]
+    # 'active': a finished holder lets go, and the next enqueue takes the key.
+    active = q.enqueue({"n": 4}, key="a", key_scope="active")
+    job = q.claim("w1")
+    assert job is not None and job.id == first
+    job = q.claim("w1")
+    assert job is not None and job.id == active
+    q.complete(job)
+    n, fresh = trips(proxy, lambda: q.enqueue({"n": 5}, key="a", key_scope="active"))
+    assert n == 1 and fresh > active
+    # 'ttl': an expired holder is released and the key taken anew, still in one statement.
+    held = q.enqueue({"n": 6}, key="t", key_ttl=10)
+    n, same = trips(proxy, lambda: q.enqueue({"n": 7}, key="t", key_ttl=10))
+    assert (n, same) == (1, held)
+    clock.advance(11)
+    n, renewed = trips(proxy, lambda: q.enqueue({"n": 8}, key="t", key_ttl=10))
+    assert n == 1 and renewed > held
+    assert q.get(renewed).idempotency_key == "t"
+    assert q.enqueue({"n": 9}, key="t", key_ttl=10) == renewed  # the new holder, not the released one
+    assert _kinds(q, renewed) == ["enqueued"]
+
+
+def _locks_waited_on(url: str) -> int:
+    with raw_connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        return int(row[0])
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_keyed_enqueue_waits_for_a_holder_in_flight_and_names_it_or_takes_the_key(
+    counted, postgres_url: str, outcome: str
+) -> None:
+    """The INSERT waits for a transaction that inserted the same key. Committed: that job is
+    named, though the statement's snapshot cannot see it (a second statement, with a new one).
+    Rolled back: the key is free, the waiting enqueue stores its job."""
+    q, proxy = counted
+    with raw_connect(postgres_url) as app:
+        in_flight = q.enqueue({"n": 1}, key="k", conn=app)
+        got: list[int] = []
+        before = proxy.round_trips
+        producer = threading.Thread(target=lambda: got.append(q.enqueue({"n": 2}, key="k")))
+        producer.start()
+        try:
+            wait_for(lambda: _locks_waited_on(postgres_url) == 1, 30, "the enqueue to wait for the key's holder")
+        finally:
+            app.commit() if outcome == "commit" else app.rollback()
+            producer.join(30)
+    assert len(got) == 1
+    if outcome == "commit":
+        assert (got[0], proxy.round_trips - before) == (in_flight, 2)
+    else:
+        assert got[0] != in_flight and proxy.round_trips - before == 1
+    assert [j.id for j in q.list_jobs(None, jobq.Page(limit=10))] == [got[0]]

@@ -3,7 +3,7 @@
 Same semantics as the SQLite backend (the contract suite runs unchanged on both); how it differs
 inside, and its limits, stated openly:
 
-- One round trip per call: enqueue (jobs without keys, any number), claim, and the one-job forms
+- One round trip per call: enqueue (jobs without keys, any number; or one job with a key), claim, and the one-job forms
   of heartbeat, complete and fail are each one statement sent alone in autocommit, its events
   (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
   BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
@@ -525,7 +525,8 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, d
     """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
 
     An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
-    transaction: one round trip, where BEGIN, the statement and COMMIT cost three. Any other runs
+    transaction: one round trip, where BEGIN, the statement and COMMIT cost three (a keyed enqueue
+    that lost a race sends its statement again, each its own transaction). Any other runs
     inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
     then on, a lost connection leaves the outcome unknown."""
     op = make()
@@ -542,13 +543,15 @@ def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, d
             conn.execute("SELECT 1")
         attempt.committing = True
         with conn.cursor() as cur:
-            rows = _runner(cur, channel, done_sql)(command)
-        try:
-            op.send(rows)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        raise RuntimeError("an operation yielded a command after one it sent alone")
+            run = _runner(cur, channel, done_sql)
+            while True:
+                try:
+                    command = op.send(run(command))
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                if not (isinstance(command, ops.Exec) and command.alone):
+                    raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
     with conn.transaction(), conn.cursor() as cur:
         run = _runner(cur, channel, done_sql)
         try:

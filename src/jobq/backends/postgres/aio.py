@@ -101,7 +101,8 @@ async def adrive_transaction(
     conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str
 ) -> T:
     """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
-    own transaction (one round trip), anything else runs in BEGIN ... COMMIT."""
+    own transaction (one round trip; several may follow one another), anything else runs in
+    BEGIN ... COMMIT."""
     op = make()
     try:
         command = next(op)
@@ -113,13 +114,15 @@ async def adrive_transaction(
             await conn.execute("SELECT 1")
         attempt.committing = True
         async with conn.cursor() as cur:
-            rows = await arunner(cur, channel, done_sql)(command)
-        try:
-            op.send(rows)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        raise RuntimeError("an operation yielded a command after one it sent alone")
+            run = arunner(cur, channel, done_sql)
+            while True:  # a keyed enqueue that lost a race sends its statement again, alone too
+                try:
+                    command = op.send(await run(command))
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                if not (isinstance(command, ops.Exec) and command.alone):
+                    raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
     async with conn.transaction(), conn.cursor() as cur:
         run = arunner(cur, channel, done_sql)
         try:

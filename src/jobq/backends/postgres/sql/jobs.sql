@@ -256,6 +256,41 @@ WITH ins AS (
 )
 SELECT ins.id FROM ins, wake
 
+-- name: enqueue_keyed
+-- One job with an idempotency key, in one statement (sent alone): release the key if its 'ttl'
+-- holder expired, insert unless a holder conflicts (the unique index decides, never a read before
+-- the write), record `enqueued` and wake the queue for a new due job; else name the holder.
+-- Returns (id, true) for a new job, (id, false) for the holder, or no row: the holder committed
+-- after this statement's snapshot (the INSERT waited for it and conflicted, but the fallback
+-- SELECT reads the snapshot), or let go meanwhile; the caller then sends the statement again,
+-- with a new snapshot. A holder that aborted lets the INSERT through (it waited for the abort).
+-- `after_release` makes the INSERT read `released` to its end first, so an expired holder is
+-- released (its old row version deleted by this transaction: no conflict) before the insert.
+-- The fallback never names an expired 'ttl' holder: the snapshot still shows the one released
+-- here (or by a concurrent producer) as holding.
+WITH released AS (
+    {sql:release_expired_key}
+), ins AS (
+    INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
+                      idempotency_key, key_scope, key_expires_at, created_at, updated_at)
+    SELECT %(queue)s::text, %(task)s::text, %(payload)s::text, %(priority)s::integer,
+           %(run_at)s::double precision, %(max_attempts)s::integer, %(timeout)s::double precision,
+           %(key)s::text, %(key_scope)s::text, %(key_expires_at)s::double precision, %(now)s, %(now)s
+    FROM (SELECT count(*) FROM released) AS after_release
+    ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
+    RETURNING id
+), events AS (
+    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+    SELECT id, %(now)s, 'enqueued', NULL, 0, NULL FROM ins
+), wake AS (
+    SELECT count(pg_notify('{wake_channel}', %(queue)s::text)) AS n FROM ins WHERE %(due)s::boolean
+)
+SELECT ins.id, true FROM ins, wake
+UNION ALL
+SELECT id, false FROM jobs
+WHERE idempotency_key = %(key)s AND {key_held} AND (key_scope <> 'ttl' OR key_expires_at > %(now)s)
+  AND NOT EXISTS (SELECT FROM ins)
+
 -- name: claim_with_events
 WITH claimed AS ({sql:claim}), events AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
