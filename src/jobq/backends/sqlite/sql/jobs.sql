@@ -71,25 +71,25 @@ RETURNING id, lease_token, attempts
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
     last_error = :error, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: fail
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = :now, finished_at = :now,
     last_error = :error, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: release
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now,
     attempts = max(0, attempts - 1), lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status = 'PROCESSING'
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: ack_cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
     lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested = 1
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
 SELECT id FROM jobs
@@ -97,7 +97,7 @@ WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at 
 LIMIT 1
 
 -- name: expired
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
 WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1000
 
@@ -146,6 +146,20 @@ DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND
 
 -- name: purge_jobs
 DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
+
+-- name: attempt_of_job
+-- The latest attempt as the row records it: the claimed/completed entries of a job's history
+-- that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = :id
+
+-- name: recent_attempts
+-- The rows whose latest attempt can be among the newest history entries: the running jobs (their
+-- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING' ORDER BY started_at DESC LIMIT :limit)
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
+                             ORDER BY finished_at DESC LIMIT :limit))
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = :id
@@ -207,6 +221,23 @@ SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS N
 
 -- name: pending_count
 SELECT count(*) FROM jobs WHERE status = 'PENDING'
+
+-- name: completed_since
+-- Completions are not events: counted from jobs_finished alone (it carries the status).
+SELECT count(*) FROM jobs WHERE finished_at >= :since AND status = 'COMPLETED'
+
+-- name: history_completed
+SELECT CAST((finished_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND status = 'COMPLETED' GROUP BY b
+
+-- name: history_row_claims
+-- Claims whose attempt no event records: completed jobs' (from jobs_finished alone, which carries
+-- started_at) and running jobs' (their partial index).
+SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND status = 'COMPLETED' AND started_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND started_at >= :since GROUP BY b
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
