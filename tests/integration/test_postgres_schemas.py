@@ -114,6 +114,15 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN key_scope, DROP COLUMN key_expires_at",
     ],
     ["DROP TABLE public.schedules"],
+    [
+        "DROP INDEX public.jobs_live",
+        "CREATE INDEX jobs_claim ON public.jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
+        "CREATE INDEX jobs_lease ON public.jobs (lease_expires_at) WHERE status = 'PROCESSING'",
+        "DROP INDEX public.jobs_status",
+        "CREATE INDEX jobs_status ON public.jobs (status, id)",
+        "DROP INDEX public.jobs_finished",
+        "CREATE INDEX jobs_finished ON public.jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
 ]
 
 

@@ -22,7 +22,7 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules")
 #: jobq's functions (the trigger's), moved with the tables.
@@ -186,6 +186,27 @@ MIGRATIONS: list[list[str]] = [
             updated_at double precision NOT NULL
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused",
+    ],
+    [
+        # Issue 13: fewer index entries per claim, heartbeat and completion. One index of the
+        # live rows (PENDING and PROCESSING) replaces jobs_claim and jobs_lease; a heartbeat
+        # then changes no indexed column (lease_expires_at was jobs_lease's key), so it can be a
+        # HOT update. jobs_status is kept for the rare statuses only: every claim and completion
+        # added an entry to it (an UPDATE of status is never HOT); PENDING and PROCESSING are
+        # ranges of jobs_live, COMPLETED is most of the table (a scan by id finds them).
+        "CREATE INDEX jobs_live ON jobs (status, queue, priority, run_at, id)"
+        " WHERE status IN ('PENDING', 'PROCESSING')",
+        "DROP INDEX jobs_claim",
+        "DROP INDEX jobs_lease",
+        "CREATE INDEX jobs_status_rare ON jobs (status, id) WHERE status IN ('FAILED', 'CANCELLED')",
+        "DROP INDEX jobs_status",
+        "ALTER INDEX jobs_status_rare RENAME TO jobs_status",
+        # The finished-jobs index also carries started_at: the ops chart counts the claims of
+        # completed jobs (no longer events) from the index alone.
+        "CREATE INDEX jobs_finished_wide ON jobs (finished_at, status, queue, started_at)"
+        " WHERE finished_at IS NOT NULL",
+        "DROP INDEX jobs_finished",
+        "ALTER INDEX jobs_finished_wide RENAME TO jobs_finished",
     ],
 ]
 

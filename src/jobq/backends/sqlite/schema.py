@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -161,5 +161,21 @@ MIGRATIONS: list[list[str]] = [
             updated_at REAL NOT NULL
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0",
+    ],
+    [
+        # Issue 13: fewer index pages per claimed and completed job. One index of the live rows
+        # (PENDING and PROCESSING) replaces jobs_claim and jobs_lease: a claim moves the entry
+        # within it (one page while the backlog is small) instead of deleting from one index
+        # and inserting into another, and a heartbeat (lease_expires_at is not a key any more)
+        # writes no index page. Claims walk it exactly as jobs_claim (status = 'PENDING' is a
+        # term of its predicate, so SQLite uses it); PROCESSING rows are one range of it.
+        "CREATE INDEX jobs_live ON jobs (status, queue, priority, run_at, id)"
+        " WHERE status = 'PENDING' OR status = 'PROCESSING'",
+        "DROP INDEX jobs_claim",
+        "DROP INDEX jobs_lease",
+        # The finished-jobs index also carries started_at: the ops chart counts the claims of
+        # completed jobs (no longer events) from the index alone. Same entries, no more writes.
+        "DROP INDEX jobs_finished",
+        "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue, started_at) WHERE finished_at IS NOT NULL",
     ],
 ]

@@ -18,7 +18,7 @@ UPDATE jobs SET trace_context = %(context)s WHERE id = %(id)s
 SELECT id, trace_context FROM jobs WHERE {ids} AND trace_context IS NOT NULL
 
 -- name: metric_pending
--- Walks the partial index jobs_claim (PENDING rows only): the cost follows the backlog, never
+-- Walks the partial index jobs_live (its PENDING range): the cost follows the backlog, never
 -- the finished history.
 SELECT queue, count(*), sum(CASE WHEN run_at <= %(now)s THEN 1 ELSE 0 END),
        min(CASE WHEN run_at <= %(now)s THEN run_at END)

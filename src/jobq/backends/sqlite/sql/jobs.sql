@@ -30,7 +30,7 @@ RETURNING id
 
 -- name: claim
 -- One UPDATE over the first due PENDING rows, in the partial index's order. One queue is an
--- equality, so SQLite walks jobs_claim in order and stops after LIMIT rows (json_each or a sort
+-- equality, so SQLite walks jobs_live in order and stops after LIMIT rows (json_each or a sort
 -- here scanned every pending row: 3x slower). BEGIN IMMEDIATE serialises claims: no locking hint.
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
@@ -92,13 +92,17 @@ WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_req
 RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
+-- `status = 'PROCESSING'` (the only status a rescue moves a job from, TRANSITIONS' RESCUE), not
+-- `IN {from_rescue}`: SQLite uses a partial index only for a term that appears in its predicate,
+-- and an IN list is not one (it scanned the whole table: seconds at 10M jobs, from every worker's
+-- rescuer every few seconds).
 SELECT id FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1
 
 -- name: expired
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1000
 
 -- name: rescue
