@@ -207,6 +207,35 @@ MIGRATIONS: list[list[str]] = [
         " WHERE finished_at IS NOT NULL",
         "DROP INDEX jobs_finished",
         "ALTER INDEX jobs_finished_wide RENAME TO jobs_finished",
+        # The trigger's event carries the claim of the attempt an outside edit ended (a running
+        # job set to FAILED by hand): claims are not events any more, and the row's columns move
+        # on at the next claim (common.attempt_detail). Otherwise the function of schema 1, still
+        # pinned to this schema (a replaced function keeps no SET clause it does not repeat).
+        f"""CREATE OR REPLACE FUNCTION jobq_external_status() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+        BEGIN
+            NEW.rev := OLD.rev + 1;
+            NEW.updated_at := {_NOW_SQL};
+            IF NEW.status IN {_TERMINAL} THEN
+                NEW.finished_at := coalesce(NEW.finished_at, {_NOW_SQL});
+            ELSE
+                NEW.finished_at := NULL;
+            END IF;
+            IF NEW.status = 'FAILED' THEN
+                NEW.last_error := coalesce(NEW.last_error, 'set to FAILED outside jobq');
+            END IF;
+            IF NEW.status <> 'PROCESSING' THEN
+                NEW.lease_token := NULL;
+                NEW.lease_expires_at := NULL;
+            END IF;
+            INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+            VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
+                    CASE WHEN OLD.status = 'PROCESSING' AND OLD.started_at IS NOT NULL
+                        THEN json_build_object('from', OLD.status, 'to', NEW.status,
+                                               'claimed_at', OLD.started_at, 'claimed_by', OLD.lease_owner)::text
+                        ELSE json_build_object('from', OLD.status, 'to', NEW.status)::text END);
+            RETURN NEW;
+        END $$""",
     ],
 ]
 
