@@ -450,22 +450,26 @@ def row_events(row: AttemptRow) -> list[Event]:
     return []
 
 
-#: Stored kinds that, at the same time as a derived entry, come after it: what only happens while
-#: an attempt runs comes after its claim; a refusal of a late write comes after the completion.
-#: (Times tie only under a frozen clock, as in the contract suite; otherwise time decides.)
-_TIES_AFTER = {
-    EventKind.CLAIMED.value: frozenset(
-        {EventKind.CANCEL_REQUESTED.value, EventKind.STALE_WRITE_REFUSED.value, EventKind.COMPLETED.value}
-    ),
-    EventKind.COMPLETED.value: frozenset({EventKind.STALE_WRITE_REFUSED.value}),
-}
+#: Stored kinds that happen within an attempt, not between attempts: a derived entry may be placed
+#: before them. Every other stored kind is a boundary (the job left or entered PROCESSING there)
+#: that a derived entry never crosses, whatever the clocks say: an operator's event is stamped
+#: with the time read before it waited for the lock, so times alone can misorder (measured in
+#: tests/reliability/test_operator_races.py).
+_WITHIN_ATTEMPT = frozenset({EventKind.CANCEL_REQUESTED.value, EventKind.STALE_WRITE_REFUSED.value})
 
 
 def _later(stored: Event, derived: Event) -> bool:
     """Does ``stored`` come after ``derived`` in a job's history?"""
-    if stored.at != derived.at:
-        return stored.at > derived.at
-    return str(stored.kind) in _TIES_AFTER.get(str(derived.kind), frozenset())
+    kind = str(stored.kind)
+    if kind == EventKind.COMPLETED.value:  # stored for its note: it ends the attempt it names
+        return derived.kind == EventKind.CLAIMED and derived.attempt == stored.attempt
+    if kind not in _WITHIN_ATTEMPT:
+        return False
+    if kind == EventKind.CANCEL_REQUESTED.value:
+        # A cancel request applies only to a running attempt: after its claim, before its completion.
+        return derived.kind == EventKind.CLAIMED
+    # A refused late write: by time; at the same time (a frozen test clock) after the derived entry.
+    return stored.at >= derived.at
 
 
 def _key(e: Event) -> tuple[int, str, int | None, float]:
@@ -479,8 +483,8 @@ def history_of(stored: Sequence[Event], row: AttemptRow | None) -> list[Event]:
     entry equal to a stored one (same kind, attempt and time: written by an older jobq, or a
     completion with a note) is not shown twice.
 
-    A carried entry goes before the event that carries it, after the stored events older than
-    it; an entry of the row goes after the stored events older than it (``_later``)."""
+    A carried entry goes before the event that carries it, an entry of the row at the end; each
+    then moves before the stored events of its attempt that come after it (``_later``)."""
     seen = {_key(e) for e in stored}
     items = [(i, d) for i, e in enumerate(stored) for d in carried_events(e)]
     items += [(len(stored), d) for d in (row_events(row) if row is not None else [])]
