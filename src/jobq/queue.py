@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import math
 import os
 import re
 import time
@@ -757,6 +758,17 @@ class Queue:
     def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
         """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
         return self.backend.events_after(after_id, limit)
+
+    def completion_cursor(self) -> tuple[float, int]:
+        """Where a cursor over completions starts: ``(finished_at, id)`` of the newest finished job."""
+        return self.backend.completion_cursor()
+
+    def completions_after(
+        self, after: tuple[float, int], limit: int = 10_000, until: float = math.inf
+    ) -> list[MetricEvent]:
+        """Jobs completed after the cursor ``after`` and no later than ``until``, oldest first, as
+        ``completed`` entries with their queue and times (for metrics: completions are not events)."""
+        return self.backend.completions_after(after, until, limit)
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
     def add_schedule(

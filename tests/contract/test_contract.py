@@ -61,6 +61,12 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         job = old.claim("old-worker", lease=300)
         assert job is not None
         job_id = job.id
+    # The old jobq stored a `claimed` event per claim (before schema 8 on SQLite, 9 on PostgreSQL).
+    _raw(
+        backend_url,
+        "INSERT INTO job_events (job_id, at, kind, actor, attempt) "
+        f"VALUES ({job_id}, {job.started_at}, 'claimed', 'old-worker', 1)",
+    )
     # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
     _raw(
         backend_url,
@@ -82,6 +88,9 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         clock.advance(301)  # only the lease decides
         rescuer.tick()
         assert q.get(job_id).status == P and "lease expired" in (q.get(job_id).last_error or "")
+        # History shows the stored claim once, though the rescue carries it too.
+        claims = [(e.actor, e.attempt, e.at) for e in q.events(job_id) if e.kind == "claimed"]
+        assert claims == [("old-worker", 1, job.started_at)]
         q.backend.register_worker(_worker("new-worker", "h", os.getpid(), "table", clock.now))
         assert {w.id: w.process_table for w in q.workers()} == {"old-worker": None, "new-worker": "table"}
     if sqlite and shutil.which("sqlite3"):

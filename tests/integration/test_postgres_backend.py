@@ -85,13 +85,22 @@ def test_hand_made_status_change_is_recorded_and_fences_the_worker(pq: jobq.Queu
     after = pq.get(job_id)
     assert after.status == JobStatus.FAILED and after.lease_token is None
     assert after.last_error == "set to FAILED outside jobq" and after.finished_at is not None
-    event = pq.events(job_id)[-1]
-    assert (event.kind, event.actor, event.detail) == ("external_update", "sql", {"from": "PROCESSING", "to": "FAILED"})
+    history = pq.events(job_id)
+    event = history[-1]
+    # The event carries the claim of the attempt it ended: claims are not events (issue 13).
+    ended = {"from": "PROCESSING", "to": "FAILED", "claimed_at": job.started_at, "claimed_by": "w"}
+    assert (event.kind, event.actor, event.detail) == ("external_update", "sql", ended)
+    assert [(str(e.kind), e.actor) for e in history] == [
+        ("enqueued", None),
+        ("claimed", "w"),
+        ("external_update", "sql"),
+    ]
     with pytest.raises(jobq.LeaseLost):
         pq.complete(job)
     # jobq's own writes bump rev, so they are never mistaken for hand-made ones.
     pq.resubmit(job_id)
-    assert [str(e.kind) for e in pq.events(job_id)].count("external_update") == 1
+    kinds = [str(e.kind) for e in pq.events(job_id)]
+    assert kinds.count("external_update") == 1 and kinds.count("claimed") == 1
 
 
 def test_cannot_connect_is_one_readable_line() -> None:

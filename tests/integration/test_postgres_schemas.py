@@ -115,6 +115,15 @@ UNDO_LATER_MIGRATIONS = [
     ],
     ["DROP TABLE public.schedules"],
     ["DROP FUNCTION public.jobq_notify_waited(text, bigint)", "DROP TABLE public.job_waiters"],
+    [
+        "DROP INDEX public.jobs_live",
+        "CREATE INDEX jobs_claim ON public.jobs (queue, priority, run_at, id) WHERE status = 'PENDING'",
+        "CREATE INDEX jobs_lease ON public.jobs (lease_expires_at) WHERE status = 'PROCESSING'",
+        "DROP INDEX public.jobs_status",
+        "CREATE INDEX jobs_status ON public.jobs (status, id)",
+        "DROP INDEX public.jobs_finished",
+        "CREATE INDEX jobs_finished ON public.jobs (finished_at, status, queue) WHERE finished_at IS NOT NULL",
+    ],
 ]
 
 

@@ -167,6 +167,26 @@ def test_handler_errors_keep_their_traceback_and_unknown_tasks_fail(sqlite_url: 
         assert "no handler for task 'nobody'" in (lost.last_error or "")
 
 
+def test_hand_made_status_change_of_a_running_job_keeps_its_claim_in_history(sqlite_url: str) -> None:
+    """The trigger's event carries the claim of the attempt it ended (claims are not events)."""
+    db = sqlite_url.removeprefix("sqlite:///")
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue("x")
+        job = q.claim("w")
+        assert job is not None
+        subprocess.run(["sqlite3", db, f"UPDATE jobs SET status='FAILED' WHERE id={job_id};"], check=True)
+        history = q.events(job_id)
+        ended = {"from": "PROCESSING", "to": "FAILED", "claimed_at": job.started_at, "claimed_by": "w"}
+        assert (history[-1].kind, history[-1].detail) == ("external_update", ended)
+        assert [(str(e.kind), e.actor) for e in history] == [
+            ("enqueued", None),
+            ("claimed", "w"),
+            ("external_update", "sql"),
+        ]
+        with pytest.raises(jobq.LeaseLost):
+            q.complete(job)
+
+
 def test_seed_raw_sqlite3_update_is_honoured(sqlite_url: str, tmp_path: Path) -> None:
     """The seed's demo step 6, with the Debian sqlite3 shell, against a live database."""
     db = sqlite_url.removeprefix("sqlite:///")

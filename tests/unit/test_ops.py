@@ -35,11 +35,23 @@ def _completion(token: str = "t-1") -> Completion:
     return Completion(Lease(1, token, "w"), '{"ok":1}')
 
 
-def test_a_fenced_completion_records_its_event() -> None:
+def test_a_fenced_completion_writes_no_event_unless_it_has_a_note() -> None:
     run, seen = scripted({"complete": lambda params: [(1, "t-1", 1)]})
     assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, False), run) == [True]
-    # ... and tells whoever waits for the job (Queue.wait) once it commits.
+    # The row records the completion (issue 13); whoever waits for the job (Queue.wait) is told
+    # once it commits.
+    assert seen == ["complete", "notify"]
+    run, seen = scripted({"complete": lambda params: [(1, "t-1", 1)]})
+    noted = Completion(Lease(1, "t-1", "w"), None, "a cancel came too late")
+    assert ops.drive(ops.complete(DIALECT, [noted], lambda: 100.0, False), run) == [True]
     assert seen == ["complete", "insert_event", "notify"]
+
+
+def test_a_claim_is_one_statement_and_writes_no_event() -> None:
+    run, seen = scripted({})
+    assert ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run) == []
+    (statement,) = seen  # the claim itself (rendered with its queue list), nothing after it
+    assert statement.startswith("UPDATE jobs SET status = 'PROCESSING'"), statement
 
 
 def test_finishing_writes_name_the_jobs_they_finished_and_only_those() -> None:

@@ -346,6 +346,10 @@ class MetricEvent:
     run_at: float | None
     started_at: float | None
     finished_at: float | None
+    claimed_at: float | None = None
+    """Set on an event that ended an attempt (a retry, a failure, a rescue...): when that attempt
+    was claimed. Claims and completions are not events (issue 13): an exporter counts attempts
+    when they end, and completions from ``completions_after``."""
 
 
 class Backend(Protocol):
@@ -539,6 +543,17 @@ class Backend(Protocol):
 
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         """Up to ``limit`` events with ids above ``after_id``, in id order, with their job's queue."""
+        ...
+
+    def completion_cursor(self) -> tuple[float, int]:
+        """``(finished_at, id)`` of the newest finished job (``(0.0, 0)`` when none): where a
+        cursor over completions starts."""
+        ...
+
+    def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
+        """Completed jobs after the cursor ``after`` (by ``(finished_at, id)``) that finished no
+        later than ``until``, oldest first, at most ``limit``, as ``completed`` entries (``id`` is
+        the job's). Read along ``jobs_finished``."""
         ...
 
     # -- worker registry -------------------------------------------------------------------

@@ -357,3 +357,170 @@ def plan_operator_action(verb: str, job_id: int, status: str) -> tuple[Action | 
     if action is not None:
         return action, ActionResult(job_id, True, TRANSITIONS[action].target, _DONE_MESSAGES[action])
     return None, ActionResult(job_id, False, current, str(InvalidTransition(job_id, verb, status)))
+
+
+# -- a job's history: stored events plus the entries derived from the job row ---------------------
+#: The id of a history entry derived from a job row or carried by another event, not stored in
+#: ``job_events`` (stored ids start at 1).
+DERIVED_EVENT_ID = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """What a job row says about its latest attempt (the columns ``attempt_of_job`` selects)."""
+
+    job_id: int
+    status: str
+    attempts: int
+    started_at: float | None
+    lease_owner: str | None
+    lease_token: str | None
+    finished_at: float | None
+
+
+def attempt_from_row(row: Sequence[Any]) -> AttemptRow:
+    """An AttemptRow from ``(id, status, attempts, started_at, lease_owner, lease_token, finished_at)``."""
+    f = _Fields()
+    return AttemptRow(
+        job_id=f.integer(row[0], "id"),
+        status=f.text(row[1]) or "",
+        attempts=f.integer(row[2], "attempts"),
+        started_at=f.optional_number(row[3], "started_at"),
+        lease_owner=f.text(row[4]),
+        lease_token=f.text(row[5]),
+        finished_at=f.optional_number(row[6], "finished_at"),
+    )
+
+
+def attempt_detail(
+    claimed_at: float | None, claimed_by: str | None = None, attempt: int | None = None
+) -> dict[str, Any]:
+    """What an event that ends an attempt (or moves the row off it) carries about that attempt,
+    so its ``claimed`` entry can still be shown once the row's columns have moved on:
+    ``claimed_at`` always, ``claimed_by`` when the event's actor is not the worker (a rescue),
+    ``attempt`` when the event's own attempt number is not the attempt's (a release, a resubmit)."""
+    out: dict[str, Any] = {}
+    if claimed_at is not None:
+        out["claimed_at"] = claimed_at
+        if claimed_by is not None:
+            out["claimed_by"] = claimed_by
+        if attempt is not None:
+            out["attempt"] = attempt
+    return out
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def carried_events(e: Event) -> list[Event]:
+    """The entries ``e`` carries for the attempt it ended (see ``attempt_detail``): its
+    ``claimed``, and for a resubmit of a completed job that attempt's ``completed``."""
+    claimed_at = _number(e.detail.get("claimed_at"))
+    if claimed_at is None:
+        return []
+    by = e.detail.get("claimed_by", e.actor)
+    worker = by if isinstance(by, str) else None
+    n = e.detail.get("attempt", e.attempt)
+    attempt = n if isinstance(n, int) and not isinstance(n, bool) else e.attempt
+    out = [Event(DERIVED_EVENT_ID, e.job_id, claimed_at, EventKind.CLAIMED, worker, attempt, {})]
+    completed_at = _number(e.detail.get("completed_at"))
+    if completed_at is not None:
+        out.append(Event(DERIVED_EVENT_ID, e.job_id, completed_at, EventKind.COMPLETED, worker, attempt, {}))
+    return out
+
+
+def row_events(row: AttemptRow) -> list[Event]:
+    """The entries of the row's latest attempt that no event records: its claim while it runs,
+    its claim and completion once a worker completed it. A worker's completion keeps its lease
+    token; an operator's or an outside edit clears it (and is an event of its own)."""
+    if row.started_at is None or row.attempts <= 0:
+        return []
+    if row.status == JobStatus.PROCESSING.value:
+        return [
+            Event(DERIVED_EVENT_ID, row.job_id, row.started_at, EventKind.CLAIMED, row.lease_owner, row.attempts, {})
+        ]
+    if row.status == JobStatus.COMPLETED.value and row.lease_token is not None and row.finished_at is not None:
+        return [
+            Event(DERIVED_EVENT_ID, row.job_id, row.started_at, EventKind.CLAIMED, row.lease_owner, row.attempts, {}),
+            Event(
+                DERIVED_EVENT_ID, row.job_id, row.finished_at, EventKind.COMPLETED, row.lease_owner, row.attempts, {}
+            ),
+        ]
+    return []
+
+
+#: Stored kinds that happen within an attempt, not between attempts: a derived entry may be placed
+#: before them. Every other stored kind is a boundary (the job left or entered PROCESSING there)
+#: that a derived entry never crosses, whatever the clocks say: an operator's event is stamped
+#: with the time read before it waited for the lock, so times alone can misorder (measured in
+#: tests/reliability/test_operator_races.py).
+_WITHIN_ATTEMPT = frozenset({EventKind.CANCEL_REQUESTED.value, EventKind.STALE_WRITE_REFUSED.value})
+
+
+def _later(stored: Event, derived: Event) -> bool:
+    """Does ``stored`` come after ``derived`` in a job's history?"""
+    kind = str(stored.kind)
+    if kind == EventKind.COMPLETED.value:  # stored for its note: it ends the attempt it names
+        return derived.kind == EventKind.CLAIMED and derived.attempt == stored.attempt
+    if kind not in _WITHIN_ATTEMPT:
+        return False
+    if kind == EventKind.CANCEL_REQUESTED.value:
+        # A cancel request applies only to a running attempt: after its claim, before its completion.
+        return derived.kind == EventKind.CLAIMED
+    # A refused late write: by time; at the same time (a frozen test clock) after the derived entry.
+    return stored.at >= derived.at
+
+
+def _key(e: Event) -> tuple[int, str, int | None, float]:
+    return (e.job_id, str(e.kind), e.attempt, e.at)
+
+
+def history_of(stored: Sequence[Event], row: AttemptRow | None) -> list[Event]:
+    """A job's visible history: its stored events (in id order) with the ``claimed`` and
+    ``completed`` entries that the normal path no longer stores, derived from the events that
+    carry them and from the job row. The one place these entries are made (issue 13): a derived
+    entry equal to a stored one (same kind, attempt and time: written by an older jobq, or a
+    completion with a note) is not shown twice.
+
+    A carried entry goes before the event that carries it, an entry of the row at the end; each
+    then moves before the stored events of its attempt that come after it (``_later``)."""
+    seen = {_key(e) for e in stored}
+    items = [(i, d) for i, e in enumerate(stored) for d in carried_events(e)]
+    items += [(len(stored), d) for d in (row_events(row) if row is not None else [])]
+    placed: list[tuple[int, float, int, Event]] = []
+    for n, (slot, d) in enumerate(items):
+        if _key(d) in seen:
+            continue
+        seen.add(_key(d))
+        while slot > 0 and _later(stored[slot - 1], d):
+            slot -= 1
+        placed.append((slot, d.at, n, d))
+    placed.sort(key=lambda p: p[:3])
+    out: list[Event] = []
+    j = 0
+    for i in range(len(stored) + 1):
+        while j < len(placed) and placed[j][0] == i:
+            out.append(placed[j][3])
+            j += 1
+        if i < len(stored):
+            out.append(stored[i])
+    return out
+
+
+def recent_history(
+    stored: Sequence[Event], rows: Sequence[AttemptRow], limit: int, kinds: Sequence[str]
+) -> list[Event]:
+    """The newest ``limit`` entries of every job's history, newest first: ``stored`` are the
+    newest stored events, ``rows`` the running jobs and the newest finished ones (see
+    ``history_of`` for what is derived)."""
+    seen = {_key(e) for e in stored}
+    out = list(stored)
+    for d in [d for e in stored for d in carried_events(e)] + [d for r in rows for d in row_events(r)]:
+        if _key(d) not in seen:
+            seen.add(_key(d))
+            out.append(d)
+    wanted = set(kinds)
+    out = [e for e in out if not wanted or str(e.kind) in wanted]
+    out.sort(key=lambda e: (e.at, e.id), reverse=True)
+    return out[:limit]

@@ -50,18 +50,23 @@ from jobq.backends.common import (
     APPLIED_STATUS,
     HISTORY_SAMPLE_LIMIT,
     already_applied,
+    attempt_detail,
+    attempt_from_row,
     build_buckets,
     clip,
     event_from_row,
+    history_of,
     job_from_row,
     plan_operator_action,
     plan_rescue,
+    recent_history,
     worker_from_row,
 )
 from jobq.backends.due_history import build_due_history
 from jobq.backends.statements import Dialect, Params
 from jobq.errors import DuplicateJob, StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
+from jobq.payloads import loads
 
 #: The statuses a job ends in (it has a ``finished_at``).
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
@@ -325,21 +330,18 @@ def claim(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
 ) -> Op[list[Job]]:
     """Each lease token is the claim's ``nonce`` plus the job id: unique per lease, and a claim
-    whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``)."""
+    whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``).
+
+    No event is written: the row records the attempt (started_at, lease_owner, attempts), and a
+    job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
+    event row and its two indexes were half the pages a claim wrote)."""
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
     params["limit"] = limit
-    if "claim_with_events" in d.sql:  # the claim and its events in one statement
-        statement = d.stmt("claim_with_events", queues=d.any_of("queue", "q", queues, params))
-        return _sorted_jobs((yield Exec(statement, params, alone=True)))
     # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
     name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    jobs = _sorted_jobs((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
-    if jobs:
-        # One event per job, built from a shared base: this runs for every job of every batch.
-        base = _event(d, 0, now, EventKind.CLAIMED, worker_id, None, None)
-        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": j.id, "attempt": j.attempts} for j in jobs])
-    return jobs
+    statement = d.stmt(name, queues=d.any_of("queue", "q", queues, params))
+    return _sorted_jobs((yield Exec(statement, params, alone=True)))
 
 
 def claimed_by_nonce(d: Dialect, worker_id: str, nonce: str) -> Op[list[Job]]:
@@ -404,12 +406,10 @@ def _one_write(d: Dialect, lease: Lease, now: float, op: str) -> Params:
 
 def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
-    if len(items) == 1 and not repeat and "complete_one" in d.sql:
-        # The write, its event or the refusal's, in one statement (a repeat needs to read first).
-        item = items[0]
-        params = _one_write(d, item.lease, now, "complete")
-        params["result"] = item.result_json
-        params["detail"] = d.text(json.dumps({"note": item.note})) if item.note else None
+    if len(items) == 1 and not repeat and not items[0].note and "complete_one" in d.sql:
+        # The write or the refusal's event in one statement (a repeat needs to read first).
+        params = _one_write(d, items[0].lease, now, "complete")
+        params["result"] = items[0].result_json
         return [bool((yield Exec(d.sql["complete_one"], params, alone=True)))]
     order = _by_job_id([i.lease for i in items])
     args = [
@@ -417,25 +417,27 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
         for i in order
     ]
     # One prepared statement stepped for the whole group commit; RETURNING names the (job, token)
-    # pairs whose lease still held, the others are refused and recorded.
+    # pairs whose lease still held, the others are refused and recorded. A completion writes no
+    # event (the row records it, see ``claim``); only one with a note does, to keep the note.
     attempts = {(job_id, token): n for job_id, token, n in (yield ExecMany(d.sql["complete"], args))}
     done = [False] * len(items)
-    events = []
-    base = _event(d, 0, now, EventKind.COMPLETED, None, None, None)
+    noted = []
+    finished = []
     for i in order:
         item, lease = items[i], items[i].lease
         n = attempts.get((lease.job_id, lease.token))
         if n is not None:
-            event = {**base, "job_id": lease.job_id, "actor": d.text(lease.worker_id), "attempt": n}
             if item.note:
-                event["detail"] = d.text(json.dumps({"note": item.note}))
-            events.append(event)
+                detail = {"note": item.note}
+                noted.append(_event(d, lease.job_id, now, EventKind.COMPLETED, lease.worker_id, n, detail))
+            finished.append(lease.job_id)
             done[i] = True
         else:
             done[i] = yield from _refused(d, lease, "complete", now, repeat=repeat)
-    if events:
-        yield ExecMany(d.sql["insert_event"], events)
-        yield Notify(frozenset(), frozenset(e["job_id"] for e in events))
+    if noted:
+        yield ExecMany(d.sql["insert_event"], noted)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
     return done
 
 
@@ -510,6 +512,7 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
             op, kind = "fail", EventKind.FAILED
         rows = yield Exec(d.sql[op], args)
         if rows:
+            detail.update(attempt_detail(rows[0][1]))  # the attempt's claim: the row's moves on
             yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
             out[i] = True
             if item.retry_at is None:
@@ -551,7 +554,11 @@ def _simple_worker_write(
         lease = leases[i]
         rows = yield Exec(d.sql[statement], {"now": now, "id": lease.job_id, "token": lease.token})
         if rows:
-            yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
+            attempts, _, claimed_at = rows[0]
+            # A release gives the attempt back (attempts - 1): the claim keeps its own number.
+            ended = attempt_detail(claimed_at, None, attempts + 1 if kind is EventKind.RELEASED else None)
+            event = _event(d, lease.job_id, now, kind, lease.worker_id, attempts, {**detail, **ended})
+            yield Exec(d.sql["insert_event"], event)
             queues.add(rows[0][1])
             out[i] = True
             if finishes:
@@ -588,13 +595,13 @@ def rescue(
     gone = set(gone_owners)
     out = []
     finished: set[int] = set()
-    for job_id, owner, token, attempts, max_attempts, cancel_requested in (
+    for job_id, owner, token, attempts, max_attempts, cancel_requested, claimed_at in (
         yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
     ):
         plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
         args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
         if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read
-            detail = {"previous_owner": owner, "run_at": plan.run_at}
+            detail = {"previous_owner": owner, "run_at": plan.run_at, **attempt_detail(claimed_at, owner)}
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, plan.kind, actor, attempts, detail))
             out.append(RescueResult(job_id, plan.outcome, owner))
             if plan.status in TERMINAL_STATUSES:
@@ -629,6 +636,14 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
     for job_id, status in (yield from _targets(d, where)):
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
+            detail: dict[str, Any] = {"from": status}
+            if status == JobStatus.COMPLETED.value:
+                # A worker's completion is recorded by the row alone, which the resubmit resets:
+                # the event carries that attempt's claim and completion (common.carried_events).
+                row = attempt_from_row((yield Exec(d.sql["attempt_of_job"], {"id": job_id}))[0])
+                if row.lease_token is not None and row.finished_at is not None:
+                    detail.update(attempt_detail(row.started_at, row.lease_owner, row.attempts))
+                    detail["completed_at"] = row.finished_at
             rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
             if not rows:  # the rows are locked (or the store is): only a held key refuses it
                 key = (yield Exec(d.sql["job_key"], {"id": job_id}))[0][0]
@@ -636,8 +651,7 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
                 message = f"job {job_id}: key {key!r} is held by job {holder}; not resubmitted"
                 out.append(ActionResult(job_id, False, JobStatus(status), message, held_by=holder))
                 continue
-            queues.update(row[0] for row in rows)
-            detail = {"from": status}
+            queues.update(r[0] for r in rows)
             yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))
         out.append(result)
     if queues:
@@ -701,13 +715,27 @@ def unregister_waiter(d: Dialect, waiter: int) -> Op[None]:
 
 
 def events(d: Dialect, job_id: int) -> Op[list[Event]]:
-    return [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]
+    """The job's history: its stored events and the entries derived from its row."""
+    stored = [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]
+    rows = yield Exec(d.sql["attempt_of_job"], {"id": job_id})
+    return history_of(stored, attempt_from_row(rows[0]) if rows else None)
+
+
+#: The history kinds that are derived from job rows, not (only) stored.
+_DERIVED_KINDS = frozenset({EventKind.CLAIMED.value, EventKind.COMPLETED.value})
 
 
 def recent_events(d: Dialect, limit: int, kinds: Sequence[str]) -> Op[list[Event]]:
     params: Params = {"limit": limit}
     where = (" WHERE " + d.any_of("kind", "k", list(kinds), params)) if kinds else ""
-    return [event_from_row(r) for r in (yield Exec(d.stmt("recent_events", where=where), params))]
+    stored = [event_from_row(r) for r in (yield Exec(d.stmt("recent_events", where=where), params))]
+    if kinds and not _DERIVED_KINDS & set(kinds):
+        return stored
+    if kinds:  # the events that carry a claimed or completed entry are of other kinds
+        more = yield Exec(d.stmt("recent_events", where=""), {"limit": limit})
+        stored = list({e.id: e for e in [*stored, *map(event_from_row, more)]}.values())
+    rows = [attempt_from_row(r) for r in (yield Exec(d.sql["recent_attempts"], {"limit": limit}))]
+    return recent_history(stored, rows, limit, kinds)
 
 
 def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
@@ -751,6 +779,7 @@ def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) 
         for q, n, at, r in (yield Exec(d.sql["pending_by_queue"], {"now": now}))
     ]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
+    done["completed"] = int((yield Exec(d.sql["completed_since"], {"since": now - 60}))[0][0])
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
     return QueueStats(
         counts=totals,
@@ -784,7 +813,12 @@ def latest_jobs(d: Dialect, status: JobStatus | None, limit: int) -> Op[list[Job
 
 
 def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:
-    kinds = yield Exec(d.sql["history_kinds"], {"since": since, "bucket": bucket_seconds})
+    window = {"since": since, "bucket": bucket_seconds}
+    kinds = [tuple(r) for r in (yield Exec(d.sql["history_kinds"], window))]
+    # Claims and completions are not all stored: counted from the rows and the carrying events.
+    kinds += [(b, "completed", n) for b, n in (yield Exec(d.sql["history_completed"], window))]
+    for name in ("history_row_claims", "history_carried_claims"):
+        kinds += [(b, "claimed", n) for b, n in (yield Exec(d.sql[name], window))]
     durations = yield Exec(d.sql["history_durations"], {"since": since, "limit": HISTORY_SAMPLE_LIMIT})
     pending = int((yield Exec(d.sql["pending_count"]))[0][0])
     kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
@@ -855,7 +889,29 @@ def last_event_id(d: Dialect) -> Op[int]:
 
 def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
     rows = yield Exec(d.sql["metric_events"], {"after": after_id, "limit": limit})
-    return [MetricEvent(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+    return [MetricEvent(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+
+
+def _claimed_at(detail: str | None) -> float | None:
+    """The claim time an event carries for the attempt it ended (``common.attempt_detail``)."""
+    if not detail or "claimed_at" not in detail:  # most events: no JSON to parse
+        return None
+    value = loads(detail)
+    at = value.get("claimed_at") if isinstance(value, dict) else None
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def completion_cursor(d: Dialect) -> Op[tuple[float, int]]:
+    rows = yield Exec(d.sql["metric_completion_cursor"])
+    return (float(rows[0][0]), int(rows[0][1])) if rows else (0.0, 0)
+
+
+def completions_after(d: Dialect, after: tuple[float, int], until: float, limit: int) -> Op[list[MetricEvent]]:
+    rows = yield Exec(d.sql["metric_completions"], {"at": after[0], "id": after[1], "until": until, "limit": limit})
+    return [
+        MetricEvent(int(i), EventKind.COMPLETED.value, fin, n, q, run_at, started, fin)
+        for i, n, q, run_at, started, fin in rows
+    ]
 
 
 # -- worker registry ----------------------------------------------------------------------------

@@ -259,6 +259,12 @@ class SqlStore:
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.events_after(self.dialect, after_id, limit))
 
+    def completion_cursor(self) -> tuple[float, int]:
+        return self._read(lambda: ops.completion_cursor(self.dialect))
+
+    def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
+        return self._read(lambda: ops.completions_after(self.dialect, after, until, limit))
+
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         self._write(lambda: ops.register_worker(self.dialect, info))

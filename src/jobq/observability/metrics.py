@@ -6,17 +6,21 @@ Every scrape reads the store through the facade, with bounded cost at any number
   queue (due vs scheduled), the oldest due job's age, running jobs and expired leases. Their cost
   follows the backlog, never the finished history (a full count by status of 10,000,000 rows
   is what ``jobq stats`` pays; the exporter does not);
-- counters and histograms from the events written since the exporter started, read by primary
-  key after a cursor (``Queue.events_after``), folded in by a follower thread every second (and
-  by the scrape itself, up to ``METRICS_EVENTS_PER_SCRAPE_MAX``):
+- counters and histograms from what happened since the exporter started, folded in by a follower
+  thread every second (and by the scrape itself, up to ``METRICS_EVENTS_PER_SCRAPE_MAX``):
   enqueues, attempts, retries, completions, failures, cancels, rescues, refused stale writes
-  (lease lost), and wait / run time and attempts of each finished job. Like every Prometheus
-  counter they start at 0 when the exporter starts; ``rate()`` and ``increase()`` handle that;
+  (lease lost), and wait / run time and attempts of each finished job. Two cursors: one over the
+  events by primary key (``Queue.events_after``), one over completed jobs by ``(finished_at,
+  id)`` along the finished-jobs index (``Queue.completions_after``), since claims and
+  completions write no event (issue 13). Attempts are counted when they end (an event that
+  carries its claim, or a completion) plus the jobs running now beyond those running at the
+  start, never less than last served. Like every Prometheus counter they start at 0 when the
+  exporter starts; ``rate()`` and ``increase()`` handle that;
 - worker liveness from the registry (``Queue.workers``).
 
-Limits: on PostgreSQL, event ids are taken at insert but become visible at commit, so a cursor
-could pass an id whose transaction commits later; the exporter reads only events older than
-``METRICS_EVENT_SETTLE_SECONDS_DEFAULT`` there (SQLite has one writer: ids follow commits, no
+Limits: on PostgreSQL, event ids (and completion times) are taken before they become visible at
+commit, so a cursor could pass one whose transaction commits later; the exporter reads only events
+and completions older than ``METRICS_EVENT_SETTLE_SECONDS_DEFAULT`` there (SQLite has one writer: ids follow commits, no
 delay). Counters are per exporter: run one exporter per database (a worker's ``--metrics-port``
 serves the same database-wide figures, so scrape one of them, or aggregate with ``max``).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -56,9 +61,7 @@ log = logging.getLogger("jobq.metrics")
 _COUNTERS: dict[str, tuple[str, ...]] = {
     EventKind.ENQUEUED: ("enqueued",),
     EventKind.RESUBMITTED: ("resubmitted",),
-    EventKind.CLAIMED: ("attempts",),
     EventKind.RETRY_SCHEDULED: ("retries",),
-    EventKind.COMPLETED: ("completed",),
     EventKind.FAILED: ("failures",),
     EventKind.EXPIRED: ("failures", "rescues"),
     EventKind.RESCUED: ("rescues",),
@@ -79,6 +82,9 @@ _COUNTER_HELP = {
     "lease_lost": "Worker writes refused because the lease was lost (stale writes)",
 }
 _FINISHED = {EventKind.COMPLETED.value, EventKind.FAILED.value}
+_NOT_COUNTED_AS_EVENTS = {EventKind.CLAIMED.value, EventKind.COMPLETED.value}
+"""Kinds counted from job rows, never from stored events (a completion with a note is stored too;
+an older jobq stored them all): each is counted once."""
 
 
 class _Histogram:
@@ -115,6 +121,8 @@ class _Totals:
     run: dict[str, _Histogram] = dataclasses.field(default_factory=dict)
     attempts: dict[str, _Histogram] = dataclasses.field(default_factory=dict)
     queues: set[str] = dataclasses.field(default_factory=set)
+    running_at_start: dict[str, int] = dataclasses.field(default_factory=dict)
+    attempts_served: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class JobqCollector:
@@ -135,6 +143,7 @@ class JobqCollector:
         self.settle_seconds = settle_seconds
         self._lock = threading.Lock()  # two scrapes at once must not count an event twice
         self._cursor: int | None = None
+        self._done_cursor: tuple[float, int] | None = None
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
 
@@ -153,7 +162,47 @@ class JobqCollector:
         left behind."""
         if self._cursor is None:
             self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
+            self._done_cursor = self.queue.completion_cursor()
+            running = self.queue.queue_gauges()
+            self._totals.running_at_start = {q: g.processing for q, g in running.items()}
         cutoff = now - self.settle_seconds
+        left = self._take_completions(cutoff, budget)
+        return left + self._take_event_rows(cutoff, budget)
+
+    def _observe_finished(self, q: str, e: Any) -> None:
+        t = self._totals
+        if e.started_at is not None:
+            if e.run_at is not None:
+                t.wait.setdefault(q, _Histogram(WAIT_BUCKETS_SECONDS)).observe(e.started_at - e.run_at)
+            if e.finished_at is not None:
+                t.run.setdefault(q, _Histogram(RUN_BUCKETS_SECONDS)).observe(e.finished_at - e.started_at)
+            if e.attempt is not None:
+                t.attempts.setdefault(q, _Histogram(ATTEMPT_BUCKETS)).observe(e.attempt)
+
+    def _count(self, name: str, q: str) -> None:
+        self._totals.counters[(name, q)] = self._totals.counters.get((name, q), 0) + 1
+
+    def _take_completions(self, cutoff: float, budget: int) -> int:
+        """Fold in completed jobs after the completion cursor; returns 1 if some were left."""
+        assert self._done_cursor is not None
+        until = cutoff if self.settle_seconds else math.inf
+        taken = 0
+        while taken < budget:
+            done = self.queue.completions_after(self._done_cursor, METRICS_EVENTS_PER_READ, until=until)
+            for e in done:
+                self._done_cursor = (e.at, e.id)
+                if e.queue is not None:
+                    self._totals.queues.add(e.queue)
+                    self._count("completed", e.queue)
+                    self._count("attempts_ended", e.queue)
+                    self._observe_finished(e.queue, e)
+            taken += len(done)
+            if len(done) < METRICS_EVENTS_PER_READ:
+                return 0
+        return 1 if budget else 0  # some left (how many is not counted: a read of its own)
+
+    def _take_event_rows(self, cutoff: float, budget: int) -> int:
+        assert self._cursor is not None
         t = self._totals
         taken = 0
         while taken < budget:
@@ -166,15 +215,14 @@ class JobqCollector:
                     continue
                 q = e.queue
                 t.queues.add(q)
+                if e.kind in _NOT_COUNTED_AS_EVENTS:
+                    continue
                 for name in _COUNTERS.get(e.kind, ()):
-                    t.counters[(name, q)] = t.counters.get((name, q), 0) + 1
-                if e.kind in _FINISHED and e.started_at is not None:
-                    if e.run_at is not None:
-                        t.wait.setdefault(q, _Histogram(WAIT_BUCKETS_SECONDS)).observe(e.started_at - e.run_at)
-                    if e.finished_at is not None:
-                        t.run.setdefault(q, _Histogram(RUN_BUCKETS_SECONDS)).observe(e.finished_at - e.started_at)
-                    if e.attempt is not None:
-                        t.attempts.setdefault(q, _Histogram(ATTEMPT_BUCKETS)).observe(e.attempt)
+                    self._count(name, q)
+                if e.claimed_at is not None:
+                    self._count("attempts_ended", q)
+                if e.kind in _FINISHED:
+                    self._observe_finished(q, e)
             taken += len(events)
             if len(events) < METRICS_EVENTS_PER_READ:
                 return 0
@@ -214,6 +262,15 @@ class JobqCollector:
                 oldest.add_metric([q], max(0.0, now - g.oldest_due_at) if g and g.oldest_due_at is not None else 0.0)
             yield from (pending, running, expired, oldest)
 
+            for q in queues:
+                # Attempts that ended, plus those running now that were not running at the start;
+                # never less than served (a completion may be counted a moment after its row left
+                # PROCESSING: the counter then holds until it is).
+                g = gauges.get(q)
+                started = t.counters.get(("attempts_ended", q), 0) + (g.processing if g else 0)
+                started -= t.running_at_start.get(q, 0)
+                t.attempts_served[q] = max(t.attempts_served.get(q, 0), started)
+                t.counters[("attempts", q)] = t.attempts_served[q]
             for name, text in _COUNTER_HELP.items():
                 family = CounterMetricFamily(f"jobq_{name}", text, labels=["queue"])
                 for q in queues:

@@ -22,7 +22,7 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules", "job_waiters")
 #: jobq's functions (the trigger's), moved with the tables.
@@ -212,6 +212,56 @@ MIGRATIONS: list[list[str]] = [
             RETURN 0;
         END
         $$""",
+    ],
+    [
+        # Issue 13: fewer index entries per claim, heartbeat and completion. One index of the
+        # live rows (PENDING and PROCESSING) replaces jobs_claim and jobs_lease; a heartbeat
+        # then changes no indexed column (lease_expires_at was jobs_lease's key), so it can be a
+        # HOT update. jobs_status is kept for the rare statuses only: every claim and completion
+        # added an entry to it (an UPDATE of status is never HOT); PENDING and PROCESSING are
+        # ranges of jobs_live, COMPLETED is most of the table (a scan by id finds them).
+        "CREATE INDEX jobs_live ON jobs (status, queue, priority, run_at, id)"
+        " WHERE status IN ('PENDING', 'PROCESSING')",
+        "DROP INDEX jobs_claim",
+        "DROP INDEX jobs_lease",
+        "CREATE INDEX jobs_status_rare ON jobs (status, id) WHERE status IN ('FAILED', 'CANCELLED')",
+        "DROP INDEX jobs_status",
+        "ALTER INDEX jobs_status_rare RENAME TO jobs_status",
+        # The finished-jobs index also carries started_at: the ops chart counts the claims of
+        # completed jobs (no longer events) from the index alone.
+        "CREATE INDEX jobs_finished_wide ON jobs (finished_at, status, queue, started_at)"
+        " WHERE finished_at IS NOT NULL",
+        "DROP INDEX jobs_finished",
+        "ALTER INDEX jobs_finished_wide RENAME TO jobs_finished",
+        # The trigger's event carries the claim of the attempt an outside edit ended (a running
+        # job set to FAILED by hand): claims are not events any more, and the row's columns move
+        # on at the next claim (common.attempt_detail). Otherwise the function of schema 1, still
+        # pinned to this schema (a replaced function keeps no SET clause it does not repeat).
+        f"""CREATE OR REPLACE FUNCTION jobq_external_status() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+        BEGIN
+            NEW.rev := OLD.rev + 1;
+            NEW.updated_at := {_NOW_SQL};
+            IF NEW.status IN {_TERMINAL} THEN
+                NEW.finished_at := coalesce(NEW.finished_at, {_NOW_SQL});
+            ELSE
+                NEW.finished_at := NULL;
+            END IF;
+            IF NEW.status = 'FAILED' THEN
+                NEW.last_error := coalesce(NEW.last_error, 'set to FAILED outside jobq');
+            END IF;
+            IF NEW.status <> 'PROCESSING' THEN
+                NEW.lease_token := NULL;
+                NEW.lease_expires_at := NULL;
+            END IF;
+            INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+            VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
+                    CASE WHEN OLD.status = 'PROCESSING' AND OLD.started_at IS NOT NULL
+                        THEN json_build_object('from', OLD.status, 'to', NEW.status,
+                                               'claimed_at', OLD.started_at, 'claimed_by', OLD.lease_owner)::text
+                        ELSE json_build_object('from', OLD.status, 'to', NEW.status)::text END);
+            RETURN NEW;
+        END $$""",
     ],
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -161,5 +161,49 @@ MIGRATIONS: list[list[str]] = [
             updated_at REAL NOT NULL
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0",
+    ],
+    [
+        # Issue 13: fewer index pages per claimed and completed job. One index of the live rows
+        # (PENDING and PROCESSING) replaces jobs_claim and jobs_lease: a claim moves the entry
+        # within it (one page while the backlog is small) instead of deleting from one index
+        # and inserting into another, and a heartbeat (lease_expires_at is not a key any more)
+        # writes no index page. Claims walk it exactly as jobs_claim (status = 'PENDING' is a
+        # term of its predicate, so SQLite uses it); PROCESSING rows are one range of it.
+        "CREATE INDEX jobs_live ON jobs (status, queue, priority, run_at, id)"
+        " WHERE status = 'PENDING' OR status = 'PROCESSING'",
+        "DROP INDEX jobs_claim",
+        "DROP INDEX jobs_lease",
+        # The finished-jobs index also carries started_at: the ops chart counts the claims of
+        # completed jobs (no longer events) from the index alone. Same entries, no more writes.
+        "DROP INDEX jobs_finished",
+        "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue, started_at) WHERE finished_at IS NOT NULL",
+        # The trigger's event carries the claim of the attempt an outside edit ended (a running
+        # job set to FAILED by hand): claims are not events any more, and the row's columns move
+        # on at the next claim (common.attempt_detail). Otherwise the trigger of schema 1.
+        "DROP TRIGGER jobs_external_status",
+        f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs
+            WHEN NEW.rev IS OLD.rev AND NEW.status IS NOT OLD.status
+            BEGIN
+                UPDATE jobs SET
+                    rev = rev + 1,
+                    updated_at = {_NOW_SQL},
+                    finished_at = CASE WHEN NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                        THEN coalesce(NEW.finished_at, {_NOW_SQL}) ELSE NULL END,
+                    last_error = CASE WHEN NEW.status = 'FAILED'
+                        THEN coalesce(NEW.last_error, 'set to FAILED outside jobq')
+                        ELSE NEW.last_error END,
+                    lease_token = CASE WHEN NEW.status = 'PROCESSING' THEN NEW.lease_token END,
+                    lease_expires_at = CASE WHEN NEW.status = 'PROCESSING'
+                        THEN NEW.lease_expires_at END
+                WHERE id = NEW.id;
+                INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+                VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
+                        CASE WHEN OLD.status = 'PROCESSING' AND OLD.started_at IS NOT NULL
+                            THEN json_object('from', OLD.status, 'to', NEW.status,
+                                             -- json_object writes a REAL with 15 digits: 17 keep it exact
+                                             'claimed_at', json(printf('%!.17g', OLD.started_at)),
+                                             'claimed_by', OLD.lease_owner)
+                            ELSE json_object('from', OLD.status, 'to', NEW.status) END);
+            END""",
     ],
 ]

@@ -84,22 +84,149 @@ def test_queue_gauges_split_due_and_scheduled_and_count_expired_leases(queue: jo
 def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Queue, clock: FakeClock) -> None:
     start = queue.last_event_id()
     assert queue.events_after(start) == []
-    job_id = queue.enqueue("x", queue="mail")
+    queue.enqueue("x", queue="mail", max_attempts=3)
     clock.advance(2)
     job = queue.claim("w1", queue="mail")
     assert job is not None
+    claimed_at = clock.now
     clock.advance(3)
-    queue.complete(job)
+    queue.fail_many([(job, "boom", True)], delays=[0])
     events = queue.events_after(start)
-    assert [e.kind for e in events] == ["enqueued", "claimed", "completed"]
+    # Claims write no event (issue 13): the event that ends an attempt carries its claim time.
+    assert [e.kind for e in events] == ["enqueued", "retry_scheduled"]
     assert [e.id for e in events] == sorted(e.id for e in events) and events[0].id > start
-    done = events[-1]
-    assert (done.queue, done.attempt, done.at) == ("mail", 1, clock.now)
-    assert done.started_at is not None and done.run_at is not None and done.finished_at is not None
-    assert (done.started_at - done.run_at, done.finished_at - done.started_at) == (2, 3)
-    assert queue.last_event_id() == done.id
-    assert [e.kind for e in queue.events_after(start, limit=2)] == ["enqueued", "claimed"]
-    assert queue.events_after(events[1].id) == [done]
+    retried = events[-1]
+    assert (retried.queue, retried.attempt, retried.at, retried.claimed_at) == ("mail", 1, clock.now, claimed_at)
+    assert events[0].claimed_at is None
+    assert queue.last_event_id() == retried.id
+    assert [e.kind for e in queue.events_after(start, limit=1)] == ["enqueued"]
+    assert queue.events_after(events[0].id) == [retried]
     clock.advance(1)
-    assert queue.purge(older_than=0) == 1
-    assert queue.events_after(start) == [] and job_id not in queue.progress_of([job_id])
+    queue.purge(older_than=0)
+    assert queue.events_after(retried.id) == []
+
+
+def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Completions write no event (issue 13): the metrics exporter follows completed job rows
+    by (finished_at, id) instead, with each job's queue, times and attempts."""
+    queue.enqueue("before")
+    old = queue.claim("w0")
+    assert old is not None
+    queue.complete(old)
+    start = queue.completion_cursor()
+    assert start == (clock.now, old.id)
+    assert queue.completions_after(start) == []
+    ids = queue.enqueue_many(["a", "b", "c"], queue="mail")
+    clock.advance(2)
+    jobs = [queue.claim("w1", queue="mail") for _ in ids]
+    clock.advance(3)
+    for job in jobs:
+        assert job is not None
+        queue.complete(job)  # all three at the same time: the id orders them
+    failing = queue.enqueue("f", max_attempts=1)
+    bad = queue.claim("w1")
+    assert bad is not None and bad.id == failing
+    queue.fail(bad, "no")  # failures are events, not completions
+    done = queue.completions_after(start)
+    assert [(e.id, e.kind, e.queue, e.attempt) for e in done] == [(i, "completed", "mail", 1) for i in ids]
+    first = done[0]
+    assert first.started_at is not None and first.run_at is not None and first.finished_at is not None
+    assert (first.started_at - first.run_at, first.finished_at - first.started_at, first.at) == (
+        2,
+        3,
+        first.finished_at,
+    )
+    assert queue.completions_after((first.at, first.id)) == done[1:]
+    assert queue.completions_after(start, limit=2) == done[:2]
+    assert queue.completions_after(start, until=clock.now - 1) == []  # not yet settled
+    assert queue.completion_cursor() == (clock.now, failing)  # any finished job: where to start
+
+
+def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jobq.Queue, clock: FakeClock) -> None:
+    """What a user sees of a job's history is the same whether an entry is stored or derived:
+    claims and completions on the normal path write no event rows (issue 13)."""
+    job_id = queue.enqueue("x", max_attempts=3)
+    enqueued = clock.now
+    clock.advance(1)
+    first = queue.claim("w1", lease=30)
+    assert first is not None
+    clock.advance(2)
+    queue.fail_many([(first, "boom", True)], delays=[5])
+    clock.advance(5)
+    second = queue.claim("w2", lease=30)
+    assert second is not None
+    running = [(str(e.kind), e.actor, e.attempt, e.at) for e in queue.events(job_id)]
+    assert running == [
+        ("enqueued", None, 0, enqueued),
+        ("claimed", "w1", 1, enqueued + 1),
+        ("retry_scheduled", "w1", 1, enqueued + 3),
+        ("claimed", "w2", 2, enqueued + 8),
+    ]
+    clock.advance(4)
+    queue.complete(second)
+    history = queue.events(job_id)
+    assert [(str(e.kind), e.actor, e.attempt, e.at) for e in history] == [
+        *running,
+        ("completed", "w2", 2, enqueued + 12),
+    ]
+    assert [e.detail for e in history if e.kind in ("claimed", "completed")] == [{}, {}, {}]
+    # The activity feed and the chart see the same entries.
+    recent = [(e.job_id, str(e.kind), e.attempt) for e in queue.recent_events(10)]
+    assert recent[:4] == [(job_id, "completed", 2), (job_id, "claimed", 2), (job_id, "retry_scheduled", 1),
+                          (job_id, "claimed", 1)]  # fmt: skip
+    assert [(str(e.kind), e.attempt) for e in queue.recent_events(10, kinds=["claimed"])] == [
+        ("claimed", 2),
+        ("claimed", 1),
+    ]
+    clock.advance(1)
+    buckets = queue.history(window=60, bucket=60)
+    assert (sum(b.claimed for b in buckets), sum(b.completed for b in buckets)) == (2, 1)
+    assert queue.stats().completed_last_minute == 1
+    # A resubmit resets the row: the event carries the completed attempt, which stays in view.
+    clock.advance(1)
+    queue.resubmit(job_id)
+    third = queue.claim("w3")
+    assert third is not None
+    after = [(str(e.kind), e.actor, e.attempt) for e in queue.events(job_id)]
+    assert after == [
+        ("enqueued", None, 0),
+        ("claimed", "w1", 1),
+        ("retry_scheduled", "w1", 1),
+        ("claimed", "w2", 2),
+        ("completed", "w2", 2),
+        ("resubmitted", after[5][1], 0),
+        ("claimed", "w3", 1),
+    ]
+
+
+def test_history_keeps_each_attempts_claim_however_it_ended(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Released, rescued, cancelled and failed attempts: each ending event carries its claim."""
+    job_id = queue.enqueue("x", max_attempts=3)
+    job = queue.claim("w1", lease=10)
+    assert job is not None
+    clock.advance(1)
+    queue.release(job)  # at shutdown: the attempt is given back
+    clock.advance(1)
+    job = queue.claim("w2", lease=10)
+    assert job is not None
+    clock.advance(11)
+    assert [r.job_id for r in queue.rescue_expired()] == [job_id]  # w2 stopped heartbeating
+    clock.advance(10)
+    job = queue.claim("w3", lease=10)
+    assert job is not None
+    queue.cancel(job_id)
+    clock.advance(1)
+    assert queue.heartbeat(job) is True  # told to stop
+    queue.ack_cancel(job)
+    history = [(str(e.kind), e.actor if e.kind == "claimed" else None, e.attempt) for e in queue.events(job_id)]
+    assert history == [
+        ("enqueued", None, 0),
+        ("claimed", "w1", 1),
+        ("released", None, 0),
+        ("claimed", "w2", 1),
+        ("rescued", None, 1),
+        ("claimed", "w3", 2),
+        ("cancel_requested", None, None),
+        ("cancelled", None, 2),
+    ]
+    assert kinds(queue, job_id).count("claimed") == 3

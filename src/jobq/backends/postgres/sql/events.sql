@@ -12,9 +12,20 @@ SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events{where} ORDER
 
 -- name: finished_by_kind
 SELECT kind, count(*) FROM job_events
-WHERE at >= %(since)s AND kind IN ('completed', 'failed', 'expired') GROUP BY kind
+WHERE at >= %(since)s AND kind IN ('failed', 'expired') GROUP BY kind
 
 -- name: history_kinds
 -- trunc, not a cast: a cast to integer rounds on PostgreSQL where SQLite's truncates.
+-- Claims and completions are counted from the job rows and from the events that end an attempt
+-- (history_row_claims, history_carried_claims, history_completed), never from stored rows of
+-- those kinds (written by a jobq before schema 9): each is counted once.
 SELECT trunc((at - %(since)s) / %(bucket)s)::bigint AS b, kind, count(*) FROM job_events
-WHERE at >= %(since)s GROUP BY b, kind
+WHERE at >= %(since)s AND kind NOT IN ('claimed', 'completed') GROUP BY b, kind
+
+-- name: history_carried_claims
+-- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event
+-- carries its claim time (common.attempt_detail), and was written after it.
+SELECT trunc((claimed_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM (
+    SELECT (detail::jsonb ->> 'claimed_at')::double precision AS claimed_at
+    FROM job_events WHERE at >= %(since)s AND detail LIKE '%%claimed_at%%'
+) AS ended WHERE claimed_at >= %(since)s GROUP BY b

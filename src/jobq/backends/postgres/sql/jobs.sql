@@ -77,25 +77,25 @@ RETURNING id, lease_token, attempts
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(retry_at)s,
     last_error = %(error)s, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: fail
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
     last_error = %(error)s, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: release
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s,
     attempts = greatest(0, attempts - 1), lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING'
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: ack_cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
     lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING' AND cancel_requested
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
 SELECT id FROM jobs
@@ -105,7 +105,7 @@ LIMIT 1
 -- name: expired
 -- SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
 -- if the lease really expired the next rescue pass takes it.
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
 WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
 ORDER BY id
 LIMIT 1000
@@ -161,6 +161,21 @@ WITH gone AS (
     DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)
 )
 SELECT id FROM gone
+
+-- name: attempt_of_job
+-- The latest attempt as the row records it: the claimed/completed entries of a job's history
+-- that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = %(id)s
+
+-- name: recent_attempts
+-- The rows whose latest attempt can be among the newest history entries: the running jobs (their
+-- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING'
+                             ORDER BY started_at DESC LIMIT %(limit)s) AS r
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
+                             ORDER BY finished_at DESC LIMIT %(limit)s) AS f)
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = %(id)s
@@ -222,6 +237,23 @@ SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS N
 
 -- name: pending_count
 SELECT count(*) FROM jobs WHERE status = 'PENDING'
+
+-- name: completed_since
+-- Completions are not events: counted from jobs_finished alone (it carries the status).
+SELECT count(*) FROM jobs WHERE finished_at >= %(since)s AND status = 'COMPLETED'
+
+-- name: history_completed
+SELECT trunc((finished_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE finished_at >= %(since)s AND status = 'COMPLETED' GROUP BY b
+
+-- name: history_row_claims
+-- Claims whose attempt no event records: completed jobs' (from jobs_finished alone, which carries
+-- started_at) and running jobs' (their partial index).
+SELECT trunc((started_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE finished_at >= %(since)s AND status = 'COMPLETED' AND started_at >= %(since)s GROUP BY b
+UNION ALL
+SELECT trunc((started_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND started_at >= %(since)s GROUP BY b
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
@@ -291,13 +323,6 @@ SELECT id, false FROM jobs
 WHERE idempotency_key = %(key)s AND {key_held} AND (key_scope <> 'ttl' OR key_expires_at > %(now)s)
   AND NOT EXISTS (SELECT FROM ins)
 
--- name: claim_with_events
-WITH claimed AS ({sql:claim}), events AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT id, %(now)s, 'claimed', %(worker)s, attempts, NULL FROM claimed
-)
-SELECT {job_columns} FROM claimed
-
 -- name: refused_event
 -- Pieces of the one-statement worker writes below, embedded with {sql:NAME}: a refused write's
 -- `stale_write_refused` event (the statement adds its WHERE), and the wake-up of whoever waits
@@ -335,11 +360,9 @@ WITH locked AS MATERIALIZED (
 SELECT cancel_requested FROM beat
 
 -- name: complete_one
--- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.
-WITH done AS ({sql:complete}), completed AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT id, %(now)s, 'completed', %(actor)s::text, attempts, %(detail)s::text FROM done
-), refused AS (
+-- No `completed` event: the row records the completion (common.history_of). `finished` wakes
+-- whoever waits for the job (Queue.wait), in the same statement.
+WITH done AS ({sql:complete}), refused AS (
     {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
 ), finished AS (
@@ -348,9 +371,11 @@ WITH done AS ({sql:complete}), completed AS (
 SELECT attempts FROM done, finished
 
 -- name: retry_one
+-- The event carries the attempt's claim time (common.attempt_detail): the row's moves on.
 WITH done AS ({sql:retry}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s, 'retry_scheduled', %(actor)s::text, attempts, %(detail)s::text FROM done
+    SELECT %(id)s::bigint, %(now)s, 'retry_scheduled', %(actor)s::text, attempts,
+           (%(detail)s::jsonb || jsonb_build_object('claimed_at', started_at))::text FROM done
 ), refused AS (
     {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
@@ -361,7 +386,8 @@ SELECT attempts FROM done
 -- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.
 WITH done AS ({sql:fail}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT %(id)s::bigint, %(now)s, 'failed', %(actor)s::text, attempts, %(detail)s::text FROM done
+    SELECT %(id)s::bigint, %(now)s, 'failed', %(actor)s::text, attempts,
+           (%(detail)s::jsonb || jsonb_build_object('claimed_at', started_at))::text FROM done
 ), refused AS (
     {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)

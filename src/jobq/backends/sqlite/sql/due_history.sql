@@ -5,7 +5,7 @@
 -- name: due_pending_from
 -- PENDING jobs due now, counted per first bucket whose end is at or after their due time (ceil - 1,
 -- written with CAST since SQLite may lack ceil; everything before `since` in bucket -1). Walks the
--- partial index jobs_claim plus a row read per PENDING job, like stats' pending_by_queue.
+-- partial index jobs_live plus a row read per PENDING job, like stats' pending_by_queue.
 SELECT max(CAST(x AS INTEGER) - (x = CAST(x AS INTEGER)), -1) AS b, count(*) FROM (
     SELECT (max(created_at, run_at) - :since) / :bucket AS x FROM jobs WHERE status = 'PENDING' AND run_at <= :now
 ) AS p GROUP BY b

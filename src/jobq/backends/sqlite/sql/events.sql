@@ -12,8 +12,19 @@ SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events{where} ORDER
 
 -- name: finished_by_kind
 SELECT kind, count(*) FROM job_events
-WHERE at >= :since AND kind IN ('completed', 'failed', 'expired') GROUP BY kind
+WHERE at >= :since AND kind IN ('failed', 'expired') GROUP BY kind
 
 -- name: history_kinds
+-- Claims and completions are counted from the job rows and from the events that end an attempt
+-- (history_row_claims, history_carried_claims, history_completed), never from stored rows of
+-- those kinds (written by a jobq before schema 8): each is counted once.
 SELECT CAST((at - :since) / :bucket AS INTEGER) AS b, kind, count(*) FROM job_events
-WHERE at >= :since GROUP BY b, kind
+WHERE at >= :since AND kind NOT IN ('claimed', 'completed') GROUP BY b, kind
+
+-- name: history_carried_claims
+-- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event
+-- carries its claim time (common.attempt_detail), and was written after it.
+SELECT CAST((claimed_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM (
+    SELECT CASE WHEN json_valid(detail) THEN json_extract(detail, '$.claimed_at') END AS claimed_at
+    FROM job_events WHERE at >= :since AND detail LIKE '%claimed_at%'
+) AS ended WHERE claimed_at >= :since GROUP BY b

@@ -30,7 +30,7 @@ RETURNING id
 
 -- name: claim
 -- One UPDATE over the first due PENDING rows, in the partial index's order. One queue is an
--- equality, so SQLite walks jobs_claim in order and stops after LIMIT rows (json_each or a sort
+-- equality, so SQLite walks jobs_live in order and stops after LIMIT rows (json_each or a sort
 -- here scanned every pending row: 3x slower). BEGIN IMMEDIATE serialises claims: no locking hint.
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
@@ -71,34 +71,38 @@ RETURNING id, lease_token, attempts
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
     last_error = :error, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: fail
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = :now, finished_at = :now,
     last_error = :error, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_fail}
-RETURNING attempts
+RETURNING attempts, started_at
 
 -- name: release
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now,
     attempts = max(0, attempts - 1), lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status = 'PROCESSING'
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: ack_cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
     lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested = 1
-RETURNING attempts, queue
+RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
+-- `status = 'PROCESSING'` (the only status a rescue moves a job from, TRANSITIONS' RESCUE), not
+-- `IN {from_rescue}`: SQLite uses a partial index only for a term that appears in its predicate,
+-- and an IN list is not one (it scanned the whole table: seconds at 10M jobs, from every worker's
+-- rescuer every few seconds).
 SELECT id FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1
 
 -- name: expired
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1000
 
 -- name: rescue
@@ -146,6 +150,20 @@ DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND
 
 -- name: purge_jobs
 DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
+
+-- name: attempt_of_job
+-- The latest attempt as the row records it: the claimed/completed entries of a job's history
+-- that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = :id
+
+-- name: recent_attempts
+-- The rows whose latest attempt can be among the newest history entries: the running jobs (their
+-- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING' ORDER BY started_at DESC LIMIT :limit)
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
+                             ORDER BY finished_at DESC LIMIT :limit))
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = :id
@@ -207,6 +225,23 @@ SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS N
 
 -- name: pending_count
 SELECT count(*) FROM jobs WHERE status = 'PENDING'
+
+-- name: completed_since
+-- Completions are not events: counted from jobs_finished alone (it carries the status).
+SELECT count(*) FROM jobs WHERE finished_at >= :since AND status = 'COMPLETED'
+
+-- name: history_completed
+SELECT CAST((finished_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND status = 'COMPLETED' GROUP BY b
+
+-- name: history_row_claims
+-- Claims whose attempt no event records: completed jobs' (from jobs_finished alone, which carries
+-- started_at) and running jobs' (their partial index).
+SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND status = 'COMPLETED' AND started_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND started_at >= :since GROUP BY b
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs

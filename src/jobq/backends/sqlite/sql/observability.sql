@@ -18,7 +18,7 @@ UPDATE jobs SET trace_context = :context WHERE id = :id
 SELECT id, trace_context FROM jobs WHERE {ids} AND trace_context IS NOT NULL
 
 -- name: metric_pending
--- Walks the partial index jobs_claim (PENDING rows only): the cost follows the backlog, never
+-- Walks the partial index jobs_live (its PENDING range): the cost follows the backlog, never
 -- the finished history.
 SELECT queue, count(*), sum(CASE WHEN run_at <= :now THEN 1 ELSE 0 END),
        min(CASE WHEN run_at <= :now THEN run_at END)
@@ -34,6 +34,17 @@ SELECT coalesce(max(id), 0) FROM job_events
 -- name: metric_events
 -- Events after a cursor, by primary key, each with its job's queue and times (a primary-key
 -- lookup per event): the exporter turns them into counters and histograms.
-SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finished_at
+SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finished_at, e.detail
 FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
 WHERE e.id > :after ORDER BY e.id LIMIT :limit
+
+-- name: metric_completion_cursor
+-- Where a cursor over completions starts: the newest finished job (jobs_finished, backwards).
+SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1
+
+-- name: metric_completions
+-- Completions are not events (issue 13): the exporter follows jobs_finished from a cursor
+-- (finished_at, id): a range of the index from the cursor's time, those at that time filtered by id.
+SELECT id, attempts, queue, run_at, started_at, finished_at FROM jobs
+WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+ORDER BY finished_at, id LIMIT :limit
