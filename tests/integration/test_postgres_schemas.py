@@ -114,6 +114,10 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN key_scope, DROP COLUMN key_expires_at",
     ],
     ["DROP TABLE public.schedules"],
+    [
+        "DROP TABLE public.queue_controls, public.queue_control_events",
+        "ALTER TABLE public.jobs DROP COLUMN concurrency_key",
+    ],
 ]
 
 
