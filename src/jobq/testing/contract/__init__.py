@@ -17,9 +17,9 @@ need ``app_connect`` (application connections of every kind the backend accepts,
     def queue(clock: FakeClock): ...
 """
 
+from jobq.testing.contract.flow import *  # noqa: F403
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
-from jobq.testing.contract.flow import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
 from jobq.testing.contract.schedules import *  # noqa: F403
 from jobq.testing.contract.transactions import *  # noqa: F403
