@@ -3,8 +3,18 @@ command in a subprocess; docs/flow-control.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
-from test_cli import Cli, cli, enqueue  # noqa: F401 - the fixture
+from test_cli import Cli, enqueue
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    runner = Cli(tmp_path)
+    yield runner
+    runner.cleanup()
 
 
 def test_pause_resume_and_limits_are_stored_audited_and_listed(cli: Cli) -> None:
