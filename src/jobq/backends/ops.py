@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -343,20 +344,32 @@ def _pick(d: Dialect, queue: str, per_key: int | None, room: int, now: float) ->
 def claim_controlled(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
 ) -> Op[list[Job]]:
-    """Claim from the paused or limited ``queues`` (docs/flow-control.md): their control rows are
-    locked first (PostgreSQL: FOR UPDATE; SQLite holds its write lock), so what runs is counted
-    by one claim at a time and every limit holds across workers and hosts. A paused queue gives
+    """Claim from the paused or limited ``queues`` (docs/flow-control.md): each queue's control row
+    is locked before its jobs are counted and claimed (PostgreSQL: FOR UPDATE SKIP LOCKED, a queue
+    another claim holds is left to it; SQLite holds its write lock), so what runs is counted by
+    one claim at a time and every limit holds across workers and hosts. A paused queue gives
     nothing; a concurrency limit gives at most its free slots; a per-key limit passes over jobs
     of keys at their limit; a rate limit admits one job when its next admission time has come
     and moves that time on by window/count (GCRA with no burst: at most ``count`` admissions in
     any ``window``)."""
     params: Params = {}
-    rows = yield Exec(d.stmt("lock_controls", queues=d.any_of("queue", "q", queues, params)), params)
-    now = clock()  # after the lock: a lease runs from when granted, and the rate's time is now
+    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, params)), params)
+    # In a random order: taken in name order, the first queues' jobs filled every claim and the
+    # last queue starved (seen: a rate-limited queue admitted nothing behind two busy ones).
+    names = [str(row[0]) for row in active if not row[1]]
+    random.shuffle(names)
     jobs: list[Job] = []
-    for queue, paused, concurrency, per_key, rate_count, rate_window, tat in rows:
+    now = clock()
+    for name in names:
+        if len(jobs) >= limit:
+            break
+        locked = yield Exec(d.sql["lock_control"], {"queue": name})
+        if not locked:
+            continue  # another claim holds it (PostgreSQL, SKIP LOCKED): it is taking this queue's jobs
+        now = clock()  # after the lock: a lease runs from when granted, and the rate's time is now
+        queue, paused, concurrency, per_key, rate_count, rate_window, tat = locked[0]
         room = limit - len(jobs)
-        if paused or room <= 0:
+        if paused:
             continue
         if concurrency is not None:
             running = int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0])

@@ -14,13 +14,15 @@ SELECT queue, paused, concurrency, per_key, rate_count, rate_window, rate_tat FR
 WHERE {queues} AND (paused OR concurrency IS NOT NULL OR per_key IS NOT NULL OR rate_count IS NOT NULL)
 ORDER BY queue
 
--- name: lock_controls
--- Held until the claim commits: claims of a limited queue run one at a time (see above). Rows
--- are locked in queue order, so two claims of overlapping queue lists cannot deadlock.
+-- name: lock_control
+-- Held until the claim commits: claims of a limited queue run one at a time (see above). SKIP
+-- LOCKED: a queue whose row another claim holds is left to that claim (it is taking that queue's
+-- jobs right now), and this one goes on to the worker's other queues instead of queueing behind
+-- it; no claim ever waits for a control row, so claims cannot deadlock on them. The row comes
+-- back as the last commit left it (READ COMMITTED re-reads a row it locks).
 SELECT queue, paused, concurrency, per_key, rate_count, rate_window, rate_tat FROM queue_controls
-WHERE {queues} AND (paused OR concurrency IS NOT NULL OR per_key IS NOT NULL OR rate_count IS NOT NULL)
-ORDER BY queue
-FOR UPDATE
+WHERE queue = %(queue)s
+FOR UPDATE SKIP LOCKED
 
 -- name: running_count
 -- PROCESSING rows are few (at most every worker's slots): counted from the jobs_lease partial index.
