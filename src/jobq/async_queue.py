@@ -29,7 +29,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobq import queue as queue_module
-from jobq.backends.base import ActionResult, Completion, HeartbeatResult, JobFilter, Listener, Page, QueueStats
+from jobq.backends.base import (
+    ActionResult,
+    Completion,
+    HeartbeatResult,
+    JobFilter,
+    Listener,
+    Page,
+    QueueControl,
+    QueueStats,
+)
 from jobq.backends.ops import TERMINAL_STATUSES
 from jobq.config import Settings
 from jobq.errors import InvalidPayload, LeaseLost
@@ -152,6 +161,22 @@ class AsyncQueue:
 
     async def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
         return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
+
+    # -- flow control (docs/flow-control.md) --------------------------------------------------
+    async def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.pause, queue, actor=actor)
+        return control
+
+    async def resume(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.resume, queue, actor=actor)
+        return control
+
+    async def set_limits(self, queue: str, **limits: Any) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.set_limits, queue, **limits)
+        return control
+
+    async def controls(self) -> list[QueueControl]:
+        return list(await self._call(self.sync.controls))
 
     # -- workers -----------------------------------------------------------------------------
     async def claim(self, worker_id: str, **kwargs: Any) -> Job | None:
