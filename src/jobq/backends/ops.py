@@ -344,8 +344,8 @@ def _pick(d: Dialect, queue: str, per_key: int | None, room: int, now: float) ->
 def claim_controlled(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
 ) -> Op[list[Job]]:
-    """Claim from the paused or limited ``queues`` (docs/flow-control.md): each queue's control row
-    is locked before its jobs are counted and claimed (PostgreSQL: FOR UPDATE SKIP LOCKED, a queue
+    """Claim from the paused or limited ``queues`` (docs/flow-control.md): their control rows are
+    locked before their jobs are counted and claimed (PostgreSQL: FOR UPDATE SKIP LOCKED, a queue
     another claim holds is left to it; SQLite holds its write lock), so what runs is counted by
     one claim at a time and every limit holds across workers and hosts. A paused queue gives
     nothing; a concurrency limit gives at most its free slots; a per-key limit passes over jobs
@@ -353,46 +353,49 @@ def claim_controlled(
     and moves that time on by window/count (GCRA with no burst: at most ``count`` admissions in
     any ``window``)."""
     params: Params = {}
-    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, params)), params)
+    # PostgreSQL locks the rows here (FOR UPDATE SKIP LOCKED: a queue another claim holds is left to
+    # it); SQLite holds its write lock already and reads them.
+    name = "lock_controls" if "lock_controls" in d.sql else "controls_active"
+    rows = list((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
     # In a random order: taken in name order, the first queues' jobs filled every claim and the
     # last queue starved (seen: a rate-limited queue admitted nothing behind two busy ones).
-    names = [str(row[0]) for row in active if not row[1]]
-    random.shuffle(names)
+    random.shuffle(rows)
+    now = clock()  # after the lock: a lease runs from when granted, and the rate's time is now
     jobs: list[Job] = []
-    now = clock()
-    for name in names:
-        if len(jobs) >= limit:
-            break
-        locked = yield Exec(d.sql["lock_control"], {"queue": name})
-        if not locked:
-            continue  # another claim holds it (PostgreSQL, SKIP LOCKED): it is taking this queue's jobs
-        now = clock()  # after the lock: a lease runs from when granted, and the rate's time is now
-        queue, paused, concurrency, per_key, rate_count, rate_window, tat = locked[0]
+    recorded: set[int] = set()  # jobs whose claimed event their statement wrote
+    for queue, paused, concurrency, per_key, rate_count, rate_window, tat in rows:
         room = limit - len(jobs)
-        if paused:
+        if paused or room <= 0:
             continue
-        if concurrency is not None:
-            running = int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0])
-            room = min(room, int(concurrency) - running)
         if rate_count is not None:
             if tat is not None and tat > now:
                 continue
             room = min(room, 1)
-        if room <= 0:
-            continue
-        ids = yield from _pick(d, queue, per_key, room, now)
-        if not ids:
-            continue
         lease: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
-        got = _sorted_jobs((yield Exec(d.stmt("claim_ids", ids=d.any_of("id", "ids", ids, lease)), lease)))
+        if per_key is None and "claim_limited" in d.sql:
+            # One statement counts what runs, picks and leases the jobs and records their events.
+            params = {**lease, "queue": queue, "room": room, "concurrency": concurrency}
+            got = _sorted_jobs((yield Exec(d.sql["claim_limited"], params)))
+            recorded.update(j.id for j in got)
+        else:
+            if concurrency is not None:
+                running = int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0])
+                room = min(room, int(concurrency) - running)
+            if room <= 0:
+                continue
+            ids = yield from _pick(d, queue, per_key, room, now)
+            if not ids:
+                continue
+            got = _sorted_jobs((yield Exec(d.stmt("claim_ids", ids=d.any_of("id", "ids", ids, lease)), lease)))
         if rate_count is not None and got:
             start = now if tat is None else max(float(tat), now)
             step = float(rate_window) / int(rate_count)
             yield Exec(d.sql["set_rate_tat"], {"queue": queue, "tat": start + step * len(got)})
         jobs += got
-    if jobs:
+    unrecorded = [j for j in jobs if j.id not in recorded]
+    if unrecorded:
         base = _event(d, 0, now, EventKind.CLAIMED, worker_id, None, None)
-        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": j.id, "attempt": j.attempts} for j in jobs])
+        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": j.id, "attempt": j.attempts} for j in unrecorded])
     return jobs
 
 

@@ -11,11 +11,6 @@ SELECT queue, paused, concurrency, per_key, rate_count, rate_window, rate_tat FR
 WHERE {queues} AND (paused <> 0 OR concurrency IS NOT NULL OR per_key IS NOT NULL OR rate_count IS NOT NULL)
 ORDER BY queue
 
--- name: lock_control
--- The claim holds the write lock already (BEGIN IMMEDIATE): a plain read.
-SELECT queue, paused, concurrency, per_key, rate_count, rate_window, rate_tat FROM queue_controls
-WHERE queue = :queue
-
 -- name: running_count
 -- PROCESSING rows are few (at most every worker's slots): read from the jobs_lease partial index.
 SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND queue = :queue
