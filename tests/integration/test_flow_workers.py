@@ -86,3 +86,16 @@ def test_the_asyncio_facade_pauses_limits_and_keys(backend_url: str) -> None:
             assert [c.queue for c in await aq.controls()] == ["mail"]
 
     asyncio.run(main())
+
+
+def test_the_metrics_exporter_shows_paused_queues_and_limits(sqlite_url: str) -> None:
+    from jobq.observability.metrics import JobqCollector
+
+    with jobq.Queue(sqlite_url) as q:
+        q.pause("mail")
+        q.set_limits("api", concurrency=4, per_key=1, rate="10/min")
+        families = {f.name: f for f in JobqCollector(q).collect()}
+    paused = {s.labels["queue"]: s.value for s in families["jobq_queue_paused"].samples}
+    limits = {(s.labels["queue"], s.labels["kind"]): s.value for s in families["jobq_queue_limit"].samples}
+    assert paused == {"api": 0, "mail": 1}
+    assert limits == {("api", "concurrency"): 4, ("api", "per_key"): 1, ("api", "rate_per_second"): 10 / 60}
