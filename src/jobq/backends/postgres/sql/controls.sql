@@ -15,16 +15,16 @@ WHERE {queues} AND (paused OR concurrency IS NOT NULL OR per_key IS NOT NULL OR 
 ORDER BY queue
 
 -- name: lock_controls
--- Held until the claim commits: claims of a limited queue run one at a time (see above). SKIP
--- LOCKED: a queue whose row another claim holds is left to that claim (it is taking that queue's
--- jobs right now), and this one takes from the worker's other queues instead of queueing behind
--- it (measured: 12 workers of three limited queues claimed half as much when each waited). A
--- skipped queue is still due, so the worker comes back to it at once. No claim ever waits for a
--- control row: claims cannot deadlock on them. Rows come back as the last commit left them
--- (READ COMMITTED re-reads a row it locks).
+-- Held until the claim commits: claims of a limited queue run one at a time (see above). A claim
+-- waits for a row another claim holds (milliseconds): with SKIP LOCKED instead, the claims that
+-- found every row taken came back empty, their workers saw due jobs and claimed again at once,
+-- and 12 workers of three limited queues spent the machine's CPU on empty claims. Rows are locked
+-- in queue order, so two claims cannot deadlock on them; they come back as the last commit left
+-- them (READ COMMITTED re-reads a row it waited for).
 SELECT queue, paused, concurrency, per_key, rate_count, rate_window, rate_tat FROM queue_controls
 WHERE {queues} AND (paused OR concurrency IS NOT NULL OR per_key IS NOT NULL OR rate_count IS NOT NULL)
-FOR UPDATE SKIP LOCKED
+ORDER BY queue
+FOR UPDATE
 
 -- name: claim_limited
 -- The claim of one locked queue without a per-key limit, in one statement: what runs is counted
