@@ -60,7 +60,9 @@ def producer(args: argparse.Namespace) -> None:
             if pending < BACKLOG:
                 n = BACKLOG - pending
                 keys = [rng.choice(KEYS) for _ in range(n)] if queue != "rated" else None
-                q.enqueue_many(range(n), queue=queue, concurrency_keys=keys, max_attempts=ATTEMPTS)
+                ids = q.enqueue_many(range(n), queue=queue, concurrency_keys=keys, max_attempts=ATTEMPTS)
+                with open(args.acks, "a") as acks:  # what enqueue acknowledged: none of it may be lost
+                    acks.write(f"{len(ids)}\n")
         time.sleep(0.05)
 
 
@@ -72,6 +74,7 @@ def main() -> None:
     p.add_argument("role", choices=sorted(ROLES))
     p.add_argument("--db", required=True)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--acks", default="acks.log", help="producer: one line per enqueue_many, its job count")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ROLES[args.role](args)

@@ -100,8 +100,8 @@ def test_limits_hold_at_every_moment_with_kills_and_restarts(backend_url: str, f
         q.set_limits("keyed", per_key=PER_KEY, actor="test")
         q.set_limits("rated", rate=(RATE_COUNT, RATE_WINDOW), actor="test")
     workers = [fleet.start("worker") for _ in range(WORKERS)]
-    for _ in range(PRODUCERS):
-        fleet.start("producer", "--seconds", str(seconds))
+    acks = fleet.out / "acks.log"
+    producers = [fleet.start("producer", "--seconds", str(seconds), "--acks", str(acks)) for _ in range(PRODUCERS)]
     query, close = _sampler(backend_url)
     rng = random.Random(16)
     samples = kills = 0
@@ -133,6 +133,8 @@ def test_limits_hold_at_every_moment_with_kills_and_restarts(backend_url: str, f
                 kills += 1
                 next_kill += KILL_EVERY_SECONDS
             time.sleep(0.005)
+        for proc in producers:  # they end on their own after `seconds`: then every ack is written
+            assert proc.wait(120) == 0, "a producer failed"
         admitted = [
             float(at)
             for (at,) in query(
@@ -141,8 +143,17 @@ def test_limits_hold_at_every_moment_with_kills_and_restarts(backend_url: str, f
             )
         ]
         statuses = Counter({str(s): int(n) for s, n in query("SELECT status, count(*) FROM jobs GROUP BY status")})
+        # A job handed out again without going back to PENDING in between (a rescue or a release)
+        # would have been held by two workers at once.
+        (handed_twice,) = query(
+            "SELECT count(*) FROM (SELECT job_id FROM job_events GROUP BY job_id HAVING "
+            "sum(CASE WHEN kind = 'claimed' THEN 1 ELSE 0 END) "
+            "- sum(CASE WHEN kind IN ('rescued', 'released') THEN 1 ELSE 0 END) > 1) AS d"
+        )[0]
     finally:
         close()
+    acked = sum(int(line) for line in acks.read_text().split())
+    lost = max(0, acked - sum(statuses.values()))
     most = _max_in_window(admitted, RATE_WINDOW)
     over_admission = max(0, most - RATE_COUNT) / RATE_COUNT
     record(
@@ -150,8 +161,8 @@ def test_limits_hold_at_every_moment_with_kills_and_restarts(backend_url: str, f
         backend=backend_name(backend_url),
         jobs=sum(statuses.values()),
         faults=kills,
-        lost=0,
-        duplicated=0,
+        lost=lost,
+        duplicated=int(handed_twice),
         samples=samples,
         samples_above_concurrency=over_concurrency,
         samples_above_per_key=over_key,
@@ -170,3 +181,4 @@ def test_limits_hold_at_every_moment_with_kills_and_restarts(backend_url: str, f
     assert over_admission <= 0.01, (most, RATE_COUNT)
     assert most >= RATE_COUNT // 2, "the rate was never approached: the test saw no load"
     assert statuses["FAILED"] == 0, statuses  # held back by a limit is never a failure
+    assert lost == 0 and handed_twice == 0, (acked, statuses, handed_twice)
