@@ -1,9 +1,10 @@
 """The flow-control figures of ``make bench`` (docs/flow-control.md): a queue with 20,000 due jobs
 and a concurrency limit of 4.
 
-- ``claim_p50_ms`` / ``claim_p99_ms``: eight claimers (threads of one process) claim one job at a
-  time from the limited queue and complete it; every claim is timed, the ones that came back empty
-  because the limit was reached included (target p99 <= 20 ms).
+- ``claim_p50_ms`` / ``claim_p99_ms``: six claimer processes claim one job at a time from the
+  limited queue and complete it (waiting 5 ms after an empty claim, as a worker waits for a wake-up);
+  every claim is timed, the ones that came back empty because the limit was reached included
+  (target p99 <= 20 ms).
 - ``idle_cpu_pct``: a real worker process of that queue while the limit is taken by jobs another
   process holds (so all 20,000 jobs are due and none may be claimed): its CPU time over the
   window, from ``/proc/<pid>/stat`` (target < 2%: it sleeps until a wake-up or its poll, it does
@@ -12,10 +13,10 @@ and a concurrency limit of 4.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +26,26 @@ from bench.core import cpu_percent
 
 DUE_JOBS = 20_000
 LIMIT = 4
-CLAIMERS = 8
+CLAIMERS = 6
 QUEUE = "limited"
+
+# A claimer process: claim one job, complete it; at the limit (an empty claim) wait 5 ms, as a worker
+# would wait for a wake-up or its poll. Prints its claim times (ms) as JSON.
+_CLAIMER = """
+import json, sys, time
+import jobq
+q = jobq.Queue(sys.argv[1])
+times = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.perf_counter()
+    jobs = q.claim_many(sys.argv[3], 1, queue="limited")
+    times.append((time.perf_counter() - t0) * 1000)
+    if jobs:
+        q.complete(jobs[0])
+    else:
+        time.sleep(0.005)
+print(json.dumps(times))
+"""
 
 _WORKER = """
 import sys, time
@@ -44,35 +63,18 @@ def _fill(url: str, jobs: int) -> None:
         q.set_limits(QUEUE, concurrency=LIMIT, actor="bench")
 
 
-def claim_latency(url: str, completions: int) -> list[float]:
-    """Milliseconds per claim call of ``CLAIMERS`` threads until ``completions`` jobs completed."""
+def claim_latency(url: str, claims: int) -> list[float]:
+    """Milliseconds per claim call of ``CLAIMERS`` processes, ``claims`` calls each."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CLAIMER, url, str(claims), f"claimer-{n}"], stdout=subprocess.PIPE)
+        for n in range(CLAIMERS)
+    ]
     times: list[float] = []
-    done = [0]
-    lock = threading.Lock()
-
-    def claimer(n: int) -> None:
-        with jobq.Queue(url) as q:
-            while True:
-                with lock:
-                    if done[0] >= completions:
-                        return
-                t0 = time.perf_counter()
-                jobs = q.claim_many(f"claimer-{n}", 1, queue=QUEUE)
-                took = (time.perf_counter() - t0) * 1000
-                with lock:
-                    times.append(took)
-                if jobs:
-                    q.complete(jobs[0])
-                    with lock:
-                        done[0] += 1
-                else:
-                    time.sleep(0.001)  # at the limit: a real worker would sleep until woken
-
-    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(CLAIMERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"a claimer failed (exit {proc.returncode})")
+        times += json.loads(out)
     return sorted(times)
 
 
@@ -98,7 +100,7 @@ def measure_flow(workdir: str, pg: Any, quick: bool, log: Callable[[str], None])
     out: dict[str, Any] = {}
     for name, url in stores:
         _fill(url, DUE_JOBS)
-        times = claim_latency(url, 500 if quick else 2000)
+        times = claim_latency(url, 100 if quick else 400)
         cpu = idle_cpu(url, 3.0 if quick else 10.0)
         out[name] = {
             "claim_p50_ms": statistics.median(times),
@@ -112,8 +114,8 @@ def measure_flow(workdir: str, pg: Any, quick: bool, log: Callable[[str], None])
 
 def text(results: dict[str, Any]) -> str:
     lines = [
-        f"{DUE_JOBS:,} due jobs in a queue limited to {LIMIT} running at once; {CLAIMERS} claimers "
-        "(threads) claim one job at a time and complete it, every claim timed (empty ones at the "
+        f"{DUE_JOBS:,} due jobs in a queue limited to {LIMIT} running at once; {CLAIMERS} claimer "
+        "processes claim one job at a time and complete it, every claim timed (empty ones at the "
         "limit included); then one worker process idles at the limit.",
         "",
         "| store | claims timed | claim p50 (ms) | claim p99 (ms) | idle worker at the limit, CPU (%) |",
