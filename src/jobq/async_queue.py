@@ -111,12 +111,17 @@ class AsyncQueue:
             "max_attempts": options.pop("max_attempts", None),
             "timeout": options.pop("timeout", None),
         }
+        concurrency_key = options.pop("concurrency_key", None)
+        concurrency_keys = options.pop("concurrency_keys", None) or [concurrency_key] * len(payloads)
         if options:
             raise TypeError(f"enqueue() got unexpected keyword arguments: {', '.join(sorted(options))}")
         if keys is not None and len(keys) != len(payloads):
             raise InvalidPayload(f"{len(keys)} keys for {len(payloads)} payloads")
+        if len(concurrency_keys) != len(payloads):
+            raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(payloads)} payloads")
         jobs = [
-            q._new_job(p, key=keys[i] if keys else None, now=now, **common)  # the facade's checks, unchanged
+            # The facade's checks, unchanged.
+            q._new_job(p, key=keys[i] if keys else None, now=now, concurrency_key=concurrency_keys[i], **common)
             for i, p in enumerate(payloads)
         ]
         if not jobs:

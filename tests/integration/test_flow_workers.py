@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from polling import wait_for
 
 import jobq
@@ -99,3 +100,23 @@ def test_the_metrics_exporter_shows_paused_queues_and_limits(sqlite_url: str) ->
     limits = {(s.labels["queue"], s.labels["kind"]): s.value for s in families["jobq_queue_limit"].samples}
     assert paused == {"api": 0, "mail": 1}
     assert limits == {("api", "concurrency"): 4, ("api", "per_key"): 1, ("api", "rate_per_second"): 10 / 60}
+
+
+def test_concurrency_keys_in_an_async_connection_transaction(postgres_url: str) -> None:
+    import psycopg
+
+    from jobq.backends.postgres.url import split_url
+
+    async def main() -> None:
+        async with jobq.AsyncQueue(postgres_url) as aq:
+            await aq.set_limits("sync", per_key=1)
+            async with await psycopg.AsyncConnection.connect(split_url(postgres_url).libpq_url) as conn:
+                async with conn.transaction():
+                    await aq.enqueue("a1", queue="sync", concurrency_key="a", conn=conn)
+                    await aq.enqueue_many(["a2", "b1"], queue="sync", concurrency_keys=["a", "b"], conn=conn)
+                with pytest.raises(jobq.InvalidPayload, match="1 concurrency keys for 2 payloads"):
+                    await aq.enqueue_many(["x", "y"], queue="sync", concurrency_keys=["a"], conn=conn)
+            claimed = await aq.claim_many("w", 10, queue="sync")
+            assert sorted(str(j.payload) for j in claimed) == ["a1", "b1"]  # a2 waits behind its key
+
+    asyncio.run(main())
