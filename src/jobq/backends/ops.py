@@ -347,11 +347,10 @@ def claim_controlled(
     """Claim from the paused or limited ``queues`` (docs/flow-control.md): their control rows are
     locked before their jobs are counted and claimed (PostgreSQL: FOR UPDATE; SQLite holds its
     write lock), so what runs is counted by one claim at a time and every limit holds across
-    workers and hosts. A paused queue gives
-    nothing; a concurrency limit gives at most its free slots; a per-key limit passes over jobs
-    of keys at their limit; a rate limit admits one job when its next admission time has come
-    and moves that time on by window/count (GCRA with no burst: at most ``count`` admissions in
-    any ``window``)."""
+    workers and hosts. A paused queue gives nothing; a concurrency limit gives at most its free
+    slots; a per-key limit passes over jobs of keys at their limit; a rate limit admits one job
+    when its next admission time has come and moves that time on by window/count (GCRA with no
+    burst: at most ``count`` admissions in any ``window``)."""
     params: Params = {}
     # PostgreSQL locks the rows here (FOR UPDATE, in queue order); SQLite holds its write lock
     # already and reads them.
