@@ -120,11 +120,15 @@ def fill_postgres(url: str, total: int, pending: int) -> float:
     import psycopg
 
     import jobq
+    from jobq.backends.postgres.url import split_url
 
     t0 = time.perf_counter()
     jobq.Queue(url).close()
     history, now = total - pending, time.time()
-    with psycopg.connect(url, autocommit=True) as conn:
+    options = split_url(url)
+    with psycopg.connect(options.libpq_url, autocommit=True) as conn:
+        # jobq's tables live in a schema of their own (``?schema=``, default ``jobq``).
+        conn.execute(f"SET search_path TO {options.schema}".encode())
         for start in range(0, total, FILL_CHUNK_ROWS * 4):
             end = min(total, start + FILL_CHUNK_ROWS * 4)
             rows = f"SELECT {_row_sql('i', history, now)} FROM generate_series(%s::bigint, %s::bigint) i"
@@ -168,6 +172,7 @@ def _reads(q: Any) -> dict[str, Callable[[], Any]]:
     return {
         "stats": q.stats,
         "ops: history 1 h": lambda: q.history(window=3600.0, bucket=60.0),
+        "ops: due history 1 h": lambda: q.due_history(window=3600.0, bucket=60.0),
         "ops: latest jobs": lambda: q.latest(None, 50),
         "ops: latest failed": lambda: q.latest(JobStatus.FAILED, 50),
         "ops: recent events": lambda: q.recent_events(50),

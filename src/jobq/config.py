@@ -134,6 +134,9 @@ class Settings:
     metrics_port: int | None = None
     """A worker serves Prometheus metrics on this port when set (``jobq metrics`` defaults to
     ``METRICS_PORT_DEFAULT``)."""
+    manager_url: str | None = None
+    """Where the operator's browser reaches the manager app (e.g. ``http://localhost:8501/``):
+    ops links each job to it (``?job=ID``). Unset, ops shows a copyable ``jobq show ID`` instead."""
 
     def __repr__(self) -> str:
         """The dataclass repr with the database password masked: settings end up in logs."""

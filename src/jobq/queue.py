@@ -16,12 +16,14 @@ from typing import Any
 
 from jobq.backends import open_backend
 from jobq.backends.base import (
+    DUE_HISTORY_SAMPLE_LIMIT,
     ActionResult,
     Backend,
     Bucket,
     Completion,
     ControlEvent,
     ControlUpdate,
+    DueHistory,
     Failure,
     HeartbeatResult,
     JobFilter,
@@ -694,6 +696,16 @@ class Queue:
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         now = self.clock()
         return self.backend.history(now - window, bucket, now)
+
+    def due_history(
+        self, *, window: float = 3600.0, bucket: float = 60.0, limit: int = DUE_HISTORY_SAMPLE_LIMIT
+    ) -> DueHistory:
+        """Due PENDING jobs at the end of each bucket of the last ``window`` seconds, and how long
+        each queue's jobs waited for a worker (due to claimed), derived from the job rows: every
+        PENDING and PROCESSING job and the newest ``limit`` finished ones, so it stays cheap at
+        any table size (``DueHistory.covers_since`` says from when it is exact)."""
+        now = self.clock()
+        return self.backend.due_history(now - window, bucket, now, limit)
 
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first (stopped ones included)."""

@@ -103,7 +103,7 @@ def test_a_crash_looping_program_ends_fatal(start_supervised: Callable[..., Supe
     program = (
         "\n[program:crashloop]\n"
         "command=%(here)s/.venv/bin/python -u src/consumer/consumer.py --delay nonsense\n"
-        "directory=%(here)s\nautostart=true\nautorestart=true\nstartsecs=1\nstartretries=2\n"
+        "directory=%(here)s\nautostart=true\nautorestart=true\nstartsecs=10\nstartretries=2\n"
         "redirect_stderr=true\nstdout_logfile=%(here)s/log/crashloop.log\n"
     )
     sv.conf.write_text(sv.conf.read_text() + program)

@@ -79,3 +79,18 @@ def test_scale_section_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     text = table(results)
     assert "| sqlite | 3,000 |" in text and "throughput is" in text
     assert list(tmp_path.glob("scale_*")) == []  # the stores are removed
+
+
+@pytest.mark.slow
+def test_scale_fill_on_postgres_writes_into_jobqs_schema(postgres_url: str) -> None:
+    """The scale section's PostgreSQL fill finds jobq's tables in their own schema (``?schema=``)."""
+    import jobq
+    from bench.scale import fill_postgres
+
+    fill_postgres(postgres_url, 40, 10)
+    q = jobq.Queue(postgres_url)
+    try:
+        counts = q.counts()
+    finally:
+        q.close()
+    assert sum(counts.values()) == 40 and counts.get("PENDING", 0) >= 10, counts

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,39 @@ def serve(
     poll(lambda: proc.poll() is not None or healthy(port), f"streamlit on port {port}", START_TIMEOUT_SECONDS)
     assert proc.poll() is None, log_path.read_text()
     return proc
+
+
+#: Elements whose text must never be cut: column headers, status badges, buttons, metric labels,
+#: values and their pills, subheaders. (Table cells are drawn on a canvas: not checked here.)
+CUT_SELECTORS = (
+    '[data-testid="stMarkdownContainer"] strong, [data-testid="stMarkdownContainer"] span[class*="badge" i], '
+    '[data-testid="stMarkdownContainer"] code, button p, [data-testid="stMetricLabel"] p, '
+    '[data-testid="stMetricValue"] div, [data-testid="stMetricDelta"] div, h1, h2, h3'
+)
+CUT_ELEMENTS_JS = """(selectors) => {
+  // A header, badge or button label is cut when its box is narrower than its text (ellipsis,
+  // overflow) or broken over two lines ("tri es", "#109 827"): taller than one line.
+  const cut = [];
+  let checked = 0;
+  const over = (e) => e && e.scrollWidth > e.clientWidth + 1;
+  for (const el of document.querySelectorAll(selectors)) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0) continue;
+    checked += 1;
+    const line = parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.6;
+    const oneWord = !el.innerText.trim().includes(" ");
+    const heading = el.tagName === 'STRONG' || /^H[1-3]$/.test(el.tagName);
+    const isLabel = !heading || el.innerText.length < 24;  // a sentence may wrap
+    const broken = isLabel && box.height > line * 1.5 && (oneWord || !heading);
+    if (broken || over(el) || over(el.parentElement)) {
+      cut.push(el.innerText.slice(0, 40));
+    }
+  }
+  return {checked, cut};
+}"""
+
+
+def cut_elements(page: Any) -> dict[str, Any]:
+    """What ``CUT_ELEMENTS_JS`` finds on ``page`` (a Playwright page): ``checked`` and ``cut``."""
+    result: dict[str, Any] = page.evaluate(CUT_ELEMENTS_JS, CUT_SELECTORS)
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -73,6 +74,28 @@ def seed(url: str, pending: int = 2) -> dict[JobStatus, list[int]]:
                            started_at=started, last_seen_at=seen, jobs_done=3)
             )  # fmt: skip
     return ids
+
+
+class KeepAlive:
+    """Heartbeat the seeded workers' rows from a thread (``stop()`` ends it), so that the apps show
+    them alive as real consumers would be, however long the page takes to start."""
+
+    def __init__(self, url: str, worker_ids: list[str], every: float = 2.0) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, worker_ids, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, worker_ids: list[str], every: float) -> None:
+        with Queue(url) as q:
+            while True:
+                for wid in worker_ids:
+                    q.worker_seen(wid, [], 3, 0)
+                if self._stop.wait(every):
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class _Clock:

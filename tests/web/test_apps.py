@@ -417,6 +417,23 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert health.loc["default", "due"] == 2 and health.loc["default", "live workers"] == 2
     assert "All clear" in texts(at.success)
     assert not at.button  # read-only: no actions at all
+    # The seed's one claimed job waited for its claim; without JOBQ_MANAGER_URL jobs show the command.
+    assert health.loc["default", "wait p50"] != "-"
+    assert set(jobs["id"]) == {f"jobq show {i}" for ids in seeded.ids.values() for i in ids}
+
+
+def test_ops_links_jobs_to_the_manager_where_its_url_is_set(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBQ_MANAGER_URL", "http://localhost:8501")
+    at = run(OPS)
+    frames = [d.value for d in at.dataframe]
+    jobs = next(f for f in frames if "path / payload" in f.columns)
+    failed = seeded.ids[JobStatus.FAILED][0]
+    assert f"http://localhost:8501/?job={failed}" in set(jobs["id"])
+    events = next(f for f in frames if "event" in f.columns)
+    assert all(str(link).startswith("http://localhost:8501/?job=") for link in events["job"])
+    monkeypatch.setenv("JOBQ_MANAGER_URL", "javascript:alert(1)")
+    at = run(OPS)
+    assert "not an http(s) URL" in texts(at.warning), texts(at.warning)  # said, and nothing linked to it
 
 
 def test_ops_alerts_on_expired_lease_and_lost_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, poll, serve
-from seeding import MANAGER, OPS, REPO, seed_demo
+from seeding import MANAGER, OPS, REPO, KeepAlive, seed_demo
 
 from jobq import JobStatus, Queue
 
@@ -29,18 +29,20 @@ def served(
         pytest.skip(f"{CHROMIUM} missing: run scripts/install-system-deps.sh (apt-get install -y chromium)")
     url = f"sqlite:///{tmp_path}/queue.db"
     ids = seed_demo(url)
+    # The seeded consumers heartbeat as live ones would: the pages (and screenshots) show them alive.
+    alive = KeepAlive(url, ["consumer1-new", "consumer2-a"])
+    request.addfinalizer(alive.stop)
     (tmp_path / ".streamlit").mkdir()
     shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
-    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1",
+           "JOBQ_MANAGER_URL": f"http://localhost:{ports[0]}/"}  # fmt: skip
     env.pop("JOBQ_MANAGER_PASSWORD", None)
-    ports = []
-    for app in (MANAGER, OPS):
-        port = free_port()
+    for app, port in zip((MANAGER, OPS), ports, strict=True):
         command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
                    "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
                    "false", "--server.fileWatcherType", "none"]  # fmt: skip
         serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / f"{app.stem}.log")
-        ports.append(port)
     yield url, ids, ports[0], ports[1]
 
 
@@ -60,7 +62,8 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 2000})
+            # Screenshots at a common laptop width (docs/screenshots), light theme.
+            page = browser.new_page(viewport={"width": 1440, "height": 2000}, color_scheme="light")
             page.set_default_timeout(UI_TIMEOUT_MS)
             page.goto(f"http://127.0.0.1:{manager_port}/")
             expect(page.get_by_text("jobq manager")).to_be_visible()
@@ -88,7 +91,7 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
             page.wait_for_timeout(4500)
             page.screenshot(path=str(shots / "manager.png"), full_page=True)
 
-            page.set_viewport_size({"width": 1600, "height": 2350})
+            page.set_viewport_size({"width": 1440, "height": 2600})
             page.goto(f"http://127.0.0.1:{ops_port}/")
             expect(page.get_by_text("jobq ops")).to_be_visible()
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Pending")
@@ -96,6 +99,7 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
                 pending_now = q.counts()["PENDING"]
             expect(metric.first).to_contain_text(f"{pending_now:,}")
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="Failed").first).to_be_visible()
+            expect(page.get_by_text("All clear")).to_be_visible()  # live workers: not lost
             charts = page.locator('[data-testid="stVegaLiteChart"]')
             expect(charts).to_have_count(4)
             expect(charts.first.locator("canvas, svg").first).to_be_visible()

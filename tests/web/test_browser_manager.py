@@ -12,37 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, poll, serve
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, cut_elements, free_port, need_chromium, poll, serve
 from seeding import MANAGER, REPO, seed
 
 from jobq import JobStatus, Queue
 
 pytestmark = pytest.mark.slow
-
-#: Elements whose text must never be cut: column headers, status badges, buttons.
-CUT_ELEMENTS_JS = """() => {
-  // A header, badge or button label is cut when its box is narrower than its text (ellipsis,
-  // overflow) or broken over two lines ("tri es", "#109 827"): taller than one line.
-  const cut = [];
-  let checked = 0;
-  const nodes = document.querySelectorAll(
-    '[data-testid="stMarkdownContainer"] strong, [data-testid="stMarkdownContainer"] span[class*="badge"], '
-    + '[data-testid="stMarkdownContainer"] code, button p');
-  for (const el of nodes) {
-    const box = el.getBoundingClientRect();
-    if (box.width === 0) continue;
-    checked += 1;
-    const line = parseFloat(getComputedStyle(el).lineHeight) || parseFloat(getComputedStyle(el).fontSize) * 1.6;
-    const block = el.parentElement;
-    const oneWord = !el.innerText.trim().includes(" ");
-    const isLabel = el.tagName !== 'STRONG' || el.innerText.length < 24;  // a sentence may wrap
-    const broken = isLabel && box.height > line * 1.5 && (oneWord || el.tagName !== 'STRONG');
-    if (broken || (block && block.scrollWidth > block.clientWidth + 1)) {
-      cut.push(el.innerText.slice(0, 40));
-    }
-  }
-  return {checked, cut};
-}"""
 
 
 def _failed(url: str, queue: str, error: str, clock: Callable[[], float] = time.time) -> int:
@@ -88,7 +63,7 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.get_by_text("jobq manager")).to_be_visible()
             expect(page.locator(f".st-key-row_{recent}")).to_be_visible()  # the list has rendered
-            found = page.evaluate(CUT_ELEMENTS_JS)
+            found = cut_elements(page)
             assert found["checked"] > 10 and found["cut"] == [], found  # 1366 px: nothing cut mid-word
 
             error_box = page.get_by_label("Last error contains")
@@ -113,7 +88,7 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             page.locator(".st-key-confirm_yes button").click()
             poll(lambda: status(recent) == status(newer) == JobStatus.PENDING, "the matching jobs to be resubmitted")
             assert status(old) == status(other) == JobStatus.FAILED
-            found = page.evaluate(CUT_ELEMENTS_JS)
+            found = cut_elements(page)
             assert found["checked"] > 10 and found["cut"] == [], found
         finally:
             browser.close()

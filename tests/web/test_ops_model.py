@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import re
 
 from jobq import QueueStats, WorkerEnd, WorkerInfo
+from jobq.backends.base import DueHistory, QueueWait
 from jobq.web import ops_model
 from jobq.web.supervisor import ProgramState
 
@@ -138,7 +141,8 @@ def test_queue_health_separates_due_from_scheduled_and_counts_live_workers() -> 
         worker("b", "consumer2", NOW - 60, NOW - 1, queues=("default", "pdf")),
         worker("c", "consumer3", NOW - 600, NOW - 300, stopped=NOW - 300, queues=("mail",)),
     ]
-    frame = ops_model.queue_health_frame(stats_, workers, NOW).set_index("queue")
+    waits = {"default": QueueWait(40, 0.042, 7.25), "archive": QueueWait(1, 200.0, 200.0)}
+    frame = ops_model.queue_health_frame(stats_, workers, NOW, waits=waits).set_index("queue")
     assert frame.loc["default"].to_dict() == {
         "due": 3,
         "scheduled": 3000,  # 3,000 delayed jobs are not a backlog
@@ -146,10 +150,37 @@ def test_queue_health_separates_due_from_scheduled_and_counts_live_workers() -> 
         "running": 2,
         "failed": 1,
         "oldest due waited": "2m",
+        "wait p50": "42ms",
+        "wait p95": "7.2s",
         "live workers": 2,
     }
     assert frame.loc["mail", "live workers"] == 0 and frame.loc["mail", "due"] == 84
+    assert frame.loc["mail", "wait p50"] == "-"  # nothing of it was claimed in the window
     assert frame.loc["pdf", "due"] == 0 and frame.loc["pdf", "oldest due waited"] == "-"  # served, empty
+    assert frame.loc["archive", "wait p95"] == "3m 20s"  # a queue with only recent waits is listed too
+
+
+def test_the_due_chart_leaves_unread_buckets_empty_and_says_what_it_covers() -> None:
+    whole = DueHistory(NOW - 180, 60.0, NOW - 180, None, [2, 0, 1], {})
+    frame = ops_model.due_frame(whole)
+    assert frame["due"].tolist() == [2, 0, 1]
+    assert list(frame.index) == [datetime.datetime.fromtimestamp(NOW - 180 + i * 60) for i in range(3)]
+    assert "jobs claimed in the chart window" in ops_model.due_coverage_text(whole)
+    cut = DueHistory(NOW - 180, 60.0, NOW - 70, 20_000, [None, 0, 1], {})
+    assert ops_model.due_frame(cut)["due"].isna().tolist() == [True, False, False]  # unknown, not zero
+    text = ops_model.due_coverage_text(cut)
+    assert "newest 20,000 finished jobs" in text and "since" in text
+
+
+def test_jobs_link_to_the_manager_or_name_the_command() -> None:
+    base, problem = ops_model.manager_base("http://localhost:8501")
+    assert (base, problem) == ("http://localhost:8501/", None)
+    assert ops_model.job_link(42, base) == "http://localhost:8501/?job=42"
+    assert re.search(ops_model.JOB_LINK_TEXT, ops_model.job_link(42, base)).group(1) == "42"  # type: ignore[union-attr]
+    assert ops_model.manager_base(None) == (None, None)
+    assert ops_model.job_link(42, None) == "jobq show 42"
+    refused, why = ops_model.manager_base("javascript:alert(1)")
+    assert refused is None and why is not None and "not an http(s) URL" in why
 
 
 def test_the_attempt_failure_rate_counts_retried_attempts() -> None:

@@ -36,7 +36,9 @@ def test_hostile_text_in_a_job_row_is_plain() -> None:
 
 def test_status_and_worker_state_cells_are_styled() -> None:
     assert views.status_badge("FAILED") == ":red-badge[:material/error: FAILED]"
-    assert "d0262f" in views.style_cell("lost") and "d0262f" in views.style_cell(JobStatus.FAILED)
+    red = views.STATUS_PALETTES["light"]["red"][0]
+    assert red in views.style_cell("lost") and red in views.style_cell(JobStatus.FAILED)
+    assert views.STATUS_PALETTES["dark"]["red"][0] in views.style_cell("crashed", "dark")
     assert views.style_cell("restarted") and views.style_cell("stopped") and views.style_cell("alive")
     assert views.style_cell("anything else") == ""
 

@@ -25,6 +25,9 @@ from jobq.job import Event, Job, JobStatus
 STATS_FINISHED_WINDOW = 20_000
 #: ``latest_jobs`` with a finished status looks among at most this many of the newest finished jobs.
 LATEST_FINISHED_WINDOW = 10_000
+#: ``due_history`` reads at most this many of the newest finished jobs (with every PENDING and
+#: PROCESSING one): its depth and waits are exact back to the oldest of them, and it says so.
+DUE_HISTORY_SAMPLE_LIMIT = 20_000
 
 Clock = Callable[[], float]
 """UNIX seconds now. Worker writes take a clock rather than a time and read it once the
@@ -338,6 +341,43 @@ class Bucket:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class QueueWait:
+    """How long one queue's jobs waited for a worker: due (``max(created_at, run_at)``) to claimed."""
+
+    claimed: int
+    """Jobs of the queue claimed in the window (the sample)."""
+    p50: float | None
+    p95: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueHistory:
+    """Due PENDING jobs over time and per-queue waits, derived from the job rows alone (no events).
+
+    Each job counts with its latest due period only: from ``max(created_at, run_at)`` until it was
+    claimed (``started_at``) or finished unclaimed (cancelled). Earlier attempts of a retried job
+    are not in its row, so their waits are not counted.
+    """
+
+    since: float
+    bucket_seconds: float
+    covers_since: float
+    """Depth and waits are exact from here on: ``since``, unless more than ``sample_limit`` jobs
+    finished in the window, then the ``finished_at`` of the oldest of the newest ``sample_limit``."""
+    sample_limit: int | None
+    """None when every finished job of the window was read, else the limit that cut it."""
+    due: list[int | None]
+    """Due PENDING jobs at the end of each bucket (the last one: now); None before ``covers_since``."""
+    waits: dict[str, QueueWait]
+    """Per queue with a job claimed since ``covers_since``: those jobs' waits."""
+
+    @property
+    def starts(self) -> list[float]:
+        """Each bucket's start time."""
+        return [self.since + i * self.bucket_seconds for i in range(len(self.due))]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Progress:
     """What a handler last reported of its run (``JobContext.progress``)."""
 
@@ -520,6 +560,11 @@ class Backend(Protocol):
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]: ...
 
     def recent_events(self, limit: int, kinds: Sequence[str] = ()) -> list[Event]: ...
+
+    def due_history(self, since: float, bucket_seconds: float, now: float, limit: int) -> DueHistory:
+        """Due PENDING jobs at the end of each bucket since ``since`` and each queue's wait,
+        from the job rows (every PENDING and PROCESSING one, the newest ``limit`` finished ones)."""
+        ...
 
     # -- observability ---------------------------------------------------------------------
     def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:

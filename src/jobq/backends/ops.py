@@ -33,6 +33,7 @@ from jobq.backends.base import (
     Completion,
     ControlEvent,
     ControlUpdate,
+    DueHistory,
     Failure,
     HeartbeatResult,
     JobFilter,
@@ -61,6 +62,7 @@ from jobq.backends.common import (
     plan_rescue,
     worker_from_row,
 )
+from jobq.backends.due_history import build_due_history
 from jobq.backends.statements import Dialect, Params
 from jobq.errors import DuplicateJob, StorageError
 from jobq.job import Action, Event, EventKind, Job, JobStatus
@@ -957,6 +959,26 @@ def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[l
     pending = int((yield Exec(d.sql["pending_count"]))[0][0])
     kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
     return build_buckets(since, bucket_seconds, now, kind_counts, durations, pending)
+
+
+def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, limit: int) -> Op[DueHistory]:
+    # Three bounded reads in one transaction (a consistent moment): the due PENDING jobs grouped by
+    # bucket, the PROCESSING rows, and the newest `limit` finished rows.
+    args = {"since": float(since), "bucket": float(bucket_seconds), "now": float(now)}
+    pending = [(int(b), int(n)) for b, n in (yield Exec(d.sql["due_pending_from"], args))]
+    running = yield Exec(d.sql["due_running"])
+    finished = yield Exec(d.sql["due_finished"], {"since": float(since), "limit": limit})
+    rows = [(str(q), float(f), s, e) for q, f, s, e in [*running, *finished]]
+    return build_due_history(
+        since,
+        bucket_seconds,
+        now,
+        pending,
+        rows,
+        len(finished),
+        min((float(r[3]) for r in finished), default=None),
+        limit,
+    )
 
 
 # -- observability ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from jobq.backends.base import (
     Completion,
     ControlEvent,
     ControlUpdate,
+    DueHistory,
     Failure,
     HeartbeatResult,
     JobFilter,
@@ -247,6 +248,9 @@ class SqlStore:
 
     def history(self, since: float, bucket_seconds: float, now: float) -> list[Bucket]:
         return self._read(lambda: ops.history(self.dialect, since, bucket_seconds, now))
+
+    def due_history(self, since: float, bucket_seconds: float, now: float, limit: int) -> DueHistory:
+        return self._read(lambda: ops.due_history(self.dialect, since, bucket_seconds, now, limit))
 
     # -- observability ---------------------------------------------------------------------
     def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:

@@ -150,3 +150,10 @@ def storage_error(exc: JobqError, q: Queue) -> None:
     """A read or action failed (database locked, corrupt, gone): one readable message."""
     message = redact_text(str(exc), q.url)
     st.error("**The job queue could not be read.** " + safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))
+
+
+def theme_type() -> str:
+    """``"light"`` or ``"dark"``: the theme this session's browser shows (it follows the browser's
+    preference or the app menu), for colours drawn outside the theme (status cells in tables)."""
+    kind = st.context.theme.type
+    return kind if kind in ("light", "dark") else "light"

@@ -27,7 +27,7 @@ from jobq.web._page import open_queue, storage_error
 
 # Sized so that at 1366 px (sidebar open) no header, time, id, badge or button is cut or broken
 # (tests/web/test_browser_manager.py measures it); the started time is in the job's detail.
-ROW_WIDTHS = [0.3, 0.8, 1.5, 0.9, 0.9, 2.0, 0.6, 1.05, 1.05, 1.7, 1.45, 1.25, 0.5]
+ROW_WIDTHS = [0.3, 0.8, 1.75, 0.9, 0.9, 1.75, 0.6, 1.05, 1.05, 1.7, 1.45, 1.25, 0.5]
 ROW_GAP: Final = "xxsmall"
 ROW_HEADERS = [
     "",

@@ -3,8 +3,10 @@
 Run with ``jobq ops``, or ``streamlit run src/ops/ops.py`` from a clone. The live part is one
 ``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
 so the sidebar and the user's scroll position stay put. Charts read ``Queue.history`` (the stored
-events), so they survive restarts of every process. With ``JOBQ_OPS_PASSWORD`` (or, unset, the
-manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown before the password is entered.
+events) and ``Queue.due_history`` (due jobs over time and each queue's waits, from the job rows),
+so they survive restarts of every process. Job ids link to the manager (``JOBQ_MANAGER_URL``).
+With ``JOBQ_OPS_PASSWORD`` (or, unset, the manager's ``JOBQ_MANAGER_PASSWORD``) nothing is shown
+before the password is entered.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit.elements.lib.column_types import ColumnConfig
 
 from jobq import JobFilter, JobqError, JobStatus, Page, Queue, QueueStats, Settings
-from jobq.backends.base import Bucket
+from jobq.backends.base import Bucket, DueHistory
 from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
 from jobq.web import _page, ops_model, safety, schedules_panel, supervisor, views
@@ -150,11 +153,12 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         f"{rate:.1%}" if rate is not None else views.DASH,
         border=True,
         height=METRIC_HEIGHT,
-        delta=f"{attempts:.1%} of attempts failed" if attempts is not None else "no attempt finished",
+        # Short enough for the metric's pill at 1366 px ("of attempts failed" was cut); help says it all.
+        delta=f"{attempts:.1%} per try" if attempts is not None else "no try finished",
         delta_color="off",
         delta_arrow="off",
         help="Jobs that failed for good / (completed + failed) over the chart window; below it, the share of "
-        "all attempts that failed, retried ones included.",
+        "all attempts (tries) that failed, retried ones included.",
     )
     # Programs expected to run: those whose newest process did not stop cleanly.
     names = {
@@ -205,15 +209,16 @@ def _supervisor_programs() -> tuple[list[supervisor.ProgramState], str | None]:
         return [], f"{where.path}: {exc}"
 
 
-def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
+def _charts(frame: pd.DataFrame, bucket_seconds: float, due: DueHistory) -> None:
     per = "minute" if bucket_seconds == 60 else f"{bucket_seconds:g} s"
     left, right = st.columns(2)
     with left, st.container(border=True):
         st.markdown(f"**Completed and failed per {per}**")
         st.altair_chart(_line_chart(frame, ["completed", "failed"], ["#21a366", "#e0464e"], "jobs"), width="stretch")
     with right, st.container(border=True):
-        st.markdown("**Pending jobs** (due and scheduled, at the end of each bucket)")
-        st.altair_chart(_area_chart(frame, "depth", "#4c78e0", "jobs"), width="stretch")
+        st.markdown("**Due jobs** (waiting for a worker)")
+        st.altair_chart(_area_chart(ops_model.due_frame(due), "due", "#4c78e0", "jobs"), width="stretch")
+    st.caption(ops_model.due_coverage_text(due))
     st.caption(
         f"Wait and run times: of the newest {HISTORY_SAMPLE_LIMIT:,} jobs at most that finished in the window "
         "(completed or failed), placed in the bucket they finished in. The dashed line marks the bucket still filling."
@@ -227,13 +232,33 @@ def _charts(frame: pd.DataFrame, bucket_seconds: float) -> None:
         st.altair_chart(_line_chart(frame, ["run p50", "run p95"], ["#ffc06b", "#d9730d"], "s"), width="stretch")
 
 
-def _tables(q: Queue, settings: Settings, now: float) -> None:
+def _linked(frame: pd.DataFrame, column: str, manager: str | None) -> pd.DataFrame:
+    """``frame`` with its job ids turned into links to the manager (or ``jobq show ID``)."""
+    out = frame.copy()
+    out[column] = [ops_model.job_link(int(i), manager) for i in out[column]]
+    return out
+
+
+def _job_column(manager: str | None) -> ColumnConfig:
+    """How a job column shows: a link that opens the job in the manager, showing the id; without
+    a manager URL, the command that shows the job (copy it from the cell)."""
+    if manager is None:
+        return st.column_config.TextColumn(
+            help="Set JOBQ_MANAGER_URL (e.g. http://localhost:8501/) to open jobs in the manager from here."
+        )
+    return st.column_config.LinkColumn(display_text=ops_model.JOB_LINK_TEXT, help="Open the job in the manager")
+
+
+def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
     workers = st.session_state.get("_workers", [])
+    manager, manager_problem = ops_model.manager_base(settings.manager_url)
+    if manager_problem:
+        st.warning(safety.md_literal(manager_problem, safety.SHOWN_MESSAGE_CHARS), icon=":material/link_off:")
     st.subheader(":material/engineering: Workers")
     if workers:
         st.dataframe(
             ops_model.workers_frame(workers, now, settings.heartbeat_seconds).style.map(
-                views.style_cell, subset=["state"]
+                views.style_cell, theme=_page.theme_type(), subset=["state"]
             ),
             hide_index=True,
             width="stretch",
@@ -257,12 +282,12 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
         st.subheader(":material/autorenew: Running jobs")
         progress = q.progress_of([j.id for j in running])
         st.dataframe(
-            views.running_frame(running, progress, now),
+            _linked(views.running_frame(running, progress, now), "id", manager),
             hide_index=True,
             width="stretch",
             key="running_jobs",
             column_config={
-                "id": st.column_config.NumberColumn(format="%d", width="small"),
+                "id": _job_column(manager),
                 "progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
             },
         )
@@ -283,14 +308,19 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
         frame = views.jobs_frame(jobs)[
             ["id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
         ]
+        # Short times (today's as HH:MM:SS), so that the columns fit at 1366 px; the zone is in the help.
+        for column, field in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):
+            frame[column] = [views.fmt_short_time(getattr(j, field), now) for j in jobs]
+        when = f"Server time ({views.zone_name(now)}); a date when not today"
         st.dataframe(
-            frame.style.map(views.style_cell, subset=["status"]),
+            _linked(frame, "id", manager).style.map(views.style_cell, theme=_page.theme_type(), subset=["status"]),
             hide_index=True,
             width="stretch",
             height=420,
             column_config={
-                "id": st.column_config.NumberColumn(format="%d", width="small"),
+                "id": _job_column(manager),
                 "path / payload": st.column_config.TextColumn(width="medium"),
+                **{c: st.column_config.TextColumn(help=when) for c in ("created", "started", "finished")},
             },
         )
     with right:
@@ -306,18 +336,32 @@ def _tables(q: Queue, settings: Settings, now: float) -> None:
             for e in events
         ]
         st.dataframe(
-            pd.DataFrame(rows, columns=["at", "job", "event", "by"]), hide_index=True, width="stretch", height=420
+            _linked(pd.DataFrame(rows, columns=["at", "job", "event", "by"]), "job", manager),
+            hide_index=True,
+            width="stretch",
+            height=420,
+            column_config={
+                "at": st.column_config.TextColumn(width="small", help=f"Server time ({views.zone_name(now)})"),
+                "job": _job_column(manager),
+            },
         )
 
     st.subheader(":material/stacks: Queues")
     stats = st.session_state.get("_stats") or q.stats()
+    waited = (
+        "of the jobs claimed in the chart window"
+        if due.sample_limit is None
+        else f"of the jobs claimed since {views.fmt_short_time(due.covers_since, now)}"
+    )
     st.dataframe(
-        ops_model.queue_health_frame(stats, workers, now, settings.heartbeat_seconds),
+        ops_model.queue_health_frame(stats, workers, now, settings.heartbeat_seconds, due.waits),
         hide_index=True,
         width="stretch",
         column_config={
             "due": st.column_config.NumberColumn(help="Pending jobs whose time has come"),
             "scheduled": st.column_config.NumberColumn(help="Pending jobs not yet due: delayed, or waiting to retry"),
+            "wait p50": st.column_config.TextColumn(help=f"Median wait from due to claimed, {waited}"),
+            "wait p95": st.column_config.TextColumn(help=f"95th percentile wait from due to claimed, {waited}"),
             "live workers": st.column_config.NumberColumn(help="Alive workers that take jobs of this queue"),
         },
     )
@@ -340,9 +384,10 @@ def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> 
         st.caption(
             safety.md_literal(f"Updated {time.strftime('%H:%M:%S %Z')} · {ops_model.ops_caption(q.display_url)}")
         )
+        due = q.due_history(window=window, bucket=bucket_seconds)
         _metrics(q, buckets, bucket_seconds, settings, now)
-        _charts(ops_model.history_frame(buckets), bucket_seconds)
-        _tables(q, settings, now)
+        _charts(ops_model.history_frame(buckets), bucket_seconds, due)
+        _tables(q, settings, now, due)
     except JobqError as exc:
         storage_error(exc, q)
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import urllib.parse
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from jobq import QueueStats, WorkerInfo
-from jobq.backends.base import Bucket
+from jobq.backends.base import Bucket, DueHistory, QueueWait
 from jobq.flow import format_rate
 from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, worker_state
 from jobq.web.safety import plain
 from jobq.web.supervisor import ProgramState, troubled
-from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_time
+from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_short_time, fmt_time
 
 PENDING_ALERT_SECONDS_DEFAULT = 300.0
 """Alert when the oldest due pending job of a queue has waited longer than this."""
@@ -30,6 +31,31 @@ CRASH_ALERT_SECONDS_DEFAULT = 900.0
 """A crashed (or lost) worker stays an alert this long after it ended."""
 NAMES_SHOWN = 5
 """Most names an alert lists (then "and N more")."""
+
+
+def manager_base(manager_url: str | None) -> tuple[str | None, str | None]:
+    """The manager's URL to link jobs to (None: unknown) and, when the setting is unusable, why.
+
+    Only an ``http(s)://host/...`` URL is linked: anything else in a link would be a trap (a
+    ``javascript:`` URL runs in the ops page when clicked)."""
+    if not manager_url or not manager_url.strip():
+        return None, None
+    parts = urllib.parse.urlsplit(manager_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None, f"JOBQ_MANAGER_URL is not an http(s) URL: {plain(manager_url, 80)}; jobs are not linked."
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", "")), None
+
+
+def job_link(job_id: int, manager: str | None) -> str:
+    """Where ops sends the operator for a job: the manager with the job open (its deep link,
+    ``?job=ID``), or, without a manager URL, the command that shows it."""
+    if manager is None:
+        return f"jobq show {job_id}"
+    return f"{manager}?{urllib.parse.urlencode({'job': job_id})}"
+
+
+JOB_LINK_TEXT = r"[?&]job=(\d+)"
+"""What a job link shows (``LinkColumn(display_text=...)``): the id from its URL."""
 
 
 def ops_caption(url: str) -> str:
@@ -53,12 +79,18 @@ def attempt_failure_rate(buckets: Sequence[Bucket]) -> float | None:
 
 
 def queue_health_frame(
-    stats: QueueStats, workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT
+    stats: QueueStats,
+    workers: Sequence[WorkerInfo],
+    now: float,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS_DEFAULT,
+    waits: Mapping[str, QueueWait] | None = None,
 ) -> pd.DataFrame:
     """One row per queue: due, scheduled (of which waiting to retry), running, failed, how long
-    its oldest due job has waited, and how many live workers serve it. Sorted by queue name."""
+    its oldest due job has waited, how long its recently claimed jobs waited (p50/p95, from
+    ``waits``: ``Queue.due_history``) and how many live workers serve it. Sorted by queue name."""
+    waits = waits or {}
     live = [w for w in workers if worker_state(w, now, heartbeat_seconds) == WorkerState.ALIVE]
-    names = sorted(set(stats.by_queue) | set(stats.due_by_queue) | {q for w in live for q in w.queues})
+    names = sorted(set(stats.by_queue) | set(stats.due_by_queue) | set(waits) | {q for w in live for q in w.queues})
     rows = []
     for queue in names:
         counts = stats.by_queue.get(queue, {})
@@ -73,6 +105,8 @@ def queue_health_frame(
                 "running": counts.get("PROCESSING", 0),
                 "failed": counts.get("FAILED", 0),
                 "oldest due waited": duration_text(max(0.0, now - oldest)) if oldest is not None else "-",
+                "wait p50": _wait_text(waits.get(queue), "p50"),
+                "wait p95": _wait_text(waits.get(queue), "p95"),
                 "live workers": sum(1 for w in live if queue in w.queues),
             }
         )
@@ -84,9 +118,56 @@ def queue_health_frame(
         "running",
         "failed",
         "oldest due waited",
+        "wait p50",
+        "wait p95",
         "live workers",
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _wait_text(wait: QueueWait | None, which: str) -> str:
+    value = getattr(wait, which) if wait is not None else None
+    return wait_text(value)
+
+
+def wait_text(seconds: float | None) -> str:
+    """A wait for people: ``"40ms"`` and ``"2.5s"`` where a healthy queue's waits are, then as
+    ``duration_text`` (``"3m 20s"``); ``"-"`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{max(0.0, seconds) * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    return duration_text(seconds)
+
+
+def due_frame(history: DueHistory) -> pd.DataFrame:
+    """Due jobs at the end of each bucket as a time-indexed frame (local time) for the depth
+    chart; buckets before ``covers_since`` (not read) are empty, not zero."""
+    frame = pd.DataFrame(
+        {
+            "time": [datetime.datetime.fromtimestamp(t) for t in history.starts],
+            "due": pd.array(history.due, dtype="Int64"),
+        }
+    )
+    return frame.set_index("time")
+
+
+def due_coverage_text(history: DueHistory) -> str:
+    """What the due chart and the queues' wait columns cover, in words."""
+    base = (
+        "Due jobs: pending jobs whose time has come, at the end of each bucket (scheduled ones are not due yet). "
+        "They and the queues' waits come from the job rows: each job's latest wait, from due to claimed "
+        "(a retried job's earlier waits are not kept)."
+    )
+    limit = history.sample_limit
+    if limit is None:
+        return base + " Waits: jobs claimed in the chart window."
+    return (
+        base + f" More than {limit:,} jobs finished in the chart window: both cover only the time "
+        f"since {fmt_short_time(history.covers_since)} (the newest {limit:,} finished jobs)."
+    )
 
 
 def throughput_per_minute(buckets: Sequence[Bucket], bucket_seconds: float) -> float:

@@ -45,18 +45,39 @@ STATUS_ICONS: dict[JobStatus, str] = {
 }
 RESTARTED = "restarted"
 """Ops shows an older lost process of a program that started again as restarted: it is history."""
-#: Text colours for status cells in dataframes (Streamlit's palette, readable on white).
-STATUS_CSS: dict[str, str] = {
-    "PENDING": "color: #1c6fd1",
-    "PROCESSING": "color: #c96a00",
-    "COMPLETED": "color: #16883e",
-    "FAILED": "color: #d0262f; font-weight: 600",
-    "CANCELLED": "color: #6b7280",
-    WorkerState.ALIVE: "color: #16883e",
-    WorkerState.LOST: "color: #d0262f; font-weight: 600",
-    WorkerState.CRASHED: "color: #d0262f; font-weight: 600",
-    WorkerState.STOPPED: "color: #6b7280",
-    RESTARTED: "color: #6b7280",
+THEMES = ("light", "dark")
+"""The apps' two themes (``.streamlit/config.toml``: ``[theme.light]`` and ``[theme.dark]``)."""
+#: Per theme: the page background, and each badge colour's text and background. The same values
+#: are in ``.streamlit/config.toml`` (Streamlit draws the badges from there; tables take their
+#: status text colours from here): tests/web/test_contrast.py checks that both agree and that every
+#: text reaches 4.5:1 (WCAG AA) on its badge and on the page, and the browser test that the badges
+#: are drawn in these colours.
+STATUS_PALETTES: dict[str, dict[str, tuple[str, str]]] = {
+    "light": {
+        "page": ("#1f2430", "#ffffff"),
+        "blue": ("#1b5bb8", "#e6efff"),
+        "orange": ("#9a4700", "#fff0e0"),
+        "green": ("#12703a", "#e2f5e9"),
+        "red": ("#b01f29", "#fde8ea"),
+        "gray": ("#4b5563", "#eceff3"),
+    },
+    "dark": {
+        "page": ("#fafafa", "#0e1117"),
+        "blue": ("#9cc2ff", "#16284a"),
+        "orange": ("#ffb86b", "#3a2410"),
+        "green": ("#7ee2a2", "#0f3320"),
+        "red": ("#ff9ba1", "#44161b"),
+        "gray": ("#c3c8d0", "#2a2e36"),
+    },
+}
+#: The colour of each status and worker state in table cells (bold: needs an operator).
+CELL_COLORS: dict[str, tuple[str, bool]] = {
+    **{status.value: (color, status == JobStatus.FAILED) for status, color in STATUS_COLORS.items()},
+    WorkerState.ALIVE: ("green", False),
+    WorkerState.LOST: ("red", True),
+    WorkerState.CRASHED: ("red", True),
+    WorkerState.STOPPED: ("gray", False),
+    RESTARTED: ("gray", False),
 }
 
 
@@ -66,9 +87,15 @@ def status_badge(status: JobStatus | str) -> str:
     return f":{STATUS_COLORS[st]}-badge[{STATUS_ICONS[st]} {st.value}]"
 
 
-def style_cell(value: Any) -> str:
-    """CSS for a status or worker-state cell (for ``DataFrame.style.map``), "" for anything else."""
-    return STATUS_CSS.get(str(value), "")
+def style_cell(value: Any, theme: str = "light") -> str:
+    """CSS for a status or worker-state cell in ``theme`` (for ``DataFrame.style.map``), "" for
+    anything else."""
+    found = CELL_COLORS.get(str(value))
+    if found is None:
+        return ""
+    color, bold = found
+    palette = STATUS_PALETTES.get(theme, STATUS_PALETTES["light"])
+    return f"color: {palette[color][0]}" + ("; font-weight: 600" if bold else "")
 
 
 def fmt_time(ts: float | None) -> str:

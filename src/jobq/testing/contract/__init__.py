@@ -17,6 +17,7 @@ need ``app_connect`` (application connections of every kind the backend accepts,
     def queue(clock: FakeClock): ...
 """
 
+from jobq.testing.contract.due_history import *  # noqa: F403
 from jobq.testing.contract.flow import *  # noqa: F403
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
