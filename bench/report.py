@@ -274,6 +274,9 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
             higher=False,
         )
         check(f"`wait` returns <= 5 ms after the commit, p50 ({store})", r["wait_p50_ms"], 5.0, "ms", higher=False)
+    for store, r in (extras.get("flow") or {}).items():
+        check(f"claim p99 <= 20 ms, 20,000 due jobs, limit 4 ({store})", r["claim_p99_ms"], 20.0, "ms", higher=False)
+        check(f"idle worker at a limit < 2% CPU ({store})", r["idle_cpu_pct"], 2.0, "%", higher=False)
     apps = extras.get("apps") or {}
     for name in ("manager", "ops"):
         got = apps.get(name)
@@ -422,6 +425,11 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         from bench.asyncio_rows import text as asyncio_text
 
         parts += ["### asyncio", "", asyncio_text(aio), ""]
+    flow = extras.get("flow")
+    if flow:
+        from bench.flow_rows import text as flow_text
+
+        parts += ["### Flow control", "", flow_text(flow), ""]
     prof = extras.get("profile")
     if prof:
         parts += ["### Profile of jobq's claim+complete loop (cProfile, one process)", "", prof, ""]

@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-apps", action="store_true", help="skip the apps' render time")
     parser.add_argument("--no-asyncio", action="store_true", help="skip the asyncio figures (async handlers, wait)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
+    parser.add_argument("--no-flow", action="store_true", help="skip the flow-control figures (a limited queue)")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
     args = parser.parse_args(argv)
     rows = systems()
@@ -262,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
 
             log("asyncio: async handlers, Queue.wait")
             extras["asyncio"] = measure_asyncio(workdir, pg, args.quick, log)
+        if not args.no_flow:
+            from bench.flow_rows import measure_flow
+
+            log("flow control: 20,000 due jobs, a concurrency limit of 4")
+            extras["flow"] = measure_flow(workdir, pg, args.quick, log)
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -5,7 +5,17 @@ can never complete, fail or extend a job that was handed to another.
 """
 
 from jobq.async_queue import AsyncQueue
-from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, ScheduleInfo, WorkerEnd, WorkerInfo
+from jobq.backends.base import (
+    ActionResult,
+    ControlEvent,
+    JobFilter,
+    Page,
+    QueueControl,
+    QueueStats,
+    ScheduleInfo,
+    WorkerEnd,
+    WorkerInfo,
+)
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
@@ -33,6 +43,7 @@ __all__ = [
     "ActionResult",
     "AsyncQueue",
     "ConfigError",
+    "ControlEvent",
     "DuplicateJob",
     "Event",
     "EventKind",
@@ -50,6 +61,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermanentError",
     "Queue",
+    "QueueControl",
     "QueueStats",
     "Schedule",
     "ScheduleInfo",

@@ -40,6 +40,7 @@ from jobq.backends.base import (
     Listener,
     NewJob,
     Page,
+    QueueControl,
     QueueStats,
 )
 from jobq.backends.common import clip
@@ -68,6 +69,8 @@ _ENQUEUE_OPTIONS = {
     "on_conflict": "return",
     "max_attempts": None,
     "timeout": None,
+    "concurrency_key": None,
+    "concurrency_keys": None,
 }
 
 
@@ -160,9 +163,12 @@ class AsyncQueue:
         given = {**_ENQUEUE_OPTIONS, **options}
         q = self.sync
         now = q.clock()
+        concurrency_keys = given.pop("concurrency_keys", None) or [given["concurrency_key"]] * len(payloads)
+        if len(concurrency_keys) != len(payloads):
+            raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(payloads)} payloads")
         jobs: list[NewJob] = []
-        for payload, key in zip(payloads, keys, strict=True):
-            args = dict(given)
+        for payload, key, ckey in zip(payloads, keys, concurrency_keys, strict=True):
+            args = {**given, "concurrency_key": ckey}
             if many and key is None:  # Queue.enqueue_many's rule: a key's options apply to keyed jobs
                 args.update(key_scope="all", key_ttl=None)
             jobs.append(q._new_job(payload, **args, key=key, now=now))  # the facade's checks, unchanged
@@ -265,6 +271,22 @@ class AsyncQueue:
             return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
         wanted = [JobStatus(s) for s in statuses]
         return int(await self._store("purge", wanted, self.sync.clock() - older_than))
+
+    # -- flow control (docs/flow-control.md) --------------------------------------------------
+    async def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.pause, queue, actor=actor)
+        return control
+
+    async def resume(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.resume, queue, actor=actor)
+        return control
+
+    async def set_limits(self, queue: str, **limits: Any) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.set_limits, queue, **limits)
+        return control
+
+    async def controls(self) -> list[QueueControl]:
+        return list(await self._call(self.sync.controls))
 
     # -- workers -----------------------------------------------------------------------------
     async def claim(self, worker_id: str, **kwargs: Any) -> Job | None:

@@ -24,6 +24,8 @@ from jobq.backends.base import (
     Backend,
     Bucket,
     Completion,
+    ControlEvent,
+    ControlUpdate,
     DueHistory,
     Failure,
     HeartbeatResult,
@@ -34,6 +36,7 @@ from jobq.backends.base import (
     NewJob,
     Page,
     Progress,
+    QueueControl,
     QueueGauges,
     QueueStats,
     RescueResult,
@@ -45,6 +48,7 @@ from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings, parse_duration
 from jobq.errors import (
+    ConfigError,
     DuplicateJob,
     InvalidPayload,
     InvalidTransition,
@@ -53,6 +57,7 @@ from jobq.errors import (
     PayloadTooLarge,
     ScheduleNotFound,
 )
+from jobq.flow import check_limit, check_rate, parse_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.payloads import encode_json, encode_walked, is_unicode, walk
@@ -120,6 +125,16 @@ def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tu
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
         raise InvalidPayload("key_ttl must be a positive number of seconds")
     return "ttl", now + ttl
+
+
+class _Keep:
+    """The type of ``KEEP``: a limit ``set_limits`` leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
 
 
 def default_actor(settings: Settings) -> str:
@@ -199,6 +214,7 @@ class Queue:
         key_scope: str = "all",
         key_ttl: float | None = None,
         on_conflict: str = "return",
+        concurrency_key: str | None = None,
     ) -> NewJob:
         limit = self.settings.payload_limit_bytes
         estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
@@ -210,6 +226,8 @@ class Queue:
             raise PayloadTooLarge(size, limit)
         if key is not None:
             _check_name(key, "idempotency key", remember=False)
+        if concurrency_key is not None:
+            _check_name(concurrency_key, "concurrency key", remember=False)
         scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
@@ -241,6 +259,7 @@ class Queue:
             key_scope=scope,
             key_expires_at=key_expires_at,
             on_conflict=on_conflict,
+            concurrency_key=concurrency_key,
         )
 
     def enqueue(
@@ -258,6 +277,7 @@ class Queue:
         on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
+        concurrency_key: str | None = None,
         conn: Any = None,
     ) -> int:
         """Submit one job and return its id.
@@ -278,6 +298,9 @@ class Queue:
             on_conflict: ``"return"`` (default) the holder's id, or ``"raise"`` DuplicateJob.
             max_attempts: attempts before FAILED (default from settings).
             timeout: seconds a run may take before it counts as failed.
+            concurrency_key: jobs of one key share the queue's per-key concurrency limit
+                (``set_limits(queue, per_key=N)``: at most N of them run at once; see
+                docs/flow-control.md). Without a per-key limit it has no effect.
             conn: the application's open connection to the same store (a ``psycopg.Connection``
                 on PostgreSQL; an ``apsw.Connection`` on the same SQLite file, not the stdlib
                 ``sqlite3``: see docs/transactions.md): the job is written in its current
@@ -306,6 +329,7 @@ class Queue:
             key_scope=key_scope,
             key_ttl=key_ttl,
             on_conflict=on_conflict,
+            concurrency_key=concurrency_key,
         )
         if conn is not None:
             return self.backend.enqueue_in(conn, [job], now)[0]
@@ -334,15 +358,22 @@ class Queue:
         on_conflict: str = "return",
         max_attempts: int | None = None,
         timeout: float | None = None,
+        concurrency_key: str | None = None,
+        concurrency_keys: Sequence[str | None] | None = None,
         conn: Any = None,
     ) -> list[int]:
         """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
         application's transaction; ``key_scope``, ``key_ttl``, ``on_conflict``: for every key,
-        as for ``enqueue`` (``"raise"`` stores none of the jobs)."""
+        as for ``enqueue`` (``"raise"`` stores none of the jobs). ``concurrency_key``: one for
+        every job, or ``concurrency_keys``: one per payload (see ``enqueue``)."""
         now = self.clock()
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
             raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
+        if concurrency_keys is not None and len(concurrency_keys) != len(items):
+            raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(items)} payloads")
+        if concurrency_keys is not None and concurrency_key is not None:
+            raise InvalidPayload("give concurrency_key or concurrency_keys, not both")
         jobs = [
             self._new_job(
                 p,
@@ -358,6 +389,7 @@ class Queue:
                 key_scope=key_scope if keys and keys[i] is not None else "all",
                 key_ttl=key_ttl if keys and keys[i] is not None else None,
                 on_conflict=on_conflict,
+                concurrency_key=concurrency_keys[i] if concurrency_keys is not None else concurrency_key,
             )
             for i, p in enumerate(items)
         ]
@@ -874,6 +906,70 @@ class Queue:
         """Delete a schedule (a worker that still declares it in code stores it again). Raises ScheduleNotFound."""
         if not self.backend.delete_schedule(name):
             raise ScheduleNotFound(name)
+
+    # -- flow control (docs/flow-control.md) ------------------------------------------------
+    def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        """Stop claims from ``queue`` on every worker and host (running jobs finish normally); its
+        jobs stay PENDING. Recorded in the queue's history (who, when)."""
+        return self._update_control(queue, ControlUpdate(paused=True), actor)
+
+    def resume(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        """Claim from ``queue`` again; wakes its idle workers at once."""
+        return self._update_control(queue, ControlUpdate(paused=False), actor)
+
+    def set_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int | _Keep | None = KEEP,
+        per_key: int | _Keep | None = KEEP,
+        rate: str | tuple[int, float] | _Keep | None = KEEP,
+        actor: str | None = None,
+    ) -> QueueControl:
+        """Set (or with None, clear) ``queue``'s limits; those not named are kept. Enforced by the
+        claim on every worker and host:
+
+        - ``concurrency``: at most this many of the queue's jobs PROCESSING at once;
+        - ``per_key``: at most this many PROCESSING per ``concurrency_key`` (jobs without one
+          count only against ``concurrency``);
+        - ``rate``: at most COUNT claims per window, ``"100/s"``, ``"10/min"`` or ``(count, seconds)``.
+
+        Raises ConfigError for a bad value (nothing is changed). Recorded in the queue's history.
+        """
+        names: set[str] = set()
+        values: dict[str, Any] = {}
+        if not isinstance(concurrency, _Keep):
+            names.add("concurrency")
+            values["concurrency"] = None if concurrency is None else check_limit(concurrency, "concurrency")
+        if not isinstance(per_key, _Keep):
+            names.add("per_key")
+            values["per_key"] = None if per_key is None else check_limit(per_key, "per-key limit")
+        if not isinstance(rate, _Keep):
+            names.update(("rate_count", "rate_window"))
+            if rate is None:
+                values["rate_count"] = values["rate_window"] = None
+            else:
+                count, window = parse_rate(rate) if isinstance(rate, str) else check_rate(*rate)
+                values["rate_count"], values["rate_window"] = count, window
+        return self._update_control(queue, ControlUpdate(limits=frozenset(names), **values), actor)
+
+    def clear_limits(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        """Remove every limit of ``queue`` (a pause stays: ``resume`` ends it)."""
+        return self.set_limits(queue, concurrency=None, per_key=None, rate=None, actor=actor)
+
+    def _update_control(self, queue: str, update: ControlUpdate, actor: str | None) -> QueueControl:
+        name = _check_name(queue, "queue name") if isinstance(queue, str) and queue else ""
+        if not name:
+            raise ConfigError("a queue name is needed (e.g. default)")
+        return self.backend.update_control(name, update, actor or default_actor(self.settings), self.clock())
+
+    def controls(self) -> list[QueueControl]:
+        """Every queue that has (or had) flow control, by name: paused or not, and its limits."""
+        return self.backend.controls()
+
+    def control_history(self, queue: str | None = None, *, limit: int = 50) -> list[ControlEvent]:
+        """Who paused, resumed or changed the limits of ``queue`` (None: any queue), newest first."""
+        return self.backend.control_history(queue, limit)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

@@ -58,14 +58,20 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             "INSERT INTO jobs (payload, run_at, created_at, updated_at, idempotency_key) "
             f"VALUES ('\"held by a worker of the old jobq\"', {clock.now}, {clock.now}, {clock.now}, 'old-key')",
         )
-        job = old.claim("old-worker", lease=300)
-        assert job is not None
-        job_id = job.id
-    # The old jobq stored a `claimed` event per claim (before schema 8 on SQLite, 9 on PostgreSQL).
+        # Claimed as the old jobq's claim did (today's claim reads queue_controls, which schema 1 lacks).
+        (job_id,) = _raw(backend_url, "SELECT id FROM jobs")[0]
+        _raw(
+            backend_url,
+            "UPDATE jobs SET status = 'PROCESSING', attempts = 1, rev = rev + 1, lease_owner = 'old-worker', "
+            f"lease_token = 'old-token', lease_expires_at = {clock.now + 300}, started_at = {clock.now}, "
+            f"updated_at = {clock.now} WHERE id = {job_id}",
+        )
+        assert old.get(job_id).status == R
+    # The old jobq stored a `claimed` event per claim (before schema 8 on SQLite, 10 on PostgreSQL).
     _raw(
         backend_url,
         "INSERT INTO job_events (job_id, at, kind, actor, attempt) "
-        f"VALUES ({job_id}, {job.started_at}, 'claimed', 'old-worker', 1)",
+        f"VALUES ({job_id}, {clock.now}, 'claimed', 'old-worker', 1)",
     )
     # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
     _raw(
@@ -90,7 +96,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         assert q.get(job_id).status == P and "lease expired" in (q.get(job_id).last_error or "")
         # History shows the stored claim once, though the rescue carries it too.
         claims = [(e.actor, e.attempt, e.at) for e in q.events(job_id) if e.kind == "claimed"]
-        assert claims == [("old-worker", 1, job.started_at)]
+        assert claims == [("old-worker", 1, clock.now)]
         q.backend.register_worker(_worker("new-worker", "h", os.getpid(), "table", clock.now))
         assert {w.id: w.process_table for w in q.workers()} == {"old-worker": None, "new-worker": "table"}
     if sqlite and shutil.which("sqlite3"):

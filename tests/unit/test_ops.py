@@ -115,8 +115,9 @@ def test_claim_reads_the_clock_once_inside_the_operation() -> None:
     run, seen = scripted({})
     op = ops.claim(DIALECT, "w", ["default"], 5, 30.0, clock, "nonce")
     assert calls == []  # building the operation reads nothing: the runner holds the lock first
-    assert ops.drive(op, run) == [] and calls == [1.0]
-    assert len(seen) == 1 and "lease_token = :nonce" in seen[0]  # the claim, rendered for one queue
+    assert ops.drive(op, run) == ([], False) and calls == [1.0]
+    # The queue's flow controls (none), then the claim, rendered for one queue.
+    assert len(seen) == 2 and "queue_controls" in seen[0] and "lease_token = :nonce" in seen[1]
 
 
 def _lease(token: str = "t-1") -> Lease:

@@ -53,6 +53,8 @@ class NewJob:
     key_expires_at: float | None = None
     on_conflict: str = "return"
     """A held key: ``"return"`` the holder's id, or ``"raise"`` :class:`jobq.DuplicateJob`."""
+    concurrency_key: str | None = None
+    """Jobs of one key share their queue's per-key concurrency limit (docs/flow-control.md)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,6 +220,65 @@ class ScheduleInfo:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class QueueControl:
+    """A queue's flow control (docs/flow-control.md): whether it is paused, and its limits (None:
+    no such limit). Enforced by the claim itself, across every worker and host."""
+
+    queue: str
+    paused: bool = False
+    paused_by: str | None = None
+    """Who last paused or resumed the queue, and when (``paused_at``)."""
+    paused_at: float | None = None
+    concurrency: int | None = None
+    """At most this many jobs of the queue PROCESSING at once."""
+    per_key: int | None = None
+    """At most this many PROCESSING jobs per ``concurrency_key`` in the queue."""
+    rate_count: int | None = None
+    """At most ``rate_count`` claims admitted per ``rate_window`` seconds."""
+    rate_window: float | None = None
+    next_admit_at: float | None = None
+    """Rate limit: no job of the queue is admitted before this time (its "theoretical arrival time")."""
+    updated_by: str | None = None
+    updated_at: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency is not None or self.per_key is not None or self.rate_count is not None
+
+    @property
+    def active(self) -> bool:
+        """Paused or limited: the claim looks at the queue's controls before it takes a job."""
+        return self.paused or self.limited
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControlUpdate:
+    """A change to a queue's controls: ``paused`` None keeps it; each limit named in ``limits``
+    is set to its value here (None clears it), the others are kept."""
+
+    paused: bool | None = None
+    limits: frozenset[str] = frozenset()
+    concurrency: int | None = None
+    per_key: int | None = None
+    rate_count: int | None = None
+    rate_window: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ControlEvent:
+    """One operator change to a queue's controls (the audit history)."""
+
+    id: int
+    queue: str
+    at: float
+    actor: str | None
+    action: str
+    """``pause``, ``resume`` or ``limits``."""
+    detail: str | None
+    """JSON: the limits after the change."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class QueueStats:
     """What ops shows at a glance."""
 
@@ -234,6 +295,11 @@ class QueueStats:
     """The ``run_at`` of the oldest due PENDING job per queue that has any."""
     retrying_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
     """Scheduled PENDING jobs that already had an attempt (waiting to retry), per queue that has any."""
+    waiting_on_limit_by_queue: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Due PENDING jobs a pause or a limit holds back right now, per queue that has any: they stay
+    PENDING and due (never failed or retried) and run once the queue admits them."""
+    controls: dict[str, QueueControl] = dataclasses.field(default_factory=dict)
+    """Each paused or limited queue's flow control (docs/flow-control.md)."""
     finished_window: int | None = None
     """None: every count is a total. Else the store holds more finished jobs than this, and the
     COMPLETED, FAILED and CANCELLED counts are of the newest ``finished_window`` of them (PENDING
@@ -602,6 +668,20 @@ class Backend(Protocol):
         ...
 
     def delete_schedule(self, name: str) -> bool: ...
+
+    # -- flow control ----------------------------------------------------------------------
+    def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:
+        """Pause, resume or change the limits of ``queue`` in one transaction, recording who and
+        when in its history; wakes idle workers of the queue. Returns the controls after it."""
+        ...
+
+    def controls(self) -> list[QueueControl]:
+        """Every queue that has controls (paused, limited, or once so), by name."""
+        ...
+
+    def control_history(self, queue: str | None, limit: int) -> list[ControlEvent]:
+        """The newest changes to the controls of ``queue`` (None: of every queue), newest first."""
+        ...
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -30,6 +31,8 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    ControlEvent,
+    ControlUpdate,
     DueHistory,
     Failure,
     HeartbeatResult,
@@ -39,6 +42,7 @@ from jobq.backends.base import (
     NewJob,
     Page,
     Progress,
+    QueueControl,
     QueueGauges,
     QueueStats,
     RescueResult,
@@ -183,12 +187,12 @@ KEY_ROUNDS_MAX = 20
 
 
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
-    if len(jobs) == 1 and jobs[0].idempotency_key is None and not traces and "enqueue_with_events" not in d.sql:
+    plain = all(j.idempotency_key is None and j.concurrency_key is None for j in jobs)
+    if len(jobs) == 1 and plain and not traces and "enqueue_with_events" not in d.sql:
         return (yield from _enqueue_one(d, jobs[0], now))
-    keyed = any(j.idempotency_key is not None for j in jobs)
-    if not traces and not keyed and "enqueue_with_events" in d.sql:
+    if not traces and plain and "enqueue_with_events" in d.sql:
         return (yield from _enqueue_alone(d, jobs, now))
-    if not traces and len(jobs) == 1 and "enqueue_keyed" in d.sql:
+    if not traces and len(jobs) == 1 and jobs[0].concurrency_key is None and "enqueue_keyed" in d.sql:
         return [(yield from _enqueue_keyed_alone(d, jobs[0], now))]
     rows = [
         {
@@ -202,11 +206,12 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             "key": j.idempotency_key,
             "key_scope": j.key_scope,
             "key_expires_at": j.key_expires_at,
+            "concurrency_key": j.concurrency_key,
             "now": now,
         }
         for j in jobs
     ]
-    if not keyed:
+    if not any(j.idempotency_key is not None for j in jobs):
         # No key, no conflict: one prepared statement stepped for the whole batch (1.6x faster).
         ids = [row[0] for row in (yield ExecMany(d.sql["insert_job"], rows))]
         inserted = ids
@@ -247,6 +252,7 @@ def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
         "key": None,
         "key_scope": job.key_scope,
         "key_expires_at": job.key_expires_at,
+        "concurrency_key": None,
         "now": now,
     }
     job_id: int = (yield Exec(d.sql["insert_job"], row))[0][0]
@@ -328,9 +334,13 @@ def _insert_keyed(d: Dialect, job: NewJob, row: Params, now: float) -> Op[tuple[
 # -- workers ------------------------------------------------------------------------------------
 def claim(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
-) -> Op[list[Job]]:
+) -> Op[tuple[list[Job], bool]]:
     """Each lease token is the claim's ``nonce`` plus the job id: unique per lease, and a claim
     whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``).
+
+    Returns the jobs and whether queues under flow control remain for ``claim_controlled`` (a
+    dialect whose claim is one statement sent alone, PostgreSQL, passes over paused and limited
+    queues and says so; the caller then runs ``claim_controlled``, in a transaction of its own).
 
     No event is written: the row records the attempt (started_at, lease_owner, attempts), and a
     job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
@@ -338,10 +348,217 @@ def claim(
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
     params["limit"] = limit
-    # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
-    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    statement = d.stmt(name, queues=d.any_of("queue", "q", queues, params))
-    return _sorted_jobs((yield Exec(statement, params, alone=True)))
+    if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
+        statement = d.stmt("claim_flagged", queues=d.any_of("queue", "q", queues, params))
+        rows = yield Exec(statement, params, alone=True)
+        controlled = bool(rows and rows[0][0])
+        return _sorted_jobs([row[1:] for row in rows if row[1] is not None]), controlled
+    # The write lock is held (BEGIN IMMEDIATE): the controls read here stay true until commit.
+    cparams: Params = {}
+    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
+    free = [q for q in queues if q not in {row[0] for row in active}] if active else queues
+    jobs: list[Job] = []
+    if free:
+        params = dict(params)
+        # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
+        name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
+        jobs = _sorted_jobs((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", free, params)), params)))
+    if active and len(jobs) < limit:
+        names = [str(row[0]) for row in active]
+        jobs += yield from claim_controlled(d, worker_id, names, limit - len(jobs), lease_seconds, clock, nonce)
+    return jobs, False
+
+
+# -- flow control -------------------------------------------------------------------------------
+#: Due jobs a per-key claim reads beyond what it may take: jobs of one key that may run only once
+#: more are passed over, and the next keys' jobs are taken instead (no head-of-line blocking).
+PER_KEY_CANDIDATES_EXTRA = 64
+
+
+def _running_by_key(d: Dialect, queue: str) -> Op[dict[str, int]]:
+    return {str(k): int(n) for k, n in (yield Exec(d.sql["running_by_key"], {"queue": queue}))}
+
+
+def _keys_at_limit(d: Dialect, running: dict[str, int], per_key: int | None, params: Params, *, held: bool) -> str:
+    """The jobs whose key is at its limit (``held``) or not: a fragment for ``{blocked}``/``{unblocked}``."""
+    keys = sorted(k for k, n in running.items() if per_key is not None and n >= per_key)
+    if not keys:
+        return "FALSE" if held else "TRUE"
+    at_limit = d.any_of("concurrency_key", "blocked", keys, params)
+    if held:
+        return f"(concurrency_key IS NOT NULL AND {at_limit})"
+    return f"(concurrency_key IS NULL OR NOT ({at_limit}))"
+
+
+def _pick(d: Dialect, queue: str, per_key: int | None, room: int, now: float) -> Op[list[int]]:
+    """The ids of at most ``room`` due jobs of ``queue``, in claim order, within the per-key limit."""
+    params: Params = {"queue": queue, "now": now, "limit": room}
+    if per_key is None:
+        return [int(r[0]) for r in (yield Exec(d.stmt("candidates", unblocked="TRUE"), params))]
+    running = yield from _running_by_key(d, queue)
+    params["limit"] = room + PER_KEY_CANDIDATES_EXTRA
+    rows = yield Exec(d.stmt("candidates", unblocked=_keys_at_limit(d, running, per_key, params, held=False)), params)
+    ids: list[int] = []
+    for job_id, key in rows:
+        if len(ids) >= room:
+            break
+        if key is not None:
+            if running.get(key, 0) >= per_key:
+                continue  # this claim took its last free slot already
+            running[key] = running.get(key, 0) + 1
+        ids.append(int(job_id))
+    return ids
+
+
+def claim_controlled(
+    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
+) -> Op[list[Job]]:
+    """Claim from the paused or limited ``queues`` (docs/flow-control.md): their control rows are
+    locked before their jobs are counted and claimed (PostgreSQL: FOR UPDATE; SQLite holds its
+    write lock), so what runs is counted by one claim at a time and every limit holds across
+    workers and hosts. A paused queue gives nothing; a concurrency limit gives at most its free
+    slots; a per-key limit passes over jobs of keys at their limit; a rate limit admits one job
+    when its next admission time has come and moves that time on by window/count (GCRA with no
+    burst: at most ``count`` admissions in any ``window``)."""
+    params: Params = {}
+    # PostgreSQL locks the rows here (FOR UPDATE, in queue order); SQLite holds its write lock
+    # already and reads them.
+    name = "lock_controls" if "lock_controls" in d.sql else "controls_active"
+    rows = list((yield Exec(d.stmt(name, queues=d.any_of("queue", "q", queues, params)), params)))
+    # In a random order: taken in name order, the first queues' jobs filled every claim and the
+    # last queue starved (seen: a rate-limited queue admitted nothing behind two busy ones).
+    random.shuffle(rows)
+    now = clock()  # after the lock: a lease runs from when granted, and the rate's time is now
+    jobs: list[Job] = []
+    for queue, paused, concurrency, per_key, rate_count, rate_window, tat in rows:
+        room = limit - len(jobs)
+        if paused or room <= 0:
+            continue
+        if rate_count is not None:
+            if tat is not None and tat > now:
+                continue
+            room = min(room, 1)
+        lease: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+        if per_key is None and "claim_limited" in d.sql:
+            # One statement counts what runs, picks and leases the jobs.
+            params = {**lease, "queue": queue, "room": room, "concurrency": concurrency}
+            got = _sorted_jobs((yield Exec(d.sql["claim_limited"], params)))
+        else:
+            if concurrency is not None:
+                running = int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0])
+                room = min(room, int(concurrency) - running)
+            if room <= 0:
+                continue
+            ids = yield from _pick(d, queue, per_key, room, now)
+            if not ids:
+                continue
+            got = _sorted_jobs((yield Exec(d.stmt("claim_ids", ids=d.any_of("id", "ids", ids, lease)), lease)))
+        if rate_count is not None and got:
+            start = now if tat is None else max(float(tat), now)
+            step = float(rate_window) / int(rate_count)
+            yield Exec(d.sql["set_rate_tat"], {"queue": queue, "tat": start + step * len(got)})
+        jobs += got
+    return jobs  # no events: claims are derived from the job row, as in ``claim``
+
+
+def claimed_also(d: Dialect, worker_id: str, nonce: str, known: Sequence[Job]) -> Op[list[Job]]:
+    """After a ``claim_controlled`` whose outcome is unknown: the jobs its nonce leased beyond ``known``."""
+    seen = {j.id for j in known}
+    return [j for j in (yield from claimed_by_nonce(d, worker_id, nonce)) if j.id not in seen]
+
+
+def _control_from_row(row: Sequence[Any]) -> QueueControl:
+    return QueueControl(
+        str(row[0]), bool(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]
+    )
+
+
+def _limits_detail(c: QueueControl) -> dict[str, Any]:
+    rate = None if c.rate_count is None else {"count": c.rate_count, "window_seconds": c.rate_window}
+    return {"paused": c.paused, "concurrency": c.concurrency, "per_key": c.per_key, "rate": rate}
+
+
+def update_control(d: Dialect, queue: str, update: ControlUpdate, actor: str, now: float) -> Op[QueueControl]:
+    """Pause, resume or change limits, in one transaction with its history row; wakes the queue's
+    idle workers (a resumed or loosened queue has work for them at once)."""
+    yield Exec(d.sql["ensure_control"], {"queue": queue, "now": now})
+    old = _control_from_row((yield Exec(d.sql["control_for_update"], {"queue": queue}))[0])
+    new = old
+    actions = []
+    if update.paused is not None and update.paused != old.paused:
+        new = dataclasses.replace(new, paused=update.paused, paused_by=actor, paused_at=now)
+        actions.append("pause" if update.paused else "resume")
+    if update.limits:
+        changes: dict[str, Any] = {}
+        for name in ("concurrency", "per_key", "rate_count", "rate_window"):
+            if name in update.limits:
+                changes[name] = getattr(update, name)
+        rate = (changes.get("rate_count", old.rate_count), changes.get("rate_window", old.rate_window))
+        if rate != (old.rate_count, old.rate_window):
+            changes["next_admit_at"] = None  # a new rate starts afresh
+        new = dataclasses.replace(new, **changes)
+        if (new.concurrency, new.per_key, new.rate_count, new.rate_window) != (
+            old.concurrency,
+            old.per_key,
+            old.rate_count,
+            old.rate_window,
+        ):
+            actions.append("limits")
+    if not actions:
+        return old
+    new = dataclasses.replace(new, updated_by=actor, updated_at=now)
+    yield Exec(
+        d.sql["write_control"],
+        {
+            "queue": queue,
+            "paused": new.paused,
+            "paused_by": d.text(new.paused_by),
+            "paused_at": new.paused_at,
+            "concurrency": new.concurrency,
+            "per_key": new.per_key,
+            "rate_count": new.rate_count,
+            "rate_window": new.rate_window,
+            "rate_tat": new.next_admit_at,
+            "actor": d.text(actor),
+            "now": now,
+        },
+    )
+    detail = d.text(json.dumps(_limits_detail(new)))
+    for action in actions:
+        params = {"queue": queue, "now": now, "actor": d.text(actor), "action": action, "detail": detail}
+        yield Exec(d.sql["insert_control_event"], params)
+    yield Notify(frozenset({queue}))
+    return new
+
+
+def controls(d: Dialect) -> Op[list[QueueControl]]:
+    return [_control_from_row(r) for r in (yield Exec(d.sql["list_controls"]))]
+
+
+def control_history(d: Dialect, queue: str | None, limit: int) -> Op[list[ControlEvent]]:
+    params: Params = {"limit": limit}
+    where = "" if queue is None else " WHERE " + d.any_of("queue", "q", [queue], params)
+    rows = yield Exec(d.stmt("control_history", where=where), params)
+    return [ControlEvent(int(r[0]), str(r[1]), float(r[2]), r[3], str(r[4]), r[5]) for r in rows]
+
+
+def _waiting_on_limit(d: Dialect, c: QueueControl, due: int, running: int, now: float) -> Op[int]:
+    """How many of a controlled queue's ``due`` jobs a claim could not take now."""
+    if c.paused:
+        return due
+    room = due
+    if c.concurrency is not None:
+        room = min(room, max(0, c.concurrency - running))
+    if c.rate_count is not None:
+        room = min(room, 0 if c.next_admit_at is not None and c.next_admit_at > now else 1)
+    held = 0
+    if c.per_key is not None:
+        keyed = yield from _running_by_key(d, c.queue)
+        params: Params = {"queue": c.queue, "now": now}
+        fragment = _keys_at_limit(d, keyed, c.per_key, params, held=True)
+        if fragment != "FALSE":
+            held = int((yield Exec(d.stmt("due_count", blocked=fragment), params))[0][0])
+    return max(held, due - room)
 
 
 def claimed_by_nonce(d: Dialect, worker_id: str, nonce: str) -> Op[list[Job]]:
@@ -472,7 +689,9 @@ def complete_and_claim(
     done = yield from _within(complete(d, items, clock, repeat))
     jobs: list[Job] = []
     if limit > 0:
-        jobs = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
+        jobs, controlled = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
+        if controlled and len(jobs) < limit:
+            jobs += yield from claim_controlled(d, worker_id, queues, limit - len(jobs), lease_seconds, clock, nonce)
     return done, jobs
 
 
@@ -612,9 +831,31 @@ def rescue(
 
 
 def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
-    params: Params = {}
-    rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", queues, params)), params)
-    return rows[0][0] if rows else None
+    """The earliest time a claim of ``queues`` could take a job: paused queues and queues at their
+    concurrency limit count as never (a resume wakes the workers; a freed slot is taken by the
+    worker that freed it, others poll), a rate-limited queue not before its next admission."""
+    cparams: Params = {}
+    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
+    free = [q for q in queues if q not in {row[0] for row in active}] if active else list(queues)
+    times: list[float] = []
+    if free:
+        params: Params = {}
+        rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", free, params)), params)
+        if rows and rows[0][0] is not None:
+            times.append(float(rows[0][0]))
+    for queue, paused, concurrency, per_key, rate_count, _window, tat in active:
+        if paused:
+            continue
+        if concurrency is not None and int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0]) >= concurrency:
+            continue
+        params = {"queue": queue}
+        unblocked = "TRUE"
+        if per_key is not None:
+            unblocked = _keys_at_limit(d, (yield from _running_by_key(d, queue)), per_key, params, held=False)
+        at = (yield Exec(d.stmt("due_at_in_queue", unblocked=unblocked), params))[0][0]
+        if at is not None:
+            times.append(max(float(at), float(tat)) if rate_count is not None and tat is not None else float(at))
+    return min(times, default=None)
 
 
 # -- operators ----------------------------------------------------------------------------------
@@ -781,6 +1022,14 @@ def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) 
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
     done["completed"] = int((yield Exec(d.sql["completed_since"], {"since": now - 60}))[0][0])
     expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
+    controlled = {c.queue: c for c in (yield from controls(d)) if c.active}
+    waiting: dict[str, int] = {}
+    for q, n, _, _ in pending:
+        if n and q in controlled:
+            running = by_queue.get(q, {}).get(JobStatus.PROCESSING.value, 0)
+            held = yield from _waiting_on_limit(d, controlled[q], n, running, now)
+            if held:
+                waiting[q] = held
     return QueueStats(
         counts=totals,
         by_queue=by_queue,
@@ -792,6 +1041,8 @@ def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) 
         due_by_queue={q: n for q, n, _, _ in pending if n},
         oldest_due_by_queue={q: at for q, _, at, _ in pending if at is not None},
         retrying_by_queue={q: r for q, _, _, r in pending if r},
+        waiting_on_limit_by_queue=waiting,
+        controls=controlled,
     )
 
 

@@ -18,6 +18,8 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    ControlEvent,
+    ControlUpdate,
     DueHistory,
     Failure,
     HeartbeatResult,
@@ -28,6 +30,7 @@ from jobq.backends.base import (
     NewJob,
     Page,
     Progress,
+    QueueControl,
     QueueGauges,
     QueueStats,
     RescueResult,
@@ -45,6 +48,13 @@ MakeOp = Callable[[], ops.Op[T]]
 
 TOKEN_NONCE_BYTES = 12
 """Random bytes of a claim's nonce, the first part of each lease token it hands out."""
+
+
+def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], bool]]:
+    """A claim's read-back after an unknown outcome, as ``ops.claim`` returns it: controlled
+    queues may remain (the claim that follows finds out, under the lock)."""
+    jobs = yield from op
+    return jobs, True
 
 
 class SqlStore:
@@ -99,10 +109,19 @@ class SqlStore:
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
         d = self.dialect
-        return self._write(
+        jobs, controlled = self._write(
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
-            on_unknown=lambda: ops.claimed_by_nonce(d, worker_id, nonce),
+            on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
         )
+        if controlled and len(jobs) < limit:
+            # Paused or limited queues among ``queues``: their claim locks their control rows, in
+            # a transaction of its own (the lock-free claim above was one statement).
+            more = limit - len(jobs)
+            jobs += self._write(
+                lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce),
+                on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
+            )
+        return jobs
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         if not leases:
@@ -178,6 +197,16 @@ class SqlStore:
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:
         return self._read(lambda: ops.next_due_at(self.dialect, queues))
+
+    # -- flow control ----------------------------------------------------------------------
+    def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:
+        return self._write(lambda: ops.update_control(self.dialect, queue, update, actor, now))
+
+    def controls(self) -> list[QueueControl]:
+        return self._read(lambda: ops.controls(self.dialect))
+
+    def control_history(self, queue: str | None, limit: int) -> list[ControlEvent]:
+        return self._read(lambda: ops.control_history(self.dialect, queue, limit))
 
     # -- operators -------------------------------------------------------------------------
     def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:

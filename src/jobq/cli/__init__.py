@@ -16,6 +16,7 @@ Where things are:
 - ``jobs.py``: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``purge``
 - ``monitor.py``: ``stats``, ``workers``, ``rescue``, ``version``
 - ``schedules.py``: ``schedules`` (list, add, pause, resume, remove periodic jobs)
+- ``flow.py``: ``pause``, ``resume``, ``limit``, ``limits`` (flow control of queues)
 - ``processes.py``: ``worker``, ``producer``, ``consumer``, ``manager``, ``ops`` (they run until stopped)
 
 Each command's options are added right before its handler, by an ``add_<command>`` function.
@@ -32,7 +33,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from jobq.cli import jobs, monitor, processes, schedules
+from jobq.cli import flow, jobs, monitor, processes, schedules
 from jobq.cli.output import clean, err
 from jobq.cli.parser import (
     EXIT_BROKEN_PIPE,
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_workers(command)
     processes.add_metrics(command)
     schedules.add_schedules(command)
+    flow.add_pause(command)
+    flow.add_limit(command)
+    flow.add_limits(command)
     jobs.add_purge(command)
     monitor.add_rescue(command)
     monitor.add_version(command)

@@ -75,6 +75,11 @@ def add_enqueue(command: AddCommand) -> None:
         help=env_help("attempts before FAILED", "max_attempts", 3),
     )
     p.add_argument("--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m")
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs of one key share the queue's per-key limit (jobq limit QUEUE --per-key N)",
+    )
 
 
 def parse_payload(text: str) -> Any:
@@ -108,6 +113,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             key=args.key,
             max_attempts=args.max_attempts,
             timeout=args.timeout,
+            concurrency_key=args.concurrency_key,
         )
     out(str(job_id))
     return EXIT_OK

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobq.backends.base import Progress, QueueStats, WorkerInfo
+from jobq.flow import format_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.present import (
     WorkerState,
@@ -166,6 +167,8 @@ def stats_dict(stats: QueueStats, now: float) -> dict[str, Any]:
         "failed_last_minute": stats.failed_last_minute,
         "expired_leases": stats.expired_leases,
         "finished_window": stats.finished_window,
+        "waiting_on_limit_by_queue": stats.waiting_on_limit_by_queue,
+        "controls": {q: dataclasses.asdict(c) for q, c in sorted(stats.controls.items())},
     }
 
 
@@ -186,7 +189,23 @@ def stats_text(stats: QueueStats, now: float) -> str:
     lines.append(f"expired leases:      {stats.expired_leases}")
     if stats.finished_window is not None:
         lines.append(f"(finished jobs counted among the newest {stats.finished_window:,})")
+    if stats.controls:
+        lines.append("")
+        lines.append(controls_text(stats))
     return "\n".join(lines)
+
+
+def controls_text(stats: QueueStats) -> str:
+    """The paused and limited queues of ``jobq stats``, with their due jobs a limit holds back."""
+    rows = []
+    for queue, c in sorted(stats.controls.items()):
+        limits = [f"concurrency {c.concurrency}" if c.concurrency is not None else ""]
+        limits.append(f"per key {c.per_key}" if c.per_key is not None else "")
+        if c.rate_count is not None and c.rate_window is not None:
+            limits.append(f"rate {format_rate(c.rate_count, c.rate_window)}")
+        shown = ", ".join(x for x in limits if x) or "-"
+        rows.append((queue, "yes" if c.paused else "no", shown, stats.waiting_on_limit_by_queue.get(queue, 0)))
+    return format_table(("QUEUE", "PAUSED", "LIMITS", "WAITING ON LIMIT"), rows)
 
 
 def worker_dict(worker: WorkerInfo, now: float, heartbeat_seconds: float) -> dict[str, Any]:

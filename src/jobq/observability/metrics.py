@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from jobq.backends.base import QueueControl
 from jobq.config import METRICS_HOST_DEFAULT, METRICS_PORT_DEFAULT
 from jobq.job import EventKind
 from jobq.present import WorkerState, worker_state
@@ -261,6 +262,7 @@ class JobqCollector:
                 expired.add_metric([q], g.processing_expired if g else 0)
                 oldest.add_metric([q], max(0.0, now - g.oldest_due_at) if g and g.oldest_due_at is not None else 0.0)
             yield from (pending, running, expired, oldest)
+            yield from _control_gauges(self.queue.controls())
 
             for q in queues:
                 # Attempts that ended, plus those running now that were not running at the start;
@@ -317,6 +319,29 @@ class JobqCollector:
                 "Seconds this scrape spent reading the store",
                 value=time.perf_counter() - started,
             )
+
+
+def _control_gauges(controls: list[QueueControl]) -> Iterator[Any]:
+    """Flow control (docs/flow-control.md): which queues are paused, and their limits, for the
+    queues that have controls (one small read per scrape)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    paused = GaugeMetricFamily("jobq_queue_paused", "1 while the queue is paused (no claims)", labels=["queue"])
+    limit = GaugeMetricFamily(
+        "jobq_queue_limit",
+        "A queue's flow-control limit: concurrency, per_key (running jobs), rate_per_second (claims)",
+        labels=["queue", "kind"],
+    )
+    for c in controls:
+        paused.add_metric([c.queue], 1 if c.paused else 0)
+        if c.concurrency is not None:
+            limit.add_metric([c.queue, "concurrency"], c.concurrency)
+        if c.per_key is not None:
+            limit.add_metric([c.queue, "per_key"], c.per_key)
+        if c.rate_count is not None and c.rate_window:
+            limit.add_metric([c.queue, "rate_per_second"], c.rate_count / c.rate_window)
+    yield paused
+    yield limit
 
 
 class Exporter:

@@ -22,7 +22,7 @@ import streamlit as st
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
 from jobq.job import operator_actions
 from jobq.present import error_summary, progress_text
-from jobq.web import _page, manager_model, safety, schedules_panel, views
+from jobq.web import _page, flow_panel, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
 # Sized so that at 1366 px (sidebar open) no header, time, id, badge or button is cut or broken
@@ -549,6 +549,7 @@ def main() -> None:
     st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
     _enqueue_form(q, settings)
     schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash)
+    flow_panel.panel(q, stats, actor=_operator(), allowed=_unlocked(), flash=_flash)
     every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
     st.fragment(run_every=every)(_jobs)(q, where, page)
 

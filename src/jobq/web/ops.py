@@ -20,7 +20,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.elements.lib.column_types import ColumnConfig
 
-from jobq import JobFilter, JobqError, JobStatus, Page, Queue, Settings
+from jobq import JobFilter, JobqError, JobStatus, Page, Queue, QueueStats, Settings
 from jobq.backends.base import Bucket, DueHistory
 from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
@@ -365,6 +365,15 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
             "live workers": st.column_config.NumberColumn(help="Alive workers that take jobs of this queue"),
         },
     )
+    _flow_control(stats)
+
+
+def _flow_control(stats: QueueStats) -> None:
+    """Paused and limited queues, if any (docs/flow-control.md)."""
+    frame = ops_model.flow_control_frame(stats)
+    if not frame.empty:
+        st.caption("Paused and limited queues (`jobq pause`, `jobq limit`): their held-back jobs stay PENDING")
+        st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:

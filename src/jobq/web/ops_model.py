@@ -19,6 +19,7 @@ import pandas as pd
 
 from jobq import QueueStats, WorkerInfo
 from jobq.backends.base import Bucket, DueHistory, QueueWait
+from jobq.flow import format_rate
 from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, worker_state
 from jobq.web.safety import plain
 from jobq.web.supervisor import ProgramState, troubled
@@ -366,3 +367,24 @@ def latest_per_name(workers: Sequence[WorkerInfo]) -> list[WorkerInfo]:
         if w.name not in latest or w.started_at > latest[w.name].started_at:
             latest[w.name] = w
     return sorted(latest.values(), key=lambda w: w.name)
+
+
+def flow_control_frame(stats: QueueStats) -> pd.DataFrame:
+    """One row per paused or limited queue (docs/flow-control.md): paused or not, its limits, and
+    its due jobs a limit holds back right now ("waiting on a limit"). Empty when no queue has any."""
+    rows = []
+    for queue, c in sorted(stats.controls.items()):
+        limits = [
+            f"concurrency {c.concurrency}" if c.concurrency is not None else "",
+            f"per key {c.per_key}" if c.per_key is not None else "",
+            f"rate {format_rate(c.rate_count, c.rate_window)}" if c.rate_count and c.rate_window else "",
+        ]
+        rows.append(
+            {
+                "queue": plain(queue),
+                "paused": f"yes (by {plain(c.paused_by or '-')})" if c.paused else "no",
+                "limits": ", ".join(x for x in limits if x) or "-",
+                "waiting on a limit": stats.waiting_on_limit_by_queue.get(queue, 0),
+            }
+        )
+    return pd.DataFrame(rows, columns=["queue", "paused", "limits", "waiting on a limit"])

@@ -22,9 +22,18 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
-TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules", "job_waiters")
+TABLES = (
+    "jobs",
+    "job_events",
+    "workers",
+    "jobq_schema",
+    "schedules",
+    "job_waiters",
+    "queue_controls",
+    "queue_control_events",
+)
 #: jobq's functions (the trigger's), moved with the tables.
 FUNCTIONS = ("jobq_external_status()",)
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
@@ -262,6 +271,34 @@ MIGRATIONS: list[list[str]] = [
                         ELSE json_build_object('from', OLD.status, 'to', NEW.status)::text END);
             RETURN NEW;
         END $$""",
+    ],
+    [
+        # Flow control: see the SQLite migration of the same name (jobq.backends.sqlite.schema).
+        # A claim of a limited queue locks its row (FOR UPDATE) before it counts what runs.
+        """CREATE TABLE queue_controls (
+            queue text PRIMARY KEY,
+            paused boolean NOT NULL DEFAULT false,
+            paused_by text,
+            paused_at double precision,
+            concurrency integer CHECK (concurrency IS NULL OR concurrency >= 1),
+            per_key integer CHECK (per_key IS NULL OR per_key >= 1),
+            rate_count integer CHECK (rate_count IS NULL OR rate_count >= 1),
+            rate_window double precision CHECK (rate_window IS NULL OR rate_window > 0),
+            rate_tat double precision,
+            updated_by text,
+            updated_at double precision NOT NULL
+        )""",
+        """CREATE TABLE queue_control_events (
+            id bigserial PRIMARY KEY,
+            queue text NOT NULL,
+            at double precision NOT NULL,
+            actor text,
+            action text NOT NULL,
+            detail text
+        )""",
+        "CREATE INDEX queue_control_events_queue ON queue_control_events (queue, id)",
+        # Nullable without a default: no table rewrite.
+        "ALTER TABLE jobs ADD COLUMN concurrency_key text",
     ],
 ]
 

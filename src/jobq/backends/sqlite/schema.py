@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -205,5 +205,36 @@ MIGRATIONS: list[list[str]] = [
                                              'claimed_by', OLD.lease_owner)
                             ELSE json_object('from', OLD.status, 'to', NEW.status) END);
             END""",
+    ],
+    [
+        # Flow control (docs/flow-control.md): one row per queue that was ever paused or limited,
+        # read and updated by the claim itself (so the rules hold for every worker on every host
+        # at once), and the operators' changes to it as a history (who, when, what).
+        # rate_tat: the rate limit's "theoretical arrival time" (GCRA): no claim of the queue is
+        # admitted before it, and each admitted job moves it on by window/count seconds.
+        """CREATE TABLE queue_controls (
+            queue TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            paused_by TEXT,
+            paused_at REAL,
+            concurrency INTEGER CHECK (concurrency IS NULL OR concurrency >= 1),
+            per_key INTEGER CHECK (per_key IS NULL OR per_key >= 1),
+            rate_count INTEGER CHECK (rate_count IS NULL OR rate_count >= 1),
+            rate_window REAL CHECK (rate_window IS NULL OR rate_window > 0),
+            rate_tat REAL,
+            updated_by TEXT,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE queue_control_events (
+            id INTEGER PRIMARY KEY,
+            queue TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,                  -- pause, resume, limits
+            detail TEXT                            -- JSON: the limits after the change
+        )""",
+        "CREATE INDEX queue_control_events_queue ON queue_control_events (queue, id)",
+        # Jobs of one key share the queue's per-key limit (NULL: no key, only the queue's limits).
+        "ALTER TABLE jobs ADD COLUMN concurrency_key TEXT",
     ],
 ]

@@ -18,6 +18,7 @@ need ``app_connect`` (application connections of every kind the backend accepts,
 """
 
 from jobq.testing.contract.due_history import *  # noqa: F403
+from jobq.testing.contract.flow import *  # noqa: F403
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403

@@ -10,9 +10,9 @@
 -- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
 -- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, key_scope, key_expires_at, created_at, updated_at)
+                  idempotency_key, key_scope, key_expires_at, concurrency_key, created_at, updated_at)
 VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
-        :key, :key_scope, :key_expires_at, :now, :now)
+        :key, :key_scope, :key_expires_at, :concurrency_key, :now, :now)
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 

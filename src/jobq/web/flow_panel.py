@@ -1,0 +1,50 @@
+"""The manager's flow-control panel (docs/flow-control.md): pause and resume a queue, recorded
+with the operator's name, and the paused and limited queues with their jobs waiting on a limit
+(``ops_model.flow_control_frame``, the table ops shows too). A panel of its own so that the page
+only calls it. Limits are set with ``jobq limit`` (the CLI), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from jobq import JobqError, Queue, QueueStats
+from jobq.web import ops_model, safety
+
+
+def _act(q: Queue, queue: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
+    if not allowed:
+        flash("error", "Actions are locked: enter the manager password.")
+        return
+    try:
+        if pause:
+            q.pause(queue, actor=actor)
+        else:
+            q.resume(queue, actor=actor)
+    except JobqError as exc:
+        flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
+        return
+    flash("success", f"Queue {queue} {'paused: no worker claims from it' if pause else 'resumed'}.")
+
+
+def panel(q: Queue, stats: QueueStats, *, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
+    """Pause/resume buttons for the queues that have jobs or controls; the controls table if any."""
+    names = sorted(set(stats.by_queue) | {c.queue for c in q.controls()})
+    if not names:
+        return
+    with st.expander(":material/traffic: Pause and resume queues", expanded=bool(stats.controls)):
+        frame = ops_model.flow_control_frame(stats)
+        if not frame.empty:
+            st.dataframe(frame, hide_index=True, width="stretch")
+        left, middle, right = st.columns([3, 1, 1])
+        name = left.selectbox("Queue", names, key="flow_queue", format_func=safety.plain)
+        if name is None:
+            return
+        middle.button(
+            "Pause", key="flow_pause", on_click=_act, args=(q, name, True, actor, allowed, flash), width="stretch"
+        )
+        right.button(
+            "Resume", key="flow_resume", on_click=_act, args=(q, name, False, actor, allowed, flash), width="stretch"
+        )

@@ -1,0 +1,122 @@
+"""Flow control with real workers (docs/flow-control.md): a paused queue is skipped by a running
+worker and taken up once resumed; a resume wakes idle workers; the asyncio facade. Both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from polling import wait_for
+
+import jobq
+from jobq import JobStatus, WorkerInfo
+from jobq.worker import JobContext, Worker
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    thread = threading.Thread(target=worker.run, name="worker-main")
+    thread.start()
+    try:
+        assert worker.started.wait(30)
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def test_a_worker_passes_over_a_paused_queue_and_takes_it_up_once_resumed(backend_url: str) -> None:
+    ran: list[str] = []
+
+    def handler(ctx: JobContext) -> None:
+        ran.append(str(ctx.job.payload))
+
+    with jobq.Queue(backend_url) as q:
+        q.pause("mail", actor="ann")
+        held = q.enqueue("held", queue="mail")
+        with running(Worker(q, handler, queues=["mail", "other"], concurrency=2)):
+            # Enqueued after the held job: once it ran, the worker had claimed past the paused queue.
+            other = q.enqueue("other", queue="other")
+            wait_for(lambda: q.get(other).status == JobStatus.COMPLETED, 30, "the unpaused queue's job")
+            job = q.get(held)
+            assert (job.status, job.attempts, ran) == (JobStatus.PENDING, 0, ["other"])
+            assert q.stats().waiting_on_limit_by_queue == {"mail": 1}
+            q.resume("mail", actor="bob")
+            wait_for(lambda: q.get(held).status == JobStatus.COMPLETED, 30, "the resumed queue's job")
+        assert ran == ["other", "held"]
+
+
+def test_a_resume_wakes_the_queues_idle_workers(backend_url: str) -> None:
+    with jobq.Queue(backend_url) as q:
+        q.pause("mail")
+        listener = q.listener("idle-worker", "mail")
+        now = time.time()
+        # Registered as a worker does: SQLite's wake-ups go to the addresses of live workers.
+        q.register_worker(
+            WorkerInfo("idle-worker", "idle", "h", os.getpid(), ("mail",), now, now, wake_address=listener.address)
+        )
+        try:
+            while listener.wait(0):  # whatever was sent before
+                pass
+            q.set_limits("mail", concurrency=1)
+            assert listener.wait(10), "a loosened limit wakes the queue's workers"
+            q.resume("mail")
+            assert listener.wait(10), "a resume wakes the queue's workers"
+        finally:
+            listener.close()
+
+
+def test_the_asyncio_facade_pauses_limits_and_keys(backend_url: str) -> None:
+    async def main() -> None:
+        async with jobq.AsyncQueue(backend_url) as aq:
+            await aq.pause("mail", actor="ann")
+            control = await aq.set_limits("mail", per_key=1, rate="5/s", actor="ann")
+            assert (control.paused, control.per_key, control.rate_count, control.rate_window) == (True, 1, 5, 1.0)
+            await aq.enqueue_many(["a", "b"], queue="mail", concurrency_key="k")
+            assert await aq.claim("w", queue="mail") is None
+            await aq.resume("mail")
+            job = await aq.claim("w", queue="mail")
+            assert job is not None and job.payload == "a"
+            assert await aq.claim("w", queue="mail") is None  # "b" has the same key: it waits
+            assert [c.queue for c in await aq.controls()] == ["mail"]
+
+    asyncio.run(main())
+
+
+def test_the_metrics_exporter_shows_paused_queues_and_limits(sqlite_url: str) -> None:
+    from jobq.observability.metrics import JobqCollector
+
+    with jobq.Queue(sqlite_url) as q:
+        q.pause("mail")
+        q.set_limits("api", concurrency=4, per_key=1, rate="10/min")
+        families = {f.name: f for f in JobqCollector(q).collect()}
+    paused = {s.labels["queue"]: s.value for s in families["jobq_queue_paused"].samples}
+    limits = {(s.labels["queue"], s.labels["kind"]): s.value for s in families["jobq_queue_limit"].samples}
+    assert paused == {"api": 0, "mail": 1}
+    assert limits == {("api", "concurrency"): 4, ("api", "per_key"): 1, ("api", "rate_per_second"): 10 / 60}
+
+
+def test_concurrency_keys_in_an_async_connection_transaction(postgres_url: str) -> None:
+    import psycopg
+
+    from jobq.backends.postgres.url import split_url
+
+    async def main() -> None:
+        async with jobq.AsyncQueue(postgres_url) as aq:
+            await aq.set_limits("sync", per_key=1)
+            async with await psycopg.AsyncConnection.connect(split_url(postgres_url).libpq_url) as conn:
+                async with conn.transaction():
+                    await aq.enqueue("a1", queue="sync", concurrency_key="a", conn=conn)
+                    await aq.enqueue_many(["a2", "b1"], queue="sync", concurrency_keys=["a", "b"], conn=conn)
+                with pytest.raises(jobq.InvalidPayload, match="1 concurrency keys for 2 payloads"):
+                    await aq.enqueue_many(["x", "y"], queue="sync", concurrency_keys=["a"], conn=conn)
+            claimed = await aq.claim_many("w", 10, queue="sync")
+            assert sorted(str(j.payload) for j in claimed) == ["a1", "b1"]  # a2 waits behind its key
+
+    asyncio.run(main())
