@@ -60,6 +60,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         )
         # Claimed as the old jobq's claim did (today's claim reads queue_controls, which schema 1 lacks).
         (job_id,) = _raw(backend_url, "SELECT id FROM jobs")[0]
+        claimed_at = clock.now
         _raw(
             backend_url,
             "UPDATE jobs SET status = 'PROCESSING', attempts = 1, rev = rev + 1, lease_owner = 'old-worker', "
@@ -71,7 +72,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
     _raw(
         backend_url,
         "INSERT INTO job_events (job_id, at, kind, actor, attempt) "
-        f"VALUES ({job_id}, {clock.now}, 'claimed', 'old-worker', 1)",
+        f"VALUES ({job_id}, {claimed_at}, 'claimed', 'old-worker', 1)",
     )
     # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
     _raw(
@@ -96,7 +97,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         assert q.get(job_id).status == P and "lease expired" in (q.get(job_id).last_error or "")
         # History shows the stored claim once, though the rescue carries it too.
         claims = [(e.actor, e.attempt, e.at) for e in q.events(job_id) if e.kind == "claimed"]
-        assert claims == [("old-worker", 1, clock.now)]
+        assert claims == [("old-worker", 1, claimed_at)]
         q.backend.register_worker(_worker("new-worker", "h", os.getpid(), "table", clock.now))
         assert {w.id: w.process_table for w in q.workers()} == {"old-worker": None, "new-worker": "table"}
     if sqlite and shutil.which("sqlite3"):

@@ -47,10 +47,13 @@ def test_a_fenced_completion_writes_no_event_unless_it_has_a_note() -> None:
     assert seen == ["complete", "insert_event", "notify"]
 
 
-def test_a_claim_is_one_statement_and_writes_no_event() -> None:
+def test_a_claim_is_one_write_and_writes_no_event() -> None:
     run, seen = scripted({})
-    assert ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run) == []
-    (statement,) = seen  # the claim itself (rendered with its queue list), nothing after it
+    assert ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run) == ([], False)
+    # The queue's flow controls (a read: none here), then the claim itself (rendered with its
+    # queue list), and nothing after it.
+    controls, statement = seen
+    assert "queue_controls" in controls and controls.lstrip().startswith("SELECT"), controls
     assert statement.startswith("UPDATE jobs SET status = 'PROCESSING'"), statement
 
 

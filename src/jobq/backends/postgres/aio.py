@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import select
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -34,6 +35,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
+from jobq.backends.base import Clock, RescueResult
 from jobq.backends.postgres import (
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
@@ -48,8 +50,9 @@ from jobq.backends.postgres import (
     describe_url,
     storage_error,
 )
-from jobq.backends.store import MakeOp, SqlStore
+from jobq.backends.store import TOKEN_NONCE_BYTES, MakeOp, SqlStore, _flagged
 from jobq.errors import ConfigError, StorageError
+from jobq.job import Job
 
 T = TypeVar("T")
 AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -157,6 +160,41 @@ class AsyncPostgresStore(SqlStore):
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
         # A coroutine in place of the result: SqlStore's methods return it for their caller to await.
         return self._arun(make, write=write, on_unknown=on_unknown)  # type: ignore[return-value]
+
+    async def claim(  # type: ignore[override]
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock
+    ) -> list[Job]:
+        """``SqlStore.claim`` awaited: its second transaction (queues under flow control) depends
+        on the first one's answer, so it cannot be one returned coroutine."""
+        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
+        d = self.dialect
+        jobs, controlled = await self._arun(
+            lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
+            write=True,
+            on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
+        )
+        if controlled and len(jobs) < limit:
+            more = limit - len(jobs)
+            jobs += await self._arun(
+                lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce),
+                write=True,
+                on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
+            )
+        return jobs
+
+    async def rescue_expired(  # type: ignore[override]
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str] = (),
+        cutoff: Callable[[float], float] | None = None,
+    ) -> list[RescueResult]:
+        """``SqlStore.rescue_expired`` awaited: its write runs only when the probe found work."""
+        d = self.dialect
+        if not await self._arun(lambda: ops.rescue_probe(d, clock(), gone_owners), write=False):
+            return []
+        return await self._arun(lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff), write=True)
 
     async def _get_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         loop = asyncio.get_running_loop()
