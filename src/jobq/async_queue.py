@@ -34,6 +34,7 @@ from jobq.backends.ops import TERMINAL_STATUSES
 from jobq.config import Settings
 from jobq.errors import InvalidPayload, LeaseLost
 from jobq.job import Event, Job, JobStatus
+from jobq.observability import tracing
 from jobq.payloads import encode_json
 from jobq.queue import Queue, lease_of
 
@@ -112,7 +113,14 @@ class AsyncQueue:
         ]
         if not jobs:
             return []
-        return await q.backend.aenqueue_in(conn, jobs, now)  # type: ignore[attr-defined,no-any-return]
+        backend: Any = q.backend
+        if not tracing.recording():
+            return await backend.aenqueue_in(conn, jobs, now)  # type: ignore[no-any-return]
+        # As Queue._traced_enqueue: a span around the enqueue, its context stored with the jobs.
+        with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
+            ids: list[int] = await backend.aenqueue_in(conn, jobs, now, traces)
+            tracing.set_job_ids(span, ids)
+            return ids
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:

@@ -324,13 +324,16 @@ class Backend(Protocol):
         given only while tracing is on, so an enqueue without it does no extra work."""
         ...
 
-    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
+    def enqueue_in(
+        self, conn: object, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()
+    ) -> list[int]:
         """``enqueue`` inside the application's open transaction on ``conn`` (its own connection
         to this store: psycopg on PostgreSQL; apsw on the same SQLite file, stdlib sqlite3 only
         where it runs apsw's own SQLite library). Nothing is committed or rolled back here: the
-        jobs exist, and workers are woken, only if the caller commits. ConfigError: a connection
-        of the wrong kind, on another database, or with no transaction to join; StorageError:
-        closed, or its transaction failed."""
+        jobs exist, and workers are woken, only if the caller commits. ``traces`` as for
+        ``enqueue`` (stored in the same transaction). ConfigError: a connection of the wrong
+        kind, on another database, or with no transaction to join; StorageError: closed, or its
+        transaction failed."""
         ...
 
     # -- workers ---------------------------------------------------------------------------
