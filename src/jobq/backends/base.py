@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from jobq.job import Event, Job, JobStatus
 
@@ -294,9 +294,11 @@ class QueueGauges:
     """PROCESSING whose lease has run out (the rescuer will move them)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class MetricEvent:
-    """One event for the metrics exporter, with its job's queue and times (None: job purged)."""
+class MetricEvent(NamedTuple):
+    """One event for the metrics exporter, with its job's queue and times (None: job purged).
+
+    A named tuple, not a frozen dataclass: the exporter makes one per event (about three per job)
+    and a frozen dataclass's ``__init__`` costs ~2 us for these eight fields, ~4x a tuple's."""
 
     id: int
     kind: str

@@ -746,7 +746,9 @@ def last_event_id(d: Dialect) -> Op[int]:
 
 def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
     rows = yield Exec(d.sql["metric_events"], {"after": after_id, "limit": limit})
-    return [MetricEvent(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+    # Both drivers return the columns as the tuple wants them (id an int, kind a str): taken as
+    # they come, one C-level tuple per event (the exporter reads about three per job).
+    return [MetricEvent._make(r) for r in rows]
 
 
 # -- worker registry ----------------------------------------------------------------------------
