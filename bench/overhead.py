@@ -5,8 +5,9 @@ apart; on a shared machine the load changes meanwhile and their throughput diffe
 30 % in either direction. Here each round runs the plain worker and then each observed variant
 on the same backlog size, one after the other, and reports per variant:
 
-- CPU microseconds per job (the worker processes and, for the exporter, its process): robust under
-  load, since a busy machine slows a run down but does not make it use more CPU per job;
+- CPU microseconds per job (the worker processes and, for the exporter, its process): far more
+  robust under load than throughput (a busy machine slows a run down much more than it adds CPU
+  per job; at a load of 20+ on 2 cores it still varied by 40 % between rounds here);
 - throughput relative to the plain run of the same round (the median over rounds).
 
 ``--parts`` measures each part alone (``logs``, ``progress``, ``exporter``) besides all of them.

@@ -435,8 +435,8 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
             "",
             "The plain worker row against the same worker with JSON logs, progress calls and `jobq metrics` "
             "scraped every second. CPU per job counts the worker processes (every thread) and the "
-            "exporter's process over the run: a loaded machine slows a run but does not make it use more "
-            "CPU per job. `python -m bench.overhead` measures the two interleaved, part by part.",
+            "exporter's process over the run: a loaded machine changes it far less than throughput (though "
+            "not by nothing). `python -m bench.overhead` measures the two interleaved, part by part.",
             "",
             overhead,
             "",
