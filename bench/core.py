@@ -124,6 +124,9 @@ class Measure:
     lock_errors: int = 0
     jobs: int = 0
     note: str = ""
+    #: CPU microseconds per job of each claim run: the workers' own processes (all threads) plus
+    #: the processes they run beside them (the observed row's exporter), over the run only.
+    cpu_us_per_job: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def median(self) -> float | None:
@@ -132,6 +135,10 @@ class Measure:
     @property
     def extra_median(self) -> float | None:
         return statistics.median(self.extra) if self.extra else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_us_per_job) if self.cpu_us_per_job else None
 
 
 @dataclasses.dataclass
@@ -144,6 +151,12 @@ class RowResult:
 
 
 # -- the worker process ---------------------------------------------------------------------------
+def side_cpu_seconds(consumer: Any) -> float:
+    """CPU seconds so far of the processes a consumer runs beside itself (0 when none)."""
+    probe = getattr(consumer, "side_cpu_seconds", None)
+    return float(probe()) if probe is not None else 0.0
+
+
 def consume(
     consumer: Any, until: float, drain: bool, stop: multiprocessing.synchronize.Event
 ) -> tuple[list[Record], int, str]:
@@ -189,6 +202,9 @@ def worker_main(
     ready.put((index, ""))
     go.wait()
     start = time.time()
+    # CPU of this process (every thread) and of its side processes, over the run only: robust
+    # where wall-clock throughput is not (a loaded machine slows both rows, not their CPU per job).
+    cpu0 = time.process_time() + side_cpu_seconds(consumer)
     runner = getattr(consumer, "run_drain", None)
     if drain and runner is not None:  # systems whose own worker loop drains the queue
         records, lock_errors, error = runner(start + seconds)
@@ -201,7 +217,11 @@ def worker_main(
     else:
         records, lock_errors, error = consume(consumer, start + seconds, drain, stop)
         end = time.time()
-    results.put((index, records, lock_errors, error, start, end))
+    settle = getattr(consumer, "settle", None)
+    if settle is not None:  # side processes finish the run's work (an exporter counts its events)
+        settle()
+    cpu = time.process_time() + side_cpu_seconds(consumer) - cpu0
+    results.put((index, records, lock_errors, error, start, end, cpu))
     try:
         consumer.close()
         adapter.close()
@@ -247,7 +267,7 @@ class Pool:
                 errors.append(error)
         return errors[0] if errors else ""
 
-    def collect(self, timeout: float) -> list[tuple[int, list[Record], int, str, float, float]]:
+    def collect(self, timeout: float) -> list[tuple[int, list[Record], int, str, float, float, float]]:
         out = []
         deadline = time.time() + timeout
         for _ in self.procs:
@@ -356,6 +376,8 @@ class Bench:
             m.jobs += len(seen)
             elapsed = max(res[5] for res in results) - t0
             m.values.append(len(seen) / elapsed if elapsed > 0 else 0.0)
+            if seen:
+                m.cpu_us_per_job.append(1e6 * sum(res[6] for res in results) / len(seen))
         return m
 
     def latency_and_idle(self, system: System) -> tuple[Measure, Measure]:
@@ -395,7 +417,7 @@ class Bench:
                     "did not stop in time" if code is None else f"died (exit {code})"
                 )
                 return Measure(note=note), Measure(note=note)
-            _, records, lock_errors, error, _, _ = results[0]
+            _, records, lock_errors, error, _, _, _ = results[0]
             if error:
                 lat.note = f"error: {error}"
             lat.lock_errors += lock_errors

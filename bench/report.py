@@ -169,6 +169,32 @@ def ratios_text(results: Sequence[RowResult]) -> str:
     return "\n".join(lines)
 
 
+def overhead_text(results: Sequence[RowResult]) -> str:
+    """``jobq-worker`` against ``jobq-worker-observed``: throughput and CPU per job side by side
+    ('' when either row is missing). CPU counts the worker processes and the exporter's."""
+    rows = _by_key(results)
+    plain, observed = rows.get("jobq-worker"), rows.get("jobq-worker-observed")
+    if plain is None or observed is None or not plain.metrics or not observed.metrics:
+        return ""
+    lines = [
+        "| workers | jobs/s plain | jobs/s observed | ratio | CPU us/job plain | CPU us/job observed | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in WORKER_COUNTS:
+        a, b = plain.metrics.get(f"claim_{n}"), observed.metrics.get(f"claim_{n}")
+        rate_a, rate_b = (a.median if a else None), (b.median if b else None)
+        cpu_a, cpu_b = (a.cpu_median if a else None), (b.cpu_median if b else None)
+        lines.append(
+            f"| x{n} | {_num(rate_a)} | {_num(rate_b)} | {fmt_ratio(ratio(rate_b, rate_a))} "
+            f"| {_num(cpu_a)} | {_num(cpu_b)} | {fmt_ratio(ratio(cpu_b, cpu_a))} |"
+        )
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
 def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met?) for each target of the issue; None when it could not be measured."""
     v = lambda k, m: value(results, k, m)  # noqa: E731
@@ -244,6 +270,12 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     check("PostgreSQL Worker x4 >= 1.5x raw single-job x4", ratio(pg_worker4, v("raw-pg", "claim_4")), 1.5)
     pg4 = max((x for x in (v("jobq-pg", "claim_4"), v("jobq-pg-batched", "claim_4"), pg_worker4) if x), default=None)
     check("PostgreSQL x4 >= 10x procrastinate", ratio(pg4, v("procrastinate", "claim_4")), 10.0)
+    for n in WORKER_COUNTS:
+        check(
+            f"observability on (jobq-worker-observed), x{n} >= 0.97x jobq-worker",
+            ratio(v("jobq-worker-observed", f"claim_{n}"), v("jobq-worker", f"claim_{n}")),
+            0.97,
+        )
     for backend, default, batched in (
         ("SQLite", "jobq-worker-default", "jobq-worker"),
         ("PostgreSQL", "jobq-pg-worker-default", "jobq-pg-worker"),
@@ -398,6 +430,21 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         "",
         "Batched jobq rows are compared with the raw limit at 100 claims per transaction.",
         "",
+    ]
+    overhead = overhead_text(results)
+    if overhead:
+        parts += [
+            "### Observability overhead",
+            "",
+            "The plain worker row against the same worker with JSON logs, progress calls and `jobq metrics` "
+            "scraped every second. CPU per job counts the worker processes (every thread) and the "
+            "exporter's process over the run: a loaded machine changes it far less than throughput (though "
+            "not by nothing). `python -m bench.overhead` measures the two interleaved, part by part.",
+            "",
+            overhead,
+            "",
+        ]
+    parts += [
         "### Targets (issue 6)",
         "",
         targets_text(targets(results, extras)),

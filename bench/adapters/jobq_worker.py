@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.adapters.base import Consumer
 from bench.adapters.jobq_adapter import Jobq
-from bench.core import Record, record_of
+from bench.core import Record, cpu_seconds, record_of
 
 
 class WorkerConsumer(Consumer):
@@ -28,7 +28,12 @@ class WorkerConsumer(Consumer):
         self.q.counts()  # connect before the clock starts
         self.options = options
         self.records: list[Record] = []
-        self._observer: Observer | None = Observer(url, index == 0) if options.get("observe") else None
+        observe = options.get("observe")
+        # ``observe``: True for every part, or a list of parts (``logs``, ``progress``,
+        # ``exporter``) to measure one alone (bench/overhead.py).
+        parts = set(Observer.PARTS if observe is True else observe or ())
+        self._observer: Observer | None = Observer(url, index == 0, parts) if parts else None
+        self._progress = "progress" in parts
 
     def _worker(self, exit_when_idle: bool) -> Any:
         from jobq.worker import Worker
@@ -44,7 +49,7 @@ class WorkerConsumer(Consumer):
 
         return Worker(
             self.q,
-            observed if self._observer else noop,
+            observed if self._progress else noop,
             concurrency=int(self.options.get("concurrency", 1)),
             batch=None if self.options.get("batch", 100) is None else int(self.options.get("batch", 100)),
             name="bench",
@@ -76,6 +81,14 @@ class WorkerConsumer(Consumer):
     def take(self) -> list[Record]:  # pragma: no cover - the Worker runs its own loop
         raise NotImplementedError
 
+    def settle(self) -> None:
+        if self._observer:
+            self._observer.settle()
+
+    def side_cpu_seconds(self) -> float:
+        """The exporter's CPU, counted with this worker's (bench.core.worker_main)."""
+        return self._observer.side_cpu_seconds() if self._observer else 0.0
+
     def close(self) -> None:
         if self._observer:
             self._observer.close()
@@ -89,18 +102,24 @@ class Observer:
     is 15 times that load). Traces are left out: they need an SDK the bench does not install."""
 
     SCRAPE_SECONDS = 1.0
+    START_SECONDS = 60.0
+    SETTLE_SECONDS = 5.0
+    PARTS = ("logs", "progress", "exporter")
 
-    def __init__(self, url: str, exporter: bool) -> None:
+    def __init__(self, url: str, first: bool, parts: set[str]) -> None:
         from jobq.observability import logs
 
         self._sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
-        handler = logging.StreamHandler(self._sink)
-        handler.setFormatter(logs.JsonFormatter())
-        handler.addFilter(logs.RunFieldsFilter())
-        root = logging.getLogger()
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        self._handler = handler
+        self._handler: logging.Handler | None = None
+        if "logs" in parts:
+            handler = logging.StreamHandler(self._sink)
+            handler.setFormatter(logs.JsonFormatter())
+            handler.addFilter(logs.RunFieldsFilter())
+            root = logging.getLogger()
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            self._handler = handler
+        exporter = first and "exporter" in parts
         self._stop = threading.Event()
         self._exporter: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -115,17 +134,53 @@ class Observer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            # Serving before the clock starts: its start-up (imports) is not the run's cost.
+            deadline = time.monotonic() + self.START_SECONDS
+            while not self._scrape_once():
+                if time.monotonic() > deadline or self._exporter.poll() is not None:
+                    raise RuntimeError("jobq metrics did not start serving")
+                time.sleep(0.05)
             self._thread = threading.Thread(target=self._scrape, name="bench-scrape", daemon=True)
             self._thread.start()
 
+    def _scrape_once(self) -> bool:
+        return self._fetch() is not None
+
+    def _fetch(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self._port}/metrics", timeout=10) as r:
+                text: str = r.read().decode()
+        except OSError:
+            return None  # not listening yet
+        self.scrapes += 1
+        return text
+
+    def settle(self) -> None:
+        """Wait (a few seconds at most) until the exporter has counted every event written so
+        far: its follower reads them once a second, and the run's CPU must include that work."""
+        if self._exporter is None:
+            return
+        deadline = time.monotonic() + self.SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            text = self._fetch() or ""
+            # The scrape itself counts nothing (serve() leaves that to the follower): "behind 0"
+            # means the follower has read up to the newest event.
+            if "\njobq_metrics_events_behind 0.0\n" in text:
+                return
+            time.sleep(0.25)
+
     def _scrape(self) -> None:
         while not self._stop.wait(self.SCRAPE_SECONDS):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self._port}/metrics", timeout=10) as r:
-                    r.read()
-                self.scrapes += 1
-            except OSError:
-                pass  # not listening yet
+            self._scrape_once()
+
+    def side_cpu_seconds(self) -> float:
+        """CPU seconds the exporter process used so far (user + system, all its threads)."""
+        if self._exporter is None:
+            return 0.0
+        try:
+            return cpu_seconds(self._exporter.pid)
+        except OSError:
+            return 0.0  # already gone
 
     def close(self) -> None:
         self._stop.set()
@@ -134,7 +189,8 @@ class Observer:
         if self._exporter:
             self._exporter.terminate()
             self._exporter.wait(timeout=30)
-        logging.getLogger().removeHandler(self._handler)
+        if self._handler:
+            logging.getLogger().removeHandler(self._handler)
         self._sink.close()
 
 

@@ -176,8 +176,18 @@ class AsyncQueue:
             return []
         if conn is not None:
             if not _is_async_connection(conn):  # a blocking connection: its own thread
+                if tracing.recording():
+                    return list(await self._call(q._traced_enqueue, jobs, now, conn))
                 return list(await self._call(q.backend.enqueue_in, conn, jobs, now))
-            return list(await q.backend.aenqueue_in(conn, jobs, now))  # type: ignore[attr-defined]
+            backend: Any = q.backend
+            if not tracing.recording():
+                return list(await backend.aenqueue_in(conn, jobs, now))
+            # As Queue's traced enqueue: a span around it, its context stored with the jobs in
+            # the caller's transaction (a rollback leaves neither).
+            with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
+                ids: list[int] = await backend.aenqueue_in(conn, jobs, now, traces)
+                tracing.set_job_ids(span, ids)
+                return ids
         if tracing.recording():
             with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
                 ids = (

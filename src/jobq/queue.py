@@ -331,16 +331,20 @@ class Queue:
             on_conflict=on_conflict,
             concurrency_key=concurrency_key,
         )
+        if tracing.recording():
+            return self._traced_enqueue([job], now, conn)[0]
         if conn is not None:
             return self.backend.enqueue_in(conn, [job], now)[0]
-        if tracing.recording():
-            return self._traced_enqueue([job], now)[0]
         return self.backend.enqueue([job], now)[0]
 
-    def _traced_enqueue(self, jobs: list[NewJob], now: float) -> list[int]:
-        """The enqueue in a span whose context each job stores (``jobq.observability.tracing``)."""
+    def _traced_enqueue(self, jobs: list[NewJob], now: float, conn: Any = None) -> list[int]:
+        """The enqueue in a span whose context each job stores (``jobq.observability.tracing``);
+        with ``conn``, in the application's transaction: the context commits with the jobs."""
         with tracing.enqueue_span(jobs[0].queue, jobs[0].task, len(jobs)) as (span, traces):
-            ids = self.backend.enqueue(jobs, now, traces) if traces else self.backend.enqueue(jobs, now)
+            if conn is not None:
+                ids = self.backend.enqueue_in(conn, jobs, now, traces)
+            else:
+                ids = self.backend.enqueue(jobs, now, traces) if traces else self.backend.enqueue(jobs, now)
             tracing.set_job_ids(span, ids)
             return ids
 
@@ -395,10 +399,10 @@ class Queue:
         ]
         if not jobs:
             return []
-        if conn is not None:
-            return self.backend.enqueue_in(conn, jobs, now)  # the application's transaction: untraced
         if tracing.recording():
-            return self._traced_enqueue(jobs, now)
+            return self._traced_enqueue(jobs, now, conn)
+        if conn is not None:
+            return self.backend.enqueue_in(conn, jobs, now)
         return self.backend.enqueue(jobs, now)
 
     # -- workers ---------------------------------------------------------------------------

@@ -3,7 +3,9 @@ job and each attempt runs in a child span, with its outcome and error."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -175,3 +177,74 @@ def test_an_async_handlers_attempt_is_a_child_span_too(backend_url: str, spans: 
     (run,) = [s for s in finished if s.kind is SpanKind.CONSUMER]
     assert run.attributes["jobq.job_id"] == job_id and run.attributes["jobq.outcome"] == "completed"
     assert run.parent is not None and run.parent.span_id == enqueue.context.span_id
+
+
+def test_an_enqueue_in_the_applications_transaction_is_traced_like_any_other(
+    backend_url: str, app_connect: Any, spans: InMemorySpanExporter
+) -> None:
+    """``conn=`` (enqueue and enqueue_many, every kind of application connection): the enqueue is
+    a span, the child of the application's current span, and its context is stored in the same
+    transaction, so a rolled-back enqueue leaves no job and no context behind."""
+    tracer = trace.get_tracer("app")
+    with jobq.Queue(settings=_settings(backend_url)) as q:
+        made: dict[int, str] = {}  # job id -> the connection kind that enqueued it
+        for app in app_connect():
+            with tracer.start_as_current_span(f"request {app.kind}"):
+                app.begin()
+                app.execute("INSERT INTO app_rows (job_id, note) VALUES (?, ?)", (0, app.kind))
+                one = q.enqueue("one", task="t-conn", conn=app.conn)
+                many = q.enqueue_many(["a", "b"], task="t-conn-many", conn=app.conn)
+                app.commit()
+                app.begin()
+                gone = q.enqueue("rolled back", task="t-conn", conn=app.conn)
+                app.rollback()
+            made.update({i: app.kind for i in (one, *many)})
+            assert gone not in q.trace_contexts([gone])
+        assert set(q.trace_contexts(list(made))) == set(made)
+        worker = drain(q, lambda ctx: None)
+        assert worker.jobs_done == len(made)
+    finished = spans.get_finished_spans()
+    requests = {s.name.removeprefix("request "): s for s in finished if s.name.startswith("request ")}
+    enqueues = [s for s in finished if s.kind is SpanKind.PRODUCER]
+    assert len(enqueues) == 3 * len(requests)  # one, many, and the rolled-back one: each a span
+    by_job = {i: s for s in enqueues for i in s.attributes.get("jobq.job_ids", ())}
+    runs = {s.attributes["jobq.job_id"]: s for s in finished if s.kind is SpanKind.CONSUMER}
+    assert set(runs) == set(made)
+    for job_id, kind in made.items():
+        enqueue = by_job[job_id]
+        assert enqueue.parent is not None and enqueue.parent.span_id == requests[kind].context.span_id
+        assert runs[job_id].parent is not None and runs[job_id].parent.span_id == enqueue.context.span_id
+
+
+@pytest.mark.postgres
+def test_an_async_queues_enqueue_in_an_async_connection_is_traced(
+    postgres_url: str, spans: InMemorySpanExporter
+) -> None:
+    import psycopg
+
+    from jobq.backends.postgres.url import split_url
+
+    tracer = trace.get_tracer("app")
+
+    async def main() -> list[int]:
+        async with jobq.AsyncQueue(settings=_settings(postgres_url)) as q:
+            async with await psycopg.AsyncConnection.connect(split_url(postgres_url).libpq_url) as conn:
+                with tracer.start_as_current_span("request"):
+                    async with conn.transaction():
+                        one = await q.enqueue("one", task="t-aconn", conn=conn)
+                        many = await q.enqueue_many(["a", "b"], task="t-aconn", conn=conn)
+            ids = [one, *many]
+            assert set(q.sync.trace_contexts(ids)) == set(ids)
+            return ids
+
+    ids = asyncio.run(main())
+    with jobq.Queue(settings=_settings(postgres_url)) as q:
+        assert drain(q, lambda ctx: None).jobs_done == 3
+    finished = spans.get_finished_spans()
+    (request,) = [s for s in finished if s.name == "request"]
+    enqueues = [s for s in finished if s.kind is SpanKind.PRODUCER]
+    assert [list(s.attributes["jobq.job_ids"]) for s in enqueues] == [ids[:1], ids[1:]]
+    assert all(s.parent is not None and s.parent.span_id == request.context.span_id for s in enqueues)
+    runs = {s.attributes["jobq.job_id"]: s for s in finished if s.kind is SpanKind.CONSUMER}
+    by_job = {i: s for s in enqueues for i in s.attributes["jobq.job_ids"]}
+    assert all(runs[i].parent is not None and runs[i].parent.span_id == by_job[i].context.span_id for i in ids)

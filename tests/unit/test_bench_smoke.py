@@ -94,3 +94,30 @@ def test_scale_fill_on_postgres_writes_into_jobqs_schema(postgres_url: str) -> N
     finally:
         q.close()
     assert sum(counts.values()) == 40 and counts.get("PENDING", 0) >= 10, counts
+
+
+@pytest.mark.slow
+def test_observed_row_reports_cpu_per_job_beside_the_plain_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The overhead comparison: both worker rows measure CPU per job, the observed one counting
+    its exporter process, and the report sets them side by side."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    counter = iter(range(1000))
+
+    def env_for(_system: object) -> dict[str, object]:
+        return {"workdir": str(tmp_path), "run": f"run{next(counter)}", "dsn_base": None}
+
+    bench = Bench(TINY, env_for, lambda _text: None)
+    rows = []
+    for key in ("jobq-worker", "jobq-worker-observed"):
+        system = next(s for s in systems() if s.key == key)
+        row = RowResult(system)
+        row.metrics["claim_2"] = bench.claim_complete(system, 2)  # one spawn each: seconds
+        rows.append(row)
+    for row in rows:
+        for m in row.metrics.values():
+            assert m.note == "" and m.jobs == 30 and m.duplicates == 0
+            assert m.cpu_median is not None and m.cpu_median > 0
+    line = next(x for x in report.overhead_text(rows).splitlines() if x.startswith("| x2 "))
+    assert "—" not in line  # both rates, both CPU figures and their ratios
+    assert any("observability on" in t and got != "not measured" for t, got, _ in report.targets(rows, {}))

@@ -1140,7 +1140,9 @@ def last_event_id(d: Dialect) -> Op[int]:
 
 def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
     rows = yield Exec(d.sql["metric_events"], {"after": after_id, "limit": limit})
-    return [MetricEvent(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+    # One C-level tuple per event (the exporter reads one per unusual event); both drivers return
+    # the columns as the tuple wants them (id an int, kind a str).
+    return [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
 
 
 def _claimed_at(detail: str | None) -> float | None:

@@ -102,8 +102,10 @@ class SqlStore:
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
         return self._write(lambda: ops.enqueue(self.dialect, jobs, now, traces)) if jobs else []
 
-    def enqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
-        return self._in_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
+    def enqueue_in(
+        self, conn: object, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()
+    ) -> list[int]:
+        return self._in_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now, traces))
 
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
@@ -138,8 +140,10 @@ class SqlStore:
             on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
         )
 
-    async def aenqueue_in(self, conn: object, jobs: Sequence[NewJob], now: float) -> list[int]:
-        return await self._in_async_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now))
+    async def aenqueue_in(
+        self, conn: object, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()
+    ) -> list[int]:
+        return await self._in_async_caller_transaction(conn, lambda: ops.enqueue(self.dialect, jobs, now, traces))
 
     async def acomplete_in(self, conn: object, items: Sequence[Completion], clock: Clock) -> list[bool]:
         return await self._in_async_caller_transaction(conn, lambda: ops.complete(self.dialect, items, clock, False))

@@ -27,6 +27,7 @@ serves the same database-wide figures, so scrape one of them, or aggregate with 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -101,11 +102,8 @@ class _Histogram:
     def observe(self, value: float) -> None:
         value = max(0.0, value)
         self.total += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
-        self.counts[-1] += 1
+        # The first bound >= value (Prometheus' "le"); past the last one: the +Inf slot.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
 
     def buckets(self) -> list[tuple[str, float]]:
         out, running = [], 0

@@ -204,6 +204,8 @@ class JobContext:
         """
         self.check()
         now = time.monotonic()
+        if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
+            return False  # the common case, without the lock (decided again under it below)
         with self._progress_lock:
             if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
                 return False

@@ -13,6 +13,7 @@ import pytest
 
 import jobq
 from jobq import EventKind
+from jobq.backends.base import NewJob
 from jobq.testing import FakeClock
 from jobq.testing.appconn import AppConnection
 from jobq.testing.contract.common import C, P, R, kinds
@@ -65,6 +66,23 @@ def test_a_rolled_back_enqueue_leaves_nothing(
         # The key was never taken: enqueuing it again creates the job.
         again = queue.enqueue("x", key=f"k-{app.kind}")
         assert queue.get(again).status == P and other.count() == before + 1
+
+
+def test_trace_contexts_given_in_the_callers_transaction_commit_or_roll_back_with_the_jobs(
+    queue: jobq.Queue, clock: FakeClock, app_connect: AppConnect
+) -> None:
+    def new(key: str | None) -> NewJob:
+        return NewJob('"p"', "default", "", 0, clock.now, 3, idempotency_key=key)
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for app in app_connect():
+        app.begin()
+        kept = queue.backend.enqueue_in(app.conn, [new(f"k-{app.kind}"), new(None)], clock.now, [parent, None])
+        app.commit()
+        app.begin()
+        (gone,) = queue.backend.enqueue_in(app.conn, [new(None)], clock.now, [parent])
+        app.rollback()
+        assert queue.trace_contexts([*kept, gone]) == {kept[0]: parent}, app
 
 
 def test_a_job_completed_in_the_callers_transaction_is_completed_once_it_commits(
