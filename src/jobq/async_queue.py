@@ -102,6 +102,9 @@ class AsyncQueue:
             "max_attempts": options.pop("max_attempts", None),
             "timeout": options.pop("timeout", None),
         }
+        common["policy"] = q._policy(
+            common["max_attempts"], common["timeout"], options.pop("backoff", None), options.pop("retry_on", None)
+        )
         if options:
             raise TypeError(f"enqueue() got unexpected keyword arguments: {', '.join(sorted(options))}")
         if keys is not None and len(keys) != len(payloads):

@@ -114,6 +114,7 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN key_scope, DROP COLUMN key_expires_at",
     ],
     ["DROP TABLE public.schedules"],
+    ["DROP TABLE public.schedule_actions", "ALTER TABLE public.jobs DROP COLUMN policy"],
 ]
 
 

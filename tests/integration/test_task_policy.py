@@ -47,7 +47,7 @@ def test_retry_on_max_attempts_and_timeout_per_task(backend_url: str, tasks: Non
         at_once: (JobStatus.FAILED, 1),  # ValueError is not in retry_on: failed at once
         overridden: (JobStatus.FAILED, 2),
     }
-    assert "not retried: ValueError is not in the task's retry_on" in (done[at_once].last_error or "")
+    assert "not retried: ValueError is not in the job's retry_on" in (done[at_once].last_error or "")
     assert "TimeoutError" in (done[retried].last_error or "")
 
 
@@ -70,7 +70,11 @@ def test_bad_policies_are_refused_in_one_line() -> None:
         ({"timeout": -1}, "timeout must be a positive number of seconds"),
         ({"retry_on": ValueError}, "retry_on must be a tuple of exception classes"),
         ({"retry_on": ("ValueError",)}, "retry_on must be a tuple of exception classes"),
-        ({"backoff": "10s"}, "backoff must be seconds >= 0 or a function of the attempt number"),
+        (
+            {"backoff": "10s"},
+            r"backoff must be seconds >= 0, a list of them, or \{'base': s, 'cap': s\}, "
+            "or a function of the attempt number",
+        ),
     ]:
         with pytest.raises(jobq.ConfigError, match=f"^{message}$"):
             jobq.task("bad", **kwargs)  # type: ignore[arg-type]

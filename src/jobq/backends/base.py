@@ -50,6 +50,8 @@ class NewJob:
     key_expires_at: float | None = None
     on_conflict: str = "return"
     """A held key: ``"return"`` the holder's id, or ``"raise"`` :class:`jobq.DuplicateJob`."""
+    policy_json: str | None = None
+    """The retry policy the enqueue set (``jobq.retry.JobPolicy.to_json``); None: defaults."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -174,7 +174,11 @@ KEY_ROUNDS_MAX = 20
 
 
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
-    if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
+    if (
+        not traces
+        and "enqueue_with_events" in d.sql
+        and all(j.idempotency_key is None and j.policy_json is None for j in jobs)
+    ):
         return (yield from _enqueue_alone(d, jobs, now))
     rows = [
         {
@@ -205,6 +209,14 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
                 inserted.append(job_id)
     if inserted:
         yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
+    # A job that already held the key keeps the policy of the enqueue that made it.
+    policies = [
+        {"id": i, "policy": j.policy_json}
+        for i, j, new in zip(ids, jobs, _made(ids, inserted), strict=True)
+        if j.policy_json is not None and new
+    ]
+    if policies:
+        yield ExecMany(d.sql["set_job_policy"], policies)
     if traces:
         # Only while tracing is on (the facade passes no traces otherwise); a job that already
         # existed (a known idempotency key) keeps the context of the enqueue that made it.
@@ -216,6 +228,12 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     if due:
         yield Notify(due)
     return ids
+
+
+def _made(ids: Sequence[int], inserted: Sequence[int]) -> list[bool]:
+    """Per id of an enqueue: whether this enqueue inserted it (not an existing key's holder)."""
+    made = set(inserted)
+    return [i in made for i in ids]
 
 
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:

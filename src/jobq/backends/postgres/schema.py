@@ -24,7 +24,7 @@ log = logging.getLogger("jobq.postgres")
 
 SCHEMA_VERSION = 8
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
-TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules")
+TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules", "schedule_actions")
 #: jobq's functions (the trigger's), moved with the tables.
 FUNCTIONS = ("jobq_external_status()",)
 _NOW_SQL = "extract(epoch FROM clock_timestamp())::double precision"
@@ -186,6 +186,19 @@ MIGRATIONS: list[list[str]] = [
             updated_at double precision NOT NULL
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused",
+    ],
+    [
+        # Per-enqueue retry policy and the schedules' pause/resume history: see the SQLite
+        # migration of the same content (jobq.backends.sqlite.schema).
+        "ALTER TABLE jobs ADD COLUMN policy text",
+        """CREATE TABLE schedule_actions (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL,
+            action text NOT NULL CHECK (action IN ('pause', 'resume')),
+            actor text NOT NULL,
+            at double precision NOT NULL
+        )""",
+        "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
     ],
 ]
 

@@ -162,4 +162,18 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE paused = 0",
     ],
+    [
+        # Retry policy given to enqueue (jobq.retry.JobPolicy): JSON of only the fields the
+        # producer set, so a worker tells "explicit" from "the task's default" (NULL: none set).
+        "ALTER TABLE jobs ADD COLUMN policy TEXT",
+        # Every pause and resume of a schedule, not just the last: who, when, what.
+        """CREATE TABLE schedule_actions (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('pause', 'resume')),
+            actor TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
+    ],
 ]

@@ -17,6 +17,11 @@ VALUES (%(queue)s, %(task)s, %(payload)s, %(priority)s, %(run_at)s, %(max_attemp
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
+-- name: set_job_policy
+-- The retry policy an enqueue set (jobq.retry.JobPolicy), in the enqueue's transaction after the
+-- insert: only jobs that have one pay for it, and the insert statements stay as they are.
+UPDATE jobs SET policy = %(policy)s WHERE id = %(id)s
+
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
 SELECT id FROM jobs WHERE idempotency_key = %(key)s AND {key_held}

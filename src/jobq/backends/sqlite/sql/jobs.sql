@@ -16,6 +16,11 @@ VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
+-- name: set_job_policy
+-- The retry policy an enqueue set (jobq.retry.JobPolicy), in the enqueue's transaction after the
+-- insert: only jobs that have one pay for it, and the insert statements stay as they are.
+UPDATE jobs SET policy = :policy WHERE id = :id
+
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
 SELECT id FROM jobs WHERE idempotency_key = :key AND {key_held}
