@@ -20,6 +20,7 @@ need ``app_connect`` (application connections of every kind the backend accepts,
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
+from jobq.testing.contract.policies import *  # noqa: F403
 from jobq.testing.contract.schedules import *  # noqa: F403
 from jobq.testing.contract.transactions import *  # noqa: F403
 from jobq.testing.contract.uniqueness import *  # noqa: F403
