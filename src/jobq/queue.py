@@ -53,7 +53,15 @@ from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.payloads import encode_json, is_unicode, walk
 from jobq.redact import redact_url
-from jobq.retry import POLICIES, BackoffSpec, JobPolicy, backoff_seconds, backoff_spec, retry_on_names
+from jobq.retry import (
+    POLICIES,
+    BackoffSpec,
+    JobPolicy,
+    backoff_seconds,
+    backoff_spec,
+    max_attempts_for,
+    retry_on_names,
+)
 from jobq.schedules import Schedule, schedule_of
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
@@ -531,7 +539,7 @@ class Queue:
 
         ``cutoff`` maps the time read under the lock to the expiry before which a lease counts as
         lost (the worker's rescuer uses it to discount a stall every writer saw)."""
-        return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff)
+        return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff, max_attempts_for)
 
     def next_due_at(self, queue: str | Sequence[str] | None = None) -> float | None:
         """The earliest ``run_at`` among PENDING jobs of ``queue`` (default: the settings'

@@ -213,11 +213,27 @@ POLICIES: dict[str, TaskPolicy] = {}
 
 def stored_policy(job: Job) -> JobPolicy | None:
     """The policy the job's enqueue set; None for none, or for one that cannot be read (logged)."""
+    return _given(job.id, job.policy)
+
+
+def _given(job_id: int, text: str | None) -> JobPolicy | None:
     try:
-        return JobPolicy.from_json(job.policy)
+        return JobPolicy.from_json(text)
     except InvalidPayload as exc:
-        log.warning("job %s: %s; using the task's and the queue's policy", job.id, exc)
+        log.warning("job %s: %s; using the task's and the queue's policy", job_id, exc)
         return None
+
+
+def max_attempts_for(task: str, policy: str | None, stored: int) -> int:
+    """A job's max_attempts by the precedence, from its stored columns (for the rescuer, which
+    reads no whole job): the enqueue's, the task's as registered here, else ``stored``."""
+    given = _given(0, policy) if policy is not None else None
+    if given is not None and given.max_attempts is not None:
+        return given.max_attempts
+    registered = POLICIES.get(task)
+    if registered is not None and registered.max_attempts is not None:
+        return registered.max_attempts
+    return stored
 
 
 def with_task_defaults(job: Job) -> Job:

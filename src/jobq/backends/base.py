@@ -397,6 +397,7 @@ class Backend(Protocol):
         actor: str,
         gone_owners: Sequence[str] = (),
         cutoff: Callable[[float], float] | None = None,
+        attempts_limit: Callable[[str, str | None, int], int] | None = None,
     ) -> list[RescueResult]:
         """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED).
 
@@ -404,7 +405,8 @@ class Backend(Protocol):
         waiting for their lease to run out; each move is conditional on the token read.
         ``cutoff`` maps the time read under the lock to the expiry before which a lease counts
         as lost (default: that time); the rescuer moves it back after a stall (see
-        ``jobq.worker.stall``).
+        ``jobq.worker.stall``). ``attempts_limit(task, policy_json, stored)``: the job's
+        max_attempts when it differs from the stored one (a worker's task defaults).
         """
         ...
 

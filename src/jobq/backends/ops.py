@@ -520,6 +520,11 @@ def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[st
     return Exec(d.stmt(statement, gone=gone), params)
 
 
+AttemptsLimit = Callable[[str, str | None, int], int]
+"""A job's max_attempts from its task, its stored policy (JSON) and its stored max_attempts: the
+rescuer in a worker applies the tasks registered there (``jobq.retry.max_attempts_for``)."""
+
+
 def rescue_probe(d: Dialect, now: float, gone_owners: Sequence[str]) -> Op[bool]:
     """Is anything to rescue? A read, so that an idle queue sees no writes from the rescuers that
     every live worker runs every few seconds (a ``sqlite3`` shell has no busy timeout: an operator's
@@ -534,13 +539,16 @@ def rescue(
     actor: str,
     gone_owners: Sequence[str],
     cutoff: Callable[[float], float] | None,
+    attempts_limit: AttemptsLimit | None = None,
 ) -> Op[list[RescueResult]]:
     now = clock()
     gone = set(gone_owners)
     out = []
-    for job_id, owner, token, attempts, max_attempts, cancel_requested in (
+    for job_id, owner, token, attempts, max_attempts, cancel_requested, task, policy in (
         yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
     ):
+        if attempts_limit is not None:
+            max_attempts = attempts_limit(task, policy, max_attempts)
         plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
         args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
         if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read

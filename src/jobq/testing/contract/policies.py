@@ -8,7 +8,9 @@ import json
 import pytest
 
 import jobq
-from jobq.retry import JobPolicy
+from jobq.retry import POLICIES, JobPolicy, TaskPolicy
+from jobq.testing import FakeClock
+from jobq.testing.contract.common import F, P
 
 
 class Flaky(Exception):
@@ -80,3 +82,26 @@ def test_a_bad_policy_is_refused_in_one_line_and_nothing_is_stored(
     with pytest.raises(jobq.InvalidPayload):
         queue.enqueue_many(["x", "y"], **kwargs)  # type: ignore[arg-type]
     assert [j.id for j in queue.list_jobs()] == [kept]
+
+
+def test_the_rescuer_counts_attempts_by_the_enqueue_then_the_task_registered_here(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    # Enqueued where the task is unknown: the rows hold the settings' max_attempts (3).
+    once = queue.enqueue("not idempotent", task="contract.once")
+    given = queue.enqueue("the enqueue says 2", task="contract.once", max_attempts=2)
+    plain = queue.enqueue("no task policy", task="contract.other")
+    assert {queue.get(i).max_attempts for i in (once, plain)} == {queue.settings.max_attempts}
+    POLICIES["contract.once"] = TaskPolicy(max_attempts=1)  # as a worker that imported the task
+    try:
+        for _round in range(2):
+            for job in queue.claim_many("w", 3, lease=10):
+                assert job.id in (once, given, plain)
+            clock.advance(11)  # the worker froze or died: every lease expires
+            queue.rescue_expired()
+            clock.advance(3600)  # past any backoff
+    finally:
+        del POLICIES["contract.once"]
+    got = {i: (queue.get(i).status, queue.get(i).attempts) for i in (once, given, plain)}
+    assert got == {once: (F, 1), given: (F, 2), plain: (P, 2)}
+    assert "attempt 1 of 1" in (queue.get(once).last_error or "")

@@ -110,7 +110,7 @@ LIMIT 1
 -- name: expired
 -- SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
 -- if the lease really expired the next rescue pass takes it.
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, task, policy FROM jobs
 WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
 ORDER BY id
 LIMIT 1000

@@ -102,7 +102,7 @@ WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at 
 LIMIT 1
 
 -- name: expired
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, task, policy FROM jobs
 WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1000
 
