@@ -5,7 +5,16 @@ can never complete, fail or extend a job that was handed to another.
 """
 
 from jobq.async_queue import AsyncQueue
-from jobq.backends.base import ActionResult, JobFilter, Page, QueueStats, ScheduleInfo, WorkerEnd, WorkerInfo
+from jobq.backends.base import (
+    ActionResult,
+    JobFilter,
+    Page,
+    QueueStats,
+    ScheduleAction,
+    ScheduleInfo,
+    WorkerEnd,
+    WorkerInfo,
+)
 from jobq.config import Settings, load_settings
 from jobq.errors import (
     ConfigError,
@@ -52,6 +61,7 @@ __all__ = [
     "Queue",
     "QueueStats",
     "Schedule",
+    "ScheduleAction",
     "ScheduleInfo",
     "ScheduleNotFound",
     "Settings",

@@ -33,6 +33,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -74,6 +75,9 @@ ERROR_MAX_CHARS = 20_000
 ``jobq.backends.common.EVENT_ERROR_MAX_CHARS``)."""
 PROGRESS_MESSAGE_MAX_CHARS = 500
 """Longest progress message kept (head and tail)."""
+
+SCHEDULE_HISTORY_LIMIT_DEFAULT = 50
+"""Pauses and resumes that ``Queue.schedule_history`` returns unless asked for more."""
 
 
 def _check_name(value: str, what: str) -> str:
@@ -835,6 +839,15 @@ class Queue:
             )
         last = max(slots) if slots else None
         return self.backend.fire_schedule(info.name, info.next_run_at, next_run_at, last, jobs, now)
+
+    def schedule_history(
+        self, name: str | None = None, *, limit: int = SCHEDULE_HISTORY_LIMIT_DEFAULT
+    ) -> list[ScheduleAction]:
+        """Who paused or resumed ``name`` (or any schedule, for None) and when, newest first, at
+        most ``limit`` entries. Kept when a schedule is removed: it is an audit history."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        return self.backend.schedule_actions(name, min(limit, INT32_MAX))
 
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
         """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""

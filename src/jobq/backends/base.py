@@ -217,6 +217,17 @@ class ScheduleInfo:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleAction:
+    """One pause or resume of a schedule: the audit history (``Queue.schedule_history``)."""
+
+    name: str
+    action: str
+    """``"pause"`` or ``"resume"``."""
+    actor: str
+    at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class QueueStats:
     """What ops shows at a glance."""
 
@@ -532,6 +543,11 @@ class Backend(Protocol):
         ...
 
     def delete_schedule(self, name: str) -> bool: ...
+
+    def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
+        """The latest pauses and resumes (of ``name``, or of every schedule), newest first; kept
+        after the schedule is removed."""
+        ...
 
     # -- wake-up ---------------------------------------------------------------------------
     def listener(self, worker_id: str, queues: Sequence[str]) -> Listener:

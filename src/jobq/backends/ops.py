@@ -41,6 +41,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -864,9 +865,18 @@ def fire_schedule(
     return ids
 
 
+def schedule_actions(d: Dialect, name: str | None, limit: int) -> Op[list[ScheduleAction]]:
+    rows = yield Exec(d.sql["schedule_actions"], {"name": name, "limit": limit})
+    return [ScheduleAction(*row) for row in rows]
+
+
 def pause_schedule(d: Dialect, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> Op[bool]:
     params = {"name": name, "paused": paused, "actor": actor, "now": now, "next": next_run_at}
-    return bool((yield Exec(d.sql["pause_schedule"], params)))
+    if not (yield Exec(d.sql["pause_schedule"], params)):
+        return False
+    action = {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
+    yield Exec(d.sql["insert_schedule_action"], action)
+    return True
 
 
 def delete_schedule(d: Dialect, name: str) -> Op[bool]:

@@ -30,6 +30,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -282,3 +283,6 @@ class SqlStore:
 
     def delete_schedule(self, name: str) -> bool:
         return self._write(lambda: ops.delete_schedule(self.dialect, name))
+
+    def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
+        return self._read(lambda: ops.schedule_actions(self.dialect, name, limit))
