@@ -14,6 +14,7 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 - ``operator``: random cancel / resubmit calls on job ids, results as JSON.
 - ``prefetchworker``: the default (prefetching) worker with a fenced handler that, with
   ``--freeze``, SIGSTOPs its own process while it holds jobs claimed ahead.
+- ``schedworker``: one scheduler tick that exits hard at a point inside a slot's transaction.
 - ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
   SQLite VFS that keeps, beside each file, the image a disk would hold if power failed now (writes
   reach it only at fsync) and "loses power" at the N-th write or sync: it applies a random subset
@@ -422,7 +423,58 @@ def prefetchworker(args: argparse.Namespace) -> None:
     Worker(q, handler, concurrency=1).run()
 
 
+# -- a scheduler killed inside a slot's transaction --------------------------------------------------
+SCHEDULE_CRASH_POINTS = ("after_advance", "after_insert", "before_commit", "after_commit")
+"""Where a ``schedworker`` exits in ``Queue.fire_schedule``: the schedule's row moved off the
+slot (not committed); the slot's job inserted too; every statement run, COMMIT not sent; committed."""
+
+
+def schedworker(args: argparse.Namespace) -> None:
+    """One scheduler tick (``Scheduler.run_due``), as a worker runs it, killing itself with
+    SIGKILL at ``--point`` (one of ``SCHEDULE_CRASH_POINTS``, or none). The
+    point is injected by wrapping the slot's operation (``ops.fire_schedule``) from here."""
+    import jobq.backends.ops as ops
+    from jobq.worker.scheduler import Scheduler
+
+    q = jobq.Queue(settings=settings(args))
+
+    def crash(here: str) -> None:
+        if here == args.point:
+            append_line(args.crash_log, f"{here} {time.time():.6f} {os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no handler, no cleanup, mid-transaction
+
+    real_fire = ops.fire_schedule
+
+    def fire_schedule(d: Any, *a: Any, **k: Any) -> Any:
+        op = real_fire(d, *a, **k)
+        value: Any = None
+        try:
+            while True:
+                command = op.send(value)
+                value = yield command  # the statement has run when the driver sends its rows
+                if command[0] == d.sql["advance_schedule"]:
+                    crash("after_advance")
+                elif command[0] == d.sql["insert_job"]:
+                    crash("after_insert")
+        except StopIteration as stop:
+            crash("before_commit")
+            return stop.value
+
+    real_queue_fire = q.fire_schedule
+
+    def queue_fire(*a: Any, **k: Any) -> Any:
+        ids = real_queue_fire(*a, **k)
+        crash("after_commit")
+        return ids
+
+    ops.fire_schedule = fire_schedule  # type: ignore[assignment]
+    q.fire_schedule = queue_fire  # type: ignore[method-assign]
+    fired = Scheduler(q, declared={}).run_due()
+    print(json.dumps(fired), flush=True)
+
+
 ROLES = {
+    "schedworker": schedworker,
     "prefetchworker": prefetchworker,
     "rescuer": rescuer,
     "txworker": txworker,
@@ -456,6 +508,7 @@ def main() -> None:
     p.add_argument("--async", dest="use_async", action="store_true", help="run the handler as async def")
     p.add_argument("--freeze", action="store_true", help="prefetchworker: SIGSTOP itself holding jobs claimed ahead")
     p.add_argument("--prefetch-wait", type=float, default=0.2)
+    p.add_argument("--point", default="none", help="schedworker: where to exit (SCHEDULE_CRASH_POINTS)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ROLES[args.role](args)
