@@ -22,7 +22,7 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = ("jobs", "job_events", "workers", "jobq_schema", "schedules", "schedule_actions")
 #: jobq's functions (the trigger's), moved with the tables.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
