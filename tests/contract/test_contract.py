@@ -58,9 +58,15 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             "INSERT INTO jobs (payload, run_at, created_at, updated_at, idempotency_key) "
             f"VALUES ('\"held by a worker of the old jobq\"', {clock.now}, {clock.now}, {clock.now}, 'old-key')",
         )
-        job = old.claim("old-worker", lease=300)
-        assert job is not None
-        job_id = job.id
+        # Claimed as the old jobq did (today's claim reads columns schema 1 lacks, e.g. policy).
+        [(job_id,)] = _raw(backend_url, "SELECT id FROM jobs")
+        _raw(
+            backend_url,
+            "UPDATE jobs SET status = 'PROCESSING', attempts = 1, lease_owner = 'old-worker', "
+            f"lease_token = 'old-token', lease_expires_at = {clock.now + 300}, started_at = {clock.now}, "
+            f"updated_at = {clock.now} WHERE id = {job_id}",
+        )
+        assert old.counts()["PROCESSING"] == 1
     # Its worker row, as the old jobq wrote it: this host's name and a pid that is gone here.
     _raw(
         backend_url,
