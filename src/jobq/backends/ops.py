@@ -175,11 +175,7 @@ KEY_ROUNDS_MAX = 20
 
 
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
-    if (
-        not traces
-        and "enqueue_with_events" in d.sql
-        and all(j.idempotency_key is None and j.policy_json is None for j in jobs)
-    ):
+    if not traces and "enqueue_with_events" in d.sql and all(j.idempotency_key is None for j in jobs):
         return (yield from _enqueue_alone(d, jobs, now))
     rows = [
         {
@@ -194,6 +190,7 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             "key_scope": j.key_scope,
             "key_expires_at": j.key_expires_at,
             "now": now,
+            "policy": j.policy_json,
         }
         for j in jobs
     ]
@@ -210,14 +207,6 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
                 inserted.append(job_id)
     if inserted:
         yield ExecMany(d.sql["insert_event"], [_event(d, i, now, EventKind.ENQUEUED, None, 0, None) for i in inserted])
-    # A job that already held the key keeps the policy of the enqueue that made it.
-    policies = [
-        {"id": i, "policy": j.policy_json}
-        for i, j, new in zip(ids, jobs, _made(ids, inserted), strict=True)
-        if j.policy_json is not None and new
-    ]
-    if policies:
-        yield ExecMany(d.sql["set_job_policy"], policies)
     if traces:
         # Only while tracing is on (the facade passes no traces otherwise); a job that already
         # existed (a known idempotency key) keeps the context of the enqueue that made it.
@@ -231,15 +220,11 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     return ids
 
 
-def _made(ids: Sequence[int], inserted: Sequence[int]) -> list[bool]:
-    """Per id of an enqueue: whether this enqueue inserted it (not an existing key's holder)."""
-    made = set(inserted)
-    return [i in made for i in ids]
-
-
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     """Jobs without keys, their events and the wake-up in one statement (dialects that have it)."""
-    rows = [[j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout] for j in jobs]
+    rows = [
+        [j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json] for j in jobs
+    ]
     due = sorted({j.queue for j in jobs if j.run_at <= now})
     params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
     # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.

@@ -10,16 +10,11 @@
 -- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
 -- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, key_scope, key_expires_at, created_at, updated_at)
+                  idempotency_key, key_scope, key_expires_at, created_at, updated_at, policy)
 VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
-        :key, :key_scope, :key_expires_at, :now, :now)
+        :key, :key_scope, :key_expires_at, :now, :now, :policy)
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
-
--- name: set_job_policy
--- The retry policy an enqueue set (jobq.retry.JobPolicy), in the enqueue's transaction after the
--- insert: only jobs that have one pay for it, and the insert statements stay as they are.
-UPDATE jobs SET policy = :policy WHERE id = :id
 
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
