@@ -71,6 +71,8 @@ _ENQUEUE_OPTIONS = {
     "timeout": None,
     "concurrency_key": None,
     "concurrency_keys": None,
+    "backoff": None,
+    "retry_on": None,
 }
 
 
@@ -166,6 +168,10 @@ class AsyncQueue:
         concurrency_keys = given.pop("concurrency_keys", None) or [given["concurrency_key"]] * len(payloads)
         if len(concurrency_keys) != len(payloads):
             raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(payloads)} payloads")
+        # The retry policy the enqueue set, checked once (Queue._policy); the task's defaults fill the rest.
+        given["policy"] = q._policy(
+            given["max_attempts"], given["timeout"], given.pop("backoff", None), given.pop("retry_on", None)
+        )
         jobs: list[NewJob] = []
         for payload, key, ckey in zip(payloads, keys, concurrency_keys, strict=True):
             args = {**given, "concurrency_key": ckey}

@@ -168,6 +168,9 @@ class Job:
     program or by an older version may hold a payload that is not JSON, nests too deeply, or
     columns of the wrong type. Such a job is still listed and shown (``payload`` is then the raw
     text); a worker fails it with this reason instead of running it, and goes on with the next."""
+    policy: str | None = None
+    """The retry policy its enqueue set, as stored (JSON of ``jobq.retry.JobPolicy``); None: the
+    task's and the queue's defaults apply."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

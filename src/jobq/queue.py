@@ -40,6 +40,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -62,7 +63,15 @@ from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.payloads import encode_json, encode_walked, is_unicode, walk
 from jobq.redact import redact_url
-from jobq.retry import POLICIES, backoff_seconds
+from jobq.retry import (
+    POLICIES,
+    BackoffSpec,
+    JobPolicy,
+    backoff_seconds,
+    backoff_spec,
+    max_attempts_for,
+    retry_on_names,
+)
 from jobq.schedules import Schedule, schedule_of
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
@@ -78,6 +87,9 @@ ERROR_MAX_CHARS = 20_000
 ``jobq.backends.common.EVENT_ERROR_MAX_CHARS``)."""
 PROGRESS_MESSAGE_MAX_CHARS = 500
 """Longest progress message kept (head and tail)."""
+
+SCHEDULE_HISTORY_LIMIT_DEFAULT = 50
+"""Pauses and resumes that ``Queue.schedule_history`` returns unless asked for more."""
 
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
@@ -215,6 +227,7 @@ class Queue:
         key_ttl: float | None = None,
         on_conflict: str = "return",
         concurrency_key: str | None = None,
+        policy: JobPolicy | None = None,
     ) -> NewJob:
         limit = self.settings.payload_limit_bytes
         estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
@@ -231,10 +244,12 @@ class Queue:
         scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
-        policy = POLICIES.get(task)  # the task's defaults, when it is registered in this process
-        if policy is not None:
-            max_attempts = policy.max_attempts if max_attempts is None else max_attempts
-            timeout = policy.timeout if timeout is None else timeout
+        # The task's defaults, when it is registered in this process: what the job shows until a
+        # worker runs it (the worker applies its own registration, see jobq.retry).
+        task_policy = POLICIES.get(task)
+        if task_policy is not None:
+            max_attempts = task_policy.max_attempts if max_attempts is None else max_attempts
+            timeout = task_policy.timeout if timeout is None else timeout
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or attempts < 1:
             raise InvalidPayload("max_attempts must be an integer >= 1")
@@ -244,7 +259,9 @@ class Queue:
             raise InvalidPayload("priority must be an integer (lower runs first)")
         if not INT32_MIN <= priority <= INT32_MAX:
             raise InvalidPayload(f"priority must be between {INT32_MIN} and {INT32_MAX}")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+            raise InvalidPayload("timeout must be a number of seconds")
+        if timeout is not None and not 0 < timeout < math.inf:
             raise InvalidPayload("timeout must be positive (seconds)")
         when = run_at if run_at is not None else now + max(0.0, delay or 0.0)
         return NewJob(
@@ -260,6 +277,21 @@ class Queue:
             key_expires_at=key_expires_at,
             on_conflict=on_conflict,
             concurrency_key=concurrency_key,
+            policy_json=None if policy is None else policy.to_json(),
+        )
+
+    def _policy(
+        self, max_attempts: int | None, timeout: float | None, backoff: object, retry_on: object
+    ) -> JobPolicy | None:
+        """What an enqueue set explicitly (checked once per call), stored so that a worker
+        applies the task's defaults only to the fields left unset."""
+        if max_attempts is None and timeout is None and backoff is None and retry_on is None:
+            return None
+        return JobPolicy(
+            max_attempts=max_attempts,
+            timeout=timeout,  # checked with the row's columns (_new_job)
+            backoff=None if backoff is None else backoff_spec(backoff),
+            retry_on=None if retry_on is None else retry_on_names(retry_on),
         )
 
     def enqueue(
@@ -278,6 +310,8 @@ class Queue:
         max_attempts: int | None = None,
         timeout: float | None = None,
         concurrency_key: str | None = None,
+        backoff: BackoffSpec | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
         conn: Any = None,
     ) -> int:
         """Submit one job and return its id.
@@ -296,8 +330,16 @@ class Queue:
             key_ttl: hold the key this many seconds after enqueue instead (whatever the job's
                 status; with ``key_scope="all"`` only).
             on_conflict: ``"return"`` (default) the holder's id, or ``"raise"`` DuplicateJob.
-            max_attempts: attempts before FAILED (default from settings).
-            timeout: seconds a run may take before it counts as failed.
+            max_attempts: attempts before FAILED (default: the task's, then the settings').
+            timeout: seconds a run may take before it counts as failed (default: the task's).
+            backoff: seconds before each retry (default: the task's, then the queue's
+                exponential backoff): ``10``, per attempt ``[1, 10, 60]`` (the last repeats), or
+                ``{"base": 2, "cap": 600}`` (exponential with jitter).
+            retry_on: the exceptions that are retried; any other fails the job at once
+                (default: the task's, then every exception). Classes or their qualified names
+                (``"mymod.Flaky"``; a bare name is a built-in): stored as names and matched
+                against the raised exception's classes, so nothing is imported or unpickled.
+                A field set here wins over the task's default (see docs/retries.md).
             concurrency_key: jobs of one key share the queue's per-key concurrency limit
                 (``set_limits(queue, per_key=N)``: at most N of them run at once; see
                 docs/flow-control.md). Without a per-key limit it has no effect.
@@ -330,6 +372,7 @@ class Queue:
             key_ttl=key_ttl,
             on_conflict=on_conflict,
             concurrency_key=concurrency_key,
+            policy=self._policy(max_attempts, timeout, backoff, retry_on),
         )
         if tracing.recording():
             return self._traced_enqueue([job], now, conn)[0]
@@ -364,13 +407,17 @@ class Queue:
         timeout: float | None = None,
         concurrency_key: str | None = None,
         concurrency_keys: Sequence[str | None] | None = None,
+        backoff: BackoffSpec | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
         conn: Any = None,
     ) -> list[int]:
         """Submit many jobs in one transaction (all or none); ids in order. ``conn``: in the
         application's transaction; ``key_scope``, ``key_ttl``, ``on_conflict``: for every key,
-        as for ``enqueue`` (``"raise"`` stores none of the jobs). ``concurrency_key``: one for
+        and the retry policy (``max_attempts``, ``timeout``, ``backoff``, ``retry_on``) for every
+        job, as for ``enqueue`` (``"raise"`` stores none of the jobs). ``concurrency_key``: one for
         every job, or ``concurrency_keys``: one per payload (see ``enqueue``)."""
         now = self.clock()
+        policy = self._policy(max_attempts, timeout, backoff, retry_on)
         items = list(payloads)
         if keys is not None and len(keys) != len(items):
             raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
@@ -394,6 +441,7 @@ class Queue:
                 key_ttl=key_ttl if keys and keys[i] is not None else None,
                 on_conflict=on_conflict,
                 concurrency_key=concurrency_keys[i] if concurrency_keys is not None else concurrency_key,
+                policy=policy,
             )
             for i, p in enumerate(items)
         ]
@@ -551,7 +599,7 @@ class Queue:
 
         ``cutoff`` maps the time read under the lock to the expiry before which a lease counts as
         lost (the worker's rescuer uses it to discount a stall every writer saw)."""
-        return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff)
+        return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff, max_attempts_for)
 
     def next_due_at(self, queue: str | Sequence[str] | None = None) -> float | None:
         """The earliest ``run_at`` among PENDING jobs of ``queue`` (default: the settings'
@@ -889,6 +937,15 @@ class Queue:
             )
         last = max(slots) if slots else None
         return self.backend.fire_schedule(info.name, info.next_run_at, next_run_at, last, jobs, now)
+
+    def schedule_history(
+        self, name: str | None = None, *, limit: int = SCHEDULE_HISTORY_LIMIT_DEFAULT
+    ) -> list[ScheduleAction]:
+        """Who paused or resumed ``name`` (or any schedule, for None) and when, newest first, at
+        most ``limit`` entries. Kept when a schedule is removed: it is an audit history."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        return self.backend.schedule_actions(name, min(limit, INT32_MAX))
 
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
         """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""

@@ -1,14 +1,28 @@
-"""Retry backoff: exponential with jitter, capped."""
+"""Retry policy: the backoff (exponential with jitter, capped), a task's policy, and the policy
+given to one enqueue.
+
+Precedence, field by field (max_attempts, timeout, backoff, retry_on): what the enqueue set, then
+the task's ``@jobq.task`` default as registered in the worker that runs the job, then the queue's
+settings. A worker applies a task's defaults to every job of that task, also to jobs enqueued by a
+producer that never imported the task's module (``jobq enqueue --task mod.fn``, another service):
+``timeout`` and ``max_attempts`` when the run starts, ``backoff`` and ``retry_on`` when it fails.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from jobq.config import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
-from jobq.errors import ConfigError
+from jobq.errors import ConfigError, InvalidPayload
+from jobq.job import Job
+
+log = logging.getLogger(__name__)
 
 
 def backoff_seconds(
@@ -29,17 +43,89 @@ def backoff_seconds(
     return nominal * (0.5 + 0.5 * draw)
 
 
-Backoff = float | Callable[[int], float]
-"""A task's retry delay: constant seconds, or a function of the failed attempt (1-based)."""
+BackoffSpec = float | list[float] | dict[str, float]
+"""A retry delay as data (JSON, so an enqueue can store it): constant seconds (``10``), seconds
+per failed attempt with the last one repeated (``[1, 10, 60]``), or exponential with jitter as the
+queue's own (``{"base": 2, "cap": 600}``, both in seconds)."""
+
+Backoff = BackoffSpec | Callable[[int], float]
+"""A task's retry delay: a :data:`BackoffSpec`, or a function of the failed attempt (1-based)."""
+
+_BACKOFF_HELP = "seconds >= 0, a list of them, or {'base': s, 'cap': s}"
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        return None
+    return float(value)
+
+
+def backoff_spec(value: object, error: type[Exception] = InvalidPayload) -> BackoffSpec:
+    """``value`` checked as a :data:`BackoffSpec` (normalised to floats); ``error`` in one line."""
+    one = _seconds(value)
+    if one is not None:
+        return one
+    if isinstance(value, list | tuple) and value:
+        each = [_seconds(v) for v in value]
+        if all(v is not None for v in each):
+            return [v for v in each if v is not None]
+    if isinstance(value, Mapping) and set(value) == {"base", "cap"}:
+        base, cap = _seconds(value["base"]), _seconds(value["cap"])
+        if base is not None and cap is not None:
+            return {"base": base, "cap": cap}
+    raise error(f"backoff must be {_BACKOFF_HELP}, not {value!r:.60}")
+
+
+def spec_delay(spec: BackoffSpec, attempt: int) -> float:
+    """Seconds before the retry after failed ``attempt`` (1-based) by a checked ``spec``."""
+    if isinstance(spec, list):
+        return spec[min(max(attempt, 1), len(spec)) - 1]
+    if isinstance(spec, dict):
+        return backoff_seconds(attempt, base=spec["base"], cap=spec["cap"])
+    return float(spec)
+
+
+def exception_name(cls: type[BaseException]) -> str:
+    """The name ``retry_on`` stores for an exception class: ``module.QualName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _exception_name(value: object) -> str | None:
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return exception_name(value)
+    if not isinstance(value, str) or not value:
+        return None
+    parts = value.split(".")
+    if not all(p.isidentifier() or p == "<locals>" for p in parts):
+        return None
+    return value if len(parts) > 1 else f"builtins.{value}"  # a bare name: a built-in exception
+
+
+def retry_on_names(value: object, error: type[Exception] = InvalidPayload) -> tuple[str, ...]:
+    """``retry_on`` given to an enqueue as qualified names: exception classes, or their names
+    (``"builtins.TimeoutError"``, ``"TimeoutError"`` for a built-in, ``"mymod.Flaky"``)."""
+    if isinstance(value, str | type) or not isinstance(value, Sequence | frozenset | set):
+        value = (value,)
+    names = [_exception_name(v) for v in value]
+    for given, name in zip(value, names, strict=True):
+        if name is None:
+            raise error(f"retry_on must name exception classes (e.g. 'builtins.TimeoutError'), not {given!r:.60}")
+    return tuple(sorted({n for n in names if n is not None}))
+
+
+def raised_is_named(exc: BaseException, names: Sequence[str]) -> bool:
+    """Whether ``exc``'s class or one of its bases has one of ``names`` (nothing is imported)."""
+    wanted = set(names)
+    return any(exception_name(c) in wanted for c in type(exc).__mro__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskPolicy:
     """A task's retry policy (``@jobq.task(name, max_attempts=..., ...)``); None: the settings'.
 
-    ``max_attempts`` and ``timeout`` are stored on each job when it is enqueued (a value given to
-    ``enqueue`` wins), so they apply where the task is registered in the producing process;
-    ``backoff`` and ``retry_on`` are applied by the worker that runs the handler."""
+    Applied by the worker that runs the task to each job whose enqueue did not set the field
+    (see the module's docstring); a producer where the task is registered also stores
+    ``max_attempts`` and ``timeout`` on the job, as what shows until a worker runs it."""
 
     max_attempts: int | None = None
     backoff: Backoff | None = None
@@ -60,8 +146,11 @@ class TaskPolicy:
         ):
             raise ConfigError("retry_on must be a tuple of exception classes")
         b = self.backoff
-        if b is not None and not callable(b) and (not isinstance(b, int | float) or not 0 <= b < math.inf):
-            raise ConfigError("backoff must be seconds >= 0 or a function of the attempt number")
+        if b is not None and not callable(b):
+            try:
+                object.__setattr__(self, "backoff", backoff_spec(b, ConfigError))
+            except ConfigError:
+                raise ConfigError(f"backoff must be {_BACKOFF_HELP}, or a function of the attempt number") from None
 
     def retries(self, exc: BaseException) -> bool:
         """Whether a handler that raised ``exc`` may be retried (attempts permitting)."""
@@ -71,9 +160,121 @@ class TaskPolicy:
         """Seconds before the retry after failed ``attempt``; None: the queue's own backoff."""
         if self.backoff is None:
             return None
-        seconds = float(self.backoff(attempt) if callable(self.backoff) else self.backoff)
+        seconds = float(self.backoff(attempt) if callable(self.backoff) else spec_delay(self.backoff, attempt))
         return seconds if 0 <= seconds < math.inf else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """The retry policy one enqueue set (``enqueue(backoff=, retry_on=, max_attempts=, timeout=)``),
+    stored on the job as JSON of only the fields given: a field left None is "the task's default"
+    (then the settings'). ``retry_on`` holds exception names, so nothing is imported or unpickled."""
+
+    max_attempts: int | None = None
+    timeout: float | None = None
+    backoff: BackoffSpec | None = None
+    retry_on: tuple[str, ...] | None = None
+
+    def to_json(self) -> str | None:
+        """The stored form; None when the enqueue set nothing (the column stays NULL)."""
+        fields = {f: getattr(self, f) for f in self.__slots__ if getattr(self, f) is not None}
+        if "retry_on" in fields:
+            fields["retry_on"] = list(fields["retry_on"])
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True) if fields else None
+
+    @classmethod
+    def from_json(cls, text: str | None) -> JobPolicy | None:
+        """The policy stored on a job; None for none. Raises InvalidPayload for a row that jobq
+        did not write (the worker then keeps to the task's and the queue's policy, and says so)."""
+        if text is None:
+            return None
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            raise InvalidPayload("the job's policy is not JSON") from None
+        if not isinstance(data, dict) or not set(data) <= {"max_attempts", "timeout", "backoff", "retry_on"}:
+            raise InvalidPayload(f"the job's policy is not a policy: {text:.60}")
+        attempts, timeout = data.get("max_attempts"), data.get("timeout")
+        if attempts is not None and (type(attempts) is not int or attempts < 1):
+            raise InvalidPayload(f"the job's policy has max_attempts {attempts!r:.20}")
+        if timeout is not None and (_seconds(timeout) is None or timeout == 0):
+            raise InvalidPayload(f"the job's policy has timeout {timeout!r:.20}")
+        return cls(
+            max_attempts=attempts,
+            timeout=None if timeout is None else float(timeout),
+            backoff=None if data.get("backoff") is None else backoff_spec(data["backoff"]),
+            retry_on=None if data.get("retry_on") is None else retry_on_names(data["retry_on"]),
+        )
 
 
 #: Policies of the tasks registered with ``@jobq.task`` in this process, by task name.
 POLICIES: dict[str, TaskPolicy] = {}
+
+
+def stored_policy(job: Job) -> JobPolicy | None:
+    """The policy the job's enqueue set; None for none, or for one that cannot be read (logged)."""
+    return _given(job.id, job.policy)
+
+
+def _given(job_id: int, text: str | None) -> JobPolicy | None:
+    try:
+        return JobPolicy.from_json(text)
+    except InvalidPayload as exc:
+        log.warning("job %s: %s; using the task's and the queue's policy", job_id, exc)
+        return None
+
+
+def max_attempts_for(task: str, policy: str | None, stored: int) -> int:
+    """A job's max_attempts by the precedence, from its stored columns (for the rescuer, which
+    reads no whole job): the enqueue's, the task's as registered here, else ``stored``."""
+    given = _given(0, policy) if policy is not None else None
+    if given is not None and given.max_attempts is not None:
+        return given.max_attempts
+    registered = POLICIES.get(task)
+    if registered is not None and registered.max_attempts is not None:
+        return registered.max_attempts
+    return stored
+
+
+def with_task_defaults(job: Job) -> Job:
+    """The job as a worker runs it: ``max_attempts`` and ``timeout`` by the precedence (the
+    enqueue's, the task's as registered here, then what the row holds: the settings' default)."""
+    task = POLICIES.get(job.task)
+    given = stored_policy(job) if job.policy is not None else None
+    if task is None and given is None:
+        return job
+    attempts, timeout = job.max_attempts, job.timeout
+    if given is not None and given.max_attempts is not None:
+        attempts = given.max_attempts
+    elif task is not None and task.max_attempts is not None:
+        attempts = task.max_attempts
+    if given is not None and given.timeout is not None:
+        timeout = given.timeout
+    elif task is not None and task.timeout is not None:
+        timeout = task.timeout
+    if attempts == job.max_attempts and timeout == job.timeout:
+        return job
+    return dataclasses.replace(job, max_attempts=attempts, timeout=timeout)
+
+
+def on_failure(job: Job, exc: BaseException) -> tuple[bool, float | None]:
+    """After the handler of ``job`` raised ``exc``: whether it may be retried (attempts
+    permitting), and the delay before that retry (None: the queue's backoff). Enqueue first, then
+    the task's ``retry_on``/``backoff``."""
+    task = POLICIES.get(job.task)
+    given = stored_policy(job) if job.policy is not None else None
+    if given is not None and given.retry_on is not None:
+        retried = raised_is_named(exc, given.retry_on)
+    else:
+        retried = task is None or task.retries(exc)
+    if not retried:
+        return False, None
+    if given is not None and given.backoff is not None:
+        return True, spec_delay(given.backoff, job.attempts)
+    if task is None:
+        return True, None
+    try:
+        return True, task.delay(job.attempts)
+    except Exception as bad:  # noqa: BLE001 - a broken backoff function must not stop the worker
+        log.error("task %r: its backoff function raised (%s); using the queue's backoff", job.task, bad)
+        return True, None

@@ -660,8 +660,22 @@ def test_schedules_add_list_pause_resume_remove(cli: Cli) -> None:
         False,
         True,
     )
-    cli.ok("schedules", "resume", "nightly")
+    cli.ok("schedules", "resume", "nightly", "--actor", "bob")
     assert cli.json("schedules")[0]["paused"] is False
+    cli.ok("schedules", "pause", "nightly", "--actor", "cy")
+    shown = cli.json("schedules", "show", "nightly")
+    assert [(a["action"], a["actor"]) for a in shown["history"]] == [
+        ("pause", "cy"),
+        ("resume", "bob"),
+        ("pause", "ann"),
+    ]
+    assert (shown["name"], shown["paused_by"]) == ("nightly", "cy")
+    text = cli.ok("schedules", "show", "nightly").splitlines()
+    assert text[0].split() == ["name:", "nightly"] and text[-4].split() == ["WHEN", "ACTION", "BY"]
+    assert [line.split()[-2:] for line in text[-3:]] == [["pause", "cy"], ["resume", "bob"], ["pause", "ann"]]
+    assert cli.ok("schedules", "show", "poll").splitlines()[-1] == "never paused or resumed"
+    assert cli.fails("schedules", "show", "nope") == "jobq: error: no schedule named 'nope'"
+    cli.ok("schedules", "resume", "nightly")
     cli.ok("schedules", "remove", "poll")
     assert [s["name"] for s in cli.json("schedules")] == ["nightly"]
     assert cli.fails("schedules", "pause", "nope") == "jobq: error: no schedule named 'nope'"

@@ -1,4 +1,4 @@
-"""The Python examples of docs/uniqueness.md and docs/schedules.md, run as written in a
+"""The Python examples of docs/uniqueness.md, docs/schedules.md and docs/retries.md, run as written in a
 fresh folder, each in a process of its own."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ["uniqueness.md", "schedules.md"]
+PAGES = ["uniqueness.md", "schedules.md", "retries.md"]
 _BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 

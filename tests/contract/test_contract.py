@@ -58,7 +58,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             "INSERT INTO jobs (payload, run_at, created_at, updated_at, idempotency_key) "
             f"VALUES ('\"held by a worker of the old jobq\"', {clock.now}, {clock.now}, {clock.now}, 'old-key')",
         )
-        # Claimed as the old jobq's claim did (today's claim reads queue_controls, which schema 1 lacks).
+        # Claimed as the old jobq's claim did (today's claim reads queue_controls and columns schema 1 lacks).
         (job_id,) = _raw(backend_url, "SELECT id FROM jobs")[0]
         claimed_at = clock.now
         _raw(

@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from pg import raw_connect
+from pg import PgServer, fresh_database, raw_connect
 
 import jobq
 from jobq import JobStatus
@@ -31,9 +35,10 @@ JOBQ_TABLES = {
     "job_waiters",
     "queue_controls",
     "queue_control_events",
+    "schedule_actions",
 }
 #: Tables of migrations after the move to schemas (a schema-2 database has none of them).
-LATER_TABLES = {"schedules", "job_waiters", "queue_controls", "queue_control_events"}
+LATER_TABLES = {"schedules", "job_waiters", "queue_controls", "queue_control_events", "schedule_actions"}
 
 
 def _with(url: str, option: str) -> str:
@@ -139,6 +144,7 @@ UNDO_LATER_MIGRATIONS = [
         "DROP TABLE public.queue_controls, public.queue_control_events",
         "ALTER TABLE public.jobs DROP COLUMN concurrency_key",
     ],
+    ["DROP TABLE public.schedule_actions", "ALTER TABLE public.jobs DROP COLUMN policy"],
 ]
 
 
@@ -250,3 +256,86 @@ def test_two_schemas_in_one_database_are_two_independent_queues(postgres_url: st
             assert listener._channel == "jobq_wakeup_queue_a"  # type: ignore[attr-defined]
         finally:
             listener.close()
+
+
+# -- kill -9 in the middle of the move --------------------------------------------------------------
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+#: Where the opening process kills itself (SIGKILL), inside the move's one transaction under the
+#: migration lock: after the first table moved, after every table and the function moved, after
+#: every later migration ran (COMMIT not sent).
+MOVE_KILL_POINTS = ("first_table_moved", "moved", "migrated")
+OPEN_AND_DIE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import jobq
+import jobq.backends.ops as ops
+import jobq.backends.postgres as pg
+
+point = sys.argv[3]
+
+def die(here):
+    if here == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+class Counted:
+    def __init__(self, cur):
+        self._cur, self.moved = cur, 0
+    def execute(self, query, *args, **kwargs):
+        result = self._cur.execute(query, *args, **kwargs)
+        text = query if isinstance(query, str) else query.as_string(self._cur)
+        if text.startswith("ALTER TABLE public.") and "SET SCHEMA" in text:
+            self.moved += 1
+            if self.moved == 1:
+                die("first_table_moved")
+        return result
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+real_place, real_migrate = pg.place_schema, ops.migrate
+
+def place_schema(cur, schema, *, create):
+    placed = real_place(Counted(cur), schema, create=create)
+    die("moved")
+    return placed
+
+def migrate(*args, **kwargs):
+    result = yield from real_migrate(*args, **kwargs)
+    die("migrated")
+    return result
+
+pg.place_schema, ops.migrate = place_schema, migrate
+jobq.Queue(sys.argv[2]).close()
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_middle_of_the_move_loses_nothing_and_the_next_open_completes_it(
+    postgres_server: PgServer, clock: FakeClock, tmp_path: Path
+) -> None:
+    from jobq.backends.postgres import SCHEMA_VERSION
+
+    script = tmp_path / "open_and_die.py"
+    script.write_text(OPEN_AND_DIE)
+    for point in MOVE_KILL_POINTS:
+        # A database per point: the old public layout, filled by the old jobq.
+        with fresh_database(postgres_server) as url:
+            with _public_layout(url), jobq.Queue(url, clock=clock) as old:
+                ids = _fill(old, clock)
+                before = _snapshot(old)
+                held = old.get(ids["held"])
+            legacy = _tables_by_schema(url)
+
+            opened = subprocess.run([sys.executable, str(script), SRC, url, point], capture_output=True, timeout=120)
+            assert opened.returncode == -signal.SIGKILL, opened.stderr.decode()
+            # Killed inside the transaction: the server rolled all of it back, the lock went with it.
+            assert _tables_by_schema(url) == legacy, point
+
+            with jobq.Queue(url, clock=clock) as q:  # the next process to open it completes the move
+                assert _tables_by_schema(url) == {"jobq": JOBQ_TABLES}, point
+                assert _snapshot(q) == before, point
+                with raw_connect(url, autocommit=True) as conn:
+                    versions = conn.execute("SELECT version FROM jobq.jobq_schema ORDER BY version").fetchall()
+                assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+                q.complete(held, result="the old lease still fences")
+                assert q.get(ids["held"]).status == JobStatus.COMPLETED
+                assert q.enqueue({"name": "again"}, key="k-waiting") == ids["waiting"]

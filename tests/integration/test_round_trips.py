@@ -58,6 +58,19 @@ def test_the_counter_counts_a_transaction_as_three_round_trips(counted) -> None:
     assert n == 3
 
 
+def test_an_enqueue_with_a_retry_policy_is_still_one_round_trip(counted) -> None:
+    q, proxy = counted
+    n, job_id = trips(proxy, lambda: q.enqueue({"n": 1}, max_attempts=2, backoff=[1, 10], retry_on=["ValueError"]))
+    assert n == 1
+    n, ids = trips(proxy, lambda: q.enqueue_many([{"n": 2}, {"n": 3}], backoff=5))
+    assert n == 1
+    assert [q.get(i).policy for i in (job_id, *ids)] == [
+        '{"backoff":[1.0,10.0],"max_attempts":2,"retry_on":["builtins.ValueError"]}',
+        '{"backoff":5.0}',
+        '{"backoff":5.0}',
+    ]
+
+
 def test_every_per_job_call_is_one_round_trip(counted) -> None:
     q, proxy = counted
     n, first = trips(proxy, lambda: q.enqueue({"n": 1}, max_attempts=3))

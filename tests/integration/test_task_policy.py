@@ -3,8 +3,12 @@ by a real worker on each backend."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,8 @@ import jobq
 from jobq import JobStatus, Worker
 from jobq.retry import POLICIES
 from jobq.worker import REGISTRY
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture
@@ -47,7 +53,7 @@ def test_retry_on_max_attempts_and_timeout_per_task(backend_url: str, tasks: Non
         at_once: (JobStatus.FAILED, 1),  # ValueError is not in retry_on: failed at once
         overridden: (JobStatus.FAILED, 2),
     }
-    assert "not retried: ValueError is not in the task's retry_on" in (done[at_once].last_error or "")
+    assert "not retried: ValueError is not in the job's retry_on" in (done[at_once].last_error or "")
     assert "TimeoutError" in (done[retried].last_error or "")
 
 
@@ -70,8 +76,83 @@ def test_bad_policies_are_refused_in_one_line() -> None:
         ({"timeout": -1}, "timeout must be a positive number of seconds"),
         ({"retry_on": ValueError}, "retry_on must be a tuple of exception classes"),
         ({"retry_on": ("ValueError",)}, "retry_on must be a tuple of exception classes"),
-        ({"backoff": "10s"}, "backoff must be seconds >= 0 or a function of the attempt number"),
+        (
+            {"backoff": "10s"},
+            r"backoff must be seconds >= 0, a list of them, or \{'base': s, 'cap': s\}, "
+            "or a function of the attempt number",
+        ),
     ]:
         with pytest.raises(jobq.ConfigError, match=f"^{message}$"):
             jobq.task("bad", **kwargs)  # type: ignore[arg-type]
     assert "bad" not in REGISTRY
+
+
+# -- a worker applies its task's defaults to jobs from producers that never imported the task ----
+TASKS_MODULE = """
+import jobq
+
+class Flaky(Exception):
+    pass
+
+@jobq.task("policy.flaky", max_attempts=4, backoff=0, retry_on=(Flaky,))
+def flaky(ctx):
+    raise Flaky(str(ctx.payload))
+
+@jobq.task("policy.picky", max_attempts=5, backoff=0, retry_on=(Flaky,))
+def picky(ctx):
+    raise ValueError("not in the task's retry_on")
+
+@jobq.task("policy.slow", max_attempts=1, timeout=0.5)
+def slow(ctx):
+    ctx.sleep(60)
+"""
+
+
+def _cli(tmp_path: Path, url: str, *args: str) -> str:
+    """The real ``jobq`` CLI in its own process; it never imports the task module unless told to."""
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONPATH": f"{tmp_path}{os.pathsep}{SRC}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobq.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_worker_applies_its_task_defaults_unless_the_enqueue_set_them(backend_url: str, tmp_path: Path) -> None:
+    (tmp_path / "policytasks.py").write_text(TASKS_MODULE)
+    enqueues = {
+        "task defaults": ["--task", "policy.flaky"],
+        "explicit max_attempts": ["--task", "policy.flaky", "--max-attempts", "2"],
+        "not in retry_on": ["--task", "policy.picky"],
+        "explicit retry_on": ["--task", "policy.picky", "--retry-on", "ValueError", "--max-attempts", "3"],
+        "task timeout": ["--task", "policy.slow"],
+        "explicit backoff": ["--task", "policy.flaky", "--backoff", "1h"],
+    }
+    with jobq.Queue(backend_url) as q:  # this process never imports policytasks either
+        ids = {name: q.enqueue({}, task=a[1]) for name, a in enqueues.items() if len(a) == 2}
+        # The CLI's flags, the way a shell script or another service enqueues.
+        ids |= {
+            name: int(_cli(tmp_path, backend_url, "enqueue", "--json", "{}", *a))
+            for name, a in enqueues.items()
+            if len(a) > 2
+        }
+        # The producer did not import the tasks: the rows hold the settings' defaults until run.
+        assert q.get(ids["task defaults"]).max_attempts == q.settings.max_attempts == 3
+        assert q.get(ids["task timeout"]).timeout is None
+    _cli(tmp_path, backend_url, "worker", "--import", "policytasks", "--exit-when-idle", "--concurrency", "2")
+    with jobq.Queue(backend_url) as q:
+        got = {name: q.get(i) for name, i in ids.items()}
+    assert {name: (j.status, j.attempts) for name, j in got.items()} == {
+        "task defaults": (JobStatus.FAILED, 4),  # the task's max_attempts, not the stored 3
+        "explicit max_attempts": (JobStatus.FAILED, 2),  # the enqueue's wins over the task's
+        "not in retry_on": (JobStatus.FAILED, 1),  # the task's retry_on
+        "explicit retry_on": (JobStatus.FAILED, 3),  # the enqueue's retry_on wins
+        "task timeout": (JobStatus.FAILED, 1),  # the task's timeout stopped it
+        "explicit backoff": (JobStatus.PENDING, 1),  # the enqueue's 1 h, not the task's 0
+    }
+    assert "not retried: ValueError is not in the job's retry_on" in (got["not in retry_on"].last_error or "")
+    assert "timed out" in (got["task timeout"].last_error or "")
+    assert 3500 < got["explicit backoff"].run_at - time.time() <= 3600
+    shown = _cli(tmp_path, backend_url, "show", str(ids["explicit retry_on"]))
+    [line] = [line for line in shown.splitlines() if line.startswith("policy ")]
+    assert '"retry_on":["builtins.ValueError"]' in line and line.endswith("(set at enqueue)")

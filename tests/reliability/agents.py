@@ -14,6 +14,9 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
   ``async def`` handler: the kill -9 chaos test's worker.
 - ``contender``: enqueue, claim, complete in a loop; writes its latencies and errors as JSON.
 - ``operator``: random cancel / resubmit calls on job ids, results as JSON.
+- ``prefetchworker``: the default (prefetching) worker with a fenced handler that, with
+  ``--freeze``, SIGSTOPs its own process while it holds jobs claimed ahead.
+- ``schedworker``: one scheduler tick that exits hard at a point inside a slot's transaction.
 - ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
   SQLite VFS that keeps, beside each file, the image a disk would hold if power failed now (writes
   reach it only at fsync) and "loses power" at the N-th write or sync: it applies a random subset
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -411,7 +415,91 @@ def rescuer(args: argparse.Namespace) -> None:
         time.sleep(args.rescue_interval)
 
 
+# -- a worker frozen while it holds jobs claimed ahead ---------------------------------------------
+def prefetchworker(args: argparse.Namespace) -> None:
+    """The default worker (prefetch on, one thread) with a fenced handler: ``ensure_lease`` right
+    before its effect, a line ``<job id> <pid>`` in ``<out>/effects``. With ``--freeze`` the handler
+    stops its own process (SIGSTOP) at each job whose payload says ``"freeze"``, until
+    ``<out>/frozen-done`` exists (the test continues it when the freeze did not land where it
+    wants it). ``--prefetch-wait``: the planned wait of a job claimed ahead (the setting; the
+    default 5 ms claims ahead only while handlers take well under that, on a loaded machine not
+    reliably)."""
+    q = jobq.Queue(settings=dataclasses.replace(settings(args), prefetch_wait_seconds=args.prefetch_wait))
+    out = Path(args.out)
+
+    def handler(ctx: JobContext) -> None:
+        if args.freeze and ctx.payload.get("freeze") and not (out / "frozen-done").exists():
+            # No database call here: the freeze must not wait for, or hold, the store's lock. The
+            # pause lets the main loop commit the previous job's completion (and the claim ahead
+            # riding with it), which it writes just as this handler starts; well under the 50 ms
+            # after which jobs claimed ahead are given back. A freeze inside a transaction is
+            # retried by the test (see _in_transaction there).
+            time.sleep(0.025)
+            append_line(str(out / "frozen"), f"{ctx.job.id}\n")
+            os.kill(os.getpid(), signal.SIGSTOP)  # the whole process: main loop, heartbeats, rescuer
+            # kill() returns before the group stop reaches this thread (seen: ~50 ms later, after
+            # it had sent ensure_lease's heartbeat and frozen before reading the reply: that
+            # answer was then 8 s stale, and the effect was doubled). Wait here for the stop.
+            time.sleep(0.5)
+        ctx.ensure_lease()
+        append_line(str(out / "effects"), f"{ctx.job.id} {os.getpid()}\n")
+
+    Worker(q, handler, concurrency=1).run()
+
+
+# -- a scheduler killed inside a slot's transaction --------------------------------------------------
+SCHEDULE_CRASH_POINTS = ("after_advance", "after_insert", "before_commit", "after_commit")
+"""Where a ``schedworker`` exits in ``Queue.fire_schedule``: the schedule's row moved off the
+slot (not committed); the slot's job inserted too; every statement run, COMMIT not sent; committed."""
+
+
+def schedworker(args: argparse.Namespace) -> None:
+    """One scheduler tick (``Scheduler.run_due``), as a worker runs it, killing itself with
+    SIGKILL at ``--point`` (one of ``SCHEDULE_CRASH_POINTS``, or none). The
+    point is injected by wrapping the slot's operation (``ops.fire_schedule``) from here."""
+    import jobq.backends.ops as ops
+    from jobq.worker.scheduler import Scheduler
+
+    q = jobq.Queue(settings=settings(args))
+
+    def crash(here: str) -> None:
+        if here == args.point:
+            append_line(args.crash_log, f"{here} {time.time():.6f} {os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no handler, no cleanup, mid-transaction
+
+    real_fire = ops.fire_schedule
+
+    def fire_schedule(d: Any, *a: Any, **k: Any) -> Any:
+        op = real_fire(d, *a, **k)
+        value: Any = None
+        try:
+            while True:
+                command = op.send(value)
+                value = yield command  # the statement has run when the driver sends its rows
+                if command[0] == d.sql["advance_schedule"]:
+                    crash("after_advance")
+                elif command[0] == d.sql["insert_job"]:
+                    crash("after_insert")
+        except StopIteration as stop:
+            crash("before_commit")
+            return stop.value
+
+    real_queue_fire = q.fire_schedule
+
+    def queue_fire(*a: Any, **k: Any) -> Any:
+        ids = real_queue_fire(*a, **k)
+        crash("after_commit")
+        return ids
+
+    ops.fire_schedule = fire_schedule  # type: ignore[assignment]
+    q.fire_schedule = queue_fire  # type: ignore[method-assign]
+    fired = Scheduler(q, declared={}).run_due()
+    print(json.dumps(fired), flush=True)
+
+
 ROLES = {
+    "schedworker": schedworker,
+    "prefetchworker": prefetchworker,
     "rescuer": rescuer,
     "txworker": txworker,
     "crashworker": crashworker,
@@ -443,6 +531,9 @@ def main() -> None:
     p.add_argument("--crash-at", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--async", dest="use_async", action="store_true", help="run the handler as async def")
+    p.add_argument("--freeze", action="store_true", help="prefetchworker: SIGSTOP itself holding jobs claimed ahead")
+    p.add_argument("--prefetch-wait", type=float, default=0.2)
+    p.add_argument("--point", default="none", help="schedworker: where to exit (SCHEDULE_CRASH_POINTS)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ROLES[args.role](args)

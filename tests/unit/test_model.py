@@ -164,6 +164,7 @@ def _good_row(status: str = "PROCESSING") -> tuple[object, ...]:
     return (
         12, "default", "task", '{"n": 1}', status, 0, 100.5, 1, 3, 100.0, 101.0,
         101.0, None, 30.0, None, "worker-1", "nonce-12", 400.0, "key", '{"ok": true}', 0, 2,
+        '{"max_attempts":5}',
     )  # fmt: skip
 
 
@@ -179,6 +180,7 @@ def test_job_from_row_fast_path_matches_the_checked_path() -> None:
         assert dataclasses.replace(checked, run_at=100.5) == fast
         assert fast.defect is None and fast.payload == {"n": 1} and fast.result == {"ok": True}
         assert fast.lease_token == ("nonce-12" if status == "PROCESSING" else None)
+        assert fast.policy == '{"max_attempts":5}'
 
 
 @pytest.mark.parametrize(

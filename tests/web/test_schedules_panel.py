@@ -50,3 +50,11 @@ def test_ops_lists_schedules_and_the_manager_pauses_and_resumes_them(seeded: See
     at.button(key="schedule_resume").click().run()
     with Queue(seeded.url) as q:
         assert {s.name: s.paused for s in q.schedules()} == {"nightly": False, "poll": False}
+    # Every action stays in the history both apps show: who, when, what (newest first).
+    [history] = [d.value for d in at.dataframe if "action" in d.value.columns]
+    assert [(r["schedule"], r["action"], r["by"]) for _, r in history.iterrows()] == [
+        ("poll", "resume", "carol"),
+        ("poll", "pause", "carol"),
+    ]
+    [ops_history] = [d.value for d in run(OPS).dataframe if "action" in d.value.columns]
+    assert list(ops_history["action"]) == ["resume", "pause"] and list(ops_history["by"]) == ["carol", "carol"]

@@ -55,6 +55,8 @@ class NewJob:
     """A held key: ``"return"`` the holder's id, or ``"raise"`` :class:`jobq.DuplicateJob`."""
     concurrency_key: str | None = None
     """Jobs of one key share their queue's per-key concurrency limit (docs/flow-control.md)."""
+    policy_json: str | None = None
+    """The retry policy the enqueue set (``jobq.retry.JobPolicy.to_json``); None: defaults."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -276,6 +278,17 @@ class ControlEvent:
     """``pause``, ``resume`` or ``limits``."""
     detail: str | None
     """JSON: the limits after the change."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleAction:
+    """One pause or resume of a schedule: the audit history (``Queue.schedule_history``)."""
+
+    name: str
+    action: str
+    """``"pause"`` or ``"resume"``."""
+    actor: str
+    at: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -510,6 +523,7 @@ class Backend(Protocol):
         actor: str,
         gone_owners: Sequence[str] = (),
         cutoff: Callable[[float], float] | None = None,
+        attempts_limit: Callable[[str, str | None, int], int] | None = None,
     ) -> list[RescueResult]:
         """Move PROCESSING jobs whose lease expired back to PENDING (or FAILED / CANCELLED).
 
@@ -517,7 +531,8 @@ class Backend(Protocol):
         waiting for their lease to run out; each move is conditional on the token read.
         ``cutoff`` maps the time read under the lock to the expiry before which a lease counts
         as lost (default: that time); the rescuer moves it back after a stall (see
-        ``jobq.worker.stall``).
+        ``jobq.worker.stall``). ``attempts_limit(task, policy_json, stored)``: the job's
+        max_attempts when it differs from the stored one (a worker's task defaults).
         """
         ...
 
@@ -686,6 +701,11 @@ class Backend(Protocol):
 
     def control_history(self, queue: str | None, limit: int) -> list[ControlEvent]:
         """The newest changes to the controls of ``queue`` (None: of every queue), newest first."""
+        ...
+
+    def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
+        """The latest pauses and resumes (of ``name``, or of every schedule), newest first; kept
+        after the schedule is removed."""
         ...
 
     # -- wake-up ---------------------------------------------------------------------------

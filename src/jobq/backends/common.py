@@ -36,6 +36,7 @@ JOB_COLUMNS = (
     "result",
     "cancel_requested",
     "run",
+    "policy",
 )
 
 EVENT_ERROR_MAX_CHARS = 4_000
@@ -240,6 +241,7 @@ def _well_typed(row: Sequence[Any]) -> bool:
         and (row[17] is None or (type(row[17]) is float and row[17] - row[17] == 0.0))
         and (row[18] is None or type(row[18]) is str)
         and type(row[21]) is int
+        and (row[22] is None or type(row[22]) is str)
     )
 
 
@@ -255,7 +257,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
             row[0], row[1], row[2], payload, status, row[5], row[6], row[7], row[8], row[9], row[10],
             row[11], row[12], row[13], row[14], row[15],
             row[16] if status is JobStatus.PROCESSING else None,
-            row[17], row[18], loads(row[19]), bool(row[20]), row[21],
+            row[17], row[18], loads(row[19]), bool(row[20]), row[21], None, row[22],
         )  # fmt: skip
     f = _Fields()
     if payload_problem:
@@ -291,6 +293,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=bool(row[20]),
         run=f.integer(row[21], "run", 1),
         defect="; ".join(f.defects) or None,
+        policy=f.text(row[22]),
     )
 
 

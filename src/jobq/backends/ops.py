@@ -46,6 +46,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -208,6 +209,7 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             "key_expires_at": j.key_expires_at,
             "concurrency_key": j.concurrency_key,
             "now": now,
+            "policy": j.policy_json,
         }
         for j in jobs
     ]
@@ -253,6 +255,7 @@ def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
         "key_scope": job.key_scope,
         "key_expires_at": job.key_expires_at,
         "concurrency_key": None,
+        "policy": job.policy_json,
         "now": now,
     }
     job_id: int = (yield Exec(d.sql["insert_job"], row))[0][0]
@@ -268,7 +271,9 @@ _ENQUEUED_EVENT: Params = {"kind": EventKind.ENQUEUED.value, "actor": None, "att
 
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     """Jobs without keys, their events and the wake-up in one statement (dialects that have it)."""
-    rows = [[j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout] for j in jobs]
+    rows = [
+        [j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json] for j in jobs
+    ]
     due = sorted({j.queue for j in jobs if j.run_at <= now})
     params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
     # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.
@@ -291,6 +296,7 @@ def _enqueue_keyed_alone(d: Dialect, job: NewJob, now: float) -> Op[int]:
         "key": job.idempotency_key,
         "key_scope": job.key_scope,
         "key_expires_at": job.key_expires_at,
+        "policy": job.policy_json,
         "now": now,
         "due": job.run_at <= now,
     }
@@ -795,6 +801,11 @@ def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[st
     return Exec(d.stmt(statement, gone=gone), params)
 
 
+AttemptsLimit = Callable[[str, str | None, int], int]
+"""A job's max_attempts from its task, its stored policy (JSON) and its stored max_attempts: the
+rescuer in a worker applies the tasks registered there (``jobq.retry.max_attempts_for``)."""
+
+
 def rescue_probe(d: Dialect, now: float, gone_owners: Sequence[str]) -> Op[bool]:
     """Is anything to rescue? A read, so that an idle queue sees no writes from the rescuers that
     every live worker runs every few seconds (a ``sqlite3`` shell has no busy timeout: an operator's
@@ -809,14 +820,17 @@ def rescue(
     actor: str,
     gone_owners: Sequence[str],
     cutoff: Callable[[float], float] | None,
+    attempts_limit: AttemptsLimit | None = None,
 ) -> Op[list[RescueResult]]:
     now = clock()
     gone = set(gone_owners)
     out = []
     finished: set[int] = set()
-    for job_id, owner, token, attempts, max_attempts, cancel_requested, claimed_at in (
+    for job_id, owner, token, attempts, max_attempts, cancel_requested, claimed_at, task, policy in (
         yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
     ):
+        if attempts_limit is not None:
+            max_attempts = attempts_limit(task, policy, max_attempts)
         plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
         args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
         if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read
@@ -1256,9 +1270,18 @@ def fire_schedule(
     return ids
 
 
+def schedule_actions(d: Dialect, name: str | None, limit: int) -> Op[list[ScheduleAction]]:
+    rows = yield Exec(d.sql["schedule_actions"], {"name": name, "limit": limit})
+    return [ScheduleAction(*row) for row in rows]
+
+
 def pause_schedule(d: Dialect, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> Op[bool]:
     params = {"name": name, "paused": paused, "actor": actor, "now": now, "next": next_run_at}
-    return bool((yield Exec(d.sql["pause_schedule"], params)))
+    if not (yield Exec(d.sql["pause_schedule"], params)):
+        return False
+    action = {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
+    yield Exec(d.sql["insert_schedule_action"], action)
+    return True
 
 
 def delete_schedule(d: Dialect, name: str) -> Op[bool]:

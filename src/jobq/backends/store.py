@@ -34,6 +34,7 @@ from jobq.backends.base import (
     QueueGauges,
     QueueStats,
     RescueResult,
+    ScheduleAction,
     ScheduleInfo,
     WorkerEnd,
     WorkerInfo,
@@ -194,10 +195,11 @@ class SqlStore:
         actor: str,
         gone_owners: Sequence[str] = (),
         cutoff: Callable[[float], float] | None = None,
+        attempts_limit: Callable[[str, str | None, int], int] | None = None,
     ) -> list[RescueResult]:
         if not self._read(lambda: ops.rescue_probe(self.dialect, clock(), gone_owners)):
             return []
-        return self._write(lambda: ops.rescue(self.dialect, clock, backoff, actor, gone_owners, cutoff))
+        return self._write(lambda: ops.rescue(self.dialect, clock, backoff, actor, gone_owners, cutoff, attempts_limit))
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:
         return self._read(lambda: ops.next_due_at(self.dialect, queues))
@@ -338,3 +340,6 @@ class SqlStore:
 
     def delete_schedule(self, name: str) -> bool:
         return self._write(lambda: ops.delete_schedule(self.dialect, name))
+
+    def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
+        return self._read(lambda: ops.schedule_actions(self.dialect, name, limit))

@@ -31,6 +31,14 @@ def duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def backoff_arg(text: str) -> list[float]:
+    """argparse type: ``10s`` or per attempt ``1s,10s,1m`` (the last repeats) -> seconds."""
+    try:
+        return [parse_duration(part.strip()) for part in text.split(",")]
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def range_arg(text: str) -> str:
     """argparse type: a ``7-15`` range of seconds, kept as text (the setting's own form)."""
     try:

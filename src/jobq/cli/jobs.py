@@ -20,6 +20,7 @@ import jobq
 from jobq.backends.base import SORT_FIELDS, ActionResult, JobFilter, Page
 from jobq.cli.args import (
     attempts_arg,
+    backoff_arg,
     duration_arg,
     job_id_arg,
     non_negative_int_arg,
@@ -74,7 +75,22 @@ def add_enqueue(command: AddCommand) -> None:
         type=attempts_arg,
         help=env_help("attempts before FAILED", "max_attempts", 3),
     )
-    p.add_argument("--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m")
+    p.add_argument(
+        "--timeout", metavar="DURATION", type=duration_arg, help="longest a run may take: 30s, 5m (default: the task's)"
+    )
+    p.add_argument(
+        "--backoff",
+        metavar="DURATIONS",
+        type=backoff_arg,
+        help="delay before each retry: 10s, or per attempt 1s,10s,1m (default: the task's, then exponential)",
+    )
+    p.add_argument(
+        "--retry-on",
+        metavar="EXCEPTION",
+        action="append",
+        help="retry only these exceptions, by qualified name (repeat it; a bare name is a built-in): "
+        "mymod.Flaky, TimeoutError (default: the task's, then every exception)",
+    )
     p.add_argument(
         "--concurrency-key",
         metavar="KEY",
@@ -114,6 +130,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             timeout=args.timeout,
             concurrency_key=args.concurrency_key,
+            backoff=None if args.backoff is None else (args.backoff[0] if len(args.backoff) == 1 else args.backoff),
+            retry_on=args.retry_on,
         )
     out(str(job_id))
     return EXIT_OK

@@ -125,6 +125,8 @@ def job_text(job: Job, events: Sequence[Event], now: float, progress: Progress |
     ]
     if job.timeout is not None:
         fields.append(("timeout", duration_text(job.timeout)))
+    if job.policy is not None:  # what the enqueue set; the task's defaults apply to the rest
+        fields.append(("policy", clean(job.policy, 600) + " (set at enqueue)"))
     if job.idempotency_key is not None:
         fields.append(("key", clean(job.idempotency_key, None)))
     if job.lease_owner is not None and job.status == JobStatus.PROCESSING:

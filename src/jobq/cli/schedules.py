@@ -1,4 +1,4 @@
-"""``jobq schedules``: list, add, pause, resume and remove periodic jobs (``jobq.schedules``)."""
+"""``jobq schedules``: list, show, add, pause, resume and remove periodic jobs (``jobq.schedules``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import json
 import time
 
 import jobq
-from jobq.backends.base import ScheduleInfo
+from jobq.backends.base import ScheduleAction, ScheduleInfo
 from jobq.cli.output import format_table, local_iso, out
 from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, make_settings, open_queue
-from jobq.errors import ConfigError
+from jobq.errors import ConfigError, ScheduleNotFound
 from jobq.present import ago
 from jobq.schedules import CATCHUP_CHOICES
 
 
 def add_schedules(command: AddCommand) -> None:
-    p = command("schedules", cmd_schedules, "periodic jobs: list them, or add, pause, resume, remove one")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "add", "pause", "resume", "remove"])
-    p.add_argument("name", nargs="?", help="the schedule (pause, resume, remove, add)")
+    p = command("schedules", cmd_schedules, "periodic jobs: list them, or show, add, pause, resume, remove one")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "add", "pause", "resume", "remove"])
+    p.add_argument("name", nargs="?", help="the schedule (show, pause, resume, remove, add)")
     p.add_argument("--task", help="add: the task its jobs run")
     p.add_argument("--cron", help="add: a cron expression, e.g. '*/5 * * * *'")
     p.add_argument("--every", help="add: an interval instead, e.g. 30s, 5m, 1h")
@@ -56,6 +56,29 @@ def schedules_table(schedules: list[ScheduleInfo], now: float) -> str:
     return format_table(("NAME", "EXPRESSION", "ZONE", "TASK", "NEXT RUN", "LAST RUN", "PAUSED"), rows)
 
 
+def action_dict(a: ScheduleAction) -> dict[str, object]:
+    return {"action": a.action, "actor": a.actor, "at": a.at}
+
+
+def show_text(s: ScheduleInfo, history: list[ScheduleAction], now: float) -> str:
+    """One schedule, then its pause/resume history (newest first): who, when, what."""
+    fields = [
+        ("name", s.name),
+        ("expression", s.cron if s.cron is not None else f"every {s.every:g}s"),
+        ("zone", s.zone),
+        ("task", s.task),
+        ("queue", s.queue),
+        ("next run", "-" if s.paused else local_iso(s.next_run_at)),
+        ("last run", "-" if s.last_run_at is None else f"{local_iso(s.last_run_at)} ({ago(s.last_run_at, now)})"),
+        ("paused", f"yes (by {s.paused_by})" if s.paused else "no"),
+    ]
+    lines = [f"{k + ':':<12}{v}" for k, v in fields]
+    if not history:
+        return "\n".join([*lines, "", "never paused or resumed"])
+    rows = [(local_iso(a.at), a.action, a.actor) for a in history]
+    return "\n".join([*lines, "", format_table(("WHEN", "ACTION", "BY"), rows)])
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise ConfigError(f"schedules {args.action}: give the schedule's name")
@@ -86,6 +109,15 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         elif args.action == "resume":
             q.resume_schedule(args.name)
             out(f"schedule {args.name}: resumed")
+        elif args.action == "show":
+            found = [s for s in q.schedules() if s.name == args.name]
+            if not found:
+                raise ScheduleNotFound(args.name)
+            history = q.schedule_history(args.name)
+            if args.output == "json":
+                out(json.dumps({**schedule_dict(found[0]), "history": [action_dict(a) for a in history]}, indent=2))
+            else:
+                out(show_text(found[0], history, time.time()))
         elif args.action == "remove":
             q.remove_schedule(args.name)
             out(f"schedule {args.name}: removed")

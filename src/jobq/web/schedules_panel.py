@@ -1,5 +1,6 @@
 """The schedules panel both apps show (``jobq.schedules``): a table in ops, and in the manager the
-same table with pause and resume (recorded with the operator's name and the time).
+same table with pause and resume (recorded with the operator's name and the time). Both show the
+pause/resume history: who, when, what.
 
 A panel of its own so that the pages only call it: it is drawn only when a schedule exists.
 """
@@ -11,10 +12,12 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from jobq import JobqError, Queue, ScheduleInfo
+from jobq import JobqError, Queue, ScheduleAction, ScheduleInfo
+from jobq.queue import SCHEDULE_HISTORY_LIMIT_DEFAULT
 from jobq.web import safety, views
 
 COLUMNS = ["name", "expression", "zone", "task", "next run", "last run", "paused"]
+HISTORY_COLUMNS = ["when", "schedule", "action", "by"]
 
 
 def schedules_frame(schedules: Sequence[ScheduleInfo], now: float) -> pd.DataFrame:
@@ -34,6 +37,30 @@ def schedules_frame(schedules: Sequence[ScheduleInfo], now: float) -> pd.DataFra
         for s in schedules
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def history_frame(actions: Sequence[ScheduleAction], now: float) -> pd.DataFrame:
+    """The pause/resume history, newest first, every text made safe to show."""
+    rows = [
+        {
+            "when": views.fmt_short_time(a.at, now),
+            "schedule": safety.plain(a.name),
+            "action": a.action,
+            "by": safety.plain(a.actor),
+        }
+        for a in actions
+    ]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def _history(q: Queue, name: str | None, now: float) -> None:
+    actions = q.schedule_history(name)
+    more = "+" if len(actions) >= SCHEDULE_HISTORY_LIMIT_DEFAULT else ""
+    with st.expander(f"Pause/resume history ({len(actions)}{more})"):
+        if actions:
+            st.dataframe(history_frame(actions, now), hide_index=True, width="stretch")
+        else:
+            st.caption("Never paused or resumed.")
 
 
 def _act(q: Queue, name: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
@@ -66,6 +93,7 @@ def panel(
     st.subheader(":material/schedule: Schedules")
     st.dataframe(schedules_frame(schedules, now), hide_index=True, width="stretch")
     if flash is None or actor is None:
+        _history(q, None, now)
         return
     names = [s.name for s in schedules]
     left, middle, right = st.columns([3, 1, 1])
@@ -78,3 +106,4 @@ def panel(
     right.button(
         "Resume", key="schedule_resume", on_click=_act, args=(q, name, False, actor, allowed, flash), width="stretch"
     )
+    _history(q, name, now)

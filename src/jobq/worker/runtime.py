@@ -49,7 +49,7 @@ from jobq.observability import logs, tracing
 from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
-from jobq.retry import POLICIES
+from jobq.retry import on_failure, with_task_defaults
 from jobq.worker.aio import AsyncRunner, is_async_handler
 from jobq.worker.context import JobContext, PermanentError
 from jobq.worker.heartbeat import Heartbeater
@@ -359,7 +359,9 @@ class Worker:
         return sleep
 
     def _dispatch(self, jobs: list[Job]) -> None:
-        contexts = [JobContext(job, self.queue, self.id) for job in jobs]
+        # Each job as it runs here: its enqueue's max_attempts/timeout, else its task's registered
+        # in this process (a producer may not have imported the task), else the stored default.
+        contexts = [JobContext(with_task_defaults(job), self.queue, self.id) for job in jobs]
         if tracing.recording():  # once per claimed batch
             # One read per claimed batch, only while an OpenTelemetry SDK is configured.
             try:
@@ -534,20 +536,14 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc))
         if isinstance(exc, PermanentError):
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
-        # Any other handler error is the job's failure, with its traceback; the task's retry
-        # policy (``@jobq.task(retry_on=, backoff=)``) decides whether and when it runs again.
+        # Any other handler error is the job's failure, with its traceback; the retry policy
+        # (the enqueue's ``retry_on``/``backoff``, else the task's) decides whether and when it
+        # runs again.
         trace = "".join(traceback.format_exception(exc))
-        policy = POLICIES.get(ctx.job.task)
-        if policy is None:
-            return RunOutcome(ctx, Outcome.FAIL, error=trace)
-        if not policy.retries(exc):
-            error = f"{trace}not retried: {type(exc).__name__} is not in the task's retry_on"
+        retried, delay = on_failure(ctx.job, exc)
+        if not retried:
+            error = f"{trace}not retried: {type(exc).__name__} is not in the job's retry_on"
             return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
-        try:
-            delay = policy.delay(ctx.job.attempts)
-        except Exception as bad:  # noqa: BLE001 - a broken backoff function must not stop the worker
-            log.error("task %r: its backoff function raised (%s); using the queue's backoff", ctx.job.task, bad)
-            delay = None
         return RunOutcome(ctx, Outcome.FAIL, error=trace, retry_delay=delay)
 
     def _returned(self, ctx: JobContext, result: object) -> RunOutcome:

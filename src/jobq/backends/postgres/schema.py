@@ -22,7 +22,7 @@ from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = (
     "jobs",
@@ -33,6 +33,7 @@ TABLES = (
     "job_waiters",
     "queue_controls",
     "queue_control_events",
+    "schedule_actions",
 )
 #: jobq's functions (the trigger's), moved with the tables.
 FUNCTIONS = ("jobq_external_status()",)
@@ -299,6 +300,19 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX queue_control_events_queue ON queue_control_events (queue, id)",
         # Nullable without a default: no table rewrite.
         "ALTER TABLE jobs ADD COLUMN concurrency_key text",
+    ],
+    [
+        # Per-enqueue retry policy and the schedules' pause/resume history: see the SQLite
+        # migration of the same content (jobq.backends.sqlite.schema).
+        "ALTER TABLE jobs ADD COLUMN policy text",
+        """CREATE TABLE schedule_actions (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL,
+            action text NOT NULL CHECK (action IN ('pause', 'resume')),
+            actor text NOT NULL,
+            at double precision NOT NULL
+        )""",
+        "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
     ],
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -236,5 +236,19 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX queue_control_events_queue ON queue_control_events (queue, id)",
         # Jobs of one key share the queue's per-key limit (NULL: no key, only the queue's limits).
         "ALTER TABLE jobs ADD COLUMN concurrency_key TEXT",
+    ],
+    [
+        # Retry policy given to enqueue (jobq.retry.JobPolicy): JSON of only the fields the
+        # producer set, so a worker tells "explicit" from "the task's default" (NULL: none set).
+        "ALTER TABLE jobs ADD COLUMN policy TEXT",
+        # Every pause and resume of a schedule, not just the last: who, when, what.
+        """CREATE TABLE schedule_actions (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('pause', 'resume')),
+            actor TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
     ],
 ]

@@ -22,6 +22,7 @@ from jobq.testing.contract.flow import *  # noqa: F403
 from jobq.testing.contract.jobs import *  # noqa: F403
 from jobq.testing.contract.observability import *  # noqa: F403
 from jobq.testing.contract.operators import *  # noqa: F403
+from jobq.testing.contract.policies import *  # noqa: F403
 from jobq.testing.contract.schedules import *  # noqa: F403
 from jobq.testing.contract.transactions import *  # noqa: F403
 from jobq.testing.contract.uniqueness import *  # noqa: F403

@@ -76,6 +76,30 @@ def test_pause_and_resume_are_recorded_and_skip_the_paused_slots(queue: jobq.Que
     assert queue.schedules() == []
 
 
+def test_every_pause_and_resume_is_kept_in_the_history(queue: jobq.Queue, clock: FakeClock) -> None:
+    queue.add_schedule("tick", task="t", every="1m")
+    queue.add_schedule("other", task="t", every="1h")
+    start = clock.now
+    for actor, pause in [("ann", True), ("bob", False), ("ann", True), ("cy", False)]:
+        (queue.pause_schedule if pause else queue.resume_schedule)("tick", actor=actor)
+        clock.advance(10)
+    queue.pause_schedule("other", actor="dee")
+    with pytest.raises(jobq.ScheduleNotFound):
+        queue.resume_schedule("nope", actor="eve")  # nothing happened: nothing recorded
+    history = queue.schedule_history("tick")
+    assert [(a.name, a.action, a.actor, a.at - start) for a in history] == [
+        ("tick", "resume", "cy", 30.0),
+        ("tick", "pause", "ann", 20.0),
+        ("tick", "resume", "bob", 10.0),
+        ("tick", "pause", "ann", 0.0),
+    ]
+    assert [a.actor for a in queue.schedule_history()] == ["dee", "cy", "ann", "bob", "ann"]
+    assert [a.actor for a in queue.schedule_history("tick", limit=2)] == ["cy", "ann"]
+    assert queue.schedule_history("nope") == []
+    queue.remove_schedule("tick")  # an audit history outlives what it audits
+    assert len(queue.schedule_history("tick")) == 4
+
+
 def test_saving_again_keeps_state_unless_the_timing_changed(queue: jobq.Queue, clock: FakeClock) -> None:
     first = queue.add_schedule("s", task="t", every=60)
     queue.pause_schedule("s", actor="ann")

@@ -11,9 +11,9 @@
 -- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
 -- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, key_scope, key_expires_at, concurrency_key, created_at, updated_at)
+                  idempotency_key, key_scope, key_expires_at, concurrency_key, created_at, updated_at, policy)
 VALUES (%(queue)s, %(task)s, %(payload)s, %(priority)s, %(run_at)s, %(max_attempts)s, %(timeout)s,
-        %(key)s, %(key_scope)s, %(key_expires_at)s, %(concurrency_key)s, %(now)s, %(now)s)
+        %(key)s, %(key_scope)s, %(key_expires_at)s, %(concurrency_key)s, %(now)s, %(now)s, %(policy)s)
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
@@ -119,7 +119,7 @@ LIMIT 1
 -- name: expired
 -- SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
 -- if the lease really expired the next rescue pass takes it.
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at, task, policy FROM jobs
 WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
 ORDER BY id
 LIMIT 1000
@@ -283,14 +283,14 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 -- name: enqueue_with_events
 -- Jobs without an idempotency key (nothing can conflict): every job of the call in one INSERT, their
 -- `enqueued` events, and NOTIFY for the queues in %(wake)s (delivered at commit). The jobs come as
--- one JSON array of [queue, task, payload, priority, run_at, max_attempts, timeout] rows: parsed
+-- one JSON array of [queue, task, payload, priority, run_at, max_attempts, timeout, policy] rows: parsed
 -- by the server, it costs a fraction of binding seven arrays (psycopg dumps arrays in Python), and
 -- 1,000 jobs went in ~3x faster than with arrays. Ids come from one sequence in the order of the
 -- rows (ORDER BY n), so the caller sorts them back.
 WITH ins AS (
-    INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at)
+    INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at, policy)
     SELECT j.v ->> 0, j.v ->> 1, j.v ->> 2, (j.v ->> 3)::integer, (j.v ->> 4)::double precision,
-           (j.v ->> 5)::integer, (j.v ->> 6)::double precision, %(now)s, %(now)s
+           (j.v ->> 5)::integer, (j.v ->> 6)::double precision, %(now)s, %(now)s, j.v ->> 7
     FROM json_array_elements(%(jobs)s::json) WITH ORDINALITY AS j(v, n)
     ORDER BY j.n
     RETURNING id
@@ -318,10 +318,11 @@ WITH released AS (
     {sql:release_expired_key}
 ), ins AS (
     INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                      idempotency_key, key_scope, key_expires_at, created_at, updated_at)
+                      idempotency_key, key_scope, key_expires_at, created_at, updated_at, policy)
     SELECT %(queue)s::text, %(task)s::text, %(payload)s::text, %(priority)s::integer,
            %(run_at)s::double precision, %(max_attempts)s::integer, %(timeout)s::double precision,
-           %(key)s::text, %(key_scope)s::text, %(key_expires_at)s::double precision, %(now)s, %(now)s
+           %(key)s::text, %(key_scope)s::text, %(key_expires_at)s::double precision, %(now)s, %(now)s,
+           %(policy)s::text
     FROM (SELECT count(*) FROM released) AS after_release
     ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
     RETURNING id

@@ -36,5 +36,16 @@ UPDATE schedules SET paused = %(paused)s, paused_by = %(actor)s, paused_at = %(n
 WHERE name = %(name)s
 RETURNING name
 
+-- name: insert_schedule_action
+-- Every pause and resume, in the transaction of the change it records (an audit history).
+INSERT INTO schedule_actions (name, action, actor, at) VALUES (%(name)s, %(action)s, %(actor)s, %(now)s)
+
+-- name: schedule_actions
+-- The latest pauses and resumes, newest first; of one schedule, or (name NULL) of every one.
+SELECT name, action, actor, at FROM schedule_actions
+WHERE %(name)s::text IS NULL OR name = %(name)s::text
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s
+
 -- name: delete_schedule
 DELETE FROM schedules WHERE name = %(name)s RETURNING name

@@ -10,9 +10,9 @@
 -- A key conflicts only with a row that holds it (KEY_HELD_SQL, the unique index's predicate): a
 -- finished 'active' key or a released 'ttl' key no longer blocks it.
 INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout,
-                  idempotency_key, key_scope, key_expires_at, concurrency_key, created_at, updated_at)
+                  idempotency_key, key_scope, key_expires_at, concurrency_key, created_at, updated_at, policy)
 VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
-        :key, :key_scope, :key_expires_at, :concurrency_key, :now, :now)
+        :key, :key_scope, :key_expires_at, :concurrency_key, :now, :now, :policy)
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
@@ -101,7 +101,7 @@ WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < 
 LIMIT 1
 
 -- name: expired
-SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at FROM jobs
+SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at, task, policy FROM jobs
 WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
 LIMIT 1000
 

@@ -36,5 +36,16 @@ UPDATE schedules SET paused = :paused, paused_by = :actor, paused_at = :now,
 WHERE name = :name
 RETURNING name
 
+-- name: insert_schedule_action
+-- Every pause and resume, in the transaction of the change it records (an audit history).
+INSERT INTO schedule_actions (name, action, actor, at) VALUES (:name, :action, :actor, :now)
+
+-- name: schedule_actions
+-- The latest pauses and resumes, newest first; of one schedule, or (name NULL) of every one.
+SELECT name, action, actor, at FROM schedule_actions
+WHERE :name IS NULL OR name = :name
+ORDER BY at DESC, id DESC
+LIMIT :limit
+
 -- name: delete_schedule
 DELETE FROM schedules WHERE name = :name RETURNING name
