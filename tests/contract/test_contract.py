@@ -67,7 +67,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
             f"lease_token = 'old-token', lease_expires_at = {clock.now + 300}, started_at = {clock.now}, "
             f"updated_at = {clock.now} WHERE id = {job_id}",
         )
-        assert old.get(job_id).status == R
+        assert old.counts()["PROCESSING"] == 1  # (get() reads columns schema 1 lacks)
     # The old jobq stored a `claimed` event per claim (before schema 8 on SQLite, 10 on PostgreSQL).
     _raw(
         backend_url,

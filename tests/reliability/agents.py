@@ -471,6 +471,7 @@ def schedworker(args: argparse.Namespace) -> None:
 
     def fire_schedule(d: Any, *a: Any, **k: Any) -> Any:
         op = real_fire(d, *a, **k)
+        inserts = {d.sql[name] for name in ("insert_job", "enqueue_keyed", "enqueue_with_events") if name in d.sql}
         value: Any = None
         try:
             while True:
@@ -478,7 +479,7 @@ def schedworker(args: argparse.Namespace) -> None:
                 value = yield command  # the statement has run when the driver sends its rows
                 if command[0] == d.sql["advance_schedule"]:
                     crash("after_advance")
-                elif command[0] == d.sql["insert_job"]:
+                elif command[0] in inserts:  # the slot's job, in whichever form the dialect writes it
                     crash("after_insert")
         except StopIteration as stop:
             crash("before_commit")
