@@ -550,7 +550,7 @@ def main() -> None:
     _enqueue_form(q, settings)
     schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash)
     every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
-    st.fragment(run_every=every)(_jobs)(q, where, page)
+    st.fragment(run_every=every)(_page.watched(_jobs))(q, where, page)
 
 
 if __name__ == "__main__":
