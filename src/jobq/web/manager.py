@@ -462,6 +462,21 @@ def _pager(where: JobFilter, page: Page, total: int) -> None:
         st.pagination(pages, key=_pager_key(where, page), max_visible_pages=9)  # streamlit>=1.67 has it
 
 
+def _copy_page(source: str, target: str) -> None:
+    st.session_state[target] = st.session_state.get(source, 1)
+
+
+def _bottom_pager(where: JobFilter, page: Page, total: int, number: int) -> None:
+    """The same pager again below the list (a long page need not be scrolled back up): its own
+    widget key, kept on the top pager's page; a click there moves the top one too."""
+    pages = manager_model.page_count(total, page.limit)
+    if pages > 1:
+        top = _pager_key(where, page)
+        bottom = f"{top}_bottom"
+        st.session_state[bottom] = min(max(1, number), pages)
+        st.pagination(pages, key=bottom, max_visible_pages=9, on_change=_copy_page, args=(bottom, top))
+
+
 def _enqueue_form(q: Queue, settings: Settings) -> None:
     with st.expander(":material/add_circle: Enqueue a job by path", expanded=False):
         cols = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
@@ -519,6 +534,7 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         _bulk_bar(q, where, total, [j.id for j in jobs])
         if jobs:
             _job_rows(q, jobs)
+            _bottom_pager(where, page, total, number)
         else:
             st.info(
                 "No job matches this filter. Widen the status filter in the sidebar to see more.",
