@@ -278,9 +278,18 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     for name in ("manager", "ops"):
         got = apps.get(name)
         if isinstance(got, float):
-            check(f"{name} page renders in < 2 s with {apps.get('jobs', 0):,} jobs", got, 2.0, "s", higher=False)
+            check(
+                f"{name}: first full render in Chromium < 2 s with {apps.get('jobs', 0):,} jobs",
+                got,
+                2.0,
+                "s",
+                higher=False,
+            )
         else:
-            out.append((f"{name} page renders in < 2 s", str(got or "not measured"), None))
+            out.append((f"{name}: first full render < 2 s", str(got or "not measured"), None))
+        for key, value in apps.items():
+            if key.startswith(f"{name}: ") and "(" not in key and isinstance(value, float):
+                check(f"{key} < 1 s", value, 1.0, "s", higher=False)
     return out
 
 
@@ -411,9 +420,14 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         parts += [
             "### Apps",
             "",
-            f"Render time (`AppTest.from_file(...).run()`, seconds) with {apps.get('jobs', 0):,} jobs: "
+            f"Served by `streamlit run`, driven in {apps.get('browser', 'a browser')}, {apps.get('jobs', 0):,} jobs "
+            "(bench/apps.py says what each figure covers). Wall seconds; *server CPU* is the Streamlit "
+            "process's CPU seconds meanwhile and *browser busy* the page's main-thread seconds: their sum is "
+            "what a quiet machine takes, near enough, when the wall time is inflated by load: "
             + ", ".join(
-                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}" for k, v in apps.items() if k != "jobs"
+                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}"
+                for k, v in apps.items()
+                if k not in ("jobs", "browser")
             ),
             "",
         ]

@@ -467,14 +467,15 @@ def _copy_page(source: str, target: str) -> None:
 
 
 def _bottom_pager(where: JobFilter, page: Page, total: int, number: int) -> None:
-    """The same pager again below the list (a long page need not be scrolled back up): its own
-    widget key, kept on the top pager's page; a click there moves the top one too."""
+    """The same pager again below the list (a long page need not be scrolled back up). Its key
+    names the page shown, so it is drawn anew on the top pager's page; a click on it moves the
+    top one (whose state the list follows)."""
     pages = manager_model.page_count(total, page.limit)
     if pages > 1:
         top = _pager_key(where, page)
-        bottom = f"{top}_bottom"
-        st.session_state[bottom] = min(max(1, number), pages)
-        st.pagination(pages, key=bottom, max_visible_pages=9, on_change=_copy_page, args=(bottom, top))
+        shown = min(max(1, number), pages)
+        bottom = f"{top}_bottom_{shown}"
+        st.pagination(pages, default=shown, key=bottom, max_visible_pages=9, on_change=_copy_page, args=(bottom, top))
 
 
 def _enqueue_form(q: Queue, settings: Settings) -> None:
