@@ -246,11 +246,20 @@ class WatchedQueue:
         try:
             return getattr(self._queue, name)(*args, **kwargs)
         except StorageError as exc:
-            path = self._path
-            if path is not None and _is_locked(exc):
-                give_up = float(getattr(self._queue.backend, "give_up_seconds", APP_BUSY_TIMEOUT_MS_DEFAULT / 1000))
-                raise StorageError(locked_message(path, give_up)) from None
-            raise
+            return self._refused(exc)
+        finally:
+            # What was read before the action is not what a page must show after it: a slow
+            # read then waits for the answer instead of showing the job as it was.
+            with self._lock:
+                self._remembered.clear()
+
+    def _refused(self, exc: StorageError) -> Any:
+        """Re-raise an action's storage error; a locked database's names the lock's holder."""
+        path = self._path
+        if path is not None and _is_locked(exc):
+            give_up = float(getattr(self._queue.backend, "give_up_seconds", APP_BUSY_TIMEOUT_MS_DEFAULT / 1000))
+            raise StorageError(locked_message(path, give_up)) from None
+        raise exc
 
     def _read(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         gone = self._check_file()
