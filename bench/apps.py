@@ -156,8 +156,8 @@ def cpu_seconds(pid: int) -> float:
 
 Timing = tuple[float, float, float]
 """Wall seconds; the server's CPU seconds meanwhile; the browser's CPU seconds meanwhile (Chromium
-and Playwright's driver: every process under this one but the server). The CPU figures add up to
-what a quiet machine would take, near enough, whatever the load while measuring."""
+and Playwright's driver: every process under this one but the server; they work in parallel, so
+this can exceed the wall time). Load distorts the CPU figures far less than the wall time."""
 
 
 def _descendants(root: int) -> list[int]:

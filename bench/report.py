@@ -422,8 +422,8 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
             "",
             f"Served by `streamlit run`, driven in {apps.get('browser', 'a browser')}, {apps.get('jobs', 0):,} jobs "
             "(bench/apps.py says what each figure covers). Wall seconds; *server CPU* and *browser CPU* are the "
-            "CPU seconds of the Streamlit process and of Chromium meanwhile: their sum is what a quiet machine "
-            "takes, near enough, when the wall time is inflated by load: "
+            "CPU seconds of the Streamlit process and of Chromium meanwhile (Chromium's processes work in "
+            "parallel), which load distorts far less than the wall time: "
             + ", ".join(
                 f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}"
                 for k, v in apps.items()
