@@ -8,7 +8,7 @@ development mode. Layout:
   latency at a fixed offered load, idle CPU), independent of any system.
 - ``adapters/``: one module per system, each a small class with the same few methods.
 - ``pg.py``: a throwaway PostgreSQL server for the PostgreSQL rows.
-- ``apps.py``: render time of the Streamlit apps on a 100,000-job database.
+- ``apps.py``: render time of the Streamlit apps on a 125,000-job database, in Chromium.
 - ``profiling.py``: cProfile of jobq's claim+complete loop.
 - ``report.py``: the table (stdout and Markdown), the ratios, the chart, the machine.
 """

@@ -313,9 +313,18 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     for name in ("manager", "ops"):
         got = apps.get(name)
         if isinstance(got, float):
-            check(f"{name} page renders in < 2 s with {apps.get('jobs', 0):,} jobs", got, 2.0, "s", higher=False)
+            check(
+                f"{name}: first full render in Chromium < 2 s with {apps.get('jobs', 0):,} jobs",
+                got,
+                2.0,
+                "s",
+                higher=False,
+            )
         else:
-            out.append((f"{name} page renders in < 2 s", str(got or "not measured"), None))
+            out.append((f"{name}: first full render < 2 s", str(got or "not measured"), None))
+        for key, value in apps.items():
+            if key.startswith(f"{name}: ") and "(" not in key and isinstance(value, float):
+                check(f"{key} < 1 s", value, 1.0, "s", higher=False)
     return out
 
 
@@ -461,9 +470,14 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         parts += [
             "### Apps",
             "",
-            f"Render time (`AppTest.from_file(...).run()`, seconds) with {apps.get('jobs', 0):,} jobs: "
+            f"Served by `streamlit run`, driven in {apps.get('browser', 'a browser')}, {apps.get('jobs', 0):,} jobs "
+            "(bench/apps.py says what each figure covers). Wall seconds; *server CPU* and *browser CPU* are the "
+            "CPU seconds of the Streamlit process and of Chromium meanwhile (Chromium's processes work in "
+            "parallel), which load distorts far less than the wall time: "
             + ", ".join(
-                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}" for k, v in apps.items() if k != "jobs"
+                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}"
+                for k, v in apps.items()
+                if k not in ("jobs", "browser")
             ),
             "",
         ]

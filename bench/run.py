@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench.apps import measure_apps
 
             log("apps: render time")
-            extras["apps"] = measure_apps(workdir, 10_000 if args.quick else 100_000, log)
+            extras["apps"] = measure_apps(workdir, 10_000 if args.quick else 125_000, log)
         if not args.no_profile:
             from bench.profiling import profile_jobq
 

@@ -78,6 +78,12 @@ class PgServer:
         if done.returncode != 0:
             raise RuntimeError(f"pg_ctl restart failed: {done.stderr.strip() or done.stdout.strip()}")
 
+    def start(self) -> None:
+        """Start a managed server again after :meth:`stop` (same port, same data)."""
+        done = self._pg_ctl("-l", self.log_path, "-o", self.options, "start")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip() or done.stdout.strip()}")
+
     def stop(self) -> None:
         if self.data_dir is not None:
             self._pg_ctl("-m", "fast", "stop")

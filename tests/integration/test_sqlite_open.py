@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from polling import wait_for
+
+import jobq
 
 OPENERS = 12
 ROUNDS = 5
@@ -49,3 +52,38 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
         for p in procs:
             if p.stdout:
                 p.stdout.close()
+
+
+#: Holds the write lock of the database named by argv[1] until stdin closes.
+HOLD_LOCK = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_bounds_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        q.enqueue({"n": 0})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        # busy_timeout=0: any wait for the lock would fail at once, so opening takes none.
+        with jobq.Queue(f"sqlite:///{path}?busy_timeout=0") as q:
+            assert q.counts()["PENDING"] == 1
+        locked = pytest.raises(jobq.StorageError, match=r"stayed locked for 0\.3 s \(another process holds")
+        with jobq.Queue(f"sqlite:///{path}?busy_timeout=300") as q, locked:
+            q.enqueue({"n": 1})  # without the bound: 0.3 s, then retries for 120 s
+    finally:
+        holder.kill()  # our own child, by its handle
+        holder.wait(timeout=30)
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        assert q.counts()["PENDING"] == 1

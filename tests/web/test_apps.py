@@ -190,9 +190,13 @@ def test_filters_search_and_paging(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     first_page = row_ids(at)
     assert len(first_page) == 10
     assert "of 32 matching jobs" in texts(at.caption)  # 30 pending + processing + failed
-    assert hasattr(at, "pagination") and len(at.pagination) == 1
+    assert hasattr(at, "pagination") and len(at.pagination) == 2  # above and below the list
+    shown = sorted([*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]], reverse=True)
     at.pagination[0].set_value(4).run()
-    assert row_ids(at) == set(sorted([*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]])[:2])
+    assert row_ids(at) == set(shown[30:])
+    assert at.pagination[1].value == 4  # the bottom pager shows the same page
+    at.pagination[1].set_value(2).run()  # and moves the top one
+    assert row_ids(at) == set(shown[10:20]) and at.pagination[0].value == 2
     at.text_input(key="search").input("waiting-17").run()
     assert row_ids(at) == {ids[JobStatus.PENDING][17]}
     at.text_input(key="search").input("").run()

@@ -11,11 +11,14 @@ the login form until it is entered.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, cast
 
 import streamlit as st
 from streamlit import config as st_config
@@ -23,7 +26,9 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 
 from jobq import JobqError, Queue, Settings, load_settings
 from jobq.redact import redact_text
-from jobq.web import SHOW_ERROR_DETAILS, access, safety
+from jobq.web import SHOW_ERROR_DETAILS, access, health, safety, views
+
+P = ParamSpec("P")
 
 _log = logging.getLogger("jobq.web")
 if not _log.handlers:  # Streamlit configures only its own loggers: give ours a line format
@@ -122,10 +127,12 @@ def lock_button(app: str) -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def _open_queue(url: str, create: bool) -> Queue:
+def _open_queue(url: str, create: bool) -> health.WatchedQueue:
     # One Queue per process and URL: it is thread-safe and every read is one short transaction,
-    # so Streamlit's session threads can share it without holding a reader open.
-    return Queue(url, create=create)
+    # so Streamlit's session threads can share it without holding a reader open. Watched: a
+    # locked database fails fast, a database that is down shows the last figures, a replaced
+    # file is reopened (jobq.web.health).
+    return health.WatchedQueue(url, create=create)
 
 
 def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
@@ -137,7 +144,8 @@ def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
     try:
         settings = load_settings()
         url = settings.database_url
-        return settings, _open_queue(url, create)
+        # Typed as the Queue it forwards to: the pages use the Queue API and nothing else.
+        return settings, cast(Queue, _open_queue(url, create))
     except JobqError as exc:
         message = redact_text(str(exc), url) if url else str(exc)
         st.error("**Cannot open the job queue.** " + safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))
@@ -157,3 +165,38 @@ def theme_type() -> str:
     preference or the app menu), for colours drawn outside the theme (status cells in tables)."""
     kind = st.context.theme.type
     return kind if kind in ("light", "dark") else "light"
+
+
+def health_banner(q: Queue) -> None:
+    """Say when the figures are stale (the database cannot be read) or the file was replaced."""
+    if not isinstance(q, health.WatchedQueue):
+        return
+    status = q.status()
+    if status.replaced_at is not None:
+        st.info(
+            f"The database file was replaced at {time.strftime('%H:%M:%S', time.localtime(status.replaced_at))} "
+            f"({views.zone_name(status.replaced_at)}): the app opened the new file; what it shows is the new file's.",
+            icon=":material/sync_problem:",
+        )
+    if status.stale_since is not None:
+        since = time.strftime("%H:%M:%S", time.localtime(status.stale_since))
+        st.warning(
+            f"**Stale since {since} ({views.zone_name(status.stale_since)})**: "
+            + safety.md_literal(status.reason, safety.SHOWN_MESSAGE_CHARS)
+            + ". Showing the last known figures; the page keeps trying and recovers by itself.",
+            icon=":material/cloud_off:",
+        )
+
+
+def watched(body: Callable[P, None]) -> Callable[P, None]:
+    """``body`` (a fragment whose first argument is the Queue) with the health banner above it,
+    drawn after the body's reads so that it tells how they went."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        slot = st.container()
+        body(*args, **kwargs)
+        with slot:
+            health_banner(cast(Queue, args[0]))
+
+    return run

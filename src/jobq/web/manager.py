@@ -462,6 +462,22 @@ def _pager(where: JobFilter, page: Page, total: int) -> None:
         st.pagination(pages, key=_pager_key(where, page), max_visible_pages=9)  # streamlit>=1.67 has it
 
 
+def _copy_page(source: str, target: str) -> None:
+    st.session_state[target] = st.session_state.get(source, 1)
+
+
+def _bottom_pager(where: JobFilter, page: Page, total: int, number: int) -> None:
+    """The same pager again below the list (a long page need not be scrolled back up). Its key
+    names the page shown, so it is drawn anew on the top pager's page; a click on it moves the
+    top one (whose state the list follows)."""
+    pages = manager_model.page_count(total, page.limit)
+    if pages > 1:
+        top = _pager_key(where, page)
+        shown = min(max(1, number), pages)
+        bottom = f"{top}_bottom_{shown}"
+        st.pagination(pages, default=shown, key=bottom, max_visible_pages=9, on_change=_copy_page, args=(bottom, top))
+
+
 def _enqueue_form(q: Queue, settings: Settings) -> None:
     with st.expander(":material/add_circle: Enqueue a job by path", expanded=False):
         cols = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
@@ -519,6 +535,7 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         _bulk_bar(q, where, total, [j.id for j in jobs])
         if jobs:
             _job_rows(q, jobs)
+            _bottom_pager(where, page, total, number)
         else:
             st.info(
                 "No job matches this filter. Widen the status filter in the sidebar to see more.",
@@ -551,7 +568,7 @@ def main() -> None:
     schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash)
     flow_panel.panel(q, stats, actor=_operator(), allowed=_unlocked(), flash=_flash)
     every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
-    st.fragment(run_every=every)(_jobs)(q, where, page)
+    st.fragment(run_every=every)(_page.watched(_jobs))(q, where, page)
 
 
 if __name__ == "__main__":

@@ -408,7 +408,7 @@ def main() -> None:
     st.title(":material/monitoring: jobq ops")
     window, bucket = WINDOW_CHOICES[window_label]
     every = REFRESH_CHOICES[refresh_label] or None
-    st.fragment(run_every=every)(live)(q, settings, window, bucket)
+    st.fragment(run_every=every)(_page.watched(live))(q, settings, window, bucket)
 
 
 if __name__ == "__main__":

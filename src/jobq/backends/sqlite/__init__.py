@@ -7,7 +7,11 @@ Design and limits, stated openly:
 - One writer at a time: every read-then-write is one ``BEGIN IMMEDIATE`` transaction, so a claim
   needs no locking hint and two processes can never take the same job. ``busy_timeout`` makes a
   writer wait for the lock; a retry loop around the whole transaction covers the rare
-  ``SQLITE_BUSY`` that still escapes (measured: 1-2 per 20,000 jobs at 2-4 processes).
+  ``SQLITE_BUSY`` that still escapes (measured: 1-2 per 20,000 jobs at 2-4 processes). Without a
+  ``?busy_timeout=`` in the URL a write gives up after ``LOCKED_GIVE_UP_SECONDS``; with one, that
+  is the whole wait (the apps ask for 2 s, so an action on a locked database fails fast).
+- Opening a database whose schema is current takes no write lock (a read checks the version), so
+  a viewer opens while another process holds the write lock.
 - Durability: ``synchronous=FULL`` by default, so a committed (acknowledged) job survives power
   loss; ``?synchronous=NORMAL`` in the URL trades the last commits on power loss for speed (it
   never corrupts). Batched claims and group-committed completions amortise the fsync.
@@ -120,6 +124,12 @@ class SqliteBackend(SqlStore):
             self.busy_timeout_ms = int(options.get("busy_timeout", BUSY_TIMEOUT_MS_DEFAULT))
         except ValueError:
             raise ConfigError("busy_timeout must be an integer number of milliseconds") from None
+        # A busy_timeout asked for in the URL is the longest a write waits for the lock, retries
+        # included: without this bound a write waited the timeout and then kept retrying for
+        # LOCKED_GIVE_UP_SECONDS (an app's action froze for minutes behind a long transaction).
+        self.give_up_seconds = (
+            max(0.0, self.busy_timeout_ms / 1000) if "busy_timeout" in options else LOCKED_GIVE_UP_SECONDS
+        )
         _check_sqlite_version()
         self._lock = threading.RLock()
         self._conn: apsw.Connection | None = None
@@ -179,10 +189,23 @@ class SqliteBackend(SqlStore):
         return conn
 
     def _migrate(self, conn: apsw.Connection) -> None:
+        if self._schema_is_current(conn):
+            return
         # BEGIN IMMEDIATE: two processes opening a new file at once migrate one after the other.
         self._locked(
             lambda c: ops.drive(ops.migrate(self.dialect, MIGRATIONS, self.path), _runner(c)), write=True, conn=conn
         )
+
+    def _schema_is_current(self, conn: apsw.Connection) -> bool:
+        """Whether every migration is applied, read without the write lock (WAL readers never
+        wait): opening an up-to-date database then works while another process writes."""
+        try:
+            rows = self._locked(
+                lambda c: c.execute(self.dialect.sql["schema_version"]).fetchall(), write=False, conn=conn
+            )
+        except StorageError:  # no jobq_schema table yet (a new file): the migration creates it
+            return False
+        return bool(rows) and int(rows[0][0]) == len(MIGRATIONS)
 
     def _locked(self, body: Any, *, write: bool, conn: apsw.Connection | None = None) -> Any:
         """Run ``body(connection)`` in one transaction (IMMEDIATE for writes), retrying on SQLITE_BUSY.
@@ -191,7 +214,7 @@ class SqliteBackend(SqlStore):
         can still get SQLITE_BUSY without the handler being called, hence BEGIN IMMEDIATE for
         every write and this retry loop around the whole transaction.
         """
-        deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
+        deadline = time.monotonic() + self.give_up_seconds
         delay = 0.001
         with self._lock:
             while True:
@@ -209,7 +232,8 @@ class SqliteBackend(SqlStore):
                 except apsw.BusyError:
                     if time.monotonic() > deadline:
                         raise StorageError(
-                            f"{self.path}: database stayed locked for {LOCKED_GIVE_UP_SECONDS:.0f} s"
+                            f"{self.path}: database stayed locked for {self.give_up_seconds:g} s "
+                            "(another process holds its write lock)"
                         ) from None
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.1)

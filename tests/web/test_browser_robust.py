@@ -1,0 +1,168 @@
+"""The apps in Chromium under a bad database: a SQLite file locked by another process (an action
+fails fast and names the process; the list still reads), the file then replaced by another one
+(reopened, said so), and PostgreSQL stopped and started again (both apps keep the last figures
+under a "stale since" banner and recover by themselves)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, serve
+from pg import _start_server
+from seeding import MANAGER, OPS, REPO, seed
+
+from jobq import JobStatus, Queue
+
+pytestmark = pytest.mark.slow
+
+#: Holds the write lock of the database named by argv[1] until stdin closes.
+HOLD_LOCK = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+#: Within this the locked action must have answered (it gave up after 2 s; before: 10 s + 120 s).
+LOCKED_ANSWER_MS = 30_000
+#: A stopped server is noticed within a few refreshes, and a started one used again.
+RECOVERY_MS = 150_000
+
+
+def _serve(request: pytest.FixtureRequest, app: Path, tmp_path: Path, url: str) -> int:
+    """Serve ``app`` from a folder of its own under ``tmp_path``; returns its port."""
+    tmp_path = tmp_path / app.parent.name
+    (tmp_path / ".streamlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
+    for name in ("JOBQ_OPS_PASSWORD", "JOBQ_MANAGER_PASSWORD", "JOBQ_SUPERVISOR_CONF", "SUPERVISOR_SERVER_URL"):
+        env.pop(name, None)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
+               "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / f"{app.stem}.log")
+    return port
+
+
+def _metric(page: Any, label: str) -> Any:
+    return (
+        page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
+    )
+
+
+def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    need_chromium()
+    path = tmp_path / "queue.db"
+    url = f"sqlite:///{path}"
+    ids = seed(url)
+    first, second = ids[JobStatus.PENDING]
+    port = _serve(request, MANAGER, tmp_path, url)
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+    def release() -> None:
+        if holder.poll() is None:
+            holder.kill()  # our own child, by its handle
+        holder.wait(30)
+        for pipe in (holder.stdin, holder.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    request.addfinalizer(release)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator(f".st-key-row_{first}")).to_be_visible()
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+
+            page.locator(f".st-key-cancel_{first} button").click()
+            alerts = page.get_by_test_id("stAlert")
+            refused = alerts.filter(has_text="holds its write lock")
+            expect(refused.first).to_be_visible(timeout=LOCKED_ANSWER_MS)
+            expect(refused.first).to_contain_text(f"pid {holder.pid}")
+            expect(refused.first).to_contain_text("Nothing was changed")
+            # Reads go on: the list is still there, and nothing changed.
+            expect(page.locator(f".st-key-row_{second}")).to_be_visible()
+            expect(page.get_by_text("Stale since")).to_have_count(0)
+            with Queue(url) as q:
+                assert q.get(first).status == JobStatus.PENDING
+            release()
+
+            # Another database moved into place (a restore): the app notices and reads it.
+            other = tmp_path / "restored.db"
+            with Queue(f"sqlite:///{other}") as q:
+                restored = q.enqueue({"path": "data/files/restored-marker.txt"})
+            os.replace(other, path)
+            expect(alerts.filter(has_text="The database file was replaced")).to_have_count(1)
+            expect(page.locator(f".st-key-row_{restored}")).to_be_visible()
+            expect(page.get_by_text("restored-marker.txt")).to_be_visible()
+            expect(page.locator(f".st-key-row_{second}")).to_have_count(0)  # (id 2 is not in the new file)
+        finally:
+            browser.close()
+
+
+@pytest.mark.postgres
+def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    need_chromium()
+    server = _start_server()  # its own server: this test stops it
+
+    def drop_server() -> None:
+        server.stop()
+        assert server.data_dir is not None
+        shutil.rmtree(os.path.dirname(server.data_dir), ignore_errors=True)
+
+    request.addfinalizer(drop_server)
+    url = server.url
+    ids = seed(url, pending=3)
+    manager = _serve(request, MANAGER, tmp_path, url)
+    ops = _serve(request, OPS, tmp_path, url)
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            ops_page = browser.new_page(viewport={"width": 1366, "height": 1400})
+            ops_page.goto(f"http://127.0.0.1:{ops}/")
+            manager_page = browser.new_page(viewport={"width": 1366, "height": 1400})
+            manager_page.goto(f"http://127.0.0.1:{manager}/")
+            pending = ids[JobStatus.PENDING][0]
+            expect(_metric(ops_page, "Pending")).to_have_text("3")
+            expect(manager_page.locator(f".st-key-row_{pending}")).to_be_visible()
+
+            server.stop()
+            for page in (ops_page, manager_page):
+                stale = page.get_by_test_id("stAlert").filter(has_text="Stale since")
+                expect(stale).to_have_count(1, timeout=RECOVERY_MS)
+                expect(stale).to_contain_text(f"({time.strftime('%Z')})")  # the zone is named
+            # The last known figures stay on the page.
+            expect(_metric(ops_page, "Pending")).to_have_text("3")
+            expect(manager_page.locator(f".st-key-row_{pending}")).to_be_visible()
+
+            server.start()
+            with Queue(url) as q:
+                added = [q.enqueue({"path": f"data/files/after-{n}.txt"}) for n in range(2)]
+            for page in (ops_page, manager_page):
+                expect(page.get_by_text("Stale since")).to_have_count(0, timeout=RECOVERY_MS)
+            expect(_metric(ops_page, "Pending")).to_have_text("5")
+            expect(manager_page.locator(f".st-key-row_{added[-1]}")).to_be_visible()
+        finally:
+            browser.close()

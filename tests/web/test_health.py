@@ -1,0 +1,197 @@
+"""The apps' Queue under a bad database (jobq.web.health), on real SQLite files and processes: a
+locked database fails an action fast and names the process holding the lock while reads go on; a
+replaced file is reopened; a deleted file, or a database that cannot be read, shows the last
+figures as stale and refuses actions at once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from polling import wait_for
+
+from jobq import JobStatus, Queue, StorageError
+from jobq.web import health
+
+#: Holds the write lock of the database named by argv[1] until stdin closes (or 120 s pass).
+HOLD_LOCK = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def _db(path: Path, jobs: int) -> str:
+    url = f"sqlite:///{path}"
+    with Queue(url) as q:
+        for n in range(jobs):
+            q.enqueue({"n": n})
+    return url
+
+
+@pytest.fixture
+def lock_holder(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A database with 3 pending jobs, and another process holding its write lock."""
+    url = _db(tmp_path / "queue.db", 3)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "queue.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield url, proc
+    finally:
+        proc.kill()  # our own child, by its handle
+        proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_locked_database_fails_an_action_fast_naming_the_holder_and_reads_go_on(
+    lock_holder: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, holder = lock_holder
+    started = time.monotonic()
+    q = health.WatchedQueue(url)  # opening an up-to-date database needs no write lock
+    try:
+        assert q.counts()["PENDING"] == 3  # WAL: reads never wait for the writer
+        assert "busy_timeout" not in q.display_url  # the app's own option is not shown
+        with pytest.raises(StorageError) as caught:
+            q.cancel_many(where=None, ids=[1], actor="alice")
+        took = time.monotonic() - started
+        message = str(caught.value)
+        assert f"pid {holder.pid}" in message and "holds its write lock" in message, message
+        assert "Nothing was changed" in message and "COMMIT / ROLLBACK" in message
+        # The busy timeout (2 s) bounds the whole wait; the default would retry for 120 s.
+        assert took < health.APP_BUSY_TIMEOUT_MS_DEFAULT / 1000 + 8, took
+        assert q.status().stale_since is None  # a refused action is not a database that is down
+        assert q.counts()["PENDING"] == 3
+    finally:
+        q.close()
+    holder.stdin.close()  # type: ignore[union-attr]
+    holder.wait(timeout=30)
+    with Queue(url) as plain:
+        assert plain.get(1).status == JobStatus.PENDING
+
+
+def test_lock_holders_reads_proc_locks(tmp_path: Path) -> None:
+    (tmp_path / "q.db-shm").write_bytes(b"")
+    st = os.stat(tmp_path / "q.db-shm")
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    (tmp_path / "locks").write_text(
+        f"1: POSIX  ADVISORY  READ  11 {device} 128 128\n"
+        f"2: POSIX  ADVISORY  WRITE 4242 {device} 120 120\n"
+        f"2: -> POSIX  ADVISORY  WRITE 77 {device} 120 120\n"
+        f"3: POSIX  ADVISORY  WRITE 0 {device} 120 120\n"
+        "4: POSIX  ADVISORY  WRITE 99 00:01:1 120 120\n"
+        f"5: POSIX  ADVISORY  WRITE 4343 {device} 0 EOF\n"
+    )
+    assert health.lock_holders(str(tmp_path / "q.db"), proc=str(tmp_path)) == [4242, 4343]
+    assert health.lock_holders(str(tmp_path / "missing.db"), proc=str(tmp_path)) == []
+
+
+def test_a_replaced_file_is_reopened_and_a_deleted_one_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    url = _db(path, 1)
+    q = health.WatchedQueue(url)
+    try:
+        assert q.counts()["PENDING"] == 1
+        # Another database moved into place (a restore): a new inode at the same path.
+        _db(tmp_path / "other.db", 4)
+        os.replace(tmp_path / "other.db", path)
+        assert q.counts()["PENDING"] == 4
+        status = q.status()
+        assert status.replaced_at is not None and status.stale_since is None
+
+        # Deleted and not replaced: the old open file must not be shown as live.
+        os.unlink(path)
+        assert q.counts()["PENDING"] == 4  # the last known figures
+        status = q.status()
+        assert status.stale_since is not None and "deleted or moved away" in status.reason
+        with pytest.raises(StorageError, match="not attempted"):
+            q.cancel_many(ids=[1], actor="alice")
+        with pytest.raises(StorageError, match="nothing read earlier"):
+            q.latest(None, 5)
+
+        # Re-created (deleted, then a new one made at the path): reopened, live again.
+        _db(tmp_path / "third.db", 2)
+        shutil.move(tmp_path / "third.db", path)
+        assert q.counts()["PENDING"] == 2
+        assert q.status().stale_since is None
+    finally:
+        q.close()
+
+
+class _Flaky:
+    """Stands in for a Queue whose server goes away and comes back (the real one: tests/web/test_browser_robust.py)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.slow = 0.0
+        self.backend = object()
+        self.pending = 5
+
+    def counts(self) -> dict[str, int]:
+        time.sleep(self.slow)
+        if self.down:
+            raise StorageError("PostgreSQL at 127.0.0.1:5: connection refused")
+        return {"PENDING": self.pending}
+
+    def resubmit_many(self, **kwargs: object) -> list[object]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_database_that_cannot_be_read_shows_the_last_figures_then_recovers() -> None:
+    flaky = _Flaky()
+    clock = [1000.0]
+    q = health.WatchedQueue("postgresql://u:secret@h/db", opener=lambda u, c: flaky, clock=lambda: clock[0])  # type: ignore[arg-type,return-value]
+    try:
+        assert q.counts() == {"PENDING": 5}
+        clock[0] = 1010.0
+        flaky.down = True
+        assert q.counts() == {"PENDING": 5}
+        status = q.status()
+        assert status.stale_since == 1000.0 and "connection refused" in status.reason
+        with pytest.raises(StorageError, match="not attempted"):
+            q.resubmit_many(where=None)
+        flaky.down, flaky.pending = False, 7
+        clock[0] = 1020.0
+        assert q.counts() == {"PENDING": 7}
+        assert q.status().stale_since is None
+        assert q.resubmit_many(where=None) == []
+
+        # Slow but not failing: the page stops waiting, shows the last figures, and the late
+        # answer counts once it arrives; actions are not refused for slowness alone.
+        slow = health.WatchedQueue("postgresql://h/db", opener=lambda u, c: flaky, read_wait_seconds=0.2)  # type: ignore[arg-type,return-value]
+        assert slow.counts() == {"PENDING": 7}
+        flaky.slow, flaky.pending = 1.0, 8
+        assert slow.counts() == {"PENDING": 7}
+        assert "no answer within" in slow.status().reason
+        assert slow.resubmit_many(where=None) == []
+        flaky.slow = 0.0
+        wait_for(lambda: slow.status().stale_since is None, 10, "the late answer")
+        assert slow.counts() == {"PENDING": 8}
+        slow.close()
+    finally:
+        q.close()
+
+
+def test_app_url_adds_a_short_busy_timeout_to_sqlite_only() -> None:
+    assert health.app_url("sqlite:///data/queue.db") == "sqlite:///data/queue.db?busy_timeout=2000"
+    assert health.app_url("sqlite:///q.db?synchronous=NORMAL") == "sqlite:///q.db?synchronous=NORMAL&busy_timeout=2000"
+    assert health.app_url("sqlite:///q.db?busy_timeout=50") == "sqlite:///q.db?busy_timeout=50"
+    assert health.app_url("postgresql://h/db") == "postgresql://h/db"
