@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jobq.errors import JobCancelled, JobqError, LeaseLost
@@ -145,11 +146,21 @@ class JobContext:
 
     async def _completing(self, write: Callable[[], Any]) -> None:
         """Runs the awaitable completion ``write()`` with ``complete``'s bookkeeping."""
+        with self._fenced_completion():
+            await write()
+
+    @contextlib.contextmanager
+    def _fenced_completion(self) -> Iterator[None]:
+        """The bookkeeping of a completion in the application's transaction (``complete`` and
+        ``acomplete``): refused at once when the lease is known lost; heartbeats stand aside while
+        it runs; a refusal marks the lease lost and cancels the run."""
         if self.lease_lost:
             raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
+        # Heartbeats stop first: one sent after this completion commits would be refused, and one
+        # waiting for the application's lock meanwhile is recognised as this lease's own (ops.heartbeat).
         self.completed_in_transaction = True
         try:
-            await write()
+            yield
         except LeaseLost:
             self.completed_in_transaction = False
             self.lease_lost = True
@@ -173,21 +184,8 @@ class JobContext:
         ``conn``: a ``psycopg.Connection`` (PostgreSQL), or an ``apsw.Connection`` on the
         queue's SQLite file; see docs/transactions.md.
         """
-        if self.lease_lost:
-            raise LeaseLost(self.job.id, "complete", "the job was rescued or handed to another worker")
-        # Heartbeats stop first: one sent after this completion commits would be refused, and one
-        # waiting for the application's lock meanwhile is recognised as this lease's own (ops.heartbeat).
-        self.completed_in_transaction = True
-        try:
+        with self._fenced_completion():
             self.queue.complete(self.job, result, conn=conn)
-        except LeaseLost:
-            self.completed_in_transaction = False
-            self.lease_lost = True
-            self.cancelled.set()
-            raise
-        except BaseException:
-            self.completed_in_transaction = False
-            raise
 
     def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False) -> bool:
         """Report how far the run has come: ``fraction`` in [0, 1] and/or a short ``message``.
