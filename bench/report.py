@@ -322,9 +322,9 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
             )
         else:
             out.append((f"{name}: first full render < 2 s", str(got or "not measured"), None))
-        for key, value in apps.items():
-            if key.startswith(f"{name}: ") and "(" not in key and isinstance(value, float):
-                check(f"{key} < 1 s", value, 1.0, "s", higher=False)
+        for key, seconds in apps.items():
+            if key.startswith(f"{name}: ") and "(" not in key and isinstance(seconds, float):
+                check(f"{key} < 1 s", seconds, 1.0, "s", higher=False)
     return out
 
 

@@ -471,6 +471,12 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
     assert jobq("version").startswith("jobq ")
     jobq("schedules", "add", "hourly", "--task", "shout", "--every", "1h")
     assert "hourly" in jobq("schedules")
+    # Flow control: a paused queue, a limit, and what `limits` says of them.
+    jobq("pause", "default")
+    jobq("limit", "default", "--concurrency", "2", "--rate", "10/s")
+    limits = jobq("limits", "--json")
+    assert '"default"' in limits and '"concurrency": 2' in limits, limits
+    jobq("resume", "default")
 
     # The demo's producer and consumer (data files under the work directory).
     demo = {"JOBQ_DATABASE_URL": f"sqlite:///{venv.work}/demo.db"}

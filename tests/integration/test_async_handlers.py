@@ -253,6 +253,7 @@ def _lock_held_while(path_or_url: str, job_id: int, hold: threading.Event, secon
             import apsw
 
             conn = apsw.Connection(path_or_url.removeprefix("sqlite:///"))
+            conn.set_busy_timeout(30_000)  # the worker may be writing at this moment: wait for it
             conn.execute("BEGIN IMMEDIATE")
             done.set()
             time.sleep(seconds)  # holding the lock is the point, not waiting for an outcome

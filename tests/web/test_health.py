@@ -195,3 +195,19 @@ def test_app_url_adds_a_short_busy_timeout_to_sqlite_only() -> None:
     assert health.app_url("sqlite:///q.db?synchronous=NORMAL") == "sqlite:///q.db?synchronous=NORMAL&busy_timeout=2000"
     assert health.app_url("sqlite:///q.db?busy_timeout=50") == "sqlite:///q.db?busy_timeout=50"
     assert health.app_url("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None:
+    """A read the apps make but ``READS`` lacks would run as an action: refused while the database
+    is down, so the page would show an error instead of its last figures."""
+    import re
+    from pathlib import Path
+
+    import jobq.web
+
+    actions = {"cancel_many", "enqueue", "pause", "pause_schedule", "resubmit_many", "resume", "resume_schedule"}
+    sources = Path(jobq.web.__file__).parent.glob("*.py")
+    called = {name for path in sources for name in re.findall(r"\bq\.([a-z_]+)\(", path.read_text())}
+    called.discard("status")  # WatchedQueue's own
+    assert called - actions <= health.READS, sorted(called - actions - health.READS)
+    assert not actions & health.READS

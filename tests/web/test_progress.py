@@ -8,7 +8,7 @@ from seeding import MANAGER, OPS, Seeded
 from test_apps import run
 
 from jobq import JobStatus, Queue
-from jobq.web import safety, views
+from jobq.web import ops_model, safety, views
 
 
 def _report(seeded: Seeded, fraction: float | None, message: str) -> int:
@@ -33,7 +33,8 @@ def test_ops_lists_running_jobs_with_their_progress(seeded: Seeded) -> None:
     def running_row(job_id: int) -> object:
         at = run(OPS)
         (frame,) = [d.value for d in at.dataframe if list(d.value.columns) == views.RUNNING_COLUMNS]
-        return frame.set_index("id").loc[job_id]
+        # Without a manager URL, ops' id column says how to show the job (ops_model.job_link).
+        return frame.set_index("id").loc[ops_model.job_link(job_id, None)]
 
     running = seeded.ids[JobStatus.PROCESSING][0]
     before = running_row(running)

@@ -52,7 +52,10 @@ READ_THREADS = 4
 #: The Queue methods the apps read through; anything else (actions) runs directly.
 READS = frozenset(
     {
+        "control_history",
+        "controls",
         "counts",
+        "due_history",
         "events",
         "get",
         "history",
@@ -61,6 +64,7 @@ READS = frozenset(
         "list_page",
         "progress_of",
         "recent_events",
+        "schedule_history",
         "schedules",
         "stats",
         "workers",
