@@ -40,8 +40,7 @@ RETURNING id
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'PENDING' AND {queues} AND run_at <= %(now)s
-      AND NOT EXISTS (SELECT FROM queue_controls AS c WHERE c.queue = jobs.queue AND (c.paused
-          OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
+      AND {uncontrolled}
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -51,6 +50,17 @@ UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
 FROM picked WHERE jobs.id = picked.id
 RETURNING {jobs_job_columns}
+
+-- name: uncontrolled_one
+-- The claim's {uncontrolled} for one queue (its {queues} is `queue = %(q)s`): not correlated with
+-- the row, so it runs once, before the scan, and a controlled queue's backlog is not walked.
+NOT EXISTS (SELECT FROM queue_controls AS c WHERE c.queue = %(q)s AND (c.paused
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
+
+-- name: uncontrolled_each
+-- The claim's {uncontrolled} for several queues: each pending row's queue is looked up.
+NOT EXISTS (SELECT FROM queue_controls AS c WHERE c.queue = jobs.queue AND (c.paused
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
 
 -- name: claim_flagged
 -- The claim above, plus whether one of the queues asked for is paused or limited (then the worker
