@@ -10,23 +10,15 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from jobq import JobqError, Queue, QueueStats
-from jobq.web import ops_model, safety
+from jobq import Queue, QueueStats
+from jobq.web import ops_model, safety, views
 
 
 def _act(q: Queue, queue: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
-    if not allowed:
-        flash("error", "Actions are locked: enter the manager password.")
-        return
-    try:
-        if pause:
-            q.pause(queue, actor=actor)
-        else:
-            q.resume(queue, actor=actor)
-    except JobqError as exc:
-        flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
-        return
-    flash("success", f"Queue {queue} {'paused: no worker claims from it' if pause else 'resumed'}.")
+    act = (lambda: q.pause(queue, actor=actor)) if pause else (lambda: q.resume(queue, actor=actor))
+    views.pause_or_resume(
+        f"Queue {queue}", pause, act, allowed=allowed, flash=flash, paused="paused: no worker claims from it"
+    )
 
 
 def panel(q: Queue, stats: QueueStats, *, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:

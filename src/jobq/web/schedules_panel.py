@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import streamlit as st
 
-from jobq import JobqError, Queue, ScheduleAction, ScheduleInfo
+from jobq import Queue, ScheduleAction, ScheduleInfo
 from jobq.queue import SCHEDULE_HISTORY_LIMIT_DEFAULT
 from jobq.web import safety, views
 
@@ -64,18 +64,8 @@ def _history(q: Queue, name: str | None, now: float) -> None:
 
 
 def _act(q: Queue, name: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
-    if not allowed:
-        flash("error", "Actions are locked: enter the manager password.")
-        return
-    try:
-        if pause:
-            q.pause_schedule(name, actor=actor)
-        else:
-            q.resume_schedule(name, actor=actor)
-    except JobqError as exc:
-        flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
-        return
-    flash("success", f"Schedule {name} {'paused' if pause else 'resumed'}.")
+    act = (lambda: q.pause_schedule(name, actor=actor)) if pause else (lambda: q.resume_schedule(name, actor=actor))
+    views.pause_or_resume(f"Schedule {name}", pause, act, allowed=allowed, flash=flash)
 
 
 def panel(

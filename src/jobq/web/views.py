@@ -10,12 +10,12 @@ database directly: every read goes through ``jobq.Queue``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
-from jobq import Job, JobStatus
+from jobq import Job, JobqError, JobStatus
 from jobq.backends.base import Progress
 from jobq.present import WorkerState, ago, error_summary
 from jobq.redact import redact_url
@@ -198,3 +198,25 @@ def count_jobs(n: int) -> str:
 def database_line(url: str) -> str:
     """How the apps name their database (plain text): the URL with its password masked."""
     return f"database {redact_url(url)}"
+
+
+def pause_or_resume(
+    what: str,
+    pause: bool,
+    act: Callable[[], object],
+    *,
+    allowed: bool,
+    flash: Callable[[str, str], None],
+    paused: str = "paused",
+) -> None:
+    """An operator's pause or resume button (a queue's or a schedule's): refused while actions are
+    locked, run, and said in one flash line (``what``: "Queue q", "Schedule s")."""
+    if not allowed:
+        flash("error", "Actions are locked: enter the manager password.")
+        return
+    try:
+        act()
+    except JobqError as exc:
+        flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
+        return
+    flash("success", f"{what} {paused if pause else 'resumed'}.")
