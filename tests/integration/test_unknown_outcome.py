@@ -138,3 +138,25 @@ def _enqueue_after_the_server_ended_the_connection(q: jobq.Queue, postgres_url: 
         )
     job_id = q.enqueue({"n": 1})
     assert q.get(job_id) is not None and q.counts()["PENDING"] == 2
+
+
+def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
+    """A limited queue's claim is a transaction of its own (its control row FOR UPDATE, the count,
+    the lease): its lost COMMIT reply is settled by reading back the nonce's jobs (``claimed_also``),
+    and the slot it took is the one job handed out, not a second."""
+    q, proxy = pq
+    q.set_limits("default", concurrency=1)
+    first, second = q.enqueue({"n": 1}), q.enqueue({"n": 2})
+    proxy.lose_next_commit_reply(after=b"FOR UPDATE")
+    job = q.claim("w1")
+    assert proxy.lost_replies == 1
+    assert job is not None and job.id == first
+    stored = q.get(first)
+    assert (stored.status, stored.lease_token, stored.attempts) == (jobq.JobStatus.PROCESSING, job.lease_token, 1)
+    assert q.claim("w2") is None  # the one slot is taken by the claim whose reply was lost
+    assert q.get(second).status == jobq.JobStatus.PENDING
+    q.complete(job)
+    assert _kinds(q, first) == ["enqueued", "claimed", "completed"]
+    again = q.claim("w2")
+    assert again is not None and again.id == second
+
