@@ -160,3 +160,36 @@ def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claime
     again = q.claim("w2")
     assert again is not None and again.id == second
 
+
+@pytest.mark.parametrize("on_conflict", ["return", "raise"])
+def test_a_keyed_enqueue_whose_reply_was_lost_names_the_job_it_made(pq, on_conflict: str) -> None:
+    """The keyed enqueue is one statement sent alone: when its reply is lost, the key tells what
+    happened (the job it made is the key's holder), so the caller gets that id, once, and no
+    DuplicateJob for its own insert."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    job_id = q.enqueue({"n": 1}, key="k1", on_conflict=on_conflict)
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 1
+    assert q.get(job_id).idempotency_key == "k1"
+    assert _kinds(q, job_id) == ["enqueued"]
+    assert q.enqueue({"n": 1}, key="k1") == job_id  # the key is held by that job, nothing doubled
+
+
+def test_a_keyed_enqueue_whose_reply_was_lost_still_raises_for_an_older_holder(pq) -> None:
+    q, proxy = pq
+    holder = q.enqueue({"n": 0}, key="k1")
+    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    with pytest.raises(jobq.DuplicateJob) as raised:
+        q.enqueue({"n": 1}, key="k1", on_conflict="raise")
+    assert proxy.lost_replies == 1 and raised.value.job_id == holder
+    assert q.counts()["PENDING"] == 1
+
+
+def test_a_keyed_batch_whose_commit_reply_was_lost_names_the_jobs_it_made(pq) -> None:
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"COMMIT")  # a batch is a transaction: its COMMIT
+    ids = q.enqueue_many([{"n": n} for n in range(3)], keys=["a", "b", "c"])
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 3 and len(set(ids)) == 3
+    assert q.enqueue_many([{"n": n} for n in range(3)], keys=["a", "b", "c"]) == ids

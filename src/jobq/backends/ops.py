@@ -223,6 +223,30 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     return ids
 
 
+def enqueued_by_key(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
+    """After an enqueue of keyed jobs whose outcome is unknown (its commit reply was lost): the
+    same enqueue again, where each key now names its holder, the job the first try made if it
+    committed. For ``on_conflict="raise"`` a holder is this call's own when it was made at this
+    call's ``now`` (both tries store it as ``created_at``); any other holder raises DuplicateJob."""
+    if len(jobs) == 1 and not traces and jobs[0].concurrency_key is None and "enqueue_keyed" in d.sql:
+        # The one-statement form, but in a transaction: a read may follow it.
+        params: Params = {**_job_params(jobs[0], now), "due": jobs[0].run_at <= now}
+        for _ in range(KEY_ROUNDS_MAX):
+            if rows := (yield Exec(d.sql["enqueue_keyed"], params)):
+                break
+        else:
+            raise StorageError(f"key {jobs[0].idempotency_key!r}: its holder kept changing; try again")
+        ids = [int(rows[0][0])]
+    else:
+        ids = yield from enqueue(d, [dataclasses.replace(j, on_conflict="return") for j in jobs], now, traces)
+    for job, job_id in zip(jobs, ids, strict=True):
+        if job.on_conflict == "raise":
+            holder = yield from get(d, job_id)
+            if holder is None or holder.created_at != now:
+                raise DuplicateJob(str(job.idempotency_key), job_id)
+    return ids
+
+
 def _job_params(j: NewJob, now: float) -> Params:
     """A new job's row, as every insert statement names its columns (a statement that does not
     name one, e.g. the keyed insert's concurrency key, leaves it out)."""
