@@ -70,6 +70,7 @@ from jobq.backends.common import (
 from jobq.backends.due_history import build_due_history
 from jobq.backends.statements import Dialect, Params
 from jobq.errors import DuplicateJob, StorageError
+from jobq.flow import control_defect, report_defect
 from jobq.job import Action, Event, EventKind, Job, JobStatus
 from jobq.payloads import loads
 
@@ -444,6 +445,12 @@ def claim_controlled(
         room = limit - len(jobs)
         if paused or room <= 0:
             continue
+        defect = control_defect(concurrency, per_key, rate_count, rate_window, tat)
+        if defect is not None:
+            # A row written by hand that cannot be enforced: hold the queue back (its jobs stay
+            # PENDING, nothing is lost) rather than guess, and let the other queues go on.
+            report_defect(queue, defect)
+            continue
         if rate_count is not None:
             if tat is not None and tat > now:
                 continue
@@ -554,8 +561,8 @@ def control_history(d: Dialect, queue: str | None, limit: int) -> Op[list[Contro
 
 def _waiting_on_limit(d: Dialect, c: QueueControl, due: int, running: int, now: float) -> Op[int]:
     """How many of a controlled queue's ``due`` jobs a claim could not take now."""
-    if c.paused:
-        return due
+    if c.paused or control_defect(c.concurrency, c.per_key, c.rate_count, c.rate_window, c.next_admit_at):
+        return due  # a bad row holds the whole queue back (claim_controlled)
     room = due
     if c.concurrency is not None:
         room = min(room, max(0, c.concurrency - running))
@@ -861,9 +868,9 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
         rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", free, params)), params)
         if rows and rows[0][0] is not None:
             times.append(float(rows[0][0]))
-    for queue, paused, concurrency, per_key, rate_count, _window, tat in active:
-        if paused:
-            continue
+    for queue, paused, concurrency, per_key, rate_count, window, tat in active:
+        if paused or control_defect(concurrency, per_key, rate_count, window, tat):
+            continue  # a bad row holds the queue back like a pause (claim_controlled)
         if concurrency is not None and int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0]) >= concurrency:
             continue
         params = {"queue": queue}
