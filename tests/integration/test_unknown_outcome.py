@@ -168,7 +168,7 @@ def test_a_keyed_enqueue_whose_reply_was_lost_names_the_job_it_made(pq, on_confl
     happened (the job it made is the key's holder), so the caller gets that id, once, and no
     DuplicateJob for its own insert."""
     q, proxy = pq
-    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    proxy.lose_next_commit_reply(after=b"ON CONFLICT")
     job_id = q.enqueue({"n": 1}, key="k1", on_conflict=on_conflict)
     assert proxy.lost_replies == 1
     assert q.counts()["PENDING"] == 1
@@ -180,7 +180,7 @@ def test_a_keyed_enqueue_whose_reply_was_lost_names_the_job_it_made(pq, on_confl
 def test_a_keyed_enqueue_whose_reply_was_lost_still_raises_for_an_older_holder(pq) -> None:
     q, proxy = pq
     holder = q.enqueue({"n": 0}, key="k1")
-    proxy.lose_next_commit_reply(after=b"'enqueued'")
+    proxy.lose_next_commit_reply(after=b"ON CONFLICT")
     with pytest.raises(jobq.DuplicateJob) as raised:
         q.enqueue({"n": 1}, key="k1", on_conflict="raise")
     assert proxy.lost_replies == 1 and raised.value.job_id == holder
@@ -208,7 +208,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
         async with jobq.AsyncQueue(url) as q:
             # A statement sent alone commits as it runs: cut before the server saw it, the client
             # cannot tell from a lost reply. A keyed enqueue is settled by its key ...
-            proxy.cut_next(before=b"'enqueued'")
+            proxy.cut_next(before=b"ON CONFLICT")
             first = await q.enqueue({"n": 1}, key="first")
             assert proxy.cuts == 1 and (await q.counts())["PENDING"] == 1
             # ... a plain one is reported unknown (here it was not applied).
@@ -227,7 +227,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             assert proxy.lost_replies == 2
             assert [str(e.kind) for e in await q.events(first)] == ["enqueued", "claimed", "completed"]
 
-            proxy.lose_next_commit_reply(after=b"'enqueued'")  # keyed enqueue: found by its key
+            proxy.lose_next_commit_reply(after=b"ON CONFLICT")  # keyed enqueue: found by its key
             keyed = await q.enqueue({"n": 2}, key="k")
             assert proxy.lost_replies == 3 and await q.enqueue({"n": 2}, key="k") == keyed
 
