@@ -25,6 +25,8 @@ class FaultProxy:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._trigger: bytes | None = None
+        self._cut: bytes | None = None
+        self.cuts = 0
         self.lost_replies = 0
         #: ReadyForQuery messages the server sent, but each connection's first (the end of its
         #: start-up, which a pool may do in the background at any time): one per round trip (each
@@ -41,6 +43,12 @@ class FaultProxy:
         commit comes back (the commit is applied), before that reply reaches the client."""
         with self._lock:
             self._trigger = after
+
+    def cut_next(self, before: bytes) -> None:
+        """Cut the next connection that sends ``before``, without forwarding it: the server never
+        sees that request (a connection lost before anything commits, which is safe to retry)."""
+        with self._lock:
+            self._cut = before
 
     def _accept(self) -> None:
         while not self._closed:
@@ -63,6 +71,10 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 with self._lock:
+                    if self._cut is not None and self._cut in data:
+                        self._cut = None
+                        self.cuts += 1
+                        break
                     if self._trigger is not None and self._trigger in data:
                         self._trigger = None  # one connection, once
                         state["seen"] = True  # before sending: the reply must find it set

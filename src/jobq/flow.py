@@ -5,10 +5,14 @@ see docs/flow-control.md.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from typing import Any
 
 from jobq.errors import ConfigError
+
+log = logging.getLogger("jobq.flow")
 
 #: The largest limit or rate count accepted (a 32-bit column on both backends).
 LIMIT_MAX = 2**31 - 1
@@ -78,4 +82,47 @@ def format_rate(count: int, window: float) -> str:
     for unit, seconds in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 0.001)):
         if window == seconds:
             return f"{count}/{unit}"
+    if not isinstance(window, (int, float)):  # a row written by hand (see ``control_defect``)
+        return f"{count}/{window!r:.20}s"
     return f"{count}/{window:g}s"
+
+
+def control_defect(concurrency: Any, per_key: Any, rate_count: Any, rate_window: Any, tat: Any) -> str | None:
+    """Why a ``queue_controls`` row cannot be enforced, or None when it can. jobq writes only good
+    rows, but one written by hand gets past the table's CHECKs: SQLite stores text in a number
+    column and orders any text above any number (``'lots' >= 1`` holds), PostgreSQL takes
+    ``'NaN'`` as larger than every number, and neither ties a rate's count to its window."""
+
+    def limit(value: Any) -> bool:
+        return value is None or (type(value) is int and 1 <= value <= LIMIT_MAX)
+
+    def seconds(value: Any) -> bool:
+        return type(value) in (int, float) and math.isfinite(value)
+
+    if not limit(concurrency):
+        return f"concurrency {concurrency!r:.20}"
+    if not limit(per_key):
+        return f"per-key limit {per_key!r:.20}"
+    if (rate_count is None) != (rate_window is None):
+        return "a rate with a count or a window but not both"
+    if rate_count is not None and not (limit(rate_count) and seconds(rate_window) and rate_window > 0):
+        return f"rate {rate_count!r:.20}/{rate_window!r:.20}"
+    if tat is not None and not seconds(tat):
+        return f"next admission time {tat!r:.20}"
+    return None
+
+
+_REPORTED: set[tuple[str, str]] = set()
+
+
+def report_defect(queue: str, defect: str) -> None:
+    """Log, once per process, that ``queue`` is held back because its control row is bad."""
+    if (queue, defect) not in _REPORTED:
+        _REPORTED.add((queue, defect))
+        log.error(
+            "queue %r: its flow-control row has %s (written by hand?); none of its jobs are claimed "
+            "until it is set again (jobq limit %s --clear, or --concurrency/--per-key/--rate)",
+            queue,
+            defect,
+            queue,
+        )

@@ -127,3 +127,27 @@ def test_hand_edits_of_status_keep_an_active_key_unique(backend_url: str, clock)
         assert q.get(old).status == jobq.JobStatus.COMPLETED
         _raw(backend_url, f"UPDATE jobs SET status = 'CANCELLED' WHERE id = {new}")
         assert q.enqueue("c", key="k", key_scope="active") not in (old, new)
+
+
+def test_a_control_row_that_cannot_be_enforced_holds_its_queue_back(backend_url: str, clock) -> None:
+    """A ``queue_controls`` row written by hand that gets past the CHECKs (SQLite: text in a number
+    column; PostgreSQL: a NaN window): the claim takes none of the queue's jobs (they stay PENDING
+    and due, counted as waiting on a limit, and idle workers are not told a time), the other queues
+    go on, and setting the limits again lets it go."""
+    bad = (
+        "UPDATE queue_controls SET concurrency = 'lots'"
+        if backend_url.startswith("sqlite:///")
+        else "UPDATE queue_controls SET rate_count = 5, rate_window = 'NaN'"
+    )
+    with jobq.Queue(settings=jobq.Settings(database_url=backend_url), clock=clock) as q:
+        q.set_limits("lim", concurrency=2)
+        held = q.enqueue({"q": "lim"}, queue="lim")
+        free = q.enqueue({"q": "free"}, queue="free")
+        _raw(backend_url, bad)
+        assert [j.id for j in q.claim_many("w1", 5, queue=["lim", "free"])] == [free]
+        assert q.get(held).status == jobq.JobStatus.PENDING
+        assert q.stats().waiting_on_limit_by_queue == {"lim": 1}
+        assert q.next_due_at("lim") is None
+        q.clear_limits("lim")
+        job = q.claim("w1", queue="lim")
+        assert job is not None and job.id == held

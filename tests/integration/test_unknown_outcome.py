@@ -8,6 +8,7 @@ refused and recorded as a stale write against the worker that made it).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -138,3 +139,116 @@ def _enqueue_after_the_server_ended_the_connection(q: jobq.Queue, postgres_url: 
         )
     job_id = q.enqueue({"n": 1})
     assert q.get(job_id) is not None and q.counts()["PENDING"] == 2
+
+
+def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
+    """A limited queue's claim is a transaction of its own (its control row FOR UPDATE, the count,
+    the lease): its lost COMMIT reply is settled by reading back the nonce's jobs (``claimed_also``),
+    and the slot it took is the one job handed out, not a second."""
+    q, proxy = pq
+    q.set_limits("default", concurrency=1)
+    first, second = q.enqueue({"n": 1}), q.enqueue({"n": 2})
+    proxy.lose_next_commit_reply(after=b"rate_window, rate_tat FROM")
+    job = q.claim("w1")
+    assert proxy.lost_replies == 1
+    assert job is not None and job.id == first
+    stored = q.get(first)
+    assert (stored.status, stored.lease_token, stored.attempts) == (jobq.JobStatus.PROCESSING, job.lease_token, 1)
+    assert q.claim("w2") is None  # the one slot is taken by the claim whose reply was lost
+    assert q.get(second).status == jobq.JobStatus.PENDING
+    q.complete(job)
+    assert _kinds(q, first) == ["enqueued", "claimed", "completed"]
+    again = q.claim("w2")
+    assert again is not None and again.id == second
+
+
+@pytest.mark.parametrize("on_conflict", ["return", "raise"])
+def test_a_keyed_enqueue_whose_reply_was_lost_names_the_job_it_made(pq, on_conflict: str) -> None:
+    """The keyed enqueue is one statement sent alone: when its reply is lost, the key tells what
+    happened (the job it made is the key's holder), so the caller gets that id, once, and no
+    DuplicateJob for its own insert."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"ON CONFLICT")
+    job_id = q.enqueue({"n": 1}, key="k1", on_conflict=on_conflict)
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 1
+    assert q.get(job_id).idempotency_key == "k1"
+    assert _kinds(q, job_id) == ["enqueued"]
+    assert q.enqueue({"n": 1}, key="k1") == job_id  # the key is held by that job, nothing doubled
+
+
+def test_a_keyed_enqueue_whose_reply_was_lost_still_raises_for_an_older_holder(pq) -> None:
+    q, proxy = pq
+    holder = q.enqueue({"n": 0}, key="k1")
+    proxy.lose_next_commit_reply(after=b"ON CONFLICT")
+    with pytest.raises(jobq.DuplicateJob) as raised:
+        q.enqueue({"n": 1}, key="k1", on_conflict="raise")
+    assert proxy.lost_replies == 1 and raised.value.job_id == holder
+    assert q.counts()["PENDING"] == 1
+
+
+def test_a_keyed_batch_whose_commit_reply_was_lost_names_the_jobs_it_made(pq) -> None:
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"COMMIT")  # a batch is a transaction: its COMMIT
+    ids = q.enqueue_many([{"n": n} for n in range(3)], keys=["a", "b", "c"])
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 3 and len(set(ids)) == 3
+    assert q.enqueue_many([{"n": n} for n in range(3)], keys=["a", "b", "c"]) == ids
+
+
+# -- AsyncQueue (the native asyncio store, backends/postgres/aio.py): the same faults, awaited ----
+
+
+def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(postgres_url: str) -> None:
+    """``AsyncPostgresStore._arun`` is ``_run`` awaited: a connection cut inside a transaction, before
+    its COMMIT, is retried on a fresh one; a lost commit reply is settled (claims read back by nonce, worker writes
+    repeated, keyed enqueues found by key), a plain enqueue's is reported unknown. Nothing doubled."""
+
+    async def main(url: str, proxy: FaultProxy) -> None:
+        async with jobq.AsyncQueue(url) as q:
+            # A statement sent alone commits as it runs: cut before the server saw it, the client
+            # cannot tell from a lost reply. A keyed enqueue is settled by its key ...
+            proxy.cut_next(before=b"ON CONFLICT")
+            first = await q.enqueue({"n": 1}, key="first")
+            assert proxy.cuts == 1 and (await q.counts())["PENDING"] == 1
+            # ... a plain one is reported unknown (here it was not applied).
+            proxy.cut_next(before=b"'enqueued'")
+            with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+                await q.enqueue({"n": 0})
+            assert proxy.cuts == 2 and (await q.counts())["PENDING"] == 1
+
+            proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")  # claim
+            job = await q.claim("w1")
+            assert proxy.lost_replies == 1 and job is not None and job.id == first
+            assert (await q.get(first)).lease_token == job.lease_token
+
+            proxy.lose_next_commit_reply(after=b"'COMPLETED'")  # completion
+            await q.complete(job, {"ok": True})
+            assert proxy.lost_replies == 2
+            assert [str(e.kind) for e in await q.events(first)] == ["enqueued", "claimed", "completed"]
+
+            proxy.lose_next_commit_reply(after=b"ON CONFLICT")  # keyed enqueue: found by its key
+            keyed = await q.enqueue({"n": 2}, key="k")
+            assert proxy.lost_replies == 3 and await q.enqueue({"n": 2}, key="k") == keyed
+
+            proxy.lose_next_commit_reply(after=b"'enqueued'")  # plain enqueue: the caller is told
+            with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+                await q.enqueue({"n": 3})
+            assert proxy.lost_replies == 4 and (await q.counts())["PENDING"] == 2
+
+            await q.set_limits("default", concurrency=1)  # controlled claim: its own transaction
+            proxy.cut_next(before=b"rate_window, rate_tat FROM")  # cut before it: retried
+            job = await q.claim("w1")
+            assert proxy.cuts == 3 and job is not None
+            await q.complete(job)
+            proxy.lose_next_commit_reply(after=b"rate_window, rate_tat FROM")  # its reply lost: read back
+            job = await q.claim("w1")
+            assert proxy.lost_replies == 5 and job is not None
+            assert await q.claim("w2") is None  # the single slot is the job handed out
+            proxy.cut_next(before=b"'COMPLETED'")  # completion cut before sending: retried
+            await q.complete(job)
+            assert proxy.cuts == 4
+            assert (await q.counts())["COMPLETED"] == 3
+
+    with proxied(postgres_url) as (url, proxy):
+        asyncio.run(main(url, proxy))

@@ -16,6 +16,8 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 - ``operator``: random cancel / resubmit calls on job ids, results as JSON.
 - ``prefetchworker``: the default (prefetching) worker with a fenced handler that, with
   ``--freeze``, SIGSTOPs its own process while it holds jobs claimed ahead.
+- ``limitedworker``: a worker of the concurrency-limited queue ``lim`` with a fenced handler that,
+  with ``--freeze``, SIGSTOPs its own process while it holds the queue's only slot.
 - ``schedworker``: one scheduler tick that exits hard at a point inside a slot's transaction.
 - ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
   SQLite VFS that keeps, beside each file, the image a disk would hold if power failed now (writes
@@ -447,6 +449,30 @@ def prefetchworker(args: argparse.Namespace) -> None:
     Worker(q, handler, concurrency=1).run()
 
 
+# -- a worker frozen while it holds a job of a concurrency-limited queue ---------------------------
+def limitedworker(args: argparse.Namespace) -> None:
+    """A worker of the queue ``lim`` (the test limits it) with a fenced handler: ``ensure_lease``
+    right before its effect, a line ``<job id> <pid>`` in ``<out>/effects``. With ``--freeze`` the
+    handler appends the job id to ``<out>/frozen`` and stops its own process (SIGSTOP) at a job
+    whose payload says ``"freeze"``; continued (SIGCONT), it finds its lease gone."""
+    q = jobq.Queue(settings=settings(args))
+    out = Path(args.out)
+
+    def handler(ctx: JobContext) -> None:
+        if args.freeze and ctx.payload.get("freeze"):
+            # No database call here, and a pause first: the main loop's writes (the claim's
+            # bookkeeping, a heartbeat) are done before the process stops, so it stops holding
+            # no transaction (see prefetchworker).
+            time.sleep(0.1)
+            append_line(str(out / "frozen"), f"{ctx.job.id}\n")
+            os.kill(os.getpid(), signal.SIGSTOP)
+            time.sleep(0.5)  # the group stop reaches this thread a little after kill() returns
+        ctx.ensure_lease()
+        append_line(str(out / "effects"), f"{ctx.job.id} {os.getpid()}\n")
+
+    Worker(q, handler, queues=["lim"], concurrency=1).run()
+
+
 # -- a scheduler killed inside a slot's transaction --------------------------------------------------
 SCHEDULE_CRASH_POINTS = ("after_advance", "after_insert", "before_commit", "after_commit")
 """Where a ``schedworker`` exits in ``Queue.fire_schedule``: the schedule's row moved off the
@@ -501,6 +527,7 @@ def schedworker(args: argparse.Namespace) -> None:
 ROLES = {
     "schedworker": schedworker,
     "prefetchworker": prefetchworker,
+    "limitedworker": limitedworker,
     "rescuer": rescuer,
     "txworker": txworker,
     "crashworker": crashworker,

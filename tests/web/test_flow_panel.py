@@ -4,7 +4,8 @@ manager's pause and resume buttons, recorded with its operator (headless AppTest
 
 from __future__ import annotations
 
-from seeding import MANAGER, Seeded
+import apsw
+from seeding import MANAGER, OPS, Seeded
 from streamlit.testing.v1 import AppTest
 
 import jobq
@@ -50,3 +51,22 @@ def test_the_manager_pauses_and_resumes_a_queue_as_its_operator(seeded: Seeded) 
     at.button(key="flow_resume").click().run()
     with jobq.Queue(seeded.url) as q:
         assert [(e.action, e.actor) for e in q.control_history(queue)] == [("resume", "carol"), ("pause", "carol")]
+
+
+def test_a_control_row_written_by_hand_shows_in_both_apps_without_an_error(seeded: Seeded) -> None:
+    """A row the CHECKs let through (SQLite keeps text in a number column): the apps show the stored
+    values, and the queue's due jobs as waiting on a limit (the claim holds it back)."""
+    with jobq.Queue(seeded.url) as q:
+        queue = sorted(q.stats().by_queue)[0]
+        q.set_limits(queue, concurrency=1)
+    conn = apsw.Connection(seeded.url.removeprefix("sqlite:///"))
+    conn.set_busy_timeout(10_000)
+    conn.execute("UPDATE queue_controls SET concurrency = 'lots', rate_count = 5, rate_window = 'fast'")
+    conn.close()
+    for app in (MANAGER, OPS):
+        at = AppTest.from_file(str(app), default_timeout=60)
+        at.run()
+        assert not at.exception, (app.name, [e.value for e in at.exception])
+        [table] = [d.value for d in at.dataframe if "waiting on a limit" in d.value.columns]
+        assert list(table["queue"]) == [queue]
+        assert "concurrency lots" in table["limits"].iloc[0]

@@ -70,6 +70,7 @@ from jobq.backends.common import (
 from jobq.backends.due_history import build_due_history
 from jobq.backends.statements import Dialect, Params
 from jobq.errors import DuplicateJob, StorageError
+from jobq.flow import control_defect, report_defect
 from jobq.job import Action, Event, EventKind, Job, JobStatus
 from jobq.payloads import loads
 
@@ -220,6 +221,30 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
     if due:
         yield Notify(due)
+    return ids
+
+
+def enqueued_by_key(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
+    """After an enqueue of keyed jobs whose outcome is unknown (its commit reply was lost): the
+    same enqueue again, where each key now names its holder, the job the first try made if it
+    committed. For ``on_conflict="raise"`` a holder is this call's own when it was made at this
+    call's ``now`` (both tries store it as ``created_at``); any other holder raises DuplicateJob."""
+    if len(jobs) == 1 and not traces and jobs[0].concurrency_key is None and "enqueue_keyed" in d.sql:
+        # The one-statement form, but in a transaction: a read may follow it.
+        params: Params = {**_job_params(jobs[0], now), "due": jobs[0].run_at <= now}
+        for _ in range(KEY_ROUNDS_MAX):
+            if rows := (yield Exec(d.sql["enqueue_keyed"], params)):
+                break
+        else:
+            raise StorageError(f"key {jobs[0].idempotency_key!r}: its holder kept changing; try again")
+        ids = [int(rows[0][0])]
+    else:
+        ids = yield from enqueue(d, [dataclasses.replace(j, on_conflict="return") for j in jobs], now, traces)
+    for job, job_id in zip(jobs, ids, strict=True):
+        if job.on_conflict == "raise":
+            holder = yield from get(d, job_id)
+            if holder is None or holder.created_at != now:
+                raise DuplicateJob(str(job.idempotency_key), job_id)
     return ids
 
 
@@ -420,6 +445,12 @@ def claim_controlled(
         room = limit - len(jobs)
         if paused or room <= 0:
             continue
+        defect = control_defect(concurrency, per_key, rate_count, rate_window, tat)
+        if defect is not None:
+            # A row written by hand that cannot be enforced: hold the queue back (its jobs stay
+            # PENDING, nothing is lost) rather than guess, and let the other queues go on.
+            report_defect(queue, defect)
+            continue
         if rate_count is not None:
             if tat is not None and tat > now:
                 continue
@@ -530,8 +561,8 @@ def control_history(d: Dialect, queue: str | None, limit: int) -> Op[list[Contro
 
 def _waiting_on_limit(d: Dialect, c: QueueControl, due: int, running: int, now: float) -> Op[int]:
     """How many of a controlled queue's ``due`` jobs a claim could not take now."""
-    if c.paused:
-        return due
+    if c.paused or control_defect(c.concurrency, c.per_key, c.rate_count, c.rate_window, c.next_admit_at):
+        return due  # a bad row holds the whole queue back (claim_controlled)
     room = due
     if c.concurrency is not None:
         room = min(room, max(0, c.concurrency - running))
@@ -837,9 +868,9 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
         rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", free, params)), params)
         if rows and rows[0][0] is not None:
             times.append(float(rows[0][0]))
-    for queue, paused, concurrency, per_key, rate_count, _window, tat in active:
-        if paused:
-            continue
+    for queue, paused, concurrency, per_key, rate_count, window, tat in active:
+        if paused or control_defect(concurrency, per_key, rate_count, window, tat):
+            continue  # a bad row holds the queue back like a pause (claim_controlled)
         if concurrency is not None and int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0]) >= concurrency:
             continue
         params = {"queue": queue}

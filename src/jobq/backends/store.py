@@ -101,7 +101,15 @@ class SqlStore:
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
-        return self._write(lambda: ops.enqueue(self.dialect, jobs, now, traces)) if jobs else []
+        if not jobs:
+            return []
+        d = self.dialect
+        settle: MakeOp[list[int]] | None = None
+        if all(j.idempotency_key is not None for j in jobs):
+            # Keyed jobs are recognised by their keys: an enqueue whose commit reply was lost is
+            # settled by sending it again (without keys it cannot be, and the caller is told).
+            settle = lambda: ops.enqueued_by_key(d, jobs, now, traces)  # noqa: E731
+        return self._write(lambda: ops.enqueue(d, jobs, now, traces), on_unknown=settle)
 
     def enqueue_in(
         self, conn: object, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()

@@ -41,9 +41,11 @@ inside, and its limits, stated openly:
   that failed while committing has an unknown outcome,
   and is settled on a fresh connection: worker writes are repeated (each is idempotent for its
   lease: one that had committed is recognised by its kept token, neither redone nor recorded as
-  refused) and a claim reads back the jobs its nonce leased. Operator actions and enqueues raise
-  ``StorageError`` and the caller decides: an ``enqueue`` without an idempotency key is not safe
-  to repeat (it may insert the job twice), so give jobs a key when that matters.
+  refused), a claim reads back the jobs its nonce leased, and an enqueue whose jobs all have
+  idempotency keys is sent again (each key then names the job the first try made). Operator
+  actions and other enqueues raise ``StorageError`` and the caller decides: an ``enqueue``
+  without an idempotency key is not safe to repeat (it may insert the job twice), so give jobs a
+  key when that matters.
 - Text columns cannot hold NUL characters on PostgreSQL: NULs in error messages, actors and
   worker names are replaced by ``\\0``. Payloads and results are JSON, where NUL is escaped anyway.
 - Payloads are stored as text (not ``jsonb``), so a search matches the same text on both backends.

@@ -1,0 +1,55 @@
+"""A queue's control row locked for seconds (PostgreSQL): an operator's transaction, a stuck
+claim or a hand-run ``SELECT ... FOR UPDATE`` holds the ``queue_controls`` row of a limited queue.
+Claims of that queue wait for the lock (they must: the count of what runs is only right under it);
+claims of other queues, limited or not, go on; once the lock goes the waiting claim gets its job."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from polling import wait_for
+from psycopg import sql
+
+import jobq
+from jobq.backends.postgres.url import split_url
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_held_control_row_stalls_only_its_own_queue(postgres_url: str) -> None:
+    options = split_url(postgres_url)
+    with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url) as holder:
+        for name in ("locked", "other"):
+            q.set_limits(name, concurrency=2)
+        ids = {name: q.enqueue({"q": name}, queue=name) for name in ("locked", "other", "free")}
+        holder.execute(
+            sql.SQL("SELECT 1 FROM {}.queue_controls WHERE queue = 'locked' FOR UPDATE").format(
+                sql.Identifier(options.schema)
+            )
+        )  # the transaction stays open: the row is held until the rollback below
+        got: list[jobq.Job | None] = []
+        claimer = threading.Thread(target=lambda: got.append(q.claim("w-locked", queue="locked")), daemon=True)
+        claimer.start()
+        try:
+            with psycopg.connect(options.libpq_url, autocommit=True) as admin:
+                blocked = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                wait_for(lambda: admin.execute(blocked).fetchone() == (1,), 30, "the claim to wait on the row lock")
+                # Meanwhile the other queues' claims do not wait (a limited one locks its own row).
+                for name in ("other", "free"):
+                    job = q.claim(f"w-{name}", queue=name)
+                    assert job is not None and job.id == ids[name]
+                    q.complete(job)
+                assert claimer.is_alive() and not got
+                assert admin.execute(blocked).fetchone() == (1,)
+        finally:
+            holder.rollback()  # the lock goes
+            claimer.join(30)
+        assert not claimer.is_alive()
+        assert len(got) == 1 and got[0] is not None and got[0].id == ids["locked"]
+        q.complete(got[0])
+        assert q.counts()["COMPLETED"] == 3

@@ -1,0 +1,187 @@
+"""Flow-control rows and retry policies written by hand (an operator's ``sqlite3``/``psql``, another
+program): what the table's CHECKs refuse is refused with the database's one-line error; what gets
+past them (SQLite stores text in a number column and orders it above every number; PostgreSQL
+takes ``'NaN'`` as above every number; nothing ties a rate's count to its window; a job's
+``policy`` column is plain text) never stops a worker loop, loses a job, or breaks ``jobq stats``,
+``jobq limits``, ``jobq show`` or the apps' models: a bad control row holds its queue back (its
+jobs stay PENDING, logged once with how to fix it), a bad policy falls back to the task's and the
+queue's (logged)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from polling import wait_for
+
+import jobq
+import jobq.flow
+from jobq.web import ops_model
+from jobq.worker import Worker
+
+JOBQ = Path(sys.executable).parent / "jobq"
+
+#: Writes the CHECKs refuse on both backends.
+REFUSED = [
+    "UPDATE queue_controls SET concurrency = -1 WHERE queue = 'lim'",
+    "UPDATE queue_controls SET per_key = 0 WHERE queue = 'lim'",
+    "UPDATE queue_controls SET rate_count = 5, rate_window = -1 WHERE queue = 'lim'",
+]
+#: Writes that get past them, per backend (PostgreSQL's typed columns refuse text at the write).
+ACCEPTED = {
+    "sqlite": [
+        "UPDATE queue_controls SET concurrency = 'lots' WHERE queue = 'lim'",
+        "UPDATE queue_controls SET rate_count = 5, rate_window = 'fast' WHERE queue = 'lim'",
+        "UPDATE queue_controls SET per_key = 2.5 WHERE queue = 'lim'",
+    ],
+    "postgres": [
+        "UPDATE queue_controls SET rate_count = 5, rate_window = 'NaN' WHERE queue = 'lim'",
+        "UPDATE queue_controls SET rate_count = 5, rate_window = NULL WHERE queue = 'lim'",
+        "UPDATE queue_controls SET rate_count = 5, rate_window = 'Infinity' WHERE queue = 'lim'",
+    ],
+}
+RESET = "UPDATE queue_controls SET concurrency = 1, per_key = NULL, rate_count = NULL, rate_window = NULL"
+
+
+@contextmanager
+def _sql_shell(url: str) -> Iterator[Any]:
+    """A plain connection, as an operator's SQL shell (autocommit, no jobq in between)."""
+    if url.startswith("sqlite:///"):
+        conn = apsw.Connection(url.removeprefix("sqlite:///"))
+        conn.set_busy_timeout(10_000)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    from pg import raw_connect
+
+    with raw_connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad control rows are reported once per process: each test counts its own reports."""
+    monkeypatch.setattr(jobq.flow, "_REPORTED", set())
+
+
+def _backend(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+def _cli(url: str, cwd: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    proc = subprocess.run(
+        [str(JOBQ), *args, "--db", url], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
+    assert proc.returncode == 0, (args, proc.stderr)
+    assert "Traceback" not in proc.stderr, args  # (a failed run's stored error may hold one: stdout)
+    return proc.stdout
+
+
+def test_a_bad_control_row_holds_its_queue_back_and_nothing_else(
+    backend_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
+        q.set_limits("lim", concurrency=1)
+        for statement in REFUSED:  # the database's own one-line error; the row is unchanged
+            with pytest.raises(Exception, match=r"(?i)check"):
+                sql.execute(statement)
+        assert q.controls()[0].concurrency == 1 and q.controls()[0].rate_count is None
+        for statement in ACCEPTED[_backend(backend_url)]:
+            sql.execute(RESET)
+            sql.execute(statement)
+            held = q.enqueue({"q": "lim"}, queue="lim")
+            free = q.enqueue({"q": "plain"}, queue="plain")
+            with caplog.at_level(logging.ERROR, logger="jobq.flow"):
+                claimed = q.claim_many("w1", 5, queue=["lim", "plain"])
+            assert [j.id for j in claimed] == [free], statement  # the other queue goes on
+            assert q.get(held).status == jobq.JobStatus.PENDING
+            assert q.next_due_at("lim") is None  # idle workers do not spin on it
+            assert q.stats().waiting_on_limit_by_queue.get("lim") == 1, statement
+            assert not ops_model.flow_control_frame(q.stats()).empty
+            _cli(backend_url, tmp_path, "stats")
+            _cli(backend_url, tmp_path, "limits")
+            q.complete(claimed[0])
+            q.cancel(held)
+        for args in (["limits", "--json"], ["stats", "--json"]):
+            _cli(backend_url, tmp_path, *args)
+        reports = [r.getMessage() for r in caplog.records if r.name == "jobq.flow"]
+        assert len(reports) == len(ACCEPTED[_backend(backend_url)]), reports  # once per bad row
+        assert all("\n" not in r and "jobq limit lim" in r for r in reports)
+
+
+def test_a_worker_waits_out_a_bad_control_row_and_runs_the_job_once_it_is_set(backend_url: str, tmp_path: Path) -> None:
+    settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
+        q.set_limits("lim", concurrency=1)
+        sql.execute(ACCEPTED[_backend(backend_url)][0])
+        held = q.enqueue({"q": "lim"}, queue="lim")
+        free = [q.enqueue({"q": "plain", "n": n}, queue="plain") for n in range(3)]
+        done: list[int] = []
+        worker = Worker(q, lambda ctx: done.append(ctx.job.id), queues=["lim", "plain"])
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        try:
+            wait_for(
+                lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in free), 30, "the free queue's jobs"
+            )
+            assert q.get(held).status == jobq.JobStatus.PENDING and t.is_alive()
+            _cli(backend_url, tmp_path, "limit", "lim", "--clear", "all")  # as the log line advises
+            wait_for(lambda: q.get(held).status == jobq.JobStatus.COMPLETED, 30, "the held job, once the row is good")
+        finally:
+            worker.stop()
+            t.join(30)
+        assert not t.is_alive()
+        assert sorted(done) == sorted([held, *free])  # each ran once
+
+
+BAD_POLICIES = ["{not json", "[1, 2]", '{"max_attempts": -1}', '{"backoff": "soon"}', '{"retry_on": 7}']
+
+
+def test_a_bad_policy_falls_back_to_the_task_and_queue_policy(
+    backend_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = jobq.Settings(
+        database_url=backend_url, poll_interval_seconds=0.05, backoff_base_seconds=0.01, backoff_cap_seconds=0.01
+    )
+    with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
+        ids = [q.enqueue({"n": n}, max_attempts=2, backoff=0.01) for n in range(len(BAD_POLICIES))]
+        for job_id, policy in zip(ids, BAD_POLICIES, strict=True):
+            sql.execute(f"UPDATE jobs SET policy = '{policy}' WHERE id = {job_id}")
+        runs: dict[int, int] = {}
+
+        def flaky(ctx: jobq.JobContext) -> None:  # each job fails its first run, then succeeds
+            runs[ctx.job.id] = runs.get(ctx.job.id, 0) + 1
+            if runs[ctx.job.id] == 1:
+                raise RuntimeError("first run fails")
+
+        worker = Worker(q, flaky)
+        t = threading.Thread(target=worker.run, daemon=True)
+        with caplog.at_level(logging.WARNING, logger="jobq"):
+            t.start()
+            try:
+                wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 60, "every job")
+            finally:
+                worker.stop()
+                t.join(30)
+        assert not t.is_alive()
+        assert runs == {i: 2 for i in ids}  # retried by the stored max_attempts (2), not lost
+        fallbacks = [
+            r.getMessage() for r in caplog.records if "using the task's and the queue's policy" in r.getMessage()
+        ]
+        assert {int(m.split(":")[0].split()[1]) for m in fallbacks} == set(ids)
+        for job_id in ids:
+            shown = _cli(backend_url, tmp_path, "show", str(job_id))
+            assert "policy" in shown
