@@ -190,3 +190,22 @@ def test_a_per_job_claim_and_completion_run_as_many_statements_as_the_minimal_on
             assert q.claim("w") is not None
         finally:
             conn.exec_trace = None
+
+
+def test_the_claims_check_of_the_controls_runs_once_per_statement(tmp_path: Path) -> None:
+    """The claim's {uncontrolled} is not correlated with the row, for one queue or several: a
+    correlated look-up ran once for every pending row a multi-queue claim's sort reads."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        dialect = q.backend.dialect  # type: ignore[attr-defined]
+        for queues in (["default"], ["a", "b"]):
+            fragment = dialect.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+            for name in ("claim_one", "claim"):
+                params: dict[str, object] = {}
+                statement = dialect.stmt(
+                    name, queues=dialect.any_of("queue", "q", queues, params), uncontrolled=fragment
+                )
+                params.update({n: 0 for n in re.findall(r":(\w+)", statement) if n not in params})
+                plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()]
+                assert "queue_controls" in statement and not any("CORRELATED" in step for step in plan), plan
+                assert any("jobs_live" in step for step in plan), plan

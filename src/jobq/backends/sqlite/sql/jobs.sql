@@ -49,9 +49,11 @@ NOT EXISTS (SELECT 1 FROM queue_controls AS c WHERE c.queue = :q0 AND (c.paused 
     OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
 
 -- name: uncontrolled_each
--- The claim's {uncontrolled} for several queues: each pending row's queue is looked up.
-NOT EXISTS (SELECT 1 FROM queue_controls AS c WHERE c.queue = jobs.queue AND (c.paused <> 0
-    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
+-- The claim's {uncontrolled} for several queues: the controlled queues are listed once per
+-- statement (not correlated), each pending row's queue then tested against that short list. A
+-- correlated look-up per row ran once for every pending row the claim's sort reads.
+queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused <> 0
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
 
 -- name: claim_one
 -- The same claim for one job (the per-job API): a scalar subquery instead of an IN list, which
