@@ -209,3 +209,28 @@ def test_the_claims_check_of_the_controls_runs_once_per_statement(tmp_path: Path
                 plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()]
                 assert "queue_controls" in statement and not any("CORRELATED" in step for step in plan), plan
                 assert any("jobs_live" in step for step in plan), plan
+
+
+def test_a_batch_claim_and_completion_run_one_claim_and_one_update_per_job(tmp_path: Path) -> None:
+    """claim_many(100)+complete_many: one claim statement, one fenced UPDATE per job (one
+    prepared statement run per row, as the raw batched row does) and the two transactions'
+    BEGIN/COMMIT, nothing more: no controls read, no event rows."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        q.enqueue_many([payload(n) for n in range(150)])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        seen: list[str] = []
+
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            seen.append(sql.lstrip())
+            return True
+
+        conn.exec_trace = trace
+        try:
+            jobs = q.claim_many("w", 100)
+            assert len(jobs) == 100
+            assert q.complete_many([(j, None) for j in jobs]) == [True] * 100
+        finally:
+            conn.exec_trace = None
+        updates = [sql for sql in seen if sql.startswith("UPDATE jobs SET status = 'COMPLETED'")]
+        assert len(updates) == 100 and all("lease_token" in sql for sql in updates)
+        assert len(seen) == 2 * 2 + 1 + 100, seen  # BEGIN/COMMIT twice, the claim, the completions
