@@ -20,7 +20,7 @@ import pytest
 
 from jobq.backends import base
 from jobq.backends.postgres.aio import AsyncPostgresStore
-from jobq.backends.store import MakeOp, Plan, SqlStore, Txn
+from jobq.backends.store import MakeOp, SqlStore, Work
 
 # Not run through a plan: the caller's own transaction (blocking stores only; the asyncio
 # caller path is ``aenqueue_in``/``acomplete_in``), and what opens no transaction at all.
@@ -38,8 +38,8 @@ def protocol_methods() -> list[str]:
 class _Ran:
     """What the recording store's ``_run_plan`` returns: a method must hand back this very object."""
 
-    def __init__(self, plan: Plan[Any]) -> None:
-        self.plan = plan
+    def __init__(self, work: Work[Any]) -> None:
+        self.work = work
 
 
 class _Recording(SqlStore):
@@ -52,8 +52,8 @@ class _Recording(SqlStore):
         self.dialect = mock.MagicMock()
         self.ran: list[_Ran] = []
 
-    def _run_plan(self, plan: Plan[Any]) -> Any:
-        ran = _Ran(plan)
+    def _run_plan(self, work: Work[Any]) -> Any:
+        ran = _Ran(work)
         self.ran.append(ran)
         return ran
 
@@ -80,7 +80,13 @@ def test_every_method_returns_its_plans_run_untouched(name: str, empty: bool) ->
     result = getattr(store, name)(*args)
     assert len(store.ran) == 1, f"{name} ran {len(store.ran)} plans"
     assert result is store.ran[0], f"SqlStore.{name} does not return its plan's run as it is: {result!r}"
-    assert inspect.isgenerator(store.ran[0].plan)
+    work = store.ran[0].work
+    if isinstance(work, tuple):  # one transaction: (make, write, on_unknown), make building an ops generator
+        make, write, on_unknown = work
+        assert inspect.isgenerator(make()) and isinstance(write, bool)
+        assert on_unknown is None or inspect.isgenerator(on_unknown())
+    else:
+        assert inspect.isgenerator(work)
 
 
 def test_the_protocol_list_covers_the_store() -> None:
@@ -149,9 +155,11 @@ def test_the_blocking_and_the_asyncio_driver_run_a_plan_alike(
     assert async_asked == asked
 
 
-def test_a_transaction_is_a_txn() -> None:
+def test_a_plan_yields_transactions() -> None:
     store = _Recording()
     store.claim("w", ["a"], 1, 30.0, lambda: 0.0)
-    first = next(store.ran[0].plan)
-    assert isinstance(first, Txn) and first.write and first.on_unknown is not None
-    assert inspect.isgenerator(first.make())
+    plan = store.ran[0].work
+    assert inspect.isgenerator(plan)
+    make, write, on_unknown = next(plan)
+    assert write and on_unknown is not None
+    assert inspect.isgenerator(make()) and inspect.isgenerator(on_unknown())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from jobq.backends import ops
 from jobq.backends.base import (
@@ -51,26 +51,25 @@ TOKEN_NONCE_BYTES = 12
 """Random bytes of a claim's nonce, the first part of each lease token it hands out."""
 
 
-class Txn(NamedTuple):
-    """One transaction of a store method: the operation ``make()`` builds, whether it writes, and
-    what settles an unknown outcome (``SqlStore._transaction``'s arguments)."""
-
-    make: MakeOp[Any]
-    write: bool
-    on_unknown: MakeOp[Any] | None = None
-
+#: One transaction of a store method: the operation ``make()`` builds, whether it writes, and what
+#: settles an unknown outcome (``SqlStore._transaction``'s arguments). A plain tuple: the hot path
+#: builds one per call, and a NamedTuple costs several times as much to make.
+Txn = tuple[MakeOp[T], bool, "MakeOp[T] | None"]
 
 #: A store method as data: a generator that yields the transactions it runs, one at a time, is sent
 #: each one's result, and returns the method's. The blocking driver (``SqlStore._run_plan``) and the
 #: asyncio one (``AsyncPostgresStore._run_plan``) run the same plan, so a method that needs two
 #: transactions, or looks at a result before it returns, is written once (the ``ops`` generators
 #: do the same one level down, for the statements of one transaction).
-Plan = Generator[Txn, Any, T]
+Plan = Generator[Txn[Any], Any, T]
+#: What a method hands its driver: a plan, or its one transaction as it is (most methods: no
+#: generator to step through on the hot path).
+Work = Plan[T] | Txn[T]
 
 
 def _one(make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> Plan[T]:
-    """The plan of a one-transaction method."""
-    result: T = yield Txn(make, write, on_unknown)
+    """One transaction as a step of a longer plan: ``result = yield from _one(...)``."""
+    result: T = yield (make, write, on_unknown)
     return result
 
 
@@ -127,22 +126,25 @@ class SqlStore:
     def close(self) -> None:
         raise NotImplementedError
 
-    def _run_plan(self, plan: Plan[T]) -> T:
+    def _run_plan(self, work: Work[T]) -> T:
         """Run a method's transactions one after the other, each sent its result; return the
         plan's. The blocking driver; the asyncio store's returns a coroutine doing the same."""
+        if isinstance(work, tuple):
+            make, write, on_unknown = work
+            return self._transaction(make, write=write, on_unknown=on_unknown)
         try:
-            txn = next(plan)
+            make, write, on_unknown = next(work)
             while True:
-                txn = plan.send(self._transaction(txn.make, write=txn.write, on_unknown=txn.on_unknown))
+                make, write, on_unknown = work.send(self._transaction(make, write=write, on_unknown=on_unknown))
         except StopIteration as stop:
             result: T = stop.value
             return result
 
     def _read(self, make: MakeOp[T]) -> T:
-        return self._run_plan(_one(make, write=False))
+        return self._run_plan((make, False, None))
 
     def _write(self, make: MakeOp[T], *, on_unknown: MakeOp[T] | None = None) -> T:
-        return self._run_plan(_one(make, write=True, on_unknown=on_unknown))
+        return self._run_plan((make, True, on_unknown))
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:

@@ -49,7 +49,7 @@ from jobq.backends.postgres import (
     describe_url,
     storage_error,
 )
-from jobq.backends.store import MakeOp, Plan, SqlStore
+from jobq.backends.store import MakeOp, SqlStore, Work
 from jobq.errors import ConfigError, StorageError
 
 T = TypeVar("T")
@@ -154,16 +154,19 @@ class AsyncPostgresStore(SqlStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
 
-    def _run_plan(self, plan: Plan[T]) -> T:
+    def _run_plan(self, work: Work[T]) -> T:
         # A coroutine in place of the result: every SqlStore method returns it for its caller to await.
-        return self._arun_plan(plan)  # type: ignore[return-value]
+        return self._arun_plan(work)  # type: ignore[return-value]
 
-    async def _arun_plan(self, plan: Plan[T]) -> T:
+    async def _arun_plan(self, work: Work[T]) -> T:
         """``SqlStore._run_plan`` awaited: the same plan, each transaction run by ``_arun``."""
+        if isinstance(work, tuple):
+            make, write, on_unknown = work
+            return await self._arun(make, write=write, on_unknown=on_unknown)
         try:
-            txn = next(plan)
+            make, write, on_unknown = next(work)
             while True:
-                txn = plan.send(await self._arun(txn.make, write=txn.write, on_unknown=txn.on_unknown))
+                make, write, on_unknown = work.send(await self._arun(make, write=write, on_unknown=on_unknown))
         except StopIteration as stop:
             result: T = stop.value
             return result
