@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from jobq.backends import open_backend
 from jobq.backends.base import (
@@ -164,6 +164,20 @@ def lease_of(job: Job) -> Lease:
     if job.lease_token is None or job.lease_owner is None:
         raise LeaseLost(job.id, "use", "this Job was not handed out by claim()")
     return Lease(job.id, job.lease_token, job.lease_owner)
+
+
+READ_MARK = "__jobq_read__"
+"""The attribute ``@read`` sets on a method."""
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def read(method: _Method) -> _Method:
+    """Marks a ``Queue`` method as a read: it changes nothing stored, so a caller may show its
+    last answer again while the database cannot be read (the apps' stale figures:
+    ``jobq.web.health.READS`` is ``read_methods()``). A method that writes, waits for a change
+    (``wait``) or hands out work must not carry it."""
+    setattr(method, READ_MARK, True)
+    return method
 
 
 class Queue:
@@ -601,6 +615,7 @@ class Queue:
         lost (the worker's rescuer uses it to discount a stall every writer saw)."""
         return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff, max_attempts_for)
 
+    @read
     def next_due_at(self, queue: str | Sequence[str] | None = None) -> float | None:
         """The earliest ``run_at`` among PENDING jobs of ``queue`` (default: the settings'
         queue), or None: how long an idle worker may sleep."""
@@ -683,6 +698,7 @@ class Queue:
         return self.backend.purge(wanted, self.clock() - older_than)
 
     # -- reads -----------------------------------------------------------------------------
+    @read
     def get(self, job_id: int) -> Job:
         """The job, or JobNotFound."""
         if not isinstance(job_id, int) or not 0 < job_id <= INT64_MAX:
@@ -752,43 +768,53 @@ class Queue:
             with contextlib.suppress(Exception):  # an expiry clears it if this fails
                 self.backend.unregister_waiter(registration)
 
+    @read
     def events(self, job_id: int) -> list[Event]:
         """The job's history, oldest first."""
         return self.backend.events(job_id)
 
+    @read
     def recent_events(self, limit: int = 100, kinds: Sequence[str] = ()) -> list[Event]:
         return self.backend.recent_events(limit, kinds)
 
+    @read
     def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
         """Jobs matching ``where``, sorted and sliced by ``page`` (also available as ``list``)."""
         return self.backend.list_jobs(where or JobFilter(), page or Page())
 
+    @read
     def count(self, where: JobFilter | None = None) -> int:
         return self.backend.count_jobs(where or JobFilter())
 
+    @read
     def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
         """How many jobs match ``where`` and the ``page`` of them, from one read (they always agree)."""
         return self.backend.list_page(where or JobFilter(), page or Page())
 
+    @read
     def counts(self) -> dict[str, int]:
         """Jobs per status (every status present)."""
         return self.backend.counts()
 
+    @read
     def stats(self) -> QueueStats:
         """Counts per status and queue, and what ops shows at a glance. Finished jobs are counted
         among the newest ``STATS_FINISHED_WINDOW`` (see ``QueueStats.finished_window``), so this
         stays fast at any size; ``counts()`` counts every row."""
         return self.backend.stats(self.clock())
 
+    @read
     def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """The most recently updated jobs (of ``status``), newest first, in bounded time at any
         table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
         return self.backend.latest_jobs(status, limit)
 
+    @read
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         now = self.clock()
         return self.backend.history(now - window, bucket, now)
 
+    @read
     def due_history(
         self, *, window: float = 3600.0, bucket: float = 60.0, limit: int = DUE_HISTORY_SAMPLE_LIMIT
     ) -> DueHistory:
@@ -799,6 +825,7 @@ class Queue:
         now = self.clock()
         return self.backend.due_history(now - window, bucket, now, limit)
 
+    @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first (stopped ones included)."""
         return self.backend.list_workers(limit)
@@ -823,30 +850,37 @@ class Queue:
             raise LeaseLost(job.id, "progress")
         return result.cancel_requested
 
+    @read
     def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
         """The last progress each of ``job_ids`` reported (jobs that reported none are absent)."""
         return self.backend.progress_of(list(job_ids))
 
+    @read
     def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
         """The trace context stored with each of ``job_ids`` at enqueue, where one was."""
         return self.backend.trace_contexts(list(job_ids))
 
+    @read
     def queue_gauges(self) -> dict[str, QueueGauges]:
         """Due and scheduled PENDING jobs, the oldest due, and PROCESSING jobs, per queue (cheap:
         partial indexes only; what ``jobq metrics`` reads on every scrape)."""
         return self.backend.queue_gauges(self.clock())
 
+    @read
     def last_event_id(self) -> int:
         return self.backend.last_event_id()
 
+    @read
     def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
         """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
         return self.backend.events_after(after_id, limit)
 
+    @read
     def completion_cursor(self) -> tuple[float, int]:
         """Where a cursor over completions starts: ``(finished_at, id)`` of the newest finished job."""
         return self.backend.completion_cursor()
 
+    @read
     def completions_after(
         self, after: tuple[float, int], limit: int = 10_000, until: float = math.inf
     ) -> list[MetricEvent]:
@@ -908,6 +942,7 @@ class Queue:
         self.backend.save_schedule(info, now)
         return next(s for s in self.schedules() if s.name == spec.name)
 
+    @read
     def schedules(self, *, due: bool = False) -> list[ScheduleInfo]:
         """Every stored schedule by name, or (``due``) the unpaused ones due now."""
         return self.backend.list_schedules(self.clock() if due else None)
@@ -938,6 +973,7 @@ class Queue:
         last = max(slots) if slots else None
         return self.backend.fire_schedule(info.name, info.next_run_at, next_run_at, last, jobs, now)
 
+    @read
     def schedule_history(
         self, name: str | None = None, *, limit: int = SCHEDULE_HISTORY_LIMIT_DEFAULT
     ) -> list[ScheduleAction]:
@@ -1024,15 +1060,22 @@ class Queue:
             raise ConfigError("a queue name is needed (e.g. default)")
         return self.backend.update_control(name, update, actor or default_actor(self.settings), self.clock())
 
+    @read
     def controls(self) -> list[QueueControl]:
         """Every queue that has (or had) flow control, by name: paused or not, and its limits."""
         return self.backend.controls()
 
+    @read
     def control_history(self, queue: str | None = None, *, limit: int = 50) -> list[ControlEvent]:
         """Who paused, resumed or changed the limits of ``queue`` (None: any queue), newest first."""
         return self.backend.control_history(queue, limit)
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
+
+
+def read_methods() -> frozenset[str]:
+    """The names of ``Queue``'s methods marked ``@read`` (aliases such as ``list`` included)."""
+    return frozenset(name for name, member in vars(Queue).items() if getattr(member, READ_MARK, False))
 
 
 def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:
