@@ -31,11 +31,14 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    CompletionTotals,
     ControlEvent,
     ControlUpdate,
     DueHistory,
     Failure,
     HeartbeatResult,
+    HistogramBounds,
+    HistogramCounts,
     JobFilter,
     Lease,
     MetricEvent,
@@ -1159,6 +1162,45 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
         MetricEvent(int(i), EventKind.COMPLETED.value, fin, n, q, run_at, started, fin)
         for i, n, q, run_at, started, fin in rows
     ]
+
+
+def completion_totals(
+    d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
+) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
+    """Three reads in one transaction (one snapshot): where this fold ends (the ``limit``-th
+    completion after the cursor, or the last one), then the sums up to there."""
+    span: Params = {"at": after[0], "id": after[1], "until": until}
+    rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
+    if not rows:
+        rows = yield Exec(d.sql["metric_completion_last"], span)
+        if not rows:
+            return after, {}
+    end = (float(rows[0][0]), int(rows[0][1]))
+    params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
+    sql = d.stmt(
+        "metric_completion_totals",
+        wait=d.bucket_of("wait", "w", bounds.wait, params),
+        run=d.bucket_of("run", "r", bounds.run, params),
+        attempts=d.bucket_of("attempts", "a", bounds.attempts, params),
+    )
+    # One row per queue and combination of slots (a handful): summed up per queue here.
+    sums: dict[str, list[Any]] = {}
+    for row in (yield Exec(sql, params)):
+        q, slots, n, totals = row[0], row[1:4], row[4], row[5:8]
+        acc = sums.get(q)
+        if acc is None:
+            acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
+        acc[0] += n
+        for i, slot in enumerate(slots):
+            if slot >= 0:
+                acc[1 + i][slot] += n
+        for i, total in enumerate(totals):
+            acc[4][i] += total or 0.0
+    out = {
+        str(q): CompletionTotals(int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3)))
+        for q, acc in sums.items()
+    }
+    return end, out
 
 
 # -- worker registry ----------------------------------------------------------------------------

@@ -48,3 +48,32 @@ SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished
 SELECT id, attempts, queue, run_at, started_at, finished_at FROM jobs
 WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
 ORDER BY finished_at, id LIMIT %(limit)s
+
+-- name: metric_completion_bound
+-- How far one fold of metric_completion_totals reaches: the (skip + 1)-th completion after the
+-- cursor, in metric_completions' order (none: fewer are left, see metric_completion_last).
+SELECT finished_at, id FROM jobs
+WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
+ORDER BY finished_at, id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_completion_last
+SELECT finished_at, id FROM jobs
+WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
+ORDER BY finished_at DESC, id DESC LIMIT 1
+
+-- name: metric_completion_totals
+-- The completions after one cursor up to another (end_at, end_id), counted here by queue and
+-- histogram slot rather than read row by row: reading each row cost the exporter ~4 us of
+-- Python per completed job, 8 % of a worker's own CPU per job (issue 17). The slots of wait,
+-- run time and attempts are CASE expressions (Dialect.bucket_of), -1 where the value is NULL;
+-- the sums count a negative value as 0.
+SELECT queue, {wait}, {run}, {attempts}, count(*),
+       sum(greatest(wait, 0)), sum(greatest(run, 0)), sum(greatest(attempts, 0))
+FROM (
+    SELECT queue, started_at - run_at AS wait, finished_at - started_at AS run,
+           CASE WHEN started_at IS NOT NULL THEN attempts END AS attempts
+    FROM jobs
+    WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s)
+      AND (finished_at < %(end_at)s OR (finished_at = %(end_at)s AND id <= %(end_id)s)) AND status = 'COMPLETED'
+) AS c
+GROUP BY 1, 2, 3, 4
