@@ -28,6 +28,7 @@ from jobq.backends.base import (
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
     HistogramBounds,
@@ -855,6 +856,13 @@ class Queue:
         """Jobs completed after the cursor ``after`` and no later than ``until``, oldest first, as
         ``completed`` entries with their queue and times (for metrics: completions are not events)."""
         return self.backend.completions_after(after, until, limit)
+
+    def event_totals(
+        self, after_id: int, counted: Sequence[str], limit: int = 10_000, until: float = math.inf
+    ) -> EventTotals:
+        """``events_after`` for the metrics exporter: the kinds in ``counted`` (``enqueued``:
+        one per job) summed by queue and kind in the store, the others one each."""
+        return self.backend.event_totals(after_id, until, limit, counted)
 
     def completion_totals(
         self, after: tuple[float, int], bounds: HistogramBounds, limit: int = 10_000, until: float = math.inf

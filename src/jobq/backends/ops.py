@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -35,6 +36,7 @@ from jobq.backends.base import (
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
     HistogramBounds,
@@ -1140,6 +1142,27 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
     # One C-level tuple per event (the exporter reads one per unusual event); both drivers return
     # the columns as the tuple wants them (id an int, kind a str).
     return [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+
+
+def event_totals(d: Dialect, after_id: int, until: float, limit: int, counted: Sequence[str]) -> Op[EventTotals]:
+    """Up to four reads in one transaction (one snapshot): where this read ends (the
+    ``limit``-th event, or the last one; before the first newer than ``until``), the counted
+    kinds summed, the others one row each."""
+    rows = yield Exec(d.sql["metric_event_bound"], {"after": after_id, "skip": max(0, limit - 1)})
+    end = int(rows[0][0]) if rows else int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+    held_back = False
+    if until != math.inf and end > after_id:
+        rows = yield Exec(d.sql["metric_event_unsettled"], {"after": after_id, "end": end, "until": until})
+        if rows and rows[0][0] is not None:
+            end, held_back = int(rows[0][0]) - 1, True
+    if end <= after_id:
+        return EventTotals(after_id, {}, [], held_back)
+    params: Params = {"after": after_id, "end": end}
+    kinds = d.any_of("e.kind", "k", counted, params)
+    counts = {(str(q), str(k)): int(n) for q, k, n in (yield Exec(d.stmt("metric_event_counts", kinds=kinds), params))}
+    rows = yield Exec(d.stmt("metric_events_between", kinds=kinds), params)
+    events = [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+    return EventTotals(end, counts, events, held_back)
 
 
 def _claimed_at(detail: str | None) -> float | None:

@@ -22,6 +22,7 @@ from jobq.backends.base import (
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
     HistogramBounds,
@@ -301,6 +302,9 @@ class SqlStore:
 
     def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.completions_after(self.dialect, after, until, limit))
+
+    def event_totals(self, after_id: int, until: float, limit: int, counted: Sequence[str]) -> EventTotals:
+        return self._read(lambda: ops.event_totals(self.dialect, after_id, until, limit, counted))
 
     def completion_totals(
         self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds

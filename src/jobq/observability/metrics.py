@@ -90,6 +90,9 @@ _FINISHED = {EventKind.COMPLETED.value, EventKind.FAILED.value}
 _NOT_COUNTED_AS_EVENTS = {EventKind.CLAIMED.value, EventKind.COMPLETED.value}
 """Kinds counted from job rows, never from stored events (a completion with a note is stored too;
 an older jobq stored them all): each is counted once."""
+_SUMMED_KINDS = (EventKind.ENQUEUED.value, *sorted(_NOT_COUNTED_AS_EVENTS))
+"""Kinds whose events need no row of their own (no claim, no histogram): the store counts them
+by queue. ``enqueued`` is one per job; read one by one, each cost the exporter ~1.5 us of CPU."""
 
 
 class _Histogram:
@@ -224,15 +227,22 @@ class JobqCollector:
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
 
     def _take_event_rows(self, cutoff: float, budget: int) -> int:
+        """Fold up to ``budget`` events after the cursor in; returns how many are left behind.
+        ``enqueued`` events (one per job) are counted by the store, the rest read one each."""
         assert self._cursor is not None
         t = self._totals
+        until = cutoff if self.settle_seconds else math.inf
         taken = 0
         while taken < budget:
-            events = self.queue.events_after(self._cursor, METRICS_EVENTS_PER_READ)
-            for e in events:
-                if self.settle_seconds and e.at > cutoff:
-                    return self.queue.last_event_id() - self._cursor
-                self._cursor = e.id
+            start = self._cursor
+            read = self.queue.event_totals(start, _SUMMED_KINDS, METRICS_EVENTS_PER_READ, until=until)
+            self._cursor = read.cursor
+            for (q, kind), n in read.counts.items():
+                t.queues.add(q)
+                if kind not in _NOT_COUNTED_AS_EVENTS:
+                    for name in _COUNTERS.get(kind, ()):
+                        self._count(name, q, n)
+            for e in read.events:
                 if e.queue is None:  # its job was purged meanwhile: no queue to count it in
                     continue
                 q = e.queue
@@ -245,8 +255,10 @@ class JobqCollector:
                     self._count("attempts_ended", q)
                 if e.kind in _FINISHED:
                     self._observe_finished(q, e)
-            taken += len(events)
-            if len(events) < METRICS_EVENTS_PER_READ:
+            if read.held_back:
+                return self.queue.last_event_id() - self._cursor
+            taken += read.cursor - start
+            if read.cursor - start < METRICS_EVENTS_PER_READ:
                 return 0
         return self.queue.last_event_id() - self._cursor
 

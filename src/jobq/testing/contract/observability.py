@@ -106,6 +106,34 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
     assert queue.events_after(retried.id) == []
 
 
+def test_event_totals_count_some_kinds_and_list_the_others(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The exporter's fold of events (issue 17): the kinds asked for counted by queue and kind
+    in the store (``enqueued``, one per job), every other event listed as ``events_after`` does."""
+    start = queue.last_event_id()
+    assert queue.event_totals(start, ["enqueued"]) == (start, {}, [], False)
+    queue.enqueue_many(["a", "b"], queue="mail")
+    queue.enqueue("c", queue="other", max_attempts=3)
+    clock.advance(2)
+    job = queue.claim("w1", queue="other")
+    assert job is not None
+    queue.fail_many([(job, "boom", True)], delays=[0])
+    listed = queue.events_after(start)
+    read = queue.event_totals(start, ["enqueued"])
+    assert read.cursor == listed[-1].id == queue.last_event_id() and not read.held_back
+    assert read.counts == {("mail", "enqueued"): 2, ("other", "enqueued"): 1}
+    assert read.events == [e for e in listed if e.kind != "enqueued"]
+    assert [e.kind for e in read.events] == ["retry_scheduled"] and read.events[0].claimed_at is not None
+    # A limit counts events of both kinds; the cursor goes on from where a read stopped.
+    first = queue.event_totals(start, ["enqueued"], limit=2)
+    assert (first.cursor, first.counts, first.events) == (listed[1].id, {("mail", "enqueued"): 2}, [])
+    rest = queue.event_totals(first.cursor, ["enqueued"])
+    assert (rest.counts, rest.events) == ({("other", "enqueued"): 1}, read.events)
+    # Events newer than ``until`` wait for a later read (PostgreSQL's settle delay).
+    held = queue.event_totals(start, ["enqueued"], until=clock.now - 1)
+    assert held == (listed[2].id, read.counts, [], True)
+    assert queue.event_totals(read.cursor, ["enqueued"]) == (read.cursor, {}, [], False)
+
+
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     """Completions write no event (issue 13): the metrics exporter follows completed job rows
     by (finished_at, id) instead, with each job's queue, times and attempts."""

@@ -38,6 +38,27 @@ SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finishe
 FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
 WHERE e.id > %(after)s ORDER BY e.id LIMIT %(limit)s
 
+-- name: metric_event_bound
+-- How far one read of event_totals reaches: the (skip + 1)-th event after the cursor.
+SELECT id FROM job_events WHERE id > %(after)s ORDER BY id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_event_unsettled
+-- The first event of the range too young to count yet (PostgreSQL: see the exporter's limits).
+SELECT min(id) FROM job_events WHERE id > %(after)s AND id <= %(end)s AND at > %(until)s
+
+-- name: metric_event_counts
+-- The events of the kinds counted, not read ({kinds}: enqueued, one per job), by queue and kind.
+SELECT j.queue, e.kind, count(*)
+FROM job_events e JOIN jobs j ON j.id = e.job_id
+WHERE e.id > %(after)s AND e.id <= %(end)s AND {kinds}
+GROUP BY j.queue, e.kind
+
+-- name: metric_events_between
+-- The other events of the range, one row each (as metric_events).
+SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finished_at, e.detail
+FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
+WHERE e.id > %(after)s AND e.id <= %(end)s AND NOT {kinds} ORDER BY e.id
+
 -- name: metric_completion_cursor
 -- Where a cursor over completions starts: the newest finished job (jobs_finished, backwards).
 SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1
