@@ -1122,7 +1122,8 @@ def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
 
 def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
     pending = {
-        q: (int(n), int(due or 0), oldest) for q, n, due, oldest in (yield Exec(d.sql["metric_pending"], {"now": now}))
+        q: (int(n), int(n) - int(later or 0), first if first is not None and first <= now else None)
+        for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now}))
     }
     running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
     out = {}
