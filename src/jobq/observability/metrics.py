@@ -10,11 +10,13 @@ Every scrape reads the store through the facade, with bounded cost at any number
   thread every second (and by the scrape itself, up to ``METRICS_EVENTS_PER_SCRAPE_MAX``):
   enqueues, attempts, retries, completions, failures, cancels, rescues, refused stale writes
   (lease lost), and wait / run time and attempts of each finished job. Two cursors: one over the
-  events by primary key (``Queue.events_after``), one over completed jobs by ``(finished_at,
-  id)`` along the finished-jobs index (``Queue.completions_after``), since claims and
-  completions write no event (issue 13). Attempts are counted when they end (an event that
-  carries its claim, or a completion) plus the jobs running now beyond those running at the
-  start, never less than last served. Like every Prometheus counter they start at 0 when the
+  events by primary key, one over completed jobs by ``(finished_at, id)`` along the
+  finished-jobs index, since claims and completions write no event (issue 13). The store sums
+  what is one per job (``Queue.completion_totals``: completions by queue and histogram slot;
+  ``Queue.event_totals``: ``enqueued`` events by queue), so the exporter's Python work does not
+  grow with the jobs done; rarer events are read one each. Attempts are counted when they end
+  (an event that carries its claim, or a completion) plus the jobs running now beyond those
+  running at the start, never less than last served. Like every Prometheus counter they start at 0 when the
   exporter starts; ``rate()`` and ``increase()`` handle that;
 - worker liveness from the registry (``Queue.workers``).
 
