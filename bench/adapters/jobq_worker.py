@@ -109,6 +109,7 @@ class Observer:
     def __init__(self, url: str, first: bool, parts: set[str]) -> None:
         from jobq.observability import logs
 
+        self._url = url
         self._sink = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
         self._handler: logging.Handler | None = None
         if "logs" in parts:
@@ -156,18 +157,23 @@ class Observer:
         return text
 
     def settle(self) -> None:
-        """Wait (a few seconds at most) until the exporter has counted every event written so
-        far: its follower reads them once a second, and the run's CPU must include that work."""
+        """Wait (a few seconds at most) until the exporter has counted every event and every
+        completion written so far: its follower reads them once a second, and the run's CPU
+        must include that work (waiting for the events alone left the last second's
+        completions out, most of a short run's)."""
         if self._exporter is None:
             return
-        deadline = time.monotonic() + self.SETTLE_SECONDS
-        while time.monotonic() < deadline:
-            text = self._fetch() or ""
-            # The scrape itself counts nothing (serve() leaves that to the follower): "behind 0"
-            # means the follower has read up to the newest event.
-            if "\njobq_metrics_events_behind 0.0\n" in text:
-                return
-            time.sleep(0.25)
+        from jobq import Queue
+
+        with Queue(self._url) as q:
+            deadline = time.monotonic() + self.SETTLE_SECONDS
+            while time.monotonic() < deadline:
+                text = self._fetch() or ""
+                # The scrape itself counts nothing (serve() leaves that to the follower): "behind
+                # 0" means the follower has read up to the newest event.
+                if "\njobq_metrics_events_behind 0.0\n" in text and _completed(text) >= q.counts().get("COMPLETED", 0):
+                    return
+                time.sleep(0.25)
 
     def _scrape(self) -> None:
         while not self._stop.wait(self.SCRAPE_SECONDS):
@@ -192,6 +198,11 @@ class Observer:
         if self._handler:
             logging.getLogger().removeHandler(self._handler)
         self._sink.close()
+
+
+def _completed(text: str) -> float:
+    """The sum of ``jobq_completed_total`` over queues in a scrape."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("jobq_completed_total{"))
 
 
 class JobqWorker(Jobq):
