@@ -24,11 +24,14 @@ from jobq.backends.base import (
     Backend,
     Bucket,
     Completion,
+    CompletionTotals,
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
+    HistogramBounds,
     JobFilter,
     Lease,
     Listener,
@@ -887,6 +890,21 @@ class Queue:
         """Jobs completed after the cursor ``after`` and no later than ``until``, oldest first, as
         ``completed`` entries with their queue and times (for metrics: completions are not events)."""
         return self.backend.completions_after(after, until, limit)
+
+    def event_totals(
+        self, after_id: int, counted: Sequence[str], limit: int = 10_000, until: float = math.inf
+    ) -> EventTotals:
+        """``events_after`` for the metrics exporter: the kinds in ``counted`` (``enqueued``:
+        one per job) summed by queue and kind in the store, the others one each."""
+        return self.backend.event_totals(after_id, until, limit, counted)
+
+    def completion_totals(
+        self, after: tuple[float, int], bounds: HistogramBounds, limit: int = 10_000, until: float = math.inf
+    ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
+        """``completions_after`` summed per queue in the store (count, and wait / run time /
+        attempts against ``bounds``), with the cursor after the last job counted: what the
+        metrics exporter folds in, at no Python cost per completed job."""
+        return self.backend.completion_totals(after, until, limit, bounds)
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
     def add_schedule(

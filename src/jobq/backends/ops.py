@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -31,11 +32,15 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    CompletionTotals,
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
+    HistogramBounds,
+    HistogramCounts,
     JobFilter,
     Lease,
     MetricEvent,
@@ -1148,7 +1153,8 @@ def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
 
 def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
     pending = {
-        q: (int(n), int(due or 0), oldest) for q, n, due, oldest in (yield Exec(d.sql["metric_pending"], {"now": now}))
+        q: (int(n), int(n) - int(later or 0), first if first is not None and first <= now else None)
+        for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now}))
     }
     running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
     out = {}
@@ -1168,6 +1174,27 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
     # One C-level tuple per event (the exporter reads one per unusual event); both drivers return
     # the columns as the tuple wants them (id an int, kind a str).
     return [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+
+
+def event_totals(d: Dialect, after_id: int, until: float, limit: int, counted: Sequence[str]) -> Op[EventTotals]:
+    """Up to four reads in one transaction (one snapshot): where this read ends (the
+    ``limit``-th event, or the last one; before the first newer than ``until``), the counted
+    kinds summed, the others one row each."""
+    rows = yield Exec(d.sql["metric_event_bound"], {"after": after_id, "skip": max(0, limit - 1)})
+    end = int(rows[0][0]) if rows else int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+    held_back = False
+    if until != math.inf and end > after_id:
+        rows = yield Exec(d.sql["metric_event_unsettled"], {"after": after_id, "end": end, "until": until})
+        if rows and rows[0][0] is not None:
+            end, held_back = int(rows[0][0]) - 1, True
+    if end <= after_id:
+        return EventTotals(after_id, {}, [], held_back)
+    params: Params = {"after": after_id, "end": end}
+    kinds = d.any_of("e.kind", "k", counted, params)
+    counts = {(str(q), str(k)): int(n) for q, k, n in (yield Exec(d.stmt("metric_event_counts", kinds=kinds), params))}
+    rows = yield Exec(d.stmt("metric_events_between", kinds=kinds), params)
+    events = [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+    return EventTotals(end, counts, events, held_back)
 
 
 def _claimed_at(detail: str | None) -> float | None:
@@ -1190,6 +1217,45 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
         MetricEvent(int(i), EventKind.COMPLETED.value, fin, n, q, run_at, started, fin)
         for i, n, q, run_at, started, fin in rows
     ]
+
+
+def completion_totals(
+    d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
+) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
+    """Three reads in one transaction (one snapshot): where this fold ends (the ``limit``-th
+    completion after the cursor, or the last one), then the sums up to there."""
+    span: Params = {"at": after[0], "id": after[1], "until": until}
+    rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
+    if not rows:
+        rows = yield Exec(d.sql["metric_completion_last"], span)
+        if not rows:
+            return after, {}
+    end = (float(rows[0][0]), int(rows[0][1]))
+    params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
+    sql = d.stmt(
+        "metric_completion_totals",
+        wait=d.bucket_of("wait", "w", bounds.wait, params),
+        run=d.bucket_of("run", "r", bounds.run, params),
+        attempts=d.bucket_of("attempts", "a", bounds.attempts, params),
+    )
+    # One row per queue and combination of slots (a handful): summed up per queue here.
+    sums: dict[str, list[Any]] = {}
+    for row in (yield Exec(sql, params)):
+        q, slots, n, totals = row[0], row[1:4], row[4], row[5:8]
+        acc = sums.get(q)
+        if acc is None:
+            acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
+        acc[0] += n
+        for i, slot in enumerate(slots):
+            if slot >= 0:
+                acc[1 + i][slot] += n
+        for i, total in enumerate(totals):
+            acc[4][i] += total or 0.0
+    out = {
+        str(q): CompletionTotals(int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3)))
+        for q, acc in sums.items()
+    }
+    return end, out
 
 
 # -- worker registry ----------------------------------------------------------------------------

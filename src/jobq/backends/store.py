@@ -18,11 +18,14 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    CompletionTotals,
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
+    HistogramBounds,
     JobFilter,
     Lease,
     Listener,
@@ -383,6 +386,14 @@ class SqlStore:
 
     def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.completions_after(self.dialect, after, until, limit))
+
+    def event_totals(self, after_id: int, until: float, limit: int, counted: Sequence[str]) -> EventTotals:
+        return self._read(lambda: ops.event_totals(self.dialect, after_id, until, limit, counted))
+
+    def completion_totals(
+        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
+    ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
+        return self._read(lambda: ops.completion_totals(self.dialect, after, until, limit, bounds))
 
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import jobq
-from jobq.backends.base import NewJob
+from jobq.backends.base import HistogramBounds, NewJob
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import kinds
 
@@ -106,6 +106,34 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
     assert queue.events_after(retried.id) == []
 
 
+def test_event_totals_count_some_kinds_and_list_the_others(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The exporter's fold of events (issue 17): the kinds asked for counted by queue and kind
+    in the store (``enqueued``, one per job), every other event listed as ``events_after`` does."""
+    start = queue.last_event_id()
+    assert queue.event_totals(start, ["enqueued"]) == (start, {}, [], False)
+    queue.enqueue_many(["a", "b"], queue="mail")
+    queue.enqueue("c", queue="other", max_attempts=3)
+    clock.advance(2)
+    job = queue.claim("w1", queue="other")
+    assert job is not None
+    queue.fail_many([(job, "boom", True)], delays=[0])
+    listed = queue.events_after(start)
+    read = queue.event_totals(start, ["enqueued"])
+    assert read.cursor == listed[-1].id == queue.last_event_id() and not read.held_back
+    assert read.counts == {("mail", "enqueued"): 2, ("other", "enqueued"): 1}
+    assert read.events == [e for e in listed if e.kind != "enqueued"]
+    assert [e.kind for e in read.events] == ["retry_scheduled"] and read.events[0].claimed_at is not None
+    # A limit counts events of both kinds; the cursor goes on from where a read stopped.
+    first = queue.event_totals(start, ["enqueued"], limit=2)
+    assert (first.cursor, first.counts, first.events) == (listed[1].id, {("mail", "enqueued"): 2}, [])
+    rest = queue.event_totals(first.cursor, ["enqueued"])
+    assert (rest.counts, rest.events) == ({("other", "enqueued"): 1}, read.events)
+    # Events newer than ``until`` wait for a later read (PostgreSQL's settle delay).
+    held = queue.event_totals(start, ["enqueued"], until=clock.now - 1)
+    assert held == (listed[2].id, read.counts, [], True)
+    assert queue.event_totals(read.cursor, ["enqueued"]) == (read.cursor, {}, [], False)
+
+
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     """Completions write no event (issue 13): the metrics exporter follows completed job rows
     by (finished_at, id) instead, with each job's queue, times and attempts."""
@@ -140,6 +168,53 @@ def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clo
     assert queue.completions_after(start, limit=2) == done[:2]
     assert queue.completions_after(start, until=clock.now - 1) == []  # not yet settled
     assert queue.completion_cursor() == (clock.now, failing)  # any finished job: where to start
+
+
+def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The exporter's fold (issue 17): the same completions as ``completions_after``, counted
+    per queue and histogram slot by the store, with the cursor after the last one counted."""
+    bounds = HistogramBounds(wait=(1.0, 5.0), run=(2.0,), attempts=(1.0, 2.0))
+    start = queue.completion_cursor()
+    assert queue.completion_totals(start, bounds) == (start, {})
+    fast = queue.enqueue_many(["a", "b"], queue="mail")
+    retried = queue.enqueue("r", queue="mail", max_attempts=3)
+    clock.advance(3)  # waited 3 s: the second wait slot
+    jobs = [queue.claim("w1", queue="mail") for _ in range(3)]
+    assert [j.id for j in jobs if j] == [*fast, retried]
+    clock.advance(1)
+    for job in jobs[:2]:
+        assert job is not None
+        queue.complete(job)  # ran 1 s: the first run slot
+    assert jobs[2] is not None
+    queue.fail(jobs[2], "again")  # a failure is no completion; retried after its backoff
+    other = queue.enqueue("o", queue="other")
+    clock.advance(3600)  # "other" waited an hour: past every wait bound
+    again = queue.claim("w1", queue="mail")
+    late = queue.claim("w1", queue="other")
+    assert again is not None and again.id == retried and late is not None and late.id == other
+    clock.advance(3)  # ran 3 s: past the run bound
+    queue.complete(again)
+    queue.complete(late)
+    listed = queue.completions_after(start)
+    cursor, totals = queue.completion_totals(start, bounds)
+    assert cursor == (listed[-1].at, listed[-1].id)
+    assert {q: t.completed for q, t in totals.items()} == {"mail": 3, "other": 1}
+    mail, other_q = totals["mail"], totals["other"]
+    assert mail.wait.counts[:2] == (0, 2) and other_q.wait.counts == (0, 0, 1)
+    assert mail.run.counts == (2, 1) and other_q.run.counts == (0, 1)
+    assert mail.attempts.counts == (2, 1, 0) and other_q.attempts.counts == (1, 0, 0)
+    waits = [e.started_at - e.run_at for e in listed if e.queue == "mail"]  # type: ignore[operator]
+    assert mail.wait.total == pytest.approx(sum(max(0.0, w) for w in waits))
+    assert (mail.run.total, mail.attempts.total, other_q.wait.total) == (1 + 1 + 3, 4, 3600)
+    # A limit stops where completions_after's limit does; the cursor goes on from there.
+    cursor2, first2 = queue.completion_totals(start, bounds, limit=2)
+    assert cursor2 == (listed[1].at, listed[1].id) and first2["mail"].completed == 2
+    assert queue.completion_totals(cursor2, bounds)[1].keys() == {"mail", "other"}
+    assert queue.completion_totals(cursor, bounds) == (cursor, {})
+    # Not yet settled: only what finished by ``until``.
+    assert queue.completion_totals(start, bounds, until=listed[0].at - 1) == (start, {})
+    settled = queue.completion_totals(start, bounds, until=clock.now - 1)
+    assert settled[0] == (listed[1].at, listed[1].id) and settled[1]["mail"].completed == 2
 
 
 def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jobq.Queue, clock: FakeClock) -> None:
