@@ -27,17 +27,20 @@ from jobq.web import _page, flow_panel, manager_model, safety, schedules_panel, 
 from jobq.web._page import open_queue, storage_error
 
 # Pixel widths of the job list's columns, so that at 1366 px (sidebar open) the table fits without
-# scrolling sideways and no header is cut (tests/web/test_browser_manager.py measures it); the
-# last error takes what is left. The full times, payload and error are in the job's detail.
+# scrolling sideways and no header is cut (tests/web/test_browser_manager.py measures it). Every
+# column has a width: one left to size itself grows to its longest text (an error) and the table
+# then scrolls. On a wider page Streamlit widens every column in proportion. The full times,
+# payload and error are in the job's detail.
 TABLE_WIDTHS: Final = {
     "id": 72,
-    "status": 128,
-    "queue": 80,
-    "task": 80,
-    "path / payload": 190,
+    "status": 116,
+    "queue": 76,
+    "task": 76,
+    "path / payload": 180,
     "tries": 48,
-    "created": 84,
-    "finished": 84,
+    "created": 80,
+    "finished": 80,
+    "last error": 140,
 }
 ROW_HEIGHT_PX: Final = 35
 """Streamlit's default table row height: the list is as tall as its rows (no inner scrolling)."""
@@ -240,33 +243,30 @@ def _detail(q: Queue, job_id: int) -> None:
         st.button("Close", key="detail_close_missing", on_click=_show_detail, args=(None,))
         return
     with st.container(border=True, key="job_detail"):
-        head, actions = st.columns([3, 2], vertical_alignment="center")
+        head, right = st.columns([3, 2], vertical_alignment="center")
         head.markdown(f"### Job {job.id} &nbsp; {views.status_badge(job.status)}")
-        a1, a2, a3 = actions.columns(3)
+        # Buttons as wide as their labels (wrapping when narrow): at 1366 px none is cut.
+        actions = right.container(horizontal=True, horizontal_alignment="right", gap="xxsmall")
         legal = operator_actions(job.status)
         if "resubmit" in legal:
-            a1.button(
+            actions.button(
                 "Resubmit",
                 key="detail_resubmit",
                 icon=":material/replay:",
                 on_click=_run_action,
                 args=(q, "Resubmit"),
                 kwargs={"ids": [job.id]},
-                width="stretch",
             )
         if "cancel" in legal:
-            a2.button(
+            actions.button(
                 "Cancel",
                 key="detail_cancel",
                 icon=":material/block:",
                 on_click=_run_action,
                 args=(q, "Cancel"),
                 kwargs={"ids": [job.id]},
-                width="stretch",
             )
-        a3.button(
-            "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
-        )
+        actions.button("Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,))
         facts = {
             "queue": safety.md_literal(job.queue),
             "task": safety.md_literal(job.task) if job.task else "(default)",
@@ -348,17 +348,18 @@ def _confirmation(q: Queue) -> None:
 
 def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
     chosen = sorted(_selected())
-    cols = st.columns([1.3, 1.1, 1.6, 1.5, 0.75, 0.05, 1.85, 1.75], vertical_alignment="center", gap=BAR_GAP)
-    cols[0].button(
+    # A row of buttons as wide as their labels that wraps when the page is narrow: at 1366 px no
+    # label is cut ("Res…"), whatever the counts in them.
+    bar = st.container(horizontal=True, gap=BAR_GAP, vertical_alignment="center", key="bulk_bar")
+    bar.button(
         "Select page",
         key="select_page",
         icon=":material/select_all:",
         on_click=_select_page,
         args=(page_ids,),
         disabled=not page_ids,
-        width="stretch",
     )
-    cols[1].button(
+    bar.button(
         "Details",
         key="open_selected",
         icon=":material/open_in_new:",
@@ -366,40 +367,35 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> No
         disabled=len(chosen) != 1,
         on_click=_show_detail,
         args=(chosen[0] if len(chosen) == 1 else None,),
-        width="stretch",
     )
-    cols[2].button(
+    bar.button(
         f"Resubmit selected ({len(chosen)})",
         key="bulk_resubmit",
         disabled=not chosen,
         on_click=_ask,
         args=(Pending("Resubmit", len(chosen), ids=tuple(chosen)),),
-        width="stretch",
     )
-    cols[3].button(
+    bar.button(
         f"Cancel selected ({len(chosen)})",
         key="bulk_cancel",
         disabled=not chosen,
         on_click=_ask,
         args=(Pending("Cancel", len(chosen), ids=tuple(chosen)),),
-        width="stretch",
     )
-    cols[4].button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection, width="stretch")
-    cols[6].button(
+    bar.button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection)
+    bar.button(
         f"Resubmit all {total:,} matching…",
         key="all_resubmit",
         disabled=not total,
         on_click=_ask,
         args=(Pending("Resubmit", total, where=where),),
-        width="stretch",
     )
-    cols[7].button(
+    bar.button(
         f"Cancel all {total:,} matching…",
         key="all_cancel",
         disabled=not total,
         on_click=_ask,
         args=(Pending("Cancel", total, where=where),),
-        width="stretch",
     )
 
 
@@ -441,7 +437,9 @@ def _job_table(jobs: list[Job]) -> None:
             "tries": st.column_config.TextColumn(width=TABLE_WIDTHS["tries"], help="Attempts / max attempts"),
             "created": st.column_config.TextColumn(width=TABLE_WIDTHS["created"], help=when),
             "finished": st.column_config.TextColumn(width=TABLE_WIDTHS["finished"], help=when),
-            "last error": st.column_config.TextColumn(help="The last error's summary; the job's detail has it all"),
+            "last error": st.column_config.TextColumn(
+                width=TABLE_WIDTHS["last error"], help="The last error's summary; the job's detail has it all"
+            ),
         },
     )
     chosen = manager_model.merge_selection(_selected(), page_ids, event.selection.rows)
