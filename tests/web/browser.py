@@ -150,6 +150,9 @@ TABLE_ROW_PX = 35  # jobq.web.manager.ROW_HEIGHT_PX: the header and each row
 JOB_ROWS_JS = """(selector) => {
   const table = document.querySelector(selector);
   if (table === null) return [];
+  // The grid fills its accessible table only with the rows in the window: bring it into view.
+  const box = table.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) table.scrollIntoView({block: 'start'});
   const rows = [...table.querySelectorAll('table tr')].map(tr => [...tr.children].map(c => c.innerText.trim()));
   const at = rows.length ? rows[0].indexOf('id') : -1;
   return at < 0 ? [] : rows.slice(1).filter(r => r.length > at && /^[0-9]+$/.test(r[at])).map(r => [r[at], r]);
@@ -168,10 +171,9 @@ def wait_rows(page: Any, check: Callable[[dict[int, list[str]]], bool], what: st
 
 def click_job_row(page: Any, job_id: int) -> None:
     """Tick (or untick) a job's row in the manager's list: a click on its row marker, as an operator does."""
+    wait_rows(page, lambda rows: job_id in rows, f"job {job_id} in the list")  # a redrawn table fills anew
     ids = list(job_rows(page))
-    assert job_id in ids, f"job {job_id} is not in the list {ids}"
     table = page.locator(JOB_TABLE)
-    table.scroll_into_view_if_needed()
     box = table.bounding_box()
     y = box["y"] + TABLE_ROW_PX * (ids.index(job_id) + 1) + TABLE_ROW_PX / 2
     height = page.viewport_size["height"]
