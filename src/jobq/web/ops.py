@@ -267,6 +267,9 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
                     help="Process starts of this supervisord program beyond the first"
                 ),
                 "id": st.column_config.TextColumn(width="small"),
+                "started": st.column_config.TextColumn(
+                    help=f"Server time ({views.zone_name(now)}); a date when not today"
+                ),
             },
         )
     else:
@@ -293,7 +296,9 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
         )
     schedules_panel.panel(q, now)
 
-    left, right = st.columns([3, 2])
+    # One above the other, each the page's width: side by side, the latest jobs' eight columns
+    # scrolled sideways at 1366 px (tests/web/test_browser_ops.py checks every table fits).
+    left, right = st.container(), st.container()
     with left:
         st.subheader(":material/list_alt: Latest jobs")
         show = st.segmented_control(
