@@ -600,3 +600,17 @@ def test_an_unreachable_database_is_named_without_its_password(
     at = run(app)
     assert "Cannot open the job queue" in texts(at.error)
     assert "SECRET" not in page_text(at)
+
+
+def test_ops_latest_jobs_filter_by_status(seeded: Seeded) -> None:
+    """The latest-jobs table is a fragment of its own: its status filter redraws it alone."""
+    at = run(OPS)
+
+    def latest() -> pd.DataFrame:
+        (frame,) = [d.value for d in at.dataframe if "path / payload" in d.value.columns]
+        return frame
+
+    assert set(latest()["status"]) == {s.value for s in JobStatus}
+    at.button_group(key="jobs_status").set_value("FAILED").run()
+    assert not at.exception
+    assert list(latest()["status"]) == ["FAILED"] * len(seeded.ids[JobStatus.FAILED])
