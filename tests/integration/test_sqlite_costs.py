@@ -177,7 +177,7 @@ def test_a_batch_enqueue_is_one_insert_per_chunk_and_one_for_the_events(tmp_path
     from jobq.backends.ops import VALUES_CHUNK_ROWS
 
     db = tmp_path / "q.db"
-    jobs = 2 * VALUES_CHUNK_ROWS + 500
+    jobs = 2 * VALUES_CHUNK_ROWS + VALUES_CHUNK_ROWS // 2
     with jobq.Queue(f"sqlite:///{db}") as q:
         q.enqueue({"warm": True})
         conn = q.backend._connect()  # type: ignore[attr-defined]
@@ -187,7 +187,7 @@ def test_a_batch_enqueue_is_one_insert_per_chunk_and_one_for_the_events(tmp_path
         ids = q.enqueue_many([payload(n) for n in range(jobs)])
         assert statements == [
             "BEGIN IMMEDIATE",
-            *["INSERT INTO jobs"] * 3,
+            *["INSERT INTO jobs"] * 3,  # two full chunks and the rest
             "INSERT INTO job_events",
             "COMMIT",
         ]

@@ -50,7 +50,7 @@ def test_enqueue_many_in_order(queue: jobq.Queue) -> None:
 
 
 def test_a_large_batch_keeps_its_order_fields_and_history(queue: jobq.Queue, clock: FakeClock) -> None:
-    """More jobs than one statement takes (SQLite: 1,000 a chunk): every job in order, with the
+    """More jobs than one statement takes (SQLite: 400 a chunk): every job in order, with the
     fields the call gave, its own payload and its ``enqueued`` event; a bad payload anywhere in a
     batch stores none of it."""
     n = 2_345
