@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import math
 import os
@@ -227,6 +228,18 @@ class Queue:
         self.backend.close()
 
     # -- producers -------------------------------------------------------------------------
+    def _payload_text(self, payload: Any) -> str:
+        """``payload`` as JSON, checked for depth and size (InvalidPayload, PayloadTooLarge)."""
+        limit = self.settings.payload_limit_bytes
+        estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
+        if estimate > limit:
+            raise PayloadTooLarge(estimate, limit, at_least=True)
+        text = encode_walked(payload)  # walked in full above: its depth is checked
+        size = len(text) if text.isascii() else len(text.encode())
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        return text
+
     def _new_job(
         self,
         payload: Any,
@@ -246,14 +259,7 @@ class Queue:
         concurrency_key: str | None = None,
         policy: JobPolicy | None = None,
     ) -> NewJob:
-        limit = self.settings.payload_limit_bytes
-        estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
-        if estimate > limit:
-            raise PayloadTooLarge(estimate, limit, at_least=True)
-        text = encode_walked(payload)  # walked in full above: its depth is checked
-        size = len(text) if text.isascii() else len(text.encode())
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
+        text = self._payload_text(payload)
         if key is not None:
             _check_name(key, "idempotency key", remember=False)
         if concurrency_key is not None:
@@ -442,7 +448,61 @@ class Queue:
             raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(items)} payloads")
         if concurrency_keys is not None and concurrency_key is not None:
             raise InvalidPayload("give concurrency_key or concurrency_keys, not both")
-        jobs = [
+        if keys is None and concurrency_keys is None and items:
+            # Every job but its payload is the same: checked once (for the first job), then per
+            # job only the payload (the per-job checks were 2/3 of a batch's Python time).
+            first = self._new_job(
+                items[0],
+                queue=queue,
+                task=task,
+                priority=priority,
+                delay=delay,
+                run_at=None,
+                key=None,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                now=now,
+                on_conflict=on_conflict,
+                concurrency_key=concurrency_key,
+                policy=policy,
+            )
+            same = dataclasses.asdict(first)
+            del same["payload_json"]
+            text = self._payload_text
+            jobs = [first, *(NewJob(payload_json=text(p), **same) for p in items[1:])]
+        else:
+            jobs = self._batch_jobs(
+                items, queue, task, priority, delay, keys, key_scope, key_ttl, on_conflict, max_attempts,
+                timeout, now, concurrency_key, concurrency_keys, policy,
+            )  # fmt: skip
+        if not jobs:
+            return []
+        if tracing.recording():
+            return self._traced_enqueue(jobs, now, conn)
+        if conn is not None:
+            return self.backend.enqueue_in(conn, jobs, now)
+        return self.backend.enqueue(jobs, now)
+
+    def _batch_jobs(
+        self,
+        items: Sequence[Any],
+        queue: str | None,
+        task: str,
+        priority: int,
+        delay: float | None,
+        keys: Sequence[str | None] | None,
+        key_scope: str,
+        key_ttl: float | None,
+        on_conflict: str,
+        max_attempts: int | None,
+        timeout: float | None,
+        now: float,
+        concurrency_key: str | None,
+        concurrency_keys: Sequence[str | None] | None,
+        policy: JobPolicy | None,
+    ) -> list[NewJob]:
+        """One checked NewJob per payload, each with its own key or concurrency key."""
+        return [
             self._new_job(
                 p,
                 queue=queue,
@@ -462,13 +522,6 @@ class Queue:
             )
             for i, p in enumerate(items)
         ]
-        if not jobs:
-            return []
-        if tracing.recording():
-            return self._traced_enqueue(jobs, now, conn)
-        if conn is not None:
-            return self.backend.enqueue_in(conn, jobs, now)
-        return self.backend.enqueue(jobs, now)
 
     # -- workers ---------------------------------------------------------------------------
     def claim(

