@@ -843,6 +843,15 @@ class Queue:
         """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
         return self.backend.events_after(after_id, limit)
 
+    def last_job_id(self) -> int:
+        """Where a cursor over enqueues starts: the newest job's id (0 when none)."""
+        return self.backend.last_job_id()
+
+    def enqueues_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
+        """Jobs made after the job ``after_id``, in id order, as ``enqueued`` entries with their
+        queue (for metrics: enqueues are not events)."""
+        return self.backend.enqueues_after(after_id, limit)
+
     def completion_cursor(self) -> tuple[float, int]:
         """Where a cursor over completions starts: ``(finished_at, id)`` of the newest finished job."""
         return self.backend.completion_cursor()

@@ -631,6 +631,15 @@ class Backend(Protocol):
         """Up to ``limit`` events with ids above ``after_id``, in id order, with their job's queue."""
         ...
 
+    def last_job_id(self) -> int:
+        """The id of the newest job (0 when none): where a metrics cursor over enqueues starts."""
+        ...
+
+    def enqueues_after(self, after_id: int, limit: int) -> list[MetricEvent]:
+        """Up to ``limit`` jobs with ids above ``after_id``, in id order, as ``enqueued`` entries
+        (``id`` is the job's, ``at`` its ``created_at``): an enqueue stores no event (issue 13)."""
+        ...
+
     def completion_cursor(self) -> tuple[float, int]:
         """``(finished_at, id)`` of the newest finished job (``(0.0, 0)`` when none): where a
         cursor over completions starts."""

@@ -9,10 +9,11 @@ Every scrape reads the store through the facade, with bounded cost at any number
 - counters and histograms from what happened since the exporter started, folded in by a follower
   thread every second (and by the scrape itself, up to ``METRICS_EVENTS_PER_SCRAPE_MAX``):
   enqueues, attempts, retries, completions, failures, cancels, rescues, refused stale writes
-  (lease lost), and wait / run time and attempts of each finished job. Two cursors: one over the
+  (lease lost), and wait / run time and attempts of each finished job. Three cursors: one over the
   events by primary key (``Queue.events_after``), one over completed jobs by ``(finished_at,
-  id)`` along the finished-jobs index (``Queue.completions_after``), since claims and
-  completions write no event (issue 13). Attempts are counted when they end (an event that
+  id)`` along the finished-jobs index (``Queue.completions_after``), one over the jobs by primary
+  key for enqueues (``Queue.enqueues_after``), since enqueues, claims and completions write no
+  event (issue 13). Attempts are counted when they end (an event that
   carries its claim, or a completion) plus the jobs running now beyond those running at the
   start, never less than last served. Like every Prometheus counter they start at 0 when the
   exporter starts; ``rate()`` and ``increase()`` handle that;
@@ -61,7 +62,8 @@ log = logging.getLogger("jobq.metrics")
 
 #: Event kind -> the counter it feeds (several kinds feed two: a rescue that fails the job).
 _COUNTERS: dict[str, tuple[str, ...]] = {
-    EventKind.ENQUEUED: ("enqueued",),
+    # No EventKind.ENQUEUED: enqueues are counted from the job rows (an older jobq's stored
+    # `enqueued` event would count its job twice).
     EventKind.RESUBMITTED: ("resubmitted",),
     EventKind.RETRY_SCHEDULED: ("retries",),
     EventKind.FAILED: ("failures",),
@@ -143,6 +145,7 @@ class JobqCollector:
         self._lock = threading.Lock()  # two scrapes at once must not count an event twice
         self._cursor: int | None = None
         self._done_cursor: tuple[float, int] | None = None
+        self._made_cursor = 0
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
 
@@ -162,10 +165,11 @@ class JobqCollector:
         if self._cursor is None:
             self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
             self._done_cursor = self.queue.completion_cursor()
+            self._made_cursor = self.queue.last_job_id()
             running = self.queue.queue_gauges()
             self._totals.running_at_start = {q: g.processing for q, g in running.items()}
         cutoff = now - self.settle_seconds
-        left = self._take_completions(cutoff, budget)
+        left = self._take_completions(cutoff, budget) + self._take_enqueues(cutoff, budget)
         return left + self._take_event_rows(cutoff, budget)
 
     def _observe_finished(self, q: str, e: Any) -> None:
@@ -199,6 +203,23 @@ class JobqCollector:
             if len(done) < METRICS_EVENTS_PER_READ:
                 return 0
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
+
+    def _take_enqueues(self, cutoff: float, budget: int) -> int:
+        """Fold in the jobs made after the job cursor; returns 1 if some were left."""
+        taken = 0
+        while taken < budget:
+            made = self.queue.enqueues_after(self._made_cursor, METRICS_EVENTS_PER_READ)
+            for e in made:
+                if self.settle_seconds and e.at > cutoff:
+                    return 1
+                self._made_cursor = e.id
+                if e.queue is not None:
+                    self._totals.queues.add(e.queue)
+                    self._count("enqueued", e.queue)
+            taken += len(made)
+            if len(made) < METRICS_EVENTS_PER_READ:
+                return 0
+        return 1 if budget else 0
 
     def _take_event_rows(self, cutoff: float, budget: int) -> int:
         assert self._cursor is not None

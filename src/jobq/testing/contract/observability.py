@@ -92,18 +92,39 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
     clock.advance(3)
     queue.fail_many([(job, "boom", True)], delays=[0])
     events = queue.events_after(start)
-    # Claims write no event (issue 13): the event that ends an attempt carries its claim time.
-    assert [e.kind for e in events] == ["enqueued", "retry_scheduled"]
-    assert [e.id for e in events] == sorted(e.id for e in events) and events[0].id > start
+    # Enqueues and claims write no event (issue 13): the event that ends an attempt carries its
+    # claim time; enqueues are followed along the jobs (test_enqueues_after_...).
+    assert [e.kind for e in events] == ["retry_scheduled"]
+    assert events[0].id > start
     retried = events[-1]
     assert (retried.queue, retried.attempt, retried.at, retried.claimed_at) == ("mail", 1, clock.now, claimed_at)
-    assert events[0].claimed_at is None
     assert queue.last_event_id() == retried.id
-    assert [e.kind for e in queue.events_after(start, limit=1)] == ["enqueued"]
-    assert queue.events_after(events[0].id) == [retried]
+    assert [e.kind for e in queue.events_after(start, limit=1)] == ["retry_scheduled"]
     clock.advance(1)
     queue.purge(older_than=0)
     assert queue.events_after(retried.id) == []
+
+
+def test_enqueues_after_is_a_cursor_over_the_jobs_made(queue: jobq.Queue, clock: FakeClock) -> None:
+    start = queue.last_job_id()
+    assert queue.enqueues_after(start) == []
+    made_at = clock.now
+    first = queue.enqueue("x", queue="mail")
+    clock.advance(1)
+    second = queue.enqueue_many(["y"], queue="sms", delay=5)[0]
+    made = queue.enqueues_after(start)
+    assert [(e.id, e.kind, e.at, e.queue, e.attempt) for e in made] == [
+        (first, "enqueued", made_at, "mail", 0),
+        (second, "enqueued", made_at + 1, "sms", 0),
+    ]
+    assert made[1].run_at == made_at + 6
+    assert queue.last_job_id() == second
+    assert queue.enqueues_after(start, limit=1) == made[:1]
+    assert queue.enqueues_after(first) == made[1:]
+    # A key that a job holds makes nothing: no second entry.
+    queue.enqueue("z", key="k")
+    queue.enqueue("z", key="k")
+    assert [e.kind for e in queue.enqueues_after(second)] == ["enqueued"]
 
 
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:

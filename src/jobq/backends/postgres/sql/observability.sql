@@ -31,6 +31,13 @@ FROM jobs WHERE status = 'PROCESSING' GROUP BY queue
 -- name: metric_last_event_id
 SELECT coalesce(max(id), 0) FROM job_events
 
+-- name: metric_last_job_id
+SELECT coalesce(max(id), 0) FROM jobs
+
+-- name: metric_enqueues
+-- Enqueues are not events (issue 13): the exporter follows the jobs' primary key from a cursor.
+SELECT id, created_at, queue, run_at FROM jobs WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+
 -- name: metric_events
 -- Events after a cursor, by primary key, each with its job's queue and times (a primary-key
 -- lookup per event): the exporter turns them into counters and histograms.
