@@ -932,6 +932,20 @@ class Queue:
         return self.backend.events_after(after_id, limit)
 
     @read
+    def last_job_id(self) -> int:
+        """Where a cursor over enqueues starts: the newest job's id (0 when none)."""
+        return self.backend.last_job_id()
+
+    @read
+    def enqueue_totals(
+        self, after_id: int, limit: int = 10_000, until: float = math.inf
+    ) -> tuple[int, dict[str, int], bool]:
+        """For the metrics exporter: the jobs made after the job ``after_id`` (at most ``limit``,
+        none made after ``until``) counted by queue in the store: ``(the last id covered,
+        {queue: jobs}, whether younger jobs were held back)`` (enqueues are not events)."""
+        return self.backend.enqueue_totals(after_id, until, limit)
+
+    @read
     def completion_cursor(self) -> tuple[float, int]:
         """Where a cursor over completions starts: ``(finished_at, id)`` of the newest finished job."""
         return self.backend.completion_cursor()
@@ -944,6 +958,7 @@ class Queue:
         ``completed`` entries with their queue and times (for metrics: completions are not events)."""
         return self.backend.completions_after(after, until, limit)
 
+    @read
     def event_totals(
         self, after_id: int, counted: Sequence[str], limit: int = 10_000, until: float = math.inf
     ) -> EventTotals:
@@ -951,6 +966,7 @@ class Queue:
         one per job) summed by queue and kind in the store, the others one each."""
         return self.backend.event_totals(after_id, until, limit, counted)
 
+    @read
     def completion_totals(
         self, after: tuple[float, int], bounds: HistogramBounds, limit: int = 10_000, until: float = math.inf
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:

@@ -148,32 +148,13 @@ def test_ephemeral_tables_stay_in_memory(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA temp_store").fetchall() == [(2,)]  # 2: MEMORY
 
 
-#: An enqueue's pages: the row, ``sqlite_sequence`` (AUTOINCREMENT), ``jobs_live``, and its
-#: ``enqueued`` event (the row and job_events' two indexes): 6.3 measured; the minimal insert
-#: writes the row and its claim index (about 2).
-ENQUEUE_FRAMES_MAX = 7.0
+# A single enqueue's statements and pages are counted in test_enqueue_costs.py.
 #: A batch enqueue's pages per job: the rows and index entries fill whole pages (0.08 measured
 #: with 2,500 jobs of this payload's size).
 BATCH_ENQUEUE_FRAMES_PER_JOB_MAX = 0.12
 
 
-def test_an_enqueue_is_four_statements_and_writes_a_bounded_number_of_wal_pages(tmp_path: Path) -> None:
-    db = tmp_path / "q.db"
-    with jobq.Queue(f"sqlite:///{db}") as q:
-        q.enqueue({"warm": True})
-        conn = q.backend._connect()  # type: ignore[attr-defined]
-        start_counting(conn)
-        statements: list[str] = []
-        conn.exec_trace = lambda _cursor, sql, _bindings: statements.append(sql) or True
-        for n in range(JOBS):
-            q.enqueue(payload(n))
-        # BEGIN IMMEDIATE, the job's INSERT, its event's INSERT, COMMIT.
-        assert len(statements) == 4 * JOBS, statements[:8]
-        frames = wal_frames(db) / JOBS
-        assert frames <= ENQUEUE_FRAMES_MAX, f"an enqueue wrote {frames:.1f} WAL pages"
-
-
-def test_a_batch_enqueue_is_one_insert_per_chunk_and_one_for_the_events(tmp_path: Path) -> None:
+def test_a_batch_enqueue_is_one_insert_per_chunk_and_no_event_rows(tmp_path: Path) -> None:
     from jobq.backends.ops import VALUES_CHUNK_ROWS
 
     db = tmp_path / "q.db"
@@ -188,7 +169,6 @@ def test_a_batch_enqueue_is_one_insert_per_chunk_and_one_for_the_events(tmp_path
         assert statements == [
             "BEGIN IMMEDIATE",
             *["INSERT INTO jobs"] * 3,  # two full chunks and the rest
-            "INSERT INTO job_events",
             "COMMIT",
         ]
         assert ids == sorted(ids) and len(set(ids)) == jobs

@@ -17,6 +17,7 @@ import pytest
 from polling import wait_for
 
 from jobq import JobStatus, Queue, StorageError
+from jobq.backends.base import HistogramBounds
 from jobq.queue import read_methods
 from jobq.web import health
 
@@ -217,6 +218,7 @@ def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None
 
 
 #: Every ``@read`` Queue method, called: a method marked (or unmarked) without an entry here fails.
+_BOUNDS = HistogramBounds((1.0,), (1.0,), (1.0,))
 READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
     "get": lambda q, i: q.get(i),
     "events": lambda q, i: q.events(i),
@@ -238,6 +240,10 @@ READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
     "events_after": lambda q, i: q.events_after(0),
     "completion_cursor": lambda q, i: q.completion_cursor(),
     "completions_after": lambda q, i: q.completions_after((0.0, 0)),
+    "last_job_id": lambda q, i: q.last_job_id(),
+    "enqueue_totals": lambda q, i: q.enqueue_totals(0),
+    "event_totals": lambda q, i: q.event_totals(0, ["cancelled"]),
+    "completion_totals": lambda q, i: q.completion_totals((0.0, 0), _BOUNDS),
     "schedules": lambda q, i: q.schedules(),
     "schedule_history": lambda q, i: q.schedule_history(),
     "controls": lambda q, i: q.controls(),

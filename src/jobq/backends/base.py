@@ -677,6 +677,18 @@ class Backend(Protocol):
         """Up to ``limit`` events with ids above ``after_id``, in id order, with their job's queue."""
         ...
 
+    def last_job_id(self) -> int:
+        """The id of the newest job (0 when none): where a metrics cursor over enqueues starts."""
+        ...
+
+    def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:
+        """The next jobs after the job ``after_id`` (at most ``limit``, none made after
+        ``until``), counted by queue: ``(the last id covered, {queue: jobs}, held back)``; the
+        cursor given when none; held back: younger jobs were left for a later read. An enqueue
+        stores no event (issue 13): the metrics exporter counts enqueues here, with no Python
+        per job. Purged jobs are left out."""
+        ...
+
     def completion_cursor(self) -> tuple[float, int]:
         """``(finished_at, id)`` of the newest finished job (``(0.0, 0)`` when none): where a
         cursor over completions starts."""

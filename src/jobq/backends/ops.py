@@ -218,9 +218,7 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
             ids.append(job_id)
             if new:
                 inserted.append(job_id)
-    if inserted:
-        base = _event(d, 0, now, EventKind.ENQUEUED, None, 0, None)  # one per job: copied, not rebuilt
-        yield ExecMany(d.sql["insert_event"], [{**base, "job_id": i} for i in inserted])
+    # No `enqueued` event: the job row's created_at is that entry (common.enqueued_event).
     if traces:
         # Only while tracing is on (the facade passes no traces otherwise); a job that already
         # existed (a known idempotency key) keeps the context of the enqueue that made it.
@@ -279,22 +277,18 @@ def _job_params(j: NewJob, now: float) -> Params:
 
 
 def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
-    """One job without a key (``enqueue``'s usual call): the general path's statements, without
-    its batch bookkeeping (it runs once per job: a third of the per-call CPU went there)."""
-    row = _job_params(job, now)
-    job_id: int = (yield Exec(d.sql["insert_job"], row))[0][0]
-    yield Exec(d.sql["insert_event"], {**_ENQUEUED_EVENT, "job_id": job_id, "at": now})
+    """One job without a key (``enqueue``'s usual call): the general path's statement, without
+    its batch bookkeeping (it runs once per job: a third of the per-call CPU went there). One
+    statement: the row is the whole record of the enqueue (issue 13: its `enqueued` event row
+    was ~20 us of the ~75 us of CPU an SQLite enqueue took)."""
+    job_id: int = (yield Exec(d.sql["insert_job"], _job_params(job, now)))[0][0]
     if job.run_at <= now:
         yield Notify(frozenset((job.queue,)))
     return [job_id]
 
 
-#: The parameters of an ``enqueued`` event but its job and time (every dialect: nothing to convert).
-_ENQUEUED_EVENT: Params = {"kind": EventKind.ENQUEUED.value, "actor": None, "attempt": 0, "detail": None}
-
-
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
-    """Jobs without keys, their events and the wake-up in one statement (dialects that have it)."""
+    """Jobs without keys and the wake-up in one statement (dialects that have it)."""
     rows = [
         [j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json] for j in jobs
     ]
@@ -317,8 +311,8 @@ def _values_rows(n: int) -> str:
 
 
 def _enqueue_values(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
-    """Jobs without keys, a chunk per multi-row INSERT and their events in one more statement
-    (dialects that have it): no per-job statement, no per-job dict."""
+    """Jobs without keys, a chunk per multi-row INSERT (dialects that have it): no per-job
+    statement, no per-job dict, no event rows (history derives ``enqueued`` from the row)."""
     ids: list[int] = []
     for start in range(0, len(jobs), VALUES_CHUNK_ROWS):
         chunk = jobs[start : start + VALUES_CHUNK_ROWS]
@@ -327,7 +321,6 @@ def _enqueue_values(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[i
             values += (j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json)
         rows = yield Exec(d.stmt("insert_jobs_values", rows=_values_rows(len(chunk))), values)
         ids += sorted(r[0] for r in rows)
-    yield Exec(d.sql["insert_enqueued_events"], {"ids": json.dumps(ids), "now": now})
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
     if due:
         yield Notify(due)
@@ -1028,7 +1021,7 @@ def events(d: Dialect, job_id: int) -> Op[list[Event]]:
 
 
 #: The history kinds that are derived from job rows, not (only) stored.
-_DERIVED_KINDS = frozenset({EventKind.CLAIMED.value, EventKind.COMPLETED.value})
+_DERIVED_KINDS = frozenset({EventKind.ENQUEUED.value, EventKind.CLAIMED.value, EventKind.COMPLETED.value})
 
 
 def recent_events(d: Dialect, limit: int, kinds: Sequence[str]) -> Op[list[Event]]:
@@ -1131,7 +1124,8 @@ def latest_jobs(d: Dialect, status: JobStatus | None, limit: int) -> Op[list[Job
 def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:
     window = {"since": since, "bucket": bucket_seconds}
     kinds = [tuple(r) for r in (yield Exec(d.sql["history_kinds"], window))]
-    # Claims and completions are not all stored: counted from the rows and the carrying events.
+    # Enqueues, claims and completions are not all stored: counted from the rows and the carrying events.
+    kinds += [(b, "enqueued", n) for b, n in (yield Exec(d.sql["history_enqueued"], window))]
     kinds += [(b, "completed", n) for b, n in (yield Exec(d.sql["history_completed"], window))]
     for name in ("history_row_claims", "history_carried_claims"):
         kinds += [(b, "claimed", n) for b, n in (yield Exec(d.sql[name], window))]
@@ -1239,6 +1233,27 @@ def _claimed_at(detail: str | None) -> float | None:
     value = loads(detail)
     at = value.get("claimed_at") if isinstance(value, dict) else None
     return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def last_job_id(d: Dialect) -> Op[int]:
+    return int((yield Exec(d.sql["metric_last_job_id"]))[0][0])
+
+
+def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tuple[int, dict[str, int], bool]]:
+    """Up to three reads in one transaction (one snapshot), as ``event_totals`` over the jobs'
+    primary key: where this read ends (the ``limit``-th job, or the last one; before the first
+    made after ``until``), then the jobs made in that range counted by queue."""
+    rows = yield Exec(d.sql["metric_job_bound"], {"after": after_id, "skip": max(0, limit - 1)})
+    end = int(rows[0][0]) if rows else (yield from last_job_id(d))
+    held_back = False
+    if until != math.inf and end > after_id:
+        rows = yield Exec(d.sql["metric_job_unsettled"], {"after": after_id, "end": end, "until": until})
+        if rows and rows[0][0] is not None:
+            end, held_back = int(rows[0][0]) - 1, True
+    if end <= after_id:
+        return after_id, {}, held_back
+    rows = yield Exec(d.sql["metric_enqueue_counts"], {"after": after_id, "end": end})
+    return end, {str(q): int(n) for q, n in rows}, held_back
 
 
 def completion_cursor(d: Dialect) -> Op[tuple[float, int]]:

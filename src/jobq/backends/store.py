@@ -381,6 +381,12 @@ class SqlStore:
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.events_after(self.dialect, after_id, limit))
 
+    def last_job_id(self) -> int:
+        return self._read(lambda: ops.last_job_id(self.dialect))
+
+    def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:
+        return self._read(lambda: ops.enqueue_totals(self.dialect, after_id, until, limit))
+
     def completion_cursor(self) -> tuple[float, int]:
         return self._read(lambda: ops.completion_cursor(self.dialect))
 

@@ -9,14 +9,16 @@ Every scrape reads the store through the facade, with bounded cost at any number
 - counters and histograms from what happened since the exporter started, folded in by a follower
   thread every second (and by the scrape itself, up to ``METRICS_EVENTS_PER_SCRAPE_MAX``):
   enqueues, attempts, retries, completions, failures, cancels, rescues, refused stale writes
-  (lease lost), and wait / run time and attempts of each finished job. Two cursors: one over the
-  events by primary key, one over completed jobs by ``(finished_at, id)`` along the
-  finished-jobs index, since claims and completions write no event (issue 13). The store sums
-  what is one per job (``Queue.completion_totals``: completions by queue and histogram slot;
-  ``Queue.event_totals``: ``enqueued`` events by queue), so the exporter's Python work does not
-  grow with the jobs done; rarer events are read one each. Attempts are counted when they end
-  (an event that carries its claim, or a completion) plus the jobs running now beyond those
-  running at the start, never less than last served. Like every Prometheus counter they start at 0 when the
+  (lease lost), and wait / run time and attempts of each finished job. Three cursors: one over the
+  events by primary key, one over completed jobs by ``(finished_at, id)`` along the finished-jobs
+  index (``Queue.completion_totals``), one over the jobs by primary key for enqueues
+  (``Queue.enqueue_totals``), since enqueues, claims and completions write no event (issue 13).
+  The store sums what is one per completed job (completions by queue and histogram slot), and
+  the kinds no counter reads (``Queue.event_totals``), so that part of the exporter's Python work
+  does not grow with the jobs done; rarer events are read one each, enqueues one row per job.
+  Attempts are counted when they end (an event that carries its claim, or a completion) plus the
+  jobs running now beyond those running at the start, never less than last served. Like every
+  Prometheus counter they start at 0 when the
   exporter starts; ``rate()`` and ``increase()`` handle that;
 - worker liveness from the registry (``Queue.workers``).
 
@@ -66,7 +68,8 @@ log = logging.getLogger("jobq.metrics")
 
 #: Event kind -> the counter it feeds (several kinds feed two: a rescue that fails the job).
 _COUNTERS: dict[str, tuple[str, ...]] = {
-    EventKind.ENQUEUED: ("enqueued",),
+    # No EventKind.ENQUEUED: enqueues are counted from the job rows (an older jobq's stored
+    # `enqueued` event would count its job twice).
     EventKind.RESUBMITTED: ("resubmitted",),
     EventKind.RETRY_SCHEDULED: ("retries",),
     EventKind.FAILED: ("failures",),
@@ -94,7 +97,8 @@ _NOT_COUNTED_AS_EVENTS = {EventKind.CLAIMED.value, EventKind.COMPLETED.value}
 an older jobq stored them all): each is counted once."""
 _SUMMED_KINDS = (EventKind.ENQUEUED.value, *sorted(_NOT_COUNTED_AS_EVENTS))
 """Kinds whose events need no row of their own (no claim, no histogram): the store counts them
-by queue. ``enqueued`` is one per job; read one by one, each cost the exporter ~1.5 us of CPU."""
+by queue. ``enqueued`` rows are an older jobq's (one per job), counted from the job rows now and
+summed here only to be skipped cheaply."""
 
 
 class _Histogram:
@@ -164,6 +168,7 @@ class JobqCollector:
         self._lock = threading.Lock()  # two scrapes at once must not count an event twice
         self._cursor: int | None = None
         self._done_cursor: tuple[float, int] | None = None
+        self._made_cursor = 0
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
 
@@ -183,10 +188,11 @@ class JobqCollector:
         if self._cursor is None:
             self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
             self._done_cursor = self.queue.completion_cursor()
+            self._made_cursor = self.queue.last_job_id()
             running = self.queue.queue_gauges()
             self._totals.running_at_start = {q: g.processing for q, g in running.items()}
         cutoff = now - self.settle_seconds
-        left = self._take_completions(cutoff, budget)
+        left = self._take_completions(cutoff, budget) + self._take_enqueues(cutoff, budget)
         return left + self._take_event_rows(cutoff, budget)
 
     def _observe_finished(self, q: str, e: Any) -> None:
@@ -228,9 +234,26 @@ class JobqCollector:
                 return 0
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
 
+    def _take_enqueues(self, cutoff: float, budget: int) -> int:
+        """Fold in the jobs made after the job cursor; returns 1 if some were left."""
+        until = cutoff if self.settle_seconds else math.inf
+        taken = 0
+        while taken < budget:
+            start = self._made_cursor
+            self._made_cursor, made, held_back = self.queue.enqueue_totals(start, METRICS_EVENTS_PER_READ, until=until)
+            for q, n in made.items():
+                self._totals.queues.add(q)
+                self._count("enqueued", q, n)
+            if held_back:
+                return 1
+            taken += self._made_cursor - start  # ids, not jobs: gaps count against the budget
+            if self._made_cursor - start < METRICS_EVENTS_PER_READ:
+                return 0
+        return 1 if budget else 0
+
     def _take_event_rows(self, cutoff: float, budget: int) -> int:
         """Fold up to ``budget`` events after the cursor in; returns how many are left behind.
-        ``enqueued`` events (one per job) are counted by the store, the rest read one each."""
+        The kinds in ``_SUMMED_KINDS`` are counted by the store, the rest read one each."""
         assert self._cursor is not None
         t = self._totals
         until = cutoff if self.settle_seconds else math.inf

@@ -92,15 +92,14 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
     clock.advance(3)
     queue.fail_many([(job, "boom", True)], delays=[0])
     events = queue.events_after(start)
-    # Claims write no event (issue 13): the event that ends an attempt carries its claim time.
-    assert [e.kind for e in events] == ["enqueued", "retry_scheduled"]
-    assert [e.id for e in events] == sorted(e.id for e in events) and events[0].id > start
+    # Enqueues and claims write no event (issue 13): the event that ends an attempt carries its
+    # claim time; enqueues are followed along the jobs (test_enqueue_totals_...).
+    assert [e.kind for e in events] == ["retry_scheduled"]
+    assert events[0].id > start
     retried = events[-1]
     assert (retried.queue, retried.attempt, retried.at, retried.claimed_at) == ("mail", 1, clock.now, claimed_at)
-    assert events[0].claimed_at is None
     assert queue.last_event_id() == retried.id
-    assert [e.kind for e in queue.events_after(start, limit=1)] == ["enqueued"]
-    assert queue.events_after(events[0].id) == [retried]
+    assert [e.kind for e in queue.events_after(start, limit=1)] == ["retry_scheduled"]
     clock.advance(1)
     queue.purge(older_than=0)
     assert queue.events_after(retried.id) == []
@@ -108,30 +107,54 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
 
 def test_event_totals_count_some_kinds_and_list_the_others(queue: jobq.Queue, clock: FakeClock) -> None:
     """The exporter's fold of events (issue 17): the kinds asked for counted by queue and kind
-    in the store (``enqueued``, one per job), every other event listed as ``events_after`` does."""
+    in the store, every other event listed as ``events_after`` does."""
     start = queue.last_event_id()
-    assert queue.event_totals(start, ["enqueued"]) == (start, {}, [], False)
-    queue.enqueue_many(["a", "b"], queue="mail")
+    assert queue.event_totals(start, ["cancelled"]) == (start, {}, [], False)
+    for job_id in queue.enqueue_many(["a", "b"], queue="mail"):
+        assert queue.cancel(job_id).ok
     queue.enqueue("c", queue="other", max_attempts=3)
     clock.advance(2)
     job = queue.claim("w1", queue="other")
     assert job is not None
     queue.fail_many([(job, "boom", True)], delays=[0])
     listed = queue.events_after(start)
-    read = queue.event_totals(start, ["enqueued"])
+    assert [e.kind for e in listed] == ["cancelled", "cancelled", "retry_scheduled"]
+    read = queue.event_totals(start, ["cancelled"])
     assert read.cursor == listed[-1].id == queue.last_event_id() and not read.held_back
-    assert read.counts == {("mail", "enqueued"): 2, ("other", "enqueued"): 1}
-    assert read.events == [e for e in listed if e.kind != "enqueued"]
-    assert [e.kind for e in read.events] == ["retry_scheduled"] and read.events[0].claimed_at is not None
+    assert read.counts == {("mail", "cancelled"): 2}
+    assert read.events == [e for e in listed if e.kind != "cancelled"]
+    assert read.events[0].claimed_at is not None
     # A limit counts events of both kinds; the cursor goes on from where a read stopped.
-    first = queue.event_totals(start, ["enqueued"], limit=2)
-    assert (first.cursor, first.counts, first.events) == (listed[1].id, {("mail", "enqueued"): 2}, [])
-    rest = queue.event_totals(first.cursor, ["enqueued"])
-    assert (rest.counts, rest.events) == ({("other", "enqueued"): 1}, read.events)
+    first = queue.event_totals(start, ["cancelled"], limit=2)
+    assert (first.cursor, first.counts, first.events) == (listed[1].id, {("mail", "cancelled"): 2}, [])
+    rest = queue.event_totals(first.cursor, ["cancelled"])
+    assert (rest.counts, rest.events) == ({}, read.events)
     # Events newer than ``until`` wait for a later read (PostgreSQL's settle delay).
-    held = queue.event_totals(start, ["enqueued"], until=clock.now - 1)
-    assert held == (listed[2].id, read.counts, [], True)
-    assert queue.event_totals(read.cursor, ["enqueued"]) == (read.cursor, {}, [], False)
+    held = queue.event_totals(start, ["cancelled"], until=clock.now - 1)
+    assert held == (listed[1].id, read.counts, [], True)
+    assert queue.event_totals(read.cursor, ["cancelled"]) == (read.cursor, {}, [], False)
+
+
+def test_enqueue_totals_count_the_jobs_made_after_a_cursor(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Enqueues are not events (issue 13): the exporter counts the jobs made after a cursor over
+    their primary key, summed by queue in the store."""
+    start = queue.last_job_id()
+    assert queue.enqueue_totals(start) == (start, {}, False)
+    first = queue.enqueue("x", queue="mail")
+    clock.advance(1)
+    second, third = queue.enqueue_many(["y", "z"], queue="sms", delay=5)
+    assert queue.last_job_id() == third
+    assert queue.enqueue_totals(start) == (third, {"mail": 1, "sms": 2}, False)
+    # A limit ends the read at the limit-th job; the cursor goes on from there.
+    assert queue.enqueue_totals(start, limit=2) == (second, {"mail": 1, "sms": 1}, False)
+    assert queue.enqueue_totals(second) == (third, {"sms": 1}, False)
+    # Jobs made after ``until`` wait for a later read (PostgreSQL's settle delay).
+    assert queue.enqueue_totals(start, until=clock.now - 0.5) == (first, {"mail": 1}, True)
+    # A key that a job holds makes nothing: nothing more to count.
+    queue.enqueue("k", key="k")
+    after_key = queue.last_job_id()
+    queue.enqueue("k", key="k")
+    assert queue.enqueue_totals(after_key) == (after_key, {}, False)
 
 
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:

@@ -33,6 +33,22 @@ FROM jobs WHERE status = 'PROCESSING' GROUP BY queue
 -- name: metric_last_event_id
 SELECT coalesce(max(id), 0) FROM job_events
 
+-- name: metric_last_job_id
+SELECT coalesce(max(id), 0) FROM jobs
+
+-- name: metric_job_bound
+-- How far one read of enqueue_totals reaches: the (skip + 1)-th job after the cursor.
+-- Enqueues are not events (issue 13): the exporter follows the jobs' primary key.
+SELECT id FROM jobs WHERE id > %(after)s ORDER BY id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_job_unsettled
+-- The first job of the range too young to count yet (PostgreSQL: see the exporter's limits).
+SELECT min(id) FROM jobs WHERE id > %(after)s AND id <= %(end)s AND created_at > %(until)s
+
+-- name: metric_enqueue_counts
+-- The jobs made in the range, by queue: one row per queue, not per job.
+SELECT queue, count(*) FROM jobs WHERE id > %(after)s AND id <= %(end)s GROUP BY queue
+
 -- name: metric_events
 -- Events after a cursor, by primary key, each with its job's queue and times (a primary-key
 -- lookup per event): the exporter turns them into counters and histograms.

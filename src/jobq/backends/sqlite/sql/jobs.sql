@@ -27,11 +27,6 @@ INSERT INTO jobs (created_at, updated_at, queue, task, payload, priority, run_at
 VALUES {rows}
 RETURNING id
 
--- name: insert_enqueued_events
--- The `enqueued` events of a batch: one statement over the ids as one JSON array.
-INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-SELECT value, :now, 'enqueued', NULL, 0, NULL FROM json_each(:ids)
-
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
 SELECT id FROM jobs WHERE idempotency_key = :key AND {key_held}
@@ -168,18 +163,21 @@ DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND
 DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
 
 -- name: attempt_of_job
--- The latest attempt as the row records it: the claimed/completed entries of a job's history
--- that no event stores are derived from it (common.history_of).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = :id
+-- The latest attempt as the row records it, and when the job was made: the enqueued/claimed/completed
+-- entries of a job's history that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs WHERE id = :id
 
 -- name: recent_attempts
 -- The rows whose latest attempt can be among the newest history entries: the running jobs (their
--- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+-- partial index), the newest `limit` finished ones (jobs_finished, read backwards) and the newest
+-- `limit` made (the primary key, read backwards: their `enqueued` entries).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs
 WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING' ORDER BY started_at DESC LIMIT :limit)
              UNION ALL
              SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
-                             ORDER BY finished_at DESC LIMIT :limit))
+                             ORDER BY finished_at DESC LIMIT :limit)
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs ORDER BY id DESC LIMIT :limit))
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = :id
@@ -258,6 +256,19 @@ WHERE finished_at >= :since AND status = 'COMPLETED' AND started_at >= :since GR
 UNION ALL
 SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
 WHERE status = 'PROCESSING' AND started_at >= :since GROUP BY b
+
+-- name: history_enqueued
+-- Enqueues are not events (issue 13): the jobs made in the window, counted by created_at. A job made
+-- since then is still live (the live index, one range per status) or finished since then (jobs_finished
+-- from the window's start), so the read follows the backlog and the window, not the table.
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND created_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PENDING' AND created_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND created_at >= :since GROUP BY b
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
