@@ -5,13 +5,13 @@ Debian's Chromium through Playwright, as an operator would use it:
 
 - **first full render**: from ``page.goto`` until the script run has finished
   (``stApp[data-test-script-state=notRunning]``) and the page's last parts are drawn (the
-  manager's job rows, ops' four charts and its queue table). The first page a fresh server
+  manager's job table with its rows, ops' four charts and its queue table). The first page a fresh server
   serves also pays Python's imports: reported apart as ``(cold)``; the figure is the median of
   ``RENDER_REPEATS`` fresh pages after it.
 - **interactions** (median of ``INTERACTION_REPEATS``): from the click or key press until the
-  rerun it starts has finished and its effect is on the page. Manager: a row's checkbox, a
-  filter change (payload search), the next page. Ops: the latest jobs' status filter, the chart
-  window.
+  rerun it starts has finished and its effect is on the page. Manager: selecting a row (a click
+  on its row marker in the job table), a filter change (payload search), the next page. Ops: the
+  latest jobs' status filter, the chart window.
 
 Targets (``bench/report.py``): a first render under 2 s, each interaction under 1 s.
 """
@@ -50,6 +50,8 @@ UI_TIMEOUT_MS = 120_000
 VIEWPORT = {"width": 1920, "height": 1200}
 RENDER_TARGET_SECONDS = 2.0
 INTERACTION_TARGET_SECONDS = 1.0
+ROW_HEIGHT_PX = 35
+"""The manager's table rows (``jobq.web.manager.ROW_HEIGHT_PX``; not imported: that imports Streamlit)."""
 
 #: Counts finished script runs (the attribute turning to notRunning), so that a click can wait
 #: for the rerun it caused, fragment runs included.
@@ -69,7 +71,10 @@ IDLE_JS = """() => {
 }"""
 #: What a complete page shows last, per app (evaluated after the run finished).
 DRAWN_JS = {
-    "manager": """() => document.querySelectorAll('[class*="st-key-row_"]').length >= 25""",
+    "manager": """() => {
+      const table = document.querySelector('[class*="st-key-jobs_"] [data-testid="stDataFrame"]');
+      return table !== null && table.querySelectorAll('table tr').length >= 2;
+    }""",
     "ops": """() => {
       const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
         .filter(c => c.querySelector('canvas, svg'));
@@ -222,11 +227,19 @@ def _timed(page: Any, pid: int, action: Callable[[], None], done_js: str) -> Tim
 
 
 def _manager_interactions(page: Any, pid: int, jobs: int) -> dict[str, list[Timing]]:
-    out: dict[str, list[Timing]] = {"tick a checkbox": [], "filter change": [], "next page": []}
+    out: dict[str, list[Timing]] = {"select a row": [], "filter change": [], "next page": []}
     caption = "[...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')].map(c => c.innerText).join(' ')"
+    table = page.locator('[class*="st-key-jobs_"] [data-testid="stDataFrame"]')
+    table.scroll_into_view_if_needed()
     for n in range(INTERACTION_REPEATS):
-        box = page.locator('[class*="st-key-row_"] [data-testid="stCheckbox"] label').nth(n)
-        out["tick a checkbox"].append(_timed(page, pid, box.click, f"() => ({caption}).includes('{n + 1} selected')"))
+        box = table.bounding_box()
+        # The row marker of row n (the header and each row are ROW_HEIGHT_PX high).
+        x, y = box["x"] + 16, box["y"] + ROW_HEIGHT_PX * (n + 1.5)
+
+        def tick(x: float = x, y: float = y) -> None:
+            page.mouse.click(x, y)
+
+        out["select a row"].append(_timed(page, pid, tick, f"() => ({caption}).includes('· {n + 1} selected')"))
     search = page.get_by_label("Search payload")
     # The newest job (pending: the newest tenth is), then the 100 around it, then all again.
     newest = f"job-{jobs - 1:07d}"
@@ -267,7 +280,7 @@ def _ops_interactions(page: Any, pid: int) -> dict[str, list[Timing]]:
 
 def measure_apps(workdir: str, jobs: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Seconds per app: ``NAME`` (first full render, warm server), ``NAME (cold)``, one entry per
-    interaction (``NAME: tick a checkbox``, ...), each also as ``... (server CPU)`` and ``... (browser CPU)``
+    interaction (``NAME: select a row``, ...), each also as ``... (server CPU)`` and ``... (browser CPU)``
     (see ``Timing``). A note instead where it could not be measured."""
     out: dict[str, Any] = {"jobs": jobs, "browser": "Chromium (Playwright), 1920x1200"}
     if not os.access(CHROMIUM, os.X_OK):

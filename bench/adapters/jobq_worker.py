@@ -104,6 +104,8 @@ class Observer:
     SCRAPE_SECONDS = 1.0
     START_SECONDS = 60.0
     SETTLE_SECONDS = 5.0
+    FOLLOW_SECONDS = 1.2
+    """A little more than the exporter's follower interval (``METRICS_FOLLOW_SECONDS_DEFAULT``)."""
     PARTS = ("logs", "progress", "exporter")
 
     def __init__(self, url: str, first: bool, parts: set[str]) -> None:
@@ -156,17 +158,25 @@ class Observer:
         return text
 
     def settle(self) -> None:
-        """Wait (a few seconds at most) until the exporter has counted every event written so
-        far: its follower reads them once a second, and the run's CPU must include that work."""
+        """Wait (a few seconds at most) until the exporter has counted every event and every
+        completion of the run: its follower reads them once a second, and the run's CPU must
+        include that work (waiting for the events alone left the last second's completions
+        out, most of a short run's). Read from the scrapes only: a count of the store here
+        would be this process's CPU, inside the measured run."""
         if self._exporter is None:
             return
         deadline = time.monotonic() + self.SETTLE_SECONDS
+        seen: tuple[float, float] | None = None  # (completed, since when) once nothing runs
         while time.monotonic() < deadline:
             text = self._fetch() or ""
-            # The scrape itself counts nothing (serve() leaves that to the follower): "behind 0"
-            # means the follower has read up to the newest event.
-            if "\njobq_metrics_events_behind 0.0\n" in text:
-                return
+            # The scrape itself counts nothing (serve() leaves that to the follower): "behind
+            # 0" means the follower has read up to the newest event.
+            if "\njobq_metrics_events_behind 0.0\n" in text and _sum(text, "jobq_jobs_processing{") == 0:
+                done = _sum(text, "jobq_completed_total{")
+                if seen is None or seen[0] != done:
+                    seen = (done, time.monotonic())
+                elif time.monotonic() - seen[1] > self.FOLLOW_SECONDS:  # a follower round added none
+                    return
             time.sleep(0.25)
 
     def _scrape(self) -> None:
@@ -192,6 +202,11 @@ class Observer:
         if self._handler:
             logging.getLogger().removeHandler(self._handler)
         self._sink.close()
+
+
+def _sum(text: str, prefix: str) -> float:
+    """The sum over labels of one metric in a scrape (``prefix``: its name and ``{``)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 class JobqWorker(Jobq):

@@ -110,10 +110,8 @@ class AsyncQueue:
         return await asyncio.to_thread(functools.partial(func, *args, **kwargs))
 
     async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``SqlStore.<method>`` on the native store, awaited (a method that needed no
-        transaction, e.g. for an empty batch, returns its value as it is)."""
-        value = getattr(self.store, method)(*args, **kwargs)
-        return await value if asyncio.iscoroutine(value) else value
+        """``SqlStore.<method>`` on the native store, awaited (each returns a coroutine)."""
+        return await getattr(self.store, method)(*args, **kwargs)
 
     async def __aenter__(self) -> AsyncQueue:
         return self

@@ -56,3 +56,17 @@ def test_a_refused_late_write_comes_after_the_completion_it_came_too_late_for() 
     # An outside edit clears the lease token: the row's completion is not a worker's, not derived.
     edited = AttemptRow(7, "COMPLETED", 1, 11.0, "w", None, 12.0)
     assert kinds(history_of([stored(1, 10.0, "enqueued", 0)], edited)) == ["enqueued"]
+
+
+def test_the_enqueued_entry_comes_from_the_rows_created_at_first_and_once() -> None:
+    """An enqueue stores no event (issue 13): the row's ``created_at`` is the ``enqueued`` entry,
+    first whatever the clocks say, and shown once beside one an older jobq stored."""
+    row = AttemptRow(7, "COMPLETED", 1, 9.5, "w", "n-7", 12.0, created_at=10.0)
+    history = history_of([], row)
+    assert [(str(e.kind), e.at, e.attempt) for e in history] == [
+        ("enqueued", 10.0, 0),
+        ("claimed", 9.5, 1),  # a worker's clock behind the producer's
+        ("completed", 12.0, 1),
+    ]
+    assert kinds(history_of([stored(1, 10.0, "enqueued", 0)], row)) == ["enqueued", "claimed", "completed"]
+    assert kinds(history_of([], AttemptRow(7, "PENDING", 0, None, None, None, None))) == []

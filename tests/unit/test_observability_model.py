@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import types
 from typing import Any
 
 import pytest
@@ -101,3 +102,28 @@ def test_progress_text() -> None:
     assert progress_text(None, 0.0) == "-"
     assert progress_text(Progress(1, None, "  step\\n two ", 90.0), 100.0) == "step\\n two (10s ago)"
     assert progress_text(Progress(1, None, None, 100.0), 100.0) == "reported (0s ago)"
+
+
+def test_json_time_is_the_iso_utc_time_to_the_millisecond_whatever_the_cache() -> None:
+    """The formatter makes the part up to the second once a second; every line must still read
+    as ``datetime.isoformat(timespec="milliseconds")`` does, roundings included."""
+    import datetime
+
+    formatter = logs.JsonFormatter()
+    second = 1_764_528_000
+    for created in (second + 0.0, second + 0.1234995, second + 0.9999996, second + 0.999, second + 59.5, 1.5):
+        record = _record()
+        record.created = created
+        expected = datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected, created
+
+
+def test_the_workers_run_tuple_gives_the_same_fields_without_a_dict() -> None:
+    job = types.SimpleNamespace(id=7, queue="mail", task="send", attempts=2)
+    token = logs.enter_run(job, "w-1")
+    try:
+        record = _record(attempt=5)  # given as extra: kept
+        logs.RunFieldsFilter().filter(record)
+    finally:
+        logs.leave_run(token)
+    assert [getattr(record, k) for k in logs.RUN_FIELDS] == [7, "mail", "send", 5, "w-1"]

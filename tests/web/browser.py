@@ -124,3 +124,79 @@ def cut_elements(page: Any) -> dict[str, Any]:
     """What ``CUT_ELEMENTS_JS`` finds on ``page`` (a Playwright page): ``checked`` and ``cut``."""
     result: dict[str, Any] = page.evaluate(CUT_ELEMENTS_JS, CUT_SELECTORS)
     return result
+
+
+#: Tables (glide data grids) wider than their box: they would scroll sideways.
+WIDE_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+  .filter(t => t.getBoundingClientRect().width > 0)
+  .map(t => {
+    const s = t.querySelector('.dvn-scroller');
+    const head = [...t.querySelectorAll('table th, table [role=columnheader]')].map(c => c.innerText.trim()).join('|');
+    return s && s.scrollWidth > s.clientWidth + 1 ? `${head.slice(0, 80)}: ${s.scrollWidth} > ${s.clientWidth}` : null;
+  })
+  .filter(x => x !== null)"""
+
+
+def wide_tables(page: Any) -> list[str]:
+    """The tables on ``page`` that scroll sideways (their headers and widths); [] when all fit."""
+    found: list[str] = page.evaluate(WIDE_TABLES_JS)
+    return found
+
+
+# -- the manager's job list (one st.dataframe whose rows are selected by clicking them) -------------
+JOB_TABLE = '[class*="st-key-jobs_"] [data-testid="stDataFrame"]'
+TABLE_ROW_PX = 35  # jobq.web.manager.ROW_HEIGHT_PX: the header and each row
+#: The job list as the grid's accessible table holds it: job id -> the row's cell texts.
+JOB_ROWS_JS = """(selector) => {
+  const table = document.querySelector(selector);
+  if (table === null) return [];
+  // The grid fills its accessible table only with the rows in the window: bring it into view.
+  const box = table.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) table.scrollIntoView({block: 'start'});
+  const rows = [...table.querySelectorAll('table tr')].map(tr => [...tr.children].map(c => c.innerText.trim()));
+  const at = rows.length ? rows[0].indexOf('id') : -1;
+  return at < 0 ? [] : rows.slice(1).filter(r => r.length > at && /^[0-9]+$/.test(r[at])).map(r => [r[at], r]);
+}"""
+
+
+def job_rows(page: Any) -> dict[int, list[str]]:
+    """The manager's job list on ``page``, in order: job id -> the row's cell texts ({} when none)."""
+    return {int(job_id): cells for job_id, cells in page.evaluate(JOB_ROWS_JS, JOB_TABLE)}
+
+
+def wait_rows(page: Any, check: Callable[[dict[int, list[str]]], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll the manager's job list until ``check(rows)`` holds."""
+    poll(lambda: check(job_rows(page)), what, timeout)
+
+
+def click_job_row(page: Any, job_id: int) -> None:
+    """Tick (or untick) a job's row in the manager's list: a click on its row marker, as an operator does."""
+    wait_rows(page, lambda rows: job_id in rows, f"job {job_id} in the list")  # a redrawn table fills anew
+    ids = list(job_rows(page))
+    table = page.locator(JOB_TABLE)
+    box = table.bounding_box()
+    y = box["y"] + TABLE_ROW_PX * (ids.index(job_id) + 1) + TABLE_ROW_PX / 2
+    height = page.viewport_size["height"]
+    if not 0 < y < height:  # bring the row into the window first
+        page.mouse.wheel(0, y - height / 2)
+        page.wait_for_timeout(200)  # the scroll is applied on the next frame
+        box = table.bounding_box()
+        y = box["y"] + TABLE_ROW_PX * (ids.index(job_id) + 1) + TABLE_ROW_PX / 2
+    page.mouse.click(box["x"] + 16, y)
+
+
+def select_jobs(page: Any, *job_ids: int) -> None:
+    """Tick these jobs' rows, one after the other, each once the page says it is selected."""
+    selected = page.evaluate(SELECTED_COUNT_JS)
+    for job_id in job_ids:
+        click_job_row(page, job_id)
+        selected += 1
+        poll(lambda n=selected: bool(page.evaluate(SELECTED_COUNT_JS) == n), f"{selected} selected jobs")
+
+
+#: The "N selected" of the manager's caption (-1 while it is not shown).
+SELECTED_COUNT_JS = """() => {
+  const text = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.innerText).join(' ');
+  const found = text.match(/· ([0-9,]+) selected ·/);
+  return found ? parseInt(found[1].replace(/,/g, ''), 10) : -1;
+}"""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pandas as pd
 import pytest
 import streamlit as st
 from seeding import MANAGER, OPS, Seeded, seed
@@ -28,8 +29,41 @@ def run(path: Path) -> AppTest:
     return at
 
 
+def job_table(at: AppTest) -> pd.DataFrame | None:
+    """The manager's job list (None when the page shows none)."""
+    tables = [d.value for d in at.dataframe if list(d.value.columns) == manager_model.TABLE_COLUMNS]
+    assert len(tables) <= 1
+    return tables[0] if tables else None
+
+
 def row_ids(at: AppTest) -> set[int]:
-    return {int(b.key.split("_")[1]) for b in at.button if b.key and b.key.startswith("details_")}
+    table = job_table(at)
+    return set() if table is None else {int(i) for i in table["id"]}
+
+
+def select(at: AppTest, *job_ids: int) -> AppTest:
+    """Select these rows of the job list, as clicking them in the browser does (the table's widget
+    state: the app maps row positions to job ids itself)."""
+    table = job_table(at)
+    assert table is not None
+    shown = [int(i) for i in table["id"]]
+    at.session_state[at.session_state["_jobs_table"]] = {
+        "selection": {"rows": [shown.index(i) for i in job_ids], "columns": [], "cells": []}
+    }
+    return at.run()
+
+
+def open_job(at: AppTest, job_id: int) -> AppTest:
+    """Open one job's detail: select its row, then the bar's Details button."""
+    select(at, job_id)
+    return at.button(key="open_selected").click().run()
+
+
+def act(at: AppTest, verb: str, *job_ids: int) -> AppTest:
+    """Resubmit or cancel the selected jobs: select them, the bar's button, confirm."""
+    select(at, *job_ids)
+    at.button(key=f"bulk_{verb}").click().run()
+    return at.button(key="confirm_yes").click().run()
 
 
 def texts(elements: object) -> str:
@@ -46,17 +80,23 @@ def test_manager_default_view_shows_actionable_jobs_with_their_buttons(seeded: S
     assert shown == {*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]}
     failed = ids[JobStatus.FAILED][0]
     pending = ids[JobStatus.PENDING][0]
+    table = job_table(at)
+    assert table is not None and "data/files/broken.txt" in set(table["path / payload"])
+    assert table.set_index("id").loc[failed, "status"] == "FAILED"
+    # The seed's step 6: a FAILED job offers "Resubmit" and "Cancel"; a PENDING one only "Cancel".
+    open_job(at, failed)
     keys = {b.key for b in at.button}
-    # The seed's step 6: a FAILED job shows "Resubmit" and "Cancel"; a PENDING one only "Cancel".
-    assert {f"resubmit_{failed}", f"cancel_{failed}", f"cancel_{pending}"} <= keys
-    assert f"resubmit_{pending}" not in keys
-    assert "data/files/broken.txt" in texts(at.text)
+    assert {"detail_resubmit", "detail_cancel"} <= keys
+    open_job(at, pending)
+    keys = {b.key for b in at.button}
+    assert "detail_cancel" in keys and "detail_resubmit" not in keys
 
 
 def test_resubmit_failed_job_records_the_operator(seeded: Seeded) -> None:
     failed = seeded.ids[JobStatus.FAILED][0]
     at = run(MANAGER)
-    at.button(key=f"resubmit_{failed}").click().run()
+    open_job(at, failed)
+    at.button(key="detail_resubmit").click().run()
     assert not at.exception
     assert seeded.status(failed) == JobStatus.PENDING
     with Queue(seeded.url) as q:
@@ -69,15 +109,16 @@ def test_resubmit_failed_job_records_the_operator(seeded: Seeded) -> None:
 def test_cancel_pending_job_makes_it_disappear(seeded: Seeded) -> None:
     pending = seeded.ids[JobStatus.PENDING][0]
     at = run(MANAGER)
-    at.button(key=f"cancel_{pending}").click().run()
+    act(at, "cancel", pending)
     assert seeded.status(pending) == JobStatus.CANCELLED
     assert pending not in row_ids(at)
+    assert "0 selected" in texts(at.caption)  # a job acted on leaves the selection
 
 
 def test_cancel_processing_job_requests_cancellation(seeded: Seeded) -> None:
     running = seeded.ids[JobStatus.PROCESSING][0]
     at = run(MANAGER)
-    at.button(key=f"cancel_{running}").click().run()
+    act(at, "cancel", running)
     with Queue(seeded.url) as q:
         job = q.get(running)
     assert job.status == JobStatus.PROCESSING and job.cancel_requested
@@ -87,10 +128,12 @@ def test_cancel_processing_job_requests_cancellation(seeded: Seeded) -> None:
 def test_stale_button_gives_a_readable_error_and_changes_nothing(seeded: Seeded) -> None:
     pending = seeded.ids[JobStatus.PENDING][0]
     at = run(MANAGER)
+    select(at, pending)
+    at.button(key="bulk_cancel").click().run()
     with Queue(seeded.url) as q:  # someone else cancels it while the page is open
         q.cancel(pending, actor="bob")
         events_before = len(q.events(pending))
-    at.button(key=f"cancel_{pending}").click().run()
+    at.button(key="confirm_yes").click().run()
     assert not at.exception
     assert f"job {pending}: cannot cancel a job that is CANCELLED" in texts(at.error)
     with Queue(seeded.url) as q:
@@ -100,8 +143,8 @@ def test_stale_button_gives_a_readable_error_and_changes_nothing(seeded: Seeded)
 def test_bulk_cancel_of_a_selection_asks_first(seeded: Seeded) -> None:
     first, second = seeded.ids[JobStatus.PENDING]
     at = run(MANAGER)
-    at.checkbox(key=f"sel_{first}").check().run()
-    at.checkbox(key=f"sel_{second}").check().run()
+    select(at, first, second)
+    assert "2 selected" in texts(at.caption)
     at.button(key="bulk_cancel").click().run()
     assert "Cancel the 2 selected jobs?" in texts(at.warning)
     assert seeded.status(first) == JobStatus.PENDING  # nothing happens before the confirmation
@@ -204,10 +247,46 @@ def test_filters_search_and_paging(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert row_ids(at) == {*ids[JobStatus.COMPLETED], *ids[JobStatus.CANCELLED]}
 
 
+def test_selection_survives_paging_and_refresh_and_select_page_adds_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/queue.db"
+    seed(url, pending=30)
+    monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    at = run(MANAGER)
+    at.selectbox(key="page_size").set_value(10).run()
+    first_page = sorted(row_ids(at), reverse=True)
+    select(at, first_page[0], first_page[3])
+    assert "2 selected" in texts(at.caption)
+    at.run()  # what the auto-refresh does: the selection stays
+    assert "2 selected" in texts(at.caption)
+    at.pagination[0].set_value(2).run()
+    second_page = sorted(row_ids(at), reverse=True)
+    assert "2 selected" in texts(at.caption) and not set(first_page) & set(second_page)
+    select(at, second_page[1])
+    assert at.session_state["selected"] == {first_page[0], first_page[3], second_page[1]}
+    at.pagination[0].set_value(1).run()  # back: the table starts from the kept selection
+    shown = sorted(row_ids(at), reverse=True)
+    assert at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"] == [
+        shown.index(first_page[0]),
+        shown.index(first_page[3]),
+    ]
+    at.button(key="select_page").click().run()
+    assert at.session_state["selected"] == {*first_page, second_page[1]} and "11 selected" in texts(at.caption)
+    assert len(at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"]) == 10
+    at.button(key="bulk_resubmit").click().run()
+    assert "Resubmit the 11 selected jobs?" in texts(at.warning)
+    at.button(key="confirm_no").click().run()
+    at.button(key="clear_selection").click().run()
+    assert "0 selected" in texts(at.caption)
+    assert at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"] == []
+
+
 def test_job_detail_shows_payload_events_and_traceback(seeded: Seeded) -> None:
     failed = seeded.ids[JobStatus.FAILED][0]
     at = run(MANAGER)
-    at.button(key=f"details_{failed}").click().run()
+    open_job(at, failed)
     assert f"Job {failed}" in texts(at.markdown)
     assert '"path": "data/files/broken.txt"' in texts(at.code)
     code = texts(at.code)
@@ -262,7 +341,7 @@ def test_password_hides_the_queue_until_it_is_entered(seeded: Seeded, monkeypatc
     at.button[0].click().run()
     assert failed in row_ids(at)
     assert "login_password" not in {t.key for t in at.text_input}  # the form is gone once unlocked
-    at.button(key=f"resubmit_{failed}").click().run()
+    act(at, "resubmit", failed)
     assert seeded.status(failed) == JobStatus.PENDING
     at.button(key="lock").click().run()
     assert row_ids(at) == set() and "broken.txt" not in page_text(at)
@@ -350,7 +429,7 @@ def test_operator_name_from_the_sidebar(seeded: Seeded) -> None:
     at = run(MANAGER)
     assert at.text_input(key="operator").value == "alice"
     at.text_input(key="operator").input("carol").run()
-    at.button(key=f"cancel_{pending}").click().run()
+    act(at, "cancel", pending)
     with Queue(seeded.url) as q:
         assert q.events(pending)[-1].actor == "carol"
 
@@ -362,8 +441,8 @@ def test_operator_name_is_stored_without_control_or_bidi_characters_and_cut(
     failed = seeded.ids[JobStatus.FAILED][0]
     at = run(MANAGER)
     at.text_input(key="operator").input("mal\u202elory\x1b[31m\n\u200b\u2066 ops").run()
-    at.button(key=f"cancel_{pending}").click().run()
-    at.button(key=f"resubmit_{failed}").click().run()
+    act(at, "cancel", pending)
+    act(at, "resubmit", failed)
     with Queue(seeded.url) as q:
         actors = {q.events(pending)[-1].actor, q.events(failed)[-1].actor}
     assert actors == {"mallory[31m ops"}, actors
@@ -372,7 +451,7 @@ def test_operator_name_is_stored_without_control_or_bidi_characters_and_cut(
     # A name longer than the text box allows (from JOBQ_OPERATOR) is cut.
     monkeypatch.setenv("JOBQ_OPERATOR", "\u202e" + "y" * 500)
     at = run(MANAGER)
-    at.button(key=f"cancel_{other}").click().run()
+    act(at, "cancel", other)
     with Queue(seeded.url) as q:
         assert q.events(other)[-1].actor == "y" * manager_model.OPERATOR_NAME_CHARS
 
@@ -521,3 +600,17 @@ def test_an_unreachable_database_is_named_without_its_password(
     at = run(app)
     assert "Cannot open the job queue" in texts(at.error)
     assert "SECRET" not in page_text(at)
+
+
+def test_ops_latest_jobs_filter_by_status(seeded: Seeded) -> None:
+    """The latest-jobs table is a fragment of its own: its status filter redraws it alone."""
+    at = run(OPS)
+
+    def latest() -> pd.DataFrame:
+        (frame,) = [d.value for d in at.dataframe if "path / payload" in d.value.columns]
+        return frame
+
+    assert set(latest()["status"]) == {s.value for s in JobStatus}
+    at.button_group(key="jobs_status").set_value("FAILED").run()
+    assert not at.exception
+    assert list(latest()["status"]) == ["FAILED"] * len(seeded.ids[JobStatus.FAILED])

@@ -12,7 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, poll, serve
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SELECTED_COUNT_JS,
+    UI_TIMEOUT_MS,
+    free_port,
+    poll,
+    select_jobs,
+    serve,
+    wait_rows,
+)
 from seeding import MANAGER, OPS, REPO, KeepAlive, seed_demo
 
 from jobq import JobStatus, Queue
@@ -68,23 +78,30 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
             page.goto(f"http://127.0.0.1:{manager_port}/")
             expect(page.get_by_text("jobq manager")).to_be_visible()
 
-            # The seed's step 6: a FAILED job shows Resubmit and Cancel; Resubmit -> PENDING.
-            expect(page.locator(f".st-key-cancel_{failed} button")).to_be_visible()
-            page.locator(f".st-key-resubmit_{failed} button").click()
+            # The seed's step 6: a FAILED job offers Resubmit and Cancel; Resubmit -> PENDING.
+            wait_rows(page, lambda rows: {failed, pending} <= set(rows), "the job list")
+            select_jobs(page, failed)
+            page.locator(".st-key-open_selected button").first.click()
+            expect(page.locator(".st-key-detail_cancel button")).to_be_visible()
+            page.locator(".st-key-detail_resubmit button").click()
             poll(lambda: status(failed) == JobStatus.PENDING, f"job {failed} to be resubmitted")
             expect(page.get_by_text("Resubmitted 1 job").first).to_be_visible()
+            poll(lambda: page.evaluate(SELECTED_COUNT_JS) == 0, "the resubmitted job to leave the selection")
 
-            # Cancel on a PENDING job -> CANCELLED, and it disappears from the default view.
-            page.locator(f".st-key-cancel_{pending} button").click()
+            # Cancel a selected PENDING job -> CANCELLED, and it disappears from the default view.
+            select_jobs(page, pending)
+            page.locator(".st-key-bulk_cancel button").click()
+            page.locator(".st-key-confirm_yes button").click()
             poll(lambda: status(pending) == JobStatus.CANCELLED, f"job {pending} to be cancelled")
-            expect(page.locator(f".st-key-row_{pending}")).to_have_count(0)
+            wait_rows(page, lambda rows: pending not in rows, "the cancelled job to leave the list")
             with Queue(url) as q:
                 assert q.events(pending)[-1].actor == "browser-test"
 
             # A job's detail, for the screenshot: payload, history and the traceback.
             other_failed = sorted(ids[JobStatus.FAILED])[-2]
-            page.locator(f".st-key-details_{other_failed} button").first.click()
-            expect(page.locator(".st-key-job_detail")).to_be_visible()
+            select_jobs(page, other_failed)
+            page.locator(".st-key-open_selected button").first.click()
+            expect(page.locator(".st-key-job_detail")).to_contain_text(f"Job {other_failed}")
             # For a clean screenshot: scroll back to the top, let the toasts fade and the table settle.
             page.locator('[data-testid="stMain"]').evaluate("el => el.scrollTo(0, 0)")
             page.mouse.move(0, 0)

@@ -16,7 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, poll, serve
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JOB_TABLE,
+    UI_TIMEOUT_MS,
+    free_port,
+    job_rows,
+    need_chromium,
+    poll,
+    select_jobs,
+    serve,
+    wait_rows,
+)
 from seeding import BIDI_NAME, BIDI_NAME_SHOWN, MANAGER, OTHER_HOST, seed, seed_hostile
 
 from jobq import JobStatus
@@ -100,9 +112,8 @@ def test_a_rebound_host_name_gets_no_session(apps: Apps, chromium: Any) -> None:
     """DNS rebinding: the page loads under evil.example, but its websocket is refused: no data, no button."""
     from playwright.sync_api import expect
 
-    failed = apps.ids[JobStatus.FAILED][0]
     for port, log, ready in (
-        (apps.manager, apps.logs / "manager.log", f".st-key-row_{failed}"),
+        (apps.manager, apps.logs / "manager.log", JOB_TABLE),
         (apps.ops, apps.logs / "ops.log", '[data-testid="stMetric"]'),
     ):
         page = new_page(chromium)
@@ -135,11 +146,11 @@ def test_hostile_text_is_shown_as_plain_text(apps: Apps, chromium: Any) -> None:
     page = new_page(chromium)
     try:
         page.goto(f"http://127.0.0.1:{apps.manager}/")
-        for job_id in apps.hostile.values():
-            expect(page.locator(f".st-key-row_{job_id}")).to_be_visible()
-        payload_row = page.locator(f".st-key-row_{apps.hostile['payload']}")
-        expect(payload_row).to_contain_text('"note":"n invoice\\u202etxt.exe')  # JSON: the override as an escape
-        page.locator(f".st-key-details_{failed} button").first.click()
+        wait_rows(page, lambda rows: set(apps.hostile.values()) <= set(rows), "the hostile jobs in the list")
+        payload_row = " ".join(job_rows(page)[apps.hostile["payload"]])
+        assert '"note":"n invoice\\u202etxt.exe' in payload_row  # JSON: the override as an escape
+        select_jobs(page, failed)
+        page.locator(".st-key-open_selected button").first.click()
         detail = page.locator(".st-key-job_detail")
         expect(detail).to_be_visible()
         expect(detail.locator('[data-testid="stExpander"]')).to_have_count(2)  # the last error and the earlier one

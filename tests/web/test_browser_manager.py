@@ -1,6 +1,7 @@
 """The manager in Chromium: the job list refreshes on its own and keeps the operator's filter; a
-time-filtered "Resubmit all matching" acts on exactly the jobs shown; at 1366 px no header, badge or
-button is cut (each element's scrollWidth fits its clientWidth)."""
+time-filtered "Resubmit all matching" acts on exactly the jobs shown; a row ticked in the list stays
+ticked across the refresh and opens its job; at 1366 px no header, badge or button is cut (each
+element's scrollWidth fits its clientWidth) and the job list does not scroll sideways."""
 
 from __future__ import annotations
 
@@ -12,7 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, cut_elements, free_port, need_chromium, poll, serve
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SELECTED_COUNT_JS,
+    UI_TIMEOUT_MS,
+    cut_elements,
+    free_port,
+    job_rows,
+    need_chromium,
+    poll,
+    select_jobs,
+    serve,
+    wait_rows,
+    wide_tables,
+)
 from seeding import MANAGER, REPO, seed
 
 from jobq import JobStatus, Queue
@@ -62,27 +77,35 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             page.set_default_timeout(UI_TIMEOUT_MS)
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.get_by_text("jobq manager")).to_be_visible()
-            expect(page.locator(f".st-key-row_{recent}")).to_be_visible()  # the list has rendered
+            wait_rows(page, lambda rows: recent in rows, "the job list")
             found = cut_elements(page)
             assert found["checked"] > 10 and found["cut"] == [], found  # 1366 px: nothing cut mid-word
+            assert wide_tables(page) == []  # and no table scrolls sideways
 
             error_box = page.get_by_label("Last error contains")
             error_box.fill("timeout")
             error_box.press("Enter")
-            expect(page.locator(f".st-key-row_{recent}")).to_be_visible()
-            expect(page.locator(f".st-key-row_{other}")).to_have_count(0)
-            expect(page.locator(f".st-key-row_{old}")).to_be_visible()
+            wait_rows(page, lambda rows: {recent, old} <= set(rows) and other not in rows, "the error filter")
 
             # A new matching job appears by itself; the filter stays as typed.
             newer = _failed(url, "y", "imap timeout")
-            expect(page.locator(f".st-key-row_{newer}")).to_be_visible()
+            wait_rows(page, lambda rows: newer in rows, "the new job to appear by itself")
             expect(error_box).to_have_value("timeout")
-            expect(page.locator(f".st-key-row_{other}")).to_have_count(0)
+            assert other not in job_rows(page)
+
+            # A ticked row stays ticked across the auto-refresh, and opens its job.
+            select_jobs(page, recent)
+            caption = page.get_by_text("matching jobs · page")
+            before = caption.inner_text()
+            poll(lambda: caption.inner_text() != before, "the list to refresh by itself")  # "updated HH:MM:SS"
+            assert page.evaluate(SELECTED_COUNT_JS) == 1
+            page.locator(".st-key-open_selected button").first.click()
+            expect(page.locator(".st-key-job_detail")).to_contain_text(f"Job {recent}")
 
             # The last hour only: the two-hour-old failure leaves the list and is not resubmitted.
             page.get_by_label("Time", exact=True).click()
             page.get_by_role("option", name="Last hour").click()
-            expect(page.locator(f".st-key-row_{old}")).to_have_count(0)
+            wait_rows(page, lambda rows: old not in rows and recent in rows, "the time filter")
             page.locator(".st-key-all_resubmit button").click()
             expect(page.locator(".st-key-confirm_box")).to_contain_text("last error containing 'timeout'")
             page.locator(".st-key-confirm_yes button").click()
@@ -90,5 +113,6 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             assert status(old) == status(other) == JobStatus.FAILED
             found = cut_elements(page)
             assert found["checked"] > 10 and found["cut"] == [], found
+            assert wide_tables(page) == []
         finally:
             browser.close()

@@ -13,7 +13,16 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, cut_elements, free_port, need_chromium, serve
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    UI_TIMEOUT_MS,
+    cut_elements,
+    free_port,
+    need_chromium,
+    serve,
+    wide_tables,
+)
 from seeding import MANAGER, OPS, REPO, KeepAlive, seed_demo
 
 from jobq import JobStatus
@@ -74,6 +83,7 @@ def test_ops_fits_links_jobs_and_draws_the_tested_colours(tmp_path: Path, reques
                 assert background == _rgb(views.STATUS_PALETTES[scheme]["page"][1]), (scheme, background)
                 found = cut_elements(page)
                 assert found["checked"] > 30 and found["cut"] == [], (width, scheme, found)
+                assert wide_tables(page) == [], (width, scheme)  # no table scrolls sideways
                 # Tables are drawn on a canvas; their accessible copy holds the text of the cells drawn.
                 cells = page.locator('[data-testid="stDataFrame"] td').all_inner_texts()
                 links += [c for c in cells if c.startswith(f"http://127.0.0.1:{manager_port}/?job=")]

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, serve
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    UI_TIMEOUT_MS,
+    free_port,
+    job_rows,
+    need_chromium,
+    select_jobs,
+    serve,
+    wait_rows,
+)
 from pg import _start_server
 from seeding import MANAGER, OPS, REPO, seed
 
@@ -87,17 +97,19 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 1400})
             page.goto(f"http://127.0.0.1:{port}/")
-            expect(page.locator(f".st-key-row_{first}")).to_be_visible()
+            wait_rows(page, lambda rows: first in rows, "the job list")
             assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
 
-            page.locator(f".st-key-cancel_{first} button").click()
+            select_jobs(page, first)
+            page.locator(".st-key-bulk_cancel button").click()
+            page.locator(".st-key-confirm_yes button").click()
             alerts = page.get_by_test_id("stAlert")
             refused = alerts.filter(has_text="holds its write lock")
             expect(refused.first).to_be_visible(timeout=LOCKED_ANSWER_MS)
             expect(refused.first).to_contain_text(f"pid {holder.pid}")
             expect(refused.first).to_contain_text("Nothing was changed")
             # Reads go on: the list is still there, and nothing changed.
-            expect(page.locator(f".st-key-row_{second}")).to_be_visible()
+            assert second in job_rows(page)
             expect(page.get_by_text("Stale since")).to_have_count(0)
             with Queue(url) as q:
                 assert q.get(first).status == JobStatus.PENDING
@@ -109,9 +121,10 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
                 restored = q.enqueue({"path": "data/files/restored-marker.txt"})
             os.replace(other, path)
             expect(alerts.filter(has_text="The database file was replaced")).to_have_count(1)
-            expect(page.locator(f".st-key-row_{restored}")).to_be_visible()
-            expect(page.get_by_text("restored-marker.txt")).to_be_visible()
-            expect(page.locator(f".st-key-row_{second}")).to_have_count(0)  # (id 2 is not in the new file)
+            wait_rows(
+                page, lambda rows: restored in rows and second not in rows, "the new file's jobs"
+            )  # (id 2 is not in it)
+            assert "data/files/restored-marker.txt" in job_rows(page)[restored]
         finally:
             browser.close()
 
@@ -146,7 +159,7 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
             manager_page.goto(f"http://127.0.0.1:{manager}/")
             pending = ids[JobStatus.PENDING][0]
             expect(_metric(ops_page, "Pending")).to_have_text("3")
-            expect(manager_page.locator(f".st-key-row_{pending}")).to_be_visible()
+            wait_rows(manager_page, lambda rows: pending in rows, "the job list")
 
             server.stop()
             for page in (ops_page, manager_page):
@@ -155,7 +168,7 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
                 expect(stale).to_contain_text(f"({time.strftime('%Z')})")  # the zone is named
             # The last known figures stay on the page.
             expect(_metric(ops_page, "Pending")).to_have_text("3")
-            expect(manager_page.locator(f".st-key-row_{pending}")).to_be_visible()
+            assert pending in job_rows(manager_page)
 
             server.start()
             with Queue(url) as q:
@@ -163,6 +176,8 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
             for page in (ops_page, manager_page):
                 expect(page.get_by_text("Stale since")).to_have_count(0, timeout=RECOVERY_MS)
             expect(_metric(ops_page, "Pending")).to_have_text("5")
-            expect(manager_page.locator(f".st-key-row_{added[-1]}")).to_be_visible()
+            wait_rows(
+                manager_page, lambda rows: added[-1] in rows, "the job added after the recovery", RECOVERY_MS / 1000
+            )
         finally:
             browser.close()

@@ -10,13 +10,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from polling import wait_for
 
 from jobq import JobStatus, Queue, StorageError
+from jobq.backends.base import HistogramBounds
+from jobq.queue import read_methods
 from jobq.web import health
 
 #: Holds the write lock of the database named by argv[1] until stdin closes (or 120 s pass).
@@ -199,7 +201,8 @@ def test_app_url_adds_a_short_busy_timeout_to_sqlite_only() -> None:
 
 def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None:
     """A read the apps make but ``READS`` lacks would run as an action: refused while the database
-    is down, so the page would show an error instead of its last figures."""
+    is down, so the page would show an error instead of its last figures. ``READS`` is the methods
+    marked ``@read`` on ``Queue`` (a new read needs only its mark)."""
     import re
     from pathlib import Path
 
@@ -211,3 +214,69 @@ def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None
     called.discard("status")  # WatchedQueue's own
     assert called - actions <= health.READS, sorted(called - actions - health.READS)
     assert not actions & health.READS
+    assert read_methods() == health.READS
+
+
+#: Every ``@read`` Queue method, called: a method marked (or unmarked) without an entry here fails.
+_BOUNDS = HistogramBounds((1.0,), (1.0,), (1.0,))
+READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
+    "get": lambda q, i: q.get(i),
+    "events": lambda q, i: q.events(i),
+    "recent_events": lambda q, i: q.recent_events(),
+    "list_jobs": lambda q, i: q.list_jobs(),
+    "list": lambda q, i: q.list(),
+    "count": lambda q, i: q.count(),
+    "list_page": lambda q, i: q.list_page(),
+    "counts": lambda q, i: q.counts(),
+    "stats": lambda q, i: q.stats(),
+    "latest": lambda q, i: q.latest(),
+    "history": lambda q, i: q.history(),
+    "due_history": lambda q, i: q.due_history(),
+    "workers": lambda q, i: q.workers(),
+    "progress_of": lambda q, i: q.progress_of([i]),
+    "trace_contexts": lambda q, i: q.trace_contexts([i]),
+    "queue_gauges": lambda q, i: q.queue_gauges(),
+    "last_event_id": lambda q, i: q.last_event_id(),
+    "events_after": lambda q, i: q.events_after(0),
+    "completion_cursor": lambda q, i: q.completion_cursor(),
+    "completions_after": lambda q, i: q.completions_after((0.0, 0)),
+    "last_job_id": lambda q, i: q.last_job_id(),
+    "enqueue_totals": lambda q, i: q.enqueue_totals(0),
+    "event_totals": lambda q, i: q.event_totals(0, ["cancelled"]),
+    "completion_totals": lambda q, i: q.completion_totals((0.0, 0), _BOUNDS),
+    "schedules": lambda q, i: q.schedules(),
+    "schedule_history": lambda q, i: q.schedule_history(),
+    "controls": lambda q, i: q.controls(),
+    "control_history": lambda q, i: q.control_history(),
+    "next_due_at": lambda q, i: q.next_due_at(),
+}
+
+
+def test_a_marked_read_writes_nothing(tmp_path: Path) -> None:
+    """What the apps show again while the database is down must be a read: every ``@read`` method
+    runs on a real SQLite file and no commit changes it (``PRAGMA data_version``, as another
+    connection sees it, moves with every commit of another connection)."""
+    import apsw
+
+    assert set(READ_CALLS) == read_methods()
+    url = _db(tmp_path / "queue.db", 3)
+    with Queue(url) as q:
+        job = q.claim("w1")
+        assert job is not None
+        q.progress(job, 0.5, "half")
+        q.pause("other")
+        watcher = apsw.Connection(str(tmp_path / "queue.db"))
+        try:
+
+            def version() -> int:
+                return int(watcher.execute("PRAGMA data_version").fetchall()[0][0])
+
+            before = version()
+            q.complete(job)
+            assert version() != before  # the check sees a write
+            before = version()
+            for name, call in READ_CALLS.items():
+                call(q, job.id)
+                assert version() == before, f"Queue.{name} is marked @read but committed a change"
+        finally:
+            watcher.close()

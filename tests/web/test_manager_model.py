@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from jobq import ActionResult, JobFilter, JobStatus
+from jobq import ActionResult, Job, JobFilter, JobStatus
 from jobq.job import operator_actions
 from jobq.web import manager_model, views
 
@@ -126,3 +127,24 @@ def test_a_link_carries_the_filter_and_the_open_job_and_reads_back() -> None:
         "statuses": ["FAILED"],
         "queues": [],
     }
+
+
+def test_the_job_table_keeps_the_selection_of_other_pages() -> None:
+    page = [9, 8, 7]
+    assert manager_model.merge_selection({1, 8}, page, [0, 2]) == {1, 9, 7}
+    assert manager_model.merge_selection({1, 8}, page, []) == {1}
+    assert manager_model.merge_selection(set(), page, [5]) == set()  # a row that is gone meanwhile
+    assert manager_model.selected_rows({1, 7, 9}, page) == [0, 2]
+
+
+def test_the_job_table_shows_plain_short_cells() -> None:
+    job = Job(
+        5, "q\u202eueue", "mail", {"path": "data/files/a.txt"}, JobStatus.PROCESSING, 1, 100.0, 0, 3, 100.0, 100.0
+    )
+    job = dataclasses.replace(job, attempts=1, cancel_requested=True, last_error="Traceback...\nOSError: boom")
+    frame = manager_model.jobs_table([job], now=100.0)
+    assert list(frame.columns) == manager_model.TABLE_COLUMNS
+    row = frame.iloc[0].to_dict()
+    assert row["id"] == 5 and row["status"] == "PROCESSING cancelling" and row["tries"] == "1/3"
+    assert row["path / payload"] == "data/files/a.txt" and "\u202e" not in row["queue"]
+    assert row["last error"] == "OSError: boom" and row["finished"] == views.DASH

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from seeding import MANAGER, OPS, Seeded
-from test_apps import run
+from test_apps import open_job, run
 
 from jobq import JobStatus, Queue
 from jobq.web import ops_model, safety, views
@@ -21,7 +21,7 @@ def _report(seeded: Seeded, fraction: float | None, message: str) -> int:
 def test_manager_detail_shows_the_progress_of_a_running_job(seeded: Seeded) -> None:
     running = _report(seeded, 0.4, "4 of 10 *files*")
     at = run(MANAGER)
-    at.button(key=f"details_{running}").click().run()
+    open_job(at, running)
     (bar,) = at.get("progress")
     assert bar.proto.value == 40
     shown = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", bar.proto.text).replace(safety.WORD_JOINER, "")

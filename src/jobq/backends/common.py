@@ -379,10 +379,13 @@ class AttemptRow:
     lease_owner: str | None
     lease_token: str | None
     finished_at: float | None
+    #: When the job was made: its ``enqueued`` entry (None: a row read without it, no entry).
+    created_at: float | None = None
 
 
 def attempt_from_row(row: Sequence[Any]) -> AttemptRow:
-    """An AttemptRow from ``(id, status, attempts, started_at, lease_owner, lease_token, finished_at)``."""
+    """An AttemptRow from ``(id, status, attempts, started_at, lease_owner, lease_token,
+    finished_at[, created_at])``."""
     f = _Fields()
     return AttemptRow(
         job_id=f.integer(row[0], "id"),
@@ -392,6 +395,7 @@ def attempt_from_row(row: Sequence[Any]) -> AttemptRow:
         lease_owner=f.text(row[4]),
         lease_token=f.text(row[5]),
         finished_at=f.optional_number(row[6], "finished_at"),
+        created_at=f.optional_number(row[7], "created_at") if len(row) > 7 else None,
     )
 
 
@@ -431,6 +435,15 @@ def carried_events(e: Event) -> list[Event]:
     if completed_at is not None:
         out.append(Event(DERIVED_EVENT_ID, e.job_id, completed_at, EventKind.COMPLETED, worker, attempt, {}))
     return out
+
+
+def enqueued_event(row: AttemptRow) -> Event | None:
+    """The job's ``enqueued`` entry, from its row's ``created_at``: an enqueue stores no event
+    (issue 13: the event row was a quarter of an SQLite enqueue's CPU). An older jobq stored it,
+    at the same time, so ``history_of`` shows it once."""
+    if row.created_at is None:
+        return None
+    return Event(DERIVED_EVENT_ID, row.job_id, row.created_at, EventKind.ENQUEUED, None, 0, {})
 
 
 def row_events(row: AttemptRow) -> list[Event]:
@@ -487,8 +500,12 @@ def history_of(stored: Sequence[Event], row: AttemptRow | None) -> list[Event]:
     completion with a note) is not shown twice.
 
     A carried entry goes before the event that carries it, an entry of the row at the end; each
-    then moves before the stored events of its attempt that come after it (``_later``)."""
+    then moves before the stored events of its attempt that come after it (``_later``). The
+    ``enqueued`` entry of the row comes first, whatever the clocks say: nothing happens to a job
+    before it exists."""
     seen = {_key(e) for e in stored}
+    first = enqueued_event(row) if row is not None else None
+    head = [first] if first is not None and _key(first) not in seen else []
     items = [(i, d) for i, e in enumerate(stored) for d in carried_events(e)]
     items += [(len(stored), d) for d in (row_events(row) if row is not None else [])]
     placed: list[tuple[int, float, int, Event]] = []
@@ -508,7 +525,7 @@ def history_of(stored: Sequence[Event], row: AttemptRow | None) -> list[Event]:
             j += 1
         if i < len(stored):
             out.append(stored[i])
-    return out
+    return head + out
 
 
 def recent_history(
@@ -516,10 +533,11 @@ def recent_history(
 ) -> list[Event]:
     """The newest ``limit`` entries of every job's history, newest first: ``stored`` are the
     newest stored events, ``rows`` the running jobs and the newest finished ones (see
-    ``history_of`` for what is derived)."""
+    ``history_of`` for what is derived; ``rows`` include the newest made, for their ``enqueued``)."""
     seen = {_key(e) for e in stored}
     out = list(stored)
-    for d in [d for e in stored for d in carried_events(e)] + [d for r in rows for d in row_events(r)]:
+    made = [e for r in rows if (e := enqueued_event(r)) is not None]
+    for d in [d for e in stored for d in carried_events(e)] + [d for r in rows for d in row_events(r)] + made:
         if _key(d) not in seen:
             seen.add(_key(d))
             out.append(d)

@@ -8,8 +8,8 @@ commits whose outcome is unknown) and how idle workers are woken.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 from jobq.backends import ops
 from jobq.backends.base import (
@@ -18,11 +18,14 @@ from jobq.backends.base import (
     Bucket,
     Clock,
     Completion,
+    CompletionTotals,
     ControlEvent,
     ControlUpdate,
     DueHistory,
+    EventTotals,
     Failure,
     HeartbeatResult,
+    HistogramBounds,
     JobFilter,
     Lease,
     Listener,
@@ -51,6 +54,35 @@ TOKEN_NONCE_BYTES = 12
 """Random bytes of a claim's nonce, the first part of each lease token it hands out."""
 
 
+#: One transaction of a store method: the operation ``make()`` builds, whether it writes, and what
+#: settles an unknown outcome (``SqlStore._transaction``'s arguments). A plain tuple: the hot path
+#: builds one per call, and a NamedTuple costs several times as much to make.
+Txn = tuple[MakeOp[T], bool, "MakeOp[T] | None"]
+
+#: A store method as data: a generator that yields the transactions it runs, one at a time, is sent
+#: each one's result, and returns the method's. The blocking driver (``SqlStore._run_plan``) and the
+#: asyncio one (``AsyncPostgresStore._run_plan``) run the same plan, so a method that needs two
+#: transactions, or looks at a result before it returns, is written once (the ``ops`` generators
+#: do the same one level down, for the statements of one transaction).
+Plan = Generator[Txn[Any], Any, T]
+#: What a method hands its driver: a plan, or its one transaction as it is (most methods: no
+#: generator to step through on the hot path).
+Work = Plan[T] | Txn[T]
+
+
+def _one(make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> Plan[T]:
+    """One transaction as a step of a longer plan: ``result = yield from _one(...)``."""
+    result: T = yield (make, write, on_unknown)
+    return result
+
+
+def _value(value: T) -> Plan[T]:
+    """The plan of a call that needs no transaction (an empty batch): its answer, and no yield
+    reached, so even then the asyncio store returns an awaitable, as for any other call."""
+    return value
+    yield  # a generator: never reached
+
+
 def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], bool]]:
     """A claim's read-back after an unknown outcome, as ``ops.claim`` returns it: controlled
     queues may remain (the claim that follows finds out, under the lock)."""
@@ -59,7 +91,11 @@ def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], bool]]:
 
 
 class SqlStore:
-    """Every Backend operation, each one transaction, on top of ``_transaction``."""
+    """Every Backend operation on top of ``_transaction``: each method returns ``_run_plan(plan)``
+    as it is, its plan (``Plan``) naming its transactions, so that a driver other than the blocking
+    one (``AsyncPostgresStore``'s: a coroutine) runs every method unchanged. A method therefore never
+    looks at a transaction's result itself: what depends on one goes into its plan
+    (tests/unit/test_store_plans.py checks every Protocol method)."""
 
     url: str
     single_host: bool
@@ -93,16 +129,30 @@ class SqlStore:
     def close(self) -> None:
         raise NotImplementedError
 
+    def _run_plan(self, work: Work[T]) -> T:
+        """Run a method's transactions one after the other, each sent its result; return the
+        plan's. The blocking driver; the asyncio store's returns a coroutine doing the same."""
+        if isinstance(work, tuple):
+            make, write, on_unknown = work
+            return self._transaction(make, write=write, on_unknown=on_unknown)
+        try:
+            make, write, on_unknown = next(work)
+            while True:
+                make, write, on_unknown = work.send(self._transaction(make, write=write, on_unknown=on_unknown))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
     def _read(self, make: MakeOp[T]) -> T:
-        return self._transaction(make, write=False)
+        return self._run_plan((make, False, None))
 
     def _write(self, make: MakeOp[T], *, on_unknown: MakeOp[T] | None = None) -> T:
-        return self._transaction(make, write=True, on_unknown=on_unknown)
+        return self._run_plan((make, True, on_unknown))
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
         if not jobs:
-            return []
+            return self._run_plan(_value([]))
         d = self.dialect
         settle: MakeOp[list[int]] | None = None
         if all(j.idempotency_key is not None for j in jobs):
@@ -118,25 +168,32 @@ class SqlStore:
 
     # -- workers ---------------------------------------------------------------------------
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        return self._run_plan(self._claim_plan(worker_id, queues, limit, lease_seconds, clock))
+
+    def _claim_plan(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock
+    ) -> Plan[list[Job]]:
         nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
         d = self.dialect
-        jobs, controlled = self._write(
+        jobs, controlled = yield from _one(
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
+            write=True,
             on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
         )
         if controlled and len(jobs) < limit:
             # Paused or limited queues among ``queues``: their claim locks their control rows, in
             # a transaction of its own (the lock-free claim above was one statement).
             more = limit - len(jobs)
-            jobs += self._write(
+            jobs += yield from _one(
                 lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce),
+                write=True,
                 on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
             )
         return jobs
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         if not leases:
-            return []
+            return self._run_plan(_value([]))
 
         def make() -> ops.Op[list[HeartbeatResult]]:
             return ops.heartbeat(self.dialect, leases, lease_seconds, clock)
@@ -205,9 +262,26 @@ class SqlStore:
         cutoff: Callable[[float], float] | None = None,
         attempts_limit: Callable[[str, str | None, int], int] | None = None,
     ) -> list[RescueResult]:
-        if not self._read(lambda: ops.rescue_probe(self.dialect, clock(), gone_owners)):
+        return self._run_plan(self._rescue_plan(clock, backoff, actor, gone_owners, cutoff, attempts_limit))
+
+    def _rescue_plan(
+        self,
+        clock: Clock,
+        backoff: Callable[[int], float],
+        actor: str,
+        gone_owners: Sequence[str],
+        cutoff: Callable[[float], float] | None,
+        attempts_limit: Callable[[str, str | None, int], int] | None,
+    ) -> Plan[list[RescueResult]]:
+        d = self.dialect
+        # A read first: most rounds find nothing, and a read takes no write lock (SQLite's one writer).
+        if not (yield from _one(lambda: ops.rescue_probe(d, clock(), gone_owners), write=False)):
             return []
-        return self._write(lambda: ops.rescue(self.dialect, clock, backoff, actor, gone_owners, cutoff, attempts_limit))
+        return (
+            yield from _one(
+                lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff, attempts_limit), write=True
+            )
+        )
 
     def next_due_at(self, queues: Sequence[str]) -> float | None:
         return self._read(lambda: ops.next_due_at(self.dialect, queues))
@@ -230,7 +304,9 @@ class SqlStore:
         return self._write(lambda: ops.cancel(self.dialect, where, actor, now))
 
     def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
-        return self._write(lambda: ops.purge(self.dialect, statuses, finished_before)) if statuses else 0
+        if not statuses:
+            return self._run_plan(_value(0))
+        return self._write(lambda: ops.purge(self.dialect, statuses, finished_before))
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:
@@ -241,13 +317,12 @@ class SqlStore:
 
     def register_waiter(self, job_id: int, now: float, expires: float) -> int | None:
         if "register_waiter" not in self.dialect.sql:
-            return None  # this dialect wakes waiters without being told who waits
+            return self._run_plan(_value(None))  # this dialect wakes waiters without being told who waits
         return self._write(lambda: ops.register_waiter(self.dialect, job_id, now, expires))
 
     def unregister_waiter(self, waiter: int | None) -> None:
         if waiter is None:
-            return None
-        # Returned, not just run: an asyncio store's _write gives back a coroutine to await.
+            return self._run_plan(_value(None))
         return self._write(lambda: ops.unregister_waiter(self.dialect, waiter))
 
     def events(self, job_id: int) -> list[Event]:
@@ -288,10 +363,14 @@ class SqlStore:
         return self._write(make, on_unknown=make)  # writing the same progress again is harmless
 
     def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
-        return self._read(lambda: ops.progress_of(self.dialect, job_ids)) if job_ids else {}
+        if not job_ids:
+            return self._run_plan(_value({}))
+        return self._read(lambda: ops.progress_of(self.dialect, job_ids))
 
     def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
-        return self._read(lambda: ops.trace_contexts(self.dialect, job_ids)) if job_ids else {}
+        if not job_ids:
+            return self._run_plan(_value({}))
+        return self._read(lambda: ops.trace_contexts(self.dialect, job_ids))
 
     def queue_gauges(self, now: float) -> dict[str, QueueGauges]:
         return self._read(lambda: ops.queue_gauges(self.dialect, now))
@@ -302,21 +381,35 @@ class SqlStore:
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.events_after(self.dialect, after_id, limit))
 
+    def last_job_id(self) -> int:
+        return self._read(lambda: ops.last_job_id(self.dialect))
+
+    def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:
+        return self._read(lambda: ops.enqueue_totals(self.dialect, after_id, until, limit))
+
     def completion_cursor(self) -> tuple[float, int]:
         return self._read(lambda: ops.completion_cursor(self.dialect))
 
     def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.completions_after(self.dialect, after, until, limit))
 
+    def event_totals(self, after_id: int, until: float, limit: int, counted: Sequence[str]) -> EventTotals:
+        return self._read(lambda: ops.event_totals(self.dialect, after_id, until, limit, counted))
+
+    def completion_totals(
+        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
+    ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
+        return self._read(lambda: ops.completion_totals(self.dialect, after, until, limit, bounds))
+
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
-        self._write(lambda: ops.register_worker(self.dialect, info))
+        return self._write(lambda: ops.register_worker(self.dialect, info))
 
     def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None:
-        self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
+        return self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
-        self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
+        return self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
 
     def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
         return self._write(lambda: ops.mark_lost_workers(self.dialect, seen_before, now))
@@ -326,7 +419,7 @@ class SqlStore:
 
     # -- schedules -------------------------------------------------------------------------
     def save_schedule(self, info: ScheduleInfo, now: float) -> None:
-        self._write(lambda: ops.save_schedule(self.dialect, info, now))
+        return self._write(lambda: ops.save_schedule(self.dialect, info, now))
 
     def list_schedules(self, due_by: float | None = None) -> list[ScheduleInfo]:
         return self._read(lambda: ops.list_schedules(self.dialect, due_by))

@@ -56,37 +56,60 @@ class RunFieldsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         run = _RUN.get()
-        if run is not None:
-            if isinstance(run, tuple):
-                job, worker = run
-                fields = fields_of(job.id, job.queue, job.task, job.attempts, worker)
-            else:
-                fields = run
-            for key, value in fields.items():
-                if not hasattr(record, key):
-                    setattr(record, key, value)
+        if run is None:
+            return True
+        if isinstance(run, tuple):  # the worker's (job, worker id): no dict made per record
+            job, worker = run
+            values: Any = (job.id, job.queue, job.task, job.attempts, worker)
+            items = zip(RUN_FIELDS, values, strict=True)
+        else:
+            items = iter(run.items())
+        fields = record.__dict__
+        for key, value in items:
+            if key not in fields:
+                fields[key] = value
         return True
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (newlines in messages are escaped by JSON)."""
 
+    # json.dumps with any option builds a new encoder on every call; one made once is reused.
+    _encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds; the part up to the second is made once a second."""
+        second = int(created)
+        micros = round((created - second) * 1e6)  # as datetime rounds, then truncated to ms
+        if micros >= 1_000_000:  # rounds up into the next second: rare, the slow way
+            return datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat(timespec="milliseconds")
+        if second != self._second:
+            stamp = datetime.datetime.fromtimestamp(second, datetime.UTC).isoformat()
+            self._second, self._second_text = second, stamp[:-6]  # without "+00:00"
+        return f"{self._second_text}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = record.__dict__
         for key in RUN_FIELDS:
-            value = getattr(record, key, None)
+            value = fields.get(key)
             if value is not None:
                 out[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             out["exception"] = record.exc_text
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return self._encode(out)
 
 
 def configure(log_format: str, level: str | int = "INFO") -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from jobq import JobqError, Queue, StorageError
+from jobq.queue import read_methods
 from jobq.redact import redact_text, redact_url
 
 APP_BUSY_TIMEOUT_MS_DEFAULT = 2_000
@@ -49,27 +50,9 @@ REMEMBERED_READS_MAX = 512
 READ_THREADS = 4
 """Reads in flight at once per process (a stuck read holds one until its own timeout)."""
 
-#: The Queue methods the apps read through; anything else (actions) runs directly.
-READS = frozenset(
-    {
-        "control_history",
-        "controls",
-        "counts",
-        "due_history",
-        "events",
-        "get",
-        "history",
-        "latest",
-        "list",
-        "list_page",
-        "progress_of",
-        "recent_events",
-        "schedule_history",
-        "schedules",
-        "stats",
-        "workers",
-    }
-)
+#: The Queue methods the apps read through, remembered for a stale page: those marked ``@read`` on
+#: ``Queue`` itself (``jobq.queue.read``). Anything else (actions) runs directly.
+READS = read_methods()
 #: SQLite's WAL write lock: byte 120 of the ``-shm`` file (os_unix.c: UNIX_SHM_BASE + WAL_WRITE_LOCK).
 WAL_WRITE_LOCK_BYTE = 120
 

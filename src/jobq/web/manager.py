@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -21,26 +22,29 @@ import streamlit as st
 
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
 from jobq.job import operator_actions
-from jobq.present import error_summary, progress_text
+from jobq.present import progress_text
 from jobq.web import _page, flow_panel, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
-# Sized so that at 1366 px (sidebar open) no header, time, id, badge or button is cut or broken
-# (tests/web/test_browser_manager.py measures it); the started time is in the job's detail.
-ROW_WIDTHS = [0.3, 0.8, 1.75, 0.9, 0.9, 1.75, 0.6, 1.05, 1.05, 1.7, 1.45, 1.25, 0.5]
-ROW_GAP: Final = "xxsmall"
-ROW_HEADERS = [
-    "",
-    "id",
-    "status",
-    "queue",
-    "task",
-    "path / payload",
-    "tries",
-    "created",
-    "finished",
-    "last error",
-]
+# Pixel widths of the job list's columns, so that at 1366 px (sidebar open) the table fits without
+# scrolling sideways and no header is cut (tests/web/test_browser_manager.py measures it). Every
+# column has a width: one left to size itself grows to its longest text (an error) and the table
+# then scrolls. On a wider page Streamlit widens every column in proportion. The full times,
+# payload and error are in the job's detail.
+TABLE_WIDTHS: Final = {
+    "id": 72,
+    "status": 116,
+    "queue": 76,
+    "task": 76,
+    "path / payload": 180,
+    "tries": 48,
+    "created": 80,
+    "finished": 80,
+    "last error": 140,
+}
+ROW_HEIGHT_PX: Final = 35
+"""Streamlit's default table row height: the list is as tall as its rows (no inner scrolling)."""
+BAR_GAP: Final = "xxsmall"
 
 
 REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -95,9 +99,9 @@ def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where:
     outcome = manager_model.summarize(results, verb)
     _flash(outcome.level, outcome.message)
     done = {r.job_id for r in results if r.ok}
-    _selected().difference_update(done)
-    for job_id in done:
-        st.session_state.pop(f"sel_{job_id}", None)
+    if done & _selected():
+        _selected().difference_update(done)
+        _redraw_selection()
 
 
 def _ask(pending: Pending) -> None:
@@ -114,23 +118,20 @@ def _dismiss() -> None:
     st.session_state.pop("confirm", None)
 
 
-def _toggle(job_id: int) -> None:
-    if st.session_state.get(f"sel_{job_id}"):
-        _selected().add(job_id)
-    else:
-        _selected().discard(job_id)
+def _redraw_selection() -> None:
+    """Draw the table anew from the ``selected`` set: the table shows its own selection until its
+    key changes, and a new key starts from the set (``selection_default``)."""
+    st.session_state["_selection_round"] = st.session_state.get("_selection_round", 0) + 1
 
 
 def _select_page(ids: Sequence[int]) -> None:
     _selected().update(ids)
-    for job_id in ids:
-        st.session_state[f"sel_{job_id}"] = True
+    _redraw_selection()
 
 
 def _clear_selection() -> None:
-    for job_id in _selected():
-        st.session_state[f"sel_{job_id}"] = False
     _selected().clear()
+    _redraw_selection()
 
 
 def _show_detail(job_id: int | None) -> None:
@@ -242,33 +243,30 @@ def _detail(q: Queue, job_id: int) -> None:
         st.button("Close", key="detail_close_missing", on_click=_show_detail, args=(None,))
         return
     with st.container(border=True, key="job_detail"):
-        head, actions = st.columns([3, 2], vertical_alignment="center")
+        head, right = st.columns([3, 2], vertical_alignment="center")
         head.markdown(f"### Job {job.id} &nbsp; {views.status_badge(job.status)}")
-        a1, a2, a3 = actions.columns(3)
+        # Buttons as wide as their labels (wrapping when narrow): at 1366 px none is cut.
+        actions = right.container(horizontal=True, horizontal_alignment="right", gap="xxsmall")
         legal = operator_actions(job.status)
         if "resubmit" in legal:
-            a1.button(
+            actions.button(
                 "Resubmit",
                 key="detail_resubmit",
                 icon=":material/replay:",
                 on_click=_run_action,
                 args=(q, "Resubmit"),
                 kwargs={"ids": [job.id]},
-                width="stretch",
             )
         if "cancel" in legal:
-            a2.button(
+            actions.button(
                 "Cancel",
                 key="detail_cancel",
                 icon=":material/block:",
                 on_click=_run_action,
                 args=(q, "Cancel"),
                 kwargs={"ids": [job.id]},
-                width="stretch",
             )
-        a3.button(
-            "Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,), width="stretch"
-        )
+        actions.button("Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,))
         facts = {
             "queue": safety.md_literal(job.queue),
             "task": safety.md_literal(job.task) if job.task else "(default)",
@@ -350,104 +348,104 @@ def _confirmation(q: Queue) -> None:
 
 def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
     chosen = sorted(_selected())
-    cols = st.columns([1.35, 1.6, 1.5, 0.75, 0.05, 1.85, 1.75], vertical_alignment="center", gap=ROW_GAP)
-    cols[0].button(
+    # A row of buttons as wide as their labels that wraps when the page is narrow: at 1366 px no
+    # label is cut ("Res…"), whatever the counts in them.
+    bar = st.container(horizontal=True, gap=BAR_GAP, vertical_alignment="center", key="bulk_bar")
+    bar.button(
         "Select page",
         key="select_page",
         icon=":material/select_all:",
         on_click=_select_page,
         args=(page_ids,),
         disabled=not page_ids,
-        width="stretch",
     )
-    cols[1].button(
+    bar.button(
+        "Details",
+        key="open_selected",
+        icon=":material/open_in_new:",
+        help="Open the selected job (select one row)",
+        disabled=len(chosen) != 1,
+        on_click=_show_detail,
+        args=(chosen[0] if len(chosen) == 1 else None,),
+    )
+    bar.button(
         f"Resubmit selected ({len(chosen)})",
         key="bulk_resubmit",
         disabled=not chosen,
         on_click=_ask,
         args=(Pending("Resubmit", len(chosen), ids=tuple(chosen)),),
-        width="stretch",
     )
-    cols[2].button(
+    bar.button(
         f"Cancel selected ({len(chosen)})",
         key="bulk_cancel",
         disabled=not chosen,
         on_click=_ask,
         args=(Pending("Cancel", len(chosen), ids=tuple(chosen)),),
-        width="stretch",
     )
-    cols[3].button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection, width="stretch")
-    cols[5].button(
+    bar.button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection)
+    bar.button(
         f"Resubmit all {total:,} matching…",
         key="all_resubmit",
         disabled=not total,
         on_click=_ask,
         args=(Pending("Resubmit", total, where=where),),
-        width="stretch",
     )
-    cols[6].button(
+    bar.button(
         f"Cancel all {total:,} matching…",
         key="all_cancel",
         disabled=not total,
         on_click=_ask,
         args=(Pending("Cancel", total, where=where),),
-        width="stretch",
     )
 
 
-def _job_rows(q: Queue, jobs: list[Job]) -> None:
-    now = time.time()
-    header = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
-    for col, title in zip(header, ROW_HEADERS, strict=False):
-        col.markdown(f"**{title}**" if title else "")
-    selected = _selected()
-    for job in jobs:
-        key = f"sel_{job.id}"
-        if key not in st.session_state:
-            st.session_state[key] = job.id in selected
-        with st.container(key=f"row_{job.id}"):
-            c = st.columns(ROW_WIDTHS, vertical_alignment="center", gap=ROW_GAP)
-            c[0].checkbox(
-                f"select job {job.id}", key=key, label_visibility="collapsed", on_change=_toggle, args=(job.id,)
-            )
-            c[1].markdown(f":gray[#{job.id}]")
-            # A Material Symbol, not an emoji: it renders without a colour font.
-            c[2].markdown(views.status_badge(job.status) + (" :material/pan_tool:" if job.cancel_requested else ""))
-            c[3].text(safety.plain(job.queue, 24))
-            c[4].text(safety.plain(job.task, 24) if job.task else views.DASH)
-            c[5].text(views.payload_summary(job.payload, 80))
-            c[6].markdown(f"{job.attempts}/{job.max_attempts}")
-            for col, ts in ((c[7], job.created_at), (c[8], job.finished_at)):
-                col.markdown(views.fmt_short_time(ts, now))
-            if job.last_error:
-                c[9].markdown(f":red[{safety.md_literal(error_summary(job.last_error), 34)}]")
-            legal = operator_actions(job.status)
-            if "resubmit" in legal:
-                c[10].button(
-                    "Resubmit",
-                    key=f"resubmit_{job.id}",
-                    on_click=_run_action,
-                    args=(q, "Resubmit"),
-                    kwargs={"ids": [job.id]},
-                    width="stretch",
-                )
-            if "cancel" in legal:
-                c[11].button(
-                    "Cancel",
-                    key=f"cancel_{job.id}",
-                    on_click=_run_action,
-                    args=(q, "Cancel"),
-                    kwargs={"ids": [job.id]},
-                    width="stretch",
-                )
-            c[12].button(
-                "",
-                key=f"details_{job.id}",
-                icon=":material/open_in_new:",
-                help=f"Details of job {job.id}",
-                on_click=_show_detail,
-                args=(job.id,),
-            )
+def table_key(page_ids: Sequence[int]) -> str:
+    """The job list's widget key: the jobs it shows (a selection is by row position, so other rows
+    are another table) and the selection round (``_redraw_selection``)."""
+    digest = zlib.crc32(",".join(map(str, page_ids)).encode())
+    return f"jobs_{st.session_state.get('_selection_round', 0)}_{digest:08x}"
+
+
+def _job_table(jobs: list[Job]) -> None:
+    """The page's jobs as one table whose rows are selected by clicking them (one element, not
+    hundreds of widgets: the page draws in a fraction of the time). The selection is kept in the
+    ``selected`` set of job ids, so it survives paging and the auto-refresh: a table keeps its
+    selection while it shows the same jobs, and a table of other jobs starts from the set."""
+    page_ids = [j.id for j in jobs]
+    key = table_key(page_ids)
+    st.session_state["_jobs_table"] = key  # tests select rows through it
+    theme = _page.theme_type()
+    frame = manager_model.jobs_table(jobs, time.time())
+    when = f"Server time ({views.zone_name()}); a date when not today"
+    event = st.dataframe(
+        # The colour follows the status word ("PROCESSING cancelling" is still PROCESSING).
+        frame.style.map(lambda v: views.style_cell(str(v).split(" ")[0], theme), subset=["status"]),
+        key=key,
+        on_select="rerun",
+        selection_mode="multi-row",
+        selection_default={"selection": {"rows": manager_model.selected_rows(_selected(), page_ids)}},
+        hide_index=True,
+        width="stretch",
+        height=ROW_HEIGHT_PX * (len(jobs) + 1) + 3,
+        row_height=ROW_HEIGHT_PX,
+        column_config={
+            "id": st.column_config.NumberColumn(width=TABLE_WIDTHS["id"], format="%d", help="Job id"),
+            "status": st.column_config.TextColumn(width=TABLE_WIDTHS["status"]),
+            "queue": st.column_config.TextColumn(width=TABLE_WIDTHS["queue"]),
+            "task": st.column_config.TextColumn(width=TABLE_WIDTHS["task"]),
+            "path / payload": st.column_config.TextColumn(width=TABLE_WIDTHS["path / payload"]),
+            "tries": st.column_config.TextColumn(width=TABLE_WIDTHS["tries"], help="Attempts / max attempts"),
+            "created": st.column_config.TextColumn(width=TABLE_WIDTHS["created"], help=when),
+            "finished": st.column_config.TextColumn(width=TABLE_WIDTHS["finished"], help=when),
+            "last error": st.column_config.TextColumn(
+                width=TABLE_WIDTHS["last error"], help="The last error's summary; the job's detail has it all"
+            ),
+        },
+    )
+    chosen = manager_model.merge_selection(_selected(), page_ids, event.selection.rows)
+    if chosen != _selected():
+        _selected().clear()
+        _selected().update(chosen)
 
 
 def _pager_key(where: JobFilter, page: Page) -> str:
@@ -527,16 +525,19 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
         _pager(where, page, total)
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
-        st.caption(
+        # The bar and the caption above the table show the selection the table just reported.
+        caption, bar = st.empty(), st.container()
+        if jobs:
+            _job_table(jobs)
+            _bottom_pager(where, page, total, number)
+        caption.caption(
             f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
             f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected · "
             f"times in {views.zone_name()} · updated {time.strftime('%H:%M:%S')}"
         )
-        _bulk_bar(q, where, total, [j.id for j in jobs])
-        if jobs:
-            _job_rows(q, jobs)
-            _bottom_pager(where, page, total, number)
-        else:
+        with bar:
+            _bulk_bar(q, where, total, [j.id for j in jobs])
+        if not jobs:
             st.info(
                 "No job matches this filter. Widen the status filter in the sidebar to see more.",
                 icon=":material/inbox:",

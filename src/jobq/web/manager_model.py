@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from jobq import ActionResult, Event, JobFilter, JobqError, JobStatus
+from jobq import ActionResult, Event, Job, JobFilter, JobqError, JobStatus
 from jobq.demo import paths
 from jobq.present import error_summary
 from jobq.web.safety import plain
-from jobq.web.views import count_jobs, fmt_time
+from jobq.web.views import DASH, count_jobs, fmt_short_time, fmt_time, payload_summary
 
 #: What an operator acts on: the manager's default status filter. A cancelled (or completed) job
 #: leaves this view, as docs/demo.md step 6 shows ("Cancel on PENDING -> disappears").
@@ -106,6 +106,48 @@ def describe_filter(where: JobFilter) -> str:
         if bound is not None:
             parts.append(f"{label} {fmt_time(bound)}")
     return ", ".join(parts) or "all jobs"
+
+
+#: The manager's job list: its columns, in order (the first is the job id).
+TABLE_COLUMNS = ["id", "status", "queue", "task", "path / payload", "tries", "created", "finished", "last error"]
+CANCELLING = "cancelling"
+"""Added to a running job's status cell once an operator asked to cancel it."""
+TABLE_PAYLOAD_CHARS = 80
+TABLE_NAME_CHARS = 24
+TABLE_ERROR_CHARS = 60
+
+
+def jobs_table(jobs: Iterable[Job], now: float | None = None) -> pd.DataFrame:
+    """The manager's job list as one table (``TABLE_COLUMNS``): plain text cells (a table cell
+    never renders Markdown), short times (the zone and full times are in the job's detail)."""
+    rows = [
+        {
+            "id": job.id,
+            "status": job.status.value + (f" {CANCELLING}" if job.cancel_requested else ""),
+            "queue": plain(job.queue, TABLE_NAME_CHARS),
+            "task": plain(job.task, TABLE_NAME_CHARS) if job.task else DASH,
+            "path / payload": payload_summary(job.payload, TABLE_PAYLOAD_CHARS),
+            "tries": f"{job.attempts}/{job.max_attempts}",
+            "created": fmt_short_time(job.created_at, now),
+            "finished": fmt_short_time(job.finished_at, now),
+            "last error": plain(error_summary(job.last_error), TABLE_ERROR_CHARS) if job.last_error else "",
+        }
+        for job in jobs
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def merge_selection(selected: Iterable[int], page_ids: Sequence[int], rows: Iterable[int]) -> set[int]:
+    """The selection after the table reported ``rows`` (positions on the page) as selected: the
+    page's jobs are exactly those rows, jobs selected on other pages stay selected."""
+    on_page = [page_ids[r] for r in rows if 0 <= r < len(page_ids)]
+    return (set(selected) - set(page_ids)) | set(on_page)
+
+
+def selected_rows(selected: Iterable[int], page_ids: Sequence[int]) -> list[int]:
+    """The positions on the page of the selected jobs (the table's default selection)."""
+    chosen = set(selected)
+    return [n for n, job_id in enumerate(page_ids) if job_id in chosen]
 
 
 def page_count(total: int, size: int) -> int:

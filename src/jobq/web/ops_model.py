@@ -23,7 +23,7 @@ from jobq.flow import format_rate
 from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, worker_state
 from jobq.web.safety import plain
 from jobq.web.supervisor import ProgramState, troubled
-from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_short_time, fmt_time
+from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_short_time
 
 PENDING_ALERT_SECONDS_DEFAULT = 300.0
 """Alert when the oldest due pending job of a queue has waited longer than this."""
@@ -215,7 +215,9 @@ def workers_frame(
             "state": _shown_state(w, now, heartbeat_seconds, id(w) in latest),
             "host": plain(w.host),
             "pid": w.pid,
-            "started": fmt_time(w.started_at),
+            # Short (today's as HH:MM:SS; the zone is in the column's help): at 1366 px the
+            # table fits without scrolling sideways.
+            "started": fmt_short_time(w.started_at, now),
             "last heartbeat": _last_seen(w, now),
             "current jobs": ", ".join(str(j) for j in w.current_jobs),
             "jobs done": w.jobs_done,

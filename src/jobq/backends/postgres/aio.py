@@ -1,8 +1,9 @@
 """PostgreSQL from asyncio, natively: ``jobq.AsyncQueue``'s store and its finish listener.
 
 - ``AsyncPostgresStore`` is ``SqlStore`` (every operation written once, in ``store.py`` over the
-  ``ops`` generators) with a ``_transaction`` that returns a coroutine: each store method then
-  hands back an awaitable that runs the very same operation through ``ops.adrive`` on a
+  ``ops`` generators) with a ``_run_plan`` that returns a coroutine: each store method then
+  hands back an awaitable that runs the very same plan of transactions (``store.Plan``: a claim
+  under flow control takes two, a rescue reads before it writes), each operation driven on a
   ``psycopg.AsyncConnection`` from a ``psycopg_pool.AsyncConnectionPool``. No thread, no second
   copy of any rule: the one-statement forms, the retries after a deadlock or a lost connection and
   the settling of an unknown outcome are ``PostgresBackend._run``'s, step by step.
@@ -24,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import secrets
 import select
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -35,7 +35,6 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
-from jobq.backends.base import Clock, RescueResult
 from jobq.backends.postgres import (
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
@@ -50,9 +49,8 @@ from jobq.backends.postgres import (
     describe_url,
     storage_error,
 )
-from jobq.backends.store import TOKEN_NONCE_BYTES, MakeOp, SqlStore, _flagged
+from jobq.backends.store import MakeOp, SqlStore, Work
 from jobq.errors import ConfigError, StorageError
-from jobq.job import Job
 
 T = TypeVar("T")
 AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -140,9 +138,8 @@ async def adrive_transaction(
 class AsyncPostgresStore(SqlStore):
     """Every ``SqlStore`` method as a coroutine on an ``AsyncConnectionPool`` (module docstring).
 
-    Each method returns what ``SqlStore``'s returns, awaitable: ``await store.claim(...)``; a
-    method that needs no transaction (an empty batch) returns its plain value, so callers pass
-    results through ``resolve``."""
+    Each method returns what ``SqlStore``'s returns, as a coroutine: ``await store.claim(...)``,
+    also when it needs no transaction (an empty batch)."""
 
     single_host = False
     dialect: PostgresDialect
@@ -157,44 +154,22 @@ class AsyncPostgresStore(SqlStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
 
-    def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
-        # A coroutine in place of the result: SqlStore's methods return it for their caller to await.
-        return self._arun(make, write=write, on_unknown=on_unknown)  # type: ignore[return-value]
+    def _run_plan(self, work: Work[T]) -> T:
+        # A coroutine in place of the result: every SqlStore method returns it for its caller to await.
+        return self._arun_plan(work)  # type: ignore[return-value]
 
-    async def claim(  # type: ignore[override]
-        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock
-    ) -> list[Job]:
-        """``SqlStore.claim`` awaited: its second transaction (queues under flow control) depends
-        on the first one's answer, so it cannot be one returned coroutine."""
-        nonce = secrets.token_hex(TOKEN_NONCE_BYTES)
-        d = self.dialect
-        jobs, controlled = await self._arun(
-            lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
-            write=True,
-            on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
-        )
-        if controlled and len(jobs) < limit:
-            more = limit - len(jobs)
-            jobs += await self._arun(
-                lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce),
-                write=True,
-                on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
-            )
-        return jobs
-
-    async def rescue_expired(  # type: ignore[override]
-        self,
-        clock: Clock,
-        backoff: Callable[[int], float],
-        actor: str,
-        gone_owners: Sequence[str] = (),
-        cutoff: Callable[[float], float] | None = None,
-    ) -> list[RescueResult]:
-        """``SqlStore.rescue_expired`` awaited: its write runs only when the probe found work."""
-        d = self.dialect
-        if not await self._arun(lambda: ops.rescue_probe(d, clock(), gone_owners), write=False):
-            return []
-        return await self._arun(lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff), write=True)
+    async def _arun_plan(self, work: Work[T]) -> T:
+        """``SqlStore._run_plan`` awaited: the same plan, each transaction run by ``_arun``."""
+        if isinstance(work, tuple):
+            make, write, on_unknown = work
+            return await self._arun(make, write=write, on_unknown=on_unknown)
+        try:
+            make, write, on_unknown = next(work)
+            while True:
+                make, write, on_unknown = work.send(await self._arun(make, write=write, on_unknown=on_unknown))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
     async def _get_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         loop = asyncio.get_running_loop()
@@ -281,11 +256,6 @@ class AsyncPostgresStore(SqlStore):
 
     def close(self) -> None:  # the Protocol's; AsyncQueue calls aclose
         self._pool = None
-
-
-async def resolve(value: Any) -> Any:
-    """The result of an ``AsyncPostgresStore`` method: awaited when it is a coroutine."""
-    return await value if asyncio.iscoroutine(value) else value
 
 
 class AsyncFinishHub:

@@ -49,6 +49,27 @@ def test_enqueue_many_in_order(queue: jobq.Queue) -> None:
     assert queue.count(JobFilter(queues=("bulk",))) == 50
 
 
+def test_a_large_batch_keeps_its_order_fields_and_history(queue: jobq.Queue, clock: FakeClock) -> None:
+    """More jobs than one statement takes (SQLite: 400 a chunk): every job in order, with the
+    fields the call gave, its own payload and its ``enqueued`` event; a bad payload anywhere in a
+    batch stores none of it."""
+    n = 2_345
+    ids = queue.enqueue_many(
+        [{"i": i} for i in range(n)], queue="bulk", task="t", priority=4, delay=5.0, max_attempts=7, timeout=2.5
+    )
+    assert len(set(ids)) == n and ids == sorted(ids)
+    for i in (0, 999, 1000, 2000, n - 1):
+        job = queue.get(ids[i])
+        assert (job.payload, job.queue, job.task, job.priority, job.max_attempts) == ({"i": i}, "bulk", "t", 4, 7)
+        assert (job.timeout, job.run_at, job.created_at, job.status) == (2.5, clock.now + 5.0, clock.now, P)
+        assert kinds(queue, ids[i]) == ["enqueued"]
+    with pytest.raises(jobq.InvalidPayload):
+        queue.enqueue_many([{"i": 1}, {"bad": object()}, {"i": 3}], queue="other")
+    with pytest.raises(jobq.PayloadTooLarge):
+        queue.enqueue_many([{"i": 1}, "x" * (queue.settings.payload_limit_bytes + 1)], queue="other")
+    assert queue.count(JobFilter(queues=("other",))) == 0 and queue.count() == n
+
+
 def test_payload_limits_and_types(queue: jobq.Queue) -> None:
     with pytest.raises(jobq.PayloadTooLarge):
         queue.enqueue("x" * (queue.settings.payload_limit_bytes + 1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import jobq
-from jobq.backends.base import NewJob
+from jobq.backends.base import HistogramBounds, NewJob
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import kinds
 
@@ -92,18 +92,69 @@ def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Que
     clock.advance(3)
     queue.fail_many([(job, "boom", True)], delays=[0])
     events = queue.events_after(start)
-    # Claims write no event (issue 13): the event that ends an attempt carries its claim time.
-    assert [e.kind for e in events] == ["enqueued", "retry_scheduled"]
-    assert [e.id for e in events] == sorted(e.id for e in events) and events[0].id > start
+    # Enqueues and claims write no event (issue 13): the event that ends an attempt carries its
+    # claim time; enqueues are followed along the jobs (test_enqueue_totals_...).
+    assert [e.kind for e in events] == ["retry_scheduled"]
+    assert events[0].id > start
     retried = events[-1]
     assert (retried.queue, retried.attempt, retried.at, retried.claimed_at) == ("mail", 1, clock.now, claimed_at)
-    assert events[0].claimed_at is None
     assert queue.last_event_id() == retried.id
-    assert [e.kind for e in queue.events_after(start, limit=1)] == ["enqueued"]
-    assert queue.events_after(events[0].id) == [retried]
+    assert [e.kind for e in queue.events_after(start, limit=1)] == ["retry_scheduled"]
     clock.advance(1)
     queue.purge(older_than=0)
     assert queue.events_after(retried.id) == []
+
+
+def test_event_totals_count_some_kinds_and_list_the_others(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The exporter's fold of events (issue 17): the kinds asked for counted by queue and kind
+    in the store, every other event listed as ``events_after`` does."""
+    start = queue.last_event_id()
+    assert queue.event_totals(start, ["cancelled"]) == (start, {}, [], False)
+    for job_id in queue.enqueue_many(["a", "b"], queue="mail"):
+        assert queue.cancel(job_id).ok
+    queue.enqueue("c", queue="other", max_attempts=3)
+    clock.advance(2)
+    job = queue.claim("w1", queue="other")
+    assert job is not None
+    queue.fail_many([(job, "boom", True)], delays=[0])
+    listed = queue.events_after(start)
+    assert [e.kind for e in listed] == ["cancelled", "cancelled", "retry_scheduled"]
+    read = queue.event_totals(start, ["cancelled"])
+    assert read.cursor == listed[-1].id == queue.last_event_id() and not read.held_back
+    assert read.counts == {("mail", "cancelled"): 2}
+    assert read.events == [e for e in listed if e.kind != "cancelled"]
+    assert read.events[0].claimed_at is not None
+    # A limit counts events of both kinds; the cursor goes on from where a read stopped.
+    first = queue.event_totals(start, ["cancelled"], limit=2)
+    assert (first.cursor, first.counts, first.events) == (listed[1].id, {("mail", "cancelled"): 2}, [])
+    rest = queue.event_totals(first.cursor, ["cancelled"])
+    assert (rest.counts, rest.events) == ({}, read.events)
+    # Events newer than ``until`` wait for a later read (PostgreSQL's settle delay).
+    held = queue.event_totals(start, ["cancelled"], until=clock.now - 1)
+    assert held == (listed[1].id, read.counts, [], True)
+    assert queue.event_totals(read.cursor, ["cancelled"]) == (read.cursor, {}, [], False)
+
+
+def test_enqueue_totals_count_the_jobs_made_after_a_cursor(queue: jobq.Queue, clock: FakeClock) -> None:
+    """Enqueues are not events (issue 13): the exporter counts the jobs made after a cursor over
+    their primary key, summed by queue in the store."""
+    start = queue.last_job_id()
+    assert queue.enqueue_totals(start) == (start, {}, False)
+    first = queue.enqueue("x", queue="mail")
+    clock.advance(1)
+    second, third = queue.enqueue_many(["y", "z"], queue="sms", delay=5)
+    assert queue.last_job_id() == third
+    assert queue.enqueue_totals(start) == (third, {"mail": 1, "sms": 2}, False)
+    # A limit ends the read at the limit-th job; the cursor goes on from there.
+    assert queue.enqueue_totals(start, limit=2) == (second, {"mail": 1, "sms": 1}, False)
+    assert queue.enqueue_totals(second) == (third, {"sms": 1}, False)
+    # Jobs made after ``until`` wait for a later read (PostgreSQL's settle delay).
+    assert queue.enqueue_totals(start, until=clock.now - 0.5) == (first, {"mail": 1}, True)
+    # A key that a job holds makes nothing: nothing more to count.
+    queue.enqueue("k", key="k")
+    after_key = queue.last_job_id()
+    queue.enqueue("k", key="k")
+    assert queue.enqueue_totals(after_key) == (after_key, {}, False)
 
 
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
@@ -140,6 +191,53 @@ def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clo
     assert queue.completions_after(start, limit=2) == done[:2]
     assert queue.completions_after(start, until=clock.now - 1) == []  # not yet settled
     assert queue.completion_cursor() == (clock.now, failing)  # any finished job: where to start
+
+
+def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The exporter's fold (issue 17): the same completions as ``completions_after``, counted
+    per queue and histogram slot by the store, with the cursor after the last one counted."""
+    bounds = HistogramBounds(wait=(1.0, 5.0), run=(2.0,), attempts=(1.0, 2.0))
+    start = queue.completion_cursor()
+    assert queue.completion_totals(start, bounds) == (start, {})
+    fast = queue.enqueue_many(["a", "b"], queue="mail")
+    retried = queue.enqueue("r", queue="mail", max_attempts=3)
+    clock.advance(3)  # waited 3 s: the second wait slot
+    jobs = [queue.claim("w1", queue="mail") for _ in range(3)]
+    assert [j.id for j in jobs if j] == [*fast, retried]
+    clock.advance(1)
+    for job in jobs[:2]:
+        assert job is not None
+        queue.complete(job)  # ran 1 s: the first run slot
+    assert jobs[2] is not None
+    queue.fail(jobs[2], "again")  # a failure is no completion; retried after its backoff
+    other = queue.enqueue("o", queue="other")
+    clock.advance(3600)  # "other" waited an hour: past every wait bound
+    again = queue.claim("w1", queue="mail")
+    late = queue.claim("w1", queue="other")
+    assert again is not None and again.id == retried and late is not None and late.id == other
+    clock.advance(3)  # ran 3 s: past the run bound
+    queue.complete(again)
+    queue.complete(late)
+    listed = queue.completions_after(start)
+    cursor, totals = queue.completion_totals(start, bounds)
+    assert cursor == (listed[-1].at, listed[-1].id)
+    assert {q: t.completed for q, t in totals.items()} == {"mail": 3, "other": 1}
+    mail, other_q = totals["mail"], totals["other"]
+    assert mail.wait.counts[:2] == (0, 2) and other_q.wait.counts == (0, 0, 1)
+    assert mail.run.counts == (2, 1) and other_q.run.counts == (0, 1)
+    assert mail.attempts.counts == (2, 1, 0) and other_q.attempts.counts == (1, 0, 0)
+    waits = [e.started_at - e.run_at for e in listed if e.queue == "mail"]  # type: ignore[operator]
+    assert mail.wait.total == pytest.approx(sum(max(0.0, w) for w in waits))
+    assert (mail.run.total, mail.attempts.total, other_q.wait.total) == (1 + 1 + 3, 4, 3600)
+    # A limit stops where completions_after's limit does; the cursor goes on from there.
+    cursor2, first2 = queue.completion_totals(start, bounds, limit=2)
+    assert cursor2 == (listed[1].at, listed[1].id) and first2["mail"].completed == 2
+    assert queue.completion_totals(cursor2, bounds)[1].keys() == {"mail", "other"}
+    assert queue.completion_totals(cursor, bounds) == (cursor, {})
+    # Not yet settled: only what finished by ``until``.
+    assert queue.completion_totals(start, bounds, until=listed[0].at - 1) == (start, {})
+    settled = queue.completion_totals(start, bounds, until=clock.now - 1)
+    assert settled[0] == (listed[1].at, listed[1].id) and settled[1]["mail"].completed == 2
 
 
 def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jobq.Queue, clock: FakeClock) -> None:

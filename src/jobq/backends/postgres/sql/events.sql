@@ -16,11 +16,12 @@ WHERE at >= %(since)s AND kind IN ('failed', 'expired') GROUP BY kind
 
 -- name: history_kinds
 -- trunc, not a cast: a cast to integer rounds on PostgreSQL where SQLite's truncates.
--- Claims and completions are counted from the job rows and from the events that end an attempt
+-- Enqueues, claims and completions are counted from the job rows (history_enqueued) and from the
+-- events that end an attempt
 -- (history_row_claims, history_carried_claims, history_completed), never from stored rows of
 -- those kinds (written by a jobq before schema 9): each is counted once.
 SELECT trunc((at - %(since)s) / %(bucket)s)::bigint AS b, kind, count(*) FROM job_events
-WHERE at >= %(since)s AND kind NOT IN ('claimed', 'completed') GROUP BY b, kind
+WHERE at >= %(since)s AND kind NOT IN ('enqueued', 'claimed', 'completed') GROUP BY b, kind
 
 -- name: history_carried_claims
 -- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event

@@ -189,19 +189,22 @@ WITH gone AS (
 SELECT id FROM gone
 
 -- name: attempt_of_job
--- The latest attempt as the row records it: the claimed/completed entries of a job's history
--- that no event stores are derived from it (common.history_of).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = %(id)s
+-- The latest attempt as the row records it, and when the job was made: the enqueued/claimed/completed
+-- entries of a job's history that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs WHERE id = %(id)s
 
 -- name: recent_attempts
 -- The rows whose latest attempt can be among the newest history entries: the running jobs (their
--- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+-- partial index), the newest `limit` finished ones (jobs_finished, read backwards) and the newest
+-- `limit` made (the primary key, read backwards: their `enqueued` entries).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs
 WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING'
                              ORDER BY started_at DESC LIMIT %(limit)s) AS r
              UNION ALL
              SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
-                             ORDER BY finished_at DESC LIMIT %(limit)s) AS f)
+                             ORDER BY finished_at DESC LIMIT %(limit)s) AS f
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs ORDER BY id DESC LIMIT %(limit)s) AS m)
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = %(id)s
@@ -281,6 +284,19 @@ UNION ALL
 SELECT trunc((started_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
 WHERE status = 'PROCESSING' AND started_at >= %(since)s GROUP BY b
 
+-- name: history_enqueued
+-- Enqueues are not events (issue 13): the jobs made in the window, counted by created_at. A job made
+-- since then is still live (the live index, one range per status) or finished since then (jobs_finished
+-- from the window's start), so the read follows the backlog and the window, not the table.
+SELECT trunc((created_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE finished_at >= %(since)s AND created_at >= %(since)s GROUP BY b
+UNION ALL
+SELECT trunc((created_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE status = 'PENDING' AND created_at >= %(since)s GROUP BY b
+UNION ALL
+SELECT trunc((created_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND created_at >= %(since)s GROUP BY b
+
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
 WHERE finished_at >= %(since)s AND status IN ('COMPLETED', 'FAILED')
@@ -293,8 +309,8 @@ ORDER BY finished_at DESC LIMIT %(limit)s
 -- settles it like a lost COMMIT (see PostgresBackend._run).
 
 -- name: enqueue_with_events
--- Jobs without an idempotency key (nothing can conflict): every job of the call in one INSERT, their
--- `enqueued` events, and NOTIFY for the queues in %(wake)s (delivered at commit). The jobs come as
+-- Jobs without an idempotency key (nothing can conflict): every job of the call in one INSERT (no
+-- `enqueued` events: the rows' created_at is that entry, issue 13), and NOTIFY for the queues in %(wake)s (delivered at commit). The jobs come as
 -- one JSON array of [queue, task, payload, priority, run_at, max_attempts, timeout, policy] rows: parsed
 -- by the server, it costs a fraction of binding seven arrays (psycopg dumps arrays in Python), and
 -- 1,000 jobs went in ~3x faster than with arrays. Ids come from one sequence in the order of the
@@ -306,9 +322,6 @@ WITH ins AS (
     FROM json_array_elements(%(jobs)s::json) WITH ORDINALITY AS j(v, n)
     ORDER BY j.n
     RETURNING id
-), events AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT id, %(now)s, 'enqueued', NULL, 0, NULL FROM ins
 ), wake AS (
     SELECT count(pg_notify('{wake_channel}', q)) AS n FROM json_array_elements_text(%(wake)s::json) AS q
 )
@@ -317,7 +330,7 @@ SELECT ins.id FROM ins, wake
 -- name: enqueue_keyed
 -- One job with an idempotency key, in one statement (sent alone): release the key if its 'ttl'
 -- holder expired, insert unless a holder conflicts (the unique index decides, never a read before
--- the write), record `enqueued` and wake the queue for a new due job; else name the holder.
+-- the write; the row's created_at is its `enqueued` entry) and wake the queue for a new due job; else name the holder.
 -- Returns (id, true) for a new job, (id, false) for the holder, or no row: the holder committed
 -- after this statement's snapshot (the INSERT waited for it and conflicted, but the fallback
 -- SELECT reads the snapshot), or let go meanwhile; the caller then sends the statement again,
@@ -338,9 +351,6 @@ WITH released AS (
     FROM (SELECT count(*) FROM released) AS after_release
     ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
     RETURNING id
-), events AS (
-    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-    SELECT id, %(now)s, 'enqueued', NULL, 0, NULL FROM ins
 ), wake AS (
     SELECT count(pg_notify('{wake_channel}', %(queue)s::text)) AS n FROM ins WHERE %(due)s::boolean
 )

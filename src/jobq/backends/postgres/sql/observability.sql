@@ -20,8 +20,10 @@ SELECT id, trace_context FROM jobs WHERE {ids} AND trace_context IS NOT NULL
 -- name: metric_pending
 -- Walks the partial index jobs_live (its PENDING range): the cost follows the backlog, never
 -- the finished history.
-SELECT queue, count(*), sum(CASE WHEN run_at <= %(now)s THEN 1 ELSE 0 END),
-       min(CASE WHEN run_at <= %(now)s THEN run_at END)
+-- Scheduled (not yet due) jobs are counted, and the oldest run_at is the oldest due one when it
+-- is due at all: half the cost of a due count and a min() over due rows (SQLite: 6 ms rather
+-- than 11 per 60,000 pending jobs, on every scrape).
+SELECT queue, count(*), sum(CASE WHEN run_at > %(now)s THEN 1 ELSE 0 END), min(run_at)
 FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: metric_processing
@@ -31,12 +33,49 @@ FROM jobs WHERE status = 'PROCESSING' GROUP BY queue
 -- name: metric_last_event_id
 SELECT coalesce(max(id), 0) FROM job_events
 
+-- name: metric_last_job_id
+SELECT coalesce(max(id), 0) FROM jobs
+
+-- name: metric_job_bound
+-- How far one read of enqueue_totals reaches: the (skip + 1)-th job after the cursor.
+-- Enqueues are not events (issue 13): the exporter follows the jobs' primary key.
+SELECT id FROM jobs WHERE id > %(after)s ORDER BY id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_job_unsettled
+-- The first job of the range too young to count yet (PostgreSQL: see the exporter's limits).
+SELECT min(id) FROM jobs WHERE id > %(after)s AND id <= %(end)s AND created_at > %(until)s
+
+-- name: metric_enqueue_counts
+-- The jobs made in the range, by queue: one row per queue, not per job.
+SELECT queue, count(*) FROM jobs WHERE id > %(after)s AND id <= %(end)s GROUP BY queue
+
 -- name: metric_events
 -- Events after a cursor, by primary key, each with its job's queue and times (a primary-key
 -- lookup per event): the exporter turns them into counters and histograms.
 SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finished_at, e.detail
 FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
 WHERE e.id > %(after)s ORDER BY e.id LIMIT %(limit)s
+
+-- name: metric_event_bound
+-- How far one read of event_totals reaches: the (skip + 1)-th event after the cursor.
+SELECT id FROM job_events WHERE id > %(after)s ORDER BY id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_event_unsettled
+-- The first event of the range too young to count yet (PostgreSQL: see the exporter's limits).
+SELECT min(id) FROM job_events WHERE id > %(after)s AND id <= %(end)s AND at > %(until)s
+
+-- name: metric_event_counts
+-- The events of the kinds counted, not read ({kinds}: enqueued, one per job), by queue and kind.
+SELECT j.queue, e.kind, count(*)
+FROM job_events e JOIN jobs j ON j.id = e.job_id
+WHERE e.id > %(after)s AND e.id <= %(end)s AND {kinds}
+GROUP BY j.queue, e.kind
+
+-- name: metric_events_between
+-- The other events of the range, one row each (as metric_events).
+SELECT e.id, e.kind, e.at, e.attempt, j.queue, j.run_at, j.started_at, j.finished_at, e.detail
+FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
+WHERE e.id > %(after)s AND e.id <= %(end)s AND NOT {kinds} ORDER BY e.id
 
 -- name: metric_completion_cursor
 -- Where a cursor over completions starts: the newest finished job (jobs_finished, backwards).
@@ -48,3 +87,32 @@ SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished
 SELECT id, attempts, queue, run_at, started_at, finished_at FROM jobs
 WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
 ORDER BY finished_at, id LIMIT %(limit)s
+
+-- name: metric_completion_bound
+-- How far one fold of metric_completion_totals reaches: the (skip + 1)-th completion after the
+-- cursor, in metric_completions' order (none: fewer are left, see metric_completion_last).
+SELECT finished_at, id FROM jobs
+WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
+ORDER BY finished_at, id LIMIT 1 OFFSET %(skip)s
+
+-- name: metric_completion_last
+SELECT finished_at, id FROM jobs
+WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
+ORDER BY finished_at DESC, id DESC LIMIT 1
+
+-- name: metric_completion_totals
+-- The completions after one cursor up to another (end_at, end_id), counted here by queue and
+-- histogram slot rather than read row by row: reading each row cost the exporter ~4 us of
+-- Python per completed job, 8 % of a worker's own CPU per job (issue 17). The slots of wait,
+-- run time and attempts are CASE expressions (Dialect.bucket_of), -1 where the value is NULL;
+-- the sums count a negative value as 0.
+SELECT queue, {wait}, {run}, {attempts}, count(*),
+       sum(greatest(wait, 0)), sum(greatest(run, 0)), sum(greatest(attempts, 0))
+FROM (
+    SELECT queue, started_at - run_at AS wait, finished_at - started_at AS run,
+           CASE WHEN started_at IS NOT NULL THEN attempts END AS attempts
+    FROM jobs
+    WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s)
+      AND (finished_at < %(end_at)s OR (finished_at = %(end_at)s AND id <= %(end_id)s)) AND status = 'COMPLETED'
+) AS c
+GROUP BY 1, 2, 3, 4

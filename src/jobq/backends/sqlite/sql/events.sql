@@ -15,11 +15,12 @@ SELECT kind, count(*) FROM job_events
 WHERE at >= :since AND kind IN ('failed', 'expired') GROUP BY kind
 
 -- name: history_kinds
--- Claims and completions are counted from the job rows and from the events that end an attempt
+-- Enqueues, claims and completions are counted from the job rows (history_enqueued) and from the
+-- events that end an attempt
 -- (history_row_claims, history_carried_claims, history_completed), never from stored rows of
 -- those kinds (written by a jobq before schema 8): each is counted once.
 SELECT CAST((at - :since) / :bucket AS INTEGER) AS b, kind, count(*) FROM job_events
-WHERE at >= :since AND kind NOT IN ('claimed', 'completed') GROUP BY b, kind
+WHERE at >= :since AND kind NOT IN ('enqueued', 'claimed', 'completed') GROUP BY b, kind
 
 -- name: history_carried_claims
 -- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event

@@ -16,6 +16,17 @@ VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
+-- name: insert_jobs_values
+-- A batch of jobs without keys (nothing can conflict) in one multi-row INSERT: ?1 is the time,
+-- then {rows} holds one `(?1, ?1, ?, ?, ?, ?, ?, ?, ?, ?)` per job, bound by position (chunks of
+-- ops.VALUES_CHUNK_ROWS). Measured per job (1,000 in one statement, NORMAL, CPU): 5.7 us, against
+-- 7.3 for json_each over one JSON parameter and 9.9 for one prepared INSERT stepped per job;
+-- binding the same values by name took 179 us.
+-- Rows are inserted in VALUES order, so ascending ids are the jobs in order.
+INSERT INTO jobs (created_at, updated_at, queue, task, payload, priority, run_at, max_attempts, timeout, policy)
+VALUES {rows}
+RETURNING id
+
 -- name: job_id_by_key
 -- The job holding a key (at most one: the unique index).
 SELECT id FROM jobs WHERE idempotency_key = :key AND {key_held}
@@ -168,18 +179,21 @@ DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND
 DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
 
 -- name: attempt_of_job
--- The latest attempt as the row records it: the claimed/completed entries of a job's history
--- that no event stores are derived from it (common.history_of).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs WHERE id = :id
+-- The latest attempt as the row records it, and when the job was made: the enqueued/claimed/completed
+-- entries of a job's history that no event stores are derived from it (common.history_of).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs WHERE id = :id
 
 -- name: recent_attempts
 -- The rows whose latest attempt can be among the newest history entries: the running jobs (their
--- partial index) and the newest `limit` finished ones (jobs_finished, read backwards).
-SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at FROM jobs
+-- partial index), the newest `limit` finished ones (jobs_finished, read backwards) and the newest
+-- `limit` made (the primary key, read backwards: their `enqueued` entries).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs
 WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING' ORDER BY started_at DESC LIMIT :limit)
              UNION ALL
              SELECT id FROM (SELECT id FROM jobs WHERE finished_at IS NOT NULL
-                             ORDER BY finished_at DESC LIMIT :limit))
+                             ORDER BY finished_at DESC LIMIT :limit)
+             UNION ALL
+             SELECT id FROM (SELECT id FROM jobs ORDER BY id DESC LIMIT :limit))
 
 -- name: get_job
 SELECT {job_columns} FROM jobs WHERE id = :id
@@ -258,6 +272,19 @@ WHERE finished_at >= :since AND status = 'COMPLETED' AND started_at >= :since GR
 UNION ALL
 SELECT CAST((started_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
 WHERE status = 'PROCESSING' AND started_at >= :since GROUP BY b
+
+-- name: history_enqueued
+-- Enqueues are not events (issue 13): the jobs made in the window, counted by created_at. A job made
+-- since then is still live (the live index, one range per status) or finished since then (jobs_finished
+-- from the window's start), so the read follows the backlog and the window, not the table.
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE finished_at >= :since AND created_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PENDING' AND created_at >= :since GROUP BY b
+UNION ALL
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND created_at >= :since GROUP BY b
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
