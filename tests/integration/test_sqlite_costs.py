@@ -130,6 +130,7 @@ def test_claims_and_rescues_walk_the_live_index(tmp_path: Path) -> None:
         conn = backend._connect()  # type: ignore[attr-defined]
         sql = backend.dialect.sql  # type: ignore[attr-defined]
         claim = sql["claim_one"].replace("{queues}", "queue = 'default'")
+        claim = claim.replace("{uncontrolled}", sql["uncontrolled_one"].replace(":q0", "'default'"))
         probe = sql["rescue_probe"].replace("{gone}", "lease_owner IN ('w')")
         expired = sql["expired"].replace("{gone}", "FALSE")
         for statement in (claim, probe, expired, sql["counts_by_queue_live"], sql["expired_count"]):
@@ -146,6 +147,93 @@ def test_ephemeral_tables_stay_in_memory(tmp_path: Path) -> None:
     with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
         conn = q.backend._connect()  # type: ignore[attr-defined]
         assert conn.execute("PRAGMA temp_store").fetchall() == [(2,)]  # 2: MEMORY
+
+
+#: Statements per claimed+completed job through the per-job API: BEGIN IMMEDIATE, the claim,
+#: COMMIT, then BEGIN IMMEDIATE, the completion, COMMIT; as many as the minimal transactions.
+STATEMENTS_PER_JOB = 6
+
+
+def test_a_per_job_claim_and_completion_run_as_many_statements_as_the_minimal_ones(tmp_path: Path) -> None:
+    """The claim passes over paused and limited queues itself, so a claim that takes a job does
+    not read queue_controls first (issue 13: that read was one statement in four of a claim).
+    Counted with SQLite's statement trace on jobq's own connection."""
+    url = f"sqlite:///{tmp_path}/q.db"
+    with jobq.Queue(url) as q, jobq.Queue(url) as operator:
+        q.enqueue_many([payload(n) for n in range(10)])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        seen: list[str] = []
+
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            seen.append(sql)
+            return True
+
+        conn.exec_trace = trace
+        try:
+            for _ in range(5):
+                job = q.claim("w")
+                assert job is not None
+                q.complete(job)
+            assert len(seen) == 5 * STATEMENTS_PER_JOB, seen
+            assert not any("queue_controls" in sql and sql.lstrip().startswith("SELECT") for sql in seen)
+            # No cache to go stale: a pause or a limit set through another connection holds at
+            # the next claim, and lifting it frees the queue again.
+            operator.pause("default")
+            assert q.claim("w") is None
+            operator.resume("default")
+            operator.set_limits("default", concurrency=1)
+            held = q.claim("w")
+            assert held is not None
+            assert q.claim("w") is None  # the one slot is taken
+            q.complete(held)
+            operator.clear_limits("default")
+            assert q.claim("w") is not None
+        finally:
+            conn.exec_trace = None
+
+
+def test_the_claims_check_of_the_controls_runs_once_per_statement(tmp_path: Path) -> None:
+    """The claim's {uncontrolled} is not correlated with the row, for one queue or several: a
+    correlated look-up ran once for every pending row a multi-queue claim's sort reads."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        dialect = q.backend.dialect  # type: ignore[attr-defined]
+        for queues in (["default"], ["a", "b"]):
+            fragment = dialect.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+            for name in ("claim_one", "claim"):
+                params: dict[str, object] = {}
+                statement = dialect.stmt(
+                    name, queues=dialect.any_of("queue", "q", queues, params), uncontrolled=fragment
+                )
+                params.update({n: 0 for n in re.findall(r":(\w+)", statement) if n not in params})
+                plan = [str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()]
+                assert "queue_controls" in statement and not any("CORRELATED" in step for step in plan), plan
+                assert any("jobs_live" in step for step in plan), plan
+
+
+def test_a_batch_claim_and_completion_run_one_claim_and_one_update_per_job(tmp_path: Path) -> None:
+    """claim_many(100)+complete_many: one claim statement, one fenced UPDATE per job (one
+    prepared statement run per row, as the raw batched row does) and the two transactions'
+    BEGIN/COMMIT, nothing more: no controls read, no event rows."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        q.enqueue_many([payload(n) for n in range(150)])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        seen: list[str] = []
+
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            seen.append(sql.lstrip())
+            return True
+
+        conn.exec_trace = trace
+        try:
+            jobs = q.claim_many("w", 100)
+            assert len(jobs) == 100
+            assert q.complete_many([(j, None) for j in jobs]) == [True] * 100
+        finally:
+            conn.exec_trace = None
+        updates = [sql for sql in seen if sql.startswith("UPDATE jobs SET status = 'COMPLETED'")]
+        assert len(updates) == 100 and all("lease_token" in sql for sql in updates)
+        assert len(seen) == 2 * 2 + 1 + 100, seen  # BEGIN/COMMIT twice, the claim, the completions
 
 
 # A single enqueue's statements and pages are counted in test_enqueue_costs.py.

@@ -50,11 +50,29 @@ def test_a_fenced_completion_writes_no_event_unless_it_has_a_note() -> None:
 def test_a_claim_is_one_write_and_writes_no_event() -> None:
     run, seen = scripted({})
     assert ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run) == ([], False)
-    # The queue's flow controls (a read: none here), then the claim itself (rendered with its
-    # queue list), and nothing after it.
-    controls, statement = seen
-    assert "queue_controls" in controls and controls.lstrip().startswith("SELECT"), controls
+    # The claim itself (rendered with its queue list, passing over controlled queues); it took
+    # nothing, so the queue's flow controls are read (none here), and nothing after that.
+    statement, controls = seen
     assert statement.startswith("UPDATE jobs SET status = 'PROCESSING'"), statement
+    assert "queue_controls" in statement  # the claim's own check: {uncontrolled}
+    assert "queue_controls" in controls and controls.lstrip().startswith("SELECT"), controls
+
+
+def test_a_claim_that_gets_what_it_asked_for_reads_no_controls() -> None:
+    # The claim's {uncontrolled} already passed over paused and limited queues, under the lock.
+    from jobq.backends.common import JOB_COLUMNS
+
+    row = tuple(7 if column == "id" else None for column in JOB_COLUMNS)
+    sent: list[str] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        assert isinstance(command, ops.Exec)
+        sent.append(command.sql)
+        return [row] if len(sent) == 1 else []
+
+    jobs, controlled = ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run)
+    assert [j.id for j in jobs] == [7] and not controlled
+    assert len(sent) == 1 and sent[0].startswith("UPDATE jobs"), sent
 
 
 def test_finishing_writes_name_the_jobs_they_finished_and_only_those() -> None:
@@ -119,8 +137,8 @@ def test_claim_reads_the_clock_once_inside_the_operation() -> None:
     op = ops.claim(DIALECT, "w", ["default"], 5, 30.0, clock, "nonce")
     assert calls == []  # building the operation reads nothing: the runner holds the lock first
     assert ops.drive(op, run) == ([], False) and calls == [1.0]
-    # The queue's flow controls (none), then the claim, rendered for one queue.
-    assert len(seen) == 2 and "queue_controls" in seen[0] and "lease_token = :nonce" in seen[1]
+    # The claim, rendered for one queue, then (it took nothing) the queue's flow controls.
+    assert len(seen) == 2 and "lease_token = :nonce" in seen[0] and seen[1].lstrip().startswith("SELECT")
 
 
 def _lease(token: str = "t-1") -> Lease:

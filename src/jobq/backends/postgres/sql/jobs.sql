@@ -58,9 +58,11 @@ NOT EXISTS (SELECT FROM queue_controls AS c WHERE c.queue = %(q)s AND (c.paused
     OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
 
 -- name: uncontrolled_each
--- The claim's {uncontrolled} for several queues: each pending row's queue is looked up.
-NOT EXISTS (SELECT FROM queue_controls AS c WHERE c.queue = jobs.queue AND (c.paused
-    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
+-- The claim's {uncontrolled} for several queues: the controlled queues are read once per
+-- statement (not correlated: a hashed subplan), each pending row's queue then tested against
+-- them. A look-up per row ran once for every pending row the claim's sort reads.
+queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
 
 -- name: claim_flagged
 -- The claim above, plus whether one of the queues asked for is paused or limited (then the worker

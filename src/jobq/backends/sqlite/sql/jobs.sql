@@ -43,12 +43,28 @@ RETURNING id
 -- One UPDATE over the first due PENDING rows, in the partial index's order. One queue is an
 -- equality, so SQLite walks jobs_live in order and stops after LIMIT rows (json_each or a sort
 -- here scanned every pending row: 3x slower). BEGIN IMMEDIATE serialises claims: no locking hint.
+-- Queues that are paused or limited ({uncontrolled}: read under the write lock, so true until
+-- COMMIT) are passed over here: ops.claim_controlled claims their jobs after a read of the controls.
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
     started_at = :now, updated_at = :now, cancel_requested = 0
-WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now
+WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now AND {uncontrolled}
              ORDER BY priority, run_at, id LIMIT :limit)
 RETURNING {job_columns}
+
+-- name: uncontrolled_one
+-- The claim's {uncontrolled} for one queue (its {queues} is `queue IN (:q0)`): not correlated with
+-- the row, so SQLite runs it once per statement, not once per pending row. A claim that takes a
+-- job so needs no separate read of queue_controls (issue 13: one statement fewer per claim).
+NOT EXISTS (SELECT 1 FROM queue_controls AS c WHERE c.queue = :q0 AND (c.paused <> 0
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL))
+
+-- name: uncontrolled_each
+-- The claim's {uncontrolled} for several queues: the controlled queues are listed once per
+-- statement (not correlated), each pending row's queue then tested against that short list. A
+-- correlated look-up per row ran once for every pending row the claim's sort reads.
+queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused <> 0
+    OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
 
 -- name: claim_one
 -- The same claim for one job (the per-job API): a scalar subquery instead of an IN list, which
@@ -56,7 +72,7 @@ RETURNING {job_columns}
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
     started_at = :now, updated_at = :now, cancel_requested = 0
-WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now
+WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now AND {uncontrolled}
             ORDER BY priority, run_at, id LIMIT 1)
 RETURNING {job_columns}
 
