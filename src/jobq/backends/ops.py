@@ -1210,17 +1210,24 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
     return [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
 
 
+def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: int) -> Op[tuple[int, bool]]:
+    """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: the
+    ``limit``-th row after the cursor, or the last one; before the first row newer than
+    ``until`` (then held back: True). An end at or below ``after_id`` means nothing to read."""
+    rows = yield Exec(d.sql[f"metric_{table}_bound"], {"after": after_id, "skip": max(0, limit - 1)})
+    end = int(rows[0][0]) if rows else int((yield Exec(d.sql[f"metric_last_{table}_id"]))[0][0])
+    if until != math.inf and end > after_id:
+        rows = yield Exec(d.sql[f"metric_{table}_unsettled"], {"after": after_id, "end": end, "until": until})
+        if rows and rows[0][0] is not None:
+            return int(rows[0][0]) - 1, True
+    return end, False
+
+
 def event_totals(d: Dialect, after_id: int, until: float, limit: int, counted: Sequence[str]) -> Op[EventTotals]:
     """Up to four reads in one transaction (one snapshot): where this read ends (the
     ``limit``-th event, or the last one; before the first newer than ``until``), the counted
     kinds summed, the others one row each."""
-    rows = yield Exec(d.sql["metric_event_bound"], {"after": after_id, "skip": max(0, limit - 1)})
-    end = int(rows[0][0]) if rows else int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
-    held_back = False
-    if until != math.inf and end > after_id:
-        rows = yield Exec(d.sql["metric_event_unsettled"], {"after": after_id, "end": end, "until": until})
-        if rows and rows[0][0] is not None:
-            end, held_back = int(rows[0][0]) - 1, True
+    end, held_back = yield from _cursor_range(d, "event", after_id, until, limit)
     if end <= after_id:
         return EventTotals(after_id, {}, [], held_back)
     params: Params = {"after": after_id, "end": end}
@@ -1248,13 +1255,7 @@ def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tu
     """Up to three reads in one transaction (one snapshot), as ``event_totals`` over the jobs'
     primary key: where this read ends (the ``limit``-th job, or the last one; before the first
     made after ``until``), then the jobs made in that range counted by queue."""
-    rows = yield Exec(d.sql["metric_job_bound"], {"after": after_id, "skip": max(0, limit - 1)})
-    end = int(rows[0][0]) if rows else (yield from last_job_id(d))
-    held_back = False
-    if until != math.inf and end > after_id:
-        rows = yield Exec(d.sql["metric_job_unsettled"], {"after": after_id, "end": end, "until": until})
-        if rows and rows[0][0] is not None:
-            end, held_back = int(rows[0][0]) - 1, True
+    end, held_back = yield from _cursor_range(d, "job", after_id, until, limit)
     if end <= after_id:
         return after_id, {}, held_back
     rows = yield Exec(d.sql["metric_enqueue_counts"], {"after": after_id, "end": end})
