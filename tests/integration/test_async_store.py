@@ -26,6 +26,7 @@ from jobq.backends.base import (
     Completion,
     ControlUpdate,
     Failure,
+    HistogramBounds,
     JobFilter,
     NewJob,
     Page,
@@ -133,6 +134,10 @@ def script(call: Call, clock: FakeClock) -> None:
     call("events_after", 0, 100)
     call("completion_cursor")
     call("completions_after", (0.0, 0), now + 1, 100)
+    call("last_job_id")
+    call("enqueue_totals", 0, now + 1, 100)
+    call("event_totals", 0, now + 1, 100, ["cancelled"])
+    call("completion_totals", (0.0, 0), now + 1, 100, HistogramBounds((1.0, 10.0), (1.0, 10.0), (1.0, 3.0)))
     call("purge", [], now + 1)
     call("purge", [JobStatus.COMPLETED, JobStatus.CANCELLED], now + 1)
 
