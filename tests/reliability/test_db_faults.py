@@ -75,11 +75,12 @@ def test_disk_full(tmpfs: Mount, tmp_path: Path, record: Recorder) -> None:
         for i in range(20):
             acked[f"k{i}"] = q.enqueue({"n": i}, key=f"k{i}")
         filler = fs / "filler"
-        with open(filler, "wb") as f:
+        # Unbuffered: a buffered file's close would retry the write that found the disk full
+        # (and raise), depending on how much room the enqueues above happened to leave.
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass  # the disk is full now
         refused = None
