@@ -1,0 +1,306 @@
+"""The worker's hot path: claim, heartbeat, complete, fail, release, ack_cancel, progress, next_due_at."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from jobq.backends.base import Clock, Completion, Failure, HeartbeatResult, Lease
+from jobq.backends.common import attempt_detail, clip
+from jobq.backends.ops.core import (
+    Exec,
+    ExecMany,
+    Notify,
+    Op,
+    _by_job_id,
+    _event,
+    _one_write,
+    _refused,
+    _sorted_jobs,
+    _within,
+)
+from jobq.backends.ops.flow import _keys_at_limit, _running_by_key, claim_controlled
+from jobq.backends.statements import Dialect, Params
+from jobq.flow import control_defect
+from jobq.job import EventKind, Job
+
+
+# -- workers ------------------------------------------------------------------------------------
+def claim(
+    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
+) -> Op[tuple[list[Job], bool]]:
+    """Each lease token is the claim's ``nonce`` plus the job id: unique per lease, and a claim
+    whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``).
+
+    Returns the jobs and whether queues under flow control remain for ``claim_controlled`` (a
+    dialect whose claim is one statement sent alone, PostgreSQL, passes over paused and limited
+    queues and says so; the caller then runs ``claim_controlled``, in a transaction of its own).
+
+    No event is written: the row records the attempt (started_at, lease_owner, attempts), and a
+    job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
+    event row and its two indexes were half the pages a claim wrote)."""
+    now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
+    params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+    params["limit"] = limit
+    if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
+        # One queue: whether it is paused or limited is one look-up before the scan (the planner
+        # runs an uncorrelated subquery once and skips the scan when it says so); asked per
+        # pending row instead, a claim of a limited queue walked its whole backlog to find
+        # nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py).
+        uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+        statement = d.stmt("claim_flagged", queues=d.any_of("queue", "q", queues, params), uncontrolled=uncontrolled)
+        rows = yield Exec(statement, params, alone=True)
+        controlled = bool(rows and rows[0][0])
+        return _sorted_jobs([row[1:] for row in rows if row[1] is not None]), controlled
+    # The write lock is held (BEGIN IMMEDIATE): what the claim and the read after it see of the
+    # controls stays true until commit. The claim passes over paused and limited queues itself
+    # ({uncontrolled}), so a claim that gets all it asked for is one statement: the controls are
+    # read only when it got fewer (issue 13: that read was a quarter of a claim's statements).
+    # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
+    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
+    uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+    statement = d.stmt(name, queues=d.any_of("queue", "q", queues, params), uncontrolled=uncontrolled)
+    rows = yield Exec(statement, params)
+    jobs = _sorted_jobs(rows)
+    if len(jobs) < limit:
+        cparams: Params = {}
+        active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
+        if active:
+            names = [str(row[0]) for row in active]
+            jobs += yield from claim_controlled(d, worker_id, names, limit - len(jobs), lease_seconds, clock, nonce)
+    return jobs, False
+
+
+def claimed_also(d: Dialect, worker_id: str, nonce: str, known: Sequence[Job]) -> Op[list[Job]]:
+    """After a ``claim_controlled`` whose outcome is unknown: the jobs its nonce leased beyond ``known``."""
+    seen = {j.id for j in known}
+    return [j for j in (yield from claimed_by_nonce(d, worker_id, nonce)) if j.id not in seen]
+
+
+def claimed_by_nonce(d: Dialect, worker_id: str, nonce: str) -> Op[list[Job]]:
+    return _sorted_jobs((yield Exec(d.sql["claimed_by_nonce"], {"worker": d.text(worker_id), "nonce": nonce})))
+
+
+def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> Op[list[HeartbeatResult]]:
+    if len(leases) == 1 and "heartbeat_one" in d.sql:
+        # One statement: it locks the row, adds any lock wait to the lease, records a refusal.
+        lease, now = leases[0], clock()
+        args = {**_one_write(d, lease, now, "heartbeat"), "expires": now + lease_seconds}
+        rows = yield Exec(d.sql["heartbeat_one"], args, alone=True)
+        return [HeartbeatResult(lease.job_id, True, bool(rows[0][0])) if rows else HeartbeatResult(lease.job_id, False)]
+    if "lock_jobs" in d.sql:
+        # An UPDATE that waits for a row lock evaluates its SET before the wait: lock first, then
+        # read the clock, so the lease runs from when it is written.
+        params: Params = {}
+        ids = sorted({lease.job_id for lease in leases})
+        yield Exec(d.stmt("lock_jobs", ids=d.any_of("id", "ids", ids, params)), params)
+    now = clock()
+    out: list[HeartbeatResult | None] = [None] * len(leases)
+    for i in _by_job_id(leases):
+        lease = leases[i]
+        args = {"expires": now + lease_seconds, "now": now, "id": lease.job_id, "token": lease.token}
+        rows = yield Exec(d.sql["heartbeat"], args)
+        if rows:
+            out[i] = HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+        else:
+            # A lease whose own completion landed (a handler completing in its application's
+            # transaction, ``JobContext.complete(conn=...)``, commits while a heartbeat waits for
+            # its lock) is over, not stale: nothing to record. Costs a read on refusals only.
+            yield from _refused(d, lease, "heartbeat", now, repeat=True, applied_as="complete")
+            out[i] = HeartbeatResult(lease.job_id, False)
+    return [r for r in out if r is not None]
+
+
+def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    now = clock()
+    if len(items) == 1 and not repeat and not items[0].note and "complete_one" in d.sql:
+        # The write or the refusal's event in one statement (a repeat needs to read first).
+        params = _one_write(d, items[0].lease, now, "complete")
+        params["result"] = items[0].result_json
+        return [bool((yield Exec(d.sql["complete_one"], params, alone=True)))]
+    order = _by_job_id([i.lease for i in items])
+    args = [
+        {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
+        for i in order
+    ]
+    # One prepared statement stepped for the whole group commit; RETURNING names the (job, token)
+    # pairs whose lease still held, the others are refused and recorded. A completion writes no
+    # event (the row records it, see ``claim``); only one with a note does, to keep the note.
+    attempts = {(job_id, token): n for job_id, token, n in (yield ExecMany(d.sql["complete"], args))}
+    done = [False] * len(items)
+    noted = []
+    finished = []
+    for i in order:
+        item, lease = items[i], items[i].lease
+        n = attempts.get((lease.job_id, lease.token))
+        if n is not None:
+            if item.note:
+                detail = {"note": item.note}
+                noted.append(_event(d, lease.job_id, now, EventKind.COMPLETED, lease.worker_id, n, detail))
+            finished.append(lease.job_id)
+            done[i] = True
+        else:
+            done[i] = yield from _refused(d, lease, "complete", now, repeat=repeat)
+    if noted:
+        yield ExecMany(d.sql["insert_event"], noted)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
+    return done
+
+
+def complete_and_claim(
+    d: Dialect,
+    items: Sequence[Completion],
+    clock: Clock,
+    repeat: bool,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    nonce: str,
+) -> Op[tuple[list[bool], list[Job]]]:
+    """Completions, then the next claim, in one transaction: a worker that runs one job at a time
+    commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
+    operations unchanged (fencing, events, lease tokens)."""
+    done = yield from _within(complete(d, items, clock, repeat))
+    jobs: list[Job] = []
+    if limit > 0:
+        jobs, controlled = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
+        if controlled and len(jobs) < limit:
+            jobs += yield from claim_controlled(d, worker_id, queues, limit - len(jobs), lease_seconds, clock, nonce)
+    return done, jobs
+
+
+def completed_and_claimed(
+    d: Dialect, items: Sequence[Completion], clock: Clock, worker_id: str, nonce: str
+) -> Op[tuple[list[bool], list[Job]]]:
+    """After a ``complete_and_claim`` whose outcome is unknown: the completions repeated (a
+    committed one is recognised) and the jobs its nonce leased, if it committed."""
+    done = yield from complete(d, items, clock, True)
+    jobs = yield from claimed_by_nonce(d, worker_id, nonce)
+    return done, jobs
+
+
+def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    now = clock()
+    if len(items) == 1 and not repeat and "fail_one" in d.sql:
+        item = items[0]
+        error = d.text(item.error) or ""
+        info: dict[str, Any] = {"error": clip(error)}
+        if item.retry_at is not None:
+            statement, info = "retry_one", {**info, "retry_at": item.retry_at}
+        else:
+            statement = "fail_one"
+        params = _one_write(d, item.lease, now, "fail")
+        params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)))
+        return [bool((yield Exec(d.sql[statement], params, alone=True)))]
+    out = [False] * len(items)
+    finished: set[int] = set()
+    for i in _by_job_id([item.lease for item in items]):
+        item, lease = items[i], items[i].lease
+        error = d.text(item.error) or ""
+        args = {"now": now, "retry_at": item.retry_at, "error": error, "id": lease.job_id, "token": lease.token}
+        detail: dict[str, Any] = {"error": clip(error)}
+        if item.retry_at is not None:
+            op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
+        else:
+            op, kind = "fail", EventKind.FAILED
+        rows = yield Exec(d.sql[op], args)
+        if rows:
+            detail.update(attempt_detail(rows[0][1]))  # the attempt's claim: the row's moves on
+            yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
+            out[i] = True
+            if item.retry_at is None:
+                finished.add(lease.job_id)
+        else:
+            out[i] = yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=op)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
+    return out
+
+
+def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repeat: bool) -> Op[list[bool]]:
+    # Released jobs are due at once: wake an idle worker to take them.
+    return _simple_worker_write(d, "release", EventKind.RELEASED, leases, clock, {"reason": reason}, repeat, True)
+
+
+def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:
+    return _simple_worker_write(
+        d, "ack_cancel", EventKind.CANCELLED, leases, clock, {"by": "worker"}, repeat, False, True
+    )
+
+
+def _simple_worker_write(
+    d: Dialect,
+    statement: str,
+    kind: EventKind,
+    leases: Sequence[Lease],
+    clock: Clock,
+    detail: dict[str, Any],
+    repeat: bool,
+    notify: bool,
+    finishes: bool = False,
+) -> Op[list[bool]]:
+    now = clock()
+    out = [False] * len(leases)
+    queues: set[str] = set()
+    finished: set[int] = set()
+    for i in _by_job_id(leases):
+        lease = leases[i]
+        rows = yield Exec(d.sql[statement], {"now": now, "id": lease.job_id, "token": lease.token})
+        if rows:
+            attempts, _, claimed_at = rows[0]
+            # A release gives the attempt back (attempts - 1): the claim keeps its own number.
+            ended = attempt_detail(claimed_at, None, attempts + 1 if kind is EventKind.RELEASED else None)
+            event = _event(d, lease.job_id, now, kind, lease.worker_id, attempts, {**detail, **ended})
+            yield Exec(d.sql["insert_event"], event)
+            queues.add(rows[0][1])
+            out[i] = True
+            if finishes:
+                finished.add(lease.job_id)
+        else:
+            out[i] = yield from _refused(d, lease, kind.value, now, repeat=repeat)
+    if (notify and queues) or finished:
+        yield Notify(frozenset(queues) if notify else frozenset(), frozenset(finished))
+    return out
+
+
+def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
+    """The earliest time a claim of ``queues`` could take a job: paused queues and queues at their
+    concurrency limit count as never (a resume wakes the workers; a freed slot is taken by the
+    worker that freed it, others poll), a rate-limited queue not before its next admission."""
+    cparams: Params = {}
+    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
+    free = [q for q in queues if q not in {row[0] for row in active}] if active else list(queues)
+    times: list[float] = []
+    if free:
+        params: Params = {}
+        rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", free, params)), params)
+        if rows and rows[0][0] is not None:
+            times.append(float(rows[0][0]))
+    for queue, paused, concurrency, per_key, rate_count, window, tat in active:
+        if paused or control_defect(concurrency, per_key, rate_count, window, tat):
+            continue  # a bad row holds the queue back like a pause (claim_controlled)
+        if concurrency is not None and int((yield Exec(d.sql["running_count"], {"queue": queue}))[0][0]) >= concurrency:
+            continue
+        params = {"queue": queue}
+        unblocked = "TRUE"
+        if per_key is not None:
+            unblocked = _keys_at_limit(d, (yield from _running_by_key(d, queue)), per_key, params, held=False)
+        at = (yield Exec(d.stmt("due_at_in_queue", unblocked=unblocked), params))[0][0]
+        if at is not None:
+            times.append(max(float(at), float(tat)) if rate_count is not None and tat is not None else float(at))
+    return min(times, default=None)
+
+
+def progress(
+    d: Dialect, lease: Lease, fraction: float | None, message: str | None, clock: Clock
+) -> Op[HeartbeatResult]:
+    now = clock()
+    args = {"fraction": fraction, "message": d.text(message), "now": now, "id": lease.job_id, "token": lease.token}
+    rows = yield Exec(d.sql["progress"], args)
+    if rows:
+        return HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+    yield from _refused(d, lease, "progress", now)
+    return HeartbeatResult(lease.job_id, False)

@@ -1,0 +1,179 @@
+"""The shared core of the storage operations.
+
+The command types (``Exec``, ``ExecMany``, ``Notify``), ``drive``/``adrive`` that run an operation,
+the small helpers every module uses (events, refusals, the lease write), and ``migrate``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+from jobq.backends.base import Lease
+from jobq.backends.common import APPLIED_STATUS, already_applied, job_from_row
+from jobq.backends.statements import Dialect, Params
+from jobq.errors import StorageError
+from jobq.job import EventKind, Job, JobStatus
+
+#: The statuses a job ends in (it has a ``finished_at``).
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value})
+
+
+T = TypeVar("T")
+
+
+Rows = list[tuple[Any, ...]]
+
+
+# Commands are NamedTuples: one is made for every statement of every operation, and a tuple is
+# the cheapest object Python builds (a frozen dataclass cost ~1 us more each, on the hot path).
+class Exec(NamedTuple):
+    """Run one statement; the operation receives its rows (empty when it returns none).
+
+    ``alone``: the statement is a transaction of its own, so a backend may send it by itself
+    (PostgreSQL: one autocommit statement, one round trip instead of BEGIN, statement, COMMIT).
+    An operation that starts with one yields only such statements after it (each commits as it
+    runs: one that is sent again, like a keyed enqueue's, must be safe to repeat). On a caller's
+    connection they simply run in the caller's transaction."""
+
+    sql: str
+    params: Params | Sequence[Any] = {}
+    """Named parameters, or values bound by position (SQLite's multi-row insert: thousands of
+    values bound by name cost 30x more)."""
+    alone: bool = False
+
+
+class ExecMany(NamedTuple):
+    """Run one statement once per parameter set; the operation receives every returned row."""
+
+    sql: str
+    params: Sequence[Params]
+
+
+class Notify(NamedTuple):
+    """Once the transaction commits, wake idle workers of these queues, and whoever waits for
+    one of the ``finished`` jobs (``Queue.wait``)."""
+
+    queues: frozenset[str]
+    finished: frozenset[int] = frozenset()
+
+
+Command = Exec | ExecMany | Notify
+
+
+Op = Generator[Command, Rows, T]
+
+
+def drive(op: Op[T], run: Callable[[Command], Rows]) -> T:
+    """Run ``op`` to its end, ``run`` executing each command it yields (the blocking runner)."""
+    try:
+        command = next(op)
+        while True:
+            command = op.send(run(command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def adrive(op: Op[T], run: Callable[[Command], Awaitable[Rows]]) -> T:
+    """Run ``op`` to its end from asyncio, ``run`` awaiting each command (the same rules, no copy)."""
+    try:
+        command = next(op)
+        while True:
+            command = op.send(await run(command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def _event(d: Dialect, job_id: int, at: float, kind: EventKind, actor: str | None, attempt: int | None,
+           detail: dict[str, Any] | None) -> Params:  # fmt: skip
+    return {
+        "job_id": job_id,
+        "at": at,
+        "kind": kind.value,
+        "actor": d.text(actor),
+        "attempt": attempt,
+        "detail": None if detail is None else d.text(json.dumps(detail)),
+    }
+
+
+def _by_job_id(leases: Sequence[Lease]) -> list[int]:
+    """Indexes of ``leases`` in job id order: every transaction touches rows in id order, so two
+    of them never wait on each other in a cycle (no deadlock on PostgreSQL)."""
+    return sorted(range(len(leases)), key=lambda i: leases[i].job_id)
+
+
+def _sorted_jobs(rows: Rows) -> list[Job]:
+    if len(rows) == 1:  # the per-job claim: nothing to sort
+        return [job_from_row(rows[0])]
+    return sorted((job_from_row(r) for r in rows), key=lambda j: (j.priority, j.run_at, j.id))
+
+
+# -- schema -------------------------------------------------------------------------------------
+def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, create: bool = True) -> Op[int]:
+    """Apply the migrations not applied yet, in order, each recorded in ``jobq_schema``; returns
+    the version found. Only append to a backend's migrations: never edit a released one.
+
+    ``create=False``: a database without jobq's schema is an error (a read-only viewer says so
+    rather than show an empty queue), raised before anything is written."""
+    yield Exec(d.sql["schema_table"])
+    current = int((yield Exec(d.sql["schema_version"]))[0][0])
+    if current == 0 and not create:
+        raise StorageError(f"no jobq queue in {where} (start a producer or worker to create it)")
+    if current > len(migrations):
+        raise StorageError(
+            f"{where}: schema version {current} is newer than this jobq knows ({len(migrations)}); upgrade jobq"
+        )
+    for version in range(current + 1, len(migrations) + 1):
+        for statement in migrations[version - 1]:
+            yield Exec(statement)
+        yield Exec(d.sql["record_version"], {"version": version, "at": time.time()})
+    return current
+
+
+def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
+    """The detail of a ``stale_write_refused`` event (also built by ``_refused``)."""
+    return d.text(json.dumps({"operation": op, "token": lease.token}))
+
+
+def _refused(
+    d: Dialect, lease: Lease, op: str, now: float, *, repeat: bool = False, applied_as: str | None = None
+) -> Op[bool]:
+    """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that had
+    been applied (as ``applied_as``, default ``op``: see ``common.APPLIED_STATUS``) is not
+    refused: True, nothing recorded."""
+    if repeat and (applied_as or op) in APPLIED_STATUS:
+        rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
+        if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
+            return True
+    event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
+    yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})
+    return False
+
+
+def _one_write(d: Dialect, lease: Lease, now: float, op: str) -> Params:
+    """Parameters every one-statement worker write takes: its fence, actor and refusal detail."""
+    return {
+        "now": now,
+        "id": lease.job_id,
+        "token": lease.token,
+        "actor": d.text(lease.worker_id),
+        "refused": _refusal_detail(d, op, lease),
+    }
+
+
+def _within(op: Op[T]) -> Op[T]:
+    """``op`` as one part of a larger operation: none of its commands may run ``alone`` (its own
+    transaction), since more commands follow in the same transaction."""
+    try:
+        command = next(op)
+        while True:
+            if isinstance(command, Exec) and command.alone:
+                command = command._replace(alone=False)
+            command = op.send((yield command))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result

@@ -1,0 +1,166 @@
+"""Reads for metrics and tracing.
+
+Progress, trace contexts, queue gauges, and the cursors and totals the exporter reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from jobq.backends.base import (
+    CompletionTotals,
+    EventTotals,
+    HistogramBounds,
+    HistogramCounts,
+    MetricEvent,
+    Progress,
+    QueueGauges,
+)
+from jobq.backends.ops.core import Exec, Op
+from jobq.backends.statements import Dialect, Params
+from jobq.job import EventKind
+from jobq.payloads import loads
+
+
+# -- observability ------------------------------------------------------------------------------
+def progress_of(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, Progress]]:
+    params: Params = {}
+    rows = yield Exec(d.stmt("progress_of_jobs", ids=d.any_of("id", "ids", sorted(set(job_ids)), params)), params)
+    return {int(r[0]): Progress(int(r[0]), r[1], r[2], r[3]) for r in rows}
+
+
+def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
+    params: Params = {}
+    rows = yield Exec(d.stmt("trace_contexts", ids=d.any_of("id", "ids", sorted(set(job_ids)), params)), params)
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
+    pending = {
+        q: (int(n), int(n) - int(later or 0), first if first is not None and first <= now else None)
+        for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now}))
+    }
+    running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
+    out = {}
+    for queue in sorted(pending.keys() | running.keys()):
+        n, due, oldest = pending.get(queue, (0, 0, None))
+        r, expired = running.get(queue, (0, 0))
+        out[queue] = QueueGauges(due, n - due, oldest, r, expired)
+    return out
+
+
+def last_event_id(d: Dialect) -> Op[int]:
+    return int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+
+
+def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
+    rows = yield Exec(d.sql["metric_events"], {"after": after_id, "limit": limit})
+    # One C-level tuple per event (the exporter reads one per unusual event); both drivers return
+    # the columns as the tuple wants them (id an int, kind a str).
+    return [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+
+
+def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: int) -> Op[tuple[int, bool]]:
+    """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: the
+    ``limit``-th row after the cursor, or the last one; before the first row newer than
+    ``until`` (then held back: True). An end at or below ``after_id`` means nothing to read."""
+    rows = yield Exec(d.sql[f"metric_{table}_bound"], {"after": after_id, "skip": max(0, limit - 1)})
+    end = int(rows[0][0]) if rows else int((yield Exec(d.sql[f"metric_last_{table}_id"]))[0][0])
+    if until != math.inf and end > after_id:
+        rows = yield Exec(d.sql[f"metric_{table}_unsettled"], {"after": after_id, "end": end, "until": until})
+        if rows and rows[0][0] is not None:
+            return int(rows[0][0]) - 1, True
+    return end, False
+
+
+def event_totals(d: Dialect, after_id: int, until: float, limit: int, counted: Sequence[str]) -> Op[EventTotals]:
+    """Up to four reads in one transaction (one snapshot): where this read ends (the
+    ``limit``-th event, or the last one; before the first newer than ``until``), the counted
+    kinds summed, the others one row each."""
+    end, held_back = yield from _cursor_range(d, "event", after_id, until, limit)
+    if end <= after_id:
+        return EventTotals(after_id, {}, [], held_back)
+    params: Params = {"after": after_id, "end": end}
+    kinds = d.any_of("e.kind", "k", counted, params)
+    counts = {(str(q), str(k)): int(n) for q, k, n in (yield Exec(d.stmt("metric_event_counts", kinds=kinds), params))}
+    rows = yield Exec(d.stmt("metric_events_between", kinds=kinds), params)
+    events = [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
+    return EventTotals(end, counts, events, held_back)
+
+
+def _claimed_at(detail: str | None) -> float | None:
+    """The claim time an event carries for the attempt it ended (``common.attempt_detail``)."""
+    if not detail or "claimed_at" not in detail:  # most events: no JSON to parse
+        return None
+    value = loads(detail)
+    at = value.get("claimed_at") if isinstance(value, dict) else None
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def last_job_id(d: Dialect) -> Op[int]:
+    return int((yield Exec(d.sql["metric_last_job_id"]))[0][0])
+
+
+def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tuple[int, dict[str, int], bool]]:
+    """Up to three reads in one transaction (one snapshot), as ``event_totals`` over the jobs'
+    primary key: where this read ends (the ``limit``-th job, or the last one; before the first
+    made after ``until``), then the jobs made in that range counted by queue."""
+    end, held_back = yield from _cursor_range(d, "job", after_id, until, limit)
+    if end <= after_id:
+        return after_id, {}, held_back
+    rows = yield Exec(d.sql["metric_enqueue_counts"], {"after": after_id, "end": end})
+    return end, {str(q): int(n) for q, n in rows}, held_back
+
+
+def completion_cursor(d: Dialect) -> Op[tuple[float, int]]:
+    rows = yield Exec(d.sql["metric_completion_cursor"])
+    return (float(rows[0][0]), int(rows[0][1])) if rows else (0.0, 0)
+
+
+def completions_after(d: Dialect, after: tuple[float, int], until: float, limit: int) -> Op[list[MetricEvent]]:
+    rows = yield Exec(d.sql["metric_completions"], {"at": after[0], "id": after[1], "until": until, "limit": limit})
+    return [
+        MetricEvent(int(i), EventKind.COMPLETED.value, fin, n, q, run_at, started, fin)
+        for i, n, q, run_at, started, fin in rows
+    ]
+
+
+def completion_totals(
+    d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
+) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
+    """Three reads in one transaction (one snapshot): where this fold ends (the ``limit``-th
+    completion after the cursor, or the last one), then the sums up to there."""
+    span: Params = {"at": after[0], "id": after[1], "until": until}
+    rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
+    if not rows:
+        rows = yield Exec(d.sql["metric_completion_last"], span)
+        if not rows:
+            return after, {}
+    end = (float(rows[0][0]), int(rows[0][1]))
+    params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
+    sql = d.stmt(
+        "metric_completion_totals",
+        wait=d.bucket_of("wait", "w", bounds.wait, params),
+        run=d.bucket_of("run", "r", bounds.run, params),
+        attempts=d.bucket_of("attempts", "a", bounds.attempts, params),
+    )
+    # One row per queue and combination of slots (a handful): summed up per queue here.
+    sums: dict[str, list[Any]] = {}
+    for row in (yield Exec(sql, params)):
+        q, slots, n, totals = row[0], row[1:4], row[4], row[5:8]
+        acc = sums.get(q)
+        if acc is None:
+            acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
+        acc[0] += n
+        for i, slot in enumerate(slots):
+            if slot >= 0:
+                acc[1 + i][slot] += n
+        for i, total in enumerate(totals):
+            acc[4][i] += total or 0.0
+    out = {
+        str(q): CompletionTotals(int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3)))
+        for q, acc in sums.items()
+    }
+    return end, out

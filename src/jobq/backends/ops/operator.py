@@ -1,0 +1,86 @@
+"""Operator actions on chosen jobs: resubmit, cancel, purge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jobq.backends.base import ActionResult, JobFilter
+from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
+from jobq.backends.ops.core import Exec, Notify, Op, Rows, _event
+from jobq.backends.statements import Dialect, Params
+from jobq.job import Action, EventKind, JobStatus
+
+
+# -- operators ----------------------------------------------------------------------------------
+def _targets(d: Dialect, where: JobFilter) -> Op[list[tuple[int, str]]]:
+    """The jobs an operator action applies to (locked in id order where the dialect locks rows).
+
+    Ids named in ``where.ids`` that match nothing come last with status "" (not found)."""
+    params: Params = {}
+    found = [(row[0], row[1]) for row in (yield Exec(d.stmt("targets", where=d.where(where, params)), params))]
+    if where.ids:  # name the ids that do not exist, so a caller can say "not found"
+        known = {job_id for job_id, _ in found}
+        found += [(i, "") for i in where.ids if i not in known]
+    return found
+
+
+def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+    out = []
+    queues: set[str] = set()
+    for job_id, status in (yield from _targets(d, where)):
+        action, result = plan_operator_action("resubmit", job_id, status)
+        if action is Action.RESUBMIT:
+            detail: dict[str, Any] = {"from": status}
+            if status == JobStatus.COMPLETED.value:
+                # A worker's completion is recorded by the row alone, which the resubmit resets:
+                # the event carries that attempt's claim and completion (common.carried_events).
+                row = attempt_from_row((yield Exec(d.sql["attempt_of_job"], {"id": job_id}))[0])
+                if row.lease_token is not None and row.finished_at is not None:
+                    detail.update(attempt_detail(row.started_at, row.lease_owner, row.attempts))
+                    detail["completed_at"] = row.finished_at
+            rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
+            if not rows:  # the rows are locked (or the store is): only a held key refuses it
+                key = (yield Exec(d.sql["job_key"], {"id": job_id}))[0][0]
+                holder = (yield Exec(d.sql["job_id_by_key"], {"key": key}))[0][0]
+                message = f"job {job_id}: key {key!r} is held by job {holder}; not resubmitted"
+                out.append(ActionResult(job_id, False, JobStatus(status), message, held_by=holder))
+                continue
+            queues.update(r[0] for r in rows)
+            yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))
+        out.append(result)
+    if queues:
+        yield Notify(frozenset(queues))
+    return out
+
+
+def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+    out = []
+    finished: set[int] = set()
+    for job_id, status in (yield from _targets(d, where)):
+        action, result = plan_operator_action("cancel", job_id, status)
+        if action is Action.CANCEL:
+            yield Exec(d.sql["cancel"], {"now": now, "id": job_id, "status": status})
+            event = _event(d, job_id, now, EventKind.CANCELLED, actor, None, {"from": status})
+            yield Exec(d.sql["insert_event"], event)
+            finished.add(job_id)
+        elif action is Action.REQUEST_CANCEL:
+            yield Exec(d.sql["request_cancel"], {"now": now, "id": job_id})
+            event = _event(d, job_id, now, EventKind.CANCEL_REQUESTED, actor, None, None)
+            yield Exec(d.sql["insert_event"], event)
+        out.append(result)
+    if finished:
+        yield Notify(frozenset(), frozenset(finished))
+    return out
+
+
+def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float) -> Op[int]:
+    """Delete finished jobs of ``statuses`` and their events; the last statement returns one row
+    per deleted job."""
+    params: Params = {"before": finished_before}
+    fragment = d.any_of("status", "s", [s.value for s in statuses], params)
+    rows: Rows = []
+    for name in ("purge_events", "purge_jobs"):
+        if name in d.sql:
+            rows = yield Exec(d.stmt(name, statuses=fragment), params)
+    return len(rows)

@@ -1,0 +1,197 @@
+"""Reads for the facade and the apps.
+
+Get, events, list/count/page, counts, stats, latest, history, due history, and a job's waiters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jobq.backends.base import (
+    LATEST_FINISHED_WINDOW,
+    STATS_FINISHED_WINDOW,
+    Bucket,
+    DueHistory,
+    JobFilter,
+    Page,
+    QueueStats,
+)
+from jobq.backends.common import (
+    HISTORY_SAMPLE_LIMIT,
+    attempt_from_row,
+    build_buckets,
+    event_from_row,
+    history_of,
+    job_from_row,
+    recent_history,
+)
+from jobq.backends.due_history import build_due_history
+from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Op
+from jobq.backends.ops.flow import _waiting_on_limit, controls
+from jobq.backends.statements import Dialect, Params
+from jobq.job import Event, EventKind, Job, JobStatus
+
+
+# -- reads --------------------------------------------------------------------------------------
+def get(d: Dialect, job_id: int) -> Op[Job | None]:
+    rows = yield Exec(d.sql["get_job"], {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
+
+def get_locked(d: Dialect, job_id: int) -> Op[Job | None]:
+    """``get``, waiting for a transaction that holds the job's row (dialects that lock rows)."""
+    rows = yield Exec(d.sql.get("get_job_locked", d.sql["get_job"]), {"id": job_id})
+    return job_from_row(rows[0]) if rows else None
+
+
+def register_waiter(d: Dialect, job_id: int, now: float, expires: float) -> Op[int]:
+    """Record that someone waits for ``job_id`` (until ``expires``): finishing statements notify
+    only jobs with such a row (dialects with ``register_waiter``). Returns the row's id."""
+    rows = yield Exec(d.sql["register_waiter"], {"id": job_id, "now": now, "expires": expires}, alone=True)
+    return int(rows[0][0])
+
+
+def unregister_waiter(d: Dialect, waiter: int) -> Op[None]:
+    yield Exec(d.sql["unregister_waiter"], {"waiter": waiter}, alone=True)
+
+
+def events(d: Dialect, job_id: int) -> Op[list[Event]]:
+    """The job's history: its stored events and the entries derived from its row."""
+    stored = [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]
+    rows = yield Exec(d.sql["attempt_of_job"], {"id": job_id})
+    return history_of(stored, attempt_from_row(rows[0]) if rows else None)
+
+
+#: The history kinds that are derived from job rows, not (only) stored.
+_DERIVED_KINDS = frozenset({EventKind.ENQUEUED.value, EventKind.CLAIMED.value, EventKind.COMPLETED.value})
+
+
+def recent_events(d: Dialect, limit: int, kinds: Sequence[str]) -> Op[list[Event]]:
+    params: Params = {"limit": limit}
+    where = (" WHERE " + d.any_of("kind", "k", list(kinds), params)) if kinds else ""
+    stored = [event_from_row(r) for r in (yield Exec(d.stmt("recent_events", where=where), params))]
+    if kinds and not _DERIVED_KINDS & set(kinds):
+        return stored
+    if kinds:  # the events that carry a claimed or completed entry are of other kinds
+        more = yield Exec(d.stmt("recent_events", where=""), {"limit": limit})
+        stored = list({e.id: e for e in [*stored, *map(event_from_row, more)]}.values())
+    rows = [attempt_from_row(r) for r in (yield Exec(d.sql["recent_attempts"], {"limit": limit}))]
+    return recent_history(stored, rows, limit, kinds)
+
+
+def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
+    params: Params = {"limit": page.limit, "offset": page.offset}
+    order = d.page_order(page.sort, page.descending)
+    rows = yield Exec(d.stmt("list_jobs", where=d.where(where, params), order=order), params)
+    return [job_from_row(r) for r in rows]
+
+
+def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
+    params: Params = {}
+    return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
+
+
+def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Job]]]:
+    # One read transaction: the count and the rows describe the same moment ("1-4 of 3" cannot happen).
+    total = yield from count_jobs(d, where)
+    jobs = (yield from list_jobs(d, where, page)) if total > page.offset else []
+    return total, jobs
+
+
+def counts(d: Dialect) -> Op[dict[str, int]]:
+    out = {s.value: 0 for s in JobStatus}
+    out.update({status: int(n) for status, n in (yield Exec(d.sql["counts"]))})
+    return out
+
+
+def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) -> Op[QueueStats]:
+    by_queue: dict[str, dict[str, int]] = {}
+    totals = {s.value: 0 for s in JobStatus}
+    live = yield Exec(d.sql["counts_by_queue_live"])
+    finished = yield Exec(d.sql["counts_by_queue_finished"], {"window": finished_window})
+    for queue, status, n in [*live, *finished]:
+        by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
+        totals[status] = totals.get(status, 0) + int(n)
+    capped = sum(int(n) for _, _, n in finished) >= finished_window and bool(
+        (yield Exec(d.sql["finished_beyond"], {"window": finished_window}))
+    )
+    pending = [
+        (str(q), int(n or 0), None if at is None else float(at), int(r or 0))
+        for q, n, at, r in (yield Exec(d.sql["pending_by_queue"], {"now": now}))
+    ]
+    done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
+    done["completed"] = int((yield Exec(d.sql["completed_since"], {"since": now - 60}))[0][0])
+    expired = (yield Exec(d.sql["expired_count"], {"now": now}))[0][0]
+    controlled = {c.queue: c for c in (yield from controls(d)) if c.active}
+    waiting: dict[str, int] = {}
+    for q, n, _, _ in pending:
+        if n and q in controlled:
+            running = by_queue.get(q, {}).get(JobStatus.PROCESSING.value, 0)
+            held = yield from _waiting_on_limit(d, controlled[q], n, running, now)
+            if held:
+                waiting[q] = held
+    return QueueStats(
+        counts=totals,
+        by_queue=by_queue,
+        oldest_pending_at=min((at for _, _, at, _ in pending if at is not None), default=None),
+        completed_last_minute=done.get("completed", 0),
+        failed_last_minute=done.get("failed", 0) + done.get("expired", 0),
+        expired_leases=int(expired),
+        finished_window=finished_window if capped else None,
+        due_by_queue={q: n for q, n, _, _ in pending if n},
+        oldest_due_by_queue={q: at for q, _, at, _ in pending if at is not None},
+        retrying_by_queue={q: r for q, _, _, r in pending if r},
+        waiting_on_limit_by_queue=waiting,
+        controls=controlled,
+    )
+
+
+def latest_jobs(d: Dialect, status: JobStatus | None, limit: int) -> Op[list[Job]]:
+    params: Params = {"limit": limit, "window": limit}
+    branches = []
+    if status in (None, JobStatus.PROCESSING):
+        branches.append(d.sql["latest_processing"])
+    if status in (None, JobStatus.PENDING):
+        branches.append(d.sql["latest_pending"])
+    if status is None:
+        # Unfiltered, only the newest ``limit`` finished jobs can rank among the first ``limit``.
+        branches.append(d.stmt("latest_finished", status=""))
+    elif status.value in TERMINAL_STATUSES:
+        params["window"] = max(limit, LATEST_FINISHED_WINDOW)
+        branches.append(d.stmt("latest_finished", status=" WHERE " + d.any_of("status", "s", [status.value], params)))
+    rows = yield Exec(d.stmt("latest_jobs", candidates=" UNION ALL ".join(branches)), params)
+    return [job_from_row(r) for r in rows]
+
+
+def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[list[Bucket]]:
+    window = {"since": since, "bucket": bucket_seconds}
+    kinds = [tuple(r) for r in (yield Exec(d.sql["history_kinds"], window))]
+    # Enqueues, claims and completions are not all stored: counted from the rows and the carrying events.
+    kinds += [(b, "enqueued", n) for b, n in (yield Exec(d.sql["history_enqueued"], window))]
+    kinds += [(b, "completed", n) for b, n in (yield Exec(d.sql["history_completed"], window))]
+    for name in ("history_row_claims", "history_carried_claims"):
+        kinds += [(b, "claimed", n) for b, n in (yield Exec(d.sql[name], window))]
+    durations = yield Exec(d.sql["history_durations"], {"since": since, "limit": HISTORY_SAMPLE_LIMIT})
+    pending = int((yield Exec(d.sql["pending_count"]))[0][0])
+    kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
+    return build_buckets(since, bucket_seconds, now, kind_counts, durations, pending)
+
+
+def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, limit: int) -> Op[DueHistory]:
+    # Three bounded reads in one transaction (a consistent moment): the due PENDING jobs grouped by
+    # bucket, the PROCESSING rows, and the newest `limit` finished rows.
+    args = {"since": float(since), "bucket": float(bucket_seconds), "now": float(now)}
+    pending = [(int(b), int(n)) for b, n in (yield Exec(d.sql["due_pending_from"], args))]
+    running = yield Exec(d.sql["due_running"])
+    finished = yield Exec(d.sql["due_finished"], {"since": float(since), "limit": limit})
+    rows = [(str(q), float(f), s, e) for q, f, s, e in [*running, *finished]]
+    return build_due_history(
+        since,
+        bucket_seconds,
+        now,
+        pending,
+        rows,
+        len(finished),
+        min((float(r[3]) for r in finished), default=None),
+        limit,
+    )

@@ -1,0 +1,59 @@
+"""Rescue: finding expired leases and jobs whose workers are gone, and retrying or failing them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from jobq.backends.base import Clock, RescueResult
+from jobq.backends.common import attempt_detail, plan_rescue
+from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event
+from jobq.backends.statements import Dialect, Params
+
+
+def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[str]) -> Exec:
+    params: Params = {"cutoff": cutoff}
+    gone = d.any_of("lease_owner", "gone", gone_owners, params) if gone_owners else "FALSE"
+    return Exec(d.stmt(statement, gone=gone), params)
+
+
+AttemptsLimit = Callable[[str, str | None, int], int]
+"""A job's max_attempts from its task, its stored policy (JSON) and its stored max_attempts: the
+rescuer in a worker applies the tasks registered there (``jobq.retry.max_attempts_for``)."""
+
+
+def rescue_probe(d: Dialect, now: float, gone_owners: Sequence[str]) -> Op[bool]:
+    """Is anything to rescue? A read, so that an idle queue sees no writes from the rescuers that
+    every live worker runs every few seconds (a ``sqlite3`` shell has no busy timeout: an operator's
+    UPDATE would fail on the lock at once)."""
+    return bool((yield _expired(d, "rescue_probe", now, gone_owners)))
+
+
+def rescue(
+    d: Dialect,
+    clock: Clock,
+    backoff: Callable[[int], float],
+    actor: str,
+    gone_owners: Sequence[str],
+    cutoff: Callable[[float], float] | None,
+    attempts_limit: AttemptsLimit | None = None,
+) -> Op[list[RescueResult]]:
+    now = clock()
+    gone = set(gone_owners)
+    out = []
+    finished: set[int] = set()
+    for job_id, owner, token, attempts, max_attempts, cancel_requested, claimed_at, task, policy in (
+        yield _expired(d, "expired", cutoff(now) if cutoff else now, gone_owners)
+    ):
+        if attempts_limit is not None:
+            max_attempts = attempts_limit(task, policy, max_attempts)
+        plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
+        args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
+        if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read
+            detail = {"previous_owner": owner, "run_at": plan.run_at, **attempt_detail(claimed_at, owner)}
+            yield Exec(d.sql["insert_event"], _event(d, job_id, now, plan.kind, actor, attempts, detail))
+            out.append(RescueResult(job_id, plan.outcome, owner))
+            if plan.status in TERMINAL_STATUSES:
+                finished.add(job_id)
+    if finished:  # failed or cancelled here: wake whoever waits for them (Queue.wait)
+        yield Notify(frozenset(), frozenset(finished))
+    return out

@@ -1,0 +1,57 @@
+"""The worker registry: register, seen, stopped, lost, list, and the wake addresses of live workers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from jobq.backends.base import WorkerEnd, WorkerInfo
+from jobq.backends.common import worker_from_row
+from jobq.backends.ops.core import Exec, Op
+from jobq.backends.statements import Dialect
+
+
+# -- worker registry ----------------------------------------------------------------------------
+def register_worker(d: Dialect, info: WorkerInfo) -> Op[None]:
+    yield Exec(
+        d.sql["register_worker"],
+        {
+            "id": d.text(info.id),
+            "name": d.text(info.name),
+            "host": d.text(info.host),
+            "pid": info.pid,
+            "queues": json.dumps(list(info.queues)),
+            "started_at": info.started_at,
+            "last_seen_at": info.last_seen_at,
+            "stopped_at": info.stopped_at,
+            "current_jobs": json.dumps(list(info.current_jobs)),
+            "jobs_done": info.jobs_done,
+            "jobs_failed": info.jobs_failed,
+            "wake_address": info.wake_address,
+            "process_table": d.text(info.process_table),
+        },
+    )
+
+
+def worker_seen(
+    d: Dialect, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
+) -> Op[None]:
+    params = {"now": now, "current": json.dumps(list(current_jobs)), "done": done, "failed": failed}
+    yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})
+
+
+def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) -> Op[None]:
+    yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id), "reason": WorkerEnd(reason).value})
+
+
+def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str]]:
+    rows = yield Exec(d.sql["mark_lost_workers"], {"now": now, "before": seen_before})
+    return [str(r[0]) for r in rows]
+
+
+def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:
+    return [worker_from_row(r) for r in (yield Exec(d.sql["list_workers"], {"limit": limit}))]
+
+
+def live_wake_addresses(d: Dialect, seen_after: float) -> Op[list[str]]:
+    return [str(r[0]) for r in (yield Exec(d.sql["live_wake_addresses"], {"seen_after": seen_after}))]
