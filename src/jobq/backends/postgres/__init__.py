@@ -109,6 +109,13 @@ _LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::dou
 _STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
+def _embed(text: str, sql: dict[str, str], depth: int = 0) -> str:
+    """``text`` with each ``{sql:NAME}`` replaced by the named statement, itself embedded."""
+    if depth > len(sql):
+        raise ValueError("the named statements embed each other in a cycle")
+    return _STATEMENT.sub(lambda m: _embed(sql[m.group(1)], sql, depth + 1), text)
+
+
 class PostgresDialect(Dialect):
     """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read;
     tables qualified by the queue's schema."""
@@ -128,11 +135,10 @@ class PostgresDialect(Dialect):
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
         # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
-        # of every fence and guard.
+        # of every fence and guard. An embedded statement may embed others in turn (complete
+        # embeds lock_to_finish).
         # Then every table name is qualified by the queue's schema (see schema.qualify).
-        self.sql = {
-            name: qualify(_STATEMENT.sub(lambda m: sql[m.group(1)], text), schema) for name, text in sql.items()
-        }
+        self.sql = {name: qualify(_embed(text, sql), schema) for name, text in sql.items()}
         self._rendered = {}
 
     def param(self, name: str) -> str:
