@@ -8,7 +8,7 @@ inside, and its limits, stated openly:
   (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
   BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
   repeats, operator actions and reads run in BEGIN ... COMMIT.
-- Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
+- Claim is one statement: a CTE picks due PENDING rows ``FOR NO KEY UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
   wait on each other and never get the same job. A lease token is a random nonce of the claim
   plus the job id, so a claim whose COMMIT reply was lost reads back what it handed out.
