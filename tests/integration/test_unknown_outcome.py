@@ -37,7 +37,7 @@ def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
 def test_a_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
     q, proxy = pq
     job_id = q.enqueue({"n": 1})
-    proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")
+    proxy.lose_next_commit_reply(after=b"FOR NO KEY UPDATE SKIP LOCKED")
     job = q.claim("w1")
     assert proxy.lost_replies == 1
     assert job is not None and job.id == job_id
@@ -217,7 +217,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
                 await q.enqueue({"n": 0})
             assert proxy.cuts == 2 and (await q.counts())["PENDING"] == 1
 
-            proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")  # claim
+            proxy.lose_next_commit_reply(after=b"FOR NO KEY UPDATE SKIP LOCKED")  # claim
             job = await q.claim("w1")
             assert proxy.lost_replies == 1 and job is not None and job.id == first
             assert (await q.get(first)).lease_token == job.lease_token

@@ -109,11 +109,9 @@ _LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::dou
 _STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
-def _embed(text: str, sql: dict[str, str], depth: int = 0) -> str:
+def _embed(text: str, sql: dict[str, str]) -> str:
     """``text`` with each ``{sql:NAME}`` replaced by the named statement, itself embedded."""
-    if depth > len(sql):
-        raise ValueError("the named statements embed each other in a cycle")
-    return _STATEMENT.sub(lambda m: _embed(sql[m.group(1)], sql, depth + 1), text)
+    return _STATEMENT.sub(lambda m: _embed(sql[m.group(1)], sql), text)
 
 
 class PostgresDialect(Dialect):

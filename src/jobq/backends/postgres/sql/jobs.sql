@@ -96,7 +96,9 @@ SELECT id FROM jobs WHERE {ids} ORDER BY id FOR UPDATE
 -- ack_cancel): the row is locked FOR UPDATE before the UPDATE, which alone would take only FOR NO
 -- KEY UPDATE (no key column changes). FOR UPDATE is the lock a waiter's FOR KEY SHARE read waits
 -- for (waiters.sql: get_job_locked); the UPDATE then keeps it to commit (PostgreSQL keeps the
--- stronger of a transaction's own locks on the row). Costs an index probe and a lock record in the WAL.
+-- stronger of a transaction's own locks on the row). Costs an index probe, and no WAL: the BEFORE
+-- UPDATE OF status trigger (jobs_external_status) already locks the row before each of these
+-- UPDATEs (pg_waldump: one LOCK record per finish before and after, now with KEYS_UPDATED).
 id = (SELECT id FROM jobs WHERE id = %(id)s FOR UPDATE)
 
 -- name: heartbeat
