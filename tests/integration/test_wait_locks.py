@@ -12,6 +12,7 @@ each shown with a transaction held open at the point that matters (no timing):
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -85,7 +86,9 @@ def test_a_claim_takes_a_job_whose_waiter_holds_its_read(
 
 
 def _asleep(thread: threading.Thread) -> bool:
-    """True once ``thread`` sleeps on its finish waiter (after its read returned)."""
+    """True once ``thread`` sleeps on its finish waiter (after its read returned; a blocking
+    waiter only: an asyncio one awaits on its loop, and a read that did not wait then shows
+    as the timeout below)."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
         if frame.f_code.co_name == "wait" and frame.f_globals.get("__name__", "").startswith("jobq.backends"):
@@ -121,17 +124,20 @@ FINISHES: dict[str, Finish] = {
 }
 
 
-@pytest.mark.parametrize("finish", sorted(FINISHES))
+@pytest.mark.parametrize(
+    ("finish", "waiter"), [*((name, "sync") for name in sorted(FINISHES)), ("complete_one", "async")]
+)
 def test_a_waiters_read_waits_for_a_finish_in_flight(
     postgres_url: str,
     queue: jobq.Queue,
     admin: psycopg.Connection[Any],
     monkeypatch: pytest.MonkeyPatch,
     finish: str,
+    waiter: str,
 ) -> None:
-    """The race Queue.wait is built for, held still: the finish has checked for waiters (none
-    yet) and not committed; the waiter then registers and reads. Its read must wait for that
-    commit, as no NOTIFY will come (the poll is off)."""
+    """The race Queue.wait (and AsyncQueue.wait) is built for, held still: the finish has checked
+    for waiters (none yet) and not committed; the waiter then registers and reads. Its read must
+    wait for that commit, as no NOTIFY will come (the poll is off)."""
     monkeypatch.setattr(jobq.queue, "WAIT_POLL_SECONDS", 3600.0)
     ids = [queue.enqueue({"n": n}, max_attempts=1) for n in range(2)]
     claimed: list[jobq.Job] = []
@@ -144,9 +150,16 @@ def test_a_waiters_read_waits_for_a_finish_in_flight(
     with psycopg.connect(split_url(postgres_url).libpq_url) as finisher, jobq.Queue(postgres_url) as other:
         queue.backend._in_caller_transaction(finisher, FINISHES[finish](queue, ids, claimed))  # not committed yet
 
+        async def await_it() -> jobq.Job:
+            async with jobq.AsyncQueue(postgres_url) as q:
+                return await q.wait(ids[0], timeout=WAITER_TIMEOUT_SECONDS)
+
         def wait() -> None:
             try:
-                got.append(other.wait(ids[0], timeout=WAITER_TIMEOUT_SECONDS))
+                if waiter == "sync":
+                    got.append(other.wait(ids[0], timeout=WAITER_TIMEOUT_SECONDS))
+                else:
+                    got.append(asyncio.run(await_it()))
             except BaseException as exc:  # noqa: BLE001 - handed to the test thread
                 got.append(exc)
 
