@@ -252,3 +252,35 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
 
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))
+
+
+def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(postgres_url: str) -> None:
+    """A claim over a plain and a limited queue is two transactions under the async store too (the
+    plain claim, then the limited queue's own, its control row FOR UPDATE): the second one's lost
+    COMMIT reply is settled by reading back its nonce, so both jobs are handed out once, with the
+    leases stored, and the limited queue's one slot stays the one job handed out."""
+
+    async def main(url: str, proxy: FaultProxy) -> None:
+        async with jobq.AsyncQueue(url) as q:
+            await q.set_limits("lim", concurrency=1)
+            plain = await q.enqueue({"n": 1}, queue="default")
+            limited = [await q.enqueue({"n": n}, queue="lim") for n in (2, 3)]
+            proxy.lose_next_commit_reply(after=b"rate_window, rate_tat FROM")
+            jobs = await q.claim_many("w1", 3, queue=["default", "lim"])
+            assert proxy.lost_replies == 1
+            assert sorted(j.id for j in jobs) == [plain, limited[0]]
+            for job in jobs:
+                stored = await q.get(job.id)
+                assert (stored.status, stored.lease_token, stored.attempts) == (
+                    jobq.JobStatus.PROCESSING,
+                    job.lease_token,
+                    1,
+                )
+            assert await q.claim_many("w2", 3, queue=["default", "lim"]) == []  # the slot is taken
+            for job in jobs:
+                await q.complete(job)
+            again = await q.claim("w2", queue="lim")
+            assert again is not None and again.id == limited[1]
+
+    with proxied(postgres_url) as (url, proxy):
+        asyncio.run(main(url, proxy))
