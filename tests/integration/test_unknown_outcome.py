@@ -102,7 +102,7 @@ def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> 
 def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
     """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed for."""
     q, proxy = pq
-    proxy.lose_next_commit_reply(after=b"WITH ORDINALITY")
+    proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")
     with pytest.raises(jobq.StorageError, match="outcome is unknown"):
         q.enqueue({"n": 1})
     assert proxy.lost_replies == 1
@@ -212,7 +212,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             first = await q.enqueue({"n": 1}, key="first")
             assert proxy.cuts == 1 and (await q.counts())["PENDING"] == 1
             # ... a plain one is reported unknown (here it was not applied).
-            proxy.cut_next(before=b"WITH ORDINALITY")
+            proxy.cut_next(before=b"SELECT ins.id FROM ins, wake")
             with pytest.raises(jobq.StorageError, match="outcome is unknown"):
                 await q.enqueue({"n": 0})
             assert proxy.cuts == 2 and (await q.counts())["PENDING"] == 1
@@ -231,7 +231,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             keyed = await q.enqueue({"n": 2}, key="k")
             assert proxy.lost_replies == 3 and await q.enqueue({"n": 2}, key="k") == keyed
 
-            proxy.lose_next_commit_reply(after=b"WITH ORDINALITY")  # plain enqueue: the caller is told
+            proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")  # plain enqueue: the caller is told
             with pytest.raises(jobq.StorageError, match="outcome is unknown"):
                 await q.enqueue({"n": 3})
             assert proxy.lost_replies == 4 and (await q.counts())["PENDING"] == 2
