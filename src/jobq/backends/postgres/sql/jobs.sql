@@ -343,6 +343,21 @@ WITH ins AS (
 )
 SELECT ins.id FROM ins, wake
 
+-- name: enqueue_one
+-- One job without a key (enqueue's usual call), in one statement sent alone: the row and, when it
+-- is due, the wake-up (delivered at commit). Plain parameters rather than enqueue_with_events'
+-- JSON array: the server parses no JSON and sorts no ordinality, ~100 us less a call here and
+-- 14 us less client CPU (issue 13). SELECT ins.id FROM ins, wake: the same tail as the batch's.
+WITH ins AS (
+    INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at, policy)
+    VALUES (%(queue)s::text, %(task)s::text, %(payload)s::text, %(priority)s::integer, %(run_at)s::double precision,
+            %(max_attempts)s::integer, %(timeout)s::double precision, %(now)s, %(now)s, %(policy)s::text)
+    RETURNING id
+), wake AS (
+    SELECT count(pg_notify('{wake_channel}', %(queue)s::text)) AS n FROM ins WHERE %(due)s::boolean
+)
+SELECT ins.id FROM ins, wake
+
 -- name: enqueue_keyed
 -- One job with an idempotency key, in one statement (sent alone): release the key if its 'ttl'
 -- holder expired, insert unless a holder conflicts (the unique index decides, never a read before
