@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
 from polling import wait_for
 
+from jobq.errors import StorageError
 from jobq.worker.looper import Looper
 
 
@@ -116,3 +119,44 @@ def test_a_tick_that_raises_does_not_end_the_loop() -> None:
         wait_for(lambda: loop.ticks >= 3, 5, "ticks after the failing one")
     finally:
         loop.stop()
+
+
+class Failing(Looper):
+    name = "failing"
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(0.01, jitter=0.0)
+        self.error = error
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        raise self.error
+
+
+def test_a_storage_error_is_one_line_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """The database away during a restart is logged as one warning line, not a traceback."""
+    loop = Failing(StorageError("postgresql at host:5432/db: server closed the connection\nunexpectedly"))
+    with caplog.at_level(logging.WARNING, logger="jobq.worker"):
+        try:
+            loop.start()
+            wait_for(lambda: loop.ticks >= 3, 5, "three failing ticks")
+        finally:
+            loop.stop()
+    records = [r for r in caplog.records if r.name == "jobq.worker"]
+    assert records, "the failure was not logged"
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in records)
+    assert "server closed the connection unexpectedly" in records[0].getMessage()
+    assert "\n" not in records[0].getMessage()
+
+
+def test_a_bug_in_a_tick_keeps_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    loop = Failing(KeyError("surprise"))
+    with caplog.at_level(logging.WARNING, logger="jobq.worker"):
+        try:
+            loop.start()
+            wait_for(lambda: loop.ticks >= 2, 5, "two failing ticks")
+        finally:
+            loop.stop()
+    errors = [r for r in caplog.records if r.name == "jobq.worker" and r.levelno == logging.ERROR]
+    assert errors and errors[0].exc_info is not None

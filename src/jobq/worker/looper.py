@@ -19,6 +19,9 @@ import logging
 import random
 import threading
 
+from jobq.errors import JobqError
+from jobq.worker.runs import one_line
+
 log = logging.getLogger("jobq.worker")
 
 #: How long ``stop()`` waits for the loop's thread to finish its tick.
@@ -95,6 +98,10 @@ class Looper:
         while not self._stop.is_set():
             try:
                 self.tick()
+            except JobqError as exc:
+                # The database away (a restart, a lock held too long) is weather, not a bug: one
+                # line, and the next tick tries again. A traceback here reads as a crash.
+                log.warning("%s: %s (again in %.1f s)", self.name, one_line(exc), self.interval)
             except Exception:
                 log.exception("%s: tick failed", self.name)
             spread = self.interval * self.jitter
