@@ -134,6 +134,7 @@ class PostgresDialect(Dialect):
             name: qualify(_STATEMENT.sub(lambda m: sql[m.group(1)], text), schema) for name, text in sql.items()
         }
         self._rendered = {}
+        self._for_queues = {}
 
     def param(self, name: str) -> str:
         return f"%({name})s"

@@ -72,6 +72,7 @@ class SqliteDialect(Dialect):
     def __init__(self) -> None:
         self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
         self._rendered = {}
+        self._for_queues = {}
 
     def param(self, name: str) -> str:
         return f":{name}"
