@@ -264,7 +264,10 @@ class Queue:
             _check_name(key, "idempotency key", remember=False)
         if concurrency_key is not None:
             _check_name(concurrency_key, "concurrency key", remember=False)
-        scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
+        if key is None and key_scope == "all" and key_ttl is None:  # the usual enqueue: nothing to check
+            scope, key_expires_at = "all", None
+        else:
+            scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
         # The task's defaults, when it is registered in this process: what the job shows until a

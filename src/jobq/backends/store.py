@@ -161,7 +161,7 @@ class SqlStore:
             return self._run_plan(_value([]))
         d = self.dialect
         settle: MakeOp[list[int]] | None = None
-        if all(j.idempotency_key is not None for j in jobs):
+        if jobs[0].idempotency_key is not None and all(j.idempotency_key is not None for j in jobs):
             # Keyed jobs are recognised by their keys: an enqueue whose commit reply was lost is
             # settled by sending it again (without keys it cannot be, and the caller is told).
             settle = lambda: ops.enqueued_by_key(d, jobs, now, traces)  # noqa: E731
