@@ -9,10 +9,11 @@ and it moves with the CPU: each call is a frame, its arguments and whatever it b
 
 Measured on a real SQLite file: a claim+complete made 70 calls before issue 13's hot-path work
 (the claim's queue list rendered on every call, the completion's group bookkeeping for one job,
-three calls for the nonce, json.loads's wrapper calls, the batch calls' lists), 56 after; an
-enqueue 39 (a second generator around the one-job insert, the batch checks), then 33. In
-instructions (callgrind, synchronous=OFF): 596k -> 532k per claim+complete, 279k -> 269k per
-enqueue, against 389k and 195k for the same statements sent straight to apsw.
+three calls for the nonce, json.loads's wrapper calls, the batch calls' lists, a call of the
+driver per statement), 49 after; an enqueue 39 (a second generator around the one-job insert,
+the batch checks), then 28. In instructions (callgrind, synchronous=OFF): 596k -> 525k per
+claim+complete, 279k -> 265k per enqueue, against 389k and 195k for the same statements sent
+straight to apsw.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from test_metrics_costs import python_calls
 import jobq
 
 #: Python calls of one ``claim``, then of one ``complete``, through the facade, the test's own
-#: lambda included: measured 34 and 24 (41 and 31 before issue 13's hot-path work).
-CLAIM_CALLS_MAX = 36
-COMPLETE_CALLS_MAX = 26
-#: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 34 (40 before).
-ENQUEUE_CALLS_MAX = 36
+#: lambda included: measured 31 and 20 (41 and 31 before issue 13's hot-path work).
+CLAIM_CALLS_MAX = 33
+COMPLETE_CALLS_MAX = 22
+#: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 29 (40 before).
+ENQUEUE_CALLS_MAX = 31
 ROUNDS = 5
 
 
