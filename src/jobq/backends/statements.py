@@ -25,6 +25,7 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 Params = dict[str, Any]
+_STR_ONLY = frozenset({str})
 RENDERED_CACHE_SIZE = 1024
 """Statements rendered with per-call fragments that are kept (queue lists, filters)."""
 
@@ -132,7 +133,7 @@ class Dialect:
         building the list and the statement's cache key again cost ~3 us of a ~120 us per-job
         claim+complete (issue 13)."""
         # Names only: a key of other values could match an equal one of another type (1, True).
-        key = (name, *queues, *fragments.items()) if all(type(q) is str for q in queues) else ()
+        key = (name, *queues, *fragments.items()) if {*map(type, queues)} <= _STR_ONLY else ()
         hit = self._for_queues.get(key) if key else None
         if hit is None:
             named: Params = {}

@@ -181,11 +181,13 @@ class SqlStore:
     ) -> Plan[list[Job]]:
         nonce = _nonce()
         d = self.dialect
-        jobs, controlled = yield from _one(
+        # The transaction yielded as it is, not through ``_one``: a generator fewer on every claim.
+        claimed: tuple[list[Job], bool] = yield (
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
-            write=True,
-            on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
+            True,
+            lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
         )
+        jobs, controlled = claimed
         if controlled and len(jobs) < limit:
             # Paused or limited queues among ``queues``: their claim locks their control rows, in
             # a transaction of its own (the lock-free claim above was one statement).
