@@ -99,11 +99,17 @@ class Observer:
     """What ``observe`` turns on, as it runs in production: every worker process logs JSON (to
     /dev/null) and its handler reports progress; the first one also starts ``jobq metrics`` in a
     process of its own and scrapes it every ``SCRAPE_SECONDS`` (Prometheus' default is 15 s: this
-    is 15 times that load). Traces are left out: they need an SDK the bench does not install."""
+    is 15 times that load). Traces are left out: they need an SDK the bench does not install.
+
+    The scraper stands for Prometheus, a process of its own: its thread's CPU (the HTTP client)
+    is taken out of the worker's (``client_cpu``), and ``settle`` reads the regular scrapes
+    instead of adding its own (four a second made the exporter serve five times the stated
+    load while the run was being settled)."""
 
     SCRAPE_SECONDS = 1.0
     START_SECONDS = 60.0
-    SETTLE_SECONDS = 5.0
+    SETTLE_SECONDS = 10.0
+    """Long enough for two regular scrapes more than FOLLOW_SECONDS apart after the follower caught up."""
     FOLLOW_SECONDS = 1.2
     """A little more than the exporter's follower interval (``METRICS_FOLLOW_SECONDS_DEFAULT``)."""
     PARTS = ("logs", "progress", "exporter")
@@ -126,6 +132,11 @@ class Observer:
         self._exporter: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self.scrapes = 0
+        self.client_cpu = 0.0
+        """CPU seconds the scraping thread spent (the HTTP client: Prometheus' work, not jobq's)."""
+        self._latest = threading.Condition()
+        self._text: str | None = None
+        self._texts = 0  # scrapes read by the scraping thread, under _latest
         if exporter:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -161,14 +172,20 @@ class Observer:
         """Wait (a few seconds at most) until the exporter has counted every event and every
         completion of the run: its follower reads them once a second, and the run's CPU must
         include that work (waiting for the events alone left the last second's completions
-        out, most of a short run's). Read from the scrapes only: a count of the store here
-        would be this process's CPU, inside the measured run."""
+        out, most of a short run's). Read from the regular scrapes only: a count of the store
+        here would be this process's CPU, inside the measured run, and scrapes of its own would
+        add load the row does not claim."""
         if self._exporter is None:
             return
         deadline = time.monotonic() + self.SETTLE_SECONDS
         seen: tuple[float, float] | None = None  # (completed, since when) once nothing runs
+        seen_text = self._texts
         while time.monotonic() < deadline:
-            text = self._fetch() or ""
+            with self._latest:
+                self._latest.wait_for(
+                    lambda last=seen_text: self._texts != last, timeout=max(0.0, deadline - time.monotonic())
+                )
+                seen_text, text = self._texts, self._text or ""
             # The scrape itself counts nothing (serve() leaves that to the follower): "behind
             # 0" means the follower has read up to the newest event.
             if "\njobq_metrics_events_behind 0.0\n" in text and _sum(text, "jobq_jobs_processing{") == 0:
@@ -177,20 +194,28 @@ class Observer:
                     seen = (done, time.monotonic())
                 elif time.monotonic() - seen[1] > self.FOLLOW_SECONDS:  # a follower round added none
                     return
-            time.sleep(0.25)
 
     def _scrape(self) -> None:
         while not self._stop.wait(self.SCRAPE_SECONDS):
-            self._scrape_once()
+            before = time.thread_time()
+            text = self._fetch()
+            self.client_cpu += time.thread_time() - before
+            if text is not None:
+                with self._latest:
+                    self._text, self._texts = text, self._texts + 1
+                    self._latest.notify_all()
 
     def side_cpu_seconds(self) -> float:
         """CPU seconds the exporter process used so far (user + system, all its threads)."""
         if self._exporter is None:
             return 0.0
         try:
-            return cpu_seconds(self._exporter.pid)
+            exporter = cpu_seconds(self._exporter.pid)
         except OSError:
-            return 0.0  # already gone
+            exporter = 0.0  # already gone
+        # The scraping thread's CPU is in this process's own figure: taken out here, as if
+        # Prometheus scraped from a process of its own.
+        return exporter - self.client_cpu
 
     def close(self) -> None:
         self._stop.set()

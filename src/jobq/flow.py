@@ -19,6 +19,12 @@ LIMIT_MAX = 2**31 - 1
 #: Rate windows accepted, in seconds: a millisecond to a week.
 RATE_WINDOW_MIN_SECONDS = 0.001
 RATE_WINDOW_MAX_SECONDS = 7 * 86400.0
+#: The error a queue_controls row gets when it is written with values control_defect would find
+#: (both backends' schema checks raise it; no quote, it sits inside SQL text).
+CONTROLS_REFUSED = (
+    "queue_controls: a limit is a whole number from 1 to 2147483647, a rate needs both its count "
+    "and a finite window of seconds above 0 (set them with jobq limit)"
+)
 
 _UNITS = {
     "ms": 0.001,

@@ -11,6 +11,7 @@ import subprocess
 from typing import Any
 
 import pytest
+from handwritten import write_past_controls_checks
 
 import jobq
 from jobq.testing.contract import *  # noqa: F403 - every contract test, collected here
@@ -130,10 +131,11 @@ def test_hand_edits_of_status_keep_an_active_key_unique(backend_url: str, clock)
 
 
 def test_a_control_row_that_cannot_be_enforced_holds_its_queue_back(backend_url: str, clock) -> None:
-    """A ``queue_controls`` row written by hand that gets past the CHECKs (SQLite: text in a number
-    column; PostgreSQL: a NaN window): the claim takes none of the queue's jobs (they stay PENDING
-    and due, counted as waiting on a limit, and idle workers are not told a time), the other queues
-    go on, and setting the limits again lets it go."""
+    """A ``queue_controls`` row written by hand that got past the CHECKs before the write-time
+    checks (SQLite: text in a number column; PostgreSQL: a NaN window) and is refused now: the
+    claim takes none of the queue's jobs (they stay PENDING and due, counted as waiting on a
+    limit, and idle workers are not told a time), the other queues go on, and setting the limits
+    again lets it go."""
     bad = (
         "UPDATE queue_controls SET concurrency = 'lots'"
         if backend_url.startswith("sqlite:///")
@@ -143,7 +145,9 @@ def test_a_control_row_that_cannot_be_enforced_holds_its_queue_back(backend_url:
         q.set_limits("lim", concurrency=2)
         held = q.enqueue({"q": "lim"}, queue="lim")
         free = q.enqueue({"q": "free"}, queue="free")
-        _raw(backend_url, bad)
+        with pytest.raises(Exception, match=r"(?i)queue_controls"):  # refused when written today
+            _raw(backend_url, bad)
+        write_past_controls_checks(backend_url, bad)  # as an older schema let it in
         assert [j.id for j in q.claim_many("w1", 5, queue=["lim", "free"])] == [free]
         assert q.get(held).status == jobq.JobStatus.PENDING
         assert q.stats().waiting_on_limit_by_queue == {"lim": 1}

@@ -1,8 +1,10 @@
 """Flow-control rows and retry policies written by hand (an operator's ``sqlite3``/``psql``, another
-program): what the table's CHECKs refuse is refused with the database's one-line error; what gets
-past them (SQLite stores text in a number column and orders it above every number; PostgreSQL
-takes ``'NaN'`` as above every number; nothing ties a rate's count to its window; a job's
-``policy`` column is plain text) never stops a worker loop, loses a job, or breaks ``jobq stats``,
+program): a control row jobq could not enforce is refused with the database's one-line error
+(the table's CHECKs, and since SQLite schema 11 / PostgreSQL schema 13 the write-time checks of
+what got past them: SQLite stores text in a number column and orders it above every number;
+PostgreSQL takes ``'NaN'`` as above every number; nothing tied a rate's count to its window). Such
+a row written before those checks (``handwritten.write_past_controls_checks``), and a job's
+``policy`` column, which is plain text, never stop a worker loop, loses a job, or breaks ``jobq stats``,
 ``jobq limits``, ``jobq show`` or the apps' models: a bad control row holds its queue back (its
 jobs stay PENDING, logged once with how to fix it), a bad policy falls back to the task's and the
 queue's (logged)."""
@@ -21,6 +23,7 @@ from typing import Any
 
 import apsw
 import pytest
+from handwritten import write_past_controls_checks
 from polling import wait_for
 
 import jobq
@@ -36,8 +39,9 @@ REFUSED = [
     "UPDATE queue_controls SET per_key = 0 WHERE queue = 'lim'",
     "UPDATE queue_controls SET rate_count = 5, rate_window = -1 WHERE queue = 'lim'",
 ]
-#: Writes that get past them, per backend (PostgreSQL's typed columns refuse text at the write).
-ACCEPTED = {
+#: Writes that got past them before the write-time checks, per backend (PostgreSQL's typed columns
+#: refuse text at the write). Refused now; written past the checks, they stand for older rows.
+OLD_ROWS = {
     "sqlite": [
         "UPDATE queue_controls SET concurrency = 'lots' WHERE queue = 'lim'",
         "UPDATE queue_controls SET rate_count = 5, rate_window = 'fast' WHERE queue = 'lim'",
@@ -48,6 +52,11 @@ ACCEPTED = {
         "UPDATE queue_controls SET rate_count = 5, rate_window = NULL WHERE queue = 'lim'",
         "UPDATE queue_controls SET rate_count = 5, rate_window = 'Infinity' WHERE queue = 'lim'",
     ],
+}
+#: New rows get the same checks as changed ones.
+REFUSED_INSERTS = {
+    "sqlite": "INSERT INTO queue_controls (queue, concurrency, updated_at) VALUES ('new', 'lots', 0)",
+    "postgres": "INSERT INTO queue_controls (queue, rate_count, updated_at) VALUES ('new', 5, 0)",
 }
 RESET = "UPDATE queue_controls SET concurrency = 1, per_key = NULL, rate_count = NULL, rate_window = NULL"
 
@@ -95,13 +104,16 @@ def test_a_bad_control_row_holds_its_queue_back_and_nothing_else(
     settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
     with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
         q.set_limits("lim", concurrency=1)
-        for statement in REFUSED:  # the database's own one-line error; the row is unchanged
-            with pytest.raises(Exception, match=r"(?i)check"):
+        for statement in REFUSED + OLD_ROWS[_backend(backend_url)]:  # a one-line error; the row is unchanged
+            with pytest.raises(Exception, match=r"(?i)check|queue_controls: a limit is a whole number"):
                 sql.execute(statement)
+        with pytest.raises(Exception, match=r"(?i)check|queue_controls: a limit is a whole number"):
+            sql.execute(REFUSED_INSERTS[_backend(backend_url)])
+        assert [c.queue for c in q.controls()] == ["lim"]
         assert q.controls()[0].concurrency == 1 and q.controls()[0].rate_count is None
-        for statement in ACCEPTED[_backend(backend_url)]:
+        for statement in OLD_ROWS[_backend(backend_url)]:  # rows an older schema let in
             sql.execute(RESET)
-            sql.execute(statement)
+            write_past_controls_checks(backend_url, statement)
             held = q.enqueue({"q": "lim"}, queue="lim")
             free = q.enqueue({"q": "plain"}, queue="plain")
             with caplog.at_level(logging.ERROR, logger="jobq.flow"):
@@ -118,15 +130,15 @@ def test_a_bad_control_row_holds_its_queue_back_and_nothing_else(
         for args in (["limits", "--json"], ["stats", "--json"]):
             _cli(backend_url, tmp_path, *args)
         reports = [r.getMessage() for r in caplog.records if r.name == "jobq.flow"]
-        assert len(reports) == len(ACCEPTED[_backend(backend_url)]), reports  # once per bad row
+        assert len(reports) == len(OLD_ROWS[_backend(backend_url)]), reports  # once per bad row
         assert all("\n" not in r and "jobq limit lim" in r for r in reports)
 
 
 def test_a_worker_waits_out_a_bad_control_row_and_runs_the_job_once_it_is_set(backend_url: str, tmp_path: Path) -> None:
     settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
-    with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
+    with jobq.Queue(settings=settings) as q:
         q.set_limits("lim", concurrency=1)
-        sql.execute(ACCEPTED[_backend(backend_url)][0])
+        write_past_controls_checks(backend_url, OLD_ROWS[_backend(backend_url)][0])
         held = q.enqueue({"q": "lim"}, queue="lim")
         free = [q.enqueue({"q": "plain", "n": n}, queue="plain") for n in range(3)]
         done: list[int] = []

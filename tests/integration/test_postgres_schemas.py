@@ -145,6 +145,7 @@ UNDO_LATER_MIGRATIONS = [
         "ALTER TABLE public.jobs DROP COLUMN concurrency_key",
     ],
     ["DROP TABLE public.schedule_actions", "ALTER TABLE public.jobs DROP COLUMN policy"],
+    ["ALTER TABLE public.queue_controls DROP CONSTRAINT queue_controls_enforceable"],
 ]
 
 

@@ -37,7 +37,7 @@ def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
 def test_a_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
     q, proxy = pq
     job_id = q.enqueue({"n": 1})
-    proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")
+    proxy.lose_next_commit_reply(after=b"FOR NO KEY UPDATE SKIP LOCKED")
     job = q.claim("w1")
     assert proxy.lost_replies == 1
     assert job is not None and job.id == job_id
@@ -102,7 +102,7 @@ def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> 
 def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
     """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed for."""
     q, proxy = pq
-    proxy.lose_next_commit_reply(after=b"WITH ORDINALITY")
+    proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")
     with pytest.raises(jobq.StorageError, match="outcome is unknown"):
         q.enqueue({"n": 1})
     assert proxy.lost_replies == 1
@@ -212,12 +212,12 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             first = await q.enqueue({"n": 1}, key="first")
             assert proxy.cuts == 1 and (await q.counts())["PENDING"] == 1
             # ... a plain one is reported unknown (here it was not applied).
-            proxy.cut_next(before=b"WITH ORDINALITY")
+            proxy.cut_next(before=b"SELECT ins.id FROM ins, wake")
             with pytest.raises(jobq.StorageError, match="outcome is unknown"):
                 await q.enqueue({"n": 0})
             assert proxy.cuts == 2 and (await q.counts())["PENDING"] == 1
 
-            proxy.lose_next_commit_reply(after=b"FOR UPDATE SKIP LOCKED")  # claim
+            proxy.lose_next_commit_reply(after=b"FOR NO KEY UPDATE SKIP LOCKED")  # claim
             job = await q.claim("w1")
             assert proxy.lost_replies == 1 and job is not None and job.id == first
             assert (await q.get(first)).lease_token == job.lease_token
@@ -231,7 +231,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             keyed = await q.enqueue({"n": 2}, key="k")
             assert proxy.lost_replies == 3 and await q.enqueue({"n": 2}, key="k") == keyed
 
-            proxy.lose_next_commit_reply(after=b"WITH ORDINALITY")  # plain enqueue: the caller is told
+            proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")  # plain enqueue: the caller is told
             with pytest.raises(jobq.StorageError, match="outcome is unknown"):
                 await q.enqueue({"n": 3})
             assert proxy.lost_replies == 4 and (await q.counts())["PENDING"] == 2
@@ -249,6 +249,38 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             await q.complete(job)
             assert proxy.cuts == 4
             assert (await q.counts())["COMPLETED"] == 3
+
+    with proxied(postgres_url) as (url, proxy):
+        asyncio.run(main(url, proxy))
+
+
+def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(postgres_url: str) -> None:
+    """A claim over a plain and a limited queue is two transactions under the async store too (the
+    plain claim, then the limited queue's own, its control row FOR UPDATE): the second one's lost
+    COMMIT reply is settled by reading back its nonce, so both jobs are handed out once, with the
+    leases stored, and the limited queue's one slot stays the one job handed out."""
+
+    async def main(url: str, proxy: FaultProxy) -> None:
+        async with jobq.AsyncQueue(url) as q:
+            await q.set_limits("lim", concurrency=1)
+            plain = await q.enqueue({"n": 1}, queue="default")
+            limited = [await q.enqueue({"n": n}, queue="lim") for n in (2, 3)]
+            proxy.lose_next_commit_reply(after=b"rate_window, rate_tat FROM")
+            jobs = await q.claim_many("w1", 3, queue=["default", "lim"])
+            assert proxy.lost_replies == 1
+            assert sorted(j.id for j in jobs) == [plain, limited[0]]
+            for job in jobs:
+                stored = await q.get(job.id)
+                assert (stored.status, stored.lease_token, stored.attempts) == (
+                    jobq.JobStatus.PROCESSING,
+                    job.lease_token,
+                    1,
+                )
+            assert await q.claim_many("w2", 3, queue=["default", "lim"]) == []  # the slot is taken
+            for job in jobs:
+                await q.complete(job)
+            again = await q.claim("w2", queue="lim")
+            assert again is not None and again.id == limited[1]
 
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))

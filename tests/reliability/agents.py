@@ -497,7 +497,11 @@ def schedworker(args: argparse.Namespace) -> None:
 
     def fire_schedule(d: Any, *a: Any, **k: Any) -> Any:
         op = real_fire(d, *a, **k)
-        inserts = {d.sql[name] for name in ("insert_job", "enqueue_keyed", "enqueue_with_events") if name in d.sql}
+        inserts = {
+            d.sql[name]
+            for name in ("insert_job", "enqueue_keyed", "enqueue_with_events", "enqueue_one")
+            if name in d.sql
+        }
         value: Any = None
         try:
             while True:

@@ -225,3 +225,31 @@ def test_a_combined_operation_sends_nothing_alone() -> None:
     sent.clear()
     ops.drive(ops.complete(pg, [_completion()], lambda: 100.0, False), run)
     assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]
+
+
+def test_one_plain_enqueue_on_postgres_is_one_statement_without_a_json_array() -> None:
+    # issue 13: the usual enqueue binds its columns; enqueue_with_events' JSON array (parsed and
+    # sorted by the server) cost ~100 us a call. A batch, and a delayed job, keep their forms.
+    from jobq.backends.base import NewJob
+    from jobq.backends.postgres import dialect_for
+
+    pg = dialect_for("jobq")
+    sent: list[ops.Command] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        sent.append(command)
+        return [(len(sent),)]
+
+    def job(run_at: float) -> NewJob:
+        return NewJob('{"n":1}', "default", "", 0, run_at, 3)
+
+    assert ops.drive(ops.enqueue(pg, [job(100.0)], 100.0), run) == [1]
+    assert len(sent) == 1 and isinstance(sent[0], ops.Exec) and sent[0].alone
+    assert sent[0].sql == pg.sql["enqueue_one"] and "json" not in sent[0].sql.lower()
+    assert sent[0].params["due"] is True
+    sent.clear()
+    ops.drive(ops.enqueue(pg, [job(200.0)], 100.0), run)
+    assert sent[0].sql == pg.sql["enqueue_one"] and sent[0].params["due"] is False  # no wake-up yet
+    sent.clear()
+    ops.drive(ops.enqueue(pg, [job(100.0), job(100.0)], 100.0), run)
+    assert [c.sql for c in sent if isinstance(c, ops.Exec)] == [pg.sql["enqueue_with_events"]]

@@ -4,7 +4,7 @@ manager's pause and resume buttons, recorded with its operator (headless AppTest
 
 from __future__ import annotations
 
-import apsw
+from handwritten import write_past_controls_checks
 from seeding import MANAGER, OPS, Seeded
 from streamlit.testing.v1 import AppTest
 
@@ -54,15 +54,15 @@ def test_the_manager_pauses_and_resumes_a_queue_as_its_operator(seeded: Seeded) 
 
 
 def test_a_control_row_written_by_hand_shows_in_both_apps_without_an_error(seeded: Seeded) -> None:
-    """A row the CHECKs let through (SQLite keeps text in a number column): the apps show the stored
+    """A row the CHECKs let through before the write-time checks (SQLite keeps text in a number
+    column; ``handwritten.write_past_controls_checks``): the apps show the stored
     values, and the queue's due jobs as waiting on a limit (the claim holds it back)."""
     with jobq.Queue(seeded.url) as q:
         queue = sorted(q.stats().by_queue)[0]
         q.set_limits(queue, concurrency=1)
-    conn = apsw.Connection(seeded.url.removeprefix("sqlite:///"))
-    conn.set_busy_timeout(10_000)
-    conn.execute("UPDATE queue_controls SET concurrency = 'lots', rate_count = 5, rate_window = 'fast'")
-    conn.close()
+    write_past_controls_checks(
+        seeded.url, "UPDATE queue_controls SET concurrency = 'lots', rate_count = 5, rate_window = 'fast'"
+    )
     for app in (MANAGER, OPS):
         at = AppTest.from_file(str(app), default_timeout=60)
         at.run()

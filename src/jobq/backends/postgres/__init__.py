@@ -8,7 +8,7 @@ inside, and its limits, stated openly:
   (and NOTIFY) carried by data-modifying CTEs (``sql/jobs.sql``, "one statement per call"), where
   BEGIN, the statements and COMMIT would cost three round trips or more. Batches of worker writes,
   repeats, operator actions and reads run in BEGIN ... COMMIT.
-- Claim is one statement: a CTE picks due PENDING rows ``FOR UPDATE SKIP LOCKED`` in claim order
+- Claim is one statement: a CTE picks due PENDING rows ``FOR NO KEY UPDATE SKIP LOCKED`` in claim order
   (priority, run_at, id) and an ``UPDATE ... RETURNING`` leases them. Concurrent workers never
   wait on each other and never get the same job. A lease token is a random nonce of the claim
   plus the job id, so a claim whose COMMIT reply was lost reads back what it handed out.
@@ -109,6 +109,11 @@ _LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::dou
 _STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
+def _embed(text: str, sql: dict[str, str]) -> str:
+    """``text`` with each ``{sql:NAME}`` replaced by the named statement, itself embedded."""
+    return _STATEMENT.sub(lambda m: _embed(sql[m.group(1)], sql), text)
+
+
 class PostgresDialect(Dialect):
     """PostgreSQL's SQL: ``%(name)s`` parameters, arrays for lists, rows locked as they are read;
     tables qualified by the queue's schema."""
@@ -128,11 +133,10 @@ class PostgresDialect(Dialect):
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
         # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
-        # of every fence and guard.
+        # of every fence and guard. An embedded statement may embed others in turn (complete
+        # embeds lock_to_finish).
         # Then every table name is qualified by the queue's schema (see schema.qualify).
-        self.sql = {
-            name: qualify(_STATEMENT.sub(lambda m: sql[m.group(1)], text), schema) for name, text in sql.items()
-        }
+        self.sql = {name: qualify(_embed(text, sql), schema) for name, text in sql.items()}
         self._rendered = {}
         self._for_queues = {}
 

@@ -19,10 +19,11 @@ import psycopg
 from psycopg import sql
 
 from jobq.backends.statements import KEY_HELD_SQL, STATIC_FRAGMENTS
+from jobq.flow import CONTROLS_REFUSED
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = (
     "jobs",
@@ -43,6 +44,20 @@ _TERMINAL = STATIC_FRAGMENTS["terminal"]
 # -- schema ---------------------------------------------------------------------------------
 # Each migration is a list of statements applied in one transaction; the version reached is
 # recorded in jobq_schema. Only append: never edit a released migration.
+
+#: What jobq.flow.control_defect finds in a queue_controls row that the column types and the
+#: first CHECKs let through: 'NaN' and 'Infinity' (PostgreSQL orders NaN above every number, so
+#: "< 'Infinity'" refuses both) and a rate's count without its window or the other way round.
+#: A constraint's own error names only the constraint: the message is in its name's comment.
+QUEUE_CONTROLS_CHECKS = (
+    "ALTER TABLE queue_controls ADD CONSTRAINT queue_controls_enforceable CHECK ("
+    "(rate_count IS NULL) = (rate_window IS NULL)"
+    " AND (rate_window IS NULL OR rate_window < 'Infinity')"
+    " AND (rate_tat IS NULL OR (rate_tat < 'Infinity' AND rate_tat > '-Infinity'))) NOT VALID",
+    f"COMMENT ON CONSTRAINT queue_controls_enforceable ON queue_controls IS '{CONTROLS_REFUSED}'",
+)
+
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE jobs (
@@ -314,6 +329,10 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
     ],
+    # A queue_controls row that jobq could not enforce is refused when it is written (see the
+    # SQLite migration of the same content). NOT VALID: a row already there is not checked, so the
+    # upgrade never fails on it; jobq.flow.control_defect still holds such a row's queue back.
+    list(QUEUE_CONTROLS_CHECKS),
 ]
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]

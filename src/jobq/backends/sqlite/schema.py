@@ -7,13 +7,36 @@ the database with it); a trigger records status changes made by hand as events.
 from __future__ import annotations
 
 from jobq.backends.statements import KEY_HELD_SQL
+from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
 # Each migration is a list of statements applied in one transaction; the version reached is
 # recorded in jobq_schema. Only append: never edit a released migration.
+
+#: What jobq.flow.control_defect finds in a queue_controls row, refused at the write (SQLite's
+#: column types do not: text or 2.5 go into an INTEGER column, and text orders above every
+#: number there). NEW already has the columns' affinity applied, so '3' arrives as the integer 3.
+_CONTROLS_BAD = f"""
+    NOT (NEW.concurrency IS NULL OR (typeof(NEW.concurrency) = 'integer' AND NEW.concurrency BETWEEN 1 AND {LIMIT_MAX}))
+    OR NOT (NEW.per_key IS NULL OR (typeof(NEW.per_key) = 'integer' AND NEW.per_key BETWEEN 1 AND {LIMIT_MAX}))
+    OR NOT (NEW.rate_count IS NULL OR (typeof(NEW.rate_count) = 'integer' AND NEW.rate_count BETWEEN 1 AND {LIMIT_MAX}))
+    OR (NEW.rate_count IS NULL) <> (NEW.rate_window IS NULL)
+    OR NOT (NEW.rate_window IS NULL OR (typeof(NEW.rate_window) IN ('integer', 'real')
+            AND NEW.rate_window > 0 AND NEW.rate_window < 9e999))
+    OR NOT (NEW.rate_tat IS NULL OR (typeof(NEW.rate_tat) IN ('integer', 'real') AND abs(NEW.rate_tat) < 9e999))
+"""
+QUEUE_CONTROLS_CHECKS = tuple(
+    f"CREATE TRIGGER queue_controls_check_{when.lower()} BEFORE {when} ON queue_controls WHEN {_CONTROLS_BAD}"
+    f"BEGIN SELECT RAISE(ABORT, '{CONTROLS_REFUSED}'); END"
+    for when in ("INSERT", "UPDATE")
+)
+"""The triggers that refuse them (a test drops and re-creates them to write a row as it could be
+written before they existed)."""
+
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE jobs (
@@ -251,4 +274,8 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX schedule_actions_name ON schedule_actions (name, at)",
     ],
+    # A queue_controls row that jobq could not enforce is refused when it is written, not only
+    # held back when a claim reads it (jobq.flow.control_defect, which stays for rows written
+    # before this migration): an operator's sqlite3 UPDATE gets the one-line error at once.
+    list(QUEUE_CONTROLS_CHECKS),
 ]

@@ -41,7 +41,7 @@ WITH room AS (
     WHERE status = 'PENDING' AND queue = %(queue)s AND run_at <= %(now)s
     ORDER BY priority, run_at, id
     LIMIT (SELECT greatest(n, 0) FROM room)
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
         lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
@@ -65,7 +65,7 @@ GROUP BY concurrency_key
 SELECT id, concurrency_key FROM jobs
 WHERE status = 'PENDING' AND queue = %(queue)s AND run_at <= %(now)s AND {unblocked}
 ORDER BY priority, run_at, id LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 
 -- name: claim_ids
 -- The jobs ops.claim_controlled chose, leased exactly as the claim in jobs.sql leases them.
