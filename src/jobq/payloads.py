@@ -56,6 +56,8 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
     return total
 
 
+#: ``json.loads``'s own decoder (default options), called directly by ``decode_json``.
+_DECODER = json.JSONDecoder()
 #: One encoder for every value: ``json.dumps`` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -128,7 +130,16 @@ def decode_json(stored: object) -> tuple[Any, str | None]:
     if nesting_depth(stored) > JSON_DECODE_DEPTH_LIMIT:
         return stored, f"JSON nested deeper than {JSON_DECODE_DEPTH_LIMIT} levels"
     try:
-        return json.loads(stored), None
+        # What jobq stores is compact JSON: decoded in one call, without json.loads's two
+        # whitespace scans around it. Anything else (whitespace, extra data, invalid text) is
+        # decoded, or refused with its reason, by json.loads exactly as before.
+        try:
+            value, end = _DECODER.raw_decode(stored)
+        except ValueError:
+            end = -1
+        if end != len(stored):
+            value = json.loads(stored)
+        return value, None
     except RecursionError:
         return stored, "JSON nested too deeply to decode"
     except ValueError as exc:  # JSONDecodeError, and raw NUL or control characters

@@ -264,7 +264,10 @@ class Queue:
             _check_name(key, "idempotency key", remember=False)
         if concurrency_key is not None:
             _check_name(concurrency_key, "concurrency key", remember=False)
-        scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
+        if key is None and key_scope == "all" and key_ttl is None:  # the usual enqueue: nothing to check
+            scope, key_expires_at = "all", None
+        else:
+            scope, key_expires_at = _key_scope(key, key_scope, key_ttl, now)
         if on_conflict not in ON_CONFLICT_CHOICES:
             raise InvalidPayload(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, not {on_conflict!r}")
         # The task's defaults, when it is registered in this process: what the job shows until a
@@ -528,7 +531,8 @@ class Queue:
         self, worker_id: str, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> Job | None:
         """Take the next due job (lowest priority number, then run_at, then id) or None."""
-        jobs = self.claim_many(worker_id, 1, lease=lease, queue=queue)
+        # claim_many(worker_id, 1, ...) inlined: the per-job API's one call fewer.
+        jobs = self.backend.claim(worker_id, self._queues(queue), 1, lease or self.settings.lease_seconds, self.clock)
         return jobs[0] if jobs else None
 
     def claim_many(
@@ -562,11 +566,12 @@ class Queue:
         ``conn``: in the application's open transaction on that connection (see ``enqueue``),
         fenced by the lease like every worker write: LeaseLost is raised before the caller
         commits, so its own writes roll back with the refused completion."""
+        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
         if conn is None:
-            if not self.complete_many([(job, result)])[0]:
+            # complete_many's work for one job, without its list of pairs and notes.
+            if not self.backend.complete([completion], self.clock, repeat=False)[0]:
                 raise LeaseLost(job.id, "complete")
             return
-        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
         if not self.backend.complete_in(conn, [completion], self.clock)[0]:
             raise LeaseLost(job.id, "complete", "roll your transaction back")
 

@@ -121,3 +121,14 @@ def test_observed_row_reports_cpu_per_job_beside_the_plain_row(tmp_path: Path, m
     line = next(x for x in report.overhead_text(rows).splitlines() if x.startswith("| x2 "))
     assert "—" not in line  # both rates, both CPU figures and their ratios
     assert any("observability on" in t and got != "not measured" for t, got, _ in report.targets(rows, {}))
+
+
+def test_hotpath_measures_jobq_and_the_statements_it_sends() -> None:
+    # bench.hotpath's floor replays the claim, completion and insert jobq sent (captured by text):
+    # if jobq's statements change shape, the floor must still find and run them.
+    from bench.hotpath import _measure
+
+    for arm in ("jobq", "floor"):
+        figures = _measure(arm, 20, "OFF")
+        assert set(figures) == {"claim+complete", "enqueue"}, (arm, figures)
+        assert all(value > 0 for value in figures.values()), (arm, figures)

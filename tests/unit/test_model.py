@@ -183,6 +183,21 @@ def test_job_from_row_fast_path_matches_the_checked_path() -> None:
         assert fast.policy == '{"max_attempts":5}'
 
 
+def test_the_fast_job_builder_makes_the_same_frozen_job_as_the_dataclass() -> None:
+    # job_from_row builds a well-typed row's Job through slot descriptors (common._build_job),
+    # not through Job.__init__: the result must be indistinguishable from Job(...).
+    values = [getattr(common.job_from_row(_good_row()), f.name) for f in dataclasses.fields(job_module.Job)]
+    fast, plain = common._build_job(*values), job_module.Job(*values)
+    assert type(fast) is job_module.Job
+    assert fast == plain and repr(fast) == repr(plain)
+    assert dataclasses.astuple(fast) == dataclasses.astuple(plain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.attempts = 5  # type: ignore[misc]
+    assert dataclasses.replace(fast, attempts=5).attempts == 5
+    with pytest.raises(TypeError):  # every field is required by position: none is left unset
+        common._build_job(*values[:-1])
+
+
 @pytest.mark.parametrize(
     ("index", "value", "defect"),
     [

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from jobq.backends import ops
 from jobq.backends.base import Completion, Lease
 from jobq.backends.sqlite import DIALECT
@@ -73,6 +75,46 @@ def test_a_claim_that_gets_what_it_asked_for_reads_no_controls() -> None:
     jobs, controlled = ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run)
     assert [j.id for j in jobs] == [7] and not controlled
     assert len(sent) == 1 and sent[0].startswith("UPDATE jobs"), sent
+
+
+def test_a_refused_single_completion_is_recorded_and_reported() -> None:
+    # The one-completion path (the per-job API on SQLite) fences and refuses as a group does.
+    run, seen = scripted({})
+    assert ops.drive(ops.complete(DIALECT, [_completion("stale")], lambda: 100.0, False), run) == [False]
+    assert seen == ["complete", "insert_event"]
+    # A repeat whose first try had committed is recognised, not refused.
+    run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-1")]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, True), run) == [True]
+    assert seen == ["complete", "lease_state"]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+@pytest.mark.parametrize("queues", [["default"], ["a", "b", "c"], []])
+def test_a_statement_rendered_for_queues_is_the_one_rendered_each_time(dialect: str, queues: list[str]) -> None:
+    # The claim's text and its queue parameters are kept per shape (Dialect.stmt_for_queues): the
+    # same as rendering them anew, also on the second call, and never shared between shapes.
+    from jobq.backends.postgres import DIALECT as PG
+
+    d = DIALECT if dialect == "sqlite" else PG
+    fragments = {"uncontrolled": d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]}
+    expected_params: dict[str, Any] = {}
+    expected = d.stmt("claim", queues=d.any_of("queue", "q", queues, expected_params), **fragments)
+    for _ in range(2):
+        params: dict[str, Any] = {"now": 1.0}
+        assert d.stmt_for_queues("claim", queues, params, **fragments) == expected
+        assert params == {"now": 1.0, **expected_params}
+    other: dict[str, Any] = {}
+    d.stmt_for_queues("claim", [*queues, "z"], other, **fragments)
+    assert other != expected_params
+
+
+def test_queue_names_of_other_types_are_rendered_not_taken_from_the_cache() -> None:
+    # 1 == True as dictionary keys: a cached shape must never hand one's parameters to the other.
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    DIALECT.stmt_for_queues("claim", [1], first, uncontrolled="TRUE")  # type: ignore[list-item]
+    DIALECT.stmt_for_queues("claim", [True], second, uncontrolled="TRUE")  # type: ignore[list-item]
+    assert type(first["q0"]) is int and second["q0"] is True
 
 
 def test_finishing_writes_name_the_jobs_they_finished_and_only_those() -> None:

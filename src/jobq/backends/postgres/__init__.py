@@ -138,6 +138,7 @@ class PostgresDialect(Dialect):
         # Then every table name is qualified by the queue's schema (see schema.qualify).
         self.sql = {name: qualify(_embed(text, sql), schema) for name, text in sql.items()}
         self._rendered = {}
+        self._for_queues = {}
 
     def param(self, name: str) -> str:
         return f"%({name})s"
