@@ -257,7 +257,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
             row[0], row[1], row[2], payload, status, row[5], row[6], row[7], row[8], row[9], row[10],
             row[11], row[12], row[13], row[14], row[15],
             row[16] if status is JobStatus.PROCESSING else None,
-            row[17], row[18], loads(row[19]), bool(row[20]), row[21], None, row[22],
+            row[17], row[18], None if row[19] is None else loads(row[19]), bool(row[20]), row[21], None, row[22],
         )  # fmt: skip
     f = _Fields()
     if payload_problem:

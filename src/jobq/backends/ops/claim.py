@@ -127,12 +127,12 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     # RETURNING names the (job, token) pairs whose lease still held, the others are refused and
     # recorded. A completion writes no event (the row records it, see ``claim``); only one with a
     # note does, to keep the note.
-    if "complete_set" in d.sql:
+    if len(items) > 1 and "complete_set" in d.sql:
         # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
         # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
         batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in order])
         rows = yield Exec(d.sql["complete_set"], {"now": now, "items": batch})
-    else:  # one prepared statement stepped for the whole group commit
+    else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
         args = [
             {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
             for i in order
