@@ -315,3 +315,40 @@ def test_a_batched_claim_and_completion_make_few_python_calls_per_job(tmp_path: 
         assert done == [True] * batches * 100
         per_job = calls / (batches * 100)
         assert per_job <= BATCH_PYTHON_CALLS_PER_JOB_MAX, f"{per_job:.1f} Python calls per job of a batch"
+
+
+#: Python calls per job of ``Worker(batch=100)`` with a no-op handler, every thread counted:
+#: measured 38 (the batch's claim and completion above, the run's context, its hand-off to a runner
+#: thread, the handler's call and outcome). 72 before issue 13's batch work: a threading.Event per
+#: run, queue.Queue's Condition per hand-off, a JSON check of a None result.
+WORKER_PYTHON_CALLS_PER_JOB_MAX = 44.0
+
+
+def test_a_batching_worker_makes_few_python_calls_per_job(tmp_path: Path) -> None:
+    import threading
+
+    from jobq.worker import Worker
+
+    jobs = 1_000
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        q.enqueue_many([payload(n) for n in range(jobs)])
+        ran: list[int] = []
+        worker = Worker(q, lambda ctx: ran.append(ctx.job.id), batch=100, name="counted", exit_when_idle=True)
+        calls = 0
+
+        def profile(_frame: object, event: str, _arg: object) -> None:
+            nonlocal calls
+            if event == "call":
+                calls += 1
+
+        threading.setprofile(profile)
+        sys.setprofile(profile)
+        try:
+            worker.run()
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)
+        assert sorted(ran) == sorted(set(ran)) and len(ran) == jobs
+        assert q.counts()["COMPLETED"] == jobs
+        per_job = calls / jobs
+        assert per_job <= WORKER_PYTHON_CALLS_PER_JOB_MAX, f"{per_job:.1f} Python calls per job of Worker(batch=100)"

@@ -66,6 +66,9 @@ class JobContext:
         self.job = job
         self.queue = queue
         self.worker_id = worker_id
+        self.key: tuple[int, str | None] = (job.id, job.lease_token)
+        """Which run this is: the job and the lease it was claimed with (read three times a run:
+        an attribute, not a property)."""
         # Made on first use (``cancelled``): a short job nobody stops never needs one, and an
         # Event with its Condition cost ~4 us of a batched worker's ~50 us CPU per job (issue 13).
         self._stop: StopSignal | None = None
@@ -116,11 +119,6 @@ class JobContext:
         stop = self.cancelled
         assert isinstance(stop, StopSignal)
         stop.on_set(hook)
-
-    @property
-    def key(self) -> tuple[int, str | None]:
-        """Which run this is: the job and the lease it was claimed with."""
-        return (self.job.id, self.job.lease_token)
 
     @property
     def payload(self) -> Any:
