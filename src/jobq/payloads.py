@@ -10,7 +10,6 @@ worker, the CLI or the apps that read it (a 2 KB payload nested ~990 levels deep
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from jobq.errors import InvalidPayload
@@ -57,6 +56,8 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
     return total
 
 
+#: ``json.loads``'s own decoder (default options), called directly by ``decode_json``.
+_DECODER = json.JSONDecoder()
 #: One encoder for every value: ``json.dumps`` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -112,11 +113,6 @@ def nesting_depth(text: str) -> int:
     return deepest
 
 
-#: The scanner ``json.loads`` runs (``JSONDecoder().scan_once``): ``(value, end)`` for a JSON value
-#: starting at an index, StopIteration when none starts there.
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
 def decode_json(stored: object) -> tuple[Any, str | None]:
     """Decode a stored JSON column: ``(value, None)``, or ``(shown, reason)`` when it cannot be.
 
@@ -131,25 +127,19 @@ def decode_json(stored: object) -> tuple[Any, str | None]:
             return repr(stored[:200]), "stored as bytes that are not UTF-8 text"
     if not isinstance(stored, str):
         return stored, f"stored as {type(stored).__name__}, not JSON text"
-    # The bracket count first, inline: nesting_depth's scan only runs when the text holds enough
-    # brackets to be too deep (a call fewer per decoded column, two per job of a batched claim).
-    if (
-        stored.count("[") + stored.count("{") > JSON_DECODE_DEPTH_LIMIT
-        and nesting_depth(stored) > JSON_DECODE_DEPTH_LIMIT
-    ):
+    if nesting_depth(stored) > JSON_DECODE_DEPTH_LIMIT:
         return stored, f"JSON nested deeper than {JSON_DECODE_DEPTH_LIMIT} levels"
     try:
-        # json.loads' own scanner (C), called directly: what json.loads returns for text without
-        # surrounding whitespace (what jobq writes), less its three Python frames and two regex
-        # matches (~2 of ~3 us a ~110-byte payload; a batched claim decodes one per job). Text
-        # it does not take whole (whitespace around, an error) goes through json.loads below.
-        value, end = _SCAN(stored, 0)
-        if end == len(stored):
-            return value, None
-    except (StopIteration, ValueError, RecursionError):
-        pass
-    try:
-        return json.loads(stored), None
+        # What jobq stores is compact JSON: decoded in one call, without json.loads's two
+        # whitespace scans around it. Anything else (whitespace, extra data, invalid text) is
+        # decoded, or refused with its reason, by json.loads exactly as before.
+        try:
+            value, end = _DECODER.raw_decode(stored)
+        except ValueError:
+            end = -1
+        if end != len(stored):
+            value = json.loads(stored)
+        return value, None
     except RecursionError:
         return stored, "JSON nested too deeply to decode"
     except ValueError as exc:  # JSONDecodeError, and raw NUL or control characters
