@@ -7,6 +7,7 @@ runs unchanged under the blocking runner (``drive``) and the asyncio one (``adri
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,27 @@ def test_a_fenced_completion_writes_no_event_unless_it_has_a_note() -> None:
     noted = Completion(Lease(1, "t-1", "w"), None, "a cancel came too late")
     assert ops.drive(ops.complete(DIALECT, [noted], lambda: 100.0, False), run) == [True]
     assert seen == ["complete", "insert_event", "notify"]
+
+
+def test_a_group_completion_is_one_statement_fenced_per_row_and_refuses_the_stale_items() -> None:
+    """SQLite completes a group in one set-based statement (issue 13), given each job's own id,
+    token and result; the rows it returns are the leases that held, the others are refused."""
+    sent: list[Any] = []
+
+    def held(params: Any) -> ops.Rows:
+        sent.append(params)
+        return [(1, "t-1", 1), (3, "t-3", 2)]
+
+    run, seen = scripted({"complete_set": held})
+    items = [
+        Completion(Lease(3, "t-3", "w"), None),
+        Completion(Lease(2, "t-2", "w"), '"r2"'),
+        Completion(Lease(1, "t-1", "w"), '{"ok":1}', "late"),
+    ]
+    assert ops.drive(ops.complete(DIALECT, items, lambda: 100.0, False), run) == [True, False, True]
+    assert seen == ["complete_set", "insert_event", "insert_event", "notify"]  # the refusal, the note
+    assert json.loads(sent[0]["items"]) == [[1, "t-1", '{"ok":1}'], [2, "t-2", '"r2"'], [3, "t-3", None]]
+    assert sent[0]["now"] == 100.0
 
 
 def test_a_claim_is_one_write_and_writes_no_event() -> None:

@@ -28,7 +28,9 @@ class StampContext(Protocol):
     """What the stamp handler uses of ``jobq.worker.JobContext``."""
 
     job: Job
-    cancelled: threading.Event
+
+    @property
+    def cancelled(self) -> threading.Event: ...
 
     def check(self) -> None: ...
 

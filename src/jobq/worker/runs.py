@@ -192,7 +192,12 @@ class Runs:
             elif outcome.kind is not Outcome.NONE:
                 outcome = dataclasses.replace(outcome, kind=Outcome.NONE)
             self._outcomes.append(outcome)
-        self.ready.set()
+        # Set only when not set yet: a batch's outcomes mostly arrive before the main loop woke for
+        # the first, and Event.set is six Python calls (issue 13). No wake-up is lost: the outcome
+        # is appended before the flag is read, and the main loop clears the flag before it takes
+        # the outcomes (``Worker._step``, ``_drain``), so a flag seen set means a take to come.
+        if not self.ready.is_set():
+            self.ready.set()
         return first
 
     def time_out(self, ctx: JobContext) -> bool:

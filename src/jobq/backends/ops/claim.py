@@ -25,6 +25,10 @@ from jobq.backends.statements import Dialect, Params
 from jobq.flow import control_defect
 from jobq.job import EventKind, Job
 
+#: The batch of a set-based completion as compact JSON (results are JSON text already checked to
+#: be valid Unicode, so they pass through unescaped).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 # -- workers ------------------------------------------------------------------------------------
 def claim(
@@ -129,14 +133,21 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
             return [True]
         return [(yield from _refused(d, lease, "complete", now, repeat=repeat))]
     order = _by_job_id([i.lease for i in items])
-    args = [
-        {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
-        for i in order
-    ]
-    # One prepared statement stepped for the whole group commit; RETURNING names the (job, token)
-    # pairs whose lease still held, the others are refused and recorded. A completion writes no
-    # event (the row records it, see ``claim``); only one with a note does, to keep the note.
-    attempts = {(job_id, token): n for job_id, token, n in (yield ExecMany(d.sql["complete"], args))}
+    # RETURNING names the (job, token) pairs whose lease still held, the others are refused and
+    # recorded. A completion writes no event (the row records it, see ``claim``); only one with a
+    # note does, to keep the note.
+    if len(items) > 1 and "complete_set" in d.sql:
+        # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
+        # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
+        batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in order])
+        rows = yield Exec(d.sql["complete_set"], {"now": now, "items": batch})
+    else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
+        args = [
+            {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
+            for i in order
+        ]
+        rows = yield ExecMany(d.sql["complete"], args)
+    attempts = {(job_id, token): n for job_id, token, n in rows}
     done = [False] * len(items)
     noted = []
     finished = []

@@ -221,6 +221,32 @@ def test_complete_many_group_commit_fenced_per_job(queue: jobq.Queue, clock: Fak
     assert queue.get(fresh.id).status == C
 
 
+def test_a_group_completion_keeps_each_result_and_note_and_fences_each_row(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A group commit (SQLite: one set-based statement) stores each job's own result, note and
+    finish time, refuses only the items whose lease is gone, whatever their order in the call, and
+    a repeat of the committed group is recognised as applied, nothing refused."""
+    ids = queue.enqueue_many([{"n": n} for n in range(6)])
+    jobs = queue.claim_many("w", 6)
+    assert [j.id for j in jobs] == ids
+    queue.complete(jobs[3])  # its lease is spent: completing with it again is a stale write
+    results = [{"nested": [1, {"k": "v"}]}, "text é ✓ \u0000", None, 1, 2.5, [True, None]]
+    notes = [None, "kept", None, None, None, None]
+    clock.advance(3)
+    order = [5, 0, 3, 2, 1, 4]  # not in id order: each item keeps its own result
+    done = queue.complete_many([(jobs[i], results[i]) for i in order], notes=[notes[i] for i in order])
+    assert done == [i != 3 for i in order]
+    for i, job_id in enumerate(ids):
+        row = queue.get(job_id)
+        assert row.status == C and row.finished_at is not None
+        if i != 3:
+            assert (row.result, row.finished_at) == (results[i], clock.now), i
+    assert [e.detail.get("note") for e in queue.events(ids[1]) if e.kind == "completed"] == ["kept"]
+    assert "stale_write_refused" in kinds(queue, ids[3])
+    again = [(jobs[i], results[i]) for i in (0, 2, 4)]
+    assert queue.complete_many(again, repeat=True) == [True, True, True]
+    assert all("stale_write_refused" not in kinds(queue, ids[i]) for i in (0, 2, 4))
+
+
 def test_complete_and_claim_in_one_call(queue: jobq.Queue, clock: FakeClock) -> None:
     """A worker's completions and its next claim share one transaction; each part behaves as
     ``complete_many`` and ``claim_many`` do: fenced per job, the next jobs in claim order with

@@ -94,6 +94,19 @@ UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = :now, updated
 WHERE id = :id AND lease_token = :token AND status IN {from_complete}
 RETURNING id, lease_token, attempts
 
+-- name: complete_set
+-- A group commit's completions in one statement: :items is a JSON array of [id, token, result]
+-- (the batch's Python builds one string, not a parameter set per job). Each row is fenced by its
+-- own token and status, as `complete` fences it; RETURNING names the rows whose lease held, the
+-- caller records the others as refused. The join finds each row by its id (the primary key).
+-- Measured per job (100 a transaction, NORMAL, CPU inside SQLite): 5.5 us against 9.3 us for
+-- `complete` stepped once per job (issue 13: batched claim+complete at 0.19-0.35x raw).
+UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = :now, updated_at = :now,
+    result = c.value ->> 2, last_error = NULL, lease_expires_at = NULL
+FROM json_each(:items) AS c
+WHERE jobs.id = c.value ->> 0 AND jobs.lease_token = c.value ->> 1 AND jobs.status IN {from_complete}
+RETURNING jobs.id, jobs.lease_token, jobs.attempts
+
 -- name: retry
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
     last_error = :error, lease_expires_at = NULL
