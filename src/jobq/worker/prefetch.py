@@ -11,12 +11,15 @@ in this worker while another worker may be idle. So the default worker claims ah
 - while no handler has been running longer than that wait (a long job holds its thread).
 
 And when the estimate was wrong (a long job among short ones), the jobs still waiting after
-``GIVE_BACK_AFTER_SECONDS`` are given back to PENDING (``release``, attempt not counted), where an
-idle worker takes them; at shutdown they are given back at once rather than run. A job of the
+``GIVE_BACK_AFTER_SECONDS`` behind a handler that has run at least as long are given back to
+PENDING (``release``, attempt not counted), where an idle worker takes them; at shutdown they are
+given back at once rather than run. Jobs that wait while no handler runs long wait for the CPU
+(a loaded machine has not scheduled the runner thread yet), not behind a long job: they stay. A job of the
 seed (7-15 s) is never claimed ahead: the first job's run time is not known yet, and every later
 estimate is far over the wait.
 
-An explicit ``batch`` turns this off: that worker claims ``batch`` jobs as it always did.
+An explicit ``batch`` turns this off: that worker claims ``batch`` jobs as it always did, and its
+batch-mates wait behind a long job (given back only at shutdown).
 
 Limits: the estimate is a moving average of handler run times; it does not foresee a long job
 behind short ones (the give-back bounds that wait instead).

@@ -145,6 +145,10 @@ class Worker:
         )
         wait = self.settings.prefetch_wait_seconds if prefetch_wait is None else prefetch_wait
         self.prefetch = Prefetch(0.0 if batch is not None else wait, self.concurrency)
+        # An explicit batch makes its batch-mates wait behind a long job (as documented above):
+        # they are given back at shutdown only. Given back after GIVE_BACK_AFTER_SECONDS, a
+        # batch of 100 was released and claimed again and again under load (issue 13).
+        self._gives_back_waiting = batch is None
         self.id = new_worker_id()
         self.name = name or os.environ.get("SUPERVISOR_PROCESS_NAME") or f"worker-{os.getpid()}"
         self.exit_when_idle = exit_when_idle
@@ -315,7 +319,8 @@ class Worker:
         assert self._listener is not None
         # Completions first; the claim into the slots they free rides in their transaction.
         claimed = self._writer.flush(claim=self._claim_size)
-        self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
+        if self._gives_back_waiting:
+            self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
         if claimed is None and (free := self._claim_size(0)):
             claimed = (free, self.queue.claim_many(self.id, free, queue=self.queues))
         if claimed is not None:
