@@ -78,7 +78,7 @@ DRAWN_JS = {
     "ops": """() => {
       const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
         .filter(c => c.querySelector('canvas, svg'));
-      return charts.length >= 4 && [...document.querySelectorAll('h3')].some(h => h.innerText.includes('Queues'));
+      return charts.length >= 2 && [...document.querySelectorAll('h3')].some(h => h.innerText.includes('Queues'));
     }""",
 }
 
