@@ -135,6 +135,9 @@ def column_spec(panels: Sequence[Spec], datasets: dict[str, pd.DataFrame]) -> Sp
     return {
         "vconcat": list(panels),
         "spacing": 24,
+        # Streamlit gives each panel the column's whole width: no padding beside it, or the chart
+        # would reach past the column's right edge by Vega's default padding.
+        "padding": {"left": 0, "right": 0, "top": 5},
         "resolve": {"scale": {"color": "independent", "y": "independent"}, "legend": {"color": "independent"}},
         "datasets": datasets,
     }
