@@ -5,8 +5,8 @@ Debian's Chromium through Playwright, as an operator would use it:
 
 - **first full render**: from ``page.goto`` until the script run has finished
   (``stApp[data-test-script-state=notRunning]``) and the page's last parts are drawn (the
-  manager's job table with its rows, ops' four charts and its queue table). The first page a fresh server
-  serves also pays Python's imports: reported apart as ``(cold)``; the figure is the median of
+  manager's job table with its rows, ops' two charts of two panels each and its queue table). The
+  first page a fresh server serves also pays Python's imports: reported apart as ``(cold)``; the figure is the median of
   ``RENDER_REPEATS`` fresh pages after it.
 - **interactions** (median of ``INTERACTION_REPEATS``): from the click or key press until the
   rerun it starts has finished and its effect is on the page. Manager: selecting a row (a click
@@ -78,7 +78,7 @@ DRAWN_JS = {
     "ops": """() => {
       const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
         .filter(c => c.querySelector('canvas, svg'));
-      return charts.length >= 4 && [...document.querySelectorAll('h3')].some(h => h.innerText.includes('Queues'));
+      return charts.length >= 2 && [...document.querySelectorAll('h3')].some(h => h.innerText.includes('Queues'));
     }""",
 }
 

@@ -42,14 +42,15 @@ TABLE_WIDTHS: Final = {
     "finished": 80,
     "last error": 140,
 }
+# Streamlit shows a bare string at a run script's top level on the page ("magic"): comments here.
+#: Streamlit's default table row height: the list is as tall as its rows (no inner scrolling).
 ROW_HEIGHT_PX: Final = 35
-"""Streamlit's default table row height: the list is as tall as its rows (no inner scrolling)."""
 BAR_GAP: Final = "xxsmall"
 
 
 REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
+#: How often the job list redraws on its own (the filters, selection and page stay).
 REFRESH_DEFAULT = "10 s"
-"""How often the job list redraws on its own (the filters, selection and page stay)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
