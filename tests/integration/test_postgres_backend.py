@@ -172,6 +172,21 @@ def test_nul_characters_are_kept_visible(pq: jobq.Queue) -> None:
     assert pq.get(job_id).last_error == "bad\\0byte"
 
 
+def test_a_batch_stores_its_fields_exactly(postgres_url: str) -> None:
+    """enqueue_many sends its jobs as one JSON array read as jsonb: every string comes back as it
+    went in (escapes, NUL, emoji), every float as the same value (run_at is now + delay)."""
+    now = 1764558000.1234567
+    payloads = [{"s": 'nul\x00 😀 back\\slash "q" \u2028\t', "f": 0.1 + 0.2, "tiny": 5e-324, "i": 2**62}, "x", 1 / 3]
+    with jobq.Queue(postgres_url, clock=lambda: now) as q:
+        for delay in (0.123456789, 1e-7, 86400.5):
+            ids = q.enqueue_many(payloads, queue="qü😀", task="t\\x", delay=delay, timeout=1 / 3)
+            for job_id, payload in zip(ids, payloads, strict=True):
+                job = q.get(job_id)
+                assert job.payload == payload
+                assert (job.queue, job.task, job.timeout) == ("qü😀", "t\\x", 1 / 3)
+                assert (job.created_at, job.run_at) == (now, now + delay)
+
+
 def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
     first = pq.enqueue("parent")
     read, write = os.pipe()
