@@ -7,6 +7,7 @@ a shared machine cannot show: reading each completed row as before cost ~4 us of
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 
 import jobq
@@ -18,7 +19,9 @@ from jobq.testing import FakeClock
 EXTRA_CALLS_MAX = 60
 
 
-def python_calls(call: Callable[[], object]) -> int:
+def python_calls(call: Callable[[], object], *, threads: bool = False) -> int:
+    """Python function calls (``sys.setprofile``'s "call" events) made by ``call()``; with
+    ``threads``, those of the threads it starts too."""
     calls = 0
 
     def profile(_frame: object, event: str, _arg: object) -> None:
@@ -26,11 +29,14 @@ def python_calls(call: Callable[[], object]) -> int:
         if event == "call":
             calls += 1
 
+    if threads:
+        threading.setprofile(profile)
     sys.setprofile(profile)
     try:
         call()
     finally:
         sys.setprofile(None)
+        threading.setprofile(None)
     return calls
 
 

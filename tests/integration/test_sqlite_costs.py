@@ -14,11 +14,11 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
 import apsw
+from test_metrics_costs import python_calls
 
 import jobq
 
@@ -298,20 +298,13 @@ def test_a_batched_claim_and_completion_make_few_python_calls_per_job(tmp_path: 
     with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
         q.enqueue_many([payload(n) for n in range((batches + 1) * 100)])
         assert q.complete_many([(j, None) for j in q.claim_many("w", 100)]) == [True] * 100  # warm
-        calls = 0
-
-        def profile(_frame: object, event: str, _arg: object) -> None:
-            nonlocal calls
-            if event == "call":
-                calls += 1
-
         done: list[bool] = []
-        sys.setprofile(profile)
-        try:
+
+        def batches_of_100() -> None:
             for _ in range(batches):
-                done += q.complete_many([(j, None) for j in q.claim_many("w", 100)])
-        finally:
-            sys.setprofile(None)
+                done.extend(q.complete_many([(j, None) for j in q.claim_many("w", 100)]))
+
+        calls = python_calls(batches_of_100)
         assert done == [True] * batches * 100
         per_job = calls / (batches * 100)
         assert per_job <= BATCH_PYTHON_CALLS_PER_JOB_MAX, f"{per_job:.1f} Python calls per job of a batch"
@@ -325,8 +318,6 @@ WORKER_PYTHON_CALLS_PER_JOB_MAX = 38.0
 
 
 def test_a_batching_worker_makes_few_python_calls_per_job(tmp_path: Path) -> None:
-    import threading
-
     from jobq.worker import Worker
 
     jobs = 1_000
@@ -334,20 +325,7 @@ def test_a_batching_worker_makes_few_python_calls_per_job(tmp_path: Path) -> Non
         q.enqueue_many([payload(n) for n in range(jobs)])
         ran: list[int] = []
         worker = Worker(q, lambda ctx: ran.append(ctx.job.id), batch=100, name="counted", exit_when_idle=True)
-        calls = 0
-
-        def profile(_frame: object, event: str, _arg: object) -> None:
-            nonlocal calls
-            if event == "call":
-                calls += 1
-
-        threading.setprofile(profile)
-        sys.setprofile(profile)
-        try:
-            worker.run()
-        finally:
-            sys.setprofile(None)
-            threading.setprofile(None)
+        calls = python_calls(worker.run, threads=True)
         assert sorted(ran) == sorted(set(ran)) and len(ran) == jobs
         assert q.counts()["COMPLETED"] == jobs
         per_job = calls / jobs

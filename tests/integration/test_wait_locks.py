@@ -13,7 +13,6 @@ each shown with a transaction held open at the point that matters (no timing):
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from jobq.backends import ops
 from jobq.backends.base import Completion, Failure, JobFilter
 from jobq.backends.postgres.url import split_url
 from jobq.queue import lease_of
+from jobq.testing.contract.waiting import asleep_in_wait
 
 pytestmark = pytest.mark.postgres
 
@@ -83,18 +83,6 @@ def test_a_claim_takes_a_job_whose_waiter_holds_its_read(
     queue.complete(job, 1)
     queue.backend.unregister_waiter(registration)
     assert queue.get(job_id).status == jobq.JobStatus.COMPLETED
-
-
-def _asleep(thread: threading.Thread) -> bool:
-    """True once ``thread`` sleeps on its finish waiter (after its read returned; a blocking
-    waiter only: an asyncio one awaits on its loop, and a read that did not wait then shows
-    as the timeout below)."""
-    frame = sys._current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code.co_name == "wait" and frame.f_globals.get("__name__", "").startswith("jobq.backends"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 Finish = Callable[[jobq.Queue, list[int], list[jobq.Job]], Callable[[], ops.Op[Any]]]
@@ -167,11 +155,11 @@ def test_a_waiters_read_waits_for_a_finish_in_flight(
         thread.start()
         try:
             wait_for(
-                lambda: admin.execute(_WAITER_BLOCKED).fetchone() == (1,) or _asleep(thread) or got,
+                lambda: admin.execute(_WAITER_BLOCKED).fetchone() == (1,) or asleep_in_wait(thread) or got,
                 RETURNS_WITHIN_SECONDS,
                 "the waiter to read the job",
             )
-            assert not got and not _asleep(thread), "the waiter's read did not wait for the finish in flight"
+            assert not got and not asleep_in_wait(thread), "the waiter's read did not wait for the finish in flight"
             finisher.commit()
         finally:
             finisher.rollback()

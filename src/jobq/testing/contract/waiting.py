@@ -65,7 +65,7 @@ def test_wait_is_woken_when_the_job_finishes(
         thread, got = _waiting(waiter, job_id)
         # The waiter must be listening before the job finishes: wait until it blocks in its wait.
         deadline = time.monotonic() + WOKEN_WITHIN_SECONDS
-        while not _blocked(thread) and time.monotonic() < deadline:
+        while not asleep_in_wait(thread) and time.monotonic() < deadline:
             time.sleep(0.01)
         if finish == "fail":
             assert job is not None
@@ -91,8 +91,9 @@ def test_wait_is_woken_when_the_job_finishes(
         waiter.close()
 
 
-def _blocked(thread: threading.Thread) -> bool:
-    """True once ``thread`` sleeps in a waiter's ``wait`` (after its first read of the job)."""
+def asleep_in_wait(thread: threading.Thread) -> bool:
+    """True once ``thread`` sleeps in a waiter's ``wait`` (after its first read of the job; a
+    blocking waiter only: an asyncio one awaits on its loop)."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
         if frame.f_code.co_name == "wait" and frame.f_globals.get("__name__", "").startswith("jobq.backends"):
@@ -103,7 +104,7 @@ def _blocked(thread: threading.Thread) -> bool:
 
 def _wait_until_blocked(*threads: threading.Thread) -> None:
     deadline = time.monotonic() + WOKEN_WITHIN_SECONDS
-    while not all(_blocked(t) for t in threads) and time.monotonic() < deadline:
+    while not all(asleep_in_wait(t) for t in threads) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
