@@ -16,7 +16,6 @@ import inspect
 import itertools
 import json
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +34,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.postgres import PostgresBackend
+from jobq.backends.store import TOKEN_NONCE_BYTES
 from jobq.job import JobStatus
 from jobq.queue import lease_of
 from jobq.testing import FakeClock
@@ -147,7 +147,7 @@ def test_every_protocol_method_gives_the_same_answer_through_the_asyncio_store(
 ) -> None:
     nonces = itertools.count()
     # The same nonces on both runs (a lease token starts with its claim's nonce): equal answers.
-    monkeypatch.setattr("jobq.backends.store.secrets", SimpleNamespace(token_hex=lambda n: f"{next(nonces):0{2 * n}x}"))
+    monkeypatch.setattr("jobq.backends.store._nonce", lambda: f"{next(nonces):0{2 * TOKEN_NONCE_BYTES}x}")
     sep = "&" if "?" in postgres_url else "?"
 
     blocking_answers: list[tuple[str, Any]] = []

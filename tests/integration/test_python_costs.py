@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_metrics_costs import python_calls
 
 import jobq
+from jobq.observability import tracing
 
 #: Python calls of one ``claim``, then of one ``complete``, through the facade, the test's own
 #: lambda included: measured 31 and 20 (41 and 31 before issue 13's hot-path work).
@@ -31,6 +33,14 @@ COMPLETE_CALLS_MAX = 22
 #: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 29 (40 before).
 ENQUEUE_CALLS_MAX = 31
 ROUNDS = 5
+
+
+@pytest.fixture(autouse=True)
+def no_tracing_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count the calls as in a process without an OpenTelemetry SDK (one call, like the real
+    check's when none is set up): test_tracing sets one up for the rest of the test process, and
+    a traced enqueue makes more calls (its span)."""
+    monkeypatch.setattr(tracing, "recording", lambda: False)
 
 
 def payload(n: int) -> dict[str, object]:

@@ -237,10 +237,10 @@ def test_an_error_shows_no_traceback_in_the_browser(
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
-        "import jobq.payloads\n"
+        "import jobq.backends.common\n"
         "def _broken(stored):\n"
         "    raise TypeError('a bug, injected by the test')\n"
-        "jobq.payloads.decode_json = _broken\n"
+        "jobq.backends.common.decode_json = _broken  # where job_from_row looks it up\n"
     )
     env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(hooks)}
     for variable in ("JOBQ_MANAGER_PASSWORD", "JOBQ_OPS_PASSWORD"):
