@@ -143,6 +143,21 @@ def wide_tables(page: Any) -> list[str]:
     return found
 
 
+#: The charts drawn wider than their element (a Vega canvas past the column it sits in).
+WIDE_CHARTS_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].flatMap((c, i) => {
+  const drawn = c.querySelector('canvas, svg');
+  if (drawn === null) return [];
+  const over = Math.round(drawn.getBoundingClientRect().right - c.getBoundingClientRect().right);
+  return over > 0 ? [`chart ${i + 1}: ${over} px past its column`] : [];
+})"""
+
+
+def wide_charts(page: Any) -> list[str]:
+    """The charts on ``page`` drawn past their column's right edge; [] when all fit."""
+    found: list[str] = page.evaluate(WIDE_CHARTS_JS)
+    return found
+
+
 # -- the manager's job list (one st.dataframe whose rows are selected by clicking them) -------------
 JOB_TABLE = '[class*="st-key-jobs_"] [data-testid="stDataFrame"]'
 TABLE_ROW_PX = 35  # jobq.web.manager.ROW_HEIGHT_PX: the header and each row

@@ -21,6 +21,7 @@ from browser import (
     free_port,
     need_chromium,
     serve,
+    wide_charts,
     wide_tables,
 )
 from seeding import MANAGER, OPS, REPO, KeepAlive, seed_demo
@@ -84,6 +85,7 @@ def test_ops_fits_links_jobs_and_draws_the_tested_colours(tmp_path: Path, reques
                 found = cut_elements(page)
                 assert found["checked"] > 30 and found["cut"] == [], (width, scheme, found)
                 assert wide_tables(page) == [], (width, scheme)  # no table scrolls sideways
+                assert wide_charts(page) == [], (width, scheme)  # no chart past its column
                 # Tables are drawn on a canvas; their accessible copy holds the text of the cells drawn.
                 cells = page.locator('[data-testid="stDataFrame"] td').all_inner_texts()
                 links += [c for c in cells if c.startswith(f"http://127.0.0.1:{manager_port}/?job=")]

@@ -138,6 +138,10 @@ def column_spec(panels: Sequence[Spec], datasets: dict[str, pd.DataFrame]) -> Sp
         # Streamlit gives each panel the column's whole width: no padding beside it, or the chart
         # would reach past the column's right edge by Vega's default padding.
         "padding": {"left": 0, "right": 0, "top": 5},
+        # Sized to the column with whatever is drawn beside the plots counted in: Streamlit's own
+        # choice for a vconcat ("pad") drew the canvas 8-16 px past the column's right edge
+        # (tests/web/test_browser_ops.py measures it at 1366 and 1920 px).
+        "autosize": {"type": "fit-x", "contains": "padding"},
         "resolve": {"scale": {"color": "independent", "y": "independent"}, "legend": {"color": "independent"}},
         "datasets": datasets,
     }
