@@ -23,24 +23,16 @@ KEY_ROUNDS_MAX = 20
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
     """Insert ``jobs``; their ids in order. Not a generator itself: it hands back the operation
     of the case at hand, so the per-job enqueue steps through one generator, not two."""
-    if (
-        len(jobs) == 1
-        and jobs[0].idempotency_key is None
-        and jobs[0].concurrency_key is None
-        and not traces
-        and "enqueue_with_events" not in d.sql
-    ):
-        return _enqueue_one(d, jobs[0], now)
+    if len(jobs) == 1 and jobs[0].idempotency_key is None and jobs[0].concurrency_key is None and not traces:
+        if "enqueue_one" in d.sql:
+            return _enqueue_one_alone(d, jobs[0], now)
+        if "enqueue_with_events" not in d.sql:
+            return _enqueue_one(d, jobs[0], now)
     return _enqueue(d, jobs, now, traces)
 
 
 def _enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None]) -> Op[list[int]]:
     plain = all(j.idempotency_key is None and j.concurrency_key is None for j in jobs)
-    if len(jobs) == 1 and plain and not traces:
-        if "enqueue_one" in d.sql:
-            return [(yield from _enqueue_one_alone(d, jobs[0], now))]
-        if "enqueue_with_events" not in d.sql:
-            return (yield from _enqueue_one(d, jobs[0], now))
     if not traces and plain and "enqueue_with_events" in d.sql:
         return (yield from _enqueue_alone(d, jobs, now))
     if not traces and len(jobs) == 1 and jobs[0].concurrency_key is None and "enqueue_keyed" in d.sql:
@@ -128,7 +120,7 @@ def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
     return [job_id]
 
 
-def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[int]:
+def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
     """One job without a key and its wake-up in one statement sent alone (dialects that have it)."""
     params: Params = {
         "queue": job.queue,
@@ -142,7 +134,7 @@ def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[int]:
         "now": now,
         "due": job.run_at <= now,
     }
-    return int((yield Exec(d.sql["enqueue_one"], params, alone=True))[0][0])
+    return [int((yield Exec(d.sql["enqueue_one"], params, alone=True))[0][0])]
 
 
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
