@@ -63,11 +63,15 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
 
 
 def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: int) -> Op[tuple[int, bool]]:
-    """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: the
-    ``limit``-th row after the cursor, or the last one; before the first row newer than
-    ``until`` (then held back: True). An end at or below ``after_id`` means nothing to read."""
-    rows = yield Exec(d.sql[f"metric_{table}_bound"], {"after": after_id, "skip": max(0, limit - 1)})
-    end = int(rows[0][0]) if rows else int((yield Exec(d.sql[f"metric_last_{table}_id"]))[0][0])
+    """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: ``limit``
+    ids on from the first row after the cursor (fewer rows where ids have gaps), or the last row;
+    before the first row newer than ``until`` (then held back: True). An end at or below
+    ``after_id`` means nothing to read. Two seeks of the primary key, whatever the range holds."""
+    first = (yield Exec(d.sql[f"metric_{table}_first"], {"after": after_id}))[0][0]
+    if first is None:
+        return after_id, False
+    last = int((yield Exec(d.sql[f"metric_last_{table}_id"]))[0][0])
+    end = min(int(first) + max(1, limit) - 1, last)
     if until != math.inf and end > after_id:
         rows = yield Exec(d.sql[f"metric_{table}_unsettled"], {"after": after_id, "end": end, "until": until})
         if rows and rows[0][0] is not None:
@@ -130,14 +134,16 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
 def completion_totals(
     d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
 ) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
-    """Three reads in one transaction (one snapshot): where this fold ends (the ``limit``-th
-    completion after the cursor, or the last one), then the sums up to there."""
+    """Three reads in one transaction (one snapshot): how many completions follow the cursor,
+    where this fold ends (the ``limit``-th of them, or the last one), then the sums up to there."""
     span: Params = {"at": after[0], "id": after[1], "until": until}
-    rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
-    if not rows:
+    left = int((yield Exec(d.sql["metric_completion_count"], span))[0][0])
+    if left == 0:
+        return after, {}
+    if left > limit:
+        rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
+    else:
         rows = yield Exec(d.sql["metric_completion_last"], span)
-        if not rows:
-            return after, {}
     end = (float(rows[0][0]), int(rows[0][1]))
     params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
     sql = d.stmt(

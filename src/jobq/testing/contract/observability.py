@@ -157,6 +157,22 @@ def test_enqueue_totals_count_the_jobs_made_after_a_cursor(queue: jobq.Queue, cl
     assert queue.enqueue_totals(after_key) == (after_key, {}, False)
 
 
+def test_enqueue_totals_pass_over_missing_ids(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A read spans ``limit`` ids from the first job after the cursor: a purged job leaves a
+    gap that counts nothing, and a gap right after the cursor is skipped in the same read (one
+    seek, however long the gap), never read as an empty range."""
+    start = queue.last_job_id()
+    first, gone, *rest = queue.enqueue_many(["a", "b", "c", "d"], queue="mail")
+    assert queue.cancel(gone).ok
+    clock.advance(2)
+    assert queue.purge(older_than=1, statuses=["CANCELLED"]) == 1
+    # Ids first and gone: the gap counts nothing; the cursor still moves past it.
+    assert queue.enqueue_totals(start, limit=2) == (gone, {"mail": 1}, False)
+    # From the first job, the gap right after the cursor is passed over: two ids on from the next job.
+    assert queue.enqueue_totals(first, limit=2) == (rest[1], {"mail": 2}, False)
+    assert queue.enqueue_totals(rest[1]) == (rest[1], {}, False)
+
+
 def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     """Completions write no event (issue 13): the metrics exporter follows completed job rows
     by (finished_at, id) instead, with each job's queue, times and attempts."""
@@ -233,6 +249,7 @@ def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, c
     cursor2, first2 = queue.completion_totals(start, bounds, limit=2)
     assert cursor2 == (listed[1].at, listed[1].id) and first2["mail"].completed == 2
     assert queue.completion_totals(cursor2, bounds)[1].keys() == {"mail", "other"}
+    assert queue.completion_totals(start, bounds, limit=len(listed)) == (cursor, totals)  # exactly the limit left
     assert queue.completion_totals(cursor, bounds) == (cursor, {})
     # Not yet settled: only what finished by ``until``.
     assert queue.completion_totals(start, bounds, until=listed[0].at - 1) == (start, {})
