@@ -28,6 +28,11 @@ from bench.core import FULL, Bench, System
 
 WORKER = "bench.adapters.jobq_worker:JobqWorker"
 PARTS = ("logs", "progress", "exporter")
+OVERHEAD_ROUNDS = 3
+"""Rounds of ``make bench``'s overhead section (each: plain then observed, at x1, x2 and x4)."""
+OVERHEAD_PREFILL = 100_000
+"""Jobs per run in ``make bench``'s overhead section: at ~25,000 jobs/s the bench's 20,000 made
+sub-second runs, in which one scrape more or less moved the figures by several percent."""
 
 
 def variants(parts: bool) -> list[System]:
@@ -74,6 +79,18 @@ def run(rounds: int, workers: tuple[int, ...], parts: bool, prefill: int, log: A
                     log(f"round {r + 1} x{n} {system.key}: {m.median:,.0f} jobs/s, {m.cpu_median:.0f} us CPU/job")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def ratios(results: dict[str, Any]) -> dict[int, tuple[float, float]]:
+    """{workers: (throughput, CPU per job)} of the observed worker against the plain one, each
+    the median over rounds (throughput paired within each round; CPU as medians)."""
+    plain, observed = results.get("plain", {}), results.get("observed", {})
+    out = {}
+    for n, cell in sorted(observed.items()):
+        if cell["ratio"] and n in plain and plain[n]["cpu"]:
+            cpu = statistics.median(cell["cpu"]) / statistics.median(plain[n]["cpu"])
+            out[n] = (statistics.median(cell["ratio"]), cpu)
     return out
 
 

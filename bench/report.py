@@ -270,12 +270,29 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     check("PostgreSQL Worker x4 >= 1.5x raw single-job x4", ratio(pg_worker4, v("raw-pg", "claim_4")), 1.5)
     pg4 = max((x for x in (v("jobq-pg", "claim_4"), v("jobq-pg-batched", "claim_4"), pg_worker4) if x), default=None)
     check("PostgreSQL x4 >= 10x procrastinate", ratio(pg4, v("procrastinate", "claim_4")), 10.0)
-    for n in WORKER_COUNTS:
-        check(
-            f"observability on (jobq-worker-observed), x{n} >= 0.97x jobq-worker",
-            ratio(v("jobq-worker-observed", f"claim_{n}"), v("jobq-worker", f"claim_{n}")),
-            0.97,
-        )
+    interleaved = extras.get("overhead")
+    if interleaved:
+        # The interleaved rounds, not the two rows: those are measured minutes apart, and the
+        # machine's load moved them by up to 30 % in either direction.
+        from bench.overhead import ratios as overhead_ratios
+
+        got = overhead_ratios(interleaved)
+        for n in WORKER_COUNTS:
+            pair = got.get(n)
+            check(f"observability on, x{n}: throughput >= 0.97x plain (interleaved)", pair[0] if pair else None, 0.97)
+            check(
+                f"observability on, x{n}: CPU per job <= 1.03x plain (interleaved)",
+                pair[1] if pair else None,
+                1.03,
+                higher=False,
+            )
+    else:
+        for n in WORKER_COUNTS:
+            check(
+                f"observability on (jobq-worker-observed), x{n} >= 0.97x jobq-worker",
+                ratio(v("jobq-worker-observed", f"claim_{n}"), v("jobq-worker", f"claim_{n}")),
+                0.97,
+            )
     for backend, default, batched in (
         ("SQLite", "jobq-worker-default", "jobq-worker"),
         ("PostgreSQL", "jobq-pg-worker-default", "jobq-pg-worker"),
@@ -441,18 +458,32 @@ def generated(results: Sequence[RowResult], extras: dict[str, Any]) -> str:
         "",
     ]
     overhead = overhead_text(results)
-    if overhead:
+    interleaved = extras.get("overhead")
+    if overhead or interleaved:
         parts += [
             "### Observability overhead",
             "",
-            "The plain worker row against the same worker with JSON logs, progress calls and `jobq metrics` "
-            "scraped every second. CPU per job counts the worker processes (every thread) and the "
-            "exporter's process over the run: a loaded machine changes it far less than throughput (though "
-            "not by nothing). `python -m bench.overhead` measures the two interleaved, part by part.",
-            "",
-            overhead,
+            "The plain worker against the same worker with JSON logs, progress calls and `jobq metrics` "
+            "scraped every second (15 times Prometheus' default rate). CPU per job counts the worker "
+            "processes (every thread) and the exporter's process over the run: a loaded machine changes it "
+            "far less than throughput (though not by nothing).",
             "",
         ]
+        if interleaved:
+            from bench.overhead import OVERHEAD_PREFILL
+            from bench.overhead import text as overhead_rounds
+
+            rounds = max((len(c["rate"]) for by_n in interleaved.values() for c in by_n.values()), default=0)
+            parts += [
+                f"Interleaved ({rounds} rounds; each runs the plain worker, then the observed one, on the same "
+                f"backlog of up to {OVERHEAD_PREFILL:,} jobs; medians over rounds; the targets read these; "
+                "`python -m bench.overhead --parts` measures each part alone):",
+                "",
+                overhead_rounds(interleaved),
+                "",
+            ]
+        if overhead:
+            parts += ["The two rows of the table above, measured minutes apart:", "", overhead, ""]
     parts += [
         "### Targets (issue 6)",
         "",

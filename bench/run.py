@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-asyncio", action="store_true", help="skip the asyncio figures (async handlers, wait)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile of jobq's hot path")
     parser.add_argument("--no-flow", action="store_true", help="skip the flow-control figures (a limited queue)")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the interleaved observability-overhead rounds")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
     args = parser.parse_args(argv)
     rows = systems()
@@ -268,6 +269,18 @@ def main(argv: list[str] | None = None) -> int:
 
             log("flow control: 20,000 due jobs, a concurrency limit of 4")
             extras["flow"] = measure_flow(workdir, pg, args.quick, log)
+        if not args.no_overhead:
+            from bench.overhead import OVERHEAD_PREFILL, OVERHEAD_ROUNDS
+            from bench.overhead import run as measure_overhead
+
+            log("observability overhead: the plain and the observed worker, interleaved")
+            extras["overhead"] = measure_overhead(
+                1 if args.quick else OVERHEAD_ROUNDS,
+                WORKER_COUNTS,
+                False,
+                sizes.prefill if args.quick else OVERHEAD_PREFILL,
+                log,
+            )
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -6,6 +6,7 @@ the report hold together.
 
 from __future__ import annotations
 
+import datetime
 import sys
 import types
 from pathlib import Path
@@ -121,6 +122,34 @@ def test_observed_row_reports_cpu_per_job_beside_the_plain_row(tmp_path: Path, m
     line = next(x for x in report.overhead_text(rows).splitlines() if x.startswith("| x2 "))
     assert "—" not in line  # both rates, both CPU figures and their ratios
     assert any("observability on" in t and got != "not measured" for t, got, _ in report.targets(rows, {}))
+
+
+@pytest.mark.slow
+def test_interleaved_overhead_rounds_feed_the_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make bench's overhead section: one round of the plain and the observed worker, its
+    ratios in the targets (read from the rounds, not from the two rows) and its table in the page."""
+    from bench import overhead
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    rounds = overhead.run(1, (1,), False, 30, lambda _text: None)
+    assert set(rounds) == {"plain", "observed"}
+    throughput, cpu = overhead.ratios(rounds)[1]
+    assert throughput > 0 and cpu > 0
+    checks = {t: got for t, got, _ in report.targets([], {"overhead": rounds})}
+    assert checks["observability on, x1: throughput >= 0.97x plain (interleaved)"] == f"{throughput:.2f}x"
+    assert checks["observability on, x2: CPU per job <= 1.03x plain (interleaved)"] == "not measured"
+    page = report.generated(
+        [],
+        {
+            "overhead": rounds,
+            "date": datetime.datetime.now(datetime.UTC),
+            "elapsed_s": 0.0,
+            "mode": "quick",
+            "sizes": TINY,
+        },
+    )
+    assert "Interleaved (1 rounds" in page and "| observed | 1 |" in page
 
 
 def test_hotpath_measures_jobq_and_the_statements_it_sends() -> None:
