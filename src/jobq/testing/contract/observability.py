@@ -145,7 +145,7 @@ def test_enqueue_totals_count_the_jobs_made_after_a_cursor(queue: jobq.Queue, cl
     second, third = queue.enqueue_many(["y", "z"], queue="sms", delay=5)
     assert queue.last_job_id() == third
     assert queue.enqueue_totals(start) == (third, {"mail": 1, "sms": 2}, False)
-    # A limit ends the read at the limit-th job; the cursor goes on from there.
+    # A limit ends the read that many ids on from the first job; the cursor goes on from there.
     assert queue.enqueue_totals(start, limit=2) == (second, {"mail": 1, "sms": 1}, False)
     assert queue.enqueue_totals(second) == (third, {"sms": 1}, False)
     # Jobs made after ``until`` wait for a later read (PostgreSQL's settle delay).
