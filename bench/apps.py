@@ -6,8 +6,11 @@ Debian's Chromium through Playwright, as an operator would use it:
 - **first full render**: from ``page.goto`` until the script run has finished
   (``stApp[data-test-script-state=notRunning]``) and the page's last parts are drawn (the
   manager's job table with its rows, ops' two charts of two panels each and its queue table). The
-  first page a fresh server serves also pays Python's imports: reported apart as ``(cold)``; the figure is the median of
-  ``RENDER_REPEATS`` fresh pages after it.
+  first page a fresh server serves also pays Python's imports: reported apart as ``(cold)``. The
+  figure is the median of ``RENDER_REPEATS`` new pages after it, each a new session of the app,
+  in a browser that has opened the app before (an operator's: Streamlit's hashed JS bundles are
+  served cacheable, so it loads them from its cache). The same in a new browser profile (nothing
+  cached: Streamlit's JS bundles fetched and compiled again) is reported as ``(new browser profile)``.
 - **interactions** (median of ``INTERACTION_REPEATS``): from the click or key press until the
   rerun it starts has finished and its effect is on the page. Manager: selecting a row (a click
   on its row marker in the job table), a filter change (payload search), the next page. Ops: the
@@ -193,14 +196,16 @@ def _browser_cpu(server: int) -> float:
     return total
 
 
-def _open(browser: Any) -> Any:
-    page = browser.new_page(viewport=VIEWPORT)
+def _open(opener: Any) -> Any:
+    page = opener.new_page(**({} if hasattr(opener, "browser") else {"viewport": VIEWPORT}))
     page.set_default_timeout(UI_TIMEOUT_MS)
     return page
 
 
-def _first_render(browser: Any, app: str, port: int, pid: int) -> tuple[Timing, Any]:
-    page = _open(browser)
+def _first_render(opener: Any, app: str, port: int, pid: int) -> tuple[Timing, Any]:
+    """A new page from ``opener`` (a browser: a new profile each time; a context: one profile,
+    its cache kept) rendered from ``goto`` until complete."""
+    page = _open(opener)
     busy, cpu, started = _browser_cpu(pid), cpu_seconds(pid), time.perf_counter()
     page.goto(f"http://127.0.0.1:{port}/")
     page.wait_for_function(f"() => ({IDLE_JS})() && ({DRAWN_JS[app]})()", polling="raf")
@@ -303,18 +308,28 @@ def measure_apps(workdir: str, jobs: int, log: Callable[[str], None]) -> dict[st
                 except RuntimeError as exc:
                     out[app] = f"error: {exc}"
                     continue
+                context = browser.new_context(viewport=VIEWPORT)  # the returning operator's profile
                 try:
                     cold, page = _first_render(browser, app, port, proc.pid)
                     page.close()
-                    renders = []
+                    fresh = []
                     for _ in range(RENDER_REPEATS):
                         timing, page = _first_render(browser, app, port, proc.pid)
+                        fresh.append(timing)
+                        page.close()
+                    _, page = _first_render(context, app, port, proc.pid)  # fills its cache: not counted
+                    page.close()
+                    renders = []
+                    for _ in range(RENDER_REPEATS):
+                        timing, page = _first_render(context, app, port, proc.pid)
                         renders.append(timing)
                         if len(renders) < RENDER_REPEATS:
                             page.close()
                     out[app] = statistics.median(t[0] for t in renders)
                     out[f"{app} (server CPU)"] = statistics.median(t[1] for t in renders)
                     out[f"{app} (browser CPU)"] = statistics.median(t[2] for t in renders)
+                    out[f"{app} (new browser profile)"] = statistics.median(t[0] for t in fresh)
+                    out[f"{app} (new browser profile, browser CPU)"] = statistics.median(t[2] for t in fresh)
                     out[f"{app} (cold)"] = cold[0]
                     steps = (
                         _manager_interactions(page, proc.pid, jobs)
@@ -335,6 +350,7 @@ def measure_apps(workdir: str, jobs: int, log: Callable[[str], None]) -> dict[st
                     out[key] = f"error: {type(exc).__name__}: {exc}"[:300]
                     log(f"  {key}: {out[key]}")
                 finally:
+                    context.close()
                     _stop(proc)
         finally:
             browser.close()

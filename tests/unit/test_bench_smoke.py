@@ -161,3 +161,13 @@ def test_hotpath_measures_jobq_and_the_statements_it_sends() -> None:
         figures = _measure(arm, 20, "OFF")
         assert set(figures) == {"claim+complete", "enqueue"}, (arm, figures)
         assert all(value > 0 for value in figures.values()), (arm, figures)
+
+
+def test_apps_targets_judge_the_returning_browser_and_show_a_new_profile() -> None:
+    apps = {"jobs": 125_000, "manager": 1.5, "manager (new browser profile)": 2.5, "ops": 2.5}
+    got = {t: (shown, ok) for t, shown, ok in report.targets([], {"apps": apps})}
+    returning = "first full render in Chromium < 2 s with 125,000 jobs (a browser that has opened the app before)"
+    assert got[f"manager: {returning}"] == ("1.5 s", True)
+    assert got[f"ops: {returning}"] == ("2.5 s", False)
+    assert got["manager: the same in a new browser profile (nothing cached)"] == ("2.5 s", None)
+    assert not any(t.startswith("ops: the same") for t in got)
