@@ -10,6 +10,9 @@ on the same backlog size, one after the other, and reports per variant:
   per job; at a load of 20+ on 2 cores it still varied by 40 % between rounds here);
 - throughput relative to the plain run of the same round (the median over rounds).
 
+Rounds alternate the order of the variants (plain first, then last), so that a drift of the
+machine's speed within a round does not always fall on the same side.
+
 ``--parts`` measures each part alone (``logs``, ``progress``, ``exporter``) besides all of them.
 """
 
@@ -28,8 +31,10 @@ from bench.core import FULL, Bench, System
 
 WORKER = "bench.adapters.jobq_worker:JobqWorker"
 PARTS = ("logs", "progress", "exporter")
-OVERHEAD_ROUNDS = 3
-"""Rounds of ``make bench``'s overhead section (each: plain then observed, at x1, x2 and x4)."""
+OVERHEAD_ROUNDS = 6
+"""Rounds of ``make bench``'s overhead section (each: plain and observed, at x1, x2 and x4, in
+alternating order): ~6 minutes. The machine's speed moved the plain worker's CPU per job by
++-20 % between rounds here; three rounds left a 3 % target to chance."""
 OVERHEAD_PREFILL = 100_000
 """Jobs per run in ``make bench``'s overhead section: at ~25,000 jobs/s the bench's 20,000 made
 sub-second runs, in which one scrape more or less moved the figures by several percent."""
@@ -47,7 +52,8 @@ def variants(parts: bool) -> list[System]:
 
 
 def run(rounds: int, workers: tuple[int, ...], parts: bool, prefill: int, log: Any) -> dict[str, Any]:
-    """{variant: {workers: {"rate": [...], "cpu": [...], "ratio": [...]}}} over ``rounds`` rounds."""
+    """{variant: {workers: {"rate": [...], "cpu": [...], "ratio": [...], "cpu_ratio": [...]}}} over
+    ``rounds`` rounds (the ratios: each against the plain run of its round)."""
     workdir = tempfile.mkdtemp(prefix="jobq-overhead-")
     counter = [0]
 
@@ -63,49 +69,57 @@ def run(rounds: int, workers: tuple[int, ...], parts: bool, prefill: int, log: A
     try:
         for r in range(rounds):
             for n in workers:
-                plain_rate = None
-                for system in variants(parts):
+                # Every other round in the reverse order: the machine's speed drifts within a
+                # round, and a fixed order would hand the drift to one side.
+                order = variants(parts) if r % 2 == 0 else variants(parts)[::-1]
+                rates: dict[str, float] = {}
+                cpus: dict[str, float] = {}
+                for system in order:
                     m = bench.claim_complete(system, n)
                     if m.median is None:
                         log(f"round {r + 1} x{n} {system.key}: {m.note}")
                         continue
-                    cell = out.setdefault(system.key, {}).setdefault(n, {"rate": [], "cpu": [], "ratio": []})
+                    cell = out.setdefault(system.key, {}).setdefault(
+                        n, {"rate": [], "cpu": [], "ratio": [], "cpu_ratio": []}
+                    )
                     cell["rate"].append(m.median)
                     cell["cpu"].append(m.cpu_median)
-                    if system.key == "plain":
-                        plain_rate = m.median
-                    elif plain_rate:
-                        cell["ratio"].append(m.median / plain_rate)
+                    rates[system.key] = m.median
+                    cpus[system.key] = m.cpu_median
                     log(f"round {r + 1} x{n} {system.key}: {m.median:,.0f} jobs/s, {m.cpu_median:.0f} us CPU/job")
+                if rates.get("plain"):
+                    for key, rate in rates.items():
+                        if key != "plain":
+                            out[key][n]["ratio"].append(rate / rates["plain"])
+                            if cpus.get("plain") and cpus.get(key):
+                                out[key][n]["cpu_ratio"].append(cpus[key] / cpus["plain"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return out
 
 
 def ratios(results: dict[str, Any]) -> dict[int, tuple[float, float]]:
-    """{workers: (throughput, CPU per job)} of the observed worker against the plain one, each
-    the median over rounds (throughput paired within each round; CPU as medians)."""
-    plain, observed = results.get("plain", {}), results.get("observed", {})
+    """{workers: (throughput, CPU per job)} of the observed worker against the plain one: the
+    median over rounds of each round's ratio (the two runs of a round are minutes closer than
+    the rounds are to each other)."""
     out = {}
-    for n, cell in sorted(observed.items()):
-        if cell["ratio"] and n in plain and plain[n]["cpu"]:
-            cpu = statistics.median(cell["cpu"]) / statistics.median(plain[n]["cpu"])
-            out[n] = (statistics.median(cell["ratio"]), cpu)
+    for n, cell in sorted(results.get("observed", {}).items()):
+        if cell["ratio"] and cell["cpu_ratio"]:
+            out[n] = (statistics.median(cell["ratio"]), statistics.median(cell["cpu_ratio"]))
     return out
 
 
 def text(results: dict[str, Any]) -> str:
     lines = [
-        "| variant | workers | jobs/s (median) | throughput vs plain (median) | CPU us/job (median) | CPU vs plain |",
+        "| variant | workers | jobs/s (median) | throughput vs plain (median) | CPU us/job (median) "
+        "| CPU vs plain (median) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    plain = results.get("plain", {})
     for key, by_n in results.items():
         for n, cell in sorted(by_n.items()):
             cpu = statistics.median(cell["cpu"])
-            base = statistics.median(plain[n]["cpu"]) if n in plain else None
             ratio = f"{statistics.median(cell['ratio']):.3f}x" if cell["ratio"] else "—"
-            cpu_ratio = f"{cpu / base:.3f}x" if base and key != "plain" else "—"
+            cpu_ratio = f"{statistics.median(cell['cpu_ratio']):.3f}x" if cell["cpu_ratio"] else "—"
             rate = statistics.median(cell["rate"])
             lines.append(f"| {key} | {n} | {rate:,.0f} | {ratio} | {cpu:.0f} | {cpu_ratio} |")
     return "\n".join(lines)

@@ -121,5 +121,7 @@ FROM (
     FROM jobs
     WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id)
       AND (finished_at < :end_at OR (finished_at = :end_at AND id <= :end_id)) AND status = 'COMPLETED'
+    LIMIT -1  -- no limit, but keeps SQLite from flattening the subquery into the CASEs, which then
+              -- computed each difference again at every WHEN (10 % of the fold, issue 17)
 ) AS c
 GROUP BY 1, 2, 3, 4
