@@ -134,10 +134,11 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
 def completion_totals(
     d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
 ) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
-    """Three reads in one transaction (one snapshot): how many completions follow the cursor,
-    where this fold ends (the ``limit``-th of them, or the last one), then the sums up to there."""
+    """Three reads in one transaction (one snapshot): how many completions follow the cursor (up
+    to one more than ``limit``), where this fold ends (the ``limit``-th of them, or the last one),
+    then the sums up to there."""
     span: Params = {"at": after[0], "id": after[1], "until": until}
-    left = int((yield Exec(d.sql["metric_completion_count"], span))[0][0])
+    left = int((yield Exec(d.sql["metric_completion_count"], {**span, "cap": limit + 1}))[0][0])
     if left == 0:
         return after, {}
     if left > limit:

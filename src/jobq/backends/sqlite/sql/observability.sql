@@ -90,10 +90,14 @@ WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_
 ORDER BY finished_at, id LIMIT :limit
 
 -- name: metric_completion_count
--- How many completions follow the cursor: along jobs_finished alone, unsorted (the bound below
--- sorts the range by id within each time: 4 times this, needed only past a fold's limit).
-SELECT count(*) FROM jobs
-WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+-- How many completions follow the cursor, counted up to :cap (a fold's limit + 1: an exporter far
+-- behind must not count its whole backlog at every fold): along jobs_finished alone, unsorted
+-- (the bound below sorts the range by id within each time: 4 times this, needed only past the limit).
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs
+    WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+    LIMIT :cap
+) AS c
 
 -- name: metric_completion_bound
 -- How far one fold of metric_completion_totals reaches when more than its limit are left: the
