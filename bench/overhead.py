@@ -72,8 +72,7 @@ def run(rounds: int, workers: tuple[int, ...], parts: bool, prefill: int, log: A
                 # Every other round in the reverse order: the machine's speed drifts within a
                 # round, and a fixed order would hand the drift to one side.
                 order = variants(parts) if r % 2 == 0 else variants(parts)[::-1]
-                rates: dict[str, float] = {}
-                cpus: dict[str, float] = {}
+                ran: dict[str, tuple[float, float | None]] = {}  # key: (jobs/s, CPU us/job)
                 for system in order:
                     m = bench.claim_complete(system, n)
                     if m.median is None:
@@ -84,15 +83,14 @@ def run(rounds: int, workers: tuple[int, ...], parts: bool, prefill: int, log: A
                     )
                     cell["rate"].append(m.median)
                     cell["cpu"].append(m.cpu_median)
-                    rates[system.key] = m.median
-                    cpus[system.key] = m.cpu_median
+                    ran[system.key] = (m.median, m.cpu_median)
                     log(f"round {r + 1} x{n} {system.key}: {m.median:,.0f} jobs/s, {m.cpu_median:.0f} us CPU/job")
-                if rates.get("plain"):
-                    for key, rate in rates.items():
-                        if key != "plain":
-                            out[key][n]["ratio"].append(rate / rates["plain"])
-                            if cpus.get("plain") and cpus.get(key):
-                                out[key][n]["cpu_ratio"].append(cpus[key] / cpus["plain"])
+                base_rate, base_cpu = ran.pop("plain", (0.0, None))
+                for key, (rate, cpu) in ran.items():
+                    if base_rate:
+                        out[key][n]["ratio"].append(rate / base_rate)
+                    if base_cpu and cpu:
+                        out[key][n]["cpu_ratio"].append(cpu / base_cpu)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return out
