@@ -977,7 +977,9 @@ class Queue:
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
         """``completions_after`` summed per queue in the store (count, and wait / run time /
         attempts against ``bounds``), with the cursor after the last job counted: what the
-        metrics exporter folds in, at no Python cost per completed job."""
+        metrics exporter folds in, at no Python cost per completed job. At most ``limit`` jobs;
+        fewer may be folded while more are left (a fold ends between two instants when it can),
+        so only an empty result means the cursor caught up."""
         return self.backend.completion_totals(after, until, limit, bounds)
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------

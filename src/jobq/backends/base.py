@@ -712,8 +712,10 @@ class Backend(Protocol):
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
         """What ``completions_after`` would return, summed per queue in the store: the cursor
         after the last job counted (``after`` when none) and the totals of each queue with any.
-        At most ``limit`` jobs, the same ones ``completions_after`` gives, so a cursor can
-        go on with either. The metrics exporter's fold: no Python per completed job."""
+        The first ones ``completions_after`` gives, at most ``limit``, so a cursor can go on
+        with either; when more than ``limit`` are left it may stop short of ``limit`` at a
+        change of ``finished_at`` (no sort), so only an empty result means none are left. The
+        metrics exporter's fold: no Python per completed job."""
         ...
 
     # -- worker registry -------------------------------------------------------------------

@@ -229,9 +229,9 @@ class JobqCollector:
                 _histogram(t.wait, q, WAIT_BUCKETS_SECONDS).add(c.wait)
                 _histogram(t.run, q, RUN_BUCKETS_SECONDS).add(c.run)
                 _histogram(t.attempts, q, ATTEMPT_BUCKETS).add(c.attempts)
-            taken += n
-            if n < METRICS_COMPLETIONS_PER_READ:
+            if n == 0:  # a fold may end short of its limit with more left: only none means caught up
                 return 0
+            taken += n
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
 
     def _take_enqueues(self, cutoff: float, budget: int) -> int:

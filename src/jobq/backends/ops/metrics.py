@@ -134,34 +134,43 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
 def completion_totals(
     d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
 ) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
-    """Three reads in one transaction (one snapshot): how many completions follow the cursor (up
-    to one more than ``limit``), where this fold ends (the ``limit``-th of them, or the last one),
-    then the sums up to there."""
+    """Reads in one transaction (one snapshot): where this fold ends, then the sums up to there.
+
+    A fold takes at most ``limit`` completions, and ends between two instants when more are
+    left (one OFFSET along the index, no count, no sort): it folds fewer than ``limit`` then,
+    so only an empty fold says none are left. Only when more than ``limit`` completions share
+    the first instants after the cursor does it split an instant, by id (a sort of the range)."""
     span: Params = {"at": after[0], "id": after[1], "until": until}
-    left = int((yield Exec(d.sql["metric_completion_count"], {**span, "cap": limit + 1}))[0][0])
-    if left == 0:
-        return after, {}
-    if left > limit:
-        rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
+    rows = yield Exec(d.sql["metric_completion_probe"], {**span, "skip": limit})
+    if rows:  # more than `limit` left: end before the instant of the first one past the limit
+        before = float(rows[0][0])
+        rows = yield Exec(d.sql["metric_completion_last"], {**span, "until": math.nextafter(before, -math.inf)})
+        if not rows:  # the instants from the cursor on hold more than `limit`: split by id
+            rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
     else:
         rows = yield Exec(d.sql["metric_completion_last"], span)
+    if not rows:
+        return after, {}
     end = (float(rows[0][0]), int(rows[0][1]))
     params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
-    sql = d.stmt(
-        "metric_completion_totals",
-        wait=d.bucket_of("wait", "w", bounds.wait, params),
-        run=d.bucket_of("run", "r", bounds.run, params),
-        attempts=d.bucket_of("attempts", "a", bounds.attempts, params),
+    # The three slots (-1 for NULL up to len(bounds)) as the digits of one number, each + 1.
+    base = max(len(b) for b in bounds) + 2
+    slots = (
+        d.bucket_of("wait", "w", bounds.wait, params),
+        d.bucket_of("run", "r", bounds.run, params),
+        d.bucket_of("attempts", "a", bounds.attempts, params),
     )
+    key = " + ".join(f"(({slot}) + 1) * {base ** (2 - i)}" for i, slot in enumerate(slots))
+    sql = d.stmt("metric_completion_totals", slots=key)
     # One row per queue and combination of slots (a handful): summed up per queue here.
     sums: dict[str, list[Any]] = {}
-    for row in (yield Exec(sql, params)):
-        q, slots, n, totals = row[0], row[1:4], row[4], row[5:8]
+    for q, packed, n, *totals in (yield Exec(sql, params)):
         acc = sums.get(q)
         if acc is None:
             acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
         acc[0] += n
-        for i, slot in enumerate(slots):
+        for i in range(3):
+            slot = int(packed) // base ** (2 - i) % base - 1
             if slot >= 0:
                 acc[1 + i][slot] += n
         for i, total in enumerate(totals):

@@ -245,11 +245,30 @@ def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, c
     waits = [e.started_at - e.run_at for e in listed if e.queue == "mail"]  # type: ignore[operator]
     assert mail.wait.total == pytest.approx(sum(max(0.0, w) for w in waits))
     assert (mail.run.total, mail.attempts.total, other_q.wait.total) == (1 + 1 + 3, 4, 3600)
-    # A limit stops where completions_after's limit does; the cursor goes on from there.
+    # Two instants: listed[0:2] finished together, then listed[2:4]. A limit that ends between
+    # two instants stops where completions_after's limit does; the cursor goes on from there.
+    assert (listed[0].at, listed[2].at) == (listed[1].at, listed[3].at) and listed[1].at < listed[2].at
     cursor2, first2 = queue.completion_totals(start, bounds, limit=2)
     assert cursor2 == (listed[1].at, listed[1].id) and first2["mail"].completed == 2
     assert queue.completion_totals(cursor2, bounds)[1].keys() == {"mail", "other"}
     assert queue.completion_totals(start, bounds, limit=len(listed)) == (cursor, totals)  # exactly the limit left
+    # A limit inside an instant, with more left: the fold ends before that instant (fewer than the
+    # limit, never an instant in part) ...
+    assert queue.completion_totals(start, bounds, limit=3) == (cursor2, first2)
+    # ... unless the first instant alone holds more than the limit: it is split by id.
+    one, first1 = queue.completion_totals(start, bounds, limit=1)
+    assert one == (listed[0].at, listed[0].id) and {q: t.completed for q, t in first1.items()} == {"mail": 1}
+    assert queue.completion_totals(one, bounds, limit=1)[0] == (listed[1].at, listed[1].id)
+    folds, at = 0, start  # folding by one from the start counts each completion once
+    summed: dict[str, int] = {}
+    while True:
+        at, part = queue.completion_totals(at, bounds, limit=1)
+        if not part:
+            break
+        folds += 1
+        for q, t in part.items():
+            summed[q] = summed.get(q, 0) + t.completed
+    assert (folds, summed, at) == (len(listed), {"mail": 3, "other": 1}, cursor)
     assert queue.completion_totals(cursor, bounds) == (cursor, {})
     # Not yet settled: only what finished by ``until``.
     assert queue.completion_totals(start, bounds, until=listed[0].at - 1) == (start, {})
