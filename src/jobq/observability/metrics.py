@@ -25,7 +25,9 @@ Every scrape reads the store through the facade, with bounded cost at any number
 Limits: on PostgreSQL, event ids (and completion times) are taken before they become visible at
 commit, so a cursor could pass one whose transaction commits later; the exporter reads only events
 and completions older than ``METRICS_EVENT_SETTLE_SECONDS_DEFAULT`` there (SQLite has one writer: ids follow commits, no
-delay). Counters are per exporter: run one exporter per database (a worker's ``--metrics-port``
+delay). Completions are read up to now on every store: one whose ``finished_at`` was written in
+the future by hand is counted when that time comes, and does not hold back those before it.
+Counters are per exporter: run one exporter per database (a worker's ``--metrics-port``
 serves the same database-wide figures, so scrape one of them, or aggregate with ``max``).
 """
 
@@ -213,7 +215,9 @@ class JobqCollector:
         per ``METRICS_COMPLETIONS_PER_READ`` of them, no Python per job: at 20,000 jobs/s reading
         each row cost the exporter 8 % of the workers' CPU); returns 1 if some were left."""
         assert self._done_cursor is not None
-        until = cutoff if self.settle_seconds else math.inf
+        # Never past now, also where nothing needs to settle: the cursor follows finished_at, so
+        # one row dated in the future by hand would put it past every completion to come.
+        until = cutoff
         t = self._totals
         taken = 0
         while taken < budget:
