@@ -2,38 +2,43 @@
 ``queue_controls`` (SQLite schema 11, PostgreSQL schema 13) are dropped, the row is written and
 the checks are put back in one transaction. PostgreSQL's constraint comes back ``NOT VALID``, as
 the migration adds it to a table with such a row; SQLite's triggers check only new writes. So a
-test can show what jobq does with a row that an older jobq's database already held."""
+test can show what jobq does with a row that an older jobq's database already held.
+``write_by_hand``: any statements, as an operator's ``sqlite3``/``psql`` would run them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def write_past_controls_checks(url: str, sql: str) -> None:
+def write_by_hand(url: str, *statements: str) -> None:
+    """``statements`` in one transaction on a connection of their own, as ``sqlite3``/``psql`` would."""
     if url.startswith("sqlite:///"):
         import apsw
-
-        from jobq.backends.sqlite.schema import QUEUE_CONTROLS_CHECKS as SQLITE_CHECKS
 
         conn = apsw.Connection(url.removeprefix("sqlite:///"))
         conn.set_busy_timeout(10_000)
         try:
             with conn:
-                conn.execute("DROP TRIGGER queue_controls_check_insert")
-                conn.execute("DROP TRIGGER queue_controls_check_update")
-                conn.execute(sql)
-                for statement in SQLITE_CHECKS:
+                for statement in statements:
                     conn.execute(statement)
         finally:
             conn.close()
         return
     from pg import raw_connect
 
-    from jobq.backends.postgres.schema import QUEUE_CONTROLS_CHECKS as PG_CHECKS
-
     pg: Any
     with raw_connect(url, autocommit=True) as pg, pg.transaction():
-        pg.execute("ALTER TABLE queue_controls DROP CONSTRAINT queue_controls_enforceable")
-        pg.execute(sql)
-        for statement in PG_CHECKS:
+        for statement in statements:
             pg.execute(statement)
+
+
+def write_past_controls_checks(url: str, sql: str) -> None:
+    if url.startswith("sqlite:///"):
+        from jobq.backends.sqlite.schema import QUEUE_CONTROLS_CHECKS as SQLITE_CHECKS
+
+        drop = ["DROP TRIGGER queue_controls_check_insert", "DROP TRIGGER queue_controls_check_update"]
+        write_by_hand(url, *drop, sql, *SQLITE_CHECKS)
+        return
+    from jobq.backends.postgres.schema import QUEUE_CONTROLS_CHECKS as PG_CHECKS
+
+    write_by_hand(url, "ALTER TABLE queue_controls DROP CONSTRAINT queue_controls_enforceable", sql, *PG_CHECKS)

@@ -5,29 +5,11 @@ past every real completion to come, and ``jobq_completed_total`` would stand sti
 
 from __future__ import annotations
 
-from typing import Any
-
-import apsw
+from handwritten import write_by_hand
 
 import jobq
 from jobq.observability.metrics import JobqCollector
 from jobq.testing import FakeClock
-
-
-def write_by_hand(url: str, sql: str) -> None:
-    if url.startswith("sqlite:///"):
-        conn = apsw.Connection(url.removeprefix("sqlite:///"))
-        conn.set_busy_timeout(10_000)
-        try:
-            conn.execute(sql)
-        finally:
-            conn.close()
-        return
-    from pg import raw_connect
-
-    pg: Any
-    with raw_connect(url, autocommit=True) as pg:
-        pg.execute(sql)
 
 
 def completed(collector: JobqCollector) -> int:

@@ -155,12 +155,13 @@ def completion_totals(
     params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
     # The three slots (-1 for NULL up to len(bounds)) as the digits of one number, each + 1.
     base = max(len(b) for b in bounds) + 2
+    digits = (base * base, base, 1)
     slots = (
         d.bucket_of("wait", "w", bounds.wait, params),
         d.bucket_of("run", "r", bounds.run, params),
         d.bucket_of("attempts", "a", bounds.attempts, params),
     )
-    key = " + ".join(f"(({slot}) + 1) * {base ** (2 - i)}" for i, slot in enumerate(slots))
+    key = " + ".join(f"(({slot}) + 1) * {digit}" for slot, digit in zip(slots, digits, strict=True))
     sql = d.stmt("metric_completion_totals", slots=key)
     # One row per queue and combination of slots (a handful): summed up per queue here.
     sums: dict[str, list[Any]] = {}
@@ -169,8 +170,8 @@ def completion_totals(
         if acc is None:
             acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
         acc[0] += n
-        for i in range(3):
-            slot = int(packed) // base ** (2 - i) % base - 1
+        for i, digit in enumerate(digits):
+            slot = int(packed) // digit % base - 1
             if slot >= 0:
                 acc[1 + i][slot] += n
         for i, total in enumerate(totals):

@@ -91,9 +91,9 @@ ORDER BY finished_at, id LIMIT %(limit)s
 
 -- name: metric_completion_probe
 -- Whether more than `skip` completions follow the cursor, and if so the time of the next one: an
--- OFFSET along jobs_finished in its own order, a fifth of a count (issue 17). A fold then ends before
--- that time (metric_completion_last with until just below it), so that one instant's completions
--- are never split and the range needs no sort by id.
+-- OFFSET along jobs_finished in its own order (0.05 us a job against a count's 0.08, issue 17). A fold
+-- then ends before that time (metric_completion_last with until just below it), so that one instant's
+-- completions are never split and the range needs no sort by id.
 SELECT finished_at FROM jobs
 WHERE finished_at >= %(at)s AND NOT (finished_at = %(at)s AND id <= %(id)s) AND finished_at <= %(until)s AND status = 'COMPLETED'
 ORDER BY finished_at LIMIT 1 OFFSET %(skip)s
@@ -117,8 +117,8 @@ ORDER BY finished_at DESC, id DESC LIMIT 1
 -- Python per completed job, 8 % of a worker's own CPU per job (issue 17). The slots of wait,
 -- run time and attempts are CASE expressions (Dialect.bucket_of), -1 where the value is NULL;
 -- the sums count a negative value as 0. The three slots are grouped as one number (ops.metrics
--- packs and unpacks it): the sort behind SQLite's GROUP BY then compares one key, not four columns
--- (half the fold's cost per job, issue 17).
+-- packs and unpacks it): the sort behind SQLite's GROUP BY then compares two columns, not four
+-- (0.75 us a job against 0.79, issue 17).
 SELECT queue, {slots} AS slots, count(*),
        sum(greatest(wait, 0)), sum(greatest(run, 0)), sum(greatest(attempts, 0))
 FROM (
