@@ -5,7 +5,8 @@ Debian's Chromium through Playwright, as an operator would use it:
 
 - **first full render**: from ``page.goto`` until the script run has finished
   (``stApp[data-test-script-state=notRunning]``) and the page's last parts are drawn (the
-  manager's job table with its rows, ops' two charts of two panels each and its queue table). The
+  manager's job table with its rows, ops' two charts of two panels each and its queue table, the
+  open tab of its tables). The
   first page a fresh server serves also pays Python's imports: reported apart as ``(cold)``. The
   figure is the median of ``RENDER_REPEATS`` new pages after it, each a new session of the app,
   in a browser that has opened the app before (an operator's: Streamlit's hashed JS bundles are
@@ -81,7 +82,8 @@ DRAWN_JS = {
     "ops": """() => {
       const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
         .filter(c => c.querySelector('canvas, svg'));
-      return charts.length >= 2 && [...document.querySelectorAll('h3')].some(h => h.innerText.includes('Queues'));
+      const queues = document.querySelector('[class*="st-key-queue_health"]');
+      return charts.length >= 2 && queues !== null && queues.querySelectorAll('table tr').length >= 2;
     }""",
 }
 

@@ -3,16 +3,84 @@
 from __future__ import annotations
 
 import dataclasses
+import html.parser
 import threading
 import time
 import traceback
 from pathlib import Path
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
 
 from jobq import JobFilter, JobStatus, Queue, WorkerInfo
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGER = REPO / "src" / "manager" / "manager.py"
 OPS = REPO / "src" / "ops" / "ops.py"
+
+
+#: ops' tabs of tables (``jobq.web.ops.VIEWS``; not imported here: it is a Streamlit page module).
+OPS_VIEWS = ("Queues", "Workers", "Running jobs", "Latest jobs", "Activity", "Schedules")
+
+
+def run_ops(view: str = "Queues", timeout: float = 60) -> AppTest:
+    """The ops page with one tab of tables open, as a link with ``?view=...`` opens it (only the
+    open tab is drawn)."""
+    at = AppTest.from_file(str(OPS), default_timeout=timeout)
+    at.query_params["view"] = view
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def ops_frames(timeout: float = 60) -> list[pd.DataFrame]:
+    """Every table ops shows, tab by tab: its data grids and its HTML tables (``html_tables``)."""
+    frames: list[pd.DataFrame] = []
+    for view in OPS_VIEWS:
+        at = run_ops(view, timeout)
+        frames += [d.value for d in at.dataframe] + html_tables(at)
+    return frames
+
+
+class _TableParser(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The page's HTML tables (``jobq.web.views.html_table``) as frames of the text shown, numbers
+    read back as numbers."""
+    frames = []
+    for element in at.get("html"):
+        parser = _TableParser()
+        parser.feed(element.proto.body)
+        for head, *rows in parser.tables:
+            frame = pd.DataFrame(rows, columns=head)
+            for column in frame:
+                as_numbers = pd.to_numeric(frame[column].str.replace(",", ""), errors="coerce")
+                if as_numbers.notna().all():
+                    frame[column] = as_numbers
+            frames.append(frame)
+    return frames
 
 
 @dataclasses.dataclass

@@ -12,12 +12,12 @@ from unittest.mock import patch
 import pandas as pd
 import pytest
 import streamlit as st
-from seeding import MANAGER, OPS, Seeded, seed
+from seeding import MANAGER, OPS, Seeded, html_tables, ops_frames, run_ops, seed
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
 from jobq import JobFilter, JobStatus, Queue, redact
-from jobq.web import access, manager_model, safety, views
+from jobq.web import access, manager, manager_model, safety, views
 
 TIMEOUT = 60
 
@@ -307,6 +307,10 @@ def test_enqueue_by_path_validates_it(seeded: Seeded, tmp_path: Path) -> None:
     at = run(MANAGER)
     with Queue(seeded.url) as q:
         before = q.count()
+    # The expander is lazy: closed, its form is not drawn; opened, it is.
+    assert "enqueue_path" not in [t.key for t in at.text_input]
+    at.session_state[manager.ENQUEUE_OPEN] = True
+    at.run()
     at.text_input(key="enqueue_path").input("../secret.txt").run()
     at.button(key="enqueue_submit").click().run()
     assert "Not enqueued" in texts(at.error)
@@ -491,7 +495,9 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     assert metrics["Due now"] == "2"
     assert metrics["Workers alive"] == "2 / 2"
     assert len(at.get("vega_lite_chart")) == 2  # two columns of two panels (jobq.web.ops_charts)
-    frames = [d.value for d in at.dataframe]
+    # Only the open tab of tables is drawn: the first, Queues, as a plain HTML table.
+    assert not at.dataframe and len(html_tables(at)) == 1
+    frames = ops_frames(TIMEOUT)
     workers = next(f for f in frames if "restarts" in f.columns)
     assert dict(zip(workers["id"], workers["restarts"], strict=True))["consumer1-new"] == 1
     jobs = next(f for f in frames if "path / payload" in f.columns)
@@ -507,8 +513,7 @@ def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
 
 def test_ops_links_jobs_to_the_manager_where_its_url_is_set(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBQ_MANAGER_URL", "http://localhost:8501")
-    at = run(OPS)
-    frames = [d.value for d in at.dataframe]
+    frames = ops_frames(TIMEOUT)
     jobs = next(f for f in frames if "path / payload" in f.columns)
     failed = seeded.ids[JobStatus.FAILED][0]
     assert f"http://localhost:8501/?job={failed}" in set(jobs["id"])
@@ -604,7 +609,7 @@ def test_an_unreachable_database_is_named_without_its_password(
 
 def test_ops_latest_jobs_filter_by_status(seeded: Seeded) -> None:
     """The latest-jobs table is a fragment of its own: its status filter redraws it alone."""
-    at = run(OPS)
+    at = run_ops("Latest jobs")
 
     def latest() -> pd.DataFrame:
         (frame,) = [d.value for d in at.dataframe if "path / payload" in d.value.columns]

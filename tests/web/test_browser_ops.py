@@ -24,7 +24,7 @@ from browser import (
     wide_charts,
     wide_tables,
 )
-from seeding import MANAGER, OPS, REPO, KeepAlive, seed_demo
+from seeding import MANAGER, OPS, OPS_VIEWS, REPO, KeepAlive, seed_demo
 
 from jobq import JobStatus
 from jobq.web import views
@@ -35,6 +35,12 @@ BADGE_COLORS_JS = """() => Array.from(document.querySelectorAll('span[class*="ba
   const cs = getComputedStyle(el);
   return [el.innerText.trim().split(/\\s+/).pop(), cs.color, cs.backgroundColor];
 })"""
+
+
+#: The open tab's panel (the others are kept, empty and inert).
+OPEN_TAB = '[data-testid="stTabPanel"]:not([data-st-inactive])'
+#: The tabs that draw a data grid with the demo's jobs and workers.
+GRID_VIEWS = ("Workers", "Running jobs", "Latest jobs", "Activity")
 
 
 def _rgb(color: str) -> str:
@@ -77,19 +83,33 @@ def test_ops_fits_links_jobs_and_draws_the_tested_colours(tmp_path: Path, reques
                 expect(page.get_by_text("jobq ops")).to_be_visible()
                 expect(page.get_by_text("All clear")).to_be_visible()  # the seeded workers are alive
                 expect(page.get_by_text("Due jobs", exact=False).first).to_be_visible()
-                # Workers, running jobs, latest jobs, activity and queues (at least) have drawn.
-                expect(page.locator('[data-testid="stDataFrame"]').nth(4)).to_be_visible()
+                # The first screen's table: the queues, plain HTML (no data grid on the first screen).
+                expect(page.locator(".st-key-queue_health table tr").nth(1)).to_be_visible()
                 page.wait_for_timeout(1500)  # charts and tables settle
                 background = page.evaluate("() => getComputedStyle(document.querySelector('.stApp')).backgroundColor")
                 assert background == _rgb(views.STATUS_PALETTES[scheme]["page"][1]), (scheme, background)
-                found = cut_elements(page)
-                assert found["checked"] > 30 and found["cut"] == [], (width, scheme, found)
-                assert wide_tables(page) == [], (width, scheme)  # no table scrolls sideways
                 assert wide_charts(page) == [], (width, scheme)  # no chart past its column
-                # Tables are drawn on a canvas; their accessible copy holds the text of the cells drawn.
-                cells = page.locator('[data-testid="stDataFrame"] td').all_inner_texts()
-                links += [c for c in cells if c.startswith(f"http://127.0.0.1:{manager_port}/?job=")]
-                assert not [c for c in cells if c.startswith("jobq show ")]  # the manager URL is known
+                for view in OPS_VIEWS:
+                    # A tab is drawn when it is opened (lazy tabs), and the URL names it (a link opens it).
+                    page.get_by_role("tab", name=view, exact=True).click()
+                    expect(page.get_by_role("tab", name=view, exact=True)).to_have_attribute("aria-selected", "true")
+                    if view != OPS_VIEWS[0]:  # the default tab is not written into the URL
+                        spelled = view.replace(" ", "(%20|[+])")  # the names are words and spaces
+                        expect(page).to_have_url(re.compile(rf"[?&]view={spelled}(&|$)"))
+                    if view in GRID_VIEWS:
+                        expect(page.locator(f"{OPEN_TAB} [data-testid='stDataFrame']").first).to_be_visible()
+                    page.wait_for_timeout(500)  # the tab's table settles
+                    found = cut_elements(page)
+                    assert found["checked"] > 20 and found["cut"] == [], (width, scheme, view, found)
+                    assert wide_tables(page) == [], (width, scheme, view)  # no table scrolls sideways
+                    # Tables are drawn on a canvas; their accessible copy holds the text of the cells drawn.
+                    cells = page.locator(f"{OPEN_TAB} [data-testid='stDataFrame'] td").all_inner_texts()
+                    links += [c for c in cells if c.startswith(f"http://127.0.0.1:{manager_port}/?job=")]
+                    assert not [c for c in cells if c.startswith("jobq show ")]  # the manager URL is known
+                # A link with a tab in it opens that tab.
+                page.goto(f"http://127.0.0.1:{ops_port}/?view=Activity")
+                expect(page.get_by_role("tab", name="Activity", exact=True)).to_have_attribute("aria-selected", "true")
+                expect(page.locator(f"{OPEN_TAB} [data-testid='stDataFrame']").first).to_be_visible()
                 context.close()
 
             # A link opens the job in the manager; its badges are the tested colours, in both themes.

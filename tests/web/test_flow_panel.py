@@ -9,7 +9,7 @@ from seeding import MANAGER, OPS, Seeded
 from streamlit.testing.v1 import AppTest
 
 import jobq
-from jobq.web import ops_model
+from jobq.web import flow_panel, ops_model
 
 
 def test_paused_and_limited_queues_and_their_waiting_jobs(tmp_path) -> None:
@@ -40,6 +40,10 @@ def test_the_manager_pauses_and_resumes_a_queue_as_its_operator(seeded: Seeded) 
     at.text_input(key="operator").input("carol").run()
     with jobq.Queue(seeded.url) as q:
         queue = sorted(q.stats().by_queue)[0]
+    # Lazy: closed (no queue is paused or limited yet), the panel draws no widget.
+    assert "flow_queue" not in [s.key for s in at.selectbox]
+    at.session_state[flow_panel.OPEN] = True
+    at.run()
     at.selectbox(key="flow_queue").select(queue).run()
     at.button(key="flow_pause").click().run()
     assert not at.exception

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from seeding import MANAGER, OPS, Seeded
+from seeding import MANAGER, Seeded, run_ops
 from test_apps import open_job, run
 
 from jobq import JobStatus, Queue
@@ -31,7 +31,7 @@ def test_manager_detail_shows_the_progress_of_a_running_job(seeded: Seeded) -> N
 
 def test_ops_lists_running_jobs_with_their_progress(seeded: Seeded) -> None:
     def running_row(job_id: int) -> object:
-        at = run(OPS)
+        at = run_ops("Running jobs")
         (frame,) = [d.value for d in at.dataframe if list(d.value.columns) == views.RUNNING_COLUMNS]
         # Without a manager URL, ops' id column says how to show the job (ops_model.job_link).
         return frame.set_index("id").loc[ops_model.job_link(job_id, None)]

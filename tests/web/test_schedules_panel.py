@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seeding import MANAGER, OPS, Seeded
+from seeding import MANAGER, Seeded, run_ops
 from streamlit.testing.v1 import AppTest
 
 from jobq import Queue
@@ -25,14 +25,14 @@ def _frames(at: AppTest) -> list[list[str]]:
 
 
 def test_no_panel_without_schedules(seeded: Seeded) -> None:
-    assert ["name", "expression", "zone", "task", "next run", "last run", "paused"] not in _frames(run(OPS))
+    assert ["name", "expression", "zone", "task", "next run", "last run", "paused"] not in _frames(run_ops("Schedules"))
 
 
 def test_ops_lists_schedules_and_the_manager_pauses_and_resumes_them(seeded: Seeded) -> None:
     with Queue(seeded.url) as q:
         q.add_schedule("nightly", task="report", cron="0 3 * * *", zone="Europe/Paris")
         q.add_schedule("poll", task="poll", every=30)
-    ops = run(OPS)
+    ops = run_ops("Schedules")
     [table] = [d.value for d in ops.dataframe if "expression" in d.value.columns]
     assert list(table["name"]) == ["nightly", "poll"] and list(table["paused"]) == ["no", "no"]
     assert "Pause" not in {b.label for b in ops.button}  # ops is read-only
@@ -56,5 +56,5 @@ def test_ops_lists_schedules_and_the_manager_pauses_and_resumes_them(seeded: See
         ("poll", "resume", "carol"),
         ("poll", "pause", "carol"),
     ]
-    [ops_history] = [d.value for d in run(OPS).dataframe if "action" in d.value.columns]
+    [ops_history] = [d.value for d in run_ops("Schedules").dataframe if "action" in d.value.columns]
     assert list(ops_history["action"]) == ["resume", "pause"] and list(ops_history["by"]) == ["carol", "carol"]

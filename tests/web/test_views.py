@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from jobq import ConfigError, Job, JobStatus
@@ -68,3 +69,13 @@ def test_database_line_and_ops_caption_never_show_a_password() -> None:
     for shown in (views.database_line(SECRET_URL), ops_model.ops_caption(SECRET_URL)):
         assert "SECRET" not in shown and "jobq:***@db.internal:5432/jobq" in shown
     assert ops_model.ops_caption("sqlite:///data/queue.db") == "database sqlite:///data/queue.db · read-only"
+
+
+def test_html_table_escapes_every_cell_and_tooltip_and_aligns_numbers() -> None:
+    frame = pd.DataFrame({"queue": ['<img src=x onerror="alert(1)">', "a&b"], "due": [12_500, 3], "p50": ["1s", "-"]})
+    shown = views.html_table(frame, {"due": 'Due "now" <b>'})
+    assert "<img" not in shown and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in shown
+    assert "<td>a&amp;b</td>" in shown
+    assert '<th class="num" title="Due &quot;now&quot; &lt;b&gt;">due</th>' in shown
+    assert '<td class="num">12,500</td>' in shown and "<td>1s</td>" in shown  # text columns stay left
+    assert shown.count("<tr>") == 3  # the header and two rows

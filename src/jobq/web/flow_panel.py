@@ -13,6 +13,9 @@ import streamlit as st
 from jobq import Queue, QueueStats
 from jobq.web import ops_model, safety, views
 
+#: The expander's session-state key (open or not).
+OPEN = "flow_open"
+
 
 def _act(q: Queue, queue: str, pause: bool, actor: str, allowed: bool, flash: Callable[[str, str], None]) -> None:
     act = (lambda: q.pause(queue, actor=actor)) if pause else (lambda: q.resume(queue, actor=actor))
@@ -26,7 +29,14 @@ def panel(q: Queue, stats: QueueStats, *, actor: str, allowed: bool, flash: Call
     names = sorted(set(stats.by_queue) | {c.queue for c in q.controls()})
     if not names:
         return
-    with st.expander(":material/traffic: Pause and resume queues", expanded=bool(stats.controls)):
+    # Lazy like the manager's other expanders: closed, nothing inside is computed or drawn. Open
+    # at first where a queue is paused or limited (the table says which).
+    box = st.expander(
+        ":material/traffic: Pause and resume queues", expanded=bool(stats.controls), key=OPEN, on_change="rerun"
+    )
+    if not box.open:
+        return
+    with box:
         frame = ops_model.flow_control_frame(stats)
         if not frame.empty:
             st.dataframe(frame, hide_index=True, width="stretch")

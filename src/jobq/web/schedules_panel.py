@@ -75,21 +75,23 @@ def panel(
     actor: str | None = None,
     allowed: bool = False,
     flash: Callable[[str, str], None] | None = None,
-) -> None:
-    """Draw the schedules (nothing when there are none); with ``flash``, pause/resume buttons."""
+    heading: bool = True,
+) -> bool:
+    """Draw the schedules (nothing when there are none: returns False); with ``flash``, pause/resume buttons."""
     schedules = q.schedules()
     if not schedules:
-        return
-    st.subheader(":material/schedule: Schedules")
+        return False
+    if heading:  # not under ops' "Schedules" tab
+        st.subheader(":material/schedule: Schedules")
     st.dataframe(schedules_frame(schedules, now), hide_index=True, width="stretch")
     if flash is None or actor is None:
         _history(q, None, now)
-        return
+        return True
     names = [s.name for s in schedules]
     left, middle, right = st.columns([3, 1, 1])
     name = left.selectbox("Schedule", names, key="schedule_name", format_func=safety.plain)
     if name is None:
-        return
+        return True
     middle.button(
         "Pause", key="schedule_pause", on_click=_act, args=(q, name, True, actor, allowed, flash), width="stretch"
     )
@@ -97,3 +99,4 @@ def panel(
         "Resume", key="schedule_resume", on_click=_act, args=(q, name, False, actor, allowed, flash), width="stretch"
     )
     _history(q, name, now)
+    return True

@@ -9,6 +9,7 @@ database directly: every read goes through ``jobq.Queue``.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -220,3 +221,41 @@ def pause_or_resume(
         flash("error", f"{'Pause' if pause else 'Resume'} failed: {exc}")
         return
     flash("success", f"{what} {paused if pause else 'resumed'}.")
+
+
+#: How ``html_table`` looks: the theme's text colour and font (inherited), hairlines that read on
+#: a light and a dark background, numbers right-aligned, at most ``HTML_TABLE_HEIGHT_PX`` tall.
+HTML_TABLE_HEIGHT_PX = 420
+HTML_TABLE_CSS = f"""<style>
+.jobq-table {{ max-height: {HTML_TABLE_HEIGHT_PX}px; overflow: auto; }}
+.jobq-table table {{ border-collapse: collapse; width: 100%; font-size: 0.875rem; }}
+.jobq-table th, .jobq-table td {{ padding: 0.3rem 0.6rem; border-bottom: 1px solid rgba(128, 128, 128, 0.25);
+  text-align: left; white-space: nowrap; }}
+.jobq-table th {{ font-weight: 600; position: sticky; top: 0; background: inherit; }}
+.jobq-table th[title] {{ text-decoration: underline dotted rgba(128, 128, 128, 0.6); cursor: help; }}
+.jobq-table .num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+</style>"""
+
+
+def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None) -> str:
+    """``frame`` as a plain HTML table, every header and cell escaped; ``helps`` are the headers'
+    tooltips. For small tables on a page's first screen: Streamlit's data grid costs the browser
+    about half a second the first time a page draws one (``docs/benchmarks.md``, the apps)."""
+    helps = helps or {}
+
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
+
+    def cell(tag: str, text: str, num: bool, title: str | None = None) -> str:
+        attrs = (' class="num"' if num else "") + (f' title="{html.escape(title)}"' if title else "")
+        return f"<{tag}{attrs}>{html.escape(text)}</{tag}>"
+
+    def shown(value: Any) -> str:
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    head = "".join(cell("th", str(c), n, helps.get(str(c))) for c, n in zip(frame.columns, numeric, strict=True))
+    rows = "".join(
+        "<tr>" + "".join(cell("td", shown(v), n) for v, n in zip(row, numeric, strict=True)) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'{HTML_TABLE_CSS}<div class="jobq-table">{table}</div>'
