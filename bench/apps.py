@@ -14,8 +14,8 @@ Debian's Chromium through Playwright, as an operator would use it:
   cached: Streamlit's JS bundles fetched and compiled again) is reported as ``(new browser profile)``.
 - **interactions** (median of ``INTERACTION_REPEATS``): from the click or key press until the
   rerun it starts has finished and its effect is on the page. Manager: selecting a row (a click
-  on its row marker in the job table), a filter change (payload search), the next page. Ops: the
-  latest jobs' status filter, the chart window.
+  on its check box in the job table), a filter change (payload search), the next page. Ops: a
+  tab of tables opened, the latest jobs' status filter, the chart window.
 
 Targets (``bench/report.py``): a first render under 2 s, each interaction under 1 s.
 """
@@ -54,8 +54,6 @@ UI_TIMEOUT_MS = 120_000
 VIEWPORT = {"width": 1920, "height": 1200}
 RENDER_TARGET_SECONDS = 2.0
 INTERACTION_TARGET_SECONDS = 1.0
-ROW_HEIGHT_PX = 35
-"""The manager's table rows (``jobq.web.manager.ROW_HEIGHT_PX``; not imported: that imports Streamlit)."""
 
 #: Counts finished script runs (the attribute turning to notRunning), so that a click can wait
 #: for the rerun it caused, fragment runs included.
@@ -76,7 +74,7 @@ IDLE_JS = """() => {
 #: What a complete page shows last, per app (evaluated after the run finished).
 DRAWN_JS = {
     "manager": """() => {
-      const table = document.querySelector('[class*="st-key-jobs_"] [data-testid="stDataFrame"]');
+      const table = document.querySelector('[class*="st-key-jobs_"] .jobq-jobs');
       return table !== null && table.querySelectorAll('table tr').length >= 2;
     }""",
     "ops": """() => {
@@ -86,6 +84,13 @@ DRAWN_JS = {
       return charts.length >= 2 && queues !== null && queues.querySelectorAll('table tr').length >= 2;
     }""",
 }
+#: ops after an interaction: both charts drawn and the open tab's table (HTML or a data grid) with rows.
+OPS_TAB_DRAWN_JS = """() => {
+  const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+    .filter(c => c.querySelector('canvas, svg'));
+  const tab = document.querySelector('[data-testid="stTabPanel"]:not([data-st-inactive])');
+  return charts.length >= 2 && tab !== null && tab.querySelectorAll('table tr').length >= 2;
+}"""
 
 
 def _fill(url: str, jobs: int) -> None:
@@ -236,17 +241,10 @@ def _timed(page: Any, pid: int, action: Callable[[], None], done_js: str) -> Tim
 def _manager_interactions(page: Any, pid: int, jobs: int) -> dict[str, list[Timing]]:
     out: dict[str, list[Timing]] = {"select a row": [], "filter change": [], "next page": []}
     caption = "[...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')].map(c => c.innerText).join(' ')"
-    table = page.locator('[class*="st-key-jobs_"] [data-testid="stDataFrame"]')
-    table.scroll_into_view_if_needed()
     for n in range(INTERACTION_REPEATS):
-        box = table.bounding_box()
-        # The row marker of row n (the header and each row are ROW_HEIGHT_PX high).
-        x, y = box["x"] + 16, box["y"] + ROW_HEIGHT_PX * (n + 1.5)
-
-        def tick(x: float = x, y: float = y) -> None:
-            page.mouse.click(x, y)
-
-        out["select a row"].append(_timed(page, pid, tick, f"() => ({caption}).includes('· {n + 1} selected')"))
+        # Row n's check box (the first column of jobq.web.job_table).
+        box = page.locator('[class*="st-key-jobs_"] .jobq-jobs tbody input[type="checkbox"]').nth(n)
+        out["select a row"].append(_timed(page, pid, box.click, f"() => ({caption}).includes('· {n + 1} selected')"))
     search = page.get_by_label("Search payload")
     # The newest job (pending: the newest tenth is), then the 100 around it, then all again.
     newest = f"job-{jobs - 1:07d}"
@@ -267,21 +265,25 @@ def _manager_interactions(page: Any, pid: int, jobs: int) -> dict[str, list[Timi
 
 
 def _ops_interactions(page: Any, pid: int) -> dict[str, list[Timing]]:
-    out: dict[str, list[Timing]] = {"status filter": [], "chart window": []}
+    out: dict[str, list[Timing]] = {"open a tab": [], "status filter": [], "chart window": []}
     # Refresh off first: a timed fragment run must not be taken for the interaction's.
     page.get_by_label("Refresh every").click()
     page.get_by_role("option", name="Off").click()
     page.wait_for_function(IDLE_JS, polling="raf")
+    # The tabs are lazy: each opened tab is read and drawn then (ending on the latest jobs').
+    for view in ("Activity", "Queues", "Latest jobs")[:INTERACTION_REPEATS]:
+        tab = page.get_by_role("tab", name=view, exact=True)
+        out["open a tab"].append(_timed(page, pid, tab.click, OPS_TAB_DRAWN_JS))
     for status in ("FAILED", "PENDING", "All")[:INTERACTION_REPEATS]:
         button = page.locator(".st-key-jobs_status").get_by_role("radio", name=status, exact=True)
-        out["status filter"].append(_timed(page, pid, button.click, DRAWN_JS["ops"]))
+        out["status filter"].append(_timed(page, pid, button.click, OPS_TAB_DRAWN_JS))
     for window in ("15 minutes", "6 hours", "1 hour")[:INTERACTION_REPEATS]:
 
         def choose(window: str = window) -> None:
             page.get_by_label("Chart window").click()
             page.get_by_role("option", name=window).click()
 
-        out["chart window"].append(_timed(page, pid, choose, DRAWN_JS["ops"]))
+        out["chart window"].append(_timed(page, pid, choose, OPS_TAB_DRAWN_JS))
     return out
 
 

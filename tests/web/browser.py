@@ -90,12 +90,14 @@ def serve(
     return proc
 
 
-#: Elements whose text must never be cut: column headers, status badges, buttons, metric labels,
-#: values and their pills, subheaders. (Table cells are drawn on a canvas: not checked here.)
+#: Elements whose text must never be cut: column headers (of the HTML tables; a data grid draws
+#: its own on a canvas: not checked here), status badges, buttons, metric labels, values and their
+#: pills, subheaders.
 CUT_SELECTORS = (
     '[data-testid="stMarkdownContainer"] strong, [data-testid="stMarkdownContainer"] span[class*="badge" i], '
     '[data-testid="stMarkdownContainer"] code, button p, [data-testid="stMetricLabel"] p, '
-    '[data-testid="stMetricValue"] div, [data-testid="stMetricDelta"] div, h1, h2, h3'
+    '[data-testid="stMetricValue"] div, [data-testid="stMetricDelta"] div, h1, h2, h3, '
+    ".jobq-jobs th span, .jobq-table th span"
 )
 CUT_ELEMENTS_JS = """(selectors) => {
   // A header, badge or button label is cut when its box is narrower than its text (ellipsis,
@@ -126,13 +128,16 @@ def cut_elements(page: Any) -> dict[str, Any]:
     return result
 
 
-#: Tables (glide data grids) wider than their box: they would scroll sideways.
-WIDE_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+#: Tables (glide data grids, and the apps' HTML tables) wider than their box: they would scroll
+#: sideways.
+WIDE_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"], .jobq-jobs, .jobq-table')]
   .filter(t => t.getBoundingClientRect().width > 0)
   .map(t => {
-    const s = t.querySelector('.dvn-scroller');
+    const s = t.querySelector('.dvn-scroller') || t;
+    const table = t.querySelector('table');
+    const wide = Math.max(s.scrollWidth, table ? table.getBoundingClientRect().width : 0);
     const head = [...t.querySelectorAll('table th, table [role=columnheader]')].map(c => c.innerText.trim()).join('|');
-    return s && s.scrollWidth > s.clientWidth + 1 ? `${head.slice(0, 80)}: ${s.scrollWidth} > ${s.clientWidth}` : null;
+    return wide > s.clientWidth + 1 ? `${head.slice(0, 80)}: ${wide} > ${s.clientWidth}` : null;
   })
   .filter(x => x !== null)"""
 
@@ -158,16 +163,12 @@ def wide_charts(page: Any) -> list[str]:
     return found
 
 
-# -- the manager's job list (one st.dataframe whose rows are selected by clicking them) -------------
-JOB_TABLE = '[class*="st-key-jobs_"] [data-testid="stDataFrame"]'
-TABLE_ROW_PX = 35  # jobq.web.manager.ROW_HEIGHT_PX: the header and each row
-#: The job list as the grid's accessible table holds it: job id -> the row's cell texts.
+# -- the manager's job list (jobq.web.job_table: an HTML table, a check box per row) ----------------
+JOB_TABLE = '[class*="st-key-jobs_"] .jobq-jobs'
+#: The job list as the page shows it: job id -> the row's cell texts (the first, the check box's, empty).
 JOB_ROWS_JS = """(selector) => {
   const table = document.querySelector(selector);
   if (table === null) return [];
-  // The grid fills its accessible table only with the rows in the window: bring it into view.
-  const box = table.getBoundingClientRect();
-  if (box.top < 0 || box.bottom > window.innerHeight) table.scrollIntoView({block: 'start'});
   const rows = [...table.querySelectorAll('table tr')].map(tr => [...tr.children].map(c => c.innerText.trim()));
   const at = rows.length ? rows[0].indexOf('id') : -1;
   return at < 0 ? [] : rows.slice(1).filter(r => r.length > at && /^[0-9]+$/.test(r[at])).map(r => [r[at], r]);
@@ -185,19 +186,19 @@ def wait_rows(page: Any, check: Callable[[dict[int, list[str]]], bool], what: st
 
 
 def click_job_row(page: Any, job_id: int) -> None:
-    """Tick (or untick) a job's row in the manager's list: a click on its row marker, as an operator does."""
+    """Tick (or untick) a job's row in the manager's list: a click on its check box, as an operator does."""
     wait_rows(page, lambda rows: job_id in rows, f"job {job_id} in the list")  # a redrawn table fills anew
-    ids = list(job_rows(page))
-    table = page.locator(JOB_TABLE)
-    box = table.bounding_box()
-    y = box["y"] + TABLE_ROW_PX * (ids.index(job_id) + 1) + TABLE_ROW_PX / 2
-    height = page.viewport_size["height"]
-    if not 0 < y < height:  # bring the row into the window first
-        page.mouse.wheel(0, y - height / 2)
-        page.wait_for_timeout(200)  # the scroll is applied on the next frame
-        box = table.bounding_box()
-        y = box["y"] + TABLE_ROW_PX * (ids.index(job_id) + 1) + TABLE_ROW_PX / 2
-    page.mouse.click(box["x"] + 16, y)
+    page.locator(f'{JOB_TABLE} input[aria-label="Select job {job_id}"]').click()
+
+
+#: The ids of the job list's ticked rows (their check boxes' labels say "Select job N").
+TICKED_JS = """(selector) => [...document.querySelectorAll(`${selector} tbody input:checked`)]
+  .map(b => parseInt(b.getAttribute('aria-label').replace('Select job ', ''), 10))"""
+
+
+def ticked_jobs(page: Any) -> set[int]:
+    """The jobs whose rows the manager's list shows ticked."""
+    return set(page.evaluate(TICKED_JS, JOB_TABLE))
 
 
 def select_jobs(page: Any, *job_ids: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
@@ -18,6 +19,7 @@ from streamlit.testing.v1.util import patch_config_options
 
 from jobq import JobFilter, JobStatus, Queue, redact
 from jobq.web import access, manager, manager_model, safety, views
+from jobq.web import job_table as job_table_module
 
 TIMEOUT = 60
 
@@ -30,10 +32,16 @@ def run(path: Path) -> AppTest:
 
 
 def job_table(at: AppTest) -> pd.DataFrame | None:
-    """The manager's job list (None when the page shows none)."""
-    tables = [d.value for d in at.dataframe if list(d.value.columns) == manager_model.TABLE_COLUMNS]
+    """The manager's job list (None when the page shows none): the cells the page sends to its
+    table (``jobq.web.job_table``), ids as numbers."""
+    tables = [e.proto for e in at.get("bidi_component") if e.proto.component_name == job_table_module.NAME]
     assert len(tables) <= 1
-    return tables[0] if tables else None
+    if not tables:
+        return None
+    data = json.loads(tables[0].json)
+    frame = pd.DataFrame(data["rows"], columns=[c["name"] for c in data["columns"]])
+    assert list(frame.columns) == manager_model.TABLE_COLUMNS
+    return frame.astype({"id": int})
 
 
 def row_ids(at: AppTest) -> set[int]:
@@ -41,15 +49,21 @@ def row_ids(at: AppTest) -> set[int]:
     return set() if table is None else {int(i) for i in table["id"]}
 
 
+def ticked(at: AppTest) -> list[int]:
+    """The rows the job list draws ticked, which are also the rows its state reports."""
+    [table] = [e.proto for e in at.get("bidi_component") if e.proto.component_name == job_table_module.NAME]
+    drawn = json.loads(table.json)["selected"]
+    assert at.session_state[at.session_state["_jobs_table"]]["rows"] == drawn
+    return list(drawn)
+
+
 def select(at: AppTest, *job_ids: int) -> AppTest:
-    """Select these rows of the job list, as clicking them in the browser does (the table's widget
-    state: the app maps row positions to job ids itself)."""
+    """Tick these rows of the job list, as clicking their check boxes in the browser does (the
+    table's state: the positions of the ticked rows; the app maps them to job ids itself)."""
     table = job_table(at)
     assert table is not None
     shown = [int(i) for i in table["id"]]
-    at.session_state[at.session_state["_jobs_table"]] = {
-        "selection": {"rows": [shown.index(i) for i in job_ids], "columns": [], "cells": []}
-    }
+    at.session_state[at.session_state["_jobs_table"]] = {"rows": [shown.index(i) for i in job_ids]}
     return at.run()
 
 
@@ -268,19 +282,19 @@ def test_selection_survives_paging_and_refresh_and_select_page_adds_the_page(
     assert at.session_state["selected"] == {first_page[0], first_page[3], second_page[1]}
     at.pagination[0].set_value(1).run()  # back: the table starts from the kept selection
     shown = sorted(row_ids(at), reverse=True)
-    assert at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"] == [
+    assert ticked(at) == [
         shown.index(first_page[0]),
         shown.index(first_page[3]),
     ]
     at.button(key="select_page").click().run()
     assert at.session_state["selected"] == {*first_page, second_page[1]} and "11 selected" in texts(at.caption)
-    assert len(at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"]) == 10
+    assert len(ticked(at)) == 10
     at.button(key="bulk_resubmit").click().run()
     assert "Resubmit the 11 selected jobs?" in texts(at.warning)
     at.button(key="confirm_no").click().run()
     at.button(key="clear_selection").click().run()
     assert "0 selected" in texts(at.caption)
-    assert at.session_state[at.session_state["_jobs_table"]]["selection"]["rows"] == []
+    assert ticked(at) == []
 
 
 def test_job_detail_shows_payload_events_and_traceback(seeded: Seeded) -> None:

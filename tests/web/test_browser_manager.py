@@ -18,6 +18,7 @@ from browser import (
     CHROMIUM_ARGS,
     SELECTED_COUNT_JS,
     UI_TIMEOUT_MS,
+    click_job_row,
     cut_elements,
     free_port,
     job_rows,
@@ -25,6 +26,7 @@ from browser import (
     poll,
     select_jobs,
     serve,
+    ticked_jobs,
     wait_rows,
     wide_tables,
 )
@@ -93,12 +95,19 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             expect(error_box).to_have_value("timeout")
             assert other not in job_rows(page)
 
+            # Rows ticked one after the other all stay ticked (the table is drawn anew after each
+            # tick), and untick again.
+            select_jobs(page, recent, newer, old)
+            assert ticked_jobs(page) == {recent, newer, old}
+            for job_id, left in ((newer, 2), (old, 1)):
+                click_job_row(page, job_id)
+                poll(lambda n=left: bool(page.evaluate(SELECTED_COUNT_JS) == n), f"{left} selected jobs")
+            assert ticked_jobs(page) == {recent}
             # A ticked row stays ticked across the auto-refresh, and opens its job.
-            select_jobs(page, recent)
             caption = page.get_by_text("matching jobs · page")
             before = caption.inner_text()
             poll(lambda: caption.inner_text() != before, "the list to refresh by itself")  # "updated HH:MM:SS"
-            assert page.evaluate(SELECTED_COUNT_JS) == 1
+            assert page.evaluate(SELECTED_COUNT_JS) == 1 and ticked_jobs(page) == {recent}
             page.locator(".st-key-open_selected button").first.click()
             expect(page.locator(".st-key-job_detail")).to_contain_text(f"Job {recent}")
 

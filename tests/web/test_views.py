@@ -76,6 +76,6 @@ def test_html_table_escapes_every_cell_and_tooltip_and_aligns_numbers() -> None:
     shown = views.html_table(frame, {"due": 'Due "now" <b>'})
     assert "<img" not in shown and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in shown
     assert "<td>a&amp;b</td>" in shown
-    assert '<th class="num" title="Due &quot;now&quot; &lt;b&gt;">due</th>' in shown
+    assert '<th class="num" title="Due &quot;now&quot; &lt;b&gt;"><span>due</span></th>' in shown
     assert '<td class="num">12,500</td>' in shown and "<td>1s</td>" in shown  # text columns stay left
     assert shown.count("<tr>") == 3  # the header and two rows

@@ -23,14 +23,14 @@ import streamlit as st
 from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
 from jobq.job import operator_actions
 from jobq.present import progress_text
-from jobq.web import _page, flow_panel, manager_model, safety, schedules_panel, views
+from jobq.web import _page, flow_panel, job_table, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
-# Pixel widths of the job list's columns, so that at 1366 px (sidebar open) the table fits without
-# scrolling sideways and no header is cut (tests/web/test_browser_manager.py measures it). Every
-# column has a width: one left to size itself grows to its longest text (an error) and the table
-# then scrolls. On a wider page Streamlit widens every column in proportion. The full times,
-# payload and error are in the job's detail.
+# The job list's columns' relative widths (pixels at the narrowest page, 1366 px with the sidebar
+# open, where the table fits without scrolling sideways and no header is cut:
+# tests/web/test_browser_manager.py measures it). A wider page widens every column in proportion;
+# a cell's text past its width ends in an ellipsis (the full times, payload and error are in the
+# cell's tooltip and the job's detail).
 TABLE_WIDTHS: Final = {
     "id": 72,
     "status": 116,
@@ -43,8 +43,8 @@ TABLE_WIDTHS: Final = {
     "last error": 140,
 }
 # Streamlit shows a bare string at a run script's top level on the page ("magic"): comments here.
-#: Streamlit's default table row height: the list is as tall as its rows (no inner scrolling).
-ROW_HEIGHT_PX: Final = 35
+#: The job list's rows and header (``jobq.web.job_table``).
+ROW_HEIGHT_PX: Final = job_table.ROW_HEIGHT_PX
 BAR_GAP: Final = "xxsmall"
 
 
@@ -411,42 +411,31 @@ def table_key(page_ids: Sequence[int]) -> str:
 
 
 def _job_table(jobs: list[Job]) -> None:
-    """The page's jobs as one table whose rows are selected by clicking them (one element, not
-    hundreds of widgets: the page draws in a fraction of the time). The selection is kept in the
-    ``selected`` set of job ids, so it survives paging and the auto-refresh: a table keeps its
-    selection while it shows the same jobs, and a table of other jobs starts from the set."""
+    """The page's jobs as one table with a check box per row (one element, not hundreds of
+    widgets; plain HTML, not a data grid: ``jobq.web.job_table`` says why). The selection is kept
+    in the ``selected`` set of job ids, so it survives paging and the auto-refresh: a table keeps
+    its selection while it shows the same jobs, and a table of other jobs starts from the set."""
     page_ids = [j.id for j in jobs]
     key = table_key(page_ids)
     st.session_state["_jobs_table"] = key  # tests select rows through it
     theme = _page.theme_type()
-    frame = manager_model.jobs_table(jobs, time.time())
     when = f"Server time ({views.zone_name()}); a date when not today"
-    event = st.dataframe(
-        # The colour follows the status word ("PROCESSING cancelling" is still PROCESSING).
-        frame.style.map(lambda v: views.style_cell(str(v).split(" ")[0], theme), subset=["status"]),
+    rows = job_table.job_table(
+        manager_model.jobs_table(jobs, time.time()),
         key=key,
-        on_select="rerun",
-        selection_mode="multi-row",
-        selection_default={"selection": {"rows": manager_model.selected_rows(_selected(), page_ids)}},
-        hide_index=True,
-        width="stretch",
-        height=ROW_HEIGHT_PX * (len(jobs) + 1) + 3,
-        row_height=ROW_HEIGHT_PX,
-        column_config={
-            "id": st.column_config.NumberColumn(width=TABLE_WIDTHS["id"], format="%d", help="Job id"),
-            "status": st.column_config.TextColumn(width=TABLE_WIDTHS["status"]),
-            "queue": st.column_config.TextColumn(width=TABLE_WIDTHS["queue"]),
-            "task": st.column_config.TextColumn(width=TABLE_WIDTHS["task"]),
-            "path / payload": st.column_config.TextColumn(width=TABLE_WIDTHS["path / payload"]),
-            "tries": st.column_config.TextColumn(width=TABLE_WIDTHS["tries"], help="Attempts / max attempts"),
-            "created": st.column_config.TextColumn(width=TABLE_WIDTHS["created"], help=when),
-            "finished": st.column_config.TextColumn(width=TABLE_WIDTHS["finished"], help=when),
-            "last error": st.column_config.TextColumn(
-                width=TABLE_WIDTHS["last error"], help="The last error's summary; the job's detail has it all"
-            ),
+        selected=manager_model.selected_rows(_selected(), page_ids),
+        widths=TABLE_WIDTHS,
+        helps={
+            "id": "Job id",
+            "tries": "Attempts / max attempts",
+            "created": when,
+            "finished": when,
+            "last error": "The last error's summary; the job's detail has it all",
         },
+        # The colour follows the status word ("PROCESSING cancelling" is still PROCESSING).
+        style=lambda column, value: views.style_cell(value.split(" ")[0], theme) if column == "status" else "",
     )
-    chosen = manager_model.merge_selection(_selected(), page_ids, event.selection.rows)
+    chosen = manager_model.merge_selection(_selected(), page_ids, rows)
     if chosen != _selected():
         _selected().clear()
         _selected().update(chosen)

@@ -247,7 +247,8 @@ def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None) -> s
 
     def cell(tag: str, text: str, num: bool, title: str | None = None) -> str:
         attrs = (' class="num"' if num else "") + (f' title="{html.escape(title)}"' if title else "")
-        return f"<{tag}{attrs}>{html.escape(text)}</{tag}>"
+        shown = html.escape(text) if tag == "td" else f"<span>{html.escape(text)}</span>"  # a header's own box
+        return f"<{tag}{attrs}>{shown}</{tag}>"
 
     def shown(value: Any) -> str:
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
