@@ -9,6 +9,7 @@ from seeding import MANAGER, Seeded, run_ops
 from streamlit.testing.v1 import AppTest
 
 from jobq import Queue
+from jobq.web import manager
 
 TIMEOUT = 60
 
@@ -39,6 +40,9 @@ def test_ops_lists_schedules_and_the_manager_pauses_and_resumes_them(seeded: See
 
     at = run(MANAGER)
     at.text_input(key="operator").input("carol").run()
+    assert "schedule_name" not in [b.key for b in at.selectbox]  # a lazy expander: closed, nothing drawn
+    at.session_state[manager.SCHEDULES_OPEN] = True
+    at.run()
     at.selectbox(key="schedule_name").select("poll").run()
     at.button(key="schedule_pause").click().run()
     assert not at.exception

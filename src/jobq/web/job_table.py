@@ -140,7 +140,7 @@ def job_table(
     # The boxes to draw ticked: what the table reported last (its state), else ``selected``. The
     # drawing must follow the state: drawn from ``selected`` (the page's set before this run's
     # tick) a tick was undone on the page one run later, and the next tick reported it missing.
-    state = st.session_state[key] if key in st.session_state else None
+    state = st.session_state.get(key)
     ticked = state.get("rows") if isinstance(state, Mapping) else None
     shown = [r for r in (ticked if isinstance(ticked, list) else selected) if isinstance(r, int)]
     styles = [[style(str(c), v) for c, v in zip(frame.columns, row, strict=True)] for row in rows]

@@ -50,6 +50,7 @@ BAR_GAP: Final = "xxsmall"
 
 #: The session-state keys of the lazy expanders (open or not); tests open them through these.
 ENQUEUE_OPEN: Final = "enqueue_open"
+SCHEDULES_OPEN: Final = "schedules_open"
 
 REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
 #: How often the job list redraws on its own (the filters, selection and page stay).
@@ -491,6 +492,16 @@ def _enqueue_form(q: Queue, settings: Settings) -> None:
         st.caption("The path is checked as the consumer would: an existing file under the data folder.")
 
 
+def _schedules(q: Queue) -> None:
+    """The schedules with their pause/resume buttons, in a lazy expander (only where any exist)."""
+    if not q.schedules():
+        return
+    box = st.expander(":material/schedule: Schedules", key=SCHEDULES_OPEN, on_change="rerun")
+    if box.open:
+        with box:
+            schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash, heading=False)
+
+
 def _counts_line(counts: dict[str, int]) -> None:
     badges = [f"{views.status_badge(s)} **{counts.get(s.value, 0):,}**" for s in JobStatus]
     st.markdown(" &nbsp; ".join(badges))
@@ -564,7 +575,7 @@ def main() -> None:
     st.title(":material/inventory_2: jobq manager")
     st.caption(f"Resubmit, cancel and enqueue jobs · acting as **{safety.md_literal(_operator())}**")
     _enqueue_form(q, settings)
-    schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash)
+    _schedules(q)
     flow_panel.panel(q, stats, actor=_operator(), allowed=_unlocked(), flash=_flash)
     every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
     st.fragment(run_every=every)(_page.watched(_jobs))(q, where, page)

@@ -1,4 +1,5 @@
-"""The ops console: counts, throughput, charts over time, workers, alerts and the latest jobs. Read-only.
+"""The ops console: counts, throughput, alerts, charts over time, and tabs of tables (queues,
+workers, running and latest jobs, activity, schedules). Read-only.
 
 Run with ``jobq ops``, or ``streamlit run src/ops/ops.py`` from a clone. The live part is one
 ``st.fragment(run_every=...)``: it redraws in place every few seconds without reloading the page,
