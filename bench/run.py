@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
 
             log("flow control: 20,000 due jobs, a concurrency limit of 4")
             extras["flow"] = measure_flow(workdir, pg, args.quick, log)
+        if pg is not None:
+            # No section below uses PostgreSQL. Stopped now, its background work after the scale
+            # section's 10,000,000 rows (autovacuum, checkpoints) no longer shares this machine's
+            # two cores with the worker, the browser and the apps' servers measured below.
+            pg.stop()
+            pg = None
         if not args.no_overhead:
             from bench.overhead import OVERHEAD_PREFILL, OVERHEAD_ROUNDS
             from bench.overhead import run as measure_overhead
