@@ -77,20 +77,15 @@ DRAWN_JS = {
       const table = document.querySelector('[class*="st-key-jobs_"] .jobq-jobs');
       return table !== null && table.querySelectorAll('table tr').length >= 2;
     }""",
+    # Both charts drawn and the open tab's table (the queues' HTML table on a new page, or a data
+    # grid after a tab was opened) with rows.
     "ops": """() => {
       const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
         .filter(c => c.querySelector('canvas, svg'));
-      const queues = document.querySelector('[class*="st-key-queue_health"]');
-      return charts.length >= 2 && queues !== null && queues.querySelectorAll('table tr').length >= 2;
+      const tab = document.querySelector('[data-testid="stTabPanel"]:not([data-st-inactive])');
+      return charts.length >= 2 && tab !== null && tab.querySelectorAll('table tr').length >= 2;
     }""",
 }
-#: ops after an interaction: both charts drawn and the open tab's table (HTML or a data grid) with rows.
-OPS_TAB_DRAWN_JS = """() => {
-  const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
-    .filter(c => c.querySelector('canvas, svg'));
-  const tab = document.querySelector('[data-testid="stTabPanel"]:not([data-st-inactive])');
-  return charts.length >= 2 && tab !== null && tab.querySelectorAll('table tr').length >= 2;
-}"""
 
 
 def _fill(url: str, jobs: int) -> None:
@@ -273,17 +268,17 @@ def _ops_interactions(page: Any, pid: int) -> dict[str, list[Timing]]:
     # The tabs are lazy: each opened tab is read and drawn then (ending on the latest jobs').
     for view in ("Activity", "Queues", "Latest jobs")[:INTERACTION_REPEATS]:
         tab = page.get_by_role("tab", name=view, exact=True)
-        out["open a tab"].append(_timed(page, pid, tab.click, OPS_TAB_DRAWN_JS))
+        out["open a tab"].append(_timed(page, pid, tab.click, DRAWN_JS["ops"]))
     for status in ("FAILED", "PENDING", "All")[:INTERACTION_REPEATS]:
         button = page.locator(".st-key-jobs_status").get_by_role("radio", name=status, exact=True)
-        out["status filter"].append(_timed(page, pid, button.click, OPS_TAB_DRAWN_JS))
+        out["status filter"].append(_timed(page, pid, button.click, DRAWN_JS["ops"]))
     for window in ("15 minutes", "6 hours", "1 hour")[:INTERACTION_REPEATS]:
 
         def choose(window: str = window) -> None:
             page.get_by_label("Chart window").click()
             page.get_by_role("option", name=window).click()
 
-        out["chart window"].append(_timed(page, pid, choose, OPS_TAB_DRAWN_JS))
+        out["chart window"].append(_timed(page, pid, choose, DRAWN_JS["ops"]))
     return out
 
 

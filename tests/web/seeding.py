@@ -13,21 +13,22 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from jobq import JobFilter, JobStatus, Queue, WorkerInfo
+from jobq.web import ops
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGER = REPO / "src" / "manager" / "manager.py"
 OPS = REPO / "src" / "ops" / "ops.py"
 
 
-#: ops' tabs of tables (``jobq.web.ops.VIEWS``; not imported here: it is a Streamlit page module).
-OPS_VIEWS = ("Queues", "Workers", "Running jobs", "Latest jobs", "Activity", "Schedules")
+#: ops' tabs of tables, in their order.
+OPS_VIEWS = tuple(ops.VIEWS)
 
 
 def run_ops(view: str = "Queues", timeout: float = 60) -> AppTest:
     """The ops page with one tab of tables open, as a link with ``?view=...`` opens it (only the
     open tab is drawn)."""
     at = AppTest.from_file(str(OPS), default_timeout=timeout)
-    at.query_params["view"] = view
+    at.query_params[ops.VIEW_KEY] = view
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -622,7 +622,7 @@ def test_an_unreachable_database_is_named_without_its_password(
 
 
 def test_ops_latest_jobs_filter_by_status(seeded: Seeded) -> None:
-    """The latest-jobs table is a fragment of its own: its status filter redraws it alone."""
+    """The latest-jobs table's status filter redraws the open tab (the tabs' fragment) alone."""
     at = run_ops("Latest jobs")
 
     def latest() -> pd.DataFrame:

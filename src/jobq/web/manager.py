@@ -494,12 +494,15 @@ def _enqueue_form(q: Queue, settings: Settings) -> None:
 
 def _schedules(q: Queue) -> None:
     """The schedules with their pause/resume buttons, in a lazy expander (only where any exist)."""
-    if not q.schedules():
+    schedules = q.schedules()
+    if not schedules:
         return
     box = st.expander(":material/schedule: Schedules", key=SCHEDULES_OPEN, on_change="rerun")
     if box.open:
         with box:
-            schedules_panel.panel(q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash, heading=False)
+            schedules_panel.panel(
+                q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash, heading=False, schedules=schedules
+            )
 
 
 def _counts_line(counts: dict[str, int]) -> None:

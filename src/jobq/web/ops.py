@@ -191,7 +191,8 @@ def _job_column(manager: str | None) -> ColumnConfig:
     return st.column_config.LinkColumn(display_text=ops_model.JOB_LINK_TEXT, help="Open the job in the manager")
 
 
-def _latest_jobs(q: Queue, manager: str | None) -> None:
+def _latest(q: Queue, settings: Settings, now: float, due: DueHistory, manager: str | None) -> None:
+    # Its status filter reruns the tabs' fragment (this open tab) only, not the whole live part.
     now = time.time()
     show = st.segmented_control(
         "Status",
@@ -200,12 +201,8 @@ def _latest_jobs(q: Queue, manager: str | None) -> None:
         key="jobs_status",
         label_visibility="collapsed",
     )
-    try:
-        # Bounded at any table size (a sort of every row by updated_at took seconds at 10M jobs).
-        jobs = q.latest(JobStatus(show) if show and show != "All" else None, LATEST_JOBS_LIMIT)
-    except JobqError as exc:  # on a rerun of this fragment alone, live()'s handler is not around it
-        storage_error(exc, q)
-        return
+    # Bounded at any table size (a sort of every row by updated_at took seconds at 10M jobs).
+    jobs = q.latest(JobStatus(show) if show and show != "All" else None, LATEST_JOBS_LIMIT)
     frame = views.jobs_frame(jobs)[
         ["id", "status", "path / payload", "attempts", "created", "started", "finished", "last error"]
     ]
@@ -297,12 +294,6 @@ def _running(q: Queue, settings: Settings, now: float, due: DueHistory, manager:
     )
 
 
-def _latest(q: Queue, settings: Settings, now: float, due: DueHistory, manager: str | None) -> None:
-    # A fragment of its own: its status filter reruns this table only, not the whole live
-    # part (history, four charts, every table), which took over 1 s per click at 125,000 jobs.
-    st.fragment(_latest_jobs)(q, manager)
-
-
 def _activity(q: Queue, settings: Settings, now: float, due: DueHistory, manager: str | None) -> None:
     events = q.recent_events(RECENT_EVENTS_LIMIT)
     rows = [
@@ -358,7 +349,7 @@ def _tables(q: Queue, settings: Settings, now: float, due: DueHistory) -> None:
             with tab:
                 try:
                     draw(q, settings, now, due, manager)
-                except JobqError as exc:  # a tab change reruns this fragment alone, outside live()'s handler
+                except JobqError as exc:  # a tab change or a filter in a tab reruns this fragment alone
                     storage_error(exc, q)
 
 

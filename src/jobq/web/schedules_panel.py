@@ -76,9 +76,11 @@ def panel(
     allowed: bool = False,
     flash: Callable[[str, str], None] | None = None,
     heading: bool = True,
+    schedules: Sequence[ScheduleInfo] | None = None,
 ) -> bool:
-    """Draw the schedules (nothing when there are none: returns False); with ``flash``, pause/resume buttons."""
-    schedules = q.schedules()
+    """Draw the schedules (nothing when there are none: returns False); with ``flash``, pause/resume
+    buttons. ``schedules`` where the caller has read them already."""
+    schedules = q.schedules() if schedules is None else schedules
     if not schedules:
         return False
     if heading:  # not under ops' "Schedules" tab
