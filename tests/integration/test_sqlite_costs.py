@@ -14,13 +14,17 @@ import dataclasses
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
 import apsw
+import sqlite_trace
+from polling import wait_for
 from test_metrics_costs import python_calls
 
 import jobq
+from jobq.worker import Worker
 
 JOBS = 60
 WAL_HEADER_BYTES = 32
@@ -330,3 +334,32 @@ def test_a_batching_worker_makes_few_python_calls_per_job(tmp_path: Path) -> Non
         assert q.counts()["COMPLETED"] == jobs
         per_job = calls / jobs
         assert per_job <= WORKER_PYTHON_CALLS_PER_JOB_MAX, f"{per_job:.1f} Python calls per job of Worker(batch=100)"
+
+
+def test_an_idle_worker_takes_the_write_lock_for_its_heartbeats_only(tmp_path: Path) -> None:
+    """SQLite has one writer, and a write transaction takes the lock even when it changes nothing.
+    An idle worker polled with a claim every second and its rescuer marked lost workers every
+    few seconds, so the seed's `sqlite3 queue.db "UPDATE ..."` (no busy timeout) failed with
+    "database is locked" now and then (CI, stop 26). Idle, its polls and rescues are reads; a
+    job that falls due is still claimed."""
+    settings = jobq.Settings(poll_interval_seconds=0.05, rescue_interval_seconds=0.05, lease_seconds=600)
+    url = f"sqlite:///{tmp_path}/q.db"
+    done: list[int] = []
+    with jobq.Queue(url) as producer:
+        producer.enqueue({"n": 0}, delay=3600)
+        with sqlite_trace.transactions() as seen, jobq.Queue(url, settings=settings) as q:
+            worker = Worker(q, lambda ctx: done.append(ctx.job.id))
+            thread = threading.Thread(target=worker.run, name="worker-main")
+            thread.start()
+            try:
+                assert worker.started.wait(30)
+                # Registration, the first heartbeat and the first claim; then 20 idle polls and
+                # rescues (the registry's heartbeat is due only every 200 s: lease / 3).
+                idle = seen.reads
+                wait_for(lambda: idle["worker-main"] >= 20 and idle["jobq-rescuer"] >= 20, 60, "idle passes")
+                assert sorted(seen.writes) == sorted(["worker-main", "jobq-heartbeat", "worker-main"]), seen.writes
+                job_id = producer.enqueue({"n": 1}, delay=0.2)  # its wake-up comes before it is due
+                wait_for(lambda: done == [job_id], 30, "the job that fell due to run")
+            finally:
+                worker.stop()
+                thread.join(30)

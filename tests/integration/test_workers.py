@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import sqlite_trace
 from polling import wait_for
 from processes import Procs, effects
 
@@ -191,16 +192,20 @@ def test_seed_raw_sqlite3_update_is_honoured(sqlite_url: str, tmp_path: Path) ->
     """The seed's demo step 6, with the Debian sqlite3 shell, against a live database."""
     db = sqlite_url.removeprefix("sqlite:///")
     done: list[int] = []
-    with jobq.Queue(sqlite_url) as q:
+    with sqlite_trace.transactions() as seen, jobq.Queue(sqlite_url) as q:
         ids = q.enqueue_many([{"path": f"data/files/{i}.txt"} for i in range(3)], delay=3600)
         worker = Worker(q, lambda ctx: done.append(ctx.job.id))
-        thread = threading.Thread(target=worker.run)
+        thread = threading.Thread(target=worker.run, name="worker-main")
         thread.start()
         try:
-            # Let the worker's start-up writes pass: the sqlite3 shell has no busy timeout, so a
-            # write that lands on one fails with "database is locked" as the seed's user would see.
-            wait_for(lambda: q.workers() and q.workers()[0].current_jobs == (), 30, "the worker to register")
-            wait_for(lambda: "rescuer" in {t.name.removeprefix("jobq-") for t in threading.enumerate()}, 30, "loops")
+            # The sqlite3 shell has no busy timeout: a write that lands on one of the worker's
+            # fails with "database is locked" as the seed's user would see. Past its start-up
+            # writes (registration, the first heartbeat, the first claim), an idle worker writes
+            # only its registry heartbeat every few seconds: its polls (two reads: the sleep
+            # after the first claim, the next pass's look for due jobs) and its rescues are reads.
+            wait_for(lambda: seen.reads["worker-main"] >= 2, 30, "the worker's first idle poll")
+            workers_writes = [name for name in seen.writes if name != "MainThread"]  # not the test's enqueue
+            assert sorted(workers_writes) == ["jobq-heartbeat", "worker-main", "worker-main"], seen.writes
             subprocess.run(
                 ["sqlite3", db, "UPDATE jobs SET status='FAILED' WHERE status='PENDING' LIMIT 1;"],
                 check=True,

@@ -420,7 +420,13 @@ class SqlStore:
         return self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
 
     def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
-        return self._write(lambda: ops.mark_lost_workers(self.dialect, seen_before, now))
+        return self._run_plan(self._mark_lost_plan(seen_before, now))
+
+    def _mark_lost_plan(self, seen_before: float, now: float) -> Plan[list[str]]:
+        d = self.dialect
+        if not (yield from _one(lambda: ops.lost_workers_probe(d, seen_before), write=False)):
+            return []
+        return (yield from _one(lambda: ops.mark_lost_workers(d, seen_before, now), write=True))
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))

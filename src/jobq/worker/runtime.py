@@ -171,6 +171,10 @@ class Worker:
         )
         self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
+        # The last pass found nothing to claim and slept without being woken: the next claims
+        # only once a read says a job is due (``_worth_claiming``).
+        self._idle = False
+        self._due: tuple[float | None] | None = None  # next_due_at read in this pass, if any
 
     # -- what others read ----------------------------------------------------------------------
     @property
@@ -321,17 +325,20 @@ class Worker:
         claimed = self._writer.flush(claim=self._claim_size)
         if self._gives_back_waiting:
             self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
-        if claimed is None and (free := self._claim_size(0)):
+        self._due = None
+        if claimed is None and (free := self._claim_size(0)) and self._worth_claiming():
             claimed = (free, self.queue.claim_many(self.id, free, queue=self.queues))
         if claimed is not None:
             asked, jobs = claimed
             self.prefetch.claimed(asked, len(jobs))
             if jobs:
+                self._idle = False
                 self._dispatch(jobs)
                 return True
         active = len(self.active())
         free = self.capacity - active
         if active:
+            self._idle = False
             pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
             if (
                 active > self.concurrency + self.async_concurrency
@@ -342,8 +349,26 @@ class Worker:
             return True
         if self.exit_when_idle and not self.runs.pending():
             return False
-        self._listener.wait(self._idle_sleep())
+        # Woken by a notification, the next pass claims at once; after a timeout it reads first.
+        self._idle = not self._listener.wait(self._idle_sleep())
         return True
+
+    def _worth_claiming(self) -> bool:
+        """Whether to claim now. After an idle sleep a read (``next_due_at``, which the sleep needs
+        anyway) says whether any job is due: on SQLite a claim takes the one write lock even when
+        it finds nothing, and an idle worker polling once a second made a ``sqlite3`` shell's
+        UPDATE (which waits for no lock) fail with "database is locked" now and then. On
+        PostgreSQL it saves the empty claim's statement. The read weighs pauses and limits as the
+        claim does (a queue at its concurrency limit is due once a slot frees), and a failed
+        read errs towards claiming."""
+        if not self._idle:
+            return True
+        try:
+            due = self.queue.next_due_at(self.queues)
+        except Exception:  # noqa: BLE001 - the claim will say what is wrong
+            return True
+        self._due = (due,)
+        return due is not None and due <= self.queue.clock()
 
     def _claim_size(self, ending: int) -> int:
         """How many jobs to claim once ``ending`` runs end (0: none now). Refill when at least
@@ -357,10 +382,13 @@ class Worker:
 
     def _idle_sleep(self) -> float:
         sleep = min(self.settings.poll_interval_seconds, MAX_SLEEP_SECONDS)
-        try:
-            due = self.queue.next_due_at(self.queues)
-        except Exception:  # noqa: BLE001 - only a hint for how long to sleep
-            return sleep
+        if self._due is not None:
+            (due,) = self._due  # read by _worth_claiming in this pass
+        else:
+            try:
+                due = self.queue.next_due_at(self.queues)
+            except Exception:  # noqa: BLE001 - only a hint for how long to sleep
+                return sleep
         if due is not None:
             sleep = min(sleep, max(0.0, due - self.queue.clock()))
         return sleep

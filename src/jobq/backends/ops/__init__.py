@@ -81,6 +81,7 @@ from jobq.backends.ops.schedules import (
 from jobq.backends.ops.workers import (
     list_workers,
     live_wake_addresses,
+    lost_workers_probe,
     mark_lost_workers,
     register_worker,
     worker_seen,
@@ -139,6 +140,7 @@ __all__ = [
     "list_schedules",
     "list_workers",
     "live_wake_addresses",
+    "lost_workers_probe",
     "mark_lost_workers",
     "migrate",
     "next_due_at",

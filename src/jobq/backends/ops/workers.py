@@ -44,6 +44,13 @@ def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) ->
     yield Exec(d.sql["worker_stopped"], {"now": now, "id": d.text(worker_id), "reason": WorkerEnd(reason).value})
 
 
+def lost_workers_probe(d: Dialect, seen_before: float) -> Op[bool]:
+    """Is any worker to mark lost? A read, as ``rescue_probe``: the rescuer of every live worker
+    asks every few seconds, and a write transaction that finds nothing still takes SQLite's one
+    write lock (a ``sqlite3`` shell's UPDATE, which waits for none, failed on it)."""
+    return bool((yield Exec(d.sql["lost_workers_probe"], {"before": seen_before})))
+
+
 def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str]]:
     rows = yield Exec(d.sql["mark_lost_workers"], {"now": now, "before": seen_before})
     return [str(r[0]) for r in rows]

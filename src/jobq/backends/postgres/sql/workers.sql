@@ -26,6 +26,9 @@ UPDATE workers SET stopped_at = %(now)s, end_reason = %(reason)s, current_jobs =
     last_seen_at = CASE WHEN %(reason)s = 'stopped' THEN %(now)s ELSE last_seen_at END
 WHERE id = %(id)s AND (%(reason)s = 'stopped' OR stopped_at IS NULL)
 
+-- name: lost_workers_probe
+SELECT 1 FROM workers WHERE stopped_at IS NULL AND last_seen_at < %(before)s LIMIT 1
+
 -- name: mark_lost_workers
 UPDATE workers SET stopped_at = %(now)s, end_reason = 'lost', current_jobs = '[]'
 WHERE stopped_at IS NULL AND last_seen_at < %(before)s

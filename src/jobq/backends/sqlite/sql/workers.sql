@@ -20,6 +20,9 @@ UPDATE workers SET stopped_at = :now, end_reason = :reason, current_jobs = '[]',
     last_seen_at = CASE WHEN :reason = 'stopped' THEN :now ELSE last_seen_at END
 WHERE id = :id AND (:reason = 'stopped' OR stopped_at IS NULL)
 
+-- name: lost_workers_probe
+SELECT 1 FROM workers WHERE stopped_at IS NULL AND last_seen_at < :before LIMIT 1
+
 -- name: mark_lost_workers
 UPDATE workers SET stopped_at = :now, end_reason = 'lost', current_jobs = '[]'
 WHERE stopped_at IS NULL AND last_seen_at < :before

@@ -1,0 +1,42 @@
+"""The transactions a process begins on SQLite, per thread: counted through apsw's statement trace
+on every connection opened while recording (jobq opens one per thread)."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import apsw
+
+
+@dataclasses.dataclass
+class Transactions:
+    writes: list[str] = dataclasses.field(default_factory=list)
+    """The thread name of each write transaction (BEGIN IMMEDIATE: SQLite's one write lock), in order."""
+    reads: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """Read transactions (BEGIN) per thread name."""
+
+
+@contextmanager
+def transactions() -> Iterator[Transactions]:
+    """Record the transactions of connections opened inside the block (not of those already open)."""
+    seen = Transactions()
+
+    def hook(conn: apsw.Connection) -> None:
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            if sql.startswith("BEGIN IMMEDIATE"):
+                seen.writes.append(threading.current_thread().name)
+            elif sql == "BEGIN":
+                seen.reads[threading.current_thread().name] += 1
+            return True
+
+        conn.exec_trace = trace
+
+    apsw.connection_hooks.append(hook)
+    try:
+        yield seen
+    finally:
+        apsw.connection_hooks.remove(hook)
