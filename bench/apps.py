@@ -77,13 +77,13 @@ DRAWN_JS = {
       const table = document.querySelector('[class*="st-key-jobs_"] .jobq-jobs');
       return table !== null && table.querySelectorAll('table tr').length >= 2;
     }""",
-    # Both charts drawn and the open tab's table (the queues' HTML table on a new page, or a data
-    # grid after a tab was opened) with rows.
+    # The four charts' images decoded and drawn, and the open tab's table (the queues' HTML table
+    # on a new page, or a data grid after a tab was opened) with rows.
     "ops": """() => {
-      const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
-        .filter(c => c.querySelector('canvas, svg'));
+      const charts = [...document.querySelectorAll('.jobq-chart .plot img')]
+        .filter(img => img.complete && img.getBoundingClientRect().width > 0);
       const tab = document.querySelector('[data-testid="stTabPanel"]:not([data-st-inactive])');
-      return charts.length >= 2 && tab !== null && tab.querySelectorAll('table tr').length >= 2;
+      return charts.length >= 4 && tab !== null && tab.querySelectorAll('table tr').length >= 2;
     }""",
 }
 

@@ -95,8 +95,8 @@ def serve(
 #: pills, subheaders.
 CUT_SELECTORS = (
     '[data-testid="stMarkdownContainer"] strong, [data-testid="stMarkdownContainer"] span[class*="badge" i], '
-    '[data-testid="stMarkdownContainer"] code, button p, [data-testid="stMetricLabel"] p, '
-    '[data-testid="stMetricValue"] div, [data-testid="stMetricDelta"] div, h1, h2, h3, '
+    '[data-testid="stMarkdownContainer"] code, button p, .jobq-metric .label span, '
+    ".jobq-metric .value, .jobq-metric .note, h1, h2, h3, "
     ".jobq-jobs th span, .jobq-table th span"
 )
 CUT_ELEMENTS_JS = """(selectors) => {
@@ -148,12 +148,19 @@ def wide_tables(page: Any) -> list[str]:
     return found
 
 
-#: The charts drawn wider than their element (a Vega canvas past the column it sits in).
-WIDE_CHARTS_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].flatMap((c, i) => {
-  const drawn = c.querySelector('canvas, svg');
-  if (drawn === null) return [];
-  const over = Math.round(drawn.getBoundingClientRect().right - c.getBoundingClientRect().right);
-  return over > 0 ? [`chart ${i + 1}: ${over} px past its column`] : [];
+#: The charts drawn wider than their place (jobq.web.ops_charts: a panel, its image or an axis
+#: label past the right edge of the charts' grid, or the grid past the page's column).
+WIDE_CHARTS_JS = """() => [...document.querySelectorAll('.jobq-charts')].flatMap((grid) => {
+  const edge = grid.getBoundingClientRect().right;
+  const column = grid.closest('[data-testid="stVerticalBlock"]').getBoundingClientRect().right;
+  const found = edge > column + 1 ? [`charts: ${Math.round(edge - column)} px past the column`] : [];
+  grid.querySelectorAll('.jobq-chart').forEach((chart, i) => {
+    for (const part of [chart, ...chart.querySelectorAll('img, .x span, .y')]) {
+      const over = Math.round(part.getBoundingClientRect().right - edge);
+      if (over > 0) found.push(`chart ${i + 1}: ${part.tagName} ${part.innerText || ''} ${over} px past`);
+    }
+  });
+  return found;
 })"""
 
 

@@ -84,6 +84,43 @@ def html_tables(at: AppTest) -> list[pd.DataFrame]:
     return frames
 
 
+class _MetricParser(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: dict[str, dict[str, str]] = {}
+        self._card: dict[str, str] | None = None
+        self._part: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("class") == "jobq-metric":
+            self._card = self.cards.setdefault(found.get("data-label") or "", {})
+        elif self._card is not None and found.get("class") in ("value", "note"):
+            self._part = found["class"]
+            self._card[self._part] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div":
+            self._part = None
+
+    def handle_data(self, data: str) -> None:
+        if self._card is not None and self._part is not None:
+            self._card[self._part] += data
+
+
+def metric_cards(at: AppTest) -> dict[str, dict[str, str]]:
+    """The page's metric cards (``jobq.web.views.metric_cards``): label -> {"value": ..., "note": ...}."""
+    parser = _MetricParser()
+    for element in at.get("html"):
+        parser.feed(element.proto.body)
+    return parser.cards
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    """The metric cards' values by label (empty: none drawn)."""
+    return {label: card["value"] for label, card in metric_cards(at).items()}
+
+
 @dataclasses.dataclass
 class Seeded:
     url: str

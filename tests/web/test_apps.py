@@ -13,7 +13,7 @@ from unittest.mock import patch
 import pandas as pd
 import pytest
 import streamlit as st
-from seeding import MANAGER, OPS, Seeded, html_tables, ops_frames, run_ops, seed
+from seeding import MANAGER, OPS, Seeded, html_tables, metric_cards, metrics, ops_frames, run_ops, seed
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
@@ -391,20 +391,20 @@ def test_a_wrong_password_is_delayed_more_each_time_and_logged_without_the_guess
 def test_ops_has_its_own_password_or_the_managers(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBQ_MANAGER_PASSWORD", "manager-pw")
     at = run(OPS)
-    assert not at.metric and not at.dataframe and "queue.db" not in page_text(at)
+    assert not metrics(at) and not at.dataframe and "queue.db" not in page_text(at)
     at.text_input(key="login_password").input("manager-pw")
     at.button[0].click().run()
-    assert {m.label: m.value for m in at.metric}["Pending"] == "2"
+    assert metrics(at)["Pending"] == "2"
 
     monkeypatch.setenv("JOBQ_OPS_PASSWORD", "ops-pw")
     at = run(OPS)
-    assert not at.metric
+    assert not metrics(at)
     at.text_input(key="login_password").input("manager-pw")
     at.button[0].click().run()
-    assert not at.metric and "Wrong password" in texts(at.error)
+    assert not metrics(at) and "Wrong password" in texts(at.error)
     at.text_input(key="login_password").input("ops-pw")
     at.button[0].click().run()
-    assert {m.label: m.value for m in at.metric}["Pending"] == "2"
+    assert metrics(at)["Pending"] == "2"
 
 
 @pytest.mark.parametrize("app", [MANAGER, OPS])
@@ -426,7 +426,7 @@ def test_apps_refuse_to_serve_beyond_loopback_without_a_password(
     text = page_text(at)
     assert ("refuses to serve" in texts(at.error)) is not serves
     if not serves:
-        assert "queue.db" not in text and "broken.txt" not in text and not at.metric and not at.button
+        assert "queue.db" not in text and "broken.txt" not in text and not metrics(at) and not at.button
         assert "JOBQ_MANAGER_PASSWORD" in texts(at.error) and "--server.address 127.0.0.1" in texts(at.error)
     elif password:
         assert [b.label for b in at.button] == ["Unlock"]
@@ -502,13 +502,16 @@ def test_apps_report_a_missing_database_instead_of_creating_it(
 # -- ops -------------------------------------------------------------------------------------------
 def test_ops_shows_counts_charts_workers_and_alerts(seeded: Seeded) -> None:
     at = run(OPS)
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Pending"] == "2"
-    assert metrics["Failed"] == "1"
-    assert metrics["Completed"] == "1"
-    assert metrics["Due now"] == "2"
-    assert metrics["Workers alive"] == "2 / 2"
-    assert len(at.get("vega_lite_chart")) == 2  # two columns of two panels (jobq.web.ops_charts)
+    cards = metric_cards(at)
+    shown = {label: card["value"] for label, card in cards.items()}
+    assert shown["Pending"] == "2"
+    assert shown["Failed"] == "1"
+    assert shown["Completed"] == "1"
+    assert shown["Due now"] == "2"
+    assert cards["Due now"]["note"] == "0 scheduled"
+    assert shown["Workers alive"] == "2 / 2"
+    charts = "".join(e.proto.body for e in at.get("html") if "jobq-charts" in e.proto.body)
+    assert charts.count('<figure class="jobq-chart">') == 4 and charts.count("<img") == 4  # jobq.web.ops_charts
     # Only the open tab of tables is drawn: the first, Queues, as a plain HTML table.
     assert not at.dataframe and len(html_tables(at)) == 1
     frames = ops_frames(TIMEOUT)
@@ -578,7 +581,7 @@ def test_both_apps_render_with_100k_jobs(tmp_path: Path, monkeypatch: pytest.Mon
     started = time.perf_counter()
     at = run(OPS)
     ops_seconds = time.perf_counter() - started
-    assert {m.label: m.value for m in at.metric}["Pending"] == "98,000"
+    assert metrics(at)["Pending"] == "98,000"
     print(f"\n100k jobs: manager first render {manager_seconds:.2f} s, ops first render {ops_seconds:.2f} s")
 
 
@@ -603,7 +606,7 @@ def test_the_database_password_never_reaches_the_page(
     monkeypatch.setenv("JOBQ_DATABASE_URL", url)
     monkeypatch.chdir(tmp_path)
     at = run(app)
-    assert row_ids(at) if app == MANAGER else at.metric  # the page is drawn, with its data
+    assert row_ids(at) if app == MANAGER else metrics(at)  # the page is drawn, with its data
     page = page_text(at)
     secrets = redact.secrets_of(url)
     assert "SECRET-ssl" in secrets and not [s for s in secrets if s in page]

@@ -111,15 +111,15 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
             page.set_viewport_size({"width": 1440, "height": 2600})
             page.goto(f"http://127.0.0.1:{ops_port}/")
             expect(page.get_by_text("jobq ops")).to_be_visible()
-            metric = page.locator('[data-testid="stMetric"]').filter(has_text="Pending")
+            metric = page.locator('.jobq-metric[data-label="Pending"] .value')
             with Queue(url) as q:
                 pending_now = q.counts()["PENDING"]
             expect(metric.first).to_contain_text(f"{pending_now:,}")
-            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Failed").first).to_be_visible()
+            expect(page.locator('.jobq-metric[data-label="Failed"]')).to_be_visible()
             expect(page.get_by_text("All clear")).to_be_visible()  # live workers: not lost
-            charts = page.locator('[data-testid="stVegaLiteChart"]')
-            expect(charts).to_have_count(2)  # two columns of two panels each (jobq.web.ops_charts)
-            expect(charts.first.locator("canvas, svg").first).to_be_visible()
+            charts = page.locator(".jobq-chart")
+            expect(charts).to_have_count(4)  # two columns of two panels each (jobq.web.ops_charts)
+            expect(charts.first.locator("img")).to_be_visible()
             page.wait_for_timeout(1500)  # charts animate in: only for a clean screenshot
             page.screenshot(path=str(shots / "ops.png"), full_page=True)
         finally:

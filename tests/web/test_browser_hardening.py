@@ -114,7 +114,7 @@ def test_a_rebound_host_name_gets_no_session(apps: Apps, chromium: Any) -> None:
 
     for port, log, ready in (
         (apps.manager, apps.logs / "manager.log", JOB_TABLE),
-        (apps.ops, apps.logs / "ops.log", '[data-testid="stMetric"]'),
+        (apps.ops, apps.logs / "ops.log", ".jobq-metric"),
     ):
         page = new_page(chromium)
         try:
@@ -128,7 +128,7 @@ def test_a_rebound_host_name_gets_no_session(apps: Apps, chromium: Any) -> None:
 
             poll(refused_twice, f"the server to refuse the websocket under {REBOUND_HOST}")
             assert page.locator(ready).count() == 0
-            assert page.locator('[data-testid="stButton"], [data-testid="stMetric"], .stText').count() == 0
+            assert page.locator('[data-testid="stButton"], .jobq-metric, .stText').count() == 0
             assert "jobq" not in page.locator("body").inner_text()
             for name in ("127.0.0.1", "localhost"):  # the loopback names work
                 page.goto(f"http://{name}:{port}/")

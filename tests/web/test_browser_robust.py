@@ -63,9 +63,7 @@ def _serve(request: pytest.FixtureRequest, app: Path, tmp_path: Path, url: str) 
 
 
 def _metric(page: Any, label: str) -> Any:
-    return (
-        page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True)).get_by_test_id("stMetricValue")
-    )
+    return page.locator(f'.jobq-metric[data-label="{label}"] .value')
 
 
 def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: pytest.FixtureRequest) -> None:

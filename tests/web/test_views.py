@@ -79,3 +79,19 @@ def test_html_table_escapes_every_cell_and_tooltip_and_aligns_numbers() -> None:
     assert '<th class="num" title="Due &quot;now&quot; &lt;b&gt;"><span>due</span></th>' in shown
     assert '<td class="num">12,500</td>' in shown and "<td>1s</td>" in shown  # text columns stay left
     assert shown.count("<tr>") == 3  # the header and two rows
+
+
+def test_metric_cards_escape_every_text_and_colour_labels_for_the_theme() -> None:
+    cards = [
+        views.Metric("Failed", "1,204", color="red"),
+        views.Metric("<b>Due</b>", "<img src=x onerror=alert(1)>", 'say "hi" & <go>', "a <tooltip> & 'quote'"),
+    ]
+    light, dark = views.metric_cards(cards, "light"), views.metric_cards(cards, "dark")
+    assert "<img" not in light and "<b>" not in light
+    assert "&lt;img src=x onerror=alert(1)&gt;" in light and "say &quot;hi&quot; &amp; &lt;go&gt;" in light
+    assert 'title="a &lt;tooltip&gt; &amp; &#x27;quote&#x27;"' in light
+    assert 'data-label="&lt;b&gt;Due&lt;/b&gt;"' in light
+    red_light, red_dark = views.STATUS_PALETTES["light"]["red"][0], views.STATUS_PALETTES["dark"]["red"][0]
+    assert f"color: {red_light}" in light and red_dark not in light
+    assert f"color: {red_dark}" in dark
+    assert light.count('class="jobq-metric"') == 2 and light.count('class="note"') == 1

@@ -39,7 +39,6 @@ LATEST_JOBS_LIMIT = 50
 #: Running jobs listed with their progress (the longest-running first).
 RUNNING_JOBS_LIMIT = 50
 RECENT_EVENTS_LIMIT = 30
-METRIC_HEIGHT = 150
 #: The queue table's container key.
 QUEUE_TABLE_KEY: Final = "queue_health"
 
@@ -47,80 +46,58 @@ QUEUE_TABLE_KEY: Final = "queue_health"
 def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: Settings, now: float) -> None:
     stats = q.stats()
     counts = stats.counts
-    cols = st.columns(5)
-    for col, status in zip(cols, JobStatus, strict=True):
-        # No sparkline (chart_data): each is a Vega view of its own, about 0.15 s of the browser's
-        # first render, and the completed/failed chart below draws the same buckets.
-        col.metric(
-            status.value.title(),
-            f"{counts.get(status.value, 0):,}",
-            border=True,
-            height=METRIC_HEIGHT,
-            icon=views.STATUS_ICONS[status],
-        )
-
-    if stats.finished_window is not None:
-        st.caption(
-            f"Completed, failed and cancelled: counted among the newest {stats.finished_window:,} finished jobs."
-        )
+    # No sparklines: the completed/failed chart below draws the same buckets.
+    cards = [
+        views.Metric(status.value.title(), f"{counts.get(status.value, 0):,}", color=views.STATUS_COLORS[status])
+        for status in JobStatus
+    ]
     workers = q.workers()
     heartbeat = settings.heartbeat_seconds
     alive = sum(1 for w in workers if worker_state(w, now, heartbeat) == WorkerState.ALIVE)
     age = oldest_pending_age(stats, now)
     rate = ops_model.failure_rate(buckets)
     attempts = ops_model.attempt_failure_rate(buckets)
-    cols = st.columns(5)
-    cols[0].metric(
-        "Due now",
-        f"{stats.due:,}",
-        border=True,
-        height=METRIC_HEIGHT,
-        delta=f"{stats.scheduled:,} scheduled",
-        delta_color="off",
-        delta_arrow="off",
-        help="Pending jobs whose time has come (the backlog); scheduled ones (delayed, or waiting to retry) "
-        "are not due yet.",
-    )
-    cols[1].metric(
-        "Oldest pending",
-        duration_text(age) if age is not None else "none",
-        border=True,
-        height=METRIC_HEIGHT,
-        help="How long the oldest due pending job has waited.",
-    )
-    cols[2].metric(
-        "Throughput",
-        f"{stats.completed_last_minute:,}/min",
-        border=True,
-        height=METRIC_HEIGHT,
-        delta=f"{ops_model.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
-        delta_color="off",
-        delta_arrow="off",
-        help="Jobs completed in the last minute (and the average over the chart window).",
-    )
-    cols[3].metric(
-        "Failure rate",
-        f"{rate:.1%}" if rate is not None else views.DASH,
-        border=True,
-        height=METRIC_HEIGHT,
-        # Short enough for the metric's pill at 1366 px ("of attempts failed" was cut); help says it all.
-        delta=f"{attempts:.1%} per try" if attempts is not None else "no try finished",
-        delta_color="off",
-        delta_arrow="off",
-        help="Jobs that failed for good / (completed + failed) over the chart window; below it, the share of "
-        "all attempts (tries) that failed, retried ones included.",
-    )
     # Programs expected to run: those whose newest process did not stop cleanly.
     names = {
         w.name for w in ops_model.latest_per_name(workers) if worker_state(w, now, heartbeat) != WorkerState.STOPPED
     }
-    cols[4].metric(
-        "Workers alive",
-        f"{alive} / {len(names)}",
-        border=True,
-        height=METRIC_HEIGHT,
-        help=f"Alive: heartbeat within {LOST_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
-    )
+    cards += [
+        views.Metric(
+            "Due now",
+            f"{stats.due:,}",
+            f"{stats.scheduled:,} scheduled",
+            "Pending jobs whose time has come (the backlog); scheduled ones (delayed, or waiting to retry) "
+            "are not due yet.",
+        ),
+        views.Metric(
+            "Oldest pending",
+            duration_text(age) if age is not None else "none",
+            help="How long the oldest due pending job has waited.",
+        ),
+        views.Metric(
+            "Throughput",
+            f"{stats.completed_last_minute:,}/min",
+            f"{ops_model.throughput_per_minute(buckets, bucket_seconds):.1f}/min average",
+            "Jobs completed in the last minute (and the average over the chart window).",
+        ),
+        views.Metric(
+            "Failure rate",
+            f"{rate:.1%}" if rate is not None else views.DASH,
+            f"{attempts:.1%} per try" if attempts is not None else "no try finished",
+            "Jobs that failed for good / (completed + failed) over the chart window; below it, the share of "
+            "all attempts (tries) that failed, retried ones included.",
+        ),
+        views.Metric(
+            "Workers alive",
+            f"{alive} / {len(names)}",
+            help=f"Alive: heartbeat within {LOST_AFTER_HEARTBEATS} heartbeats of {heartbeat:g} s.",
+        ),
+    ]
+    st.html(views.metric_cards(cards, _page.theme_type()))
+    if stats.finished_window is not None:
+        st.caption(
+            f"Completed, failed and cancelled: counted among the newest {stats.finished_window:,} finished jobs."
+        )
 
     programs, supervisor_error = _supervisor_programs()
     alerts = ops_model.compute_alerts(
@@ -161,12 +138,9 @@ def _supervisor_programs() -> tuple[list[supervisor.ProgramState], str | None]:
 
 def _charts(frame: pd.DataFrame, bucket_seconds: float, due: DueHistory) -> None:
     per = "minute" if bucket_seconds == 60 else f"{bucket_seconds:g} s"
-    # Two charts of two panels each, not four (ops_charts says why: each Vega view costs the
-    # browser's first render); no bordered boxes or markdown titles around them either.
-    left, right = ops_charts.chart_specs(frame, ops_model.due_frame(due), per)
-    cols = st.columns(2)
-    cols[0].vega_lite_chart(left, width="stretch")
-    cols[1].vega_lite_chart(right, width="stretch")
+    # Drawn on the server as HTML and SVG images (ops_charts says why: a chart library's views
+    # cost the browser's first render more than anything else on the page).
+    st.html(ops_charts.charts_html(frame, ops_model.due_frame(due), per))
     st.caption(ops_model.due_coverage_text(due))
     st.caption(
         f"Wait and run times: of the newest {HISTORY_SAMPLE_LIMIT:,} jobs at most that finished in the window "

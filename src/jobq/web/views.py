@@ -9,9 +9,10 @@ database directly: every read goes through ``jobq.Queue``.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -260,3 +261,51 @@ def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None) -> s
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
     return f'{HTML_TABLE_CSS}<div class="jobq-table">{table}</div>'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metric:
+    """One figure of a page's top row: its label, value, a note under it, and a tooltip."""
+
+    label: str
+    value: str
+    note: str | None = None
+    help: str | None = None
+    color: str | None = None
+    """A ``STATUS_PALETTES`` colour name: the label is drawn in it, after a dot of it."""
+
+
+METRIC_CARDS_CSS = """<style>
+.jobq-metrics { display: grid; grid-template-columns: repeat(5, minmax(0, 1fr)); grid-auto-rows: 1fr;
+  gap: 1rem; }
+@media (max-width: 640px) { .jobq-metrics { grid-template-columns: repeat(2, minmax(0, 1fr)); } }
+.jobq-metric { border: 1px solid rgba(128, 128, 128, 0.3); border-radius: 0.5rem; padding: 0.8rem 1rem;
+  min-width: 0; }
+.jobq-metric .label { font-size: 0.875rem; white-space: nowrap; }
+.jobq-metric .label span[title] { text-decoration: underline dotted rgba(128, 128, 128, 0.6); cursor: help; }
+.jobq-metric .dot { display: inline-block; width: 0.6rem; height: 0.6rem; border-radius: 50%;
+  margin-right: 0.4rem; }
+.jobq-metric .value { font-size: 2.25rem; line-height: 1.25; padding-top: 0.25rem; white-space: nowrap;
+  font-variant-numeric: tabular-nums; }
+.jobq-metric .note { font-size: 0.8rem; opacity: 0.75; white-space: nowrap; }
+</style>"""
+
+
+def metric_cards(metrics: Sequence[Metric], theme: str = "light") -> str:
+    """``metrics`` as one HTML grid of cards (five a row), every text escaped. One element for the
+    whole row: ten ``st.metric`` cost the browser about 0.18 s of the ops page's first render
+    (``docs/benchmarks.md``, the apps), this costs a few milliseconds."""
+    palette = STATUS_PALETTES.get(theme, STATUS_PALETTES["light"])
+    cards = []
+    for m in metrics:
+        color = palette[m.color][0] if m.color else None
+        dot = f'<span class="dot" style="background: {color}"></span>' if color else ""
+        style = f' style="color: {color}"' if color else ""
+        title = f' title="{html.escape(m.help)}"' if m.help else ""
+        note = f'<div class="note">{html.escape(m.note)}</div>' if m.note else ""
+        cards.append(
+            f'<div class="jobq-metric" data-label="{html.escape(m.label)}">'
+            f'<div class="label"{style}>{dot}<span{title}>{html.escape(m.label)}</span></div>'
+            f'<div class="value">{html.escape(m.value)}</div>{note}</div>'
+        )
+    return f'{METRIC_CARDS_CSS}<div class="jobq-metrics">{"".join(cards)}</div>'
