@@ -5,8 +5,7 @@ Debian's Chromium through Playwright, as an operator would use it:
 
 - **first full render**: from ``page.goto`` until the script run has finished
   (``stApp[data-test-script-state=notRunning]``) and the page's last parts are drawn (the
-  manager's job table with its rows, ops' two charts of two panels each and its queue table, the
-  open tab of its tables). The
+  manager's job table with its rows, ops' four chart images and the open tab of its tables). The
   first page a fresh server serves also pays Python's imports: reported apart as ``(cold)``. The
   figure is the median of ``RENDER_REPEATS`` new pages after it, each a new session of the app,
   in a browser that has opened the app before (an operator's: Streamlit's hashed JS bundles are
