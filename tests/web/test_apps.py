@@ -305,8 +305,9 @@ def test_job_detail_shows_payload_events_and_traceback(seeded: Seeded) -> None:
     assert '"path": "data/files/broken.txt"' in texts(at.code)
     code = texts(at.code)
     assert "Traceback (most recent call last)" in code and "disk quota exceeded" in code
-    events = at.dataframe[0].value
+    (events,) = html_tables(at)
     assert list(events["event"]) == ["enqueued", "claimed", "failed"]
+    assert not at.dataframe
     at.button(key="detail_resubmit").click().run()
     assert seeded.status(failed) == JobStatus.PENDING
     at.button(key="detail_close").click().run()

@@ -79,6 +79,10 @@ def test_html_table_escapes_every_cell_and_tooltip_and_aligns_numbers() -> None:
     assert '<th class="num" title="Due &quot;now&quot; &lt;b&gt;"><span>due</span></th>' in shown
     assert '<td class="num">12,500</td>' in shown and "<td>1s</td>" in shown  # text columns stay left
     assert shown.count("<tr>") == 3  # the header and two rows
+    # Free text wraps in its cell (a job's event details) instead of widening the table.
+    wrapped = views.html_table(frame, wrap=("p50",))
+    assert '<td class="wrap">1s</td>' in wrapped and "<th><span>p50</span></th>" in wrapped
+    assert '<td class="wrap">' not in shown
 
 
 def test_metric_cards_escape_every_text_and_colour_labels_for_the_theme() -> None:

@@ -235,28 +235,35 @@ HTML_TABLE_CSS = f"""<style>
 .jobq-table th {{ font-weight: 600; position: sticky; top: 0; background: inherit; }}
 .jobq-table th[title] {{ text-decoration: underline dotted rgba(128, 128, 128, 0.6); cursor: help; }}
 .jobq-table .num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.jobq-table td.wrap {{ white-space: normal; overflow-wrap: break-word; min-width: 5rem; }}
 </style>"""
 
 
-def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None) -> str:
+def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None, wrap: Iterable[str] = ()) -> str:
     """``frame`` as a plain HTML table, every header and cell escaped; ``helps`` are the headers'
-    tooltips. For small tables on a page's first screen: Streamlit's data grid costs the browser
-    about half a second the first time a page draws one (``docs/benchmarks.md``, the apps)."""
+    tooltips; the cells of the ``wrap`` columns (free text) wrap instead of widening the table.
+    For small tables: Streamlit's data grid costs the browser about half a second the first time
+    a page draws one (``docs/benchmarks.md``, the apps)."""
     helps = helps or {}
+    wrapped = set(wrap)
 
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame]
+    kinds = ["num" if n else "wrap" if str(c) in wrapped else "" for c, n in zip(frame.columns, numeric, strict=True)]
 
-    def cell(tag: str, text: str, num: bool, title: str | None = None) -> str:
-        attrs = (' class="num"' if num else "") + (f' title="{html.escape(title)}"' if title else "")
+    def cell(tag: str, text: str, kind: str, title: str | None = None) -> str:
+        attrs = (f' class="{kind}"' if kind else "") + (f' title="{html.escape(title)}"' if title else "")
         shown = html.escape(text) if tag == "td" else f"<span>{html.escape(text)}</span>"  # a header's own box
         return f"<{tag}{attrs}>{shown}</{tag}>"
 
     def shown(value: Any) -> str:
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
-    head = "".join(cell("th", str(c), n, helps.get(str(c))) for c, n in zip(frame.columns, numeric, strict=True))
+    head = "".join(
+        cell("th", str(c), "num" if k == "num" else "", helps.get(str(c)))
+        for c, k in zip(frame.columns, kinds, strict=True)
+    )
     rows = "".join(
-        "<tr>" + "".join(cell("td", shown(v), n) for v, n in zip(row, numeric, strict=True)) + "</tr>"
+        "<tr>" + "".join(cell("td", shown(v), k) for v, k in zip(row, kinds, strict=True)) + "</tr>"
         for row in frame.itertuples(index=False)
     )
     table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
