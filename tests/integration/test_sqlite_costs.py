@@ -363,3 +363,41 @@ def test_an_idle_worker_takes_the_write_lock_for_its_heartbeats_only(tmp_path: P
             finally:
                 worker.stop()
                 thread.join(30)
+
+
+def test_a_worker_with_a_free_slot_claims_on_a_wake_up_not_every_pass(tmp_path: Path) -> None:
+    """While jobs run, a worker with a free slot looked for work every 50 ms: on SQLite a write
+    transaction each, 20 a second, though nothing was due. After a look that found nothing, it
+    now claims when woken (an enqueue) and otherwise reads once per poll interval."""
+    settings = jobq.Settings(poll_interval_seconds=0.5, lease_seconds=600)
+    url = f"sqlite:///{tmp_path}/q.db"
+    release = threading.Event()
+    started: list[int] = []
+
+    def handler(ctx: jobq.worker.JobContext) -> None:
+        started.append(ctx.job.id)
+        if ctx.job.payload.get("block"):
+            release.wait(60)
+
+    with jobq.Queue(url) as producer, sqlite_trace.transactions() as seen, jobq.Queue(url, settings=settings) as q:
+        blocker = producer.enqueue({"block": True})
+        worker = Worker(q, handler, concurrency=2)
+        thread = threading.Thread(target=worker.run, name="worker-main")
+        thread.start()
+        try:
+            wait_for(lambda: started == [blocker], 30, "the blocking job to start")
+            before = seen.writes.count("worker-main")
+            reads = seen.reads["worker-main"]
+            wait_for(lambda: seen.reads["worker-main"] >= reads + 4, 30, "four polls with a slot free")
+            # Four polls over about two seconds: at most the look that found nothing first was a
+            # claim (a write); 40 passes of 50 ms made 40 before.
+            assert seen.writes.count("worker-main") - before <= 1, seen.writes
+            woken = producer.enqueue({"n": 1})  # its wake-up brings the claim, well within the poll interval
+            wait_for(lambda: woken in started, 30, "the woken claim")
+            due_later = producer.enqueue({"n": 2}, delay=0.3)  # due with no wake-up at that time
+            wait_for(lambda: due_later in started, 30, "the job that fell due")
+        finally:
+            release.set()
+            worker.stop()
+            thread.join(30)
+    assert sorted(started) == sorted([blocker, woken, due_later])

@@ -175,6 +175,9 @@ class Worker:
         # only once a read says a job is due (``_worth_claiming``).
         self._idle = False
         self._due: tuple[float | None] | None = None  # next_due_at read in this pass, if any
+        # While jobs run and the last claim (or read) found nothing: no claim before this time
+        # (monotonic) unless a wake-up came; then a read first, as after an idle sleep.
+        self._recheck_at: float | None = None
 
     # -- what others read ----------------------------------------------------------------------
     @property
@@ -333,12 +336,18 @@ class Worker:
             self.prefetch.claimed(asked, len(jobs))
             if jobs:
                 self._idle = False
+                self._recheck_at = None
                 self._dispatch(jobs)
                 return True
         active = len(self.active())
         free = self.capacity - active
         if active:
-            self._idle = False
+            if claimed is not None or self._due is not None:
+                # This pass claimed or read and found nothing: free slots wait for a wake-up, or
+                # the poll interval, instead of a claim every BUSY_POLL_SECONDS (each a write
+                # transaction on SQLite: 20 a second from a worker with a free slot).
+                self._idle = True
+                self._recheck_at = time.monotonic() + self.settings.poll_interval_seconds
             pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
             if (
                 active > self.concurrency + self.async_concurrency
@@ -349,6 +358,7 @@ class Worker:
             return True
         if self.exit_when_idle and not self.runs.pending():
             return False
+        self._recheck_at = None  # the idle sleep below waits for a wake-up or the due time itself
         # Woken by a notification, the next pass claims at once; after a timeout it reads first.
         self._idle = not self._listener.wait(self._idle_sleep())
         return True
@@ -360,7 +370,15 @@ class Worker:
         UPDATE (which waits for no lock) fail with "database is locked" now and then. On
         PostgreSQL it saves the empty claim's statement. The read weighs pauses and limits as the
         claim does (a queue at its concurrency limit is due once a slot frees), and a failed
-        read errs towards claiming."""
+        read errs towards claiming. While jobs run, after a claim or read that found nothing, only
+        a wake-up or the poll interval's end brings the next look."""
+        if self._recheck_at is not None:
+            if time.monotonic() < self._recheck_at:
+                assert self._listener is not None
+                if not self._listener.wait(0):
+                    return False
+                self._idle = False  # woken: work may be there, claim at once
+            self._recheck_at = None
         if not self._idle:
             return True
         try:
