@@ -82,6 +82,16 @@ def _one(make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -
     return result
 
 
+def _probed(probe: MakeOp[bool], write: MakeOp[list[T]]) -> Plan[list[T]]:
+    """The write transaction ``write`` only if the read ``probe`` finds something to do: the loops
+    every live worker runs every few seconds (rescues, lost workers) mostly find nothing, and a
+    write transaction that changes nothing still takes SQLite's one write lock (an operator's
+    ``sqlite3`` shell, which waits for no lock, was refused on it)."""
+    if not (yield from _one(probe, write=False)):
+        return []
+    return (yield from _one(write, write=True))
+
+
 def _value(value: T) -> Plan[T]:
     """The plan of a call that needs no transaction (an empty batch): its answer, and no yield
     reached, so even then the asyncio store returns an awaitable, as for any other call."""
@@ -282,12 +292,10 @@ class SqlStore:
         attempts_limit: Callable[[str, str | None, int], int] | None,
     ) -> Plan[list[RescueResult]]:
         d = self.dialect
-        # A read first: most rounds find nothing, and a read takes no write lock (SQLite's one writer).
-        if not (yield from _one(lambda: ops.rescue_probe(d, clock(), gone_owners), write=False)):
-            return []
         return (
-            yield from _one(
-                lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff, attempts_limit), write=True
+            yield from _probed(
+                lambda: ops.rescue_probe(d, clock(), gone_owners),
+                lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff, attempts_limit),
             )
         )
 
@@ -424,9 +432,11 @@ class SqlStore:
 
     def _mark_lost_plan(self, seen_before: float, now: float) -> Plan[list[str]]:
         d = self.dialect
-        if not (yield from _one(lambda: ops.lost_workers_probe(d, seen_before), write=False)):
-            return []
-        return (yield from _one(lambda: ops.mark_lost_workers(d, seen_before, now), write=True))
+        return (
+            yield from _probed(
+                lambda: ops.lost_workers_probe(d, seen_before), lambda: ops.mark_lost_workers(d, seen_before, now)
+            )
+        )
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))

@@ -171,13 +171,11 @@ class Worker:
         )
         self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
-        # The last pass found nothing to claim and slept without being woken: the next claims
-        # only once a read says a job is due (``_worth_claiming``).
-        self._idle = False
+        # None: claim when a slot is free. Else the last look found nothing: from this monotonic
+        # time a read says whether a job is due before any claim, and before it only a wake-up
+        # brings a claim (``_worth_claiming``).
+        self._look_at: float | None = None
         self._due: tuple[float | None] | None = None  # next_due_at read in this pass, if any
-        # While jobs run and the last claim (or read) found nothing: no claim before this time
-        # (monotonic) unless a wake-up came; then a read first, as after an idle sleep.
-        self._recheck_at: float | None = None
 
     # -- what others read ----------------------------------------------------------------------
     @property
@@ -335,8 +333,7 @@ class Worker:
             asked, jobs = claimed
             self.prefetch.claimed(asked, len(jobs))
             if jobs:
-                self._idle = False
-                self._recheck_at = None
+                self._look_at = None
                 self._dispatch(jobs)
                 return True
         active = len(self.active())
@@ -346,8 +343,7 @@ class Worker:
                 # This pass claimed or read and found nothing: free slots wait for a wake-up, or
                 # the poll interval, instead of a claim every BUSY_POLL_SECONDS (each a write
                 # transaction on SQLite: 20 a second from a worker with a free slot).
-                self._idle = True
-                self._recheck_at = time.monotonic() + self.settings.poll_interval_seconds
+                self._look_at = time.monotonic() + self.settings.poll_interval_seconds
             pause = BUSY_POLL_SECONDS if free > 0 else MAX_SLEEP_SECONDS
             if (
                 active > self.concurrency + self.async_concurrency
@@ -358,9 +354,9 @@ class Worker:
             return True
         if self.exit_when_idle and not self.runs.pending():
             return False
-        self._recheck_at = None  # the idle sleep below waits for a wake-up or the due time itself
-        # Woken by a notification, the next pass claims at once; after a timeout it reads first.
-        self._idle = not self._listener.wait(self._idle_sleep())
+        # The sleep ends at a wake-up or when the next job is due. Woken, the next pass claims at
+        # once; after a timeout it reads first.
+        self._look_at = None if self._listener.wait(self._idle_sleep()) else time.monotonic()
         return True
 
     def _worth_claiming(self) -> bool:
@@ -372,21 +368,27 @@ class Worker:
         claim does (a queue at its concurrency limit is due once a slot frees), and a failed
         read errs towards claiming. While jobs run, after a claim or read that found nothing, only
         a wake-up or the poll interval's end brings the next look."""
-        if self._recheck_at is not None:
-            if time.monotonic() < self._recheck_at:
-                assert self._listener is not None
-                if not self._listener.wait(0):
-                    return False
-                self._idle = False  # woken: work may be there, claim at once
-            self._recheck_at = None
-        if not self._idle:
+        if self._look_at is None:
             return True
-        try:
-            due = self.queue.next_due_at(self.queues)
-        except Exception:  # noqa: BLE001 - the claim will say what is wrong
+        if time.monotonic() < self._look_at:
+            assert self._listener is not None
+            if not self._listener.wait(0):
+                return False
+            self._look_at = None  # woken: work may be there, claim at once
             return True
-        self._due = (due,)
-        return due is not None and due <= self.queue.clock()
+        due = self._next_due()
+        if due is None:  # the read failed: claim, and let the claim say what is wrong
+            return True
+        return due[0] is not None and due[0] <= self.queue.clock()
+
+    def _next_due(self) -> tuple[float | None] | None:
+        """``(next_due_at,)``, read at most once per pass; None when the read failed."""
+        if self._due is None:
+            try:
+                self._due = (self.queue.next_due_at(self.queues),)
+            except Exception:  # noqa: BLE001 - only a hint (when to claim, how long to sleep)
+                return None
+        return self._due
 
     def _claim_size(self, ending: int) -> int:
         """How many jobs to claim once ``ending`` runs end (0: none now). Refill when at least
@@ -400,15 +402,9 @@ class Worker:
 
     def _idle_sleep(self) -> float:
         sleep = min(self.settings.poll_interval_seconds, MAX_SLEEP_SECONDS)
-        if self._due is not None:
-            (due,) = self._due  # read by _worth_claiming in this pass
-        else:
-            try:
-                due = self.queue.next_due_at(self.queues)
-            except Exception:  # noqa: BLE001 - only a hint for how long to sleep
-                return sleep
-        if due is not None:
-            sleep = min(sleep, max(0.0, due - self.queue.clock()))
+        due = self._next_due()
+        if due is not None and due[0] is not None:
+            sleep = min(sleep, max(0.0, due[0] - self.queue.clock()))
         return sleep
 
     def _dispatch(self, jobs: list[Job]) -> None:

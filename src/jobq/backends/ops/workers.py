@@ -45,9 +45,7 @@ def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) ->
 
 
 def lost_workers_probe(d: Dialect, seen_before: float) -> Op[bool]:
-    """Is any worker to mark lost? A read, as ``rescue_probe``: the rescuer of every live worker
-    asks every few seconds, and a write transaction that finds nothing still takes SQLite's one
-    write lock (a ``sqlite3`` shell's UPDATE, which waits for none, failed on it)."""
+    """Is any worker to mark lost? A read, before ``mark_lost_workers`` (``store._probed`` says why)."""
     return bool((yield Exec(d.sql["lost_workers_probe"], {"before": seen_before})))
 
 
