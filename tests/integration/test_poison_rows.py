@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -127,3 +128,34 @@ def test_a_claim_that_raises_does_not_end_the_worker(sqlite_url: str, monkeypatc
             worker.stop()
             t.join(30)
         assert not t.is_alive()
+
+
+def test_an_idle_worker_takes_a_row_written_by_hand_without_a_wake_up(
+    backend_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker claims only once a read (``next_due_at``) says a job is due. A row written by
+    hand sends no wake-up: it is taken at the next poll. On SQLite a ``run_at`` the read cannot
+    use (text, stored as such in the REAL column) does not hide the due row from it."""
+    settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q:
+        reads: list[float | None] = []
+        real_next_due_at = q.next_due_at
+
+        def next_due_at(*args: Any, **kwargs: Any) -> float | None:
+            reads.append(due := real_next_due_at(*args, **kwargs))
+            return due
+
+        monkeypatch.setattr(q, "next_due_at", next_due_at)
+        done: list[int] = []
+        worker = Worker(q, lambda ctx: done.append(ctx.job.id))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: len(reads) >= 3, 30, "the worker's idle polls")  # idle: reads, no claims
+            odd = _insert(backend_url, tmp_path, "{}", run_at="soon") if backend_url.startswith("sqlite") else None
+            by_hand = _insert(backend_url, tmp_path, '{"n": 1}')
+            wait_for(lambda: by_hand in done, 30, "the row written by hand to run")
+            assert odd not in done  # text sorts above every number: never due, never claimed
+        finally:
+            worker.stop()
+            thread.join(30)
