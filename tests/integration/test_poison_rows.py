@@ -159,3 +159,30 @@ def test_an_idle_worker_takes_a_row_written_by_hand_without_a_wake_up(
         finally:
             worker.stop()
             thread.join(30)
+
+
+def test_an_idle_worker_whose_read_fails_claims_anyway(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read before an idle worker's claim is a hint: when it fails (a database error, a row it
+    cannot use), the worker claims as before instead of waiting on a read that keeps failing."""
+    settings = jobq.Settings(database_url=sqlite_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q:
+        failed_reads: list[int] = []
+
+        def next_due_at(*args: Any, **kwargs: Any) -> float | None:
+            failed_reads.append(1)
+            raise jobq.StorageError("database is locked (held by pid 4242)")
+
+        monkeypatch.setattr(q, "next_due_at", next_due_at)
+        done: list[int] = []
+        worker = Worker(q, lambda ctx: done.append(ctx.job.id))
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: len(failed_reads) >= 3, 30, "the worker's failing reads")
+            by_hand = _insert(sqlite_url, tmp_path, '{"n": 1}')  # no wake-up
+            wait_for(lambda: by_hand in done, 30, "the row written by hand to run")
+        finally:
+            worker.stop()
+            thread.join(30)
