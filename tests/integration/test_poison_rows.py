@@ -18,6 +18,7 @@ from typing import Any
 
 import apsw
 import pytest
+from handwritten import write_by_hand
 from polling import wait_for
 
 import jobq
@@ -186,3 +187,50 @@ def test_an_idle_worker_whose_read_fails_claims_anyway(
         finally:
             worker.stop()
             thread.join(30)
+
+
+def test_times_written_by_hand_as_text_fail_no_read(sqlite_url: str) -> None:
+    """SQLite keeps text in a REAL column. Text sorts above every number, so it passes the reads'
+    ``run_at <= now`` and ``finished_at >= since`` only where it should not, and a ``min()`` over
+    text alone returns the text. Every read that the worker, ``jobq metrics``, ``stats`` and the
+    ops app make still answers: such a job is never due (claims skip it) and is left out of the
+    times it cannot give."""
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from jobq.observability.metrics import JobqCollector
+
+    with jobq.Queue(sqlite_url) as q:
+        now = time.time()
+        collector = JobqCollector(q, settle_seconds=0.0, scrape_events=0)
+        collector._take_events(now - 1, 0)  # the cursors start here
+        common = "queue, task, payload, created_at, updated_at, attempts"
+        write_by_hand(
+            sqlite_url,
+            f"INSERT INTO jobs ({common}, run_at) VALUES ('only-text', '', '{{}}', {now}, {now}, 0, 'soon')",
+            f"INSERT INTO jobs ({common}, run_at, status, started_at, lease_owner, lease_token, lease_expires_at)"
+            f" VALUES ('mixed', '', '{{}}', {now}, {now}, 1, 'soon', 'PROCESSING', 'later', 'w', 't', {now + 60})",
+            f"INSERT INTO jobs ({common}, run_at, status, started_at, finished_at)"
+            f" VALUES ('mixed', '', '{{}}', {now}, {now}, 1, 'soon', 'COMPLETED', {now}, {now})",
+            f"INSERT INTO jobs ({common}, run_at, status, started_at, finished_at)"
+            f" VALUES ('mixed', '', '{{}}', {now}, {now}, 1, {now}, 'COMPLETED', 'then', 'when')",
+        )
+        due = q.enqueue({"n": 1}, queue="mixed", run_at=now - 5)
+
+        assert q.next_due_at(["only-text"]) is None  # was: ValueError
+        assert q.next_due_at(["only-text", "mixed"]) == pytest.approx(now - 5)
+        gauges = q.queue_gauges()  # was: TypeError comparing text with a float
+        assert (gauges["only-text"].pending_due, gauges["only-text"].oldest_due_at) == (0, None)
+        assert gauges["mixed"].oldest_due_at == pytest.approx(now - 5)
+        q.set_limits("only-text", rate=(5, 60.0))
+        assert q.next_due_at(["only-text"]) is None  # a rate-limited queue reads its own min()
+        assert q.due_history(window=600, bucket=60).due[-1] == 1  # was: ValueError
+        buckets = q.history(window=600, bucket=60)  # was: TypeError
+        assert sum(b.completed for b in buckets) == 1  # the job with numbers; 'then' is no time
+        assert buckets[-1].run_p50 == 0.0
+        assert q.stats().counts["PENDING"] == 2
+        collector._take_events(time.time() + 1, 10**6)
+        registry = CollectorRegistry()
+        registry.register(collector)
+        assert b"jobq_jobs" in generate_latest(registry)
+        assert q.claim("w", queue=["only-text", "mixed"]).id == due  # type: ignore[union-attr]

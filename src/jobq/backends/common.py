@@ -77,7 +77,12 @@ def build_buckets(
             counts[index][kind] = counts[index].get(kind, 0) + count
     waits: list[list[float]] = [[] for _ in range(n)]
     runs: list[list[float]] = [[] for _ in range(n)]
-    for finished, ready, started, finished2 in durations:
+    for row in durations:
+        # Times written by hand as text on SQLite pass the SQL's comparisons (text sorts above
+        # every number): such a job is left out of the durations rather than failing the chart.
+        finished, ready, started, finished2 = (number_or_none(v) for v in row)
+        if finished is None:
+            continue
         index = int((finished - since) // bucket_seconds)
         if 0 <= index < n:
             if started is not None and ready is not None:
@@ -438,14 +443,17 @@ def attempt_detail(
     return out
 
 
-def _number(value: object) -> float | None:
+def number_or_none(value: object) -> float | None:
+    """``value`` as a float when it is a number, else None. A time read back with ``min()`` can be
+    text on SQLite, where a row written by hand keeps text in a REAL column: it sorts above every
+    number, so a text minimum means no row holds a number (and claims never take such a row)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def carried_events(e: Event) -> list[Event]:
     """The entries ``e`` carries for the attempt it ended (see ``attempt_detail``): its
     ``claimed``, and for a resubmit of a completed job that attempt's ``completed``."""
-    claimed_at = _number(e.detail.get("claimed_at"))
+    claimed_at = number_or_none(e.detail.get("claimed_at"))
     if claimed_at is None:
         return []
     by = e.detail.get("claimed_by", e.actor)
@@ -453,7 +461,7 @@ def carried_events(e: Event) -> list[Event]:
     n = e.detail.get("attempt", e.attempt)
     attempt = n if isinstance(n, int) and not isinstance(n, bool) else e.attempt
     out = [Event(DERIVED_EVENT_ID, e.job_id, claimed_at, EventKind.CLAIMED, worker, attempt, {})]
-    completed_at = _number(e.detail.get("completed_at"))
+    completed_at = number_or_none(e.detail.get("completed_at"))
     if completed_at is not None:
         out.append(Event(DERIVED_EVENT_ID, e.job_id, completed_at, EventKind.COMPLETED, worker, attempt, {}))
     return out

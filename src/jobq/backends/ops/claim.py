@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobq.backends.base import Clock, Completion, Failure, HeartbeatResult, Lease
-from jobq.backends.common import attempt_detail, clip
+from jobq.backends.common import attempt_detail, clip, number_or_none
 from jobq.backends.ops.core import (
     Exec,
     ExecMany,
@@ -297,8 +297,8 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
     if free:
         params: Params = {}
         rows = yield Exec(d.stmt("next_due_at", queues=d.any_of("queue", "q", free, params)), params)
-        if rows and rows[0][0] is not None:
-            times.append(float(rows[0][0]))
+        if rows and (first := number_or_none(rows[0][0])) is not None:
+            times.append(first)
     for queue, paused, concurrency, per_key, rate_count, window, tat in active:
         if paused or control_defect(concurrency, per_key, rate_count, window, tat):
             continue  # a bad row holds the queue back like a pause (claim_controlled)
@@ -308,9 +308,9 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
         unblocked = "TRUE"
         if per_key is not None:
             unblocked = _keys_at_limit(d, (yield from _running_by_key(d, queue)), per_key, params, held=False)
-        at = (yield Exec(d.stmt("due_at_in_queue", unblocked=unblocked), params))[0][0]
+        at = number_or_none((yield Exec(d.stmt("due_at_in_queue", unblocked=unblocked), params))[0][0])
         if at is not None:
-            times.append(max(float(at), float(tat)) if rate_count is not None and tat is not None else float(at))
+            times.append(max(at, float(tat)) if rate_count is not None and tat is not None else at)
     return min(times, default=None)
 
 

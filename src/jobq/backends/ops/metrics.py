@@ -18,6 +18,7 @@ from jobq.backends.base import (
     Progress,
     QueueGauges,
 )
+from jobq.backends.common import number_or_none
 from jobq.backends.ops.core import Exec, Op
 from jobq.backends.statements import Dialect, Params
 from jobq.job import EventKind
@@ -38,10 +39,10 @@ def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
 
 
 def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
-    pending = {
-        q: (int(n), int(n) - int(later or 0), first if first is not None and first <= now else None)
-        for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now}))
-    }
+    pending = {}
+    for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now})):
+        oldest = number_or_none(first)  # text written by hand on SQLite: never due
+        pending[q] = (int(n), int(n) - int(later or 0), oldest if oldest is not None and oldest <= now else None)
     running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
     out = {}
     for queue in sorted(pending.keys() | running.keys()):

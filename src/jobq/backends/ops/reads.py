@@ -23,6 +23,7 @@ from jobq.backends.common import (
     event_from_row,
     history_of,
     job_from_row,
+    number_or_none,
     recent_history,
 )
 from jobq.backends.due_history import build_due_history
@@ -184,14 +185,11 @@ def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, lim
     pending = [(int(b), int(n)) for b, n in (yield Exec(d.sql["due_pending_from"], args))]
     running = yield Exec(d.sql["due_running"])
     finished = yield Exec(d.sql["due_finished"], {"since": float(since), "limit": limit})
-    rows = [(str(q), float(f), s, e) for q, f, s, e in [*running, *finished]]
-    return build_due_history(
-        since,
-        bucket_seconds,
-        now,
-        pending,
-        rows,
-        len(finished),
-        min((float(r[3]) for r in finished), default=None),
-        limit,
-    )
+    rows = []
+    for q, f, s, e in [*running, *finished]:
+        # A time written by hand as text (SQLite) leaves its job out instead of failing the chart.
+        due_from, started, ended = number_or_none(f), number_or_none(s), number_or_none(e)
+        if due_from is not None and (s is None or started is not None) and (e is None or ended is not None):
+            rows.append((str(q), due_from, started, ended))
+    ends = [t for r in finished if (t := number_or_none(r[3])) is not None]
+    return build_due_history(since, bucket_seconds, now, pending, rows, len(finished), min(ends, default=None), limit)
