@@ -1,6 +1,6 @@
 """Round trips per call on PostgreSQL: every per-job API call (enqueue, with or without a key, claim,
 heartbeat, complete, fail) is one statement sent alone, one round trip; a batch enqueue is one
-statement too.
+statement too; a read is one round trip per statement (no BEGIN and COMMIT).
 
 Counted by a proxy between jobq and the server (``faultproxy.FaultProxy.round_trips``: the
 server's ReadyForQuery messages), so a change that adds a BEGIN/COMMIT or a second statement to
@@ -52,10 +52,33 @@ def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
     return [str(e.kind) for e in q.events(job_id)]
 
 
-def test_the_counter_counts_a_transaction_as_three_round_trips(counted) -> None:
+def test_the_counter_counts_a_transaction_as_three_round_trips(postgres_url: str) -> None:
+    sep = "&" if "?" in postgres_url else "?"
+    with proxied(f"{postgres_url}{sep}sslmode=disable") as (url, proxy), raw_connect(url, autocommit=True) as conn:
+        n, _ = trips(proxy, lambda: conn.execute("SELECT 1"))
+        assert n == 1
+
+        def transaction() -> None:
+            with conn.transaction():
+                conn.execute("SELECT 1")
+
+        n, _ = trips(proxy, transaction)  # BEGIN, SELECT, COMMIT
+        assert n == 3
+
+
+def test_a_read_is_one_round_trip_per_statement(counted) -> None:
+    """At READ COMMITTED every statement takes its own snapshot, inside BEGIN ... COMMIT or not:
+    a read sends its statements alone, without the two round trips of a transaction."""
     q, proxy = counted
-    n, _ = trips(proxy, q.counts)  # a read: BEGIN, SELECT, COMMIT
-    assert n == 3
+    job_id = q.enqueue({"n": 1})
+    n, job = trips(proxy, lambda: q.get(job_id))
+    assert (n, job.id) == (1, job_id)
+    n, counts = trips(proxy, q.counts)
+    assert (n, counts[jobq.JobStatus.PENDING]) == (1, 1)
+    n, due = trips(proxy, lambda: q.next_due_at(["default"]))  # the controls, then the minimum
+    assert (n, due) == (2, pytest.approx(q.get(job_id).run_at))
+    n, events = trips(proxy, lambda: q.events(job_id))
+    assert n <= 2 and [str(e.kind) for e in events] == ["enqueued"]
 
 
 def test_an_enqueue_with_a_retry_policy_is_still_one_round_trip(counted) -> None:

@@ -366,7 +366,8 @@ class PostgresBackend(SqlStore):
             attempt = _Attempt()
             try:
                 with pool.connection() as conn:
-                    return _drive(conn, make, attempt, self.dialect.channel, self.dialect.sql["notify_waited"])
+                    d = self.dialect
+                    return _drive(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
@@ -528,20 +529,43 @@ def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_sql: str = "") ->
     return ops.drive(make(), _runner(cur, channel, done_sql))
 
 
-def _drive(conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str) -> T:
+def read_alone(op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], ops.Rows]) -> T:
+    """Drive a read, ``command`` its first, each statement its own transaction (autocommit).
+
+    jobq runs at READ COMMITTED, PostgreSQL's default, where every statement takes a new snapshot
+    inside BEGIN ... COMMIT as well: a read of several statements saw no single moment before
+    either, and a read takes no lock that must outlast its statement (``get_job_locked``'s FOR
+    KEY SHARE only waits for a finishing commit). The two round trips of BEGIN and COMMIT bought
+    nothing: a one-statement read (``Queue.get``, ``counts``) is one round trip."""
+    while True:
+        try:
+            command = op.send(run(command))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+
+def _drive(
+    conn: Connection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str, *, write: bool = True
+) -> T:
     """Run the operation ``make()`` on ``conn`` (in autocommit) as one transaction.
 
     An operation whose first command is an ``Exec`` sent ``alone`` is one statement, its own
     transaction: one round trip, where BEGIN, the statement and COMMIT cost three (a keyed enqueue
     that lost a race sends its statement again, each its own transaction). Any other runs
     inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
-    then on, a lost connection leaves the outcome unknown."""
+    then on, a lost connection leaves the outcome unknown.
+
+    A read (``write`` false) sends each statement alone (``read_alone``)."""
     op = make()
     try:
         command = next(op)
     except StopIteration as stop:
         empty: T = stop.value
         return empty
+    if not write:
+        with conn.cursor() as cur:
+            return read_alone(op, command, _runner(cur, channel, done_sql))
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):
             # The server spoke on an idle connection: most likely it closed it (a restart, an

@@ -99,17 +99,26 @@ def _input_waiting(conn: AsyncConnection) -> bool:
 
 
 async def adrive_transaction(
-    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str
+    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str, *, write: bool = True
 ) -> T:
     """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
     own transaction (one round trip; several may follow one another), anything else runs in
-    BEGIN ... COMMIT."""
+    BEGIN ... COMMIT; a read sends each statement alone (``postgres.read_alone`` says why)."""
     op = make()
     try:
         command = next(op)
     except StopIteration as stop:
         empty: T = stop.value
         return empty
+    if not write:
+        async with conn.cursor() as cur:
+            run = arunner(cur, channel, done_sql)
+            while True:
+                try:
+                    command = op.send(await run(command))
+                except StopIteration as stop:
+                    value: T = stop.value
+                    return value
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):  # the server ended this idle connection: find out before sending
             await conn.execute("SELECT 1")
@@ -214,7 +223,7 @@ class AsyncPostgresStore(SqlStore):
             try:
                 async with pool.connection() as conn:
                     d = self.dialect
-                    return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"])
+                    return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
