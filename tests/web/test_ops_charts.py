@@ -94,3 +94,15 @@ def test_every_text_is_escaped_and_the_image_holds_no_text() -> None:
     page = ops_charts.panel_html(panel)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "<text" not in svg_of(page)
+
+
+def test_the_due_count_of_the_last_bucket_is_drawn() -> None:
+    """The due chart holds each level until the next bucket; the last bucket (due now) ends at the
+    right edge, where its level had no width: it is drawn as a dot."""
+    due = panels([bucket(NOW - 120, 3), bucket(NOW - 60, 5)], [4, 2])[2]
+    svg = svg_of(ops_charts.panel_html(due))
+    top = ops_charts.y_ticks(4)[-1]
+    y_now = 1000 - 2 / top * 1000
+    assert re.search(rf'd="M1000\.0,{y_now:.1f}h0"[^>]*stroke-linecap="round"', svg), svg
+    alone = ops_charts.panel_html(panels([bucket(NOW - 60, 1)], [3])[2])
+    assert re.search(r'd="M500\.0,[0-9.]+h0"', svg_of(alone))  # one bucket: its dot, centred

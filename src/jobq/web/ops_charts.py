@@ -138,6 +138,13 @@ def _svg_image(panel: Panel, xs: list[float], top: float, ticks: list[float], cu
                     f'<path d="M{line[1:]}" fill="none" stroke="{color}" stroke-width="1.5" '
                     'vector-effect="non-scaling-stroke"/>'
                 )
+            # The last bucket ends at the right edge, so its level has no width: a dot shows it
+            # (the count due now, what an operator looks for first; alone, the only value).
+            if values and values[-1] is not None:
+                marks.append(
+                    f'<path d="M{xs[-1]:.1f},{y(values[-1]):.1f}h0" stroke="{color}" stroke-width="6" '
+                    'stroke-linecap="round" vector-effect="non-scaling-stroke"/>'
+                )
             continue
         segments: list[list[tuple[float, float]]] = [[]]
         for px, v in zip(xs, values, strict=True):
