@@ -529,20 +529,17 @@ def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_sql: str = "") ->
     return ops.drive(make(), _runner(cur, channel, done_sql))
 
 
-def read_alone(op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], ops.Rows]) -> T:
-    """Drive a read, ``command`` its first, each statement its own transaction (autocommit).
-
-    jobq runs at READ COMMITTED, PostgreSQL's default, where every statement takes a new snapshot
-    inside BEGIN ... COMMIT as well: a read of several statements saw no single moment before
-    either, and a read takes no lock that must outlast its statement (``get_job_locked``'s FOR
-    KEY SHARE only waits for a finishing commit). The two round trips of BEGIN and COMMIT bought
-    nothing: a one-statement read (``Queue.get``, ``counts``) is one round trip."""
+def _each_alone(op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], ops.Rows], *, reads: bool) -> T:
+    """Drive ``op`` from ``command`` on, each statement its own transaction (autocommit). A write
+    may only go on with statements sent ``alone``; a read's statements all are (see ``_drive``)."""
     while True:
         try:
             command = op.send(run(command))
         except StopIteration as stop:
             result: T = stop.value
             return result
+        if not reads and not (isinstance(command, ops.Exec) and command.alone):
+            raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
 
 
 def _drive(
@@ -556,7 +553,12 @@ def _drive(
     inside BEGIN ... COMMIT. ``attempt.committing`` is set before whatever commits is sent: from
     then on, a lost connection leaves the outcome unknown.
 
-    A read (``write`` false) sends each statement alone (``read_alone``)."""
+    A read (``write`` false) sends each of its statements alone. jobq runs at READ COMMITTED,
+    PostgreSQL's default, where every statement takes a new snapshot inside BEGIN ... COMMIT as
+    well: a read of several statements saw no single moment before either, and a read takes no
+    lock that must outlast its statement (``get_job_locked``'s FOR KEY SHARE only waits for a
+    finishing commit). BEGIN and COMMIT bought two round trips: a one-statement read
+    (``Queue.get``, ``counts``) is now one."""
     op = make()
     try:
         command = next(op)
@@ -565,7 +567,7 @@ def _drive(
         return empty
     if not write:
         with conn.cursor() as cur:
-            return read_alone(op, command, _runner(cur, channel, done_sql))
+            return _each_alone(op, command, _runner(cur, channel, done_sql), reads=True)
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):
             # The server spoke on an idle connection: most likely it closed it (a restart, an
@@ -574,22 +576,14 @@ def _drive(
             conn.execute("SELECT 1")
         attempt.committing = True
         with conn.cursor() as cur:
-            run = _runner(cur, channel, done_sql)
-            while True:
-                try:
-                    command = op.send(run(command))
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                if not (isinstance(command, ops.Exec) and command.alone):
-                    raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
+            return _each_alone(op, command, _runner(cur, channel, done_sql), reads=False)
     with conn.transaction(), conn.cursor() as cur:
         run = _runner(cur, channel, done_sql)
         try:
             while True:
                 command = op.send(run(command))
         except StopIteration as stop:
-            result = stop.value
+            result: T = stop.value
         attempt.committing = True
     return result
 

@@ -103,7 +103,7 @@ async def adrive_transaction(
 ) -> T:
     """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
     own transaction (one round trip; several may follow one another), anything else runs in
-    BEGIN ... COMMIT; a read sends each statement alone (``postgres.read_alone`` says why)."""
+    BEGIN ... COMMIT; a read sends each statement alone (``postgres._drive`` says why)."""
     op = make()
     try:
         command = next(op)
