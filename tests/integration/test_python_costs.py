@@ -33,6 +33,9 @@ COMPLETE_CALLS_MAX = 22
 #: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 29 (40 before).
 ENQUEUE_CALLS_MAX = 31
 ROUNDS = 5
+#: Python calls a PostgreSQL claim+complete makes beyond psycopg's own for the same two statements
+#: sent with ``conn.execute`` on a plain connection (the test's lambdas included): measured 72.
+PG_ADDED_CALLS_MAX = 80
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +77,56 @@ def test_an_enqueue_makes_a_bounded_number_of_python_calls(tmp_path: Path) -> No
         calls = [python_calls(lambda: q.enqueue(p)) for p in payloads[1:]]  # noqa: B023 - called at once
         assert q.counts()["PENDING"] == 1 + ROUNDS
     assert max(calls) <= ENQUEUE_CALLS_MAX, calls
+
+
+@pytest.mark.postgres
+def test_a_postgres_claim_and_completion_cost_little_python_beyond_psycopg_s_own(postgres_url: str) -> None:
+    """On PostgreSQL each call is one statement; what jobq adds around psycopg's execute of it (the
+    pool's checkout, the driver, the ``Job``) is counted against psycopg's own calls for the very
+    statements sent on a plain connection, so that a psycopg upgrade does not move the bound.
+    Measured 2026-12-01 with cProfile (builtins included): a claim+complete made 342 calls, raw
+    psycopg 139; one cursor per pooled connection instead of one per statement saved 55 of them,
+    ``getconn``/``putconn`` instead of ``pool.connection()``'s context managers 38."""
+    from pg import raw_connect
+
+    sent: list[tuple[str, object]] = []
+    with jobq.Queue(postgres_url) as q:
+        q.enqueue_many([payload(n) for n in range(2 + ROUNDS)])
+        for _ in range(2):  # warm: the pool's connection, the statements prepared
+            job = q.claim("w")
+            assert job is not None
+            q.complete(job)
+        claim_calls, complete_calls, claimed = [], [], []
+        for _ in range(ROUNDS):
+            claim_calls.append(python_calls(lambda: claimed.append(q.claim("w"))))
+            job = claimed[-1]
+            assert job is not None and job.payload["pad"] == "x" * 60
+            complete_calls.append(python_calls(lambda: q.complete(job)))  # noqa: B023 - called at once
+        assert len({j.id for j in claimed if j is not None}) == ROUNDS
+        assert q.counts()["COMPLETED"] == 2 + ROUNDS
+        # The same two statements, straight through psycopg (captured from jobq's cursor).
+        import psycopg
+
+        real = psycopg.Cursor.execute
+
+        def capture(self: psycopg.Cursor[object], query: str, params: object = None, **kw: object) -> object:
+            sent.append((query, params))
+            return real(self, query, params, **kw)  # type: ignore[arg-type]
+
+        q.enqueue(payload(0))
+        psycopg.Cursor.execute = capture  # type: ignore[method-assign]
+        try:
+            job = q.claim("w")
+            assert job is not None
+            q.complete(job)
+        finally:
+            psycopg.Cursor.execute = real  # type: ignore[method-assign]
+    (claim_sql, claim_params), (complete_sql, complete_params) = sent
+    with raw_connect(postgres_url, autocommit=True) as conn:
+        for _ in range(6):  # prepared after 5 runs, as jobq's are
+            conn.execute(claim_sql, claim_params).fetchall()
+            conn.execute(complete_sql, complete_params).fetchall()
+        floor = python_calls(lambda: conn.execute(claim_sql, claim_params).fetchall())
+        floor += python_calls(lambda: conn.execute(complete_sql, complete_params).fetchall())
+    added = max(claim_calls) + max(complete_calls) - floor
+    assert added <= PG_ADDED_CALLS_MAX, (claim_calls, complete_calls, floor)
