@@ -56,6 +56,19 @@ T = TypeVar("T")
 AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
 AsyncCursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
+
+class AsyncPooledConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
+    """``postgres.PooledConnection`` for asyncio: one cursor for all of jobq's statements on it."""
+
+    _statement_cursor: AsyncCursor | None = None
+
+    def statement_cursor(self) -> AsyncCursor:
+        cur = self._statement_cursor
+        if cur is None:
+            cur = self._statement_cursor = self.cursor()
+        return cur
+
+
 ASYNC_POOL_MAX_SIZE = 8
 """Connections of an ``AsyncQueue``'s pool: each call holds one for one transaction (mostly one
 round trip), so a few serve many concurrent requests; more wait for one (``POOL_TIMEOUT_SECONDS``)."""
@@ -98,8 +111,22 @@ def _input_waiting(conn: AsyncConnection) -> bool:
     return bool(readable)
 
 
+async def _aeach_alone(
+    op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], Awaitable[ops.Rows]], *, reads: bool
+) -> T:
+    """``postgres._each_alone`` awaited."""
+    while True:
+        try:
+            command = op.send(await run(command))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        if not reads and not (isinstance(command, ops.Exec) and command.alone):
+            raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
+
+
 async def adrive_transaction(
-    conn: AsyncConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str, *, write: bool = True
+    conn: AsyncPooledConnection, make: MakeOp[T], attempt: _Attempt, channel: str, done_sql: str, *, write: bool = True
 ) -> T:
     """``postgres._drive`` on an ``AsyncConnection`` (autocommit): a command sent ``alone`` is its
     own transaction (one round trip; several may follow one another), anything else runs in
@@ -110,36 +137,22 @@ async def adrive_transaction(
     except StopIteration as stop:
         empty: T = stop.value
         return empty
+    cur = conn.statement_cursor()
     if not write:
-        async with conn.cursor() as cur:
-            run = arunner(cur, channel, done_sql)
-            while True:
-                try:
-                    command = op.send(await run(command))
-                except StopIteration as stop:
-                    value: T = stop.value
-                    return value
+        return await _aeach_alone(op, command, arunner(cur, channel, done_sql), reads=True)
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):  # the server ended this idle connection: find out before sending
             await conn.execute("SELECT 1")
         attempt.committing = True
-        async with conn.cursor() as cur:
-            run = arunner(cur, channel, done_sql)
-            while True:  # a keyed enqueue that lost a race sends its statement again, alone too
-                try:
-                    command = op.send(await run(command))
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                if not (isinstance(command, ops.Exec) and command.alone):
-                    raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
-    async with conn.transaction(), conn.cursor() as cur:
+        # A keyed enqueue that lost a race sends its statement again, alone too.
+        return await _aeach_alone(op, command, arunner(cur, channel, done_sql), reads=False)
+    async with conn.transaction():
         run = arunner(cur, channel, done_sql)
         try:
             while True:
                 command = op.send(await run(command))
         except StopIteration as stop:
-            result = stop.value
+            result: T = stop.value
         attempt.committing = True
     return result
 
@@ -159,7 +172,7 @@ class AsyncPostgresStore(SqlStore):
         self._backend = backend
         self._conninfo = backend.options.libpq_url
         self._kwargs = _connect_kwargs(self._conninfo, backend.options.prepare_threshold)
-        self._pool: AsyncConnectionPool[AsyncConnection] | None = None
+        self._pool: AsyncConnectionPool[AsyncPooledConnection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
 
@@ -180,7 +193,7 @@ class AsyncPostgresStore(SqlStore):
             result: T = stop.value
             return result
 
-    async def _get_pool(self) -> AsyncConnectionPool[AsyncConnection]:
+    async def _get_pool(self) -> AsyncConnectionPool[AsyncPooledConnection]:
         loop = asyncio.get_running_loop()
         if self._pool is not None and self._loop is loop and self._pid == os.getpid():
             return self._pool
@@ -195,8 +208,9 @@ class AsyncPostgresStore(SqlStore):
             raise ConfigError(
                 "this AsyncQueue's connections belong to another running event loop: open one AsyncQueue per loop"
             )
-        pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[AsyncPooledConnection] = AsyncConnectionPool(
             self._conninfo,
+            connection_class=AsyncPooledConnection,
             kwargs={"autocommit": True, **self._kwargs},
             min_size=POOL_MIN_SIZE,
             max_size=ASYNC_POOL_MAX_SIZE,
@@ -209,7 +223,7 @@ class AsyncPostgresStore(SqlStore):
         return pool
 
     @property
-    def pool(self) -> AsyncConnectionPool[AsyncConnection] | None:
+    def pool(self) -> AsyncConnectionPool[AsyncPooledConnection] | None:
         """The pool in use (None before the first call): for tests and diagnostics."""
         return self._pool
 
@@ -221,9 +235,12 @@ class AsyncPostgresStore(SqlStore):
             pool = await self._get_pool()
             attempt = _Attempt()
             try:
-                async with pool.connection() as conn:
+                conn = await pool.getconn()  # not pool.connection(): see PostgresBackend._run
+                try:
                     d = self.dialect
                     return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
+                finally:
+                    await pool.putconn(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
                 if deadlocks > DEADLOCK_RETRIES:
