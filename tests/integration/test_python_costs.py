@@ -50,22 +50,29 @@ def payload(n: int) -> dict[str, object]:
     return {"n": n, "path": f"data/files/job-{n:07d}.txt", "pad": "x" * 60}
 
 
+def claims_counted(q: jobq.Queue) -> tuple[list[int], list[int]]:
+    """Python calls of ``ROUNDS`` claims and of their completions, after two to warm up (the
+    schema read, the statements rendered and prepared)."""
+    q.enqueue_many([payload(n) for n in range(2 + ROUNDS)])
+    for _ in range(2):
+        job = q.claim("w")
+        assert job is not None
+        q.complete(job)
+    claim_calls, complete_calls, claimed = [], [], []
+    for _ in range(ROUNDS):
+        claim_calls.append(python_calls(lambda: claimed.append(q.claim("w"))))
+        job = claimed[-1]
+        assert job is not None and job.payload["pad"] == "x" * 60
+        complete_calls.append(python_calls(lambda: q.complete(job)))  # noqa: B023 - called at once
+    # The calls counted did the work: each job handed out once, every one completed.
+    assert len({j.id for j in claimed if j is not None}) == ROUNDS
+    assert q.counts()["COMPLETED"] == 2 + ROUNDS
+    return claim_calls, complete_calls
+
+
 def test_a_per_job_claim_and_completion_make_a_bounded_number_of_python_calls(tmp_path: Path) -> None:
     with jobq.Queue(f"sqlite:///{tmp_path / 'q.db'}") as q:
-        q.enqueue_many([payload(n) for n in range(2 + ROUNDS)])
-        for _ in range(2):  # warm: the schema read, the statements rendered and prepared
-            job = q.claim("w")
-            assert job is not None
-            q.complete(job)
-        claim_calls, complete_calls, claimed = [], [], []
-        for _ in range(ROUNDS):
-            claim_calls.append(python_calls(lambda: claimed.append(q.claim("w"))))
-            job = claimed[-1]
-            assert job is not None and job.payload["pad"] == "x" * 60
-            complete_calls.append(python_calls(lambda: q.complete(job)))  # noqa: B023 - called at once
-        # The calls counted did the work: each job handed out once, every one completed.
-        assert len({j.id for j in claimed if j is not None}) == ROUNDS
-        assert q.counts()["COMPLETED"] == 2 + ROUNDS
+        claim_calls, complete_calls = claims_counted(q)
     assert max(claim_calls) <= CLAIM_CALLS_MAX, (claim_calls, complete_calls)
     assert max(complete_calls) <= COMPLETE_CALLS_MAX, complete_calls
 
@@ -91,19 +98,7 @@ def test_a_postgres_claim_and_completion_cost_little_python_beyond_psycopg_s_own
 
     sent: list[tuple[str, object]] = []
     with jobq.Queue(postgres_url) as q:
-        q.enqueue_many([payload(n) for n in range(2 + ROUNDS)])
-        for _ in range(2):  # warm: the pool's connection, the statements prepared
-            job = q.claim("w")
-            assert job is not None
-            q.complete(job)
-        claim_calls, complete_calls, claimed = [], [], []
-        for _ in range(ROUNDS):
-            claim_calls.append(python_calls(lambda: claimed.append(q.claim("w"))))
-            job = claimed[-1]
-            assert job is not None and job.payload["pad"] == "x" * 60
-            complete_calls.append(python_calls(lambda: q.complete(job)))  # noqa: B023 - called at once
-        assert len({j.id for j in claimed if j is not None}) == ROUNDS
-        assert q.counts()["COMPLETED"] == 2 + ROUNDS
+        claim_calls, complete_calls = claims_counted(q)
         # The same two statements, straight through psycopg (captured from jobq's cursor).
         import psycopg
 
