@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             extras["flow"] = measure_flow(workdir, pg, args.quick, log)
         if scale:
             # After the other PostgreSQL sections: its 10,000,000 rows leave the server busy for
-            # minutes (autovacuum, checkpoints), which the flow-control claims behind it measured
-            # (p50 40 ms in the full run of 2026-12-01 16:35; 6 ms on a server at rest).
+            # minutes (autovacuum, checkpoints). (The flow-control claims measured slow behind it,
+            # p50 40 ms, but as slow before it, 70 ms, against 7-9 ms on a fresh server: that cause
+            # lies in the rows before them, see docs/benchmarks.md.)
             from bench.scale import run_scale
 
             log("scale: claim+complete and reads with many stored jobs")
