@@ -555,16 +555,18 @@ def _drive_on(cur: Cursor, make: MakeOp[T], channel: str, done_sql: str = "") ->
     return ops.drive(make(), _runner(cur, channel, done_sql))
 
 
-def _each_alone(op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], ops.Rows], *, reads: bool) -> T:
-    """Drive ``op`` from ``command`` on, each statement its own transaction (autocommit). A write
-    may only go on with statements sent ``alone``; a read's statements all are (see ``_drive``)."""
+def _send_all(
+    op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], ops.Rows], *, only_alone: bool = False
+) -> T:
+    """Drive ``op`` from ``command`` on and return its result; with ``only_alone``, every command
+    after the first must be sent ``alone`` too (an operation that began outside a transaction)."""
     while True:
         try:
             command = op.send(run(command))
         except StopIteration as stop:
             result: T = stop.value
             return result
-        if not reads and not (isinstance(command, ops.Exec) and command.alone):
+        if only_alone and not (isinstance(command, ops.Exec) and command.alone):
             raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
 
 
@@ -591,9 +593,9 @@ def _drive(
     except StopIteration as stop:
         empty: T = stop.value
         return empty
-    cur = conn.statement_cursor()
+    run = _runner(conn.statement_cursor(), channel, done_sql)
     if not write:
-        return _each_alone(op, command, _runner(cur, channel, done_sql), reads=True)
+        return _send_all(op, command, run)
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):
             # The server spoke on an idle connection: most likely it closed it (a restart, an
@@ -601,14 +603,9 @@ def _drive(
             # with a no-op, before the statement is sent: an error here is safe to retry.
             conn.execute("SELECT 1")
         attempt.committing = True
-        return _each_alone(op, command, _runner(cur, channel, done_sql), reads=False)
+        return _send_all(op, command, run, only_alone=True)
     with conn.transaction():
-        run = _runner(cur, channel, done_sql)
-        try:
-            while True:
-                command = op.send(run(command))
-        except StopIteration as stop:
-            result: T = stop.value
+        result = _send_all(op, command, run)
         attempt.committing = True
     return result
 

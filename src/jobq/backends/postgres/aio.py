@@ -111,17 +111,17 @@ def _input_waiting(conn: AsyncConnection) -> bool:
     return bool(readable)
 
 
-async def _aeach_alone(
-    op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], Awaitable[ops.Rows]], *, reads: bool
+async def _asend_all(
+    op: ops.Op[T], command: ops.Command, run: Callable[[ops.Command], Awaitable[ops.Rows]], *, only_alone: bool = False
 ) -> T:
-    """``postgres._each_alone`` awaited."""
+    """``postgres._send_all`` awaited."""
     while True:
         try:
             command = op.send(await run(command))
         except StopIteration as stop:
             result: T = stop.value
             return result
-        if not reads and not (isinstance(command, ops.Exec) and command.alone):
+        if only_alone and not (isinstance(command, ops.Exec) and command.alone):
             raise RuntimeError("an operation yielded a command in a transaction after one it sent alone")
 
 
@@ -137,22 +137,17 @@ async def adrive_transaction(
     except StopIteration as stop:
         empty: T = stop.value
         return empty
-    cur = conn.statement_cursor()
+    run = arunner(conn.statement_cursor(), channel, done_sql)
     if not write:
-        return await _aeach_alone(op, command, arunner(cur, channel, done_sql), reads=True)
+        return await _asend_all(op, command, run)
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):  # the server ended this idle connection: find out before sending
             await conn.execute("SELECT 1")
         attempt.committing = True
         # A keyed enqueue that lost a race sends its statement again, alone too.
-        return await _aeach_alone(op, command, arunner(cur, channel, done_sql), reads=False)
+        return await _asend_all(op, command, run, only_alone=True)
     async with conn.transaction():
-        run = arunner(cur, channel, done_sql)
-        try:
-            while True:
-                command = op.send(await run(command))
-        except StopIteration as stop:
-            result: T = stop.value
+        result = await _asend_all(op, command, run)
         attempt.committing = True
     return result
 
