@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from polling import wait_for
+from worker_thread import running
 
 import jobq
 from jobq import JobStatus
@@ -20,19 +21,6 @@ from jobq.worker import JobContext, Worker
 
 #: Short leases: the heartbeater (lease/3) notices cancels and lost leases within ~0.5 s.
 LEASE_SECONDS = 1.5
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, name="worker-main")
-    thread.start()
-    try:
-        assert worker.started.wait(30)
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 def _queue(url: str, **settings: Any) -> jobq.Queue:

@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from polling import wait_for
+from worker_thread import running
 
 import jobq
 from jobq import JobStatus, WorkerInfo
 from jobq.worker import JobContext, Worker
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, name="worker-main")
-    thread.start()
-    try:
-        assert worker.started.wait(30)
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 def test_a_worker_passes_over_a_paused_queue_and_takes_it_up_once_resumed(backend_url: str) -> None:

@@ -20,6 +20,7 @@ import apsw
 import pytest
 from handwritten import write_by_hand
 from polling import wait_for
+from worker_thread import running
 
 import jobq
 from jobq.worker import Worker
@@ -148,18 +149,12 @@ def test_an_idle_worker_takes_a_row_written_by_hand_without_a_wake_up(
 
         monkeypatch.setattr(q, "next_due_at", next_due_at)
         done: list[int] = []
-        worker = Worker(q, lambda ctx: done.append(ctx.job.id))
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
+        with running(Worker(q, lambda ctx: done.append(ctx.job.id))):
             wait_for(lambda: len(reads) >= 3, 30, "the worker's idle polls")  # idle: reads, no claims
             odd = _insert(backend_url, tmp_path, "{}", run_at="soon") if backend_url.startswith("sqlite") else None
             by_hand = _insert(backend_url, tmp_path, '{"n": 1}')
             wait_for(lambda: by_hand in done, 30, "the row written by hand to run")
             assert odd not in done  # text sorts above every number: never due, never claimed
-        finally:
-            worker.stop()
-            thread.join(30)
 
 
 def test_an_idle_worker_whose_read_fails_claims_anyway(
@@ -177,16 +172,10 @@ def test_an_idle_worker_whose_read_fails_claims_anyway(
 
         monkeypatch.setattr(q, "next_due_at", next_due_at)
         done: list[int] = []
-        worker = Worker(q, lambda ctx: done.append(ctx.job.id))
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
+        with running(Worker(q, lambda ctx: done.append(ctx.job.id))):
             wait_for(lambda: len(failed_reads) >= 3, 30, "the worker's failing reads")
             by_hand = _insert(sqlite_url, tmp_path, '{"n": 1}')  # no wake-up
             wait_for(lambda: by_hand in done, 30, "the row written by hand to run")
-        finally:
-            worker.stop()
-            thread.join(30)
 
 
 def test_times_written_by_hand_as_text_fail_no_read(sqlite_url: str) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from polling import wait_for
+from worker_thread import running
 
 import jobq
 from jobq import JobFilter, JobStatus, Page
@@ -34,19 +33,6 @@ def _drain(q: jobq.Queue, **kw: object) -> Worker:
     worker = Worker(q, lambda ctx: None, exit_when_idle=True, **kw)  # type: ignore[arg-type]
     worker.run()
     return worker
-
-
-@contextmanager
-def _running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        assert worker.started.wait(60)
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not thread.is_alive()
 
 
 def test_default_worker_claims_and_commits_in_groups(backend_url: str) -> None:
@@ -114,9 +100,9 @@ def test_jobs_behind_a_long_one_go_to_an_idle_worker(backend_url: str) -> None:
         long_id = qa.enqueue({"long": True})
         qa.enqueue_many([{"i": before + i} for i in range(after)])
         try:
-            with _running(Worker(qa, handler, name="a")) as a:
+            with running(Worker(qa, handler, name="a"), timeout=60) as a:
                 assert long_started.wait(60)
-                with _running(Worker(qb, handler, name="b")) as b:
+                with running(Worker(qb, handler, name="b"), timeout=60) as b:
                     wait_for(lambda: qa.counts()["COMPLETED"] == before + after, 60, "every short job done by someone")
                     assert qa.get(long_id).status == JobStatus.PROCESSING  # it still runs in a
                     unblock.set()
@@ -140,7 +126,7 @@ def test_long_jobs_are_never_claimed_ahead(backend_url: str) -> None:
     n = 8
     with jobq.Queue(backend_url) as qa, jobq.Queue(backend_url) as qb:
         qa.enqueue_many([{"i": i} for i in range(n)])
-        with _running(Worker(qa, handler, name="a")), _running(Worker(qb, handler, name="b")):
+        with running(Worker(qa, handler, name="a"), timeout=60), running(Worker(qb, handler, name="b"), timeout=60):
             wait_for(lambda: qa.counts()["COMPLETED"] == n, 60, "every job done")
         jobs = _completed(qa, n)
     by_owner: dict[str | None, list[Job]] = {}
