@@ -6,6 +6,7 @@ errors, retry after a lost connection, the LISTEN connection coming back, fork s
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -17,6 +18,7 @@ from pg import PgServer, raw_connect, with_database
 
 import jobq
 from jobq import JobStatus
+from jobq.backends.base import NewJob
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -173,8 +175,10 @@ def test_nul_characters_are_kept_visible(pq: jobq.Queue) -> None:
 
 
 def test_a_batch_stores_its_fields_exactly(postgres_url: str) -> None:
-    """enqueue_many sends its jobs as one JSON array read as jsonb: every string comes back as it
-    went in (escapes, NUL, emoji), every float as the same value (run_at is now + delay)."""
+    """enqueue_many's jobs differ only in their payloads: sent as one JSON array of strings
+    beside the shared columns (enqueue_uniform). Jobs that differ in more go as one JSON array
+    of rows read as jsonb (enqueue_with_events). Either way every string comes back as it went
+    in (escapes, NUL, emoji), every float as the same value (run_at is now + delay)."""
     now = 1764558000.1234567
     payloads = [{"s": 'nul\x00 😀 back\\slash "q" \u2028\t', "f": 0.1 + 0.2, "tiny": 5e-324, "i": 2**62}, "x", 1 / 3]
     with jobq.Queue(postgres_url, clock=lambda: now) as q:
@@ -185,6 +189,20 @@ def test_a_batch_stores_its_fields_exactly(postgres_url: str) -> None:
                 assert job.payload == payload
                 assert (job.queue, job.task, job.timeout) == ("qü😀", "t\\x", 1 / 3)
                 assert (job.created_at, job.run_at) == (now, now + delay)
+        texts = [json.dumps(p) for p in payloads]
+        mixed = [
+            NewJob(texts[0], "qü😀", "t\\x", -3, now + 0.123456789, 2, 1 / 3, policy_json='{"max_attempts":2}'),
+            NewJob(texts[1], "other", "", 0, now - 1e-7, 3),
+            NewJob(texts[2], "qü😀", "t", 7, now + 86400.5, 9, None),
+        ]
+        ids = q.backend.enqueue(mixed, now)
+        assert ids == sorted(ids)
+        for job_id, new, payload in zip(ids, mixed, payloads, strict=True):
+            job = q.get(job_id)
+            assert job.payload == payload
+            assert (job.queue, job.task, job.priority, job.run_at, job.max_attempts, job.timeout) == (
+                new.queue, new.task, new.priority, new.run_at, new.max_attempts, new.timeout,
+            )  # fmt: skip
 
 
 def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:

@@ -499,7 +499,7 @@ def schedworker(args: argparse.Namespace) -> None:
         op = real_fire(d, *a, **k)
         inserts = {
             d.sql[name]
-            for name in ("insert_job", "enqueue_keyed", "enqueue_with_events", "enqueue_one")
+            for name in ("insert_job", "enqueue_keyed", "enqueue_with_events", "enqueue_uniform", "enqueue_one")
             if name in d.sql
         }
         value: Any = None

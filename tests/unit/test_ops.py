@@ -7,6 +7,7 @@ runs unchanged under the blocking runner (``drive``) and the asyncio one (``adri
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -274,4 +275,37 @@ def test_one_plain_enqueue_on_postgres_is_one_statement_without_a_json_array() -
     assert sent[0].sql == pg.sql["enqueue_one"] and sent[0].params["due"] is False  # no wake-up yet
     sent.clear()
     ops.drive(ops.enqueue(pg, [job(100.0), job(100.0)], 100.0), run)
-    assert [c.sql for c in sent if isinstance(c, ops.Exec)] == [pg.sql["enqueue_with_events"]]
+    assert [c.sql for c in sent if isinstance(c, ops.Exec)] == [pg.sql["enqueue_uniform"]]
+
+
+def test_a_postgres_batch_binds_what_its_jobs_share_once() -> None:
+    # issue 13: enqueue_many's jobs differ only in their payloads: the shared columns are bound
+    # once and the payloads sent as one JSON array of strings (enqueue_uniform). A batch whose
+    # jobs differ in anything else keeps enqueue_with_events' array of rows.
+    from jobq.backends.base import NewJob
+    from jobq.backends.postgres import dialect_for
+
+    pg = dialect_for("jobq")
+    sent: list[ops.Command] = []
+
+    def run(command: ops.Command) -> ops.Rows:
+        sent.append(command)
+        return [(3,), (1,), (2,)]
+
+    same = [NewJob(f'{{"n":{i}}}', "q", "t", 5, 100.0, 7, 2.5, policy_json='{"x":1}') for i in range(3)]
+    assert ops.drive(ops.enqueue(pg, same, 100.0), run) == [1, 2, 3]
+    [command] = sent
+    assert isinstance(command, ops.Exec) and command.alone and command.sql == pg.sql["enqueue_uniform"]
+    assert json.loads(command.params["payloads"]) == ['{"n":0}', '{"n":1}', '{"n":2}']
+    assert {k: command.params[k] for k in ("queue", "task", "priority", "run_at", "max_attempts", "timeout")} == {
+        "queue": "q", "task": "t", "priority": 5, "run_at": 100.0, "max_attempts": 7, "timeout": 2.5,
+    }  # fmt: skip
+    assert command.params["policy"] == '{"x":1}' and command.params["due"] is True
+    for differs in (
+        {"queue": "other"}, {"task": "other"}, {"priority": 1}, {"run_at": 200.0}, {"max_attempts": 1},
+        {"timeout": None}, {"policy_json": None},
+    ):  # fmt: skip
+        sent.clear()
+        mixed = [*same[:2], dataclasses.replace(same[2], **differs)]
+        ops.drive(ops.enqueue(pg, mixed, 100.0), run)
+        assert [c.sql for c in sent if isinstance(c, ops.Exec)] == [pg.sql["enqueue_with_events"]], differs

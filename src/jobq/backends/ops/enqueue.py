@@ -137,8 +137,29 @@ def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
     return [int((yield Exec(d.sql["enqueue_one"], params, alone=True))[0][0])]
 
 
+def _columns_but_payload(j: NewJob) -> tuple[Any, ...]:
+    """What ``enqueue_uniform`` binds once for all its jobs (a job without keys)."""
+    return (j.queue, j.task, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json)
+
+
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     """Jobs without keys and the wake-up in one statement (dialects that have it)."""
+    first = jobs[0]
+    shared = _columns_but_payload(first)
+    if "enqueue_uniform" in d.sql and all(_columns_but_payload(j) == shared for j in jobs):
+        uniform: Params = {
+            "queue": first.queue,
+            "task": first.task,
+            "priority": first.priority,
+            "run_at": first.run_at,
+            "max_attempts": first.max_attempts,
+            "timeout": first.timeout,
+            "policy": first.policy_json,
+            "now": now,
+            "due": first.run_at <= now,
+            "payloads": json.dumps([j.payload_json for j in jobs]),
+        }
+        return sorted(row[0] for row in (yield Exec(d.sql["enqueue_uniform"], uniform, alone=True)))
     rows = [
         [j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json] for j in jobs
     ]

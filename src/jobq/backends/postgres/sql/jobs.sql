@@ -345,6 +345,24 @@ WITH ins AS (
 )
 SELECT ins.id FROM ins, wake
 
+-- name: enqueue_uniform
+-- enqueue_with_events for a batch whose jobs differ only in their payloads (what enqueue_many
+-- makes): the shared columns bound once, the payloads one JSON array of strings. The server
+-- parses one string per job, not a jsonb object of eight fields, and the client encodes the
+-- same (issue 13: 1,000 jobs ~21 ms against ~30, client CPU 7.8 ms against 13). ORDER BY j.n:
+-- ids from one sequence in the order of the payloads, as enqueue_with_events.
+WITH ins AS (
+    INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at, policy)
+    SELECT %(queue)s::text, %(task)s::text, j.p, %(priority)s::integer, %(run_at)s::double precision,
+           %(max_attempts)s::integer, %(timeout)s::double precision, %(now)s, %(now)s, %(policy)s::text
+    FROM json_array_elements_text(%(payloads)s::json) WITH ORDINALITY AS j(p, n)
+    ORDER BY j.n
+    RETURNING id
+), wake AS (
+    SELECT count(pg_notify('{wake_channel}', %(queue)s::text)) AS n WHERE %(due)s::boolean
+)
+SELECT ins.id FROM ins, wake
+
 -- name: enqueue_one
 -- One job without a key (enqueue's usual call), in one statement sent alone: the row and, when it
 -- is due, the wake-up (delivered at commit). Plain parameters rather than enqueue_with_events'
