@@ -206,3 +206,30 @@ def test_a_keyed_enqueue_waits_for_a_holder_in_flight_and_names_it_or_takes_the_
     else:
         assert got[0] != in_flight and proxy.round_trips - before == 1
     assert [j.id for j in q.list_jobs(None, jobq.Page(limit=10))] == [got[0]]
+
+
+def test_a_claim_of_a_paused_or_full_queue_takes_no_lock(counted, clock: FakeClock) -> None:
+    # The claim's flag leaves out paused queues, queues whose concurrency limit is taken and
+    # rate-limited queues not yet admitting: one statement, no transaction on the control row.
+    # A limited queue with room still takes the lock (a transaction: BEGIN, lock, claim, COMMIT
+    # in one pipeline sync counts as the claim's round trip and one more).
+    q, proxy = counted
+    q.set_limits("lim", concurrency=2)
+    ids = q.enqueue_many([{"n": i} for i in range(4)], queue="lim")
+    n, job = trips(proxy, lambda: q.claim("w1", queue="lim"))
+    assert job is not None and job.id == ids[0] and n > 1  # room: under the control row's lock
+    assert q.claim("w1", queue="lim") is not None
+    n, job = trips(proxy, lambda: q.claim("w1", queue="lim"))
+    assert (n, job) == (1, None)  # two of two running: no lock taken
+    q.pause("paused")
+    q.enqueue({"n": 9}, queue="paused")
+    n, job = trips(proxy, lambda: q.claim("w1", queue="paused"))
+    assert (n, job) == (1, None)
+    q.set_limits("rated", rate=(1, 60.0))
+    q.enqueue_many([{"n": 1}, {"n": 2}], queue="rated")
+    assert q.claim("w1", queue="rated") is not None  # admitted: the next one in 60 s
+    n, job = trips(proxy, lambda: q.claim("w1", queue="rated"))
+    assert (n, job) == (1, None)
+    clock.advance(61)
+    n, job = trips(proxy, lambda: q.claim("w1", queue="rated"))
+    assert job is not None and n > 1

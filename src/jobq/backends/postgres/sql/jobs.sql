@@ -68,13 +68,25 @@ queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused
     OR c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
 
 -- name: claim_flagged
--- The claim above, plus whether one of the queues asked for is paused or limited (then the worker
--- runs ops.claim_controlled too): the flag first, then the job columns; one row with NULL job
--- columns when nothing was claimed. No event rows (history derives the claim from the row).
+-- The claim above, plus whether one of the queues asked for is limited and may have room (then the
+-- worker runs ops.claim_controlled too): the flag first, then the job columns; one row with NULL
+-- job columns when nothing was claimed. No event rows (history derives the claim from the row).
+-- A paused queue, a queue whose concurrency limit is taken and one whose rate admits no claim
+-- before a later time are left out here, without a lock: claims of a full queue used to queue up
+-- on its control row only to find no room (6 claimers of a queue limited to 4: p50 8 ms). This
+-- read is only a hint: a slot freed after its snapshot is found at the worker's next claim or
+-- poll, as by a claim that took the lock just before the slot was freed; the limits themselves
+-- are enforced under the lock (claim_controlled), which counts again.
 WITH claimed AS ({sql:claim})
 SELECT flag.controlled, claimed.* FROM (
-    SELECT EXISTS (SELECT FROM queue_controls WHERE {queues} AND (paused OR concurrency IS NOT NULL
-                   OR per_key IS NOT NULL OR rate_count IS NOT NULL)) AS controlled
+    SELECT EXISTS (
+        SELECT FROM queue_controls AS c
+        WHERE {queues} AND NOT c.paused
+          AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
+          AND (c.concurrency IS NULL OR c.concurrency > (
+              SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue))
+          AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s)
+    ) AS controlled
 ) AS flag LEFT JOIN claimed ON true
 
 -- name: claimed_by_nonce
