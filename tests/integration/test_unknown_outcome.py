@@ -141,14 +141,23 @@ def _enqueue_after_the_server_ended_the_connection(q: jobq.Queue, postgres_url: 
     assert q.get(job_id) is not None and q.counts()["PENDING"] == 2
 
 
-def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
+@pytest.mark.parametrize(
+    ("limits", "sent"),
+    [
+        ({}, b"WITH ctl AS"),  # concurrency alone: claim_concurrency_locked, one message
+        ({"per_key": 5}, b"rate_window, rate_tat FROM"),  # the general path: lock_controls first
+    ],
+)
+def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(
+    pq, limits: dict[str, int], sent: bytes
+) -> None:
     """A limited queue's claim is a transaction of its own (its control row FOR UPDATE, the count,
     the lease): its lost COMMIT reply is settled by reading back the nonce's jobs (``claimed_also``),
     and the slot it took is the one job handed out, not a second."""
     q, proxy = pq
-    q.set_limits("default", concurrency=1)
+    q.set_limits("default", concurrency=1, **limits)
     first, second = q.enqueue({"n": 1}), q.enqueue({"n": 2})
-    proxy.lose_next_commit_reply(after=b"rate_window, rate_tat FROM")
+    proxy.lose_next_commit_reply(after=sent)
     job = q.claim("w1")
     assert proxy.lost_replies == 1
     assert job is not None and job.id == first
@@ -236,7 +245,8 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
                 await q.enqueue({"n": 3})
             assert proxy.lost_replies == 4 and (await q.counts())["PENDING"] == 2
 
-            await q.set_limits("default", concurrency=1)  # controlled claim: its own transaction
+            # A controlled claim: its own transaction (a per-key limit: the general path).
+            await q.set_limits("default", concurrency=1, per_key=5)
             proxy.cut_next(before=b"rate_window, rate_tat FROM")  # cut before it: retried
             job = await q.claim("w1")
             assert proxy.cuts == 3 and job is not None
@@ -249,6 +259,15 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             await q.complete(job)
             assert proxy.cuts == 4
             assert (await q.counts())["COMPLETED"] == 3
+
+            # Concurrency alone: the lock and the claim in one message (claim_concurrency_locked).
+            await q.set_limits("default", per_key=None)
+            last = await q.enqueue({"n": 4})
+            proxy.lose_next_commit_reply(after=b"WITH ctl AS")  # its reply lost: read back
+            job = await q.claim("w1")
+            assert proxy.lost_replies == 6 and job is not None and job.id == last
+            assert await q.claim("w2") is None  # the single slot is the job handed out
+            assert (await q.get(last)).lease_token == job.lease_token
 
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))

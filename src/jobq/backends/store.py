@@ -99,11 +99,11 @@ def _value(value: T) -> Plan[T]:
     yield  # a generator: never reached
 
 
-def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], bool]]:
+def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], int]]:
     """A claim's read-back after an unknown outcome, as ``ops.claim`` returns it: controlled
-    queues may remain (the claim that follows finds out, under the lock)."""
+    queues may remain (the general claim that follows finds out, under the lock)."""
     jobs = yield from op
-    return jobs, True
+    return jobs, ops.CONTROLLED
 
 
 class SqlStore:
@@ -192,7 +192,7 @@ class SqlStore:
         nonce = _nonce()
         d = self.dialect
         # The transaction yielded as it is, not through ``_one``: a generator fewer on every claim.
-        claimed: tuple[list[Job], bool] = yield (
+        claimed: tuple[list[Job], int] = yield (
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
             True,
             lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
@@ -203,7 +203,7 @@ class SqlStore:
             # a transaction of its own (the lock-free claim above was one statement).
             more = limit - len(jobs)
             jobs += yield from _one(
-                lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce),
+                lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce, controlled),
                 write=True,
                 on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
             )

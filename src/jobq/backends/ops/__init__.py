@@ -38,7 +38,14 @@ from jobq.backends.ops.claim import (
 )
 from jobq.backends.ops.core import TERMINAL_STATUSES, Command, Exec, ExecMany, Notify, Op, Rows, adrive, drive, migrate
 from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, enqueue, enqueued_by_key
-from jobq.backends.ops.flow import PER_KEY_CANDIDATES_EXTRA, claim_controlled, control_history, controls, update_control
+from jobq.backends.ops.flow import (
+    CONTROLLED,
+    PER_KEY_CANDIDATES_EXTRA,
+    claim_controlled,
+    control_history,
+    controls,
+    update_control,
+)
 from jobq.backends.ops.metrics import (
     completion_cursor,
     completion_totals,
@@ -89,6 +96,7 @@ from jobq.backends.ops.workers import (
 )
 
 __all__ = [
+    "CONTROLLED",
     "KEY_ROUNDS_MAX",
     "PER_KEY_CANDIDATES_EXTRA",
     "TERMINAL_STATUSES",

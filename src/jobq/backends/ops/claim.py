@@ -20,7 +20,7 @@ from jobq.backends.ops.core import (
     _sorted_jobs,
     _within,
 )
-from jobq.backends.ops.flow import _keys_at_limit, _running_by_key, claim_controlled
+from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
 from jobq.backends.statements import Dialect, Params
 from jobq.flow import control_defect
 from jobq.job import EventKind, Job
@@ -33,13 +33,14 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 # -- workers ------------------------------------------------------------------------------------
 def claim(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
-) -> Op[tuple[list[Job], bool]]:
+) -> Op[tuple[list[Job], int]]:
     """Each lease token is the claim's ``nonce`` plus the job id: unique per lease, and a claim
     whose COMMIT reply was lost can read back what it handed out (``claimed_by_nonce``).
 
     Returns the jobs and whether queues under flow control remain for ``claim_controlled`` (a
     dialect whose claim is one statement sent alone, PostgreSQL, passes over paused and limited
-    queues and says so; the caller then runs ``claim_controlled``, in a transaction of its own).
+    queues and says so, one of ``flow.CONTROLLED_*``; the caller then runs
+    ``claim_controlled``, in a transaction of its own, with ``controlled`` as its hint).
 
     No event is written: the row records the attempt (started_at, lease_owner, attempts), and a
     job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
@@ -55,7 +56,7 @@ def claim(
         uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
         statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled)
         rows = yield Exec(statement, params, alone=True)
-        controlled = bool(rows and rows[0][0])
+        controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
         return _sorted_jobs([row[1:] for row in rows if row[1] is not None]), controlled
     # The write lock is held (BEGIN IMMEDIATE): what the claim and the read after it see of the
     # controls stays true until commit. The claim passes over paused and limited queues itself
@@ -73,7 +74,7 @@ def claim(
         if active:
             names = [str(row[0]) for row in active]
             jobs += yield from claim_controlled(d, worker_id, names, limit - len(jobs), lease_seconds, clock, nonce)
-    return jobs, False
+    return jobs, CONTROLLED_NONE
 
 
 def claimed_also(d: Dialect, worker_id: str, nonce: str, known: Sequence[Job]) -> Op[list[Job]]:
@@ -188,7 +189,8 @@ def complete_and_claim(
     if limit > 0:
         jobs, controlled = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
         if controlled and len(jobs) < limit:
-            jobs += yield from claim_controlled(d, worker_id, queues, limit - len(jobs), lease_seconds, clock, nonce)
+            more = limit - len(jobs)
+            jobs += yield from claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce, controlled)
     return done, jobs
 
 

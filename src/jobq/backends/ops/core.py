@@ -44,6 +44,11 @@ class Exec(NamedTuple):
     """Named parameters, or values bound by position (SQLite's multi-row insert: thousands of
     values bound by name cost 30x more)."""
     alone: bool = False
+    several: bool = False
+    """``sql`` is several statements, each ending with a ``;`` at the end of its line but the last,
+    run one after the other in one transaction without the operation seeing rows in between
+    (PostgreSQL: one pipeline, one round trip; each statement with a snapshot of its own); each
+    gets ``params``, and the operation receives the last statement's rows."""
 
 
 class ExecMany(NamedTuple):

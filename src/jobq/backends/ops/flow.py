@@ -18,6 +18,10 @@ from jobq.job import Job
 #: Due jobs a per-key claim reads beyond what it may take: jobs of one key that may run only once
 #: more are passed over, and the next keys' jobs are taken instead (no head-of-line blocking).
 PER_KEY_CANDIDATES_EXTRA = 64
+#: The lock-free claim's flag (``claim``'s second value): no limited queue with room remains
+#: (falsy), some do (the general ``claim_controlled``), or the one queue asked for is limited by
+#: its concurrency alone.
+CONTROLLED_NONE, CONTROLLED, CONTROLLED_BY_CONCURRENCY = 0, 1, 2
 
 
 def _running_by_key(d: Dialect, queue: str) -> Op[dict[str, int]]:
@@ -56,7 +60,14 @@ def _pick(d: Dialect, queue: str, per_key: int | None, room: int, now: float) ->
 
 
 def claim_controlled(
-    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock, nonce: str
+    d: Dialect,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    clock: Clock,
+    nonce: str,
+    hint: int = CONTROLLED,
 ) -> Op[list[Job]]:
     """Claim from the paused or limited ``queues`` (docs/flow-control.md): their control rows are
     locked before their jobs are counted and claimed (PostgreSQL: FOR UPDATE; SQLite holds its
@@ -64,7 +75,16 @@ def claim_controlled(
     workers and hosts. A paused queue gives nothing; a concurrency limit gives at most its free
     slots; a per-key limit passes over jobs of keys at their limit; a rate limit admits one job
     when its next admission time has come and moves that time on by window/count (GCRA with no
-    burst: at most ``count`` admissions in any ``window``)."""
+    burst: at most ``count`` admissions in any ``window``).
+
+    ``hint``: the lock-free claim's flag (``CONTROLLED_*``). When it says the one queue asked
+    for is limited by its concurrency alone, a dialect that has ``claim_concurrency_locked``
+    locks, counts and claims in one round trip (the statement checks the row again under the lock)."""
+    if hint == CONTROLLED_BY_CONCURRENCY and len(queues) == 1 and "claim_concurrency_locked" in d.sql:
+        now = clock()
+        locked: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+        locked.update(queue=queues[0], room=limit)
+        return _sorted_jobs((yield Exec(d.sql["claim_concurrency_locked"], locked, alone=True, several=True)))
     params: Params = {}
     # PostgreSQL locks the rows here (FOR UPDATE, in queue order); SQLite holds its write lock
     # already and reads them.

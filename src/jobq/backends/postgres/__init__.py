@@ -54,6 +54,7 @@ inside, and its limits, stated openly:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -452,6 +453,8 @@ class PostgresBackend(SqlStore):
 
                 async def run(command: ops.Command) -> ops.Rows:
                     if isinstance(command, ops.Exec):
+                        if command.several:
+                            return await aexecute_several(cur, command)
                         await cur.execute(command.sql, command.params or None)
                         return await cur.fetchall() if cur.description is not None else []
                     if isinstance(command, ops.ExecMany):
@@ -525,12 +528,62 @@ def _execute_many(cur: Cursor, command: ops.ExecMany) -> ops.Rows:
             return rows
 
 
+#: Where one statement of an ``Exec`` with ``several`` ends: a ``;`` at the end of a line.
+_STATEMENT_END = re.compile(r";[ \t]*\n")
+
+
+def _execute_several(cur: Cursor, command: ops.Exec) -> ops.Rows:
+    """``command.sql``'s statements in one psycopg pipeline, one round trip: wrapped in BEGIN and
+    COMMIT when no transaction is open (a command sent ``alone``), else in the one open. Unlike
+    one message of several statements (the simple query protocol), each stays a prepared
+    statement: measured on ``claim_concurrency_locked``, 0.75 ms against 1.3 ms, and against
+    1.0-1.2 ms for BEGIN, the statements and COMMIT one round trip each. The last one's rows."""
+    conn = cur.connection
+    own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    try:
+        with conn.pipeline():
+            if own:
+                conn.execute("BEGIN")
+            for sql in _STATEMENT_END.split(command.sql):
+                cur.execute(sql, command.params)
+            if own:
+                conn.execute("COMMIT")
+    except BaseException:
+        if own and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return cur.fetchall() if cur.rownumber is not None else []
+
+
+async def aexecute_several(cur: psycopg.AsyncCursor[Any], command: ops.Exec) -> ops.Rows:
+    """``_execute_several`` on an asyncio cursor."""
+    conn = cur.connection
+    own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    try:
+        async with conn.pipeline():
+            if own:
+                await conn.execute("BEGIN")
+            for sql in _STATEMENT_END.split(command.sql):
+                await cur.execute(sql, command.params)
+            if own:
+                await conn.execute("COMMIT")
+    except BaseException:
+        if own and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    return await cur.fetchall() if cur.rownumber is not None else []
+
+
 def _runner(cur: Cursor, channel: str, done_sql: str = "") -> Callable[[ops.Command], ops.Rows]:
     """Executes one command of an operation on ``cur``; wake-ups go to ``channel`` (the queue's
     schema's); ``done_sql`` (the dialect's ``notify_waited``) tells the waiters of the jobs it finished."""
 
     def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
+            if command.several:
+                return _execute_several(cur, command)
             # No parameters, no placeholder parsing (DDL may hold a literal %). rownumber, not
             # description, tells whether rows came back: description builds a Column per column.
             cur.execute(command.sql, command.params or None)

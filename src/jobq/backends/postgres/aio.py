@@ -46,6 +46,7 @@ from jobq.backends.postgres import (
     _connect_kwargs,
     _is_server_error,
     _reason,
+    aexecute_several,
     describe_url,
     storage_error,
 )
@@ -81,6 +82,8 @@ def arunner(cur: AsyncCursor, channel: str, done_sql: str = "") -> Callable[[ops
 
     async def run(command: ops.Command) -> ops.Rows:
         if isinstance(command, ops.Exec):
+            if command.several:
+                return await aexecute_several(cur, command)
             await cur.execute(command.sql, command.params or None)
             return await cur.fetchall() if cur.rownumber is not None else []
         if isinstance(command, ops.ExecMany):

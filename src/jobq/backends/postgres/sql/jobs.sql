@@ -77,16 +77,20 @@ queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused
 -- read is only a hint: a slot freed after its snapshot is found at the worker's next claim or
 -- poll, as by a claim that took the lock just before the slot was freed; the limits themselves
 -- are enforced under the lock (claim_controlled), which counts again.
+-- The flag is 0 (none), 1 (claim_controlled's general path) or 2: one queue with room, limited by
+-- its concurrency alone (the row passed the room test, so its concurrency is set); a worker of
+-- that one queue then claims with claim_concurrency_locked, one round trip.
 WITH claimed AS ({sql:claim})
 SELECT flag.controlled, claimed.* FROM (
-    SELECT EXISTS (
-        SELECT FROM queue_controls AS c
-        WHERE {queues} AND NOT c.paused
-          AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
-          AND (c.concurrency IS NULL OR c.concurrency > (
-              SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue))
-          AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s)
-    ) AS controlled
+    SELECT CASE WHEN count(*) = 0 THEN 0
+                WHEN count(*) = 1 AND bool_and(c.per_key IS NULL AND c.rate_count IS NULL) THEN 2
+                ELSE 1 END AS controlled
+    FROM queue_controls AS c
+    WHERE {queues} AND NOT c.paused
+      AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
+      AND (c.concurrency IS NULL OR c.concurrency > (
+          SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue))
+      AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s)
 ) AS flag LEFT JOIN claimed ON true
 
 -- name: claimed_by_nonce
