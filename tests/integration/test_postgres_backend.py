@@ -232,3 +232,41 @@ def test_viewer_does_not_create_the_schema(postgres_url: str) -> None:
     assert _sql(postgres_url, "SELECT to_regclass('jobs'), to_regclass('jobq_schema')") == [(None, None)]
     jobq.Queue(postgres_url).close()
     jobq.Queue(postgres_url, create=False).close()
+
+
+def test_the_one_round_trip_limited_claim_checks_the_row_again_under_its_lock(postgres_url: str) -> None:
+    """claim_concurrency_locked runs on the lock-free claim's word that the queue is limited by
+    its concurrency alone and has room. That word can be stale by the time the row is locked: a
+    queue paused, given a per-key or rate limit, or filled meanwhile gives nothing, and the limit
+    read under the lock is the one applied."""
+    import time as _time
+
+    from jobq.backends import ops
+
+    def locked_claim(q: jobq.Queue, limit: int) -> list[jobq.Job]:
+        d = q.backend.dialect  # type: ignore[attr-defined]
+
+        def make() -> ops.Op[list[jobq.Job]]:
+            return ops.flow.claim_controlled(
+                d, "w", ["lim"], limit, 30.0, _time.time, "nonce1", ops.flow.CONTROLLED_BY_CONCURRENCY
+            )
+
+        jobs: list[jobq.Job] = q.backend._transaction(make, write=True)  # type: ignore[attr-defined]
+        return jobs
+
+    with jobq.Queue(postgres_url) as q:
+        ids = q.enqueue_many([{"n": i} for i in range(6)], queue="lim")
+        q.set_limits("lim", concurrency=2)
+        assert [j.id for j in locked_claim(q, 5)] == ids[:2]  # the room under the lock, not 5
+        assert locked_claim(q, 5) == []  # full
+        q.set_limits("lim", concurrency=4, per_key=1)
+        assert locked_claim(q, 5) == []  # a per-key limit now: the general path's to claim
+        q.set_limits("lim", per_key=None)
+        q.pause("lim")
+        assert locked_claim(q, 5) == []  # paused meanwhile
+        q.resume("lim")
+        q.set_limits("lim", rate="1/1h")
+        assert locked_claim(q, 5) == []  # a rate limit now
+        q.set_limits("lim", rate=None)
+        assert [j.id for j in locked_claim(q, 5)] == ids[2:4]
+        assert [q.get(i).status for i in ids] == [JobStatus.PROCESSING] * 4 + [JobStatus.PENDING] * 2
