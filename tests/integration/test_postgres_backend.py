@@ -6,6 +6,7 @@ errors, retry after a lost connection, the LISTEN connection coming back, fork s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -270,3 +271,27 @@ def test_the_one_round_trip_limited_claim_checks_the_row_again_under_its_lock(po
         q.set_limits("lim", rate=None)
         assert [j.id for j in locked_claim(q, 5)] == ids[2:4]
         assert [q.get(i).status for i in ids] == [JobStatus.PROCESSING] * 4 + [JobStatus.PENDING] * 2
+
+
+def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgres_url: str) -> None:
+    # JIT compiled the costlier reads (history, stats at millions of jobs) anew on every run.
+    from jobq.backends.postgres import _connect_kwargs
+
+    def jit(url: str) -> str:
+        with jobq.Queue(url) as q, q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]
+            return str(conn.execute("SHOW jit").fetchone()[0])
+
+    assert jit(postgres_url) == "off"
+
+    async def ajit() -> str:
+        async with jobq.AsyncQueue(postgres_url) as aq:
+            pool = await aq.store._get_pool()
+            async with pool.connection() as conn:
+                return str((await (await conn.execute("SHOW jit")).fetchone())[0])
+
+    assert asyncio.run(ajit()) == "off"
+    sep = "&" if "?" in postgres_url else "?"
+    assert jit(f"{postgres_url}{sep}options=-c%20jit%3Don") == "on"  # the URL's own options win
+    # Behind a transaction pooler: no startup options (PgBouncer refuses them).
+    assert "options" not in _connect_kwargs(postgres_url, session=False)
+    assert _connect_kwargs(postgres_url, session=True)["options"] == "-c jit=off"

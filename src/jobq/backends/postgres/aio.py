@@ -169,7 +169,9 @@ class AsyncPostgresStore(SqlStore):
         self.dialect = backend.dialect
         self._backend = backend
         self._conninfo = backend.options.libpq_url
-        self._kwargs = _connect_kwargs(self._conninfo, backend.options.prepare_threshold)
+        self._kwargs = _connect_kwargs(
+            self._conninfo, backend.options.prepare_threshold, session=not backend.options.behind_transaction_pooler
+        )
         self._pool: AsyncConnectionPool[AsyncPooledConnection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
