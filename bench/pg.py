@@ -51,6 +51,12 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
 
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{self.dsn_base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         subprocess.run(
             self._as_owner([f"{self.bindir}/pg_ctl", "-D", f"{self.root}/data", "-m", "fast", "-w", "stop"]),

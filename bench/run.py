@@ -141,19 +141,30 @@ class Envs:
         self.workdir = workdir
         self.pg = pg
         self.counter = 0
+        self.database: str | None = None
 
     def __call__(self, system: System) -> dict[str, Any]:
         self.counter += 1
         run = f"{system.key.replace('-', '_')}_{self.counter}"
         env: dict[str, Any] = {"workdir": self.workdir, "run": run, "dsn_base": self.pg.dsn_base if self.pg else None}
+        self.close()
         if system.group == "postgres" and self.pg is not None:
             self.pg.fresh_database(run)
+            self.database = run
         else:  # drop the previous runs' files: a full run would otherwise fill the disk
             for name in os.listdir(self.workdir):
                 if name.endswith((".db", ".db-wal", ".db-shm")) or name.startswith("pq_"):
                     path = os.path.join(self.workdir, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         return env
+
+    def close(self) -> None:
+        """Drop the previous run's PostgreSQL database. Left behind, each of the ~100 databases of
+        a full run (tens of thousands of updated rows each) was work for autovacuum while the
+        rows and sections after it were measured, on the same two cores."""
+        if self.database is not None and self.pg is not None:
+            self.pg.drop_database(self.database)
+        self.database = None
 
 
 def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -> RowResult:
@@ -252,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             probe = {"workdir": workdir, "run": "probe", "dsn_base": pg.dsn_base if pg else None}
             results.append(measure(bench, system, probe, log))
+        envs.close()
         if pg is not None:
             extras["postgres_version"] = pg.version
         if not args.no_asyncio:
