@@ -295,3 +295,10 @@ def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgre
     # Behind a transaction pooler: no startup options (PgBouncer refuses them).
     assert "options" not in _connect_kwargs(postgres_url, session=False)
     assert _connect_kwargs(postgres_url, session=True)["options"] == "-c jit=off"
+    # PGOPTIONS (which libpq reads only when no options keyword is given) is kept, jit=off after it.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PGOPTIONS", "-c statement_timeout=12345")
+        assert _connect_kwargs(postgres_url, session=True)["options"] == "-c statement_timeout=12345 -c jit=off"
+        with jobq.Queue(postgres_url) as q, q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SHOW statement_timeout").fetchone()[0] == "12345ms"
+            assert conn.execute("SHOW jit").fetchone()[0] == "off"

@@ -266,7 +266,8 @@ def _connect_kwargs(url: str, prepare_threshold: int | None = 5, *, session: boo
     if "keepalives" not in info:
         kwargs.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     if session and "options" not in info:
-        kwargs["options"] = SESSION_OPTIONS
+        # After PGOPTIONS, which an options keyword would replace: the environment's settings stay.
+        kwargs["options"] = f"{os.environ.get('PGOPTIONS', '')} {SESSION_OPTIONS}".strip()
     return kwargs
 
 
