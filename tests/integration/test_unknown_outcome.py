@@ -171,6 +171,22 @@ def test_a_controlled_claim_whose_commit_reply_was_lost_hands_out_what_it_claime
     assert again is not None and again.id == second
 
 
+def test_a_limited_claim_cut_before_the_server_saw_it_hands_out_nothing_and_loses_nothing(pq) -> None:
+    """The one-round-trip claim of a queue limited by its concurrency alone is sent alone: a
+    connection lost before the server saw it leaves the outcome unknown to the client, which reads
+    back by the claim's nonce, finds nothing, and hands out nothing; the job stays PENDING for the
+    next claim and the slot is free."""
+    q, proxy = pq
+    q.set_limits("default", concurrency=1)
+    job_id = q.enqueue({"n": 1})
+    proxy.cut_next(before=b"WITH ctl AS")
+    assert q.claim("w1") is None
+    assert proxy.cuts == 1
+    assert q.get(job_id).status == jobq.JobStatus.PENDING
+    job = q.claim("w1")
+    assert job is not None and job.id == job_id and job.attempts == 1
+
+
 @pytest.mark.parametrize("on_conflict", ["return", "raise"])
 def test_a_keyed_enqueue_whose_reply_was_lost_names_the_job_it_made(pq, on_conflict: str) -> None:
     """The keyed enqueue is one statement sent alone: when its reply is lost, the key tells what
