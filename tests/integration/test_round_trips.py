@@ -235,4 +235,18 @@ def test_a_claim_of_a_paused_or_full_queue_takes_no_lock(counted, clock: FakeClo
     assert (n, job) == (1, None)
     clock.advance(61)
     n, job = trips(proxy, lambda: q.claim("w1", queue="rated"))
-    assert job is not None and n > 2
+    # The flag; BEGIN with the lock; the claim; the rate's next time; COMMIT.
+    assert job is not None and n == 5
+
+
+def test_a_transaction_sends_begin_with_its_first_statement_and_wake_ups_with_commit(counted) -> None:
+    # The worker's completions and next claim are one transaction: BEGIN in one pipeline with the
+    # completions, the claim, then the waiters' notice in one pipeline with COMMIT. Three round
+    # trips where psycopg's transaction() took five (BEGIN and COMMIT alone, the notice its own).
+    q, proxy = counted
+    ids = q.enqueue_many([{"n": i} for i in range(4)])
+    jobs = q.claim_many("w1", 2)
+    n, (done, more) = trips(proxy, lambda: q.complete_many_and_claim([(j, {"ok": 1}) for j in jobs], "w1", 2))
+    assert (n, done, sorted(j.id for j in more)) == (3, [True, True], ids[2:])
+    assert [q.get(i).status for i in ids] == [jobq.JobStatus.COMPLETED] * 2 + [jobq.JobStatus.PROCESSING] * 2
+    assert q.get(ids[0]).result == {"ok": 1}

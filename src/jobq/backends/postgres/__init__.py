@@ -671,10 +671,75 @@ def _drive(
             conn.execute("SELECT 1")
         attempt.committing = True
         return _send_all(op, command, run, only_alone=True)
-    with conn.transaction():
-        result = _send_all(op, command, run)
+    return _in_transaction(conn, op, command, run, attempt)
+
+
+def _in_transaction(
+    conn: PooledConnection,
+    op: ops.Op[T],
+    command: ops.Command,
+    run: Callable[[ops.Command], ops.Rows],
+    attempt: _Attempt,
+) -> T:
+    """BEGIN ... COMMIT around the rest of ``op``, in two round trips fewer than psycopg's
+    ``transaction()``: BEGIN goes in one pipeline with the first statement, and the wake-ups
+    (``Notify``: statements whose rows no operation reads) in one with COMMIT. The waiters' notice
+    then runs after every write of the transaction, as it must (``_runner`` says why). A failure
+    before COMMIT was sent leaves nothing committed: the transaction is rolled back and may be
+    retried."""
+    deferred: list[ops.Command] = []
+
+    def run_or_defer(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Notify):
+            deferred.append(command)
+            return []
+        return run(command)
+
+    try:
+        rows = _begin_with(conn, command, run_or_defer)
+        try:
+            command = op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+        else:
+            result = _send_all(op, command, run_or_defer)
         attempt.committing = True
+        with conn.pipeline():
+            for notify in deferred:
+                run(notify)
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status in _OPEN:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
     return result
+
+
+def _begin_with(conn: PooledConnection, command: ops.Command, run: Callable[[ops.Command], ops.Rows]) -> ops.Rows:
+    """BEGIN, then ``command``: one pipeline, one round trip, for a plain statement (its rows are
+    read once the pipeline is synced; before, a cursor in a pipeline has none to show)."""
+    plain = isinstance(command, ops.Exec) and not command.several
+    if not plain and not (isinstance(command, ops.ExecMany) and command.params):
+        conn.execute("BEGIN")
+        return run(command)
+    cur = conn.statement_cursor()
+    with conn.pipeline():  # its end syncs it: the results reach the cursor
+        conn.execute("BEGIN")
+        if isinstance(command, ops.ExecMany):
+            cur.executemany(command.sql, command.params, returning=True)  # syncs the pipeline itself
+        elif isinstance(command, ops.Exec):
+            cur.execute(command.sql, command.params or None)
+    rows: ops.Rows = []
+    while True:  # an ExecMany's every parameter set, as _execute_many
+        if cur.rownumber is not None:
+            rows.extend(cur.fetchall())
+        if not cur.nextset():
+            return rows
+
+
+#: Transaction states in which a failed ``_in_transaction`` must roll back.
+_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 
 def _input_waiting(conn: Connection) -> bool:

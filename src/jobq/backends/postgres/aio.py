@@ -23,6 +23,7 @@ from two live loops at once, it raises ConfigError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import select
@@ -36,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
 from jobq.backends.postgres import (
+    _OPEN,
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
     POOL_TIMEOUT_SECONDS,
@@ -149,9 +151,50 @@ async def adrive_transaction(
         attempt.committing = True
         # A keyed enqueue that lost a race sends its statement again, alone too.
         return await _asend_all(op, command, run, only_alone=True)
-    async with conn.transaction():
-        result = await _asend_all(op, command, run)
+    # postgres._in_transaction: BEGIN with the first statement, the wake-ups with COMMIT.
+    deferred: list[ops.Command] = []
+
+    async def run_or_defer(command: ops.Command) -> ops.Rows:
+        if isinstance(command, ops.Notify):
+            deferred.append(command)
+            return []
+        return await run(command)
+
+    try:
+        plain = isinstance(command, ops.Exec) and not command.several
+        if plain or (isinstance(command, ops.ExecMany) and command.params):  # postgres._begin_with
+            cur = conn.statement_cursor()
+            async with conn.pipeline():  # its end syncs it: the results reach the cursor
+                await conn.execute("BEGIN")
+                if isinstance(command, ops.ExecMany):
+                    await cur.executemany(command.sql, command.params, returning=True)  # syncs itself
+                elif isinstance(command, ops.Exec):
+                    await cur.execute(command.sql, command.params or None)
+            rows: ops.Rows = []
+            while True:
+                if cur.rownumber is not None:
+                    rows.extend(await cur.fetchall())
+                if not cur.nextset():
+                    break
+        else:
+            await conn.execute("BEGIN")
+            rows = await run_or_defer(command)
+        try:
+            command = op.send(rows)
+        except StopIteration as stop:
+            result: T = stop.value
+        else:
+            result = await _asend_all(op, command, run_or_defer)
         attempt.committing = True
+        async with conn.pipeline():
+            for notify in deferred:
+                await run(notify)
+            await conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status in _OPEN:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
     return result
 
 
