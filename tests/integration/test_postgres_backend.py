@@ -302,3 +302,32 @@ def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgre
         with jobq.Queue(postgres_url) as q, q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]
             assert conn.execute("SHOW statement_timeout").fetchone()[0] == "12345ms"
             assert conn.execute("SHOW jit").fetchone()[0] == "off"
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_a_transaction_whose_statement_fails_is_rolled_back_and_its_connection_reused(
+    postgres_url: str, failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write transaction sends BEGIN in one pipeline with its first statement: a statement that
+    fails there, or later, rolls back all of it, raises one StorageError, and leaves the pooled
+    connections idle for the next calls."""
+    from jobq.backends import ops
+
+    with jobq.Queue(postgres_url) as q:
+        job_id = q.enqueue({"n": 1})
+        table = f"{q.backend.options.schema}.jobs"  # type: ignore[attr-defined]
+        write = ops.Exec(f"UPDATE {table} SET priority = 7 WHERE id = %(id)s", {"id": job_id})
+        bad = ops.Exec("SELECT 1 / 0")
+
+        def make() -> ops.Op[None]:
+            yield bad if failing == "first" else write
+            yield ops.Notify(frozenset({"default"}))
+            yield bad
+
+        with pytest.raises(jobq.StorageError, match="division by zero"):
+            q.backend._transaction(make, write=True)  # type: ignore[attr-defined]
+        assert q.get(job_id).priority == 0  # nothing of it committed
+        more = [q.enqueue({"n": n}) for n in range(6)]  # more calls than the pool has connections
+        assert q.counts()["PENDING"] == 7 and len(set(more)) == 6
+    # Rolled back by jobq, not handed back to the pool mid-transaction (the pool would say so).
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.records

@@ -704,10 +704,13 @@ def _in_transaction(
         else:
             result = _send_all(op, command, run_or_defer)
         attempt.committing = True
-        with conn.pipeline():
-            for notify in deferred:
-                run(notify)
-            conn.execute("COMMIT")
+        if deferred:
+            with conn.pipeline():
+                for notify in deferred:
+                    run(notify)
+                conn.statement_cursor().execute(b"COMMIT")
+        else:
+            conn.statement_cursor().execute(b"COMMIT")
     except BaseException:
         if conn.info.transaction_status in _OPEN:
             with contextlib.suppress(psycopg.Error):
@@ -719,13 +722,13 @@ def _in_transaction(
 def _begin_with(conn: PooledConnection, command: ops.Command, run: Callable[[ops.Command], ops.Rows]) -> ops.Rows:
     """BEGIN, then ``command``: one pipeline, one round trip, for a plain statement (its rows are
     read once the pipeline is synced; before, a cursor in a pipeline has none to show)."""
+    cur = conn.statement_cursor()
     plain = isinstance(command, ops.Exec) and not command.several
     if not plain and not (isinstance(command, ops.ExecMany) and command.params):
-        conn.execute("BEGIN")
+        cur.execute(b"BEGIN")
         return run(command)
-    cur = conn.statement_cursor()
-    with conn.pipeline():  # its end syncs it: the results reach the cursor
-        conn.execute("BEGIN")
+    with conn.pipeline():  # its end syncs it: the results reach the cursor (the last one's)
+        cur.execute(b"BEGIN")
         if isinstance(command, ops.ExecMany):
             cur.executemany(command.sql, command.params, returning=True)  # syncs the pipeline itself
         elif isinstance(command, ops.Exec):
