@@ -83,7 +83,7 @@ def claim_controlled(
     if hint == CONTROLLED_BY_CONCURRENCY and len(queues) == 1 and "claim_concurrency_locked" in d.sql:
         now = clock()
         locked: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
-        locked.update(queue=queues[0], room=limit)
+        locked.update(queue=queues[0], room=limit, alone=True)
         return _sorted_jobs((yield Exec(d.sql["claim_concurrency_locked"], locked, alone=True, several=True)))
     params: Params = {}
     # PostgreSQL locks the rows here (FOR UPDATE, in queue order); SQLite holds its write lock
@@ -112,7 +112,7 @@ def claim_controlled(
         lease: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
         if per_key is None and "claim_limited" in d.sql:
             # One statement counts what runs, picks and leases the jobs.
-            params = {**lease, "queue": queue, "room": room, "concurrency": concurrency}
+            params = {**lease, "queue": queue, "room": room, "alone": False}
             got = _sorted_jobs((yield Exec(d.sql["claim_limited"], params)))
         else:
             if concurrency is not None:

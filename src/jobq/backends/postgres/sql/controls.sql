@@ -27,47 +27,23 @@ ORDER BY queue
 FOR UPDATE
 
 -- name: claim_limited
--- The claim of one locked queue without a per-key limit, in one statement: what runs is counted
--- (a fresh snapshot, taken after the lock was granted, so every claim that committed before is
--- seen), at most room jobs (and no more than the concurrency limit leaves) are picked in claim
--- order, and leased as the claim in jobs.sql leases them (no event rows, as there).
-WITH room AS (
-    SELECT CASE WHEN %(concurrency)s::integer IS NULL THEN %(room)s::integer
-                ELSE least(%(room)s::integer, %(concurrency)s::integer - (
-                    SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND queue = %(queue)s)::integer)
-           END AS n
-), picked AS (
-    SELECT id FROM jobs
-    WHERE status = 'PENDING' AND queue = %(queue)s AND run_at <= %(now)s
-    ORDER BY priority, run_at, id
-    LIMIT (SELECT greatest(n, 0) FROM room)
-    FOR NO KEY UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
-        lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
-        lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
-    FROM picked WHERE jobs.id = picked.id
-    RETURNING {jobs_job_columns}
-)
-SELECT {job_columns} FROM claimed
-
--- name: claim_concurrency_locked
--- The claim of one queue limited by its concurrency alone (the claim's flag said so), as two
--- statements in one transaction sent as one pipeline (ops.Exec several=True: one round trip).
--- The first locks the control row; the second, with a snapshot taken after the lock was granted
--- (READ COMMITTED: each statement its own), reads the limit from the row again,
--- counts what runs and claims as claim_limited does. lock_controls, claim_limited and COMMIT were
--- three round trips, two of them with the row locked: with six claimers of one queue limited to
--- 4, each claim waited for the others' (bench/flow_rows.py). A row that is no longer limited by
--- its concurrency alone (paused, or given a per-key or rate limit since the flag was read) gives
--- nothing here: the worker's next claim reads the flag again and takes the general path.
-SELECT FROM queue_controls WHERE queue = %(queue)s FOR UPDATE;
+-- The claim of one locked queue without a per-key limit, in one statement: the limit is read from
+-- the queue's row and what runs is counted (a fresh snapshot, taken after the lock was granted,
+-- so every claim that committed before is seen), at most room jobs (and no more than the
+-- concurrency limit leaves) are picked in claim order, and leased as the claim in jobs.sql leases
+-- them (no event rows, as there). %(alone)s: the caller knows only that the queue was limited by
+-- its concurrency alone when the lock-free claim read it (claim_concurrency_locked): a row that is
+-- not so any more (paused, or given a per-key or rate limit since) gives nothing.
 WITH ctl AS (
     SELECT concurrency FROM queue_controls
-    WHERE queue = %(queue)s AND NOT paused AND concurrency IS NOT NULL AND per_key IS NULL AND rate_count IS NULL
+    WHERE queue = %(queue)s
+      AND (NOT %(alone)s::boolean
+           OR (NOT paused AND concurrency IS NOT NULL AND per_key IS NULL AND rate_count IS NULL))
 ), room AS (
-    SELECT least(%(room)s::integer, ctl.concurrency - (
-        SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND queue = %(queue)s)::integer) AS n
+    SELECT CASE WHEN ctl.concurrency IS NULL THEN %(room)s::integer
+                ELSE least(%(room)s::integer, ctl.concurrency - (
+                    SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND queue = %(queue)s)::integer)
+           END AS n
     FROM ctl
 ), picked AS (
     SELECT id FROM jobs
@@ -83,6 +59,18 @@ WITH ctl AS (
     RETURNING {jobs_job_columns}
 )
 SELECT {job_columns} FROM claimed
+
+-- name: claim_concurrency_locked
+-- The claim of one queue limited by its concurrency alone (the claim's flag said so), as two
+-- statements in one transaction sent as one pipeline (ops.Exec several=True: one round trip):
+-- the control row's lock, then claim_limited (its snapshot taken after the lock was granted:
+-- READ COMMITTED gives each statement its own) with alone=true. lock_controls, claim_limited and
+-- COMMIT were three round trips, two of them with the row locked: with six claimers of one queue
+-- limited to 4, each claim waited for the others' (bench/flow_rows.py). A row that is no longer
+-- limited by its concurrency alone gives nothing: the worker's next claim reads the flag again
+-- and takes the general path.
+SELECT FROM queue_controls WHERE queue = %(queue)s FOR UPDATE;
+{sql:claim_limited}
 
 -- name: running_count
 -- PROCESSING rows are few (at most every worker's slots): counted from the jobs_live partial index.
