@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         if scale:
             # After the other PostgreSQL sections: its 10,000,000 rows leave the server busy for
             # minutes (autovacuum, checkpoints). (The flow-control claims measured slow behind it,
-            # p50 40 ms, but as slow before it, 70 ms, against 7-9 ms on a fresh server: that cause
-            # lies in the rows before them, see docs/benchmarks.md.)
+            # p50 40 ms, and as slow before it, 70 ms, while the rows' ~100 databases were left
+            # behind for autovacuum; dropped now (Envs.close), p50 6 ms in the run of 21:54.)
             from bench.scale import run_scale
 
             log("scale: claim+complete and reads with many stored jobs")
