@@ -120,12 +120,12 @@ def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
     return [job_id]
 
 
-def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
-    """One job without a key and its wake-up in one statement sent alone (dialects that have it)."""
-    params: Params = {
+def _alone_params(job: NewJob, now: float) -> Params:
+    """The columns ``enqueue_one`` and ``enqueue_uniform`` bind besides the payload(s), and whether
+    to wake the queue."""
+    return {
         "queue": job.queue,
         "task": job.task,
-        "payload": job.payload_json,
         "priority": job.priority,
         "run_at": job.run_at,
         "max_attempts": job.max_attempts,
@@ -134,6 +134,12 @@ def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
         "now": now,
         "due": job.run_at <= now,
     }
+
+
+def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
+    """One job without a key and its wake-up in one statement sent alone (dialects that have it)."""
+    params = _alone_params(job, now)
+    params["payload"] = job.payload_json
     return [int((yield Exec(d.sql["enqueue_one"], params, alone=True))[0][0])]
 
 
@@ -144,27 +150,16 @@ def _columns_but_payload(j: NewJob) -> tuple[Any, ...]:
 
 def _enqueue_alone(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[int]]:
     """Jobs without keys and the wake-up in one statement (dialects that have it)."""
-    first = jobs[0]
-    shared = _columns_but_payload(first)
+    shared = _columns_but_payload(jobs[0])
     if "enqueue_uniform" in d.sql and all(_columns_but_payload(j) == shared for j in jobs):
-        uniform: Params = {
-            "queue": first.queue,
-            "task": first.task,
-            "priority": first.priority,
-            "run_at": first.run_at,
-            "max_attempts": first.max_attempts,
-            "timeout": first.timeout,
-            "policy": first.policy_json,
-            "now": now,
-            "due": first.run_at <= now,
-            "payloads": json.dumps([j.payload_json for j in jobs]),
-        }
-        return sorted(row[0] for row in (yield Exec(d.sql["enqueue_uniform"], uniform, alone=True)))
+        params = _alone_params(jobs[0], now)
+        params["payloads"] = json.dumps([j.payload_json for j in jobs])
+        return sorted(row[0] for row in (yield Exec(d.sql["enqueue_uniform"], params, alone=True)))
     rows = [
         [j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json] for j in jobs
     ]
     due = sorted({j.queue for j in jobs if j.run_at <= now})
-    params: Params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
+    params = {"jobs": json.dumps(rows), "now": now, "wake": json.dumps(due)}
     # Ids come from one sequence in the order of the rows: ascending ids are the jobs in order.
     return sorted(row[0] for row in (yield Exec(d.sql["enqueue_with_events"], params, alone=True)))
 

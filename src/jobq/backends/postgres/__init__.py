@@ -563,9 +563,8 @@ def _execute_several(cur: Cursor, command: ops.Exec) -> ops.Rows:
             if own:
                 conn.execute("COMMIT")
     except BaseException:
-        if own and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
+        if own:
+            _roll_back_open(conn)
         raise
     return cur.fetchall() if cur.rownumber is not None else []
 
@@ -583,9 +582,8 @@ async def aexecute_several(cur: psycopg.AsyncCursor[Any], command: ops.Exec) -> 
             if own:
                 await conn.execute("COMMIT")
     except BaseException:
-        if own and conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-            with contextlib.suppress(psycopg.Error):
-                await conn.execute("ROLLBACK")
+        if own:
+            await _aroll_back_open(conn)
         raise
     return await cur.fetchall() if cur.rownumber is not None else []
 
@@ -712,9 +710,7 @@ def _in_transaction(
         else:
             conn.statement_cursor().execute(b"COMMIT")
     except BaseException:
-        if conn.info.transaction_status in _OPEN:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
+        _roll_back_open(conn)
         raise
     return result
 
@@ -741,8 +737,23 @@ def _begin_with(conn: PooledConnection, command: ops.Command, run: Callable[[ops
             return rows
 
 
-#: Transaction states in which a failed ``_in_transaction`` must roll back.
+#: Transaction states in which a failed transaction of jobq's own must be rolled back.
 _OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+
+
+def _roll_back_open(conn: Connection) -> None:
+    """After a failure inside a BEGIN jobq sent: ROLLBACK, so the pool gets an idle connection
+    (nothing to do when the connection is gone, or the transaction never began)."""
+    if conn.info.transaction_status in _OPEN:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+
+
+async def _aroll_back_open(conn: psycopg.AsyncConnection[Any]) -> None:
+    """``_roll_back_open`` on an asyncio connection."""
+    if conn.info.transaction_status in _OPEN:
+        with contextlib.suppress(psycopg.Error):
+            await conn.execute("ROLLBACK")
 
 
 def _input_waiting(conn: Connection) -> bool:

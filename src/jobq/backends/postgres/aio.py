@@ -23,7 +23,6 @@ from two live loops at once, it raises ConfigError.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import select
@@ -37,13 +36,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
 from jobq.backends.postgres import (
-    _OPEN,
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
     POOL_TIMEOUT_SECONDS,
     Q_NOTIFY,
     PostgresBackend,
     PostgresDialect,
+    _aroll_back_open,
     _Attempt,
     _connect_kwargs,
     _is_server_error,
@@ -160,25 +159,9 @@ async def adrive_transaction(
             return []
         return await run(command)
 
+    cur = conn.statement_cursor()
     try:
-        plain = isinstance(command, ops.Exec) and not command.several
-        if plain or (isinstance(command, ops.ExecMany) and command.params):  # postgres._begin_with
-            cur = conn.statement_cursor()
-            async with conn.pipeline():  # its end syncs it: the results reach the cursor
-                await conn.execute("BEGIN")
-                if isinstance(command, ops.ExecMany):
-                    await cur.executemany(command.sql, command.params, returning=True)  # syncs itself
-                elif isinstance(command, ops.Exec):
-                    await cur.execute(command.sql, command.params or None)
-            rows: ops.Rows = []
-            while True:
-                if cur.rownumber is not None:
-                    rows.extend(await cur.fetchall())
-                if not cur.nextset():
-                    break
-        else:
-            await conn.execute("BEGIN")
-            rows = await run_or_defer(command)
+        rows = await _abegin_with(conn, command, run_or_defer)
         try:
             command = op.send(rows)
         except StopIteration as stop:
@@ -186,16 +169,40 @@ async def adrive_transaction(
         else:
             result = await _asend_all(op, command, run_or_defer)
         attempt.committing = True
-        async with conn.pipeline():
-            for notify in deferred:
-                await run(notify)
-            await conn.execute("COMMIT")
+        if deferred:
+            async with conn.pipeline():
+                for notify in deferred:
+                    await run(notify)
+                await cur.execute(b"COMMIT")
+        else:
+            await cur.execute(b"COMMIT")
     except BaseException:
-        if conn.info.transaction_status in _OPEN:
-            with contextlib.suppress(psycopg.Error):
-                await conn.execute("ROLLBACK")
+        await _aroll_back_open(conn)
         raise
     return result
+
+
+async def _abegin_with(
+    conn: AsyncPooledConnection, command: ops.Command, run: Callable[[ops.Command], Awaitable[ops.Rows]]
+) -> ops.Rows:
+    """``postgres._begin_with`` awaited."""
+    cur = conn.statement_cursor()
+    plain = isinstance(command, ops.Exec) and not command.several
+    if not plain and not (isinstance(command, ops.ExecMany) and command.params):
+        await cur.execute(b"BEGIN")
+        return await run(command)
+    async with conn.pipeline():  # its end syncs it: the results reach the cursor (the last one's)
+        await cur.execute(b"BEGIN")
+        if isinstance(command, ops.ExecMany):
+            await cur.executemany(command.sql, command.params, returning=True)  # syncs the pipeline itself
+        elif isinstance(command, ops.Exec):
+            await cur.execute(command.sql, command.params or None)
+    rows: ops.Rows = []
+    while True:  # an ExecMany's every parameter set
+        if cur.rownumber is not None:
+            rows.extend(await cur.fetchall())
+        if not cur.nextset():
+            return rows
 
 
 class AsyncPostgresStore(SqlStore):
