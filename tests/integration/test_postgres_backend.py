@@ -331,3 +331,32 @@ def test_a_transaction_whose_statement_fails_is_rolled_back_and_its_connection_r
         assert q.counts()["PENDING"] == 7 and len(set(more)) == 6
     # Rolled back by jobq, not handed back to the pool mid-transaction (the pool would say so).
     assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.records
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_an_asyncio_transaction_whose_statement_fails_is_rolled_back_too(
+    postgres_url: str, failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on the asyncio store (``aio.adrive_transaction``)."""
+    from jobq.backends import ops
+
+    async def main() -> None:
+        async with jobq.AsyncQueue(postgres_url) as aq:
+            job_id = await aq.enqueue({"n": 1})
+            table = f"{aq.sync.backend.options.schema}.jobs"  # type: ignore[attr-defined]
+            write = ops.Exec(f"UPDATE {table} SET priority = 7 WHERE id = %(id)s", {"id": job_id})
+            bad = ops.Exec("SELECT 1 / 0")
+
+            def make() -> ops.Op[None]:
+                yield bad if failing == "first" else write
+                yield ops.Notify(frozenset({"default"}))
+                yield bad
+
+            with pytest.raises(jobq.StorageError, match="division by zero"):
+                await aq.store._arun(make, write=True)
+            assert (await aq.get(job_id)).priority == 0
+            more = [await aq.enqueue({"n": n}) for n in range(10)]  # more calls than the pool has connections
+            assert (await aq.counts())["PENDING"] == 11 and len(set(more)) == 10
+
+    asyncio.run(main())
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.records
