@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pg import PgServer, raw_connect, with_database
@@ -304,6 +305,22 @@ def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgre
             assert conn.execute("SHOW jit").fetchone()[0] == "off"
 
 
+def _failing_transaction(schema: str, job_id: int, failing: str) -> Any:
+    """A write transaction whose ``failing`` ("first" or "second") statement fails, with a wake-up
+    between: what the rollback tests below run."""
+    from jobq.backends import ops
+
+    write = ops.Exec(f"UPDATE {schema}.jobs SET priority = 7 WHERE id = %(id)s", {"id": job_id})
+    bad = ops.Exec("SELECT 1 / 0")
+
+    def make() -> ops.Op[None]:
+        yield bad if failing == "first" else write
+        yield ops.Notify(frozenset({"default"}))
+        yield bad
+
+    return make
+
+
 @pytest.mark.parametrize("failing", ["first", "second"])
 def test_a_transaction_whose_statement_fails_is_rolled_back_and_its_connection_reused(
     postgres_url: str, failing: str, caplog: pytest.LogCaptureFixture
@@ -311,19 +328,9 @@ def test_a_transaction_whose_statement_fails_is_rolled_back_and_its_connection_r
     """A write transaction sends BEGIN in one pipeline with its first statement: a statement that
     fails there, or later, rolls back all of it, raises one StorageError, and leaves the pooled
     connections idle for the next calls."""
-    from jobq.backends import ops
-
     with jobq.Queue(postgres_url) as q:
         job_id = q.enqueue({"n": 1})
-        table = f"{q.backend.options.schema}.jobs"  # type: ignore[attr-defined]
-        write = ops.Exec(f"UPDATE {table} SET priority = 7 WHERE id = %(id)s", {"id": job_id})
-        bad = ops.Exec("SELECT 1 / 0")
-
-        def make() -> ops.Op[None]:
-            yield bad if failing == "first" else write
-            yield ops.Notify(frozenset({"default"}))
-            yield bad
-
+        make = _failing_transaction(q.backend.options.schema, job_id, failing)  # type: ignore[attr-defined]
         with pytest.raises(jobq.StorageError, match="division by zero"):
             q.backend._transaction(make, write=True)  # type: ignore[attr-defined]
         assert q.get(job_id).priority == 0  # nothing of it committed
@@ -338,20 +345,11 @@ def test_an_asyncio_transaction_whose_statement_fails_is_rolled_back_too(
     postgres_url: str, failing: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same on the asyncio store (``aio.adrive_transaction``)."""
-    from jobq.backends import ops
 
     async def main() -> None:
         async with jobq.AsyncQueue(postgres_url) as aq:
             job_id = await aq.enqueue({"n": 1})
-            table = f"{aq.sync.backend.options.schema}.jobs"  # type: ignore[attr-defined]
-            write = ops.Exec(f"UPDATE {table} SET priority = 7 WHERE id = %(id)s", {"id": job_id})
-            bad = ops.Exec("SELECT 1 / 0")
-
-            def make() -> ops.Op[None]:
-                yield bad if failing == "first" else write
-                yield ops.Notify(frozenset({"default"}))
-                yield bad
-
+            make = _failing_transaction(aq.sync.backend.options.schema, job_id, failing)  # type: ignore[attr-defined]
             with pytest.raises(jobq.StorageError, match="division by zero"):
                 await aq.store._arun(make, write=True)
             assert (await aq.get(job_id)).priority == 0
