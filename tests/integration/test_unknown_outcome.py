@@ -109,6 +109,34 @@ def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None
     assert q.counts()["PENDING"] == 1  # it was applied, exactly once
 
 
+def test_a_batch_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
+    """enqueue_many's one statement (enqueue_uniform): as a single enqueue, told, not guessed."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")
+    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+        q.enqueue_many([{"n": n} for n in range(3)])
+    assert proxy.lost_replies == 1
+    assert q.counts()["PENDING"] == 3  # applied, exactly once
+
+
+def test_completions_and_a_claim_whose_pipelined_commit_reply_was_lost_are_settled(pq) -> None:
+    """The worker's completions and next claim are one transaction whose COMMIT goes in one
+    pipeline with the waiters' notice: when that reply is lost, the completions are recognised as
+    done when repeated and the claimed jobs are read back by the claim's nonce, each handed out
+    once with its stored lease."""
+    q, proxy = pq
+    ids = q.enqueue_many([{"n": n} for n in range(4)])
+    jobs = q.claim_many("w1", 2)
+    proxy.lose_next_commit_reply(after=b"COMMIT")
+    done, more = q.complete_many_and_claim([(j, {"ok": 1}) for j in jobs], "w1", 2)
+    assert proxy.lost_replies == 1
+    assert done == [True, True] and sorted(j.id for j in more) == ids[2:]
+    for job in more:
+        assert q.get(job.id).lease_token == job.lease_token
+    assert [q.get(i).status for i in ids] == [jobq.JobStatus.COMPLETED] * 2 + [jobq.JobStatus.PROCESSING] * 2
+    assert q.claim("w2") is None  # nothing left to hand out a second time
+
+
 def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(postgres_url: str) -> None:
     """A pooled connection the server ended (restart, idle timeout) is found out before a statement
     is sent alone on it: the call runs on a fresh connection instead of reporting an unknown outcome.
