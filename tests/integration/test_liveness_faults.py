@@ -175,6 +175,30 @@ def test_a_heartbeat_that_waited_for_a_lock_extends_from_when_it_was_written(bac
         assert (q.get(job.id).lease_expires_at or 0) > written_at - 0.5
 
 
+def test_completions_and_a_claim_that_waited_for_a_lock_lease_from_when_granted(
+    backend_url: str, tmp_path: Path
+) -> None:
+    """The worker's completions and next claim (PostgreSQL: one statement) wait for a completed
+    job's row lock held by someone else; the jobs claimed meanwhile get a lease that runs from
+    when the wait ended, not from when the call began (else a wait past the lease would hand out
+    jobs already expired, for a rescuer to give to a second worker)."""
+    with jobq.Queue(backend_url) as q:
+        q.enqueue_many([{}, {}])
+        job = q.claim("w", lease=1.0)
+        assert job is not None
+        release = _hold_job_lock(backend_url, tmp_path, job.id)
+        box: list[tuple[list[bool], list[jobq.Job]]] = []
+        t = threading.Thread(target=lambda: box.append(q.complete_many_and_claim([(job, None)], "w", 1, lease=1.0)))
+        t.start()
+        time.sleep(2.0)  # the fault: the lock is held for twice the lease
+        release()
+        t.join(30)
+        granted_at = time.time()
+        done, more = box[0]
+        assert done == [True] and len(more) == 1
+        assert (more[0].lease_expires_at or 0) > granted_at - 0.5, "the lease was already expired when handed out"
+
+
 def _hold_job_lock(url: str, tmp_path: Path, job_id: int):
     """Lock what a heartbeat of ``job_id`` must write; returns the function that releases it."""
     if url.startswith("sqlite"):

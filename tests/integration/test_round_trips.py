@@ -239,14 +239,44 @@ def test_a_claim_of_a_paused_or_full_queue_takes_no_lock(counted, clock: FakeClo
     assert job is not None and n == 5
 
 
+def test_completions_and_the_next_claim_are_one_round_trip(counted) -> None:
+    # complete_set_and_claim: the fenced completions, a stale one's refusal, the waiters' wake-up
+    # and the claim in one statement, where the transaction below takes three round trips.
+    q, proxy = counted
+    ids = q.enqueue_many([{"n": i} for i in range(5)])
+    stale, *jobs = q.claim_many("w1", 3)
+    q.complete(stale)  # its lease is spent: completing with it again is a stale write
+    items = [(stale, None), *[(j, {"ok": 1}) for j in jobs]]
+    n, (done, more) = trips(proxy, lambda: q.complete_many_and_claim(items, "w1", 2))
+    assert (n, done, sorted(j.id for j in more)) == (1, [False, True, True], ids[3:])
+    assert [q.get(i).status for i in ids] == [jobq.JobStatus.COMPLETED] * 3 + [jobq.JobStatus.PROCESSING] * 2
+    assert q.get(ids[1]).result == {"ok": 1}
+    assert _kinds(q, ids[0]).count("stale_write_refused") == 1
+    assert "stale_write_refused" not in _kinds(q, ids[1])
+
+
+def test_a_full_queue_a_completion_frees_is_claimed_at_once(counted) -> None:
+    # The statement's snapshot still sees the job it completes running; its flag counts that job
+    # as freed, so the next job of a full limited queue is claimed right after (under the control
+    # row's lock, claim_concurrency_locked: one round trip more), not at the next poll.
+    q, proxy = counted
+    q.set_limits("lim", concurrency=1)
+    ids = q.enqueue_many([{"n": i} for i in range(2)], queue="lim")
+    job = q.claim("w1", queue="lim")
+    assert job is not None and q.claim("w1", queue="lim") is None  # full
+    n, (done, more) = trips(proxy, lambda: q.complete_many_and_claim([(job, None)], "w1", 1, queue="lim"))
+    assert (n, done, [j.id for j in more]) == (2, [True], ids[1:])
+
+
 def test_a_transaction_sends_begin_with_its_first_statement_and_wake_ups_with_commit(counted) -> None:
-    # The worker's completions and next claim are one transaction: BEGIN in one pipeline with the
-    # completions, the claim, then the waiters' notice in one pipeline with COMMIT. Three round
-    # trips where psycopg's transaction() took five (BEGIN and COMMIT alone, the notice its own).
+    # Completions with notes take a transaction: BEGIN in one pipeline with the completions, the
+    # note events, the claim, then the waiters' notice in one pipeline with COMMIT. Four round
+    # trips where psycopg's transaction() took six (BEGIN and COMMIT alone, the notice its own).
     q, proxy = counted
     ids = q.enqueue_many([{"n": i} for i in range(4)])
     jobs = q.claim_many("w1", 2)
-    n, (done, more) = trips(proxy, lambda: q.complete_many_and_claim([(j, {"ok": 1}) for j in jobs], "w1", 2))
-    assert (n, done, sorted(j.id for j in more)) == (3, [True, True], ids[2:])
+    items = [(j, {"ok": 1}) for j in jobs]
+    n, (done, more) = trips(proxy, lambda: q.complete_many_and_claim(items, "w1", 2, notes=["a", "b"]))
+    assert (n, done, sorted(j.id for j in more)) == (4, [True, True], ids[2:])
     assert [q.get(i).status for i in ids] == [jobq.JobStatus.COMPLETED] * 2 + [jobq.JobStatus.PROCESSING] * 2
     assert q.get(ids[0]).result == {"ok": 1}

@@ -119,16 +119,25 @@ def test_a_batch_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) ->
     assert q.counts()["PENDING"] == 3  # applied, exactly once
 
 
-def test_completions_and_a_claim_whose_pipelined_commit_reply_was_lost_are_settled(pq) -> None:
-    """The worker's completions and next claim are one transaction whose COMMIT goes in one
-    pipeline with the waiters' notice: when that reply is lost, the completions are recognised as
-    done when repeated and the claimed jobs are read back by the claim's nonce, each handed out
-    once with its stored lease."""
+@pytest.mark.parametrize(
+    ("notes", "marker"),
+    [
+        # One statement (complete_set_and_claim): its own reply is its commit's.
+        (None, b"locked AS MATERIALIZED"),
+        # With notes, a transaction whose COMMIT goes in one pipeline with the waiters' notice.
+        (["first", "second"], b"COMMIT"),
+    ],
+    ids=["one-statement", "transaction"],
+)
+def test_completions_and_a_claim_whose_commit_reply_was_lost_are_settled(pq, notes, marker) -> None:
+    """The worker's completions and next claim commit together: when that reply is lost, the
+    completions are recognised as done when repeated and the claimed jobs are read back by the
+    claim's nonce, each handed out once with its stored lease."""
     q, proxy = pq
     ids = q.enqueue_many([{"n": n} for n in range(4)])
     jobs = q.claim_many("w1", 2)
-    proxy.lose_next_commit_reply(after=b"COMMIT")
-    done, more = q.complete_many_and_claim([(j, {"ok": 1}) for j in jobs], "w1", 2)
+    proxy.lose_next_commit_reply(after=marker)
+    done, more = q.complete_many_and_claim([(j, {"ok": 1}) for j in jobs], "w1", 2, notes=notes)
     assert proxy.lost_replies == 1
     assert done == [True, True] and sorted(j.id for j in more) == ids[2:]
     for job in more:

@@ -229,7 +229,9 @@ def test_a_heartbeat_refused_for_another_lease_is_recorded() -> None:
 
 def test_a_combined_operation_sends_nothing_alone() -> None:
     # PostgreSQL runs a command marked `alone` as its own transaction (autocommit): inside
-    # complete_and_claim the completion's one-statement form must join the claim's transaction.
+    # complete_and_claim's transaction (a repeat, or completions with notes) the completion's
+    # one-statement form must join the claim's transaction.
+    from jobq.backends.ops.flow import CONTROLLED_NONE
     from jobq.backends.postgres import dialect_for
 
     pg = dialect_for("jobq")
@@ -240,13 +242,19 @@ def test_a_combined_operation_sends_nothing_alone() -> None:
         sent.append(command)
         return []
 
-    op = ops.complete_and_claim(pg, [_completion()], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
-    assert ops.drive(op, run) == ([False], [])
+    noted = Completion(Lease(1, "t-1", "w"), '{"ok":1}', note="a note")
+    op = ops.complete_and_claim(pg, [noted], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
+    assert ops.drive(op, run) == ([False], [], CONTROLLED_NONE)
     assert len(sent) >= 2
     assert not any(isinstance(c, ops.Exec) and c.alone for c in sent)
-    # ...while the completion on its own is one statement sent alone.
+    # ...while the completion on its own is one statement sent alone,
     sent.clear()
     ops.drive(ops.complete(pg, [_completion()], lambda: 100.0, False), run)
+    assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]
+    # ...and so are plain completions with the next claim (complete_set_and_claim).
+    sent.clear()
+    op = ops.complete_and_claim(pg, [_completion()], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
+    assert ops.drive(op, run) == ([False], [], CONTROLLED_NONE)
     assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]
 
 

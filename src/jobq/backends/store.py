@@ -106,6 +106,12 @@ def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], int]]:
     return jobs, ops.CONTROLLED
 
 
+def _flagged_too(op: ops.Op[tuple[list[bool], list[Job]]]) -> ops.Op[tuple[list[bool], list[Job], int]]:
+    """``_flagged`` for ``complete_and_claim``'s read-back after an unknown outcome."""
+    done, jobs = yield from op
+    return done, jobs, ops.CONTROLLED
+
+
 class SqlStore:
     """Every Backend operation on top of ``_transaction``: each method returns ``_run_plan(plan)``
     as it is, its plan (``Plan``) naming its transactions, so that a driver other than the blocking
@@ -198,16 +204,38 @@ class SqlStore:
             lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
         )
         jobs, controlled = claimed
-        if controlled and len(jobs) < limit:
-            # Paused or limited queues among ``queues``: their claim locks their control rows, in
-            # a transaction of its own (the lock-free claim above was one statement).
-            more = limit - len(jobs)
-            jobs += yield from _one(
+        if not controlled or len(jobs) >= limit:  # the usual claim: no generator more
+            return jobs
+        return (
+            yield from self._claim_controlled_too(
+                jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce
+            )
+        )
+
+    def _claim_controlled_too(
+        self,
+        jobs: list[Job],
+        controlled: int,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        clock: Clock,
+        nonce: str,
+    ) -> Plan[list[Job]]:
+        """``jobs`` and, when a one-statement claim said paused or limited queues remain among
+        ``queues`` (``controlled``) and it got fewer than ``limit``, theirs: their claim locks
+        their control rows, in a transaction of its own."""
+        if not controlled or len(jobs) >= limit:
+            return jobs
+        d, more = self.dialect, limit - len(jobs)
+        return jobs + (
+            yield from _one(
                 lambda: ops.claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce, controlled),
                 write=True,
                 on_unknown=lambda: ops.claimed_also(d, worker_id, nonce, jobs),
             )
-        return jobs
+        )
 
     def heartbeat(self, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> list[HeartbeatResult]:
         if not leases:
@@ -246,12 +274,31 @@ class SqlStore:
         *,
         repeat: bool = False,
     ) -> tuple[list[bool], list[Job]]:
+        return self._run_plan(
+            self._complete_and_claim_plan(items, clock, worker_id, queues, limit, lease_seconds, repeat)
+        )
+
+    def _complete_and_claim_plan(
+        self,
+        items: Sequence[Completion],
+        clock: Clock,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        repeat: bool,
+    ) -> Plan[tuple[list[bool], list[Job]]]:
         nonce = _nonce()
         d = self.dialect
-        return self._write(
+        done, jobs, controlled = yield from _one(
             lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
-            on_unknown=lambda: ops.completed_and_claimed(d, items, clock, worker_id, nonce),
+            write=True,
+            on_unknown=lambda: _flagged_too(ops.completed_and_claimed(d, items, clock, worker_id, nonce)),
         )
+        jobs = yield from self._claim_controlled_too(
+            jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce
+        )
+        return done, jobs
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(

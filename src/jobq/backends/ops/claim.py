@@ -16,6 +16,7 @@ from jobq.backends.ops.core import (
     _by_job_id,
     _event,
     _one_write,
+    _refusal_detail,
     _refused,
     _sorted_jobs,
     _within,
@@ -54,7 +55,7 @@ def claim(
         # pending row instead, a claim of a limited queue walked its whole backlog to find
         # nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py).
         uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
-        statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled)
+        statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0")
         rows = yield Exec(statement, params, alone=True)
         controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
         return _sorted_jobs([row[1:] for row in rows if row[1] is not None]), controlled
@@ -180,10 +181,23 @@ def complete_and_claim(
     limit: int,
     lease_seconds: float,
     nonce: str,
-) -> Op[tuple[list[bool], list[Job]]]:
+) -> Op[tuple[list[bool], list[Job], int]]:
     """Completions, then the next claim, in one transaction: a worker that runs one job at a time
     commits once per job instead of twice. The two steps are the ``complete`` and ``claim``
-    operations unchanged (fencing, events, lease tokens)."""
+    operations unchanged (fencing, events, lease tokens).
+
+    Returns whether each completion held, the jobs claimed, and (as ``claim`` does) whether
+    controlled queues remain for a ``claim_controlled`` of its own: only where the whole call is
+    one statement (``complete_set_and_claim``), which locks no control row."""
+    if (
+        limit > 0
+        and items
+        and not repeat
+        and "complete_set_and_claim" in d.sql
+        and not any(i.note for i in items)
+        and len({i.lease.job_id for i in items}) == len(items)  # one row each: an UPDATE takes a row once
+    ):
+        return (yield from _complete_set_and_claim(d, items, clock, worker_id, queues, limit, lease_seconds, nonce))
     done = yield from _within(complete(d, items, clock, repeat))
     jobs: list[Job] = []
     if limit > 0:
@@ -191,7 +205,46 @@ def complete_and_claim(
         if controlled and len(jobs) < limit:
             more = limit - len(jobs)
             jobs += yield from claim_controlled(d, worker_id, queues, more, lease_seconds, clock, nonce, controlled)
-    return done, jobs
+    return done, jobs, CONTROLLED_NONE
+
+
+def _complete_set_and_claim(
+    d: Dialect,
+    items: Sequence[Completion],
+    clock: Clock,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    nonce: str,
+) -> Op[tuple[list[bool], list[Job], int]]:
+    """``complete_and_claim`` as one statement sent alone (PostgreSQL): one round trip, against
+    three for the transaction (measured here for one job: 1.7 ms a call against 2.1 ms, most of
+    it the commit's flush). Its refusals and wake-ups happen in the statement; a repeat and notes take the
+    transaction, which reads before it writes."""
+    now = clock()
+    batch = [
+        [lease.job_id, lease.token, i.result_json, d.text(lease.worker_id), _refusal_detail(d, "complete", lease)]
+        for i in items
+        for lease in (i.lease,)
+    ]
+    params: Params = {
+        "worker": d.text(worker_id),
+        "nonce": nonce,
+        "now": now,
+        "expires": now + lease_seconds,
+        "limit": limit,
+        "items": _COMPACT.encode(batch),
+    }
+    uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+    uncontrolled = f"{d.sql['claim_after_locks']} AND {uncontrolled}"
+    freed = d.sql["completions_freed"]
+    statement = d.stmt_for_queues("complete_set_and_claim", queues, params, uncontrolled=uncontrolled, freed=freed)
+    rows = yield Exec(statement, params, alone=True)
+    completed = set(rows[0][1] or ()) if rows else set()
+    jobs = _sorted_jobs([row[2:] for row in rows if row[2] is not None])
+    controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
+    return [i.lease.job_id in completed for i in items], jobs, controlled
 
 
 def completed_and_claimed(

@@ -40,6 +40,9 @@ RETURNING id
 -- (about 6x slower with 20,000 waiting jobs).
 -- Queues that are paused or limited (queue_controls) are passed over here: their jobs are claimed
 -- by ops.claim_controlled, under their control row's lock (controls.sql).
+-- A lease runs from when it is granted: {lock_wait} adds the time the statement waited before it
+-- wrote the row, when that was long (SKIP LOCKED waits for no row, but complete_set_and_claim
+-- first waits for the rows it completes; 0 otherwise, so a lease equals the caller's clock).
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'PENDING' AND {queues} AND run_at <= %(now)s
@@ -50,7 +53,8 @@ WITH picked AS (
 )
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
-    lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
+    lease_expires_at = %(expires)s + {lock_wait}, started_at = %(now)s, updated_at = %(now)s,
+    cancel_requested = false
 FROM picked WHERE jobs.id = picked.id
 RETURNING {jobs_job_columns}
 
@@ -81,17 +85,22 @@ queue NOT IN (SELECT c.queue FROM queue_controls AS c WHERE c.paused
 -- its concurrency alone (the row passed the room test, so its concurrency is set); a worker of
 -- that one queue then claims with claim_concurrency_locked, one round trip.
 WITH claimed AS ({sql:claim})
-SELECT flag.controlled, claimed.* FROM (
-    SELECT CASE WHEN count(*) = 0 THEN 0
-                WHEN count(*) = 1 AND bool_and(c.per_key IS NULL AND c.rate_count IS NULL) THEN 2
-                ELSE 1 END AS controlled
-    FROM queue_controls AS c
-    WHERE {queues} AND NOT c.paused
-      AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
-      AND (c.concurrency IS NULL OR c.concurrency > (
-          SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue))
-      AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s)
-) AS flag LEFT JOIN claimed ON true
+SELECT flag.controlled, claimed.* FROM ({sql:claim_flag}) AS flag LEFT JOIN claimed ON true
+
+-- name: claim_flag
+-- claim_flagged's flag, embedded there and in complete_set_and_claim. {freed}: the running jobs of
+-- the queue that the statement itself finishes, which its snapshot still sees running (0 where it
+-- finishes none); without it a worker finishing a job of a full queue would find no room for the
+-- next one.
+SELECT CASE WHEN count(*) = 0 THEN 0
+            WHEN count(*) = 1 AND bool_and(c.per_key IS NULL AND c.rate_count IS NULL) THEN 2
+            ELSE 1 END AS controlled
+FROM queue_controls AS c
+WHERE {queues} AND NOT c.paused
+  AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
+  AND (c.concurrency IS NULL OR c.concurrency > (
+      SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue) - {freed})
+  AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s)
 
 -- name: claimed_by_nonce
 -- A claim whose COMMIT reply was lost: what did it hand out? Tokens start with the claim's nonce.
@@ -473,6 +482,51 @@ WITH done AS ({sql:complete}), refused AS (
     {sql:notify_finished}
 )
 SELECT attempts FROM done, finished
+
+-- name: complete_set_and_claim
+-- Completions and the next claim of a worker (Queue.complete_many_and_claim) in one statement:
+-- one round trip and one commit, against three round trips for the same steps as a transaction.
+-- %(items)s is a JSON array of [id, token, result, actor, refusal detail]. Each row is fenced as
+-- `complete` fences it and locked FOR UPDATE in id order first (lock_to_finish's lock, for a set:
+-- the order keeps two writers from deadlocking); the rows whose lease did not hold get their
+-- `stale_write_refused` event, the finished ones wake whoever waits for them. The claim and its
+-- flag are claim_flagged's: the completed rows are PROCESSING in the statement's snapshot, never
+-- PENDING, so the claim cannot take one of them; the flag counts them as freed ({freed}). The
+-- claim waits for the completions' row locks before it looks at a job ({uncontrolled} has
+-- claim_after_locks), so a lease it grants counts that wait ({lock_wait}).
+-- Returns claim_flagged's rows with the ids of the completed jobs as the second column.
+WITH items AS MATERIALIZED (
+    SELECT (e ->> 0)::bigint AS id, e ->> 1 AS token, e ->> 2 AS result, e ->> 3 AS actor, e ->> 4 AS refused
+    FROM json_array_elements(%(items)s::json) AS e
+), locked AS MATERIALIZED (
+    SELECT id FROM jobs WHERE id IN (SELECT id FROM items) ORDER BY id FOR UPDATE
+), done AS (
+    UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = %(now)s, updated_at = %(now)s,
+        result = items.result, last_error = NULL, lease_expires_at = NULL
+    FROM items
+    WHERE jobs.id = items.id AND jobs.lease_token = items.token AND jobs.status IN {from_complete}
+      AND jobs.id IN (SELECT id FROM locked)
+    RETURNING jobs.id, jobs.queue
+), refused AS (
+    INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+    SELECT items.id, %(now)s::double precision, 'stale_write_refused', items.actor, NULL, items.refused
+    FROM items WHERE NOT EXISTS (SELECT FROM done WHERE done.id = items.id)
+), finished AS (
+    SELECT count({notify_waited}('{done_channel}', done.id)) AS n FROM done
+), claimed AS ({sql:claim})
+SELECT flag.controlled, (SELECT array_agg(done.id) FROM done, finished) AS done, claimed.*
+FROM ({sql:claim_flag}) AS flag LEFT JOIN claimed ON true
+
+-- name: completions_freed
+-- complete_set_and_claim's {freed} in claim_flag: the running jobs of the control row's queue that
+-- the statement completes.
+(SELECT count(*) FROM done AS f WHERE f.queue = c.queue)
+
+-- name: claim_after_locks
+-- complete_set_and_claim's claim has this in its {uncontrolled} too: an uncorrelated subquery
+-- runs once, before the first pending row is looked at, so every completed row is locked (and any
+-- wait for another holder over) before a job is claimed and its lease written.
+(SELECT count(*) FROM locked) >= 0
 
 -- name: retry_one
 -- The event carries the attempt's claim time (common.attempt_detail): the row's moves on.
