@@ -207,6 +207,20 @@ def test_a_batch_stores_its_fields_exactly(postgres_url: str) -> None:
             )  # fmt: skip
 
 
+def test_completions_with_the_next_claim_store_their_results_exactly(postgres_url: str) -> None:
+    """complete_set_and_claim takes the results as strings inside one JSON array: each comes back
+    as it went in (escapes, NUL, emoji, exact floats), and a worker name of any text is kept."""
+    results = [{"s": 'nul\x00 😀 back\\slash "q" \u2028\t', "f": 0.1 + 0.2, "tiny": 5e-324}, None, "x", [1 / 3]]
+    with jobq.Queue(postgres_url) as q:
+        ids = q.enqueue_many(range(len(results) + 1))
+        held = q.claim_many("wörker 😀", len(results))
+        done, more = q.complete_many_and_claim(list(zip(held, results, strict=True)), "wörker 😀", 1)
+        assert done == [True] * len(results) and [j.id for j in more] == ids[-1:]
+        assert more[0].lease_owner == "wörker 😀"
+        for job, result in zip(held, results, strict=True):
+            assert q.get(job.id).result == result
+
+
 def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
     first = pq.enqueue("parent")
     read, write = os.pipe()
