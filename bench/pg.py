@@ -67,8 +67,9 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres() -> PgServer:
-    """initdb + pg_ctl start on a free port; fsync and synchronous_commit stay at their (safe) defaults."""
+def start_postgres(settings: dict[str, str] | None = None) -> PgServer:
+    """initdb + pg_ctl start on a free port; fsync and synchronous_commit stay at their (safe) defaults.
+    ``settings``: more server settings (e.g. ``shared_preload_libraries``), as ``-c name=value``."""
     bindir = _pg_bin()
     root = tempfile.mkdtemp(prefix="jobq-bench-pg-", dir="/tmp")
     os.chmod(root, 0o755)
@@ -98,6 +99,7 @@ def start_postgres() -> PgServer:
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {server.port} -c unix_socket_directories={root} -c max_connections=200"
         )
+        opts += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
         run([f"{bindir}/pg_ctl", "-D", f"{root}/data", "-l", f"{root}/server.log", "-w", "-o", opts, "start"])
     except BaseException:
         server.stop()

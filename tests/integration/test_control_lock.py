@@ -6,6 +6,7 @@ claims of other queues, limited or not, go on; once the lock goes the waiting cl
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -53,3 +54,35 @@ def test_a_held_control_row_stalls_only_its_own_queue(postgres_url: str) -> None
         assert len(got) == 1 and got[0] is not None and got[0].id == ids["locked"]
         q.complete(got[0])
         assert q.counts()["COMPLETED"] == 3
+
+
+def test_a_claim_that_waited_for_a_held_control_row_grants_a_full_lease(postgres_url: str) -> None:
+    """A claim of a queue limited by its concurrency alone locks the control row and claims in one
+    pipeline (claim_concurrency_locked), with the clock read before sending: a lease must still
+    run from when the lock was granted, or a wait past the lease hands out an expired job."""
+    options = split_url(postgres_url)
+    with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url) as holder:
+        q.set_limits("lim", concurrency=2)
+        job_id = q.enqueue({}, queue="lim")
+        holder.execute(
+            sql.SQL("SELECT 1 FROM {}.queue_controls WHERE queue = 'lim' FOR UPDATE").format(
+                sql.Identifier(options.schema)
+            )
+        )
+        got: list[jobq.Job | None] = []
+        claimer = threading.Thread(target=lambda: got.append(q.claim("w", queue="lim", lease=1.0)), daemon=True)
+        claimer.start()
+        try:
+            with psycopg.connect(options.libpq_url, autocommit=True) as admin:
+                blocked = (
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                wait_for(lambda: admin.execute(blocked).fetchone() == (1,), 30, "the claim to wait on the row lock")
+            time.sleep(2.0)  # the fault: the row stays locked for twice the lease
+        finally:
+            holder.rollback()
+            claimer.join(30)
+        granted_at = time.time()
+        assert len(got) == 1 and got[0] is not None and got[0].id == job_id
+        assert (got[0].lease_expires_at or 0) > granted_at - 0.5, "the lease was already expired when handed out"

@@ -125,6 +125,9 @@ LOCK_WAIT_COUNTED_SECONDS = 0.25
 than this (shorter waits cost less than a lease that no longer equals the caller's clock)."""
 
 _LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::double precision"
+#: The same since the transaction began: a statement after another in one pipeline (BEGIN sent
+#: with them, so the transaction began when the caller read its clock) counts the earlier ones'.
+_TXN_WAIT = "extract(epoch FROM clock_timestamp() - transaction_timestamp())::double precision"
 _STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
@@ -149,6 +152,7 @@ class PostgresDialect(Dialect):
             "done_channel": self.done_channel,
             "notify_waited": f"{schema}.jobq_notify_waited",
             "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
+            "txn_wait": f"(CASE WHEN {_TXN_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_TXN_WAIT} ELSE 0 END)",
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
         # The one-statement forms embed the named statements they extend ({sql:complete}): one copy

@@ -33,7 +33,10 @@ FOR UPDATE
 -- concurrency limit leaves) are picked in claim order, and leased as the claim in jobs.sql leases
 -- them (no event rows, as there). %(alone)s: the caller knows only that the queue was limited by
 -- its concurrency alone when the lock-free claim read it (claim_concurrency_locked): a row that is
--- not so any more (paused, or given a per-key or rate limit since) gives nothing.
+-- not so any more (paused, or given a per-key or rate limit since) gives nothing. Alone, the
+-- caller read its clock before the lock was granted: a lease adds the wait when it was long
+-- ({txn_wait}), so that it runs from when it is granted (ops.claim_controlled's own path reads
+-- the clock after the lock).
 WITH ctl AS (
     SELECT concurrency FROM queue_controls
     WHERE queue = %(queue)s
@@ -54,7 +57,8 @@ WITH ctl AS (
 ), claimed AS (
     UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
         lease_owner = %(worker)s, lease_token = %(nonce)s || '-' || jobs.id::text,
-        lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
+        lease_expires_at = %(expires)s + CASE WHEN %(alone)s::boolean THEN {txn_wait} ELSE 0 END,
+        started_at = %(now)s, updated_at = %(now)s, cancel_requested = false
     FROM picked WHERE jobs.id = picked.id
     RETURNING {jobs_job_columns}
 )

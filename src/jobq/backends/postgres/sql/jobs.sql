@@ -489,7 +489,12 @@ SELECT attempts FROM done, finished
 -- %(items)s is a JSON array of [id, token, result, actor, refusal detail]. Each row is fenced as
 -- `complete` fences it and locked FOR UPDATE in id order first (lock_to_finish's lock, for a set:
 -- the order keeps two writers from deadlocking); the rows whose lease did not hold get their
--- `stale_write_refused` event, the finished ones wake whoever waits for them. The claim and its
+-- `stale_write_refused` event, the finished ones wake whoever waits for them. The rows are found
+-- by `id = ANY (ARRAY(...))`, an index scan of the primary key: with `IN (SELECT ...)` the generic
+-- plan joined a scan of the whole table (or of every running job) instead, and with a plain status
+-- test it walked jobs_live's PROCESSING range once per id (the fence's status test is wrapped in
+-- coalesce so that it does not match that index). At 20,000 stored jobs and 100 completions:
+-- 1.3 ms for `done`, against 6.4 and 5.5 ms (EXPLAIN ANALYZE). The claim and its
 -- flag are claim_flagged's: the completed rows are PROCESSING in the statement's snapshot, never
 -- PENDING, so the claim cannot take one of them; the flag counts them as freed ({freed}). The
 -- claim waits for the completions' row locks before it looks at a job ({uncontrolled} has
@@ -499,13 +504,13 @@ WITH items AS MATERIALIZED (
     SELECT (e ->> 0)::bigint AS id, e ->> 1 AS token, e ->> 2 AS result, e ->> 3 AS actor, e ->> 4 AS refused
     FROM json_array_elements(%(items)s::json) AS e
 ), locked AS MATERIALIZED (
-    SELECT id FROM jobs WHERE id IN (SELECT id FROM items) ORDER BY id FOR UPDATE
+    SELECT id FROM jobs WHERE id = ANY (ARRAY(SELECT id FROM items)) ORDER BY id FOR UPDATE
 ), done AS (
     UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = %(now)s, updated_at = %(now)s,
         result = items.result, last_error = NULL, lease_expires_at = NULL
     FROM items
-    WHERE jobs.id = items.id AND jobs.lease_token = items.token AND jobs.status IN {from_complete}
-      AND jobs.id IN (SELECT id FROM locked)
+    WHERE jobs.id = ANY (ARRAY(SELECT id FROM locked)) AND jobs.id = items.id
+      AND jobs.lease_token = items.token AND coalesce(jobs.status IN {from_complete}, false)
     RETURNING jobs.id, jobs.queue
 ), refused AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
