@@ -19,34 +19,39 @@ from jobq.backends.postgres.url import split_url
 pytestmark = pytest.mark.postgres
 
 
+def _waiting_on_locks(admin: psycopg.Connection) -> int:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _lock_control_row(holder: psycopg.Connection, schema: str, queue: str) -> None:
+    """``queue``'s control row locked (FOR UPDATE) by ``holder``'s open transaction."""
+    statement = sql.SQL("SELECT 1 FROM {}.queue_controls WHERE queue = %s FOR UPDATE").format(sql.Identifier(schema))
+    holder.execute(statement, (queue,))
+
+
 def test_a_held_control_row_stalls_only_its_own_queue(postgres_url: str) -> None:
     options = split_url(postgres_url)
     with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url) as holder:
         for name in ("locked", "other"):
             q.set_limits(name, concurrency=2)
         ids = {name: q.enqueue({"q": name}, queue=name) for name in ("locked", "other", "free")}
-        holder.execute(
-            sql.SQL("SELECT 1 FROM {}.queue_controls WHERE queue = 'locked' FOR UPDATE").format(
-                sql.Identifier(options.schema)
-            )
-        )  # the transaction stays open: the row is held until the rollback below
+        _lock_control_row(holder, options.schema, "locked")  # held until the rollback below
         got: list[jobq.Job | None] = []
         claimer = threading.Thread(target=lambda: got.append(q.claim("w-locked", queue="locked")), daemon=True)
         claimer.start()
         try:
             with psycopg.connect(options.libpq_url, autocommit=True) as admin:
-                blocked = (
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                wait_for(lambda: admin.execute(blocked).fetchone() == (1,), 30, "the claim to wait on the row lock")
+                wait_for(lambda: _waiting_on_locks(admin) == 1, 30, "the claim to wait on the row lock")
                 # Meanwhile the other queues' claims do not wait (a limited one locks its own row).
                 for name in ("other", "free"):
                     job = q.claim(f"w-{name}", queue=name)
                     assert job is not None and job.id == ids[name]
                     q.complete(job)
                 assert claimer.is_alive() and not got
-                assert admin.execute(blocked).fetchone() == (1,)
+                assert _waiting_on_locks(admin) == 1
         finally:
             holder.rollback()  # the lock goes
             claimer.join(30)
@@ -64,21 +69,13 @@ def test_a_claim_that_waited_for_a_held_control_row_grants_a_full_lease(postgres
     with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url) as holder:
         q.set_limits("lim", concurrency=2)
         job_id = q.enqueue({}, queue="lim")
-        holder.execute(
-            sql.SQL("SELECT 1 FROM {}.queue_controls WHERE queue = 'lim' FOR UPDATE").format(
-                sql.Identifier(options.schema)
-            )
-        )
+        _lock_control_row(holder, options.schema, "lim")
         got: list[jobq.Job | None] = []
         claimer = threading.Thread(target=lambda: got.append(q.claim("w", queue="lim", lease=1.0)), daemon=True)
         claimer.start()
         try:
             with psycopg.connect(options.libpq_url, autocommit=True) as admin:
-                blocked = (
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                wait_for(lambda: admin.execute(blocked).fetchone() == (1,), 30, "the claim to wait on the row lock")
+                wait_for(lambda: _waiting_on_locks(admin) == 1, 30, "the claim to wait on the row lock")
             time.sleep(2.0)  # the fault: the row stays locked for twice the lease
         finally:
             holder.rollback()

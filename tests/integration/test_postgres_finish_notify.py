@@ -3,7 +3,9 @@ takes the server's global notify-queue lock at commit, listened to or not (bench
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -15,10 +17,18 @@ from jobq.backends.postgres.url import split_url
 pytestmark = pytest.mark.postgres
 
 
-def test_a_finish_notifies_only_the_jobs_someone_waits_for(postgres_url: str) -> None:
+@contextlib.contextmanager
+def _listening(postgres_url: str) -> Iterator[tuple[jobq.Queue, psycopg.Connection]]:
+    """A queue, and a connection listening on its finish channel."""
     options = split_url(postgres_url)
     with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url, autocommit=True) as listen:
         listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.done_channel)))
+        yield q, listen
+
+
+def test_a_finish_notifies_only_the_jobs_someone_waits_for(postgres_url: str) -> None:
+    options = split_url(postgres_url)
+    with _listening(postgres_url) as (q, listen):
         ids = q.enqueue_many(range(6))
         now = time.time()
         waited = {ids[1], ids[3], ids[5]}
@@ -49,9 +59,7 @@ def test_a_finish_notifies_only_the_jobs_someone_waits_for(postgres_url: str) ->
 
 def test_the_worker_s_completions_and_claim_notify_the_jobs_someone_waits_for(postgres_url: str) -> None:
     # complete_set_and_claim wakes waiters in its own statement, as complete_one does.
-    options = split_url(postgres_url)
-    with jobq.Queue(postgres_url) as q, psycopg.connect(options.libpq_url, autocommit=True) as listen:
-        listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(options.done_channel)))
+    with _listening(postgres_url) as (q, listen):
         ids = q.enqueue_many(range(4))
         now = time.time()
         q.backend.register_waiter(ids[1], now, now + 60)

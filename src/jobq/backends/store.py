@@ -274,31 +274,19 @@ class SqlStore:
         *,
         repeat: bool = False,
     ) -> tuple[list[bool], list[Job]]:
-        return self._run_plan(
-            self._complete_and_claim_plan(items, clock, worker_id, queues, limit, lease_seconds, repeat)
-        )
-
-    def _complete_and_claim_plan(
-        self,
-        items: Sequence[Completion],
-        clock: Clock,
-        worker_id: str,
-        queues: Sequence[str],
-        limit: int,
-        lease_seconds: float,
-        repeat: bool,
-    ) -> Plan[tuple[list[bool], list[Job]]]:
         nonce = _nonce()
         d = self.dialect
-        done, jobs, controlled = yield from _one(
-            lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
-            write=True,
-            on_unknown=lambda: _flagged_too(ops.completed_and_claimed(d, items, clock, worker_id, nonce)),
-        )
-        jobs = yield from self._claim_controlled_too(
-            jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce
-        )
-        return done, jobs
+
+        def plan() -> Plan[tuple[list[bool], list[Job]]]:
+            done, jobs, controlled = yield from _one(
+                lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
+                write=True,
+                on_unknown=lambda: _flagged_too(ops.completed_and_claimed(d, items, clock, worker_id, nonce)),
+            )
+            more = self._claim_controlled_too(jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce)
+            return done, (yield from more)
+
+        return self._run_plan(plan())
 
     def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(
