@@ -216,8 +216,9 @@ def _first_render(opener: Any, app: str, port: int, pid: int) -> tuple[Timing, A
     return timing, page
 
 
-def _timed(page: Any, pid: int, action: Callable[[], None], done_js: str) -> Timing:
-    """From ``action()`` until a script run finished after it and ``done_js`` holds."""
+def _timed(page: Any, pid: int, action: Callable[[], None], done_js: str, step: str = "") -> Timing:
+    """From ``action()`` until a script run finished after it and ``done_js`` holds. ``step``
+    names the interaction in the error when that never comes."""
     before = page.evaluate("() => window.__jobqRuns")
     busy, cpu, started = _browser_cpu(pid), cpu_seconds(pid), time.perf_counter()
     action()
@@ -226,7 +227,7 @@ def _timed(page: Any, pid: int, action: Callable[[], None], done_js: str) -> Tim
     except Exception as exc:
         state = page.evaluate(f"() => [window.__jobqRuns, ({IDLE_JS})(), ({done_js})()]")
         raise RuntimeError(
-            f"waiting for {done_js[:120]!r}: runs, idle, done = {state} (runs before: {before})"
+            f"{step or 'a step'}: waiting for {done_js[:120]!r}: runs, idle, done = {state} (runs before: {before})"
         ) from exc
     seconds, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     return seconds, cpu, _browser_cpu(pid) - busy
@@ -267,17 +268,17 @@ def _ops_interactions(page: Any, pid: int) -> dict[str, list[Timing]]:
     # The tabs are lazy: each opened tab is read and drawn then (ending on the latest jobs').
     for view in ("Activity", "Queues", "Latest jobs")[:INTERACTION_REPEATS]:
         tab = page.get_by_role("tab", name=view, exact=True)
-        out["open a tab"].append(_timed(page, pid, tab.click, DRAWN_JS["ops"]))
+        out["open a tab"].append(_timed(page, pid, tab.click, DRAWN_JS["ops"], f"open the {view} tab"))
     for status in ("FAILED", "PENDING", "All")[:INTERACTION_REPEATS]:
         button = page.locator(".st-key-jobs_status").get_by_role("radio", name=status, exact=True)
-        out["status filter"].append(_timed(page, pid, button.click, DRAWN_JS["ops"]))
+        out["status filter"].append(_timed(page, pid, button.click, DRAWN_JS["ops"], f"status filter {status}"))
     for window in ("15 minutes", "6 hours", "1 hour")[:INTERACTION_REPEATS]:
 
         def choose(window: str = window) -> None:
             page.get_by_label("Chart window").click()
             page.get_by_role("option", name=window).click()
 
-        out["chart window"].append(_timed(page, pid, choose, DRAWN_JS["ops"]))
+        out["chart window"].append(_timed(page, pid, choose, DRAWN_JS["ops"], f"chart window {window}"))
     return out
 
 
