@@ -15,6 +15,7 @@ from jobq.backends.ops.core import (
     Op,
     _by_job_id,
     _event,
+    _lease_params,
     _one_write,
     _refusal_detail,
     _refused,
@@ -47,14 +48,14 @@ def claim(
     job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
     event row and its two indexes were half the pages a claim wrote)."""
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
-    params: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+    params = _lease_params(d, worker_id, nonce, now, lease_seconds)
     params["limit"] = limit
     if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
         # One queue: whether it is paused or limited is one look-up before the scan (the planner
         # runs an uncorrelated subquery once and skips the scan when it says so); asked per
         # pending row instead, a claim of a limited queue walked its whole backlog to find
         # nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py).
-        uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+        uncontrolled = _uncontrolled(d, queues)
         statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0")
         rows = yield Exec(statement, params, alone=True)
         controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
@@ -65,7 +66,7 @@ def claim(
     # read only when it got fewer (issue 13: that read was a quarter of a claim's statements).
     # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
     name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+    uncontrolled = _uncontrolled(d, queues)
     statement = d.stmt_for_queues(name, queues, params, uncontrolled=uncontrolled)
     rows = yield Exec(statement, params)
     jobs = _sorted_jobs(rows)
@@ -76,6 +77,12 @@ def claim(
             names = [str(row[0]) for row in active]
             jobs += yield from claim_controlled(d, worker_id, names, limit - len(jobs), lease_seconds, clock, nonce)
     return jobs, CONTROLLED_NONE
+
+
+def _uncontrolled(d: Dialect, queues: Sequence[str]) -> str:
+    """The claim's {uncontrolled}: how it passes over paused and limited queues (one look-up for
+    one queue, a set of them for several)."""
+    return d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
 
 
 def claimed_also(d: Dialect, worker_id: str, nonce: str, known: Sequence[Job]) -> Op[list[Job]]:
@@ -197,9 +204,9 @@ def complete_and_claim(
         and not any(i.note for i in items)
         and len({i.lease.job_id for i in items}) == len(items)  # one row each: an UPDATE takes a row once
     ):
-        now = clock()
-        lease: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
-        return (yield from _complete_set_and_claim(d, items, queues, {**lease, "limit": limit}))
+        params = _lease_params(d, worker_id, nonce, clock(), lease_seconds)
+        params["limit"] = limit
+        return (yield from _complete_set_and_claim(d, items, queues, params))
     done = yield from _within(complete(d, items, clock, repeat))
     jobs: list[Job] = []
     if limit > 0:
@@ -224,7 +231,7 @@ def _complete_set_and_claim(
         for lease in (i.lease,)
     ]
     params = {**params, "items": _COMPACT.encode(batch)}
-    uncontrolled = d.sql["uncontrolled_one" if len(queues) == 1 else "uncontrolled_each"]
+    uncontrolled = _uncontrolled(d, queues)
     uncontrolled = f"{d.sql['claim_after_locks']} AND {uncontrolled}"
     freed = d.sql["completions_freed"]
     statement = d.stmt_for_queues("complete_set_and_claim", queues, params, uncontrolled=uncontrolled, freed=freed)

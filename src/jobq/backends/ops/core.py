@@ -167,6 +167,12 @@ def _refused(
     return False
 
 
+def _lease_params(d: Dialect, worker_id: str, nonce: str, now: float, lease_seconds: float) -> Params:
+    """What every claim statement binds to lease its jobs: the owner, the claim's nonce (each
+    token is it plus the job id), when, and when the lease runs out."""
+    return {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+
+
 def _one_write(d: Dialect, lease: Lease, now: float, op: str) -> Params:
     """Parameters every one-statement worker write takes: its fence, actor and refusal detail."""
     return {

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobq.backends.base import Clock, ControlEvent, ControlUpdate, QueueControl
-from jobq.backends.ops.core import Exec, Notify, Op, _sorted_jobs
+from jobq.backends.ops.core import Exec, Notify, Op, _lease_params, _sorted_jobs
 from jobq.backends.statements import Dialect, Params
 from jobq.flow import control_defect, report_defect
 from jobq.job import Job
@@ -82,7 +82,7 @@ def claim_controlled(
     locks, counts and claims in one round trip (the statement checks the row again under the lock)."""
     if hint == CONTROLLED_BY_CONCURRENCY and len(queues) == 1 and "claim_concurrency_locked" in d.sql:
         now = clock()
-        locked: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+        locked = _lease_params(d, worker_id, nonce, now, lease_seconds)
         locked.update(queue=queues[0], room=limit, alone=True)
         return _sorted_jobs((yield Exec(d.sql["claim_concurrency_locked"], locked, alone=True, several=True)))
     params: Params = {}
@@ -109,7 +109,7 @@ def claim_controlled(
             if tat is not None and tat > now:
                 continue
             room = min(room, 1)
-        lease: Params = {"worker": d.text(worker_id), "nonce": nonce, "now": now, "expires": now + lease_seconds}
+        lease = _lease_params(d, worker_id, nonce, now, lease_seconds)
         if per_key is None and "claim_limited" in d.sql:
             # One statement counts what runs, picks and leases the jobs.
             params = {**lease, "queue": queue, "room": room, "alone": False}
