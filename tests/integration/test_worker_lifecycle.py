@@ -194,3 +194,36 @@ def test_a_timeout_is_recorded_once_through_the_outcome_path(sqlite_url: str, mo
         job = q.get(job_id)
         assert job.last_error == "timed out after 0.3 s" and job.result is None
         assert (worker.jobs_done, worker.jobs_failed) == (0, 1)
+
+
+def test_exit_when_idle_looks_again_after_its_last_job_fails_with_a_retry_due_now(backend_url: str) -> None:
+    """A worker with a free slot that found nothing while its one job ran waits for a wake-up or
+    the poll interval before claiming again. When that job then fails with a retry due at once,
+    ``exit_when_idle`` must not take the wait for "nothing due": it looks again, claims the retry
+    and runs it (a CI run once stopped with the retries still PENDING)."""
+    empty_claim = threading.Event()
+    attempts: list[int] = []
+
+    def handler(ctx: JobContext) -> str:
+        attempts.append(ctx.job.attempts)
+        if ctx.job.attempts == 1:
+            # Fail only after the worker's free slot claimed and found nothing.
+            assert wait_for(empty_claim.is_set, timeout=30, what="an empty claim while the job ran")
+            raise TimeoutError("slow upstream")
+        return "ok"
+
+    with jobq.Queue(backend_url, settings=jobq.Settings(poll_interval_seconds=60)) as q:
+        job = q.enqueue("x", task="flaky", max_attempts=2, backoff=0)
+        claim_many = q.claim_many
+
+        def spied(*args: Any, **kwargs: Any) -> list[jobq.Job]:
+            got = claim_many(*args, **kwargs)
+            if not got and attempts:
+                empty_claim.set()
+            return got
+
+        q.claim_many = spied  # type: ignore[method-assign]
+        Worker(q, {"flaky": handler}, concurrency=2, exit_when_idle=True).run()
+        done = q.get(job)
+    assert attempts == [1, 2]
+    assert (done.status, done.attempts) == (jobq.JobStatus.COMPLETED, 2)

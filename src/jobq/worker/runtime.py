@@ -353,6 +353,12 @@ class Worker:
             self.runs.ready.clear()
             return True
         if self.exit_when_idle and not self.runs.pending():
+            if claimed is None and self._due is None:
+                # This pass neither claimed nor read: a wait for a wake-up (set while a job ran)
+                # skipped the claim. That job may just have failed with a retry due now, so
+                # look once before saying nothing is due.
+                self._look_at = None
+                return True
             return False
         # The sleep ends at a wake-up or when the next job is due. Woken, the next pass claims at
         # once; after a timeout it reads first.
