@@ -136,7 +136,8 @@ def test_a_lost_lease_cancels_the_coroutine(backend_url: str) -> None:
     seen: list[str] = []
     forever = _sleeps_until_cancelled(seen)
 
-    with _queue(backend_url) as q:
+    # A short grace: the released job is claimed again and runs until the stop cancels it.
+    with _queue(backend_url, shutdown_grace_seconds=0.2) as q:
         job_id = q.enqueue({}, task="forever")
         worker = Worker(q, {"forever": forever})
         with running(worker):

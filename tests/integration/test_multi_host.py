@@ -58,8 +58,10 @@ def network_server(network: Hosts) -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def hosts(network: Hosts) -> Iterator[Hosts]:
-    """The module's hosts; their processes are killed and every link is up again after each test."""
+def hosts(network: Hosts, procs: Procs) -> Iterator[Hosts]:
+    """The module's hosts; their processes are killed and every link is up again after each test.
+    Set up after ``procs`` so that it is torn down first: ``unshare --kill-child`` ignores the
+    SIGTERM of ``procs``' teardown, which then waited 15 s for each host's process."""
     try:
         yield network
     finally:

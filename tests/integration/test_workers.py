@@ -64,7 +64,7 @@ def test_sigkill_mid_job_is_rescued_and_completed(backend_url: str, procs: Procs
     assert _status(backend_url, job_id) == JobStatus.PROCESSING  # until its lease runs out
 
     # The rescuer: a worker whose handler for "block" just counts.
-    rescuer = procs.start("worker", "--db", backend_url, "--lease", "2")
+    rescuer = procs.start("worker", "--db", backend_url, "--lease", "2", "--grace", "0.5")  # its stop: no 10 s drain
     with jobq.Queue(backend_url) as q:
         wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{rescuer.pid}")), 60, "the rescued job to restart")
         kinds = [e.kind for e in q.events(job_id)]
@@ -240,7 +240,7 @@ def test_jobs_of_a_killed_local_worker_are_rescued_without_waiting_for_the_lease
         wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{victim.pid}")), 60, "the job to start")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        survivor = procs.start("worker", "--db", sqlite_url, "--lease", "300")
+        survivor = procs.start("worker", "--db", sqlite_url, "--lease", "300", "--grace", "0.5")
         wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-{survivor.pid}")), 60, "another worker to take it")
         assert q.get(job_id).lease_owner != q.events(job_id)[1].actor
         assert [e.kind for e in q.events(job_id)][:3] == ["enqueued", "claimed", "rescued"]
