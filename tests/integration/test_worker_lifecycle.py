@@ -227,3 +227,43 @@ def test_exit_when_idle_looks_again_after_its_last_job_fails_with_a_retry_due_no
         done = q.get(job)
     assert attempts == [1, 2]
     assert (done.status, done.attempts) == (jobq.JobStatus.COMPLETED, 2)
+
+
+def test_exit_when_idle_still_stops_when_the_worker_may_not_claim(backend_url: str) -> None:
+    """The look of the test above happens only when a claim may be made: a worker that is not
+    healthy (its heartbeats failing) skips every claim, so a pass that looks again would loop
+    without a pause. It stops instead, its job's retry left for another worker."""
+    empty_claim = threading.Event()
+    sick = threading.Event()
+
+    class Unhealthy(Worker):
+        @property
+        def healthy(self) -> bool:
+            return not sick.is_set()
+
+    def handler(ctx: JobContext) -> None:
+        assert wait_for(empty_claim.is_set, timeout=30, what="an empty claim while the job ran")
+        sick.set()
+        raise TimeoutError("slow upstream")
+
+    with jobq.Queue(backend_url, settings=jobq.Settings(poll_interval_seconds=60)) as q:
+        job = q.enqueue("x", task="flaky", max_attempts=2, backoff=0)
+        claim_many = q.claim_many
+
+        def spied(*args: Any, **kwargs: Any) -> list[jobq.Job]:
+            got = claim_many(*args, **kwargs)
+            if not got:
+                empty_claim.set()
+            return got
+
+        q.claim_many = spied  # type: ignore[method-assign]
+        worker = Unhealthy(q, {"flaky": handler}, concurrency=2, exit_when_idle=True)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: not thread.is_alive(), timeout=30, what="the worker to stop")
+        finally:
+            worker.stop()  # a worker that loops would otherwise spin on after the test
+            thread.join(30)
+        done = q.get(job)
+    assert (done.status, done.attempts) == (jobq.JobStatus.PENDING, 1)

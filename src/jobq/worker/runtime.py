@@ -353,10 +353,11 @@ class Worker:
             self.runs.ready.clear()
             return True
         if self.exit_when_idle and not self.runs.pending():
-            if claimed is None and self._due is None:
+            if claimed is None and self._due is None and self._claim_size(0):
                 # This pass neither claimed nor read: a wait for a wake-up (set while a job ran)
                 # skipped the claim. That job may just have failed with a retry due now, so
-                # look once before saying nothing is due.
+                # claim once before saying nothing is due. (Not while the worker may not claim,
+                # unhealthy: the next pass would skip the claim again, and so on without a pause.)
                 self._look_at = None
                 return True
             return False
