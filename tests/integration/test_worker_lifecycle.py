@@ -196,12 +196,26 @@ def test_a_timeout_is_recorded_once_through_the_outcome_path(sqlite_url: str, mo
         assert (worker.jobs_done, worker.jobs_failed) == (0, 1)
 
 
+def _on_empty_claim(q: jobq.Queue) -> threading.Event:
+    """An event set when a claim of ``q`` comes back empty (``q.claim_many`` spied on)."""
+    empty = threading.Event()
+    claim_many = q.claim_many
+
+    def spied(*args: Any, **kwargs: Any) -> list[jobq.Job]:
+        got = claim_many(*args, **kwargs)
+        if not got:
+            empty.set()
+        return got
+
+    q.claim_many = spied  # type: ignore[method-assign]
+    return empty
+
+
 def test_exit_when_idle_looks_again_after_its_last_job_fails_with_a_retry_due_now(backend_url: str) -> None:
     """A worker with a free slot that found nothing while its one job ran waits for a wake-up or
     the poll interval before claiming again. When that job then fails with a retry due at once,
     ``exit_when_idle`` must not take the wait for "nothing due": it looks again, claims the retry
     and runs it (a CI run once stopped with the retries still PENDING)."""
-    empty_claim = threading.Event()
     attempts: list[int] = []
 
     def handler(ctx: JobContext) -> str:
@@ -214,15 +228,7 @@ def test_exit_when_idle_looks_again_after_its_last_job_fails_with_a_retry_due_no
 
     with jobq.Queue(backend_url, settings=jobq.Settings(poll_interval_seconds=60)) as q:
         job = q.enqueue("x", task="flaky", max_attempts=2, backoff=0)
-        claim_many = q.claim_many
-
-        def spied(*args: Any, **kwargs: Any) -> list[jobq.Job]:
-            got = claim_many(*args, **kwargs)
-            if not got and attempts:
-                empty_claim.set()
-            return got
-
-        q.claim_many = spied  # type: ignore[method-assign]
+        empty_claim = _on_empty_claim(q)  # the first claim takes the job: empty ones come after
         Worker(q, {"flaky": handler}, concurrency=2, exit_when_idle=True).run()
         done = q.get(job)
     assert attempts == [1, 2]
@@ -233,7 +239,6 @@ def test_exit_when_idle_still_stops_when_the_worker_may_not_claim(backend_url: s
     """The look of the test above happens only when a claim may be made: a worker that is not
     healthy (its heartbeats failing) skips every claim, so a pass that looks again would loop
     without a pause. It stops instead, its job's retry left for another worker."""
-    empty_claim = threading.Event()
     sick = threading.Event()
 
     class Unhealthy(Worker):
@@ -248,15 +253,7 @@ def test_exit_when_idle_still_stops_when_the_worker_may_not_claim(backend_url: s
 
     with jobq.Queue(backend_url, settings=jobq.Settings(poll_interval_seconds=60)) as q:
         job = q.enqueue("x", task="flaky", max_attempts=2, backoff=0)
-        claim_many = q.claim_many
-
-        def spied(*args: Any, **kwargs: Any) -> list[jobq.Job]:
-            got = claim_many(*args, **kwargs)
-            if not got:
-                empty_claim.set()
-            return got
-
-        q.claim_many = spied  # type: ignore[method-assign]
+        empty_claim = _on_empty_claim(q)
         worker = Unhealthy(q, {"flaky": handler}, concurrency=2, exit_when_idle=True)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()

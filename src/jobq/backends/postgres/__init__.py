@@ -124,10 +124,16 @@ LOCK_WAIT_COUNTED_SECONDS = 0.25
 """A one-statement heartbeat adds to the lease the time it waited for its row lock, when longer
 than this (shorter waits cost less than a lease that no longer equals the caller's clock)."""
 
-_LOCK_WAIT = "extract(epoch FROM clock_timestamp() - statement_timestamp())::double precision"
-#: The same since the transaction began: a statement after another in one pipeline (BEGIN sent
-#: with them, so the transaction began when the caller read its clock) counts the earlier ones'.
-_TXN_WAIT = "extract(epoch FROM clock_timestamp() - transaction_timestamp())::double precision"
+
+def _counted_wait(since: str) -> str:
+    """Seconds from ``since()`` (``statement_timestamp``: this statement's own lock waits;
+    ``transaction_timestamp``: also the earlier statements' of one pipeline, BEGIN sent with
+    them, so the transaction began when the caller read its clock) to now, when over
+    LOCK_WAIT_COUNTED_SECONDS; else 0."""
+    wait = f"extract(epoch FROM clock_timestamp() - {since}())::double precision"
+    return f"(CASE WHEN {wait} > {LOCK_WAIT_COUNTED_SECONDS} THEN {wait} ELSE 0 END)"
+
+
 _STATEMENT = re.compile(r"\{sql:(\w+)\}")
 
 
@@ -151,8 +157,8 @@ class PostgresDialect(Dialect):
             "wake_channel": self.channel,
             "done_channel": self.done_channel,
             "notify_waited": f"{schema}.jobq_notify_waited",
-            "lock_wait": f"(CASE WHEN {_LOCK_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_LOCK_WAIT} ELSE 0 END)",
-            "txn_wait": f"(CASE WHEN {_TXN_WAIT} > {LOCK_WAIT_COUNTED_SECONDS} THEN {_TXN_WAIT} ELSE 0 END)",
+            "lock_wait": _counted_wait("statement_timestamp"),
+            "txn_wait": _counted_wait("transaction_timestamp"),
         }
         sql = load_statements(Path(__file__).parent / "sql", fragments)
         # The one-statement forms embed the named statements they extend ({sql:complete}): one copy
