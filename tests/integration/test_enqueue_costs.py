@@ -9,6 +9,8 @@ of its WAL pages. Round trips on PostgreSQL are counted in test_round_trips.py.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import apsw
@@ -17,6 +19,7 @@ from pg import raw_connect
 from test_sqlite_costs import start_counting, wal_frames
 
 import jobq
+from jobq.backends import ops
 
 JOBS = 60
 #: WAL pages per enqueue, one per transaction: measured 3.1 (the jobs table, its live index and
@@ -42,14 +45,18 @@ def _statements(conn: apsw.Connection, call: object) -> list[str]:
     return seen
 
 
-def test_an_sqlite_enqueue_is_one_insert_in_its_transaction_and_stores_no_event(tmp_path: Path) -> None:
+def test_an_sqlite_enqueue_is_one_insert_sent_alone_and_stores_no_event(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
     with jobq.Queue(f"sqlite:///{db}") as q:
         q.enqueue({"warm": True})  # the schema and the cached statements exist
         conn = q.backend._connect()  # type: ignore[attr-defined]
         seen = _statements(conn, lambda: q.enqueue({"n": 1}))
-        work = [s for s in seen if s.split()[0].upper() not in ("BEGIN", "COMMIT")]
-        assert len(work) == 1 and work[0].startswith("INSERT INTO jobs"), seen
+        # Autocommit: SQLite makes the lone INSERT its own write transaction (no BEGIN, COMMIT).
+        assert len(seen) == 1 and seen[0].startswith("INSERT INTO jobs"), seen
+        assert conn.get_autocommit()
+        # A keyed enqueue may read after its insert: it keeps its BEGIN IMMEDIATE transaction.
+        seen = _statements(conn, lambda: q.enqueue({"n": 2}, key="k"))
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT", seen
         seen = _statements(conn, lambda: q.enqueue_many([{"n": n} for n in range(10)]))
         assert not [s for s in seen if "job_events" in s], seen
         assert conn.execute("SELECT count(*) FROM job_events").fetchall()[0][0] == 0
@@ -57,6 +64,45 @@ def test_an_sqlite_enqueue_is_one_insert_in_its_transaction_and_stores_no_event(
         assert ids[0] == ids[2] != ids[1]  # keyed jobs in a batch keep their semantics
         assert conn.execute("SELECT count(*) FROM job_events").fetchall()[0][0] == 0
         assert [str(e.kind) for e in q.events(ids[0])] == ["enqueued"]
+
+
+def test_an_sqlite_enqueue_sent_alone_waits_for_a_held_write_lock_or_gives_up_cleanly(tmp_path: Path) -> None:
+    """The lone INSERT takes the write lock as BEGIN IMMEDIATE did: it waits for another
+    process's transaction (the busy handler), and past the URL's busy_timeout fails in one line
+    with nothing stored."""
+    db = tmp_path / "q.db"
+    holder = apsw.Connection(str(db))
+    with jobq.Queue(f"sqlite:///{db}") as q:
+        q.enqueue({"warm": True})
+        holder.execute("BEGIN IMMEDIATE")
+        box: list[int] = []
+        t = threading.Thread(target=lambda: box.append(q.enqueue({"n": 1})))
+        t.start()
+        time.sleep(0.5)  # the fault: the lock is held for a while
+        assert not box, "the enqueue wrote while another connection held the write lock"
+        holder.execute("COMMIT")
+        t.join(30)
+        assert box and (job := q.get(box[0])) is not None and job.payload == {"n": 1}
+    with jobq.Queue(f"sqlite:///{db}?busy_timeout=200") as q:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(jobq.StorageError, match="stayed locked"):
+            q.enqueue({"n": 2})
+        holder.execute("ROLLBACK")
+        assert q.counts()["PENDING"] == 2
+    holder.close()
+
+
+def test_an_sqlite_operation_sends_no_statement_after_one_it_sent_alone(tmp_path: Path) -> None:
+    """A statement sent alone has committed: a retry of the operation (SQLITE_BUSY) would repeat
+    it, so nothing but wake-ups may follow it."""
+    with jobq.Queue(f"sqlite:///{tmp_path / 'q.db'}") as q:
+
+        def two() -> ops.Op[None]:
+            yield ops.Exec("UPDATE jobs SET priority = 1", alone=True)
+            yield ops.Exec("UPDATE jobs SET priority = 2")
+
+        with pytest.raises(RuntimeError, match="after one it sent alone"):
+            q.backend._write(two)  # type: ignore[attr-defined]
 
 
 def test_an_sqlite_enqueue_writes_a_bounded_number_of_wal_pages(tmp_path: Path) -> None:

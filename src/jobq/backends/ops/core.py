@@ -34,10 +34,12 @@ class Exec(NamedTuple):
     """Run one statement; the operation receives its rows (empty when it returns none).
 
     ``alone``: the statement is a transaction of its own, so a backend may send it by itself
-    (PostgreSQL: one autocommit statement, one round trip instead of BEGIN, statement, COMMIT).
+    (PostgreSQL: one autocommit statement, one round trip instead of BEGIN, statement, COMMIT;
+    SQLite: a lone statement in autocommit, its own write transaction, without BEGIN and COMMIT).
     An operation that starts with one yields only such statements after it (each commits as it
-    runs: one that is sent again, like a keyed enqueue's, must be safe to repeat). On a caller's
-    connection they simply run in the caller's transaction."""
+    runs: one that is sent again, like a keyed enqueue's, must be safe to repeat); on SQLite only
+    wake-ups (``Notify``), sent after it commits. On a caller's connection they simply run in the
+    caller's transaction."""
 
     sql: str
     params: Params | Sequence[Any] = {}

@@ -16,6 +16,16 @@ VALUES (:queue, :task, :payload, :priority, :run_at, :max_attempts, :timeout,
 ON CONFLICT (idempotency_key) WHERE {key_held} DO NOTHING
 RETURNING id
 
+-- name: insert_job_alone
+-- One job without keys (enqueue's usual call), sent alone: SQLite makes the lone INSERT its own
+-- write transaction. Only the columns without a default, bound by position (?1 queue, ?2 task,
+-- ?3 payload, ?4 priority, ?5 run_at, ?6 max_attempts, ?7 timeout, ?8 now, ?9 policy): no key,
+-- so nothing can conflict and no ON CONFLICT is planned. Measured at NORMAL, CPU per enqueue:
+-- ~7 us less than BEGIN/COMMIT around it, ~7 us less than insert_job's ON CONFLICT form.
+INSERT INTO jobs (queue, task, payload, priority, run_at, max_attempts, timeout, created_at, updated_at, policy)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+RETURNING id
+
 -- name: insert_jobs_values
 -- A batch of jobs without keys (nothing can conflict) in one multi-row INSERT: ?1 is the time,
 -- then {rows} holds one `(?1, ?1, ?, ?, ?, ?, ?, ?, ?, ?)` per job, bound by position (chunks of
