@@ -1,5 +1,6 @@
 """Flow control with real workers (docs/flow-control.md): a paused queue is skipped by a running
-worker and taken up once resumed; a resume wakes idle workers; the asyncio facade. Both backends."""
+worker and taken up once resumed; a resume or a retry due now wakes idle workers; the asyncio
+facade. Both backends."""
 
 from __future__ import annotations
 
@@ -53,6 +54,29 @@ def test_a_resume_wakes_the_queues_idle_workers(backend_url: str) -> None:
             assert listener.wait(10), "a loosened limit wakes the queue's workers"
             q.resume("mail")
             assert listener.wait(10), "a resume wakes the queue's workers"
+        finally:
+            listener.close()
+
+
+def test_a_retry_due_at_once_wakes_the_queues_idle_workers(backend_url: str) -> None:
+    """A failed attempt whose retry is due now wakes idle workers, as a release does (before,
+    another worker found it only at its next poll); a retry due later wakes nobody. One job (one
+    statement on PostgreSQL) and two (the transaction)."""
+    with jobq.Queue(backend_url) as q:
+        listener = q.listener("idle-worker", "mail")
+        now = time.time()
+        q.register_worker(
+            WorkerInfo("idle-worker", "idle", "h", os.getpid(), ("mail",), now, now, wake_address=listener.address)
+        )
+        try:
+            q.enqueue_many(["a", "b", "c", "d"], queue="mail", max_attempts=3)
+            for delays in ([60.0], [0.0], [60.0, 60.0], [0.0, 60.0]):
+                jobs = [q.claim("w", queue="mail") for _ in delays]
+                while listener.wait(0):  # whatever was sent before
+                    pass
+                q.fail_many([(job, "boom", True) for job in jobs if job is not None], delays=delays)
+                woken = listener.wait(0.5 if min(delays) else 10)
+                assert woken == (min(delays) == 0), f"retries in {delays} s: woken {woken}"
         finally:
             listener.close()
 

@@ -263,10 +263,14 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         else:
             statement = "fail_one"
         params = _one_write(d, item.lease, now, "fail")
-        params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)))
+        due = item.retry_at is not None and item.retry_at <= now
+        params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)), due=due)
         return [bool((yield Exec(d.sql[statement], params, alone=True)))]
     out = [False] * len(items)
     finished: set[int] = set()
+    # A retry due at once wakes idle workers of its queue, as a release does: else another
+    # worker finds it only at its next poll (a worker's own free slot looks again at once).
+    queues: set[str] = set()
     for i in _by_job_id([item.lease for item in items]):
         item, lease = items[i], items[i].lease
         error = d.text(item.error) or ""
@@ -283,10 +287,12 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
             out[i] = True
             if item.retry_at is None:
                 finished.add(lease.job_id)
+            elif item.retry_at <= now:
+                queues.add(rows[0][2])
         else:
             out[i] = yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=op)
-    if finished:
-        yield Notify(frozenset(), frozenset(finished))
+    if finished or queues:
+        yield Notify(frozenset(queues), frozenset(finished))
     return out
 
 

@@ -142,7 +142,7 @@ RETURNING id, lease_token, attempts
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(retry_at)s,
     last_error = %(error)s, lease_expires_at = NULL
 WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
-RETURNING attempts, started_at
+RETURNING attempts, started_at, queue
 
 -- name: fail
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
@@ -534,7 +534,8 @@ FROM ({sql:claim_flag}) AS flag LEFT JOIN claimed ON true
 (SELECT count(*) FROM locked) >= 0
 
 -- name: retry_one
--- The event carries the attempt's claim time (common.attempt_detail): the row's moves on.
+-- The event carries the attempt's claim time (common.attempt_detail): the row's moves on. A
+-- retry due at once (`due`) wakes the queue's idle workers, as a release does.
 WITH done AS ({sql:retry}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT %(id)s::bigint, %(now)s, 'retry_scheduled', %(actor)s::text, attempts,
@@ -542,8 +543,10 @@ WITH done AS ({sql:retry}), recorded AS (
 ), refused AS (
     {sql:refused_event}
     WHERE NOT EXISTS (SELECT FROM done)
+), wake AS (
+    SELECT count(pg_notify('{wake_channel}', queue)) AS n FROM done WHERE %(due)s::boolean
 )
-SELECT attempts FROM done
+SELECT attempts FROM done, wake
 
 -- name: fail_one
 -- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.

@@ -121,7 +121,7 @@ RETURNING jobs.id, jobs.lease_token, jobs.attempts
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
     last_error = :error, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_fail}
-RETURNING attempts, started_at
+RETURNING attempts, started_at, queue
 
 -- name: fail
 UPDATE jobs SET status = 'FAILED', rev = rev + 1, updated_at = :now, finished_at = :now,
