@@ -15,7 +15,8 @@ import apsw
 @dataclasses.dataclass
 class Transactions:
     writes: list[str] = dataclasses.field(default_factory=list)
-    """The thread name of each write transaction (BEGIN IMMEDIATE: SQLite's one write lock), in order."""
+    """The thread name of each write transaction (BEGIN IMMEDIATE, or a write statement sent alone
+    in autocommit: either takes SQLite's one write lock), in order."""
     reads: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     """Read transactions (BEGIN) per thread name."""
 
@@ -27,7 +28,9 @@ def transactions() -> Iterator[Transactions]:
 
     def hook(conn: apsw.Connection) -> None:
         def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
-            if sql.startswith("BEGIN IMMEDIATE"):
+            if sql.startswith("BEGIN IMMEDIATE") or (
+                sql.lstrip().startswith(("INSERT", "UPDATE", "DELETE")) and cursor.connection.get_autocommit()
+            ):
                 seen.writes.append(threading.current_thread().name)
             elif sql == "BEGIN":
                 seen.reads[threading.current_thread().name] += 1
