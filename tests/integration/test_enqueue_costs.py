@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -94,15 +95,21 @@ def test_an_sqlite_enqueue_sent_alone_waits_for_a_held_write_lock_or_gives_up_cl
 
 def test_an_sqlite_operation_sends_no_statement_after_one_it_sent_alone(tmp_path: Path) -> None:
     """A statement sent alone has committed: a retry of the operation (SQLITE_BUSY) would repeat
-    it, so nothing but wake-ups may follow it."""
+    it, so nothing but wake-ups may follow it. Only an operation said to read no clock in its
+    first step may start alone; any other begins its transaction first (its alone statement then
+    runs inside it)."""
     with jobq.Queue(f"sqlite:///{tmp_path / 'q.db'}") as q:
+        q.enqueue({})
 
         def two() -> ops.Op[None]:
             yield ops.Exec("UPDATE jobs SET priority = 1", alone=True)
             yield ops.Exec("UPDATE jobs SET priority = 2")
 
+        backend: Any = q.backend
         with pytest.raises(RuntimeError, match="after one it sent alone"):
-            q.backend._write(two)  # type: ignore[attr-defined]
+            backend._transaction(two, write=True, may_start_alone=True)
+        backend._transaction(two, write=True)
+        assert backend._connect().execute("SELECT priority FROM jobs").fetchall() == [(2,)]
 
 
 def test_an_sqlite_enqueue_writes_a_bounded_number_of_wal_pages(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import apsw
 
 from jobq.backends import ops
+from jobq.backends.base import NewJob
 from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
@@ -244,7 +245,13 @@ class SqliteBackend(SqlStore):
                 except apsw.Error as exc:
                     raise _storage_error(exc, self.path) from None
 
-    def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
+    def _transaction(
+        self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None, may_start_alone: bool = False
+    ) -> T:
+        """``may_start_alone``: the operation's first step reads no clock (an enqueue is given its
+        ``now``), so its first command may be made before the write lock is held, to learn whether
+        it is a statement sent alone. Any other operation's first step runs after BEGIN: a claim or
+        heartbeat reads the clock there, and a lease must run from when the lock was granted."""
         # A COMMIT either returns or raises here (a local file): no outcome is unknown, and a
         # failed one is reported as StorageError (the worker repeats its writes as `repeat`).
         notify: set[str] = set()
@@ -258,14 +265,16 @@ class SqliteBackend(SqlStore):
             # statement and at most one Notify (issue 13: the driver's calls were ~5% of its CPU).
             op = make()
             try:
-                command = next(op)
                 # A write that is one statement sent alone runs in autocommit: SQLite makes it a
                 # write transaction of its own, taking the lock as BEGIN IMMEDIATE does (the busy
                 # handler waits for it). BEGIN and COMMIT are two statements fewer (an enqueue:
                 # ~7 us of its CPU at NORMAL, issue 13). Only wake-ups may follow it.
+                command: ops.Command | None = next(op) if may_start_alone else None
                 alone = write and type(command) is ops.Exec and command.alone
                 if not alone:
                     c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if command is None:
+                    command = next(op)
                 while True:
                     if type(command) is ops.Exec:
                         rows = c.execute(command.sql, command.params).fetchall()
@@ -289,6 +298,12 @@ class SqliteBackend(SqlStore):
         if finished:
             self._finish_notifier.notify(finished)
         return result
+
+    def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
+        if len(jobs) == 1 and jobs[0].idempotency_key is None and not traces:
+            # One job without a key: its operation reads no clock, and is one statement sent alone.
+            return self._transaction(lambda: ops.enqueue(DIALECT, jobs, now), write=True, may_start_alone=True)
+        return super().enqueue(jobs, now, traces)
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
         # The application's connection, in its transaction (see caller.py for what is checked).
