@@ -19,7 +19,8 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 - ``limitedworker``: a worker of the concurrency-limited queue ``lim`` with a fenced handler that,
   with ``--freeze``, SIGSTOPs its own process while it holds the queue's only slot.
 - ``schedworker``: one scheduler tick that exits hard at a point inside a slot's transaction.
-- ``powerwriter``: enqueues (with acknowledgements), claims and completes through ``CrashVFS``, a
+- ``powerwriter``: enqueues (with acknowledgements; every other job without a key, so the one
+  statement sent alone in autocommit is cut too), claims and completes through ``CrashVFS``, a
   SQLite VFS that keeps, beside each file, the image a disk would hold if power failed now (writes
   reach it only at fsync) and "loses power" at the N-th write or sync: it applies a random subset
   of the un-synced writes to that image and exits.
@@ -345,7 +346,9 @@ def powerwriter(args: argparse.Namespace) -> None:
     assert vfs.files, "the queue opened its database through CrashVFS"
     for i in range(args.count):
         key = f"k-{i}"
-        job_id = q.enqueue({"key": key}, key=key)
+        # The payload names the job either way; a keyed enqueue runs in BEGIN IMMEDIATE ... COMMIT,
+        # a plain one is one INSERT in autocommit: power is cut in both.
+        job_id = q.enqueue({"key": key}, key=key) if i % 2 else q.enqueue({"key": key})
         append_line(args.ack, f"{key} {job_id}\n")
         if i % 3 == 2:
             job = q.claim("powerwriter")
