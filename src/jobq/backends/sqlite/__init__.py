@@ -302,7 +302,7 @@ class SqliteBackend(SqlStore):
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
         if len(jobs) == 1 and jobs[0].idempotency_key is None and not traces:
             # One job without a key: its operation reads no clock, and is one statement sent alone.
-            return self._transaction(lambda: ops.enqueue(DIALECT, jobs, now), write=True, may_start_alone=True)
+            return self._transaction(lambda: ops.enqueue(self.dialect, jobs, now), write=True, may_start_alone=True)
         return super().enqueue(jobs, now, traces)
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
