@@ -167,6 +167,16 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
             # The last known figures stay on the page.
             expect(_metric(ops_page, "Pending")).to_have_text("3")
             assert pending in job_rows(manager_page)
+            # A tab never opened before, whose read no other part of the page makes (Schedules),
+            # reruns the tables' fragment alone with nothing remembered to show: it says in one
+            # line that the queue cannot be read (no traceback); the rest keeps its figures.
+            schedules_tab = ops_page.get_by_role("tab", name="Schedules", exact=True)
+            schedules_tab.click()
+            expect(schedules_tab).to_have_attribute("aria-selected", "true")
+            unreadable = ops_page.get_by_test_id("stAlert").filter(has_text="could not be read")
+            expect(unreadable).to_have_count(1, timeout=RECOVERY_MS)
+            assert "Traceback" not in ops_page.locator("body").inner_text()
+            expect(_metric(ops_page, "Pending")).to_have_text("3")
 
             server.start()
             with Queue(url) as q:
@@ -174,6 +184,8 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
             for page in (ops_page, manager_page):
                 expect(page.get_by_text("Stale since")).to_have_count(0, timeout=RECOVERY_MS)
             expect(_metric(ops_page, "Pending")).to_have_text("5")
+            # The open tab reads again once the server is back.
+            expect(unreadable).to_have_count(0, timeout=RECOVERY_MS)
             wait_rows(
                 manager_page, lambda rows: added[-1] in rows, "the job added after the recovery", RECOVERY_MS / 1000
             )
