@@ -300,10 +300,12 @@ class SqliteBackend(SqlStore):
         return result
 
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
-        if len(jobs) == 1 and jobs[0].idempotency_key is None and not traces:
-            # One job without a key: its operation reads no clock, and is one statement sent alone.
-            return self._transaction(lambda: ops.enqueue(self.dialect, jobs, now), write=True, may_start_alone=True)
-        return super().enqueue(jobs, now, traces)
+        # An enqueue is given its ``now`` and reads no clock, so it may start alone (``ops.enqueue``
+        # decides which: one job without keys). No ``on_unknown`` settle: here a COMMIT's outcome
+        # is never unknown (``_transaction``).
+        if not jobs:
+            return []
+        return self._transaction(lambda: ops.enqueue(self.dialect, jobs, now, traces), write=True, may_start_alone=True)
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
         # The application's connection, in its transaction (see caller.py for what is checked).
