@@ -78,7 +78,7 @@ def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:
         job = q.claim(worker_id, lease=lease)
         if job is None:
             time.sleep(0.05)
-    (OUT / f"held-{job.id}").write_text(worker_id)
+    _publish(OUT / f"held-{job.id}", worker_id)
     beat = 0.0
     while not (OUT / f"go-{job.id}").exists():
         if time.monotonic() - beat >= lease / 3:
@@ -93,7 +93,15 @@ def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:
             outcomes.append(f"{name}:ok")
         except jobq.LeaseLost:
             outcomes.append(f"{name}:LeaseLost")
-    (OUT / f"outcome-{job.id}").write_text(" ".join(outcomes))
+    _publish(OUT / f"outcome-{job.id}", " ".join(outcomes))
+
+
+def _publish(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step: a test waits for the file to exist and then reads
+    it (``write_text`` creates it empty first; a CI run read "" there)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def tick(ctx: JobContext) -> None:
