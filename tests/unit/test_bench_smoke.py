@@ -163,6 +163,22 @@ def test_hotpath_measures_jobq_and_the_statements_it_sends() -> None:
         assert all(value > 0 for value in figures.values()), (arm, figures)
 
 
+def test_pg_anatomy_takes_only_the_waiter_check_out_of_jobqs_completion() -> None:
+    # bench.pg_calls --anatomy runs complete_one without its waiter check: if the statement changes
+    # shape, the variant must still be the same statement but for that call, or fail loudly.
+    from bench.pg_calls import NO_WAITER_CHECK, without_waiter_check
+    from jobq.backends.postgres import PostgresDialect
+
+    complete_one = PostgresDialect("jobq").sql["complete_one"]
+    variant = without_waiter_check(complete_one)
+    assert "jobq_notify_waited" in complete_one and "jobq_notify_waited" not in variant
+    assert variant.startswith(NO_WAITER_CHECK)
+    assert variant.count("count(*) AS n") == complete_one.count("count(*) AS n") + 1
+    assert len(variant) < len(NO_WAITER_CHECK) + len(complete_one)
+    with pytest.raises(RuntimeError, match="no waiter check"):
+        without_waiter_check("SELECT 1")
+
+
 def test_apps_targets_judge_the_returning_browser_and_show_a_new_profile() -> None:
     apps = {"jobs": 125_000, "manager": 1.5, "manager (new browser profile)": 2.5, "ops": 2.5}
     got = {t: (shown, ok) for t, shown, ok in report.targets([], {"apps": apps})}
