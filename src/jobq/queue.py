@@ -922,10 +922,11 @@ class Queue:
         return self.backend.trace_contexts(list(job_ids))
 
     @read
-    def queue_gauges(self) -> dict[str, QueueGauges]:
+    def queue_gauges(self, backlog: bool = True) -> dict[str, QueueGauges]:
         """Due and scheduled PENDING jobs, the oldest due, and PROCESSING jobs, per queue (cheap:
-        partial indexes only; what ``jobq metrics`` reads on every scrape)."""
-        return self.backend.queue_gauges(self.clock())
+        partial indexes only; what ``jobq metrics`` reads). ``backlog=False`` reads the PROCESSING
+        part only: the PENDING fields are then 0 and None (see ``Backend.queue_gauges``)."""
+        return self.backend.queue_gauges(self.clock(), backlog)
 
     @read
     def last_event_id(self) -> int:

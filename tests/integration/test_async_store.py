@@ -130,6 +130,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("history", now - 3600, 60.0, now)
     call("due_history", now - 3600, 60.0, now, 10)
     call("queue_gauges", now)
+    call("queue_gauges", now, False)
     call("last_event_id")
     call("events_after", 0, 100)
     call("completion_cursor")

@@ -664,9 +664,11 @@ class Backend(Protocol):
         """The stored trace context of each of ``job_ids`` that has one."""
         ...
 
-    def queue_gauges(self, now: float) -> dict[str, QueueGauges]:
+    def queue_gauges(self, now: float, backlog: bool = True) -> dict[str, QueueGauges]:
         """PENDING (due / scheduled, oldest due) and PROCESSING per queue; queues with neither
-        are absent. Reads only the partial indexes: its cost follows the backlog, not history."""
+        are absent. Reads only the partial indexes: its cost follows the backlog, not history.
+        ``backlog`` false: the PROCESSING part only (the PENDING fields left at 0 and None, queues
+        without running jobs absent), for a reader that keeps the backlog of an earlier read."""
         ...
 
     def last_event_id(self) -> int:

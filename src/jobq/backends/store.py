@@ -423,8 +423,8 @@ class SqlStore:
             return self._run_plan(_value({}))
         return self._read(lambda: ops.trace_contexts(self.dialect, job_ids))
 
-    def queue_gauges(self, now: float) -> dict[str, QueueGauges]:
-        return self._read(lambda: ops.queue_gauges(self.dialect, now))
+    def queue_gauges(self, now: float, backlog: bool = True) -> dict[str, QueueGauges]:
+        return self._read(lambda: ops.queue_gauges(self.dialect, now, backlog))
 
     def last_event_id(self) -> int:
         return self._read(lambda: ops.last_event_id(self.dialect))

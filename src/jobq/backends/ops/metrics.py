@@ -38,9 +38,10 @@ def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:
     return {int(r[0]): str(r[1]) for r in rows}
 
 
-def queue_gauges(d: Dialect, now: float) -> Op[dict[str, QueueGauges]]:
+def queue_gauges(d: Dialect, now: float, backlog: bool = True) -> Op[dict[str, QueueGauges]]:
     pending = {}
-    for q, n, later, first in (yield Exec(d.sql["metric_pending"], {"now": now})):
+    rows = (yield Exec(d.sql["metric_pending"], {"now": now})) if backlog else []
+    for q, n, later, first in rows:
         oldest = number_or_none(first)  # text written by hand on SQLite: never due
         pending[q] = (int(n), int(n) - int(later or 0), oldest if oldest is not None and oldest <= now else None)
     running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import jobq
-from jobq.backends.base import HistogramBounds, NewJob
+from jobq.backends.base import HistogramBounds, NewJob, QueueGauges
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import kinds
 
@@ -79,6 +79,18 @@ def test_queue_gauges_split_due_and_scheduled_and_count_expired_leases(queue: jo
     assert (g["c"].pending_due, g["c"].processing, g["c"].processing_expired) == (0, 1, 0)
     clock.advance(20)
     assert queue.queue_gauges()["c"].processing_expired == 1
+
+
+def test_queue_gauges_without_the_backlog_read_only_the_running_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
+    # The exporter reads the running jobs at every scrape and a costly backlog less often.
+    queue.enqueue_many(["a1", "a2"], queue="a")
+    queue.enqueue("b", queue="b")
+    assert queue.claim("w1", queue="b", lease=10) is not None
+    queue.enqueue("b later", queue="b", delay=60)
+    clock.advance(11)
+    assert queue.queue_gauges(backlog=False) == {"b": QueueGauges(0, 0, None, 1, 1)}
+    full = queue.queue_gauges()
+    assert full["b"] == QueueGauges(0, 1, None, 1, 1) and full["a"].pending_due == 2
 
 
 def test_events_after_is_a_cursor_with_each_jobs_queue_and_times(queue: jobq.Queue, clock: FakeClock) -> None:
