@@ -42,20 +42,31 @@ STATS_SETTINGS = {
 }
 
 
-def _statements(server: PgServer, calls: int) -> list[tuple[str, float, float]]:
-    """(label, server µs per call, WAL bytes per call) of each statement, `calls` times each."""
+def _fill_raw(conn: Any, jobs: int) -> None:
+    """``jobs`` pending jobs in raw's ``jobs`` table (the one ``conn``'s search_path finds)."""
+    now = time.time()
+    conn.execute(raw.INSERT_MANY, (now, now, now, json.dumps([json.dumps({"i": i}) for i in range(jobs)])))
+
+
+def _raw_database(server: PgServer, name: str, jobs: int) -> Any:
+    """A fresh database ``name`` with raw's schema and ``jobs`` pending jobs: its connection."""
     import psycopg
 
+    server.fresh_database(name)
+    conn = psycopg.connect(f"{server.dsn_base}/{name}", autocommit=True)
+    for statement in raw.SCHEMA:
+        conn.execute(statement)
+    _fill_raw(conn, jobs)
+    return conn
+
+
+def _statements(server: PgServer, calls: int) -> list[tuple[str, float, float]]:
+    """(label, server µs per call, WAL bytes per call) of each statement, `calls` times each."""
     import jobq
 
-    server.fresh_database("raw")
     server.fresh_database("jq")
-    rc = psycopg.connect(f"{server.dsn_base}/raw", autocommit=True)
+    rc = _raw_database(server, "raw", calls + 10)
     rc.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    for statement in raw.SCHEMA:
-        rc.execute(statement)
-    now = time.time()
-    rc.execute(raw.INSERT_MANY, (now, now, now, json.dumps([json.dumps({"i": i}) for i in range(calls + 10)])))
     q = jobq.Queue(f"{server.dsn_base}/jq")
     q.enqueue_many([{"i": i} for i in range(calls + 10)])
     first = q.claim("w")  # connections and the schema made before the count starts
@@ -166,8 +177,7 @@ def _anatomy_server(server: PgServer, calls: int) -> list[tuple[str, float, floa
                 if "INCLUDING ALL" not in like:  # raw's indexes: the primary key and the claim's
                     c.execute("ALTER TABLE jobs ADD PRIMARY KEY (id)")
                     c.execute(raw.SCHEMA[1])
-            now = time.time()
-            c.execute(raw.INSERT_MANY, (now, now, now, json.dumps([json.dumps({"i": i}) for i in range(calls + 10)])))
+            _fill_raw(c, calls + 10)
             conns.append(c)
         # jobq's completion without its waiter check: the same statement but for the call (a
         # comment names it apart in pg_stat_statements). The dialect is shared by every queue of
@@ -226,15 +236,10 @@ def _anatomy_client(server: PgServer, calls: int, rounds: int = 5) -> dict[str, 
 
     import jobq
 
-    server.fresh_database("anatomy_raw")
-    server.fresh_database("anatomy_jobq")
-    rc = psycopg.connect(f"{server.dsn_base}/anatomy_raw", autocommit=True)
-    rc.execute("SET synchronous_commit = off")
-    for statement in raw.SCHEMA:
-        rc.execute(statement)
     total = (rounds + 1) * calls + 10
-    now = time.time()
-    rc.execute(raw.INSERT_MANY, (now, now, now, json.dumps([json.dumps({"i": i}) for i in range(total)])))
+    rc = _raw_database(server, "anatomy_raw", total)
+    rc.execute("SET synchronous_commit = off")
+    server.fresh_database("anatomy_jobq")
     q = jobq.Queue(f"{server.dsn_base}/anatomy_jobq")
     with psycopg.connect(f"{server.dsn_base}/anatomy_jobq", autocommit=True) as admin:
         admin.execute("ALTER DATABASE anatomy_jobq SET synchronous_commit = off")
