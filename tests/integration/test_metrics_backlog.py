@@ -80,3 +80,8 @@ def test_a_cheap_backlog_is_read_at_every_scrape(backend_url: str) -> None:
         q.enqueue("b")
         figures = scrape(collector)
         assert due(figures) == 2 and figures[("jobq_backlog_gauges_age_seconds", ())] == 0
+
+
+def test_a_share_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="backlog_share"):
+        JobqCollector(None, settle_seconds=0.0, backlog_share=0.0)  # type: ignore[arg-type]

@@ -195,6 +195,8 @@ class JobqCollector:
         self._made_cursor = 0
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
+        if not backlog_share > 0:
+            raise ValueError(f"backlog_share must be above 0, not {backlog_share!r}")
         self.backlog_share = backlog_share
         self.backlog_free_seconds = backlog_free_seconds
         self._backlog: dict[str, QueueGauges] = {}
