@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pg import PgServer, fresh_database
 from polling import wait_for
 
 import jobq
@@ -85,3 +86,30 @@ def test_a_cheap_backlog_is_read_at_every_scrape(backend_url: str) -> None:
 def test_a_share_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="backlog_share"):
         JobqCollector(None, settle_seconds=0.0, backlog_share=0.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_a_scrape_between_backlog_reads_still_fails_when_the_database_is_gone(postgres_server: PgServer) -> None:
+    # The running jobs are read at every scrape: a database that went away between two backlog
+    # reads fails the scrape, as before, instead of serving the kept figures as if all were well.
+    if not postgres_server.managed:
+        pytest.skip("stopping needs the session's own PostgreSQL (JOBQ_TEST_POSTGRES_URL is external)")
+    with fresh_database(postgres_server) as url, jobq.Queue(url) as q:
+        q.enqueue("a")
+        collector = JobqCollector(q, settle_seconds=0.0, backlog_share=1e-9, backlog_free_seconds=0.0)
+        assert due(scrape(collector)) == 1
+        postgres_server.stop()
+        try:
+            with pytest.raises(jobq.StorageError):
+                scrape(collector)
+        finally:
+            postgres_server.start()
+        assert due(wait_for(lambda: scrape_or_none(collector), timeout=60, what="a scrape after the restart")) == 1
+
+
+def scrape_or_none(collector: JobqCollector) -> dict[tuple[str, tuple[str, ...]], float] | None:
+    """A scrape, or None while the database cannot be read yet (a server starting again)."""
+    try:
+        return scrape(collector)
+    except jobq.StorageError:
+        return None
