@@ -331,9 +331,11 @@ def test_ctrl_c_exits_130_quietly(cli: Cli) -> None:
 
     wait_for(blocked_reading_stdin, 30, "jobq enqueue to wait on stdin")
     proc.send_signal(signal.SIGINT)
+    # Wait with stdin still open: communicate() would close it at once, and a read that sees the
+    # EOF before the signal is handled ends with an empty payload instead (a race under load).
+    proc.wait(timeout=30)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130
-    assert (out, err) == (b"", b"")
+    assert (proc.returncode, out, err) == (130, b"", b"")
 
 
 # -- list and show ----------------------------------------------------------------------------------
