@@ -239,16 +239,12 @@ class JobqCollector:
             self._backlog_read_at = moment
             self._backlog = {q: g for q, g in gauges.items() if g.pending_due or g.pending_scheduled}
             return gauges, 0.0
-        running = self.queue.queue_gauges(backlog=False)
-        merged = {}
-        for q in self._backlog.keys() | running.keys():
-            kept, now_running = self._backlog.get(q), running.get(q)
-            merged[q] = QueueGauges(
-                kept.pending_due if kept else 0,
-                kept.pending_scheduled if kept else 0,
-                kept.oldest_due_at if kept else None,
-                now_running.processing if now_running else 0,
-                now_running.processing_expired if now_running else 0,
+        running = self.queue.queue_gauges(backlog=False)  # the PENDING fields at 0 and None
+        merged = dict(running)
+        for q, kept in self._backlog.items():
+            now_running = running.get(q, QueueGauges())
+            merged[q] = dataclasses.replace(
+                kept, processing=now_running.processing, processing_expired=now_running.processing_expired
             )
         return merged, since
 
