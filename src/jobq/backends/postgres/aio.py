@@ -67,7 +67,8 @@ class AsyncPooledConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
     def statement_cursor(self) -> AsyncCursor:
         cur = self._statement_cursor
         if cur is None:
-            cur = self._statement_cursor = self.cursor()
+            # Binary results, as the blocking store's (see PooledConnection).
+            cur = self._statement_cursor = self.cursor(binary=True)
         return cur
 
 
