@@ -66,7 +66,7 @@ def test_the_counter_counts_a_transaction_as_three_round_trips(postgres_url: str
         assert n == 3
 
 
-def test_a_read_is_one_round_trip_per_statement(counted) -> None:
+def test_a_read_is_one_round_trip_per_statement(counted, clock: FakeClock) -> None:
     """At READ COMMITTED every statement takes its own snapshot, inside BEGIN ... COMMIT or not:
     a read sends its statements alone, without the two round trips of a transaction."""
     q, proxy = counted
@@ -79,6 +79,11 @@ def test_a_read_is_one_round_trip_per_statement(counted) -> None:
     assert (n, due) == (2, pytest.approx(q.get(job_id).run_at))
     n, events = trips(proxy, lambda: q.events(job_id))
     assert n <= 2 and [str(e.kind) for e in events] == ["enqueued"]
+    # The ops page's chart: the events, then enqueues, the backlog (its window's part and its
+    # size in one statement), completions, claims (two sources) and durations.
+    clock.advance(1)  # the chart's buckets end before now
+    n, buckets = trips(proxy, lambda: q.history(window=120, bucket=60))
+    assert (n, sum(b.enqueued for b in buckets), buckets[-1].depth) == (7, 1, 1)
 
 
 def test_an_enqueue_with_a_retry_policy_is_still_one_round_trip(counted) -> None:

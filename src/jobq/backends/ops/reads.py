@@ -169,13 +169,18 @@ def history(d: Dialect, since: float, bucket_seconds: float, now: float) -> Op[l
     kinds = [tuple(r) for r in (yield Exec(d.sql["history_kinds"], window))]
     # Enqueues, claims and completions are not all stored: counted from the rows and the carrying events.
     kinds += [(b, "enqueued", n) for b, n in (yield Exec(d.sql["history_enqueued"], window))]
+    backlog = 0  # every PENDING job: the NULL bucket's row
+    for b, n in (yield Exec(d.sql["history_pending"], window)):
+        if b is None:
+            backlog = int(n)
+        else:
+            kinds.append((b, "enqueued", n))
     kinds += [(b, "completed", n) for b, n in (yield Exec(d.sql["history_completed"], window))]
     for name in ("history_row_claims", "history_carried_claims"):
         kinds += [(b, "claimed", n) for b, n in (yield Exec(d.sql[name], window))]
     durations = yield Exec(d.sql["history_durations"], {"since": since, "limit": HISTORY_SAMPLE_LIMIT})
-    pending = int((yield Exec(d.sql["pending_count"]))[0][0])
     kind_counts = [(int(b), kind, int(n)) for b, kind, n in kinds]
-    return build_buckets(since, bucket_seconds, now, kind_counts, durations, pending)
+    return build_buckets(since, bucket_seconds, now, kind_counts, durations, backlog)
 
 
 def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, limit: int) -> Op[DueHistory]:
@@ -186,10 +191,19 @@ def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, lim
     running = yield Exec(d.sql["due_running"])
     finished = yield Exec(d.sql["due_finished"], {"since": float(since), "limit": limit})
     rows = []
+    earliest_end: float | None = None
     for q, f, s, e in [*running, *finished]:
-        # A time written by hand as text (SQLite) leaves its job out instead of failing the chart.
-        due_from, started, ended = number_or_none(f), number_or_none(s), number_or_none(e)
-        if due_from is not None and (s is None or started is not None) and (e is None or ended is not None):
-            rows.append((str(q), due_from, started, ended))
-    ends = [t for r in finished if (t := number_or_none(r[3])) is not None]
-    return build_due_history(since, bucket_seconds, now, pending, rows, len(finished), min(ends, default=None), limit)
+        # Floats, as both drivers return them, are taken as they are (checking every value was
+        # a fifth of this read with 13,000 recent jobs at 10,000,000 stored).
+        if not (type(f) is float and (s is None or type(s) is float) and (e is None or type(e) is float)):
+            # A time written by hand as text (SQLite) leaves its job out instead of failing the chart.
+            f, started, e_ = number_or_none(f), number_or_none(s), number_or_none(e)
+            if e_ is not None and (earliest_end is None or e_ < earliest_end):
+                earliest_end = e_  # an end is an end, whatever else the row holds
+            if f is None or (s is not None and started is None) or (e is not None and e_ is None):
+                continue
+            s, e = started, e_
+        elif e is not None and (earliest_end is None or e < earliest_end):
+            earliest_end = e
+        rows.append((str(q), f, s, e))
+    return build_due_history(since, bucket_seconds, now, pending, rows, len(finished), earliest_end, limit)

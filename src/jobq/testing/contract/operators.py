@@ -317,6 +317,24 @@ def test_history_buckets(queue: jobq.Queue, clock: FakeClock) -> None:
     assert (sum(b.retried for b in buckets), sum(b.failed for b in buckets)) == (1, 0)
 
 
+def test_history_counts_the_whole_backlog_in_its_depth_and_only_the_windows_jobs_as_enqueued(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    queue.enqueue_many(["old", "older"])
+    queue.enqueue("later", delay=7200)  # PENDING as well, not due: part of the backlog too
+    clock.advance(600)
+    queue.enqueue("new")
+    clock.advance(1)
+    buckets = queue.history(window=180, bucket=60)
+    assert [b.enqueued for b in buckets] == [0, 0, 1]
+    assert [b.depth for b in buckets] == [3, 3, 4]
+    job = queue.claim("w")
+    assert job is not None and job.payload == "old"
+    clock.advance(1)
+    buckets = queue.history(window=180, bucket=60)
+    assert (sum(b.enqueued for b in buckets), sum(b.claimed for b in buckets), buckets[-1].depth) == (1, 1, 3)
+
+
 def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     old = queue.enqueue("old")
     job = queue.claim("w")

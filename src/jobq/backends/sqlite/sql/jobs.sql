@@ -276,9 +276,6 @@ FROM jobs WHERE status = 'PENDING' GROUP BY queue
 -- name: expired_count
 SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :now)
 
--- name: pending_count
-SELECT count(*) FROM jobs WHERE status = 'PENDING'
-
 -- name: completed_since
 -- Completions are not events: counted from jobs_finished alone (it carries the status).
 SELECT count(*) FROM jobs WHERE finished_at >= :since AND status = 'COMPLETED'
@@ -298,16 +295,24 @@ WHERE status = 'PROCESSING' AND started_at >= :since GROUP BY b
 
 -- name: history_enqueued
 -- Enqueues are not events (issue 13): the jobs made in the window, counted by created_at. A job made
--- since then is still live (the live index, one range per status) or finished since then (jobs_finished
--- from the window's start), so the read follows the backlog and the window, not the table.
+-- since then is finished since then (jobs_finished from the window's start), running (its range of
+-- the live index) or pending (history_pending), so the read follows the backlog and the window, not
+-- the table.
 SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
 WHERE finished_at >= :since AND created_at >= :since GROUP BY b
 UNION ALL
 SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
+WHERE status = 'PROCESSING' AND created_at >= :since GROUP BY b
+
+-- name: history_pending
+-- The PENDING jobs made in the window, by bucket, and one row (NULL, every PENDING job): the backlog
+-- that history counts its depth back from. Two reads here, as before PostgreSQL's became one: SQLite
+-- sorts to group, and one group by bucket over the whole backlog would sort all of an old backlog
+-- where the window's part and a count on the live index do not.
+SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
 WHERE status = 'PENDING' AND created_at >= :since GROUP BY b
 UNION ALL
-SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, count(*) FROM jobs
-WHERE status = 'PROCESSING' AND created_at >= :since GROUP BY b
+SELECT NULL, count(*) FROM jobs WHERE status = 'PENDING'
 
 -- name: history_durations
 SELECT finished_at, run_at, started_at, finished_at FROM jobs
