@@ -8,6 +8,7 @@ readable ``last_error``, an event) and the worker goes on with the next job.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -223,3 +224,52 @@ def test_times_written_by_hand_as_text_fail_no_read(sqlite_url: str) -> None:
         registry.register(collector)
         assert b"jobq_jobs" in generate_latest(registry)
         assert q.claim("w", queue=["only-text", "mixed"]).id == due  # type: ignore[union-attr]
+
+
+def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str) -> None:
+    """PostgreSQL's double precision takes 'NaN', 'Infinity' and '-Infinity' from ``psql``; SQLite
+    keeps 9e999 as an infinity (and a NaN as NULL). PostgreSQL sorts NaN above every number, so
+    such a time passes ``>= since``; its bucket (``trunc()::bigint``) then failed the ops page's
+    history and due-history reads ("bigint out of range"), and ``int()`` of it in Python raised
+    ValueError or OverflowError. Each such time is now no time: its job is left out of what needs
+    it (a duration, a bucket), and everything else is counted."""
+    postgres = not backend_url.startswith("sqlite")
+    values = ["'NaN'::float8", "'Infinity'::float8", "'-Infinity'::float8"] if postgres else ["9e999", "-9e999"]
+    with jobq.Queue(backend_url) as q:
+        good = q.enqueue({"n": 1})
+        job = q.claim("w")
+        assert job is not None and job.id == good
+        q.complete(job)
+        q.enqueue({"n": 2})
+        now = time.time()
+        statements = []
+        common = "queue, task, payload, updated_at, attempts, status"
+        for v in values:
+            statements += [
+                # PENDING and due, made at no time.
+                f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
+                f" VALUES ('default', '', '{{}}', {now}, {v}, {now - 5})",
+                # Completed, with one time of no use each: started, finished, made.
+                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
+                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {now - 10}, {now - 10}, {v}, {now - 2})",
+                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
+                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {now - 10}, {now - 10}, {now - 3}, {v})",
+                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
+                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {v}, {now - 10}, {now - 3}, {now - 2})",
+                # Running since no time.
+                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, lease_owner, lease_token,"
+                f" lease_expires_at) VALUES ('default', '', '{{}}', {now}, 1, 'PROCESSING', {now - 10},"
+                f" {now - 10}, {v}, 'w', 't', {now + 600})",
+            ]
+        write_by_hand(backend_url, *statements)
+        buckets = q.history(window=600, bucket=60)
+        times = [x for b in buckets for x in (b.wait_p50, b.wait_p95, b.run_p50, b.run_p95) if x is not None]
+        assert times and all(math.isfinite(x) for x in times)
+        # Completions with a finished_at to place: the API's job, and two of each value's three.
+        assert sum(b.completed for b in buckets) == 1 + 2 * len(values)
+        assert buckets[-1].depth == 1 + len(values)  # every PENDING job, the unplaceable ones too
+        due = q.due_history(window=600, bucket=60)
+        assert due.due[-1] == 1 + len(values)
+        waits = [x for w in due.waits.values() for x in (w.p50, w.p95) if x is not None]
+        assert waits and all(math.isfinite(x) for x in waits)
+        assert q.stats().counts["PENDING"] == 1 + len(values)

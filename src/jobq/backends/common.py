@@ -77,17 +77,21 @@ def build_buckets(
             counts[index][kind] = counts[index].get(kind, 0) + count
     waits: list[list[float]] = [[] for _ in range(n)]
     runs: list[list[float]] = [[] for _ in range(n)]
-    finished: float | None  # None: a time written by hand as text (SQLite), see below
+    finished: float | None  # None: a time written by hand that is no finite number, see below
     for row in durations:
         finished, ready, started, finished2 = row
-        # Floats, as both drivers return REAL / double precision: taken as they are (checking
-        # each value was a third of the ops page's history read with 13,000 recent jobs).
-        if not (type(finished) is float and type(ready) is float and type(started) is float):
+        # Finite floats, as both drivers return REAL / double precision, are taken as they are
+        # (checking each value was a third of the ops page's history read with 13,000 recent jobs;
+        # one isfinite of the sum finds a NaN or an infinity among the three).
+        if not (type(finished) is float and type(ready) is float and type(started) is float) or not math.isfinite(
+            finished + ready + started
+        ):
             # Times written by hand as text on SQLite pass the SQL's comparisons (text sorts above
-            # every number): such a job is left out of the durations rather than failing the chart.
-            finished, ready, started, finished2 = (number_or_none(v) for v in row)
-        elif type(finished2) is not float:
-            finished2 = number_or_none(finished2)
+            # every number), and NaN or Infinity can be written by hand on both: such a time is
+            # left out of the durations rather than failing the chart.
+            finished, ready, started, finished2 = (finite_or_none(v) for v in row)
+        elif type(finished2) is not float or not math.isfinite(finished2):
+            finished2 = finite_or_none(finished2)
         if finished is None:
             continue
         index = int((finished - since) // bucket_seconds)
@@ -455,6 +459,14 @@ def number_or_none(value: object) -> float | None:
     text on SQLite, where a row written by hand keeps text in a REAL column: it sorts above every
     number, so a text minimum means no row holds a number (and claims never take such a row)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def finite_or_none(value: object) -> float | None:
+    """``number_or_none`` for a time a chart places: also None for NaN and the infinities, which a
+    row written by hand can hold (PostgreSQL's double precision takes 'NaN' and 'Infinity', SQLite
+    keeps 9e999 as infinity) and which no bucket holds (int() of them raises)."""
+    number = number_or_none(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def carried_events(e: Event) -> list[Event]:

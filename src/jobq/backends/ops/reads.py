@@ -5,6 +5,7 @@ Get, events, list/count/page, counts, stats, latest, history, due history, and a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from jobq.backends.base import (
@@ -21,9 +22,9 @@ from jobq.backends.common import (
     attempt_from_row,
     build_buckets,
     event_from_row,
+    finite_or_none,
     history_of,
     job_from_row,
-    number_or_none,
     recent_history,
 )
 from jobq.backends.due_history import build_due_history
@@ -193,11 +194,17 @@ def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, lim
     rows = []
     earliest_end: float | None = None
     for q, f, s, e in [*running, *finished]:
-        # Floats, as both drivers return them, are taken as they are (checking every value was
-        # a fifth of this read with 13,000 recent jobs at 10,000,000 stored).
-        if not (type(f) is float and (s is None or type(s) is float) and (e is None or type(e) is float)):
-            # A time written by hand as text (SQLite) leaves its job out instead of failing the chart.
-            f, started, e_ = number_or_none(f), number_or_none(s), number_or_none(e)
+        # Finite floats, as both drivers return them, are taken as they are (checking every value
+        # was a fifth of this read with 13,000 recent jobs at 10,000,000 stored).
+        if not (
+            type(f) is float
+            and (s is None or type(s) is float)
+            and (e is None or type(e) is float)
+            and math.isfinite(f + (s or 0.0) + (e or 0.0))
+        ):
+            # A time written by hand as text (SQLite), NaN or an infinity leaves its job out
+            # instead of failing the chart.
+            f, started, e_ = finite_or_none(f), finite_or_none(s), finite_or_none(e)
             if e_ is not None and (earliest_end is None or e_ < earliest_end):
                 earliest_end = e_  # an end is an end, whatever else the row holds
             if f is None or (s is not None and started is None) or (e is not None and e_ is None):

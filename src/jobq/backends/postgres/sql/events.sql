@@ -21,7 +21,7 @@ WHERE at >= %(since)s AND kind IN ('failed', 'expired') GROUP BY kind
 -- (history_row_claims, history_carried_claims, history_completed), never from stored rows of
 -- those kinds (written by a jobq before schema 9): each is counted once.
 SELECT trunc((at - %(since)s) / %(bucket)s)::bigint AS b, kind, count(*) FROM job_events
-WHERE at >= %(since)s AND kind NOT IN ('enqueued', 'claimed', 'completed') GROUP BY b, kind
+WHERE at >= %(since)s AND at < 'Infinity' AND kind NOT IN ('enqueued', 'claimed', 'completed') GROUP BY b, kind
 
 -- name: history_carried_claims
 -- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event
@@ -29,4 +29,4 @@ WHERE at >= %(since)s AND kind NOT IN ('enqueued', 'claimed', 'completed') GROUP
 SELECT trunc((claimed_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM (
     SELECT (detail::jsonb ->> 'claimed_at')::double precision AS claimed_at
     FROM job_events WHERE at >= %(since)s AND detail LIKE '%%claimed_at%%'
-) AS ended WHERE claimed_at >= %(since)s GROUP BY b
+) AS ended WHERE claimed_at >= %(since)s AND claimed_at < 'Infinity' GROUP BY b

@@ -311,27 +311,29 @@ SELECT count(*) FROM jobs WHERE finished_at >= %(since)s AND status = 'COMPLETED
 
 -- name: history_completed
 SELECT trunc((finished_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
-WHERE finished_at >= %(since)s AND status = 'COMPLETED' GROUP BY b
+WHERE finished_at >= %(since)s AND finished_at < 'Infinity' AND status = 'COMPLETED' GROUP BY b
 
 -- name: history_row_claims
 -- Claims whose attempt no event records: completed jobs' (from jobs_finished alone, which carries
 -- started_at) and running jobs' (their partial index).
 SELECT trunc((started_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
-WHERE finished_at >= %(since)s AND status = 'COMPLETED' AND started_at >= %(since)s GROUP BY b
+WHERE finished_at >= %(since)s AND status = 'COMPLETED' AND started_at >= %(since)s AND started_at < 'Infinity' GROUP BY b
 UNION ALL
 SELECT trunc((started_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
-WHERE status = 'PROCESSING' AND started_at >= %(since)s GROUP BY b
+WHERE status = 'PROCESSING' AND started_at >= %(since)s AND started_at < 'Infinity' GROUP BY b
 
 -- name: history_enqueued
 -- Enqueues are not events (issue 13): the jobs made in the window, counted by created_at. A job made
 -- since then is finished since then (jobs_finished from the window's start), running (its range of
 -- the live index) or pending (history_pending), so the read follows the backlog and the window, not
--- the table.
+-- the table. Every history read bounds its times below 'Infinity' too: a time written by hand as NaN
+-- or Infinity (PostgreSQL sorts NaN above Infinity) is no time a chart can draw, and trunc()::bigint
+-- of it failed the whole read ("bigint out of range").
 SELECT trunc((created_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
-WHERE finished_at >= %(since)s AND created_at >= %(since)s GROUP BY b
+WHERE finished_at >= %(since)s AND created_at >= %(since)s AND created_at < 'Infinity' GROUP BY b
 UNION ALL
 SELECT trunc((created_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM jobs
-WHERE status = 'PROCESSING' AND created_at >= %(since)s GROUP BY b
+WHERE status = 'PROCESSING' AND created_at >= %(since)s AND created_at < 'Infinity' GROUP BY b
 
 -- name: history_pending
 -- The PENDING jobs made in the window, by bucket, and one row (NULL, every PENDING job): the backlog
@@ -339,7 +341,7 @@ WHERE status = 'PROCESSING' AND created_at >= %(since)s GROUP BY b
 -- count of it and the window's part of it were two reads (issue 13: 8 ms of the ops page's history
 -- read with 100,000 pending jobs at 10,000,000 stored).
 WITH pending AS (
-    SELECT CASE WHEN created_at >= %(since)s THEN trunc((created_at - %(since)s) / %(bucket)s)::bigint END AS b,
+    SELECT CASE WHEN created_at >= %(since)s AND created_at < 'Infinity' THEN trunc((created_at - %(since)s) / %(bucket)s)::bigint END AS b,
            count(*) AS n
     FROM jobs WHERE status = 'PENDING' GROUP BY b
 )
