@@ -952,9 +952,10 @@ class Queue:
         return self.backend.enqueue_totals(after_id, until, limit)
 
     @read
-    def completion_cursor(self) -> tuple[float, int]:
-        """Where a cursor over completions starts: ``(finished_at, id)`` of the newest finished job."""
-        return self.backend.completion_cursor()
+    def completion_cursor(self, now: float | None = None) -> tuple[float, int]:
+        """Where a cursor over completions starts: ``(finished_at, id)`` of the newest job finished
+        at or before ``now`` (the queue's clock by default; a time after it is one written by hand)."""
+        return self.backend.completion_cursor(self.clock() if now is None else now)
 
     @read
     def completions_after(

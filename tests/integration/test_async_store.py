@@ -133,7 +133,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("queue_gauges", now, False)
     call("last_event_id")
     call("events_after", 0, 100)
-    call("completion_cursor")
+    call("completion_cursor", now)
     call("completions_after", (0.0, 0), now + 1, 100)
     call("last_job_id")
     call("enqueue_totals", 0, now + 1, 100)

@@ -273,3 +273,46 @@ def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str
         waits = [x for w in due.waits.values() for x in (w.p50, w.p95) if x is not None]
         assert waits and all(math.isfinite(x) for x in waits)
         assert q.stats().counts["PENDING"] == 1 + len(values)
+
+
+def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backend_url: str) -> None:
+    """``jobq metrics`` starts its completion cursor at the newest finished job. One whose
+    finished_at was written by hand as Infinity, NaN (PostgreSQL sorts it above every number) or a
+    time to come put the cursor past every completion to come: the exporter counted none, for as
+    long as it ran. It now starts at the newest job finished by now. A wait of no number (a run_at
+    written by hand) is left out of the sums, which it would have made infinite or NaN for good."""
+    from jobq.observability.metrics import JobqCollector
+
+    postgres = not backend_url.startswith("sqlite")
+    future = time.time() + 86_400
+    values = ["'NaN'::float8", "'Infinity'::float8", str(future)] if postgres else ["9e999", str(future)]
+    columns = "queue, task, payload, updated_at, attempts, status, created_at, run_at, started_at, finished_at"
+
+    def completed(run_at: object, started_at: object, finished_at: object) -> str:
+        return (
+            f"INSERT INTO jobs ({columns}) VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED',"
+            f" {now - 10}, {run_at}, {started_at}, {finished_at})"
+        )
+
+    with jobq.Queue(backend_url) as q:
+        now = time.time()
+        write_by_hand(backend_url, *(completed(now - 10, now - 5, v) for v in values))
+        collector = JobqCollector(q, settle_seconds=0.0, scrape_events=0)
+        collector._take_events(time.time(), 0)  # the cursors start here
+        for i in range(3):
+            q.enqueue({"i": i})
+            job = q.claim("w")
+            assert job is not None
+            q.complete(job)
+        now = time.time()
+        write_by_hand(
+            backend_url,
+            *(completed(v, now - 1, now) for v in values),  # due at no time: no wait
+            *(completed(now - 2, v, now) for v in values),  # started at no time: no wait, no run
+        )
+        collector._take_events(time.time() + 1, 10**6)
+        counted = 3 + 2 * len(values)
+        assert collector._totals.counters.get(("completed", "default")) == counted  # was: None
+        wait, run = collector._totals.wait["default"], collector._totals.run["default"]
+        assert sum(wait.counts) == sum(run.counts) == counted
+        assert math.isfinite(wait.total) and math.isfinite(run.total)

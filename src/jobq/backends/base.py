@@ -691,9 +691,9 @@ class Backend(Protocol):
         per job. Purged jobs are left out."""
         ...
 
-    def completion_cursor(self) -> tuple[float, int]:
-        """``(finished_at, id)`` of the newest finished job (``(0.0, 0)`` when none): where a
-        cursor over completions starts."""
+    def completion_cursor(self, now: float) -> tuple[float, int]:
+        """``(finished_at, id)`` of the newest job finished at or before ``now`` (``(0.0, 0)`` when
+        none): where a cursor over completions starts."""
         ...
 
     def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:

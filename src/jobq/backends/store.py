@@ -438,8 +438,8 @@ class SqlStore:
     def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:
         return self._read(lambda: ops.enqueue_totals(self.dialect, after_id, until, limit))
 
-    def completion_cursor(self) -> tuple[float, int]:
-        return self._read(lambda: ops.completion_cursor(self.dialect))
+    def completion_cursor(self, now: float) -> tuple[float, int]:
+        return self._read(lambda: ops.completion_cursor(self.dialect, now))
 
     def completions_after(self, after: tuple[float, int], until: float, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.completions_after(self.dialect, after, until, limit))

@@ -218,7 +218,7 @@ class JobqCollector:
         left behind."""
         if self._cursor is None:
             self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
-            self._done_cursor = self.queue.completion_cursor()
+            self._done_cursor = self.queue.completion_cursor(now)
             self._made_cursor = self.queue.last_job_id()
             running = self.queue.queue_gauges(backlog=False)
             self._totals.running_at_start = {q: g.processing for q, g in running.items()}

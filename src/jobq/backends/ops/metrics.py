@@ -120,8 +120,8 @@ def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tu
     return end, {str(q): int(n) for q, n in rows}, held_back
 
 
-def completion_cursor(d: Dialect) -> Op[tuple[float, int]]:
-    rows = yield Exec(d.sql["metric_completion_cursor"])
+def completion_cursor(d: Dialect, now: float) -> Op[tuple[float, int]]:
+    rows = yield Exec(d.sql["metric_completion_cursor"], {"now": now})
     return (float(rows[0][0]), int(rows[0][1])) if rows else (0.0, 0)
 
 

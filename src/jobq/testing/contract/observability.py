@@ -219,6 +219,8 @@ def test_completions_after_is_a_cursor_over_finished_jobs(queue: jobq.Queue, clo
     assert queue.completions_after(start, limit=2) == done[:2]
     assert queue.completions_after(start, until=clock.now - 1) == []  # not yet settled
     assert queue.completion_cursor() == (clock.now, failing)  # any finished job: where to start
+    assert queue.completion_cursor(clock.now - 1) == (clock.now - 5, old.id)  # finished by then
+    assert queue.completion_cursor(clock.now - 6) == (0.0, 0)
 
 
 def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, clock: FakeClock) -> None:

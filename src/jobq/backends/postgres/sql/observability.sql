@@ -79,8 +79,10 @@ FROM job_events e LEFT JOIN jobs j ON j.id = e.job_id
 WHERE e.id > %(after)s AND e.id <= %(end)s AND NOT {kinds} ORDER BY e.id
 
 -- name: metric_completion_cursor
--- Where a cursor over completions starts: the newest finished job (jobs_finished, backwards).
-SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1
+-- Where a cursor over completions starts: the newest job finished by now (jobs_finished, backwards).
+-- By now: a finished_at written by hand in the future, as Infinity or (PostgreSQL) NaN, which sorts
+-- above every number, put the cursor past every completion to come, and the exporter counted none.
+SELECT finished_at, id FROM jobs WHERE finished_at <= %(now)s ORDER BY finished_at DESC, id DESC LIMIT 1
 
 -- name: metric_completions
 -- Completions are not events (issue 13): the exporter follows jobs_finished from a cursor
@@ -116,11 +118,13 @@ ORDER BY finished_at DESC, id DESC LIMIT 1
 -- histogram slot rather than read row by row: reading each row cost the exporter ~4 us of
 -- Python per completed job, 8 % of a worker's own CPU per job (issue 17). The slots of wait,
 -- run time and attempts are CASE expressions (Dialect.bucket_of), -1 where the value is NULL;
--- the sums count a negative value as 0. The three slots are grouped as one number (ops.metrics
--- packs and unpacks it): the sort behind SQLite's GROUP BY then compares two columns, not four
--- (0.75 us a job against 0.79, issue 17).
+-- the sums count a negative value as 0 and leave an infinite or NaN one out (a time written by
+-- hand; PostgreSQL sorts NaN above Infinity): one would make the exporter's sum infinite or NaN for
+-- good. The three slots are grouped as one number (ops.metrics packs and unpacks it): the sort
+-- behind SQLite's GROUP BY then compares two columns, not four (0.75 us a job against 0.79, issue 17).
 SELECT queue, {slots} AS slots, count(*),
-       sum(greatest(wait, 0)), sum(greatest(run, 0)), sum(greatest(attempts, 0))
+       sum(CASE WHEN wait < 'Infinity' THEN greatest(wait, 0) END), sum(CASE WHEN run < 'Infinity' THEN greatest(run, 0) END),
+       sum(greatest(attempts, 0))
 FROM (
     SELECT queue, started_at - run_at AS wait, finished_at - started_at AS run,
            CASE WHEN started_at IS NOT NULL THEN attempts END AS attempts
