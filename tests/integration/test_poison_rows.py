@@ -316,3 +316,48 @@ def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backe
         wait, run = collector._totals.wait["default"], collector._totals.run["default"]
         assert sum(wait.counts) == sum(run.counts) == counted
         assert math.isfinite(wait.total) and math.isfinite(run.total)
+
+
+def test_a_row_dated_far_ahead_or_at_no_time_holds_back_no_counter(backend_url: str) -> None:
+    """Where the exporter lets young rows settle (PostgreSQL by default: an id becomes visible at
+    commit), it held back every job and event after the first one dated past its cutoff. One
+    created_at written by hand a day ahead, as Infinity or as NaN, or an event from a host whose
+    clock is that far ahead, stopped the enqueue and event counters for good. A time more than
+    ``METRICS_CLOCK_AHEAD_MAX_SECONDS`` past the cutoff is now counted at once; a young one
+    (a little ahead) is still held back until it settles."""
+    from jobq.backends.ops.metrics import METRICS_CLOCK_AHEAD_MAX_SECONDS
+    from jobq.observability.metrics import JobqCollector
+
+    postgres = not backend_url.startswith("sqlite")
+    ahead = time.time() + 86_400
+    values = ["'NaN'::float8", "'Infinity'::float8", str(ahead)] if postgres else ["9e999", str(ahead), "'soon'"]
+    with jobq.Queue(backend_url) as q:
+        collector = JobqCollector(q, settle_seconds=5.0, scrape_events=0)
+        collector._take_events(time.time(), 0)  # the cursors start here
+        now = time.time()
+        write_by_hand(
+            backend_url,
+            *(
+                f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
+                f" VALUES ('default', '', '{{}}', {now}, {v}, {now})"
+                for v in values
+            ),
+        )
+        first = q.enqueue({"n": 1})
+        q.cancel(first, actor="op")  # an event after the rows dated ahead
+        write_by_hand(backend_url, f"UPDATE job_events SET at = {ahead} WHERE job_id = {first}")
+        q.enqueue({"n": 2})
+        q.cancel(q.enqueue({"n": 3}), actor="op")
+        soon = time.time() + 10  # a host a little ahead: young, held back
+        write_by_hand(
+            backend_url,
+            f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
+            f" VALUES ('default', '', '{{}}', {soon}, {soon}, {soon})",
+        )
+        collector._take_events(time.time() + 6, 10**6)  # everything but the young job has settled
+        counters = collector._totals.counters
+        assert counters.get(("enqueued", "default")) == len(values) + 3  # was: None
+        assert counters.get(("cancelled", "default")) == 2  # was: None
+        assert soon < time.time() + 6 + METRICS_CLOCK_AHEAD_MAX_SECONDS
+        collector._take_events(soon + 6, 10**6)
+        assert counters.get(("enqueued", "default")) == len(values) + 4

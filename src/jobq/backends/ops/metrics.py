@@ -24,6 +24,12 @@ from jobq.backends.statements import Dialect, Params
 from jobq.job import EventKind
 from jobq.payloads import loads
 
+METRICS_CLOCK_AHEAD_MAX_SECONDS = 300.0
+"""How far past the metrics reads' settle cutoff a row's time may be and still count as young (held
+back for a later read). A time further on was written by hand or by a host whose clock is that far
+ahead: it is counted at once, since holding it back would hold back every row after it for good
+(the exporter's enqueue or event counters stopped). NTP keeps hosts within far less."""
+
 
 # -- observability ------------------------------------------------------------------------------
 def progress_of(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, Progress]]:
@@ -67,7 +73,8 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
 def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: int) -> Op[tuple[int, bool]]:
     """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: ``limit``
     ids on from the first row after the cursor (fewer rows where ids have gaps), or the last row;
-    before the first row newer than ``until`` (then held back: True). An end at or below
+    before the first row newer than ``until`` but not by more than ``METRICS_CLOCK_AHEAD_MAX_SECONDS``
+    (then held back: True). An end at or below
     ``after_id`` means nothing to read. Two seeks of the primary key, whatever the range holds."""
     first = (yield Exec(d.sql[f"metric_{table}_first"], {"after": after_id}))[0][0]
     if first is None:
@@ -75,7 +82,9 @@ def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: in
     last = int((yield Exec(d.sql[f"metric_last_{table}_id"]))[0][0])
     end = min(int(first) + max(1, limit) - 1, last)
     if until != math.inf and end > after_id:
-        rows = yield Exec(d.sql[f"metric_{table}_unsettled"], {"after": after_id, "end": end, "until": until})
+        horizon = until + METRICS_CLOCK_AHEAD_MAX_SECONDS
+        params: Params = {"after": after_id, "end": end, "until": until, "horizon": horizon}
+        rows = yield Exec(d.sql[f"metric_{table}_unsettled"], params)
         if rows and rows[0][0] is not None:
             return int(rows[0][0]) - 1, True
     return end, False

@@ -43,8 +43,11 @@ SELECT coalesce(max(id), 0) FROM jobs
 SELECT min(id) FROM jobs WHERE id > :after
 
 -- name: metric_job_unsettled
--- The first job of the range too young to count yet (PostgreSQL: see the exporter's limits).
-SELECT min(id) FROM jobs WHERE id > :after AND id <= :end AND created_at > :until
+-- The first job of the range too young to count yet (PostgreSQL: see the exporter's limits). Only
+-- a time up to `horizon` is young: a later one, NaN (PostgreSQL sorts it above every number) or text
+-- (SQLite) was written by hand or by a host whose clock is far ahead, and would hold back every job
+-- after it for good (ops.metrics.METRICS_CLOCK_AHEAD_MAX_SECONDS).
+SELECT min(id) FROM jobs WHERE id > :after AND id <= :end AND created_at > :until AND created_at <= :horizon
 
 -- name: metric_enqueue_counts
 -- The jobs made in the range, by queue: one row per queue, not per job.
@@ -62,8 +65,8 @@ WHERE e.id > :after ORDER BY e.id LIMIT :limit
 SELECT min(id) FROM job_events WHERE id > :after
 
 -- name: metric_event_unsettled
--- The first event of the range too young to count yet (PostgreSQL: see the exporter's limits).
-SELECT min(id) FROM job_events WHERE id > :after AND id <= :end AND at > :until
+-- The first event of the range too young to count yet: as metric_job_unsettled.
+SELECT min(id) FROM job_events WHERE id > :after AND id <= :end AND at > :until AND at <= :horizon
 
 -- name: metric_event_counts
 -- The events of the kinds counted, not read ({kinds}: enqueued, one per job), by queue and kind.
