@@ -73,9 +73,9 @@ def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]
 def _cursor_range(d: Dialect, table: str, after_id: int, until: float, limit: int) -> Op[tuple[int, bool]]:
     """Where one metrics read over ``table``'s primary key (``event`` or ``job``) ends: ``limit``
     ids on from the first row after the cursor (fewer rows where ids have gaps), or the last row;
-    before the first row newer than ``until`` but not by more than ``METRICS_CLOCK_AHEAD_MAX_SECONDS``
-    (then held back: True). An end at or below
-    ``after_id`` means nothing to read. Two seeks of the primary key, whatever the range holds."""
+    before the first row newer than ``until``, by no more than ``METRICS_CLOCK_AHEAD_MAX_SECONDS``
+    (then held back: True). An end at or below ``after_id`` means nothing to read. Two seeks of
+    the primary key, whatever the range holds."""
     first = (yield Exec(d.sql[f"metric_{table}_first"], {"after": after_id}))[0][0]
     if first is None:
         return after_id, False
