@@ -361,3 +361,27 @@ def test_a_row_dated_far_ahead_or_at_no_time_holds_back_no_counter(backend_url: 
         assert soon < time.time() + 6 + METRICS_CLOCK_AHEAD_MAX_SECONDS
         collector._take_events(soon + 6, 10**6)
         assert counters.get(("enqueued", "default")) == len(values) + 4
+
+
+@pytest.mark.parametrize(
+    "detail",
+    ['{"claimed_at": "abc"}', '{"claimed_at": 1e999}', '{"claimed_at": "NaN"}', '{"claimed_at": [1]}',
+     '{"claimed_at": true}', '{"claimed_at": null}', "not json, claimed_at"],
+)  # fmt: skip
+def test_an_event_detail_written_by_hand_fails_no_chart(backend_url: str, detail: str) -> None:
+    """An attempt that ended in an event (a retry, a failure) carries its claim time in the
+    event's detail, and the ops page's history counts that claim from it. On PostgreSQL the read
+    cast the detail to jsonb and its claimed_at to double precision: a detail written by hand
+    that is no JSON, or whose claimed_at is text, a list, true or 1e999, failed the whole chart.
+    Such a detail now gives no claim time, and the chart still counts every other claim."""
+    with jobq.Queue(backend_url) as q:
+        kept, edited = q.enqueue({"n": 1}), q.enqueue({"n": 2})
+        for _ in range(2):
+            job = q.claim("w")
+            assert job is not None
+            q.fail(job, "boom")  # retries later: an event carrying the attempt's claim time
+        write_by_hand(backend_url, f"UPDATE job_events SET detail = '{detail}' WHERE job_id = {edited}")
+        buckets = q.history(window=600, bucket=60)  # was: StorageError on PostgreSQL
+        assert sum(b.claimed for b in buckets) == 1  # the event left as jobq wrote it
+        assert sum(b.retried for b in buckets) == 2
+        assert [str(e.kind) for e in q.events(kept)][-2:] == ["claimed", "retry_scheduled"]

@@ -26,7 +26,12 @@ WHERE at >= %(since)s AND at < 'Infinity' AND kind NOT IN ('enqueued', 'claimed'
 -- name: history_carried_claims
 -- The claims of attempts that ended in an event (a retry, a failure, a rescue...): the event
 -- carries its claim time (common.attempt_detail), and was written after it.
+-- The time is read from the text, not through ::jsonb and a cast: a detail written by hand that is
+-- no JSON, or whose claimed_at is text, a list, true or out of double precision's range (1e999),
+-- failed the whole read. A plain decimal number (what jobq writes) is taken; anything else is no
+-- claim time, as on SQLite and in common.carried_events.
 SELECT trunc((claimed_at - %(since)s) / %(bucket)s)::bigint AS b, count(*) FROM (
-    SELECT (detail::jsonb ->> 'claimed_at')::double precision AS claimed_at
+    SELECT substring(detail from '"claimed_at"\s*:\s*(-?[0-9]{1,15}(?:\.[0-9]{1,30})?)\s*[,}]')::double precision
+           AS claimed_at
     FROM job_events WHERE at >= %(since)s AND detail LIKE '%%claimed_at%%'
 ) AS ended WHERE claimed_at >= %(since)s AND claimed_at < 'Infinity' GROUP BY b
