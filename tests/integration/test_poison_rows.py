@@ -226,15 +226,14 @@ def test_times_written_by_hand_as_text_fail_no_read(sqlite_url: str) -> None:
         assert q.claim("w", queue=["only-text", "mixed"]).id == due  # type: ignore[union-attr]
 
 
-def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str) -> None:
+def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str, tmp_path: Path) -> None:
     """PostgreSQL's double precision takes 'NaN', 'Infinity' and '-Infinity' from ``psql``; SQLite
     keeps 9e999 as an infinity (and a NaN as NULL). PostgreSQL sorts NaN above every number, so
     such a time passes ``>= since``; its bucket (``trunc()::bigint``) then failed the ops page's
     history and due-history reads ("bigint out of range"), and ``int()`` of it in Python raised
     ValueError or OverflowError. Each such time is now no time: its job is left out of what needs
     it (a duration, a bucket), and everything else is counted."""
-    postgres = not backend_url.startswith("sqlite")
-    values = ["'NaN'::float8", "'Infinity'::float8", "'-Infinity'::float8"] if postgres else ["9e999", "-9e999"]
+    values = _no_times(backend_url)
     with jobq.Queue(backend_url) as q:
         good = q.enqueue({"n": 1})
         job = q.claim("w")
@@ -242,26 +241,19 @@ def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str
         q.complete(job)
         q.enqueue({"n": 2})
         now = time.time()
-        statements = []
-        common = "queue, task, payload, updated_at, attempts, status"
+        done = {"status": "COMPLETED", "attempts": 1, "created_at": now - 10, "run_at": now - 10}
         for v in values:
-            statements += [
-                # PENDING and due, made at no time.
-                f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
-                f" VALUES ('default', '', '{{}}', {now}, {v}, {now - 5})",
-                # Completed, with one time of no use each: started, finished, made.
-                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
-                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {now - 10}, {now - 10}, {v}, {now - 2})",
-                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
-                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {now - 10}, {now - 10}, {now - 3}, {v})",
-                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, finished_at)"
-                f" VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED', {v}, {now - 10}, {now - 3}, {now - 2})",
-                # Running since no time.
-                f"INSERT INTO jobs ({common}, created_at, run_at, started_at, lease_owner, lease_token,"
-                f" lease_expires_at) VALUES ('default', '', '{{}}', {now}, 1, 'PROCESSING', {now - 10},"
-                f" {now - 10}, {v}, 'w', 't', {now + 600})",
-            ]
-        write_by_hand(backend_url, *statements)
+            _insert(backend_url, tmp_path, "{}", created_at=v, run_at=now - 5)  # PENDING, due, made at no time
+            # Completed, with one time of no use each: started, finished, made.
+            _insert(backend_url, tmp_path, "{}", **{**done, "started_at": v, "finished_at": now - 2})
+            _insert(backend_url, tmp_path, "{}", **{**done, "started_at": now - 3, "finished_at": v})
+            _insert(
+                backend_url, tmp_path, "{}", **{**done, "created_at": v, "started_at": now - 3, "finished_at": now - 2}
+            )
+            # Running since no time.
+            running = {"status": "PROCESSING", "attempts": 1, "created_at": now - 10, "run_at": now - 10}
+            _insert(backend_url, tmp_path, "{}", **running, started_at=v, lease_owner="w", lease_token="t",
+                    lease_expires_at=now + 600)  # fmt: skip
         buckets = q.history(window=600, bucket=60)
         times = [x for b in buckets for x in (b.wait_p50, b.wait_p95, b.run_p50, b.run_p95) if x is not None]
         assert times and all(math.isfinite(x) for x in times)
@@ -275,7 +267,14 @@ def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str
         assert q.stats().counts["PENDING"] == 1 + len(values)
 
 
-def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backend_url: str) -> None:
+def _no_times(url: str, *more: object) -> list[object]:
+    """Times a row written by hand can hold that are no time: NaN and the infinities on
+    PostgreSQL; on SQLite, which stores a NaN as NULL, the infinities (9e999)."""
+    values: list[object] = [math.inf, -math.inf] + ([] if url.startswith("sqlite") else [math.nan])
+    return values + list(more)
+
+
+def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backend_url: str, tmp_path: Path) -> None:
     """``jobq metrics`` starts its completion cursor at the newest finished job. One whose
     finished_at was written by hand as Infinity, NaN (PostgreSQL sorts it above every number) or a
     time to come put the cursor past every completion to come: the exporter counted none, for as
@@ -283,20 +282,16 @@ def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backe
     written by hand) is left out of the sums, which it would have made infinite or NaN for good."""
     from jobq.observability.metrics import JobqCollector
 
-    postgres = not backend_url.startswith("sqlite")
-    future = time.time() + 86_400
-    values = ["'NaN'::float8", "'Infinity'::float8", str(future)] if postgres else ["9e999", str(future)]
-    columns = "queue, task, payload, updated_at, attempts, status, created_at, run_at, started_at, finished_at"
+    values = _no_times(backend_url, time.time() + 86_400)
 
-    def completed(run_at: object, started_at: object, finished_at: object) -> str:
-        return (
-            f"INSERT INTO jobs ({columns}) VALUES ('default', '', '{{}}', {now}, 1, 'COMPLETED',"
-            f" {now - 10}, {run_at}, {started_at}, {finished_at})"
-        )
+    def completed(run_at: object, started_at: object, finished_at: object) -> None:
+        _insert(backend_url, tmp_path, "{}", status="COMPLETED", attempts=1, created_at=time.time() - 10,
+                run_at=run_at, started_at=started_at, finished_at=finished_at)  # fmt: skip
 
     with jobq.Queue(backend_url) as q:
         now = time.time()
-        write_by_hand(backend_url, *(completed(now - 10, now - 5, v) for v in values))
+        for v in values:
+            completed(now - 10, now - 5, v)
         collector = JobqCollector(q, settle_seconds=0.0, scrape_events=0)
         collector._take_events(time.time(), 0)  # the cursors start here
         for i in range(3):
@@ -305,11 +300,9 @@ def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backe
             assert job is not None
             q.complete(job)
         now = time.time()
-        write_by_hand(
-            backend_url,
-            *(completed(v, now - 1, now) for v in values),  # due at no time: no wait
-            *(completed(now - 2, v, now) for v in values),  # started at no time: no wait, no run
-        )
+        for v in values:
+            completed(v, now - 1, now)  # due at no time: no wait
+            completed(now - 2, v, now)  # started at no time: no wait, no run
         collector._take_events(time.time() + 1, 10**6)
         counted = 3 + 2 * len(values)
         assert collector._totals.counters.get(("completed", "default")) == counted  # was: None
@@ -318,7 +311,7 @@ def test_a_completion_dated_by_hand_past_now_or_at_no_time_stops_no_metric(backe
         assert math.isfinite(wait.total) and math.isfinite(run.total)
 
 
-def test_a_row_dated_far_ahead_or_at_no_time_holds_back_no_counter(backend_url: str) -> None:
+def test_a_row_dated_far_ahead_or_at_no_time_holds_back_no_counter(backend_url: str, tmp_path: Path) -> None:
     """Where the exporter lets young rows settle (PostgreSQL by default: an id becomes visible at
     commit), it held back every job and event after the first one dated past its cutoff. One
     created_at written by hand a day ahead, as Infinity or as NaN, or an event from a host whose
@@ -328,32 +321,20 @@ def test_a_row_dated_far_ahead_or_at_no_time_holds_back_no_counter(backend_url: 
     from jobq.backends.ops.metrics import METRICS_CLOCK_AHEAD_MAX_SECONDS
     from jobq.observability.metrics import JobqCollector
 
-    postgres = not backend_url.startswith("sqlite")
     ahead = time.time() + 86_400
-    values = ["'NaN'::float8", "'Infinity'::float8", str(ahead)] if postgres else ["9e999", str(ahead), "'soon'"]
+    values = _no_times(backend_url, ahead, *(["soon"] if backend_url.startswith("sqlite") else []))
     with jobq.Queue(backend_url) as q:
         collector = JobqCollector(q, settle_seconds=5.0, scrape_events=0)
         collector._take_events(time.time(), 0)  # the cursors start here
-        now = time.time()
-        write_by_hand(
-            backend_url,
-            *(
-                f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
-                f" VALUES ('default', '', '{{}}', {now}, {v}, {now})"
-                for v in values
-            ),
-        )
+        for v in values:
+            _insert(backend_url, tmp_path, "{}", created_at=v)
         first = q.enqueue({"n": 1})
         q.cancel(first, actor="op")  # an event after the rows dated ahead
         write_by_hand(backend_url, f"UPDATE job_events SET at = {ahead} WHERE job_id = {first}")
         q.enqueue({"n": 2})
         q.cancel(q.enqueue({"n": 3}), actor="op")
         soon = time.time() + 10  # a host a little ahead: young, held back
-        write_by_hand(
-            backend_url,
-            f"INSERT INTO jobs (queue, task, payload, updated_at, created_at, run_at)"
-            f" VALUES ('default', '', '{{}}', {soon}, {soon}, {soon})",
-        )
+        _insert(backend_url, tmp_path, "{}", created_at=soon, run_at=soon, updated_at=soon)
         collector._take_events(time.time() + 6, 10**6)  # everything but the young job has settled
         counters = collector._totals.counters
         assert counters.get(("enqueued", "default")) == len(values) + 3  # was: None
