@@ -196,6 +196,7 @@ def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, lim
     for q, f, s, e in [*running, *finished]:
         # Finite floats, as both drivers return them, are taken as they are (checking every value
         # was a fifth of this read with 13,000 recent jobs at 10,000,000 stored).
+        drawn = True
         if not (
             type(f) is float
             and (s is None or type(s) is float)
@@ -203,14 +204,12 @@ def due_history(d: Dialect, since: float, bucket_seconds: float, now: float, lim
             and math.isfinite(f + (s or 0.0) + (e or 0.0))
         ):
             # A time written by hand as text (SQLite), NaN or an infinity leaves its job out
-            # instead of failing the chart.
-            f, started, e_ = finite_or_none(f), finite_or_none(s), finite_or_none(e)
-            if e_ is not None and (earliest_end is None or e_ < earliest_end):
-                earliest_end = e_  # an end is an end, whatever else the row holds
-            if f is None or (s is not None and started is None) or (e is not None and e_ is None):
-                continue
-            s, e = started, e_
-        elif e is not None and (earliest_end is None or e < earliest_end):
+            # instead of failing the chart (its end, if it has one, still counts as read).
+            times = finite_or_none(f), finite_or_none(s), finite_or_none(e)
+            drawn = times[0] is not None and (s is None or times[1] is not None) and (e is None or times[2] is not None)
+            f, s, e = times
+        if e is not None and (earliest_end is None or e < earliest_end):
             earliest_end = e
-        rows.append((str(q), f, s, e))
+        if drawn:
+            rows.append((str(q), f, s, e))
     return build_due_history(since, bucket_seconds, now, pending, rows, len(finished), earliest_end, limit)
