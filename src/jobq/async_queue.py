@@ -313,8 +313,7 @@ class AsyncQueue:
         q = self.sync
         if self.store is None:
             return list(await self._call(q.claim_many, worker_id, limit, lease=lease, queue=queue))
-        lease_seconds = lease or q.settings.lease_seconds
-        return list(await self._store("claim", worker_id, q._queues(queue), limit, lease_seconds, q.clock))
+        return list(await self._store("claim", worker_id, q._queues(queue), limit, q._lease(lease), q.clock))
 
     async def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
         result = (await self.heartbeat_many([job], lease=lease))[0]
@@ -329,7 +328,7 @@ class AsyncQueue:
         if not jobs:
             return []
         leases = [lease_of(j) for j in jobs]
-        return list(await self._store("heartbeat", leases, lease or q.settings.lease_seconds, q.clock))
+        return list(await self._store("heartbeat", leases, q._lease(lease), q.clock))
 
     async def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
         """``Queue.complete``; ``conn``: a ``psycopg.AsyncConnection`` in an open transaction, or

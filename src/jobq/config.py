@@ -90,6 +90,15 @@ def _check_duration(seconds: float) -> float:
     return seconds
 
 
+def check_lease(lease: float) -> float:
+    """A lease a call asks for (``claim(lease=...)``, ``heartbeat(lease=...)``), as seconds: more
+    than 0 and at most ``DURATION_MAX_SECONDS``, else ValueError. A lease of NaN was stored as no
+    lease, one of infinity (or 1e300) never expired, one below 0 had expired when granted."""
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= DURATION_MAX_SECONDS:
+        raise ValueError(f"lease must be a number of seconds above 0 and at most 100 years, not {lease!r}")
+    return float(lease)
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """Parse a ``"7-15"`` seconds range (``"0-0.05"``, or one number ``"3"``)."""
     parts = text.strip().split("-")

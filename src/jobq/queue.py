@@ -51,7 +51,7 @@ from jobq.backends.base import (
 )
 from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
-from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, load_settings, parse_duration
+from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, check_lease, load_settings, parse_duration
 from jobq.errors import (
     ConfigError,
     DuplicateJob,
@@ -201,9 +201,9 @@ class Queue:
         ``create=False`` refuses to create a missing SQLite database (for read-only viewers).
         Raises ConfigError for a bad URL and StorageError when the database cannot be used.
         """
-        settings = settings or load_settings()
-        if url:
-            settings = settings.replace(database_url=url)
+        # Settings built in code are checked like loaded ones (replace() does): a lease_seconds
+        # of NaN or infinity made leases that were never rescued.
+        settings = (settings or load_settings()).replace(database_url=url or None)
         self.settings = settings
         self.clock = clock
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
@@ -532,15 +532,18 @@ class Queue:
     ) -> Job | None:
         """Take the next due job (lowest priority number, then run_at, then id) or None."""
         # claim_many(worker_id, 1, ...) inlined: the per-job API's one call fewer.
-        jobs = self.backend.claim(worker_id, self._queues(queue), 1, lease or self.settings.lease_seconds, self.clock)
+        jobs = self.backend.claim(worker_id, self._queues(queue), 1, self._lease(lease), self.clock)
         return jobs[0] if jobs else None
 
     def claim_many(
         self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
-        lease_seconds = lease or self.settings.lease_seconds
-        return self.backend.claim(worker_id, self._queues(queue), limit, lease_seconds, self.clock)
+        return self.backend.claim(worker_id, self._queues(queue), limit, self._lease(lease), self.clock)
+
+    def _lease(self, lease: float | None) -> float:
+        """The lease a call asks for in seconds (``None``: the settings'), checked (ValueError)."""
+        return self.settings.lease_seconds if lease is None else check_lease(lease)
 
     def _queues(self, queue: str | Sequence[str] | None) -> list[str]:
         return [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
@@ -558,7 +561,7 @@ class Queue:
     def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
         if not jobs:
             return []
-        return self.backend.heartbeat([lease_of(j) for j in jobs], lease or self.settings.lease_seconds, self.clock)
+        return self.backend.heartbeat([lease_of(j) for j in jobs], self._lease(lease), self.clock)
 
     def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
         """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale.
@@ -610,9 +613,8 @@ class Queue:
             Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
             for (j, r), note in zip(items, notes, strict=True)
         ]
-        lease_seconds = lease or self.settings.lease_seconds
         return self.backend.complete_and_claim(
-            completions, self.clock, worker_id, self._queues(queue), limit, lease_seconds, repeat=repeat
+            completions, self.clock, worker_id, self._queues(queue), limit, self._lease(lease), repeat=repeat
         )
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:

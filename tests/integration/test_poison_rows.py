@@ -267,6 +267,49 @@ def test_times_written_by_hand_as_nan_or_infinity_fail_no_chart(backend_url: str
         assert q.stats().counts["PENDING"] == 1 + len(values)
 
 
+def test_a_lease_written_by_hand_as_no_time_has_expired(backend_url: str, tmp_path: Path) -> None:
+    """A lease is a time or nothing. One written by hand as Infinity or NaN (PostgreSQL sorts NaN
+    above every number), or as text on SQLite, never passed ``< now``: such a job was rescued only
+    once its worker was gone, and on PostgreSQL, where leases alone tell that, never. It now counts
+    as expired, in the rescue and in what ``stats`` and the exporter's gauge count."""
+    values = _no_times(backend_url, *(["soon"] if backend_url.startswith("sqlite") else []))
+    now = time.time()
+    running = {"status": "PROCESSING", "attempts": 1, "created_at": now, "run_at": now, "started_at": now,
+               "lease_owner": "live-worker"}  # fmt: skip
+    with jobq.Queue(backend_url) as q:
+        void = [_insert(backend_url, tmp_path, "{}", **running, lease_token=f"t{i}", lease_expires_at=v)
+                for i, v in enumerate(values)]  # fmt: skip
+        held = _insert(backend_url, tmp_path, "{}", **running, lease_token="held", lease_expires_at=now + 600)
+        assert q.stats().expired_leases == len(void)  # was: 1 (-Infinity alone)
+        assert q.queue_gauges()["default"].processing_expired == len(void)
+        rescued = q.rescue_expired()
+        assert sorted(r.job_id for r in rescued) == sorted(void)  # was: []
+        assert all(q.get(i).status == jobq.JobStatus.PENDING for i in void)  # type: ignore[union-attr]
+        assert q.get(held).status == jobq.JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+def test_a_lease_asked_for_as_no_time_is_refused(backend_url: str) -> None:
+    """``claim(lease=...)`` took any number: NaN stored no lease, Infinity (or 1e300) one that never
+    expired, -1 one expired when granted, and 0 quietly meant the default. Each is now a
+    ValueError and nothing is claimed; settings built in code are checked like loaded ones."""
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({"n": 1})
+        for bad in (math.nan, math.inf, -math.inf, 1e300, -1, 0, True):
+            with pytest.raises(ValueError, match="lease must be a number of seconds"):
+                q.claim("w", lease=bad)
+            with pytest.raises(ValueError, match="lease must be a number of seconds"):
+                q.claim_many("w", 5, lease=bad)
+        assert q.get(job_id).status == jobq.JobStatus.PENDING  # type: ignore[union-attr]
+        job = q.claim("w", lease=30)
+        assert job is not None and job.lease_expires_at is not None
+        with pytest.raises(ValueError, match="lease must be a number of seconds"):
+            q.heartbeat(job, lease=math.nan)
+        assert q.heartbeat(job, lease=60) is False
+    for bad in (math.nan, math.inf, 0.0):
+        with pytest.raises(jobq.ConfigError, match="lease_seconds"):
+            jobq.Queue(settings=jobq.Settings(database_url=backend_url, lease_seconds=bad))
+
+
 def _no_times(url: str, *more: object) -> list[object]:
     """Times a row written by hand can hold that are no time: NaN and the infinities on
     PostgreSQL; on SQLite, which stores a NaN as NULL, the infinities (9e999)."""

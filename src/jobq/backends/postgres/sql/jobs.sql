@@ -166,14 +166,17 @@ RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
 SELECT id FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR NOT lease_expires_at < 'Infinity' OR {gone})
 LIMIT 1
 
 -- name: expired
+-- A lease counts only while it is a time: NULL, a time past, or one that is no number (an
+-- infinity or NaN written by hand: `NOT x < 'Infinity'`) is expired, or such a job would
+-- never be rescued while its worker lives (on PostgreSQL, never: leases alone tell who is gone).
 -- SKIP LOCKED: a job whose worker is completing it right now is left alone (its row is locked);
 -- if the lease really expired the next rescue pass takes it.
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at, task, policy FROM jobs
-WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR {gone})
+WHERE status IN {from_rescue} AND (lease_expires_at IS NULL OR lease_expires_at < %(cutoff)s OR NOT lease_expires_at < 'Infinity' OR {gone})
 ORDER BY id
 LIMIT 1000
 FOR UPDATE SKIP LOCKED
@@ -303,7 +306,7 @@ SELECT queue, count(*) FILTER (WHERE run_at <= %(now)s), min(run_at) FILTER (WHE
 FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: expired_count
-SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
+SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s OR NOT lease_expires_at < 'Infinity')
 
 -- name: completed_since
 -- Completions are not events: counted from jobs_finished alone (it carries the status).

@@ -27,7 +27,7 @@ SELECT queue, count(*), sum(CASE WHEN run_at > %(now)s THEN 1 ELSE 0 END), min(r
 FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: metric_processing
-SELECT queue, count(*), sum(CASE WHEN lease_expires_at < %(now)s THEN 1 ELSE 0 END)
+SELECT queue, count(*), sum(CASE WHEN lease_expires_at < %(now)s OR lease_expires_at IS NULL OR NOT lease_expires_at < 'Infinity' THEN 1 ELSE 0 END)
 FROM jobs WHERE status = 'PROCESSING' GROUP BY queue
 
 -- name: metric_last_event_id

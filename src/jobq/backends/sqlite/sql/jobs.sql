@@ -147,12 +147,15 @@ RETURNING attempts, queue, started_at
 -- and an IN list is not one (it scanned the whole table: seconds at 10M jobs, from every worker's
 -- rescuer every few seconds).
 SELECT id FROM jobs
-WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR NOT lease_expires_at < 9e999 OR {gone})
 LIMIT 1
 
 -- name: expired
+-- A lease counts only while it is a time: NULL (also what SQLite makes of a NaN), a time past,
+-- or one that is no number (an infinity or text written by hand: `NOT x < 9e999`) is expired;
+-- such a job was rescued only once its worker was gone.
 SELECT id, lease_owner, lease_token, attempts, max_attempts, cancel_requested, started_at, task, policy FROM jobs
-WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR {gone})
+WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :cutoff OR NOT lease_expires_at < 9e999 OR {gone})
 LIMIT 1000
 
 -- name: rescue
@@ -274,7 +277,7 @@ SELECT queue, count(*) FILTER (WHERE run_at <= :now), min(run_at) FILTER (WHERE 
 FROM jobs WHERE status = 'PENDING' GROUP BY queue
 
 -- name: expired_count
-SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+SELECT count(*) FROM jobs WHERE status = 'PROCESSING' AND (lease_expires_at IS NULL OR lease_expires_at < :now OR NOT lease_expires_at < 9e999)
 
 -- name: completed_since
 -- Completions are not events: counted from jobs_finished alone (it carries the status).
