@@ -51,7 +51,16 @@ from jobq.backends.base import (
 )
 from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
-from jobq.config import INT32_MAX, INT32_MIN, INT64_MAX, Settings, check_lease, load_settings, parse_duration
+from jobq.config import (
+    DURATION_MAX_SECONDS,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    Settings,
+    check_lease,
+    load_settings,
+    parse_duration,
+)
 from jobq.errors import (
     ConfigError,
     DuplicateJob,
@@ -124,6 +133,29 @@ KEY_SCOPES = ("all", "active")
 """``key_scope`` values: held until purged, or while the job is PENDING or PROCESSING."""
 ON_CONFLICT_CHOICES = ("return", "raise")
 """``on_conflict`` values: hand back the holder's id, or raise DuplicateJob."""
+
+
+def _seconds_or(value: object, other: float) -> float:
+    """``value`` as float seconds when it is a real, finite number (not a bool), else ``other``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return other
+    return float(value)
+
+
+def _when(now: float, delay: float | None, run_at: float | None) -> float:
+    """When a new job is due: at ``run_at``, or ``delay`` seconds (a negative one: none) from now.
+
+    Both are checked: a delay or run_at of infinity stored a job that never ran, a NaN delay
+    meant no delay and a NaN run_at failed in the store with a NOT NULL error."""
+    if run_at is not None:
+        at = _seconds_or(run_at, -1.0)
+        if not 0 <= at <= now + DURATION_MAX_SECONDS:
+            raise InvalidPayload(f"run_at must be a UNIX time in seconds, at most 100 years ahead, not {run_at!r}")
+        return at
+    seconds = _seconds_or(delay, math.inf)
+    if seconds > DURATION_MAX_SECONDS:
+        raise InvalidPayload(f"delay must be a number of seconds, at most 100 years, not {delay!r}")
+    return now + max(0.0, seconds)
 
 
 def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tuple[str, float | None]:
@@ -289,7 +321,7 @@ class Queue:
             raise InvalidPayload("timeout must be a number of seconds")
         if timeout is not None and not 0 < timeout < math.inf:
             raise InvalidPayload("timeout must be positive (seconds)")
-        when = run_at if run_at is not None else now + max(0.0, delay or 0.0)
+        when = now if run_at is None and delay is None else _when(now, delay, run_at)
         return NewJob(
             payload_json=text,
             queue=_check_name(queue or self.settings.queue, "queue name"),
@@ -639,6 +671,8 @@ class Queue:
         for i, (job, error, retry) in enumerate(items):
             again = retry and job.attempts < job.max_attempts
             delay = delays[i] if delays is not None else None
+            if delay is not None and not 0 <= _seconds_or(delay, -1.0) <= DURATION_MAX_SECONDS:
+                raise ValueError(f"a retry delay must be a number of seconds from 0 to 100 years, not {delay!r}")
             retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
             failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
         done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 from collections.abc import Callable
 
@@ -99,6 +101,61 @@ def test_delayed_job_waits_until_due(queue: jobq.Queue, clock: FakeClock) -> Non
     clock.advance(61)
     job = queue.claim("w")
     assert job is not None and job.id == job_id
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"delay": math.inf}, "delay must be a number of seconds, at most 100 years, not inf"),
+        ({"delay": math.nan}, "delay must be a number of seconds, at most 100 years, not nan"),
+        ({"delay": 1e300}, "delay must be a number of seconds, at most 100 years, not 1e+300"),
+        ({"delay": "5"}, "delay must be a number of seconds, at most 100 years, not '5'"),
+        ({"run_at": math.inf}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not inf"),
+        ({"run_at": math.nan}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not nan"),
+        ({"run_at": -1}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not -1"),
+        ({"run_at": True}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not True"),
+    ],
+)  # fmt: skip
+def test_a_due_time_that_is_no_time_is_refused(queue: jobq.Queue, kwargs: dict[str, object], message: str) -> None:
+    """A delay or run_at of infinity stored a job that never ran (shown with a defect), a NaN
+    delay meant none and a NaN run_at failed in the store (NOT NULL). Refused in one line, and
+    nothing is stored; a negative delay still means "now"."""
+    kept = queue.enqueue("kept", delay=-5)
+    assert queue.get(kept).run_at == queue.get(kept).created_at
+    with pytest.raises(jobq.InvalidPayload) as raised:
+        queue.enqueue("x", **kwargs)  # type: ignore[arg-type]
+    assert str(raised.value) == message
+    if "delay" in kwargs:
+        with pytest.raises(jobq.InvalidPayload):
+            queue.enqueue_many(["x", "y"], **kwargs)  # type: ignore[arg-type]
+    assert [j.id for j in queue.list_jobs()] == [kept]
+
+
+def test_a_lease_or_retry_delay_that_is_no_time_is_refused(queue: jobq.Queue) -> None:
+    """``claim(lease=...)`` took any number: NaN stored no lease, infinity or 1e300 one that never
+    expired, -1 one expired when granted, and 0 quietly meant the default; ``fail_many(delays=)``
+    took NaN or infinity as a retry time. Each is now a ValueError and nothing changes; settings
+    built in code are checked like loaded ones."""
+    job_id = queue.enqueue({"n": 1})
+    for bad in (math.nan, math.inf, -math.inf, 1e300, -1, 0, True, "30"):
+        with pytest.raises(ValueError, match="lease must be a number of seconds"):
+            queue.claim("w", lease=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="lease must be a number of seconds"):
+            queue.claim_many("w", 5, lease=bad)  # type: ignore[arg-type]
+    assert queue.get(job_id).status == P
+    job = queue.claim("w", lease=30)
+    assert job is not None and job.id == job_id
+    for bad in (math.nan, math.inf, -1):
+        with pytest.raises(ValueError, match="lease must be a number of seconds"):
+            queue.heartbeat(job, lease=bad)
+        with pytest.raises(ValueError, match="a retry delay must be a number of seconds"):
+            queue.fail_many([(job, "boom", True)], delays=[bad])
+    assert queue.heartbeat(job, lease=60) is False
+    assert queue.get(job_id).status == R
+    assert queue.fail_many([(job, "boom", True)], delays=[0]) == [(P, True)]
+    for bad in (math.nan, math.inf, 0.0):
+        with pytest.raises(jobq.ConfigError, match="lease_seconds"):
+            jobq.Queue(settings=dataclasses.replace(queue.settings, lease_seconds=bad))
 
 
 def test_claim_hands_out_a_lease(queue: jobq.Queue, clock: FakeClock) -> None:
