@@ -104,6 +104,10 @@ PROGRESS_MESSAGE_MAX_CHARS = 500
 SCHEDULE_HISTORY_LIMIT_DEFAULT = 50
 """Pauses and resumes that ``Queue.schedule_history`` returns unless asked for more."""
 
+HISTORY_BUCKETS_MAX = 10_000
+"""Most buckets ``history`` and ``due_history`` cut a window into (ops draws at most 96): a
+bucket of 1e-6 s over an hour made billions of them, in memory."""
+
 
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 #: Names already checked (queue and task names repeat on every enqueue): a set lookup instead of
@@ -156,6 +160,17 @@ def _when(now: float, delay: float | None, run_at: float | None) -> float:
     if seconds > DURATION_MAX_SECONDS:
         raise InvalidPayload(f"delay must be a number of seconds, at most 100 years, not {delay!r}")
     return now + max(0.0, seconds)
+
+
+def _check_span(window: float, bucket: float) -> None:
+    """A history's ``window`` and ``bucket``, checked (ValueError): NaN and infinity failed deep in
+    the store with ValueError or OverflowError, a bucket of 0 with ZeroDivisionError."""
+    seconds = _seconds_or(window, -1.0)
+    if not 0 < seconds <= DURATION_MAX_SECONDS:
+        raise ValueError(f"window must be a number of seconds above 0 and at most 100 years, not {window!r}")
+    if _seconds_or(bucket, -1.0) <= 0 or seconds / bucket > HISTORY_BUCKETS_MAX:
+        raise ValueError(f"bucket must be a number of seconds that cuts the window into at most "
+                         f"{HISTORY_BUCKETS_MAX:,} buckets, not {bucket!r}")  # fmt: skip
 
 
 def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tuple[str, float | None]:
@@ -908,6 +923,7 @@ class Queue:
 
     @read
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
+        _check_span(window, bucket)
         now = self.clock()
         return self.backend.history(now - window, bucket, now)
 
@@ -919,6 +935,7 @@ class Queue:
         each queue's jobs waited for a worker (due to claimed), derived from the job rows: every
         PENDING and PROCESSING job and the newest ``limit`` finished ones, so it stays cheap at
         any table size (``DueHistory.covers_since`` says from when it is exact)."""
+        _check_span(window, bucket)
         now = self.clock()
         return self.backend.due_history(now - window, bucket, now, limit)
 

@@ -3,6 +3,8 @@ metrics reads)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import jobq
@@ -345,6 +347,28 @@ def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jo
         ("resubmitted", after[5][1], 0),
         ("claimed", "w3", 1),
     ]
+
+
+@pytest.mark.parametrize(
+    ("window", "bucket", "message"),
+    [
+        (math.nan, 60, "window must be a number of seconds above 0"),
+        (math.inf, 60, "window must be a number of seconds above 0"),
+        (0, 60, "window must be a number of seconds above 0"),
+        (3600, 0, "bucket must be a number of seconds that cuts the window into at most 10,000 buckets"),
+        (3600, math.nan, "bucket must be a number of seconds"),
+        (3600, 1e-6, "bucket must be a number of seconds"),
+    ],
+)  # fmt: skip
+def test_a_history_span_that_is_no_span_is_refused(
+    queue: jobq.Queue, window: float, bucket: float, message: str
+) -> None:
+    """NaN or infinity failed deep in the store (ValueError, OverflowError), a bucket of 0 with
+    ZeroDivisionError, and a bucket of 1e-6 s over an hour made 3.6 billion buckets in memory."""
+    for read in (queue.history, queue.due_history):
+        with pytest.raises(ValueError, match=message):
+            read(window=window, bucket=bucket)
+    assert len(queue.history(window=3600, bucket=0.36)) == 10_000  # the most buckets, still served
 
 
 def test_history_keeps_each_attempts_claim_however_it_ended(queue: jobq.Queue, clock: FakeClock) -> None:
