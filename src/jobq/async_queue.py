@@ -50,7 +50,15 @@ from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotF
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.payloads import encode_json
-from jobq.queue import ERROR_MAX_CHARS, Queue, _target, default_actor, lease_of
+from jobq.queue import (
+    ERROR_MAX_CHARS,
+    Queue,
+    _target,
+    check_wait_timeout,
+    default_actor,
+    lease_of,
+    purge_cutoff,
+)
 
 
 def _is_async_connection(conn: object) -> bool:
@@ -284,7 +292,7 @@ class AsyncQueue:
         if self.store is None:
             return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
         wanted = [JobStatus(s) for s in statuses]
-        return int(await self._store("purge", wanted, self.sync.clock() - older_than))
+        return int(await self._store("purge", wanted, purge_cutoff(self.sync.clock(), older_than)))
 
     # -- flow control (docs/flow-control.md) --------------------------------------------------
     async def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:
@@ -377,8 +385,7 @@ class AsyncQueue:
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """``Queue.wait`` without a thread: woken by the finish line the loop watches
         (PostgreSQL: the ``AsyncQueue``'s LISTEN connection; SQLite: the waiter's socket)."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must not be negative")
+        check_wait_timeout(timeout)
         job = await self.get(job_id)
         if job.status.value in TERMINAL_STATUSES:
             return job

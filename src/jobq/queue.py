@@ -162,6 +162,21 @@ def _when(now: float, delay: float | None, run_at: float | None) -> float:
     return now + max(0.0, seconds)
 
 
+def purge_cutoff(now: float, older_than: float) -> float:
+    """Before when a job must have finished for ``purge(older_than=...)`` (ValueError unless 0 to
+    100 years): NaN deleted nothing, and -inf (or any negative) every finished job, silently."""
+    if not 0 <= _seconds_or(older_than, -1.0) <= DURATION_MAX_SECONDS:
+        raise ValueError(f"older_than must be a number of seconds from 0 to 100 years, not {older_than!r}")
+    return now - older_than
+
+
+def check_wait_timeout(timeout: float | None) -> None:
+    """``wait``'s ``timeout``: None or infinity (no limit), or seconds from 0 (ValueError). A NaN
+    timeout waited forever: its deadline was never reached."""
+    if timeout is not None and timeout != math.inf and _seconds_or(timeout, -1.0) < 0:
+        raise ValueError(f"timeout must be a number of seconds, not negative, not {timeout!r}")
+
+
 def _check_span(window: float, bucket: float) -> None:
     """A history's ``window`` and ``bucket``, checked (ValueError): NaN and infinity failed deep in
     the store with ValueError or OverflowError, a bucket of 0 with ZeroDivisionError."""
@@ -807,7 +822,7 @@ class Queue:
     def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
         """Delete jobs of ``statuses`` that finished more than ``older_than`` seconds ago."""
         wanted = [JobStatus(s) for s in statuses]
-        return self.backend.purge(wanted, self.clock() - older_than)
+        return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than))
 
     # -- reads -----------------------------------------------------------------------------
     @read
@@ -835,8 +850,7 @@ class Queue:
 
         >>> job = queue.wait(queue.enqueue({"n": 1}), timeout=30)  # doctest: +SKIP
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must not be negative")
+        check_wait_timeout(timeout)
         job = self.get(job_id)
         if job.status.value in FINISHED:
             return job

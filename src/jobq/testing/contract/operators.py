@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import jobq
@@ -352,3 +354,18 @@ def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.events(old) == []
     assert queue.get(fresh).status == C and queue.get(waiting).status == P
     assert queue.enqueue("next") > waiting  # ids are never reused
+
+
+def test_purge_refuses_an_age_that_is_no_time(queue: jobq.Queue, clock: FakeClock) -> None:
+    """``older_than`` of NaN deleted nothing, and -inf (or any negative) every finished job, with
+    no word either way. Refused; nothing is deleted."""
+    job_id = queue.enqueue("done")
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job)
+    for bad in (math.nan, -math.inf, -1, math.inf, "7d"):
+        with pytest.raises(ValueError, match="older_than must be a number of seconds"):
+            queue.purge(older_than=bad)  # type: ignore[arg-type]
+    assert queue.get(job_id).status == C
+    clock.advance(1)
+    assert queue.purge(older_than=0) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -36,6 +37,18 @@ def test_wait_times_out_with_a_clear_error(queue: jobq.Queue) -> None:
     job_id = queue.enqueue({})
     with pytest.raises(TimeoutError, match=rf"job {job_id} did not finish within 0.2 s \(it is PENDING\)"):
         queue.wait(job_id, timeout=0.2)
+
+
+def test_wait_refuses_a_timeout_that_is_no_time(queue: jobq.Queue) -> None:
+    """A NaN timeout waited forever (its deadline was never reached); infinity is no limit."""
+    job_id = queue.enqueue({})
+    for bad in (math.nan, -1, "5", True):
+        with pytest.raises(ValueError, match="timeout must be a number of seconds, not negative"):
+            queue.wait(job_id, timeout=bad)  # type: ignore[arg-type]
+    job = queue.claim("w")
+    assert job is not None
+    queue.complete(job)
+    assert queue.wait(job_id, timeout=math.inf).status == C
 
 
 def _waiting(q: jobq.Queue, job_id: int) -> tuple[threading.Thread, list[Job | BaseException]]:
