@@ -54,6 +54,7 @@ from jobq.queue import (
     ERROR_MAX_CHARS,
     Queue,
     _target,
+    check_rows,
     check_wait_timeout,
     default_actor,
     lease_of,
@@ -321,7 +322,9 @@ class AsyncQueue:
         q = self.sync
         if self.store is None:
             return list(await self._call(q.claim_many, worker_id, limit, lease=lease, queue=queue))
-        return list(await self._store("claim", worker_id, q._queues(queue), limit, q._lease(lease), q.clock))
+        return list(
+            await self._store("claim", worker_id, q._queues(queue), check_rows(limit, 0), q._lease(lease), q.clock)
+        )
 
     async def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
         result = (await self.heartbeat_many([job], lease=lease))[0]

@@ -170,6 +170,15 @@ def purge_cutoff(now: float, older_than: float) -> float:
     return now - older_than
 
 
+def check_rows(limit: int, least: int = 1) -> int:
+    """A call's ``limit`` of rows, checked: a whole number from ``least`` to ``INT32_MAX``
+    (ValueError). SQLite reads ``LIMIT -1`` as no limit: ``claim_many(w, -1)`` claimed every due
+    job in one transaction, and ``latest(limit=-1)`` read the whole table."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not least <= limit <= INT32_MAX:
+        raise ValueError(f"limit must be a whole number from {least} to {INT32_MAX:,}, not {limit!r}")
+    return limit
+
+
 def check_wait_timeout(timeout: float | None) -> None:
     """``wait``'s ``timeout``: None or infinity (no limit), or seconds from 0 (ValueError). A NaN
     timeout waited forever: its deadline was never reached."""
@@ -601,7 +610,7 @@ class Queue:
         self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
-        return self.backend.claim(worker_id, self._queues(queue), limit, self._lease(lease), self.clock)
+        return self.backend.claim(worker_id, self._queues(queue), check_rows(limit, 0), self._lease(lease), self.clock)
 
     def _lease(self, lease: float | None) -> float:
         """The lease a call asks for in seconds (``None``: the settings'), checked (ValueError)."""
@@ -676,7 +685,13 @@ class Queue:
             for (j, r), note in zip(items, notes, strict=True)
         ]
         return self.backend.complete_and_claim(
-            completions, self.clock, worker_id, self._queues(queue), limit, self._lease(lease), repeat=repeat
+            completions,
+            self.clock,
+            worker_id,
+            self._queues(queue),
+            check_rows(limit, 0),
+            self._lease(lease),
+            repeat=repeat,
         )
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
@@ -901,7 +916,7 @@ class Queue:
 
     @read
     def recent_events(self, limit: int = 100, kinds: Sequence[str] = ()) -> list[Event]:
-        return self.backend.recent_events(limit, kinds)
+        return self.backend.recent_events(check_rows(limit), kinds)
 
     @read
     def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
@@ -933,7 +948,7 @@ class Queue:
     def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """The most recently updated jobs (of ``status``), newest first, in bounded time at any
         table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
-        return self.backend.latest_jobs(status, limit)
+        return self.backend.latest_jobs(status, check_rows(limit))
 
     @read
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
@@ -951,12 +966,12 @@ class Queue:
         any table size (``DueHistory.covers_since`` says from when it is exact)."""
         _check_span(window, bucket)
         now = self.clock()
-        return self.backend.due_history(now - window, bucket, now, limit)
+        return self.backend.due_history(now - window, bucket, now, check_rows(limit))
 
     @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first (stopped ones included)."""
-        return self.backend.list_workers(limit)
+        return self.backend.list_workers(check_rows(limit))
 
     # -- observability ---------------------------------------------------------------------
     def progress(self, job: Job, fraction: float | None = None, message: str | None = None) -> bool:
@@ -1002,7 +1017,7 @@ class Queue:
     @read
     def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
         """Events after ``after_id`` in id order, with their job's queue and times (for metrics)."""
-        return self.backend.events_after(after_id, limit)
+        return self.backend.events_after(after_id, check_rows(limit))
 
     @read
     def last_job_id(self) -> int:
@@ -1016,7 +1031,7 @@ class Queue:
         """For the metrics exporter: the jobs made after the job ``after_id`` (at most ``limit``,
         none made after ``until``) counted by queue in the store: ``(the last id covered,
         {queue: jobs}, whether younger jobs were held back)`` (enqueues are not events)."""
-        return self.backend.enqueue_totals(after_id, until, limit)
+        return self.backend.enqueue_totals(after_id, until, check_rows(limit))
 
     @read
     def completion_cursor(self, now: float | None = None) -> tuple[float, int]:
@@ -1030,7 +1045,7 @@ class Queue:
     ) -> list[MetricEvent]:
         """Jobs completed after the cursor ``after`` and no later than ``until``, oldest first, as
         ``completed`` entries with their queue and times (for metrics: completions are not events)."""
-        return self.backend.completions_after(after, until, limit)
+        return self.backend.completions_after(after, until, check_rows(limit))
 
     @read
     def event_totals(
@@ -1038,7 +1053,7 @@ class Queue:
     ) -> EventTotals:
         """``events_after`` for the metrics exporter: the kinds in ``counted`` (``enqueued``:
         one per job) summed by queue and kind in the store, the others one each."""
-        return self.backend.event_totals(after_id, until, limit, counted)
+        return self.backend.event_totals(after_id, until, check_rows(limit), counted)
 
     @read
     def completion_totals(
@@ -1049,7 +1064,7 @@ class Queue:
         metrics exporter folds in, at no Python cost per completed job. At most ``limit`` jobs;
         fewer may be folded while more are left (a fold ends between two instants when it can),
         so only an empty result means the cursor caught up."""
-        return self.backend.completion_totals(after, until, limit, bounds)
+        return self.backend.completion_totals(after, until, check_rows(limit), bounds)
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
     def add_schedule(
@@ -1142,8 +1157,7 @@ class Queue:
     ) -> list[ScheduleAction]:
         """Who paused or resumed ``name`` (or any schedule, for None) and when, newest first, at
         most ``limit`` entries. Kept when a schedule is removed: it is an audit history."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError("limit must be a positive integer")
+        check_rows(limit)
         return self.backend.schedule_actions(name, min(limit, INT32_MAX))
 
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
@@ -1231,7 +1245,7 @@ class Queue:
     @read
     def control_history(self, queue: str | None = None, *, limit: int = 50) -> list[ControlEvent]:
         """Who paused, resumed or changed the limits of ``queue`` (None: any queue), newest first."""
-        return self.backend.control_history(queue, limit)
+        return self.backend.control_history(queue, check_rows(limit))
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

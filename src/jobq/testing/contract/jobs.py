@@ -158,6 +158,28 @@ def test_a_lease_or_retry_delay_that_is_no_time_is_refused(queue: jobq.Queue) ->
             jobq.Queue(settings=dataclasses.replace(queue.settings, lease_seconds=bad))
 
 
+def test_a_limit_that_is_no_count_is_refused(queue: jobq.Queue) -> None:
+    """SQLite reads ``LIMIT -1`` as no limit: ``claim_many(w, -1)`` claimed every due job in one
+    transaction and ``latest(limit=-1)`` read the whole table; 1.5 failed in the store and 10**20
+    in the driver. Each is now a one-line ValueError; a claim of 0 jobs is still a claim of none."""
+    ids = queue.enqueue_many([{"n": i} for i in range(3)])
+    message = "limit must be a whole number from"
+    for bad in (-1, 1.5, 10**20, True, "2"):
+        with pytest.raises(ValueError, match=message):
+            queue.claim_many("w", bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.complete_many_and_claim([], "w", bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.latest(limit=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.recent_events(limit=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.workers(limit=bad)  # type: ignore[arg-type]
+    assert [queue.get(i).status for i in ids] == [P, P, P]
+    assert queue.claim_many("w", 0) == []
+    assert len(queue.latest(limit=2)) == 2
+
+
 def test_claim_hands_out_a_lease(queue: jobq.Queue, clock: FakeClock) -> None:
     job_id = queue.enqueue({"a": 1})
     job = queue.claim("w1", lease=30)
