@@ -233,6 +233,11 @@ SELECT (SELECT datacl::text || '/' || datdba::text FROM pg_database WHERE datnam
 OWN_SCHEMAS = """SELECT nspname FROM pg_namespace
 WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'public')"""
 
+#: How often, and how long apart, a scrub looks again for other sessions before it gives up on
+#: reusing the database (a server process exits a moment after its client closed).
+SCRUB_WAITS = 5
+SCRUB_WAIT_SECONDS = 0.02
+
 #: Scrubbed databases ready to be handed out again, by server URL; and each server's fingerprint
 #: of a new database. CREATE DATABASE took ~150 ms here and its DROP ~40, against ~30 for a scrub:
 #: ~100 s of the suite's ~660 PostgreSQL tests.
@@ -246,10 +251,14 @@ def _scrub(url: str, fingerprint: tuple[Any, ...]) -> bool:
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        others = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-        if others is None or others[0]:  # a connection left open (a test that failed, PgBouncer's pool)
+        for _ in range(SCRUB_WAITS):
+            others = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if others is not None and not others[0]:
+                break
+            time.sleep(SCRUB_WAIT_SECONDS)
+        else:  # a connection left open (a test that failed, PgBouncer's pool)
             return False
         for (schema,) in conn.execute(OWN_SCHEMAS).fetchall():
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

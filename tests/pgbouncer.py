@@ -53,6 +53,23 @@ class Bouncer:
         user = netloc[0] + "@" if len(netloc) == 2 else ""
         return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
 
+    def let_go(self, postgres_url: str) -> None:
+        """Close the bouncer's connections to ``postgres_url``'s database now (admin console
+        ``KILL``, then ``RESUME`` so that it serves the name again): otherwise it keeps idle server
+        connections for ``server_idle_timeout``, and the database cannot be scrubbed for reuse
+        (tests/pg.py)."""
+        import psycopg
+
+        name = urllib.parse.urlsplit(postgres_url).path.lstrip("/")
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(
+                f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer", autocommit=True, connect_timeout=5
+            ) as admin,
+        ):
+            for command in (f"KILL {name}", f"RESUME {name}"):  # the console speaks the simple protocol only
+                admin.pgconn.exec_(command.encode())
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             with open(os.path.join(self.base, "pgbouncer.log"), encoding="utf-8", errors="replace") as f:

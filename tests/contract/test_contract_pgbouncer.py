@@ -5,6 +5,8 @@ session state, since consecutive transactions of one client land on different se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from pgbouncer import Bouncer, through_pgbouncer
 
@@ -14,5 +16,6 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def backend_url(pgbouncer_server: Bouncer, postgres_url: str) -> str:  # replaces conftest's
-    return through_pgbouncer(pgbouncer_server, postgres_url)
+def backend_url(pgbouncer_server: Bouncer, postgres_url: str) -> Iterator[str]:  # replaces conftest's
+    yield through_pgbouncer(pgbouncer_server, postgres_url)
+    pgbouncer_server.let_go(postgres_url)  # its database can then be scrubbed for the next test
