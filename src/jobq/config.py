@@ -232,7 +232,12 @@ def load_settings(
     """Build Settings from defaults < TOML file < environment < ``overrides``."""
     env = os.environ if env is None else env
     layered: dict[str, Any] = {}
-    path = Path(config_file or env.get("JOBQ_CONFIG") or "jobq.toml")
+    named = config_file or env.get("JOBQ_CONFIG")
+    path = Path(named or "jobq.toml")
+    if named and not path.is_file():
+        # ./jobq.toml is optional; a file named on purpose is not: a typo in --config or
+        # JOBQ_CONFIG quietly ran on the defaults (another database) before.
+        raise ConfigError(f"config file not found: {path}")
     if path.is_file():
         try:
             data = tomllib.loads(path.read_text())

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,8 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return lines[0]
 
 
-NO_FILE = "/nonexistent/jobq.toml"
+EMPTY_CONFIG = str(Path(__file__).parent / "empty-config.toml")
+"""A config file that sets nothing: a test names it so that no ./jobq.toml is read."""
 
 
 # -- --db and settings layering ---------------------------------------------------------------------
@@ -54,17 +56,29 @@ def test_db_is_accepted_before_or_after_the_command(argv: tuple[str, ...]) -> No
     assert parse(*argv).db == "sqlite:///x.db"
 
 
+def test_a_config_file_named_on_purpose_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo in ``--config`` or ``JOBQ_CONFIG`` quietly ran on the defaults (another database);
+    ./jobq.toml stays optional."""
+    missing = str(tmp_path / "jobq-typo.toml")
+    with pytest.raises(ConfigError, match=f"config file not found: {missing}"):
+        load_settings({}, env={}, config_file=missing)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings({}, env={"JOBQ_CONFIG": missing})
+    monkeypatch.chdir(tmp_path)  # no ./jobq.toml here
+    assert load_settings({}, env={}).database_url == DATABASE_URL_DEFAULT
+
+
 def test_db_after_the_command_wins_over_before() -> None:
     assert parse("--db", "sqlite:///a.db", "list", "--db", "sqlite:///b.db").db == "sqlite:///b.db"
 
 
 def test_db_unset_leaves_env_and_default_in_charge() -> None:
-    args = parse("list", "--config", NO_FILE)
+    args = parse("list", "--config", EMPTY_CONFIG)
     assert args.db is None
     assert cli_parser.make_settings(args, env={}).database_url == DATABASE_URL_DEFAULT
     env = {"JOBQ_DATABASE_URL": "sqlite:///from-env.db"}
     assert cli_parser.make_settings(args, env=env).database_url == "sqlite:///from-env.db"
-    flagged = parse("list", "--config", NO_FILE, "--db", "sqlite:///flag.db")
+    flagged = parse("list", "--config", EMPTY_CONFIG, "--db", "sqlite:///flag.db")
     assert cli_parser.make_settings(flagged, env=env).database_url == "sqlite:///flag.db"
 
 
@@ -80,7 +94,7 @@ def test_worker_flags_become_settings_and_unset_ones_do_not() -> None:
     bare = parse("worker", "-H", "m:f")
     assert cli_parser.settings_overrides(bare) == {}
     env = {"JOBQ_LEASE": "90", "JOBQ_CONCURRENCY": "3"}
-    settings = load_settings(cli_parser.settings_overrides(bare), env=env, config_file=NO_FILE)
+    settings = load_settings(cli_parser.settings_overrides(bare), env=env, config_file=EMPTY_CONFIG)
     assert (settings.lease_seconds, settings.concurrency) == (90.0, 3)
 
 
@@ -244,7 +258,7 @@ def test_integers_at_the_edge_of_the_range_are_accepted(argv: tuple[str, ...], d
 )
 def test_settings_out_of_range_are_config_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        load_settings({}, env=env, config_file=NO_FILE)
+        load_settings({}, env=env, config_file=EMPTY_CONFIG)
 
 
 @pytest.mark.parametrize(
@@ -275,7 +289,7 @@ def test_durations_beyond_100_years_are_usage_errors(capsys: pytest.CaptureFixtu
 )
 def test_durations_beyond_100_years_in_settings_are_config_errors(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        load_settings({}, env=env, config_file=NO_FILE)
+        load_settings({}, env=env, config_file=EMPTY_CONFIG)
 
 
 def test_durations_from_toml_numbers_are_checked_too(tmp_path: Any) -> None:
@@ -469,16 +483,27 @@ def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytes
     monkeypatch.setattr(jobq.web, "launch", lambda app, port, extra: calls.append((app, port, extra)))
     monkeypatch.delenv("JOBQ_DATABASE_URL", raising=False)
     monkeypatch.delenv("JOBQ_CONFIG", raising=False)
-    argv = ["manager", "--config", NO_FILE, "--db", "sqlite:///m.db", "--port", "9100", "--", "--theme.base", "dark"]
+    argv = [
+        "manager",
+        "--config",
+        EMPTY_CONFIG,
+        "--db",
+        "sqlite:///m.db",
+        "--port",
+        "9100",
+        "--",
+        "--theme.base",
+        "dark",
+    ]
     assert cli.main(argv) == cli_parser.EXIT_OK
     assert calls == [("manager", 9100, ["--theme.base", "dark"])]
     # Streamlit runs the app in a child process: the URL travels through its environment.
     assert os.environ["JOBQ_DATABASE_URL"] == "sqlite:///m.db"
-    assert os.environ["JOBQ_CONFIG"] == NO_FILE
+    assert os.environ["JOBQ_CONFIG"] == EMPTY_CONFIG
 
 
 def test_producer_and_consumer_get_name_only_when_they_accept_it() -> None:
-    settings = load_settings({}, env={}, config_file=NO_FILE)
+    settings = load_settings({}, env={}, config_file=EMPTY_CONFIG)
     seen: list[tuple[Any, ...]] = []
 
     def with_name(s: Any, *, name: str | None = None) -> None:

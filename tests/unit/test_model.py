@@ -143,12 +143,14 @@ def test_config_layers_file_env_overrides(tmp_path: Path) -> None:
 
 
 def test_config_defaults_and_errors(tmp_path: Path) -> None:
-    s = load_settings(env={}, config_file=tmp_path / "missing.toml")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    s = load_settings(env={}, config_file=empty)
     assert s == Settings() and s.lease_seconds == LEASE_SECONDS_DEFAULT
     assert env_name("producer_interval_seconds") == "JOBQ_PRODUCER_INTERVAL"
     assert env_name("data_dir") == "JOBQ_DATA_DIR"
     with pytest.raises(ConfigError, match="max_attempts"):
-        load_settings(env={"JOBQ_MAX_ATTEMPTS": "many"}, config_file=tmp_path / "none")
+        load_settings(env={"JOBQ_MAX_ATTEMPTS": "many"}, config_file=empty)
     bad = tmp_path / "bad.toml"
     bad.write_text("lease_seconds = [")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,9 @@ from jobq.observability import logs
 from jobq.observability.metrics import _Histogram
 from jobq.present import progress_text
 from jobq.worker import context
+
+EMPTY_CONFIG = Path(__file__).parent / "empty-config.toml"
+"""A config file that sets nothing (a named one must exist; ./jobq.toml must not be read)."""
 
 
 class StubQueue:
@@ -81,13 +85,13 @@ def test_json_lines_carry_the_run_fields_set_around_a_run() -> None:
 
 def test_log_format_and_metrics_port_settings_are_checked_in_one_line() -> None:
     env = {"JOBQ_LOG_FORMAT": "json", "JOBQ_METRICS_PORT": "9500"}
-    settings = jobq.load_settings(env=env, config_file="/nonexistent")
+    settings = jobq.load_settings(env=env, config_file=EMPTY_CONFIG)
     assert (settings.log_format, settings.metrics_port, settings.metrics_host) == ("json", 9500, "127.0.0.1")
-    assert jobq.load_settings({"log_format": "text"}, env=env, config_file="/nonexistent").log_format == "text"
+    assert jobq.load_settings({"log_format": "text"}, env=env, config_file=EMPTY_CONFIG).log_format == "text"
     with pytest.raises(jobq.ConfigError, match="log_format must be one of text, json"):
-        jobq.load_settings(env={"JOBQ_LOG_FORMAT": "xml"}, config_file="/nonexistent")
+        jobq.load_settings(env={"JOBQ_LOG_FORMAT": "xml"}, config_file=EMPTY_CONFIG)
     with pytest.raises(jobq.ConfigError, match="metrics_port must be between 1 and 65535"):
-        jobq.load_settings(env={"JOBQ_METRICS_PORT": "70000"}, config_file="/nonexistent")
+        jobq.load_settings(env={"JOBQ_METRICS_PORT": "70000"}, config_file=EMPTY_CONFIG)
 
 
 def test_histogram_buckets_are_cumulative() -> None:
