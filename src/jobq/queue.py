@@ -209,8 +209,8 @@ def _key_scope(key: str | None, scope: str, ttl: float | None, now: float) -> tu
         raise InvalidPayload("key_ttl needs a key")
     if scope != "all":
         raise InvalidPayload("key_ttl and key_scope='active' cannot be combined; choose one")
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
-        raise InvalidPayload("key_ttl must be a positive number of seconds")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= DURATION_MAX_SECONDS:
+        raise InvalidPayload("key_ttl must be a positive number of seconds, at most 100 years")
     return "ttl", now + ttl
 
 
@@ -348,11 +348,11 @@ class Queue:
             max_attempts = task_policy.max_attempts if max_attempts is None else max_attempts
             timeout = task_policy.timeout if timeout is None else timeout
         attempts = self.settings.max_attempts if max_attempts is None else max_attempts
-        if not isinstance(attempts, int) or attempts < 1:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:  # True was 1
             raise InvalidPayload("max_attempts must be an integer >= 1")
         if attempts > INT32_MAX:
             raise InvalidPayload(f"max_attempts must be at most {INT32_MAX}")
-        if not isinstance(priority, int):
+        if isinstance(priority, bool) or not isinstance(priority, int):  # True was priority 1
             raise InvalidPayload("priority must be an integer (lower runs first)")
         if not INT32_MIN <= priority <= INT32_MAX:
             raise InvalidPayload(f"priority must be between {INT32_MIN} and {INT32_MAX}")

@@ -114,18 +114,19 @@ def test_delayed_job_waits_until_due(queue: jobq.Queue, clock: FakeClock) -> Non
         ({"run_at": math.nan}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not nan"),
         ({"run_at": -1}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not -1"),
         ({"run_at": True}, "run_at must be a UNIX time in seconds, at most 100 years ahead, not True"),
+        ({"priority": True}, "priority must be an integer (lower runs first)"),
     ],
 )  # fmt: skip
 def test_a_due_time_that_is_no_time_is_refused(queue: jobq.Queue, kwargs: dict[str, object], message: str) -> None:
     """A delay or run_at of infinity stored a job that never ran (shown with a defect), a NaN
-    delay meant none and a NaN run_at failed in the store (NOT NULL). Refused in one line, and
-    nothing is stored; a negative delay still means "now"."""
+    delay meant none and a NaN run_at failed in the store (NOT NULL); ``priority=True`` was
+    priority 1. Refused in one line, and nothing is stored; a negative delay still means "now"."""
     kept = queue.enqueue("kept", delay=-5)
     assert queue.get(kept).run_at == queue.get(kept).created_at
     with pytest.raises(jobq.InvalidPayload) as raised:
         queue.enqueue("x", **kwargs)  # type: ignore[arg-type]
     assert str(raised.value) == message
-    if "delay" in kwargs:
+    if "delay" in kwargs or "priority" in kwargs:
         with pytest.raises(jobq.InvalidPayload):
             queue.enqueue_many(["x", "y"], **kwargs)  # type: ignore[arg-type]
     assert [j.id for j in queue.list_jobs()] == [kept]

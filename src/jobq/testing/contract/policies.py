@@ -70,6 +70,7 @@ RETRY_ON = "retry_on must name exception classes (e.g. 'builtins.TimeoutError'),
         ({"timeout": "1m"}, "timeout must be a number of seconds"),
         ({"timeout": float("inf")}, "timeout must be positive (seconds)"),
         ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
+        ({"max_attempts": True}, "max_attempts must be an integer >= 1"),
     ],
 )  # fmt: skip
 def test_a_bad_policy_is_refused_in_one_line_and_nothing_is_stored(

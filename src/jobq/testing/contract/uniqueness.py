@@ -116,6 +116,7 @@ def test_bad_key_options_are_refused_in_one_line(queue: jobq.Queue) -> None:
         ({"key_ttl": 5}, "key_ttl needs a key"),
         ({"key": "k", "key_ttl": 0}, "key_ttl must be a positive number of seconds"),
         ({"key": "k", "key_ttl": float("inf")}, "key_ttl must be a positive number of seconds"),
+        ({"key": "k", "key_ttl": 1e300}, "key_ttl must be a positive number of seconds, at most 100 years"),
         ({"key": "k", "key_ttl": 5, "key_scope": "active"}, "key_ttl and key_scope='active' cannot be combined"),
         ({"key": "k", "on_conflict": "ignore"}, "on_conflict must be one of return, raise, not 'ignore'"),
     ]:
