@@ -7,6 +7,7 @@ Layers, lowest first: the defaults below, a TOML file (``jobq.toml`` in the work
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -90,11 +91,19 @@ def _check_duration(seconds: float) -> float:
     return seconds
 
 
+def seconds_or(value: object, other: float) -> float:
+    """``value`` as float seconds when it is a real, finite number (not a bool), else ``other``:
+    the one test of a time argument, each caller naming its own range."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return other
+    return float(value)
+
+
 def check_lease(lease: float) -> float:
     """A lease a call asks for (``claim(lease=...)``, ``heartbeat(lease=...)``), as seconds: more
     than 0 and at most ``DURATION_MAX_SECONDS``, else ValueError. A lease of NaN was stored as no
     lease, one of infinity (or 1e300) never expired, one below 0 had expired when granted."""
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease <= DURATION_MAX_SECONDS:
+    if not 0 < seconds_or(lease, -1.0) <= DURATION_MAX_SECONDS:
         raise ValueError(f"lease must be a number of seconds above 0 and at most 100 years, not {lease!r}")
     return float(lease)
 

@@ -60,6 +60,7 @@ from jobq.config import (
     check_lease,
     load_settings,
     parse_duration,
+    seconds_or,
 )
 from jobq.errors import (
     ConfigError,
@@ -139,24 +140,17 @@ ON_CONFLICT_CHOICES = ("return", "raise")
 """``on_conflict`` values: hand back the holder's id, or raise DuplicateJob."""
 
 
-def _seconds_or(value: object, other: float) -> float:
-    """``value`` as float seconds when it is a real, finite number (not a bool), else ``other``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return other
-    return float(value)
-
-
 def _when(now: float, delay: float | None, run_at: float | None) -> float:
     """When a new job is due: at ``run_at``, or ``delay`` seconds (a negative one: none) from now.
 
     Both are checked: a delay or run_at of infinity stored a job that never ran, a NaN delay
     meant no delay and a NaN run_at failed in the store with a NOT NULL error."""
     if run_at is not None:
-        at = _seconds_or(run_at, -1.0)
+        at = seconds_or(run_at, -1.0)
         if not 0 <= at <= now + DURATION_MAX_SECONDS:
             raise InvalidPayload(f"run_at must be a UNIX time in seconds, at most 100 years ahead, not {run_at!r}")
         return at
-    seconds = _seconds_or(delay, math.inf)
+    seconds = seconds_or(delay, math.inf)
     if seconds > DURATION_MAX_SECONDS:
         raise InvalidPayload(f"delay must be a number of seconds, at most 100 years, not {delay!r}")
     return now + max(0.0, seconds)
@@ -165,7 +159,7 @@ def _when(now: float, delay: float | None, run_at: float | None) -> float:
 def purge_cutoff(now: float, older_than: float) -> float:
     """Before when a job must have finished for ``purge(older_than=...)`` (ValueError unless 0 to
     100 years): NaN deleted nothing, and -inf (or any negative) every finished job, silently."""
-    if not 0 <= _seconds_or(older_than, -1.0) <= DURATION_MAX_SECONDS:
+    if not 0 <= seconds_or(older_than, -1.0) <= DURATION_MAX_SECONDS:
         raise ValueError(f"older_than must be a number of seconds from 0 to 100 years, not {older_than!r}")
     return now - older_than
 
@@ -182,17 +176,17 @@ def check_rows(limit: int, least: int = 1) -> int:
 def check_wait_timeout(timeout: float | None) -> None:
     """``wait``'s ``timeout``: None or infinity (no limit), or seconds from 0 (ValueError). A NaN
     timeout waited forever: its deadline was never reached."""
-    if timeout is not None and timeout != math.inf and _seconds_or(timeout, -1.0) < 0:
+    if timeout is not None and timeout != math.inf and seconds_or(timeout, -1.0) < 0:
         raise ValueError(f"timeout must be a number of seconds, not negative, not {timeout!r}")
 
 
 def _check_span(window: float, bucket: float) -> None:
     """A history's ``window`` and ``bucket``, checked (ValueError): NaN and infinity failed deep in
     the store with ValueError or OverflowError, a bucket of 0 with ZeroDivisionError."""
-    seconds = _seconds_or(window, -1.0)
+    seconds = seconds_or(window, -1.0)
     if not 0 < seconds <= DURATION_MAX_SECONDS:
         raise ValueError(f"window must be a number of seconds above 0 and at most 100 years, not {window!r}")
-    if _seconds_or(bucket, -1.0) <= 0 or seconds / bucket > HISTORY_BUCKETS_MAX:
+    if seconds_or(bucket, -1.0) <= 0 or seconds / bucket > HISTORY_BUCKETS_MAX:
         raise ValueError(f"bucket must be a number of seconds that cuts the window into at most "
                          f"{HISTORY_BUCKETS_MAX:,} buckets, not {bucket!r}")  # fmt: skip
 
@@ -273,8 +267,9 @@ class Queue:
         Raises ConfigError for a bad URL and StorageError when the database cannot be used.
         """
         # Settings built in code are checked like loaded ones (replace() does): a lease_seconds
-        # of NaN or infinity made leases that were never rescued.
-        settings = (settings or load_settings()).replace(database_url=url or None)
+        # of NaN or infinity made leases that were never rescued. Loaded ones are checked once.
+        given = {"database_url": url or None}
+        settings = load_settings(given) if settings is None else settings.replace(**given)
         self.settings = settings
         self.clock = clock
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
@@ -716,7 +711,7 @@ class Queue:
         for i, (job, error, retry) in enumerate(items):
             again = retry and job.attempts < job.max_attempts
             delay = delays[i] if delays is not None else None
-            if delay is not None and not 0 <= _seconds_or(delay, -1.0) <= DURATION_MAX_SECONDS:
+            if delay is not None and not 0 <= seconds_or(delay, -1.0) <= DURATION_MAX_SECONDS:
                 raise ValueError(f"a retry delay must be a number of seconds from 0 to 100 years, not {delay!r}")
             retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
             failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
