@@ -132,6 +132,16 @@ class Measure:
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
+    def add(self, other: Measure) -> None:
+        """``other``'s repeats after this one's (a metric measured one repeat at a time)."""
+        self.values += other.values
+        self.extra += other.extra
+        self.cpu_us_per_job += other.cpu_us_per_job
+        self.duplicates += other.duplicates
+        self.lock_errors += other.lock_errors
+        self.jobs += other.jobs
+        self.note = self.note or other.note
+
     @property
     def extra_median(self) -> float | None:
         return statistics.median(self.extra) if self.extra else None
@@ -148,6 +158,10 @@ class RowResult:
     safe: bool = True
     durability: str | None = None
     metrics: dict[str, Measure] = dataclasses.field(default_factory=dict)
+    #: The raw row this one was measured interleaved with (``System.options["against"]``), and
+    #: per metric its (this row's, raw's) value of each repeat: the pairs its ratios are read from.
+    against: str | None = None
+    pairs: dict[str, list[tuple[float, float]]] = dataclasses.field(default_factory=dict)
 
 
 # -- the worker process ---------------------------------------------------------------------------

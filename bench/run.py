@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shutil
@@ -21,7 +22,8 @@ ONLY_CLAIMS = {"skip": ["enqueue", "latency"]}
 
 
 def systems() -> list[System]:
-    """Every row of the table, in order. ``skip`` names metric groups a row does not repeat."""
+    """Every row of the table, in order. ``skip`` names metric groups a row does not repeat;
+    ``against`` the raw row a per-job row is measured in turns with (``measure_pair``)."""
     rows = [
         System("raw-normal", "raw SQLite, synchronous=NORMAL (no library)", RAW, {"synchronous": "NORMAL"}),
         System("raw-full", "raw SQLite, synchronous=FULL (no library)", RAW, {"synchronous": "FULL"}),
@@ -37,8 +39,18 @@ def systems() -> list[System]:
             RAW,
             {"synchronous": "FULL", "batch": 100, **ONLY_CLAIMS},
         ),
-        System("jobq-full", "jobq SQLite, default (FULL), per-job API", JOBQ, {"synchronous": "FULL"}),
-        System("jobq-normal", "jobq SQLite, NORMAL, per-job API", JOBQ, {"synchronous": "NORMAL"}),
+        System(
+            "jobq-full",
+            "jobq SQLite, default (FULL), per-job API",
+            JOBQ,
+            {"synchronous": "FULL", "against": "raw-full"},
+        ),
+        System(
+            "jobq-normal",
+            "jobq SQLite, NORMAL, per-job API",
+            JOBQ,
+            {"synchronous": "NORMAL", "against": "raw-normal"},
+        ),
         System(
             "jobq-full-batched",
             "jobq SQLite, FULL, claim_many(100) + complete_many",
@@ -94,7 +106,13 @@ def systems() -> list[System]:
             "bench.adapters.raw_postgres:RawPostgres",
             group="postgres",
         ),
-        System("jobq-pg", "jobq PostgreSQL, per-job API", JOBQ, {"backend": "postgres"}, group="postgres"),
+        System(
+            "jobq-pg",
+            "jobq PostgreSQL, per-job API",
+            JOBQ,
+            {"backend": "postgres", "against": "raw-pg"},
+            group="postgres",
+        ),
         System(
             "jobq-pg-batched",
             "jobq PostgreSQL, claim_many(100) + complete_many",
@@ -167,7 +185,8 @@ class Envs:
         self.database = None
 
 
-def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -> RowResult:
+def _row(system: System, env_probe: dict[str, Any]) -> RowResult:
+    """A row to fill, or one that says why its system cannot run here."""
     row = RowResult(system)
     cls = load_factory(system.factory)
     reason = cls.unavailable(system.options, env_probe)
@@ -176,29 +195,88 @@ def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -
         return row
     row.safe = bool(cls.safe)
     row.durability = getattr(cls(system.options, env_probe), "durability", None)
+    return row
+
+
+def _steps(bench: Bench, system: System) -> list[tuple[str, Any]]:
     skip = set(system.options.get("skip", ()))
     steps: list[tuple[str, Any]] = []
     if "enqueue" not in skip:
         steps += [("enqueue_one", bench.enqueue_one), ("enqueue_batch", bench.enqueue_batch)]
     steps += [(f"claim_{n}", lambda s, n=n: bench.claim_complete(s, n)) for n in WORKER_COUNTS]
-    for name, step in steps:
+    return steps
+
+
+def _step(row: RowResult, name: str, step: Any, log: Any) -> Measure:
+    try:
+        return step(row.system)  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - one failing peer is a row note, not a crash
+        log(traceback.format_exc())
+        return Measure(note=f"error: {type(exc).__name__}: {exc}"[:300])
+
+
+def _latency(bench: Bench, row: RowResult, log: Any, who: str = "") -> None:
+    if "latency" in set(row.system.options.get("skip", ())):
+        return
+    try:
+        row.metrics["latency"], row.metrics["idle_cpu"] = bench.latency_and_idle(row.system)
+    except Exception as exc:  # noqa: BLE001
+        note = f"error: {type(exc).__name__}: {exc}"[:300]
+        row.metrics["latency"], row.metrics["idle_cpu"] = Measure(note=note), Measure(note=note)
+        log(traceback.format_exc())
+    lat, cpu = report.latency_cell(row.metrics["latency"]), report.cpu_cell(row.metrics["idle_cpu"])
+    log(f"  latency{who}: {lat}, idle CPU {cpu}")
+
+
+def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -> RowResult:
+    row = _row(system, env_probe)
+    if row.note:
+        return row
+    for name, step in _steps(bench, system):
         t0 = time.perf_counter()
-        try:
-            row.metrics[name] = step(system)
-        except Exception as exc:  # noqa: BLE001 - one failing peer is a row note, not a crash
-            row.metrics[name] = Measure(note=f"error: {type(exc).__name__}: {exc}"[:300])
-            log(traceback.format_exc())
+        row.metrics[name] = _step(row, name, step, log)
         log(f"  {name}: {report.cell(row.metrics[name])} ({time.perf_counter() - t0:.1f} s)")
-    if "latency" not in skip:
-        try:
-            row.metrics["latency"], row.metrics["idle_cpu"] = bench.latency_and_idle(system)
-        except Exception as exc:  # noqa: BLE001
-            note = f"error: {type(exc).__name__}: {exc}"[:300]
-            row.metrics["latency"], row.metrics["idle_cpu"] = Measure(note=note), Measure(note=note)
-            log(traceback.format_exc())
-        lat, cpu = report.latency_cell(row.metrics["latency"]), report.cpu_cell(row.metrics["idle_cpu"])
-        log(f"  latency: {lat}, idle CPU {cpu}")
+    _latency(bench, row, log)
     return row
+
+
+def measure_pair(
+    bench: Bench, system: System, raw: System, repeats: int, env_probe: dict[str, Any], log: Any
+) -> tuple[RowResult, RowResult]:
+    """``system`` and its raw limit ``raw``, one repeat at a time and in turns (raw first, then
+    ``system`` first, and so on), so that each repeat's two runs are seconds apart rather than
+    minutes: measured one row after the other, the machine's drift in between moved the ratio of
+    PostgreSQL's per-job rows from 0.30x to 0.85x between runs. ``bench`` measures one repeat.
+    The ratios are then the median of the repeats' own (``RowResult.pairs``)."""
+    mine, limit = _row(system, env_probe), _row(raw, env_probe)
+    if mine.note or limit.note:  # one of them cannot run here: each measured on its own
+        return measure(bench, system, env_probe, log), measure(bench, raw, env_probe, log)
+    mine.against = raw.key
+    steps = dict(_steps(bench, raw))
+    for name, step in _steps(bench, system):
+        if name not in steps:
+            continue
+        t0 = time.perf_counter()
+        got = {system.key: Measure(), raw.key: Measure()}
+        for r in range(repeats):
+            turn = [(mine, step), (limit, steps[name])]
+            values: dict[str, float | None] = {}
+            for row, run in turn if r % 2 else turn[::-1]:
+                m = _step(row, name, run, log)
+                got[row.system.key].add(m)
+                values[row.system.key] = m.median
+            a, b = values.get(system.key), values.get(raw.key)
+            if a is not None and b:
+                mine.pairs.setdefault(name, []).append((a, b))
+        mine.metrics[name], limit.metrics[name] = got[system.key], got[raw.key]
+        cells = f"{report.cell(got[system.key])} against {report.cell(got[raw.key])}"
+        log(
+            f"  {name}: {cells}, paired ratio {report.fmt_ratio(report.paired_ratio(mine, name))} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+    _latency(bench, mine, log, f" ({system.key})")
+    _latency(bench, limit, log, f" ({raw.key})")
+    return mine, limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,13 +334,26 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"PostgreSQL not available: {exc}")
         envs = Envs(workdir, pg)
         bench = Bench(sizes, envs, log)
+        one_repeat = Bench(dataclasses.replace(sizes, repeats=1), envs, log)
+        by_key = {s.key: s for s in rows}
+        # A row with an "against" raw row in this run is measured in turns with it (measure_pair).
+        paired = {s.options["against"]: s for s in rows if s.options.get("against") in by_key}
         for system in rows:
+            if system.key in paired:
+                continue  # measured with the row it is the limit of
             log(f"{system.key}: {system.label}")
             if system.group == "postgres" and pg is None:
                 results.append(RowResult(system, note=extras.get("postgres_error", "skipped (--no-postgres)")))
                 continue
             probe = {"workdir": workdir, "run": "probe", "dsn_base": pg.dsn_base if pg else None}
-            results.append(measure(bench, system, probe, log))
+            raw = by_key.get(system.options.get("against", ""))
+            if raw is not None:
+                log(f"  in turns with {raw.key}: {raw.label}")
+                results += measure_pair(one_repeat, system, raw, sizes.repeats, probe, log)
+            else:
+                results.append(measure(bench, system, probe, log))
+        order = [s.key for s in rows]
+        results.sort(key=lambda r: order.index(r.system.key))
         envs.close()
         if pg is not None:
             extras["postgres_version"] = pg.version

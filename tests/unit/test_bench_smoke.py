@@ -10,6 +10,7 @@ import datetime
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,59 @@ def test_apps_targets_judge_the_returning_browser_and_show_a_new_profile() -> No
     assert got[f"ops: {returning}"] == ("2.5 s", False)
     assert got["manager: the same in a new browser profile (nothing cached)"] == ("2.5 s", None)
     assert not any(t.startswith("ops: the same") for t in got)
+
+
+def test_a_per_job_row_is_measured_in_turns_with_its_raw_row_and_its_ratios_read_from_the_pairs(
+    tmp_path: Path,
+) -> None:
+    """make bench's per-job rows (``against``): each repeat runs the raw row and jobq's one after the
+    other, raw first in every other repeat, and the targets read the median of the repeats' own
+    ratios, not the ratio of the two medians (the rows measured minutes apart moved with the machine)."""
+    from bench.core import Measure
+    from bench.run import measure_pair
+
+    rows = {s.key: s for s in systems()}
+    mine, raw = rows["jobq-pg"], rows["raw-pg"]
+    assert mine.options["against"] == "raw-pg"
+    calls: list[tuple[str, str]] = []
+    # Per repeat (raw, jobq): the machine's speed moves between repeats, far more than the ratio.
+    rates = {"raw-pg": iter([100.0, 40.0, 60.0] * 5), "jobq-pg": iter([50.0, 36.0, 54.0] * 5)}
+
+    class FakeBench:  # a unit test: the measurements themselves are the smoke tests' business
+        def _run(self, name: str, system: Any) -> Measure:
+            calls.append((name, system.key))
+            return Measure(values=[next(rates[system.key])], jobs=1)
+
+        def enqueue_one(self, system: Any) -> Measure:
+            return self._run("enqueue_one", system)
+
+        def enqueue_batch(self, system: Any) -> Measure:
+            return self._run("enqueue_batch", system)
+
+        def claim_complete(self, system: Any, n: int) -> Measure:
+            return self._run(f"claim_{n}", system)
+
+        def latency_and_idle(self, system: Any) -> tuple[Measure, Measure]:
+            return Measure(values=[1.0], extra=[2.0]), Measure(values=[0.1])
+
+    probe = {"workdir": str(tmp_path), "run": "probe", "dsn_base": "postgresql://nowhere"}
+    got, limit = measure_pair(FakeBench(), mine, raw, 3, probe, lambda _text: None)  # type: ignore[arg-type]
+    assert calls[:6] == [
+        ("enqueue_one", "raw-pg"),
+        ("enqueue_one", "jobq-pg"),
+        ("enqueue_one", "jobq-pg"),
+        ("enqueue_one", "raw-pg"),
+        ("enqueue_one", "raw-pg"),
+        ("enqueue_one", "jobq-pg"),
+    ]
+    assert got.metrics["enqueue_one"].values == [50.0, 36.0, 54.0]
+    assert limit.metrics["enqueue_one"].values == [100.0, 40.0, 60.0]
+    assert got.against == "raw-pg" and got.pairs["claim_4"] == [(50.0, 100.0), (36.0, 40.0), (54.0, 60.0)]
+    # The repeats' ratios are 0.5, 0.9 and 0.9: their median 0.9x; the medians' ratio, 50 / 60, 0.83x.
+    checks = {t: shown for t, shown, _ in report.targets([got, limit], {})}
+    assert checks["PostgreSQL per-job API, x4 >= 0.8x raw SKIP LOCKED"] == "0.90x"
+    assert checks["PostgreSQL enqueue 1/call >= 0.8x raw"] == "0.90x"
+    assert report.ratio_rows([got, limit])[0][1].startswith("0.90x")
+    # Measured apart (no pairs), a row's ratio is the ratio of the medians, as before.
+    got.pairs.clear()
+    assert {t: s for t, s, _ in report.targets([got, limit], {})}["PostgreSQL enqueue 1/call >= 0.8x raw"] == "0.83x"
