@@ -288,6 +288,64 @@ def test_a_lease_written_by_hand_as_no_time_has_expired(backend_url: str, tmp_pa
         assert q.get(held).status == jobq.JobStatus.PROCESSING  # type: ignore[union-attr]
 
 
+def test_a_live_workers_lease_written_by_hand_as_no_time_is_rescued_and_its_late_writes_refused(
+    backend_url: str,
+) -> None:
+    """The two halves together, with a real worker: while its handler runs, the job's lease is
+    written by hand as Infinity. The job is rescued (it counts as expired), another worker claims
+    and completes it, and the first worker's completion, sent when its handler returns, is refused
+    by the token fence: the job completes once, by the second."""
+    infinity = "9e999" if backend_url.startswith("sqlite") else "'Infinity'"
+    # A long lease: the worker's heartbeat (a third of it) rarely falls between the rescue and
+    # the handler's return, so its late write is mostly the completion (either is fenced).
+    settings = jobq.Settings(lease_seconds=60, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
+    q = jobq.Queue(backend_url, settings=settings)
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def handler(ctx: Any) -> None:
+        ran.append(ctx.job.id)
+        started.set()
+        assert release.wait(60)
+
+    job_id = q.enqueue({"x": 1})
+    with q, running(Worker(q, handler, concurrency=1)):
+        try:
+            assert started.wait(30)
+            first = q.get(job_id)
+            assert first is not None and first.status == jobq.JobStatus.PROCESSING
+
+            def rescued() -> bool:
+                # Written again while the job is still the first worker's: its heartbeat may have
+                # overwritten the lease with a time since (it may also rescue the job itself).
+                write_by_hand(backend_url, f"UPDATE jobs SET lease_expires_at = {infinity} "
+                                           f"WHERE id = {job_id} AND lease_token = '{first.lease_token}'")  # fmt: skip
+                q.rescue_expired()
+                now = q.get(job_id)
+                return now is not None and now.lease_token != first.lease_token
+
+            wait_for(rescued, 30, "the job with a lease of no time rescued")
+            second = wait_for(lambda: q.claim("second-worker", lease=60), 30, "the rescued job claimed again")
+            assert second.id == job_id and second.lease_token != first.lease_token
+            release.set()  # the first worker's handler returns: its completion is sent, and refused
+
+            def refused() -> list[Any]:
+                return [e for e in q.events(job_id) if e.kind == jobq.EventKind.STALE_WRITE_REFUSED]
+
+            late = wait_for(refused, 30, "the first worker's completion refused")
+            assert {(e.actor, e.detail["operation"]) for e in late} <= {(first.lease_owner, "complete"),
+                                                                        (first.lease_owner, "heartbeat")}  # fmt: skip
+            held = q.get(job_id)
+            assert held is not None and (held.status, held.lease_owner) == (jobq.JobStatus.PROCESSING, "second-worker")
+            q.complete(second)
+        finally:
+            release.set()  # also when the test fails: the worker then stops at once
+
+    with jobq.Queue(backend_url) as again:
+        done = again.get(job_id)
+    assert done is not None and (done.status, done.attempts) == (jobq.JobStatus.COMPLETED, 2)
+    assert ran == [job_id]
+
+
 def _no_times(url: str, *more: object) -> list[object]:
     """Times a row written by hand can hold that are no time: NaN and the infinities on
     PostgreSQL; on SQLite, which stores a NaN as NULL, the infinities (9e999)."""
