@@ -237,6 +237,11 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
     check("  ... stretch: >= 2.0x raw NORMAL single-txn x4", ratio(best_full, raw_normal_4), 2.0)
     check("  ... >= 5x huey default (FULL) x4", ratio(best_full, v("huey-full", "claim_4")), 5.0)
     check("  ... >= 2x huey NORMAL x4", ratio(best_full, v("huey-normal", "claim_4")), 2.0)
+    check(
+        "Worker(batch=100) at FULL, x4 >= 0.5x raw FULL at 100 claims per txn",
+        ratio(v("jobq-worker", "claim_4"), v("raw-full-b100", "claim_4")),
+        0.5,
+    )
     for n in WORKER_COUNTS:
         check(
             f"per-job API at FULL, x{n} >= 0.75x raw FULL",
@@ -461,7 +466,7 @@ def _paired_note(results: Sequence[RowResult]) -> str:
         return ""
     names = ", ".join(f"{r.system.key} with {r.against}" for r in paired)
     return (
-        f"The per-job rows were measured in turns with their raw row ({names}): each repeat of a "
+        f"These rows were measured in turns with their raw limit ({names}): each repeat of a "
         "metric runs both, one right after the other, raw first in every other repeat; their ratios "
         "are the median of the repeats' own ratios (the rows measured minutes apart moved with the "
         "machine: PostgreSQL's enqueue ratio read 0.30x in one full run and 0.85x alone)."
