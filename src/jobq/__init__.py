@@ -34,7 +34,7 @@ from jobq.errors import (
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 from jobq.queue import Queue
 from jobq.schedules import Schedule, periodic
-from jobq.worker import JobContext, PermanentError, Worker, task
+from jobq.worker import JobContext, PermanentError, Worker, WorkerShutdown, task
 
 __version__ = "0.1.0"
 
@@ -73,6 +73,7 @@ __all__ = [
     "Worker",
     "WorkerEnd",
     "WorkerInfo",
+    "WorkerShutdown",
     "load_settings",
     "periodic",
     "task",

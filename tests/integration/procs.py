@@ -66,7 +66,17 @@ def stubborn(ctx: JobContext) -> dict[str, object]:
     return {"host": socket.gethostname(), "attempt": ctx.job.attempts}
 
 
-HANDLERS = {"count": count, "slow": slow, "block": block, "gated": gated, "stubborn": stubborn}
+def polite(ctx: JobContext) -> None:
+    """A long job that stops at a safe point once its worker shuts down: gives the job back."""
+    _marker(ctx)
+    for _ in range(72_000):  # an hour in steps
+        if ctx.stopping:
+            raise jobq.WorkerShutdown("polite: stopped at a safe point, the worker is shutting down")
+        ctx.sleep(0.05)
+    _effect(ctx)
+
+
+HANDLERS = {"count": count, "slow": slow, "block": block, "gated": gated, "stubborn": stubborn, "polite": polite}
 
 
 def hold(q: jobq.Queue, worker_id: str, lease: float) -> None:

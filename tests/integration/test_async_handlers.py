@@ -318,3 +318,32 @@ def test_ensure_lease_and_complete_in_a_transaction_keep_the_loop_free(
         assert blocked == [], caplog.text
     else:
         assert blocked and blocked[0].startswith(f"job {job_id} (task 'fenced')"), caplog.text
+
+
+def test_an_async_handler_that_sees_the_shutdown_gives_its_job_back(backend_url: str) -> None:
+    """``ctx.stopping`` and ``jobq.WorkerShutdown`` work for coroutines as for threads: the job is
+    released at once, uncounted, and the worker stops long before its grace period ends."""
+    started = threading.Event()
+
+    async def polite(ctx: JobContext) -> None:
+        started.set()
+        while not ctx.stopping:
+            await ctx.asleep(0.02)
+        raise jobq.WorkerShutdown("async: stopped at a safe point")
+
+    with _queue(backend_url, shutdown_grace_seconds=600) as q:
+        job_id = q.enqueue({}, task="polite")
+        worker = Worker(q, {"polite": polite})
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            assert started.wait(30)
+            worker.stop()
+            thread.join(60)
+            assert not thread.is_alive()  # the grace period was 600 s
+        finally:
+            worker.stop(force=True)
+            thread.join(30)
+        job = q.get(job_id)
+        assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
+        assert q.events(job_id)[-1].kind == "released"

@@ -100,6 +100,49 @@ def test_sigterm_releases_what_cannot_finish(backend_url: str, procs: Procs, tmp
         assert workers[0].stopped_at is not None
 
 
+def test_a_handler_that_sees_the_shutdown_gives_its_job_back_at_once(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """``ctx.stopping`` is True once SIGTERM arrives; a handler that then raises
+    ``jobq.WorkerShutdown`` has its job released at once (PENDING, its attempt not counted), so
+    the worker exits long before its 600 s grace period, and another worker can run the job."""
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({}, task="polite")
+        worker = procs.start("worker", "--db", backend_url, "--grace", "600", "--lease", "60")
+        wait_for(lambda: list(tmp_path.glob(f"started-{job_id}-*")), 60, "the job to start")
+        worker.terminate()
+        assert worker.wait(60) == 0  # the grace period was 600 s
+        job = q.get(job_id)
+        assert (job.status, job.attempts, job.lease_token) == (JobStatus.PENDING, 0, None)
+        released = q.events(job_id)[-1]
+        assert released.kind == "released" and "polite: stopped at a safe point" in str(released.detail)
+        assert effects(tmp_path) == []
+        assert "given back by its handler at shutdown" in procs.logs()
+
+
+def test_worker_shutdown_raised_while_not_stopping_is_a_failure(backend_url: str) -> None:
+    """Outside a shutdown, ``WorkerShutdown`` is an error like any other (retried by the job's
+    policy): given back uncounted, the job would be claimed and given back for ever."""
+    settings = jobq.Settings(backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
+    seen: list[bool] = []
+
+    def handler(ctx: JobContext) -> None:
+        seen.append(ctx.stopping)
+        raise jobq.WorkerShutdown()
+
+    with jobq.Queue(backend_url, settings=settings) as q:
+        job_id = q.enqueue({}, max_attempts=2)
+
+        def failed() -> bool:  # a worker that exits when idle, again until the retry has run too
+            Worker(q, handler, exit_when_idle=True).run()
+            return q.get(job_id).status == JobStatus.FAILED
+
+        wait_for(failed, 30, "the job failed twice")
+        job = q.get(job_id)
+        assert (job.status, job.attempts, seen) == (JobStatus.FAILED, 2, [False, False])
+        assert "WorkerShutdown" in (job.last_error or "")
+
+
 def test_second_signal_exits_at_once(sqlite_url: str, procs: Procs, tmp_path: Path) -> None:
     with jobq.Queue(sqlite_url) as q:
         job_id = q.enqueue({}, task="block")

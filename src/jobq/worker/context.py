@@ -22,6 +22,17 @@ class PermanentError(JobqError):
     """Raise from a handler to fail the job at once, without retries (bad input, unsafe path)."""
 
 
+class WorkerShutdown(JobqError):
+    """Raise from a handler to give its job back at once while the worker shuts down
+    (``JobContext.stopping``): the job is PENDING again for another worker, its attempt not
+    counted, as if the grace period had ended. Raised while the worker is not shutting down it is
+    the job's failure like any other error (retried by its policy): giving a job back uncounted
+    outside a shutdown would claim and give it back for ever."""
+
+    def __init__(self, reason: str = "the handler gave the job back: the worker is shutting down") -> None:
+        super().__init__(reason)
+
+
 class StopSignal(threading.Event):
     """The run's stop flag: a ``threading.Event`` that also calls one hook when set.
 
@@ -62,10 +73,12 @@ class JobContext:
     coroutine: ``await ctx.aensure_lease()``; likewise ``await ctx.acomplete(conn=...)``).
     """
 
-    def __init__(self, job: Job, queue: Queue, worker_id: str) -> None:
+    def __init__(self, job: Job, queue: Queue, worker_id: str, stopping: threading.Event | None = None) -> None:
         self.job = job
         self.queue = queue
         self.worker_id = worker_id
+        # The worker's own flag, shared by its runs (one attribute per run, no Event of its own).
+        self._worker_stopping = stopping
         self.key: tuple[int, str | None] = (job.id, job.lease_token)
         """Which run this is: the job and the lease it was claimed with (read three times a run:
         an attribute, not a property)."""
@@ -119,6 +132,16 @@ class JobContext:
         stop = self.cancelled
         assert isinstance(stop, StopSignal)
         stop.on_set(hook)
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker is shutting down (SIGTERM, ``Worker.stop()``): it claims nothing
+        more and waits up to its grace period for the running jobs, then gives back those not
+        finished. A long handler that can stop at a safe point may check this and ``raise
+        jobq.WorkerShutdown()`` there: its job goes back to the queue at once, not at the end of
+        the grace period. A handler that ignores it runs as before."""
+        flag = self._worker_stopping
+        return flag is not None and flag.is_set()
 
     @property
     def payload(self) -> Any:

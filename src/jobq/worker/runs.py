@@ -53,6 +53,9 @@ class Outcome(enum.Enum):
     left, else FAILED."""
     CANCEL = "cancel"
     """It stopped because an operator asked: CANCELLED."""
+    RELEASE = "release"
+    """It gave its job back while the worker shuts down (``WorkerShutdown``): PENDING again at
+    once, its attempt not counted."""
     NONE = "none"
     """Nothing to write: the lease was lost, the run already had its outcome (timeout), or the
     handler completed the job in its own transaction (``JobContext.complete(conn=...)``)."""
@@ -79,9 +82,10 @@ class RunOutcome:
 
 #: Which outcomes are still unwritten when the write of a kind fails (kinds are written in this order).
 _KINDS_FROM = {
-    Outcome.COMPLETE: (Outcome.COMPLETE, Outcome.FAIL, Outcome.CANCEL),
-    Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL),
-    Outcome.CANCEL: (Outcome.CANCEL,),
+    Outcome.COMPLETE: (Outcome.COMPLETE, Outcome.FAIL, Outcome.CANCEL, Outcome.RELEASE),
+    Outcome.FAIL: (Outcome.FAIL, Outcome.CANCEL, Outcome.RELEASE),
+    Outcome.CANCEL: (Outcome.CANCEL, Outcome.RELEASE),
+    Outcome.RELEASE: (Outcome.RELEASE,),
 }
 
 
@@ -302,6 +306,7 @@ class OutcomeWriter:
             (Outcome.COMPLETE, self._write_completions),
             (Outcome.FAIL, self._write_failures),
             (Outcome.CANCEL, self._write_cancels),
+            (Outcome.RELEASE, self._write_releases),
         ):
             group = [o for o in todo if o.kind is kind]
             if not group:
@@ -366,6 +371,17 @@ class OutcomeWriter:
                 last[:LOG_LINE_MAX_CHARS],
                 extra=_fields(o.ctx),
             )
+
+    def _write_releases(self, group: list[RunOutcome]) -> None:
+        # One reason per call: the handlers' own (WorkerShutdown's text) differ only if they chose to.
+        for reason in dict.fromkeys(o.error for o in group):
+            same = [o for o in group if o.error == reason]
+            given = self.queue.release_many([o.ctx.job for o in same], reason, repeat=any(o.sent for o in same))
+            for o, ok in zip(same, given, strict=True):
+                if ok:
+                    log.info("job %s: given back by its handler at shutdown", o.ctx.job.id, extra=_fields(o.ctx))
+                else:
+                    log.warning("job %s: lease lost, release refused", o.ctx.job.id, extra=_fields(o.ctx))
 
     def _write_cancels(self, group: list[RunOutcome]) -> None:
         for o in group:

@@ -51,7 +51,7 @@ from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
 from jobq.retry import on_failure, with_task_defaults
 from jobq.worker.aio import AsyncRunner, is_async_handler
-from jobq.worker.context import JobContext, PermanentError
+from jobq.worker.context import JobContext, PermanentError, WorkerShutdown
 from jobq.worker.heartbeat import Heartbeater
 from jobq.worker.looper import Looper
 from jobq.worker.prefetch import GIVE_BACK_AFTER_SECONDS, Prefetch
@@ -417,7 +417,7 @@ class Worker:
     def _dispatch(self, jobs: list[Job]) -> None:
         # Each job as it runs here: its enqueue's max_attempts/timeout, else its task's registered
         # in this process (a producer may not have imported the task), else the stored default.
-        contexts = [JobContext(with_task_defaults(job), self.queue, self.id) for job in jobs]
+        contexts = [JobContext(with_task_defaults(job), self.queue, self.id, self._stopping) for job in jobs]
         if tracing.recording():  # once per claimed batch
             # One read per claimed batch, only while an OpenTelemetry SDK is configured.
             try:
@@ -592,6 +592,9 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc))
         if isinstance(exc, PermanentError):
             return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
+        if isinstance(exc, WorkerShutdown) and self._stopping.is_set():
+            # Given back at once, uncounted; outside a shutdown it is a failure like any other.
+            return RunOutcome(ctx, Outcome.RELEASE, error=str(exc))
         # Any other handler error is the job's failure, with its traceback; the retry policy
         # (the enqueue's ``retry_on``/``backoff``, else the task's) decides whether and when it
         # runs again.
