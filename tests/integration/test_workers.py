@@ -294,3 +294,37 @@ def test_jobs_of_a_killed_local_worker_are_rescued_without_waiting_for_the_lease
         survivor.wait(30)
         (clean,) = [w for w in q.workers() if w.pid == survivor.pid]
         assert clean.end_reason == jobq.WorkerEnd.STOPPED
+
+
+def test_a_handlers_reason_for_giving_back_is_kept_to_an_events_size(backend_url: str) -> None:
+    """The reason is the handler's own text: 100,000 characters with a NUL among them are stored
+    cut to an event's size, on PostgreSQL too (whose text cannot hold a NUL), and the job is given
+    back."""
+    started = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        started.set()
+        while not ctx.stopping:
+            ctx.sleep(0.02)
+        raise jobq.WorkerShutdown("giving back\x00" + "x" * 100_000)
+
+    settings = jobq.Settings(shutdown_grace_seconds=600)
+    with jobq.Queue(backend_url, settings=settings) as q:
+        job_id = q.enqueue({})
+        worker = Worker(q, handler)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        try:
+            assert started.wait(30)
+            worker.stop()
+            thread.join(60)
+            assert not thread.is_alive()
+        finally:
+            worker.stop(force=True)
+            thread.join(30)
+        job = q.get(job_id)
+        assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
+        released = q.events(job_id)[-1]
+        reason = str(released.detail["reason"])
+        assert released.kind == "released" and reason.startswith("giving back") and len(reason) <= 4_000
+        assert "characters cut" in reason

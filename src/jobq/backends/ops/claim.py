@@ -297,8 +297,10 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
 
 
 def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repeat: bool) -> Op[list[bool]]:
-    # Released jobs are due at once: wake an idle worker to take them.
-    return _simple_worker_write(d, "release", EventKind.RELEASED, leases, clock, {"reason": reason}, repeat, True)
+    # Released jobs are due at once: wake an idle worker to take them. The reason may be a
+    # handler's own text (jobq.WorkerShutdown): kept to an event's size, as errors are.
+    detail = {"reason": clip(str(reason))}
+    return _simple_worker_write(d, "release", EventKind.RELEASED, leases, clock, detail, repeat, True)
 
 
 def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:
