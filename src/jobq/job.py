@@ -77,10 +77,10 @@ TRANSITIONS: Mapping[Action, Transition] = {
         _t(Action.FAIL, {_R}, _F, "worker", "handler failed for good, or attempts exhausted"),
         _t(Action.RESCUE, {_R}, _P, "any worker", "lease expired (owner dead or frozen), attempts left"),
         _t(Action.EXPIRE, {_R}, _F, "any worker", "lease expired and attempts exhausted"),
-        _t(Action.RELEASE, {_R}, _P, "worker", "graceful shutdown could not finish the job in time"),
+        _t(Action.RELEASE, {_R}, _P, "worker", "shutdown: grace period over, or the handler gave it back"),
         _t(Action.CANCEL, {_P, _F}, _X, "operator", "cancel a waiting job, or dismiss a failed one"),
         _t(Action.REQUEST_CANCEL, {_R}, _R, "operator", "running job: flag it; the worker stops it"),
-        _t(Action.ACK_CANCEL, {_R}, _X, "worker", "worker stopped a job whose cancel was requested"),
+        _t(Action.ACK_CANCEL, {_R}, _X, "worker", "worker stopped (or gave back) a job whose cancel was requested"),
         _t(Action.RESUBMIT, {_F, _X, _C}, _P, "operator", "run it again: attempts reset, run + 1"),
     )
 }

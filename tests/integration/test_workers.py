@@ -117,7 +117,7 @@ def test_a_handler_that_sees_the_shutdown_gives_its_job_back_at_once(
         released = q.events(job_id)[-1]
         assert released.kind == "released" and "polite: stopped at a safe point" in str(released.detail)
         assert effects(tmp_path) == []
-        assert "given back by its handler at shutdown" in procs.logs()
+        assert "its handler gave it back at shutdown" in procs.logs()
 
 
 def test_worker_shutdown_raised_while_not_stopping_is_a_failure(backend_url: str) -> None:

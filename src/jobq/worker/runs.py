@@ -379,7 +379,7 @@ class OutcomeWriter:
             given = self.queue.release_many([o.ctx.job for o in same], reason, repeat=any(o.sent for o in same))
             for o, ok in zip(same, given, strict=True):
                 if ok:
-                    log.info("job %s: given back by its handler at shutdown", o.ctx.job.id, extra=_fields(o.ctx))
+                    log.info("job %s: its handler gave it back at shutdown", o.ctx.job.id, extra=_fields(o.ctx))
                 else:
                     log.warning("job %s: lease lost, release refused", o.ctx.job.id, extra=_fields(o.ctx))
 

@@ -297,10 +297,38 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
 
 
 def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repeat: bool) -> Op[list[bool]]:
-    # Released jobs are due at once: wake an idle worker to take them. The reason may be a
-    # handler's own text (jobq.WorkerShutdown): kept to an event's size, as errors are.
-    detail = {"reason": clip(str(reason))}
-    return _simple_worker_write(d, "release", EventKind.RELEASED, leases, clock, detail, repeat, True)
+    """Give jobs back at once: PENDING, the attempt not counted, due now (idle workers are woken).
+    A job whose cancel an operator requested ends CANCELLED instead, as the rescuer ends it:
+    released, the next claim would have run it again with the request dropped. The reason may be
+    a handler's own text (``jobq.WorkerShutdown``): kept to an event's size, as errors are."""
+    now = clock()
+    detail: dict[str, Any] = {"reason": clip(str(reason))}
+    out = [False] * len(leases)
+    queues: set[str] = set()
+    finished: set[int] = set()
+    for i in _by_job_id(leases):
+        lease = leases[i]
+        params: Params = {"now": now, "id": lease.job_id, "token": lease.token}
+        kind, rows = EventKind.CANCELLED, (yield Exec(d.sql["ack_cancel"], params))  # only if asked
+        if not rows:
+            kind, rows = EventKind.RELEASED, (yield Exec(d.sql["release"], params))
+        if not rows:
+            # A repeat whose first send committed finds the job in either state with its token.
+            out[i] = yield from _refused(d, lease, "released", now, repeat=repeat, applied_as=("released", "cancelled"))
+            continue
+        attempts, queue, claimed_at = rows[0]
+        if kind is EventKind.RELEASED:
+            # A release gives the attempt back (attempts - 1): the claim keeps its own number.
+            ended, queues = attempt_detail(claimed_at, None, attempts + 1), queues | {queue}
+            event = {**detail, **ended}
+        else:
+            ended, finished = attempt_detail(claimed_at, None, None), finished | {lease.job_id}
+            event = {"by": "worker", **detail, **ended}
+        yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, attempts, event))
+        out[i] = True
+    if queues or finished:
+        yield Notify(frozenset(queues), frozenset(finished))
+    return out
 
 
 def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:

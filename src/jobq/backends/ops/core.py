@@ -155,14 +155,22 @@ def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
 
 
 def _refused(
-    d: Dialect, lease: Lease, op: str, now: float, *, repeat: bool = False, applied_as: str | None = None
+    d: Dialect,
+    lease: Lease,
+    op: str,
+    now: float,
+    *,
+    repeat: bool = False,
+    applied_as: str | tuple[str, ...] | None = None,
 ) -> Op[bool]:
     """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that had
-    been applied (as ``applied_as``, default ``op``: see ``common.APPLIED_STATUS``) is not
-    refused: True, nothing recorded."""
-    if repeat and (applied_as or op) in APPLIED_STATUS:
+    been applied (as ``applied_as``, default ``op``, or any of several: see
+    ``common.APPLIED_STATUS``) is not refused: True, nothing recorded."""
+    names = applied_as if isinstance(applied_as, tuple) else (applied_as or op,)
+    applied = [a for a in names if a in APPLIED_STATUS]
+    if repeat and applied:
         rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
-        if already_applied(applied_as or op, lease.token, rows[0] if rows else None):
+        if any(already_applied(a, lease.token, rows[0] if rows else None) for a in applied):
             return True
     event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
     yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})

@@ -56,6 +56,27 @@ def test_release_returns_job_without_counting_attempt(queue: jobq.Queue, clock: 
     assert kinds(queue, job_id)[-2:] == ["released", "stale_write_refused"]
 
 
+def test_release_of_a_job_whose_cancel_was_requested_cancels_it(queue: jobq.Queue) -> None:
+    """A worker that gives back a running job (at shutdown) whose cancel an operator requested
+    ends it CANCELLED, as the rescuer would: released, it was claimed and run again, the request
+    dropped by the next claim. A repeat of that release (its reply lost) is recognised, not refused."""
+    job_id, other_id = queue.enqueue("asked to stop"), queue.enqueue("not asked")
+    job, other = queue.claim("w"), queue.claim("w")
+    assert job is not None and other is not None and job.id == job_id
+    assert queue.cancel(job_id, actor="alice").ok
+    assert queue.release_many([job, other], reason="worker shut down") == [True, True]
+    assert (queue.get(job_id).status, queue.get(other_id).status) == (X, P)
+    event = queue.events(job_id)[-1]
+    assert (event.kind, event.actor, event.detail["by"], event.detail["reason"]) == ("cancelled", "w", "worker",
+                                                                                    "worker shut down")  # fmt: skip
+    again = queue.claim("w2")
+    assert again is not None and again.id == other_id  # the cancelled job is not run again
+    assert queue.release_many([job], repeat=True) == [True]
+    assert "stale_write_refused" not in kinds(queue, job_id)
+    assert queue.release(job) is False  # not a repeat: refused, as any late write
+    assert kinds(queue, job_id)[-1] == "stale_write_refused"
+
+
 # -- operator actions ---------------------------------------------------------------------------
 def test_cancel_pending_and_failed(queue: jobq.Queue) -> None:
     pending = queue.enqueue("p")
