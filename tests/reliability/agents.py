@@ -12,6 +12,9 @@ Run as ``python tests/reliability/agents.py ROLE --db URL ...``. Roles:
 - ``worker``: completes every job (a tiny handler), for background load.
 - ``chaosworker``: completes every job after an effect it logs, with a sync or (``--async``) an
   ``async def`` handler: the kill -9 chaos test's worker.
+- ``politeworker``: like ``chaosworker``, its handler works in short steps and, once its worker is
+  shutting down (``ctx.stopping``), gives its job back between two steps (``jobq.WorkerShutdown``),
+  logging ``<job id> <pid>`` to ``--out``/gaveback; the SIGTERM chaos test's worker.
 - ``contender``: enqueue, claim, complete in a loop; writes its latencies and errors as JSON.
 - ``operator``: random cancel / resubmit calls on job ids, results as JSON.
 - ``prefetchworker``: the default (prefetching) worker with a fenced handler that, with
@@ -199,6 +202,37 @@ def chaosworker(args: argparse.Namespace) -> None:
 
     def run_sync(ctx: JobContext) -> int:
         ctx.sleep(random.uniform(0.1, 0.3))
+        return effect(ctx)
+
+    Worker(q, run_async if args.use_async else run_sync, concurrency=4, async_concurrency=8).run()
+
+
+def politeworker(args: argparse.Namespace) -> None:
+    """Runs every job in 2-6 steps of 20-60 ms, then its effect (as ``chaosworker``); between
+    steps, once the worker is shutting down, gives the job back instead, before any effect."""
+    q = jobq.Queue(settings=settings(args))
+    effects = os.open(Path(args.out, "effects"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    gave = os.open(Path(args.out, "gaveback"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def step(ctx: JobContext) -> None:
+        if ctx.stopping:
+            _os_write(gave, f"{ctx.job.id} {os.getpid()}\n".encode())
+            raise jobq.WorkerShutdown("politeworker: stopped between two steps")
+
+    def effect(ctx: JobContext) -> int:
+        _os_write(effects, f"{ctx.job.id} {os.getpid()}\n".encode())
+        return os.getpid()
+
+    async def run_async(ctx: JobContext) -> int:
+        for _ in range(random.randint(2, 6)):
+            step(ctx)
+            await ctx.asleep(random.uniform(0.02, 0.06))
+        return effect(ctx)
+
+    def run_sync(ctx: JobContext) -> int:
+        for _ in range(random.randint(2, 6)):
+            step(ctx)
+            ctx.sleep(random.uniform(0.02, 0.06))
         return effect(ctx)
 
     Worker(q, run_async if args.use_async else run_sync, concurrency=4, async_concurrency=8).run()
@@ -541,6 +575,7 @@ ROLES = {
     "producer": producer,
     "worker": worker,
     "chaosworker": chaosworker,
+    "politeworker": politeworker,
     "contender": contender,
     "operator": operator,
     "raceworker": raceworker,

@@ -94,3 +94,77 @@ def test_killed_workers_lose_nothing(
     # A repeat only for a job a killed worker held: at most its in-flight jobs per kill.
     assert repeated <= kills * IN_FLIGHT_PER_WORKER, (repeated, kills)
     assert integrity in (None, "ok")
+
+
+@pytest.mark.parametrize("handler", ["async", "sync"])
+def test_workers_stopped_at_random_give_back_what_they_hold(
+    backend_url: str, tmp_path: Path, agents: Agents, record: Recorder, handler: str
+) -> None:
+    """Workers SIGTERMed at random under load, restarted, their handlers giving back (``ctx.stopping``,
+    ``jobq.WorkerShutdown``) the jobs they have not finished: every job completes, its effect once,
+    in one counted attempt (every job allows one: a give-back that counted would fail it), and each
+    give-back is one ``released`` event."""
+    jobs_total = scale(200, 3000)
+    chaos_seconds = scale(6, 60)
+    q = jobq.Queue(settings=jobq.Settings(database_url=backend_url))
+    stop_seconds: list[float] = []
+    try:
+        q.enqueue_many(range(jobs_total), max_attempts=1)
+
+        def start() -> subprocess.Popen[bytes]:
+            extra = ("--async",) if handler == "async" else ()
+            return agents.start("politeworker", "--db", backend_url, "--out", str(tmp_path), *extra)
+
+        slots = [start() for _ in range(WORKERS)]
+        rng = random.Random()
+        end = time.monotonic() + chaos_seconds
+        give_up = time.monotonic() + 90
+        while (time.monotonic() < end or len(stop_seconds) < KILLS_MIN) and time.monotonic() < give_up:
+            if q.counts()["COMPLETED"] >= jobs_total:
+                break
+            time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
+            pids = {w.id: w.pid for w in q.workers()}
+            running = q.list(jobq.JobFilter(statuses=(jobq.JobStatus.PROCESSING,)), jobq.Page(limit=1000))
+            busy = {pids.get(j.lease_owner or "") for j in running}
+            victims = [i for i, p in enumerate(slots) if p.pid in busy]
+            if not victims:
+                continue
+            i = rng.choice(victims)
+            assert slots[i].poll() is None, agents.logs()
+            began = time.monotonic()
+            slots[i].send_signal(signal.SIGTERM)
+            # Its grace period is 5 s: a worker whose handlers give back exits well before.
+            assert slots[i].wait(30) == 0, agents.logs()
+            stop_seconds.append(time.monotonic() - began)
+            slots[i] = start()
+        deadline = time.monotonic() + 120
+        while q.counts()["COMPLETED"] < jobs_total:
+            assert time.monotonic() < deadline, f"{q.counts()}\n{agents.logs()}"
+            assert all(p.poll() is None for p in slots), agents.logs()
+            time.sleep(0.1)  # polling the outcome with a deadline
+        counts = q.counts()
+        jobs = q.list(page=jobq.Page(limit=1_000_000))
+        gave = Counter(int(line.split()[0]) for line in _lines(tmp_path / "gaveback"))
+        released = {i: sum(e.kind == "released" for e in q.events(i)) for i in gave}
+        effects = Counter(int(line.split()[0]) for line in _lines(tmp_path / "effects"))
+    finally:
+        q.close()
+    record(
+        f"worker SIGTERM under load, handlers give back ({handler} handlers)",
+        backend=backend_name(backend_url),
+        jobs=len(jobs),
+        faults=len(stop_seconds),
+        lost=sum(1 for j in jobs if effects.get(j.id, 0) == 0),
+        duplicated=sum(n - 1 for n in effects.values()),
+        redelivered=sum(gave.values()),
+        stop_seconds_max=round(max(stop_seconds), 2) if stop_seconds else None,
+    )
+    assert len(stop_seconds) >= KILLS_MIN and gave, "stops must catch handlers between steps"
+    assert counts["COMPLETED"] == jobs_total == len(jobs) and counts["FAILED"] == 0
+    assert all(j.attempts == 1 for j in jobs), "a give-back does not count an attempt"
+    assert effects == Counter({j.id: 1 for j in jobs}), "every effect exactly once"
+    assert released == dict(gave), "each give-back is one released event"
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
