@@ -22,3 +22,18 @@ def running(worker: Worker, timeout: float = 30) -> Iterator[Worker]:
         worker.stop()
         thread.join(timeout)
     assert not thread.is_alive()
+
+
+def stop_while_busy(worker: Worker, started: threading.Event, timeout: float = 60) -> None:
+    """``worker.run()`` in a thread until ``started`` is set (a handler runs), then ``stop()``: the
+    worker must have exited within ``timeout``. Forced and joined on the way out, also on failure."""
+    thread = threading.Thread(target=worker.run, name="worker-main", daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30)
+        worker.stop()
+        thread.join(timeout)
+        assert not thread.is_alive()
+    finally:
+        worker.stop(force=True)
+        thread.join(30)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from polling import wait_for
-from worker_thread import running
+from worker_thread import running, stop_while_busy
 
 import jobq
 from jobq import JobStatus
@@ -333,17 +333,7 @@ def test_an_async_handler_that_sees_the_shutdown_gives_its_job_back(backend_url:
 
     with _queue(backend_url, shutdown_grace_seconds=600) as q:
         job_id = q.enqueue({}, task="polite")
-        worker = Worker(q, {"polite": polite})
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
-            assert started.wait(30)
-            worker.stop()
-            thread.join(60)
-            assert not thread.is_alive()  # the grace period was 600 s
-        finally:
-            worker.stop(force=True)
-            thread.join(30)
+        stop_while_busy(Worker(q, {"polite": polite}), started)  # the grace period is 600 s
         job = q.get(job_id)
         assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
         assert q.events(job_id)[-1].kind == "released"

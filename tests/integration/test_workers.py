@@ -13,6 +13,7 @@ import pytest
 import sqlite_trace
 from polling import wait_for
 from processes import Procs, effects
+from worker_thread import stop_while_busy
 
 import jobq
 from jobq import JobStatus
@@ -311,17 +312,7 @@ def test_a_handlers_reason_for_giving_back_is_kept_to_an_events_size(backend_url
     settings = jobq.Settings(shutdown_grace_seconds=600)
     with jobq.Queue(backend_url, settings=settings) as q:
         job_id = q.enqueue({})
-        worker = Worker(q, handler)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
-            assert started.wait(30)
-            worker.stop()
-            thread.join(60)
-            assert not thread.is_alive()
-        finally:
-            worker.stop(force=True)
-            thread.join(30)
+        stop_while_busy(Worker(q, handler), started)  # the grace period is 600 s
         job = q.get(job_id)
         assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
         released = q.events(job_id)[-1]

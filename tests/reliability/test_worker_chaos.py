@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,39 +40,16 @@ def test_killed_workers_lose_nothing(
             return agents.start("chaosworker", "--db", backend_url, "--out", str(tmp_path), "--lease", "1.5", *extra)
 
         slots = [start() for _ in range(WORKERS)]
-        rng = random.Random()
-        kills = 0
-        # Kills for chaos_seconds, and at least KILLS_MIN of them: on a loaded machine the workers
-        # may take most of that time to start.
-        end = time.monotonic() + chaos_seconds
-        give_up = time.monotonic() + 90
-        while (time.monotonic() < end or kills < KILLS_MIN) and time.monotonic() < give_up:
-            if q.counts()["COMPLETED"] >= jobs_total:
-                break
-            time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
-            # A worker that holds jobs right now (one still starting up would be a wasted kill).
-            pids = {w.id: w.pid for w in q.workers()}
-            running = q.list(jobq.JobFilter(statuses=(jobq.JobStatus.PROCESSING,)), jobq.Page(limit=1000))
-            busy = {pids.get(j.lease_owner or "") for j in running}
-            victims = [i for i, p in enumerate(slots) if p.pid in busy]
-            if not victims:
-                continue
-            i = rng.choice(victims)
-            assert slots[i].poll() is None, agents.logs()
-            slots[i].send_signal(signal.SIGKILL)
-            slots[i].wait(10)
-            kills += 1
-            slots[i] = start()
-        deadline = time.monotonic() + 120
-        while q.counts()["COMPLETED"] < jobs_total:
-            assert time.monotonic() < deadline, f"{q.counts()}\n{agents.logs()}"
-            assert all(p.poll() is None for p in slots), agents.logs()
-            time.sleep(0.1)  # polling the outcome with a deadline
+
+        def kill(proc: subprocess.Popen[bytes]) -> None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+
+        kills = _hit_busy_workers(q, slots, start, kill, jobs_total, chaos_seconds, agents)
+        _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
-        effects = Counter(
-            int(line.split()[0]) for line in (tmp_path / "effects").read_text().splitlines() if line.strip()
-        )
+        effects = Counter(int(line.split()[0]) for line in _lines(tmp_path / "effects"))
         integrity = q.backend.integrity_check() if hasattr(q.backend, "integrity_check") else None
     finally:
         q.close()
@@ -116,32 +94,16 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
             return agents.start("politeworker", "--db", backend_url, "--out", str(tmp_path), *extra)
 
         slots = [start() for _ in range(WORKERS)]
-        rng = random.Random()
-        end = time.monotonic() + chaos_seconds
-        give_up = time.monotonic() + 90
-        while (time.monotonic() < end or len(stop_seconds) < KILLS_MIN) and time.monotonic() < give_up:
-            if q.counts()["COMPLETED"] >= jobs_total:
-                break
-            time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
-            pids = {w.id: w.pid for w in q.workers()}
-            running = q.list(jobq.JobFilter(statuses=(jobq.JobStatus.PROCESSING,)), jobq.Page(limit=1000))
-            busy = {pids.get(j.lease_owner or "") for j in running}
-            victims = [i for i, p in enumerate(slots) if p.pid in busy]
-            if not victims:
-                continue
-            i = rng.choice(victims)
-            assert slots[i].poll() is None, agents.logs()
+
+        def stop(proc: subprocess.Popen[bytes]) -> None:
             began = time.monotonic()
-            slots[i].send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             # Its grace period is 5 s: a worker whose handlers give back exits well before.
-            assert slots[i].wait(30) == 0, agents.logs()
+            assert proc.wait(30) == 0, agents.logs()
             stop_seconds.append(time.monotonic() - began)
-            slots[i] = start()
-        deadline = time.monotonic() + 120
-        while q.counts()["COMPLETED"] < jobs_total:
-            assert time.monotonic() < deadline, f"{q.counts()}\n{agents.logs()}"
-            assert all(p.poll() is None for p in slots), agents.logs()
-            time.sleep(0.1)  # polling the outcome with a deadline
+
+        _hit_busy_workers(q, slots, start, stop, jobs_total, chaos_seconds, agents)
+        _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
         gave = Counter(int(line.split()[0]) for line in _lines(tmp_path / "gaveback"))
@@ -164,6 +126,50 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
     assert all(j.attempts == 1 for j in jobs), "a give-back does not count an attempt"
     assert effects == Counter({j.id: 1 for j in jobs}), "every effect exactly once"
     assert released == dict(gave), "each give-back is one released event"
+
+
+def _hit_busy_workers(
+    q: jobq.Queue,
+    slots: list[subprocess.Popen[bytes]],
+    start: Callable[[], subprocess.Popen[bytes]],
+    hit: Callable[[subprocess.Popen[bytes]], None],
+    jobs_total: int,
+    chaos_seconds: float,
+    agents: Agents,
+) -> int:
+    """Every 0.2-0.6 s, ``hit`` (kill or stop) a worker that holds jobs right now, and start another
+    in its slot: for ``chaos_seconds``, and at least KILLS_MIN times (on a loaded machine the
+    workers may take most of that time to start), within 90 s. Returns the hits."""
+    rng = random.Random()
+    hits = 0
+    end = time.monotonic() + chaos_seconds
+    give_up = time.monotonic() + 90
+    while (time.monotonic() < end or hits < KILLS_MIN) and time.monotonic() < give_up:
+        if q.counts()["COMPLETED"] >= jobs_total:
+            break
+        time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
+        # A worker that holds jobs right now (one still starting up would be a wasted hit).
+        pids = {w.id: w.pid for w in q.workers()}
+        running = q.list(jobq.JobFilter(statuses=(jobq.JobStatus.PROCESSING,)), jobq.Page(limit=1000))
+        busy = {pids.get(j.lease_owner or "") for j in running}
+        victims = [i for i, p in enumerate(slots) if p.pid in busy]
+        if not victims:
+            continue
+        i = rng.choice(victims)
+        assert slots[i].poll() is None, agents.logs()
+        hit(slots[i])
+        hits += 1
+        slots[i] = start()
+    return hits
+
+
+def _wait_all_completed(q: jobq.Queue, jobs_total: int, slots: list[subprocess.Popen[bytes]], agents: Agents) -> None:
+    """Polls (deadline 120 s) until every job is COMPLETED; every worker must stay up meanwhile."""
+    deadline = time.monotonic() + 120
+    while q.counts()["COMPLETED"] < jobs_total:
+        assert time.monotonic() < deadline, f"{q.counts()}\n{agents.logs()}"
+        assert all(p.poll() is None for p in slots), agents.logs()
+        time.sleep(0.1)  # polling the outcome with a deadline
 
 
 def _lines(path: Path) -> list[str]:
