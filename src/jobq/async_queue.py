@@ -374,9 +374,10 @@ class AsyncQueue:
         again = retry and job.attempts < job.max_attempts  # Queue.fail_many's rule
         retry_at = q.clock() + q.backoff(job.attempts) if again else None
         failure = Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at)
-        if not (await self._store("fail", [failure], q.clock))[0]:
+        left: JobStatus | None = (await self._store("fail", [failure], q.clock))[0]
+        if left is None:
             raise LeaseLost(job.id, "fail")
-        return JobStatus.PENDING if retry_at is not None else JobStatus.FAILED
+        return left
 
     async def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:
         q = self.sync

@@ -80,7 +80,7 @@ TRANSITIONS: Mapping[Action, Transition] = {
         _t(Action.RELEASE, {_R}, _P, "worker", "shutdown: grace period over, or the handler gave it back"),
         _t(Action.CANCEL, {_P, _F}, _X, "operator", "cancel a waiting job, or dismiss a failed one"),
         _t(Action.REQUEST_CANCEL, {_R}, _R, "operator", "running job: flag it; the worker stops it"),
-        _t(Action.ACK_CANCEL, {_R}, _X, "worker", "worker stopped (or gave back) a job whose cancel was requested"),
+        _t(Action.ACK_CANCEL, {_R}, _X, "worker", "a job whose cancel was requested stopped, given back or failed"),
         _t(Action.RESUBMIT, {_F, _X, _C}, _P, "operator", "run it again: attempts reset, run + 1"),
     )
 }

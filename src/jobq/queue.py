@@ -691,7 +691,8 @@ class Queue:
 
     def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
         """Record a failed attempt: back to PENDING after backoff while attempts are left (and
-        ``retry``), else FAILED. Returns the new status. Raises LeaseLost when stale."""
+        ``retry``), else FAILED; CANCELLED instead of a retry when an operator asked to cancel the
+        job. Returns the new status. Raises LeaseLost when stale."""
         status, ok = self.fail_many([(job, error, retry)])[0]
         if not ok:
             raise LeaseLost(job.id, "fail")
@@ -716,9 +717,10 @@ class Queue:
             retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
             failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
         done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []
+        # A refused write reports the status it would have left.
         return [
-            (JobStatus.PENDING if f.retry_at is not None else JobStatus.FAILED, ok)
-            for f, ok in zip(failures, done, strict=True)
+            (status or (JobStatus.PENDING if f.retry_at is not None else JobStatus.FAILED), status is not None)
+            for f, status in zip(failures, done, strict=True)
         ]
 
     def release(self, job: Job, reason: str = "worker shutting down", *, repeat: bool = False) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from jobq.backends import ops
 from jobq.backends.base import Completion, Lease
 from jobq.backends.sqlite import DIALECT
+from jobq.job import JobStatus
 
 NAMES = {text: name for name, text in DIALECT.sql.items()}
 
@@ -153,10 +154,10 @@ def test_finishing_writes_name_the_jobs_they_finished_and_only_those() -> None:
     from jobq.backends.base import Failure
 
     retried = Failure(Lease(1, "t-1", "w"), "boom", retry_at=200.0)
-    assert ops.drive(ops.fail(DIALECT, [retried], lambda: 100.0, False), run) == [True]
+    assert ops.drive(ops.fail(DIALECT, [retried], lambda: 100.0, False), run) == [JobStatus.PENDING]
     assert notified == [], "a retry is not the end of the job"
     failed = Failure(Lease(1, "t-1", "w"), "boom", retry_at=None)
-    assert ops.drive(ops.fail(DIALECT, [failed], lambda: 100.0, False), run) == [True]
+    assert ops.drive(ops.fail(DIALECT, [failed], lambda: 100.0, False), run) == [JobStatus.FAILED]
     assert notified == [ops.Notify(frozenset(), frozenset({1}))]
 
 

@@ -550,8 +550,9 @@ class Backend(Protocol):
         two); each part behaves as its own operation, ``repeat`` applying to the completions."""
         ...
 
-    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
-        """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease; False: refused."""
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[JobStatus | None]:
+        """PROCESSING -> PENDING (retry_at) or FAILED for each valid lease, or CANCELLED for a job
+        to retry whose cancel an operator requested: the status each job was left in; None: refused."""
         ...
 
     def release(self, leases: Sequence[Lease], clock: Clock, reason: str, *, repeat: bool = False) -> list[bool]:

@@ -288,7 +288,7 @@ class SqlStore:
 
         return self._run_plan(plan())
 
-    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[bool]:
+    def fail(self, items: Sequence[Failure], clock: Clock, *, repeat: bool = False) -> list[JobStatus | None]:
         return self._write(
             lambda: ops.fail(self.dialect, items, clock, repeat),
             on_unknown=lambda: ops.fail(self.dialect, items, clock, True),

@@ -25,7 +25,7 @@ from jobq.backends.ops.core import (
 from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
 from jobq.backends.statements import Dialect, Params
 from jobq.flow import control_defect
-from jobq.job import EventKind, Job
+from jobq.job import EventKind, Job, JobStatus
 
 #: The batch of a set-based completion as compact JSON (results are JSON text already checked to
 #: be valid Unicode, so they pass through unescaped).
@@ -252,7 +252,12 @@ def completed_and_claimed(
     return done, jobs
 
 
-def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[bool]]:
+def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op[list[JobStatus | None]]:
+    """Each failed attempt: retried (PENDING at ``retry_at``) or FAILED; the status each job was
+    left in, None where the write was refused. A job to retry whose cancel an operator requested
+    ends CANCELLED instead (a ``cancelled`` event by the worker, with the error): retried, its next
+    claim would have run it again with the request dropped. A job out of attempts ends FAILED
+    whatever was asked: it runs no more either way, and FAILED keeps the error."""
     now = clock()
     if len(items) == 1 and not repeat and "fail_one" in d.sql:
         item = items[0]
@@ -264,9 +269,12 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
             statement = "fail_one"
         params = _one_write(d, item.lease, now, "fail")
         due = item.retry_at is not None and item.retry_at <= now
+        cancelled = json.dumps({"by": "worker", "error": clip(error)})
         params.update(retry_at=item.retry_at, error=error, detail=d.text(json.dumps(info)), due=due)
-        return [bool((yield Exec(d.sql[statement], params, alone=True)))]
-    out = [False] * len(items)
+        params.update(cancel_detail=d.text(cancelled))
+        rows = yield Exec(d.sql[statement], params, alone=True)
+        return [JobStatus(rows[0][1]) if rows else None]
+    out: list[JobStatus | None] = [None] * len(items)
     finished: set[int] = set()
     # A retry due at once wakes idle workers of its queue, as a release does: else another
     # worker finds it only at its next poll (a worker's own free slot looks again at once).
@@ -277,6 +285,15 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         args = {"now": now, "retry_at": item.retry_at, "error": error, "id": lease.job_id, "token": lease.token}
         detail: dict[str, Any] = {"error": clip(error)}
         if item.retry_at is not None:
+            rows = yield Exec(d.sql["ack_cancel"], args)  # only when an operator asked
+            if rows:
+                attempts, _, claimed_at = rows[0]
+                event = {"by": "worker", **detail, **attempt_detail(claimed_at)}
+                yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.CANCELLED, lease.worker_id,
+                                                         attempts, event))  # fmt: skip
+                out[i] = JobStatus.CANCELLED
+                finished.add(lease.job_id)
+                continue
             op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
         else:
             op, kind = "fail", EventKind.FAILED
@@ -284,13 +301,17 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         if rows:
             detail.update(attempt_detail(rows[0][1]))  # the attempt's claim: the row's moves on
             yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, rows[0][0], detail))
-            out[i] = True
+            out[i] = JobStatus.PENDING if item.retry_at is not None else JobStatus.FAILED
             if item.retry_at is None:
                 finished.add(lease.job_id)
             elif item.retry_at <= now:
                 queues.add(rows[0][2])
         else:
-            out[i] = yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=op)
+            applied = (op, "cancelled") if op == "retry" else op
+            if (yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=applied)):
+                # A repeat whose first send committed: the status it left (read by _refused).
+                state = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
+                out[i] = JobStatus(state[0][0])
     if finished or queues:
         yield Notify(frozenset(queues), frozenset(finished))
     return out

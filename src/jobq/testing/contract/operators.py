@@ -77,6 +77,28 @@ def test_release_of_a_job_whose_cancel_was_requested_cancels_it(queue: jobq.Queu
     assert kinds(queue, job_id)[-1] == "stale_write_refused"
 
 
+def test_a_failed_attempt_of_a_job_whose_cancel_was_requested_is_not_retried(queue: jobq.Queue) -> None:
+    """An operator asked to cancel a running job, and its handler then failed with attempts left:
+    the job ends CANCELLED (a ``cancelled`` event by the worker, with the error), not PENDING,
+    where its next claim ran it again and dropped the request. One job alone (PostgreSQL's
+    one-statement write) and a batch; a repeat after a lost reply is recognised."""
+    asked, plain, alone = (queue.enqueue(name, max_attempts=3) for name in ("asked", "plain", "alone"))
+    a, p, one = queue.claim("w"), queue.claim("w"), queue.claim("w")
+    assert a is not None and p is not None and one is not None
+    assert queue.cancel(asked).ok and queue.cancel(alone).ok
+    assert queue.fail(one, "boom alone") == X
+    assert queue.fail_many([(a, "boom", True), (p, "boom", True)]) == [(X, True), (P, True)]
+    assert [queue.get(i).status for i in (asked, plain, alone)] == [X, P, X]
+    for job_id, error in ((asked, "boom"), (alone, "boom alone")):
+        event = queue.events(job_id)[-1]
+        got = (event.kind, event.actor, event.detail["by"], event.detail["error"])
+        assert got == ("cancelled", "w", "worker", error)
+    assert queue.fail_many([(a, "boom", True)], repeat=True) == [(X, True)]
+    assert "stale_write_refused" not in kinds(queue, asked)
+    with pytest.raises(jobq.LeaseLost):
+        queue.fail(a, "late")
+
+
 # -- operator actions ---------------------------------------------------------------------------
 def test_cancel_pending_and_failed(queue: jobq.Queue) -> None:
     pending = queue.enqueue("p")

@@ -139,9 +139,10 @@ WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_complete}
 RETURNING id, lease_token, attempts
 
 -- name: retry
+-- Not a job whose cancel an operator requested: ops.fail (and retry_one) end that one with ack_cancel.
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(retry_at)s,
     last_error = %(error)s, lease_expires_at = NULL
-WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail}
+WHERE id = %(id)s AND lease_token = %(token)s AND status IN {from_fail} AND cancel_requested IS NOT TRUE
 RETURNING attempts, started_at, queue
 
 -- name: fail
@@ -549,18 +550,28 @@ FROM ({sql:claim_flag}) AS flag LEFT JOIN claimed ON true
 
 -- name: retry_one
 -- The event carries the attempt's claim time (common.attempt_detail): the row's moves on. A
--- retry due at once (`due`) wakes the queue's idle workers, as a release does.
-WITH done AS ({sql:retry}), recorded AS (
+-- retry due at once (`due`) wakes the queue's idle workers, as a release does. A job whose cancel
+-- an operator requested ends CANCELLED instead (ops.fail): `cancelled` and `done` update the row
+-- under disjoint conditions on the same snapshot (cancel_requested, IS NOT TRUE), so one at most.
+-- Returns the attempt and the status the job was left in; no row: refused.
+WITH cancelled AS ({sql:ack_cancel}), done AS ({sql:retry}), recorded AS (
     INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
     SELECT %(id)s::bigint, %(now)s, 'retry_scheduled', %(actor)s::text, attempts,
            (%(detail)s::jsonb || jsonb_build_object('claimed_at', started_at))::text FROM done
+    UNION ALL
+    SELECT %(id)s::bigint, %(now)s, 'cancelled', %(actor)s::text, attempts,
+           (%(cancel_detail)s::jsonb || jsonb_build_object('claimed_at', started_at))::text FROM cancelled
 ), refused AS (
     {sql:refused_event}
-    WHERE NOT EXISTS (SELECT FROM done)
+    WHERE NOT EXISTS (SELECT FROM done) AND NOT EXISTS (SELECT FROM cancelled)
 ), wake AS (
     SELECT count(pg_notify('{wake_channel}', queue)) AS n FROM done WHERE %(due)s::boolean
+), finished AS (
+    SELECT count({notify_waited}('{done_channel}', %(id)s::bigint)) AS n FROM cancelled
 )
-SELECT attempts FROM done, wake
+SELECT attempts, 'PENDING' FROM done, wake
+UNION ALL
+SELECT attempts, 'CANCELLED' FROM cancelled, finished
 
 -- name: fail_one
 -- `finished` wakes whoever waits for the job (Queue.wait), in the same statement.
@@ -574,4 +585,4 @@ WITH done AS ({sql:fail}), recorded AS (
 ), finished AS (
     {sql:notify_finished}
 )
-SELECT attempts FROM done, finished
+SELECT attempts, 'FAILED' FROM done, finished
