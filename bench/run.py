@@ -207,7 +207,7 @@ def _steps(bench: Bench, system: System) -> list[tuple[str, Any]]:
     return steps
 
 
-def _step(row: RowResult, name: str, step: Any, log: Any) -> Measure:
+def _step(row: RowResult, step: Any, log: Any) -> Measure:
     try:
         return step(row.system)  # type: ignore[no-any-return]
     except Exception as exc:  # noqa: BLE001 - one failing peer is a row note, not a crash
@@ -234,35 +234,36 @@ def measure(bench: Bench, system: System, env_probe: dict[str, Any], log: Any) -
         return row
     for name, step in _steps(bench, system):
         t0 = time.perf_counter()
-        row.metrics[name] = _step(row, name, step, log)
+        row.metrics[name] = _step(row, step, log)
         log(f"  {name}: {report.cell(row.metrics[name])} ({time.perf_counter() - t0:.1f} s)")
     _latency(bench, row, log)
     return row
 
 
 def measure_pair(
-    bench: Bench, system: System, raw: System, repeats: int, env_probe: dict[str, Any], log: Any
+    bench: Bench, one_repeat: Bench, system: System, raw: System, env_probe: dict[str, Any], log: Any
 ) -> tuple[RowResult, RowResult]:
     """``system`` and its raw limit ``raw``, one repeat at a time and in turns (raw first, then
     ``system`` first, and so on), so that each repeat's two runs are seconds apart rather than
     minutes: measured one row after the other, the machine's drift in between moved the ratio of
-    PostgreSQL's per-job rows from 0.30x to 0.85x between runs. ``bench`` measures one repeat.
-    The ratios are then the median of the repeats' own (``RowResult.pairs``)."""
+    PostgreSQL's per-job rows from 0.30x to 0.85x between runs. ``one_repeat`` measures one repeat,
+    ``bench.sizes.repeats`` times. The ratios are then the median of the repeats' own
+    (``RowResult.pairs``)."""
     mine, limit = _row(system, env_probe), _row(raw, env_probe)
     if mine.note or limit.note:  # one of them cannot run here: each measured on its own
         return measure(bench, system, env_probe, log), measure(bench, raw, env_probe, log)
     mine.against = raw.key
-    steps = dict(_steps(bench, raw))
-    for name, step in _steps(bench, system):
+    steps = dict(_steps(one_repeat, raw))
+    for name, step in _steps(one_repeat, system):
         if name not in steps:
             continue
         t0 = time.perf_counter()
         got = {system.key: Measure(), raw.key: Measure()}
-        for r in range(repeats):
+        for r in range(bench.sizes.repeats):
             turn = [(mine, step), (limit, steps[name])]
             values: dict[str, float | None] = {}
             for row, run in turn if r % 2 else turn[::-1]:
-                m = _step(row, name, run, log)
+                m = _step(row, run, log)
                 got[row.system.key].add(m)
                 values[row.system.key] = m.median
             a, b = values.get(system.key), values.get(raw.key)
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             raw = by_key.get(system.options.get("against", ""))
             if raw is not None:
                 log(f"  in turns with {raw.key}: {raw.label}")
-                results += measure_pair(one_repeat, system, raw, sizes.repeats, probe, log)
+                results += measure_pair(bench, one_repeat, system, raw, probe, log)
             else:
                 results.append(measure(bench, system, probe, log))
         order = [s.key for s in rows]

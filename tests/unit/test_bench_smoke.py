@@ -6,6 +6,7 @@ the report hold together.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 import types
@@ -207,6 +208,8 @@ def test_a_per_job_row_is_measured_in_turns_with_its_raw_row_and_its_ratios_read
     rates = {"raw-pg": iter([100.0, 40.0, 60.0] * 5), "jobq-pg": iter([50.0, 36.0, 54.0] * 5)}
 
     class FakeBench:  # a unit test: the measurements themselves are the smoke tests' business
+        sizes = dataclasses.replace(TINY, repeats=3)
+
         def _run(self, name: str, system: Any) -> Measure:
             calls.append((name, system.key))
             return Measure(values=[next(rates[system.key])], jobs=1)
@@ -224,7 +227,8 @@ def test_a_per_job_row_is_measured_in_turns_with_its_raw_row_and_its_ratios_read
             return Measure(values=[1.0], extra=[2.0]), Measure(values=[0.1])
 
     probe = {"workdir": str(tmp_path), "run": "probe", "dsn_base": "postgresql://nowhere"}
-    got, limit = measure_pair(FakeBench(), mine, raw, 3, probe, lambda _text: None)  # type: ignore[arg-type]
+    fake = FakeBench()
+    got, limit = measure_pair(fake, fake, mine, raw, probe, lambda _text: None)  # type: ignore[arg-type]
     assert calls[:6] == [
         ("enqueue_one", "raw-pg"),
         ("enqueue_one", "jobq-pg"),

@@ -19,6 +19,7 @@ from jobq.backends.ops.core import (
     _one_write,
     _refusal_detail,
     _refused,
+    _refused_unless_applied,
     _sorted_jobs,
     _within,
 )
@@ -283,20 +284,11 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
         item, lease = items[i], items[i].lease
         error = d.text(item.error) or ""
         args = {"now": now, "retry_at": item.retry_at, "error": error, "id": lease.job_id, "token": lease.token}
-        detail: dict[str, Any] = {"error": clip(error)}
+        error_detail: dict[str, Any] = {"error": clip(error)}
         if item.retry_at is not None:
-            rows = yield Exec(d.sql["ack_cancel"], args)  # only when an operator asked
-            if rows:
-                attempts, _, claimed_at = rows[0]
-                event = {"by": "worker", **detail, **attempt_detail(claimed_at)}
-                yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.CANCELLED, lease.worker_id,
-                                                         attempts, event))  # fmt: skip
-                out[i] = JobStatus.CANCELLED
-                finished.add(lease.job_id)
-                continue
-            op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**detail, "retry_at": item.retry_at}
+            op, kind, detail = "retry", EventKind.RETRY_SCHEDULED, {**error_detail, "retry_at": item.retry_at}
         else:
-            op, kind = "fail", EventKind.FAILED
+            op, kind, detail = "fail", EventKind.FAILED, dict(error_detail)
         rows = yield Exec(d.sql[op], args)
         if rows:
             detail.update(attempt_detail(rows[0][1]))  # the attempt's claim: the row's moves on
@@ -306,12 +298,13 @@ def fail(d: Dialect, items: Sequence[Failure], clock: Clock, repeat: bool) -> Op
                 finished.add(lease.job_id)
             elif item.retry_at <= now:
                 queues.add(rows[0][2])
+        elif op == "retry" and (yield from _cancel_if_asked(d, lease, now, args, error_detail)):
+            out[i] = JobStatus.CANCELLED
+            finished.add(lease.job_id)
         else:
             applied = (op, "cancelled") if op == "retry" else op
-            if (yield from _refused(d, lease, "fail", now, repeat=repeat, applied_as=applied)):
-                # A repeat whose first send committed: the status it left (read by _refused).
-                state = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
-                out[i] = JobStatus(state[0][0])
+            left = yield from _refused_unless_applied(d, lease, "fail", now, repeat=repeat, applied_as=applied)
+            out[i] = None if left is None else JobStatus(left)
     if finished or queues:
         yield Notify(frozenset(queues), frozenset(finished))
     return out
@@ -330,26 +323,39 @@ def release(d: Dialect, leases: Sequence[Lease], clock: Clock, reason: str, repe
     for i in _by_job_id(leases):
         lease = leases[i]
         params: Params = {"now": now, "id": lease.job_id, "token": lease.token}
-        kind, rows = EventKind.CANCELLED, (yield Exec(d.sql["ack_cancel"], params))  # only if asked
-        if not rows:
-            kind, rows = EventKind.RELEASED, (yield Exec(d.sql["release"], params))
-        if not rows:
+        rows = yield Exec(d.sql["release"], params)
+        if rows:
+            attempts, queue, claimed_at = rows[0]
+            # A release gives the attempt back (attempts - 1): the claim keeps its own number.
+            event = {**detail, **attempt_detail(claimed_at, None, attempts + 1)}
+            yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.RELEASED, lease.worker_id,
+                                                     attempts, event))  # fmt: skip
+            queues.add(queue)
+            out[i] = True
+        elif (yield from _cancel_if_asked(d, lease, now, params, detail)):
+            finished.add(lease.job_id)
+            out[i] = True
+        else:
             # A repeat whose first send committed finds the job in either state with its token.
             out[i] = yield from _refused(d, lease, "released", now, repeat=repeat, applied_as=("released", "cancelled"))
-            continue
-        attempts, queue, claimed_at = rows[0]
-        if kind is EventKind.RELEASED:
-            # A release gives the attempt back (attempts - 1): the claim keeps its own number.
-            ended, queues = attempt_detail(claimed_at, None, attempts + 1), queues | {queue}
-            event = {**detail, **ended}
-        else:
-            ended, finished = attempt_detail(claimed_at, None, None), finished | {lease.job_id}
-            event = {"by": "worker", **detail, **ended}
-        yield Exec(d.sql["insert_event"], _event(d, lease.job_id, now, kind, lease.worker_id, attempts, event))
-        out[i] = True
     if queues or finished:
         yield Notify(frozenset(queues), frozenset(finished))
     return out
+
+
+def _cancel_if_asked(d: Dialect, lease: Lease, now: float, params: Params, detail: dict[str, Any]) -> Op[bool]:
+    """After a release or a retry that did not apply: end the job CANCELLED if an operator asked to
+    cancel it (``ack_cancel`` matches only then; the other two only otherwise), with its
+    ``cancelled`` event by the worker carrying ``detail``. False: not asked, or not this lease's."""
+    rows = yield Exec(d.sql["ack_cancel"], params)
+    if not rows:
+        return False
+    attempts, _, claimed_at = rows[0]
+    event = {"by": "worker", **detail, **attempt_detail(claimed_at)}
+    yield Exec(
+        d.sql["insert_event"], _event(d, lease.job_id, now, EventKind.CANCELLED, lease.worker_id, attempts, event)
+    )
+    return True
 
 
 def ack_cancel(d: Dialect, leases: Sequence[Lease], clock: Clock, repeat: bool) -> Op[list[bool]]:

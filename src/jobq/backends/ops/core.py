@@ -154,7 +154,14 @@ def _refusal_detail(d: Dialect, op: str, lease: Lease) -> str | None:
     return d.text(json.dumps({"operation": op, "token": lease.token}))
 
 
-def _refused(
+def _refused(d: Dialect, lease: Lease, op: str, now: float, **how: Any) -> Op[bool]:
+    """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that had
+    been applied (as ``applied_as``, default ``op``, or any of several: see
+    ``common.APPLIED_STATUS``) is not refused: True, nothing recorded (``_refused_unless_applied``)."""
+    return (yield from _refused_unless_applied(d, lease, op, now, **how)) is not None
+
+
+def _refused_unless_applied(
     d: Dialect,
     lease: Lease,
     op: str,
@@ -162,19 +169,17 @@ def _refused(
     *,
     repeat: bool = False,
     applied_as: str | tuple[str, ...] | None = None,
-) -> Op[bool]:
-    """Record a refused worker write. A ``repeat`` (of a write whose outcome was unknown) that had
-    been applied (as ``applied_as``, default ``op``, or any of several: see
-    ``common.APPLIED_STATUS``) is not refused: True, nothing recorded."""
+) -> Op[str | None]:
+    """``_refused``, returning the status the applied write left (None: refused, recorded)."""
     names = applied_as if isinstance(applied_as, tuple) else (applied_as or op,)
     applied = [a for a in names if a in APPLIED_STATUS]
     if repeat and applied:
         rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
-        if any(already_applied(a, lease.token, rows[0] if rows else None) for a in applied):
-            return True
+        if rows and any(already_applied(a, lease.token, rows[0]) for a in applied):
+            return str(rows[0][0])
     event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
     yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})
-    return False
+    return None
 
 
 def _lease_params(d: Dialect, worker_id: str, nonce: str, now: float, lease_seconds: float) -> Params:

@@ -155,7 +155,7 @@ RETURNING attempts, started_at
 -- name: release
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s,
     attempts = greatest(0, attempts - 1), lease_expires_at = NULL
-WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING'
+WHERE id = %(id)s AND lease_token = %(token)s AND status = 'PROCESSING' AND cancel_requested IS NOT TRUE
 RETURNING attempts, queue, started_at
 
 -- name: ack_cancel
