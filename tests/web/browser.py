@@ -195,7 +195,11 @@ def wait_rows(page: Any, check: Callable[[dict[int, list[str]]], bool], what: st
 def click_job_row(page: Any, job_id: int) -> None:
     """Tick (or untick) a job's row in the manager's list: a click on its check box, as an operator does."""
     wait_rows(page, lambda rows: job_id in rows, f"job {job_id} in the list")  # a redrawn table fills anew
-    page.locator(f'{JOB_TABLE} input[aria-label="Select job {job_id}"]').click()
+    box = page.locator(f'{JOB_TABLE} input[aria-label="Select job {job_id}"]')
+    # While Streamlit redraws the list (after an action), the old table can stand beside the new
+    # one for a moment: two boxes match, and a click then fails (seen once in a full run).
+    poll(lambda: box.count() == 1, f"one check box for job {job_id}")
+    box.click()
 
 
 #: The ids of the job list's ticked rows (their check boxes' labels say "Select job N").
