@@ -346,6 +346,69 @@ def test_a_live_workers_lease_written_by_hand_as_no_time_is_rescued_and_its_late
     assert ran == [job_id]
 
 
+def _asked(url: str) -> list[str]:
+    """``cancel_requested`` values an operator may write by hand to ask a cancel besides jobq's own:
+    SQLite stores any value (jobq reads every one but 0 as asked), PostgreSQL's boolean takes its
+    literals ('yes', 'on') as true."""
+    return ["2", "'yes'", "0.5"] if url.startswith("sqlite") else ["'yes'", "'on'"]
+
+
+def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
+    return [str(e.kind) for e in q.events(job_id)]
+
+
+def test_a_cancel_request_written_by_hand_is_honoured_by_every_write(backend_url: str) -> None:
+    """A cancel asked by hand with another value than jobq's own means what ``Queue.cancel`` means:
+    a heartbeat reports it, its acknowledgement cancels the job, and a failure with attempts left or
+    a release ends it CANCELLED. SQLite's statements read 2 as not asked (``= 1``) where Python read
+    it as asked: the acknowledgement was refused as a stale write (the job held until its lease
+    ran out), and a retry or a release ran the job again."""
+    x = jobq.JobStatus.CANCELLED
+    with jobq.Queue(backend_url) as q:
+        for value in _asked(backend_url):
+            ids = [q.enqueue({"asked": value, "n": n}, max_attempts=3) for n in range(3)]
+            jobs = [q.claim("w") for _ in ids]
+            assert [j.id if j else None for j in jobs] == ids
+            beat, failed, released = (j for j in jobs if j is not None)
+            listed = ", ".join(map(str, ids))
+            write_by_hand(backend_url, f"UPDATE jobs SET cancel_requested = {value} WHERE id IN ({listed})")
+            assert q.heartbeat(beat) is True, value  # was True, then refused below
+            assert q.ack_cancel(beat) is True, value  # was: False (a stale write)
+            assert q.fail(failed, "boom") == x, value  # was: PENDING, to run again
+            assert q.release(released) is True
+            assert [q.get(i).status for i in ids] == [x, x, x], value  # type: ignore[union-attr]
+            assert all("stale_write_refused" not in _kinds(q, i) for i in ids), value
+
+
+def test_a_worker_cancels_a_job_whose_cancel_was_asked_by_hand_at_once(backend_url: str) -> None:
+    """The same with a real worker: while its handler runs, the job's cancel is asked by hand. The
+    worker's heartbeat reports it, the handler stops, and the job ends CANCELLED by the worker,
+    without a stale write, long before its lease would have run out (a minute)."""
+    settings = jobq.Settings(lease_seconds=60)
+    q = jobq.Queue(backend_url, settings=settings)
+    started = threading.Event()
+
+    def handler(ctx: Any) -> None:
+        started.set()
+        while True:  # until the cancel is known: ensure_lease or sleep raises JobCancelled
+            ctx.ensure_lease()  # a heartbeat now, rather than the worker's next one in 20 s
+            ctx.sleep(0.1)
+
+    value = _asked(backend_url)[0]
+    job_id = q.enqueue({"x": 1})
+    with q, running(Worker(q, handler, concurrency=1)):
+        assert started.wait(30)
+        write_by_hand(backend_url, f"UPDATE jobs SET cancel_requested = {value} WHERE id = {job_id}")
+
+        def ended() -> jobq.Job | None:
+            job = q.get(job_id)
+            return job if job is not None and job.status != jobq.JobStatus.PROCESSING else None
+
+        job = wait_for(ended, 30, "the job cancelled by its worker")
+        assert job.status == jobq.JobStatus.CANCELLED
+        assert _kinds(q, job_id) == ["enqueued", "claimed", "cancelled"]  # was: a stale write between
+
+
 def _no_times(url: str, *more: object) -> list[object]:
     """Times a row written by hand can hold that are no time: NaN and the infinities on
     PostgreSQL; on SQLite, which stores a NaN as NULL, the infinities (9e999)."""

@@ -170,6 +170,16 @@ class RescuePlan:
     error: str | None
 
 
+def cancel_asked(value: object) -> bool:
+    """Whether a stored ``cancel_requested`` asks to cancel: anything but 0 (or false, or NULL).
+
+    The same rule as SQLite's statements (``cancel_requested <> 0``; ``= 0`` for none asked), so
+    that a value written by hand (2, 'yes') means one thing everywhere: Python's truthiness and
+    ``= 1`` disagreed, and a worker told of a cancel by its heartbeat had its acknowledgement
+    refused as a stale write, the job held until its lease ran out."""
+    return value is not None and value != 0
+
+
 def plan_rescue(
     owner: str | None,
     attempts: int,
@@ -295,7 +305,8 @@ def job_from_row(row: Sequence[Any]) -> Job:
             row[0], row[1], row[2], payload, status, row[5], row[6], row[7], row[8], row[9], row[10],
             row[11], row[12], row[13], row[14], row[15],
             row[16] if status is JobStatus.PROCESSING else None,
-            row[17], row[18], None if row[19] is None else loads(row[19]), bool(row[20]), row[21], None, row[22],
+            row[17], row[18], None if row[19] is None else loads(row[19]), cancel_asked(row[20]), row[21], None,
+            row[22],
         )  # fmt: skip
     f = _Fields()
     if payload_problem:
@@ -328,7 +339,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         lease_expires_at=f.optional_number(row[17], "lease_expires_at"),
         idempotency_key=f.text(row[18]),
         result=loads(row[19]),
-        cancel_requested=bool(row[20]),
+        cancel_requested=cancel_asked(row[20]),
         run=f.integer(row[21], "run", 1),
         defect="; ".join(f.defects) or None,
         policy=f.text(row[22]),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobq.backends.base import Clock, Completion, Failure, HeartbeatResult, Lease
-from jobq.backends.common import attempt_detail, clip, number_or_none
+from jobq.backends.common import attempt_detail, cancel_asked, clip, number_or_none
 from jobq.backends.ops.core import (
     Exec,
     ExecMany,
@@ -102,7 +102,9 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
         lease, now = leases[0], clock()
         args = {**_one_write(d, lease, now, "heartbeat"), "expires": now + lease_seconds}
         rows = yield Exec(d.sql["heartbeat_one"], args, alone=True)
-        return [HeartbeatResult(lease.job_id, True, bool(rows[0][0])) if rows else HeartbeatResult(lease.job_id, False)]
+        if not rows:
+            return [HeartbeatResult(lease.job_id, False)]
+        return [HeartbeatResult(lease.job_id, True, cancel_asked(rows[0][0]))]
     if "lock_jobs" in d.sql:
         # An UPDATE that waits for a row lock evaluates its SET before the wait: lock first, then
         # read the clock, so the lease runs from when it is written.
@@ -116,7 +118,7 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
         args = {"expires": now + lease_seconds, "now": now, "id": lease.job_id, "token": lease.token}
         rows = yield Exec(d.sql["heartbeat"], args)
         if rows:
-            out[i] = HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+            out[i] = HeartbeatResult(lease.job_id, True, cancel_asked(rows[0][0]))
         else:
             # A lease whose own completion landed (a handler completing in its application's
             # transaction, ``JobContext.complete(conn=...)``, commits while a heartbeat waits for
@@ -434,6 +436,6 @@ def progress(
     args = {"fraction": fraction, "message": d.text(message), "now": now, "id": lease.job_id, "token": lease.token}
     rows = yield Exec(d.sql["progress"], args)
     if rows:
-        return HeartbeatResult(lease.job_id, True, bool(rows[0][0]))
+        return HeartbeatResult(lease.job_id, True, cancel_asked(rows[0][0]))
     yield from _refused(d, lease, "progress", now)
     return HeartbeatResult(lease.job_id, False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from jobq.backends.base import Clock, RescueResult
-from jobq.backends.common import attempt_detail, plan_rescue
+from jobq.backends.common import attempt_detail, cancel_asked, plan_rescue
 from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event
 from jobq.backends.statements import Dialect, Params
 
@@ -46,7 +46,7 @@ def rescue(
     ):
         if attempts_limit is not None:
             max_attempts = attempts_limit(task, policy, max_attempts)
-        plan = plan_rescue(owner, attempts, max_attempts, bool(cancel_requested), now, backoff, owner in gone)
+        plan = plan_rescue(owner, attempts, max_attempts, cancel_asked(cancel_requested), now, backoff, owner in gone)
         args = {"status": plan.status, "now": now, "run_at": plan.run_at, "error": plan.error, "id": job_id}
         if (yield Exec(d.sql["rescue"], {**args, "token": token})):  # still the lease it read
             detail = {"previous_owner": owner, "run_at": plan.run_at, **attempt_detail(claimed_at, owner)}

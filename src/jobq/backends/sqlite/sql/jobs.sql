@@ -118,10 +118,12 @@ WHERE jobs.id = c.value ->> 0 AND jobs.lease_token = c.value ->> 1 AND jobs.stat
 RETURNING jobs.id, jobs.lease_token, jobs.attempts
 
 -- name: retry
--- Not a job whose cancel an operator requested: ops.fail then ends it with ack_cancel.
+-- Not a job whose cancel an operator requested: ops.fail then ends it with ack_cancel. Requested
+-- is anything but 0 (`= 0` here, `<> 0` in ack_cancel, common.cancel_asked in Python): a value
+-- written by hand, such as 2 or 'yes', must mean the same in all three.
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :retry_at,
     last_error = :error, lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token AND status IN {from_fail} AND cancel_requested IS NOT 1
+WHERE id = :id AND lease_token = :token AND status IN {from_fail} AND cancel_requested = 0
 RETURNING attempts, started_at, queue
 
 -- name: fail
@@ -133,13 +135,13 @@ RETURNING attempts, started_at
 -- name: release
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now,
     attempts = max(0, attempts - 1), lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested IS NOT 1
+WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested = 0
 RETURNING attempts, queue, started_at
 
 -- name: ack_cancel
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
     lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested = 1
+WHERE id = :id AND lease_token = :token AND status = 'PROCESSING' AND cancel_requested <> 0
 RETURNING attempts, queue, started_at
 
 -- name: rescue_probe
