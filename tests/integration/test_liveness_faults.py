@@ -3,10 +3,12 @@ side effects (found with kills, SIGSTOP, locks held for seconds, lost COMMIT rep
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -243,3 +245,78 @@ def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
             assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
             assert "rescued" not in _kinds(q, job_id)
         assert sorted(effects(tmp_path)) == sorted(ids)
+
+
+class _Lines(logging.Handler):
+    """The worker's log lines, for a test to wait until a write has met the held lock."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def worker_log() -> Iterator[_Lines]:
+    lines = _Lines()
+    logger = logging.getLogger("jobq")
+    logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)
+
+
+def _gave_up(log: _Lines) -> bool:
+    return any("could not record" in line for line in log.lines)
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("ending", ["failure", "release"])
+def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_go(
+    backend_url: str, tmp_path: Path, run_worker: Any, worker_log: _Lines, ending: str
+) -> None:
+    """A writer holds SQLite's lock for longer than a write may wait (``busy_timeout=300``) while a
+    worker writes a failed attempt, or gives a job back at shutdown: each write gives up, is kept
+    and written again once the lock is let go, once: the failed job is retried and then fails for
+    good (its two attempts counted once each), the given-back job is PENDING with no attempt
+    spent, and no write of either was refused or counted twice."""
+    url = f"{backend_url}?busy_timeout=300"
+    settings = jobq.Settings(database_url=url, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
+    started, fail_now = threading.Event(), threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        started.set()
+        if ending == "failure":
+            assert fail_now.wait(30)
+            raise RuntimeError("boom")
+        while not ctx.stopping:  # a handler that gives its job back when the worker stops
+            time.sleep(0.01)
+        raise jobq.WorkerShutdown("the worker is stopping")
+
+    with jobq.Queue(url, settings=settings) as q:
+        job_id = q.enqueue({"x": 1}, max_attempts=2)
+        worker = run_worker(Worker(q, handler, concurrency=1, name="w"))
+        assert started.wait(30)
+        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder.execute("BEGIN IMMEDIATE")  # the fault: a writer that holds the lock for seconds
+        try:
+            if ending == "failure":
+                fail_now.set()
+            else:
+                threading.Thread(target=worker.stop, daemon=True).start()
+            wait_for(lambda: _gave_up(worker_log), 30, "the worker's write to meet the lock and give up")
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        if ending == "failure":
+            done = wait_for(lambda: (j := q.get(job_id)) is not None and j.status == jobq.JobStatus.FAILED and j,
+                            30, "the job failed for good")  # fmt: skip
+            assert done.attempts == 2
+            assert _kinds(q, job_id) == ["enqueued", "claimed", "retry_scheduled", "claimed", "failed"]
+        else:
+            given = wait_for(lambda: (j := q.get(job_id)) is not None and j.status == P and j, 30, "the job given back")
+            assert given.attempts == 0
+            assert _kinds(q, job_id) == ["enqueued", "claimed", "released"]
