@@ -148,3 +148,17 @@ def test_the_job_table_shows_plain_short_cells() -> None:
     assert row["id"] == 5 and row["status"] == "PROCESSING cancelling" and row["tries"] == "1/3"
     assert row["path / payload"] == "data/files/a.txt" and "\u202e" not in row["queue"]
     assert row["last error"] == "OSError: boom" and row["finished"] == views.DASH
+
+
+def test_a_click_on_a_header_sorts_by_it_and_a_second_reverses_it() -> None:
+    after = manager_model.sort_after_click
+    assert after("tries", "Newest first", True) == ("Attempts", True)  # another column: largest first
+    assert after("tries", "Attempts", True) == ("Attempts", False)  # the same one: reversed
+    assert after("tries", "Attempts", False) == ("Attempts", True)
+    assert after("id", "Newest first", True) == ("Newest first", False)
+    assert after("queue", "Attempts", True) is None  # not a sort of its own
+    assert after(None, "Attempts", True) is None and after(["tries"], "Attempts", True) is None
+    assert manager_model.sorted_column("Attempts") == "tries"
+    assert manager_model.sorted_column("Last update") is None  # a sort no header stands for
+    assert set(manager_model.SORT_BY_COLUMN.values()) <= set(manager_model.SORTS)
+    assert set(manager_model.SORT_BY_COLUMN) <= set(manager_model.TABLE_COLUMNS)

@@ -2,9 +2,10 @@
 
 Streamlit's data grid drew the same 25 rows in about 0.6 s of the browser's first render at
 125,000 jobs (a third of the page; ``docs/benchmarks.md``, the apps), most of it the grid's own
-start-up. This table is built from the DOM in a few milliseconds. It reports one thing back: the
+start-up. This table is built from the DOM in a few milliseconds. It reports two things back: the
 positions of the ticked rows (``rows``), as the grid's row selection did, so the page keeps its
-selection logic (``manager_model.merge_selection``).
+selection logic (``manager_model.merge_selection``); and, for one run, the column whose header
+was clicked (``sort``), which the page turns into its sort (``manager_model.sort_after_click``).
 
 Cells are set with ``textContent`` (never parsed as HTML: a payload or an error is shown as typed)
 and cut with an ellipsis; the whole text is in the cell's tooltip and the job's detail. The
@@ -13,7 +14,7 @@ script and the styles are this module's own constants, the only code the browser
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -37,6 +38,11 @@ CSS: Final = f"""
 .jobq-jobs .num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .jobq-jobs .check {{ width: {CHECK_COLUMN_PX}px; padding: 0; text-align: center; }}
 .jobq-jobs .check input {{ width: 1rem; height: 1rem; margin: 0; cursor: pointer; vertical-align: middle; }}
+.jobq-jobs th.sortable {{ cursor: pointer; user-select: none; }}
+.jobq-jobs th.sortable:hover {{ background: rgba(128, 128, 128, 0.14); }}
+.jobq-jobs th.sortable:focus-visible {{ outline: 2px solid rgba(128, 128, 128, 0.6); outline-offset: -2px; }}
+.jobq-jobs th[aria-sort="descending"]::after {{ content: " \\25BE"; }}
+.jobq-jobs th[aria-sort="ascending"]::after {{ content: " \\25B4"; }}
 .jobq-jobs tbody tr:hover {{ background: rgba(128, 128, 128, 0.07); }}
 .jobq-jobs tbody tr.picked {{ background: rgba(128, 128, 128, 0.16); }}
 """
@@ -45,7 +51,7 @@ CSS: Final = f"""
 # answers at once on the page and reports every ticked row, which reruns the page.
 JS: Final = """
 export default function (component) {
-  const { data, parentElement, setStateValue } = component;
+  const { data, parentElement, setStateValue, setTriggerValue } = component;
   let box = parentElement.querySelector(".jobq-jobs");
   if (box === null) {
     box = document.createElement("div");
@@ -71,6 +77,20 @@ export default function (component) {
     th.appendChild(name);
     if (c.help) th.title = c.help;
     if (c.num) th.className = "num";
+    if (c.sort) {  // a click sorts by this column, again the other way round (the page decides)
+      th.classList.add("sortable");
+      th.tabIndex = 0;
+      th.title = (c.help ? c.help + ". " : "") + "Click to sort by " + c.name;
+      if (data.sorted === c.name) th.setAttribute("aria-sort", data.descending ? "descending" : "ascending");
+      const pick = () => setTriggerValue("sort", c.name);
+      th.addEventListener("click", pick);
+      th.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") {
+          e.preventDefault();
+          pick();
+        }
+      });
+    }
     head.appendChild(th);
   });
   const thead = document.createElement("thead");
@@ -122,10 +142,18 @@ def job_table(
     helps: Mapping[str, str],
     style: Any,
     numeric: Sequence[str] = ("id",),
+    sortable: Sequence[str] = (),
+    sorted_by: str | None = None,
+    descending: bool = True,
+    on_sort: Callable[[], None] | None = None,
 ) -> list[int]:
     """Draw ``frame`` (its cells as text) with a check box per row; return the ticked rows'
     positions. ``selected`` are the rows ticked when the table is new (its ``key`` is new);
-    ``widths`` the columns' relative widths; ``style(column, value)`` a cell's CSS ("" for none)."""
+    ``widths`` the columns' relative widths; ``style(column, value)`` a cell's CSS ("" for none).
+
+    ``sortable`` columns' headers can be clicked (or focused and Enter): the click is the table's
+    one-run ``sort`` value (the column's name), and ``on_sort`` runs before the page's next run,
+    where it may set the page's sort widgets. ``sorted_by``/``descending`` mark the header sorted by."""
     total = sum(widths.get(str(c), 100) for c in frame.columns)
     columns = [
         {
@@ -133,6 +161,7 @@ def job_table(
             "share": 100 * widths.get(str(c), 100) / total,
             "help": helps.get(str(c), ""),
             "num": c in numeric,
+            "sort": str(c) in sortable,
         }
         for c in frame.columns
     ]
@@ -150,6 +179,8 @@ def job_table(
         "styles": styles,
         "selected": shown,
         "check_px": CHECK_COLUMN_PX,
+        "sorted": sorted_by,
+        "descending": descending,
         "id_column": list(frame.columns).index("id") if "id" in frame.columns else 0,
     }
     result = _mount(
@@ -157,6 +188,7 @@ def job_table(
         data=data,
         default={"rows": list(selected)},
         on_rows_change=lambda: None,  # a tick reruns the page (its caption and bar count the selection)
+        on_sort_change=on_sort or (lambda: None),
         height="content",
     )
     rows_ticked = result.get("rows") if hasattr(result, "get") else None

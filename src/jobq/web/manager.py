@@ -12,10 +12,11 @@ Buttons are offered only where ``jobq.job.operator_actions`` allows the action.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import streamlit as st
@@ -43,6 +44,8 @@ TABLE_WIDTHS: Final = {
     "last error": 140,
 }
 # Streamlit shows a bare string at a run script's top level on the page ("magic"): comments here.
+#: Session state: a header click changed the sort, and the page must run whole (``_sort_by_header``).
+RESORTED: Final = "_resorted"
 #: The job list's rows and header (``jobq.web.job_table``).
 ROW_HEIGHT_PX: Final = job_table.ROW_HEIGHT_PX
 BAR_GAP: Final = "xxsmall"
@@ -436,11 +439,29 @@ def _job_table(jobs: list[Job]) -> None:
         },
         # The colour follows the status word ("PROCESSING cancelling" is still PROCESSING).
         style=lambda column, value: views.style_cell(value.split(" ")[0], theme) if column == "status" else "",
+        sortable=list(manager_model.SORT_BY_COLUMN),
+        sorted_by=manager_model.sorted_column(st.session_state.get("sort")),
+        descending=bool(st.session_state.get("descending", True)),
+        on_sort=functools.partial(_sort_by_header, key),
     )
     chosen = manager_model.merge_selection(_selected(), page_ids, rows)
     if chosen != _selected():
         _selected().clear()
         _selected().update(chosen)
+
+
+def _sort_by_header(key: str) -> None:
+    """A click on a sortable header of the job list (its ``sort`` value, for one run): the sidebar's
+    sort widgets are set here, in a callback, which runs before they are drawn again. The click
+    reruns only the list's fragment, which then asks for the whole page (``RESORTED``): the sort is
+    read in the sidebar."""
+    state = st.session_state.get(key)
+    column = state.get("sort") if isinstance(state, Mapping) else None
+    now = st.session_state
+    after = manager_model.sort_after_click(column, now.get("sort"), bool(now.get("descending", True)))
+    if after is not None:
+        st.session_state["sort"], st.session_state["descending"] = after
+        st.session_state[RESORTED] = True
 
 
 def _pager_key(where: JobFilter, page: Page) -> str:
@@ -521,6 +542,8 @@ def _sync_link() -> None:
 def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
     """Counts, messages, the open job and the job list: one fragment that redraws on its own every
     few seconds, keeping the operator's filters, selection, page and open job (all in session state)."""
+    if st.session_state.pop(RESORTED, False):
+        st.rerun()  # the whole page: its sidebar reads the sort a header click chose
     _sync_link()
     try:
         _counts_line(q.counts())

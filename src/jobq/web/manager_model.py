@@ -37,6 +37,31 @@ SORTS: dict[str, str] = {
     "Priority": "priority",
     "Status": "status",
 }
+SORT_BY_COLUMN: dict[str, str] = {
+    "id": "Newest first",
+    "status": "Status",
+    "tries": "Attempts",
+    "created": "Created",
+    "finished": "Finished",
+}
+"""The job list's headers that sort it when clicked, and the ``SORTS`` entry each one picks."""
+
+
+def sort_after_click(column: object, sort: str | None, descending: bool) -> tuple[str, bool] | None:
+    """The (sort, descending) after a click on the job list's ``column`` header while the page is
+    sorted by ``sort``: that column, newest/largest first, or the other way round when it is the
+    column sorted by already; None for a column that does not sort."""
+    label = SORT_BY_COLUMN.get(column) if isinstance(column, str) else None
+    if label is None:
+        return None
+    return label, (not descending) if label == sort else True
+
+
+def sorted_column(sort: str | None) -> str | None:
+    """The job list's header that shows the page's sort (None: a sort no header stands for)."""
+    return next((column for column, label in SORT_BY_COLUMN.items() if label == sort), None)
+
+
 OPERATOR_NAME_CHARS = 64
 """Longest operator name stored as the actor of an action (longer names are cut)."""
 
