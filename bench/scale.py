@@ -166,10 +166,14 @@ def _claim_round(q: Any, worker: str, jobs: int, seconds: float) -> tuple[int, f
 
 
 def _reads(q: Any) -> dict[str, Callable[[], Any]]:
-    """``stats()`` and each query the ops page runs (``jobq.web.ops``)."""
-    from jobq import JobStatus
+    """``stats()``, each query the ops page runs (``jobq.web.ops``) and the manager's job list as
+    it first shows (its default statuses, newest first, one page: ``jobq.web.manager``)."""
+    from jobq import JobFilter, JobStatus, Page
 
+    # The manager's DEFAULT_STATUSES, written out: the bench does not import the apps (Streamlit).
+    manager_default = JobFilter(statuses=[JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED])
     return {
+        "manager: job list": lambda: q.list_page(manager_default, Page(limit=25)),
         "stats": q.stats,
         "ops: history 1 h": lambda: q.history(window=3600.0, bucket=60.0),
         "ops: due history 1 h": lambda: q.due_history(window=3600.0, bucket=60.0),
@@ -310,7 +314,8 @@ def describe(mode: str) -> str:
     return (
         "Per-job claim+complete (one process, no fsync per commit: SQLite NORMAL, PostgreSQL "
         "synchronous_commit=off, so that the disk's flush time does not hide the table's size) and the "
-        f"reads of `stats` and the ops page, with {sizes.small:,} and with {sizes.big:,} stored jobs "
+        "reads of `stats`, the ops page and the manager's first job list, "
+        f"with {sizes.small:,} and with {sizes.big:,} stored jobs "
         f"({sizes.pending:,} of them PENDING, the rest finished: 98% COMPLETED). Claims run in {ROUNDS} "
         f"alternating rounds per size (medians of the rounds), up to {sizes.jobs:,} jobs or "
         f"{sizes.seconds:.0f} s in all; reads are the median of {READ_REPEATS} calls. `stats` counts "

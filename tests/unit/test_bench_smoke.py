@@ -78,7 +78,7 @@ def test_scale_section_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [(r.backend, r.stored, r.note) for r in results] == [("sqlite", 300, ""), ("sqlite", 3_000, "")]
     for r in results:
         assert r.jobs_per_second and r.claim_p99_ms is not None
-        assert set(r.reads_ms) >= {"stats", "ops: latest jobs", "ops: history 1 h"}
+        assert set(r.reads_ms) >= {"stats", "ops: latest jobs", "ops: history 1 h", "manager: job list"}
     text = table(results)
     assert "| sqlite | 3,000 |" in text and "throughput is" in text
     assert list(tmp_path.glob("scale_*")) == []  # the stores are removed

@@ -122,6 +122,29 @@ CUT_ELEMENTS_JS = """(selectors) => {
 }"""
 
 
+def serve_app(request: pytest.FixtureRequest, app: Path, tmp_path: Path, url: str) -> int:
+    """Serve the Streamlit ``app`` on ``url``'s database from a folder of its own under ``tmp_path``
+    (with the repository's ``.streamlit/config.toml``, no password, no supervisord), stopped when
+    the test ends; returns its port."""
+    import shutil
+    import sys
+
+    from seeding import REPO
+
+    tmp_path = tmp_path / app.parent.name
+    (tmp_path / ".streamlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
+    for name in ("JOBQ_OPS_PASSWORD", "JOBQ_MANAGER_PASSWORD", "JOBQ_SUPERVISOR_CONF", "SUPERVISOR_SERVER_URL"):
+        env.pop(name, None)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
+               "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / f"{app.stem}.log")
+    return port
+
+
 def cut_elements(page: Any) -> dict[str, Any]:
     """What ``CUT_ELEMENTS_JS`` finds on ``page`` (a Playwright page): ``checked`` and ``cut``."""
     result: dict[str, Any] = page.evaluate(CUT_ELEMENTS_JS, CUT_SELECTORS)

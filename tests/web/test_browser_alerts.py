@@ -5,15 +5,14 @@ rescuer and recorded as crashed, not as a clean stop)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, free_port, need_chromium, poll, serve
-from seeding import OPS, REPO
+from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, need_chromium, poll, serve_app
+from seeding import OPS
 
 from jobq import Queue, WorkerEnd
 
@@ -28,16 +27,8 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
     with Queue(url) as q:
         for i in range(4):
             q.enqueue({"n": i}, queue="mail")  # no worker below serves "mail"
-    (tmp_path / ".streamlit").mkdir()
-    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
-    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
-    for name in ("JOBQ_OPS_PASSWORD", "JOBQ_MANAGER_PASSWORD", "JOBQ_SUPERVISOR_CONF", "SUPERVISOR_SERVER_URL"):
-        env.pop(name, None)
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(OPS), "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
-               "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / "ops.log")
+    port = serve_app(request, OPS, tmp_path, url)
+    env = {**os.environ, "JOBQ_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}  # the workers'
 
     workers: dict[str, subprocess.Popen[bytes]] = {}
 

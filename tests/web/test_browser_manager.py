@@ -5,9 +5,6 @@ element's scrollWidth fits its clientWidth) and the job list does not scroll sid
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,17 +17,16 @@ from browser import (
     UI_TIMEOUT_MS,
     click_job_row,
     cut_elements,
-    free_port,
     job_rows,
     need_chromium,
     poll,
     select_jobs,
-    serve,
+    serve_app,
     ticked_jobs,
     wait_rows,
     wide_tables,
 )
-from seeding import MANAGER, REPO, seed
+from seeding import MANAGER, seed
 
 from jobq import JobStatus, Queue
 
@@ -57,15 +53,7 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
     old = _failed(url, "y", "smtp timeout", lambda: time.time() - 7200)
     recent = _failed(url, "y", "smtp timeout")
     other = _failed(url, "y", "mailbox full")
-    (tmp_path / ".streamlit").mkdir()
-    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
-    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
-    env.pop("JOBQ_MANAGER_PASSWORD", None)
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(MANAGER), "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
-               "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / "manager.log")
+    port = serve_app(request, MANAGER, tmp_path, url)
 
     def status(job_id: int) -> JobStatus:
         with Queue(url) as q:

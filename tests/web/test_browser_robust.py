@@ -18,15 +18,14 @@ from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     UI_TIMEOUT_MS,
-    free_port,
     job_rows,
     need_chromium,
     select_jobs,
-    serve,
+    serve_app,
     wait_rows,
 )
 from pg import _start_server
-from seeding import MANAGER, OPS, REPO, seed
+from seeding import MANAGER, OPS, seed
 
 from jobq import JobStatus, Queue
 
@@ -46,22 +45,6 @@ LOCKED_ANSWER_MS = 30_000
 RECOVERY_MS = 150_000
 
 
-def _serve(request: pytest.FixtureRequest, app: Path, tmp_path: Path, url: str) -> int:
-    """Serve ``app`` from a folder of its own under ``tmp_path``; returns its port."""
-    tmp_path = tmp_path / app.parent.name
-    (tmp_path / ".streamlit").mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / ".streamlit" / "config.toml", tmp_path / ".streamlit" / "config.toml")
-    env = {**os.environ, "JOBQ_DATABASE_URL": url, "JOBQ_OPERATOR": "browser-test", "PYTHONUNBUFFERED": "1"}
-    for name in ("JOBQ_OPS_PASSWORD", "JOBQ_MANAGER_PASSWORD", "JOBQ_SUPERVISOR_CONF", "SUPERVISOR_SERVER_URL"):
-        env.pop(name, None)
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-               "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats",
-               "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    serve(request, command, cwd=tmp_path, env=env, port=port, log_path=tmp_path / f"{app.stem}.log")
-    return port
-
-
 def _metric(page: Any, label: str) -> Any:
     return page.locator(f'.jobq-metric[data-label="{label}"] .value')
 
@@ -74,7 +57,7 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
     url = f"sqlite:///{path}"
     ids = seed(url)
     first, second = ids[JobStatus.PENDING]
-    port = _serve(request, MANAGER, tmp_path, url)
+    port = serve_app(request, MANAGER, tmp_path, url)
 
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -144,8 +127,8 @@ def test_both_apps_keep_the_last_figures_while_postgresql_is_down_and_recover(
     request.addfinalizer(drop_server)
     url = server.url
     ids = seed(url, pending=3)
-    manager = _serve(request, MANAGER, tmp_path, url)
-    ops = _serve(request, OPS, tmp_path, url)
+    manager = serve_app(request, MANAGER, tmp_path, url)
+    ops = serve_app(request, OPS, tmp_path, url)
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as p:

@@ -92,6 +92,18 @@ class Dialect:
         """``column`` is one of ``values`` (adds the parameters it names to ``params``)."""
         raise NotImplementedError
 
+    def statuses(self, values: Sequence[str]) -> str:
+        """A job filter's ``status`` is one of ``values``: one equality per status, each a literal.
+
+        Equalities, not ``IN``/``= ANY``: both planners then walk the partial index of each status
+        (``jobs_live`` for PENDING and PROCESSING, ``jobs_status_rare`` for FAILED and CANCELLED)
+        and read no COMPLETED row unless it is asked for; ``IN`` scanned the table (the manager's
+        first list: 0.11 s on SQLite and 0.2 s on PostgreSQL at 1,000,000 stored jobs). Literals,
+        not parameters: a plan must see the value to use a partial index (PostgreSQL's generic
+        plan cannot), and each value is a ``JobStatus``' own (checked here: ValueError otherwise)."""
+        checked = [JobStatus(v).value for v in values]
+        return "(" + " OR ".join(f"status = '{v}'" for v in checked) + ")" if checked else "FALSE"
+
     def bucket_of(self, column: str, name: str, bounds: Sequence[float], params: Params) -> str:
         """Which histogram slot ``column`` falls in: the first bound it is at most, ``len(bounds)``
         past the last (+Inf), -1 when NULL (adds the parameters it names to ``params``). One
@@ -146,9 +158,8 @@ class Dialect:
 
     def where(self, where: JobFilter, params: Params) -> str:
         """The ``WHERE`` clause of a job filter ("" for all jobs)."""
-        clauses = []
+        clauses = [self.statuses([s.value for s in where.statuses])] if where.statuses else []
         for column, values in (
-            ("status", [s.value for s in where.statuses]),
             ("queue", list(where.queues)),
             ("id", list(where.ids)),
             ("task", list(where.tasks)),

@@ -21,7 +21,7 @@ from typing import Final
 
 import streamlit as st
 
-from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, Settings
+from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, QueueStats, Settings
 from jobq.job import operator_actions
 from jobq.present import progress_text
 from jobq.web import _page, flow_panel, job_table, manager_model, safety, schedules_panel, views
@@ -527,9 +527,15 @@ def _schedules(q: Queue) -> None:
             )
 
 
-def _counts_line(counts: dict[str, int]) -> None:
-    badges = [f"{views.status_badge(s)} **{counts.get(s.value, 0):,}**" for s in JobStatus]
+def _counts_line(stats: QueueStats) -> None:
+    """Jobs per status, from ``Queue.stats``: bounded at any table size (``Queue.counts`` reads
+    every row: 0.4 s a refresh at 1,000,000 stored jobs on SQLite), finished jobs counted among the
+    newest ones as ops counts them, and said so."""
+    badges = [f"{views.status_badge(s)} **{stats.counts.get(s.value, 0):,}**" for s in JobStatus]
     st.markdown(" &nbsp; ".join(badges))
+    note = views.finished_window_note(stats.finished_window)
+    if note is not None:
+        st.caption(note)
 
 
 def _sync_link() -> None:
@@ -546,7 +552,7 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         st.rerun()  # the whole page: its sidebar reads the sort a header click chose
     _sync_link()
     try:
-        _counts_line(q.counts())
+        _counts_line(q.stats())
         _flashes()
         _confirmation(q)
         detail = st.session_state.get("detail")

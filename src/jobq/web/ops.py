@@ -94,10 +94,9 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         ),
     ]
     st.html(views.metric_cards(cards, _page.theme_type()))
-    if stats.finished_window is not None:
-        st.caption(
-            f"Completed, failed and cancelled: counted among the newest {stats.finished_window:,} finished jobs."
-        )
+    note = views.finished_window_note(stats.finished_window)
+    if note is not None:
+        st.caption(note)
 
     programs, supervisor_error = _supervisor_programs()
     alerts = ops_model.compute_alerts(

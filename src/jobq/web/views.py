@@ -239,6 +239,14 @@ HTML_TABLE_CSS = f"""<style>
 </style>"""
 
 
+def finished_window_note(window: int | None) -> str | None:
+    """What a page says under counts from ``Queue.stats`` when the finished ones are of a window
+    (``QueueStats.finished_window``); None when every count is a total."""
+    if window is None:
+        return None
+    return f"Completed, failed and cancelled: counted among the newest {window:,} finished jobs."
+
+
 def html_table(frame: pd.DataFrame, helps: Mapping[str, str] | None = None, wrap: Iterable[str] = ()) -> str:
     """``frame`` as a plain HTML table, every header and cell escaped; ``helps`` are the headers'
     tooltips; the cells of the ``wrap`` columns (free text) wrap instead of widening the table.

@@ -1,0 +1,60 @@
+"""A job list of statuses other than COMPLETED reads the partial indexes of those statuses, never
+the table (which holds every finished job), on both backends: the manager's first list (PENDING,
+PROCESSING, FAILED) counted every stored job at each refresh, 0.11 s on SQLite and 0.2 s on
+PostgreSQL at 1,000,000 stored jobs (11 and 32 ms since). Read from the plans of the very
+statements ``Queue.list_page`` sends, with their values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pg import raw_connect
+
+import jobq
+
+S = jobq.JobStatus
+
+
+def _plans(q: jobq.Queue, url: str, where: jobq.JobFilter) -> list[str]:
+    """The plan of each read ``q.list_page(where)`` sends (its count, and its page)."""
+    if url.startswith("sqlite"):
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        sent: list[tuple[str, Any]] = []
+        conn.exec_trace = lambda _c, sql, bindings: sent.append((sql, bindings)) is None
+        q.list_page(where, jobq.Page(limit=25))
+        conn.exec_trace = None
+        # The bound values decide whether a partial index applies: the plans are read with them.
+        reads = [(sql, b) for sql, b in sent if sql.lstrip().upper().startswith("SELECT")]
+        return [" ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, b)) for sql, b in reads]
+    d = q.backend.dialect  # type: ignore[attr-defined]
+    params: dict[str, object] = {"limit": 25, "offset": 0}
+    statements = [  # as ops.reads.list_page renders them
+        d.stmt("count_jobs", where=d.where(where, params)),
+        d.stmt("list_jobs", where=d.where(where, params), order=d.page_order("id", True)),
+    ]
+    with raw_connect(url) as pg:
+        # A test's table is small, and a scan of it cheapest: with scans priced out, the planner
+        # still scans only where no plan of the indexes exists.
+        pg.execute("SET enable_seqscan = off")
+        plans = ["\n".join(str(r[0]) for r in pg.execute("EXPLAIN " + sql, params)) for sql in statements]
+        pg.rollback()
+    return plans
+
+
+@pytest.mark.parametrize(
+    "statuses",
+    [[S.PENDING, S.PROCESSING, S.FAILED], [S.FAILED], [S.CANCELLED, S.PENDING]],
+    ids=["the manager's first list", "failed", "cancelled or pending"],
+)
+def test_a_list_of_statuses_other_than_completed_reads_no_finished_history(
+    backend_url: str, statuses: list[jobq.JobStatus]
+) -> None:
+    with jobq.Queue(backend_url) as q:
+        q.enqueue_many([{"n": n} for n in range(3)])
+        plans = _plans(q, backend_url, jobq.JobFilter(statuses=statuses))
+        assert len(plans) == 2 or (len(plans) == 1 and S.PENDING not in statuses)  # no page when none match
+        for plan in plans:
+            assert "SCAN jobs" not in plan.replace("SCAN jobs USING", "") and "Seq Scan on jobs" not in plan, plan
+        total, jobs = q.list_page(jobq.JobFilter(statuses=statuses), jobq.Page(limit=25))
+        assert total == len(jobs) == (3 if S.PENDING in statuses else 0)
