@@ -145,6 +145,19 @@ def serve_app(request: pytest.FixtureRequest, app: Path, tmp_path: Path, url: st
     return port
 
 
+#: The job list's headers whose text (and sort mark) is wider than the header: cut with an
+#: ellipsis. The generic check above reads each header's inline span, whose widths are 0.
+CUT_HEADERS_JS = """(table) => [...document.querySelectorAll(table + ' th')]
+  .filter(th => th.getBoundingClientRect().width > 0 && th.scrollWidth > th.clientWidth)
+  .map(th => `${th.textContent.trim()}: ${th.scrollWidth} > ${th.clientWidth}`)"""
+
+
+def cut_headers(page: Any) -> list[str]:
+    """The manager's job-list headers that are cut on ``page`` (``CUT_HEADERS_JS``)."""
+    found: list[str] = page.evaluate(CUT_HEADERS_JS, JOB_TABLE)
+    return found
+
+
 def cut_elements(page: Any) -> dict[str, Any]:
     """What ``CUT_ELEMENTS_JS`` finds on ``page`` (a Playwright page): ``checked`` and ``cut``."""
     result: dict[str, Any] = page.evaluate(CUT_ELEMENTS_JS, CUT_SELECTORS)

@@ -13,6 +13,7 @@ from browser import (
     JOB_TABLE,
     UI_TIMEOUT_MS,
     cut_elements,
+    cut_headers,
     need_chromium,
     poll,
     serve_app,
@@ -71,8 +72,10 @@ def test_a_click_on_a_header_sorts_the_job_list_and_a_second_reverses_it(
                 return found
 
             def sorted_by(name: str, direction: str) -> None:
-                """Only ``name``'s header is marked, in ``direction`` (the list redrawn once)."""
+                """Only ``name``'s header is marked, in ``direction`` (the list redrawn once), and
+                no header is cut for the mark at 1366 px (it was: "tri…")."""
                 poll(lambda: page.evaluate(SORTED_JS, JOB_TABLE) == [[name, direction]], f"{name} {direction}")
+                assert cut_headers(page) == []
 
             def order_is(expected: list[int], what: str) -> None:
                 wait_rows(page, lambda rows: list(rows) == expected, what)
@@ -98,5 +101,8 @@ def test_a_click_on_a_header_sorts_the_job_list_and_a_second_reverses_it(
             header("queue").click()  # not a sort of its own: nothing changes
             sorted_by("id", "descending")
             order_is(ids[::-1], "the same order after a click on a header that does not sort")
+            for name in ("created", "finished", "status"):  # each sorting header, marked
+                header(name).click()
+                sorted_by(name, "descending")
         finally:
             browser.close()

@@ -37,8 +37,8 @@ TABLE_WIDTHS: Final = {
     "status": 116,
     "queue": 76,
     "task": 76,
-    "path / payload": 180,
-    "tries": 48,
+    "path / payload": 168,
+    "tries": 60,  # room for the sort mark (a click on a header sorts by it)
     "created": 80,
     "finished": 80,
     "last error": 140,
