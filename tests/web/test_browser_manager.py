@@ -17,6 +17,7 @@ from browser import (
     UI_TIMEOUT_MS,
     click_job_row,
     cut_elements,
+    cut_headers,
     job_rows,
     need_chromium,
     poll,
@@ -70,6 +71,7 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             wait_rows(page, lambda rows: recent in rows, "the job list")
             found = cut_elements(page)
             assert found["checked"] > 10 and found["cut"] == [], found  # 1366 px: nothing cut mid-word
+            assert cut_headers(page) == []  # nor a header of the job list
             assert wide_tables(page) == []  # and no table scrolls sideways
 
             error_box = page.get_by_label("Last error contains")
