@@ -3,12 +3,13 @@ browser tests: free ports, health polling, servers stopped by PID in finalizers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,24 @@ def cut_headers(page: Any) -> list[str]:
     """The manager's job-list headers that are cut on ``page`` (``CUT_HEADERS_JS``)."""
     found: list[str] = page.evaluate(CUT_HEADERS_JS, JOB_TABLE)
     return found
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1366, height: int = 1200) -> Iterator[Any]:
+    """A page of a headless Chromium (the system's), with the UI timeouts set; closed on the way
+    out, also when the test fails. Skips the test where Chromium is missing."""
+    from playwright.sync_api import expect, sync_playwright
+
+    need_chromium()
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
 
 
 def cut_elements(page: Any) -> dict[str, Any]:

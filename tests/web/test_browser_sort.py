@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 from browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     JOB_TABLE,
-    UI_TIMEOUT_MS,
+    chromium_page,
     cut_elements,
     cut_headers,
-    need_chromium,
     poll,
     serve_app,
     wait_rows,
@@ -48,61 +45,53 @@ def _jobs_with_attempts(url: str, attempts: list[int]) -> list[int]:
 def test_a_click_on_a_header_sorts_the_job_list_and_a_second_reverses_it(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    need_chromium()
     url = f"sqlite:///{tmp_path}/queue.db"
     ids = _jobs_with_attempts(url, [2, 0, 3, 1])
     by_attempts = [ids[2], ids[0], ids[3], ids[1]]  # 3, 2, 1, 0 attempts
     port = serve_app(request, MANAGER, tmp_path, url)
 
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 1200})
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(f"http://127.0.0.1:{port}/")
+    with chromium_page(1366, 1200) as page:
+        page.goto(f"http://127.0.0.1:{port}/")
 
-            def header(name: str):  # type: ignore[no-untyped-def]
-                # While Streamlit redraws the list the old table can stand beside the new one for
-                # a moment: act once one header matches.
-                found = page.locator(f"{JOB_TABLE} th", has_text=name)
-                poll(lambda: found.count() == 1, f"one {name!r} header")
-                return found
+        def header(name: str):  # type: ignore[no-untyped-def]
+            # While Streamlit redraws the list the old table can stand beside the new one for
+            # a moment: act once one header matches.
+            found = page.locator(f"{JOB_TABLE} th", has_text=name)
+            poll(lambda: found.count() == 1, f"one {name!r} header")
+            return found
 
-            def sorted_by(name: str, direction: str) -> None:
-                """Only ``name``'s header is marked, in ``direction`` (the list redrawn once), and
-                no header is cut for the mark at 1366 px (it was: "tri…")."""
-                poll(lambda: page.evaluate(SORTED_JS, JOB_TABLE) == [[name, direction]], f"{name} {direction}")
-                assert cut_headers(page) == []
+        def sorted_by(name: str, direction: str) -> None:
+            """Only ``name``'s header is marked, in ``direction`` (the list redrawn once), and
+            no header is cut for the mark at 1366 px (it was: "tri…")."""
+            poll(lambda: page.evaluate(SORTED_JS, JOB_TABLE) == [[name, direction]], f"{name} {direction}")
+            assert cut_headers(page) == []
 
-            def order_is(expected: list[int], what: str) -> None:
-                wait_rows(page, lambda rows: list(rows) == expected, what)
+        def order_is(expected: list[int], what: str) -> None:
+            wait_rows(page, lambda rows: list(rows) == expected, what)
 
-            order_is(ids[::-1], "the newest job first (the default sort)")
-            sorted_by("id", "descending")
+        order_is(ids[::-1], "the newest job first (the default sort)")
+        sorted_by("id", "descending")
 
-            header("tries").click()
-            order_is(by_attempts, "the most attempts first")
-            sorted_by("tries", "descending")
-            expect(page.get_by_label("Sort by", exact=True)).to_have_value("Attempts")  # the sidebar follows
-            found = cut_elements(page)  # the header's mark takes room: no header is cut for it at 1366 px
-            assert found["checked"] > 10 and found["cut"] == [], found
+        header("tries").click()
+        order_is(by_attempts, "the most attempts first")
+        sorted_by("tries", "descending")
+        expect(page.get_by_label("Sort by", exact=True)).to_have_value("Attempts")  # the sidebar follows
+        found = cut_elements(page)  # the header's mark takes room: no header is cut for it at 1366 px
+        assert found["checked"] > 10 and found["cut"] == [], found
 
-            header("tries").click()
-            order_is(by_attempts[::-1], "the fewest attempts first")
-            sorted_by("tries", "ascending")
+        header("tries").click()
+        order_is(by_attempts[::-1], "the fewest attempts first")
+        sorted_by("tries", "ascending")
 
-            header("id").focus()  # the keyboard: a header takes the focus, Enter sorts by it
-            page.keyboard.press("Enter")
-            order_is(ids[::-1], "the newest job first again")
-            sorted_by("id", "descending")
-            header("queue").click()  # not a sort of its own: nothing changes
-            sorted_by("id", "descending")
-            order_is(ids[::-1], "the same order after a click on a header that does not sort")
-            for name in ("created", "finished", "status"):  # each sorting header, marked
-                header(name).click()
-                sorted_by(name, "descending")
-        finally:
-            browser.close()
+        header("id").focus()  # the keyboard: a header takes the focus, Enter sorts by it
+        page.keyboard.press("Enter")
+        order_is(ids[::-1], "the newest job first again")
+        sorted_by("id", "descending")
+        header("queue").click()  # not a sort of its own: nothing changes
+        sorted_by("id", "descending")
+        order_is(ids[::-1], "the same order after a click on a header that does not sort")
+        for name in ("created", "finished", "status"):  # each sorting header, marked
+            header(name).click()
+            sorted_by(name, "descending")
