@@ -247,42 +247,17 @@ def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
         assert sorted(effects(tmp_path)) == sorted(ids)
 
 
-class _Lines(logging.Handler):
-    """The worker's log lines, for a test to wait until a write has met the held lock."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def worker_log() -> Iterator[_Lines]:
-    lines = _Lines()
-    logger = logging.getLogger("jobq")
-    logger.addHandler(lines)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(lines)
-
-
-def _gave_up(log: _Lines) -> bool:
-    return any("could not record" in line for line in log.lines)
-
-
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("ending", ["failure", "release"])
 def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_go(
-    backend_url: str, tmp_path: Path, run_worker: Any, worker_log: _Lines, ending: str
+    backend_url: str, tmp_path: Path, run_worker: Any, caplog: pytest.LogCaptureFixture, ending: str
 ) -> None:
     """A writer holds SQLite's lock for longer than a write may wait (``busy_timeout=300``) while a
     worker writes a failed attempt, or gives a job back at shutdown: each write gives up, is kept
     and written again once the lock is let go, once: the failed job is retried and then fails for
     good (its two attempts counted once each), the given-back job is PENDING with no attempt
     spent, and no write of either was refused or counted twice."""
+    caplog.set_level(logging.WARNING, logger="jobq")  # the worker's lines, from its threads too
     url = f"{backend_url}?busy_timeout=300"
     settings = jobq.Settings(database_url=url, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
     started, fail_now = threading.Event(), threading.Event()
@@ -307,7 +282,8 @@ def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_g
                 fail_now.set()
             else:
                 threading.Thread(target=worker.stop, daemon=True).start()
-            wait_for(lambda: _gave_up(worker_log), 30, "the worker's write to meet the lock and give up")
+            wait_for(lambda: any("could not record" in r.getMessage() for r in caplog.records), 30,
+                     "the worker's write to meet the lock and give up")  # fmt: skip
         finally:
             holder.execute("COMMIT")
             holder.close()

@@ -24,6 +24,7 @@ from polling import wait_for
 from worker_thread import running
 
 import jobq
+from jobq.testing.contract.common import kinds
 from jobq.worker import Worker
 
 JOBQ = Path(sys.executable).parent / "jobq"
@@ -353,10 +354,6 @@ def _asked(url: str) -> list[str]:
     return ["2", "'yes'", "0.5"] if url.startswith("sqlite") else ["'yes'", "'on'"]
 
 
-def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
-    return [str(e.kind) for e in q.events(job_id)]
-
-
 def test_a_cancel_request_written_by_hand_is_honoured_by_every_write(backend_url: str) -> None:
     """A cancel asked by hand with another value than jobq's own means what ``Queue.cancel`` means:
     a heartbeat reports it, its acknowledgement cancels the job, and a failure with attempts left or
@@ -377,7 +374,7 @@ def test_a_cancel_request_written_by_hand_is_honoured_by_every_write(backend_url
             assert q.fail(failed, "boom") == x, value  # was: PENDING, to run again
             assert q.release(released) is True
             assert [q.get(i).status for i in ids] == [x, x, x], value  # type: ignore[union-attr]
-            assert all("stale_write_refused" not in _kinds(q, i) for i in ids), value
+            assert all("stale_write_refused" not in kinds(q, i) for i in ids), value
 
 
 def test_a_worker_cancels_a_job_whose_cancel_was_asked_by_hand_at_once(backend_url: str) -> None:
@@ -406,7 +403,7 @@ def test_a_worker_cancels_a_job_whose_cancel_was_asked_by_hand_at_once(backend_u
 
         job = wait_for(ended, 30, "the job cancelled by its worker")
         assert job.status == jobq.JobStatus.CANCELLED
-        assert _kinds(q, job_id) == ["enqueued", "claimed", "cancelled"]  # was: a stale write between
+        assert kinds(q, job_id) == ["enqueued", "claimed", "cancelled"]  # was: a stale write between
 
 
 def _no_times(url: str, *more: object) -> list[object]:

@@ -5,6 +5,7 @@ the keyboard; the sidebar's sort follows the header, and the header shows the di
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import (
@@ -55,7 +56,7 @@ def test_a_click_on_a_header_sorts_the_job_list_and_a_second_reverses_it(
     with chromium_page(1366, 1200) as page:
         page.goto(f"http://127.0.0.1:{port}/")
 
-        def header(name: str):  # type: ignore[no-untyped-def]
+        def header(name: str) -> Any:
             # While Streamlit redraws the list the old table can stand beside the new one for
             # a moment: act once one header matches.
             found = page.locator(f"{JOB_TABLE} th", has_text=name)

@@ -46,6 +46,8 @@ TABLE_WIDTHS: Final = {
 # Streamlit shows a bare string at a run script's top level on the page ("magic"): comments here.
 #: Session state: a header click changed the sort, and the page must run whole (``_sort_by_header``).
 RESORTED: Final = "_resorted"
+#: Session state: the stats the whole page read, handed to the job list's fragment in the same run.
+PAGE_STATS: Final = "_page_stats"
 #: The job list's rows and header (``jobq.web.job_table``).
 ROW_HEIGHT_PX: Final = job_table.ROW_HEIGHT_PX
 BAR_GAP: Final = "xxsmall"
@@ -548,11 +550,14 @@ def _sync_link() -> None:
 def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
     """Counts, messages, the open job and the job list: one fragment that redraws on its own every
     few seconds, keeping the operator's filters, selection, page and open job (all in session state)."""
+    # Run with the page: the stats the page has just read. Run alone (a refresh, a tick): read now.
+    handed: QueueStats | None = st.session_state.pop(PAGE_STATS, None)
     if st.session_state.pop(RESORTED, False):
         st.rerun()  # the whole page: its sidebar reads the sort a header click chose
     _sync_link()
     try:
-        _counts_line(q.stats())
+        stats = handed if handed is not None else q.stats()
+        _counts_line(stats)
         _flashes()
         _confirmation(q)
         detail = st.session_state.get("detail")
@@ -611,6 +616,7 @@ def main() -> None:
     _schedules(q)
     flow_panel.panel(q, stats, actor=_operator(), allowed=_unlocked(), flash=_flash)
     every = REFRESH_CHOICES[st.session_state.get("refresh", REFRESH_DEFAULT)] or None
+    st.session_state[PAGE_STATS] = stats  # read once a run: the list's counts need the same
     st.fragment(run_every=every)(_page.watched(_jobs))(q, where, page)
 
 
