@@ -406,6 +406,23 @@ def test_a_worker_cancels_a_job_whose_cancel_was_asked_by_hand_at_once(backend_u
         assert kinds(q, job_id) == ["enqueued", "claimed", "cancelled"]  # was: a stale write between
 
 
+def test_a_job_whose_cancel_was_asked_by_hand_and_whose_worker_is_gone_is_cancelled_by_the_rescuer(
+    backend_url: str,
+) -> None:
+    """The worker killed (-9) or frozen past its lease after a cancel was asked by hand: the
+    rescuer ends the job CANCELLED, not PENDING to run again (it read the value as Python does,
+    which the statements now agree with)."""
+    with jobq.Queue(backend_url) as q:
+        for value in _asked(backend_url):
+            job_id = q.enqueue({"asked": value})
+            job = q.claim("gone-worker", lease=0.05)  # its worker never writes again
+            assert job is not None and job.id == job_id
+            write_by_hand(backend_url, f"UPDATE jobs SET cancel_requested = {value} WHERE id = {job_id}")
+            wait_for(lambda j=job_id: [r for r in q.rescue_expired() if r.job_id == j], 30, "the lease rescued")
+            assert q.get(job_id).status == jobq.JobStatus.CANCELLED, value  # type: ignore[union-attr]
+            assert kinds(q, job_id)[-1] == "cancelled"
+
+
 def _no_times(url: str, *more: object) -> list[object]:
     """Times a row written by hand can hold that are no time: NaN and the infinities on
     PostgreSQL; on SQLite, which stores a NaN as NULL, the infinities (9e999)."""
