@@ -73,9 +73,15 @@ def test_a_group_completion_is_one_statement_fenced_per_row_and_refuses_the_stal
     assert sent[0]["now"] == 100.0
 
 
+def built(result: tuple[object, ...]) -> tuple[object, ...]:
+    """A claim operation's result with its jobs built (``Claimed.build``: the plan's step after
+    the commit)."""
+    return tuple(part.build() if isinstance(part, ops.Claimed) else part for part in result)
+
+
 def test_a_claim_is_one_write_and_writes_no_event() -> None:
     run, seen = scripted({})
-    assert ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run) == ([], False)
+    assert built(ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run)) == ([], False)
     # The claim itself (rendered with its queue list, passing over controlled queues); it took
     # nothing, so the queue's flow controls are read (none here), and nothing after that.
     statement, controls = seen
@@ -96,8 +102,8 @@ def test_a_claim_that_gets_what_it_asked_for_reads_no_controls() -> None:
         sent.append(command.sql)
         return [row] if len(sent) == 1 else []
 
-    jobs, controlled = ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run)
-    assert [j.id for j in jobs] == [7] and not controlled
+    claimed, controlled = ops.drive(ops.claim(DIALECT, "w", ["default"], 1, 30.0, lambda: 100.0, "n"), run)
+    assert [j.id for j in claimed.build()] == [7] and not controlled
     assert len(sent) == 1 and sent[0].startswith("UPDATE jobs"), sent
 
 
@@ -202,7 +208,7 @@ def test_claim_reads_the_clock_once_inside_the_operation() -> None:
     run, seen = scripted({})
     op = ops.claim(DIALECT, "w", ["default"], 5, 30.0, clock, "nonce")
     assert calls == []  # building the operation reads nothing: the runner holds the lock first
-    assert ops.drive(op, run) == ([], False) and calls == [1.0]
+    assert built(ops.drive(op, run)) == ([], False) and calls == [1.0]
     # The claim, rendered for one queue, then (it took nothing) the queue's flow controls.
     assert len(seen) == 2 and "lease_token = :nonce" in seen[0] and seen[1].lstrip().startswith("SELECT")
 
@@ -245,7 +251,7 @@ def test_a_combined_operation_sends_nothing_alone() -> None:
 
     noted = Completion(Lease(1, "t-1", "w"), '{"ok":1}', note="a note")
     op = ops.complete_and_claim(pg, [noted], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
-    assert ops.drive(op, run) == ([False], [], CONTROLLED_NONE)
+    assert built(ops.drive(op, run)) == ([False], [], CONTROLLED_NONE)
     assert len(sent) >= 2
     assert not any(isinstance(c, ops.Exec) and c.alone for c in sent)
     # ...while the completion on its own is one statement sent alone,
@@ -255,7 +261,7 @@ def test_a_combined_operation_sends_nothing_alone() -> None:
     # ...and so are plain completions with the next claim (complete_set_and_claim).
     sent.clear()
     op = ops.complete_and_claim(pg, [_completion()], lambda: 100.0, False, "w", ["default"], 1, 30.0, "n")
-    assert ops.drive(op, run) == ([False], [], CONTROLLED_NONE)
+    assert built(ops.drive(op, run)) == ([False], [], CONTROLLED_NONE)
     assert [isinstance(c, ops.Exec) and c.alone for c in sent] == [True]
 
 

@@ -18,7 +18,7 @@ from unittest import mock
 
 import pytest
 
-from jobq.backends import base
+from jobq.backends import base, ops
 from jobq.backends.postgres.aio import AsyncPostgresStore
 from jobq.backends.store import MakeOp, SqlStore, Work
 
@@ -128,11 +128,22 @@ def _async_scripted(answers: Iterator[Any]) -> tuple[AsyncPostgresStore, list[bo
     return store, asked
 
 
+def _claimed(*jobs: Any) -> ops.Claimed:
+    """A claim's transaction's answer: its jobs as ``ops.Claimed``, built by the plan after it."""
+    return ops.Claimed([], list(jobs))
+
+
 CASES: list[tuple[str, tuple[Any, ...], tuple[Any, ...], Any, list[bool]]] = [
     # name, args, transaction answers, expected result, transactions asked (write?)
-    ("claim", ("w", ["a"], 3, 30.0, lambda: 0.0), ((["j1"], True), ["j2"]), ["j1", "j2"], [True, True]),
-    ("claim", ("w", ["a"], 1, 30.0, lambda: 0.0), ((["j1"], True),), ["j1"], [True]),
-    ("claim", ("w", ["a"], 3, 30.0, lambda: 0.0), ((["j1"], False),), ["j1"], [True]),
+    (
+        "claim",
+        ("w", ["a"], 3, 30.0, lambda: 0.0),
+        ((_claimed("j1"), True), ["j2"]),
+        ["j1", "j2"],
+        [True, True],
+    ),
+    ("claim", ("w", ["a"], 1, 30.0, lambda: 0.0), ((_claimed("j1"), True),), ["j1"], [True]),
+    ("claim", ("w", ["a"], 3, 30.0, lambda: 0.0), ((_claimed("j1"), False),), ["j1"], [True]),
     ("rescue_expired", (lambda: 0.0, lambda n: 1.0, "r"), (False,), [], [False]),
     ("rescue_expired", (lambda: 0.0, lambda n: 1.0, "r"), (True, ["moved"]), ["moved"], [False, True]),
     ("enqueue", ([], 0.0), (), [], []),

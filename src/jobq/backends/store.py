@@ -99,14 +99,14 @@ def _value(value: T) -> Plan[T]:
     yield  # a generator: never reached
 
 
-def _flagged(op: ops.Op[list[Job]]) -> ops.Op[tuple[list[Job], int]]:
+def _flagged(op: ops.Op[ops.Claimed]) -> ops.Op[tuple[ops.Claimed, int]]:
     """A claim's read-back after an unknown outcome, as ``ops.claim`` returns it: controlled
     queues may remain (the general claim that follows finds out, under the lock)."""
     jobs = yield from op
     return jobs, ops.CONTROLLED
 
 
-def _flagged_too(op: ops.Op[tuple[list[bool], list[Job]]]) -> ops.Op[tuple[list[bool], list[Job], int]]:
+def _flagged_too(op: ops.Op[tuple[list[bool], ops.Claimed]]) -> ops.Op[tuple[list[bool], ops.Claimed, int]]:
     """``_flagged`` for ``complete_and_claim``'s read-back after an unknown outcome."""
     done, jobs = yield from op
     return done, jobs, ops.CONTROLLED
@@ -198,12 +198,12 @@ class SqlStore:
         nonce = _nonce()
         d = self.dialect
         # The transaction yielded as it is, not through ``_one``: a generator fewer on every claim.
-        claimed: tuple[list[Job], int] = yield (
+        claimed: tuple[ops.Claimed, int] = yield (
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
             True,
             lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
         )
-        jobs, controlled = claimed
+        jobs, controlled = claimed[0].build(), claimed[1]  # after the commit: outside SQLite's lock
         if not controlled or len(jobs) >= limit:  # the usual claim: no generator more
             return jobs
         return (
@@ -278,11 +278,12 @@ class SqlStore:
         d = self.dialect
 
         def plan() -> Plan[tuple[list[bool], list[Job]]]:
-            done, jobs, controlled = yield from _one(
+            done, claimed, controlled = yield from _one(
                 lambda: ops.complete_and_claim(d, items, clock, repeat, worker_id, queues, limit, lease_seconds, nonce),
                 write=True,
                 on_unknown=lambda: _flagged_too(ops.completed_and_claimed(d, items, clock, worker_id, nonce)),
             )
+            jobs = claimed.build()  # after the commit: outside SQLite's lock
             more = self._claim_controlled_too(jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce)
             return done, (yield from more)
 

@@ -36,7 +36,19 @@ from jobq.backends.ops.claim import (
     progress,
     release,
 )
-from jobq.backends.ops.core import TERMINAL_STATUSES, Command, Exec, ExecMany, Notify, Op, Rows, adrive, drive, migrate
+from jobq.backends.ops.core import (
+    TERMINAL_STATUSES,
+    Claimed,
+    Command,
+    Exec,
+    ExecMany,
+    Notify,
+    Op,
+    Rows,
+    adrive,
+    drive,
+    migrate,
+)
 from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, enqueue, enqueued_by_key
 from jobq.backends.ops.flow import (
     CONTROLLED,
@@ -102,6 +114,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "VALUES_CHUNK_ROWS",
     "AttemptsLimit",
+    "Claimed",
     "Command",
     "Exec",
     "ExecMany",
