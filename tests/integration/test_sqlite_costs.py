@@ -16,9 +16,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import apsw
+import pytest
 import sqlite_trace
 from polling import wait_for
 from test_metrics_costs import python_calls
@@ -334,6 +337,38 @@ def test_a_batching_worker_makes_few_python_calls_per_job(tmp_path: Path) -> Non
         assert q.counts()["COMPLETED"] == jobs
         per_job = calls / jobs
         assert per_job <= WORKER_PYTHON_CALLS_PER_JOB_MAX, f"{per_job:.1f} Python calls per job of Worker(batch=100)"
+
+
+def test_claimed_jobs_are_built_after_the_commit_not_under_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making a Job of a claimed row (its payload decoded, its columns checked) is Python's work, and
+    under SQLite's write lock no other process can commit: it waits for the commit (ops.Claimed).
+    Every way jobs are claimed: the per-job claim, a batch, and a worker's completions with its
+    next claim."""
+    from jobq.backends.ops import core
+
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        in_transaction: list[bool] = []
+        build = core.job_from_row
+
+        def watched(row: Sequence[Any]) -> jobq.Job:
+            in_transaction.append(not conn.get_autocommit())
+            return build(row)
+
+        monkeypatch.setattr(core, "job_from_row", watched)
+        q.enqueue_many([payload(n) for n in range(30)])
+        job = q.claim("w")
+        assert job is not None
+        claimed = q.claim_many("w", 4)
+        assert len(claimed) == 4
+        q.complete_many([(j, None) for j in [job, *claimed]])
+        ran: list[int] = []
+        Worker(q, lambda ctx: ran.append(ctx.job.id), batch=5, name="built", exit_when_idle=True).run()
+        assert len(ran) == 25 and q.counts()["COMPLETED"] == 30
+        assert len(in_transaction) == 30, in_transaction  # each claimed row made a Job once
+        assert not any(in_transaction), "a Job was built inside the claim's transaction"
 
 
 def test_an_idle_worker_takes_the_write_lock_for_its_heartbeats_only(tmp_path: Path) -> None:
