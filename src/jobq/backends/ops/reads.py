@@ -5,6 +5,7 @@ Get, events, list/count/page, counts, stats, latest, history, due history, and a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -90,7 +91,15 @@ def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
 
 def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
     params: Params = {}
-    return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
+    statuses = list(dict.fromkeys(where.statuses))  # a status named twice is counted once
+    if len(statuses) < 2:
+        return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
+    # Several statuses: one count per status, summed (a job has one status). Each count then
+    # walks its status's partial index alone (an index-only scan on PostgreSQL); the statuses
+    # OR-ed in one count made PostgreSQL read the table through a bitmap of all of them (the
+    # manager's first list at 10,000,000 stored jobs: 450 ms for its count against 25).
+    counts = [d.stmt("count_jobs", where=d.where(dataclasses.replace(where, statuses=(s,)), params)) for s in statuses]
+    return int((yield Exec("SELECT " + " + ".join(f"({c})" for c in counts), params))[0][0])
 
 
 def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Job]]]:

@@ -197,10 +197,17 @@ class PostgresDialect(Dialect):
         return f"{column} ILIKE %({name})s ESCAPE '\\'"
 
     def order(self, sort: str, descending: bool) -> str:
-        # Sort like SQLite: NULLs are the smallest values, text compares by code point.
+        # Sort like SQLite: NULLs are the smallest values, text compares by code point. The id is
+        # never NULL (the primary key), so it takes no NULLS clause: with one, its index (ASC NULLS
+        # LAST, or DESC NULLS FIRST read backwards) could not give the order, and the manager's
+        # first list sorted every job of its statuses (200,000 at 10,000,000 stored: 460 ms,
+        # against 0.3 ms read backwards along the index).
         direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
+        by_id = "id DESC" if descending else "id ASC"
+        if sort == "id":
+            return by_id
         column = 'status COLLATE "C"' if sort == "status" else sort
-        return f"{column} {direction}" + ("" if sort == "id" else f", id {direction}")
+        return f"{column} {direction}, {by_id}"
 
 
 _DIALECTS: dict[str, PostgresDialect] = {}
