@@ -228,7 +228,13 @@ WHERE id IN (SELECT id FROM (SELECT id FROM jobs WHERE status = 'PROCESSING' ORD
 SELECT {job_columns} FROM jobs WHERE id = :id
 
 -- name: list_jobs
-SELECT {job_columns} FROM jobs{where} ORDER BY {order} LIMIT :limit OFFSET :offset
+-- The page's ids first, then its rows: a filter of statuses finds its ids in their partial
+-- indexes, which hold them (covering), and only the page's rows are read. Read whole, every job of
+-- those statuses was read from the table to be sorted (the manager's first list at 10,000,000
+-- stored jobs: 65 ms against 39).
+SELECT {job_columns} FROM jobs
+WHERE id IN (SELECT id FROM jobs{where} ORDER BY {order} LIMIT :limit OFFSET :offset)
+ORDER BY {order}
 
 -- name: count_jobs
 SELECT count(*) FROM jobs{where}
