@@ -207,6 +207,37 @@ def test_list_page_reads_the_count_and_the_rows_together(queue: jobq.Queue) -> N
     assert queue.list_page(JobFilter(statuses=(F,))) == (0, [])
 
 
+def test_a_filter_of_several_statuses_counts_and_lists_the_same_jobs(queue: jobq.Queue) -> None:
+    """A count of several statuses is one count per status, summed (each from its own index), and
+    a list of them is read in id order along an index: both must still describe the same jobs, a
+    status named twice counted once, with the filter's other terms applied to every status."""
+    failed = []
+    for i in range(2):
+        job_id = queue.enqueue(f"f{i}", queue="y", max_attempts=1)
+        job = queue.claim("w", queue="y")
+        assert job is not None and job.id == job_id
+        queue.fail(job, "boom")
+        failed.append(job_id)
+    done = queue.enqueue("c", queue="y")
+    job = queue.claim("w", queue="y")
+    assert job is not None and job.id == done
+    queue.complete(job)
+    running = queue.enqueue("r", queue="y")
+    job = queue.claim("w", queue="y")
+    assert job is not None and job.id == running
+    pending = queue.enqueue_many(["p1", "p2"], queue="y")
+    queue.enqueue("elsewhere", queue="z")
+    where = JobFilter(statuses=(P, F, R, P), queues=("y",))
+    expected = sorted([*pending, *failed, running], reverse=True)
+    assert queue.count(where) == 5
+    assert [j.id for j in queue.list(where)] == expected
+    assert queue.list_page(where, Page(limit=2, offset=1)) == (5, queue.list(where)[1:3])
+    ascending = queue.list(where, Page(sort="id", descending=False))
+    assert [j.id for j in ascending] == sorted(expected)
+    assert queue.count(JobFilter(statuses=(F, C), queues=("y",), error="BOOM")) == 2
+    assert queue.count(JobFilter(statuses=(F, X), queues=("z",))) == 0
+
+
 def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
     a = queue.enqueue_many(["a1", "a2", "a3"], queue="a")
     b = queue.enqueue("b1", queue="b")
