@@ -148,8 +148,7 @@ class Claimed:
 
     def build(self) -> list[Job]:
         """The jobs: the claim's rows in claim order, then the controlled claim's."""
-        built = _sorted_jobs(self.rows) if self.rows else []
-        return built + self.jobs if self.jobs else built
+        return _sorted_jobs(self.rows) + self.jobs
 
 
 # -- schema -------------------------------------------------------------------------------------
