@@ -345,16 +345,17 @@ def test_claimed_jobs_are_built_after_the_commit_not_under_the_write_lock(
     """Making a Job of a claimed row (its payload decoded, its columns checked) is Python's work, and
     under SQLite's write lock no other process can commit: it waits for the commit (ops.Claimed).
     Every way jobs are claimed: the per-job claim, a batch, and a worker's completions with its
-    next claim."""
+    next claim. A transaction runs while its thread holds the backend's lock, which is what is read
+    (the connection's own state is shared: a worker's heartbeat may have a transaction open)."""
     from jobq.backends.ops import core
 
     with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
-        conn = q.backend._connect()  # type: ignore[attr-defined]
+        lock = q.backend._lock  # type: ignore[attr-defined]
         in_transaction: list[bool] = []
         build = core.job_from_row
 
         def watched(row: Sequence[Any]) -> jobq.Job:
-            in_transaction.append(not conn.get_autocommit())
+            in_transaction.append(lock._is_owned())
             return build(row)
 
         monkeypatch.setattr(core, "job_from_row", watched)
