@@ -54,6 +54,7 @@ from jobq.queue import (
     ERROR_MAX_CHARS,
     Queue,
     _target,
+    check_page,
     check_rows,
     check_wait_timeout,
     default_actor,
@@ -232,7 +233,7 @@ class AsyncQueue:
     async def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
         if self.store is None:
             return list(await self._call(self.sync.list_jobs, where, page))
-        return list(await self._store("list_jobs", where or JobFilter(), page or Page()))
+        return list(await self._store("list_jobs", where or JobFilter(), check_page(page or Page())))
 
     async def count(self, where: JobFilter | None = None) -> int:
         if self.store is None:

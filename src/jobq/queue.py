@@ -173,6 +173,20 @@ def check_rows(limit: int, least: int = 1) -> int:
     return limit
 
 
+def check_page(page: Page) -> Page:
+    """A listing's ``limit`` (0 or more), ``offset`` (0 or more) and ``window`` (None, or 1 or
+    more), checked: whole numbers up to ``INT32_MAX`` (ValueError). SQLite reads a negative limit as
+    none (``Page(limit=-1)`` read the whole table) and a negative offset as 0; PostgreSQL refused
+    them with a driver error."""
+    check_rows(page.limit, least=0)
+    if isinstance(page.offset, bool) or not isinstance(page.offset, int) or not 0 <= page.offset <= INT32_MAX:
+        raise ValueError(f"offset must be a whole number from 0 to {INT32_MAX:,}, not {page.offset!r}")
+    window = page.window
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= INT32_MAX):
+        raise ValueError(f"window must be a whole number of jobs from 1 to {INT32_MAX:,}, not {window!r}")
+    return page
+
+
 def check_wait_timeout(timeout: float | None) -> None:
     """``wait``'s ``timeout``: None or infinity (no limit), or seconds from 0 (ValueError). A NaN
     timeout waited forever: its deadline was never reached."""
@@ -918,7 +932,7 @@ class Queue:
     @read
     def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
         """Jobs matching ``where``, sorted and sliced by ``page`` (also available as ``list``)."""
-        return self.backend.list_jobs(where or JobFilter(), page or Page())
+        return self.backend.list_jobs(where or JobFilter(), check_page(page or Page()))
 
     @read
     def count(self, where: JobFilter | None = None) -> int:
@@ -927,7 +941,7 @@ class Queue:
     @read
     def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
         """How many jobs match ``where`` and the ``page`` of them, from one read (they always agree)."""
-        return self.backend.list_page(where or JobFilter(), page or Page())
+        return self.backend.list_page(where or JobFilter(), check_page(page or Page()))
 
     @read
     def counts(self) -> dict[str, int]:

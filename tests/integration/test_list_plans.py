@@ -61,3 +61,76 @@ def test_a_list_of_statuses_other_than_completed_reads_no_finished_history(
             assert "Sort" not in plans[-1], plans[-1]
         total, jobs = q.list_page(jobq.JobFilter(statuses=statuses), jobq.Page(limit=25))
         assert total == len(jobs) == (3 if S.PENDING in statuses else 0)
+
+
+def _work(q: jobq.Queue, url: str, where: jobq.JobFilter, page: jobq.Page) -> int:
+    """What one ``list_page`` costs the store: SQLite's virtual-machine steps (counted in
+    hundreds by a progress handler), or PostgreSQL's rows read by the plan's scans (EXPLAIN
+    ANALYZE of the count and the page, as ``ops.reads.list_page`` sends them past the window, with
+    scans and sorts priced out as in ``_plans``)."""
+    if url.startswith("sqlite"):
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        ticks = [0]
+
+        def tick() -> bool:
+            ticks[0] += 1
+            return False
+
+        conn.set_progress_handler(tick, 100, id="work")
+        try:
+            q.list_page(where, page)
+        finally:
+            conn.set_progress_handler(None, id="work")
+        return ticks[0]
+    d = q.backend.dialect  # type: ignore[attr-defined]
+    up_to = None if page.window is None else page.window + 1
+    reads = [next(ops.count_jobs(d, where, up_to)), next(ops.list_jobs(d, where, page))]
+    total = 0
+    with raw_connect(url) as pg:
+        # Priced as at a large table (see _plans): a test's table is cheapest to read whole.
+        pg.execute("SET enable_seqscan = off")
+        pg.execute("SET enable_sort = off")
+        for r in reads:
+            (plan,) = pg.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + r.sql, r.params).fetchone()[0]
+            nodes = [plan["Plan"]]
+            while nodes:
+                node = nodes.pop()
+                nodes.extend(node.get("Plans", []))
+                if "Scan" in node["Node Type"]:
+                    total += int(node["Actual Rows"]) * int(node["Actual Loops"])
+        pg.rollback()
+    return total
+
+
+@pytest.mark.parametrize(
+    ("statuses", "sort"),
+    [((), "created_at"), ((S.COMPLETED,), "finished_at"), ((S.COMPLETED,), "id")],
+    ids=["every job by creation", "completed by finishing time", "completed oldest first"],
+)
+def test_a_windowed_list_costs_the_same_however_long_the_history(
+    backend_url: str, statuses: tuple[jobq.JobStatus, ...], sort: str
+) -> None:
+    """``Page.window`` (the manager's list): a list that includes COMPLETED jobs, sorted by a
+    column with no index, sorted all of them (every job of 10,000,000 by creation: 3.1 s on
+    SQLite), and counted all of them; within a window it counts and reads the newest ``window``
+    only. Measured at 2,000 and 4,000 completed jobs: with no window the work doubles (the check
+    that the measure sees it), with one it stays."""
+    where = jobq.JobFilter(statuses=statuses)
+    windowed = jobq.Page(sort=sort, descending=False, limit=25, window=200)
+    whole = jobq.Page(sort=sort, descending=False, limit=25)
+    with jobq.Queue(backend_url) as q:
+
+        def grow() -> None:
+            q.enqueue_many([{"n": n} for n in range(2_000)])
+            q.complete_many([(job, None) for job in q.claim_many("w", 2_000)])
+
+        grow()
+        small = (_work(q, backend_url, where, windowed), _work(q, backend_url, where, whole))
+        grow()
+        large = (_work(q, backend_url, where, windowed), _work(q, backend_url, where, whole))
+        assert large[1] > 1.6 * small[1], (small, large)
+        assert large[0] < 1.2 * small[0] + 2, (small, large)
+        assert small[0] < small[1], (small, large)
+        total, jobs = q.list_page(where, windowed)
+        assert total == 201 and len(jobs) == 25
+        assert min(j.id for j in jobs) > 4_000 - 200  # among the newest 200

@@ -85,28 +85,45 @@ def recent_events(d: Dialect, limit: int, kinds: Sequence[str]) -> Op[list[Event
 def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
     params: Params = {"limit": page.limit, "offset": page.offset}
     order = d.page_order(page.sort, page.descending)
-    rows = yield Exec(d.stmt("list_jobs", where=d.where(where, params), order=order), params)
+    name = "list_jobs"
+    if page.window is not None:  # the page of the newest `window` matching jobs
+        name, params["window"] = "list_jobs_window", page.window
+    rows = yield Exec(d.stmt(name, where=d.where(where, params), order=order), params)
     return [job_from_row(r) for r in rows]
 
 
-def count_jobs(d: Dialect, where: JobFilter) -> Op[int]:
+def count_jobs(d: Dialect, where: JobFilter, up_to: int | None = None) -> Op[int]:
+    """How many jobs match; with ``up_to``, at most that many (it stops there: a bounded walk)."""
     params: Params = {}
+    name = "count_jobs"
+    if up_to is not None:
+        name, params["up_to"] = "count_jobs_up_to", up_to
     statuses = list(dict.fromkeys(where.statuses))  # a status named twice is counted once
     if len(statuses) < 2:
-        return int((yield Exec(d.stmt("count_jobs", where=d.where(where, params)), params))[0][0])
+        return int((yield Exec(d.stmt(name, where=d.where(where, params)), params))[0][0])
     # Several statuses: one count per status, summed (a job has one status). Each count then
     # walks its status's partial index alone (an index-only scan on PostgreSQL); the statuses
     # OR-ed in one count made PostgreSQL read the table through a bitmap of all of them (the
     # manager's first list at 10,000,000 stored jobs: 450 ms for its count against 25).
-    counts = [d.stmt("count_jobs", where=d.where(dataclasses.replace(where, statuses=(s,)), params)) for s in statuses]
-    return int((yield Exec("SELECT " + " + ".join(f"({c})" for c in counts), params))[0][0])
+    counts = [d.stmt(name, where=d.where(dataclasses.replace(where, statuses=(s,)), params)) for s in statuses]
+    total = int((yield Exec("SELECT " + " + ".join(f"({c})" for c in counts), params))[0][0])
+    return total if up_to is None else min(total, up_to)
 
 
 def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Job]]]:
     # One read transaction: the count and the rows describe the same moment ("1-4 of 3" cannot happen).
-    total = yield from count_jobs(d, where)
+    window = page.window
+    total = yield from count_jobs(d, where, None if window is None else window + 1)
+    if window is not None and (total <= window or _newest_first_within(page, window)):
+        page = dataclasses.replace(page, window=None)  # the same page, read plainly along its index
     jobs = (yield from list_jobs(d, where, page)) if total > page.offset else []
     return total, jobs
+
+
+def _newest_first_within(page: Page, window: int) -> bool:
+    """Whether the page, newest first by id, lies among the newest ``window`` jobs: then it is the
+    same page with no window, read along the index with no sort of the window."""
+    return page.sort == "id" and page.descending and page.offset + page.limit <= window
 
 
 def counts(d: Dialect) -> Op[dict[str, int]]:

@@ -162,7 +162,8 @@ def test_a_lease_or_retry_delay_that_is_no_time_is_refused(queue: jobq.Queue) ->
 def test_a_limit_that_is_no_count_is_refused(queue: jobq.Queue) -> None:
     """SQLite reads ``LIMIT -1`` as no limit: ``claim_many(w, -1)`` claimed every due job in one
     transaction and ``latest(limit=-1)`` read the whole table; 1.5 failed in the store and 10**20
-    in the driver. Each is now a one-line ValueError; a claim of 0 jobs is still a claim of none."""
+    in the driver; a list of ``Page(limit=-1)`` read the whole table too. Each is now a one-line
+    ValueError; a claim of 0 jobs is still a claim of none, a list of 0 jobs still a count."""
     ids = queue.enqueue_many([{"n": i} for i in range(3)])
     message = "limit must be a whole number from"
     for bad in (-1, 1.5, 10**20, True, "2"):
@@ -176,9 +177,16 @@ def test_a_limit_that_is_no_count_is_refused(queue: jobq.Queue) -> None:
             queue.recent_events(limit=bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=message):
             queue.workers(limit=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.list(page=jobq.Page(limit=bad))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            queue.list_page(page=jobq.Page(limit=bad))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="offset must be a whole number from 0"):
+            queue.list_page(page=jobq.Page(offset=bad))  # type: ignore[arg-type]
     assert [queue.get(i).status for i in ids] == [P, P, P]
     assert queue.claim_many("w", 0) == []
     assert len(queue.latest(limit=2)) == 2
+    assert queue.list_page(page=jobq.Page(limit=0)) == (3, [])  # a count alone
 
 
 def test_claim_hands_out_a_lease(queue: jobq.Queue, clock: FakeClock) -> None:

@@ -257,8 +257,19 @@ SELECT {job_columns} FROM jobs WHERE id = %(id)s
 -- name: list_jobs
 SELECT {job_columns} FROM jobs{where} ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s
 
+-- name: list_jobs_window
+-- A page of the newest `window` matching jobs (Page.window), then sorted: the subquery's LIMIT keeps
+-- the planner from joining its ids back against the whole table (`id IN (...)` was planned as a
+-- scan of every job with a hash of the window's ids).
+SELECT {job_columns} FROM (SELECT {job_columns} FROM jobs{where} ORDER BY id DESC LIMIT %(window)s) AS newest
+ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s
+
 -- name: count_jobs
 SELECT count(*) FROM jobs{where}
+
+-- name: count_jobs_up_to
+-- A count that stops at `up_to` (a windowed list's: "more than ..." past it).
+SELECT count(*) FROM (SELECT 1 FROM jobs{where} LIMIT %(up_to)s) AS matched
 
 -- name: counts
 SELECT status, count(*) FROM jobs GROUP BY status

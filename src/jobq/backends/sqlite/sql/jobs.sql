@@ -236,8 +236,22 @@ SELECT {job_columns} FROM jobs
 WHERE id IN (SELECT id FROM jobs{where} ORDER BY {order} LIMIT :limit OFFSET :offset)
 ORDER BY {order}
 
+-- name: list_jobs_window
+-- A page of the newest `window` matching jobs (Page.window): their ids from the filter's index or
+-- the primary key, newest first, then the page of those in its order. A sort by another column
+-- than id sorted every matching job (a list of all 10,000,000 stored jobs by creation: 3.1 s).
+SELECT {job_columns} FROM jobs
+WHERE id IN (SELECT id FROM jobs
+             WHERE id IN (SELECT id FROM jobs{where} ORDER BY id DESC LIMIT :window)
+             ORDER BY {order} LIMIT :limit OFFSET :offset)
+ORDER BY {order}
+
 -- name: count_jobs
 SELECT count(*) FROM jobs{where}
+
+-- name: count_jobs_up_to
+-- A count that stops at `up_to` (a windowed list's: "more than ..." past it).
+SELECT count(*) FROM (SELECT 1 FROM jobs{where} LIMIT :up_to)
 
 -- name: counts
 SELECT status, count(*) FROM jobs GROUP BY status
