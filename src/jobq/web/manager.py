@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -71,6 +70,8 @@ class Pending:
     count: int
     ids: tuple[int, ...] = ()
     where: JobFilter | None = None
+    shown: str = ""
+    """The count as the list shows it ("more than 50,000" past its window); the number if empty."""
 
 
 # -- state helpers ------------------------------------------------------------------------------
@@ -233,7 +234,8 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
     # The choices, not the filter: a time range's bound moves with the clock, the page must not.
     choices = (tuple(statuses), tuple(chosen_queues), tasks, search, error, time_range, time_field)
     st.session_state["_filter_choices"] = repr(choices)
-    return where, Page(sort=manager_model.SORTS[sort_label], descending=descending, limit=int(size))
+    sort = manager_model.SORTS[sort_label]
+    return where, Page(sort=sort, descending=descending, limit=int(size), window=manager_model.LIST_WINDOW)
 
 
 def _flashes() -> None:
@@ -337,7 +339,8 @@ def _confirmation(q: Queue) -> None:
     what = (
         f"the {pending.count:,} selected job{'s' if pending.count != 1 else ''}"
         if pending.ids
-        else f"all {pending.count:,} jobs matching {manager_model.describe_filter(pending.where or JobFilter())}"
+        else f"all {pending.shown or f'{pending.count:,}'} jobs matching "
+        f"{manager_model.describe_filter(pending.where or JobFilter())}"
     )
     with st.container(border=True, key="confirm_box"):
         st.warning(
@@ -347,7 +350,7 @@ def _confirmation(q: Queue) -> None:
         )
         yes, no, _ = st.columns([1.4, 1, 4])
         yes.button(
-            f"Yes, {pending.verb.lower()} {pending.count:,}",
+            f"Yes, {pending.verb.lower()} {pending.count:,}" if pending.ids else f"Yes, {pending.verb.lower()} all",
             key="confirm_yes",
             type="primary",
             on_click=_confirm,
@@ -357,7 +360,8 @@ def _confirmation(q: Queue) -> None:
         no.button("No, go back", key="confirm_no", on_click=_dismiss, width="stretch")
 
 
-def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> None:
+def _bulk_bar(q: Queue, where: JobFilter, total: int, shown: str, page_ids: list[int]) -> None:
+    """``shown``: the count of matching jobs as the list shows it (``manager_model.count_label``)."""
     chosen = sorted(_selected())
     # A row of buttons as wide as their labels that wraps when the page is narrow: at 1366 px no
     # label is cut ("Res…"), whatever the counts in them.
@@ -395,18 +399,18 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, page_ids: list[int]) -> No
     )
     bar.button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection)
     bar.button(
-        f"Resubmit all {total:,} matching…",
+        f"Resubmit all {shown} matching…",
         key="all_resubmit",
         disabled=not total,
         on_click=_ask,
-        args=(Pending("Resubmit", total, where=where),),
+        args=(Pending("Resubmit", total, where=where, shown=shown),),
     )
     bar.button(
-        f"Cancel all {total:,} matching…",
+        f"Cancel all {shown} matching…",
         key="all_cancel",
         disabled=not total,
         on_click=_ask,
-        args=(Pending("Cancel", total, where=where),),
+        args=(Pending("Cancel", total, where=where, shown=shown),),
     )
 
 
@@ -567,23 +571,25 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         number = int(st.session_state.get(_pager_key(where, page), 1) or 1)
         total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
         if not jobs and total:  # the page is past the end now (jobs left the filter): show the last one
-            number = manager_model.page_count(total, page.limit)
+            number = manager_model.page_count(manager_model.listed(total, page.window), page.limit)
             total, jobs = q.list_page(where, dataclasses.replace(page, offset=(number - 1) * page.limit))
         page = dataclasses.replace(page, offset=(number - 1) * page.limit)
-        _pager(where, page, total)
+        shown, counted = manager_model.listed(total, page.window), manager_model.count_label(total, page.window)
+        _pager(where, page, shown)
         first, last = (page.offset + 1, page.offset + len(jobs)) if jobs else (0, 0)
         # The bar and the caption above the table show the selection the table just reported.
         caption, bar = st.empty(), st.container()
         if jobs:
             _job_table(jobs)
-            _bottom_pager(where, page, total, number)
+            _bottom_pager(where, page, shown, number)
+        beyond = f" (the newest {shown:,} are listed: narrow the filter to reach older ones)" if total > shown else ""
         caption.caption(
-            f"Showing {first:,}-{last:,} of {total:,} matching jobs · page {number:,} of "
-            f"{max(1, math.ceil(total / page.limit)):,} · {len(_selected())} selected · "
+            f"Showing {first:,}-{last:,} of {counted} matching jobs{beyond} · "
+            f"page {number:,} of {manager_model.page_count(shown, page.limit):,} · {len(_selected())} selected · "
             f"times in {views.zone_name()} · updated {time.strftime('%H:%M:%S')}"
         )
         with bar:
-            _bulk_bar(q, where, total, [j.id for j in jobs])
+            _bulk_bar(q, where, total, counted, [j.id for j in jobs])
         if not jobs:
             st.info(
                 "No job matches this filter. Widen the status filter in the sidebar to see more.",
