@@ -167,13 +167,16 @@ def _claim_round(q: Any, worker: str, jobs: int, seconds: float) -> tuple[int, f
 
 def _reads(q: Any) -> dict[str, Callable[[], Any]]:
     """``stats()``, each query the ops page runs (``jobq.web.ops``) and the manager's job list as
-    it first shows (its default statuses, newest first, one page: ``jobq.web.manager``)."""
+    it first shows (its default statuses, newest first, one page: ``jobq.web.manager``) and with
+    every status, sorted by creation (its window of the newest 50,000 matching jobs)."""
     from jobq import JobFilter, JobStatus, Page
 
     # The manager's DEFAULT_STATUSES, written out: the bench does not import the apps (Streamlit).
     manager_default = JobFilter(statuses=[JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.FAILED])
+    window = 50_000  # the manager's LIST_WINDOW
     return {
-        "manager: job list": lambda: q.list_page(manager_default, Page(limit=25)),
+        "manager: job list": lambda: q.list_page(manager_default, Page(limit=25, window=window)),
+        "manager: every job by creation": lambda: q.list_page(JobFilter(), Page("created_at", limit=25, window=window)),
         "stats": q.stats,
         "ops: history 1 h": lambda: q.history(window=3600.0, bucket=60.0),
         "ops: due history 1 h": lambda: q.due_history(window=3600.0, bucket=60.0),
