@@ -582,7 +582,8 @@ def test_both_apps_render_with_100k_jobs(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(manager_model, "LIST_WINDOW", window)
     at = run(MANAGER)
     caption = texts(at.caption)
-    assert f"of more than {window:,} matching jobs (the newest {window:,} are listed" in caption, caption
+    assert f"of {window:,}+ matching jobs (the newest {window:,} are listed" in caption, caption
+    assert at.button(key="all_cancel").label == f"Cancel all {window:,}+ matching…"
     assert f"page 1 of {window // 25:,}" in caption
     at.sidebar.selectbox(key="sort").select("Created").run()
     at.sidebar.toggle(key="descending").set_value(False).run()

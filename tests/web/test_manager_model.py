@@ -34,12 +34,12 @@ def test_filter_and_its_description() -> None:
 
 
 def test_a_count_past_the_lists_window_reads_more_than_and_its_pages_end_there() -> None:
-    """A windowed count (``Page.window``) stops at window + 1: that reads "more than" the window,
+    """A windowed count (``Page.window``) stops at window + 1: that reads "N+" (more than the window),
     and the pager ends at the window's last page (a page past it would be empty)."""
     window = manager_model.LIST_WINDOW
     assert manager_model.count_label(window, window) == f"{window:,}"
     assert manager_model.listed(window, window) == window
-    assert manager_model.count_label(window + 1, window) == f"more than {window:,}"
+    assert manager_model.count_label(window + 1, window) == f"{window:,}+"
     assert manager_model.listed(window + 1, window) == window
     assert manager_model.count_label(1_234_567, None) == "1,234,567" and manager_model.listed(7, None) == 7
     assert manager_model.page_count(manager_model.listed(window + 1, window), 25) == window // 25

@@ -71,7 +71,7 @@ class Pending:
     ids: tuple[int, ...] = ()
     where: JobFilter | None = None
     shown: str = ""
-    """The count as the list shows it ("more than 50,000" past its window); the number if empty."""
+    """The count as the list shows it ("50,000+" past its window); the number if empty."""
 
 
 # -- state helpers ------------------------------------------------------------------------------

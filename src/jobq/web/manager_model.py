@@ -178,13 +178,13 @@ def selected_rows(selected: Iterable[int], page_ids: Sequence[int]) -> list[int]
 LIST_WINDOW = 50_000
 """The job list reads the newest this many matching jobs at most (``Page.window``): a list of all
 10,000,000 stored jobs sorted by another column than id took 3-4 s a refresh on SQLite, within it
-30-110 ms. Past it, the list says "more than" and its pages end there."""
+30-110 ms. Past it, the list counts "50,000+" and its pages end there."""
 
 
 def count_label(total: int, window: int | None) -> str:
-    """A list's count as shown: the number, or "more than N" past its window (``Page.window``: a
-    windowed count stops at ``window + 1``)."""
-    return f"more than {window:,}" if window is not None and total > window else f"{total:,}"
+    """A list's count as shown: the number, or "N+" past its window (``Page.window``: a windowed
+    count stops at ``window + 1``)."""
+    return f"{window:,}+" if window is not None and total > window else f"{total:,}"
 
 
 def listed(total: int, window: int | None) -> int:
