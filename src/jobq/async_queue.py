@@ -235,6 +235,14 @@ class AsyncQueue:
             return list(await self._call(self.sync.list_jobs, where, page))
         return list(await self._store("list_jobs", where or JobFilter(), check_page(page or Page())))
 
+    async def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
+        """How many jobs match ``where`` and the ``page`` of them, from one read (``Queue.list_page``)."""
+        if self.store is None:
+            total, jobs = await self._call(self.sync.list_page, where, page)
+        else:
+            total, jobs = await self._store("list_page", where or JobFilter(), check_page(page or Page()))
+        return int(total), list(jobs)
+
     async def count(self, where: JobFilter | None = None) -> int:
         if self.store is None:
             return int(await self._call(self.sync.count, where))
