@@ -584,6 +584,10 @@ def test_both_apps_render_with_100k_jobs(tmp_path: Path, monkeypatch: pytest.Mon
     caption = texts(at.caption)
     assert f"of {window:,}+ matching jobs (the newest {window:,} are listed" in caption, caption
     assert at.button(key="all_cancel").label == f"Cancel all {window:,}+ matching…"
+    at.button(key="all_cancel").click().run()
+    assert f"Cancel all {window:,}+ jobs matching" in texts(at.warning)
+    assert at.button(key="confirm_yes").label == f"Yes, cancel {window:,}+"
+    at.button(key="confirm_no").click().run()
     assert f"page 1 of {window // 25:,}" in caption
     at.sidebar.selectbox(key="sort").select("Created").run()
     at.sidebar.toggle(key="descending").set_value(False).run()

@@ -70,8 +70,8 @@ class Pending:
     count: int
     ids: tuple[int, ...] = ()
     where: JobFilter | None = None
-    shown: str = ""
-    """The count as the list shows it ("50,000+" past its window); the number if empty."""
+    label: str = ""
+    """The count as the list shows it ("50,000+" past its window); ``count`` written out if empty."""
 
 
 # -- state helpers ------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def _confirmation(q: Queue) -> None:
     what = (
         f"the {pending.count:,} selected job{'s' if pending.count != 1 else ''}"
         if pending.ids
-        else f"all {pending.shown or f'{pending.count:,}'} jobs matching "
+        else f"all {pending.label or f'{pending.count:,}'} jobs matching "
         f"{manager_model.describe_filter(pending.where or JobFilter())}"
     )
     with st.container(border=True, key="confirm_box"):
@@ -350,7 +350,7 @@ def _confirmation(q: Queue) -> None:
         )
         yes, no, _ = st.columns([1.4, 1, 4])
         yes.button(
-            f"Yes, {pending.verb.lower()} {pending.count:,}" if pending.ids else f"Yes, {pending.verb.lower()} all",
+            f"Yes, {pending.verb.lower()} {pending.label or f'{pending.count:,}'}",
             key="confirm_yes",
             type="primary",
             on_click=_confirm,
@@ -360,8 +360,8 @@ def _confirmation(q: Queue) -> None:
         no.button("No, go back", key="confirm_no", on_click=_dismiss, width="stretch")
 
 
-def _bulk_bar(q: Queue, where: JobFilter, total: int, shown: str, page_ids: list[int]) -> None:
-    """``shown``: the count of matching jobs as the list shows it (``manager_model.count_label``)."""
+def _bulk_bar(q: Queue, where: JobFilter, total: int, label: str, page_ids: list[int]) -> None:
+    """``label``: the count of matching jobs as the list shows it (``manager_model.count_label``)."""
     chosen = sorted(_selected())
     # A row of buttons as wide as their labels that wraps when the page is narrow: at 1366 px no
     # label is cut ("Res…"), whatever the counts in them.
@@ -399,18 +399,18 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, shown: str, page_ids: list
     )
     bar.button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection)
     bar.button(
-        f"Resubmit all {shown} matching…",
+        f"Resubmit all {label} matching…",
         key="all_resubmit",
         disabled=not total,
         on_click=_ask,
-        args=(Pending("Resubmit", total, where=where, shown=shown),),
+        args=(Pending("Resubmit", total, where=where, label=label),),
     )
     bar.button(
-        f"Cancel all {shown} matching…",
+        f"Cancel all {label} matching…",
         key="all_cancel",
         disabled=not total,
         on_click=_ask,
-        args=(Pending("Cancel", total, where=where, shown=shown),),
+        args=(Pending("Cancel", total, where=where, label=label),),
     )
 
 
