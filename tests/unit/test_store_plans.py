@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -21,6 +22,7 @@ import pytest
 from jobq.backends import base, ops
 from jobq.backends.postgres.aio import AsyncPostgresStore
 from jobq.backends.store import MakeOp, SqlStore, Work
+from jobq.job import JobStatus
 
 # Not run through a plan: the caller's own transaction (blocking stores only; the asyncio
 # caller path is ``aenqueue_in``/``acomplete_in``), and what opens no transaction at all.
@@ -174,3 +176,21 @@ def test_a_plan_yields_transactions() -> None:
     make, write, on_unknown = next(plan)
     assert write and on_unknown is not None
     assert inspect.isgenerator(make()) and inspect.isgenerator(on_unknown())
+
+
+def test_a_purge_runs_a_transaction_per_chunk_until_one_comes_back_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``purge``: one write transaction per ``PURGE_CHUNK_JOBS`` jobs, the total of them all, and on
+    SQLite (``purge_pause_share``) a pause after each full chunk, as long a share of its time, in
+    which other writers take the lock; PostgreSQL's row locks need none."""
+    monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 2)
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    blocking = _Scripted(_answers(2, 2, 1))
+    blocking.dialect.purge_pause_share = 0.5
+    assert blocking.purge([JobStatus.COMPLETED], 10.0) == 5
+    assert blocking.asked == [True, True, True]
+    assert len(slept) == 2 and all(s >= 0 for s in slept)  # after each full chunk, none after the last
+    store, asked = _async_scripted(_answers(2, 2, 0))
+    store.dialect.purge_pause_share = 0.0
+    assert asyncio.run(store.purge([JobStatus.COMPLETED], 10.0)) == 4
+    assert asked == [True, True, True] and len(slept) == 2

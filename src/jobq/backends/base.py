@@ -28,6 +28,10 @@ LATEST_FINISHED_WINDOW = 10_000
 #: ``due_history`` reads at most this many of the newest finished jobs (with every PENDING and
 #: PROCESSING one): its depth and waits are exact back to the oldest of them, and it says so.
 DUE_HISTORY_SAMPLE_LIMIT = 20_000
+#: ``purge`` deletes at most this many jobs (and their events) per transaction, the oldest first,
+#: until none is left: one transaction for every finished job of 10,000,000 held SQLite's write
+#: lock, which every worker needs, for the whole delete (and PostgreSQL returned every id at once).
+PURGE_CHUNK_JOBS = 2_000
 
 Clock = Callable[[], float]
 """UNIX seconds now. Worker writes take a clock rather than a time and read it once the

@@ -8,10 +8,11 @@ commits whose outcome is unknown) and how idle workers are woken.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
-from jobq.backends import ops
+from jobq.backends import base, ops
 from jobq.backends.base import (
     STATS_FINISHED_WINDOW,
     ActionResult,
@@ -358,7 +359,21 @@ class SqlStore:
     def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
         if not statuses:
             return self._run_plan(_value(0))
-        return self._write(lambda: ops.purge(self.dialect, statuses, finished_before))
+        return self._run_plan(self._purge_plan(statuses, finished_before))
+
+    def _purge_plan(self, statuses: Sequence[JobStatus], finished_before: float) -> Plan[int]:
+        """One transaction per ``PURGE_CHUNK_JOBS`` jobs, until a chunk comes back short, with a
+        pause after each on SQLite (``Dialect.purge_pause_share``), so that other writers (every
+        worker) take the lock in between."""
+        d, chunk, total = self.dialect, base.PURGE_CHUNK_JOBS, 0
+        while True:
+            began = time.monotonic()
+            gone: int = yield (lambda: ops.purge(d, statuses, finished_before, chunk), True, None)
+            total += gone
+            if gone < chunk:
+                return total
+            if d.purge_pause_share:  # SQLite's: only ever run by the blocking driver (no event loop)
+                time.sleep((time.monotonic() - began) * d.purge_pause_share)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,13 +75,12 @@ def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Acti
     return out
 
 
-def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float) -> Op[int]:
-    """Delete finished jobs of ``statuses`` and their events; the last statement returns one row
-    per deleted job."""
-    params: Params = {"before": finished_before}
+def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[int]:
+    """Delete up to ``limit`` finished jobs of ``statuses`` (those that finished first) and their
+    events; returns how many (fewer than ``limit``: none is left)."""
+    params: Params = {"before": finished_before, "limit": limit}
     fragment = d.any_of("status", "s", [s.value for s in statuses], params)
-    rows: Rows = []
-    for name in ("purge_events", "purge_jobs"):
-        if name in d.sql:
-            rows = yield Exec(d.stmt(name, statuses=fragment), params)
-    return len(rows)
+    gone: Rows = yield Exec(d.stmt("purge_jobs", statuses=fragment), params)
+    if gone and "purge_events_of" in d.sql:  # PostgreSQL's purge_jobs deletes their events itself
+        yield Exec(d.sql["purge_events_of"], {"ids": json.dumps([int(r[0]) for r in gone])})
+    return len(gone)

@@ -467,6 +467,34 @@ def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.enqueue("next") > waiting  # ids are never reused
 
 
+def test_a_purge_deletes_chunk_by_chunk_every_old_job_and_its_events(
+    queue: jobq.Queue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge deletes ``PURGE_CHUNK_JOBS`` jobs per transaction, the first finished first, until a
+    chunk comes back short (one transaction for every finished job of 10,000,000 held SQLite's
+    write lock, which every worker needs, for the whole delete): all the old jobs of its statuses
+    and their stored events, and nothing else, with the count of them all."""
+    monkeypatch.setattr(jobq.backends.base, "PURGE_CHUNK_JOBS", 2)
+    old = queue.enqueue_many([f"o{i}" for i in range(4)])
+    queue.cancel_many(ids=old, actor="ops")  # a stored event each
+    done = queue.enqueue("done")
+    job = queue.claim("w")
+    assert job is not None and job.id == done
+    queue.complete(job)
+    clock.advance(8 * 86400)
+    fresh = queue.enqueue("fresh")
+    queue.cancel_many(ids=[fresh], actor="ops")
+    assert queue.purge(older_than=7 * 86400, statuses=[X]) == 4  # two full chunks, then an empty one
+    for job_id in old:
+        with pytest.raises(jobq.JobNotFound):
+            queue.get(job_id)
+    assert not {e.job_id for e in queue.recent_events(100)} & set(old)
+    assert queue.get(done).status == C and queue.get(fresh).status == X
+    assert [e.kind for e in queue.events(fresh) if e.kind == "cancelled"] == ["cancelled"]
+    assert queue.purge(older_than=7 * 86400, statuses=[C, X]) == 1  # one short chunk
+    assert queue.count() == 1
+
+
 def test_purge_refuses_an_age_that_is_no_time(queue: jobq.Queue, clock: FakeClock) -> None:
     """``older_than`` of NaN deleted nothing, and -inf (or any negative) every finished job, with
     no word either way. Refused; nothing is deleted."""

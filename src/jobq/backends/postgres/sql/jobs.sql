@@ -225,9 +225,15 @@ UPDATE jobs SET cancel_requested = true, updated_at = %(now)s WHERE id = %(id)s 
 RETURNING id
 
 -- name: purge_jobs
--- One statement, one snapshot: a job resubmitted meanwhile is neither deleted nor left without events.
+-- One chunk of a purge (PURGE_CHUNK_JOBS): the jobs that finished first, along jobs_finished. One
+-- statement: a job resubmitted meanwhile is neither deleted (the DELETE checks its row again) nor
+-- left without events.
 WITH gone AS (
-    DELETE FROM jobs WHERE {statuses} AND finished_at < %(before)s RETURNING id
+    DELETE FROM jobs
+    WHERE id IN (SELECT id FROM jobs WHERE {statuses} AND finished_at < %(before)s
+                 ORDER BY finished_at LIMIT %(limit)s)
+      AND {statuses} AND finished_at < %(before)s
+    RETURNING id
 ), gone_events AS (
     DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)
 )

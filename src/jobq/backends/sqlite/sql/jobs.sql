@@ -201,11 +201,15 @@ RETURNING id
 UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id AND status = 'PROCESSING'
 RETURNING id
 
--- name: purge_events
-DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE {statuses} AND finished_at < :before)
-
 -- name: purge_jobs
-DELETE FROM jobs WHERE {statuses} AND finished_at < :before RETURNING id
+-- One chunk of a purge (PURGE_CHUNK_JOBS): the jobs that finished first, along jobs_finished.
+DELETE FROM jobs
+WHERE id IN (SELECT id FROM jobs WHERE {statuses} AND finished_at < :before ORDER BY finished_at LIMIT :limit)
+RETURNING id
+
+-- name: purge_events_of
+-- The events of the jobs purge_jobs has just deleted (:ids, a JSON array), in its transaction.
+DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids))
 
 -- name: attempt_of_job
 -- The latest attempt as the row records it, and when the job was made: the enqueued/claimed/completed
