@@ -53,6 +53,7 @@ from jobq.payloads import encode_json
 from jobq.queue import (
     ERROR_MAX_CHARS,
     Queue,
+    _purge_limit,
     _target,
     check_page,
     check_rows,
@@ -298,11 +299,18 @@ class AsyncQueue:
         who = actor or default_actor(self.settings)
         return list(await self._store("cancel", _target(ids, where), who, self.sync.clock()))
 
-    async def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
+    async def purge(
+        self,
+        *,
+        older_than: float,
+        statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,),
+        limit: int | None = None,
+    ) -> int:
         if self.store is None:
-            return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses))
+            return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses, limit=limit))
         wanted = [JobStatus(s) for s in statuses]
-        return int(await self._store("purge", wanted, purge_cutoff(self.sync.clock(), older_than)))
+        cutoff = purge_cutoff(self.sync.clock(), older_than)
+        return int(await self._store("purge", wanted, cutoff, _purge_limit(limit)))
 
     # -- flow control (docs/flow-control.md) --------------------------------------------------
     async def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:

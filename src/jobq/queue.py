@@ -164,6 +164,10 @@ def purge_cutoff(now: float, older_than: float) -> float:
     return now - older_than
 
 
+def _purge_limit(limit: int | None) -> int | None:
+    return None if limit is None else check_rows(limit, least=0)
+
+
 def check_rows(limit: int, least: int = 1) -> int:
     """A call's ``limit`` of rows, checked: a whole number from ``least`` to ``INT32_MAX``
     (ValueError). SQLite reads ``LIMIT -1`` as no limit: ``claim_many(w, -1)`` claimed every due
@@ -845,10 +849,19 @@ class Queue:
             return []
         return self.backend.cancel(_target(ids, where), actor or default_actor(self.settings), self.clock())
 
-    def purge(self, *, older_than: float, statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,)) -> int:
-        """Delete jobs of ``statuses`` that finished more than ``older_than`` seconds ago."""
+    def purge(
+        self,
+        *,
+        older_than: float,
+        statuses: Sequence[JobStatus | str] = (JobStatus.COMPLETED,),
+        limit: int | None = None,
+    ) -> int:
+        """Delete jobs of ``statuses`` that finished more than ``older_than`` seconds ago (and their
+        events), at most ``limit`` of them (None: all), those that finished first; returns how
+        many. Runs ``PURGE_CHUNK_JOBS`` jobs a transaction, pausing after each on SQLite so that
+        workers keep writing: a purge of millions takes a while, and lets them."""
         wanted = [JobStatus(s) for s in statuses]
-        return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than))
+        return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than), _purge_limit(limit))
 
     # -- reads -----------------------------------------------------------------------------
     @read

@@ -141,6 +141,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("completion_totals", (0.0, 0), now + 1, 100, HistogramBounds((1.0, 10.0), (1.0, 10.0), (1.0, 3.0)))
     call("purge", [], now + 1)
     call("purge", [JobStatus.COMPLETED, JobStatus.CANCELLED], now + 1)
+    call("purge", [JobStatus.COMPLETED, JobStatus.CANCELLED], now + 1, 5)
 
 
 def test_every_protocol_method_gives_the_same_answer_through_the_asyncio_store(

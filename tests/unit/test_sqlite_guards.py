@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import jobq
 from jobq.backends import open_backend
 from jobq.backends.sqlite import parse_sqlite_url
+from jobq.worker import rescuer
 from jobq.worker.rescuer import Pruner
 
 
@@ -66,3 +68,34 @@ def test_pruner_deletes_only_old_finished_jobs(tmp_path: Path) -> None:
         assert q.count() == 1 and q.get(waiting).status == jobq.JobStatus.PENDING
         with pytest.raises(jobq.JobNotFound):
             q.get(done)
+
+
+def test_the_pruner_purges_in_calls_of_a_bounded_size_and_ends_its_tick_when_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick purges ``PRUNE_CALL_JOBS`` jobs a call until none is left, and checks between calls
+    whether its worker is stopping (a first prune of a long history takes minutes)."""
+    monkeypatch.setattr(rescuer, "PRUNE_CALL_JOBS", 3)
+    now = [1_900_000_000.0]
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db", clock=lambda: now[0]) as q:
+        ids = q.enqueue_many([{"n": n} for n in range(14)])
+        assert all(r.ok for r in q.cancel_many(ids=ids, actor="ops"))
+        now[0] += 8 * 86400
+        calls: list[int | None] = []
+        purge = q.purge
+
+        def counted(**kw: Any) -> int:
+            calls.append(kw.get("limit"))
+            return purge(**kw)
+
+        monkeypatch.setattr(q, "purge", counted)
+        pruner = Pruner(q, prune_after=7 * 86400)
+        pruner.tick()
+        assert q.count() == 0 and calls == [3, 3, 3, 3, 3]  # 3+3+3+3+2
+        q.enqueue_many([{"n": n} for n in range(7)])
+        assert all(r.ok for r in q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)), actor="ops"))
+        now[0] += 8 * 86400
+        pruner.stop()
+        calls.clear()
+        pruner.tick()  # asked to stop: one call, then the tick ends
+        assert calls == [3] and q.count() == 4

@@ -605,8 +605,9 @@ class Backend(Protocol):
         """PENDING / FAILED -> CANCELLED; PROCESSING -> cancel requested."""
         ...
 
-    def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
-        """Delete finished jobs (and their events) of ``statuses`` finished before the cutoff."""
+    def purge(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None = None) -> int:
+        """Delete finished jobs (and their events) of ``statuses`` finished before the cutoff, at
+        most ``limit`` of them (None: all), those that finished first; returns how many."""
         ...
 
     # -- reads -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ commits whose outcome is unknown) and how idle workers are woken.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -356,21 +357,22 @@ class SqlStore:
     def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
         return self._write(lambda: ops.cancel(self.dialect, where, actor, now))
 
-    def purge(self, statuses: Sequence[JobStatus], finished_before: float) -> int:
-        if not statuses:
+    def purge(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None = None) -> int:
+        if not statuses or limit == 0:
             return self._run_plan(_value(0))
-        return self._run_plan(self._purge_plan(statuses, finished_before))
+        return self._run_plan(self._purge_plan(statuses, finished_before, limit))
 
-    def _purge_plan(self, statuses: Sequence[JobStatus], finished_before: float) -> Plan[int]:
-        """One transaction per ``PURGE_CHUNK_JOBS`` jobs, until a chunk comes back short, with a
-        pause after each on SQLite (``Dialect.purge_pause_share``), so that other writers (every
-        worker) take the lock in between."""
-        d, chunk, total = self.dialect, base.PURGE_CHUNK_JOBS, 0
+    def _purge_plan(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None) -> Plan[int]:
+        """One transaction per ``PURGE_CHUNK_JOBS`` jobs, until a chunk comes back short or
+        ``limit`` are gone, with a pause after each on SQLite (``Dialect.purge_pause_share``), so
+        that other writers (every worker) take the lock in between."""
+        d, total = self.dialect, 0
         while True:
+            chunk = base.PURGE_CHUNK_JOBS if limit is None else min(base.PURGE_CHUNK_JOBS, limit - total)
             began = time.monotonic()
-            gone: int = yield (lambda: ops.purge(d, statuses, finished_before, chunk), True, None)
+            gone: int = yield (functools.partial(ops.purge, d, statuses, finished_before, chunk), True, None)
             total += gone
-            if gone < chunk:
+            if gone < chunk or total == limit:
                 return total
             if d.purge_pause_share:  # SQLite's: only ever run by the blocking driver (no event loop)
                 time.sleep((time.monotonic() - began) * d.purge_pause_share)

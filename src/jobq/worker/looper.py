@@ -88,6 +88,11 @@ class Looper:
         return self.started.wait(timeout)
 
     @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was asked: a long tick checks it between its steps."""
+        return self._stop.is_set()
+
+    @property
     def running(self) -> bool:
         """True while the loop's thread is alive (started and not yet finished)."""
         thread = self._thread

@@ -22,6 +22,10 @@ from jobq.worker.stall import StallWatch
 log = logging.getLogger("jobq.worker")
 
 PRUNE_INTERVAL_SECONDS = 600.0
+PRUNE_CALL_JOBS = 20_000
+"""Jobs one of the pruner's purge calls deletes at most; between calls it stops if its worker is
+stopping. A first prune of a long history takes minutes (on SQLite the purge pauses after each
+chunk for the workers' writes), longer than a worker's stop waits for its loops."""
 LOST_AFTER_LEASES = 2.0
 """A worker not heard from for this many leases (of the rescuer's settings) is recorded ``lost``:
 every job it held was rescued a lease ago. Two rather than one, so a worker whose own lease is a
@@ -152,6 +156,13 @@ class Pruner(Looper):
         self.prune_after = prune_after
 
     def tick(self) -> None:
-        n = self.queue.purge(older_than=self.prune_after, statuses=[JobStatus.COMPLETED, JobStatus.CANCELLED])
-        if n:
-            log.info("pruned %d finished jobs", n)
+        total = 0
+        while True:
+            n = self.queue.purge(
+                older_than=self.prune_after, statuses=[JobStatus.COMPLETED, JobStatus.CANCELLED], limit=PRUNE_CALL_JOBS
+            )
+            total += n
+            if n < PRUNE_CALL_JOBS or self.stopping:
+                break
+        if total:
+            log.info("pruned %d finished jobs", total)

@@ -495,6 +495,26 @@ def test_a_purge_deletes_chunk_by_chunk_every_old_job_and_its_events(
     assert queue.count() == 1
 
 
+def test_a_purge_with_a_limit_deletes_the_first_finished_first(queue: jobq.Queue, clock: FakeClock) -> None:
+    """``limit``: at most that many, those that finished first (a pruner's call of bounded size);
+    a limit of 0 deletes nothing, and one that is no count is a one-line ValueError."""
+    ids = []
+    for i in range(5):
+        ids.append(queue.enqueue(f"j{i}"))
+        queue.cancel_many(ids=[ids[-1]], actor="ops")
+        clock.advance(1)
+    clock.advance(8 * 86400)
+    assert queue.purge(older_than=7 * 86400, statuses=[X], limit=0) == 0
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="limit must be a whole number"):
+            queue.purge(older_than=7 * 86400, statuses=[X], limit=bad)  # type: ignore[arg-type]
+    assert queue.count() == 5
+    assert queue.purge(older_than=7 * 86400, statuses=[X], limit=3) == 3
+    assert [j.id for j in queue.list(page=Page(sort="id", descending=False))] == ids[3:]
+    assert queue.purge(older_than=7 * 86400, statuses=[X], limit=3) == 2
+    assert queue.count() == 0
+
+
 def test_purge_refuses_an_age_that_is_no_time(queue: jobq.Queue, clock: FakeClock) -> None:
     """``older_than`` of NaN deleted nothing, and -inf (or any negative) every finished job, with
     no word either way. Refused; nothing is deleted."""
