@@ -372,3 +372,34 @@ def test_an_asyncio_transaction_whose_statement_fails_is_rolled_back_too(
 
     asyncio.run(main())
     assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.records
+
+
+def test_a_purge_spares_a_job_resubmitted_while_it_waited_for_the_row(pq: jobq.Queue, postgres_url: str) -> None:
+    """A purge's chunk picks its jobs, then deletes them: a job resubmitted by hand in between
+    (its row locked by that transaction until it commits) is checked again once the lock is
+    released, and neither deleted nor left without its events."""
+    ids = pq.enqueue_many([{"n": n} for n in range(3)])
+    assert all(r.ok for r in pq.cancel_many(ids=ids, actor="ops"))  # CANCELLED, a stored event each
+    victim = ids[1]
+    result: list[int] = []
+    with raw_connect(postgres_url) as hold:
+        hold.execute("UPDATE jobs SET status = 'PENDING', finished_at = NULL WHERE id = %s", (victim,))
+        purger = threading.Thread(
+            target=lambda: result.append(pq.purge(older_than=0, statuses=[JobStatus.CANCELLED])), daemon=True
+        )
+        purger.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'jobq' AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 30
+        while _sql(postgres_url, waiting)[0][0] == 0:  # the purge's DELETE waits for the row
+            assert time.monotonic() < deadline and purger.is_alive(), "the purge never waited for the row"
+            time.sleep(0.01)
+        hold.commit()
+    purger.join(30)
+    assert result == [2]
+    assert pq.get(victim).status == JobStatus.PENDING
+    kinds = [e.kind for e in pq.events(victim)]
+    assert "cancelled" in kinds and "external_update" in kinds
+    assert pq.count() == 1
