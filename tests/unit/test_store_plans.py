@@ -180,17 +180,32 @@ def test_a_plan_yields_transactions() -> None:
 
 def test_a_purge_runs_a_transaction_per_chunk_until_one_comes_back_short(monkeypatch: pytest.MonkeyPatch) -> None:
     """``purge``: one write transaction per ``PURGE_CHUNK_JOBS`` jobs, the total of them all, and on
-    SQLite (``purge_pause_share``) a pause after each full chunk, as long a share of its time, in
+    SQLite (``chunk_pause_share``) a pause after each full chunk, as long a share of its time, in
     which other writers take the lock; PostgreSQL's row locks need none."""
     monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 2)
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
     blocking = _Scripted(_answers(2, 2, 1))
-    blocking.dialect.purge_pause_share = 0.5
+    blocking.dialect.chunk_pause_share = 0.5
     assert blocking.purge([JobStatus.COMPLETED], 10.0) == 5
     assert blocking.asked == [True, True, True]
     assert len(slept) == 2 and all(s >= 0 for s in slept)  # after each full chunk, none after the last
     store, asked = _async_scripted(_answers(2, 2, 0))
-    store.dialect.purge_pause_share = 0.0
+    store.dialect.chunk_pause_share = 0.0
     assert asyncio.run(store.purge([JobStatus.COMPLETED], 10.0)) == 4
     assert asked == [True, True, True] and len(slept) == 2
+
+
+def test_an_operator_action_runs_a_transaction_per_chunk_until_none_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resubmit``/``cancel``: one write transaction per chunk of jobs, each starting after the
+    last id of the one before, the results of all of them in order; on SQLite a pause between."""
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    blocking = _Scripted(_answers((["r1", "r2"], 7), (["r3"], None)))
+    blocking.dialect.chunk_pause_share = 1.0
+    assert blocking.cancel(mock.MagicMock(), "ops", 1.0) == ["r1", "r2", "r3"]
+    assert blocking.asked == [True, True] and len(slept) == 1
+    store, asked = _async_scripted(_answers((["r1"], 3), ([], None)))
+    store.dialect.chunk_pause_share = 0.0
+    assert asyncio.run(store.resubmit(mock.MagicMock(), "ops", 1.0)) == ["r1"]
+    assert asked == [True, True] and len(slept) == 1

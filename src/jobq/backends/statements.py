@@ -83,8 +83,9 @@ class Dialect:
     _for_queues: dict[tuple[object, ...], tuple[str, Params]]
     #: Whether operator actions and rescues lock their rows (``FOR UPDATE``) as they read them.
     locks_rows: bool = False
-    #: After each chunk of a purge, a pause of this share of the time the chunk took (0: none).
-    purge_pause_share: float = 0.0
+    #: After each chunk of a long write (a purge, an operator's action), a pause of this share of
+    #: the time the chunk took (0: none).
+    chunk_pause_share: float = 0.0
 
     def param(self, name: str) -> str:
         """How a named parameter is written in SQL text."""

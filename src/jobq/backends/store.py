@@ -352,10 +352,26 @@ class SqlStore:
 
     # -- operators -------------------------------------------------------------------------
     def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
-        return self._write(lambda: ops.resubmit(self.dialect, where, actor, now))
+        return self._run_plan(self._chunked(ops.resubmit, where, actor, now))
 
     def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
-        return self._write(lambda: ops.cancel(self.dialect, where, actor, now))
+        return self._run_plan(self._chunked(ops.cancel, where, actor, now))
+
+    def _chunked(
+        self, action: Callable[..., ops.Op[ops.Chunk]], where: JobFilter, actor: str, now: float
+    ) -> Plan[list[ActionResult]]:
+        """An operator's action, ``OPERATOR_CHUNK_JOBS`` jobs a transaction in id order until none
+        is left, pausing after each as a purge does (SQLite's writers take the lock in between)."""
+        d, after, out = self.dialect, 0, []
+        while True:
+            began = time.monotonic()
+            chunk = functools.partial(action, d, where, actor, now, after, base.OPERATOR_CHUNK_JOBS)
+            results, following = yield (chunk, True, None)
+            out += results
+            if following is None:
+                return out
+            after = following
+            self._pause(began)
 
     def purge(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None = None) -> int:
         if not statuses or limit == 0:
@@ -364,7 +380,7 @@ class SqlStore:
 
     def _purge_plan(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None) -> Plan[int]:
         """One transaction per ``PURGE_CHUNK_JOBS`` jobs, until a chunk comes back short or
-        ``limit`` are gone, with a pause after each on SQLite (``Dialect.purge_pause_share``), so
+        ``limit`` are gone, with a pause after each on SQLite (``Dialect.chunk_pause_share``), so
         that other writers (every worker) take the lock in between."""
         d, total = self.dialect, 0
         while True:
@@ -374,8 +390,14 @@ class SqlStore:
             total += gone
             if gone < chunk or total == limit:
                 return total
-            if d.purge_pause_share:  # SQLite's: only ever run by the blocking driver (no event loop)
-                time.sleep((time.monotonic() - began) * d.purge_pause_share)
+            self._pause(began)
+
+    def _pause(self, began: float) -> None:
+        """Between the chunks of a long write (a purge, an operator's action), on SQLite: a pause
+        as long a share of the chunk's time (``Dialect.chunk_pause_share``; 0 on PostgreSQL, whose
+        row locks keep nobody waiting). Only the blocking driver runs SQLite: no event loop."""
+        if self.dialect.chunk_pause_share:
+            time.sleep((time.monotonic() - began) * self.dialect.chunk_pause_share)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, job_id: int) -> Job | None:

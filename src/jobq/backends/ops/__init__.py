@@ -71,7 +71,7 @@ from jobq.backends.ops.metrics import (
     queue_gauges,
     trace_contexts,
 )
-from jobq.backends.ops.operator import cancel, purge, resubmit
+from jobq.backends.ops.operator import Chunk, cancel, purge, resubmit
 from jobq.backends.ops.reads import (
     count_jobs,
     counts,
@@ -114,6 +114,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "VALUES_CHUNK_ROWS",
     "AttemptsLimit",
+    "Chunk",
     "Claimed",
     "Command",
     "Exec",

@@ -12,24 +12,34 @@ from jobq.backends.ops.core import Exec, Notify, Op, Rows, _event
 from jobq.backends.statements import Dialect, Params
 from jobq.job import Action, EventKind, JobStatus
 
-
 # -- operators ----------------------------------------------------------------------------------
-def _targets(d: Dialect, where: JobFilter) -> Op[list[tuple[int, str]]]:
-    """The jobs an operator action applies to (locked in id order where the dialect locks rows).
+#: One chunk of an operator action: its results, and the id after which the next chunk starts
+#: (None: this was the last).
+Chunk = tuple[list[ActionResult], "int | None"]
 
-    Ids named in ``where.ids`` that match nothing come last with status "" (not found)."""
-    params: Params = {}
-    found = [(row[0], row[1]) for row in (yield Exec(d.stmt("targets", where=d.where(where, params)), params))]
-    if where.ids:  # name the ids that do not exist, so a caller can say "not found"
-        known = {job_id for job_id, _ in found}
+
+def _targets(d: Dialect, where: JobFilter, after: int, limit: int) -> Op[tuple[list[tuple[int, str]], int | None]]:
+    """Up to ``limit`` of the jobs an operator action applies to, those of ids above ``after``
+    (locked in id order where the dialect locks rows), and where the next chunk starts (None:
+    none is left). Ids named in ``where.ids`` that match nothing come last, with status ""
+    (not found), in the last chunk."""
+    params: Params = {"after": after, "limit": limit}
+    clause = d.where(where, params)
+    clause = f"{clause} AND id > {d.param('after')}" if clause else f" WHERE id > {d.param('after')}"
+    found = [(row[0], row[1]) for row in (yield Exec(d.stmt("targets", where=clause), params))]
+    if len(found) == limit:
+        return found, found[-1][0]
+    if where.ids:  # name the ids that match nothing, so a caller can say "not found"
+        known = {row[0] for row in (yield Exec(d.stmt("target_ids", where=d.where(where, params)), params))}
         found += [(i, "") for i in where.ids if i not in known]
-    return found
+    return found, None
 
 
-def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+def resubmit(d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int) -> Op[Chunk]:
     out = []
     queues: set[str] = set()
-    for job_id, status in (yield from _targets(d, where)):
+    targets, following = yield from _targets(d, where, after, limit)
+    for job_id, status in targets:
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
             detail: dict[str, Any] = {"from": status}
@@ -52,13 +62,14 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Ac
         out.append(result)
     if queues:
         yield Notify(frozenset(queues))
-    return out
+    return out, following
 
 
-def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[ActionResult]]:
+def cancel(d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int) -> Op[Chunk]:
     out = []
     finished: set[int] = set()
-    for job_id, status in (yield from _targets(d, where)):
+    targets, following = yield from _targets(d, where, after, limit)
+    for job_id, status in targets:
         action, result = plan_operator_action("cancel", job_id, status)
         if action is Action.CANCEL:
             yield Exec(d.sql["cancel"], {"now": now, "id": job_id, "status": status})
@@ -72,7 +83,7 @@ def cancel(d: Dialect, where: JobFilter, actor: str, now: float) -> Op[list[Acti
         out.append(result)
     if finished:
         yield Notify(frozenset(), frozenset(finished))
-    return out
+    return out, following
 
 
 def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[int]:

@@ -70,12 +70,13 @@ WAKE_ADDRESS_MAX_AGE_SECONDS = 120.0
 class SqliteDialect(Dialect):
     """SQLite's SQL: ``:name`` parameters, ``IN (...)`` lists (an equality for one value)."""
 
-    #: A purge holds the one write lock for each chunk; a writer waiting in SQLite's busy handler
-    #: wakes every 100 ms at most and finds the lock taken again at once unless the purge pauses.
+    #: A purge (or an operator's action) holds the one write lock for each chunk; a writer waiting
+    #: in SQLite's busy handler wakes every 100 ms at most and finds the lock taken again at once
+    #: unless the purge pauses.
     #: Purging 979,020 jobs while another process wrote every 5 ms: in one transaction, 3.0 s and
     #: that writer's longest wait 3.0 s; in chunks with no pause, 2.7 s of waiting; pausing as long
     #: as each chunk took, 0.35-0.47 s (the purge itself 9-12 s).
-    purge_pause_share = 1.0
+    chunk_pause_share = 1.0
 
     def __init__(self) -> None:
         self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)

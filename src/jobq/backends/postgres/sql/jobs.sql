@@ -196,8 +196,13 @@ RETURNING id
 SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 
 -- name: targets
--- Locked in id order until the operator's action commits.
-SELECT id, status FROM jobs{where} ORDER BY id FOR UPDATE
+-- One chunk of an operator action's jobs (OPERATOR_CHUNK_JOBS), in id order from a cursor, locked
+-- in that order until the chunk commits.
+SELECT id, status FROM jobs{where} ORDER BY id LIMIT %(limit)s FOR UPDATE
+
+-- name: target_ids
+-- Which of the ids an action names match its filter (the rest are reported not found).
+SELECT id FROM jobs{where}
 
 -- name: resubmit
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s, attempts = 0,
