@@ -289,9 +289,7 @@ def test_a_bulk_action_over_many_jobs_runs_chunk_by_chunk_in_id_order(
     assert queue.get(other).status == P
     named = [ids[4], 424242, ids[0], ids[2], ids[3]]
     results = queue.resubmit_many(ids=named, actor="ops")
-    assert [(r.job_id, r.ok) for r in results] == [(i, True) for i in sorted(named[:1] + named[2:])] + [
-        (424242, False)
-    ]
+    assert [(r.job_id, r.ok) for r in results] == [(i, True) for i in sorted(named[:1] + named[2:])] + [(424242, False)]
     assert [queue.get(i).status for i in ids] == [P, X, P, P, P]
     assert queue.cancel_many(where=JobFilter(statuses=(F,)), actor="ops") == []
 
