@@ -363,14 +363,17 @@ class SqlStore:
         """An operator's action, ``OPERATOR_CHUNK_JOBS`` jobs a transaction in id order until none
         is left, pausing after each as a purge does (SQLite's writers take the lock in between)."""
         d, after, out = self.dialect, 0, []
+        named, seen = set(where.ids), frozenset[int]()
         while True:
             began = time.monotonic()
-            chunk = functools.partial(action, d, where, actor, now, after, base.OPERATOR_CHUNK_JOBS)
+            chunk = functools.partial(action, d, where, actor, now, after, base.OPERATOR_CHUNK_JOBS, seen)
             results, following = yield (chunk, True, None)
             out += results
             if following is None:
                 return out
             after = following
+            if named:  # not "not found" at the end for having left the filter meanwhile
+                seen = seen | {r.job_id for r in results if r.job_id in named}
             self._pause(began)
 
     def purge(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None = None) -> int:

@@ -18,11 +18,14 @@ from jobq.job import Action, EventKind, JobStatus
 Chunk = tuple[list[ActionResult], "int | None"]
 
 
-def _targets(d: Dialect, where: JobFilter, after: int, limit: int) -> Op[tuple[list[tuple[int, str]], int | None]]:
+def _targets(
+    d: Dialect, where: JobFilter, after: int, limit: int, seen: frozenset[int]
+) -> Op[tuple[list[tuple[int, str]], int | None]]:
     """Up to ``limit`` of the jobs an operator action applies to, those of ids above ``after``
     (locked in id order where the dialect locks rows), and where the next chunk starts (None:
     none is left). Ids named in ``where.ids`` that match nothing come last, with status ""
-    (not found), in the last chunk."""
+    (not found), in the last chunk; ``seen``: the named ids earlier chunks handled (an action
+    may have moved them out of the filter since)."""
     params: Params = {"after": after, "limit": limit}
     clause = d.where(where, params)
     clause = f"{clause} AND id > {d.param('after')}" if clause else f" WHERE id > {d.param('after')}"
@@ -31,14 +34,16 @@ def _targets(d: Dialect, where: JobFilter, after: int, limit: int) -> Op[tuple[l
         return found, found[-1][0]
     if where.ids:  # name the ids that match nothing, so a caller can say "not found"
         known = {row[0] for row in (yield Exec(d.stmt("target_ids", where=d.where(where, params)), params))}
-        found += [(i, "") for i in where.ids if i not in known]
+        found += [(i, "") for i in where.ids if i not in known and i not in seen]
     return found, None
 
 
-def resubmit(d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int) -> Op[Chunk]:
+def resubmit(
+    d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int, seen: frozenset[int]
+) -> Op[Chunk]:
     out = []
     queues: set[str] = set()
-    targets, following = yield from _targets(d, where, after, limit)
+    targets, following = yield from _targets(d, where, after, limit, seen)
     for job_id, status in targets:
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
@@ -65,10 +70,12 @@ def resubmit(d: Dialect, where: JobFilter, actor: str, now: float, after: int, l
     return out, following
 
 
-def cancel(d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int) -> Op[Chunk]:
+def cancel(
+    d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int, seen: frozenset[int]
+) -> Op[Chunk]:
     out = []
     finished: set[int] = set()
-    targets, following = yield from _targets(d, where, after, limit)
+    targets, following = yield from _targets(d, where, after, limit, seen)
     for job_id, status in targets:
         action, result = plan_operator_action("cancel", job_id, status)
         if action is Action.CANCEL:

@@ -292,6 +292,12 @@ def test_a_bulk_action_over_many_jobs_runs_chunk_by_chunk_in_id_order(
     assert [(r.job_id, r.ok) for r in results] == [(i, True) for i in sorted(named[:1] + named[2:])] + [(424242, False)]
     assert [queue.get(i).status for i in ids] == [P, X, P, P, P]
     assert queue.cancel_many(where=JobFilter(statuses=(F,)), actor="ops") == []
+    # Named ids and a status: those an earlier chunk moved out of the filter are not "not found".
+    results = queue.cancel_many(ids=[*ids, 424242], where=JobFilter(statuses=(P,)), actor="ops")
+    assert [(r.job_id, r.ok) for r in results] == [(i, True) for i in ids if i != ids[1]] + [
+        (ids[1], False),
+        (424242, False),
+    ]
 
 
 def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
