@@ -104,7 +104,7 @@ FINISHES: dict[str, Finish] = {
     ),
     "ack_cancel": lambda q, ids, jobs: lambda: ops.ack_cancel(q.backend.dialect, [lease_of(jobs[0])], q.clock, False),
     "operator_cancel": lambda q, ids, jobs: (
-        lambda: ops.cancel(q.backend.dialect, JobFilter(ids=[ids[0]]), "ops", q.clock())
+        lambda: ops.cancel(q.backend.dialect, JobFilter(ids=[ids[0]]), "ops", q.clock(), 0, 500, frozenset())
     ),
     "rescue": lambda q, ids, jobs: (
         lambda: ops.rescue(q.backend.dialect, lambda: q.clock() + 3600, lambda n: 1.0, "rescuer", [], None)
