@@ -168,12 +168,13 @@ def _purge_limit(limit: int | None) -> int | None:
     return None if limit is None else check_rows(limit, least=0)
 
 
-def check_rows(limit: int, least: int = 1) -> int:
-    """A call's ``limit`` of rows, checked: a whole number from ``least`` to ``INT32_MAX``
-    (ValueError). SQLite reads ``LIMIT -1`` as no limit: ``claim_many(w, -1)`` claimed every due
-    job in one transaction, and ``latest(limit=-1)`` read the whole table."""
+def check_rows(limit: int, least: int = 1, name: str = "limit") -> int:
+    """A call's ``limit`` of rows (or another count, ``name``), checked: a whole number from
+    ``least`` to ``INT32_MAX`` (ValueError). SQLite reads ``LIMIT -1`` as no limit:
+    ``claim_many(w, -1)`` claimed every due job in one transaction, and ``latest(limit=-1)`` read
+    the whole table."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not least <= limit <= INT32_MAX:
-        raise ValueError(f"limit must be a whole number from {least} to {INT32_MAX:,}, not {limit!r}")
+        raise ValueError(f"{name} must be a whole number from {least} to {INT32_MAX:,}, not {limit!r}")
     return limit
 
 
@@ -183,11 +184,9 @@ def check_page(page: Page) -> Page:
     none (``Page(limit=-1)`` read the whole table) and a negative offset as 0; PostgreSQL refused
     them with a driver error."""
     check_rows(page.limit, least=0)
-    if isinstance(page.offset, bool) or not isinstance(page.offset, int) or not 0 <= page.offset <= INT32_MAX:
-        raise ValueError(f"offset must be a whole number from 0 to {INT32_MAX:,}, not {page.offset!r}")
-    window = page.window
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= INT32_MAX):
-        raise ValueError(f"window must be a whole number of jobs from 1 to {INT32_MAX:,}, not {window!r}")
+    check_rows(page.offset, least=0, name="offset")
+    if page.window is not None:
+        check_rows(page.window, name="window")
     return page
 
 
