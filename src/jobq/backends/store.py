@@ -372,7 +372,7 @@ class SqlStore:
             if following is None:
                 return out
             after = following
-            if named:  # not "not found" at the end for having left the filter meanwhile
+            if named:  # the last chunk reports the named ids no chunk found
                 seen = seen | {r.job_id for r in results if r.job_id in named}
             self._pause(began)
 

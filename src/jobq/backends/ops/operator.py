@@ -24,17 +24,16 @@ def _targets(
     """Up to ``limit`` of the jobs an operator action applies to, those of ids above ``after``
     (locked in id order where the dialect locks rows), and where the next chunk starts (None:
     none is left). Ids named in ``where.ids`` that match nothing come last, with status ""
-    (not found), in the last chunk; ``seen``: the named ids earlier chunks handled (an action
-    may have moved them out of the filter since)."""
+    (not found), in the last chunk; ``seen``: the named ids earlier chunks found."""
     params: Params = {"after": after, "limit": limit}
     clause = d.where(where, params)
     clause = f"{clause} AND id > {d.param('after')}" if clause else f" WHERE id > {d.param('after')}"
     found = [(row[0], row[1]) for row in (yield Exec(d.stmt("targets", where=clause), params))]
     if len(found) == limit:
         return found, found[-1][0]
-    if where.ids:  # name the ids that match nothing, so a caller can say "not found"
-        known = {row[0] for row in (yield Exec(d.stmt("target_ids", where=d.where(where, params)), params))}
-        found += [(i, "") for i in where.ids if i not in known and i not in seen]
+    if where.ids:  # name the ids that matched in no chunk, so a caller can say "not found"
+        known = seen | {job_id for job_id, _ in found}
+        found += [(i, "") for i in where.ids if i not in known]
     return found, None
 
 

@@ -200,10 +200,6 @@ SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 -- in that order until the chunk commits.
 SELECT id, status FROM jobs{where} ORDER BY id LIMIT %(limit)s FOR UPDATE
 
--- name: target_ids
--- Which of the ids an action names match its filter (the rest are reported not found).
-SELECT id FROM jobs{where}
-
 -- name: resubmit
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = false,

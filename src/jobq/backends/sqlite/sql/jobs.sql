@@ -177,10 +177,6 @@ SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 -- One chunk of an operator action's jobs (OPERATOR_CHUNK_JOBS), in id order from a cursor.
 SELECT id, status FROM jobs{where} ORDER BY id LIMIT :limit
 
--- name: target_ids
--- Which of the ids an action names match its filter (the rest are reported not found).
-SELECT id FROM jobs{where}
-
 -- name: resubmit
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
