@@ -86,7 +86,9 @@ def list_jobs(d: Dialect, where: JobFilter, page: Page) -> Op[list[Job]]:
     params: Params = {"limit": page.limit, "offset": page.offset}
     order = d.page_order(page.sort, page.descending)
     name = "list_jobs"
-    if page.window is not None:  # the page of the newest `window` matching jobs
+    # The page of the newest `window` matching jobs; newest first inside the window, it is the
+    # same page read plainly along the index, with no sort of the window.
+    if page.window is not None and not _newest_first_within(page, page.window):
         name, params["window"] = "list_jobs_window", page.window
     rows = yield Exec(d.stmt(name, where=d.where(where, params), order=order), params)
     return [job_from_row(r) for r in rows]
@@ -114,8 +116,8 @@ def list_page(d: Dialect, where: JobFilter, page: Page) -> Op[tuple[int, list[Jo
     # One read transaction: the count and the rows describe the same moment ("1-4 of 3" cannot happen).
     window = page.window
     total = yield from count_jobs(d, where, None if window is None else window + 1)
-    if window is not None and (total <= window or _newest_first_within(page, window)):
-        page = dataclasses.replace(page, window=None)  # the same page, read plainly along its index
+    if window is not None and total <= window:
+        page = dataclasses.replace(page, window=None)  # every match is in the window: a plain page
     jobs = (yield from list_jobs(d, where, page)) if total > page.offset else []
     return total, jobs
 
