@@ -53,6 +53,7 @@ from jobq.payloads import encode_json
 from jobq.queue import (
     ERROR_MAX_CHARS,
     Queue,
+    _count_up_to,
     _purge_limit,
     _target,
     check_page,
@@ -244,10 +245,11 @@ class AsyncQueue:
             total, jobs = await self._store("list_page", where or JobFilter(), check_page(page or Page()))
         return int(total), list(jobs)
 
-    async def count(self, where: JobFilter | None = None) -> int:
+    async def count(self, where: JobFilter | None = None, *, up_to: int | None = None) -> int:
+        """``Queue.count``."""
         if self.store is None:
-            return int(await self._call(self.sync.count, where))
-        return int(await self._store("count_jobs", where or JobFilter()))
+            return int(await self._call(self.sync.count, where, up_to=up_to))
+        return int(await self._store("count_jobs", where or JobFilter(), _count_up_to(up_to)))
 
     async def counts(self) -> dict[str, int]:
         if self.store is None:

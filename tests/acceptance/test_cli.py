@@ -370,6 +370,23 @@ def test_list_table_for_people(cli: Cli) -> None:
     assert cli.ok("list", "--status", "FAILED").strip() == "no jobs"
 
 
+def test_list_counts_its_footer_up_to_a_cap(cli: Cli) -> None:
+    """The footer's count stops past ``LIST_COUNT_UP_TO`` matches (an exact count read every match:
+    0.9 s at 10,000,000 COMPLETED jobs) and says so; at the cap it is exact."""
+    from jobq.cli.jobs import LIST_COUNT_UP_TO
+
+    with cli.queue() as q:
+        q.enqueue_many([{"n": i} for i in range(LIST_COUNT_UP_TO)])
+        assert cli.ok("list", "--limit", "2").splitlines()[-1] == f"1-2 of {LIST_COUNT_UP_TO:,} jobs"
+        q.enqueue({"n": "one more"})
+    assert cli.ok("list", "--limit", "2").splitlines()[-1] == f"1-2 of {LIST_COUNT_UP_TO:,}+ jobs"
+    past = LIST_COUNT_UP_TO - 1
+    assert cli.ok("list", "--offset", str(past)).splitlines()[-1] == (
+        f"{past + 1:,}-{LIST_COUNT_UP_TO + 1:,} of {LIST_COUNT_UP_TO + 1:,}+ jobs"
+    )
+    assert cli.ok("list", "--offset", str(LIST_COUNT_UP_TO + 1)).strip() == f"no jobs (of {LIST_COUNT_UP_TO:,}+ matching)"
+
+
 def test_show_prints_the_job_and_its_events(cli: Cli) -> None:
     job_id = enqueue(cli, {"x": 1})
     cli.ok("cancel", str(job_id), "--actor", "ann")

@@ -635,7 +635,10 @@ class Backend(Protocol):
 
     def list_jobs(self, where: JobFilter, page: Page) -> list[Job]: ...
 
-    def count_jobs(self, where: JobFilter) -> int: ...
+    def count_jobs(self, where: JobFilter, up_to: int | None = None) -> int:
+        """How many jobs match; with ``up_to``, at most that many (the count stops there, so it
+        costs the same at any table size)."""
+        ...
 
     def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
         """How many jobs match and the page of them, read in one transaction (so they agree)."""

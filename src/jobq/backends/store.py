@@ -428,8 +428,8 @@ class SqlStore:
     def list_jobs(self, where: JobFilter, page: Page) -> list[Job]:
         return self._read(lambda: ops.list_jobs(self.dialect, where, page))
 
-    def count_jobs(self, where: JobFilter) -> int:
-        return self._read(lambda: ops.count_jobs(self.dialect, where))
+    def count_jobs(self, where: JobFilter, up_to: int | None = None) -> int:
+        return self._read(lambda: ops.count_jobs(self.dialect, where, up_to))
 
     def list_page(self, where: JobFilter, page: Page) -> tuple[int, list[Job]]:
         return self._read(lambda: ops.list_page(self.dialect, where, page))

@@ -44,6 +44,8 @@ from jobq.job import JobStatus
 from jobq.present import duration_text
 
 LIST_LIMIT_DEFAULT = 50
+LIST_COUNT_UP_TO = 100_000
+"""Most matching jobs ``jobq list``'s footer counts exactly ("1-50 of 100,000+ jobs" past it)."""
 
 
 # -- enqueue ----------------------------------------------------------------------------------------
@@ -229,12 +231,16 @@ def cmd_list(args: argparse.Namespace) -> int:
             for j in jobs:
                 out(compact_json(job_dict(j)))
         else:
-            total = q.count(where)
+            # The footer's count stops past LIST_COUNT_UP_TO: counting every match read all of
+            # them (0.9 s for 10,000,000 COMPLETED jobs), for a figure nobody needs exactly.
+            shown = args.offset + len(jobs) if jobs else 0
+            total = max(q.count(where, up_to=LIST_COUNT_UP_TO + 1), shown)  # jobs may go in between
+            matching = f"{max(LIST_COUNT_UP_TO, shown):,}+" if total > LIST_COUNT_UP_TO else f"{total:,}"
             if jobs:
                 out(jobs_table(jobs, time.time()))
-                out(f"{args.offset + 1}-{args.offset + len(jobs)} of {total} jobs")
+                out(f"{args.offset + 1:,}-{shown:,} of {matching} jobs")
             else:
-                out(f"no jobs (of {total} matching)" if total else "no jobs")
+                out(f"no jobs (of {matching} matching)" if total else "no jobs")
     return EXIT_OK
 
 

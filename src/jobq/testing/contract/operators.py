@@ -275,6 +275,23 @@ def test_a_windowed_list_reads_only_the_newest_matching_jobs(queue: jobq.Queue) 
             queue.list(everything, Page(window=bad))  # type: ignore[arg-type]
 
 
+def test_a_capped_count_stops_at_its_cap(queue: jobq.Queue) -> None:
+    """``count(up_to=N)`` counts at most N matches (``jobq list``'s footer: an exact count of
+    10,000,000 COMPLETED jobs read them all), also summed over several statuses; below the cap it
+    is the exact count; a cap below 1 is refused."""
+    ids = [queue.enqueue(f"j{i}") for i in range(5)]
+    queue.claim_many("w", 2)
+    queue.cancel_many(ids=[ids[4]])
+    assert [queue.count(up_to=n) for n in (1, 4, 5, 6)] == [1, 4, 5, 5]
+    several = JobFilter(statuses=(P, R, X))
+    assert [queue.count(several, up_to=n) for n in (3, 5, 50)] == [3, 5, 5]
+    assert queue.count(JobFilter(statuses=(R,)), up_to=1) == 1
+    assert queue.count(JobFilter(statuses=(F,)), up_to=1) == 0
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="up_to must be a whole number"):
+            queue.count(up_to=bad)  # type: ignore[arg-type]
+
+
 def test_a_bulk_action_over_many_jobs_runs_chunk_by_chunk_in_id_order(
     queue: jobq.Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
