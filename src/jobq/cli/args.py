@@ -1,9 +1,9 @@
 """Argument types of the ``jobq`` command line: each turns one argument's text into a value, or
 raises ``argparse.ArgumentTypeError``, which the parser prints as one ``jobq: error:`` line (exit 2).
 
-Numbers are held to what both databases can store (``config.INT64_MAX`` for ids, offsets and
-limits, ``config.INT32_MAX`` for PostgreSQL ``integer`` columns), and an error never echoes a
-huge argument whole.
+Numbers are held to what both databases can store and the API accepts (``config.INT64_MAX`` for
+ids, ``config.INT32_MAX`` for limits, offsets and PostgreSQL ``integer`` columns), and an error
+never echoes a huge argument whole.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def _shown_number(text: str, *, quote: bool = True) -> str:
 def _int_arg(text: str, minimum: int, maximum: int) -> int:
     """Parse an integer in ``[minimum, maximum]``, or raise ArgumentTypeError (one usage line).
 
-    The bounds are what the databases can store (``config.INT64_MAX`` for ids, offsets and limits,
-    ``config.INT32_MAX`` for PostgreSQL ``integer`` columns): a value outside them would otherwise
-    reach the driver and end in a traceback (apsw: "int too big to convert").
+    The bounds are what the databases can store and the API accepts (``config.INT64_MAX`` for ids,
+    ``config.INT32_MAX`` for limits, offsets and PostgreSQL ``integer`` columns): a value outside
+    them would otherwise end in a traceback (apsw: "int too big to convert"; ``check_rows``).
     """
     shown = _shown_number(text, quote=False)
     try:
@@ -93,13 +93,14 @@ def _int_arg(text: str, minimum: int, maximum: int) -> int:
 
 
 def positive_int_arg(text: str) -> int:
-    """argparse type: 1 to 2**63-1 (a LIMIT both backends accept)."""
-    return _int_arg(text, 1, INT64_MAX)
+    """argparse type: 1 to 2**31-1 (a limit the API accepts, ``queue.check_rows``: 2**63-1 passed
+    here and ended in a ValueError traceback)."""
+    return _int_arg(text, 1, INT32_MAX)
 
 
 def non_negative_int_arg(text: str) -> int:
-    """argparse type: 0 to 2**63-1 (an OFFSET both backends accept)."""
-    return _int_arg(text, 0, INT64_MAX)
+    """argparse type: 0 to 2**31-1 (an offset the API accepts, ``queue.check_rows``)."""
+    return _int_arg(text, 0, INT32_MAX)
 
 
 def priority_arg(text: str) -> int:
