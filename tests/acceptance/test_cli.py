@@ -492,6 +492,25 @@ def test_purge_deletes_old_finished_jobs_only(cli: Cli) -> None:
     assert cli.ok("purge", "--older-than", "7d", "--status", "failed,cancelled").startswith("purged 0 jobs")
 
 
+def test_purge_stops_at_its_limit_oldest_first(cli: Cli) -> None:
+    days_ago = lambda n: time.time() - n * 86400  # noqa: E731
+    ids = []
+    for age in (12, 10, 11):  # finished 12, 10 and 11 days ago
+        with cli.queue(clock=lambda age=age: days_ago(age)) as q:
+            ids.append(q.enqueue({"age": age}))
+            job = q.claim("w1")
+            assert job is not None and job.id == ids[-1]
+            q.complete(job)
+    assert cli.ok("purge", "--older-than", "7d", "--limit", "2").strip() == (
+        "purged 2 jobs (COMPLETED, finished more than 7d ago; the limit: more may be left)"
+    )
+    assert [j["id"] for j in cli.json("list")] == [ids[1]]  # the two that finished first are gone
+    assert cli.ok("purge", "--older-than", "7d", "--limit", "2").strip() == (
+        "purged 1 job (COMPLETED, finished more than 7d ago)"
+    )
+    assert "must be at least 1" in cli.fails("purge", "--older-than", "7d", "--limit", "0", code=2)
+
+
 def test_rescue_moves_expired_leases(cli: Cli) -> None:
     a_minute_ago = time.time() - 60
     with cli.queue(clock=lambda: a_minute_ago) as q:  # claimed a minute ago with a 5 s lease

@@ -335,12 +335,20 @@ def add_purge(command: AddCommand) -> None:
     p = command("purge", cmd_purge, "delete finished jobs (and their events) older than a duration")
     p.add_argument("--older-than", type=duration_arg, required=True, metavar="DURATION", help="e.g. 7d, 12h")
     _add_status_option(p, "statuses to purge (repeatable or comma-separated; default COMPLETED)")
+    p.add_argument(
+        "--limit",
+        metavar="N",
+        type=positive_int_arg,
+        help="at most N jobs, those that finished first (default: every match; a purge runs in "
+        "chunks, and one stopped keeps the chunks it committed)",
+    )
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
     statuses = _statuses(args) or (JobStatus.COMPLETED,)
     with open_queue(args) as q:
-        count = q.purge(older_than=args.older_than, statuses=statuses)
-    out(f"purged {count} job{'' if count == 1 else 's'} ({', '.join(s.value for s in statuses)}, "
-        f"finished more than {duration_text(args.older_than)} ago)")  # fmt: skip
+        count = q.purge(older_than=args.older_than, statuses=statuses, limit=args.limit)
+    more = "; the limit: more may be left" if count == args.limit else ""
+    out(f"purged {count:,} job{'' if count == 1 else 's'} ({', '.join(s.value for s in statuses)}, "
+        f"finished more than {duration_text(args.older_than)} ago{more})")  # fmt: skip
     return EXIT_OK
