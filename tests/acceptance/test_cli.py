@@ -393,7 +393,9 @@ def test_list_counts_its_footer_up_to_a_cap(cli: Cli) -> None:
     assert cli.ok("list", "--offset", str(past)).splitlines()[-1] == (
         f"{past + 1:,}-{LIST_COUNT_UP_TO + 1:,} of {LIST_COUNT_UP_TO + 1:,}+ jobs"
     )
-    assert cli.ok("list", "--offset", str(LIST_COUNT_UP_TO + 1)).strip() == f"no jobs (of {LIST_COUNT_UP_TO:,}+ matching)"
+    assert (
+        cli.ok("list", "--offset", str(LIST_COUNT_UP_TO + 1)).strip() == f"no jobs (of {LIST_COUNT_UP_TO:,}+ matching)"
+    )
 
 
 def test_show_prints_the_job_and_its_events(cli: Cli) -> None:
