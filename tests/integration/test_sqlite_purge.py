@@ -6,9 +6,6 @@ held behind all of it. In one transaction, purging 979,020 finished jobs held th
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -82,38 +79,3 @@ def test_another_writer_gets_through_while_an_operator_cancels_many_jobs(
         assert [r.job_id for r in results[0]] == ids and all(r.ok for r in results[0])
     assert changes >= 1_000  # one UPDATE a job, 20 transactions
     assert inside, "no other write got through while the operator's action ran"
-
-
-def test_a_purge_killed_half_way_leaves_whole_chunks_and_every_event_of_what_is_left(tmp_path: Path) -> None:
-    """Each chunk deletes its jobs and their events in one transaction: a purge killed (SIGKILL)
-    while it runs leaves whole chunks deleted, every job that is left with its events and no event
-    of a deleted one; the next purge deletes the rest."""
-    url = f"sqlite:///{tmp_path}/q.db"
-    with jobq.Queue(url) as q:
-        ids = q.enqueue_many([{"n": n} for n in range(6_000)])
-        assert all(r.ok for r in q.cancel_many(ids=ids, actor="ops"))  # a stored event each
-    script = (
-        "import sys, jobq\n"
-        "from jobq.backends import base\n"
-        "base.PURGE_CHUNK_JOBS = 100\n"
-        "jobq.Queue(sys.argv[1]).purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])\n"
-    )
-    cancelled = jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,))
-    purger = subprocess.Popen([sys.executable, "-c", script, url])
-    try:
-        with jobq.Queue(url) as q:
-            deadline = time.monotonic() + 60
-            while q.count(cancelled) == 6_000 and purger.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)
-            purger.send_signal(signal.SIGKILL)
-            purger.wait(30)
-            left = q.count(cancelled)
-            assert 0 < left < 6_000 and (6_000 - left) % 100 == 0, left  # 60 chunks: killed on the way
-            remaining = {j.id for j in q.list(cancelled, jobq.Page(limit=6_000))}
-            assert {e.job_id for e in q.recent_events(10_000)} == remaining
-            assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == left
-            assert q.count() == 0 and q.recent_events(10_000) == []
-    finally:
-        if purger.poll() is None:
-            purger.kill()
-            purger.wait(30)
