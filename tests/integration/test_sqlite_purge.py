@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
 import pytest
 
 import jobq
 from jobq.backends import base
+from jobq.backends.store import SqlStore
 
 
 def _writes_inside(url: str, q: jobq.Queue, long_write: Callable[[], object]) -> tuple[int, int]:
@@ -79,3 +81,33 @@ def test_another_writer_gets_through_while_an_operator_cancels_many_jobs(
         assert [r.job_id for r in results[0]] == ids and all(r.ok for r in results[0])
     assert changes >= 1_000  # one UPDATE a job, 20 transactions
     assert inside, "no other write got through while the operator's action ran"
+
+
+def test_a_purge_that_meets_a_lock_held_for_seconds_says_what_it_purged_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection takes the write lock after the purge's second chunk and keeps it past
+    the purge's patience (``busy_timeout``): the purge gives up with one line that says how many
+    jobs its committed chunks purged; nothing else changed, and the purge run again does the rest."""
+    monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 10)
+    url = f"sqlite:///{tmp_path}/q.db?busy_timeout=200"
+    holder = apsw.Connection(str(tmp_path / "q.db"))
+    paused: list[float] = []
+
+    def pause(self: SqlStore, began: float) -> None:
+        paused.append(began)
+        if len(paused) == 2:
+            holder.execute("BEGIN IMMEDIATE")  # held until the purge has given up
+
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"n": n} for n in range(50)])
+        assert all(r.ok for r in q.cancel_many(ids=ids))
+        monkeypatch.setattr(SqlStore, "_pause", pause)
+        with pytest.raises(
+            jobq.StorageError, match=r"stayed locked.* \(20 jobs were purged in the chunks before"
+        ) as err:
+            q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
+        assert "\n" not in str(err.value)
+        holder.execute("ROLLBACK")
+        assert q.count() == 30
+        assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 30

@@ -17,6 +17,8 @@ from faultproxy import FaultProxy, proxied
 from polling import wait_for
 
 import jobq
+from jobq.backends import base
+from jobq.backends.store import SqlStore
 from jobq.worker import Worker
 
 pytestmark = pytest.mark.postgres
@@ -356,3 +358,48 @@ def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(p
 
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))
+
+
+@pytest.mark.parametrize(
+    ("call", "marker"),
+    [("purge", b"WITH gone AS"), ("cancel_many", b"FOR UPDATE")],
+)
+def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
+    pq, monkeypatch: pytest.MonkeyPatch, call: str, marker: bytes
+) -> None:
+    """A purge or an operator's action runs in chunks, each its own transaction. The third chunk's
+    reply is lost: the call says the outcome is unknown and how many jobs the committed chunks
+    before it handled (an operator who cancelled 50,000 jobs learns that 40,000 were done); the
+    stored jobs are whole chunks done, and the same call again does the rest."""
+    q, proxy = pq
+    monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 10)
+    monkeypatch.setattr(base, "OPERATOR_CHUNK_JOBS", 10)
+    ids = q.enqueue_many([{"n": n} for n in range(50)])
+    if call == "purge":
+        assert all(r.ok for r in q.cancel_many(ids=ids))
+    paused = []
+
+    def pause(self: SqlStore, began: float) -> None:
+        paused.append(began)
+        if len(paused) == 2:  # two chunks committed: the third one's reply is lost
+            proxy.lose_next_commit_reply(after=marker)
+
+    monkeypatch.setattr(SqlStore, "_pause", pause)
+    done = "purged" if call == "purge" else "acted on"
+    with pytest.raises(jobq.StorageError, match=f"outcome is unknown.*20 jobs were {done} in the chunks before"):
+        if call == "purge":
+            q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
+        else:
+            q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
+    assert proxy.lost_replies == 1
+    cancelled = jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,))
+    if call == "purge":
+        assert q.count() == 20  # three chunks gone: the lost reply's chunk committed
+        assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 20
+        assert q.count() == 0
+    else:
+        assert [j.id for j in q.list(cancelled, jobq.Page(limit=50, descending=False))] == ids[:30]
+        results = q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
+        assert [r.job_id for r in results if r.ok] == ids[30:]
+        assert q.count(cancelled) == 50
+        assert all(_kinds(q, i) == ["enqueued", "cancelled"] for i in ids)

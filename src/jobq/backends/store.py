@@ -45,7 +45,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.statements import Dialect
-from jobq.errors import ConfigError
+from jobq.errors import ConfigError, StorageError
 from jobq.job import Event, Job, JobStatus
 
 T = TypeVar("T")
@@ -62,16 +62,27 @@ def _nonce() -> str:
     return os.urandom(TOKEN_NONCE_BYTES).hex()
 
 
+def _after_chunks(exc: StorageError, done: int, verb: str) -> StorageError:
+    """A long write's error, saying what its committed chunks did (an operator acting on 50,000
+    jobs learns that the first 40,000 were done, and that the same action again does the rest)."""
+    if not done:
+        return exc
+    jobs = "1 job was" if done == 1 else f"{done:,} jobs were"
+    return StorageError(f"{exc} ({jobs} {verb} in the chunks before, which committed: run it again for the rest)")
+
+
 #: One transaction of a store method: the operation ``make()`` builds, whether it writes, and what
 #: settles an unknown outcome (``SqlStore._transaction``'s arguments). A plain tuple: the hot path
 #: builds one per call, and a NamedTuple costs several times as much to make.
 Txn = tuple[MakeOp[T], bool, "MakeOp[T] | None"]
 
 #: A store method as data: a generator that yields the transactions it runs, one at a time, is sent
-#: each one's result, and returns the method's. The blocking driver (``SqlStore._run_plan``) and the
-#: asyncio one (``AsyncPostgresStore._run_plan``) run the same plan, so a method that needs two
-#: transactions, or looks at a result before it returns, is written once (the ``ops`` generators
-#: do the same one level down, for the statements of one transaction).
+#: each one's result (a transaction's StorageError is thrown into it, at the ``yield``: a plan of
+#: several commits may say what it had done), and returns the method's. The blocking driver
+#: (``SqlStore._run_plan``) and the asyncio one (``AsyncPostgresStore._run_plan``) run the same
+#: plan, so a method that needs two transactions, or looks at a result before it returns, is
+#: written once (the ``ops`` generators do the same one level down, for the statements of one
+#: transaction).
 Plan = Generator[Txn[Any], Any, T]
 #: What a method hands its driver: a plan, or its one transaction as it is (most methods: no
 #: generator to step through on the hot path).
@@ -162,7 +173,12 @@ class SqlStore:
         try:
             make, write, on_unknown = next(work)
             while True:
-                make, write, on_unknown = work.send(self._transaction(make, write=write, on_unknown=on_unknown))
+                try:
+                    done = self._transaction(make, write=write, on_unknown=on_unknown)
+                except StorageError as exc:
+                    make, write, on_unknown = work.throw(exc)
+                else:
+                    make, write, on_unknown = work.send(done)
         except StopIteration as stop:
             result: T = stop.value
             return result
@@ -362,12 +378,16 @@ class SqlStore:
     ) -> Plan[list[ActionResult]]:
         """An operator's action, ``OPERATOR_CHUNK_JOBS`` jobs a transaction in id order until none
         is left, pausing after each as a purge does (SQLite's writers take the lock in between)."""
-        d, after, out = self.dialect, 0, []
+        d, after = self.dialect, 0
+        out: list[ActionResult] = []
         named, seen = set(where.ids), frozenset[int]()
         while True:
             began = time.monotonic()
             chunk = functools.partial(action, d, where, actor, now, after, base.OPERATOR_CHUNK_JOBS, seen)
-            results, following = yield (chunk, True, None)
+            try:
+                results, following = yield (chunk, True, None)
+            except StorageError as exc:
+                raise _after_chunks(exc, sum(r.ok for r in out), "acted on") from None
             out += results
             if following is None:
                 return out
@@ -389,7 +409,10 @@ class SqlStore:
         while True:
             chunk = base.PURGE_CHUNK_JOBS if limit is None else min(base.PURGE_CHUNK_JOBS, limit - total)
             began = time.monotonic()
-            gone: int = yield (functools.partial(ops.purge, d, statuses, finished_before, chunk), True, None)
+            try:
+                gone: int = yield (functools.partial(ops.purge, d, statuses, finished_before, chunk), True, None)
+            except StorageError as exc:
+                raise _after_chunks(exc, total, "purged") from None
             total += gone
             if gone < chunk or total == limit:
                 return total

@@ -239,7 +239,12 @@ class AsyncPostgresStore(SqlStore):
         try:
             make, write, on_unknown = next(work)
             while True:
-                make, write, on_unknown = work.send(await self._arun(make, write=write, on_unknown=on_unknown))
+                try:
+                    done = await self._arun(make, write=write, on_unknown=on_unknown)
+                except StorageError as exc:
+                    make, write, on_unknown = work.throw(exc)
+                else:
+                    make, write, on_unknown = work.send(done)
         except StopIteration as stop:
             result: T = stop.value
             return result
