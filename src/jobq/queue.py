@@ -374,8 +374,8 @@ class Queue:
             raise InvalidPayload(f"priority must be between {INT32_MIN} and {INT32_MAX}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
             raise InvalidPayload("timeout must be a number of seconds")
-        if timeout is not None and not 0 < timeout < math.inf:
-            raise InvalidPayload("timeout must be positive (seconds)")
+        if timeout is not None and not 0 < timeout <= DURATION_MAX_SECONDS:
+            raise InvalidPayload("timeout must be positive (seconds) and at most 100 years")
         when = now if run_at is None and delay is None else _when(now, delay, run_at)
         return NewJob(
             payload_json=text,

@@ -18,11 +18,16 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jobq.config import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT
+from jobq.config import BACKOFF_BASE_SECONDS_DEFAULT, BACKOFF_CAP_SECONDS_DEFAULT, DURATION_MAX_SECONDS
 from jobq.errors import ConfigError, InvalidPayload
 from jobq.job import Job
 
 log = logging.getLogger(__name__)
+
+_EXPONENT_MAX = 1023
+"""``2.0 ** 1024`` raises OverflowError: from attempt 1,025 on, every failure of a job with many
+attempts killed the worker's run of it (the job stayed PROCESSING). Any base above 0 times
+``2.0 ** 1023`` is past every cap (a product too large is infinity, not an error)."""
 
 
 def backoff_seconds(
@@ -38,7 +43,7 @@ def backoff_seconds(
     ("equal jitter"): retries of jobs that failed together spread out instead of stampeding,
     and no retry comes sooner than half the nominal delay.
     """
-    nominal = min(cap, base * 2.0 ** max(0, attempt - 1))
+    nominal = min(cap, base * 2.0 ** min(max(0, attempt - 1), _EXPONENT_MAX))
     draw = rng.random() if rng is not None else random.random()
     return nominal * (0.5 + 0.5 * draw)
 
@@ -51,11 +56,14 @@ queue's own (``{"base": 2, "cap": 600}``, both in seconds)."""
 Backoff = BackoffSpec | Callable[[int], float]
 """A task's retry delay: a :data:`BackoffSpec`, or a function of the failed attempt (1-based)."""
 
-_BACKOFF_HELP = "seconds >= 0, a list of them, or {'base': s, 'cap': s}"
+_BACKOFF_HELP = "seconds from 0 to 100 years, a list of them, or {'base': s, 'cap': s}"
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+    """``value`` as seconds from 0 to ``DURATION_MAX_SECONDS``; None otherwise (a backoff of 1e300
+    was stored, and each failure's retry was then refused as out of range: the worker tried to
+    record it again and again, and the job stayed PROCESSING)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= DURATION_MAX_SECONDS:
         return None
     return float(value)
 
@@ -138,8 +146,12 @@ class TaskPolicy:
             isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1
         ):
             raise ConfigError("max_attempts must be an integer >= 1")
-        if self.timeout is not None and (not isinstance(self.timeout, int | float) or not 0 < self.timeout < math.inf):
-            raise ConfigError("timeout must be a positive number of seconds")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not 0 < self.timeout <= DURATION_MAX_SECONDS
+        ):
+            raise ConfigError("timeout must be a number of seconds above 0 and at most 100 years")
         if self.retry_on is not None and not (
             isinstance(self.retry_on, tuple)
             and all(isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on)
@@ -161,7 +173,8 @@ class TaskPolicy:
         if self.backoff is None:
             return None
         seconds = float(self.backoff(attempt) if callable(self.backoff) else spec_delay(self.backoff, attempt))
-        return seconds if 0 <= seconds < math.inf else None
+        # A function's delay past 100 years is 100 years (a retry the queue can record).
+        return min(seconds, DURATION_MAX_SECONDS) if 0 <= seconds < math.inf else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import pytest
 
 import jobq
 from jobq import JobStatus, Worker
+from jobq.config import DURATION_MAX_SECONDS
 from jobq.retry import POLICIES
 from jobq.worker import REGISTRY
 
@@ -70,15 +71,46 @@ def test_backoff_per_task(backend_url: str, tasks: None) -> None:
     assert 990 < job.run_at - time.time() <= 1000  # the task's backoff, not the queue's (seconds)
 
 
+def test_a_job_with_over_a_thousand_attempts_fails_each_one_to_the_last(sqlite_url: str, tasks: None) -> None:
+    """The backoff of attempt 1,025 raised OverflowError (``2.0 ** 1024``): that failure was never
+    recorded, the job stayed PROCESSING and a worker told to exit when idle never did."""
+
+    def boom(ctx: jobq.JobContext) -> None:
+        raise RuntimeError("again")
+
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({}, task="boom", max_attempts=1_030, backoff={"base": 0, "cap": 0})
+        Worker(q, {"boom": boom}, exit_when_idle=True).run()
+        job = q.get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 1_030)
+
+
+def test_a_task_backoff_of_centuries_is_recorded_as_a_hundred_years(sqlite_url: str, tasks: None) -> None:
+    """A backoff function's delay past 100 years was refused where the retry is recorded, and the
+    worker tried to record it again and again: the job stayed PROCESSING."""
+
+    @jobq.task("distant", max_attempts=2, backoff=lambda attempt: 1e300)
+    def distant(ctx: jobq.JobContext) -> None:
+        raise RuntimeError("not in this century")
+
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({}, task="distant")
+        Worker(q, {"distant": distant}, exit_when_idle=True).run()
+        job = q.get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.PENDING, 1)
+    assert job.run_at - time.time() == pytest.approx(DURATION_MAX_SECONDS, rel=1e-6)
+
+
 def test_bad_policies_are_refused_in_one_line() -> None:
     for kwargs, message in [
         ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
-        ({"timeout": -1}, "timeout must be a positive number of seconds"),
+        ({"timeout": -1}, "timeout must be a number of seconds above 0 and at most 100 years"),
+        ({"timeout": 1e300}, "timeout must be a number of seconds above 0 and at most 100 years"),
         ({"retry_on": ValueError}, "retry_on must be a tuple of exception classes"),
         ({"retry_on": ("ValueError",)}, "retry_on must be a tuple of exception classes"),
         (
             {"backoff": "10s"},
-            r"backoff must be seconds >= 0, a list of them, or \{'base': s, 'cap': s\}, "
+            r"backoff must be seconds from 0 to 100 years, a list of them, or \{'base': s, 'cap': s\}, "
             "or a function of the attempt number",
         ),
     ]:

@@ -107,6 +107,13 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
     assert len(spread) > 1  # jittered
 
 
+@pytest.mark.parametrize("attempt", [1_024, 1_025, 1_100, 2**31 - 1])
+def test_backoff_of_a_very_late_attempt_is_the_cap(attempt: int) -> None:
+    """2.0 ** 1024 raised OverflowError: the failure of attempt 1,025 and later was never recorded."""
+    assert 30 <= backoff_seconds(attempt, base=1, cap=60) <= 60
+    assert backoff_seconds(attempt, base=0, cap=60) == 0
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30", 30), ("1.5s", 1.5), ("250ms", 0.25), ("10m", 600), ("2h", 7200), ("7d", 604800), (3, 3.0)],

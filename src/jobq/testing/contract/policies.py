@@ -52,7 +52,7 @@ def test_a_held_key_keeps_the_policy_of_the_enqueue_that_made_the_job(queue: job
     assert json.loads(queue.get(first).policy or "") == {"backoff": 5.0}
 
 
-BACKOFF = "backoff must be seconds >= 0, a list of them, or {'base': s, 'cap': s}, not "
+BACKOFF = "backoff must be seconds from 0 to 100 years, a list of them, or {'base': s, 'cap': s}, not "
 RETRY_ON = "retry_on must name exception classes (e.g. 'builtins.TimeoutError'), not "
 
 
@@ -68,7 +68,11 @@ RETRY_ON = "retry_on must name exception classes (e.g. 'builtins.TimeoutError'),
         ({"retry_on": ["os.path; rm"]}, RETRY_ON + "'os.path; rm'"),
         ({"retry_on": [int]}, RETRY_ON + "<class 'int'>"),
         ({"timeout": "1m"}, "timeout must be a number of seconds"),
-        ({"timeout": float("inf")}, "timeout must be positive (seconds)"),
+        ({"timeout": float("inf")}, "timeout must be positive (seconds) and at most 100 years"),
+        ({"timeout": 1e300}, "timeout must be positive (seconds) and at most 100 years"),
+        ({"backoff": 1e300}, BACKOFF + "1e+300"),
+        ({"backoff": [1, 1e300]}, BACKOFF + "[1, 1e+300]"),
+        ({"backoff": {"base": 1, "cap": 1e300}}, BACKOFF + "{'base': 1, 'cap': 1e+300}"),
         ({"max_attempts": 0}, "max_attempts must be an integer >= 1"),
         ({"max_attempts": True}, "max_attempts must be an integer >= 1"),
     ],
