@@ -24,6 +24,9 @@ HEARTBEAT_SECONDS_DEFAULT = LEASE_SECONDS_DEFAULT * HEARTBEAT_FRACTION_OF_LEASE
 MISSING = "-"
 
 _UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_SHOWN_SECONDS_MAX = 100 * 365.25 * 86400
+"""Longer durations read "over 100 years": a time written by hand (1e300) was shown as a count
+of days with 290 digits."""
 
 
 class WorkerState(enum.StrEnum):
@@ -83,6 +86,8 @@ def duration_text(seconds: float | None) -> str:
     """
     if seconds is None or math.isnan(seconds):
         return MISSING
+    if seconds > _SHOWN_SECONDS_MAX:
+        return "over 100 years"
     s = max(0, round(seconds))
     for i, (unit, size) in enumerate(_UNITS):
         if s >= size or unit == "s":
@@ -110,6 +115,8 @@ def ago(ts: float | None, now: float) -> str:
     seconds = abs(delta)
     if seconds < 1:
         return "now"
+    if not seconds <= _SHOWN_SECONDS_MAX:  # also NaN
+        return "in over 100 years" if future else "over 100 years ago"
     for unit, size in _UNITS:
         if seconds >= size:
             text = f"{int(seconds // size)}{unit}"

@@ -23,12 +23,12 @@ from typing import Any
 
 import apsw
 import pytest
-from handwritten import write_past_controls_checks
+from handwritten import write_by_hand, write_past_controls_checks
 from polling import wait_for
 
 import jobq
 import jobq.flow
-from jobq.web import ops_model
+from jobq.web import manager_model, ops_model, views
 from jobq.worker import Worker
 
 JOBQ = Path(sys.executable).parent / "jobq"
@@ -197,3 +197,25 @@ def test_a_bad_policy_falls_back_to_the_task_and_queue_policy(
         for job_id in ids:
             shown = _cli(backend_url, tmp_path, "show", str(job_id))
             assert "policy" in shown
+
+
+def test_times_no_calendar_holds_are_shown_not_raised(backend_url: str, tmp_path: Path) -> None:
+    """A job's and a schedule's times written by hand as 1e300 and -1e300: the manager's list
+    raised OverflowError, ``jobq schedules list`` ended in a traceback and ``jobq show`` printed
+    a count of days with 290 digits."""
+    with jobq.Queue(backend_url) as q:
+        job_id = q.enqueue({"a": 1})
+        q.add_schedule("far", task="t", every=3600)
+        write_by_hand(
+            backend_url,
+            f"UPDATE jobs SET run_at = 1e300, created_at = 1e300, updated_at = -1e300 WHERE id = {job_id}",
+            "UPDATE schedules SET next_run_at = 1e300 WHERE name = 'far'",
+        )
+        [row] = manager_model.jobs_table(q.list_jobs()).to_dict("records")
+        assert row["created"] == views.NOT_A_DATE
+    shown = _cli(backend_url, tmp_path, "show", str(job_id))
+    assert "run at    1e+300 (not a date) (in over 100 years)" in shown
+    assert "updated   -1e+300 (not a date) (over 100 years ago)" in shown
+    assert "in over 100 years" in _cli(backend_url, tmp_path, "list")
+    assert "1e+300 (not a date)" in _cli(backend_url, tmp_path, "schedules", "list")
+    assert "next run:   1e+300 (not a date)" in _cli(backend_url, tmp_path, "schedules", "show", "far")

@@ -9,8 +9,10 @@ import pytest
 
 from jobq import present
 from jobq.backends.base import QueueStats, WorkerEnd, WorkerInfo
+from jobq.cli import output
 from jobq.config import Settings
 from jobq.present import WorkerState, ago, duration_text, error_summary, oldest_pending_age, worker_state
+from jobq.web import views
 
 
 @pytest.mark.parametrize(
@@ -80,3 +82,16 @@ def test_oldest_pending_age() -> None:
 def test_the_examples_in_the_docstrings_hold() -> None:
     result = doctest.testmod(present)
     assert result.attempted >= 4 and result.failed == 0
+
+
+@pytest.mark.parametrize("ts", [1e300, -1e300, 1e20])
+def test_a_time_no_calendar_holds_is_shown_not_raised(ts: float) -> None:
+    """A time written by hand (``run_at = 1e300``): the manager's list raised OverflowError on it,
+    ``jobq show`` printed a count of days with 290 digits."""
+    now = 1_800_000_000.0
+    assert ago(ts, now) in ("in over 100 years", "over 100 years ago")
+    assert duration_text(abs(ts - now)) == "over 100 years"
+    if abs(ts) > 1e19:
+        assert views.fmt_short_time(ts, now) == views.fmt_time(ts) == views.NOT_A_DATE
+        assert output.local_iso(ts) == f"{ts!r} (not a date)"
+    assert ago(now + 3 * 86400, now) == "in 3d" and duration_text(7 * 86400) == "7d"  # ordinary times as before

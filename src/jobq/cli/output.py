@@ -55,7 +55,10 @@ def local_iso(ts: float | None) -> str:
     """Local time, ISO 8601 to the second with its UTC offset, or ``"-"``."""
     if ts is None:
         return "-"
-    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    try:
+        return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):  # a time written by hand, past year 9999 (or NaN)
+        return f"{ts!r} (not a date)"
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -100,12 +100,20 @@ def style_cell(value: Any, theme: str = "light") -> str:
     return f"color: {palette[color][0]}" + ("; font-weight: 600" if bold else "")
 
 
+NOT_A_DATE = "not a date"
+"""How a time no calendar holds is shown (a row written by hand: ``run_at = 1e300``): before,
+the manager's list failed on it with OverflowError."""
+
+
 def fmt_time(ts: float | None) -> str:
     """A UNIX time as local ``YYYY-MM-DD HH:MM:SS ZONE`` ("" for None): the zone says which clock,
     since the server's zone need not be the reader's."""
     if ts is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+    except (OverflowError, ValueError, OSError):  # a time written by hand, out of any calendar
+        return NOT_A_DATE
 
 
 def zone_name(ts: float | None = None) -> str:
@@ -118,7 +126,10 @@ def fmt_short_time(ts: float | None, now: float | None = None) -> str:
     if ts is None:
         return DASH
     today = time.localtime(now if now is not None else time.time())[:3]
-    local = time.localtime(ts)
+    try:
+        local = time.localtime(ts)
+    except (OverflowError, ValueError, OSError):  # a time written by hand, out of any calendar
+        return NOT_A_DATE
     return time.strftime("%H:%M:%S" if local[:3] == today else "%b %d %H:%M", local)
 
 
