@@ -1131,8 +1131,18 @@ class Queue:
         return self.save_schedule(spec, origin="api")
 
     def save_schedule(self, spec: Schedule, *, origin: str = "code") -> ScheduleInfo:
-        """Store a schedule (a worker stores those declared with ``@jobq.periodic`` as it starts)."""
+        """Store a schedule (a worker stores those declared with ``@jobq.periodic`` as it starts).
+
+        Raises InvalidPayload when its jobs could not be enqueued (a payload over the size
+        limit, a priority out of range): refused here, not at every firing."""
         now = self.clock()
+        # The job of its next slot, made and thrown away: what firing would refuse is refused now
+        # (a 100 KB payload was stored, and every scheduler tick then failed on it).
+        next_slot = spec.next_slot(now)
+        self._new_job(
+            spec.job_payload(next_slot), queue=spec.queue, task=spec.task, priority=spec.priority, delay=None,
+            run_at=None, key=spec.job_key(next_slot)[0], max_attempts=None, timeout=None, now=now,
+        )  # fmt: skip
         info = ScheduleInfo(
             name=spec.name,
             task=spec.task,

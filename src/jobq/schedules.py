@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from jobq.backends.base import ScheduleInfo
-from jobq.config import parse_duration
+from jobq.config import DURATION_MAX_SECONDS, parse_duration
 from jobq.errors import ConfigError
 from jobq.payloads import loads
 
@@ -42,10 +42,14 @@ SCHEDULE_KEY_PREFIX = "jobq-schedule:"
 
 
 def _zone(name: str) -> ZoneInfo:
+    # A region's folder ('Europe') raised IsADirectoryError, a 300-character name OSError, a
+    # number TypeError: each a traceback at the CLI.
+    if not isinstance(name, str):
+        raise ConfigError(f"a time zone is an IANA name such as 'Europe/Paris', not {name!r:.60}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Paris')") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(f"unknown time zone {name!r:.80} (an IANA name such as 'Europe/Paris')") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,18 +78,31 @@ class Schedule:
             raise ConfigError("a schedule needs a name of 1 to 200 characters")
         if (self.cron is None) == (self.every is None):
             raise ConfigError(f"schedule {self.name!r}: give a cron expression or every=, not both or neither")
+        if self.cron is not None and not isinstance(self.cron, str):
+            raise ConfigError(f"schedule {self.name!r}: a cron expression is text such as '*/5 * * * *'")
         if self.cron is not None:
             try:
                 CronSim(self.cron, datetime(2000, 1, 1))
             except CronSimError as exc:
                 raise ConfigError(f"schedule {self.name!r}: bad cron expression {self.cron!r}: {exc}") from None
         else:
-            if not isinstance(self.every, int | float) or not 1 <= self.every < math.inf:
-                raise ConfigError(f"schedule {self.name!r}: every= must be at least 1 second")
+            # True was 1 s; 1e300 s was stored, then every listing of the schedules failed
+            # (a next run past what a datetime holds).
+            if (
+                isinstance(self.every, bool)
+                or not isinstance(self.every, int | float)
+                or not 1 <= self.every <= DURATION_MAX_SECONDS
+            ):
+                raise ConfigError(f"schedule {self.name!r}: every= must be from 1 second to 100 years")
             object.__setattr__(self, "every", float(self.every))
         _zone(self.zone)
         if self.catchup not in CATCHUP_CHOICES:
             raise ConfigError(f"schedule {self.name!r}: catchup must be one of {', '.join(CATCHUP_CHOICES)}")
+        if not isinstance(self.overlap, bool):
+            raise ConfigError(f"schedule {self.name!r}: overlap must be True or False, not {self.overlap!r:.20}")
+        # Its jobs' priority (checked again with the rest of a job by Queue.save_schedule).
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ConfigError(f"schedule {self.name!r}: priority must be an integer, not {self.priority!r:.20}")
 
     @property
     def expression(self) -> str:

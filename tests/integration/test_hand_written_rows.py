@@ -28,8 +28,10 @@ from polling import wait_for
 
 import jobq
 import jobq.flow
+from jobq.testing import FakeClock
 from jobq.web import manager_model, ops_model, views
 from jobq.worker import Worker
+from jobq.worker.scheduler import Scheduler
 
 JOBQ = Path(sys.executable).parent / "jobq"
 
@@ -197,6 +199,38 @@ def test_a_bad_policy_falls_back_to_the_task_and_queue_policy(
         for job_id in ids:
             shown = _cli(backend_url, tmp_path, "show", str(job_id))
             assert "policy" in shown
+
+
+def test_a_schedule_row_that_cannot_fire_holds_back_only_itself(
+    backend_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Schedule rows that ``add_schedule`` refuses, written by hand (or by an older jobq): a
+    payload over the size limit, a cron expression that is not one. Before, the first one's
+    error ended every scheduler tick, and no schedule fired at all. Now each is skipped and
+    logged once, the others fire, and a mended row fires again."""
+    clock = FakeClock(1_800_000_000.0)
+    with jobq.Queue(backend_url, clock=clock) as q:
+        for name in ("big", "good", "garbled"):
+            q.add_schedule(name, task="t", every=60)
+        write_by_hand(
+            backend_url,
+            "UPDATE schedules SET payload_json = '\"" + "x" * 70_000 + "\"' WHERE name = 'big'",
+            "UPDATE schedules SET cron = 'every tuesday', every = NULL WHERE name = 'garbled'",
+        )
+        scheduler = Scheduler(q, declared={})
+        with caplog.at_level(logging.INFO, logger="jobq.worker"):
+            for _minute in range(3):
+                clock.advance(60)
+                assert list(scheduler.run_due()) == ["good"]
+            errors = sorted(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+            assert len(errors) == 2, errors  # once each, not once a tick
+            assert errors[0].startswith("schedule big cannot fire") and "over the limit" in errors[0]
+            assert errors[1].startswith("schedule garbled cannot fire") and "bad cron expression" in errors[1]
+            write_by_hand(backend_url, "UPDATE schedules SET payload_json = NULL WHERE name = 'big'")
+            clock.advance(60)
+            assert sorted(scheduler.run_due()) == ["big", "good"]
+            assert "schedule big fires again" in caplog.text
+        assert {j.payload["schedule"] for j in q.list_jobs()} == {"big", "good"}  # type: ignore[index]
 
 
 def test_times_no_calendar_holds_are_shown_not_raised(backend_url: str, tmp_path: Path) -> None:

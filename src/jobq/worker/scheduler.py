@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from jobq.errors import JobqError, StorageError
 from jobq.queue import Queue
 from jobq.schedules import SCHEDULES, Schedule, schedule_of
 from jobq.worker.looper import Looper
@@ -42,6 +43,7 @@ class Scheduler(Looper):
         self.queue = queue
         self.declared = dict(SCHEDULES if declared is None else declared)
         self._saved = False
+        self._failing: dict[str, str] = {}  # schedule name: the error last logged for it
 
     def save_declared(self) -> None:
         """Store the schedules this process declares (each worker does; the last definition wins)."""
@@ -58,9 +60,22 @@ class Scheduler(Looper):
             self.save_declared()
         fired: dict[str, list[int]] = {}
         for info in self.queue.schedules(due=True):
-            spec = schedule_of(info)
-            slots, next_run_at = spec.due(info.next_run_at, self.queue.clock())
-            ids = self.queue.fire_schedule(info, slots, next_run_at)
+            try:
+                spec = schedule_of(info)
+                slots, next_run_at = spec.due(info.next_run_at, self.queue.clock())
+                ids = self.queue.fire_schedule(info, slots, next_run_at)
+            except (JobqError, ValueError, OverflowError) as exc:
+                # One schedule that cannot fire (a row written by hand or by an older jobq: a
+                # payload over the limit, a bad cron) must not stop the others: before, its error
+                # ended every tick, and no schedule fired. Logged once per error, not every tick.
+                if isinstance(exc, StorageError):
+                    raise  # the database, not this schedule: the loop's own retry handles it
+                if self._failing.get(info.name) != str(exc):
+                    log.error("schedule %s cannot fire, skipped until it is fixed: %s", info.name, exc)
+                self._failing[info.name] = str(exc)
+                continue
+            if self._failing.pop(info.name, None) is not None:
+                log.info("schedule %s fires again", info.name)
             if ids is None:
                 continue  # another worker took these slots first
             fired[info.name] = ids

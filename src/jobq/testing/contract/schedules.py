@@ -170,3 +170,32 @@ def test_a_simulated_day_over_several_stores_makes_one_job_per_slot(
         "five": len([s for s in range(int(start), int(end) + 1, 300) if s > start]),  # 0 missed
         "ninety": len([s for s in range(int(start), int(end) + 1, 90) if s > start]),
     }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"payload": "x" * 70_000}, jobq.InvalidPayload, "over the limit"),
+        ({"priority": 2**40}, jobq.InvalidPayload, "priority must be between"),
+        ({"priority": "high"}, jobq.ConfigError, "priority must be an integer"),
+        ({"priority": True}, jobq.ConfigError, "priority must be an integer"),
+        ({"overlap": "no"}, jobq.ConfigError, "overlap must be True or False"),
+        ({"every": True}, jobq.ConfigError, "every= must be from 1 second to 100 years"),
+        ({"every": 1e300}, jobq.ConfigError, "every= must be from 1 second to 100 years"),
+        ({"every": None, "cron": 5}, jobq.ConfigError, "a cron expression is text"),
+        ({"zone": "Europe"}, jobq.ConfigError, "unknown time zone 'Europe'"),
+        ({"zone": "x" * 300}, jobq.ConfigError, "unknown time zone"),
+        ({"zone": 5}, jobq.ConfigError, "a time zone is an IANA name"),
+    ],
+)
+def test_a_schedule_whose_jobs_could_not_be_made_is_refused_when_added(
+    queue: jobq.Queue, kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    """What firing would refuse is refused when the schedule is added, in one line, and nothing
+    is stored: a payload over the size limit was stored, and then every scheduler tick failed on
+    it (no schedule fired at all); ``every=1e300`` made every listing of the schedules fail."""
+    queue.add_schedule("kept", task="t", every=60)
+    with pytest.raises(error, match=message) as raised:
+        queue.add_schedule("bad", task="t", **{"every": 60, **kwargs})  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+    assert [s.name for s in queue.schedules()] == ["kept"]
