@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from polling import wait_for
 
@@ -210,6 +211,25 @@ def test_out_of_range_integers_are_one_usage_line_and_write_nothing(
     before = cli.json("list")
     cli.fails(*argv, code=2)
     assert cli.json("list") == before
+
+
+@pytest.mark.parametrize("kind", ["another program's", "empty"])
+def test_commands_on_existing_jobs_leave_a_file_without_jobqs_tables_as_it_was(cli: Cli, kind: str) -> None:
+    """A mistyped ``--db`` naming another program's SQLite file: ``jobq list`` created jobq's two
+    dozen tables in it (and switched it to WAL); an empty file became a jobq database."""
+    path = cli.root / "other.db"
+    if kind == "empty":
+        path.touch()
+    else:
+        conn = apsw.Connection(str(path))
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'ann')")
+        conn.close()
+    before = path.read_bytes()
+    for args in (["list"], ["stats"], ["show", "1"], ["cancel", "1"], ["purge", "--older-than", "1d"], ["limits"]):
+        line = cli.fails("--db", f"sqlite:///{path}", *args)
+        assert line == f"jobq: error: no jobq queue in {path} (start a producer or worker to create it)", args
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in cli.root.iterdir()) == ["other.db"]  # no -wal or -shm beside it
 
 
 def test_the_largest_limit_and_offset_the_parser_takes_run(cli: Cli) -> None:

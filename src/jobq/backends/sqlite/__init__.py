@@ -124,6 +124,9 @@ class SqliteBackend(SqlStore):
         self.path = os.path.abspath(path)
         if not create and not os.path.exists(self.path):
             raise StorageError(f"no database at {self.path} (start a producer or worker to create it)")
+        # Also: a file without jobq's tables is an error, not migrated (a mistyped --db naming
+        # another program's SQLite file gained jobq's two dozen tables from a mere `jobq list`).
+        self._create = create
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise ConfigError(f"unknown SQLite URL option(s): {', '.join(sorted(unknown))}")
@@ -180,6 +183,10 @@ class SqliteBackend(SqlStore):
         try:
             conn = apsw.Connection(self.path)
             conn.set_busy_timeout(self.busy_timeout_ms)
+            if not self._create and not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
+                # Before WAL mode, which would be written into the file: not jobq's to change.
+                conn.close()
+                raise StorageError(f"no jobq queue in {self.path} (start a producer or worker to create it)")
             mode = _journal_mode_wal(conn)
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
@@ -203,7 +210,9 @@ class SqliteBackend(SqlStore):
             return
         # BEGIN IMMEDIATE: two processes opening a new file at once migrate one after the other.
         self._locked(
-            lambda c: ops.drive(ops.migrate(self.dialect, MIGRATIONS, self.path), _runner(c)), write=True, conn=conn
+            lambda c: ops.drive(ops.migrate(self.dialect, MIGRATIONS, self.path, create=self._create), _runner(c)),
+            write=True,
+            conn=conn,
         )
 
     def _schema_is_current(self, conn: apsw.Connection) -> bool:
