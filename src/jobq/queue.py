@@ -347,10 +347,12 @@ class Queue:
         policy: JobPolicy | None = None,
     ) -> NewJob:
         text = self._payload_text(payload)
-        if key is not None:
-            _check_name(key, "idempotency key", remember=False)
-        if concurrency_key is not None:
-            _check_name(concurrency_key, "concurrency key", remember=False)
+        # An empty key is refused, not taken as a key: a script passing --key "$UNSET" made every
+        # such job after the first a duplicate of it (silently dropped).
+        if key is not None and not _check_name(key, "idempotency key", remember=False):
+            raise InvalidPayload("an idempotency key must not be empty (leave it out for none)")
+        if concurrency_key is not None and not _check_name(concurrency_key, "concurrency key", remember=False):
+            raise InvalidPayload("a concurrency key must not be empty (leave it out for none)")
         if key is None and key_scope == "all" and key_ttl is None:  # the usual enqueue: nothing to check
             scope, key_expires_at = "all", None
         else:

@@ -123,3 +123,17 @@ def test_bad_key_options_are_refused_in_one_line(queue: jobq.Queue) -> None:
         with pytest.raises(jobq.InvalidPayload, match="^" + message.replace("(", r"\(")):
             queue.enqueue("x", **kwargs)  # type: ignore[arg-type]
     assert queue.count() == 0
+
+
+def test_an_empty_key_is_refused_not_taken_as_a_key(queue: jobq.Queue) -> None:
+    """``key=""`` (a script's ``--key "$UNSET"``) was a key like any other: the second such job
+    was silently dropped as a duplicate of the first. Refused in one line; nothing stored."""
+    kept = queue.enqueue("kept")
+    for kwargs in ({"key": ""}, {"concurrency_key": ""}):
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty") as raised:
+            queue.enqueue("x", **kwargs)  # type: ignore[arg-type]
+        assert "\n" not in str(raised.value)
+    for many in ({"keys": ["a", ""]}, {"concurrency_key": ""}, {"concurrency_keys": ["a", ""]}):
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty"):
+            queue.enqueue_many(["x", "y"], **many)  # type: ignore[arg-type]
+    assert [j.id for j in queue.list_jobs()] == [kept]
