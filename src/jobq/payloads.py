@@ -146,6 +146,20 @@ def decode_json(stored: object) -> tuple[Any, str | None]:
         return stored, f"not valid JSON ({str(exc).splitlines()[0][:120]})"
 
 
+def parse_json(text: str, what: str = "payload") -> Any:
+    """JSON typed by a person (``jobq enqueue --json``, ``schedules add --payload``), or
+    InvalidPayload in one line: a mistake with its position, nesting past ``JSON_DEPTH_LIMIT``
+    (60,000 levels raised RecursionError), a number of over 4,300 digits (ValueError)."""
+    if nesting_depth(text) > JSON_DEPTH_LIMIT:
+        raise InvalidPayload(f"{what} nests lists and objects deeper than {JSON_DEPTH_LIMIT} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"malformed JSON {what}: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"{what} cannot be read: {str(exc).splitlines()[0][:120]}") from None
+
+
 def loads(stored: object) -> Any:
     """Decode a stored JSON column for display; a value that is not JSON is shown as text."""
     return decode_json(stored)[0]

@@ -232,6 +232,32 @@ def test_commands_on_existing_jobs_leave_a_file_without_jobqs_tables_as_it_was(c
     assert sorted(p.name for p in cli.root.iterdir()) == ["other.db"]  # no -wal or -shm beside it
 
 
+def test_a_payload_piped_in_is_read_no_further_than_its_limit(cli: Cli) -> None:
+    """``--json - < /dev/zero`` read the stream whole (7 GB of memory in 10 s); with stdin closed
+    it ended in AttributeError; JSON nested 60,000 deep or a 5,000-digit number in RecursionError
+    and ValueError tracebacks. Each is one line now, and nothing is stored."""
+    kept = enqueue(cli, {"kept": True})
+    with open("/dev/zero", "rb") as zeros:
+        done = subprocess.run(
+            [str(JOBQ), "enqueue", "--json", "-"], cwd=cli.root, env=cli.env, stdin=zeros,
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+        )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        "jobq: error: payload is over the limit of 65536 bytes (read from standard input)\n",
+    )
+    closed = subprocess.run(
+        f"exec {JOBQ} enqueue --json - <&-", shell=True, cwd=cli.root, env=cli.env,
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert closed.stderr == "jobq: error: --json -: there is no standard input to read the payload from\n"
+    assert "deeper than 64 levels" in cli.fails("enqueue", "--json", "-", stdin="[" * 30_000 + "]" * 30_000)
+    assert "4300 digits" in cli.fails("enqueue", "--json", "1" + "0" * 5_000)
+    assert "deeper than 64 levels" in cli.fails("schedules", "add", "s", "--task", "t", "--every", "1m",
+                                                "--payload", "[" * 60_000 + "]" * 60_000)  # fmt: skip
+    assert [j["id"] for j in cli.json("list")] == [kept] and cli.json("schedules") == []
+
+
 def test_the_largest_limit_and_offset_the_parser_takes_run(cli: Cli) -> None:
     """The parser's bounds are the API's (an offset of 2**63-1 parsed, then ended in a traceback)."""
     job_id = enqueue(cli, {"x": 1})
@@ -325,10 +351,11 @@ def test_the_seed_scripts_never_print_the_database_password(cli: Cli, script: st
 
 
 def test_payload_too_large_is_one_line(cli: Cli) -> None:
+    kept = enqueue(cli, {"kept": True})
     big = json.dumps({"blob": "x" * 70_000})
-    line = cli.fails("enqueue", "--json", "-", stdin=big)
-    assert "over the limit of 65536 bytes" in line
-    assert cli.json("list") == []
+    assert "over the limit of 65536 bytes" in cli.fails("enqueue", "--json", "-", stdin=big)
+    assert "over the limit of 65536 bytes" in cli.fails("enqueue", "--json", big)
+    assert [j["id"] for j in cli.json("list")] == [kept]
 
 
 def test_bad_setting_in_the_environment_is_one_line(cli: Cli) -> None:

@@ -21,6 +21,7 @@ from jobq.cli.args import handler_arg
 from jobq.config import DATABASE_URL_DEFAULT, env_name, load_settings
 from jobq.errors import ConfigError, InvalidPayload
 from jobq.job import Action, Job, JobStatus, operator_actions
+from jobq.payloads import parse_json
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -359,11 +360,16 @@ def test_main_exits_130_quietly_on_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsy
 
 
 def test_parse_payload() -> None:
-    assert jobs.parse_payload('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert parse_json('{"a": [1, 2]}') == {"a": [1, 2]}
     with pytest.raises(InvalidPayload, match=r"malformed JSON payload: .*line 1, column 2"):
-        jobs.parse_payload("{bad")
+        parse_json("{bad")
     with pytest.raises(InvalidPayload):
-        jobs.parse_payload("")
+        parse_json("")
+    # 60,000 levels raised RecursionError, 5,000 digits ValueError: each a traceback at the CLI.
+    with pytest.raises(InvalidPayload, match="deeper than 64 levels"):
+        parse_json("[" * 60_000 + "]" * 60_000)
+    with pytest.raises(InvalidPayload, match=r"^payload cannot be read: Exceeds the limit \(4300 digits\)"):
+        parse_json("1" + "0" * 5_000)
 
 
 def test_collect_handlers_registry_then_explicit() -> None:

@@ -14,7 +14,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import jobq
 from jobq.backends.base import SORT_FIELDS, ActionResult, JobFilter, Page
@@ -41,6 +40,7 @@ from jobq.cli.parser import (
 )
 from jobq.errors import ConfigError, InvalidPayload
 from jobq.job import JobStatus
+from jobq.payloads import parse_json
 from jobq.present import duration_text
 
 LIST_LIMIT_DEFAULT = 50
@@ -100,12 +100,15 @@ def add_enqueue(command: AddCommand) -> None:
     )
 
 
-def parse_payload(text: str) -> Any:
-    """The ``--json`` payload, or InvalidPayload with the position of the mistake."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidPayload(f"malformed JSON payload: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+def _stdin_payload(limit: int) -> str:
+    """The payload piped in (``--json -``), read no further than past ``limit`` bytes (a stream
+    without end, ``< /dev/zero``, was read whole: 7 GB of memory in 10 s)."""
+    if sys.stdin is None:  # started with stdin closed (<&-)
+        raise InvalidPayload("--json -: there is no standard input to read the payload from")
+    text = sys.stdin.read(limit + 1)  # characters: each at least one byte
+    if len(text) > limit:
+        raise InvalidPayload(f"payload is over the limit of {limit} bytes (read from standard input)")
+    return text
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -119,8 +122,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             job_id = submit_file(q, settings, args.path)
         out(str(job_id))
         return EXIT_OK
-    text = sys.stdin.read() if args.payload == "-" else args.payload
-    payload = parse_payload(text)
+    text = _stdin_payload(settings.payload_limit_bytes) if args.payload == "-" else args.payload
+    payload = parse_json(text)
     with jobq.Queue(settings=settings) as q:
         job_id = q.enqueue(
             payload,

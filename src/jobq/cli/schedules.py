@@ -12,6 +12,7 @@ from jobq.backends.base import ScheduleAction, ScheduleInfo
 from jobq.cli.output import format_table, local_iso, out
 from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, make_settings, open_queue
 from jobq.errors import ConfigError, ScheduleNotFound
+from jobq.payloads import loads, parse_json
 from jobq.present import ago
 from jobq.schedules import CATCHUP_CHOICES
 
@@ -34,7 +35,7 @@ def add_schedules(command: AddCommand) -> None:
 
 def schedule_dict(s: ScheduleInfo) -> dict[str, object]:
     data = dataclasses.asdict(s)
-    data["payload"] = None if s.payload_json is None else json.loads(s.payload_json)
+    data["payload"] = loads(s.payload_json)  # never raises: a row written by hand is shown as text
     del data["payload_json"]
     data["expression"] = s.cron if s.cron is not None else f"every {s.every:g}s"
     return data
@@ -87,10 +88,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         if args.action == "add":
             if not args.task:
                 raise ConfigError("schedules add: give --task")
-            try:
-                payload = None if args.payload is None else json.loads(args.payload)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"--payload is not JSON: {exc}") from None
+            payload = None if args.payload is None else parse_json(args.payload)
             info = q.add_schedule(
                 args.name,
                 task=args.task,

@@ -135,5 +135,5 @@ def test_an_empty_key_is_refused_not_taken_as_a_key(queue: jobq.Queue) -> None:
         assert "\n" not in str(raised.value)
     for many in ({"keys": ["a", ""]}, {"concurrency_key": ""}, {"concurrency_keys": ["a", ""]}):
         with pytest.raises(jobq.InvalidPayload, match="must not be empty"):
-            queue.enqueue_many(["x", "y"], **many)  # type: ignore[arg-type]
+            queue.enqueue_many(["x", "y"], **many)
     assert [j.id for j in queue.list_jobs()] == [kept]
