@@ -258,6 +258,39 @@ def test_a_payload_piped_in_is_read_no_further_than_its_limit(cli: Cli) -> None:
     assert [j["id"] for j in cli.json("list")] == [kept] and cli.json("schedules") == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [b"list", b"--queue=\xff"],
+        [b"schedules", b"add", b"\xff", b"--task", b"t", b"--every", b"1m"],
+        [b"cancel", b"--actor", b"\xff", b"1"],
+        [b"worker", b"--queue=\xff", b"--exit-when-idle", b"-H", b"json:loads"],
+        [b"--db", b"sqlite:///\xff/q.db", b"enqueue", b"--json", b"1"],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_one_line_and_touch_nothing(cli: Cli, argv: list[bytes]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates: each ended in a
+    UnicodeEncodeError traceback wherever it was first encoded (a worker looped on it, and a
+    --db path created its directory first)."""
+    kept = enqueue(cli, {"kept": True})
+    done = subprocess.run([os.fsencode(JOBQ), *argv], cwd=cli.root, env=cli.env, capture_output=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.startswith(b"jobq: error: argument ") and done.stderr.endswith(b" is not UTF-8 text\n")
+    assert done.stderr.count(b"\n") == 1 and b"\\xff" in done.stderr
+    assert [j["id"] for j in cli.json("list")] == [kept] and cli.json("schedules") == []
+    assert sorted(p.name for p in cli.root.iterdir()) == ["queue.db"]  # no directory named by --db
+
+
+def test_a_jobq_variable_that_is_not_utf8_is_one_line(cli: Cli) -> None:
+    env = {os.fsencode(k): os.fsencode(v) for k, v in cli.env.items()}
+    env[b"JOBQ_OPERATOR"] = b"\xff"
+    done = subprocess.run([os.fsencode(JOBQ), b"resume", b"q"], cwd=cli.root, env=env, capture_output=True, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2,
+        b"jobq: error: the environment variable JOBQ_OPERATOR is not UTF-8 text\n",
+    )
+
+
 def test_the_largest_limit_and_offset_the_parser_takes_run(cli: Cli) -> None:
     """The parser's bounds are the API's (an offset of 2**63-1 parsed, then ended in a traceback)."""
     job_id = enqueue(cli, {"x": 1})

@@ -39,12 +39,14 @@ from jobq.cli.parser import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     Command,
     make_settings,
     top_parser,
 )
 from jobq.config import env_name
 from jobq.errors import JobqError
+from jobq.payloads import is_unicode
 from jobq.redact import redact_text
 
 
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jobq`` command line; returns the exit code (argparse exits 2 itself on bad usage)."""
+    undecodable = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if undecodable:
+        err(f"{undecodable} is not UTF-8 text")
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
@@ -96,6 +102,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - a bug: keep its traceback for the report, minus the password
         sys.stderr.write(redact_text(traceback.format_exc(), *database_urls(args)))
         return EXIT_ERROR
+
+
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument or ``JOBQ_*`` variable holding bytes that are not UTF-8, named; None if
+    none does. Python hands such bytes over as lone surrogates, which no name, payload or path of
+    jobq's may hold: each reached a different place (SQLite, a socket, a file name) and ended in
+    a UnicodeEncodeError traceback there, or a worker looping on it."""
+    for i, arg in enumerate(argv, start=1):
+        if not is_unicode(arg):
+            return f"argument {i} ({os.fsencode(arg).decode(errors='backslashreplace')[:80]})"
+    for name, value in sorted(os.environ.items()):
+        if name.startswith("JOBQ_") and not is_unicode(value):
+            return f"the environment variable {name}"
+    return None
 
 
 def database_urls(args: argparse.Namespace) -> list[str]:
