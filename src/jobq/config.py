@@ -28,6 +28,8 @@ BACKOFF_BASE_SECONDS_DEFAULT = 1.0
 BACKOFF_CAP_SECONDS_DEFAULT = 300.0
 PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
 POLL_INTERVAL_SECONDS_DEFAULT = 1.0
+POLL_INTERVAL_SECONDS_MIN = 0.001
+"""A poll interval of 0 made an idle worker spin at 100 % CPU."""
 SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
 CONCURRENCY_DEFAULT = 1
 #: Coroutines of ``async def`` handlers one worker runs at once on its event loop. A waiting
@@ -195,29 +197,41 @@ def _coerce(settings: Settings) -> Settings:
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         kind = str(f.type)
-        if "float" in kind and isinstance(value, int | float) and not isinstance(value, bool):
-            try:  # numbers from TOML or code: the same range check as text
-                out[f.name] = parse_duration(value)
-            except ConfigError as exc:
-                raise ConfigError(f"{f.name}: {exc}") from None
+        if value is None and "None" in kind:
+            out[f.name] = None
             continue
-        if value is None or not isinstance(value, str):
-            out[f.name] = value
-            continue
+        # Each value is of its field's type, or text to convert; anything else is refused here.
+        # A TOML file's `lease_seconds = true` was a 1 s lease, `concurrency = 2.5` and
+        # `data_dir = []` ended in TypeError tracebacks, `consumer_delay = 5` broke every command.
         try:
+            if isinstance(value, bool):
+                raise ValueError
             if "float" in kind:
-                out[f.name] = parse_duration(value)
+                if not isinstance(value, str | int | float):
+                    raise ValueError
+                out[f.name] = parse_duration(value)  # numbers get the same range check as text
             elif "int" in kind:
-                out[f.name] = int(value)
+                if isinstance(value, str) and value.strip().isascii():  # not '١٢' (Arabic digits)
+                    value = int(value)
+                if not isinstance(value, int):
+                    raise ValueError
+                out[f.name] = value
+            elif not isinstance(value, str):
+                raise ValueError
             else:
                 out[f.name] = value
         except ValueError:
-            raise ConfigError(f"{f.name}: not a number: {value!r}") from None
+            wanted = "a duration" if "float" in kind else "a whole number" if "int" in kind else "text"
+            raise ConfigError(f"{f.name} must be {wanted}, not {value!r:.40}") from None
         except ConfigError as exc:
             raise ConfigError(f"{f.name}: {exc}") from None
     result = Settings(**out)
     if result.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be positive")
+    if result.poll_interval_seconds < POLL_INTERVAL_SECONDS_MIN:  # 0: an idle worker spun at 100 % CPU
+        raise ConfigError(f"poll_interval_seconds must be at least {POLL_INTERVAL_SECONDS_MIN:g} s")
+    if not 1 <= result.payload_limit_bytes <= INT32_MAX:
+        raise ConfigError(f"payload_limit_bytes must be between 1 and {INT32_MAX}")
     if not 1 <= result.max_attempts <= INT32_MAX:
         raise ConfigError(f"max_attempts must be between 1 and {INT32_MAX}")
     if not 1 <= result.concurrency <= CONCURRENCY_MAX:
@@ -253,6 +267,8 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         data = data.get("jobq", data)
+        if not isinstance(data, dict):  # `jobq = 5`: the [jobq] table is a value
+            raise ConfigError(f"{path}: [jobq] must be a table of settings")
         known = {f.name for f in dataclasses.fields(Settings)}
         unknown = sorted(set(data) - known)
         if unknown:

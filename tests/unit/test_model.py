@@ -168,6 +168,34 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         load_settings(env={}, config_file=unknown)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("jobq = 5", r"\[jobq\] must be a table of settings"),
+        ("consumer_delay = 5", "consumer_delay must be text, not 5"),
+        ("consumer_delay = [1, 2]", r"consumer_delay must be text, not \[1, 2\]"),
+        ("database_url = 5", "database_url must be text, not 5"),
+        ("data_dir = []", r"data_dir must be text, not \[\]"),
+        ("concurrency = 2.5", "concurrency must be a whole number, not 2.5"),
+        ("metrics_port = 1.5", "metrics_port must be a whole number, not 1.5"),
+        ("lease_seconds = true", "lease_seconds must be a duration, not True"),
+        ("max_attempts = false", "max_attempts must be a whole number, not False"),
+        ("lease_seconds = [30]", r"lease_seconds must be a duration, not \[30\]"),
+        ("payload_limit_bytes = -1", "payload_limit_bytes must be between 1 and"),
+        ("poll_interval_seconds = 0", "poll_interval_seconds must be at least 0.001 s"),
+        ("[jobq]\nmax_attempts = '١٢'", "max_attempts must be a whole number"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_one_line(tmp_path: Path, toml: str, message: str) -> None:
+    """Each of these was accepted and failed later with a traceback, or ran wrongly (a 1 s lease
+    from `true`, a worker spinning at 100 % CPU from a poll interval of 0)."""
+    config = tmp_path / "jobq.toml"
+    config.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(env={}, config_file=config)
+    assert "\n" not in str(raised.value)
+
+
 # -- job_from_row: the fast path for well-typed rows and the checking path agree -------------
 def _good_row(status: str = "PROCESSING") -> tuple[object, ...]:
     return (
