@@ -684,6 +684,16 @@ def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
     assert int(cli.ok("enqueue", "data/files/a.txt")) == job_id  # keyed by the file
     line = cli.fails("enqueue", "/etc/passwd")
     assert "passwd" in line
+    (files / "b.txt").write_text("hello\n")
+    # What a file job does not take is refused, not dropped (it ran at once, at priority 0).
+    line = cli.fails("enqueue", "data/files/b.txt", "--priority", "5", "--delay", "1h", "--key", "k")
+    assert (
+        line
+        == "jobq: error: jobq enqueue PATH takes --queue only, not --priority, --delay, --key (use --json for those)"
+    )
+    assert [j["id"] for j in cli.json("list")] == [job_id]
+    other = int(cli.ok("enqueue", "data/files/b.txt", "--queue", "other"))
+    assert cli.json("show", str(other))["job"]["queue"] == "other"
 
 
 def test_producer_and_consumer_commands(cli: Cli) -> None:

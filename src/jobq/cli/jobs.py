@@ -100,6 +100,20 @@ def add_enqueue(command: AddCommand) -> None:
     )
 
 
+_JSON_ONLY_OPTIONS = (
+    ("task", "--task"),
+    ("priority", "--priority"),
+    ("delay", "--delay"),
+    ("key", "--key"),
+    ("max_attempts", "--max-attempts"),
+    ("timeout", "--timeout"),
+    ("backoff", "--backoff"),
+    ("retry_on", "--retry-on"),
+    ("concurrency_key", "--concurrency-key"),
+)
+"""(argparse dest, option) of what ``jobq enqueue --json`` takes and ``jobq enqueue PATH`` does not."""
+
+
 def _stdin_payload(limit: int) -> str:
     """The payload piped in (``--json -``), read no further than past ``limit`` bytes (a stream
     without end, ``< /dev/zero``, was read whole: 7 GB of memory in 10 s)."""
@@ -118,6 +132,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.path is not None:
         from jobq.demo.producer import submit_file
 
+        # A file job is the producer's: its task, key and policy are the demo's. Options that
+        # would not apply were silently dropped (--priority 5 --delay 1h ran at once, priority 0).
+        ignored = [option for dest, option in _JSON_ONLY_OPTIONS if getattr(args, dest) not in (None, "", 0)]
+        if ignored:
+            raise ConfigError(f"jobq enqueue PATH takes --queue only, not {', '.join(ignored)} (use --json for those)")
         with jobq.Queue(settings=settings) as q:
             job_id = submit_file(q, settings, args.path)
         out(str(job_id))
