@@ -61,6 +61,7 @@ from jobq.queue import (
     check_wait_timeout,
     default_actor,
     lease_of,
+    payload_list,
     purge_cutoff,
 )
 
@@ -157,7 +158,7 @@ class AsyncQueue:
         """``Queue.enqueue_many``; ``conn`` as for ``enqueue``."""
         if self.store is None and not _is_async_connection(conn):
             return list(await self._call(self.sync.enqueue_many, payloads, conn=conn, keys=keys, **options))
-        items = list(payloads)
+        items = payload_list(payloads)
         if "run_at" in options:
             raise TypeError("enqueue_many() got an unexpected keyword argument 'run_at'")
         if keys is not None and len(keys) != len(items):

@@ -10,6 +10,7 @@ worker, the CLI or the apps that read it (a 2 KB payload nested ~990 levels deep
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from jobq.errors import InvalidPayload
@@ -40,7 +41,15 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
             if depth >= JSON_DEPTH_LIMIT:
                 raise InvalidPayload(f"{what} nests lists/objects deeper than {JSON_DEPTH_LIMIT} levels")
             total += 2 + len(item)
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            children: Iterable[Any] = item
+            if isinstance(item, dict):
+                # JSON's keys are text: the encoder turned 1, True and None into "1", "true" and
+                # "null", so {1: "a", "1": "b"} was stored as {"1": "b"} (data silently lost).
+                for key in item:
+                    if not isinstance(key, str):
+                        raise InvalidPayload(f"{what} has an object key that is not text: {key!r:.40}")
+                    total += len(key) + 2
+                children = item.values()
             # Plain strings and numbers are counted here, not pushed: a payload is mostly those,
             # and this walk runs for every enqueued job (a stack entry each cost ~1/3 of it).
             for child in children:

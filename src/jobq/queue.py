@@ -15,7 +15,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobq.backends import open_backend
@@ -166,6 +166,14 @@ def purge_cutoff(now: float, older_than: float) -> float:
 
 def _purge_limit(limit: int | None) -> int | None:
     return None if limit is None else check_rows(limit, least=0)
+
+
+def payload_list(payloads: Iterable[Any]) -> list[Any]:
+    """``enqueue_many``'s payloads as a list, or InvalidPayload: a string or a mapping is one
+    payload, not a list of them (``enqueue_many("abc")`` made three jobs "a", "b" and "c")."""
+    if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
+        raise InvalidPayload(f"enqueue_many takes a list of payloads, not {type(payloads).__name__}")
+    return list(payloads)
 
 
 def _count_up_to(up_to: int | None) -> int | None:
@@ -533,7 +541,7 @@ class Queue:
         every job, or ``concurrency_keys``: one per payload (see ``enqueue``)."""
         now = self.clock()
         policy = self._policy(max_attempts, timeout, backoff, retry_on)
-        items = list(payloads)
+        items = payload_list(payloads)
         if keys is not None and len(keys) != len(items):
             raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
         if concurrency_keys is not None and len(concurrency_keys) != len(items):

@@ -79,6 +79,16 @@ def test_payload_limits_and_types(queue: jobq.Queue) -> None:
         queue.enqueue({"when": object()})
     with pytest.raises(jobq.InvalidPayload):
         queue.enqueue({"nan": float("nan")})
+    # JSON's object keys are text: {1: "a", "1": "b"} was stored as {"1": "b"}, True as "true".
+    for keyed in ({1: "a", "1": "b"}, {"outer": {True: 1}}, [{None: 1}]):
+        with pytest.raises(jobq.InvalidPayload, match="has an object key that is not text"):
+            queue.enqueue(keyed)
+        with pytest.raises(jobq.InvalidPayload, match="has an object key that is not text"):
+            queue.enqueue_many(["fine", keyed])
+    # A string or a dict is not a list of payloads ("abc" made three jobs "a", "b" and "c").
+    for not_a_list in ("abc", b"abc", {"a": 1}):
+        with pytest.raises(jobq.InvalidPayload, match="enqueue_many takes a list of payloads"):
+            queue.enqueue_many(not_a_list)
     assert queue.count() == 0
 
 
