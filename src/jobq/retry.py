@@ -57,6 +57,11 @@ Backoff = BackoffSpec | Callable[[int], float]
 """A task's retry delay: a :data:`BackoffSpec`, or a function of the failed attempt (1-based)."""
 
 _BACKOFF_HELP = "seconds from 0 to 100 years, a list of them, or {'base': s, 'cap': s}"
+POLICY_LIST_MAX = 100
+"""Most delays in a backoff list and most exception names in ``retry_on``; a name has at most
+``POLICY_NAME_MAX_CHARS`` characters. The policy is stored with every job: a list of 50,000
+delays made a 200 KB policy beside a payload held to 64 KB."""
+POLICY_NAME_MAX_CHARS = 200
 
 
 def _seconds(value: object) -> float | None:
@@ -73,7 +78,7 @@ def backoff_spec(value: object, error: type[Exception] = InvalidPayload) -> Back
     one = _seconds(value)
     if one is not None:
         return one
-    if isinstance(value, list | tuple) and value:
+    if isinstance(value, list | tuple) and 0 < len(value) <= POLICY_LIST_MAX:
         each = [_seconds(v) for v in value]
         if all(v is not None for v in each):
             return [v for v in each if v is not None]
@@ -81,7 +86,7 @@ def backoff_spec(value: object, error: type[Exception] = InvalidPayload) -> Back
         base, cap = _seconds(value["base"]), _seconds(value["cap"])
         if base is not None and cap is not None:
             return {"base": base, "cap": cap}
-    raise error(f"backoff must be {_BACKOFF_HELP}, not {value!r:.60}")
+    raise error(f"backoff must be {_BACKOFF_HELP} (at most {POLICY_LIST_MAX}), not {value!r:.60}")
 
 
 def spec_delay(spec: BackoffSpec, attempt: int) -> float:
@@ -101,7 +106,7 @@ def exception_name(cls: type[BaseException]) -> str:
 def _exception_name(value: object) -> str | None:
     if isinstance(value, type) and issubclass(value, BaseException):
         return exception_name(value)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or len(value) > POLICY_NAME_MAX_CHARS:
         return None
     parts = value.split(".")
     if not all(p.isidentifier() or p == "<locals>" for p in parts):
@@ -114,6 +119,8 @@ def retry_on_names(value: object, error: type[Exception] = InvalidPayload) -> tu
     (``"builtins.TimeoutError"``, ``"TimeoutError"`` for a built-in, ``"mymod.Flaky"``)."""
     if isinstance(value, str | type) or not isinstance(value, Sequence | frozenset | set):
         value = (value,)
+    if len(value) > POLICY_LIST_MAX:
+        raise error(f"retry_on names at most {POLICY_LIST_MAX} exception classes, not {len(value):,}")
     names = [_exception_name(v) for v in value]
     for given, name in zip(value, names, strict=True):
         if name is None:

@@ -52,7 +52,7 @@ def test_a_held_key_keeps_the_policy_of_the_enqueue_that_made_the_job(queue: job
     assert json.loads(queue.get(first).policy or "") == {"backoff": 5.0}
 
 
-BACKOFF = "backoff must be seconds from 0 to 100 years, a list of them, or {'base': s, 'cap': s}, not "
+BACKOFF = "backoff must be seconds from 0 to 100 years, a list of them, or {'base': s, 'cap': s} (at most 100), not "
 RETRY_ON = "retry_on must name exception classes (e.g. 'builtins.TimeoutError'), not "
 
 
@@ -67,6 +67,9 @@ RETRY_ON = "retry_on must name exception classes (e.g. 'builtins.TimeoutError'),
         ({"retry_on": [3]}, RETRY_ON + "3"),
         ({"retry_on": ["os.path; rm"]}, RETRY_ON + "'os.path; rm'"),
         ({"retry_on": [int]}, RETRY_ON + "<class 'int'>"),
+        ({"retry_on": ["mod.E" + "x" * 200]}, RETRY_ON + "'mod.E" + "x" * 54),
+        ({"retry_on": [f"m.E{i}" for i in range(101)]}, "retry_on names at most 100 exception classes, not 101"),
+        ({"backoff": [1.0] * 101}, BACKOFF + repr([1.0] * 101)[:60]),
         ({"timeout": "1m"}, "timeout must be a number of seconds"),
         ({"timeout": float("inf")}, "timeout must be positive (seconds) and at most 100 years"),
         ({"timeout": 1e300}, "timeout must be positive (seconds) and at most 100 years"),
