@@ -45,7 +45,7 @@ from jobq.backends.base import (
 )
 from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES
-from jobq.config import INT64_MAX, Settings
+from jobq.config import Settings
 from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
@@ -55,12 +55,13 @@ from jobq.queue import (
     Queue,
     _count_up_to,
     _purge_limit,
-    _target,
     check_page,
     check_rows,
     check_wait_timeout,
     default_actor,
+    job_id_or_none,
     lease_of,
+    operator_targets,
     payload_list,
     purge_cutoff,
 )
@@ -221,7 +222,7 @@ class AsyncQueue:
         if self.store is None:
             job: Job = await self._call(self.sync.get, job_id)
             return job
-        if not isinstance(job_id, int) or not 0 < job_id <= INT64_MAX:
+        if job_id_or_none(job_id) is None:
             raise JobNotFound(job_id)
         found: Job | None = await self._store("get", job_id)
         if found is None:
@@ -231,6 +232,8 @@ class AsyncQueue:
     async def events(self, job_id: int) -> list[Event]:
         if self.store is None:
             return list(await self._call(self.sync.events, job_id))
+        if job_id_or_none(job_id) is None:
+            return []
         return list(await self._store("events", job_id))
 
     async def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
@@ -287,20 +290,24 @@ class AsyncQueue:
     ) -> list[ActionResult]:
         if self.store is None:
             return list(await self._call(self.sync.resubmit_many, ids=ids, where=where, actor=actor))
-        if ids is not None and not ids:
-            return []
-        who = actor or default_actor(self.settings)
-        return list(await self._store("resubmit", _target(ids, where), who, self.sync.clock()))
+        return await self._act("resubmit", ids, where, actor)
 
     async def cancel_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
     ) -> list[ActionResult]:
         if self.store is None:
             return list(await self._call(self.sync.cancel_many, ids=ids, where=where, actor=actor))
-        if ids is not None and not ids:
-            return []
+        return await self._act("cancel", ids, where, actor)
+
+    async def _act(
+        self, action: str, ids: Sequence[int] | None, where: JobFilter | None, actor: str | None
+    ) -> list[ActionResult]:
+        """``Queue._act`` on the native store."""
+        target, impossible = operator_targets(ids, where)
+        if target is None:
+            return impossible
         who = actor or default_actor(self.settings)
-        return list(await self._store("cancel", _target(ids, where), who, self.sync.clock()))
+        return list(await self._store(action, target, who, self.sync.clock())) + impossible
 
     async def purge(
         self,

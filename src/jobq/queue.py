@@ -176,6 +176,15 @@ def payload_list(payloads: Iterable[Any]) -> list[Any]:
     return list(payloads)
 
 
+def job_id_or_none(value: object) -> int | None:
+    """``value`` if a job can have it as its id (1 to 2**63-1), None for a whole number no job
+    can have; ValueError for anything else (``cancel("1")`` was taken as job 1 by SQLite's type
+    affinity, ``get(True)`` as job 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"a job id is a whole number, not {value!r:.40}")
+    return value if 0 < value <= INT64_MAX else None
+
+
 def _count_up_to(up_to: int | None) -> int | None:
     return None if up_to is None else check_rows(up_to, name="up_to")
 
@@ -850,17 +859,26 @@ class Queue:
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
     ) -> list[ActionResult]:
         """Resubmit by ids or by filter; one result per job (illegal ones change nothing)."""
-        if ids is not None and not ids:
-            return []
-        return self.backend.resubmit(_target(ids, where), actor or default_actor(self.settings), self.clock())
+        return self._act(self.backend.resubmit, ids, where, actor)
 
     def cancel_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
     ) -> list[ActionResult]:
         """Cancel by ids or by filter; one result per job (illegal ones change nothing)."""
-        if ids is not None and not ids:
-            return []
-        return self.backend.cancel(_target(ids, where), actor or default_actor(self.settings), self.clock())
+        return self._act(self.backend.cancel, ids, where, actor)
+
+    def _act(
+        self,
+        action: Callable[[JobFilter, str, float], list[ActionResult]],
+        ids: Sequence[int] | None,
+        where: JobFilter | None,
+        actor: str | None,
+    ) -> list[ActionResult]:
+        """An operator action on ``ids`` and/or ``where`` (see ``operator_targets``)."""
+        target, impossible = operator_targets(ids, where)
+        if target is None:
+            return impossible
+        return action(target, actor or default_actor(self.settings), self.clock()) + impossible
 
     def purge(
         self,
@@ -880,7 +898,7 @@ class Queue:
     @read
     def get(self, job_id: int) -> Job:
         """The job, or JobNotFound."""
-        if not isinstance(job_id, int) or not 0 < job_id <= INT64_MAX:
+        if job_id_or_none(job_id) is None:
             raise JobNotFound(job_id)
         job = self.backend.get(job_id)
         if job is None:
@@ -948,6 +966,8 @@ class Queue:
 
     @read
     def events(self, job_id: int) -> list[Event]:
+        if job_id_or_none(job_id) is None:  # no job has it: no events (ValueError for no int)
+            return []
         """The job's history, oldest first."""
         return self.backend.events(job_id)
 
@@ -1303,6 +1323,20 @@ class Queue:
 def read_methods() -> frozenset[str]:
     """The names of ``Queue``'s methods marked ``@read`` (aliases such as ``list`` included)."""
     return frozenset(name for name, member in vars(Queue).items() if getattr(member, READ_MARK, False))
+
+
+def operator_targets(ids: Sequence[int] | None, where: JobFilter | None) -> tuple[JobFilter | None, list[ActionResult]]:
+    """What an operator action on ``ids`` and/or ``where`` runs on (None: nothing), and the
+    "not found" results of the ids no job can have (above 2**63-1: the driver raised
+    OverflowError on them). ValueError for an id that is no whole number."""
+    impossible: list[ActionResult] = []
+    if ids is not None:
+        possible = [i for i in ids if job_id_or_none(i) is not None]
+        impossible = [ActionResult(i, False, None) for i in ids if job_id_or_none(i) is None]
+        if not possible:
+            return None, impossible
+        ids = possible
+    return _target(ids, where), impossible
 
 
 def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import jobq
-from jobq import JobFilter, JobStatus, Page
+from jobq import ActionResult, JobFilter, JobStatus, Page
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import C, F, P, R, X, kinds
 
@@ -570,3 +570,28 @@ def test_purge_refuses_an_age_that_is_no_time(queue: jobq.Queue, clock: FakeCloc
     assert queue.get(job_id).status == C
     clock.advance(1)
     assert queue.purge(older_than=0) == 1
+
+
+def test_an_id_no_job_can_have_is_not_found_and_an_id_that_is_no_number_is_refused(queue: jobq.Queue) -> None:
+    """Ids above 2**63-1 raised OverflowError from the driver in ``events``, ``cancel`` and
+    ``cancel_many``; ``cancel("1")`` was taken as job 1 (SQLite's type affinity), ``get(True)``
+    too. Now: not found, as any unknown id; and ValueError for what is no whole number."""
+    job_id = queue.enqueue("kept")
+    for huge in (2**63, 2**64):
+        with pytest.raises(jobq.JobNotFound):
+            queue.get(huge)
+        with pytest.raises(jobq.JobNotFound):
+            queue.cancel(huge)
+        with pytest.raises(jobq.JobNotFound):
+            queue.resubmit(huge)
+        assert queue.events(huge) == []
+        assert queue.cancel_many(ids=[huge]) == [ActionResult(huge, False, None)]
+    [done, missing] = queue.cancel_many(ids=[job_id, 2**64], actor="ops")
+    assert (done.job_id, done.ok, missing) == (job_id, True, ActionResult(2**64, False, None))
+    for not_an_id in ("1", True, 1.0, None):
+        for call in (queue.get, queue.cancel, queue.resubmit, queue.events):
+            with pytest.raises(ValueError, match="a job id is a whole number"):
+                call(not_an_id)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="a job id is a whole number"):
+            queue.cancel_many(ids=[not_an_id])  # type: ignore[list-item]
+    assert [e.kind for e in queue.events(job_id)] == ["enqueued", "cancelled"]
