@@ -161,6 +161,10 @@ def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> 
     [
         (("--db", "mysql://x", "list"), 1, "unsupported database URL scheme 'mysql'"),
         (("show", "999"), 1, "job 999 not found"),
+        (("worker", "--import=", "-H", "json:loads"), 1, "cannot import '': Empty module name"),
+        (("worker", "--import=..x", "-H", "json:loads"), 1, "cannot import '..x'"),
+        (("worker", "-H", "..x:f"), 1, "cannot import handler module '..x'"),
+        (("metrics", "--metrics-host", "a" * 70 + ".com", "--port", "19998"), 1, "cannot serve metrics on aaa"),
         (("enqueue", "--json", "{bad"), 1, "malformed JSON payload"),
         (("retry", "1"), 1, "job 1: cannot resubmit a job that is PENDING"),
         (("cancel", "999"), 1, "job 999 not found"),
@@ -289,6 +293,15 @@ def test_a_jobq_variable_that_is_not_utf8_is_one_line(cli: Cli) -> None:
         2,
         b"jobq: error: the environment variable JOBQ_OPERATOR is not UTF-8 text\n",
     )
+
+
+def test_output_that_cannot_be_written_is_one_line(cli: Cli) -> None:
+    enqueue(cli, {"x": 1})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [str(JOBQ), "list"], cwd=cli.root, env=cli.env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    assert (done.returncode, done.stderr) == (1, "jobq: error: cannot write the output: No space left on device\n")
 
 
 def test_the_largest_limit_and_offset_the_parser_takes_run(cli: Cli) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jobq.backends.base import Progress, QueueStats, WorkerInfo
+from jobq.errors import JobqError
 from jobq.flow import format_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.present import (
@@ -32,9 +34,22 @@ from jobq.present import (
 CELL_MAX_CHARS = 40
 
 
+class OutputError(JobqError):
+    """Standard output cannot be written (a full disk, ``jobq list > /dev/full``)."""
+
+
 def out(text: str) -> None:
-    """Print a line of output (flushed: the reader may be a pipe)."""
-    print(text, flush=True)
+    """Print a line of output (flushed: the reader may be a pipe). A reader gone is the caller's
+    (``BrokenPipeError``, quiet); any other failure to write is one error line, not a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        # Point stdout at /dev/null: the interpreter's last flush would fail on it again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
 def err(text: str) -> None:

@@ -143,7 +143,7 @@ def collect_handlers(
     for module in imports:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except (ImportError, ValueError, TypeError) as exc:  # ValueError: '', TypeError: '..mod'
             raise ConfigError(f"cannot import {module!r}: {exc}") from None
     handlers = dict(registry)
     for name, spec in specs:
@@ -186,10 +186,9 @@ def _metrics_server(settings: jobq.Settings, port: int | None) -> Iterator[None]
     with jobq.Queue(settings=settings, create=False) as reader:
         try:
             exporter = serve(reader, port, settings.metrics_host)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc}"
-            ) from None
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA cannot encode
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"cannot serve metrics on {settings.metrics_host:.80}:{port}: {reason}") from None
         logging.getLogger("jobq.metrics").info(
             "serving Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, port
         )

@@ -58,7 +58,7 @@ def load_handler(spec: str) -> Handler:
         raise ConfigError(f"handler {spec!r} must look like package.module:function")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, TypeError) as exc:  # TypeError: a relative name, '..mod:f'
         raise ConfigError(f"cannot import handler module {module_name!r}: {exc}") from None
     target: Any = module
     for part in attr.split("."):
