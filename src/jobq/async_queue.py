@@ -55,6 +55,7 @@ from jobq.queue import (
     Queue,
     _count_up_to,
     _purge_limit,
+    check_filter,
     check_page,
     check_rows,
     check_wait_timeout,
@@ -239,21 +240,21 @@ class AsyncQueue:
     async def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
         if self.store is None:
             return list(await self._call(self.sync.list_jobs, where, page))
-        return list(await self._store("list_jobs", where or JobFilter(), check_page(page or Page())))
+        return list(await self._store("list_jobs", check_filter(where), check_page(page or Page())))
 
     async def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
         """How many jobs match ``where`` and the ``page`` of them, from one read (``Queue.list_page``)."""
         if self.store is None:
             total, jobs = await self._call(self.sync.list_page, where, page)
         else:
-            total, jobs = await self._store("list_page", where or JobFilter(), check_page(page or Page()))
+            total, jobs = await self._store("list_page", check_filter(where), check_page(page or Page()))
         return int(total), list(jobs)
 
     async def count(self, where: JobFilter | None = None, *, up_to: int | None = None) -> int:
         """``Queue.count``."""
         if self.store is None:
             return int(await self._call(self.sync.count, where, up_to=up_to))
-        return int(await self._store("count_jobs", where or JobFilter(), _count_up_to(up_to)))
+        return int(await self._store("count_jobs", check_filter(where), _count_up_to(up_to)))
 
     async def counts(self) -> dict[str, int]:
         if self.store is None:

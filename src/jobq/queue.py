@@ -211,6 +211,41 @@ def check_page(page: Page) -> Page:
     return page
 
 
+def status_of(value: object) -> JobStatus:
+    """A job status, given as itself or by name (any case); ValueError for anything else."""
+    if isinstance(value, JobStatus):
+        return value
+    try:
+        return JobStatus(str(value).upper())
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise ValueError(f"a job status is one of {names}, not {value!r:.40}") from None
+
+
+def check_filter(where: JobFilter | None) -> JobFilter:
+    """``where`` (None: every job) checked, ValueError in one line; a status may be given as its
+    name (``"PENDING"``, any case). ``JobFilter(statuses=("PENDING",))`` failed deep in the
+    store with AttributeError, ``search=5`` too; ``error=b"x"`` with TypeError."""
+    if where is None:
+        return JobFilter()
+    statuses = tuple(status_of(s) for s in where.statuses)
+    for name in ("queues", "tasks"):
+        if not all(isinstance(v, str) for v in getattr(where, name)):
+            raise ValueError(f"{name} must be names (text), not {getattr(where, name)!r:.60}")
+    for name in ("search", "error"):
+        if getattr(where, name) is not None and not isinstance(getattr(where, name), str):
+            raise ValueError(f"{name} must be text, not {getattr(where, name)!r:.40}")
+    for name in ("created_after", "created_before", "finished_after", "finished_before"):
+        bound = getattr(where, name)
+        if bound is not None and seconds_or(bound, -1.0) != bound:  # NaN, infinity, a bool, text
+            raise ValueError(f"{name} must be a UNIX time in seconds, not {bound!r:.40}")
+    for job_id in where.ids:
+        job_id_or_none(job_id)  # ValueError for no whole number
+    # (Not `==`: a StrEnum equals its name, so ("PENDING",) == (JobStatus.PENDING,).)
+    named = any(type(s) is not JobStatus for s in where.statuses)
+    return dataclasses.replace(where, statuses=statuses) if named else where
+
+
 def check_wait_timeout(timeout: float | None) -> None:
     """``wait``'s ``timeout``: None or infinity (no limit), or seconds from 0 (ValueError). A NaN
     timeout waited forever: its deadline was never reached."""
@@ -978,19 +1013,19 @@ class Queue:
     @read
     def list_jobs(self, where: JobFilter | None = None, page: Page | None = None) -> list[Job]:
         """Jobs matching ``where``, sorted and sliced by ``page`` (also available as ``list``)."""
-        return self.backend.list_jobs(where or JobFilter(), check_page(page or Page()))
+        return self.backend.list_jobs(check_filter(where), check_page(page or Page()))
 
     @read
     def count(self, where: JobFilter | None = None, *, up_to: int | None = None) -> int:
         """How many jobs match ``where``; with ``up_to``, at most that many: the count stops
         there, so it takes the same time at any table size (an uncapped count of 10,000,000
         COMPLETED jobs reads them all: ~1 s). ``up_to`` is at least 1 (ValueError)."""
-        return self.backend.count_jobs(where or JobFilter(), _count_up_to(up_to))
+        return self.backend.count_jobs(check_filter(where), _count_up_to(up_to))
 
     @read
     def list_page(self, where: JobFilter | None = None, page: Page | None = None) -> tuple[int, list[Job]]:
         """How many jobs match ``where`` and the ``page`` of them, from one read (they always agree)."""
-        return self.backend.list_page(where or JobFilter(), check_page(page or Page()))
+        return self.backend.list_page(check_filter(where), check_page(page or Page()))
 
     @read
     def counts(self) -> dict[str, int]:
@@ -1008,7 +1043,7 @@ class Queue:
     def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
         """The most recently updated jobs (of ``status``), newest first, in bounded time at any
         table size (see ``Backend.latest_jobs``; ``list`` sorted by ``updated_at`` reads every row)."""
-        return self.backend.latest_jobs(status, check_rows(limit))
+        return self.backend.latest_jobs(None if status is None else status_of(status), check_rows(limit))
 
     @read
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
@@ -1336,7 +1371,7 @@ def operator_targets(ids: Sequence[int] | None, where: JobFilter | None) -> tupl
         if not possible:
             return None, impossible
         ids = possible
-    return _target(ids, where), impossible
+    return _target(ids, None if where is None else check_filter(where)), impossible
 
 
 def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:

@@ -595,3 +595,28 @@ def test_an_id_no_job_can_have_is_not_found_and_an_id_that_is_no_number_is_refus
         with pytest.raises(ValueError, match="a job id is a whole number"):
             queue.cancel_many(ids=[not_an_id])  # type: ignore[list-item]
     assert [e.kind for e in queue.events(job_id)] == ["enqueued", "cancelled"]
+
+
+def test_a_filter_takes_statuses_by_name_and_refuses_what_is_no_filter(queue: jobq.Queue) -> None:
+    """``JobFilter(statuses=("PENDING",))`` failed deep in the store with AttributeError, as did
+    ``search=5``; a status by name is now the status, and a value of the wrong type is one
+    ValueError line, for a list, a count and a bulk action alike."""
+    pending = queue.enqueue("p")
+    assert [j.id for j in queue.list_jobs(JobFilter(statuses=("pending",)))] == [pending]  # type: ignore[arg-type]
+    assert queue.count(JobFilter(statuses=("PENDING", "FAILED"))) == 1  # type: ignore[arg-type]
+    assert [j.id for j in queue.latest("PENDING")] == [pending]  # type: ignore[arg-type]
+    for bad, message in [
+        (JobFilter(statuses=("bogus",)), "a job status is one of PENDING"),  # type: ignore[arg-type]
+        (JobFilter(search=5), "search must be text"),  # type: ignore[arg-type]
+        (JobFilter(error=b"x"), "error must be text"),  # type: ignore[arg-type]
+        (JobFilter(queues=(5,)), "queues must be names"),  # type: ignore[arg-type]
+        (JobFilter(created_after=math.nan), "created_after must be a UNIX time"),
+        (JobFilter(finished_before="now"), "finished_before must be a UNIX time"),  # type: ignore[arg-type]
+        (JobFilter(ids=("1",)), "a job id is a whole number"),  # type: ignore[arg-type]
+    ]:
+        for call in (queue.list_jobs, queue.count, queue.list_page, lambda w: queue.cancel_many(where=w)):
+            with pytest.raises(ValueError, match=message):
+                call(bad)
+    with pytest.raises(ValueError, match="a job status is one of"):
+        queue.latest("bogus")  # type: ignore[arg-type]
+    assert queue.get(pending).status is P
