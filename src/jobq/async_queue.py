@@ -49,7 +49,6 @@ from jobq.config import Settings
 from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
-from jobq.payloads import encode_json
 from jobq.queue import (
     ERROR_MAX_CHARS,
     Queue,
@@ -389,7 +388,7 @@ class AsyncQueue:
             return list(await self._call(q.complete_many, items, notes=notes, repeat=repeat))
         notes = notes or [None] * len(items)
         completions = [
-            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            Completion(lease_of(j), None if r is None else q.result_text(r), note)
             for (j, r), note in zip(items, notes, strict=True)
         ]
         return list(await self._store("complete", completions, q.clock, repeat=repeat)) if completions else []
@@ -488,7 +487,7 @@ async def complete_in(queue: Queue, job: Job, result: Any, conn: Any) -> None:
     """Complete ``job`` in the open transaction of ``conn``, a ``psycopg.AsyncConnection``, on the
     loop (``AsyncQueue.complete(conn=)``, ``JobContext.acomplete(conn=)``). Raises LeaseLost before
     the caller commits when the lease is gone."""
-    completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+    completion = Completion(lease_of(job), queue.result_text(result))
     done = await queue.backend.acomplete_in(conn, [completion], queue.clock)  # type: ignore[attr-defined]
     if not done[0]:
         raise LeaseLost(job.id, "complete", "roll your transaction back")

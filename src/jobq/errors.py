@@ -57,11 +57,11 @@ class InvalidPayload(JobqError):
 
 
 class PayloadTooLarge(InvalidPayload):
-    def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
+    def __init__(self, size: int, limit: int, *, at_least: bool = False, what: str = "payload") -> None:
         self.size = size
         self.limit = limit
         more = " or more" if at_least else ""
-        super().__init__(f"payload is {size} bytes{more}, over the limit of {limit} bytes")
+        super().__init__(f"{what} is {size} bytes{more}, over the limit of {limit} bytes")
 
 
 class ConfigError(JobqError):

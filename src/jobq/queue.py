@@ -367,17 +367,23 @@ class Queue:
         self.backend.close()
 
     # -- producers -------------------------------------------------------------------------
-    def _payload_text(self, payload: Any) -> str:
+    def _payload_text(self, payload: Any, what: str = "payload") -> str:
         """``payload`` as JSON, checked for depth and size (InvalidPayload, PayloadTooLarge)."""
         limit = self.settings.payload_limit_bytes
-        estimate = walk(payload, limit)  # refuses too deep a payload too, without recursion
+        estimate = walk(payload, limit, what)  # refuses too deep a payload too, without recursion
         if estimate > limit:
-            raise PayloadTooLarge(estimate, limit, at_least=True)
-        text = encode_walked(payload)  # walked in full above: its depth is checked
+            raise PayloadTooLarge(estimate, limit, at_least=True, what=what)
+        text = encode_walked(payload, what)  # walked in full above: its depth is checked
         size = len(text) if text.isascii() else len(text.encode())
         if size > limit:
-            raise PayloadTooLarge(size, limit)
+            raise PayloadTooLarge(size, limit, what=what)
         return text
+
+    def result_text(self, result: Any) -> str | None:
+        """A job's result as stored: None for None, else JSON held to ``payload_limit_bytes`` as a
+        payload is (InvalidPayload, PayloadTooLarge). Results had no limit: a handler's 10 MB
+        result was stored in the job's row, and read back by every listing of it."""
+        return None if result is None else self._payload_text(result, "result")
 
     def _new_job(
         self,
@@ -710,7 +716,7 @@ class Queue:
         ``conn``: in the application's open transaction on that connection (see ``enqueue``),
         fenced by the lease like every worker write: LeaseLost is raised before the caller
         commits, so its own writes roll back with the refused completion."""
-        completion = Completion(lease_of(job), None if result is None else encode_json(result, "result"))
+        completion = Completion(lease_of(job), None if result is None else self.result_text(result))
         if conn is None:
             # complete_many's work for one job, without its list of pairs and notes.
             if not self.backend.complete([completion], self.clock, repeat=False)[0]:
@@ -731,7 +737,7 @@ class Queue:
         """
         notes = notes or [None] * len(items)
         completions = [
-            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            Completion(lease_of(j), None if r is None else self.result_text(r), note)
             for (j, r), note in zip(items, notes, strict=True)
         ]
         return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
@@ -751,7 +757,7 @@ class Queue:
         commit instead of two. Returns what each would have returned."""
         notes = notes or [None] * len(items)
         completions = [
-            Completion(lease_of(j), None if r is None else encode_json(r, "result"), note)
+            Completion(lease_of(j), None if r is None else self.result_text(r), note)
             for (j, r), note in zip(items, notes, strict=True)
         ]
         return self.backend.complete_and_claim(

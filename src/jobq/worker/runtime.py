@@ -46,7 +46,6 @@ from jobq.backends.base import Listener, WorkerInfo
 from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
 from jobq.observability import logs, tracing
-from jobq.payloads import encode_json
 from jobq.queue import Queue
 from jobq.redact import RedactingFilter, redact_text
 from jobq.retry import on_failure, with_task_defaults
@@ -613,7 +612,7 @@ class Worker:
             return RunOutcome(ctx, Outcome.NONE)
         if result is not None:  # None is stored as SQL NULL: nothing to check (most handlers)
             try:
-                encode_json(result, "result")
+                self.queue.result_text(result)  # what complete will store: JSON, within the limit
             except JobqError as exc:
                 return RunOutcome(ctx, Outcome.FAIL, error=str(exc), retry=False)
         # The handler finished: its effect happened, so the job is COMPLETED even if a cancel

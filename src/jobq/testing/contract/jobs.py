@@ -272,6 +272,30 @@ def test_complete_records_result(queue: jobq.Queue, clock: FakeClock) -> None:
     assert kinds(queue, job_id) == ["enqueued", "claimed", "completed"]
 
 
+def test_a_result_is_held_to_the_payload_limit(queue: jobq.Queue) -> None:
+    """A result had no size limit: a 10 MB one was stored in the job's row, and read back by
+    every listing of it. Refused as a payload is; the job stays PROCESSING under its lease,
+    for a smaller result or a failure. A worker fails such a job at once (its handler's value
+    cannot be kept), as it fails one whose value is not JSON."""
+    job_id = queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    big = "x" * (queue.settings.payload_limit_bytes + 1)
+    with pytest.raises(jobq.PayloadTooLarge, match=r"^result is \d+ bytes( or more)?, over the limit of"):
+        queue.complete(job, big)
+    with pytest.raises(jobq.PayloadTooLarge, match=r"^result is"):
+        queue.complete_many([(job, {"blob": big})])
+    assert queue.get(job_id).status is R
+    worker = jobq.Worker(queue, {"": lambda ctx: big}, exit_when_idle=True)
+    queue.complete(job, {"ok": True})
+    second = queue.enqueue("y")
+    worker.run()
+    failed = queue.get(second)
+    assert (failed.status, failed.attempts) == (F, 1)
+    assert (failed.last_error or "").startswith("result is ")
+    assert queue.get(job_id).result == {"ok": True}
+
+
 def test_fencing_stale_worker_is_refused(queue: jobq.Queue, clock: FakeClock) -> None:
     """A claims, its lease runs out, B claims and completes; A's late writes change nothing."""
     job_id = queue.enqueue("x", max_attempts=3)
