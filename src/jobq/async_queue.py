@@ -54,11 +54,11 @@ from jobq.queue import (
     Queue,
     _count_up_to,
     _purge_limit,
+    actor_of,
     check_filter,
     check_page,
     check_rows,
     check_wait_timeout,
-    default_actor,
     job_id_or_none,
     lease_of,
     operator_targets,
@@ -306,7 +306,7 @@ class AsyncQueue:
         target, impossible = operator_targets(ids, where)
         if target is None:
             return impossible
-        who = actor or default_actor(self.settings)
+        who = actor_of(actor, self.settings)
         return list(await self._store(action, target, who, self.sync.clock())) + impossible
 
     async def purge(

@@ -13,7 +13,6 @@ import dataclasses
 import getpass
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -75,7 +74,7 @@ from jobq.errors import (
 from jobq.flow import check_limit, check_rate, parse_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
-from jobq.payloads import encode_json, encode_walked, is_unicode, walk
+from jobq.payloads import CONTROL_CHARACTERS, encode_json, encode_walked, is_unicode, walk
 from jobq.redact import redact_url
 from jobq.retry import (
     POLICIES,
@@ -110,7 +109,6 @@ HISTORY_BUCKETS_MAX = 10_000
 bucket of 1e-6 s over an hour made billions of them, in memory."""
 
 
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 #: Names already checked (queue and task names repeat on every enqueue): a set lookup instead of
 #: the checks. Bounded: a producer may make up names.
 _CHECKED_NAMES: set[str] = set()
@@ -125,7 +123,7 @@ def _check_name(value: str, what: str, *, remember: bool = True) -> str:
     if (
         not isinstance(value, str)
         or len(value) > NAME_MAX_CHARS
-        or _CONTROL_CHARACTER.search(value) is not None
+        or CONTROL_CHARACTERS.search(value) is not None
         or not is_unicode(value)
     ):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
@@ -291,10 +289,17 @@ class _Keep:
 KEEP = _Keep()
 
 
+def actor_of(actor: str | None, settings: Settings) -> str:
+    """Who an operator action is recorded as: ``actor``, checked as a name (InvalidPayload: an
+    actor holding a newline and an escape sequence was stored, and echoed raw by the CLI), or
+    ``default_actor``."""
+    return default_actor(settings) if actor is None or actor == "" else _check_name(actor, "actor", remember=False)
+
+
 def default_actor(settings: Settings) -> str:
     """The operator recorded on actions: settings, then ``JOBQ_OPERATOR``, then the login name."""
     if settings.operator:
-        return settings.operator
+        return _check_name(settings.operator, "operator (JOBQ_OPERATOR)", remember=False)
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -341,7 +346,10 @@ class Queue:
         """
         # Settings built in code are checked like loaded ones (replace() does): a lease_seconds
         # of NaN or infinity made leases that were never rescued. Loaded ones are checked once.
-        given = {"database_url": url or None}
+        if url is not None and (not isinstance(url, str) or not url.strip()):
+            # Queue("") opened the default database; Queue(5) failed with TypeError.
+            raise ConfigError(f"a database URL is text such as sqlite:///data/queue.db, not {url!r:.40}")
+        given = {"database_url": url}
         settings = load_settings(given) if settings is None else settings.replace(**given)
         self.settings = settings
         self.clock = clock
@@ -919,7 +927,7 @@ class Queue:
         target, impossible = operator_targets(ids, where)
         if target is None:
             return impossible
-        return action(target, actor or default_actor(self.settings), self.clock()) + impossible
+        return action(target, actor_of(actor, self.settings), self.clock()) + impossible
 
     def purge(
         self,
@@ -1273,7 +1281,7 @@ class Queue:
 
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
         """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""
-        if not self.backend.pause_schedule(name, True, actor or default_actor(self.settings), self.clock(), None):
+        if not self.backend.pause_schedule(name, True, actor_of(actor, self.settings), self.clock(), None):
             raise ScheduleNotFound(name)
 
     def resume_schedule(self, name: str, *, actor: str | None = None) -> None:
@@ -1284,7 +1292,7 @@ class Queue:
             raise ScheduleNotFound(name)
         now = self.clock()
         next_run_at = schedule_of(found[0]).next_slot(now)
-        if not self.backend.pause_schedule(name, False, actor or default_actor(self.settings), now, next_run_at):
+        if not self.backend.pause_schedule(name, False, actor_of(actor, self.settings), now, next_run_at):
             raise ScheduleNotFound(name)
 
     def remove_schedule(self, name: str) -> None:
@@ -1334,6 +1342,8 @@ class Queue:
             if rate is None:
                 values["rate_count"] = values["rate_window"] = None
             else:
+                if not isinstance(rate, str) and not (isinstance(rate, tuple | list) and len(rate) == 2):
+                    raise ConfigError(f"rate must be 'COUNT/UNIT' or (count, seconds), not {rate!r:.40}")
                 count, window = parse_rate(rate) if isinstance(rate, str) else check_rate(*rate)
                 values["rate_count"], values["rate_window"] = count, window
         return self._update_control(queue, ControlUpdate(limits=frozenset(names), **values), actor)
@@ -1346,7 +1356,7 @@ class Queue:
         name = _check_name(queue, "queue name") if isinstance(queue, str) and queue else ""
         if not name:
             raise ConfigError("a queue name is needed (e.g. default)")
-        return self.backend.update_control(name, update, actor or default_actor(self.settings), self.clock())
+        return self.backend.update_control(name, update, actor_of(actor, self.settings), self.clock())
 
     @read
     def controls(self) -> list[QueueControl]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import jobq
 from jobq import job as job_module
 from jobq.backends import common
 from jobq.backends.common import plan_operator_action
@@ -254,3 +255,14 @@ def test_job_from_row_names_each_bad_column(index: int, value: object, defect: s
     assert not common._well_typed(row) or index in (3, 4)  # payload and status are checked apart
     job = common.job_from_row(row)
     assert job.defect is not None and defect in job.defect
+
+
+@pytest.mark.parametrize("url", ["", "  ", 5, b"sqlite:///q.db"])
+def test_a_database_url_that_is_no_text_is_refused(
+    url: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Queue("")`` opened the default database (data/queue.db, created); ``Queue(5)`` raised TypeError."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="a database URL is text"):
+        jobq.Queue(url)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -142,6 +142,9 @@ def test_limits_are_set_kept_cleared_and_audited(queue: jobq.Queue, clock: FakeC
         queue.set_limits("q", concurrency=0)
     with pytest.raises(jobq.ConfigError, match="not a rate"):
         queue.set_limits("q", rate="ten per second")
+    for shape in ((1,), (1, 2, 3), 5):  # (1,) raised TypeError from check_rate's missing argument
+        with pytest.raises(jobq.ConfigError, match=r"rate must be 'COUNT/UNIT' or \(count, seconds\)"):
+            queue.set_limits("q", rate=shape)  # type: ignore[arg-type]
     assert queue.controls() == [control]  # a refused change stored nothing
     queue.pause("q")
     cleared = queue.clear_limits("q", actor="cat")

@@ -620,3 +620,20 @@ def test_a_filter_takes_statuses_by_name_and_refuses_what_is_no_filter(queue: jo
     with pytest.raises(ValueError, match="a job status is one of"):
         queue.latest("bogus")  # type: ignore[arg-type]
     assert queue.get(pending).status is P
+
+
+@pytest.mark.parametrize("text", ["a\nb", "red\x1b[31m", "del\x7f", "c1\x85", "line\u2028sep", "evil\u202etxt.exe"])
+def test_a_name_or_actor_that_would_move_a_terminal_is_refused(queue: jobq.Queue, text: str) -> None:
+    """An actor holding a newline and an escape sequence was stored and echoed raw by the CLI; DEL,
+    C1 controls, the line separator and the bidirectional overrides passed the name check."""
+    job_id = queue.enqueue("kept")
+    with pytest.raises(jobq.InvalidPayload, match="printable characters"):
+        queue.cancel(job_id, actor=text)
+    with pytest.raises(jobq.InvalidPayload, match="printable characters"):
+        queue.pause("q", actor=text)
+    with pytest.raises(jobq.InvalidPayload, match="printable characters"):
+        queue.enqueue("x", queue=text)
+    with pytest.raises(jobq.ConfigError, match="printable characters"):
+        queue.add_schedule(text, task="t", every=60)
+    assert queue.get(job_id).status is P and queue.controls() == [] and queue.schedules() == []
+    assert queue.cancel(job_id, actor="ann · ops").ok  # printable text of any script is fine
