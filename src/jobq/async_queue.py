@@ -64,6 +64,7 @@ from jobq.queue import (
     operator_targets,
     payload_list,
     purge_cutoff,
+    purged_statuses,
 )
 
 
@@ -318,7 +319,7 @@ class AsyncQueue:
     ) -> int:
         if self.store is None:
             return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses, limit=limit))
-        wanted = [JobStatus(s) for s in statuses]
+        wanted = purged_statuses(statuses)
         cutoff = purge_cutoff(self.sync.clock(), older_than)
         return int(await self._store("purge", wanted, cutoff, _purge_limit(limit)))
 

@@ -162,6 +162,16 @@ def purge_cutoff(now: float, older_than: float) -> float:
     return now - older_than
 
 
+def purged_statuses(statuses: Sequence[JobStatus | str]) -> list[JobStatus]:
+    """``purge``'s statuses, each a finished one (ValueError otherwise: ``--status pending`` was
+    taken, and would have deleted a PENDING row whose finished_at was set by hand)."""
+    wanted = [status_of(s) for s in statuses]
+    unfinished = [s.value for s in wanted if s.value not in FINISHED]
+    if unfinished:
+        raise ValueError(f"purge deletes finished jobs (COMPLETED, FAILED, CANCELLED), not {', '.join(unfinished)}")
+    return wanted
+
+
 def _purge_limit(limit: int | None) -> int | None:
     return None if limit is None else check_rows(limit, least=0)
 
@@ -940,7 +950,7 @@ class Queue:
         events), at most ``limit`` of them (None: all), those that finished first; returns how
         many. Runs ``PURGE_CHUNK_JOBS`` jobs a transaction, pausing after each on SQLite so that
         workers keep writing: a purge of millions takes a while, and lets them."""
-        wanted = [JobStatus(s) for s in statuses]
+        wanted = purged_statuses(statuses)
         return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than), _purge_limit(limit))
 
     # -- reads -----------------------------------------------------------------------------

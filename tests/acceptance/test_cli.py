@@ -604,6 +604,8 @@ def test_purge_stops_at_its_limit_oldest_first(cli: Cli) -> None:
         "purged 1 job (COMPLETED, finished more than 7d ago)"
     )
     assert "must be at least 1" in cli.fails("purge", "--older-than", "7d", "--limit", "0", code=2)
+    line = cli.fails("purge", "--older-than", "7d", "--status", "pending,completed")
+    assert line == "jobq: error: purge deletes finished jobs (COMPLETED, FAILED, CANCELLED), not PENDING"
 
 
 def test_rescue_moves_expired_leases(cli: Cli) -> None:

@@ -42,6 +42,7 @@ from jobq.errors import ConfigError, InvalidPayload
 from jobq.job import JobStatus
 from jobq.payloads import parse_json
 from jobq.present import duration_text
+from jobq.queue import purged_statuses
 
 LIST_LIMIT_DEFAULT = 50
 LIST_COUNT_UP_TO = 100_000
@@ -368,6 +369,10 @@ def add_purge(command: AddCommand) -> None:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     statuses = _statuses(args) or (JobStatus.COMPLETED,)
+    try:
+        purged_statuses(statuses)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     with open_queue(args) as q:
         count = q.purge(older_than=args.older_than, statuses=statuses, limit=args.limit)
     more = "; the limit: more may be left" if count == args.limit else ""

@@ -567,9 +567,12 @@ def test_purge_refuses_an_age_that_is_no_time(queue: jobq.Queue, clock: FakeCloc
     for bad in (math.nan, -math.inf, -1, math.inf, "7d"):
         with pytest.raises(ValueError, match="older_than must be a number of seconds"):
             queue.purge(older_than=bad)  # type: ignore[arg-type]
+    for unfinished in (["PENDING"], [P, C], ["processing"], ["bogus"]):  # PENDING was taken
+        with pytest.raises(ValueError, match=r"purge deletes finished jobs|a job status is one of"):
+            queue.purge(older_than=0, statuses=unfinished)
     assert queue.get(job_id).status == C
     clock.advance(1)
-    assert queue.purge(older_than=0) == 1
+    assert queue.purge(older_than=0, statuses=["completed"]) == 1
 
 
 def test_an_id_no_job_can_have_is_not_found_and_an_id_that_is_no_number_is_refused(queue: jobq.Queue) -> None:
