@@ -304,6 +304,16 @@ def test_output_that_cannot_be_written_is_one_line(cli: Cli) -> None:
     assert (done.returncode, done.stderr) == (1, "jobq: error: cannot write the output: No space left on device\n")
 
 
+def test_a_schema_version_written_by_hand_is_one_line(cli: Cli) -> None:
+    """A version that is not a number in jobq_schema failed every command with ValueError."""
+    enqueue(cli, {"x": 1})
+    conn = apsw.Connection(str(cli.root / "queue.db"))
+    conn.execute("INSERT INTO jobq_schema VALUES ('abc', 0)")
+    conn.close()
+    line = cli.fails("list")
+    assert line.endswith("queue.db: jobq_schema holds version 'abc', not a number (edited by hand?)"), line
+
+
 def test_the_largest_limit_and_offset_the_parser_takes_run(cli: Cli) -> None:
     """The parser's bounds are the API's (an offset of 2**63-1 parsed, then ended in a traceback)."""
     job_id = enqueue(cli, {"x": 1})

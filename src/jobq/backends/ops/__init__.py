@@ -48,6 +48,7 @@ from jobq.backends.ops.core import (
     adrive,
     drive,
     migrate,
+    schema_version,
 )
 from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, enqueue, enqueued_by_key
 from jobq.backends.ops.flow import (
@@ -180,6 +181,7 @@ __all__ = [
     "resubmit",
     "save_schedule",
     "schedule_actions",
+    "schema_version",
     "stats",
     "trace_contexts",
     "unregister_waiter",

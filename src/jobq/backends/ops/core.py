@@ -152,6 +152,15 @@ class Claimed:
 
 
 # -- schema -------------------------------------------------------------------------------------
+def schema_version(rows: Rows, where: str) -> int:
+    """The version ``schema_version`` read, or StorageError: a version written by hand ('abc')
+    failed every command with a ValueError traceback."""
+    value = rows[0][0] if rows else 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StorageError(f"{where}: jobq_schema holds version {value!r:.40}, not a number (edited by hand?)")
+    return value
+
+
 def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, create: bool = True) -> Op[int]:
     """Apply the migrations not applied yet, in order, each recorded in ``jobq_schema``; returns
     the version found. Only append to a backend's migrations: never edit a released one.
@@ -159,7 +168,7 @@ def migrate(d: Dialect, migrations: Sequence[Sequence[str]], where: str, *, crea
     ``create=False``: a database without jobq's schema is an error (a read-only viewer says so
     rather than show an empty queue), raised before anything is written."""
     yield Exec(d.sql["schema_table"])
-    current = int((yield Exec(d.sql["schema_version"]))[0][0])
+    current = schema_version((yield Exec(d.sql["schema_version"])), where)
     if current == 0 and not create:
         raise StorageError(f"no jobq queue in {where} (start a producer or worker to create it)")
     if current > len(migrations):

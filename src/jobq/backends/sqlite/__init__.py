@@ -224,7 +224,7 @@ class SqliteBackend(SqlStore):
             )
         except StorageError:  # no jobq_schema table yet (a new file): the migration creates it
             return False
-        return bool(rows) and int(rows[0][0]) == len(MIGRATIONS)
+        return ops.schema_version(rows, self.path) == len(MIGRATIONS)
 
     def _locked(self, body: Any, *, write: bool, conn: apsw.Connection | None = None, begin: bool = True) -> Any:
         """Run ``body(connection)`` in one transaction (IMMEDIATE for writes), retrying on SQLITE_BUSY.
