@@ -161,6 +161,9 @@ class AsyncQueue:
         if self.store is None and not _is_async_connection(conn):
             return list(await self._call(self.sync.enqueue_many, payloads, conn=conn, keys=keys, **options))
         items = payload_list(payloads)
+        keys = None if keys is None else payload_list(keys, "keys")
+        if options.get("concurrency_keys") is not None:
+            options["concurrency_keys"] = payload_list(options["concurrency_keys"], "concurrency keys")
         if "run_at" in options:
             raise TypeError("enqueue_many() got an unexpected keyword argument 'run_at'")
         if keys is not None and len(keys) != len(items):

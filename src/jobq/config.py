@@ -96,9 +96,12 @@ def _check_duration(seconds: float) -> float:
 def seconds_or(value: object, other: float) -> float:
     """``value`` as float seconds when it is a real, finite number (not a bool), else ``other``:
     the one test of a time argument, each caller naming its own range."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return other
-    return float(value)
+    try:
+        return float(value) if math.isfinite(value) else other
+    except OverflowError:  # an int past any float (10**400): no time at all
+        return other
 
 
 def check_lease(lease: float) -> float:

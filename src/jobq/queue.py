@@ -176,11 +176,12 @@ def _purge_limit(limit: int | None) -> int | None:
     return None if limit is None else check_rows(limit, least=0)
 
 
-def payload_list(payloads: Iterable[Any]) -> list[Any]:
-    """``enqueue_many``'s payloads as a list, or InvalidPayload: a string or a mapping is one
-    payload, not a list of them (``enqueue_many("abc")`` made three jobs "a", "b" and "c")."""
+def payload_list(payloads: Iterable[Any], what: str = "payloads") -> list[Any]:
+    """``enqueue_many``'s payloads (or its ``keys``, ``concurrency_keys``) as a list, or
+    InvalidPayload: a string or a mapping is one value, not a list of them
+    (``enqueue_many("abc")`` made three jobs "a", "b" and "c"; ``keys="ab"`` two keys)."""
     if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
-        raise InvalidPayload(f"enqueue_many takes a list of payloads, not {type(payloads).__name__}")
+        raise InvalidPayload(f"enqueue_many takes a list of {what}, not {type(payloads).__name__}")
     return list(payloads)
 
 
@@ -236,13 +237,23 @@ def check_filter(where: JobFilter | None) -> JobFilter:
     store with AttributeError, ``search=5`` too; ``error=b"x"`` with TypeError."""
     if where is None:
         return JobFilter()
+    if not isinstance(where, JobFilter):
+        raise ValueError(f"where must be a JobFilter, not {type(where).__name__}")
+    for name in ("statuses", "queues", "tasks", "ids"):
+        # A string is no tuple of names: queues="mail" matched queues "m", "a", "i", "l", and
+        # ids="" (empty) matched every job, so cancel_many(where=JobFilter(ids="")) cancelled all.
+        if isinstance(getattr(where, name), str | bytes) or not isinstance(getattr(where, name), tuple | list):
+            raise ValueError(f"{name} must be a tuple, not {getattr(where, name)!r:.40}")
     statuses = tuple(status_of(s) for s in where.statuses)
     for name in ("queues", "tasks"):
         if not all(isinstance(v, str) for v in getattr(where, name)):
             raise ValueError(f"{name} must be names (text), not {getattr(where, name)!r:.60}")
     for name in ("search", "error"):
-        if getattr(where, name) is not None and not isinstance(getattr(where, name), str):
-            raise ValueError(f"{name} must be text, not {getattr(where, name)!r:.40}")
+        value = getattr(where, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be text, not {value!r:.40}")
+        if value is not None and "\x00" in value:  # SQLite's LIKE ends the pattern there: all matched
+            raise ValueError(f"{name} must not hold a NUL character")
     for name in ("created_after", "created_before", "finished_after", "finished_before"):
         bound = getattr(where, name)
         if bound is not None and seconds_or(bound, -1.0) != bound:  # NaN, infinity, a bool, text
@@ -610,6 +621,8 @@ class Queue:
         now = self.clock()
         policy = self._policy(max_attempts, timeout, backoff, retry_on)
         items = payload_list(payloads)
+        keys = None if keys is None else payload_list(keys, "keys")
+        concurrency_keys = None if concurrency_keys is None else payload_list(concurrency_keys, "concurrency keys")
         if keys is not None and len(keys) != len(items):
             raise InvalidPayload(f"{len(keys)} keys for {len(items)} payloads")
         if concurrency_keys is not None and len(concurrency_keys) != len(items):
@@ -711,7 +724,11 @@ class Queue:
         return self.settings.lease_seconds if lease is None else check_lease(lease)
 
     def _queues(self, queue: str | Sequence[str] | None) -> list[str]:
-        return [queue] if isinstance(queue, str) else list(queue or [self.settings.queue])
+        if isinstance(queue, str):
+            return [queue]
+        if queue is not None and not (isinstance(queue, tuple | list) and all(isinstance(q, str) for q in queue)):
+            raise ValueError(f"queue must be a name or a list of names, not {queue!r:.40}")
+        return list(queue or [self.settings.queue])
 
     def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:
         """Extend the job's lease. Returns True when an operator asked to cancel it.
@@ -1104,7 +1121,7 @@ class Queue:
         if fraction is not None:
             if not isinstance(fraction, int | float) or fraction != fraction:  # NaN
                 raise InvalidPayload("progress fraction must be a number between 0 and 1")
-            fraction = min(1.0, max(0.0, float(fraction)))
+            fraction = 1.0 if fraction > 1 else 0.0 if fraction < 0 else float(fraction)  # 10**400: no float
         if message is not None:
             message = clip(str(message), PROGRESS_MESSAGE_MAX_CHARS)
         result = self.backend.progress(lease_of(job), fraction, message, self.clock)
@@ -1391,6 +1408,9 @@ def operator_targets(ids: Sequence[int] | None, where: JobFilter | None) -> tupl
     "not found" results of the ids no job can have (above 2**63-1: the driver raised
     OverflowError on them). ValueError for an id that is no whole number."""
     impossible: list[ActionResult] = []
+    if isinstance(ids, str | bytes) or (ids is not None and not isinstance(ids, Iterable)):
+        # bytes iterate as ints: cancel_many(ids=b"\x03") cancelled job 3.
+        raise ValueError(f"ids must be a list of job ids, not {ids!r:.40}")
     if ids is not None:
         possible = [i for i in ids if job_id_or_none(i) is not None]
         impossible = [ActionResult(i, False, None) for i in ids if job_id_or_none(i) is None]

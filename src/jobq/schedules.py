@@ -113,7 +113,7 @@ class Schedule:
     @property
     def expression(self) -> str:
         """How the schedule is shown and stored: the cron text, or ``every 30s``."""
-        return self.cron if self.cron is not None else f"every {self.every:g}s"
+        return expression_of(self.cron, self.every)
 
     def slots(self, after: float) -> Iterator[float]:
         """The slots strictly after UNIX time ``after``, in order (without end)."""
@@ -174,6 +174,16 @@ class Schedule:
 
     def job_payload(self, slot: float) -> Any:
         return self.payload if self.payload is not None else {"schedule": self.name, "slot": slot}
+
+
+def expression_of(cron: object, every: object) -> str:
+    """A stored schedule's timing as shown: its cron text, or ``every 30s``. A value of the wrong
+    type (written by hand: every = 'often') is shown as it is: `jobq schedules` failed on it."""
+    if cron is not None:
+        return str(cron)
+    if isinstance(every, int | float) and not isinstance(every, bool):
+        return f"every {every:g}s"
+    return f"every {every!r}"
 
 
 def schedule_of(info: ScheduleInfo) -> Schedule:

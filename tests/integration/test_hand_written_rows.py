@@ -253,3 +253,22 @@ def test_times_no_calendar_holds_are_shown_not_raised(backend_url: str, tmp_path
     assert "in over 100 years" in _cli(backend_url, tmp_path, "list")
     assert "1e+300 (not a date)" in _cli(backend_url, tmp_path, "schedules", "list")
     assert "next run:   1e+300 (not a date)" in _cli(backend_url, tmp_path, "schedules", "show", "far")
+
+
+def test_progress_and_an_interval_of_the_wrong_type_are_shown_not_raised(sqlite_url: str, tmp_path: Path) -> None:
+    """SQLite keeps any value in any column: a progress of 'half' failed `jobq show` with a
+    ValueError, an interval of 'often' every `jobq schedules` listing."""
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({"a": 1})
+        job = q.claim("w")
+        assert job is not None
+        q.progress(job, 0.5, "halfway")
+        q.add_schedule("odd", task="t", every=3600)
+        write_by_hand(
+            sqlite_url,
+            f"UPDATE jobs SET progress = 'half', progress_at = 'soon' WHERE id = {job_id}",
+            "UPDATE schedules SET every = 'often' WHERE name = 'odd'",
+        )
+        assert q.progress_of([job_id])[job_id].fraction is None
+    assert "progress" in _cli(sqlite_url, tmp_path, "show", str(job_id))
+    assert "every 'often'" in _cli(sqlite_url, tmp_path, "schedules", "list")

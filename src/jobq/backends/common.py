@@ -128,7 +128,15 @@ def build_buckets(
 
 
 def clip(text: str, limit: int = EVENT_ERROR_MAX_CHARS) -> str:
-    """``text`` cut to at most ``limit`` characters: its head and tail, the cut said in between."""
+    """``text`` cut to at most ``limit`` characters: its head and tail, the cut said in between;
+    and storable: a lone surrogate (a file name's undecodable byte, ``os.fsdecode(b"\\xff")``)
+    is written as its escape. An error message holding one could not be encoded to UTF-8: the
+    worker retried recording the failure for ever, and the job stayed PROCESSING."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = text.encode(errors="backslashreplace").decode()
     if len(text) <= limit:
         return text
     marker = f"\n[... {len(text) - limit} characters cut ...]\n"

@@ -14,7 +14,7 @@ from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, mak
 from jobq.errors import ConfigError, ScheduleNotFound
 from jobq.payloads import loads, parse_json
 from jobq.present import ago
-from jobq.schedules import CATCHUP_CHOICES
+from jobq.schedules import CATCHUP_CHOICES, expression_of
 
 
 def add_schedules(command: AddCommand) -> None:
@@ -37,7 +37,7 @@ def schedule_dict(s: ScheduleInfo) -> dict[str, object]:
     data = dataclasses.asdict(s)
     data["payload"] = loads(s.payload_json)  # never raises: a row written by hand is shown as text
     del data["payload_json"]
-    data["expression"] = s.cron if s.cron is not None else f"every {s.every:g}s"
+    data["expression"] = expression_of(s.cron, s.every)
     return data
 
 
@@ -45,7 +45,7 @@ def schedules_table(schedules: list[ScheduleInfo], now: float) -> str:
     rows = [
         (
             s.name,
-            s.cron if s.cron is not None else f"every {s.every:g}s",
+            expression_of(s.cron, s.every),
             s.zone,
             s.task,
             "-" if s.paused else local_iso(s.next_run_at),
@@ -65,7 +65,7 @@ def show_text(s: ScheduleInfo, history: list[ScheduleAction], now: float) -> str
     """One schedule, then its pause/resume history (newest first): who, when, what."""
     fields = [
         ("name", s.name),
-        ("expression", s.cron if s.cron is not None else f"every {s.every:g}s"),
+        ("expression", expression_of(s.cron, s.every)),
         ("zone", s.zone),
         ("task", s.task),
         ("queue", s.queue),

@@ -14,6 +14,7 @@ import streamlit as st
 
 from jobq import Queue, ScheduleAction, ScheduleInfo
 from jobq.queue import SCHEDULE_HISTORY_LIMIT_DEFAULT
+from jobq.schedules import expression_of
 from jobq.web import safety, views
 
 COLUMNS = ["name", "expression", "zone", "task", "next run", "last run", "paused"]
@@ -25,7 +26,7 @@ def schedules_frame(schedules: Sequence[ScheduleInfo], now: float) -> pd.DataFra
     rows = [
         {
             "name": safety.plain(s.name),
-            "expression": safety.plain(s.cron if s.cron is not None else f"every {s.every:g}s"),
+            "expression": safety.plain(expression_of(s.cron, s.every)),
             "zone": safety.plain(s.zone),
             "task": safety.plain(s.task),
             "next run": "-" if s.paused else views.fmt_short_time(s.next_run_at, now),

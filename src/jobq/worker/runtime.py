@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import queue as stdqueue
@@ -127,7 +128,8 @@ class Worker:
         self.queue = queue
         self.settings = queue.settings
         self.handlers: dict[str, Handler] = dict(handlers) if isinstance(handlers, Mapping) else {"": handlers}
-        self.queues = list(queues or [self.settings.queue])
+        # One name given as a string is that queue (queues="mail" was ["m", "a", "i", "l"]).
+        self.queues = [queues] if isinstance(queues, str) else list(queues or [self.settings.queue])
         self.concurrency = max(1, concurrency or self.settings.concurrency)
         # Which handlers run on the event loop is known up front: a job's task decides where it
         # runs, and the claims count both kinds of slot (simple: free threads + free coroutines;
@@ -537,7 +539,7 @@ class Worker:
                 # LeaseLost the handler itself raised (ctx.complete(conn=...) refused).
                 log.warning("job %s: lease lost (rescued or taken over); its coroutine was cancelled", ctx.job.id)
             return RunOutcome(ctx, Outcome.NONE)
-        except Exception as exc:  # noqa: BLE001 - mapped exactly as for sync handlers
+        except BaseException as exc:  # noqa: BLE001 - mapped exactly as for sync handlers
             return self._raised(ctx, exc)
         return self._returned(ctx, result)
 
@@ -556,9 +558,12 @@ class Worker:
         handler = self.handlers.get(ctx.job.task) or self.handlers[""]
         try:
             result = handler(ctx)
-        except Exception as exc:  # noqa: BLE001 - any handler error is the job's failure
+        except BaseException as exc:  # noqa: BLE001 - any handler error is the job's failure
+            # BaseException too: a handler's SystemExit or KeyboardInterrupt (raised in this
+            # thread, not a signal to the worker) ended the runner, and its job stayed
+            # PROCESSING under a lease the live worker kept renewing.
             return self._raised(ctx, exc)
-        if result is not None and asyncio.iscoroutine(result):
+        if result is not None and inspect.iscoroutine(result):  # not asyncio's: it counts generators
             # An async handler this worker could not tell apart (a lambda returning a coroutine):
             # fail it clearly rather than store "not JSON-serialisable: coroutine".
             result.close()
@@ -580,7 +585,7 @@ class Worker:
             return RunOutcome(ctx, Outcome.FAIL, error=error, retry=False)
         return None
 
-    def _raised(self, ctx: JobContext, exc: Exception) -> RunOutcome:
+    def _raised(self, ctx: JobContext, exc: BaseException) -> RunOutcome:
         """The outcome of a handler that raised ``exc`` (sync or async alike)."""
         if isinstance(exc, LeaseLost):
             log.warning("%s", exc)

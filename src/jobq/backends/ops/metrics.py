@@ -35,7 +35,21 @@ ahead: it is counted at once, since holding it back would hold back every row af
 def progress_of(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, Progress]]:
     params: Params = {}
     rows = yield Exec(d.stmt("progress_of_jobs", ids=d.any_of("id", "ids", sorted(set(job_ids)), params)), params)
-    return {int(r[0]): Progress(int(r[0]), r[1], r[2], r[3]) for r in rows}
+    return {int(r[0]): _progress(r) for r in rows}
+
+
+def _progress(row: Sequence[Any]) -> Progress:
+    """A job's progress as read. Values of the wrong type (written by hand: progress = 'half')
+    are read as none: ``jobq show`` failed on one with a ValueError."""
+    fraction, message, at = row[1], row[2], row[3]
+    number = isinstance(fraction, int | float) and not isinstance(fraction, bool) and 0 <= fraction <= 1
+    when = isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at)
+    return Progress(
+        int(row[0]),
+        float(fraction) if number else None,
+        message if isinstance(message, str) else None,
+        float(at) if when else 0.0,
+    )
 
 
 def trace_contexts(d: Dialect, job_ids: Sequence[int]) -> Op[dict[int, str]]:

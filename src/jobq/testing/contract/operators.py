@@ -640,3 +640,41 @@ def test_a_name_or_actor_that_would_move_a_terminal_is_refused(queue: jobq.Queue
         queue.add_schedule(text, task="t", every=60)
     assert queue.get(job_id).status is P and queue.controls() == [] and queue.schedules() == []
     assert queue.cancel(job_id, actor="ann · ops").ok  # printable text of any script is fine
+
+
+def test_a_string_where_a_list_is_meant_and_a_nul_in_a_search_are_refused(queue: jobq.Queue) -> None:
+    """A string is no tuple of names: ``JobFilter(queues="mail")`` matched queues "m", "a", "i"
+    and "l", and ``ids=""`` every job (``cancel_many`` on it cancelled all); ``ids=b"\\x03"`` was
+    job 3. A NUL in ``search`` ended SQLite's LIKE pattern there, so it matched everything. A
+    whole number past any float (``10**400``) raised OverflowError. Each is refused in one line;
+    nothing changes."""
+    kept = [queue.enqueue("a", queue="mail"), queue.enqueue("b"), queue.enqueue("c")]
+    for bad in (
+        JobFilter(queues="mail"),  # type: ignore[arg-type]
+        JobFilter(ids=""),  # type: ignore[arg-type]
+        JobFilter(statuses="PENDING"),  # type: ignore[arg-type]
+        JobFilter(tasks=None),  # type: ignore[arg-type]
+        JobFilter(search="\x00"),
+        JobFilter(error="a\x00"),
+        JobFilter(created_after=10**400),
+    ):
+        with pytest.raises(ValueError):
+            queue.cancel_many(where=bad)
+        with pytest.raises(ValueError):
+            queue.list_jobs(bad)
+    for ids in (b"\x03", "1", 5):
+        with pytest.raises(ValueError, match="ids must be a list of job ids"):
+            queue.cancel_many(ids=ids)  # type: ignore[arg-type]
+    with pytest.raises(jobq.InvalidPayload, match="takes a list of keys"):
+        queue.enqueue_many(["x", "y"], keys="ab")
+    with pytest.raises(ValueError, match="queue must be a name or a list of names"):
+        queue.claim("w", queue=5)  # type: ignore[arg-type]
+    for huge in ({"delay": 10**400}, {"run_at": 10**400}, {"timeout": 10**400}):
+        with pytest.raises(jobq.InvalidPayload):
+            queue.enqueue("x", **huge)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        queue.claim("w", lease=10**400)
+    with pytest.raises(ValueError):
+        queue.purge(older_than=10**400)
+    assert sorted(j.id for j in queue.list_jobs(JobFilter(statuses=(P,)))) == sorted(kept)
+    assert [j.id for j in queue.list_jobs(JobFilter(queues=("mail",)))] == [kept[0]]

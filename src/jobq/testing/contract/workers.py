@@ -314,3 +314,36 @@ def test_out_of_range_numbers_are_refused_in_one_line(queue: jobq.Queue) -> None
     with pytest.raises(jobq.InvalidPayload, match="max_attempts"):
         queue.enqueue("x", max_attempts=2**40)
     assert queue.count() == 0
+
+
+class _Odd(BaseException):
+    """Not an Exception: what a handler may still raise."""
+
+
+def test_a_handler_that_raises_a_base_exception_or_unstorable_text_fails_its_job(queue: jobq.Queue) -> None:
+    """A handler's SystemExit, KeyboardInterrupt or other BaseException ended the worker's runner:
+    the job stayed PROCESSING under a lease the live worker kept renewing, and a worker told to
+    exit when idle never did. An error holding a lone surrogate (a file name's undecodable byte)
+    could not be stored, and the worker retried recording it for ever. A generator returned was
+    called a coroutine. Each now fails its own job; the next job runs."""
+    raised: dict[str, BaseException] = {
+        "exit": SystemExit(3),
+        "interrupt": KeyboardInterrupt(),
+        "odd": _Odd("odd"),
+        "surrogate": ValueError("bad file " + os.fsdecode(b"\xff.txt")),
+    }
+
+    def handler(ctx: jobq.JobContext) -> object:
+        if ctx.payload == "generator":
+            return (n for n in range(3))
+        if ctx.payload == "fine":
+            return {"ok": True}
+        raise raised[ctx.payload]
+
+    ids = {p: queue.enqueue(p, max_attempts=1) for p in [*raised, "generator", "fine"]}
+    jobq.Worker(queue, {"": handler}, exit_when_idle=True).run()
+    jobs = {p: queue.get(i) for p, i in ids.items()}
+    assert {p: j.status for p, j in jobs.items()} == {**{p: F for p in [*raised, "generator"]}, "fine": C}
+    assert "SystemExit: 3" in (jobs["exit"].last_error or "")
+    assert "bad file \\udcff.txt" in (jobs["surrogate"].last_error or "")
+    assert "not JSON-serialisable" in (jobs["generator"].last_error or "")
