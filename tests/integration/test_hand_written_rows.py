@@ -255,6 +255,30 @@ def test_times_no_calendar_holds_are_shown_not_raised(backend_url: str, tmp_path
     assert "next run:   1e+300 (not a date)" in _cli(backend_url, tmp_path, "schedules", "show", "far")
 
 
+def test_a_queue_name_stored_as_a_blob_is_shown_and_blanks_no_metric(sqlite_url: str, tmp_path: Path) -> None:
+    """A queue written by hand as the blob X'FF' failed `jobq stats` (bytes and str compared), and
+    every scrape of the metrics (HTTP 500: one bad row blanked every metric)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from jobq.observability.metrics import JobqCollector
+
+    with jobq.Queue(sqlite_url) as q:
+        q.enqueue({"a": 1})
+        write_by_hand(
+            sqlite_url,
+            "INSERT INTO jobs (queue, task, payload, status, priority, run_at, attempts, max_attempts, created_at, "
+            "updated_at) SELECT X'FF', 't', '{}', 'PENDING', 0, run_at, 0, 3, created_at, updated_at FROM jobs",
+        )
+        assert set(q.stats().by_queue) == {"default", "\ufffd"}
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(JobqCollector(q, settle_seconds=0.0))
+        text = generate_latest(registry).decode()
+    assert 'jobq_jobs_pending{due="true",queue="default"} 1.0' in text
+    assert 'queue="\ufffd"' in text
+    for args in (["stats"], ["stats", "--json"], ["list"]):
+        _cli(sqlite_url, tmp_path, *args)
+
+
 def test_progress_and_an_interval_of_the_wrong_type_are_shown_not_raised(sqlite_url: str, tmp_path: Path) -> None:
     """SQLite keeps any value in any column: a progress of 'half' failed `jobq show` with a
     ValueError, an interval of 'often' every `jobq schedules` listing."""

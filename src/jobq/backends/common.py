@@ -235,11 +235,18 @@ class _Fields:
         return None if value is None else self.number(value, name)
 
     def text(self, value: object) -> str | None:
-        if value is None or isinstance(value, str):
-            return value
-        if isinstance(value, bytes):
-            return value.decode(errors="replace")
-        return str(value)
+        return None if value is None else text_of(value)
+
+
+def text_of(value: object) -> str:
+    """A name column's value as text, whatever a hand wrote there (SQLite keeps any type in any
+    column): a queue stored as the blob X'FF' failed `jobq stats` (bytes and str compared) and
+    every scrape of `jobq metrics` (one bad row blanked every metric)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
 
 
 def _brief(value: object) -> str:

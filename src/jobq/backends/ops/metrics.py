@@ -18,7 +18,7 @@ from jobq.backends.base import (
     Progress,
     QueueGauges,
 )
-from jobq.backends.common import number_or_none
+from jobq.backends.common import number_or_none, text_of
 from jobq.backends.ops.core import Exec, Op
 from jobq.backends.statements import Dialect, Params
 from jobq.job import EventKind
@@ -63,8 +63,9 @@ def queue_gauges(d: Dialect, now: float, backlog: bool = True) -> Op[dict[str, Q
     rows = (yield Exec(d.sql["metric_pending"], {"now": now})) if backlog else []
     for q, n, later, first in rows:
         oldest = number_or_none(first)  # text written by hand on SQLite: never due
-        pending[q] = (int(n), int(n) - int(later or 0), oldest if oldest is not None and oldest <= now else None)
-    running = {q: (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
+        due = oldest if oldest is not None and oldest <= now else None
+        pending[text_of(q)] = (int(n), int(n) - int(later or 0), due)
+    running = {text_of(q): (int(n), int(x or 0)) for q, n, x in (yield Exec(d.sql["metric_processing"], {"now": now}))}
     out = {}
     for queue in sorted(pending.keys() | running.keys()):
         n, due, oldest = pending.get(queue, (0, 0, None))
@@ -113,7 +114,9 @@ def event_totals(d: Dialect, after_id: int, until: float, limit: int, counted: S
         return EventTotals(after_id, {}, [], held_back)
     params: Params = {"after": after_id, "end": end}
     kinds = d.any_of("e.kind", "k", counted, params)
-    counts = {(str(q), str(k)): int(n) for q, k, n in (yield Exec(d.stmt("metric_event_counts", kinds=kinds), params))}
+    counts = {
+        (text_of(q), text_of(k)): int(n) for q, k, n in (yield Exec(d.stmt("metric_event_counts", kinds=kinds), params))
+    }
     rows = yield Exec(d.stmt("metric_events_between", kinds=kinds), params)
     events = [MetricEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _claimed_at(r[8])) for r in rows]
     return EventTotals(end, counts, events, held_back)
@@ -140,7 +143,7 @@ def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tu
     if end <= after_id:
         return after_id, {}, held_back
     rows = yield Exec(d.sql["metric_enqueue_counts"], {"after": after_id, "end": end})
-    return end, {str(q): int(n) for q, n in rows}, held_back
+    return end, {text_of(q): int(n) for q, n in rows}, held_back
 
 
 def completion_cursor(d: Dialect, now: float) -> Op[tuple[float, int]]:
@@ -202,7 +205,9 @@ def completion_totals(
         for i, total in enumerate(totals):
             acc[4][i] += total or 0.0
     out = {
-        str(q): CompletionTotals(int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3)))
+        text_of(q): CompletionTotals(
+            int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3))
+        )
         for q, acc in sums.items()
     }
     return end, out

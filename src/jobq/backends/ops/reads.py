@@ -27,6 +27,7 @@ from jobq.backends.common import (
     history_of,
     job_from_row,
     recent_history,
+    text_of,
 )
 from jobq.backends.due_history import build_due_history
 from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Op
@@ -140,13 +141,13 @@ def stats(d: Dialect, now: float, finished_window: int = STATS_FINISHED_WINDOW) 
     live = yield Exec(d.sql["counts_by_queue_live"])
     finished = yield Exec(d.sql["counts_by_queue_finished"], {"window": finished_window})
     for queue, status, n in [*live, *finished]:
-        by_queue.setdefault(queue, {s.value: 0 for s in JobStatus})[status] = int(n)
+        by_queue.setdefault(text_of(queue), {s.value: 0 for s in JobStatus})[status] = int(n)
         totals[status] = totals.get(status, 0) + int(n)
     capped = sum(int(n) for _, _, n in finished) >= finished_window and bool(
         (yield Exec(d.sql["finished_beyond"], {"window": finished_window}))
     )
     pending = [
-        (str(q), int(n or 0), None if at is None else float(at), int(r or 0))
+        (text_of(q), int(n or 0), None if at is None else float(at), int(r or 0))
         for q, n, at, r in (yield Exec(d.sql["pending_by_queue"], {"now": now}))
     ]
     done = {kind: int(n) for kind, n in (yield Exec(d.sql["finished_by_kind"], {"since": now - 60}))}
