@@ -56,9 +56,11 @@ from jobq.queue import (
     _purge_limit,
     actor_of,
     check_filter,
+    check_key_options,
     check_page,
     check_rows,
     check_wait_timeout,
+    check_worker_id,
     job_id_or_none,
     lease_of,
     operator_targets,
@@ -162,6 +164,7 @@ class AsyncQueue:
             return list(await self._call(self.sync.enqueue_many, payloads, conn=conn, keys=keys, **options))
         items = payload_list(payloads)
         keys = None if keys is None else payload_list(keys, "keys")
+        check_key_options(keys, options.get("key_scope", "all"), options.get("key_ttl"))
         if options.get("concurrency_keys") is not None:
             options["concurrency_keys"] = payload_list(options["concurrency_keys"], "concurrency keys")
         if "run_at" in options:
@@ -189,6 +192,8 @@ class AsyncQueue:
             given["max_attempts"], given["timeout"], given.pop("backoff", None), given.pop("retry_on", None)
         )
         jobs: list[NewJob] = []
+        if not payloads:  # no jobs: the options are checked all the same, as Queue.enqueue_many does
+            q._new_job(None, **{**given, "key_scope": "all", "key_ttl": None}, key=None, now=now)
         for payload, key, ckey in zip(payloads, keys, concurrency_keys, strict=True):
             args = {**given, "concurrency_key": ckey}
             if many and key is None:  # Queue.enqueue_many's rule: a key's options apply to keyed jobs
@@ -354,7 +359,9 @@ class AsyncQueue:
         if self.store is None:
             return list(await self._call(q.claim_many, worker_id, limit, lease=lease, queue=queue))
         return list(
-            await self._store("claim", worker_id, q._queues(queue), check_rows(limit, 0), q._lease(lease), q.clock)
+            await self._store(
+                "claim", check_worker_id(worker_id), q._queues(queue), check_rows(limit, 0), q._lease(lease), q.clock
+            )
         )
 
     async def heartbeat(self, job: Job, *, lease: float | None = None) -> bool:

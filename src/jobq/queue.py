@@ -194,6 +194,34 @@ def job_id_or_none(value: object) -> int | None:
     return value if 0 < value <= INT64_MAX else None
 
 
+def check_worker_id(worker_id: str) -> str:
+    """A claim's worker id, checked as a name (a number was stored as the lease owner)."""
+    return _check_name(worker_id, "worker id")
+
+
+def check_key_options(keys: Sequence[str | None] | None, key_scope: str, key_ttl: float | None) -> None:
+    """``enqueue_many``'s key options without keys: refused, as ``enqueue`` refuses them without a
+    key (they were dropped without a word)."""
+    if keys is None and (key_scope != "all" or key_ttl is not None):
+        raise InvalidPayload("key_scope and key_ttl apply to keys: give keys=[...]")
+
+
+def _possible_ids(job_ids: Iterable[int]) -> list[int]:
+    """The ids of ``job_ids`` a job can have (ValueError for what is no list of whole numbers):
+    ``progress_of([2**63])`` raised OverflowError from the driver."""
+    if isinstance(job_ids, str | bytes) or not isinstance(job_ids, Iterable):
+        raise ValueError(f"job ids must be a list of job ids, not {job_ids!r:.40}")
+    return [i for i in job_ids if job_id_or_none(i) is not None]
+
+
+def _text_arg(value: object, what: str) -> str:
+    """A name given to a read or an action, or ValueError (``pause_schedule([1])`` raised
+    TypeError from the driver)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be text, not {value!r:.40}")
+    return value
+
+
 def _count_up_to(up_to: int | None) -> int | None:
     return None if up_to is None else check_rows(up_to, name="up_to")
 
@@ -434,6 +462,7 @@ class Queue:
         policy: JobPolicy | None = None,
     ) -> NewJob:
         text = self._payload_text(payload)
+        task = _check_name(task, "task name")  # before POLICIES.get: task=[] raised TypeError there
         # An empty key is refused, not taken as a key: a script passing --key "$UNSET" made every
         # such job after the first a duplicate of it (silently dropped).
         if key is not None and not _check_name(key, "idempotency key", remember=False):
@@ -468,8 +497,8 @@ class Queue:
         when = now if run_at is None and delay is None else _when(now, delay, run_at)
         return NewJob(
             payload_json=text,
-            queue=_check_name(queue or self.settings.queue, "queue name"),
-            task=_check_name(task, "task name"),
+            queue=_check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
+            task=task,
             priority=priority,
             run_at=when,
             max_attempts=attempts,
@@ -629,11 +658,13 @@ class Queue:
             raise InvalidPayload(f"{len(concurrency_keys)} concurrency keys for {len(items)} payloads")
         if concurrency_keys is not None and concurrency_key is not None:
             raise InvalidPayload("give concurrency_key or concurrency_keys, not both")
-        if keys is None and concurrency_keys is None and items:
+        check_key_options(keys, key_scope, key_ttl)
+        if keys is None and concurrency_keys is None:
             # Every job but its payload is the same: checked once (for the first job), then per
             # job only the payload (the per-job checks were 2/3 of a batch's Python time).
+            # No payloads: the options are checked all the same (a bad priority passed unseen).
             first = self._new_job(
-                items[0],
+                items[0] if items else None,
                 queue=queue,
                 task=task,
                 priority=priority,
@@ -650,7 +681,7 @@ class Queue:
             same = dataclasses.asdict(first)
             del same["payload_json"]
             text = self._payload_text
-            jobs = [first, *(NewJob(payload_json=text(p), **same) for p in items[1:])]
+            jobs = [first, *(NewJob(payload_json=text(p), **same) for p in items[1:])] if items else []
         else:
             jobs = self._batch_jobs(
                 items, queue, task, priority, delay, keys, key_scope, key_ttl, on_conflict, max_attempts,
@@ -710,6 +741,7 @@ class Queue:
     ) -> Job | None:
         """Take the next due job (lowest priority number, then run_at, then id) or None."""
         # claim_many(worker_id, 1, ...) inlined: the per-job API's one call fewer.
+        worker_id = check_worker_id(worker_id)
         jobs = self.backend.claim(worker_id, self._queues(queue), 1, self._lease(lease), self.clock)
         return jobs[0] if jobs else None
 
@@ -717,6 +749,7 @@ class Queue:
         self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
+        worker_id = check_worker_id(worker_id)
         return self.backend.claim(worker_id, self._queues(queue), check_rows(limit, 0), self._lease(lease), self.clock)
 
     def _lease(self, lease: float | None) -> float:
@@ -1132,12 +1165,12 @@ class Queue:
     @read
     def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
         """The last progress each of ``job_ids`` reported (jobs that reported none are absent)."""
-        return self.backend.progress_of(list(job_ids))
+        return self.backend.progress_of(_possible_ids(job_ids))
 
     @read
     def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
         """The trace context stored with each of ``job_ids`` at enqueue, where one was."""
-        return self.backend.trace_contexts(list(job_ids))
+        return self.backend.trace_contexts(_possible_ids(job_ids))
 
     @read
     def queue_gauges(self, backlog: bool = True) -> dict[str, QueueGauges]:
@@ -1228,7 +1261,7 @@ class Queue:
             cron=cron,
             every=parse_duration(every) if isinstance(every, str) else every,
             zone=zone,
-            queue=_check_name(queue or self.settings.queue, "queue name"),
+            queue=_check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
             payload=payload,
             priority=priority,
             catchup=catchup,
@@ -1304,11 +1337,13 @@ class Queue:
         """Who paused or resumed ``name`` (or any schedule, for None) and when, newest first, at
         most ``limit`` entries. Kept when a schedule is removed: it is an audit history."""
         check_rows(limit)
-        return self.backend.schedule_actions(name, min(limit, INT32_MAX))
+        return self.backend.schedule_actions(None if name is None else _text_arg(name, "name"), min(limit, INT32_MAX))
 
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
         """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""
-        if not self.backend.pause_schedule(name, True, actor_of(actor, self.settings), self.clock(), None):
+        if not self.backend.pause_schedule(
+            _text_arg(name, "name"), True, actor_of(actor, self.settings), self.clock(), None
+        ):
             raise ScheduleNotFound(name)
 
     def resume_schedule(self, name: str, *, actor: str | None = None) -> None:
@@ -1324,7 +1359,7 @@ class Queue:
 
     def remove_schedule(self, name: str) -> None:
         """Delete a schedule (a worker that still declares it in code stores it again). Raises ScheduleNotFound."""
-        if not self.backend.delete_schedule(name):
+        if not self.backend.delete_schedule(_text_arg(name, "name")):
             raise ScheduleNotFound(name)
 
     # -- flow control (docs/flow-control.md) ------------------------------------------------
@@ -1393,7 +1428,7 @@ class Queue:
     @read
     def control_history(self, queue: str | None = None, *, limit: int = 50) -> list[ControlEvent]:
         """Who paused, resumed or changed the limits of ``queue`` (None: any queue), newest first."""
-        return self.backend.control_history(queue, check_rows(limit))
+        return self.backend.control_history(None if queue is None else _text_arg(queue, "queue"), check_rows(limit))
 
     list = list_jobs  # last in the class: the name shadows the builtin for annotations below it
 

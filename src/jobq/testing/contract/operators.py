@@ -678,3 +678,32 @@ def test_a_string_where_a_list_is_meant_and_a_nul_in_a_search_are_refused(queue:
         queue.purge(older_than=10**400)
     assert sorted(j.id for j in queue.list_jobs(JobFilter(statuses=(P,)))) == sorted(kept)
     assert [j.id for j in queue.list_jobs(JobFilter(queues=("mail",)))] == [kept[0]]
+
+
+def test_arguments_of_the_wrong_type_are_refused_before_the_store(queue: jobq.Queue) -> None:
+    """Each of these reached the driver or a dict and raised TypeError or OverflowError there, or
+    was stored: a number as the lease owner, queue=0 as the default queue, key_ttl without keys
+    in enqueue_many (enqueue refuses it), a bad priority in an empty enqueue_many."""
+    kept = queue.enqueue("kept")
+    odd: list[dict[str, Any]] = [{"task": []}, {"task": {}}, {"queue": 0}, {"queue": []}]
+    for kwargs in odd:
+        with pytest.raises(jobq.InvalidPayload, match="must be text"):
+            queue.enqueue("x", **kwargs)
+    with pytest.raises(jobq.InvalidPayload, match="key_scope and key_ttl apply to keys"):
+        queue.enqueue_many(["x", "y"], key_ttl=5)
+    with pytest.raises(jobq.InvalidPayload, match="priority must be an integer"):
+        queue.enqueue_many([], priority="x")  # type: ignore[arg-type]
+    for worker_id in (5, ["w"], float("nan")):
+        with pytest.raises(jobq.InvalidPayload, match="worker id must be text"):
+            queue.claim(worker_id)  # type: ignore[arg-type]
+        with pytest.raises(jobq.InvalidPayload, match="worker id must be text"):
+            queue.claim_many(worker_id, 2)  # type: ignore[arg-type]
+    assert queue.progress_of([2**63]) == {} and queue.trace_contexts([2**64]) == {}
+    with pytest.raises(ValueError, match="job ids must be a list"):
+        queue.progress_of(5)  # type: ignore[arg-type]
+    for call in (queue.pause_schedule, queue.remove_schedule):
+        with pytest.raises(ValueError, match="name must be text"):
+            call([1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue must be text"):
+        queue.control_history([1])  # type: ignore[arg-type]
+    assert [j.id for j in queue.list_jobs()] == [kept] and queue.get(kept).status is P
