@@ -16,10 +16,10 @@ from typing import Any
 
 from jobq.errors import InvalidPayload
 
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-"""What no name may hold: C0 and C1 control characters, DEL, the line and paragraph separators,
-and the bidirectional overrides (a name shown in a terminal or a table must not move the cursor,
-start a line, or show its text reversed)."""
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""What no name may hold: C0 and C1 control characters, DEL, the line and paragraph separators (a
+name shown in a terminal must not move the cursor or start a line). Bidirectional overrides are
+kept, and neutralised where a name is shown (the CLI's ``clean``, the apps' plain text)."""
 
 JSON_DEPTH_LIMIT = 64
 """Deepest nesting of lists and objects accepted in a payload or a result."""

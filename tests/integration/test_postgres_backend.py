@@ -170,7 +170,9 @@ def test_listener_ignores_other_queues(pq: jobq.Queue) -> None:
 def test_nul_characters_are_kept_visible(pq: jobq.Queue) -> None:
     job_id = pq.enqueue({"text": "a\x00b"})
     assert pq.get(job_id).payload == {"text": "a\x00b"}  # JSON escapes NUL
-    job = pq.claim("w\x00orker")
+    with pytest.raises(jobq.InvalidPayload, match="worker id must be text"):
+        pq.claim("w\x00orker")  # a name holds no control character
+    job = pq.claim("worker")
     assert job is not None
     assert pq.fail(job, "bad\x00byte", retry=False) == JobStatus.FAILED
     assert pq.get(job_id).last_error == "bad\\0byte"
