@@ -206,12 +206,17 @@ def check_key_options(keys: Sequence[str | None] | None, key_scope: str, key_ttl
         raise InvalidPayload("key_scope and key_ttl apply to keys: give keys=[...]")
 
 
-def _possible_ids(job_ids: Iterable[int]) -> list[int]:
-    """The ids of ``job_ids`` a job can have (ValueError for what is no list of whole numbers):
-    ``progress_of([2**63])`` raised OverflowError from the driver."""
+def _split_ids(job_ids: Iterable[int], what: str = "job ids") -> tuple[list[int], list[int]]:
+    """``job_ids`` split into those a job can have and those none can (above 2**63-1: the driver
+    raised OverflowError on them); ValueError for what is no list of whole numbers (bytes iterate
+    as ints: ``cancel_many(ids=b"\x03")`` cancelled job 3)."""
     if isinstance(job_ids, str | bytes) or not isinstance(job_ids, Iterable):
-        raise ValueError(f"job ids must be a list of job ids, not {job_ids!r:.40}")
-    return [i for i in job_ids if job_id_or_none(i) is not None]
+        raise ValueError(f"{what} must be a list of job ids, not {job_ids!r:.40}")
+    possible: list[int] = []
+    beyond: list[int] = []
+    for job_id in job_ids:
+        (beyond if job_id_or_none(job_id) is None else possible).append(job_id)
+    return possible, beyond
 
 
 def _text_arg(value: object, what: str) -> str:
@@ -1165,12 +1170,12 @@ class Queue:
     @read
     def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
         """The last progress each of ``job_ids`` reported (jobs that reported none are absent)."""
-        return self.backend.progress_of(_possible_ids(job_ids))
+        return self.backend.progress_of(_split_ids(job_ids)[0])
 
     @read
     def trace_contexts(self, job_ids: Sequence[int]) -> dict[int, str]:
         """The trace context stored with each of ``job_ids`` at enqueue, where one was."""
-        return self.backend.trace_contexts(_possible_ids(job_ids))
+        return self.backend.trace_contexts(_split_ids(job_ids)[0])
 
     @read
     def queue_gauges(self, backlog: bool = True) -> dict[str, QueueGauges]:
@@ -1443,15 +1448,11 @@ def operator_targets(ids: Sequence[int] | None, where: JobFilter | None) -> tupl
     "not found" results of the ids no job can have (above 2**63-1: the driver raised
     OverflowError on them). ValueError for an id that is no whole number."""
     impossible: list[ActionResult] = []
-    if isinstance(ids, str | bytes) or (ids is not None and not isinstance(ids, Iterable)):
-        # bytes iterate as ints: cancel_many(ids=b"\x03") cancelled job 3.
-        raise ValueError(f"ids must be a list of job ids, not {ids!r:.40}")
     if ids is not None:
-        possible = [i for i in ids if job_id_or_none(i) is not None]
-        impossible = [ActionResult(i, False, None) for i in ids if job_id_or_none(i) is None]
-        if not possible:
+        ids, beyond = _split_ids(ids, "ids")
+        impossible = [ActionResult(i, False, None) for i in beyond]
+        if not ids:
             return None, impossible
-        ids = possible
     return _target(ids, None if where is None else check_filter(where)), impossible
 
 
