@@ -1458,9 +1458,9 @@ def operator_targets(ids: Sequence[int] | None, where: JobFilter | None) -> tupl
 
 def _target(ids: Sequence[int] | None, where: JobFilter | None) -> JobFilter:
     if ids is not None and where is not None:
-        return JobFilter(
-            statuses=where.statuses, queues=where.queues, search=where.search, tasks=where.tasks, ids=tuple(ids)
-        )
+        # Every field of the filter (the error and time bounds were dropped, so those ids were
+        # acted on whatever their error or age).
+        return dataclasses.replace(where, ids=tuple(ids))
     if ids is not None:
         return JobFilter(ids=tuple(ids))
     if where is None:

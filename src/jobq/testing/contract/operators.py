@@ -707,3 +707,16 @@ def test_arguments_of_the_wrong_type_are_refused_before_the_store(queue: jobq.Qu
     with pytest.raises(ValueError, match="queue must be text"):
         queue.control_history([1])  # type: ignore[arg-type]
     assert [j.id for j in queue.list_jobs()] == [kept] and queue.get(kept).status is P
+
+
+def test_ids_and_a_filter_act_on_the_named_jobs_the_whole_filter_matches(queue: jobq.Queue) -> None:
+    """With both ids and a filter, the filter's error and time bounds were dropped: every named
+    job was acted on, whatever its error."""
+    ids = [queue.enqueue(n, max_attempts=1) for n in ("a", "b")]
+    for job_id, error in zip(ids, ("timeout upstream", "bad input"), strict=True):
+        job = queue.claim("w")
+        assert job is not None and job.id == job_id
+        queue.fail(job, error, retry=False)
+    results = queue.resubmit_many(ids=ids, where=JobFilter(statuses=(F,), error="timeout"))
+    assert [(r.job_id, r.ok) for r in results if r.ok] == [(ids[0], True)]
+    assert [queue.get(i).status for i in ids] == [P, F]
