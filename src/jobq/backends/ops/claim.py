@@ -147,18 +147,22 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
             return [True]
         return [(yield from _refused(d, lease, "complete", now, repeat=repeat))]
     order = _by_job_id([i.lease for i in items])
+    # The same lease twice in one call completes once, with the first item's result; the later
+    # ones are refused below as a second call would be (an UPDATE takes a row once: both were
+    # reported True, and the set statement stored either result).
+    sent = _first_of_each_lease(items, order)
     # RETURNING names the (job, token) pairs whose lease still held, the others are refused and
     # recorded. A completion writes no event (the row records it, see ``claim``); only one with a
     # note does, to keep the note.
     if len(items) > 1 and "complete_set" in d.sql:
         # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
         # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
-        batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in order])
+        batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in sent])
         rows = yield Exec(d.sql["complete_set"], {"now": now, "items": batch})
     else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
         args = [
             {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
-            for i in order
+            for i in sent
         ]
         rows = yield ExecMany(d.sql["complete"], args)
     attempts = {(job_id, token): n for job_id, token, n in rows}
@@ -167,7 +171,7 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     finished = []
     for i in order:
         item, lease = items[i], items[i].lease
-        n = attempts.get((lease.job_id, lease.token))
+        n = attempts.pop((lease.job_id, lease.token), None)
         if n is not None:
             if item.note:
                 detail = {"note": item.note}
@@ -181,6 +185,18 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
     if finished:
         yield Notify(frozenset(), frozenset(finished))
     return done
+
+
+def _first_of_each_lease(items: Sequence[Completion], order: list[int]) -> list[int]:
+    """``order`` without the items whose (job, token) an earlier item of the call holds."""
+    seen: set[tuple[int, str]] = set()
+    first = []
+    for i in order:
+        pair = (items[i].lease.job_id, items[i].lease.token)
+        if pair not in seen:
+            seen.add(pair)
+            first.append(i)
+    return first
 
 
 def complete_and_claim(

@@ -343,6 +343,24 @@ def test_complete_many_group_commit_fenced_per_job(queue: jobq.Queue, clock: Fak
     assert queue.get(fresh.id).status == C
 
 
+def test_the_same_job_twice_in_one_group_completion_completes_once(queue: jobq.Queue) -> None:
+    """The same lease twice in one complete_many: the first item completes with its result, the
+    second is refused as a second call would be (both were reported True, and the stored result
+    was either one)."""
+    ids = queue.enqueue_many(["a", "b"])
+    first, second = queue.claim_many("w", 2)
+    assert queue.complete_many([(first, "kept"), (second, None), (first, "dropped")]) == [True, True, False]
+    assert queue.get(ids[0]).result == "kept"
+    assert "stale_write_refused" in kinds(queue, ids[0])
+    assert "stale_write_refused" not in kinds(queue, ids[1])
+    third = queue.enqueue("c")
+    job = queue.claim("w")
+    assert job is not None and job.id == third
+    # A repeat (the first call's reply lost) is recognised as applied, each item alike.
+    assert queue.complete_many([(job, 1), (job, 2)], repeat=True) == [True, True]
+    assert queue.get(third).result == 1
+
+
 def test_a_group_completion_keeps_each_result_and_note_and_fences_each_row(queue: jobq.Queue, clock: FakeClock) -> None:
     """A group commit (SQLite: one set-based statement) stores each job's own result, note and
     finish time, refuses only the items whose lease is gone, whatever their order in the call, and
