@@ -34,7 +34,6 @@ from jobq import queue as queue_module
 from jobq.backends.base import (
     ActionResult,
     Completion,
-    Failure,
     HeartbeatResult,
     JobFilter,
     Listener,
@@ -43,14 +42,12 @@ from jobq.backends.base import (
     QueueControl,
     QueueStats,
 )
-from jobq.backends.common import clip
 from jobq.backends.ops import TERMINAL_STATUSES
 from jobq.config import Settings
 from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.queue import (
-    ERROR_MAX_CHARS,
     Queue,
     _count_up_to,
     _purge_limit,
@@ -63,6 +60,7 @@ from jobq.queue import (
     check_worker_id,
     job_id_or_none,
     lease_of,
+    leases_of,
     operator_targets,
     payload_list,
     purge_cutoff,
@@ -374,10 +372,8 @@ class AsyncQueue:
         q = self.sync
         if self.store is None:
             return list(await self._call(q.heartbeat_many, jobs, lease=lease))
-        if not jobs:
-            return []
-        leases = [lease_of(j) for j in jobs]
-        return list(await self._store("heartbeat", leases, q._lease(lease), q.clock))
+        leases = leases_of(jobs, "heartbeat_many")
+        return list(await self._store("heartbeat", leases, q._lease(lease), q.clock)) if leases else []
 
     async def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
         """``Queue.complete``; ``conn``: a ``psycopg.AsyncConnection`` in an open transaction, or
@@ -397,11 +393,7 @@ class AsyncQueue:
         q = self.sync
         if self.store is None:
             return list(await self._call(q.complete_many, items, notes=notes, repeat=repeat))
-        notes = notes or [None] * len(items)
-        completions = [
-            Completion(lease_of(j), None if r is None else q.result_text(r), note)
-            for (j, r), note in zip(items, notes, strict=True)
-        ]
+        completions = q._completions(items, notes, "complete_many")
         return list(await self._store("complete", completions, q.clock, repeat=repeat)) if completions else []
 
     async def fail(self, job: Job, error: str, *, retry: bool = True) -> JobStatus:
@@ -409,10 +401,7 @@ class AsyncQueue:
         if self.store is None:
             status: JobStatus = await self._call(q.fail, job, error, retry=retry)
             return status
-        again = retry and job.attempts < job.max_attempts  # Queue.fail_many's rule
-        retry_at = q.clock() + q.backoff(job.attempts) if again else None
-        failure = Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at)
-        left: JobStatus | None = (await self._store("fail", [failure], q.clock))[0]
+        left: JobStatus | None = (await self._store("fail", q._failures([(job, error, retry)], None), q.clock))[0]
         if left is None:
             raise LeaseLost(job.id, "fail")
         return left

@@ -199,6 +199,25 @@ def check_worker_id(worker_id: str) -> str:
     return _check_name(worker_id, "worker id")
 
 
+def check_queue_names(queues: Iterable[str], what: str = "queues") -> list[str]:
+    """A list of queue names, each checked as a name (InvalidPayload); ValueError for what is no
+    list of them."""
+    return [_check_name(name, "a queue name") for name in _item_list(queues, what, "queue names")]
+
+
+def check_progress(fraction: float | None, message: str | None) -> tuple[float | None, str | None]:
+    """A progress report as stored: ``fraction`` clamped to [0, 1] (InvalidPayload for what is no
+    number), ``message`` cut to ``PROGRESS_MESSAGE_MAX_CHARS``. ``ctx.progress`` checks before
+    it throttles, so a bad report fails at once, not only when a write is due."""
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or fraction != fraction:  # NaN
+            raise InvalidPayload("progress fraction must be a number between 0 and 1")
+        fraction = 1.0 if fraction > 1 else 0.0 if fraction < 0 else float(fraction)  # 10**400: no float
+    if message is not None:
+        message = clip(str(message), PROGRESS_MESSAGE_MAX_CHARS)
+    return fraction, message
+
+
 def check_key_options(keys: Sequence[str | None] | None, key_scope: str, key_ttl: float | None) -> None:
     """``enqueue_many``'s key options without keys: refused, as ``enqueue`` refuses them without a
     key (they were dropped without a word)."""
@@ -311,8 +330,9 @@ def _check_span(window: float, bucket: float) -> None:
     seconds = seconds_or(window, -1.0)
     if not 0 < seconds <= DURATION_MAX_SECONDS:
         raise ValueError(f"window must be a number of seconds above 0 and at most 100 years, not {window!r}")
-    if seconds_or(bucket, -1.0) <= 0 or seconds / bucket > HISTORY_BUCKETS_MAX:
-        raise ValueError(f"bucket must be a number of seconds that cuts the window into at most "
+    width = seconds_or(bucket, -1.0)  # at most 100 years too: 2**63 raised OverflowError in the driver
+    if not 0 < width <= DURATION_MAX_SECONDS or seconds / width > HISTORY_BUCKETS_MAX:
+        raise ValueError(f"bucket must be a number of seconds up to 100 years that cuts the window into at most "
                          f"{HISTORY_BUCKETS_MAX:,} buckets, not {bucket!r}")  # fmt: skip
 
 
@@ -362,9 +382,29 @@ def default_actor(settings: Settings) -> str:
 
 def lease_of(job: Job) -> Lease:
     """The lease a claimed job carries (what fences its heartbeat, complete and fail)."""
+    if not isinstance(job, Job):
+        raise ValueError(f"a Job handed out by claim() is needed, not {job!r:.40}")
     if job.lease_token is None or job.lease_owner is None:
         raise LeaseLost(job.id, "use", "this Job was not handed out by claim()")
     return Lease(job.id, job.lease_token, job.lease_owner)
+
+
+def leases_of(jobs: Iterable[Job], call: str) -> list[Lease]:
+    """The leases of a worker call's jobs, or ValueError for what is no list of Jobs
+    (``release_many(job)`` raised TypeError from deep inside)."""
+    return [lease_of(j) for j in _item_list(jobs, call, "Jobs")]
+
+
+def _item_list(items: Iterable[Any], call: str, what: str) -> list[Any]:
+    if isinstance(items, str | bytes | Mapping | Job) or not isinstance(items, Iterable):
+        raise ValueError(f"{call} takes a list of {what}, not {type(items).__name__}")
+    return list(items)
+
+
+def _item_tuple(item: object, call: str, what: str, size: int) -> tuple[Any, ...]:
+    if not isinstance(item, tuple | list) or len(item) != size:
+        raise ValueError(f"{call} takes a list of {what}, not a list holding {item!r:.40}")
+    return tuple(item)
 
 
 READ_MARK = "__jobq_read__"
@@ -779,9 +819,8 @@ class Queue:
         return result.cancel_requested
 
     def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
-        if not jobs:
-            return []
-        return self.backend.heartbeat([lease_of(j) for j in jobs], self._lease(lease), self.clock)
+        leases = leases_of(jobs, "heartbeat_many")
+        return self.backend.heartbeat(leases, self._lease(lease), self.clock) if leases else []
 
     def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:
         """Mark the job COMPLETED (with an optional JSON result). Raises LeaseLost when stale.
@@ -808,12 +847,26 @@ class Queue:
         that had is reported True and not recorded as refused (without ``repeat``, completing
         twice with one lease is refused like any stale write).
         """
-        notes = notes or [None] * len(items)
-        completions = [
-            Completion(lease_of(j), None if r is None else self.result_text(r), note)
-            for (j, r), note in zip(items, notes, strict=True)
-        ]
+        completions = self._completions(items, notes, "complete_many")
         return self.backend.complete(completions, self.clock, repeat=repeat) if completions else []
+
+    def _completions(
+        self, items: Iterable[tuple[Job, Any]], notes: Sequence[str | None] | None, call: str
+    ) -> list[Completion]:
+        """A group completion's items, checked (ValueError: a list of (job, result) pairs, and
+        notes, when given, one text or None per item; they raised TypeError from inside)."""
+        pairs = _item_list(items, call, "(job, result) pairs")
+        if notes is None:
+            notes = [None] * len(pairs)
+        else:
+            notes = _item_list(notes, call, "notes")
+            if len(notes) != len(pairs) or not all(n is None or isinstance(n, str) for n in notes):
+                raise ValueError(f"{call}: notes must be one text or None per item ({len(pairs)})")
+        out = []
+        for item, note in zip(pairs, notes, strict=True):
+            job, result = _item_tuple(item, call, "(job, result) pairs", 2)
+            out.append(Completion(lease_of(job), None if result is None else self.result_text(result), note))
+        return out
 
     def complete_many_and_claim(
         self,
@@ -828,11 +881,7 @@ class Queue:
     ) -> tuple[list[bool], list[Job]]:
         """``complete_many(items)`` and ``claim_many(worker_id, limit)`` in one transaction: one
         commit instead of two. Returns what each would have returned."""
-        notes = notes or [None] * len(items)
-        completions = [
-            Completion(lease_of(j), None if r is None else self.result_text(r), note)
-            for (j, r), note in zip(items, notes, strict=True)
-        ]
+        completions = self._completions(items, notes, "complete_many_and_claim")
         return self.backend.complete_and_claim(
             completions,
             self.clock,
@@ -861,15 +910,7 @@ class Queue:
     ) -> list[tuple[JobStatus, bool]]:
         """Record failed attempts in one transaction (see ``fail``; ``repeat`` as in
         ``complete_many``). ``delays``: seconds before each retry (None: the queue's backoff)."""
-        now = self.clock()
-        failures: list[Failure] = []
-        for i, (job, error, retry) in enumerate(items):
-            again = retry and job.attempts < job.max_attempts
-            delay = delays[i] if delays is not None else None
-            if delay is not None and not 0 <= seconds_or(delay, -1.0) <= DURATION_MAX_SECONDS:
-                raise ValueError(f"a retry delay must be a number of seconds from 0 to 100 years, not {delay!r}")
-            retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
-            failures.append(Failure(lease_of(job), clip(str(error), ERROR_MAX_CHARS), retry_at))
+        failures = self._failures(items, delays)
         done = self.backend.fail(failures, self.clock, repeat=repeat) if failures else []
         # A refused write reports the status it would have left.
         return [
@@ -881,11 +922,34 @@ class Queue:
         """Give the job back at once (PENDING, attempt not counted). False when already lost."""
         return self.backend.release([lease_of(job)], self.clock, reason, repeat=repeat)[0]
 
+    def _failures(self, items: Iterable[tuple[Job, str, bool]], delays: Sequence[float | None] | None) -> list[Failure]:
+        """Failed attempts as the store records them: each retried after ``delays[i]`` (None:
+        the queue's backoff) while attempts are left and ``retry``, else final. ValueError for
+        items that are no (job, error, retry) triples or delays that are not one per item."""
+        triples = _item_list(items, "fail_many", "(job, error, retry) triples")
+        if delays is not None:
+            delays = _item_list(delays, "fail_many", "delays")
+            if len(delays) != len(triples):
+                raise ValueError(f"fail_many: delays must be one per item ({len(triples)}), not {len(delays)}")
+        now = self.clock()
+        failures: list[Failure] = []
+        for i, item in enumerate(triples):
+            job, error, retry = _item_tuple(item, "fail_many", "(job, error, retry) triples", 3)
+            lease = lease_of(job)
+            again = retry and job.attempts < job.max_attempts
+            delay = delays[i] if delays is not None else None
+            if delay is not None and not 0 <= seconds_or(delay, -1.0) <= DURATION_MAX_SECONDS:
+                raise ValueError(f"a retry delay must be a number of seconds from 0 to 100 years, not {delay!r}")
+            retry_at = now + (self.backoff(job.attempts) if delay is None else delay) if again else None
+            failures.append(Failure(lease, clip(str(error), ERROR_MAX_CHARS), retry_at))
+        return failures
+
     def release_many(
         self, jobs: Sequence[Job], reason: str = "worker shutting down", *, repeat: bool = False
     ) -> list[bool]:
         """Give jobs back in one transaction (see ``release``); one bool per job, in order."""
-        return self.backend.release([lease_of(j) for j in jobs], self.clock, reason, repeat=repeat) if jobs else []
+        leases = leases_of(jobs, "release_many")
+        return self.backend.release(leases, self.clock, reason, repeat=repeat) if leases else []
 
     def ack_cancel(self, job: Job, *, repeat: bool = False) -> bool:
         """The worker stopped a job whose cancellation was requested: PROCESSING -> CANCELLED."""
@@ -1156,12 +1220,7 @@ class Queue:
         no longer this lease's (the refusal is recorded). Handlers call ``ctx.progress``, which
         throttles.
         """
-        if fraction is not None:
-            if not isinstance(fraction, int | float) or fraction != fraction:  # NaN
-                raise InvalidPayload("progress fraction must be a number between 0 and 1")
-            fraction = 1.0 if fraction > 1 else 0.0 if fraction < 0 else float(fraction)  # 10**400: no float
-        if message is not None:
-            message = clip(str(message), PROGRESS_MESSAGE_MAX_CHARS)
+        fraction, message = check_progress(fraction, message)
         result = self.backend.progress(lease_of(job), fraction, message, self.clock)
         if not result.alive:
             raise LeaseLost(job.id, "progress")

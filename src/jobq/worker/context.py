@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from jobq.config import DURATION_MAX_SECONDS
 from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
-from jobq.queue import Queue
+from jobq.queue import Queue, check_progress
 
 PROGRESS_INTERVAL_SECONDS = 0.5
 """At most two progress writes a second per run: a handler may report from a tight loop, and
@@ -240,6 +241,7 @@ class JobContext:
         ...     handle(item)
         ...     ctx.progress(i / len(items), f"{i} of {len(items)}")
         """
+        check_progress(fraction, message)
         self.check()
         now = time.monotonic()
         if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
@@ -268,12 +270,21 @@ class JobContext:
 
     def sleep(self, seconds: float) -> None:
         """Sleep, but wake and raise (see ``check``) as soon as the job must stop."""
-        self.cancelled.wait(max(0.0, seconds))
+        self.cancelled.wait(_sleep_seconds(seconds))
         self.check()
 
     async def asleep(self, seconds: float) -> None:
         """``sleep`` for ``async def`` handlers: the loop runs other jobs meanwhile. A stop while
         sleeping arrives as ``asyncio.CancelledError``; one before raises as ``check`` does."""
         self.check()
-        await asyncio.sleep(max(0.0, seconds))
+        await asyncio.sleep(_sleep_seconds(seconds))
         self.check()
+
+
+def _sleep_seconds(seconds: float) -> float:
+    """A handler's sleep as a wait: at most 100 years (``ctx.sleep(float("inf"))``, until the job
+    must stop, raised OverflowError from the wait), none below 0, ValueError for NaN or what is no
+    number."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds != seconds:
+        raise ValueError(f"ctx.sleep takes a number of seconds, not {seconds!r:.40}")
+    return 0.0 if seconds <= 0 else float(seconds) if seconds < DURATION_MAX_SECONDS else DURATION_MAX_SECONDS

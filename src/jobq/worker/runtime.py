@@ -44,10 +44,11 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from jobq.backends.base import Listener, WorkerInfo
+from jobq.config import ASYNC_CONCURRENCY_MAX, CONCURRENCY_MAX, DURATION_MAX_SECONDS, INT32_MAX, seconds_or
 from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
 from jobq.observability import logs, tracing
-from jobq.queue import Queue
+from jobq.queue import Queue, check_queue_names
 from jobq.redact import RedactingFilter, redact_text
 from jobq.retry import on_failure, with_task_defaults
 from jobq.worker.aio import AsyncRunner, is_async_handler
@@ -83,6 +84,25 @@ def new_worker_id() -> str:
 
 #: How a run's outcome is named on its trace span.
 _OUTCOME_NAMES = {Outcome.COMPLETE: "completed", Outcome.FAIL: "failed", Outcome.CANCEL: "cancelled"}
+
+
+def _count_or_none(value: int | None, what: str, most: int) -> int | None:
+    """A Worker's count option: None (the settings') or a whole number from 1 to ``most``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"{what} must be a whole number from 1 to {most:,}, not {value!r:.40}")
+    return value
+
+
+def _handlers(handlers: Mapping[str, Handler] | Handler) -> dict[str, Handler]:
+    """Task name -> handler, each callable under a task name (ValueError: a handler that could
+    not be called failed each job it was given, one by one)."""
+    table: dict[str, Handler] = dict(handlers) if isinstance(handlers, Mapping) else {"": handlers}
+    for task, handler in table.items():
+        if not isinstance(task, str) or not callable(handler):
+            raise ValueError(f"handlers: a task name and a function to call, not {task!r:.40}: {handler!r:.40}")
+    return table
 
 
 class Worker:
@@ -127,18 +147,24 @@ class Worker:
     ) -> None:
         self.queue = queue
         self.settings = queue.settings
-        self.handlers: dict[str, Handler] = dict(handlers) if isinstance(handlers, Mapping) else {"": handlers}
+        self.handlers = _handlers(handlers)
         # One name given as a string is that queue (queues="mail" was ["m", "a", "i", "l"]).
-        self.queues = [queues] if isinstance(queues, str) else list(queues or [self.settings.queue])
-        self.concurrency = max(1, concurrency or self.settings.concurrency)
+        self.queues = check_queue_names([queues] if isinstance(queues, str) else (queues or [self.settings.queue]))
+        # Each checked (Worker(concurrency="4") raised TypeError deep inside, batch=-3 passed).
+        concurrency = _count_or_none(concurrency, "concurrency", CONCURRENCY_MAX)
+        batch = _count_or_none(batch, "batch", INT32_MAX)
+        async_concurrency = _count_or_none(async_concurrency, "async_concurrency", ASYNC_CONCURRENCY_MAX)
+        if prefetch_wait is not None and not 0 <= seconds_or(prefetch_wait, -1.0) <= DURATION_MAX_SECONDS:
+            raise ValueError(f"prefetch_wait must be seconds from 0 to 100 years, not {prefetch_wait!r:.40}")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"a worker's name must be text, not {name!r:.40}")
+        self.concurrency = concurrency or self.settings.concurrency
         # Which handlers run on the event loop is known up front: a job's task decides where it
         # runs, and the claims count both kinds of slot (simple: free threads + free coroutines;
         # a sync job beyond the free threads waits and is given back like one claimed ahead).
         self._async_tasks = {name for name, h in self.handlers.items() if is_async_handler(h)}
         has_sync = len(self._async_tasks) < len(self.handlers) or not self.handlers
-        self.async_concurrency = (
-            max(1, async_concurrency or self.settings.async_concurrency) if self._async_tasks else 0
-        )
+        self.async_concurrency = (async_concurrency or self.settings.async_concurrency) if self._async_tasks else 0
         sync_slots = max(self.concurrency, batch or self.concurrency) if has_sync else 0
         self.capacity = sync_slots + self.async_concurrency
         self._aio = (

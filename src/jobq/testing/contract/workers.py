@@ -347,3 +347,79 @@ def test_a_handler_that_raises_a_base_exception_or_unstorable_text_fails_its_job
     assert "SystemExit: 3" in (jobs["exit"].last_error or "")
     assert "bad file \\udcff.txt" in (jobs["surrogate"].last_error or "")
     assert "not JSON-serialisable" in (jobs["generator"].last_error or "")
+
+
+def test_worker_calls_given_no_list_of_their_items_are_refused_in_one_line(queue: jobq.Queue) -> None:
+    """A Job where a list of them is meant, pairs of the wrong size, notes or delays that are not
+    one per item: each is one ValueError line before anything is written (they raised TypeError
+    or IndexError from inside, or, for notes=[] with items, took no notes), and the job's lease
+    still holds for the call done right."""
+    queue.enqueue("x")
+    job = queue.claim("w")
+    assert job is not None
+    bad: list[tuple[Callable[[], object], str]] = [
+        (lambda: queue.complete_many(job), "a list of \\(job, result\\) pairs, not Job"),  # type: ignore[arg-type]
+        (lambda: queue.complete_many([(job,)]), "not a list holding"),  # type: ignore[list-item]
+        (lambda: queue.complete_many([("x", 1)]), "a Job handed out by claim\\(\\) is needed"),  # type: ignore[list-item]
+        (lambda: queue.complete_many([(job, 1)], notes=[b"x"]), "one text or None per item"),  # type: ignore[list-item]
+        (lambda: queue.complete_many([(job, 1)], notes=[]), "one text or None per item"),
+        (lambda: queue.fail_many([(job, "e", True)], delays=[]), "delays must be one per item"),
+        (lambda: queue.fail_many([(job, "e")]), "\\(job, error, retry\\) triples"),  # type: ignore[list-item]
+        (lambda: queue.heartbeat_many(job), "a list of Jobs, not Job"),  # type: ignore[arg-type]
+        (lambda: queue.release_many("ab"), "a list of Jobs, not str"),  # type: ignore[arg-type]
+        (lambda: queue.complete_many_and_claim(job, "w", 1), "a list of \\(job, result\\) pairs"),  # type: ignore[arg-type]
+    ]
+    for call, message in bad:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert queue.get(job.id).status == R
+    assert queue.complete_many([(job, "done")], notes=["kept"]) == [True]
+    assert queue.get(job.id).result == "done"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency": "4"}, "concurrency must be a whole number from 1 to 1,024"),
+        ({"concurrency": 0}, "concurrency must be a whole number"),
+        ({"batch": -3}, "batch must be a whole number from 1"),
+        ({"batch": True}, "batch must be a whole number"),
+        ({"async_concurrency": 10**6}, "async_concurrency must be a whole number from 1 to 100,000"),
+        ({"prefetch_wait": float("nan")}, "prefetch_wait must be seconds"),
+        ({"queues": [5]}, "a queue name must be text"),
+        ({"queues": b"mail"}, "a list of queue names, not bytes"),
+        ({"name": 7}, "a worker's name must be text"),
+        ({"handlers": {"t": "not callable"}}, "a task name and a function to call"),
+    ],
+)  # fmt: skip
+def test_a_worker_given_options_it_cannot_use_says_so_in_one_line(
+    queue: jobq.Queue, options: dict[str, object], message: str
+) -> None:
+    """Worker(concurrency="4") raised TypeError deep inside, batch=-3 was taken, and a handler that
+    cannot be called failed each job it was given, one by one."""
+    options = dict(options)  # the parameter is shared by every backend's run
+    handlers = options.pop("handlers", {"": lambda ctx: None})
+    with pytest.raises((ValueError, jobq.InvalidPayload), match=message):
+        jobq.Worker(queue, handlers, **options)  # type: ignore[arg-type]
+
+
+def test_a_handler_s_bad_sleep_or_progress_fails_its_job_at_once(queue: jobq.Queue) -> None:
+    """ctx.sleep(NaN) slept not at all and ctx.sleep(inf) raised OverflowError from the wait; a
+    progress report of the wrong type failed only when a write was due (the first report of a
+    run is throttled, so it passed unseen)."""
+
+    def handler(ctx: jobq.JobContext) -> None:
+        if ctx.payload == "sleep":
+            ctx.sleep(float("nan"))
+        elif ctx.payload == "progress":
+            ctx.progress("half")  # type: ignore[arg-type]
+        else:
+            ctx.sleep(-1)  # below 0: no sleep
+            ctx.progress(0.5, "half")
+
+    ids = {p: queue.enqueue(p, max_attempts=1) for p in ("sleep", "progress", "fine")}
+    jobq.Worker(queue, {"": handler}, exit_when_idle=True).run()
+    jobs = {p: queue.get(i) for p, i in ids.items()}
+    assert {p: j.status for p, j in jobs.items()} == {"sleep": F, "progress": F, "fine": C}
+    assert "ctx.sleep takes a number of seconds" in (jobs["sleep"].last_error or "")
+    assert "progress fraction must be a number" in (jobs["progress"].last_error or "")
