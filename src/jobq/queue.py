@@ -403,7 +403,7 @@ def _item_list(items: Iterable[Any], call: str, what: str) -> list[Any]:
 
 def _item_tuple(item: object, call: str, what: str, size: int) -> tuple[Any, ...]:
     if not isinstance(item, tuple | list) or len(item) != size:
-        raise ValueError(f"{call} takes a list of {what}, not a list holding {item!r:.40}")
+        raise ValueError(f"{call} takes a list of {what}, not one holding {item!r:.40}")
     return tuple(item)
 
 
@@ -864,7 +864,10 @@ class Queue:
                 raise ValueError(f"{call}: notes must be one text or None per item ({len(pairs)})")
         out = []
         for item, note in zip(pairs, notes, strict=True):
-            job, result = _item_tuple(item, call, "(job, result) pairs", 2)
+            try:  # unpacked here, not in a helper: a call per job of a worker's batch (issue 13)
+                job, result = item
+            except (TypeError, ValueError):
+                raise ValueError(f"{call} takes a list of (job, result) pairs, not one holding {item!r:.40}") from None
             out.append(Completion(lease_of(job), None if result is None else self.result_text(result), note))
         return out
 

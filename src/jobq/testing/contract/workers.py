@@ -359,7 +359,7 @@ def test_worker_calls_given_no_list_of_their_items_are_refused_in_one_line(queue
     assert job is not None
     bad: list[tuple[Callable[[], object], str]] = [
         (lambda: queue.complete_many(job), "a list of \\(job, result\\) pairs, not Job"),  # type: ignore[arg-type]
-        (lambda: queue.complete_many([(job,)]), "not a list holding"),  # type: ignore[list-item]
+        (lambda: queue.complete_many([(job,)]), "not one holding"),  # type: ignore[list-item]
         (lambda: queue.complete_many([("x", 1)]), "a Job handed out by claim\\(\\) is needed"),  # type: ignore[list-item]
         (lambda: queue.complete_many([(job, 1)], notes=[b"x"]), "one text or None per item"),  # type: ignore[list-item]
         (lambda: queue.complete_many([(job, 1)], notes=[]), "one text or None per item"),
