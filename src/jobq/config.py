@@ -29,6 +29,8 @@ BACKOFF_CAP_SECONDS_DEFAULT = 300.0
 PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
 POLL_INTERVAL_SECONDS_DEFAULT = 1.0
 POLL_INTERVAL_SECONDS_MIN = 0.001
+#: A producer's least interval: at 0 it wrote and submitted files as fast as the disk took them.
+PRODUCER_INTERVAL_SECONDS_MIN = 0.001
 """A poll interval of 0 made an idle worker spin at 100 % CPU."""
 SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
 CONCURRENCY_DEFAULT = 1
@@ -233,6 +235,8 @@ def _coerce(settings: Settings) -> Settings:
         raise ConfigError("lease_seconds must be positive")
     if result.poll_interval_seconds < POLL_INTERVAL_SECONDS_MIN:  # 0: an idle worker spun at 100 % CPU
         raise ConfigError(f"poll_interval_seconds must be at least {POLL_INTERVAL_SECONDS_MIN:g} s")
+    if result.producer_interval_seconds < PRODUCER_INTERVAL_SECONDS_MIN:
+        raise ConfigError(f"producer_interval_seconds must be at least {PRODUCER_INTERVAL_SECONDS_MIN:g} s")
     if not 1 <= result.payload_limit_bytes <= INT32_MAX:
         raise ConfigError(f"payload_limit_bytes must be between 1 and {INT32_MAX}")
     if not 1 <= result.max_attempts <= INT32_MAX:

@@ -804,10 +804,25 @@ def test_workers_say_alive_lost_or_stopped_as_the_ops_app_does(cli: Cli) -> None
 
 
 def test_schedules_add_list_pause_resume_remove(cli: Cli) -> None:
-    assert "schedule nightly: next run" in cli.ok(
+    assert "schedule nightly: added, next run" in cli.ok(
         "schedules", "add", "nightly", "--task", "report", "--cron", "0 3 * * *", "--zone", "Europe/Paris"
     )
-    cli.ok("schedules", "add", "poll", "--task", "poll", "--every", "30s", "--no-overlap", "--payload", '{"a": 1}')
+    cli.ok("schedules", "add", "poll", "--task", "poll", "--every", "5m")
+    # The same name again replaces it, and says so (it did without a word).
+    replaced = cli.ok(
+        "schedules", "add", "poll", "--task", "poll", "--every", "30s", "--no-overlap", "--payload", '{"a": 1}'
+    )
+    assert "schedule poll: replaced (every 300s before), next run" in replaced
+    # What only add takes, given to another action, and a name given to list: refused, not ignored.
+    assert cli.fails("schedules", "pause", "poll", "--cron", "* * * * *") == (
+        "jobq: error: schedules pause: --cron applies to 'schedules add' only"
+    )
+    assert cli.fails("schedules", "remove", "poll", "--no-overlap").endswith(
+        "--no-overlap applies to 'schedules add' only"
+    )
+    assert cli.fails("schedules", "list", "poll") == (
+        "jobq: error: schedules list takes no name (did you mean 'schedules show poll'?)"
+    )
     assert cli.ok("schedules", "pause", "nightly", "--actor", "ann") == "schedule nightly: paused\n"
     table = cli.ok("schedules")
     assert table.splitlines()[0].split() == [

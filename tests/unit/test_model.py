@@ -184,12 +184,14 @@ def test_config_defaults_and_errors(tmp_path: Path) -> None:
         ("lease_seconds = [30]", r"lease_seconds must be a duration, not \[30\]"),
         ("payload_limit_bytes = -1", "payload_limit_bytes must be between 1 and"),
         ("poll_interval_seconds = 0", "poll_interval_seconds must be at least 0.001 s"),
+        ("producer_interval_seconds = 0", "producer_interval_seconds must be at least 0.001 s"),
         ("[jobq]\nmax_attempts = '١٢'", "max_attempts must be a whole number"),
     ],
 )
 def test_a_setting_of_the_wrong_type_is_one_line(tmp_path: Path, toml: str, message: str) -> None:
     """Each of these was accepted and failed later with a traceback, or ran wrongly (a 1 s lease
-    from `true`, a worker spinning at 100 % CPU from a poll interval of 0)."""
+    from `true`, a worker spinning at 100 % CPU from a poll interval of 0, a producer writing files
+    as fast as the disk took them from an interval of 0)."""
     config = tmp_path / "jobq.toml"
     config.write_text(toml + "\n")
     with pytest.raises(ConfigError, match=message) as raised:

@@ -55,6 +55,14 @@ def test_interval_slots_are_multiples_of_the_interval() -> None:
     assert spec.expression == "every 30s"
 
 
+def test_a_sixth_leading_field_is_seconds() -> None:
+    """cronsim reads six fields as seconds first (as Quartz does); docs/schedules.md says so."""
+    spec = Schedule("s", "t", cron="*/20 * * * * *")
+    assert list(zip(range(3), spec.slots(_utc(2026, 1, 1)), strict=False)) == [
+        (n, _utc(2026, 1, 1) + 20 * (n + 1)) for n in range(3)
+    ]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

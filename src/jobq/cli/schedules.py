@@ -80,15 +80,28 @@ def show_text(s: ScheduleInfo, history: list[ScheduleAction], now: float) -> str
     return "\n".join([*lines, "", format_table(("WHEN", "ACTION", "BY"), rows)])
 
 
+#: The options only ``add`` takes, and their defaults (given to another action, they were ignored).
+_ADD_ONLY = {"task": None, "cron": None, "every": None, "zone": "UTC", "job_queue": None, "payload": None}
+_ADD_ONLY_FLAGS = {"catchup": "latest", "no_overlap": False}
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
+    if args.action == "list" and args.name:
+        raise ConfigError(f"schedules list takes no name (did you mean 'schedules show {args.name}'?)")
     if args.action != "list" and not args.name:
         raise ConfigError(f"schedules {args.action}: give the schedule's name")
+    if args.action != "add":
+        given = [k for k, default in {**_ADD_ONLY, **_ADD_ONLY_FLAGS}.items() if getattr(args, k) != default]
+        if given:
+            option = "--queue" if given[0] == "job_queue" else "--" + given[0].replace("_", "-")
+            raise ConfigError(f"schedules {args.action}: {option} applies to 'schedules add' only")
     # add creates the queue's database like enqueue does; the others need one that exists.
     with jobq.Queue(settings=make_settings(args)) if args.action == "add" else open_queue(args) as q:
         if args.action == "add":
             if not args.task:
                 raise ConfigError("schedules add: give --task")
             payload = None if args.payload is None else parse_json(args.payload)
+            before = next((s for s in q.schedules() if s.name == args.name), None)
             info = q.add_schedule(
                 args.name,
                 task=args.task,
@@ -100,7 +113,9 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 catchup=args.catchup,
                 overlap=not args.no_overlap,
             )
-            out(f"schedule {info.name}: next run {local_iso(info.next_run_at)}")
+            # Saying which: a schedule of that name is replaced, its old timing gone without a word.
+            was = "added" if before is None else f"replaced ({expression_of(before.cron, before.every)} before)"
+            out(f"schedule {info.name}: {was}, next run {local_iso(info.next_run_at)}")
         elif args.action == "pause":
             q.pause_schedule(args.name)
             out(f"schedule {args.name}: paused")
