@@ -149,9 +149,30 @@ def open_queue(*, create: bool = True) -> tuple[Settings, Queue]:
     except JobqError as exc:
         message = redact_text(str(exc), url) if url else str(exc)
         st.error("**Cannot open the job queue.** " + safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))
-        st.caption("Set JOBQ_DATABASE_URL (default sqlite:///data/queue.db) and reload the page.")
+        st.caption(
+            f"Trying again every {OPEN_RETRY_SECONDS:g} s: the page opens the queue by itself once it "
+            "exists (the apps may start before the first producer makes it). Else set "
+            "JOBQ_DATABASE_URL (default sqlite:///data/queue.db)."
+        )
+        if url:
+            _retry_open(url, create)
         st.stop()
         raise  # unreachable: st.stop() raises; keeps type checkers sure we never return None
+
+
+#: How often a page that could not open the queue tries again (a fragment: the page is not redrawn).
+OPEN_RETRY_SECONDS = 3.0
+
+
+@st.fragment(run_every=OPEN_RETRY_SECONDS)
+def _retry_open(url: str, create: bool) -> None:
+    """Opens the queue again; once it opens, the whole page is drawn (it needed a reload: an app
+    opened between the database's creation and its schema said "no jobq queue" for good)."""
+    try:
+        _open_queue(url, create)
+    except JobqError:
+        return
+    st.rerun(scope="app")
 
 
 def storage_error(exc: JobqError, q: Queue) -> None:
