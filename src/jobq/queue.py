@@ -250,13 +250,13 @@ def _count_up_to(up_to: int | None) -> int | None:
     return None if up_to is None else check_rows(up_to, name="up_to")
 
 
-def check_rows(limit: int, least: int = 1, name: str = "limit") -> int:
+def check_rows(limit: int, least: int = 1, name: str = "limit", most: int = INT32_MAX) -> int:
     """A call's ``limit`` of rows (or another count, ``name``), checked: a whole number from
     ``least`` to ``INT32_MAX`` (ValueError). SQLite reads ``LIMIT -1`` as no limit:
     ``claim_many(w, -1)`` claimed every due job in one transaction, and ``latest(limit=-1)`` read
     the whole table."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not least <= limit <= INT32_MAX:
-        raise ValueError(f"{name} must be a whole number from {least} to {INT32_MAX:,}, not {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not least <= limit <= most:
+        raise ValueError(f"{name} must be a whole number from {least} to {most:,}, not {limit!r:.40}")
     return limit
 
 

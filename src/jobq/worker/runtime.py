@@ -48,7 +48,7 @@ from jobq.config import ASYNC_CONCURRENCY_MAX, CONCURRENCY_MAX, DURATION_MAX_SEC
 from jobq.errors import JobCancelled, JobqError, LeaseLost
 from jobq.job import Job
 from jobq.observability import logs, tracing
-from jobq.queue import Queue, check_queue_names
+from jobq.queue import Queue, check_queue_names, check_rows
 from jobq.redact import RedactingFilter, redact_text
 from jobq.retry import on_failure, with_task_defaults
 from jobq.worker.aio import AsyncRunner, is_async_handler
@@ -88,11 +88,7 @@ _OUTCOME_NAMES = {Outcome.COMPLETE: "completed", Outcome.FAIL: "failed", Outcome
 
 def _count_or_none(value: int | None, what: str, most: int) -> int | None:
     """A Worker's count option: None (the settings') or a whole number from 1 to ``most``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ValueError(f"{what} must be a whole number from 1 to {most:,}, not {value!r:.40}")
-    return value
+    return None if value is None else check_rows(value, 1, what, most)
 
 
 def _handlers(handlers: Mapping[str, Handler] | Handler) -> dict[str, Handler]:
