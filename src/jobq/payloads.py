@@ -73,6 +73,7 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
 
 #: ``json.loads``'s own decoder (default options), called directly by ``decode_json``.
 _DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once
 #: One encoder for every value: ``json.dumps`` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -149,8 +150,8 @@ def decode_json(stored: object) -> tuple[Any, str | None]:
         # whitespace scans around it. Anything else (whitespace, extra data, invalid text) is
         # decoded, or refused with its reason, by json.loads exactly as before.
         try:
-            value, end = _DECODER.raw_decode(stored)
-        except ValueError:
+            value, end = _SCAN(stored, 0)  # raw_decode's work without its Python frame
+        except (StopIteration, ValueError):
             end = -1
         if end != len(stored):
             value = json.loads(stored)
