@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobq.errors import InvalidPayload
@@ -73,7 +73,8 @@ def walk(value: Any, limit: int, what: str = "payload") -> int:
 
 #: ``json.loads``'s own decoder (default options), called directly by ``decode_json``.
 _DECODER = json.JSONDecoder()
-_SCAN = _DECODER.scan_once
+#: Its C scanner: ``raw_decode`` without that method's Python frame (a claimed job's payload).
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 #: One encoder for every value: ``json.dumps`` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
