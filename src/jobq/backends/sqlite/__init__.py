@@ -42,12 +42,12 @@ from typing import Any, TypeVar
 import apsw
 
 from jobq.backends import ops
-from jobq.backends.base import NewJob
+from jobq.backends.base import Clock, Completion, NewJob
 from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
-from jobq.backends.store import MakeOp, SqlStore
+from jobq.backends.store import MakeOp, SqlStore, _nonce
 from jobq.errors import ConfigError, StorageError
 from jobq.job import Job
 from jobq.redact import redact_url
@@ -323,6 +323,47 @@ class SqliteBackend(SqlStore):
         if not jobs:
             return []
         return self._transaction(lambda: ops.enqueue(self.dialect, jobs, now, traces), write=True, may_start_alone=True)
+
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        # ``ops.claim``'s statements run here directly, without the plan, the operation's generator
+        # and its commands (issue 13: 17k of the 392k instructions of a per-job claim+complete).
+        # SQLite's claim is one transaction: its statement passes over paused and limited queues
+        # itself, ``claim_passed_over`` follows when it got fewer jobs than asked, and no
+        # controlled queue is left for a second transaction (that is PostgreSQL's claim_flagged).
+        # The Jobs are built after the commit (``Claimed``), outside the write lock.
+        d, nonce = self.dialect, _nonce()
+
+        def body(c: apsw.Connection) -> ops.Claimed:
+            # BEGIN IMMEDIATE has run: the clock is read once the write lock is held.
+            statement, params = ops.claim_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
+            rows = c.execute(statement, params).fetchall()
+            claimed = ops.Claimed(rows)
+            if len(rows) < limit:
+                more = ops.claim_passed_over(d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce)
+                claimed.jobs += ops.drive(more, _runner(c))
+            return claimed
+
+        claimed: ops.Claimed = self._locked(body, write=True)
+        return claimed.build()
+
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        if len(items) != 1 or items[0].note:
+            return super().complete(items, clock, repeat=repeat)
+        # ``ops.complete``'s per-job case run here directly, as ``claim`` (21k of the remaining
+        # 375k instructions): its fenced statement, the refusal when its lease did not hold, and
+        # the finish's wake-up after the commit. A batch, or a note, takes the general operation.
+        d, item = self.dialect, items[0]
+
+        def body(c: apsw.Connection) -> tuple[bool, bool]:
+            now = clock()
+            if c.execute(*ops.completion(d, item, now)).fetchall():
+                return True, True
+            return ops.drive(ops.completion_refused(d, item.lease, now, repeat), _runner(c)), False
+
+        done, finished = self._locked(body, write=True)
+        if finished:
+            self._finish_notifier.notify((item.lease.job_id,))
+        return [done]
 
     def _in_caller_transaction(self, conn: object, make: MakeOp[T]) -> T:
         # The application's connection, in its transaction (see caller.py for what is checked).
