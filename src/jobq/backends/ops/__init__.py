@@ -54,7 +54,7 @@ from jobq.backends.ops.core import (
     migrate,
     schema_version,
 )
-from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, enqueue, enqueued_by_key
+from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, due_now, enqueue, enqueued_by_key, insert_alone
 from jobq.backends.ops.flow import (
     CONTROLLED,
     PER_KEY_CANDIDATES_EXTRA,
@@ -151,6 +151,7 @@ __all__ = [
     "delete_schedule",
     "drive",
     "due_history",
+    "due_now",
     "enqueue",
     "enqueue_totals",
     "enqueued_by_key",
@@ -163,6 +164,7 @@ __all__ = [
     "get_locked",
     "heartbeat",
     "history",
+    "insert_alone",
     "last_event_id",
     "last_job_id",
     "latest_jobs",

@@ -322,7 +322,18 @@ class SqliteBackend(SqlStore):
         # is never unknown (``_transaction``).
         if not jobs:
             return []
-        return self._transaction(lambda: ops.enqueue(self.dialect, jobs, now, traces), write=True, may_start_alone=True)
+        one = ops.insert_alone(self.dialect, jobs, now, traces)
+        if one is None:
+            return self._transaction(
+                lambda: ops.enqueue(self.dialect, jobs, now, traces), write=True, may_start_alone=True
+            )
+        # ``ops.enqueue``'s usual case run here directly (its one statement, sent alone in
+        # autocommit, then the queue's wake-up if the job is due), without the operation's
+        # generator and commands (issue 13: 21k of the 191k instructions of an enqueue).
+        rows = self._locked(lambda c: c.execute(*one).fetchall(), write=True, begin=False)
+        if ops.due_now(jobs[0], now):  # after the commit: a woken worker must see the new job
+            self._notifier.notify(time.time())
+        return [rows[0][0]]
 
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         # ``ops.claim``'s statements run here directly, without the plan, the operation's generator
