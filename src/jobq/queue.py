@@ -48,7 +48,7 @@ from jobq.backends.base import (
     WorkerEnd,
     WorkerInfo,
 )
-from jobq.backends.common import clip
+from jobq.backends.common import build_completion, build_lease, clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
     DURATION_MAX_SECONDS,
@@ -364,7 +364,7 @@ def lease_of(job: Job) -> Lease:
     """The lease a claimed job carries (what fences its heartbeat, complete and fail)."""
     if job.lease_token is None or job.lease_owner is None:
         raise LeaseLost(job.id, "use", "this Job was not handed out by claim()")
-    return Lease(job.id, job.lease_token, job.lease_owner)
+    return build_lease(job.id, job.lease_token, job.lease_owner)
 
 
 READ_MARK = "__jobq_read__"
@@ -789,7 +789,7 @@ class Queue:
         ``conn``: in the application's open transaction on that connection (see ``enqueue``),
         fenced by the lease like every worker write: LeaseLost is raised before the caller
         commits, so its own writes roll back with the refused completion."""
-        completion = Completion(lease_of(job), None if result is None else self.result_text(result))
+        completion = build_completion(lease_of(job), None if result is None else self.result_text(result), None)
         if conn is None:
             # complete_many's work for one job, without its list of pairs and notes.
             if not self.backend.complete([completion], self.clock, repeat=False)[0]:
