@@ -48,7 +48,7 @@ from jobq.backends.base import (
     WorkerEnd,
     WorkerInfo,
 )
-from jobq.backends.common import build_completion, build_lease, clip
+from jobq.backends.common import build_completion, build_lease, build_new_job, clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
     DURATION_MAX_SECONDS,
@@ -500,20 +500,22 @@ class Queue:
         if timeout is not None and not 0 < timeout <= DURATION_MAX_SECONDS:
             raise InvalidPayload("timeout must be positive (seconds) and at most 100 years")
         when = now if run_at is None and delay is None else _when(now, delay, run_at)
-        return NewJob(
-            payload_json=text,
-            queue=_check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
-            task=task,
-            priority=priority,
-            run_at=when,
-            max_attempts=attempts,
-            timeout=timeout,
-            idempotency_key=key,
-            key_scope=scope,
-            key_expires_at=key_expires_at,
-            on_conflict=on_conflict,
-            concurrency_key=concurrency_key,
-            policy_json=None if policy is None else policy.to_json(),
+        # NewJob's fields by position, in their order (``common.frozen_builder``: ~0.45 us against
+        # ~1.15 through the dataclass's ``__init__`` and its keywords, per enqueued job).
+        return build_new_job(
+            text,  # payload_json
+            _check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
+            task,
+            priority,
+            when,  # run_at
+            attempts,  # max_attempts
+            timeout,
+            key,  # idempotency_key
+            scope,  # key_scope
+            key_expires_at,
+            on_conflict,
+            concurrency_key,
+            None if policy is None else policy.to_json(),  # policy_json
         )
 
     def _policy(

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from jobq.backends.base import ActionResult, Bucket, Completion, Lease, WorkerEnd, WorkerInfo
+from jobq.backends.base import ActionResult, Bucket, Completion, Lease, NewJob, WorkerEnd, WorkerInfo
 from jobq.errors import InvalidTransition
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus, operator_actions
 from jobq.payloads import decode_json, loads
@@ -290,7 +290,7 @@ F = TypeVar("F")
 
 
 def frozen_builder(cls: type[F]) -> Callable[..., F]:
-    """A constructor of the frozen, slotted dataclass ``cls`` taking every field by position, with
+    """A constructor of the slotted (frozen) dataclass ``cls`` taking every field by position, with
     no checks and no defaults. The instance is made as one of a plain class with the very same
     slots (so each field is a plain attribute store, specialised by the interpreter), then made a
     ``cls`` (``__class__`` assignment: the two layouts are identical, which Python checks). The
@@ -318,6 +318,9 @@ _build_job = frozen_builder(Job)
 #: the worker's every write makes one or both.
 build_lease = frozen_builder(Lease)
 build_completion = frozen_builder(Completion)
+#: ``NewJob(...)`` by position, the same way (not frozen, its ``__init__`` called by keyword cost
+#: ~1.15 us against ~0.45): every enqueue makes one.
+build_new_job = frozen_builder(NewJob)
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
