@@ -48,7 +48,7 @@ from jobq.backends.base import (
     WorkerEnd,
     WorkerInfo,
 )
-from jobq.backends.common import clip
+from jobq.backends.common import build_completion, build_lease, build_new_job, clip
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
     DURATION_MAX_SECONDS,
@@ -386,7 +386,7 @@ def lease_of(job: Job) -> Lease:
         raise ValueError(f"a Job handed out by claim() is needed, not {job!r:.40}")
     if job.lease_token is None or job.lease_owner is None:
         raise LeaseLost(job.id, "use", "this Job was not handed out by claim()")
-    return Lease(job.id, job.lease_token, job.lease_owner)
+    return build_lease(job.id, job.lease_token, job.lease_owner)
 
 
 def leases_of(jobs: Iterable[Job], call: str) -> list[Lease]:
@@ -540,20 +540,22 @@ class Queue:
         if timeout is not None and not 0 < timeout <= DURATION_MAX_SECONDS:
             raise InvalidPayload("timeout must be positive (seconds) and at most 100 years")
         when = now if run_at is None and delay is None else _when(now, delay, run_at)
-        return NewJob(
-            payload_json=text,
-            queue=_check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
-            task=task,
-            priority=priority,
-            run_at=when,
-            max_attempts=attempts,
-            timeout=timeout,
-            idempotency_key=key,
-            key_scope=scope,
-            key_expires_at=key_expires_at,
-            on_conflict=on_conflict,
-            concurrency_key=concurrency_key,
-            policy_json=None if policy is None else policy.to_json(),
+        # NewJob's fields by position, in their order (``common.frozen_builder``: ~0.45 us against
+        # ~1.15 through the dataclass's ``__init__`` and its keywords, per enqueued job).
+        return build_new_job(
+            text,  # payload_json
+            _check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
+            task,
+            priority,
+            when,  # run_at
+            attempts,  # max_attempts
+            timeout,
+            key,  # idempotency_key
+            scope,  # key_scope
+            key_expires_at,
+            on_conflict,
+            concurrency_key,
+            None if policy is None else policy.to_json(),  # policy_json
         )
 
     def _policy(
@@ -828,7 +830,7 @@ class Queue:
         ``conn``: in the application's open transaction on that connection (see ``enqueue``),
         fenced by the lease like every worker write: LeaseLost is raised before the caller
         commits, so its own writes roll back with the refused completion."""
-        completion = Completion(lease_of(job), None if result is None else self.result_text(result))
+        completion = build_completion(lease_of(job), None if result is None else self.result_text(result), None)
         if conn is None:
             # complete_many's work for one job, without its list of pairs and notes.
             if not self.backend.complete([completion], self.clock, repeat=False)[0]:
@@ -868,7 +870,7 @@ class Queue:
                 job, result = item
             except (TypeError, ValueError):
                 raise ValueError(f"{call} takes a list of (job, result) pairs, not one holding {item!r:.40}") from None
-            out.append(Completion(lease_of(job), None if result is None else self.result_text(result), note))
+            out.append(build_completion(lease_of(job), None if result is None else self.result_text(result), note))
         return out
 
     def complete_many_and_claim(

@@ -27,11 +27,14 @@ import jobq
 from jobq.observability import tracing
 
 #: Python calls of one ``claim``, then of one ``complete``, through the facade, the test's own
-#: lambda included: measured 31 and 20 (41 and 31 before issue 13's hot-path work).
-CLAIM_CALLS_MAX = 33
-COMPLETE_CALLS_MAX = 22
-#: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 29 (40 before).
-ENQUEUE_CALLS_MAX = 31
+#: lambda included: measured 25 and 12 (41 and 31 before issue 13's hot-path work; 33 and 20
+#: before SQLite ran their statements without the plan driver and the op generators).
+CLAIM_CALLS_MAX = 27
+COMPLETE_CALLS_MAX = 14
+#: Python calls of one ``enqueue`` of a small payload, the lambda included: measured 18 (40 before
+#: issue 13, 26 before SQLite's one-job insert ran without the op generator and the payload was
+#: encoded without JSONEncoder.encode's two frames).
+ENQUEUE_CALLS_MAX = 20
 ROUNDS = 5
 #: Python calls a PostgreSQL claim+complete makes beyond psycopg's own for the same two statements
 #: sent with ``conn.execute`` on a plain connection (the test's lambdas included): measured 72.

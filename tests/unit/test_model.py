@@ -238,6 +238,27 @@ def test_the_fast_job_builder_makes_the_same_frozen_job_as_the_dataclass() -> No
         common._build_job(*values[:-1])
 
 
+def test_the_fast_lease_completion_and_new_job_builders_make_the_dataclasses_own_instances() -> None:
+    from jobq.backends.base import Completion, Lease
+
+    lease = common.build_lease(7, "nonce-7", "w")
+    completion = common.build_completion(lease, '{"ok":true}', None)
+    assert type(lease) is Lease and type(completion) is Completion
+    assert lease == Lease(7, "nonce-7", "w") and hash(lease) == hash(Lease(7, "nonce-7", "w"))
+    assert completion == Completion(Lease(7, "nonce-7", "w"), '{"ok":true}')
+    assert repr(completion) == repr(Completion(Lease(7, "nonce-7", "w"), '{"ok":true}'))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lease.token = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        common.build_completion(lease, None)
+    from jobq.backends.base import NewJob
+
+    values = ['"p"', "q", "t", 2, 1.5, 3, 9.0, "k", "active", 4.5, "raise", "c", '{"max_attempts":3}']
+    new_job = common.build_new_job(*values)
+    assert type(new_job) is NewJob and new_job == NewJob(*values)
+    assert dataclasses.astuple(new_job) == tuple(values)
+
+
 @pytest.mark.parametrize(
     ("index", "value", "defect"),
     [

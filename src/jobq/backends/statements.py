@@ -148,7 +148,9 @@ class Dialect:
         building the list and the statement's cache key again cost ~3 us of a ~120 us per-job
         claim+complete (issue 13)."""
         # Names only: a key of other values could match an equal one of another type (1, True).
-        key = (name, *queues, *fragments.items()) if {*map(type, queues)} <= _STR_ONLY else ()
+        # One queue (a worker's usual claim): its type read without building a set.
+        names = type(queues[0]) is str if len(queues) == 1 else {*map(type, queues)} <= _STR_ONLY
+        key = (name, *queues, *fragments.items()) if names else ()
         hit = self._for_queues.get(key) if key else None
         if hit is None:
             named: Params = {}

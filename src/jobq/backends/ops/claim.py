@@ -50,36 +50,53 @@ def claim(
     job's history derives its ``claimed`` entry from there (``common.history_of``; issue 13: the
     event row and its two indexes were half the pages a claim wrote)."""
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
-    params = _lease_params(d, worker_id, nonce, now, lease_seconds)
-    params["limit"] = limit
     if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
         # One queue: whether it is paused or limited is one look-up before the scan (the planner
         # runs an uncorrelated subquery once and skips the scan when it says so); asked per
         # pending row instead, a claim of a limited queue walked its whole backlog to find
         # nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py).
+        params = _lease_params(d, worker_id, nonce, now, lease_seconds)
+        params["limit"] = limit
         uncontrolled = _uncontrolled(d, queues)
         statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0")
         rows = yield Exec(statement, params, alone=True)
         controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
         return Claimed([row[1:] for row in rows if row[1] is not None]), controlled
-    # The write lock is held (BEGIN IMMEDIATE): what the claim and the read after it see of the
-    # controls stays true until commit. The claim passes over paused and limited queues itself
-    # ({uncontrolled}), so a claim that gets all it asked for is one statement: the controls are
-    # read only when it got fewer (issue 13: that read was a quarter of a claim's statements).
-    # A dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list).
-    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    uncontrolled = _uncontrolled(d, queues)
-    statement = d.stmt_for_queues(name, queues, params, uncontrolled=uncontrolled)
-    rows = yield Exec(statement, params)
+    rows = yield Exec(*claim_statement(d, worker_id, queues, limit, lease_seconds, now, nonce))
     claimed = Claimed(rows)
     if len(rows) < limit:
-        cparams: Params = {}
-        active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
-        if active:
-            names = [str(row[0]) for row in active]
-            more = limit - len(rows)
-            claimed.jobs += yield from claim_controlled(d, worker_id, names, more, lease_seconds, clock, nonce)
+        claimed.jobs += yield from claim_passed_over(
+            d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce
+        )
     return claimed, CONTROLLED_NONE
+
+
+def claim_statement(
+    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float, nonce: str
+) -> tuple[str, Params]:
+    """The claim's one statement and its parameters where the write lock is held while it runs
+    (SQLite's BEGIN IMMEDIATE, before ``now`` is read): what it and ``claim_passed_over`` after it
+    see of the controls stays true until commit. It passes over paused and limited queues itself
+    ({uncontrolled}), so a claim that gets all it asked for is one statement: the controls are
+    read only when it got fewer (issue 13: that read was a quarter of a claim's statements). A
+    dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list)."""
+    params = _lease_params(d, worker_id, nonce, now, lease_seconds)
+    params["limit"] = limit
+    name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
+    return d.stmt_for_queues(name, queues, params, uncontrolled=_uncontrolled(d, queues)), params
+
+
+def claim_passed_over(
+    d: Dialect, worker_id: str, queues: Sequence[str], more: int, lease_seconds: float, clock: Clock, nonce: str
+) -> Op[list[Job]]:
+    """After ``claim_statement`` got ``more`` jobs fewer than asked, in its transaction: up to
+    ``more`` of the paused or limited queues among ``queues`` that it passed over."""
+    cparams: Params = {}
+    active = yield Exec(d.stmt("controls_active", queues=d.any_of("queue", "q", queues, cparams)), cparams)
+    if not active:
+        return []
+    names = [str(row[0]) for row in active]
+    return (yield from claim_controlled(d, worker_id, names, more, lease_seconds, clock, nonce))
 
 
 def _uncontrolled(d: Dialect, queues: Sequence[str]) -> str:
@@ -141,11 +158,10 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
         # The per-job API (SQLite, or a repeat): the same fenced statement and refusal as below,
         # without the group's ordering and look-ups (~2 us of a ~120 us claim+complete, issue 13).
         lease = items[0].lease
-        one = {"now": now, "result": items[0].result_json, "id": lease.job_id, "token": lease.token}
-        if (yield Exec(d.sql["complete"], one)):
+        if (yield Exec(*completion(d, items[0], now))):
             yield Notify(frozenset(), frozenset((lease.job_id,)))
             return [True]
-        return [(yield from _refused(d, lease, "complete", now, repeat=repeat))]
+        return [(yield from completion_refused(d, lease, now, repeat))]
     order = _by_job_id([i.lease for i in items])
     # The same lease twice in one call completes once, with the first item's result; the later
     # ones are refused below as a second call would be (an UPDATE takes a row once: both were
@@ -197,6 +213,19 @@ def _first_of_each_lease(items: Sequence[Completion], order: list[int]) -> list[
             seen.add(pair)
             first.append(i)
     return first
+
+
+def completion(d: Dialect, item: Completion, now: float) -> tuple[str, Params]:
+    """One completion's statement and parameters, fenced by its lease: it returns a row when the
+    lease held (the job is then COMPLETED), none when not (``completion_refused`` follows)."""
+    lease = item.lease
+    return d.sql["complete"], {"now": now, "result": item.result_json, "id": lease.job_id, "token": lease.token}
+
+
+def completion_refused(d: Dialect, lease: Lease, now: float, repeat: bool) -> Op[bool]:
+    """After ``completion`` matched no row, in its transaction: the refusal recorded (False), or,
+    for a ``repeat`` whose first try had been applied, True and nothing recorded."""
+    return _refused(d, lease, "complete", now, repeat=repeat)
 
 
 def complete_and_claim(

@@ -23,12 +23,42 @@ KEY_ROUNDS_MAX = 20
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
     """Insert ``jobs``; their ids in order. Not a generator itself: it hands back the operation
     of the case at hand, so the per-job enqueue steps through one generator, not two."""
-    if len(jobs) == 1 and jobs[0].idempotency_key is None and jobs[0].concurrency_key is None and not traces:
-        if "enqueue_one" in d.sql:
-            return _enqueue_one_alone(d, jobs[0], now)
-        if "enqueue_with_events" not in d.sql:
-            return _enqueue_one(d, jobs[0], now)
+    one = insert_alone(d, jobs, now, traces)
+    if one is not None:
+        return _enqueue_one(jobs[0], now, one)
+    if (
+        len(jobs) == 1
+        and jobs[0].idempotency_key is None
+        and jobs[0].concurrency_key is None
+        and not traces
+        and "enqueue_one" in d.sql
+    ):
+        return _enqueue_one_alone(d, jobs[0], now)
     return _enqueue(d, jobs, now, traces)
+
+
+def insert_alone(
+    d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()
+) -> tuple[str, tuple[Any, ...]] | None:
+    """The one statement, sent alone, and its values by position, that ``enqueue`` runs for
+    ``jobs`` (then wakes the job's queue if it is due: ``due_now``), or None when it runs another.
+
+    One job without a key (``enqueue``'s usual call), in a dialect without a one-statement enqueue
+    of its own: no batch bookkeeping (it runs once per job: a third of the per-call CPU went
+    there); the row is the whole record of the enqueue (issue 13: its `enqueued` event row was
+    ~20 us of the ~75 us of CPU an SQLite enqueue took)."""
+    if len(jobs) != 1 or traces or "enqueue_one" in d.sql or "enqueue_with_events" in d.sql:
+        return None
+    job = jobs[0]
+    if job.idempotency_key is not None or job.concurrency_key is not None:
+        return None
+    values = (job.queue, job.task, job.payload_json, job.priority, job.run_at, job.max_attempts, job.timeout, now)
+    return d.sql["insert_job_alone"], (*values, job.policy_json)
+
+
+def due_now(job: NewJob, now: float) -> bool:
+    """Whether a new job is due at once: its queue's idle workers are woken once it commits."""
+    return job.run_at <= now
 
 
 def _enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None]) -> Op[list[int]]:
@@ -109,14 +139,10 @@ def _job_params(j: NewJob, now: float) -> Params:
     }
 
 
-def _enqueue_one(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
-    """One job without a key (``enqueue``'s usual call): one statement sent alone, without the
-    general path's batch bookkeeping (it runs once per job: a third of the per-call CPU went
-    there); the row is the whole record of the enqueue (issue 13: its `enqueued` event row was
-    ~20 us of the ~75 us of CPU an SQLite enqueue took). The wake-up follows the commit."""
-    values = (job.queue, job.task, job.payload_json, job.priority, job.run_at, job.max_attempts, job.timeout, now)
-    job_id: int = (yield Exec(d.sql["insert_job_alone"], (*values, job.policy_json), alone=True))[0][0]
-    if job.run_at <= now:
+def _enqueue_one(job: NewJob, now: float, one: tuple[str, tuple[Any, ...]]) -> Op[list[int]]:
+    """``insert_alone``'s statement ``one``; the wake-up follows the commit."""
+    job_id: int = (yield Exec(*one, alone=True))[0][0]
+    if due_now(job, now):
         yield Notify(frozenset((job.queue,)))
     return [job_id]
 
