@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 from browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     UI_TIMEOUT_MS,
+    chromium_page,
     job_rows,
     need_chromium,
     select_jobs,
@@ -118,34 +118,27 @@ def test_a_page_opened_before_the_queue_exists_opens_it_by_itself(
     """The apps may start before the first producer makes the database (supervisord starts all
     at once). A page opened then said "Cannot open the job queue" until reloaded, and one opened
     between the file's creation and its schema said so too; it now tries again by itself."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     need_chromium()
     path = tmp_path / "queue.db"
     url = f"sqlite:///{path}"
     port = serve_app(request, app, tmp_path, url)
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/")
-            alerts = page.get_by_test_id("stAlert")
-            expect(alerts.filter(has_text="Cannot open the job queue").first).to_contain_text("no database at")
-            expect(page.get_by_text("Trying again every")).to_be_visible()
-            # The file made, its schema not yet: still refused (nothing created by the app).
-            apsw.Connection(str(path)).close()
-            path.write_bytes(b"")
-            expect(alerts.filter(has_text="Cannot open the job queue").first).to_be_visible()
-            with Queue(url) as q:
-                job = q.enqueue({"path": "data/files/opened-by-itself.txt"})
-            if app == MANAGER:
-                wait_rows(page, lambda rows: job in rows, "the job list, without a reload")
-            else:
-                expect(page.locator('.jobq-metric[data-label="Pending"] .value')).to_have_text("1")
-            expect(alerts.filter(has_text="Cannot open the job queue")).to_have_count(0)
-        finally:
-            browser.close()
+    with chromium_page(height=1400) as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        alerts = page.get_by_test_id("stAlert")
+        expect(alerts.filter(has_text="Cannot open the job queue").first).to_contain_text("no database at")
+        expect(page.get_by_text("Trying again every")).to_be_visible()
+        # The file made, its schema not yet: still refused (nothing created by the app).
+        path.write_bytes(b"")
+        expect(alerts.filter(has_text="Cannot open the job queue").first).to_be_visible()
+        with Queue(url) as q:
+            job = q.enqueue({"path": "data/files/opened-by-itself.txt"})
+        if app == MANAGER:
+            wait_rows(page, lambda rows: job in rows, "the job list, without a reload")
+        else:
+            expect(page.locator('.jobq-metric[data-label="Pending"] .value')).to_have_text("1")
+        expect(alerts.filter(has_text="Cannot open the job queue")).to_have_count(0)
 
 
 @pytest.mark.postgres
