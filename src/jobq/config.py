@@ -29,9 +29,9 @@ BACKOFF_CAP_SECONDS_DEFAULT = 300.0
 PAYLOAD_LIMIT_BYTES_DEFAULT = 64 * 1024
 POLL_INTERVAL_SECONDS_DEFAULT = 1.0
 POLL_INTERVAL_SECONDS_MIN = 0.001
-#: A producer's least interval: at 0 it wrote and submitted files as fast as the disk took them.
-PRODUCER_INTERVAL_SECONDS_MIN = 0.001
 """A poll interval of 0 made an idle worker spin at 100 % CPU."""
+PRODUCER_INTERVAL_SECONDS_MIN = 0.001
+"""A producer's least interval: at 0 it wrote and submitted files as fast as the disk took them."""
 SHUTDOWN_GRACE_SECONDS_DEFAULT = 20.0
 CONCURRENCY_DEFAULT = 1
 #: Coroutines of ``async def`` handlers one worker runs at once on its event loop. A waiting
