@@ -81,8 +81,10 @@ def show_text(s: ScheduleInfo, history: list[ScheduleAction], now: float) -> str
 
 
 #: The options only ``add`` takes, and their defaults (given to another action, they were ignored).
-_ADD_ONLY = {"task": None, "cron": None, "every": None, "zone": "UTC", "job_queue": None, "payload": None}
-_ADD_ONLY_FLAGS = {"catchup": "latest", "no_overlap": False}
+_ADD_ONLY = {
+    "task": None, "cron": None, "every": None, "zone": "UTC", "job_queue": None, "payload": None,
+    "catchup": "latest", "no_overlap": False,
+}  # fmt: skip
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
@@ -91,7 +93,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise ConfigError(f"schedules {args.action}: give the schedule's name")
     if args.action != "add":
-        given = [k for k, default in {**_ADD_ONLY, **_ADD_ONLY_FLAGS}.items() if getattr(args, k) != default]
+        given = [k for k, default in _ADD_ONLY.items() if getattr(args, k) != default]
         if given:
             option = "--queue" if given[0] == "job_queue" else "--" + given[0].replace("_", "-")
             raise ConfigError(f"schedules {args.action}: {option} applies to 'schedules add' only")
