@@ -352,13 +352,13 @@ class SqliteBackend(SqlStore):
         finished: set[int] = set()
 
         def body(c: apsw.Connection) -> ops.Claimed:
+            notify.clear()  # a retried transaction starts over
+            finished.clear()
             # BEGIN IMMEDIATE has run: the clock is read once the write lock is held.
             statement, params = ops.claim_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
             rows = c.execute(statement, params).fetchall()
             claimed = ops.Claimed(rows)
             if len(rows) < limit:
-                notify.clear()  # a retried transaction starts over
-                finished.clear()
                 more = ops.claim_passed_over(d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce)
                 claimed.jobs += ops.drive(more, _runner(c, notify, finished))
             return claimed
