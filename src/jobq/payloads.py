@@ -114,6 +114,13 @@ def encode_walked(value: Any, what: str = "payload") -> str:
     return text
 
 
+def is_printable(text: str) -> bool:
+    """Whether a name can be stored and shown as it is: no control character
+    (``CONTROL_CHARACTERS``) and no lone surrogate. Queue, task and key names, actors and schedule
+    names are held to it."""
+    return CONTROL_CHARACTERS.search(text) is None and is_unicode(text)
+
+
 def is_unicode(text: str) -> bool:
     """False for lone surrogates (what Python makes of undecodable bytes in argv or file names):
     they cannot be stored as UTF-8; catch them here rather than deep in a driver."""

@@ -74,7 +74,7 @@ from jobq.errors import (
 from jobq.flow import check_limit, check_rate, parse_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
-from jobq.payloads import CONTROL_CHARACTERS, encode_json, encode_walked, is_unicode, walk
+from jobq.payloads import encode_json, encode_walked, is_printable, walk
 from jobq.redact import redact_url
 from jobq.retry import (
     POLICIES,
@@ -120,12 +120,7 @@ def _check_name(value: str, what: str, *, remember: bool = True) -> str:
     (queues, tasks; not idempotency keys, each of which is new)."""
     if type(value) is str and value in _CHECKED_NAMES:
         return value
-    if (
-        not isinstance(value, str)
-        or len(value) > NAME_MAX_CHARS
-        or CONTROL_CHARACTERS.search(value) is not None
-        or not is_unicode(value)
-    ):
+    if not isinstance(value, str) or len(value) > NAME_MAX_CHARS or not is_printable(value):
         raise InvalidPayload(f"{what} must be text of at most {NAME_MAX_CHARS} printable characters")
     if remember and type(value) is str and len(_CHECKED_NAMES) < CHECKED_NAMES_MAX:
         _CHECKED_NAMES.add(value)
@@ -180,9 +175,7 @@ def payload_list(payloads: Iterable[Any], what: str = "payloads") -> list[Any]:
     """``enqueue_many``'s payloads (or its ``keys``, ``concurrency_keys``) as a list, or
     InvalidPayload: a string or a mapping is one value, not a list of them
     (``enqueue_many("abc")`` made three jobs "a", "b" and "c"; ``keys="ab"`` two keys)."""
-    if isinstance(payloads, str | bytes | Mapping) or not isinstance(payloads, Iterable):
-        raise InvalidPayload(f"enqueue_many takes a list of {what}, not {type(payloads).__name__}")
-    return list(payloads)
+    return _item_list(payloads, "enqueue_many", what, InvalidPayload)
 
 
 def job_id_or_none(value: object) -> int | None:
@@ -395,16 +388,12 @@ def leases_of(jobs: Iterable[Job], call: str) -> list[Lease]:
     return [lease_of(j) for j in _item_list(jobs, call, "Jobs")]
 
 
-def _item_list(items: Iterable[Any], call: str, what: str) -> list[Any]:
+def _item_list(items: Iterable[Any], call: str, what: str, error: type[Exception] = ValueError) -> list[Any]:
+    """``items`` as a list, or ``error``: a string, a mapping or a single Job is one value, not a
+    list of them."""
     if isinstance(items, str | bytes | Mapping | Job) or not isinstance(items, Iterable):
-        raise ValueError(f"{call} takes a list of {what}, not {type(items).__name__}")
+        raise error(f"{call} takes a list of {what}, not {type(items).__name__}")
     return list(items)
-
-
-def _item_tuple(item: object, call: str, what: str, size: int) -> tuple[Any, ...]:
-    if not isinstance(item, tuple | list) or len(item) != size:
-        raise ValueError(f"{call} takes a list of {what}, not one holding {item!r:.40}")
-    return tuple(item)
 
 
 READ_MARK = "__jobq_read__"
@@ -544,7 +533,7 @@ class Queue:
         # ~1.15 through the dataclass's ``__init__`` and its keywords, per enqueued job).
         return build_new_job(
             text,  # payload_json
-            _check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
+            self._queue_name(queue),
             task,
             priority,
             when,  # run_at
@@ -799,6 +788,11 @@ class Queue:
         worker_id = check_worker_id(worker_id)
         return self.backend.claim(worker_id, self._queues(queue), check_rows(limit, 0), self._lease(lease), self.clock)
 
+    def _queue_name(self, queue: str | None) -> str:
+        """A new job's or schedule's queue, checked: ``queue``, or the settings' for None or ""
+        (any other value that is no name is refused: ``queue=0`` was the default queue)."""
+        return _check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name")
+
     def _lease(self, lease: float | None) -> float:
         """The lease a call asks for in seconds (``None``: the settings'), checked (ValueError)."""
         return self.settings.lease_seconds if lease is None else check_lease(lease)
@@ -939,7 +933,12 @@ class Queue:
         now = self.clock()
         failures: list[Failure] = []
         for i, item in enumerate(triples):
-            job, error, retry = _item_tuple(item, "fail_many", "(job, error, retry) triples", 3)
+            try:  # as _completions unpacks its pairs
+                job, error, retry = item
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"fail_many takes a list of (job, error, retry) triples, not one holding {item!r:.40}"
+                ) from None
             lease = lease_of(job)
             again = retry and job.attempts < job.max_attempts
             delay = delays[i] if delays is not None else None
@@ -1330,7 +1329,7 @@ class Queue:
             cron=cron,
             every=parse_duration(every) if isinstance(every, str) else every,
             zone=zone,
-            queue=_check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name"),
+            queue=self._queue_name(queue),
             payload=payload,
             priority=priority,
             catchup=catchup,

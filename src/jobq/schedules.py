@@ -26,7 +26,7 @@ from cronsim import CronSim, CronSimError
 from jobq.backends.base import ScheduleInfo
 from jobq.config import DURATION_MAX_SECONDS, parse_duration
 from jobq.errors import ConfigError
-from jobq.payloads import CONTROL_CHARACTERS, is_unicode, loads
+from jobq.payloads import is_printable, loads
 
 CATCHUP_CHOICES = ("latest", "all", "none")
 """After downtime: run the latest missed slot once (default), every missed slot, or none."""
@@ -78,8 +78,7 @@ class Schedule:
             not isinstance(self.name, str)
             or not self.name.strip()
             or len(self.name) > 200
-            or CONTROL_CHARACTERS.search(self.name)
-            or not is_unicode(self.name)
+            or not is_printable(self.name)
         ):  # a newline or an escape sequence in a name was printed raw by `jobq schedules`
             raise ConfigError("a schedule needs a name of 1 to 200 printable characters")
         if (self.cron is None) == (self.every is None):
