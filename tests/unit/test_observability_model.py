@@ -102,6 +102,46 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert h.total == 14.5
 
 
+class _Float(float):
+    pass
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+@pytest.mark.parametrize(
+    ("fraction", "message", "stored"),
+    [
+        (0.5, "half", (0.5, "half")),  # the usual report: returned as it is
+        (None, None, (None, None)),
+        (1.0, "x" * 500, (1.0, "x" * 500)),  # at the message's limit
+        (0.0, "", (0.0, "")),
+        (1, None, (1.0, None)),  # an int: stored as a float
+        (1.5, None, (1.0, None)),  # clamped
+        (-0.5, None, (0.0, None)),
+        (_Float(0.25), _Text("sub"), (0.25, "sub")),  # subclasses: taken as their values
+        (0.5, "\udcff", (0.5, "\\udcff")),  # a lone surrogate, escaped so it can be stored
+        (0.5, "déjà", (0.5, "déjà")),
+        (0.5, 7, (0.5, "7")),  # not text: its str()
+    ],
+)
+def test_a_progress_report_is_stored_as_checked(fraction: Any, message: Any, stored: Any) -> None:
+    got = jobq.queue.check_progress(fraction, message)
+    assert got == stored and [type(v) for v in got] == [type(v) for v in stored]
+
+
+def test_a_progress_message_past_its_limit_is_cut() -> None:
+    _, message = jobq.queue.check_progress(0.5, "x" * 501)
+    assert message is not None and len(message) <= jobq.queue.PROGRESS_MESSAGE_MAX_CHARS and "cut" in message
+
+
+@pytest.mark.parametrize("fraction", [float("nan"), True, "0.5", b"1"])
+def test_a_progress_fraction_that_is_no_number_is_refused(fraction: Any) -> None:
+    with pytest.raises(jobq.InvalidPayload, match="between 0 and 1"):
+        jobq.queue.check_progress(fraction, None)
+
+
 def test_progress_text() -> None:
     assert progress_text(None, 0.0) == "-"
     assert progress_text(Progress(1, None, "  step\\n two ", 90.0), 100.0) == "step\\n two (10s ago)"

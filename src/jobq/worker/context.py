@@ -61,6 +61,9 @@ class StopSignal(threading.Event):
 
 #: Guards the first use of a run's stop flag (``JobContext.cancelled``), made on demand.
 _STOP_MADE = threading.Lock()
+#: Decides which of a run's threads stores a due progress report: one lock for every run, held
+#: for a comparison (a lock per run cost every job, also the many that never report).
+_PROGRESS_DUE = threading.Lock()
 
 
 class JobContext:
@@ -112,7 +115,6 @@ class JobContext:
         # The first report is stored only once the run has lasted an interval: a short job that
         # reports costs no write at all (the jobs worth watching are the long ones).
         self._progress_at = self.started
-        self._progress_lock = threading.Lock()
 
     @property
     def cancelled(self) -> threading.Event:
@@ -246,7 +248,7 @@ class JobContext:
         now = time.monotonic()
         if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
             return False  # the common case, without the lock (decided again under it below)
-        with self._progress_lock:
+        with _PROGRESS_DUE:
             if not force and now - self._progress_at < PROGRESS_INTERVAL_SECONDS:
                 return False
             self._progress_at = now
