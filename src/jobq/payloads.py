@@ -114,6 +114,12 @@ def encode_walked(value: Any, what: str = "payload") -> str:
     return text
 
 
+def json_string_body(text: str) -> str:
+    """``text`` as a stored payload writes it inside a JSON string (without the quotes): ``"``,
+    ``\\`` and control characters escaped, other characters as they are."""
+    return str(_ENCODER.encode(text))[1:-1]
+
+
 def is_printable(text: str) -> bool:
     """Whether a name can be stored and shown as it is: no control character
     (``CONTROL_CHARACTERS``) and no lone surrogate. Queue, task and key names, actors and schedule

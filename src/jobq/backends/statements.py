@@ -20,11 +20,14 @@ from jobq.backends.base import SORT_FIELDS, JobFilter
 from jobq.backends.common import JOB_COLUMNS, like_pattern
 from jobq.errors import ConfigError
 from jobq.job import TRANSITIONS, Action, JobStatus
+from jobq.payloads import json_string_body
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 Params = dict[str, Any]
+LOWER_FUNCTION = "jobq_lower"
+"""The SQL function a backend without a Unicode-aware case fold registers (``Dialect.like``)."""
 _STR_ONLY = frozenset({str})
 RENDERED_CACHE_SIZE = 1024
 """Statements rendered with per-call fragments that are kept (queue lists, filters)."""
@@ -120,8 +123,32 @@ class Dialect:
         """A value for a text column (PostgreSQL cannot store NUL)."""
         return value
 
-    def like(self, column: str, name: str) -> str:
-        """Case-insensitive ``LIKE`` with ``\\`` as the escape character."""
+    def contains(self, column: str, name: str, text: str, params: Params, *, in_json: bool = False) -> str:
+        """``column`` holds ``text`` anywhere, letters of either case alike (adds the parameters it
+        names to ``params``). ``in_json``: the column is JSON (a payload), which writes a ``"``, a
+        ``\\`` or a control character inside a string escaped; ``text`` then also matches as
+        written there, so a search for ``a\\b`` or ``"x"`` finds the payload holding that value
+        (it matched only the JSON's own spelling, ``a\\\\b``), and the stored text still matches."""
+        forms = [text]
+        if in_json and (written := json_string_body(text)) != text:
+            forms.append(written)
+        clauses = []
+        for i, form in enumerate(forms):
+            key = f"{name}{i}"
+            params[key] = like_pattern(self.text(form) or "")
+            clauses.append(self.like(column, key, params))
+        return clauses[0] if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")"
+
+    def like(self, column: str, name: str, params: Params) -> str:
+        """``column`` matches the ``LIKE`` pattern ``params[name]`` (escape character ``\\``),
+        letters of either case alike. SQLite's ``LIKE`` folds ASCII letters only ("été" missed
+        "Été"): a pattern with other characters compares both sides in lower case, through
+        ``jobq_lower`` (Python's ``str.lower``, on every connection the backend opens), as
+        PostgreSQL's ``ILIKE`` does. A scan calls it once per row, so only such a pattern does."""
+        pattern = params[name]
+        if not pattern.isascii():
+            params[name] = pattern.lower()
+            return f"{LOWER_FUNCTION}({column}) LIKE {self.param(name)} ESCAPE '\\'"
         return f"{column} LIKE {self.param(name)} ESCAPE '\\'"
 
     def order(self, sort: str, descending: bool) -> str:
@@ -172,11 +199,9 @@ class Dialect:
             if values:
                 clauses.append(self.any_of(column, f"f_{column}", values, params))
         if where.search:
-            params["f_search"] = like_pattern(self.text(where.search) or "")
-            clauses.append(self.like("payload", "f_search"))
+            clauses.append(self.contains("payload", "f_search", where.search, params, in_json=True))
         if where.error:
-            params["f_error"] = like_pattern(self.text(where.error) or "")
-            clauses.append(self.like("last_error", "f_error"))
+            clauses.append(self.contains("last_error", "f_error", where.error, params))
         for column, op, name, value in (
             ("created_at", ">=", "f_created_after", where.created_after),
             ("created_at", "<=", "f_created_before", where.created_before),

@@ -192,8 +192,8 @@ class PostgresDialect(Dialect):
         """PostgreSQL text cannot hold NUL: make it visible instead of failing the write."""
         return value.replace("\x00", "\\0") if value is not None and "\x00" in value else value
 
-    def like(self, column: str, name: str) -> str:
-        # ILIKE: case-insensitive like SQLite's LIKE (which folds ASCII only; ILIKE folds all letters).
+    def like(self, column: str, name: str, params: Params) -> str:
+        # ILIKE folds every letter (with the database's ctype: C.UTF-8 or a language's locale).
         return f"{column} ILIKE %({name})s ESCAPE '\\'"
 
     def order(self, sort: str, descending: bool) -> str:

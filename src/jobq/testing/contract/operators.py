@@ -352,6 +352,36 @@ def test_list_filter_search_sort_page(queue: jobq.Queue, clock: FakeClock) -> No
         queue.list(JobFilter(), Page(sort="payload; DROP TABLE jobs"))
 
 
+def test_a_search_folds_every_letter_and_finds_values_json_writes_escaped(queue: jobq.Queue) -> None:
+    """A search matched letters of another case only in ASCII on SQLite ("été" missed "Été"),
+    and never found a value holding a quote, a backslash or a newline: it matched the payload's
+    JSON text, which writes them escaped (``a\\b`` is stored ``a\\\\b``)."""
+    accented = queue.enqueue({"path": "data/Données/Été.txt"})
+    escaped = queue.enqueue({"path": 'x/"quoted"/a\\b', "note": "two\nlines"})
+    plain = queue.enqueue({"path": "data/plain.txt"})
+    job = queue.claim("w")
+    assert job is not None and job.id == accented
+    queue.fail(job, "Échec: fichier introuvable", retry=False)
+    cases = {
+        "été": [accented],
+        "DONNÉES": [accented],
+        "Été": [accented],
+        '"quoted"': [escaped],  # as the value holds it
+        '\\"QUOTED\\"': [escaped],  # as the stored JSON writes it
+        "a\\b": [escaped],
+        "two\nlines": [escaped],
+        '"path":"data/': [plain, accented],  # the JSON text itself still matches
+        "été%": [],  # LIKE's wildcards stay literal
+        "ÉTÉ_TXT": [],
+    }
+    for text, ids in cases.items():
+        assert [j.id for j in queue.list(JobFilter(search=text))] == ids, text
+        assert queue.count(JobFilter(search=text)) == len(ids), text
+    assert [j.id for j in queue.list(JobFilter(error="échec"))] == [accented]
+    assert [j.id for j in queue.list(JobFilter(error="ÉCHEC: FICHIER"))] == [accented]
+    assert queue.list(JobFilter(error="echec")) == []  # é is not e
+
+
 def test_counts_and_stats(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.counts() == {s.value: 0 for s in JobStatus}
     queue.enqueue_many(["a", "b", "c", "d"])
