@@ -1156,9 +1156,9 @@ class Queue:
 
     @read
     def events(self, job_id: int) -> list[Event]:
+        """The job's history, oldest first."""
         if job_id_or_none(job_id) is None:  # no job has it: no events (ValueError for no int)
             return []
-        """The job's history, oldest first."""
         return self.backend.events(job_id)
 
     @read

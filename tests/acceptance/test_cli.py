@@ -580,6 +580,24 @@ def test_retry_list_and_cancel_take_the_same_filters(cli: Cli) -> None:
     assert "give the ids of the jobs to cancel" in cli.fails("cancel")
 
 
+def test_a_filtered_action_on_many_jobs_prints_a_line_per_outcome(cli: Cli) -> None:
+    """A cancel of 1,000,000 PENDING jobs printed 1,000,000 lines: past ACTION_LINES_MAX jobs, a
+    filtered action says how many jobs had each outcome. Ids named one by one are each reported."""
+    with cli.queue() as q:
+        ids = q.enqueue_many([{"n": n} for n in range(25)])
+        running = q.claim("w1")
+        assert running is not None
+    assert cli.ok("cancel", "--status", "pending,processing").splitlines() == [
+        "1 job: cancellation requested; the worker stops it (PROCESSING)",
+        "24 jobs: cancelled (CANCELLED)",
+    ]
+    assert cli.ok("retry", "--status", "cancelled").splitlines() == ["24 jobs: resubmitted (PENDING)"]
+    assert cli.ok("cancel", str(ids[1]), str(ids[2])).splitlines() == [
+        f"job {ids[1]}: cancelled (CANCELLED)",
+        f"job {ids[2]}: cancelled (CANCELLED)",
+    ]
+
+
 def test_purge_deletes_old_finished_jobs_only(cli: Cli) -> None:
     ten_days_ago = time.time() - 10 * 86400
     with cli.queue(clock=lambda: ten_days_ago) as q:  # enqueued and finished ten days ago

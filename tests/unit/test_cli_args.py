@@ -406,6 +406,24 @@ def test_report_actions(capsys: pytest.CaptureFixture[str]) -> None:
     assert jobs.report_actions(results[:1]) == cli_parser.EXIT_OK
 
 
+def test_report_actions_sums_a_large_filtered_action(capsys: pytest.CaptureFixture[str]) -> None:
+    many = jobs.ACTION_LINES_MAX + 5
+    results = [ActionResult(i, True, JobStatus.CANCELLED, "cancelled") for i in range(many)]
+    results += [ActionResult(1000 + i, False, JobStatus.COMPLETED, f"job {1000 + i}: refused") for i in range(many)]
+    assert jobs.report_actions(results, filtered=True) == cli_parser.EXIT_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == f"{many} jobs: cancelled (CANCELLED)\n"
+    assert captured.err.splitlines() == [
+        *(f"jobq: error: job {1000 + i}: refused" for i in range(jobs.ACTION_LINES_MAX)),
+        "jobq: error: ... and 5 more refused",
+    ]
+    # At most ACTION_LINES_MAX jobs, or ids named one by one: a line per job, as before.
+    assert jobs.report_actions(results[: jobs.ACTION_LINES_MAX], filtered=True) == cli_parser.EXIT_OK
+    assert len(capsys.readouterr().out.splitlines()) == jobs.ACTION_LINES_MAX
+    jobs.report_actions(results[:many])
+    assert len(capsys.readouterr().out.splitlines()) == many
+
+
 # -- formatting -------------------------------------------------------------------------------------
 def test_local_iso_has_an_offset() -> None:
     text = output.local_iso(0.0)

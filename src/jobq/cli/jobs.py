@@ -292,17 +292,35 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 # -- retry / cancel ---------------------------------------------------------------------------------
-def report_actions(results: Sequence[ActionResult]) -> int:
-    """One line per job: done ones on stdout, refused or unknown ones as errors on stderr.
-    Returns the exit code: 1 when any was refused or not found."""
-    code = EXIT_OK
+ACTION_LINES_MAX = 20
+"""A filtered action on more jobs than this reports a line per outcome with its count, and at most
+this many of its refusals (a cancel of 1,000,000 PENDING jobs printed 1,000,000 lines)."""
+
+
+def report_actions(results: Sequence[ActionResult], *, filtered: bool = False) -> int:
+    """One line per job: done ones on stdout, refused or unknown ones as errors on stderr; a
+    ``filtered`` action on more than ``ACTION_LINES_MAX`` jobs: one line per outcome, with how
+    many jobs had it (the ids named on the command line are each reported). Returns the exit
+    code: 1 when any was refused or not found."""
+    summed = filtered and len(results) > ACTION_LINES_MAX
+    done: dict[str, int] = {}
+    refused = 0
     for r in results:
         if r.ok:
-            out(f"job {r.job_id}: {r.message or 'done'}" + (f" ({r.status.value})" if r.status else ""))
+            line = f"{r.message or 'done'}" + (f" ({r.status.value})" if r.status else "")
+            if summed:
+                done[line] = done.get(line, 0) + 1
+            else:
+                out(f"job {r.job_id}: {line}")
         else:
-            err(r.message or (f"job {r.job_id} not found" if r.status is None else f"job {r.job_id}: refused"))
-            code = EXIT_ERROR
-    return code
+            refused += 1
+            if not summed or refused <= ACTION_LINES_MAX:
+                err(r.message or (f"job {r.job_id} not found" if r.status is None else f"job {r.job_id}: refused"))
+    for line, n in done.items():
+        out(f"{n:,} job{'' if n == 1 else 's'}: {line}")
+    if summed and refused > ACTION_LINES_MAX:
+        err(f"... and {refused - ACTION_LINES_MAX:,} more refused")
+    return EXIT_ERROR if refused else EXIT_OK
 
 
 def add_retry(command: AddCommand) -> None:
@@ -327,7 +345,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 out("no FAILED jobs" if args.all_failed and not _filtered(args) else "no matching jobs")
         else:
             results = q.resubmit_many(ids=list(dict.fromkeys(args.job_ids)))
-    return report_actions(results)
+    return report_actions(results, filtered=bool(filtered))
 
 
 def add_cancel(command: AddCommand) -> None:
@@ -350,7 +368,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 out("no matching jobs")
         else:
             results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
-    return report_actions(results)
+    return report_actions(results, filtered=filtered)
 
 
 # -- purge ------------------------------------------------------------------------------------------

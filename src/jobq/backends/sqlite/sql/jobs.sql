@@ -177,6 +177,12 @@ SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 -- One chunk of an operator action's jobs (OPERATOR_CHUNK_JOBS), in id order from a cursor.
 SELECT id, status FROM jobs{where} ORDER BY id LIMIT :limit
 
+-- name: targets_walk
+-- The same chunk of a large action (ops.operator._walk_targets): the table's rows read in id order
+-- from the cursor, up to :upto, each tested against the filter. NOT INDEXED: through a status's index
+-- SQLite would read and sort every match instead (PENDING's index is in claim order).
+SELECT id, status FROM jobs NOT INDEXED{where} AND id <= :upto ORDER BY id LIMIT :limit
+
 -- name: resubmit
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
