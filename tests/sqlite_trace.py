@@ -6,8 +6,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import apsw
 
@@ -43,3 +44,20 @@ def transactions() -> Iterator[Transactions]:
         yield seen
     finally:
         apsw.connection_hooks.remove(hook)
+
+
+def vm_steps(conn: apsw.Connection, call: Callable[[], Any]) -> int:
+    """SQLite's virtual-machine steps (in hundreds, from a progress handler) that ``call`` costs
+    on ``conn``: deterministic where timings are noise."""
+    ticks = [0]
+
+    def tick() -> bool:
+        ticks[0] += 1
+        return False  # go on
+
+    conn.set_progress_handler(tick, 100, id="vm_steps")
+    try:
+        call()
+    finally:
+        conn.set_progress_handler(None, id="vm_steps")
+    return ticks[0]

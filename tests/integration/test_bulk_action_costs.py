@@ -13,6 +13,7 @@ import collections
 from pathlib import Path
 
 import pytest
+from sqlite_trace import vm_steps
 
 import jobq
 from jobq.backends import base
@@ -59,23 +60,6 @@ def test_a_walked_action_acts_on_each_match_once(backend_url: str, monkeypatch: 
         assert q.count(jobq.JobFilter(statuses=(S.PENDING,))) == len(left)
 
 
-def _steps(q: jobq.Queue, call: object) -> int:
-    """SQLite's virtual-machine steps (in hundreds) that ``call`` costs."""
-    conn = q.backend._connect()  # type: ignore[attr-defined]
-    ticks = [0]
-
-    def tick() -> bool:
-        ticks[0] += 1
-        return False
-
-    conn.set_progress_handler(tick, 100, id="work")
-    try:
-        call()  # type: ignore[operator]
-    finally:
-        conn.set_progress_handler(None, id="work")
-    return ticks[0]
-
-
 def test_cancelling_a_large_backlog_costs_in_proportion_to_it(tmp_path: Path) -> None:
     """Measured at 6,000 and 24,000 PENDING jobs (above TARGETS_SORTED_MAX): four times the jobs
     cost four times the work (measured 4.0x; the old chunks, each sorting every match left: 6.2x
@@ -85,6 +69,7 @@ def test_cancelling_a_large_backlog_costs_in_proportion_to_it(tmp_path: Path) ->
         with jobq.Queue(f"sqlite:///{tmp_path}/q{n}.db") as q:
             q.enqueue_many([{"n": i} for i in range(n)])
             where = jobq.JobFilter(statuses=(S.PENDING,))
-            costs.append(_steps(q, lambda q=q, where=where: q.cancel_many(where=where)))
+            conn = q.backend._connect()  # type: ignore[attr-defined]
+            costs.append(vm_steps(conn, lambda q=q, where=where: q.cancel_many(where=where)))
             assert q.counts()["CANCELLED"] == n
     assert costs[1] < 5 * costs[0], costs

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pg import raw_connect
+from sqlite_trace import vm_steps
 
 import jobq
 from jobq.backends import ops
@@ -69,19 +70,7 @@ def _work(q: jobq.Queue, url: str, where: jobq.JobFilter, page: jobq.Page) -> in
     ANALYZE of the count and the page, as ``ops.reads.list_page`` sends them past the window, with
     scans and sorts priced out as in ``_plans``)."""
     if url.startswith("sqlite"):
-        conn = q.backend._connect()  # type: ignore[attr-defined]
-        ticks = [0]
-
-        def tick() -> bool:
-            ticks[0] += 1
-            return False
-
-        conn.set_progress_handler(tick, 100, id="work")
-        try:
-            q.list_page(where, page)
-        finally:
-            conn.set_progress_handler(None, id="work")
-        return ticks[0]
+        return vm_steps(q.backend._connect(), lambda: q.list_page(where, page))  # type: ignore[attr-defined]
     d = q.backend.dialect  # type: ignore[attr-defined]
     up_to = None if page.window is None else page.window + 1
     reads = [next(ops.count_jobs(d, where, up_to)), next(ops.list_jobs(d, where, page))]
