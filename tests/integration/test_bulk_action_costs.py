@@ -3,7 +3,7 @@
 
 Each chunk of ``OPERATOR_CHUNK_JOBS`` took the first jobs past its cursor in id order through their
 status's index, which for PENDING is in claim order: it read and sorted every match left, once per
-chunk. 1,000,000 PENDING jobs were cancelled in 4 min 23 s (60-90 ms a chunk), 1 min 36 s since; the
+chunk. 1,000,000 PENDING jobs were cancelled in 4 min 23 s (60-90 ms a chunk), 36 s since; the
 work grew with the square of the jobs. Past ``TARGETS_SORTED_MAX`` matches a chunk now walks the
 table's ids (``ops.operator._walk_targets``)."""
 

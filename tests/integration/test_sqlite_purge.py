@@ -79,7 +79,7 @@ def test_another_writer_gets_through_while_an_operator_cancels_many_jobs(
         where = jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,), queues=("bulk",))
         changes, inside = _writes_inside(url, q, lambda: results.append(q.cancel_many(where=where, actor="ops")))
         assert [r.job_id for r in results[0]] == ids and all(r.ok for r in results[0])
-    assert changes >= 1_000  # one UPDATE a job, 20 transactions
+    assert changes >= 20  # one UPDATE a chunk (its jobs cancelled together), 20 transactions
     assert inside, "no other write got through while the operator's action ran"
 
 

@@ -11,6 +11,7 @@ PostgreSQL, each dialect rendering its own through :class:`Dialect`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -122,6 +123,11 @@ class Dialect:
     def text(self, value: str | None) -> str | None:
         """A value for a text column (PostgreSQL cannot store NUL)."""
         return value
+
+    def ids(self, job_ids: Sequence[int]) -> Any:
+        """A list of job ids as one parameter (``:ids`` of the ``..._set`` statements): SQLite reads
+        it with ``json_each``."""
+        return json.dumps([int(i) for i in job_ids])
 
     def contains(self, column: str, name: str, text: str, params: Params, *, in_json: bool = False) -> str:
         """``column`` holds ``text`` anywhere, letters of either case alike (adds the parameters it

@@ -42,7 +42,7 @@ def _targets(
     return found, None
 
 
-TARGETS_SORTED_MAX = 5_000
+TARGETS_SORTED_MAX = 1_000
 """SQLite: at most this many jobs left to act on, a chunk takes them through their status's index
 and sorts them by id; more, and it walks the table by id instead (``_walk_targets``)."""
 TARGETS_WALK_IDS = 20_000
@@ -107,24 +107,40 @@ def resubmit(
 def cancel(
     d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int, seen: frozenset[int]
 ) -> Op[Chunk]:
+    """A chunk's cancels as one statement per kind of change and one for their events: the jobs
+    of each status cancelled together, the running ones asked to stop together. A statement per
+    job and per event cost ~48 us a job on SQLite and ~220 us on PostgreSQL (two round trips). The
+    targets' statuses hold until the chunk commits (SQLite's write lock; PostgreSQL's row locks,
+    ``targets``' FOR UPDATE), and each statement also checks the status it expects."""
     out = []
-    finished: set[int] = set()
+    cancelled: dict[str, list[int]] = {}  # by the status they leave
+    asked: list[int] = []
     targets, following = yield from _targets(d, where, after, limit, seen)
     for job_id, status in targets:
         action, result = plan_operator_action("cancel", job_id, status)
         if action is Action.CANCEL:
-            yield Exec(d.sql["cancel"], {"now": now, "id": job_id, "status": status})
-            event = _event(d, job_id, now, EventKind.CANCELLED, actor, None, {"from": status})
-            yield Exec(d.sql["insert_event"], event)
-            finished.add(job_id)
+            cancelled.setdefault(status, []).append(job_id)
         elif action is Action.REQUEST_CANCEL:
-            yield Exec(d.sql["request_cancel"], {"now": now, "id": job_id})
-            event = _event(d, job_id, now, EventKind.CANCEL_REQUESTED, actor, None, None)
-            yield Exec(d.sql["insert_event"], event)
+            asked.append(job_id)
         out.append(result)
-    if finished:
-        yield Notify(frozenset(), frozenset(finished))
+    for status, ids in cancelled.items():
+        yield Exec(d.sql["cancel_set"], {"now": now, "status": status, "ids": d.ids(ids)})
+        yield from _events(d, ids, now, EventKind.CANCELLED, actor, {"from": status})
+    if asked:
+        yield Exec(d.sql["request_cancel_set"], {"now": now, "ids": d.ids(asked)})
+        yield from _events(d, asked, now, EventKind.CANCEL_REQUESTED, actor, None)
+    if cancelled:
+        yield Notify(frozenset(), frozenset(i for ids in cancelled.values() for i in ids))
     return out, following
+
+
+def _events(
+    d: Dialect, job_ids: list[int], at: float, kind: EventKind, actor: str, detail: dict[str, Any] | None
+) -> Op[None]:
+    """One event of ``kind`` for each of ``job_ids``, in their order, in one statement."""
+    params = _event(d, 0, at, kind, actor, None, detail)
+    del params["job_id"], params["attempt"]
+    yield Exec(d.sql["insert_events_set"], {**params, "ids": d.ids(job_ids)})
 
 
 def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[int]:

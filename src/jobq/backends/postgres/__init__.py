@@ -188,6 +188,10 @@ class PostgresDialect(Dialect):
         params[name] = list(values)
         return f"{column} = ANY(%({name})s)"
 
+    def ids(self, job_ids: Sequence[int]) -> Any:
+        # An array parameter (bigint[]): ``= ANY(...)`` and ``unnest(...)`` read it.
+        return [int(i) for i in job_ids]
+
     def text(self, value: str | None) -> str | None:
         """PostgreSQL text cannot hold NUL: make it visible instead of failing the write."""
         return value.replace("\x00", "\\0") if value is not None and "\x00" in value else value

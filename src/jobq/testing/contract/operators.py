@@ -128,6 +128,34 @@ def test_cancel_running_is_cooperative(queue: jobq.Queue) -> None:
     assert kinds(queue, job_id)[-2:] == ["cancel_requested", "cancelled"]
 
 
+def test_one_cancel_of_jobs_in_every_status_acts_and_records_each_once(queue: jobq.Queue) -> None:
+    """A chunk's cancels are one statement per status left and one for their events: jobs of
+    several statuses in one call, each cancelled (or asked to stop) once, with its own event
+    saying what it was, and the ones that may not be cancelled left alone."""
+    ids = queue.enqueue_many([f"j{n}" for n in range(6)], max_attempts=1)
+    done, failed, running = (queue.claim("w") for _ in range(3))
+    assert done is not None and failed is not None and running is not None
+    queue.complete(done)
+    queue.fail(failed, "nope", retry=False)
+    results = queue.cancel_many(ids=[*ids, 10**9], actor="carol")
+    got = {r.job_id: (r.ok, r.status) for r in results}
+    assert got == {
+        done.id: (False, C),
+        failed.id: (True, X),
+        running.id: (True, R),
+        **{i: (True, X) for i in ids[3:]},
+        10**9: (False, None),
+    }
+    assert queue.get(running.id).cancel_requested is True
+    for job_id in (failed.id, *ids[3:]):
+        (event,) = [e for e in queue.events(job_id) if str(e.kind) == "cancelled"]
+        assert (event.actor, event.attempt) == ("carol", None)
+        assert event.detail == {"from": "FAILED" if job_id == failed.id else "PENDING"}
+    assert kinds(queue, running.id)[-1] == "cancel_requested"
+    assert "cancelled" not in kinds(queue, done.id)
+    assert queue.counts() == {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 1, "FAILED": 0, "CANCELLED": 4}
+
+
 def test_illegal_actions_change_nothing(queue: jobq.Queue) -> None:
     job_id = queue.enqueue("x")
     with pytest.raises(jobq.InvalidTransition, match="cannot resubmit a job that is PENDING"):

@@ -215,15 +215,15 @@ RETURNING queue
 -- name: job_key
 SELECT idempotency_key FROM jobs WHERE id = %(id)s
 
--- name: cancel
+-- name: cancel_set
+-- One chunk's jobs of one status cancelled (ops.operator.cancel), locked by its targets read.
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finished_at = %(now)s,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND status = %(status)s
-RETURNING id
+WHERE id = ANY(%(ids)s::bigint[]) AND status = %(status)s
 
--- name: request_cancel
-UPDATE jobs SET cancel_requested = true, updated_at = %(now)s WHERE id = %(id)s AND status = 'PROCESSING'
-RETURNING id
+-- name: request_cancel_set
+UPDATE jobs SET cancel_requested = true, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'PROCESSING'
 
 -- name: purge_jobs
 -- One chunk of a purge (PURGE_CHUNK_JOBS): the jobs that finished first, along jobs_finished. One

@@ -4,6 +4,11 @@
 INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
 VALUES (:job_id, :at, :kind, :actor, :attempt, :detail)
 
+-- name: insert_events_set
+-- The same event for each job of :ids (a JSON array), in its order.
+INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+SELECT value, :at, :kind, :actor, NULL, :detail FROM json_each(:ids) ORDER BY key
+
 -- name: events_of_job
 SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id
 

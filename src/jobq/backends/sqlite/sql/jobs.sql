@@ -198,15 +198,17 @@ RETURNING queue
 -- name: job_key
 SELECT idempotency_key FROM jobs WHERE id = :id
 
--- name: cancel
+-- name: cancel_set
+-- One chunk's jobs of one status cancelled (ops.operator.cancel): :ids is a JSON array of their ids.
+-- `+status`: each row is found by its id; with a plain `status =` SQLite walked the status's index
+-- (every PENDING job) and tested each entry against the list, once per chunk.
 UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished_at = :now,
     lease_token = NULL, lease_expires_at = NULL
-WHERE id = :id AND status = :status
-RETURNING id
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
 
--- name: request_cancel
-UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id AND status = 'PROCESSING'
-RETURNING id
+-- name: request_cancel_set
+UPDATE jobs SET cancel_requested = 1, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'PROCESSING'
 
 -- name: purge_jobs
 -- One chunk of a purge (PURGE_CHUNK_JOBS): the jobs that finished first, along jobs_finished.
