@@ -129,6 +129,11 @@ class Dialect:
         it with ``json_each``."""
         return json.dumps([int(i) for i in job_ids])
 
+    def event_items(self, job_ids: Sequence[int], details: Sequence[str | None]) -> Params:
+        """The parameters of ``insert_events_set``: each job id with its event's detail (JSON
+        text, or None). SQLite: one JSON array of pairs."""
+        return {"items": json.dumps([[int(i), t] for i, t in zip(job_ids, details, strict=True)])}
+
     def contains(self, column: str, name: str, text: str, params: Params, *, in_json: bool = False) -> str:
         """``column`` holds ``text`` anywhere, letters of either case alike (adds the parameters it
         names to ``params``). ``in_json``: the column is JSON (a payload), which writes a ``"``, a

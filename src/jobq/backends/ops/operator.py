@@ -8,7 +8,7 @@ from typing import Any
 
 from jobq.backends.base import ActionResult, JobFilter
 from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
-from jobq.backends.ops.core import Exec, Notify, Op, Rows, _event
+from jobq.backends.ops.core import Exec, Notify, Op, Rows
 from jobq.backends.statements import Dialect, Params
 from jobq.job import Action, EventKind, JobStatus
 
@@ -75,33 +75,43 @@ def _walk_targets(
 def resubmit(
     d: Dialect, where: JobFilter, actor: str, now: float, after: int, limit: int, seen: frozenset[int]
 ) -> Op[Chunk]:
-    out = []
-    queues: set[str] = set()
+    """A chunk's resubmits as one statement per status left and one for their events (see
+    ``cancel``); a job whose 'active' key a newer job took is refused, read again on its own."""
+    planned: list[ActionResult] = []
+    chosen: dict[str, list[int]] = {}  # by the status they leave
     targets, following = yield from _targets(d, where, after, limit, seen)
     for job_id, status in targets:
         action, result = plan_operator_action("resubmit", job_id, status)
         if action is Action.RESUBMIT:
-            detail: dict[str, Any] = {"from": status}
-            if status == JobStatus.COMPLETED.value:
-                # A worker's completion is recorded by the row alone, which the resubmit resets:
-                # the event carries that attempt's claim and completion (common.carried_events).
-                row = attempt_from_row((yield Exec(d.sql["attempt_of_job"], {"id": job_id}))[0])
-                if row.lease_token is not None and row.finished_at is not None:
-                    detail.update(attempt_detail(row.started_at, row.lease_owner, row.attempts))
-                    detail["completed_at"] = row.finished_at
-            rows = yield Exec(d.sql["resubmit"], {"now": now, "id": job_id, "status": status})
-            if not rows:  # the rows are locked (or the store is): only a held key refuses it
+            chosen.setdefault(status, []).append(job_id)
+        planned.append(result)
+    refused: dict[int, ActionResult] = {}
+    queues: set[str] = set()
+    for status, ids in chosen.items():
+        details: dict[int, dict[str, Any]] = {job_id: {"from": status} for job_id in ids}
+        if status == JobStatus.COMPLETED.value:
+            # A worker's completion is recorded by the row alone, which the resubmit resets: the
+            # event carries that attempt's claim and completion (common.carried_events).
+            for row in (yield Exec(d.sql["attempts_of_jobs"], {"ids": d.ids(ids)})):
+                attempt = attempt_from_row(row)
+                if attempt.lease_token is not None and attempt.finished_at is not None:
+                    detail = details[attempt.job_id]
+                    detail.update(attempt_detail(attempt.started_at, attempt.lease_owner, attempt.attempts))
+                    detail["completed_at"] = attempt.finished_at
+        rows = yield Exec(d.sql["resubmit_set"], {"now": now, "status": status, "ids": d.ids(ids)})
+        done = {int(row[0]) for row in rows}
+        queues.update(row[1] for row in rows)
+        for job_id in ids:
+            if job_id not in done:  # the rows are locked (or the store is): only a held key refuses it
                 key = (yield Exec(d.sql["job_key"], {"id": job_id}))[0][0]
                 holder = (yield Exec(d.sql["job_id_by_key"], {"key": key}))[0][0]
                 message = f"job {job_id}: key {key!r} is held by job {holder}; not resubmitted"
-                out.append(ActionResult(job_id, False, JobStatus(status), message, held_by=holder))
-                continue
-            queues.update(r[0] for r in rows)
-            yield Exec(d.sql["insert_event"], _event(d, job_id, now, EventKind.RESUBMITTED, actor, 0, detail))
-        out.append(result)
+                refused[job_id] = ActionResult(job_id, False, JobStatus(status), message, held_by=holder)
+        kept = [job_id for job_id in ids if job_id in done]
+        yield from _events(d, kept, now, EventKind.RESUBMITTED, actor, 0, [details[i] for i in kept])
     if queues:
         yield Notify(frozenset(queues))
-    return out, following
+    return [refused.get(r.job_id, r) for r in planned], following
 
 
 def cancel(
@@ -125,22 +135,31 @@ def cancel(
         out.append(result)
     for status, ids in cancelled.items():
         yield Exec(d.sql["cancel_set"], {"now": now, "status": status, "ids": d.ids(ids)})
-        yield from _events(d, ids, now, EventKind.CANCELLED, actor, {"from": status})
+        yield from _events(d, ids, now, EventKind.CANCELLED, actor, None, [{"from": status}] * len(ids))
     if asked:
         yield Exec(d.sql["request_cancel_set"], {"now": now, "ids": d.ids(asked)})
-        yield from _events(d, asked, now, EventKind.CANCEL_REQUESTED, actor, None)
+        yield from _events(d, asked, now, EventKind.CANCEL_REQUESTED, actor, None, [None] * len(asked))
     if cancelled:
         yield Notify(frozenset(), frozenset(i for ids in cancelled.values() for i in ids))
     return out, following
 
 
 def _events(
-    d: Dialect, job_ids: list[int], at: float, kind: EventKind, actor: str, detail: dict[str, Any] | None
+    d: Dialect,
+    job_ids: list[int],
+    at: float,
+    kind: EventKind,
+    actor: str,
+    attempt: int | None,
+    details: list[dict[str, Any] | None],
 ) -> Op[None]:
-    """One event of ``kind`` for each of ``job_ids``, in their order, in one statement."""
-    params = _event(d, 0, at, kind, actor, None, detail)
-    del params["job_id"], params["attempt"]
-    yield Exec(d.sql["insert_events_set"], {**params, "ids": d.ids(job_ids)})
+    """An event of ``kind`` for each of ``job_ids``, with its detail, in their order, in one
+    statement (none for no job)."""
+    if not job_ids:
+        return
+    texts = [None if detail is None else d.text(json.dumps(detail)) for detail in details]
+    params: Params = {"at": at, "kind": kind.value, "actor": d.text(actor), "attempt": attempt}
+    yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
 
 
 def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[int]:

@@ -192,6 +192,10 @@ class PostgresDialect(Dialect):
         # An array parameter (bigint[]): ``= ANY(...)`` and ``unnest(...)`` read it.
         return [int(i) for i in job_ids]
 
+    def event_items(self, job_ids: Sequence[int], details: Sequence[str | None]) -> Params:
+        # Two arrays of the same length, unnested together.
+        return {"ids": self.ids(job_ids), "details": list(details)}
+
     def text(self, value: str | None) -> str | None:
         """PostgreSQL text cannot hold NUL: make it visible instead of failing the write."""
         return value.replace("\x00", "\\0") if value is not None and "\x00" in value else value

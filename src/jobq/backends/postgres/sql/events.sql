@@ -5,10 +5,11 @@ INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
 VALUES (%(job_id)s, %(at)s, %(kind)s, %(actor)s, %(attempt)s, %(detail)s)
 
 -- name: insert_events_set
--- The same event for each job of :ids, in its order.
+-- An event of one kind for each job of a chunk (ops.operator), in order: its detail at the same
+-- place of :details (JSON text or null).
 INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-SELECT j, %(at)s, %(kind)s, %(actor)s, NULL, %(detail)s
-FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS t(j, n) ORDER BY n
+SELECT j, %(at)s, %(kind)s, %(actor)s, %(attempt)s, dt
+FROM unnest(%(ids)s::bigint[], %(details)s::text[]) WITH ORDINALITY AS t(j, dt, n) ORDER BY n
 
 -- name: events_of_job
 SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events WHERE job_id = %(id)s ORDER BY id

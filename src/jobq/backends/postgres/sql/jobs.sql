@@ -200,17 +200,23 @@ SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 -- in that order until the chunk commits.
 SELECT id, status FROM jobs{where} ORDER BY id LIMIT %(limit)s FOR UPDATE
 
--- name: resubmit
+-- name: resubmit_set
+-- One chunk's jobs of one status resubmitted (ops.operator.resubmit), locked by its targets read;
+-- RETURNING names those whose key let them (a refused one is read again, one by one).
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = %(now)s, run_at = %(now)s, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = false,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND status = %(status)s
+WHERE id = ANY(%(ids)s::bigint[]) AND status = %(status)s
     -- An 'active' key taken by a newer job since this one finished stays with that job: the
     -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).
     AND NOT (key_scope = 'active' AND EXISTS (
         SELECT 1 FROM jobs AS holder
         WHERE holder.idempotency_key = jobs.idempotency_key AND holder.id <> jobs.id AND {key_held}))
-RETURNING queue
+RETURNING id, queue
+
+-- name: attempts_of_jobs
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs
+WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: job_key
 SELECT idempotency_key FROM jobs WHERE id = %(id)s

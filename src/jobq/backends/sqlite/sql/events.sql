@@ -5,9 +5,10 @@ INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
 VALUES (:job_id, :at, :kind, :actor, :attempt, :detail)
 
 -- name: insert_events_set
--- The same event for each job of :ids (a JSON array), in its order.
+-- An event of one kind for each job of a chunk (ops.operator): :items is a JSON array of
+-- [job id, detail] in order, each detail JSON text or null (Dialect.event_items).
 INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-SELECT value, :at, :kind, :actor, NULL, :detail FROM json_each(:ids) ORDER BY key
+SELECT value ->> 0, :at, :kind, :actor, :attempt, value ->> 1 FROM json_each(:items) ORDER BY key
 
 -- name: events_of_job
 SELECT id, job_id, at, kind, actor, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id

@@ -183,17 +183,24 @@ SELECT id, status FROM jobs{where} ORDER BY id LIMIT :limit
 -- SQLite would read and sort every match instead (PENDING's index is in claim order).
 SELECT id, status FROM jobs NOT INDEXED{where} AND id <= :upto ORDER BY id LIMIT :limit
 
--- name: resubmit
+-- name: resubmit_set
+-- One chunk's jobs of one status resubmitted (ops.operator.resubmit), each found by its id (see
+-- cancel_set); RETURNING names those whose key let them (a refused one is read again, one by one).
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-WHERE id = :id AND status = :status
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
     -- An 'active' key taken by a newer job since this one finished stays with that job: the
     -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).
     AND NOT (key_scope = 'active' AND EXISTS (
         SELECT 1 FROM jobs AS holder
         WHERE holder.idempotency_key = jobs.idempotency_key AND holder.id <> jobs.id AND {key_held}))
-RETURNING queue
+RETURNING id, queue
+
+-- name: attempts_of_jobs
+-- attempt_of_job for each job of :ids (a JSON array).
+SELECT id, status, attempts, started_at, lease_owner, lease_token, finished_at, created_at FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: job_key
 SELECT idempotency_key FROM jobs WHERE id = :id
