@@ -137,3 +137,27 @@ def test_an_empty_key_is_refused_not_taken_as_a_key(queue: jobq.Queue) -> None:
         with pytest.raises(jobq.InvalidPayload, match="must not be empty"):
             queue.enqueue_many(["x", "y"], **many)
     assert [j.id for j in queue.list_jobs()] == [kept]
+
+
+def test_one_resubmit_of_many_jobs_refuses_only_the_one_whose_key_is_held(queue: jobq.Queue) -> None:
+    """A chunk's resubmits are one statement per status: the job whose 'active' key a newer job
+    took is refused within it, and the others of its status and of another still go back to
+    PENDING, each with one event; a COMPLETED job's event carries the attempt it ends."""
+    held = queue.enqueue("a", key="k", key_scope="active")
+    free = queue.enqueue("b", key="free", key_scope="active")
+    plain = queue.enqueue("c")
+    done = queue.enqueue("d")
+    for job_id in (held, free, plain):
+        _finish(queue, job_id, "fail")
+    _finish(queue, done, "complete")
+    newer = queue.enqueue("e", key="k", key_scope="active")
+    results = {r.job_id: r for r in queue.resubmit_many(ids=[held, free, plain, done], actor="dan")}
+    assert [results[i].ok for i in (held, free, plain, done)] == [False, True, True, True]
+    assert results[held].held_by == newer and queue.get(held).status is F
+    assert all(queue.get(i).status is P and queue.get(i).run == 2 for i in (free, plain, done))
+    for job_id, was in ((free, "FAILED"), (plain, "FAILED"), (done, "COMPLETED")):
+        (event,) = [e for e in queue.events(job_id) if str(e.kind) == "resubmitted"]
+        assert (event.actor, event.attempt, event.detail["from"]) == ("dan", 0, was)
+    (event,) = [e for e in queue.events(done) if str(e.kind) == "resubmitted"]
+    assert {"claimed_at", "completed_at", "attempt"} <= set(event.detail)
+    assert not [e for e in queue.events(held) if str(e.kind) == "resubmitted"]
