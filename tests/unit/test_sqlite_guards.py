@@ -10,7 +10,9 @@ import pytest
 
 import jobq
 from jobq.backends import open_backend
+from jobq.backends import sqlite as sqlite_backend
 from jobq.backends.sqlite import parse_sqlite_url
+from jobq.backends.statements import LOWER_FUNCTION
 from jobq.worker import rescuer
 from jobq.worker.rescuer import Pruner
 
@@ -99,3 +101,34 @@ def test_the_pruner_purges_in_calls_of_a_bounded_size_and_ends_its_tick_when_sto
         calls.clear()
         pruner.tick()  # asked to stop: one call, then the tick ends
         assert calls == [3] and q.count() == 4
+
+
+_SEARCHED_ROWS = [
+    "data/Données/Été.txt",
+    "ÉTÉ 2026",
+    "İstanbul",  # lower(): "i̇stanbul", an ASCII i and a combining dot
+    "\u212a-9 Kelvin é",  # the Kelvin sign lowers to an ASCII k
+    "back\\slash 100% été_x",
+    "plain ascii",
+    "Ünïcödé ÆØÅ ß",
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["été", "ÉTÉ", "données/été.txt", "i̇stanbul", "İSTANBUL", "k-9 kelvin é", "\u212a-9", "100% été", "h% été_",
+     "\\slash 100% é", "ünïcödé æøå", "ß", "é_x", "éx", "nope é"],
+)  # fmt: skip
+def test_a_search_with_other_letters_matches_as_python_lowers_both_sides(text: str) -> None:
+    """SQLite's search for text with non-ASCII letters (``Dialect.like``): a LIKE in C that lets
+    every possible match through, then ``jobq_lower`` on both sides. Whatever the prefilter
+    drops must not match: the result is exactly Python's ``text.lower() in row.lower()``. (A
+    search of ASCII only is SQLite's LIKE alone: "k-9" does not find the Kelvin sign's "\u212a-9".)"""
+    conn = apsw.Connection(":memory:")
+    conn.create_scalar_function(LOWER_FUNCTION, sqlite_backend._lower, 1, deterministic=True)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
+    conn.executemany("INSERT INTO t (payload) VALUES (?)", [(r,) for r in _SEARCHED_ROWS])
+    params: dict[str, object] = {}
+    clause = sqlite_backend.DIALECT.contains("payload", "s", text, params)
+    got = [r[0] for r in conn.execute(f"SELECT payload FROM t WHERE {clause} ORDER BY id", params)]
+    assert got == [r for r in _SEARCHED_ROWS if text.lower() in r.lower()], clause

@@ -25,6 +25,9 @@ from jobq.payloads import json_string_body
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.M)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+#: Runs of the characters a lowered search pattern can hold that another character's lower case
+#: can also make (``Dialect.like``): every non-ASCII one, and "i" and "k".
+_UNSAFE_FOR_LIKE = re.compile(r"[^\x00-\x7f]+|[ik]+")
 
 Params = dict[str, Any]
 LOWER_FUNCTION = "jobq_lower"
@@ -155,12 +158,22 @@ class Dialect:
         letters of either case alike. SQLite's ``LIKE`` folds ASCII letters only ("été" missed
         "Été"): a pattern with other characters compares both sides in lower case, through
         ``jobq_lower`` (Python's ``str.lower``, on every connection the backend opens), as
-        PostgreSQL's ``ILIKE`` does. A scan calls it once per row, so only such a pattern does."""
+        PostgreSQL's ``ILIKE`` does. It is a Python call per row it reads, so only such a pattern
+        makes it, and only for the rows a ``LIKE`` in C lets through first."""
         pattern = params[name]
-        if not pattern.isascii():
-            params[name] = pattern.lower()
-            return f"{LOWER_FUNCTION}({column}) LIKE {self.param(name)} ESCAPE '\\'"
-        return f"{column} LIKE {self.param(name)} ESCAPE '\\'"
+        if pattern.isascii():
+            return f"{column} LIKE {self.param(name)} ESCAPE '\\'"
+        params[name] = lowered = pattern.lower()
+        # First a LIKE in C that every match passes: the lowered pattern with each character
+        # that may come from another one's lower case (any non-ASCII one, and i and k: "İ" and
+        # the Kelvin sign lower to them) made a "%". The others only come from themselves or their
+        # ASCII capital, which LIKE folds, so a row it drops cannot match; the Python call is
+        # then made for the rows it keeps (SQLite evaluates the two in this order).
+        params[f"{name}_ascii"] = _UNSAFE_FOR_LIKE.sub("%", lowered)
+        return (
+            f"({column} LIKE {self.param(name + '_ascii')} ESCAPE '\\' "
+            f"AND {LOWER_FUNCTION}({column}) LIKE {self.param(name)} ESCAPE '\\')"
+        )
 
     def order(self, sort: str, descending: bool) -> str:
         direction = "DESC" if descending else "ASC"
