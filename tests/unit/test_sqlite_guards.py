@@ -132,3 +132,14 @@ def test_a_search_with_other_letters_matches_as_python_lowers_both_sides(text: s
     clause = sqlite_backend.DIALECT.contains("payload", "s", text, params)
     got = [r[0] for r in conn.execute(f"SELECT payload FROM t WHERE {clause} ORDER BY id", params)]
     assert got == [r for r in _SEARCHED_ROWS if text.lower() in r.lower()], clause
+
+
+def test_a_statement_s_parameter_getter_is_made_once() -> None:
+    """A batch binds its rows through ``_parameter_getter``, which parses the statement's
+    parameters: once per statement text, not per batch (the cache was once lost to a function
+    inserted between it and its decorator, and applied to that function instead)."""
+    sql = "INSERT INTO t (a, b) VALUES (:b, :a)"
+    getter = sqlite_backend._parameter_getter(sql)
+    assert sqlite_backend._parameter_getter(sql) is getter
+    assert getter({"a": 1, "b": 2}) == (2, 1)
+    assert not hasattr(sqlite_backend._lower, "cache_info")  # payload texts are not kept

@@ -455,13 +455,13 @@ class SqliteBackend(SqlStore):
 _PARAMETER = re.compile(r":(\w+)")
 
 
-@functools.lru_cache(maxsize=256)
 def _lower(value: object) -> object:
     """``LOWER_FUNCTION``: text in lower case as Python folds it (every letter: SQLite's own
     ``lower()`` folds ASCII only); another value (NULL, a number written by hand) as it is."""
     return value.lower() if isinstance(value, str) else value
 
 
+@functools.lru_cache(maxsize=256)
 def _parameter_getter(sql: str) -> Callable[[Params], tuple[Any, ...]]:
     """Takes a row's values out of its named parameters as a tuple, in the order SQLite numbers
     them (the distinct ``:name`` parameters in order of first appearance), in C."""
