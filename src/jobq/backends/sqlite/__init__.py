@@ -455,9 +455,15 @@ class SqliteBackend(SqlStore):
 _PARAMETER = re.compile(r":(\w+)")
 
 
-def _lower(value: object) -> object:
+SqliteValue = int | float | bytes | str | None
+"""A value SQLite hands a function of ours, and takes back."""
+
+
+def _lower(*args: SqliteValue) -> SqliteValue:
     """``LOWER_FUNCTION``: text in lower case as Python folds it (every letter: SQLite's own
-    ``lower()`` folds ASCII only); another value (NULL, a number written by hand) as it is."""
+    ``lower()`` folds ASCII only); another value (NULL, a number written by hand) as it is.
+    Registered with one argument (apsw types a function's arguments as ``*args``)."""
+    (value,) = args
     return value.lower() if isinstance(value, str) else value
 
 
