@@ -117,7 +117,7 @@ def encode_walked(value: Any, what: str = "payload") -> str:
 def json_string_body(text: str) -> str:
     """``text`` as a stored payload writes it inside a JSON string (without the quotes): ``"``,
     ``\\`` and control characters escaped, other characters as they are."""
-    return str(_ENCODER.encode(text))[1:-1]
+    return _ENCODER.encode(text)[1:-1]
 
 
 def is_printable(text: str) -> bool:

@@ -307,7 +307,7 @@ def report_actions(results: Sequence[ActionResult], *, filtered: bool = False) -
     refused = 0
     for r in results:
         if r.ok:
-            line = f"{r.message or 'done'}" + (f" ({r.status.value})" if r.status else "")
+            line = (r.message or "done") + (f" ({r.status.value})" if r.status else "")
             if summed:
                 done[line] = done.get(line, 0) + 1
             else:
@@ -345,7 +345,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 out("no FAILED jobs" if args.all_failed and not _filtered(args) else "no matching jobs")
         else:
             results = q.resubmit_many(ids=list(dict.fromkeys(args.job_ids)))
-    return report_actions(results, filtered=bool(filtered))
+    return report_actions(results, filtered=filtered)
 
 
 def add_cancel(command: AddCommand) -> None:
