@@ -9,7 +9,7 @@ from __future__ import annotations
 from jobq.backends.statements import KEY_HELD_SQL
 from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -287,5 +287,20 @@ MIGRATIONS: list[list[str]] = [
         # A filter names each status as an equality (Dialect.statuses): SQLite uses a partial
         # index for `status = 'FAILED'`, not for `status IN (...)`.
         "CREATE INDEX jobs_status_rare ON jobs (status, id) WHERE status = 'FAILED' OR status = 'CANCELLED'",
+    ],
+    [
+        # Issue 13: the running range of jobs_live next to where claims take from. In ascending
+        # order 'PROCESSING' sorts after every PENDING entry, so with a backlog of more than a
+        # leaf or two a claim wrote two index pages (the head of the PENDING range, and the
+        # PROCESSING range at the far end) and a completion a third leaf away. Descending on
+        # status, the PROCESSING range comes first and the first queue's PENDING head right after
+        # it: a claim moves its entry within one leaf, and the completion removes it from that
+        # same leaf. Measured with 20,000 jobs waiting: 6.46 -> 5.47 WAL pages per claimed and
+        # completed job, ~5 % of its time at FULL. Every statement keeps its plan (an equality on
+        # status, then the columns in claim order): tests/integration/test_sqlite_costs.py.
+        # The index is rebuilt from the live rows (a scan of the table, under the write lock).
+        "DROP INDEX jobs_live",
+        "CREATE INDEX jobs_live ON jobs (status DESC, queue, priority, run_at, id)"
+        " WHERE status = 'PENDING' OR status = 'PROCESSING'",
     ],
 ]
