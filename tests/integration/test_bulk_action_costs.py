@@ -13,11 +13,13 @@ import collections
 from pathlib import Path
 
 import pytest
+from handwritten import write_by_hand
 from sqlite_trace import vm_steps
 
 import jobq
 from jobq.backends import base
 from jobq.backends.ops import operator
+from jobq.backends.store import SqlStore
 
 S = jobq.JobStatus
 
@@ -73,3 +75,46 @@ def test_cancelling_a_large_backlog_costs_in_proportion_to_it(tmp_path: Path) ->
             costs.append(vm_steps(conn, lambda q=q, where=where: q.cancel_many(where=where)))
             assert q.counts()["CANCELLED"] == n
     assert costs[1] < 5 * costs[0], costs
+
+
+@pytest.mark.parametrize("walked", [False, True], ids=["sorted", "walked"])
+def test_rows_edited_by_hand_between_chunks_are_taken_as_they_are_then(
+    backend_url: str, monkeypatch: pytest.MonkeyPatch, walked: bool
+) -> None:
+    """An operator's `sqlite3`/`psql` edits while `jobq cancel --status pending` runs: each chunk
+    reads the rows as they are when it runs. A job of a later chunk completed or set running by
+    hand is not cancelled; a job of an earlier chunk set back to PENDING is not cancelled twice
+    (the chunks go forward in id order); every other job is cancelled once, and the results name
+    exactly the jobs cancelled."""
+    if walked:  # the walk by ids (many matches) rather than the sorted chunks
+        monkeypatch.setattr(operator, "TARGETS_SORTED_MAX", 5)
+        monkeypatch.setattr(operator, "TARGETS_WALK_IDS", 12)
+    monkeypatch.setattr(base, "OPERATOR_CHUNK_JOBS", 10)
+    with jobq.Queue(backend_url) as q:
+        ids = q.enqueue_many([{"n": n} for n in range(50)])
+        first, done_by_hand, running_by_hand = ids[3], ids[35], ids[41]
+        edits: list[int] = []
+        pause = SqlStore._pause
+
+        def edit_after_the_first_chunk(self: SqlStore, began: float) -> None:
+            if not edits:
+                edits.append(1)
+                write_by_hand(
+                    backend_url,
+                    f"UPDATE jobs SET status = 'PENDING' WHERE id = {first}",
+                    f"UPDATE jobs SET status = 'COMPLETED' WHERE id = {done_by_hand}",
+                    f"UPDATE jobs SET status = 'PROCESSING' WHERE id = {running_by_hand}",
+                )
+            pause(self, began)
+
+        monkeypatch.setattr(SqlStore, "_pause", edit_after_the_first_chunk)
+        results = q.cancel_many(where=jobq.JobFilter(statuses=(S.PENDING,)))
+        assert edits, "the action ran in one chunk: nothing was edited between chunks"
+        cancelled = [r.job_id for r in results if r.ok]
+        assert first in cancelled  # by the first chunk, before the edit
+        assert sorted(cancelled) == [i for i in ids if i not in (done_by_hand, running_by_hand)]
+        assert q.get(first).status is S.PENDING  # type: ignore[union-attr]
+        assert q.get(done_by_hand).status is S.COMPLETED  # type: ignore[union-attr]
+        assert q.get(running_by_hand).status is S.PROCESSING  # type: ignore[union-attr]
+        seen = _cancelled_events(q, ids)
+        assert all(seen[i] == (1 if i in cancelled else 0) for i in ids), seen

@@ -362,7 +362,7 @@ def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(p
 
 @pytest.mark.parametrize(
     ("call", "marker"),
-    [("purge", b"WITH gone AS"), ("cancel_many", b"FOR UPDATE")],
+    [("purge", b"WITH gone AS"), ("cancel_many", b"FOR UPDATE"), ("resubmit_many", b"FOR UPDATE")],
 )
 def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
     pq, monkeypatch: pytest.MonkeyPatch, call: str, marker: bytes
@@ -375,7 +375,7 @@ def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
     monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 10)
     monkeypatch.setattr(base, "OPERATOR_CHUNK_JOBS", 10)
     ids = q.enqueue_many([{"n": n} for n in range(50)])
-    if call == "purge":
+    if call in ("purge", "resubmit_many"):
         assert all(r.ok for r in q.cancel_many(ids=ids))
     paused = []
 
@@ -389,11 +389,21 @@ def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
     with pytest.raises(jobq.StorageError, match=f"outcome is unknown.*20 jobs were {done} in the chunks before"):
         if call == "purge":
             q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
+        elif call == "resubmit_many":
+            q.resubmit_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,)))
         else:
             q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
     assert proxy.lost_replies == 1
     cancelled = jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,))
-    if call == "purge":
+    if call == "resubmit_many":
+        # Three chunks resubmitted (the lost reply's committed); again, the rest and no job twice.
+        pending = jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,))
+        assert [j.id for j in q.list(pending, jobq.Page(limit=50, descending=False))] == ids[:30]
+        results = q.resubmit_many(where=cancelled)
+        assert [r.job_id for r in results if r.ok] == ids[30:]
+        assert q.count(pending) == 50
+        assert all(_kinds(q, i) == ["enqueued", "cancelled", "resubmitted"] for i in ids)
+    elif call == "purge":
         assert q.count() == 20  # three chunks gone: the lost reply's chunk committed
         assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 20
         assert q.count() == 0
