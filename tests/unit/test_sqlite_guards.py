@@ -143,3 +143,24 @@ def test_a_statement_s_parameter_getter_is_made_once() -> None:
     assert sqlite_backend._parameter_getter(sql) is getter
     assert getter({"a": 1, "b": 2}) == (2, 1)
     assert not hasattr(sqlite_backend._lower, "cache_info")  # payload texts are not kept
+
+
+@pytest.mark.parametrize("text", ["4", "a", "é", "İ"])
+def test_a_search_over_payloads_written_by_hand_as_other_types_never_fails(tmp_path: Path, text: str) -> None:
+    """`sqlite3` can store any type in any column: a payload set by hand to a number, a blob or a
+    float (NULL is refused by the column). A search (ASCII, or with other letters through
+    ``jobq_lower``) reads past them: a number matches by its digits as SQLite writes it, a blob
+    never matches, and the other jobs are found as usual."""
+    url = f"sqlite:///{tmp_path}/q.db"
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"name": "Aé İ 4"}, {"n": 1}, {"n": 2}, {"n": 3}])
+        conn = apsw.Connection(str(tmp_path / "q.db"))
+        try:
+            conn.execute(f"UPDATE jobs SET payload = 42 WHERE id = {ids[1]}")
+            conn.execute(f"UPDATE jobs SET payload = X'41c3a9' WHERE id = {ids[2]}")  # bytes of 'Aé'
+            conn.execute(f"UPDATE jobs SET payload = 0.5 WHERE id = {ids[3]}")
+        finally:
+            conn.close()
+        found = [j.id for j in q.list(jobq.JobFilter(search=text), jobq.Page(descending=False))]
+        assert found == [ids[0], ids[1]] if text == "4" else [ids[0]]
+        assert q.count(jobq.JobFilter(search=text)) == len(found)
