@@ -146,6 +146,7 @@ class SqliteBackend(SqlStore):
         _check_sqlite_version()
         self._lock = threading.RLock()
         self._conn: apsw.Connection | None = None
+        self._immutable = False  # read-only mount, no -wal: read without locks (_connect_read_only)
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
@@ -154,9 +155,18 @@ class SqliteBackend(SqlStore):
     # -- connection and transactions ---------------------------------------------------------
     def _connect(self) -> apsw.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+            if not self._immutable or not os.path.exists(f"{self.path}-wal"):
+                return self._conn
+            # Read as immutable (below), and a writer has appeared meanwhile (through another
+            # mount of the same files): read with SQLite's locks and its WAL from now on.
+            self._conn.close()
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
+        if _on_read_only_mount(self.path) and os.path.exists(self.path):
+            conn = self._connect_read_only()
+            self._conn = conn
+            self._pid = os.getpid()
+            return conn
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
@@ -204,6 +214,36 @@ class SqliteBackend(SqlStore):
         self._conn = conn
         self._pid = os.getpid()
         self._migrate(conn)
+        return conn
+
+    def _connect_read_only(self) -> apsw.Connection:
+        """The database on a read-only mount (a volume mounted `:ro` for the ops app, a backup
+        inspected in place): read it, and refuse every write with the usual one-line error.
+
+        SQLite reads a WAL database read-only when its -wal and -shm files exist (it then keeps the
+        shared index in its own memory). After a clean shutdown they are gone and cannot be made
+        on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
+        no WAL), which holds as long as nobody writes it. A writer through another mount of the
+        same files would make a -wal first: ``_connect`` checks for one before each transaction
+        and opens the file again with SQLite's locks once it appears."""
+        self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
+        uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
+        try:
+            conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+            conn.set_busy_timeout(self.busy_timeout_ms)
+            if not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
+                conn.close()
+                raise StorageError(f"no jobq queue in {self.path} (and its filesystem is mounted read-only)")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.create_scalar_function(LOWER_FUNCTION, _lower, 1, deterministic=True)
+        except apsw.Error as exc:
+            raise _storage_error(exc, self.path) from None
+        if not self._schema_is_current(conn):
+            conn.close()
+            raise StorageError(
+                f"{self.path}: the filesystem holding the database is mounted read-only, and the database "
+                "needs this jobq's schema upgrade (open it once where it is writable)"
+            )
         return conn
 
     def _migrate(self, conn: apsw.Connection) -> None:
