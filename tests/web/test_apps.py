@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -653,3 +654,34 @@ def test_ops_latest_jobs_filter_by_status(seeded: Seeded) -> None:
     at.button_group(key="jobs_status").set_value("FAILED").run()
     assert not at.exception
     assert list(latest()["status"]) == ["FAILED"] * len(seeded.ids[JobStatus.FAILED])
+
+
+def test_the_apps_read_a_queue_on_a_read_only_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ops app's usual place: the queue's volume mounted read-only. Both apps draw their
+    pages from it; the manager's cancel is refused with a readable message and changes nothing.
+    A read-only *mount* (root ignores file permissions); skipped where `mount` is not permitted."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(fs)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        url = f"sqlite:///{fs}/queue.db"
+        ids = seed(url)
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+        monkeypatch.setenv("JOBQ_DATABASE_URL", url)
+        monkeypatch.setenv("JOBQ_OPERATOR", "alice")
+        monkeypatch.chdir(tmp_path)
+        at = run(MANAGER)
+        assert row_ids(at) == {*ids[JobStatus.PENDING], *ids[JobStatus.PROCESSING], *ids[JobStatus.FAILED]}
+        pending = ids[JobStatus.PENDING][0]
+        act(at, "cancel", pending)
+        assert not at.exception, [e.value for e in at.exception]
+        assert "read-only" in texts([*at.error, *at.warning]), texts([*at.error, *at.warning])
+        frames = ops_frames()
+        assert frames and not frames[0].empty
+        with Queue(url) as q:
+            assert q.get(pending).status is JobStatus.PENDING  # type: ignore[union-attr]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], capture_output=True)
+        subprocess.run(["umount", "-l", str(fs)], check=True)
