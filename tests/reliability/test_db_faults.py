@@ -199,3 +199,24 @@ def test_a_read_only_mount_of_a_live_queue_follows_its_writer(tmpfs: Mount, tmp_
             assert cli("--db", f"sqlite:///{ro}/q.db", "stats", cwd=tmp_path).returncode == 0
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)
+
+
+def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_path: Path) -> None:
+    """A host that died with the queue open, its volume then mounted read-only for a look: the
+    jobs its writer committed are still in the -wal (never checkpointed), which SQLite reads with
+    its shared index kept in the reader's memory (-shm cannot be written there)."""
+    fs = tmpfs("8m")
+    url = f"sqlite:///{fs}/q.db"
+    writer = (
+        "import os, signal, sys, jobq\n"
+        "q = jobq.Queue(sys.argv[1])\n"
+        "q.enqueue_many([{'n': n} for n in range(4)])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", writer, url], capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert (fs / "q.db-wal").stat().st_size > 0
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    counts = cli("--db", url, "stats", cwd=tmp_path)
+    assert counts.returncode == 0 and re.search(r"(?m)^PENDING +4$", counts.stdout), (counts.stdout, counts.stderr)
+    one_line_error(cli("--db", url, "enqueue", "--json", "{}", cwd=tmp_path), "read-only")
