@@ -162,14 +162,14 @@ class SqliteBackend(SqlStore):
             self._conn.close()
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
+        if not -(2**31) <= self.busy_timeout_ms < 2**31:
+            # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
+            raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
         if _on_read_only_mount(self.path) and os.path.exists(self.path):
             conn = self._connect_read_only()
             self._conn = conn
             self._pid = os.getpid()
             return conn
-        if not -(2**31) <= self.busy_timeout_ms < 2**31:
-            # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
-            raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
         # The database holds every payload: what jobq creates is private, directories 0700 and
         # the file 0600 (a umask may narrow both further). SQLite gives -wal and -shm the mode of
         # the database file; left to itself it would create all three 0644.
