@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Recorder
@@ -220,3 +221,38 @@ def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_pa
     counts = cli("--db", url, "stats", cwd=tmp_path)
     assert counts.returncode == 0 and re.search(r"(?m)^PENDING +4$", counts.stdout), (counts.stdout, counts.stderr)
     one_line_error(cli("--db", url, "enqueue", "--json", "{}", cwd=tmp_path), "read-only")
+
+
+def test_a_read_during_which_a_writer_appeared_runs_again_with_locks(tmpfs: Mount, tmp_path: Path) -> None:
+    """Read without locks (a read-only mount, no -wal when opened), a read that a writer's first
+    commit overtakes is not served: it runs again with SQLite's locks and sees the commit."""
+    fs = tmpfs("8m")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with jobq.Queue(f"sqlite:///{fs}/q.db") as q:
+        q.enqueue_many([{"n": n} for n in range(3)])
+    subprocess.run(["mount", "--bind", str(fs), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        writers: list[jobq.Queue] = []
+        with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
+            backend: Any = reader.backend
+            assert reader.count() == 3 and backend._immutable
+            runs: list[int] = []
+
+            def count_while_a_writer_commits(c: Any) -> int:
+                seen = int(c.execute("SELECT count(*) FROM jobs").fetchall()[0][0])
+                if not runs:  # the first run: a writer opens and commits after the read, before its end
+                    writers.append(jobq.Queue(f"sqlite:///{fs}/q.db"))
+                    writers[0].enqueue({"n": "overtaking"})
+                runs.append(seen)
+                return seen
+
+            try:
+                assert backend._locked(count_while_a_writer_commits, write=False) == 4
+                assert runs == [3, 4] and not backend._immutable
+            finally:
+                for w in writers:
+                    w.close()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)

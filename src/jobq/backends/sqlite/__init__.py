@@ -225,7 +225,8 @@ class SqliteBackend(SqlStore):
         on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
         no WAL), which holds as long as nobody writes it. A writer through another mount of the
         same files would make a -wal first: ``_connect`` checks for one before each transaction
-        and opens the file again with SQLite's locks once it appears."""
+        and opens the file again with SQLite's locks once it appears, and ``_locked`` after it
+        (``_writer_appeared``): a transaction during which one appeared runs again."""
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
         uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
@@ -287,6 +288,8 @@ class SqliteBackend(SqlStore):
                         result = body(c)
                         if not c.get_autocommit():
                             c.execute("COMMIT")
+                        if self._writer_appeared(conn):
+                            continue  # read again, with SQLite's locks (``_connect``)
                         return result
                     except BaseException:
                         if not c.get_autocommit():
@@ -301,7 +304,15 @@ class SqliteBackend(SqlStore):
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.1)
                 except apsw.Error as exc:
+                    if self._writer_appeared(conn):
+                        continue
                     raise _storage_error(exc, self.path) from None
+
+    def _writer_appeared(self, conn: apsw.Connection | None) -> bool:
+        """Read as immutable (``_connect_read_only``), whether a writer's -wal has appeared since:
+        a read that ran meanwhile may have missed its commits, or met a page its checkpoint was
+        rewriting (an error), so it runs again with SQLite's locks. False for every other open."""
+        return self._immutable and conn is None and os.path.exists(f"{self.path}-wal")
 
     def _transaction(
         self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None, may_start_alone: bool = False
