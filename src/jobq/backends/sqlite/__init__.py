@@ -155,11 +155,7 @@ class SqliteBackend(SqlStore):
     # -- connection and transactions ---------------------------------------------------------
     def _connect(self) -> apsw.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            if not self._immutable or not os.path.exists(f"{self.path}-wal"):
-                return self._conn
-            # Read as immutable (below), and a writer has appeared meanwhile (through another
-            # mount of the same files): read with SQLite's locks and its WAL from now on.
-            self._conn.close()
+            return self._conn
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
@@ -193,10 +189,8 @@ class SqliteBackend(SqlStore):
         try:
             conn = apsw.Connection(self.path)
             conn.set_busy_timeout(self.busy_timeout_ms)
-            if not self._create and not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
-                # Before WAL mode, which would be written into the file: not jobq's to change.
-                conn.close()
-                raise StorageError(f"no jobq queue in {self.path} (start a producer or worker to create it)")
+            if not self._create:  # before WAL mode, which would be written into the file
+                self._check_jobq_tables(conn, "start a producer or worker to create it")
             mode = _journal_mode_wal(conn)
             if str(mode).lower() != "wal":
                 raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
@@ -204,11 +198,7 @@ class SqliteBackend(SqlStore):
             # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
             # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-            # Ephemeral tables (an IN list, a sort) in memory: backed by a temporary file, each
-            # statement set up and tore down its page cache (measured on the bare claim statement
-            # at synchronous=OFF: 100 jobs 590 us against 230 us, one job 138 us against 36 us).
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.create_scalar_function(LOWER_FUNCTION, _lower, 1, deterministic=True)
+            _set_up_session(conn)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         self._conn = conn
@@ -224,19 +214,16 @@ class SqliteBackend(SqlStore):
         shared index in its own memory). After a clean shutdown they are gone and cannot be made
         on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
         no WAL), which holds as long as nobody writes it. A writer through another mount of the
-        same files would make a -wal first: ``_connect`` checks for one before each transaction
-        and opens the file again with SQLite's locks once it appears, and ``_locked`` after it
-        (``_writer_appeared``): a transaction during which one appeared runs again."""
+        same files would make a -wal first: ``_locked`` checks for one after each transaction
+        (``_writer_appeared``), and runs a transaction during which one appeared again, on the
+        file opened anew with SQLite's locks."""
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
         uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
             conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
             conn.set_busy_timeout(self.busy_timeout_ms)
-            if not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
-                conn.close()
-                raise StorageError(f"no jobq queue in {self.path} (and its filesystem is mounted read-only)")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.create_scalar_function(LOWER_FUNCTION, _lower, 1, deterministic=True)
+            self._check_jobq_tables(conn, "and its filesystem is mounted read-only")
+            _set_up_session(conn)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         if not self._schema_is_current(conn):
@@ -246,6 +233,12 @@ class SqliteBackend(SqlStore):
                 "needs this jobq's schema upgrade (open it once where it is writable)"
             )
         return conn
+
+    def _check_jobq_tables(self, conn: apsw.Connection, why: str) -> None:
+        """A file without jobq's tables is refused (and ``conn`` closed), not given them."""
+        if not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
+            conn.close()
+            raise StorageError(f"no jobq queue in {self.path} ({why})")
 
     def _migrate(self, conn: apsw.Connection) -> None:
         if self._schema_is_current(conn):
@@ -289,7 +282,7 @@ class SqliteBackend(SqlStore):
                         if not c.get_autocommit():
                             c.execute("COMMIT")
                         if self._writer_appeared(conn):
-                            continue  # read again, with SQLite's locks (``_connect``)
+                            continue  # run again, on the file opened anew with SQLite's locks
                         return result
                     except BaseException:
                         if not c.get_autocommit():
@@ -309,10 +302,17 @@ class SqliteBackend(SqlStore):
                     raise _storage_error(exc, self.path) from None
 
     def _writer_appeared(self, conn: apsw.Connection | None) -> bool:
-        """Read as immutable (``_connect_read_only``), whether a writer's -wal has appeared since:
-        a read that ran meanwhile may have missed its commits, or met a page its checkpoint was
-        rewriting (an error), so it runs again with SQLite's locks. False for every other open."""
-        return self._immutable and conn is None and os.path.exists(f"{self.path}-wal")
+        """Read as immutable (``_connect_read_only``), whether a writer's -wal has appeared: a
+        transaction that ran meanwhile may have missed its commits, or met a page its checkpoint
+        was rewriting (an error), so it must run again. The connection is then dropped, and
+        ``_connect`` opens the file anew, with SQLite's locks now that the -wal exists. False
+        (no file looked at) for every other connection."""
+        if not (self._immutable and conn is None and os.path.exists(f"{self.path}-wal")):
+            return False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return True
 
     def _transaction(
         self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None, may_start_alone: bool = False
@@ -581,6 +581,15 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
     return StorageError(f"{path}: {exc}")
+
+
+def _set_up_session(conn: apsw.Connection) -> None:
+    """What every connection jobq opens needs, writable or read-only."""
+    # Ephemeral tables (an IN list, a sort) in memory: backed by a temporary file, each statement
+    # set up and tore down its page cache (measured on the bare claim statement at
+    # synchronous=OFF: 100 jobs 590 us against 230 us, one job 138 us against 36 us).
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.create_scalar_function(LOWER_FUNCTION, _lower, 1, deterministic=True)
 
 
 def _on_read_only_mount(path: str) -> bool:
