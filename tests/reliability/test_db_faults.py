@@ -62,6 +62,24 @@ def tmpfs(tmp_path: Path) -> Iterator[Mount]:
         subprocess.run(["umount", "-l", str(where)], check=True)
 
 
+@pytest.fixture
+def read_only_view(tmpfs: Mount, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A queue of 3 jobs, closed cleanly (no -wal), on a tmpfs ``fs``, and the same files through
+    a read-only bind mount ``ro`` (as a container's `:ro` volume): ``(fs, ro)``."""
+    fs = tmpfs("16m")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with jobq.Queue(f"sqlite:///{fs}/q.db") as q:
+        q.enqueue_many([{"n": n} for n in range(3)])
+    assert not (fs / "q.db-wal").exists()  # a clean shutdown
+    subprocess.run(["mount", "--bind", str(fs), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        yield fs, ro
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)
+
+
 def stored(url: str) -> tuple[dict[str, int], str]:
     with jobq.Queue(url) as q:
         jobs = {j.idempotency_key or "": j.id for j in q.list(page=jobq.Page(limit=1_000_000))}
@@ -170,36 +188,28 @@ def test_missing_or_unusable_directory(tmp_path: Path, record: Recorder) -> None
            integrity=None, error=line, error_unusable=line2)  # fmt: skip
 
 
-def test_a_read_only_mount_of_a_live_queue_follows_its_writer(tmpfs: Mount, tmp_path: Path) -> None:
+def test_a_read_only_mount_of_a_live_queue_follows_its_writer(
+    read_only_view: tuple[Path, Path], tmp_path: Path
+) -> None:
     """The ops app's case: the queue's directory mounted read-only (`-v data:/data:ro`) while the
     workers write through their own mount. A reader opened before any writer (no -wal: read
     without locks) sees what the writer commits once it appears, through a checkpoint of the WAL
     into the file and after the writer closes; it never writes (an action is one line's error)."""
-    fs = tmpfs("16m")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    with jobq.Queue(f"sqlite:///{fs}/q.db") as q:
-        q.enqueue_many([{"n": n} for n in range(3)])
-    assert not (fs / "q.db-wal").exists()  # a clean shutdown
-    subprocess.run(["mount", "--bind", str(fs), str(ro)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-        with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
-            assert reader.count() == 3
-            with pytest.raises(jobq.StorageError, match="mounted read-only"):
-                reader.enqueue({"n": "refused"})
-            with jobq.Queue(f"sqlite:///{fs}/q.db") as writer:
-                writer.enqueue_many([{"n": n} for n in range(10)])
-                assert reader.count() == 13
-                for _ in range(60):  # past the WAL's auto-checkpoint: pages move into the file
-                    writer.enqueue_many([{"pad": "x" * 1000} for _ in range(20)])
-                assert reader.count() == 13 + 1200
-                newest = writer.enqueue({"n": "last"})
-                assert reader.get(newest).payload == {"n": "last"}  # type: ignore[union-attr]
-            assert reader.count() == 13 + 1200 + 1
-            assert cli("--db", f"sqlite:///{ro}/q.db", "stats", cwd=tmp_path).returncode == 0
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=True)
+    fs, ro = read_only_view
+    with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
+        assert reader.count() == 3
+        with pytest.raises(jobq.StorageError, match="mounted read-only"):
+            reader.enqueue({"n": "refused"})
+        with jobq.Queue(f"sqlite:///{fs}/q.db") as writer:
+            writer.enqueue_many([{"n": n} for n in range(10)])
+            assert reader.count() == 13
+            for _ in range(60):  # past the WAL's auto-checkpoint: pages move into the file
+                writer.enqueue_many([{"pad": "x" * 1000} for _ in range(20)])
+            assert reader.count() == 13 + 1200
+            newest = writer.enqueue({"n": "last"})
+            assert reader.get(newest).payload == {"n": "last"}  # type: ignore[union-attr]
+        assert reader.count() == 13 + 1200 + 1
+        assert cli("--db", f"sqlite:///{ro}/q.db", "stats", cwd=tmp_path).returncode == 0
 
 
 def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_path: Path) -> None:
@@ -223,36 +233,27 @@ def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_pa
     one_line_error(cli("--db", url, "enqueue", "--json", "{}", cwd=tmp_path), "read-only")
 
 
-def test_a_read_during_which_a_writer_appeared_runs_again_with_locks(tmpfs: Mount, tmp_path: Path) -> None:
+def test_a_read_during_which_a_writer_appeared_runs_again_with_locks(read_only_view: tuple[Path, Path]) -> None:
     """Read without locks (a read-only mount, no -wal when opened), a read that a writer's first
     commit overtakes is not served: it runs again with SQLite's locks and sees the commit."""
-    fs = tmpfs("8m")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    with jobq.Queue(f"sqlite:///{fs}/q.db") as q:
-        q.enqueue_many([{"n": n} for n in range(3)])
-    subprocess.run(["mount", "--bind", str(fs), str(ro)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
-        writers: list[jobq.Queue] = []
-        with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
-            backend: Any = reader.backend
-            assert reader.count() == 3 and backend._immutable
-            runs: list[int] = []
+    fs, ro = read_only_view
+    writers: list[jobq.Queue] = []
+    with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
+        backend: Any = reader.backend
+        assert reader.count() == 3 and backend._immutable
+        runs: list[int] = []
 
-            def count_while_a_writer_commits(c: Any) -> int:
-                seen = int(c.execute("SELECT count(*) FROM jobs").fetchall()[0][0])
-                if not runs:  # the first run: a writer opens and commits after the read, before its end
-                    writers.append(jobq.Queue(f"sqlite:///{fs}/q.db"))
-                    writers[0].enqueue({"n": "overtaking"})
-                runs.append(seen)
-                return seen
+        def count_while_a_writer_commits(c: Any) -> int:
+            seen = int(c.execute("SELECT count(*) FROM jobs").fetchall()[0][0])
+            if not runs:  # the first run: a writer opens and commits after the read, before its end
+                writers.append(jobq.Queue(f"sqlite:///{fs}/q.db"))
+                writers[0].enqueue({"n": "overtaking"})
+            runs.append(seen)
+            return seen
 
-            try:
-                assert backend._locked(count_while_a_writer_commits, write=False) == 4
-                assert runs == [3, 4] and not backend._immutable
-            finally:
-                for w in writers:
-                    w.close()
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=True)
+        try:
+            assert backend._locked(count_while_a_writer_commits, write=False) == 4
+            assert runs == [3, 4] and not backend._immutable
+        finally:
+            for w in writers:
+                w.close()
