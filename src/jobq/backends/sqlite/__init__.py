@@ -281,7 +281,7 @@ class SqliteBackend(SqlStore):
                         result = body(c)
                         if not c.get_autocommit():
                             c.execute("COMMIT")
-                        if self._writer_appeared(conn):
+                        if self._immutable and self._writer_appeared(conn):  # no call on the hot path
                             continue  # run again, on the file opened anew with SQLite's locks
                         return result
                     except BaseException:
@@ -297,17 +297,16 @@ class SqliteBackend(SqlStore):
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.1)
                 except apsw.Error as exc:
-                    if self._writer_appeared(conn):
+                    if self._immutable and self._writer_appeared(conn):
                         continue
                     raise _storage_error(exc, self.path) from None
 
     def _writer_appeared(self, conn: apsw.Connection | None) -> bool:
-        """Read as immutable (``_connect_read_only``), whether a writer's -wal has appeared: a
-        transaction that ran meanwhile may have missed its commits, or met a page its checkpoint
-        was rewriting (an error), so it must run again. The connection is then dropped, and
-        ``_connect`` opens the file anew, with SQLite's locks now that the -wal exists. False
-        (no file looked at) for every other connection."""
-        if not (self._immutable and conn is None and os.path.exists(f"{self.path}-wal")):
+        """Read as immutable (``_connect_read_only``; the callers test that first), whether a
+        writer's -wal has appeared: a transaction that ran meanwhile may have missed its commits,
+        or met a page its checkpoint was rewriting (an error), so it must run again. The connection is then dropped, and
+        ``_connect`` opens the file anew, with SQLite's locks now that the -wal exists."""
+        if conn is not None or not os.path.exists(f"{self.path}-wal"):
             return False
         if self._conn is not None:
             self._conn.close()
