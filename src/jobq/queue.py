@@ -1300,14 +1300,29 @@ class Queue:
 
     @read
     def completion_totals(
-        self, after: tuple[float, int], bounds: HistogramBounds, limit: int = 10_000, until: float = math.inf
+        self,
+        after: tuple[float, int],
+        bounds: HistogramBounds,
+        limit: int = 10_000,
+        until: float = math.inf,
+        *,
+        unsummed: bool = False,
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
         """``completions_after`` summed per queue in the store (count, and wait / run time /
         attempts against ``bounds``), with the cursor after the last job counted: what the
         metrics exporter folds in, at no Python cost per completed job. At most ``limit`` jobs;
         fewer may be folded while more are left (a fold ends between two instants when it can),
-        so only an empty result means the cursor caught up."""
-        return self.backend.completion_totals(after, until, check_rows(limit), bounds)
+        so only an empty result means the cursor caught up. ``unsummed``: only the completions
+        that ``completion_sums`` does not hold (the cursor then moves over those alone)."""
+        return self.backend.completion_totals(after, until, check_rows(limit), bounds, unsummed)
+
+    @read
+    def completion_sums(self) -> dict[str, CompletionTotals] | None:
+        """Per queue, the running totals that group completions (``complete_many``, a worker's
+        batch) add to in their own transaction, against ``SUMMED_BOUNDS``; None where the store
+        keeps none (PostgreSQL). With ``completion_totals(..., unsummed=True)`` every completion
+        is counted once: a batch here, at no cost per job to whoever reads it."""
+        return self.backend.completion_sums()
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
     def add_schedule(

@@ -65,6 +65,7 @@ from jobq.backends.ops.flow import (
 )
 from jobq.backends.ops.metrics import (
     completion_cursor,
+    completion_sums,
     completion_totals,
     completions_after,
     enqueue_totals,
@@ -142,6 +143,7 @@ __all__ = [
     "completion",
     "completion_cursor",
     "completion_refused",
+    "completion_sums",
     "completion_totals",
     "completions_after",
     "control_history",

@@ -100,7 +100,7 @@ ORDER BY finished_at, id LIMIT :limit
 -- then ends before that time (metric_completion_last with until just below it), so that one instant's
 -- completions are never split and the range needs no sort by id.
 SELECT finished_at FROM jobs
-WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED' {unsummed}
 ORDER BY finished_at LIMIT 1 OFFSET :skip
 
 -- name: metric_completion_bound
@@ -108,12 +108,12 @@ ORDER BY finished_at LIMIT 1 OFFSET :skip
 -- share the instants it could fold (metric_completion_probe found no earlier end): the (skip + 1)-th
 -- completion after the cursor, in metric_completions' order (a sort of the range by id).
 SELECT finished_at, id FROM jobs
-WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED' {unsummed}
 ORDER BY finished_at, id LIMIT 1 OFFSET :skip
 
 -- name: metric_completion_last
 SELECT finished_at, id FROM jobs
-WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED'
+WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_at <= :until AND status = 'COMPLETED' {unsummed}
 ORDER BY finished_at DESC, id DESC LIMIT 1
 
 -- name: metric_completion_totals
@@ -133,8 +133,19 @@ FROM (
            CASE WHEN started_at IS NOT NULL THEN attempts END AS attempts
     FROM jobs
     WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id)
-      AND (finished_at < :end_at OR (finished_at = :end_at AND id <= :end_id)) AND status = 'COMPLETED'
+      AND (finished_at < :end_at OR (finished_at = :end_at AND id <= :end_id)) AND status = 'COMPLETED' {unsummed}
     LIMIT -1  -- no limit, but keeps SQLite from flattening the subquery into the CASEs, which then
               -- computed each difference again at every WHEN (10 % of the fold, issue 17)
 ) AS c
 GROUP BY 1, 2
+
+-- name: add_completion_sums
+-- A group of completions counted in its own transaction (ops.sum_completions: one row per queue and
+-- packed slots, as metric_completion_totals groups them).
+INSERT INTO completion_sums (queue, slots, completed, wait, run, attempts)
+VALUES (:queue, :slots, :n, :wait, :run, :attempts)
+ON CONFLICT (queue, slots) DO UPDATE SET completed = completed + excluded.completed,
+    wait = wait + excluded.wait, run = run + excluded.run, attempts = attempts + excluded.attempts
+
+-- name: completion_sums
+SELECT queue, slots, completed, wait, run, attempts FROM completion_sums
