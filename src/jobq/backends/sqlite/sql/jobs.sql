@@ -191,9 +191,11 @@ SELECT id, status FROM jobs NOT INDEXED{where} AND id <= :upto ORDER BY id LIMIT
 -- name: resubmit_set
 -- One chunk's jobs of one status resubmitted (ops.operator.resubmit), each found by its id (see
 -- cancel_set); RETURNING names those whose key let them (a refused one is read again, one by one).
+-- summed = 0: a row is summed only while it holds the completion a group summed (see complete_set),
+-- whatever completes it next (an older jobq's statement, during an upgrade, leaves it as it is).
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
-    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, summed = 0
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
     -- An 'active' key taken by a newer job since this one finished stays with that job: the
     -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).
