@@ -1312,8 +1312,9 @@ class Queue:
         attempts against ``bounds``), with the cursor after the last job counted: what the
         metrics exporter folds in, at no Python cost per completed job. At most ``limit`` jobs;
         fewer may be folded while more are left (a fold ends between two instants when it can),
-        so only an empty result means the cursor caught up. ``unsummed``: only the completions
-        that ``completion_sums`` does not hold (the cursor then moves over those alone)."""
+        so only an unmoved cursor means it caught up. ``unsummed``: count only the completions
+        that ``completion_sums`` does not hold (the cursor moves over the others all the same, so
+        a fold may count none and still move on)."""
         return self.backend.completion_totals(after, until, check_rows(limit), bounds, unsummed)
 
     @read

@@ -471,15 +471,22 @@ def test_the_exporter_reads_a_group_completion_from_its_sums_and_no_row_of_it(tm
         sums = q.completion_sums()
         assert sums is not None and sums["default"].completed == 250
         assert sum(sums["default"].run.counts) == 250
-        assert q.completion_totals(start, SUMMED_BOUNDS, unsummed=True) == (start, {})  # nothing left to read
-        assert q.completion_totals(start, SUMMED_BOUNDS)[1]["default"].completed == 250  # all rows: all of them
+        everything, counted = q.completion_totals(start, SUMMED_BOUNDS)
+        assert counted["default"].completed == 250  # all rows: all of them
+        # Counted from the sums, not the rows; the cursor moves past them all the same (one that
+        # stopped before them walked them again at every fold).
+        assert q.completion_totals(start, SUMMED_BOUNDS, unsummed=True) == (everything, {})
+        assert q.completion_totals(start, SUMMED_BOUNDS, limit=100, unsummed=True)[1] == {}
         conn = q.backend._connect()  # type: ignore[attr-defined]
-        span = {"at": 0.0, "id": 0, "until": 1e300, "skip": 5}
+        span = {"at": 0.0, "id": 0, "until": 1e300, "skip": 5, "end_at": 1e300, "end_id": 10**9}
         for name in ("metric_completion_probe", "metric_completion_last", "metric_completion_bound"):
-            plan = " ".join(
-                row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + DIALECT.stmt(name, unsummed=_UNSUMMED), span)
-            )
+            plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + DIALECT.sql[name], span))
             assert "COVERING INDEX jobs_finished" in plan, (name, plan)
+        # The sums' statement reads a row only where the index says it is not summed.
+        params: dict[str, object] = {}
+        totals = DIALECT.stmt("metric_completion_totals", slots="0", unsummed=_UNSUMMED)
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + totals, {**span, **params}))
+        assert "INDEX jobs_finished" in plan, plan
         # A resubmit clears the mark: whatever completes the job next (an older jobq's statement,
         # during an upgrade, sets no mark) is read from its row.
         first = conn.execute("SELECT min(id) FROM jobs").fetchall()[0][0]

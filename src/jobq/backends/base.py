@@ -745,8 +745,9 @@ class Backend(Protocol):
         after the last job counted (``after`` when none) and the totals of each queue with any.
         The first ones ``completions_after`` gives, at most ``limit``, so a cursor can go on
         with either; when more than ``limit`` are left it may stop short of ``limit`` at a
-        change of ``finished_at`` (no sort), so only an empty result means none are left. The
-        metrics exporter's fold: no Python per completed job."""
+        change of ``finished_at`` (no sort), so only an empty result means none are left (with
+        ``unsummed``, whose fold may count none of the rows it moves over: an unmoved cursor).
+        The metrics exporter's fold: no Python per completed job."""
         ...
 
     def completion_sums(self) -> dict[str, CompletionTotals] | None:

@@ -302,6 +302,7 @@ class JobqCollector:
                 self._add_completions(q, _grown(now_sums, self._sums_seen.get(q)) if self._sums_seen else now_sums)
             self._sums_seen = sums
         while taken < budget:  # the other completions, from their rows
+            was = self._done_cursor
             self._done_cursor, totals = self.queue.completion_totals(
                 self._done_cursor, _BOUNDS, METRICS_COMPLETIONS_PER_READ, until=until, unsummed=summing
             )
@@ -309,9 +310,9 @@ class JobqCollector:
             for q, c in totals.items():
                 n += c.completed
                 self._add_completions(q, c)
-            if n == 0:  # a fold may end short of its limit with more left: only none means caught up
+            if self._done_cursor == was:  # a fold may end short of its limit: only none means caught up
                 return 0
-            taken += n
+            taken += max(n, 1)  # a fold of summed rows alone counts nothing but moves on
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
 
     def _add_completions(self, q: str, c: CompletionTotals) -> None:

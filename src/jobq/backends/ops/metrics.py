@@ -176,18 +176,18 @@ def completion_totals(
     so only an empty fold says none are left. Only when more than ``limit`` completions share
     the first instants after the cursor does it split an instant, by id (a sort of the range).
     ``unsummed``: the rows a group completion summed as it committed (``completion_sums``) are
-    passed over, by the index alone (SQLite: ``summed`` is one of its columns)."""
-    skip = _UNSUMMED if unsummed and d.sums_completions else ""
+    not counted, by the index alone (SQLite: ``summed`` is one of its columns), but the fold's
+    range and cursor still cover them: a cursor that stopped before them walked them again at
+    every fold. Such a fold may count nothing and still move the cursor."""
     span: Params = {"at": after[0], "id": after[1], "until": until}
-    rows = yield Exec(d.stmt("metric_completion_probe", unsummed=skip), {**span, "skip": limit})
-    last = d.stmt("metric_completion_last", unsummed=skip)
+    rows = yield Exec(d.sql["metric_completion_probe"], {**span, "skip": limit})
     if rows:  # more than `limit` left: end before the instant of the first one past the limit
         before = float(rows[0][0])
-        rows = yield Exec(last, {**span, "until": math.nextafter(before, -math.inf)})
+        rows = yield Exec(d.sql["metric_completion_last"], {**span, "until": math.nextafter(before, -math.inf)})
         if not rows:  # the instants from the cursor on hold more than `limit`: split by id
-            rows = yield Exec(d.stmt("metric_completion_bound", unsummed=skip), {**span, "skip": max(0, limit - 1)})
+            rows = yield Exec(d.sql["metric_completion_bound"], {**span, "skip": max(0, limit - 1)})
     else:
-        rows = yield Exec(last, span)
+        rows = yield Exec(d.sql["metric_completion_last"], span)
     if not rows:
         return after, {}
     end = (float(rows[0][0]), int(rows[0][1]))
@@ -199,7 +199,7 @@ def completion_totals(
         d.bucket_of("attempts", "a", bounds.attempts, params),
     )
     key = " + ".join(f"(({slot}) + 1) * {digit}" for slot, digit in zip(slots, digits, strict=True))
-    sql = d.stmt("metric_completion_totals", slots=key, unsummed=skip)
+    sql = d.stmt("metric_completion_totals", slots=key, unsummed=_UNSUMMED if unsummed and d.sums_completions else "")
     return end, _by_queue((yield Exec(sql, params)), bounds)
 
 
