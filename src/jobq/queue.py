@@ -1300,30 +1300,14 @@ class Queue:
 
     @read
     def completion_totals(
-        self,
-        after: tuple[float, int],
-        bounds: HistogramBounds,
-        limit: int = 10_000,
-        until: float = math.inf,
-        *,
-        unsummed: bool = False,
+        self, after: tuple[float, int], bounds: HistogramBounds, limit: int = 10_000, until: float = math.inf
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
         """``completions_after`` summed per queue in the store (count, and wait / run time /
         attempts against ``bounds``), with the cursor after the last job counted: what the
         metrics exporter folds in, at no Python cost per completed job. At most ``limit`` jobs;
         fewer may be folded while more are left (a fold ends between two instants when it can),
-        so only an unmoved cursor means it caught up. ``unsummed``: count only the completions
-        that ``completion_sums`` does not hold (the cursor moves over the others all the same, so
-        a fold may count none and still move on)."""
-        return self.backend.completion_totals(after, until, check_rows(limit), bounds, unsummed)
-
-    @read
-    def completion_sums(self) -> dict[str, CompletionTotals] | None:
-        """Per queue, the running totals that group completions (``complete_many``, a worker's
-        batch) add to in their own transaction, against ``SUMMED_BOUNDS``; None where the store
-        keeps none (PostgreSQL). With ``completion_totals(..., unsummed=True)`` every completion
-        is counted once: a batch here, at no cost per job to whoever reads it."""
-        return self.backend.completion_sums()
+        so only an empty result means the cursor caught up."""
+        return self.backend.completion_totals(after, until, check_rows(limit), bounds)
 
     # -- schedules (jobq.schedules; enqueued by every worker's scheduler) -------------------
     def add_schedule(

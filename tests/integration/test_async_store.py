@@ -139,8 +139,6 @@ def script(call: Call, clock: FakeClock) -> None:
     call("enqueue_totals", 0, now + 1, 100)
     call("event_totals", 0, now + 1, 100, ["cancelled"])
     call("completion_totals", (0.0, 0), now + 1, 100, HistogramBounds((1.0, 10.0), (1.0, 10.0), (1.0, 3.0)))
-    call("completion_sums")
-    call("completion_totals", (0.0, 0), now + 1, 100, HistogramBounds((1.0,), (1.0,), (1.0,)), True)
     call("purge", [], now + 1)
     call("purge", [JobStatus.COMPLETED, JobStatus.CANCELLED], now + 1)
     call("purge", [JobStatus.COMPLETED, JobStatus.CANCELLED], now + 1, 5)

@@ -279,30 +279,6 @@ def test_a_queue_name_stored_as_a_blob_is_shown_and_blanks_no_metric(sqlite_url:
         _cli(sqlite_url, tmp_path, *args)
 
 
-def test_a_completion_set_by_hand_is_counted_once_also_on_a_row_a_group_summed(sqlite_url: str) -> None:
-    """A batch's completions are counted by its own transaction (completion_sums) and marked
-    summed; the exporter then reads only the other rows (issue 17). A job a batch completed, set
-    back to PENDING and then COMPLETED by hand (the seed's sqlite3), is counted again from its
-    row: the status trigger marks it unsummed. And the batch itself is counted once."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from jobq.observability.metrics import JobqCollector
-
-    with jobq.Queue(sqlite_url) as q:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(JobqCollector(q, settle_seconds=0.0))
-        generate_latest(registry)  # the exporter starts counting here
-        q.enqueue_many(["a", "b", "c"])
-        jobs = q.claim_many("w", 3)
-        assert q.complete_many([(j, None) for j in jobs]) == [True] * 3
-        assert 'jobq_completed_total{queue="default"} 3.0' in generate_latest(registry).decode()
-        write_by_hand(sqlite_url, f"UPDATE jobs SET status = 'PENDING' WHERE id = {jobs[0].id}")
-        write_by_hand(sqlite_url, f"UPDATE jobs SET status = 'COMPLETED' WHERE id = {jobs[0].id}")
-        text = generate_latest(registry).decode()
-    assert 'jobq_completed_total{queue="default"} 4.0' in text
-    assert 'jobq_job_run_seconds_count{queue="default"} 4.0' in text
-
-
 def test_progress_and_an_interval_of_the_wrong_type_are_shown_not_raised(sqlite_url: str, tmp_path: Path) -> None:
     """SQLite keeps any value in any column: a progress of 'half' failed `jobq show` with a
     ValueError, an interval of 'often' every `jobq schedules` listing."""

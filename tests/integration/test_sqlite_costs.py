@@ -232,11 +232,10 @@ def test_the_claims_check_of_the_controls_runs_once_per_statement(tmp_path: Path
                 assert any("jobs_live" in step for step in plan), plan
 
 
-#: Statements per claim_many(100) + complete_many: BEGIN/COMMIT twice, the claim, the whole
+#: Statements per claim_many(100) + complete_many: BEGIN/COMMIT twice, the claim, and the whole
 #: group's completion as one set-based UPDATE (issue 13: one UPDATE stepped per job was ~40 % of a
-#: batched completion's CPU; 105 statements per 100 jobs then), and one INSERT of the group's
-#: completion sums for the metrics exporter (issue 17: one row per queue and histogram slots).
-STATEMENTS_PER_BATCH = 7
+#: batched completion's CPU; 105 statements per 100 jobs then).
+STATEMENTS_PER_BATCH = 6
 
 
 def test_a_batch_claim_and_completion_run_one_claim_and_one_update(tmp_path: Path) -> None:
@@ -261,7 +260,6 @@ def test_a_batch_claim_and_completion_run_one_claim_and_one_update(tmp_path: Pat
             conn.exec_trace = None
         updates = [sql for sql in seen if sql.startswith("UPDATE jobs SET status = 'COMPLETED'")]
         assert len(updates) == 1 and "lease_token" in updates[0]
-        assert len([sql for sql in seen if sql.startswith("INSERT INTO completion_sums")]) == 1, seen
         assert len(seen) == STATEMENTS_PER_BATCH, seen
         assert q.get(jobs[7].id).result == {"n": jobs[7].id}  # type: ignore[union-attr]
         rest = q.claim_many("w", 100)
@@ -451,45 +449,3 @@ def test_a_worker_with_a_free_slot_claims_on_a_wake_up_not_every_pass(tmp_path: 
             worker.stop()
             thread.join(30)
     assert sorted(started) == sorted([blocker, woken, due_later])
-
-
-def test_the_exporter_reads_a_group_completion_from_its_sums_and_no_row_of_it(tmp_path: Path) -> None:
-    """Issue 17: a batch's completions are counted in its own transaction (completion_sums), and
-    the exporter's fold of the other completions passes over their rows by the jobs_finished
-    index alone (summed is one of its columns): no table read, no sum, per completed job. It read
-    and summed every completed row, ~1.5 us a job, ~4 % of a batching worker's CPU."""
-    from jobq.backends.base import SUMMED_BOUNDS
-    from jobq.backends.ops.metrics import _UNSUMMED
-    from jobq.backends.sqlite import DIALECT
-
-    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
-        start, before = q.completion_cursor(), q.completion_sums()
-        assert before == {}
-        q.enqueue_many([payload(n) for n in range(250)])
-        while jobs := q.claim_many("w", 100):
-            assert q.complete_many([(j, None) for j in jobs]) == [True] * len(jobs)
-        sums = q.completion_sums()
-        assert sums is not None and sums["default"].completed == 250
-        assert sum(sums["default"].run.counts) == 250
-        everything, counted = q.completion_totals(start, SUMMED_BOUNDS)
-        assert counted["default"].completed == 250  # all rows: all of them
-        # Counted from the sums, not the rows; the cursor moves past them all the same (one that
-        # stopped before them walked them again at every fold).
-        assert q.completion_totals(start, SUMMED_BOUNDS, unsummed=True) == (everything, {})
-        assert q.completion_totals(start, SUMMED_BOUNDS, limit=100, unsummed=True)[1] == {}
-        conn = q.backend._connect()  # type: ignore[attr-defined]
-        span = {"at": 0.0, "id": 0, "until": 1e300, "skip": 5, "end_at": 1e300, "end_id": 10**9}
-        for name in ("metric_completion_probe", "metric_completion_last", "metric_completion_bound"):
-            plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + DIALECT.sql[name], span))
-            assert "COVERING INDEX jobs_finished" in plan, (name, plan)
-        # The sums' statement reads a row only where the index says it is not summed.
-        params: dict[str, object] = {}
-        totals = DIALECT.stmt("metric_completion_totals", slots="0", unsummed=_UNSUMMED)
-        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + totals, {**span, **params}))
-        assert "INDEX jobs_finished" in plan, plan
-        # A resubmit clears the mark: whatever completes the job next (an older jobq's statement,
-        # during an upgrade, sets no mark) is read from its row.
-        first = conn.execute("SELECT min(id) FROM jobs").fetchall()[0][0]
-        assert q.resubmit(first)
-        assert conn.execute("SELECT summed FROM jobs WHERE id = ?", (first,)).fetchall() == [(0,)]
-        assert conn.execute("SELECT count(*) FROM jobs WHERE summed = 1").fetchall() == [(249,)]

@@ -54,32 +54,21 @@ def test_a_fenced_completion_writes_no_event_unless_it_has_a_note() -> None:
 
 def test_a_group_completion_is_one_statement_fenced_per_row_and_refuses_the_stale_items() -> None:
     """SQLite completes a group in one set-based statement (issue 13), given each job's own id,
-    token and result; the rows it returns are the leases that held, the others are refused. The
-    ones that held are summed for the metrics exporter in the same transaction (issue 17), from
-    the queue, wait, run time and attempts the statement returns."""
+    token and result; the rows it returns are the leases that held, the others are refused."""
     sent: list[Any] = []
-    summed: list[Any] = []
 
     def held(params: Any) -> ops.Rows:
         sent.append(params)
-        return [(1, "t-1", 1, "mail", 3.0, 0.002, 1), (3, "t-3", 2, "mail", -1.0, 0.002, 2)]
+        return [(1, "t-1", 1), (3, "t-3", 2)]
 
-    run, seen = scripted({"complete_set": held, "add_completion_sums": lambda params: summed.append(params) or []})
+    run, seen = scripted({"complete_set": held})
     items = [
         Completion(Lease(3, "t-3", "w"), None),
         Completion(Lease(2, "t-2", "w"), '"r2"'),
         Completion(Lease(1, "t-1", "w"), '{"ok":1}', "late"),
     ]
     assert ops.drive(ops.complete(DIALECT, items, lambda: 100.0, False), run) == [True, False, True]
-    # The sums, the refusal, the note.
-    assert seen == ["complete_set", "add_completion_sums", "insert_event", "insert_event", "notify"]
-    # Waits of 3 s (slot 5: at most 5 s) and -1 s (slot 0, summed as 0); both ran 2 ms (slot 0);
-    # attempts 1 and 2 (slots 0 and 1). Packed as metric_completion_totals packs them (base 15).
-    assert sorted((r["slots"], r["n"], r["wait"], r["run"], r["attempts"]) for r in summed[0]) == [
-        ((0 + 1) * 225 + (0 + 1) * 15 + (1 + 1), 1, 0.0, 0.002, 2),
-        ((5 + 1) * 225 + (0 + 1) * 15 + (0 + 1), 1, 3.0, 0.002, 1),
-    ]
-    assert {r["queue"] for r in summed[0]} == {"mail"}
+    assert seen == ["complete_set", "insert_event", "insert_event", "notify"]  # the refusal, the note
     assert json.loads(sent[0]["items"]) == [[1, "t-1", '{"ok":1}'], [2, "t-2", '"r2"'], [3, "t-3", None]]
     assert sent[0]["now"] == 100.0
 

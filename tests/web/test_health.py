@@ -244,7 +244,6 @@ READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
     "enqueue_totals": lambda q, i: q.enqueue_totals(0),
     "event_totals": lambda q, i: q.event_totals(0, ["cancelled"]),
     "completion_totals": lambda q, i: q.completion_totals((0.0, 0), _BOUNDS),
-    "completion_sums": lambda q, i: q.completion_sums(),
     "schedules": lambda q, i: q.schedules(),
     "schedule_history": lambda q, i: q.schedule_history(),
     "controls": lambda q, i: q.controls(),

@@ -472,16 +472,6 @@ class HistogramBounds(NamedTuple):
     attempts: tuple[float, ...]
 
 
-SUMMED_BOUNDS = HistogramBounds(
-    wait=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0),
-    run=(0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0),
-    attempts=(1.0, 2.0, 3.0, 5.0, 10.0, 25.0),
-)
-"""The bounds of the metrics exporter's histograms, and the ones a store that keeps completion
-sums (``Backend.completion_sums``) counts against as each group of completions commits. The
-stored slots mean these bounds: changing them needs a migration that empties those sums."""
-
-
 class MetricEvent(NamedTuple):
     """One event for the metrics exporter, with its job's queue and times (None: job purged).
 
@@ -738,24 +728,14 @@ class Backend(Protocol):
         ...
 
     def completion_totals(
-        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds, unsummed: bool = False
+        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
-        """What ``completions_after`` would return, summed per queue in the store (``unsummed``:
-        only the completions that ``completion_sums`` does not hold): the cursor
+        """What ``completions_after`` would return, summed per queue in the store: the cursor
         after the last job counted (``after`` when none) and the totals of each queue with any.
         The first ones ``completions_after`` gives, at most ``limit``, so a cursor can go on
         with either; when more than ``limit`` are left it may stop short of ``limit`` at a
-        change of ``finished_at`` (no sort), so only an empty result means none are left (with
-        ``unsummed``, whose fold may count none of the rows it moves over: an unmoved cursor).
-        The metrics exporter's fold: no Python per completed job."""
-        ...
-
-    def completion_sums(self) -> dict[str, CompletionTotals] | None:
-        """The running totals per queue that group completions add to in their own transaction,
-        counted against ``SUMMED_BOUNDS`` (None: this store keeps none, every completion is read
-        by ``completion_totals``). They only grow (a purge leaves them); the completions they hold
-        are the ones ``completion_totals(..., unsummed=True)`` leaves out, so the metrics exporter
-        reads a batch of completions once, here, instead of row by row (issue 17)."""
+        change of ``finished_at`` (no sort), so only an empty result means none are left. The
+        metrics exporter's fold: no Python per completed job."""
         ...
 
     # -- worker registry -------------------------------------------------------------------

@@ -93,9 +93,6 @@ class Dialect:
     #: After each chunk of a long write (a purge, an operator's action), a pause of this share of
     #: the time the chunk took (0: none).
     chunk_pause_share: float = 0.0
-    #: Whether a group of completions adds its counts to ``completion_sums`` as it commits (and
-    #: marks its rows ``summed``), so that the metrics exporter reads no row of it (issue 17).
-    sums_completions: bool = False
 
     def param(self, name: str) -> str:
         """How a named parameter is written in SQL text."""

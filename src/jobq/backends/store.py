@@ -514,12 +514,9 @@ class SqlStore:
         return self._read(lambda: ops.event_totals(self.dialect, after_id, until, limit, counted))
 
     def completion_totals(
-        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds, unsummed: bool = False
+        self, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
     ) -> tuple[tuple[float, int], dict[str, CompletionTotals]]:
-        return self._read(lambda: ops.completion_totals(self.dialect, after, until, limit, bounds, unsummed))
-
-    def completion_sums(self) -> dict[str, CompletionTotals] | None:
-        return self._read(lambda: ops.completion_sums(self.dialect))
+        return self._read(lambda: ops.completion_totals(self.dialect, after, until, limit, bounds))
 
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:

@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from jobq.backends.base import SUMMED_BOUNDS, CompletionTotals, HistogramCounts, QueueControl, QueueGauges
+from jobq.backends.base import HistogramBounds, HistogramCounts, QueueControl, QueueGauges
 from jobq.config import METRICS_HOST_DEFAULT, METRICS_PORT_DEFAULT
 from jobq.job import EventKind
 from jobq.present import WorkerState, worker_state
@@ -73,11 +73,10 @@ METRICS_BACKLOG_STALE_MAX_SECONDS = 60.0
 """The backlog figures are read again after this long whatever their read costs."""
 METRICS_EVENT_SETTLE_SECONDS_DEFAULT = 5.0
 """PostgreSQL only: events younger than this are left for the next scrape (see the limits)."""
-# The stores that sum completions as they commit count against these very bounds (SUMMED_BOUNDS).
-WAIT_BUCKETS_SECONDS = SUMMED_BOUNDS.wait
-RUN_BUCKETS_SECONDS = SUMMED_BOUNDS.run
-ATTEMPT_BUCKETS = SUMMED_BOUNDS.attempts
-_BOUNDS = SUMMED_BOUNDS
+WAIT_BUCKETS_SECONDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+RUN_BUCKETS_SECONDS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+ATTEMPT_BUCKETS = (1.0, 2.0, 3.0, 5.0, 10.0, 25.0)
+_BOUNDS = HistogramBounds(WAIT_BUCKETS_SECONDS, RUN_BUCKETS_SECONDS, ATTEMPT_BUCKETS)
 
 log = logging.getLogger("jobq.metrics")
 
@@ -157,28 +156,6 @@ class _Totals:
     attempts_served: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def _grown(now: CompletionTotals, before: CompletionTotals | None) -> CompletionTotals:
-    """What a queue's completion sums gained since ``before``, each figure never below 0: sums
-    that went down (emptied by hand) count what they hold now as new, as a counter's reset."""
-    if before is None:
-        return now
-
-    def gain(a: float, b: float) -> float:
-        return a - b if a >= b else a
-
-    def hist(a: HistogramCounts, b: HistogramCounts) -> HistogramCounts:
-        return HistogramCounts(
-            tuple(int(gain(x, y)) for x, y in zip(a.counts, b.counts, strict=True)), gain(a.total, b.total)
-        )
-
-    return CompletionTotals(
-        int(gain(now.completed, before.completed)),
-        hist(now.wait, before.wait),
-        hist(now.run, before.run),
-        hist(now.attempts, before.attempts),
-    )
-
-
 def _histogram(table: dict[str, _Histogram], q: str, bounds: tuple[float, ...]) -> _Histogram:
     h = table.get(q)
     if h is None:  # not setdefault: that would build a histogram on every call
@@ -215,7 +192,6 @@ class JobqCollector:
         self._lock = threading.Lock()  # two scrapes at once must not count an event twice
         self._cursor: int | None = None
         self._done_cursor: tuple[float, int] | None = None
-        self._sums_seen: dict[str, CompletionTotals] | None = None
         self._made_cursor = 0
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
@@ -243,7 +219,6 @@ class JobqCollector:
         if self._cursor is None:
             self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
             self._done_cursor = self.queue.completion_cursor(now)
-            self._sums_seen = self.queue.completion_sums()  # None: the store sums none
             self._made_cursor = self.queue.last_job_id()
             running = self.queue.queue_gauges(backlog=False)
             self._totals.running_at_start = {q: g.processing for q, g in running.items()}
@@ -294,35 +269,25 @@ class JobqCollector:
         # Never past now, also where nothing needs to settle: the cursor follows finished_at, so
         # one row dated in the future by hand would put it past every completion to come.
         until = cutoff
+        t = self._totals
         taken = 0
-        summing = self._sums_seen is not None
-        if summing:  # a group's completions, counted as they committed: read as a few sums
-            sums = self.queue.completion_sums() or {}
-            for q, now_sums in sums.items():
-                self._add_completions(q, _grown(now_sums, self._sums_seen.get(q)) if self._sums_seen else now_sums)
-            self._sums_seen = sums
-        while taken < budget:  # the other completions, from their rows
-            was = self._done_cursor
+        while taken < budget:
             self._done_cursor, totals = self.queue.completion_totals(
-                self._done_cursor, _BOUNDS, METRICS_COMPLETIONS_PER_READ, until=until, unsummed=summing
+                self._done_cursor, _BOUNDS, METRICS_COMPLETIONS_PER_READ, until=until
             )
             n = 0
             for q, c in totals.items():
                 n += c.completed
-                self._add_completions(q, c)
-            if self._done_cursor == was:  # a fold may end short of its limit: only none means caught up
+                t.queues.add(q)
+                self._count("completed", q, c.completed)
+                self._count("attempts_ended", q, c.completed)
+                _histogram(t.wait, q, WAIT_BUCKETS_SECONDS).add(c.wait)
+                _histogram(t.run, q, RUN_BUCKETS_SECONDS).add(c.run)
+                _histogram(t.attempts, q, ATTEMPT_BUCKETS).add(c.attempts)
+            if n == 0:  # a fold may end short of its limit with more left: only none means caught up
                 return 0
-            taken += max(n, 1)  # a fold of summed rows alone counts nothing but moves on
+            taken += n
         return 1 if budget else 0  # some left (how many is not counted: a read of its own)
-
-    def _add_completions(self, q: str, c: CompletionTotals) -> None:
-        t = self._totals
-        t.queues.add(q)
-        self._count("completed", q, c.completed)
-        self._count("attempts_ended", q, c.completed)
-        _histogram(t.wait, q, WAIT_BUCKETS_SECONDS).add(c.wait)
-        _histogram(t.run, q, RUN_BUCKETS_SECONDS).add(c.run)
-        _histogram(t.attempts, q, ATTEMPT_BUCKETS).add(c.attempts)
 
     def _take_enqueues(self, cutoff: float, budget: int) -> int:
         """Fold in the jobs made after the job cursor; returns 1 if some were left."""

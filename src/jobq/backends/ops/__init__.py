@@ -65,7 +65,6 @@ from jobq.backends.ops.flow import (
 )
 from jobq.backends.ops.metrics import (
     completion_cursor,
-    completion_sums,
     completion_totals,
     completions_after,
     enqueue_totals,
@@ -143,7 +142,6 @@ __all__ = [
     "completion",
     "completion_cursor",
     "completion_refused",
-    "completion_sums",
     "completion_totals",
     "completions_after",
     "control_history",

@@ -24,7 +24,6 @@ from jobq.backends.ops.core import (
     _within,
 )
 from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
-from jobq.backends.ops.metrics import sum_completions
 from jobq.backends.statements import Dialect, Params
 from jobq.flow import control_defect
 from jobq.job import EventKind, Job, JobStatus
@@ -176,15 +175,13 @@ def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool
         # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
         batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in sent])
         rows = yield Exec(d.sql["complete_set"], {"now": now, "items": batch})
-        if rows and d.sums_completions:  # each row returned is a job completed: counted once, here
-            yield from sum_completions(d, [r[3:] for r in rows])
     else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
         args = [
             {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
             for i in sent
         ]
         rows = yield ExecMany(d.sql["complete"], args)
-    attempts = {(job_id, token): n for job_id, token, n, *_ in rows}
+    attempts = {(job_id, token): n for job_id, token, n in rows}
     done = [False] * len(items)
     noted = []
     finished = []

@@ -5,13 +5,11 @@ Progress, trace contexts, queue gauges, and the cursors and totals the exporter 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from jobq.backends.base import (
-    SUMMED_BOUNDS,
     CompletionTotals,
     EventTotals,
     HistogramBounds,
@@ -21,7 +19,7 @@ from jobq.backends.base import (
     QueueGauges,
 )
 from jobq.backends.common import number_or_none, text_of
-from jobq.backends.ops.core import Exec, ExecMany, Op
+from jobq.backends.ops.core import Exec, Op
 from jobq.backends.statements import Dialect, Params
 from jobq.job import EventKind
 from jobq.payloads import loads
@@ -162,23 +160,14 @@ def completions_after(d: Dialect, after: tuple[float, int], until: float, limit:
 
 
 def completion_totals(
-    d: Dialect,
-    after: tuple[float, int],
-    until: float,
-    limit: int,
-    bounds: HistogramBounds,
-    unsummed: bool = False,
+    d: Dialect, after: tuple[float, int], until: float, limit: int, bounds: HistogramBounds
 ) -> Op[tuple[tuple[float, int], dict[str, CompletionTotals]]]:
     """Reads in one transaction (one snapshot): where this fold ends, then the sums up to there.
 
     A fold takes at most ``limit`` completions, and ends between two instants when more are
     left (one OFFSET along the index, no count, no sort): it folds fewer than ``limit`` then,
     so only an empty fold says none are left. Only when more than ``limit`` completions share
-    the first instants after the cursor does it split an instant, by id (a sort of the range).
-    ``unsummed``: the rows a group completion summed as it committed (``completion_sums``) are
-    not counted, by the index alone (SQLite: ``summed`` is one of its columns), but the fold's
-    range and cursor still cover them: a cursor that stopped before them walked them again at
-    every fold. Such a fold may count nothing and still move the cursor."""
+    the first instants after the cursor does it split an instant, by id (a sort of the range)."""
     span: Params = {"at": after[0], "id": after[1], "until": until}
     rows = yield Exec(d.sql["metric_completion_probe"], {**span, "skip": limit})
     if rows:  # more than `limit` left: end before the instant of the first one past the limit
@@ -192,33 +181,19 @@ def completion_totals(
         return after, {}
     end = (float(rows[0][0]), int(rows[0][1]))
     params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
-    digits = _slot_digits(bounds)
+    # The three slots (-1 for NULL up to len(bounds)) as the digits of one number, each + 1.
+    base = max(len(b) for b in bounds) + 2
+    digits = (base * base, base, 1)
     slots = (
         d.bucket_of("wait", "w", bounds.wait, params),
         d.bucket_of("run", "r", bounds.run, params),
         d.bucket_of("attempts", "a", bounds.attempts, params),
     )
     key = " + ".join(f"(({slot}) + 1) * {digit}" for slot, digit in zip(slots, digits, strict=True))
-    sql = d.stmt("metric_completion_totals", slots=key, unsummed=_UNSUMMED if unsummed and d.sums_completions else "")
-    return end, _by_queue((yield Exec(sql, params)), bounds)
-
-
-_UNSUMMED = "AND summed = 0"
-
-
-def _slot_digits(bounds: HistogramBounds) -> tuple[int, int, int]:
-    """The three slots (-1 for NULL up to len(bounds)) as the digits of one number, each + 1."""
-    base = max(len(b) for b in bounds) + 2
-    return (base * base, base, 1)
-
-
-def _by_queue(rows: Sequence[Sequence[Any]], bounds: HistogramBounds) -> dict[str, CompletionTotals]:
-    """Rows of (queue, packed slots, count, wait sum, run sum, attempts sum), one per queue and
-    combination of slots (a handful), summed up per queue."""
-    digits = _slot_digits(bounds)
-    base = digits[1]
+    sql = d.stmt("metric_completion_totals", slots=key)
+    # One row per queue and combination of slots (a handful): summed up per queue here.
     sums: dict[str, list[Any]] = {}
-    for q, packed, n, *totals in rows:
+    for q, packed, n, *totals in (yield Exec(sql, params)):
         acc = sums.get(q)
         if acc is None:
             acc = sums[q] = [0, *([0] * (len(b) + 1) for b in bounds), [0.0, 0.0, 0.0]]
@@ -229,105 +204,10 @@ def _by_queue(rows: Sequence[Sequence[Any]], bounds: HistogramBounds) -> dict[st
                 acc[1 + i][slot] += n
         for i, total in enumerate(totals):
             acc[4][i] += total or 0.0
-    return {
+    out = {
         text_of(q): CompletionTotals(
             int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3))
         )
         for q, acc in sums.items()
     }
-
-
-def completion_sums(d: Dialect) -> Op[dict[str, CompletionTotals] | None]:
-    if not d.sums_completions:
-        return None
-    return _by_queue((yield Exec(d.sql["completion_sums"], {})), SUMMED_BOUNDS)
-
-
-def _slot(value: Any, bounds: tuple[float, ...]) -> int:
-    """``Dialect.bucket_of`` in Python, for a value as SQLite computed it (a number or None)."""
-    if value is None:
-        return -1
-    return bisect.bisect_left(bounds, value)
-
-
-def sum_completions(d: Dialect, done: Sequence[Sequence[Any]]) -> Op[None]:
-    """Add a group's completions to ``completion_sums``, in its transaction: ``done`` holds, per
-    completed job, its queue, wait (``started_at - run_at``), run time (``finished_at -
-    started_at``) and attempts (None where ``started_at`` is), computed by the completing
-    statement itself (``complete_set``'s RETURNING), so with SQLite's arithmetic, as the fold's.
-    Slotted and summed as ``metric_completion_totals`` does: a negative value sums as 0, an
-    infinite one is left out of the sum (SQLite makes NaN a NULL: slot -1, as there)."""
-    if not done:
-        return
-    queues, waits, runs, attempts = zip(*done, strict=True)
-    if len(set(queues)) == 1 and len(set(runs)) == 1 and len(set(attempts)) == 1 and None not in waits:
-        # A worker's batch: one queue, claimed and completed together (one run time), first
-        # attempts. Only the waits differ: sorted once, then each slot is a slice (~0.1 us a job
-        # against ~0.9 for a Python step per job).
-        rows = _sum_uniform(queues[0], sorted(waits), runs[0], attempts[0])
-    else:
-        rows = _sum_each(done)
-    yield ExecMany(d.sql["add_completion_sums"], rows)
-
-
-def _summable(value: Any) -> Any:
-    """What the fold's SQL sums of a value: a number below infinity, negative ones as 0 (None:
-    nothing)."""
-    if type(value) not in (int, float) or not value < math.inf:
-        return None
-    return max(value, 0)
-
-
-def _number_or_above(value: Any) -> Any:
-    """Text written by hand compares above every number in SQLite: slotted past the last bound."""
-    return value if value is None or type(value) in (int, float) else math.inf
-
-
-def _sum_uniform(queue: Any, waits: list[Any], run: Any, attempts: Any) -> list[Params]:
-    wait_b, run_b, attempts_b = SUMMED_BOUNDS
-    d0, d1, _ = _slot_digits(SUMMED_BOUNDS)
-    run, attempts = _number_or_above(run), _number_or_above(attempts)
-    fixed = (_slot(run, run_b) + 1) * d1 + _slot(attempts, attempts_b) + 1
-    run_sum, attempts_sum = _summable(run) or 0.0, _summable(attempts) or 0
-    rows = []
-    start = 0
-    for slot in range(len(wait_b) + 1):
-        end = bisect.bisect_right(waits, wait_b[slot]) if slot < len(wait_b) else len(waits)
-        if end > start:
-            part = waits[start:end]
-            n = end - start
-            positive = part[bisect.bisect_right(part, 0.0) :]
-            finite = positive[: bisect.bisect_left(positive, math.inf)]
-            rows.append(
-                {
-                    "queue": queue,
-                    "slots": (slot + 1) * d0 + fixed,
-                    "n": n,
-                    "wait": float(sum(finite)),
-                    "run": run_sum * n,
-                    "attempts": attempts_sum * n,
-                }
-            )
-        start = end
-    return rows
-
-
-def _sum_each(done: Sequence[Sequence[Any]]) -> list[Params]:
-    wait_b, run_b, attempts_b = SUMMED_BOUNDS
-    d0, d1, _ = _slot_digits(SUMMED_BOUNDS)
-    groups: dict[tuple[Any, int], list[Any]] = {}
-    for queue, wait, run, attempts in done:
-        wait, run, attempts = _number_or_above(wait), _number_or_above(run), _number_or_above(attempts)
-        key = (queue, (_slot(wait, wait_b) + 1) * d0 + (_slot(run, run_b) + 1) * d1 + _slot(attempts, attempts_b) + 1)
-        acc = groups.get(key)
-        if acc is None:
-            acc = groups[key] = [0, 0.0, 0.0, 0]
-        acc[0] += 1
-        for i, value in enumerate((wait, run, attempts), 1):
-            summable = _summable(value)
-            if summable is not None:
-                acc[i] += summable
-    return [
-        {"queue": q, "slots": slots, "n": n, "wait": w, "run": r, "attempts": a}
-        for (q, slots), (n, w, r, a) in groups.items()
-    ]
+    return end, out

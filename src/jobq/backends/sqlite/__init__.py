@@ -77,10 +77,6 @@ class SqliteDialect(Dialect):
     #: that writer's longest wait 3.0 s; in chunks with no pause, 2.7 s of waiting; pausing as long
     #: as each chunk took, 0.35-0.47 s (the purge itself 9-12 s).
     chunk_pause_share = 1.0
-    #: A batch's completions counted in one statement of its transaction, where the exporter's
-    #: read of each completed row cost ~4 % of a batching worker's CPU (issue 17). PostgreSQL's
-    #: exporter sums the rows on the server, and keeps doing so.
-    sums_completions = True
 
     def __init__(self) -> None:
         self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)

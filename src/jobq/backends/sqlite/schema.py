@@ -9,7 +9,7 @@ from __future__ import annotations
 from jobq.backends.statements import KEY_HELD_SQL
 from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 13
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -35,35 +35,6 @@ QUEUE_CONTROLS_CHECKS = tuple(
 )
 """The triggers that refuse them (a test drops and re-creates them to write a row as it could be
 written before they existed)."""
-
-
-#: The trigger that records a status change made by hand (schema 6's; schema 14 adds ``summed = 0``):
-#: a jobq write bumps ``rev``, an outside one does not, so the trigger stamps the change and its
-#: event. Kept as one text so that later migrations derive from it rather than copy it.
-_EXTERNAL_STATUS_TRIGGER = f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs
-            WHEN NEW.rev IS OLD.rev AND NEW.status IS NOT OLD.status
-            BEGIN
-                UPDATE jobs SET
-                    rev = rev + 1,
-                    updated_at = {_NOW_SQL},
-                    finished_at = CASE WHEN NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-                        THEN coalesce(NEW.finished_at, {_NOW_SQL}) ELSE NULL END,
-                    last_error = CASE WHEN NEW.status = 'FAILED'
-                        THEN coalesce(NEW.last_error, 'set to FAILED outside jobq')
-                        ELSE NEW.last_error END,
-                    lease_token = CASE WHEN NEW.status = 'PROCESSING' THEN NEW.lease_token END,
-                    lease_expires_at = CASE WHEN NEW.status = 'PROCESSING'
-                        THEN NEW.lease_expires_at END
-                WHERE id = NEW.id;
-                INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
-                VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
-                        CASE WHEN OLD.status = 'PROCESSING' AND OLD.started_at IS NOT NULL
-                            THEN json_object('from', OLD.status, 'to', NEW.status,
-                                             -- json_object writes a REAL with 15 digits: 17 keep it exact
-                                             'claimed_at', json(printf('%!.17g', OLD.started_at)),
-                                             'claimed_by', OLD.lease_owner)
-                            ELSE json_object('from', OLD.status, 'to', NEW.status) END);
-            END"""
 
 
 MIGRATIONS: list[list[str]] = [
@@ -233,7 +204,30 @@ MIGRATIONS: list[list[str]] = [
         # job set to FAILED by hand): claims are not events any more, and the row's columns move
         # on at the next claim (common.attempt_detail). Otherwise the trigger of schema 1.
         "DROP TRIGGER jobs_external_status",
-        _EXTERNAL_STATUS_TRIGGER,
+        f"""CREATE TRIGGER jobs_external_status AFTER UPDATE OF status ON jobs
+            WHEN NEW.rev IS OLD.rev AND NEW.status IS NOT OLD.status
+            BEGIN
+                UPDATE jobs SET
+                    rev = rev + 1,
+                    updated_at = {_NOW_SQL},
+                    finished_at = CASE WHEN NEW.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+                        THEN coalesce(NEW.finished_at, {_NOW_SQL}) ELSE NULL END,
+                    last_error = CASE WHEN NEW.status = 'FAILED'
+                        THEN coalesce(NEW.last_error, 'set to FAILED outside jobq')
+                        ELSE NEW.last_error END,
+                    lease_token = CASE WHEN NEW.status = 'PROCESSING' THEN NEW.lease_token END,
+                    lease_expires_at = CASE WHEN NEW.status = 'PROCESSING'
+                        THEN NEW.lease_expires_at END
+                WHERE id = NEW.id;
+                INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
+                VALUES (NEW.id, {_NOW_SQL}, 'external_update', 'sql', NEW.attempts,
+                        CASE WHEN OLD.status = 'PROCESSING' AND OLD.started_at IS NOT NULL
+                            THEN json_object('from', OLD.status, 'to', NEW.status,
+                                             -- json_object writes a REAL with 15 digits: 17 keep it exact
+                                             'claimed_at', json(printf('%!.17g', OLD.started_at)),
+                                             'claimed_by', OLD.lease_owner)
+                            ELSE json_object('from', OLD.status, 'to', NEW.status) END);
+            END""",
     ],
     [
         # Flow control (docs/flow-control.md): one row per queue that was ever paused or limited,
@@ -308,30 +302,5 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX jobs_live",
         "CREATE INDEX jobs_live ON jobs (status DESC, queue, priority, run_at, id)"
         " WHERE status = 'PENDING' OR status = 'PROCESSING'",
-    ],
-    [
-        # Issue 17: a group of completions (a batching worker's, complete_many) counts itself for
-        # the metrics exporter in its own transaction, one row per queue and histogram slots
-        # (ops.sum_completions, against SUMMED_BOUNDS), and marks its rows summed = 1; the
-        # exporter reads those sums and only the rows with summed = 0 (the per-job API's, those
-        # completed by hand). Reading each completed row cost it ~1.5 us a job, ~4 % of a batching
-        # worker's CPU. summed is in jobs_finished, so the exporter passes over the summed rows
-        # by the index alone. The sums only grow: a purge leaves them.
-        "ALTER TABLE jobs ADD COLUMN summed INTEGER NOT NULL DEFAULT 0",
-        """CREATE TABLE completion_sums (
-            queue TEXT NOT NULL,
-            slots INTEGER NOT NULL,                -- wait, run and attempts slots packed in one number
-            completed INTEGER NOT NULL,
-            wait REAL NOT NULL,
-            run REAL NOT NULL,
-            attempts REAL NOT NULL,
-            PRIMARY KEY (queue, slots)
-        )""",
-        "DROP INDEX jobs_finished",
-        "CREATE INDEX jobs_finished ON jobs (finished_at, status, queue, started_at, summed)"
-        " WHERE finished_at IS NOT NULL",
-        # A status set by hand (COMPLETED included) is read from its row: summed back to 0.
-        "DROP TRIGGER jobs_external_status",
-        _EXTERNAL_STATUS_TRIGGER.replace("rev = rev + 1,", "rev = rev + 1, summed = 0,", 1),
     ],
 ]

@@ -3,14 +3,12 @@ metrics reads)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any
 
 import pytest
 
 import jobq
-from jobq.backends.base import SUMMED_BOUNDS, CompletionTotals, HistogramBounds, NewJob, QueueGauges
+from jobq.backends.base import HistogramBounds, NewJob, QueueGauges
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import kinds
 
@@ -292,117 +290,6 @@ def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, c
     assert queue.completion_totals(start, bounds, until=listed[0].at - 1) == (start, {})
     settled = queue.completion_totals(start, bounds, until=clock.now - 1)
     assert settled[0] == (listed[1].at, listed[1].id) and settled[1]["mail"].completed == 2
-
-
-def _combined(
-    queue: jobq.Queue, start: tuple[float, int], before: dict[str, CompletionTotals] | None
-) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[float, float, float]]]:
-    """Every completion since ``start`` as the metrics exporter counts it: the rows no group
-    completion summed, plus what ``completion_sums`` gained since ``before``."""
-    out: dict[str, list[Any]] = {}
-
-    def add(q: str, t: CompletionTotals, sign: int = 1) -> None:
-        acc = out.setdefault(q, [0, [0] * 14, [0] * 13, [0] * 7, [0.0, 0.0, 0.0]])
-        acc[0] += sign * t.completed
-        for i, h in enumerate((t.wait, t.run, t.attempts)):
-            acc[1 + i] = [a + sign * b for a, b in zip(acc[1 + i], h.counts, strict=True)]
-            acc[4][i] += sign * h.total
-
-    _, rows = queue.completion_totals(start, SUMMED_BOUNDS, unsummed=True)
-    for q, t in rows.items():
-        add(q, t)
-    sums = queue.completion_sums()
-    assert (sums is None) == (before is None)
-    for q, t in (sums or {}).items():
-        add(q, t)
-        if before and q in before:
-            add(q, before[q], -1)
-    return {
-        q: (a[0], tuple(a[1]), tuple(a[2]), tuple(a[3]), tuple(round(x, 6) for x in a[4]))
-        for q, a in out.items()
-        if a[0]
-    }
-
-
-def _every_row(
-    queue: jobq.Queue, start: tuple[float, int]
-) -> dict[str, tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[float, float, float]]]:
-    _, rows = queue.completion_totals(start, SUMMED_BOUNDS)
-    return {
-        q: (
-            t.completed,
-            t.wait.counts,
-            t.run.counts,
-            t.attempts.counts,
-            (round(t.wait.total, 6), round(t.run.total, 6), round(t.attempts.total, 6)),
-        )
-        for q, t in rows.items()
-    }
-
-
-def test_every_completion_is_counted_once_by_its_row_or_by_the_sums(queue: jobq.Queue, clock: FakeClock) -> None:
-    """Issue 17: a store may sum a group of completions as it commits (SQLite); the metrics
-    exporter then reads those sums and only the other completions' rows. Together they count
-    each completion once, with the slots and sums the rows alone give, whichever path completed
-    it: the per-job API, a batch of one queue and one run time, a batch of mixed queues, waits
-    and attempts."""
-    start, before = queue.completion_cursor(), queue.completion_sums()
-    assert _combined(queue, start, before) == {}
-    ids = queue.enqueue_many([f"b{i}" for i in range(6)], queue="mail")
-    clock.advance(0.03)
-    ids += queue.enqueue_many(["c0", "c1"], queue="mail")  # waits of 0.03 s and 0 s: two slots
-    retried = queue.enqueue("r", queue="other", max_attempts=3)
-    one = queue.enqueue("one", queue="other")
-    clock.advance(2)
-    batch = queue.claim_many("w1", 8, queue="mail")
-    assert sorted(j.id for j in batch) == sorted(ids)
-    clock.advance(0.2)
-    assert queue.complete_many([(j, None) for j in batch]) == [True] * 8  # one queue, one run time
-    first = queue.claim("w1", queue="other")
-    assert first is not None and first.id == retried
-    queue.fail(first, "again")
-    clock.advance(3600)
-    mixed = queue.claim_many("w2", 2, queue=["other"])
-    assert sorted(j.id for j in mixed) == sorted([retried, one])
-    clock.advance(7)
-    # Mixed: a second attempt beside a first; another still running is refused (not counted).
-    stale = queue.enqueue("s", queue="mail")
-    s_job = queue.claim("w3", queue="mail")
-    assert s_job is not None and s_job.id == stale
-    stale_copy = dataclasses.replace(s_job, lease_token="not-the-token")
-    done = queue.complete_many([*((j, None) for j in mixed), (stale_copy, None)])
-    assert done == [True, True, False]
-    single = queue.enqueue("single", queue="mail")
-    clock.advance(1)
-    alone = queue.claim("w1", queue="mail")
-    assert alone is not None and alone.id == single
-    queue.complete(alone)  # the per-job API
-    combined, rows = _combined(queue, start, before), _every_row(queue, start)
-    assert combined == rows
-    assert {q: c[0] for q, c in combined.items()} == {"mail": 9, "other": 2}
-    assert combined["other"][3][:2] == (1, 1)  # one first attempt, one second
-    # A job completed in a group, then run again and completed by the per-job API: read on from
-    # where the exporter got to, the second completion is counted, and only it.
-    cursor, _ = queue.completion_totals(start, SUMMED_BOUNDS, unsummed=True)
-    sums = queue.completion_sums()
-    queue.resubmit(batch[0].id)
-    again = queue.claim("w1", queue="mail")
-    assert again is not None and again.id == batch[0].id
-    clock.advance(1)
-    queue.complete(again)
-    assert {q: c[0] for q, c in _combined(queue, cursor, sums).items()} == {"mail": 1}
-    # And completed in a group the second time: the same.
-    queue.resubmit(batch[1].id)
-    twice = queue.claim_many("w1", 5, queue="mail")
-    assert [j.id for j in twice] == [batch[1].id]
-    clock.advance(1)
-    assert queue.complete_many([(twice[0], None), (stale_copy, None)]) == [True, False]
-    assert {q: c[0] for q, c in _combined(queue, cursor, sums).items()} == {"mail": 2}
-    # Purging completed rows leaves the sums whole.
-    sums_then = queue.completion_sums()
-    clock.advance(10)
-    queue.purge(older_than=1, statuses=["COMPLETED"])
-    assert queue.completion_sums() == sums_then
 
 
 def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jobq.Queue, clock: FakeClock) -> None:

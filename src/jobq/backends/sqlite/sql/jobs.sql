@@ -99,9 +99,8 @@ WHERE id = :id AND status = 'PROCESSING' AND lease_token = :token
 RETURNING cancel_requested
 
 -- name: complete
--- summed = 0: the metrics exporter reads this completion from its row (a group's are summed).
 UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = :now, updated_at = :now,
-    result = :result, last_error = NULL, lease_expires_at = NULL, summed = 0
+    result = :result, last_error = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_token = :token AND status IN {from_complete}
 RETURNING id, lease_token, attempts
 
@@ -112,15 +111,11 @@ RETURNING id, lease_token, attempts
 -- caller records the others as refused. The join finds each row by its id (the primary key).
 -- Measured per job (100 a transaction, NORMAL, CPU inside SQLite): 5.5 us against 9.3 us for
 -- `complete` stepped once per job (issue 13: batched claim+complete at 0.19-0.35x raw).
--- The rows are marked summed: the same transaction adds them to completion_sums (add_completion_sums,
--- from the queue, wait, run time and attempts returned here, computed as metric_completion_totals
--- computes them), and the metrics exporter reads no row of them (issue 17).
 UPDATE jobs SET status = 'COMPLETED', rev = rev + 1, finished_at = :now, updated_at = :now,
-    result = c.value ->> 2, last_error = NULL, lease_expires_at = NULL, summed = 1
+    result = c.value ->> 2, last_error = NULL, lease_expires_at = NULL
 FROM json_each(:items) AS c
 WHERE jobs.id = c.value ->> 0 AND jobs.lease_token = c.value ->> 1 AND jobs.status IN {from_complete}
-RETURNING jobs.id, jobs.lease_token, jobs.attempts, jobs.queue, jobs.started_at - jobs.run_at,
-    jobs.finished_at - jobs.started_at, CASE WHEN jobs.started_at IS NOT NULL THEN jobs.attempts END
+RETURNING jobs.id, jobs.lease_token, jobs.attempts
 
 -- name: retry
 -- Not a job whose cancel an operator requested: ops.fail then ends it with ack_cancel. Requested
@@ -191,11 +186,9 @@ SELECT id, status FROM jobs NOT INDEXED{where} AND id <= :upto ORDER BY id LIMIT
 -- name: resubmit_set
 -- One chunk's jobs of one status resubmitted (ops.operator.resubmit), each found by its id (see
 -- cancel_set); RETURNING names those whose key let them (a refused one is read again, one by one).
--- summed = 0: a row is summed only while it holds the completion a group summed (see complete_set),
--- whatever completes it next (an older jobq's statement, during an upgrade, leaves it as it is).
 UPDATE jobs SET status = 'PENDING', rev = rev + 1, updated_at = :now, run_at = :now, attempts = 0,
     run = run + 1, started_at = NULL, finished_at = NULL, result = NULL, cancel_requested = 0,
-    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, summed = 0
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
     -- An 'active' key taken by a newer job since this one finished stays with that job: the
     -- resubmit is refused (the unique index would refuse it anyway, as it refuses a hand edit).

@@ -117,8 +117,6 @@ WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id) AND finished_
 ORDER BY finished_at DESC, id DESC LIMIT 1
 
 -- name: metric_completion_totals
--- unsummed: AND summed = 0 where the exporter reads the summed completions from completion_sums;
--- the range (and the cursor) still covers them, so no fold walks a summed row twice.
 -- The completions after one cursor up to another (end_at, end_id), counted here by queue and
 -- histogram slot rather than read row by row: reading each row cost the exporter ~4 us of
 -- Python per completed job, 8 % of a worker's own CPU per job (issue 17). The slots of wait,
@@ -135,19 +133,8 @@ FROM (
            CASE WHEN started_at IS NOT NULL THEN attempts END AS attempts
     FROM jobs
     WHERE finished_at >= :at AND NOT (finished_at = :at AND id <= :id)
-      AND (finished_at < :end_at OR (finished_at = :end_at AND id <= :end_id)) AND status = 'COMPLETED' {unsummed}
+      AND (finished_at < :end_at OR (finished_at = :end_at AND id <= :end_id)) AND status = 'COMPLETED'
     LIMIT -1  -- no limit, but keeps SQLite from flattening the subquery into the CASEs, which then
               -- computed each difference again at every WHEN (10 % of the fold, issue 17)
 ) AS c
 GROUP BY 1, 2
-
--- name: add_completion_sums
--- A group of completions counted in its own transaction (ops.sum_completions: one row per queue and
--- packed slots, as metric_completion_totals groups them).
-INSERT INTO completion_sums (queue, slots, completed, wait, run, attempts)
-VALUES (:queue, :slots, :n, :wait, :run, :attempts)
-ON CONFLICT (queue, slots) DO UPDATE SET completed = completed + excluded.completed,
-    wait = wait + excluded.wait, run = run + excluded.run, attempts = attempts + excluded.attempts
-
--- name: completion_sums
-SELECT queue, slots, completed, wait, run, attempts FROM completion_sums
