@@ -279,6 +279,25 @@ def test_a_queue_name_stored_as_a_blob_is_shown_and_blanks_no_metric(sqlite_url:
         _cli(sqlite_url, tmp_path, *args)
 
 
+def test_a_give_back_after_the_job_was_set_pending_by_hand_changes_nothing(sqlite_url: str) -> None:
+    """A running job set back to PENDING by hand (the seed's sqlite3) while its worker shuts down
+    and gives it back: the give-back is refused (its lease ended with the edit) and recorded as
+    such; the row stays as the hand left it, and the next claim runs it once."""
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue({"n": 1}, max_attempts=2)
+        job = q.claim("w1")
+        assert job is not None
+        write_by_hand(sqlite_url, f"UPDATE jobs SET status = 'PENDING' WHERE id = {job_id}")
+        assert q.release(job, "worker shut down before the job started") is False
+        stored = q.get(job_id)
+        assert stored is not None and (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 1)
+        kinds = [str(e.kind) for e in q.events(job_id)]
+        assert kinds[-2:] == ["external_update", "stale_write_refused"], kinds
+        assert "released" not in kinds
+        again = q.claim("w2")
+        assert again is not None and again.id == job_id and again.attempts == 2
+
+
 def test_progress_and_an_interval_of_the_wrong_type_are_shown_not_raised(sqlite_url: str, tmp_path: Path) -> None:
     """SQLite keeps any value in any column: a progress of 'half' failed `jobq show` with a
     ValueError, an interval of 'often' every `jobq schedules` listing."""

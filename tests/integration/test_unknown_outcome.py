@@ -72,6 +72,25 @@ def test_a_failure_whose_commit_reply_was_lost_is_not_refused(pq) -> None:
     assert _kinds(q, job_id) == ["enqueued", "claimed", "retry_scheduled"]
 
 
+def test_a_release_whose_commit_reply_was_lost_is_not_refused(pq) -> None:
+    """A worker shutting down gives its job back (``release``); the reply to that COMMIT is lost.
+    The job is PENDING with its attempt given back, and one ``released`` event says so: the
+    release is not recorded as a stale write, nor given back twice."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1}, max_attempts=1)
+    job = q.claim("w1")
+    assert job is not None
+    proxy.lose_next_commit_reply(after=b"greatest(0, attempts - 1)")
+    assert q.release(job, "worker shut down before the job started") is True
+    assert proxy.lost_replies == 1
+    stored = q.get(job_id)
+    assert (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 0)
+    kinds = _kinds(q, job_id)
+    assert kinds.count("released") == 1 and "stale_write_refused" not in kinds, kinds
+    again = q.claim("w2")  # runs again, its one attempt intact
+    assert again is not None and again.id == job_id and again.attempts == 1
+
+
 def test_a_heartbeat_whose_commit_reply_was_lost_keeps_the_lease(pq) -> None:
     q, proxy = pq
     q.enqueue({"n": 1})
