@@ -29,8 +29,10 @@ from polling import wait_for
 import jobq
 import jobq.flow
 from jobq.testing import FakeClock
+from jobq.testing.contract.common import kinds
 from jobq.web import manager_model, ops_model, views
 from jobq.worker import Worker
+from jobq.worker.runtime import GAVE_BACK_AT_STOP
 from jobq.worker.scheduler import Scheduler
 
 JOBQ = Path(sys.executable).parent / "jobq"
@@ -288,12 +290,12 @@ def test_a_give_back_after_the_job_was_set_pending_by_hand_changes_nothing(sqlit
         job = q.claim("w1")
         assert job is not None
         write_by_hand(sqlite_url, f"UPDATE jobs SET status = 'PENDING' WHERE id = {job_id}")
-        assert q.release(job, "worker shut down before the job started") is False
+        assert q.release(job, GAVE_BACK_AT_STOP) is False
         stored = q.get(job_id)
         assert stored is not None and (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 1)
-        kinds = [str(e.kind) for e in q.events(job_id)]
-        assert kinds[-2:] == ["external_update", "stale_write_refused"], kinds
-        assert "released" not in kinds
+        history = kinds(q, job_id)
+        assert history[-2:] == ["external_update", "stale_write_refused"], history
+        assert "released" not in history
         again = q.claim("w2")
         assert again is not None and again.id == job_id and again.attempts == 2
 

@@ -20,6 +20,7 @@ import jobq
 from jobq.backends import base
 from jobq.backends.store import SqlStore
 from jobq.worker import Worker
+from jobq.worker.runtime import GAVE_BACK_AT_STOP
 
 pytestmark = pytest.mark.postgres
 
@@ -81,7 +82,7 @@ def test_a_release_whose_commit_reply_was_lost_is_not_refused(pq) -> None:
     job = q.claim("w1")
     assert job is not None
     proxy.lose_next_commit_reply(after=b"greatest(0, attempts - 1)")
-    assert q.release(job, "worker shut down before the job started") is True
+    assert q.release(job, GAVE_BACK_AT_STOP) is True
     assert proxy.lost_replies == 1
     stored = q.get(job_id)
     assert (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 0)

@@ -207,6 +207,10 @@ def chaosworker(args: argparse.Namespace) -> None:
     Worker(q, run_async if args.use_async else run_sync, concurrency=4, async_concurrency=8).run()
 
 
+#: The reason of ``politeworker``'s give-backs (its handlers'), as their ``released`` events carry it.
+POLITE_GIVE_BACK = "politeworker: stopped between two steps"
+
+
 def politeworker(args: argparse.Namespace) -> None:
     """Runs every job in 2-6 steps of 20-60 ms, then its effect (as ``chaosworker``); between
     steps, once the worker is shutting down, gives the job back instead, before any effect."""
@@ -217,7 +221,7 @@ def politeworker(args: argparse.Namespace) -> None:
     def step(ctx: JobContext) -> None:
         if ctx.stopping:
             _os_write(gave, f"{ctx.job.id} {os.getpid()}\n".encode())
-            raise jobq.WorkerShutdown("politeworker: stopped between two steps")
+            raise jobq.WorkerShutdown(POLITE_GIVE_BACK)
 
     def effect(ctx: JobContext) -> int:
         _os_write(effects, f"{ctx.job.id} {os.getpid()}\n".encode())

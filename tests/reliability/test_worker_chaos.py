@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from agents import POLITE_GIVE_BACK
 from harness import Agents, Recorder, backend_name, scale
 
 import jobq
+from jobq.worker.runtime import GAVE_BACK_AT_STOP, GAVE_BACK_WAITED
 
 pytestmark = pytest.mark.slow
 WORKERS = 3
@@ -110,8 +112,8 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
         # A worker shut down also gives back the jobs it claimed ahead and never started (a
         # released event of its own reason): only the handlers' give-backs pair with gaveback.
         reasons = {i: [(e.detail or {}).get("reason", "") for e in q.events(i) if e.kind == "released"] for i in gave}
-        released = {i: sum("politeworker" in r for r in rs) for i, rs in reasons.items()}
-        ahead = {r for rs in reasons.values() for r in rs if "politeworker" not in r}
+        released = {i: rs.count(POLITE_GIVE_BACK) for i, rs in reasons.items()}
+        ahead = {r for rs in reasons.values() for r in rs if r != POLITE_GIVE_BACK}
         effects = Counter(int(line.split()[0]) for line in _lines(tmp_path / "effects"))
     finally:
         q.close()
@@ -130,7 +132,7 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
     assert all(j.attempts == 1 for j in jobs), "a give-back does not count an attempt"
     assert effects == Counter({j.id: 1 for j in jobs}), "every effect exactly once"
     assert released == dict(gave), "each give-back is one released event"
-    assert ahead <= {"worker shut down before the job started", "claimed ahead, but waited behind a longer job"}, ahead
+    assert ahead <= {GAVE_BACK_AT_STOP, GAVE_BACK_WAITED}, ahead
 
 
 def _hit_busy_workers(

@@ -73,6 +73,9 @@ MAX_SLEEP_SECONDS = 1.0
 #: After an error in the worker loop, wait this long, doubling up to the cap while it repeats.
 LOOP_ERROR_BACKOFF_SECONDS = 0.5
 LOOP_ERROR_BACKOFF_CAP_SECONDS = 30.0
+#: The reasons the ``released`` events of jobs claimed ahead and given back unstarted carry.
+GAVE_BACK_WAITED = "claimed ahead, but waited behind a longer job"
+GAVE_BACK_AT_STOP = "worker shut down before the job started"
 #: The signals that stop a worker run on the main thread: the first drains, the second forces.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -348,7 +351,7 @@ class Worker:
         # Completions first; the claim into the slots they free rides in their transaction.
         claimed = self._writer.flush(claim=self._claim_size)
         if self._gives_back_waiting:
-            self._give_back(GIVE_BACK_AFTER_SECONDS, "claimed ahead, but waited behind a longer job")
+            self._give_back(GIVE_BACK_AFTER_SECONDS, GAVE_BACK_WAITED)
         self._due = None
         if claimed is None and (free := self._claim_size(0)) and self._worth_claiming():
             claimed = (free, self.queue.claim_many(self.id, free, queue=self.queues))
@@ -650,7 +653,7 @@ class Worker:
     # -- shutdown ------------------------------------------------------------------------------
     def _drain(self) -> None:
         # Jobs claimed ahead are not started once stopping: given back at once, for other workers.
-        self._give_back(0.0, "worker shut down before the job started")
+        self._give_back(0.0, GAVE_BACK_AT_STOP)
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
         while self.active() and not self._forced.is_set() and time.monotonic() < deadline:
             self._writer.flush()
