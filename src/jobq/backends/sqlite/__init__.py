@@ -44,7 +44,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob
 from jobq.backends.sqlite.caller import caller_runner
-from jobq.backends.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore, _nonce
@@ -79,7 +79,7 @@ class SqliteDialect(Dialect):
     chunk_pause_share = 1.0
 
     def __init__(self) -> None:
-        self.sql = load_statements(Path(__file__).parent / "sql", STATIC_FRAGMENTS)
+        self.sql = load_statements(Path(__file__).parent / "sql", {**STATIC_FRAGMENTS, "next_job_id": NEXT_JOB_ID_SQL})
         self._rendered = {}
         self._for_queues = {}
 

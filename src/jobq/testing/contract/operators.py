@@ -567,6 +567,30 @@ def test_purge_old_finished_jobs(queue: jobq.Queue, clock: FakeClock) -> None:
     assert queue.enqueue("next") > waiting  # ids are never reused
 
 
+def test_ids_are_never_reused_after_the_newest_jobs_are_purged(queue: jobq.Queue, clock: FakeClock) -> None:
+    """A purge of the newest jobs, then of every job, leaves no id to be taken again, by any way of
+    enqueueing: an id names its job for good (in the demo's stamps, links, logs). SQLite's ids came
+    from AUTOINCREMENT until schema 14, from a floor that such a delete raises since."""
+    kept, *newest = queue.enqueue_many(["kept", "new1", "new2"])
+    queue.cancel_many(ids=newest, actor="ops")
+    clock.advance(10)
+    assert queue.purge(older_than=1, statuses=[X]) == 2
+    assert queue.count() == 1
+    after_newest = queue.enqueue("after the newest")
+    assert after_newest > newest[-1]
+    queue.cancel_many(ids=[kept, after_newest], actor="ops")
+    clock.advance(10)
+    assert queue.purge(older_than=1, statuses=[X]) == 2
+    assert queue.count() == 0
+    ids = [
+        queue.enqueue("one"),
+        *queue.enqueue_many(["many1", "many2"]),
+        queue.enqueue("keyed", key="k"),
+        *queue.enqueue_many(["keyed1", "keyed2"], keys=["k1", "k2"]),
+    ]
+    assert ids[0] > after_newest and ids == sorted(set(ids))
+
+
 def test_a_purge_deletes_chunk_by_chunk_every_old_job_and_its_events(
     queue: jobq.Queue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,131 @@
+"""Job ids are never reused, and SQLite's schema 14 (the jobs table rebuilt without AUTOINCREMENT
+and without IN-list checks) keeps every row, index, trigger and check of schema 13.
+
+An id names its job for good: the demo's stamps (``job=<id>`` in a file: a second job with the
+same id on the same file would be taken as already done), links, logs, the exporter's cursors.
+The purge's case is in the contract suite; here are deletes by hand and the upgrade."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apsw
+import pytest
+from handwritten import write_by_hand
+
+import jobq
+import jobq.backends.sqlite as sqlite_backend
+from jobq.testing import FakeClock
+from jobq.testing.contract.common import kinds
+
+
+def test_ids_are_never_reused_after_the_newest_rows_are_deleted_by_hand(backend_url: str, clock: FakeClock) -> None:
+    """An operator's ``DELETE`` of the newest jobs, then of every job, as ``sqlite3``/``psql`` runs
+    it: every way of enqueueing starts above the highest id the table ever held."""
+    settings = jobq.Settings(database_url=backend_url)
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        ids = q.enqueue_many(["a", "b", "c", "d"])
+        write_by_hand(backend_url, f"DELETE FROM jobs WHERE id >= {ids[2]}")
+        assert q.enqueue("after the newest") > ids[-1]
+        write_by_hand(backend_url, "DELETE FROM jobs")
+        assert q.count() == 0
+        again = [
+            q.enqueue("one"),
+            *q.enqueue_many(["many1", "many2"]),
+            q.enqueue("keyed", key="k"),
+            *q.enqueue_many(["keyed1", "keyed2"], keys=["k1", "k2"]),
+        ]
+        assert again[0] > ids[-1] + 1 and again == sorted(set(again))
+
+
+def _columns(db: Path) -> list[tuple[object, ...]]:
+    conn = apsw.Connection(str(db))
+    try:
+        return list(conn.execute("PRAGMA table_info(jobs)"))
+    finally:
+        conn.close()
+
+
+def test_a_schema_13_database_is_rebuilt_with_its_rows_and_ids_kept(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade copies every row as it was (every column), keeps the columns' order, types,
+    defaults and NOT NULLs, makes the indexes and the hand-edit trigger again, and starts new ids
+    above the highest AUTOINCREMENT handed out, also when the rows that had it were deleted."""
+    db = tmp_path / "queue.db"
+    settings = jobq.Settings(database_url=f"sqlite:///{db}")
+    current = sqlite_backend.MIGRATIONS
+    assert len(current) == 14
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
+    with jobq.Queue(settings=settings, clock=clock) as old:
+        # Inserted as the jobq of schema 13 did (today's insert names the floor of schema 14).
+        insert = "INSERT INTO jobs (payload, run_at, created_at, updated_at, idempotency_key) VALUES "
+        now = clock.now
+        write_by_hand(
+            f"sqlite:///{db}",
+            insert + f"('\"keyed\"', {now}, {now}, {now}, 'held')",
+            *(insert + f"('{{\"n\": {i}}}', {now}, {now}, {now}, NULL)" for i in range(6)),
+        )
+        keyed, *ids = [j.id for j in old.list(page=jobq.Page(sort="id", descending=False))]
+        job = old.claim("w")
+        assert job is not None
+        old.complete(job, result={"done": True})
+        old.cancel(ids[1], actor="ops")
+    top = ids[-1]
+    write_by_hand(f"sqlite:///{db}", f"DELETE FROM jobs WHERE id >= {ids[-2]}")  # the two newest
+    conn = apsw.Connection(str(db))
+    rows_before = sorted(conn.execute("SELECT * FROM jobs"))
+    assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchall() == [(top,)]
+    conn.close()
+    columns_before = _columns(db)
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        conn = apsw.Connection(str(db))
+        try:
+            assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
+            assert sorted(conn.execute("SELECT * FROM jobs")) == rows_before
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'jobs'")}
+            assert names == {
+                "jobs",
+                "jobs_key",
+                "jobs_finished",
+                "jobs_status_rare",
+                "jobs_live",
+                "jobs_external_status",
+                "jobs_id_floor",
+            }
+            (table_sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()
+            assert "AUTOINCREMENT" not in table_sql and " IN (" not in table_sql
+        finally:
+            conn.close()
+        assert _columns(db) == columns_before
+        assert q.enqueue("keyed again", key="held") == keyed  # the key index came back
+        new = q.enqueue("new")
+        assert new == top + 1  # above the deleted rows' ids, as AUTOINCREMENT was
+        write_by_hand(f"sqlite:///{db}", f"UPDATE jobs SET status = 'FAILED' WHERE id = {ids[0]}")
+        assert kinds(q, ids[0])[-1] == "external_update"  # the trigger came back
+        assert q.get(ids[0]).status == jobq.JobStatus.FAILED
+        job = q.claim("w2")
+        assert job is not None and job.id == ids[2]  # jobs_live: the claim order kept
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "UPDATE jobs SET status = 'DONE'",
+        "UPDATE jobs SET status = 'pending'",
+        "UPDATE jobs SET key_scope = 'forever'",
+        "INSERT INTO jobs (payload, run_at, created_at, updated_at, status) VALUES ('1', 0, 0, 0, 'NEW')",
+    ],
+)
+def test_the_rebuilt_checks_still_refuse_a_status_or_key_scope_that_is_not_one(sqlite_url: str, write: str) -> None:
+    """Schema 14 spells the checks as equalities (no temporary b-tree of the IN list per row
+    written): the same values pass, any other is refused with SQLite's one-line error, and the
+    row stays as it was."""
+    with jobq.Queue(sqlite_url) as q:
+        job_id = q.enqueue("x")
+        with pytest.raises(apsw.ConstraintError, match="CHECK constraint failed"):
+            write_by_hand(sqlite_url, write)
+        assert q.get(job_id).status == jobq.JobStatus.PENDING and q.count() == 1
