@@ -7,11 +7,15 @@ The purge's case is in the contract suite; here are deletes by hand and the upgr
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import apsw
 import pytest
 from handwritten import write_by_hand
+from polling import wait_for
 
 import jobq
 import jobq.backends.sqlite as sqlite_backend
@@ -129,3 +133,61 @@ def test_the_rebuilt_checks_still_refuse_a_status_or_key_scope_that_is_not_one(s
         with pytest.raises(apsw.ConstraintError, match="CHECK constraint failed"):
             write_by_hand(sqlite_url, write)
         assert q.get(job_id).status == jobq.JobStatus.PENDING and q.count() == 1
+
+
+MIGRATE = """
+import sys, jobq
+with jobq.Queue(sys.argv[1]) as q:
+    print("migrated", flush=True)
+"""
+
+
+def test_a_kill_during_the_rebuild_leaves_schema_13_whole_and_the_next_open_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild is one transaction: a process killed (SIGKILL) while it copies the table leaves
+    the database at schema 13 with every row; the next open migrates it, ids continuing above
+    the highest one ever handed out."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    current = sqlite_backend.MIGRATIONS
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
+    with jobq.Queue(url):
+        pass
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+    rows = 400_000  # a copy of a second or so: the kill lands inside it
+    write_by_hand(
+        url,
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+        "INSERT INTO jobs (payload, run_at, created_at, updated_at) SELECT '{\"n\": ' || i || '}', i, i, i FROM n",
+        f"DELETE FROM jobs WHERE id > {rows - 10}",  # the newest ids are gone, AUTOINCREMENT remembers them
+    )
+    wal = db.with_name("queue.db-wal")
+    wal_before = wal.stat().st_size if wal.exists() else 0
+    proc = subprocess.Popen([sys.executable, "-c", MIGRATE, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        # The copy's pages reach the WAL as it runs: kill once it has written a few megabytes.
+        wait_for(lambda: (wal.exists() and wal.stat().st_size > wal_before + (8 << 20)) or proc.poll() is not None)
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"migrated" not in out, "the migration finished before the kill: make the table larger"
+    conn = apsw.Connection(str(db))
+    try:
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(13,)]
+        assert conn.execute("SELECT count(*), max(id) FROM jobs").fetchall() == [(rows - 10, rows - 10)]
+        assert "jobq_id_floor" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    with jobq.Queue(url) as q:
+        assert q.count() == rows - 10
+        assert q.enqueue("next") == rows + 1
+    conn = apsw.Connection(str(db))
+    try:
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
