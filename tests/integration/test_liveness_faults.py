@@ -296,3 +296,46 @@ def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_g
             given = wait_for(lambda: (j := q.get(job_id)) is not None and j.status == P and j, 30, "the job given back")
             assert given.attempts == 0
             assert _kinds(q, job_id) == ["enqueued", "claimed", "released"]
+
+
+def test_a_give_back_that_committed_but_raised_is_repeated_and_recognised(
+    backend_url: str, run_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker gives a job back at shutdown; its write commits, but the call raises (a reply lost
+    after the commit, with no way to settle it then). The worker keeps the give-back and writes it
+    again as a repeat (``release_many(..., repeat=True)``), which the store recognises as applied:
+    the job is PENDING with no attempt spent, one ``released`` event, no stale write recorded."""
+    caplog.set_level(logging.WARNING, logger="jobq")
+    settings = jobq.Settings(database_url=backend_url, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
+    started = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        started.set()
+        while not ctx.stopping:
+            time.sleep(0.01)
+        raise jobq.WorkerShutdown("the worker is stopping")
+
+    with jobq.Queue(backend_url, settings=settings) as q:
+        job_id = q.enqueue({"x": 1}, max_attempts=2)
+        real = q.release_many
+        repeats: list[bool] = []
+
+        def reply_lost_once(jobs: Any, reason: str = "", *, repeat: bool = False) -> list[bool]:
+            repeats.append(repeat)
+            given = real(jobs, reason, repeat=repeat)  # the fault comes after the real commit
+            if len(repeats) == 1:
+                raise jobq.StorageError("the reply to the commit was lost")
+            return given
+
+        q.release_many = reply_lost_once  # type: ignore[method-assign]
+        worker = run_worker(Worker(q, handler, concurrency=1, name="w"))
+        assert started.wait(30)
+        threading.Thread(target=worker.stop, daemon=True).start()
+        wait_for(lambda: len(repeats) >= 2, 30, "the worker to write its give-back again")
+        assert repeats == [False, True]
+        assert any("could not record" in r.getMessage() for r in caplog.records)
+        given = q.get(job_id)
+        assert (given.status, given.attempts) == (P, 0)
+        assert _kinds(q, job_id) == ["enqueued", "claimed", "released"]
+        again = q.claim("w2")  # it runs again, both its attempts intact
+        assert again is not None and again.id == job_id and again.attempts == 1

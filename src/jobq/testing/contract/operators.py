@@ -57,6 +57,26 @@ def test_release_returns_job_without_counting_attempt(queue: jobq.Queue, clock: 
     assert kinds(queue, job_id)[-2:] == ["released", "stale_write_refused"]
 
 
+def test_a_repeated_release_is_recognised_until_the_job_is_claimed_again(queue: jobq.Queue) -> None:
+    """A give-back written again as a repeat (its first try committed, its reply lost) is
+    recognised as done: one ``released`` event, the attempt given back once. Once another worker
+    has claimed the job, the same repeat is refused and the new claim keeps the job."""
+    job_id = queue.enqueue("x", max_attempts=2)
+    job = queue.claim("w1")
+    assert job is not None
+    assert queue.release_many([job], "worker shut down") == [True]
+    assert queue.release_many([job], "worker shut down", repeat=True) == [True]
+    assert (queue.get(job_id).status, queue.get(job_id).attempts) == (P, 0)
+    assert kinds(queue, job_id) == ["enqueued", "claimed", "released"]
+    again = queue.claim("w2")
+    assert again is not None and again.id == job_id and again.attempts == 1
+    assert queue.release_many([job], "worker shut down", repeat=True) == [False]
+    stored = queue.get(job_id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == (R, "w2", 1)
+    assert kinds(queue, job_id)[-1] == "stale_write_refused"
+    queue.complete(again)
+
+
 def test_release_of_a_job_whose_cancel_was_requested_cancels_it(queue: jobq.Queue) -> None:
     """A worker that gives back a running job (at shutdown) whose cancel an operator requested
     ends it CANCELLED, as the rescuer would: released, it was claimed and run again, the request
