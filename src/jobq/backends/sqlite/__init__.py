@@ -161,8 +161,9 @@ class SqliteBackend(SqlStore):
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
-        if _on_read_only_mount(self.path) and os.path.exists(self.path):
-            conn = self._connect_read_only()
+        read_only = _read_only_here(self.path)
+        if read_only is not None:
+            conn = self._connect_read_only(read_only)
             self._conn = conn
             self._pid = os.getpid()
             return conn
@@ -206,15 +207,17 @@ class SqliteBackend(SqlStore):
         self._migrate(conn)
         return conn
 
-    def _connect_read_only(self) -> apsw.Connection:
+    def _connect_read_only(self, why: str) -> apsw.Connection:
         """The database on a read-only mount (a volume mounted `:ro` for the ops app, a backup
-        inspected in place): read it, and refuse every write with the usual one-line error.
+        inspected in place), or one this user may read but not write (an ops app run as another
+        user, given read access to the queue's files): read it, and refuse every write with the
+        usual one-line error. ``why``: which of these it is, for the errors.
 
         SQLite reads a WAL database read-only when its -wal and -shm files exist (it then keeps the
         shared index in its own memory). After a clean shutdown they are gone and cannot be made
         on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
-        no WAL), which holds as long as nobody writes it. A writer through another mount of the
-        same files would make a -wal first: ``_locked`` checks for one after each transaction
+        no WAL), which holds as long as nobody writes it. A writer (through another mount of the
+        same files, or as another user) would make a -wal first: ``_locked`` checks for one after each transaction
         (``_writer_appeared``), and runs a transaction during which one appeared again, on the
         file opened anew with SQLite's locks."""
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
@@ -222,15 +225,15 @@ class SqliteBackend(SqlStore):
         try:
             conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
             conn.set_busy_timeout(self.busy_timeout_ms)
-            self._check_jobq_tables(conn, "and its filesystem is mounted read-only")
+            self._check_jobq_tables(conn, why)
             _set_up_session(conn)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         if not self._schema_is_current(conn):
             conn.close()
             raise StorageError(
-                f"{self.path}: the filesystem holding the database is mounted read-only, and the database "
-                "needs this jobq's schema upgrade (open it once where it is writable)"
+                f"{self.path}: {why}, and the database needs this jobq's schema upgrade (open it once "
+                "where it is writable)"
             )
         return conn
 
@@ -574,8 +577,8 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         (apsw.IOError, "disk I/O error"),
         (apsw.PermissionsError, "permission denied"),
     ]
-    if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError) and _on_read_only_mount(path):
-        return StorageError(f"{path}: the filesystem holding the database is mounted read-only")
+    if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError) and (why := _read_only_here(path)):
+        return StorageError(f"{path}: {why}")
     for kind, text in reasons:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
@@ -589,6 +592,27 @@ def _set_up_session(conn: apsw.Connection) -> None:
     # synchronous=OFF: 100 jobs 590 us against 230 us, one job 138 us against 36 us).
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.create_scalar_function(LOWER_FUNCTION, _lower, 1, deterministic=True)
+
+
+def _read_only_here(path: str) -> str | None:
+    """Why this process may read the database at ``path`` but not write it, or None (it may, or
+    there is no file yet). Opened as usual, such a file failed every command, reads included:
+    SQLite could not make the -wal and -shm files that WAL mode needs. Root passes every
+    permission check, so only a mount makes it read-only for root."""
+    if not os.path.exists(path):
+        return None
+    if _on_read_only_mount(path):
+        return "the filesystem holding the database is mounted read-only"
+    if not os.access(path, os.R_OK):
+        return None  # not even read: the usual error names the permissions
+    if not os.access(path, os.W_OK):
+        return "this user may read the database but not write it (file permissions)"
+    directory = os.path.dirname(path) or "."
+    if not os.access(directory, os.W_OK | os.X_OK) and not all(
+        os.access(f"{path}{suffix}", os.W_OK) for suffix in ("-wal", "-shm")
+    ):
+        return "this user may not create the database's -wal and -shm files (directory permissions)"
+    return None
 
 
 def _on_read_only_mount(path: str) -> bool:

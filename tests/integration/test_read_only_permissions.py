@@ -1,0 +1,140 @@
+"""A queue that this user may read but not write: an ops app or a `jobq stats` run as another
+user, given read access to the queue's files (group or world readable). Every command used to fail,
+reads included ("the database is read-only"): SQLite could not make the -wal and -shm files that
+WAL mode needs. Now reads work, as on a read-only mount (``tests/reliability/test_db_faults.py``),
+and a write is one line's error; the reader never creates or changes a file of the queue.
+
+Root passes every permission check, so the reader runs as ``nobody`` (``setpriv``); the queue's
+owner, the writer, is this process (root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import pytest
+
+import jobq
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+JOBQ = str(Path(sys.executable).parent / "jobq")
+#: A reader that stays open, as the ops app does: each line on stdin asks for its count of jobs.
+READER = r"""
+import sys, jobq
+q = jobq.Queue(sys.argv[1])
+for line in sys.stdin:
+    print(q.count(), flush=True)
+"""
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    return subprocess.run([*NOBODY, *args], capture_output=True, text=True, timeout=120, env=env, cwd="/")
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory that every user may enter and read, not write (pytest's own is root's alone)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv, to run a reader as another user")
+    where = Path(tempfile.mkdtemp(prefix="jobq-perm-", dir="/tmp"))
+    try:
+        where.chmod(0o755)
+        probe = _as_nobody(sys.executable, "-c", "import jobq")
+        if probe.returncode != 0:
+            pytest.skip(f"nobody cannot run this Python: {probe.stderr.strip()[-200:]}")
+        yield where
+    finally:
+        shutil.rmtree(where)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], word: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("jobq: error: ") and word in lines[0], proc.stderr
+    return lines[0]
+
+
+def _queue_of_three(db: Path, mode: int) -> None:
+    with jobq.Queue(f"sqlite:///{db}") as q:
+        q.enqueue_many([{"n": n} for n in range(3)])
+    db.chmod(mode)  # jobq makes it 0600 (it holds every payload): the owner opens it to readers
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]  # closed cleanly: no -wal
+
+
+def test_a_user_who_may_only_read_the_file_reads_the_queue_and_is_refused_writes(shared_dir: Path) -> None:
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o644)
+    url = f"sqlite:///{db}"
+    stats = _as_nobody(JOBQ, "--db", url, "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert any(line.split() == ["PENDING", "3"] for line in stats.stdout.splitlines()), stats.stdout
+    listing = _as_nobody(JOBQ, "--db", url, "list")
+    assert listing.returncode == 0 and "1-3 of 3 jobs" in listing.stdout, (listing.stdout, listing.stderr)
+    line = _one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "file permissions")
+    assert "may read the database but not write it" in line
+    _one_line_error(_as_nobody(JOBQ, "--db", url, "cancel", "1"), "permissions")
+    assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]  # the reader made no file
+    with jobq.Queue(url) as q:
+        assert q.count() == 3 and q.get(1).status == jobq.JobStatus.PENDING  # type: ignore[union-attr]
+        assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
+    db.chmod(0o600)  # not even readable: the usual error, which names the permissions
+    _one_line_error(_as_nobody(JOBQ, "--db", url, "stats"), "no permission")
+
+
+def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) -> None:
+    """The file writable by all, its directory not: WAL mode's -wal and -shm cannot be made."""
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o666)
+    url = f"sqlite:///{db}"
+    stats = _as_nobody(JOBQ, "--db", url, "stats")
+    assert stats.returncode == 0, stats.stderr
+    _one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "directory permissions")
+    assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]
+
+
+def test_a_reader_as_another_user_follows_the_owner_s_writes(shared_dir: Path) -> None:
+    """The ops app's case: opened before any writer (no -wal: read without locks), it sees what
+    the owner's writer commits once it appears, through a checkpoint of the WAL into the file
+    (its -shm read-only to the reader) and after the writer closes."""
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o644)
+    url = f"sqlite:///{db}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+    reader = subprocess.Popen(
+        [*NOBODY, sys.executable, "-c", READER, url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/",
+    )  # fmt: skip
+    assert reader.stdin is not None and reader.stdout is not None
+
+    def count() -> int:
+        assert reader.stdin is not None and reader.stdout is not None
+        reader.stdin.write("count\n")
+        reader.stdin.flush()
+        answer = reader.stdout.readline()
+        assert answer, reader.stderr.read() if reader.stderr else "the reader exited"
+        return int(answer)
+
+    try:
+        assert count() == 3
+        with jobq.Queue(url) as writer:
+            writer.enqueue_many([{"n": n} for n in range(10)])
+            assert count() == 13
+            for _ in range(60):  # past the WAL's auto-checkpoint: pages move into the file
+                writer.enqueue_many([{"pad": "x" * 1000} for _ in range(20)])
+            assert count() == 13 + 1200
+        assert count() == 13 + 1200
+    finally:
+        reader.kill()
+        reader.communicate(timeout=30)
+    conn = apsw.Connection(str(db))
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
