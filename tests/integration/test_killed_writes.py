@@ -74,12 +74,20 @@ WRITES = ("complete", "fail", "release", "heartbeat")
 EVENT = {"complete": "completed", "fail": "retry_scheduled", "release": "released"}
 
 
-def _kill_inside(url: str, write: str, point: str) -> None:
+def _killed_inside(tmp_path: Path, write: str, point: str) -> tuple[str, int]:
+    """A queue of one job, whose claimer was killed inside ``write`` at ``point``: (url, job id),
+    the file checked whole."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        job_id = q.enqueue({"n": 1}, max_attempts=3)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, url, write, point], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
     assert "claimed" in proc.stdout and "survived" not in proc.stdout, proc.stdout
+    _file_is_whole(db)
+    return url, job_id
 
 
 def _file_is_whole(db: Path) -> None:
@@ -92,12 +100,7 @@ def _file_is_whole(db: Path) -> None:
 
 @pytest.mark.parametrize("write", WRITES)
 def test_a_write_killed_before_its_commit_leaves_the_job_to_the_rescuer(tmp_path: Path, write: str) -> None:
-    db = tmp_path / "queue.db"
-    url = f"sqlite:///{db}"
-    with jobq.Queue(url) as q:
-        job_id = q.enqueue({"n": 1}, max_attempts=3)
-    _kill_inside(url, write, "before")
-    _file_is_whole(db)
+    url, job_id = _killed_inside(tmp_path, write, "before")
     with jobq.Queue(settings=jobq.Settings(database_url=url, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)) as q:
         stored = q.get(job_id)
         assert (stored.status, stored.attempts, stored.lease_owner) == (jobq.JobStatus.PROCESSING, 1, "doomed")
@@ -117,12 +120,7 @@ def test_a_write_killed_before_its_commit_leaves_the_job_to_the_rescuer(tmp_path
 
 @pytest.mark.parametrize("write", WRITES)
 def test_a_write_killed_after_its_commit_holds_whole(tmp_path: Path, write: str) -> None:
-    db = tmp_path / "queue.db"
-    url = f"sqlite:///{db}"
-    with jobq.Queue(url) as q:
-        job_id = q.enqueue({"n": 1}, max_attempts=3)
-    _kill_inside(url, write, "after")
-    _file_is_whole(db)
+    url, job_id = _killed_inside(tmp_path, write, "after")
     with jobq.Queue(url) as q:
         stored = q.get(job_id)
         if write == "heartbeat":  # the lease extended: no rescuer takes the job from its worker

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+from cli_errors import one_line_error
 
 import jobq
 
@@ -54,11 +55,10 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(where)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str], word: str) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("jobq: error: ") and word in lines[0], proc.stderr
-    return lines[0]
+def _stats_as_nobody(url: str) -> str:
+    stats = _as_nobody(JOBQ, "--db", url, "stats")
+    assert stats.returncode == 0, stats.stderr
+    return stats.stdout
 
 
 def _queue_of_three(db: Path, mode: int) -> None:
@@ -72,20 +72,19 @@ def test_a_user_who_may_only_read_the_file_reads_the_queue_and_is_refused_writes
     db = shared_dir / "q.db"
     _queue_of_three(db, 0o644)
     url = f"sqlite:///{db}"
-    stats = _as_nobody(JOBQ, "--db", url, "stats")
-    assert stats.returncode == 0, stats.stderr
-    assert any(line.split() == ["PENDING", "3"] for line in stats.stdout.splitlines()), stats.stdout
+    stats = _stats_as_nobody(url)
+    assert any(line.split() == ["PENDING", "3"] for line in stats.splitlines()), stats
     listing = _as_nobody(JOBQ, "--db", url, "list")
     assert listing.returncode == 0 and "1-3 of 3 jobs" in listing.stdout, (listing.stdout, listing.stderr)
-    line = _one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "file permissions")
+    line = one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "(file permissions)")
     assert "may read the database but not write it" in line
-    _one_line_error(_as_nobody(JOBQ, "--db", url, "cancel", "1"), "permissions")
+    one_line_error(_as_nobody(JOBQ, "--db", url, "cancel", "1"), "permissions")
     assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]  # the reader made no file
     with jobq.Queue(url) as q:
         assert q.count() == 3 and q.get(1).status == jobq.JobStatus.PENDING  # type: ignore[union-attr]
         assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
     db.chmod(0o600)  # not even readable: the usual error, which names the permissions
-    _one_line_error(_as_nobody(JOBQ, "--db", url, "stats"), "no permission")
+    one_line_error(_as_nobody(JOBQ, "--db", url, "stats"), "no permission")
 
 
 def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) -> None:
@@ -93,9 +92,8 @@ def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) 
     db = shared_dir / "q.db"
     _queue_of_three(db, 0o666)
     url = f"sqlite:///{db}"
-    stats = _as_nobody(JOBQ, "--db", url, "stats")
-    assert stats.returncode == 0, stats.stderr
-    _one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "directory permissions")
+    _stats_as_nobody(url)
+    one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "directory permissions")
     assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_errors import one_line_error
 from harness import Recorder
 
 import jobq
@@ -29,17 +30,6 @@ Mount = Callable[[str], Path]
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
     return subprocess.run([str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
-    """Assert the command failed with one readable line (naming one of ``words``); return it, with the
-    temporary directory shown as ``<tmp>``."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("jobq: error: "), proc.stderr
-    assert not words or any(w in lines[0].lower() for w in words), lines[0]
-    return re.sub(r"/tmp/\S*?/(?=[^/\s]+\.db\b|nowhere-|a-file)", "<tmp>/", lines[0])
 
 
 @pytest.fixture

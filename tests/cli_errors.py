@@ -1,0 +1,17 @@
+"""What a failed ``jobq`` command must print: one readable line, no traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Assert the command failed with one readable line (naming one of ``words``); return it, with the
+    temporary directory shown as ``<tmp>``."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("jobq: error: "), proc.stderr
+    assert not words or any(w in lines[0].lower() for w in words), lines[0]
+    return re.sub(r"/tmp/\S*?/(?=[^/\s]+\.db\b|nowhere-|a-file)", "<tmp>/", lines[0])
