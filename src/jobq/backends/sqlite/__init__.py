@@ -161,7 +161,7 @@ class SqliteBackend(SqlStore):
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
-        read_only = _read_only_here(self.path)
+        read_only = _read_only_here(self.path) if os.path.exists(self.path) else None
         if read_only is not None:
             conn = self._connect_read_only(read_only)
             self._conn = conn
@@ -595,16 +595,14 @@ def _set_up_session(conn: apsw.Connection) -> None:
 
 
 def _read_only_here(path: str) -> str | None:
-    """Why this process may read the database at ``path`` but not write it, or None (it may, or
-    there is no file yet). Opened as usual, such a file failed every command, reads included:
-    SQLite could not make the -wal and -shm files that WAL mode needs. Root passes every
-    permission check, so only a mount makes it read-only for root."""
-    if not os.path.exists(path):
-        return None
+    """Why this process may not write the database at ``path``, where it could read it, or None.
+    Opened as usual, such a file failed every command, reads included: SQLite could not make the
+    -wal and -shm files that WAL mode needs. Root passes every permission check, so only a mount
+    makes it read-only for root."""
     if _on_read_only_mount(path):
         return "the filesystem holding the database is mounted read-only"
     if not os.access(path, os.R_OK):
-        return None  # not even read: the usual error names the permissions
+        return None  # no file, or not even readable: the usual error says which
     if not os.access(path, os.W_OK):
         return "this user may read the database but not write it (file permissions)"
     directory = os.path.dirname(path) or "."
