@@ -128,6 +128,9 @@ def test_read_only_filesystem(tmpfs: Mount, tmp_path: Path, record: Recorder) ->
     counts = cli("--db", url, "stats", cwd=tmp_path)
     assert counts.returncode == 0 and re.search(r"(?m)^PENDING +10$", counts.stdout), counts.stdout
     one_line_error(cli("--db", url, "cancel", "1", cwd=tmp_path), "read-only")
+    # A new database there: the mount is named too, though there is no file to read.
+    new = f"sqlite:///{fs}/new.db"
+    one_line_error(cli("--db", new, "enqueue", "--json", "{}", cwd=tmp_path), "mounted read-only")
     subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
     jobs, integrity = stored(url)
     missing = sum(1 for k, v in acked.items() if jobs.get(k) != v)
