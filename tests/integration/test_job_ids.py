@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import apsw
@@ -189,5 +190,47 @@ def test_a_kill_during_the_rebuild_leaves_schema_13_whole_and_the_next_open_fini
     try:
         assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
+def test_an_upgrade_that_meets_a_held_write_lock_waits_for_it_or_gives_up_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock while a process opens a schema-13 database: with
+    ``?busy_timeout=300`` the open gives up in one line and the database stays at schema 13 with
+    every row; with the default wait, the open waits for the lock and then migrates."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    current = sqlite_backend.MIGRATIONS
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
+    with jobq.Queue(url):
+        pass
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+    # The rows as schema 13's jobq wrote them (this jobq's statements need schema 14's floor).
+    write_by_hand(url, *(f"INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES ('\"{n}\"', 0, 0, 0)"
+                         for n in "abc"))  # fmt: skip
+    holder = apsw.Connection(str(db))
+    holder.execute("BEGIN IMMEDIATE")  # the fault: a writer that holds the lock for seconds
+    try:
+        with pytest.raises(jobq.StorageError, match="stayed locked"):
+            jobq.Queue(f"{url}?busy_timeout=300")
+        assert holder.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(13,)]
+        opened: list[jobq.Queue] = []
+        opener = threading.Thread(target=lambda: opened.append(jobq.Queue(url)), daemon=True)
+        opener.start()
+        opener.join(0.5)
+        assert opener.is_alive() and not opened  # waiting for the lock, not failing
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    opener.join(60)
+    assert len(opened) == 1
+    with opened[0] as q:
+        assert q.count() == 3
+        assert q.enqueue("d") == 4
+    conn = apsw.Connection(str(db))
+    try:
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
     finally:
         conn.close()
