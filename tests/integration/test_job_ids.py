@@ -136,6 +136,15 @@ def test_the_rebuilt_checks_still_refuse_a_status_or_key_scope_that_is_not_one(s
         assert q.get(job_id).status == jobq.JobStatus.PENDING and q.count() == 1
 
 
+def _empty_schema_13(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new database at ``url`` made by the migrations up to schema 13, as the jobq before made it."""
+    current = sqlite_backend.MIGRATIONS
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
+    with jobq.Queue(url):
+        pass
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+
+
 MIGRATE = """
 import sys, jobq
 with jobq.Queue(sys.argv[1]) as q:
@@ -151,11 +160,7 @@ def test_a_kill_during_the_rebuild_leaves_schema_13_whole_and_the_next_open_fini
     the highest one ever handed out."""
     db = tmp_path / "queue.db"
     url = f"sqlite:///{db}"
-    current = sqlite_backend.MIGRATIONS
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
-    with jobq.Queue(url):
-        pass
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+    _empty_schema_13(url, monkeypatch)
     rows = 400_000  # a copy of a second or so: the kill lands inside it
     write_by_hand(
         url,
@@ -202,11 +207,7 @@ def test_an_upgrade_that_meets_a_held_write_lock_waits_for_it_or_gives_up_whole(
     every row; with the default wait, the open waits for the lock and then migrates."""
     db = tmp_path / "queue.db"
     url = f"sqlite:///{db}"
-    current = sqlite_backend.MIGRATIONS
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
-    with jobq.Queue(url):
-        pass
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+    _empty_schema_13(url, monkeypatch)
     # The rows as schema 13's jobq wrote them (this jobq's statements need schema 14's floor).
     write_by_hand(url, *(f"INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES ('\"{n}\"', 0, 0, 0)"
                          for n in "abc"))  # fmt: skip
