@@ -1,7 +1,8 @@
-"""What a failed ``jobq`` command must print: one readable line, no traceback."""
+"""Running the ``jobq`` command in tests, and what it must print when it fails: one readable line."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -15,3 +16,8 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("jobq: error: "), proc.stderr
     assert not words or any(w in lines[0].lower() for w in words), lines[0]
     return re.sub(r"/tmp/\S*?/(?=[^/\s]+\.db\b|nowhere-|a-file)", "<tmp>/", lines[0])
+
+
+def without_jobq_settings() -> dict[str, str]:
+    """This environment without ``JOBQ_*`` variables: the command reads only what its arguments say."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}

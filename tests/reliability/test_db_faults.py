@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_errors import one_line_error
+from cli_errors import one_line_error, without_jobq_settings
 from harness import Recorder
 
 import jobq
@@ -28,8 +28,9 @@ Mount = Callable[[str], Path]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
-    return subprocess.run([str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+    return subprocess.run(
+        [str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=without_jobq_settings()
+    )
 
 
 @pytest.fixture

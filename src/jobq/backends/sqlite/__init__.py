@@ -217,9 +217,9 @@ class SqliteBackend(SqlStore):
         shared index in its own memory). After a clean shutdown they are gone and cannot be made
         on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
         no WAL), which holds as long as nobody writes it. A writer (through another mount of the
-        same files, or as another user) would make a -wal first: ``_locked`` checks for one after each transaction
-        (``_writer_appeared``), and runs a transaction during which one appeared again, on the
-        file opened anew with SQLite's locks."""
+        same files, or as another user) would make a -wal first: ``_locked`` checks for one after
+        each transaction (``_writer_appeared``), and runs a transaction during which one appeared
+        again, on the file opened anew with SQLite's locks."""
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
         uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
