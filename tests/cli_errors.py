@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
+
+#: The ``jobq`` command of this venv.
+JOBQ = Path(sys.executable).parent / "jobq"
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
@@ -21,3 +26,10 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
 def without_jobq_settings() -> dict[str, str]:
     """This environment without ``JOBQ_*`` variables: the command reads only what its arguments say."""
     return {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
+
+
+def run_jobq(*args: str, cwd: Path | str) -> subprocess.CompletedProcess[str]:
+    """``jobq args...`` in ``cwd`` without ``JOBQ_*`` settings, its output captured."""
+    return subprocess.run(
+        [str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=without_jobq_settings()
+    )

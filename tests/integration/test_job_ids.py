@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+from cli_errors import one_line_error, run_jobq
 from handwritten import write_by_hand
 from polling import wait_for
 
@@ -235,3 +236,64 @@ def test_an_upgrade_that_meets_a_held_write_lock_waits_for_it_or_gives_up_whole(
         assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
     finally:
         conn.close()
+
+
+#: The largest id either backend can store (a signed 64-bit integer).
+ID_MAX = 2**63 - 1
+
+
+def test_no_id_left_is_one_clear_line_and_loses_nothing(backend_url: str, tmp_path: Path, clock: FakeClock) -> None:
+    """The newest id at the largest integer the store holds (only a hand can put it there: 2^63
+    enqueues would take millennia): every enqueue refuses in one line naming the limit, from the
+    API and the CLI, and the stored jobs stay as they were. SQLite said "datatype mismatch"
+    (the next id, one above the largest integer, is a REAL)."""
+    settings = jobq.Settings(database_url=backend_url)
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        first, newest = q.enqueue_many(["a", "b"])
+        if backend_url.startswith("sqlite:"):
+            write_by_hand(backend_url, f"UPDATE jobs SET id = {ID_MAX} WHERE id = {newest}")
+        else:
+            write_by_hand(backend_url, f"SELECT setval(pg_get_serial_sequence('jobs', 'id'), {ID_MAX})")
+        before = [(j.id, j.payload, j.status) for j in q.list()]
+        for enqueue in (lambda: q.enqueue("c"), lambda: q.enqueue_many(["d", "e"]), lambda: q.enqueue("k", key="k")):
+            with pytest.raises(jobq.StorageError) as raised:
+                enqueue()
+            message = str(raised.value)
+            assert "\n" not in message and str(ID_MAX) in message, message
+        line = one_line_error(run_jobq("--db", backend_url, "enqueue", "--json", '"f"', cwd=tmp_path), str(ID_MAX))
+        assert "mismatch" not in line
+        assert [(j.id, j.payload, j.status) for j in q.list()] == before and q.count() == 2
+        job = q.claim("w")  # the stored jobs still run
+        assert job is not None and job.id == first
+        q.complete(job)
+
+
+def test_a_deleted_id_floor_falls_back_to_one_above_the_newest_job(sqlite_url: str, clock: FakeClock) -> None:
+    """The floor of schema 14 (``jobq_id_floor``, its one row) deleted by hand: enqueues go on,
+    each id one above the newest job's (SQLite's own choice, as a table without the floor), and
+    none is refused or repeated."""
+    settings = jobq.Settings(database_url=sqlite_url)
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        ids = q.enqueue_many(["a", "b", "c"])
+        write_by_hand(sqlite_url, "DELETE FROM jobq_id_floor")
+        made = [q.enqueue("one"), *q.enqueue_many(["many1", "many2"]), q.enqueue("keyed", key="k")]
+        assert made == list(range(ids[-1] + 1, ids[-1] + 5))
+        assert sorted(j.id for j in q.list()) == [*ids, *made]
+
+
+def test_a_batch_that_would_pass_the_largest_id_is_refused_whole(backend_url: str, clock: FakeClock) -> None:
+    """Three ids left: a batch of two takes two of them, in order; a batch of two more stores
+    none. SQLite handed the rows past the top random unused ids (maybe purged jobs' ids), and
+    the batch's ids came back paired with the wrong jobs."""
+    settings = jobq.Settings(database_url=backend_url)
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        _, newest = q.enqueue_many(["a", "b"])
+        if backend_url.startswith("sqlite:"):
+            write_by_hand(backend_url, f"UPDATE jobs SET id = {ID_MAX - 3} WHERE id = {newest}")
+        else:
+            write_by_hand(backend_url, f"SELECT setval(pg_get_serial_sequence('jobs', 'id'), {ID_MAX - 3})")
+        assert q.enqueue_many(["c", "d"]) == [ID_MAX - 2, ID_MAX - 1]
+        assert [q.get(i).payload for i in (ID_MAX - 2, ID_MAX - 1)] == ["c", "d"]
+        with pytest.raises(jobq.StorageError, match=str(ID_MAX)):
+            q.enqueue_many(["e", "f"])
+        assert sorted(j.payload for j in q.list()) == ["a", "b", "c", "d"]

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_errors import one_line_error, without_jobq_settings
+from cli_errors import JOBQ, one_line_error, without_jobq_settings
 
 import jobq
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-JOBQ = str(Path(sys.executable).parent / "jobq")
 #: A reader that stays open, as the ops app does: each line on stdin asks for its count of jobs.
 READER = r"""
 import sys, jobq
@@ -56,7 +55,7 @@ def shared_dir() -> Iterator[Path]:
 
 
 def _stats_as_nobody(url: str) -> str:
-    stats = _as_nobody(JOBQ, "--db", url, "stats")
+    stats = _as_nobody(str(JOBQ), "--db", url, "stats")
     assert stats.returncode == 0, stats.stderr
     return stats.stdout
 
@@ -74,17 +73,17 @@ def test_a_user_who_may_only_read_the_file_reads_the_queue_and_is_refused_writes
     url = f"sqlite:///{db}"
     stats = _stats_as_nobody(url)
     assert any(line.split() == ["PENDING", "3"] for line in stats.splitlines()), stats
-    listing = _as_nobody(JOBQ, "--db", url, "list")
+    listing = _as_nobody(str(JOBQ), "--db", url, "list")
     assert listing.returncode == 0 and "1-3 of 3 jobs" in listing.stdout, (listing.stdout, listing.stderr)
-    line = one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "(file permissions)")
+    line = one_line_error(_as_nobody(str(JOBQ), "--db", url, "enqueue", "--json", "{}"), "(file permissions)")
     assert "may read the database but not write it" in line
-    one_line_error(_as_nobody(JOBQ, "--db", url, "cancel", "1"), "permissions")
+    one_line_error(_as_nobody(str(JOBQ), "--db", url, "cancel", "1"), "permissions")
     assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]  # the reader made no file
     with jobq.Queue(url) as q:
         assert q.count() == 3 and q.get(1).status == jobq.JobStatus.PENDING  # type: ignore[union-attr]
         assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
     db.chmod(0o600)  # not even readable: the usual error, which names the permissions
-    one_line_error(_as_nobody(JOBQ, "--db", url, "stats"), "no permission")
+    one_line_error(_as_nobody(str(JOBQ), "--db", url, "stats"), "no permission")
 
 
 def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) -> None:
@@ -93,7 +92,7 @@ def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) 
     _queue_of_three(db, 0o666)
     url = f"sqlite:///{db}"
     _stats_as_nobody(url)
-    one_line_error(_as_nobody(JOBQ, "--db", url, "enqueue", "--json", "{}"), "directory permissions")
+    one_line_error(_as_nobody(str(JOBQ), "--db", url, "enqueue", "--json", "{}"), "directory permissions")
     assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]
 
 

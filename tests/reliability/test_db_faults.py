@@ -18,19 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_errors import one_line_error, without_jobq_settings
+from cli_errors import one_line_error, run_jobq
 from harness import Recorder
 
 import jobq
 
-JOBQ = Path(sys.executable).parent / "jobq"
 Mount = Callable[[str], Path]
 
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=without_jobq_settings()
-    )
+cli = run_jobq
 
 
 @pytest.fixture

@@ -54,7 +54,15 @@ from jobq.backends.ops.core import (
     migrate,
     schema_version,
 )
-from jobq.backends.ops.enqueue import KEY_ROUNDS_MAX, VALUES_CHUNK_ROWS, due_now, enqueue, enqueued_by_key, insert_alone
+from jobq.backends.ops.enqueue import (
+    KEY_ROUNDS_MAX,
+    NO_JOB_ID_LEFT,
+    VALUES_CHUNK_ROWS,
+    due_now,
+    enqueue,
+    enqueued_by_key,
+    insert_alone,
+)
 from jobq.backends.ops.flow import (
     CONTROLLED,
     PER_KEY_CANDIDATES_EXTRA,
@@ -115,6 +123,7 @@ from jobq.backends.ops.workers import (
 __all__ = [
     "CONTROLLED",
     "KEY_ROUNDS_MAX",
+    "NO_JOB_ID_LEFT",
     "PER_KEY_CANDIDATES_EXTRA",
     "TERMINAL_STATUSES",
     "VALUES_CHUNK_ROWS",

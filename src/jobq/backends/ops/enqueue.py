@@ -12,12 +12,15 @@ from jobq.backends.base import NewJob
 from jobq.backends.ops.core import Exec, ExecMany, Notify, Op
 from jobq.backends.ops.reads import get
 from jobq.backends.statements import Dialect, Params
+from jobq.config import INT64_MAX
 from jobq.errors import DuplicateJob, StorageError
 
 # -- producers -----------------------------------------------------------------------------------
 #: How many times one enqueue looks for a key's holder that keeps finishing between the insert
 #: that conflicted and the look-up (each round needs another producer to take the key meanwhile).
 KEY_ROUNDS_MAX = 20
+#: What an enqueue says when the ids have run out (only a hand can put an id near the top).
+NO_JOB_ID_LEFT = f"no job id is left: the newest job's id is at the largest the store can hold ({INT64_MAX})"
 
 
 def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> Op[list[int]]:
@@ -214,7 +217,13 @@ def _enqueue_values(d: Dialect, jobs: Sequence[NewJob], now: float) -> Op[list[i
         for j in chunk:
             values += (j.queue, j.task, j.payload_json, j.priority, j.run_at, j.max_attempts, j.timeout, j.policy_json)
         rows = yield Exec(d.stmt("insert_jobs_values", rows=_values_rows(len(chunk))), values)
-        ids += sorted(r[0] for r in rows)
+        made = sorted(r[0] for r in rows)
+        if made[-1] - made[0] != len(made) - 1:
+            # SQLite gives a row without an id the one above the newest, except when the newest
+            # holds the largest integer: then a random unused one, which may be the id of a
+            # purged job and breaks the order that pairs ids with jobs. Refused whole.
+            raise StorageError(NO_JOB_ID_LEFT)
+        ids += made
     due = frozenset(j.queue for j in jobs if j.run_at <= now)
     if due:
         yield Notify(due)

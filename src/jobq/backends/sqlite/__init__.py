@@ -576,6 +576,10 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         (apsw.NotADBError, "the file is not a SQLite database (or is corrupt)"),
         (apsw.IOError, "disk I/O error"),
         (apsw.PermissionsError, "permission denied"),
+        # The one SQLITE_MISMATCH jobq can meet: a new job's id (NEXT_JOB_ID_SQL) one above the
+        # largest integer is a REAL, which an INTEGER PRIMARY KEY refuses. Only a hand can put an
+        # id there; PostgreSQL's sequence says the same in its own words.
+        (apsw.MismatchError, ops.NO_JOB_ID_LEFT),
     ]
     if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError) and (why := _read_only_here(path)):
         return StorageError(f"{path}: {why}")
