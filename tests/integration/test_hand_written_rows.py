@@ -12,9 +12,6 @@ queue's (logged)."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +20,7 @@ from typing import Any
 
 import apsw
 import pytest
+from cli_errors import run_jobq
 from handwritten import write_by_hand, write_past_controls_checks
 from polling import wait_for
 
@@ -34,8 +32,6 @@ from jobq.web import manager_model, ops_model, views
 from jobq.worker import Worker
 from jobq.worker.runtime import GAVE_BACK_AT_STOP
 from jobq.worker.scheduler import Scheduler
-
-JOBQ = Path(sys.executable).parent / "jobq"
 
 #: Writes the CHECKs refuse on both backends.
 REFUSED = [
@@ -93,10 +89,7 @@ def _backend(url: str) -> str:
 
 
 def _cli(url: str, cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
-    proc = subprocess.run(
-        [str(JOBQ), *args, "--db", url], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
-    )
+    proc = run_jobq(*args, "--db", url, cwd=cwd)
     assert proc.returncode == 0, (args, proc.stderr)
     assert "Traceback" not in proc.stderr, args  # (a failed run's stored error may hold one: stdout)
     return proc.stdout

@@ -9,9 +9,6 @@ readable ``last_error``, an event) and the worker goes on with the next job.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 
 import apsw
 import pytest
+from cli_errors import run_jobq
 from handwritten import write_by_hand
 from polling import wait_for
 from worker_thread import running
@@ -27,7 +25,6 @@ import jobq
 from jobq.testing.contract.common import kinds
 from jobq.worker import Worker
 
-JOBQ = Path(sys.executable).parent / "jobq"
 DEEP = "[" * 990 + "]" * 990
 
 
@@ -95,12 +92,11 @@ def test_bad_rows_fail_their_own_job_and_the_worker_goes_on(backend_url: str, tm
 def test_bad_rows_show_in_the_cli_without_a_traceback(backend_url: str, tmp_path: Path) -> None:
     with jobq.Queue(backend_url):
         bad = _bad_rows(backend_url, tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
     commands = [["list", "--db", backend_url], ["stats", "--db", backend_url]]
     commands += [["show", str(job_id), "--db", backend_url] for job_id in bad.values()]
     commands += [["list", "--json", "--db", backend_url]]
     for args in commands:
-        proc = subprocess.run([str(JOBQ), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        proc = run_jobq(*args, cwd=tmp_path)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "Traceback" not in proc.stderr + proc.stdout, args
         if args[0] == "show":
