@@ -61,7 +61,7 @@ def test_a_schema_13_database_is_rebuilt_with_its_rows_and_ids_kept(
     db = tmp_path / "queue.db"
     settings = jobq.Settings(database_url=f"sqlite:///{db}")
     current = sqlite_backend.MIGRATIONS
-    assert len(current) == 14
+    assert len(current) == sqlite_backend.SCHEMA_VERSION
     monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
     with jobq.Queue(settings=settings, clock=clock) as old:
         # Inserted as the jobq of schema 13 did (today's insert names the floor of schema 14).
@@ -89,7 +89,7 @@ def test_a_schema_13_database_is_rebuilt_with_its_rows_and_ids_kept(
     with jobq.Queue(settings=settings, clock=clock) as q:
         conn = apsw.Connection(str(db))
         try:
-            assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
+            assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(sqlite_backend.SCHEMA_VERSION,)]
             assert sorted(conn.execute("SELECT * FROM jobs")) == rows_before
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'jobs'")}
@@ -101,6 +101,7 @@ def test_a_schema_13_database_is_rebuilt_with_its_rows_and_ids_kept(
                 "jobs_live",
                 "jobs_external_status",
                 "jobs_id_floor",
+                "jobs_id_moved",
             }
             (table_sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()
             assert "AUTOINCREMENT" not in table_sql and " IN (" not in table_sql
@@ -194,7 +195,7 @@ def test_a_kill_during_the_rebuild_leaves_schema_13_whole_and_the_next_open_fini
         assert q.enqueue("next") == rows + 1
     conn = apsw.Connection(str(db))
     try:
-        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(sqlite_backend.SCHEMA_VERSION,)]
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()
@@ -233,7 +234,7 @@ def test_an_upgrade_that_meets_a_held_write_lock_waits_for_it_or_gives_up_whole(
         assert q.enqueue("d") == 4
     conn = apsw.Connection(str(db))
     try:
-        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(14,)]
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchall() == [(sqlite_backend.SCHEMA_VERSION,)]
     finally:
         conn.close()
 
@@ -297,3 +298,33 @@ def test_a_batch_that_would_pass_the_largest_id_is_refused_whole(backend_url: st
         with pytest.raises(jobq.StorageError, match=str(ID_MAX)):
             q.enqueue_many(["e", "f"])
         assert sorted(j.payload for j in q.list()) == ["a", "b", "c", "d"]
+
+
+def test_ids_are_never_reused_after_an_id_is_changed_by_hand(sqlite_url: str, clock: FakeClock) -> None:
+    """``UPDATE jobs SET id = ...`` by hand, as ``sqlite3`` runs it: the newest job moved down
+    to a free id, then another job moved up and back. Every way of enqueueing starts above every
+    id the table held; jobq's own writes, which never set an id, leave the floor alone."""
+    settings = jobq.Settings(database_url=sqlite_url)
+    with jobq.Queue(settings=settings, clock=clock) as q:
+        ids = q.enqueue_many(["a", "b", "c", "d"])
+        write_by_hand(sqlite_url, f"DELETE FROM jobs WHERE id = {ids[1]}")
+        write_by_hand(sqlite_url, f"UPDATE jobs SET id = {ids[1]} WHERE id = {ids[-1]}")  # the newest, moved down
+        made = [q.enqueue("one"), *q.enqueue_many(["many1", "many2"]), q.enqueue("keyed", key="k")]
+        assert made[0] == ids[-1] + 1 and made == sorted(set(made))
+        write_by_hand(sqlite_url, f"UPDATE jobs SET id = {made[-1] + 100} WHERE id = {ids[0]}")
+        write_by_hand(sqlite_url, f"UPDATE jobs SET id = {ids[0]} WHERE id = {made[-1] + 100}")
+        assert q.enqueue("after") == made[-1] + 101
+        floor = _floor(sqlite_url)
+        job = q.claim("w")
+        assert job is not None
+        q.complete(job)
+        q.cancel(q.enqueue("x"))
+        assert _floor(sqlite_url) == floor
+
+
+def _floor(url: str) -> int:
+    conn = apsw.Connection(url.removeprefix("sqlite:///"))
+    try:
+        return int(conn.execute("SELECT floor FROM jobq_id_floor").fetchall()[0][0])
+    finally:
+        conn.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from jobq.backends.statements import KEY_HELD_SQL
 from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -397,6 +397,18 @@ MIGRATIONS: list[list[str]] = [
         # whichever order a statement deletes its rows in, the highest one is then the newest.
         """CREATE TRIGGER jobs_id_floor AFTER DELETE ON jobs
             WHEN OLD.id > (SELECT floor FROM jobq_id_floor) AND NOT EXISTS (SELECT 1 FROM jobs WHERE id > OLD.id)
+            BEGIN
+                UPDATE jobq_id_floor SET floor = OLD.id;
+            END""",
+    ],
+    [
+        # An id changed by hand (``UPDATE jobs SET id = ...``) frees the old one, which the next
+        # insert took again when it had been the newest: the floor rises to it. jobq never writes
+        # an id, and SQLite codes an ``UPDATE OF id`` trigger only into statements that set id,
+        # so no statement of jobq's pays for it (schema 14 rebuilt the table: a rebuild must make
+        # this trigger and jobs_id_floor again).
+        """CREATE TRIGGER jobs_id_moved AFTER UPDATE OF id ON jobs
+            WHEN OLD.id > (SELECT floor FROM jobq_id_floor) AND NEW.id IS NOT OLD.id
             BEGIN
                 UPDATE jobq_id_floor SET floor = OLD.id;
             END""",
