@@ -7,6 +7,7 @@ can never complete, fail or extend a job that was handed to another.
 from jobq.async_queue import AsyncQueue
 from jobq.backends.base import (
     ActionResult,
+    ActionResults,
     ControlEvent,
     JobFilter,
     Page,
@@ -42,6 +43,7 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "ActionResult",
+    "ActionResults",
     "AsyncQueue",
     "ConfigError",
     "ControlEvent",

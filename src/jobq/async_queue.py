@@ -33,6 +33,7 @@ from typing import Any
 from jobq import queue as queue_module
 from jobq.backends.base import (
     ActionResult,
+    ActionResults,
     Completion,
     HeartbeatResult,
     JobFilter,
@@ -275,7 +276,7 @@ class AsyncQueue:
         return native
 
     # -- operators ---------------------------------------------------------------------------
-    async def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
+    async def _one(self, results: Sequence[ActionResult], job_id: int, action: str) -> ActionResult:
         """``Queue._one`` without blocking: the action's single result, or its one-line error."""
         result = results[0]
         if result.status is None:
@@ -294,27 +295,30 @@ class AsyncQueue:
 
     async def resubmit_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
-    ) -> list[ActionResult]:
+    ) -> ActionResults:
         if self.store is None:
-            return list(await self._call(self.sync.resubmit_many, ids=ids, where=where, actor=actor))
+            results: ActionResults = await self._call(self.sync.resubmit_many, ids=ids, where=where, actor=actor)
+            return results
         return await self._act("resubmit", ids, where, actor)
 
     async def cancel_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
-    ) -> list[ActionResult]:
+    ) -> ActionResults:
         if self.store is None:
-            return list(await self._call(self.sync.cancel_many, ids=ids, where=where, actor=actor))
+            results: ActionResults = await self._call(self.sync.cancel_many, ids=ids, where=where, actor=actor)
+            return results
         return await self._act("cancel", ids, where, actor)
 
     async def _act(
         self, action: str, ids: Sequence[int] | None, where: JobFilter | None, actor: str | None
-    ) -> list[ActionResult]:
+    ) -> ActionResults:
         """``Queue._act`` on the native store."""
         target, impossible = operator_targets(ids, where)
         if target is None:
-            return impossible
+            return ActionResults(impossible)
         who = actor_of(actor, self.settings)
-        return list(await self._store(action, target, who, self.sync.clock())) + impossible
+        results: ActionResults = await self._store(action, target, who, self.sync.clock())
+        return results + impossible
 
     async def purge(
         self,

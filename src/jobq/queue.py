@@ -21,6 +21,7 @@ from jobq.backends import open_backend
 from jobq.backends.base import (
     DUE_HISTORY_SAMPLE_LIMIT,
     ActionResult,
+    ActionResults,
     Backend,
     Bucket,
     Completion,
@@ -1021,7 +1022,7 @@ class Queue:
         return self.backend.mark_lost_workers(seen_before, time.time())
 
     # -- operators -------------------------------------------------------------------------
-    def _one(self, results: list[ActionResult], job_id: int, action: str) -> ActionResult:
+    def _one(self, results: Sequence[ActionResult], job_id: int, action: str) -> ActionResult:
         result = results[0]
         if result.status is None:
             raise JobNotFound(job_id)
@@ -1045,27 +1046,29 @@ class Queue:
 
     def resubmit_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
-    ) -> list[ActionResult]:
-        """Resubmit by ids or by filter; one result per job (illegal ones change nothing)."""
+    ) -> ActionResults:
+        """Resubmit by ids or by filter; one result per job (illegal ones change nothing), in a
+        compact read-only sequence (``ActionResults``: a filter may match millions of jobs)."""
         return self._act(self.backend.resubmit, ids, where, actor)
 
     def cancel_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
-    ) -> list[ActionResult]:
-        """Cancel by ids or by filter; one result per job (illegal ones change nothing)."""
+    ) -> ActionResults:
+        """Cancel by ids or by filter; one result per job (illegal ones change nothing), as
+        ``resubmit_many``'s."""
         return self._act(self.backend.cancel, ids, where, actor)
 
     def _act(
         self,
-        action: Callable[[JobFilter, str, float], list[ActionResult]],
+        action: Callable[[JobFilter, str, float], ActionResults],
         ids: Sequence[int] | None,
         where: JobFilter | None,
         actor: str | None,
-    ) -> list[ActionResult]:
+    ) -> ActionResults:
         """An operator action on ``ids`` and/or ``where`` (see ``operator_targets``)."""
         target, impossible = operator_targets(ids, where)
         if target is None:
-            return impossible
+            return ActionResults(impossible)
         return action(target, actor_of(actor, self.settings), self.clock()) + impossible
 
     def purge(

@@ -118,3 +118,25 @@ def test_rows_edited_by_hand_between_chunks_are_taken_as_they_are_then(
         assert q.get(running_by_hand).status is S.PROCESSING  # type: ignore[union-attr]
         seen = _cancelled_events(q, ids)
         assert all(seen[i] == (1 if i in cancelled else 0) for i in ids), seen
+
+
+def test_an_action_on_many_jobs_holds_its_results_compactly(backend_url: str) -> None:
+    """The results of a filtered action are gathered chunk by chunk into ``ActionResults`` (an id
+    and a code a job), not a list of ActionResult objects: `jobq cancel --status pending` of
+    1,000,000 jobs peaked at 160 MB, of which ~110 MB were its results. Python's allocations over
+    the call, counted by tracemalloc, for 40,000 jobs: a list of results alone holds ~4.5 MB."""
+    import tracemalloc
+
+    with jobq.Queue(backend_url) as q:
+        q.enqueue_many([{"n": n} for n in range(40_000)])
+        q.cancel_many(where=jobq.JobFilter(queues=("none",)))  # statements prepared, caches warm
+        tracemalloc.start()
+        try:
+            results = q.cancel_many(where=jobq.JobFilter(statuses=(S.PENDING,)))
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert isinstance(results, jobq.ActionResults) and len(results) == 40_000
+        assert all(r.ok and r.status is S.CANCELLED for r in results)
+        assert held < 1_000_000 and peak < 2_500_000, f"held {held:,} B, peak {peak:,} B"
+        assert q.counts()["CANCELLED"] == 40_000

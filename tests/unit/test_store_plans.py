@@ -20,6 +20,7 @@ from unittest import mock
 import pytest
 
 from jobq.backends import base, ops
+from jobq.backends.base import ActionResult
 from jobq.backends.postgres.aio import AsyncPostgresStore
 from jobq.backends.store import MakeOp, SqlStore, Work
 from jobq.job import JobStatus
@@ -201,11 +202,12 @@ def test_an_operator_action_runs_a_transaction_per_chunk_until_none_is_left(monk
     last id of the one before, the results of all of them in order; on SQLite a pause between."""
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    blocking = _Scripted(_answers((["r1", "r2"], 7), (["r3"], None)))
+    r1, r2, r3 = (ActionResult(i, True, JobStatus.CANCELLED, "cancelled") for i in (1, 2, 7))
+    blocking = _Scripted(_answers(([r1, r2], 7), ([r3], None)))
     blocking.dialect.chunk_pause_share = 1.0
-    assert blocking.cancel(mock.MagicMock(), "ops", 1.0) == ["r1", "r2", "r3"]
+    assert blocking.cancel(mock.MagicMock(), "ops", 1.0) == [r1, r2, r3]
     assert blocking.asked == [True, True] and len(slept) == 1
-    store, asked = _async_scripted(_answers((["r1"], 3), ([], None)))
+    store, asked = _async_scripted(_answers(([r1], 3), ([], None)))
     store.dialect.chunk_pause_share = 0.0
-    assert asyncio.run(store.resubmit(mock.MagicMock(), "ops", 1.0)) == ["r1"]
+    assert asyncio.run(store.resubmit(mock.MagicMock(), "ops", 1.0)) == [r1]
     assert asked == [True, True] and len(slept) == 1

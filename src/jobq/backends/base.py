@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, overload
 
 from jobq.job import Event, Job, JobStatus
 
@@ -115,6 +116,76 @@ class ActionResult:
     message: str = ""
     held_by: int | None = None
     """A resubmit refused because another job holds this job's 'active' key: that job's id."""
+
+
+class ActionResults(Sequence[ActionResult]):
+    """An operator action's results, one per job in order, kept compact: a job id and a small
+    code a job (12 bytes), each ``ActionResult`` made when read. A cancel of 1,000,000 PENDING
+    jobs held 1,000,000 ActionResult objects: 160 MB in ``jobq cancel`` (1.6 GB at 10,000,000).
+    The codes name the distinct rest of a result (ok, status, message, held_by): the jobs done
+    share one, and a refusal whose message names its job has its own. Read-only, equal to any
+    sequence of the same results (a list among them), and ``+`` another sequence of results;
+    ``extend`` adds results at the end (the store gathers an action's chunks with it)."""
+
+    __slots__ = ("_codes", "_ids", "_kinds", "_known")
+
+    def __init__(self, results: Iterable[ActionResult] = ()) -> None:
+        self._ids = array("q")
+        self._codes = array("I")
+        self._kinds: list[tuple[bool, JobStatus | None, str, int | None]] = []
+        self._known: dict[tuple[bool, JobStatus | None, str, int | None], int] = {}
+        self.extend(results)
+
+    def extend(self, results: Iterable[ActionResult]) -> None:
+        ids, codes, kinds, known = self._ids, self._codes, self._kinds, self._known
+        for r in results:
+            kind = (r.ok, r.status, r.message, r.held_by)
+            code = known.get(kind)
+            if code is None:
+                code = known[kind] = len(kinds)
+                kinds.append(kind)
+            ids.append(r.job_id)
+            codes.append(code)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> ActionResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ActionResults: ...
+
+    def __getitem__(self, index: int | slice) -> ActionResult | ActionResults:
+        if isinstance(index, slice):
+            return ActionResults(self._result(i) for i in range(*index.indices(len(self))))
+        return self._result(range(len(self))[index])  # IndexError and negative indexes as a list's
+
+    def _result(self, i: int) -> ActionResult:
+        return ActionResult(self._ids[i], *self._kinds[self._codes[i]])
+
+    def __iter__(self) -> Iterator[ActionResult]:
+        kinds = self._kinds
+        for job_id, code in zip(self._ids, self._codes, strict=True):
+            yield ActionResult(job_id, *kinds[code])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable as they are
+
+    def __add__(self, other: Iterable[ActionResult]) -> ActionResults:
+        both = ActionResults(self)
+        both.extend(other)
+        return both
+
+    def __repr__(self) -> str:
+        return f"ActionResults({list(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActionResults, (list(self),))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -601,11 +672,11 @@ class Backend(Protocol):
         ...
 
     # -- operators -------------------------------------------------------------------------
-    def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+    def resubmit(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         """FAILED / CANCELLED / COMPLETED -> PENDING for the jobs in ``where``."""
         ...
 
-    def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+    def cancel(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         """PENDING / FAILED -> CANCELLED; PROCESSING -> cancel requested."""
         ...
 

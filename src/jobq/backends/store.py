@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from jobq.backends import base, ops
 from jobq.backends.base import (
     STATS_FINISHED_WINDOW,
-    ActionResult,
+    ActionResults,
     Bucket,
     Clock,
     Completion,
@@ -367,19 +367,20 @@ class SqlStore:
         return self._read(lambda: ops.control_history(self.dialect, queue, limit))
 
     # -- operators -------------------------------------------------------------------------
-    def resubmit(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+    def resubmit(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         return self._run_plan(self._chunked(ops.resubmit, where, actor, now))
 
-    def cancel(self, where: JobFilter, actor: str, now: float) -> list[ActionResult]:
+    def cancel(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         return self._run_plan(self._chunked(ops.cancel, where, actor, now))
 
     def _chunked(
         self, action: Callable[..., ops.Op[ops.Chunk]], where: JobFilter, actor: str, now: float
-    ) -> Plan[list[ActionResult]]:
+    ) -> Plan[ActionResults]:
         """An operator's action, ``OPERATOR_CHUNK_JOBS`` jobs a transaction in id order until none
-        is left, pausing after each as a purge does (SQLite's writers take the lock in between)."""
+        is left, pausing after each as a purge does (SQLite's writers take the lock in between).
+        The results are gathered compactly (``ActionResults``): an action may touch millions."""
         d, after = self.dialect, 0
-        out: list[ActionResult] = []
+        out = ActionResults()
         named, seen = set(where.ids), frozenset[int]()
         while True:
             began = time.monotonic()
@@ -388,7 +389,7 @@ class SqlStore:
                 results, following = yield (chunk, True, None)
             except StorageError as exc:
                 raise _after_chunks(exc, sum(r.ok for r in out), "acted on") from None
-            out += results
+            out.extend(results)
             if following is None:
                 return out
             after = following

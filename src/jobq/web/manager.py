@@ -101,7 +101,7 @@ def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where:
     actor = _operator()
     try:
         if verb == "Resubmit":
-            results: list[ActionResult] = q.resubmit_many(ids=ids, where=where, actor=actor)
+            results: Sequence[ActionResult] = q.resubmit_many(ids=ids, where=where, actor=actor)
         else:
             results = q.cancel_many(ids=ids, where=where, actor=actor)
     except JobqError as exc:
