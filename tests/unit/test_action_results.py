@@ -39,6 +39,7 @@ def test_the_results_read_back_as_they_were_given_in_order() -> None:
     with pytest.raises(IndexError):
         results[100]
     assert results + given[:2] == given + given[:2] and isinstance(results + given[:0], ActionResults)
+    assert given[:2] + results == given[:2] + given and isinstance(given[:0] + results, ActionResults)
     assert ActionResults() == [] and not ActionResults()
     assert given[6] in results and results.index(given[50]) == 50 and results.count(given[50]) == 1
     assert pickle.loads(pickle.dumps(results)) == given

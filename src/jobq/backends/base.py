@@ -181,6 +181,11 @@ class ActionResults(Sequence[ActionResult]):
         both.extend(other)
         return both
 
+    def __radd__(self, other: Iterable[ActionResult]) -> ActionResults:
+        both = ActionResults(other)
+        both.extend(self)
+        return both
+
     def __repr__(self) -> str:
         return f"ActionResults({list(self)!r})"
 
