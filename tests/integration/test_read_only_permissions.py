@@ -132,3 +132,34 @@ def test_a_reader_as_another_user_follows_the_owner_s_writes(shared_dir: Path) -
         reader.communicate(timeout=30)
     with jobq.Queue(url) as q:
         assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
+
+
+def test_a_killed_owner_s_wal_is_read_by_a_user_who_may_only_read(shared_dir: Path) -> None:
+    """The owner's writer killed with jobs committed in its -wal only (no checkpoint, -wal and
+    -shm left behind, readable by the reader, not writable): the reader reads them through
+    SQLite's read-only shared index, and writes nothing, the files included."""
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o644)
+    url = f"sqlite:///{db}"
+    writer = (
+        "import os, signal, sys, jobq\n"
+        "q = jobq.Queue(sys.argv[1])\n"
+        "q.enqueue_many([{'n': n} for n in range(4)])\n"
+        "q.cancel(1)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", writer, url], capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    left = {p.name: p.stat() for p in shared_dir.iterdir()}
+    assert set(left) == {"q.db", "q.db-wal", "q.db-shm"} and left["q.db-wal"].st_size > 0
+    # SQLite gives the -wal and -shm the database file's owner and mode: readable, not writable.
+    assert {name: st.st_mode & 0o777 for name, st in left.items()} == dict.fromkeys(left, 0o644)
+    stats = _stats_as_nobody(url)
+    assert any(line.split() == ["PENDING", "6"] for line in stats.splitlines()), stats
+    assert any(line.split() == ["CANCELLED", "1"] for line in stats.splitlines()), stats
+    one_line_error(_as_nobody(str(JOBQ), "--db", url, "enqueue", "--json", "{}"), "permissions")
+    assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in shared_dir.iterdir()} == {
+        name: (st.st_size, st.st_mtime_ns) for name, st in left.items()
+    }
+    with jobq.Queue(url) as q:  # the owner again: the killed writer's jobs are there
+        assert q.count() == 7 and q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
