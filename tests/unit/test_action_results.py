@@ -48,6 +48,19 @@ def test_the_results_read_back_as_they_were_given_in_order() -> None:
         hash(results)
 
 
+def test_ids_no_job_can_have_are_kept_as_given() -> None:
+    """An id past 2**63-1 ("not found": the API answers it without asking the store) does not fit
+    the compact ids: it is kept aside, in its place."""
+    given = [
+        ActionResult(2**64, False, None),
+        ActionResult(5, True, DONE, "cancelled"),
+        ActionResult(-(2**63) - 1, False, None),
+    ]
+    results = ActionResults(given)
+    assert list(results) == given and results[0] == given[0] and results[2] == given[2]
+    assert results[1:] == given[1:] and results + results == given + given
+
+
 def test_a_million_results_take_a_tenth_of_the_memory_of_their_objects() -> None:
     """12 bytes a job done (an id and a code) rather than an ActionResult, its int and a list's
     pointer: ~120 bytes. ``jobq cancel`` of 1,000,000 PENDING jobs peaked at 160 MB."""

@@ -127,13 +127,15 @@ class ActionResults(Sequence[ActionResult]):
     sequence of the same results (a list among them), and ``+`` another sequence of results;
     ``extend`` adds results at the end (the store gathers an action's chunks with it)."""
 
-    __slots__ = ("_codes", "_ids", "_kinds", "_known")
+    __slots__ = ("_big", "_codes", "_ids", "_kinds", "_known")
 
     def __init__(self, results: Iterable[ActionResult] = ()) -> None:
         self._ids = array("q")
         self._codes = array("I")
         self._kinds: list[tuple[bool, JobStatus | None, str, int | None]] = []
         self._known: dict[tuple[bool, JobStatus | None, str, int | None], int] = {}
+        # Ids past a 64-bit integer (an id no job can have, "not found"): by position, 0 in _ids.
+        self._big: dict[int, int] = {}
         self.extend(results)
 
     def extend(self, results: Iterable[ActionResult]) -> None:
@@ -144,7 +146,11 @@ class ActionResults(Sequence[ActionResult]):
             if code is None:
                 code = known[kind] = len(kinds)
                 kinds.append(kind)
-            ids.append(r.job_id)
+            try:
+                ids.append(r.job_id)
+            except OverflowError:
+                self._big[len(ids)] = r.job_id
+                ids.append(0)
             codes.append(code)
 
     def __len__(self) -> int:
@@ -162,9 +168,12 @@ class ActionResults(Sequence[ActionResult]):
         return self._result(range(len(self))[index])  # IndexError and negative indexes as a list's
 
     def _result(self, i: int) -> ActionResult:
-        return ActionResult(self._ids[i], *self._kinds[self._codes[i]])
+        return ActionResult(self._big.get(i, self._ids[i]), *self._kinds[self._codes[i]])
 
     def __iter__(self) -> Iterator[ActionResult]:
+        if self._big:
+            yield from (self._result(i) for i in range(len(self)))
+            return
         kinds = self._kinds
         for job_id, code in zip(self._ids, self._codes, strict=True):
             yield ActionResult(job_id, *kinds[code])
