@@ -96,6 +96,29 @@ def test_a_reader_that_may_not_create_the_wal_reads_the_queue(shared_dir: Path) 
     assert sorted(p.name for p in shared_dir.iterdir()) == ["q.db"]
 
 
+class _Reader:
+    """A reader that stays open as ``nobody``, as the ops app does (``READER``)."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [*NOBODY, sys.executable, "-c", READER, url],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=without_jobq_settings(), cwd="/",
+        )  # fmt: skip
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, self.proc.stderr.read() if self.proc.stderr else "the reader exited"
+        return int(answer)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+
 def test_a_reader_as_another_user_follows_the_owner_s_writes(shared_dir: Path) -> None:
     """The ops app's case: opened before any writer (no -wal: read without locks), it sees what
     the owner's writer commits once it appears, through a checkpoint of the WAL into the file
@@ -103,35 +126,39 @@ def test_a_reader_as_another_user_follows_the_owner_s_writes(shared_dir: Path) -
     db = shared_dir / "q.db"
     _queue_of_three(db, 0o644)
     url = f"sqlite:///{db}"
-    reader = subprocess.Popen(
-        [*NOBODY, sys.executable, "-c", READER, url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=without_jobq_settings(), cwd="/",
-    )  # fmt: skip
-    assert reader.stdin is not None and reader.stdout is not None
-
-    def count() -> int:
-        assert reader.stdin is not None and reader.stdout is not None
-        reader.stdin.write("count\n")
-        reader.stdin.flush()
-        answer = reader.stdout.readline()
-        assert answer, reader.stderr.read() if reader.stderr else "the reader exited"
-        return int(answer)
-
+    reader = _Reader(url)
     try:
-        assert count() == 3
+        assert reader.count() == 3
         with jobq.Queue(url) as writer:
             writer.enqueue_many([{"n": n} for n in range(10)])
-            assert count() == 13
+            assert reader.count() == 13
             for _ in range(60):  # past the WAL's auto-checkpoint: pages move into the file
                 writer.enqueue_many([{"pad": "x" * 1000} for _ in range(20)])
-            assert count() == 13 + 1200
-        assert count() == 13 + 1200
+            assert reader.count() == 13 + 1200
+        assert reader.count() == 13 + 1200
     finally:
-        reader.kill()
-        reader.communicate(timeout=30)
+        reader.stop()
     with jobq.Queue(url) as q:
         assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
+
+
+def test_a_reader_as_another_user_sees_writers_that_came_and_went_between_its_reads(shared_dir: Path) -> None:
+    """Opened with no -wal (read without locks), the owner's writers each open, commit and close
+    between two reads: each close checkpoints and deletes its -wal, so none is ever seen. The
+    reader served the jobs it had first read, for good; now the changed file is read anew."""
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o644)
+    url = f"sqlite:///{db}"
+    reader = _Reader(url)
+    try:
+        assert reader.count() == 3
+        for n in range(2):
+            with jobq.Queue(url) as writer:
+                writer.enqueue({"late": n})
+            assert not (shared_dir / "q.db-wal").exists()
+            assert reader.count() == 3 + n + 1
+    finally:
+        reader.stop()
 
 
 def test_a_killed_owner_s_wal_is_read_by_a_user_who_may_only_read(shared_dir: Path) -> None:

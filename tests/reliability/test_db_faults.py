@@ -222,6 +222,23 @@ def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_pa
     one_line_error(cli("--db", url, "enqueue", "--json", "{}", cwd=tmp_path), "read-only")
 
 
+def test_a_writer_that_came_and_went_between_two_reads_is_seen(read_only_view: tuple[Path, Path]) -> None:
+    """Read without locks (a read-only mount, no -wal when opened), a writer through the other
+    mount that opens, commits and closes between two reads (`jobq enqueue`, a worker's restart)
+    checkpoints and deletes its -wal on close: no -wal is ever seen. The reader served what it had
+    read before, for good (its immutable file's pages), until it was restarted."""
+    fs, ro = read_only_view
+    with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
+        backend: Any = reader.backend
+        assert reader.count() == 3 and backend._immutable
+        for n in (4, 5):
+            with jobq.Queue(f"sqlite:///{fs}/q.db") as writer:
+                writer.enqueue({"n": n})
+            assert not (fs / "q.db-wal").exists()
+            assert reader.count() == n
+            assert [j.payload for j in reader.list(page=jobq.Page(limit=1))] == [{"n": n}]
+
+
 def test_a_read_during_which_a_writer_appeared_runs_again_with_locks(read_only_view: tuple[Path, Path]) -> None:
     """Read without locks (a read-only mount, no -wal when opened), a read that a writer's first
     commit overtakes is not served: it runs again with SQLite's locks and sees the commit."""

@@ -147,6 +147,7 @@ class SqliteBackend(SqlStore):
         self._lock = threading.RLock()
         self._conn: apsw.Connection | None = None
         self._immutable = False  # read-only mount, no -wal: read without locks (_connect_read_only)
+        self._immutable_file: tuple[int, int, int] | None = None  # _file_identity when opened so
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
@@ -220,6 +221,8 @@ class SqliteBackend(SqlStore):
         same files, or as another user) would make a -wal first: ``_locked`` checks for one after
         each transaction (``_writer_appeared``), and runs a transaction during which one appeared
         again, on the file opened anew with SQLite's locks."""
+        # Taken before the open: a write that lands after it makes the file differ at the next check.
+        self._immutable_file = _file_identity(self.path)
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
         uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
@@ -306,10 +309,15 @@ class SqliteBackend(SqlStore):
 
     def _writer_appeared(self, conn: apsw.Connection | None) -> bool:
         """Read as immutable (``_connect_read_only``; the callers test that first), whether a
-        writer's -wal has appeared: a transaction that ran meanwhile may have missed its commits,
-        or met a page its checkpoint was rewriting (an error), so it must run again. The connection is then dropped, and
-        ``_connect`` opens the file anew, with SQLite's locks now that the -wal exists."""
-        if conn is not None or not os.path.exists(f"{self.path}-wal"):
+        writer's -wal has appeared, or the file changed since it was opened: a transaction that ran
+        meanwhile may have missed commits, or met a page a checkpoint was rewriting (an error), so
+        it must run again. The connection is then dropped, and ``_connect`` opens the file anew:
+        with SQLite's locks while a -wal exists, else immutable again. A writer that opened,
+        committed and closed between two transactions left no -wal (its close checkpoints and
+        deletes it), only a changed file; the reader served its old pages until it restarted."""
+        if conn is not None:
+            return False
+        if not os.path.exists(f"{self.path}-wal") and _file_identity(self.path) == self._immutable_file:
             return False
         if self._conn is not None:
             self._conn.close()
@@ -587,6 +595,16 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
     return StorageError(f"{path}: {exc}")
+
+
+def _file_identity(path: str) -> tuple[int, int, int] | None:
+    """What tells one state of a database file from a later one without reading it: its inode,
+    size and modification time (a checkpoint writes the file; a file replaced has a new inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _set_up_session(conn: apsw.Connection) -> None:
