@@ -243,6 +243,14 @@ def test_an_upgrade_that_meets_a_held_write_lock_waits_for_it_or_gives_up_whole(
 ID_MAX = 2**63 - 1
 
 
+def _newest_id_by_hand(url: str, newest: int, value: int) -> None:
+    """Make ``value`` the newest id by hand: SQLite's newest row takes it, PostgreSQL's sequence."""
+    if url.startswith("sqlite:"):
+        write_by_hand(url, f"UPDATE jobs SET id = {value} WHERE id = {newest}")
+    else:
+        write_by_hand(url, f"SELECT setval(pg_get_serial_sequence('jobs', 'id'), {value})")
+
+
 def test_no_id_left_is_one_clear_line_and_loses_nothing(backend_url: str, tmp_path: Path, clock: FakeClock) -> None:
     """The newest id at the largest integer the store holds (only a hand can put it there: 2^63
     enqueues would take millennia): every enqueue refuses in one line naming the limit, from the
@@ -251,10 +259,7 @@ def test_no_id_left_is_one_clear_line_and_loses_nothing(backend_url: str, tmp_pa
     settings = jobq.Settings(database_url=backend_url)
     with jobq.Queue(settings=settings, clock=clock) as q:
         first, newest = q.enqueue_many(["a", "b"])
-        if backend_url.startswith("sqlite:"):
-            write_by_hand(backend_url, f"UPDATE jobs SET id = {ID_MAX} WHERE id = {newest}")
-        else:
-            write_by_hand(backend_url, f"SELECT setval(pg_get_serial_sequence('jobs', 'id'), {ID_MAX})")
+        _newest_id_by_hand(backend_url, newest, ID_MAX)
         before = [(j.id, j.payload, j.status) for j in q.list()]
         for enqueue in (lambda: q.enqueue("c"), lambda: q.enqueue_many(["d", "e"]), lambda: q.enqueue("k", key="k")):
             with pytest.raises(jobq.StorageError) as raised:
@@ -289,10 +294,7 @@ def test_a_batch_that_would_pass_the_largest_id_is_refused_whole(backend_url: st
     settings = jobq.Settings(database_url=backend_url)
     with jobq.Queue(settings=settings, clock=clock) as q:
         _, newest = q.enqueue_many(["a", "b"])
-        if backend_url.startswith("sqlite:"):
-            write_by_hand(backend_url, f"UPDATE jobs SET id = {ID_MAX - 3} WHERE id = {newest}")
-        else:
-            write_by_hand(backend_url, f"SELECT setval(pg_get_serial_sequence('jobs', 'id'), {ID_MAX - 3})")
+        _newest_id_by_hand(backend_url, newest, ID_MAX - 3)
         assert q.enqueue_many(["c", "d"]) == [ID_MAX - 2, ID_MAX - 1]
         assert [q.get(i).payload for i in (ID_MAX - 2, ID_MAX - 1)] == ["c", "d"]
         with pytest.raises(jobq.StorageError, match=str(ID_MAX)):

@@ -119,14 +119,19 @@ class _Reader:
         self.proc.communicate(timeout=30)
 
 
+def _reader_of_three(shared_dir: Path) -> tuple[str, _Reader]:
+    """A queue of three jobs readable by all (closed cleanly: no -wal), and a reader of it."""
+    db = shared_dir / "q.db"
+    _queue_of_three(db, 0o644)
+    url = f"sqlite:///{db}"
+    return url, _Reader(url)
+
+
 def test_a_reader_as_another_user_follows_the_owner_s_writes(shared_dir: Path) -> None:
     """The ops app's case: opened before any writer (no -wal: read without locks), it sees what
     the owner's writer commits once it appears, through a checkpoint of the WAL into the file
     (its -shm read-only to the reader) and after the writer closes."""
-    db = shared_dir / "q.db"
-    _queue_of_three(db, 0o644)
-    url = f"sqlite:///{db}"
-    reader = _Reader(url)
+    url, reader = _reader_of_three(shared_dir)
     try:
         assert reader.count() == 3
         with jobq.Queue(url) as writer:
@@ -146,10 +151,7 @@ def test_a_reader_as_another_user_sees_writers_that_came_and_went_between_its_re
     """Opened with no -wal (read without locks), the owner's writers each open, commit and close
     between two reads: each close checkpoints and deletes its -wal, so none is ever seen. The
     reader served the jobs it had first read, for good; now the changed file is read anew."""
-    db = shared_dir / "q.db"
-    _queue_of_three(db, 0o644)
-    url = f"sqlite:///{db}"
-    reader = _Reader(url)
+    url, reader = _reader_of_three(shared_dir)
     try:
         assert reader.count() == 3
         for n in range(2):
