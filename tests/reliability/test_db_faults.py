@@ -226,7 +226,8 @@ def test_a_writer_that_came_and_went_between_two_reads_is_seen(read_only_view: t
     """Read without locks (a read-only mount, no -wal when opened), a writer through the other
     mount that opens, commits and closes between two reads (`jobq enqueue`, a worker's restart)
     checkpoints and deletes its -wal on close: no -wal is ever seen. The reader served what it had
-    read before, for good (its immutable file's pages), until it was restarted."""
+    read before, for good (its immutable file's pages), until it was restarted. A file put in
+    place of the queue's (a restore) is read too."""
     fs, ro = read_only_view
     with jobq.Queue(f"sqlite:///{ro}/q.db") as reader:
         backend: Any = reader.backend
@@ -237,6 +238,10 @@ def test_a_writer_that_came_and_went_between_two_reads_is_seen(read_only_view: t
             assert not (fs / "q.db-wal").exists()
             assert reader.count() == n
             assert [j.payload for j in reader.list(page=jobq.Page(limit=1))] == [{"n": n}]
+        with jobq.Queue(f"sqlite:///{fs}/other.db") as other:  # a copy put in place (a restore)
+            other.enqueue({"restored": True})
+        os.replace(fs / "other.db", fs / "q.db")
+        assert reader.count() == 1 and reader.get(1).payload == {"restored": True}
 
 
 def test_a_read_during_which_a_writer_appeared_runs_again_with_locks(read_only_view: tuple[Path, Path]) -> None:
