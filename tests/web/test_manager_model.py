@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobq import ActionResult, Job, JobFilter, JobStatus
+from jobq import ActionResult, ActionResults, Job, JobFilter, JobStatus
 from jobq.job import operator_actions
 from jobq.web import manager_model, views
 
@@ -84,6 +84,30 @@ def test_summaries_of_action_results() -> None:
     assert mixed.level == "warning" and "2 refused" in mixed.message and "job 3 not found" in mixed.message
     assert manager_model.summarize([bad], "Resubmit").level == "error"
     assert manager_model.summarize([], "Cancel").level == "warning"
+    many = [ActionResult(i, False, None) for i in range(10, 20)]
+    listed = manager_model.summarize([ok, *many], "Cancel")
+    assert listed == manager_model.Outcome(
+        "warning", "Cancelled 1 job. 10 refused, nothing changed for them: job 10 not found; job 11 not found; "
+        "job 12 not found; and 7 more.", 1, 10,
+    )  # fmt: skip
+
+
+def test_a_summary_of_many_results_reads_them_without_keeping_them() -> None:
+    """ "Cancel all matching" may act on millions of jobs: the summary counts them in one pass,
+    not in lists of ActionResult objects (~110 bytes each; 200,000 of them: ~22 MB)."""
+    import tracemalloc
+
+    results = ActionResults(
+        ActionResult(i, True, JobStatus.CANCELLED, "cancelled") for i in range(10**12, 10**12 + 200_000)
+    )
+    tracemalloc.start()
+    try:
+        outcome = manager_model.summarize(results, "Cancel")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome == manager_model.Outcome("success", "Cancelled 200,000 jobs.", 200_000, 0)
+    assert peak < 1_000_000, f"{peak:,} B"
 
 
 def test_operator() -> None:

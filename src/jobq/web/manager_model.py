@@ -210,26 +210,35 @@ class Outcome:
 
 
 def summarize(results: Sequence[ActionResult], verb: str, max_listed: int = 3) -> Outcome:
-    """Summarise ActionResults: ``"Resubmitted 3 jobs. 1 refused: job 7: cannot resubmit ..."``."""
-    ok = [r for r in results if r.ok]
-    bad = [r for r in results if not r.ok]
+    """Summarise ActionResults: ``"Resubmitted 3 jobs. 1 refused: job 7: cannot resubmit ..."``.
+    Counted in one pass, keeping only the refusals it names: "Cancel all matching" may act on
+    millions of jobs, whose results are compact until read (``jobq.ActionResults``)."""
     if not results:
         return Outcome("warning", f"No job matched: nothing to {verb.lower()}.", 0, 0)
+    done = requested = refused = 0
+    named: list[ActionResult] = []
+    for r in results:
+        if r.ok:
+            done += 1
+            requested += r.status == JobStatus.PROCESSING
+        else:
+            refused += 1
+            if len(named) < max_listed:
+                named.append(r)
     past = {"Resubmit": "Resubmitted", "Cancel": "Cancelled"}.get(verb, verb + "ed")
     parts = []
-    if ok:
-        requested = sum(1 for r in ok if r.status == JobStatus.PROCESSING)
+    if done:
         parts.append(
-            f"{past} {count_jobs(len(ok))}"
+            f"{past} {count_jobs(done)}"
             + (f" ({requested} running: cancellation requested)" if requested else "")
             + "."
         )
-    if bad:
-        reasons = "; ".join(_refusal(r) for r in bad[:max_listed])
-        more = f"; and {len(bad) - max_listed} more" if len(bad) > max_listed else ""
-        parts.append(f"{len(bad)} refused, nothing changed for {'it' if len(bad) == 1 else 'them'}: {reasons}{more}.")
-    level = "success" if not bad else ("warning" if ok else "error")
-    return Outcome(level, " ".join(parts), len(ok), len(bad))
+    if refused:
+        reasons = "; ".join(_refusal(r) for r in named)
+        more = f"; and {refused - max_listed} more" if refused > max_listed else ""
+        parts.append(f"{refused} refused, nothing changed for {'it' if refused == 1 else 'them'}: {reasons}{more}.")
+    level = "success" if not refused else ("warning" if done else "error")
+    return Outcome(level, " ".join(parts), done, refused)
 
 
 def _refusal(result: ActionResult) -> str:
