@@ -109,9 +109,10 @@ def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where:
         return
     outcome = manager_model.summarize(results, verb)
     _flash(outcome.level, outcome.message)
-    done = {r.job_id for r in results if r.ok}
-    if done & _selected():
-        _selected().difference_update(done)
+    selected = _selected()  # a few rows picked by hand; the results may be millions (kept compact)
+    done = {r.job_id for r in results if r.ok and r.job_id in selected} if selected else set()
+    if done:
+        selected.difference_update(done)
         _redraw_selection()
 
 
