@@ -166,6 +166,7 @@ def test_bulk_cancel_of_a_selection_asks_first(seeded: Seeded) -> None:
     at.button(key="confirm_yes").click().run()
     assert seeded.status(first) == seeded.status(second) == JobStatus.CANCELLED
     assert "Cancelled 2 jobs" in texts(at.success)
+    assert at.session_state["selected"] == set()  # the jobs acted on left the selection
 
 
 def test_resubmit_all_matching_the_filter(seeded: Seeded, tmp_path: Path) -> None:
