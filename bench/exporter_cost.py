@@ -14,6 +14,7 @@ inherits it).
 from __future__ import annotations
 
 import argparse
+import shutil
 import socket
 import statistics
 import subprocess
@@ -83,6 +84,7 @@ def run_once(jobs: int) -> tuple[float, float]:
         exporter.terminate()
         exporter.wait(timeout=30)
         q.close()
+        shutil.rmtree(workdir, ignore_errors=True)  # each run left its database behind
     return worker / jobs * 1e6, exported / jobs * 1e6
 
 
