@@ -186,7 +186,10 @@ class ActionResults(Sequence[ActionResult]):
     __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable as they are
 
     def __add__(self, other: Iterable[ActionResult]) -> ActionResults:
-        both = ActionResults(self)
+        # A copy of the arrays, not of the results: every action adds its "not found" ids this way.
+        both = ActionResults()
+        both._ids, both._codes = array("q", self._ids), array("I", self._codes)
+        both._kinds, both._known, both._big = list(self._kinds), dict(self._known), dict(self._big)
         both.extend(other)
         return both
 

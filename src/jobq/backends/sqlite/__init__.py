@@ -147,7 +147,7 @@ class SqliteBackend(SqlStore):
         self._lock = threading.RLock()
         self._conn: apsw.Connection | None = None
         self._immutable = False  # read-only mount, no -wal: read without locks (_connect_read_only)
-        self._immutable_file: tuple[int, int, int] | None = None  # _file_identity when opened so
+        self._immutable_file: tuple[int, int, int] | None = None  # _file_identity at that open
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
@@ -218,9 +218,9 @@ class SqliteBackend(SqlStore):
         shared index in its own memory). After a clean shutdown they are gone and cannot be made
         on this mount: the file is then complete by itself and is opened ``immutable`` (no locks,
         no WAL), which holds as long as nobody writes it. A writer (through another mount of the
-        same files, or as another user) would make a -wal first: ``_locked`` checks for one after
-        each transaction (``_writer_appeared``), and runs a transaction during which one appeared
-        again, on the file opened anew with SQLite's locks."""
+        same files, or as another user) makes a -wal, and changes the file when it checkpoints:
+        ``_locked`` checks for either after each transaction (``_writer_appeared``), and runs a
+        transaction during which one happened again, on the file opened anew."""
         # Taken before the open: a write that lands after it makes the file differ at the next check.
         self._immutable_file = _file_identity(self.path)
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
