@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_errors import JOBQ, one_line_error, without_jobq_settings
+from killed_writer import commit_then_die
 
 import jobq
 
@@ -170,15 +171,7 @@ def test_a_killed_owner_s_wal_is_read_by_a_user_who_may_only_read(shared_dir: Pa
     db = shared_dir / "q.db"
     _queue_of_three(db, 0o644)
     url = f"sqlite:///{db}"
-    writer = (
-        "import os, signal, sys, jobq\n"
-        "q = jobq.Queue(sys.argv[1])\n"
-        "q.enqueue_many([{'n': n} for n in range(4)])\n"
-        "q.cancel(1)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    killed = subprocess.run([sys.executable, "-c", writer, url], capture_output=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
+    commit_then_die(url, "q.enqueue_many([{'n': n} for n in range(4)])", "q.cancel(1)")
     left = {p.name: p.stat() for p in shared_dir.iterdir()}
     assert set(left) == {"q.db", "q.db-wal", "q.db-shm"} and left["q.db-wal"].st_size > 0
     # SQLite gives the -wal and -shm the database file's owner and mode: readable, not writable.

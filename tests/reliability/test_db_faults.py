@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from cli_errors import one_line_error, run_jobq
 from harness import Recorder
+from killed_writer import commit_then_die
 
 import jobq
 
@@ -207,14 +207,7 @@ def test_a_killed_writer_s_wal_is_read_on_a_read_only_mount(tmpfs: Mount, tmp_pa
     its shared index kept in the reader's memory (-shm cannot be written there)."""
     fs = tmpfs("8m")
     url = f"sqlite:///{fs}/q.db"
-    writer = (
-        "import os, signal, sys, jobq\n"
-        "q = jobq.Queue(sys.argv[1])\n"
-        "q.enqueue_many([{'n': n} for n in range(4)])\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    killed = subprocess.run([sys.executable, "-c", writer, url], capture_output=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
+    commit_then_die(url, "q.enqueue_many([{'n': n} for n in range(4)])")
     assert (fs / "q.db-wal").stat().st_size > 0
     subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
     counts = cli("--db", url, "stats", cwd=tmp_path)
