@@ -12,6 +12,7 @@ from jobq.backends.base import (
     JobFilter,
     Page,
     QueueControl,
+    QueueCopy,
     QueueStats,
     ScheduleAction,
     ScheduleInfo,
@@ -33,7 +34,7 @@ from jobq.errors import (
     StorageError,
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
-from jobq.queue import Queue
+from jobq.queue import Queue, restore
 from jobq.schedules import Schedule, periodic
 from jobq.worker import JobContext, PermanentError, Worker, WorkerShutdown, task
 
@@ -65,6 +66,7 @@ __all__ = [
     "PermanentError",
     "Queue",
     "QueueControl",
+    "QueueCopy",
     "QueueStats",
     "Schedule",
     "ScheduleAction",
@@ -78,5 +80,6 @@ __all__ = [
     "WorkerShutdown",
     "load_settings",
     "periodic",
+    "restore",
     "task",
 ]

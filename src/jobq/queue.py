@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from jobq.backends import open_backend
+from jobq.backends import open_backend, restore_store
 from jobq.backends.base import (
     DUE_HISTORY_SAMPLE_LIMIT,
     ActionResult,
@@ -41,6 +41,7 @@ from jobq.backends.base import (
     Page,
     Progress,
     QueueControl,
+    QueueCopy,
     QueueGauges,
     QueueStats,
     RescueResult,
@@ -378,6 +379,27 @@ def default_actor(settings: Settings) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid{os.getuid()}"
+
+
+def restore(source: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None) -> QueueCopy:
+    """Put the backup ``source`` (made by ``Queue.backup``) in place of the SQLite queue at
+    ``url`` (default: the settings' database). No process may have the queue open: StorageError
+    names one that has. The replaced file is kept beside it (``QueueCopy.replaced``), and new jobs
+    get ids above every id the replaced queue handed out (``QueueCopy.ids_above``)."""
+    if url is not None and (not isinstance(url, str) or not url.strip()):
+        raise ConfigError(f"a database URL is text such as sqlite:///data/queue.db, not {url!r:.40}")
+    given = {"database_url": url}
+    settings = load_settings(given) if settings is None else settings.replace(**given)
+    return restore_store(settings.database_url, _file_argument(source, "the backup"), time.time())
+
+
+def _file_argument(path: object, what: str) -> str:
+    """A file name given to the API, as text: ValueError for anything else."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise ValueError(f"{what} is a file name, not {path!r:.40}")
+    return path
 
 
 def lease_of(job: Job) -> Lease:
@@ -1084,6 +1106,12 @@ class Queue:
         workers keep writing: a purge of millions takes a while, and lets them."""
         wanted = purged_statuses(statuses)
         return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than), _purge_limit(limit))
+
+    def backup(self, dest: str | os.PathLike[str]) -> QueueCopy:
+        """Copy the queue as it stood at one commit to the new file ``dest``, while producers and
+        workers go on (SQLite). The copy holds every payload and is made private (mode 0600); an
+        existing file is never overwritten. ``jobq.restore`` puts such a copy back."""
+        return self.backend.backup(_file_argument(dest, "the backup"))
 
     # -- reads -----------------------------------------------------------------------------
     @read

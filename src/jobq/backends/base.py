@@ -206,6 +206,24 @@ class ActionResults(Sequence[ActionResult]):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class QueueCopy:
+    """What ``Queue.backup`` wrote, or what ``jobq.restore`` put in place (SQLite)."""
+
+    path: str
+    """The file written: the backup, or the restored queue."""
+    jobs: int
+    """The jobs it holds."""
+    newest_id: int
+    """Its newest job's id (0: none)."""
+    size_bytes: int
+    ids_above: int | None = None
+    """Restore only: new jobs get ids above this, the newest id the replaced queue had handed
+    out (None: no queue was there, or its file could not be read)."""
+    replaced: str | None = None
+    """Restore only: where the replaced queue's file was kept (None: there was none)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RescueResult:
     job_id: int
     outcome: str
@@ -890,6 +908,12 @@ class Backend(Protocol):
     def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
         """The latest pauses and resumes (of ``name``, or of every schedule), newest first; kept
         after the schedule is removed."""
+        ...
+
+    # -- maintenance -----------------------------------------------------------------------
+    def backup(self, dest: str) -> QueueCopy:
+        """A copy of the store as it stood at one commit, taken while it runs, written to the new
+        file ``dest`` (SQLite). PostgreSQL raises StorageError: its own tools copy a server."""
         ...
 
     # -- wake-up ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Where things are:
 - ``monitor.py``: ``stats``, ``workers``, ``rescue``, ``version``
 - ``schedules.py``: ``schedules`` (list, add, pause, resume, remove periodic jobs)
 - ``flow.py``: ``pause``, ``resume``, ``limit``, ``limits`` (flow control of queues)
+- ``copies.py``: ``backup``, ``restore`` (SQLite)
 - ``processes.py``: ``worker``, ``producer``, ``consumer``, ``manager``, ``ops`` (they run until stopped)
 
 Each command's options are added right before its handler, by an ``add_<command>`` function.
@@ -33,7 +34,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from jobq.cli import flow, jobs, monitor, processes, schedules
+from jobq.cli import copies, flow, jobs, monitor, processes, schedules
 from jobq.cli.output import clean, err
 from jobq.cli.parser import (
     EXIT_BROKEN_PIPE,
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_limit(command)
     flow.add_limits(command)
     jobs.add_purge(command)
+    copies.add_backup(command)
+    copies.add_restore(command)
     monitor.add_rescue(command)
     monitor.add_version(command)
     return parser

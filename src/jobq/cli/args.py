@@ -39,6 +39,13 @@ def backoff_arg(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def file_arg(text: str) -> str:
+    """argparse type: a file name (not empty, not only spaces)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a file name is needed")
+    return text
+
+
 def range_arg(text: str) -> str:
     """argparse type: a ``7-15`` range of seconds, kept as text (the setting's own form)."""
     try:

@@ -71,8 +71,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from jobq.backends import ops
-from jobq.backends.base import Listener
+from jobq.backends import BACKUP_ELSEWHERE, ops
+from jobq.backends.base import Listener, QueueCopy
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
@@ -524,6 +524,9 @@ class PostgresBackend(SqlStore):
             pool, self._pool = self._pool, None
             if pool is not None and self._pid == os.getpid():
                 pool.close(timeout=5.0)
+
+    def backup(self, dest: str) -> QueueCopy:
+        raise StorageError(BACKUP_ELSEWHERE)
 
     def async_store(self) -> Any:
         """This queue's operations as coroutines on an asyncio pool (``jobq.AsyncQueue``)."""

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import apsw
 
 from jobq.backends import ops
-from jobq.backends.base import Clock, Completion, NewJob
+from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
 from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
@@ -507,6 +507,12 @@ class SqliteBackend(SqlStore):
     def integrity_check(self) -> str:
         rows = self._locked(lambda c: c.execute("PRAGMA integrity_check").fetchall(), write=False)
         return "; ".join(str(r[0]) for r in rows)
+
+    def backup(self, dest: str) -> QueueCopy:
+        from jobq.backends.sqlite import copies  # here: copies imports this module
+
+        with self._lock:
+            return copies.backup(self._connect(), self.path, dest)
 
     def wal_checkpoint(self) -> None:
         with self._lock, contextlib.suppress(apsw.Error):

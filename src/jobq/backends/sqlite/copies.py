@@ -1,0 +1,346 @@
+"""Back up and restore a SQLite queue (``Queue.backup``, ``jobq.restore``; ``jobq backup`` and
+``jobq restore`` at the CLI).
+
+A backup is SQLite's online backup of the queue as it stood at one commit, read in one read
+transaction: producers and workers go on meanwhile (a WAL reader blocks no writer). It is written
+to a temporary file beside the target, checked (``quick_check``), synced, and then linked to its
+name, so a backup file is either whole or absent, and never overwrites a file.
+
+A restore puts such a copy in place of the queue, and
+- refuses while any process has the queue open: SQLite keeps the file it opened, so those
+  processes would go on writing the replaced one, and their -wal would be read as part of the
+  restored file;
+- keeps the replaced file beside it (``<db>.replaced-<UTC time>``, with its -wal if it had one
+  that could not be folded in): nothing stored is lost;
+- raises the restored queue's id floor to the newest id the replaced queue had handed out, so
+  that the ids of jobs made after the backup are never handed out again (an effect keyed by job
+  id, such as the demo's ``job=<id>`` stamp, would take a new job for one already done);
+- migrates a copy made by an older jobq, and never writes the backup file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import struct
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import apsw
+
+from jobq.backends.base import QueueCopy
+from jobq.backends.sqlite import DIALECT, LOCKED_GIVE_UP_SECONDS, SqliteBackend, _storage_error
+from jobq.errors import StorageError
+
+T = TypeVar("T")
+
+#: Where SQLite's unix VFS locks a database file: a connection in WAL mode holds a read lock on
+#: one byte of this range from its first read until it closes (sqlite3.c, ``SHARED_FIRST``).
+_SHARED_FIRST = 0x40000000 + 2
+_SHARED_SIZE = 510
+#: ``struct flock`` on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = "hhqqi4x"
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def holder(path: str) -> int | None:
+    """The pid of a process that has the database at ``path`` open (0: one whose pid cannot be
+    seen from here, in another PID namespace), or None when no process has.
+
+    Call it only while this process has no connection to ``path`` open: closing the probe's
+    descriptor drops every POSIX lock this process holds on the file, SQLite's included."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open it: {exc.strerror}") from None
+    try:
+        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _SHARED_FIRST, _SHARED_SIZE, 0)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else max(pid, 0)
+
+
+def open_here(path: str) -> bool:
+    """Whether this process has the file at ``path`` open (a lock probe cannot tell: POSIX locks
+    never conflict with the process's own)."""
+    try:
+        wanted = os.stat(path)
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/self/fd/{fd}")
+            if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+                return True
+    return False
+
+
+def refuse_if_open(path: str) -> None:
+    if open_here(path):
+        raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
+    pid = holder(path)
+    if pid is not None:
+        who = f"process {pid}" if pid else "a process in another container"
+        raise StorageError(
+            f"{path} is open in {who}: stop every process using the queue first "
+            "(make stop, or supervisorctl stop all), then restore"
+        )
+
+
+def backup(source: apsw.Connection, db_path: str, dest: str) -> QueueCopy:
+    """Copy the queue that ``source`` (a connection to ``db_path``, held by the caller) reads to
+    the new file ``dest``."""
+    dest = os.path.abspath(dest)
+    if os.path.lexists(dest):
+        raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)")
+    tmp = _new_private_file(f"{dest}.tmp-{os.getpid()}", dest)
+    try:
+        target = _open(tmp)
+        try:
+            _copy(source, target, db_path)
+            jobs, newest = _checked_summary(target, tmp, db_path)
+        finally:
+            target.close()
+        _sync(tmp)
+        _link_new(tmp, dest)
+    finally:
+        _remove(tmp)
+    _sync_directory(dest)
+    return QueueCopy(path=dest, jobs=jobs, newest_id=newest, size_bytes=os.path.getsize(dest))
+
+
+def restore(path: str, source: str, now: float) -> QueueCopy:
+    """Put the backup ``source`` in place of the queue at ``path`` (see the module's docstring)."""
+    path, source = os.path.abspath(path), os.path.abspath(source)
+    if not os.path.isfile(source):
+        raise StorageError(f"no backup at {source}")
+    if os.path.exists(path) and os.path.samefile(path, source):
+        raise StorageError(f"{source} is the queue itself: name a backup to restore")
+    refuse_if_open(path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = _new_private_file(f"{path}.restore-{os.getpid()}", path)
+    try:
+        reader = _open_backup(source)
+        target = _open(tmp)
+        try:
+            _copy(reader, target, source)
+            _checked_summary(target, tmp, source)
+        finally:
+            target.close()
+            reader.close()
+        if os.path.exists(path) and _another_programs(path):
+            raise StorageError(f"{path} holds no jobq queue but another program's tables: restore elsewhere")
+        ids_above = _newest_id_used(path) if os.path.exists(path) else None
+        refuse_if_open(path)  # again: this process's own connection to it is closed now
+        copy = SqliteBackend(tmp, create=False)  # migrates a copy made by an older jobq
+        try:
+            if ids_above:
+                copy._locked(lambda c: c.execute(DIALECT.sql["raise_id_floor"], {"id": ids_above}), write=True)
+            jobs, newest = _summary(
+                copy._locked(lambda c: c.execute(DIALECT.sql["copy_summary"]).fetchall()[0], write=False)
+            )
+        finally:
+            copy.close()  # the last connection: its -wal is folded in and removed
+        _sync(tmp)
+        replaced = _set_aside(path, now) if os.path.exists(path) else None
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    _sync_directory(path)
+    return QueueCopy(
+        path=path,
+        jobs=jobs,
+        newest_id=newest,
+        size_bytes=os.path.getsize(path),
+        ids_above=ids_above,
+        replaced=replaced,
+    )
+
+
+def _newest_id_used(path: str) -> int | None:
+    """The newest id the queue at ``path`` handed out (None: it cannot be read). Its -wal is
+    folded into it when this connection, the last one, closes."""
+    try:
+        queue = SqliteBackend(path, create=False)
+    except StorageError:
+        return _newest_id_of_damaged(path)
+    try:
+        return int(queue._locked(lambda c: c.execute(DIALECT.sql["newest_id_used"]).fetchall()[0][0], write=False))
+    except StorageError:
+        return _newest_id_of_damaged(path)
+    finally:
+        queue.close()
+
+
+def _another_programs(path: str) -> bool:
+    """Whether ``path`` is a readable SQLite database with tables, none of them jobq's (a damaged
+    queue is not: it is set aside, and the restore is what repairs it)."""
+    try:
+        conn = _open_read_only(path)
+        try:
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except apsw.Error:
+        return False
+    return bool(tables) and "jobq_schema" not in tables
+
+
+def _open_read_only(path: str) -> apsw.Connection:
+    """``path`` read-only, leaving nothing beside it. Without a -wal (as a backup is written, and
+    a queue after its last process closed) the file is whole by itself and is read as immutable:
+    SQLite's read-only WAL mode would make a -shm next to it (and cannot in a read-only directory)."""
+    immutable = "" if os.path.exists(f"{path}-wal") else "&immutable=1"
+    uri = f"file:{urllib.parse.quote(path)}?mode=ro{immutable}"
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def _newest_id_of_damaged(path: str) -> int | None:
+    """What a queue too damaged (or too old) for jobq to open still tells of its newest id: the
+    largest id of its jobs table (the rightmost leaf of its b-tree), read without a migration."""
+    try:
+        conn = _open_read_only(path)
+        try:
+            rows = conn.execute("SELECT max(id) FROM jobs").fetchall()
+        finally:
+            conn.close()
+    except apsw.Error:
+        return None
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def _set_aside(path: str, now: float) -> str:
+    """Keep the queue file about to be replaced, under a new name beside it, with any -wal and
+    -shm left (a -wal that could not be folded in belongs to this file, never to the next)."""
+    stamp = dt.datetime.fromtimestamp(now, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{path}.replaced-{stamp}"
+    n = 1
+    while os.path.lexists(aside):
+        n += 1
+        aside = f"{path}.replaced-{stamp}-{n}"
+    try:
+        os.link(path, aside)  # the queue stays at its name until the restored file replaces it
+    except OSError:
+        os.rename(path, aside)  # a filesystem without hard links
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(path + suffix, aside + suffix)
+    return aside
+
+
+def _open(path: str) -> apsw.Connection:
+    try:
+        return apsw.Connection(path)
+    except apsw.Error as exc:
+        raise _storage_error(exc, path) from None
+
+
+def _open_backup(source: str) -> apsw.Connection:
+    """The backup, read-only (it is never written)."""
+    try:
+        conn = _open_read_only(source)
+        conn.execute("PRAGMA schema_version").fetchall()  # a file that is no database fails here
+    except apsw.Error as exc:
+        raise _storage_error(exc, source) from None
+    return conn
+
+
+def _copy(source: apsw.Connection, target: apsw.Connection, source_path: str) -> None:
+    """Every page of ``source`` into ``target``, in one step: one read transaction, so the copy
+    is one commit's state (a stepwise backup starts over at each commit of another process, and
+    never ends under a busy worker)."""
+
+    def step() -> None:
+        with target.backup("main", source, "main") as b:
+            b.step(-1)
+
+    _retry_busy(step, source_path)
+
+
+def _checked_summary(target: apsw.Connection, path: str, source_path: str) -> tuple[int, int]:
+    try:
+        if not target.execute(DIALECT.sql["schema_table_exists"]).fetchall():
+            raise StorageError(f"no jobq queue in {source_path}")
+        check = [str(r[0]) for r in target.execute("PRAGMA quick_check").fetchall()]
+        if check != ["ok"]:
+            raise StorageError(f"{source_path}: the copy fails SQLite's check: {'; '.join(check)[:200]}")
+        return _summary(target.execute(DIALECT.sql["copy_summary"]).fetchall()[0])
+    except apsw.Error as exc:
+        raise _storage_error(exc, source_path) from None
+
+
+def _summary(row: Sequence[Any]) -> tuple[int, int]:
+    """``copy_summary``'s row: (jobs, newest id)."""
+    return int(row[0]), int(row[1])
+
+
+def _retry_busy(call: Callable[[], T], path: str) -> T:
+    deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            return call()
+        except apsw.BusyError:
+            if time.monotonic() > deadline:
+                raise StorageError(f"{path}: database stayed locked for {LOCKED_GIVE_UP_SECONDS:g} s") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except apsw.Error as exc:
+            raise _storage_error(exc, path) from None
+
+
+def _new_private_file(tmp: str, final: str) -> str:
+    """An empty file only this user may read (the copy holds every payload; SQLite keeps the
+    mode of an existing file)."""
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot write {final}: {exc.strerror}") from None
+    return tmp
+
+
+def _link_new(tmp: str, dest: str) -> None:
+    """``tmp`` given the name ``dest``, unless a file took that name meanwhile."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)") from None
+    except OSError as exc:
+        if os.path.lexists(dest):
+            raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)") from None
+        try:
+            os.rename(tmp, dest)  # a filesystem without hard links
+        except OSError:
+            raise StorageError(f"cannot write {dest}: {exc.strerror}") from None
+
+
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(path: str) -> None:
+    """The new name made durable (a power loss must not leave the old one)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(tmp: str) -> None:
+    for suffix in ("", *_SIDE_FILES):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp + suffix)

@@ -1,0 +1,221 @@
+"""``jobq backup`` and ``jobq restore`` (SQLite): a copy taken while workers run is one commit's
+queue, whole and private; a restore never runs under a process that has the queue open, keeps the
+file it replaces, and never lets an id be handed out twice (the demo's ``job=<id>`` stamps would
+take a new job for one already done)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from pathlib import Path
+
+import apsw
+import pytest
+from cli_errors import JOBQ, one_line_error, run_jobq, without_jobq_settings
+from killed_writer import commit_then_die
+from polling import wait_for
+from processes import Procs, effects
+
+import jobq
+from jobq.backends.sqlite.copies import holder
+
+
+def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = apsw.Connection(f"file:{db}?mode=ro&immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        return list(conn.execute(sql))
+    finally:
+        conn.close()
+
+
+def _completed(db: Path) -> set[int]:
+    return {int(r[0]) for r in _rows(db, "SELECT id FROM jobs WHERE status = 'COMPLETED'")}  # type: ignore[call-overload]
+
+
+def test_backups_taken_while_workers_run_are_whole_private_and_restore_to_a_queue_that_finishes(
+    tmp_path: Path, procs: Procs
+) -> None:
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"n": i} for i in range(3000)], task="count")
+        for _ in range(2):
+            procs.start("worker", "--db", url, "--batch", "1", "--lease", "2")
+        wait_for(lambda: q.counts()["COMPLETED"] >= 20, what="the workers to start")
+        backups = []
+        for i in range(4):
+            copy = q.backup(tmp_path / f"b{i}.db")
+            backups.append(Path(copy.path))
+            assert copy.jobs == 3000 and copy.newest_id == ids[-1]
+            assert os.stat(copy.path).st_mode & 0o777 == 0o600
+        assert q.counts()["COMPLETED"] < 3000, "the backups were not taken while the workers ran"
+    done_before: set[int] = set()
+    for b in backups:
+        assert _rows(b, "PRAGMA integrity_check") == [("ok",)]
+        assert not any(b.parent.glob(f"{b.name}.tmp-*")) and not Path(f"{b}-wal").exists()
+        done = _completed(b)
+        assert done_before <= done, "a later backup lost completions an earlier one had"
+        assert done <= set(effects(tmp_path)), "a copy holds a completion no worker made"
+        done_before = done
+    procs.stop_all()
+    with jobq.Queue(url) as q:
+        done_at_stop = q.counts()["COMPLETED"]
+
+    # The first backup put back, with nothing running: the jobs still open in it run again (its
+    # PROCESSING ones once their leases are found expired), and ids go on above the replaced queue's.
+    restored = jobq.restore(backups[0], url)
+    assert restored.ids_above == ids[-1] and restored.replaced is not None
+    assert _rows(Path(restored.replaced), "SELECT count(*) FROM jobs WHERE status = 'COMPLETED'") == [(done_at_stop,)]
+    with jobq.Queue(url) as q:
+        assert q.enqueue({"after": "restore"}) == ids[-1] + 1
+        procs.start("worker", "--db", url, "--batch", "8", "--lease", "1")
+        wait_for(lambda: q.counts()["COMPLETED"] == 3001, timeout=120, what="the restored queue to finish")
+
+
+def test_a_backup_never_overwrites_a_file_and_leaves_nothing_when_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    taken = tmp_path / "taken.db"
+    taken.write_text("someone's file")
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        with pytest.raises(jobq.StorageError, match="exists: a backup never overwrites"):
+            q.backup(taken)
+        with pytest.raises(jobq.StorageError, match="cannot write"):
+            q.backup(tmp_path / "no-such-dir" / "b.db")
+        with pytest.raises(ValueError, match="file name"):
+            q.backup("")
+    assert taken.read_text() == "someone's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["queue.db", "taken.db"]
+
+
+def test_a_backup_killed_at_any_moment_leaves_no_file_or_a_whole_one(tmp_path: Path) -> None:
+    """``jobq backup`` of ~20 MB SIGKILLed at random moments: the backup's name never shows a
+    partial copy (it is linked to its name once written, checked and synced)."""
+    db = tmp_path / "queue.db"
+    with jobq.Queue(f"sqlite:///{db}") as q:
+        q.enqueue_many([{"pad": "x" * 2000, "n": i} for i in range(8000)])
+    rng = random.Random(7)
+    whole = 0
+    for i in range(8):
+        dest = tmp_path / f"b{i}.db"
+        proc = subprocess.Popen(
+            [str(JOBQ), "--db", f"sqlite:///{db}", "backup", str(dest)], env=without_jobq_settings(), cwd=tmp_path
+        )
+        try:
+            proc.wait(rng.uniform(0.05, 0.6))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        if dest.exists():
+            whole += 1
+            assert _rows(dest, "PRAGMA integrity_check") == [("ok",)]
+            assert _rows(dest, "SELECT count(*) FROM jobs") == [(8000,)]
+    assert whole < 8, "no backup was killed: the kills came too late"
+
+
+def test_restore_refuses_while_a_process_has_the_queue_open(tmp_path: Path, procs: Procs) -> None:
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+        q.enqueue({"n": 2})
+        with pytest.raises(jobq.StorageError, match="open in this process"):
+            jobq.restore(tmp_path / "b.db", url)
+    worker = procs.start("worker", "--db", url)
+    wait_for(lambda: holder(str(db)) is not None, what="the worker to open the queue")
+    inode = db.stat().st_ino
+    refused = run_jobq("--db", url, "restore", str(tmp_path / "b.db"), cwd=tmp_path)
+    line = one_line_error(refused, "stop every process")
+    assert f"process {worker.pid}" in line
+    assert db.stat().st_ino == inode and not list(tmp_path.glob("queue.db.re*"))
+    procs.stop_all()
+    done = run_jobq("--db", url, "restore", str(tmp_path / "b.db"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "new jobs get ids above 2" in done.stdout and "kept as" in done.stdout
+    with jobq.Queue(url) as q:
+        assert q.count() == 1 and q.enqueue({"n": 3}) == 3
+
+
+def test_restore_takes_the_newest_id_from_a_wal_left_by_a_killed_writer_and_keeps_it(tmp_path: Path) -> None:
+    """The replaced queue's last commits live only in the -wal of a writer that was killed: they
+    count for the ids, and the replaced file kept beside the restored one holds them."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"n": i} for i in range(5)])
+        q.backup(tmp_path / "b.db")
+    commit_then_die(url, "q.enqueue_many([{'late': i} for i in range(7)])")
+    assert Path(f"{db}-wal").exists()
+    restored = jobq.restore(tmp_path / "b.db", url)
+    assert restored.ids_above == 12 and restored.jobs == 5
+    assert restored.replaced is not None
+    with jobq.Queue(f"sqlite:///{restored.replaced}") as kept:
+        assert kept.count() == 12
+    with jobq.Queue(url) as q:
+        assert q.enqueue({"n": "new"}) == 13
+
+
+def test_restore_over_a_damaged_queue_sets_it_aside_and_warns_about_ids(tmp_path: Path) -> None:
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+    garbage = b"not a database, whatever it was" * 100
+    db.write_bytes(garbage)
+    done = run_jobq("--db", url, "restore", str(tmp_path / "b.db"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("jobq: warning: the replaced queue could not be read")
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("queue.db.replaced-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage
+    with jobq.Queue(url) as q:
+        assert [j.payload for j in q.list_jobs()] == [{"n": 1}]
+
+
+def test_restore_refuses_what_is_no_backup_and_another_programs_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+    (tmp_path / "notes.txt").write_text("hello")
+    other = tmp_path / "other.db"
+    conn = apsw.Connection(str(other))
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+    conn.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    cases = [
+        (("--db", url, "restore", "missing.db"), "no backup"),
+        (("--db", url, "restore", "notes.txt"), "not a sqlite database"),
+        (("--db", url, "restore", str(other)), "no jobq queue"),
+        (("--db", url, "restore", str(tmp_path / "queue.db")), "the queue itself"),
+        (("--db", f"sqlite:///{other}", "restore", "b.db"), "another program's tables"),
+        (("--db", url, "restore", ""), "file name"),
+        (("--db", url, "backup", "b.db"), "exists"),
+    ]
+    for args, words in cases:
+        one_line_error(run_jobq(*args, cwd=tmp_path), words)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_backup_and_restore_on_postgresql_say_which_tools_copy_a_server(postgres_url: str, tmp_path: Path) -> None:
+    with jobq.Queue(postgres_url) as q, pytest.raises(jobq.StorageError, match="pg_dump"):
+        q.backup(tmp_path / "b.db")
+    for command in ("backup", "restore"):
+        refused = run_jobq("--db", postgres_url, command, "b.db", cwd=tmp_path)
+        one_line_error(refused, "pg_dump")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_cli_backup_says_what_it_wrote(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"n": i} for i in range(3)])
+    done = run_jobq("--db", url, "backup", "copy.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"backed up 3 jobs (newest id 3) to {tmp_path / 'copy.db'} (")
+    assert "keep it private" in done.stdout
+    as_json = run_jobq("--db", url, "backup", "--json", "copy2.db", cwd=tmp_path)
+    assert '"jobs": 3' in as_json.stdout and as_json.returncode == 0
