@@ -1107,11 +1107,15 @@ class Queue:
         wanted = purged_statuses(statuses)
         return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than), _purge_limit(limit))
 
-    def backup(self, dest: str | os.PathLike[str]) -> QueueCopy:
+    def backup(self, dest: str | os.PathLike[str], *, compact: bool = False) -> QueueCopy:
         """Copy the queue as it stood at one commit to the new file ``dest``, while producers and
         workers go on (SQLite). The copy holds every payload and is made private (mode 0600); an
-        existing file is never overwritten. ``jobq.restore`` puts such a copy back."""
-        return self.backend.backup(_file_argument(dest, "the backup"))
+        existing file is never overwritten. ``jobq.restore`` puts such a copy back.
+
+        ``compact``: leave out the free pages that purges leave behind (a SQLite file never
+        shrinks by itself); slower, as every row and index is written anew. Restoring such a copy
+        (every process stopped) gives the queue back the disk space."""
+        return self.backend.backup(_file_argument(dest, "the backup"), compact=bool(compact))
 
     # -- reads -----------------------------------------------------------------------------
     @read

@@ -219,3 +219,29 @@ def test_the_cli_backup_says_what_it_wrote(tmp_path: Path) -> None:
     assert "keep it private" in done.stdout
     as_json = run_jobq("--db", url, "backup", "--json", "copy2.db", cwd=tmp_path)
     assert '"jobs": 3' in as_json.stdout and as_json.returncode == 0
+
+
+def test_a_compact_backup_restored_gives_back_the_space_purged_jobs_left(tmp_path: Path) -> None:
+    """A SQLite file never shrinks: after a purge its pages are free, not gone. A compact backup
+    leaves them out; restored, the queue has every job it had, and its ids go on."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"pad": "x" * 500, "n": i} for i in range(6000)])
+        q.cancel_many(ids=ids[:-10])
+        assert q.purge(older_than=0, statuses=("CANCELLED",)) == 5990
+        full = q.backup(tmp_path / "full.db")
+        compact = q.backup(tmp_path / "compact.db", compact=True)
+        kept = [(j.id, j.payload) for j in q.list_jobs()]
+    assert os.path.getsize(db) == full.size_bytes > 3_000_000
+    assert compact.size_bytes < full.size_bytes / 10
+    assert (compact.jobs, compact.newest_id) == (full.jobs, full.newest_id) == (10, ids[-1])
+    assert os.stat(compact.path).st_mode & 0o777 == 0o600
+    assert _rows(Path(compact.path), "PRAGMA integrity_check") == [("ok",)]
+    jobq.restore(compact.path, url)
+    assert os.path.getsize(db) == compact.size_bytes
+    with jobq.Queue(url) as q:
+        assert [(j.id, j.payload) for j in q.list_jobs()] == kept
+        assert q.enqueue({"n": "next"}) == ids[-1] + 1
+    done = run_jobq("--db", url, "backup", "--compact", "again.db", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("backed up 11 jobs"), done.stderr

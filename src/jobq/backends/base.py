@@ -911,9 +911,10 @@ class Backend(Protocol):
         ...
 
     # -- maintenance -----------------------------------------------------------------------
-    def backup(self, dest: str) -> QueueCopy:
+    def backup(self, dest: str, *, compact: bool = False) -> QueueCopy:
         """A copy of the store as it stood at one commit, taken while it runs, written to the new
-        file ``dest`` (SQLite). PostgreSQL raises StorageError: its own tools copy a server."""
+        file ``dest`` (SQLite; ``compact``: without free pages). PostgreSQL raises StorageError:
+        its own tools copy a server."""
         ...
 
     # -- wake-up ---------------------------------------------------------------------------

@@ -21,12 +21,17 @@ def add_backup(command: AddCommand) -> None:
         "copy a SQLite queue to a new file while producers and workers run (the copy holds every payload)",
     )
     p.add_argument("dest", type=file_arg, metavar="FILE", help="the new file (never overwritten)")
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="leave out the space purged jobs left (slower; restore the copy to shrink the queue's file)",
+    )
     json_options(p)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with open_queue(args) as q:
-        copy = q.backup(args.dest)
+        copy = q.backup(args.dest, compact=args.compact)
     if args.output == "json":
         out(json.dumps(dataclasses.asdict(copy), indent=2))
         return EXIT_OK

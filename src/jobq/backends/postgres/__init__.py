@@ -525,7 +525,7 @@ class PostgresBackend(SqlStore):
             if pool is not None and self._pid == os.getpid():
                 pool.close(timeout=5.0)
 
-    def backup(self, dest: str) -> QueueCopy:
+    def backup(self, dest: str, *, compact: bool = False) -> QueueCopy:
         raise StorageError(BACKUP_ELSEWHERE)
 
     def async_store(self) -> Any:

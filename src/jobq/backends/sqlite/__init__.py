@@ -508,11 +508,11 @@ class SqliteBackend(SqlStore):
         rows = self._locked(lambda c: c.execute("PRAGMA integrity_check").fetchall(), write=False)
         return "; ".join(str(r[0]) for r in rows)
 
-    def backup(self, dest: str) -> QueueCopy:
+    def backup(self, dest: str, *, compact: bool = False) -> QueueCopy:
         from jobq.backends.sqlite import copies  # here: copies imports this module
 
         with self._lock:
-            return copies.backup(self._connect(), self.path, dest)
+            return copies.backup(self._connect(), self.path, dest, compact=compact)
 
     def wal_checkpoint(self) -> None:
         with self._lock, contextlib.suppress(apsw.Error):

@@ -95,21 +95,26 @@ def refuse_if_open(path: str) -> None:
         )
 
 
-def backup(source: apsw.Connection, db_path: str, dest: str) -> QueueCopy:
+def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = False) -> QueueCopy:
     """Copy the queue that ``source`` (a connection to ``db_path``, held by the caller) reads to
-    the new file ``dest``."""
+    the new file ``dest``. ``compact``: without the free pages that purges leave (SQLite's
+    ``VACUUM INTO``; the file never shrinks by itself), at the cost of writing every row and index
+    anew; restored, the copy is the queue at its smallest."""
     dest = os.path.abspath(dest)
     if os.path.lexists(dest):
         raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)")
     tmp = _new_private_file(f"{dest}.tmp-{os.getpid()}", dest)
     try:
+        if compact:  # into the empty private file (VACUUM INTO takes one that exists only if empty)
+            _retry_busy(lambda: source.execute("VACUUM INTO ?", (tmp,)).fetchall(), db_path)
         target = _open(tmp)
         try:
-            _copy(source, target, db_path)
+            if not compact:
+                _copy(source, target, db_path)
             jobs, newest = _checked_summary(target, tmp, db_path)
         finally:
             target.close()
-        _sync(tmp)
+        _sync(tmp)  # VACUUM INTO does not sync what it wrote either
         _link_new(tmp, dest)
     finally:
         _remove(tmp)
