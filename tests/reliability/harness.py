@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +136,27 @@ def agents(tmp_path: Path) -> Iterator[Agents]:
     a = Agents(tmp_path)
     yield a
     a.stop_all()
+
+
+Mount = Callable[[str], Path]
+"""``tmpfs``: mounts a tmpfs of the size given (like ``2m``) and returns where."""
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Mount]:
+    """Mount small tmpfs filesystems (``size`` like ``2m``); unmounted in the finalizer."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"fs-{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["mount", "-o", "remount,rw", str(where)], capture_output=True)
+        subprocess.run(["umount", "-l", str(where)], check=True)

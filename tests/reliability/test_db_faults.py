@@ -12,40 +12,18 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_errors import one_line_error, run_jobq
-from harness import Recorder
+from harness import Mount, Recorder
 from killed_writer import commit_then_die
 
 import jobq
 
-Mount = Callable[[str], Path]
-
 cli = run_jobq
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Mount]:
-    """Mount small tmpfs filesystems (``size`` like ``2m``); unmounted in the finalizer."""
-    mounted: list[Path] = []
-
-    def mount(size: str) -> Path:
-        where = tmp_path / f"fs-{len(mounted)}"
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["mount", "-o", "remount,rw", str(where)], capture_output=True)
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 @pytest.fixture

@@ -106,11 +106,11 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
     tmp = _new_private_file(f"{dest}.tmp-{os.getpid()}", dest)
     try:
         if compact:  # into the empty private file (VACUUM INTO takes one that exists only if empty)
-            _retry_busy(lambda: source.execute("VACUUM INTO ?", (tmp,)).fetchall(), db_path)
+            _retry_busy(lambda: source.execute("VACUUM INTO ?", (tmp,)).fetchall(), db_path, dest)
         target = _open(tmp)
         try:
             if not compact:
-                _copy(source, target, db_path)
+                _copy(source, target, db_path, dest)
             jobs, newest = _checked_summary(target, tmp, db_path)
         finally:
             target.close()
@@ -136,7 +136,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         reader = _open_backup(source)
         target = _open(tmp)
         try:
-            _copy(reader, target, source)
+            _copy(reader, target, source, path)
             _checked_summary(target, tmp, source)
         finally:
             target.close()
@@ -258,7 +258,7 @@ def _open_backup(source: str) -> apsw.Connection:
     return conn
 
 
-def _copy(source: apsw.Connection, target: apsw.Connection, source_path: str) -> None:
+def _copy(source: apsw.Connection, target: apsw.Connection, source_path: str, target_path: str) -> None:
     """Every page of ``source`` into ``target``, in one step: one read transaction, so the copy
     is one commit's state (a stepwise backup starts over at each commit of another process, and
     never ends under a busy worker)."""
@@ -267,7 +267,7 @@ def _copy(source: apsw.Connection, target: apsw.Connection, source_path: str) ->
         with target.backup("main", source, "main") as b:
             b.step(-1)
 
-    _retry_busy(step, source_path)
+    _retry_busy(step, source_path, target_path)
 
 
 def _checked_summary(target: apsw.Connection, path: str, source_path: str) -> tuple[int, int]:
@@ -287,7 +287,9 @@ def _summary(row: Sequence[Any]) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _retry_busy(call: Callable[[], T], path: str) -> T:
+def _retry_busy(call: Callable[[], T], path: str, target: str) -> T:
+    """``call``, a copy from the database at ``path`` to the file ``target``, retried while
+    ``path`` is locked (a WAL read waits only for a recovery of the -wal)."""
     deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
     delay = 0.001
     while True:
@@ -298,8 +300,10 @@ def _retry_busy(call: Callable[[], T], path: str) -> T:
                 raise StorageError(f"{path}: database stayed locked for {LOCKED_GIVE_UP_SECONDS:g} s") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+        except (apsw.CorruptError, apsw.NotADBError) as exc:
+            raise _storage_error(exc, path) from None  # what was read
         except apsw.Error as exc:
-            raise _storage_error(exc, path) from None
+            raise _storage_error(exc, target) from None  # what was written: a full disk, an I/O error
 
 
 def _new_private_file(tmp: str, final: str) -> str:
