@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -245,3 +246,30 @@ def test_a_compact_backup_restored_gives_back_the_space_purged_jobs_left(tmp_pat
         assert q.enqueue({"n": "next"}) == ids[-1] + 1
     done = run_jobq("--db", url, "backup", "--compact", "again.db", cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.startswith("backed up 11 jobs"), done.stderr
+
+
+def test_restore_in_another_pid_namespace_refuses_while_a_process_outside_it_has_the_queue_open(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """Two containers of one pod share the data volume but not the process table: a restore run
+    in one while a worker of the other has the queue open sees the lock, but no pid (0)."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare(1): creating a PID namespace is privileged")
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+    procs.start("worker", "--db", url)
+    wait_for(lambda: holder(str(db)) is not None, what="the worker to open the queue")
+    inside = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", str(JOBQ), "--db", url, "restore", "b.db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=without_jobq_settings(),
+    )
+    one_line_error(inside, "a process in another container")
+    assert not list(tmp_path.glob("queue.db.re*"))
