@@ -273,3 +273,42 @@ def test_restore_in_another_pid_namespace_refuses_while_a_process_outside_it_has
     )
     one_line_error(inside, "a process in another container")
     assert not list(tmp_path.glob("queue.db.re*"))
+
+
+def test_the_seed_s_files_are_stamped_once_across_a_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seed's exactly-once, across a restore: the jobs a backup holds keep their ids, so those
+    that ran after it find their stamps and do not stamp again; a job made after the restore gets
+    a new id, so a file stamped by a job the restore lost is not taken for its own (with the id
+    handed out again, its stamp would be found and its effect would never land)."""
+    from jobq.demo.consumer import make_stamp_handler
+    from jobq.demo.files import FILE_TASK
+    from jobq.demo.stamps import stamps_in
+    from jobq.worker import Worker
+
+    monkeypatch.chdir(tmp_path)
+    files = tmp_path / "data" / "files"
+    files.mkdir(parents=True)
+    for name in "abcde":
+        (files / f"{name}.txt").write_text(f"file {name}\n")
+    s = jobq.Settings(database_url=f"sqlite:///{tmp_path}/queue.db", data_dir="data", consumer_delay="0-0")
+
+    def run_worker(q: jobq.Queue) -> None:
+        Worker(q, {FILE_TASK: make_stamp_handler(s)}, exit_when_idle=True).run()
+
+    with jobq.Queue(settings=s) as q:
+        first = [q.enqueue({"path": f"data/files/{n}.txt"}, task=FILE_TASK) for n in "abcd"]
+        q.backup(tmp_path / "b.db")
+        run_worker(q)
+        lost = q.enqueue({"path": "data/files/e.txt"}, task=FILE_TASK)  # made after the backup
+        run_worker(q)
+        assert all(q.get(i).status == jobq.JobStatus.COMPLETED for i in [*first, lost])
+    jobq.restore(tmp_path / "b.db", settings=s)
+    with jobq.Queue(settings=s) as q:
+        run_worker(q)  # the backup's four jobs run again
+        assert [q.get(i).result for i in first] == [{"stamped": False}] * 4
+        again = q.enqueue({"path": "data/files/e.txt"}, task=FILE_TASK)
+        run_worker(q)
+        assert again > lost and q.get(again).result == {"stamped": True}
+    for name, job in zip("abcd", first, strict=True):
+        assert stamps_in((files / f"{name}.txt").read_bytes()) == [(job, 1)]
+    assert stamps_in((files / "e.txt").read_bytes()) == [(lost, 1), (again, 1)]
