@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ from jobq.backends.base import (
     NewJob,
     Page,
     QueueControl,
+    QueueCopy,
     QueueStats,
 )
 from jobq.backends.ops import TERMINAL_STATUSES
@@ -332,6 +334,11 @@ class AsyncQueue:
         wanted = purged_statuses(statuses)
         cutoff = purge_cutoff(self.sync.clock(), older_than)
         return int(await self._store("purge", wanted, cutoff, _purge_limit(limit)))
+
+    async def backup(self, dest: str | os.PathLike[str], *, compact: bool = False) -> QueueCopy:
+        """``Queue.backup`` in a thread (SQLite copies pages with a blocking driver)."""
+        copy: QueueCopy = await self._call(self.sync.backup, dest, compact=compact)
+        return copy
 
     # -- flow control (docs/flow-control.md) --------------------------------------------------
     async def pause(self, queue: str, *, actor: str | None = None) -> QueueControl:

@@ -5,6 +5,7 @@ take a new job for one already done)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -312,3 +313,17 @@ def test_the_seed_s_files_are_stamped_once_across_a_restore(tmp_path: Path, monk
     for name, job in zip("abcd", first, strict=True):
         assert stamps_in((files / f"{name}.txt").read_bytes()) == [(job, 1)]
     assert stamps_in((files / "e.txt").read_bytes()) == [(lost, 1), (again, 1)]
+
+
+def test_an_asyncqueue_backs_up_too(backend_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with jobq.AsyncQueue(backend_url) as q:
+            await q.enqueue({"n": 1})
+            if backend_url.startswith("postgresql"):
+                with pytest.raises(jobq.StorageError, match="pg_dump"):
+                    await q.backup(tmp_path / "b.db")
+            else:
+                copy = await q.backup(tmp_path / "b.db", compact=True)
+                assert (copy.jobs, copy.newest_id) == (1, 1)
+
+    asyncio.run(main())
