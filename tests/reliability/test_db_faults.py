@@ -113,6 +113,31 @@ def test_read_only_filesystem(tmpfs: Mount, tmp_path: Path, record: Recorder) ->
     assert missing == 0 and integrity == "ok"
 
 
+def test_a_queue_opened_on_a_read_only_mount_writes_once_the_mount_is_writable_again(tmpfs: Mount) -> None:
+    """A long-running process (the manager, an application's Queue) opened the queue while its
+    volume was read-only. Once the volume is writable again its writes go through: they failed
+    until a restart, blaming file permissions. (The other way round cannot be made here: the
+    kernel refuses to remount read-only while a process has the -wal open for writing.)"""
+    fs = tmpfs("8m")
+    url = f"sqlite:///{fs}/q.db"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    reader = jobq.Queue(url, create=False)
+    try:
+        assert reader.count() == 1
+        with pytest.raises(jobq.StorageError, match="mounted read-only"):
+            reader.enqueue({"n": "refused"})
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+        assert reader.enqueue({"n": 2}) == 2
+        assert reader.cancel(1).ok and reader.enqueue({"n": 3}) == 3
+    finally:
+        reader.close()
+    with jobq.Queue(url) as q:
+        assert sorted(j.id for j in q.list_jobs()) == [1, 2, 3]
+        assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
+
+
 def make_db(path: Path, n: int) -> None:
     with jobq.Queue(f"sqlite:///{path}") as q:
         q.enqueue_many([{"n": i, "pad": "y" * 500} for i in range(n)])

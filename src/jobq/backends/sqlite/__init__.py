@@ -146,6 +146,7 @@ class SqliteBackend(SqlStore):
         _check_sqlite_version()
         self._lock = threading.RLock()
         self._conn: apsw.Connection | None = None
+        self._read_only_why: str | None = None  # why this connection was opened read-only
         self._immutable = False  # read-only mount, no -wal: read without locks (_connect_read_only)
         self._immutable_file: tuple[int, int, int] | None = None  # _file_identity at that open
         self._pid = -1
@@ -162,12 +163,13 @@ class SqliteBackend(SqlStore):
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
-        read_only = _read_only_here(self.path) if os.path.exists(self.path) else None
+        read_only = self._read_only_why = _read_only_here(self.path) if os.path.exists(self.path) else None
         if read_only is not None:
             conn = self._connect_read_only(read_only)
             self._conn = conn
             self._pid = os.getpid()
             return conn
+        self._immutable = False  # a read-only connection before this one may have been
         # The database holds every payload: what jobq creates is private, directories 0700 and
         # the file 0600 (a umask may narrow both further). SQLite gives -wal and -shm the mode of
         # the database file; left to itself it would create all three 0644.
@@ -305,7 +307,21 @@ class SqliteBackend(SqlStore):
                 except apsw.Error as exc:
                     if self._immutable and self._writer_appeared(conn):
                         continue
+                    if write and conn is None and self._now_writable():
+                        continue  # opened anew, for writing
                     raise _storage_error(exc, self.path) from None
+
+    def _now_writable(self) -> bool:
+        """Opened read-only (``_connect_read_only``), whether the database may be written now (a
+        mount made writable again, permissions granted). If so the connection is dropped, and
+        ``_connect`` opens the file for writing: a write failed as read-only until the process
+        restarted, and named file permissions as the cause."""
+        if self._read_only_why is None or _read_only_here(self.path) is not None:
+            return False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return True
 
     def _writer_appeared(self, conn: apsw.Connection | None) -> bool:
         """Read as immutable (``_connect_read_only``; the callers test that first), whether a
