@@ -327,3 +327,26 @@ def test_an_asyncqueue_backs_up_too(backend_url: str, tmp_path: Path) -> None:
                 assert (copy.jobs, copy.newest_id) == (1, 1)
 
     asyncio.run(main())
+
+
+def test_restore_over_a_queue_this_jobq_cannot_open_still_reads_its_newest_id(tmp_path: Path) -> None:
+    """A queue made by a newer jobq (its schema version above this one's) is not migrated, nor
+    opened: its newest id is read as it stands, the id floor of its deleted newest jobs included."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"n": i} for i in range(3)])
+        q.backup(tmp_path / "b.db")
+        q.enqueue_many([{"n": i} for i in range(7)])  # ids 4-10
+    conn = apsw.Connection(str(db))
+    conn.execute("DELETE FROM jobs WHERE id > 5")  # the trigger keeps 10 as the floor
+    conn.execute("INSERT INTO jobq_schema (version, applied_at) VALUES (999, 0)")
+    conn.close()
+    with pytest.raises(jobq.StorageError, match="newer than this jobq"):
+        jobq.Queue(url).close()
+    restored = jobq.restore(tmp_path / "b.db", url)
+    assert restored.ids_above == 10 and restored.jobs == 3
+    assert restored.replaced is not None
+    assert _rows(Path(restored.replaced), "SELECT max(version) FROM jobq_schema") == [(999,)]
+    with jobq.Queue(url) as q:
+        assert q.enqueue({"n": "new"}) == 11

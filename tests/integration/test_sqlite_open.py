@@ -87,3 +87,40 @@ def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_boun
                 pipe.close()
     with jobq.Queue(f"sqlite:///{path}") as q:
         assert q.counts()["PENDING"] == 1
+
+
+def _open_files(path: Path) -> int:
+    """How many of this process's file descriptors are the file at ``path``."""
+    wanted = path.stat()
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            st = fd.stat()
+        except OSError:
+            continue
+        count += (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino)
+    return count
+
+
+@pytest.mark.parametrize("case", ["newer schema", "no jobq tables", "not a database"])
+def test_a_queue_that_fails_to_open_leaves_its_file_closed(tmp_path: Path, case: str) -> None:
+    """The connection of a failed open was left open (with its read lock) until collected: a
+    restore in this process then found the queue open, and another process's restore saw a lock."""
+    import apsw
+
+    db = tmp_path / "queue.db"
+    if case == "not a database":
+        db.write_bytes(b"not sqlite" * 500)
+    else:
+        conn = apsw.Connection(str(db))
+        conn.execute("CREATE TABLE notes (x)")
+        if case == "newer schema":
+            jobq.Queue(f"sqlite:///{db}").close()
+            conn.execute("INSERT INTO jobq_schema (version, applied_at) VALUES (999, 0)")
+        conn.close()
+    # Another program's tables are jobq's to add to when it may create (an application's own
+    # database); a viewer (create=False) refuses them.
+    for create in (False,) if case == "no jobq tables" else (True, False):
+        with pytest.raises(jobq.StorageError):
+            jobq.Queue(f"sqlite:///{db}", create=create)
+        assert _open_files(db) == 0

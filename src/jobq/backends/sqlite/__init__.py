@@ -35,7 +35,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,22 +192,28 @@ class SqliteBackend(SqlStore):
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         try:
             conn = apsw.Connection(self.path)
-            conn.set_busy_timeout(self.busy_timeout_ms)
-            if not self._create:  # before WAL mode, which would be written into the file
-                self._check_jobq_tables(conn, "start a producer or worker to create it")
-            mode = _journal_mode_wal(conn)
-            if str(mode).lower() != "wal":
-                raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
-            # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-            _set_up_session(conn)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
+        # A connection that fails to be set up or migrated is closed, not kept: it held the file
+        # open (and its read lock) until collected, and a later call would have used it unmigrated.
+        with _closed_on_error(conn):
+            try:
+                conn.set_busy_timeout(self.busy_timeout_ms)
+                if not self._create:  # before WAL mode, which would be written into the file
+                    self._check_jobq_tables(conn, "start a producer or worker to create it")
+                mode = _journal_mode_wal(conn)
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                # Checkpoints: the default auto-checkpoint (1000 pages) runs because every jobq read is
+                # short; after a long reader is gone, this limit shrinks a WAL that grew meanwhile.
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+                _set_up_session(conn)
+            except apsw.Error as exc:
+                raise _storage_error(exc, self.path) from None
+            self._migrate(conn)
         self._conn = conn
         self._pid = os.getpid()
-        self._migrate(conn)
         return conn
 
     def _connect_read_only(self, why: str) -> apsw.Connection:
@@ -229,23 +235,25 @@ class SqliteBackend(SqlStore):
         uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
             conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
-            conn.set_busy_timeout(self.busy_timeout_ms)
-            self._check_jobq_tables(conn, why)
-            _set_up_session(conn)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
-        if not self._schema_is_current(conn):
-            conn.close()
-            raise StorageError(
-                f"{self.path}: {why}, and the database needs this jobq's schema upgrade (open it once "
-                "where it is writable)"
-            )
+        with _closed_on_error(conn):
+            try:
+                conn.set_busy_timeout(self.busy_timeout_ms)
+                self._check_jobq_tables(conn, why)
+                _set_up_session(conn)
+            except apsw.Error as exc:
+                raise _storage_error(exc, self.path) from None
+            if not self._schema_is_current(conn):
+                raise StorageError(
+                    f"{self.path}: {why}, and the database needs this jobq's schema upgrade (open it once "
+                    "where it is writable)"
+                )
         return conn
 
     def _check_jobq_tables(self, conn: apsw.Connection, why: str) -> None:
-        """A file without jobq's tables is refused (and ``conn`` closed), not given them."""
+        """A file without jobq's tables is refused, not given them."""
         if not conn.execute(self.dialect.sql["schema_table_exists"]).fetchall():
-            conn.close()
             raise StorageError(f"no jobq queue in {self.path} ({why})")
 
     def _migrate(self, conn: apsw.Connection) -> None:
@@ -617,6 +625,17 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
     return StorageError(f"{path}: {exc}")
+
+
+@contextlib.contextmanager
+def _closed_on_error(conn: apsw.Connection) -> Iterator[None]:
+    """Close ``conn`` if the block raises (and raise on)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(apsw.Error):
+            conn.close()
+        raise
 
 
 def _file_identity(path: str) -> tuple[int, int, int] | None:

@@ -191,7 +191,7 @@ def _another_programs(path: str) -> bool:
     try:
         conn = _open_read_only(path)
         try:
-            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {str(r[0]) for r in conn.execute(DIALECT.sql["table_names"])}
         finally:
             conn.close()
     except apsw.Error:
@@ -209,17 +209,21 @@ def _open_read_only(path: str) -> apsw.Connection:
 
 
 def _newest_id_of_damaged(path: str) -> int | None:
-    """What a queue too damaged (or too old) for jobq to open still tells of its newest id: the
-    largest id of its jobs table (the rightmost leaf of its b-tree), read without a migration."""
+    """What a queue jobq cannot open (damaged, or made by a newer jobq) still tells of the newest
+    id it handed out, read without a migration: its jobs' largest id (the rightmost leaf of the
+    table's b-tree), its id floor, an older schema's AUTOINCREMENT counter, whichever can be read."""
+    found: list[int] = []
     try:
         conn = _open_read_only(path)
-        try:
-            rows = conn.execute("SELECT max(id) FROM jobs").fetchall()
-        finally:
-            conn.close()
     except apsw.Error:
         return None
-    return int(rows[0][0]) if rows and rows[0][0] is not None else None
+    try:
+        for name in ("damaged_newest_job", "damaged_id_floor", "damaged_autoincrement"):
+            with contextlib.suppress(apsw.Error):
+                found += [int(r[0]) for r in conn.execute(DIALECT.sql[name]) if isinstance(r[0], int)]
+    finally:
+        conn.close()
+    return max(found, default=None)
 
 
 def _set_aside(path: str, now: float) -> str:

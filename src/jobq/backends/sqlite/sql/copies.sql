@@ -10,3 +10,18 @@ SELECT {next_job_id} - 1
 
 -- name: raise_id_floor
 UPDATE jobq_id_floor SET floor = max(floor, :id)
+
+-- name: table_names
+SELECT name FROM sqlite_master WHERE type = 'table'
+
+-- The newest id a queue jobq cannot open handed out (damaged, or made by a newer jobq), from
+-- what of it can be read: each of these is tried alone, any may fail.
+-- name: damaged_newest_job
+SELECT max(id) FROM jobs
+
+-- name: damaged_id_floor
+SELECT floor FROM jobq_id_floor
+
+-- name: damaged_autoincrement
+-- Before schema 14, AUTOINCREMENT's counter.
+SELECT seq FROM sqlite_sequence WHERE name = 'jobs'
