@@ -16,11 +16,13 @@ from pathlib import Path
 import apsw
 import pytest
 from cli_errors import JOBQ, one_line_error, run_jobq, without_jobq_settings
+from handwritten import write_by_hand
 from killed_writer import commit_then_die
 from polling import wait_for
 from processes import Procs, effects
 
 import jobq
+import jobq.backends.sqlite as sqlite_backend
 from jobq.backends.sqlite.copies import holder
 
 
@@ -350,3 +352,30 @@ def test_restore_over_a_queue_this_jobq_cannot_open_still_reads_its_newest_id(tm
     assert _rows(Path(restored.replaced), "SELECT max(version) FROM jobq_schema") == [(999,)]
     with jobq.Queue(url) as q:
         assert q.enqueue({"n": "new"}) == 11
+
+
+def test_a_backup_made_by_an_older_jobq_is_restored_at_this_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup of schema 13 (before the jobs table was rebuilt without AUTOINCREMENT) is brought
+    to this jobq's schema by the restore, its rows and ids kept; the backup file is not written."""
+    current = sqlite_backend.MIGRATIONS
+    old_url = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current[:13])
+    with jobq.Queue(old_url) as old:
+        # Inserted as the jobq of schema 13 did: AUTOINCREMENT picks the ids.
+        insert = "INSERT INTO jobs (payload, run_at, created_at, updated_at) VALUES "
+        write_by_hand(old_url, *(insert + f"('{{\"n\": {i}}}', 0, 0, 0)" for i in range(4)))
+        old.backup(tmp_path / "b13.db")
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", current)
+    before = (tmp_path / "b13.db").read_bytes()
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    restored = jobq.restore(tmp_path / "b13.db", url)
+    assert (restored.jobs, restored.newest_id, restored.replaced) == (4, 4, None)
+    assert (tmp_path / "b13.db").read_bytes() == before
+    assert _rows(tmp_path / "queue.db", "SELECT max(version) FROM jobq_schema") == [(len(current),)]
+    with jobq.Queue(url) as q:
+        assert [j.payload for j in q.list_jobs(page=jobq.Page(sort="id", descending=False))] == [
+            {"n": i} for i in range(4)
+        ]
+        assert q.enqueue({"n": "new"}) == 5
