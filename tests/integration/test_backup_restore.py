@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import apsw
@@ -379,3 +380,27 @@ def test_a_backup_made_by_an_older_jobq_is_restored_at_this_schema(
             {"n": i} for i in range(4)
         ]
         assert q.enqueue({"n": "new"}) == 5
+
+
+def test_a_backup_holds_up_no_other_call_of_its_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of gigabytes takes seconds: meanwhile the same process's other calls (a worker's
+    heartbeats, the apps' other pages) go on. Checked from inside the copy: another thread's call
+    returns before the copy goes on."""
+    from jobq.backends.sqlite import copies
+
+    answered: list[int] = []
+    in_time: list[list[int]] = []
+    copy_pages = copies._copy
+
+    def copy_after_another_call(*args: object) -> None:
+        other = threading.Thread(target=lambda: answered.append(q.count()), daemon=True)
+        other.start()
+        other.join(10)
+        in_time.append(list(answered))  # what had come back while the copy waited
+        copy_pages(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(copies, "_copy", copy_after_another_call)
+    with jobq.Queue(f"sqlite:///{tmp_path / 'queue.db'}") as q:
+        q.enqueue_many([{"n": i} for i in range(5)])
+        assert q.backup(tmp_path / "b.db").jobs == 5
+    assert in_time == [[5]]

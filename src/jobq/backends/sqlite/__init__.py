@@ -536,7 +536,21 @@ class SqliteBackend(SqlStore):
         from jobq.backends.sqlite import copies  # here: copies imports this module
 
         with self._lock:
-            return copies.backup(self._connect(), self.path, dest, compact=compact)
+            conn = self._connect()
+            if self._read_only_why is not None:
+                # Only this connection can read it here (immutable, or read-only with its -wal).
+                return copies.backup(conn, self.path, dest, compact=compact)
+        # A connection of its own, outside the lock: a copy of gigabytes must not hold up this
+        # process's other calls meanwhile (a worker's heartbeats, the apps' other pages).
+        try:
+            source = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+            source.set_busy_timeout(self.busy_timeout_ms)
+        except apsw.Error as exc:
+            raise _storage_error(exc, self.path) from None
+        try:
+            return copies.backup(source, self.path, dest, compact=compact)
+        finally:
+            source.close()
 
     def wal_checkpoint(self) -> None:
         with self._lock, contextlib.suppress(apsw.Error):
