@@ -312,7 +312,9 @@ def _retry_busy(call: Callable[[], T], path: str, target: str) -> T:
 
 def _new_private_file(tmp: str, final: str) -> str:
     """An empty file only this user may read (the copy holds every payload; SQLite keeps the
-    mode of an existing file)."""
+    mode of an existing file). ``tmp`` names this process: one left there was a killed process's
+    of the same pid, which no live process can have."""
+    _remove(tmp)
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     except OSError as exc:
