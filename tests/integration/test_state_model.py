@@ -9,7 +9,9 @@ job's status, attempts and run must be what the model says, and each call's answ
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import os
 import tempfile
 import uuid
@@ -41,13 +43,40 @@ class Modeled:
     cancel_asked: bool = False
 
 
+class _OnLoop:
+    """An ``AsyncQueue`` whose calls block, each run on an event loop of its own: the model
+    drives the asyncio facade (on PostgreSQL its native store) as it drives ``Queue``. What the
+    asyncio facade lacks (a worker's batched give-backs and failures, the rescuer) goes to its
+    blocking ``Queue`` on the same store."""
+
+    def __init__(self, url: str, clock: FakeClock) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.aq = jobq.AsyncQueue(url, settings=QUEUE_SETTINGS, clock=clock)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.aq, name, None)
+        if method is None or not inspect.iscoroutinefunction(method):
+            return getattr(self.aq.sync, name)
+        return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.aq.aclose())
+        self.loop.close()
+
+
 class JobMachine(RuleBasedStateMachine):
     url_for: Callable[[], str]
+    asyncio_facade = False
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.q = jobq.Queue(self.url_for(), settings=QUEUE_SETTINGS, clock=self.clock)
+        url = self.url_for()
+        self.q: Any = (
+            _OnLoop(url, self.clock)
+            if self.asyncio_facade
+            else jobq.Queue(url, settings=QUEUE_SETTINGS, clock=self.clock)
+        )
         self.name = f"m{uuid.uuid4().hex[:12]}"
         self.jobs: dict[int, Modeled] = {}
         self.handles: list[jobq.Job] = []
@@ -321,8 +350,8 @@ class JobMachine(RuleBasedStateMachine):
                 assert job.lease_token == m.token
 
 
-def _run(url_for: Callable[[], str], examples: int) -> None:
-    machine: Any = type("Machine", (JobMachine,), {"url_for": staticmethod(url_for)})
+def _run(url_for: Callable[[], str], examples: int, *, asyncio_facade: bool = False) -> None:
+    machine: Any = type("Machine", (JobMachine,), {"url_for": staticmethod(url_for), "asyncio_facade": asyncio_facade})
     machine.TestCase.settings = settings(
         max_examples=examples,
         stateful_step_count=40,
@@ -343,3 +372,16 @@ def test_fencing_and_transitions_hold_in_any_order_sqlite() -> None:
 
 def test_fencing_and_transitions_hold_in_any_order_postgres(postgres_url: str) -> None:
     _run(lambda: postgres_url, examples=int(os.environ.get("JOBQ_MODEL_EXAMPLES", "40")))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_fencing_and_transitions_hold_in_any_order_through_asyncqueue(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    examples = int(os.environ.get("JOBQ_MODEL_EXAMPLES", "30"))
+    if backend == "postgres":
+        url = str(request.getfixturevalue("postgres_url"))
+        _run(lambda: url, examples, asyncio_facade=True)
+        return
+    with tempfile.TemporaryDirectory() as where:
+        _run(lambda: f"sqlite:///{where}/{uuid.uuid4().hex}.db", examples, asyncio_facade=True)
