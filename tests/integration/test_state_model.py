@@ -4,7 +4,8 @@ state machine (``jobq.job.TRANSITIONS``), on both backends.
 The promise under test is fencing: a Job handed out by a claim acts on its job only while its lease
 is the job's current one. Handles are kept for good, so calls come from stale ones after a
 rescue, a resubmit, a give-back or another claim, mixed with operators' cancels and resubmits,
-failures with and without retry, heartbeats and the clock moving past leases. After every step each
+failures with and without retry, heartbeats, the clock moving past leases, and the queue paused,
+resumed and limited in concurrency (each claim takes what the controls let it). After every step each
 job's status, attempts and run must be what the model says, and each call's answer too."""
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class JobMachine(RuleBasedStateMachine):
         self.name = f"m{uuid.uuid4().hex[:12]}"
         self.jobs: dict[int, Modeled] = {}
         self.handles: list[jobq.Job] = []
+        self.paused = False
+        self.concurrency: int | None = None
 
     def teardown(self) -> None:
         self.q.close()
@@ -91,6 +94,14 @@ class JobMachine(RuleBasedStateMachine):
 
     def _due(self) -> list[int]:
         return [i for i, m in self.jobs.items() if m.status == P and self.q.get(i).run_at <= self.clock.now]
+
+    def _claimable(self) -> int:
+        """How many jobs a claim may take now, by the queue's controls (None: any number)."""
+        if self.paused:
+            return 0
+        if self.concurrency is None:
+            return 1_000_000
+        return max(0, self.concurrency - sum(m.status == R for m in self.jobs.values()))
 
     def _finish_asked(self, m: Modeled) -> None:
         """A cancel was asked while it ran: a failure to retry or a give-back ends it CANCELLED."""
@@ -116,12 +127,15 @@ class JobMachine(RuleBasedStateMachine):
     def claim(self) -> None:
         due = self._due()
         before = {i: self.q.get(i).run_at for i in due}
+        self._claimable_before = self._claimable()
         job = self.q.claim("w", queue=self.name)
         self._took([] if job is None else [job], 1, due, before)
 
     def _took(self, jobs: list[jobq.Job], limit: int, due: list[int], before: dict[int, float]) -> None:
-        """A claim of up to ``limit`` jobs took the first due ones, in claim order."""
-        expected = sorted(due, key=lambda i: (before[i], i))[:limit]
+        """A claim of up to ``limit`` jobs took the first due ones, in claim order, as many as the
+        queue's controls let it (read before the claim: ``_took`` is called after it)."""
+        allowed = self._claimable_before
+        expected = sorted(due, key=lambda i: (before[i], i))[: min(limit, allowed)]
         assert [j.id for j in jobs] == expected, ([j.id for j in jobs], expected)
         for job in jobs:
             m = self.jobs[job.id]
@@ -158,6 +172,7 @@ class JobMachine(RuleBasedStateMachine):
     def claim_many(self, limit: int) -> None:
         due = self._due()
         before = {i: self.q.get(i).run_at for i in due}
+        self._claimable_before = self._claimable()
         self._took(self.q.claim_many("w", limit, queue=self.name), limit, due, before)
 
     @precondition(lambda self: self.handles)
@@ -176,6 +191,7 @@ class JobMachine(RuleBasedStateMachine):
         before = {i: self.q.get(i).run_at for i in due}
         done, claimed = self.q.complete_many_and_claim([(h, None) for h in handles], "w", limit, queue=self.name)
         self._completed(handles, done)
+        self._claimable_before = self._claimable()  # the claim comes after the completions
         self._took(claimed, limit, due, before)
 
     @precondition(lambda self: self.handles)
@@ -322,6 +338,18 @@ class JobMachine(RuleBasedStateMachine):
         assert result.ok and result.status == P
         self._leave(m, P)
         m.attempts, m.run = 0, m.run + 1
+
+    @rule(paused=st.booleans())
+    def pause_or_resume(self, paused: bool) -> None:
+        control = self.q.pause(self.name, actor="ops") if paused else self.q.resume(self.name, actor="ops")
+        assert control.paused is paused
+        self.paused = paused
+
+    @rule(concurrency=st.sampled_from([None, 1, 2]))
+    def limit_concurrency(self, concurrency: int | None) -> None:
+        control = self.q.set_limits(self.name, concurrency=concurrency, actor="ops")
+        assert control.concurrency == concurrency
+        self.concurrency = concurrency
 
     @rule(seconds=st.sampled_from([1.0, 5.0, LEASE + 1]))
     def time_passes_and_the_rescuer_runs(self, seconds: float) -> None:
