@@ -4,8 +4,9 @@ state machine (``jobq.job.TRANSITIONS``), on both backends.
 The promise under test is fencing: a Job handed out by a claim acts on its job only while its lease
 is the job's current one. Handles are kept for good, so calls come from stale ones after a
 rescue, a resubmit, a give-back or another claim, mixed with operators' cancels and resubmits,
-failures with and without retry, heartbeats, the clock moving past leases, and the queue paused,
-resumed and limited in concurrency (each claim takes what the controls let it). After every step each
+failures with and without retry, heartbeats, the clock moving past leases, delayed jobs, purges
+(a purged job's handles stay, stale for good), and the queue paused, resumed and limited in
+concurrency (each claim takes what the controls let it). After every step each
 job's status, attempts and run must be what the model says, and each call's answer too."""
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class JobMachine(RuleBasedStateMachine):
 
     # -- what the model says -------------------------------------------------------------------
     def _current(self, handle: jobq.Job) -> bool:
-        m = self.jobs[handle.id]
-        return m.status == R and m.token == handle.lease_token
+        m = self.jobs.get(handle.id)  # None: purged
+        return m is not None and m.status == R and m.token == handle.lease_token
 
     def _due(self) -> list[int]:
         return [i for i, m in self.jobs.items() if m.status == P and self.q.get(i).run_at <= self.clock.now]
@@ -154,7 +155,7 @@ class JobMachine(RuleBasedStateMachine):
     def _handle(self, data: st.DataObject) -> jobq.Job:
         """A handle, drawn most often where fencing is tested hardest: a stale one of a job that
         runs again under another lease, or the current one of a running job."""
-        running = [h for h in self.handles if self.jobs[h.id].status == R]
+        running = [h for h in self.handles if h.id in self.jobs and self.jobs[h.id].status == R]
         kinds = {
             "stale, its job running again": [h for h in running if not self._current(h)],
             "current": [h for h in running if self._current(h)],
@@ -310,6 +311,7 @@ class JobMachine(RuleBasedStateMachine):
             with pytest.raises(jobq.LeaseLost):
                 self.q.heartbeat(h)
 
+    @precondition(lambda self: self.jobs)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
@@ -326,6 +328,7 @@ class JobMachine(RuleBasedStateMachine):
             assert result.ok and result.status == X
             m.status = X
 
+    @precondition(lambda self: self.jobs)
     @rule(data=st.data())
     def resubmit(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.jobs)))
@@ -338,6 +341,22 @@ class JobMachine(RuleBasedStateMachine):
         assert result.ok and result.status == P
         self._leave(m, P)
         m.attempts, m.run = 0, m.run + 1
+
+    @rule(delay=st.sampled_from([3.0, LEASE * 2]))
+    def enqueue_for_later(self, delay: float) -> None:
+        job_id = self.q.enqueue({"later": delay}, queue=self.name, delay=delay, max_attempts=2)
+        assert self.q.get(job_id).run_at == self.clock.now + delay
+        self.jobs[job_id] = Modeled(max_attempts=2)
+
+    @rule()
+    def purge(self) -> None:
+        """Finished jobs go (their handles stay, stale for good); on PostgreSQL other runs' too."""
+        self.clock.advance(1.0)  # a purge takes jobs finished before its cutoff, not at it
+        self.q.purge(older_than=0, statuses=[C, F, X])
+        for job_id in [i for i, m in self.jobs.items() if m.status in (C, F, X)]:
+            del self.jobs[job_id]
+            with pytest.raises(jobq.JobNotFound):
+                self.q.get(job_id)
 
     @rule(paused=st.booleans())
     def pause_or_resume(self, paused: bool) -> None:
