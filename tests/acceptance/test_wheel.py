@@ -481,6 +481,10 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
     limits = jobq("limits", "--json")
     assert '"default"' in limits and '"concurrency": 2' in limits, limits
     jobq("resume", "default")
+    # A copy while the queue is open nowhere else, and the copy put back (the replaced file kept).
+    assert jobq("backup", "copy.db").startswith("backed up 1 job (newest id ")
+    assert "the replaced queue is kept as" in jobq("restore", "copy.db")
+    assert [job["id"] for job in json.loads(jobq("list", "--json"))] == [later]
 
     # The demo's producer and consumer (data files under the work directory).
     demo = {"JOBQ_DATABASE_URL": f"sqlite:///{venv.work}/demo.db"}
