@@ -254,12 +254,17 @@ class JobMachine(RuleBasedStateMachine):
         assert self.q.release_many(handles, "given back") == expected
         for h, current in zip(handles, expected, strict=True):
             if current:
-                m = self.jobs[h.id]
-                if m.cancel_asked:
-                    self._finish_asked(m)
-                else:
-                    self._leave(m, P)
-                    m.attempts -= 1
+                self._given_back(h)
+
+    def _given_back(self, h: jobq.Job) -> None:
+        """A current lease's job given back: waiting again, the attempt not counted (CANCELLED
+        if a cancel was asked)."""
+        m = self.jobs[h.id]
+        if m.cancel_asked:
+            self._finish_asked(m)
+        else:
+            self._leave(m, P)
+            m.attempts -= 1
 
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
@@ -292,12 +297,7 @@ class JobMachine(RuleBasedStateMachine):
         current = self._current(h)
         assert self.q.release(h, "given back") is current
         if current:
-            m = self.jobs[h.id]
-            if m.cancel_asked:
-                self._finish_asked(m)
-            else:
-                self._leave(m, P)
-                m.attempts -= 1  # a give-back is not counted as an attempt
+            self._given_back(h)
 
     @precondition(lambda self: self.handles)
     @rule(data=st.data())
@@ -311,36 +311,41 @@ class JobMachine(RuleBasedStateMachine):
             with pytest.raises(jobq.LeaseLost):
                 self.q.heartbeat(h)
 
+    def _operator(self, data: st.DataObject, verb: str, legal: set[JobStatus]) -> tuple[Modeled, JobStatus] | None:
+        """An operator's ``verb`` on a job drawn: refused (InvalidTransition) unless the job is in
+        a ``legal`` status; else the job's model and the status the action reports."""
+        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
+        m, act = self.jobs[job_id], getattr(self.q, verb)
+        if m.status not in legal:
+            with pytest.raises(jobq.InvalidTransition):
+                act(job_id, actor="ops")
+            return None
+        result = act(job_id, actor="ops")
+        assert result.ok
+        return m, result.status
+
     @precondition(lambda self: self.jobs)
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
-        m = self.jobs[job_id]
-        if m.status not in (P, F, R):
-            with pytest.raises(jobq.InvalidTransition):
-                self.q.cancel(job_id, actor="ops")
-            return
-        result = self.q.cancel(job_id, actor="ops")
-        if m.status == R:
-            assert result.ok and result.status == R
-            m.cancel_asked = True
-        else:
-            assert result.ok and result.status == X
-            m.status = X
+        done = self._operator(data, "cancel", {P, F, R})
+        if done is not None:
+            m, status = done
+            if m.status == R:
+                assert status == R  # asked to stop: the worker ends it
+                m.cancel_asked = True
+            else:
+                assert status == X
+                m.status = X
 
     @precondition(lambda self: self.jobs)
     @rule(data=st.data())
     def resubmit(self, data: st.DataObject) -> None:
-        job_id = data.draw(st.sampled_from(sorted(self.jobs)))
-        m = self.jobs[job_id]
-        if m.status not in (C, F, X):
-            with pytest.raises(jobq.InvalidTransition):
-                self.q.resubmit(job_id, actor="ops")
-            return
-        result = self.q.resubmit(job_id, actor="ops")
-        assert result.ok and result.status == P
-        self._leave(m, P)
-        m.attempts, m.run = 0, m.run + 1
+        done = self._operator(data, "resubmit", {C, F, X})
+        if done is not None:
+            m, status = done
+            assert status == P
+            self._leave(m, P)
+            m.attempts, m.run = 0, m.run + 1
 
     @rule(delay=st.sampled_from([3.0, LEASE * 2]))
     def enqueue_for_later(self, delay: float) -> None:
