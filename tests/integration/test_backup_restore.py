@@ -11,6 +11,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -404,3 +405,69 @@ def test_a_backup_holds_up_no_other_call_of_its_process(tmp_path: Path, monkeypa
         q.enqueue_many([{"n": i} for i in range(5)])
         assert q.backup(tmp_path / "b.db").jobs == 5
     assert in_time == [[5]]
+
+
+#: A process opening the queue: it says so when its first read finds the file locked.
+OPENS_DURING_THE_RESTORE = """
+import sys, time, jobq
+import jobq.backends.sqlite as sqlite_backend
+first_read = sqlite_backend._journal_mode_wal
+def announced(conn):
+    def wait(tries):
+        if tries == 0:
+            print("its first read waits", flush=True)
+        time.sleep(0.005)
+        return True
+    conn.set_busy_handler(wait)
+    try:
+        return first_read(conn)
+    finally:
+        conn.set_busy_timeout(10_000)
+sqlite_backend._journal_mode_wal = announced
+with jobq.Queue(sys.argv[1]) as q:
+    print(q.enqueue({"after": "the restore"}), flush=True)
+"""
+
+
+def test_a_process_that_opens_the_queue_during_a_restore_goes_on_with_the_restored_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer started while the restore puts the copy in place: it opened the old file, and its
+    first read waits, since the restore keeps every reader out until the copy has the name. The
+    producer then finds its file replaced and opens the restored one. Its job is neither lost in
+    the file set aside nor written into the restored file's -wal as pages of the old file."""
+    from jobq.backends.sqlite import copies
+
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"n": i} for i in range(3)])
+        q.backup(tmp_path / "b.db")
+        q.enqueue_many([{"n": i} for i in range(4)])  # ids 4-7, gone with the restore
+    started: list[subprocess.Popen[str]] = []
+    set_aside = copies._set_aside
+
+    def set_aside_while_one_opens(path: str, now: float) -> str:
+        opener = subprocess.Popen(
+            [sys.executable, "-c", OPENS_DURING_THE_RESTORE, url], stdout=subprocess.PIPE, text=True
+        )
+        started.append(opener)
+        assert opener.stdout is not None and opener.stdout.readline() == "its first read waits\n"
+        return set_aside(path, now)
+
+    monkeypatch.setattr(copies, "_set_aside", set_aside_while_one_opens)
+    try:
+        restored = jobq.restore(tmp_path / "b.db", url)
+        out, _ = started[0].communicate(timeout=60)
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert started[0].returncode == 0
+    new_id = int(out.splitlines()[-1])
+    assert restored.ids_above == 7 and new_id == 8
+    assert restored.replaced is not None
+    assert _rows(Path(restored.replaced), "SELECT count(*) FROM jobs") == [(7,)]
+    with jobq.Queue(url) as q:
+        assert q.get(new_id).payload == {"after": "the restore"} and q.count() == 4

@@ -63,6 +63,8 @@ BUSY_TIMEOUT_MS_DEFAULT = 10_000
 LOCKED_GIVE_UP_SECONDS = 120.0
 #: The WAL is truncated back to this size after a checkpoint resets it.
 WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
+#: Opens that found the file replaced before their first read, before giving up.
+REPLACED_WHILE_OPENING_TRIES = 5
 #: Workers not seen for this long get no wake-up datagrams.
 WAKE_ADDRESS_MAX_AGE_SECONDS = 120.0
 
@@ -190,6 +192,20 @@ class SqliteBackend(SqlStore):
             # which names it (permissions, read-only mount).
             with contextlib.suppress(OSError):
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for _ in range(REPLACED_WHILE_OPENING_TRIES):
+            opened = self._open_writable()
+            if opened is not None:
+                self._conn = opened
+                self._pid = os.getpid()
+                return opened
+        raise StorageError(f"{self.path}: the file was replaced again and again while this process opened it")
+
+    def _open_writable(self) -> apsw.Connection | None:
+        """The database opened for reading and writing, set up and migrated; None when the file
+        was replaced between the open and the first read. ``jobq restore`` keeps every reader out
+        while it puts a file in place (``copies.shut``): a process that opened the old file just
+        before waits at its first read, and would then go on with the file set aside."""
+        opened = _inode(self.path)
         try:
             conn = apsw.Connection(self.path)
         except apsw.Error as exc:
@@ -202,6 +218,13 @@ class SqliteBackend(SqlStore):
                 if not self._create:  # before WAL mode, which would be written into the file
                     self._check_jobq_tables(conn, "start a producer or worker to create it")
                 mode = _journal_mode_wal(conn)
+                if _inode(self.path) != opened:
+                    # This connection is on the file set aside, and may have opened the new file's
+                    # -wal and -shm (they are found by name): closed without the checkpoint that
+                    # would then delete them as its own.
+                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                    conn.close()
+                    return None
                 if str(mode).lower() != "wal":
                     raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -212,8 +235,6 @@ class SqliteBackend(SqlStore):
             except apsw.Error as exc:
                 raise _storage_error(exc, self.path) from None
             self._migrate(conn)
-        self._conn = conn
-        self._pid = os.getpid()
         return conn
 
     def _connect_read_only(self, why: str) -> apsw.Connection:
@@ -650,6 +671,15 @@ def _closed_on_error(conn: apsw.Connection) -> Iterator[None]:
         with contextlib.suppress(apsw.Error):
             conn.close()
         raise
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    """Which file ``path`` names now: (device, inode), None when none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _file_identity(path: str) -> tuple[int, int, int] | None:

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import os
 import struct
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import apsw
 
 from jobq.backends.base import QueueCopy
-from jobq.backends.sqlite import DIALECT, LOCKED_GIVE_UP_SECONDS, SqliteBackend, _storage_error
+from jobq.backends.sqlite import DIALECT, LOCKED_GIVE_UP_SECONDS, SqliteBackend, _file_identity, _storage_error
 from jobq.errors import StorageError
 
 T = TypeVar("T")
@@ -88,11 +89,50 @@ def refuse_if_open(path: str) -> None:
         raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
     pid = holder(path)
     if pid is not None:
-        who = f"process {pid}" if pid else "a process in another container"
-        raise StorageError(
-            f"{path} is open in {who}: stop every process using the queue first "
-            "(make stop, or supervisorctl stop all), then restore"
-        )
+        _refuse_open_in(path, pid)
+
+
+def _refuse_open_in(path: str, pid: int) -> NoReturn:
+    who = f"process {pid}" if pid else "a process in another container"
+    raise StorageError(
+        f"{path} is open in {who}: stop every process using the queue first "
+        "(make stop, or supervisorctl stop all), then restore"
+    )
+
+
+@contextlib.contextmanager
+def shut(path: str) -> Iterator[None]:
+    """No other process may read the queue at ``path`` until the block ends: a write lock on the
+    range of the file where every SQLite connection holds a read lock from its first read on.
+    Taken only when no process holds one there (else StorageError, as ``refuse_if_open``). A jobq
+    process that opened the file and has not read it yet waits at its first read, then finds the
+    file replaced and opens the new one (``SqliteBackend._open_writable``). The lock is the open
+    file description's (``F_OFD_SETLK``), not the process's: no descriptor this process closes on
+    the same file meanwhile can drop it, as closing any would drop a POSIX lock."""
+    if open_here(path):
+        raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open it to restore: {exc.strerror}") from None
+    try:
+        lock = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _SHARED_FIRST, _SHARED_SIZE, 0)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise StorageError(f"{path}: cannot lock it to restore: {exc.strerror}") from None
+            _, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, lock))
+            _refuse_open_in(path, pid if pid > 0 else 0)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with it
+
+
+def _state(path: str) -> tuple[object, object]:
+    """The queue file and its -wal as they stand (inode, size, modification time; None: absent):
+    any write to the queue changes one of them."""
+    return _file_identity(path), _file_identity(f"{path}-wal")
 
 
 def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = False) -> QueueCopy:
@@ -144,7 +184,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         if os.path.exists(path) and _another_programs(path):
             raise StorageError(f"{path} holds no jobq queue but another program's tables: restore elsewhere")
         ids_above = _newest_id_used(path) if os.path.exists(path) else None
-        refuse_if_open(path)  # again: this process's own connection to it is closed now
+        read = _state(path)  # after that connection closed: its -wal folded in and removed
         copy = SqliteBackend(tmp, create=False)  # migrates a copy made by an older jobq
         try:
             if ids_above:
@@ -155,8 +195,20 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         finally:
             copy.close()  # the last connection: its -wal is folded in and removed
         _sync(tmp)
-        replaced = _set_aside(path, now) if os.path.exists(path) else None
-        os.replace(tmp, path)
+        if read[0] is None:  # no queue there: the copy takes the name unless one appeared meanwhile
+            replaced = None
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise StorageError(f"{path}: a queue was made there during the restore") from None
+        else:
+            with shut(path):
+                if _state(path) != read:
+                    raise StorageError(
+                        f"{path} was written during the restore: stop every process using the queue, then restore again"
+                    )
+                replaced = _set_aside(path, now)
+                os.replace(tmp, path)
     finally:
         _remove(tmp)
     _sync_directory(path)
