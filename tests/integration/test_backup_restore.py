@@ -471,3 +471,31 @@ def test_a_process_that_opens_the_queue_during_a_restore_goes_on_with_the_restor
     assert _rows(Path(restored.replaced), "SELECT count(*) FROM jobs") == [(7,)]
     with jobq.Queue(url) as q:
         assert q.get(new_id).payload == {"after": "the restore"} and q.count() == 4
+
+
+def test_jobs_made_after_the_restore_read_the_newest_id_keep_their_ids_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that enqueues after the restore read the queue's newest id, and exits before
+    the restore shuts the file: the restore reads the newest id again once nobody can write, and
+    new jobs go above that one too."""
+    from jobq.backends.sqlite import copies
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+    newest_id_used = copies._newest_id_used
+
+    def then_a_producer_comes_and_goes(path: str) -> int | None:
+        found = newest_id_used(path)
+        with jobq.Queue(url) as producer:
+            assert producer.enqueue({"n": "meanwhile"}) == 2
+        return found
+
+    monkeypatch.setattr(copies, "_newest_id_used", then_a_producer_comes_and_goes)
+    restored = jobq.restore(tmp_path / "b.db", url)
+    assert restored.ids_above == 2 and restored.replaced is not None
+    assert _rows(Path(restored.replaced), "SELECT count(*) FROM jobs") == [(2,)]
+    with jobq.Queue(url) as q:
+        assert q.count() == 1 and q.enqueue({"n": "new"}) == 3

@@ -129,12 +129,6 @@ def shut(path: str) -> Iterator[None]:
         os.close(fd)  # the lock goes with it
 
 
-def _state(path: str) -> tuple[object, object]:
-    """The queue file and its -wal as they stand (inode, size, modification time; None: absent):
-    any write to the queue changes one of them."""
-    return _file_identity(path), _file_identity(f"{path}-wal")
-
-
 def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = False) -> QueueCopy:
     """Copy the queue that ``source`` (a connection to ``db_path``, held by the caller) reads to
     the new file ``dest``. ``compact``: without the free pages that purges leave (SQLite's
@@ -184,7 +178,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         if os.path.exists(path) and _another_programs(path):
             raise StorageError(f"{path} holds no jobq queue but another program's tables: restore elsewhere")
         ids_above = _newest_id_used(path) if os.path.exists(path) else None
-        read = _state(path)  # after that connection closed: its -wal folded in and removed
+        there, wal = os.path.exists(path), _file_identity(f"{path}-wal")  # that -wal folded in: none
         copy = SqliteBackend(tmp, create=False)  # migrates a copy made by an older jobq
         try:
             if ids_above:
@@ -195,7 +189,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         finally:
             copy.close()  # the last connection: its -wal is folded in and removed
         _sync(tmp)
-        if read[0] is None:  # no queue there: the copy takes the name unless one appeared meanwhile
+        if not there:  # no queue there: the copy takes the name unless one appeared meanwhile
             replaced = None
             try:
                 os.link(tmp, path)
@@ -203,10 +197,16 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
                 raise StorageError(f"{path}: a queue was made there during the restore") from None
         else:
             with shut(path):
-                if _state(path) != read:
+                # Nobody can write the queue now. Jobs made since its newest id was read, by a
+                # process that has exited meanwhile, are in the file (a -wal that changed: refused).
+                if _file_identity(f"{path}-wal") != wal:
                     raise StorageError(
                         f"{path} was written during the restore: stop every process using the queue, then restore again"
                     )
+                newest_now = _newest_id_as_it_stands(path) or 0
+                if newest_now > (ids_above or 0):
+                    ids_above = newest_now
+                    _raise_floor(tmp, newest_now)
                 replaced = _set_aside(path, now)
                 os.replace(tmp, path)
     finally:
@@ -222,17 +222,29 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
     )
 
 
+def _raise_floor(tmp: str, newest: int) -> None:
+    """New jobs of the copy at ``tmp`` get ids above ``newest``; synced."""
+    conn = _open(tmp)
+    try:
+        conn.execute(DIALECT.sql["raise_id_floor"], {"id": newest})
+    except apsw.Error as exc:
+        raise _storage_error(exc, tmp) from None
+    finally:
+        conn.close()
+    _sync(tmp)
+
+
 def _newest_id_used(path: str) -> int | None:
     """The newest id the queue at ``path`` handed out (None: it cannot be read). Its -wal is
     folded into it when this connection, the last one, closes."""
     try:
         queue = SqliteBackend(path, create=False)
     except StorageError:
-        return _newest_id_of_damaged(path)
+        return _newest_id_as_it_stands(path)
     try:
         return int(queue._locked(lambda c: c.execute(DIALECT.sql["newest_id_used"]).fetchall()[0][0], write=False))
     except StorageError:
-        return _newest_id_of_damaged(path)
+        return _newest_id_as_it_stands(path)
     finally:
         queue.close()
 
@@ -260,10 +272,11 @@ def _open_read_only(path: str) -> apsw.Connection:
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
-def _newest_id_of_damaged(path: str) -> int | None:
-    """What a queue jobq cannot open (damaged, or made by a newer jobq) still tells of the newest
-    id it handed out, read without a migration: its jobs' largest id (the rightmost leaf of the
-    table's b-tree), its id floor, an older schema's AUTOINCREMENT counter, whichever can be read."""
+def _newest_id_as_it_stands(path: str) -> int | None:
+    """The newest id the queue at ``path`` handed out, read without a migration and, when it has
+    no -wal, without locks (``restore`` reads it so under its own lock): its jobs' largest id (the
+    rightmost leaf of the table's b-tree), its id floor, an older schema's AUTOINCREMENT counter,
+    whichever can be read (a queue jobq cannot open, damaged or made by a newer jobq, too)."""
     found: list[int] = []
     try:
         conn = _open_read_only(path)
