@@ -499,3 +499,32 @@ def test_jobs_made_after_the_restore_read_the_newest_id_keep_their_ids_too(
     assert _rows(Path(restored.replaced), "SELECT count(*) FROM jobs") == [(2,)]
     with jobq.Queue(url) as q:
         assert q.count() == 1 and q.enqueue({"n": "new"}) == 3
+
+
+def test_a_wal_left_during_the_restore_stops_it_and_replaces_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed between the restore's read of the newest id and its lock leaves commits in
+    a -wal, which only a reader with locks sees: the restore refuses, and changes nothing."""
+    from jobq.backends.sqlite import copies
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        q.backup(tmp_path / "b.db")
+    sync = copies._sync
+
+    def then_a_writer_dies(tmp: str) -> None:  # the copy synced, right before the lock
+        sync(tmp)
+        commit_then_die(url, "q.enqueue({'n': 'in the wal'})")
+
+    monkeypatch.setattr(copies, "_sync", then_a_writer_dies)
+    with pytest.raises(jobq.StorageError, match="was written during the restore"):
+        jobq.restore(tmp_path / "b.db", url)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("-shm")) == [
+        "b.db",
+        "queue.db",
+        "queue.db-wal",
+    ]
+    with jobq.Queue(url) as q:
+        assert q.count() == 2
