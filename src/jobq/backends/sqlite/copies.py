@@ -9,7 +9,9 @@ name, so a backup file is either whole or absent, and never overwrites a file.
 A restore puts such a copy in place of the queue, and
 - refuses while any process has the queue open: SQLite keeps the file it opened, so those
   processes would go on writing the replaced one, and their -wal would be read as part of the
-  restored file;
+  restored file. From its last check to the rename it keeps every reader out (``shut``): a jobq
+  process that opened the file meanwhile waits at its first read, then finds the file replaced
+  and opens the new one (``SqliteBackend._open_writable``);
 - keeps the replaced file beside it (``<db>.replaced-<UTC time>``, with its -wal if it had one
   that could not be folded in): nothing stored is lost;
 - raises the restored queue's id floor to the newest id the replaced queue had handed out, so
@@ -135,8 +137,9 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
     ``VACUUM INTO``; the file never shrinks by itself), at the cost of writing every row and index
     anew; restored, the copy is the queue at its smallest."""
     dest = os.path.abspath(dest)
+    taken = f"{dest} exists: a backup never overwrites a file (name a new one)"
     if os.path.lexists(dest):
-        raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)")
+        raise StorageError(taken)
     tmp = _new_private_file(f"{dest}.tmp-{os.getpid()}", dest)
     try:
         if compact:  # into the empty private file (VACUUM INTO takes one that exists only if empty)
@@ -149,7 +152,7 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
         finally:
             target.close()
         _sync(tmp)  # VACUUM INTO does not sync what it wrote either
-        _link_new(tmp, dest)
+        _link_new(tmp, dest, taken)
     finally:
         _remove(tmp)
     _sync_directory(dest)
@@ -191,10 +194,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         _sync(tmp)
         if not there:  # no queue there: the copy takes the name unless one appeared meanwhile
             replaced = None
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise StorageError(f"{path}: a queue was made there during the restore") from None
+            _link_new(tmp, path, f"{path}: a queue was made there during the restore")
         else:
             with shut(path):
                 # Nobody can write the queue now. Jobs made since its newest id was read, by a
@@ -387,15 +387,16 @@ def _new_private_file(tmp: str, final: str) -> str:
     return tmp
 
 
-def _link_new(tmp: str, dest: str) -> None:
-    """``tmp`` given the name ``dest``, unless a file took that name meanwhile."""
+def _link_new(tmp: str, dest: str, taken: str) -> None:
+    """``tmp`` given the name ``dest``, unless a file took that name meanwhile (StorageError
+    ``taken``)."""
     try:
         os.link(tmp, dest)
     except FileExistsError:
-        raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)") from None
+        raise StorageError(taken) from None
     except OSError as exc:
         if os.path.lexists(dest):
-            raise StorageError(f"{dest} exists: a backup never overwrites a file (name a new one)") from None
+            raise StorageError(taken) from None
         try:
             os.rename(tmp, dest)  # a filesystem without hard links
         except OSError:
