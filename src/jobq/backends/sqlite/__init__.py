@@ -253,9 +253,8 @@ class SqliteBackend(SqlStore):
         # Taken before the open: a write that lands after it makes the file differ at the next check.
         self._immutable_file = _file_identity(self.path)
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
-        uri = "file:" + urllib.parse.quote(self.path) + ("?immutable=1" if self._immutable else "")
         try:
-            conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+            conn = read_only_connection(self.path, immutable=self._immutable)
         except apsw.Error as exc:
             raise _storage_error(exc, self.path) from None
         with _closed_on_error(conn):
@@ -673,6 +672,13 @@ def _closed_on_error(conn: apsw.Connection) -> Iterator[None]:
         raise
 
 
+def read_only_connection(path: str, *, immutable: bool) -> apsw.Connection:
+    """``path`` opened read-only; ``immutable``: with no locks and no WAL (the file must be whole
+    by itself, as it is when no -wal is beside it)."""
+    uri = "file:" + urllib.parse.quote(path) + ("?immutable=1" if immutable else "")
+    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
 def _inode(path: str) -> tuple[int, int] | None:
     """Which file ``path`` names now: (device, inode), None when none."""
     try:
@@ -733,11 +739,17 @@ def _journal_mode_wal(conn: apsw.Connection) -> str:
     Switching a new file to WAL takes an exclusive lock, and SQLite can answer SQLITE_BUSY at once
     without calling the busy handler: several processes opening a fresh database together (8
     producers in tests/integration/test_unique_keys.py) saw "database is locked" at open."""
+    return str(while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]))
+
+
+def while_busy(call: Callable[[], T]) -> T:
+    """``call`` again while SQLite answers SQLITE_BUSY at once (a lock it needs is held; its busy
+    handler is not called for every lock), up to ``LOCKED_GIVE_UP_SECONDS``, then BusyError."""
     deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
     delay = 0.001
     while True:
         try:
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0])
+            return call()
         except apsw.BusyError:
             if time.monotonic() >= deadline:
                 raise

@@ -28,15 +28,21 @@ import errno
 import fcntl
 import os
 import struct
-import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import apsw
 
 from jobq.backends.base import QueueCopy
-from jobq.backends.sqlite import DIALECT, LOCKED_GIVE_UP_SECONDS, SqliteBackend, _file_identity, _storage_error
+from jobq.backends.sqlite import (
+    DIALECT,
+    LOCKED_GIVE_UP_SECONDS,
+    SqliteBackend,
+    _file_identity,
+    _storage_error,
+    read_only_connection,
+    while_busy,
+)
 from jobq.errors import StorageError
 
 T = TypeVar("T")
@@ -87,11 +93,17 @@ def open_here(path: str) -> bool:
 
 
 def refuse_if_open(path: str) -> None:
-    if open_here(path):
-        raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
+    _refuse_if_open_here(path)
     pid = holder(path)
     if pid is not None:
         _refuse_open_in(path, pid)
+
+
+def _refuse_if_open_here(path: str) -> None:
+    """This process's own descriptors, which a lock probe cannot see (POSIX locks never conflict
+    with the process's own)."""
+    if open_here(path):
+        raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
 
 
 def _refuse_open_in(path: str, pid: int) -> NoReturn:
@@ -111,8 +123,7 @@ def shut(path: str) -> Iterator[None]:
     file replaced and opens the new one (``SqliteBackend._open_writable``). The lock is the open
     file description's (``F_OFD_SETLK``), not the process's: no descriptor this process closes on
     the same file meanwhile can drop it, as closing any would drop a POSIX lock."""
-    if open_here(path):
-        raise StorageError(f"{path} is open in this process: close its Queue first, then restore")
+    _refuse_if_open_here(path)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
@@ -148,7 +159,7 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
         try:
             if not compact:
                 _copy(source, target, db_path, dest)
-            jobs, newest = _checked_summary(target, tmp, db_path)
+            jobs, newest = _checked_summary(target, db_path)
         finally:
             target.close()
         _sync(tmp)  # VACUUM INTO does not sync what it wrote either
@@ -174,7 +185,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         target = _open(tmp)
         try:
             _copy(reader, target, source, path)
-            _checked_summary(target, tmp, source)
+            _checked_summary(target, source)
         finally:
             target.close()
             reader.close()
@@ -184,14 +195,12 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         there, wal = os.path.exists(path), _file_identity(f"{path}-wal")  # that -wal folded in: none
         copy = SqliteBackend(tmp, create=False)  # migrates a copy made by an older jobq
         try:
-            if ids_above:
-                copy._locked(lambda c: c.execute(DIALECT.sql["raise_id_floor"], {"id": ids_above}), write=True)
             jobs, newest = _summary(
                 copy._locked(lambda c: c.execute(DIALECT.sql["copy_summary"]).fetchall()[0], write=False)
             )
         finally:
             copy.close()  # the last connection: its -wal is folded in and removed
-        _sync(tmp)
+        _sync(tmp)  # again by _raise_floor if it writes
         if not there:  # no queue there: the copy takes the name unless one appeared meanwhile
             replaced = None
             _link_new(tmp, path, f"{path}: a queue was made there during the restore")
@@ -203,10 +212,11 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
                     raise StorageError(
                         f"{path} was written during the restore: stop every process using the queue, then restore again"
                     )
-                newest_now = _newest_id_as_it_stands(path) or 0
-                if newest_now > (ids_above or 0):
-                    ids_above = newest_now
-                    _raise_floor(tmp, newest_now)
+                newest_now = _newest_id_as_it_stands(path)
+                if newest_now is not None:
+                    ids_above = max(ids_above or 0, newest_now)
+                if ids_above:  # one write to the copy, with everything read
+                    _raise_floor(tmp, ids_above)
                 replaced = _set_aside(path, now)
                 os.replace(tmp, path)
     finally:
@@ -267,9 +277,7 @@ def _open_read_only(path: str) -> apsw.Connection:
     """``path`` read-only, leaving nothing beside it. Without a -wal (as a backup is written, and
     a queue after its last process closed) the file is whole by itself and is read as immutable:
     SQLite's read-only WAL mode would make a -shm next to it (and cannot in a read-only directory)."""
-    immutable = "" if os.path.exists(f"{path}-wal") else "&immutable=1"
-    uri = f"file:{urllib.parse.quote(path)}?mode=ro{immutable}"
-    return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    return read_only_connection(path, immutable=not os.path.exists(f"{path}-wal"))
 
 
 def _newest_id_as_it_stands(path: str) -> int | None:
@@ -339,7 +347,7 @@ def _copy(source: apsw.Connection, target: apsw.Connection, source_path: str, ta
     _retry_busy(step, source_path, target_path)
 
 
-def _checked_summary(target: apsw.Connection, path: str, source_path: str) -> tuple[int, int]:
+def _checked_summary(target: apsw.Connection, source_path: str) -> tuple[int, int]:
     try:
         if not target.execute(DIALECT.sql["schema_table_exists"]).fetchall():
             raise StorageError(f"no jobq queue in {source_path}")
@@ -359,20 +367,14 @@ def _summary(row: Sequence[Any]) -> tuple[int, int]:
 def _retry_busy(call: Callable[[], T], path: str, target: str) -> T:
     """``call``, a copy from the database at ``path`` to the file ``target``, retried while
     ``path`` is locked (a WAL read waits only for a recovery of the -wal)."""
-    deadline = time.monotonic() + LOCKED_GIVE_UP_SECONDS
-    delay = 0.001
-    while True:
-        try:
-            return call()
-        except apsw.BusyError:
-            if time.monotonic() > deadline:
-                raise StorageError(f"{path}: database stayed locked for {LOCKED_GIVE_UP_SECONDS:g} s") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        except (apsw.CorruptError, apsw.NotADBError) as exc:
-            raise _storage_error(exc, path) from None  # what was read
-        except apsw.Error as exc:
-            raise _storage_error(exc, target) from None  # what was written: a full disk, an I/O error
+    try:
+        return while_busy(call)
+    except apsw.BusyError:
+        raise StorageError(f"{path}: database stayed locked for {LOCKED_GIVE_UP_SECONDS:g} s") from None
+    except (apsw.CorruptError, apsw.NotADBError) as exc:
+        raise _storage_error(exc, path) from None  # what was read
+    except apsw.Error as exc:
+        raise _storage_error(exc, target) from None  # what was written: a full disk, an I/O error
 
 
 def _new_private_file(tmp: str, final: str) -> str:
