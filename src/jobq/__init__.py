@@ -32,6 +32,7 @@ from jobq.errors import (
     PayloadTooLarge,
     ScheduleNotFound,
     StorageError,
+    StoreReplaced,
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
 from jobq.queue import Queue, restore
@@ -74,6 +75,7 @@ __all__ = [
     "ScheduleNotFound",
     "Settings",
     "StorageError",
+    "StoreReplaced",
     "Worker",
     "WorkerEnd",
     "WorkerInfo",

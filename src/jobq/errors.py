@@ -72,5 +72,12 @@ class StorageError(JobqError):
     """The database cannot be used: missing, read-only, full, corrupt, or too old a SQLite."""
 
 
+class StoreReplaced(StorageError):
+    """SQLite: the database file was removed, or replaced by another file, while this process had
+    it open. The call that found it did nothing; the next call opens the file now at that path
+    (what this process wrote before stays in the old file). Long-lived users (the worker, the
+    metrics exporter) start over on the new file when they see it."""
+
+
 class JobCancelled(JobqError):
     """Raised inside a handler (by ``JobContext.check``) when an operator cancelled its job."""

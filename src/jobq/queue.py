@@ -1030,9 +1030,10 @@ class Queue:
         """Add (or replace) a worker's registry row, shown by ``jobq workers`` and the apps."""
         self.backend.register_worker(info)
 
-    def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> None:
-        """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far."""
-        self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
+    def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> bool:
+        """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far.
+        False when the worker has no row (see ``Backend.worker_seen``)."""
+        return self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
 
     def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,

@@ -847,7 +847,10 @@ class Backend(Protocol):
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None: ...
 
-    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None: ...
+    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> bool:
+        """Refresh the worker's row; False when there is none (deleted by hand, or the database
+        file was replaced under a running worker): the worker then registers again."""
+        ...
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark the worker ended at ``now`` for ``reason``. A clean stop (the worker's own word)

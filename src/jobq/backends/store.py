@@ -523,7 +523,7 @@ class SqlStore:
     def register_worker(self, info: WorkerInfo) -> None:
         return self._write(lambda: ops.register_worker(self.dialect, info))
 
-    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> None:
+    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> bool:
         return self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:

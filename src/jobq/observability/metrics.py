@@ -37,6 +37,7 @@ serves the same database-wide figures, so scrape one of them, or aggregate with 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import logging
 import math
@@ -47,6 +48,7 @@ from typing import Any
 
 from jobq.backends.base import HistogramBounds, HistogramCounts, QueueControl, QueueGauges
 from jobq.config import METRICS_HOST_DEFAULT, METRICS_PORT_DEFAULT
+from jobq.errors import StoreReplaced
 from jobq.job import EventKind
 from jobq.present import WorkerState, worker_state
 from jobq.queue import Queue
@@ -208,10 +210,23 @@ class JobqCollector:
         thread): scrapes stay cheap however busy the queue is. An error is retried next round."""
         while not stop.wait(interval):
             try:
-                with self._lock:
+                with self._locked():
                     self._take_events(self.queue.clock(), METRICS_FOLLOW_EVENTS_MAX)
             except Exception as exc:  # noqa: BLE001 - the database away: the next round tries again
                 log.warning("metrics: could not read new events: %s", exc)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The collector's lock. A database file replaced under the exporter (SQLite) starts the
+        cursors over on the new file, as at the exporter's start; the counters keep their totals
+        (a counter never goes down). Kept, the cursors would stand at ids the new file has not
+        reached, and every enqueue and event up to them would go uncounted."""
+        with self._lock:
+            try:
+                yield
+            except StoreReplaced:
+                self._cursor = None
+                raise
 
     def _take_events(self, now: float, budget: int) -> int:
         """Fold up to ``budget`` events after the cursor into the totals; returns how many are
@@ -349,7 +364,7 @@ class JobqCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         started = time.perf_counter()
-        with self._lock:
+        with self._locked():
             now = self.queue.clock()
             gauges, backlog_age = self._gauges()
             behind = self._take_events(now, self.scrape_events)

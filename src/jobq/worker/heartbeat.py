@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from jobq.errors import JobqError
 from jobq.queue import Queue
@@ -34,12 +35,24 @@ class Heartbeater(Looper):
             outcome writer.
         stalls: told how long each heartbeat write took and how late each tick came.
         status: where health is reported; its counters go into the registry row.
+        register: writes the worker's registry row anew, when a heartbeat finds none (deleted
+            by hand, or the database file replaced under the worker): without it the worker
+            would run unlisted, and no wake-up would reach it.
     """
 
     name = "heartbeat"
 
-    def __init__(self, queue: Queue, worker_id: str, runs: Runs, stalls: StallWatch, status: WorkerStatus) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        worker_id: str,
+        runs: Runs,
+        stalls: StallWatch,
+        status: WorkerStatus,
+        register: Callable[[], None] | None = None,
+    ) -> None:
         self.queue = queue
+        self.register = register
         self.worker_id = worker_id
         self.runs = runs
         self.stalls = stalls
@@ -77,9 +90,16 @@ class Heartbeater(Looper):
                     if not ctx.settled and not ctx.lease_lost and not ctx.completed_in_transaction
                 ]
                 results = self.queue.heartbeat_many([ctx.job for ctx in running])
-                self.queue.worker_seen(
+                listed = self.queue.worker_seen(
                     self.worker_id, [c.job.id for c in running], self.status.jobs_done, self.status.jobs_failed
                 )
+                if not listed and self.register is not None:
+                    log.warning(
+                        "worker %s was not in the registry (its row deleted, or the database file "
+                        "replaced): registering again",
+                        self.worker_id,
+                    )
+                    self.register()
         except JobqError as exc:
             healthy = time.monotonic() - self._last_ok < self.lease_seconds / 2
             self.status.healthy = healthy

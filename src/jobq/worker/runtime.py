@@ -197,6 +197,7 @@ class Worker:
         )
         self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
+        self._started_at = 0.0  # time.time() at start, kept in the registry row
         # None: claim when a slot is free. Else the last look found nothing: from this monotonic
         # time a read says whether a job is due before any claim, and before it only a wake-up
         # brings a claim (``_worth_claiming``).
@@ -273,20 +274,8 @@ class Worker:
                 undo.callback(signal.signal, s, signal.SIG_DFL if previous is None else previous)
         self._listener = self.queue.listener(self.id, self.queues)
         undo.callback(self._listener.close)
-        now = time.time()
-        self.queue.register_worker(
-            WorkerInfo(
-                id=self.id,
-                name=self.name,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                queues=tuple(self.queues),
-                started_at=now,
-                last_seen_at=now,
-                wake_address=self._listener.address,
-                process_table=process_table_id(),
-            )
-        )
+        self._started_at = time.time()
+        self._register()
         undo.callback(self._mark_stopped)
         log.info("worker %s (%s) started on queues %s", self.id, self.name, ",".join(self.queues))
         undo.callback(self._stop_runners)
@@ -298,7 +287,7 @@ class Worker:
             thread.start()
             self._threads.append(thread)
         self.loops = [
-            Heartbeater(self.queue, self.id, self.runs, self.stalls, self.status),
+            Heartbeater(self.queue, self.id, self.runs, self.stalls, self.status, self._register),
             Rescuer(self.queue, self.id, self.settings.rescue_interval_seconds, self.stalls),
             Scheduler(self.queue),
         ]
@@ -316,6 +305,25 @@ class Worker:
         # the grace period (threads cannot be killed) is left behind as a daemon thread.
         for _ in self._threads:
             self._work.put(None)
+
+    def _register(self) -> None:
+        """Writes this worker's registry row (at start, and again when a heartbeat finds none)."""
+        assert self._listener is not None
+        self.queue.register_worker(
+            WorkerInfo(
+                id=self.id,
+                name=self.name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                queues=tuple(self.queues),
+                started_at=self._started_at,
+                last_seen_at=time.time(),
+                wake_address=self._listener.address,
+                process_table=process_table_id(),
+                jobs_done=self.status.jobs_done,
+                jobs_failed=self.status.jobs_failed,
+            )
+        )
 
     def _mark_stopped(self) -> None:
         try:

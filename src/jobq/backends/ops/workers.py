@@ -35,9 +35,9 @@ def register_worker(d: Dialect, info: WorkerInfo) -> Op[None]:
 
 def worker_seen(
     d: Dialect, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
-) -> Op[None]:
+) -> Op[bool]:
     params = {"now": now, "current": json.dumps(list(current_jobs)), "done": done, "failed": failed}
-    yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})
+    return bool((yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})))
 
 
 def worker_stopped(d: Dialect, worker_id: str, now: float, reason: WorkerEnd) -> Op[None]:

@@ -48,7 +48,7 @@ from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERS
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore, _nonce
-from jobq.errors import ConfigError, StorageError
+from jobq.errors import ConfigError, StorageError, StoreReplaced
 from jobq.job import Job
 from jobq.redact import redact_url
 
@@ -65,6 +65,9 @@ LOCKED_GIVE_UP_SECONDS = 120.0
 WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 #: Opens that found the file replaced before their first read, before giving up.
 REPLACED_WHILE_OPENING_TRIES = 5
+#: How often a process checks that the path still names the file it has open (a ``stat``, made
+#: by the first transaction after this long): one removed or replaced by hand is then let go.
+FILE_CHECK_SECONDS = 1.0
 #: Workers not seen for this long get no wake-up datagrams.
 WAKE_ADDRESS_MAX_AGE_SECONDS = 120.0
 
@@ -151,6 +154,8 @@ class SqliteBackend(SqlStore):
         self._read_only_why: str | None = None  # why this connection was opened read-only
         self._immutable = False  # read-only mount, no -wal: read without locks (_connect_read_only)
         self._immutable_file: tuple[int, int, int] | None = None  # _file_identity at that open
+        self._file: tuple[int, int] | None = None  # _inode of the file the connection has open
+        self._file_check_at = 0.0  # time.monotonic() of the next _check_file
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
@@ -188,6 +193,7 @@ class SqliteBackend(SqlStore):
         except OSError as exc:
             raise StorageError(f"cannot create the database directory {directory}: {exc.strerror}") from None
         if not os.path.exists(self.path):
+            _refuse_orphans(self.path)
             # An empty file is a valid empty database. Any failure here is left to apsw below,
             # which names it (permissions, read-only mount).
             with contextlib.suppress(OSError):
@@ -195,16 +201,17 @@ class SqliteBackend(SqlStore):
         for _ in range(REPLACED_WHILE_OPENING_TRIES):
             opened = self._open_writable()
             if opened is not None:
-                self._conn = opened
+                self._conn, self._file = opened
                 self._pid = os.getpid()
-                return opened
+                return self._conn
         raise StorageError(f"{self.path}: the file was replaced again and again while this process opened it")
 
-    def _open_writable(self) -> apsw.Connection | None:
-        """The database opened for reading and writing, set up and migrated; None when the file
-        was replaced between the open and the first read. ``jobq restore`` keeps every reader out
-        while it puts a file in place (``copies.shut``): a process that opened the old file just
-        before waits at its first read, and would then go on with the file set aside."""
+    def _open_writable(self) -> tuple[apsw.Connection, tuple[int, int] | None] | None:
+        """The database opened for reading and writing, set up and migrated, with the file's
+        ``_inode``; None when the file was replaced between the open and the first read. ``jobq
+        restore`` keeps every reader out while it puts a file in place (``copies.shut``): a
+        process that opened the old file just before waits at its first read, and would then go
+        on with the file set aside."""
         opened = _inode(self.path)
         try:
             conn = apsw.Connection(self.path)
@@ -235,7 +242,7 @@ class SqliteBackend(SqlStore):
             except apsw.Error as exc:
                 raise _storage_error(exc, self.path) from None
             self._migrate(conn)
-        return conn
+        return conn, opened
 
     def _connect_read_only(self, why: str) -> apsw.Connection:
         """The database on a read-only mount (a volume mounted `:ro` for the ops app, a backup
@@ -252,6 +259,7 @@ class SqliteBackend(SqlStore):
         transaction during which one happened again, on the file opened anew."""
         # Taken before the open: a write that lands after it makes the file differ at the next check.
         self._immutable_file = _file_identity(self.path)
+        self._file = _inode(self.path)
         self._immutable = not os.path.exists(f"{self.path}-wal") and not os.path.exists(f"{self.path}-shm")
         try:
             conn = read_only_connection(self.path, immutable=self._immutable)
@@ -305,9 +313,12 @@ class SqliteBackend(SqlStore):
         every write and this retry loop around the whole transaction. With ``begin`` false the
         body begins the transaction itself, or runs one statement in autocommit (``_transaction``).
         """
-        deadline = time.monotonic() + self.give_up_seconds
+        started = time.monotonic()
+        deadline = started + self.give_up_seconds
         delay = 0.001
         with self._lock:
+            if started >= self._file_check_at and conn is None:
+                self._check_file(started)
             while True:
                 c = conn or self._connect()
                 try:
@@ -338,6 +349,31 @@ class SqliteBackend(SqlStore):
                     if write and conn is None and self._now_writable():
                         continue  # opened anew, for writing
                     raise _storage_error(exc, self.path) from None
+
+    def _check_file(self, now: float) -> None:
+        """Whether the path still names the file this process has open; if not (removed, moved
+        away, or replaced by another file, by hand), the connection is let go and StoreReplaced
+        raised: the next call opens what the path names now. Kept, the process would go on in a
+        file nobody else sees (a worker claiming nothing of the new queue's jobs). SQLite's close
+        makes no checkpoint of a file that was moved (pager.c, ``databaseIsUnmoved``), so it
+        never deletes a -wal or -shm by a name that may be another database's by now; a -wal it
+        leaves at the old name keeps its commits, and ``_refuse_orphans`` keeps a new database
+        from taking it as its own."""
+        self._file_check_at = now + FILE_CHECK_SECONDS
+        conn = self._conn
+        if conn is None or self._immutable or self._pid != os.getpid():
+            return  # immutable: _writer_appeared compares the whole identity after each transaction
+        found = _inode(self.path)
+        if found == self._file:
+            return
+        self._conn = None
+        with contextlib.suppress(apsw.Error):
+            conn.close()
+        what = "removed (or moved away)" if found is None else "replaced by another file"
+        raise StoreReplaced(
+            f"{self.path} was {what} while this process had it open (what it wrote stays in that "
+            "file); the next call opens the file at this path"
+        )
 
     def _now_writable(self) -> bool:
         """Opened read-only (``_connect_read_only``), whether the database may be written now (a
@@ -677,6 +713,20 @@ def read_only_connection(path: str, *, immutable: bool) -> apsw.Connection:
     by itself, as it is when no -wal is beside it)."""
     uri = "file:" + urllib.parse.quote(path) + ("?immutable=1" if immutable else "")
     return apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+
+
+def _refuse_orphans(path: str) -> None:
+    """Refuses to create a database where its -wal or -shm is left: the database was removed
+    while in use (or without them), and SQLite would take them for the new file's. The -wal may
+    hold the last commits of the removed one; a process still running may be writing it."""
+    left = [f"{path}{suffix}" for suffix in ("-wal", "-shm") if os.path.exists(f"{path}{suffix}")]
+    if left:
+        there = f"{' and '.join(left)} {'are' if len(left) > 1 else 'is'} there"
+        raise StorageError(
+            f"{path} does not exist, but {there}: the database was removed while in use "
+            "or without them, and a new one would take them as its own. Stop every process that "
+            "used it, then put the database back, or move them aside"
+        )
 
 
 def _inode(path: str) -> tuple[int, int] | None:

@@ -28,9 +28,13 @@ def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
         started_at=clock.now,
         last_seen_at=clock.now,
     )
+    # No row yet (deleted by hand, or a SQLite file replaced under the worker): the worker is
+    # told, and registers again (jobq.worker.heartbeat); nothing is written.
+    assert queue.backend.worker_seen(info.id, clock.now, [], 0, 0) is False
+    assert queue.workers() == []
     queue.backend.register_worker(info)
     clock.advance(5)
-    queue.backend.worker_seen(info.id, clock.now, [7, 8], 3, 1)
+    assert queue.backend.worker_seen(info.id, clock.now, [7, 8], 3, 1) is True
     (seen,) = queue.workers()
     assert (seen.name, seen.current_jobs, seen.jobs_done, seen.jobs_failed) == ("consumer1", (7, 8), 3, 1)
     assert seen.last_seen_at == clock.now and seen.stopped_at is None

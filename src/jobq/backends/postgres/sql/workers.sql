@@ -18,6 +18,7 @@ UPDATE workers SET last_seen_at = %(now)s, current_jobs = %(current)s, jobs_done
     stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
     end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
 WHERE id = %(id)s
+RETURNING id
 
 -- name: worker_stopped
 -- The worker's own clean stop always wins; a rescuer's verdict lands only on a row not yet ended,

@@ -12,6 +12,7 @@ UPDATE workers SET last_seen_at = :now, current_jobs = :current, jobs_done = :do
     stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
     end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
 WHERE id = :id
+RETURNING id
 
 -- name: worker_stopped
 -- The worker's own clean stop always wins; a rescuer's verdict lands only on a row not yet ended,
