@@ -119,6 +119,59 @@ def test_a_backup_killed_at_any_moment_leaves_no_file_or_a_whole_one(tmp_path: P
             assert _rows(dest, "PRAGMA integrity_check") == [("ok",)]
             assert _rows(dest, "SELECT count(*) FROM jobs") == [(8000,)]
     assert whole < 8, "no backup was killed: the kills came too late"
+    # What the killed ones left, once old enough, goes with the next backup to the same name.
+    for left in tmp_path.glob("b*.db.tmp-*"):
+        os.utime(left, (0, 0))
+    for i in range(8):
+        if not (tmp_path / f"b{i}.db").exists():
+            assert run_jobq("--db", f"sqlite:///{db}", "backup", f"b{i}.db", cwd=tmp_path).returncode == 0
+    assert not list(tmp_path.glob("b*.db.tmp-*"))
+
+
+_HOLD_FLOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["backup", "restore"])
+def test_what_a_killed_backup_or_restore_left_goes_with_the_next_one_and_a_live_ones_stays(
+    tmp_path: Path, kind: str
+) -> None:
+    """Temporary files beside the target: one left by a killed process (old, locked by none) is
+    removed with its -wal; a live one's (its maker holds an ``flock``, also from another PID
+    namespace, where its pid may be ours), one just made, and other names stay."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"n": i} for i in range(3)])
+        q.backup(tmp_path / "first.db")
+    target, infix = (tmp_path / "b.db", "tmp") if kind == "backup" else (db, "restore")
+    left, live, young, other = (
+        Path(f"{target}.{infix}-{name}") for name in ("4242-0a1b2c3d", f"{os.getpid()}-99999999", "77-ffffffff", "x")
+    )
+    for path in (left, Path(f"{left}-wal"), live, young, other):
+        path.write_bytes(b"litter")
+    for path in (left, Path(f"{left}-wal"), live, other):
+        os.utime(path, (0, 0))
+    holder_proc = subprocess.Popen([sys.executable, "-c", _HOLD_FLOCK, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder_proc.stdout is not None and holder_proc.stdout.readline() == "held\n"
+        if kind == "backup":
+            with jobq.Queue(url) as q:
+                q.backup(target)
+        else:
+            jobq.restore(tmp_path / "first.db", url)
+        assert not left.exists() and not Path(f"{left}-wal").exists()
+        assert live.read_bytes() == young.read_bytes() == other.read_bytes() == b"litter"
+    finally:
+        holder_proc.kill()
+        holder_proc.wait(10)
+        if holder_proc.stdout is not None:
+            holder_proc.stdout.close()
 
 
 def test_restore_refuses_while_a_process_has_the_queue_open(tmp_path: Path, procs: Procs) -> None:

@@ -26,8 +26,12 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import glob
 import os
+import re
+import secrets
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -54,6 +58,10 @@ _SHARED_SIZE = 510
 #: ``struct flock`` on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid.
 _FLOCK = "hhqqi4x"
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+#: A temporary file left this long and locked by no process is a killed backup's or restore's,
+#: and the next one beside it removes it. Its maker locks it (``flock``) right after making it:
+#: the age keeps a file just made, not yet locked, from being taken for one left.
+LEFT_TEMPORARY_SECONDS = 60.0
 
 
 def holder(path: str) -> int | None:
@@ -151,7 +159,7 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
     taken = f"{dest} exists: a backup never overwrites a file (name a new one)"
     if os.path.lexists(dest):
         raise StorageError(taken)
-    tmp = _new_private_file(f"{dest}.tmp-{os.getpid()}", dest)
+    tmp, held = _new_private_file(dest, "tmp")
     try:
         if compact:  # into the empty private file (VACUUM INTO takes one that exists only if empty)
             _retry_busy(lambda: source.execute("VACUUM INTO ?", (tmp,)).fetchall(), db_path, dest)
@@ -166,6 +174,7 @@ def backup(source: apsw.Connection, db_path: str, dest: str, *, compact: bool = 
         _link_new(tmp, dest, taken)
     finally:
         _remove(tmp)
+        os.close(held)
     _sync_directory(dest)
     return QueueCopy(path=dest, jobs=jobs, newest_id=newest, size_bytes=os.path.getsize(dest))
 
@@ -179,7 +188,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
         raise StorageError(f"{source} is the queue itself: name a backup to restore")
     refuse_if_open(path)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = _new_private_file(f"{path}.restore-{os.getpid()}", path)
+    tmp, held = _new_private_file(path, "restore")
     try:
         reader = _open_backup(source)
         target = _open(tmp)
@@ -221,6 +230,7 @@ def restore(path: str, source: str, now: float) -> QueueCopy:
                 os.replace(tmp, path)
     finally:
         _remove(tmp)
+        os.close(held)
     _sync_directory(path)
     return QueueCopy(
         path=path,
@@ -377,16 +387,44 @@ def _retry_busy(call: Callable[[], T], path: str, target: str) -> T:
         raise _storage_error(exc, target) from None  # what was written: a full disk, an I/O error
 
 
-def _new_private_file(tmp: str, final: str) -> str:
-    """An empty file only this user may read (the copy holds every payload; SQLite keeps the
-    mode of an existing file). ``tmp`` names this process: one left there was a killed process's
-    of the same pid, which no live process can have."""
-    _remove(tmp)
+def _new_private_file(final: str, kind: str) -> tuple[str, int]:
+    """A new empty file beside ``final`` that only this user may read (the copy holds every
+    payload; SQLite keeps the mode of an existing file), named ``<final>.<kind>-<pid>-<random>``
+    (a process of another PID namespace may have the same pid), and a descriptor that holds an
+    ``flock`` on it until the caller closes it. Files of the same kind left by killed processes
+    are removed first (``_remove_left``)."""
+    _remove_left(final, kind)
+    tmp = f"{final}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot write {final}: {exc.strerror}") from None
-    return tmp
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # just made by this process: nobody else holds it
+    return tmp, fd
+
+
+def _remove_left(final: str, kind: str) -> None:
+    """Removes the temporary files of ``kind`` beside ``final`` that a killed backup or restore
+    left: older than ``LEFT_TEMPORARY_SECONDS`` and locked by no process (a live one holds its
+    ``flock``, in any container on this machine). Whatever cannot be checked is left alone."""
+    name = re.compile(re.escape(os.path.basename(final)) + rf"\.{kind}-\d+(-[0-9a-f]+)?")
+    for left in glob.glob(f"{glob.escape(final)}.{kind}-*"):
+        if not name.fullmatch(os.path.basename(left)):
+            continue  # its -wal or -shm (removed with it), or not ours
+        try:
+            if time.time() - os.stat(left).st_mtime < LEFT_TEMPORARY_SECONDS:
+                continue
+            fd = os.open(left, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live backup or restore
+        else:
+            _remove(left)
+        finally:
+            os.close(fd)
 
 
 def _link_new(tmp: str, dest: str, taken: str) -> None:
