@@ -34,8 +34,12 @@ def clock() -> FakeClock:
 @pytest.fixture
 def counted(postgres_url: str, clock: FakeClock) -> Iterator[tuple[jobq.Queue, FaultProxy]]:
     # sslmode=disable: the proxy reads the server's stream as messages from its first byte.
+    # prepare_threshold=none: psycopg prepares a statement at its sixth run on a connection, in a
+    # round trip of its own, once; which call that lands on depends on which connection ran what
+    # before (the backend's sticky connection runs them all). Unprepared, a statement is one round
+    # trip, as a prepared one is: what is counted here.
     sep = "&" if "?" in postgres_url else "?"
-    with proxied(f"{postgres_url}{sep}sslmode=disable") as (url, proxy):
+    with proxied(f"{postgres_url}{sep}sslmode=disable&prepare_threshold=none") as (url, proxy):
         q = jobq.Queue(settings=jobq.Settings(database_url=url), clock=clock)
         q.counts()  # the pool's connection is made before anything is counted
         yield q, proxy
