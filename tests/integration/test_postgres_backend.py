@@ -225,6 +225,7 @@ def test_completions_with_the_next_claim_store_their_results_exactly(postgres_ur
 
 def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
     first = pq.enqueue("parent")
+    server_pids = _sql_on_queue(pq)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: use the inherited Queue, then leave without cleanup of the parent's
@@ -240,8 +241,18 @@ def test_forked_child_opens_its_own_connections(pq: jobq.Queue) -> None:
     child_id = int(os.read(read, 64) or b"0")
     os.close(read)
     assert os.waitstatus_to_exitcode(status) == 0
-    # The parent's pool still works: the child never touched the parent's sockets.
+    # The parent's pool still works: the child never touched the parent's sockets (the same
+    # server sessions answer: none was ended and made anew).
     assert pq.get(first).payload == "parent" and pq.get(child_id).payload == "child"
+    assert _sql_on_queue(pq) == server_pids
+
+
+def _sql_on_queue(q: jobq.Queue) -> int:
+    """The server pid of the session the queue's next call runs on (its sticky connection)."""
+    q.counts()
+    sticky = q.backend._sticky  # type: ignore[attr-defined]
+    assert sticky is not None
+    return int(sticky.info.backend_pid)
 
 
 def test_one_thread_s_calls_keep_one_connection_out_of_the_pool(

@@ -406,8 +406,11 @@ class PostgresBackend(SqlStore):
                 return self._pool
             if self._pool is not None:  # inherited across fork(): leave it to the parent
                 _ABANDONED_POOLS.append(self._pool)
-                # The parent's sticky connection too, and its lock (another thread of the
-                # parent may have held it at the fork: it would stay held here for good).
+                # The parent's sticky connection too (kept referenced like its pool), and its
+                # lock (another thread of the parent may have held it at the fork: it would stay
+                # held here for good).
+                if self._sticky is not None:
+                    _ABANDONED_POOLS.append(self._sticky)
                 self._sticky, self._sticky_pool, self._sticky_lock = None, None, threading.Lock()
             pool: ConnectionPool[PooledConnection] = ConnectionPool(
                 self._conninfo,
