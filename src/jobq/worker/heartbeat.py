@@ -49,7 +49,7 @@ class Heartbeater(Looper):
         runs: Runs,
         stalls: StallWatch,
         status: WorkerStatus,
-        register: Callable[[], None] | None = None,
+        register: Callable[[], None],
     ) -> None:
         self.queue = queue
         self.register = register
@@ -93,7 +93,7 @@ class Heartbeater(Looper):
                 listed = self.queue.worker_seen(
                     self.worker_id, [c.job.id for c in running], self.status.jobs_done, self.status.jobs_failed
                 )
-                if not listed and self.register is not None:
+                if not listed:
                     log.warning(
                         "worker %s was not in the registry (its row deleted, or the database file "
                         "replaced): registering again",

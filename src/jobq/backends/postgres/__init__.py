@@ -116,11 +116,11 @@ POSTGRES_MIN_VERSION_NUM = 130000
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 POOL_TIMEOUT_SECONDS = 15.0
+"""How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 STICKY_CONNECTION_SECONDS = 60.0
 """How long a backend keeps one pooled connection out for itself (``PostgresBackend._take``)
 before it hands it back to the pool and takes one again, so that the pool's rules on a
 connection's age apply to it too."""
-"""How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 CONNECT_TIMEOUT_SECONDS = 10
 DEADLOCK_RETRIES = 5
 #: Key of the advisory lock that serialises schema migrations (per database, all schemas).
@@ -345,8 +345,7 @@ class PostgresBackend(SqlStore):
         self._pool: ConnectionPool[PooledConnection] | None = None
         self._pid = -1
         self._sticky_lock = threading.Lock()  # held by the thread that uses the sticky connection
-        self._sticky: PooledConnection | None = None  # see _take
-        self._sticky_pool: ConnectionPool[PooledConnection] | None = None  # the pool it came from
+        self._sticky: PooledConnection | None = None  # see _take; always of self._pool
         self._sticky_until = 0.0  # time.monotonic() when it goes back to the pool
         self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
@@ -402,16 +401,18 @@ class PostgresBackend(SqlStore):
 
     def _get_pool(self) -> ConnectionPool[PooledConnection]:
         with self._lock:
-            if self._pool is not None and self._pid == os.getpid():
-                return self._pool
-            if self._pool is not None:  # inherited across fork(): leave it to the parent
-                _ABANDONED_POOLS.append(self._pool)
-                # The parent's sticky connection too (kept referenced like its pool), and its
-                # lock (another thread of the parent may have held it at the fork: it would stay
-                # held here for good).
-                if self._sticky is not None:
-                    _ABANDONED_POOLS.append(self._sticky)
-                self._sticky, self._sticky_pool, self._sticky_lock = None, None, threading.Lock()
+            if self._pid == os.getpid():
+                if self._pool is not None:
+                    return self._pool
+            else:
+                # A new process (after fork(), or before the first pool): what it inherited is
+                # the parent's, kept referenced and never used, the pool and the sticky
+                # connection, and the lock (a thread of the parent may have held it at the fork:
+                # it would stay held here for good).
+                for inherited in (self._pool, self._sticky):
+                    if inherited is not None:
+                        _ABANDONED_POOLS.append(inherited)
+                self._sticky, self._sticky_lock = None, threading.Lock()
             pool: ConnectionPool[PooledConnection] = ConnectionPool(
                 self._conninfo,
                 connection_class=PooledConnection,
@@ -485,12 +486,11 @@ class PostgresBackend(SqlStore):
             return pool.getconn(), False
         try:
             conn = self._sticky
-            if conn is None or self._sticky_pool is not pool or time.monotonic() >= self._sticky_until:
+            if conn is None or time.monotonic() >= self._sticky_until:
                 self._sticky = None
-                if conn is not None and self._sticky_pool is pool:
+                if conn is not None:
                     pool.putconn(conn)
-                conn = pool.getconn()
-                self._sticky, self._sticky_pool = conn, pool
+                conn = self._sticky = pool.getconn()
                 self._sticky_until = time.monotonic() + STICKY_CONNECTION_SECONDS
         except BaseException:
             self._sticky_lock.release()
@@ -574,7 +574,7 @@ class PostgresBackend(SqlStore):
             if pool is not None and self._pid == os.getpid():
                 # The sticky connection back first (once a transaction on it has ended).
                 with self._sticky_lock:
-                    sticky, self._sticky, self._sticky_pool = self._sticky, None, None
+                    sticky, self._sticky = self._sticky, None
                 if sticky is not None:
                     pool.putconn(sticky)
                 pool.close(timeout=5.0)

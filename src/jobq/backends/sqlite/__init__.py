@@ -227,10 +227,8 @@ class SqliteBackend(SqlStore):
                 mode = _journal_mode_wal(conn)
                 if _inode(self.path) != opened:
                     # This connection is on the file set aside, and may have opened the new file's
-                    # -wal and -shm (they are found by name): closed without the checkpoint that
-                    # would then delete them as its own.
-                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-                    conn.close()
+                    # -wal and -shm (they are found by name).
+                    _close_replaced(conn)
                     return None
                 if str(mode).lower() != "wal":
                     raise StorageError(f"{self.path}: cannot switch to WAL mode (journal_mode={mode})")
@@ -354,11 +352,9 @@ class SqliteBackend(SqlStore):
         """Whether the path still names the file this process has open; if not (removed, moved
         away, or replaced by another file, by hand), the connection is let go and StoreReplaced
         raised: the next call opens what the path names now. Kept, the process would go on in a
-        file nobody else sees (a worker claiming nothing of the new queue's jobs). SQLite's close
-        makes no checkpoint of a file that was moved (pager.c, ``databaseIsUnmoved``), so it
-        never deletes a -wal or -shm by a name that may be another database's by now; a -wal it
-        leaves at the old name keeps its commits, and ``_refuse_orphans`` keeps a new database
-        from taking it as its own."""
+        file nobody else sees (a worker claiming nothing of the new queue's jobs). Closed by
+        ``_close_replaced``: a -wal it leaves at the old name keeps its commits, and
+        ``_refuse_orphans`` keeps a new database from taking it as its own."""
         self._file_check_at = now + FILE_CHECK_SECONDS
         conn = self._conn
         if conn is None or self._immutable or self._pid != os.getpid():
@@ -367,8 +363,7 @@ class SqliteBackend(SqlStore):
         if found == self._file:
             return
         self._conn = None
-        with contextlib.suppress(apsw.Error):
-            conn.close()
+        _close_replaced(conn)
         what = "removed (or moved away)" if found is None else "replaced by another file"
         raise StoreReplaced(
             f"{self.path} was {what} while this process had it open (what it wrote stays in that "
@@ -706,6 +701,16 @@ def _closed_on_error(conn: apsw.Connection) -> Iterator[None]:
         with contextlib.suppress(apsw.Error):
             conn.close()
         raise
+
+
+def _close_replaced(conn: apsw.Connection) -> None:
+    """Close a connection whose file is no longer the one its path names, without the checkpoint
+    a last connection makes at its close, which then deletes the -wal and -shm by name: they may
+    be another database's by now. (SQLite also skips it for a file it finds moved, pager.c
+    ``databaseIsUnmoved``; this does not rest on that.)"""
+    with contextlib.suppress(apsw.Error):
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        conn.close()
 
 
 def read_only_connection(path: str, *, immutable: bool) -> apsw.Connection:
