@@ -98,10 +98,10 @@ class JobContext:
         """True once that outcome was written, or the run released: nothing more is written or
         heartbeated for it (its handler may still run, e.g. after a timeout)."""
         self.started = time.monotonic()
+        """When the handler began (until then: when the job was handed to the runner threads)."""
         self.completed_in_transaction = False
         """True once ``complete(conn=...)`` wrote the completion into the application's
         transaction: the worker neither heartbeats this run any more nor writes its outcome."""
-        """When the handler began (until then: when the job was handed to the runner threads)."""
         self.begun = False
         """A runner thread took the run and calls (or called) its handler."""
         self.ended = False
