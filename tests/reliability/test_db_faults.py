@@ -180,6 +180,15 @@ def test_missing_or_unusable_directory(tmp_path: Path, record: Recorder) -> None
            integrity=None, error=line, error_unusable=line2)  # fmt: skip
 
 
+def test_a_directory_named_as_the_database_is_said_to_be_one(tmp_path: Path) -> None:
+    # `--db data` meant as `--db data/queue.db`: the error named a missing directory or permissions.
+    for command in (["list"], ["enqueue", "--json", "{}"]):
+        line = one_line_error(cli("--db", f"sqlite:///{tmp_path}", *command, cwd=tmp_path), "is a directory")
+        assert "queue.db" in line, line
+    assert list(tmp_path.iterdir()) == [], "nothing was created in it"
+    assert not any(p.name.startswith(tmp_path.name + "-") for p in tmp_path.parent.iterdir()), "nor next to it"
+
+
 def test_a_read_only_mount_of_a_live_queue_follows_its_writer(
     read_only_view: tuple[Path, Path], tmp_path: Path
 ) -> None:

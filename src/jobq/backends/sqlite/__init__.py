@@ -686,6 +686,10 @@ def _storage_error(exc: apsw.Error, path: str) -> StorageError:
     ]
     if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError) and (why := _read_only_here(path)):
         return StorageError(f"{path}: {why}")
+    if isinstance(exc, apsw.CantOpenError) and os.path.isdir(path):
+        # `--db data` for `--db data/queue.db`: "missing directory or no permission" sent the
+        # user looking for a directory that is there.
+        return StorageError(f"{path}: is a directory, not a database file (name a file in it, e.g. {path}/queue.db)")
     for kind, text in reasons:
         if isinstance(exc, kind):
             return StorageError(f"{path}: {text}")
