@@ -504,9 +504,10 @@ class PostgresBackend(SqlStore):
             pool.putconn(conn)
             return
         try:
-            if conn is not self._sticky or conn.broken or conn.info.transaction_status != _IDLE:
-                if conn is self._sticky:
-                    self._sticky = None
+            # `conn` is self._sticky: close() changes it only under the lock this thread holds, and
+            # a new process's _get_pool before any of its threads took that lock.
+            if conn.broken or conn.info.transaction_status != _IDLE:
+                self._sticky = None
                 pool.putconn(conn)
         finally:
             self._sticky_lock.release()
