@@ -19,6 +19,8 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 
 def test_pause_resume_and_limits_are_stored_audited_and_listed(cli: Cli) -> None:
     job_id = enqueue(cli, {"n": 1}, "--queue", "mail", "--concurrency-key", "customer-42")
+    assert cli.ok("resume", "mail") == "queue mail: not paused (it never was)\n"
+    assert cli.json("limits", "mail")["history"] == []  # nothing changed, nothing recorded
     assert cli.ok("pause", "mail", "--actor", "ann") == "queue mail: paused (by ann)\n"
     with cli.queue() as q:
         assert q.claim("w", queue="mail") is None  # the claim itself skips a paused queue

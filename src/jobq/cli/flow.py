@@ -92,8 +92,10 @@ def cmd_pause(args: argparse.Namespace) -> int:
     # A queue may be paused before any job exists: the database is created like enqueue does.
     with Queue(settings=make_settings(args)) as q:
         control = q.pause(queue) if args.verb == "pause" else q.resume(queue)
-    state = "paused" if control.paused else "resumed"
-    out(f"queue {queue}: {state} (by {control.paused_by})" if control.paused_by else f"queue {queue}: {state}")
+    if control.paused_by is None:  # never paused: "resumed" would say that it had been
+        out(f"queue {queue}: {'paused' if control.paused else 'not paused (it never was)'}")
+    else:  # who last paused or resumed it (this call, or an earlier one: the state was already so)
+        out(f"queue {queue}: {'paused' if control.paused else 'resumed'} (by {control.paused_by})")
     return EXIT_OK
 
 
