@@ -35,7 +35,7 @@ from jobq.errors import (
     StoreReplaced,
 )
 from jobq.job import TRANSITIONS, Action, Event, EventKind, Job, JobStatus
-from jobq.queue import Queue, restore
+from jobq.queue import Queue, backup, restore
 from jobq.schedules import Schedule, periodic
 from jobq.worker import JobContext, PermanentError, Worker, WorkerShutdown, task
 
@@ -80,6 +80,7 @@ __all__ = [
     "WorkerEnd",
     "WorkerInfo",
     "WorkerShutdown",
+    "backup",
     "load_settings",
     "periodic",
     "restore",

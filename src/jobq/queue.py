@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from jobq.backends import open_backend, restore_store
+from jobq.backends import check_copyable, open_backend, restore_store
 from jobq.backends.base import (
     DUE_HISTORY_SAMPLE_LIMIT,
     ActionResult,
@@ -381,16 +381,33 @@ def default_actor(settings: Settings) -> str:
         return f"uid{os.getuid()}"
 
 
+def backup(
+    dest: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None, compact: bool = False
+) -> QueueCopy:
+    """``Queue.backup`` of the existing SQLite queue at ``url`` (default: the settings'
+    database), opened for the copy and closed after it. A PostgreSQL URL is refused before any
+    connection is made (StorageError: back a server up with ``pg_dump``)."""
+    settings = _settings_for(url, settings)
+    check_copyable(settings.database_url)
+    with Queue(settings=settings, create=False) as q:
+        return q.backup(dest, compact=compact)
+
+
 def restore(source: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None) -> QueueCopy:
     """Put the backup ``source`` (made by ``Queue.backup``) in place of the SQLite queue at
     ``url`` (default: the settings' database). No process may have the queue open: StorageError
     names one that has. The replaced file is kept beside it (``QueueCopy.replaced``), and new jobs
     get ids above every id the replaced queue handed out (``QueueCopy.ids_above``)."""
+    settings = _settings_for(url, settings)
+    return restore_store(settings.database_url, _file_argument(source, "the backup"), time.time())
+
+
+def _settings_for(url: str | None, settings: Settings | None) -> Settings:
+    """``settings`` (or those loaded from the environment) with ``url`` as the database, if given."""
     if url is not None and (not isinstance(url, str) or not url.strip()):
         raise ConfigError(f"a database URL is text such as sqlite:///data/queue.db, not {url!r:.40}")
     given = {"database_url": url}
-    settings = load_settings(given) if settings is None else settings.replace(**given)
-    return restore_store(settings.database_url, _file_argument(source, "the backup"), time.time())
+    return load_settings(given) if settings is None else settings.replace(**given)
 
 
 def _file_argument(path: object, what: str) -> str:

@@ -268,6 +268,17 @@ def test_backup_and_restore_on_postgresql_say_which_tools_copy_a_server(postgres
     assert not list(tmp_path.iterdir())
 
 
+def test_backup_and_restore_refuse_a_postgresql_url_before_connecting(tmp_path: Path) -> None:
+    """No server listens on port 1: a refusal that connected first would name the connection."""
+    url = "postgresql://nobody:secret@127.0.0.1:1/nothing"
+    for call in (lambda: jobq.backup(tmp_path / "b.db", url), lambda: jobq.restore(tmp_path / "b.db", url)):
+        with pytest.raises(jobq.StorageError, match="pg_dump"):
+            call()
+    for command in ("backup", "restore"):
+        one_line_error(run_jobq("--db", url, command, "b.db", cwd=tmp_path), "pg_dump")
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_cli_backup_says_what_it_wrote(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     with jobq.Queue(url) as q:

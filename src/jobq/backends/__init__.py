@@ -32,11 +32,18 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
     return PostgresBackend(url, create=create)
 
 
+def check_copyable(url: str) -> None:
+    """StorageError naming PostgreSQL's own tools unless ``url`` names a SQLite queue, which
+    ``backup`` and ``restore`` copy; decided from the URL alone, before any connection (a server
+    down made ``jobq backup`` report the connection, not that it would never copy a server)."""
+    if _scheme(url) != "sqlite":
+        raise StorageError(BACKUP_ELSEWHERE)
+
+
 def restore_store(url: str, source: str, now: float) -> QueueCopy:
     """Put the backup ``source`` in place of the SQLite queue named by ``url`` (see
     ``jobq.backends.sqlite.copies``); no process may have the queue open."""
-    if _scheme(url) != "sqlite":
-        raise StorageError(BACKUP_ELSEWHERE)
+    check_copyable(url)
     from jobq.backends.sqlite import parse_sqlite_url
     from jobq.backends.sqlite.copies import restore
 

@@ -11,7 +11,7 @@ import sys
 import jobq
 from jobq.cli.args import file_arg
 from jobq.cli.output import clean, out
-from jobq.cli.parser import EXIT_OK, AddCommand, json_options, make_settings, open_queue
+from jobq.cli.parser import EXIT_OK, AddCommand, json_options, make_settings
 
 
 def add_backup(command: AddCommand) -> None:
@@ -30,8 +30,7 @@ def add_backup(command: AddCommand) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    with open_queue(args) as q:
-        copy = q.backup(args.dest, compact=args.compact)
+    copy = jobq.backup(args.dest, settings=make_settings(args), compact=args.compact)
     if args.output == "json":
         out(json.dumps(dataclasses.asdict(copy), indent=2))
         return EXIT_OK
