@@ -4,11 +4,13 @@ the replaced one is never lost). The promises without faults: tests/integration/
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import apsw
@@ -120,3 +122,68 @@ def test_a_restore_killed_at_any_moment_leaves_one_whole_queue_and_never_loses_t
         assert done.returncode == 0, done.stderr
     with jobq.Queue(url) as q:
         assert q.count() == 8000 and q.enqueue({"n": "new"}) == 9001
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP): state T in /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _copy_size(directory: Path, name: str) -> int | None:
+    """How much a backup to ``name`` has written of its temporary file, with the file's rollback
+    journal (None: neither there)."""
+    sizes = []
+    for p in directory.glob(f"{name}.tmp-*"):
+        with contextlib.suppress(FileNotFoundError):  # linked and removed meanwhile
+            sizes.append(p.stat().st_size)
+    return sum(sizes) if sizes else None
+
+
+def test_a_backup_frozen_mid_copy_blocks_no_worker_and_resumed_copies_the_one_commit_it_began_at(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP of ``jobq backup`` while it writes its copy (a read transaction open on the queue,
+    as a frozen process may hold one for minutes): producers and workers go on meanwhile, and the
+    copy, once the process runs again, is the queue as it stood when the copy began, checked."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        q.enqueue_many([{"pad": "z" * 4000, "n": i} for i in range(20_000)])  # ~90 MB: a copy of ~0.5 s
+        stored = q.count()
+    froze = False
+    for attempt in range(5):  # the freeze must land while the copy is written: tried until it does
+        dest = tmp_path / f"b{attempt}.db"
+        proc = subprocess.Popen(
+            [str(JOBQ), "--db", url, "backup", str(dest)], env=without_jobq_settings(), cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60  # polled closely: the copy takes a fraction of a second
+            while (_copy_size(tmp_path, dest.name) or 0) < 1 << 20 and proc.poll() is None:
+                assert time.monotonic() < deadline, "the backup never began its copy"
+                time.sleep(0.001)
+            if proc.poll() is not None:  # done before a freeze could land
+                continue
+            proc.send_signal(signal.SIGSTOP)
+            written = _copy_size(tmp_path, dest.name)
+            if written is None or written >= db.stat().st_size * 0.9:  # copied before the stop
+                continue
+            froze = True
+            with jobq.Queue(url) as q:  # the worker's and the producer's writes, while it is frozen
+                ids = q.enqueue_many([{"after": i} for i in range(50)])
+                for _ in ids:
+                    job = q.claim("w")
+                    assert job is not None
+                    q.complete(job)
+                assert q.count() == stored + 50
+            assert _stopped(proc.pid), "the backup ran on while the writes were made"
+        finally:
+            proc.send_signal(signal.SIGCONT)
+            if not froze:
+                proc.kill()
+            out = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 0, out
+        assert _count(dest) == (stored, "ok")  # the commit it began at: none of the 50 jobs made meanwhile
+        break
+    assert froze, "no freeze landed while the copy was written in 5 tries"
