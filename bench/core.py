@@ -47,10 +47,15 @@ class Sizes:
     idle_seconds: float
     #: The latency run's 1,000 samples already give a stable median; one run keeps `make bench` short.
     latency_repeats: int = 1
+    #: Repeats of a row measured in turns with its raw limit (``bench.run.measure_pair``): the
+    #: rows the targets read. Three left the SQLite per-job x4 ratio anywhere from 0.71x to 0.81x
+    #: between runs of one night, on both sides of its 0.75x line.
+    pair_repeats: int = 1
 
 
 FULL = Sizes(
     repeats=3,
+    pair_repeats=5,
     enqueue_one=3_000,
     enqueue_one_seconds=4.0,
     batches=10,

@@ -247,7 +247,7 @@ def measure_pair(
     ``system`` first, and so on), so that each repeat's two runs are seconds apart rather than
     minutes: measured one row after the other, the machine's drift in between moved the ratio of
     PostgreSQL's per-job rows from 0.30x to 0.85x between runs. ``one_repeat`` measures one repeat,
-    ``bench.sizes.repeats`` times. The ratios are then the median of the repeats' own
+    ``bench.sizes.pair_repeats`` times. The ratios are then the median of the repeats' own
     (``RowResult.pairs``)."""
     mine, limit = _row(system, env_probe), _row(raw, env_probe)
     if mine.note or limit.note:  # one of them cannot run here: each measured on its own
@@ -259,7 +259,7 @@ def measure_pair(
             continue
         t0 = time.perf_counter()
         got = {system.key: Measure(), raw.key: Measure()}
-        for r in range(bench.sizes.repeats):
+        for r in range(bench.sizes.pair_repeats):
             turn = [(mine, step), (limit, steps[name])]
             values: dict[str, float | None] = {}
             for row, run in turn if r % 2 else turn[::-1]:
@@ -412,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     extras["elapsed_s"] = time.perf_counter() - t0
-    extras["mode"] = "quick (1 repeat, small sizes)" if args.quick else "full (median of 3)"
+    extras["mode"] = (
+        "quick (1 repeat, small sizes)"
+        if args.quick
+        else f"full (median of {sizes.repeats}; rows measured in turns with their raw limit: of {sizes.pair_repeats})"
+    )
     extras["sizes"] = sizes
     extras["date"] = started
     print(report.table(results))

@@ -208,7 +208,7 @@ def test_a_per_job_row_is_measured_in_turns_with_its_raw_row_and_its_ratios_read
     rates = {"raw-pg": iter([100.0, 40.0, 60.0] * 5), "jobq-pg": iter([50.0, 36.0, 54.0] * 5)}
 
     class FakeBench:  # a unit test: the measurements themselves are the smoke tests' business
-        sizes = dataclasses.replace(TINY, repeats=3)
+        sizes = dataclasses.replace(TINY, repeats=1, pair_repeats=3)
 
         def _run(self, name: str, system: Any) -> Measure:
             calls.append((name, system.key))
