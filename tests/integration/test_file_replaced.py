@@ -10,6 +10,7 @@ taken as the new file's. Each process now checks the path every ``FILE_CHECK_SEC
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,6 +130,41 @@ def test_a_running_worker_takes_up_the_queue_made_anew_and_lists_itself_there(tm
         assert worker.poll() is None
     logs = procs.logs()
     assert "registering again" in logs and "Traceback" not in logs
+
+
+def test_a_worker_frozen_while_its_queue_is_made_anew_takes_it_up_when_it_runs_again(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """SIGSTOP with a job running, ``rm queue.db*`` and a new queue meanwhile, then SIGCONT: the
+    worker's first transaction after the freeze finds the file replaced (the check's second has
+    long passed). The new queue's job 1 has the id of the run still in flight, whose heartbeats
+    and completion now reach the new file: the lease fences them off, so the new job 1 is
+    claimed and run like the others, never completed by the old run's write."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    with jobq.Queue(url) as q:
+        held = q.enqueue({}, task="gated")
+    worker = procs.start("worker", "--db", url, "--lease", "5")
+    wait_for(lambda: (tmp_path / f"started-{held}-{worker.pid}").exists(), what="the old queue's job to start")
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        _remove(db)
+        with jobq.Queue(url) as new:
+            ids = new.enqueue_many([{"n": i} for i in range(3)])
+        assert held in ids  # the same id in both files
+        (tmp_path / f"release-{held}").touch()  # the old run ends when the worker runs again
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    with jobq.Queue(url) as new:
+        done = lambda: all(new.get(i).status is jobq.JobStatus.COMPLETED for i in ids)  # noqa: E731
+        wait_for(done, timeout=30, what="the new queue's jobs")
+        for i in ids:
+            job = new.get(i)
+            assert job.attempts == 1 and job.started_at is not None, job  # claimed and run here
+            assert [e.kind for e in new.events(i)].count(jobq.EventKind.COMPLETED) <= 1
+        wait_for(lambda: any(w.pid == worker.pid for w in new.workers()), what="the worker's row")
+        assert worker.poll() is None
+    assert "Traceback" not in procs.logs()
 
 
 @pytest.mark.usefixtures("check_every_call")
