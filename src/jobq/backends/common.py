@@ -408,14 +408,21 @@ def _end_reason(text: str | None) -> WorkerEnd | None:
         return WorkerEnd.STOPPED
 
 
+_EVENT_KINDS = {k.value: k for k in EventKind}
+
+
 def event_from_row(row: Sequence[Any]) -> Event:
     f = _Fields()
     detail = loads(row[6]) if row[6] else {}
+    kind = f.text(row[3]) or ""
     return Event(
         id=f.integer(row[0], "id"),
         job_id=f.integer(row[1], "job_id"),
         at=f.number(row[2], "at"),
-        kind=f.text(row[3]) or "",
+        # An EventKind, as the events read from the job row are (``e.kind is EventKind.FAILED``
+        # held for those and not for stored ones); a kind this jobq does not know (written by a
+        # newer one, or by hand) stays text.
+        kind=_EVENT_KINDS.get(kind, kind),
         actor=f.text(row[4]),
         attempt=None if row[5] is None else f.integer(row[5], "attempt"),
         detail=detail if isinstance(detail, dict) else {"text": detail},

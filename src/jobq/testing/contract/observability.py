@@ -8,6 +8,7 @@ import math
 import pytest
 
 import jobq
+from jobq import EventKind
 from jobq.backends.base import HistogramBounds, NewJob, QueueGauges
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import kinds
@@ -404,3 +405,5 @@ def test_history_keeps_each_attempts_claim_however_it_ended(queue: jobq.Queue, c
         ("cancelled", None, 2),
     ]
     assert kinds(queue, job_id).count("claimed") == 3
+    # Stored and derived entries alike: an EventKind, so `e.kind is EventKind.RESCUED` holds.
+    assert all(type(e.kind) is EventKind for e in queue.events(job_id))
