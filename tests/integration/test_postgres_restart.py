@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from children import stop_children
 from pg import PgServer, fresh_database
 from polling import wait_for
 from processes import Procs, effects
@@ -107,15 +107,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str]], subprocess.Popen[byt
         return proc
 
     yield _spawn
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    stop_children(started)
     for f in stderr_files:
         f.close()
 
