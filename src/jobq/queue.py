@@ -325,6 +325,16 @@ def check_wait_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be a number of seconds, not negative, not {timeout!r}")
 
 
+def _moment_or_none(value: float | None, name: str) -> float | None:
+    """None, or a time as a finite number of seconds (ValueError)."""
+    if value is None:
+        return None
+    moment = seconds_or(value, math.nan)
+    if math.isnan(moment):
+        raise ValueError(f"{name} must be a time in seconds, not {value!r:.40}")
+    return moment
+
+
 def _check_span(window: float, bucket: float) -> None:
     """A history's ``window`` and ``bucket``, checked (ValueError): NaN and infinity failed deep in
     the store with ValueError or OverflowError, a bucket of 0 with ZeroDivisionError."""
@@ -1307,8 +1317,10 @@ class Queue:
         return self.backend.queue_gauges(self.clock(), backlog)
 
     @read
-    def last_event_id(self) -> int:
-        return self.backend.last_event_id()
+    def last_event_id(self, before: float | None = None) -> int:
+        """Where a cursor over events starts: the newest event's id (0 when none), or with
+        ``before`` (a time) the newest one's recorded before it."""
+        return self.backend.last_event_id(_moment_or_none(before, "before"))
 
     @read
     def events_after(self, after_id: int, limit: int = 10_000) -> list[MetricEvent]:
@@ -1316,9 +1328,10 @@ class Queue:
         return self.backend.events_after(after_id, check_rows(limit))
 
     @read
-    def last_job_id(self) -> int:
-        """Where a cursor over enqueues starts: the newest job's id (0 when none)."""
-        return self.backend.last_job_id()
+    def last_job_id(self, before: float | None = None) -> int:
+        """Where a cursor over enqueues starts: the newest job's id (0 when none), or with
+        ``before`` (a time) the newest one's made before it."""
+        return self.backend.last_job_id(_moment_or_none(before, "before"))
 
     @read
     def enqueue_totals(

@@ -21,6 +21,7 @@ from processes import Procs, effects
 import jobq
 import jobq.backends.sqlite as sqlite_backend
 from jobq.observability.metrics import JobqCollector
+from jobq.testing import FakeClock
 
 
 @pytest.fixture
@@ -169,25 +170,40 @@ def test_a_worker_frozen_while_its_queue_is_made_anew_takes_it_up_when_it_runs_a
 
 @pytest.mark.usefixtures("check_every_call")
 def test_the_exporter_counts_on_in_the_queue_made_anew(tmp_path: Path) -> None:
-    """Its cursors start over on the new file, as at the exporter's start (what happened in the
-    new file before is not counted); its counters go on from their totals. Kept, the enqueue
-    cursor stood at an id the new file had not reached."""
+    """Its cursors start over on the new file from the last time it read the old one: what the
+    new file holds from before is not counted (a restored backup's history), what it holds from
+    since is, also what was done before the exporter noticed; its counters go on from their
+    totals. Kept, the enqueue cursor stood at an id the new file had not reached; started over at
+    the new file's newest ids, the jobs made before the exporter noticed went uncounted."""
     db = tmp_path / "queue.db"
-    with jobq.Queue(f"sqlite:///{db}") as q:
+    clock = FakeClock(1_000.0)
+    with jobq.Queue(f"sqlite:///{db}", clock=clock) as q:
         collector = JobqCollector(q, settle_seconds=0.0)
         _scrape(collector)  # the cursors start here
         q.enqueue_many([{"old": i} for i in range(5)])
         assert _scrape(collector)[("jobq_enqueued_total", ("default",))] == 5
         _remove(db)
-        with jobq.Queue(f"sqlite:///{db}") as new:
-            new.enqueue({"made": "before the exporter saw the new file"})
+        clock.advance(-100)  # the new file's history, from before the exporter's last read
+        with jobq.Queue(f"sqlite:///{db}", clock=clock) as new:
+            new.enqueue_many([{"history": i} for i in range(9)])
+            new.cancel(1)
+            clock.advance(101)  # since the last read: made and done before the exporter noticed
+            made = new.enqueue({"made": "before the exporter saw the new file"})
+            job = new.claim("w")
+            assert job is not None and job.id == 2
+            new.complete(job)
+            new.cancel(made)
             with pytest.raises(jobq.StoreReplaced):
                 _scrape(collector)
-            assert _scrape(collector)[("jobq_enqueued_total", ("default",))] == 5  # the cursors start again
+            figures = _scrape(collector)  # the cursors start again, from the last read
+            assert figures[("jobq_enqueued_total", ("default",))] == 6
+            assert figures[("jobq_completed_total", ("default",))] == 1
+            assert figures[("jobq_cancelled_total", ("default",))] == 1
+            assert figures[("jobq_jobs_pending", ("default", "true"))] == 7  # the new file's, not the old's 5
             new.enqueue_many([{"new": i} for i in range(3)])
             figures = _scrape(collector)
-        assert figures[("jobq_enqueued_total", ("default",))] == 8
-        assert figures[("jobq_jobs_pending", ("default", "true"))] == 4
+        assert figures[("jobq_enqueued_total", ("default",))] == 9
+        assert figures[("jobq_jobs_pending", ("default", "true"))] == 10
 
 
 def _scrape(collector: JobqCollector) -> dict[tuple[str, tuple[str, ...]], float]:

@@ -795,16 +795,18 @@ class Backend(Protocol):
         without running jobs absent), for a reader that keeps the backlog of an earlier read."""
         ...
 
-    def last_event_id(self) -> int:
-        """The id of the newest event (0 when none): where a metrics cursor starts."""
+    def last_event_id(self, before: float | None = None) -> int:
+        """The id of the newest event (0 when none), or of the newest one recorded before
+        ``before``: where a metrics cursor starts."""
         ...
 
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         """Up to ``limit`` events with ids above ``after_id``, in id order, with their job's queue."""
         ...
 
-    def last_job_id(self) -> int:
-        """The id of the newest job (0 when none): where a metrics cursor over enqueues starts."""
+    def last_job_id(self, before: float | None = None) -> int:
+        """The id of the newest job (0 when none), or of the newest one made before ``before``:
+        where a metrics cursor over enqueues starts."""
         ...
 
     def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:

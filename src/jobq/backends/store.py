@@ -493,14 +493,14 @@ class SqlStore:
     def queue_gauges(self, now: float, backlog: bool = True) -> dict[str, QueueGauges]:
         return self._read(lambda: ops.queue_gauges(self.dialect, now, backlog))
 
-    def last_event_id(self) -> int:
-        return self._read(lambda: ops.last_event_id(self.dialect))
+    def last_event_id(self, before: float | None = None) -> int:
+        return self._read(lambda: ops.last_event_id(self.dialect, before))
 
     def events_after(self, after_id: int, limit: int) -> list[MetricEvent]:
         return self._read(lambda: ops.events_after(self.dialect, after_id, limit))
 
-    def last_job_id(self) -> int:
-        return self._read(lambda: ops.last_job_id(self.dialect))
+    def last_job_id(self, before: float | None = None) -> int:
+        return self._read(lambda: ops.last_job_id(self.dialect, before))
 
     def enqueue_totals(self, after_id: int, until: float, limit: int) -> tuple[int, dict[str, int], bool]:
         return self._read(lambda: ops.enqueue_totals(self.dialect, after_id, until, limit))

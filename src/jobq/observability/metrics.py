@@ -195,6 +195,8 @@ class JobqCollector:
         self._cursor: int | None = None
         self._done_cursor: tuple[float, int] | None = None
         self._made_cursor = 0
+        self._read_at: float | None = None  # the queue's time of the last fold that read the store
+        self._replaced_after: float | None = None  # that time, when the file was found replaced
         self._totals = _Totals()
         self.scrape_events = METRICS_EVENTS_PER_SCRAPE_MAX if scrape_events is None else scrape_events
         if not backlog_share > 0:
@@ -218,28 +220,38 @@ class JobqCollector:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The collector's lock. A database file replaced under the exporter (SQLite) starts the
-        cursors over on the new file, as at the exporter's start; the counters keep their totals
-        (a counter never goes down). Kept, the cursors would stand at ids the new file has not
-        reached, and every enqueue and event up to them would go uncounted."""
+        cursors over on the new file, from the last time the exporter read the old one: what the
+        new file holds from before that is not counted (a restored backup's history), what it
+        holds from since is (the jobs made in the second or two before the exporter noticed); the
+        counters keep their totals (a counter never goes down). Kept, the cursors would stand at
+        ids the new file has not reached, and every enqueue and event up to them would go
+        uncounted."""
         with self._lock:
             try:
                 yield
             except StoreReplaced:
+                if self._cursor is not None:
+                    self._replaced_after = self._read_at
                 self._cursor = None
+                self._backlog_read_at = None  # the backlog kept is the old file's: read anew
                 raise
 
     def _take_events(self, now: float, budget: int) -> int:
         """Fold up to ``budget`` events after the cursor into the totals; returns how many are
         left behind."""
         if self._cursor is None:
-            self._cursor = self.queue.last_event_id()  # counters start at the exporter's start
-            self._done_cursor = self.queue.completion_cursor(now)
-            self._made_cursor = self.queue.last_job_id()
+            since = self._replaced_after  # None: the exporter's start (counters start there)
+            self._cursor = self.queue.last_event_id(since)
+            self._done_cursor = self.queue.completion_cursor(now if since is None else since)
+            self._made_cursor = self.queue.last_job_id(since)
             running = self.queue.queue_gauges(backlog=False)
             self._totals.running_at_start = {q: g.processing for q, g in running.items()}
+            self._replaced_after = None
         cutoff = now - self.settle_seconds
         left = self._take_completions(cutoff, budget) + self._take_enqueues(cutoff, budget)
-        return left + self._take_event_rows(cutoff, budget)
+        left += self._take_event_rows(cutoff, budget)
+        self._read_at = now
+        return left
 
     def _gauges(self) -> tuple[dict[str, QueueGauges], float]:
         """The gauges of this scrape and the age of their PENDING part (0: read now). Running jobs

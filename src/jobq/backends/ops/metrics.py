@@ -74,8 +74,11 @@ def queue_gauges(d: Dialect, now: float, backlog: bool = True) -> Op[dict[str, Q
     return out
 
 
-def last_event_id(d: Dialect) -> Op[int]:
-    return int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+def last_event_id(d: Dialect, before: float | None = None) -> Op[int]:
+    if before is None:
+        return int((yield Exec(d.sql["metric_last_event_id"]))[0][0])
+    rows = yield Exec(d.sql["metric_last_event_id_before"], {"before": before})
+    return int(rows[0][0]) if rows else 0
 
 
 def events_after(d: Dialect, after_id: int, limit: int) -> Op[list[MetricEvent]]:
@@ -131,8 +134,11 @@ def _claimed_at(detail: str | None) -> float | None:
     return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
 
 
-def last_job_id(d: Dialect) -> Op[int]:
-    return int((yield Exec(d.sql["metric_last_job_id"]))[0][0])
+def last_job_id(d: Dialect, before: float | None = None) -> Op[int]:
+    if before is None:
+        return int((yield Exec(d.sql["metric_last_job_id"]))[0][0])
+    rows = yield Exec(d.sql["metric_last_job_id_before"], {"before": before})
+    return int(rows[0][0]) if rows else 0
 
 
 def enqueue_totals(d: Dialect, after_id: int, until: float, limit: int) -> Op[tuple[int, dict[str, int], bool]]:

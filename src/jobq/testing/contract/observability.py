@@ -172,6 +172,26 @@ def test_enqueue_totals_count_the_jobs_made_after_a_cursor(queue: jobq.Queue, cl
     assert queue.enqueue_totals(after_key) == (after_key, {}, False)
 
 
+def test_the_cursors_can_start_at_a_time(queue: jobq.Queue, clock: FakeClock) -> None:
+    """``last_job_id(before=t)`` and ``last_event_id(before=t)``: the newest job made and event
+    recorded before ``t`` (where the exporter starts over on a SQLite file put in place of the
+    one it read: from its last read of the old one)."""
+    assert queue.last_job_id(before=clock.now) == 0 and queue.last_event_id(before=clock.now) == 0
+    old = queue.enqueue("old")
+    assert queue.cancel(old).ok
+    old_event = queue.last_event_id()
+    moment = clock.now + 0.5
+    clock.advance(1)
+    new = queue.enqueue("new")
+    assert queue.cancel(new).ok
+    assert queue.last_job_id(before=moment) == old and queue.last_job_id() == new
+    assert queue.last_event_id(before=moment) == old_event < queue.last_event_id()
+    assert queue.last_job_id(before=clock.now - 100) == 0
+    for bad in (float("nan"), "yesterday", True):
+        with pytest.raises(ValueError, match="before"):
+            queue.last_job_id(before=bad)  # type: ignore[arg-type]
+
+
 def test_enqueue_totals_pass_over_missing_ids(queue: jobq.Queue, clock: FakeClock) -> None:
     """A read spans ``limit`` ids from the first job after the cursor: a purged job leaves a
     gap that counts nothing, and a gap right after the cursor is skipped in the same read (one

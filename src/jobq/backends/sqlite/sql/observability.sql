@@ -36,6 +36,17 @@ SELECT coalesce(max(id), 0) FROM job_events
 -- name: metric_last_job_id
 SELECT coalesce(max(id), 0) FROM jobs
 
+-- name: metric_last_job_id_before
+-- The newest job made before the given time, read backwards along the primary key: it stops at
+-- the first older job, so it reads only the jobs made since (the exporter's start on a file put in
+-- place of the one it read, SQLite: a second or two of them). A made time written by hand past it
+-- is read over.
+SELECT id FROM jobs WHERE created_at < :before ORDER BY id DESC LIMIT 1
+
+-- name: metric_last_event_id_before
+-- The same for the events.
+SELECT id FROM job_events WHERE at < :before ORDER BY id DESC LIMIT 1
+
 -- name: metric_job_first
 -- Where one read of enqueue_totals starts: the first job after the cursor (one seek of the
 -- primary key; an OFFSET walked every row of the range, ~0.1 us per job, issue 17). Enqueues
