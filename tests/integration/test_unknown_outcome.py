@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -433,3 +434,35 @@ def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
         assert [r.job_id for r in results if r.ok] == ids[30:]
         assert q.count(cancelled) == 50
         assert all(_kinds(q, i) == ["enqueued", "cancelled"] for i in ids)
+
+
+def test_a_worker_re_registering_whose_commit_reply_was_lost_stays_listed_once_and_working(
+    postgres_url: str,
+) -> None:
+    """The worker's registry row deleted by hand: the next heartbeat finds none and registers the
+    worker again, and that commit's reply is lost. The row is written (an upsert: running it again
+    is safe), the worker is listed once, alive, and still claims and runs what is enqueued."""
+    import psycopg
+
+    with proxied(postgres_url) as (url, proxy):
+        q = jobq.Queue(settings=jobq.Settings(database_url=url, lease_seconds=1.5))
+        worker = Worker(q, lambda ctx: ctx.payload["n"])
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        try:
+            listed = lambda: [w for w in q.workers() if w.id == worker.id and w.stopped_at is None]  # noqa: E731
+            wait_for(listed, 30, "the worker's registry row")
+            proxy.lose_next_commit_reply(after=b"wake_address = EXCLUDED.wake_address")
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                assert conn.execute("DELETE FROM jobq.workers WHERE id = %s", [worker.id]).rowcount == 1
+            wait_for(lambda: proxy.lost_replies == 1, 30, "the re-register's reply to be lost")
+            lost_at = time.time()
+            # Listed, and heartbeating since: the lost reply stopped neither the heartbeats nor the row.
+            wait_for(lambda: [w for w in listed() if w.last_seen_at > lost_at], 30, "a heartbeat after the lost reply")
+            job_id = q.enqueue({"n": 7})
+            wait_for(lambda: q.get(job_id).status is jobq.JobStatus.COMPLETED, 30, "the job to run")
+            assert len(listed()) == 1 and t.is_alive()
+        finally:
+            worker.stop(force=True)
+            t.join(30)
+            q.close()
