@@ -132,18 +132,25 @@ _HOLD_FLOCK = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
 fcntl.flock(fd, fcntl.LOCK_EX)
-print("held", flush=True)
+print("held", os.getpid(), flush=True)
 time.sleep(600)
 """
 
 
-@pytest.mark.parametrize("kind", ["backup", "restore"])
+@pytest.mark.parametrize(("kind", "namespace"), [("backup", False), ("restore", False), ("backup", True)])
 def test_what_a_killed_backup_or_restore_left_goes_with_the_next_one_and_a_live_ones_stays(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, namespace: bool
 ) -> None:
     """Temporary files beside the target: one left by a killed process (old, locked by none) is
     removed with its -wal; a live one's (its maker holds an ``flock``, also from another PID
-    namespace, where its pid may be ours), one just made, and other names stay."""
+    namespace, where its pid may be ours: ``namespace`` runs the holder in a real one, as pid 1),
+    one just made, and other names stay."""
+    wrap: list[str] = []
+    if namespace:
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            pytest.skip("needs root and unshare(1): creating a PID namespace is privileged")
+        # --kill-child: killing unshare (by its pid) kills the holder inside with it.
+        wrap = [str(shutil.which("unshare")), "--pid", "--fork", "--kill-child"]
     db = tmp_path / "queue.db"
     url = f"sqlite:///{db}"
     with jobq.Queue(url) as q:
@@ -157,9 +164,13 @@ def test_what_a_killed_backup_or_restore_left_goes_with_the_next_one_and_a_live_
         path.write_bytes(b"litter")
     for path in (left, Path(f"{left}-wal"), live, other):
         os.utime(path, (0, 0))
-    holder_proc = subprocess.Popen([sys.executable, "-c", _HOLD_FLOCK, str(live)], stdout=subprocess.PIPE, text=True)
+    holder_proc = subprocess.Popen(
+        [*wrap, sys.executable, "-c", _HOLD_FLOCK, str(live)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        assert holder_proc.stdout is not None and holder_proc.stdout.readline() == "held\n"
+        assert holder_proc.stdout is not None
+        held, inner_pid = holder_proc.stdout.readline().split()
+        assert held == "held" and (int(inner_pid) == 1) == namespace  # pid 1: its own PID namespace
         if kind == "backup":
             with jobq.Queue(url) as q:
                 q.backup(target)
