@@ -1053,6 +1053,14 @@ class Queue:
         the pid check then never applies, which is always safe."""
         return bool(getattr(self.backend, "single_host", False))
 
+    @property
+    def store_generation(self) -> int:
+        """How many times this handle found its database replaced under it (SQLite: the file
+        removed or replaced by hand, ``StoreReplaced``); 0 on PostgreSQL. A job claimed at a
+        lower generation is of a file no longer at the path: its run is dropped, nothing more
+        written for it (a heartbeat or completion would reach another job of the same id)."""
+        return getattr(self.backend, "generation", 0)
+
     def register_worker(self, info: WorkerInfo) -> None:
         """Add (or replace) a worker's registry row, shown by ``jobq workers`` and the apps."""
         self.backend.register_worker(info)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import jobq
 import jobq.backends.sqlite as sqlite_backend
 from jobq.observability.metrics import JobqCollector
 from jobq.testing import FakeClock
+from jobq.worker import JobContext, Worker
 
 
 @pytest.fixture
@@ -138,9 +140,9 @@ def test_a_worker_frozen_while_its_queue_is_made_anew_takes_it_up_when_it_runs_a
 ) -> None:
     """SIGSTOP with a job running, ``rm queue.db*`` and a new queue meanwhile, then SIGCONT: the
     worker's first transaction after the freeze finds the file replaced (the check's second has
-    long passed). The new queue's job 1 has the id of the run still in flight, whose heartbeats
-    and completion now reach the new file: the lease fences them off, so the new job 1 is
-    claimed and run like the others, never completed by the old run's write."""
+    long passed). The new queue's job 1 has the id of the run still in flight: that run is
+    dropped (``Runs.drop_replaced``; the lease would fence off its writes anyway), and the new
+    job 1 is claimed and run like the others, never completed by the old run's write."""
     db = tmp_path / "queue.db"
     url = f"sqlite:///{db}"
     with jobq.Queue(url) as q:
@@ -166,6 +168,50 @@ def test_a_worker_frozen_while_its_queue_is_made_anew_takes_it_up_when_it_runs_a
         wait_for(lambda: any(w.pid == worker.pid for w in new.workers()), what="the worker's row")
         assert worker.poll() is None
     assert "Traceback" not in procs.logs()
+
+
+@pytest.mark.usefixtures("check_every_call")
+def test_a_run_claimed_from_the_replaced_file_writes_nothing_to_the_new_one(tmp_path: Path) -> None:
+    """The worker's run of job 1 outlives its file: the queue is removed and made anew, and the new
+    job 1 is another job. The run is dropped (its handler told to stop, no outcome written): its
+    heartbeats and completion reached the new job 1 before, refused there by the lease but
+    recorded as that job's stale writes, and counted by the exporter as lost leases."""
+    db = tmp_path / "queue.db"
+    url = f"sqlite:///{db}"
+    started, stopped = threading.Event(), threading.Event()
+
+    def gated(ctx: JobContext) -> None:
+        if ctx.job.task != "gated":
+            return
+        started.set()
+        try:
+            while True:
+                ctx.sleep(0.02)  # raises once the run must stop
+        finally:
+            stopped.set()
+
+    q = jobq.Queue(settings=jobq.Settings(database_url=url, lease_seconds=1.5))
+    held = q.enqueue({}, task="gated")
+    worker = Worker(q, {"gated": gated, "": gated})
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        assert started.wait(30), "the old queue's job never started"
+        _remove(db)
+        with jobq.Queue(url) as new:
+            ids = new.enqueue_many([{"n": i} for i in range(3)])
+            assert held in ids  # the same id in both files
+            done = lambda: all(new.get(i).status is jobq.JobStatus.COMPLETED for i in ids)  # noqa: E731
+            wait_for(done, 30, "the new queue's jobs")
+            assert stopped.wait(30), "the old run was never told to stop"
+            for i in ids:
+                assert new.get(i).attempts == 1
+                assert jobq.EventKind.STALE_WRITE_REFUSED not in [e.kind for e in new.events(i)]
+    finally:
+        worker.stop(force=True)
+        t.join(30)
+        q.close()
+    assert q.store_generation == 1
 
 
 @pytest.mark.usefixtures("check_every_call")

@@ -25,6 +25,8 @@ EMPTY_CONFIG = Path(__file__).parent / "empty-config.toml"
 class StubQueue:
     """Records progress writes (a unit test: no store)."""
 
+    store_generation = 0  # its file never replaced
+
     def __init__(self) -> None:
         self.writes: list[tuple[float | None, str | None]] = []
         self.cancel = False

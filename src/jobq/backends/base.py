@@ -605,6 +605,9 @@ class Backend(Protocol):
     single_host: bool
     """True when every process using this store runs on this machine (SQLite): a worker whose
     pid is gone here has exited, so its jobs can be rescued before their leases expire."""
+    generation: int
+    """How many times this handle found its database replaced under it (SQLite's file removed or
+    replaced by hand: ``StoreReplaced``) and moved on to what is there now; 0 on PostgreSQL."""
 
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:

@@ -77,6 +77,11 @@ class JobContext:
     coroutine: ``await ctx.aensure_lease()``; likewise ``await ctx.acomplete(conn=...)``).
     """
 
+    store_generation = 0
+    """``Queue.store_generation`` when the job was claimed (set by the worker only when above 0:
+    a class attribute costs a run nothing). Lower than the queue's now: the job is of a SQLite
+    file replaced since, and nothing more is written for it."""
+
     def __init__(self, job: Job, queue: Queue, worker_id: str, stopping: threading.Event | None = None) -> None:
         self.job = job
         self.queue = queue
@@ -260,6 +265,10 @@ class JobContext:
     def _fenced(self, write: Callable[[], bool]) -> None:
         """A lease-fenced write that also tells of a cancel (True): heartbeat, progress. Raises
         LeaseLost (remembered) when the lease is gone, JobCancelled/LeaseLost like ``check()``."""
+        if self.store_generation != self.queue.store_generation:  # see Runs.drop_replaced
+            self.lease_lost = True
+            self.cancelled.set()
+            raise LeaseLost(self.job.id, "write", "the queue's file was replaced since the job was claimed")
         try:
             if write():
                 self.cancel_requested = True

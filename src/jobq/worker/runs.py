@@ -140,6 +140,23 @@ class Runs:
         with self._active_lock:
             return list(self._active.values())
 
+    def drop_replaced(self, runs: Sequence[JobContext], generation: int) -> None:
+        """Of ``runs``, those claimed from a SQLite file that has been replaced under the worker
+        since (their ``store_generation`` is older than ``generation``, ``Queue.store_generation``):
+        each is taken as a lost lease (its handler is told to stop), and nothing more is written
+        for it. Written, its heartbeat or outcome would reach the new file's job of the same id:
+        refused there by the lease, but recorded as that job's stale write. Called with
+        ``write_lock`` held, before a heartbeat or an outcome write."""
+        for ctx in runs:
+            if ctx.store_generation != generation and not ctx.lease_lost and not ctx.settled:
+                ctx.lease_lost = True
+                ctx.cancelled.set()
+                log.warning(
+                    "job %s: claimed from the queue's file before it was replaced; its run is dropped",
+                    ctx.job.id,
+                    extra=_fields(ctx),
+                )
+
     def begin(self, ctx: JobContext) -> bool:
         """A runner thread takes the run: False when it was withdrawn (given back) before."""
         with self._active_lock:
@@ -293,6 +310,9 @@ class OutcomeWriter:
         every worker write is fenced by its lease and recognised when repeated after a commit
         whose reply was lost, so writing it again is safe (solid_queue#748)."""
         claimed: Claimed | None = None
+        generation = self.queue.store_generation
+        if generation:  # the file was replaced at some point (SQLite): some runs may be of the old
+            self.runs.drop_replaced([o.ctx for o in batch], generation)
         todo = []
         for o in batch:
             if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:

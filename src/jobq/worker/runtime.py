@@ -462,7 +462,10 @@ class Worker:
             for ctx in contexts:
                 ctx.traced = True
                 ctx.trace_context = stored.get(ctx.job.id)
+        generation = self.queue.store_generation  # read after the claim: see Runs.drop_replaced
         for ctx in contexts:
+            if generation:
+                ctx.store_generation = generation
             self.runs.add(ctx)
             self._submit(ctx)
 

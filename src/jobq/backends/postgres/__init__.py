@@ -323,6 +323,7 @@ class PostgresBackend(SqlStore):
     """The scale-out backend. See the module docstring for its design and limits."""
 
     single_host = False  # workers may run on many machines: only leases tell who is gone
+    generation = 0  # a server's database is never replaced under a connection (Backend.generation)
     dialect: PostgresDialect
 
     def __init__(self, url: str, *, create: bool = True) -> None:

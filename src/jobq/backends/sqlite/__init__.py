@@ -121,6 +121,7 @@ class SqliteBackend(SqlStore):
     """The embedded default backend. See the module docstring for its limits."""
 
     single_host = True  # WAL needs shared memory: every process using the file is on this machine
+    generation = 0  # raised each time _check_file finds the file replaced (Backend.generation)
     dialect = DIALECT
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -364,6 +365,9 @@ class SqliteBackend(SqlStore):
             return
         self._conn = None
         _close_replaced(conn)
+        # Under the lock, before any transaction on what is there now: a job claimed from here on
+        # is of the new file, one claimed before is of the old (the worker drops its run).
+        self.generation += 1
         what = "removed (or moved away)" if found is None else "replaced by another file"
         raise StoreReplaced(
             f"{self.path} was {what} while this process had it open (what it wrote stays in that "
