@@ -140,15 +140,17 @@ class Runs:
         with self._active_lock:
             return list(self._active.values())
 
-    def drop_replaced(self, runs: Sequence[JobContext], generation: int) -> None:
+    def drop_replaced(self, runs: Sequence[JobContext], generation: int) -> list[JobContext]:
         """Of ``runs``, those claimed from a SQLite file that has been replaced under the worker
         since (their ``store_generation`` is older than ``generation``, ``Queue.store_generation``):
         each is taken as a lost lease (its handler is told to stop), and nothing more is written
         for it. Written, its heartbeat or outcome would reach the new file's job of the same id:
         refused there by the lease, but recorded as that job's stale write. Called with
-        ``write_lock`` held, before a heartbeat or an outcome write."""
-        for ctx in runs:
-            if ctx.store_generation != generation and not ctx.lease_lost and not ctx.settled:
+        ``write_lock`` held, before a heartbeat or an outcome write. Returns those of ``runs``
+        that are of an older file (dropped now or before)."""
+        old = [ctx for ctx in runs if ctx.store_generation != generation]
+        for ctx in old:
+            if not ctx.lease_lost and not ctx.settled:
                 ctx.lease_lost = True
                 ctx.cancelled.set()
                 log.warning(
@@ -156,6 +158,7 @@ class Runs:
                     ctx.job.id,
                     extra=_fields(ctx),
                 )
+        return old
 
     def begin(self, ctx: JobContext) -> bool:
         """A runner thread takes the run: False when it was withdrawn (given back) before."""

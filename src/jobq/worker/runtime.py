@@ -485,6 +485,15 @@ class Worker:
         if not withdrawn:
             return
         with self.runs.write_lock:
+            generation = self.queue.store_generation
+            if generation:  # claimed from a file replaced since: nothing to give back there
+                old = self.runs.drop_replaced(withdrawn, generation)
+                for ctx in old:
+                    ctx.settled = True
+                    self.runs.forget(ctx)
+                withdrawn = [c for c in withdrawn if c not in old]
+                if not withdrawn:
+                    return
             try:
                 self.queue.release_many([ctx.job for ctx in withdrawn], reason=reason)
             except JobqError as exc:
@@ -675,9 +684,15 @@ class Worker:
         if not left:
             return
         log.warning("releasing %d unfinished job(s) back to the queue", len(left))
+        generation = self.queue.store_generation
+        with self.runs.write_lock:
+            old = self.runs.drop_replaced(left, generation) if generation else []
         for ctx in left:
             ctx.cancelled.set()
             ctx.settled = True
+            if ctx in old:
+                self.runs.forget(ctx)  # of a file replaced since: its release would reach another job
+                continue
             try:
                 self.queue.release(ctx.job, reason="worker shut down before the job finished")
             except JobqError as exc:
