@@ -80,9 +80,7 @@ class Heartbeater(Looper):
         """Heartbeat every running job and the registry row, in one go; act on the answers."""
         try:
             with self.stalls.write(), self.runs.write_lock:
-                generation = self.queue.store_generation
-                if generation:  # the file was replaced at some point (SQLite): drop the old runs
-                    self.runs.drop_replaced(self.runs.active(), generation)
+                self.runs.drop_replaced(self.queue.store_generation)  # runs of a replaced file: not beaten
                 # A lease already known lost is not beaten again: each beat would only be refused
                 # and recorded once more. A run whose outcome is recorded but not yet written is
                 # beaten: its lease must hold until that write lands.

@@ -140,15 +140,18 @@ class Runs:
         with self._active_lock:
             return list(self._active.values())
 
-    def drop_replaced(self, runs: Sequence[JobContext], generation: int) -> list[JobContext]:
-        """Of ``runs``, those claimed from a SQLite file that has been replaced under the worker
-        since (their ``store_generation`` is older than ``generation``, ``Queue.store_generation``):
+    def drop_replaced(self, generation: int) -> list[JobContext]:
+        """The runs claimed from a SQLite file that has been replaced under the worker since
+        (their ``store_generation`` is older than ``generation``, ``Queue.store_generation``):
         each is taken as a lost lease (its handler is told to stop), and nothing more is written
         for it. Written, its heartbeat or outcome would reach the new file's job of the same id:
         refused there by the lease, but recorded as that job's stale write. Called with
-        ``write_lock`` held, before a heartbeat or an outcome write. Returns those of ``runs``
-        that are of an older file (dropped now or before)."""
-        old = [ctx for ctx in runs if ctx.store_generation != generation]
+        ``write_lock`` held, before a heartbeat, an outcome write or a give-back. Returns the runs
+        of an older file (dropped now or before); none without a look while the file was never
+        replaced (generation 0, always on PostgreSQL)."""
+        if not generation:
+            return []
+        old = [ctx for ctx in self.active() if ctx.store_generation != generation]
         for ctx in old:
             if not ctx.lease_lost and not ctx.settled:
                 ctx.lease_lost = True
@@ -313,9 +316,7 @@ class OutcomeWriter:
         every worker write is fenced by its lease and recognised when repeated after a commit
         whose reply was lost, so writing it again is safe (solid_queue#748)."""
         claimed: Claimed | None = None
-        generation = self.queue.store_generation
-        if generation:  # the file was replaced at some point (SQLite): some runs may be of the old
-            self.runs.drop_replaced([o.ctx for o in batch], generation)
+        self.runs.drop_replaced(self.queue.store_generation)  # outcomes of a replaced file: none written
         todo = []
         for o in batch:
             if o.kind is Outcome.NONE or o.ctx.settled or o.ctx.lease_lost:

@@ -485,12 +485,12 @@ class Worker:
         if not withdrawn:
             return
         with self.runs.write_lock:
-            generation = self.queue.store_generation
-            if generation:  # claimed from a file replaced since: nothing to give back there
-                old = self.runs.drop_replaced(withdrawn, generation)
+            old = self.runs.drop_replaced(self.queue.store_generation)  # nothing to give back there
+            if old:
                 for ctx in old:
-                    ctx.settled = True
-                    self.runs.forget(ctx)
+                    if ctx in withdrawn:
+                        ctx.settled = True
+                        self.runs.forget(ctx)
                 withdrawn = [c for c in withdrawn if c not in old]
                 if not withdrawn:
                     return
@@ -684,9 +684,8 @@ class Worker:
         if not left:
             return
         log.warning("releasing %d unfinished job(s) back to the queue", len(left))
-        generation = self.queue.store_generation
         with self.runs.write_lock:
-            old = self.runs.drop_replaced(left, generation) if generation else []
+            old = self.runs.drop_replaced(self.queue.store_generation)
         for ctx in left:
             ctx.cancelled.set()
             ctx.settled = True
