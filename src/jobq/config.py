@@ -51,6 +51,15 @@ LOG_FORMATS = ("text", "json")
 METRICS_HOST_DEFAULT = "127.0.0.1"
 """Where ``jobq metrics`` and ``jobq worker --metrics-port`` listen: loopback unless told."""
 METRICS_PORT_DEFAULT = 9464
+CLOCK_SKEW_CORRECTED_SECONDS = 1.0
+"""A store on other hosts (PostgreSQL): when this host's clock is at least this far from the
+database server's, a Queue with the default clock reads the server's time instead (``Queue.clock_offset``).
+Below it the host's clock is used as it is: leases of tens of seconds do not notice, and a
+measurement's own error (half a round trip) never moves the times of a store on this machine."""
+CLOCK_SYNC_SECONDS = 60.0
+"""How often a worker measures its host's clock against the store's again (``Queue.sync_clock``)."""
+CLOCK_SAMPLES = 3
+"""Reads of the store's clock per measurement: the one with the shortest round trip is kept."""
 
 #: Job ids, LIMIT and OFFSET are 64-bit signed integers on both backends.
 INT64_MAX = 2**63 - 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
+import logging
 import math
 import os
 import time
@@ -50,9 +51,11 @@ from jobq.backends.base import (
     WorkerEnd,
     WorkerInfo,
 )
-from jobq.backends.common import build_completion, build_lease, build_new_job, clip
+from jobq.backends.common import build_completion, build_lease, build_new_job, clip, clock_offset_of
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
+    CLOCK_SAMPLES,
+    CLOCK_SKEW_CORRECTED_SECONDS,
     DURATION_MAX_SECONDS,
     INT32_MAX,
     INT32_MIN,
@@ -88,6 +91,12 @@ from jobq.retry import (
     retry_on_names,
 )
 from jobq.schedules import Schedule, schedule_of
+
+log = logging.getLogger("jobq.clock")
+
+_CLOCK_OFFSET_KEPT_WITHIN_SECONDS = 0.05
+"""A new measurement of the clock offset this close to the one in use keeps that one: half a round
+trip of noise would otherwise move every time the queue stamps back and forth."""
 
 #: ``Queue.wait`` reads the job at least this often, in case a wake-up was missed.
 WAIT_POLL_SECONDS = 1.0
@@ -474,13 +483,16 @@ class Queue:
         url: str | None = None,
         *,
         settings: Settings | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         backend: Backend | None = None,
         create: bool = True,
     ) -> None:
         """Open the queue at ``url`` (default: settings, i.e. ``JOBQ_DATABASE_URL`` or data/queue.db).
 
         ``create=False`` refuses to create a missing SQLite database (for read-only viewers).
+        ``clock`` (UNIX seconds) stamps every job time and lease; by default this host's clock,
+        corrected to the database server's where they differ by ``CLOCK_SKEW_CORRECTED_SECONDS``
+        or more (``clock_offset``): leases written on one host are judged by another's.
         Raises ConfigError for a bad URL and StorageError when the database cannot be used.
         """
         # Settings built in code are checked like loaded ones (replace() does): a lease_seconds
@@ -491,8 +503,15 @@ class Queue:
         given = {"database_url": url}
         settings = load_settings(given) if settings is None else settings.replace(**given)
         self.settings = settings
-        self.clock = clock
+        self.clock_offset = 0.0
+        """Seconds the default clock adds to this host's: the store's clock less this host's, as
+        last measured (at open, then by ``sync_clock``), when that is ``CLOCK_SKEW_CORRECTED_SECONDS``
+        or more; else 0.0. Always 0.0 with a ``clock`` of the caller's, and on SQLite."""
+        self._own_clock = clock is not None
+        self.clock = clock if clock is not None else self.wall_time
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
+        if not self._own_clock:
+            self._correct_clock(getattr(self.backend, "clock_offset", 0.0))
 
     @property
     def url(self) -> str:
@@ -1043,9 +1062,43 @@ class Queue:
         on ``queue``. Its ``address`` goes into the worker's registry row; ``close()`` it."""
         return self.backend.listener(worker_id, self._queues(queue))
 
+    # -- time ------------------------------------------------------------------------------
+    def wall_time(self) -> float:
+        """This host's wall clock, corrected to the store's (``clock_offset``): the default
+        ``clock``, and the worker registry's times whatever the clock (see below)."""
+        return time.time() + self.clock_offset
+
+    def sync_clock(self) -> float:
+        """Measure this host's clock against the store's again (a worker does so every
+        ``CLOCK_SYNC_SECONDS``; the first measurement is made at open) and correct the default
+        clock by it (``clock_offset``). Returns the offset measured: the store's clock less this
+        host's, in seconds. A store on this host (SQLite) reads nothing: 0.0."""
+        if self.single_host:
+            return 0.0
+        measured = clock_offset_of(self.backend.store_time, CLOCK_SAMPLES)
+        if not self._own_clock:
+            self._correct_clock(measured)
+        return measured
+
+    def _correct_clock(self, measured: float) -> None:
+        offset = measured if abs(measured) >= CLOCK_SKEW_CORRECTED_SECONDS else 0.0
+        if abs(offset - self.clock_offset) < _CLOCK_OFFSET_KEPT_WITHIN_SECONDS:
+            return  # the measurement's own noise: times do not jump back and forth by it
+        if offset:
+            log.warning(
+                "this host's clock is %.1f s %s the database server's: jobq uses the server's time "
+                "(keep the hosts' clocks in sync, with NTP)",
+                abs(offset),
+                "behind" if offset > 0 else "ahead of",
+            )
+        else:
+            log.info("this host's clock agrees with the database server's again")
+        self.clock_offset = offset
+
     # -- worker registry ---------------------------------------------------------------------
-    # Registry times are wall-clock seconds (time.time()), not the facade's clock: the rows are
-    # for people, and `jobq workers` and the apps compare them with the wall clock.
+    # Registry times are wall-clock seconds (wall_time()), not the facade's clock: the rows are
+    # for people, and `jobq workers` and the apps compare them with the wall clock. Corrected
+    # to the store's clock all the same: another host's rescuer judges them.
     @property
     def single_host(self) -> bool:
         """True when every process using this store runs on this machine (SQLite), so a worker
@@ -1068,16 +1121,16 @@ class Queue:
     def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> bool:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far.
         False when the worker has no row (see ``Backend.worker_seen``)."""
-        return self.backend.worker_seen(worker_id, time.time(), current_jobs, done, failed)
+        return self.backend.worker_seen(worker_id, self.wall_time(), current_jobs, done, failed)
 
     def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,
         ``crashed`` by a rescuer that found its pid gone."""
-        self.backend.worker_stopped(worker_id, time.time(), reason)
+        self.backend.worker_stopped(worker_id, self.wall_time(), reason)
 
     def mark_lost_workers(self, seen_before: float) -> list[str]:
         """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
-        return self.backend.mark_lost_workers(seen_before, time.time())
+        return self.backend.mark_lost_workers(seen_before, self.wall_time())
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: Sequence[ActionResult], job_id: int, action: str) -> ActionResult:

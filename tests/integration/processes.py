@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from children import stop_children
@@ -18,12 +18,15 @@ class Procs:
         self.out = out
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, wrap: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, wrap: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``procs.py ARGS``; ``wrap`` is a command prefix (e.g. ``unshare ...``) that must
-        end with the prefix's process when it is terminated: only its pid is stopped."""
+        end with the prefix's process when it is terminated: only its pid is stopped. ``env``:
+        variables added to the process's environment."""
         index = len(self.started)
         log = open(self.out / f"proc-{index}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "JOBQ_TEST_OUT": str(self.out), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **(env or {}), "JOBQ_TEST_OUT": str(self.out), "PYTHONUNBUFFERED": "1"}
         cmd = [*wrap, sys.executable, str(PROCS), *args]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()

@@ -17,8 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-import jobq
-from jobq.worker import JobContext, Worker
+# A host whose clock is off: JOBQ_TEST_CLOCK_SKEW seconds are added to the wall clock this
+# process reads (time.time(), before jobq is imported), as on a host that NTP does not keep.
+_SKEW = float(os.environ.get("JOBQ_TEST_CLOCK_SKEW", "0"))
+if _SKEW:
+    _host_time = time.time
+    time.time = lambda: _host_time() + _SKEW
+
+import jobq  # noqa: E402 - after the clock is set
+from jobq.worker import JobContext, Worker  # noqa: E402
 
 OUT = Path(os.environ.get("JOBQ_TEST_OUT", "."))
 

@@ -605,6 +605,10 @@ class Backend(Protocol):
     single_host: bool
     """True when every process using this store runs on this machine (SQLite): a worker whose
     pid is gone here has exited, so its jobs can be rescued before their leases expire."""
+    clock_offset: float
+    """How far the store's clock was ahead of this host's when this handle was opened, in seconds
+    (``common.clock_offset_of``); 0.0 for a store on this host (``single_host``), whose clock is
+    this host's. ``Queue`` corrects its default clock by it (``Queue.clock_offset``)."""
     generation: int
     """How many times this handle found its database replaced under it (SQLite's file removed or
     replaced by hand: ``StoreReplaced``) and moved on to what is there now; 0 on PostgreSQL."""
@@ -869,6 +873,12 @@ class Backend(Protocol):
         ...
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
+
+    # -- time ------------------------------------------------------------------------------
+    def store_time(self) -> float:
+        """The store's clock now, UNIX seconds: the database server's (PostgreSQL), this host's
+        (SQLite). What ``Queue.sync_clock`` measures this host's clock against."""
+        ...
 
     # -- schedules -------------------------------------------------------------------------
     def save_schedule(self, info: ScheduleInfo, now: float) -> None:

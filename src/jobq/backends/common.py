@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -642,3 +643,19 @@ def recent_history(
     out = [e for e in out if not wanted or str(e.kind) in wanted]
     out.sort(key=lambda e: (e.at, e.id), reverse=True)
     return out[:limit]
+
+
+def clock_offset_of(read_store_time: Callable[[], float], samples: int) -> float:
+    """How far the store's clock is ahead of this host's (``time.time()``), in seconds: the store's
+    time minus the midpoint of the host's times around the read, of the read with the shortest
+    round trip of ``samples`` (its error is at most half that round trip)."""
+    best: tuple[float, float] | None = None  # (round trip, offset)
+    for _ in range(max(1, samples)):
+        before = time.time()
+        store = read_store_time()
+        after = time.time()
+        sample = (after - before, store - (before + after) / 2)
+        if best is None or sample[0] < best[0]:
+            best = sample
+    assert best is not None
+    return best[1]

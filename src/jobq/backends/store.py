@@ -543,6 +543,9 @@ class SqlStore:
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))
 
+    def store_time(self) -> float:
+        return self._read(lambda: ops.store_time(self.dialect))
+
     # -- schedules -------------------------------------------------------------------------
     def save_schedule(self, info: ScheduleInfo, now: float) -> None:
         return self._write(lambda: ops.save_schedule(self.dialect, info, now))

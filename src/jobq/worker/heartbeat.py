@@ -1,7 +1,9 @@
 """Keeps the leases of running jobs alive, and notices cancels, timeouts and lost leases.
 
 The heartbeater writes only heartbeats and the worker's registry row. A run past its timeout is
-handed to the worker's one outcome path (``Runs.time_out``), like every other outcome.
+handed to the worker's one outcome path (``Runs.time_out``), like every other outcome. Every
+``CLOCK_SYNC_SECONDS`` it also measures the host's clock against the store's again
+(``Queue.sync_clock``): the leases it keeps are judged by other hosts' clocks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from jobq.config import CLOCK_SYNC_SECONDS
 from jobq.errors import JobqError
 from jobq.queue import Queue
 from jobq.worker.looper import Looper
@@ -63,6 +66,7 @@ class Heartbeater(Looper):
         self._last = 0.0
         self._last_ok = time.monotonic()
         self._last_tick = time.monotonic()
+        self._clock_synced = time.monotonic()  # the Queue measured it when it opened
 
     def tick(self) -> None:
         # Ticks come every `interval`: a much later one means this process was frozen, and
@@ -75,6 +79,12 @@ class Heartbeater(Looper):
             return
         self._last = time.monotonic()
         self.beat()
+        if time.monotonic() - self._clock_synced >= CLOCK_SYNC_SECONDS:
+            self._clock_synced = time.monotonic()
+            try:
+                self.queue.sync_clock()
+            except JobqError as exc:  # the database away: the heartbeat says so; try next time
+                log.debug("could not read the database server's clock: %s", exc)
 
     def beat(self) -> None:
         """Heartbeat every running job and the registry row, in one go; act on the answers."""

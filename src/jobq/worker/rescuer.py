@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 
 from jobq.backends.base import WorkerEnd
 from jobq.job import JobStatus
@@ -137,7 +136,7 @@ class Rescuer(Looper):
             log.warning("worker %s exited without stopping; marked crashed", worker_id)
             self.queue.worker_stopped(worker_id, WorkerEnd.CRASHED)
         # The registry keeps wall-clock times (Queue.worker_seen), so this does too.
-        now = time.time()
+        now = self.queue.wall_time()
         heard_since = self.stalls.rescue_cutoff()(now) if self.stalls else now
         for worker_id in self.queue.mark_lost_workers(
             heard_since - LOST_AFTER_LEASES * self.queue.settings.lease_seconds

@@ -197,7 +197,7 @@ class Worker:
         )
         self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None
-        self._started_at = 0.0  # time.time() at start, kept in the registry row
+        self._started_at = 0.0  # queue.wall_time() at start, kept in the registry row
         # None: claim when a slot is free. Else the last look found nothing: from this monotonic
         # time a read says whether a job is due before any claim, and before it only a wake-up
         # brings a claim (``_worth_claiming``).
@@ -274,7 +274,7 @@ class Worker:
                 undo.callback(signal.signal, s, signal.SIG_DFL if previous is None else previous)
         self._listener = self.queue.listener(self.id, self.queues)
         undo.callback(self._listener.close)
-        self._started_at = time.time()
+        self._started_at = self.queue.wall_time()
         self._register()
         undo.callback(self._mark_stopped)
         log.info("worker %s (%s) started on queues %s", self.id, self.name, ",".join(self.queues))
@@ -317,7 +317,7 @@ class Worker:
                 pid=os.getpid(),
                 queues=tuple(self.queues),
                 started_at=self._started_at,
-                last_seen_at=time.time(),
+                last_seen_at=self.queue.wall_time(),
                 wake_address=self._listener.address,
                 process_table=process_table_id(),
                 jobs_done=self.status.jobs_done,

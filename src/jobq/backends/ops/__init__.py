@@ -116,6 +116,7 @@ from jobq.backends.ops.workers import (
     lost_workers_probe,
     mark_lost_workers,
     register_worker,
+    store_time,
     worker_seen,
     worker_stopped,
 )
@@ -202,6 +203,7 @@ __all__ = [
     "schedule_actions",
     "schema_version",
     "stats",
+    "store_time",
     "trace_contexts",
     "unregister_waiter",
     "update_control",

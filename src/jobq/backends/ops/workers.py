@@ -58,5 +58,10 @@ def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:
     return [worker_from_row(r) for r in (yield Exec(d.sql["list_workers"], {"limit": limit}))]
 
 
+def store_time(d: Dialect) -> Op[float]:
+    """The store's clock now, UNIX seconds (the database server's on PostgreSQL)."""
+    return float((yield Exec(d.sql["store_time"]))[0][0])
+
+
 def live_wake_addresses(d: Dialect, seen_after: float) -> Op[list[str]]:
     return [str(r[0]) for r in (yield Exec(d.sql["live_wake_addresses"], {"seen_after": seen_after}))]

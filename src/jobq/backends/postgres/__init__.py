@@ -73,12 +73,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import BACKUP_ELSEWHERE, ops
 from jobq.backends.base import Listener, QueueCopy
+from jobq.backends.common import clock_offset_of
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
+from jobq.config import CLOCK_SAMPLES
 from jobq.errors import ConfigError, StorageError
 from jobq.redact import redact_text
 
@@ -323,6 +325,7 @@ class PostgresBackend(SqlStore):
     """The scale-out backend. See the module docstring for its design and limits."""
 
     single_host = False  # workers may run on many machines: only leases tell who is gone
+    clock_offset = 0.0  # measured at open (_migrate)
     generation = 0  # a server's database is never replaced under a connection (Backend.generation)
     dialect: PostgresDialect
 
@@ -395,6 +398,13 @@ class PostgresBackend(SqlStore):
                         lambda: ops.migrate(self.dialect, MIGRATIONS, where, create=self._create),
                         self.dialect.channel,
                     )
+            # Hosts' clocks may differ: leases and run times written by one host are read by
+            # another's rescuer and claims, so a Queue with the default clock reads the server's
+            # time (Queue.clock_offset). Measured here, on the connection already open.
+            with conn.cursor() as cur:
+                self.clock_offset = clock_offset_of(
+                    lambda: _drive_on(cur, lambda: ops.store_time(self.dialect), self.dialect.channel), CLOCK_SAMPLES
+                )
         except psycopg.Error as exc:
             raise storage_error(exc, self.url) from None
         finally:

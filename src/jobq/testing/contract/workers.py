@@ -18,6 +18,17 @@ from jobq.worker.rescuer import LOST_AFTER_LEASES, Rescuer, process_table_id
 
 
 # -- workers and wake-up ------------------------------------------------------------------------
+def test_the_store_tells_its_time(queue: jobq.Queue) -> None:
+    # Every store of the suite is on this machine, its server's clock this host's: the store's
+    # time is now (SQLite reads it to the millisecond), and this host needs no correction.
+    before = time.time()
+    store = queue.backend.store_time()
+    after = time.time()
+    assert before - 0.002 <= store <= after + 0.002
+    assert abs(queue.sync_clock()) < 0.5
+    assert queue.clock_offset == 0.0
+
+
 def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
     info = WorkerInfo(
         id="host:1:abc",

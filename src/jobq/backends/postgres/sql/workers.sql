@@ -35,6 +35,11 @@ UPDATE workers SET stopped_at = %(now)s, end_reason = 'lost', current_jobs = '[]
 WHERE stopped_at IS NULL AND last_seen_at < %(before)s
 RETURNING id
 
+-- name: store_time
+-- The server's clock (Queue.sync_clock): clock_timestamp(), not now(), which is the
+-- transaction's start and would be as old as a transaction left open by a pooler.
+SELECT extract(epoch FROM clock_timestamp())::double precision
+
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
        jobs_done, jobs_failed, wake_address, process_table, end_reason

@@ -29,6 +29,10 @@ UPDATE workers SET stopped_at = :now, end_reason = 'lost', current_jobs = '[]'
 WHERE stopped_at IS NULL AND last_seen_at < :before
 RETURNING id
 
+-- name: store_time
+-- The store's clock (Queue.sync_clock): this host's, read by SQLite to the millisecond.
+SELECT (julianday('now') - 2440587.5) * 86400.0
+
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
        jobs_done, jobs_failed, wake_address, process_table, end_reason

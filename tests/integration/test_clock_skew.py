@@ -1,0 +1,94 @@
+"""Hosts whose clocks disagree, on one PostgreSQL queue: real worker processes whose wall clock
+(``time.time()``, what jobq reads) runs a minute ahead of the server's or a minute behind it
+(``JOBQ_TEST_CLOCK_SKEW`` in procs.py), next to one whose clock is right.
+
+A lease is written by the claiming host and judged by every other host's rescuer. Judged by clocks
+a minute apart, a 3 s lease is long expired (the fast host rescues a job that is running fine
+elsewhere) or written already expired (the slow host's own jobs are rescued from it at once),
+and the job runs twice. With the default clock, each process reads the server's time instead
+(``Queue.clock_offset``), so the leases hold wherever they were written and judged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from polling import wait_for
+from processes import Procs, effects
+
+import jobq
+from jobq import JobStatus
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+LEASE = "3"
+SKEW = 60.0
+WATCH_LEASES = 4
+"""How many leases the skewed hosts' rescuers watch the others' running jobs."""
+
+
+def _skewed(seconds: float) -> dict[str, str]:
+    return {"JOBQ_TEST_CLOCK_SKEW": repr(seconds)}
+
+
+def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: Procs, tmp_path: Path) -> None:
+    common = ("--db", postgres_url, "--lease", LEASE, "--rescue-interval", "0.2")
+    with jobq.Queue(postgres_url) as q:
+        assert q.clock_offset == 0.0  # this process's clock is the server's (one machine)
+        # A worker on a host whose clock is right runs a job until the test releases it.
+        right_job = q.enqueue({}, task="gated")
+        procs.start("worker", *common)
+        right = wait_for(lambda: (j := q.get(right_job)).status == JobStatus.PROCESSING and j, 120, "the claim")
+        # A program on the low-level API, on a host a minute behind, claims another job and
+        # heartbeats it every lease / 3 (the right host's rescuer judges that lease).
+        slow_job = q.enqueue({}, task="gated")
+        procs.start("hold", *common, env=_skewed(-SKEW))
+        wait_for(lambda: (tmp_path / f"held-{slow_job}").exists(), 120, "the slow host to claim its job")
+        slow = q.get(slow_job)
+        # A worker on a host a minute ahead: nothing to run, its rescuer looks every 0.2 s.
+        procs.start("worker", *common, env=_skewed(SKEW))
+        wait_for(lambda: len(q.workers()) == 2, 120, "the fast host's worker to register")
+        (fast,) = [w for w in q.workers() if w.id != right.lease_owner]
+
+        # The registry's times are the server's too: a minute off, the fast worker's row would
+        # say it started a minute from now.
+        assert abs(fast.started_at - q.clock()) < 30
+
+        def watched() -> bool:
+            row = next(w for w in q.workers() if w.id == fast.id)
+            return row.last_seen_at - row.started_at >= WATCH_LEASES * float(LEASE)
+
+        wait_for(watched, 120, f"the fast host to run for {WATCH_LEASES} leases")
+        for job, before in ((right_job, right), (slow_job, slow)):
+            now = q.get(job)
+            assert (now.status, now.lease_owner, now.lease_token) == (
+                JobStatus.PROCESSING,
+                before.lease_owner,
+                before.lease_token,
+            ), f"job {job} was taken from its host: {[(e.kind, e.actor) for e in q.events(job)]}"
+            assert "rescued" not in [e.kind for e in q.events(job)]
+            # Its lease runs from the server's now, whoever wrote it: within a lease and a beat.
+            assert now.lease_expires_at is not None and abs(now.lease_expires_at - q.clock()) <= 2 * float(LEASE)
+        # Each skewed process measured its offset at open and says so.
+        logs = procs.logs()
+        assert "clock is 60.0 s ahead of the database server's" in logs
+        assert "clock is 60.0 s behind the database server's" in logs
+
+        # Both jobs finish once, where they were claimed.
+        (tmp_path / f"release-{right_job}").write_text("")
+        (tmp_path / f"go-{slow_job}").write_text("")
+        wait_for(lambda: (tmp_path / f"outcome-{slow_job}").exists(), 120, "the slow host's completion")
+        assert (tmp_path / f"outcome-{slow_job}").read_text() == "heartbeat:ok complete:ok"
+        wait_for(lambda: q.get(right_job).status == JobStatus.COMPLETED, 120, "the right host's completion")
+        assert effects(tmp_path) == [right_job]
+        for job in (right_job, slow_job):
+            done = q.get(job)
+            assert done.attempts == 1 and done.status == JobStatus.COMPLETED
+            assert done.finished_at is not None and abs(done.finished_at - time.time()) < 30
+    print(
+        f"\nclocks {SKEW:.0f} s ahead and behind the server's, lease {LEASE} s, watched for "
+        f"{WATCH_LEASES} leases: 0 rescues, each job run once ({json.dumps([right_job, slow_job])})"
+    )

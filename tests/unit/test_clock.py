@@ -1,0 +1,114 @@
+"""The Queue's default clock follows the store's (``Queue.clock_offset``, ``Queue.sync_clock``):
+measured against a store whose clock runs ``ahead`` seconds ahead of this host's (a stub: the
+real store's offset is measured in tests/integration/test_clock_skew.py, across processes)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import jobq
+from jobq.backends.common import clock_offset_of
+from jobq.config import CLOCK_SKEW_CORRECTED_SECONDS
+
+
+class _RemoteStore:
+    """What Queue asks of a store about time: a clock ``ahead`` of this host's, on other hosts."""
+
+    single_host = False
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+        self.clock_offset = ahead  # as measured when opened
+        self.reads = 0
+
+    def store_time(self) -> float:
+        self.reads += 1
+        return time.time() + self.ahead
+
+    def close(self) -> None:
+        pass
+
+
+def _queue(store: _RemoteStore, **kwargs: Any) -> jobq.Queue:
+    return jobq.Queue(backend=store, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_host_clock_a_minute_off_reads_the_store_time(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="jobq.clock"):
+        q = _queue(_RemoteStore(-60.0))
+    assert q.clock_offset == -60.0
+    assert abs(q.clock() - (time.time() - 60.0)) < 0.01
+    assert q.wall_time() == pytest.approx(q.clock(), abs=0.01)
+    assert "clock is 60.0 s ahead of the database server's" in caplog.text
+
+
+def test_the_offset_follows_each_measurement(caplog: pytest.LogCaptureFixture) -> None:
+    store = _RemoteStore(120.0)
+    q = _queue(store)
+    store.ahead = -30.0
+    with caplog.at_level(logging.INFO, logger="jobq.clock"):
+        measured = q.sync_clock()
+    assert measured == pytest.approx(-30.0, abs=0.01)
+    assert q.clock_offset == pytest.approx(-30.0, abs=0.01)
+    assert store.reads == jobq.config.CLOCK_SAMPLES
+    assert "clock is 30.0 s ahead of" in caplog.text
+    # Back within the threshold: the host's own clock again, said once.
+    store.ahead = CLOCK_SKEW_CORRECTED_SECONDS / 2
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="jobq.clock"):
+        q.sync_clock()
+        q.sync_clock()
+    assert q.clock_offset == 0.0
+    assert caplog.text.count("agrees with the database server's again") == 1
+    assert abs(q.clock() - time.time()) < 0.01
+
+
+def test_noise_in_the_measurement_does_not_move_the_clock() -> None:
+    store = _RemoteStore(10.0)
+    q = _queue(store)
+    store.ahead = 10.03  # within _CLOCK_OFFSET_KEPT_WITHIN_SECONDS
+    q.sync_clock()
+    assert q.clock_offset == 10.0
+    store.ahead = 10.5
+    q.sync_clock()
+    assert q.clock_offset == pytest.approx(10.5, abs=0.01)
+
+
+def test_a_skew_below_the_threshold_is_left_alone() -> None:
+    q = _queue(_RemoteStore(CLOCK_SKEW_CORRECTED_SECONDS * 0.9))
+    assert q.clock_offset == 0.0
+    assert q.clock == q.wall_time
+
+
+def test_a_clock_of_the_callers_is_used_as_it_is() -> None:
+    store = _RemoteStore(300.0)
+    q = _queue(store, clock=lambda: 5.0)
+    assert q.clock() == 5.0 and q.clock_offset == 0.0
+    assert q.sync_clock() == pytest.approx(300.0, abs=0.01)  # measured, told, not applied
+    assert q.clock() == 5.0 and q.clock_offset == 0.0
+
+
+def test_a_store_on_this_host_is_never_read_for_its_time() -> None:
+    store = _RemoteStore(300.0)
+    store.single_host = True  # type: ignore[misc]
+    store.clock_offset = 0.0
+    q = _queue(store)
+    assert q.sync_clock() == 0.0
+    assert store.reads == 0
+
+
+def test_the_measurement_keeps_the_read_with_the_shortest_round_trip() -> None:
+    # Three reads: slow (0.06 s: the midpoint 0.03 off), fast (exact), slow again.
+    delays = iter([0.06, 0.0, 0.06])
+
+    def read() -> float:
+        delay = next(delays)
+        now = time.time()
+        time.sleep(delay)
+        return now + 50.0  # the store's time as it was when the read began
+
+    assert clock_offset_of(read, 3) == pytest.approx(50.0, abs=0.01)
