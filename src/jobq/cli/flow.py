@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from typing import Any
 
 from jobq.backends.base import ControlEvent, QueueControl
@@ -186,7 +185,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
     if not controls:
         out("no paused or limited queues")
         return EXIT_OK
-    out(controls_table(controls, time.time()))
+    out(controls_table(controls, q.wall_time()))
     if history:
         out("")
         out(history_table(history))

@@ -260,7 +260,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             total = max(q.count(where, up_to=LIST_COUNT_UP_TO + 1), shown)  # jobs may go in between
             matching = f"{max(LIST_COUNT_UP_TO, shown):,}+" if total > LIST_COUNT_UP_TO else f"{total:,}"
             if jobs:
-                out(jobs_table(jobs, time.time()))
+                out(jobs_table(jobs, q.wall_time()))
                 out(f"{args.offset + 1:,}-{shown:,} of {matching} jobs")
             else:
                 out(f"no jobs (of {matching} matching)" if total else "no jobs")
@@ -287,7 +287,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         }
         out(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        out(job_text(job, events, time.time(), progress))
+        out(job_text(job, events, q.wall_time(), progress))
     return EXIT_OK
 
 

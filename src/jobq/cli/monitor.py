@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import jobq
 from jobq.cli.output import out, stats_dict, stats_text, worker_dict, workers_table
@@ -28,7 +27,7 @@ def add_stats(command: AddCommand) -> None:
 def cmd_stats(args: argparse.Namespace) -> int:
     with open_queue(args) as q:
         stats = q.stats()
-    now = time.time()
+    now = q.wall_time()  # the store's times are the server's (Queue.clock_offset)
     out(json.dumps(stats_dict(stats, now), indent=2) if args.output == "json" else stats_text(stats, now))
     return EXIT_OK
 
@@ -44,7 +43,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     with open_queue(args) as q:
         workers = q.workers()
         heartbeat = q.settings.heartbeat_seconds
-    now = time.time()
+    now = q.wall_time()  # the registry's times are the store's (Queue.clock_offset)
     if not args.all:
         workers = [w for w in workers if worker_state(w, now, heartbeat) == WorkerState.ALIVE]
     if args.output == "json":

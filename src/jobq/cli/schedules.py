@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 
 import jobq
 from jobq.backends.base import ScheduleAction, ScheduleInfo
@@ -132,7 +131,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
             if args.output == "json":
                 out(json.dumps({**schedule_dict(found[0]), "history": [action_dict(a) for a in history]}, indent=2))
             else:
-                out(show_text(found[0], history, time.time()))
+                out(show_text(found[0], history, q.wall_time()))
         elif args.action == "remove":
             q.remove_schedule(args.name)
             out(f"schedule {args.name}: removed")
@@ -141,5 +140,5 @@ def cmd_schedules(args: argparse.Namespace) -> int:
             if args.output == "json":
                 out(json.dumps([schedule_dict(s) for s in schedules], indent=2))
             else:
-                out(schedules_table(schedules, time.time()) if schedules else "no schedules")
+                out(schedules_table(schedules, q.wall_time()) if schedules else "no schedules")
     return EXIT_OK

@@ -304,7 +304,7 @@ def _detail(q: Queue, job_id: int) -> None:
         progress = q.progress_of([job.id]).get(job.id)
         if progress is not None:
             # What the handler last reported (ctx.progress); kept after the run ends, as it stood.
-            text = "**Progress** " + safety.md_literal(progress_text(progress, time.time()))
+            text = "**Progress** " + safety.md_literal(progress_text(progress, q.wall_time()))
             if progress.fraction is not None:
                 st.progress(progress.fraction, text=text)
             else:
@@ -422,7 +422,7 @@ def table_key(page_ids: Sequence[int]) -> str:
     return f"jobs_{st.session_state.get('_selection_round', 0)}_{digest:08x}"
 
 
-def _job_table(jobs: list[Job]) -> None:
+def _job_table(jobs: list[Job], now: float) -> None:
     """The page's jobs as one table with a check box per row (one element, not hundreds of
     widgets; plain HTML, not a data grid: ``jobq.web.job_table`` says why). The selection is kept
     in the ``selected`` set of job ids, so it survives paging and the auto-refresh: a table keeps
@@ -433,7 +433,7 @@ def _job_table(jobs: list[Job]) -> None:
     theme = _page.theme_type()
     when = f"Server time ({views.zone_name()}); a date when not today"
     rows = job_table.job_table(
-        manager_model.jobs_table(jobs, time.time()),
+        manager_model.jobs_table(jobs, now),
         key=key,
         selected=manager_model.selected_rows(_selected(), page_ids),
         widths=TABLE_WIDTHS,
@@ -530,7 +530,13 @@ def _schedules(q: Queue) -> None:
     if box.open:
         with box:
             schedules_panel.panel(
-                q, time.time(), actor=_operator(), allowed=_unlocked(), flash=_flash, heading=False, schedules=schedules
+                q,
+                q.wall_time(),
+                actor=_operator(),
+                allowed=_unlocked(),
+                flash=_flash,
+                heading=False,
+                schedules=schedules,
             )
 
 
@@ -581,7 +587,7 @@ def _jobs(q: Queue, where: JobFilter, page: Page) -> None:
         # The bar and the caption above the table show the selection the table just reported.
         caption, bar = st.empty(), st.container()
         if jobs:
-            _job_table(jobs)
+            _job_table(jobs, q.wall_time())
             _bottom_pager(where, page, shown, number)
         beyond = f" (the newest {shown:,} are listed: narrow the filter to reach older ones)" if total > shown else ""
         caption.caption(

@@ -166,7 +166,7 @@ def _job_column(manager: str | None) -> ColumnConfig:
 
 def _latest(q: Queue, settings: Settings, now: float, due: DueHistory, manager: str | None) -> None:
     # Its status filter reruns the tabs' fragment (this open tab) only, not the whole live part.
-    now = time.time()
+    now = q.wall_time()
     show = st.segmented_control(
         "Status",
         ["All", *[s.value for s in JobStatus]],
@@ -336,7 +336,7 @@ def _flow_control(stats: QueueStats) -> None:
 
 def live(q: Queue, settings: Settings, window: float, bucket_seconds: float) -> None:
     """Everything that refreshes: one fragment, redrawn in place."""
-    now = time.time()
+    now = q.wall_time()  # the store's times are the server's (Queue.clock_offset)
     try:
         buckets = q.history(window=window, bucket=bucket_seconds)
         st.caption(
