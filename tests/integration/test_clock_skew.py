@@ -12,6 +12,8 @@ and the job runs twice. With the default clock, each process reads the server's 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +74,13 @@ def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: 
             assert "rescued" not in [e.kind for e in q.events(job)]
             # Its lease runs from the server's now, whoever wrote it: within a lease and a beat.
             assert now.lease_expires_at is not None and abs(now.lease_expires_at - q.clock()) <= 2 * float(LEASE)
+        # `jobq workers` on the fast host (a minute ahead) lists both workers alive: it reads
+        # their registry times against the server's time too, not against its own clock.
+        for skew in (SKEW, -SKEW):
+            listed = json.loads(_skewed_cli(skew, "workers", "--db", postgres_url, "--json"))
+            assert sorted((w["id"], w["state"]) for w in listed) == sorted((w.id, "alive") for w in q.workers()), (
+                f"jobq workers on a host {skew:+.0f} s off: {listed}"
+            )
         # Each skewed process measured its offset at open and says so.
         logs = procs.logs()
         assert "clock is 60.0 s ahead of the database server's" in logs
@@ -92,3 +101,16 @@ def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: 
         f"\nclocks {SKEW:.0f} s ahead and behind the server's, lease {LEASE} s, watched for "
         f"{WATCH_LEASES} leases: 0 rescues, each job run once ({json.dumps([right_job, slow_job])})"
     )
+
+
+def _skewed_cli(skew: float, *args: str) -> str:
+    """``jobq ARGS`` run on a host whose wall clock is ``skew`` seconds off (as procs.py skews it)."""
+    program = (
+        "import sys, time; skew = float(sys.argv.pop(1)); host = time.time; "
+        "time.time = lambda: host() + skew; from jobq.cli import main; sys.exit(main())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, repr(skew), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
