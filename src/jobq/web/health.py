@@ -209,6 +209,11 @@ class WatchedQueue:
                 return Status(None, "", replaced)
             return Status(self._last_ok, self._down_reason, replaced)
 
+    def wall_time(self) -> float:
+        """Now, as the store's times are written (``Queue.wall_time``): reads nothing, so it
+        answers while the database cannot be reached too."""
+        return self._queue.wall_time()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._queue.close()
