@@ -1072,11 +1072,13 @@ class Queue:
         """Measure this host's clock against the store's again (a worker does so every
         ``CLOCK_SYNC_SECONDS``; the first measurement is made at open) and correct the default
         clock by it (``clock_offset``). Returns the offset measured: the store's clock less this
-        host's, in seconds. A store on this host (SQLite) reads nothing: 0.0."""
+        host's, in seconds. A store on this host (SQLite) reads nothing: 0.0. A measurement whose
+        every read took ``CLOCK_SKEW_CORRECTED_SECONDS`` or more (a server too busy to answer
+        promptly) is told but not used: its error, up to half a round trip, could pass for skew."""
         if self.single_host:
             return 0.0
-        measured = clock_offset_of(self.backend.store_time, CLOCK_SAMPLES)
-        if not self._own_clock:
+        measured, trip = clock_offset_of(self.backend.store_time, CLOCK_SAMPLES)
+        if not self._own_clock and trip < CLOCK_SKEW_CORRECTED_SECONDS:
             self._correct_clock(measured)
         return measured
 

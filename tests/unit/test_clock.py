@@ -111,4 +111,22 @@ def test_the_measurement_keeps_the_read_with_the_shortest_round_trip() -> None:
         time.sleep(delay)
         return now + 50.0  # the store's time as it was when the read began
 
-    assert clock_offset_of(read, 3) == pytest.approx(50.0, abs=0.01)
+    offset, trip = clock_offset_of(read, 3)
+    assert offset == pytest.approx(50.0, abs=0.01) and trip < 0.03
+
+
+def test_a_measurement_of_slow_reads_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every read of the store's clock takes 4 s (a busy server): the midpoint may be off by 2 s,
+    # which would pass for skew. The host's clock is left as it is.
+    host = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: host[0])
+
+    class _Busy(_RemoteStore):
+        def store_time(self) -> float:
+            host[0] += 4.0
+            return host[0] - 4.0  # answered as the read began: 2 s "behind" the midpoint
+
+    store = _Busy(0.0)
+    q = _queue(store)
+    assert q.sync_clock() == pytest.approx(-2.0)
+    assert q.clock_offset == 0.0

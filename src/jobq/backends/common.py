@@ -645,10 +645,11 @@ def recent_history(
     return out[:limit]
 
 
-def clock_offset_of(read_store_time: Callable[[], float], samples: int) -> float:
-    """How far the store's clock is ahead of this host's (``time.time()``), in seconds: the store's
-    time minus the midpoint of the host's times around the read, of the read with the shortest
-    round trip of ``samples`` (its error is at most half that round trip)."""
+def clock_offset_of(read_store_time: Callable[[], float], samples: int) -> tuple[float, float]:
+    """How far the store's clock is ahead of this host's (``time.time()``), in seconds, and the
+    round trip of the read that says so: the store's time minus the midpoint of the host's times
+    around the read, of the read with the shortest round trip of ``samples`` (its error is at
+    most half that round trip)."""
     best: tuple[float, float] | None = None  # (round trip, offset)
     for _ in range(max(1, samples)):
         before = time.time()
@@ -658,4 +659,4 @@ def clock_offset_of(read_store_time: Callable[[], float], samples: int) -> float
         if best is None or sample[0] < best[0]:
             best = sample
     assert best is not None
-    return best[1]
+    return best[1], best[0]
