@@ -18,11 +18,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 # A host whose clock is off: JOBQ_TEST_CLOCK_SKEW seconds are added to the wall clock this
-# process reads (time.time(), before jobq is imported), as on a host that NTP does not keep.
+# process reads (time.time(), before jobq is imported), as on a host that NTP does not keep; or
+# the seconds written in the file JOBQ_TEST_CLOCK_SKEW_FILE, read at every call, so that a test
+# steps the clock of a running process (as a VM resumed from a snapshot sees it).
 _SKEW = float(os.environ.get("JOBQ_TEST_CLOCK_SKEW", "0"))
+_SKEW_FILE = os.environ.get("JOBQ_TEST_CLOCK_SKEW_FILE")
+_host_time = time.time
 if _SKEW:
-    _host_time = time.time
     time.time = lambda: _host_time() + _SKEW
+elif _SKEW_FILE:
+    time.time = lambda: _host_time() + float(Path(_SKEW_FILE).read_text() or 0)
 
 import jobq  # noqa: E402 - after the clock is set
 from jobq.worker import JobContext, Worker  # noqa: E402

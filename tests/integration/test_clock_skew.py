@@ -114,3 +114,44 @@ def _skewed_cli(skew: float, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_worker_whose_clock_steps_back_measures_it_again_at_once(
+    postgres_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """A host's clock set back two minutes while its worker runs a job (a VM resumed from a
+    snapshot, NTP stepping a large offset): the worker's next heartbeat would write a lease two
+    minutes expired by the other host's clock, which rescues the job at once. The worker notices
+    the step (its wall clock moved against its monotonic one) and measures again before it beats."""
+    skew = tmp_path / "skew"
+    skew.write_text("0")
+    common = ("--db", postgres_url, "--lease", LEASE, "--rescue-interval", "0.2")
+    with jobq.Queue(postgres_url) as q:
+        job = q.enqueue({}, task="gated")
+        procs.start("worker", *common, env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)})
+        held = wait_for(lambda: (j := q.get(job)).status == JobStatus.PROCESSING and j, 120, "the claim")
+        procs.start("worker", *common)  # a host whose clock is right, rescuing every 0.2 s
+        wait_for(lambda: len(q.workers()) == 2, 120, "the other worker to register")
+        (other,) = [w.id for w in q.workers() if w.id != held.lease_owner]
+
+        stepped_at = q.clock()
+        tmp = skew.with_name("skew.tmp")
+        tmp.write_text(repr(-2 * SKEW))
+        tmp.replace(skew)
+
+        def watched() -> bool:
+            row = next(w for w in q.workers() if w.id == other)
+            return row.last_seen_at - stepped_at >= WATCH_LEASES * float(LEASE)
+
+        wait_for(watched, 120, f"the other host to run for {WATCH_LEASES} leases after the step")
+        now = q.get(job)
+        assert (now.status, now.lease_token) == (JobStatus.PROCESSING, held.lease_token), [
+            (e.kind, e.actor) for e in q.events(job)
+        ]
+        assert now.lease_expires_at is not None and now.lease_expires_at > q.clock()
+        assert "this host's clock stepped" in procs.logs()
+        assert "clock is 120.0 s behind the database server's" in procs.logs()
+        assert "marked lost" not in procs.logs()  # its registry beats kept the server's time too
+        (tmp_path / f"release-{job}").write_text("")
+        wait_for(lambda: q.get(job).status == JobStatus.COMPLETED, 120, "the completion")
+        assert effects(tmp_path) == [job] and q.get(job).attempts == 1
