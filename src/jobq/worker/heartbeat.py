@@ -87,6 +87,8 @@ class Heartbeater(Looper):
         stepped = abs(_wall_less_monotonic() - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
         if stepped or time.monotonic() - self._clock_synced >= CLOCK_SYNC_SECONDS:
             self._sync_clock(stepped)  # before the beat: its leases are stamped with the clock
+            if stepped:
+                self._last = 0.0  # beat now: leases stamped since the step are renewed at the right time
         if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
