@@ -56,6 +56,7 @@ from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
     CLOCK_SAMPLES,
     CLOCK_SKEW_CORRECTED_SECONDS,
+    CLOCK_SYNC_SECONDS,
     DURATION_MAX_SECONDS,
     INT32_MAX,
     INT32_MIN,
@@ -75,6 +76,7 @@ from jobq.errors import (
     LeaseLost,
     PayloadTooLarge,
     ScheduleNotFound,
+    StorageError,
 )
 from jobq.flow import check_limit, check_rate, parse_rate
 from jobq.job import Event, Job, JobStatus
@@ -510,8 +512,14 @@ class Queue:
         self._own_clock = clock is not None
         self.clock = clock if clock is not None else self.wall_time
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
-        if not self._own_clock:
+        self._watching_clock = not self._own_clock and not self.single_host
+        """True when this handle keeps its default clock on the store's (see ``_check_clock``)."""
+        self._clock_checked_at = time.monotonic()
+        self._clock_step = time.time() - time.monotonic()  # moves only when the wall clock steps
+        if self._watching_clock:
             self._correct_clock(getattr(self.backend, "clock_offset", 0.0))
+        elif clock is None:
+            self.clock = time.time  # one host, one clock: no offset ever (and no Python call)
 
     @property
     def url(self) -> str:
@@ -698,6 +706,8 @@ class Queue:
         ...     conn.execute("INSERT INTO users (email) VALUES (%s)", ["ann@example.com"])
         ...     q.enqueue({"to": "ann@example.com"}, queue="mail", conn=conn)
         """
+        if self._watching_clock:
+            self._check_clock()
         now = self.clock()
         job = self._new_job(
             payload,
@@ -758,6 +768,8 @@ class Queue:
         and the retry policy (``max_attempts``, ``timeout``, ``backoff``, ``retry_on``) for every
         job, as for ``enqueue`` (``"raise"`` stores none of the jobs). ``concurrency_key``: one for
         every job, or ``concurrency_keys``: one per payload (see ``enqueue``)."""
+        if self._watching_clock:
+            self._check_clock()
         now = self.clock()
         policy = self._policy(max_attempts, timeout, backoff, retry_on)
         items = payload_list(payloads)
@@ -852,6 +864,8 @@ class Queue:
     ) -> Job | None:
         """Take the next due job (lowest priority number, then run_at, then id) or None."""
         # claim_many(worker_id, 1, ...) inlined: the per-job API's one call fewer.
+        if self._watching_clock:
+            self._check_clock()
         worker_id = check_worker_id(worker_id)
         jobs = self.backend.claim(worker_id, self._queues(queue), 1, self._lease(lease), self.clock)
         return jobs[0] if jobs else None
@@ -860,6 +874,8 @@ class Queue:
         self, worker_id: str, limit: int, *, lease: float | None = None, queue: str | Sequence[str] | None = None
     ) -> list[Job]:
         """Take up to ``limit`` due jobs in one transaction, each with its own lease token."""
+        if self._watching_clock:
+            self._check_clock()
         worker_id = check_worker_id(worker_id)
         return self.backend.claim(worker_id, self._queues(queue), check_rows(limit, 0), self._lease(lease), self.clock)
 
@@ -890,6 +906,8 @@ class Queue:
         return result.cancel_requested
 
     def heartbeat_many(self, jobs: Sequence[Job], *, lease: float | None = None) -> list[HeartbeatResult]:
+        if self._watching_clock:
+            self._check_clock()
         leases = leases_of(jobs, "heartbeat_many")
         return self.backend.heartbeat(leases, self._lease(lease), self.clock) if leases else []
 
@@ -955,6 +973,8 @@ class Queue:
     ) -> tuple[list[bool], list[Job]]:
         """``complete_many(items)`` and ``claim_many(worker_id, limit)`` in one transaction: one
         commit instead of two. Returns what each would have returned."""
+        if self._watching_clock:
+            self._check_clock()
         completions = self._completions(items, notes, "complete_many_and_claim")
         return self.backend.complete_and_claim(
             completions,
@@ -1049,6 +1069,8 @@ class Queue:
 
         ``cutoff`` maps the time read under the lock to the expiry before which a lease counts as
         lost (the worker's rescuer uses it to discount a stall every writer saw)."""
+        if self._watching_clock:
+            self._check_clock()
         return self.backend.rescue_expired(self.clock, self.backoff, actor, gone_owners, cutoff, max_attempts_for)
 
     @read
@@ -1081,6 +1103,26 @@ class Queue:
         if not self._own_clock and trip < CLOCK_SKEW_CORRECTED_SECONDS:
             self._correct_clock(measured)
         return measured
+
+    def _check_clock(self) -> None:
+        """Called first by every call that stamps or judges a lease (enqueue, claim, heartbeat,
+        rescue) while ``_watching_clock``: measures the clock again once ``CLOCK_SYNC_SECONDS``
+        have passed, and at once when this host's clock stepped (its wall clock moved against its
+        monotonic one: a VM resumed from a snapshot, NTP stepping a large offset). A clock set
+        back two minutes would otherwise stamp leases already expired by every other host's
+        clock until the next measurement. Costs two clock reads when nothing is due."""
+        checked = time.monotonic()
+        step = time.time() - checked
+        stepped = abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
+        if not stepped and checked - self._clock_checked_at < CLOCK_SYNC_SECONDS:
+            return
+        self._clock_checked_at, self._clock_step = checked, step
+        if stepped:
+            log.warning("this host's clock stepped: measuring it against the database server's again")
+        try:
+            self.sync_clock()
+        except StorageError as exc:  # the call that follows meets the same error and reports it
+            log.debug("could not read the database server's clock: %s", exc)
 
     def _correct_clock(self, measured: float) -> None:
         offset = measured if abs(measured) >= CLOCK_SKEW_CORRECTED_SECONDS else 0.0

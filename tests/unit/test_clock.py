@@ -130,3 +130,39 @@ def test_a_measurement_of_slow_reads_is_not_used(monkeypatch: pytest.MonkeyPatch
     q = _queue(store)
     assert q.sync_clock() == pytest.approx(-2.0)
     assert q.clock_offset == 0.0
+
+
+def test_a_step_of_this_hosts_clock_is_measured_before_the_next_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store's clock is the true one; this host's is set back two minutes while the Queue is
+    # open (a VM resumed from a snapshot). The next call that stamps a lease measures first.
+    true_time = time.time
+    store = _RemoteStore(0.0)
+    store.store_time = lambda: (setattr(store, "reads", store.reads + 1), true_time())[1]  # type: ignore[method-assign]
+    q = _queue(store)
+    q._check_clock()
+    assert store.reads == 0  # nothing due: two clock reads, no round trip
+    monkeypatch.setattr(time, "time", lambda: true_time() - 120.0)
+    q._check_clock()
+    assert store.reads == jobq.config.CLOCK_SAMPLES
+    assert q.clock_offset == pytest.approx(120.0, abs=0.05)
+    assert abs(q.clock() - true_time()) < 0.05
+    q._check_clock()
+    assert store.reads == jobq.config.CLOCK_SAMPLES  # measured once per step
+
+
+def test_the_clock_is_measured_again_every_sync_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _RemoteStore(30.0)
+    q = _queue(store)
+    true_time, true_monotonic = time.time, time.monotonic
+
+    def later(seconds: float) -> None:  # both clocks run on together: no step
+        monkeypatch.setattr(time, "time", lambda: true_time() + seconds)
+        monkeypatch.setattr(time, "monotonic", lambda: true_monotonic() + seconds)
+
+    later(jobq.config.CLOCK_SYNC_SECONDS / 2)
+    q._check_clock()
+    assert store.reads == 0
+    store.ahead = 45.0
+    later(jobq.config.CLOCK_SYNC_SECONDS + 1)
+    q._check_clock()
+    assert store.reads == jobq.config.CLOCK_SAMPLES and q.clock_offset == pytest.approx(45.0, abs=0.01)

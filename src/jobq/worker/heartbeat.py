@@ -1,11 +1,7 @@
 """Keeps the leases of running jobs alive, and notices cancels, timeouts and lost leases.
 
 The heartbeater writes only heartbeats and the worker's registry row. A run past its timeout is
-handed to the worker's one outcome path (``Runs.time_out``), like every other outcome. Every
-``CLOCK_SYNC_SECONDS`` it also measures the host's clock against the store's again
-(``Queue.sync_clock``): the leases it keeps are judged by other hosts' clocks. It measures at once
-when the host's clock steps (a VM resumed from a snapshot, NTP stepping a large offset): a clock
-set back a minute would write leases already expired by the others' clocks until then.
+handed to the worker's one outcome path (``Runs.time_out``), like every other outcome.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from jobq.config import CLOCK_SKEW_CORRECTED_SECONDS, CLOCK_SYNC_SECONDS
 from jobq.errors import JobqError
 from jobq.queue import Queue
 from jobq.worker.looper import Looper
@@ -25,12 +20,6 @@ log = logging.getLogger("jobq.worker")
 
 #: Timeouts are checked this often even when heartbeats are rarer.
 TIMEOUT_CHECK_SECONDS = 0.5
-
-
-def _wall_less_monotonic() -> float:
-    """The wall clock less the monotonic one: constant while the wall clock runs (NTP slews it
-    by milliseconds), moved by as much as it steps."""
-    return time.time() - time.monotonic()
 
 
 class Heartbeater(Looper):
@@ -74,8 +63,6 @@ class Heartbeater(Looper):
         self._last = 0.0
         self._last_ok = time.monotonic()
         self._last_tick = time.monotonic()
-        self._clock_synced = time.monotonic()  # the Queue measured it when it opened
-        self._clock_step = _wall_less_monotonic()  # changes only when the wall clock steps
 
     def tick(self) -> None:
         # Ticks come every `interval`: a much later one means this process was frozen, and
@@ -84,24 +71,10 @@ class Heartbeater(Looper):
         self._last_tick = time.monotonic()
         self.stalls.loop_late(late)
         self._check_timeouts()
-        stepped = abs(_wall_less_monotonic() - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
-        if stepped or time.monotonic() - self._clock_synced >= CLOCK_SYNC_SECONDS:
-            self._sync_clock(stepped)  # before the beat: its leases are stamped with the clock
-            if stepped:
-                self._last = 0.0  # beat now: leases stamped since the step are renewed at the right time
         if time.monotonic() - self._last < self.every:
             return
         self._last = time.monotonic()
         self.beat()
-
-    def _sync_clock(self, stepped: bool) -> None:
-        if stepped and not self.queue.single_host:
-            log.warning("this host's clock stepped: measuring it against the database server's again")
-        self._clock_synced, self._clock_step = time.monotonic(), _wall_less_monotonic()
-        try:
-            self.queue.sync_clock()
-        except JobqError as exc:  # the database away: the heartbeat says so; try next time
-            log.debug("could not read the database server's clock: %s", exc)
 
     def beat(self) -> None:
         """Heartbeat every running job and the registry row, in one go; act on the answers."""
