@@ -127,6 +127,13 @@ class AsyncQueue:
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(functools.partial(func, *args, **kwargs))
 
+    async def _check_clock(self) -> None:
+        """``Queue._check_clock`` before a native call that stamps a lease: the measurement (three
+        reads of the server's clock, once a minute or after a step) runs in a thread."""
+        q = self.sync
+        if q._watching_clock and q._clock_due():
+            await self._call(q._measure_clock)
+
     async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``SqlStore.<method>`` on the native store, awaited (each returns a coroutine)."""
         return await getattr(self.store, method)(*args, **kwargs)
@@ -184,6 +191,7 @@ class AsyncQueue:
             raise TypeError(f"enqueue() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         given = {**_ENQUEUE_OPTIONS, **options}
         q = self.sync
+        await self._check_clock()
         now = q.clock()
         concurrency_keys = given.pop("concurrency_keys", None) or [given["concurrency_key"]] * len(payloads)
         if len(concurrency_keys) != len(payloads):
@@ -367,6 +375,7 @@ class AsyncQueue:
         q = self.sync
         if self.store is None:
             return list(await self._call(q.claim_many, worker_id, limit, lease=lease, queue=queue))
+        await self._check_clock()
         return list(
             await self._store(
                 "claim", check_worker_id(worker_id), q._queues(queue), check_rows(limit, 0), q._lease(lease), q.clock
@@ -384,6 +393,7 @@ class AsyncQueue:
         if self.store is None:
             return list(await self._call(q.heartbeat_many, jobs, lease=lease))
         leases = leases_of(jobs, "heartbeat_many")
+        await self._check_clock()
         return list(await self._store("heartbeat", leases, q._lease(lease), q.clock)) if leases else []
 
     async def complete(self, job: Job, result: Any = None, *, conn: Any = None) -> None:

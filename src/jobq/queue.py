@@ -1107,18 +1107,26 @@ class Queue:
     def _check_clock(self) -> None:
         """Called first by every call that stamps or judges a lease (enqueue, claim, heartbeat,
         rescue) while ``_watching_clock``: measures the clock again once ``CLOCK_SYNC_SECONDS``
-        have passed, and at once when this host's clock stepped (its wall clock moved against its
-        monotonic one: a VM resumed from a snapshot, NTP stepping a large offset). A clock set
+        have passed, and at once when this host's clock stepped (``_clock_due``). A clock set
         back two minutes would otherwise stamp leases already expired by every other host's
-        clock until the next measurement. Costs two clock reads when nothing is due."""
+        clock until the next measurement."""
+        if self._clock_due():
+            self._measure_clock()
+
+    def _clock_due(self) -> bool:
+        """Whether the clock must be measured again: ``CLOCK_SYNC_SECONDS`` since the last time,
+        or this host's wall clock moved against its monotonic one (it stepped: a VM resumed from
+        a snapshot, NTP stepping a large offset). Two clock reads, no round trip."""
+        checked = time.monotonic()
+        stepped = abs(time.time() - checked - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
+        return stepped or checked - self._clock_checked_at >= CLOCK_SYNC_SECONDS
+
+    def _measure_clock(self) -> None:
         checked = time.monotonic()
         step = time.time() - checked
-        stepped = abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
-        if not stepped and checked - self._clock_checked_at < CLOCK_SYNC_SECONDS:
-            return
-        self._clock_checked_at, self._clock_step = checked, step
-        if stepped:
+        if abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS:
             log.warning("this host's clock stepped: measuring it against the database server's again")
+        self._clock_checked_at, self._clock_step = checked, step
         try:
             self.sync_clock()
         except StorageError as exc:  # the call that follows meets the same error and reports it

@@ -136,8 +136,13 @@ def test_a_step_of_this_hosts_clock_is_measured_before_the_next_lease(monkeypatc
     # The store's clock is the true one; this host's is set back two minutes while the Queue is
     # open (a VM resumed from a snapshot). The next call that stamps a lease measures first.
     true_time = time.time
-    store = _RemoteStore(0.0)
-    store.store_time = lambda: (setattr(store, "reads", store.reads + 1), true_time())[1]  # type: ignore[method-assign]
+
+    class _TrueClock(_RemoteStore):
+        def store_time(self) -> float:
+            self.reads += 1
+            return true_time()
+
+    store = _TrueClock(0.0)
     q = _queue(store)
     q._check_clock()
     assert store.reads == 0  # nothing due: two clock reads, no round trip
@@ -166,3 +171,27 @@ def test_the_clock_is_measured_again_every_sync_interval(monkeypatch: pytest.Mon
     later(jobq.config.CLOCK_SYNC_SECONDS + 1)
     q._check_clock()
     assert store.reads == jobq.config.CLOCK_SAMPLES and q.clock_offset == pytest.approx(45.0, abs=0.01)
+
+
+def test_the_asyncio_queue_measures_a_step_before_a_native_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    class _Native:  # the native asyncio store (PostgreSQL's): a claim that finds nothing
+        async def claim(self, *args: object) -> list[object]:
+            return []
+
+        def finish_hub(self) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            pass
+
+    true_time = time.time
+    store = _RemoteStore(0.0)
+    store.store_time = true_time  # type: ignore[method-assign]
+    store.async_store = _Native  # type: ignore[attr-defined]
+    aq = jobq.AsyncQueue(backend=store)
+    assert aq.native and aq.sync.clock_offset == 0.0
+    monkeypatch.setattr(time, "time", lambda: true_time() - 120.0)
+    assert asyncio.run(aq.claim_many("w", 1)) == []
+    assert aq.sync.clock_offset == pytest.approx(120.0, abs=0.05)
