@@ -94,7 +94,7 @@ def test_a_clock_of_the_callers_is_used_as_it_is() -> None:
 
 def test_a_store_on_this_host_is_never_read_for_its_time() -> None:
     store = _RemoteStore(300.0)
-    store.single_host = True  # type: ignore[misc]
+    store.single_host = True
     store.clock_offset = 0.0
     q = _queue(store)
     assert q.sync_clock() == 0.0
