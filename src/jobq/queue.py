@@ -1124,7 +1124,10 @@ class Queue:
     def _measure_clock(self) -> None:
         checked = time.monotonic()
         step = time.time() - checked
-        if abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS:
+        # After a long quiet spell NTP's slewing alone (up to 0.5 ms a second) can move the wall
+        # clock that far: a step is told only within a sync interval (the offset found is anyway).
+        recent = checked - self._clock_checked_at < CLOCK_SYNC_SECONDS
+        if recent and abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS:
             log.warning("this host's clock stepped: measuring it against the database server's again")
         self._clock_checked_at, self._clock_step = checked, step
         try:
