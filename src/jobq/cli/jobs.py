@@ -244,9 +244,11 @@ def _statuses(args: argparse.Namespace) -> tuple[JobStatus, ...]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    where = _filter(args, time.time())
+    where = _filter(args, time.time())  # checked before the database is opened
     page = Page(sort=args.sort, descending=not args.asc, limit=args.limit, offset=args.offset)
     with open_queue(args) as q:
+        if q.clock_offset:  # --created-within counts back from the store's now, as its times are
+            where = _filter(args, q.wall_time())
         jobs = q.list(where, page)
         if args.output == "json":
             out(json.dumps([job_dict(j) for j in jobs], ensure_ascii=False, indent=2))
@@ -340,7 +342,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise ConfigError("give the ids of the jobs to resubmit, --all-failed, or filters (--queue, --error, ...)")
     with open_queue(args) as q:
         if filtered:
-            results = q.resubmit_many(where=_filter(args, time.time(), (JobStatus.FAILED,)))
+            results = q.resubmit_many(where=_filter(args, q.wall_time(), (JobStatus.FAILED,)))
             if not results:
                 out("no FAILED jobs" if args.all_failed and not _filtered(args) else "no matching jobs")
         else:
@@ -363,7 +365,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         raise ConfigError("give the ids of the jobs to cancel, or filters (--queue, --status, ...)")
     with open_queue(args) as q:
         if filtered:
-            results = q.cancel_many(where=_filter(args, time.time(), (JobStatus.PENDING,)))
+            results = q.cancel_many(where=_filter(args, q.wall_time(), (JobStatus.PENDING,)))
             if not results:
                 out("no matching jobs")
         else:
