@@ -231,6 +231,7 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
         error=error,
         time_range=time_range,
         time_field=time_field or "finished",
+        now=q.wall_time(),  # a time range counts back from the store's now, as its times are written
     )
     # The choices, not the filter: a time range's bound moves with the clock, the page must not.
     choices = (tuple(statuses), tuple(chosen_queues), tasks, search, error, time_range, time_field)
