@@ -57,7 +57,8 @@ database server's, a Queue with the default clock reads the server's time instea
 Below it the host's clock is used as it is: leases of tens of seconds do not notice, and a
 measurement's own error (half a round trip) never moves the times of a store on this machine."""
 CLOCK_SYNC_SECONDS = 60.0
-"""How often a worker measures its host's clock against the store's again (``Queue.sync_clock``)."""
+"""How often a Queue measures its host's clock against the store's again (``Queue.sync_clock``),
+before its next call that stamps or judges a lease; at once when the host's clock steps."""
 CLOCK_SAMPLES = 3
 """Reads of the store's clock per measurement: the one with the shortest round trip is kept."""
 

@@ -1091,9 +1091,9 @@ class Queue:
         return time.time() + self.clock_offset
 
     def sync_clock(self) -> float:
-        """Measure this host's clock against the store's again (a worker does so every
-        ``CLOCK_SYNC_SECONDS``; the first measurement is made at open) and correct the default
-        clock by it (``clock_offset``). Returns the offset measured: the store's clock less this
+        """Measure this host's clock against the store's again (the first measurement is made at
+        open; ``_check_clock`` makes the others) and correct the default clock by it
+        (``clock_offset``). Returns the offset measured: the store's clock less this
         host's, in seconds. A store on this host (SQLite) reads nothing: 0.0. A measurement whose
         every read took ``CLOCK_SKEW_CORRECTED_SECONDS`` or more (a server too busy to answer
         promptly) is told but not used: its error, up to half a round trip, could pass for skew."""
