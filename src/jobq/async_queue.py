@@ -131,8 +131,9 @@ class AsyncQueue:
         """``Queue._check_clock`` before a native call that stamps a lease: the measurement (three
         reads of the server's clock, once a minute or after a step) runs in a thread."""
         q = self.sync
-        if q._watching_clock and q._clock_due():
-            await self._call(q._measure_clock)
+        due = q._clock_due() if q._watching_clock else None
+        if due is not None:
+            await self._call(q._measure_clock, due)
 
     async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``SqlStore.<method>`` on the native store, awaited (each returns a coroutine)."""

@@ -509,17 +509,16 @@ class Queue:
         """Seconds the default clock adds to this host's: the store's clock less this host's, as
         last measured (at open, then by ``sync_clock``), when that is ``CLOCK_SKEW_CORRECTED_SECONDS``
         or more; else 0.0. Always 0.0 with a ``clock`` of the caller's, and on SQLite."""
-        self._own_clock = clock is not None
-        self.clock = clock if clock is not None else self.wall_time
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
-        self._watching_clock = not self._own_clock and not self.single_host
+        self._watching_clock = clock is None and not self.single_host
         """True when this handle keeps its default clock on the store's (see ``_check_clock``)."""
         self._clock_checked_at = time.monotonic()
         self._clock_step = time.time() - time.monotonic()  # moves only when the wall clock steps
-        if self._watching_clock:
-            self._correct_clock(getattr(self.backend, "clock_offset", 0.0))
-        elif clock is None:
-            self.clock = time.time  # one host, one clock: no offset ever (and no Python call)
+        # A store on this host: its clock is time.time itself (no offset ever, no Python call).
+        self.clock = clock if clock is not None else self.wall_time if self._watching_clock else time.time
+        reading = getattr(self.backend, "clock_reading", None)
+        if self._watching_clock and reading is not None:
+            self._correct_clock(*reading)
 
     @property
     def url(self) -> str:
@@ -1100,8 +1099,8 @@ class Queue:
         if self.single_host:
             return 0.0
         measured, trip = clock_offset_of(self.backend.store_time, CLOCK_SAMPLES)
-        if not self._own_clock and trip < CLOCK_SKEW_CORRECTED_SECONDS:
-            self._correct_clock(measured)
+        if self._watching_clock:
+            self._correct_clock(measured, trip)
         return measured
 
     def _check_clock(self) -> None:
@@ -1110,32 +1109,37 @@ class Queue:
         have passed, and at once when this host's clock stepped (``_clock_due``). A clock set
         back two minutes would otherwise stamp leases already expired by every other host's
         clock until the next measurement."""
-        if self._clock_due():
-            self._measure_clock()
+        due = self._clock_due()
+        if due is not None:
+            self._measure_clock(due)
 
-    def _clock_due(self) -> bool:
-        """Whether the clock must be measured again: ``CLOCK_SYNC_SECONDS`` since the last time,
-        or this host's wall clock moved against its monotonic one (it stepped: a VM resumed from
-        a snapshot, NTP stepping a large offset). Two clock reads, no round trip."""
+    def _clock_due(self) -> str | None:
+        """Why the clock must be measured again, or None (two clock reads, no round trip):
+        ``"interval"`` once ``CLOCK_SYNC_SECONDS`` have passed since the last time, ``"step"``
+        before then when this host's wall clock moved against its monotonic one (it stepped: a
+        VM resumed from a snapshot, NTP stepping a large offset). After a long quiet spell NTP's
+        slewing alone (up to 0.5 ms a second) can move it that far: not told as a step."""
         checked = time.monotonic()
-        stepped = abs(time.time() - checked - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS
-        return stepped or checked - self._clock_checked_at >= CLOCK_SYNC_SECONDS
+        if checked - self._clock_checked_at >= CLOCK_SYNC_SECONDS:
+            return "interval"
+        if abs(time.time() - checked - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS:
+            return "step"
+        return None
 
-    def _measure_clock(self) -> None:
-        checked = time.monotonic()
-        step = time.time() - checked
-        # After a long quiet spell NTP's slewing alone (up to 0.5 ms a second) can move the wall
-        # clock that far: a step is told only within a sync interval (the offset found is anyway).
-        recent = checked - self._clock_checked_at < CLOCK_SYNC_SECONDS
-        if recent and abs(step - self._clock_step) >= CLOCK_SKEW_CORRECTED_SECONDS:
+    def _measure_clock(self, due: str) -> None:
+        if due == "step":
             log.warning("this host's clock stepped: measuring it against the database server's again")
-        self._clock_checked_at, self._clock_step = checked, step
+        checked = time.monotonic()
+        self._clock_checked_at, self._clock_step = checked, time.time() - checked
         try:
             self.sync_clock()
         except StorageError as exc:  # the call that follows meets the same error and reports it
             log.debug("could not read the database server's clock: %s", exc)
 
-    def _correct_clock(self, measured: float) -> None:
+    def _correct_clock(self, measured: float, trip: float) -> None:
+        """Use the offset ``measured`` by a read of round trip ``trip`` (``clock_offset_of``)."""
+        if trip >= CLOCK_SKEW_CORRECTED_SECONDS:
+            return  # a server too busy to answer promptly: the error could pass for skew
         offset = measured if abs(measured) >= CLOCK_SKEW_CORRECTED_SECONDS else 0.0
         if abs(offset - self.clock_offset) < _CLOCK_OFFSET_KEPT_WITHIN_SECONDS:
             return  # the measurement's own noise: times do not jump back and forth by it

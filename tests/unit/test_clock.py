@@ -22,7 +22,7 @@ class _RemoteStore:
 
     def __init__(self, ahead: float) -> None:
         self.ahead = ahead
-        self.clock_offset = ahead  # as measured when opened
+        self.clock_reading: tuple[float, float] | None = (ahead, 0.0)  # as measured when opened
         self.reads = 0
 
     def store_time(self) -> float:
@@ -95,7 +95,7 @@ def test_a_clock_of_the_callers_is_used_as_it_is() -> None:
 def test_a_store_on_this_host_is_never_read_for_its_time() -> None:
     store = _RemoteStore(300.0)
     store.single_host = True
-    store.clock_offset = 0.0
+    store.clock_reading = None
     q = _queue(store)
     assert q.sync_clock() == 0.0
     assert store.reads == 0

@@ -605,10 +605,11 @@ class Backend(Protocol):
     single_host: bool
     """True when every process using this store runs on this machine (SQLite): a worker whose
     pid is gone here has exited, so its jobs can be rescued before their leases expire."""
-    clock_offset: float
-    """How far the store's clock was ahead of this host's when this handle was opened, in seconds
-    (``common.clock_offset_of``); 0.0 for a store on this host (``single_host``), whose clock is
-    this host's. ``Queue`` corrects its default clock by it (``Queue.clock_offset``)."""
+    clock_reading: tuple[float, float] | None
+    """How far the store's clock was ahead of this host's when this handle was opened, and the
+    round trip of that read, in seconds (``common.clock_offset_of``); None for a store on this
+    host (``single_host``), whose clock is this host's. ``Queue`` corrects its default clock by
+    it (``Queue.clock_offset``)."""
     generation: int
     """How many times this handle found its database replaced under it (SQLite's file removed or
     replaced by hand: ``StoreReplaced``) and moved on to what is there now; 0 on PostgreSQL."""

@@ -80,7 +80,7 @@ from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_sche
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
-from jobq.config import CLOCK_SAMPLES, CLOCK_SKEW_CORRECTED_SECONDS
+from jobq.config import CLOCK_SAMPLES
 from jobq.errors import ConfigError, StorageError
 from jobq.redact import redact_text
 
@@ -325,7 +325,7 @@ class PostgresBackend(SqlStore):
     """The scale-out backend. See the module docstring for its design and limits."""
 
     single_host = False  # workers may run on many machines: only leases tell who is gone
-    clock_offset = 0.0  # measured at open (_migrate)
+    clock_reading: tuple[float, float] | None = None  # measured at open (_migrate)
     generation = 0  # a server's database is never replaced under a connection (Backend.generation)
     dialect: PostgresDialect
 
@@ -402,10 +402,9 @@ class PostgresBackend(SqlStore):
             # another's rescuer and claims, so a Queue with the default clock reads the server's
             # time (Queue.clock_offset). Measured here, on the connection already open.
             with conn.cursor() as cur:
-                offset, trip = clock_offset_of(
+                self.clock_reading = clock_offset_of(
                     lambda: _drive_on(cur, lambda: ops.store_time(self.dialect), self.dialect.channel), CLOCK_SAMPLES
                 )
-            self.clock_offset = offset if trip < CLOCK_SKEW_CORRECTED_SECONDS else 0.0  # see Queue.sync_clock
         except psycopg.Error as exc:
             raise storage_error(exc, self.url) from None
         finally:

@@ -121,7 +121,7 @@ class SqliteBackend(SqlStore):
     """The embedded default backend. See the module docstring for its limits."""
 
     single_host = True  # WAL needs shared memory: every process using the file is on this machine
-    clock_offset = 0.0  # the file's clock is this host's (Backend.clock_offset)
+    clock_reading: tuple[float, float] | None = None  # the file's clock is this host's (Backend.clock_reading)
     generation = 0  # raised each time _check_file finds the file replaced (Backend.generation)
     dialect = DIALECT
 
