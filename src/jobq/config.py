@@ -61,6 +61,10 @@ CLOCK_SYNC_SECONDS = 60.0
 before its next call that stamps or judges a lease; at once when the host's clock steps."""
 CLOCK_SAMPLES = 3
 """Reads of the store's clock per measurement: the one with the shortest round trip is kept."""
+CLOCK_RETRY_SECONDS = 5.0
+"""After a measurement that could not read the store's clock (the server away, a reply lost), the
+next one is tried this much later, not a whole ``CLOCK_SYNC_SECONDS``: a step it was made for is
+still to correct. Not sooner: while the server is away every call would wait for it twice."""
 
 #: Job ids, LIMIT and OFFSET are 64-bit signed integers on both backends.
 INT64_MAX = 2**63 - 1

@@ -54,6 +54,7 @@ from jobq.backends.base import (
 from jobq.backends.common import build_completion, build_lease, build_new_job, clip, clock_offset_of
 from jobq.backends.ops import TERMINAL_STATUSES as FINISHED
 from jobq.config import (
+    CLOCK_RETRY_SECONDS,
     CLOCK_SAMPLES,
     CLOCK_SKEW_CORRECTED_SECONDS,
     CLOCK_SYNC_SECONDS,
@@ -1135,6 +1136,7 @@ class Queue:
             self.sync_clock()
         except StorageError as exc:  # the call that follows meets the same error and reports it
             log.debug("could not read the database server's clock: %s", exc)
+            self._clock_checked_at = checked - CLOCK_SYNC_SECONDS + CLOCK_RETRY_SECONDS
 
     def _correct_clock(self, measured: float, trip: float) -> None:
         """Use the offset ``measured`` by a read of round trip ``trip`` (``clock_offset_of``)."""

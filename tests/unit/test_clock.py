@@ -195,3 +195,35 @@ def test_the_asyncio_queue_measures_a_step_before_a_native_claim(monkeypatch: py
     monkeypatch.setattr(time, "time", lambda: true_time() - 120.0)
     assert asyncio.run(aq.claim_many("w", 1)) == []
     assert aq.sync.clock_offset == pytest.approx(120.0, abs=0.05)
+
+
+def test_a_measurement_that_cannot_read_the_store_is_tried_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reply to the clock read is lost (StorageError, as the backend reports a dropped
+    # connection) right after this host's clock stepped back two minutes: the call goes on (it
+    # meets the server itself), the offset stays, and the measurement is tried again after
+    # CLOCK_RETRY_SECONDS, not a whole sync interval.
+    true_time, true_monotonic = time.time, time.monotonic
+    later = [0.0]  # how far the test moved both clocks on
+
+    class _Lost(_RemoteStore):
+        lost = True
+
+        def store_time(self) -> float:
+            self.reads += 1
+            if self.lost:
+                raise jobq.StorageError("PostgreSQL at h/db: connection lost (server closed the connection)")
+            return true_time() + later[0]
+
+    store = _Lost(0.0)
+    q = _queue(store)
+    monkeypatch.setattr(time, "time", lambda: true_time() - 120.0)
+    q._check_clock()
+    assert store.reads == 1 and q.clock_offset == 0.0
+    q._check_clock()
+    assert store.reads == 1  # not at every call while the server is away
+    store.lost = False
+    later[0] = jobq.config.CLOCK_RETRY_SECONDS + 0.1
+    monkeypatch.setattr(time, "monotonic", lambda: true_monotonic() + later[0])
+    monkeypatch.setattr(time, "time", lambda: true_time() - 120.0 + later[0])
+    q._check_clock()
+    assert q.clock_offset == pytest.approx(120.0, abs=0.05)
