@@ -8,21 +8,28 @@ partitioned low-level client's heartbeat and completion, are refused (``LeaseLos
 as ``stale_write_refused``. Before that, the rescuing host watched the others' jobs for several
 leases and left them alone: to a host, another host's worker is remote whatever its name and pid
 say, and only its lease counts.
+
+Then hosts whose clocks are a minute off, one killed and one frozen: their jobs are rescued and
+their workers marked lost when the server's time says, neither a minute late nor early.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hosts import Hosts
+from hosts import Host, Hosts, descendants
 from pg import PgServer, _start_server, fresh_database
 from polling import wait_for
-from processes import Procs
+from processes import Procs, effects
 
 import jobq
 from jobq import JobStatus
@@ -160,4 +167,111 @@ def test_a_partitioned_host_loses_its_job_to_another_and_its_late_writes_are_ref
         f"\npartition of 2 of 3 hosts, lease {LEASE} s: both jobs rescued and completed elsewhere "
         f"{taken_over:.1f} s after the cut; A's heartbeat refused {refused_after:.1f} s after the heal; "
         "late heartbeat and completion of C refused; 0 duplicate completions"
+    )
+
+
+SKEW = 60.0
+"""How far the clocks of the killed and the frozen host are off (procs.py's JOBQ_TEST_CLOCK_SKEW)."""
+
+
+def test_hosts_a_minute_off_lose_their_jobs_on_time_when_killed_or_frozen(
+    network_server: PgServer, hosts: Hosts, procs: Procs, tmp_path: Path
+) -> None:
+    """Hosts whose clocks are a minute off, under faults. A's clock runs a minute ahead and A is
+    killed (its PID namespace goes: a container's power off); C's runs a minute behind and C's
+    worker is frozen (SIGSTOP) past its lease. B, whose clock is right, rescues both jobs once
+    their leases are over by the server's time, and runs them: not a minute late (A's lease,
+    stamped by A's own clock, would have held 63 s) and not before the faults (C's, stamped by
+    C's, had expired as it was written). A and C are marked lost on time too. C, continued, has
+    its late heartbeat refused and gives its job up; each job's effect lands once, from B. The
+    hosts share one name and their workers one pid, as containers of one image do, so the
+    registry cannot tell B that either worker is gone: only their leases and beats can."""
+    host_a, host_b, host_c = hosts.hosts
+    with fresh_database(network_server) as url, jobq.Queue(url) as q:
+        common = ("--lease", LEASE, "--rescue-interval", "0.2")
+
+        def start(host: Host, skew: float, *args: str) -> subprocess.Popen[bytes]:
+            env = {"JOBQ_TEST_CLOCK_SKEW": repr(skew)}
+            db = ("--db", _at(url, host.server_address))
+            return hosts.track(procs.start("worker", *db, *common, *args, wrap=host.wrap(HOSTNAME), env=env))
+
+        def claimed(job_id: int) -> str:
+            """Who claimed ``job_id``, once someone did."""
+            job: jobq.Job = wait_for(
+                lambda: (j := q.get(job_id)).status == JobStatus.PROCESSING and j, 120, f"{job_id}'s claim"
+            )
+            assert job.lease_owner is not None
+            return job.lease_owner
+
+        job_a = q.enqueue({}, task="gated")
+        proc_a = start(host_a, SKEW)
+        worker_a = claimed(job_a)
+        job_c = q.enqueue({}, task="gated")
+        proc_c = start(host_c, -SKEW)
+        worker_c = claimed(job_c)
+        start(host_b, 0.0, "--concurrency", "2")
+        wait_for(lambda: len(q.workers()) == 3, 120, "host B's worker to register")
+        (worker_b,) = [w.id for w in q.workers() if w.id not in (worker_a, worker_c)]
+        rows = {w.id: w for w in q.workers()}
+        assert rows[worker_a].pid == rows[worker_b].pid == rows[worker_c].pid  # pids tell nothing
+
+        def watched() -> bool:
+            row = next(w for w in q.workers() if w.id == worker_b)
+            return row.last_seen_at - row.started_at >= WATCH_LEASES * float(LEASE)
+
+        wait_for(watched, 120, f"host B to run for {WATCH_LEASES} leases")
+        for job_id, owner in ((job_a, worker_a), (job_c, worker_c)):
+            assert q.get(job_id).lease_owner == owner, [(e.kind, e.actor) for e in q.events(job_id)]
+
+        faulted_at = q.clock()
+        proc_a.kill()  # unshare --kill-child: A's whole PID namespace goes with it
+        proc_a.wait(30)
+        frozen = descendants(proc_c.pid)
+        assert frozen, "host C runs no process"
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for job_id in (job_a, job_c):
+                wait_for(lambda j=job_id: q.get(j).lease_owner == worker_b, 120, f"host B to take {job_id} over")
+            for job_id in (job_a, job_c):
+                (rescued,) = [e for e in q.events(job_id) if e.kind == "rescued"]
+                # Rescued once its lease, beaten up to the fault, was over: within a lease and
+                # the rescuer's period after the fault, plus scheduling slack; a minute late
+                # (A's, judged by a minute-fast stamp) or before the fault (C's) fails.
+                assert rescued.actor == worker_b
+                assert faulted_at <= rescued.at <= faulted_at + float(LEASE) + 10, (rescued.at - faulted_at, job_id)
+
+            def lost() -> list[str]:
+                ended = {w.id: w.end_reason for w in q.workers() if w.stopped_at is not None}
+                return [w for w in (worker_a, worker_c) if ended.get(w) == jobq.WorkerEnd.LOST]
+
+            wait_for(lambda: len(lost()) == 2, 120, "host B to mark A and C lost")
+            for w in q.workers():
+                if w.id in (worker_a, worker_c):
+                    # Two leases unheard, then the rescuer's next look: not a minute more or less.
+                    assert w.stopped_at is not None
+                    assert faulted_at + float(LEASE) <= w.stopped_at <= faulted_at + 3 * float(LEASE) + 10, (
+                        w.id,
+                        w.stopped_at - faulted_at,
+                    )
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        # C, continued: its next heartbeat is refused and recorded, and its run stops.
+        wait_for(lambda: "heartbeat" in _refusals(q, job_c, worker_c), 120, "C's refused heartbeat")
+        wait_for(lambda: "lease lost" in procs.logs(), 120, "C to stop its run")
+        for job_id in (job_a, job_c):
+            (tmp_path / f"release-{job_id}").write_text("")
+        for job_id in (job_a, job_c):
+            wait_for(lambda j=job_id: q.get(j).status == JobStatus.COMPLETED, 120, f"B to complete {job_id}")
+            done = q.get(job_id)
+            assert done.attempts == 2 and done.lease_owner == worker_b
+            assert [e.kind for e in q.events(job_id)].count("completed") == 1
+        assert sorted(effects(tmp_path)) == sorted([job_a, job_c])
+        assert "clock is 60.0 s ahead of the database server's" in procs.logs()
+        assert "clock is 60.0 s behind the database server's" in procs.logs()
+    print(
+        f"\nhosts {SKEW:.0f} s ahead (killed) and behind (frozen), lease {LEASE} s: both jobs rescued "
+        "on time by the host whose clock is right, both workers marked lost on time, each effect once"
     )
