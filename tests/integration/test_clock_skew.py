@@ -160,3 +160,34 @@ def test_a_worker_whose_clock_steps_back_measures_it_again_at_once(
         (tmp_path / f"release-{job}").write_text("")
         wait_for(lambda: q.get(job).status == JobStatus.COMPLETED, 120, "the completion")
         assert effects(tmp_path) == [job] and q.get(job).attempts == 1
+
+
+def test_a_lost_reply_to_the_clock_read_leaves_the_call_going_and_the_clock_right(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This host's clock steps back two minutes, and the reply to the measurement that the step
+    makes due is lost on the network (FaultProxy cuts the connection once the server answered).
+    A read is safe to repeat: the store reads again on a fresh connection, so the claim that
+    measured goes on, on the corrected clock, and stamps its lease by the server's time, not two
+    minutes off. (Were the read to fail for good, the call would still go on and the clock be
+    measured again ``CLOCK_RETRY_SECONDS`` later: tests/unit/test_clock.py.)"""
+    from faultproxy import proxied
+
+    host_time = time.time
+    skew = [0.0]
+    monkeypatch.setattr(time, "time", lambda: host_time() + skew[0])
+    with proxied(postgres_url) as (url, proxy), jobq.Queue(url) as q:
+        assert q.clock_offset == 0.0
+        jobs = q.enqueue_many([{"n": n} for n in range(3)])
+        skew[0] = -2 * SKEW
+        proxy.lose_next_commit_reply(after=b"clock_timestamp")
+        first = q.claim("w", lease=30)  # the step makes a measurement due: its reply is lost
+        assert proxy.lost_replies == 1
+        assert q.clock_offset == pytest.approx(2 * SKEW, abs=1.0)
+        # On the stepped clock the jobs, made by the server's time, were not due for two minutes.
+        claimed = [j for j in [first, *q.claim_many("w", 3, lease=30)] if j is not None]
+        assert sorted(j.id for j in claimed) == jobs
+        for job in claimed:
+            # Stamped by the server's time: started now, leased for 30 s from now.
+            assert job.started_at is not None and abs(job.started_at - host_time()) < 5
+            assert job.lease_expires_at is not None and abs(job.lease_expires_at - host_time() - 30) < 5
