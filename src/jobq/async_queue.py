@@ -135,6 +135,11 @@ class AsyncQueue:
         if due is not None:
             await self._call(q._measure_clock, due)
 
+    async def _now(self) -> float:
+        """``Queue._now`` for a native call off the lease path: measured again first when due."""
+        await self._check_clock()
+        return self.sync.clock()
+
     async def _store(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``SqlStore.<method>`` on the native store, awaited (each returns a coroutine)."""
         return await getattr(self.store, method)(*args, **kwargs)
@@ -283,7 +288,7 @@ class AsyncQueue:
         if self.store is None:
             stats: QueueStats = await self._call(self.sync.stats)
             return stats
-        native: QueueStats = await self._store("stats", self.sync.clock())
+        native: QueueStats = await self._store("stats", await self._now())
         return native
 
     # -- operators ---------------------------------------------------------------------------
@@ -328,7 +333,7 @@ class AsyncQueue:
         if target is None:
             return ActionResults(impossible)
         who = actor_of(actor, self.settings)
-        results: ActionResults = await self._store(action, target, who, self.sync.clock())
+        results: ActionResults = await self._store(action, target, who, await self._now())
         return results + impossible
 
     async def purge(
@@ -341,7 +346,7 @@ class AsyncQueue:
         if self.store is None:
             return int(await self._call(self.sync.purge, older_than=older_than, statuses=statuses, limit=limit))
         wanted = purged_statuses(statuses)
-        cutoff = purge_cutoff(self.sync.clock(), older_than)
+        cutoff = purge_cutoff(await self._now(), older_than)
         return int(await self._store("purge", wanted, cutoff, _purge_limit(limit)))
 
     async def backup(self, dest: str | os.PathLike[str], *, compact: bool = False) -> QueueCopy:

@@ -1114,6 +1114,17 @@ class Queue:
         if due is not None:
             self._measure_clock(due)
 
+    def _now(self) -> float:
+        """The clock's time for a call off the lease path that stamps or judges a time: operator
+        actions, limits and schedules, and the reads that tell ages (stats, gauges, history).
+        Measured again first when due, as the lease calls are (``_check_clock``; they inline the
+        test to keep their per-call cost): a process that never claims (an app, ``jobq metrics``)
+        kept the offset of its start for good, and a host whose clock then stepped resubmitted
+        jobs two minutes late."""
+        if self._watching_clock:
+            self._check_clock()
+        return self.clock()
+
     def _clock_due(self) -> str | None:
         """Why the clock must be measured again, or None (two clock reads, no round trip):
         ``"interval"`` once ``CLOCK_SYNC_SECONDS`` have passed since the last time, ``"step"``
@@ -1241,7 +1252,7 @@ class Queue:
         target, impossible = operator_targets(ids, where)
         if target is None:
             return ActionResults(impossible)
-        return action(target, actor_of(actor, self.settings), self.clock()) + impossible
+        return action(target, actor_of(actor, self.settings), self._now()) + impossible
 
     def purge(
         self,
@@ -1255,7 +1266,7 @@ class Queue:
         many. Runs ``PURGE_CHUNK_JOBS`` jobs a transaction, pausing after each on SQLite so that
         workers keep writing: a purge of millions takes a while, and lets them."""
         wanted = purged_statuses(statuses)
-        return self.backend.purge(wanted, purge_cutoff(self.clock(), older_than), _purge_limit(limit))
+        return self.backend.purge(wanted, purge_cutoff(self._now(), older_than), _purge_limit(limit))
 
     def backup(self, dest: str | os.PathLike[str], *, compact: bool = False) -> QueueCopy:
         """Copy the queue as it stood at one commit to the new file ``dest``, while producers and
@@ -1375,7 +1386,7 @@ class Queue:
         """Counts per status and queue, and what ops shows at a glance. Finished jobs are counted
         among the newest ``STATS_FINISHED_WINDOW`` (see ``QueueStats.finished_window``), so this
         stays fast at any size; ``counts()`` counts every row."""
-        return self.backend.stats(self.clock())
+        return self.backend.stats(self._now())
 
     @read
     def latest(self, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
@@ -1386,7 +1397,7 @@ class Queue:
     @read
     def history(self, *, window: float = 3600.0, bucket: float = 60.0) -> list[Bucket]:
         _check_span(window, bucket)
-        now = self.clock()
+        now = self._now()
         return self.backend.history(now - window, bucket, now)
 
     @read
@@ -1398,7 +1409,7 @@ class Queue:
         PENDING and PROCESSING job and the newest ``limit`` finished ones, so it stays cheap at
         any table size (``DueHistory.covers_since`` says from when it is exact)."""
         _check_span(window, bucket)
-        now = self.clock()
+        now = self._now()
         return self.backend.due_history(now - window, bucket, now, check_rows(limit))
 
     @read
@@ -1436,7 +1447,7 @@ class Queue:
         """Due and scheduled PENDING jobs, the oldest due, and PROCESSING jobs, per queue (cheap:
         partial indexes only; what ``jobq metrics`` reads). ``backlog=False`` reads the PROCESSING
         part only: the PENDING fields are then 0 and None (see ``Backend.queue_gauges``)."""
-        return self.backend.queue_gauges(self.clock(), backlog)
+        return self.backend.queue_gauges(self._now(), backlog)
 
     @read
     def last_event_id(self, before: float | None = None) -> int:
@@ -1468,7 +1479,7 @@ class Queue:
     def completion_cursor(self, now: float | None = None) -> tuple[float, int]:
         """Where a cursor over completions starts: ``(finished_at, id)`` of the newest job finished
         at or before ``now`` (the queue's clock by default; a time after it is one written by hand)."""
-        return self.backend.completion_cursor(self.clock() if now is None else now)
+        return self.backend.completion_cursor(self._now() if now is None else now)
 
     @read
     def completions_after(
@@ -1536,7 +1547,7 @@ class Queue:
 
         Raises InvalidPayload when its jobs could not be enqueued (a payload over the size
         limit, a priority out of range): refused here, not at every firing."""
-        now = self.clock()
+        now = self._now()
         # The job of its next slot, made and thrown away: what firing would refuse is refused now
         # (a 100 KB payload was stored, and every scheduler tick then failed on it).
         next_slot = spec.next_slot(now)
@@ -1564,13 +1575,13 @@ class Queue:
     @read
     def schedules(self, *, due: bool = False) -> list[ScheduleInfo]:
         """Every stored schedule by name, or (``due``) the unpaused ones due now."""
-        return self.backend.list_schedules(self.clock() if due else None)
+        return self.backend.list_schedules(self._now() if due else None)
 
     def fire_schedule(self, info: ScheduleInfo, slots: Sequence[float], next_run_at: float) -> list[int] | None:
         """Enqueue the jobs of ``slots`` and move ``info`` on to ``next_run_at``, in one
         transaction, if it is still at ``info.next_run_at`` (else None: another process did)."""
         spec = schedule_of(info)
-        now = self.clock()
+        now = self._now()
         jobs = []
         for slot in slots:
             key, scope = spec.job_key(slot)
@@ -1604,7 +1615,7 @@ class Queue:
     def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
         """Stop enqueueing ``name``'s slots (recorded: who, when). Raises ScheduleNotFound."""
         if not self.backend.pause_schedule(
-            _text_arg(name, "name"), True, actor_of(actor, self.settings), self.clock(), None
+            _text_arg(name, "name"), True, actor_of(actor, self.settings), self._now(), None
         ):
             raise ScheduleNotFound(name)
 
@@ -1614,7 +1625,7 @@ class Queue:
         found = [s for s in self.schedules() if s.name == name]
         if not found:
             raise ScheduleNotFound(name)
-        now = self.clock()
+        now = self._now()
         next_run_at = schedule_of(found[0]).next_slot(now)
         if not self.backend.pause_schedule(name, False, actor_of(actor, self.settings), now, next_run_at):
             raise ScheduleNotFound(name)
@@ -1680,7 +1691,7 @@ class Queue:
         name = _check_name(queue, "queue name") if isinstance(queue, str) and queue else ""
         if not name:
             raise ConfigError("a queue name is needed (e.g. default)")
-        return self.backend.update_control(name, update, actor_of(actor, self.settings), self.clock())
+        return self.backend.update_control(name, update, actor_of(actor, self.settings), self._now())
 
     @read
     def controls(self) -> list[QueueControl]:

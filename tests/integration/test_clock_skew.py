@@ -11,6 +11,7 @@ and the job runs twice. With the default clock, each process reads the server's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -191,3 +192,42 @@ def test_a_lost_reply_to_the_clock_read_leaves_the_call_going_and_the_clock_righ
             # Stamped by the server's time: started now, leased for 30 s from now.
             assert job.started_at is not None and abs(job.started_at - host_time()) < 5
             assert job.lease_expires_at is not None and abs(job.lease_expires_at - host_time() - 30) < 5
+
+
+def test_a_process_that_never_claims_keeps_its_clock_right_after_a_step(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long-lived processes that never claim (the manager app, ``jobq metrics``) on a host whose
+    clock steps two minutes ahead after they opened the queue: their operator actions and the
+    reads that judge times measure the clock again first, as lease calls do. Before, such a
+    process kept the offset of its start: a job resubmitted there waited two minutes before any
+    worker could take it, and a job delayed by a minute was counted due."""
+    host_time = time.time
+    skew = [0.0]
+    monkeypatch.setattr(time, "time", lambda: host_time() + skew[0])
+    with jobq.Queue(postgres_url) as app, jobq.Queue(postgres_url) as exporter:
+        assert app.clock_offset == exporter.clock_offset == 0.0
+        delayed = app.enqueue({}, queue="ops", delay=60)
+        cancelled = app.enqueue({}, queue="ops-cancelled")
+        app.cancel(cancelled)
+        skew[0] = 2 * SKEW  # the step; neither process claims anything
+        app.resubmit(cancelled)  # due now by the server's time
+        assert app.clock_offset == pytest.approx(-2 * SKEW, abs=1.0)
+        assert abs(app.get(cancelled).run_at - host_time()) < 5
+        gauges = exporter.queue_gauges()["ops"]
+        assert exporter.clock_offset == pytest.approx(-2 * SKEW, abs=1.0)
+        assert (gauges.pending_due, gauges.pending_scheduled) == (0, 1), gauges  # due in a minute, not now
+        assert app.get(delayed).status == JobStatus.PENDING
+
+    async def natively() -> None:  # AsyncQueue's own PostgreSQL calls, the same rule
+        skew[0] = 0.0
+        async with jobq.AsyncQueue(postgres_url) as aq:
+            assert aq.native and aq.sync.clock_offset == 0.0
+            job = await aq.enqueue({}, queue="ops-async")
+            await aq.cancel(job)
+            skew[0] = 2 * SKEW
+            await aq.resubmit(job)
+            assert aq.sync.clock_offset == pytest.approx(-2 * SKEW, abs=1.0)
+            assert abs((await aq.get(job)).run_at - host_time()) < 5
+
+    asyncio.run(natively())
