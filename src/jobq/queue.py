@@ -1147,12 +1147,23 @@ class Queue:
             self.sync_clock()
         except StorageError as exc:  # the call that follows meets the same error and reports it
             log.debug("could not read the database server's clock: %s", exc)
-            self._clock_checked_at = checked - CLOCK_SYNC_SECONDS + CLOCK_RETRY_SECONDS
+            self._measure_clock_soon()
+
+    def _measure_clock_soon(self) -> None:
+        """A measurement that told nothing (the server away, a reply lost, every read too slow)
+        is made again ``CLOCK_RETRY_SECONDS`` from now: not a whole sync interval later, as a
+        step it was made for would stay uncorrected that long; not at every call either, which
+        would wait for an absent server twice."""
+        self._clock_checked_at = time.monotonic() - CLOCK_SYNC_SECONDS + CLOCK_RETRY_SECONDS
 
     def _correct_clock(self, measured: float, trip: float) -> None:
         """Use the offset ``measured`` by a read of round trip ``trip`` (``clock_offset_of``)."""
         if trip >= CLOCK_SKEW_CORRECTED_SECONDS:
-            return  # a server too busy to answer promptly: the error could pass for skew
+            # A server too busy to answer promptly: the error could pass for skew. At open too,
+            # where a host a minute off would otherwise stamp by its own clock for a minute.
+            log.debug("the database server's clock took %.1f s to read: measured again soon", trip)
+            self._measure_clock_soon()
+            return
         offset = measured if abs(measured) >= CLOCK_SKEW_CORRECTED_SECONDS else 0.0
         if abs(offset - self.clock_offset) < _CLOCK_OFFSET_KEPT_WITHIN_SECONDS:
             return  # the measurement's own noise: times do not jump back and forth by it

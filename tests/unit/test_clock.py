@@ -132,6 +132,23 @@ def test_a_measurement_of_slow_reads_is_not_used(monkeypatch: pytest.MonkeyPatch
     assert q.clock_offset == 0.0
 
 
+def test_a_measurement_of_slow_reads_is_made_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The measurement made at open met a busy server (every read 1 s or more) and was not used,
+    # on a host a minute ahead: it is made again CLOCK_RETRY_SECONDS later, not a minute later,
+    # which would stamp by this host's clock that long.
+    store = _RemoteStore(-60.0)
+    store.clock_reading = (-60.0, 1.5)
+    q = _queue(store)
+    assert q.clock_offset == 0.0
+    true_time, true_monotonic = time.time, time.monotonic
+    later = jobq.config.CLOCK_RETRY_SECONDS + 0.1
+    monkeypatch.setattr(time, "monotonic", lambda: true_monotonic() + later)
+    monkeypatch.setattr(time, "time", lambda: true_time() + later)
+    q._check_clock()
+    assert store.reads == jobq.config.CLOCK_SAMPLES
+    assert q.clock_offset == pytest.approx(-60.0, abs=0.05)
+
+
 def test_a_step_of_this_hosts_clock_is_measured_before_the_next_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     # The store's clock is the true one; this host's is set back two minutes while the Queue is
     # open (a VM resumed from a snapshot). The next call that stamps a lease measures first.
