@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import sqlite_trace
 from polling import wait_for
 from processes import Procs, effects
-from worker_thread import stop_while_busy
+from worker_thread import running, stop_while_busy
 
 import jobq
 from jobq import JobStatus
@@ -319,3 +321,44 @@ def test_a_handlers_reason_for_giving_back_is_kept_to_an_events_size(backend_url
         reason = str(released.detail["reason"])
         assert released.kind == "released" and reason.startswith("giving back") and len(reason) <= 4_000
         assert "characters cut" in reason
+
+
+def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
+    backend_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that ignores its lease runs on after its job was rescued from its worker (a
+    rescuer whose clock judged the lease over); the worker, told at its next heartbeat, then
+    stops with the run still going. The job is no longer the worker's to give back: no release
+    is sent (it was refused and recorded as a stale write, a second refusal in the job's history,
+    and logged as a release that failed, "to be rescued", of a job rescued already)."""
+    started, release = threading.Event(), threading.Event()
+
+    def stubborn(ctx: JobContext) -> None:
+        started.set()
+        release.wait(60)
+
+    settings = jobq.Settings(lease_seconds=1.5, shutdown_grace_seconds=0.2)
+    with jobq.Queue(backend_url, settings=settings) as q:
+        job_id = q.enqueue({})
+        worker = Worker(q, stubborn)
+
+        def refused() -> list[str]:
+            return [
+                str(e.detail.get("operation"))
+                for e in q.events(job_id)
+                if e.kind == "stale_write_refused" and e.actor == worker.id
+            ]
+
+        try:
+            with caplog.at_level(logging.INFO, logger="jobq"), running(worker):  # stopped on the way out
+                assert started.wait(30)
+                with jobq.Queue(backend_url, clock=lambda: time.time() + 3600) as late:
+                    assert [r.job_id for r in late.rescue_expired(actor="test")] == [job_id]
+                wait_for(lambda: refused() == ["heartbeat"], 30, "the worker's heartbeat to be refused")
+        finally:
+            release.set()
+        assert refused() == ["heartbeat"]  # nothing more: no release was sent
+        assert "release failed" not in caplog.text
+        assert "lease lost" in caplog.text
+        job = q.get(job_id)
+        assert (job.status, job.lease_token, job.attempts) == (JobStatus.PENDING, None, 1)  # as rescued

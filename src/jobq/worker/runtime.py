@@ -683,14 +683,19 @@ class Worker:
         left = self.active()
         if not left:
             return
-        log.warning("releasing %d unfinished job(s) back to the queue", len(left))
+        # A run whose lease was lost (its job rescued, perhaps running elsewhere) is not this
+        # worker's to give back: its release would only be refused, and recorded a second time.
+        lost = [ctx for ctx in left if ctx.lease_lost]
+        if len(lost) < len(left):
+            log.warning("releasing %d unfinished job(s) back to the queue", len(left) - len(lost))
         with self.runs.write_lock:
             old = self.runs.drop_replaced(self.queue.store_generation)
         for ctx in left:
             ctx.cancelled.set()
             ctx.settled = True
-            if ctx in old:
-                self.runs.forget(ctx)  # of a file replaced since: its release would reach another job
+            if ctx in old or ctx.lease_lost:
+                # Of a file replaced since, its release would reach another job; lost, see above.
+                self.runs.forget(ctx)
                 continue
             try:
                 self.queue.release(ctx.job, reason="worker shut down before the job finished")
