@@ -14,7 +14,7 @@ import enum
 import math
 
 from jobq.backends.base import Progress, QueueStats, WorkerEnd, WorkerInfo
-from jobq.config import HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
+from jobq.config import CLOCK_SKEW_CORRECTED_SECONDS, HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
 
 #: A running worker counts as lost once its last heartbeat is older than this many heartbeat periods.
 LOST_AFTER_HEARTBEATS = 3
@@ -66,6 +66,24 @@ def worker_state(worker: WorkerInfo, now: float, heartbeat_seconds: float = HEAR
     if now - worker.last_seen_at <= LOST_AFTER_HEARTBEATS * heartbeat_seconds:
         return WorkerState.ALIVE
     return WorkerState.LOST
+
+
+def clock_skew_text(skew: float | None) -> str:
+    """A worker's host clock against the store's (``WorkerInfo.clock_skew``), signed: ahead is +.
+
+    >>> clock_skew_text(60.04), clock_skew_text(-0.2), clock_skew_text(None)
+    ('+60.0 s', '-0.2 s', '-')
+    """
+    if skew is None or not math.isfinite(skew):
+        return MISSING
+    return f"{skew:+.1f} s"
+
+
+def skewed(worker: WorkerInfo) -> bool:
+    """Whether the worker's host clock is off by enough that jobq corrects it
+    (``CLOCK_SKEW_CORRECTED_SECONDS``): a host whose NTP an operator should look at."""
+    skew = worker.clock_skew
+    return skew is not None and math.isfinite(skew) and abs(skew) >= CLOCK_SKEW_CORRECTED_SECONDS
 
 
 def oldest_pending_age(stats: QueueStats, now: float) -> float | None:

@@ -510,6 +510,11 @@ class Queue:
         """Seconds the default clock adds to this host's: the store's clock less this host's, as
         last measured (at open, then by ``sync_clock``), when that is ``CLOCK_SKEW_CORRECTED_SECONDS``
         or more; else 0.0. Always 0.0 with a ``clock`` of the caller's, and on SQLite."""
+        self.clock_skew: float | None = None
+        """How far this host's clock was from the store's at the last measurement that could be
+        used, in seconds (positive: ahead), whether or not it was corrected; None when nothing
+        is measured (SQLite, a ``clock`` of the caller's). Workers keep it in the registry
+        (``WorkerInfo.clock_skew``), so the host whose clock is off shows there."""
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
         self._watching_clock = clock is None and not self.single_host
         """True when this handle keeps its default clock on the store's (see ``_check_clock``)."""
@@ -1164,6 +1169,7 @@ class Queue:
             log.debug("the database server's clock took %.1f s to read: measured again soon", trip)
             self._measure_clock_soon()
             return
+        self.clock_skew = -measured
         offset = measured if abs(measured) >= CLOCK_SKEW_CORRECTED_SECONDS else 0.0
         if abs(offset - self.clock_offset) < _CLOCK_OFFSET_KEPT_WITHIN_SECONDS:
             return  # the measurement's own noise: times do not jump back and forth by it
@@ -1204,7 +1210,7 @@ class Queue:
     def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> bool:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far.
         False when the worker has no row (see ``Backend.worker_seen``)."""
-        return self.backend.worker_seen(worker_id, self.wall_time(), current_jobs, done, failed)
+        return self.backend.worker_seen(worker_id, self.wall_time(), current_jobs, done, failed, self.clock_skew)
 
     def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,

@@ -82,6 +82,12 @@ def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: 
             assert sorted((w["id"], w["state"]) for w in listed) == sorted((w.id, "alive") for w in q.workers()), (
                 f"jobq workers on a host {skew:+.0f} s off: {listed}"
             )
+        # Each worker's host clock against the server's is in the registry: which host NTP
+        # does not keep shows in `jobq workers` (CLOCK, and clock_skew in its JSON).
+        listed = json.loads(_skewed_cli(0.0, "workers", "--db", postgres_url, "--json"))
+        skews = {w["id"]: w["clock_skew"] for w in listed}
+        assert skews[fast.id] == pytest.approx(SKEW, abs=1.0) and abs(skews[right.lease_owner]) < 1.0, skews
+        assert "+60.0 s" in _skewed_cli(0.0, "workers", "--db", postgres_url)
         # `jobq list --created-within 30s` there counts back from the server's now too.
         fresh = q.enqueue({}, task="count")
         listed = json.loads(_skewed_cli(SKEW, "list", "--db", postgres_url, "--created-within", "30s", "--json"))

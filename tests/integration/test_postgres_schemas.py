@@ -147,6 +147,7 @@ UNDO_LATER_MIGRATIONS = [
     ["DROP TABLE public.schedule_actions", "ALTER TABLE public.jobs DROP COLUMN policy"],
     ["ALTER TABLE public.queue_controls DROP CONSTRAINT queue_controls_enforceable"],
     [],  # jobq_notify_waited's new body: the undoing of its first version drops it
+    ["ALTER TABLE public.workers DROP COLUMN clock_skew"],
 ]
 
 

@@ -498,6 +498,11 @@ def test_worker_dict_and_table_say_alive_lost_or_stopped() -> None:
     stopped = dataclasses.replace(w, stopped_at=120.0)
     assert output.worker_dict(stopped, 121.0, 10.0)["state"] == "stopped"
     assert output.workers_table([w], 131.0, 10.0).splitlines()[1].split()[:2] == ["n", "lost"]
+    assert "CLOCK" not in output.workers_table([w], 105.0, 10.0)  # nothing measured: SQLite
+    fast = dataclasses.replace(w, clock_skew=60.04)
+    header, row = output.workers_table([fast, w], 105.0, 10.0).splitlines()[:2]
+    assert header.split()[6:9] == ["LAST", "SEEN", "CLOCK"] and row[header.index("CLOCK") :].startswith("+60.0 s")
+    assert output.worker_dict(fast, 105.0, 10.0)["clock_skew"] == 60.04
 
 
 def test_web_command_hands_the_resolved_settings_to_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -190,3 +190,17 @@ def test_the_attempt_failure_rate_counts_retried_attempts() -> None:
     assert ops_model.failure_rate(buckets) == 2 / 82
     assert ops_model.attempt_failure_rate(buckets) == 18 / 98
     assert ops_model.attempt_failure_rate([]) is None
+
+
+def test_a_live_worker_whose_host_clock_is_off_is_an_alert() -> None:
+    # A second or more off the database server's (what jobq corrects): the host's NTP needs an
+    # operator. Less, nothing measured (SQLite), or a worker no longer alive: no alert.
+    fast = dataclasses.replace(worker("a", "consumer1", NOW - 60, NOW - 1), host="web-1", clock_skew=60.04)
+    near = dataclasses.replace(worker("b", "consumer2", NOW - 60, NOW - 1), clock_skew=-0.4)
+    local = worker("c", "consumer3", NOW - 60, NOW - 1)
+    gone = dataclasses.replace(worker("d", "consumer4", NOW - 600, NOW - 500, stopped=NOW - 500), clock_skew=-120.0)
+    (alert,) = ops_model.compute_alerts(stats(), [fast, near, local, gone], NOW, heartbeat_seconds=10)
+    assert alert.level == "warning"
+    assert "web-1 +60.0 s (worker consumer1)" in alert.message and "NTP" in alert.message
+    assert "consumer2" not in alert.message and "consumer4" not in alert.message
+    assert ops_model.compute_alerts(stats(), [near, local], NOW, heartbeat_seconds=10) == []

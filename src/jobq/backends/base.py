@@ -314,6 +314,10 @@ class WorkerInfo:
     end_reason: WorkerEnd | None = None
     """How it ended once ``stopped_at`` is set; None while it runs, and for rows stopped by a jobq
     from before end reasons were recorded (shown as stopped)."""
+    clock_skew: float | None = None
+    """How far its host's clock was from the store's at its last measurement, in seconds
+    (positive: ahead; ``Queue.clock_skew``), as of its last heartbeat. None when nothing was
+    measured: SQLite (one host, one clock), a ``clock=`` of the caller's, rows of an older jobq."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -857,9 +861,18 @@ class Backend(Protocol):
     # -- worker registry -------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None: ...
 
-    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> bool:
-        """Refresh the worker's row; False when there is none (deleted by hand, or the database
-        file was replaced under a running worker): the worker then registers again."""
+    def worker_seen(
+        self,
+        worker_id: str,
+        now: float,
+        current_jobs: Sequence[int],
+        done: int,
+        failed: int,
+        clock_skew: float | None = None,
+    ) -> bool:
+        """Refresh the worker's row (``clock_skew``: as ``WorkerInfo.clock_skew``, now); False when
+        there is none (deleted by hand, or the database file was replaced under a running worker):
+        the worker then registers again."""
         ...
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:

@@ -396,6 +396,7 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         wake_address=f.text(row[11]),
         process_table=f.text(row[12]) if len(row) > 12 else None,
         end_reason=_end_reason(f.text(row[13])) if len(row) > 13 else None,
+        clock_skew=f.optional_number(row[14], "clock_skew") if len(row) > 14 else None,
     )
 
 

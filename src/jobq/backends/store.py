@@ -523,8 +523,17 @@ class SqlStore:
     def register_worker(self, info: WorkerInfo) -> None:
         return self._write(lambda: ops.register_worker(self.dialect, info))
 
-    def worker_seen(self, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int) -> bool:
-        return self._write(lambda: ops.worker_seen(self.dialect, worker_id, now, current_jobs, done, failed))
+    def worker_seen(
+        self,
+        worker_id: str,
+        now: float,
+        current_jobs: Sequence[int],
+        done: int,
+        failed: int,
+        clock_skew: float | None = None,
+    ) -> bool:
+        d = self.dialect
+        return self._write(lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew))
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         return self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))

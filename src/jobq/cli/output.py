@@ -23,6 +23,7 @@ from jobq.job import Event, Job, JobStatus
 from jobq.present import (
     WorkerState,
     ago,
+    clock_skew_text,
     duration_text,
     error_summary,
     oldest_pending_age,
@@ -237,7 +238,9 @@ def worker_dict(worker: WorkerInfo, now: float, heartbeat_seconds: float) -> dic
 
 
 def workers_table(workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: float) -> str:
-    """``jobq workers``: one row per registered worker process."""
+    """``jobq workers``: one row per registered worker process. CLOCK (each host's clock against
+    the database server's, ahead is +) where one was measured: PostgreSQL, not SQLite's one host."""
+    clocks = any(w.clock_skew is not None for w in workers)
     rows = [
         (
             w.name,
@@ -247,6 +250,7 @@ def workers_table(workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: 
             ",".join(w.queues),
             ago(w.started_at, now),
             ago(w.last_seen_at, now),
+            *((clock_skew_text(w.clock_skew),) if clocks else ()),
             ",".join(map(str, w.current_jobs)) or "-",
             w.jobs_done,
             w.jobs_failed,
@@ -254,5 +258,9 @@ def workers_table(workers: Sequence[WorkerInfo], now: float, heartbeat_seconds: 
         )
         for w in workers
     ]
-    headers = ("NAME", "STATE", "HOST", "PID", "QUEUES", "STARTED", "LAST SEEN", "JOBS", "DONE", "FAILED", "ID")
+    headers = (
+        *("NAME", "STATE", "HOST", "PID", "QUEUES", "STARTED", "LAST SEEN"),
+        *(("CLOCK",) if clocks else ()),
+        *("JOBS", "DONE", "FAILED", "ID"),
+    )
     return format_table(headers, rows)

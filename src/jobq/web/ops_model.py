@@ -20,7 +20,15 @@ import pandas as pd
 from jobq import QueueStats, WorkerInfo
 from jobq.backends.base import Bucket, DueHistory, QueueWait
 from jobq.flow import format_rate
-from jobq.present import HEARTBEAT_SECONDS_DEFAULT, WorkerState, ago, duration_text, worker_state
+from jobq.present import (
+    HEARTBEAT_SECONDS_DEFAULT,
+    WorkerState,
+    ago,
+    clock_skew_text,
+    duration_text,
+    skewed,
+    worker_state,
+)
 from jobq.web.safety import plain
 from jobq.web.supervisor import ProgramState, troubled
 from jobq.web.views import RESTARTED, count_jobs, database_line, fmt_short_time
@@ -346,6 +354,20 @@ def compute_alerts(
     if lost:
         names = _names(f"{plain(w.name)} (pid {w.pid}, last seen {_last_seen(w, now)})" for w in lost)
         warnings.append(Alert("warning", f"Lost worker{'s' if len(lost) > 1 else ''} (no heartbeat): {names}."))
+    off = [w for w in live if skewed(w)]
+    if off:
+        hosts = _names(
+            f"{plain(w.host)} {clock_skew_text(w.clock_skew)} (worker {plain(w.name)})"
+            for w in sorted(off, key=lambda w: -abs(w.clock_skew or 0.0))
+        )
+        warnings.append(
+            Alert(
+                "warning",
+                f"Clock off against the database server's (ahead is +): {hosts}. jobq stamps by the "
+                "server's time meanwhile, but the host's own logs and programs read its clock: keep "
+                "it in sync (NTP).",
+            )
+        )
     if supervisor_error:
         warnings.append(Alert("warning", f"supervisord did not answer: {plain(supervisor_error)}"))
     return errors + warnings

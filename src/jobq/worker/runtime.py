@@ -322,6 +322,7 @@ class Worker:
                 process_table=process_table_id(),
                 jobs_done=self.status.jobs_done,
                 jobs_failed=self.status.jobs_failed,
+                clock_skew=self.queue.clock_skew,
             )
         )
 

@@ -29,14 +29,27 @@ def register_worker(d: Dialect, info: WorkerInfo) -> Op[None]:
             "jobs_failed": info.jobs_failed,
             "wake_address": info.wake_address,
             "process_table": d.text(info.process_table),
+            "clock_skew": info.clock_skew,
         },
     )
 
 
 def worker_seen(
-    d: Dialect, worker_id: str, now: float, current_jobs: Sequence[int], done: int, failed: int
+    d: Dialect,
+    worker_id: str,
+    now: float,
+    current_jobs: Sequence[int],
+    done: int,
+    failed: int,
+    clock_skew: float | None = None,
 ) -> Op[bool]:
-    params = {"now": now, "current": json.dumps(list(current_jobs)), "done": done, "failed": failed}
+    params = {
+        "now": now,
+        "current": json.dumps(list(current_jobs)),
+        "done": done,
+        "failed": failed,
+        "skew": clock_skew,
+    }
     return bool((yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})))
 
 

@@ -23,7 +23,7 @@ from jobq.flow import CONTROLS_REFUSED
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = (
     "jobs",
@@ -348,6 +348,11 @@ MIGRATIONS: list[list[str]] = [
         " WHERE job_id OPERATOR(pg_catalog.=) job) THEN"
         " PERFORM pg_catalog.pg_notify(channel, job::pg_catalog.text); RETURN 1; END IF;"
         " RETURN 0; END $b$'; END $do$",
+    ],
+    [
+        # Each worker's host clock against the server's (WorkerInfo.clock_skew), written with
+        # its heartbeat: which host NTP does not keep shows in `jobq workers` and the ops app.
+        "ALTER TABLE workers ADD COLUMN clock_skew double precision",
     ],
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from jobq.backends.statements import KEY_HELD_SQL
 from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -412,5 +412,10 @@ MIGRATIONS: list[list[str]] = [
             BEGIN
                 UPDATE jobq_id_floor SET floor = OLD.id;
             END""",
+    ],
+    [
+        # Each worker's host clock against the store's (WorkerInfo.clock_skew): measured on
+        # PostgreSQL only, kept here too so that both stores hold the same rows.
+        "ALTER TABLE workers ADD COLUMN clock_skew REAL",
     ],
 ]

@@ -54,6 +54,18 @@ def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
     assert stopped.stopped_at == clock.now and stopped.current_jobs == ()
 
 
+def test_the_registry_keeps_each_workers_clock_skew(queue: jobq.Queue, clock: FakeClock) -> None:
+    # A worker's host clock against the store's, as of its registration, then of each beat: the
+    # host whose NTP an operator should look at (jobq workers' CLOCK, the ops app's alert).
+    info = WorkerInfo("w-skew", "consumer1", "host", 1, ("default",), clock.now, clock.now, clock_skew=60.25)
+    queue.backend.register_worker(info)
+    assert [w.clock_skew for w in queue.workers()] == [60.25]
+    assert queue.backend.worker_seen(info.id, clock.now, [], 0, 0, -0.5) is True
+    assert [w.clock_skew for w in queue.workers()] == [-0.5]
+    assert queue.backend.worker_seen(info.id, clock.now, [], 0, 0, None) is True  # nothing measured
+    assert [w.clock_skew for w in queue.workers()] == [None]
+
+
 def test_a_worker_end_says_how_it_ended(queue: jobq.Queue, clock: FakeClock) -> None:
     """A clean stop is the worker's own word and always wins; a rescuer's verdict (crashed, lost)
     lands only on a row not yet ended and keeps the last heartbeat; a lost worker that heartbeats
