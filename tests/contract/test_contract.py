@@ -89,6 +89,7 @@ def test_a_schema_1_database_migrates_and_its_old_workers_wait_for_their_lease(
         assert q.enqueue("again", key="old-key") == job_id  # an old key is held as before ('all')
         (old_worker,) = q.workers()
         assert (old_worker.id, old_worker.pid, old_worker.process_table) == ("old-worker", DEAD_PID, None)
+        assert old_worker.clock_skew is None  # nothing measured: no CLOCK shown, no alert
         rescuer = Rescuer(q, "new-worker", 1.0)
         assert rescuer.gone_workers() == []  # unknown identity: its pid is never checked
         rescuer.tick()

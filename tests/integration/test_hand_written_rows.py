@@ -310,3 +310,23 @@ def test_progress_and_an_interval_of_the_wrong_type_are_shown_not_raised(sqlite_
         assert q.progress_of([job_id])[job_id].fraction is None
     assert "progress" in _cli(sqlite_url, tmp_path, "show", str(job_id))
     assert "every 'often'" in _cli(sqlite_url, tmp_path, "schedules", "list")
+
+
+def test_a_clock_skew_that_is_no_number_reads_as_unknown_not_as_in_sync(sqlite_url: str, tmp_path: Path) -> None:
+    """A worker's clock skew written by hand as text, infinity or a blob is unknown (None, shown
+    as -), never the neutral 0.0 that other bad numbers read as: that would say the clock is in
+    sync. A number written by hand is read as one (and alerted on when a second or more)."""
+    with jobq.Queue(sqlite_url) as q:
+        info = jobq.WorkerInfo("w", "consumer1", "host", 1, ("default",), q.clock(), q.clock())
+        for value in ("'abc'", "1e999", "X'00'", "'-75.5'"):
+            q.register_worker(info)
+            write_by_hand(sqlite_url, f"UPDATE workers SET clock_skew = {value}")
+            (worker,) = q.workers()
+            assert worker.clock_skew == (-75.5 if value == "'-75.5'" else None), value
+            shown = _cli(sqlite_url, tmp_path, "workers")
+            alerts = ops_model.compute_alerts(q.stats(), q.workers(), q.wall_time())
+            clock_alerts = [a.message for a in alerts if "Clock off" in a.message]
+            if value == "'-75.5'":
+                assert "-75.5 s" in shown and len(clock_alerts) == 1 and "host -75.5 s" in clock_alerts[0]
+            else:  # no CLOCK column: nothing was measured, as on every SQLite queue
+                assert "CLOCK" not in shown and clock_alerts == []

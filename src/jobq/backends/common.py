@@ -396,8 +396,16 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         wake_address=f.text(row[11]),
         process_table=f.text(row[12]) if len(row) > 12 else None,
         end_reason=_end_reason(f.text(row[13])) if len(row) > 13 else None,
-        clock_skew=f.optional_number(row[14], "clock_skew") if len(row) > 14 else None,
+        clock_skew=_measured(row[14]) if len(row) > 14 else None,
     )
+
+
+def _measured(value: object) -> float | None:
+    """A measurement read back: a finite number, else unknown (a value written by hand). Not
+    ``_Fields``' neutral 0.0, which would read as a clock in sync."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _end_reason(text: str | None) -> WorkerEnd | None:
