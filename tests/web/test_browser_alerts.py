@@ -1,6 +1,6 @@
 """The ops console's alerts in Chromium, with real worker processes: no worker at all, no worker
-for a queue with due jobs, and a worker killed with ``kill -9`` (found by a live worker's
-rescuer and recorded as crashed, not as a clean stop)."""
+for a queue with due jobs, a worker killed with ``kill -9`` (found by a live worker's
+rescuer and recorded as crashed, not as a clean stop), and a live worker whose host clock is off."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, need_chromium, poll, serve_app
 from seeding import OPS
 
-from jobq import Queue, WorkerEnd
+from jobq import Queue, WorkerEnd, WorkerInfo
 
 pytestmark = pytest.mark.slow
 
@@ -100,5 +100,14 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
 
             poll(crashed, "beta's rescuer to record alpha as crashed", 60)
             expect(alerts.filter(has_text="Worker crashed (exited without stopping): alpha")).to_have_count(1)
+
+            # A live worker on a host whose clock is a minute ahead of the database server's (a
+            # row as a PostgreSQL worker writes it; SQLite measures nothing): its host is named.
+            with Queue(url) as q:
+                now = q.wall_time()
+                gamma = WorkerInfo("gamma-1", "gamma", "web-9", 4242, ("default",), now, now, clock_skew=60.0)
+                q.register_worker(gamma)
+            expect(alerts.filter(has_text="Clock off against the database server's")).to_have_count(1)
+            expect(alerts.filter(has_text="web-9 +60.0 s (worker gamma)")).to_have_count(1)
         finally:
             browser.close()
