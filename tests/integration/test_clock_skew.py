@@ -88,6 +88,7 @@ def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: 
         skews = {w["id"]: w["clock_skew"] for w in listed}
         assert skews[fast.id] == pytest.approx(SKEW, abs=1.0) and abs(skews[right.lease_owner]) < 1.0, skews
         assert "+60.0 s" in _skewed_cli(0.0, "workers", "--db", postgres_url)
+        assert _exported_skews(q)[fast.id] == pytest.approx(SKEW, abs=1.0)  # jobq metrics' gauge
         # `jobq list --created-within 30s` there counts back from the server's now too.
         fresh = q.enqueue({}, task="count")
         listed = json.loads(_skewed_cli(SKEW, "list", "--db", postgres_url, "--created-within", "30s", "--json"))
@@ -113,6 +114,23 @@ def test_hosts_a_minute_apart_keep_each_others_leases(postgres_url: str, procs: 
         f"\nclocks {SKEW:.0f} s ahead and behind the server's, lease {LEASE} s, watched for "
         f"{WATCH_LEASES} leases: 0 rescues, each job run once ({json.dumps([right_job, slow_job])})"
     )
+
+
+def _exported_skews(q: jobq.Queue) -> dict[str, float]:
+    """``jobq_worker_clock_skew_seconds`` by worker id, as ``jobq metrics`` serves it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jobq.observability.metrics import JobqCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobqCollector(q))
+    return {
+        s.labels["worker"]: s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        if family.name == "jobq_worker_clock_skew_seconds"
+        for s in family.samples
+    }
 
 
 def _skewed_cli(skew: float, *args: str) -> str:

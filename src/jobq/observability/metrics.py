@@ -23,7 +23,8 @@ Every scrape reads the store through the facade, with bounded cost at any number
   jobs running now beyond those running at the start, never less than last served. Like every
   Prometheus counter they start at 0 when the
   exporter starts; ``rate()`` and ``increase()`` handle that;
-- worker liveness from the registry (``Queue.workers``).
+- worker liveness from the registry (``Queue.workers``), and each worker's host clock against the
+  database server's (PostgreSQL).
 
 Limits: on PostgreSQL, event ids (and completion times) are taken before they become visible at
 commit, so a cursor could pass one whose transaction commits later; the exporter reads only events
@@ -439,6 +440,12 @@ class JobqCollector:
                 "Seconds since each running worker's last heartbeat",
                 labels=["worker", "name", "host"],
             )
+            skew = GaugeMetricFamily(
+                "jobq_worker_clock_skew_seconds",
+                "Each running worker's host clock less the database server's, as last measured (PostgreSQL;"
+                " jobq corrects 1 s or more, but the host's own logs and programs read its clock: fix its NTP)",
+                labels=["worker", "name", "host"],
+            )
             heartbeat = self.queue.settings.heartbeat_seconds
             for w in workers:
                 state = worker_state(w, now, heartbeat)
@@ -447,10 +454,13 @@ class JobqCollector:
                 for q in w.queues:
                     per_queue[(q, state.value)] = per_queue.get((q, state.value), 0) + 1
                 seen.add_metric([w.id, w.name, w.host], max(0.0, now - w.last_seen_at))
+                if w.clock_skew is not None:
+                    skew.add_metric([w.id, w.name, w.host], w.clock_skew)
             for (q, state_name), n in sorted(per_queue.items()):
                 alive.add_metric([q, state_name], n)
             yield alive
             yield seen
+            yield skew
             yield GaugeMetricFamily(
                 "jobq_metrics_events_behind", "Events not yet counted (more than one scrape takes in)", value=behind
             )
