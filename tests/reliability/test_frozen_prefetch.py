@@ -90,18 +90,28 @@ def test_a_worker_frozen_with_jobs_claimed_ahead_loses_them_cleanly(
 
         frozen.send_signal(signal.SIGCONT)
 
-        def refused() -> dict[int, list[str]]:
+        def refusals() -> dict[int, list[str]]:
             late: dict[int, list[str]] = collections.defaultdict(list)
             for job_id in [running, *still]:
                 for e in q.events(job_id):
                     if e.kind == jobq.EventKind.STALE_WRITE_REFUSED and e.actor == owner:
                         late[job_id].append(e.detail["operation"])
+            return late
+
+        def refused() -> dict[int, list[str]]:
+            late = refusals()
             return late if len(late) == 1 + len(still) else {}
 
         late = wait_for(refused, 30, f"the frozen worker's late writes to be refused\n{agents.logs()}")
         for proc in (frozen, rescuer):
             proc.terminate()
             proc.wait(30)
+        # One refusal a job claimed ahead, through the shutdown too: a run known lost (its
+        # heartbeat refused) is not given back as well, which was refused and recorded a second
+        # time. (The running job's handler calls ensure_lease as it continues, at the moment the
+        # heartbeater beats: each may be refused.)
+        late = refusals()
+        assert all(len(ops) == 1 for j, ops in late.items() if j != running), late
         assert frozen.returncode == rescuer.returncode == 0, agents.logs()
         assert "Traceback" not in agents.logs(100_000)
         effects = collections.Counter(int(line.split()[0]) for line in effects_file.read_text().splitlines())

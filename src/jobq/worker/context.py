@@ -269,6 +269,8 @@ class JobContext:
             self.lease_lost = True
             self.cancelled.set()
             raise LeaseLost(self.job.id, "write", "the queue's file was replaced since the job was claimed")
+        if self.lease_lost:  # known already (a heartbeat was refused): refused again, and recorded
+            raise LeaseLost(self.job.id, "write", "the job was rescued or handed to another worker")
         try:
             if write():
                 self.cancel_requested = True

@@ -91,6 +91,15 @@ class Heartbeater(Looper):
                     if not ctx.settled and not ctx.lease_lost and not ctx.completed_in_transaction
                 ]
                 results = self.queue.heartbeat_many([ctx.job for ctx in running])
+                # Marked before the lock is let go: a give-back or an outcome written between this
+                # beat's refusal and the marking was refused too, and recorded a second time.
+                lost = [
+                    ctx
+                    for ctx, result in zip(running, results, strict=True)
+                    if not result.alive and not ctx.completed_in_transaction
+                ]
+                for ctx in lost:
+                    ctx.lease_lost = True
                 listed = self.queue.worker_seen(
                     self.worker_id, [c.job.id for c in running], self.status.jobs_done, self.status.jobs_failed
                 )
@@ -109,12 +118,11 @@ class Heartbeater(Looper):
         self._last_ok = time.monotonic()
         self.status.healthy = True
         for ctx, result in zip(running, results, strict=True):
-            if ctx.completed_in_transaction:
-                continue  # completed meanwhile (its beat waited for the application's commit)
-            if not result.alive:
+            if ctx in lost:
                 log.warning("job %s: lease lost (rescued or taken over); stopping it", ctx.job.id)
-                ctx.lease_lost = True
                 ctx.cancelled.set()
+            elif ctx.completed_in_transaction:
+                continue  # completed meanwhile (its beat waited for the application's commit)
             elif result.cancel_requested and not ctx.cancel_requested:
                 log.info("job %s: cancel requested by an operator", ctx.job.id)
                 ctx.cancel_requested = True

@@ -486,15 +486,17 @@ class Worker:
         if not withdrawn:
             return
         with self.runs.write_lock:
-            old = self.runs.drop_replaced(self.queue.store_generation)  # nothing to give back there
-            if old:
-                for ctx in old:
-                    if ctx in withdrawn:
-                        ctx.settled = True
-                        self.runs.forget(ctx)
-                withdrawn = [c for c in withdrawn if c not in old]
-                if not withdrawn:
-                    return
+            # Runs whose lease was lost (their jobs rescued while this worker was frozen or cut
+            # off) and runs of a file replaced since (drop_replaced marks them lost) are not this
+            # worker's to give back: a release would be refused and recorded as a stale write.
+            self.runs.drop_replaced(self.queue.store_generation)
+            for ctx in withdrawn:
+                if ctx.lease_lost:
+                    ctx.settled = True
+                    self.runs.forget(ctx)
+            withdrawn = [c for c in withdrawn if not c.lease_lost]
+            if not withdrawn:
+                return
             try:
                 self.queue.release_many([ctx.job for ctx in withdrawn], reason=reason)
             except JobqError as exc:
