@@ -330,11 +330,18 @@ def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
     rescuer whose clock judged the lease over); the worker, told at its next heartbeat, then
     stops with the run still going. The job is no longer the worker's to give back: no release
     is sent (it was refused and recorded as a stale write, a second refusal in the job's history,
-    and logged as a release that failed, "to be rescued", of a job rescued already)."""
-    started, release = threading.Event(), threading.Event()
+    and logged as a release that failed, "to be rescued", of a job rescued already). Its
+    handler's ``ensure_lease`` raises LeaseLost at once, with no write either."""
+    started, probe, release = threading.Event(), threading.Event(), threading.Event()
+    probed: list[str] = []
 
     def stubborn(ctx: JobContext) -> None:
         started.set()
+        assert probe.wait(60)
+        try:  # the lease is known lost: refused at once, with no write (no second refusal)
+            ctx.ensure_lease()
+        except jobq.LeaseLost as exc:
+            probed.append(type(exc).__name__)
         release.wait(60)
 
     settings = jobq.Settings(lease_seconds=1.5, shutdown_grace_seconds=0.2)
@@ -355,9 +362,12 @@ def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
                 with jobq.Queue(backend_url, clock=lambda: time.time() + 3600) as late:
                     assert [r.job_id for r in late.rescue_expired(actor="test")] == [job_id]
                 wait_for(lambda: refused() == ["heartbeat"], 30, "the worker's heartbeat to be refused")
+                probe.set()
+                wait_for(lambda: probed == ["LeaseLost"], 30, "the handler's ensure_lease to raise")
         finally:
+            probe.set()
             release.set()
-        assert refused() == ["heartbeat"]  # nothing more: no release was sent
+        assert refused() == ["heartbeat"]  # nothing more: no heartbeat again, no release
         assert "release failed" not in caplog.text
         assert "lease lost" in caplog.text
         job = q.get(job_id)
