@@ -88,23 +88,20 @@ class Host:
         _ip("link", "set", self.outside, "up")
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (from /proc; none once it has exited)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (its children, theirs, ...), read from /proc: what a host's
-    ``wrap`` runs, seen from here (their pids in the host's own PID namespace differ)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
+    """The processes below ``pid`` (its children, theirs, ...): what a host's ``wrap`` runs, seen
+    from here (their pids in the host's own PID namespace differ)."""
+    found = children(pid)
+    for child in list(found):
+        found += descendants(child)
     return found
 
 

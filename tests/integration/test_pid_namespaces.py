@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hosts import children
 from polling import wait_for
 from processes import Procs, effects
 
@@ -58,21 +59,14 @@ def _free_pid() -> int:
     pytest.fail("no free pid in this namespace")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def _stop_namespace(unshare: subprocess.Popen[bytes]) -> int | None:
     """SIGTERM the worker inside (unshare -> sh, the namespace's pid 1 -> the worker), as
     supervisord would stop it, and return unshare's exit status (the worker's); SIGKILL unshare,
     and so the whole namespace, if that takes longer than 30 s."""
     if unshare.poll() is not None:
         return unshare.returncode
-    for shell in _children(unshare.pid):
-        for worker in _children(shell):
+    for shell in children(unshare.pid):
+        for worker in children(shell):
             os.kill(worker, signal.SIGTERM)
     try:
         return unshare.wait(30)
