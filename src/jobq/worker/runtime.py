@@ -686,18 +686,18 @@ class Worker:
         left = self.active()
         if not left:
             return
-        # A run whose lease was lost (its job rescued, perhaps running elsewhere) is not this
-        # worker's to give back: its release would only be refused, and recorded a second time.
-        lost = [ctx for ctx in left if ctx.lease_lost]
-        if len(lost) < len(left):
-            log.warning("releasing %d unfinished job(s) back to the queue", len(left) - len(lost))
         with self.runs.write_lock:
             old = self.runs.drop_replaced(self.queue.store_generation)
+        # Not given back: a run of a file replaced since (its release would reach another job)
+        # and a run whose lease was lost (its job rescued, perhaps running elsewhere: its release
+        # would only be refused, and recorded a second time).
+        given = [ctx for ctx in left if ctx not in old and not ctx.lease_lost]
+        if given:
+            log.warning("releasing %d unfinished job(s) back to the queue", len(given))
         for ctx in left:
             ctx.cancelled.set()
             ctx.settled = True
-            if ctx in old or ctx.lease_lost:
-                # Of a file replaced since, its release would reach another job; lost, see above.
+            if ctx not in given:
                 self.runs.forget(ctx)
                 continue
             try:
