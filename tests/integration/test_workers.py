@@ -372,3 +372,84 @@ def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
         assert "lease lost" in caplog.text
         job = q.get(job_id)
         assert (job.status, job.lease_token, job.attempts) == (JobStatus.PENDING, None, 1)  # as rescued
+
+
+class _WatchedLock:
+    """The worker's write lock, telling which threads wait for it (the test's only window into
+    who is blocked where: no sleep decides the order)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waiting: set[str] = set()
+
+    def __enter__(self) -> None:
+        name = threading.current_thread().name
+        self.waiting.add(name)
+        self._lock.acquire()
+        self.waiting.discard(name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_handlers_ensure_lease_during_the_refused_heartbeat_is_not_sent(backend_url: str) -> None:
+    """The handler calls ``ensure_lease`` while the heartbeat that finds its lease lost is on
+    its way back (refused, not yet marked). The handler's check waits for the heartbeat and then
+    raises LeaseLost without a write of its own: the job's history holds one refusal. Before, the
+    check went out beside the heartbeat and was refused and recorded too (a frozen worker's
+    running job, continued, showed two refusals)."""
+    started, probe = threading.Event(), threading.Event()
+    refused_beat, go = threading.Event(), threading.Event()
+    probed: list[str] = []
+
+    def checks(ctx: JobContext) -> None:
+        started.set()
+        assert probe.wait(60)
+        threading.current_thread().name = "handler"
+        try:
+            ctx.ensure_lease()
+        except jobq.LeaseLost as exc:
+            probed.append(type(exc).__name__)
+
+    settings = jobq.Settings(lease_seconds=1.5, shutdown_grace_seconds=0.2)
+    with jobq.Queue(backend_url, settings=settings) as q:
+        job_id = q.enqueue({})
+        worker = Worker(q, checks)
+        lock = _WatchedLock()
+        worker.runs.write_lock = lock  # type: ignore[assignment]  # the same lock, watched
+        beat = q.heartbeat_many
+
+        def held_beat(jobs: list[jobq.Job], *args: object, **kwargs: object) -> list[object]:
+            results = beat(jobs, *args, **kwargs)  # type: ignore[arg-type]
+            # The heartbeater's refusal is in, its marking not yet (ensure_lease, before the fix,
+            # came through here too, and passes).
+            if any(not r.alive for r in results) and not refused_beat.is_set():
+                refused_beat.set()
+                assert go.wait(60)
+            return results
+
+        q.heartbeat_many = held_beat  # type: ignore[method-assign,assignment]
+
+        def refused() -> list[str]:
+            return [
+                str(e.detail.get("operation"))
+                for e in q.events(job_id)
+                if e.kind == "stale_write_refused" and e.actor == worker.id
+            ]
+
+        try:
+            with running(worker):
+                assert started.wait(30)
+                with jobq.Queue(backend_url, clock=lambda: time.time() + 3600) as late:
+                    assert [r.job_id for r in late.rescue_expired(actor="test")] == [job_id]
+                assert refused_beat.wait(30), "the worker's heartbeat to be refused"
+                probe.set()
+                # The handler now waits for the heartbeat (fixed), or has sent its own check and
+                # been refused (before): either is seen without a sleep.
+                wait_for(lambda: "handler" in lock.waiting or probed, 30, "the handler's ensure_lease")
+                go.set()
+                wait_for(lambda: probed == ["LeaseLost"], 30, "the handler's ensure_lease to raise")
+        finally:
+            probe.set()
+            go.set()
+        assert refused() == ["heartbeat"]  # the heartbeat's refusal only

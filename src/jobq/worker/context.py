@@ -64,6 +64,8 @@ _STOP_MADE = threading.Lock()
 #: Decides which of a run's threads stores a due progress report: one lock for every run, held
 #: for a comparison (a lock per run cost every job, also the many that never report).
 _PROGRESS_DUE = threading.Lock()
+#: A context made outside a worker (tests, ``jobq.testing``) has no worker's write lock to share.
+_NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
 
 class JobContext:
@@ -82,12 +84,23 @@ class JobContext:
     a class attribute costs a run nothing). Lower than the queue's now: the job is of a SQLite
     file replaced since, and nothing more is written for it."""
 
-    def __init__(self, job: Job, queue: Queue, worker_id: str, stopping: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        queue: Queue,
+        worker_id: str,
+        stopping: threading.Event | None = None,
+        write_lock: contextlib.AbstractContextManager[Any] = _NO_LOCK,
+    ) -> None:
         self.job = job
         self.queue = queue
         self.worker_id = worker_id
         # The worker's own flag, shared by its runs (one attribute per run, no Event of its own).
         self._worker_stopping = stopping
+        # The worker's lock over its lease writes (``Runs.write_lock``): a heartbeat marks the runs
+        # it found lost before it lets go, so a handler's fenced write that waited for it sees the
+        # mark and is not sent (a second refusal, recorded in the job's history).
+        self._write_lock = write_lock
         self.key: tuple[int, str | None] = (job.id, job.lease_token)
         """Which run this is: the job and the lease it was claimed with (read three times a run:
         an attribute, not a property)."""
@@ -265,20 +278,21 @@ class JobContext:
     def _fenced(self, write: Callable[[], bool]) -> None:
         """A lease-fenced write that also tells of a cancel (True): heartbeat, progress. Raises
         LeaseLost (remembered) when the lease is gone, JobCancelled/LeaseLost like ``check()``."""
-        if self.store_generation != self.queue.store_generation:  # see Runs.drop_replaced
-            self.lease_lost = True
-            self.cancelled.set()
-            raise LeaseLost(self.job.id, "write", "the queue's file was replaced since the job was claimed")
-        if self.lease_lost:  # known already (a heartbeat was refused): refused again, and recorded
-            raise LeaseLost(self.job.id, "write", "the job was rescued or handed to another worker")
-        try:
-            if write():
-                self.cancel_requested = True
+        with self._write_lock:
+            if self.store_generation != self.queue.store_generation:  # see Runs.drop_replaced
+                self.lease_lost = True
                 self.cancelled.set()
-        except LeaseLost:
-            self.lease_lost = True
-            self.cancelled.set()
-            raise
+                raise LeaseLost(self.job.id, "write", "the queue's file was replaced since the job was claimed")
+            if self.lease_lost:  # known already (a heartbeat was refused): refused again, and recorded
+                raise LeaseLost(self.job.id, "write", "the job was rescued or handed to another worker")
+            try:
+                if write():
+                    self.cancel_requested = True
+                    self.cancelled.set()
+            except LeaseLost:
+                self.lease_lost = True
+                self.cancelled.set()
+                raise
         self.check()
 
     def sleep(self, seconds: float) -> None:

@@ -452,7 +452,8 @@ class Worker:
     def _dispatch(self, jobs: list[Job]) -> None:
         # Each job as it runs here: its enqueue's max_attempts/timeout, else its task's registered
         # in this process (a producer may not have imported the task), else the stored default.
-        contexts = [JobContext(with_task_defaults(job), self.queue, self.id, self._stopping) for job in jobs]
+        lock = self.runs.write_lock
+        contexts = [JobContext(with_task_defaults(job), self.queue, self.id, self._stopping, lock) for job in jobs]
         if tracing.recording():  # once per claimed batch
             # One read per claimed batch, only while an OpenTelemetry SDK is configured.
             try:
