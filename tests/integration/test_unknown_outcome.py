@@ -466,3 +466,48 @@ def test_a_worker_re_registering_whose_commit_reply_was_lost_stays_listed_once_a
             worker.stop(force=True)
             t.join(30)
             q.close()
+
+
+@pytest.mark.parametrize(
+    ("operation", "marker"),
+    [
+        ("heartbeat", b"lease_expires_at ="),
+        ("complete", b"'COMPLETED'"),
+        ("fail", b"last_error"),
+        ("release", b"greatest(0, attempts - 1)"),
+        ("progress", b"progress_message ="),
+    ],
+)
+def test_a_refused_write_whose_commit_reply_was_lost_is_recorded_once(
+    pq, postgres_url: str, operation: str, marker: bytes
+) -> None:
+    """A worker's write after its job was rescued is refused, and the refusal recorded in the
+    same transaction; the reply to that COMMIT is lost. The store settles the unknown outcome
+    by writing again, which is refused again: that second refusal must not be recorded too (the
+    job's history said "refused" twice for one write, and the lease-lost counter counted it
+    twice)."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1}, max_attempts=3)
+    job = q.claim("w1")
+    assert job is not None
+    with jobq.Queue(postgres_url, clock=lambda: time.time() + 3600) as late:
+        assert [r.job_id for r in late.rescue_expired(actor="rescuer")] == [job_id]
+    proxy.lose_next_commit_reply(after=marker)
+    write = {
+        "heartbeat": lambda: q.heartbeat(job),
+        "complete": lambda: q.complete(job),
+        "fail": lambda: q.fail(job, "boom"),
+        "release": lambda: q.release(job, GAVE_BACK_AT_STOP),
+        "progress": lambda: q.progress(job, 0.5, "half"),
+    }[operation]
+    try:
+        outcome = write()
+    except jobq.LeaseLost:
+        outcome = "LeaseLost"
+    assert proxy.lost_replies == 1
+    assert outcome in (False, None, "LeaseLost"), outcome
+    refusals = [e.detail for e in q.events(job_id) if e.kind == jobq.EventKind.STALE_WRITE_REFUSED]
+    named = {"release": "released"}.get(operation, operation)  # as the history names it
+    assert refusals == [{"operation": named, "token": job.lease_token}]
+    stored = q.get(job_id)
+    assert (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 1)  # as rescued

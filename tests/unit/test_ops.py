@@ -182,7 +182,25 @@ def test_a_repeat_recognises_its_own_committed_completion() -> None:
 def test_a_repeat_does_not_take_another_lease_for_its_own() -> None:
     run, seen = scripted({"lease_state": lambda params: [("COMPLETED", "t-2")]})
     assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, True), run) == [False]
-    assert seen == ["complete", "lease_state", "insert_event"]
+    assert seen == ["complete", "lease_state", "refusal_recorded", "insert_event"]
+
+
+def test_a_repeat_refused_again_records_the_refusal_once() -> None:
+    """A refused write repeated after its COMMIT's reply was lost: that commit recorded the
+    refusal already (the same operation, job and lease in its detail), so none is inserted."""
+    run, seen = scripted({"refusal_recorded": lambda params: [(1,)]})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, True), run) == [False]
+    assert seen == ["complete", "lease_state", "refusal_recorded"]
+    run, seen = scripted({"refusal_recorded": lambda params: [(1,)]})
+    beat = ops.heartbeat(DIALECT, [Lease(1, "t-1", "w")], 30.0, lambda: 100.0, repeat=True)
+    assert [r.alive for r in ops.drive(beat, run)] == [False]
+    assert "insert_event" not in seen and "refusal_recorded" in seen
+
+
+def test_a_first_refusal_is_recorded_without_a_read() -> None:
+    run, seen = scripted({})
+    assert ops.drive(ops.complete(DIALECT, [_completion()], lambda: 100.0, False), run) == [False]
+    assert "refusal_recorded" not in seen and seen[-1] == "insert_event"
 
 
 def test_the_same_operation_runs_under_asyncio() -> None:

@@ -259,10 +259,12 @@ class SqlStore:
         if not leases:
             return self._run_plan(_value([]))
 
-        def make() -> ops.Op[list[HeartbeatResult]]:
-            return ops.heartbeat(self.dialect, leases, lease_seconds, clock)
-
-        return self._write(make, on_unknown=make)  # extending a lease again is harmless
+        # Extending a lease again is harmless; a refusal, though, was recorded by the lost commit
+        # already, and the repeat does not record it again.
+        return self._write(
+            lambda: ops.heartbeat(self.dialect, leases, lease_seconds, clock),
+            on_unknown=lambda: ops.heartbeat(self.dialect, leases, lease_seconds, clock, repeat=True),
+        )
 
     def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(
@@ -475,10 +477,11 @@ class SqlStore:
 
     # -- observability ---------------------------------------------------------------------
     def progress(self, lease: Lease, fraction: float | None, message: str | None, clock: Clock) -> HeartbeatResult:
-        def make() -> ops.Op[HeartbeatResult]:
-            return ops.progress(self.dialect, lease, fraction, message, clock)
-
-        return self._write(make, on_unknown=make)  # writing the same progress again is harmless
+        # Writing the same progress again is harmless; a refusal is not recorded twice (heartbeat).
+        return self._write(
+            lambda: ops.progress(self.dialect, lease, fraction, message, clock),
+            on_unknown=lambda: ops.progress(self.dialect, lease, fraction, message, clock, repeat=True),
+        )
 
     def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
         if not job_ids:

@@ -115,8 +115,12 @@ def claimed_by_nonce(d: Dialect, worker_id: str, nonce: str) -> Op[Claimed]:
     return Claimed((yield Exec(d.sql["claimed_by_nonce"], {"worker": d.text(worker_id), "nonce": nonce})))
 
 
-def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock) -> Op[list[HeartbeatResult]]:
-    if len(leases) == 1 and "heartbeat_one" in d.sql:
+def heartbeat(
+    d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: Clock, repeat: bool = False
+) -> Op[list[HeartbeatResult]]:
+    """``repeat``: a heartbeat sent again because the reply to its COMMIT was lost. It takes the
+    path below, whose refusal is not recorded when the lost commit recorded it already."""
+    if len(leases) == 1 and not repeat and "heartbeat_one" in d.sql:
         # One statement: it locks the row, adds any lock wait to the lease, records a refusal.
         lease, now = leases[0], clock()
         args = {**_one_write(d, lease, now, "heartbeat"), "expires": now + lease_seconds}
@@ -142,7 +146,7 @@ def heartbeat(d: Dialect, leases: Sequence[Lease], lease_seconds: float, clock: 
             # A lease whose own completion landed (a handler completing in its application's
             # transaction, ``JobContext.complete(conn=...)``, commits while a heartbeat waits for
             # its lock) is over, not stale: nothing to record. Costs a read on refusals only.
-            yield from _refused(d, lease, "heartbeat", now, repeat=True, applied_as="complete")
+            yield from _refused(d, lease, "heartbeat", now, repeat=True, applied_as="complete", recorded_maybe=repeat)
             out[i] = HeartbeatResult(lease.job_id, False)
     return [r for r in out if r is not None]
 
@@ -479,12 +483,12 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
 
 
 def progress(
-    d: Dialect, lease: Lease, fraction: float | None, message: str | None, clock: Clock
+    d: Dialect, lease: Lease, fraction: float | None, message: str | None, clock: Clock, repeat: bool = False
 ) -> Op[HeartbeatResult]:
     now = clock()
     args = {"fraction": fraction, "message": d.text(message), "now": now, "id": lease.job_id, "token": lease.token}
     rows = yield Exec(d.sql["progress"], args)
     if rows:
         return HeartbeatResult(lease.job_id, True, cancel_asked(rows[0][0]))
-    yield from _refused(d, lease, "progress", now)
+    yield from _refused(d, lease, "progress", now, repeat=repeat)
     return HeartbeatResult(lease.job_id, False)

@@ -202,16 +202,26 @@ def _refused_unless_applied(
     *,
     repeat: bool = False,
     applied_as: str | tuple[str, ...] | None = None,
+    recorded_maybe: bool | None = None,
 ) -> Op[str | None]:
-    """``_refused``, returning the status the applied write left (None: refused, recorded)."""
+    """``_refused``, returning the status the applied write left (None: refused, recorded).
+    ``recorded_maybe`` (default ``repeat``): this refusal may have been recorded by the write it
+    repeats, whose COMMIT's reply was lost."""
     names = applied_as if isinstance(applied_as, tuple) else (applied_as or op,)
     applied = [a for a in names if a in APPLIED_STATUS]
     if repeat and applied:
         rows = yield Exec(d.sql["lease_state"], {"id": lease.job_id})
         if rows and any(already_applied(a, lease.token, rows[0]) for a in applied):
             return str(rows[0][0])
+    detail = _refusal_detail(d, op, lease)
+    # A repeat may follow a refusal that did commit (its reply lost): that one was recorded, and
+    # the same write refused again is the same refusal, not a second one in the job's history
+    # (or in the lease-lost counter). One read, on refusals of repeats only.
+    maybe = repeat if recorded_maybe is None else recorded_maybe
+    if maybe and (yield Exec(d.sql["refusal_recorded"], {"id": lease.job_id, "detail": detail})):
+        return None
     event = _event(d, lease.job_id, now, EventKind.STALE_WRITE_REFUSED, lease.worker_id, None, None)
-    yield Exec(d.sql["insert_event"], {**event, "detail": _refusal_detail(d, op, lease)})
+    yield Exec(d.sql["insert_event"], {**event, "detail": detail})
     return None
 
 

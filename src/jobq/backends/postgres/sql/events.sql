@@ -4,6 +4,11 @@
 INSERT INTO job_events (job_id, at, kind, actor, attempt, detail)
 VALUES (%(job_id)s, %(at)s, %(kind)s, %(actor)s, %(attempt)s, %(detail)s)
 
+-- name: refusal_recorded
+-- A refused worker write repeated after its outcome was unknown: is the same refusal (the job,
+-- the operation and the lease, in the detail) recorded already? (ops.core._refused_unless_applied)
+SELECT 1 FROM job_events WHERE job_id = %(id)s AND kind = 'stale_write_refused' AND detail = %(detail)s LIMIT 1
+
 -- name: insert_events_set
 -- An event of one kind for each job of a chunk (ops.operator), in order: its detail at the same
 -- place of :details (JSON text or null).
