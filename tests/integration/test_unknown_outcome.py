@@ -20,6 +20,7 @@ from polling import wait_for
 import jobq
 from jobq.backends import base
 from jobq.backends.store import SqlStore
+from jobq.schedules import schedule_of
 from jobq.worker import Worker
 from jobq.worker.runtime import GAVE_BACK_AT_STOP
 
@@ -511,3 +512,23 @@ def test_a_refused_write_whose_commit_reply_was_lost_is_recorded_once(
     assert refusals == [{"operation": named, "token": job.lease_token}]
     stored = q.get(job_id)
     assert (stored.status, stored.attempts) == (jobq.JobStatus.PENDING, 1)  # as rescued
+
+
+def test_a_schedule_slot_whose_commit_reply_was_lost_is_enqueued_once(pq) -> None:
+    """The firing of a slot (the schedule moved on, its job enqueued, in one transaction) whose
+    reply is lost raises "outcome unknown"; the scheduler's next try, from the row it read before,
+    finds the slot taken and enqueues nothing: one job for the slot, none lost."""
+    q, proxy = pq
+    q.add_schedule("tick", task="t", every=1)
+    info = wait_for(lambda: next(iter(q.schedules(due=True)), None), 10, "the first slot to be due")
+    slots, next_run_at = schedule_of(info).due(info.next_run_at, q.clock())
+    assert len(slots) == 1
+    proxy.lose_next_commit_reply(after=b"SET last_job_id")
+    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+        q.fire_schedule(info, slots, next_run_at)
+    assert proxy.lost_replies == 1
+    assert q.fire_schedule(info, slots, next_run_at) is None  # the slot was taken: by that commit
+    (stored,) = q.schedules()
+    assert stored.next_run_at == next_run_at and stored.last_job_id is not None
+    assert q.counts()["PENDING"] == 1
+    assert q.get(stored.last_job_id).task == "t"
