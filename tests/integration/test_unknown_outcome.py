@@ -469,6 +469,28 @@ def test_a_worker_re_registering_whose_commit_reply_was_lost_stays_listed_once_a
             q.close()
 
 
+def test_a_worker_whose_first_registration_reply_was_lost_starts_and_is_listed_once(postgres_url: str) -> None:
+    """A worker's registry row is written as it starts (an upsert), and that commit's reply is
+    lost. The worker starts all the same (a repeat of the upsert settles it), is listed once,
+    alive, and runs what is enqueued."""
+    with proxied(postgres_url) as (url, proxy):
+        q = jobq.Queue(settings=jobq.Settings(database_url=url, lease_seconds=1.5))
+        proxy.lose_next_commit_reply(after=b"wake_address = EXCLUDED.wake_address")
+        worker = Worker(q, lambda ctx: ctx.payload["n"])
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: proxy.lost_replies == 1, 30, "the registration's reply to be lost")
+            job_id = q.enqueue({"n": 7})
+            wait_for(lambda: q.get(job_id).status is jobq.JobStatus.COMPLETED, 30, "the job to run")
+            listed = [w for w in q.workers() if w.stopped_at is None]
+            assert [w.id for w in listed] == [worker.id] and t.is_alive()
+        finally:
+            worker.stop(force=True)
+            t.join(30)
+            q.close()
+
+
 @pytest.mark.parametrize(
     ("operation", "marker"),
     [

@@ -523,8 +523,12 @@ class SqlStore:
         return self._read(lambda: ops.completion_totals(self.dialect, after, until, limit, bounds))
 
     # -- worker registry -------------------------------------------------------------------
+    # The registry's writes are an upsert and plain updates of the worker's own row: the same
+    # write again settles a commit whose reply was lost. (A worker whose first registration's
+    # reply was lost raised at start, and left a row "alive" for a process that had exited.)
     def register_worker(self, info: WorkerInfo) -> None:
-        return self._write(lambda: ops.register_worker(self.dialect, info))
+        make = lambda: ops.register_worker(self.dialect, info)  # noqa: E731
+        return self._write(make, on_unknown=make)
 
     def worker_seen(
         self,
@@ -536,10 +540,12 @@ class SqlStore:
         clock_skew: float | None = None,
     ) -> bool:
         d = self.dialect
-        return self._write(lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew))
+        make = lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew)  # noqa: E731
+        return self._write(make, on_unknown=make)
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
-        return self._write(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
+        make = lambda: ops.worker_stopped(self.dialect, worker_id, now, reason)  # noqa: E731
+        return self._write(make, on_unknown=make)
 
     def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
         return self._run_plan(self._mark_lost_plan(seen_before, now))
