@@ -7,6 +7,12 @@ import subprocess
 from collections.abc import Sequence
 
 
+def stopped(pid: int) -> bool:
+    """The kernel's word that process ``pid`` is stopped (SIGSTOP): state T in /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def stop_children(started: Sequence[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each child still running (SIGCONT first: a test may have frozen it), then wait;
     one that does not end in 15 s is killed."""

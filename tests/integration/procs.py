@@ -144,9 +144,39 @@ def keyed(q: jobq.Queue, keys: int, rounds: int, scope: str, ttl: float | None, 
     (OUT / f"keyed-{os.getpid()}.txt").write_text("\n".join(got) + "\n")
 
 
+def frozenclaim(q: jobq.Queue, worker_id: str, queue: str) -> None:
+    """Claim from the controlled ``queue``, freezing this process (SIGSTOP) inside the claim's
+    transaction, with the queue's control row locked; once continued, write what the claim
+    returned to ``claimed-<pid>`` (job ids, or the error). Freezes once: a claim run again does not."""
+    import signal
+    import threading
+
+    from jobq.backends import ops
+
+    claim_controlled = ops.claim_controlled
+
+    def frozen_inside(*args: object, **kwargs: object) -> object:
+        result = yield from claim_controlled(*args, **kwargs)  # type: ignore[arg-type]
+        freezing = OUT / f"freezing-{os.getpid()}"
+        if freezing.exists():
+            return result  # once: this is the claim run again after the freeze
+        _publish(freezing, "")
+        # To this thread: the stop lands before it returns to Python (kill() of the process could
+        # let this thread commit first).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        return result
+
+    ops.claim_controlled = frozen_inside  # type: ignore[assignment]
+    try:
+        text = " ".join(str(job.id) for job in q.claim_many(worker_id, 1, queue=queue))
+    except jobq.JobqError as exc:
+        text = f"error: {exc}"
+    _publish(OUT / f"claimed-{os.getpid()}", text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["worker", "produce", "hold", "keyed"])
+    parser.add_argument("role", choices=["worker", "produce", "hold", "keyed", "frozenclaim"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--lease", type=float, default=30)
     parser.add_argument("--grace", type=float, default=10)
@@ -175,6 +205,9 @@ def main() -> None:
     q = jobq.Queue(settings=settings)
     if args.role == "hold":
         hold(q, f"holder-{socket.gethostname()}-{os.getpid()}", args.lease)
+        return
+    if args.role == "frozenclaim":
+        frozenclaim(q, f"frozen-{os.getpid()}", "lim")
         return
     if args.role == "keyed":
         keyed(q, args.count, args.rounds, args.scope, args.ttl, args.start_at)

@@ -341,7 +341,7 @@ def test_the_one_round_trip_limited_claim_checks_the_row_again_under_its_lock(po
 
 def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgres_url: str) -> None:
     # JIT compiled the costlier reads (history, stats at millions of jobs) anew on every run.
-    from jobq.backends.postgres import _connect_kwargs
+    from jobq.backends.postgres import SESSION_OPTIONS, _connect_kwargs
 
     def jit(url: str) -> str:
         with jobq.Queue(url) as q, q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]
@@ -353,6 +353,8 @@ def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgre
         async with jobq.AsyncQueue(postgres_url) as aq:
             pool = await aq.store._get_pool()
             async with pool.connection() as conn:
+                idle = (await (await conn.execute("SHOW idle_in_transaction_session_timeout")).fetchone())[0]
+                assert idle == "10s"  # test_frozen_transaction.py: the sync pool's, and why
                 return str((await (await conn.execute("SHOW jit")).fetchone())[0])
 
     assert asyncio.run(ajit()) == "off"
@@ -360,11 +362,11 @@ def test_jobqs_connections_run_without_jit_unless_the_url_says_otherwise(postgre
     assert jit(f"{postgres_url}{sep}options=-c%20jit%3Don") == "on"  # the URL's own options win
     # Behind a transaction pooler: no startup options (PgBouncer refuses them).
     assert "options" not in _connect_kwargs(postgres_url, session=False)
-    assert _connect_kwargs(postgres_url, session=True)["options"] == "-c jit=off"
+    assert _connect_kwargs(postgres_url, session=True)["options"] == SESSION_OPTIONS
     # PGOPTIONS (which libpq reads only when no options keyword is given) is kept, jit=off after it.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PGOPTIONS", "-c statement_timeout=12345")
-        assert _connect_kwargs(postgres_url, session=True)["options"] == "-c statement_timeout=12345 -c jit=off"
+        assert _connect_kwargs(postgres_url, session=True)["options"] == f"-c statement_timeout=12345 {SESSION_OPTIONS}"
         with jobq.Queue(postgres_url) as q, q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]
             assert conn.execute("SHOW statement_timeout").fetchone()[0] == "12345ms"
             assert conn.execute("SHOW jit").fetchone()[0] == "off"

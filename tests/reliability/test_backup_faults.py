@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import apsw
+from children import stopped
 from cli_errors import JOBQ, one_line_error, run_jobq, without_jobq_settings
 from harness import Mount
 from polling import wait_for
@@ -124,12 +125,6 @@ def test_a_restore_killed_at_any_moment_leaves_one_whole_queue_and_never_loses_t
         assert q.count() == 8000 and q.enqueue({"n": "new"}) == 9001
 
 
-def _stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP): state T in /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
 def _copy_size(directory: Path, name: str) -> int | None:
     """How much a backup to ``name`` has written of its temporary file, with the file's rollback
     journal (None: neither there)."""
@@ -177,7 +172,7 @@ def test_a_backup_frozen_mid_copy_blocks_no_worker_and_resumed_copies_the_one_co
                     assert job is not None
                     q.complete(job)
                 assert q.count() == stored + 50
-            assert _stopped(proc.pid), "the backup ran on while the writes were made"
+            assert stopped(proc.pid), "the backup ran on while the writes were made"
         finally:
             proc.send_signal(signal.SIGCONT)
             if not froze:

@@ -10,9 +10,10 @@ import collections
 import signal
 from pathlib import Path
 
+from children import stopped
 from harness import Agents, Recorder, backend_name
 from polling import wait_for
-from test_frozen_prefetch import _in_transaction, _stopped
+from test_frozen_prefetch import _in_transaction
 
 import jobq
 
@@ -29,7 +30,7 @@ def test_a_frozen_worker_keeps_its_slot_until_rescued_then_is_fenced(
         others = q.enqueue_many([{"n": n} for n in range(3)], queue="lim")
         args = ("--db", backend_url, "--lease", str(LEASE_SECONDS), "--out", str(tmp_path))
         frozen = agents.start("limitedworker", *args, "--freeze")
-        wait_for(lambda: frozen.poll() is None and _stopped(frozen.pid), 60, f"the worker to freeze\n{agents.logs()}")
+        wait_for(lambda: frozen.poll() is None and stopped(frozen.pid), 60, f"the worker to freeze\n{agents.logs()}")
         assert (tmp_path / "frozen").read_text().split() == [str(frozen_id)]
         assert not _in_transaction(backend_url), "frozen inside a transaction: not what this test is about"
         held = q.get(frozen_id)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import apsw
+from children import stopped
 from harness import Agents, Recorder, backend_name, scale
 from pg import raw_connect
 from polling import wait_for
@@ -23,17 +24,11 @@ LEASE_SECONDS = 1.5
 FREEZE_EVERY = 40
 
 
-def _stopped(pid: int) -> bool:
-    """The kernel's word: state T (stopped by a signal)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] == "T"
-
-
 def _in_transaction(url: str) -> bool:
     """Is a transaction open (only the frozen worker can have one)? A process frozen inside one
-    stops every writer on SQLite (file locks have no timeout) and hides its rows from rescuers on
-    PostgreSQL (SKIP LOCKED) until it continues: a known limit (docs/architecture.md), not what
-    this test is about."""
+    stops every writer on SQLite (file locks have no timeout) until it continues, a known limit
+    (docs/architecture.md), and hides its rows from rescuers on PostgreSQL (SKIP LOCKED) until the
+    server ends its session (test_frozen_transaction.py): not what this test is about."""
     if url.startswith("sqlite:///"):
         conn = apsw.Connection(url.removeprefix("sqlite:///"))
         try:
@@ -64,7 +59,7 @@ def test_a_worker_frozen_with_jobs_claimed_ahead_loses_them_cleanly(
         freezes, tries = tmp_path / "frozen", 0
         while True:
             tries += 1
-            wait_for(lambda: frozen.poll() is None and _stopped(frozen.pid), 60, "the worker to freeze itself")
+            wait_for(lambda: frozen.poll() is None and stopped(frozen.pid), 60, "the worker to freeze itself")
             running = int(freezes.read_text().split()[-1])
             owner = q.get(running).lease_owner
             processing = q.list_jobs(jobq.JobFilter(statuses=(jobq.JobStatus.PROCESSING,)), jobq.Page(limit=1000))
@@ -73,7 +68,7 @@ def test_a_worker_frozen_with_jobs_claimed_ahead_loses_them_cleanly(
                 break
             assert tries < jobs // FREEZE_EVERY, f"never frozen holding jobs claimed ahead\n{agents.logs()}"
             frozen.send_signal(signal.SIGCONT)
-            wait_for(lambda: not _stopped(frozen.pid), 10, "the worker to continue")
+            wait_for(lambda: not stopped(frozen.pid), 10, "the worker to continue")
         (tmp_path / "frozen-done").write_text("")
         effects_file = tmp_path / "effects"
         before = effects_file.read_text().split() if effects_file.exists() else []

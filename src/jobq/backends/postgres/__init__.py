@@ -279,7 +279,15 @@ def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> 
 #: JIT off: jobq's statements are short, and JIT compiled a plan the planner thought costly anew on
 #: every run: the ops page's history read at 10,000,000 stored jobs took 163 ms with it and 99 ms
 #: without (20 ms of compiling per run of one statement), ``stats`` 79 ms and 49 ms (issue 13).
-SESSION_OPTIONS = "-c jit=off"
+#: ``idle_in_transaction_session_timeout``: the server ends a jobq session that sits inside an open
+#: transaction this long, waiting for its client (every jobq transaction sends its statements back
+#: to back: milliseconds). Such a client is frozen (SIGSTOP, a paused VM, a debugger): its locks
+#: held a concurrency-limited queue's control row (no worker of any host could claim from it), a
+#: schedule's row, or jobs that rescuers then pass over (SKIP LOCKED), for as long as it stayed
+#: frozen. Ended, its transaction rolls back; continued, the client finds its commit's outcome
+#: unknown and settles it like a lost reply (nothing was committed).
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
+SESSION_OPTIONS = f"-c jit=off -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
 
 
 def _connect_kwargs(url: str, prepare_threshold: int | None = 5, *, session: bool = False) -> dict[str, Any]:
@@ -485,6 +493,14 @@ class PostgresBackend(SqlStore):
                     raise storage_error(exc, self.url) from None
                 lost_connection_retried = True
                 pool.check()  # drop the other dead connections too (a restart cuts them all)
+            except psycopg.errors.IdleInTransactionSessionTimeout as exc:
+                # The server ended this session, frozen inside the transaction past
+                # IDLE_IN_TRANSACTION_TIMEOUT_MS, and rolled the transaction back: nothing of it
+                # committed, even if its COMMIT was then sent. Run it again on a fresh connection.
+                if lost_connection_retried:
+                    raise storage_error(exc, self.url) from None
+                lost_connection_retried = True
+                pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
 

@@ -317,6 +317,11 @@ class AsyncPostgresStore(SqlStore):
                     raise storage_error(exc, self.url) from None
                 lost_connection_retried = True
                 await pool.check()
+            except psycopg.errors.IdleInTransactionSessionTimeout as exc:  # see PostgresBackend._run
+                if lost_connection_retried:
+                    raise storage_error(exc, self.url) from None
+                lost_connection_retried = True
+                await pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
 
