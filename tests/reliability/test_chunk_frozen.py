@@ -26,6 +26,7 @@ import sys
 import time
 
 import pytest
+from children import stopped
 from pg import raw_connect
 from polling import wait_for
 
@@ -117,7 +118,12 @@ def test_sqlite_a_purger_frozen_inside_a_chunk_holds_the_write_lock_and_its_kill
         # Frozen inside the third chunk: the two before committed, the third not visible.
         assert q.count(CANCELLED) == JOBS - 2 * CHUNK
         with jobq.Queue(f"{sqlite_url}?busy_timeout=1000") as worker:
-            with pytest.raises(jobq.StorageError, match="another process holds its write lock"):
+            with pytest.raises(jobq.StorageError, match=rf"process pid {proc.pid} \(.*\) holds its write lock\)$"):
+                worker.claim("w")
+            # Frozen for real (SIGSTOP): named so, with the command that continues it.
+            proc.send_signal(signal.SIGSTOP)
+            wait_for(lambda: stopped(proc.pid), 30, "the purger to stop")
+            with pytest.raises(jobq.StorageError, match=rf"which is stopped .*`kill -CONT {proc.pid}` continues it"):
                 worker.claim("w")
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)

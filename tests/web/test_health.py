@@ -87,22 +87,6 @@ def test_a_locked_database_fails_an_action_fast_naming_the_holder_and_reads_go_o
         assert plain.get(1).status == JobStatus.PENDING
 
 
-def test_lock_holders_reads_proc_locks(tmp_path: Path) -> None:
-    (tmp_path / "q.db-shm").write_bytes(b"")
-    st = os.stat(tmp_path / "q.db-shm")
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    (tmp_path / "locks").write_text(
-        f"1: POSIX  ADVISORY  READ  11 {device} 128 128\n"
-        f"2: POSIX  ADVISORY  WRITE 4242 {device} 120 120\n"
-        f"2: -> POSIX  ADVISORY  WRITE 77 {device} 120 120\n"
-        f"3: POSIX  ADVISORY  WRITE 0 {device} 120 120\n"
-        "4: POSIX  ADVISORY  WRITE 99 00:01:1 120 120\n"
-        f"5: POSIX  ADVISORY  WRITE 4343 {device} 0 EOF\n"
-    )
-    assert health.lock_holders(str(tmp_path / "q.db"), proc=str(tmp_path)) == [4242, 4343]
-    assert health.lock_holders(str(tmp_path / "missing.db"), proc=str(tmp_path)) == []
-
-
 def test_a_replaced_file_is_reopened_and_a_deleted_one_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     url = _db(path, 1)

@@ -24,16 +24,15 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import re
 import threading
 import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from jobq import JobqError, Queue, StorageError
+from jobq.backends.sqlite.holders import holders_text
 from jobq.queue import read_methods
 from jobq.redact import redact_text, redact_url
 
@@ -53,8 +52,6 @@ READ_THREADS = 4
 #: The Queue methods the apps read through, remembered for a stale page: those marked ``@read`` on
 #: ``Queue`` itself (``jobq.queue.read``). Anything else (actions) runs directly.
 READS = read_methods()
-#: SQLite's WAL write lock: byte 120 of the ``-shm`` file (os_unix.c: UNIX_SHM_BASE + WAL_WRITE_LOCK).
-WAL_WRITE_LOCK_BYTE = 120
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,53 +84,10 @@ def file_identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def lock_holders(path: str, proc: str = "/proc") -> list[int]:
-    """PIDs holding the write lock of the SQLite database ``path`` (WAL mode), from ``/proc/locks``.
-
-    SQLite's WAL writer holds a POSIX lock on byte ``WAL_WRITE_LOCK_BYTE`` of ``PATH-shm``; the
-    kernel lists it with the owner's pid (0 when the owner is in another PID namespace: left out).
-    Empty when nothing is found or the platform has no ``/proc/locks``.
-    """
-    try:
-        st = os.stat(path + "-shm")
-        with open(os.path.join(proc, "locks"), encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    pids: list[int] = []
-    for line in lines:
-        # "1: POSIX  ADVISORY  WRITE 4242 00:2e:1234 120 120" (a "->" marks a waiter: skip it)
-        fields = line.split()
-        if "->" in fields or len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
-            continue
-        pid, where, start, end = fields[4], fields[5], fields[6], fields[7]
-        if where != device or not pid.isdigit() or int(pid) <= 0:
-            continue
-        last = 2**63 if end == "EOF" else int(end)
-        if int(start) <= WAL_WRITE_LOCK_BYTE <= last and int(pid) not in pids:
-            pids.append(int(pid))
-    return pids
-
-
-def describe_process(pid: int, proc: str = "/proc") -> str:
-    """``pid 4242 (sqlite3 data/queue.db)``: the pid and its command line (shortened)."""
-    try:
-        raw = Path(proc, str(pid), "cmdline").read_bytes()
-    except OSError:
-        return f"pid {pid}"
-    command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-    command = re.sub(r"\s+", " ", command).strip()
-    return f"pid {pid} ({command[:80]}{'…' if len(command) > 80 else ''})" if command else f"pid {pid}"
-
-
 def locked_message(path: str, waited_seconds: float, proc: str = "/proc") -> str:
     """One line for an action refused because another process held the write lock."""
-    holders = [describe_process(pid, proc) for pid in lock_holders(path, proc) if pid != os.getpid()]
-    who = (
-        "process " + ", ".join(holders) + " holds its write lock"
-        if holders
-        else "another process holds its write lock (a long transaction, or a sqlite3 shell left in BEGIN)"
+    who = holders_text(path, proc) or (
+        "another process holds its write lock (a long transaction, or a sqlite3 shell left in BEGIN)"
     )
     return (
         f"the database is locked: {who}. Nothing was changed; the action gave up after {waited_seconds:g} s "

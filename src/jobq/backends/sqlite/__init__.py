@@ -44,6 +44,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
 from jobq.backends.sqlite.caller import caller_runner
+from jobq.backends.sqlite.holders import holders_text
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -337,9 +338,11 @@ class SqliteBackend(SqlStore):
                         raise
                 except apsw.BusyError:
                     if time.monotonic() > deadline:
+                        # Who holds it, read from /proc (a frozen holder is named so): nothing can
+                        # take the lock from it; the operator can, once told who it is.
+                        who = holders_text(self.path) or "another process holds its write lock"
                         raise StorageError(
-                            f"{self.path}: database stayed locked for {self.give_up_seconds:g} s "
-                            "(another process holds its write lock)"
+                            f"{self.path}: database stayed locked for {self.give_up_seconds:g} s ({who})"
                         ) from None
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.1)

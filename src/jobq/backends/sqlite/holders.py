@@ -1,0 +1,78 @@
+"""Which processes hold a SQLite database's write lock, from ``/proc``: for the one-line errors
+of a write that gave up waiting (the worker's log, the CLI, the apps). On SQLite nothing can take
+the lock from its holder; the operator can, once told who it is. A holder that is frozen
+(SIGSTOP, a debugger) stops every writer for as long as it stays frozen, so it is named as such,
+with the command that continues it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+#: SQLite's WAL write lock: byte 120 of the ``-shm`` file (os_unix.c: UNIX_SHM_BASE + WAL_WRITE_LOCK).
+WAL_WRITE_LOCK_BYTE = 120
+#: Most of a holder's command line shown.
+COMMAND_SHOWN_CHARS = 80
+
+
+def lock_holders(path: str, proc: str = "/proc") -> list[int]:
+    """PIDs holding the write lock of the SQLite database ``path`` (WAL mode), from ``/proc/locks``.
+
+    SQLite's WAL writer holds a POSIX lock on byte ``WAL_WRITE_LOCK_BYTE`` of ``PATH-shm``; the
+    kernel lists it with the owner's pid (0 when the owner is in another PID namespace: left out).
+    Empty when nothing is found or the platform has no ``/proc/locks``.
+    """
+    try:
+        st = os.stat(path + "-shm")
+        with open(os.path.join(proc, "locks"), encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: list[int] = []
+    for line in lines:
+        # "1: POSIX  ADVISORY  WRITE 4242 00:2e:1234 120 120" (a "->" marks a waiter: skip it)
+        fields = line.split()
+        if "->" in fields or len(fields) < 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
+            continue
+        pid, where, start, end = fields[4], fields[5], fields[6], fields[7]
+        if where != device or not pid.isdigit() or int(pid) <= 0:
+            continue
+        last = 2**63 if end == "EOF" else int(end)
+        if int(start) <= WAL_WRITE_LOCK_BYTE <= last and int(pid) not in pids:
+            pids.append(int(pid))
+    return pids
+
+
+def is_stopped(pid: int, proc: str = "/proc") -> bool:
+    """Process ``pid`` is stopped by a signal (state T in ``/proc/PID/stat``; t, traced, too)."""
+    try:
+        stat = Path(proc, str(pid), "stat").read_text(errors="replace")
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name in parentheses may hold spaces
+    return bool(fields) and fields[0] in ("T", "t")
+
+
+def describe_process(pid: int, proc: str = "/proc") -> str:
+    """``pid 4242 (sqlite3 data/queue.db)``: the pid and its command line (shortened); for a
+    stopped process also that, and how to continue it."""
+    try:
+        raw = Path(proc, str(pid), "cmdline").read_bytes()
+    except OSError:
+        raw = b""
+    command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    command = re.sub(r"\s+", " ", command).strip()
+    cut = "…" if len(command) > COMMAND_SHOWN_CHARS else ""
+    text = f"pid {pid} ({command[:COMMAND_SHOWN_CHARS]}{cut})" if command else f"pid {pid}"
+    if is_stopped(pid, proc):
+        text += f", which is stopped (SIGSTOP or a debugger; `kill -CONT {pid}` continues it)"
+    return text
+
+
+def holders_text(path: str, proc: str = "/proc") -> str | None:
+    """``process pid 4242 (...) holds its write lock``, naming every holder but this process;
+    None when none is found (another PID namespace, no ``/proc``)."""
+    holders = [describe_process(pid, proc) for pid in lock_holders(path, proc) if pid != os.getpid()]
+    return "process " + ", ".join(holders) + " holds its write lock" if holders else None
