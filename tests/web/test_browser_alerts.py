@@ -1,6 +1,7 @@
 """The ops console's alerts in Chromium, with real worker processes: no worker at all, no worker
-for a queue with due jobs, a worker killed with ``kill -9`` (found by a live worker's
-rescuer and recorded as crashed, not as a clean stop), and a live worker whose host clock is off."""
+for a queue with due jobs, a worker killed with ``kill -9`` (found by a live worker's rescuer and
+recorded as crashed, not as a clean stop), a live worker whose host clock is off, and a process
+frozen (SIGSTOP) holding the write lock."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from seeding import OPS
 from jobq import Queue, WorkerEnd, WorkerInfo
 
 pytestmark = pytest.mark.slow
+
+
+#: Holds the database's write lock until its stdin closes (or it is killed).
+HOLD_LOCK = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -109,5 +120,28 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
                 q.register_worker(gamma)
             expect(alerts.filter(has_text="Clock off against the database server's")).to_have_count(1)
             expect(alerts.filter(has_text="web-9 +60.0 s (worker gamma)")).to_have_count(1)
+
+            # A process holding the write lock, frozen (SIGSTOP): every writer waits for it, and
+            # the page (whose reads do not) names it first, with the command that continues it.
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "queue.db")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+
+            def let_go() -> None:  # before the workers stop: beta's last write needs the lock
+                holder.send_signal(signal.SIGCONT)
+                holder.kill()  # our own child, by its handle
+                holder.wait(30)
+                for pipe in (holder.stdin, holder.stdout):
+                    if pipe is not None:
+                        pipe.close()
+
+            request.addfinalizer(let_go)
+            assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+            holder.send_signal(signal.SIGSTOP)
+            frozen = alerts.filter(has_text=f"Every write waits: the queue's write lock is held by pid {holder.pid}")
+            expect(frozen).to_have_count(1)
+            expect(frozen).to_contain_text(f"kill -CONT {holder.pid}")
         finally:
             browser.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from children import stopped
 from polling import wait_for
 
 from jobq import JobStatus, Queue, StorageError
@@ -85,6 +87,26 @@ def test_a_locked_database_fails_an_action_fast_naming_the_holder_and_reads_go_o
     holder.wait(timeout=30)
     with Queue(url) as plain:
         assert plain.get(1).status == JobStatus.PENDING
+
+
+def test_a_stopped_process_holding_the_write_lock_is_named_a_frozen_writer(
+    lock_holder: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """The ops page's first alert (ops_model): a holder of the write lock that is stopped. A
+    holder that runs is not one (a worker holds the lock for milliseconds at a time)."""
+    url, holder = lock_holder
+    q = health.WatchedQueue(url)
+    try:
+        assert health.frozen_writers(q) == []  # holding it, but running
+        holder.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(holder.pid), 30, "the holder to stop")
+        (frozen,) = health.frozen_writers(q)
+        assert frozen.startswith(f"pid {holder.pid} (") and f"`kill -CONT {holder.pid}` continues it" in frozen
+        holder.send_signal(signal.SIGCONT)
+        wait_for(lambda: not health.frozen_writers(q), 30, "the holder to run again")
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        q.close()
 
 
 def test_a_replaced_file_is_reopened_and_a_deleted_one_is_reported(tmp_path: Path) -> None:

@@ -204,3 +204,13 @@ def test_a_live_worker_whose_host_clock_is_off_is_an_alert() -> None:
     assert "web-1 +60.0 s (worker consumer1)" in alert.message and "NTP" in alert.message
     assert "consumer2" not in alert.message and "consumer4" not in alert.message
     assert ops_model.compute_alerts(stats(), [near, local], NOW, heartbeat_seconds=10) == []
+
+
+def test_a_stopped_process_holding_the_write_lock_is_the_first_alert() -> None:
+    # health.frozen_writers names it (test_health.py, a real SIGSTOPped holder).
+    held = "pid 4242 (sqlite3 queue.db), which is stopped (SIGSTOP or a debugger; `kill -CONT 4242` continues it)"
+    alerts = ops_model.compute_alerts(stats(expired=2), [], NOW, frozen_writers=[held])
+    assert [a.level for a in alerts][:2] == ["error", "error"]
+    assert alerts[0].message.startswith("Every write waits: the queue's write lock is held by pid 4242 (sqlite3")
+    assert "`kill -CONT 4242`" in alerts[0].message and "expired lease" in alerts[1].message
+    assert not any("write lock" in a.message for a in ops_model.compute_alerts(stats(), [], NOW))

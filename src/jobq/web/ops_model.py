@@ -286,14 +286,26 @@ def compute_alerts(
     crash_alert_seconds: float = CRASH_ALERT_SECONDS_DEFAULT,
     programs: Sequence[ProgramState] = (),
     supervisor_error: str | None = None,
+    frozen_writers: Sequence[str] = (),
 ) -> list[Alert]:
-    """What needs an operator, errors first: expired leases, no live worker (at all, or for a
-    queue with due jobs), crashed workers, programs supervisord gave up on; then queues whose
-    oldest due job waited too long, lost workers, an unreachable supervisord."""
+    """What needs an operator, errors first: a stopped process holding SQLite's write lock
+    (``frozen_writers``, ``health.frozen_writers``), expired leases, no live worker (at all, or
+    for a queue with due jobs), crashed workers, programs supervisord gave up on; then queues
+    whose oldest due job waited too long, lost workers, an unreachable supervisord."""
     states = {id(w): worker_state(w, now, heartbeat_seconds) for w in workers}
     live = [w for w in workers if states[id(w)] == WorkerState.ALIVE]
     errors: list[Alert] = []
     warnings: list[Alert] = []
+    if frozen_writers:
+        # First: it explains the other alerts it causes (leases expiring, due jobs waiting).
+        errors.append(
+            Alert(
+                "error",
+                f"Every write waits: the queue's write lock is held by {_names(frozen_writers)}. "
+                "Nothing can take it from that process: continue it, or stop it (its open "
+                "transaction is then rolled back).",
+            )
+        )
     if stats.expired_leases:
         errors.append(
             Alert(

@@ -76,3 +76,9 @@ def holders_text(path: str, proc: str = "/proc") -> str | None:
     None when none is found (another PID namespace, no ``/proc``)."""
     holders = [describe_process(pid, proc) for pid in lock_holders(path, proc) if pid != os.getpid()]
     return "process " + ", ".join(holders) + " holds its write lock" if holders else None
+
+
+def stopped_holders(path: str, proc: str = "/proc") -> list[str]:
+    """``describe_process`` of each holder of the write lock that is stopped (SIGSTOP, a
+    debugger): while one is, every writer waits, and only its operator can end that."""
+    return [describe_process(pid, proc) for pid in lock_holders(path, proc) if is_stopped(pid, proc)]
