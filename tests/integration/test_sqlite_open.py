@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from children import start_lock_holder, stop_lock_holder, wait_locked
 from polling import wait_for
 
 import jobq
@@ -54,25 +55,13 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
                 p.stdout.close()
 
 
-#: Holds the write lock of the database named by argv[1] until stdin closes.
-HOLD_LOCK = """
-import sys, apsw
-conn = apsw.Connection(sys.argv[1])
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
-
-
 def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_bounds_a_write(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     with jobq.Queue(f"sqlite:///{path}") as q:
         q.enqueue({"n": 0})
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    holder = start_lock_holder(path)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        wait_locked(holder)
         # busy_timeout=0: any wait for the lock would fail at once, so opening takes none.
         with jobq.Queue(f"sqlite:///{path}?busy_timeout=0") as q:
             assert q.counts()["PENDING"] == 1
@@ -82,11 +71,7 @@ def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_boun
         with jobq.Queue(f"sqlite:///{path}?busy_timeout=300") as q, locked:
             q.enqueue({"n": 1})  # without the bound: 0.3 s, then retries for 120 s
     finally:
-        holder.kill()  # our own child, by its handle
-        holder.wait(timeout=30)
-        for pipe in (holder.stdin, holder.stdout):
-            if pipe is not None:
-                pipe.close()
+        stop_lock_holder(holder)
     with jobq.Queue(f"sqlite:///{path}") as q:
         assert q.counts()["PENDING"] == 1
 

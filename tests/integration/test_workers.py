@@ -323,6 +323,15 @@ def test_a_handlers_reason_for_giving_back_is_kept_to_an_events_size(backend_url
         assert "characters cut" in reason
 
 
+def _refused(q: jobq.Queue, job_id: int, worker_id: str) -> list[str]:
+    """The operations of ``worker_id``'s writes for the job that were refused, in order."""
+    return [
+        str(e.detail.get("operation"))
+        for e in q.events(job_id)
+        if e.kind == "stale_write_refused" and e.actor == worker_id
+    ]
+
+
 def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
     backend_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -349,25 +358,19 @@ def test_a_run_whose_lease_was_lost_is_not_given_back_at_shutdown(
         job_id = q.enqueue({})
         worker = Worker(q, stubborn)
 
-        def refused() -> list[str]:
-            return [
-                str(e.detail.get("operation"))
-                for e in q.events(job_id)
-                if e.kind == "stale_write_refused" and e.actor == worker.id
-            ]
-
         try:
             with caplog.at_level(logging.INFO, logger="jobq"), running(worker):  # stopped on the way out
                 assert started.wait(30)
                 with jobq.Queue(backend_url, clock=lambda: time.time() + 3600) as late:
                     assert [r.job_id for r in late.rescue_expired(actor="test")] == [job_id]
-                wait_for(lambda: refused() == ["heartbeat"], 30, "the worker's heartbeat to be refused")
+                beaten = lambda: _refused(q, job_id, worker.id) == ["heartbeat"]  # noqa: E731
+                wait_for(beaten, 30, "the worker's heartbeat to be refused")
                 probe.set()
                 wait_for(lambda: probed == ["LeaseLost"], 30, "the handler's ensure_lease to raise")
         finally:
             probe.set()
             release.set()
-        assert refused() == ["heartbeat"]  # nothing more: no heartbeat again, no release
+        assert _refused(q, job_id, worker.id) == ["heartbeat"]  # nothing more: no heartbeat again, no release
         assert "release failed" not in caplog.text
         assert "lease lost" in caplog.text
         job = q.get(job_id)
@@ -430,13 +433,6 @@ def test_a_handlers_ensure_lease_during_the_refused_heartbeat_is_not_sent(backen
 
         q.heartbeat_many = held_beat  # type: ignore[method-assign,assignment]
 
-        def refused() -> list[str]:
-            return [
-                str(e.detail.get("operation"))
-                for e in q.events(job_id)
-                if e.kind == "stale_write_refused" and e.actor == worker.id
-            ]
-
         try:
             with running(worker):
                 assert started.wait(30)
@@ -452,4 +448,4 @@ def test_a_handlers_ensure_lease_during_the_refused_heartbeat_is_not_sent(backen
         finally:
             probe.set()
             go.set()
-        assert refused() == ["heartbeat"]  # the heartbeat's refusal only
+        assert _refused(q, job_id, worker.id) == ["heartbeat"]  # the heartbeat's refusal only

@@ -13,21 +13,12 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, need_chromium, poll, serve_app
+from children import start_lock_holder, stop_lock_holder, wait_locked
 from seeding import OPS
 
 from jobq import Queue, WorkerEnd, WorkerInfo
 
 pytestmark = pytest.mark.slow
-
-
-#: Holds the database's write lock until its stdin closes (or it is killed).
-HOLD_LOCK = """
-import sys, apsw
-conn = apsw.Connection(sys.argv[1])
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
 
 
 def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -123,22 +114,9 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
 
             # A process holding the write lock, frozen (SIGSTOP): every writer waits for it, and
             # the page (whose reads do not) names it first, with the command that continues it.
-            holder = subprocess.Popen(
-                [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "queue.db")],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-
-            def let_go() -> None:  # before the workers stop: beta's last write needs the lock
-                holder.send_signal(signal.SIGCONT)
-                holder.kill()  # our own child, by its handle
-                holder.wait(30)
-                for pipe in (holder.stdin, holder.stdout):
-                    if pipe is not None:
-                        pipe.close()
-
-            request.addfinalizer(let_go)
-            assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+            holder = start_lock_holder(tmp_path / "queue.db")
+            request.addfinalizer(lambda: stop_lock_holder(holder))  # before the workers stop: they write
+            wait_locked(holder)
             holder.send_signal(signal.SIGSTOP)
             frozen = alerts.filter(has_text=f"Every write waits: the queue's write lock is held by pid {holder.pid}")
             expect(frozen).to_have_count(1)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from browser import (
     serve_app,
     wait_rows,
 )
+from children import start_lock_holder, stop_lock_holder, wait_locked
 from pg import _start_server
 from seeding import MANAGER, OPS, seed
 
@@ -32,14 +31,6 @@ from jobq import JobStatus, Queue
 
 pytestmark = pytest.mark.slow
 
-#: Holds the write lock of the database named by argv[1] until stdin closes.
-HOLD_LOCK = """
-import sys, apsw
-conn = apsw.Connection(sys.argv[1])
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
 #: Within this the locked action must have answered (it gave up after 2 s; before: 10 s + 120 s).
 LOCKED_ANSWER_MS = 30_000
 #: A stopped server is noticed within a few refreshes, and a started one used again.
@@ -60,19 +51,8 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
     first, second = ids[JobStatus.PENDING]
     port = serve_app(request, MANAGER, tmp_path, url)
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-
-    def release() -> None:
-        if holder.poll() is None:
-            holder.kill()  # our own child, by its handle
-        holder.wait(30)
-        for pipe in (holder.stdin, holder.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    request.addfinalizer(release)
+    holder = start_lock_holder(path)
+    request.addfinalizer(lambda: stop_lock_holder(holder))
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -80,7 +60,7 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
             page = browser.new_page(viewport={"width": 1366, "height": 1400})
             page.goto(f"http://127.0.0.1:{port}/")
             wait_rows(page, lambda rows: first in rows, "the job list")
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            wait_locked(holder)
 
             select_jobs(page, first)
             page.locator(".st-key-bulk_cancel button").click()
@@ -95,7 +75,7 @@ def test_manager_on_a_locked_then_replaced_sqlite_file(tmp_path: Path, request: 
             expect(page.get_by_text("Stale since")).to_have_count(0)
             with Queue(url) as q:
                 assert q.get(first).status == JobStatus.PENDING
-            release()
+            stop_lock_holder(holder)
 
             # Another database moved into place (a restore): the app notices and reads it.
             other = tmp_path / "restored.db"

@@ -9,28 +9,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from children import stopped
+from children import start_lock_holder, stop_lock_holder, stopped, wait_locked
 from polling import wait_for
 
 from jobq import JobStatus, Queue, StorageError
 from jobq.backends.base import HistogramBounds
 from jobq.queue import read_methods
 from jobq.web import health
-
-#: Holds the write lock of the database named by argv[1] until stdin closes (or 120 s pass).
-HOLD_LOCK = """
-import sys, apsw
-conn = apsw.Connection(sys.argv[1])
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-"""
 
 
 def _db(path: Path, jobs: int) -> str:
@@ -45,21 +35,12 @@ def _db(path: Path, jobs: int) -> str:
 def lock_holder(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """A database with 3 pending jobs, and another process holding its write lock."""
     url = _db(tmp_path / "queue.db", 3)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "queue.db")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_lock_holder(tmp_path / "queue.db")
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        wait_locked(proc)
         yield url, proc
     finally:
-        proc.kill()  # our own child, by its handle
-        proc.wait(timeout=30)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        stop_lock_holder(proc)
 
 
 def test_a_locked_database_fails_an_action_fast_naming_the_holder_and_reads_go_on(
