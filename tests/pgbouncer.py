@@ -105,6 +105,8 @@ max_client_conn = 500
 ; Test databases are dropped WITH (FORCE) at teardown: don't keep idle server connections long.
 server_idle_timeout = 5
 server_lifetime = 60
+; As docs/multi-host.md sets it: a client frozen inside a transaction is ended after 10 s.
+idle_transaction_timeout = 10
 logfile = {base}/pgbouncer.log
 pidfile = {base}/pgbouncer.pid
 admin_users = postgres

@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from children import stopped
+from pgbouncer import through_pgbouncer
 from polling import wait_for
 from processes import Procs
 
@@ -26,18 +27,24 @@ from jobq.backends.postgres import IDLE_IN_TRANSACTION_TIMEOUT_MS
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
+@pytest.mark.parametrize("via", ["direct", "pgbouncer"])
 def test_a_client_frozen_inside_a_limited_claim_holds_the_queue_only_until_the_server_ends_it(
-    postgres_url: str, procs: Procs, tmp_path: Path
+    postgres_url: str, procs: Procs, tmp_path: Path, request: pytest.FixtureRequest, via: str
 ) -> None:
-    with jobq.Queue(postgres_url) as q:
+    """Behind PgBouncer (``pooler=transaction``: no startup options), its own
+    ``idle_transaction_timeout`` (tests/pgbouncer.py, as docs/multi-host.md sets it) does the same."""
+    url = postgres_url
+    if via == "pgbouncer":
+        url = through_pgbouncer(request.getfixturevalue("pgbouncer_server"), postgres_url, listen=False)
+    with jobq.Queue(url) as q:
         with q.backend._get_pool().connection() as conn:  # type: ignore[attr-defined]  # a jobq session
             shown = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
-        assert shown == (f"{IDLE_IN_TRANSACTION_TIMEOUT_MS // 1000}s",)
+        assert shown == (f"{IDLE_IN_TRANSACTION_TIMEOUT_MS // 1000}s",) if via == "direct" else ("0",)
         # A rate too: the claim then takes several round trips in one transaction (a concurrency
         # limit alone is claimed by one statement, which no freeze can split).
         q.set_limits("lim", concurrency=1, rate="100/s")
         first, second = (q.enqueue({"n": n}, queue="lim") for n in range(2))
-        frozen = procs.start("frozenclaim", "--db", postgres_url)
+        frozen = procs.start("frozenclaim", "--db", url)
         try:
             wait_for(
                 lambda: (tmp_path / f"freezing-{frozen.pid}").exists() and stopped(frozen.pid),
@@ -47,7 +54,7 @@ def test_a_client_frozen_inside_a_limited_claim_holds_the_queue_only_until_the_s
             frozen_at = time.monotonic()
             with psycopg.connect(postgres_url, autocommit=True) as conn:
                 states = conn.execute(
-                    "SELECT state FROM pg_stat_activity WHERE application_name = 'jobq' AND state LIKE 'idle in%'"
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in%'"
                 ).fetchall()
             assert states == [("idle in transaction",)]  # the frozen claim, its control row locked
 
