@@ -20,8 +20,10 @@ def lock_holders(path: str, proc: str = "/proc") -> list[int]:
     """PIDs holding the write lock of the SQLite database ``path`` (WAL mode), from ``/proc/locks``.
 
     SQLite's WAL writer holds a POSIX lock on byte ``WAL_WRITE_LOCK_BYTE`` of ``PATH-shm``; the
-    kernel lists it with the owner's pid (0 when the owner is in another PID namespace: left out).
-    Empty when nothing is found or the platform has no ``/proc/locks``.
+    kernel lists it with the owner's pid (0 when the owner is in another PID namespace: left out;
+    the kernels here do not list such a lock at all, seen from ``unshare --pid --mount-proc``).
+    Empty when nothing is found or the platform has no ``/proc/locks``: the caller then says
+    "another process".
     """
     try:
         st = os.stat(path + "-shm")
