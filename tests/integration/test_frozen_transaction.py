@@ -9,6 +9,7 @@ frozen client, continued, settles its commit's unknown outcome (nothing committe
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from polling import wait_for
 from processes import Procs
 
 import jobq
+from jobq.backends import ops
 from jobq.backends.postgres import IDLE_IN_TRANSACTION_TIMEOUT_MS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -79,3 +81,44 @@ def test_a_client_frozen_inside_a_limited_claim_holds_the_queue_only_until_the_s
         assert (waiting.status, waiting.attempts) == (jobq.JobStatus.PENDING, 0)  # the limit held
         q.complete(job)
     print(f"\nthe limited queue was held {waited:.1f} s by a frozen claim")
+
+
+@pytest.mark.parametrize("api", ["sync", "asyncio"])
+def test_a_transaction_the_server_ended_while_it_waited_is_run_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """The same end, in one process and quickly: the URL sets a 0.2 s timeout, and the claim's
+    transaction pauses 0.5 s once (the fault), with its statements sent. The server ends the
+    session and rolls it back; the claim runs again on a fresh connection and returns the job,
+    leased once (before: StorageError, "terminating connection due to idle-in-transaction
+    timeout"). Both stores, the blocking one and ``AsyncQueue``'s own."""
+    sep = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{sep}options=-c%20idle_in_transaction_session_timeout%3D200"
+    claim_controlled = ops.claim_controlled
+    paused: list[bool] = []
+
+    def pausing(*args: object, **kwargs: object) -> object:
+        result = yield from claim_controlled(*args, **kwargs)  # type: ignore[arg-type]
+        if not paused:
+            paused.append(True)
+            time.sleep(0.5)  # the fault: the client stalls inside its transaction
+        return result
+
+    monkeypatch.setattr(ops, "claim_controlled", pausing)
+    with jobq.Queue(url) as q:
+        q.set_limits("lim", concurrency=1, rate="100/s")
+        job_id = q.enqueue({}, queue="lim")
+        if api == "sync":
+            job = q.claim("w", queue="lim")
+        else:
+
+            async def claim() -> jobq.Job | None:
+                async with jobq.AsyncQueue(url) as aq:
+                    assert aq.native
+                    return await aq.claim("w", queue="lim")
+
+            job = asyncio.run(claim())
+        assert paused == [True]
+        assert job is not None and job.id == job_id
+        stored = q.get(job_id)
+        assert (stored.status, stored.attempts, stored.lease_token) == (jobq.JobStatus.PROCESSING, 1, job.lease_token)
