@@ -181,7 +181,9 @@ class JobContext:
         """Heartbeat now, synchronously: raises LeaseLost when this worker no longer holds the job.
 
         Call it right before an effect that must not happen twice, under a lock that makes
-        check + effect atomic with respect to other workers (see ``jobq.demo.files``).
+        check + effect atomic with respect to other workers (see ``jobq.demo.files``). It waits
+        for the worker's own lease writes in flight (a heartbeat): one that found the lease lost
+        is heeded, and this check then raises without a write.
         """
         self._fenced(lambda: self.queue.heartbeat(self.job))
 
