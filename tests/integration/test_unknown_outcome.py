@@ -554,3 +554,32 @@ def test_a_schedule_slot_whose_commit_reply_was_lost_is_enqueued_once(pq) -> Non
     assert stored.next_run_at == next_run_at and stored.last_job_id is not None
     assert q.counts()["PENDING"] == 1
     assert q.get(stored.last_job_id).task == "t"
+
+
+def test_a_wait_whose_registration_reply_was_lost_still_returns_the_finished_job(pq, postgres_url: str) -> None:
+    """``Queue.wait`` registers itself as a waiter (a row the finishing transaction looks for),
+    and that COMMIT's reply is lost: the registration is made again, and the wait returns the
+    job once another process completes it (before: StorageError, "the outcome is unknown")."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    proxy.lose_next_commit_reply(after=b"INSERT INTO jobq.job_waiters")
+    waited: list[object] = []
+
+    def wait() -> None:
+        try:
+            waited.append(q.wait(job_id, timeout=60))
+        except jobq.JobqError as exc:
+            waited.append(exc)
+
+    waiting = threading.Thread(target=wait, daemon=True)
+    waiting.start()
+    wait_for(lambda: proxy.lost_replies == 1 or waited, 30, "the registration's reply to be lost")
+    with jobq.Queue(postgres_url) as worker:
+        job = worker.claim("w")
+        assert job is not None and job.id == job_id
+        worker.complete(job, {"ok": True})
+    waiting.join(60)
+    assert proxy.lost_replies == 1
+    (got,) = waited
+    assert isinstance(got, jobq.Job), got
+    assert got.status == jobq.JobStatus.COMPLETED and got.result == {"ok": True}

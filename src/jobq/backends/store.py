@@ -438,12 +438,16 @@ class SqlStore:
     def register_waiter(self, job_id: int, now: float, expires: float) -> int | None:
         if "register_waiter" not in self.dialect.sql:
             return self._run_plan(_value(None))  # this dialect wakes waiters without being told who waits
-        return self._write(lambda: ops.register_waiter(self.dialect, job_id, now, expires))
+        # A registration whose COMMIT's reply was lost is made again: the first row, if it
+        # committed, only wakes this waiter once more, and expires (Queue.wait raised instead).
+        make = lambda: ops.register_waiter(self.dialect, job_id, now, expires)  # noqa: E731
+        return self._write(make, on_unknown=make)
 
     def unregister_waiter(self, waiter: int | None) -> None:
         if waiter is None:
             return self._run_plan(_value(None))
-        return self._write(lambda: ops.unregister_waiter(self.dialect, waiter))
+        make = lambda: ops.unregister_waiter(self.dialect, waiter)  # noqa: E731
+        return self._write(make, on_unknown=make)  # a DELETE by id: the same again is harmless
 
     def events(self, job_id: int) -> list[Event]:
         return self._read(lambda: ops.events(self.dialect, job_id))
