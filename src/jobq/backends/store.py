@@ -189,6 +189,12 @@ class SqlStore:
     def _write(self, make: MakeOp[T], *, on_unknown: MakeOp[T] | None = None) -> T:
         return self._run_plan((make, True, on_unknown))
 
+    def _write_again_if_unknown(self, make: MakeOp[T]) -> T:
+        """A write that does no harm done twice (an upsert, an update or delete of one row by its
+        key; a waiter's registration, see there): a commit whose reply was lost is settled by
+        writing it again."""
+        return self._run_plan((make, True, make))
+
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
         if not jobs:
@@ -440,14 +446,12 @@ class SqlStore:
             return self._run_plan(_value(None))  # this dialect wakes waiters without being told who waits
         # A registration whose COMMIT's reply was lost is made again: the first row, if it
         # committed, only wakes this waiter once more, and expires (Queue.wait raised instead).
-        make = lambda: ops.register_waiter(self.dialect, job_id, now, expires)  # noqa: E731
-        return self._write(make, on_unknown=make)
+        return self._write_again_if_unknown(lambda: ops.register_waiter(self.dialect, job_id, now, expires))
 
     def unregister_waiter(self, waiter: int | None) -> None:
         if waiter is None:
             return self._run_plan(_value(None))
-        make = lambda: ops.unregister_waiter(self.dialect, waiter)  # noqa: E731
-        return self._write(make, on_unknown=make)  # a DELETE by id: the same again is harmless
+        return self._write_again_if_unknown(lambda: ops.unregister_waiter(self.dialect, waiter))  # a DELETE by id
 
     def events(self, job_id: int) -> list[Event]:
         return self._read(lambda: ops.events(self.dialect, job_id))
@@ -531,8 +535,7 @@ class SqlStore:
     # write again settles a commit whose reply was lost. (A worker whose first registration's
     # reply was lost raised at start, and left a row "alive" for a process that had exited.)
     def register_worker(self, info: WorkerInfo) -> None:
-        make = lambda: ops.register_worker(self.dialect, info)  # noqa: E731
-        return self._write(make, on_unknown=make)
+        return self._write_again_if_unknown(lambda: ops.register_worker(self.dialect, info))
 
     def worker_seen(
         self,
@@ -544,12 +547,12 @@ class SqlStore:
         clock_skew: float | None = None,
     ) -> bool:
         d = self.dialect
-        make = lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew)  # noqa: E731
-        return self._write(make, on_unknown=make)
+        return self._write_again_if_unknown(
+            lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew)
+        )
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
-        make = lambda: ops.worker_stopped(self.dialect, worker_id, now, reason)  # noqa: E731
-        return self._write(make, on_unknown=make)
+        return self._write_again_if_unknown(lambda: ops.worker_stopped(self.dialect, worker_id, now, reason))
 
     def mark_lost_workers(self, seen_before: float, now: float) -> list[str]:
         return self._run_plan(self._mark_lost_plan(seen_before, now))
