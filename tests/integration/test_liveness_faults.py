@@ -147,7 +147,7 @@ def test_a_claim_that_waited_for_the_lock_grants_a_full_lease(backend_url: str, 
     """Leases run from when they are granted, not from when the claim began to wait."""
     with jobq.Queue(backend_url) as q:
         q.enqueue({})
-        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder = _lock_holder(tmp_path)
         holder.execute("BEGIN IMMEDIATE")  # a writer that holds the lock for seconds
         box: list[jobq.Job | None] = []
         t = threading.Thread(target=lambda: box.append(q.claim("w", lease=1.0)))
@@ -201,10 +201,19 @@ def test_completions_and_a_claim_that_waited_for_a_lock_lease_from_when_granted(
         assert (more[0].lease_expires_at or 0) > granted_at - 0.5, "the lease was already expired when handed out"
 
 
+def _lock_holder(tmp_path: Path) -> apsw.Connection:
+    """A connection to the test's SQLite file that may wait for the lock before it holds it: the
+    worker may be writing (a heartbeat, a registry beat) at the moment the fault begins, and a
+    BEGIN IMMEDIATE without a busy timeout then fails at once (BusyError) instead of the test."""
+    conn = apsw.Connection(str(tmp_path / "queue.db"))
+    conn.set_busy_timeout(30_000)
+    return conn
+
+
 def _hold_job_lock(url: str, tmp_path: Path, job_id: int):
     """Lock what a heartbeat of ``job_id`` must write; returns the function that releases it."""
     if url.startswith("sqlite"):
-        conn = apsw.Connection(str(tmp_path / "queue.db"))
+        conn = _lock_holder(tmp_path)
         conn.execute("BEGIN IMMEDIATE")
 
         def release() -> None:
@@ -235,7 +244,7 @@ def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
         for _ in range(3):
             procs.start("worker", "--db", backend_url, "--lease", "1.5", "--rescue-interval", "0.1")
         wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, 60, "all three jobs to start")
-        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder = _lock_holder(tmp_path)
         holder.execute("BEGIN IMMEDIATE")
         time.sleep(3.0)  # the fault: the lock is held for twice the lease
         holder.execute("COMMIT")
@@ -275,7 +284,7 @@ def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_g
         job_id = q.enqueue({"x": 1}, max_attempts=2)
         worker = run_worker(Worker(q, handler, concurrency=1, name="w"))
         assert started.wait(30)
-        holder = apsw.Connection(str(tmp_path / "queue.db"))
+        holder = _lock_holder(tmp_path)
         holder.execute("BEGIN IMMEDIATE")  # the fault: a writer that holds the lock for seconds
         try:
             if ending == "failure":
