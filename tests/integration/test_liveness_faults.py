@@ -257,6 +257,37 @@ def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """Every worker's wall clock jumps five minutes ahead at once, as after the host was
+    suspended (a laptop's lid closed, a VM paused: the monotonic clock did not count the sleep)
+    or NTP stepped it. Every lease on SQLite, judged by this host's clock, then reads five
+    minutes expired, though no worker stopped. No rescuer may take the jobs: each process sees
+    its clock jump against its monotonic one, and waits for the heartbeats as after a stall.
+    (procs.py steps ``time.time()`` of the workers alone: the test's own reads need no clock.)"""
+    skew = tmp_path / "skew"
+    skew.write_text("0")
+    with jobq.Queue(backend_url) as q:
+        ids = [q.enqueue({"seconds": 4.0}, task="slow") for _ in range(3)]
+        for _ in range(3):
+            procs.start(
+                "worker", "--db", backend_url, "--lease", "1.5", "--rescue-interval", "0.1",
+                env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)},
+            )  # fmt: skip
+        wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, 60, "all three jobs to start")
+        stepped = skew.with_name("skew.tmp")
+        stepped.write_text("300")
+        stepped.replace(skew)  # the fault: at once for every worker, mid-run
+        wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
+        for job_id in ids:
+            assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
+            assert "rescued" not in _kinds(q, job_id)
+        assert sorted(effects(tmp_path)) == sorted(ids)
+        assert "marked lost" not in procs.logs()
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("ending", ["failure", "release"])
 def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_go(
     backend_url: str, tmp_path: Path, run_worker: Any, caplog: pytest.LogCaptureFixture, ending: str

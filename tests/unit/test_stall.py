@@ -85,10 +85,46 @@ def test_failing_writes_excuse_until_one_succeeds_then_grace() -> None:
     assert w.excused_since(clock.now) is None
 
 
+class Monotonic:
+    """time.monotonic() for the watch, moved by the test (a host's suspend: the clock moves alone)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        monkeypatch.setattr("jobq.worker.stall.time.monotonic", lambda: self.now)
+
+
 def test_the_rescue_own_wait_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = Clock()
+    clock, monotonic = Clock(), Monotonic(monkeypatch)
     w = watch(clock)
-    ticks = iter([100.0, 105.0])  # asked at 100, the lock granted 5 s later
-    monkeypatch.setattr("jobq.worker.stall.time.monotonic", lambda: next(ticks))
-    cutoff = w.rescue_cutoff()
-    assert cutoff(clock.now) == pytest.approx(1000.0 - 5.0 - 3.0)
+    cutoff = w.rescue_cutoff()  # asked at 1000, the lock granted 5 s later
+    clock.now += 5.0
+    monotonic.now += 5.0
+    assert cutoff(clock.now) == pytest.approx(1005.0 - 5.0 - 3.0)
+
+
+def test_a_clock_jumping_ahead_excuses_leases_from_before_the_jump_until_grace_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host slept 300 s: its clock moved, the monotonic one did not. A lease that expired an
+    instant before the jump (its worker dead) is not excused; one the jump expired is."""
+    clock, monotonic = Clock(), Monotonic(monkeypatch)
+    w = watch(clock)
+    clock.now += 300.0
+    assert w.rescue_cutoff()(clock.now) == pytest.approx(1000.0 - 3.0)
+    clock.now += 10.0
+    monotonic.now += 10.0
+    assert w.rescue_cutoff()(clock.now) == pytest.approx(997.0)
+    clock.now += 0.5
+    monotonic.now += 0.5  # grace over: every expired lease counts again
+    assert w.rescue_cutoff()(clock.now) == clock.now
+
+
+def test_a_clock_set_back_or_slewing_excuses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, monotonic = Clock(), Monotonic(monkeypatch)
+    w = watch(clock)
+    clock.now -= 120.0  # leases read longer: no one taken wrongly
+    assert w.rescue_cutoff()(clock.now) == clock.now
+    for _ in range(100):  # NTP's slewing: 0.5 ms a second, 3 s in all, one look every 60 s
+        clock.now += 60.03
+        monotonic.now += 60.0
+        assert w.rescue_cutoff()(clock.now) == clock.now

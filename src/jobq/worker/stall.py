@@ -7,12 +7,15 @@ refuses every write. When the stall ends, the first rescuer to get in would find
 leases expired (their heartbeats were waiting too) and take their jobs, which then run twice.
 
 Every worker process writes at least every ``heartbeat_seconds`` (its heartbeat and registry
-row), so it notices such a stall itself, as a write that waited longer than ``threshold`` (or
-failed), or as its own loop running late (the process itself was frozen). A lease that expired
-after the stall began (less a heartbeat's margin) is then not counted as lost until the stall has
-been over for ``grace`` seconds: long enough for every live worker's waiting heartbeat to land.
-A worker that really died during the stall is rescued that much later; one whose process is known
-to be gone (same process table, pid gone) is rescued at once as always.
+row), so it notices such a stall itself: as a write that waited longer than ``threshold`` (or
+failed), as its own loop running late (the process itself was frozen), or as the queue's clock
+jumping ahead of this process's monotonic one. That last one is a host suspended (a laptop's lid
+closed, a VM paused: CLOCK_MONOTONIC does not count the sleep) or NTP stepping the clock; every
+lease judged by this host's clock (SQLite) then reads expired at once, its worker as alive as
+before. A lease that expired after the stall began (less a heartbeat's margin) is then not counted
+as lost until the stall has been over for ``grace`` seconds: long enough for every live worker's
+waiting heartbeat to land. A worker that really died during the stall is rescued that much later;
+one whose process is known to be gone (same process table, pid gone) is rescued at once as always.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class StallWatch:
         self._end: float | None = None
         self._failing_since: float | None = None
         self._in_flight: dict[object, float] = {}
+        self._clock_ahead = clock() - time.monotonic()  # moves only when the clock steps
 
     def note(self, start: float, end: float) -> None:
         """Record that writes were impossible from ``start`` to ``end``."""
@@ -85,6 +89,18 @@ class StallWatch:
             now = self.clock()
             self.note(now - seconds, now)
 
+    def clock_stepped(self, moment: float) -> None:
+        """Note a jump of the clock ahead of ``moment`` (``time.monotonic()`` now) since the last
+        look as a stall of that length ending now. Only ahead: a clock set back makes leases read
+        longer, which excuses no one wrongly. Each look compares with the one before, so that NTP's
+        slewing (at most 0.5 ms a second) never adds up to a step."""
+        now = self.clock()
+        with self._lock:
+            ahead = now - moment
+            jump, self._clock_ahead = ahead - self._clock_ahead, ahead
+            if jump > self.threshold:
+                self.note(now - jump, now)
+
     def excused_since(self, now: float) -> float | None:
         """Leases that expired at or after this time are not evidence of a dead worker (None:
         every expired lease is)."""
@@ -99,11 +115,13 @@ class StallWatch:
     def rescue_cutoff(self) -> Callable[[float], float]:
         """A ``cutoff`` for ``Queue.rescue_expired``: given the time read under the lock, the
         expiry before which a lease counts as lost. The rescue's own wait for the lock, if it was
-        a stall, counts as one too."""
+        a stall, counts as one too, and so does a step of the clock since the last rescue."""
         asked = time.monotonic()
 
         def cutoff(now: float) -> float:
-            waited = time.monotonic() - asked
+            moment = time.monotonic()
+            self.clock_stepped(moment)  # before judging any lease by a clock that may have jumped
+            waited = moment - asked
             if waited > self.threshold:
                 self.note(now - waited, now)
             since = self.excused_since(now)
