@@ -285,6 +285,7 @@ def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
             assert "rescued" not in _kinds(q, job_id)
         assert sorted(effects(tmp_path)) == sorted(ids)
         assert "marked lost" not in procs.logs()
+        assert "this host's clock jumped 300.0 s ahead" in procs.logs()
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

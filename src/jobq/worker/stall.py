@@ -21,9 +21,12 @@ one whose process is known to be gone (same process table, pid gone) is rescued 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+
+log = logging.getLogger("jobq.worker")
 
 
 class StallWatch:
@@ -100,6 +103,13 @@ class StallWatch:
             jump, self._clock_ahead = ahead - self._clock_ahead, ahead
             if jump > self.threshold:
                 self.note(now - jump, now)
+        if jump > self.threshold:
+            log.warning(
+                "this host's clock jumped %.1f s ahead (the host suspended, or the clock stepped): "
+                "leases that ran out meanwhile wait %g s for their workers' heartbeats",
+                jump,
+                self.grace,
+            )
 
     def excused_since(self, now: float) -> float | None:
         """Leases that expired at or after this time are not evidence of a dead worker (None:
