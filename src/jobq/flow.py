@@ -93,6 +93,19 @@ def format_rate(count: int, window: float) -> str:
     return f"{count}/{window:g}s"
 
 
+def next_admission(tat: float | None, rate_count: int, rate_window: float, now: float) -> float | None:
+    """When a rate-limited queue admits its next claim (GCRA's "theoretical arrival time"), as
+    seen at ``now``; None: at once. jobq writes it one step (``window / count``) past the claim
+    that admitted a job, so it is never further ahead of the clock than that. One further ahead
+    was written by a clock since set back (a VM restored from a snapshot, a clock stepped back)
+    or by hand: taken as it stood, the queue would admit nothing for as long as the step
+    (minutes, or for good). It is taken as one step from now: a wait the rate asks anyway, so
+    the limit never admits faster than its rate."""
+    if tat is None:
+        return None
+    return min(float(tat), now + float(rate_window) / int(rate_count))
+
+
 def control_defect(concurrency: Any, per_key: Any, rate_count: Any, rate_window: Any, tat: Any) -> str | None:
     """Why a ``queue_controls`` row cannot be enforced, or None when it can. jobq writes only good
     rows, but one written by hand gets past the table's CHECKs: SQLite stores text in a number

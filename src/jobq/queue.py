@@ -1082,7 +1082,7 @@ class Queue:
     def next_due_at(self, queue: str | Sequence[str] | None = None) -> float | None:
         """The earliest ``run_at`` among PENDING jobs of ``queue`` (default: the settings'
         queue), or None: how long an idle worker may sleep."""
-        return self.backend.next_due_at(self._queues(queue))
+        return self.backend.next_due_at(self._queues(queue), self._now())
 
     def listener(self, worker_id: str, queue: str | Sequence[str] | None = None) -> Listener:
         """Open a wake-up channel: ``wait(timeout)`` returns early when work may have arrived

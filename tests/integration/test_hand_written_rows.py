@@ -11,6 +11,7 @@ queue's (logged)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -154,6 +155,32 @@ def test_a_worker_waits_out_a_bad_control_row_and_runs_the_job_once_it_is_set(ba
             t.join(30)
         assert not t.is_alive()
         assert sorted(done) == sorted([held, *free])  # each ran once
+
+
+def test_a_next_admission_written_a_year_ahead_holds_a_rate_limited_queue_back_one_step(backend_url: str) -> None:
+    """A rate's next admission (``rate_tat``) set a year ahead, by hand or by a clock since set
+    back: a number the CHECKs take. Taken as it stood, the queue admitted nothing for a year and
+    its idle workers slept until then. jobq writes it at most one step ahead, so one further is
+    taken as one step from now: the worker runs the queue's jobs at the rate."""
+    settings = jobq.Settings(database_url=backend_url, poll_interval_seconds=0.05)
+    with jobq.Queue(settings=settings) as q, _sql_shell(backend_url) as sql:
+        q.set_limits("lim", rate="10/s")
+        sql.execute(f"UPDATE queue_controls SET rate_tat = {q.clock() + 365 * 86400.0} WHERE queue = 'lim'")
+        ids = [q.enqueue({"n": n}, queue="lim") for n in range(3)]
+        assert (q.next_due_at("lim") or 0) <= q.clock() + 0.1 + 1.0  # the worker's sleep: a step
+        worker = Worker(q, lambda ctx: None, queues=["lim"])
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 30, "the queue's jobs")
+        finally:
+            worker.stop()
+            t.join(30)
+        claimed = sorted(j.started_at for i in ids if (j := q.get(i)) is not None and j.started_at is not None)
+        assert len(claimed) == 3
+        assert all(b - a >= 0.1 - 1e-6 for a, b in itertools.pairwise(claimed))  # at the rate
+        [control] = q.controls()
+        assert control.next_admit_at is not None and control.next_admit_at <= q.clock() + 0.1
 
 
 BAD_POLICIES = ["{not json", "[1, 2]", '{"max_attempts": -1}', '{"backoff": "soon"}', '{"retry_on": 7}']

@@ -714,8 +714,9 @@ class Backend(Protocol):
         """
         ...
 
-    def next_due_at(self, queues: Sequence[str]) -> float | None:
-        """The earliest run_at among PENDING jobs of ``queues`` (for sleeping until then)."""
+    def next_due_at(self, queues: Sequence[str], now: float) -> float | None:
+        """The earliest run_at among PENDING jobs of ``queues`` (for sleeping until then); ``now``
+        weighs a rate limit's next admission (``jobq.flow.next_admission``)."""
         ...
 
     # -- operators -------------------------------------------------------------------------

@@ -361,8 +361,8 @@ class SqlStore:
             )
         )
 
-    def next_due_at(self, queues: Sequence[str]) -> float | None:
-        return self._read(lambda: ops.next_due_at(self.dialect, queues))
+    def next_due_at(self, queues: Sequence[str], now: float) -> float | None:
+        return self._read(lambda: ops.next_due_at(self.dialect, queues, now))
 
     # -- flow control ----------------------------------------------------------------------
     def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:

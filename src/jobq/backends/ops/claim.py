@@ -25,7 +25,7 @@ from jobq.backends.ops.core import (
 )
 from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
 from jobq.backends.statements import Dialect, Params
-from jobq.flow import control_defect
+from jobq.flow import control_defect, next_admission
 from jobq.job import EventKind, Job, JobStatus
 
 #: The batch of a set-based completion as compact JSON (results are JSON text already checked to
@@ -454,7 +454,7 @@ def _simple_worker_write(
     return out
 
 
-def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
+def next_due_at(d: Dialect, queues: Sequence[str], now: float) -> Op[float | None]:
     """The earliest time a claim of ``queues`` could take a job: paused queues and queues at their
     concurrency limit count as never (a resume wakes the workers; a freed slot is taken by the
     worker that freed it, others poll), a rate-limited queue not before its next admission."""
@@ -478,7 +478,8 @@ def next_due_at(d: Dialect, queues: Sequence[str]) -> Op[float | None]:
             unblocked = _keys_at_limit(d, (yield from _running_by_key(d, queue)), per_key, params, held=False)
         at = number_or_none((yield Exec(d.stmt("due_at_in_queue", unblocked=unblocked), params))[0][0])
         if at is not None:
-            times.append(max(at, float(tat)) if rate_count is not None and tat is not None else at)
+            admit_at = next_admission(tat, rate_count, window, now) if rate_count is not None else None
+            times.append(at if admit_at is None else max(at, admit_at))
     return min(times, default=None)
 
 

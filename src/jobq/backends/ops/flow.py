@@ -11,7 +11,7 @@ from typing import Any
 from jobq.backends.base import Clock, ControlEvent, ControlUpdate, QueueControl
 from jobq.backends.ops.core import Exec, Notify, Op, _lease_params, _sorted_jobs
 from jobq.backends.statements import Dialect, Params
-from jobq.flow import control_defect, report_defect
+from jobq.flow import control_defect, next_admission, report_defect
 from jobq.job import Job
 
 # -- flow control -------------------------------------------------------------------------------
@@ -106,7 +106,10 @@ def claim_controlled(
             report_defect(queue, defect)
             continue
         if rate_count is not None:
-            if tat is not None and tat > now:
+            admit_at = next_admission(tat, rate_count, rate_window, now)
+            if admit_at is not None and admit_at != tat:  # written by a clock set back since
+                yield Exec(d.sql["set_rate_tat"], {"queue": queue, "tat": admit_at})
+            if admit_at is not None and admit_at > now:
                 continue
             room = min(room, 1)
         lease = _lease_params(d, worker_id, nonce, now, lease_seconds)
@@ -214,8 +217,9 @@ def _waiting_on_limit(d: Dialect, c: QueueControl, due: int, running: int, now: 
     room = due
     if c.concurrency is not None:
         room = min(room, max(0, c.concurrency - running))
-    if c.rate_count is not None:
-        room = min(room, 0 if c.next_admit_at is not None and c.next_admit_at > now else 1)
+    if c.rate_count is not None and c.rate_window is not None:
+        admit_at = next_admission(c.next_admit_at, c.rate_count, c.rate_window, now)
+        room = min(room, 0 if admit_at is not None and admit_at > now else 1)
     held = 0
     if c.per_key is not None:
         keyed = yield from _running_by_key(d, c.queue)

@@ -133,6 +133,24 @@ def test_a_rate_limit_admits_at_most_count_per_window(
     assert queue.next_due_at("mail") == pytest.approx(control.next_admit_at)  # the worker's sleep
 
 
+def test_a_rate_limit_goes_on_after_the_clock_was_set_back(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The clock set back two minutes after an admission (a VM restored from a snapshot, a clock
+    stepped back) left the next admission two minutes ahead: the queue admitted nothing, and its
+    workers did not even look, for two minutes. It is taken as at most one step from now."""
+    queue.enqueue("first", queue="mail")
+    queue.set_limits("mail", rate="4/s")
+    assert len(queue.claim_many("w", 10, queue="mail")) == 1
+    clock.advance(-120.0)
+    queue.enqueue_many(["second", "third"], queue="mail")  # due by the clock as it is now
+    assert queue.next_due_at("mail") == pytest.approx(clock.now + 0.25)  # the worker's sleep
+    assert queue.claim_many("w", 10, queue="mail") == []  # the rate still holds: one step
+    clock.advance(0.25)
+    assert len(queue.claim_many("w", 10, queue="mail")) == 1
+    assert queue.claim_many("w", 10, queue="mail") == []
+    [control] = queue.controls()
+    assert control.next_admit_at == pytest.approx(clock.now + 0.25)
+
+
 def test_limits_are_set_kept_cleared_and_audited(queue: jobq.Queue, clock: FakeClock) -> None:
     queue.set_limits("q", concurrency=5, rate="10/min", actor="ann")
     control = queue.set_limits("q", per_key=1, actor="bob")  # the others are kept
