@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any
 
+from jobq.config import CLOCK_SKEW_CORRECTED_SECONDS
 from jobq.errors import ConfigError
 
 log = logging.getLogger("jobq.flow")
@@ -19,6 +20,13 @@ LIMIT_MAX = 2**31 - 1
 #: Rate windows accepted, in seconds: a millisecond to a week.
 RATE_WINDOW_MIN_SECONDS = 0.001
 RATE_WINDOW_MAX_SECONDS = 7 * 86400.0
+RATE_ADMISSION_SLACK_SECONDS = 2 * CLOCK_SKEW_CORRECTED_SECONDS
+"""How much further than one step ahead a rate's next admission may stand and still be taken as
+written (``next_admission``). Hosts whose clocks are each less than CLOCK_SKEW_CORRECTED_SECONDS
+off the database server's keep their own (none is corrected), so two may be up to twice that
+apart, and the one behind reads the other's admissions that much further ahead. Taken as one step
+from its own now, it would move the next admission back, the host ahead would admit again at
+once, and the rate would break at every such turn."""
 #: The error a queue_controls row gets when it is written with values control_defect would find
 #: (both backends' schema checks raise it; no quote, it sits inside SQL text).
 CONTROLS_REFUSED = (
@@ -96,14 +104,16 @@ def format_rate(count: int, window: float) -> str:
 def next_admission(tat: float | None, rate_count: int, rate_window: float, now: float) -> float | None:
     """When a rate-limited queue admits its next claim (GCRA's "theoretical arrival time"), as
     seen at ``now``; None: at once. jobq writes it one step (``window / count``) past the claim
-    that admitted a job, so it is never further ahead of the clock than that. One further ahead
-    was written by a clock since set back (a VM restored from a snapshot, a clock stepped back)
-    or by hand: taken as it stood, the queue would admit nothing for as long as the step
-    (minutes, or for good). It is taken as one step from now: a wait the rate asks anyway, so
-    the limit never admits faster than its rate."""
+    that admitted a job, so it is never further ahead of the clock than that, give or take the
+    clocks of other hosts (``RATE_ADMISSION_SLACK_SECONDS``). One further ahead was written by a
+    clock since set back (a VM restored from a snapshot, a clock stepped back) or by hand: taken
+    as it stood, the queue would admit nothing for as long as the step (minutes, or for good).
+    It is taken as one step from now: a wait the rate asks anyway, so the limit never admits
+    faster than its rate."""
     if tat is None:
         return None
-    return min(float(tat), now + float(rate_window) / int(rate_count))
+    step = float(rate_window) / int(rate_count)
+    return now + step if float(tat) > now + step + RATE_ADMISSION_SLACK_SECONDS else float(tat)
 
 
 def control_defect(concurrency: Any, per_key: Any, rate_count: Any, rate_window: Any, tat: Any) -> str | None:

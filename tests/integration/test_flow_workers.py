@@ -133,3 +133,27 @@ def test_concurrency_keys_in_an_async_connection_transaction(postgres_url: str) 
             assert sorted(str(j.payload) for j in claimed) == ["a1", "b1"]  # a2 waits behind its key
 
     asyncio.run(main())
+
+
+def test_a_rate_holds_between_handles_whose_clocks_are_apart_below_the_correction(backend_url: str) -> None:
+    """Two handles whose clocks are 1.5 s apart (hosts each within a second of the server's, so
+    neither is corrected) claim a 4/s queue in turns. The one behind reads each admission of the
+    other 1.75 s ahead, further than one step: taken as a time written by a clock set back
+    (``jobq.flow.next_admission``), it moved the next admission back to one step from its own now,
+    and the handle ahead admitted again at once, every turn. Within the slack it is taken as
+    written: the handle ahead admits one job per step and the one behind waits."""
+    from jobq.testing import FakeClock
+
+    clock = FakeClock()
+    with jobq.Queue(backend_url, clock=clock) as ahead, jobq.Queue(backend_url, clock=lambda: clock() - 1.5) as behind:
+        ahead.enqueue_many(list(range(40)), queue="mail")
+        ahead.set_limits("mail", rate="4/s")
+        admitted: list[float] = []  # by the clock of the handle ahead
+        start = clock.now
+        while clock.now < start + 5:
+            for handle in (ahead, behind):
+                admitted += [clock.now] * len(handle.claim_many("w", 10, queue="mail"))
+            clock.advance(0.0625)
+        assert 18 <= len(admitted) <= 21, admitted
+        for i, at in enumerate(admitted):
+            assert sum(1 for t in admitted[i:] if t < at + 1.0) <= 4, admitted

@@ -11,6 +11,7 @@ import pytest
 from pg import raw_connect
 
 import jobq
+from jobq.backends.ops.claim import _RATE_SLACK
 
 pytestmark = pytest.mark.postgres
 
@@ -29,7 +30,7 @@ def _plan(url: str, queues: list[str], name: str) -> str:
             freed = d.sql["completions_freed"]
             params["items"] = "[]"
         queues_sql = d.any_of("queue", "q", queues, params)
-        statement = d.stmt(name, queues=queues_sql, uncontrolled=fragment, freed=freed)
+        statement = d.stmt(name, queues=queues_sql, uncontrolled=fragment, freed=freed, rate_slack=_RATE_SLACK)
         with raw_connect(url) as conn:
             rows = conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement, params).fetchall()
             conn.rollback()

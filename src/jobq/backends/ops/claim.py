@@ -25,12 +25,13 @@ from jobq.backends.ops.core import (
 )
 from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
 from jobq.backends.statements import Dialect, Params
-from jobq.flow import control_defect, next_admission
+from jobq.flow import RATE_ADMISSION_SLACK_SECONDS, control_defect, next_admission
 from jobq.job import EventKind, Job, JobStatus
 
 #: The batch of a set-based completion as compact JSON (results are JSON text already checked to
 #: be valid Unicode, so they pass through unescaped).
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_RATE_SLACK = repr(RATE_ADMISSION_SLACK_SECONDS)  # PostgreSQL's claim flag: see claim_flag
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -58,7 +59,9 @@ def claim(
         params = _lease_params(d, worker_id, nonce, now, lease_seconds)
         params["limit"] = limit
         uncontrolled = _uncontrolled(d, queues)
-        statement = d.stmt_for_queues("claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0")
+        statement = d.stmt_for_queues(
+            "claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0", rate_slack=_RATE_SLACK
+        )
         rows = yield Exec(statement, params, alone=True)
         controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
         return Claimed([row[1:] for row in rows if row[1] is not None]), controlled
@@ -290,7 +293,9 @@ def _complete_set_and_claim(
     uncontrolled = _uncontrolled(d, queues)
     uncontrolled = f"{d.sql['claim_after_locks']} AND {uncontrolled}"
     freed = d.sql["completions_freed"]
-    statement = d.stmt_for_queues("complete_set_and_claim", queues, params, uncontrolled=uncontrolled, freed=freed)
+    statement = d.stmt_for_queues(
+        "complete_set_and_claim", queues, params, uncontrolled=uncontrolled, freed=freed, rate_slack=_RATE_SLACK
+    )
     rows = yield Exec(statement, params, alone=True)
     completed = set(rows[0][1] or ()) if rows else set()
     claimed = Claimed([row[2:] for row in rows if row[2] is not None])

@@ -100,9 +100,10 @@ WHERE {queues} AND NOT c.paused
   AND (c.concurrency IS NOT NULL OR c.per_key IS NOT NULL OR c.rate_count IS NOT NULL)
   AND (c.concurrency IS NULL OR c.concurrency > (
       SELECT count(*) FROM jobs AS r WHERE r.status = 'PROCESSING' AND r.queue = c.queue) - {freed})
-  -- A next admission further ahead than one step was written by a clock since set back:
+  -- A next admission further ahead than one step (and the slack other hosts' clocks take,
+  -- jobq.flow.RATE_ADMISSION_SLACK_SECONDS) was written by a clock since set back:
   -- claim_controlled takes it as one step from now and writes that (jobq.flow.next_admission).
-  AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s OR c.rate_tat > %(now)s + c.rate_window / c.rate_count)
+  AND (c.rate_tat IS NULL OR c.rate_tat <= %(now)s OR c.rate_tat > %(now)s + c.rate_window / c.rate_count + {rate_slack})
 
 -- name: claimed_by_nonce
 -- A claim whose COMMIT reply was lost: what did it hand out? Tokens start with the claim's nonce.
