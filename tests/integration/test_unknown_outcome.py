@@ -583,3 +583,20 @@ def test_a_wait_whose_registration_reply_was_lost_still_returns_the_finished_job
     (got,) = waited
     assert isinstance(got, jobq.Job), got
     assert got.status == jobq.JobStatus.COMPLETED and got.result == {"ok": True}
+
+
+def test_a_pause_or_a_limit_whose_commit_reply_was_lost_is_made_once(pq) -> None:
+    """An operator's ``jobq pause`` or ``jobq limit`` whose COMMIT reply is lost: the change is
+    written again, which finds it made and changes nothing more. The call returns the queue's
+    controls, and the history holds one row per change (before: StorageError, "the outcome is
+    unknown", for a change that was made)."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"queue_control_events (queue, at, actor")
+    paused = q.pause("mail", actor="ann")
+    assert proxy.lost_replies == 1
+    assert paused.paused and paused.paused_by == "ann"
+    proxy.lose_next_commit_reply(after=b"queue_control_events (queue, at, actor")
+    limited = q.set_limits("mail", rate="4/s", concurrency=2, actor="bob")
+    assert proxy.lost_replies == 2
+    assert (limited.rate_count, limited.rate_window, limited.concurrency, limited.paused) == (4, 1.0, 2, True)
+    assert [(e.action, e.actor) for e in q.control_history("mail")] == [("limits", "bob"), ("pause", "ann")]

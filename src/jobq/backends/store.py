@@ -366,7 +366,9 @@ class SqlStore:
 
     # -- flow control ----------------------------------------------------------------------
     def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:
-        return self._write(lambda: ops.update_control(self.dialect, queue, update, actor, now))
+        # Made again, a change that committed finds itself made: no second history row, and the
+        # controls come back as they are (an operator's `jobq pause` then says what it did).
+        return self._write_again_if_unknown(lambda: ops.update_control(self.dialect, queue, update, actor, now))
 
     def controls(self) -> list[QueueControl]:
         return self._read(lambda: ops.controls(self.dialect))
