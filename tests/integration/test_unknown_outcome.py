@@ -556,6 +556,19 @@ def test_a_schedule_slot_whose_commit_reply_was_lost_is_enqueued_once(pq) -> Non
     assert q.get(stored.last_job_id).task == "t"
 
 
+def test_a_schedule_added_whose_commit_reply_was_lost_is_saved_once(pq) -> None:
+    """``jobq schedule add`` (``Queue.add_schedule``) whose COMMIT reply is lost: the upsert is made
+    again and the call returns (before: StorageError, "the outcome is unknown"), and the schedule
+    keeps the first run time the first write gave it."""
+    q, proxy = pq
+    proxy.lose_next_commit_reply(after=b"schedules (name, task, queue")
+    q.add_schedule("nightly", task="report", cron="0 3 * * *")
+    assert proxy.lost_replies == 1
+    (stored,) = q.schedules()
+    assert (stored.name, stored.task, stored.cron) == ("nightly", "report", "0 3 * * *")
+    assert stored.next_run_at > q.clock()
+
+
 def test_a_wait_whose_registration_reply_was_lost_still_returns_the_finished_job(pq, postgres_url: str) -> None:
     """``Queue.wait`` registers itself as a waiter (a row the finishing transaction looks for),
     and that COMMIT's reply is lost: the registration is made again, and the wait returns the

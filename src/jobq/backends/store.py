@@ -575,7 +575,9 @@ class SqlStore:
 
     # -- schedules -------------------------------------------------------------------------
     def save_schedule(self, info: ScheduleInfo, now: float) -> None:
-        return self._write(lambda: ops.save_schedule(self.dialect, info, now))
+        # An upsert by name that keeps the schedule's state when its timing is unchanged: made again,
+        # one that committed changes nothing more.
+        return self._write_again_if_unknown(lambda: ops.save_schedule(self.dialect, info, now))
 
     def list_schedules(self, due_by: float | None = None) -> list[ScheduleInfo]:
         return self._read(lambda: ops.list_schedules(self.dialect, due_by))
