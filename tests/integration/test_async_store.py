@@ -78,7 +78,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("controls")
     call("control_history", None, 10)
     call("register_worker", WorkerInfo("w1", "w1", "h", 1, ("default", "lim"), now, now))
-    call("next_due_at", ["default", "lim"])
+    call("next_due_at", ["default", "lim"], now)
     # Four from "default" are not enough for ten: the controlled claim (a second transaction) adds one of "lim".
     jobs = call("claim", "w1", ["lim", "default"], 10, 30.0, clock)
     assert len(jobs) == 5
