@@ -36,14 +36,19 @@ from jobq.backends.base import (
     ActionResult,
     ActionResults,
     Completion,
+    ControlEvent,
     HeartbeatResult,
     JobFilter,
     Listener,
     NewJob,
     Page,
+    Progress,
     QueueControl,
     QueueCopy,
     QueueStats,
+    ScheduleAction,
+    ScheduleInfo,
+    WorkerInfo,
 )
 from jobq.backends.ops import TERMINAL_STATUSES
 from jobq.config import Settings
@@ -369,6 +374,45 @@ class AsyncQueue:
 
     async def controls(self) -> list[QueueControl]:
         return list(await self._call(self.sync.controls))
+
+    async def clear_limits(self, queue: str, *, actor: str | None = None) -> QueueControl:
+        control: QueueControl = await self._call(self.sync.clear_limits, queue, actor=actor)
+        return control
+
+    async def control_history(self, queue: str | None = None, *, limit: int = 50) -> list[ControlEvent]:
+        return list(await self._call(self.sync.control_history, queue, limit=limit))
+
+    # -- schedules (docs/schedules.md): an operator's calls, in a thread as flow control's are ----
+    async def add_schedule(self, name: str, *, task: str, **options: Any) -> ScheduleInfo:
+        """``Queue.add_schedule``: ``cron`` or ``every``, and ``zone``, ``queue``, ``payload``,
+        ``priority``, ``catchup``, ``overlap`` as there."""
+        info: ScheduleInfo = await self._call(self.sync.add_schedule, name, task=task, **options)
+        return info
+
+    async def schedules(self, *, due: bool = False) -> list[ScheduleInfo]:
+        return list(await self._call(self.sync.schedules, due=due))
+
+    async def schedule_history(
+        self, name: str | None = None, *, limit: int = queue_module.SCHEDULE_HISTORY_LIMIT_DEFAULT
+    ) -> list[ScheduleAction]:
+        return list(await self._call(self.sync.schedule_history, name, limit=limit))
+
+    async def pause_schedule(self, name: str, *, actor: str | None = None) -> None:
+        await self._call(self.sync.pause_schedule, name, actor=actor)
+
+    async def resume_schedule(self, name: str, *, actor: str | None = None) -> None:
+        await self._call(self.sync.resume_schedule, name, actor=actor)
+
+    async def remove_schedule(self, name: str) -> None:
+        await self._call(self.sync.remove_schedule, name)
+
+    # -- what runs: the worker registry and running jobs' progress -----------------------------
+    async def workers(self, limit: int = 200) -> list[WorkerInfo]:
+        return list(await self._call(self.sync.workers, limit))
+
+    async def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
+        """The latest progress report of each of ``job_ids`` that has one (``Queue.progress_of``)."""
+        return dict(await self._call(self.sync.progress_of, job_ids))
 
     # -- workers -----------------------------------------------------------------------------
     async def claim(self, worker_id: str, **kwargs: Any) -> Job | None:

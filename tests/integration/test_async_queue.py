@@ -161,3 +161,61 @@ def test_one_async_queue_serves_many_waiters_on_one_listen_connection(postgres_u
             assert [j.result for j in done] == list(range(20)) * 2
 
     asyncio.run(main())
+
+
+#: ``Queue`` methods ``AsyncQueue`` leaves out: the worker's, the scheduler's, the rescuer's and the
+#: metrics exporter's own plumbing (they run a blocking ``Queue`` of their own), and helpers that do
+#: no I/O. Everything else an application or an operator calls is awaited the same way.
+QUEUE_ONLY = {
+    "ack_cancel", "backoff", "close", "complete_many_and_claim", "completion_cursor", "completion_totals",
+    "completions_after", "due_history", "enqueue_totals", "event_totals", "events_after", "fail_many",
+    "fire_schedule", "history", "last_event_id", "last_job_id", "latest", "listener", "mark_lost_workers",
+    "next_due_at", "progress", "queue_gauges", "recent_events", "register_worker", "release_many",
+    "rescue_expired", "result_text", "save_schedule", "sync_clock", "trace_contexts", "wall_time",
+    "worker_seen", "worker_stopped",
+}  # fmt: skip
+
+
+def test_async_queue_has_every_call_of_the_queue_an_application_makes() -> None:
+    """A method added to ``Queue`` is added to ``AsyncQueue`` too, or listed above on purpose (the
+    schedules, limit history and worker registry were missing: an asyncio app could not add a
+    schedule or list the workers without a blocking Queue of its own)."""
+    public = {name for name, value in vars(jobq.Queue).items() if not name.startswith("_") and callable(value)}
+    missing = sorted(public - set(dir(jobq.AsyncQueue)) - QUEUE_ONLY)
+    assert missing == []
+    assert sorted(QUEUE_ONLY - public) == []  # a name listed that Queue no longer has
+
+
+def test_async_queue_schedules_limits_workers_and_progress(backend_url: str) -> None:
+    async def main() -> None:
+        async with jobq.AsyncQueue(backend_url) as q:
+            info = await q.add_schedule("nightly", task="report", cron="0 3 * * *")
+            assert info.name == "nightly" and [s.name for s in await q.schedules()] == ["nightly"]
+            await q.pause_schedule("nightly", actor="ann")
+            await q.resume_schedule("nightly", actor="bob")
+            assert [(a.action, a.actor) for a in await q.schedule_history("nightly")] == [
+                ("resume", "bob"),
+                ("pause", "ann"),
+            ]
+            await q.remove_schedule("nightly")
+            assert await q.schedules() == []
+            with pytest.raises(jobq.ScheduleNotFound):
+                await q.remove_schedule("nightly")
+
+            await q.set_limits("mail", concurrency=2, actor="ann")
+            cleared = await q.clear_limits("mail", actor="bob")
+            assert cleared.concurrency is None
+            assert [(e.action, e.actor) for e in await q.control_history("mail")] == [
+                ("limits", "bob"),
+                ("limits", "ann"),
+            ]
+
+            job_id = await q.enqueue({})
+            job = await q.claim("w1")
+            assert job is not None and job.id == job_id
+            with jobq.Queue(backend_url) as blocking:
+                assert blocking.progress(job, 0.5, "half") is False  # stored; no cancel asked
+            assert (await q.progress_of([job_id]))[job_id].fraction == 0.5
+            assert await q.workers() == []  # no worker registered: claims by hand
+
+    asyncio.run(main())

@@ -346,6 +346,12 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             assert await q.claim("w2") is None  # the single slot is the job handed out
             assert (await q.get(last)).lease_token == job.lease_token
 
+            # An operator's pause: made again, found made (one history row).
+            proxy.lose_next_commit_reply(after=b"queue_control_events (queue, at, actor")
+            paused = await q.pause("default", actor="ann")
+            assert proxy.lost_replies == 7 and paused.paused
+            assert [e.action for e in await q.control_history("default")].count("pause") == 1
+
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))
 
