@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from cli_errors import run_jobq
 from handwritten import write_by_hand, write_past_controls_checks
 from polling import wait_for
+from worker_thread import running
 
 import jobq
 import jobq.flow
@@ -140,20 +140,13 @@ def test_a_worker_waits_out_a_bad_control_row_and_runs_the_job_once_it_is_set(ba
         held = q.enqueue({"q": "lim"}, queue="lim")
         free = [q.enqueue({"q": "plain", "n": n}, queue="plain") for n in range(3)]
         done: list[int] = []
-        worker = Worker(q, lambda ctx: done.append(ctx.job.id), queues=["lim", "plain"])
-        t = threading.Thread(target=worker.run, daemon=True)
-        t.start()
-        try:
+        with running(Worker(q, lambda ctx: done.append(ctx.job.id), queues=["lim", "plain"])):
             wait_for(
                 lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in free), 30, "the free queue's jobs"
             )
-            assert q.get(held).status == jobq.JobStatus.PENDING and t.is_alive()
+            assert q.get(held).status == jobq.JobStatus.PENDING  # its loop goes on: it runs the job below
             _cli(backend_url, tmp_path, "limit", "lim", "--clear", "all")  # as the log line advises
             wait_for(lambda: q.get(held).status == jobq.JobStatus.COMPLETED, 30, "the held job, once the row is good")
-        finally:
-            worker.stop()
-            t.join(30)
-        assert not t.is_alive()
         assert sorted(done) == sorted([held, *free])  # each ran once
 
 
@@ -168,14 +161,8 @@ def test_a_next_admission_written_a_year_ahead_holds_a_rate_limited_queue_back_o
         sql.execute(f"UPDATE queue_controls SET rate_tat = {q.clock() + 365 * 86400.0} WHERE queue = 'lim'")
         ids = [q.enqueue({"n": n}, queue="lim") for n in range(3)]
         assert (q.next_due_at("lim") or 0) <= q.clock() + 0.1 + 1.0  # the worker's sleep: a step
-        worker = Worker(q, lambda ctx: None, queues=["lim"])
-        t = threading.Thread(target=worker.run, daemon=True)
-        t.start()
-        try:
+        with running(Worker(q, lambda ctx: None, queues=["lim"])):
             wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 30, "the queue's jobs")
-        finally:
-            worker.stop()
-            t.join(30)
         claimed = sorted(j.started_at for i in ids if (j := q.get(i)) is not None and j.started_at is not None)
         assert len(claimed) == 3
         assert all(b - a >= 0.1 - 1e-6 for a, b in itertools.pairwise(claimed))  # at the rate
@@ -203,16 +190,8 @@ def test_a_bad_policy_falls_back_to_the_task_and_queue_policy(
             if runs[ctx.job.id] == 1:
                 raise RuntimeError("first run fails")
 
-        worker = Worker(q, flaky)
-        t = threading.Thread(target=worker.run, daemon=True)
-        with caplog.at_level(logging.WARNING, logger="jobq"):
-            t.start()
-            try:
-                wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 60, "every job")
-            finally:
-                worker.stop()
-                t.join(30)
-        assert not t.is_alive()
+        with caplog.at_level(logging.WARNING, logger="jobq"), running(Worker(q, flaky)):
+            wait_for(lambda: all(q.get(i).status == jobq.JobStatus.COMPLETED for i in ids), 60, "every job")
         assert runs == {i: 2 for i in ids}  # retried by the stored max_attempts (2), not lost
         fallbacks = [
             r.getMessage() for r in caplog.records if "using the task's and the queue's policy" in r.getMessage()
