@@ -516,6 +516,11 @@ class Queue:
         is measured (SQLite, a ``clock`` of the caller's). Workers keep it in the registry
         (``WorkerInfo.clock_skew``), so the host whose clock is off shows there."""
         self.backend: Backend = backend or open_backend(settings.database_url, create=create)
+        self.default_clock = clock is None
+        """True when this handle's clock is jobq's own: this host's wall clock (corrected to the
+        store's on PostgreSQL), whose steps are the host's and which workers watch for
+        (``jobq.worker.stall``). A ``clock`` of the caller's (``jobq.testing.FakeClock``) is used
+        as it is: moved by hand, it is not a host that slept."""
         self._watching_clock = clock is None and not self.single_host
         """True when this handle keeps its default clock on the store's (see ``_check_clock``)."""
         self._clock_checked_at = time.monotonic()

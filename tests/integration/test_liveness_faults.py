@@ -288,6 +288,17 @@ def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
         assert "this host's clock jumped 300.0 s ahead" in procs.logs()
 
 
+def test_a_worker_watches_the_hosts_clock_for_steps_and_not_a_clock_moved_by_hand(backend_url: str) -> None:
+    """The jump rule applies to jobq's own clock; a ``clock=`` of the caller's (``FakeClock``,
+    advanced past a lease by a test to see a rescue) is used as it is."""
+    from jobq.testing import FakeClock
+
+    with jobq.Queue(backend_url) as own, jobq.Queue(backend_url, clock=FakeClock()) as fake:
+        assert own.default_clock and not fake.default_clock
+        assert Worker(own, lambda ctx: None).stalls.steps
+        assert not Worker(fake, lambda ctx: None).stalls.steps
+
+
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("ending", ["failure", "release"])
 def test_a_failure_or_a_release_that_met_a_held_lock_is_written_once_it_is_let_go(

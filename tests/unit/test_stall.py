@@ -128,3 +128,12 @@ def test_a_clock_set_back_or_slewing_excuses_nothing(monkeypatch: pytest.MonkeyP
         clock.now += 60.03
         monotonic.now += 60.0
         assert w.rescue_cutoff()(clock.now) == clock.now
+
+
+def test_a_clock_moved_by_hand_is_no_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``steps=False`` (a ``clock=`` of the caller's, as ``FakeClock``): moved past a lease by a
+    test, it is not a host that slept, and the lease counts as expired at once."""
+    clock, _ = Clock(), Monotonic(monkeypatch)
+    w = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
+    clock.now += 300.0
+    assert w.rescue_cutoff()(clock.now) == clock.now

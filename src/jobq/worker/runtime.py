@@ -193,7 +193,11 @@ class Worker:
         self.loops: list[Looper] = []
         heartbeat = self.settings.heartbeat_seconds
         self.stalls = StallWatch(
-            queue.clock, threshold=heartbeat / 2, margin=heartbeat, grace=self.settings.lease_seconds
+            queue.clock,
+            threshold=heartbeat / 2,
+            margin=heartbeat,
+            grace=self.settings.lease_seconds,
+            steps=queue.default_clock,
         )
         self._writer = OutcomeWriter(queue, self.runs, self.status, self._stopping, self.id, self.queues)
         self._listener: Listener | None = None

@@ -38,10 +38,15 @@ class StallWatch:
         margin: leases that expired up to this long before a stall began are excused too (the
             stall may have begun before this process noticed it: up to one heartbeat earlier).
         grace: how long after a stall ends expired leases are still excused.
+        steps: whether a jump of ``clock`` ahead of the monotonic clock counts (``clock_stepped``):
+            True for the host's own clock, False for a clock the caller moves by hand.
     """
 
-    def __init__(self, clock: Callable[[], float], *, threshold: float, margin: float, grace: float) -> None:
+    def __init__(
+        self, clock: Callable[[], float], *, threshold: float, margin: float, grace: float, steps: bool = True
+    ) -> None:
         self.clock = clock
+        self.steps = steps
         self.threshold = threshold
         self.margin = margin
         self.grace = grace
@@ -97,6 +102,8 @@ class StallWatch:
         look as a stall of that length ending now. Only ahead: a clock set back makes leases read
         longer, which excuses no one wrongly. Each look compares with the one before, so that NTP's
         slewing (at most 0.5 ms a second) never adds up to a step."""
+        if not self.steps:
+            return
         now = self.clock()
         with self._lock:
             ahead = now - moment
