@@ -164,7 +164,8 @@ def test_one_async_queue_serves_many_waiters_on_one_listen_connection(postgres_u
 
 
 #: ``Queue`` methods ``AsyncQueue`` leaves out: the worker's, the scheduler's, the rescuer's and the
-#: metrics exporter's own plumbing (they run a blocking ``Queue`` of their own), and helpers that do
+#: metrics exporter's own plumbing, and the ops app's chart reads (``history``, ``due_history``,
+#: ``latest``, ``recent_events``): each runs a blocking ``Queue`` of its own. Also helpers that do
 #: no I/O. Everything else an application or an operator calls is awaited the same way.
 QUEUE_ONLY = {
     "ack_cancel", "backoff", "close", "complete_many_and_claim", "completion_cursor", "completion_totals",
