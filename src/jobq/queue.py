@@ -521,7 +521,7 @@ class Queue:
         store's on PostgreSQL), whose steps are the host's and which workers watch for
         (``jobq.worker.stall``). A ``clock`` of the caller's (``jobq.testing.FakeClock``) is used
         as it is: moved by hand, it is not a host that slept."""
-        self._watching_clock = clock is None and not self.single_host
+        self._watching_clock = self.default_clock and not self.single_host
         """True when this handle keeps its default clock on the store's (see ``_check_clock``)."""
         self._clock_checked_at = time.monotonic()
         self._clock_step = time.time() - time.monotonic()  # moves only when the wall clock steps

@@ -105,12 +105,10 @@ class StallWatch:
         if not self.steps:
             return
         now = self.clock()
-        with self._lock:
-            ahead = now - moment
-            jump, self._clock_ahead = ahead - self._clock_ahead, ahead
-            if jump > self.threshold:
-                self.note(now - jump, now)
+        with self._lock:  # two rescues at once: one of them sees the jump
+            jump, self._clock_ahead = now - moment - self._clock_ahead, now - moment
         if jump > self.threshold:
+            self.note(now - jump, now)
             log.warning(
                 "this host's clock jumped %.1f s ahead (the host suspended, or the clock stepped): "
                 "leases that ran out meanwhile wait %g s for their workers' heartbeats",
