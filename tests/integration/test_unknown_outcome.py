@@ -18,7 +18,7 @@ from faultproxy import FaultProxy, proxied
 from polling import wait_for
 
 import jobq
-from jobq.backends import base
+from jobq.backends import base, ops
 from jobq.backends.store import SqlStore
 from jobq.schedules import schedule_of
 from jobq.worker import Worker
@@ -352,6 +352,13 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             assert proxy.lost_replies == 7 and paused.paused
             assert [e.action for e in await q.control_history("default")].count("pause") == 1
 
+            # An operator's cancel: the chunk that committed is recognised, not refused.
+            waiting = await q.enqueue({"n": 5})
+            proxy.lose_next_commit_reply(after=b"FOR UPDATE")
+            cancelled = await q.cancel(waiting, actor="ann")
+            assert proxy.lost_replies == 8 and cancelled.ok
+            assert [str(e.kind) for e in await q.events(waiting)] == ["enqueued", "cancelled"]
+
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))
 
@@ -388,59 +395,93 @@ def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(p
         asyncio.run(main(url, proxy))
 
 
-@pytest.mark.parametrize(
-    ("call", "marker"),
-    [("purge", b"WITH gone AS"), ("cancel_many", b"FOR UPDATE"), ("resubmit_many", b"FOR UPDATE")],
-)
-def test_a_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
-    pq, monkeypatch: pytest.MonkeyPatch, call: str, marker: bytes
-) -> None:
-    """A purge or an operator's action runs in chunks, each its own transaction. The third chunk's
-    reply is lost: the call says the outcome is unknown and how many jobs the committed chunks
-    before it handled (an operator who cancelled 50,000 jobs learns that 40,000 were done); the
-    stored jobs are whole chunks done, and the same call again does the rest."""
-    q, proxy = pq
+def _lose_the_third_chunks_reply(proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, marker: bytes, cut: bool) -> None:
+    """Chunks of 10 jobs; once two have committed, the third one's COMMIT reply is lost (``cut``:
+    the COMMIT itself never reaches the server, which rolls that chunk back)."""
     monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 10)
     monkeypatch.setattr(base, "OPERATOR_CHUNK_JOBS", 10)
-    ids = q.enqueue_many([{"n": n} for n in range(50)])
-    if call in ("purge", "resubmit_many"):
-        assert all(r.ok for r in q.cancel_many(ids=ids))
     paused = []
 
     def pause(self: SqlStore, began: float) -> None:
         paused.append(began)
-        if len(paused) == 2:  # two chunks committed: the third one's reply is lost
-            proxy.lose_next_commit_reply(after=marker)
+        if len(paused) == 2:
+            if cut:
+                proxy.cut_next(before=b"COMMIT")
+            else:
+                proxy.lose_next_commit_reply(after=marker)
 
     monkeypatch.setattr(SqlStore, "_pause", pause)
-    done = "purged" if call == "purge" else "acted on"
-    with pytest.raises(jobq.StorageError, match=f"outcome is unknown.*20 jobs were {done} in the chunks before"):
-        if call == "purge":
-            q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
-        elif call == "resubmit_many":
-            q.resubmit_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,)))
-        else:
-            q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
+
+
+def test_a_purge_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
+    pq, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge runs in chunks, each its own transaction. The third chunk's reply is lost: the call
+    says the outcome is unknown and how many jobs the committed chunks before it purged; the
+    stored jobs are whole chunks done, and the same call again does the rest."""
+    q, proxy = pq
+    ids = q.enqueue_many([{"n": n} for n in range(50)])
+    assert all(r.ok for r in q.cancel_many(ids=ids))
+    _lose_the_third_chunks_reply(proxy, monkeypatch, b"WITH gone AS", cut=False)
+    with pytest.raises(jobq.StorageError, match=r"outcome is unknown.*20 jobs were purged in the chunks before"):
+        q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
     assert proxy.lost_replies == 1
-    cancelled = jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,))
+    assert q.count() == 20  # three chunks gone: the lost reply's chunk committed
+    assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 20
+    assert q.count() == 0
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "commit-cut"])
+@pytest.mark.parametrize("call", ["cancel_many", "resubmit_many"])
+def test_an_operator_chunk_whose_commit_outcome_is_unknown_is_settled(
+    pq, monkeypatch: pytest.MonkeyPatch, call: str, committed: bool
+) -> None:
+    """An operator's cancel or resubmit of 50 jobs, 10 a transaction; the third chunk's COMMIT
+    reply is lost (it committed), or the COMMIT is cut on its way (it did not). The call finds out
+    which and returns every job done once, as a call without the fault does (before: StorageError,
+    "the outcome is unknown"; run again blindly, a committed chunk would refuse its own jobs)."""
+    q, proxy = pq
+    ids = q.enqueue_many([{"n": n} for n in range(50)])
     if call == "resubmit_many":
-        # Three chunks resubmitted (the lost reply's committed); again, the rest and no job twice.
-        pending = jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,))
-        assert [j.id for j in q.list(pending, jobq.Page(limit=50, descending=False))] == ids[:30]
-        results = q.resubmit_many(where=cancelled)
-        assert [r.job_id for r in results if r.ok] == ids[30:]
-        assert q.count(pending) == 50
-        assert all(_kinds(q, i) == ["enqueued", "cancelled", "resubmitted"] for i in ids)
-    elif call == "purge":
-        assert q.count() == 20  # three chunks gone: the lost reply's chunk committed
-        assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 20
-        assert q.count() == 0
+        assert all(r.ok for r in q.cancel_many(ids=ids))
+    _lose_the_third_chunks_reply(proxy, monkeypatch, b"FOR UPDATE", cut=not committed)
+    if call == "resubmit_many":
+        results = q.resubmit_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,)))
+        done, kinds = jobq.JobStatus.PENDING, ["enqueued", "cancelled", "resubmitted"]
     else:
-        assert [j.id for j in q.list(cancelled, jobq.Page(limit=50, descending=False))] == ids[:30]
         results = q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
-        assert [r.job_id for r in results if r.ok] == ids[30:]
-        assert q.count(cancelled) == 50
-        assert all(_kinds(q, i) == ["enqueued", "cancelled"] for i in ids)
+        done, kinds = jobq.JobStatus.CANCELLED, ["enqueued", "cancelled"]
+    assert (proxy.lost_replies, proxy.cuts) == ((1, 0) if committed else (0, 1))
+    assert [(r.job_id, r.ok, r.status) for r in results] == [(i, True, done) for i in ids]
+    assert q.count(jobq.JobFilter(statuses=(done,))) == 50
+    assert all(_kinds(q, i) == kinds for i in ids)
+
+
+def test_a_resubmit_whose_reply_was_lost_is_not_made_again_after_a_worker_ran_the_job(
+    pq, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resubmit's COMMIT reply is lost, and before it is settled a worker claims the job and
+    completes it. Made again, the resubmit would find a COMPLETED job and run it a second time;
+    the settle recognises the resubmit by its event and leaves the job as it is."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    assert q.cancel(job_id).ok
+    settled = ops.chunk_settled
+
+    def worker_first(*args: object) -> ops.Op[ops.Chunk]:
+        with jobq.Queue(postgres_url) as worker:
+            job = worker.claim("w")
+            assert job is not None and job.id == job_id
+            worker.complete(job)
+        return settled(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops, "chunk_settled", worker_first)
+    proxy.lose_next_commit_reply(after=b"FOR UPDATE")
+    (result,) = q.resubmit_many(ids=[job_id])
+    assert proxy.lost_replies == 1
+    assert (result.job_id, result.ok, result.status) == (job_id, True, jobq.JobStatus.PENDING)
+    assert q.get(job_id).status == jobq.JobStatus.COMPLETED
+    assert _kinds(q, job_id) == ["enqueued", "cancelled", "resubmitted", "claimed", "completed"]
 
 
 def test_a_worker_re_registering_whose_commit_reply_was_lost_stays_listed_once_and_working(
@@ -619,3 +660,26 @@ def test_a_pause_or_a_limit_whose_commit_reply_was_lost_is_made_once(pq) -> None
     assert proxy.lost_replies == 2
     assert (limited.rate_count, limited.rate_window, limited.concurrency, limited.paused) == (4, 1.0, 2, True)
     assert [(e.action, e.actor) for e in q.control_history("mail")] == [("limits", "bob"), ("pause", "ann")]
+
+
+def test_a_schedule_paused_resumed_or_removed_whose_commit_reply_was_lost_is_done_once(pq) -> None:
+    """``jobq schedule pause``/``resume``/``remove`` whose COMMIT reply is lost: the pause and the
+    resume find their history row and are not recorded twice; the removal is made again. Each call
+    returns (before: StorageError, "the outcome is unknown", for a change that was made)."""
+    q, proxy = pq
+    q.add_schedule("nightly", task="report", cron="0 3 * * *")
+    proxy.lose_next_commit_reply(after=b"schedule_actions (name, action, actor, at)")
+    q.pause_schedule("nightly", actor="ann")
+    assert proxy.lost_replies == 1
+    proxy.lose_next_commit_reply(after=b"schedule_actions (name, action, actor, at)")
+    q.resume_schedule("nightly", actor="bob")
+    assert proxy.lost_replies == 2
+    (stored,) = q.schedules()
+    assert not stored.paused
+    assert [(a.action, a.actor) for a in q.schedule_history("nightly")] == [("resume", "bob"), ("pause", "ann")]
+    proxy.lose_next_commit_reply(after=b"DELETE FROM jobq.schedules")
+    q.remove_schedule("nightly")
+    assert proxy.lost_replies == 3
+    assert q.schedules() == []
+    with pytest.raises(jobq.ScheduleNotFound):
+        q.remove_schedule("nightly")

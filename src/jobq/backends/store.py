@@ -388,15 +388,18 @@ class SqlStore:
     ) -> Plan[ActionResults]:
         """An operator's action, ``OPERATOR_CHUNK_JOBS`` jobs a transaction in id order until none
         is left, pausing after each as a purge does (SQLite's writers take the lock in between).
-        The results are gathered compactly (``ActionResults``): an action may touch millions."""
+        The results are gathered compactly (``ActionResults``): an action may touch millions. A
+        chunk whose COMMIT's reply is lost is settled (``ops.chunk_settled``), not run blindly again."""
         d, after = self.dialect, 0
         out = ActionResults()
         named, seen = set(where.ids), frozenset[int]()
         while True:
             began = time.monotonic()
             chunk = functools.partial(action, d, where, actor, now, after, base.OPERATOR_CHUNK_JOBS, seen)
+            made: list[ops.Chunk] = []  # what the chunk's last run did, for a lost COMMIT reply
+            settle = functools.partial(ops.chunk_settled, d, chunk, made, actor, now)
             try:
-                results, following = yield (chunk, True, None)
+                results, following = yield (functools.partial(ops.recorded, chunk, made), True, settle)
             except StorageError as exc:
                 raise _after_chunks(exc, sum(r.ok for r in out), "acted on") from None
             out.extend(results)
@@ -595,10 +598,17 @@ class SqlStore:
         return self._write(lambda: ops.fire_schedule(d, name, expected, next_run_at, last_slot, jobs, now))
 
     def pause_schedule(self, name: str, paused: bool, actor: str, now: float, next_run_at: float | None) -> bool:
-        return self._write(lambda: ops.pause_schedule(self.dialect, name, paused, actor, now, next_run_at))
+        d = self.dialect
+        return self._write(
+            lambda: ops.pause_schedule(d, name, paused, actor, now, next_run_at),
+            on_unknown=lambda: ops.pause_schedule_settled(d, name, paused, actor, now, next_run_at),
+        )
 
     def delete_schedule(self, name: str) -> bool:
-        return self._write(lambda: ops.delete_schedule(self.dialect, name))
+        d = self.dialect
+        return self._write(
+            lambda: ops.delete_schedule(d, name), on_unknown=lambda: ops.delete_schedule_settled(d, name)
+        )
 
     def schedule_actions(self, name: str | None, limit: int) -> list[ScheduleAction]:
         return self._read(lambda: ops.schedule_actions(self.dialect, name, limit))

@@ -84,7 +84,7 @@ from jobq.backends.ops.metrics import (
     queue_gauges,
     trace_contexts,
 )
-from jobq.backends.ops.operator import Chunk, cancel, purge, resubmit
+from jobq.backends.ops.operator import Chunk, cancel, chunk_settled, purge, recorded, resubmit
 from jobq.backends.ops.reads import (
     count_jobs,
     counts,
@@ -104,9 +104,11 @@ from jobq.backends.ops.reads import (
 from jobq.backends.ops.rescue import AttemptsLimit, rescue, rescue_probe
 from jobq.backends.ops.schedules import (
     delete_schedule,
+    delete_schedule_settled,
     fire_schedule,
     list_schedules,
     pause_schedule,
+    pause_schedule_settled,
     save_schedule,
     schedule_actions,
 )
@@ -140,6 +142,7 @@ __all__ = [
     "ack_cancel",
     "adrive",
     "cancel",
+    "chunk_settled",
     "claim",
     "claim_controlled",
     "claim_passed_over",
@@ -159,6 +162,7 @@ __all__ = [
     "count_jobs",
     "counts",
     "delete_schedule",
+    "delete_schedule_settled",
     "drive",
     "due_history",
     "due_now",
@@ -188,11 +192,13 @@ __all__ = [
     "migrate",
     "next_due_at",
     "pause_schedule",
+    "pause_schedule_settled",
     "progress",
     "progress_of",
     "purge",
     "queue_gauges",
     "recent_events",
+    "recorded",
     "register_waiter",
     "register_worker",
     "release",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobq.backends.base import ActionResult, JobFilter
@@ -142,6 +142,31 @@ def cancel(
     if cancelled:
         yield Notify(frozenset(), frozenset(i for ids in cancelled.values() for i in ids))
     return out, following
+
+
+def recorded(chunk: Callable[[], Op[Chunk]], made: list[Chunk]) -> Op[Chunk]:
+    """``chunk`` run, its value also kept in ``made`` (the last run's alone: a transaction run again
+    after a deadlock overwrites it), for ``chunk_settled`` to read if its COMMIT's reply is lost."""
+    value = yield from chunk()
+    made[:] = [value]
+    return value
+
+
+def chunk_settled(d: Dialect, chunk: Callable[[], Op[Chunk]], made: list[Chunk], actor: str, now: float) -> Op[Chunk]:
+    """A chunk of an operator's action whose COMMIT's reply was lost (PostgreSQL): what it did if
+    it committed, else the chunk run again. Each job it acted on got an event of the action, by
+    ``actor`` at ``now``, in its transaction: the first one's answers for all. Run again once
+    committed, it would refuse its own work ("already cancelled"), or resubmit a job twice if a
+    worker had meanwhile run the first resubmit."""
+    if made:
+        results, following = made[0]
+        first = next((r.job_id for r in results if r.ok), None)
+        if first is None:  # it changed no job: what it reported stands
+            return results, following
+        params = {"id": first, "at": now, "actor": d.text(actor)}
+        if (yield Exec(d.sql["operator_event_at"], params)):
+            return results, following
+    return (yield from recorded(chunk, made))
 
 
 def _events(

@@ -68,5 +68,24 @@ def pause_schedule(d: Dialect, name: str, paused: bool, actor: str, now: float, 
     return True
 
 
+def pause_schedule_settled(
+    d: Dialect, name: str, paused: bool, actor: str, now: float, next_run_at: float | None
+) -> Op[bool]:
+    """A pause or resume whose COMMIT's reply was lost (PostgreSQL): done if its history row (this
+    actor's, at this time) is there, else made again. Made again blindly, it would record it twice."""
+    action = {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
+    if (yield Exec(d.sql["schedule_action_at"], action)):
+        return True
+    return (yield from pause_schedule(d, name, paused, actor, now, next_run_at))
+
+
 def delete_schedule(d: Dialect, name: str) -> Op[bool]:
     return bool((yield Exec(d.sql["delete_schedule"], {"name": name})))
+
+
+def delete_schedule_settled(d: Dialect, name: str) -> Op[bool]:
+    """A removal whose COMMIT's reply was lost: made again, and reported done, as the schedule is
+    gone either way (a name that never was one is then reported removed, not "not found": the reply
+    that would have said so is the one lost)."""
+    yield Exec(d.sql["delete_schedule"], {"name": name})
+    return True

@@ -9,6 +9,15 @@ VALUES (:job_id, :at, :kind, :actor, :attempt, :detail)
 -- the operation and the lease, in the detail) recorded already? (ops.core._refused_unless_applied)
 SELECT 1 FROM job_events WHERE job_id = :id AND kind = 'stale_write_refused' AND detail = :detail LIMIT 1
 
+-- name: operator_event_at
+-- An operator action's chunk whose COMMIT reply was lost: did it commit? Its first job done has its
+-- event of that action (the actor's, stamped with the action's time) only if it did
+-- (ops.operator.chunk_settled).
+SELECT 1 FROM job_events
+WHERE job_id = :id AND at = :at AND actor = :actor
+    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted')
+LIMIT 1
+
 -- name: insert_events_set
 -- An event of one kind for each job of a chunk (ops.operator): :items is a JSON array of
 -- [job id, detail] in order, each detail JSON text or null (Dialect.event_items).

@@ -40,6 +40,12 @@ RETURNING name
 -- Every pause and resume, in the transaction of the change it records (an audit history).
 INSERT INTO schedule_actions (name, action, actor, at) VALUES (:name, :action, :actor, :now)
 
+-- name: schedule_action_at
+-- A pause or resume whose COMMIT reply was lost: is its history row there (ops.schedules)?
+SELECT 1 FROM schedule_actions
+WHERE name = :name AND action = :action AND actor = :actor AND at = :now
+LIMIT 1
+
 -- name: schedule_actions
 -- The latest pauses and resumes, newest first; of one schedule, or (name NULL) of every one.
 SELECT name, action, actor, at FROM schedule_actions
