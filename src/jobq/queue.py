@@ -1215,7 +1215,14 @@ class Queue:
     def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> bool:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far.
         False when the worker has no row (see ``Backend.worker_seen``)."""
-        return self.backend.worker_seen(worker_id, self.wall_time(), current_jobs, done, failed, self.clock_skew)
+        now, skew = self.wall_time(), self.clock_skew
+        return self.backend.worker_seen(worker_id, now, current_jobs, done, failed, skew, self.clock_base())
+
+    def clock_base(self) -> float | None:
+        """This host's wall clock less its monotonic clock, now (``WorkerInfo.clock_base``): it
+        moves only when the wall clock steps or the host sleeps. None with a ``clock`` of the
+        caller's, which no step of the host's clock moves."""
+        return time.time() - time.monotonic() if self.default_clock else None
 
     def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,

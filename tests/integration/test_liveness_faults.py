@@ -4,6 +4,7 @@ side effects (found with kills, SIGSTOP, locks held for seconds, lost COMMIT rep
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -286,6 +287,50 @@ def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
         assert sorted(effects(tmp_path)) == sorted(ids)
         assert "marked lost" not in procs.logs()
         assert "this host's clock jumped 300.0 s ahead" in procs.logs()
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_worker_started_after_the_hosts_clock_jumped_takes_no_job_from_a_live_worker(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """The workers running the jobs are frozen (SIGSTOP: no heartbeat of theirs can land), the
+    host's clock jumps five minutes ahead, and a new worker starts. Its first rescue finds every
+    lease five minutes expired and every pid alive, and it saw no jump itself: the registry's
+    clock bases of the others (wall less monotonic clock at their last beat) tell it of the jump,
+    and it waits for their heartbeats. Continued, they finish their jobs, once each (before: the
+    new worker took the jobs at once and ran them again). PostgreSQL corrects a host's clock to
+    the server's instead (``test_clock_skew.py``)."""
+    skew = tmp_path / "skew"
+    skew.write_text("0")
+    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    with jobq.Queue(backend_url) as q:
+        ids = [q.enqueue({"seconds": 2.0}, task="slow") for _ in range(2)]
+        running = [
+            procs.start("worker", "--db", backend_url, "--lease", "6", "--rescue-interval", "0.1", env=stepped)
+            for _ in range(2)
+        ]
+        wait_for(lambda: all(q.get(i).status == jobq.JobStatus.PROCESSING for i in ids), 60, "both jobs to be claimed")
+        wait_for(lambda: all(w.clock_base is not None for w in q.workers()), 30, "the workers' registry rows")
+        for worker in running:
+            worker.send_signal(signal.SIGSTOP)
+        try:
+            later = skew.with_name("skew.tmp")
+            later.write_text("300")
+            later.replace(skew)  # the fault, for every process that reads this host's clock
+            procs.start("worker", "--db", backend_url, "--lease", "6", "--rescue-interval", "0.1", env=stepped)
+            seen = lambda: "before this worker started" in procs.logs()  # noqa: E731
+            rescued = lambda: any("rescued" in _kinds(q, i) for i in ids)  # noqa: E731
+            wait_for(lambda: seen() or rescued(), 60, "the new worker to see the jump (or to take the jobs)")
+        finally:
+            for worker in running:
+                worker.send_signal(signal.SIGCONT)
+        wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
+        for job_id in ids:
+            assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
+            assert "rescued" not in _kinds(q, job_id)
+        assert sorted(effects(tmp_path)) == sorted(ids)
+        assert "marked lost" not in procs.logs()
+        assert "this host's clock jumped 300.0 s ahead before this worker started" in procs.logs()
 
 
 def test_a_worker_watches_the_hosts_clock_for_steps_and_not_a_clock_moved_by_hand(backend_url: str) -> None:

@@ -148,6 +148,7 @@ UNDO_LATER_MIGRATIONS = [
     ["ALTER TABLE public.queue_controls DROP CONSTRAINT queue_controls_enforceable"],
     [],  # jobq_notify_waited's new body: the undoing of its first version drops it
     ["ALTER TABLE public.workers DROP COLUMN clock_skew"],
+    ["ALTER TABLE public.workers DROP COLUMN clock_base"],
 ]
 
 

@@ -137,3 +137,29 @@ def test_a_clock_moved_by_hand_is_no_step(monkeypatch: pytest.MonkeyPatch) -> No
     w = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
     clock.now += 300.0
     assert w.rescue_cutoff()(clock.now) == clock.now
+
+
+def test_a_jump_before_this_process_started_is_read_from_the_bases_of_live_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker starting after the host's clock jumped 300 s ahead did not see the jump itself:
+    the registry says it, a live worker's clock base (wall less monotonic at its last beat, 990)
+    being 300 s behind this process's. Leases expired since that beat (less the margin) wait the
+    grace for their heartbeats; bases within the threshold, or none, excuse nothing."""
+    clock, monotonic = Clock(), Monotonic(monkeypatch)
+    clock.now = 1300.0  # the jump came before this watch
+    w = watch(clock)
+    base = 5000.0  # this process's wall less monotonic now
+    w.stepped_before_start(base, [(base - 0.5, 1299.0), (base - 300.0, 990.0)])
+    assert w.rescue_cutoff()(clock.now) == pytest.approx(990.0 - 3.0)
+    clock.now += 10.5
+    monotonic.now += 10.5  # grace over
+    assert w.rescue_cutoff()(clock.now) == clock.now
+
+    quiet = watch(clock)
+    quiet.stepped_before_start(base, [(base - 0.5, 1299.0), (base + 300.0, 1299.0)])  # set back: nothing
+    quiet.stepped_before_start(base, [])
+    assert quiet.excused_since(clock.now) is None
+    by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
+    by_hand.stepped_before_start(base, [(base - 300.0, 990.0)])
+    assert by_hand.excused_since(clock.now) is None

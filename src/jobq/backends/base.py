@@ -318,6 +318,12 @@ class WorkerInfo:
     """How far its host's clock was from the store's at its last measurement, in seconds
     (positive: ahead; ``Queue.clock_skew``), as of its last heartbeat. None when nothing was
     measured: SQLite (one host, one clock), a ``clock=`` of the caller's, rows of an older jobq."""
+    clock_base: float | None = None
+    """Its host's wall clock less its monotonic clock (``time.monotonic()``) at its last beat, in
+    seconds: the same for every process of one boot of a host until the wall clock steps or the
+    host sleeps. A worker starting on the host compares its own with it, to learn of a jump of the
+    clock it did not run through (``StallWatch.stepped_before_start``). None: not measured (a
+    ``clock=`` of the caller's, rows of an older jobq)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -870,8 +876,9 @@ class Backend(Protocol):
         done: int,
         failed: int,
         clock_skew: float | None = None,
+        clock_base: float | None = None,
     ) -> bool:
-        """Refresh the worker's row (``clock_skew``: as ``WorkerInfo.clock_skew``, now); False when
+        """Refresh the worker's row (``clock_skew``, ``clock_base``: as ``WorkerInfo``'s, now); False when
         there is none (deleted by hand, or the database file was replaced under a running worker):
         the worker then registers again."""
         ...

@@ -397,6 +397,7 @@ def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
         process_table=f.text(row[12]) if len(row) > 12 else None,
         end_reason=_end_reason(f.text(row[13])) if len(row) > 13 else None,
         clock_skew=_measured(row[14]) if len(row) > 14 else None,
+        clock_base=_measured(row[15]) if len(row) > 15 else None,
     )
 
 

@@ -550,10 +550,11 @@ class SqlStore:
         done: int,
         failed: int,
         clock_skew: float | None = None,
+        clock_base: float | None = None,
     ) -> bool:
         d = self.dialect
         return self._write_again_if_unknown(
-            lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew)
+            lambda: ops.worker_seen(d, worker_id, now, current_jobs, done, failed, clock_skew, clock_base)
         )
 
     def worker_stopped(self, worker_id: str, now: float, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 
-from jobq.backends.base import WorkerEnd
+from jobq.backends.base import WorkerEnd, WorkerInfo
 from jobq.job import JobStatus
 from jobq.queue import Queue
 from jobq.worker.looper import Looper
@@ -97,7 +97,8 @@ class Rescuer(Looper):
     database file, or a row of unknown identity written by an older jobq) is never pid-checked:
     its pid means nothing here, so only its lease decides.
     A lease that expired only because no one could write (a stall this process saw, see
-    ``jobq.worker.stall``) is not taken as a dead worker either.
+    ``jobq.worker.stall``) is not taken as a dead worker either; its first tick also looks for a
+    jump of the host's clock before this process started, in its peers' registry rows.
 
     Any store: a worker not heard from for ``LOST_AFTER_LEASES`` leases (measured from before a
     stall this process saw) is marked ``lost``, so a worker killed on another host does not stay
@@ -111,9 +112,10 @@ class Rescuer(Looper):
         self.queue = queue
         self.worker_id = worker_id
         self.stalls = stalls
+        self._first = True
 
-    def gone_workers(self) -> list[str]:
-        """Ids of unstopped workers of this process table whose pid is no longer alive."""
+    def peers(self) -> list[WorkerInfo]:
+        """The other unstopped workers of this process table (none off a single-host store)."""
         if not self.queue.single_host:
             return []
         mine = process_table_id()
@@ -122,13 +124,24 @@ class Rescuer(Looper):
         # The host name plays no part: equal names may be different process tables (containers),
         # and an equal process table is the same one whatever the names say.
         return [
-            w.id
+            w
             for w in self.queue.workers()
-            if w.stopped_at is None and w.process_table == mine and w.id != self.worker_id and not pid_alive(w.pid)
+            if w.stopped_at is None and w.process_table == mine and w.id != self.worker_id
         ]
 
+    def gone_workers(self, peers: list[WorkerInfo] | None = None) -> list[str]:
+        """Ids of unstopped workers of this process table whose pid is no longer alive."""
+        return [w.id for w in (self.peers() if peers is None else peers) if not pid_alive(w.pid)]
+
     def tick(self) -> None:
-        gone = self.gone_workers()
+        peers = self.peers()
+        gone = self.gone_workers(peers)
+        here = self.queue.clock_base()
+        if self._first and self.stalls and here is not None:
+            # Once, before this process's first rescue: a step of the clock it did not run through.
+            bases = [(w.clock_base, w.last_seen_at) for w in peers if w.clock_base is not None and w.id not in gone]
+            self.stalls.stepped_before_start(here, bases)
+        self._first = False
         cutoff = self.stalls.rescue_cutoff() if self.stalls else None
         for r in self.queue.rescue_expired(actor=self.worker_id, gone_owners=gone, cutoff=cutoff):
             log.warning("job %s: worker %s is gone or its lease expired -> %s", r.job_id, r.previous_owner, r.outcome)

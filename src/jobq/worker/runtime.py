@@ -327,6 +327,7 @@ class Worker:
                 jobs_done=self.status.jobs_done,
                 jobs_failed=self.status.jobs_failed,
                 clock_skew=self.queue.clock_skew,
+                clock_base=self.queue.clock_base(),
             )
         )
 

@@ -12,8 +12,10 @@ failed), as its own loop running late (the process itself was frozen), or as the
 jumping ahead of this process's monotonic one. That last one is a host suspended (a laptop's lid
 closed, a VM paused: CLOCK_MONOTONIC does not count the sleep) or NTP stepping the clock; every
 lease judged by this host's clock (SQLite) then reads expired at once, its worker as alive as
-before. A lease that expired after the stall began (less a heartbeat's margin) is then not counted
-as lost until the stall has been over for ``grace`` seconds: long enough for every live worker's
+before. A process that started after such a jump learns of it from the registry (its peers'
+wall clock less monotonic clock at their last beat against its own: ``stepped_before_start``).
+A lease that expired after the stall began (less a heartbeat's margin) is then not counted as
+lost until the stall has been over for ``grace`` seconds: long enough for every live worker's
 waiting heartbeat to land. A worker that really died during the stall is rescued that much later;
 one whose process is known to be gone (same process table, pid gone) is rescued at once as always.
 """
@@ -24,7 +26,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 log = logging.getLogger("jobq.worker")
 
@@ -115,6 +117,27 @@ class StallWatch:
                 jump,
                 self.grace,
             )
+
+    def stepped_before_start(self, here: float, peers: Iterable[tuple[float, float]]) -> None:
+        """At this process's start, a jump of the clock ahead that came before it (``clock_stepped``
+        sees the later ones): ``peers`` are the clock base and last beat of each live worker of
+        this host (``WorkerInfo.clock_base``, ``last_seen_at``), ``here`` this process's base now
+        (``Queue.clock_base``). A base behind this one by more than ``threshold`` is a jump since
+        that beat, and the leases of that worker (of every worker that ran through it) may read
+        expired until their next heartbeats: a stall from the earliest such beat to now."""
+        if not self.steps:
+            return
+        jumped = [(here - base, seen) for base, seen in peers if here - base > self.threshold]
+        if not jumped:
+            return
+        now = self.clock()
+        self.note(min(seen for _, seen in jumped), now)
+        log.warning(
+            "this host's clock jumped %.1f s ahead before this worker started (the host suspended, or "
+            "the clock stepped): the leases of the workers that ran through it wait %g s for their heartbeats",
+            max(jump for jump, _ in jumped),
+            self.grace,
+        )
 
     def excused_since(self, now: float) -> float | None:
         """Leases that expired at or after this time are not evidence of a dead worker (None:

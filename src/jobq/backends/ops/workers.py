@@ -30,6 +30,7 @@ def register_worker(d: Dialect, info: WorkerInfo) -> Op[None]:
             "wake_address": info.wake_address,
             "process_table": d.text(info.process_table),
             "clock_skew": info.clock_skew,
+            "clock_base": info.clock_base,
         },
     )
 
@@ -42,6 +43,7 @@ def worker_seen(
     done: int,
     failed: int,
     clock_skew: float | None = None,
+    clock_base: float | None = None,
 ) -> Op[bool]:
     params = {
         "now": now,
@@ -49,6 +51,7 @@ def worker_seen(
         "done": done,
         "failed": failed,
         "skew": clock_skew,
+        "base": clock_base,
     }
     return bool((yield Exec(d.sql["worker_seen"], {**params, "id": d.text(worker_id)})))
 

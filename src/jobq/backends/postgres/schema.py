@@ -23,7 +23,7 @@ from jobq.flow import CONTROLS_REFUSED
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = (
     "jobs",
@@ -353,6 +353,11 @@ MIGRATIONS: list[list[str]] = [
         # Each worker's host clock against the server's (WorkerInfo.clock_skew), written with
         # its heartbeat: which host NTP does not keep shows in `jobq workers` and the ops app.
         "ALTER TABLE workers ADD COLUMN clock_skew double precision",
+    ],
+    [
+        # Each worker's wall clock less its monotonic one (WorkerInfo.clock_base), written with
+        # its heartbeat: a worker starting on the same host learns of a step of the clock since.
+        "ALTER TABLE workers ADD COLUMN clock_base double precision",
     ],
 ]
 

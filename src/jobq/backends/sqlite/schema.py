@@ -9,7 +9,7 @@ from __future__ import annotations
 from jobq.backends.statements import KEY_HELD_SQL
 from jobq.flow import CONTROLS_REFUSED, LIMIT_MAX
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 # -- schema ---------------------------------------------------------------------------------
@@ -417,5 +417,11 @@ MIGRATIONS: list[list[str]] = [
         # Each worker's host clock against the store's (WorkerInfo.clock_skew): measured on
         # PostgreSQL only, kept here too so that both stores hold the same rows.
         "ALTER TABLE workers ADD COLUMN clock_skew REAL",
+    ],
+    [
+        # Each worker's wall clock less its monotonic one (WorkerInfo.clock_base), written with
+        # its heartbeat: a worker starting on the same host learns of a step of the clock since
+        # (a suspended host, NTP), which expired every lease judged by that clock.
+        "ALTER TABLE workers ADD COLUMN clock_base REAL",
     ],
 ]

@@ -66,6 +66,18 @@ def test_the_registry_keeps_each_workers_clock_skew(queue: jobq.Queue, clock: Fa
     assert [w.clock_skew for w in queue.workers()] == [None]
 
 
+def test_the_registry_keeps_each_workers_clock_base(queue: jobq.Queue, clock: FakeClock) -> None:
+    # A worker's wall clock less its monotonic one, as of its registration, then of each beat: a
+    # worker starting on the same host learns from it of a step of the clock it did not run through.
+    info = WorkerInfo("w-base", "consumer1", "host", 1, ("default",), clock.now, clock.now, clock_base=1.75e9)
+    queue.backend.register_worker(info)
+    assert [w.clock_base for w in queue.workers()] == [1.75e9]
+    assert queue.backend.worker_seen(info.id, clock.now, [], 0, 0, None, 1.75e9 + 300.5) is True
+    assert [(w.clock_base, w.clock_skew) for w in queue.workers()] == [(1.75e9 + 300.5, None)]
+    assert queue.backend.worker_seen(info.id, clock.now, [], 0, 0) is True  # a caller's clock: none
+    assert [w.clock_base for w in queue.workers()] == [None]
+
+
 def test_a_worker_end_says_how_it_ended(queue: jobq.Queue, clock: FakeClock) -> None:
     """A clean stop is the worker's own word and always wins; a rescuer's verdict (crashed, lost)
     lands only on a row not yet ended and keeps the last heartbeat; a lost worker that heartbeats

@@ -2,19 +2,19 @@
 
 -- name: register_worker
 INSERT INTO workers (id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-                     jobs_done, jobs_failed, wake_address, process_table, clock_skew)
+                     jobs_done, jobs_failed, wake_address, process_table, clock_skew, clock_base)
 VALUES (%(id)s, %(name)s, %(host)s, %(pid)s, %(queues)s, %(started_at)s, %(last_seen_at)s, %(stopped_at)s,
-        %(current_jobs)s, %(jobs_done)s, %(jobs_failed)s, %(wake_address)s, %(process_table)s, %(clock_skew)s)
+        %(current_jobs)s, %(jobs_done)s, %(jobs_failed)s, %(wake_address)s, %(process_table)s, %(clock_skew)s, %(clock_base)s)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, host = EXCLUDED.host, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
     started_at = EXCLUDED.started_at, last_seen_at = EXCLUDED.last_seen_at, stopped_at = EXCLUDED.stopped_at,
     current_jobs = EXCLUDED.current_jobs, jobs_done = EXCLUDED.jobs_done, jobs_failed = EXCLUDED.jobs_failed,
     wake_address = EXCLUDED.wake_address, process_table = EXCLUDED.process_table,
-    clock_skew = EXCLUDED.clock_skew
+    clock_skew = EXCLUDED.clock_skew, clock_base = EXCLUDED.clock_base
 
 -- name: worker_seen
 -- A worker judged lost that heartbeats again was only slow or cut off: it is alive again.
-UPDATE workers SET last_seen_at = %(now)s, clock_skew = %(skew)s, current_jobs = %(current)s, jobs_done = %(done)s,
+UPDATE workers SET last_seen_at = %(now)s, clock_skew = %(skew)s, clock_base = %(base)s, current_jobs = %(current)s, jobs_done = %(done)s,
     jobs_failed = %(failed)s,
     stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
     end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
@@ -43,5 +43,5 @@ SELECT extract(epoch FROM clock_timestamp())::double precision
 
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-       jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew
+       jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew, clock_base
 FROM workers ORDER BY started_at DESC LIMIT %(limit)s

@@ -2,13 +2,13 @@
 
 -- name: register_worker
 INSERT OR REPLACE INTO workers (id, name, host, pid, queues, started_at, last_seen_at, stopped_at,
-                                current_jobs, jobs_done, jobs_failed, wake_address, process_table, clock_skew)
+                                current_jobs, jobs_done, jobs_failed, wake_address, process_table, clock_skew, clock_base)
 VALUES (:id, :name, :host, :pid, :queues, :started_at, :last_seen_at, :stopped_at,
-        :current_jobs, :jobs_done, :jobs_failed, :wake_address, :process_table, :clock_skew)
+        :current_jobs, :jobs_done, :jobs_failed, :wake_address, :process_table, :clock_skew, :clock_base)
 
 -- name: worker_seen
 -- A worker judged lost that heartbeats again was only slow or cut off: it is alive again.
-UPDATE workers SET last_seen_at = :now, clock_skew = :skew, current_jobs = :current, jobs_done = :done, jobs_failed = :failed,
+UPDATE workers SET last_seen_at = :now, clock_skew = :skew, clock_base = :base, current_jobs = :current, jobs_done = :done, jobs_failed = :failed,
     stopped_at = CASE WHEN end_reason = 'lost' THEN NULL ELSE stopped_at END,
     end_reason = CASE WHEN end_reason = 'lost' THEN NULL ELSE end_reason END
 WHERE id = :id
@@ -35,7 +35,7 @@ SELECT (julianday('now') - 2440587.5) * 86400.0
 
 -- name: list_workers
 SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-       jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew
+       jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew, clock_base
 FROM workers ORDER BY started_at DESC LIMIT :limit
 
 -- name: live_wake_addresses
