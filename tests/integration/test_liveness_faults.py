@@ -257,6 +257,22 @@ def test_a_lock_held_past_the_lease_takes_no_job_from_a_live_worker(
         assert sorted(effects(tmp_path)) == sorted(ids)
 
 
+def _step(skew: Path, seconds: float) -> None:
+    """Step the clock of every process started with ``JOBQ_TEST_CLOCK_SKEW_FILE=skew`` (procs.py)."""
+    stepped = skew.with_name("skew.tmp")
+    stepped.write_text(repr(seconds))
+    stepped.replace(skew)  # at once for every process: no read sees half a file
+
+
+def _each_ran_once_and_nobody_lost(q: jobq.Queue, ids: list[int], procs: Procs, tmp_path: Path) -> None:
+    wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
+    for job_id in ids:
+        assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
+        assert "rescued" not in _kinds(q, job_id)
+    assert sorted(effects(tmp_path)) == sorted(ids)
+    assert "marked lost" not in procs.logs()
+
+
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
     backend_url: str, procs: Procs, tmp_path: Path
@@ -277,15 +293,8 @@ def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
                 env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)},
             )  # fmt: skip
         wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, 60, "all three jobs to start")
-        stepped = skew.with_name("skew.tmp")
-        stepped.write_text("300")
-        stepped.replace(skew)  # the fault: at once for every worker, mid-run
-        wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
-        for job_id in ids:
-            assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
-            assert "rescued" not in _kinds(q, job_id)
-        assert sorted(effects(tmp_path)) == sorted(ids)
-        assert "marked lost" not in procs.logs()
+        _step(skew, 300)  # the fault: at once for every worker, mid-run
+        _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert "this host's clock jumped 300.0 s ahead" in procs.logs()
 
 
@@ -314,9 +323,7 @@ def test_a_worker_started_after_the_hosts_clock_jumped_takes_no_job_from_a_live_
         for worker in running:
             worker.send_signal(signal.SIGSTOP)
         try:
-            later = skew.with_name("skew.tmp")
-            later.write_text("300")
-            later.replace(skew)  # the fault, for every process that reads this host's clock
+            _step(skew, 300)  # the fault, for every process that reads this host's clock
             procs.start("worker", "--db", backend_url, "--lease", "6", "--rescue-interval", "0.1", env=stepped)
             seen = lambda: "before this worker started" in procs.logs()  # noqa: E731
             rescued = lambda: any("rescued" in _kinds(q, i) for i in ids)  # noqa: E731
@@ -324,12 +331,7 @@ def test_a_worker_started_after_the_hosts_clock_jumped_takes_no_job_from_a_live_
         finally:
             for worker in running:
                 worker.send_signal(signal.SIGCONT)
-        wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
-        for job_id in ids:
-            assert q.get(job_id).attempts == 1, (job_id, _kinds(q, job_id), procs.logs()[-3000:])
-            assert "rescued" not in _kinds(q, job_id)
-        assert sorted(effects(tmp_path)) == sorted(ids)
-        assert "marked lost" not in procs.logs()
+        _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert "this host's clock jumped 300.0 s ahead before this worker started" in procs.logs()
 
 
