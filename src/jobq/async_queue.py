@@ -52,7 +52,7 @@ from jobq.backends.base import (
 )
 from jobq.backends.ops import TERMINAL_STATUSES
 from jobq.config import Settings
-from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost
+from jobq.errors import DuplicateJob, InvalidPayload, InvalidTransition, JobNotFound, LeaseLost, OutcomeUnknown
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
 from jobq.queue import (
@@ -66,6 +66,7 @@ from jobq.queue import (
     check_rows,
     check_wait_timeout,
     check_worker_id,
+    enqueue_outcome_unknown,
     job_id_or_none,
     lease_of,
     leases_of,
@@ -221,6 +222,13 @@ class AsyncQueue:
             jobs.append(q._new_job(payload, **args, key=key, now=now))  # the facade's checks, unchanged
         if not jobs:
             return []
+        try:
+            return await self._enqueue_jobs(jobs, now, conn)
+        except OutcomeUnknown as exc:
+            raise enqueue_outcome_unknown(exc) from None
+
+    async def _enqueue_jobs(self, jobs: list[NewJob], now: float, conn: Any) -> list[int]:
+        q = self.sync
         if conn is not None:
             if not _is_async_connection(conn):  # a blocking connection: its own thread
                 if tracing.recording():

@@ -72,6 +72,12 @@ class StorageError(JobqError):
     """The database cannot be used: missing, read-only, full, corrupt, or too old a SQLite."""
 
 
+class OutcomeUnknown(StorageError):
+    """PostgreSQL: the connection was lost after the COMMIT was sent, so the write may or may not
+    have been applied, and this call could not find out which. Most writes find out themselves
+    (docs/reliability.md); an enqueue without an idempotency key cannot, and raises this."""
+
+
 class StoreReplaced(StorageError):
     """SQLite: the database file was removed, or replaced by another file, while this process had
     it open. The call that found it did nothing; the next call opens the file now at that path

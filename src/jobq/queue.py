@@ -75,6 +75,7 @@ from jobq.errors import (
     InvalidTransition,
     JobNotFound,
     LeaseLost,
+    OutcomeUnknown,
     PayloadTooLarge,
     ScheduleNotFound,
     StorageError,
@@ -415,6 +416,14 @@ def backup(
         return q.backup(dest, compact=compact)
 
 
+def enqueue_outcome_unknown(exc: OutcomeUnknown) -> OutcomeUnknown:
+    """``exc``, raised by an enqueue, with what its caller can do about it."""
+    return OutcomeUnknown(
+        f"{exc}. The jobs may be stored: look for them (jobq list) before enqueueing them again. Jobs "
+        "with an idempotency key (key=...) are found again by it, which makes sending them again safe"
+    )
+
+
 def restore(source: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None) -> QueueCopy:
     """Put the backup ``source`` (made by ``Queue.backup``) in place of the SQLite queue at
     ``url`` (default: the settings' database). No process may have the queue open: StorageError
@@ -736,11 +745,14 @@ class Queue:
             concurrency_key=concurrency_key,
             policy=self._policy(max_attempts, timeout, backoff, retry_on),
         )
-        if tracing.recording():
-            return self._traced_enqueue([job], now, conn)[0]
-        if conn is not None:
-            return self.backend.enqueue_in(conn, [job], now)[0]
-        return self.backend.enqueue([job], now)[0]
+        try:
+            if tracing.recording():
+                return self._traced_enqueue([job], now, conn)[0]
+            if conn is not None:
+                return self.backend.enqueue_in(conn, [job], now)[0]
+            return self.backend.enqueue([job], now)[0]
+        except OutcomeUnknown as exc:
+            raise enqueue_outcome_unknown(exc) from None
 
     def _traced_enqueue(self, jobs: list[NewJob], now: float, conn: Any = None) -> list[int]:
         """The enqueue in a span whose context each job stores (``jobq.observability.tracing``);
@@ -822,11 +834,14 @@ class Queue:
             )  # fmt: skip
         if not jobs:
             return []
-        if tracing.recording():
-            return self._traced_enqueue(jobs, now, conn)
-        if conn is not None:
-            return self.backend.enqueue_in(conn, jobs, now)
-        return self.backend.enqueue(jobs, now)
+        try:
+            if tracing.recording():
+                return self._traced_enqueue(jobs, now, conn)
+            if conn is not None:
+                return self.backend.enqueue_in(conn, jobs, now)
+            return self.backend.enqueue(jobs, now)
+        except OutcomeUnknown as exc:
+            raise enqueue_outcome_unknown(exc) from None
 
     def _batch_jobs(
         self,

@@ -27,6 +27,10 @@ from jobq.worker.runtime import GAVE_BACK_AT_STOP
 pytestmark = pytest.mark.postgres
 
 
+ENQUEUE_UNKNOWN = r"outcome is unknown.*\. The jobs may be stored: look for them \(jobq list\)"
+"""What an enqueue without keys whose outcome is unknown says (``OutcomeUnknown``)."""
+
+
 @pytest.fixture
 def pq(postgres_url: str) -> Iterator[tuple[jobq.Queue, FaultProxy]]:
     with proxied(postgres_url) as (url, proxy):
@@ -124,10 +128,12 @@ def test_a_worker_whose_completion_reply_was_lost_records_one_completion(pq) -> 
 
 
 def test_an_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) -> None:
-    """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed for."""
+    """An enqueue without a key cannot be recognised afterwards: the caller is told, not guessed
+    for (``OutcomeUnknown``, a ``StorageError``), with what to do: look before sending it again,
+    or give jobs a key."""
     q, proxy = pq
     proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")
-    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+    with pytest.raises(jobq.OutcomeUnknown, match=ENQUEUE_UNKNOWN):
         q.enqueue({"n": 1})
     assert proxy.lost_replies == 1
     assert q.counts()["PENDING"] == 1  # it was applied, exactly once
@@ -137,7 +143,7 @@ def test_a_batch_enqueue_whose_reply_was_lost_says_the_outcome_is_unknown(pq) ->
     """enqueue_many's one statement (enqueue_uniform): as a single enqueue, told, not guessed."""
     q, proxy = pq
     proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")
-    with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+    with pytest.raises(jobq.OutcomeUnknown, match=ENQUEUE_UNKNOWN):
         q.enqueue_many([{"n": n} for n in range(3)])
     assert proxy.lost_replies == 1
     assert q.counts()["PENDING"] == 3  # applied, exactly once
@@ -318,7 +324,7 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             assert proxy.lost_replies == 3 and await q.enqueue({"n": 2}, key="k") == keyed
 
             proxy.lose_next_commit_reply(after=b"SELECT ins.id FROM ins, wake")  # plain enqueue: the caller is told
-            with pytest.raises(jobq.StorageError, match="outcome is unknown"):
+            with pytest.raises(jobq.OutcomeUnknown, match=ENQUEUE_UNKNOWN):
                 await q.enqueue({"n": 3})
             assert proxy.lost_replies == 4 and (await q.counts())["PENDING"] == 2
 

@@ -81,7 +81,7 @@ from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
 from jobq.backends.store import MakeOp, SqlStore
 from jobq.config import CLOCK_SAMPLES
-from jobq.errors import ConfigError, StorageError
+from jobq.errors import ConfigError, OutcomeUnknown, StorageError
 from jobq.redact import redact_text
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "describe_url", "storage_error"]
@@ -264,6 +264,14 @@ def _reason(exc: BaseException) -> str:
         if text.startswith(prefix):
             text = text[len(prefix) :]
     return " ".join(text.split())
+
+
+def outcome_unknown(exc: BaseException, url: str) -> OutcomeUnknown:
+    """The connection was lost after COMMIT was sent, and the write has no way to settle that."""
+    reason = redact_text(_reason(exc), url)
+    return OutcomeUnknown(
+        f"PostgreSQL at {describe_url(url)}: connection lost while committing, the outcome is unknown ({reason})"
+    )
 
 
 def storage_error(exc: BaseException, url: str, *, connecting: bool = False) -> StorageError:
@@ -486,10 +494,7 @@ class PostgresBackend(SqlStore):
                     return self._run(on_unknown, write=True)
                 if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
-                        raise StorageError(
-                            f"PostgreSQL at {describe_url(self.url)}: connection lost while committing, "
-                            f"the outcome is unknown ({_reason(exc)})"
-                        ) from None
+                        raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
                 lost_connection_retried = True
                 pool.check()  # drop the other dead connections too (a restart cuts them all)

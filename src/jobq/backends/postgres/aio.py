@@ -46,9 +46,8 @@ from jobq.backends.postgres import (
     _Attempt,
     _connect_kwargs,
     _is_server_error,
-    _reason,
     aexecute_several,
-    describe_url,
+    outcome_unknown,
     storage_error,
 )
 from jobq.backends.store import MakeOp, SqlStore, Work
@@ -310,10 +309,7 @@ class AsyncPostgresStore(SqlStore):
                     return await self._arun(on_unknown, write=True)
                 if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
-                        raise StorageError(
-                            f"PostgreSQL at {describe_url(self.url)}: connection lost while committing, "
-                            f"the outcome is unknown ({_reason(exc)})"
-                        ) from None
+                        raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
                 lost_connection_retried = True
                 await pool.check()
