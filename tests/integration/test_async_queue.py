@@ -168,7 +168,7 @@ def test_one_async_queue_serves_many_waiters_on_one_listen_connection(postgres_u
 #: ``latest``, ``recent_events``): each runs a blocking ``Queue`` of its own. Also helpers that do
 #: no I/O. Everything else an application or an operator calls is awaited the same way.
 QUEUE_ONLY = {
-    "ack_cancel", "backoff", "close", "complete_many_and_claim", "completion_cursor", "completion_totals",
+    "ack_cancel", "backoff", "clock_base", "close", "complete_many_and_claim", "completion_cursor", "completion_totals",
     "completions_after", "due_history", "enqueue_totals", "event_totals", "events_after", "fail_many",
     "fire_schedule", "history", "last_event_id", "last_job_id", "latest", "listener", "mark_lost_workers",
     "next_due_at", "progress", "queue_gauges", "recent_events", "register_worker", "release_many",
