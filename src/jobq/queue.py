@@ -404,6 +404,14 @@ def default_actor(settings: Settings) -> str:
         return f"uid{os.getuid()}"
 
 
+def enqueue_outcome_unknown(exc: OutcomeUnknown) -> OutcomeUnknown:
+    """``exc``, raised by an enqueue, with what its caller can do about it."""
+    return OutcomeUnknown(
+        f"{exc}. The jobs may be stored: look for them (jobq list) before enqueueing them again. Jobs "
+        "with an idempotency key (key=...) are found again by it, which makes sending them again safe"
+    )
+
+
 def backup(
     dest: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None, compact: bool = False
 ) -> QueueCopy:
@@ -414,14 +422,6 @@ def backup(
     check_copyable(settings.database_url)
     with Queue(settings=settings, create=False) as q:
         return q.backup(dest, compact=compact)
-
-
-def enqueue_outcome_unknown(exc: OutcomeUnknown) -> OutcomeUnknown:
-    """``exc``, raised by an enqueue, with what its caller can do about it."""
-    return OutcomeUnknown(
-        f"{exc}. The jobs may be stored: look for them (jobq list) before enqueueing them again. Jobs "
-        "with an idempotency key (key=...) are found again by it, which makes sending them again safe"
-    )
 
 
 def restore(source: str | os.PathLike[str], url: str | None = None, *, settings: Settings | None = None) -> QueueCopy:
