@@ -419,22 +419,22 @@ def _lose_the_third_chunks_reply(proxy: FaultProxy, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(SqlStore, "_pause", pause)
 
 
-def test_a_purge_chunk_whose_commit_reply_was_lost_says_what_the_chunks_before_did(
-    pq, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "commit-cut"])
+def test_a_purge_chunk_whose_commit_outcome_is_unknown_is_settled(
+    pq, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
-    """A purge runs in chunks, each its own transaction. The third chunk's reply is lost: the call
-    says the outcome is unknown and how many jobs the committed chunks before it purged; the
-    stored jobs are whole chunks done, and the same call again does the rest."""
+    """A purge of 50 jobs, 10 a transaction; the third chunk's COMMIT reply is lost (it
+    committed: its first job is gone) or the COMMIT is cut on its way (it did not: the chunk runs
+    again). The call returns 50, every job and its events gone (before: StorageError, "the
+    outcome is unknown", and the count of the jobs purged in the chunks before)."""
     q, proxy = pq
     ids = q.enqueue_many([{"n": n} for n in range(50)])
     assert all(r.ok for r in q.cancel_many(ids=ids))
-    _lose_the_third_chunks_reply(proxy, monkeypatch, b"WITH gone AS", cut=False)
-    with pytest.raises(jobq.StorageError, match=r"outcome is unknown.*20 jobs were purged in the chunks before"):
-        q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED])
-    assert proxy.lost_replies == 1
-    assert q.count() == 20  # three chunks gone: the lost reply's chunk committed
-    assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 20
+    _lose_the_third_chunks_reply(proxy, monkeypatch, b"WITH gone AS", cut=not committed)
+    assert q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 50
+    assert (proxy.lost_replies, proxy.cuts) == ((1, 0) if committed else (0, 1))
     assert q.count() == 0
+    assert all(q.events(i) == [] for i in ids)
 
 
 @pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "commit-cut"])

@@ -423,8 +423,10 @@ class SqlStore:
         while True:
             chunk = base.PURGE_CHUNK_JOBS if limit is None else min(base.PURGE_CHUNK_JOBS, limit - total)
             began = time.monotonic()
+            made: list[int] = []  # the ids the chunk's last run deleted, for a lost COMMIT reply
+            run = functools.partial(ops.purge, d, statuses, finished_before, chunk, made)
             try:
-                gone: int = yield (functools.partial(ops.purge, d, statuses, finished_before, chunk), True, None)
+                gone: int = yield (run, True, functools.partial(ops.purge_settled, d, run, made))
             except StorageError as exc:
                 raise _after_chunks(exc, total, "purged") from None
             total += gone

@@ -84,7 +84,7 @@ from jobq.backends.ops.metrics import (
     queue_gauges,
     trace_contexts,
 )
-from jobq.backends.ops.operator import Chunk, cancel, chunk_settled, purge, recorded, resubmit
+from jobq.backends.ops.operator import Chunk, cancel, chunk_settled, purge, purge_settled, recorded, resubmit
 from jobq.backends.ops.reads import (
     count_jobs,
     counts,
@@ -196,6 +196,7 @@ __all__ = [
     "progress",
     "progress_of",
     "purge",
+    "purge_settled",
     "queue_gauges",
     "recent_events",
     "recorded",

@@ -187,12 +187,29 @@ def _events(
     yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
 
 
-def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[int]:
+def purge(
+    d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int, made: list[int] | None = None
+) -> Op[int]:
     """Delete up to ``limit`` finished jobs of ``statuses`` (those that finished first) and their
-    events; returns how many (fewer than ``limit``: none is left)."""
+    events; returns how many (fewer than ``limit``: none is left). ``made``: set to the ids
+    deleted, before the commit (``purge_settled`` reads them if its reply is lost)."""
     params: Params = {"before": finished_before, "limit": limit}
     fragment = d.any_of("status", "s", [s.value for s in statuses], params)
     gone: Rows = yield Exec(d.stmt("purge_jobs", statuses=fragment), params)
+    ids = [int(r[0]) for r in gone]
+    if made is not None:
+        made[:] = ids
     if gone and "purge_events_of" in d.sql:  # PostgreSQL's purge_jobs deletes their events itself
-        yield Exec(d.sql["purge_events_of"], {"ids": json.dumps([int(r[0]) for r in gone])})
+        yield Exec(d.sql["purge_events_of"], {"ids": json.dumps(ids)})
     return len(gone)
+
+
+def purge_settled(d: Dialect, chunk: Callable[[], Op[int]], made: list[int]) -> Op[int]:
+    """A purge's chunk whose COMMIT's reply was lost (PostgreSQL): how many it deleted if it
+    committed (the first of them is gone), else the chunk run again. A job another purge deleted
+    meanwhile also reads as gone: the rows are gone either way, and the count is this chunk's."""
+    if not made:  # it deleted nothing
+        return 0
+    if not (yield Exec(d.sql["get_job"], {"id": made[0]})):
+        return len(made)
+    return (yield from chunk())
