@@ -365,6 +365,13 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
             assert proxy.lost_replies == 8 and cancelled.ok
             assert [str(e.kind) for e in await q.events(waiting)] == ["enqueued", "cancelled"]
 
+            # A purge: its chunk that committed is counted (its first job deleted is gone).
+            proxy.lose_next_commit_reply(after=b"WITH gone AS")
+            assert await q.purge(older_than=0, statuses=[jobq.JobStatus.CANCELLED]) == 1
+            assert (
+                proxy.lost_replies == 9 and (await q.count(jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,)))) == 0
+            )
+
     with proxied(postgres_url) as (url, proxy):
         asyncio.run(main(url, proxy))
 
