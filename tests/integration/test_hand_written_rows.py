@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -336,3 +337,31 @@ def test_a_clock_skew_that_is_no_number_reads_as_unknown_not_as_in_sync(sqlite_u
                 assert "-75.5 s" in shown and len(clock_alerts) == 1 and "host -75.5 s" in clock_alerts[0]
             else:  # no CLOCK column: nothing was measured, as on every SQLite queue
                 assert "CLOCK" not in shown and clock_alerts == []
+
+
+def test_a_clock_base_that_is_no_number_is_not_compared_and_one_far_behind_reads_as_a_jump(sqlite_url: str) -> None:
+    """A live worker's clock base (wall less monotonic clock) written by hand as text, infinity or
+    a blob is unknown: a worker starting beside it compares nothing and excuses no lease. One
+    written five minutes behind reads as a jump of the host's clock before that worker started:
+    its first rescue waits for the heartbeats (the leases expired since that worker's beat)."""
+    from jobq.worker.rescuer import Rescuer, process_table_id
+    from jobq.worker.stall import StallWatch
+
+    with jobq.Queue(sqlite_url) as q:
+        now = q.clock()
+        peer = jobq.WorkerInfo(
+            "peer", "consumer1", "host", os.getpid(), ("default",), now, now, process_table=process_table_id()
+        )
+        for value, jumped in (("'abc'", False), ("1e999", False), ("X'00'", False), (None, True)):
+            q.register_worker(peer)
+            base = q.clock_base()
+            assert base is not None
+            written = value if value is not None else repr(base - 300)
+            write_by_hand(sqlite_url, f"UPDATE workers SET clock_base = {written}")
+            stalls = StallWatch(q.clock, threshold=1.0, margin=3.0, grace=30.0)
+            Rescuer(q, "new", interval=1.0, stalls=stalls).tick()
+            excused = stalls.excused_since(q.clock())
+            if jumped:
+                assert excused is not None and excused <= now - 3.0, value
+            else:
+                assert excused is None, value
