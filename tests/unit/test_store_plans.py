@@ -212,3 +212,16 @@ def test_an_operator_action_runs_a_transaction_per_chunk_until_none_is_left(monk
     store.dialect.chunk_pause_share = 0.0
     assert asyncio.run(store.resubmit(mock.MagicMock(), "ops", 1.0)) == [r1]
     assert asked == [True, True] and len(slept) == 1
+
+
+def test_a_chunked_write_that_fails_after_some_chunks_says_so_and_keeps_its_errors_class() -> None:
+    """The chunks before committed: the message counts them, and an ``OutcomeUnknown`` (a chunk
+    whose settling failed too) stays one, so that a caller catching it still does."""
+    from jobq.backends.store import _after_chunks
+    from jobq.errors import OutcomeUnknown, StorageError
+
+    unknown = _after_chunks(OutcomeUnknown("lost"), 20, "acted on")
+    assert isinstance(unknown, OutcomeUnknown)
+    assert str(unknown).startswith("lost (20 jobs were acted on in the chunks before, which committed")
+    plain = _after_chunks(StorageError("locked"), 1, "purged")
+    assert type(plain) is StorageError and "1 job was purged" in str(plain)

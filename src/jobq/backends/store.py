@@ -68,7 +68,8 @@ def _after_chunks(exc: StorageError, done: int, verb: str) -> StorageError:
     if not done:
         return exc
     jobs = "1 job was" if done == 1 else f"{done:,} jobs were"
-    return StorageError(f"{exc} ({jobs} {verb} in the chunks before, which committed: run it again for the rest)")
+    # Of the same class: an OutcomeUnknown stays one.
+    return type(exc)(f"{exc} ({jobs} {verb} in the chunks before, which committed: run it again for the rest)")
 
 
 #: One transaction of a store method: the operation ``make()`` builds, whether it writes, and what
