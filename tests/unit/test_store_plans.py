@@ -187,12 +187,12 @@ def test_a_purge_runs_a_transaction_per_chunk_until_one_comes_back_short(monkeyp
     monkeypatch.setattr(base, "PURGE_CHUNK_JOBS", 2)
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    blocking = _Scripted(_answers(2, 2, 1))
+    blocking = _Scripted(_answers([1, 2], [3, 4], [5]))  # each chunk's ids deleted
     blocking.dialect.chunk_pause_share = 0.5
     assert blocking.purge([JobStatus.COMPLETED], 10.0) == 5
     assert blocking.asked == [True, True, True]
     assert len(slept) == 2 and all(s >= 0 for s in slept)  # after each full chunk, none after the last
-    store, asked = _async_scripted(_answers(2, 2, 0))
+    store, asked = _async_scripted(_answers([1, 2], [3, 4], []))
     store.dialect.chunk_pause_share = 0.0
     assert asyncio.run(store.purge([JobStatus.COMPLETED], 10.0)) == 4
     assert asked == [True, True, True] and len(slept) == 2

@@ -424,12 +424,14 @@ class SqlStore:
         while True:
             chunk = base.PURGE_CHUNK_JOBS if limit is None else min(base.PURGE_CHUNK_JOBS, limit - total)
             began = time.monotonic()
-            made: list[int] = []  # the ids the chunk's last run deleted, for a lost COMMIT reply
-            run = functools.partial(ops.purge, d, statuses, finished_before, chunk, made)
+            run = functools.partial(ops.purge, d, statuses, finished_before, chunk)
+            made: list[list[int]] = []  # the ids the chunk's last run deleted, for a lost COMMIT reply
+            settle = functools.partial(ops.purge_settled, d, run, made)
             try:
-                gone: int = yield (run, True, functools.partial(ops.purge_settled, d, run, made))
+                ids: list[int] = yield (functools.partial(ops.recorded, run, made), True, settle)
             except StorageError as exc:
                 raise _after_chunks(exc, total, "purged") from None
+            gone = len(ids)
             total += gone
             if gone < chunk or total == limit:
                 return total

@@ -136,8 +136,7 @@ class Rescuer(Looper):
     def tick(self) -> None:
         peers = self.peers()
         gone = self.gone_workers(peers)
-        here = self.queue.clock_base() if self._first and self.stalls else None
-        if self.stalls and here is not None:
+        if self._first and self.stalls and (here := self.queue.clock_base()) is not None:
             # Once, before this process's first rescue: a step of the clock it did not run through.
             bases = [(w.clock_base, w.last_seen_at) for w in peers if w.clock_base is not None and w.id not in gone]
             self.stalls.stepped_before_start(here, bases)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from jobq.backends.base import ActionResult, JobFilter
 from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
-from jobq.backends.ops.core import Exec, Notify, Op, Rows
+from jobq.backends.ops.core import Exec, Notify, Op
 from jobq.backends.statements import Dialect, Params
 from jobq.job import Action, EventKind, JobStatus
+
+T = TypeVar("T")
 
 # -- operators ----------------------------------------------------------------------------------
 #: One chunk of an operator action: its results, and the id after which the next chunk starts
@@ -144,9 +146,10 @@ def cancel(
     return out, following
 
 
-def recorded(chunk: Callable[[], Op[Chunk]], made: list[Chunk]) -> Op[Chunk]:
+def recorded(chunk: Callable[[], Op[T]], made: list[T]) -> Op[T]:
     """``chunk`` run, its value also kept in ``made`` (the last run's alone: a transaction run again
-    after a deadlock overwrites it), for ``chunk_settled`` to read if its COMMIT's reply is lost."""
+    after a deadlock overwrites it), for ``chunk_settled`` or ``purge_settled`` to read if its
+    COMMIT's reply is lost: the value is known before the COMMIT is sent."""
     value = yield from chunk()
     made[:] = [value]
     return value
@@ -187,29 +190,21 @@ def _events(
     yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
 
 
-def purge(
-    d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int, made: list[int] | None = None
-) -> Op[int]:
+def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[list[int]]:
     """Delete up to ``limit`` finished jobs of ``statuses`` (those that finished first) and their
-    events; returns how many (fewer than ``limit``: none is left). ``made``: set to the ids
-    deleted, before the commit (``purge_settled`` reads them if its reply is lost)."""
+    events; returns their ids (fewer than ``limit``: none is left)."""
     params: Params = {"before": finished_before, "limit": limit}
     fragment = d.any_of("status", "s", [s.value for s in statuses], params)
-    gone: Rows = yield Exec(d.stmt("purge_jobs", statuses=fragment), params)
-    ids = [int(r[0]) for r in gone]
-    if made is not None:
-        made[:] = ids
+    gone = [int(r[0]) for r in (yield Exec(d.stmt("purge_jobs", statuses=fragment), params))]
     if gone and "purge_events_of" in d.sql:  # PostgreSQL's purge_jobs deletes their events itself
-        yield Exec(d.sql["purge_events_of"], {"ids": json.dumps(ids)})
-    return len(gone)
+        yield Exec(d.sql["purge_events_of"], {"ids": json.dumps(gone)})
+    return gone
 
 
-def purge_settled(d: Dialect, chunk: Callable[[], Op[int]], made: list[int]) -> Op[int]:
-    """A purge's chunk whose COMMIT's reply was lost (PostgreSQL): how many it deleted if it
+def purge_settled(d: Dialect, chunk: Callable[[], Op[list[int]]], made: list[list[int]]) -> Op[list[int]]:
+    """A purge's chunk whose COMMIT's reply was lost (PostgreSQL): the ids it deleted if it
     committed (the first of them is gone), else the chunk run again. A job another purge deleted
     meanwhile also reads as gone: the rows are gone either way, and the count is this chunk's."""
-    if not made:  # it deleted nothing
-        return 0
-    if not (yield Exec(d.sql["get_job"], {"id": made[0]})):
-        return len(made)
-    return (yield from chunk())
+    if made and (not made[0] or not (yield Exec(d.sql["get_job"], {"id": made[0][0]}))):
+        return made[0]  # it deleted nothing, or it committed
+    return (yield from recorded(chunk, made))

@@ -63,9 +63,13 @@ def pause_schedule(d: Dialect, name: str, paused: bool, actor: str, now: float, 
     params = {"name": name, "paused": paused, "actor": actor, "now": now, "next": next_run_at}
     if not (yield Exec(d.sql["pause_schedule"], params)):
         return False
-    action = {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
-    yield Exec(d.sql["insert_schedule_action"], action)
+    yield Exec(d.sql["insert_schedule_action"], _action_row(name, paused, actor, now))
     return True
+
+
+def _action_row(name: str, paused: bool, actor: str, now: float) -> dict[str, Any]:
+    """The parameters of a pause's or resume's history row (``schedule_actions``)."""
+    return {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
 
 
 def pause_schedule_settled(
@@ -73,8 +77,7 @@ def pause_schedule_settled(
 ) -> Op[bool]:
     """A pause or resume whose COMMIT's reply was lost (PostgreSQL): done if its history row (this
     actor's, at this time) is there, else made again. Made again blindly, it would record it twice."""
-    action = {"name": name, "action": "pause" if paused else "resume", "actor": actor, "now": now}
-    if (yield Exec(d.sql["schedule_action_at"], action)):
+    if (yield Exec(d.sql["schedule_action_at"], _action_row(name, paused, actor, now))):
         return True
     return (yield from pause_schedule(d, name, paused, actor, now, next_run_at))
 
