@@ -397,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                 sizes.prefill if args.quick else OVERHEAD_PREFILL,
                 log,
             )
+            from bench.overhead import attribute
+
+            log("observability overhead: each part's own cost (callgrind, the exporter's CPU)")
+            extras["overhead_attributed"] = attribute(log, *((1_000, 20_000) if args.quick else ()))
         if not args.no_apps:
             from bench.apps import measure_apps
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -248,3 +250,51 @@ def test_a_per_job_row_is_measured_in_turns_with_its_raw_row_and_its_ratios_read
     # Measured apart (no pairs), a row's ratio is the ratio of the medians, as before.
     got.pairs.clear()
     assert {t: s for t, s, _ in report.targets([got, limit], {})}["PostgreSQL enqueue 1/call >= 0.8x raw"] == "0.83x"
+
+
+def test_attributed_overhead_sums_each_parts_share_into_the_targets_and_the_page() -> None:
+    """make bench's attributed overhead: the worker's parts as instructions against the plain
+    worker's, the exporter's CPU as the median of its runs' ratios to the worker's, the sum judged
+    against 3 %."""
+    from bench import overhead
+
+    found = {
+        "instructions": {"plain": 200_000.0, "logs": 200_200.0, "progress": 203_000.0, "logs+progress": 203_200.0},
+        "exporter": [(30.0, 1.2), (40.0, 1.2), (32.0, 1.6)],  # ratios 0.04, 0.03, 0.05: median 0.04
+        "note": "",
+    }
+    shares = overhead.attributed_shares(found)
+    assert shares["logs"] == pytest.approx(0.001) and shares["progress"] == pytest.approx(0.015)
+    assert shares["exporter"] == pytest.approx(0.04)
+    assert shares["all"] == pytest.approx(0.056)
+    checks = {t: got for t, got, _ in report.targets([], {"overhead_attributed": found})}
+    assert checks["observability on, attributed: cost per job <= 3 % of plain"] == "5.6 %"
+    page = report.generated(
+        [],
+        {
+            "overhead_attributed": found,
+            "date": datetime.datetime.now(datetime.UTC),
+            "elapsed_s": 0.0,
+            "mode": "quick",
+            "sizes": TINY,
+        },
+    )
+    assert "| **all** | | | **+5.6%** |" in page and "| progress | +3,000 instructions |" in page
+    # Without valgrind nothing is counted on the worker's side, and nothing is summed.
+    partial = {**found, "instructions": {}, "note": "valgrind is not installed"}
+    assert "all" not in overhead.attributed_shares(partial)
+    checks = {t: got for t, got, _ in report.targets([], {"overhead_attributed": partial})}
+    assert checks["observability on, attributed: cost per job <= 3 % of plain"] == "not measured"
+
+
+def test_a_counted_drain_runs_the_benchs_worker_to_the_last_job() -> None:
+    # What callgrind counts: the bench's worker and handler draining every job, in a process of its
+    # own as callgrind runs it (the JSON log handler is set on that process's root logger).
+    from bench import overhead
+
+    overhead.drain_once("plain", 300)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "bench.overhead", "--drain"]
+    subprocess.run([*args, "logs+progress", "--jobs", "300"], cwd=REPO, env=env, check=True, timeout=120)
+    refused = subprocess.run([*args, "logs+exporter"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "no such part of the worker's: logs+exporter" in refused.stderr
