@@ -1104,6 +1104,13 @@ class Queue:
         queue), or None: how long an idle worker may sleep."""
         return self.backend.next_due_at(self._queues(queue), self._now())
 
+    def restamp_ahead(self, step: float, ahead: float) -> list[int]:
+        """After this host's clock was set back by ``step`` seconds (a worker's rescuer sees it,
+        SQLite): the PENDING jobs written before the step, more than ``ahead`` seconds ahead of
+        the clock now, are made as if written now (``run_at`` moves back as far), so that they do
+        not wait for the clock to catch up. Their ids."""
+        return self.backend.restamp_ahead(self.clock(), ahead, step)
+
     def listener(self, worker_id: str, queue: str | Sequence[str] | None = None) -> Listener:
         """Open a wake-up channel: ``wait(timeout)`` returns early when work may have arrived
         on ``queue``. Its ``address`` goes into the worker's registry row; ``close()`` it."""

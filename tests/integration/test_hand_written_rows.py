@@ -365,3 +365,56 @@ def test_a_clock_base_that_is_no_number_is_not_compared_and_one_far_behind_reads
                 assert excused is not None and excused <= now - 3.0, value
             else:
                 assert excused is None, value
+
+
+def test_a_restamp_leaves_times_that_are_no_number_alone_and_a_clock_base_ahead_reads_as_a_step_back(
+    sqlite_url: str,
+) -> None:
+    """After the clock was set back, the waiting jobs written before are made as if written now
+    (``restamp_ahead``). A due time or a write time written by hand as text, a blob or infinity is
+    no time a clock wrote: left as it is (text compared as a number, SQLite's way, would have made
+    such a job due, or pushed it out of reach). A live worker's clock base written an hour ahead of
+    this host's reads as a step back since its beat: the next worker's first rescue restamps."""
+    from jobq.worker.rescuer import Rescuer, process_table_id
+    from jobq.worker.stall import StallWatch
+
+    clock = FakeClock(1_800_000_000.0)
+    with jobq.Queue(sqlite_url, clock=clock) as q:
+        written = [q.enqueue({"n": n}) for n in range(6)]
+        clock.now -= 100.0  # the step
+        bad = [
+            ("updated_at", "'abc'"), ("updated_at", "X'00'"), ("updated_at", "1e999"), ("run_at", "'abc'"),
+            ("run_at", "1e999"),
+        ]  # fmt: skip
+        for job_id, (column, value) in zip(written, bad, strict=False):
+            write_by_hand(sqlite_url, f"UPDATE jobs SET {column} = {value} WHERE id = {job_id}")
+        before = _rows(sqlite_url, "SELECT id, run_at, updated_at FROM jobs ORDER BY id")
+        assert q.restamp_ahead(100.0, 1.0) == [written[5]]  # the one whose times are a clock's
+        after = _rows(sqlite_url, "SELECT id, run_at, updated_at FROM jobs ORDER BY id")
+        assert after[:5] == before[:5]
+        assert after[5] == (written[5], clock.now, clock.now)
+
+    with jobq.Queue(sqlite_url) as q:
+        now = q.clock()
+        ahead = q.enqueue({"n": "ahead"})
+        later = repr(now + 200)
+        write_by_hand(sqlite_url, f"UPDATE jobs SET run_at = {later}, updated_at = {later} WHERE id = {ahead}")
+        base = q.clock_base()
+        assert base is not None
+        peer = jobq.WorkerInfo(
+            "peer", "consumer1", "host", os.getpid(), ("default",), now, now, process_table=process_table_id()
+        )
+        q.register_worker(peer)
+        write_by_hand(sqlite_url, f"UPDATE workers SET clock_base = {base + 3600!r}")
+        stalls = StallWatch(q.clock, threshold=1.0, margin=3.0, grace=30.0)
+        Rescuer(q, "new", interval=1.0, stalls=stalls).tick()
+        assert q.get(ahead).run_at <= q.clock() and stalls.stepped_back() == 0.0
+        assert stalls.excused_since(q.clock()) is None  # a step back excuses no lease
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = apsw.Connection(url.removeprefix("sqlite:///"))
+    try:
+        return [tuple(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()

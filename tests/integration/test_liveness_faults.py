@@ -438,3 +438,58 @@ def test_a_give_back_that_committed_but_raised_is_repeated_and_recognised(
         assert _kinds(q, job_id) == ["enqueued", "claimed", "released"]
         again = q.claim("w2")  # it runs again, both its attempts intact
         assert again is not None and again.id == job_id and again.attempts == 1
+
+
+def _skewed(url: str, skew: Path) -> jobq.Queue:
+    """A producer on this host's clock as the workers read it (``skew``): its rows are stamped so."""
+    return jobq.Queue(url, clock=lambda: time.time() + float(skew.read_text()))
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_jobs_enqueued_before_the_hosts_clock_was_set_back_run_at_once(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """The host's clock ran an hour ahead while jobs were enqueued, then NTP stepped it back: the
+    jobs, due at once, were stamped an hour ahead and waited for the clock to catch up (an
+    hour). The worker sees its clock set back against its monotonic one, and makes the waiting
+    jobs written before the step as if written now: they run at once, each once."""
+    skew = tmp_path / "skew"
+    skew.write_text("3600")
+    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
+        worker = procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+        wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
+        worker.send_signal(signal.SIGSTOP)  # so that it claims none before the step
+        try:
+            ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
+            _step(skew, 0)  # the fault: the clock set back an hour
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
+        assert "this host's clock was set back 3600." in procs.logs()
+        assert "3 waiting job(s) written before the step made due" in procs.logs()
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_worker_started_after_the_hosts_clock_was_set_back_runs_the_jobs_written_before(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """As above, but the worker that ran through the step is frozen (SIGSTOP) and a new one
+    starts after it: it saw no step itself, and the frozen worker's clock base in the registry
+    (wall less monotonic clock at its last beat), an hour ahead of its own, tells it of one."""
+    skew = tmp_path / "skew"
+    skew.write_text("3600")
+    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
+        frozen = procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+        wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
+            _step(skew, 0)
+            procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+            wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "the new worker to run the jobs")
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
+        assert "this host's clock was set back 3600." in procs.logs()

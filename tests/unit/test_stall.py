@@ -124,10 +124,36 @@ def test_a_clock_set_back_or_slewing_excuses_nothing(monkeypatch: pytest.MonkeyP
     w = watch(clock)
     clock.now -= 120.0  # leases read longer: no one taken wrongly
     assert w.rescue_cutoff()(clock.now) == clock.now
+    assert w.stepped_back() == pytest.approx(120.0)  # kept for the rows written before it
+    w.restamped(120.0)
     for _ in range(100):  # NTP's slewing: 0.5 ms a second, 3 s in all, one look every 60 s
         clock.now += 60.03
         monotonic.now += 60.0
         assert w.rescue_cutoff()(clock.now) == clock.now
+    assert w.stepped_back() == 0.0
+
+
+def test_steps_back_add_up_until_seen_to_and_one_noted_meanwhile_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, monotonic = Clock(), Monotonic(monkeypatch)
+    w = watch(clock)
+    clock.now -= 0.9  # within the threshold: no step
+    w.rescue_cutoff()(clock.now)
+    assert w.stepped_back() == 0.0
+    clock.now -= 60.0
+    w.rescue_cutoff()(clock.now)
+    clock.now -= 30.0
+    w.rescue_cutoff()(clock.now)
+    assert w.stepped_back() == pytest.approx(90.0)
+    taken = w.stepped_back()
+    clock.now -= 5.0  # while the restamp of the first 90 s ran
+    w.rescue_cutoff()(clock.now)
+    w.restamped(taken)
+    assert w.stepped_back() == pytest.approx(5.0)
+    monotonic.now += 1.0
+    by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
+    clock.now -= 300.0
+    by_hand.rescue_cutoff()(clock.now)
+    assert by_hand.stepped_back() == 0.0
 
 
 def test_a_clock_moved_by_hand_is_no_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,10 +182,13 @@ def test_a_jump_before_this_process_started_is_read_from_the_bases_of_live_worke
     monotonic.now += 10.5  # grace over
     assert w.rescue_cutoff()(clock.now) == clock.now
 
+    assert w.stepped_back() == 0.0
+
     quiet = watch(clock)
-    quiet.stepped_before_start(base, [(base - 0.5, 1299.0), (base + 300.0, 1299.0)])  # set back: nothing
+    quiet.stepped_before_start(base, [(base - 0.5, 1299.0), (base + 300.0, 1299.0)])  # set back: no stall
     quiet.stepped_before_start(base, [])
     assert quiet.excused_since(clock.now) is None
+    assert quiet.stepped_back() == pytest.approx(300.0)  # but the rows written before are ahead
     by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
-    by_hand.stepped_before_start(base, [(base - 300.0, 990.0)])
-    assert by_hand.excused_since(clock.now) is None
+    by_hand.stepped_before_start(base, [(base - 300.0, 990.0), (base + 300.0, 1299.0)])
+    assert by_hand.excused_since(clock.now) is None and by_hand.stepped_back() == 0.0

@@ -725,6 +725,14 @@ class Backend(Protocol):
         weighs a rate limit's next admission (``jobq.flow.next_admission``)."""
         ...
 
+    def restamp_ahead(self, now: float, ahead: float, step: float) -> list[int]:
+        """Make the PENDING jobs whose row was written more than ``ahead`` seconds after ``now``
+        (and at most ``step + ahead``) as if written at ``now``: ``run_at`` moves back by as much,
+        ``updated_at`` becomes ``now``. Their ids. For a clock set back by ``step`` since they
+        were written (the worker's rescuer, SQLite): they would wait for the clock to catch up.
+        Times that are no number are left alone."""
+        ...
+
     # -- operators -------------------------------------------------------------------------
     def resubmit(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         """FAILED / CANCELLED / COMPLETED -> PENDING for the jobs in ``where``."""

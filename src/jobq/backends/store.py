@@ -365,6 +365,10 @@ class SqlStore:
     def next_due_at(self, queues: Sequence[str], now: float) -> float | None:
         return self._read(lambda: ops.next_due_at(self.dialect, queues, now))
 
+    def restamp_ahead(self, now: float, ahead: float, step: float) -> list[int]:
+        # Made again, a restamp that committed finds its rows no longer ahead: nothing more moves.
+        return self._write_again_if_unknown(lambda: ops.restamp_ahead(self.dialect, now, ahead, step))
+
     # -- flow control ----------------------------------------------------------------------
     def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:
         # Made again, a change that committed finds itself made: no second history row, and the

@@ -147,6 +147,8 @@ class Rescuer(Looper):
         for worker_id in gone:
             log.warning("worker %s exited without stopping; marked crashed", worker_id)
             self.queue.worker_stopped(worker_id, WorkerEnd.CRASHED)
+        if self.stalls and self.queue.single_host and (back := self.stalls.stepped_back()):
+            self.restamp(self.stalls, back)
         # The registry keeps wall-clock times (Queue.worker_seen), so this does too.
         now = self.queue.wall_time()
         heard_since = self.stalls.rescue_cutoff()(now) if self.stalls else now
@@ -154,6 +156,21 @@ class Rescuer(Looper):
             heard_since - LOST_AFTER_LEASES * self.queue.settings.lease_seconds
         ):
             log.warning("worker %s not heard from for %g leases; marked lost", worker_id, LOST_AFTER_LEASES)
+
+    def restamp(self, stalls: StallWatch, back: float) -> None:
+        """This host's clock was set back by ``back`` seconds (SQLite, where every writer reads
+        it): the jobs waiting since before the step are stamped that far ahead, and a job due at
+        once would wait until the clock caught up. Each is made as if written now. PostgreSQL
+        stamps by the server's clock (``Queue.clock_offset``), which a host's step does not move."""
+        moved = self.queue.restamp_ahead(back, stalls.threshold)
+        stalls.restamped(back)
+        log.warning(
+            "this host's clock was set back %.1f s: %d waiting job(s) written before the step made due "
+            "as if written now%s",
+            back,
+            len(moved),
+            f" ({', '.join(map(str, moved[:10]))}{', ...' if len(moved) > 10 else ''})" if moved else "",
+        )
 
 
 class Pruner(Looper):

@@ -58,6 +58,7 @@ class StallWatch:
         self._failing_since: float | None = None
         self._in_flight: dict[object, float] = {}
         self._clock_ahead = clock() - time.monotonic()  # moves only when the clock steps
+        self._back = 0.0  # how far the clock was set back, not yet taken by ``restamped``
 
     def note(self, start: float, end: float) -> None:
         """Record that writes were impossible from ``start`` to ``end``."""
@@ -101,14 +102,17 @@ class StallWatch:
 
     def clock_stepped(self, moment: float) -> None:
         """Note a jump of the clock ahead of ``moment`` (``time.monotonic()`` now) since the last
-        look as a stall of that length ending now. Only ahead: a clock set back makes leases read
-        longer, which excuses no one wrongly. Each look compares with the one before, so that NTP's
-        slewing (at most 0.5 ms a second) never adds up to a step."""
+        look as a stall of that length ending now. A clock set back excuses no lease (leases then
+        read longer, which takes no job wrongly); it is kept for ``stepped_back``: what was
+        written before it is stamped ahead of the clock. Each look compares with the one before,
+        so that NTP's slewing (at most 0.5 ms a second) never adds up to a step."""
         if not self.steps:
             return
         now = self.clock()
         with self._lock:  # two rescues at once: one of them sees the jump
             jump, self._clock_ahead = now - moment - self._clock_ahead, now - moment
+            if jump < -self.threshold:
+                self._back -= jump
         if jump > self.threshold:
             self.note(now - jump, now)
             log.warning(
@@ -127,6 +131,11 @@ class StallWatch:
         expired until their next heartbeats: a stall from the earliest such beat to now."""
         if not self.steps:
             return
+        peers = list(peers)
+        back = max((base - here for base, _ in peers), default=0.0)
+        if back > self.threshold:  # set back since a peer's beat: see clock_stepped
+            with self._lock:
+                self._back = max(self._back, back)
         jumped = [(here - base, seen) for base, seen in peers if here - base > self.threshold]
         if not jumped:
             return
@@ -138,6 +147,17 @@ class StallWatch:
             max(jump for jump, _ in jumped),
             self.grace,
         )
+
+    def stepped_back(self) -> float:
+        """How many seconds the clock was set back since the last ``restamped`` (0.0: not at all):
+        rows written before were stamped that far ahead of it (``Queue.restamp_ahead``)."""
+        with self._lock:
+            return self._back
+
+    def restamped(self, step: float) -> None:
+        """``step`` seconds of ``stepped_back`` were seen to (a step noted meanwhile stays)."""
+        with self._lock:
+            self._back = max(0.0, self._back - step)
 
     def excused_since(self, now: float) -> float | None:
         """Leases that expired at or after this time are not evidence of a dead worker (None:

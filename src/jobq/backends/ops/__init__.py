@@ -101,7 +101,7 @@ from jobq.backends.ops.reads import (
     stats,
     unregister_waiter,
 )
-from jobq.backends.ops.rescue import AttemptsLimit, rescue, rescue_probe
+from jobq.backends.ops.rescue import AttemptsLimit, rescue, rescue_probe, restamp_ahead
 from jobq.backends.ops.schedules import (
     delete_schedule,
     delete_schedule_settled,
@@ -205,6 +205,7 @@ __all__ = [
     "release",
     "rescue",
     "rescue_probe",
+    "restamp_ahead",
     "resubmit",
     "save_schedule",
     "schedule_actions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from jobq.backends.base import Clock, RescueResult
@@ -57,3 +58,13 @@ def rescue(
     if finished:  # failed or cancelled here: wake whoever waits for them (Queue.wait)
         yield Notify(frozenset(), frozenset(finished))
     return out
+
+
+def restamp_ahead(d: Dialect, now: float, ahead: float, step: float) -> Op[list[int]]:
+    """The waiting jobs written more than ``ahead`` seconds and at most ``step`` (plus ``ahead``)
+    ahead of ``now``, made as if written now (their due time moved back as far); their ids."""
+    params: Params = {"now": now, "ahead": now + ahead, "limit": now + step + ahead, "inf": math.inf}
+    rows = yield Exec(d.sql["restamp_ahead"], params)
+    if rows:  # due now: idle workers need not wait for their next poll
+        yield Notify(frozenset(str(r[1]) for r in rows))
+    return sorted(int(r[0]) for r in rows)

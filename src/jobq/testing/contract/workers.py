@@ -462,3 +462,38 @@ def test_a_handler_s_bad_sleep_or_progress_fails_its_job_at_once(queue: jobq.Que
     assert {p: j.status for p, j in jobs.items()} == {"sleep": F, "progress": F, "fine": C}
     assert "ctx.sleep takes a number of seconds" in (jobs["sleep"].last_error or "")
     assert "progress fraction must be a number" in (jobs["progress"].last_error or "")
+
+
+def test_jobs_written_before_the_clock_was_set_back_are_made_as_if_written_now(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    """A clock set back 100 s leaves the rows written before it 100 s ahead: a job due at once
+    would wait 100 s, a delay or a retry's backoff would run 100 s long. ``restamp_ahead`` makes
+    each waiting one as if written now; a running job, a job written since, and a row further
+    ahead than the step are left alone; a second restamp finds nothing."""
+    written = clock.now
+    retried = queue.enqueue({"n": "retried"}, max_attempts=3)
+    job = queue.claim("w")
+    assert job is not None and job.id == retried
+    assert queue.fail(job, "boom") == jobq.JobStatus.PENDING
+    backoff = queue.get(retried).run_at - written
+    running = queue.enqueue({"n": "running"})
+    job = queue.claim("w")
+    assert job is not None and job.id == running
+    at_once = queue.enqueue({"n": "at once"})
+    delayed = queue.enqueue({"n": "delayed"}, delay=60)
+    clock.now = written + 1000.0
+    far = queue.enqueue({"n": "far"})  # 1,100 s ahead of the clock set back below: no such step
+    clock.now = written - 100.0  # the step
+    since = queue.enqueue({"n": "since"})
+    assert queue.restamp_ahead(100.0, 1.0) == sorted([retried, at_once, delayed])
+    now = clock.now
+    assert [queue.get(i).run_at for i in (at_once, delayed)] == [pytest.approx(now), pytest.approx(now + 60)]
+    assert queue.get(retried).run_at == pytest.approx(now + backoff)
+    assert [queue.get(i).updated_at for i in (retried, at_once, delayed)] == [now, now, now]
+    assert queue.get(running).status == jobq.JobStatus.PROCESSING
+    assert queue.get(far).run_at == pytest.approx(written + 1000.0)
+    assert queue.get(since).run_at == now
+    job = queue.claim("w")
+    assert job is not None and job.id == at_once  # due now, as if enqueued now (before `since`)
+    assert queue.restamp_ahead(100.0, 1.0) == []  # once

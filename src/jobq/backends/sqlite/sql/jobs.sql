@@ -172,6 +172,19 @@ UPDATE jobs SET status = :status, rev = rev + 1, updated_at = :now, run_at = :ru
 WHERE id = :id AND status = 'PROCESSING' AND lease_token IS :token
 RETURNING id
 
+-- name: restamp_ahead
+-- Jobs waiting whose row was written ahead of now, by the host's clock before it was set back
+-- (NTP stepping a clock that ran ahead: every SQLite writer reads the host's clock). Each is made
+-- as if written now: its due time moves back by how far ahead it was written, so a job due at once
+-- is due now (it waited for the clock to catch up: up to the whole step) and a retry's delay runs
+-- from now. Never earlier than meant: written at t by the clock as it is now, it was meant due at
+-- t + delay, and t <= now. `updated_at` = now makes a second restamp find it not ahead. Only rows
+-- ahead by up to the step (:limit) are the old clock's; a time that is no number (text, a blob, an
+-- infinity or NaN written by hand) is left alone.
+UPDATE jobs SET run_at = run_at - (updated_at - :now), updated_at = :now
+WHERE status = 'PENDING' AND updated_at > :ahead AND updated_at <= :limit AND run_at < :inf
+RETURNING id, queue
+
 -- name: next_due_at
 SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 
