@@ -1104,6 +1104,12 @@ class Queue:
         queue), or None: how long an idle worker may sleep."""
         return self.backend.next_due_at(self._queues(queue), self._now())
 
+    @read
+    def newest_write(self) -> float | None:
+        """When the newest job was last written (``updated_at``), or None: ahead of the clock, the
+        clock was set back since it was written (see ``restamp_ahead``)."""
+        return self.backend.newest_write()
+
     def restamp_ahead(self, step: float, ahead: float) -> list[int]:
         """After this host's clock was set back by ``step`` seconds (a worker's rescuer sees it,
         SQLite): the PENDING jobs written before the step, more than ``ahead`` seconds ahead of

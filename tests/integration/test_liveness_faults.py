@@ -4,6 +4,7 @@ side effects (found with kills, SIGSTOP, locks held for seconds, lost COMMIT rep
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -493,3 +494,23 @@ def test_a_worker_started_after_the_hosts_clock_was_set_back_runs_the_jobs_writt
             frozen.send_signal(signal.SIGCONT)
         _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert "this host's clock was set back 3600." in procs.logs()
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_worker_started_after_a_step_back_no_worker_saw_runs_the_jobs_written_before(
+    backend_url: str, procs: Procs, tmp_path: Path
+) -> None:
+    """No worker ran across the step (all stopped; or the one that saw it killed before it
+    restamped): the newest job, last written an hour ahead of the clock, tells the first worker
+    started after it of the step."""
+    skew = tmp_path / "skew"
+    skew.write_text("3600")
+    with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
+        ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
+        _step(skew, 0)
+        procs.start(
+            "worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1",
+            env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)},
+        )  # fmt: skip
+        _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
+        assert re.search(r"clock was set back 3[56]\d\d\.\d s: 3 waiting job\(s\) written before", procs.logs())

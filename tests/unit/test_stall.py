@@ -192,3 +192,18 @@ def test_a_jump_before_this_process_started_is_read_from_the_bases_of_live_worke
     by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
     by_hand.stepped_before_start(base, [(base - 300.0, 990.0), (base + 300.0, 1299.0)])
     assert by_hand.excused_since(clock.now) is None and by_hand.stepped_back() == 0.0
+
+
+def test_the_newest_job_written_ahead_of_the_clock_is_a_step_back_no_worker_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock, _ = Clock(), Monotonic(monkeypatch)
+    w = watch(clock)
+    w.written_ahead(clock.now + 0.5)  # within the threshold: a write an instant ago
+    assert w.stepped_back() == 0.0
+    w.written_ahead(clock.now + 3600.0)
+    assert w.stepped_back() == pytest.approx(3600.0)
+    assert w.excused_since(clock.now) is None
+    by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
+    by_hand.written_ahead(clock.now + 3600.0)
+    assert by_hand.stepped_back() == 0.0

@@ -725,6 +725,11 @@ class Backend(Protocol):
         weighs a rate limit's next admission (``jobq.flow.next_admission``)."""
         ...
 
+    def newest_write(self) -> float | None:
+        """The newest job's ``updated_at`` (UNIX seconds); None when there is no job, or its time
+        is no finite number."""
+        ...
+
     def restamp_ahead(self, now: float, ahead: float, step: float) -> list[int]:
         """Make the PENDING jobs whose row was written more than ``ahead`` seconds after ``now``
         (and at most ``step + ahead``) as if written at ``now``: ``run_at`` moves back by as much,

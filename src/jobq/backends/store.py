@@ -365,6 +365,9 @@ class SqlStore:
     def next_due_at(self, queues: Sequence[str], now: float) -> float | None:
         return self._read(lambda: ops.next_due_at(self.dialect, queues, now))
 
+    def newest_write(self) -> float | None:
+        return self._read(lambda: ops.newest_write(self.dialect))
+
     def restamp_ahead(self, now: float, ahead: float, step: float) -> list[int]:
         # Made again, a restamp that committed finds its rows no longer ahead: nothing more moves.
         return self._write_again_if_unknown(lambda: ops.restamp_ahead(self.dialect, now, ahead, step))

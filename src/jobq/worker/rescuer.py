@@ -140,6 +140,8 @@ class Rescuer(Looper):
             # Once, before this process's first rescue: a step of the clock it did not run through.
             bases = [(w.clock_base, w.last_seen_at) for w in peers if w.clock_base is not None and w.id not in gone]
             self.stalls.stepped_before_start(here, bases)
+            if self.queue.single_host and (written := self.queue.newest_write()) is not None:
+                self.stalls.written_ahead(written)
         self._first = False
         cutoff = self.stalls.rescue_cutoff() if self.stalls else None
         for r in self.queue.rescue_expired(actor=self.worker_id, gone_owners=gone, cutoff=cutoff):

@@ -148,6 +148,18 @@ class StallWatch:
             self.grace,
         )
 
+    def written_ahead(self, written: float) -> None:
+        """At this process's start, a step back no live worker may have seen (every worker stopped
+        across it, or one killed before it restamped): ``written`` is when the newest job was last
+        written (``Queue.newest_write``). Ahead of the clock by more than ``threshold``, the clock
+        was set back at least that far since."""
+        if not self.steps:
+            return
+        ahead = written - self.clock()
+        if ahead > self.threshold:
+            with self._lock:
+                self._back = max(self._back, ahead)
+
     def stepped_back(self) -> float:
         """How many seconds the clock was set back since the last ``restamped`` (0.0: not at all):
         rows written before were stamped that far ahead of it (``Queue.restamp_ahead``)."""

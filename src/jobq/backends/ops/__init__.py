@@ -101,7 +101,7 @@ from jobq.backends.ops.reads import (
     stats,
     unregister_waiter,
 )
-from jobq.backends.ops.rescue import AttemptsLimit, rescue, rescue_probe, restamp_ahead
+from jobq.backends.ops.rescue import AttemptsLimit, newest_write, rescue, rescue_probe, restamp_ahead
 from jobq.backends.ops.schedules import (
     delete_schedule,
     delete_schedule_settled,
@@ -190,6 +190,7 @@ __all__ = [
     "lost_workers_probe",
     "mark_lost_workers",
     "migrate",
+    "newest_write",
     "next_due_at",
     "pause_schedule",
     "pause_schedule_settled",

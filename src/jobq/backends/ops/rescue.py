@@ -68,3 +68,11 @@ def restamp_ahead(d: Dialect, now: float, ahead: float, step: float) -> Op[list[
     if rows:  # due now: idle workers need not wait for their next poll
         yield Notify(frozenset(str(r[1]) for r in rows))
     return sorted(int(r[0]) for r in rows)
+
+
+def newest_write(d: Dialect) -> Op[float | None]:
+    """The newest job's ``updated_at``; None when there is none, or it is no finite number (text
+    or a blob on SQLite, an infinity or NaN: written by hand)."""
+    rows = yield Exec(d.sql["newest_write"])
+    value = rows[0][0] if rows else None
+    return float(value) if type(value) is float and math.isfinite(value) else None

@@ -471,8 +471,10 @@ def test_jobs_written_before_the_clock_was_set_back_are_made_as_if_written_now(
     would wait 100 s, a delay or a retry's backoff would run 100 s long. ``restamp_ahead`` makes
     each waiting one as if written now; a running job, a job written since, and a row further
     ahead than the step are left alone; a second restamp finds nothing."""
+    assert queue.newest_write() is None  # no job yet
     written = clock.now
     retried = queue.enqueue({"n": "retried"}, max_attempts=3)
+    assert queue.newest_write() == written
     job = queue.claim("w")
     assert job is not None and job.id == retried
     assert queue.fail(job, "boom") == jobq.JobStatus.PENDING
@@ -485,7 +487,9 @@ def test_jobs_written_before_the_clock_was_set_back_are_made_as_if_written_now(
     clock.now = written + 1000.0
     far = queue.enqueue({"n": "far"})  # 1,100 s ahead of the clock set back below: no such step
     clock.now = written - 100.0  # the step
+    assert queue.newest_write() == written + 1000.0  # ahead: what tells a worker started now of the step
     since = queue.enqueue({"n": "since"})
+    assert queue.newest_write() == clock.now
     assert queue.restamp_ahead(100.0, 1.0) == sorted([retried, at_once, delayed])
     now = clock.now
     assert [queue.get(i).run_at for i in (at_once, delayed)] == [pytest.approx(now), pytest.approx(now + 60)]

@@ -208,6 +208,11 @@ UPDATE jobs SET run_at = run_at - (updated_at - %(now)s), updated_at = %(now)s
 WHERE status = 'PENDING' AND updated_at > %(ahead)s AND updated_at <= %(limit)s AND run_at < %(inf)s
 RETURNING id, queue
 
+-- name: newest_write
+-- When the newest job was last written (one step along the primary key): ahead of the clock, the
+-- clock was set back since (the worker's first rescue, Queue.restamp_ahead).
+SELECT updated_at FROM jobs ORDER BY id DESC LIMIT 1
+
 -- name: next_due_at
 SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 

@@ -185,6 +185,11 @@ UPDATE jobs SET run_at = run_at - (updated_at - :now), updated_at = :now
 WHERE status = 'PENDING' AND updated_at > :ahead AND updated_at <= :limit AND run_at < :inf
 RETURNING id, queue
 
+-- name: newest_write
+-- When the newest job was last written (one step along the primary key): ahead of the clock, the
+-- clock was set back since (the worker's first rescue, Queue.restamp_ahead).
+SELECT updated_at FROM jobs ORDER BY id DESC LIMIT 1
+
 -- name: next_due_at
 SELECT min(run_at) FROM jobs WHERE status = 'PENDING' AND {queues}
 
