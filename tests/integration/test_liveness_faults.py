@@ -265,6 +265,19 @@ def _step(skew: Path, seconds: float) -> None:
     stepped.replace(skew)  # at once for every process: no read sees half a file
 
 
+def _skew_file(tmp_path: Path, seconds: float) -> Path:
+    """The file whose seconds the clocks of the processes started on it are off by (procs.py)."""
+    skew = tmp_path / "skew"
+    skew.write_text(repr(seconds))
+    return skew
+
+
+def _worker_on(procs: Procs, url: str, skew: Path, lease: float) -> Any:
+    """A worker process whose clock reads ``skew``, rescuing every 0.1 s."""
+    env = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    return procs.start("worker", "--db", url, "--lease", str(lease), "--rescue-interval", "0.1", env=env)
+
+
 def _each_ran_once_and_nobody_lost(q: jobq.Queue, ids: list[int], procs: Procs, tmp_path: Path) -> None:
     wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
     for job_id in ids:
@@ -284,15 +297,11 @@ def test_the_hosts_clock_jumping_ahead_takes_no_job_from_a_live_worker(
     minutes expired, though no worker stopped. No rescuer may take the jobs: each process sees
     its clock jump against its monotonic one, and waits for the heartbeats as after a stall.
     (procs.py steps ``time.time()`` of the workers alone: the test's own reads need no clock.)"""
-    skew = tmp_path / "skew"
-    skew.write_text("0")
+    skew = _skew_file(tmp_path, 0)
     with jobq.Queue(backend_url) as q:
         ids = [q.enqueue({"seconds": 4.0}, task="slow") for _ in range(3)]
         for _ in range(3):
-            procs.start(
-                "worker", "--db", backend_url, "--lease", "1.5", "--rescue-interval", "0.1",
-                env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)},
-            )  # fmt: skip
+            _worker_on(procs, backend_url, skew, 1.5)
         wait_for(lambda: len(list(tmp_path.glob("started-*"))) == 3, 60, "all three jobs to start")
         _step(skew, 300)  # the fault: at once for every worker, mid-run
         _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
@@ -310,22 +319,17 @@ def test_a_worker_started_after_the_hosts_clock_jumped_takes_no_job_from_a_live_
     and it waits for their heartbeats. Continued, they finish their jobs, once each (before: the
     new worker took the jobs at once and ran them again). PostgreSQL corrects a host's clock to
     the server's instead (``test_clock_skew.py``)."""
-    skew = tmp_path / "skew"
-    skew.write_text("0")
-    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    skew = _skew_file(tmp_path, 0)
     with jobq.Queue(backend_url) as q:
         ids = [q.enqueue({"seconds": 2.0}, task="slow") for _ in range(2)]
-        running = [
-            procs.start("worker", "--db", backend_url, "--lease", "6", "--rescue-interval", "0.1", env=stepped)
-            for _ in range(2)
-        ]
+        running = [_worker_on(procs, backend_url, skew, 6) for _ in range(2)]
         wait_for(lambda: all(q.get(i).status == jobq.JobStatus.PROCESSING for i in ids), 60, "both jobs to be claimed")
         wait_for(lambda: all(w.clock_base is not None for w in q.workers()), 30, "the workers' registry rows")
         for worker in running:
             worker.send_signal(signal.SIGSTOP)
         try:
             _step(skew, 300)  # the fault, for every process that reads this host's clock
-            procs.start("worker", "--db", backend_url, "--lease", "6", "--rescue-interval", "0.1", env=stepped)
+            _worker_on(procs, backend_url, skew, 6)
             seen = lambda: "before this worker started" in procs.logs()  # noqa: E731
             rescued = lambda: any("rescued" in _kinds(q, i) for i in ids)  # noqa: E731
             wait_for(lambda: seen() or rescued(), 60, "the new worker to see the jump (or to take the jobs)")
@@ -454,11 +458,9 @@ def test_jobs_enqueued_before_the_hosts_clock_was_set_back_run_at_once(
     jobs, due at once, were stamped an hour ahead and waited for the clock to catch up (an
     hour). The worker sees its clock set back against its monotonic one, and makes the waiting
     jobs written before the step as if written now: they run at once, each once."""
-    skew = tmp_path / "skew"
-    skew.write_text("3600")
-    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    skew = _skew_file(tmp_path, 3600)
     with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
-        worker = procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+        worker = _worker_on(procs, backend_url, skew, 3)
         wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
         worker.send_signal(signal.SIGSTOP)  # so that it claims none before the step
         try:
@@ -478,17 +480,15 @@ def test_a_worker_started_after_the_hosts_clock_was_set_back_runs_the_jobs_writt
     """As above, but the worker that ran through the step is frozen (SIGSTOP) and a new one
     starts after it: it saw no step itself, and the frozen worker's clock base in the registry
     (wall less monotonic clock at its last beat), an hour ahead of its own, tells it of one."""
-    skew = tmp_path / "skew"
-    skew.write_text("3600")
-    stepped = {"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)}
+    skew = _skew_file(tmp_path, 3600)
     with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
-        frozen = procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+        frozen = _worker_on(procs, backend_url, skew, 3)
         wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
         frozen.send_signal(signal.SIGSTOP)
         try:
             ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
             _step(skew, 0)
-            procs.start("worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1", env=stepped)
+            _worker_on(procs, backend_url, skew, 3)
             wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "the new worker to run the jobs")
         finally:
             frozen.send_signal(signal.SIGCONT)
@@ -503,14 +503,10 @@ def test_a_worker_started_after_a_step_back_no_worker_saw_runs_the_jobs_written_
     """No worker ran across the step (all stopped; or the one that saw it killed before it
     restamped): the newest job, last written an hour ahead of the clock, tells the first worker
     started after it of the step."""
-    skew = tmp_path / "skew"
-    skew.write_text("3600")
+    skew = _skew_file(tmp_path, 3600)
     with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
         ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
         _step(skew, 0)
-        procs.start(
-            "worker", "--db", backend_url, "--lease", "3", "--rescue-interval", "0.1",
-            env={"JOBQ_TEST_CLOCK_SKEW_FILE": str(skew)},
-        )  # fmt: skip
+        _worker_on(procs, backend_url, skew, 3)
         _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert re.search(r"clock was set back 3[56]\d\d\.\d s: 3 waiting job\(s\) written before", procs.logs())

@@ -128,6 +128,13 @@ def test_observed_row_reports_cpu_per_job_beside_the_plain_row(tmp_path: Path, m
     assert any("observability on" in t and got != "not measured" for t, got, _ in report.targets(rows, {}))
 
 
+def quick_page(extras: dict[str, Any]) -> str:
+    """The page ``make bench --quick`` writes with ``extras`` and no rows."""
+    return report.generated(
+        [], {**extras, "date": datetime.datetime.now(datetime.UTC), "elapsed_s": 0.0, "mode": "quick", "sizes": TINY}
+    )
+
+
 @pytest.mark.slow
 def test_interleaved_overhead_rounds_feed_the_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     """make bench's overhead section: one round of the plain and the observed worker, its
@@ -143,16 +150,7 @@ def test_interleaved_overhead_rounds_feed_the_targets(monkeypatch: pytest.Monkey
     checks = {t: got for t, got, _ in report.targets([], {"overhead": rounds})}
     assert checks["observability on, x1: throughput >= 0.97x plain (interleaved)"] == f"{throughput:.2f}x"
     assert checks["observability on, x2: CPU per job <= 1.03x plain (interleaved)"] == "not measured"
-    page = report.generated(
-        [],
-        {
-            "overhead": rounds,
-            "date": datetime.datetime.now(datetime.UTC),
-            "elapsed_s": 0.0,
-            "mode": "quick",
-            "sizes": TINY,
-        },
-    )
+    page = quick_page({"overhead": rounds})
     assert "Interleaved (1 rounds" in page and "| observed | 1 |" in page
 
 
@@ -269,16 +267,7 @@ def test_attributed_overhead_sums_each_parts_share_into_the_targets_and_the_page
     assert shares["all"] == pytest.approx(0.056)
     checks = {t: got for t, got, _ in report.targets([], {"overhead_attributed": found})}
     assert checks["observability on, attributed: cost per job <= 3 % of plain"] == "5.6 %"
-    page = report.generated(
-        [],
-        {
-            "overhead_attributed": found,
-            "date": datetime.datetime.now(datetime.UTC),
-            "elapsed_s": 0.0,
-            "mode": "quick",
-            "sizes": TINY,
-        },
-    )
+    page = quick_page({"overhead_attributed": found})
     assert "| **all** | | | **+5.6%** |" in page and "| progress | +3,000 instructions |" in page
     # Without valgrind nothing is counted on the worker's side, and nothing is summed.
     partial = {**found, "instructions": {}, "note": "valgrind is not installed"}
