@@ -134,6 +134,9 @@ class EventKind(enum.StrEnum):
     RESUBMITTED = "resubmitted"
     STALE_WRITE_REFUSED = "stale_write_refused"
     EXTERNAL_UPDATE = "external_update"
+    RESTAMPED = "restamped"
+    """Written ahead of the host's clock, since set back by ``detail["clock_set_back"]`` seconds,
+    the waiting job was made as if written now (``Queue.restamp_ahead``): its due time moved back."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1110,12 +1110,12 @@ class Queue:
         clock was set back since it was written (see ``restamp_ahead``)."""
         return self.backend.newest_write()
 
-    def restamp_ahead(self, step: float, ahead: float) -> list[int]:
+    def restamp_ahead(self, step: float, ahead: float, actor: str = "rescuer") -> list[int]:
         """After this host's clock was set back by ``step`` seconds (a worker's rescuer sees it,
         SQLite): the PENDING jobs written before the step, more than ``ahead`` seconds ahead of
-        the clock now, are made as if written now (``run_at`` moves back as far), so that they do
-        not wait for the clock to catch up. Their ids."""
-        return self.backend.restamp_ahead(self.clock(), ahead, step)
+        the clock now, are made as if written now (``run_at`` moves back as far, a ``restamped``
+        event by ``actor``), so that they do not wait for the clock to catch up. Their ids."""
+        return self.backend.restamp_ahead(self.clock(), ahead, step, _text_arg(actor, "actor"))
 
     def listener(self, worker_id: str, queue: str | Sequence[str] | None = None) -> Listener:
         """Open a wake-up channel: ``wait(timeout)`` returns early when work may have arrived

@@ -471,6 +471,7 @@ def test_jobs_enqueued_before_the_hosts_clock_was_set_back_run_at_once(
         _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert "this host's clock was set back 3600." in procs.logs()
         assert "3 waiting job(s) written before the step made due" in procs.logs()
+        assert all(_kinds(q, i)[:2] == ["enqueued", "restamped"] for i in ids), [_kinds(q, i) for i in ids]
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

@@ -730,12 +730,12 @@ class Backend(Protocol):
         is no finite number."""
         ...
 
-    def restamp_ahead(self, now: float, ahead: float, step: float) -> list[int]:
+    def restamp_ahead(self, now: float, ahead: float, step: float, actor: str) -> list[int]:
         """Make the PENDING jobs whose row was written more than ``ahead`` seconds after ``now``
         (and at most ``step + ahead``) as if written at ``now``: ``run_at`` moves back by as much,
-        ``updated_at`` becomes ``now``. Their ids. For a clock set back by ``step`` since they
-        were written (the worker's rescuer, SQLite): they would wait for the clock to catch up.
-        Times that are no number are left alone."""
+        ``updated_at`` becomes ``now``, and each gets a ``restamped`` event by ``actor``. Their ids.
+        For a clock set back by ``step`` since they were written (the worker's rescuer, SQLite):
+        they would wait for the clock to catch up. Times that are no number are left alone."""
         ...
 
     # -- operators -------------------------------------------------------------------------

@@ -164,7 +164,7 @@ class Rescuer(Looper):
         it): the jobs waiting since before the step are stamped that far ahead, and a job due at
         once would wait until the clock caught up. Each is made as if written now. PostgreSQL
         stamps by the server's clock (``Queue.clock_offset``), which a host's step does not move."""
-        moved = self.queue.restamp_ahead(back, stalls.threshold)
+        moved = self.queue.restamp_ahead(back, stalls.threshold, actor=self.worker_id)
         stalls.restamped(back)
         log.warning(
             "this host's clock was set back %.1f s: %d waiting job(s) written before the step made due "

@@ -108,6 +108,24 @@ def _event(d: Dialect, job_id: int, at: float, kind: EventKind, actor: str | Non
     }
 
 
+def _events(
+    d: Dialect,
+    job_ids: list[int],
+    at: float,
+    kind: EventKind,
+    actor: str,
+    attempt: int | None,
+    details: list[dict[str, Any] | None],
+) -> Op[None]:
+    """An event of ``kind`` for each of ``job_ids``, with its detail, in their order, in one
+    statement (none for no job)."""
+    if not job_ids:
+        return
+    texts = [None if detail is None else d.text(json.dumps(detail)) for detail in details]
+    params: Params = {"at": at, "kind": kind.value, "actor": d.text(actor), "attempt": attempt}
+    yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
+
+
 def _by_job_id(leases: Sequence[Lease]) -> list[int]:
     """Indexes of ``leases`` in job id order: every transaction touches rows in id order, so two
     of them never wait on each other in a cycle (no deadlock on PostgreSQL)."""

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from jobq.backends.base import ActionResult, JobFilter
 from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
-from jobq.backends.ops.core import Exec, Notify, Op
+from jobq.backends.ops.core import Exec, Notify, Op, _events
 from jobq.backends.statements import Dialect, Params
 from jobq.job import Action, EventKind, JobStatus
 
@@ -170,24 +170,6 @@ def chunk_settled(d: Dialect, chunk: Callable[[], Op[Chunk]], made: list[Chunk],
         if (yield Exec(d.sql["operator_event_at"], params)):
             return results, following
     return (yield from recorded(chunk, made))
-
-
-def _events(
-    d: Dialect,
-    job_ids: list[int],
-    at: float,
-    kind: EventKind,
-    actor: str,
-    attempt: int | None,
-    details: list[dict[str, Any] | None],
-) -> Op[None]:
-    """An event of ``kind`` for each of ``job_ids``, with its detail, in their order, in one
-    statement (none for no job)."""
-    if not job_ids:
-        return
-    texts = [None if detail is None else d.text(json.dumps(detail)) for detail in details]
-    params: Params = {"at": at, "kind": kind.value, "actor": d.text(actor), "attempt": attempt}
-    yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
 
 
 def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, limit: int) -> Op[list[int]]:

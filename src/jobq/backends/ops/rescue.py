@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 
 from jobq.backends.base import Clock, RescueResult
 from jobq.backends.common import attempt_detail, cancel_asked, plan_rescue
-from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event
+from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event, _events
 from jobq.backends.statements import Dialect, Params
+from jobq.job import EventKind
 
 
 def _expired(d: Dialect, statement: str, cutoff: float, gone_owners: Sequence[str]) -> Exec:
@@ -60,14 +61,18 @@ def rescue(
     return out
 
 
-def restamp_ahead(d: Dialect, now: float, ahead: float, step: float) -> Op[list[int]]:
+def restamp_ahead(d: Dialect, now: float, ahead: float, step: float, actor: str) -> Op[list[int]]:
     """The waiting jobs written more than ``ahead`` seconds and at most ``step`` (plus ``ahead``)
-    ahead of ``now``, made as if written now (their due time moved back as far); their ids."""
+    ahead of ``now``, made as if written now (their due time moved back as far), each with a
+    ``restamped`` event by ``actor``; their ids."""
     params: Params = {"now": now, "ahead": now + ahead, "limit": now + step + ahead, "inf": math.inf}
     rows = yield Exec(d.sql["restamp_ahead"], params)
-    if rows:  # due now: idle workers need not wait for their next poll
-        yield Notify(frozenset(str(r[1]) for r in rows))
-    return sorted(int(r[0]) for r in rows)
+    moved = sorted(int(r[0]) for r in rows)
+    if moved:
+        detail = {"clock_set_back": round(step, 3)}
+        yield from _events(d, moved, now, EventKind.RESTAMPED, actor, None, [detail] * len(moved))
+        yield Notify(frozenset(str(r[1]) for r in rows))  # due now: idle workers need not wait to poll
+    return moved
 
 
 def newest_write(d: Dialect) -> Op[float | None]:

@@ -490,8 +490,12 @@ def test_jobs_written_before_the_clock_was_set_back_are_made_as_if_written_now(
     assert queue.newest_write() == written + 1000.0  # ahead: what tells a worker started now of the step
     since = queue.enqueue({"n": "since"})
     assert queue.newest_write() == clock.now
-    assert queue.restamp_ahead(100.0, 1.0) == sorted([retried, at_once, delayed])
+    assert queue.restamp_ahead(100.0, 1.0, actor="w-1") == sorted([retried, at_once, delayed])
     now = clock.now
+    for job_id in (retried, at_once, delayed):
+        (event,) = [e for e in queue.events(job_id) if e.kind == "restamped"]
+        assert (event.at, event.actor, event.detail) == (now, "w-1", {"clock_set_back": 100.0})
+    assert all("restamped" not in kinds(queue, i) for i in (running, far, since))
     assert [queue.get(i).run_at for i in (at_once, delayed)] == [pytest.approx(now), pytest.approx(now + 60)]
     assert queue.get(retried).run_at == pytest.approx(now + backoff)
     assert [queue.get(i).updated_at for i in (retried, at_once, delayed)] == [now, now, now]
