@@ -511,3 +511,31 @@ def test_a_worker_started_after_a_step_back_no_worker_saw_runs_the_jobs_written_
         _worker_on(procs, backend_url, skew, 3)
         _each_ran_once_and_nobody_lost(q, ids, procs, tmp_path)
         assert re.search(r"clock was set back 3[56]\d\d\.\d s: 3 waiting job\(s\) written before", procs.logs())
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_a_restamp_that_meets_a_held_lock_is_made_at_the_next_rescue(backend_url: str, tmp_path: Path) -> None:
+    """The restamp is a write: behind a lock held past its wait it fails, the step stays noted, and
+    the next rescue makes it (the rescue's other duties came first and were not held up)."""
+    from jobq.worker.rescuer import Rescuer
+    from jobq.worker.stall import StallWatch
+
+    with jobq.Queue(f"{backend_url}?busy_timeout=200") as q:
+        now = q.clock()
+        job_id = q.enqueue({"n": 1})
+        later = repr(now + 200)
+        holder = _lock_holder(tmp_path)
+        holder.execute(f"UPDATE jobs SET run_at = {later}, updated_at = {later} WHERE id = {job_id}")
+        stalls = StallWatch(q.clock, threshold=1.0, margin=3.0, grace=30.0)
+        rescuer = Rescuer(q, "w-1", interval=1.0, stalls=stalls)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(jobq.StorageError, match="locked"):
+                rescuer.tick()  # the first tick reads the newest job 200 s ahead: a step back
+            assert q.get(job_id).run_at > q.clock() + 100 and stalls.stepped_back() > 100
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        rescuer.tick()
+        assert q.get(job_id).run_at <= q.clock() and stalls.stepped_back() == 0.0
+        assert _kinds(q, job_id) == ["enqueued", "restamped"]

@@ -149,8 +149,6 @@ class Rescuer(Looper):
         for worker_id in gone:
             log.warning("worker %s exited without stopping; marked crashed", worker_id)
             self.queue.worker_stopped(worker_id, WorkerEnd.CRASHED)
-        if self.stalls and self.queue.single_host and (back := self.stalls.stepped_back()):
-            self.restamp(self.stalls, back)
         # The registry keeps wall-clock times (Queue.worker_seen), so this does too.
         now = self.queue.wall_time()
         heard_since = self.stalls.rescue_cutoff()(now) if self.stalls else now
@@ -158,6 +156,10 @@ class Rescuer(Looper):
             heard_since - LOST_AFTER_LEASES * self.queue.settings.lease_seconds
         ):
             log.warning("worker %s not heard from for %g leases; marked lost", worker_id, LOST_AFTER_LEASES)
+        # Last: the looks at the clock above (rescue_cutoff) note a step back, and a failed restamp
+        # (the lock held too long) holds up none of the above; the next tick tries it again.
+        if self.stalls and self.queue.single_host and (back := self.stalls.stepped_back()):
+            self.restamp(self.stalls, back)
 
     def restamp(self, stalls: StallWatch, back: float) -> None:
         """This host's clock was set back by ``back`` seconds (SQLite, where every writer reads
