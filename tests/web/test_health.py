@@ -240,6 +240,7 @@ READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
     "controls": lambda q, i: q.controls(),
     "control_history": lambda q, i: q.control_history(),
     "next_due_at": lambda q, i: q.next_due_at(),
+    "newest_write": lambda q, i: q.newest_write(),
 }
 
 
