@@ -197,10 +197,11 @@ def worker_instructions(jobs: int, log: Any) -> dict[str, float]:
 
 def attribute(log: Any, jobs: int = ATTRIBUTE_JOBS, exporter_jobs: int = EXPORTER_JOBS) -> dict[str, Any]:
     """What each part adds, as a share of the plain worker's cost: ``{"instructions": {arm:
-    per job}, "exporter": [(worker us, exporter us) per run], "note": why a part is missing}``."""
+    per job}, "exporter": [(worker us, exporter us) per run], "note": why a part is missing,
+    "jobs": of each counted drain}``."""
     from bench.exporter_cost import run_once
 
-    out: dict[str, Any] = {"instructions": {}, "exporter": [], "note": ""}
+    out: dict[str, Any] = {"instructions": {}, "exporter": [], "note": "", "jobs": jobs}
     if shutil.which("valgrind") is None:
         out["note"] = "valgrind is not installed: the worker's parts were not counted"
     else:
@@ -239,7 +240,7 @@ def attributed_text(found: dict[str, Any]) -> str:
             added = counted[arm] - counted["plain"]
             lines.append(
                 f"| {arm} | {added:+,.0f} instructions | {counted['plain']:,.0f} instructions "
-                f"| {shares[arm]:+.1%} | callgrind, {ATTRIBUTE_JOBS:,} jobs |"
+                f"| {shares[arm]:+.1%} | callgrind, {found.get('jobs', ATTRIBUTE_JOBS):,} jobs |"
             )
     if runs:
         worker = statistics.median(w for w, _ in runs)

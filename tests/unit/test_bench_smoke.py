@@ -260,6 +260,7 @@ def test_attributed_overhead_sums_each_parts_share_into_the_targets_and_the_page
         "instructions": {"plain": 200_000.0, "logs": 200_200.0, "progress": 203_000.0, "logs+progress": 203_200.0},
         "exporter": [(30.0, 1.2), (40.0, 1.2), (32.0, 1.6)],  # ratios 0.04, 0.03, 0.05: median 0.04
         "note": "",
+        "jobs": 1_000,
     }
     shares = overhead.attributed_shares(found)
     assert shares["logs"] == pytest.approx(0.001) and shares["progress"] == pytest.approx(0.015)
@@ -269,6 +270,7 @@ def test_attributed_overhead_sums_each_parts_share_into_the_targets_and_the_page
     assert checks["observability on, attributed: cost per job <= 3 % of plain"] == "5.6 %"
     page = quick_page({"overhead_attributed": found})
     assert "| **all** | | | **+5.6%** |" in page and "| progress | +3,000 instructions |" in page
+    assert "| callgrind, 1,000 jobs |" in page  # the drains' size as run (make bench --quick: fewer)
     # Without valgrind nothing is counted on the worker's side, and nothing is summed.
     partial = {**found, "instructions": {}, "note": "valgrind is not installed"}
     assert "all" not in overhead.attributed_shares(partial)
