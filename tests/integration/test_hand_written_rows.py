@@ -393,6 +393,10 @@ def test_a_restamp_leaves_times_that_are_no_number_alone_and_a_clock_base_ahead_
         after = _rows(sqlite_url, "SELECT id, run_at, updated_at FROM jobs ORDER BY id")
         assert after[:5] == before[:5]
         assert after[5] == (written[5], clock.now, clock.now)
+        newest = q.enqueue({"n": "newest"})
+        for value, read in (("1900000000", 1.9e9), ("'abc'", None), ("X'00'", None), ("1e999", None)):
+            write_by_hand(sqlite_url, f"UPDATE jobs SET updated_at = {value} WHERE id = {newest}")
+            assert q.newest_write() == read, value  # a whole number is a time; the rest are none
 
     with jobq.Queue(sqlite_url) as q:
         now = q.clock()

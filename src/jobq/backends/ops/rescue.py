@@ -77,7 +77,9 @@ def restamp_ahead(d: Dialect, now: float, ahead: float, step: float, actor: str)
 
 def newest_write(d: Dialect) -> Op[float | None]:
     """The newest job's ``updated_at``; None when there is none, or it is no finite number (text
-    or a blob on SQLite, an infinity or NaN: written by hand)."""
+    or a blob on SQLite, an infinity or NaN: written by hand; a whole number is a time)."""
     rows = yield Exec(d.sql["newest_write"])
     value = rows[0][0] if rows else None
-    return float(value) if type(value) is float and math.isfinite(value) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -196,16 +196,16 @@ WHERE id = %(id)s AND status = 'PROCESSING' AND lease_token IS NOT DISTINCT FROM
 RETURNING id
 
 -- name: restamp_ahead
--- Jobs waiting whose row was written ahead of now, by the host's clock before it was set back
--- (NTP stepping a clock that ran ahead: every SQLite writer reads the host's clock). Each is made
--- as if written now: its due time moves back by how far ahead it was written, so a job due at once
--- is due now (it waited for the clock to catch up: up to the whole step) and a retry's delay runs
--- from now. Never earlier than meant: written at t by the clock as it is now, it was meant due at
--- t + delay, and t <= now. `updated_at` = now makes a second restamp find it not ahead. Only rows
--- ahead by up to the step (:limit) are the old clock's; a time that is no number (text, a blob, an
--- infinity or NaN written by hand) is left alone.
+-- Jobs waiting whose row was written ahead of now, by a clock since set back, made as if written
+-- now (see SQLite's). jobq's workers call it on SQLite only: here rows are stamped by the server's
+-- clock (Queue.clock_offset), which a host's step does not move; kept for the one contract. Rows
+-- are locked in id order, as every transaction here locks them (no deadlock with another).
 UPDATE jobs SET run_at = run_at - (updated_at - %(now)s), updated_at = %(now)s
-WHERE status = 'PENDING' AND updated_at > %(ahead)s AND updated_at <= %(limit)s AND run_at < %(inf)s
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'PENDING' AND updated_at > %(ahead)s AND updated_at <= %(limit)s AND run_at < %(inf)s
+    ORDER BY id FOR UPDATE
+)
 RETURNING id, queue
 
 -- name: newest_write
