@@ -1163,6 +1163,12 @@ class Queue:
             self._check_clock()
         return self.clock()
 
+    def _wall_now(self) -> float:
+        """``wall_time()`` for the registry's writes, measured again first when due (``_now``)."""
+        if self._watching_clock:
+            self._check_clock()
+        return self.wall_time()
+
     def _clock_due(self) -> str | None:
         """Why the clock must be measured again, or None (two clock reads, no round trip):
         ``"interval"`` once ``CLOCK_SYNC_SECONDS`` have passed since the last time, ``"step"``
@@ -1243,7 +1249,11 @@ class Queue:
     def worker_seen(self, worker_id: str, current_jobs: Sequence[int], done: int, failed: int) -> bool:
         """Refresh a worker's row: seen now, running ``current_jobs``, with these counts so far.
         False when the worker has no row (see ``Backend.worker_seen``)."""
-        now, skew = self.wall_time(), self.clock_skew
+        # Measured again first when due, as the heartbeat is: a step of this host's clock landing
+        # between the worker's heartbeat and this beat wrote the row that far off the server's
+        # time, and a host whose clock was set back was marked lost by the others (flaky
+        # test_clock_skew.py::test_a_worker_whose_clock_steps_back_measures_it_again_at_once).
+        now, skew = self._wall_now(), self.clock_skew
         return self.backend.worker_seen(worker_id, now, current_jobs, done, failed, skew, self.clock_base())
 
     def clock_base(self) -> float | None:
@@ -1255,11 +1265,11 @@ class Queue:
     def worker_stopped(self, worker_id: str, reason: WorkerEnd = WorkerEnd.STOPPED) -> None:
         """Mark a worker's row ended now: ``stopped`` by the worker itself on a clean shutdown,
         ``crashed`` by a rescuer that found its pid gone."""
-        self.backend.worker_stopped(worker_id, self.wall_time(), reason)
+        self.backend.worker_stopped(worker_id, self._wall_now(), reason)
 
     def mark_lost_workers(self, seen_before: float) -> list[str]:
         """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
-        return self.backend.mark_lost_workers(seen_before, self.wall_time())
+        return self.backend.mark_lost_workers(seen_before, self._wall_now())
 
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: Sequence[ActionResult], job_id: int, action: str) -> ActionResult:

@@ -255,3 +255,23 @@ def test_a_process_that_never_claims_keeps_its_clock_right_after_a_step(
             assert abs((await aq.get(job)).run_at - host_time()) < 5
 
     asyncio.run(natively())
+
+
+def test_a_registry_beat_right_after_a_step_back_is_stamped_by_the_servers_clock(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's clock is set back two minutes between the worker's heartbeat and its registry
+    beat (the window the heartbeat's own measurement leaves). The beat measures again first, as
+    the heartbeat does: its row keeps the server's time, and no other host marks it lost (before:
+    written two minutes behind, marked lost by the next rescue elsewhere)."""
+    from jobq.backends.base import WorkerInfo
+
+    with jobq.Queue(postgres_url) as q:
+        now = q.wall_time()
+        q.register_worker(WorkerInfo("w-step", "consumer1", "host", 1, ("default",), now, now))
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 2 * SKEW)  # the step, for this process
+        assert q.worker_seen("w-step", [], 0, 0)
+        (row,) = [w for w in q.workers() if w.id == "w-step"]
+        assert abs(row.last_seen_at - q.backend.store_time()) < 5.0, row.last_seen_at - q.backend.store_time()
+        assert q.mark_lost_workers(q.backend.store_time() - 10.0) == []
