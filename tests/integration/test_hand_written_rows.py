@@ -388,9 +388,11 @@ def test_a_restamp_leaves_times_that_are_no_number_alone_and_a_clock_base_ahead_
         ]  # fmt: skip
         for job_id, (column, value) in zip(written, bad, strict=False):
             write_by_hand(sqlite_url, f"UPDATE jobs SET {column} = {value} WHERE id = {job_id}")
-        before = _rows(sqlite_url, "SELECT id, run_at, updated_at FROM jobs ORDER BY id")
-        assert q.restamp_ahead(100.0, 1.0) == [written[5]]  # the one whose times are a clock's
-        after = _rows(sqlite_url, "SELECT id, run_at, updated_at FROM jobs ORDER BY id")
+        times = "SELECT id, run_at, updated_at FROM jobs ORDER BY id"
+        with _sql_shell(sqlite_url) as shell:
+            before = [tuple(r) for r in shell.execute(times)]
+            assert q.restamp_ahead(100.0, 1.0) == [written[5]]  # the one whose times are a clock's
+            after = [tuple(r) for r in shell.execute(times)]
         assert after[:5] == before[:5]
         assert after[5] == (written[5], clock.now, clock.now)
         newest = q.enqueue({"n": "newest"})
@@ -414,11 +416,3 @@ def test_a_restamp_leaves_times_that_are_no_number_alone_and_a_clock_base_ahead_
         Rescuer(q, "new", interval=1.0, stalls=stalls).tick()
         assert q.get(ahead).run_at <= q.clock() and stalls.stepped_back() == 0.0
         assert stalls.excused_since(q.clock()) is None  # a step back excuses no lease
-
-
-def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = apsw.Connection(url.removeprefix("sqlite:///"))
-    try:
-        return [tuple(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
