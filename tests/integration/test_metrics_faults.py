@@ -1,10 +1,12 @@
-"""The metrics exporter's completion cursor against faults.
+"""The metrics exporter's completion cursor against faults, and the counters of what moved jobs
+outside jobq's own path.
 
 - A finished job written by hand (an operator's ``sqlite3``/``psql``) with a ``finished_at`` far in
   the future: the cursor follows ``finished_at``, so a fold that took such a row in would put it
   past every real completion to come, and ``jobq_completed_total`` would stand still for good.
 - A fold whose connection is cut, or whose last reply is lost (PostgreSQL, through ``faultproxy``):
-  it fails as a whole and is folded again, each completion counted once."""
+  it fails as a whole and is folded again, each completion counted once.
+- A status written by hand and jobs restamped after the clock was set back: counted by queue."""
 
 from __future__ import annotations
 
@@ -83,3 +85,34 @@ def test_a_fold_cut_off_or_its_reply_lost_counts_each_completion_once(
         collector._take_events(seen.clock(), 10**6)  # nothing left: no completion counted twice
         assert completed(collector) == 5
         assert (proxy.cuts, proxy.lost_replies) == ((1, 0) if fault == "cut" else (0, 1))
+
+
+def test_a_status_written_by_hand_and_a_restamp_are_counted_by_queue(backend_url: str) -> None:
+    """An operator's ``UPDATE jobs SET status = ...`` (recorded by the external-status trigger)
+    and waiting jobs restamped after the host's clock was set back each show in a counter of
+    their own, by queue: both say that something outside jobq's own path moved jobs."""
+    clock = FakeClock(1_800_000_000.0)
+    with jobq.Queue(backend_url, clock=clock) as q:
+        collector = JobqCollector(q, settle_seconds=0.0, scrape_events=0)
+        collector._take_events(clock.now, 0)  # the cursors start here
+        edited = q.enqueue("x")
+        q.enqueue("x")
+        q.enqueue("x", queue="mail")
+        write_by_hand(backend_url, f"UPDATE jobs SET status = 'CANCELLED' WHERE id = {edited}")
+        clock.now -= 100.0  # the host's clock set back: the two waiting jobs are 100 s ahead
+        assert len(q.restamp_ahead(100.0, 1.0)) == 2
+        collector._take_events(clock.now, 10**6)
+        families = {f.name: f for f in collector.collect()}
+        counts = {
+            (family, s.labels["queue"]): s.value
+            for family in ("jobq_restamped", "jobq_external_updates")
+            for s in families[family].samples
+            if s.name == f"{family}_total"
+        }
+        assert families["jobq_restamped"].type == "counter"
+        assert counts == {
+            ("jobq_restamped", "default"): 1,
+            ("jobq_restamped", "mail"): 1,
+            ("jobq_external_updates", "default"): 1,
+            ("jobq_external_updates", "mail"): 0,
+        }

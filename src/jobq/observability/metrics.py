@@ -95,6 +95,8 @@ _COUNTERS: dict[str, tuple[str, ...]] = {
     EventKind.CANCELLED: ("cancelled",),
     EventKind.RELEASED: ("released",),
     EventKind.STALE_WRITE_REFUSED: ("lease_lost",),
+    EventKind.RESTAMPED: ("restamped",),
+    EventKind.EXTERNAL_UPDATE: ("external_updates",),
 }
 _COUNTER_HELP = {
     "enqueued": "Jobs enqueued",
@@ -107,12 +109,19 @@ _COUNTER_HELP = {
     "released": "Runs released back to PENDING at shutdown",
     "rescues": "Runs moved by the rescuer after their lease expired or their worker was gone",
     "lease_lost": "Worker writes refused because the lease was lost (stale writes)",
+    "restamped": "Waiting jobs made as if written now after the host's clock was set back (SQLite)",
+    "external_updates": "Status changes made outside jobq (an UPDATE by hand), as its trigger recorded them",
 }
 _FINISHED = {EventKind.COMPLETED.value, EventKind.FAILED.value}
 _NOT_COUNTED_AS_EVENTS = {EventKind.CLAIMED.value, EventKind.COMPLETED.value}
 """Kinds counted from job rows, never from stored events (a completion with a note is stored too;
 an older jobq stored them all): each is counted once."""
-_SUMMED_KINDS = (EventKind.ENQUEUED.value, *sorted(_NOT_COUNTED_AS_EVENTS))
+_SUMMED_KINDS = (
+    EventKind.ENQUEUED.value,
+    EventKind.RESTAMPED.value,
+    EventKind.EXTERNAL_UPDATE.value,
+    *sorted(_NOT_COUNTED_AS_EVENTS),
+)
 """Kinds whose events need no row of their own (no claim, no histogram): the store counts them
 by queue. ``enqueued`` rows are an older jobq's (one per job), counted from the job rows now and
 summed here only to be skipped cheaply."""
