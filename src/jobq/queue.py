@@ -1115,7 +1115,7 @@ class Queue:
         SQLite): the PENDING jobs written before the step, more than ``ahead`` seconds ahead of
         the clock now, are made as if written now (``run_at`` moves back as far, a ``restamped``
         event by ``actor``), so that they do not wait for the clock to catch up. Their ids."""
-        return self.backend.restamp_ahead(self.clock(), ahead, step, _text_arg(actor, "actor"))
+        return self.backend.restamp_ahead(self.clock(), step, ahead, _text_arg(actor, "actor"))
 
     def listener(self, worker_id: str, queue: str | Sequence[str] | None = None) -> Listener:
         """Open a wake-up channel: ``wait(timeout)`` returns early when work may have arrived

@@ -106,7 +106,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("worker_seen", "w1", now, [], 1, 1)
     call("mark_lost_workers", now - 1, now + 1)
     call("newest_write")
-    call("restamp_ahead", now - 100, 1.0, 100.0, "rescuer")  # every waiting job ahead: restamped
+    call("restamp_ahead", now - 100, 100.0, 1.0, "rescuer")  # every waiting job ahead: restamped
     call("worker_stopped", "w1", now, WorkerEnd.STOPPED)
     call("list_workers")
     call("store_time")

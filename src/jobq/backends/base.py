@@ -730,7 +730,7 @@ class Backend(Protocol):
         is no finite number."""
         ...
 
-    def restamp_ahead(self, now: float, ahead: float, step: float, actor: str) -> list[int]:
+    def restamp_ahead(self, now: float, step: float, ahead: float, actor: str) -> list[int]:
         """Make the PENDING jobs whose row was written more than ``ahead`` seconds after ``now``
         (and at most ``step + ahead``) as if written at ``now``: ``run_at`` moves back by as much,
         ``updated_at`` becomes ``now``, and each gets a ``restamped`` event by ``actor``. Their ids.

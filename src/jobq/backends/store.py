@@ -368,9 +368,9 @@ class SqlStore:
     def newest_write(self) -> float | None:
         return self._read(lambda: ops.newest_write(self.dialect))
 
-    def restamp_ahead(self, now: float, ahead: float, step: float, actor: str) -> list[int]:
+    def restamp_ahead(self, now: float, step: float, ahead: float, actor: str) -> list[int]:
         # Made again, a restamp that committed finds its rows no longer ahead: nothing more moves.
-        return self._write_again_if_unknown(lambda: ops.restamp_ahead(self.dialect, now, ahead, step, actor))
+        return self._write_again_if_unknown(lambda: ops.restamp_ahead(self.dialect, now, step, ahead, actor))
 
     # -- flow control ----------------------------------------------------------------------
     def update_control(self, queue: str, update: ControlUpdate, actor: str, now: float) -> QueueControl:

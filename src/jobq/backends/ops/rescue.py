@@ -61,7 +61,7 @@ def rescue(
     return out
 
 
-def restamp_ahead(d: Dialect, now: float, ahead: float, step: float, actor: str) -> Op[list[int]]:
+def restamp_ahead(d: Dialect, now: float, step: float, ahead: float, actor: str) -> Op[list[int]]:
     """The waiting jobs written more than ``ahead`` seconds and at most ``step`` (plus ``ahead``)
     ahead of ``now``, made as if written now (their due time moved back as far), each with a
     ``restamped`` event by ``actor``; their ids."""
