@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from test_cli import Cli, enqueue
 
+from jobq import WorkerInfo
+
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
@@ -70,3 +72,32 @@ def test_bad_flow_input_is_one_line_and_stores_nothing(
     assert fragment in cli.fails(*argv, code=code)
     with cli.queue() as q:
         assert q.controls() == [] and q.count() == 1
+
+
+def test_pausing_or_limiting_a_queue_nothing_uses_warns_of_its_name_and_still_holds(cli: Cli) -> None:
+    """A mistyped queue (``mial``) is paused and limited as asked, since a queue may be paused
+    before its first job, but stderr says that nothing uses it and which queues are in use;
+    a queue with a waiting job, a running worker or a schedule gets no warning."""
+    enqueue(cli, {"n": 1}, "--queue", "mail")
+    cli.ok("schedules", "add", "nightly", "--task", "report", "--queue", "reports", "--every", "1d")
+    warning = (
+        "jobq: warning: no job waits or runs in queue mial, and no running worker or schedule uses it "
+        "(queues in use: mail, reports); check its name\n"
+    )
+    for argv, said in (
+        (("pause", "mial"), "queue mial: paused (by"),
+        (("limit", "mial", "--concurrency", "2"), "queue mial: concurrency 2 (paused)"),
+    ):
+        done = cli.run(*argv)
+        assert done.returncode == 0 and done.stdout.startswith(said), done
+        assert done.stderr == warning
+    with cli.queue() as q:
+        (control,) = q.controls()
+        assert (control.queue, control.paused, control.concurrency) == ("mial", True, 2)
+    assert cli.ok("pause", "mail").startswith("queue mail: paused")  # a job waits in it
+    assert cli.ok("limit", "reports", "--rate", "1/s").startswith("queue reports: rate 1/s")  # a schedule's
+    with cli.queue() as q:  # a running worker of queue "idle", which holds no job
+        now = q.wall_time()
+        q.register_worker(WorkerInfo("w-1", "w", "host", 1, ("idle",), now, now))
+    assert cli.ok("pause", "idle").startswith("queue idle: paused")
+    assert cli.run("resume", "mial").stderr == ""  # a resume warns of nothing

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any
 
 from jobq.backends.base import ControlEvent, QueueControl
 from jobq.cli.args import positive_int_arg
-from jobq.cli.output import format_table, local_iso, out
+from jobq.cli.output import clean, format_table, local_iso, out
 from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, make_settings, open_queue
 from jobq.errors import ConfigError
 from jobq.flow import format_rate, parse_rate
@@ -29,6 +30,25 @@ def _queue_name(args: argparse.Namespace, verb: str) -> str:
     if not args.queue_name:
         raise ConfigError(f"{verb}: give the queue's name, e.g. jobq {verb} mail")
     return str(args.queue_name)
+
+
+def _warn_if_unused(q: Queue, queue: str) -> None:
+    """A warning on stderr when nothing uses ``queue``: no job waits or runs in it, no running
+    worker serves it and no schedule makes its jobs. The change holds (a queue may be paused or
+    limited before its first job), but a mistyped name would leave the queue meant untouched
+    while the operator believes it paused."""
+    used = set(q.queue_gauges())
+    used.update(name for w in q.workers() if w.stopped_at is None for name in w.queues)
+    used.update(s.queue for s in q.schedules())
+    if queue in used:
+        return
+    others = ", ".join(clean(name) for name in sorted(used)) or "none"
+    print(
+        f"jobq: warning: no job waits or runs in queue {clean(queue)}, and no running worker or schedule "
+        f"uses it (queues in use: {others}); check its name",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _rate_arg(text: str) -> tuple[int, float]:
@@ -91,6 +111,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
     # A queue may be paused before any job exists: the database is created like enqueue does.
     with Queue(settings=make_settings(args)) as q:
         control = q.pause(queue) if args.verb == "pause" else q.resume(queue)
+        if control.paused:
+            _warn_if_unused(q, queue)
     if control.paused_by is None:  # never paused: "resumed" would say that it had been
         out(f"queue {queue}: {'paused' if control.paused else 'not paused (it never was)'}")
     else:  # who last paused or resumed it (this call, or an earlier one: the state was already so)
@@ -157,6 +179,8 @@ def cmd_limit(args: argparse.Namespace) -> int:
             per_key=options.get("per_key", KEEP),
             rate=options.get("rate", KEEP),
         )
+        if limits_text(control) != "-":
+            _warn_if_unused(q, queue)
     if args.output == "json":
         out(json.dumps(control_dict(control), indent=2))
     else:
