@@ -210,7 +210,10 @@ def check_worker_id(worker_id: str) -> str:
 def check_queue_names(queues: Iterable[str], what: str = "queues") -> list[str]:
     """A list of queue names, each checked as a name (InvalidPayload); ValueError for what is no
     list of them."""
-    return [_check_name(name, "a queue name") for name in _item_list(queues, what, "queue names")]
+    names = [_check_name(name, "a queue name") for name in _item_list(queues, what, "queue names")]
+    if "" in names:  # a worker of queue "" claimed from a queue no enqueue can name ("" is the default there)
+        raise InvalidPayload(f"{what}: a queue name must not be empty")
+    return names
 
 
 def check_progress(fraction: float | None, message: str | None) -> tuple[float | None, str | None]:
@@ -915,7 +918,7 @@ class Queue:
 
     def _queues(self, queue: str | Sequence[str] | None) -> list[str]:
         if isinstance(queue, str):
-            return [queue]
+            return [queue or self.settings.queue]  # "": the settings' queue, as for a new job
         if queue is not None and not (isinstance(queue, tuple | list) and all(isinstance(q, str) for q in queue)):
             raise ValueError(f"queue must be a name or a list of names, not {queue!r:.40}")
         return list(queue or [self.settings.queue])

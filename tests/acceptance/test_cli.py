@@ -177,6 +177,9 @@ def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> 
         (("nonsense",), 2, "invalid choice: 'nonsense'"),
         (("worker", "--handler", "no_such_module:run"), 1, "cannot import handler module 'no_such_module'"),
         (("worker",), 1, "no handlers"),
+        # A queue of no name held jobs that `list` showed in a blank column.
+        (("enqueue", "--json", "{}", "--queue", ""), 1, "queue must be a queue's name, not empty"),
+        (("worker", "-H", "json:loads", "--queue", "mail", "--queue", ""), 1, "a queue name must not be empty"),
     ],
 )
 def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], code: int, fragment: str) -> None:

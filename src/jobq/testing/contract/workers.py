@@ -427,6 +427,8 @@ def test_worker_calls_given_no_list_of_their_items_are_refused_in_one_line(queue
         ({"prefetch_wait": float("nan")}, "prefetch_wait must be seconds"),
         ({"queues": [5]}, "a queue name must be text"),
         ({"queues": b"mail"}, "a list of queue names, not bytes"),
+        ({"queues": ""}, "a queue name must not be empty"),
+        ({"queues": ["mail", ""]}, "a queue name must not be empty"),
         ({"name": 7}, "a worker's name must be text"),
         ({"handlers": {"t": "not callable"}}, "a task name and a function to call"),
     ],
@@ -440,6 +442,15 @@ def test_a_worker_given_options_it_cannot_use_says_so_in_one_line(
     handlers = options.pop("handlers", {"": lambda ctx: None})
     with pytest.raises((ValueError, jobq.InvalidPayload), match=message):
         jobq.Worker(queue, handlers, **options)  # type: ignore[arg-type]
+
+
+def test_a_claim_of_queue_empty_takes_the_default_queue_as_an_enqueue_names_it(queue: jobq.Queue) -> None:
+    """``enqueue(queue="")`` puts the job in the settings' queue; ``claim(queue="")`` looked for
+    it in a queue named "" and found nothing."""
+    job_id = queue.enqueue({"n": 1}, queue="")
+    assert queue.get(job_id).queue == queue.settings.queue
+    job = queue.claim("w", queue="")
+    assert job is not None and job.id == job_id
 
 
 def test_a_handler_s_bad_sleep_or_progress_fails_its_job_at_once(queue: jobq.Queue) -> None:
