@@ -247,6 +247,8 @@ def _coerce(settings: Settings) -> Settings:
     result = Settings(**out)
     if not result.queue:  # `--queue ''`, `queue = ""`: jobs in a queue of no name, shown blank
         raise ConfigError(f"queue must be a queue's name, not empty (leave it out for {QUEUE_DEFAULT!r})")
+    if result.queue != result.queue.strip():  # `--queue "mail "`: a queue of its own, never served
+        raise ConfigError(f"queue must not begin or end with a space, not {result.queue!r:.40}")
     if result.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be positive")
     if result.poll_interval_seconds < POLL_INTERVAL_SECONDS_MIN:  # 0: an idle worker spun at 100 % CPU

@@ -207,13 +207,20 @@ def check_worker_id(worker_id: str) -> str:
     return _check_name(worker_id, "worker id")
 
 
+def check_queue_name(value: str, what: str = "queue name") -> str:
+    """``value`` if it can name a queue, else InvalidPayload: a name (``_check_name``) that is
+    not empty and neither begins nor ends with a space. ``"mail "`` was a queue of its own, whose
+    jobs no worker of ``mail`` ever took; a queue of no name was listed as a blank column."""
+    name = _check_name(value, what)
+    if not name or name[0].isspace() or name[-1].isspace():
+        raise InvalidPayload(f"{what} must not be empty or begin or end with a space, not {name!r:.40}")
+    return name
+
+
 def check_queue_names(queues: Iterable[str], what: str = "queues") -> list[str]:
-    """A list of queue names, each checked as a name (InvalidPayload); ValueError for what is no
-    list of them."""
-    names = [_check_name(name, "a queue name") for name in _item_list(queues, what, "queue names")]
-    if "" in names:  # a worker of queue "" claimed from a queue no enqueue can name ("" is the default there)
-        raise InvalidPayload(f"{what}: a queue name must not be empty")
-    return names
+    """A list of queue names, each checked (``check_queue_name``: InvalidPayload); ValueError for
+    what is no list of them."""
+    return [check_queue_name(name, "a queue name") for name in _item_list(queues, what, "queue names")]
 
 
 def check_progress(fraction: float | None, message: str | None) -> tuple[float | None, str | None]:
@@ -910,7 +917,7 @@ class Queue:
     def _queue_name(self, queue: str | None) -> str:
         """A new job's or schedule's queue, checked: ``queue``, or the settings' for None or ""
         (any other value that is no name is refused: ``queue=0`` was the default queue)."""
-        return _check_name(self.settings.queue if queue is None or queue == "" else queue, "queue name")
+        return check_queue_name(self.settings.queue if queue is None or queue == "" else queue)
 
     def _lease(self, lease: float | None) -> float:
         """The lease a call asks for in seconds (``None``: the settings'), checked (ValueError)."""
@@ -1758,9 +1765,9 @@ class Queue:
         return self.set_limits(queue, concurrency=None, per_key=None, rate=None, actor=actor)
 
     def _update_control(self, queue: str, update: ControlUpdate, actor: str | None) -> QueueControl:
-        name = _check_name(queue, "queue name") if isinstance(queue, str) and queue else ""
-        if not name:
+        if not isinstance(queue, str) or not queue:
             raise ConfigError("a queue name is needed (e.g. default)")
+        name = check_queue_name(queue)
         return self.backend.update_control(name, update, actor_of(actor, self.settings), self._now())
 
     @read

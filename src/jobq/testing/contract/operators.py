@@ -811,6 +811,25 @@ def test_arguments_of_the_wrong_type_are_refused_before_the_store(queue: jobq.Qu
     assert [j.id for j in queue.list_jobs()] == [kept] and queue.get(kept).status is P
 
 
+def test_a_queue_name_that_begins_or_ends_with_a_space_is_refused_everywhere(queue: jobq.Queue) -> None:
+    """``"mail "`` was a queue of its own: its jobs waited for a worker of ``"mail "``, which no
+    one runs; a queue of only spaces was listed as a blank column. Refused wherever a queue is
+    named for writing, and nothing is stored."""
+    for name in ("mail ", " mail", " ", "\u00a0mail"):
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty or begin or end with a space"):
+            queue.enqueue("x", queue=name)
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty or begin or end with a space"):
+            queue.enqueue_many(["x", "y"], queue=name)
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty or begin or end with a space"):
+            queue.pause(name)
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty or begin or end with a space"):
+            queue.add_schedule("s", task="t", every=60, queue=name)
+        with pytest.raises(jobq.InvalidPayload, match="must not be empty or begin or end with a space"):
+            jobq.Worker(queue, lambda ctx: None, queues=[name])
+    assert queue.list_jobs() == [] and queue.controls() == [] and queue.schedules() == []
+    assert queue.get(queue.enqueue("x", queue="my mail")).queue == "my mail"  # a space inside is a name
+
+
 def test_ids_and_a_filter_act_on_the_named_jobs_the_whole_filter_matches(queue: jobq.Queue) -> None:
     """With both ids and a filter, the filter's error and time bounds were dropped: every named
     job was acted on, whatever its error."""
