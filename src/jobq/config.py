@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobq.errors import ConfigError
+from jobq.payloads import names_a_queue
 from jobq.redact import redact_url
 
 DATABASE_URL_DEFAULT = "sqlite:///data/queue.db"
@@ -245,10 +246,8 @@ def _coerce(settings: Settings) -> Settings:
         except ConfigError as exc:
             raise ConfigError(f"{f.name}: {exc}") from None
     result = Settings(**out)
-    if not result.queue:  # `--queue ''`, `queue = ""`: jobs in a queue of no name, shown blank
-        raise ConfigError(f"queue must be a queue's name, not empty (leave it out for {QUEUE_DEFAULT!r})")
-    if result.queue != result.queue.strip():  # `--queue "mail "`: a queue of its own, never served
-        raise ConfigError(f"queue must not begin or end with a space, not {result.queue!r:.40}")
+    if not names_a_queue(result.queue):  # checked again at enqueue; here, before a producer starts
+        raise ConfigError(f"queue must not be empty or begin or end with a space, not {result.queue!r:.40}")
     if result.lease_seconds <= 0:
         raise ConfigError("lease_seconds must be positive")
     if result.poll_interval_seconds < POLL_INTERVAL_SECONDS_MIN:  # 0: an idle worker spun at 100 % CPU

@@ -127,6 +127,13 @@ def is_printable(text: str) -> bool:
     return CONTROL_CHARACTERS.search(text) is None and is_unicode(text)
 
 
+def names_a_queue(text: str) -> bool:
+    """Whether a (printable) name can name a queue: not empty, and neither beginning nor ending
+    with a space. ``"mail "`` was a queue of its own, whose jobs no worker of ``mail`` ever took;
+    a queue of no name was listed as a blank column."""
+    return bool(text) and not text[0].isspace() and not text[-1].isspace()
+
+
 def is_unicode(text: str) -> bool:
     """False for lone surrogates (what Python makes of undecodable bytes in argv or file names):
     they cannot be stored as UTF-8; catch them here rather than deep in a driver."""

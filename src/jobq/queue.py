@@ -83,7 +83,7 @@ from jobq.errors import (
 from jobq.flow import check_limit, check_rate, parse_rate
 from jobq.job import Event, Job, JobStatus
 from jobq.observability import tracing
-from jobq.payloads import encode_json, encode_walked, is_printable, walk
+from jobq.payloads import encode_json, encode_walked, is_printable, names_a_queue, walk
 from jobq.redact import redact_url
 from jobq.retry import (
     POLICIES,
@@ -208,11 +208,10 @@ def check_worker_id(worker_id: str) -> str:
 
 
 def check_queue_name(value: str, what: str = "queue name") -> str:
-    """``value`` if it can name a queue, else InvalidPayload: a name (``_check_name``) that is
-    not empty and neither begins nor ends with a space. ``"mail "`` was a queue of its own, whose
-    jobs no worker of ``mail`` ever took; a queue of no name was listed as a blank column."""
+    """``value`` if it can name a queue (``_check_name`` and ``payloads.names_a_queue``), else
+    InvalidPayload."""
     name = _check_name(value, what)
-    if not name or name[0].isspace() or name[-1].isspace():
+    if not names_a_queue(name):
         raise InvalidPayload(f"{what} must not be empty or begin or end with a space, not {name!r:.40}")
     return name
 

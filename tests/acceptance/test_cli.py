@@ -178,8 +178,10 @@ def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> 
         (("worker", "--handler", "no_such_module:run"), 1, "cannot import handler module 'no_such_module'"),
         (("worker",), 1, "no handlers"),
         # A queue of no name held jobs that `list` showed in a blank column.
-        (("enqueue", "--json", "{}", "--queue", ""), 1, "queue must be a queue's name, not empty"),
-        (("enqueue", "--json", "{}", "--queue", "mail "), 1, "queue must not begin or end with a space"),
+        (("enqueue", "--json", "{}", "--queue", ""), 1, "queue must not be empty or begin or end with a space"),
+        (("enqueue", "--json", "{}", "--queue", "mail "), 1, "queue must not be empty or begin or end with a space"),
+        (("producer", "--queue", " "), 1, "queue must not be empty or begin or end with a space"),
+        (("worker", "-H", "json:loads", "-q", "mail", "-q", " mail"), 1, "a queue name must not be empty or begin or end"),
         (("pause", " mail"), 1, "queue name must not be empty or begin or end with a space"),
         (("worker", "-H", "json:loads", "--queue", "mail", "--queue", ""), 1, "a queue name must not be empty"),
     ],
