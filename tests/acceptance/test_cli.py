@@ -181,7 +181,11 @@ def test_db_flag_before_or_after_the_command_beats_the_environment(cli: Cli) -> 
         (("enqueue", "--json", "{}", "--queue", ""), 1, "queue must not be empty or begin or end with a space"),
         (("enqueue", "--json", "{}", "--queue", "mail "), 1, "queue must not be empty or begin or end with a space"),
         (("producer", "--queue", " "), 1, "queue must not be empty or begin or end with a space"),
-        (("worker", "-H", "json:loads", "-q", "mail", "-q", " mail"), 1, "a queue name must not be empty or begin or end"),
+        (
+            ("worker", "-H", "json:loads", "-q", "mail", "-q", " mail"),
+            1,
+            "a queue name must not be empty or begin or end",
+        ),
         (("pause", " mail"), 1, "queue name must not be empty or begin or end with a space"),
         (("worker", "-H", "json:loads", "--queue", "mail", "--queue", ""), 1, "a queue name must not be empty"),
     ],
