@@ -338,6 +338,14 @@ def test_enqueue_by_path_validates_it(seeded: Seeded, tmp_path: Path) -> None:
         assert q.count() == before + 1
         newest = q.list(page=None)[0]
     assert newest.payload == {"path": "data/files/manual.txt"} and newest.task == "stamp"
+    assert newest.idempotency_key == "file:files/manual.txt"  # as the producer keys its files
+    # A second click (a double click, or a file the producer already submitted) makes no second
+    # job: the file would be stamped twice. The warning names the job to resubmit instead.
+    at.text_input(key="enqueue_path").input("data/files/manual.txt").run()
+    at.button(key="enqueue_submit").click().run()
+    assert f"data/files/manual.txt is job {newest.id} already" in texts(at.warning)
+    with Queue(seeded.url) as q:
+        assert q.count() == before + 1
 
 
 def page_text(at: AppTest) -> str:

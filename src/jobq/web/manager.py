@@ -20,7 +20,19 @@ from typing import Final
 
 import streamlit as st
 
-from jobq import ActionResult, Job, JobFilter, JobNotFound, JobqError, JobStatus, Page, Queue, QueueStats, Settings
+from jobq import (
+    ActionResult,
+    DuplicateJob,
+    Job,
+    JobFilter,
+    JobNotFound,
+    JobqError,
+    JobStatus,
+    Page,
+    Queue,
+    QueueStats,
+    Settings,
+)
 from jobq.job import operator_actions
 from jobq.present import progress_text
 from jobq.web import _page, flow_panel, job_table, manager_model, safety, schedules_panel, views
@@ -162,14 +174,19 @@ def _enqueue(q: Queue, settings: Settings) -> None:
         return
     text = st.session_state.get("enqueue_path", "")
     try:
-        path = manager_model.validate_path(text, settings.data_dir, settings.database_url)
+        path, key = manager_model.file_job(text, settings.data_dir, settings.database_url)
     except ValueError as exc:
         _flash("error", f"Not enqueued: {exc}")
         return
     queue = (st.session_state.get("enqueue_queue") or "").strip() or settings.queue
     task = (st.session_state.get("enqueue_task") or "").strip()
     try:
-        job_id = q.enqueue({"path": path}, queue=queue, task=task)
+        # Keyed by the file as the producer and `jobq enqueue PATH` key it: a second click (or a
+        # file the producer already submitted) made a second job, and the file was stamped twice.
+        job_id = q.enqueue({"path": path}, queue=queue, task=task, key=key, on_conflict="raise")
+    except DuplicateJob as exc:
+        _flash("warning", f"Not enqueued: {path} is job {exc.job_id} already. Resubmit that job to run it again.")
+        return
     except JobqError as exc:
         _flash("error", f"Not enqueued: {exc}")
         return

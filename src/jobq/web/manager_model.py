@@ -18,6 +18,7 @@ import pandas as pd
 
 from jobq import ActionResult, Event, Job, JobFilter, JobqError, JobStatus
 from jobq.demo import paths
+from jobq.demo.producer import file_key
 from jobq.present import error_summary
 from jobq.web.safety import plain
 from jobq.web.views import DASH, count_jobs, fmt_short_time, fmt_time, payload_summary
@@ -329,6 +330,12 @@ def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database
     Uses ``jobq.demo.paths.resolve_job_path`` (the consumer's own containment rules: inside the data
     folder, a regular file, no symlink out, not the queue's database).
     """
+    return file_job(text, data_dir, database_url)[0]
+
+
+def file_job(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> tuple[str, str]:
+    """``validate_path``'s payload path, and the file's idempotency key as the producer and
+    ``jobq enqueue PATH`` give it (``jobq.demo.producer.file_key``): a file is enqueued once."""
     raw = (text or "").strip()
     if not raw:
         raise ValueError("enter a path, e.g. data/files/report.txt")
@@ -336,7 +343,7 @@ def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database
         real = paths.resolve_job_path(data_dir, raw, database_url=database_url)
     except JobqError as exc:
         raise ValueError(str(exc)) from None
-    return paths.job_path_text(data_dir, real)
+    return paths.job_path_text(data_dir, real), file_key(data_dir, real)
 
 
 # -- deep links: the filter and the open job in the URL --------------------------------------------
