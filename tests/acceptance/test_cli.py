@@ -735,7 +735,12 @@ def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
     job_id = int(cli.ok("enqueue", "data/files/a.txt"))
     job = cli.json("show", str(job_id))["job"]
     assert (job["task"], job["payload"]) == ("stamp", {"path": "data/files/a.txt"})
-    assert int(cli.ok("enqueue", "data/files/a.txt")) == job_id  # keyed by the file
+    again = cli.run("enqueue", "data/files/a.txt")  # keyed by the file: the same job, and a note
+    assert (again.returncode, int(again.stdout)) == (0, job_id)
+    assert again.stderr == (
+        f"jobq: note: data/files/a.txt is job {job_id} already, nothing new was enqueued "
+        f"(a finished job runs again with jobq retry {job_id})\n"
+    )
     line = cli.fails("enqueue", "/etc/passwd")
     assert "passwd" in line
     (files / "b.txt").write_text("hello\n")

@@ -27,7 +27,7 @@ from jobq.cli.args import (
     priority_arg,
     status_arg,
 )
-from jobq.cli.output import compact_json, err, event_dict, job_dict, job_text, jobs_table, out
+from jobq.cli.output import clean, compact_json, err, event_dict, job_dict, job_text, jobs_table, out
 from jobq.cli.parser import (
     EXIT_ERROR,
     EXIT_OK,
@@ -139,7 +139,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if ignored:
             raise ConfigError(f"jobq enqueue PATH takes --queue only, not {', '.join(ignored)} (use --json for those)")
         with jobq.Queue(settings=settings) as q:
-            job_id = submit_file(q, settings, args.path)
+            try:
+                job_id = submit_file(q, settings, args.path, on_conflict="raise")
+            except jobq.DuplicateJob as exc:  # the id still goes to stdout: scripts read it
+                job_id = exc.job_id
+                again = f"a finished job runs again with jobq retry {job_id}"
+                note = f"{clean(args.path)} is job {job_id} already, nothing new was enqueued ({again})"
+                print(f"jobq: note: {note}", file=sys.stderr, flush=True)
         out(str(job_id))
         return EXIT_OK
     text = _stdin_payload(settings.payload_limit_bytes) if args.payload == "-" else args.payload

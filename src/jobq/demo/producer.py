@@ -44,12 +44,12 @@ def file_key(data_root: str | os.PathLike[str], real: Path) -> str:
     return "file:" + os.path.relpath(real, os.path.realpath(os.path.abspath(data_root)))
 
 
-def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str]) -> int:
+def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str], on_conflict: str = "return") -> int:
     """Validate one existing file and submit its job exactly as the producer does; return the job id.
 
     The payload is ``{"path": "data/files/<name>"}`` (relative to the working directory when the
     data root lies under it), task ``stamp``, on ``settings.queue``, keyed by the file: submitting
-    the same file again returns the existing job's id.
+    the same file again returns the existing job's id (``on_conflict="raise"``: DuplicateJob).
 
     Raises UnsafePath / FileMissing (``jobq.demo.paths``) with a one-line message, StorageError.
     """
@@ -59,6 +59,7 @@ def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str]) 
         queue=settings.queue,
         task=FILE_TASK,
         key=file_key(settings.data_dir, real),
+        on_conflict=on_conflict,
     )
 
 
