@@ -82,7 +82,7 @@ def test_pausing_or_limiting_a_queue_nothing_uses_warns_of_its_name_and_still_ho
     cli.ok("schedules", "add", "nightly", "--task", "report", "--queue", "reports", "--every", "1d")
     warning = (
         "jobq: warning: no job waits or runs in queue mial, and no running worker or schedule uses it "
-        "(queues in use: mail, reports); check its name\n"
+        "(queues in use: 'mail', 'reports'); check its name\n"
     )
     for argv, said in (
         (("pause", "mial"), "queue mial: paused (by"),

@@ -32,23 +32,27 @@ def _queue_name(args: argparse.Namespace, verb: str) -> str:
     return str(args.queue_name)
 
 
-def _warn_if_unused(q: Queue, queue: str) -> None:
-    """A warning on stderr when nothing uses ``queue``: no job waits or runs in it, no running
-    worker serves it and no schedule makes its jobs. The change holds (a queue may be paused or
-    limited before its first job), but a mistyped name would leave the queue meant untouched
-    while the operator believes it paused."""
+def _unused_warning(q: Queue, queue: str) -> str | None:
+    """A warning when nothing uses ``queue``: no job waits or runs in it, no running worker
+    serves it and no schedule makes its jobs. The change holds (a queue may be paused or limited
+    before its first job), but a mistyped name would leave the queue meant untouched while the
+    operator believes it paused."""
     used = set(q.queue_gauges())
     used.update(name for w in q.workers() if w.stopped_at is None for name in w.queues)
     used.update(s.queue for s in q.schedules())
     if queue in used:
-        return
-    others = ", ".join(clean(name) for name in sorted(used)) or "none"
-    print(
+        return None
+    others = ", ".join(repr(clean(name)) for name in sorted(used)) or "none"
+    return (
         f"jobq: warning: no job waits or runs in queue {clean(queue)}, and no running worker or schedule "
-        f"uses it (queues in use: {others}); check its name",
-        file=sys.stderr,
-        flush=True,
+        f"uses it (queues in use: {others}); check its name"
     )
+
+
+def _warn(warning: str | None) -> None:
+    """``warning`` on stderr, after the command's own output."""
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
 
 
 def _rate_arg(text: str) -> tuple[int, float]:
@@ -111,12 +115,12 @@ def cmd_pause(args: argparse.Namespace) -> int:
     # A queue may be paused before any job exists: the database is created like enqueue does.
     with Queue(settings=make_settings(args)) as q:
         control = q.pause(queue) if args.verb == "pause" else q.resume(queue)
-        if control.paused:
-            _warn_if_unused(q, queue)
+        warning = _unused_warning(q, queue) if control.paused else None
     if control.paused_by is None:  # never paused: "resumed" would say that it had been
         out(f"queue {queue}: {'paused' if control.paused else 'not paused (it never was)'}")
     else:  # who last paused or resumed it (this call, or an earlier one: the state was already so)
         out(f"queue {queue}: {'paused' if control.paused else 'resumed'} (by {control.paused_by})")
+    _warn(warning)
     return EXIT_OK
 
 
@@ -179,12 +183,12 @@ def cmd_limit(args: argparse.Namespace) -> int:
             per_key=options.get("per_key", KEEP),
             rate=options.get("rate", KEEP),
         )
-        if limits_text(control) != "-":
-            _warn_if_unused(q, queue)
+        warning = _unused_warning(q, queue) if limits_text(control) != "-" else None
     if args.output == "json":
         out(json.dumps(control_dict(control), indent=2))
     else:
         out(f"queue {queue}: {limits_text(control)}" + (" (paused)" if control.paused else ""))
+    _warn(warning)
     return EXIT_OK
 
 
