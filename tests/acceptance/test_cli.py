@@ -137,8 +137,14 @@ def test_enqueue_prints_the_id_and_list_json_shows_every_option(cli: Cli) -> Non
 
 
 def test_enqueue_same_key_returns_the_existing_job(cli: Cli) -> None:
-    assert enqueue(cli, {"n": 1}, "--key", "once") == enqueue(cli, {"n": 2}, "--key", "once")
-    assert len(cli.json("list")) == 1
+    first = enqueue(cli, {"n": 1}, "--key", "once")
+    again = cli.run("enqueue", "--json", '{"n": 2}', "--key", "once")
+    assert (again.returncode, int(again.stdout)) == (0, first)  # a script reads the holder's id
+    assert again.stderr == (  # and a person learns that {"n": 2} was not enqueued
+        f"jobq: note: key 'once' is held by job {first}, nothing new was enqueued "
+        f"(a finished job runs again with jobq retry {first})\n"
+    )
+    assert [j["payload"] for j in cli.json("list")] == [{"n": 1}]
 
 
 def test_enqueue_reads_the_payload_from_stdin(cli: Cli) -> None:

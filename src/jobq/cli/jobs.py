@@ -142,30 +142,39 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             try:
                 job_id = submit_file(q, settings, args.path, on_conflict="raise")
             except jobq.DuplicateJob as exc:  # the id still goes to stdout: scripts read it
-                job_id = exc.job_id
-                again = f"a finished job runs again with jobq retry {job_id}"
-                note = f"{clean(args.path)} is job {job_id} already, nothing new was enqueued ({again})"
-                print(f"jobq: note: {note}", file=sys.stderr, flush=True)
+                job_id = _held(exc, f"{clean(args.path)} is job {exc.job_id} already")
         out(str(job_id))
         return EXIT_OK
     text = _stdin_payload(settings.payload_limit_bytes) if args.payload == "-" else args.payload
     payload = parse_json(text)
     with jobq.Queue(settings=settings) as q:
-        job_id = q.enqueue(
-            payload,
-            queue=args.queue,
-            task=args.task,
-            priority=args.priority,
-            delay=args.delay,
-            key=args.key,
-            max_attempts=args.max_attempts,
-            timeout=args.timeout,
-            concurrency_key=args.concurrency_key,
-            backoff=None if args.backoff is None else (args.backoff[0] if len(args.backoff) == 1 else args.backoff),
-            retry_on=args.retry_on,
-        )
+        try:
+            job_id = q.enqueue(
+                payload,
+                queue=args.queue,
+                task=args.task,
+                priority=args.priority,
+                delay=args.delay,
+                key=args.key,
+                max_attempts=args.max_attempts,
+                timeout=args.timeout,
+                concurrency_key=args.concurrency_key,
+                backoff=None if args.backoff is None else (args.backoff[0] if len(args.backoff) == 1 else args.backoff),
+                retry_on=args.retry_on,
+                on_conflict="raise",
+            )
+        except jobq.DuplicateJob as exc:
+            job_id = _held(exc, f"key {clean(exc.key)!r} is held by job {exc.job_id}")
     out(str(job_id))
     return EXIT_OK
+
+
+def _held(exc: jobq.DuplicateJob, what: str) -> int:
+    """The id of the job that holds the key (printed: a script reads it as before), with a note on
+    stderr that nothing new was enqueued: a payload that differs from the holder's was dropped."""
+    again = f"a finished job runs again with jobq retry {exc.job_id}"
+    print(f"jobq: note: {what}, nothing new was enqueued ({again})", file=sys.stderr, flush=True)
+    return exc.job_id
 
 
 def _add_status_option(p: argparse.ArgumentParser, help_text: str) -> None:
