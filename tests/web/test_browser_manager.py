@@ -1,7 +1,8 @@
 """The manager in Chromium: the job list refreshes on its own and keeps the operator's filter; a
 time-filtered "Resubmit all matching" acts on exactly the jobs shown; a row ticked in the list stays
 ticked across the refresh and opens its job; at 1366 px no header, badge or button is cut (each
-element's scrollWidth fits its clientWidth) and the job list does not scroll sideways."""
+element's scrollWidth fits its clientWidth) and the job list does not scroll sideways; a file
+enqueued by path twice, or by a double click, makes one job."""
 
 from __future__ import annotations
 
@@ -115,3 +116,47 @@ def test_manager_refreshes_keeps_its_filter_and_resubmits_exactly_what_it_shows(
             assert wide_tables(page) == []
         finally:
             browser.close()
+
+
+def test_enqueue_by_path_twice_makes_one_job_and_says_which(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The manager's "Enqueue a job by path" in Chromium: the first click enqueues the file, a
+    second click names the job it already has and stores nothing (the file would have been
+    stamped twice), and a double click on another file makes one job."""
+    from browser import chromium_page
+    from playwright.sync_api import expect
+
+    url = f"sqlite:///{tmp_path}/queue.db"
+    seed(url)
+    files = tmp_path / MANAGER.parent.name / "data" / "files"
+    files.mkdir(parents=True)
+    for name in ("manual.txt", "double.txt"):
+        (files / name).write_text("hello\n")
+    port = serve_app(request, MANAGER, tmp_path, url)
+
+    def jobs_of(path: str) -> list[int]:
+        with Queue(url) as q:
+            return [j.id for j in q.list(page=None) if j.payload == {"path": path}]
+
+    with chromium_page() as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.get_by_text("jobq manager")).to_be_visible()
+        page.get_by_text("Enqueue a job by path").click()
+        path_box = page.get_by_label("File path")
+        button = page.locator(".st-key-enqueue_submit button")
+        path_box.fill("data/files/manual.txt")
+        path_box.press("Enter")
+        button.click()
+        poll(lambda: len(jobs_of("data/files/manual.txt")) == 1, "the file's job")
+        (job_id,) = jobs_of("data/files/manual.txt")
+        expect(page.get_by_text(f"Enqueued job {job_id} for data/files/manual.txt").first).to_be_visible()
+        path_box.fill("data/files/manual.txt")
+        path_box.press("Enter")
+        button.click()
+        expect(page.get_by_text(f"data/files/manual.txt is job {job_id} already").first).to_be_visible()
+        assert jobs_of("data/files/manual.txt") == [job_id]
+        path_box.fill("data/files/double.txt")
+        path_box.press("Enter")
+        button.dblclick()
+        poll(lambda: len(jobs_of("data/files/double.txt")) == 1, "the double-clicked file's job")
+        expect(page.get_by_text("Enqueued job").first).to_be_visible()
+        assert len(jobs_of("data/files/double.txt")) == 1
