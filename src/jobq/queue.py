@@ -207,12 +207,21 @@ def check_worker_id(worker_id: str) -> str:
     return _check_name(worker_id, "worker id")
 
 
+#: Queue names already checked by ``check_queue_name``: a set lookup on every enqueue instead of
+#: two more calls (``tests/integration/test_python_costs.py`` counts them).
+_CHECKED_QUEUES: set[str] = set()
+
+
 def check_queue_name(value: str, what: str = "queue name") -> str:
     """``value`` if it can name a queue (``_check_name`` and ``payloads.names_a_queue``), else
     InvalidPayload."""
+    if type(value) is str and value in _CHECKED_QUEUES:
+        return value
     name = _check_name(value, what)
     if not names_a_queue(name):
         raise InvalidPayload(f"{what} must not be empty or begin or end with a space, not {name!r:.40}")
+    if len(_CHECKED_QUEUES) < CHECKED_NAMES_MAX:
+        _CHECKED_QUEUES.add(name)
     return name
 
 
