@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 
 import jobq
 from jobq.cli.args import file_arg
-from jobq.cli.output import clean, out
+from jobq.cli.output import clean, err, out
 from jobq.cli.parser import EXIT_OK, AddCommand, json_options, make_settings
 
 
@@ -63,11 +62,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         lines.append(f"new jobs get ids above {copy.ids_above:,}, the newest the replaced queue handed out")
     out("\n".join(lines))
     if copy.replaced is not None and copy.ids_above is None:
-        print(
-            "jobq: warning: the replaced queue could not be read: ids of jobs made after the backup "
-            "may be handed out again",
-            file=sys.stderr,
-            flush=True,
+        err(
+            "the replaced queue could not be read: ids of jobs made after the backup may be handed out again",
+            "warning",
         )
     return EXIT_OK
 

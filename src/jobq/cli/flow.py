@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from typing import Any
 
 from jobq.backends.base import ControlEvent, QueueControl
 from jobq.cli.args import positive_int_arg
-from jobq.cli.output import clean, format_table, local_iso, out
+from jobq.cli.output import clean, err, format_table, local_iso, out
 from jobq.cli.parser import EXIT_OK, AddCommand, actor_option, json_options, make_settings, open_queue
 from jobq.errors import ConfigError
 from jobq.flow import format_rate, parse_rate
@@ -44,15 +43,9 @@ def _unused_warning(q: Queue, queue: str) -> str | None:
         return None
     others = ", ".join(repr(clean(name)) for name in sorted(used)) or "none"
     return (
-        f"jobq: warning: no job waits or runs in queue {clean(queue)}, and no running worker or schedule "
+        f"no job waits or runs in queue {clean(queue)}, and no running worker or schedule "
         f"uses it (queues in use: {others}); check its name"
     )
-
-
-def _warn(warning: str | None) -> None:
-    """``warning`` on stderr, after the command's own output."""
-    if warning is not None:
-        print(warning, file=sys.stderr, flush=True)
 
 
 def _rate_arg(text: str) -> tuple[int, float]:
@@ -120,7 +113,8 @@ def cmd_pause(args: argparse.Namespace) -> int:
         out(f"queue {queue}: {'paused' if control.paused else 'not paused (it never was)'}")
     else:  # who last paused or resumed it (this call, or an earlier one: the state was already so)
         out(f"queue {queue}: {'paused' if control.paused else 'resumed'} (by {control.paused_by})")
-    _warn(warning)
+    if warning is not None:  # after the command's own line
+        err(warning, "warning")
     return EXIT_OK
 
 
@@ -188,7 +182,8 @@ def cmd_limit(args: argparse.Namespace) -> int:
         out(json.dumps(control_dict(control), indent=2))
     else:
         out(f"queue {queue}: {limits_text(control)}" + (" (paused)" if control.paused else ""))
-    _warn(warning)
+    if warning is not None:  # after the command's own line
+        err(warning, "warning")
     return EXIT_OK
 
 

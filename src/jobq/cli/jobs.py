@@ -173,7 +173,7 @@ def _held(exc: jobq.DuplicateJob, what: str) -> int:
     """The id of the job that holds the key (printed: a script reads it as before), with a note on
     stderr that nothing new was enqueued: a payload that differs from the holder's was dropped."""
     again = f"a finished job runs again with jobq retry {exc.job_id}"
-    print(f"jobq: note: {what}, nothing new was enqueued ({again})", file=sys.stderr, flush=True)
+    err(f"{what}, nothing new was enqueued ({again})", "note")
     return exc.job_id
 
 

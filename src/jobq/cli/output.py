@@ -53,9 +53,10 @@ def out(text: str) -> None:
         raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
-def err(text: str) -> None:
-    """Print ``text`` as one ``jobq: error: ...`` line on stderr."""
-    print(f"jobq: error: {text}", file=sys.stderr, flush=True)
+def err(text: str, level: str = "error") -> None:
+    """Print ``text`` as one ``jobq: error: ...`` line on stderr (``level``: ``warning`` or
+    ``note`` for a command that succeeded but has something to say beside its output)."""
+    print(f"jobq: {level}: {text}", file=sys.stderr, flush=True)
 
 
 def clean(text: str, limit: int | None = CELL_MAX_CHARS) -> str:
