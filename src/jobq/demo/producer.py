@@ -53,14 +53,18 @@ def submit_file(queue: Queue, settings: Settings, path: str | os.PathLike[str], 
 
     Raises UnsafePath / FileMissing (``jobq.demo.paths``) with a one-line message, StorageError.
     """
-    real = resolve_job_path(settings.data_dir, path, database_url=settings.database_url)
-    return queue.enqueue(
-        {"path": job_path_text(settings.data_dir, real)},
-        queue=settings.queue,
-        task=FILE_TASK,
-        key=file_key(settings.data_dir, real),
-        on_conflict=on_conflict,
-    )
+    payload_path, key = file_job(settings.data_dir, path, settings.database_url)
+    return queue.enqueue({"path": payload_path}, queue=settings.queue, task=FILE_TASK, key=key, on_conflict=on_conflict)
+
+
+def file_job(
+    data_dir: str | os.PathLike[str], path: str | os.PathLike[str], database_url: str | None = None
+) -> tuple[str, str]:
+    """A file's job as every submitter makes it (the producer, ``jobq enqueue PATH``, the
+    manager): the payload's ``path`` and the idempotency key (``file_key``), the path checked as
+    the consumer checks it. Raises UnsafePath / FileMissing (``jobq.demo.paths``)."""
+    real = resolve_job_path(data_dir, path, database_url=database_url)
+    return job_path_text(data_dir, real), file_key(data_dir, real)
 
 
 def find_orphans(

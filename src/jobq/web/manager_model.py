@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import pandas as pd
 
 from jobq import ActionResult, Event, Job, JobFilter, JobqError, JobStatus
-from jobq.demo import paths
-from jobq.demo.producer import file_key
+from jobq.demo import producer
 from jobq.present import error_summary
 from jobq.web.safety import plain
 from jobq.web.views import DASH, count_jobs, fmt_short_time, fmt_time, payload_summary
@@ -335,15 +334,14 @@ def validate_path(text: str, data_dir: str | os.PathLike[str] = "data", database
 
 def file_job(text: str, data_dir: str | os.PathLike[str] = "data", database_url: str | None = None) -> tuple[str, str]:
     """``validate_path``'s payload path, and the file's idempotency key as the producer and
-    ``jobq enqueue PATH`` give it (``jobq.demo.producer.file_key``): a file is enqueued once."""
+    ``jobq enqueue PATH`` give it (``jobq.demo.producer.file_job``): a file is enqueued once."""
     raw = (text or "").strip()
     if not raw:
         raise ValueError("enter a path, e.g. data/files/report.txt")
     try:
-        real = paths.resolve_job_path(data_dir, raw, database_url=database_url)
+        return producer.file_job(data_dir, raw, database_url)
     except JobqError as exc:
         raise ValueError(str(exc)) from None
-    return paths.job_path_text(data_dir, real), file_key(data_dir, real)
 
 
 # -- deep links: the filter and the open job in the URL --------------------------------------------
