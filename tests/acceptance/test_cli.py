@@ -747,6 +747,10 @@ def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
         f"jobq: note: data/files/a.txt is job {job_id} already, nothing new was enqueued "
         f"(a finished job runs again with jobq retry {job_id})\n"
     )
+    long_name = "a-file-whose-name-is-longer-than-a-table-cell-of-the-cli.txt"
+    (files / long_name).write_text("hello\n")
+    long_id = int(cli.ok("enqueue", f"data/files/{long_name}"))
+    assert f"data/files/{long_name} is job {long_id} already" in cli.run("enqueue", f"data/files/{long_name}").stderr
     line = cli.fails("enqueue", "/etc/passwd")
     assert "passwd" in line
     (files / "b.txt").write_text("hello\n")
@@ -756,7 +760,7 @@ def test_enqueue_path_submits_a_file_job(cli: Cli) -> None:
         line
         == "jobq: error: jobq enqueue PATH takes --queue only, not --priority, --delay, --key (use --json for those)"
     )
-    assert [j["id"] for j in cli.json("list")] == [job_id]
+    assert [j["id"] for j in cli.json("list")] == [long_id, job_id]
     other = int(cli.ok("enqueue", "data/files/b.txt", "--queue", "other"))
     assert cli.json("show", str(other))["job"]["queue"] == "other"
 

@@ -43,7 +43,7 @@ def _unused_warning(q: Queue, queue: str) -> str | None:
         return None
     others = ", ".join(repr(clean(name)) for name in sorted(used)) or "none"
     return (
-        f"no job waits or runs in queue {clean(queue)}, and no running worker or schedule "
+        f"no job waits or runs in queue {clean(queue, None)}, and no running worker or schedule "
         f"uses it (queues in use: {others}); check its name"
     )
 

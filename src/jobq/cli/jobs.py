@@ -142,7 +142,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             try:
                 job_id = submit_file(q, settings, args.path, on_conflict="raise")
             except jobq.DuplicateJob as exc:  # the id still goes to stdout: scripts read it
-                job_id = _held(exc, f"{clean(args.path)} is job {exc.job_id} already")
+                job_id = _held(exc, f"{clean(args.path, None)} is job {exc.job_id} already")
         out(str(job_id))
         return EXIT_OK
     text = _stdin_payload(settings.payload_limit_bytes) if args.payload == "-" else args.payload
@@ -164,7 +164,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 on_conflict="raise",
             )
         except jobq.DuplicateJob as exc:
-            job_id = _held(exc, f"key {clean(exc.key)!r} is held by job {exc.job_id}")
+            job_id = _held(exc, f"key {clean(exc.key, None)!r} is held by job {exc.job_id}")
     out(str(job_id))
     return EXIT_OK
 
