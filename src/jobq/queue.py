@@ -1499,7 +1499,8 @@ class Queue:
 
     @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
-        """Registered workers, newest start first (stopped ones included)."""
+        """Registered workers, newest start first: every running one, and the newest ``limit``
+        stopped ones (a worker restarted in a loop adds a row at each start)."""
         return self.backend.list_workers(check_rows(limit))
 
     # -- observability ---------------------------------------------------------------------

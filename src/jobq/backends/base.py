@@ -907,7 +907,9 @@ class Backend(Protocol):
         return their ids. A lost worker that heartbeats again (``worker_seen``) is unended."""
         ...
 
-    def list_workers(self, limit: int = 200) -> list[WorkerInfo]: ...
+    def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
+        """Every unstopped worker and the newest ``limit`` stopped ones, newest start first."""
+        ...
 
     # -- time ------------------------------------------------------------------------------
     def store_time(self) -> float:

@@ -54,6 +54,29 @@ def test_worker_registry(queue: jobq.Queue, clock: FakeClock) -> None:
     assert stopped.stopped_at == clock.now and stopped.current_jobs == ()
 
 
+def test_the_registry_lists_every_running_worker_however_many_stopped_after_it(
+    queue: jobq.Queue, clock: FakeClock
+) -> None:
+    # A consumer that has run for weeks, while a crash-looping one was restarted by supervisord
+    # hundreds of times since: the listing of the newest rows left the live consumer out, and
+    # `jobq workers`, the ops app's "no live worker serves" alert, the metrics' liveness gauge,
+    # the rescuer's peers and the pause warning all read it.
+    old = WorkerInfo("w-old", "consumer1", "host", 1, ("default",), clock.now, clock.now)
+    queue.backend.register_worker(old)
+    for i in range(7):
+        clock.advance(1)
+        queue.backend.register_worker(WorkerInfo(f"w-{i}", "looping", "host", 100 + i, ("mail",), clock.now, clock.now))
+        queue.backend.worker_stopped(f"w-{i}", clock.now, WorkerEnd.CRASHED)
+    clock.advance(1)
+    new = WorkerInfo("w-new", "consumer2", "host", 2, ("default",), clock.now, clock.now)
+    queue.backend.register_worker(new)
+    listed = queue.workers(limit=3)
+    # Every running worker, and the newest stopped ones up to the limit; newest start first.
+    assert [w.id for w in listed] == ["w-new", "w-6", "w-5", "w-4", "w-old"]
+    assert [w.id for w in queue.workers(limit=1)] == ["w-new", "w-6", "w-old"]
+    assert len(queue.workers()) == 9
+
+
 def test_the_registry_keeps_each_workers_clock_skew(queue: jobq.Queue, clock: FakeClock) -> None:
     # A worker's host clock against the store's, as of its registration, then of each beat: the
     # host whose NTP an operator should look at (jobq workers' CLOCK, the ops app's alert).
