@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import re
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -547,3 +549,32 @@ def test_producer_and_consumer_get_name_only_when_they_accept_it() -> None:
     assert seen == [(settings, "c1"), (settings,)]
     with pytest.raises(ConfigError, match="--name is not supported"):
         processes._call_with_name(without_name, settings, "c1")
+
+
+@pytest.mark.parametrize("app", ["manager", "ops"])
+def test_a_web_app_on_a_port_in_use_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, app: str
+) -> None:
+    # Streamlit said only "Port N is not available" after its start-up, with no jobq: line.
+    started: list[str] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: started.append(path))
+    for name in ("database_url", "operator"):  # cmd_web hands the settings on in the environment
+        monkeypatch.delenv(env_name(name), raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["--db", "unused.db", app, "--port", str(port)]) == cli_parser.EXIT_ERROR
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f"jobq: error: port {port} on 127.0.0.1 is in use (another jobq app, or another program): "
+            "choose another with --port\n"
+        )
+        # A later --server.port among Streamlit's own options wins, as it does for Streamlit.
+        argv = ["--db", "unused.db", app, "--port", "1", "--", f"--server.port={port}"]
+        assert cli.main(argv) == cli_parser.EXIT_ERROR
+        assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+    assert started == []
+    # Free again: the app starts (here, the stand-in for exec).
+    assert cli.main(["--db", "unused.db", app, "--port", str(port)]) == cli_parser.EXIT_OK
+    assert started == [sys.executable]

@@ -10,7 +10,9 @@ glue both pages share. This module imports no Streamlit, so the CLI can call
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,15 +63,63 @@ def streamlit_command(app: str, port: int | None = None, extra_args: Sequence[st
     ]  # fmt: skip
 
 
+def _last_option(command: Sequence[str], name: str) -> str | None:
+    """The value of ``name`` in a Streamlit command line (``--name V`` or ``--name=V``): the last
+    one given wins, as it does for Streamlit."""
+    value = None
+    for i, arg in enumerate(command):
+        if arg == name and i + 1 < len(command):
+            value = command[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg[len(name) + 1 :]
+    return value
+
+
+def check_port_free(command: Sequence[str]) -> None:
+    """Raise ConfigError when the address and port ``command`` serves on are taken.
+
+    Streamlit says only "Port N is not available" (no ``jobq: error:`` line) after its start-up;
+    this names the port and the way out. Bound as Streamlit's server binds (SO_REUSEADDR), so a
+    port left in TIME_WAIT by an app just stopped counts as free. A name that does not resolve, or
+    a port that is not a number, is left to Streamlit to report."""
+    address = _last_option(command, "--server.address") or HOST_DEFAULT
+    try:
+        port = int(_last_option(command, "--server.port") or "")
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, OSError):
+        return
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(where)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {address} is in use (another jobq app, or another program): "
+                    "choose another with --port"
+                ) from None
+            # Anything else (an address not on this host, a port below 1024) is Streamlit's to say.
+
+
 def launch(app: str, port: int | None = None, extra_args: Sequence[str] = ()) -> NoReturn:
     """Replace this process with ``streamlit run`` serving ``app`` (what ``jobq manager`` / ``jobq ops`` do).
 
-    Example: ``launch("ops", 8502)``. Raises ConfigError for an unknown app or a bad port.
+    Example: ``launch("ops", 8502)``. Raises ConfigError for an unknown app, a bad port or one in use.
     """
     command = streamlit_command(app, port, extra_args)
+    check_port_free(command)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)
 
 
-__all__ = ["ALLOWED_HOSTS_DEFAULT", "APPS", "DEFAULT_PORTS", "app_path", "launch", "streamlit_command"]
+__all__ = [
+    "ALLOWED_HOSTS_DEFAULT",
+    "APPS",
+    "DEFAULT_PORTS",
+    "app_path",
+    "check_port_free",
+    "launch",
+    "streamlit_command",
+]
