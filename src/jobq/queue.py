@@ -1289,6 +1289,11 @@ class Queue:
         """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
         return self.backend.mark_lost_workers(seen_before, self._wall_now())
 
+    def prune_workers(self, older_than: float) -> int:
+        """Delete the registry rows of workers that ended more than ``older_than`` seconds ago
+        (the rescuer does, keeping ``WORKER_ROWS_KEPT_SECONDS``); how many went."""
+        return len(self.backend.prune_workers(self._wall_now() - older_than))
+
     # -- operators -------------------------------------------------------------------------
     def _one(self, results: Sequence[ActionResult], job_id: int, action: str) -> ActionResult:
         result = results[0]

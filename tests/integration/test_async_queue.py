@@ -171,7 +171,8 @@ QUEUE_ONLY = {
     "ack_cancel", "backoff", "clock_base", "close", "complete_many_and_claim", "completion_cursor", "completion_totals",
     "completions_after", "due_history", "enqueue_totals", "event_totals", "events_after", "fail_many",
     "fire_schedule", "history", "last_event_id", "last_job_id", "latest", "listener", "mark_lost_workers",
-    "newest_write", "next_due_at", "progress", "queue_gauges", "recent_events", "register_worker", "release_many",
+    "newest_write", "next_due_at", "progress", "prune_workers", "queue_gauges", "recent_events", "register_worker",
+    "release_many",
     "rescue_expired", "restamp_ahead", "result_text", "save_schedule", "sync_clock", "trace_contexts", "wall_time",
     "worker_seen", "worker_stopped",
 }  # fmt: skip

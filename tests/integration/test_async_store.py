@@ -108,7 +108,9 @@ def script(call: Call, clock: FakeClock) -> None:
     call("newest_write")
     call("restamp_ahead", now - 100, 100.0, 1.0, "rescuer")  # every waiting job ahead: restamped
     call("worker_stopped", "w1", now, WorkerEnd.STOPPED)
+    call("prune_workers", now - 1)  # nothing ended before: the probe alone
     call("list_workers")
+    call("prune_workers", now + 1)  # probe, then the delete
     call("store_time")
     schedule = ScheduleInfo("s", "t", "default", None, None, 60.0, "UTC", 0, "latest", False, "code", now)
     call("save_schedule", schedule, now)

@@ -907,6 +907,11 @@ class Backend(Protocol):
         return their ids. A lost worker that heartbeats again (``worker_seen``) is unended."""
         ...
 
+    def prune_workers(self, stopped_before: float) -> list[str]:
+        """Delete the rows of workers that ended (stopped, crashed, lost) before ``stopped_before``;
+        return their ids. A running worker's row is never deleted."""
+        ...
+
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Every unstopped worker and the newest ``limit`` stopped ones, newest start first."""
         ...

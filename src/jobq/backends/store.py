@@ -583,6 +583,12 @@ class SqlStore:
             )
         )
 
+    def prune_workers(self, stopped_before: float) -> list[str]:
+        d = self.dialect
+        return self._run_plan(
+            _probed(lambda: ops.prune_workers_probe(d, stopped_before), lambda: ops.prune_workers(d, stopped_before))
+        )
+
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
         return self._read(lambda: ops.list_workers(self.dialect, limit))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 
 from jobq.backends.base import WorkerEnd, WorkerInfo
 from jobq.job import JobStatus
@@ -30,6 +31,11 @@ LOST_AFTER_LEASES = 2.0
 every job it held was rescued a lease ago. Two rather than one, so a worker whose own lease is a
 little longer is not judged lost while it is only between heartbeats (and if it is, its next
 heartbeat makes it alive again)."""
+WORKER_ROWS_KEPT_SECONDS = 7 * 86_400.0
+"""How long the registry keeps an ended worker's row (stopped, crashed, lost: the ops app's record
+of who ended and when). Every start writes a row, and a consumer restarted in a loop writes
+thousands a day: the rescuer deletes the older ones, at most once a ``WORKER_PRUNE_INTERVAL_SECONDS``."""
+WORKER_PRUNE_INTERVAL_SECONDS = 600.0
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 
@@ -113,6 +119,7 @@ class Rescuer(Looper):
         self.worker_id = worker_id
         self.stalls = stalls
         self._first = True
+        self._workers_pruned_at: float | None = None  # monotonic; None: not yet in this process
 
     def peers(self) -> list[WorkerInfo]:
         """The other unstopped workers of this process table (none off a single-host store)."""
@@ -156,10 +163,21 @@ class Rescuer(Looper):
             heard_since - LOST_AFTER_LEASES * self.queue.settings.lease_seconds
         ):
             log.warning("worker %s not heard from for %g leases; marked lost", worker_id, LOST_AFTER_LEASES)
+        self.prune_workers()
         # Last: the looks at the clock above (rescue_cutoff) note a step back, and a failed restamp
         # (the lock held too long) holds up none of the above; the next tick tries it again.
         if self.stalls and self.queue.single_host and (back := self.stalls.stepped_back()):
             self.restamp(self.stalls, back)
+
+    def prune_workers(self) -> None:
+        """Ended workers' rows older than ``WORKER_ROWS_KEPT_SECONDS`` go, once an interval: a
+        read finds nothing to do most times (``Backend.prune_workers`` takes no write lock then)."""
+        mono = time.monotonic()
+        if self._workers_pruned_at is not None and mono - self._workers_pruned_at < WORKER_PRUNE_INTERVAL_SECONDS:
+            return
+        self._workers_pruned_at = mono
+        if n := self.queue.prune_workers(WORKER_ROWS_KEPT_SECONDS):
+            log.info("forgot %d workers that ended more than %g days ago", n, WORKER_ROWS_KEPT_SECONDS / 86_400)
 
     def restamp(self, stalls: StallWatch, back: float) -> None:
         """This host's clock was set back by ``back`` seconds (SQLite, where every writer reads

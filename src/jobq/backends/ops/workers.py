@@ -70,6 +70,16 @@ def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str
     return [str(r[0]) for r in rows]
 
 
+def prune_workers_probe(d: Dialect, stopped_before: float) -> Op[bool]:
+    """Is any ended worker's row to delete? A read, before ``prune_workers`` (as ``lost_workers_probe``)."""
+    return bool((yield Exec(d.sql["prune_workers_probe"], {"before": stopped_before})))
+
+
+def prune_workers(d: Dialect, stopped_before: float) -> Op[list[str]]:
+    rows = yield Exec(d.sql["prune_workers"], {"before": stopped_before})
+    return [str(r[0]) for r in rows]
+
+
 def list_workers(d: Dialect, limit: int) -> Op[list[WorkerInfo]]:
     return [worker_from_row(r) for r in (yield Exec(d.sql["list_workers"], {"limit": limit}))]
 

@@ -14,7 +14,7 @@ import jobq
 from jobq.backends.base import WorkerEnd, WorkerInfo
 from jobq.testing import FakeClock
 from jobq.testing.contract.common import C, F, P, R, kinds
-from jobq.worker.rescuer import LOST_AFTER_LEASES, Rescuer, process_table_id
+from jobq.worker.rescuer import LOST_AFTER_LEASES, WORKER_ROWS_KEPT_SECONDS, Rescuer, process_table_id
 
 
 # -- workers and wake-up ------------------------------------------------------------------------
@@ -146,6 +146,28 @@ def test_the_rescuer_records_a_worker_not_heard_from_for_two_leases_as_lost(queu
     queue.backend.register_worker(_worker("slow", "slow", 1, None, now - LOST_AFTER_LEASES * lease + 60))
     Rescuer(queue, "the-rescuer", 1.0).tick()
     assert {w.id: w.end_reason for w in queue.workers()} == {"quiet": WorkerEnd.LOST, "slow": None}
+
+
+def test_the_rescuer_forgets_workers_stopped_longer_ago_than_the_registry_keeps_them(queue: jobq.Queue) -> None:
+    # A worker row is written at each start and was never deleted: a consumer that supervisord
+    # restarts in a loop adds thousands a day, and every read of the registry walks them. Ended
+    # rows are kept WORKER_ROWS_KEPT_SECONDS (the ops app shows who crashed and when), then go;
+    # a running worker's row stays however old it is (its heartbeat, not its age, says whether it
+    # lives), and a lost one that heartbeats again is running again, as before.
+    now = time.time()  # the registry keeps wall-clock times, as the rescuer reads them
+    kept = WORKER_ROWS_KEPT_SECONDS
+    for worker_id in ("old-stopped", "old-crashed", "recent-stopped", "old-running"):
+        queue.backend.register_worker(_worker(worker_id, worker_id, 1, None, now - kept - 3_600))
+    queue.backend.worker_stopped("old-stopped", now - kept - 60)
+    queue.backend.worker_stopped("old-crashed", now - kept - 60, WorkerEnd.CRASHED)
+    queue.backend.worker_stopped("recent-stopped", now - kept + 600)
+    queue.backend.worker_seen("old-running", now, [], 0, 0)
+    assert sorted(queue.backend.prune_workers(now - kept)) == ["old-crashed", "old-stopped"]
+    assert queue.backend.prune_workers(now - kept) == []  # once
+    queue.backend.register_worker(_worker("stopped-again", "stopped-again", 1, None, now - kept - 3_600))
+    queue.backend.worker_stopped("stopped-again", now - kept - 60)
+    Rescuer(queue, "the-rescuer", 1.0).tick()
+    assert sorted(w.id for w in queue.workers()) == ["old-running", "recent-stopped"]
 
 
 def test_listener_wakes_on_enqueue(queue: jobq.Queue, open_queue: Callable[[], jobq.Queue]) -> None:

@@ -36,6 +36,16 @@ UPDATE workers SET stopped_at = %(now)s, end_reason = 'lost', current_jobs = '[]
 WHERE stopped_at IS NULL AND last_seen_at < %(before)s
 RETURNING id
 
+-- name: prune_workers_probe
+SELECT 1 FROM workers WHERE stopped_at < %(before)s LIMIT 1
+
+-- name: prune_workers
+-- Rows of workers that ended before the cutoff (a row per start, kept for the ops app's record of
+-- who stopped, crashed or was lost); a running worker's row stays. A lost worker that comes back
+-- after its row went registers again (Backend.worker_seen is False).
+DELETE FROM workers WHERE stopped_at < %(before)s
+RETURNING id
+
 -- name: store_time
 -- The server's clock (Queue.sync_clock): clock_timestamp(), not now(), which is the
 -- transaction's start and would be as old as a transaction left open by a pooler.

@@ -29,6 +29,16 @@ UPDATE workers SET stopped_at = :now, end_reason = 'lost', current_jobs = '[]'
 WHERE stopped_at IS NULL AND last_seen_at < :before
 RETURNING id
 
+-- name: prune_workers_probe
+SELECT 1 FROM workers WHERE stopped_at < :before LIMIT 1
+
+-- name: prune_workers
+-- Rows of workers that ended before the cutoff (a row per start, kept for the ops app's record of
+-- who stopped, crashed or was lost); a running worker's row stays. A lost worker that comes back
+-- after its row went registers again (Backend.worker_seen is False).
+DELETE FROM workers WHERE stopped_at < :before
+RETURNING id
+
 -- name: store_time
 -- The store's clock (Queue.sync_clock): this host's, read by SQLite to the millisecond.
 SELECT (julianday('now') - 2440587.5) * 86400.0
