@@ -15,6 +15,7 @@ import math
 
 from jobq.backends.base import Progress, QueueStats, WorkerEnd, WorkerInfo
 from jobq.config import CLOCK_SKEW_CORRECTED_SECONDS, HEARTBEAT_FRACTION_OF_LEASE, LEASE_SECONDS_DEFAULT
+from jobq.payloads import names_a_queue
 
 #: A running worker counts as lost once its last heartbeat is older than this many heartbeat periods.
 LOST_AFTER_HEARTBEATS = 3
@@ -117,6 +118,13 @@ def duration_text(seconds: float | None) -> str:
                     text += f" {rest}{next_unit}"
             return text
     return "0s"  # unreachable: the "s" unit always matches
+
+
+def queue_text(name: str) -> str:
+    """A queue's name as shown: quoted when it is one no worker can serve (empty, or beginning or
+    ending with a space; stored by an older jobq, or by hand), which showed as a blank cell or as
+    the name it looks like."""
+    return name if names_a_queue(name) else repr(name)
 
 
 def ago(ts: float | None, now: float) -> str:

@@ -463,6 +463,13 @@ def test_jobs_table_and_job_dict() -> None:
     data = output.job_dict(_job())
     assert data["status"] == "FAILED"
     assert "lease_token" not in data
+    # A queue no worker can serve (stored by an older jobq, or by hand) was a blank cell, or
+    # looked like the queue it is not.
+    rows = output.jobs_table([_job(queue=""), _job(queue="mail ")], now=400.0).splitlines()[1:]
+    assert [r.split()[2] for r in rows] == ["''", "'mail"]
+    assert "\nqueue       'mail '\n" in output.job_text(_job(queue="mail "), [], now=400.0)
+    stats = QueueStats({"PENDING": 1}, {"": {"PENDING": 1}}, 800.0, 0, 0, 0)
+    assert output.stats_text(stats, now=1000.0).splitlines()[9].split() == ["''", "1", "0", "0", "0", "0"]
 
 
 def test_job_text_shows_fields_and_events() -> None:

@@ -97,6 +97,12 @@ def test_no_live_worker_is_an_alert_and_names_the_queues_with_due_jobs() -> None
     (unserved,) = ops_model.compute_alerts(stats(due={"default": 3, "mail": 84, "pdf": 0}), [gone, live], NOW)
     assert unserved == ops_model.Alert("error", "No live worker serves 84 jobs due in queue mail.")
     assert ops_model.compute_alerts(stats(due={"default": 3}), [gone, live], NOW) == []
+    # Queues stored by an older jobq (or by hand) under a name no worker can be told to serve.
+    (stuck,) = ops_model.compute_alerts(stats(due={"": 2, "mail ": 1}), [live], NOW)
+    assert stuck.message == (
+        "No live worker serves 2 jobs due in queue '' (a name no worker can serve: move its jobs to a queue one"
+        " serves), 1 job due in queue 'mail ' (a name no worker can serve: move its jobs to a queue one serves)."
+    )
 
 
 def test_the_backlog_warning_names_each_queue_that_waits_too_long() -> None:

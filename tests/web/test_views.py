@@ -33,6 +33,8 @@ def test_hostile_text_in_a_job_row_is_plain() -> None:
     )
     assert (row["path / payload"], row["queue"], row["last error"]) == ("ab", "q[31m", "ValueError: boom")
     assert row["last error"] == views.job_row(job(last_error="ValueError: boom"))["last error"]
+    # A queue no worker can serve (an older jobq's, or written by hand): quoted, not a blank cell.
+    assert [views.job_row(job(queue=q))["queue"] for q in ("", "mail ", "mail")] == ["''", "'mail '", "mail"]
 
 
 def test_status_and_worker_state_cells_are_styled() -> None:

@@ -28,6 +28,7 @@ from jobq.present import (
     error_summary,
     oldest_pending_age,
     progress_text,
+    queue_text,
     worker_state,
 )
 
@@ -112,7 +113,7 @@ def jobs_table(jobs: Sequence[Job], now: float) -> str:
         (
             j.id,
             j.status.value,
-            j.queue,
+            queue_text(j.queue),
             j.task or "-",
             f"{j.attempts}/{j.max_attempts}",
             ago(j.created_at, now),
@@ -133,7 +134,7 @@ def job_text(job: Job, events: Sequence[Event], now: float, progress: Progress |
     fields: list[tuple[str, str]] = [
         ("id", str(job.id)),
         ("status", job.status.value + ("  (cancellation requested)" if job.cancel_requested else "")),
-        ("queue", job.queue),
+        ("queue", queue_text(job.queue)),
         ("task", job.task or "- (default handler)"),
         ("priority", str(job.priority)),
         ("attempts", f"{job.attempts} of {job.max_attempts} (run {job.run})"),
@@ -200,7 +201,7 @@ def stats_text(stats: QueueStats, now: float) -> str:
     total = sum(stats.counts.values())
     lines = [format_table(("STATUS", "JOBS"), [*[(s, stats.counts.get(s, 0)) for s in statuses], ("total", total)])]
     lines.append("")
-    rows = [(q, *[c.get(s, 0) for s in statuses]) for q, c in sorted(stats.by_queue.items())]
+    rows = [(queue_text(q), *[c.get(s, 0) for s in statuses]) for q, c in sorted(stats.by_queue.items())]
     lines.append(format_table(("QUEUE", *statuses), rows) if rows else "no queues yet")
     lines.append("")
     age = oldest_pending_age(stats, now)
@@ -226,7 +227,9 @@ def controls_text(stats: QueueStats) -> str:
         if c.rate_count is not None and c.rate_window is not None:
             limits.append(f"rate {format_rate(c.rate_count, c.rate_window)}")
         shown = ", ".join(x for x in limits if x) or "-"
-        rows.append((queue, "yes" if c.paused else "no", shown, stats.waiting_on_limit_by_queue.get(queue, 0)))
+        rows.append(
+            (queue_text(queue), "yes" if c.paused else "no", shown, stats.waiting_on_limit_by_queue.get(queue, 0))
+        )
     return format_table(("QUEUE", "PAUSED", "LIMITS", "WAITING ON LIMIT"), rows)
 
 

@@ -20,12 +20,14 @@ import pandas as pd
 from jobq import QueueStats, WorkerInfo
 from jobq.backends.base import Bucket, DueHistory, QueueWait
 from jobq.flow import format_rate
+from jobq.payloads import names_a_queue
 from jobq.present import (
     HEARTBEAT_SECONDS_DEFAULT,
     WorkerState,
     ago,
     clock_skew_text,
     duration_text,
+    queue_text,
     skewed,
     worker_state,
 )
@@ -386,8 +388,16 @@ def compute_alerts(
 
 
 def _due_text(due: dict[str, int]) -> str:
-    parts = [f"{count_jobs(n)} due in queue {plain(q)}" for q, n in due.items()]
-    return _names(parts)
+    return _names(f"{count_jobs(n)} due in queue {_queue_text(q)}" for q, n in due.items())
+
+
+def _queue_text(queue: str) -> str:
+    """A queue's name in an alert. One that no worker can be told to serve (empty, or beginning or
+    ending with a space: stored by an older jobq, or by hand) is quoted and said to be so: shown
+    plain, "queue ." and "queue mail ." told the operator nothing."""
+    if names_a_queue(queue):
+        return plain(queue)
+    return f"{plain(queue_text(queue))} (a name no worker can serve: move its jobs to a queue one serves)"
 
 
 def _names(items: Iterable[str]) -> str:

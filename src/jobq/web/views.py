@@ -19,7 +19,7 @@ import pandas as pd
 
 from jobq import Job, JobqError, JobStatus
 from jobq.backends.base import Progress
-from jobq.present import WorkerState, ago, error_summary
+from jobq.present import WorkerState, ago, error_summary, queue_text
 from jobq.redact import redact_url
 from jobq.web.safety import SHOWN_BLOCK_CHARS, plain, shown_json
 
@@ -159,7 +159,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "id": job.id,
         "status": job.status.value,
         "path / payload": payload_summary(job.payload),
-        "queue": plain(job.queue),
+        "queue": plain(queue_text(job.queue)),
         "task": plain(job.task),
         "attempts": f"{job.attempts}/{job.max_attempts}",
         "run": job.run,
@@ -191,7 +191,7 @@ def running_frame(jobs: Iterable[Job], progress: Mapping[int, Progress], now: fl
         rows.append(
             {
                 "id": job.id,
-                "queue": plain(job.queue),
+                "queue": plain(queue_text(job.queue)),
                 "task": plain(job.task),
                 "worker": plain(job.lease_owner or ""),
                 "started": fmt_short_time(job.started_at, now),
