@@ -184,6 +184,9 @@ def test_the_job_table_shows_plain_short_cells() -> None:
     assert row["id"] == 5 and row["status"] == "PROCESSING cancelling" and row["tries"] == "1/3"
     assert row["path / payload"] == "data/files/a.txt" and "\u202e" not in row["queue"]
     assert row["last error"] == "OSError: boom" and row["finished"] == views.DASH
+    # A queue no worker can serve (an older jobq's, or written by hand): quoted, not a blank cell.
+    blank = manager_model.jobs_table([dataclasses.replace(job, queue="")], now=100.0)
+    assert blank.iloc[0]["queue"] == "''"
 
 
 def test_a_click_on_a_header_sorts_by_it_and_a_second_reverses_it() -> None:

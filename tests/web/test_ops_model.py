@@ -149,6 +149,8 @@ def test_queue_health_separates_due_from_scheduled_and_counts_live_workers() -> 
     ]
     waits = {"default": QueueWait(40, 0.042, 7.25), "archive": QueueWait(1, 200.0, 200.0)}
     frame = ops_model.queue_health_frame(stats_, workers, NOW, waits=waits).set_index("queue")
+    stuck = QueueStats({"PENDING": 1}, {"": {"PENDING": 1}}, NOW - 5, 0, 0, 0, {"": 1}, {"": NOW - 5})
+    assert list(ops_model.queue_health_frame(stuck, workers, NOW)["queue"]) == ["''", "default", "pdf"]
     assert frame.loc["default"].to_dict() == {
         "due": 3,
         "scheduled": 3000,  # 3,000 delayed jobs are not a backlog

@@ -34,7 +34,7 @@ from jobq import (
     Settings,
 )
 from jobq.job import operator_actions
-from jobq.present import progress_text
+from jobq.present import progress_text, queue_text
 from jobq.web import _page, flow_panel, job_table, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
 
@@ -299,7 +299,7 @@ def _detail(q: Queue, job_id: int) -> None:
             )
         actions.button("Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,))
         facts = {
-            "queue": safety.md_literal(job.queue),
+            "queue": safety.md_literal(queue_text(job.queue)),
             "task": safety.md_literal(job.task) if job.task else "(default)",
             "attempts": f"{job.attempts} / {job.max_attempts}",
             "run": str(job.run),

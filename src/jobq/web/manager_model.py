@@ -18,7 +18,7 @@ import pandas as pd
 
 from jobq import ActionResult, Event, Job, JobFilter, JobqError, JobStatus
 from jobq.demo import producer
-from jobq.present import error_summary
+from jobq.present import error_summary, queue_text
 from jobq.web.safety import plain
 from jobq.web.views import DASH, count_jobs, fmt_short_time, fmt_time, payload_summary
 
@@ -115,7 +115,7 @@ def describe_filter(where: JobFilter) -> str:
     if where.statuses:
         parts.append("status " + " or ".join(s.value for s in where.statuses))
     if where.queues:
-        parts.append("queue " + " or ".join(plain(q) for q in where.queues))
+        parts.append("queue " + " or ".join(plain(queue_text(q)) for q in where.queues))
     if where.tasks:
         parts.append("task " + " or ".join(plain(t) for t in where.tasks))
     if where.search:
@@ -149,7 +149,7 @@ def jobs_table(jobs: Iterable[Job], now: float | None = None) -> pd.DataFrame:
         {
             "id": job.id,
             "status": job.status.value + (f" {CANCELLING}" if job.cancel_requested else ""),
-            "queue": plain(job.queue, TABLE_NAME_CHARS),
+            "queue": plain(queue_text(job.queue), TABLE_NAME_CHARS),
             "task": plain(job.task, TABLE_NAME_CHARS) if job.task else DASH,
             "path / payload": payload_summary(job.payload, TABLE_PAYLOAD_CHARS),
             "tries": f"{job.attempts}/{job.max_attempts}",

@@ -108,7 +108,7 @@ def queue_health_frame(
         oldest = stats.oldest_due_by_queue.get(queue)
         rows.append(
             {
-                "queue": plain(queue),
+                "queue": plain(queue_text(queue)),
                 "due": due,
                 "scheduled": max(0, counts.get("PENDING", 0) - due),
                 "waiting to retry": stats.retrying_by_queue.get(queue, 0),
@@ -427,7 +427,7 @@ def flow_control_frame(stats: QueueStats) -> pd.DataFrame:
         ]
         rows.append(
             {
-                "queue": plain(queue),
+                "queue": plain(queue_text(queue)),
                 "paused": f"yes (by {plain(c.paused_by or '-')})" if c.paused else "no",
                 "limits": ", ".join(x for x in limits if x) or "-",
                 "waiting on a limit": stats.waiting_on_limit_by_queue.get(queue, 0),
