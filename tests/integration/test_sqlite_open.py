@@ -4,8 +4,10 @@ switch with SQLITE_BUSY at once, without calling the busy handler)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +76,39 @@ def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_boun
         stop_lock_holder(holder)
     with jobq.Queue(f"sqlite:///{path}") as q:
         assert q.counts()["PENDING"] == 1
+
+
+def test_a_write_waiting_long_for_a_held_lock_says_once_who_holds_it_and_then_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """By default a write waits up to LOCKED_GIVE_UP_SECONDS (120 s) for the lock: behind an open
+    ``sqlite3`` shell or a frozen process, `jobq retry 5` hung for two minutes without a word."""
+    import jobq.backends.sqlite as sqlite_backend
+
+    # The default's shape, shortened: SQLite's busy handler gives up after 0.2 s, the notice is due
+    # after 0.3 s of waiting, and the write goes on waiting (no busy_timeout in the URL).
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_MS_DEFAULT", 200)
+    monkeypatch.setattr(sqlite_backend, "LOCK_WAIT_NOTICE_SECONDS", 0.3)
+    path = tmp_path / "queue.db"
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        q.enqueue({"n": 0})
+        holder = start_lock_holder(path)
+        try:
+            wait_locked(holder)
+            done: list[int] = []
+            writer = threading.Thread(target=lambda: done.append(q.enqueue({"n": 1})))
+            with caplog.at_level(logging.WARNING, logger="jobq.sqlite"):
+                writer.start()
+                wait_for(lambda: caplog.records, 30, "the waiting write's notice")
+                stop_lock_holder(holder)
+                writer.join(30)
+        finally:
+            stop_lock_holder(holder)
+        assert not writer.is_alive() and len(done) == 1 and q.counts()["PENDING"] == 2
+    (notice,) = caplog.records  # once, however many times the busy handler gave up meanwhile
+    text = notice.getMessage()
+    assert text.startswith(f"{path}: still waiting for the database's write lock after ")
+    assert f"(process pid {holder.pid} (" in text and text.endswith("; giving up after 120 s")
 
 
 def _open_files(path: Path) -> int:

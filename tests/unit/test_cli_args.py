@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 import socket
@@ -585,3 +586,22 @@ def test_a_web_app_on_a_port_in_use_is_one_error_line(
     # Free again: the app starts (here, the stand-in for exec).
     assert cli.main(["--db", "unused.db", app, "--port", str(port)]) == cli_parser.EXIT_OK
     assert started == [sys.executable]
+
+
+def test_jobqs_warnings_during_a_short_command_are_jobq_warning_lines(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write waiting for a held lock says so on the "jobq.sqlite" logger; a short command has set
+    # up no logging, and Python's last-resort handler printed the message bare.
+    cli._warning_lines()
+    cli._warning_lines()  # once, however often main() runs in a process
+    handlers = [h for h in logging.getLogger("jobq").handlers if isinstance(h, cli._WarningLines)]
+    assert len(handlers) == 1
+    record = logging.LogRecord("jobq.sqlite", logging.WARNING, __file__, 1, "q.db: still %s\x1b[2J", ("waiting",), None)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in `jobq retry` (pytest adds its own)
+    handlers[0].handle(record)
+    assert capsys.readouterr().err == "jobq: warning: q.db: still waiting [2J\n"
+    # A worker or the producer configures logging: the line is theirs to write, in their format.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
+    handlers[0].handle(record)
+    assert capsys.readouterr().err == ""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -81,8 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningLines(logging.Handler):
+    """jobq's own warnings while a short command runs (a write waiting for a lock someone holds)
+    as ``jobq: warning: ...`` lines on stderr, as the CLI's other notes are; they were printed bare
+    by Python's last-resort handler. A command that sets up logging (a worker, the producer) logs
+    them in its own format instead: nothing is printed here once the root logger has a handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:
+            return
+        err(clean(record.getMessage(), None), "error" if record.levelno >= logging.ERROR else "warning")
+
+
+def _warning_lines() -> None:
+    jobq_log = logging.getLogger("jobq")
+    if not any(isinstance(h, _WarningLines) for h in jobq_log.handlers):
+        jobq_log.addHandler(_WarningLines(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jobq`` command line; returns the exit code (argparse exits 2 itself on bad usage)."""
+    _warning_lines()
     undecodable = _not_utf8(sys.argv[1:] if argv is None else argv)
     if undecodable:
         err(f"{undecodable} is not UTF-8 text")

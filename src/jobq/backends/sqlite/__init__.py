@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import operator
 import os
 import random
@@ -57,11 +58,18 @@ __all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT_BYTES", "SqliteBackend", "parse_sql
 
 T = TypeVar("T")
 
+log = logging.getLogger("jobq.sqlite")
+
 SQLITE_MIN_VERSION = (3, 51, 3)
 SYNCHRONOUS_DEFAULT = "FULL"
 BUSY_TIMEOUT_MS_DEFAULT = 10_000
 #: Give up on a write that stayed locked this long, with a clear error instead of a hang.
 LOCKED_GIVE_UP_SECONDS = 120.0
+#: A write that has waited this long for the lock says so, once, naming the holder (a warning on
+#: the ``jobq.sqlite`` logger: the CLI prints it, a worker logs it): the default wait runs up to
+#: ``LOCKED_GIVE_UP_SECONDS`` behind a frozen process or an open ``sqlite3`` shell, in silence.
+#: The first chance comes when SQLite's busy handler gives up (``busy_timeout``).
+LOCK_WAIT_NOTICE_SECONDS = 2.0
 #: The WAL is truncated back to this size after a checkpoint resets it.
 WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 #: Opens that found the file replaced before their first read, before giving up.
@@ -315,8 +323,8 @@ class SqliteBackend(SqlStore):
         body begins the transaction itself, or runs one statement in autocommit (``_transaction``).
         """
         started = time.monotonic()
-        deadline = started + self.give_up_seconds
         delay = 0.001
+        told = False
         with self._lock:
             if started >= self._file_check_at and conn is None:
                 self._check_file(started)
@@ -337,13 +345,24 @@ class SqliteBackend(SqlStore):
                             c.execute("ROLLBACK")
                         raise
                 except apsw.BusyError:
-                    if time.monotonic() > deadline:
+                    waited = time.monotonic() - started
+                    if waited > self.give_up_seconds:
                         # Who holds it, read from /proc (a frozen holder is named so): nothing can
                         # take the lock from it; the operator can, once told who it is.
                         who = holders_text(self.path) or "another process holds its write lock"
                         raise StorageError(
                             f"{self.path}: database stayed locked for {self.give_up_seconds:g} s ({who})"
                         ) from None
+                    if not told and waited >= LOCK_WAIT_NOTICE_SECONDS:
+                        told = True  # once a call; the escapes measured above come at once, not here
+                        who = holders_text(self.path) or "another process holds its write lock"
+                        log.warning(
+                            "%s: still waiting for the database's write lock after %.0f s (%s); giving up after %g s",
+                            self.path,
+                            waited,
+                            who,
+                            self.give_up_seconds,
+                        )
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.1)
                 except apsw.Error as exc:
