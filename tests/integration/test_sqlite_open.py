@@ -4,11 +4,13 @@ switch with SQLITE_BUSY at once, without calling the busy handler)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,22 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
                 p.stdout.close()
 
 
-def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_bounds_a_write(tmp_path: Path) -> None:
-    path = tmp_path / "queue.db"
+@contextlib.contextmanager
+def _write_lock_held(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A queue of one job at ``path``, and a process of ours holding its write lock meanwhile."""
     with jobq.Queue(f"sqlite:///{path}") as q:
         q.enqueue({"n": 0})
     holder = start_lock_holder(path)
     try:
         wait_locked(holder)
+        yield holder
+    finally:
+        stop_lock_holder(holder)
+
+
+def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_bounds_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    with _write_lock_held(path) as holder:
         # busy_timeout=0: any wait for the lock would fail at once, so opening takes none.
         with jobq.Queue(f"sqlite:///{path}?busy_timeout=0") as q:
             assert q.counts()["PENDING"] == 1
@@ -72,8 +83,6 @@ def test_an_up_to_date_database_opens_under_another_writer_and_busy_timeout_boun
         locked = pytest.raises(jobq.StorageError, match=held)
         with jobq.Queue(f"sqlite:///{path}?busy_timeout=300") as q, locked:
             q.enqueue({"n": 1})  # without the bound: 0.3 s, then retries for 120 s
-    finally:
-        stop_lock_holder(holder)
     with jobq.Queue(f"sqlite:///{path}") as q:
         assert q.counts()["PENDING"] == 1
 
@@ -90,20 +99,14 @@ def test_a_write_waiting_long_for_a_held_lock_says_once_who_holds_it_and_then_su
     monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_MS_DEFAULT", 200)
     monkeypatch.setattr(sqlite_backend, "LOCK_WAIT_NOTICE_SECONDS", 0.3)
     path = tmp_path / "queue.db"
-    with jobq.Queue(f"sqlite:///{path}") as q:
-        q.enqueue({"n": 0})
-        holder = start_lock_holder(path)
-        try:
-            wait_locked(holder)
-            done: list[int] = []
-            writer = threading.Thread(target=lambda: done.append(q.enqueue({"n": 1})))
-            with caplog.at_level(logging.WARNING, logger="jobq.sqlite"):
-                writer.start()
-                wait_for(lambda: caplog.records, 30, "the waiting write's notice")
-                stop_lock_holder(holder)
-                writer.join(30)
-        finally:
+    with _write_lock_held(path) as holder, jobq.Queue(f"sqlite:///{path}") as q:
+        done: list[int] = []
+        writer = threading.Thread(target=lambda: done.append(q.enqueue({"n": 1})))
+        with caplog.at_level(logging.WARNING, logger="jobq.sqlite"):
+            writer.start()
+            wait_for(lambda: caplog.records, 30, "the waiting write's notice")
             stop_lock_holder(holder)
+            writer.join(30)
         assert not writer.is_alive() and len(done) == 1 and q.counts()["PENDING"] == 2
     (notice,) = caplog.records  # once, however many times the busy handler gave up meanwhile
     text = notice.getMessage()
