@@ -40,6 +40,26 @@ JOB_COLUMNS = (
     "policy",
 )
 
+#: Columns of ``workers`` in the order every backend selects them (``worker_from_row``).
+WORKER_COLUMNS = (
+    "id",
+    "name",
+    "host",
+    "pid",
+    "queues",
+    "started_at",
+    "last_seen_at",
+    "stopped_at",
+    "current_jobs",
+    "jobs_done",
+    "jobs_failed",
+    "wake_address",
+    "process_table",
+    "end_reason",
+    "clock_skew",
+    "clock_base",
+)
+
 EVENT_ERROR_MAX_CHARS = 4_000
 """Most of an error kept in one event's detail (its head and its tail, where a traceback names
 the cause); the job's ``last_error`` keeps up to ``jobq.queue.ERROR_MAX_CHARS`` of the latest."""

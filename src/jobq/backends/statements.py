@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobq.backends.base import SORT_FIELDS, JobFilter
-from jobq.backends.common import JOB_COLUMNS, like_pattern
+from jobq.backends.common import JOB_COLUMNS, WORKER_COLUMNS, like_pattern
 from jobq.errors import ConfigError
 from jobq.job import TRANSITIONS, Action, JobStatus
 from jobq.payloads import json_string_body
@@ -54,6 +54,7 @@ KEY_HELD_SQL = (
 STATIC_FRAGMENTS = {
     "job_columns": ", ".join(JOB_COLUMNS),
     "jobs_job_columns": ", ".join(f"jobs.{c}" for c in JOB_COLUMNS),
+    "worker_columns": ", ".join(WORKER_COLUMNS),
     "from_complete": _in(TRANSITIONS[Action.COMPLETE].sources),
     "from_fail": _in(TRANSITIONS[Action.FAIL].sources | TRANSITIONS[Action.RETRY].sources),
     "from_rescue": _in(TRANSITIONS[Action.RESCUE].sources),

@@ -48,14 +48,10 @@ SELECT (julianday('now') - 2440587.5) * 86400.0
 -- one a start), and the newest stopped ones up to the limit: the readers of this list judge
 -- liveness from it (jobq workers, the ops app's alerts, the metrics, the rescuer's peers).
 SELECT * FROM (
-    SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-           jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew, clock_base
-    FROM workers WHERE stopped_at IS NULL
+    SELECT {worker_columns} FROM workers WHERE stopped_at IS NULL
     UNION ALL
     SELECT * FROM (
-        SELECT id, name, host, pid, queues, started_at, last_seen_at, stopped_at, current_jobs,
-               jobs_done, jobs_failed, wake_address, process_table, end_reason, clock_skew, clock_base
-        FROM workers WHERE stopped_at IS NOT NULL ORDER BY started_at DESC LIMIT :limit
+        SELECT {worker_columns} FROM workers WHERE stopped_at IS NOT NULL ORDER BY started_at DESC LIMIT :limit
     ) AS stopped
 ) AS listed ORDER BY started_at DESC
 
