@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -112,6 +113,30 @@ def test_a_write_waiting_long_for_a_held_lock_says_once_who_holds_it_and_then_su
     text = notice.getMessage()
     assert text.startswith(f"{path}: still waiting for the database's write lock after ")
     assert f"(process pid {holder.pid} (" in text and text.endswith("; giving up after 120 s")
+
+
+def test_a_write_behind_a_transaction_of_this_process_names_this_process(tmp_path: Path) -> None:
+    """An application's own transaction (its apsw connection) and a jobq call inside it that did
+    not pass ``conn``: the call waits for that very transaction. The kernel lists this process as
+    the lock's holder (POSIX locks never conflict within a process), and the error said "another
+    process holds its write lock", sending the operator to look for one."""
+    import apsw
+
+    path = tmp_path / "queue.db"
+    with jobq.Queue(f"sqlite:///{path}?busy_timeout=300") as q:
+        q.enqueue({"n": 0})
+        app = apsw.Connection(str(path))
+        try:
+            app.execute("BEGIN IMMEDIATE")
+            app.execute("UPDATE jobs SET priority = 1")
+            held = rf"stayed locked for 0\.3 s \(this process \(pid {os.getpid()}\) holds its write lock itself"
+            with pytest.raises(jobq.StorageError, match=held) as raised:
+                q.enqueue({"n": 1})
+            assert "pass conn= to each jobq call" in str(raised.value)
+            app.execute("ROLLBACK")
+        finally:
+            app.close()
+        assert q.counts()["PENDING"] == 1
 
 
 def _open_files(path: Path) -> int:

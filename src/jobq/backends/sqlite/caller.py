@@ -35,7 +35,8 @@ stdlib module: on SQLite, their transactions cannot take jobq's writes (docs/tra
 Limits, stated openly: while the caller's
 transaction holds SQLite's write lock (from its first write until it ends), no other connection
 can write: workers wait, and a jobq call in the same process that does not pass ``conn`` waits for
-that very transaction (up to the busy timeout, then ``StorageError``). Keep such transactions
+that very transaction (up to the busy timeout, then ``StorageError``, which names this process as
+the holder: ``holders.HELD_HERE``). Keep such transactions
 short and pass ``conn`` to every jobq call inside them.
 """
 

@@ -73,11 +73,24 @@ def describe_process(pid: int, proc: str = "/proc") -> str:
     return text
 
 
+#: Why a write waits on a lock this process holds itself (POSIX locks never conflict within a
+#: process: SQLite keeps them apart per connection, and the kernel lists the process as holder).
+HELD_HERE = (
+    "this process (pid {pid}) holds its write lock itself, in another connection: a transaction of "
+    "its own that is still open (inside one, pass conn= to each jobq call)"
+)
+
+
 def holders_text(path: str, proc: str = "/proc") -> str | None:
-    """``process pid 4242 (...) holds its write lock``, naming every holder but this process;
-    None when none is found (another PID namespace, no ``/proc``)."""
-    holders = [describe_process(pid, proc) for pid in lock_holders(path, proc) if pid != os.getpid()]
-    return "process " + ", ".join(holders) + " holds its write lock" if holders else None
+    """``process pid 4242 (...) holds its write lock``, naming every other holder; when there is
+    none, but this process holds it (an application's own transaction, and a jobq call that did
+    not pass ``conn``), says so (``HELD_HERE``); None when none is found (another PID namespace,
+    no ``/proc``)."""
+    pids = lock_holders(path, proc)
+    holders = [describe_process(pid, proc) for pid in pids if pid != os.getpid()]
+    if holders:
+        return "process " + ", ".join(holders) + " holds its write lock"
+    return HELD_HERE.format(pid=os.getpid()) if os.getpid() in pids else None
 
 
 def stopped_holders(path: str, proc: str = "/proc") -> list[str]:
