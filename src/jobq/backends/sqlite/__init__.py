@@ -347,20 +347,16 @@ class SqliteBackend(SqlStore):
                 except apsw.BusyError:
                     waited = time.monotonic() - started
                     if waited > self.give_up_seconds:
-                        # Who holds it, read from /proc (a frozen holder is named so): nothing can
-                        # take the lock from it; the operator can, once told who it is.
-                        who = holders_text(self.path) or "another process holds its write lock"
                         raise StorageError(
-                            f"{self.path}: database stayed locked for {self.give_up_seconds:g} s ({who})"
+                            f"{self.path}: database stayed locked for {self.give_up_seconds:g} s ({self._holders()})"
                         ) from None
                     if not told and waited >= LOCK_WAIT_NOTICE_SECONDS:
                         told = True  # once a call; the escapes measured above come at once, not here
-                        who = holders_text(self.path) or "another process holds its write lock"
                         log.warning(
                             "%s: still waiting for the database's write lock after %.0f s (%s); giving up after %g s",
                             self.path,
                             waited,
-                            who,
+                            self._holders(),
                             self.give_up_seconds,
                         )
                     time.sleep(delay * (0.5 + random.random()))
@@ -371,6 +367,11 @@ class SqliteBackend(SqlStore):
                     if write and conn is None and self._now_writable():
                         continue  # opened anew, for writing
                     raise _storage_error(exc, self.path) from None
+
+    def _holders(self) -> str:
+        """Who holds the write lock, read from /proc (a frozen holder is named so): nothing can
+        take the lock from it; the operator can, once told who it is."""
+        return holders_text(self.path) or "another process holds its write lock"
 
     def _check_file(self, now: float) -> None:
         """Whether the path still names the file this process has open; if not (removed, moved
