@@ -395,9 +395,9 @@ def _queue_text(queue: str) -> str:
     """A queue's name in an alert. One that no worker can be told to serve (empty, or beginning or
     ending with a space: stored by an older jobq, or by hand) is quoted and said to be so: shown
     plain, "queue ." and "queue mail ." told the operator nothing."""
-    if names_a_queue(queue):
-        return plain(queue)
-    return f"{plain(queue_text(queue))} (a name no worker can serve: move its jobs to a queue one serves)"
+    shown = plain(queue_text(queue))
+    unservable = " (a name no worker can serve: move its jobs to a queue one serves)"
+    return shown if names_a_queue(queue) else shown + unservable
 
 
 def _names(items: Iterable[str]) -> str:

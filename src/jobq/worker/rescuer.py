@@ -34,8 +34,8 @@ heartbeat makes it alive again)."""
 WORKER_ROWS_KEPT_SECONDS = 7 * 86_400.0
 """How long the registry keeps an ended worker's row (stopped, crashed, lost: the ops app's record
 of who ended and when). Every start writes a row, and a consumer restarted in a loop writes
-thousands a day: the rescuer deletes the older ones, at most once a ``WORKER_PRUNE_INTERVAL_SECONDS``."""
-WORKER_PRUNE_INTERVAL_SECONDS = 600.0
+thousands a day: the rescuer deletes the older ones, at most once a ``PRUNE_INTERVAL_SECONDS`` (the
+job pruner's interval)."""
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 PID_NAMESPACE_PATH = "/proc/self/ns/pid"
 
@@ -173,7 +173,7 @@ class Rescuer(Looper):
         """Ended workers' rows older than ``WORKER_ROWS_KEPT_SECONDS`` go, once an interval: a
         read finds nothing to do most times (``Backend.prune_workers`` takes no write lock then)."""
         mono = time.monotonic()
-        if self._workers_pruned_at is not None and mono - self._workers_pruned_at < WORKER_PRUNE_INTERVAL_SECONDS:
+        if self._workers_pruned_at is not None and mono - self._workers_pruned_at < PRUNE_INTERVAL_SECONDS:
             return
         self._workers_pruned_at = mono
         if n := self.queue.prune_workers(WORKER_ROWS_KEPT_SECONDS):
