@@ -696,3 +696,17 @@ def test_a_schedule_paused_resumed_or_removed_whose_commit_reply_was_lost_is_don
     assert q.schedules() == []
     with pytest.raises(jobq.ScheduleNotFound):
         q.remove_schedule("nightly")
+
+
+def test_a_registry_prune_whose_commit_reply_was_lost_is_settled(pq) -> None:
+    """The rescuer's deletion of workers ended long ago: sent again after a lost reply, it deletes
+    nothing more and returns, so the rescuer's tick goes on (it raised OutcomeUnknown there)."""
+    q, proxy = pq
+    now = q.wall_time()
+    q.backend.register_worker(base.WorkerInfo("gone", "gone", "h", 1, ("default",), now - 9e5, now - 9e5))
+    q.backend.register_worker(base.WorkerInfo("here", "here", "h", 2, ("default",), now, now))
+    q.backend.worker_stopped("gone", now - 8e5)
+    proxy.lose_next_commit_reply(after=b"DELETE FROM")
+    q.prune_workers(7 * 86_400)
+    assert proxy.lost_replies == 1
+    assert [w.id for w in q.workers()] == ["here"]

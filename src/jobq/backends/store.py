@@ -96,14 +96,15 @@ def _one(make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -
     return result
 
 
-def _probed(probe: MakeOp[bool], write: MakeOp[list[T]]) -> Plan[list[T]]:
+def _probed(probe: MakeOp[bool], write: MakeOp[list[T]], *, harmless_twice: bool = False) -> Plan[list[T]]:
     """The write transaction ``write`` only if the read ``probe`` finds something to do: the loops
     every live worker runs every few seconds (rescues, lost workers) mostly find nothing, and a
     write transaction that changes nothing still takes SQLite's one write lock (an operator's
-    ``sqlite3`` shell, which waits for no lock, was refused on it)."""
+    ``sqlite3`` shell, which waits for no lock, was refused on it). ``harmless_twice``: a commit
+    whose reply was lost is settled by writing again (``_write_again_if_unknown``)."""
     if not (yield from _one(probe, write=False)):
         return []
-    return (yield from _one(write, write=True))
+    return (yield from _one(write, write=True, on_unknown=write if harmless_twice else None))
 
 
 def _value(value: T) -> Plan[T]:
@@ -586,7 +587,11 @@ class SqlStore:
     def prune_workers(self, stopped_before: float) -> list[str]:
         d = self.dialect
         return self._run_plan(
-            _probed(lambda: ops.prune_workers_probe(d, stopped_before), lambda: ops.prune_workers(d, stopped_before))
+            _probed(
+                lambda: ops.prune_workers_probe(d, stopped_before),
+                lambda: ops.prune_workers(d, stopped_before),
+                harmless_twice=True,  # a delete by a cutoff: done again, it deletes nothing more
+            )
         )
 
     def list_workers(self, limit: int = 200) -> list[WorkerInfo]:
