@@ -339,6 +339,24 @@ def test_a_clock_skew_that_is_no_number_reads_as_unknown_not_as_in_sync(sqlite_u
                 assert "CLOCK" not in shown and clock_alerts == []
 
 
+def test_a_worker_end_written_by_hand_as_no_time_is_listed_and_never_pruned(sqlite_url: str) -> None:
+    """``stopped_at`` written by hand as text or a blob: the row reads as ended (listed among the
+    ended ones, shown ``-``), and the rescuer's prune of ended rows, which compares it with a time,
+    leaves it: text and blobs are never less than a number in SQLite. A real old end goes."""
+    with jobq.Queue(sqlite_url) as q:
+        now = q.wall_time()
+        for worker_id in ("text", "blob", "old"):
+            q.register_worker(jobq.WorkerInfo(worker_id, worker_id, "host", 1, ("default",), now - 9e5, now - 9e5))
+        q.worker_stopped("old")
+        write_by_hand(sqlite_url, "UPDATE workers SET stopped_at = 'soon' WHERE id = 'text'")
+        write_by_hand(sqlite_url, "UPDATE workers SET stopped_at = X'00' WHERE id = 'blob'")
+        write_by_hand(sqlite_url, f"UPDATE workers SET stopped_at = {now - 8e5} WHERE id = 'old'")
+        assert sorted(w.id for w in q.workers()) == ["blob", "old", "text"]
+        assert q.prune_workers(7 * 86_400) == 1
+        assert sorted(w.id for w in q.workers()) == ["blob", "text"]
+        assert {w.id: w.stopped_at for w in q.workers()} == {"blob": 0.0, "text": 0.0}  # ended, time unknown
+
+
 def test_a_clock_base_that_is_no_number_is_not_compared_and_one_far_behind_reads_as_a_jump(sqlite_url: str) -> None:
     """A live worker's clock base (wall less monotonic clock) written by hand as text, infinity or
     a blob is unknown: a worker starting beside it compares nothing and excuses no lease. One
