@@ -710,3 +710,19 @@ def test_a_registry_prune_whose_commit_reply_was_lost_is_settled(pq) -> None:
     q.prune_workers(7 * 86_400)
     assert proxy.lost_replies == 1
     assert [w.id for w in q.workers()] == ["here"]
+
+
+def test_a_marking_of_lost_workers_whose_commit_reply_was_lost_is_settled_and_names_them(pq) -> None:
+    """The rescuer's marking of workers not heard from: after a lost reply it is made again and
+    read back, so the call returns the workers it marked (the rescuer logs each one) instead of
+    raising OutcomeUnknown in the rescuer's tick and cutting it short."""
+    q, proxy = pq
+    now = q.wall_time()
+    for worker_id, seen in (("silent", now - 900), ("quiet", now - 800), ("here", now)):
+        q.backend.register_worker(base.WorkerInfo(worker_id, worker_id, "h", 1, ("default",), seen, seen))
+    proxy.lose_next_commit_reply(after=b"'lost'")
+    assert sorted(q.mark_lost_workers(now - 60)) == ["quiet", "silent"]
+    assert proxy.lost_replies == 1
+    ended = {w.id: (w.end_reason, w.stopped_at) for w in q.workers()}
+    assert ended["here"] == (None, None)
+    assert ended["silent"][0] == ended["quiet"][0] == base.WorkerEnd.LOST

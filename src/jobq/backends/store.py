@@ -96,15 +96,22 @@ def _one(make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -
     return result
 
 
-def _probed(probe: MakeOp[bool], write: MakeOp[list[T]], *, harmless_twice: bool = False) -> Plan[list[T]]:
+def _probed(
+    probe: MakeOp[bool],
+    write: MakeOp[list[T]],
+    *,
+    harmless_twice: bool = False,
+    settle: MakeOp[list[T]] | None = None,
+) -> Plan[list[T]]:
     """The write transaction ``write`` only if the read ``probe`` finds something to do: the loops
     every live worker runs every few seconds (rescues, lost workers) mostly find nothing, and a
     write transaction that changes nothing still takes SQLite's one write lock (an operator's
-    ``sqlite3`` shell, which waits for no lock, was refused on it). ``harmless_twice``: a commit
-    whose reply was lost is settled by writing again (``_write_again_if_unknown``)."""
+    ``sqlite3`` shell, which waits for no lock, was refused on it). A commit whose reply was lost
+    is settled by ``settle``, or with ``harmless_twice`` by writing again
+    (``_write_again_if_unknown``)."""
     if not (yield from _one(probe, write=False)):
         return []
-    return (yield from _one(write, write=True, on_unknown=write if harmless_twice else None))
+    return (yield from _one(write, write=True, on_unknown=write if harmless_twice else settle))
 
 
 def _value(value: T) -> Plan[T]:
@@ -580,7 +587,9 @@ class SqlStore:
         d = self.dialect
         return (
             yield from _probed(
-                lambda: ops.lost_workers_probe(d, seen_before), lambda: ops.mark_lost_workers(d, seen_before, now)
+                lambda: ops.lost_workers_probe(d, seen_before),
+                lambda: ops.mark_lost_workers(d, seen_before, now),
+                settle=lambda: ops.mark_lost_workers_again(d, seen_before, now),
             )
         )
 

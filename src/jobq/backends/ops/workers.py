@@ -70,6 +70,14 @@ def mark_lost_workers(d: Dialect, seen_before: float, now: float) -> Op[list[str
     return [str(r[0]) for r in rows]
 
 
+def mark_lost_workers_again(d: Dialect, seen_before: float, now: float) -> Op[list[str]]:
+    """``mark_lost_workers`` after a commit whose reply was lost: the marking again (a no-op if it
+    committed), then every worker marked lost at ``now``, so the rescuer still names each one."""
+    yield Exec(d.sql["mark_lost_workers"], {"now": now, "before": seen_before})
+    rows = yield Exec(d.sql["workers_marked_lost_at"], {"now": now})
+    return [str(r[0]) for r in rows]
+
+
 def prune_workers_probe(d: Dialect, stopped_before: float) -> Op[bool]:
     """Is any ended worker's row to delete? A read, before ``prune_workers`` (as ``lost_workers_probe``)."""
     return bool((yield Exec(d.sql["prune_workers_probe"], {"before": stopped_before})))

@@ -36,6 +36,11 @@ UPDATE workers SET stopped_at = %(now)s, end_reason = 'lost', current_jobs = '[]
 WHERE stopped_at IS NULL AND last_seen_at < %(before)s
 RETURNING id
 
+-- name: workers_marked_lost_at
+-- The rows one marking of lost workers ended (its time is the marking's own): read back when its
+-- commit's reply was lost. A worker that beat again since is alive and not among them.
+SELECT id FROM workers WHERE end_reason = 'lost' AND stopped_at = %(now)s
+
 -- name: prune_workers_probe
 SELECT 1 FROM workers WHERE stopped_at < %(before)s LIMIT 1
 
