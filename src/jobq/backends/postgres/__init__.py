@@ -76,6 +76,7 @@ from jobq.backends.base import Listener, QueueCopy
 from jobq.backends.common import clock_offset_of
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
+from jobq.backends.postgres.lockwatch import LockWatch
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -367,6 +368,10 @@ class PostgresBackend(SqlStore):
         self._sticky_lock = threading.Lock()  # held by the thread that uses the sticky connection
         self._sticky: PooledConnection | None = None  # see _take; always of self._pool
         self._sticky_until = 0.0  # time.monotonic() when it goes back to the pool
+        # The transactions in flight, for this process's LockWatch (made with its pool): noted
+        # by _run, and by the async store's, while they run.
+        self.in_flight: dict[object, float] = {}
+        self._watch: LockWatch | None = None
         self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
         # open time, in one line, like SQLite does; the pool itself opens on first use.
@@ -453,7 +458,21 @@ class PostgresBackend(SqlStore):
             pool.open(wait=False)
             self._pool = pool
             self._pid = os.getpid()
+            self._start_lock_watch()
             return pool
+
+    def start_lock_watch(self) -> None:
+        """This process's ``LockWatch``, started unless it runs (the async store's pool calls
+        this: an asyncio application may never open the blocking pool)."""
+        with self._lock:
+            self._start_lock_watch()
+
+    def _start_lock_watch(self) -> None:
+        if self._watch is None or self._watch.pid != os.getpid():
+            # A new process: its thread is not inherited by fork(), nor are the parent's
+            # transactions in flight, whose entries the fork copied.
+            self.in_flight.clear()
+            self._watch = LockWatch(self.in_flight, self._connect)
 
     def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
         """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
@@ -476,10 +495,13 @@ class PostgresBackend(SqlStore):
                 # calls. A transaction is ended by conn.transaction(); putconn rolls back or drops
                 # a connection left in any other state.
                 conn, sticky = self._take(pool)
+                running = self.in_flight  # whom it waits for is named if it waits long (lockwatch.py)
+                running[conn] = time.monotonic()
                 try:
                     d = self.dialect
                     return _drive(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
                 finally:
+                    del running[conn]
                     self._give(pool, conn, sticky)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1
@@ -611,6 +633,9 @@ class PostgresBackend(SqlStore):
                 if sticky is not None:
                     pool.putconn(sticky)
                 pool.close(timeout=5.0)
+            watch, self._watch = self._watch, None
+            if watch is not None and watch.pid == os.getpid():
+                watch.close()
 
     def backup(self, dest: str, *, compact: bool = False) -> QueueCopy:
         raise StorageError(BACKUP_ELSEWHERE)

@@ -26,6 +26,7 @@ import asyncio
 import os
 import random
 import select
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -275,6 +276,7 @@ class AsyncPostgresStore(SqlStore):
         )
         await pool.open(wait=False)
         self._pool, self._loop, self._pid = pool, loop, os.getpid()
+        self._backend.start_lock_watch()
         return pool
 
     @property
@@ -291,10 +293,13 @@ class AsyncPostgresStore(SqlStore):
             attempt = _Attempt()
             try:
                 conn = await pool.getconn()  # not pool.connection(): see PostgresBackend._run
+                running = self._backend.in_flight  # as PostgresBackend._run
+                running[conn] = time.monotonic()
                 try:
                     d = self.dialect
                     return await adrive_transaction(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
                 finally:
+                    del running[conn]
                     await pool.putconn(conn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 deadlocks += 1

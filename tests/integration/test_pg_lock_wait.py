@@ -1,0 +1,167 @@
+"""A PostgreSQL write behind a row lock that another session holds says, once, who holds it.
+
+An application's connection left inside a transaction (``SELECT ... FOR UPDATE`` in psql, a
+process frozen mid-transaction) held up `jobq cancel 5` for as long as it stayed open, without a
+word (19 s measured, and without end if nobody ends it). SQLite's writes name their lock's holder
+from /proc/locks; on PostgreSQL the server knows whom a backend waits for (lockwatch.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pg import raw_connect
+from polling import wait_for
+
+import jobq
+import jobq.backends.postgres.lockwatch as lockwatch
+from jobq.backends.ops.core import Exec
+from jobq.backends.postgres.lockwatch import describe_holder
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def held_row(postgres_url: str) -> Iterator[tuple[int, Any]]:
+    """Job 1's row locked by another session, as psql would (``application_name`` "holder"),
+    idle inside its transaction; rolled back at the end, whatever the test did."""
+    with jobq.Queue(postgres_url) as q:
+        job_id = q.enqueue({"n": 1})
+    holder = raw_connect(postgres_url, application_name="holder")
+    try:
+        holder.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+        yield job_id, holder
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def _counted_checks(q: jobq.Queue) -> list[float]:
+    """The times of the lock watch's looks at the transactions in flight, from now on."""
+    q.backend.start_lock_watch()
+    watch = q.backend._watch
+    assert watch is not None
+    checks: list[float] = []
+    check = watch.check
+
+    def counted(now: float) -> None:
+        check(now)
+        checks.append(now)
+
+    watch.check = counted  # type: ignore[method-assign]
+    return checks
+
+
+def test_a_write_behind_a_held_row_lock_names_the_holder_once_and_then_succeeds(
+    postgres_url: str, held_row: tuple[int, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(lockwatch, "LOCK_WAIT_NOTICE_SECONDS", 0.3)
+    monkeypatch.setattr(lockwatch, "CHECK_SECONDS", 0.1)
+    job_id, holder = held_row
+    with jobq.Queue(postgres_url) as q:
+        checks = _counted_checks(q)
+        done: list[jobq.ActionResult] = []
+        writer = threading.Thread(target=lambda: done.append(q.cancel(job_id)))
+        with caplog.at_level(logging.WARNING, logger="jobq.postgres"):
+            writer.start()
+            wait_for(lambda: caplog.records, 30, "the waiting write's notice")
+            told_at = len(checks)
+            wait_for(lambda: len(checks) >= told_at + 3, 30, "three more looks at the waiting write")
+            assert writer.is_alive() and len(caplog.records) == 1  # still waiting, told once
+            holder.rollback()
+            writer.join(30)
+        assert not writer.is_alive() and [r.ok for r in done] == [True]
+        assert q.get(job_id).status == jobq.JobStatus.CANCELLED
+    text = caplog.records[0].getMessage()
+    pid = holder.info.backend_pid
+    assert text.startswith("a transaction has waited ")
+    assert f"held by PostgreSQL backend pid {pid} (application 'holder', user " in text
+    assert ", idle in transaction for " in text
+    assert "(its last statement: SELECT id FROM jobs WHERE id = $1 FOR UPDATE)" in text
+    assert text.endswith(f"or SELECT pg_terminate_backend({pid}); it waits as long as that is held")
+
+
+def test_a_slow_transaction_that_waits_for_no_lock_says_nothing(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch asks the server: a transaction that is merely long (here the server sleeps in
+    it) holds no lock of another session's and is not reported."""
+    monkeypatch.setattr(lockwatch, "LOCK_WAIT_NOTICE_SECONDS", 0.2)
+    monkeypatch.setattr(lockwatch, "CHECK_SECONDS", 0.05)
+    with jobq.Queue(postgres_url) as q, caplog.at_level(logging.DEBUG, logger="jobq.postgres"):
+        backend = q.backend
+        backend.start_lock_watch()
+        watch = backend._watch
+        assert watch is not None
+        asked: list[float] = []
+        connect = watch._connect
+
+        def connect_counted() -> Any:
+            asked.append(time.monotonic())
+            return connect()
+
+        watch._connect = connect_counted
+
+        def slow() -> Iterator[Exec]:
+            yield Exec("SELECT pg_sleep(1.0)")
+
+        backend._run(slow, write=True)
+        assert len(asked) >= 2  # asked about, again after each span, while it ran
+        assert not backend.in_flight
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_cli_prints_one_warning_line_naming_the_holder(postgres_url: str, held_row: tuple[int, Any]) -> None:
+    """`jobq cancel` behind the held lock: one `jobq: warning:` line on stderr while it waits
+    (at the default 2 s), then the cancel goes through once the holder ends its transaction."""
+    job_id, holder = held_row
+    env = {**os.environ, "JOBQ_DATABASE_URL": postgres_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobq.cli", "cancel", str(job_id)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            assert sel.select(timeout=60), "no warning within 60 s"
+            line = proc.stderr.readline()
+        assert line.startswith("jobq: warning: a transaction has waited ")
+        assert f"PostgreSQL backend pid {holder.info.backend_pid} (application 'holder'" in line
+        assert proc.poll() is None  # still waiting
+        holder.rollback()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "cancelled" in out
+    assert err == ""  # once
+    with jobq.Queue(postgres_url) as q:
+        assert q.get(job_id).status == jobq.JobStatus.CANCELLED
+
+
+def test_a_holder_described_without_the_rights_to_see_its_session() -> None:
+    """A role without pg_read_all_stats sees another role's session without its state, user or
+    statement: the text names the pid alone, and no advice it cannot back."""
+    assert describe_holder((77, None, None, None, None, None, "<insufficient privilege>")) == (
+        "PostgreSQL backend pid 77"
+    )
+    active = describe_holder((78, "active", "ann", "etl", "10.0.0.5", 12.4, "UPDATE jobq.jobs SET x = 1"))
+    assert active == (
+        "PostgreSQL backend pid 78 (application 'etl', user ann, from 10.0.0.5), active for 12 s "
+        "(its last statement: UPDATE jobq.jobs SET x = 1)"
+    )
