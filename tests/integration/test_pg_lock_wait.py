@@ -45,6 +45,14 @@ def held_row(postgres_url: str) -> Iterator[tuple[int, Any]]:
         holder.close()
 
 
+def _waiting_for_a_lock(url: str) -> bool:
+    """Whether a session of the database waits for a lock (asked on a connection of its own:
+    pg_stat_activity stays as it was read for the rest of a transaction)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    with raw_connect(url, autocommit=True) as conn:
+        return bool(conn.execute(query).fetchone()[0])
+
+
 def _counted_checks(q: jobq.Queue) -> list[float]:
     """The times of the lock watch's looks at the transactions in flight, from now on."""
     q.backend.start_lock_watch()
@@ -88,6 +96,30 @@ def test_a_write_behind_a_held_row_lock_names_the_holder_once_and_then_succeeds(
     assert ", idle in transaction for " in text
     assert "(its last statement: SELECT id FROM jobs WHERE id = $1 FOR UPDATE)" in text
     assert text.endswith(f"or SELECT pg_terminate_backend({pid}); it waits as long as that is held")
+
+
+def test_a_queue_closed_and_reopened_while_a_write_waits_loses_no_track_of_it(
+    postgres_url: str, held_row: tuple[int, Any]
+) -> None:
+    """close() ends the watch's thread; the next call opens a new pool and a new watch, while a
+    write of the old pool still waits: its entry stays until it ends (clearing it made that
+    write's end raise KeyError)."""
+    job_id, holder = held_row
+    with jobq.Queue(postgres_url) as q:
+        done: list[jobq.ActionResult] = []
+        writer = threading.Thread(target=lambda: done.append(q.cancel(job_id)))
+        # The write on a connection of the pool: close() waits for a write on the backend's
+        # sticky connection (PostgresBackend._take), and this test is of one that goes on.
+        assert q.counts()["PENDING"] == 1  # the pool made (a first one makes a new sticky lock)
+        with q.backend._sticky_lock:
+            writer.start()
+            wait_for(lambda: _waiting_for_a_lock(postgres_url), 30, "the write to wait for the row's lock")
+        q.close()
+        assert q.counts()["PENDING"] == 1  # opened anew
+        holder.rollback()
+        writer.join(30)
+        assert not writer.is_alive() and [r.ok for r in done] == [True]
+        assert not q.backend.in_flight
 
 
 def test_a_slow_transaction_that_waits_for_no_lock_says_nothing(

@@ -371,6 +371,7 @@ class PostgresBackend(SqlStore):
         # The transactions in flight, for this process's LockWatch (made with its pool): noted
         # by _run, and by the async store's, while they run.
         self.in_flight: dict[object, float] = {}
+        self._in_flight_pid = os.getpid()
         self._watch: LockWatch | None = None
         self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
@@ -468,11 +469,15 @@ class PostgresBackend(SqlStore):
             self._start_lock_watch()
 
     def _start_lock_watch(self) -> None:
-        if self._watch is None or self._watch.pid != os.getpid():
+        if self._watch is not None and self._watch.pid == os.getpid():
+            return
+        if self._in_flight_pid != os.getpid():
             # A new process: its thread is not inherited by fork(), nor are the parent's
-            # transactions in flight, whose entries the fork copied.
+            # transactions in flight, whose entries the fork copied. (In the same process, after
+            # close(), they are this process's own, ended by the threads that run them.)
             self.in_flight.clear()
-            self._watch = LockWatch(self.in_flight, self._connect)
+            self._in_flight_pid = os.getpid()
+        self._watch = LockWatch(self.in_flight, self._connect)
 
     def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
         """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
