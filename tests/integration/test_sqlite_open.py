@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -113,6 +114,27 @@ def test_a_write_waiting_long_for_a_held_lock_says_once_who_holds_it_and_then_su
     text = notice.getMessage()
     assert text.startswith(f"{path}: still waiting for the database's write lock after ")
     assert f"(process pid {holder.pid} (" in text and text.endswith("; giving up after 120 s")
+
+
+def test_at_the_default_settings_the_notice_comes_after_the_notice_time_not_the_busy_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing shortened: the notice says the write has waited about LOCK_WAIT_NOTICE_SECONDS
+    (2 s). SQLite's busy handler kept it for a busy_timeout of 10 s before, so it said 10 s."""
+    import jobq.backends.sqlite as sqlite_backend
+
+    path = tmp_path / "queue.db"
+    with _write_lock_held(path) as holder, jobq.Queue(f"sqlite:///{path}") as q:
+        writer = threading.Thread(target=lambda: q.enqueue({"n": 1}))
+        with caplog.at_level(logging.WARNING, logger="jobq.sqlite"):
+            writer.start()
+            wait_for(lambda: caplog.records, 60, "the waiting write's notice")
+            stop_lock_holder(holder)
+            writer.join(30)
+        assert not writer.is_alive() and q.counts()["PENDING"] == 2
+    waited = re.search(r"still waiting for the database's write lock after (\d+) s", caplog.records[0].getMessage())
+    assert waited is not None
+    assert sqlite_backend.LOCK_WAIT_NOTICE_SECONDS <= int(waited[1]) < 10
 
 
 def test_a_write_behind_a_transaction_of_this_process_names_this_process(tmp_path: Path) -> None:

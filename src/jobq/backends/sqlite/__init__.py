@@ -62,7 +62,6 @@ log = logging.getLogger("jobq.sqlite")
 
 SQLITE_MIN_VERSION = (3, 51, 3)
 SYNCHRONOUS_DEFAULT = "FULL"
-BUSY_TIMEOUT_MS_DEFAULT = 10_000
 #: Give up on a write that stayed locked this long, with a clear error instead of a hang.
 LOCKED_GIVE_UP_SECONDS = 120.0
 #: A write that has waited this long for the lock says so, once, naming the holder (a warning on
@@ -70,6 +69,11 @@ LOCKED_GIVE_UP_SECONDS = 120.0
 #: ``LOCKED_GIVE_UP_SECONDS`` behind a frozen process or an open ``sqlite3`` shell, in silence.
 #: The first chance comes when SQLite's busy handler gives up (``busy_timeout``).
 LOCK_WAIT_NOTICE_SECONDS = 2.0
+#: SQLite's own wait for the lock, in each try of ``_locked``'s loop: the notice's time, so that
+#: the loop regains control to say it then (at 10 s it came only after 10 s). A write under
+#: ordinary contention waits milliseconds; one that waits 2 s is held up, and the loop's further
+#: tries cost nothing that matters beside that.
+BUSY_TIMEOUT_MS_DEFAULT = int(LOCK_WAIT_NOTICE_SECONDS * 1000)
 #: The WAL is truncated back to this size after a checkpoint resets it.
 WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 #: Opens that found the file replaced before their first read, before giving up.
