@@ -8,6 +8,7 @@ from /proc/locks; on PostgreSQL the server knows whom a backend waits for (lockw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import selectors
@@ -184,6 +185,61 @@ def test_the_cli_prints_one_warning_line_naming_the_holder(postgres_url: str, he
     assert err == ""  # once
     with jobq.Queue(postgres_url) as q:
         assert q.get(job_id).status == jobq.JobStatus.CANCELLED
+
+
+def _with_option(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+def test_a_write_past_the_urls_lock_timeout_gives_up_naming_the_holder_and_changes_nothing(
+    postgres_url: str, held_row: tuple[int, Any]
+) -> None:
+    job_id, holder = held_row
+    pid = holder.info.backend_pid
+    with jobq.Queue(_with_option(postgres_url, "lock_timeout=300")) as q:
+        with pytest.raises(jobq.StorageError) as raised:
+            q.cancel(job_id)
+        text = str(raised.value)
+        assert "gave up after 0.3 s waiting for a lock held, most likely, by " in text
+        assert f"PostgreSQL backend pid {pid} (application 'holder'" in text
+        assert "idle in transaction for " in text and f"pg_terminate_backend({pid})" in text
+        assert text.endswith("Nothing was changed; try again when that transaction ends")
+        assert "\n" not in text
+        holder.rollback()
+        assert q.get(job_id).status == jobq.JobStatus.PENDING
+        assert q.cancel(job_id).ok  # the lock gone, the same call goes through
+
+
+def test_an_async_write_past_the_lock_timeout_gives_up_the_same_way(
+    postgres_url: str, held_row: tuple[int, Any]
+) -> None:
+    job_id, holder = held_row
+
+    async def main() -> str:
+        async with jobq.AsyncQueue(_with_option(postgres_url, "lock_timeout=300")) as q:
+            with pytest.raises(jobq.StorageError) as raised:
+                await q.cancel(job_id)
+            return str(raised.value)
+
+    text = asyncio.run(main())
+    assert f"most likely, by PostgreSQL backend pid {holder.info.backend_pid} (application 'holder'" in text
+
+
+def test_an_apps_action_behind_a_held_row_gives_up_and_says_who_holds_it(
+    postgres_url: str, held_row: tuple[int, Any]
+) -> None:
+    """The apps open PostgreSQL with lock_timeout=2000 (health.app_url): the manager's cancel
+    behind a row left locked in psql froze the page for as long as it stayed locked."""
+    from jobq.web import health
+
+    job_id, holder = held_row
+    q = health.WatchedQueue(postgres_url)
+    try:
+        with pytest.raises(jobq.StorageError, match=rf"gave up after 2 s .* backend pid {holder.info.backend_pid} "):
+            q.cancel(job_id)
+        assert q.get(job_id).status == jobq.JobStatus.PENDING
+    finally:
+        q.close()
 
 
 def test_a_holder_described_without_the_rights_to_see_its_session() -> None:

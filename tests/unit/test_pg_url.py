@@ -40,6 +40,17 @@ def test_defaults() -> None:
     )
 
 
+def test_lock_timeout_is_taken_out_and_set_for_the_session() -> None:
+    from jobq.backends.postgres import _connect_kwargs
+
+    o = split_url("postgresql://db/app?lock_timeout=2000&sslmode=require")
+    assert (o.libpq_url, o.lock_timeout_ms) == ("postgresql://db/app?sslmode=require", 2000)
+    assert split_url("postgresql://db/app").lock_timeout_ms is None
+    options = _connect_kwargs(o.libpq_url, session=True, lock_timeout_ms=o.lock_timeout_ms)["options"]
+    assert options.endswith(" -c lock_timeout=2000")
+    assert "lock_timeout" not in _connect_kwargs(o.libpq_url, session=True)["options"]
+
+
 @pytest.mark.parametrize(("option", "threshold"), [("prepare_threshold=none", None), ("prepare_threshold=0", 0)])
 def test_prepare_threshold(option: str, threshold: int | None) -> None:
     assert split_url(f"postgresql://db/app?pooler=transaction&{option}").prepare_threshold == threshold
@@ -57,6 +68,10 @@ def test_prepare_threshold(option: str, threshold: int | None) -> None:
         ("prepare_threshold=-1", "bad prepare_threshold"),
         ("listen_url=db:5432", "must be a postgresql:// URL"),
         ("listen_url=postgresql%3A%2F%2Fdb%2Fapp%3Fschema%3Dx", "names a server only"),
+        ("lock_timeout=2s", "bad lock_timeout '2s'"),
+        ("lock_timeout=0", "bad lock_timeout '0'"),
+        ("lock_timeout=2147483648", "1 to 2147483647"),
+        ("pooler=transaction&lock_timeout=2000", "a transaction pooler (pooler=transaction) refuses it"),
     ],
 )
 def test_bad_options_are_one_clear_line(query: str, message: str) -> None:

@@ -183,11 +183,15 @@ def test_a_database_that_cannot_be_read_shows_the_last_figures_then_recovers() -
         q.close()
 
 
-def test_app_url_adds_a_short_busy_timeout_to_sqlite_only() -> None:
+def test_app_url_adds_a_short_wait_for_a_lock_unless_the_url_sets_one() -> None:
     assert health.app_url("sqlite:///data/queue.db") == "sqlite:///data/queue.db?busy_timeout=2000"
     assert health.app_url("sqlite:///q.db?synchronous=NORMAL") == "sqlite:///q.db?synchronous=NORMAL&busy_timeout=2000"
     assert health.app_url("sqlite:///q.db?busy_timeout=50") == "sqlite:///q.db?busy_timeout=50"
-    assert health.app_url("postgresql://h/db") == "postgresql://h/db"
+    assert health.app_url("postgresql://h/db") == "postgresql://h/db?lock_timeout=2000"
+    assert health.app_url("postgres://h/db?schema=mail") == "postgres://h/db?schema=mail&lock_timeout=2000"
+    assert health.app_url("postgresql://h/db?lock_timeout=500") == "postgresql://h/db?lock_timeout=500"
+    # A transaction pooler refuses session settings: nothing added (the URL would be refused).
+    assert health.app_url("postgresql://h/db?pooler=transaction") == "postgresql://h/db?pooler=transaction"
 
 
 def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None:

@@ -4,7 +4,9 @@
 - **fails fast on a locked SQLite database**: the app's Queue is opened with a short
   ``busy_timeout`` (``APP_BUSY_TIMEOUT_MS_DEFAULT``), which bounds a write's whole wait for the
   lock, and the error names the process that holds the lock (``/proc/locks``) and what to do.
-  Reads keep working: in WAL mode they never wait for the writer.
+  Reads keep working: in WAL mode they never wait for the writer. On PostgreSQL the same bound is
+  the URL's ``lock_timeout`` (a row locked by a session left inside its transaction froze the
+  page for as long), and the error names the likely holders (``PostgresBackend.gave_up``).
 - **keeps the last known figures when the database cannot be read** (PostgreSQL down, a file
   gone): every read runs on a small thread pool and is awaited at most ``READ_WAIT_SECONDS_DEFAULT``;
   a read that fails or does not answer in time returns the last result of the same call, and
@@ -37,7 +39,8 @@ from jobq.queue import read_methods
 from jobq.redact import redact_text, redact_url
 
 APP_BUSY_TIMEOUT_MS_DEFAULT = 2_000
-"""The apps' SQLite ``busy_timeout``: an action waits at most this long for another process's write lock."""
+"""The apps' SQLite ``busy_timeout`` and PostgreSQL ``lock_timeout``: an action waits at most this long
+for a lock another process holds."""
 READ_WAIT_SECONDS_DEFAULT = 3.0
 """How long a page waits for one read before it shows the last known figures instead."""
 REPLACED_NOTICE_SECONDS_DEFAULT = 120.0
@@ -67,12 +70,21 @@ class Status:
 
 
 def app_url(url: str, busy_timeout_ms: int = APP_BUSY_TIMEOUT_MS_DEFAULT) -> str:
-    """``url`` with a short ``busy_timeout`` for a SQLite database that does not set one."""
+    """``url`` with a short wait for a lock unless it sets one: SQLite's ``busy_timeout``, and
+    PostgreSQL's ``lock_timeout`` (not behind ``pooler=transaction``, which refuses it)."""
     # Not urlunsplit: it would turn sqlite:////abs/path into sqlite://abs/path.
-    base, _, query = url.partition("?")
-    if not base.startswith("sqlite:") or "busy_timeout" in urllib.parse.parse_qs(query):
+    base, _, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    given = urllib.parse.parse_qs(query)
+    if base.startswith("sqlite:"):
+        option = "busy_timeout"
+    elif base.startswith(("postgresql:", "postgres:")) and given.get("pooler") != ["transaction"]:
+        option = "lock_timeout"
+    else:
         return url
-    return f"{base}?{'&'.join(p for p in (query, f'busy_timeout={busy_timeout_ms}') if p)}"
+    if option in given:
+        return url
+    return f"{base}?{'&'.join(p for p in (query, f'{option}={busy_timeout_ms}') if p)}{hash_mark}{fragment}"
 
 
 def file_identity(path: str) -> tuple[int, int] | None:

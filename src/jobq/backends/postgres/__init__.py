@@ -76,7 +76,7 @@ from jobq.backends.base import Listener, QueueCopy
 from jobq.backends.common import clock_offset_of
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
-from jobq.backends.postgres.lockwatch import LockWatch
+from jobq.backends.postgres.lockwatch import LockWatch, gave_up_text
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -299,10 +299,13 @@ IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 SESSION_OPTIONS = f"-c jit=off -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
 
 
-def _connect_kwargs(url: str, prepare_threshold: int | None = 5, *, session: bool = False) -> dict[str, Any]:
+def _connect_kwargs(
+    url: str, prepare_threshold: int | None = 5, *, session: bool = False, lock_timeout_ms: int | None = None
+) -> dict[str, Any]:
     """Defaults for every connection, unless the URL (a libpq one: no jobq options) says otherwise.
     ``session``: also ``SESSION_OPTIONS`` (not behind a transaction pooler: PgBouncer refuses the
-    ``options`` startup parameter, and a setting would not follow a transaction to its server)."""
+    ``options`` startup parameter, and a setting would not follow a transaction to its server),
+    and ``lock_timeout_ms`` (the URL's ``lock_timeout``) when given."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -320,7 +323,8 @@ def _connect_kwargs(url: str, prepare_threshold: int | None = 5, *, session: boo
         kwargs.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
     if session and "options" not in info:
         # After PGOPTIONS, which an options keyword would replace: the environment's settings stay.
-        kwargs["options"] = f"{os.environ.get('PGOPTIONS', '')} {SESSION_OPTIONS}".strip()
+        lock_timeout = f" -c lock_timeout={lock_timeout_ms}" if lock_timeout_ms else ""
+        kwargs["options"] = f"{os.environ.get('PGOPTIONS', '')} {SESSION_OPTIONS}{lock_timeout}".strip()
     return kwargs
 
 
@@ -360,7 +364,10 @@ class PostgresBackend(SqlStore):
         self.dialect = dialect_for(self.options.schema)
         self._create = create
         self._kwargs = _connect_kwargs(
-            self._conninfo, self.options.prepare_threshold, session=not self.options.behind_transaction_pooler
+            self._conninfo,
+            self.options.prepare_threshold,
+            session=not self.options.behind_transaction_pooler,
+            lock_timeout_ms=self.options.lock_timeout_ms,
         )
         self._lock = threading.Lock()
         self._pool: ConnectionPool[PooledConnection] | None = None
@@ -515,6 +522,8 @@ class PostgresBackend(SqlStore):
                 time.sleep(0.01 * deadlocks * (0.5 + random.random()))
             except PoolTimeout:
                 raise self._cannot_connect() from None
+            except psycopg.errors.LockNotAvailable:  # an OperationalError, but a server's answer
+                raise self.gave_up() from None
             except psycopg.OperationalError as exc:
                 if write and attempt.committing and on_unknown is not None:
                     pool.check()  # drop the dead connections, then ask a fresh one what happened
@@ -570,6 +579,22 @@ class PostgresBackend(SqlStore):
                 pool.putconn(conn)
         finally:
             self._sticky_lock.release()
+
+    def gave_up(self) -> StorageError:
+        """A statement waited the URL's ``lock_timeout`` for a lock and gave up (its transaction
+        rolled back): one line naming the likely holders, read on a connection of its own."""
+        waited = (self.options.lock_timeout_ms or 0) / 1000
+        try:
+            conn: Connection | None = self._connect()
+        except StorageError:
+            conn = None
+        try:
+            return StorageError(
+                f"PostgreSQL at {describe_url(self.url)}: {gave_up_text(conn, self.options.schema, waited)}"
+            )
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _cannot_connect(self) -> StorageError:
         """The pool gave up waiting: connect directly once to say why, in one line."""

@@ -221,7 +221,10 @@ class AsyncPostgresStore(SqlStore):
         self._backend = backend
         self._conninfo = backend.options.libpq_url
         self._kwargs = _connect_kwargs(
-            self._conninfo, backend.options.prepare_threshold, session=not backend.options.behind_transaction_pooler
+            self._conninfo,
+            backend.options.prepare_threshold,
+            session=not backend.options.behind_transaction_pooler,
+            lock_timeout_ms=backend.options.lock_timeout_ms,
         )
         self._pool: AsyncConnectionPool[AsyncPooledConnection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -308,6 +311,8 @@ class AsyncPostgresStore(SqlStore):
                 await asyncio.sleep(0.01 * deadlocks * (0.5 + random.random()))
             except PoolTimeout:
                 raise await asyncio.to_thread(self._backend._cannot_connect) from None
+            except psycopg.errors.LockNotAvailable:  # as PostgresBackend._run
+                raise await asyncio.to_thread(self._backend.gave_up) from None
             except psycopg.OperationalError as exc:
                 if write and attempt.committing and on_unknown is not None:
                     await pool.check()

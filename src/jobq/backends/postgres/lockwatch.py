@@ -13,6 +13,7 @@ logs it). SQLite's writes say the same from ``/proc/locks`` (``SqliteBackend._lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -38,6 +39,39 @@ FROM unnest(pg_blocking_pids(%s)) AS p(pid)
 LEFT JOIN pg_stat_activity a ON a.pid = p.pid
 ORDER BY p.pid
 """
+
+
+# After a statement gave up at the URL's lock_timeout, whom it waited for is no longer known:
+# the sessions of this database inside a transaction older than that wait, holding a lock on a
+# table of the queue's schema (a row lock shows as its table's ROW SHARE / ROW EXCLUSIVE lock).
+Q_LIKELY_HOLDERS = """
+SELECT a.pid, a.state, a.usename, a.application_name, host(a.client_addr),
+       extract(epoch FROM now() - a.state_change)::double precision, a.query
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND a.xact_start < now() - make_interval(secs => %(waited)s)
+  AND EXISTS (
+      SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE l.pid = a.pid AND l.granted AND n.nspname = %(schema)s)
+ORDER BY a.xact_start
+LIMIT 3
+"""
+
+
+def gave_up_text(conn: psycopg.Connection[Any] | None, schema: str, waited: float) -> str:
+    """What a call that gave up at ``lock_timeout`` says about the lock: the likely holders, read
+    on ``conn`` (None, or a failed read: none named)."""
+    rows: list[Any] = []
+    if conn is not None:
+        with contextlib.suppress(psycopg.Error):
+            rows = conn.execute(Q_LIKELY_HOLDERS, {"waited": waited, "schema": schema}).fetchall()
+    who = "; or by ".join(describe_holder(row) for row in rows) or (
+        "another session inside a long transaction (pg_stat_activity lists those 'idle in transaction')"
+    )
+    return (
+        f"gave up after {waited:g} s waiting for a lock held, most likely, by {who}. Nothing was changed; "
+        "try again when that transaction ends"
+    )
 
 
 class LockWatch:

@@ -16,6 +16,11 @@ libpq refuses query parameters it does not know, so ``schema``, ``listen_url``, 
   Behind a transaction pooler without it, idle workers poll (``poll_interval_seconds``).
 - ``prepare_threshold=N|none``: psycopg's setting (how many runs of a statement before it is
   prepared on the server; ``none``: never).
+- ``lock_timeout=MS``: a statement that waits this long for a lock another session holds gives
+  up, and the call raises StorageError naming the likely holders; nothing of it is changed. The
+  web apps ask for 2000 (an action behind a ``SELECT ... FOR UPDATE`` left open in psql froze the
+  page for as long), as they ask SQLite for ``busy_timeout``. Not behind ``pooler=transaction``
+  (a session setting: the pooler refuses it).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from jobq.errors import ConfigError
 
 SCHEMA_DEFAULT = "jobq"
 POOLER_MODES = ("none", "transaction")
-OPTION_NAMES = ("schema", "listen_url", "pooler", "prepare_threshold")
+OPTION_NAMES = ("schema", "listen_url", "pooler", "prepare_threshold", "lock_timeout")
+#: The longest ``lock_timeout`` taken (PostgreSQL's own limit is 2**31 - 1 ms).
+LOCK_TIMEOUT_MS_MAX = 2**31 - 1
 
 # Lower case only, so the name means the same quoted or not (PostgreSQL folds unquoted names to
 # lower case), and short enough that the NOTIFY channel built from it stays within the 63 bytes
@@ -49,6 +56,8 @@ class PgOptions:
     pooler: str = "none"
     prepare_threshold: int | None = 5
     """psycopg's own default is 5; None turns server-side prepared statements off."""
+    lock_timeout_ms: int | None = None
+    """The session's ``lock_timeout`` (None: PostgreSQL's default, wait without end)."""
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -112,6 +121,17 @@ def split_url(url: str) -> PgOptions:
             threshold = int(raw)
         else:
             raise ConfigError(f"bad prepare_threshold {raw[:32]!r} in the database URL: a whole number, or none")
+    lock_timeout: int | None = None
+    if "lock_timeout" in found:
+        raw = found["lock_timeout"].strip()
+        if not raw.isdigit() or not 0 < int(raw) <= LOCK_TIMEOUT_MS_MAX:
+            raise ConfigError(
+                f"bad lock_timeout {raw[:32]!r} in the database URL: a whole number of milliseconds, "
+                f"1 to {LOCK_TIMEOUT_MS_MAX}"
+            )
+        if pooler == "transaction":
+            raise ConfigError("lock_timeout is a session setting: a transaction pooler (pooler=transaction) refuses it")
+        lock_timeout = int(raw)
     listen_url = None
     if "listen_url" in found:
         listen = found["listen_url"]
@@ -122,5 +142,10 @@ def split_url(url: str) -> PgOptions:
             raise ConfigError("listen_url names a server only: put schema, pooler and the like on the main URL")
         listen_url = listen
     return PgOptions(
-        libpq_url=libpq_url, schema=schema, listen_url=listen_url, pooler=pooler, prepare_threshold=threshold
+        libpq_url=libpq_url,
+        schema=schema,
+        listen_url=listen_url,
+        pooler=pooler,
+        prepare_threshold=threshold,
+        lock_timeout_ms=lock_timeout,
     )
