@@ -63,6 +63,7 @@ from jobq.queue import (
     check_filter,
     check_key_options,
     check_page,
+    check_queue_name,
     check_rows,
     check_wait_timeout,
     check_worker_id,
@@ -337,6 +338,28 @@ class AsyncQueue:
             results: ActionResults = await self._call(self.sync.cancel_many, ids=ids, where=where, actor=actor)
             return results
         return await self._act("cancel", ids, where, actor)
+
+    async def move(self, job_id: int, to: str, *, actor: str | None = None) -> ActionResult:
+        return await self._one(await self.move_many(to, ids=[job_id], actor=actor), job_id, "move")
+
+    async def move_many(
+        self,
+        to: str,
+        *,
+        ids: Sequence[int] | None = None,
+        where: JobFilter | None = None,
+        actor: str | None = None,
+    ) -> ActionResults:
+        if self.store is None:
+            results: ActionResults = await self._call(self.sync.move_many, to, ids=ids, where=where, actor=actor)
+            return results
+        queue = check_queue_name(to, "the queue to move to")
+        target, impossible = operator_targets(ids, where)
+        if target is None:
+            return ActionResults(impossible)
+        who = actor_of(actor, self.settings)
+        moved: ActionResults = await self._store("move", target, queue, who, await self._now())
+        return moved + impossible
 
     async def _act(
         self, action: str, ids: Sequence[int] | None, where: JobFilter | None, actor: str | None

@@ -137,6 +137,14 @@ class EventKind(enum.StrEnum):
     RESTAMPED = "restamped"
     """Written ahead of the host's clock, since set back by ``detail["clock_set_back"]`` seconds,
     the waiting job was made as if written now (``Queue.restamp_ahead``): its due time moved back."""
+    MOVED = "moved"
+    """An operator moved the job to another queue (``Queue.move_many``; ``detail["from"]`` and
+    ``detail["to"]`` name them): no transition, its status stays."""
+
+
+MOVABLE: frozenset[JobStatus] = frozenset({JobStatus.PENDING, JobStatus.FAILED, JobStatus.CANCELLED})
+"""The statuses whose jobs an operator may move to another queue: not running (its worker serves
+the queue it claimed from) and not COMPLETED (its history stays where it ran)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1317,6 +1317,28 @@ class Queue:
         stops the handler at its next heartbeat and the job ends CANCELLED)."""
         return self._one(self.cancel_many(ids=[job_id], actor=actor), job_id, "cancel")
 
+    def move(self, job_id: int, to: str, *, actor: str | None = None) -> ActionResult:
+        """Move a PENDING / FAILED / CANCELLED job to queue ``to`` (its status, run time and
+        attempts stay; a ``moved`` event records from where). Raises JobNotFound, or
+        InvalidTransition for a job running or COMPLETED; InvalidPayload for a name no worker
+        could serve."""
+        return self._one(self.move_many(to, ids=[job_id], actor=actor), job_id, "move")
+
+    def move_many(
+        self,
+        to: str,
+        *,
+        ids: Sequence[int] | None = None,
+        where: JobFilter | None = None,
+        actor: str | None = None,
+    ) -> ActionResults:
+        """Move by ids or by filter to queue ``to``, as ``resubmit_many`` acts: one result per job
+        (a job running or COMPLETED is refused, one in ``to`` already is left as it is). E.g. the
+        jobs a producer put in a mistyped queue: ``move_many("mail", where=JobFilter(queues=("mial",)))``."""
+        queue = check_queue_name(to, "the queue to move to")
+        backend = self.backend
+        return self._act(lambda target, who, now: backend.move(target, queue, who, now), ids, where, actor)
+
     def resubmit_many(
         self, *, ids: Sequence[int] | None = None, where: JobFilter | None = None, actor: str | None = None
     ) -> ActionResults:

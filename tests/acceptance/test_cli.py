@@ -556,6 +556,27 @@ def test_cancel_of_a_running_job_requests_it(cli: Cli) -> None:
     assert cli.json("show", str(job_id))["job"]["cancel_requested"] is True
 
 
+def test_move_takes_a_mistyped_queues_jobs_to_the_one_meant(cli: Cli) -> None:
+    """`jobq pause mial` warns about a queue nothing uses; its jobs, enqueued there by mistake,
+    are moved with one command, by filter or by ids, and a worker of `mail` then runs them."""
+    a, b = enqueue(cli, {"a": 1}, "--queue", "mial"), enqueue(cli, {"b": 2}, "--queue", "mial")
+    other = enqueue(cli, {"c": 3}, "--queue", "other")
+    out = cli.ok("move", "--queue", "mial", "--to", "mail", "--actor", "ann")
+    assert out.splitlines() == [f"job {i}: moved to queue 'mail' (PENDING)" for i in (a, b)]
+    assert [j["queue"] for j in cli.json("list", "--queue", "mail")] == ["mail", "mail"]
+    moved = cli.json("show", str(a))["events"][-1]
+    assert (moved["kind"], moved["actor"], moved["detail"]) == ("moved", "ann", {"from": "mial", "to": "mail"})
+    assert cli.ok("move", "--queue", "mial", "--to", "mail").strip() == "no matching jobs"
+    done = cli.run("move", "--to", "mail", str(other), "999")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [f"job {other}: moved to queue 'mail' (PENDING)"]
+    assert done.stderr.splitlines() == ["jobq: error: job 999 not found"]
+    assert cli.fails("move", "--to", " mail", str(a)).startswith("jobq: error: the queue to move to must not be empty")
+    assert "give job ids or filters" in cli.fails("move", "--to", "x", str(a), "--queue", "mail")
+    with cli.queue() as q:
+        assert {q.claim("w1", queue="mail").id for _ in range(3)} == {a, b, other}  # type: ignore[union-attr]
+
+
 def test_retry_all_failed(cli: Cli) -> None:
     ids = [enqueue(cli, {"n": i}, "--max-attempts", "1") for i in range(3)]
     with cli.queue() as q:

@@ -469,6 +469,8 @@ def test_every_cli_command_works_from_the_installed_wheel(locked: Venv, served: 
     assert show(later)["status"] == "CANCELLED"
     jobq("retry", str(later))
     assert show(later)["status"] == "PENDING"
+    jobq("move", "--to", "elsewhere", str(later))
+    assert show(later)["queue"] == "elsewhere"
     assert "no expired leases" in jobq("rescue")
     jobq("purge", "--older-than", "0s")
     assert [job["id"] for job in json.loads(jobq("list", "--json"))] == [later]

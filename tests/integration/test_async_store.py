@@ -96,6 +96,7 @@ def script(call: Call, clock: FakeClock) -> None:
     call("release", [leases[3]], clock, "test")
     call("ack_cancel", [leases[4]], clock)
     call("resubmit", JobFilter(statuses=(JobStatus.PENDING,)), "op", now)
+    call("move", JobFilter(ids=(ids[-1], ids[-2])), "elsewhere", "op", now)
     call("cancel", JobFilter(ids=(ids[-1],)), "op", now)
     call("rescue_expired", clock, lambda n: 1.0, "rescuer")  # nothing expired: the probe alone
     again = call("claim", "w1", ["default"], 2, 30.0, clock)

@@ -281,6 +281,28 @@ def test_a_queue_name_stored_as_a_blob_is_shown_and_blanks_no_metric(sqlite_url:
         _cli(sqlite_url, tmp_path, *args)
 
 
+def test_jobs_under_a_queue_name_no_worker_can_serve_are_moved_out_by_jobq_move(
+    backend_url: str, tmp_path: Path
+) -> None:
+    """Stored by hand (or an older jobq) under '' and 'mail ': no worker can be told to serve them,
+    and no command moved them (the docs gave an UPDATE). `jobq move --queue 'mail ' --to mail`
+    does (by filter, and the empty name's job by its id), and a worker of mail then claims them."""
+    with jobq.Queue(backend_url) as q:
+        ids = q.enqueue_many([{"n": n} for n in range(3)], queue="mail")
+        write_by_hand(
+            backend_url,
+            f"UPDATE jobs SET queue = 'mail ' WHERE id IN ({ids[0]}, {ids[1]})",
+            f"UPDATE jobs SET queue = '' WHERE id = {ids[2]}",
+        )
+        assert q.claim("w", queue="mail") is None
+        out = _cli(backend_url, tmp_path, "move", "--queue", "mail ", "--to", "mail")
+        assert out.splitlines() == [f"job {i}: moved to queue 'mail' (PENDING)" for i in ids[:2]]
+        _cli(backend_url, tmp_path, "move", "--to", "mail", str(ids[2]))
+        assert [q.get(i).queue for i in ids] == ["mail"] * 3
+        assert {e.detail["from"] for i in ids for e in q.events(i) if str(e.kind) == "moved"} == {"mail ", ""}
+        assert sorted(q.claim("w", queue="mail").id for _ in ids) == ids  # type: ignore[union-attr]
+
+
 def test_a_give_back_after_the_job_was_set_pending_by_hand_changes_nothing(sqlite_url: str) -> None:
     """A running job set back to PENDING by hand (the seed's sqlite3) while its worker shuts down
     and gives it back: the give-back is refused (its lease ended with the edit) and recorded as

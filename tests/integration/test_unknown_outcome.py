@@ -445,11 +445,11 @@ def test_a_purge_chunk_whose_commit_outcome_is_unknown_is_settled(
 
 
 @pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "commit-cut"])
-@pytest.mark.parametrize("call", ["cancel_many", "resubmit_many"])
+@pytest.mark.parametrize("call", ["cancel_many", "resubmit_many", "move_many"])
 def test_an_operator_chunk_whose_commit_outcome_is_unknown_is_settled(
     pq, monkeypatch: pytest.MonkeyPatch, call: str, committed: bool
 ) -> None:
-    """An operator's cancel or resubmit of 50 jobs, 10 a transaction; the third chunk's COMMIT
+    """An operator's cancel, resubmit or move of 50 jobs, 10 a transaction; the third chunk's COMMIT
     reply is lost (it committed), or the COMMIT is cut on its way (it did not). The call finds out
     which and returns every job done once, as a call without the fault does (before: StorageError,
     "the outcome is unknown"; run again blindly, a committed chunk would refuse its own jobs)."""
@@ -461,6 +461,11 @@ def test_an_operator_chunk_whose_commit_outcome_is_unknown_is_settled(
     if call == "resubmit_many":
         results = q.resubmit_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.CANCELLED,)))
         done, kinds = jobq.JobStatus.PENDING, ["enqueued", "cancelled", "resubmitted"]
+    elif call == "move_many":
+        results = q.move_many("elsewhere", where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
+        done, kinds = jobq.JobStatus.PENDING, ["enqueued", "moved"]
+        assert {r.message for r in results} == {"moved to queue 'elsewhere'"}  # as done, once
+        assert {q.get(i).queue for i in ids} == {"elsewhere"}
     else:
         results = q.cancel_many(where=jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,)))
         done, kinds = jobq.JobStatus.CANCELLED, ["enqueued", "cancelled"]

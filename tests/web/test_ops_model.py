@@ -100,8 +100,9 @@ def test_no_live_worker_is_an_alert_and_names_the_queues_with_due_jobs() -> None
     # Queues stored by an older jobq (or by hand) under a name no worker can be told to serve.
     (stuck,) = ops_model.compute_alerts(stats(due={"": 2, "mail ": 1}), [live], NOW)
     assert stuck.message == (
-        "No live worker serves 2 jobs due in queue '' (a name no worker can serve: move its jobs to a queue one"
-        " serves), 1 job due in queue 'mail ' (a name no worker can serve: move its jobs to a queue one serves)."
+        "No live worker serves 2 jobs due in queue '' (a name no worker can serve: jobq move --queue '' --to QUEUE"
+        " moves its jobs), 1 job due in queue 'mail ' (a name no worker can serve: jobq move --queue 'mail ' --to"
+        " QUEUE moves its jobs)."
     )
 
 

@@ -747,6 +747,11 @@ class Backend(Protocol):
         """PENDING / FAILED -> CANCELLED; PROCESSING -> cancel requested."""
         ...
 
+    def move(self, where: JobFilter, to: str, actor: str, now: float) -> ActionResults:
+        """PENDING / FAILED / CANCELLED jobs in ``where`` moved to queue ``to`` (``jobq.job.MOVABLE``),
+        each with a ``moved`` event; their statuses stay."""
+        ...
+
     def purge(self, statuses: Sequence[JobStatus], finished_before: float, limit: int | None = None) -> int:
         """Delete finished jobs (and their events) of ``statuses`` finished before the cutoff, at
         most ``limit`` of them (None: all), those that finished first; returns how many."""

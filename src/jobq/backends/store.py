@@ -399,6 +399,9 @@ class SqlStore:
     def cancel(self, where: JobFilter, actor: str, now: float) -> ActionResults:
         return self._run_plan(self._chunked(ops.cancel, where, actor, now))
 
+    def move(self, where: JobFilter, to: str, actor: str, now: float) -> ActionResults:
+        return self._run_plan(self._chunked(functools.partial(ops.move, to=to), where, actor, now))
+
     def _chunked(
         self, action: Callable[..., ops.Op[ops.Chunk]], where: JobFilter, actor: str, now: float
     ) -> Plan[ActionResults]:

@@ -13,7 +13,7 @@ Where things are:
 - ``parser.py``: exit codes, the top-level parser, the options every command takes, flags -> settings
 - ``args.py``: argument types (integers in the databases' range, durations, statuses, job ids)
 - ``output.py``: the text and JSON that ``list``, ``show``, ``stats`` and ``workers`` print
-- ``jobs.py``: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``purge``
+- ``jobs.py``: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``move``, ``purge``
 - ``monitor.py``: ``stats``, ``workers``, ``rescue``, ``version``
 - ``schedules.py``: ``schedules`` (list, add, pause, resume, remove periodic jobs)
 - ``flow.py``: ``pause``, ``resume``, ``limit``, ``limits`` (flow control of queues)
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_show(command)
     jobs.add_retry(command)
     jobs.add_cancel(command)
+    jobs.add_move(command)
     monitor.add_stats(command)
     monitor.add_workers(command)
     processes.add_metrics(command)

@@ -1,4 +1,4 @@
-"""Commands on jobs: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``purge``.
+"""Commands on jobs: ``enqueue``, ``list``, ``show``, ``retry``, ``cancel``, ``move``, ``purge``.
 
 Each command's options come right before its handler. Commands that read or act on existing jobs
 open the queue with ``create=False``: a mistyped ``--db`` is an error, not a new empty queue.
@@ -385,6 +385,30 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                 out("no matching jobs")
         else:
             results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
+    return report_actions(results, filtered=filtered)
+
+
+def add_move(command: AddCommand) -> None:
+    p = command("move", cmd_move, "move PENDING, FAILED or CANCELLED jobs to another queue (out of a mistyped one)")
+    p.add_argument("job_ids", type=job_id_arg, nargs="*", metavar="ID")
+    p.add_argument("--to", required=True, metavar="QUEUE", help="the queue to move them to")
+    _add_filter_options(p, "with filters: these statuses (default PENDING)")
+    actor_option(p)
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    filtered = _filtered(args)
+    if filtered and args.job_ids:
+        raise ConfigError("give job ids or filters (--queue, --status, ...), not both")
+    if not filtered and not args.job_ids:
+        raise ConfigError("give the ids of the jobs to move, or filters (--queue mial, --status, ...)")
+    with open_queue(args) as q:
+        if filtered:
+            results = q.move_many(args.to, where=_filter(args, q.wall_time(), (JobStatus.PENDING,)))
+            if not results:
+                out("no matching jobs")
+        else:
+            results = q.move_many(args.to, ids=list(dict.fromkeys(args.job_ids)))
     return report_actions(results, filtered=filtered)
 
 

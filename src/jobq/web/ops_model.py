@@ -396,8 +396,9 @@ def _queue_text(queue: str) -> str:
     ending with a space: stored by an older jobq, or by hand) is quoted and said to be so: shown
     plain, "queue ." and "queue mail ." told the operator nothing."""
     shown = plain(queue_text(queue))
-    unservable = " (a name no worker can serve: move its jobs to a queue one serves)"
-    return shown if names_a_queue(queue) else shown + unservable
+    if names_a_queue(queue):
+        return shown
+    return f"{shown} (a name no worker can serve: jobq move --queue {shown} --to QUEUE moves its jobs)"
 
 
 def _names(items: Iterable[str]) -> str:

@@ -84,7 +84,7 @@ from jobq.backends.ops.metrics import (
     queue_gauges,
     trace_contexts,
 )
-from jobq.backends.ops.operator import Chunk, cancel, chunk_settled, purge, purge_settled, recorded, resubmit
+from jobq.backends.ops.operator import Chunk, cancel, chunk_settled, move, purge, purge_settled, recorded, resubmit
 from jobq.backends.ops.reads import (
     count_jobs,
     counts,
@@ -194,6 +194,7 @@ __all__ = [
     "mark_lost_workers",
     "mark_lost_workers_again",
     "migrate",
+    "move",
     "newest_write",
     "next_due_at",
     "pause_schedule",

@@ -1,4 +1,4 @@
-"""Operator actions on chosen jobs: resubmit, cancel, purge."""
+"""Operator actions on chosen jobs: resubmit, cancel, move, purge."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jobq.backends.base import ActionResult, JobFilter
 from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
 from jobq.backends.ops.core import Exec, Notify, Op, _events
 from jobq.backends.statements import Dialect, Params
-from jobq.job import Action, EventKind, JobStatus
+from jobq.job import MOVABLE, Action, EventKind, JobStatus
 
 T = TypeVar("T")
 
@@ -143,6 +143,49 @@ def cancel(
         yield from _events(d, asked, now, EventKind.CANCEL_REQUESTED, actor, None, [None] * len(asked))
     if cancelled:
         yield Notify(frozenset(), frozenset(i for ids in cancelled.values() for i in ids))
+    return out, following
+
+
+def move(
+    d: Dialect,
+    where: JobFilter,
+    actor: str,
+    now: float,
+    after: int,
+    limit: int,
+    seen: frozenset[int],
+    *,
+    to: str,
+) -> Op[Chunk]:
+    """A chunk's jobs moved to queue ``to``: those of a status in ``MOVABLE`` not in it already,
+    one statement per status and one for their events (``moved``, from and to). No transition:
+    each keeps its status, run time, attempts and key (keys are unique across queues). A PENDING
+    job moved wakes the queue's idle workers. Done twice, a move changes nothing more (a chunk
+    whose COMMIT's reply was lost may run again: ``chunk_settled``)."""
+    out: list[ActionResult] = []
+    chosen: dict[str, list[int]] = {}
+    targets, following = yield from _targets(d, where, after, limit, seen)
+    movable = [job_id for job_id, status in targets if status and JobStatus(status) in MOVABLE]
+    queues = dict(
+        (int(row[0]), str(row[1])) for row in (yield Exec(d.sql["queues_of_jobs"], {"ids": d.ids(movable)}))
+    ) if movable else {}  # fmt: skip
+    for job_id, status in targets:
+        if not status:
+            out.append(ActionResult(job_id, False, None, f"job {job_id} not found"))
+        elif JobStatus(status) not in MOVABLE:
+            why = "it is running: move it once it ends" if status == JobStatus.PROCESSING else "it is COMPLETED"
+            out.append(ActionResult(job_id, False, JobStatus(status), f"job {job_id} not moved: {why}"))
+        elif queues.get(job_id) == to:  # nothing to write: a move is the same done twice
+            out.append(ActionResult(job_id, True, JobStatus(status), f"in queue {to!r} already"))
+        else:
+            chosen.setdefault(status, []).append(job_id)
+            out.append(ActionResult(job_id, True, JobStatus(status), f"moved to queue {to!r}"))
+    for status, ids in chosen.items():
+        yield Exec(d.sql["move_set"], {"now": now, "status": status, "to": d.text(to), "ids": d.ids(ids)})
+        details: list[dict[str, Any] | None] = [{"from": queues[i], "to": to} for i in ids]
+        yield from _events(d, ids, now, EventKind.MOVED, actor, None, details)
+    if JobStatus.PENDING.value in chosen:
+        yield Notify(frozenset({to}))
     return out, following
 
 

@@ -380,6 +380,66 @@ def test_bulk_actions_by_ids_and_filter(queue: jobq.Queue) -> None:
     assert queue.get(b).status == P
 
 
+def test_a_move_takes_waiting_failed_and_cancelled_jobs_to_another_queue_and_leaves_the_rest(
+    queue: jobq.Queue,
+) -> None:
+    """A producer's mistyped queue: its jobs wait for a worker that never comes. ``move_many``
+    takes those not running and not COMPLETED to the queue meant, with a ``moved`` event each;
+    their status, run time and attempts stay, and a worker of that queue then claims them."""
+    ids = queue.enqueue_many([f"m{n}" for n in range(6)], queue="mial", max_attempts=1)
+    done, failed, running, cancelled = (queue.claim("w", queue="mial") for _ in range(4))
+    assert done is not None and failed is not None and running is not None and cancelled is not None
+    queue.complete(done)
+    queue.fail(failed, "nope", retry=False)
+    queue.cancel(cancelled.id)
+    queue.ack_cancel(cancelled)
+    other = queue.enqueue("stays", queue="other")
+    before = {i: queue.get(i) for i in ids}
+    results = queue.move_many("mail", where=JobFilter(queues=("mial",)), actor="ann")
+    got = {r.job_id: (r.ok, r.status) for r in results}
+    assert got == {
+        done.id: (False, C),
+        failed.id: (True, F),
+        running.id: (False, R),
+        cancelled.id: (True, X),
+        **{i: (True, P) for i in ids[4:]},
+    }
+    by_id = {r.job_id: r.message for r in results}
+    assert by_id[running.id] == f"job {running.id} not moved: it is running: move it once it ends"
+    assert by_id[ids[4]] == "moved to queue 'mail'"
+    for job_id in ids:
+        job, old = queue.get(job_id), before[job_id]
+        moved = got[job_id][0]
+        assert job.queue == ("mail" if moved else "mial")
+        assert (job.status, job.run_at, job.attempts) == (old.status, old.run_at, old.attempts)
+        events = [e for e in queue.events(job_id) if str(e.kind) == "moved"]
+        assert [(e.actor, e.detail) for e in events] == ([("ann", {"from": "mial", "to": "mail"})] if moved else [])
+    assert queue.get(other).queue == "other"
+    assert queue.claim("w2", queue="mial") is None
+    claimed = queue.claim("w2", queue="mail")
+    assert claimed is not None and claimed.id == ids[4] and claimed.queue == "mail"
+    # Done twice: nothing more moves, and no second event.
+    again = queue.move_many("mail", ids=[ids[5]], actor="ann")
+    assert [(r.ok, r.message) for r in again] == [(True, "in queue 'mail' already")]
+    assert kinds(queue, ids[5]).count("moved") == 1
+
+
+def test_one_move_refuses_what_it_may_not_move_and_a_name_no_worker_serves(queue: jobq.Queue) -> None:
+    job_id = queue.enqueue("x", queue="a")
+    job = queue.claim("w", queue="a")
+    assert job is not None
+    with pytest.raises(jobq.InvalidTransition, match=f"job {job_id}: cannot move a job that is PROCESSING"):
+        queue.move(job_id, "b")
+    with pytest.raises(jobq.JobNotFound):
+        queue.move(987654, "b")
+    waiting = queue.enqueue("y", queue="a")
+    for bad in ("", " b", "b "):
+        with pytest.raises(jobq.InvalidPayload, match="the queue to move to must not be empty"):
+            queue.move(waiting, bad)
+    assert queue.move(waiting, "b", actor="bob").ok
+    assert [queue.get(i).queue for i in (job_id, waiting)] == ["a", "b"]
+
+
 # -- reads --------------------------------------------------------------------------------------
 def test_list_filter_search_sort_page(queue: jobq.Queue, clock: FakeClock) -> None:
     for i in range(30):

@@ -15,7 +15,7 @@ SELECT 1 FROM job_events WHERE job_id = %(id)s AND kind = 'stale_write_refused' 
 -- (ops.operator.chunk_settled).
 SELECT 1 FROM job_events
 WHERE job_id = %(id)s AND at = %(at)s AND actor = %(actor)s
-    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted')
+    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted', 'moved')
 LIMIT 1
 
 -- name: insert_events_set

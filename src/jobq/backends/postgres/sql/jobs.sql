@@ -248,6 +248,16 @@ UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = %(now)s, finis
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = ANY(%(ids)s::bigint[]) AND status = %(status)s
 
+-- name: queues_of_jobs
+-- The queue of each job of a chunk an operator moves (ops.operator.move), locked by its targets read.
+SELECT id, queue FROM jobs WHERE id = ANY(%(ids)s::bigint[])
+
+-- name: move_set
+-- One chunk's jobs of one status moved to queue %(to)s (ops.operator.move), locked by its targets
+-- read. No status changes; rev still moves (a jobq write).
+UPDATE jobs SET queue = %(to)s, rev = rev + 1, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::bigint[]) AND status = %(status)s
+
 -- name: request_cancel_set
 UPDATE jobs SET cancel_requested = true, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'PROCESSING'

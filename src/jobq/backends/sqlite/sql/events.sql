@@ -15,7 +15,7 @@ SELECT 1 FROM job_events WHERE job_id = :id AND kind = 'stale_write_refused' AND
 -- (ops.operator.chunk_settled).
 SELECT 1 FROM job_events
 WHERE job_id = :id AND at = :at AND actor = :actor
-    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted')
+    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted', 'moved')
 LIMIT 1
 
 -- name: insert_events_set

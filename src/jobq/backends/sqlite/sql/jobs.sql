@@ -233,6 +233,16 @@ UPDATE jobs SET status = 'CANCELLED', rev = rev + 1, updated_at = :now, finished
     lease_token = NULL, lease_expires_at = NULL
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
 
+-- name: queues_of_jobs
+-- The queue of each job of a chunk an operator moves (ops.operator.move): :ids, a JSON array.
+SELECT id, queue FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: move_set
+-- One chunk's jobs of one status moved to queue :to (ops.operator.move). `+status`: as cancel_set.
+-- No status changes: the external-status trigger stays quiet, and rev still moves (a jobq write).
+UPDATE jobs SET queue = :to, rev = rev + 1, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = :status
+
 -- name: request_cancel_set
 UPDATE jobs SET cancel_requested = 1, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'PROCESSING'
