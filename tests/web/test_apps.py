@@ -121,6 +121,28 @@ def test_resubmit_failed_job_records_the_operator(seeded: Seeded) -> None:
     assert any("Resubmitted 1 job" in t.value for t in at.toast)
 
 
+def test_the_detail_moves_a_waiting_job_to_the_queue_typed_and_refuses_a_bad_name(seeded: Seeded) -> None:
+    pending = seeded.ids[JobStatus.PENDING][0]
+    running = seeded.ids[JobStatus.PROCESSING][0]
+    at = run(MANAGER)
+    open_job(at, running)
+    assert "detail_move" not in {b.key for b in at.button}  # a running job is not moved
+    open_job(at, pending)
+    at.text_input(key="detail_move_to").input(" mail").run()
+    at.button(key="detail_move").click().run()
+    assert not at.exception
+    assert "the queue to move to must not be empty or begin or end with a space" in texts(at.error)
+    with Queue(seeded.url) as q:
+        assert q.get(pending).queue == "default"
+    at.text_input(key="detail_move_to").input("mail").run()
+    at.button(key="detail_move").click().run()
+    assert "Moved 1 job." in texts(at.success)
+    with Queue(seeded.url) as q:
+        assert q.get(pending).queue == "mail"
+        last = q.events(pending)[-1]
+    assert (last.kind, last.actor, last.detail) == ("moved", "alice", {"from": "default", "to": "mail"})
+
+
 def test_cancel_pending_job_makes_it_disappear(seeded: Seeded) -> None:
     pending = seeded.ids[JobStatus.PENDING][0]
     at = run(MANAGER)

@@ -68,6 +68,10 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
         with Queue(url) as q:
             return q.get(job_id).status
 
+    def queue_of(job_id: int) -> str:
+        with Queue(url) as q:
+            return q.get(job_id).queue
+
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -96,6 +100,20 @@ def test_manager_and_ops_in_chromium(served: tuple[str, dict[JobStatus, list[int
             wait_rows(page, lambda rows: pending not in rows, "the cancelled job to leave the list")
             with Queue(url) as q:
                 assert q.events(pending)[-1].actor == "browser-test"
+
+            # A FAILED job moved to another queue through its detail's popover (out of a mistyped one).
+            moved = sorted(ids[JobStatus.FAILED])[-3]
+            select_jobs(page, moved)
+            page.locator(".st-key-open_selected button").first.click()
+            expect(page.locator(".st-key-job_detail")).to_contain_text(f"Job {moved}")
+            page.locator(".st-key-job_detail").get_by_role("button", name="Move").first.click()
+            page.locator(".st-key-detail_move_to input").fill("archive")
+            page.locator(".st-key-detail_move button").click()
+            poll(lambda: queue_of(moved) == "archive", f"job {moved} to be moved")
+            expect(page.get_by_text("Moved 1 job").first).to_be_visible()
+            with Queue(url) as q:
+                assert (q.events(moved)[-1].kind, q.get(moved).status) == ("moved", JobStatus.FAILED)
+            page.locator(".st-key-detail_close button").click()
 
             # A job's detail, for the screenshot: payload, history and the traceback.
             other_failed = sorted(ids[JobStatus.FAILED])[-2]

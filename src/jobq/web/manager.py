@@ -1,4 +1,5 @@
-"""The manager: find jobs, resubmit or cancel them (one, a selection, or all matching), enqueue by path.
+"""The manager: find jobs, resubmit or cancel them (one, a selection, or all matching), move one to another
+queue, enqueue by path.
 
 Run with ``jobq manager``, or ``streamlit run src/manager/manager.py`` from a clone. A thin page
 over ``jobq.Queue`` and ``jobq.web.manager_model``; every action records the operator as ``actor``.
@@ -33,7 +34,7 @@ from jobq import (
     QueueStats,
     Settings,
 )
-from jobq.job import operator_actions
+from jobq.job import MOVABLE, operator_actions
 from jobq.present import progress_text, queue_text
 from jobq.web import _page, flow_panel, job_table, manager_model, safety, schedules_panel, views
 from jobq.web._page import open_queue, storage_error
@@ -105,8 +106,16 @@ def _unlocked() -> bool:
 
 
 # -- actions (button callbacks) -------------------------------------------------------------------
-def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where: JobFilter | None = None) -> None:
-    """Resubmit or cancel; report the outcome as a flash message (never a traceback)."""
+def _run_action(
+    q: Queue,
+    verb: str,
+    *,
+    ids: Sequence[int] | None = None,
+    where: JobFilter | None = None,
+    to_key: str | None = None,
+) -> None:
+    """Resubmit, cancel, or move to the queue typed in the widget ``to_key``; report the outcome
+    as a flash message (never a traceback)."""
     if not _unlocked():
         _flash("error", "Actions are locked: enter the manager password.")
         return
@@ -114,6 +123,9 @@ def _run_action(q: Queue, verb: str, *, ids: Sequence[int] | None = None, where:
     try:
         if verb == "Resubmit":
             results: Sequence[ActionResult] = q.resubmit_many(ids=ids, where=where, actor=actor)
+        elif verb == "Move":
+            to = st.session_state.get(to_key or "", "")
+            results = q.move_many(str(to), ids=ids, where=where, actor=actor)
         else:
             results = q.cancel_many(ids=ids, where=where, actor=actor)
     except JobqError as exc:
@@ -297,6 +309,18 @@ def _detail(q: Queue, job_id: int) -> None:
                 args=(q, "Cancel"),
                 kwargs={"ids": [job.id]},
             )
+        if job.status in MOVABLE:
+            # Out of a mistyped queue, or one stored under a name no worker can serve.
+            with actions.popover("Move", icon=":material/drive_file_move:", help="Move this job to another queue"):
+                st.text_input("To queue", key="detail_move_to", placeholder="a queue name, e.g. mail")
+                st.button(
+                    "Move",
+                    key="detail_move",
+                    type="primary",
+                    on_click=_run_action,
+                    args=(q, "Move"),
+                    kwargs={"ids": [job.id], "to_key": "detail_move_to"},
+                )
         actions.button("Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,))
         facts = {
             "queue": safety.md_literal(queue_text(job.queue)),

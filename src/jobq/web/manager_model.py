@@ -225,7 +225,7 @@ def summarize(results: Sequence[ActionResult], verb: str, max_listed: int = 3) -
             refused += 1
             if len(named) < max_listed:
                 named.append(r)
-    past = {"Resubmit": "Resubmitted", "Cancel": "Cancelled"}.get(verb, verb + "ed")
+    past = {"Resubmit": "Resubmitted", "Cancel": "Cancelled", "Move": "Moved"}.get(verb, verb + "ed")
     parts = []
     if done:
         parts.append(
