@@ -210,6 +210,18 @@ def test_a_write_past_the_urls_lock_timeout_gives_up_naming_the_holder_and_chang
         assert q.cancel(job_id).ok  # the lock gone, the same call goes through
 
 
+def test_a_lock_timeout_set_in_pgoptions_gives_up_the_same_way_without_a_number_it_cannot_know(
+    postgres_url: str, held_row: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, holder = held_row
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300")
+    with jobq.Queue(postgres_url) as q, pytest.raises(jobq.StorageError) as raised:
+        q.cancel(job_id)
+    text = str(raised.value)
+    assert "gave up at the session's lock_timeout waiting for a lock held, most likely, by " in text
+    assert f"PostgreSQL backend pid {holder.info.backend_pid} (application 'holder'" in text
+
+
 def test_an_async_write_past_the_lock_timeout_gives_up_the_same_way(
     postgres_url: str, held_row: tuple[int, Any]
 ) -> None:

@@ -583,7 +583,8 @@ class PostgresBackend(SqlStore):
     def gave_up(self) -> StorageError:
         """A statement waited the URL's ``lock_timeout`` for a lock and gave up (its transaction
         rolled back): one line naming the likely holders, read on a connection of its own."""
-        waited = (self.options.lock_timeout_ms or 0) / 1000
+        ms = self.options.lock_timeout_ms
+        waited = ms / 1000 if ms is not None else None
         try:
             conn: Connection | None = self._connect()
         except StorageError:

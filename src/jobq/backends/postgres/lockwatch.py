@@ -58,18 +58,20 @@ LIMIT 3
 """
 
 
-def gave_up_text(conn: psycopg.Connection[Any] | None, schema: str, waited: float) -> str:
+def gave_up_text(conn: psycopg.Connection[Any] | None, schema: str, waited: float | None) -> str:
     """What a call that gave up at ``lock_timeout`` says about the lock: the likely holders, read
-    on ``conn`` (None, or a failed read: none named)."""
+    on ``conn`` (None, or a failed read: none named). ``waited``: the URL's ``lock_timeout`` in
+    seconds (None: one set otherwise, e.g. by ``PGOPTIONS``)."""
     rows: list[Any] = []
     if conn is not None:
         with contextlib.suppress(psycopg.Error):
-            rows = conn.execute(Q_LIKELY_HOLDERS, {"waited": waited, "schema": schema}).fetchall()
+            rows = conn.execute(Q_LIKELY_HOLDERS, {"waited": waited or 0.0, "schema": schema}).fetchall()
     who = "; or by ".join(describe_holder(row) for row in rows) or (
         "another session inside a long transaction (pg_stat_activity lists those 'idle in transaction')"
     )
+    after = f"after {waited:g} s" if waited is not None else "at the session's lock_timeout"
     return (
-        f"gave up after {waited:g} s waiting for a lock held, most likely, by {who}. Nothing was changed; "
+        f"gave up {after} waiting for a lock held, most likely, by {who}. Nothing was changed; "
         "try again when that transaction ends"
     )
 
