@@ -116,3 +116,16 @@ def test_a_status_written_by_hand_and_a_restamp_are_counted_by_queue(backend_url
             ("jobq_external_updates", "default"): 1,
             ("jobq_external_updates", "mail"): 0,
         }
+
+
+def test_jobs_an_operator_moved_are_counted_in_the_queue_they_went_to(backend_url: str) -> None:
+    with jobq.Queue(backend_url) as q:
+        collector = JobqCollector(q, settle_seconds=0.0, scrape_events=0)
+        collector._take_events(q.wall_time(), 0)  # the cursors start here
+        ids = q.enqueue_many(["a", "b", "c"], queue="mial")
+        assert all(r.ok for r in q.move_many("mail", ids=ids[:2]))
+        collector._take_events(q.wall_time() + 1, 10**6)
+        families = {f.name: f for f in collector.collect()}
+        moved = {s.labels["queue"]: s.value for s in families["jobq_moved"].samples if s.name == "jobq_moved_total"}
+    assert families["jobq_moved"].type == "counter"
+    assert moved.get("mail") == 2 and moved.get("mial", 0) == 0

@@ -96,6 +96,7 @@ _COUNTERS: dict[str, tuple[str, ...]] = {
     EventKind.RELEASED: ("released",),
     EventKind.STALE_WRITE_REFUSED: ("lease_lost",),
     EventKind.RESTAMPED: ("restamped",),
+    EventKind.MOVED: ("moved",),
     EventKind.EXTERNAL_UPDATE: ("external_updates",),
 }
 _COUNTER_HELP = {
@@ -110,6 +111,7 @@ _COUNTER_HELP = {
     "rescues": "Runs moved by the rescuer after their lease expired or their worker was gone",
     "lease_lost": "Worker writes refused because the lease was lost (stale writes)",
     "restamped": "Waiting jobs made as if written now after the host's clock was set back (SQLite)",
+    "moved": "Jobs an operator moved into this queue from another (jobq move)",
     "external_updates": "Status changes made outside jobq (an UPDATE by hand), as its trigger recorded them",
 }
 _FINISHED = {EventKind.COMPLETED.value, EventKind.FAILED.value}
