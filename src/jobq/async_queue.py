@@ -441,6 +441,10 @@ class AsyncQueue:
     async def workers(self, limit: int = 200) -> list[WorkerInfo]:
         return list(await self._call(self.sync.workers, limit))
 
+    async def blockers(self) -> list[str]:
+        """``Queue.blockers`` in a thread (SQLite reads /proc; PostgreSQL one read)."""
+        return list(await self._call(self.sync.blockers))
+
     async def progress_of(self, job_ids: Sequence[int]) -> dict[int, Progress]:
         """The latest progress report of each of ``job_ids`` that has one (``Queue.progress_of``)."""
         return dict(await self._call(self.sync.progress_of, job_ids))

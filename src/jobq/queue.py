@@ -1525,6 +1525,15 @@ class Queue:
         return self.backend.due_history(now - window, bucket, now, check_rows(limit))
 
     @read
+    def blockers(self) -> list[str]:
+        """Who holds up this queue's writes now, one line each, with what to do: on PostgreSQL the
+        sessions that have kept one of the database's sessions waiting 2 s or more for a lock
+        while holding a lock on the queue's tables (an application's transaction left open); on
+        SQLite the stopped processes holding its write lock. Empty when nothing does."""
+        blockers = getattr(self.backend, "blockers", None)
+        return list(blockers()) if blockers is not None else []
+
+    @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
         """Registered workers, newest start first: every running one, and the newest ``limit``
         stopped ones (a worker restarted in a loop adds a row at each start)."""

@@ -254,6 +254,33 @@ def test_an_apps_action_behind_a_held_row_gives_up_and_says_who_holds_it(
         q.close()
 
 
+def test_the_queue_names_the_session_that_holds_up_its_writes_and_the_ops_app_raises_it(
+    postgres_url: str, held_row: tuple[int, Any]
+) -> None:
+    """A worker's completion behind a row left locked in psql: its lease runs out, the ops app
+    said "PROCESSING with an expired lease" and nothing of why. ``Queue.blockers`` names the
+    session that has kept a write waiting; the ops app raises it first."""
+    from jobq.web import health, ops_model
+
+    job_id, holder = held_row
+    with jobq.Queue(postgres_url) as q:
+        assert q.blockers() == []  # the lock is held, but nobody waits for it
+        writer = threading.Thread(target=lambda: q.cancel(job_id))
+        writer.start()
+        try:
+            wait_for(lambda: q.blockers(), 30, "the write, waiting 2 s, to be seen")
+            (text,) = q.blockers()
+            assert text.startswith(f"PostgreSQL backend pid {holder.info.backend_pid} (application 'holder'")
+            assert health.lock_blockers(q) == [text]
+            stats = q.stats()
+            alerts = ops_model.compute_alerts(stats, [], q.wall_time(), lock_blockers=health.lock_blockers(q))
+            assert alerts[0].level == "error" and alerts[0].message == f"Writes wait for a lock held by {text}."
+        finally:
+            holder.rollback()
+            writer.join(30)
+        assert q.blockers() == [] and q.get(job_id).status == jobq.JobStatus.CANCELLED
+
+
 def test_a_holder_described_without_the_rights_to_see_its_session() -> None:
     """A role without pg_read_all_stats sees another role's session without its state, user or
     statement: the text names the pid alone, and no advice it cannot back."""

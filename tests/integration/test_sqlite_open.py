@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from children import start_lock_holder, stop_lock_holder, wait_locked
+from children import start_lock_holder, stop_lock_holder, stopped, wait_locked
 from polling import wait_for
 
 import jobq
@@ -135,6 +136,21 @@ def test_at_the_default_settings_the_notice_comes_after_the_notice_time_not_the_
     waited = re.search(r"still waiting for the database's write lock after (\d+) s", caplog.records[0].getMessage())
     assert waited is not None
     assert sqlite_backend.LOCK_WAIT_NOTICE_SECONDS <= int(waited[1]) < 10
+
+
+def test_the_queue_names_a_stopped_holder_of_its_write_lock_as_what_holds_up_its_writes(tmp_path: Path) -> None:
+    """``Queue.blockers`` on SQLite: a holder of the write lock that runs is no blocker (its
+    transaction ends); a stopped one is, named with how to continue it."""
+    path = tmp_path / "queue.db"
+    with _write_lock_held(path) as holder, jobq.Queue(f"sqlite:///{path}") as q:
+        assert q.blockers() == []
+        os.kill(holder.pid, signal.SIGSTOP)
+        wait_for(lambda: stopped(holder.pid), 30, "the holder to stop")
+        (text,) = q.blockers()
+        assert text.startswith(f"pid {holder.pid} (") and f"kill -CONT {holder.pid}" in text
+        os.kill(holder.pid, signal.SIGCONT)
+        wait_for(lambda: not stopped(holder.pid), 30, "the holder to continue")
+        assert q.blockers() == []
 
 
 def test_a_write_behind_a_transaction_of_this_process_names_this_process(tmp_path: Path) -> None:

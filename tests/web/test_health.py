@@ -203,7 +203,9 @@ def test_every_queue_read_the_apps_make_is_remembered_for_a_stale_page() -> None
 
     import jobq.web
 
-    actions = {"cancel_many", "enqueue", "pause", "pause_schedule", "resubmit_many", "resume", "resume_schedule"}
+    actions = {
+        "cancel_many", "enqueue", "move_many", "pause", "pause_schedule", "resubmit_many", "resume", "resume_schedule"
+    }  # fmt: skip
     sources = Path(jobq.web.__file__).parent.glob("*.py")
     called = {name for path in sources for name in re.findall(r"\bq\.([a-z_]+)\(", path.read_text())}
     called -= {"status", "wall_time"}  # WatchedQueue's own (wall_time reads nothing)
@@ -228,6 +230,7 @@ READ_CALLS: dict[str, Callable[[Queue, int], object]] = {
     "history": lambda q, i: q.history(),
     "due_history": lambda q, i: q.due_history(),
     "workers": lambda q, i: q.workers(),
+    "blockers": lambda q, i: q.blockers(),
     "progress_of": lambda q, i: q.progress_of([i]),
     "trace_contexts": lambda q, i: q.trace_contexts([i]),
     "queue_gauges": lambda q, i: q.queue_gauges(),

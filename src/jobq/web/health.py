@@ -115,6 +115,12 @@ def frozen_writers(q: Any, proc: str = "/proc") -> list[str]:
     return stopped_holders(path, proc) if isinstance(path, str) else []
 
 
+def lock_blockers(q: Any) -> list[str]:
+    """The PostgreSQL sessions holding up ``q``'s writes (``Queue.blockers``); none for SQLite,
+    whose own are the ``frozen_writers``."""
+    return [] if isinstance(getattr(getattr(q, "backend", None), "path", None), str) else list(q.blockers())
+
+
 def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) and "locked" in str(exc)
 

@@ -108,6 +108,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         programs=programs,
         supervisor_error=supervisor_error,
         frozen_writers=health.frozen_writers(q),
+        lock_blockers=health.lock_blockers(q),
     )
     if alerts:
         for alert in alerts:

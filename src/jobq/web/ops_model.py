@@ -289,9 +289,11 @@ def compute_alerts(
     programs: Sequence[ProgramState] = (),
     supervisor_error: str | None = None,
     frozen_writers: Sequence[str] = (),
+    lock_blockers: Sequence[str] = (),
 ) -> list[Alert]:
     """What needs an operator, errors first: a stopped process holding SQLite's write lock
-    (``frozen_writers``, ``health.frozen_writers``), expired leases, no live worker (at all, or
+    (``frozen_writers``, ``health.frozen_writers``), a PostgreSQL session keeping writes waiting
+    for its locks (``lock_blockers``, ``Queue.blockers``), expired leases, no live worker (at all, or
     for a queue with due jobs), crashed workers, programs supervisord gave up on; then queues
     whose oldest due job waited too long, lost workers, an unreachable supervisord."""
     states = {id(w): worker_state(w, now, heartbeat_seconds) for w in workers}
@@ -308,6 +310,9 @@ def compute_alerts(
                 "transaction is then rolled back).",
             )
         )
+    if lock_blockers:
+        # As first: the expired leases and waiting jobs that follow come from it.
+        errors.append(Alert("error", f"Writes wait for a lock held by {_names(lock_blockers)}."))
     if stats.expired_leases:
         errors.append(
             Alert(

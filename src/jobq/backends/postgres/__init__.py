@@ -76,7 +76,13 @@ from jobq.backends.base import Listener, QueueCopy
 from jobq.backends.common import clock_offset_of
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
-from jobq.backends.postgres.lockwatch import LockWatch, gave_up_text
+from jobq.backends.postgres.lockwatch import (
+    LOCK_WAIT_NOTICE_SECONDS,
+    Q_BLOCKING,
+    LockWatch,
+    describe_holder,
+    gave_up_text,
+)
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -579,6 +585,18 @@ class PostgresBackend(SqlStore):
                 pool.putconn(conn)
         finally:
             self._sticky_lock.release()
+
+    def blockers(self, waited: float = LOCK_WAIT_NOTICE_SECONDS) -> list[str]:
+        """The sessions holding up the queue's writes: each has made a session of this database
+        wait ``waited`` seconds or more for a lock, and holds a lock on a table of the queue's
+        schema (an application's transaction left open after a ``SELECT ... FOR UPDATE``). The
+        ops app raises them as an alert: the expired leases and waiting jobs they cause follow."""
+
+        def read() -> ops.Op[list[str]]:
+            rows = yield ops.Exec(Q_BLOCKING, {"waited": waited, "schema": self.options.schema})
+            return [describe_holder(row) for row in rows]
+
+        return self._run(read, write=False)
 
     def gave_up(self) -> StorageError:
         """A statement waited the URL's ``lock_timeout`` for a lock and gave up (its transaction

@@ -58,6 +58,25 @@ LIMIT 3
 """
 
 
+# Sessions of this database that have made another wait for a lock at least %(waited)s seconds,
+# and hold a lock on a table of the queue's schema: whoever holds up the queue's writes now.
+Q_BLOCKING = """
+SELECT b.pid, b.state, b.usename, b.application_name, host(b.client_addr),
+       extract(epoch FROM now() - b.state_change)::double precision, b.query
+FROM pg_stat_activity b
+WHERE b.datname = current_database() AND b.pid <> pg_backend_pid()
+  AND b.pid IN (
+      SELECT unnest(pg_blocking_pids(w.pid)) FROM pg_stat_activity w
+      WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
+        AND w.state = 'active' AND w.query_start < now() - make_interval(secs => %(waited)s))
+  AND EXISTS (
+      SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE l.pid = b.pid AND l.granted AND n.nspname = %(schema)s)
+ORDER BY b.xact_start
+LIMIT 5
+"""
+
+
 def gave_up_text(conn: psycopg.Connection[Any] | None, schema: str, waited: float | None) -> str:
     """What a call that gave up at ``lock_timeout`` says about the lock: the likely holders, read
     on ``conn`` (None, or a failed read: none named). ``waited``: the URL's ``lock_timeout`` in

@@ -45,7 +45,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
 from jobq.backends.sqlite.caller import caller_runner
-from jobq.backends.sqlite.holders import holders_text
+from jobq.backends.sqlite.holders import holders_text, stopped_holders
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -371,6 +371,11 @@ class SqliteBackend(SqlStore):
                     if write and conn is None and self._now_writable():
                         continue  # opened anew, for writing
                     raise _storage_error(exc, self.path) from None
+
+    def blockers(self) -> list[str]:
+        """The processes holding up the queue's writes: those holding its write lock that are
+        stopped (SIGSTOP, a debugger; ``holders.stopped_holders``), which no timeout ends."""
+        return stopped_holders(self.path)
 
     def _holders(self) -> str:
         """Who holds the write lock, read from /proc (a frozen holder is named so): nothing can
