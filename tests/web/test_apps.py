@@ -143,6 +143,21 @@ def test_the_detail_moves_a_waiting_job_to_the_queue_typed_and_refuses_a_bad_nam
     assert (last.kind, last.actor, last.detail) == ("moved", "alice", {"from": "default", "to": "mail"})
 
 
+def test_a_bulk_move_asks_for_the_queue_and_moves_what_it_may(seeded: Seeded) -> None:
+    pending = seeded.ids[JobStatus.PENDING][0]
+    running = seeded.ids[JobStatus.PROCESSING][0]
+    at = run(MANAGER)
+    select(at, pending, running)
+    at.button(key="bulk_move").click().run()
+    at.text_input(key="confirm_move_to").input("mail").run()
+    at.button(key="confirm_yes").click().run()
+    assert not at.exception
+    shown = texts(at.warning)
+    assert "Moved 1 job." in shown and f"job {running} not moved: it is running" in shown
+    with Queue(seeded.url) as q:
+        assert (q.get(pending).queue, q.get(running).queue) == ("mail", "default")
+
+
 def test_cancel_pending_job_makes_it_disappear(seeded: Seeded) -> None:
     pending = seeded.ids[JobStatus.PENDING][0]
     at = run(MANAGER)

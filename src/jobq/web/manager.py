@@ -79,7 +79,7 @@ class Pending:
     """A bulk action waiting for the operator's confirmation."""
 
     verb: str
-    """``"Resubmit"`` or ``"Cancel"``."""
+    """``"Resubmit"``, ``"Cancel"`` or ``"Move"`` (to the queue typed in the confirmation)."""
     count: int
     ids: tuple[int, ...] = ()
     where: JobFilter | None = None
@@ -147,7 +147,12 @@ def _ask(pending: Pending) -> None:
 def _confirm(q: Queue) -> None:
     pending: Pending | None = st.session_state.pop("confirm", None)
     if pending is not None:
-        _run_action(q, pending.verb, ids=list(pending.ids) if pending.ids else None, where=pending.where)
+        ids = list(pending.ids) if pending.ids else None
+        _run_action(q, pending.verb, ids=ids, where=pending.where, to_key=CONFIRM_MOVE_TO)
+
+
+#: The confirmation's queue field of a bulk move.
+CONFIRM_MOVE_TO: Final = "confirm_move_to"
 
 
 def _dismiss() -> None:
@@ -391,6 +396,8 @@ def _confirmation(q: Queue) -> None:
             "Jobs for which this is not allowed are left unchanged and listed.",
             icon=":material/warning:",
         )
+        if pending.verb == "Move":
+            st.text_input("To queue", key=CONFIRM_MOVE_TO, placeholder="a queue name, e.g. mail")
         yes, no, _ = st.columns([1.4, 1, 4])
         yes.button(
             f"Yes, {pending.verb.lower()} {pending.label or f'{pending.count:,}'}",
@@ -439,6 +446,14 @@ def _bulk_bar(q: Queue, where: JobFilter, total: int, label: str, page_ids: list
         disabled=not chosen,
         on_click=_ask,
         args=(Pending("Cancel", len(chosen), ids=tuple(chosen)),),
+    )
+    bar.button(
+        f"Move selected ({len(chosen)})…",
+        key="bulk_move",
+        disabled=not chosen,
+        help="Move the selected jobs to another queue (PENDING, FAILED or CANCELLED ones)",
+        on_click=_ask,
+        args=(Pending("Move", len(chosen), ids=tuple(chosen)),),
     )
     bar.button("Clear", key="clear_selection", disabled=not chosen, on_click=_clear_selection)
     bar.button(
