@@ -353,23 +353,17 @@ class AsyncQueue:
         if self.store is None:
             results: ActionResults = await self._call(self.sync.move_many, to, ids=ids, where=where, actor=actor)
             return results
-        queue = check_queue_name(to, "the queue to move to")
-        target, impossible = operator_targets(ids, where)
-        if target is None:
-            return ActionResults(impossible)
-        who = actor_of(actor, self.settings)
-        moved: ActionResults = await self._store("move", target, queue, who, await self._now())
-        return moved + impossible
+        return await self._act("move", ids, where, actor, check_queue_name(to, "the queue to move to"))
 
     async def _act(
-        self, action: str, ids: Sequence[int] | None, where: JobFilter | None, actor: str | None
+        self, action: str, ids: Sequence[int] | None, where: JobFilter | None, actor: str | None, *args: Any
     ) -> ActionResults:
-        """``Queue._act`` on the native store."""
+        """``Queue._act`` on the native store: ``store.action(target, *args, actor, now)``."""
         target, impossible = operator_targets(ids, where)
         if target is None:
             return ActionResults(impossible)
         who = actor_of(actor, self.settings)
-        results: ActionResults = await self._store(action, target, who, await self._now())
+        results: ActionResults = await self._store(action, target, *args, who, await self._now())
         return results + impossible
 
     async def purge(

@@ -13,10 +13,10 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jobq
-from jobq.backends.base import SORT_FIELDS, ActionResult, JobFilter, Page
+from jobq.backends.base import SORT_FIELDS, ActionResult, ActionResults, JobFilter, Page
 from jobq.cli.args import (
     attempts_arg,
     backoff_arg,
@@ -373,18 +373,24 @@ def add_cancel(command: AddCommand) -> None:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    return _by_ids_or_filter(args, "cancel", lambda q, **target: q.cancel_many(**target))
+
+
+def _by_ids_or_filter(args: argparse.Namespace, verb: str, act: Callable[..., ActionResults]) -> int:
+    """``cancel`` and ``move``: ``act(q, ids=...)`` or ``act(q, where=...)`` (the filters,
+    PENDING unless ``--status`` says otherwise), never both; the report of each job."""
     filtered = _filtered(args)
     if filtered and args.job_ids:
         raise ConfigError("give job ids or filters (--queue, --error, ...), not both")
     if not filtered and not args.job_ids:
-        raise ConfigError("give the ids of the jobs to cancel, or filters (--queue, --status, ...)")
+        raise ConfigError(f"give the ids of the jobs to {verb}, or filters (--queue, --status, ...)")
     with open_queue(args) as q:
         if filtered:
-            results = q.cancel_many(where=_filter(args, q.wall_time(), (JobStatus.PENDING,)))
+            results = act(q, where=_filter(args, q.wall_time(), (JobStatus.PENDING,)))
             if not results:
                 out("no matching jobs")
         else:
-            results = q.cancel_many(ids=list(dict.fromkeys(args.job_ids)))
+            results = act(q, ids=list(dict.fromkeys(args.job_ids)))
     return report_actions(results, filtered=filtered)
 
 
@@ -397,19 +403,7 @@ def add_move(command: AddCommand) -> None:
 
 
 def cmd_move(args: argparse.Namespace) -> int:
-    filtered = _filtered(args)
-    if filtered and args.job_ids:
-        raise ConfigError("give job ids or filters (--queue, --status, ...), not both")
-    if not filtered and not args.job_ids:
-        raise ConfigError("give the ids of the jobs to move, or filters (--queue mial, --status, ...)")
-    with open_queue(args) as q:
-        if filtered:
-            results = q.move_many(args.to, where=_filter(args, q.wall_time(), (JobStatus.PENDING,)))
-            if not results:
-                out("no matching jobs")
-        else:
-            results = q.move_many(args.to, ids=list(dict.fromkeys(args.job_ids)))
-    return report_actions(results, filtered=filtered)
+    return _by_ids_or_filter(args, "move", lambda q, **target: q.move_many(args.to, **target))
 
 
 # -- purge ------------------------------------------------------------------------------------------

@@ -295,36 +295,20 @@ def _detail(q: Queue, job_id: int) -> None:
         head.markdown(f"### Job {job.id} &nbsp; {views.status_badge(job.status)}")
         # Buttons as wide as their labels (wrapping when narrow): at 1366 px none is cut.
         actions = right.container(horizontal=True, horizontal_alignment="right", gap="xxsmall")
-        legal = operator_actions(job.status)
-        if "resubmit" in legal:
-            actions.button(
-                "Resubmit",
-                key="detail_resubmit",
-                icon=":material/replay:",
-                on_click=_run_action,
-                args=(q, "Resubmit"),
-                kwargs={"ids": [job.id]},
-            )
-        if "cancel" in legal:
-            actions.button(
-                "Cancel",
-                key="detail_cancel",
-                icon=":material/block:",
-                on_click=_run_action,
-                args=(q, "Cancel"),
-                kwargs={"ids": [job.id]},
-            )
+        legal, ids = operator_actions(job.status), [job.id]
+        for verb, icon in (("resubmit", ":material/replay:"), ("cancel", ":material/block:")):
+            if verb in legal:
+                label = verb.capitalize()
+                actions.button(
+                    label, key=f"detail_{verb}", icon=icon, on_click=_run_action, args=(q, label), kwargs={"ids": ids}
+                )
         if job.status in MOVABLE:
             # Out of a mistyped queue, or one stored under a name no worker can serve.
             with actions.popover("Move", icon=":material/drive_file_move:", help="Move this job to another queue"):
                 st.text_input("To queue", key="detail_move_to", placeholder="a queue name, e.g. mail")
+                move = {"ids": ids, "to_key": "detail_move_to"}
                 st.button(
-                    "Move",
-                    key="detail_move",
-                    type="primary",
-                    on_click=_run_action,
-                    args=(q, "Move"),
-                    kwargs={"ids": [job.id], "to_key": "detail_move_to"},
+                    "Move", key="detail_move", type="primary", on_click=_run_action, args=(q, "Move"), kwargs=move
                 )
         actions.button("Close", key="detail_close", icon=":material/close:", on_click=_show_detail, args=(None,))
         facts = {
