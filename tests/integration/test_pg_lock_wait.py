@@ -9,6 +9,7 @@ from /proc/locks; on PostgreSQL the server knows whom a backend waits for (lockw
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import selectors
@@ -275,6 +276,17 @@ def test_the_queue_names_the_session_that_holds_up_its_writes_and_the_ops_app_ra
             stats = q.stats()
             alerts = ops_model.compute_alerts(stats, [], q.wall_time(), lock_blockers=health.lock_blockers(q))
             assert alerts[0].level == "error" and alerts[0].message == f"Writes wait for a lock held by {text}."
+            # `jobq stats` says it too: the line why jobs stand still, and the JSON's list.
+            env = {**os.environ, "JOBQ_DATABASE_URL": postgres_url}
+            stats_cli = [sys.executable, "-m", "jobq.cli", "stats"]
+            shown = subprocess.run(stats_cli, env=env, capture_output=True, text=True, timeout=60)
+            pid = holder.info.backend_pid
+            line = shown.stdout.splitlines()[-1]  # the seconds it has been idle move on: not compared
+            assert shown.returncode == 0 and line.startswith(f"writes held up by: PostgreSQL backend pid {pid} (")
+            assert line.endswith(f"or SELECT pg_terminate_backend({pid})")
+            as_json = subprocess.run([*stats_cli, "--json"], env=env, capture_output=True, text=True, timeout=60)
+            (listed,) = json.loads(as_json.stdout)["blockers"]
+            assert listed.startswith(f"PostgreSQL backend pid {pid} (application 'holder'")
         finally:
             holder.rollback()
             writer.join(30)

@@ -12,7 +12,7 @@ import json
 import sys
 
 import jobq
-from jobq.cli.output import out, stats_dict, stats_text, worker_dict, workers_table
+from jobq.cli.output import clean, out, stats_dict, stats_text, worker_dict, workers_table
 from jobq.cli.parser import EXIT_OK, AddCommand, json_options, open_queue
 from jobq.present import WorkerState, worker_state
 from jobq.queue import default_actor
@@ -27,8 +27,12 @@ def add_stats(command: AddCommand) -> None:
 def cmd_stats(args: argparse.Namespace) -> int:
     with open_queue(args) as q:
         stats = q.stats()
+        blockers = q.blockers()  # why jobs stand still, when something holds up the writes
     now = q.wall_time()  # the store's times are the server's (Queue.clock_offset)
-    out(json.dumps(stats_dict(stats, now), indent=2) if args.output == "json" else stats_text(stats, now))
+    if args.output == "json":
+        out(json.dumps({**stats_dict(stats, now), "blockers": blockers}, indent=2))
+    else:
+        out(stats_text(stats, now) + "".join(f"\nwrites held up by: {clean(b, None)}" for b in blockers))
     return EXIT_OK
 
 
