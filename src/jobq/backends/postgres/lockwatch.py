@@ -32,9 +32,25 @@ CHECK_SECONDS = 1.0
 #: The holder's last statement is shown up to this many characters.
 STATEMENT_SHOWN_CHARS = 100
 
-Q_BLOCKERS = """
-SELECT p.pid, a.state, a.usename, a.application_name, host(a.client_addr),
-       extract(epoch FROM now() - a.state_change)::double precision, a.query
+
+def _holder_columns(a: str) -> str:
+    """What ``describe_holder`` reads of a session, the ``pg_stat_activity`` row ``a``."""
+    return (
+        f"{a}.state, {a}.usename, {a}.application_name, host({a}.client_addr), "
+        f"extract(epoch FROM now() - {a}.state_change)::double precision, {a}.query"
+    )
+
+
+def _holds_a_queue_lock(a: str) -> str:
+    """Whether session ``a`` holds a lock on a table of the queue's schema (``%(schema)s``)."""
+    return (
+        "EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE l.pid = {a}.pid AND l.granted AND n.nspname = %(schema)s)"
+    )
+
+
+Q_BLOCKERS = f"""
+SELECT p.pid, {_holder_columns("a")}
 FROM unnest(pg_blocking_pids(%s)) AS p(pid)
 LEFT JOIN pg_stat_activity a ON a.pid = p.pid
 ORDER BY p.pid
@@ -44,15 +60,12 @@ ORDER BY p.pid
 # After a statement gave up at the URL's lock_timeout, whom it waited for is no longer known:
 # the sessions of this database inside a transaction older than that wait, holding a lock on a
 # table of the queue's schema (a row lock shows as its table's ROW SHARE / ROW EXCLUSIVE lock).
-Q_LIKELY_HOLDERS = """
-SELECT a.pid, a.state, a.usename, a.application_name, host(a.client_addr),
-       extract(epoch FROM now() - a.state_change)::double precision, a.query
+Q_LIKELY_HOLDERS = f"""
+SELECT a.pid, {_holder_columns("a")}
 FROM pg_stat_activity a
 WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
   AND a.xact_start < now() - make_interval(secs => %(waited)s)
-  AND EXISTS (
-      SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE l.pid = a.pid AND l.granted AND n.nspname = %(schema)s)
+  AND {_holds_a_queue_lock("a")}
 ORDER BY a.xact_start
 LIMIT 3
 """
@@ -60,18 +73,15 @@ LIMIT 3
 
 # Sessions of this database that have made another wait for a lock at least %(waited)s seconds,
 # and hold a lock on a table of the queue's schema: whoever holds up the queue's writes now.
-Q_BLOCKING = """
-SELECT b.pid, b.state, b.usename, b.application_name, host(b.client_addr),
-       extract(epoch FROM now() - b.state_change)::double precision, b.query
+Q_BLOCKING = f"""
+SELECT b.pid, {_holder_columns("b")}
 FROM pg_stat_activity b
 WHERE b.datname = current_database() AND b.pid <> pg_backend_pid()
   AND b.pid IN (
       SELECT unnest(pg_blocking_pids(w.pid)) FROM pg_stat_activity w
       WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
         AND w.state = 'active' AND w.query_start < now() - make_interval(secs => %(waited)s))
-  AND EXISTS (
-      SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE l.pid = b.pid AND l.granted AND n.nspname = %(schema)s)
+  AND {_holds_a_queue_lock("b")}
 ORDER BY b.xact_start
 LIMIT 5
 """
@@ -160,7 +170,7 @@ def _backend_pid(conn: object) -> int | None:
 
 def describe_holder(row: Sequence[Any]) -> str:
     """One holder of a lock: its server process and what it is doing, and how to end it.
-    ``row`` is a row of ``Q_BLOCKERS``; a role without ``pg_read_all_stats`` sees another
+    ``row``: its pid, then ``_holder_columns``; a role without ``pg_read_all_stats`` sees another
     role's sessions without their state or statement (NULL, or "<insufficient privilege>")."""
     pid, state, user, application, client, in_state, query = row
     who = [f"application {application!r}" if application else None, f"user {user}" if user else None]
