@@ -293,6 +293,22 @@ def test_the_queue_names_the_session_that_holds_up_its_writes_and_the_ops_app_ra
         assert q.blockers() == [] and q.get(job_id).status == jobq.JobStatus.CANCELLED
 
 
+def test_behind_a_transaction_pooler_no_watch_asks_about_a_pid_the_server_never_gave(
+    postgres_url: str, request: pytest.FixtureRequest
+) -> None:
+    """PgBouncer hands each client a backend pid of its own making: asked about it, the server
+    could name the blockers of some other session. Behind ``pooler=transaction`` no watch runs;
+    ``Queue.blockers`` (the server's own view) still does."""
+    from pgbouncer import through_pgbouncer
+
+    url = through_pgbouncer(request.getfixturevalue("pgbouncer_server"), postgres_url, listen=False)
+    with jobq.Queue(url) as q:
+        q.enqueue({"n": 1})
+        assert q.counts()["PENDING"] == 1
+        assert q.backend._watch is None and not q.backend.in_flight
+        assert q.blockers() == []
+
+
 def test_a_holder_described_without_the_rights_to_see_its_session() -> None:
     """A role without pg_read_all_stats sees another role's session without its state, user or
     statement: the text names the pid alone, and no advice it cannot back."""

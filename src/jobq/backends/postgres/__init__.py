@@ -484,6 +484,8 @@ class PostgresBackend(SqlStore):
     def _start_lock_watch(self) -> None:
         if self._watch is not None and self._watch.pid == os.getpid():
             return
+        if self.options.behind_transaction_pooler:
+            return  # a pooler hands out a backend pid of its own: the server knows no such session
         if self._in_flight_pid != os.getpid():
             # A new process: its thread is not inherited by fork(), nor are the parent's
             # transactions in flight, whose entries the fork copied. (In the same process, after
