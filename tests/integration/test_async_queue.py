@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -147,12 +148,18 @@ def test_one_async_queue_serves_many_waiters_on_one_listen_connection(postgres_u
         async with jobq.AsyncQueue(postgres_url) as q:
             ids = await q.enqueue_many(range(20))
             waits = [asyncio.ensure_future(q.wait(i, timeout=60)) for i in ids * 2]  # two per job
-            await asyncio.sleep(0.1)
-            with psycopg.connect(jobq.backends.postgres.url.split_url(postgres_url).libpq_url) as conn:
-                listening = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
-                ).fetchone()
-            assert listening == (1,)
+            # Polled, not slept on: under load the LISTEN connection took longer than the 0.1 s
+            # this test once gave it (and its failure then left the waits to time out).
+            libpq_url = jobq.backends.postgres.url.split_url(postgres_url).libpq_url
+            listening = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+            )
+            deadline = time.monotonic() + 30
+            with psycopg.connect(libpq_url, autocommit=True) as conn:
+                while (count := conn.execute(listening).fetchone()) == (0,) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # the waits' own coroutines run meanwhile
+                assert count == (1,)  # one LISTEN session for every waiter
+                assert conn.execute(listening).fetchone() == (1,)
             for _ in ids:
                 job = await q.claim("w1")
                 assert job is not None
