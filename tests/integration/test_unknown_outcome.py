@@ -717,6 +717,28 @@ def test_a_registry_prune_whose_commit_reply_was_lost_is_settled(pq) -> None:
     assert [w.id for w in q.workers()] == ["here"]
 
 
+@pytest.mark.parametrize("committed", [True, False], ids=["reply-lost", "commit-cut"])
+def test_a_rescue_whose_commit_outcome_is_unknown_is_settled_and_names_what_it_rescued(pq, committed: bool) -> None:
+    """The rescuer's rescue of two expired leases; its COMMIT's reply is lost (it committed: its
+    first job has its event at the rescue's time) or the COMMIT is cut on its way (it did not:
+    the rescue runs again). Either way the call returns both jobs rescued once, each with one
+    event (before: OutcomeUnknown, and the rescuer's tick ended there)."""
+    q, proxy = pq
+    ids = [q.enqueue({"n": n}) for n in range(2)]
+    assert all(q.claim(f"w{n}") is not None for n in range(2))
+    with jobq.Queue(q.settings.database_url, clock=lambda: time.time() + 3600) as late:
+        if committed:
+            proxy.lose_next_commit_reply(after=b"lease_token IS NOT DISTINCT FROM")
+        else:
+            proxy.cut_next(before=b"COMMIT")
+        results = late.rescue_expired(actor="rescuer")
+    assert (proxy.lost_replies, proxy.cuts) == ((1, 0) if committed else (0, 1))
+    assert sorted((r.job_id, r.outcome) for r in results) == [(i, "rescued") for i in ids]
+    for job_id in ids:
+        assert q.get(job_id).status == jobq.JobStatus.PENDING
+        assert _kinds(q, job_id) == ["enqueued", "claimed", "rescued"]
+
+
 def test_a_marking_of_lost_workers_whose_commit_reply_was_lost_is_settled_and_names_them(pq) -> None:
     """The rescuer's marking of workers not heard from: after a lost reply it is made again and
     read back, so the call returns the workers it marked (the rescuer logs each one) instead of

@@ -363,10 +363,16 @@ class SqlStore:
         attempts_limit: Callable[[str, str | None, int], int] | None,
     ) -> Plan[list[RescueResult]]:
         d = self.dialect
+        made: list[tuple[list[RescueResult], float]] = []  # what the rescue's last run did
+
+        def write() -> ops.Op[list[RescueResult]]:
+            return ops.rescue(d, clock, backoff, actor, gone_owners, cutoff, attempts_limit, made)
+
         return (
             yield from _probed(
                 lambda: ops.rescue_probe(d, clock(), gone_owners),
-                lambda: ops.rescue(d, clock, backoff, actor, gone_owners, cutoff, attempts_limit),
+                write,
+                settle=lambda: ops.rescue_settled(d, write, made, actor),
             )
         )
 

@@ -101,7 +101,14 @@ from jobq.backends.ops.reads import (
     stats,
     unregister_waiter,
 )
-from jobq.backends.ops.rescue import AttemptsLimit, newest_write, rescue, rescue_probe, restamp_ahead
+from jobq.backends.ops.rescue import (
+    AttemptsLimit,
+    newest_write,
+    rescue,
+    rescue_probe,
+    rescue_settled,
+    restamp_ahead,
+)
 from jobq.backends.ops.schedules import (
     delete_schedule,
     delete_schedule_settled,
@@ -213,6 +220,7 @@ __all__ = [
     "release",
     "rescue",
     "rescue_probe",
+    "rescue_settled",
     "restamp_ahead",
     "resubmit",
     "save_schedule",

@@ -38,7 +38,10 @@ def rescue(
     gone_owners: Sequence[str],
     cutoff: Callable[[float], float] | None,
     attempts_limit: AttemptsLimit | None = None,
+    made: list[tuple[list[RescueResult], float]] | None = None,
 ) -> Op[list[RescueResult]]:
+    """Rescue what ``expired`` finds, each job fenced by the lease it read. ``made``: where its
+    results and time go before COMMIT is sent, for ``rescue_settled`` if the reply is lost."""
     now = clock()
     gone = set(gone_owners)
     out = []
@@ -58,7 +61,26 @@ def rescue(
                 finished.add(job_id)
     if finished:  # failed or cancelled here: wake whoever waits for them (Queue.wait)
         yield Notify(frozenset(), frozenset(finished))
+    if made is not None:
+        made[:] = [(out, now)]  # the last run's alone (a transaction run again overwrites it)
     return out
+
+
+def rescue_settled(
+    d: Dialect, again: Callable[[], Op[list[RescueResult]]], made: list[tuple[list[RescueResult], float]], actor: str
+) -> Op[list[RescueResult]]:
+    """A rescue whose COMMIT's reply was lost (PostgreSQL): what it did, if it committed (its
+    first job has its event, by ``actor`` at its time), else the rescue run again. Run again once
+    committed, it would find nothing left and report no job rescued (it raised OutcomeUnknown
+    in the rescuer's tick before, and the tick ended there)."""
+    if made:
+        results, now = made[0]
+        if not results:  # it changed nothing: what it found stands
+            return results
+        params = {"id": results[0].job_id, "at": now, "actor": d.text(actor)}
+        if (yield Exec(d.sql["rescue_event_at"], params)):
+            return results
+    return (yield from again())
 
 
 def restamp_ahead(d: Dialect, now: float, step: float, ahead: float, actor: str) -> Op[list[int]]:

@@ -18,6 +18,13 @@ WHERE job_id = %(id)s AND at = %(at)s AND actor = %(actor)s
     AND kind IN ('cancelled', 'cancel_requested', 'resubmitted', 'moved')
 LIMIT 1
 
+-- name: rescue_event_at
+-- A rescue whose COMMIT reply was lost: did it commit? Its first job rescued has its event (the
+-- rescuer's, stamped with the rescue's time) only if it did (ops.rescue.rescue_settled).
+SELECT 1 FROM job_events
+WHERE job_id = %(id)s AND at = %(at)s AND actor = %(actor)s AND kind IN ('rescued', 'expired', 'cancelled')
+LIMIT 1
+
 -- name: insert_events_set
 -- An event of one kind for each job of a chunk (ops.operator), in order: its detail at the same
 -- place of :details (JSON text or null).
