@@ -78,13 +78,13 @@ def test_a_stopped_process_holding_the_write_lock_is_named_a_frozen_writer(
     url, holder = lock_holder
     q = health.WatchedQueue(url)
     try:
-        assert health.frozen_writers(q) == []  # holding it, but running
+        assert q.blockers() == []  # holding it, but running
         holder.send_signal(signal.SIGSTOP)
         wait_for(lambda: stopped(holder.pid), 30, "the holder to stop")
-        (frozen,) = health.frozen_writers(q)
+        (frozen,) = q.blockers()
         assert frozen.startswith(f"pid {holder.pid} (") and f"`kill -CONT {holder.pid}` continues it" in frozen
         holder.send_signal(signal.SIGCONT)
-        wait_for(lambda: not health.frozen_writers(q), 30, "the holder to run again")
+        wait_for(lambda: not q.blockers(), 30, "the holder to run again")
     finally:
         holder.send_signal(signal.SIGCONT)
         q.close()

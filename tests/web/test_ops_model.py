@@ -216,7 +216,7 @@ def test_a_live_worker_whose_host_clock_is_off_is_an_alert() -> None:
 
 
 def test_a_stopped_process_holding_the_write_lock_is_the_first_alert() -> None:
-    # health.frozen_writers names it (test_health.py, a real SIGSTOPped holder).
+    # Queue.blockers names it (test_health.py, a real SIGSTOPped holder).
     held = "pid 4242 (sqlite3 queue.db), which is stopped (SIGSTOP or a debugger; `kill -CONT 4242` continues it)"
     alerts = ops_model.compute_alerts(stats(expired=2), [], NOW, frozen_writers=[held])
     assert [a.level for a in alerts][:2] == ["error", "error"]

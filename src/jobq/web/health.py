@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jobq import JobqError, Queue, StorageError
-from jobq.backends.sqlite.holders import holders_text, stopped_holders
+from jobq.backends.sqlite.holders import holders_text
 from jobq.queue import read_methods
 from jobq.redact import redact_text, redact_url
 
@@ -106,19 +106,6 @@ def locked_message(path: str, waited_seconds: float, proc: str = "/proc") -> str
         "instead of freezing the page. Try again when that transaction ends, or end it (COMMIT / ROLLBACK, "
         "or stop that process)."
     )
-
-
-def frozen_writers(q: Any, proc: str = "/proc") -> list[str]:
-    """The stopped processes holding the write lock of ``q``'s SQLite file (``stopped_holders``);
-    none for PostgreSQL, whose server ends a session frozen inside a transaction by itself."""
-    path = getattr(getattr(q, "backend", None), "path", None)
-    return stopped_holders(path, proc) if isinstance(path, str) else []
-
-
-def lock_blockers(q: Any) -> list[str]:
-    """The PostgreSQL sessions holding up ``q``'s writes (``Queue.blockers``); none for SQLite,
-    whose own are the ``frozen_writers``."""
-    return [] if isinstance(getattr(getattr(q, "backend", None), "path", None), str) else list(q.blockers())
 
 
 def _is_locked(exc: BaseException) -> bool:

@@ -24,7 +24,7 @@ from jobq import JobFilter, JobqError, JobStatus, Page, Queue, QueueStats, Setti
 from jobq.backends.base import Bucket, DueHistory
 from jobq.backends.common import HISTORY_SAMPLE_LIMIT
 from jobq.present import LOST_AFTER_HEARTBEATS, WorkerState, duration_text, oldest_pending_age, worker_state
-from jobq.web import _page, health, ops_charts, ops_model, safety, schedules_panel, supervisor, views
+from jobq.web import _page, ops_charts, ops_model, safety, schedules_panel, supervisor, views
 from jobq.web._page import open_queue, storage_error
 
 REFRESH_CHOICES = {"2 s": 2, "5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
@@ -99,6 +99,9 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         st.caption(note)
 
     programs, supervisor_error = _supervisor_programs()
+    # Whoever holds up the writes (Queue.blockers), said as the backend's lock works: SQLite's one
+    # write lock held by a stopped process, PostgreSQL's row and table locks.
+    blockers = q.blockers()
     alerts = ops_model.compute_alerts(
         stats,
         workers,
@@ -107,8 +110,8 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
         heartbeat_seconds=heartbeat,
         programs=programs,
         supervisor_error=supervisor_error,
-        frozen_writers=health.frozen_writers(q),
-        lock_blockers=health.lock_blockers(q),
+        frozen_writers=blockers if q.single_host else (),
+        lock_blockers=() if q.single_host else blockers,
     )
     if alerts:
         for alert in alerts:

@@ -292,8 +292,8 @@ def compute_alerts(
     lock_blockers: Sequence[str] = (),
 ) -> list[Alert]:
     """What needs an operator, errors first: a stopped process holding SQLite's write lock
-    (``frozen_writers``, ``health.frozen_writers``), a PostgreSQL session keeping writes waiting
-    for its locks (``lock_blockers``, ``Queue.blockers``), expired leases, no live worker (at all, or
+    (``frozen_writers``), a PostgreSQL session keeping writes waiting for its locks
+    (``lock_blockers``; both ``Queue.blockers``), expired leases, no live worker (at all, or
     for a queue with due jobs), crashed workers, programs supervisord gave up on; then queues
     whose oldest due job waited too long, lost workers, an unreachable supervisord."""
     states = {id(w): worker_state(w, now, heartbeat_seconds) for w in workers}

@@ -126,6 +126,12 @@ def _events(
     yield Exec(d.sql["insert_events_set"], {**params, **d.event_items(job_ids, texts)})
 
 
+def event_made(d: Dialect, job_id: int, at: float, actor: str) -> Op[bool]:
+    """Whether ``job_id`` has the event of an action by ``actor`` at ``at`` (an operator's chunk,
+    a rescue): one whose COMMIT's reply was lost committed only if it does."""
+    return bool((yield Exec(d.sql["action_event_at"], {"id": job_id, "at": at, "actor": d.text(actor)})))
+
+
 def _by_job_id(leases: Sequence[Lease]) -> list[int]:
     """Indexes of ``leases`` in job id order: every transaction touches rows in id order, so two
     of them never wait on each other in a cycle (no deadlock on PostgreSQL)."""

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from jobq.backends.base import ActionResult, JobFilter
 from jobq.backends.common import attempt_detail, attempt_from_row, plan_operator_action
-from jobq.backends.ops.core import Exec, Notify, Op, _events
+from jobq.backends.ops.core import Exec, Notify, Op, _events, event_made
 from jobq.backends.statements import Dialect, Params
 from jobq.job import MOVABLE, Action, EventKind, JobStatus
 
@@ -209,8 +209,7 @@ def chunk_settled(d: Dialect, chunk: Callable[[], Op[Chunk]], made: list[Chunk],
         first = next((r.job_id for r in results if r.ok), None)
         if first is None:  # it changed no job: what it reported stands
             return results, following
-        params = {"id": first, "at": now, "actor": d.text(actor)}
-        if (yield Exec(d.sql["operator_event_at"], params)):
+        if (yield from event_made(d, first, now, actor)):
             return results, following
     return (yield from recorded(chunk, made))
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from jobq.backends.base import Clock, RescueResult
 from jobq.backends.common import attempt_detail, cancel_asked, plan_rescue
-from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event, _events
+from jobq.backends.ops.core import TERMINAL_STATUSES, Exec, Notify, Op, _event, _events, event_made
 from jobq.backends.statements import Dialect, Params
 from jobq.job import EventKind
 
@@ -77,8 +77,7 @@ def rescue_settled(
         results, now = made[0]
         if not results:  # it changed nothing: what it found stands
             return results
-        params = {"id": results[0].job_id, "at": now, "actor": d.text(actor)}
-        if (yield Exec(d.sql["rescue_event_at"], params)):
+        if (yield from event_made(d, results[0].job_id, now, actor)):
             return results
     return (yield from again())
 

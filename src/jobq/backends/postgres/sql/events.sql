@@ -9,20 +9,13 @@ VALUES (%(job_id)s, %(at)s, %(kind)s, %(actor)s, %(attempt)s, %(detail)s)
 -- the operation and the lease, in the detail) recorded already? (ops.core._refused_unless_applied)
 SELECT 1 FROM job_events WHERE job_id = %(id)s AND kind = 'stale_write_refused' AND detail = %(detail)s LIMIT 1
 
--- name: operator_event_at
--- An operator action's chunk whose COMMIT reply was lost: did it commit? Its first job done has its
--- event of that action (the actor's, stamped with the action's time) only if it did
--- (ops.operator.chunk_settled).
+-- name: action_event_at
+-- An operator's chunk or a rescue whose COMMIT reply was lost: did it commit? Its first job done
+-- has its event of that action (the actor's, stamped with the action's time) only if it did
+-- (ops.core.event_made).
 SELECT 1 FROM job_events
 WHERE job_id = %(id)s AND at = %(at)s AND actor = %(actor)s
-    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted', 'moved')
-LIMIT 1
-
--- name: rescue_event_at
--- A rescue whose COMMIT reply was lost: did it commit? Its first job rescued has its event (the
--- rescuer's, stamped with the rescue's time) only if it did (ops.rescue.rescue_settled).
-SELECT 1 FROM job_events
-WHERE job_id = %(id)s AND at = %(at)s AND actor = %(actor)s AND kind IN ('rescued', 'expired', 'cancelled')
+    AND kind IN ('cancelled', 'cancel_requested', 'resubmitted', 'moved', 'rescued', 'expired')
 LIMIT 1
 
 -- name: insert_events_set
