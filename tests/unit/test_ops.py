@@ -342,3 +342,13 @@ def test_a_postgres_batch_binds_what_its_jobs_share_once() -> None:
         mixed = [*same[:2], dataclasses.replace(same[2], **differs)]
         ops.drive(ops.enqueue(pg, mixed, 100.0), run)
         assert [c.sql for c in sent if isinstance(c, ops.Exec)] == [pg.sql["enqueue_with_events"]], differs
+
+
+@pytest.mark.parametrize("token", ["n0nce-12", 'a "quoted"\\ token', "é\u2028\x00\n", "\ud800 lone surrogate"])
+def test_a_refusal_detail_is_the_text_json_dumps_makes(token: str) -> None:
+    # Formatted without json.dumps (issue 13), read back by the history and the metrics as JSON.
+    from jobq.backends.ops.core import _refusal_detail
+
+    lease = Lease(7, token, "w1")
+    for op in ("complete", "heartbeat", "fail"):
+        assert _refusal_detail(DIALECT, op, lease) == json.dumps({"operation": op, "token": token})

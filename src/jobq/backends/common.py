@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -66,6 +67,23 @@ the cause); the job's ``last_error`` keeps up to ``jobq.queue.ERROR_MAX_CHARS`` 
 
 HISTORY_SAMPLE_LIMIT = 20_000
 """Most recent finished jobs used for wait/run percentiles: bounded work per ops refresh."""
+
+
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def process_id() -> int:
+    """``os.getpid()`` without its system call: kept by an after-fork hook (the PostgreSQL store
+    asks on every transaction whether its pool is this process's, issue 13)."""
+    return _PID
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:

@@ -73,7 +73,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import BACKUP_ELSEWHERE, ops
 from jobq.backends.base import Listener, QueueCopy
-from jobq.backends.common import clock_offset_of
+from jobq.backends.common import clock_offset_of, process_id
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
 from jobq.backends.postgres.lockwatch import (
@@ -384,7 +384,7 @@ class PostgresBackend(SqlStore):
         # The transactions in flight, for this process's LockWatch (made with its pool): noted
         # by _run, and by the async store's, while they run.
         self.in_flight: dict[object, float] = {}
-        self._in_flight_pid = os.getpid()
+        self._in_flight_pid = process_id()
         self._watch: LockWatch | None = None
         self._caller = CallerCheck(describe_url(url), self._identity)
         # Migrate now on a direct connection: a wrong URL or a server that is down is reported at
@@ -446,8 +446,11 @@ class PostgresBackend(SqlStore):
             conn.close()
 
     def _get_pool(self) -> ConnectionPool[PooledConnection]:
+        current = self._pool  # the usual case without the lock: this process's pool, open
+        if current is not None and self._pid == process_id():
+            return current
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == process_id():
                 if self._pool is not None:
                     return self._pool
             else:
@@ -471,7 +474,7 @@ class PostgresBackend(SqlStore):
             )
             pool.open(wait=False)
             self._pool = pool
-            self._pid = os.getpid()
+            self._pid = process_id()
             self._start_lock_watch()
             return pool
 
@@ -482,16 +485,16 @@ class PostgresBackend(SqlStore):
             self._start_lock_watch()
 
     def _start_lock_watch(self) -> None:
-        if self._watch is not None and self._watch.pid == os.getpid():
+        if self._watch is not None and self._watch.pid == process_id():
             return
         if self.options.behind_transaction_pooler:
             return  # a pooler hands out a backend pid of its own: the server knows no such session
-        if self._in_flight_pid != os.getpid():
+        if self._in_flight_pid != process_id():
             # A new process: its thread is not inherited by fork(), nor are the parent's
             # transactions in flight, whose entries the fork copied. (In the same process, after
             # close(), they are this process's own, ended by the threads that run them.)
             self.in_flight.clear()
-            self._in_flight_pid = os.getpid()
+            self._in_flight_pid = process_id()
         self._watch = LockWatch(self.in_flight, self._connect)
 
     def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
@@ -582,7 +585,8 @@ class PostgresBackend(SqlStore):
         try:
             # `conn` is self._sticky: close() changes it only under the lock this thread holds, and
             # a new process's _get_pool before any of its threads took that lock.
-            if conn.broken or conn.info.transaction_status != _IDLE:
+            # pgconn's status, not conn.info's: that makes a ConnectionInfo and an enum each time.
+            if conn.broken or conn.pgconn.transaction_status != _IDLE:
                 self._sticky = None
                 pool.putconn(conn)
         finally:
@@ -677,7 +681,7 @@ class PostgresBackend(SqlStore):
         with self._lock:
             # Like SQLite's, a closed backend reopens on its next use (a new pool).
             pool, self._pool = self._pool, None
-            if pool is not None and self._pid == os.getpid():
+            if pool is not None and self._pid == process_id():
                 # The sticky connection back first (once a transaction on it has ended).
                 with self._sticky_lock:
                     sticky, self._sticky = self._sticky, None
@@ -685,7 +689,7 @@ class PostgresBackend(SqlStore):
                     pool.putconn(sticky)
                 pool.close(timeout=5.0)
             watch, self._watch = self._watch, None
-            if watch is not None and watch.pid == os.getpid():
+            if watch is not None and watch.pid == process_id():
                 watch.close()
 
     def backup(self, dest: str, *, compact: bool = False) -> QueueCopy:

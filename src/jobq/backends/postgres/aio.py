@@ -23,7 +23,6 @@ from two live loops at once, it raises ConfigError.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import select
 import time
@@ -36,6 +35,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
+from jobq.backends.common import process_id
 from jobq.backends.postgres import (
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
@@ -254,13 +254,13 @@ class AsyncPostgresStore(SqlStore):
 
     async def _get_pool(self) -> AsyncConnectionPool[AsyncPooledConnection]:
         loop = asyncio.get_running_loop()
-        if self._pool is not None and self._loop is loop and self._pid == os.getpid():
+        if self._pool is not None and self._loop is loop and self._pid == process_id():
             return self._pool
         # A pool whose loop is gone (asyncio.run per call) is dropped: its connections close as
         # they are collected. One whose loop still runs cannot be shared (psycopg's rule).
         if (
             self._pool is not None
-            and self._pid == os.getpid()
+            and self._pid == process_id()
             and self._loop is not None
             and not self._loop.is_closed()
         ):
@@ -278,7 +278,7 @@ class AsyncPostgresStore(SqlStore):
             open=False,
         )
         await pool.open(wait=False)
-        self._pool, self._loop, self._pid = pool, loop, os.getpid()
+        self._pool, self._loop, self._pid = pool, loop, process_id()
         self._backend.start_lock_watch()
         return pool
 
@@ -344,7 +344,7 @@ class AsyncPostgresStore(SqlStore):
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None and self._loop is asyncio.get_running_loop() and self._pid == os.getpid():
+        if pool is not None and self._loop is asyncio.get_running_loop() and self._pid == process_id():
             await pool.close(timeout=5.0)
 
     def close(self) -> None:  # the Protocol's; AsyncQueue calls aclose
