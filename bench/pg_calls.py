@@ -138,7 +138,7 @@ NO_WAITER_CHECK = "/* jobq complete_one, no waiter check */ "
 def without_waiter_check(complete_one: str) -> str:
     """``complete_one`` without its waiter check (the ``jobq_notify_waited`` call), named apart by a
     comment: the same statement but for that call."""
-    check = r"count\([\w.]+jobq_notify_waited\(.*?\)\) AS n"
+    check = r"count\(CASE WHEN .*?jobq_notify_waited\(.*?\) ELSE 0 END\) AS n"
     without = re.sub(check, "count(*) AS n", complete_one)
     if without == complete_one:
         raise RuntimeError("complete_one has no waiter check to take out")

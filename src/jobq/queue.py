@@ -1289,6 +1289,12 @@ class Queue:
         """Mark workers not heard from since ``seen_before`` (UNIX seconds) ``lost``; their ids."""
         return self.backend.mark_lost_workers(seen_before, self._wall_now())
 
+    def settle_waiters(self) -> bool:
+        """Forget the ``wait`` registrations of waiters that crashed, and once none is left, let
+        finishing transactions skip looking for waiters again (PostgreSQL; the rescuer does this
+        every ``PRUNE_INTERVAL_SECONDS``). True when they were let."""
+        return self.backend.settle_waiters(self._wall_now())
+
     def prune_workers(self, older_than: float) -> int:
         """Delete the registry rows of workers that ended more than ``older_than`` seconds ago
         (the rescuer does, keeping ``WORKER_ROWS_KEPT_SECONDS``); how many went."""

@@ -126,6 +126,7 @@ def script(call: Call, clock: FakeClock) -> None:
     waiter = call("register_waiter", ids[2], now, now + 60)
     call("unregister_waiter", waiter)
     call("unregister_waiter", None)
+    call("settle_waiters", now)  # none left: the probe, then (PostgreSQL) the lock and the settle
     call("events", ids[0])
     call("recent_events", 50)
     call("list_jobs", JobFilter(), Page())

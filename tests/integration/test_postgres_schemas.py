@@ -149,6 +149,7 @@ UNDO_LATER_MIGRATIONS = [
     [],  # jobq_notify_waited's new body: the undoing of its first version drops it
     ["ALTER TABLE public.workers DROP COLUMN clock_skew"],
     ["ALTER TABLE public.workers DROP COLUMN clock_base"],
+    ["DROP SEQUENCE public.job_waiters_gone"],
 ]
 
 

@@ -753,3 +753,54 @@ def test_a_marking_of_lost_workers_whose_commit_reply_was_lost_is_settled_and_na
     ended = {w.id: (w.end_reason, w.stopped_at) for w in q.workers()}
     assert ended["here"] == (None, None)
     assert ended["silent"][0] == ended["quiet"][0] == base.WorkerEnd.LOST
+
+
+def _waiter_counts(postgres_url: str) -> tuple[int, int, int]:
+    """(registrations made, registrations counted gone, rows left) of the queue's job_waiters."""
+    import psycopg
+    from psycopg import sql
+
+    from jobq.backends.postgres.url import split_url
+
+    options = split_url(postgres_url)
+    s = options.schema
+    with psycopg.connect(options.libpq_url) as conn:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT coalesce(pg_sequence_last_value({made}), 0), coalesce(pg_sequence_last_value({gone}), 0),"
+                " (SELECT count(*) FROM {table})"
+            ).format(
+                made=sql.Literal(f"{s}.job_waiters_id_seq"),
+                gone=sql.Literal(f"{s}.job_waiters_gone"),
+                table=sql.Identifier(s, "job_waiters"),
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+@pytest.mark.parametrize("fault", ["reply-lost", "never-sent"])
+def test_an_unregistration_whose_outcome_is_unknown_is_not_sent_again_and_raises_nothing(
+    pq: tuple[jobq.Queue, FaultProxy], postgres_url: str, fault: str
+) -> None:
+    """Sent again, an unregistration could count its registration gone twice (the finishing
+    statements would then skip looking for a waiter that is still there). Left as it is, the
+    count stays right (reply lost: the row went and was counted) or over (never sent: the row
+    stays, uncounted, and expires), and the wait that made it is not failed for it."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    now = time.time()
+    registration = q.backend.register_waiter(job_id, now, now - 1 if fault == "never-sent" else now + 60)
+    assert _waiter_counts(postgres_url) == (1, 0, 1)
+    if fault == "reply-lost":
+        proxy.lose_next_commit_reply(after=b"WITH gone AS")
+    else:
+        proxy.cut_next(before=b"WITH gone AS")
+    q.backend.unregister_waiter(registration)  # raises nothing
+    if fault == "reply-lost":
+        assert proxy.lost_replies == 1
+        assert _waiter_counts(postgres_url) == (1, 1, 0)  # gone, counted once
+    else:
+        assert _waiter_counts(postgres_url) == (1, 0, 1)  # not sent again: the row is there
+        assert q.settle_waiters() is True  # expired: deleted, and the count settled
+        assert _waiter_counts(postgres_url) == (1, 1, 0)

@@ -772,7 +772,15 @@ class Backend(Protocol):
         returns the registration to pass to ``unregister_waiter``; others return None."""
         ...
 
-    def unregister_waiter(self, waiter: int | None) -> None: ...
+    def unregister_waiter(self, waiter: int | None) -> None:
+        """The registration gone (best effort: one whose reply was lost is left to expire)."""
+        ...
+
+    def settle_waiters(self, now: float) -> bool:
+        """Expired registrations deleted (their waiters crashed) and, once none is left, finishing
+        transactions told that no one waits (PostgreSQL: they skip the waiters' check); True when
+        they were told. The rescuer's, now and then; others return False."""
+        ...
 
     def events(self, job_id: int) -> list[Event]: ...
 

@@ -7,6 +7,7 @@ commits whose outcome is unknown) and how idle workers are woken.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -45,7 +46,7 @@ from jobq.backends.base import (
     WorkerInfo,
 )
 from jobq.backends.statements import Dialect
-from jobq.errors import ConfigError, StorageError
+from jobq.errors import ConfigError, OutcomeUnknown, StorageError
 from jobq.job import Event, Job, JobStatus
 
 T = TypeVar("T")
@@ -112,6 +113,18 @@ def _probed(
     if not (yield from _one(probe, write=False)):
         return []
     return (yield from _one(write, write=True, on_unknown=write if harmless_twice else settle))
+
+
+def _sent_once(make: MakeOp[None]) -> Plan[None]:
+    """A write not sent again after a lost reply, nor reported: what it did, if anything, is left
+    as it is (an unregistration, whose row expires: see ``waiters.sql``)."""
+    with contextlib.suppress(OutcomeUnknown):
+        yield from _one(make, write=True)
+
+
+def _any(plan: Plan[list[T]]) -> Plan[bool]:
+    """Whether ``plan`` returned anything."""
+    return bool((yield from plan))
 
 
 def _value(value: T) -> Plan[T]:
@@ -485,7 +498,17 @@ class SqlStore:
     def unregister_waiter(self, waiter: int | None) -> None:
         if waiter is None:
             return self._run_plan(_value(None))
-        return self._write_again_if_unknown(lambda: ops.unregister_waiter(self.dialect, waiter))  # a DELETE by id
+        return self._run_plan(_sent_once(lambda: ops.unregister_waiter(self.dialect, waiter)))
+
+    def settle_waiters(self, now: float) -> bool:
+        if "waiters_settle" not in self.dialect.sql:
+            return self._run_plan(_value(False))  # no count of waiters to settle in this dialect
+        d = self.dialect
+        # Done again after a lost reply, it finds nothing more to do, or does the same.
+        plan = _probed(
+            lambda: ops.settle_waiters_probe(d, now), lambda: ops.settle_waiters(d, now), harmless_twice=True
+        )
+        return self._run_plan(_any(plan))
 
     def events(self, job_id: int) -> list[Event]:
         return self._read(lambda: ops.events(self.dialect, job_id))

@@ -178,6 +178,8 @@ class Rescuer(Looper):
         self._workers_pruned_at = mono
         if n := self.queue.prune_workers(WORKER_ROWS_KEPT_SECONDS):
             log.info("forgot %d workers that ended more than %g days ago", n, WORKER_ROWS_KEPT_SECONDS / 86_400)
+        if self.queue.settle_waiters():
+            log.info("no one waits for a job any more: completions stop looking for waiters")
 
     def restamp(self, stalls: StallWatch, back: float) -> None:
         """This host's clock was set back by ``back`` seconds (SQLite, where every writer reads

@@ -98,6 +98,8 @@ from jobq.backends.ops.reads import (
     list_page,
     recent_events,
     register_waiter,
+    settle_waiters,
+    settle_waiters_probe,
     stats,
     unregister_waiter,
 )
@@ -226,6 +228,8 @@ __all__ = [
     "save_schedule",
     "schedule_actions",
     "schema_version",
+    "settle_waiters",
+    "settle_waiters_probe",
     "stats",
     "store_time",
     "trace_contexts",

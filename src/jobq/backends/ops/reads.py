@@ -59,6 +59,22 @@ def unregister_waiter(d: Dialect, waiter: int) -> Op[None]:
     yield Exec(d.sql["unregister_waiter"], {"waiter": waiter}, alone=True)
 
 
+def settle_waiters_probe(d: Dialect, now: float) -> Op[bool]:
+    """Has every registration gone or expired while the finishing statements still run the
+    waiters' check (PostgreSQL: a crashed waiter's row; see ``waiters.sql``)? A read."""
+    rows = yield Exec(d.sql["waiters_settle_probe"], {"now": now})
+    return bool(rows and rows[0][0])
+
+
+def settle_waiters(d: Dialect, now: float) -> Op[list[bool]]:
+    """The expired registrations deleted and, with none left, the finishing statements' waiters'
+    check turned off until the next registration, under a lock that no registration or
+    unregistration is in flight across. ``[True]`` when it was turned off."""
+    yield Exec(d.sql["waiters_settle_lock"])
+    rows = yield Exec(d.sql["waiters_settle"], {"now": now})
+    return [True] if rows else []
+
+
 def events(d: Dialect, job_id: int) -> Op[list[Event]]:
     """The job's history: its stored events and the entries derived from its row."""
     stored = [event_from_row(r) for r in (yield Exec(d.sql["events_of_job"], {"id": job_id}))]

@@ -23,7 +23,7 @@ from jobq.flow import CONTROLS_REFUSED
 
 log = logging.getLogger("jobq.postgres")
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 #: jobq's tables, in the order they are moved out of ``public`` (and qualified in statements).
 TABLES = (
     "jobs",
@@ -358,6 +358,13 @@ MIGRATIONS: list[list[str]] = [
         # Each worker's wall clock less its monotonic one (WorkerInfo.clock_base), written with
         # its heartbeat: a worker starting on the same host learns of a step of the clock since.
         "ALTER TABLE workers ADD COLUMN clock_base double precision",
+    ],
+    [
+        # Registrations gone, counted (postgres/__init__.py: _waiters_gate): finishing statements
+        # skip the waiters' check while no one waits. Starts uncalled (read as 0): every
+        # registration made before this migration is counted as made, none as gone, so the gate
+        # stays open until the rescuer's settle finds no registration left (waiters.sql).
+        "CREATE SEQUENCE job_waiters_gone OWNED BY job_waiters.id",
     ],
 ]
 

@@ -515,8 +515,9 @@ SELECT %(id)s::bigint, %(now)s::double precision, 'stale_write_refused', %(actor
        %(refused)s::text
 
 -- name: notify_finished
--- Only when someone waits for the job (job_waiters; see the migration that made it).
-SELECT count({notify_waited}('{done_channel}', %(id)s::bigint)) AS n FROM done
+-- Only when someone waits for the job (job_waiters; see the migration that made it), and the
+-- check for it only while anyone waits at all ({waiters_gate}, waiters.sql).
+SELECT count(CASE WHEN {waiters_gate} THEN {notify_waited}('{done_channel}', %(id)s::bigint) ELSE 0 END) AS n FROM done
 
 -- name: heartbeat_one
 -- The row is locked first (the CTE) and the lease then extended by the time the statement waited
@@ -587,7 +588,7 @@ WITH items AS MATERIALIZED (
     SELECT items.id, %(now)s::double precision, 'stale_write_refused', items.actor, NULL, items.refused
     FROM items WHERE NOT EXISTS (SELECT FROM done WHERE done.id = items.id)
 ), finished AS (
-    SELECT count({notify_waited}('{done_channel}', done.id)) AS n FROM done
+    SELECT count(CASE WHEN {waiters_gate} THEN {notify_waited}('{done_channel}', done.id) ELSE 0 END) AS n FROM done
 ), claimed AS ({sql:claim})
 SELECT flag.controlled, (SELECT array_agg(done.id) FROM done, finished) AS done, claimed.*
 FROM ({sql:claim_flag}) AS flag LEFT JOIN claimed ON true
@@ -622,7 +623,7 @@ WITH cancelled AS ({sql:ack_cancel}), done AS ({sql:retry}), recorded AS (
 ), wake AS (
     SELECT count(pg_notify('{wake_channel}', queue)) AS n FROM done WHERE %(due)s::boolean
 ), finished AS (
-    SELECT count({notify_waited}('{done_channel}', %(id)s::bigint)) AS n FROM cancelled
+    SELECT count(CASE WHEN {waiters_gate} THEN {notify_waited}('{done_channel}', %(id)s::bigint) ELSE 0 END) AS n FROM cancelled
 )
 SELECT attempts, 'PENDING' FROM done, wake
 UNION ALL

@@ -6,7 +6,33 @@ WITH expired AS (DELETE FROM job_waiters WHERE expires_at < %(now)s)
 INSERT INTO job_waiters (job_id, expires_at) VALUES (%(id)s, %(expires)s) RETURNING id
 
 -- name: unregister_waiter
-DELETE FROM job_waiters WHERE id = %(waiter)s
+-- The row goes, and job_waiters_gone counts it (see waiters_gate): in the DELETE's statement, so
+-- that a settle (waiters_settle), whose EXCLUSIVE lock waits for this statement's ROW EXCLUSIVE,
+-- never runs between the two. setval, not nextval: a crash keeps the last setval exactly, where
+-- nextval's value comes back up to 32 ahead (its WAL is written ahead), which would count waiters
+-- gone that never were. Two unregistrations at once may both write the same value: one goes
+-- uncounted, so the gate stays open (the waiters' check runs, as before), never wrongly shut.
+-- Sent once: done again after a lost reply, it could count one registration twice (a DELETE
+-- rolled back after its setval leaves the row to expire, uncounted again).
+WITH gone AS (DELETE FROM job_waiters WHERE id = %(waiter)s RETURNING id)
+SELECT setval('{waiters_gone}', coalesce(pg_sequence_last_value('{waiters_gone}'), 0) + 1) FROM gone
+
+-- name: waiters_settle_probe
+-- Is there a count to settle: the gate open, and no registration that has not expired?
+SELECT {waiters_gate} AND NOT EXISTS (SELECT FROM job_waiters WHERE expires_at >= %(now)s)
+
+-- name: waiters_settle_lock
+-- No registration in flight: an INSERT holds ROW EXCLUSIVE from before it takes its id (its
+-- nextval) to its commit, and an unregistration from before its DELETE to after its setval.
+LOCK TABLE job_waiters IN EXCLUSIVE MODE
+
+-- name: waiters_settle
+-- The registrations of crashed waiters go; with none left, the count of waiters gone is set to
+-- the count of registrations, which shuts the gate until the next registration.
+-- (The statement's snapshot is taken once the lock is held; it does not see its own DELETE.)
+WITH expired AS (DELETE FROM job_waiters WHERE expires_at < %(now)s)
+SELECT setval('{waiters_gone}', pg_sequence_last_value('{waiters_made}'))
+WHERE {waiters_gate} AND NOT EXISTS (SELECT FROM job_waiters WHERE expires_at >= %(now)s)
 
 -- name: get_job_locked
 -- A registered waiter's read. Why it cannot miss a finish: a finish checks for waiters
@@ -25,4 +51,5 @@ DELETE FROM job_waiters WHERE id = %(waiter)s
 
 -- name: notify_waited
 -- The batched forms' wake-up: one NOTIFY per finished job someone waits for.
-SELECT count({notify_waited}('{done_channel}', job_id)) FROM unnest(%(ids)s::bigint[]) AS job_id
+SELECT count(CASE WHEN {waiters_gate} THEN {notify_waited}('{done_channel}', job_id) ELSE 0 END)
+FROM unnest(%(ids)s::bigint[]) AS job_id
