@@ -180,7 +180,8 @@ QUEUE_ONLY = {
     "fire_schedule", "history", "last_event_id", "last_job_id", "latest", "listener", "mark_lost_workers",
     "newest_write", "next_due_at", "progress", "prune_workers", "queue_gauges", "recent_events", "register_worker",
     "release_many",
-    "rescue_expired", "restamp_ahead", "result_text", "save_schedule", "sync_clock", "trace_contexts", "wall_time",
+    "rescue_expired", "restamp_ahead", "result_text", "save_schedule", "settle_waiters", "sync_clock", "trace_contexts",
+    "wall_time",
     "worker_seen", "worker_stopped",
 }  # fmt: skip
 
