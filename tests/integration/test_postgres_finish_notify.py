@@ -266,3 +266,17 @@ def test_a_settle_leaves_the_gate_open_while_a_registration_has_not_expired(post
         q.complete(j[1])
         assert checked() == [j[1].id]
         q.backend.unregister_waiter(again)
+
+
+def test_the_rescuers_first_tick_settles_a_crashed_waiters_expired_registration(postgres_url: str) -> None:
+    from jobq.worker.rescuer import Rescuer
+
+    with _counted_checks(postgres_url) as (q, _listen, checked):
+        ids = q.enqueue_many(range(2))
+        q.backend.register_waiter(ids[0], time.time(), time.time() - 1)  # never unregistered
+        j = _claimed(q, 2)
+        q.complete(j[0])
+        assert checked() == [j[0].id]
+        Rescuer(q, "rescuer-1", 1.0).tick()
+        q.complete(j[1])
+        assert checked() == [j[0].id]
