@@ -39,9 +39,10 @@ ROUNDS = 5
 #: Python calls a PostgreSQL claim+complete makes beyond psycopg's own for the same two statements
 #: sent with ``conn.execute`` on a plain connection (the test's lambdas included): measured 72, then
 #: 79 (2026-12-04), 74 with the backend's sticky connection (no getconn/putconn per call), 67 with
-#: the refusal detail formatted without json.dumps and the pool and connection status read directly
+#: the refusal detail formatted without json.dumps and the pool and connection status read directly,
+#: 54 with the per-job claim and completion sent without the plan and the operations' generators
 #: (2026-12-06).
-PG_ADDED_CALLS_MAX = 70
+PG_ADDED_CALLS_MAX = 58
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from jobq.backends.ops.core import (
     ExecMany,
     Notify,
     Op,
+    Rows,
     _by_job_id,
     _event,
     _lease_params,
@@ -52,19 +53,8 @@ def claim(
     event row and its two indexes were half the pages a claim wrote)."""
     now = clock()  # under the lock (SQLite) / in the transaction: a lease runs from when granted
     if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
-        # One queue: whether it is paused or limited is one look-up before the scan (the planner
-        # runs an uncorrelated subquery once and skips the scan when it says so); asked per
-        # pending row instead, a claim of a limited queue walked its whole backlog to find
-        # nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py).
-        params = _lease_params(d, worker_id, nonce, now, lease_seconds)
-        params["limit"] = limit
-        uncontrolled = _uncontrolled(d, queues)
-        statement = d.stmt_for_queues(
-            "claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0", rate_slack=_RATE_SLACK
-        )
-        rows = yield Exec(statement, params, alone=True)
-        controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
-        return Claimed([row[1:] for row in rows if row[1] is not None]), controlled
+        rows = yield Exec(*claim_flagged_statement(d, worker_id, queues, limit, lease_seconds, now, nonce), alone=True)
+        return claim_flagged_rows(rows)
     rows = yield Exec(*claim_statement(d, worker_id, queues, limit, lease_seconds, now, nonce))
     claimed = Claimed(rows)
     if len(rows) < limit:
@@ -72,6 +62,29 @@ def claim(
             d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce
         )
     return claimed, CONTROLLED_NONE
+
+
+def claim_flagged_statement(
+    d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float, nonce: str
+) -> tuple[str, Params]:
+    """``claim``'s one statement where it is one (PostgreSQL: ``claim_flagged``, sent alone),
+    and its parameters. One queue: whether it is paused or limited is one look-up before the
+    scan (the planner runs an uncorrelated subquery once and skips the scan when it says so);
+    asked per pending row instead, a claim of a limited queue walked its whole backlog to find
+    nothing (68 ms a claim with 20,000 due jobs, bench/flow_rows.py)."""
+    params = _lease_params(d, worker_id, nonce, now, lease_seconds)
+    params["limit"] = limit
+    uncontrolled = _uncontrolled(d, queues)
+    statement = d.stmt_for_queues(
+        "claim_flagged", queues, params, uncontrolled=uncontrolled, freed="0", rate_slack=_RATE_SLACK
+    )
+    return statement, params
+
+
+def claim_flagged_rows(rows: Rows) -> tuple[Claimed, int]:
+    """What ``claim_flagged_statement``'s rows say: the jobs, and whether controlled queues remain."""
+    controlled = int(rows[0][0]) if rows else CONTROLLED_NONE
+    return Claimed([row[1:] for row in rows if row[1] is not None]), controlled
 
 
 def claim_statement(
@@ -154,13 +167,23 @@ def heartbeat(
     return [r for r in out if r is not None]
 
 
+def complete_in_one(d: Dialect, items: Sequence[Completion], repeat: bool) -> bool:
+    """Whether ``complete`` is one statement (``complete_one_statement``) sent alone: one job,
+    first sent, without a note, where the dialect has it (a repeat needs to read first)."""
+    return len(items) == 1 and not repeat and not items[0].note and "complete_one" in d.sql
+
+
+def complete_one_statement(d: Dialect, item: Completion, now: float) -> tuple[str, Params]:
+    """The write or the refusal's event in one statement; it returns a row if the lease held."""
+    params = _one_write(d, item.lease, now, "complete")
+    params["result"] = item.result_json
+    return d.sql["complete_one"], params
+
+
 def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
     now = clock()
-    if len(items) == 1 and not repeat and not items[0].note and "complete_one" in d.sql:
-        # The write or the refusal's event in one statement (a repeat needs to read first).
-        params = _one_write(d, items[0].lease, now, "complete")
-        params["result"] = items[0].result_json
-        return [bool((yield Exec(d.sql["complete_one"], params, alone=True)))]
+    if complete_in_one(d, items, repeat):
+        return [bool((yield Exec(*complete_one_statement(d, items[0], now), alone=True)))]
     if len(items) == 1 and not items[0].note:
         # The per-job API (SQLite, or a repeat): the same fenced statement and refusal as below,
         # without the group's ordering and look-ups (~2 us of a ~120 us claim+complete, issue 13).

@@ -72,7 +72,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import BACKUP_ELSEWHERE, ops
-from jobq.backends.base import Listener, QueueCopy
+from jobq.backends.base import Clock, Completion, Listener, QueueCopy
 from jobq.backends.common import clock_offset_of, process_id
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
@@ -86,9 +86,10 @@ from jobq.backends.postgres.lockwatch import (
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
-from jobq.backends.store import MakeOp, SqlStore
+from jobq.backends.store import MakeOp, SqlStore, _flagged, _nonce
 from jobq.config import CLOCK_SAMPLES
 from jobq.errors import ConfigError, OutcomeUnknown, StorageError
+from jobq.job import Job
 from jobq.redact import redact_text
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "describe_url", "storage_error"]
@@ -520,7 +521,23 @@ class PostgresBackend(SqlStore):
         self._watch = LockWatch(self.in_flight, self._connect)
 
     def _run(self, make: MakeOp[T], *, write: bool = True, on_unknown: MakeOp[T] | None = None) -> T:
-        """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``).
+        """Run the operation ``make()`` as one transaction on a pooled connection (see ``_drive``)."""
+        d = self.dialect
+        return self._on_connection(
+            lambda conn, attempt: _drive(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write),
+            write=write,
+            on_unknown=on_unknown,
+        )
+
+    def _on_connection(
+        self,
+        body: Callable[[PooledConnection, _Attempt], T],
+        *,
+        write: bool = True,
+        on_unknown: MakeOp[T] | None = None,
+    ) -> T:
+        """``body(conn, attempt)``, one transaction, on a pooled connection: ``_run``'s, or a
+        statement of the per-job API sent alone (``_alone``).
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
         run again; a lost connection is retried once on a fresh one, but only if nothing that
@@ -543,8 +560,7 @@ class PostgresBackend(SqlStore):
                 running = self.in_flight  # whom it waits for is named if it waits long (lockwatch.py)
                 running[conn] = time.monotonic()
                 try:
-                    d = self.dialect
-                    return _drive(conn, make, attempt, d.channel, d.sql["notify_waited"], write=write)
+                    return body(conn, attempt)
                 finally:
                     del running[conn]
                     self._give(pool, conn, sticky)
@@ -613,6 +629,40 @@ class PostgresBackend(SqlStore):
                 pool.putconn(conn)
         finally:
             self._sticky_lock.release()
+
+    # -- the per-job API: its one statement sent as it is -------------------------------------
+    def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
+        # ``ops.claim``'s statement and rows (``claim_flagged_*``) without the plan, the operation's
+        # generator and its commands, as SQLite's claim runs its statements directly (issue 13).
+        # The same settle of an unknown outcome, and the same claim of controlled queues after.
+        d, nonce = self.dialect, _nonce()
+
+        def body(conn: PooledConnection, attempt: _Attempt) -> tuple[ops.Claimed, int]:
+            # The clock is read once the connection is held: a lease runs from when it is written.
+            statement = ops.claim_flagged_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
+            return ops.claim_flagged_rows(_send_alone(conn, attempt, *statement))
+
+        claimed, controlled = self._on_connection(
+            body, on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce))
+        )
+        jobs = claimed.build()
+        if not controlled or len(jobs) >= limit:
+            return jobs
+        return self._run_plan(
+            self._claim_controlled_too(jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce)
+        )
+
+    def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
+        d = self.dialect
+        if not ops.complete_in_one(d, items, repeat):
+            return super().complete(items, clock, repeat=repeat)
+        item = items[0]
+
+        def body(conn: PooledConnection, attempt: _Attempt) -> list[bool]:
+            return [bool(_send_alone(conn, attempt, *ops.complete_one_statement(d, item, clock())))]
+
+        # As SqlStore.complete: a lost reply is settled by the completion repeated.
+        return self._on_connection(body, on_unknown=lambda: ops.complete(d, items, clock, True))
 
     def blockers(self, waited: float = LOCK_WAIT_NOTICE_SECONDS) -> list[str]:
         """The sessions holding up the queue's writes: each has made a session of this database
@@ -884,14 +934,30 @@ def _drive(
     if not write:
         return _send_all(op, command, run)
     if isinstance(command, ops.Exec) and command.alone:
-        if _input_waiting(conn):
-            # The server spoke on an idle connection: most likely it closed it (a restart, an
-            # idle timeout, pg_terminate_backend) and its last words wait in the socket. Find out
-            # with a no-op, before the statement is sent: an error here is safe to retry.
-            conn.execute("SELECT 1")
-        attempt.committing = True
+        _ready_to_commit(conn, attempt)
         return _send_all(op, command, run, only_alone=True)
     return _in_transaction(conn, op, command, run, attempt)
+
+
+def _ready_to_commit(conn: PooledConnection, attempt: _Attempt) -> None:
+    """Before a statement that commits as it is sent (alone, in autocommit): the connection found
+    alive, then ``attempt.committing`` set."""
+    if _input_waiting(conn):
+        # The server spoke on an idle connection: most likely it closed it (a restart, an idle
+        # timeout, pg_terminate_backend) and its last words wait in the socket. Find out with a
+        # no-op, before the statement is sent: an error here is safe to retry.
+        conn.execute("SELECT 1")
+    attempt.committing = True
+
+
+def _send_alone(conn: PooledConnection, attempt: _Attempt, sql: str, params: Params) -> ops.Rows:
+    """One statement sent alone, its own transaction, without an operation's generator and
+    commands: the per-job claim's and completion's (issue 13), whose statements wake whom they
+    must themselves."""
+    _ready_to_commit(conn, attempt)
+    cur = conn.statement_cursor()
+    cur.execute(sql, params)
+    return cur.fetchall() if cur.rownumber is not None else []
 
 
 def _in_transaction(
