@@ -64,6 +64,7 @@ from jobq.backends.ops.enqueue import (
     VALUES_CHUNK_ROWS,
     due_now,
     enqueue,
+    enqueue_one_statement,
     enqueued_by_key,
     insert_alone,
 )
@@ -187,6 +188,7 @@ __all__ = [
     "due_history",
     "due_now",
     "enqueue",
+    "enqueue_one_statement",
     "enqueue_totals",
     "enqueued_by_key",
     "event_totals",

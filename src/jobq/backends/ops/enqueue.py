@@ -29,15 +29,26 @@ def enqueue(d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str
     one = insert_alone(d, jobs, now, traces)
     if one is not None:
         return _enqueue_one(jobs[0], now, one)
-    if (
-        len(jobs) == 1
-        and jobs[0].idempotency_key is None
-        and jobs[0].concurrency_key is None
-        and not traces
-        and "enqueue_one" in d.sql
-    ):
-        return _enqueue_one_alone(d, jobs[0], now)
+    statement = enqueue_one_statement(d, jobs, now, traces)
+    if statement is not None:
+        return _enqueue_one_alone(statement)
     return _enqueue(d, jobs, now, traces)
+
+
+def enqueue_one_statement(
+    d: Dialect, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()
+) -> tuple[str, Params] | None:
+    """One job without a key and its wake-up in one statement sent alone, and its parameters
+    (dialects that have it: ``enqueue``'s usual call on PostgreSQL), or None when ``enqueue``
+    runs another. The statement returns the job's id."""
+    if len(jobs) != 1 or traces or "enqueue_one" not in d.sql:
+        return None
+    job = jobs[0]
+    if job.idempotency_key is not None or job.concurrency_key is not None:
+        return None
+    params = _alone_params(job, now)
+    params["payload"] = job.payload_json
+    return d.sql["enqueue_one"], params
 
 
 def insert_alone(
@@ -166,11 +177,9 @@ def _alone_params(job: NewJob, now: float) -> Params:
     }
 
 
-def _enqueue_one_alone(d: Dialect, job: NewJob, now: float) -> Op[list[int]]:
-    """One job without a key and its wake-up in one statement sent alone (dialects that have it)."""
-    params = _alone_params(job, now)
-    params["payload"] = job.payload_json
-    return [int((yield Exec(d.sql["enqueue_one"], params, alone=True))[0][0])]
+def _enqueue_one_alone(statement: tuple[str, Params]) -> Op[list[int]]:
+    """``enqueue_one_statement``'s statement sent alone."""
+    return [int((yield Exec(*statement, alone=True))[0][0])]
 
 
 def _columns_but_payload(j: NewJob) -> tuple[Any, ...]:

@@ -72,7 +72,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from jobq.backends import BACKUP_ELSEWHERE, ops
-from jobq.backends.base import Clock, Completion, Listener, QueueCopy
+from jobq.backends.base import Clock, Completion, Listener, NewJob, QueueCopy
 from jobq.backends.common import clock_offset_of, process_id
 from jobq.backends.postgres.caller import CallerCheck, identity
 from jobq.backends.postgres.listener import FinishListener, PollingListener, PostgresListener
@@ -631,6 +631,16 @@ class PostgresBackend(SqlStore):
             self._sticky_lock.release()
 
     # -- the per-job API: its one statement sent as it is -------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob], now: float, traces: Sequence[str | None] = ()) -> list[int]:
+        # ``ops.enqueue``'s usual case (one job without a key: ``enqueue_one_statement``) sent as
+        # it is, as the claim below. No settle of a lost reply: without a key, SqlStore's has
+        # none either (the caller is told the outcome is unknown).
+        statement = ops.enqueue_one_statement(self.dialect, jobs, now, traces)
+        if statement is None:
+            return super().enqueue(jobs, now, traces)
+        rows = self._on_connection(lambda conn, attempt: _send_alone(conn, attempt, *statement))
+        return [int(rows[0][0])]
+
     def claim(self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, clock: Clock) -> list[Job]:
         # ``ops.claim``'s statement and rows (``claim_flagged_*``) without the plan, the operation's
         # generator and its commands, as SQLite's claim runs its statements directly (issue 13).
