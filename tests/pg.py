@@ -79,6 +79,14 @@ class PgServer:
         if done.returncode != 0:
             raise RuntimeError(f"pg_ctl restart failed: {done.stderr.strip() or done.stdout.strip()}")
 
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate``, then start: the server stops without a checkpoint, as if
+        it crashed, and recovers from its WAL on start (every client connection is cut)."""
+        done = self._pg_ctl("-m", "immediate", "stop")
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop -m immediate failed: {done.stderr.strip() or done.stdout.strip()}")
+        self.start()
+
     def start(self) -> None:
         """Start a managed server again after :meth:`stop` (same port, same data)."""
         done = self._pg_ctl("-l", self.log_path, "-o", self.options, "start")
