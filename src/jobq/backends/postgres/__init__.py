@@ -157,8 +157,8 @@ def _waiters_gate(schema: str) -> str:
     """Whether anyone may be waiting for a job at all: registrations made (``job_waiters``' id
     sequence, taken by each INSERT before it commits) outnumber those gone (``job_waiters_gone``,
     counted as each waiter's row is deleted). A finishing statement calls the waiters' check
-    (``jobq_notify_waited``, a plpgsql call for its fresh snapshot: ~35 us, the largest part of a
-    completion's server time, issue 13) only while it holds.
+    (``jobq_notify_waited``, a plpgsql call for its fresh snapshot: ~25 of a completion's ~91 us
+    on the server, its largest part, issue 13) only while it holds.
 
     Sequences are read as they stand, under no snapshot, so the gate sees a registration that
     committed after the statement began, as the check itself must (see the function). The gone
@@ -537,7 +537,7 @@ class PostgresBackend(SqlStore):
         on_unknown: MakeOp[T] | None = None,
     ) -> T:
         """``body(conn, attempt)``, one transaction, on a pooled connection: ``_run``'s, or a
-        statement of the per-job API sent alone (``_alone``).
+        statement of the per-job API sent alone (``_send_alone``).
 
         Retries: a deadlock or serialisation failure rolled the whole transaction back, so it is
         run again; a lost connection is retried once on a fresh one, but only if nothing that
