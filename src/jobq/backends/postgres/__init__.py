@@ -71,7 +71,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from jobq.backends import BACKUP_ELSEWHERE, ops
+from jobq.backends import BACKUP_ELSEWHERE, ops, store
 from jobq.backends.base import Clock, Completion, Listener, NewJob, QueueCopy
 from jobq.backends.common import clock_offset_of, process_id
 from jobq.backends.postgres.caller import CallerCheck, identity
@@ -86,7 +86,7 @@ from jobq.backends.postgres.lockwatch import (
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
-from jobq.backends.store import MakeOp, SqlStore, _flagged, _nonce
+from jobq.backends.store import MakeOp, SqlStore, _flagged
 from jobq.config import CLOCK_SAMPLES
 from jobq.errors import ConfigError, OutcomeUnknown, StorageError
 from jobq.job import Job
@@ -645,7 +645,7 @@ class PostgresBackend(SqlStore):
         # ``ops.claim``'s statement and rows (``claim_flagged_*``) without the plan, the operation's
         # generator and its commands, as SQLite's claim runs its statements directly (issue 13).
         # The same settle of an unknown outcome, and the same claim of controlled queues after.
-        d, nonce = self.dialect, _nonce()
+        d, nonce = self.dialect, store._nonce()  # the store's one source of nonces
 
         def body(conn: PooledConnection, attempt: _Attempt) -> tuple[ops.Claimed, int]:
             # The clock is read once the connection is held: a lease runs from when it is written.
