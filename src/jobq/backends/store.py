@@ -247,7 +247,7 @@ class SqlStore:
         claimed: tuple[ops.Claimed, int] = yield (
             lambda: ops.claim(d, worker_id, queues, limit, lease_seconds, clock, nonce),
             True,
-            lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce)),
+            self._claimed_back(worker_id, nonce),
         )
         jobs, controlled = claimed[0].build(), claimed[1]  # after the commit: outside SQLite's lock
         if not controlled or len(jobs) >= limit:  # the usual claim: no generator more
@@ -257,6 +257,16 @@ class SqlStore:
                 jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce
             )
         )
+
+    def _claimed_back(self, worker_id: str, nonce: str) -> MakeOp[tuple[ops.Claimed, int]]:
+        """A claim's settle when its commit's outcome is unknown: what it handed out, read back
+        by its nonce (``ops.claimed_by_nonce``)."""
+        return lambda: _flagged(ops.claimed_by_nonce(self.dialect, worker_id, nonce))
+
+    def _completed_again(self, items: Sequence[Completion], clock: Clock) -> MakeOp[list[bool]]:
+        """A completion's settle when its commit's outcome is unknown: the same completion
+        repeated, which a lease it already applied to reports done and does not refuse."""
+        return lambda: ops.complete(self.dialect, items, clock, True)
 
     def _claim_controlled_too(
         self,
@@ -297,7 +307,7 @@ class SqlStore:
     def complete(self, items: Sequence[Completion], clock: Clock, *, repeat: bool = False) -> list[bool]:
         return self._write(
             lambda: ops.complete(self.dialect, items, clock, repeat),
-            on_unknown=lambda: ops.complete(self.dialect, items, clock, True),
+            on_unknown=self._completed_again(items, clock),
         )
 
     async def aenqueue_in(

@@ -171,7 +171,8 @@ class Rescuer(Looper):
 
     def prune_workers(self) -> None:
         """Ended workers' rows older than ``WORKER_ROWS_KEPT_SECONDS`` go, once an interval: a
-        read finds nothing to do most times (``Backend.prune_workers`` takes no write lock then)."""
+        read finds nothing to do most times (``Backend.prune_workers`` takes no write lock then).
+        At the same pace, crashed waiters' expired registrations (``Queue.settle_waiters``)."""
         mono = time.monotonic()
         if self._workers_pruned_at is not None and mono - self._workers_pruned_at < PRUNE_INTERVAL_SECONDS:
             return

@@ -86,7 +86,7 @@ from jobq.backends.postgres.lockwatch import (
 from jobq.backends.postgres.schema import MIGRATIONS, SCHEMA_VERSION, place_schema, qualify
 from jobq.backends.postgres.url import SCHEMA_DEFAULT, PgOptions, split_url
 from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params, load_statements
-from jobq.backends.store import MakeOp, SqlStore, _flagged
+from jobq.backends.store import MakeOp, SqlStore
 from jobq.config import CLOCK_SAMPLES
 from jobq.errors import ConfigError, OutcomeUnknown, StorageError
 from jobq.job import Job
@@ -652,9 +652,7 @@ class PostgresBackend(SqlStore):
             statement = ops.claim_flagged_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
             return ops.claim_flagged_rows(_send_alone(conn, attempt, *statement))
 
-        claimed, controlled = self._on_connection(
-            body, on_unknown=lambda: _flagged(ops.claimed_by_nonce(d, worker_id, nonce))
-        )
+        claimed, controlled = self._on_connection(body, on_unknown=self._claimed_back(worker_id, nonce))
         jobs = claimed.build()
         if not controlled or len(jobs) >= limit:
             return jobs
@@ -671,8 +669,7 @@ class PostgresBackend(SqlStore):
         def body(conn: PooledConnection, attempt: _Attempt) -> list[bool]:
             return [bool(_send_alone(conn, attempt, *ops.complete_one_statement(d, item, clock())))]
 
-        # As SqlStore.complete: a lost reply is settled by the completion repeated.
-        return self._on_connection(body, on_unknown=lambda: ops.complete(d, items, clock, True))
+        return self._on_connection(body, on_unknown=self._completed_again(items, clock))
 
     def blockers(self, waited: float = LOCK_WAIT_NOTICE_SECONDS) -> list[str]:
         """The sessions holding up the queue's writes: each has made a session of this database

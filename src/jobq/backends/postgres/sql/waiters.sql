@@ -17,9 +17,13 @@ INSERT INTO job_waiters (job_id, expires_at) VALUES (%(id)s, %(expires)s) RETURN
 WITH gone AS (DELETE FROM job_waiters WHERE id = %(waiter)s RETURNING id)
 SELECT setval('{waiters_gone}', coalesce(pg_sequence_last_value('{waiters_gone}'), 0) + 1) FROM gone
 
+-- name: waiters_to_settle
+-- Embedded ({sql:NAME}) below: the gate open, and no registration that has not expired.
+{waiters_gate} AND NOT EXISTS (SELECT FROM job_waiters WHERE expires_at >= %(now)s)
+
 -- name: waiters_settle_probe
--- Is there a count to settle: the gate open, and no registration that has not expired?
-SELECT {waiters_gate} AND NOT EXISTS (SELECT FROM job_waiters WHERE expires_at >= %(now)s)
+-- Is there a count to settle?
+SELECT {sql:waiters_to_settle}
 
 -- name: waiters_settle_lock
 -- No registration in flight: an INSERT holds ROW EXCLUSIVE from before it takes its id (its
@@ -31,8 +35,7 @@ LOCK TABLE job_waiters IN EXCLUSIVE MODE
 -- the count of registrations, which shuts the gate until the next registration.
 -- (The statement's snapshot is taken once the lock is held; it does not see its own DELETE.)
 WITH expired AS (DELETE FROM job_waiters WHERE expires_at < %(now)s)
-SELECT setval('{waiters_gone}', pg_sequence_last_value('{waiters_made}'))
-WHERE {waiters_gate} AND NOT EXISTS (SELECT FROM job_waiters WHERE expires_at >= %(now)s)
+SELECT setval('{waiters_gone}', pg_sequence_last_value('{waiters_made}')) WHERE {sql:waiters_to_settle}
 
 -- name: get_job_locked
 -- A registered waiter's read. Why it cannot miss a finish: a finish checks for waiters
