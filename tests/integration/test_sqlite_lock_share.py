@@ -30,7 +30,14 @@ def _held(path: Path) -> apsw.Connection:
     return conn
 
 
-def _pauses(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+def _queue(path: Path, jobs: int, options: str = "") -> jobq.Queue:
+    q = jobq.Queue(f"sqlite:///{path}{options}")
+    q.enqueue_many([{"n": n} for n in range(jobs)])
+    return q
+
+
+@pytest.fixture
+def chosen(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
     """Each pause jobq's handler chose, in order."""
     chosen: list[float | None] = []
     real = busy.pause
@@ -46,12 +53,10 @@ def _pauses(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
 
 @pytest.mark.parametrize("call", ["enqueue", "claim", "claim_many", "complete_many_and_claim"])
 def test_a_write_behind_a_held_lock_sleeps_as_sqlite_does_then_polls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+    tmp_path: Path, chosen: list[float | None], call: str
 ) -> None:
-    chosen = _pauses(monkeypatch)
     path = tmp_path / "q.db"
-    with jobq.Queue(f"sqlite:///{path}") as q:
-        q.enqueue_many([{"n": n} for n in range(100)])
+    with _queue(path, 100) as q:
         claimed = q.claim_many("w", 10)
         calls: dict[str, Any] = {
             "enqueue": lambda: q.enqueue({"n": "one"}),
@@ -81,13 +86,11 @@ def test_a_write_behind_a_held_lock_sleeps_as_sqlite_does_then_polls(
 
 @pytest.mark.parametrize("timeout_ms", [300, 0])
 def test_a_write_behind_a_lock_held_past_the_busy_timeout_gives_up_with_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeout_ms: int
+    tmp_path: Path, chosen: list[float | None], timeout_ms: int
 ) -> None:
     """``busy_timeout=0`` in the URL: no wait at all."""
-    chosen = _pauses(monkeypatch)
     path = tmp_path / "q.db"
-    with jobq.Queue(f"sqlite:///{path}?busy_timeout={timeout_ms}") as q:
-        q.enqueue_many([{"n": n} for n in range(20)])
+    with _queue(path, 20, f"?busy_timeout={timeout_ms}") as q:
         holder = _held(path)
         try:
             with pytest.raises(StorageError, match=rf"stayed locked for {timeout_ms / 1000:g} s"):
