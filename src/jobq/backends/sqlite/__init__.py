@@ -5,13 +5,11 @@ Design and limits, stated openly:
 - One machine only. WAL mode needs shared memory between the processes, so the database must be
   on a local filesystem (never NFS/SMB). For several machines use the PostgreSQL backend.
 - One writer at a time: every read-then-write is one ``BEGIN IMMEDIATE`` transaction, so a claim
-  needs no locking hint and two processes can never take the same job. A busy handler makes a
-  writer wait for the lock (jobq's own, ``busy.py``: SQLite's sleeps first, then polls, so that a
-  producer is not left behind workers taking the lock again and again); a retry loop around the
-  whole transaction covers the rare ``SQLITE_BUSY`` that still escapes (measured: 1-2 per 20,000
-  jobs at 2-4 processes). Without a ``?busy_timeout=`` in the URL a write gives up after
-  ``LOCKED_GIVE_UP_SECONDS``; with one, that is the whole wait (the apps ask for 2 s, so an action
-  on a locked database fails fast).
+  needs no locking hint and two processes can never take the same job. ``busy_timeout`` makes a
+  writer wait for the lock; a retry loop around the whole transaction covers the rare
+  ``SQLITE_BUSY`` that still escapes (measured: 1-2 per 20,000 jobs at 2-4 processes). Without a
+  ``?busy_timeout=`` in the URL a write gives up after ``LOCKED_GIVE_UP_SECONDS``; with one, that
+  is the whole wait (the apps ask for 2 s, so an action on a locked database fails fast).
 - Opening a database whose schema is current takes no write lock (a read checks the version), so
   a viewer opens while another process holds the write lock.
 - Durability: ``synchronous=FULL`` by default, so a committed (acknowledged) job survives power
@@ -46,7 +44,6 @@ import apsw
 
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
-from jobq.backends.sqlite.busy import BusyHandler
 from jobq.backends.sqlite.caller import caller_runner
 from jobq.backends.sqlite.holders import holders_text, stopped_holders
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
@@ -70,9 +67,9 @@ LOCKED_GIVE_UP_SECONDS = 120.0
 #: A write that has waited this long for the lock says so, once, naming the holder (a warning on
 #: the ``jobq.sqlite`` logger: the CLI prints it, a worker logs it): the default wait runs up to
 #: ``LOCKED_GIVE_UP_SECONDS`` behind a frozen process or an open ``sqlite3`` shell, in silence.
-#: The first chance comes when the busy handler gives up (``busy_timeout``).
+#: The first chance comes when SQLite's busy handler gives up (``busy_timeout``).
 LOCK_WAIT_NOTICE_SECONDS = 2.0
-#: The busy handler's wait for the lock, in each try of ``_locked``'s loop: the notice's time, so that
+#: SQLite's own wait for the lock, in each try of ``_locked``'s loop: the notice's time, so that
 #: the loop regains control to say it then (at 10 s it came only after 10 s). A write under
 #: ordinary contention waits milliseconds; one that waits 2 s is held up, and the loop's further
 #: tries cost nothing that matters beside that.
@@ -177,9 +174,6 @@ class SqliteBackend(SqlStore):
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
-        # jobq's busy handler in place of SQLite's own on the connection that writes: behind
-        # batching workers SQLite's later sleeps left a producer waiting up to 1.5 s (busy.py).
-        self._busy = BusyHandler(self.busy_timeout_ms)
         self._connect()
 
     # -- connection and transactions ---------------------------------------------------------
@@ -242,10 +236,7 @@ class SqliteBackend(SqlStore):
         # open (and its read lock) until collected, and a later call would have used it unmigrated.
         with _closed_on_error(conn):
             try:
-                if self.busy_timeout_ms > 0:
-                    conn.set_busy_handler(self._busy)
-                else:  # busy_timeout=0 in the URL: no wait at all
-                    conn.set_busy_timeout(self.busy_timeout_ms)
+                conn.set_busy_timeout(self.busy_timeout_ms)
                 if not self._create:  # before WAL mode, which would be written into the file
                     self._check_jobq_tables(conn, "start a producer or worker to create it")
                 mode = _journal_mode_wal(conn)
@@ -330,8 +321,8 @@ class SqliteBackend(SqlStore):
     def _locked(self, body: Any, *, write: bool, conn: apsw.Connection | None = None, begin: bool = True) -> Any:
         """Run ``body(connection)`` in one transaction (IMMEDIATE for writes), retrying on SQLITE_BUSY.
 
-        The busy handler (busy.py) makes a writer wait for the lock; a DEFERRED transaction that
-        upgrades can still get SQLITE_BUSY without the handler being called, hence BEGIN IMMEDIATE for
+        ``busy_timeout`` makes a writer wait for the lock; a DEFERRED transaction that upgrades
+        can still get SQLITE_BUSY without the handler being called, hence BEGIN IMMEDIATE for
         every write and this retry loop around the whole transaction. With ``begin`` false the
         body begins the transaction itself, or runs one statement in autocommit (``_transaction``).
         """
