@@ -73,25 +73,24 @@ class PgServer:
             _as_postgres(cmd), capture_output=True, text=True, timeout=PG_CTL_TIMEOUT_SECONDS + 30, check=False
         )
 
+    def _pg_ctl_or_raise(self, what: str, *args: str) -> None:
+        done = self._pg_ctl(*args)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl {what} failed: {done.stderr.strip() or done.stdout.strip()}")
+
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every client connection is cut, the data survives."""
-        done = self._pg_ctl("-l", self.log_path, "-o", self.options, "-m", "fast", "restart")
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctl restart failed: {done.stderr.strip() or done.stdout.strip()}")
+        self._pg_ctl_or_raise("restart", "-l", self.log_path, "-o", self.options, "-m", "fast", "restart")
 
     def crash(self) -> None:
         """``pg_ctl stop -m immediate``, then start: the server stops without a checkpoint, as if
         it crashed, and recovers from its WAL on start (every client connection is cut)."""
-        done = self._pg_ctl("-m", "immediate", "stop")
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctl stop -m immediate failed: {done.stderr.strip() or done.stdout.strip()}")
+        self._pg_ctl_or_raise("stop -m immediate", "-m", "immediate", "stop")
         self.start()
 
     def start(self) -> None:
         """Start a managed server again after :meth:`stop` (same port, same data)."""
-        done = self._pg_ctl("-l", self.log_path, "-o", self.options, "start")
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip() or done.stdout.strip()}")
+        self._pg_ctl_or_raise("start", "-l", self.log_path, "-o", self.options, "start")
 
     def stop(self) -> None:
         if self.data_dir is not None:

@@ -18,6 +18,7 @@ straight to apsw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,35 +104,18 @@ def test_a_postgres_claim_and_completion_cost_little_python_beyond_psycopg_s_own
     Measured 2026-12-01 with cProfile (builtins included): a claim+complete made 342 calls, raw
     psycopg 139; one cursor per pooled connection instead of one per statement saved 55 of them,
     ``getconn``/``putconn`` instead of ``pool.connection()``'s context managers 38."""
-    from pg import raw_connect
-
-    sent: list[tuple[str, object]] = []
     with jobq.Queue(postgres_url) as q:
         claim_calls, complete_calls = claims_counted(q)
-        # The same two statements, straight through psycopg (captured from jobq's cursor).
-        import psycopg
-
-        real = psycopg.Cursor.execute
-
-        def capture(self: psycopg.Cursor[object], query: str, params: object = None, **kw: object) -> object:
-            sent.append((query, params))
-            return real(self, query, params, **kw)  # type: ignore[arg-type]
-
         q.enqueue(payload(0))
-        psycopg.Cursor.execute = capture  # type: ignore[method-assign]
-        try:
+
+        def claim_and_complete() -> None:
             job = q.claim("w")
             assert job is not None
             q.complete(job)
-        finally:
-            psycopg.Cursor.execute = real  # type: ignore[method-assign]
-    (claim_sql, claim_params), (complete_sql, complete_params) = sent
-    with raw_connect(postgres_url, autocommit=True) as conn:
-        for _ in range(6):  # prepared after 5 runs, as jobq's are
-            conn.execute(claim_sql, claim_params).fetchall()
-            conn.execute(complete_sql, complete_params).fetchall()
-        floor = python_calls(lambda: conn.execute(claim_sql, claim_params).fetchall())
-        floor += python_calls(lambda: conn.execute(complete_sql, complete_params).fetchall())
+
+        sent = _statements_sent(claim_and_complete)
+    assert len(sent) == 2  # the claim's statement and the completion's
+    floor = _psycopg_floor(postgres_url, sent)
     added = max(claim_calls) + max(complete_calls) - floor
     assert added <= PG_ADDED_CALLS_MAX, (claim_calls, complete_calls, floor)
 
@@ -141,31 +125,45 @@ def test_a_postgres_enqueue_costs_little_python_beyond_psycopg_s_own(postgres_ur
     """As the claim and completion above, for ``enqueue`` of one job without a key: measured 2026-12-06,
     the calls beyond psycopg's own for the same statement were 16 after the statement was sent as it
     is (without the plan and the operation's generator: 28 before)."""
-    import psycopg
-    from pg import raw_connect
-
-    sent: list[tuple[str, object]] = []
     payloads = [payload(n) for n in range(2 + ROUNDS)]
     with jobq.Queue(postgres_url) as q:
         for p in payloads[:2]:
             q.enqueue(p)  # warm: the statement rendered and prepared
         calls = [python_calls(lambda: q.enqueue(p)) for p in payloads[2:]]  # noqa: B023 - called at once
         assert q.counts()["PENDING"] == 2 + ROUNDS
-        real = psycopg.Cursor.execute
-
-        def capture(self: psycopg.Cursor[object], query: str, params: object = None, **kw: object) -> object:
-            sent.append((query, params))
-            return real(self, query, params, **kw)  # type: ignore[arg-type]
-
-        psycopg.Cursor.execute = capture  # type: ignore[method-assign]
-        try:
-            q.enqueue(payload(99))
-        finally:
-            psycopg.Cursor.execute = real  # type: ignore[method-assign]
-    ((enqueue_sql, enqueue_params),) = sent
-    with raw_connect(postgres_url, autocommit=True) as conn:
-        for _ in range(6):  # prepared after 5 runs, as jobq's are
-            conn.execute(enqueue_sql, enqueue_params).fetchall()
-        floor = python_calls(lambda: conn.execute(enqueue_sql, enqueue_params).fetchall())
+        sent = _statements_sent(lambda: q.enqueue(payload(99)))
+    assert len(sent) == 1  # one statement
+    floor = _psycopg_floor(postgres_url, sent)
     added = max(calls) - floor
     assert added <= PG_ENQUEUE_ADDED_CALLS_MAX, (calls, floor)
+
+
+def _statements_sent(call: Callable[[], object]) -> list[tuple[str, object]]:
+    """The statements and parameters jobq's cursors send during ``call()``."""
+    import psycopg
+
+    sent: list[tuple[str, object]] = []
+    real = psycopg.Cursor.execute
+
+    def capture(self: psycopg.Cursor[object], query: str, params: object = None, **kw: object) -> object:
+        sent.append((query, params))
+        return real(self, query, params, **kw)  # type: ignore[arg-type]
+
+    psycopg.Cursor.execute = capture  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        psycopg.Cursor.execute = real  # type: ignore[method-assign]
+    return sent
+
+
+def _psycopg_floor(url: str, statements: list[tuple[str, object]]) -> int:
+    """Python calls of ``statements`` run straight through psycopg on a plain connection, each
+    prepared first as jobq's are (after 5 runs): what any client pays for them."""
+    from pg import raw_connect
+
+    with raw_connect(url, autocommit=True) as conn:
+        for _ in range(6):
+            for query, params in statements:
+                conn.execute(query, params).fetchall()
+        return sum(python_calls(lambda q=q, p=p: conn.execute(q, p).fetchall()) for q, p in statements)
