@@ -554,7 +554,7 @@ class Queue:
         self._clock_step = time.time() - time.monotonic()  # moves only when the wall clock steps
         # A store on this host: its clock is time.time itself (no offset ever, no Python call).
         self.clock = clock if clock is not None else self.wall_time if self._watching_clock else time.time
-        reading = getattr(self.backend, "clock_reading", None)
+        reading = self.backend.clock_reading
         if self._watching_clock and reading is not None:
             self._correct_clock(*reading)
 
@@ -1248,9 +1248,8 @@ class Queue:
     @property
     def single_host(self) -> bool:
         """True when every process using this store runs on this machine (SQLite), so a worker
-        whose pid is gone here has exited. A backend that does not say counts as multi-host:
-        the pid check then never applies, which is always safe."""
-        return bool(getattr(self.backend, "single_host", False))
+        whose pid is gone here has exited (``Backend.single_host``)."""
+        return self.backend.single_host
 
     @property
     def store_generation(self) -> int:
@@ -1258,7 +1257,7 @@ class Queue:
         removed or replaced by hand, ``StoreReplaced``); 0 on PostgreSQL. A job claimed at a
         lower generation is of a file no longer at the path: its run is dropped, nothing more
         written for it (a heartbeat or completion would reach another job of the same id)."""
-        return getattr(self.backend, "generation", 0)
+        return self.backend.generation
 
     def register_worker(self, info: WorkerInfo) -> None:
         """Add (or replace) a worker's registry row, shown by ``jobq workers`` and the apps."""
@@ -1536,8 +1535,7 @@ class Queue:
         sessions that have kept one of the database's sessions waiting 2 s or more for a lock
         while holding a lock on the queue's tables (an application's transaction left open); on
         SQLite the stopped processes holding its write lock. Empty when nothing does."""
-        blockers = getattr(self.backend, "blockers", None)
-        return list(blockers()) if blockers is not None else []
+        return list(self.backend.blockers())
 
     @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:

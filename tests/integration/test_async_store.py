@@ -44,8 +44,9 @@ pytestmark = pytest.mark.postgres
 # Not Protocol methods the asyncio store serves: the caller's own transaction (its asyncio path is
 # ``aenqueue_in``/``acomplete_in``, tested in test_async_queue.py), the wake-up lines
 # (``AsyncFinishHub``), close (``aclose``) and backup (SQLite's: ``AsyncQueue.backup`` runs it in
-# a thread, PostgreSQL's refuses at once).
-NOT_SERVED = {"enqueue_in", "complete_in", "listener", "finish_waiter", "close", "backup"}
+# a thread, PostgreSQL's refuses at once) and blockers (``AsyncQueue.blockers`` runs it in a thread:
+# SQLite reads /proc).
+NOT_SERVED = {"enqueue_in", "complete_in", "listener", "finish_waiter", "close", "backup", "blockers"}
 
 
 def protocol_methods() -> set[str]:

@@ -26,9 +26,9 @@ from jobq.backends.store import MakeOp, SqlStore, Work
 from jobq.job import JobStatus
 
 # Not run through a plan: the caller's own transaction (blocking stores only; the asyncio
-# caller path is ``aenqueue_in``/``acomplete_in``), and what opens no transaction at all (a
-# backup copies pages; each backend has its own).
-NOT_PLANNED = {"enqueue_in", "complete_in", "listener", "finish_waiter", "close", "backup"}
+# caller path is ``aenqueue_in``/``acomplete_in``), and what each backend does its own way (a
+# backup copies pages; blockers are SQLite's stopped processes read from /proc).
+NOT_PLANNED = {"enqueue_in", "complete_in", "listener", "finish_waiter", "close", "backup", "blockers"}
 
 
 def protocol_methods() -> list[str]:

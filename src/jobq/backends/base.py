@@ -929,6 +929,12 @@ class Backend(Protocol):
         """Every unstopped worker and the newest ``limit`` stopped ones, newest start first."""
         ...
 
+    def blockers(self) -> list[str]:
+        """Who holds up the store's writes now, one line each with what to do (``Queue.blockers``):
+        SQLite's stopped holders of its write lock, PostgreSQL's sessions that kept another
+        waiting for a lock on the queue's tables; empty when nothing does."""
+        ...
+
     # -- time ------------------------------------------------------------------------------
     def store_time(self) -> float:
         """The store's clock now, UNIX seconds: the database server's (PostgreSQL), this host's
