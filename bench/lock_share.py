@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+from bench.core import percentile
+
 PRODUCER_PAUSE_SECONDS = 0.005
 
 
@@ -126,8 +128,8 @@ def run_once(kind: str, jobs: int, workers: int) -> dict[str, float]:
         if latencies:
             latencies.sort()
             result["enqueues"] = len(latencies)
-            result["p50_ms"] = latencies[len(latencies) // 2] * 1e3
-            result["p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1e3
+            result["p50_ms"] = percentile(latencies, 50) * 1e3
+            result["p99_ms"] = percentile(latencies, 99) * 1e3
             result["max_ms"] = latencies[-1] * 1e3
         return result
     finally:

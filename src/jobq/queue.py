@@ -1535,7 +1535,7 @@ class Queue:
         sessions that have kept one of the database's sessions waiting 2 s or more for a lock
         while holding a lock on the queue's tables (an application's transaction left open); on
         SQLite the stopped processes holding its write lock. Empty when nothing does."""
-        return list(self.backend.blockers())
+        return self.backend.blockers()
 
     @read
     def workers(self, limit: int = 200) -> list[WorkerInfo]:
