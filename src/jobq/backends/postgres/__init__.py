@@ -67,6 +67,9 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
+from psycopg import generators, pq
+from psycopg.abc import Transformer as AdaptTransformer
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -113,12 +116,123 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
     (a type without a binary loader would come back as bytes: the contract suite would show it)."""
 
     _statement_cursor: Cursor | None = None
+    _alone_adapter: AdaptTransformer | None = None
+    _alone_prepared: dict[tuple[bytes, tuple[int, ...]], bytes | int] | None = None
+    """Per statement and parameter types: its name on the server once prepared, else how many
+    times it ran (``run_alone``)."""
 
     def statement_cursor(self) -> Cursor:
         cur = self._statement_cursor
         if cur is None:
             cur = self._statement_cursor = self.cursor(binary=True)
         return cur
+
+    def run_alone(self, sql: str, params: Params, attempt: _Attempt) -> list[tuple[Any, ...]]:
+        """``sql`` with ``params``, in autocommit, and its rows: what ``statement_cursor().execute``
+        and ``fetchall`` do, with the same adapters (the parameters dumped and the binary rows
+        loaded by psycopg's own Transformer, the waits in ``Connection.wait``), without the cursor.
+        ``attempt.committing`` is set once nothing but the statement itself is left to send.
+
+        For the statements of the per-job API, run once or twice a job (``_send_alone``): the
+        cursor's bookkeeping around them (the query parsed for its placeholders, psycopg's prepare
+        manager, the result's description) cost ~65 us of the client's ~210 us of CPU a job
+        (raw's claim+complete through a cursor: 146 us a job, the same statements this way: 79;
+        issue 13). As psycopg does, a statement is prepared on the server once the connection has
+        run it ``prepare_threshold`` times (never with ``prepare_threshold=none``: behind a
+        transaction pooler), under a name of jobq's own; past ``ALONE_PREPARED_MAX`` statements on
+        one connection the others are sent unprepared."""
+        query, names = _numbered(sql)
+        adapter = self._alone_adapter
+        prepared = self._alone_prepared
+        if adapter is None or prepared is None:
+            adapter = self._alone_adapter = Transformer(self)
+            prepared = self._alone_prepared = {}
+        values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
+        types, formats = tuple(adapter.types or ()), adapter.formats
+        pgconn = self.pgconn
+        with self.lock:
+            if pgconn.status != _CONNECTION_OK:
+                self._check_connection_ok()  # raises, as a cursor's execute would
+            name = None
+            threshold = self.prepare_threshold
+            if threshold is not None:
+                key = (query, types)
+                seen = prepared.get(key, 0)
+                if isinstance(seen, bytes):
+                    name = seen
+                elif seen < threshold:
+                    prepared[key] = seen + 1
+                elif seen == threshold:
+                    made = sum(type(v) is bytes for v in prepared.values())
+                    if made < ALONE_PREPARED_MAX:
+                        # Its own round trip, before the statement: a connection lost here is
+                        # lost before anything that commits was sent, and the call may be retried.
+                        fresh = b"_jobq_%d" % made
+                        pgconn.send_prepare(fresh, query, param_types=types)
+                        self._result_of(self.wait(generators.execute(pgconn)))
+                        name = prepared[key] = fresh
+                    else:
+                        prepared[key] = threshold + 1  # never prepared on this connection
+            attempt.committing = True
+            if name is None:
+                pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
+            else:
+                pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_BINARY)
+            result = self._result_of(self.wait(generators.execute(pgconn)))
+        if result.status != _TUPLES_OK:
+            return []
+        adapter.set_pgresult(result)
+        return adapter.load_rows(0, result.ntuples, tuple)
+
+    def _result_of(self, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
+        """The last of a statement's results; an error as psycopg's cursor raises it."""
+        for result in results:
+            status = result.status
+            if status != _TUPLES_OK and status != _COMMAND_OK:
+                if status == pq.ExecStatus.FATAL_ERROR:
+                    raise psycopg.errors.error_from_result(result, encoding=self.info.encoding)
+                raise psycopg.InternalError(f"unexpected result status: {pq.ExecStatus(status).name}")
+        if not results:
+            raise psycopg.InternalError("got no result from the statement")
+        return results[-1]
+
+
+ALONE_PREPARED_MAX = 64
+"""Statements ``PooledConnection.run_alone`` prepares on one connection (the per-job API's: a
+claim's statement per list of queues, a completion's, an enqueue's); more are sent unprepared."""
+_AUTO = PyFormat.AUTO
+_BINARY = pq.Format.BINARY
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_CONNECTION_OK = pq.ConnStatus.OK
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
+_NUMBERED: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+NUMBERED_CACHED_MAX = 1024
+
+
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """``sql`` with its ``%(name)s`` placeholders numbered for the server (``$1``, ``$2``...; a
+    name used twice keeps its number) and ``%%`` made ``%``, and the names in their numbers'
+    order, as psycopg converts a query with a dict of parameters (cached per statement)."""
+    done = _NUMBERED.get(sql)
+    if done is not None:
+        return done
+    if len(_NUMBERED) >= NUMBERED_CACHED_MAX:  # statements made per list of queues: bounded
+        _NUMBERED.clear()
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name is None:
+            if m.group(0) == "%%":
+                return "%"
+            raise ValueError(f"only %(name)s placeholders may be sent alone: {sql[:80]!r}")
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    done = _NUMBERED[sql] = (_PLACEHOLDER.sub(number, sql).encode(), tuple(names))
+    return done
 
 
 POSTGRES_MIN_VERSION_NUM = 130000
@@ -941,30 +1055,36 @@ def _drive(
     if not write:
         return _send_all(op, command, run)
     if isinstance(command, ops.Exec) and command.alone:
-        _ready_to_commit(conn, attempt)
-        return _send_all(op, command, run, only_alone=True)
+        _found_alive(conn)
+
+        def run_alone(command: ops.Command) -> ops.Rows:
+            # The worker's other one-statement writes (heartbeat, fail, a keyed enqueue) as the
+            # per-job claim and completion: without the cursor (PooledConnection.run_alone).
+            if isinstance(command, ops.Exec) and isinstance(command.params, dict) and not command.several:
+                return conn.run_alone(command.sql, command.params, attempt)
+            attempt.committing = True
+            return run(command)
+
+        return _send_all(op, command, run_alone, only_alone=True)
     return _in_transaction(conn, op, command, run, attempt)
 
 
-def _ready_to_commit(conn: PooledConnection, attempt: _Attempt) -> None:
-    """Before a statement that commits as it is sent (alone, in autocommit): the connection found
-    alive, then ``attempt.committing`` set."""
+def _found_alive(conn: PooledConnection) -> None:
+    """Before a statement that commits as it is sent (alone, in autocommit; ``run_alone`` then
+    sets ``attempt.committing``): the connection found alive."""
     if _input_waiting(conn):
         # The server spoke on an idle connection: most likely it closed it (a restart, an idle
         # timeout, pg_terminate_backend) and its last words wait in the socket. Find out with a
         # no-op, before the statement is sent: an error here is safe to retry.
         conn.execute("SELECT 1")
-    attempt.committing = True
 
 
 def _send_alone(conn: PooledConnection, attempt: _Attempt, sql: str, params: Params) -> ops.Rows:
     """One statement sent alone, its own transaction, without an operation's generator and
     commands: the per-job claim's and completion's (issue 13), whose statements wake whom they
     must themselves."""
-    _ready_to_commit(conn, attempt)
-    cur = conn.statement_cursor()
-    cur.execute(sql, params)
-    return cur.fetchall() if cur.rownumber is not None else []
+    _found_alive(conn)
+    return conn.run_alone(sql, params, attempt)
 
 
 def _in_transaction(
