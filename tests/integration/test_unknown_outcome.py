@@ -43,38 +43,43 @@ def _kinds(q: jobq.Queue, job_id: int) -> list[str]:
     return [str(e.kind) for e in q.events(job_id)]
 
 
-def test_a_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
+def _prepared(q: jobq.Queue, runs: int = 6) -> None:
+    """Claims and completes jobs: after 6 runs the per-job statements run prepared on the
+    connection (``PooledConnection.run_alone``: after ``prepare_threshold`` runs, 5 by default)."""
+    for n in range(runs):
+        q.enqueue({"warm": n})
+        job = q.claim("w0")
+        assert job is not None
+        q.complete(job)
+
+
+@pytest.mark.parametrize("prepared", [False, True], ids=["first-runs", "prepared"])
+def test_a_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq, prepared: bool) -> None:
+    """Once its statement runs prepared, the client sends the statement's name, not its text:
+    the reply lost is then the one to that name (the completion's too)."""
     q, proxy = pq
+    if prepared:
+        _prepared(q)
     job_id = q.enqueue({"n": 1})
-    proxy.lose_next_commit_reply(after=b"FOR NO KEY UPDATE SKIP LOCKED")
+    proxy.lose_next_commit_reply(after=b"_jobq_" if prepared else b"FOR NO KEY UPDATE SKIP LOCKED")
     job = q.claim("w1")
     assert proxy.lost_replies == 1
     assert job is not None and job.id == job_id
     stored = q.get(job_id)
     assert (stored.status, stored.lease_token, stored.attempts) == (jobq.JobStatus.PROCESSING, job.lease_token, 1)
-    q.complete(job)
+    if prepared:
+        _prepared(q)  # on the fresh connection that replaced the one cut
+        proxy.lose_next_commit_reply(after=b"_jobq_")
+    q.complete(job)  # with prepared: its reply lost too, found completed and not refused
+    assert proxy.lost_replies == (2 if prepared else 1)
     assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
-
-
-def _prepared(q: jobq.Queue) -> None:
-    """Claims and completes jobs until the per-job statements are prepared on the connection
-    (``PooledConnection.run_alone``: after ``prepare_threshold`` runs, 5 by default)."""
-    for n in range(6):
-        q.enqueue({"warm": n})
-        job = q.claim("w0")
-        assert job is not None
-        q.complete(job)
 
 
 def test_a_connection_lost_while_a_statement_is_prepared_is_retried_as_nothing_committed(pq) -> None:
     """The prepare is a round trip of its own, before the statement that commits: a connection
     cut there is a call to retry (on a fresh connection), never an unknown outcome."""
     q, proxy = pq
-    for n in range(5):  # one run short of the threshold: the next claim prepares its statement
-        q.enqueue({"warm": n})
-        job = q.claim("w0")
-        assert job is not None
-        q.complete(job)
+    _prepared(q, runs=5)  # one run short of the threshold: the next claim prepares its statement
     job_id = q.enqueue({"n": 1})
     proxy.cut_next(before=b"_jobq_")  # the Parse that names the statement: never reaches the server
     job = q.claim("w1")
@@ -82,25 +87,6 @@ def test_a_connection_lost_while_a_statement_is_prepared_is_retried_as_nothing_c
     assert job is not None and job.id == job_id
     q.complete(job)
     assert q.get(job_id).status == jobq.JobStatus.COMPLETED
-    assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
-
-
-def test_a_prepared_claim_whose_commit_reply_was_lost_hands_out_what_it_claimed(pq) -> None:
-    """As the claim above, once its statement runs prepared: the statement's name, not its text,
-    is what the client sends."""
-    q, proxy = pq
-    _prepared(q)
-    job_id = q.enqueue({"n": 1})
-    proxy.lose_next_commit_reply(after=b"_jobq_")
-    job = q.claim("w1")
-    assert proxy.lost_replies == 1
-    assert job is not None and job.id == job_id
-    stored = q.get(job_id)
-    assert (stored.status, stored.lease_token) == (jobq.JobStatus.PROCESSING, job.lease_token)
-    _prepared(q)  # on the fresh connection that replaced the one cut
-    proxy.lose_next_commit_reply(after=b"_jobq_")
-    q.complete(job)  # its reply lost too: found completed, not refused
-    assert proxy.lost_replies == 2
     assert _kinds(q, job_id) == ["enqueued", "claimed", "completed"]
 
 
