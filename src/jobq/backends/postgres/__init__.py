@@ -140,7 +140,11 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
         issue 13). As psycopg does, a statement is prepared on the server once the connection has
         run it ``prepare_threshold`` times (never with ``prepare_threshold=none``: behind a
         transaction pooler), under a name of jobq's own; past ``ALONE_PREPARED_MAX`` statements on
-        one connection the others are sent unprepared."""
+        one connection the others are sent unprepared.
+
+        ``psycopg.generators`` (the protocol steps psycopg's cursors run, C in psycopg[binary]) is
+        not in psycopg's documented API: its version is locked (uv.lock), and the contract suite
+        runs every per-job statement through here."""
         query, names = _numbered(sql)
         adapter = self._alone_adapter
         prepared = self._alone_prepared
