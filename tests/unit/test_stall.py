@@ -207,3 +207,26 @@ def test_the_newest_job_written_ahead_of_the_clock_is_a_step_back_no_worker_saw(
     by_hand = StallWatch(clock, threshold=1.0, margin=3.0, grace=10.0, steps=False)
     by_hand.written_ahead(clock.now + 3600.0)
     assert by_hand.stepped_back() == 0.0
+
+
+def test_a_step_back_read_at_start_is_not_counted_again_by_the_next_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch is made, the clock is set back an hour, and only then does the first rescue read
+    the newest row an hour ahead (the worker was frozen, or slow to start): one step of 3600 s,
+    not 3600 from the row and 3600 more from the look at the clock that follows."""
+    clock, _ = Clock(), Monotonic(monkeypatch)
+    w = watch(clock)
+    written = clock.now
+    clock.now -= 3600.0
+    w.written_ahead(written)
+    w.rescue_cutoff()(clock.now)
+    assert w.stepped_back() == pytest.approx(3600.0)
+    clock.now -= 60.0  # a later step back still counts
+    w.rescue_cutoff()(clock.now)
+    assert w.stepped_back() == pytest.approx(3660.0)
+
+    peers = watch(clock)
+    base = 5000.0  # this process's wall less monotonic, after the step
+    clock.now -= 300.0
+    peers.stepped_before_start(base, [(base + 300.0, 1299.0)])  # a live worker's base from before it
+    peers.rescue_cutoff()(clock.now)
+    assert peers.stepped_back() == pytest.approx(300.0)

@@ -134,8 +134,7 @@ class StallWatch:
         peers = list(peers)
         back = max((base - here for base, _ in peers), default=0.0)
         if back > self.threshold:  # set back since a peer's beat: see clock_stepped
-            with self._lock:
-                self._back = max(self._back, back)
+            self._read_back(back)
         jumped = [(here - base, seen) for base, seen in peers if here - base > self.threshold]
         if not jumped:
             return
@@ -157,8 +156,19 @@ class StallWatch:
             return
         ahead = written - self.clock()
         if ahead > self.threshold:
-            with self._lock:
-                self._back = max(self._back, ahead)
+            self._read_back(ahead)
+
+    def _read_back(self, back: float) -> None:
+        """A step back read at this process's start (``stepped_before_start``, ``written_ahead``):
+        the rows written before it are ``back`` seconds ahead. A step back since this watch last
+        looked at the clock is part of that reading: ``clock_stepped`` must not count it again.
+        It did: a worker whose first rescue came after a step of an hour restamped the rows
+        written up to two hours ahead, and said the clock was set back 7200 s."""
+        moment = time.monotonic()
+        now = self.clock()
+        with self._lock:
+            self._back = max(self._back, back)
+            self._clock_ahead = min(self._clock_ahead, now - moment)
 
     def stepped_back(self) -> float:
         """How many seconds the clock was set back since the last ``restamped`` (0.0: not at all):
