@@ -103,7 +103,8 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 
 class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
-    """A connection of jobq's pool, with one cursor that runs all of jobq's statements on it.
+    """A connection of jobq's pool, with one cursor that runs jobq's statements on it (but the
+    one-statement writes sent alone: ``run_alone``, without a cursor).
 
     A cursor made per statement (psycopg sets up its adapters and row maker each time) was ~55 of
     the ~300 Python calls of a per-job claim+complete (issue 13). The cursor is used by whoever
