@@ -118,9 +118,11 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
 
     _statement_cursor: Cursor | None = None
     _alone_adapter: AdaptTransformer | None = None
-    _alone_prepared: dict[tuple[bytes, tuple[int, ...]], bytes | int] | None = None
-    """Per statement and parameter types: its name on the server once prepared, else how many
-    times it ran (``run_alone``)."""
+    _alone_runs: dict[tuple[bytes, tuple[int, ...]], int] = {}
+    """Per statement and parameter types: how many times ``run_alone`` ran it on this connection
+    (the class's empty dict until the first run makes the connection's own)."""
+    _alone_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+    """The same keys: the statement's name on the server, once prepared."""
 
     def statement_cursor(self) -> Cursor:
         cur = self._statement_cursor
@@ -148,10 +150,9 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
         runs every per-job statement through here."""
         query, names = _numbered(sql)
         adapter = self._alone_adapter
-        prepared = self._alone_prepared
-        if adapter is None or prepared is None:
+        if adapter is None:
             adapter = self._alone_adapter = Transformer(self)
-            prepared = self._alone_prepared = {}
+            self._alone_runs, self._alone_names = {}, {}
         values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
         types, formats = tuple(adapter.types or ()), adapter.formats
         pgconn = self.pgconn
@@ -162,22 +163,18 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
             threshold = self.prepare_threshold
             if threshold is not None:
                 key = (query, types)
-                seen = prepared.get(key, 0)
-                if isinstance(seen, bytes):
-                    name = seen
-                elif seen < threshold:
-                    prepared[key] = seen + 1
-                elif seen == threshold:
-                    made = sum(type(v) is bytes for v in prepared.values())
-                    if made < ALONE_PREPARED_MAX:
+                prepared = self._alone_names
+                name = prepared.get(key)
+                if name is None:
+                    runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
+                    # Past the threshold only once: a statement left unprepared at the cap stays so.
+                    if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
                         # Its own round trip, before the statement: a connection lost here is
                         # lost before anything that commits was sent, and the call may be retried.
-                        fresh = b"_jobq_%d" % made
+                        fresh = b"_jobq_%d" % len(prepared)
                         pgconn.send_prepare(fresh, query, param_types=types)
                         self._result_of(self.wait(generators.execute(pgconn)))
                         name = prepared[key] = fresh
-                    else:
-                        prepared[key] = threshold + 1  # never prepared on this connection
             attempt.committing = True
             if name is None:
                 pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
