@@ -56,6 +56,9 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._closed:  # accepted while close() ran: the proxy is gone
+                client.close()
+                return
             try:
                 server = socket.create_connection(self.upstream)
             except OSError:
@@ -122,7 +125,12 @@ class FaultProxy:
         return buffer[offset:]
 
     def close(self) -> None:
+        """Refuse new connections and cut every open one: the server, as its clients see it, is
+        gone. The listener is shut down first: closed alone while a thread waits in accept(), it
+        kept listening (and the proxy kept proxying) until that accept() returned."""
         self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for s in self._sockets:

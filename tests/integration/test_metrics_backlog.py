@@ -15,7 +15,6 @@ from pg import PgServer, fresh_database
 from polling import wait_for
 
 import jobq
-import jobq.backends.postgres as postgres_module
 from jobq.observability import metrics
 from jobq.observability.metrics import JobqCollector
 
@@ -90,16 +89,13 @@ def test_a_share_of_zero_is_refused() -> None:
 
 
 @pytest.mark.postgres
-def test_a_scrape_between_backlog_reads_still_fails_when_the_database_is_gone(
-    postgres_server: PgServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_scrape_between_backlog_reads_still_fails_when_the_database_is_gone(postgres_server: PgServer) -> None:
     # The running jobs are read at every scrape: a database that went away between two backlog
     # reads fails the scrape, as before, instead of serving the kept figures as if all were well.
     if not postgres_server.managed:
         pytest.skip("stopping needs the session's own PostgreSQL (JOBQ_TEST_POSTGRES_URL is external)")
-    # The failing scrape waits this long for a connection (15 s by default: half this test's time).
-    monkeypatch.setattr(postgres_module, "POOL_TIMEOUT_SECONDS", 2.0)
-    with fresh_database(postgres_server) as url, jobq.Queue(url) as q:
+    # The failing scrape waits 2 s for a connection (15 s by default: half this test's time).
+    with fresh_database(postgres_server) as url, jobq.Queue(f"{url}?pool_timeout=2") as q:
         q.enqueue("a")
         collector = JobqCollector(q, settle_seconds=0.0, backlog_share=1e-9, backlog_free_seconds=0.0)
         assert due(scrape(collector)) == 1

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy, proxied
 from pg import PgServer, raw_connect, with_database
 
 import jobq
@@ -23,6 +24,8 @@ from jobq import JobStatus
 from jobq.backends.base import NewJob
 
 psycopg = pytest.importorskip("psycopg")
+
+from jobq.backends.postgres.url import POOL_TIMEOUT_SECONDS_DEFAULT  # noqa: E402 (needs psycopg)
 
 pytestmark = pytest.mark.postgres
 
@@ -116,6 +119,41 @@ def test_cannot_connect_is_one_readable_line() -> None:
     message = str(info.value)
     assert message.startswith(f"cannot connect to PostgreSQL at 127.0.0.1:{port}/nowhere: ")
     assert "refused" in message.lower() and "\n" not in message and "secret" not in message
+
+
+def _with_option(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_short_pool_timeout_fails_a_call_soon_once_the_server_is_away(postgres_url: str, kind: str) -> None:
+    # A Queue already open: its server goes away (the proxy closes its port and cuts every
+    # connection), and a call waits the URL's pool_timeout for a connection, not the default 15 s,
+    # then says why in one line (a producer in a web request would rather fail than hang).
+    def stats_once_away(url: str, proxy: FaultProxy) -> tuple[float, str]:
+        with jobq.Queue(url) as q:
+            q.enqueue("a")  # the pool is open, its connection in use
+            assert q.backend._get_pool().timeout == 1.0  # type: ignore[attr-defined]
+            proxy.close()
+            started = time.monotonic()
+            with pytest.raises(jobq.StorageError) as caught:
+                q.stats()
+            return time.monotonic() - started, str(caught.value)
+
+    async def astats_once_away(url: str, proxy: FaultProxy) -> tuple[float, str]:
+        async with jobq.AsyncQueue(url) as q:
+            await q.enqueue("a")
+            proxy.close()
+            started = time.monotonic()
+            with pytest.raises(jobq.StorageError) as caught:
+                await q.get(1)
+            return time.monotonic() - started, str(caught.value)
+
+    with proxied(postgres_url) as (url, proxy):
+        url = _with_option(url, "pool_timeout=1")
+        waited, message = stats_once_away(url, proxy) if kind == "sync" else asyncio.run(astats_once_away(url, proxy))
+    assert waited < POOL_TIMEOUT_SECONDS_DEFAULT
+    assert "refused" in message.lower() and "\n" not in message
 
 
 def test_missing_database_is_named(postgres_server: PgServer) -> None:

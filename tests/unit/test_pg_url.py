@@ -1,4 +1,5 @@
-"""jobq's own options in a PostgreSQL URL (schema, pooler, listen_url, prepare_threshold) and the
+"""jobq's own options in a PostgreSQL URL (schema, pooler, listen_url, prepare_threshold,
+lock_timeout, pool_timeout) and the
 qualification of every statement with the queue's schema."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ pytest.importorskip("psycopg")
 
 from jobq.backends.postgres import PostgresDialect, describe_url
 from jobq.backends.postgres.schema import TABLES, qualify
-from jobq.backends.postgres.url import split_url
+from jobq.backends.postgres.url import POOL_TIMEOUT_SECONDS_DEFAULT, split_url
 
 LISTEN = "postgresql%3A%2F%2Fbob%3Alisten-secret%40db-direct%3A5432%2Fapp"
 
@@ -51,6 +52,14 @@ def test_lock_timeout_is_taken_out_and_set_for_the_session() -> None:
     assert "lock_timeout" not in _connect_kwargs(o.libpq_url, session=True)["options"]
 
 
+def test_pool_timeout_is_taken_out_and_kept_in_seconds() -> None:
+    o = split_url("postgresql://db/app?pool_timeout=0.5&sslmode=require")
+    assert (o.libpq_url, o.pool_timeout_seconds) == ("postgresql://db/app?sslmode=require", 0.5)
+    assert split_url("postgresql://db/app").pool_timeout_seconds == POOL_TIMEOUT_SECONDS_DEFAULT == 15
+    # A client-side wait: allowed behind a transaction pooler, unlike lock_timeout.
+    assert split_url("postgresql://db/app?pooler=transaction&pool_timeout=3").pool_timeout_seconds == 3
+
+
 @pytest.mark.parametrize(("option", "threshold"), [("prepare_threshold=none", None), ("prepare_threshold=0", 0)])
 def test_prepare_threshold(option: str, threshold: int | None) -> None:
     assert split_url(f"postgresql://db/app?pooler=transaction&{option}").prepare_threshold == threshold
@@ -72,6 +81,12 @@ def test_prepare_threshold(option: str, threshold: int | None) -> None:
         ("lock_timeout=0", "bad lock_timeout '0'"),
         ("lock_timeout=2147483648", "1 to 2147483647"),
         ("pooler=transaction&lock_timeout=2000", "a transaction pooler (pooler=transaction) refuses it"),
+        ("pool_timeout=2s", "bad pool_timeout '2s'"),
+        ("pool_timeout=0", "bad pool_timeout '0'"),
+        ("pool_timeout=-1", "bad pool_timeout '-1'"),
+        ("pool_timeout=nan", "bad pool_timeout 'nan'"),
+        ("pool_timeout=inf", "more than 0 and at most 86400"),
+        ("pool_timeout=", "bad pool_timeout ''"),
     ],
 )
 def test_bad_options_are_one_clear_line(query: str, message: str) -> None:

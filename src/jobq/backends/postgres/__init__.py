@@ -241,8 +241,6 @@ POSTGRES_MIN_VERSION_NUM = 130000
 """The oldest server tested (and ``DROP DATABASE ... WITH (FORCE)``, used by the tests, needs 13)."""
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
-POOL_TIMEOUT_SECONDS = 15.0
-"""How long an operation waits for a connection (e.g. while the server restarts) before failing."""
 STICKY_CONNECTION_SECONDS = 60.0
 """How long a backend keeps one pooled connection out for itself (``PostgresBackend._take``)
 before it hands it back to the pool and takes one again, so that the pool's rules on a
@@ -607,7 +605,7 @@ class PostgresBackend(SqlStore):
                 kwargs={"autocommit": True, **self._kwargs},
                 min_size=POOL_MIN_SIZE,
                 max_size=POOL_MAX_SIZE,
-                timeout=POOL_TIMEOUT_SECONDS,
+                timeout=self.options.pool_timeout_seconds,
                 name="jobq",
                 open=False,
             )
@@ -823,7 +821,7 @@ class PostgresBackend(SqlStore):
         except psycopg.Error as exc:
             return storage_error(exc, self.url, connecting=True)
         return StorageError(
-            f"PostgreSQL at {describe_url(self.url)}: no free connection within {POOL_TIMEOUT_SECONDS:.0f} s"
+            f"PostgreSQL at {describe_url(self.url)}: no free connection within {self.options.pool_timeout_seconds:g} s"
         )
 
     def _transaction(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:

@@ -39,7 +39,6 @@ from jobq.backends.common import process_id
 from jobq.backends.postgres import (
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
-    POOL_TIMEOUT_SECONDS,
     Q_NOTIFY,
     PostgresBackend,
     PostgresDialect,
@@ -74,7 +73,7 @@ class AsyncPooledConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
 
 ASYNC_POOL_MAX_SIZE = 8
 """Connections of an ``AsyncQueue``'s pool: each call holds one for one transaction (mostly one
-round trip), so a few serve many concurrent requests; more wait for one (``POOL_TIMEOUT_SECONDS``)."""
+round trip), so a few serve many concurrent requests; more wait for one (the URL's ``pool_timeout``)."""
 LISTEN_RETRY_SECONDS = 1.0
 """After the finish listener could not connect, waiters poll this long before it tries again."""
 
@@ -273,7 +272,7 @@ class AsyncPostgresStore(SqlStore):
             kwargs={"autocommit": True, **self._kwargs},
             min_size=POOL_MIN_SIZE,
             max_size=ASYNC_POOL_MAX_SIZE,
-            timeout=POOL_TIMEOUT_SECONDS,
+            timeout=self._backend.options.pool_timeout_seconds,
             name="jobq-async",
             open=False,
         )

@@ -1,8 +1,9 @@
 """jobq's own options in a PostgreSQL URL, taken out before the rest goes to libpq.
 
-libpq refuses query parameters it does not know, so ``schema``, ``listen_url``, ``pooler`` and
-``prepare_threshold`` are removed from the URL here and everything else (``sslmode``,
-``connect_timeout``, ``target_session_attrs``, ...) is passed on untouched, byte for byte:
+libpq refuses query parameters it does not know, so jobq's (``schema``, ``listen_url``,
+``pooler``, ``prepare_threshold``, ``lock_timeout`` and ``pool_timeout``) are removed from the URL
+here and everything else (``sslmode``, ``connect_timeout``, ``target_session_attrs``, ...) is
+passed on untouched, byte for byte:
 
 - ``schema=NAME`` (default ``jobq``): the PostgreSQL schema holding the queue's tables. Two
   schemas in one database are two independent queues. Never ``public``, where ``jobs`` collides
@@ -21,11 +22,19 @@ libpq refuses query parameters it does not know, so ``schema``, ``listen_url``, 
   web apps ask for 2000 (an action behind a ``SELECT ... FOR UPDATE`` left open in psql froze the
   page for as long), as they ask SQLite for ``busy_timeout``. Not behind ``pooler=transaction``
   (a session setting: the pooler refuses it).
+- ``pool_timeout=SECONDS`` (default ``POOL_TIMEOUT_SECONDS_DEFAULT``, 15): how long a call waits
+  for a connection before it raises StorageError. The default rides out a server's restart; a
+  program that would rather fail at once while the server is away (a web request enqueueing a
+  job) gives a shorter one. The error then names the cause in one line (the direct connection
+  it tries: ``connection refused``, or ``no free connection`` when the pool's connections were
+  all busy). With an unreachable host that one connection waits up to libpq's
+  ``connect_timeout`` (10 s unless the URL sets it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import urllib.parse
 
@@ -33,9 +42,13 @@ from jobq.errors import ConfigError
 
 SCHEMA_DEFAULT = "jobq"
 POOLER_MODES = ("none", "transaction")
-OPTION_NAMES = ("schema", "listen_url", "pooler", "prepare_threshold", "lock_timeout")
+OPTION_NAMES = ("schema", "listen_url", "pooler", "prepare_threshold", "lock_timeout", "pool_timeout")
 #: The longest ``lock_timeout`` taken (PostgreSQL's own limit is 2**31 - 1 ms).
 LOCK_TIMEOUT_MS_MAX = 2**31 - 1
+POOL_TIMEOUT_SECONDS_DEFAULT = 15.0
+"""How long a call waits for a pooled connection (e.g. while the server restarts) before failing."""
+#: The longest ``pool_timeout`` taken: a day (longer is a typo, or a wait better not made at all).
+POOL_TIMEOUT_SECONDS_MAX = 86_400.0
 
 # Lower case only, so the name means the same quoted or not (PostgreSQL folds unquoted names to
 # lower case), and short enough that the NOTIFY channel built from it stays within the 63 bytes
@@ -58,6 +71,8 @@ class PgOptions:
     """psycopg's own default is 5; None turns server-side prepared statements off."""
     lock_timeout_ms: int | None = None
     """The session's ``lock_timeout`` (None: PostgreSQL's default, wait without end)."""
+    pool_timeout_seconds: float = POOL_TIMEOUT_SECONDS_DEFAULT
+    """How long a call waits for a pooled connection before it fails."""
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -132,6 +147,18 @@ def split_url(url: str) -> PgOptions:
         if pooler == "transaction":
             raise ConfigError("lock_timeout is a session setting: a transaction pooler (pooler=transaction) refuses it")
         lock_timeout = int(raw)
+    pool_timeout = POOL_TIMEOUT_SECONDS_DEFAULT
+    if "pool_timeout" in found:
+        raw = found["pool_timeout"].strip()
+        try:
+            pool_timeout = float(raw)
+        except ValueError:
+            pool_timeout = math.nan
+        if not 0 < pool_timeout <= POOL_TIMEOUT_SECONDS_MAX:  # also NaN
+            raise ConfigError(
+                f"bad pool_timeout {raw[:32]!r} in the database URL: seconds, more than 0 and at most "
+                f"{POOL_TIMEOUT_SECONDS_MAX:.0f}"
+            )
     listen_url = None
     if "listen_url" in found:
         listen = found["listen_url"]
@@ -148,4 +175,5 @@ def split_url(url: str) -> PgOptions:
         pooler=pooler,
         prepare_threshold=threshold,
         lock_timeout_ms=lock_timeout,
+        pool_timeout_seconds=pool_timeout,
     )
