@@ -410,6 +410,54 @@ def test_async_queue_settles_lost_commit_replies_and_retries_cut_connections(pos
         asyncio.run(main(url, proxy))
 
 
+def test_async_queue_sends_its_per_job_statements_prepared_and_settles_them_as_the_blocking_one(
+    postgres_url: str,
+) -> None:
+    """``AsyncPooledConnection.arun_alone`` is ``PooledConnection.run_alone`` awaited: a per-job
+    statement is prepared under jobq's own name (here at its first run on a connection:
+    ``prepare_threshold=0``; the async pool rotates its connections, so counting runs to the
+    default 5 would depend on how many it holds), in a round trip of its own: a connection cut
+    there is retried, nothing committed. Sent by that name, a lost commit reply is settled as one
+    to its text: the claim read back by its nonce, the completion repeated and found made."""
+    from jobq.backends.postgres.aio import ASYNC_POOL_MAX_SIZE
+
+    async def warm(q: jobq.AsyncQueue) -> None:
+        # Every per-job statement run, and so prepared, on each connection the pool hands out
+        # next (it holds at most ASYNC_POOL_MAX_SIZE, handed out in turn).
+        for n in range(2 * ASYNC_POOL_MAX_SIZE):
+            await q.enqueue({"warm": n})
+            job = await q.claim("w0")
+            assert job is not None
+            await q.complete(job)
+
+    async def main(url: str, proxy: FaultProxy) -> None:
+        async with jobq.AsyncQueue(f"{url}?prepare_threshold=0") as q:
+            proxy.cut_next(before=b"_jobq_")  # the first Parse naming a statement: the enqueue's
+            first = await q.enqueue({"n": 1})
+            assert proxy.cuts == 1 and (await q.counts())["PENDING"] == 1  # retried, made once
+
+            await warm(q)  # it leaves its last job pending
+            proxy.lose_next_commit_reply(after=b"_jobq_")  # the claim, sent by its name
+            job = await q.claim("w1")
+            assert proxy.lost_replies == 1 and job is not None and job.payload == {"warm": 2 * ASYNC_POOL_MAX_SIZE - 1}
+            job_id = job.id
+            stored = await q.get(job_id)
+            running = (jobq.JobStatus.PROCESSING, job.lease_token, 1)
+            assert (stored.status, stored.lease_token, stored.attempts) == running
+
+            await warm(q)  # the connection cut was replaced by one with nothing prepared
+            proxy.lose_next_commit_reply(after=b"_jobq_")  # the completion, by its name
+            await q.complete(job)
+            assert proxy.lost_replies == 2
+            assert [str(e.kind) for e in await q.events(job_id)] == ["enqueued", "claimed", "completed"]
+            assert (await q.get(first)).status == jobq.JobStatus.COMPLETED  # taken by the first warm-up
+            counts = await q.counts()
+            assert (counts["COMPLETED"], counts["PENDING"], counts["PROCESSING"]) == (1 + 4 * ASYNC_POOL_MAX_SIZE, 0, 0)
+
+    with proxied(postgres_url) as (url, proxy):
+        asyncio.run(main(url, proxy))
+
+
 def test_async_queue_settles_a_lost_reply_of_the_second_transaction_of_a_claim(postgres_url: str) -> None:
     """A claim over a plain and a limited queue is two transactions under the async store too (the
     plain claim, then the limited queue's own, its control row FOR UPDATE): the second one's lost

@@ -63,11 +63,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg.errors
 from psycopg import generators, pq
+from psycopg.abc import Buffer
 from psycopg.abc import Transformer as AdaptTransformer
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.conninfo import conninfo_to_dict
@@ -102,7 +103,76 @@ Cursor = psycopg.Cursor[tuple[Any, ...]]
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
-class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
+class AloneStatements:
+    """What ``PooledConnection.run_alone`` and ``AsyncPooledConnection.arun_alone`` share: the
+    parameters dumped by psycopg's own Transformer, the statements a connection has prepared
+    under jobq's names, and the result read as psycopg's cursor reads it. Only the waits differ
+    (``Connection.wait`` and ``AsyncConnection.wait`` on the same protocol generator).
+
+    For the statements of the per-job API, run once or twice a job: the cursor's bookkeeping
+    around them (the query parsed for its placeholders, psycopg's prepare manager, the result's
+    description) cost ~65 us of the client's ~210 us of CPU a job (raw's claim+complete through
+    a cursor: 146 us a job, the same statements this way: 79; issue 13). As psycopg does, a
+    statement is prepared on the server once the connection has run it ``prepare_threshold``
+    times (never with ``prepare_threshold=none``: behind a transaction pooler), under a name of
+    jobq's own, in a round trip of its own before the statement (a connection lost then is lost
+    before anything that commits was sent); past ``ALONE_PREPARED_MAX`` statements on one
+    connection the others are sent unprepared.
+
+    ``psycopg.generators`` (the protocol steps psycopg's cursors run, C in psycopg[binary]) is
+    not in psycopg's documented API: its version is locked (uv.lock), and the contract suite
+    runs every per-job statement through here."""
+
+    _alone_adapter: AdaptTransformer | None = None
+    _alone_runs: dict[tuple[bytes, tuple[int, ...]], int] = {}
+    """Per statement and parameter types: how many times it was sent alone on this connection
+    (the class's empty dict until the first run makes the connection's own)."""
+    _alone_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+    """The same keys: the statement's name on the server, once prepared."""
+    prepare_threshold: int | None
+    pgconn: pq.abc.PGconn
+
+    def _alone_request(self, sql: str, params: Params) -> AloneRequest:
+        """The statement numbered for the server, its parameters dumped, their types and formats;
+        its name on the server (None: sent unprepared) and whether it is to be prepared under that
+        name first (then ``_alone_names`` records it once the server has it). One call for all of
+        it: the per-job path counts its Python calls (test_python_costs.py)."""
+        query, names = _numbered(sql)
+        adapter = self._alone_adapter
+        if adapter is None:
+            adapter = self._alone_adapter = Transformer(self)  # type: ignore[arg-type]  # a connection
+            self._alone_runs, self._alone_names = {}, {}
+        values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
+        types = tuple(adapter.types or ())
+        threshold = self.prepare_threshold
+        if threshold is None:
+            return query, values, types, adapter.formats, None, False
+        key = (query, types)
+        prepared = self._alone_names
+        name = prepared.get(key)
+        if name is not None:
+            return query, values, types, adapter.formats, name, False
+        runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
+        # Past the threshold only once: a statement left unprepared at the cap stays so.
+        if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
+            return query, values, types, adapter.formats, b"_jobq_%d" % len(prepared), True
+        return query, values, types, adapter.formats, None, False
+
+    def _result_of(self, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
+        """The last of a statement's results; an error as psycopg's cursor raises it."""
+        for result in results:
+            status = result.status
+            if status != _TUPLES_OK and status != _COMMAND_OK:
+                if status == pq.ExecStatus.FATAL_ERROR:
+                    encoding = cast("psycopg.BaseConnection[Any]", self).info.encoding
+                    raise psycopg.errors.error_from_result(result, encoding=encoding)
+                raise psycopg.InternalError(f"unexpected result status: {pq.ExecStatus(status).name}")
+        if not results:
+            raise psycopg.InternalError("got no result from the statement")
+        return results[-1]
+
+
+class PooledConnection(AloneStatements, psycopg.Connection[tuple[Any, ...]]):
     """A connection of jobq's pool, with one cursor that runs jobq's statements on it (but the
     one-statement writes sent alone: ``run_alone``, without a cursor).
 
@@ -117,12 +187,6 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
     (a type without a binary loader would come back as bytes: the contract suite would show it)."""
 
     _statement_cursor: Cursor | None = None
-    _alone_adapter: AdaptTransformer | None = None
-    _alone_runs: dict[tuple[bytes, tuple[int, ...]], int] = {}
-    """Per statement and parameter types: how many times ``run_alone`` ran it on this connection
-    (the class's empty dict until the first run makes the connection's own)."""
-    _alone_names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
-    """The same keys: the statement's name on the server, once prepared."""
 
     def statement_cursor(self) -> Cursor:
         cur = self._statement_cursor
@@ -132,49 +196,18 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
 
     def run_alone(self, sql: str, params: Params, attempt: _Attempt) -> list[tuple[Any, ...]]:
         """``sql`` with ``params``, in autocommit, and its rows: what ``statement_cursor().execute``
-        and ``fetchall`` do, with the same adapters (the parameters dumped and the binary rows
-        loaded by psycopg's own Transformer, the waits in ``Connection.wait``), without the cursor.
-        ``attempt.committing`` is set once nothing but the statement itself is left to send.
-
-        For the statements of the per-job API, run once or twice a job (``_send_alone``): the
-        cursor's bookkeeping around them (the query parsed for its placeholders, psycopg's prepare
-        manager, the result's description) cost ~65 us of the client's ~210 us of CPU a job
-        (raw's claim+complete through a cursor: 146 us a job, the same statements this way: 79;
-        issue 13). As psycopg does, a statement is prepared on the server once the connection has
-        run it ``prepare_threshold`` times (never with ``prepare_threshold=none``: behind a
-        transaction pooler), under a name of jobq's own; past ``ALONE_PREPARED_MAX`` statements on
-        one connection the others are sent unprepared.
-
-        ``psycopg.generators`` (the protocol steps psycopg's cursors run, C in psycopg[binary]) is
-        not in psycopg's documented API: its version is locked (uv.lock), and the contract suite
-        runs every per-job statement through here."""
-        query, names = _numbered(sql)
-        adapter = self._alone_adapter
-        if adapter is None:
-            adapter = self._alone_adapter = Transformer(self)
-            self._alone_runs, self._alone_names = {}, {}
-        values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
-        types, formats = tuple(adapter.types or ()), adapter.formats
+        and ``fetchall`` do, with the same adapters, without the cursor (``AloneStatements``).
+        ``attempt.committing`` is set once nothing but the statement itself is left to send."""
+        query, values, types, formats, name, prepare = self._alone_request(sql, params)
         pgconn = self.pgconn
         with self.lock:
             if pgconn.status != _CONNECTION_OK:
                 self._check_connection_ok()  # raises, as a cursor's execute would
-            name = None
-            threshold = self.prepare_threshold
-            if threshold is not None:
-                key = (query, types)
-                prepared = self._alone_names
-                name = prepared.get(key)
-                if name is None:
-                    runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
-                    # Past the threshold only once: a statement left unprepared at the cap stays so.
-                    if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
-                        # Its own round trip, before the statement: a connection lost here is
-                        # lost before anything that commits was sent, and the call may be retried.
-                        fresh = b"_jobq_%d" % len(prepared)
-                        pgconn.send_prepare(fresh, query, param_types=types)
-                        self._result_of(self.wait(generators.execute(pgconn)))
-                        name = prepared[key] = fresh
+            if prepare:
+                assert name is not None  # a name to prepare under
+                pgconn.send_prepare(name, query, param_types=types)
+                self._result_of(self.wait(generators.execute(pgconn)))
+                self._alone_names[query, types] = name
             attempt.committing = True
             if name is None:
                 pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
@@ -183,20 +216,10 @@ class PooledConnection(psycopg.Connection[tuple[Any, ...]]):
             result = self._result_of(self.wait(generators.execute(pgconn)))
         if result.status != _TUPLES_OK:
             return []
+        adapter = self._alone_adapter
+        assert adapter is not None  # made by _alone_request
         adapter.set_pgresult(result)
         return adapter.load_rows(0, result.ntuples, tuple)
-
-    def _result_of(self, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
-        """The last of a statement's results; an error as psycopg's cursor raises it."""
-        for result in results:
-            status = result.status
-            if status != _TUPLES_OK and status != _COMMAND_OK:
-                if status == pq.ExecStatus.FATAL_ERROR:
-                    raise psycopg.errors.error_from_result(result, encoding=self.info.encoding)
-                raise psycopg.InternalError(f"unexpected result status: {pq.ExecStatus(status).name}")
-        if not results:
-            raise psycopg.InternalError("got no result from the statement")
-        return results[-1]
 
 
 ALONE_PREPARED_MAX = 64
@@ -209,6 +232,9 @@ _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _CONNECTION_OK = pq.ConnStatus.OK
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
 _NUMBERED: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+#: ``AloneStatements._alone_request``: query, parameters, their types and formats, name, prepare.
+AloneRequest = tuple[bytes, Sequence[Buffer | None], tuple[int, ...], Any, bytes | None, bool]
+
 NUMBERED_CACHED_MAX = 1024
 
 

@@ -31,15 +31,19 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg import sql
+from psycopg import generators, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
 from jobq.backends.common import process_id
 from jobq.backends.postgres import (
+    _BINARY,
+    _CONNECTION_OK,
+    _TUPLES_OK,
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
     Q_NOTIFY,
+    AloneStatements,
     PostgresBackend,
     PostgresDialect,
     _aroll_back_open,
@@ -50,6 +54,7 @@ from jobq.backends.postgres import (
     outcome_unknown,
     storage_error,
 )
+from jobq.backends.statements import Params
 from jobq.backends.store import MakeOp, SqlStore, Work
 from jobq.errors import ConfigError, StorageError
 
@@ -58,8 +63,9 @@ AsyncConnection = psycopg.AsyncConnection[tuple[Any, ...]]
 AsyncCursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
-class AsyncPooledConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
-    """``postgres.PooledConnection`` for asyncio: one cursor for all of jobq's statements on it."""
+class AsyncPooledConnection(AloneStatements, psycopg.AsyncConnection[tuple[Any, ...]]):
+    """``postgres.PooledConnection`` for asyncio: one cursor for all of jobq's statements on it,
+    but the one-statement writes sent alone (``arun_alone``)."""
 
     _statement_cursor: AsyncCursor | None = None
 
@@ -69,6 +75,31 @@ class AsyncPooledConnection(psycopg.AsyncConnection[tuple[Any, ...]]):
             # Binary results, as the blocking store's (see PooledConnection).
             cur = self._statement_cursor = self.cursor(binary=True)
         return cur
+
+    async def arun_alone(self, statement: str, params: Params, attempt: _Attempt) -> list[tuple[Any, ...]]:
+        """``PooledConnection.run_alone``, its waits awaited (``AloneStatements``)."""
+        query, values, types, formats, name, prepare = self._alone_request(statement, params)
+        pgconn = self.pgconn
+        async with self.lock:
+            if pgconn.status != _CONNECTION_OK:
+                self._check_connection_ok()  # raises, as a cursor's execute would
+            if prepare:
+                assert name is not None  # a name to prepare under
+                pgconn.send_prepare(name, query, param_types=types)
+                self._result_of(await self.wait(generators.execute(pgconn)))
+                self._alone_names[query, types] = name
+            attempt.committing = True
+            if name is None:
+                pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
+            else:
+                pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_BINARY)
+            result = self._result_of(await self.wait(generators.execute(pgconn)))
+        if result.status != _TUPLES_OK:
+            return []
+        adapter = self._alone_adapter
+        assert adapter is not None  # made by _alone_request
+        adapter.set_pgresult(result)
+        return adapter.load_rows(0, result.ntuples, tuple)
 
 
 ASYNC_POOL_MAX_SIZE = 8
@@ -147,9 +178,16 @@ async def adrive_transaction(
     if isinstance(command, ops.Exec) and command.alone:
         if _input_waiting(conn):  # the server ended this idle connection: find out before sending
             await conn.execute("SELECT 1")
-        attempt.committing = True
+
+        async def run_alone(command: ops.Command) -> ops.Rows:
+            # As postgres._drive: a one-statement write without the cursor (arun_alone).
+            if isinstance(command, ops.Exec) and isinstance(command.params, dict) and not command.several:
+                return await conn.arun_alone(command.sql, command.params, attempt)
+            attempt.committing = True
+            return await run(command)
+
         # A keyed enqueue that lost a race sends its statement again, alone too.
-        return await _asend_all(op, command, run, only_alone=True)
+        return await _asend_all(op, command, run_alone, only_alone=True)
     # postgres._in_transaction: BEGIN with the first statement, the wake-ups with COMMIT.
     deferred: list[ops.Command] = []
 
