@@ -44,10 +44,12 @@ ROUNDS = 5
 #: 54 with the per-job claim and completion sent without the plan and the operations' generators
 #: (2026-12-06), 56 the same day; then -21 with the two statements sent without a cursor
 #: (``PooledConnection.run_alone``: 81 calls in all against the cursor path's 107 for the bare
-#: statements). Below zero: jobq's whole call now costs fewer calls than psycopg's cursor alone.
+#: statements), -19 with its protocol steps shared with the async store (``_alone_steps``, a
+#: generator resumed once per round trip). Below zero: jobq's whole call now costs fewer calls
+#: than psycopg's cursor alone.
 PG_ADDED_CALLS_MAX = -16
 #: The same for one ``enqueue`` of one job without a key (see its test): 16, then -14 without the
-#: cursor.
+#: cursor, -12 with the steps shared with the async store.
 PG_ENQUEUE_ADDED_CALLS_MAX = -10
 
 

@@ -61,14 +61,14 @@ import re
 import select
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 import psycopg.errors
 from psycopg import generators, pq
-from psycopg.abc import Buffer
+from psycopg.abc import PQGen
 from psycopg.abc import Transformer as AdaptTransformer
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.conninfo import conninfo_to_dict
@@ -132,31 +132,54 @@ class AloneStatements:
     prepare_threshold: int | None
     pgconn: pq.abc.PGconn
 
-    def _alone_request(self, sql: str, params: Params) -> AloneRequest:
-        """The statement numbered for the server, its parameters dumped, their types and formats;
-        its name on the server (None: sent unprepared) and whether it is to be prepared under that
-        name first (then ``_alone_names`` records it once the server has it). One call for all of
-        it: the per-job path counts its Python calls (test_python_costs.py)."""
+    if TYPE_CHECKING:  # psycopg's BaseConnection's: declared here, never defined (it would shadow it)
+
+        def _check_connection_ok(self) -> None: ...
+
+    def _alone_steps(
+        self, sql: str, params: Params, attempt: _Attempt
+    ) -> Generator[PQGen[list[pq.abc.PGresult]], list[pq.abc.PGresult], list[tuple[Any, ...]]]:
+        """The protocol steps of one statement sent alone, for ``run_alone`` and ``arun_alone`` to
+        drive under the connection's lock: each step yielded is psycopg's generator for one round
+        trip, and is sent back its results (``Connection.wait``, or ``AsyncConnection.wait``
+        awaited). The optional prepare, then the statement; returns its rows."""
         query, names = _numbered(sql)
         adapter = self._alone_adapter
         if adapter is None:
             adapter = self._alone_adapter = Transformer(self)  # type: ignore[arg-type]  # a connection
             self._alone_runs, self._alone_names = {}, {}
         values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
-        types = tuple(adapter.types or ())
+        types, formats = tuple(adapter.types or ()), adapter.formats
+        # Its name on the server (None: sent unprepared), and whether it is prepared now first.
+        name, prepare = None, False
         threshold = self.prepare_threshold
-        if threshold is None:
-            return query, values, types, adapter.formats, None, False
-        key = (query, types)
-        prepared = self._alone_names
-        name = prepared.get(key)
-        if name is not None:
-            return query, values, types, adapter.formats, name, False
-        runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
-        # Past the threshold only once: a statement left unprepared at the cap stays so.
-        if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
-            return query, values, types, adapter.formats, b"_jobq_%d" % len(prepared), True
-        return query, values, types, adapter.formats, None, False
+        if threshold is not None:
+            key = (query, types)
+            prepared = self._alone_names
+            name = prepared.get(key)
+            if name is None:
+                runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
+                # Past the threshold only once: a statement left unprepared at the cap stays so.
+                if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
+                    name, prepare = b"_jobq_%d" % len(prepared), True
+        pgconn = self.pgconn
+        if pgconn.status != _CONNECTION_OK:
+            self._check_connection_ok()  # raises, as a cursor's execute would
+        if prepare:
+            assert name is not None  # a name to prepare under
+            pgconn.send_prepare(name, query, param_types=types)
+            self._result_of((yield generators.execute(pgconn)))
+            self._alone_names[query, types] = name
+        attempt.committing = True
+        if name is None:
+            pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
+        else:
+            pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_BINARY)
+        result = self._result_of((yield generators.execute(pgconn)))
+        if result.status != _TUPLES_OK:
+            return []
+        adapter.set_pgresult(result)
+        return adapter.load_rows(0, result.ntuples, tuple)
 
     def _result_of(self, results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
         """The last of a statement's results; an error as psycopg's cursor raises it."""
@@ -198,28 +221,15 @@ class PooledConnection(AloneStatements, psycopg.Connection[tuple[Any, ...]]):
         """``sql`` with ``params``, in autocommit, and its rows: what ``statement_cursor().execute``
         and ``fetchall`` do, with the same adapters, without the cursor (``AloneStatements``).
         ``attempt.committing`` is set once nothing but the statement itself is left to send."""
-        query, values, types, formats, name, prepare = self._alone_request(sql, params)
-        pgconn = self.pgconn
+        steps = self._alone_steps(sql, params, attempt)
         with self.lock:
-            if pgconn.status != _CONNECTION_OK:
-                self._check_connection_ok()  # raises, as a cursor's execute would
-            if prepare:
-                assert name is not None  # a name to prepare under
-                pgconn.send_prepare(name, query, param_types=types)
-                self._result_of(self.wait(generators.execute(pgconn)))
-                self._alone_names[query, types] = name
-            attempt.committing = True
-            if name is None:
-                pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
-            else:
-                pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_BINARY)
-            result = self._result_of(self.wait(generators.execute(pgconn)))
-        if result.status != _TUPLES_OK:
-            return []
-        adapter = self._alone_adapter
-        assert adapter is not None  # made by _alone_request
-        adapter.set_pgresult(result)
-        return adapter.load_rows(0, result.ntuples, tuple)
+            try:
+                wait = next(steps)
+                while True:
+                    wait = steps.send(self.wait(wait))
+            except StopIteration as done:
+                rows: list[tuple[Any, ...]] = done.value
+                return rows
 
 
 ALONE_PREPARED_MAX = 64
@@ -232,8 +242,6 @@ _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _CONNECTION_OK = pq.ConnStatus.OK
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
 _NUMBERED: dict[str, tuple[bytes, tuple[str, ...]]] = {}
-#: ``AloneStatements._alone_request``: query, parameters, their types and formats, name, prepare.
-AloneRequest = tuple[bytes, Sequence[Buffer | None], tuple[int, ...], Any, bytes | None, bool]
 
 NUMBERED_CACHED_MAX = 1024
 

@@ -31,15 +31,12 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg import generators, sql
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobq.backends import ops
 from jobq.backends.common import process_id
 from jobq.backends.postgres import (
-    _BINARY,
-    _CONNECTION_OK,
-    _TUPLES_OK,
     DEADLOCK_RETRIES,
     POOL_MIN_SIZE,
     Q_NOTIFY,
@@ -77,29 +74,16 @@ class AsyncPooledConnection(AloneStatements, psycopg.AsyncConnection[tuple[Any, 
         return cur
 
     async def arun_alone(self, statement: str, params: Params, attempt: _Attempt) -> list[tuple[Any, ...]]:
-        """``PooledConnection.run_alone``, its waits awaited (``AloneStatements``)."""
-        query, values, types, formats, name, prepare = self._alone_request(statement, params)
-        pgconn = self.pgconn
+        """``PooledConnection.run_alone``, its waits awaited (``AloneStatements._alone_steps``)."""
+        steps = self._alone_steps(statement, params, attempt)
         async with self.lock:
-            if pgconn.status != _CONNECTION_OK:
-                self._check_connection_ok()  # raises, as a cursor's execute would
-            if prepare:
-                assert name is not None  # a name to prepare under
-                pgconn.send_prepare(name, query, param_types=types)
-                self._result_of(await self.wait(generators.execute(pgconn)))
-                self._alone_names[query, types] = name
-            attempt.committing = True
-            if name is None:
-                pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
-            else:
-                pgconn.send_query_prepared(name, values, param_formats=formats, result_format=_BINARY)
-            result = self._result_of(await self.wait(generators.execute(pgconn)))
-        if result.status != _TUPLES_OK:
-            return []
-        adapter = self._alone_adapter
-        assert adapter is not None  # made by _alone_request
-        adapter.set_pgresult(result)
-        return adapter.load_rows(0, result.ntuples, tuple)
+            try:
+                wait = next(steps)
+                while True:
+                    wait = steps.send(await self.wait(wait))
+            except StopIteration as done:
+                rows: list[tuple[Any, ...]] = done.value
+                return rows
 
 
 ASYNC_POOL_MAX_SIZE = 8
