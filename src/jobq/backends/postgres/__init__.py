@@ -242,7 +242,6 @@ _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _CONNECTION_OK = pq.ConnStatus.OK
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
 _NUMBERED: dict[str, tuple[bytes, tuple[str, ...]]] = {}
-
 NUMBERED_CACHED_MAX = 1024
 
 
