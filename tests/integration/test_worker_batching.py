@@ -115,6 +115,36 @@ def test_jobs_behind_a_long_one_go_to_an_idle_worker(backend_url: str) -> None:
     assert released, "worker a claimed ahead past the long job but gave nothing back"
 
 
+def test_a_free_thread_beside_long_jobs_takes_the_due_jobs_at_once(backend_url: str) -> None:
+    """Four threads, three running long jobs: the fourth runs the jobs that become due meanwhile,
+    one after another. It used to wait for a second thread to free (the refill-at-half rule
+    meant for short jobs), so those jobs waited out the long ones."""
+    unblock = threading.Event()
+    started: list[int] = []
+    three_started = threading.Event()
+
+    def handler(ctx: JobContext) -> None:
+        if ctx.payload.get("long"):
+            started.append(ctx.job.id)
+            if len(started) == 3:
+                three_started.set()
+            assert unblock.wait(120)
+
+    short = 6
+    with jobq.Queue(backend_url) as q:
+        q.enqueue_many([{"long": True}] * 3)
+        try:
+            with running(Worker(q, handler, concurrency=4), timeout=60):
+                assert three_started.wait(60)
+                q.enqueue_many([{"i": i} for i in range(short)])
+                wait_for(lambda: q.counts()["COMPLETED"] == short, 60, "the due jobs done beside the long ones")
+                assert q.counts()["PROCESSING"] == 3  # the long ones still run
+                unblock.set()
+                wait_for(lambda: q.counts()["COMPLETED"] == short + 3, 60, "the long jobs to finish")
+        finally:
+            unblock.set()
+
+
 def test_long_jobs_are_never_claimed_ahead(backend_url: str) -> None:
     """Jobs that run long (the seed's run 7-15 s; here 0.3 s) are claimed one per free thread, as
     before: each worker claims its next job only after finishing the previous one, so two workers
