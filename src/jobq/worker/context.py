@@ -126,6 +126,8 @@ class JobContext:
         """Its handler returned (or was never called): the thread is free again."""
         self.withdrawn = False
         """Claimed ahead and given back before any thread began it (see ``jobq.worker.prefetch``)."""
+        self.on_loop = False
+        """Handed to the worker's event loop (an ``async def`` handler), not to its threads."""
         self.traced = False
         """Run in a span (an OpenTelemetry SDK was configured when the job was dispatched)."""
         self.trace_context: str | None = None

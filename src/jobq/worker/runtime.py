@@ -491,6 +491,7 @@ class Worker:
         """To the event loop if the job's handler is ``async def``, else to the runner threads."""
         task = ctx.job.task if ctx.job.task in self.handlers else ""
         if self._aio is not None and task in self._async_tasks and not ctx.job.defect:
+            ctx.on_loop = True
             self._aio.submit(ctx)
         else:
             self._work.put(ctx)
@@ -499,7 +500,7 @@ class Worker:
     def _give_back(self, waited: float, reason: str) -> None:
         """Release the jobs claimed ahead that no thread has begun, if the oldest waited at least
         ``waited`` seconds: another worker may be idle. A failed release leaves them to run here."""
-        withdrawn = self.runs.withdraw(waited)
+        withdrawn = self.runs.withdraw(waited, self.async_concurrency)
         if not withdrawn:
             return
         with self.runs.write_lock:
