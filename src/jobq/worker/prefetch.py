@@ -14,9 +14,11 @@ And when the estimate was wrong (a long job among short ones), the jobs still wa
 ``GIVE_BACK_AFTER_SECONDS`` behind a handler that has run at least as long are given back to
 PENDING (``release``, attempt not counted), where an idle worker takes them; at shutdown they are
 given back at once rather than run. Jobs that wait while no handler runs long wait for the CPU
-(a loaded machine has not scheduled the runner thread yet), not behind a long job: they stay. A job of the
-seed (7-15 s) is never claimed ahead: the first job's run time is not known yet, and every later
-estimate is far over the wait.
+(a loaded machine has not scheduled the runner thread yet), not behind a long job: they stay, as
+do ``async def`` jobs not begun while the event loop has a free slot (it has not reached them
+yet). Beside a long handler, a free slot is filled at once, not when half the slots are free.
+A job of the seed (7-15 s) is never claimed ahead: the first job's run time is not known yet,
+and every later estimate is far over the wait.
 
 An explicit ``batch`` turns this off: that worker claims ``batch`` jobs as it always did, and its
 batch-mates wait behind a long job (given back only at shutdown).
