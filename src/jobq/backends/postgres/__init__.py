@@ -150,8 +150,8 @@ class AloneStatements:
             self._alone_runs, self._alone_names = {}, {}
         values = adapter.dump_sequence([params[n] for n in names], [_AUTO] * len(names))
         types, formats = tuple(adapter.types or ()), adapter.formats
-        # Its name on the server (None: sent unprepared), and whether it is prepared now first.
-        name, prepare = None, False
+        # Its name on the server (None: sent unprepared), or the name to prepare it under first.
+        name = fresh = None
         threshold = self.prepare_threshold
         if threshold is not None:
             key = (query, types)
@@ -161,15 +161,14 @@ class AloneStatements:
                 runs = self._alone_runs[key] = self._alone_runs.get(key, 0) + 1
                 # Past the threshold only once: a statement left unprepared at the cap stays so.
                 if runs == threshold + 1 and len(prepared) < ALONE_PREPARED_MAX:
-                    name, prepare = b"_jobq_%d" % len(prepared), True
+                    fresh = b"_jobq_%d" % len(prepared)
         pgconn = self.pgconn
         if pgconn.status != _CONNECTION_OK:
             self._check_connection_ok()  # raises, as a cursor's execute would
-        if prepare:
-            assert name is not None  # a name to prepare under
-            pgconn.send_prepare(name, query, param_types=types)
+        if fresh is not None:
+            pgconn.send_prepare(fresh, query, param_types=types)
             self._result_of((yield generators.execute(pgconn)))
-            self._alone_names[query, types] = name
+            name = self._alone_names[query, types] = fresh
         attempt.committing = True
         if name is None:
             pgconn.send_query_params(query, values, param_formats=formats, param_types=types, result_format=_BINARY)
@@ -1093,13 +1092,23 @@ def _drive(
         def run_alone(command: ops.Command) -> ops.Rows:
             # The worker's other one-statement writes (heartbeat, fail, a keyed enqueue) as the
             # per-job claim and completion: without the cursor (PooledConnection.run_alone).
-            if isinstance(command, ops.Exec) and isinstance(command.params, dict) and not command.several:
-                return conn.run_alone(command.sql, command.params, attempt)
+            statement = alone_statement(command)
+            if statement is not None:
+                return conn.run_alone(*statement, attempt)
             attempt.committing = True
             return run(command)
 
         return _send_all(op, command, run_alone, only_alone=True)
     return _in_transaction(conn, op, command, run, attempt)
+
+
+def alone_statement(command: ops.Command) -> tuple[str, Params] | None:
+    """The statement and parameters of a command sent alone that goes without the cursor
+    (``run_alone``, ``arun_alone``): one statement with named parameters. None for the others
+    (several statements, a list of parameter sets), which the cursor runs."""
+    if isinstance(command, ops.Exec) and isinstance(command.params, dict) and not command.several:
+        return command.sql, command.params
+    return None
 
 
 def _found_alive(conn: PooledConnection) -> None:

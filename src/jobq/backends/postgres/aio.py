@@ -48,6 +48,7 @@ from jobq.backends.postgres import (
     _connect_kwargs,
     _is_server_error,
     aexecute_several,
+    alone_statement,
     outcome_unknown,
     storage_error,
 )
@@ -165,8 +166,9 @@ async def adrive_transaction(
 
         async def run_alone(command: ops.Command) -> ops.Rows:
             # As postgres._drive: a one-statement write without the cursor (arun_alone).
-            if isinstance(command, ops.Exec) and isinstance(command.params, dict) and not command.several:
-                return await conn.arun_alone(command.sql, command.params, attempt)
+            statement = alone_statement(command)
+            if statement is not None:
+                return await conn.arun_alone(*statement, attempt)
             attempt.committing = True
             return await run(command)
 
