@@ -181,41 +181,85 @@ def complete_one_statement(d: Dialect, item: Completion, now: float) -> tuple[st
 
 
 def complete(d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool) -> Op[list[bool]]:
-    now = clock()
+    """The completions' operation. Not a generator itself: what a group's statement needs that
+    no clock or row decides (its order, the first item of each lease, its JSON) is made here,
+    when the operation is made. The SQLite store makes it before BEGIN IMMEDIATE: made inside,
+    it held the write lock ~1 us a job of a ``Worker(batch=100)``'s ~16, and with several
+    workers that lock is their limit (issue 13). What the returned generator runs is under it."""
     if complete_in_one(d, items, repeat):
-        return [bool((yield Exec(*complete_one_statement(d, items[0], now), alone=True)))]
+        return _complete_alone(d, items[0], clock)
     if len(items) == 1 and not items[0].note:
-        # The per-job API (SQLite, or a repeat): the same fenced statement and refusal as below,
-        # without the group's ordering and look-ups (~2 us of a ~120 us claim+complete, issue 13).
-        lease = items[0].lease
-        if (yield Exec(*completion(d, items[0], now))):
-            yield Notify(frozenset(), frozenset((lease.job_id,)))
-            return [True]
-        return [(yield from completion_refused(d, lease, now, repeat))]
-    order = _by_job_id([i.lease for i in items])
-    # The same lease twice in one call completes once, with the first item's result; the later
-    # ones are refused below as a second call would be (an UPDATE takes a row once: both were
-    # reported True, and the set statement stored either result).
-    sent = _first_of_each_lease(items, order)
+        return _complete_single(d, items[0], clock, repeat)
+    return _complete_group(d, items, clock, repeat, _Group(d, items))
+
+
+def _complete_alone(d: Dialect, item: Completion, clock: Clock) -> Op[list[bool]]:
+    now = clock()
+    return [bool((yield Exec(*complete_one_statement(d, item, now), alone=True)))]
+
+
+def _complete_single(d: Dialect, item: Completion, clock: Clock, repeat: bool) -> Op[list[bool]]:
+    """The per-job API (SQLite, or a repeat): the same fenced statement and refusal as a group's,
+    without the group's ordering and look-ups (~2 us of a ~120 us claim+complete, issue 13)."""
+    now = clock()
+    lease = item.lease
+    if (yield Exec(*completion(d, item, now))):
+        yield Notify(frozenset(), frozenset((lease.job_id,)))
+        return [True]
+    return [(yield from completion_refused(d, lease, now, repeat))]
+
+
+class _Group:
+    """A group of completions as ``_complete_group`` sends it, made before its transaction."""
+
+    __slots__ = ("batch", "ids", "order", "plain", "sent")
+
+    def __init__(self, d: Dialect, items: Sequence[Completion]) -> None:
+        self.order = _by_job_id([i.lease for i in items])
+        # The same lease twice in one call completes once, with the first item's result; the
+        # later ones are refused as a second call would be (an UPDATE takes a row once: both were
+        # reported True, and the set statement stored either result).
+        self.sent = _first_of_each_lease(items, self.order)
+        # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
+        # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
+        self.batch: str | None = None
+        if len(items) > 1 and "complete_set" in d.sql:
+            self.batch = _COMPACT.encode(
+                [[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in self.sent]
+            )
+        #: Each lease once and no note: when every lease held, nothing is left to sort out.
+        # (Lists, not generators: a generator is a Python call per item it yields.)
+        self.plain = len(self.sent) == len(items) and not any([i.note for i in items])
+        self.ids = frozenset([i.lease.job_id for i in items])
+
+
+def _complete_group(
+    d: Dialect, items: Sequence[Completion], clock: Clock, repeat: bool, group: _Group
+) -> Op[list[bool]]:
+    now = clock()
     # RETURNING names the (job, token) pairs whose lease still held, the others are refused and
     # recorded. A completion writes no event (the row records it, see ``claim``); only one with a
     # note does, to keep the note.
-    if len(items) > 1 and "complete_set" in d.sql:
-        # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
-        # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
-        batch = _COMPACT.encode([[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in sent])
-        rows = yield Exec(d.sql["complete_set"], {"now": now, "items": batch})
+    if group.batch is not None:
+        rows = yield Exec(d.sql["complete_set"], {"now": now, "items": group.batch})
     else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
         args = [
             {"now": now, "result": items[i].result_json, "id": items[i].lease.job_id, "token": items[i].lease.token}
-            for i in sent
+            for i in group.sent
         ]
         rows = yield ExecMany(d.sql["complete"], args)
+    if group.plain and len(rows) == len(items):
+        # Every lease held: each (job, token) was sent once, a row has one token, and an UPDATE
+        # returns a row once, so as many rows as items means each item's row. The common case,
+        # decided without the look-ups below while the lock is held.
+        if group.ids:
+            yield Notify(frozenset(), group.ids)
+        return [True] * len(items)
     attempts = {(job_id, token): n for job_id, token, n in rows}
     done = [False] * len(items)
     noted = []
     finished = []
-    for i in order:
+    for i in group.order:
         item, lease = items[i], items[i].lease
         n = attempts.pop((lease.job_id, lease.token), None)
         if n is not None:
@@ -275,7 +319,9 @@ def complete_and_claim(
 
     Returns whether each completion held, the jobs claimed, and (as ``claim`` does) whether
     controlled queues remain for a ``claim_controlled`` of its own: only where the whole call is
-    one statement (``complete_set_and_claim``), which locks no control row."""
+    one statement (``complete_set_and_claim``), which locks no control row.
+
+    Not a generator itself, as ``complete``: the completions' group is made with the operation."""
     if (
         limit > 0
         and items
@@ -284,10 +330,23 @@ def complete_and_claim(
         and not any(i.note for i in items)
         and len({i.lease.job_id for i in items}) == len(items)  # one row each: an UPDATE takes a row once
     ):
-        params = _lease_params(d, worker_id, nonce, clock(), lease_seconds)
-        params["limit"] = limit
-        return (yield from _complete_set_and_claim(d, items, queues, params))
-    done = yield from _within(complete(d, items, clock, repeat))
+        return _complete_set_and_claim(d, items, queues, worker_id, nonce, clock, lease_seconds, limit)
+    return _completed_then_claimed(
+        d, complete(d, items, clock, repeat), worker_id, queues, limit, lease_seconds, clock, nonce
+    )
+
+
+def _completed_then_claimed(
+    d: Dialect,
+    completing: Op[list[bool]],
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    clock: Clock,
+    nonce: str,
+) -> Op[tuple[list[bool], Claimed, int]]:
+    done = yield from _within(completing)
     claimed = Claimed([])
     if limit > 0:
         claimed, controlled = yield from _within(claim(d, worker_id, queues, limit, lease_seconds, clock, nonce))
@@ -300,13 +359,21 @@ def complete_and_claim(
 
 
 def _complete_set_and_claim(
-    d: Dialect, items: Sequence[Completion], queues: Sequence[str], params: Params
+    d: Dialect,
+    items: Sequence[Completion],
+    queues: Sequence[str],
+    worker_id: str,
+    nonce: str,
+    clock: Clock,
+    lease_seconds: float,
+    limit: int,
 ) -> Op[tuple[list[bool], Claimed, int]]:
     """``complete_and_claim`` as one statement sent alone (PostgreSQL): one round trip, against
     three for the transaction (measured here: 1.2 ms a call against 1.6 ms for one job, most of
     it the commit's flush; 1.8 against 2.8 ms for eight). Its refusals and wake-ups happen in the
-    statement; a repeat and notes take the transaction, which reads before it writes. ``params``:
-    the claim's (worker, nonce, now, expires, limit)."""
+    statement; a repeat and notes take the transaction, which reads before it writes."""
+    params = _lease_params(d, worker_id, nonce, clock(), lease_seconds)
+    params["limit"] = limit
     batch = [
         [lease.job_id, lease.token, i.result_json, d.text(lease.worker_id), _refusal_detail(d, "complete", lease)]
         for i in items
