@@ -270,6 +270,44 @@ def test_a_batch_claim_and_completion_run_one_claim_and_one_update(tmp_path: Pat
         assert [e.kind for e in q.events(rest[1].id)][-1] == "stale_write_refused"
 
 
+def test_a_group_of_one_claims_jobs_without_results_completes_by_their_ids_and_the_claims_nonce(
+    tmp_path: Path,
+) -> None:
+    """A batching worker's usual group (every lease made by one claim, no result stored) is sent
+    as its ids and the claim's nonce (complete_nonce_set): no token or result is read out of a
+    nested JSON array per row under the write lock (issue 13). Each row is still fenced by its
+    own token: a job released and claimed again meanwhile (a new nonce) is refused on its own."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        q.enqueue_many([payload(n) for n in range(10)])
+        jobs = q.claim_many("w", 10)
+        assert len(jobs) == 10 and len({j.lease_token.rpartition("-")[0] for j in jobs}) == 1  # type: ignore[union-attr]
+        again = jobs[3]
+        q.release(again)
+        [taken] = q.claim_many("w2", 10)
+        assert taken.id == again.id and taken.lease_token != again.lease_token
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        seen: list[tuple[str, object]] = []
+
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            seen.append((sql.lstrip(), bindings))
+            return True
+
+        conn.exec_trace = trace
+        try:
+            done = q.complete_many([(j, None) for j in jobs])
+        finally:
+            conn.exec_trace = None
+        assert done == [i != 3 for i in range(10)]
+        [(sql, bindings)] = [s for s in seen if s[0].startswith("UPDATE jobs SET status = 'COMPLETED'")]
+        assert "json_each(:ids)" in sql, sql
+        assert not any(j.lease_token in str(bindings) for j in jobs), bindings  # the nonce, no token
+        assert q.counts()["COMPLETED"] == 9
+        kept = q.get(again.id)
+        assert kept is not None and kept.status is jobq.JobStatus.PROCESSING and kept.lease_token == taken.lease_token
+        assert [e.kind for e in q.events(again.id)][-1] == "stale_write_refused"
+        assert q.complete_many([(taken, None), (taken, None)]) == [True, False]  # one lease twice: once
+
+
 # A single enqueue's statements and pages are counted in test_enqueue_costs.py.
 #: A batch enqueue's pages per job: the rows and index entries fill whole pages (0.08 measured
 #: with 2,500 jobs of this payload's size).

@@ -212,7 +212,7 @@ def _complete_single(d: Dialect, item: Completion, clock: Clock, repeat: bool) -
 class _Group:
     """A group of completions as ``_complete_group`` sends it, made before its transaction."""
 
-    __slots__ = ("batch", "ids", "order", "plain", "sent")
+    __slots__ = ("batch", "ids", "nonce", "order", "plain", "sent")
 
     def __init__(self, d: Dialect, items: Sequence[Completion]) -> None:
         self.order = _by_job_id([i.lease for i in items])
@@ -223,14 +223,34 @@ class _Group:
         # The whole group in one statement, fenced per row (SQLite: a job cost a statement step,
         # its parameters bound, its plan run: ~40 % of a batched completion's CPU, issue 13).
         self.batch: str | None = None
+        self.nonce: str | None = None
         if len(items) > 1 and "complete_set" in d.sql:
-            self.batch = _COMPACT.encode(
-                [[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in self.sent]
-            )
+            if "complete_nonce_set" in d.sql:
+                self.nonce = _one_claims_nonce(items, self.sent)
+            if self.nonce is not None:  # the ids alone (complete_nonce_set)
+                self.batch = _COMPACT.encode([items[i].lease.job_id for i in self.sent])
+            else:
+                self.batch = _COMPACT.encode(
+                    [[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in self.sent]
+                )
         #: Each lease once and no note: when every lease held, nothing is left to sort out.
         # (Lists, not generators: a generator is a Python call per item it yields.)
         self.plain = len(self.sent) == len(items) and not any([i.note for i in items])
         self.ids = frozenset([i.lease.job_id for i in items])
+
+
+def _one_claims_nonce(items: Sequence[Completion], sent: Sequence[int]) -> str | None:
+    """The nonce of the one claim that made every lease of ``sent`` (a claim writes each token
+    as its nonce, ``-``, the job's id), when there is one and no item stores a result; None
+    otherwise (the group then names each token and result: ``complete_set``)."""
+    nonce, dash, _ = items[sent[0]].lease.token.rpartition("-")
+    if not dash:
+        return None
+    for i in sent:
+        item = items[i]
+        if item.result_json is not None or item.lease.token != f"{nonce}-{item.lease.job_id}":
+            return None
+    return nonce
 
 
 def _complete_group(
@@ -240,7 +260,9 @@ def _complete_group(
     # RETURNING names the (job, token) pairs whose lease still held, the others are refused and
     # recorded. A completion writes no event (the row records it, see ``claim``); only one with a
     # note does, to keep the note.
-    if group.batch is not None:
+    if group.nonce is not None:
+        rows = yield Exec(d.sql["complete_nonce_set"], {"now": now, "ids": group.batch, "nonce": group.nonce})
+    elif group.batch is not None:
         rows = yield Exec(d.sql["complete_set"], {"now": now, "items": group.batch})
     else:  # one job (no JSON to build), or a dialect without it: one prepared statement stepped per job
         args = [
