@@ -308,6 +308,46 @@ def test_a_group_of_one_claims_jobs_without_results_completes_by_their_ids_and_t
         assert q.complete_many([(taken, None), (taken, None)]) == [True, False]  # one lease twice: once
 
 
+def test_jobqs_own_writes_run_no_trigger_and_a_write_by_hand_still_does(tmp_path: Path) -> None:
+    """The schema's triggers are for writers other than jobq: coded into every UPDATE of a
+    status, jobs_external_status cost a claim or completion a sub-program call per row under the
+    write lock (issue 13). jobq's connections turn them off; sqlite3 (here a plain apsw
+    connection, as an operator's shell) still records a status set by hand, and a purge of the
+    newest jobs still keeps their ids from being handed out again."""
+    db = tmp_path / "q.db"
+    with jobq.Queue(f"sqlite:///{db}") as q:
+        ids = q.enqueue_many([payload(n) for n in range(120)])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        programs: list[str] = []
+
+        def trace(event: dict[str, object]) -> None:
+            if event.get("trigger"):
+                programs.append(str(event["sql"]))
+
+        conn.trace_v2(apsw.SQLITE_TRACE_STMT, trace)
+        try:
+            jobs = q.claim_many("w", 100)
+            assert q.complete_many([(j, None) for j in jobs]) == [True] * 100
+            one = q.claim("w")
+            assert one is not None
+            q.complete(one)
+            assert q.purge(older_than=0) == 101
+        finally:
+            conn.trace_v2(0, None)
+        assert programs == []
+        by_hand = apsw.Connection(str(db))
+        try:
+            by_hand.set_busy_timeout(5_000)
+            by_hand.execute(f"UPDATE jobs SET status = 'FAILED' WHERE id = {ids[-1]}")
+        finally:
+            by_hand.close()
+        failed = q.get(ids[-1])
+        assert failed is not None and failed.status is jobq.JobStatus.FAILED and failed.finished_at is not None
+        assert [e.kind for e in q.events(ids[-1])][-1] == "external_update"
+        assert q.purge(older_than=0, statuses=["FAILED"]) == 1  # the newest job: the purge raises the floor
+        assert q.enqueue(payload(0)) > ids[-1]
+
+
 # A single enqueue's statements and pages are counted in test_enqueue_costs.py.
 #: A batch enqueue's pages per job: the rows and index entries fill whole pages (0.08 measured
 #: with 2,500 jobs of this payload's size).

@@ -222,6 +222,8 @@ def purge(d: Dialect, statuses: Sequence[JobStatus], finished_before: float, lim
     gone = [int(r[0]) for r in (yield Exec(d.stmt("purge_jobs", statuses=fragment), params))]
     if gone and "purge_events_of" in d.sql:  # PostgreSQL's purge_jobs deletes their events itself
         yield Exec(d.sql["purge_events_of"], {"ids": json.dumps(gone)})
+    if gone and "purge_raises_floor" in d.sql:  # SQLite: ids are never reused (a sequence on PostgreSQL)
+        yield Exec(d.sql["purge_raises_floor"], {"top": max(gone)})
     return gone
 
 

@@ -264,6 +264,13 @@ DELETE FROM jobs
 WHERE id IN (SELECT id FROM jobs WHERE {statuses} AND finished_at < :before ORDER BY finished_at LIMIT :limit)
 RETURNING id
 
+-- name: purge_raises_floor
+-- The work of the jobs_id_floor trigger for a purge's chunk (jobq's own connections run no
+-- trigger, see SqliteBackend._open_writable): the newest id it deleted becomes the floor when no
+-- newer job is left, so that no id is handed out again. The same floor as the trigger's, row by
+-- row: a deleted row raised it only when no newer row existed, and none newer than :top was deleted.
+UPDATE jobq_id_floor SET floor = :top WHERE floor < :top AND NOT EXISTS (SELECT 1 FROM jobs WHERE id > :top)
+
 -- name: purge_events_of
 -- The events of the jobs purge_jobs has just deleted (:ids, a JSON array), in its transaction.
 DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(:ids))
