@@ -227,14 +227,14 @@ class _Group:
         if len(items) > 1 and "complete_set" in d.sql:
             if "complete_nonce_set" in d.sql:
                 self.nonce = _one_claims_nonce(items, self.sent)
-            if self.nonce is not None:  # the ids alone (complete_nonce_set)
+            if self.nonce is not None:  # then the batch is the ids alone (complete_nonce_set)
                 self.batch = _COMPACT.encode([items[i].lease.job_id for i in self.sent])
             else:
                 self.batch = _COMPACT.encode(
                     [[items[i].lease.job_id, items[i].lease.token, items[i].result_json] for i in self.sent]
                 )
-        #: Each lease once and no note: when every lease held, nothing is left to sort out.
-        # (Lists, not generators: a generator is a Python call per item it yields.)
+        # Each lease once and no note: when every lease held, nothing is left to sort out. (Lists,
+        # not generators: a generator is a Python call per item it yields.)
         self.plain = len(self.sent) == len(items) and not any([i.note for i in items])
         self.ids = frozenset([i.lease.job_id for i in items])
 
