@@ -14,6 +14,7 @@ from typing import Any
 
 import apsw
 import pytest
+from children import stopped
 from polling import wait_for
 from processes import Procs, effects
 
@@ -278,6 +279,21 @@ def _worker_on(procs: Procs, url: str, skew: Path, lease: float) -> Any:
     return procs.start("worker", "--db", url, "--lease", str(lease), "--rescue-interval", "0.1", env=env)
 
 
+def _freeze(proc: Any, q: jobq.Queue) -> None:
+    """SIGSTOP the worker ``proc`` between its transactions. Stopped inside one (it rescues every
+    0.1 s and beats its heartbeats), it held SQLite's write lock until continued, and the test's
+    own writes gave up after 120 s: a frozen holder of the lock is test_frozen_transaction.py's
+    fault, not these tests'. Stopped again until it holds no lock (its transactions are short)."""
+    deadline = time.monotonic() + 30
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(proc.pid), 10, "the worker to stop")
+        if not q.blockers():
+            return
+        proc.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, f"the worker held the write lock at every stop: {q.blockers()}"
+
+
 def _each_ran_once_and_nobody_lost(q: jobq.Queue, ids: list[int], procs: Procs, tmp_path: Path) -> None:
     wait_for(lambda: all(q.get(i).status == C for i in ids), 60, "every job to complete")
     for job_id in ids:
@@ -326,7 +342,7 @@ def test_a_worker_started_after_the_hosts_clock_jumped_takes_no_job_from_a_live_
         wait_for(lambda: all(q.get(i).status == jobq.JobStatus.PROCESSING for i in ids), 60, "both jobs to be claimed")
         wait_for(lambda: all(w.clock_base is not None for w in q.workers()), 30, "the workers' registry rows")
         for worker in running:
-            worker.send_signal(signal.SIGSTOP)
+            _freeze(worker, q)
         try:
             _step(skew, 300)  # the fault, for every process that reads this host's clock
             _worker_on(procs, backend_url, skew, 6)
@@ -462,7 +478,7 @@ def test_jobs_enqueued_before_the_hosts_clock_was_set_back_run_at_once(
     with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
         worker = _worker_on(procs, backend_url, skew, 3)
         wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
-        worker.send_signal(signal.SIGSTOP)  # so that it claims none before the step
+        _freeze(worker, q)  # so that it claims none before the step
         try:
             ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
             _step(skew, 0)  # the fault: the clock set back an hour
@@ -485,7 +501,7 @@ def test_a_worker_started_after_the_hosts_clock_was_set_back_runs_the_jobs_writt
     with jobq.Queue(backend_url) as q, _skewed(backend_url, skew) as producer:
         frozen = _worker_on(procs, backend_url, skew, 3)
         wait_for(lambda: any(w.clock_base is not None for w in q.workers()), 30, "the worker's registry row")
-        frozen.send_signal(signal.SIGSTOP)
+        _freeze(frozen, q)
         try:
             ids = [producer.enqueue({"seconds": 0.1}, task="slow") for _ in range(3)]
             _step(skew, 0)
