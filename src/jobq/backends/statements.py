@@ -94,6 +94,9 @@ class Dialect:
     #: After each chunk of a long write (a purge, an operator's action), a pause of this share of
     #: the time the chunk took (0: none).
     chunk_pause_share: float = 0.0
+    #: A claim of at least this many jobs returns only their ids, and their rows are read after
+    #: its commit (``ops.claimed_rows``); 0: every claim returns its rows.
+    claim_reads_after: int = 0
 
     def param(self, name: str) -> str:
         """How a named parameter is written in SQL text."""

@@ -249,6 +249,8 @@ class SqlStore:
             True,
             self._claimed_back(worker_id, nonce),
         )
+        if claimed[0].unread:
+            claimed[0].rows = yield from _one(lambda: ops.claimed_rows(d, claimed[0]), write=False)
         jobs, controlled = claimed[0].build(), claimed[1]  # after the commit: outside SQLite's lock
         if not controlled or len(jobs) >= limit:  # the usual claim: no generator more
             return jobs
@@ -341,6 +343,8 @@ class SqlStore:
                 write=True,
                 on_unknown=lambda: _flagged_too(ops.completed_and_claimed(d, items, clock, worker_id, nonce)),
             )
+            if claimed.unread:
+                claimed.rows = yield from _one(lambda: ops.claimed_rows(d, claimed), write=False)
             jobs = claimed.build()  # after the commit: outside SQLite's lock
             more = self._claim_controlled_too(jobs, controlled, worker_id, queues, limit, lease_seconds, clock, nonce)
             return done, (yield from more)

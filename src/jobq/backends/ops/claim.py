@@ -25,7 +25,7 @@ from jobq.backends.ops.core import (
     _within,
 )
 from jobq.backends.ops.flow import CONTROLLED_NONE, _keys_at_limit, _running_by_key, claim_controlled
-from jobq.backends.statements import Dialect, Params
+from jobq.backends.statements import STATIC_FRAGMENTS, Dialect, Params
 from jobq.flow import RATE_ADMISSION_SLACK_SECONDS, control_defect, next_admission
 from jobq.job import EventKind, Job, JobStatus
 
@@ -33,6 +33,7 @@ from jobq.job import EventKind, Job, JobStatus
 #: be valid Unicode, so they pass through unescaped).
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _RATE_SLACK = repr(RATE_ADMISSION_SLACK_SECONDS)  # PostgreSQL's claim flag: see claim_flag
+_JOB_COLUMNS = STATIC_FRAGMENTS["job_columns"]
 
 
 # -- workers ------------------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def claim(
         rows = yield Exec(*claim_flagged_statement(d, worker_id, queues, limit, lease_seconds, now, nonce), alone=True)
         return claim_flagged_rows(rows)
     rows = yield Exec(*claim_statement(d, worker_id, queues, limit, lease_seconds, now, nonce))
-    claimed = Claimed(rows)
+    claimed = Claimed(rows, unread=claim_unread(d, limit, nonce))
     if len(rows) < limit:
         claimed.jobs += yield from claim_passed_over(
             d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce
@@ -99,7 +100,21 @@ def claim_statement(
     params = _lease_params(d, worker_id, nonce, now, lease_seconds)
     params["limit"] = limit
     name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    return d.stmt_for_queues(name, queues, params, uncontrolled=_uncontrolled(d, queues)), params
+    returned = "id" if claim_unread(d, limit, nonce) else _JOB_COLUMNS
+    return d.stmt_for_queues(name, queues, params, uncontrolled=_uncontrolled(d, queues), returned=returned), params
+
+
+def claim_unread(d: Dialect, limit: int, nonce: str) -> str | None:
+    """``Claimed.unread`` of a claim of ``limit`` jobs: its nonce when its statement returns the
+    jobs' ids only (``Dialect.claim_reads_after``), else None."""
+    return nonce if 0 < d.claim_reads_after <= limit else None
+
+
+def claimed_rows(d: Dialect, claimed: Claimed) -> Op[Rows]:
+    """After the commit of a claim that returned ids only (``claimed.unread``), outside SQLite's
+    write lock: the rows of those jobs it still leases."""
+    ids = d.ids([row[0] for row in claimed.rows])
+    return (yield Exec(d.sql["claimed_rows"], {"ids": ids, "nonce": claimed.unread}, alone=True))
 
 
 def claim_passed_over(

@@ -162,11 +162,14 @@ class Claimed:
     was ~29 % of the time a ``Worker(batch=100)`` held the lock, time in which no other worker
     could commit: with several workers that lock is the limit (issue 13)."""
 
-    __slots__ = ("jobs", "rows")
+    __slots__ = ("jobs", "rows", "unread")
 
-    def __init__(self, rows: Rows, jobs: list[Job] | None = None) -> None:
+    def __init__(self, rows: Rows, jobs: list[Job] | None = None, unread: str | None = None) -> None:
         self.rows = rows
         self.jobs: list[Job] = jobs if jobs is not None else []
+        #: The claim's nonce when ``rows`` hold its jobs' ids only (``Dialect.claim_reads_after``):
+        #: their rows are read after the commit (``claimed_rows``), then built.
+        self.unread = unread
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.jobs)

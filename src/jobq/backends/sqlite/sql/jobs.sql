@@ -57,12 +57,13 @@ RETURNING id
 -- here scanned every pending row: 3x slower). BEGIN IMMEDIATE serialises claims: no locking hint.
 -- Queues that are paused or limited ({uncontrolled}: read under the write lock, so true until
 -- COMMIT) are passed over here: ops.claim_controlled claims their jobs after a read of the controls.
+-- {returned}: the job columns, or for a large batch only id (claimed_rows reads the rows later).
 UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
     lease_owner = :worker, lease_token = :nonce || '-' || id, lease_expires_at = :expires,
     started_at = :now, updated_at = :now, cancel_requested = 0
 WHERE id IN (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now AND {uncontrolled}
              ORDER BY priority, run_at, id LIMIT :limit)
-RETURNING {job_columns}
+RETURNING {returned}
 
 -- name: uncontrolled_one
 -- The claim's {uncontrolled} for one queue (its {queues} is `queue IN (:q0)`): not correlated with
@@ -87,6 +88,13 @@ UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, rev = rev + 1,
 WHERE id = (SELECT id FROM jobs WHERE status = 'PENDING' AND {queues} AND run_at <= :now AND {uncontrolled}
             ORDER BY priority, run_at, id LIMIT 1)
 RETURNING {job_columns}
+
+-- name: claimed_rows
+-- After a claim that returned ids only ({returned} is id: Dialect.claim_reads_after), its jobs'
+-- rows, read once it has committed: those still leased by it (one taken from it meanwhile, by a
+-- rescue after the process froze past the lease or by an edit by hand, is not its to run).
+SELECT {job_columns} FROM jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'PROCESSING' AND lease_token = :nonce || '-' || id
 
 -- name: claimed_by_nonce
 SELECT {job_columns} FROM jobs
