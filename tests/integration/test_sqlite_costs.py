@@ -474,6 +474,13 @@ def test_a_batch_claim_returns_ids_under_the_write_lock_and_reads_its_rows_after
             kept = q.get(job_id)
             assert kept is not None and kept.lease_owner == "w2" and kept.lease_token == f"other-{job_id}"
         assert q.counts()["COMPLETED"] == 19
+        seen.clear()
+        conn.exec_trace = trace
+        try:
+            assert q.claim_many("w", 20, queue="empty") == []
+        finally:
+            conn.exec_trace = None
+        assert seen and not [sql for sql, _ in seen if "json_each(:ids)" in sql], "a claim of nothing read more"
         other.close()
 
 

@@ -168,8 +168,9 @@ class Claimed:
         self.rows = rows
         self.jobs: list[Job] = jobs if jobs is not None else []
         #: The claim's nonce when ``rows`` hold its jobs' ids only (``Dialect.claim_reads_after``):
-        #: their rows are read after the commit (``claimed_rows``), then built.
-        self.unread = unread
+        #: their rows are read after the commit (``claimed_rows``), then built. None when it
+        #: claimed nothing: an idle worker's claim reads nothing more.
+        self.unread = unread if rows else None
 
     def __len__(self) -> int:
         return len(self.rows) + len(self.jobs)
