@@ -7,7 +7,7 @@ of its work; these kill it inside the transaction of a completion, failure, give
 Before the commit nothing of the write may remain: the job is still the killed worker's, as the
 claim left it, until its lease runs out and the rescuer takes it back; it then runs again and
 completes once. After the commit the write holds, whole. Either way the file is whole and no lock
-is left behind. PostgreSQL's per-job writes are one statement each, committed by the server
+is left behind. A batch claim is killed after its commit, before the read of its jobs' rows. PostgreSQL's per-job writes are one statement each, committed by the server
 whatever becomes of the client: their lost replies are ``test_unknown_outcome.py``'s.
 """
 
@@ -131,3 +131,54 @@ def test_a_write_killed_after_its_commit_holds_whole(tmp_path: Path, write: str)
         assert kinds(q, job_id).count(EVENT[write]) == 1
         assert q.rescue_expired() == []
         assert q.enqueue("the write lock is free", queue="probe") > job_id
+
+
+#: The child: claims ``n`` jobs as "doomed" in one claim (lease 1 s), and is killed once that claim
+#: has committed, before the read of the jobs' rows that follows it (a claim of 8 or more returns
+#: their ids only, ``ops.claimed_rows``): the WAL hook runs at the commit, the read writes nothing.
+BATCH_CHILD = r"""
+import os, signal, sys
+import apsw
+import jobq
+
+url, n = sys.argv[1], int(sys.argv[2])
+armed = False
+
+def wal(conn, name, pages):
+    if armed:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return 0
+
+apsw.connection_hooks.append(lambda conn: conn.set_wal_hook(wal))
+q = jobq.Queue(url)
+armed = True
+jobs = q.claim_many("doomed", n, lease=1)
+print("claimed", len(jobs), flush=True)
+"""
+
+
+def test_a_batch_claim_killed_between_its_commit_and_the_read_of_its_rows_leaves_its_jobs_to_the_rescuer(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with jobq.Queue(url) as q:
+        ids = q.enqueue_many([{"n": n} for n in range(10)], max_attempts=3)
+    proc = subprocess.run(
+        [sys.executable, "-c", BATCH_CHILD, url, "10"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+    assert "claimed" not in proc.stdout, proc.stdout
+    settings = jobq.Settings(database_url=url, backoff_base_seconds=0.01, backoff_cap_seconds=0.05)
+    with jobq.Queue(settings=settings) as q:
+        assert q.backend.integrity_check() == "ok"  # type: ignore[attr-defined]
+        for job_id in ids:  # the claim held, whole: each job the killed claimer's, none run
+            stored = q.get(job_id)
+            assert stored is not None
+            assert (stored.status, stored.attempts, stored.lease_owner) == (jobq.JobStatus.PROCESSING, 1, "doomed")
+        rescued: list[object] = []
+        wait_for(lambda: rescued.extend(q.rescue_expired()) or len(rescued) == 10, 30, "the leases rescued")
+        again: list[jobq.Job] = []
+        wait_for(lambda: again.extend(q.claim_many("w2", 10)) or len(again) == 10, 30, "the rescued jobs due again")
+        assert sorted(j.id for j in again) == sorted(ids) and {j.attempts for j in again} == {2}
+        assert q.complete_many([(j, None) for j in again]) == [True] * 10
+        assert all(kinds(q, job_id).count("completed") == 1 for job_id in ids)
