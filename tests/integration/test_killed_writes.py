@@ -7,8 +7,9 @@ of its work; these kill it inside the transaction of a completion, failure, give
 Before the commit nothing of the write may remain: the job is still the killed worker's, as the
 claim left it, until its lease runs out and the rescuer takes it back; it then runs again and
 completes once. After the commit the write holds, whole. Either way the file is whole and no lock
-is left behind. A batch claim is killed after its commit, before the read of its jobs' rows. PostgreSQL's per-job writes are one statement each, committed by the server
-whatever becomes of the client: their lost replies are ``test_unknown_outcome.py``'s.
+is left behind. A batch claim is killed after its commit, before the read of its jobs' rows.
+PostgreSQL's per-job writes are one statement each, committed by the server whatever becomes of
+the client: their lost replies are ``test_unknown_outcome.py``'s.
 """
 
 from __future__ import annotations
