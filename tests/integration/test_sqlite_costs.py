@@ -484,6 +484,34 @@ def test_a_batch_claim_returns_ids_under_the_write_lock_and_reads_its_rows_after
         other.close()
 
 
+def test_a_batch_claims_read_of_its_rows_does_not_wait_for_a_write_lock_held_meanwhile(tmp_path: Path) -> None:
+    """The read after a batch claim's commit is a WAL reader: another connection that takes the
+    write lock between the commit and the read (an operator's `sqlite3` shell in BEGIN IMMEDIATE,
+    held as long as it likes) does not hold it up, and sees nothing of it."""
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db") as q:
+        q.enqueue_many([payload(n) for n in range(20)])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        other = apsw.Connection(f"{tmp_path}/q.db")
+        held: list[bool] = []
+
+        def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+            if sql.lstrip().startswith("SELECT") and "json_each(:ids)" in sql:
+                other.execute("BEGIN IMMEDIATE")  # the write lock, kept through the read
+                other.execute("UPDATE jobs SET priority = 5 WHERE status = 'PENDING'")
+                held.append(other.in_transaction)
+            return True
+
+        conn.exec_trace = trace
+        try:
+            jobs = q.claim_many("w", 10)
+        finally:
+            conn.exec_trace = None
+        assert held == [True] and other.in_transaction  # the lock was held all through the read
+        assert len(jobs) == 10 and all(j.status is jobq.JobStatus.PROCESSING for j in jobs)
+        other.execute("ROLLBACK")
+        other.close()
+
+
 def test_claimed_jobs_are_built_after_the_commit_not_under_the_write_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
