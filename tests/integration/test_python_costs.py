@@ -28,7 +28,7 @@ import jobq
 from jobq.observability import tracing
 
 #: Python calls of one ``claim``, then of one ``complete``, through the facade, the test's own
-#: lambda included: measured 25 and 12 (41 and 31 before issue 13's hot-path work; 33 and 20
+#: lambda included: measured 26 and 13 (41 and 31 before issue 13's hot-path work; 33 and 20
 #: before SQLite ran their statements without the plan driver and the op generators).
 CLAIM_CALLS_MAX = 27
 COMPLETE_CALLS_MAX = 14

@@ -56,8 +56,9 @@ def claim(
     if "claim_flagged" in d.sql:  # the claim and whether controlled queues remain, one statement
         rows = yield Exec(*claim_flagged_statement(d, worker_id, queues, limit, lease_seconds, now, nonce), alone=True)
         return claim_flagged_rows(rows)
-    rows = yield Exec(*claim_statement(d, worker_id, queues, limit, lease_seconds, now, nonce))
-    claimed = Claimed(rows, unread=claim_unread(d, limit, nonce))
+    statement, params, unread = claim_statement(d, worker_id, queues, limit, lease_seconds, now, nonce)
+    rows = yield Exec(statement, params)
+    claimed = Claimed(rows, unread=unread)
     if len(rows) < limit:
         claimed.jobs += yield from claim_passed_over(
             d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce
@@ -90,24 +91,22 @@ def claim_flagged_rows(rows: Rows) -> tuple[Claimed, int]:
 
 def claim_statement(
     d: Dialect, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float, nonce: str
-) -> tuple[str, Params]:
-    """The claim's one statement and its parameters where the write lock is held while it runs
-    (SQLite's BEGIN IMMEDIATE, before ``now`` is read): what it and ``claim_passed_over`` after it
-    see of the controls stays true until commit. It passes over paused and limited queues itself
-    ({uncontrolled}), so a claim that gets all it asked for is one statement: the controls are
-    read only when it got fewer (issue 13: that read was a quarter of a claim's statements). A
-    dialect may have a cheaper statement for one job (SQLite: a scalar subquery, no IN list)."""
+) -> tuple[str, Params, str | None]:
+    """The claim's one statement, its parameters and ``Claimed.unread``, where the write lock is
+    held while it runs (SQLite's BEGIN IMMEDIATE, before ``now`` is read): what it and
+    ``claim_passed_over`` after it see of the controls stays true until commit. It passes over
+    paused and limited queues itself ({uncontrolled}), so a claim that gets all it asked for is
+    one statement: the controls are read only when it got fewer (issue 13: that read was a quarter
+    of a claim's statements). A dialect may have a cheaper statement for one job (SQLite: a scalar
+    subquery, no IN list). A claim of ``Dialect.claim_reads_after`` jobs or more returns their ids
+    only: ``unread`` is then its nonce, and ``claimed_rows`` reads the rows after the commit."""
     params = _lease_params(d, worker_id, nonce, now, lease_seconds)
     params["limit"] = limit
     name = "claim_one" if limit == 1 and "claim_one" in d.sql else "claim"
-    returned = "id" if claim_unread(d, limit, nonce) else _JOB_COLUMNS
-    return d.stmt_for_queues(name, queues, params, uncontrolled=_uncontrolled(d, queues), returned=returned), params
-
-
-def claim_unread(d: Dialect, limit: int, nonce: str) -> str | None:
-    """``Claimed.unread`` of a claim of ``limit`` jobs: its nonce when its statement returns the
-    jobs' ids only (``Dialect.claim_reads_after``), else None."""
-    return nonce if 0 < d.claim_reads_after <= limit else None
+    unread = nonce if 0 < d.claim_reads_after <= limit else None
+    returned = "id" if unread else _JOB_COLUMNS
+    statement = d.stmt_for_queues(name, queues, params, uncontrolled=_uncontrolled(d, queues), returned=returned)
+    return statement, params, unread
 
 
 def claimed_rows(d: Dialect, claimed: Claimed) -> Op[Rows]:

@@ -548,9 +548,9 @@ class SqliteBackend(SqlStore):
             notify.clear()  # a retried transaction starts over
             finished.clear()
             # BEGIN IMMEDIATE has run: the clock is read once the write lock is held.
-            statement, params = ops.claim_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
+            statement, params, unread = ops.claim_statement(d, worker_id, queues, limit, lease_seconds, clock(), nonce)
             rows = c.execute(statement, params).fetchall()
-            claimed = ops.Claimed(rows, unread=ops.claim_unread(d, limit, nonce))
+            claimed = ops.Claimed(rows, unread=unread)
             if len(rows) < limit:
                 more = ops.claim_passed_over(d, worker_id, queues, limit - len(rows), lease_seconds, clock, nonce)
                 claimed.jobs += ops.drive(more, _runner(c, notify, finished))
