@@ -242,6 +242,15 @@ def targets(results: Sequence[RowResult], extras: dict[str, Any]) -> list[tuple[
         limit_ratio(results, "jobq-worker", "raw-full-b100", "claim_4"),
         0.5,
     )
+    # Four raw processes lose time in SQLite's busy handler as jobq's do, in some runs far more
+    # (raw's x4 at 0.74x its x1 on 2026-12-06 23:24, 0.98x at 17:33): the paired ratio above then
+    # flatters jobq. The best raw figure of the run, at any number of processes, is the limit too.
+    best_raw_b100 = max((x for x in (v("raw-full-b100", f"claim_{n}") for n in WORKER_COUNTS) if x), default=None)
+    check(
+        "  ... the same against raw's best figure of the run (x1, x2 or x4)",
+        ratio(v("jobq-worker", "claim_4"), best_raw_b100),
+        0.5,
+    )
     for n in WORKER_COUNTS:
         check(
             f"per-job API at FULL, x{n} >= 0.75x raw FULL",
