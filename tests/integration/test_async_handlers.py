@@ -134,14 +134,22 @@ def test_a_timeout_cancels_the_coroutine_and_fails_the_run(backend_url: str) -> 
 
 def test_a_lost_lease_cancels_the_coroutine(backend_url: str) -> None:
     seen: list[str] = []
-    forever = _sleeps_until_cancelled(seen)
+    sleeps = _sleeps_until_cancelled(seen)
+    began = threading.Event()
+
+    async def forever(ctx: JobContext) -> None:
+        began.set()
+        await sleeps(ctx)
 
     # A short grace: the released job is claimed again and runs until the stop cancels it.
     with _queue(backend_url, shutdown_grace_seconds=0.2) as q:
-        job_id = q.enqueue({}, task="forever")
+        q.enqueue({}, task="forever")
         worker = Worker(q, {"forever": forever})
         with running(worker):
-            wait_for(lambda: q.get(job_id).status == JobStatus.PROCESSING, 30, "the job to start")
+            # Begun, not only claimed: the row reads PROCESSING once the claim commits, before the
+            # worker has taken in its reply and listed the run (a fresh clone's make test caught
+            # worker.active() empty there, on PostgreSQL).
+            assert began.wait(30), "the handler to begin"
             [ctx] = worker.active()
             # Another worker takes the job over (as after a rescue): the next heartbeat is refused.
             q.release(ctx.job, reason="test: taken away")
