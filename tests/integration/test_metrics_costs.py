@@ -9,9 +9,13 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import apsw
 
 import jobq
-from jobq.observability.metrics import RUN_BUCKETS_SECONDS, JobqCollector
+from jobq.observability.metrics import _BOUNDS, RUN_BUCKETS_SECONDS, JobqCollector
 from jobq.testing import FakeClock
 
 #: Calls a fold may make beyond those of a fold over a single job (a second queue's histograms,
@@ -64,3 +68,42 @@ def test_folding_completions_costs_no_python_per_job(backend_url: str) -> None:
     slot = RUN_BUCKETS_SECONDS.index(0.5)  # each ran 0.5 s
     assert c2._totals.run["default"].counts[slot] == 2_000
     assert many <= one + EXTRA_CALLS_MAX, (one, many)
+
+
+def test_the_usual_fold_walks_its_completions_once(tmp_path: Path) -> None:
+    """A fold of no more completions than its limit (the exporter keeping up) reads the last
+    one, then sums them: one walk of the range, no probe along it first (that walk was 8 % of the
+    fold's VM steps, issue 17). Only a fold with more left than its limit reads more. Traced on
+    the exporter's connection with SQLite's VM steps per statement (deterministic, unlike time)."""
+    clock = FakeClock(1_800_000_000.0)
+    with jobq.Queue(f"sqlite:///{tmp_path}/q.db", clock=clock) as q:
+        start = q.completion_cursor()
+        q.enqueue_many(list(range(2_000)))
+        clock.advance(1)
+        while claimed := q.claim_many("w", 500):
+            clock.advance(0.5)
+            q.complete_many([(j, None) for j in claimed])
+        conn = q.backend._connect()  # type: ignore[attr-defined]
+        steps: list[tuple[str, int]] = []
+
+        def profile(event: dict[str, Any]) -> None:
+            if not event["sql"].startswith(("BEGIN", "COMMIT")):
+                steps.append((event["sql"], event["stmt_status"]["SQLITE_STMTSTATUS_VM_STEP"]))
+
+        conn.trace_v2(apsw.SQLITE_TRACE_PROFILE, profile)
+        try:
+            _, usual = q.completion_totals(start, _BOUNDS, limit=2_000)
+            usual_steps = list(steps)
+            steps.clear()
+            _, behind = q.completion_totals(start, _BOUNDS, limit=1_999)
+        finally:
+            conn.trace_v2(0, None)
+    assert usual["default"].completed == 2_000 and behind["default"].completed == 1_500  # up to the 4th instant
+    # The last one (it walks back over its own instant only: 500 jobs completed together), then
+    # the sums; nothing walks the range but the sums.
+    assert [sql.split()[-1] for sql, _ in usual_steps] == ["1", "1"], [sql[:60] for sql, _ in usual_steps]
+    (last, last_steps), (fold, fold_steps) = usual_steps
+    assert "ORDER BY finished_at DESC, id DESC LIMIT 1" in last and "GROUP BY" in fold
+    assert last_steps < fold_steps / 2
+    assert not any("OFFSET" in sql for sql, _ in usual_steps)
+    assert any("OFFSET" in sql for sql, _ in steps)  # behind: the probe, then the bounded fold

@@ -57,7 +57,7 @@ def test_a_finished_at_in_the_future_does_not_stop_the_completion_counter(backen
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     ("fault", "statement"),
-    [("cut", b"ORDER BY finished_at LIMIT 1 OFFSET"), ("lost reply", b"GROUP BY 1, 2")],
+    [("cut", b"ORDER BY finished_at DESC, id DESC LIMIT 1"), ("lost reply", b"GROUP BY 1, 2")],
 )
 def test_a_fold_cut_off_or_its_reply_lost_counts_each_completion_once(
     postgres_url: str, fault: str, statement: bytes

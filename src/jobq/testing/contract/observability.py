@@ -313,6 +313,29 @@ def test_completion_totals_sum_what_completions_after_lists(queue: jobq.Queue, c
     assert settled[0] == (listed[1].at, listed[1].id) and settled[1]["mail"].completed == 2
 
 
+def test_completion_totals_keep_each_queue_apart_whichever_finished_last(queue: jobq.Queue, clock: FakeClock) -> None:
+    """The fold sums the last completion's queue by its slots alone and names the others with
+    theirs (SQLite's cheaper sort, issue 17): queues whose names hold spaces or other letters are
+    kept apart, whichever of them finished last."""
+    bounds = HistogramBounds(wait=(1.0,), run=(1.0,), attempts=(1.0,))
+    names = ["mail out", "b 1 2", "ünï"]
+    for last in range(len(names)):
+        start = queue.completion_cursor()
+        order = names[last + 1 :] + names[: last + 1]  # names[last] finishes last
+        for i, name in enumerate(order):
+            queue.enqueue_many(["x"] * (i + 1), queue=name)
+        clock.advance(2)  # waited 2 s: past the wait bound
+        for name in order:
+            for job in queue.claim_many("w", 10, queue=name):
+                queue.complete(job)
+            clock.advance(0.5)
+        cursor, totals = queue.completion_totals(start, bounds)
+        assert {q: t.completed for q, t in totals.items()} == {name: i + 1 for i, name in enumerate(order)}
+        assert all(t.wait.counts == (0, t.completed) and t.run.counts == (t.completed, 0) for t in totals.values())
+        assert cursor == (clock.now - 0.5, max(e.id for e in queue.completions_after(start)))
+        assert queue.completions_after(start)[-1].queue == names[last]
+
+
 def test_history_shows_claims_and_completions_derived_from_the_job_row(queue: jobq.Queue, clock: FakeClock) -> None:
     """What a user sees of a job's history is the same whether an entry is stored or derived:
     claims and completions on the normal path write no event rows (issue 13)."""
