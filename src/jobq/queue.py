@@ -236,7 +236,8 @@ def check_progress(fraction: float | None, message: str | None) -> tuple[float |
     number), ``message`` cut to ``PROGRESS_MESSAGE_MAX_CHARS``. ``ctx.progress`` checks before
     it throttles, so a bad report fails at once, not only when a write is due."""
     # The usual report, already as stored, returned as it is: the checks below cost ~0.6 us of a
-    # ~1 us ctx.progress, called once per loop step by a handler (issue 17's overhead).
+    # ~1 us ctx.progress, called once per loop step by a handler (issue 17's overhead). ctx.progress
+    # inlines this test (jobq.worker.context): change the two together.
     if (fraction is None or (type(fraction) is float and 0.0 <= fraction <= 1.0)) and (
         message is None or (type(message) is str and len(message) <= PROGRESS_MESSAGE_MAX_CHARS and message.isascii())
     ):

@@ -173,3 +173,43 @@ def test_the_workers_run_tuple_gives_the_same_fields_without_a_dict() -> None:
     finally:
         logs.leave_run(token)
     assert [getattr(record, k) for k in logs.RUN_FIELDS] == [7, "mail", "send", 5, "w-1"]
+
+
+@pytest.mark.parametrize(
+    ("fraction", "message"),
+    [
+        (0.5, "half"),
+        (None, None),
+        (1.0, "x" * 500),
+        (1.0, "x" * 501),
+        (1, None),
+        (1.5, None),
+        (-0.5, "é"),
+        (_Float(0.25), _Text("sub")),
+        (0.5, 7),
+        (float("nan"), None),
+        (True, None),
+        ("0.5", None),
+        (b"1", "x"),
+    ],
+)
+def test_the_context_refuses_and_stops_as_check_progress_and_check_do(fraction: Any, message: Any) -> None:
+    """ctx.progress inlines check_progress's test of the usual report and check()'s test of a
+    stopped run (a dropped report's cost, issue 17): a report is refused exactly when
+    check_progress refuses it, and each reason to stop raises what check() raises."""
+    job = Job(1, "default", "", None, JobStatus.PROCESSING, 0, 0.0, 1, 3, 0.0, 0.0, lease_token="t")
+    ctx = context.JobContext(job, StubQueue(), "w")  # type: ignore[arg-type]
+    try:
+        jobq.queue.check_progress(fraction, message)
+    except jobq.InvalidPayload:
+        with pytest.raises(jobq.InvalidPayload):
+            ctx.progress(fraction, message)
+    else:
+        assert ctx.progress(fraction, message) is False  # within the first interval: dropped
+    for flag in ("lease_lost", "cancel_requested", "timed_out"):
+        stopped = context.JobContext(job, StubQueue(), "w")  # type: ignore[arg-type]
+        setattr(stopped, flag, True)
+        with pytest.raises(jobq.JobqError) as checked:
+            stopped.check()
+        with pytest.raises(type(checked.value)):
+            stopped.progress(0.5, "half")
