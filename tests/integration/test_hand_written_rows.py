@@ -281,6 +281,35 @@ def test_a_queue_name_stored_as_a_blob_is_shown_and_blanks_no_metric(sqlite_url:
         _cli(sqlite_url, tmp_path, *args)
 
 
+def test_completed_jobs_whose_queue_is_a_blob_are_each_counted_once(sqlite_url: str) -> None:
+    """The exporter's fold of completed jobs whose queue was written by hand as a blob: one that is
+    no UTF-8 (X'FF') must not fail the fold, whichever job finished last, and a blob 'default'
+    counts in the queue 'default' with the text ones, none lost (the fold names every queue but
+    the last job's through a blob since 2026-12-07; one of two keys that read alike was dropped
+    before)."""
+    from jobq.backends.base import HistogramBounds
+
+    bounds = HistogramBounds(wait=(1.0,), run=(1.0,), attempts=(1.0,))
+    with jobq.Queue(sqlite_url) as q:
+        start = q.completion_cursor()
+        q.enqueue_many(["a", "b", "c", "d"])
+        for job in q.claim_many("w", 4):
+            q.complete(job)
+        first, second, third, last = sorted(e.id for e in q.completions_after(start))
+
+        def counted() -> dict[str, int]:
+            return {name: t.completed for name, t in q.completion_totals(start, bounds)[1].items()}
+
+        write_by_hand(sqlite_url, f"UPDATE jobs SET queue = X'FF' WHERE id = {first}")
+        assert counted() == {"\ufffd": 1, "default": 3}
+        write_by_hand(sqlite_url, f"UPDATE jobs SET queue = X'FF' WHERE id = {last}")  # the last one's queue
+        assert counted() == {"\ufffd": 2, "default": 2}
+        write_by_hand(sqlite_url, f"UPDATE jobs SET queue = CAST('default' AS BLOB) WHERE id = {second}")
+        assert counted() == {"\ufffd": 2, "default": 2}
+        write_by_hand(sqlite_url, f"UPDATE jobs SET queue = X'61FF20' WHERE id = {third}")
+        assert counted() == {"\ufffd": 2, "default": 1, "a\ufffd ": 1}
+
+
 def test_jobs_under_a_queue_name_no_worker_can_serve_are_moved_out_by_jobq_move(
     backend_url: str, tmp_path: Path
 ) -> None:

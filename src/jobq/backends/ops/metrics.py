@@ -218,15 +218,17 @@ def _completion_sums(
     key = " + ".join(f"(({slot}) + 1) * {digit}" for slot, digit in zip(slots, digits, strict=True))
     sql = d.stmt("metric_completion_totals", slots=key)
     # One row per queue and combination of slots (a handful): summed up per queue here. The
-    # slots come as a number for `queue`, as text with the queue's name after them for another.
-    sums: dict[Any, list[Any]] = {}
+    # slots come as a number for `queue`, with the queue's name after them for another (a blob
+    # on SQLite, text on PostgreSQL). Summed by the name as text: a blob 'mail' and a text 'mail'
+    # written by hand are two keys to the store and one queue to a reader.
+    sums: dict[str, list[Any]] = {}
     summed = 0
     for slots_of, n, *totals in (yield Exec(sql, params)):
         if type(slots_of) is int:
-            q, packed = queue, slots_of
+            q, packed = text_of(queue), slots_of
         else:
-            packed_text, q = str(slots_of).split(" ", 1)
-            packed = int(packed_text)
+            packed_part, name = (slots_of if isinstance(slots_of, bytes) else str(slots_of).encode()).split(b" ", 1)
+            q, packed = text_of(name), int(packed_part)
         summed += n
         acc = sums.get(q)
         if acc is None:
@@ -239,9 +241,7 @@ def _completion_sums(
         for i, total in enumerate(totals):
             acc[4][i] += total or 0.0
     out = {
-        text_of(q): CompletionTotals(
-            int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3))
-        )
+        q: CompletionTotals(int(acc[0]), *(HistogramCounts(tuple(acc[1 + i]), float(acc[4][i])) for i in range(3)))
         for q, acc in sums.items()
     }
     return out, summed
