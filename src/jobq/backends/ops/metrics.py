@@ -180,11 +180,11 @@ def completion_totals(
     rows = yield Exec(d.sql["metric_completion_last"], span)
     if not rows:
         return after, {}
-    queue = rows[0][2]  # the last job's queue: the one summed by slots alone (see the statement)
+    end, queue = (float(rows[0][0]), int(rows[0][1])), rows[0][2]  # queue: summed by slots alone
     # A probe along the range first cost 8 % of the fold: read only when more are left.
-    folded, n = yield from _completion_sums(d, after, (float(rows[0][0]), int(rows[0][1])), queue, limit, bounds)
+    folded, n = yield from _completion_sums(d, after, end, queue, limit, bounds)
     if n <= limit:
-        return (float(rows[0][0]), int(rows[0][1])), folded
+        return end, folded
     rows = yield Exec(d.sql["metric_completion_probe"], {**span, "skip": limit})
     if rows:  # more than `limit` left: end before the instant of the first one past the limit
         before = float(rows[0][0])
@@ -205,8 +205,8 @@ def _completion_sums(
 ) -> Op[tuple[dict[str, CompletionTotals], int]]:
     """The completions after ``after`` up to ``end``, at most ``limit`` + 1, summed per queue, and
     how many were summed (``limit`` + 1: more were left, and the sums are of some of them)."""
-    params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1], "queue": queue}
-    params["rows"] = limit + 1
+    params: Params = {"at": after[0], "id": after[1], "end_at": end[0], "end_id": end[1]}
+    params.update(queue=queue, rows=limit + 1)
     # The three slots (-1 for NULL up to len(bounds)) as the digits of one number, each + 1.
     base = max(len(b) for b in bounds) + 2
     digits = (base * base, base, 1)

@@ -139,7 +139,7 @@ ORDER BY finished_at DESC, id DESC LIMIT 1
 -- good. The three slots are grouped as one number (ops.metrics packs and unpacks it), alone for
 -- the jobs of `queue` (the last one's: usually all of them), with the queue's name after it for
 -- the others: the sort behind SQLite's GROUP BY then compares one integer, not a text and an
--- integer (7,900 instructions a job against 9,700, issue 17). Those come as a blob: a name
+-- integer (8,750 instructions a job against 10,100, issue 17). Those come as a blob: a name
 -- written by hand as one that is no UTF-8 (X'FF') would fail to read as text.
 SELECT CASE WHEN queue = :queue THEN {slots} ELSE CAST(({slots}) || ' ' || queue AS BLOB) END AS slots, count(*),
        sum(CASE WHEN wait < 9e999 THEN max(wait, 0) END), sum(CASE WHEN run < 9e999 THEN max(run, 0) END),
