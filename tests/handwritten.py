@@ -13,6 +13,10 @@ from typing import Any
 def write_by_hand(url: str, *statements: str) -> None:
     """``statements`` in one transaction on a connection of their own, as ``sqlite3``/``psql`` would."""
     if url.startswith("sqlite:///"):
+        # apsw, the library jobq's connections use, never the stdlib sqlite3 module in the same
+        # process: that is a second copy of SQLite, and closing its file drops the other copy's
+        # POSIX locks on the file (they are per process). jobq's connection then went on reading
+        # an old snapshot of the WAL. A separate process (the sqlite3 CLI) is fine.
         import apsw
 
         conn = apsw.Connection(url.removeprefix("sqlite:///"))
