@@ -227,8 +227,8 @@ def _completion_sums(
         if type(slots_of) is int:
             q, packed = text_of(queue), slots_of
         else:
-            packed_part, name = (slots_of if isinstance(slots_of, bytes) else str(slots_of).encode()).split(b" ", 1)
-            q, packed = text_of(name), int(packed_part)
+            packed_part, q = text_of(slots_of).split(" ", 1)
+            packed = int(packed_part)
         summed += n
         acc = sums.get(q)
         if acc is None:
