@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo stop clean-data test test-fast check fmt bench soak
 
-$(STAMP): pyproject.toml uv.lock
+$(STAMP): pyproject.toml uv.lock scripts/install-python.sh
 	@bash scripts/install-python.sh $(VENV)
 	@touch $@
 
