@@ -4,11 +4,11 @@
 # With uv (installed here if missing): exactly the versions pinned in uv.lock, the ones CI tested;
 # `--locked` refuses a uv.lock that no longer matches pyproject.toml (run `uv lock` after changing
 # dependencies). Without uv: pip resolves the ranges in pyproject.toml (newest allowed versions).
-# Both write the bytecode of every installed module, and compileall that of jobq's own source (an
-# editable install): where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing else
-# writes it, and each process compiled its imports from source again: 1.6 s for `import streamlit`
-# against 0.5 s, 0.6 s for `jobq --help` against 0.3 s. A source edited later is compiled in memory
-# again (its .pyc no longer matches its time and size), as without any .pyc.
+# Both write the bytecode of every installed module, and compileall that of jobq's own source
+# (an editable install): where PYTHONDONTWRITEBYTECODE is set (as on our development machines)
+# nothing else writes it, and each process compiled its imports from source again: 1.6 s for
+# `import streamlit` against 0.5 s, 0.6 s for `jobq --help` against 0.3 s. A source edited later
+# is compiled in memory again (its .pyc no longer matches its time and size), as without any .pyc.
 set -euo pipefail
 venv=${1:-.venv}
 groups=(dev demo ${2:+"$2"})
