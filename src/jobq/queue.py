@@ -234,8 +234,9 @@ def check_queue_names(queues: Iterable[str], what: str = "queues") -> list[str]:
 def check_progress(fraction: float | None, message: str | None) -> tuple[float | None, str | None]:
     """A progress report as stored: ``fraction`` clamped to [0, 1] (InvalidPayload for what is no
     number), ``message`` cut to ``PROGRESS_MESSAGE_MAX_CHARS``. ``ctx.progress`` checks before
-    it throttles, so a bad report fails at once, not only when a write is due: for the usual
-    report, which this returns as it is, with a test of its own (issue 17's overhead)."""
+    it throttles, so a bad report fails at once, not only when a write is due. ``ctx.progress``
+    calls this only for a report other than the usual one (a float in [0, 1], short ASCII text),
+    which it tests itself (issue 17's overhead); for the usual one this returns it unchanged."""
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or fraction != fraction:  # NaN
             raise InvalidPayload("progress fraction must be a number between 0 and 1")
