@@ -31,11 +31,13 @@ KILLS_MIN = 3
 def test_killed_workers_lose_nothing(
     backend_url: str, tmp_path: Path, agents: Agents, record: Recorder, handler: str
 ) -> None:
-    jobs_total = scale(300, 5000)
+    batch = scale(300, 5000)
     chaos_seconds = scale(6, 60)
     q = jobq.Queue(settings=jobq.Settings(database_url=backend_url, max_attempts=1000))
     try:
-        q.enqueue_many(range(jobs_total), max_attempts=1000)
+
+        def more() -> int:
+            return len(q.enqueue_many(range(batch), max_attempts=1000))
 
         def start() -> subprocess.Popen[bytes]:
             extra = ("--async",) if handler == "async" else ()
@@ -47,7 +49,7 @@ def test_killed_workers_lose_nothing(
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
 
-        kills = _hit_busy_workers(q, slots, start, kill, jobs_total, chaos_seconds, agents)
+        kills, jobs_total = _hit_busy_workers(q, slots, start, kill, more, chaos_seconds, agents)
         _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
@@ -84,12 +86,14 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
     ``jobq.WorkerShutdown``) the jobs they have not finished: every job completes, its effect once,
     in one counted attempt (every job allows one: a give-back that counted would fail it), and each
     give-back is one ``released`` event."""
-    jobs_total = scale(200, 3000)
+    batch = scale(200, 3000)
     chaos_seconds = scale(6, 60)
     q = jobq.Queue(settings=jobq.Settings(database_url=backend_url))
     stop_seconds: list[float] = []
     try:
-        q.enqueue_many(range(jobs_total), max_attempts=1)
+
+        def more() -> int:
+            return len(q.enqueue_many(range(batch), max_attempts=1))
 
         def start() -> subprocess.Popen[bytes]:
             extra = ("--async",) if handler == "async" else ()
@@ -104,7 +108,7 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
             assert proc.wait(30) == 0, agents.logs()
             stop_seconds.append(time.monotonic() - began)
 
-        _hit_busy_workers(q, slots, start, stop, jobs_total, chaos_seconds, agents)
+        _, jobs_total = _hit_busy_workers(q, slots, start, stop, more, chaos_seconds, agents)
         _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
@@ -140,20 +144,28 @@ def _hit_busy_workers(
     slots: list[subprocess.Popen[bytes]],
     start: Callable[[], subprocess.Popen[bytes]],
     hit: Callable[[subprocess.Popen[bytes]], None],
-    jobs_total: int,
+    more: Callable[[], int],
     chaos_seconds: float,
     agents: Agents,
-) -> int:
-    """Every 0.2-0.6 s, ``hit`` (kill or stop) a worker that holds jobs right now, and start another
-    in its slot: for ``chaos_seconds``, and at least KILLS_MIN times (on a loaded machine the
-    workers may take most of that time to start), within 90 s. Returns the hits."""
+) -> tuple[int, int]:
+    """Enqueues a batch (``more``), then every 0.2-0.6 s ``hit`` (kill or stop) a worker that holds
+    jobs right now, and starts another in its slot: for ``chaos_seconds``, and at least KILLS_MIN
+    times (on a loaded machine the workers may take most of that time to start), within 90 s.
+    Returns the hits and the jobs enqueued."""
     rng = random.Random()
     hits = 0
+    jobs_total = more()
     end = time.monotonic() + chaos_seconds
     give_up = time.monotonic() + 90
     while (time.monotonic() < end or hits < KILLS_MIN) and time.monotonic() < give_up:
-        if q.counts()["COMPLETED"] >= jobs_total:
-            break
+        counts = q.counts()
+        if counts["PENDING"] == 0:
+            if counts["COMPLETED"] >= jobs_total and hits >= KILLS_MIN:
+                break
+            if hits < KILLS_MIN:
+                # Fast workers can drain a batch before KILLS_MIN hits: another batch gives the
+                # remaining hits running jobs to land on (the test's point), not an empty queue.
+                jobs_total += more()
         time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
         # A worker that holds jobs right now (one still starting up would be a wasted hit).
         pids = {w.id: w.pid for w in q.workers()}
@@ -167,7 +179,7 @@ def _hit_busy_workers(
         hit(slots[i])
         hits += 1
         slots[i] = start()
-    return hits
+    return hits, jobs_total
 
 
 def _wait_all_completed(q: jobq.Queue, jobs_total: int, slots: list[subprocess.Popen[bytes]], agents: Agents) -> None:
