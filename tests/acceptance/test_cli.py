@@ -136,6 +136,24 @@ def test_enqueue_prints_the_id_and_list_json_shows_every_option(cli: Cli) -> Non
     assert "lease_token" not in b
 
 
+def test_python_dash_m_jobq_is_the_same_command(cli: Cli) -> None:
+    """For an environment whose scripts are not on PATH: same parser, name, exit codes."""
+
+    def module(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobq", *args],
+            cwd=cli.root, env=cli.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
+        )  # fmt: skip
+
+    done = module("enqueue", "--json", '{"via": "module"}')
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "1", "")
+    assert [j["payload"] for j in cli.json("list")] == [{"via": "module"}]
+    shown = module("--help")
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: jobq "), shown.stdout
+    bad = module("show", "99")
+    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr, bad.stderr
+
+
 def test_enqueue_same_key_returns_the_existing_job(cli: Cli) -> None:
     first = enqueue(cli, {"n": 1}, "--key", "once")
     again = cli.run("enqueue", "--json", '{"n": 2}', "--key", "once")
