@@ -5,7 +5,7 @@
 -- name: progress
 -- Fenced like a heartbeat: only the lease that holds the job may report its progress.
 UPDATE jobs SET progress = %(fraction)s, progress_message = %(message)s, progress_at = %(now)s
-WHERE id = %(id)s AND status = 'PROCESSING' AND lease_token = %(token)s
+WHERE id = %(id)s AND coalesce(status = 'PROCESSING', false) AND lease_token = %(token)s
 RETURNING cancel_requested
 
 -- name: progress_of_jobs

@@ -1,0 +1,87 @@
+"""PostgreSQL's writes of jobs named by id find their rows by the primary key (issue 13).
+
+Each of them (complete, fail, retry, release, cancel, heartbeat, progress, rescue, and an
+operator's chunk of a move or a cancel) names its jobs by id and tests their status. ``jobs_live``
+(status, queue, priority, run_at, id) holds both columns too, and while the statistics saw few
+running jobs (taken when the backlog was all PENDING), the planner took it: ``Index Cond: status =
+'PROCESSING' AND id = $1`` walks every running job's entry to find one, where the primary key
+reads one. A completion by id cost the server 123-166 µs with 500 jobs running and 415-1,246 µs
+with 5,000, against 61-80 µs by the primary key at either count. The plans checked here are those
+the server ran: auto_explain, on for this test's database, logs each one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pg import PgServer, raw_connect
+
+import jobq
+from jobq.testing import FakeClock
+
+pytestmark = pytest.mark.postgres
+
+#: Every statement's plan into the server's log; prepared ones (psycopg prepares a statement
+#: after 5 runs) planned generically from the first run, as after the sixth.
+AUTO_EXPLAIN = {
+    "session_preload_libraries": "auto_explain",
+    "auto_explain.log_min_duration": "0",
+    "auto_explain.log_nested_statements": "on",
+    "plan_cache_mode": "force_generic_plan",
+}
+#: A scan of jobs_live that looks a job up by id within its status range.
+BY_STATUS_RANGE = re.compile(r"Scan using jobs_live on jobs\b[^\n]*\n\s+Index Cond: \([^\n]*\bid = ")
+ROUNDS = 6
+
+
+def test_fenced_writes_find_their_job_by_primary_key(postgres_server: PgServer, postgres_url: str) -> None:
+    if not postgres_server.managed:
+        pytest.skip("reads the plans from the log of a server this session started")
+    log = Path(postgres_server.log_path)
+    clock = FakeClock()
+    with raw_connect(postgres_url, autocommit=True) as conn:
+        db = conn.execute("SELECT current_database()").fetchone()[0]
+        try:
+            for key, value in AUTO_EXPLAIN.items():
+                conn.execute(f"ALTER DATABASE \"{db}\" SET {key} = '{value}'")
+            settings = jobq.Settings(database_url=postgres_url, max_attempts=2)
+            with jobq.Queue(settings=settings, clock=clock) as q:
+                q.enqueue_many([{"n": n} for n in range(500)])
+                conn.execute("ANALYZE jobq.jobs")  # the statistics see every job PENDING
+                start = log.stat().st_size
+                for _ in range(ROUNDS):
+                    done, retried, failed, released, cancelled, rescued = (q.claim("w") for _ in range(6))
+                    assert done and retried and failed and released and cancelled and rescued
+                    q.heartbeat(done)
+                    q.progress(done, 0.5)
+                    q.complete(done)
+                    assert q.fail(retried, "once") is jobq.JobStatus.PENDING
+                    assert q.fail(failed, "final", retry=False) is jobq.JobStatus.FAILED
+                    assert q.release(released)
+                    q.cancel(cancelled.id)
+                    assert q.ack_cancel(cancelled)
+                    clock.advance(settings.lease_seconds * 2)
+                    assert [r.job_id for r in q.rescue_expired()] == [rescued.id]
+                    # An operator's chunks of waiting and of running jobs, named by id.
+                    pending = jobq.JobFilter(statuses=(jobq.JobStatus.PENDING,))
+                    waiting = [j.id for j in q.list(pending, jobq.Page(limit=6))]
+                    running = [q.claim("w") for _ in range(3)]
+                    assert all(r.ok for r in q.move_many("elsewhere", ids=waiting[:3]))
+                    assert all(r.ok for r in q.cancel_many(ids=waiting[3:]))
+                    assert all(r.ok for r in q.cancel_many(ids=[j.id for j in running if j]))
+                    assert all(q.ack_cancel(j) for j in running if j)
+                text = log.read_text(errors="replace")[start:]
+        finally:
+            conn.execute(f'ALTER DATABASE "{db}" RESET ALL')
+    plans = text.split("LOG:  duration: ")[1:]
+    updates = [p for p in plans if "Update on jobs" in p]
+    assert len(updates) >= ROUNDS * 8, f"{len(updates)} plans of an UPDATE of jobs logged"
+    walked = {_query(p) for p in updates if BY_STATUS_RANGE.search(p)}
+    assert not walked, "\n\n".join(sorted(walked))
+
+
+def _query(plan: str) -> str:
+    """The statement's text from a logged plan (its lines up to the plan's first node)."""
+    text = plan.split("Query Text: ", 1)[1].splitlines()
+    return "\n".join(line for line in text[: next(i for i, line in enumerate(text) if "(cost=" in line)])
