@@ -9,7 +9,8 @@ took it: ``Index Cond: status = 'PROCESSING' AND id = $1``, or the status alone 
 completion by id cost the server 123-166 µs with 500 jobs running and 415-1,246 µs with 5,000,
 against 61-80 µs by the primary key at either count; a heartbeat ~2 ms with 2,000 running, 0.25 ms
 now. The plans checked here are those the server ran: auto_explain, on for this test's database,
-logs each one."""
+logs each one. A batching worker's writes of several jobs (heartbeat_many, release_many,
+fail_many, complete_many, complete_many_and_claim) are checked alike."""
 
 from __future__ import annotations
 
@@ -84,6 +85,15 @@ def test_fenced_writes_find_their_job_by_primary_key(postgres_server: PgServer, 
                     assert all(r.ok for r in q.cancel_many(ids=waiting[3:]))
                     assert all(r.ok for r in q.cancel_many(ids=[j.id for j in running if j]))
                     assert all(q.ack_cancel(j) for j in running if j)
+                    # A batching worker's writes of several jobs.
+                    group = q.claim_many("w", 8)
+                    assert all(r.alive for r in q.heartbeat_many(group[:2]))
+                    assert q.release_many(group[2:4]) == [True, True]
+                    failures = q.fail_many([(j, "e", True) for j in group[4:6]])
+                    assert [status for status, _ in failures] == [jobq.JobStatus.PENDING] * 2
+                    assert q.complete_many([(j, None) for j in (*group[:2], group[6])]) == [True] * 3
+                    oks, more = q.complete_many_and_claim([(group[7], None)], "w", 1)
+                    assert oks == [True] and q.release_many(more) == [True]
                 text = log.read_text(errors="replace")[start:]
         finally:
             conn.execute(f'ALTER DATABASE "{db}" RESET ALL')
