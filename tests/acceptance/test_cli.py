@@ -45,11 +45,13 @@ class Cli:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQ_")}
         self.env.update(JOBQ_DATABASE_URL=self.url, PYTHONUNBUFFERED="1", JOBQ_LOG_LEVEL="WARNING")
         self.started: list[subprocess.Popen[bytes]] = []
+        #: How the command is run (``python -m jobq`` works too).
+        self.command = [str(JOBQ)]
 
     def run(self, *args: str, stdin: str | bytes | None = None) -> subprocess.CompletedProcess[str]:
         data = stdin.decode() if isinstance(stdin, bytes) else stdin
         return subprocess.run(
-            [str(JOBQ), *args],
+            [*self.command, *args],
             cwd=self.root,
             env=self.env,
             input=data,
@@ -83,7 +85,7 @@ class Cli:
         """Start a long-running command; its output goes to ``root/log`` (no pipe to fill up)."""
         with open(self.root / log, "wb") as out:
             proc = subprocess.Popen(
-                [str(JOBQ), *args], cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+                [*self.command, *args], cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
             )
         self.started.append(proc)
         return proc
@@ -138,20 +140,11 @@ def test_enqueue_prints_the_id_and_list_json_shows_every_option(cli: Cli) -> Non
 
 def test_python_dash_m_jobq_is_the_same_command(cli: Cli) -> None:
     """For an environment whose scripts are not on PATH: same parser, name, exit codes."""
-
-    def module(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jobq", *args],
-            cwd=cli.root, env=cli.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECONDS, check=False,
-        )  # fmt: skip
-
-    done = module("enqueue", "--json", '{"via": "module"}')
-    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "1", "")
+    cli.command = [sys.executable, "-m", "jobq"]
+    assert cli.ok("enqueue", "--json", '{"via": "module"}').strip() == "1"
     assert [j["payload"] for j in cli.json("list")] == [{"via": "module"}]
-    shown = module("--help")
-    assert shown.returncode == 0 and shown.stdout.startswith("usage: jobq "), shown.stdout
-    bad = module("show", "99")
-    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert cli.ok("--help").startswith("usage: jobq ")
+    cli.fails("show", "99")  # code 1, one "jobq: error:" line, no traceback
 
 
 def test_enqueue_same_key_returns_the_existing_job(cli: Cli) -> None:

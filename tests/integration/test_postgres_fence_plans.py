@@ -42,13 +42,14 @@ BACKLOG = 3_000
 
 
 @pytest.mark.parametrize("seen", ["pending", "finished"])
-def test_fenced_writes_find_their_job_by_primary_key(postgres_server: PgServer, postgres_url: str, seen: str) -> None:
+def test_fenced_writes_find_their_job_by_primary_key(
+    postgres_server: PgServer, postgres_url: str, clock: FakeClock, seen: str
+) -> None:
     """``seen``: what the statistics say the table holds (a new backlog; a table of finished jobs,
     as in a store that has run for a while)."""
     if not postgres_server.managed:
         pytest.skip("reads the plans from the log of a server this session started")
     log = Path(postgres_server.log_path)
-    clock = FakeClock()
     with raw_connect(postgres_url, autocommit=True) as conn:
         db = conn.execute("SELECT current_database()").fetchone()[0]
         try:

@@ -36,9 +36,6 @@ def test_killed_workers_lose_nothing(
     q = jobq.Queue(settings=jobq.Settings(database_url=backend_url, max_attempts=1000))
     try:
 
-        def more() -> int:
-            return len(q.enqueue_many(range(batch), max_attempts=1000))
-
         def start() -> subprocess.Popen[bytes]:
             extra = ("--async",) if handler == "async" else ()
             return agents.start("chaosworker", "--db", backend_url, "--out", str(tmp_path), "--lease", "1.5", *extra)
@@ -49,7 +46,7 @@ def test_killed_workers_lose_nothing(
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
 
-        kills, jobs_total = _hit_busy_workers(q, slots, start, kill, more, chaos_seconds, agents)
+        kills, jobs_total = _hit_busy_workers(q, slots, start, kill, (batch, 1000), chaos_seconds, agents)
         _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
@@ -92,9 +89,6 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
     stop_seconds: list[float] = []
     try:
 
-        def more() -> int:
-            return len(q.enqueue_many(range(batch), max_attempts=1))
-
         def start() -> subprocess.Popen[bytes]:
             extra = ("--async",) if handler == "async" else ()
             return agents.start("politeworker", "--db", backend_url, "--out", str(tmp_path), *extra)
@@ -108,7 +102,7 @@ def test_workers_stopped_at_random_give_back_what_they_hold(
             assert proc.wait(30) == 0, agents.logs()
             stop_seconds.append(time.monotonic() - began)
 
-        _, jobs_total = _hit_busy_workers(q, slots, start, stop, more, chaos_seconds, agents)
+        _, jobs_total = _hit_busy_workers(q, slots, start, stop, (batch, 1), chaos_seconds, agents)
         _wait_all_completed(q, jobs_total, slots, agents)
         counts = q.counts()
         jobs = q.list(page=jobq.Page(limit=1_000_000))
@@ -144,28 +138,28 @@ def _hit_busy_workers(
     slots: list[subprocess.Popen[bytes]],
     start: Callable[[], subprocess.Popen[bytes]],
     hit: Callable[[subprocess.Popen[bytes]], None],
-    more: Callable[[], int],
+    jobs: tuple[int, int],
     chaos_seconds: float,
     agents: Agents,
 ) -> tuple[int, int]:
-    """Enqueues a batch (``more``), then every 0.2-0.6 s ``hit`` (kill or stop) a worker that holds
-    jobs right now, and starts another in its slot: for ``chaos_seconds``, and at least KILLS_MIN
-    times (on a loaded machine the workers may take most of that time to start), within 90 s.
-    Returns the hits and the jobs enqueued."""
+    """Enqueues a batch of ``jobs`` (how many, and the attempts each may make), then every
+    0.2-0.6 s ``hit`` (kill or stop) a worker that holds jobs right now, and starts another in its
+    slot: for ``chaos_seconds``, and at least KILLS_MIN times (on a loaded machine the workers may
+    take most of that time to start), within 90 s. Returns the hits and the jobs enqueued."""
+    batch, max_attempts = jobs
     rng = random.Random()
     hits = 0
-    jobs_total = more()
+    jobs_total = len(q.enqueue_many(range(batch), max_attempts=max_attempts))
     end = time.monotonic() + chaos_seconds
     give_up = time.monotonic() + 90
     while (time.monotonic() < end or hits < KILLS_MIN) and time.monotonic() < give_up:
         counts = q.counts()
-        if counts["PENDING"] == 0:
-            if counts["COMPLETED"] >= jobs_total and hits >= KILLS_MIN:
-                break
-            if hits < KILLS_MIN:
-                # Fast workers can drain a batch before KILLS_MIN hits: another batch gives the
-                # remaining hits running jobs to land on (the test's point), not an empty queue.
-                jobs_total += more()
+        if counts["PENDING"] == 0 and hits < KILLS_MIN:
+            # Fast workers can drain a batch before KILLS_MIN hits: another batch gives the
+            # remaining hits running jobs to land on (the test's point), not an empty queue.
+            jobs_total += len(q.enqueue_many(range(batch), max_attempts=max_attempts))
+        elif counts["COMPLETED"] >= jobs_total:
+            break
         time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
         # A worker that holds jobs right now (one still starting up would be a wasted hit).
         pids = {w.id: w.pid for w in q.workers()}
