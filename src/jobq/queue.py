@@ -1491,7 +1491,10 @@ class Queue:
 
     @read
     def counts(self) -> dict[str, int]:
-        """Jobs per status (every status present)."""
+        """Jobs per status (every status present), counted over every stored row: its time grows
+        with the store (70 ms at 130,000 jobs on PostgreSQL, seconds at millions). ``stats()``
+        counts the live jobs exactly and the finished ones in a window: its time follows the
+        backlog, not the store."""
         return self.backend.counts()
 
     @read
