@@ -62,6 +62,38 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
                 p.stdout.close()
 
 
+def test_a_new_file_switched_to_wal_while_another_connection_holds_its_reserved_lock_opens_once_it_is_let_go(
+    tmp_path: Path,
+) -> None:
+    """The switch's SQLITE_BUSY at once, made on purpose: on a file not yet in WAL mode, another
+    connection's RESERVED lock (BEGIN IMMEDIATE) makes ``PRAGMA journal_mode = WAL`` fail at once,
+    whatever the busy timeout (measured: 0.0 s, where an EXCLUSIVE holder is waited for). The
+    race of the test above hits this only now and then; here every open meets it."""
+    import apsw
+
+    path = tmp_path / "queue.db"
+    path.touch()  # a new, empty file: rollback-journal mode until an open switches it
+    holder = apsw.Connection(str(path))
+    holder.execute("BEGIN IMMEDIATE")
+    letting_go = threading.Event()
+
+    def _let_go() -> None:
+        letting_go.set()
+        holder.execute("ROLLBACK")
+
+    let_go = threading.Timer(0.3, _let_go)  # the lock held for 0.3 s
+    let_go.start()
+    try:
+        with jobq.Queue(f"sqlite:///{path}") as q:
+            assert q.enqueue({"n": 1}) == 1
+        assert letting_go.is_set(), "the open went ahead while the lock was still held"
+    finally:
+        let_go.join()
+        holder.close()
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        assert [job.payload for job in q.latest()] == [{"n": 1}]
+
+
 @contextlib.contextmanager
 def _write_lock_held(path: Path) -> Iterator[subprocess.Popen[str]]:
     """A queue of one job at ``path``, and a process of ours holding its write lock meanwhile."""
