@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import pytest
 from children import start_lock_holder, stop_lock_holder, stopped, wait_locked
 from polling import wait_for
@@ -71,8 +72,6 @@ def test_a_new_file_switched_to_wal_while_another_connection_holds_its_reserved_
     connection's RESERVED lock (BEGIN IMMEDIATE) makes ``PRAGMA journal_mode = WAL`` fail at once,
     whatever the busy timeout (measured: 0.0 s, where an EXCLUSIVE holder is waited for). The
     race of the test above hits this only now and then; here every open meets it."""
-    import apsw
-
     path = tmp_path / "queue.db"
     path.touch()  # a new, empty file: rollback-journal mode until an open switches it
     holder = apsw.Connection(str(path))
