@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import apsw
 import pytest
 from children import start_lock_holder, stop_lock_holder, stopped, wait_locked
 from polling import wait_for
@@ -69,28 +68,30 @@ def test_a_new_file_switched_to_wal_while_another_connection_holds_its_reserved_
     tmp_path: Path,
 ) -> None:
     """The switch's SQLITE_BUSY at once, made on purpose: on a file not yet in WAL mode, another
-    connection's RESERVED lock (BEGIN IMMEDIATE) makes ``PRAGMA journal_mode = WAL`` fail at once,
+    process's RESERVED lock (BEGIN IMMEDIATE) makes ``PRAGMA journal_mode = WAL`` fail at once,
     whatever the busy timeout (measured: 0.0 s, where an EXCLUSIVE holder is waited for). The
     race of the test above hits this only now and then; here every open meets it."""
     path = tmp_path / "queue.db"
     path.touch()  # a new, empty file: rollback-journal mode until an open switches it
-    holder = apsw.Connection(str(path))
-    holder.execute("BEGIN IMMEDIATE")
+    holder = start_lock_holder(path)  # another process's BEGIN IMMEDIATE
     letting_go = threading.Event()
 
     def _let_go() -> None:
         letting_go.set()
-        holder.execute("ROLLBACK")
+        stop_lock_holder(holder)
 
     let_go = threading.Timer(0.3, _let_go)  # the lock held for 0.3 s
-    let_go.start()
     try:
+        wait_locked(holder)
+        let_go.start()
         with jobq.Queue(f"sqlite:///{path}") as q:
             assert q.enqueue({"n": 1}) == 1
         assert letting_go.is_set(), "the open went ahead while the lock was still held"
     finally:
-        let_go.join()
-        holder.close()
+        let_go.cancel()
+        if let_go.ident is not None:
+            let_go.join()
+        stop_lock_holder(holder)
     with jobq.Queue(f"sqlite:///{path}") as q:
         assert [job.payload for job in q.latest()] == [{"n": 1}]
 

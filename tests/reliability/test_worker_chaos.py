@@ -147,9 +147,13 @@ def _hit_busy_workers(
     slot: for ``chaos_seconds``, and at least KILLS_MIN times (on a loaded machine the workers may
     take most of that time to start), within 90 s. Returns the hits and the jobs enqueued."""
     batch, max_attempts = jobs
+
+    def enqueue_batch() -> int:
+        return len(q.enqueue_many(range(batch), max_attempts=max_attempts))
+
     rng = random.Random()
     hits = 0
-    jobs_total = len(q.enqueue_many(range(batch), max_attempts=max_attempts))
+    jobs_total = enqueue_batch()
     end = time.monotonic() + chaos_seconds
     give_up = time.monotonic() + 90
     while (time.monotonic() < end or hits < KILLS_MIN) and time.monotonic() < give_up:
@@ -157,7 +161,7 @@ def _hit_busy_workers(
         if counts["PENDING"] == 0 and hits < KILLS_MIN:
             # Fast workers can drain a batch before KILLS_MIN hits: another batch gives the
             # remaining hits running jobs to land on (the test's point), not an empty queue.
-            jobs_total += len(q.enqueue_many(range(batch), max_attempts=max_attempts))
+            jobs_total += enqueue_batch()
         elif counts["COMPLETED"] >= jobs_total:
             break
         time.sleep(rng.uniform(0.2, 0.6))  # the pace of the chaos, not a wait for an outcome
