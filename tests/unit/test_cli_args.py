@@ -170,6 +170,15 @@ def test_bad_duration_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> N
     assert "jobq purge --help" in line
 
 
+@pytest.mark.parametrize("value", ["-1d", "-1", "-0.5s", "-.5m", "-250ms"])
+def test_a_negative_duration_is_not_a_duration_not_a_missing_one(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # argparse alone reads "-1d" as an option and says "expected one argument".
+    line = usage_error(capsys, "purge", "--older-than", value)
+    assert f"not a duration: '{value}'" in line
+
+
 def test_purge_requires_older_than(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--older-than" in usage_error(capsys, "purge")
 

@@ -13,6 +13,7 @@ Each command's own options are added next to its handler (``jobs.py``, ``monitor
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -33,6 +34,18 @@ AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``jobq: error:`` line like every other error (exit 2)."""
+
+    #: What argparse takes for a negative number, not an option: ``-1``, ``-0.5`` as it does, and
+    #: also ``-1d``, ``-250ms``. Without the units argparse read ``--older-than -1d`` as an option
+    #: with its value missing ("expected one argument"); a value, it gets the type's own message
+    #: ("not a duration"). No jobq option starts with a digit, so nothing else is read differently.
+    NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)[a-z]*$")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A private attribute (Python 3.11-3.14 have it), set only where it exists.
+        if hasattr(self, "_negative_number_matcher"):
+            self._negative_number_matcher = self.NEGATIVE_VALUE
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("jobq").strip()
