@@ -26,8 +26,11 @@ clean-data: stop
 	rm -rf data/queue.db data/queue.db-wal data/queue.db-shm data/files
 	umask 077 && mkdir -p data/files
 
+# Two processes (pytest-xdist), a test file each at a time: a file's tests share its fixtures and
+# run in order, as alone. TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 test: install system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Unit and contract tests on SQLite only: seconds, for the edit-run loop.
 test-fast: install

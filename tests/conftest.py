@@ -92,3 +92,29 @@ def app_connect(backend_url: str) -> Iterator[object]:
     yield _connect
     for app in opened:
         app.close()
+
+
+def _utf8(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape. pytest-xdist sends every report to
+    the controlling process as UTF-8; one holding a lone surrogate (a test's captured log of an
+    error about a file name's undecodable byte) ended the whole run with an internal error."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    if isinstance(report.longrepr, str):
+        report.longrepr = _utf8(report.longrepr)
+    elif report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        text = str(report.longrepr)
+        if _utf8(text) != text:  # a failure whose message holds one: its text, escaped
+            report.longrepr = _utf8(text)
