@@ -13,7 +13,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import report
+from bench import report, speed
 from bench.core import FULL, QUICK, WORKER_COUNTS, Bench, Measure, RowResult, System, load_factory
 
 RAW = "bench.adapters.raw_sqlite:RawSqlite"
@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     extras: dict[str, Any] = {}
     pg = None
     workdir = tempfile.mkdtemp(prefix="jobq-bench-")
+    extras["speed_start"] = speed.probe(workdir)
+    log(f"machine speed at the start: {extras['speed_start'].text()}")
     try:
         if not args.no_postgres and (scale or any(s.group == "postgres" for s in rows)):
             from bench.pg import start_postgres
@@ -411,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
 
             log("profile: jobq claim+complete loop")
             extras["profile"] = profile_jobq(workdir, 1_000 if args.quick else 5_000)
+        extras["speed_end"] = speed.probe(workdir)
+        log(f"machine speed at the end: {extras['speed_end'].text()}")
     finally:
         if pg is not None:
             pg.stop()

@@ -305,3 +305,22 @@ def test_the_batched_worker_is_also_judged_against_raws_best_figure_of_the_run()
     checks = {t: (shown, met) for t, shown, met in report.targets([mine, raw], {})}
     assert checks["Worker(batch=100) at FULL, x4 >= 0.5x raw FULL at 100 claims per txn"] == ("0.63x", True)
     assert checks["  ... the same against raw's best figure of the run (x1, x2 or x4)"] == ("0.47x", False)
+
+
+def test_the_machines_speed_at_start_and_end_is_on_the_page_and_a_move_is_called_out(tmp_path: Path) -> None:
+    """A run on a machine that slowed down 2-3x read like a slow jobq (2026-12-07 12:25): the page
+    now says how fast the machine was at the run's start and end, and says so when that moved."""
+    from bench import speed
+
+    reading = speed.probe(str(tmp_path), seconds=0.02, readings=1)
+    assert reading.loop_per_s > 0 and reading.fsync_per_s > 0
+    assert os.listdir(tmp_path) == []  # the probe's file is gone
+
+    held = dict(report.machine({"speed_start": reading, "speed_end": reading}))
+    assert held["machine speed, start"] == reading.text()
+    assert held["machine speed, end"].endswith("held through the run (within 20%)")
+
+    slowed = dataclasses.replace(reading, loop_per_s=reading.loop_per_s / 2.5)
+    lines = dict(report.machine({"speed_start": reading, "speed_end": slowed}))
+    assert "moved during the run (CPU slower by 60%)" in lines["machine speed, end"]
+    assert "machine speed, start" not in dict(report.machine({}))  # a run without the readings

@@ -1,0 +1,78 @@
+"""The machine's own speed, read at a run's start and at its end, with no jobq and no database.
+
+The machine these runs share can run 2-3x slower for an hour or more (the run of 2026-12-07 12:25
+in ``docs/benchmarks.md``): every figure with a unit then follows it, and paired ratios move too.
+Two readings, a pure-Python loop (the CPU one process gets) and small writes each followed by
+``fsync`` (what every FULL-durability commit waits for), let a reader of the table see whether
+the machine held its speed through the run, without rerunning it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+#: How long each reading runs, and how many times (the best is kept: a slow one is the machine
+#: doing something else for a moment).
+READING_SECONDS = 0.2
+READINGS = 3
+FSYNC_BYTES = 4096
+
+#: Start and end readings further apart than this (as a fraction of the faster) are called out.
+MOVED = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    loop_per_s: float  # iterations of a small pure-Python loop a second
+    fsync_per_s: float  # 4 KiB writes, each followed by fsync, a second
+
+    def text(self) -> str:
+        return f"CPU {self.loop_per_s / 1e6:.1f} M loop steps/s, {self.fsync_per_s:,.0f} fsyncs/s"
+
+
+def _loop_rate(seconds: float) -> float:
+    steps, total = 0, 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        for i in range(10_000):
+            total += i & 7
+        steps += 10_000
+    return steps / (time.perf_counter() - started)
+
+
+def _fsync_rate(path: str, seconds: float) -> float:
+    block = b"\0" * FSYNC_BYTES
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        count = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            os.pwrite(fd, block, 0)
+            os.fsync(fd)
+            count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def probe(workdir: str, seconds: float = READING_SECONDS, readings: int = READINGS) -> Speed:
+    """Read the machine's speed now; the fsyncs go to a file in ``workdir`` (the disk the
+    benchmark's databases are on)."""
+    path = os.path.join(workdir, "speed-probe")
+    return Speed(
+        loop_per_s=max(_loop_rate(seconds) for _ in range(readings)),
+        fsync_per_s=max(_fsync_rate(path, seconds) for _ in range(readings)),
+    )
+
+
+def moved(start: Speed, end: Speed) -> list[str]:
+    """What changed by more than ``MOVED`` between the two readings, in words (none: [])."""
+    out = []
+    for name, a, b in (("CPU", start.loop_per_s, end.loop_per_s), ("fsync", start.fsync_per_s, end.fsync_per_s)):
+        if max(a, b) > 0 and abs(a - b) / max(a, b) > MOVED:
+            out.append(f"{name} {'slower' if b < a else 'faster'} by {abs(a - b) / max(a, b):.0%}")
+    return out
