@@ -94,6 +94,16 @@ def app_connect(backend_url: str) -> Iterator[object]:
         app.close()
 
 
+#: The files that take a minute or more (a real Chromium, a built wheel, supervisord). `make test`
+#: runs files in two processes as they are collected: these ran last and left one process alone
+#: with them for the run's last minutes. Collected first, the many short files fill in after.
+SLOW_FILES_FIRST = ("tests/web/test_browser", "tests/acceptance/test_wheel.py", "tests/acceptance/test_supervisord.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FILES_FIRST))  # stable: else as collected
+
+
 def _utf8(text: str) -> str:
     """``text`` with each lone surrogate written as its escape. pytest-xdist sends every report to
     the controlling process as UTF-8; one holding a lone surrogate (a test's captured log of an
