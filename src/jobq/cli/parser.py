@@ -43,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # A private attribute (Python 3.11-3.14 have it), set only where it exists.
+        # A private attribute (checked on Python 3.11-3.13), set only where it exists.
         if hasattr(self, "_negative_number_matcher"):
             self._negative_number_matcher = self.NEGATIVE_VALUE
 
