@@ -27,10 +27,11 @@ clean-data: stop
 	umask 077 && mkdir -p data/files
 
 # Two processes (pytest-xdist), a test file each at a time: a file's tests share its fixtures and
-# run in order, as alone. TEST_WORKERS=0 runs everything in this one process.
+# run in order, as alone. Files are handed out as collected (tests/conftest.py puts the slowest
+# first), not by their number of tests. TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= 2
 test: install system-deps
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Unit and contract tests on SQLite only: seconds, for the edit-run loop.
 test-fast: install
