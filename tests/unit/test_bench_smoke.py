@@ -313,7 +313,7 @@ def test_the_machines_speed_at_start_and_end_is_on_the_page_and_a_move_is_called
     from bench import speed
 
     reading = speed.probe(str(tmp_path), seconds=0.02, readings=1)
-    assert reading.loop_per_s > 0 and reading.fsync_per_s > 0
+    assert reading.loop_per_s > 0 and reading.fsync_per_s > 0 and reading.commit_per_s > 0
     assert os.listdir(tmp_path) == []  # the probe's file is gone
 
     held = dict(report.machine({"speed_start": reading, "speed_end": reading}))
@@ -323,4 +323,7 @@ def test_the_machines_speed_at_start_and_end_is_on_the_page_and_a_move_is_called
     slowed = dataclasses.replace(reading, loop_per_s=reading.loop_per_s / 2.5)
     lines = dict(report.machine({"speed_start": reading, "speed_end": slowed}))
     assert "moved during the run (CPU slower by 60%)" in lines["machine speed, end"]
+    both = dataclasses.replace(slowed, commit_per_s=reading.commit_per_s * 2)
+    lines = dict(report.machine({"speed_start": reading, "speed_end": both}))
+    assert "(CPU slower by 60%, SQLite commits faster by 50%)" in lines["machine speed, end"]
     assert "machine speed, start" not in dict(report.machine({}))  # a run without the readings
