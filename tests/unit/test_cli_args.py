@@ -170,13 +170,19 @@ def test_bad_duration_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> N
     assert "jobq purge --help" in line
 
 
-@pytest.mark.parametrize("value", ["-1d", "-1", "-0.5s", "-.5m", "-250ms"])
-def test_a_negative_duration_is_not_a_duration_not_a_missing_one(
-    capsys: pytest.CaptureFixture[str], value: str
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        *((("purge", "--older-than", v), f"not a duration: '{v}'") for v in ["-1d", "-1", "-0.5s", "-.5m", "-250ms"]),
+        (("enqueue", "--json", "{}", "--priority", "-1e9"), "not an integer: '-1e9'"),
+        (("limit", "default", "--rate", "-3/1s"), "not a rate: '-3/1s'"),
+    ],
+)
+def test_a_negative_value_gets_its_types_message_not_a_missing_one(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
 ) -> None:
     # argparse alone reads "-1d" as an option and says "expected one argument".
-    line = usage_error(capsys, "purge", "--older-than", value)
-    assert f"not a duration: '{value}'" in line
+    assert message in usage_error(capsys, *argv)
 
 
 def test_purge_requires_older_than(capsys: pytest.CaptureFixture[str]) -> None:

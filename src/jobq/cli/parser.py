@@ -35,11 +35,11 @@ AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one ``jobq: error:`` line like every other error (exit 2)."""
 
-    #: What argparse takes for a negative number, not an option: ``-1``, ``-0.5`` as it does, and
-    #: also ``-1d``, ``-250ms``. Without the units argparse read ``--older-than -1d`` as an option
-    #: with its value missing ("expected one argument"); a value, it gets the type's own message
-    #: ("not a duration"). No jobq option starts with a digit, so nothing else is read differently.
-    NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)[a-z]*$")
+    #: What argparse takes for a value, not an option: ``-1``, ``-0.5`` as it does, and also
+    #: anything else after a minus sign and a digit (``-1d``, ``-1e9``, ``-3/1s``). argparse read
+    #: ``--older-than -1d`` as an option with its value missing ("expected one argument"); a value,
+    #: it gets the type's own message ("not a duration"). No jobq option starts with a digit.
+    NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
