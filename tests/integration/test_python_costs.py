@@ -18,7 +18,6 @@ straight to apsw.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,9 @@ from test_metrics_costs import python_calls
 
 import jobq
 from jobq.observability import tracing
+
+# Every test here counts what each call makes, without the once-a-second refreshes (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_periodic_refresh")
 
 #: Python calls of one ``claim``, then of one ``complete``, through the facade, the test's own
 #: lambda included: measured 26 and 13 (41 and 31 before issue 13's hot-path work; 33 and 20
@@ -60,29 +62,6 @@ def no_tracing_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     check's when none is set up): test_tracing sets one up for the rest of the test process, and
     a traced enqueue makes more calls (its span)."""
     monkeypatch.setattr(tracing, "recording", lambda: False)
-
-
-@pytest.fixture(autouse=True)
-def no_periodic_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Count what every call makes, not what one call a second makes for all of them: SQLite's
-    check that its path still names the open file (``FILE_CHECK_SECONDS``: 2 calls) and the
-    wake-up addresses an enqueue reads again (``ADDRESS_CACHE_SECONDS``: 16 calls) fell inside
-    the counted calls whenever the test ran past a second (a loaded machine, ``make test``'s two
-    processes): a claim counted 28 against 26, an enqueue 35 against 19. Each is made once at
-    the warm-up, then not again during the test; PostgreSQL's once-a-minute clock and connection
-    renewals likewise."""
-    import jobq.backends.sqlite as sqlite
-    import jobq.backends.sqlite.wake as wake
-    import jobq.queue as queue
-
-    hour = 3600.0
-    monkeypatch.setattr(sqlite, "FILE_CHECK_SECONDS", hour)
-    monkeypatch.setattr(wake, "ADDRESS_CACHE_SECONDS", hour)
-    monkeypatch.setattr(queue, "CLOCK_SYNC_SECONDS", hour)
-    with contextlib.suppress(ImportError):  # without psycopg the PostgreSQL tests skip
-        import jobq.backends.postgres as postgres
-
-        monkeypatch.setattr(postgres, "STICKY_CONNECTION_SECONDS", hour)
 
 
 def payload(n: int) -> dict[str, object]:

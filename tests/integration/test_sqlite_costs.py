@@ -354,6 +354,7 @@ def test_jobqs_own_writes_run_no_trigger_and_a_write_by_hand_still_does(tmp_path
 BATCH_ENQUEUE_FRAMES_PER_JOB_MAX = 0.12
 
 
+@pytest.mark.usefixtures("no_periodic_refresh")  # statements listed: no reload of the wake-up addresses
 def test_a_batch_enqueue_is_one_insert_per_chunk_and_no_event_rows(tmp_path: Path) -> None:
     from jobq.backends.ops import VALUES_CHUNK_ROWS
 
