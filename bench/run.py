@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     extras: dict[str, Any] = {}
     pg = None
     workdir = tempfile.mkdtemp(prefix="jobq-bench-")
-    extras["speed_start"] = speed.probe(workdir)
-    log(f"machine speed at the start: {extras['speed_start'].text()}")
     try:
+        extras["speed_start"] = speed.probe(workdir)  # in the try: the workdir goes also if it fails
+        log(f"machine speed at the start: {extras['speed_start'].text()}")
         if not args.no_postgres and (scale or any(s.group == "postgres" for s in rows)):
             from bench.pg import start_postgres
 

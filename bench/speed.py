@@ -15,12 +15,14 @@ import dataclasses
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 
 #: How long each reading runs, and how many times (the best is kept: a slow one is the machine
 #: doing something else for a moment).
 READING_SECONDS = 0.2
 READINGS = 3
 FSYNC_BYTES = 4096
+LOOP_STEPS = 10_000
 
 #: Start and end readings further apart than this (as a fraction of the faster) are called out.
 MOVED = 0.2
@@ -39,28 +41,37 @@ class Speed:
         )
 
 
-def _loop_rate(seconds: float) -> float:
-    steps, total = 0, 0
-    deadline = time.perf_counter() + seconds
+def _per_second(step: Callable[[], object], seconds: float, per_step: int = 1) -> float:
+    """How many times a second ``step()`` does its work (``per_step`` units a call), over
+    ``seconds``: the one loop of every reading."""
+    count = 0
     started = time.perf_counter()
-    while time.perf_counter() < deadline:
-        for i in range(10_000):
+    while time.perf_counter() - started < seconds:
+        step()
+        count += per_step
+    return count / (time.perf_counter() - started)
+
+
+def _loop_rate(seconds: float) -> float:
+    def steps() -> int:  # 10,000 at a time, so that reading the clock is not what is measured
+        total = 0
+        for i in range(LOOP_STEPS):
             total += i & 7
-        steps += 10_000
-    return steps / (time.perf_counter() - started)
+        return total
+
+    return _per_second(steps, seconds, LOOP_STEPS)
 
 
 def _fsync_rate(path: str, seconds: float) -> float:
     block = b"\0" * FSYNC_BYTES
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def write() -> None:
+        os.pwrite(fd, block, 0)
+        os.fsync(fd)
+
     try:
-        count = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            os.pwrite(fd, block, 0)
-            os.fsync(fd)
-            count += 1
-        return count / (time.perf_counter() - started)
+        return _per_second(write, seconds)
     finally:
         os.close(fd)
         os.unlink(path)
@@ -68,19 +79,18 @@ def _fsync_rate(path: str, seconds: float) -> float:
 
 def _commit_rate(path: str, seconds: float) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
+
+    def commit() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE t SET n = n + 1")
+        conn.execute("COMMIT")
+
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
         conn.execute("INSERT INTO t VALUES (0)")
-        count = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE t SET n = n + 1")
-            conn.execute("COMMIT")
-            count += 1
-        return count / (time.perf_counter() - started)
+        return _per_second(commit, seconds)
     finally:
         conn.close()
         for suffix in ("", "-wal", "-shm"):

@@ -122,9 +122,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()
     report.sections = [(title, _utf8(text)) for title, text in report.sections]
-    if isinstance(report.longrepr, str):
-        report.longrepr = _utf8(report.longrepr)
-    elif report.longrepr is not None and not isinstance(report.longrepr, tuple):
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):  # tuple: a skip's
         text = str(report.longrepr)
-        if _utf8(text) != text:  # a failure whose message holds one: its text, escaped
-            report.longrepr = _utf8(text)
+        escaped = _utf8(text)
+        if escaped != text:  # a failure whose message holds one: its text, escaped
+            report.longrepr = escaped
