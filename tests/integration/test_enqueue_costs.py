@@ -47,6 +47,7 @@ def _statements(conn: apsw.Connection, call: object) -> list[str]:
     return seen
 
 
+@pytest.mark.usefixtures("no_periodic_refresh")  # statements listed: no reload of the wake-up addresses
 def test_an_sqlite_enqueue_is_one_insert_sent_alone_and_stores_no_event(tmp_path: Path) -> None:
     db = tmp_path / "q.db"
     with jobq.Queue(f"sqlite:///{db}") as q:
