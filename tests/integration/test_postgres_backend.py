@@ -178,6 +178,53 @@ def test_lost_connections_are_replaced(pq: jobq.Queue, postgres_url: str) -> Non
     assert pq.get(job_id).status == JobStatus.COMPLETED
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_retry_after_a_lost_connection_does_not_take_one_as_stale(
+    postgres_url: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every session of jobq's is cut (a restart, as its clients see it) while another thread
+    # holds a connection between its transactions, and puts it back just after this call's retry
+    # checked the pool (or the pool's growth adds one it connected before the cut). That one is as
+    # dead as the first: the retry must not spend itself on it. CI failed on 2026-12-07 when a
+    # grown connection was taken so, in test_a_short_pool_timeout_fails_a_call_soon...[sync].
+    def sync_get() -> JobStatus:
+        with jobq.Queue(postgres_url) as q:
+            job_id = q.enqueue("a")
+            pool = q.backend._get_pool()  # type: ignore[attr-defined]
+            held = pool.getconn()  # the other thread's
+            held.execute("SELECT 1")
+            assert held.connecting_since > 0  # stamped by the pool's connect, as every one is
+            assert _terminate_jobq_connections(postgres_url) >= 2
+            check = pool.check
+
+            def check_then_put_back() -> None:
+                check()
+                pool.putconn(held)
+
+            monkeypatch.setattr(pool, "check", check_then_put_back)
+            return q.get(job_id).status
+
+    async def async_get() -> JobStatus:
+        async with jobq.AsyncQueue(postgres_url) as q:
+            job_id = await q.enqueue("a")
+            pool = q.store.pool
+            assert pool is not None
+            held = await pool.getconn()
+            await held.execute("SELECT 1")
+            assert held.connecting_since > 0
+            assert _terminate_jobq_connections(postgres_url) >= 2
+            check = pool.check
+
+            async def check_then_put_back() -> None:
+                await check()
+                await pool.putconn(held)
+
+            monkeypatch.setattr(pool, "check", check_then_put_back)
+            return (await q.get(job_id)).status
+
+    assert (sync_get() if kind == "sync" else asyncio.run(async_get())) == JobStatus.PENDING
+
+
 def test_listener_reconnects_after_losing_its_connection(pq: jobq.Queue, postgres_url: str) -> None:
     listener = pq.backend.listener("w", ["default"])
     try:

@@ -63,7 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import psycopg
 import psycopg.errors
@@ -123,6 +123,9 @@ class AloneStatements:
     not in psycopg's documented API: its version is locked (uv.lock), and the contract suite
     runs every per-job statement through here."""
 
+    connecting_since = 0.0
+    """When this connection began to connect (``time.monotonic()``, set by ``connect``): see
+    ``_lost_again``."""
     _alone_adapter: AdaptTransformer | None = None
     _alone_runs: dict[tuple[bytes, tuple[int, ...]], int] = {}
     """Per statement and parameter types: how many times it was sent alone on this connection
@@ -209,6 +212,13 @@ class PooledConnection(AloneStatements, psycopg.Connection[tuple[Any, ...]]):
     (a type without a binary loader would come back as bytes: the contract suite would show it)."""
 
     _statement_cursor: Cursor | None = None
+
+    @classmethod
+    def connect(cls, *args: Any, **kwargs: Any) -> Self:
+        started = time.monotonic()
+        conn = super().connect(*args, **kwargs)
+        conn.connecting_since = started
+        return conn
 
     def statement_cursor(self) -> Cursor:
         cur = self._statement_cursor
@@ -692,11 +702,12 @@ class PostgresBackend(SqlStore):
         is simply repeated, being idempotent for its lease; a claim reads back what it handed out);
         without it, StorageError tells the caller.
         """
-        lost_connection_retried = False
+        lost_at: float | None = None
         deadlocks = 0
         while True:
             pool = self._get_pool()
             attempt = _Attempt()
+            conn: PooledConnection | None = None
             try:
                 # getconn/putconn, not pool.connection(): its context managers (and the no-op COMMIT
                 # of `with conn:` in autocommit) were ~20 of a per-job claim+complete's ~340 Python
@@ -723,19 +734,21 @@ class PostgresBackend(SqlStore):
                 if write and attempt.committing and on_unknown is not None:
                     pool.check()  # drop the dead connections, then ask a fresh one what happened
                     return self._run(on_unknown, write=True)
-                if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
+                if _lost_again(lost_at, conn) or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
-                lost_connection_retried = True
+                if lost_at is None:
+                    lost_at = time.monotonic()
                 pool.check()  # drop the other dead connections too (a restart cuts them all)
             except psycopg.errors.IdleInTransactionSessionTimeout as exc:
                 # The server ended this session, frozen inside the transaction past
                 # IDLE_IN_TRANSACTION_TIMEOUT_MS, and rolled the transaction back: nothing of it
                 # committed, even if its COMMIT was then sent. Run it again on a fresh connection.
-                if lost_connection_retried:
+                if _lost_again(lost_at, conn):
                     raise storage_error(exc, self.url) from None
-                lost_connection_retried = True
+                if lost_at is None:
+                    lost_at = time.monotonic()
                 pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
@@ -1218,6 +1231,20 @@ def _input_waiting(conn: Connection) -> bool:
     """Whether the server sent anything on this idle connection (costs a poll, not a round trip)."""
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     return bool(readable)
+
+
+def _lost_again(lost_at: float | None, conn: AloneStatements | None) -> bool:
+    """Whether a lost connection ends a call's retries: a call is retried once on a fresh
+    connection (``PostgresBackend._on_connection``), and ``lost_at`` is when it first lost one.
+
+    A connection that began to connect before that is not the fresh one, and its loss does not
+    count: it is as stale as the first, put back by another thread or added by the pool's growth
+    after the retry's ``pool.check()``. Such losses are few (each connection is discarded as
+    it is put back broken, and the pool holds a handful), and only a fresh connection's ends it.
+    """
+    if lost_at is None:
+        return False
+    return conn is None or conn.connecting_since >= lost_at
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:

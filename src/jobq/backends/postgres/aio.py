@@ -27,7 +27,7 @@ import random
 import select
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -47,6 +47,7 @@ from jobq.backends.postgres import (
     _Attempt,
     _connect_kwargs,
     _is_server_error,
+    _lost_again,
     aexecute_several,
     alone_statement,
     outcome_unknown,
@@ -66,6 +67,13 @@ class AsyncPooledConnection(AloneStatements, psycopg.AsyncConnection[tuple[Any, 
     but the one-statement writes sent alone (``arun_alone``)."""
 
     _statement_cursor: AsyncCursor | None = None
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> Self:
+        started = time.monotonic()  # as PooledConnection.connect
+        conn = await super().connect(*args, **kwargs)
+        conn.connecting_since = started
+        return conn
 
     def statement_cursor(self) -> AsyncCursor:
         cur = self._statement_cursor
@@ -312,11 +320,12 @@ class AsyncPostgresStore(SqlStore):
 
     async def _arun(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
         """``PostgresBackend._run`` awaited: the same retries, the same settling of an unknown outcome."""
-        lost_connection_retried = False
+        lost_at: float | None = None
         deadlocks = 0
         while True:
             pool = await self._get_pool()
             attempt = _Attempt()
+            conn: AsyncPooledConnection | None = None
             try:
                 conn = await pool.getconn()  # not pool.connection(): see PostgresBackend._run
                 running = self._backend.in_flight  # as PostgresBackend._run
@@ -340,16 +349,18 @@ class AsyncPostgresStore(SqlStore):
                 if write and attempt.committing and on_unknown is not None:
                     await pool.check()
                     return await self._arun(on_unknown, write=True)
-                if lost_connection_retried or (write and attempt.committing) or _is_server_error(exc):
+                if _lost_again(lost_at, conn) or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
-                lost_connection_retried = True
+                if lost_at is None:
+                    lost_at = time.monotonic()
                 await pool.check()
             except psycopg.errors.IdleInTransactionSessionTimeout as exc:  # see PostgresBackend._run
-                if lost_connection_retried:
+                if _lost_again(lost_at, conn):
                     raise storage_error(exc, self.url) from None
-                lost_connection_retried = True
+                if lost_at is None:
+                    lost_at = time.monotonic()
                 await pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
