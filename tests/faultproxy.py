@@ -65,6 +65,9 @@ class FaultProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._closed:  # close() ran while this one connected: it would outlive it
+                    _close(client, server)
+                    return
                 self._sockets += [client, server]
             state = {"seen": False, "started": False}
             threading.Thread(target=self._to_server, args=(client, server, state), daemon=True).start()
@@ -128,7 +131,8 @@ class FaultProxy:
         """Refuse new connections and cut every open one: the server, as its clients see it, is
         gone. The listener is shut down first: closed alone while a thread waits in accept(), it
         kept listening (and the proxy kept proxying) until that accept() returned."""
-        self._closed = True
+        with self._lock:  # under the lock that registers a connection: none is left uncut
+            self._closed = True
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
