@@ -224,7 +224,9 @@ def test_the_exporter_counts_on_in_the_queue_made_anew(tmp_path: Path) -> None:
     db = tmp_path / "queue.db"
     clock = FakeClock(1_000.0)
     with jobq.Queue(f"sqlite:///{db}", clock=clock) as q:
-        collector = JobqCollector(q, settle_seconds=0.0)
+        # Every backlog read counts as cheap, so each scrape reads the pending jobs anew: a read
+        # past 5 ms (a loaded machine) was otherwise served again at the next scrape, 7 for 10.
+        collector = JobqCollector(q, settle_seconds=0.0, backlog_free_seconds=60.0)
         _scrape(collector)  # the cursors start here
         q.enqueue_many([{"old": i} for i in range(5)])
         assert _scrape(collector)[("jobq_enqueued_total", ("default",))] == 5
