@@ -385,6 +385,37 @@ def test_enqueue_by_path_validates_it(seeded: Seeded, tmp_path: Path) -> None:
         assert q.count() == before + 1
 
 
+def test_action_messages_stay_through_refreshes_for_a_while(seeded: Seeded, tmp_path: Path) -> None:
+    # The messages were drawn once, in the job list's fragment, and gone with its next run: a
+    # refresh every 5 s, or any click. A browser test missed "Enqueued job" so under load.
+    files = tmp_path / "data" / "files"
+    files.mkdir(parents=True)
+    for name in ("a.txt", "b.txt"):
+        (files / name).write_text("hello\n")
+    at = run(MANAGER)
+    at.session_state[manager.ENQUEUE_OPEN] = True
+    at.run()
+    at.text_input(key="enqueue_path").input("data/files/a.txt").run()
+    at.button(key="enqueue_submit").click().run()
+    assert "Enqueued job" in texts(at.success)
+    at.run()  # a refresh, or a click elsewhere
+    assert "Enqueued job" in texts(at.success) and "for data/files/a.txt" in texts(at.success)
+    # At most FLASH_SHOWN_MAX at once, the newest.
+    for path in ("../x", "data/files/a.txt", "data/files/b.txt"):
+        at.text_input(key="enqueue_path").input(path).run()
+        at.button(key="enqueue_submit").click().run()
+    shown = [*at.success, *at.warning, *at.error]
+    assert len(shown) == manager.FLASH_SHOWN_MAX
+    assert "for data/files/a.txt" not in texts(at.success) and "for data/files/b.txt" in texts(at.success)
+    assert "data/files/a.txt is job" in texts(at.warning) and "Not enqueued" in texts(at.error)
+    # Gone once their time is up.
+    at.session_state[manager.FLASHES_SHOWN] = [
+        (level, text, 0.0) for level, text, _ in at.session_state[manager.FLASHES_SHOWN]
+    ]
+    at.run()
+    assert not [*at.success, *at.warning, *at.error]
+
+
 def page_text(at: AppTest) -> str:
     """Everything the page holds for the browser (every element's and block's message), as text."""
     return "\n".join(str(getattr(node, "proto", "")) for node in at._tree)

@@ -158,5 +158,7 @@ def test_enqueue_by_path_twice_makes_one_job_and_says_which(tmp_path: Path, requ
         path_box.press("Enter")
         button.dblclick()
         poll(lambda: len(jobs_of("data/files/double.txt")) == 1, "the double-clicked file's job")
-        expect(page.get_by_text("Enqueued job").first).to_be_visible()
+        (double_id,) = jobs_of("data/files/double.txt")
+        # The file's own message: the ones above stay on the page for a while (FLASH_SHOWN_SECONDS).
+        expect(page.get_by_text(f"Enqueued job {double_id} for data/files/double.txt").first).to_be_visible()
         assert len(jobs_of("data/files/double.txt")) == 1

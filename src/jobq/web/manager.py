@@ -69,6 +69,16 @@ BAR_GAP: Final = "xxsmall"
 ENQUEUE_OPEN: Final = "enqueue_open"
 SCHEDULES_OPEN: Final = "schedules_open"
 
+#: Session state: the action messages on the page, with when each goes (``_flashes``).
+FLASHES_SHOWN: Final = "_flashes_shown"
+#: How long an action's message stays on the page, through the job list's refreshes. It went with
+#: the next one (the message is drawn in the list's fragment), at a 5 s refresh often before the
+#: operator looked back; and one drawn by a run that a click then cut short was never seen at all.
+FLASH_SHOWN_SECONDS: Final = 30.0
+#: Most action messages on the page at once (the newest): a burst of actions does not push the
+#: job list down the page.
+FLASH_SHOWN_MAX: Final = 3
+
 REFRESH_CHOICES = {"5 s": 5, "10 s": 10, "30 s": 30, "Off": 0}
 #: How often the job list redraws on its own (the filters, selection and page stay).
 REFRESH_DEFAULT = "10 s"
@@ -275,11 +285,22 @@ def _sidebar(q: Queue, settings: Settings, queues: list[str]) -> tuple[JobFilter
 
 
 def _flashes() -> None:
+    """The actions' messages: each new one as a toast, and every one of the last
+    ``FLASH_SHOWN_SECONDS`` (at most ``FLASH_SHOWN_MAX``) on the page. The new ones are kept in
+    session state before anything is drawn: a run cut short by a click loses at most a toast."""
     icons = {"success": ":material/check_circle:", "warning": ":material/warning:", "error": ":material/error:"}
-    for level, message in st.session_state.pop("flash", []):
-        shown = safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS)
-        getattr(st, level)(shown, icon=icons.get(level))
-        st.toast(shown, icon=icons.get(level))
+    now = time.monotonic()
+    shown: list[tuple[str, str, float]] = [f for f in st.session_state.get(FLASHES_SHOWN, []) if f[2] > now]
+    new = [
+        (level, safety.md_literal(message, safety.SHOWN_MESSAGE_CHARS))
+        for level, message in st.session_state.pop("flash", [])
+    ]
+    shown = [*shown, *((level, text, now + FLASH_SHOWN_SECONDS) for level, text in new)][-FLASH_SHOWN_MAX:]
+    st.session_state[FLASHES_SHOWN] = shown
+    for level, text, _ in shown:
+        getattr(st, level)(text, icon=icons.get(level))
+    for level, text in new:
+        st.toast(text, icon=icons.get(level))
 
 
 def _detail(q: Queue, job_id: int) -> None:
