@@ -703,6 +703,7 @@ class PostgresBackend(SqlStore):
         without it, StorageError tells the caller.
         """
         lost_at: float | None = None
+        losses = 0
         deadlocks = 0
         while True:
             pool = self._get_pool()
@@ -734,10 +735,11 @@ class PostgresBackend(SqlStore):
                 if write and attempt.committing and on_unknown is not None:
                     pool.check()  # drop the dead connections, then ask a fresh one what happened
                     return self._run(on_unknown, write=True)
-                if _lost_again(lost_at, conn) or (write and attempt.committing) or _is_server_error(exc):
+                if _lost_again(lost_at, conn, losses) or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
+                losses += 1
                 if lost_at is None:
                     lost_at = time.monotonic()
                 pool.check()  # drop the other dead connections too (a restart cuts them all)
@@ -745,8 +747,9 @@ class PostgresBackend(SqlStore):
                 # The server ended this session, frozen inside the transaction past
                 # IDLE_IN_TRANSACTION_TIMEOUT_MS, and rolled the transaction back: nothing of it
                 # committed, even if its COMMIT was then sent. Run it again on a fresh connection.
-                if _lost_again(lost_at, conn):
+                if _lost_again(lost_at, conn, losses):
                     raise storage_error(exc, self.url) from None
+                losses += 1
                 if lost_at is None:
                     lost_at = time.monotonic()
                 pool.check()
@@ -1233,18 +1236,24 @@ def _input_waiting(conn: Connection) -> bool:
     return bool(readable)
 
 
-def _lost_again(lost_at: float | None, conn: AloneStatements | None) -> bool:
+#: Most lost connections one call goes past (``_lost_again``): more than any of its pools holds,
+#: so that only a pool that kept handing out dead connections could reach it.
+LOST_CONNECTIONS_MAX = 16
+
+
+def _lost_again(lost_at: float | None, conn: AloneStatements | None, losses: int) -> bool:
     """Whether a lost connection ends a call's retries: a call is retried once on a fresh
     connection (``PostgresBackend._on_connection``), and ``lost_at`` is when it first lost one.
 
     A connection that began to connect before that is not the fresh one, and its loss does not
     count: it is as stale as the first, put back by another thread or added by the pool's growth
     after the retry's ``pool.check()``. Such losses are few (each connection is discarded as
-    it is put back broken, and the pool holds a handful), and only a fresh connection's ends it.
+    it is put back broken, and the pool holds a handful), and only a fresh connection's ends it;
+    ``losses`` (the call's so far) past ``LOST_CONNECTIONS_MAX`` ends it whatever the connection.
     """
     if lost_at is None:
         return False
-    return conn is None or conn.connecting_since >= lost_at
+    return conn is None or conn.connecting_since >= lost_at or losses >= LOST_CONNECTIONS_MAX
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:
