@@ -73,7 +73,7 @@ SCHEDULES_OPEN: Final = "schedules_open"
 FLASHES_SHOWN: Final = "_flashes_shown"
 #: How long an action's message stays on the page, through the job list's refreshes. It went with
 #: the next one (the message is drawn in the list's fragment), at a 5 s refresh often before the
-#: operator looked back; and one drawn by a run that a click then cut short was never seen at all.
+#: operator looked back; and a run that a click cut short after taking them could lose them.
 FLASH_SHOWN_SECONDS: Final = 30.0
 #: Most action messages on the page at once (the newest): a burst of actions does not push the
 #: job list down the page.
