@@ -63,7 +63,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar, cast
 
 import psycopg
 import psycopg.errors
@@ -702,8 +702,7 @@ class PostgresBackend(SqlStore):
         is simply repeated, being idempotent for its lease; a claim reads back what it handed out);
         without it, StorageError tells the caller.
         """
-        lost_at: float | None = None
-        losses = 0
+        lost: _Lost | None = None
         deadlocks = 0
         while True:
             pool = self._get_pool()
@@ -735,23 +734,19 @@ class PostgresBackend(SqlStore):
                 if write and attempt.committing and on_unknown is not None:
                     pool.check()  # drop the dead connections, then ask a fresh one what happened
                     return self._run(on_unknown, write=True)
-                if _lost_again(lost_at, conn, losses) or (write and attempt.committing) or _is_server_error(exc):
+                if _lost_again(lost, conn) or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
-                losses += 1
-                if lost_at is None:
-                    lost_at = time.monotonic()
+                lost = _one_more_loss(lost)
                 pool.check()  # drop the other dead connections too (a restart cuts them all)
             except psycopg.errors.IdleInTransactionSessionTimeout as exc:
                 # The server ended this session, frozen inside the transaction past
                 # IDLE_IN_TRANSACTION_TIMEOUT_MS, and rolled the transaction back: nothing of it
                 # committed, even if its COMMIT was then sent. Run it again on a fresh connection.
-                if _lost_again(lost_at, conn, losses):
+                if _lost_again(lost, conn):
                     raise storage_error(exc, self.url) from None
-                losses += 1
-                if lost_at is None:
-                    lost_at = time.monotonic()
+                lost = _one_more_loss(lost)
                 pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
@@ -1241,19 +1236,31 @@ def _input_waiting(conn: Connection) -> bool:
 LOST_CONNECTIONS_MAX = 16
 
 
-def _lost_again(lost_at: float | None, conn: AloneStatements | None, losses: int) -> bool:
-    """Whether a lost connection ends a call's retries: a call is retried once on a fresh
-    connection (``PostgresBackend._on_connection``), and ``lost_at`` is when it first lost one.
+class _Lost(NamedTuple):
+    """A call's lost connections so far: when it lost the first (``time.monotonic()``), and how
+    many (``_lost_again``)."""
 
-    A connection that began to connect before that is not the fresh one, and its loss does not
-    count: it is as stale as the first, put back by another thread or added by the pool's growth
-    after the retry's ``pool.check()``. Such losses are few (each connection is discarded as
-    it is put back broken, and the pool holds a handful), and only a fresh connection's ends it;
-    ``losses`` (the call's so far) past ``LOST_CONNECTIONS_MAX`` ends it whatever the connection.
+    first_at: float
+    losses: int
+
+
+def _one_more_loss(lost: _Lost | None) -> _Lost:
+    return _Lost(time.monotonic(), 1) if lost is None else _Lost(lost.first_at, lost.losses + 1)
+
+
+def _lost_again(lost: _Lost | None, conn: AloneStatements | None) -> bool:
+    """Whether a lost connection ends a call's retries: a call is retried once on a fresh
+    connection (``PostgresBackend._on_connection``); ``lost`` is what it lost before this one.
+
+    A connection that began to connect before the first loss is not the fresh one, and its loss
+    does not count: it is as stale as the first, put back by another thread or added by the
+    pool's growth after the retry's ``pool.check()``. Such losses are few (each connection is
+    discarded as it is put back broken, and the pool holds a handful), and only a fresh
+    connection's ends it; past ``LOST_CONNECTIONS_MAX`` losses, any does.
     """
-    if lost_at is None:
+    if lost is None:
         return False
-    return conn is None or conn.connecting_since >= lost_at or losses >= LOST_CONNECTIONS_MAX
+    return conn is None or conn.connecting_since >= lost.first_at or lost.losses >= LOST_CONNECTIONS_MAX
 
 
 def _is_server_error(exc: psycopg.OperationalError) -> bool:

@@ -47,7 +47,9 @@ from jobq.backends.postgres import (
     _Attempt,
     _connect_kwargs,
     _is_server_error,
+    _Lost,
     _lost_again,
+    _one_more_loss,
     aexecute_several,
     alone_statement,
     outcome_unknown,
@@ -320,8 +322,7 @@ class AsyncPostgresStore(SqlStore):
 
     async def _arun(self, make: MakeOp[T], *, write: bool, on_unknown: MakeOp[T] | None = None) -> T:
         """``PostgresBackend._run`` awaited: the same retries, the same settling of an unknown outcome."""
-        lost_at: float | None = None
-        losses = 0
+        lost: _Lost | None = None
         deadlocks = 0
         while True:
             pool = await self._get_pool()
@@ -350,20 +351,16 @@ class AsyncPostgresStore(SqlStore):
                 if write and attempt.committing and on_unknown is not None:
                     await pool.check()
                     return await self._arun(on_unknown, write=True)
-                if _lost_again(lost_at, conn, losses) or (write and attempt.committing) or _is_server_error(exc):
+                if _lost_again(lost, conn) or (write and attempt.committing) or _is_server_error(exc):
                     if write and attempt.committing:
                         raise outcome_unknown(exc, self.url) from None
                     raise storage_error(exc, self.url) from None
-                losses += 1
-                if lost_at is None:
-                    lost_at = time.monotonic()
+                lost = _one_more_loss(lost)
                 await pool.check()
             except psycopg.errors.IdleInTransactionSessionTimeout as exc:  # see PostgresBackend._run
-                if _lost_again(lost_at, conn, losses):
+                if _lost_again(lost, conn):
                     raise storage_error(exc, self.url) from None
-                losses += 1
-                if lost_at is None:
-                    lost_at = time.monotonic()
+                lost = _one_more_loss(lost)
                 await pool.check()
             except psycopg.Error as exc:
                 raise storage_error(exc, self.url) from None
