@@ -27,6 +27,13 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT_SECONDS = 90.0
 UI_TIMEOUT_MS = 60_000
+#: The logs of the servers a test started (``serve``): their tails go into the report of a test
+#: that fails (``conftest.pytest_runtest_makereport``), to tell a lost session or a script's error
+#: from a page that drew late.
+APP_LOGS = pytest.StashKey[list[Path]]()
+APP_LOG_TAIL_LINES = 150
+#: The page's text printed when a test fails inside ``chromium_page``: what the browser showed.
+PAGE_TEXT_CHARS = 4_000
 
 
 def need_chromium() -> None:
@@ -71,6 +78,9 @@ def serve(
     """Start ``command`` (a ``streamlit run`` on ``port``), stopped by its PID in a finalizer; wait
     until it answers its health check."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed in the finalizer
+    request.node.stash.setdefault(APP_LOGS, []).append(log_path)
+    # Debug: a line a script run and each session made, ~10 lines a click; read only when it fails.
+    env = {"STREAMLIT_LOGGER_LEVEL": "debug", **env}
     proc = subprocess.Popen(
         list(command), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
     )
@@ -172,9 +182,32 @@ def chromium_page(width: int = 1366, height: int = 1200) -> Iterator[Any]:
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(UI_TIMEOUT_MS)
-            yield page
+            try:
+                yield page
+            except BaseException:
+                print_page_text(page)
+                raise
         finally:
             browser.close()
+
+
+def print_page_text(page: Any) -> None:
+    """Print what ``page`` shows (its first ``PAGE_TEXT_CHARS``), for the report of a failing test;
+    a page that does not answer in a few seconds is said so."""
+    try:
+        text = page.inner_text("body", timeout=5_000)
+    except Exception as exc:  # noqa: BLE001 - a hung or closed page: its report says so
+        text = f"(the page's text could not be read: {exc})"
+    print(f"--- the page's text when the test failed ---\n{text[:PAGE_TEXT_CHARS]}")
+
+
+def app_log_tail(path: Path, lines: int = APP_LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a server's log (``serve``), undecodable bytes replaced."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"(not read: {exc})"
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
 def cut_elements(page: Any) -> dict[str, Any]:

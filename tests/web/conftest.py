@@ -7,10 +7,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import APP_LOGS, app_log_tail
 from seeding import Seeded, seed
 from streamlit.testing.v1.util import patch_config_options
 
 from jobq.web import access
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A browser test that fails reports the tail of each app server's log it started: the
+    sessions Streamlit made and the script runs (the servers log at debug level), or an error."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        # The servers of a module's fixture are in the module's stash: read the whole chain.
+        for path in (p for node in item.listchain() for p in node.stash.get(APP_LOGS, [])):
+            report.sections.append((f"app log {path.name} (last lines)", app_log_tail(path)))
 
 
 @pytest.fixture(autouse=True)
