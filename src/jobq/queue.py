@@ -1533,7 +1533,10 @@ class Queue:
         """Who holds up this queue's writes now, one line each, with what to do: on PostgreSQL the
         sessions that have kept one of the database's sessions waiting 2 s or more for a lock
         while holding a lock on the queue's tables (an application's transaction left open); on
-        SQLite the stopped processes holding its write lock. Empty when nothing does."""
+        SQLite the processes holding its write lock that are stopped, or that held it for
+        ``HOLD_PROBE_SECONDS`` (1 s) while nobody committed (a transaction left open in a `sqlite3`
+        shell): SQLite's call takes up to that long while such a process holds the lock. Empty
+        when nothing does."""
         return self.backend.blockers()
 
     @read

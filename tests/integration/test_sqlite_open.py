@@ -21,6 +21,7 @@ from children import start_lock_holder, stop_lock_holder, stopped, wait_locked
 from polling import wait_for
 
 import jobq
+from jobq.backends.sqlite.holders import HOLD_PROBE_SECONDS
 
 OPENERS = 12
 # Two rounds: the race below is the whole path end to end; the WAL switch's SQLITE_BUSY at once,
@@ -172,19 +173,63 @@ def test_at_the_default_settings_the_notice_comes_after_the_notice_time_not_the_
     assert sqlite_backend.LOCK_WAIT_NOTICE_SECONDS <= int(waited[1]) < 10
 
 
-def test_the_queue_names_a_stopped_holder_of_its_write_lock_as_what_holds_up_its_writes(tmp_path: Path) -> None:
-    """``Queue.blockers`` on SQLite: a holder of the write lock that runs is no blocker (its
-    transaction ends); a stopped one is, named with how to continue it."""
+def test_the_queue_names_a_holder_of_its_write_lock_that_holds_up_its_writes(tmp_path: Path) -> None:
+    """``Queue.blockers`` on SQLite: a process inside a transaction left open is named once it
+    held the lock ``HOLD_PROBE_SECONDS`` while nobody committed, with what to do; a stopped one
+    with how to continue it; none once the lock is let go."""
     path = tmp_path / "queue.db"
     with _write_lock_held(path) as holder, jobq.Queue(f"sqlite:///{path}") as q:
-        assert q.blockers() == []
+        (text,) = q.blockers()
+        assert text.startswith(f"pid {holder.pid} (") and "kill -CONT" not in text, text
+        assert text.endswith(
+            f"which has held it {HOLD_PROBE_SECONDS:g} s or more while nobody committed "
+            "(an open transaction: commit or roll it back)"
+        ), text
+        # `jobq stats` says it too, as the line why jobs stand still.
+        env = {**os.environ, "JOBQ_DATABASE_URL": f"sqlite:///{path}"}
+        shown = subprocess.run(
+            [sys.executable, "-m", "jobq.cli", "stats"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0 and shown.stdout.splitlines()[-1] == f"writes held up by: {text}", shown
         os.kill(holder.pid, signal.SIGSTOP)
         wait_for(lambda: stopped(holder.pid), 30, "the holder to stop")
         (text,) = q.blockers()
         assert text.startswith(f"pid {holder.pid} (") and f"kill -CONT {holder.pid}" in text
         os.kill(holder.pid, signal.SIGCONT)
         wait_for(lambda: not stopped(holder.pid), 30, "the holder to continue")
+        assert holder.stdin is not None
+        holder.stdin.close()  # it exits: its transaction is rolled back
+        holder.wait(30)
         assert q.blockers() == []
+        q.enqueue({"n": 1})  # and writes go on
+
+
+#: Commits as fast as it can, holding the write lock nearly all the time, until killed.
+CHURN = """
+import sys, apsw
+conn = apsw.Connection(sys.argv[1])
+conn.execute("PRAGMA busy_timeout = 10000")
+conn.execute("CREATE TABLE churn (n INTEGER)")
+print("churning", flush=True)
+while True:
+    conn.execute("BEGIN IMMEDIATE; INSERT INTO churn VALUES (1); COMMIT")
+"""
+
+
+def test_a_process_that_holds_the_write_lock_but_commits_holds_up_nothing(tmp_path: Path) -> None:
+    """A writer that commits in a loop holds the lock at nearly every look, but lets it go
+    between its transactions: the commits (SQLite's data_version) clear it at once."""
+    path = tmp_path / "queue.db"
+    with jobq.Queue(f"sqlite:///{path}") as q:
+        q.enqueue({"n": 0})
+        churn = subprocess.Popen([sys.executable, "-c", CHURN, str(path)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert churn.stdout is not None and churn.stdout.readline().strip() == "churning"
+            for _ in range(5):
+                assert q.blockers() == []
+            assert churn.poll() is None  # it churned throughout
+        finally:
+            stop_lock_holder(churn)
 
 
 def test_a_write_behind_a_transaction_of_this_process_names_this_process(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from jobq.backends.sqlite import holders
 
@@ -53,3 +56,74 @@ def test_no_holder_found_says_nothing(tmp_path: Path) -> None:
     proc = _proc(tmp_path, "1: POSIX  ADVISORY  READ  11 {device} 128 128")
     assert holders.holders_text(str(tmp_path / "q.db"), proc=proc) is None
     assert holders.describe_process(999_999, proc=proc) == "pid 999999"  # gone since
+
+
+class _Time:
+    """A clock that moves only when slept on, for ``held_up_by``'s probe."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _versions(*values: int) -> tuple[list[int], Callable[[], int]]:
+    """A data_version that reads ``values`` in turn (the last one for ever), and its reads."""
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(values[min(len(reads), len(values) - 1)])
+        return reads[-1]
+
+    return reads, read
+
+
+def test_held_up_by_names_a_stopped_holder_at_once_and_probes_nothing(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4242 {device} 120 120")
+    _process(proc, 4242, b"sqlite3\0q.db\0", "T")
+    t, (reads, version) = _Time(), _versions(1)
+    found = holders.held_up_by(str(tmp_path / "q.db"), version, 1.0, proc, clock=t.clock, sleep=t.sleep)
+    assert found == [
+        "pid 4242 (sqlite3 q.db), which is stopped (SIGSTOP or a debugger; `kill -CONT 4242` continues it)"
+    ]
+    assert t.slept == [] and reads == []
+    (tmp_path / "none").mkdir()
+    unlocked = _proc(tmp_path / "none", "1: POSIX  ADVISORY  READ  11 {device} 128 128")
+    assert (
+        holders.held_up_by(str(tmp_path / "none" / "q.db"), version, 1.0, unlocked, clock=t.clock, sleep=t.sleep) == []
+    )
+    assert t.slept == [] and reads == []
+
+
+def test_held_up_by_names_a_running_holder_that_kept_the_lock_while_nobody_committed(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4343 {device} 120 120")
+    _process(proc, 4343, b"sqlite3\0q.db\0", "S")
+    t, (reads, version) = _Time(), _versions(7)
+    (found,) = holders.held_up_by(str(tmp_path / "q.db"), version, 1.0, proc, clock=t.clock, sleep=t.sleep)
+    assert found.startswith("pid 4343 (sqlite3 q.db), which has held it 1 s or more while nobody committed")
+    assert sum(t.slept) == pytest.approx(1.0) and max(t.slept) <= holders.HOLD_PROBE_STEP_SECONDS
+    assert len(reads) == len(t.slept) + 1  # read before the probe and after each look
+
+
+def test_held_up_by_lets_a_holder_go_at_the_first_commit_or_when_it_lets_go(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4343 {device} 120 120")
+    _process(proc, 4343, b"python\0-m\0jobq\0worker\0", "S")
+    t, (_, version) = _Time(), _versions(7, 7, 8)  # a commit seen at the second look
+    assert holders.held_up_by(str(tmp_path / "q.db"), version, 1.0, proc, clock=t.clock, sleep=t.sleep) == []
+    assert len(t.slept) == 2 and sum(t.slept) < 0.1
+
+    t2, (_, same) = _Time(), _versions(7)
+
+    def let_go(seconds: float) -> None:
+        t2.sleep(seconds)
+        if len(t2.slept) == 3:  # the holder's transaction ends, with no change (a ROLLBACK)
+            (tmp_path / "locks").write_text("")
+
+    assert holders.held_up_by(str(tmp_path / "q.db"), same, 1.0, proc, clock=t2.clock, sleep=let_go) == []
+    assert len(t2.slept) == 3

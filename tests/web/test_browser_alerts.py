@@ -112,14 +112,17 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
             expect(alerts.filter(has_text="Clock off against the database server's")).to_have_count(1)
             expect(alerts.filter(has_text="web-9 +60.0 s (worker gamma)")).to_have_count(1)
 
-            # A process holding the write lock, frozen (SIGSTOP): every writer waits for it, and
-            # the page (whose reads do not) names it first, with the command that continues it.
+            # A process holding the write lock in a transaction it leaves open, then frozen
+            # (SIGSTOP): every writer waits for it, and the page (whose reads do not) names it
+            # first, with what to do: end the transaction, or the command that continues it.
             holder = start_lock_holder(tmp_path / "queue.db")
             request.addfinalizer(lambda: stop_lock_holder(holder))  # before the workers stop: they write
             wait_locked(holder)
-            holder.send_signal(signal.SIGSTOP)
             frozen = alerts.filter(has_text=f"Every write waits: the queue's write lock is held by pid {holder.pid}")
             expect(frozen).to_have_count(1)
+            expect(frozen).to_contain_text("while nobody committed (an open transaction: commit or roll it back)")
+            holder.send_signal(signal.SIGSTOP)
             expect(frozen).to_contain_text(f"kill -CONT {holder.pid}")
+            expect(frozen).to_have_count(1)
         finally:
             browser.close()

@@ -931,8 +931,9 @@ class Backend(Protocol):
 
     def blockers(self) -> list[str]:
         """Who holds up the store's writes now, one line each with what to do (``Queue.blockers``):
-        SQLite's stopped holders of its write lock, PostgreSQL's sessions that kept another
-        waiting for a lock on the queue's tables; empty when nothing does."""
+        SQLite's holders of its write lock that are stopped or kept it a second while nobody
+        committed, PostgreSQL's sessions that kept another waiting for a lock on the queue's
+        tables; empty when nothing does."""
         ...
 
     # -- time ------------------------------------------------------------------------------

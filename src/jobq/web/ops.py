@@ -100,7 +100,7 @@ def _metrics(q: Queue, buckets: list[Bucket], bucket_seconds: float, settings: S
 
     programs, supervisor_error = _supervisor_programs()
     # Whoever holds up the writes (Queue.blockers), said as the backend's lock works: SQLite's one
-    # write lock held by a stopped process, PostgreSQL's row and table locks.
+    # write lock held by a stopped process or an open transaction, PostgreSQL's row and table locks.
     blockers = q.blockers()
     alerts = ops_model.compute_alerts(
         stats,

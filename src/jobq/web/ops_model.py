@@ -291,8 +291,8 @@ def compute_alerts(
     frozen_writers: Sequence[str] = (),
     lock_blockers: Sequence[str] = (),
 ) -> list[Alert]:
-    """What needs an operator, errors first: a stopped process holding SQLite's write lock
-    (``frozen_writers``), a PostgreSQL session keeping writes waiting for its locks
+    """What needs an operator, errors first: a process holding SQLite's write lock, stopped or
+    inside a transaction left open (``frozen_writers``), a PostgreSQL session keeping writes waiting for its locks
     (``lock_blockers``; both ``Queue.blockers``), expired leases, no live worker (at all, or
     for a queue with due jobs), crashed workers, programs supervisord gave up on; then queues
     whose oldest due job waited too long, lost workers, an unreachable supervisord."""
@@ -306,8 +306,8 @@ def compute_alerts(
             Alert(
                 "error",
                 f"Every write waits: the queue's write lock is held by {_names(frozen_writers)}. "
-                "Nothing can take it from that process: continue it, or stop it (its open "
-                "transaction is then rolled back).",
+                "Nothing can take it from that process: continue it if it is stopped, end its "
+                "transaction, or stop it (its open transaction is then rolled back).",
             )
         )
     if lock_blockers:

@@ -45,7 +45,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
 from jobq.backends.sqlite.caller import caller_runner
-from jobq.backends.sqlite.holders import holders_text, stopped_holders
+from jobq.backends.sqlite.holders import held_up_by, holders_text
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -389,9 +389,18 @@ class SqliteBackend(SqlStore):
                     raise _storage_error(exc, self.path) from None
 
     def blockers(self) -> list[str]:
-        """The processes holding up the queue's writes: those holding its write lock that are
-        stopped (SIGSTOP, a debugger; ``holders.stopped_holders``), which no timeout ends."""
-        return stopped_holders(self.path)
+        """The processes holding up the queue's writes, which no timeout ends: holders of its write
+        lock that are stopped (SIGSTOP, a debugger), and those that held it for
+        ``holders.HOLD_PROBE_SECONDS`` while nobody committed (a transaction left open in a
+        `sqlite3` shell); ``holders.held_up_by``. Takes up to that long while a process holds the
+        lock and nobody commits, and no time while nothing holds it."""
+        return held_up_by(self.path, self._data_version)
+
+    def _data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on this backend's connection: it moves with every
+        commit of another connection."""
+        rows = self._locked(lambda c: c.execute("PRAGMA data_version").fetchall(), write=False, begin=False)
+        return int(rows[0][0])
 
     def _holders(self) -> str:
         """Who holds the write lock, read from /proc (a frozen holder is named so): nothing can

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 #: SQLite's WAL write lock: byte 120 of the ``-shm`` file (os_unix.c: UNIX_SHM_BASE + WAL_WRITE_LOCK).
 WAL_WRITE_LOCK_BYTE = 120
 #: Most of a holder's command line shown.
 COMMAND_SHOWN_CHARS = 80
+#: How long a running process must hold the write lock, with no commit by anyone meanwhile, to be
+#: named as holding up the writes (``held_up_by``): a worker holds it for milliseconds at a time,
+#: and commits; a transaction left open in a `sqlite3` shell holds it until it is ended.
+HOLD_PROBE_SECONDS = 1.0
+#: Longest pause between two looks at the lock during that probe.
+HOLD_PROBE_STEP_SECONDS = 0.1
 
 
 def lock_holders(path: str, proc: str = "/proc") -> list[int]:
@@ -93,7 +101,38 @@ def holders_text(path: str, proc: str = "/proc") -> str | None:
     return HELD_HERE.format(pid=os.getpid()) if os.getpid() in pids else None
 
 
-def stopped_holders(path: str, proc: str = "/proc") -> list[str]:
-    """``describe_process`` of each holder of the write lock that is stopped (SIGSTOP, a
-    debugger): while one is, every writer waits, and only its operator can end that."""
-    return [describe_process(pid, proc) for pid in lock_holders(path, proc) if is_stopped(pid, proc)]
+def held_up_by(
+    path: str,
+    data_version: Callable[[], int],
+    probe_seconds: float = HOLD_PROBE_SECONDS,
+    proc: str = "/proc",
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """``describe_process`` of each other process that holds up the writes of the SQLite database
+    ``path``: a holder of its write lock that is stopped (SIGSTOP, a debugger), at once; one that
+    runs, when it held the lock at every look for ``probe_seconds`` while nobody committed
+    (``data_version``: SQLite's ``PRAGMA data_version`` of one connection, which moves with every
+    commit of another). Either way every writer waits, and only an operator can end it. Returns at
+    once when nothing holds the lock, and at the first commit: a busy queue's lock moves on."""
+    pids = [pid for pid in lock_holders(path, proc) if pid != os.getpid()]
+    stopped = [pid for pid in pids if is_stopped(pid, proc)]
+    running = [pid for pid in pids if pid not in stopped]
+    if running:
+        version, deadline, step = data_version(), clock() + probe_seconds, 0.01
+        while running:
+            left = deadline - clock()
+            if left <= 0:
+                break
+            sleep(min(step, left))
+            step = min(step * 2, HOLD_PROBE_STEP_SECONDS)
+            holding = lock_holders(path, proc)
+            running = [pid for pid in running if pid in holding]
+            if data_version() != version:
+                running = []  # a commit: the lock was let go in between
+    held = (
+        f", which has held it {probe_seconds:g} s or more while nobody committed"
+        " (an open transaction: commit or roll it back)"
+    )
+    return [describe_process(pid, proc) for pid in stopped] + [describe_process(pid, proc) + held for pid in running]
