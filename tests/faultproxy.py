@@ -36,7 +36,21 @@ class FaultProxy:
         self.round_trips = 0
         self._sockets: list[socket.socket] = []
         self._closed = False
+        self._hold: bytes | None = None
+        self._released = threading.Event()
+        #: Set once a connection sent what ``hold_replies_after`` waits for.
+        self.holding = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold_replies_after(self, sent: bytes) -> None:
+        """Once the next connection sends ``sent``, forward nothing more the server sends it until
+        ``release_replies``: its client waits as if the server were slow, or as a frozen client
+        would leave them unread. What the client sends still goes through."""
+        with self._lock:
+            self._hold = sent
+
+    def release_replies(self) -> None:
+        self._released.set()
 
     def lose_next_commit_reply(self, after: bytes) -> None:
         """Cut the next connection that sends ``after`` when the reply reporting its transaction's
@@ -84,6 +98,10 @@ class FaultProxy:
                     if self._trigger is not None and self._trigger in data:
                         self._trigger = None  # one connection, once
                         state["seen"] = True  # before sending: the reply must find it set
+                    if self._hold is not None and self._hold in data:
+                        self._hold = None  # one connection, once
+                        state["held"] = True  # before sending: the reply must find it set
+                        self.holding.set()
                 server.sendall(data)
         _close(client, server)
 
@@ -93,6 +111,8 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
                 counted = self._count_round_trips(counted + data, state)
+                if state.get("held"):
+                    self._released.wait()
                 if not state["seen"]:
                     client.sendall(data)
                     continue
@@ -136,6 +156,7 @@ class FaultProxy:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._released.set()  # a held reply's thread goes on, to find its sockets closed
         with self._lock:
             for s in self._sockets:
                 _close(s)

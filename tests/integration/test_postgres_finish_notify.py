@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from faultproxy import proxied
 from polling import wait_for
 from psycopg import sql
 
@@ -280,3 +281,35 @@ def test_the_rescuers_first_tick_settles_a_crashed_waiters_expired_registration(
         Rescuer(q, "rescuer-1", 1.0).tick()
         q.complete(j[1])
         assert checked() == [j[0].id]
+
+
+def test_a_settle_whose_client_reads_no_reply_holds_no_lock(postgres_url: str) -> None:
+    """The settle's lock on job_waiters (EXCLUSIVE: no registration in flight across it) is
+    taken and let go by the server alone: LOCK, the settle and COMMIT go in one round trip. Sent
+    as two, a client that stopped reading after the LOCK (a rescuer frozen there: SIGSTOP, a
+    stall) kept the lock, and every Queue.wait's registration waited, until the server ended the
+    session. Here the proxy holds back every reply from the LOCK on."""
+    options = split_url(postgres_url)
+    table = sql.SQL("{}.job_waiters").format(sql.Identifier(options.schema))
+    with jobq.Queue(postgres_url) as direct, proxied(postgres_url) as (url, proxy), jobq.Queue(url) as q:
+        (job,) = direct.enqueue_many([0])
+        now = time.time()
+        direct.backend.register_waiter(job, now, now - 1)  # a crashed waiter's: expired, to settle
+        proxy.hold_replies_after(b"LOCK TABLE")
+        settled: list[bool] = []
+        settling = threading.Thread(target=lambda: settled.append(q.settle_waiters()), daemon=True)
+        settling.start()
+        try:
+            assert proxy.holding.wait(30), "the settle's LOCK was never sent"
+            with psycopg.connect(options.libpq_url, autocommit=True) as conn:
+                rows = sql.SQL("SELECT count(*) FROM {}").format(table)
+                wait_for(lambda: conn.execute(rows).fetchone() == (0,), 30, "the settle to commit with no reply read")
+                conn.execute("SET lock_timeout = '10s'")  # the old way: the registration waited here
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (job_id, expires_at) VALUES (%s, %s)").format(table), (job, now + 60)
+                )
+            assert settling.is_alive() and settled == []  # its replies are still held back
+        finally:
+            proxy.release_replies()
+            settling.join(30)
+        assert settled == [True]

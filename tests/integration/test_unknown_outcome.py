@@ -886,3 +886,19 @@ def test_an_unregistration_whose_outcome_is_unknown_is_not_sent_again_and_raises
         assert _waiter_counts(postgres_url) == (1, 0, 1)  # not sent again: the row is there
         assert q.settle_waiters() is True  # expired: deleted, and the count settled
         assert _waiter_counts(postgres_url) == (1, 1, 0)
+
+
+def test_a_settle_of_the_waiters_count_whose_reply_was_lost_is_made_again_harmlessly(
+    pq: tuple[jobq.Queue, FaultProxy], postgres_url: str
+) -> None:
+    """The settle (the lock, the settle and COMMIT in one round trip) committed, its reply lost:
+    made again, it finds nothing more to do. The count is settled once, nothing raised."""
+    q, proxy = pq
+    job_id = q.enqueue({"n": 1})
+    now = time.time()
+    q.backend.register_waiter(job_id, now, now - 1)  # a crashed waiter's, expired
+    assert _waiter_counts(postgres_url) == (1, 0, 1)
+    proxy.lose_next_commit_reply(after=b"LOCK TABLE")
+    assert q.settle_waiters() is False  # made again: nothing left to settle
+    assert proxy.lost_replies == 1
+    assert _waiter_counts(postgres_url) == (1, 1, 0)

@@ -69,9 +69,9 @@ def settle_waiters_probe(d: Dialect, now: float) -> Op[bool]:
 def settle_waiters(d: Dialect, now: float) -> Op[list[bool]]:
     """The expired registrations deleted and, with none left, the finishing statements' waiters'
     check turned off until the next registration, under a lock that no registration or
-    unregistration is in flight across. ``[True]`` when it was turned off."""
-    yield Exec(d.sql["waiters_settle_lock"])
-    rows = yield Exec(d.sql["waiters_settle"], {"now": now})
+    unregistration is in flight across, taken and let go by the server alone (one round trip:
+    see ``waiters_settle_locked``). ``[True]`` when it was turned off."""
+    rows = yield Exec(d.sql["waiters_settle_locked"], {"now": now}, alone=True, several=True)
     return [True] if rows else []
 
 

@@ -37,6 +37,14 @@ LOCK TABLE job_waiters IN EXCLUSIVE MODE
 WITH expired AS (DELETE FROM job_waiters WHERE expires_at < %(now)s)
 SELECT setval('{waiters_gone}', pg_sequence_last_value('{waiters_made}')) WHERE {sql:waiters_to_settle}
 
+-- name: waiters_settle_locked
+-- The lock and the settle in one transaction sent as one pipeline (ops.Exec several=True): the
+-- server takes the lock, settles and commits with nothing more from the client. Sent one by one,
+-- a client that stopped after the LOCK (a rescuer frozen there: SIGSTOP, a stall) kept the lock,
+-- and every registration (Queue.wait) waited for it until the server ended the session.
+{sql:waiters_settle_lock};
+{sql:waiters_settle}
+
 -- name: get_job_locked
 -- A registered waiter's read. Why it cannot miss a finish: a finish checks for waiters
 -- (jobq_notify_waited) only after it holds the job's row FOR UPDATE (jobs.sql: lock_to_finish,
