@@ -182,8 +182,8 @@ def test_the_queue_names_a_holder_of_its_write_lock_that_holds_up_its_writes(tmp
         (text,) = q.blockers()
         assert text.startswith(f"pid {holder.pid} (") and "kill -CONT" not in text, text
         assert text.endswith(
-            f"which has held it {HOLD_PROBE_SECONDS:g} s or more while nobody committed "
-            "(an open transaction: commit or roll it back)"
+            f"which has held it {HOLD_PROBE_SECONDS:g} s or more while nobody committed: every write waits "
+            "for its transaction to end (one left open in a shell: commit or roll it back)"
         ), text
         # `jobq stats` says it too, as the line why jobs stand still.
         env = {**os.environ, "JOBQ_DATABASE_URL": f"sqlite:///{path}"}

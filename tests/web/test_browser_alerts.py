@@ -120,7 +120,7 @@ def test_ops_alerts_on_no_worker_an_unserved_queue_and_a_kill_9(tmp_path: Path, 
             wait_locked(holder)
             frozen = alerts.filter(has_text=f"Every write waits: the queue's write lock is held by pid {holder.pid}")
             expect(frozen).to_have_count(1)
-            expect(frozen).to_contain_text("while nobody committed (an open transaction: commit or roll it back)")
+            expect(frozen).to_contain_text("while nobody committed: every write waits for its transaction to end")
             holder.send_signal(signal.SIGSTOP)
             expect(frozen).to_contain_text(f"kill -CONT {holder.pid}")
             expect(frozen).to_have_count(1)

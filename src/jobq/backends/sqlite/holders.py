@@ -132,7 +132,7 @@ def held_up_by(
             if data_version() != version:
                 running = []  # a commit: the lock was let go in between
     held = (
-        f", which has held it {probe_seconds:g} s or more while nobody committed"
-        " (an open transaction: commit or roll it back)"
+        f", which has held it {probe_seconds:g} s or more while nobody committed: every write waits"
+        " for its transaction to end (one left open in a shell: commit or roll it back)"
     )
     return [describe_process(pid, proc) for pid in stopped] + [describe_process(pid, proc) + held for pid in running]
