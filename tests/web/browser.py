@@ -184,7 +184,7 @@ def chromium_page(width: int = 1366, height: int = 1200) -> Iterator[Any]:
             page.set_default_timeout(UI_TIMEOUT_MS)
             try:
                 yield page
-            except BaseException:
+            except (Exception, pytest.fail.Exception):  # a failure: not a skip, not an interrupt
                 print_page_text(page)
                 raise
         finally:
