@@ -289,3 +289,16 @@ def test_a_transaction_sends_begin_with_its_first_statement_and_wake_ups_with_co
     assert (n, done, sorted(j.id for j in more)) == (4, [True, True], ids[2:])
     assert [q.get(i).status for i in ids] == [jobq.JobStatus.COMPLETED] * 2 + [jobq.JobStatus.PROCESSING] * 2
     assert q.get(ids[0]).result == {"ok": 1}
+
+
+def test_a_waiters_settle_is_a_probe_and_one_round_trip_for_its_transaction(counted, clock: FakeClock) -> None:
+    """The settle's lock, its statement and COMMIT go in one pipeline: the server never waits for
+    the client with the lock held (test_postgres_finish_notify.py freezes a client there)."""
+    q, proxy = counted
+    job_id = q.enqueue({"n": 1})
+    now = clock()
+    q.backend.register_waiter(job_id, now, now - 1)  # a crashed waiter's, expired
+    n, settled = trips(proxy, q.settle_waiters)
+    assert (n, settled) == (2, True)
+    n, settled = trips(proxy, q.settle_waiters)  # nothing to settle: the probe alone
+    assert (n, settled) == (1, False)
