@@ -292,10 +292,11 @@ def compute_alerts(
     lock_blockers: Sequence[str] = (),
 ) -> list[Alert]:
     """What needs an operator, errors first: a process holding SQLite's write lock, stopped or
-    inside a transaction left open (``frozen_writers``), a PostgreSQL session keeping writes waiting for its locks
-    (``lock_blockers``; both ``Queue.blockers``), expired leases, no live worker (at all, or
-    for a queue with due jobs), crashed workers, programs supervisord gave up on; then queues
-    whose oldest due job waited too long, lost workers, an unreachable supervisord."""
+    inside a transaction left open (``frozen_writers``), a PostgreSQL session keeping writes
+    waiting for its locks (``lock_blockers``; both ``Queue.blockers``), expired leases, no live
+    worker (at all, or for a queue with due jobs), crashed workers, programs supervisord gave up
+    on; then queues whose oldest due job waited too long, lost workers, an unreachable
+    supervisord."""
     states = {id(w): worker_state(w, now, heartbeat_seconds) for w in workers}
     live = [w for w in workers if states[id(w)] == WorkerState.ALIVE]
     errors: list[Alert] = []

@@ -20,7 +20,8 @@ COMMAND_SHOWN_CHARS = 80
 #: named as holding up the writes (``held_up_by``): a worker holds it for milliseconds at a time,
 #: and commits; a transaction left open in a `sqlite3` shell holds it until it is ended.
 HOLD_PROBE_SECONDS = 1.0
-#: Longest pause between two looks at the lock during that probe.
+#: First and longest pause between two looks at the lock during that probe (doubling between).
+HOLD_PROBE_FIRST_STEP_SECONDS = 0.01
 HOLD_PROBE_STEP_SECONDS = 0.1
 
 
@@ -101,6 +102,27 @@ def holders_text(path: str, proc: str = "/proc") -> str | None:
     return HELD_HERE.format(pid=os.getpid()) if os.getpid() in pids else None
 
 
+def _held_throughout(
+    path: str,
+    pids: list[int],
+    data_version: Callable[[], int],
+    probe_seconds: float,
+    proc: str,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[int]:
+    """Those of ``pids`` that held the write lock at every look for ``probe_seconds`` (looks
+    ``HOLD_PROBE_FIRST_STEP_SECONDS`` apart, doubling up to ``HOLD_PROBE_STEP_SECONDS``); none
+    once anyone committed (``data_version`` moved): the lock was let go in between."""
+    version, deadline, step = data_version(), clock() + probe_seconds, HOLD_PROBE_FIRST_STEP_SECONDS
+    while pids and (left := deadline - clock()) > 0:
+        sleep(min(step, left))
+        step = min(step * 2, HOLD_PROBE_STEP_SECONDS)
+        holding = lock_holders(path, proc)
+        pids = [] if data_version() != version else [pid for pid in pids if pid in holding]
+    return pids
+
+
 def held_up_by(
     path: str,
     data_version: Callable[[], int],
@@ -120,17 +142,7 @@ def held_up_by(
     stopped = [pid for pid in pids if is_stopped(pid, proc)]
     running = [pid for pid in pids if pid not in stopped]
     if running:
-        version, deadline, step = data_version(), clock() + probe_seconds, 0.01
-        while running:
-            left = deadline - clock()
-            if left <= 0:
-                break
-            sleep(min(step, left))
-            step = min(step * 2, HOLD_PROBE_STEP_SECONDS)
-            holding = lock_holders(path, proc)
-            running = [pid for pid in running if pid in holding]
-            if data_version() != version:
-                running = []  # a commit: the lock was let go in between
+        running = _held_throughout(path, running, data_version, probe_seconds, proc, clock, sleep)
     held = (
         f", which has held it {probe_seconds:g} s or more while nobody committed: every write waits"
         " for its transaction to end (one left open in a shell: commit or roll it back)"
