@@ -397,7 +397,11 @@ class JobqCollector:
             behind = self._take_events(now, self.scrape_events)
             workers = self.queue.workers()
             t = self._totals
-            queues = sorted(t.queues | gauges.keys() | {q for w in workers if w.stopped_at is None for q in w.queues})
+            # A queue once served keeps its series: one whose last job ran between the follower's
+            # folds would otherwise drop out of every family until its counts were folded in
+            # (served, gone, back), and its counters read as reset in between.
+            t.queues.update(gauges.keys(), (q for w in workers if w.stopped_at is None for q in w.queues))
+            queues = sorted(t.queues)
 
             pending = GaugeMetricFamily(
                 "jobq_jobs_pending", "PENDING jobs: due now, or scheduled later", labels=["queue", "due"]
@@ -424,9 +428,9 @@ class JobqCollector:
                 # never less than served (a completion may be counted a moment after its row left
                 # PROCESSING: the counter then holds until it is).
                 g = gauges.get(q)
-                started = t.counters.get(("attempts_ended", q), 0) + (g.processing if g else 0)
-                started -= t.running_at_start.get(q, 0)
-                t.attempts_served[q] = max(t.attempts_served.get(q, 0), started)
+                begun = t.counters.get(("attempts_ended", q), 0) + (g.processing if g else 0)
+                begun -= t.running_at_start.get(q, 0)
+                t.attempts_served[q] = max(t.attempts_served.get(q, 0), begun)
                 t.counters[("attempts", q)] = t.attempts_served[q]
             for name, text in _COUNTER_HELP.items():
                 family = CounterMetricFamily(f"jobq_{name}", text, labels=["queue"])
