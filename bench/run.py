@@ -373,12 +373,12 @@ def main(argv: list[str] | None = None) -> int:
             if pg is not None:
                 # A server of its own: the claims' p99 is judged against 20 ms, and the server the
                 # rows above used can still be busy with what they left (the run of 2026-12-08
-                # 02:02: p50 35 ms, p99 58 ms; 3.1 / 8.6 ms measured right after on a new server,
-                # and after the PostgreSQL rows alone). Stopping it ends that work.
+                # 02:02: p50 35 ms, p99 58 ms; 3.1 / 8.2 ms right after on a new server, 3.1 / 8.6
+                # after the PostgreSQL rows alone). Stopping it ends that work.
                 from bench.pg import start_postgres
 
                 pg.stop()
-                pg = None
+                pg = None  # stopped: not stopped again below if the new one fails to start
                 pg = start_postgres()
                 log(f"PostgreSQL restarted for the flow-control claims on {pg.dsn_base}")
             log("flow control: 20,000 due jobs, a concurrency limit of 4")
