@@ -185,6 +185,7 @@ def test_the_queue_names_a_holder_of_its_write_lock_that_holds_up_its_writes(tmp
             f"which has held it {HOLD_PROBE_SECONDS:g} s or more while nobody committed: every write waits "
             "for its transaction to end (one left open in a shell: commit or roll it back)"
         ), text
+        assert q.blockers() == [text]  # found before, nobody committed since (holders.HeldSeen)
         # `jobq stats` says it too, as the line why jobs stand still.
         env = {**os.environ, "JOBQ_DATABASE_URL": f"sqlite:///{path}"}
         shown = subprocess.run(

@@ -127,3 +127,31 @@ def test_held_up_by_lets_a_holder_go_at_the_first_commit_or_when_it_lets_go(tmp_
 
     assert holders.held_up_by(str(tmp_path / "q.db"), same, 1.0, proc, clock=t2.clock, sleep=let_go) == []
     assert len(t2.slept) == 3
+
+
+def test_held_up_by_names_a_holder_found_before_at_once_while_nobody_committed(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4343 {device} 120 120")
+    _process(proc, 4343, b"sqlite3\0q.db\0", "S")
+    path, seen = str(tmp_path / "q.db"), holders.HeldSeen()
+
+    def probe(version: Callable[[], int]) -> tuple[list[str], float]:
+        t = _Time()
+        return holders.held_up_by(path, version, 1.0, proc, seen=seen, clock=t.clock, sleep=t.sleep), sum(t.slept)
+
+    _, seven = _versions(7)
+    found, waited = probe(seven)
+    assert len(found) == 1 and "held it 1 s or more" in found[0] and waited == pytest.approx(1.0)
+    assert probe(seven) == (found, 0.0)  # the same holder, nobody committed since: no probe
+    _, eight = _versions(8)  # a commit since (the holder let go, and it or another took the lock)
+    assert probe(eight) == (found, pytest.approx(1.0))
+    assert probe(eight) == (found, 0.0)
+
+    (tmp_path / "locks").write_text("")  # let go with no commit (a ROLLBACK) ...
+    assert probe(eight) == ([], 0.0)
+    _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4343 {device} 120 120")  # ... and a new transaction
+    assert probe(eight) == (found, pytest.approx(1.0))  # probed anew: its hold is new
+
+    _proc(tmp_path, "1: POSIX  ADVISORY  WRITE 4444 {device} 120 120")  # another holder, same version
+    _process(proc, 4444, b"sqlite3\0q.db\0", "S")
+    (other,), waited = probe(eight)
+    assert other.startswith("pid 4444 ") and waited == pytest.approx(1.0)

@@ -45,7 +45,7 @@ import apsw
 from jobq.backends import ops
 from jobq.backends.base import Clock, Completion, NewJob, QueueCopy
 from jobq.backends.sqlite.caller import caller_runner
-from jobq.backends.sqlite.holders import held_up_by, holders_text
+from jobq.backends.sqlite.holders import HeldSeen, held_up_by, holders_text
 from jobq.backends.sqlite.schema import MIGRATIONS, NEXT_JOB_ID_SQL, SCHEMA_VERSION
 from jobq.backends.sqlite.wake import FinishNotifier, FinishWaiter, SqliteListener, WakeNotifier
 from jobq.backends.statements import LOWER_FUNCTION, STATIC_FRAGMENTS, Dialect, Params, load_statements
@@ -179,6 +179,7 @@ class SqliteBackend(SqlStore):
         self._pid = -1
         self._notifier = WakeNotifier(self._live_wake_addresses)
         self._finish_notifier = FinishNotifier(self.path)
+        self._held_seen = HeldSeen()  # what blockers() found held throughout its last probe
         self._connect()
 
     # -- connection and transactions ---------------------------------------------------------
@@ -187,6 +188,9 @@ class SqliteBackend(SqlStore):
             return self._conn
         # A connection inherited across fork() must not be used (or even closed) by the child.
         self._conn = None
+        # data_version is one connection's count: a new one's says nothing of the old one's. The
+        # same object emptied, as a blockers() call under way holds it.
+        self._held_seen.last = (-1, frozenset())
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")
@@ -393,8 +397,9 @@ class SqliteBackend(SqlStore):
         lock that are stopped (SIGSTOP, a debugger), and those that held it for
         ``holders.HOLD_PROBE_SECONDS`` while nobody committed (a transaction left open in a
         `sqlite3` shell); ``holders.held_up_by``. Takes up to that long while a process holds the
-        lock and nobody commits, and no time while nothing holds it."""
-        return held_up_by(self.path, self._data_version)
+        lock and nobody commits, and no time while nothing holds it, nor for a holder this backend
+        found so before when nobody committed since (``holders.HeldSeen``)."""
+        return held_up_by(self.path, self._data_version, seen=self._held_seen)
 
     def _data_version(self) -> int:
         """SQLite's ``PRAGMA data_version`` on this backend's connection: it moves with every

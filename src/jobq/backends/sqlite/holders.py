@@ -105,6 +105,7 @@ def holders_text(path: str, proc: str = "/proc") -> str | None:
 def _held_throughout(
     path: str,
     pids: list[int],
+    version: int,
     data_version: Callable[[], int],
     probe_seconds: float,
     proc: str,
@@ -113,8 +114,9 @@ def _held_throughout(
 ) -> list[int]:
     """Those of ``pids`` that held the write lock at every look for ``probe_seconds`` (looks
     ``HOLD_PROBE_FIRST_STEP_SECONDS`` apart, doubling up to ``HOLD_PROBE_STEP_SECONDS``); none
-    once anyone committed (``data_version`` moved): the lock was let go in between."""
-    version, deadline, step = data_version(), clock() + probe_seconds, HOLD_PROBE_FIRST_STEP_SECONDS
+    once anyone committed (``data_version`` moved from ``version``, read before the probe): the
+    lock was let go in between."""
+    deadline, step = clock() + probe_seconds, HOLD_PROBE_FIRST_STEP_SECONDS
     while pids and (left := deadline - clock()) > 0:
         sleep(min(step, left))
         step = min(step * 2, HOLD_PROBE_STEP_SECONDS)
@@ -123,12 +125,26 @@ def _held_throughout(
     return pids
 
 
+class HeldSeen:
+    """What ``held_up_by`` found held throughout its last probe, kept by its caller across calls:
+    SQLite's ``data_version`` read before that probe and the pids it named. The same holders still
+    holding the lock, with that version unchanged (nobody committed since), have held it all the
+    while: they are named at once. An ops page refreshed every few seconds while a transaction is
+    left open waits out the probe once, not at every refresh."""
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: callers in several threads (the apps' sessions) read and
+        # write it without a lock; each write is a probe's own finding.
+        self.last: tuple[int, frozenset[int]] = (-1, frozenset())
+
+
 def held_up_by(
     path: str,
     data_version: Callable[[], int],
     probe_seconds: float = HOLD_PROBE_SECONDS,
     proc: str = "/proc",
     *,
+    seen: HeldSeen | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
@@ -136,13 +152,21 @@ def held_up_by(
     ``path``: a holder of its write lock that is stopped (SIGSTOP, a debugger), at once; one that
     runs, when it held the lock at every look for ``probe_seconds`` while nobody committed
     (``data_version``: SQLite's ``PRAGMA data_version`` of one connection, which moves with every
-    commit of another). Either way every writer waits, and only an operator can end it. Returns at
-    once when nothing holds the lock, and at the first commit: a busy queue's lock moves on."""
+    commit of another), or was found so before (``seen``) and nobody committed since. Either way
+    every writer waits, and only an operator can end it. Returns at once when nothing holds the
+    lock, and at the first commit: a busy queue's lock moves on."""
     pids = [pid for pid in lock_holders(path, proc) if pid != os.getpid()]
     stopped = [pid for pid in pids if is_stopped(pid, proc)]
     running = [pid for pid in pids if pid not in stopped]
     if running:
-        running = _held_throughout(path, running, data_version, probe_seconds, proc, clock, sleep)
+        version = data_version()  # after the holders were read: a commit since they were moves it
+        last_version, last_held = seen.last if seen is not None else (-1, frozenset())
+        if version != last_version or not last_held.issuperset(running):
+            running = _held_throughout(path, running, version, data_version, probe_seconds, proc, clock, sleep)
+        if seen is not None:
+            seen.last = (version, frozenset(running))
+    elif seen is not None:
+        seen.last = (-1, frozenset())  # let go since: a hold found later is a new one, probed anew
     held = (
         f", which has held it {probe_seconds:g} s or more while nobody committed: every write waits"
         " for its transaction to end (one left open in a shell: commit or roll it back)"
