@@ -190,7 +190,7 @@ class SqliteBackend(SqlStore):
         self._conn = None
         # data_version is one connection's count: a new one's says nothing of the old one's. The
         # same object emptied, as a blockers() call under way holds it.
-        self._held_seen.last = (-1, frozenset())
+        self._held_seen.forget()
         if not -(2**31) <= self.busy_timeout_ms < 2**31:
             # SQLite takes a C int; apsw would raise OverflowError (a traceback in the CLI).
             raise ConfigError(f"busy_timeout must be at most {2**31 - 1} milliseconds")

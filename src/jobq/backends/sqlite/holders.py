@@ -132,10 +132,17 @@ class HeldSeen:
     while: they are named at once. An ops page refreshed every few seconds while a transaction is
     left open waits out the probe once, not at every refresh."""
 
+    NOTHING: tuple[int, frozenset[int]] = (-1, frozenset())  # data_version is never negative
+
     def __init__(self) -> None:
         # One tuple, replaced whole: callers in several threads (the apps' sessions) read and
         # write it without a lock; each write is a probe's own finding.
-        self.last: tuple[int, frozenset[int]] = (-1, frozenset())
+        self.last = self.NOTHING
+
+    def forget(self) -> None:
+        """The next call probes anew (the lock let go, or a new connection: data_version is one
+        connection's count)."""
+        self.last = self.NOTHING
 
 
 def held_up_by(
@@ -160,13 +167,13 @@ def held_up_by(
     running = [pid for pid in pids if pid not in stopped]
     if running:
         version = data_version()  # after the holders were read: a commit since they were moves it
-        last_version, last_held = seen.last if seen is not None else (-1, frozenset())
+        last_version, last_held = seen.last if seen is not None else HeldSeen.NOTHING
         if version != last_version or not last_held.issuperset(running):
             running = _held_throughout(path, running, version, data_version, probe_seconds, proc, clock, sleep)
         if seen is not None:
             seen.last = (version, frozenset(running))
     elif seen is not None:
-        seen.last = (-1, frozenset())  # let go since: a hold found later is a new one, probed anew
+        seen.forget()  # let go since: a hold found later is a new one, probed anew
     held = (
         f", which has held it {probe_seconds:g} s or more while nobody committed: every write waits"
         " for its transaction to end (one left open in a shell: commit or roll it back)"
