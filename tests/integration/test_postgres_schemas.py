@@ -150,6 +150,17 @@ UNDO_LATER_MIGRATIONS = [
     ["ALTER TABLE public.workers DROP COLUMN clock_skew"],
     ["ALTER TABLE public.workers DROP COLUMN clock_base"],
     ["DROP SEQUENCE public.job_waiters_gone"],
+    [
+        "DROP TRIGGER jobs_external_status ON public.jobs",
+        "ALTER TABLE public.jobs ALTER COLUMN status TYPE text, ALTER COLUMN key_scope TYPE text",
+        "DROP DOMAIN public.jobq_status, public.jobq_key_scope",
+        "ALTER TABLE public.jobs"
+        " ADD CONSTRAINT jobs_status_check CHECK (status IN ('PENDING','PROCESSING','COMPLETED','FAILED','CANCELLED')),"
+        " ADD CONSTRAINT jobs_key_scope_check CHECK (key_scope IN ('all', 'active', 'ttl', 'released'))",
+        "CREATE TRIGGER jobs_external_status BEFORE UPDATE OF status ON public.jobs FOR EACH ROW"
+        " WHEN (NEW.rev = OLD.rev AND NEW.status IS DISTINCT FROM OLD.status)"
+        " EXECUTE FUNCTION public.jobq_external_status()",
+    ],
 ]
 
 
@@ -344,3 +355,63 @@ def test_a_kill_in_the_middle_of_the_move_loses_nothing_and_the_next_open_comple
                 q.complete(held, result="the old lease still fences")
                 assert q.get(ids["held"]).status == JobStatus.COMPLETED
                 assert q.enqueue({"name": "again"}, key="k-waiting") == ids["waiting"]
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "UPDATE jobs SET status = 'DONE'",
+        "UPDATE jobs SET status = 'pending'",
+        "UPDATE jobs SET key_scope = 'forever'",
+        "INSERT INTO jobs (payload, run_at, created_at, updated_at, status) VALUES ('1', 0, 0, 0, 'NEW')",
+        "INSERT INTO jobs (payload, run_at, created_at, updated_at, key_scope) VALUES ('1', 0, 0, 0, 'none')",
+    ],
+)
+def test_a_status_or_key_scope_that_is_not_one_is_refused_in_hand_written_sql(postgres_url: str, write: str) -> None:
+    """Schema 18 checks status and key_scope in domains, not in the table's CHECKs (their cost
+    a statement: test_postgres_costs): the same values pass, any other is refused, and the row
+    stays as it was."""
+    import psycopg
+    from handwritten import write_by_hand
+
+    with jobq.Queue(postgres_url) as q:
+        job_id = q.enqueue("x")
+        with pytest.raises(psycopg.errors.CheckViolation, match=r"domain jobq_(status|key_scope)"):
+            write_by_hand(postgres_url, write)
+        assert q.get(job_id).status == JobStatus.PENDING and q.count() == 1
+        # Every value allowed still passes, and the trigger made again records a status set by hand.
+        scopes = ("released", "ttl", "active", "all")
+        write_by_hand(postgres_url, *(f"UPDATE jobs SET key_scope = '{s}'" for s in scopes))
+        for status in ("PROCESSING", "COMPLETED", "FAILED", "CANCELLED", "PENDING"):
+            write_by_hand(postgres_url, f"UPDATE jobs SET status = '{status}' WHERE id = {job_id}")
+            assert q.get(job_id).status == JobStatus(status)
+        assert [e.kind for e in q.events(job_id)].count("external_update") == 5
+
+
+def test_schema_18_moves_the_checks_to_domains_without_rewriting_the_jobs_table(
+    postgres_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration changes the columns' type to a domain with no check yet (text to a domain over
+    text: no rewrite), then gives the domains their checks (a scan). The table keeps its file and
+    every row, and the queue works on."""
+    import jobq.backends.postgres as pg_backend
+
+    current = pg_backend.MIGRATIONS
+    with monkeypatch.context() as m:
+        m.setattr(pg_backend, "MIGRATIONS", current[:17])
+        with jobq.Queue(postgres_url, clock=clock) as old:
+            ids = _fill(old, clock)
+            before = _snapshot(old)
+            held = old.get(ids["held"])
+    with raw_connect(postgres_url, autocommit=True) as conn:
+        (file_before,) = conn.execute("SELECT pg_relation_filenode('jobs')").fetchone()
+        assert conn.execute("SELECT max(version) FROM jobq_schema").fetchone() == (17,)
+    with jobq.Queue(postgres_url, clock=clock) as q:
+        assert _snapshot(q) == before
+        with raw_connect(postgres_url, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_relation_filenode('jobs')").fetchone() == (file_before,)
+            assert conn.execute("SELECT max(version) FROM jobq_schema").fetchone() == (18,)
+        q.complete(held, result="after the migration")
+        assert q.get(ids["held"]).status == JobStatus.COMPLETED
+        assert q.enqueue({"name": "again"}, key="k-waiting") == ids["waiting"]
+        assert q.claim("new-worker", queue="bulk") is not None

@@ -197,10 +197,11 @@ FOR UPDATE SKIP LOCKED
 
 -- name: rescue
 -- Conditional on the token the rescuer read: a completion that landed meanwhile is never
--- overwritten (river#1302).
-UPDATE jobs SET status = %(status)s, rev = rev + 1, updated_at = %(now)s, run_at = %(run_at)s,
+-- overwritten (river#1302). %(status)s is cast where it is read: its assignment alone would make
+-- it the column's type (a domain, jobq_status) and its comparison text, two types for one value.
+UPDATE jobs SET status = %(status)s::text, rev = rev + 1, updated_at = %(now)s, run_at = %(run_at)s,
     last_error = %(error)s,
-    finished_at = CASE WHEN %(status)s = 'PENDING' THEN NULL ELSE %(now)s END,
+    finished_at = CASE WHEN %(status)s::text = 'PENDING' THEN NULL ELSE %(now)s END,
     lease_token = NULL, lease_expires_at = NULL
 WHERE id = %(id)s AND coalesce(status = 'PROCESSING', false) AND lease_token IS NOT DISTINCT FROM %(token)s
 RETURNING id
