@@ -131,7 +131,10 @@ ANATOMY_TABLES = (
 )
 """The tables raw's statements run on in ``--anatomy``: (label, CREATE TABLE body or None for
 raw's own schema). The copies carry no trigger (LIKE copies none): the trigger's cost is in
-jobq's own rows."""
+jobq's own rows. Until PostgreSQL schema 18 they also carried the table's two CHECKs, which the
+executor plans anew in every statement that writes a row: the "columns" row showed their ~25 µs a
+statement, not the columns' ~2 (docs/benchmarks.md, 2026-12-08). Now the columns' types (domains)
+carry those checks, planned once a session."""
 NO_WAITER_CHECK = "/* jobq complete_one, no waiter check */ "
 
 
