@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import pytest
+from scraped import served
 
 import jobq
 from jobq.observability.metrics import JobqCollector
 
-parser = pytest.importorskip("prometheus_client.parser")
 prometheus = pytest.importorskip("prometheus_client")
-
-
-def served(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value} of one scrape, as the text format carries it."""
-    text = prometheus.generate_latest(registry).decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in parser.text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_a_queue_whose_jobs_ran_between_folds_keeps_its_series(backend_url: str) -> None:

@@ -1,7 +1,8 @@
 """A worker frozen (SIGSTOP) while it holds jobs it claimed ahead (the default worker's prefetch,
 ``jobq.worker.prefetch``): their leases expire, another worker rescues and completes them, and the
 frozen worker, once continued (SIGCONT), cannot complete or give back any of them: each of its
-late writes is refused and recorded. 0 jobs lost, 0 effects doubled."""
+late writes is refused and recorded. 0 jobs lost, 0 effects doubled. The metrics exporter, started
+before the freeze, counts each rescue and each refused late write once (issue 17)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import time
 from pathlib import Path
 
 import apsw
+import pytest
 from children import stopped
 from harness import Agents, Recorder, backend_name, scale
 from pg import raw_connect
 from polling import wait_for
+from scraped import served, total
 
 import jobq
+from jobq.observability.metrics import JobqCollector
 
 LEASE_SECONDS = 1.5
 #: Every this many jobs one freezes its worker, until a freeze lands where the test wants it (the
@@ -54,6 +58,10 @@ def test_a_worker_frozen_with_jobs_claimed_ahead_loses_them_cleanly(
     q = jobq.Queue(settings=jobq.Settings(database_url=backend_url))
     try:
         ids = q.enqueue_many([{"n": n, "freeze": n % FREEZE_EVERY == FREEZE_EVERY // 2} for n in range(jobs)])
+        prometheus = pytest.importorskip("prometheus_client")
+        registry = prometheus.CollectorRegistry()
+        registry.register(JobqCollector(q, settle_seconds=0.0))
+        served(registry)  # the exporter's counters start here, before any fault
         args = ("--db", backend_url, "--lease", str(LEASE_SECONDS), "--out", str(tmp_path))
         frozen = agents.start("prefetchworker", *args, "--freeze")
         freezes, tries = tmp_path / "frozen", 0
@@ -115,10 +123,28 @@ def test_a_worker_frozen_with_jobs_claimed_ahead_loses_them_cleanly(
         for i in doubled:  # what the failure needs to be understood
             print(f"doubled {i}:", [(e.kind, e.actor, e.attempt, e.detail, e.at) for e in q.events(i)])
         assert lost == [] and doubled == [], (lost, doubled)
+        kinds = collections.Counter(e.kind for job_id in ids for e in q.events(job_id))
         for job_id in ids:
             job = q.get(job_id)
             assert job.status == jobq.JobStatus.COMPLETED
             assert [e.kind for e in q.events(job_id)].count(jobq.EventKind.COMPLETED) == 1
+
+        # What a scraper reads: each rescue and each refused late write once, as the events say.
+        rescues = kinds[jobq.EventKind.RESCUED] + kinds[jobq.EventKind.EXPIRED]
+        refused_writes = kinds[jobq.EventKind.STALE_WRITE_REFUSED]
+        assert rescues == 1 + len(still) and refused_writes >= len(late)
+
+        def counted() -> tuple[float, float, float]:
+            scrape = served(registry)
+            return (
+                total(scrape, "jobq_rescues_total"),
+                total(scrape, "jobq_lease_lost_total"),
+                total(scrape, "jobq_completed_total"),
+            )
+
+        want = (rescues, refused_writes, jobs)
+        wait_for(lambda: counted() == want, 30, f"the exporter to count {want}, not {counted()}")
+        assert counted() == want  # a scrape more counts nothing twice
     finally:
         q.close()
     record(
