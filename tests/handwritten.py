@@ -46,3 +46,14 @@ def write_past_controls_checks(url: str, sql: str) -> None:
     from jobq.backends.postgres.schema import QUEUE_CONTROLS_CHECKS as PG_CHECKS
 
     write_by_hand(url, "ALTER TABLE queue_controls DROP CONSTRAINT queue_controls_enforceable", sql, *PG_CHECKS)
+
+
+#: Writes by hand of a status or a key scope that is not one: each backend refuses every one
+#: (SQLite's CHECKs, PostgreSQL's domains) and the row stays as it was.
+NOT_A_STATUS_OR_KEY_SCOPE = (
+    "UPDATE jobs SET status = 'DONE'",
+    "UPDATE jobs SET status = 'pending'",
+    "UPDATE jobs SET key_scope = 'forever'",
+    "INSERT INTO jobs (payload, run_at, created_at, updated_at, status) VALUES ('1', 0, 0, 0, 'NEW')",
+    "INSERT INTO jobs (payload, run_at, created_at, updated_at, key_scope) VALUES ('1', 0, 0, 0, 'none')",
+)

@@ -16,7 +16,7 @@ from pathlib import Path
 import apsw
 import pytest
 from cli_errors import one_line_error, run_jobq
-from handwritten import write_by_hand
+from handwritten import NOT_A_STATUS_OR_KEY_SCOPE, write_by_hand
 from polling import wait_for
 
 import jobq
@@ -118,15 +118,7 @@ def test_a_schema_13_database_is_rebuilt_with_its_rows_and_ids_kept(
         assert job is not None and job.id == ids[2]  # jobs_live: the claim order kept
 
 
-@pytest.mark.parametrize(
-    "write",
-    [
-        "UPDATE jobs SET status = 'DONE'",
-        "UPDATE jobs SET status = 'pending'",
-        "UPDATE jobs SET key_scope = 'forever'",
-        "INSERT INTO jobs (payload, run_at, created_at, updated_at, status) VALUES ('1', 0, 0, 0, 'NEW')",
-    ],
-)
+@pytest.mark.parametrize("write", NOT_A_STATUS_OR_KEY_SCOPE)
 def test_the_rebuilt_checks_still_refuse_a_status_or_key_scope_that_is_not_one(sqlite_url: str, write: str) -> None:
     """Schema 14 spells the checks as equalities (no temporary b-tree of the IN list per row
     written): the same values pass, any other is refused with SQLite's one-line error, and the

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from handwritten import NOT_A_STATUS_OR_KEY_SCOPE, write_by_hand
 from pg import PgServer, fresh_database, raw_connect
 
 import jobq
@@ -357,22 +358,12 @@ def test_a_kill_in_the_middle_of_the_move_loses_nothing_and_the_next_open_comple
                 assert q.enqueue({"name": "again"}, key="k-waiting") == ids["waiting"]
 
 
-@pytest.mark.parametrize(
-    "write",
-    [
-        "UPDATE jobs SET status = 'DONE'",
-        "UPDATE jobs SET status = 'pending'",
-        "UPDATE jobs SET key_scope = 'forever'",
-        "INSERT INTO jobs (payload, run_at, created_at, updated_at, status) VALUES ('1', 0, 0, 0, 'NEW')",
-        "INSERT INTO jobs (payload, run_at, created_at, updated_at, key_scope) VALUES ('1', 0, 0, 0, 'none')",
-    ],
-)
+@pytest.mark.parametrize("write", NOT_A_STATUS_OR_KEY_SCOPE)
 def test_a_status_or_key_scope_that_is_not_one_is_refused_in_hand_written_sql(postgres_url: str, write: str) -> None:
     """Schema 18 checks status and key_scope in domains, not in the table's CHECKs (their cost
     a statement: test_postgres_costs): the same values pass, any other is refused, and the row
     stays as it was."""
     import psycopg
-    from handwritten import write_by_hand
 
     with jobq.Queue(postgres_url) as q:
         job_id = q.enqueue("x")
