@@ -295,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flow", action="store_true", help="skip the flow-control figures (a limited queue)")
     parser.add_argument("--no-overhead", action="store_true", help="skip the interleaved observability-overhead rounds")
     parser.add_argument("--out", default="docs", help="where benchmarks.md and benchmarks.png go ('' : nowhere)")
+    parser.add_argument(
+        "--keep-moved",
+        action="store_true",
+        help="write the report to --out even when the machine's speed moved during the run",
+    )
     args = parser.parse_args(argv)
     rows = systems()
     if args.list:
@@ -443,6 +448,27 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.ratios_text(results))
     if args.out:
-        md, png = report.write(results, extras, args.out)
+        out, why = report_dir(args.out, extras, keep_moved=args.keep_moved)
+        if why:
+            log(why)
+        md, png = report.write(results, extras, out)
         log(f"wrote {md} and {png} in {extras['elapsed_s']:.0f} s")
     return 0
+
+
+def report_dir(out: str, extras: dict[str, Any], *, keep_moved: bool) -> tuple[str, str | None]:
+    """Where the report goes, and why not ``out`` (None: it goes there). A run during which the
+    machine's speed moved by more than ``speed.MOVED`` (a throttled machine: every figure with a
+    unit moved with it, and the ratios of rows measured at different moments too) does not
+    replace the table in ``out``: its report goes to a new directory outside it, to be read and
+    compared, unless ``keep_moved``."""
+    start, end = extras.get("speed_start"), extras.get("speed_end")
+    moved = speed.moved(start, end) if start is not None and end is not None else []
+    if not moved or keep_moved:
+        return out, None
+    elsewhere = tempfile.mkdtemp(prefix="jobq-bench-moved-")
+    why = (
+        f"the machine's speed moved during the run ({', '.join(moved)}): {out}/benchmarks.md is left as it"
+        f" was and this run's report goes to {elsewhere} (--keep-moved writes it to {out})"
+    )
+    return elsewhere, why

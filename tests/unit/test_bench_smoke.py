@@ -327,3 +327,26 @@ def test_the_machines_speed_at_start_and_end_is_on_the_page_and_a_move_is_called
     lines = dict(report.machine({"speed_start": reading, "speed_end": both}))
     assert "(CPU slower by 60%, SQLite commits faster by 50%)" in lines["machine speed, end"]
     assert "machine speed, start" not in dict(report.machine({}))  # a run without the readings
+
+
+def test_a_run_on_a_machine_whose_speed_moved_does_not_replace_the_table(tmp_path: Path) -> None:
+    """The run of 2026-12-08 05:06 (CPU 34 % slower at its end) replaced the table of a run at the
+    machine's usual speed, and was put back by hand. Such a run's report now goes elsewhere."""
+    import shutil
+
+    from bench import speed
+    from bench.run import report_dir
+
+    reading = speed.Speed(loop_per_s=30e6, fsync_per_s=10_000, commit_per_s=60_000)
+    slowed = dataclasses.replace(reading, loop_per_s=20e6)
+    out = str(tmp_path / "docs")
+    assert report_dir(out, {"speed_start": reading, "speed_end": reading}, keep_moved=False) == (out, None)
+    assert report_dir(out, {}, keep_moved=False) == (out, None)  # no readings: nothing to go by
+    assert report_dir(out, {"speed_start": reading, "speed_end": slowed}, keep_moved=True) == (out, None)
+    elsewhere, why = report_dir(out, {"speed_start": reading, "speed_end": slowed}, keep_moved=False)
+    try:
+        assert os.path.isdir(elsewhere) and not elsewhere.startswith(out) and os.listdir(elsewhere) == []
+        assert why is not None and "(CPU slower by 33%)" in why and f"{out}/benchmarks.md is left as it was" in why
+        assert "--keep-moved" in why
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
