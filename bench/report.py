@@ -446,12 +446,19 @@ def machine(extras: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def speed_moved(extras: dict[str, Any]) -> list[str] | None:
+    """What of the machine's speed moved between the run's start and end (``speed.moved``: [] when
+    it held), or None when the run has not both readings."""
+    start, end = extras.get("speed_start"), extras.get("speed_end")
+    return None if start is None or end is None else speed.moved(start, end)
+
+
 def _speed(extras: dict[str, Any]) -> list[tuple[str, str]]:
     """The machine's speed at the run's start and end (bench/speed.py), and what moved between."""
-    start, end = extras.get("speed_start"), extras.get("speed_end")
-    if start is None or end is None:
+    moved = speed_moved(extras)
+    if moved is None:
         return []
-    moved = speed.moved(start, end)
+    start, end = extras["speed_start"], extras["speed_end"]
     verdict = (
         f"moved during the run ({', '.join(moved)}): figures with a unit moved with it"
         if moved

@@ -462,8 +462,7 @@ def report_dir(out: str, extras: dict[str, Any], *, keep_moved: bool) -> tuple[s
     unit moved with it, and the ratios of rows measured at different moments too) does not
     replace the table in ``out``: its report goes to a new directory outside it, to be read and
     compared, unless ``keep_moved``."""
-    start, end = extras.get("speed_start"), extras.get("speed_end")
-    moved = speed.moved(start, end) if start is not None and end is not None else []
+    moved = report.speed_moved(extras)
     if not moved or keep_moved:
         return out, None
     elsewhere = tempfile.mkdtemp(prefix="jobq-bench-moved-")
